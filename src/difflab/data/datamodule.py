@@ -1,0 +1,154 @@
+"""The LightningDataModule: a named image source as batches of (images in [-1, 1], labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from difflab.data.errors import DataError
+from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
+from difflab.data.transforms import TransformedDataset, build_transform, check_channels
+
+SPLITS = ("train", "val")
+
+# Sources whose class count is known without opening them; a folder must be scanned to find out.
+_KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Batches ``(images, labels)``: float32 ``(N, channels, size, size)`` in [-1, 1] and int64 ``(N,)``.
+
+    Sources (``dataset``):
+      - ``digits``: scikit-learn's bundled 1,797 8x8 digits; needs no ``root``; held out: ``val_fraction``.
+      - ``mnist`` / ``fashion_mnist``: torchvision's copy in ``root`` (``root/MNIST/raw``,
+        ``root/FashionMNIST/raw``); held out: the official test split.
+      - ``cifar10``: torchvision's ``root/cifar-10-batches-py`` when present, otherwise image folders
+        ``root/train/<class>/`` and ``root/test/<class>/`` (the JPEG release); held out: the test split.
+      - ``folder``: any image tree under ``root``, searched recursively. If its top level holds only
+        subfolders, each is a class (sorted names -> 0, 1, ...); otherwise labels are -1. With
+        ``root/train`` and ``root/val`` (or ``root/test``) those are the splits, else ``val_fraction`` of
+        the images is held out with ``split_seed``. Unreadable image files are skipped with one warning.
+
+    ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size.
+    Transforms: convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
+    replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop, and with
+    ``random_flip`` flip horizontally at random — on the train loader only.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str | None = None,
+        image_size: int = 16,
+        channels: int = 1,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        random_flip: bool = False,
+        val_fraction: float = 0.05,
+        split_seed: int = 0,
+        download: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        # Validate eagerly so a bad override fails at instantiation, before any training starts.
+        check_dataset_name(dataset)
+        check_channels(channels)
+        if image_size < 1:
+            raise DataError(f"image_size must be at least 1, got {image_size}")
+        if batch_size < 1:
+            raise DataError(f"batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise DataError(f"num_workers must be 0 or more, got {num_workers}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if dataset != "digits":
+            # An unset root fails now; a missing directory is allowed, since prepare_data may download it.
+            resolve_root(dataset, root, must_exist=False)
+        self.dataset = dataset
+        self.root = None if root is None else Path(root)
+        self.image_size = image_size
+        self.channels = channels
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.random_flip = random_flip
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.download = download
+        self.persistent_workers = persistent_workers
+        self._splits: RawSplits | None = None
+        self._datasets: dict[str, Dataset] = {}
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of label classes, None when unlabelled (a folder source is scanned to find out)."""
+        if self._splits is None and self.dataset in _KNOWN_NUM_CLASSES:
+            return _KNOWN_NUM_CLASSES[self.dataset]
+        self.setup()
+        assert self._splits is not None
+        return self._splits.num_classes
+
+    def prepare_data(self) -> None:
+        """Download a torchvision source into ``root`` if ``download`` is set (Lightning: once per node)."""
+        if self.download:
+            download(self.dataset, self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open both splits once; later calls (any stage) reuse them."""
+        if self._splits is not None:
+            return
+        splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
+        plain = build_transform(self.image_size, self.channels, random_flip=False)
+        augmented = build_transform(self.image_size, self.channels, random_flip=self.random_flip)
+        self._datasets = {
+            "train_augmented": TransformedDataset(splits.train, augmented),
+            "train": TransformedDataset(splits.train, plain),
+            "val": TransformedDataset(splits.val, plain),
+        }
+        self._splits = splits
+
+    def dataset_for(self, split: str) -> Dataset:
+        """The un-augmented dataset of ``"train"`` or ``"val"`` (e.g. for evaluation reference statistics)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        self.setup()
+        return self._datasets[split]
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented batches; the last partial batch is dropped so every step sees batch_size."""
+        self.setup()
+        dataset = self._datasets["train_augmented"]
+        self._check_enough_for_one_batch(len(dataset))  # type: ignore[arg-type]
+        # Lightning swaps in a DistributedSampler under DDP, keeping shuffle; no sampler is built here.
+        return self._loader(dataset, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """The held-out split in a fixed order, un-augmented, keeping the last partial batch."""
+        return self._loader(self.dataset_for("val"), shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        """A DataLoader with this module's worker and memory settings."""
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            # DataLoader rejects persistent_workers without worker processes.
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def _check_enough_for_one_batch(self, size: int) -> None:
+        """Fail loudly instead of letting drop_last silently produce an epoch with zero steps."""
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        per_device = -(-size // world_size)  # DistributedSampler pads each rank to ceil(size / world)
+        if per_device < self.batch_size:
+            raise DataError(
+                f"train split of {self.dataset} has {size} images ({per_device} per device), fewer than "
+                f"batch_size={self.batch_size}; with drop_last no batch would be produced"
+            )

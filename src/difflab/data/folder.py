@@ -1,0 +1,113 @@
+"""Image folders: find class subfolders, scan for readable images, load them lazily by path."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from difflab.data.errors import DataError, UnreadableImagesWarning
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".tga"}
+)
+
+Sample = tuple[str, int]  # (path, class index or -1)
+
+
+def is_image_name(name: str) -> bool:
+    """True for a visible file name with an image extension (case-insensitive)."""
+    # Dot-files are skipped: macOS "._x.jpg" resource forks carry image extensions but no image.
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def find_classes(root: Path) -> list[str] | None:
+    """Sorted class-folder names when ``root`` holds subfolders and no images of its own, else None."""
+    subdirs, has_images = [], False
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                subdirs.append(entry.name)
+            elif is_image_name(entry.name):
+                has_images = True
+    return sorted(subdirs) if subdirs and not has_images else None
+
+
+def is_readable_image(path: str) -> bool:
+    """Cheap scan-time check: PIL can identify the file and parse a non-empty size from its header."""
+    try:
+        # Image.open reads only the header; pixel data is decoded later, at load time.
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # PIL plugins raise many types (OSError, SyntaxError, struct.error, ...) on junk
+        return False
+    return width > 0 and height > 0
+
+
+def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[list[Sample], list[str]]:
+    """Walk ``root`` recursively and return (readable samples, skipped unreadable paths), both sorted.
+
+    With ``class_to_idx`` each top-level subfolder is a class (its images, at any depth, get its index);
+    without it every image under ``root`` is labelled -1. Files without an image extension are ignored.
+    """
+    if class_to_idx is None:
+        tops = [(root, -1)]
+    else:
+        tops = [(root / name, index) for name, index in sorted(class_to_idx.items())]
+    samples: list[Sample] = []
+    skipped: list[str] = []
+    for top, label in tops:
+        if not top.is_dir():
+            continue  # a class known from train may have no folder in val
+        for directory, dirnames, filenames in os.walk(top, followlinks=True):
+            dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+            for name in sorted(filenames):
+                if not is_image_name(name):
+                    continue
+                path = os.path.join(directory, name)
+                if is_readable_image(path):
+                    samples.append((path, label))
+                else:
+                    skipped.append(path)
+    return samples, skipped
+
+
+def warn_skipped(skipped: list[str]) -> None:
+    """Emit one warning for all unreadable files skipped while scanning (none when the list is empty)."""
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image file(s) (first: {skipped[0]})",
+            UnreadableImagesWarning,
+            stacklevel=2,
+        )
+
+
+def load_image(path: str) -> Image.Image:
+    """Open and fully decode one image file, raising DataError naming the file when decoding fails."""
+    try:
+        with open(path, "rb") as file:
+            image = Image.open(file)
+            image.load()  # decode now, while the file is open; the pixels then live in memory
+    except Exception as error:  # a file can pass the header check and still be truncated or corrupt
+        raise DataError(f"cannot decode image {path}: {error}") from error
+    return image
+
+
+class ImageFileDataset(Dataset):
+    """Images loaded lazily from (path, label) samples, returned as (PIL image, label)."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        return load_image(path), label

@@ -1,0 +1,109 @@
+"""What every sampler shares: the timestep grid, calling the model, turning its output into (x̂_0, ε̂)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..schedule import NoiseSchedule, check_prediction_type
+from ..timesteps import make_timesteps
+
+# Any callable model(x_t, t) -> prediction; t is a LongTensor (N,) of timesteps in [0, T-1].
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+StepCallback = Callable[[int, int, Tensor], None]
+
+
+def model_device_dtype(model: Denoiser) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype a model's parameters live on (CPU float32 for plain callables)."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device, p.dtype if p.is_floating_point() else torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+def draw_noise(
+    shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """N(0, I) drawn on the generator's device (so a CPU generator gives the same noise everywhere)."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=torch.float32).to(device, dtype)
+
+
+class Sampler:
+    """Base class: subclasses implement `denoise`, a loop over a descending list of timesteps."""
+
+    default_steps = 50
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        steps: int | None = None,
+        prediction_type: str = "epsilon",
+        timestep_spacing: str = "leading",
+        clip_x0: float | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.steps = int(steps) if steps is not None else min(self.default_steps, schedule.timesteps)
+        self.prediction_type = check_prediction_type(prediction_type)
+        self.timestep_spacing = timestep_spacing
+        self.clip_x0 = clip_x0
+        self.timesteps = make_timesteps(schedule.timesteps, self.steps, timestep_spacing)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(steps={self.steps}, spacing={self.timestep_spacing!r}, "
+            f"prediction_type={self.prediction_type!r}, clip_x0={self.clip_x0})"
+        )
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sample."""
+        return len(self.timesteps)
+
+    def predict(self, model: Denoiser, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """Run the model at integer timestep t and return (x̂_0, ε̂), with x̂_0 clipped if configured."""
+        t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        out = model(x, t_batch)
+        x0, eps = self.schedule.to_x0_and_eps(out, x, t_batch, self.prediction_type)
+        if self.clip_x0 is not None:
+            # Clipping x̂_0 to the data range keeps early, poor predictions from blowing up; ε̂ is
+            # recomputed so that the pair stays consistent with x_t (as diffusers does).
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+            eps = self.schedule.predict_eps_from_x0(x, t_batch, x0)
+        return x0, eps
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: Denoiser,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        x_T: Tensor | None = None,
+        callback: StepCallback | None = None,
+    ) -> Tensor:
+        """Generate samples of `shape` from pure noise x_T (drawn from `generator` when not given)."""
+        device, dtype = model_device_dtype(model)
+        if x_T is None:
+            x_T = draw_noise(shape, generator, device, dtype)
+        elif tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape {tuple(shape)} was asked for")
+        return self.denoise(model, x_T.to(device, dtype), self.timesteps, generator, callback)
+
+    def denoise(
+        self,
+        model: Denoiser,
+        x: Tensor,
+        timesteps: Tensor,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> Tensor:
+        """Denoise x, which is at noise level timesteps[0], down to x_0 along `timesteps` (descending)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def pairs(timesteps: Tensor) -> list[tuple[int, int]]:
+        """(t, t_prev) for each step; the last step goes to t_prev = -1, i.e. ᾱ = 1 (clean data)."""
+        ts = [int(t) for t in timesteps]
+        return list(zip(ts, ts[1:] + [-1], strict=True))
