@@ -30,7 +30,7 @@ class GaussianMixtureDenoiser:
         mu = a.sqrt() * self.means.view(1, 1, -1)  # (N,1,K)
         var = a * self.stds.view(1, 1, -1) ** 2 + (1 - a)  # (N,1,K)
         d = x.shape[1]
-        log_lik = (-0.5 * ((xd - mu) ** 2 / var).sum(1, keepdim=True) - 0.5 * d * torch.log(2 * math.pi * var))
+        log_lik = -0.5 * ((xd - mu) ** 2 / var).sum(1, keepdim=True) - 0.5 * d * torch.log(2 * math.pi * var)
         resp = torch.softmax(log_lik + self.weights.log().view(1, 1, -1), dim=-1)  # (N,1,K)
         eps = (1 - a).sqrt().view(-1, 1) * ((xd - mu) / var * resp).sum(-1)
         return eps.to(x.dtype)

@@ -47,8 +47,12 @@ def test_ddim_eta_zero_is_deterministic_and_eta_one_is_not():
     a = DDIMSampler(s, steps=20).sample(model, (16, D), generator=torch.Generator().manual_seed(1), x_T=x_T)
     b = DDIMSampler(s, steps=20).sample(model, (16, D), generator=torch.Generator().manual_seed(2), x_T=x_T)
     torch.testing.assert_close(a, b)
-    c = DDIMSampler(s, steps=20, eta=1.0).sample(model, (16, D), generator=torch.Generator().manual_seed(1), x_T=x_T)
-    d = DDIMSampler(s, steps=20, eta=1.0).sample(model, (16, D), generator=torch.Generator().manual_seed(2), x_T=x_T)
+    c = DDIMSampler(s, steps=20, eta=1.0).sample(
+        model, (16, D), generator=torch.Generator().manual_seed(1), x_T=x_T
+    )
+    d = DDIMSampler(s, steps=20, eta=1.0).sample(
+        model, (16, D), generator=torch.Generator().manual_seed(2), x_T=x_T
+    )
     assert not torch.allclose(c, d)
 
 
@@ -75,7 +79,9 @@ def test_samplers_accept_x0_and_v_prediction_models():
     x_T = torch.randn(64, D, generator=torch.Generator().manual_seed(0))
     ref = DDIMSampler(s, steps=20).sample(eps_model, (64, D), x_T=x_T)
     for prediction_type in ("x0", "v"):
-        out = DDIMSampler(s, steps=20, prediction_type=prediction_type).sample(as_type(prediction_type), (64, D), x_T=x_T)
+        out = DDIMSampler(s, steps=20, prediction_type=prediction_type).sample(
+            as_type(prediction_type), (64, D), x_T=x_T
+        )
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 

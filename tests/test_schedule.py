@@ -26,7 +26,10 @@ def test_linear_schedule_is_the_ddpm_papers():
 def test_cosine_schedule_follows_its_closed_form_and_is_clipped():
     s = NoiseSchedule.from_name("cosine", timesteps=1000)
     t = torch.arange(1, 1001, dtype=torch.float64) / 1000
-    f = torch.cos((t + 0.008) / 1.008 * torch.pi / 2) ** 2 / torch.cos(torch.tensor(0.008 / 1.008 * torch.pi / 2, dtype=torch.float64)) ** 2
+    f = (
+        torch.cos((t + 0.008) / 1.008 * torch.pi / 2) ** 2
+        / torch.cos(torch.tensor(0.008 / 1.008 * torch.pi / 2, dtype=torch.float64)) ** 2
+    )
     # Away from the β=0.999 clip at the very end the cumulative product is the closed form.
     torch.testing.assert_close(s.alphas_cumprod[:990], f[:990], rtol=1e-9, atol=1e-12)
     assert s.betas.max().item() <= 0.999
@@ -61,7 +64,9 @@ def test_q_sample_matches_iterating_the_single_step_chain(name):
     x = x0.clone()
     for t in range(60):
         x = s.q_step(x, torch.full((x.shape[0],), t), torch.randn(x.shape, generator=g, dtype=torch.float64))
-    direct = s.q_sample(x0, torch.full((x0.shape[0],), 59), torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    direct = s.q_sample(
+        x0, torch.full((x0.shape[0],), 59), torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    )
     assert x.mean().item() == pytest.approx(direct.mean().item(), abs=0.015)
     assert x.std().item() == pytest.approx(direct.std().item(), rel=0.03)
 

@@ -47,7 +47,9 @@ BETA_SCHEDULES: dict[str, Callable[..., Tensor]] = {
 def check_prediction_type(prediction_type: str) -> str:
     """Return prediction_type if it is one difflab knows, else raise a one-line error."""
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"unknown prediction_type {prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}")
+        raise ValueError(
+            f"unknown prediction_type {prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}"
+        )
     return prediction_type
 
 
@@ -125,9 +127,10 @@ class NoiseSchedule:
         """Draw x_t ~ q(x_t | x_0) in closed form: √ᾱ_t x_0 + √(1-ᾱ_t) ε."""
         if noise is None:
             noise = torch.randn_like(x0)
-        return self.gather("sqrt_alphas_cumprod", t, x0) * x0 + self.gather(
-            "sqrt_one_minus_alphas_cumprod", t, x0
-        ) * noise
+        return (
+            self.gather("sqrt_alphas_cumprod", t, x0) * x0
+            + self.gather("sqrt_one_minus_alphas_cumprod", t, x0) * noise
+        )
 
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(x_t | x_0)."""
@@ -144,7 +147,10 @@ class NoiseSchedule:
 
     def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
-        mean = self.gather("posterior_mean_coef1", t, x_t) * x0 + self.gather("posterior_mean_coef2", t, x_t) * x_t
+        mean = (
+            self.gather("posterior_mean_coef1", t, x_t) * x0
+            + self.gather("posterior_mean_coef2", t, x_t) * x_t
+        )
         variance = self.gather("posterior_variance", t, x_t).expand_as(x_t)
         log_variance = self.gather("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
         return mean, variance, log_variance
@@ -153,9 +159,10 @@ class NoiseSchedule:
 
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_0 = (x_t - √(1-ᾱ) ε) / √ᾱ."""
-        return self.gather("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self.gather(
-            "sqrt_recipm1_alphas_cumprod", t, x_t
-        ) * eps
+        return (
+            self.gather("sqrt_recip_alphas_cumprod", t, x_t) * x_t
+            - self.gather("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
+        )
 
     def predict_eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """ε = (x_t - √ᾱ x_0) / √(1-ᾱ)."""
@@ -165,9 +172,10 @@ class NoiseSchedule:
 
     def velocity(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """v = √ᾱ ε - √(1-ᾱ) x_0 (Salimans & Ho 2022)."""
-        return self.gather("sqrt_alphas_cumprod", t, x0) * eps - self.gather(
-            "sqrt_one_minus_alphas_cumprod", t, x0
-        ) * x0
+        return (
+            self.gather("sqrt_alphas_cumprod", t, x0) * eps
+            - self.gather("sqrt_one_minus_alphas_cumprod", t, x0) * x0
+        )
 
     def training_target(self, x0: Tensor, t: Tensor, eps: Tensor, prediction_type: str) -> Tensor:
         """What a network of the given prediction type should output for (x_t, t)."""
@@ -178,7 +186,9 @@ class NoiseSchedule:
             return x0
         return self.velocity(x0, t, eps)
 
-    def to_x0_and_eps(self, prediction: Tensor, x_t: Tensor, t: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
+    def to_x0_and_eps(
+        self, prediction: Tensor, x_t: Tensor, t: Tensor, prediction_type: str
+    ) -> tuple[Tensor, Tensor]:
         """Turn a network output of any prediction type into the pair (x̂_0, ε̂)."""
         check_prediction_type(prediction_type)
         if prediction_type == "epsilon":

@@ -28,7 +28,9 @@ def draw_noise(
 ) -> Tensor:
     """N(0, I) drawn on the generator's device (so a CPU generator gives the same noise everywhere)."""
     gen_device = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=torch.float32).to(device, dtype)
+    return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=torch.float32).to(
+        device, dtype
+    )
 
 
 class Sampler:

@@ -26,7 +26,9 @@ class DDPMSampler(Sampler):
         variance_type: str = "fixed_small",
     ) -> None:
         if variance_type not in VARIANCE_TYPES:
-            raise ValueError(f"unknown variance_type {variance_type!r}; choose one of {', '.join(VARIANCE_TYPES)}")
+            raise ValueError(
+                f"unknown variance_type {variance_type!r}; choose one of {', '.join(VARIANCE_TYPES)}"
+            )
         steps = schedule.timesteps if steps is None else steps
         super().__init__(schedule, steps, prediction_type, timestep_spacing, clip_x0)
         self.variance_type = variance_type
