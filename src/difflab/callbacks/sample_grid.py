@@ -1,0 +1,83 @@
+"""Log a grid of samples from fixed noise every N steps, so the progress of one run is comparable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torch import Tensor
+
+from ..diffusion import Sampler
+from ..diffusion.generate import generate
+from ..io.images import grid_of, save_png
+from ..training.ema import ema_network
+from .sharding import gather_shards, shard_indices
+
+SamplerFactory = Callable[..., Sampler]
+
+
+class SampleGrid(L.Callback):
+    """Every `every_n_steps` optimizer steps and at the end of training: sample `num_samples` images with
+    the EMA weights from the same noise, write `<dirpath>/step_XXXXXXX.png` and log the grid to every
+    logger that takes images. The work is split across DDP ranks (each rank samples its own indices)."""
+
+    def __init__(
+        self,
+        sampler: SamplerFactory,
+        dirpath: str,
+        every_n_steps: int = 500,
+        num_samples: int = 64,
+        seed: int = 0,
+        batch_size: int = 64,
+    ) -> None:
+        self.sampler_factory = sampler
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = int(every_n_steps)
+        self.num_samples = int(num_samples)
+        self.seed = seed
+        self.batch_size = batch_size
+        self._last_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.log_grid(trainer, pl_module, f"step_{step:07d}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_grid(trainer, pl_module, "final")
+
+    @torch.no_grad()
+    def log_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
+        """Sample the grid (sharded over ranks), then write and log it from rank 0."""
+        self._last_step = trainer.global_step
+        net = ema_network(trainer, pl_module)
+        was_training = net.training
+        net.eval()
+        sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
+        shape = self._sample_shape(trainer)
+        mine = shard_indices(self.num_samples, trainer.global_rank, trainer.world_size)
+        images = generate(sampler, net, mine, shape, self.seed, self.batch_size)
+        images = gather_shards(trainer, images, self.num_samples)
+        net.train(was_training)
+        if not trainer.is_global_zero:
+            return None
+        grid = grid_of(images)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"{name}.png"
+        save_png(grid, path)
+        self._log_to_loggers(trainer, grid)
+        return path
+
+    def _sample_shape(self, trainer: L.Trainer) -> tuple[int, int, int]:
+        data = trainer.datamodule
+        return (data.channels, data.image_size, data.image_size)
+
+    def _log_to_loggers(self, trainer: L.Trainer, grid: Tensor) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples", images=[grid.permute(1, 2, 0).numpy()], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("samples", grid, trainer.global_step)

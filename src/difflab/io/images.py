@@ -1,0 +1,42 @@
+"""Convert model-space images ([-1, 1] floats) to uint8 and write PNGs, grids and .npz files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import make_grid
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """(N, C, H, W) floats in [-1, 1] → uint8 in [0, 255], on the CPU."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def grid_of(images: Tensor, nrow: int | None = None, padding: int = 2) -> Tensor:
+    """A uint8 (C, H, W) grid of [-1, 1] images, about square unless nrow is given."""
+    nrow = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
+    return make_grid(to_uint8(images), nrow=nrow, padding=padding, pad_value=255)
+
+
+def save_png(image_uint8: Tensor, path: str | Path) -> None:
+    """Write one uint8 (C, H, W) image; 1 channel as grayscale."""
+    array = image_uint8.permute(1, 2, 0).numpy()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+
+
+def save_samples(images: Tensor, out_dir: str | Path, nrow: int | None = None) -> dict[str, Path]:
+    """Write samples as numbered PNGs, one grid.png and samples.npz (uint8, NHWC, as FID tools expect)."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    uint8 = to_uint8(images)
+    width = max(5, len(str(len(uint8))))
+    for i, img in enumerate(uint8):
+        save_png(img, out / "images" / f"{i:0{width}d}.png")
+    save_png(grid_of(images, nrow), out / "grid.png")
+    np.savez_compressed(out / "samples.npz", images=uint8.permute(0, 2, 3, 1).numpy())
+    return {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}

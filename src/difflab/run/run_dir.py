@@ -1,0 +1,33 @@
+"""Never overwrite a run folder: a Hydra callback refuses one that already holds a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def existing_run_files(run_dir: Path) -> list[str]:
+    """What in `run_dir` shows a previous run (checkpoints, samples, logs), if anything."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in run_dir.iterdir() if p.name in {"checkpoints", "samples", ".hydra", "wandb"}
+    )
+
+
+class RefuseExistingRunDir(Callback):
+    """Before Hydra writes .hydra/ into the run folder, stop if it belongs to another run (unless resuming)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("ckpt_path"):
+            return  # resuming into its own folder is allowed
+        run_dir = Path(str(config.hydra.run.dir))
+        found = existing_run_files(run_dir)
+        if found:
+            raise FileExistsError(
+                f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir "
+                "or resume with ckpt_path=last"
+            )

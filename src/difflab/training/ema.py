@@ -1,0 +1,64 @@
+"""EMA of the weights: Lightning's WeightAveraging with a decay that warms up from 0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from torch import Tensor, nn
+
+
+def warmup_decay(decay: float, num_updates: int, warmup: bool) -> float:
+    """min(decay, (1 + n) / (10 + n)): early averages forget the random init fast (TF's EMA warm-up)."""
+    return min(decay, (1 + num_updates) / (10 + num_updates)) if warmup else decay
+
+
+class EMA(WeightAveraging):
+    """Exponential moving average, updated after every optimizer step.
+
+    The checkpoint's `state_dict` holds the averaged weights (what sampling uses); the raw weights and the
+    update count are kept beside them for exact resume. Validation runs on the averaged weights.
+    """
+
+    def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every: int = 1) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1) (got {decay})")
+        self.decay = decay
+        self.warmup = warmup
+        self.update_every = max(1, int(update_every))
+        super().__init__(multi_avg_fn=self._average, use_buffers=True)
+
+    def _average(self, averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        decay = warmup_decay(self.decay, int(num_averaged), self.warmup)
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - decay)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx % self.update_every == 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning calls setup before moving the module to its device; keep the average on the
+        # training device so each update is a device-local lerp, not a copy to the CPU.
+        if self._device is None:
+            self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning copies the average into the module here; difflab keeps the raw weights so that a
+        # checkpoint written at the end of training still holds both (sampling reads the EMA state_dict).
+        return None
+
+    def averaged_module(self) -> L.LightningModule | None:
+        """The LightningModule holding the averaged weights (None before fit has set it up)."""
+        return None if self._average_model is None else self._average_model.module
+
+
+def ema_network(trainer: L.Trainer, pl_module: Any) -> nn.Module:
+    """The denoiser to sample with: the EMA copy when an EMA callback is active, else the raw one."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, EMA) and callback.averaged_module() is not None:
+            return callback.averaged_module().net
+    return pl_module.net

@@ -1,0 +1,54 @@
+"""Shared fixtures: configs composed with Hydra's compose API, small enough to train in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# A few optimizer steps of a toy U-Net with grids and checkpoints every 2 steps.
+FAST_TRAIN = [
+    "model=unet_tiny",
+    "trainer=cpu",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.batch_size=16",
+    "logger=csv",
+    "sampler.steps=2",
+    "callbacks.sample_grid.every_n_steps=2",
+    "callbacks.sample_grid.num_samples=4",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+]
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose conf/<name>.yaml as the entry point would, writing into output_dir."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path) -> DictConfig:
+    return compose_config("train", FAST_TRAIN, tmp_path / "run")
+
+
+def shared_data_or_skip() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (present in CI; see shared/data/README.md)")
+    return SHARED_DATA
