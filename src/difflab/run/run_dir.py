@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ class RefuseExistingRunDir(Callback):
         run_dir = Path(str(config.hydra.run.dir))
         found = existing_run_files(run_dir)
         if found:
-            raise FileExistsError(
-                f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir "
-                "or resume with ckpt_path=last"
+            # Hydra turns an Exception raised in a callback into a warning and carries on, so exit here:
+            # SystemExit is not an Exception.
+            print(
+                f"error: run folder {run_dir} already holds a run ({', '.join(found)}); pick a new "
+                "hydra.run.dir or resume with ckpt_path=last",
+                file=sys.stderr,
             )
+            raise SystemExit(2)

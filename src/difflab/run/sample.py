@@ -52,19 +52,14 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
         wanted = cfg.get(group)
         if wanted is None:
             continue
-        if isinstance(wanted, str):
-            trained = stored.get("choices", {}).get(group) or stored[group].get("name")
-            if wanted != trained:
-                raise ValueError(
-                    f"{group}={wanted} contradicts the checkpoint, trained with {group}={trained}; "
-                    f"drop the override (sample.py takes the {group} from the checkpoint)"
-                )
-            continue
-        for key, value in OmegaConf.to_container(wanted, resolve=True).items():
+        # Values that interpolate other groups (model.in_channels: ${data.channels}) are not compared.
+        for key, value in OmegaConf.to_container(wanted, resolve=False).items():
+            if key.startswith("_") or (isinstance(value, str) and value.startswith("${")):
+                continue
             if stored[group].get(key) != value:
                 raise ValueError(
                     f"{group}.{key}={value} contradicts the checkpoint, trained with "
-                    f"{group}.{key}={stored[group].get(key)}; drop the override"
+                    f"{group}.{key}={stored[group].get(key)}; drop the override (the checkpoint fixes the {group})"
                 )
 
 

@@ -1,0 +1,126 @@
+"""Bad input gets one clear line that names the problem, and nothing already written is lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST_TRAIN, ROOT, compose_config
+from omegaconf import open_dict
+
+from difflab.run import sample, train
+from difflab.run.checkpoint import load_model
+
+
+def run_cli(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_unknown_config_key_is_named_by_hydra():
+    result = run_cli("train.py", "optim.lrr=1e-4")
+    assert result.returncode != 0
+    assert "Could not override 'optim.lrr'" in result.stderr
+
+
+def test_unknown_group_option_is_named_by_hydra():
+    result = run_cli("train.py", "data=mnsit")
+    assert result.returncode != 0
+    assert "Could not find 'data/mnsit'" in result.stderr
+
+
+def test_cli_prints_one_line_for_a_bad_image_size(tmp_path):
+    result = run_cli("train.py", "data.image_size=18", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: image size 18 cannot be divided down")
+    assert "Traceback" not in result.stderr
+
+
+def test_existing_run_folder_is_refused_and_left_untouched(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"precious")
+    result = run_cli("train.py", f"hydra.run.dir={run}", "logger=none")
+    assert result.returncode == 2
+    assert f"run folder {run} already holds a run" in result.stderr
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"precious"
+    assert not (run / ".hydra").exists()
+
+
+def test_sample_cli_with_missing_checkpoint(tmp_path):
+    result = run_cli("sample.py", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 's'}")
+    assert result.returncode == 2
+    assert f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}" in result.stderr
+
+
+def test_missing_data_root_is_named(tmp_path):
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, "data=mnist", f"data.root={tmp_path / 'absent'}"], tmp_path / "run"
+    )
+    with pytest.raises(FileNotFoundError, match="absent"):
+        train(cfg)
+
+
+def test_folder_without_images_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, "data=folder", f"data.root={tmp_path / 'empty'}"], tmp_path / "run"
+    )
+    with pytest.raises(ValueError, match="empty"):
+        train(cfg)
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="could not read checkpoint"):
+        load_model(bad)
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("image_size=32", "image_size=32 contradicts the checkpoint, trained with image_size=16"),
+        ("channels=3", "channels=3 contradicts the checkpoint, trained with channels=1"),
+        ("prediction_type=v", "prediction_type=v contradicts the checkpoint"),
+        (
+            "schedule=cosine",
+            "schedule.name=cosine contradicts the checkpoint, trained with schedule.name=linear",
+        ),
+        (
+            "model=unet_small",
+            "model.base_channels=32 contradicts the checkpoint, trained with model.base_channels=16",
+        ),
+        ("+model.base_channels=64", "model.base_channels=64 contradicts the checkpoint"),
+    ],
+)
+def test_sample_overrides_that_contradict_the_checkpoint(trained_ckpt, tmp_path, override, message):
+    cfg = compose_config("sample", [f"ckpt={trained_ckpt}", override, f"out={tmp_path / 'out'}"], tmp_path)
+    with pytest.raises(ValueError, match=message):
+        sample(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_refuses_a_non_empty_output_folder(trained_ckpt, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.png").write_bytes(b"mine")
+    cfg = compose_config("sample", [f"ckpt={trained_ckpt}", "n=2", f"out={out}"], tmp_path)
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+        sample(cfg)
+    assert (out / "keep.png").read_bytes() == b"mine"
+    with open_dict(cfg):
+        cfg.out = str(tmp_path / "fresh")
+    sample(cfg)
+    assert (tmp_path / "fresh" / "grid.png").is_file()
