@@ -4,7 +4,15 @@ import pytest
 import torch
 from analytic import GaussianMixtureDenoiser
 
-from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, make_timesteps
+from difflab.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverSampler,
+    EulerSampler,
+    HeunSampler,
+    NoiseSchedule,
+    make_timesteps,
+)
 
 MEAN, STD = 0.3, 0.5
 N, D = 4000, 4  # 16,000 scalar draws: the sample mean's standard error is about 0.004
@@ -113,3 +121,78 @@ def test_bad_sampler_settings_are_named():
         DDIMSampler(s, eta=-1)
     with pytest.raises(ValueError, match="x_T has shape"):
         DDIMSampler(s).sample(lambda x, t: x, (2, 3), x_T=torch.zeros(2, 4))
+
+
+# -- every sampler against a 2-component Gaussian mixture ---------------------------------------------
+
+MIX_MEANS, MIX_STDS, MIX_WEIGHTS = [-0.5, 0.5], [0.15, 0.15], [0.3, 0.7]
+
+
+def mixture_stats(x):
+    """Mean, variance and the weight of the positive component (points are well separated)."""
+    return x.mean().item(), x.var().item(), (x.mean(1) > 0).float().mean().item()
+
+
+def mixture_truth():
+    mean = sum(w * m for w, m in zip(MIX_WEIGHTS, MIX_MEANS, strict=True))
+    second = sum(w * (s**2 + m**2) for w, m, s in zip(MIX_WEIGHTS, MIX_MEANS, MIX_STDS, strict=True))
+    return mean, second - mean**2, MIX_WEIGHTS[1]
+
+
+# (sampler, relative tolerance on the variance): ODE samplers shrink the spread a little at few steps.
+DEFAULT_SAMPLERS = [
+    (lambda s: DDPMSampler(s), 0.04),
+    (lambda s: DDIMSampler(s), 0.08),
+    (lambda s: DPMSolverSampler(s), 0.08),
+    (lambda s: EulerSampler(s), 0.08),
+    (lambda s: HeunSampler(s), 0.08),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "var_tol"), DEFAULT_SAMPLERS, ids=["ddpm", "ddim", "dpm++", "euler", "heun"]
+)
+def test_every_sampler_at_its_default_steps_reproduces_a_mixture(make, var_tol):
+    s = NoiseSchedule.from_name("linear")
+    model = GaussianMixtureDenoiser(s, MIX_MEANS, MIX_STDS, MIX_WEIGHTS)
+    mean, var, weight = mixture_stats(
+        make(s).sample(model, (N, D), generator=torch.Generator().manual_seed(1))
+    )
+    true_mean, true_var, true_weight = mixture_truth()
+    assert mean == pytest.approx(true_mean, abs=0.02)
+    assert var == pytest.approx(true_var, rel=var_tol)
+    assert weight == pytest.approx(true_weight, abs=0.02)  # component weights: standard error ≈ 0.007
+
+
+def test_dpm_solver_at_20_steps_beats_ddim_at_20_steps():
+    s = NoiseSchedule.from_name("linear")
+    model = GaussianMixtureDenoiser(s, MIX_MEANS, MIX_STDS, MIX_WEIGHTS)
+    x_T = torch.randn(N, D, generator=torch.Generator().manual_seed(2))
+    _, true_var, _ = mixture_truth()
+    err = {}
+    for name, sampler in [("ddim", DDIMSampler(s, steps=20)), ("dpm", DPMSolverSampler(s, steps=20))]:
+        _, var, _ = mixture_stats(sampler.sample(model, (N, D), x_T=x_T))
+        err[name] = abs(var - true_var)
+    assert err["dpm"] < err["ddim"]
+
+
+def test_euler_is_ddim_with_eta_zero_and_heun_costs_two_evaluations_per_step():
+    s = NoiseSchedule.from_name("cosine")
+    model = GaussianMixtureDenoiser(s, MIX_MEANS, MIX_STDS, MIX_WEIGHTS)
+    x_T = torch.randn(64, D, generator=torch.Generator().manual_seed(4))
+    euler = EulerSampler(s, steps=30, timestep_spacing="leading").sample(model, (64, D), x_T=x_T)
+    ddim = DDIMSampler(s, steps=30, timestep_spacing="leading").sample(model, (64, D), x_T=x_T)
+    torch.testing.assert_close(euler, ddim, rtol=1e-4, atol=1e-4)
+    calls = []
+    heun = HeunSampler(s, steps=10)
+    heun.sample(lambda x, t: calls.append(1) or model(x, t), (4, D), x_T=x_T[:4])
+    assert len(calls) == heun.nfe == 19
+
+
+@pytest.mark.parametrize("make", [DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, HeunSampler])
+def test_samplers_run_in_float64_and_keep_the_dtype(make):
+    s = NoiseSchedule.from_name("linear")
+    model = GaussianMixtureDenoiser(s, MIX_MEANS, MIX_STDS, MIX_WEIGHTS)
+    x_T = torch.randn(4, D, dtype=torch.float64)
+    out = make(s, steps=5).sample(model, (4, D), x_T=x_T)
+    assert out.dtype == torch.float64 and out.shape == (4, D)

@@ -1,7 +1,7 @@
 """The diffusion math, pure torch: schedules, the training objective, samplers and editing."""
 
 from .objectives import DiffusionLoss
-from .samplers import DDIMSampler, DDPMSampler, Denoiser, Sampler
+from .samplers import DDIMSampler, DDPMSampler, Denoiser, DPMSolverSampler, EulerSampler, HeunSampler, Sampler
 from .schedule import PREDICTION_TYPES, NoiseSchedule
 from .timesteps import make_timesteps
 
@@ -9,6 +9,9 @@ __all__ = [
     "PREDICTION_TYPES",
     "DDIMSampler",
     "DDPMSampler",
+    "DPMSolverSampler",
+    "EulerSampler",
+    "HeunSampler",
     "Denoiser",
     "DiffusionLoss",
     "NoiseSchedule",

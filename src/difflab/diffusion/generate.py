@@ -39,7 +39,7 @@ def generate(
     batch_size: int = 64,
 ) -> Tensor:
     """Samples for `indices` (values in [-1, 1] if the model was trained on such data), on the model's device."""
-    device, dtype = model_device_dtype(model)
+    device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
     indices = list(indices)
     batches = []
     for start in range(0, len(indices), batch_size):

@@ -3,5 +3,15 @@
 from .base import Denoiser, Sampler
 from .ddim import DDIMSampler
 from .ddpm import DDPMSampler
+from .dpm_solver import DPMSolverSampler
+from .heun import EulerSampler, HeunSampler
 
-__all__ = ["DDIMSampler", "DDPMSampler", "Denoiser", "Sampler"]
+__all__ = [
+    "DDIMSampler",
+    "DDPMSampler",
+    "DPMSolverSampler",
+    "Denoiser",
+    "EulerSampler",
+    "HeunSampler",
+    "Sampler",
+]

@@ -15,12 +15,12 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 StepCallback = Callable[[int, int, Tensor], None]
 
 
-def model_device_dtype(model: Denoiser) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype a model's parameters live on (CPU float32 for plain callables)."""
+def model_device_dtype(model: Denoiser) -> tuple[torch.device, torch.dtype] | None:
+    """The device and floating dtype a model's parameters live on; None for a plain callable."""
     if isinstance(model, nn.Module):
         for p in model.parameters():
             return p.device, p.dtype if p.is_floating_point() else torch.float32
-    return torch.device("cpu"), torch.float32
+    return None
 
 
 def draw_noise(
@@ -86,12 +86,15 @@ class Sampler:
         callback: StepCallback | None = None,
     ) -> Tensor:
         """Generate samples of `shape` from pure noise x_T (drawn from `generator` when not given)."""
-        device, dtype = model_device_dtype(model)
+        placement = model_device_dtype(model)
         if x_T is None:
+            device, dtype = placement or (torch.device("cpu"), torch.float32)
             x_T = draw_noise(shape, generator, device, dtype)
         elif tuple(x_T.shape) != tuple(shape):
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape {tuple(shape)} was asked for")
-        return self.denoise(model, x_T.to(device, dtype), self.timesteps, generator, callback)
+        elif placement is not None:
+            x_T = x_T.to(*placement)
+        return self.denoise(model, x_T, self.timesteps, generator, callback)
 
     def denoise(
         self,
