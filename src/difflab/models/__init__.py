@@ -1,0 +1,17 @@
+"""Denoising networks: the DDPM U-Net and its building blocks (pure torch)."""
+
+from difflab.models.attention import SelfAttention
+from difflab.models.embeddings import TimeEmbedding, timestep_embedding
+from difflab.models.resample import Downsample, Upsample
+from difflab.models.resblock import ResidualBlock
+from difflab.models.unet import UNet
+
+__all__ = [
+    "Downsample",
+    "ResidualBlock",
+    "SelfAttention",
+    "TimeEmbedding",
+    "UNet",
+    "Upsample",
+    "timestep_embedding",
+]
