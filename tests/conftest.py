@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -15,6 +16,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# One intra-op thread: on 2 cores, OpenMP threads of this process and of the subprocesses some tests
+# start (CLI runs, DDP ranks) oversubscribe the CPU and spin, slowing small ops by up to 100x.
+torch.set_num_threads(1)
 
 # A few optimizer steps of a toy U-Net with grids and checkpoints every 2 steps.
 FAST_TRAIN = [

@@ -1,5 +1,6 @@
 """The diffusion math, pure torch: schedules, the training objective, samplers and editing."""
 
+from .editing import img2img, repaint
 from .objectives import DiffusionLoss
 from .samplers import DDIMSampler, DDPMSampler, Denoiser, DPMSolverSampler, EulerSampler, HeunSampler, Sampler
 from .schedule import PREDICTION_TYPES, NoiseSchedule
@@ -16,5 +17,7 @@ __all__ = [
     "DiffusionLoss",
     "NoiseSchedule",
     "Sampler",
+    "img2img",
     "make_timesteps",
+    "repaint",
 ]

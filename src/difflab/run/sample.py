@@ -17,6 +17,8 @@ from .checkpoint import LoadedModel, load_model
 
 log = logging.getLogger("difflab")
 
+MODES = ("sample", "inpaint", "img2img")
+
 # Keys a user may pass to sample.py only to check them against the checkpoint (null: take the checkpoint's).
 CHECKED_KEYS = {
     "image_size": ("data", "image_size"),
@@ -78,7 +80,17 @@ def build_sampler(cfg: DictConfig, loaded: LoadedModel):
 
 
 def sample(cfg: DictConfig) -> Path:
-    """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: the run folder's samples/)."""
+    """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: the run folder's samples/).
+
+    cfg.mode = inpaint or img2img edits the pictures in cfg.image instead (see run/edit.py).
+    """
+    mode = cfg.get("mode", "sample")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode != "sample":
+        from .edit import edit  # imported here: edit.py reuses this module's helpers
+
+        return edit(cfg)
     if int(cfg.n) < 1:
         raise ValueError(f"n must be at least 1 (got {cfg.n})")
     device = pick_device(cfg.device)

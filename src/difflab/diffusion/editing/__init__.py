@@ -1,0 +1,15 @@
+"""Editing pictures with an unconditional model, no retraining: RePaint inpainting and SDEdit img2img."""
+
+from .img2img import check_strength, img2img, strength_timesteps
+from .inpaint import expand_mask, repaint
+from .jump_schedule import jump_schedule, repaint_model_calls
+
+__all__ = [
+    "check_strength",
+    "expand_mask",
+    "img2img",
+    "jump_schedule",
+    "repaint",
+    "repaint_model_calls",
+    "strength_timesteps",
+]

@@ -1,0 +1,46 @@
+"""SDEdit image-to-image (Meng et al. 2021): noise a picture part of the way, then denoise it back."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..samplers.base import Denoiser, Sampler, draw_noise
+from .placement import place
+
+
+def check_strength(strength: float) -> float:
+    """strength as a float if it is in (0, 1], else a one-line error."""
+    if not 0 < float(strength) <= 1:  # also refuses NaN
+        raise ValueError(f"strength must be in (0, 1] (got {strength})")
+    return float(strength)
+
+
+def strength_timesteps(timesteps: Tensor, num_train_timesteps: int, strength: float) -> Tensor:
+    """The tail of a sampler's descending timesteps that SDEdit runs: those ≤ strength·T - 1."""
+    strength = check_strength(strength)
+    kept = timesteps[timesteps <= round(strength * num_train_timesteps) - 1]
+    # A tiny strength still runs the last, least noisy step, so the output is always a model output.
+    return kept if len(kept) else timesteps[-1:]
+
+
+@torch.no_grad()
+def img2img(
+    sampler: Sampler,
+    model: Denoiser,
+    image: Tensor,
+    strength: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Edit image (in [-1, 1]) towards the model's data: noise it to level strength·T, denoise with sampler.
+
+    Small strengths keep the layout and details of the picture; strength 1 starts from (almost) pure
+    noise at the sampler's top timestep, so the picture is ignored.
+    """
+    timesteps = strength_timesteps(sampler.timesteps, sampler.schedule.timesteps, strength)
+    image = place(image, model)
+    t_start = torch.full((image.shape[0],), int(timesteps[0]), device=image.device, dtype=torch.long)
+    x = sampler.schedule.q_sample(
+        image, t_start, draw_noise(image.shape, generator, image.device, image.dtype)
+    )
+    return sampler.denoise(model, x, timesteps, generator)

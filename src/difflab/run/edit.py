@@ -1,0 +1,143 @@
+"""edit(cfg): inpaint (RePaint) or img2img (SDEdit) pictures with a checkpoint's unconditional model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
+from ..io.images import grid_of, save_png, save_samples
+from ..io.load_images import load_images, load_masks
+from .checkpoint import LoadedModel, load_model
+from .sample import build_sampler, check_against_checkpoint, pick_device, prepare_out_dir
+
+log = logging.getLogger("difflab")
+
+EDIT_MODES = ("inpaint", "img2img")
+# A batch of pictures (N, C, H, W), their masks (or None) and a generator -> the edited pictures.
+Editor = Callable[[Tensor, Tensor | None, torch.Generator], Tensor]
+
+
+def _require(cfg: DictConfig, key: str, hint: str) -> None:
+    if cfg.get(key) in (None, ""):
+        raise ValueError(f"mode={cfg.mode} needs {key}=<{hint}>")
+
+
+def _editor(cfg: DictConfig, loaded: LoadedModel) -> tuple[Editor, dict[str, Any]]:
+    """The function that edits one batch, and the settings that describe it."""
+    if cfg.mode == "inpaint":
+        opts = {key: int(cfg.inpaint[key]) for key in ("steps", "jump_length", "jump_n_sample")}
+
+        def inpaint(images: Tensor, masks: Tensor | None, g: torch.Generator) -> Tensor:
+            return repaint(
+                loaded.net,
+                loaded.schedule,
+                images,
+                masks,
+                prediction_type=loaded.prediction_type,
+                generator=g,
+                **opts,
+            )
+
+        return inpaint, {"inpaint": opts, "nfe": repaint_model_calls(**opts)}
+
+    sampler = build_sampler(cfg, loaded)
+    strength = float(cfg.strength)
+    timesteps = strength_timesteps(sampler.timesteps, loaded.schedule.timesteps, strength)
+
+    def sdedit(images: Tensor, masks: Tensor | None, g: torch.Generator) -> Tensor:
+        return img2img(sampler, loaded.net, images, strength, generator=g)
+
+    settings = {
+        "strength": strength,
+        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
+        "start_timestep": int(timesteps[0]),
+        "nfe": len(timesteps),
+    }
+    return sdedit, settings
+
+
+def _run(editor: Editor, images: Tensor, masks: Tensor | None, n: int, seed: int, batch_size: int) -> Tensor:
+    """n edits of every picture, in batches; result k is an edit of picture k // n."""
+    images = images.repeat_interleave(n, 0)
+    if masks is not None:
+        masks = masks.repeat_interleave(n, 0) if masks.shape[0] > 1 else masks.expand(len(images), -1, -1, -1)
+    out = []
+    for start in range(0, len(images), batch_size):
+        stop = start + batch_size
+        # A CPU generator per batch, seeded by its first index: the same noise on any device.
+        g = torch.Generator().manual_seed(int(seed) + start)
+        out.append(editor(images[start:stop], None if masks is None else masks[start:stop], g).cpu())
+    return torch.cat(out)
+
+
+def _comparison_tiles(images: Tensor, masks: Tensor | None, results: Tensor, n: int) -> Tensor:
+    """Tiles for grid.png, one row per picture: input | input with the hole grey (inpaint) | n results."""
+    rows = []
+    for i, image in enumerate(images):
+        row = [image[None]]
+        if masks is not None:
+            hole = (masks[i if masks.shape[0] > 1 else 0] > 0.5).expand_as(image)
+            row.append(torch.where(hole, torch.zeros_like(image), image)[None])  # 0 is mid-grey in [-1, 1]
+        row.append(results[i * n : (i + 1) * n])
+        rows.append(torch.cat(row))
+    return torch.cat(rows)
+
+
+def edit(cfg: DictConfig) -> Path:
+    """Write cfg.n edits of each picture in cfg.image (mode inpaint or img2img) to cfg.out."""
+    if cfg.mode not in EDIT_MODES:
+        raise ValueError(f"unknown edit mode {cfg.mode!r}; choose one of {', '.join(EDIT_MODES)}")
+    _require(cfg, "image", "picture or folder of pictures")
+    if cfg.mode == "inpaint":
+        _require(cfg, "mask", "PNG, white where pixels are generated, or a folder of them")
+    else:
+        check_strength(cfg.strength)  # fail before the checkpoint is loaded
+    n = int(cfg.n)
+    if n < 1:
+        raise ValueError(f"n must be at least 1 (got {cfg.n})")
+
+    loaded = load_model(cfg.ckpt, pick_device(cfg.device))
+    check_against_checkpoint(cfg, loaded)
+    pictures = load_images(cfg.image, loaded.sample_shape)
+    masks = load_masks(cfg.mask, pictures) if cfg.mode == "inpaint" else None
+    editor, settings = _editor(cfg, loaded)
+    out = prepare_out_dir(cfg.out or Path(cfg.paths.output_dir) / cfg.mode)
+
+    log.info(
+        "%s: %d picture(s) × %d edits, %d model calls each", cfg.mode, len(pictures.paths), n, settings["nfe"]
+    )
+    results = _run(editor, pictures.images, masks, n, int(cfg.seed), int(cfg.batch_size))
+    written = save_samples(results, out, nrow=n)
+    # save_samples' grid shows the results only; replace it with the side-by-side comparison.
+    tiles = _comparison_tiles(pictures.images, masks, results, n)
+    save_png(grid_of(tiles, nrow=tiles.shape[0] // len(pictures.paths)), written["grid"])
+    settings = {
+        "mode": cfg.mode,
+        "ckpt": str(cfg.ckpt),
+        "image": str(cfg.image),
+        "mask": None if masks is None else str(cfg.mask),
+        "inputs": [str(p) for p in pictures.paths],
+        "n": n,
+        "order": "result k is an edit of input k // n",
+        "seed": int(cfg.seed),
+        **settings,
+        "weights": loaded.weights,
+        "global_step": loaded.global_step,
+    }
+    (out / "settings.json").write_text(json.dumps(settings, indent=2))
+    log.info(
+        "wrote %d PNGs to %s, the grid %s and %s",
+        len(results),
+        written["images"],
+        written["grid"],
+        written["npz"],
+    )
+    return out

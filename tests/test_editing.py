@@ -1,0 +1,322 @@
+"""Editing with an unconditional model: RePaint inpainting, SDEdit img2img, loading pictures and masks,
+and both modes end to end through sample.py's `sample(cfg)`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config
+from PIL import Image
+from torch import Tensor
+
+from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
+from difflab.diffusion.editing import (
+    img2img,
+    jump_schedule,
+    repaint,
+    repaint_model_calls,
+    strength_timesteps,
+)
+from difflab.io.load_images import load_images, load_masks
+from difflab.run import sample, train
+
+
+class ImageMixtureDenoiser:
+    """Exact ε̂ for pictures drawn from an equal mixture of N(μ_k, s² I), μ_k (K, C, H, W); counts its calls.
+
+    x_t | k ~ N(√ᾱ μ_k, (ᾱ s² + 1 - ᾱ) I), so E[ε | x_t] = √(1-ᾱ) Σ_k r_k (x_t - √ᾱ μ_k) / (ᾱ s² + 1 - ᾱ),
+    with responsibilities r_k ∝ exp(-‖x_t - √ᾱ μ_k‖² / 2(ᾱ s² + 1 - ᾱ)) (same variance for every k).
+    """
+
+    def __init__(self, schedule: NoiseSchedule, means: Tensor, std: float = 0.0):
+        self.schedule, self.means, self.std = schedule, means.double(), std
+        self.calls: list[int] = []
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        self.calls.append(int(t[0]))
+        a = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1, 1)  # (N, 1, 1, 1, 1)
+        var = a * self.std**2 + 1 - a
+        diff = x.double()[:, None] - a.sqrt() * self.means[None]  # (N, K, C, H, W)
+        resp = torch.softmax(-(diff**2).sum((2, 3, 4), keepdim=True) / (2 * var), dim=1)
+        return ((1 - a).sqrt() * resp * diff / var).sum(1).to(x.dtype)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP waits cost ~10 ms per op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SCHEDULE = NoiseSchedule.from_name("linear", timesteps=1000)
+SHAPE = (1, 8, 8)
+
+
+def constant_model(value: float = 0.5) -> ImageMixtureDenoiser:
+    """The exact denoiser for data that is `value` everywhere."""
+    return ImageMixtureDenoiser(SCHEDULE, torch.full((1, *SHAPE), value))
+
+
+def random_pictures(n: int, seed: int) -> Tensor:
+    return torch.rand((n, *SHAPE), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def hole_mask() -> Tensor:
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 3:8] = 1
+    return mask
+
+
+# -- the jump schedule --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "steps, jump_length, jump_n_sample",
+    [(250, 10, 10), (20, 5, 2), (7, 3, 4), (5, 10, 3), (12, 4, 1), (1, 1, 1)],
+)
+def test_jump_schedule_walks_from_the_top_to_clean_one_level_at_a_time(steps, jump_length, jump_n_sample):
+    path = jump_schedule(steps, jump_length, jump_n_sample)
+    assert path[0] == steps - 1 and path[-1] == -1
+    moves = np.diff(path)
+    assert set(moves.tolist()) <= {-1, 1}
+    assert max(path) == steps - 1 and path.count(-1) == 1
+    assert int((moves < 0).sum()) == repaint_model_calls(steps, jump_length, jump_n_sample)
+
+
+def test_jump_schedule_resamples_each_stretch_the_asked_number_of_times():
+    path = jump_schedule(20, 5, 3)
+    # Levels 0, 5, 10 start a jump (15 would leave no room above), each twice: 20 + 2·5·3 = 50 calls.
+    assert repaint_model_calls(20, 5, 3) == 50
+    ups = [here for here, there in zip(path, path[1:], strict=False) if there > here]
+    assert sorted(set(ups)) == list(range(15))  # climbing through every level below the last jump's top
+    assert jump_schedule(6, 2, 1) == [5, 4, 3, 2, 1, 0, -1]  # jump_n_sample=1: plain DDPM
+    with pytest.raises(ValueError, match="jump_length must be at least 1"):
+        jump_schedule(10, 0, 2)
+
+
+# -- RePaint -----------------------------------------------------------------------------------------
+
+
+def test_repaint_keeps_known_pixels_exactly_and_denoises_the_hole():
+    image = random_pictures(3, seed=1)
+    mask = hole_mask()
+    model = constant_model(0.5)
+    g = torch.Generator().manual_seed(0)
+    out = repaint(model, SCHEDULE, image, mask, steps=20, jump_length=5, jump_n_sample=2, generator=g)
+    hole = mask.bool().expand_as(image)
+    assert torch.equal(out[~hole], image[~hole])
+    # The hole is generated (the input there is uniform noise in [-1, 1]), not copied.
+    torch.testing.assert_close(out[hole], torch.full_like(out[hole], 0.5), atol=1e-3, rtol=0)
+    assert len(model.calls) == repaint_model_calls(20, 5, 2) == 35
+    assert model.calls[0] == 950  # the top of the 20-step leading grid
+
+
+def test_repaint_makes_the_hole_agree_with_the_kept_pixels():
+    # Data: a picture A or its negative; the kept pixels come from A, so the hole must be filled from A.
+    mu = random_pictures(1, seed=2)[0]
+    model = ImageMixtureDenoiser(SCHEDULE, torch.stack([mu, -mu]), std=0.02)
+    image = mu.expand(4, *SHAPE)
+    mask = hole_mask()
+    g = torch.Generator().manual_seed(0)
+    out = repaint(model, SCHEDULE, image, mask, steps=25, jump_length=5, jump_n_sample=2, generator=g)
+    hole = mask.bool().expand_as(image)
+    assert (out[hole] - image[hole]).abs().max() < 0.15
+    assert (out[hole] + image[hole]).abs().mean() > 0.5  # and not from -A
+
+
+def test_repaint_accepts_per_image_masks_and_refuses_misfit_ones():
+    image = random_pictures(2, seed=3)
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0, :, :4] = 1
+    masks[1, :, 4:] = 1
+    out = repaint(constant_model(), SCHEDULE, image, masks, steps=5, jump_length=2, jump_n_sample=2)
+    keep = ~masks.bool().expand_as(image)
+    assert torch.equal(out[keep], image[keep])
+    with pytest.raises(ValueError, match="does not fit images"):
+        repaint(constant_model(), SCHEDULE, image, torch.ones(1, 1, 4, 4), steps=5)
+
+
+# -- img2img (SDEdit) --------------------------------------------------------------------------------
+
+
+def test_strength_picks_the_tail_of_the_sampler_timesteps():
+    ts = DDIMSampler(SCHEDULE, steps=50).timesteps  # leading: 980, 960, …, 0
+    kept = strength_timesteps(ts, 1000, 0.6)
+    assert int(kept[0]) == 580 and len(kept) == 30 and int(kept[-1]) == 0
+    assert strength_timesteps(ts, 1000, 1e-4).tolist() == [0]  # always at least the last step
+    assert torch.equal(strength_timesteps(ts, 1000, 1.0), ts)
+    for bad in (0, 1.5, -0.2, float("nan")):
+        with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
+            img2img(DDIMSampler(SCHEDULE, steps=10), constant_model(), random_pictures(1, 0), bad)
+
+
+def _mixture_of_pictures() -> ImageMixtureDenoiser:
+    """A 'data set' of four tight clusters of pictures: the model knows where every input belongs."""
+    return ImageMixtureDenoiser(SCHEDULE, random_pictures(4, seed=4), std=0.01)
+
+
+def test_img2img_at_low_strength_returns_nearly_the_input():
+    model = _mixture_of_pictures()
+    image = model.means[:2].float() + 0.01 * torch.randn(
+        2, *SHAPE, generator=torch.Generator().manual_seed(5)
+    )
+    for sampler in (DDPMSampler(SCHEDULE), DDIMSampler(SCHEDULE, steps=100, timestep_spacing="trailing")):
+        model.calls.clear()
+        out = img2img(sampler, model, image, 0.05, generator=torch.Generator().manual_seed(0))
+        assert (out - image).abs().max() < 0.1
+        assert model.calls[0] <= 49
+
+
+def test_img2img_at_full_strength_ignores_the_input():
+    model = _mixture_of_pictures()
+    a, b = random_pictures(2, seed=6), -random_pictures(2, seed=6)
+    for sampler in (DDPMSampler(SCHEDULE, steps=100, timestep_spacing="trailing"), DDIMSampler(SCHEDULE, 20)):
+        outs = [img2img(sampler, model, x, 1.0, generator=torch.Generator().manual_seed(7)) for x in (a, b)]
+        torch.testing.assert_close(outs[0], outs[1], atol=0.05, rtol=0)
+        assert (outs[0] - a).abs().mean() > 0.2  # not the input either
+
+
+# -- loading pictures and masks ----------------------------------------------------------------------
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_load_images_resizes_and_converts_with_one_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    _png(tmp_path / "pics" / "b.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    _png(tmp_path / "pics" / "a.png", rng.integers(0, 256, (32, 24, 3), dtype=np.uint8))
+    (tmp_path / "pics" / "notes.txt").write_text("not a picture")
+    with pytest.warns(UserWarning) as record:
+        loaded = load_images(tmp_path / "pics", (1, 16, 16))
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "resized 2 to 16×16" in message and "a.png 24×32" in message and "converted 2 to L" in message
+    assert [p.name for p in loaded.paths] == ["a.png", "b.png"]
+    assert loaded.images.shape == (2, 1, 16, 16) and loaded.sizes == [(24, 32), (32, 32)]
+    assert loaded.images.min() >= -1 and loaded.images.max() <= 1
+
+
+def test_load_images_of_the_model_shape_is_exact_and_silent(tmp_path):
+    array = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_images(_png(tmp_path / "x.png", array), (1, 16, 16))
+    assert torch.equal(((loaded.images[0, 0] + 1) * 127.5).round().to(torch.uint8), torch.from_numpy(array))
+
+
+def test_masks_white_is_generate_and_bad_masks_are_named(tmp_path):
+    pic = load_images(_png(tmp_path / "pic.png", np.zeros((16, 16), np.uint8)), (1, 16, 16))
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 2:5] = 255
+    m = load_masks(_png(tmp_path / "mask.png", mask), pic)
+    assert m.shape == (1, 1, 16, 16) and torch.equal(m[0, 0], torch.from_numpy(mask > 127).float())
+    assert load_masks(_png(tmp_path / "white.png", np.full((16, 16), 255, np.uint8)), pic).all()
+
+    big = _png(tmp_path / "big.png", np.full((32, 32), 255, np.uint8))
+    with pytest.raises(ValueError, match=r"mask .*big.png is 32×32 but the image .*pic.png is 16×16"):
+        load_masks(big, pic)
+    black = _png(tmp_path / "black.png", np.zeros((16, 16), np.uint8))
+    with pytest.raises(ValueError, match=r"black.png has no pixels to generate \(no white pixels\)"):
+        load_masks(black, pic)
+    with pytest.raises(FileNotFoundError, match="mask not found: .*nope.png"):
+        load_masks(tmp_path / "nope.png", pic)
+    with pytest.raises(FileNotFoundError, match="image not found: .*nope.png"):
+        load_images(tmp_path / "nope.png", (1, 16, 16))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="could not read image .*broken.png"):
+        load_images(tmp_path / "broken.png", (1, 16, 16))
+
+
+def test_a_folder_of_masks_matches_pictures_by_name_and_follows_a_resize(tmp_path):
+    for name in ("a", "b"):
+        _png(tmp_path / "pics" / f"{name}.jpg", np.zeros((32, 32, 3), np.uint8))
+    _png(tmp_path / "masks" / "a.png", np.pad(np.full((2, 2), 255, np.uint8), (16, 14)))  # 2×2 → 1 pixel
+    _png(tmp_path / "masks" / "b.png", np.full((32, 32), 255, np.uint8))
+    with pytest.warns(UserWarning, match="resized 2 to 16×16"):
+        pics = load_images(tmp_path / "pics", (1, 16, 16))
+    masks = load_masks(tmp_path / "masks", pics)
+    assert masks.shape == (2, 1, 16, 16)
+    assert masks[0].sum() == 1 and masks[1].all()
+    (tmp_path / "masks" / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no mask for b.jpg"):
+        load_masks(tmp_path / "masks", pics)
+
+
+# -- end to end through sample.py --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("edit_run")
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run / "run"))
+    return run / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_inpaint_and_img2img_through_sample_py(checkpoint, tmp_path):
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(2)]
+    for i, array in enumerate(pictures):
+        _png(tmp_path / "pics" / f"{i}.png", array)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[5:11, 3:13] = 255
+    _png(tmp_path / "mask.png", mask)
+
+    out = tmp_path / "inpaint"
+    overrides = [
+        f"ckpt={checkpoint}",
+        "mode=inpaint",
+        f"image={tmp_path / 'pics'}",
+        f"mask={tmp_path / 'mask.png'}",
+    ]
+    overrides += ["n=2", "inpaint.steps=20", "inpaint.jump_length=5", "inpaint.jump_n_sample=2", f"out={out}"]
+    sample(compose_config("sample", overrides, tmp_path))
+    results = np.load(out / "samples.npz")["images"]
+    assert results.shape == (4, 16, 16, 1) and results.dtype == np.uint8
+    pngs = sorted((out / "images").glob("*.png"))
+    assert len(pngs) == 4
+    keep = mask == 0
+    for k, png in enumerate(pngs):
+        written = np.asarray(Image.open(png))
+        np.testing.assert_array_equal(written[keep], pictures[k // 2][keep])
+        assert not np.array_equal(written[~keep], pictures[k // 2][~keep])
+    # One row per picture: input | masked input | 2 results, 16-pixel tiles with 2-pixel padding.
+    assert Image.open(out / "grid.png").size == (2 + 4 * 18, 2 + 2 * 18)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["mode"] == "inpaint" and settings["nfe"] == 35 and len(settings["inputs"]) == 2
+
+    out = tmp_path / "img2img"
+    overrides = [f"ckpt={checkpoint}", "mode=img2img", f"image={tmp_path / 'pics' / '0.png'}", "strength=0.6"]
+    overrides += ["n=3", "sampler=ddim", "sampler.steps=10", f"out={out}"]
+    sample(compose_config("sample", overrides, tmp_path))
+    assert np.load(out / "samples.npz")["images"].shape == (3, 16, 16, 1)
+    assert len(list((out / "images").glob("*.png"))) == 3
+    assert Image.open(out / "grid.png").size == (2 + 4 * 18, 2 + 18)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["start_timestep"] == 500 and settings["nfe"] == 6
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["mode=paint"], "unknown mode 'paint'; choose one of sample, inpaint, img2img"),
+        (["mode=inpaint"], "mode=inpaint needs image="),
+        (["mode=inpaint", "image=x.png"], "mode=inpaint needs mask="),
+        (["mode=img2img"], "mode=img2img needs image="),
+        (["mode=img2img", "image=x.png", "strength=1.5"], r"strength must be in \(0, 1\] \(got 1.5\)"),
+    ],
+)
+def test_edit_modes_name_what_is_missing_before_loading_anything(tmp_path, overrides, message):
+    cfg = compose_config("sample", ["ckpt=missing.ckpt", *overrides], tmp_path)
+    with pytest.raises(ValueError, match=message):
+        sample(cfg)
