@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -105,6 +106,17 @@ class Sampler:
         callback: StepCallback | None = None,
     ) -> Tensor:
         """Denoise x, which is at noise level timesteps[0], down to x_0 along `timesteps` (descending)."""
+        state: dict[str, Any] = {}
+        for i, (t, t_prev) in enumerate(self.pairs(timesteps)):
+            x = self.advance(model, x, t, t_prev, generator, state)
+            if callback is not None:
+                callback(i, t, x)
+        return x
+
+    def advance(
+        self, model: Denoiser, x: Tensor, t: int, t_prev: int, generator: torch.Generator | None, state: dict
+    ) -> Tensor:
+        """One step from x_t to x_{t_prev}; `state` carries what a multistep method remembers."""
         raise NotImplementedError
 
     @staticmethod

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..schedule import NoiseSchedule
-from .base import Denoiser, Sampler, StepCallback, draw_noise
+from .base import Denoiser, Sampler, draw_noise
 
 
 class DDIMSampler(Sampler):
@@ -46,17 +46,8 @@ class DDIMSampler(Sampler):
             x_prev = x_prev + sigma * draw_noise(x0.shape, generator, x0.device, x0.dtype)
         return x_prev
 
-    def denoise(
-        self,
-        model: Denoiser,
-        x: Tensor,
-        timesteps: Tensor,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
+    def advance(
+        self, model: Denoiser, x: Tensor, t: int, t_prev: int, generator: torch.Generator | None, state: dict
     ) -> Tensor:
-        for i, (t, t_prev) in enumerate(self.pairs(timesteps)):
-            x0, eps = self.predict(model, x, t)
-            x = self.step(x0, eps, t, t_prev, generator)
-            if callback is not None:
-                callback(i, t, x)
-        return x
+        x0, eps = self.predict(model, x, t)
+        return self.step(x0, eps, t, t_prev, generator)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..schedule import NoiseSchedule
-from .base import Denoiser, Sampler, StepCallback
+from .base import Denoiser, Sampler
 
 
 class DPMSolverSampler(Sampler):
@@ -53,21 +53,12 @@ class DPMSolverSampler(Sampler):
             d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
         return (sigma_t / sigma_s) * x - alpha_t * math.expm1(-h) * d
 
-    def denoise(
-        self,
-        model: Denoiser,
-        x: Tensor,
-        timesteps: Tensor,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
+    def advance(
+        self, model: Denoiser, x: Tensor, t: int, t_prev: int, generator: torch.Generator | None, state: dict
     ) -> Tensor:
-        x0_prev, h_last = None, None
-        for i, (t, t_prev) in enumerate(self.pairs(timesteps)):
-            x0, _ = self.predict(model, x, t)
-            x = self.step(x, x0, x0_prev, t, t_prev, h_last)
-            if t_prev >= 0:
-                h_last = self.alpha_sigma_lambda(t_prev)[2] - self.alpha_sigma_lambda(t)[2]
-            x0_prev = x0
-            if callback is not None:
-                callback(i, t, x)
+        x0, _ = self.predict(model, x, t)
+        x = self.step(x, x0, state.get("x0_prev"), t, t_prev, state.get("h_last"))
+        if t_prev >= 0:
+            state["h_last"] = self.alpha_sigma_lambda(t_prev)[2] - self.alpha_sigma_lambda(t)[2]
+        state["x0_prev"] = x0
         return x

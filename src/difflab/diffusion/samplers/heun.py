@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..schedule import NoiseSchedule
-from .base import Denoiser, Sampler, StepCallback
+from .base import Denoiser, Sampler
 
 
 def sigma_of(schedule: NoiseSchedule, t: int) -> float:
@@ -39,27 +39,18 @@ class EulerSampler(Sampler):
         # Heun evaluates the model twice per step except on the last one (σ = 0 there).
         return 2 * len(self.timesteps) - 1 if self.heun else len(self.timesteps)
 
-    def denoise(
-        self,
-        model: Denoiser,
-        x: Tensor,
-        timesteps: Tensor,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
+    def advance(
+        self, model: Denoiser, x: Tensor, t: int, t_prev: int, generator: torch.Generator | None, state: dict
     ) -> Tensor:
-        for i, (t, t_prev) in enumerate(self.pairs(timesteps)):
-            s, s_next = sigma_of(self.schedule, t), sigma_of(self.schedule, t_prev)
-            x_bar = x * math.sqrt(1 + s * s)  # x_t / √ᾱ_t
-            _, eps = self.predict(model, x, t)
-            x_bar_next = x_bar + (s_next - s) * eps
-            if self.heun and t_prev >= 0:
-                # Trapezoidal correction: average the slope at both ends of the step.
-                _, eps_next = self.predict(model, x_bar_next / math.sqrt(1 + s_next * s_next), t_prev)
-                x_bar_next = x_bar + (s_next - s) * 0.5 * (eps + eps_next)
-            x = x_bar_next / math.sqrt(1 + s_next * s_next)
-            if callback is not None:
-                callback(i, t, x)
-        return x
+        s, s_next = sigma_of(self.schedule, t), sigma_of(self.schedule, t_prev)
+        x_bar = x * math.sqrt(1 + s * s)  # x_t / √ᾱ_t
+        _, eps = self.predict(model, x, t)
+        x_bar_next = x_bar + (s_next - s) * eps
+        if self.heun and t_prev >= 0:
+            # Trapezoidal correction: average the slope at both ends of the step.
+            _, eps_next = self.predict(model, x_bar_next / math.sqrt(1 + s_next * s_next), t_prev)
+            x_bar_next = x_bar + (s_next - s) * 0.5 * (eps + eps_next)
+        return x_bar_next / math.sqrt(1 + s_next * s_next)
 
 
 class HeunSampler(EulerSampler):
