@@ -259,7 +259,7 @@ def test_a_folder_of_masks_matches_pictures_by_name_and_follows_a_resize(tmp_pat
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("edit_run")
-    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run / "run"))
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2", "data.image_size=16"], run / "run"))
     return run / "run" / "checkpoints" / "last.ckpt"
 
 
