@@ -91,7 +91,7 @@ def trained_ckpt(tmp_path_factory):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("image_size=32", "image_size=32 contradicts the checkpoint, trained with image_size=16"),
+        ("image_size=32", "image_size=32 contradicts the checkpoint, trained with image_size=8"),
         ("channels=3", "channels=3 contradicts the checkpoint, trained with channels=1"),
         ("prediction_type=v", "prediction_type=v contradicts the checkpoint"),
         (

@@ -42,10 +42,10 @@ def test_sample_from_checkpoint_writes_pngs_grid_and_npz(train_cfg, tmp_path):
     sample(cfg)
     pngs = sorted((out / "images").glob("*.png"))
     assert len(pngs) == 5
-    assert Image.open(pngs[0]).size == (16, 16)
+    assert Image.open(pngs[0]).size == (8, 8)
     assert (out / "grid.png").is_file()
     arr = np.load(out / "samples.npz")["images"]
-    assert arr.shape == (5, 16, 16, 1) and arr.dtype == np.uint8
+    assert arr.shape == (5, 8, 8, 1) and arr.dtype == np.uint8
     settings = json.loads((out / "settings.json").read_text())
     assert settings["weights"] == "ema" and settings["nfe"] == 3
 
@@ -69,10 +69,10 @@ def test_sampling_is_reproducible_and_uses_the_ddpm_sampler_too(train_cfg, tmp_p
 def test_loaded_model_rebuilds_from_checkpoint_alone(train_cfg):
     train(train_cfg)
     loaded = load_model(Path(train_cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
-    assert loaded.sample_shape == (1, 16, 16)
+    assert loaded.sample_shape == (1, 8, 8)
     assert loaded.schedule.timesteps == 1000 and loaded.weights == "ema"
-    out = loaded.net(torch.zeros(2, 1, 16, 16), torch.tensor([0, 999]))
-    assert out.shape == (2, 1, 16, 16)
+    out = loaded.net(torch.zeros(2, 1, 8, 8), torch.tensor([0, 999]))
+    assert out.shape == (2, 1, 8, 8)
 
 
 @pytest.mark.parametrize("logger", ["csv", "tensorboard", "wandb", "none"])
