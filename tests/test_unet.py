@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from difflab.models import UNet, timestep_embedding
+from difflab.models import SelfAttention, UNet, timestep_embedding
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -37,7 +37,11 @@ def build(name: str, channels: int, image_size: int) -> UNet:
 
 
 def perturb_zero_init(model: UNet, seed: int = 0) -> UNet:
-    """Give every all-zero parameter (the zero-initialised output convs) small random values."""
+    """Give every all-zero parameter small random values, as training soon does.
+
+    Perturbing conv_out alone is not enough to see t: each residual block's last conv is zero too, so until
+    those move, the time embedding never reaches the output.
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -198,3 +202,20 @@ def test_adam_steps_reduce_loss_on_a_fixed_batch() -> None:
     # The zero-initialised output starts at loss = mean(target²) ≈ 1; gradients must reach every layer to fit.
     assert losses[-1] < 0.7 * losses[0]
     assert all(p.grad is not None for p in model.parameters())
+    # Training moved the zero-initialised layers, so the prediction now depends on the timestep.
+    with torch.no_grad():
+        assert not torch.allclose(model(x[:1], 10), model(x[:1], 900))
+
+
+def test_attention_matches_explicit_softmax_per_head() -> None:
+    torch.manual_seed(0)
+    attn = perturb_zero_init(SelfAttention(8, num_heads=2, num_groups=4))
+    x = torch.randn(2, 8, 3, 5)
+    q, k, v = attn.qkv(attn.norm(x)).flatten(2).chunk(3, dim=1)  # each (N, C, HW)
+    heads = []
+    for h in range(2):  # head h owns channels 4h..4h+3 of q, k and v
+        qh, kh, vh = (z[:, 4 * h : 4 * h + 4] for z in (q, k, v))
+        w = torch.softmax(qh.transpose(1, 2) @ kh / 2.0, dim=-1)  # (N, HW, HW), scaled by 1/sqrt(4)
+        heads.append(vh @ w.transpose(1, 2))  # (N, 4, HW)
+    expected = x + attn.proj(torch.cat(heads, dim=1).reshape(2, 8, 3, 5))
+    torch.testing.assert_close(attn(x), expected)
