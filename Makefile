@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 setup: $(STAMP)
 
 train: setup
-	$(BIN)/python train.py $(ARGS)
+	$(BIN)/python train.py experiment=digits_cpu $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

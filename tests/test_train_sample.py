@@ -89,3 +89,14 @@ def test_every_logger_works(tmp_path, logger):
         "none": "checkpoints",
     }
     assert (run / expected[logger]).exists()
+
+
+def test_the_make_train_recipe_composes_and_trains(tmp_path):
+    from conftest import FAST_TRAIN
+
+    fast = [o for o in FAST_TRAIN if not o.startswith("model=")]
+    cfg = compose_config("train", ["experiment=digits_cpu", *fast, "trainer.max_steps=2"], tmp_path / "run")
+    assert cfg.data.dataset == "digits" and cfg.data.image_size == 8
+    assert cfg.model.base_channels == 16 and cfg.optim.lr == pytest.approx(1e-3)
+    train(cfg)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..diffusion import Sampler
 from ..diffusion.generate import generate
-from ..io.images import grid_of, save_png
+from ..io.images import enlarge, grid_of, save_png
 from ..training.ema import ema_network
 from .sharding import gather_shards, shard_indices
 
@@ -64,7 +64,7 @@ class SampleGrid(L.Callback):
         net.train(was_training)
         if not trainer.is_global_zero:
             return None
-        grid = grid_of(images)
+        grid = enlarge(grid_of(images))  # native pixels, enlarged by an integer factor to be visible
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         save_png(grid, path)

@@ -23,6 +23,12 @@ def grid_of(images: Tensor, nrow: int | None = None, padding: int = 2) -> Tensor
     return make_grid(to_uint8(images), nrow=nrow, padding=padding, pad_value=255)
 
 
+def enlarge(grid_uint8: Tensor, min_width: int = 256) -> Tensor:
+    """Nearest-neighbour upscale by an integer factor so small images (8×8 digits) are visible."""
+    factor = max(1, min_width // grid_uint8.shape[-1])
+    return grid_uint8.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
 def save_png(image_uint8: Tensor, path: str | Path) -> None:
     """Write one uint8 (C, H, W) image; 1 channel as grayscale."""
     array = image_uint8.permute(1, 2, 0).numpy()
@@ -37,6 +43,6 @@ def save_samples(images: Tensor, out_dir: str | Path, nrow: int | None = None) -
     width = max(5, len(str(len(uint8))))
     for i, img in enumerate(uint8):
         save_png(img, out / "images" / f"{i:0{width}d}.png")
-    save_png(grid_of(images, nrow), out / "grid.png")
+    save_png(enlarge(grid_of(images, nrow)), out / "grid.png")
     np.savez_compressed(out / "samples.npz", images=uint8.permute(0, 2, 3, 1).numpy())
     return {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
