@@ -1,0 +1,110 @@
+"""Reference statistics cached on disk as .npz, keyed by dataset, split, resolution and extractor."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from difflab.metrics.extractors import FeatureExtractor
+from difflab.metrics.statistics import DEFAULT_KEEP_FEATURES, Stats, compute_statistics
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ReferenceKey:
+    """What identifies a set of reference statistics; num_images=None means the whole split."""
+
+    dataset: str
+    split: str
+    resolution: int
+    extractor: str
+    num_images: int | None = None
+
+    def filename(self) -> str:
+        """File name such as 'cifar10-train-32px-efficientnet_lite0-all.npz' (unsafe chars become '_')."""
+        parts = [
+            self.dataset,
+            self.split,
+            f"{self.resolution}px",
+            self.extractor,
+            str(self.num_images or "all"),
+        ]
+        return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts) + ".npz"
+
+
+def default_cache_dir() -> Path:
+    """$DIFFLAB_CACHE/fid_stats if DIFFLAB_CACHE is set, else ~/.cache/difflab/fid_stats."""
+    root = os.environ.get("DIFFLAB_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "difflab") / "fid_stats"
+
+
+def save_stats(stats: Stats, path: Path) -> None:
+    """Write stats atomically (temp file in the same folder, then rename), so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "mu": stats.mu,
+        "sigma": stats.sigma,
+        "n": np.int64(stats.n),
+        "extractor": np.str_(stats.extractor),
+        "version": np.int64(FORMAT_VERSION),
+    }
+    if stats.features is not None:
+        arrays["features"] = stats.features.astype(np.float32)  # halves the file; KID/PRC don't need float64
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_stats(path: Path) -> Stats:
+    """Read stats written by save_stats."""
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["version"]) != FORMAT_VERSION:
+            raise ValueError(f"{path}: cache format {int(z['version'])}, expected {FORMAT_VERSION}")
+        features = z["features"].astype(np.float64) if "features" in z.files else None
+        return Stats(
+            mu=z["mu"], sigma=z["sigma"], n=int(z["n"]), extractor=str(z["extractor"]), features=features
+        )
+
+
+def reference_statistics(
+    key: ReferenceKey,
+    batches_fn: Callable[[], Iterable[torch.Tensor]],
+    extractor: FeatureExtractor,
+    cache_dir: str | Path | None = None,
+    keep_features: int = DEFAULT_KEEP_FEATURES,
+) -> tuple[Stats, bool]:
+    """Return (stats, hit): read the cached file, or compute from batches_fn() and write it once.
+
+    batches_fn is called only on a miss; it yields uint8 (N, C, H, W) batches of the reference set.
+    An unreadable or outdated file counts as a miss and is overwritten.
+    """
+    if key.extractor != extractor.name:
+        raise ValueError(f"key is for extractor {key.extractor!r} but got {extractor.name!r}")
+    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = path / key.filename()
+    if path.is_file():
+        try:
+            stats = load_stats(path)
+            if keep_features == 0 or stats.features is not None:
+                return stats, True
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass
+    stats = compute_statistics(
+        batches_fn(), extractor, keep_features=keep_features, max_images=key.num_images
+    )
+    save_stats(stats, path)
+    return stats, False

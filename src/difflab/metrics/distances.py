@@ -1,0 +1,64 @@
+"""Distances between feature statistics: Fréchet distance, KID and precision/recall via torch-fidelity."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
+from difflab.metrics.statistics import Stats
+
+
+def _check_compatible(a: Stats, b: Stats) -> None:
+    """Refuse to compare statistics from different extractors."""
+    if a.extractor != b.extractor or a.mu.shape != b.mu.shape:
+        raise ValueError(
+            f"statistics come from different extractors: {a.extractor} {a.mu.shape} vs {b.extractor} {b.mu.shape}"
+        )
+
+
+def _features(stats: Stats) -> torch.Tensor:
+    """The kept feature sample as a tensor, or a clear error when none was kept."""
+    if stats.features is None:
+        raise ValueError(
+            "KID and precision/recall need a feature sample: compute statistics with keep_features>0"
+        )
+    return torch.from_numpy(np.asarray(stats.features, dtype=np.float64))
+
+
+def frechet_distance(a: Stats, b: Stats) -> float:
+    """Fréchet distance between two Gaussians fitted to features (torch-fidelity's formula)."""
+    _check_compatible(a, b)
+    mu_sigma = [{"mu": s.mu.astype(np.float64), "sigma": s.sigma.astype(np.float64)} for s in (a, b)]
+    return fid_statistics_to_metric(*mu_sigma, verbose=False)[KEY_METRIC_FID]
+
+
+def kernel_distance(
+    a: Stats, b: Stats, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """KID (mean, std over random subsets; cubic polynomial kernel); subset_size shrinks to fit the samples."""
+    _check_compatible(a, b)
+    fa, fb = _features(a), _features(b)
+    size = min(subset_size, len(fa), len(fb))
+    out = kid_features_to_metric(
+        fa, fb, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False
+    )
+    return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
+
+
+def precision_recall(
+    generated: Stats, reference: Stats, neighborhood: int = 3, batch_size: int = 1000
+) -> tuple[float, float]:
+    """Improved precision/recall (Kynkäänniemi et al. 2019) of generated vs reference feature samples."""
+    _check_compatible(generated, reference)
+    out = prc_features_to_metric(
+        _features(generated),
+        _features(reference),
+        prc_neighborhood=neighborhood,
+        prc_batch_size=batch_size,
+        save_cpu_ram=True,  # batched distance rows instead of full N x N matrices
+        verbose=False,
+    )
+    return out[KEY_METRIC_PRECISION], out[KEY_METRIC_RECALL]

