@@ -93,6 +93,8 @@ def sample(cfg: DictConfig) -> Path:
         return edit(cfg)
     if int(cfg.n) < 1:
         raise ValueError(f"n must be at least 1 (got {cfg.n})")
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
     device = pick_device(cfg.device)
     loaded = load_model(cfg.ckpt, device)
     check_against_checkpoint(cfg, loaded)
