@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 from hydra.errors import InstantiationException
 
-log = logging.getLogger("difflab")
 T = TypeVar("T")
 
 # Errors that name a problem with the user's input (paths, sizes, configs); anything else is a bug
