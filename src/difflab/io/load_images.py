@@ -66,11 +66,22 @@ def load_images(path: str | Path, shape: Sequence[int]) -> LoadedImages:
     Other sizes are resized (bicubic, antialiased) and other channel counts converted (L/RGB/RGBA),
     with one warning for the whole batch naming what changed.
     """
+    paths = image_files(path)
+    images, sizes = _load(paths, shape, path)
+    return LoadedImages(images, paths, sizes)
+
+
+def load_image_files(paths: Sequence[Path], shape: Sequence[int], where: str | Path) -> Tensor:
+    """The pictures in `paths` as a (N, C, H, W) float tensor in [-1, 1], converted as load_images does."""
+    return _load(paths, shape, where)[0]
+
+
+def _load(paths: Sequence[Path], shape: Sequence[int], where: str | Path) -> tuple[Tensor, list]:
+    """Decode, convert and resize; warn once naming what changed."""
     c, h, w = (int(s) for s in shape)
     if c not in MODE_FOR_CHANNELS:
         raise ValueError(f"cannot load pictures for a model with {c} channels (1, 3 or 4 supported)")
     mode = MODE_FOR_CHANNELS[c]
-    paths = image_files(path)
     images, sizes, resized, converted = [], [], [], []
     for p in paths:
         img = open_image(p)
@@ -92,10 +103,10 @@ def load_images(path: str | Path, shape: Sequence[int]) -> LoadedImages:
         changes.append(f"converted {len(converted)} to {mode} ({_examples(converted)})")
     if changes:
         warnings.warn(
-            f"pictures in {path} do not match the model's {c}×{h}×{w} input: {'; '.join(changes)}",
+            f"pictures in {where} do not match the model's {c}×{h}×{w} input: {'; '.join(changes)}",
             stacklevel=2,
         )
-    return LoadedImages(torch.stack(images), paths, sizes)
+    return torch.stack(images), sizes
 
 
 def _examples(items: list[str], limit: int = 3) -> str:

@@ -10,6 +10,7 @@ from difflab.metrics.cache import (
 from difflab.metrics.distances import frechet_distance, kernel_distance, precision_recall
 from difflab.metrics.efficientnet_lite0 import EfficientNetLite0, efficientnet_lite0
 from difflab.metrics.evaluate import evaluate_features
+from difflab.metrics.evaluator import Evaluator
 from difflab.metrics.extractors import (
     EfficientNetLite0Extractor,
     FeatureExtractor,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_KEEP_FEATURES",
     "EfficientNetLite0",
     "EfficientNetLite0Extractor",
+    "Evaluator",
     "FeatureExtractor",
     "InceptionExtractor",
     "ReferenceKey",

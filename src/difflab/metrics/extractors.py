@@ -14,6 +14,7 @@ INCEPTION = "inception"
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
 # Short names used in metric keys: fd_<short>; the inception extractor's metric is plain "fid".
 SHORT_NAMES = {INCEPTION: "inception", EFFICIENTNET_LITE0: "effl0"}
+INCEPTION_DIM = 2048  # torch-fidelity's pool3 features
 
 
 @runtime_checkable
@@ -82,19 +83,22 @@ class EfficientNetLite0Extractor(_TorchExtractor):
     def __init__(
         self, device: str | torch.device = "cpu", input_size: int = INPUT_SIZE, batch_size: int = 64
     ) -> None:
-        super().__init__(efficientnet_lite0(pretrained=True), device, batch_size)
+        # channels_last: the depthwise convs run ~1.5x faster on CPU (measured), and it is the fast GPU layout.
+        net = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
+        super().__init__(net, device, batch_size)
         self.input_size = input_size
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """Resize to input_size (bilinear, antialiased), normalise, pool the head."""
-        return self.net.features(preprocess(images, self.input_size))
+        x = preprocess(images, self.input_size).contiguous(memory_format=torch.channels_last)
+        return self.net.features(x)
 
 
 class InceptionExtractor(_TorchExtractor):
     """torch-fidelity's 'inception-v3-compat' 2048-d pool features: the standard FID network."""
 
     name = INCEPTION
-    dim = 2048
+    dim = INCEPTION_DIM
 
     def __init__(
         self, weights_path: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 64
@@ -128,12 +132,19 @@ def _load_inception(weights_path: str | Path | None) -> nn.Module:
         raise RuntimeError(f"InceptionV3 weights for FID could not be downloaded ({exc}); {hint}") from exc
 
 
+def canonical_name(name: str) -> str:
+    """'efficientnet_lite0' or 'inception' for any accepted spelling; a clear error otherwise."""
+    aliases = {EFFICIENTNET_LITE0: EFFICIENTNET_LITE0, "effl0": EFFICIENTNET_LITE0, INCEPTION: INCEPTION}
+    aliases["inception-v3-compat"] = INCEPTION
+    if name not in aliases:
+        raise ValueError(f"unknown feature extractor {name!r}; choose one of {sorted(SHORT_NAMES)}")
+    return aliases[name]
+
+
 def get_extractor(
     name: str, weights_path: str | Path | None = None, device: str | torch.device = "cpu", **kwargs: int
 ) -> FeatureExtractor:
     """Build a feature extractor by name: 'efficientnet_lite0' (offline) or 'inception' (standard FID)."""
-    if name in (EFFICIENTNET_LITE0, SHORT_NAMES[EFFICIENTNET_LITE0]):
+    if canonical_name(name) == EFFICIENTNET_LITE0:
         return EfficientNetLite0Extractor(device=device, **kwargs)
-    if name in (INCEPTION, "inception-v3-compat"):
-        return InceptionExtractor(weights_path=weights_path, device=device, **kwargs)
-    raise ValueError(f"unknown feature extractor {name!r}; choose one of {sorted(SHORT_NAMES)}")
+    return InceptionExtractor(weights_path=weights_path, device=device, **kwargs)

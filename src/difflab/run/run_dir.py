@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,18 @@ def existing_run_files(run_dir: Path) -> list[str]:
     )
 
 
+def is_secondary_rank() -> bool:
+    """True in a DDP process other than global rank 0: Lightning's children (LOCAL_RANK), other nodes
+    (NODE_RANK) and SLURM tasks (SLURM_PROCID) all join the run folder rank 0 has just created."""
+    return any(os.environ.get(var, "0") != "0" for var in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "RANK"))
+
+
 class RefuseExistingRunDir(Callback):
     """Before Hydra writes .hydra/ into the run folder, stop if it belongs to another run (unless resuming)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("ckpt_path"):
-            return  # resuming into its own folder is allowed
+        if config.get("ckpt_path") or is_secondary_rank():
+            return  # resuming into its own folder is allowed; other ranks share rank 0's folder
         run_dir = Path(str(config.hydra.run.dir))
         found = existing_run_files(run_dir)
         if found:

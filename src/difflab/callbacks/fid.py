@@ -1,0 +1,138 @@
+"""FID (or fd_effl0), KID and precision/recall of the EMA model during training, split across DDP ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from ..data.batches import uint8_batches
+from ..data.identity import dataset_id
+from ..diffusion import Sampler
+from ..diffusion.generate import generate
+from ..io.images import to_uint8
+from ..metrics.evaluator import Evaluator
+from ..training.ema import ema_network
+from .sharding import gather_shards, shard_indices
+
+SamplerFactory = Callable[..., Sampler]
+
+
+class FIDCallback(L.Callback):
+    """Every `every_n_steps` optimizer steps (and/or `every_n_epochs` epochs, and/or at the end of
+    training): generate `num_samples` images with the EMA weights and the configured sampler, score them
+    against the cached statistics of the datamodule's reference split, and log `val/<fd_key>`,
+    `val/kid`, `val/kid_std`, `val/precision`, `val/recall`.
+
+    Under DDP each rank generates and embeds its own indices of 0..K-1 (`shard_indices`; sample i
+    always starts from the noise of (seed, i), so no two ranks draw the same sample), the features are
+    gathered, and rank 0 computes the scores, which are broadcast so that every rank's
+    `trainer.callback_metrics` holds them: a ModelCheckpoint can `monitor` them to keep the best model.
+    """
+
+    def __init__(
+        self,
+        sampler: SamplerFactory,
+        metrics: Evaluator | Mapping[str, Any],
+        num_samples: int = 10_000,
+        every_n_steps: int = 0,
+        every_n_epochs: int = 0,
+        at_train_end: bool = False,
+        batch_size: int = 256,
+        seed: int = 12_345,
+        save_samples_to: str | None = None,
+    ) -> None:
+        if num_samples < 2:
+            raise ValueError(f"the FID callback needs num_samples >= 2, got {num_samples}")
+        self.sampler_factory = sampler
+        self.evaluator = metrics if isinstance(metrics, Evaluator) else Evaluator(**dict(metrics))
+        self.num_samples = int(num_samples)
+        self.every_n_steps = int(every_n_steps)
+        self.every_n_epochs = int(every_n_epochs)
+        self.at_train_end = at_train_end
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)  # apart from the sample grid's seed, so the grid is not the first 64 samples
+        self.save_samples_to = None if save_samples_to is None else Path(save_samples_to)
+        self._last_step = -1
+
+    @property
+    def monitor(self) -> str:
+        """The logged key of the Fréchet distance, e.g. 'val/fd_effl0' (what a ModelCheckpoint monitors)."""
+        return f"val/{self.evaluator.fd_key}"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if (
+            self.every_n_epochs > 0
+            and epoch % self.every_n_epochs == 0
+            and trainer.global_step != self._last_step
+        ):
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_train_end and trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Generate, embed, gather, score on rank 0, broadcast; log and return the scores."""
+        self._last_step = trainer.global_step
+        features, images = self._embed_my_shard(trainer, pl_module)
+        features = gather_shards(trainer, features, self.num_samples)
+        if self.save_samples_to is not None:
+            self._save_samples(trainer, gather_shards(trainer, images, self.num_samples))
+        scores = self._score(trainer, features.cpu()) if trainer.is_global_zero else None
+        scores = trainer.strategy.broadcast(scores, src=0)
+        logged = {f"val/{k}": v for k, v in scores.items()}
+        for key, value in logged.items():
+            trainer.callback_metrics[key] = torch.tensor(value)
+        for logger in trainer.loggers:
+            logger.log_metrics(logged, step=trainer.global_step)
+        return logged
+
+    def _embed_my_shard(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's samples (uint8, on the module's device) and their features (float64, same device)."""
+        net = ema_network(trainer, pl_module)
+        was_training = net.training
+        net.eval()
+        data = trainer.datamodule
+        sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
+        mine = shard_indices(self.num_samples, trainer.global_rank, trainer.world_size)
+        shape = (data.channels, data.image_size, data.image_size)
+        images = to_uint8(generate(sampler, net, mine, shape, self.seed, self.batch_size))
+        net.train(was_training)
+        features = self.evaluator.feature_extractor(pl_module.device)(images)
+        # all_gather needs the backend's device (CUDA tensors for NCCL).
+        return features.to(pl_module.device), images.to(pl_module.device)
+
+    def _score(self, trainer: L.Trainer, features: torch.Tensor) -> dict[str, float]:
+        """Scores of the gathered features against the (cached) reference statistics."""
+        data = trainer.datamodule
+        split = data.dataset_for(self.evaluator.reference_split)
+        reference, _ = self.evaluator.reference(
+            dataset_id(data),
+            data.image_size,
+            lambda: uint8_batches(split, limit=self.evaluator.num_reference),
+            trainer.strategy.root_device,
+        )
+        return self.evaluator.scores(self.evaluator.statistics(features), reference)
+
+    def _save_samples(self, trainer: L.Trainer, images: torch.Tensor) -> None:
+        """All evaluated samples as uint8 (K, C, H, W) in <dir>/step_XXXXXXX.npz (rank 0), for inspection."""
+        if not trainer.is_global_zero:
+            return
+        assert self.save_samples_to is not None
+        self.save_samples_to.mkdir(parents=True, exist_ok=True)
+        path = self.save_samples_to / f"step_{trainer.global_step:07d}.npz"
+        np.savez_compressed(path, images=images.cpu().numpy())

@@ -1,0 +1,25 @@
+"""A dataset split as uint8 image batches: what feature extractors and the statistics cache consume."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from difflab.io.images import to_uint8
+
+
+def uint8_batches(
+    dataset: Dataset, batch_size: int = 256, limit: int | None = None, num_workers: int = 0
+) -> Iterator[torch.Tensor]:
+    """Yield the dataset's images (values in [-1, 1]) as uint8 (N, C, H, W) batches, in order.
+
+    limit takes the first `limit` images only; labels are dropped.
+    """
+    if limit is not None:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in loader:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        yield to_uint8(images)

@@ -1,0 +1,78 @@
+"""A set of already generated images streamed as uint8 batches: a folder of pictures, sample.py's
+output folder, or an .npz (sample.py's samples.npz, or the NHWC `arr_0` files of ADM/torch-fidelity)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .images import to_uint8
+from .load_images import image_files, load_image_files
+
+NPZ_KEYS = ("images", "arr_0")
+
+
+@dataclass
+class ImageSet:
+    """Where the images are and how many; `batches` reads them lazily, so memory stays bounded."""
+
+    path: Path
+    count: int
+    files: list[Path] | None  # None for an .npz
+
+    def batches(self, shape: tuple[int, int, int], batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """uint8 (N, C, H, W) batches in the given shape (pictures of another size or mode are converted,
+        with one warning for the first batch that needs it)."""
+        if self.files is None:
+            yield from _npz_batches(self.path, shape, batch_size)
+            return
+        warned = False
+        for start in range(0, len(self.files), batch_size):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                images = load_image_files(self.files[start : start + batch_size], shape, self.path)
+            if caught and not warned:
+                warnings.warn(str(caught[0].message), stacklevel=2)
+                warned = True
+            yield to_uint8(images)
+
+
+def open_image_set(path: str | Path) -> ImageSet:
+    """The image set at `path`, with a one-line error when there is none."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".npz":
+        return ImageSet(path, len(_npz_array(path)), None)
+    if path.is_dir() and (path / "images").is_dir():
+        path = path / "images"  # sample.py's output folder: samples in images/, beside grid.png
+    files = image_files(path, what="generated image")
+    return ImageSet(path, len(files), files)
+
+
+def _npz_array(path: Path) -> np.ndarray:
+    """The uint8 image array inside an .npz, checked."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            key = next((k for k in NPZ_KEYS if k in z.files), None)
+            if key is None:
+                raise ValueError(f"{path} holds no image array (expected one of {', '.join(NPZ_KEYS)})")
+            array = z[key]
+    except (OSError, EOFError) as error:
+        raise ValueError(f"could not read {path}: {error}") from error
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise ValueError(f"{path}: expected uint8 images (N, H, W, C), got {array.dtype} {array.shape}")
+    return array
+
+
+def _npz_batches(path: Path, shape: tuple[int, int, int], batch_size: int) -> Iterator[torch.Tensor]:
+    """NHWC uint8 from the .npz as NCHW batches; the size and channels must already match."""
+    array = _npz_array(path)
+    c, h, w = shape
+    if array.shape[1:] != (h, w, c):
+        raise ValueError(f"{path}: images are {array.shape[1:]} (H, W, C) but the reference is {(h, w, c)}")
+    for start in range(0, len(array), batch_size):
+        yield torch.from_numpy(array[start : start + batch_size]).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,114 @@
+"""Evaluator: the metric settings of a run, turned into reference statistics and scores.
+
+Shared by the FID callback (during training) and evaluate.py (from the command line), so both
+compute the same numbers from the same settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difflab.metrics.cache import ReferenceKey, default_cache_dir, reference_statistics
+from difflab.metrics.efficientnet_lite0 import FEATURE_DIM
+from difflab.metrics.evaluate import evaluate_features
+from difflab.metrics.extractors import (
+    INCEPTION_DIM,
+    FeatureExtractor,
+    canonical_name,
+    get_extractor,
+    metric_name,
+)
+from difflab.metrics.statistics import DEFAULT_KEEP_FEATURES, Stats, StatsAccumulator
+
+REFERENCE_SPLITS = ("train", "val")
+
+
+@dataclass
+class Evaluator:
+    """What to measure and against what; see conf/metrics/effl0.yaml for each field's meaning."""
+
+    extractor: str = "efficientnet_lite0"
+    inception_weights: str | None = None
+    cache_dir: str | None = None
+    reference_split: str = "val"
+    num_reference: int | None = None
+    keep_features: int = DEFAULT_KEEP_FEATURES
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    prc: bool = True
+    batch_size: int = 64
+    _extractors: dict[str, FeatureExtractor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.reference_split not in REFERENCE_SPLITS:
+            raise ValueError(
+                f"metrics.reference_split={self.reference_split!r}; choose one of {', '.join(REFERENCE_SPLITS)}"
+            )
+        self.extractor = canonical_name(self.extractor)
+
+    @property
+    def fd_key(self) -> str:
+        """'fid' for InceptionV3 features, 'fd_effl0' for EfficientNet-Lite0."""
+        return metric_name(self.extractor)
+
+    def feature_extractor(self, device: torch.device | str = "cpu") -> FeatureExtractor:
+        """The extractor network on `device`, built once (loading weights is the slow part)."""
+        key = str(torch.device(device))
+        if key not in self._extractors:
+            self._extractors[key] = get_extractor(
+                self.extractor,
+                weights_path=self.inception_weights,
+                device=device,
+                batch_size=self.batch_size,
+            )
+        return self._extractors[key]
+
+    def reference(
+        self,
+        dataset_id: str,
+        resolution: int,
+        batches_fn: Callable[[], Iterable[torch.Tensor]],
+        device: torch.device | str = "cpu",
+    ) -> tuple[Stats, bool]:
+        """(stats, cache hit) of the reference split, computed from batches_fn() only on a cache miss."""
+        key = ReferenceKey(dataset_id, self.reference_split, resolution, self.extractor, self.num_reference)
+        return reference_statistics(
+            key, batches_fn, self.feature_extractor(device), self.cache_dir, self.keep_features
+        )
+
+    def accumulator(self) -> StatsAccumulator:
+        """Running statistics to feed feature batches into (memory stays bounded for any count)."""
+        return StatsAccumulator(self.feature_extractor_dim, self.extractor, self.keep_features)
+
+    @property
+    def feature_extractor_dim(self) -> int:
+        return {"efficientnet_lite0": FEATURE_DIM, "inception": INCEPTION_DIM}[self.extractor]
+
+    def statistics(self, features: torch.Tensor) -> Stats:
+        """Stats of already extracted features (N, D), keeping a sample for KID and precision/recall."""
+        acc = self.accumulator()
+        acc.update(features)
+        return acc.result()
+
+    def scores(self, generated: Stats, reference: Stats) -> dict[str, float]:
+        """{fid|fd_effl0, kid, kid_std, precision, recall} of generated vs reference statistics."""
+        raw = evaluate_features(
+            generated,
+            reference,
+            kid_subsets=self.kid_subsets,
+            kid_subset_size=self.kid_subset_size,
+            prc=self.prc,
+        )
+        renamed = {"kid_mean": "kid", "kid_std": "kid_std"}
+        return {renamed.get(k, k): v for k, v in raw.items()}
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that determine the numbers, for a report next to them."""
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        out["cache_dir"] = str(Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir())
+        return out

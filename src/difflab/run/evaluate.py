@@ -1,0 +1,134 @@
+"""evaluate(cfg): score a checkpoint's samples (or a folder of images) against a dataset; write a JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import ImageDataModule
+from ..data.batches import uint8_batches
+from ..data.identity import dataset_id
+from ..diffusion.generate import generate
+from ..io.image_sets import open_image_set
+from ..io.images import to_uint8
+from ..metrics import Evaluator
+from .checkpoint import LoadedModel, load_model
+from .sample import build_sampler, pick_device
+
+log = logging.getLogger("difflab")
+
+
+def prepare_report_path(cfg: DictConfig) -> Path:
+    """Where the JSON goes (default <run folder>/metrics.json); an existing file is never overwritten."""
+    path = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "metrics.json"
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; choose another out= (reports are never overwritten)")
+    return path
+
+
+def reference_data(cfg: DictConfig, loaded: LoadedModel | None) -> ImageDataModule:
+    """data=… when given, else the dataset the checkpoint was trained on; its size must match the samples."""
+    if cfg.get("data") is not None:
+        data = instantiate(cfg.data)
+    elif loaded is not None:
+        data = instantiate(OmegaConf.create(loaded.config["data"]))
+    else:
+        raise ValueError("images=… needs the dataset to compare against: add data=<name> (e.g. data=mnist)")
+    if loaded is not None and (data.channels, data.image_size) != loaded.sample_shape[:2]:
+        c, size = loaded.sample_shape[0], loaded.sample_shape[1]
+        raise ValueError(
+            f"the checkpoint makes {c}-channel {size}px images but data= gives {data.channels}-channel "
+            f"{data.image_size}px references; add data.channels={c} data.image_size={size}"
+        )
+    return data
+
+
+def generated_batches(cfg: DictConfig, loaded: LoadedModel) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
+    """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them."""
+    sampler = build_sampler(cfg, loaded)
+    n, batch = int(cfg.n), int(cfg.batch_size)
+
+    def batches() -> Iterator[torch.Tensor]:
+        for start in range(0, n, batch):
+            indices = range(start, min(start + batch, n))
+            yield to_uint8(generate(sampler, loaded.net, indices, loaded.sample_shape, cfg.seed, batch))
+            log.info("generated %d / %d", indices[-1] + 1, n)
+
+    settings = {
+        "source": "checkpoint",
+        "ckpt": str(cfg.ckpt),
+        "global_step": loaded.global_step,
+        "weights": loaded.weights,
+        "n": n,
+        "seed": int(cfg.seed),
+        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
+        "nfe": sampler.nfe,
+    }
+    return batches(), settings
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score cfg.ckpt's samples (or the images in cfg.images) with cfg.metrics; write and return the report."""
+    if bool(cfg.get("ckpt")) == bool(cfg.get("images")):
+        raise ValueError(
+            "give exactly one of ckpt=<checkpoint> (generate and score) or images=<folder or .npz>"
+        )
+    if int(cfg.n) < 2:
+        raise ValueError(f"n must be at least 2 for a covariance (got {cfg.n})")
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
+    evaluator = Evaluator(**OmegaConf.to_container(cfg.metrics, resolve=True))
+    report_path = prepare_report_path(cfg)
+    device = pick_device(cfg.device)
+    extractor = evaluator.feature_extractor(device)  # fails early on missing Inception weights
+
+    loaded = load_model(cfg.ckpt, device) if cfg.get("ckpt") else None
+    data = reference_data(cfg, loaded)
+    shape = (data.channels, data.image_size, data.image_size)
+    if loaded is not None:
+        batches, source = generated_batches(cfg, loaded)
+    else:
+        images = open_image_set(cfg.images)
+        if images.count < 2:
+            raise ValueError(f"{images.path} holds {images.count} image; need at least 2")
+        batches = images.batches(shape, int(cfg.batch_size))
+        source = {"source": "images", "images": str(images.path), "n": images.count}
+
+    start = time.perf_counter()
+    split = data.dataset_for(evaluator.reference_split)
+    reference, hit = evaluator.reference(
+        dataset_id(data), data.image_size, lambda: uint8_batches(split, limit=evaluator.num_reference), device
+    )
+    log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
+    acc = evaluator.accumulator()
+    for batch in batches:
+        acc.update(extractor(batch))
+    scores = evaluator.scores(acc.result(), reference)
+
+    report = {
+        "metrics": scores,
+        "generated": source,
+        "reference": {
+            "dataset": data.dataset,
+            "root": None if data.root is None else str(data.root),
+            "split": evaluator.reference_split,
+            "num_images": reference.n,
+            "image_size": data.image_size,
+            "channels": data.channels,
+            "cache_hit": hit,
+        },
+        "metric_settings": evaluator.settings(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2))
+    log.info("%s -> %s", json.dumps(scores), report_path)
+    return report
