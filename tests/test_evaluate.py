@@ -51,10 +51,26 @@ def run_eval(tmp_path: Path, *overrides: str) -> dict:
 
 
 def test_checkpoint_report_names_every_metric_and_setting(trained_ckpt: Path, tmp_path: Path) -> None:
-    report = run_eval(tmp_path, f"ckpt={trained_ckpt}", "n=12", "sampler=dpm_solver", "sampler.steps=3")
+    report = run_eval(
+        tmp_path,
+        f"ckpt={trained_ckpt}",
+        "n=12",
+        "sampler=dpm_solver",
+        "sampler.steps=3",
+        "metrics.inception_score=true",
+        "metrics.isc_splits=2",
+    )
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written == report
-    assert set(report["metrics"]) == {"fd_effl0", "kid", "kid_std", "precision", "recall"}
+    assert set(report["metrics"]) == {
+        "fd_effl0",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "is_effl0",
+        "is_effl0_std",
+    }
     assert report["metrics"]["fd_effl0"] > 0  # a 2-step model is far from real digits
     generated = report["generated"]
     assert generated["n"] == 12 and generated["weights"] == "ema" and generated["global_step"] == 2

@@ -18,6 +18,7 @@ from difflab.metrics import (
     evaluate_features,
     frechet_distance,
     get_extractor,
+    inception_score,
     kernel_distance,
     reference_statistics,
 )
@@ -217,3 +218,16 @@ def test_inception_loads_local_weights_file(tmp_path: Path) -> None:
     feats = ext(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8))
     assert feats.shape == (2, 2048) and feats.dtype == torch.float64
     assert evaluate_features(*[Stats(np.zeros(2), np.eye(2), 2, ext.name)] * 2) == {"fid": pytest.approx(0.0)}
+
+
+def test_inception_score_rises_with_class_variety() -> None:
+    """Lite0's ImageNet logits as an Inception Score: one picture repeated scores 1 (no variety);
+    real pictures of several CIFAR-10 classes score clearly higher."""
+    images = _cifar_images(per_class=4)
+    varied = torch.cat(list(images.values()))
+    same = varied[:1].expand(len(varied), -1, -1, -1)
+    extractor = get_extractor("efficientnet_lite0")
+    score_varied, _ = inception_score(extractor.embed(varied)[1], splits=2)
+    score_same, _ = inception_score(extractor.embed(same)[1], splits=2)
+    assert score_same == pytest.approx(1.0, abs=1e-3)
+    assert score_varied > 2.0

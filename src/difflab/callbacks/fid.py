@@ -26,7 +26,8 @@ class FIDCallback(L.Callback):
     """Every `every_n_steps` optimizer steps (and/or `every_n_epochs` epochs, and/or at the end of
     training): generate `num_samples` images with the EMA weights and the configured sampler, score them
     against the cached statistics of the datamodule's reference split, and log `val/<fd_key>`,
-    `val/kid`, `val/kid_std`, `val/precision`, `val/recall`.
+    `val/kid`, `val/kid_std`, `val/precision`, `val/recall` (and `val/isc` or `val/is_effl0` with
+    metrics.inception_score=true).
 
     Under DDP each rank generates and embeds its own indices of 0..K-1 (`shard_indices`; sample i
     always starts from the noise of (seed, i), so no two ranks draw the same sample), the features are
@@ -86,11 +87,13 @@ class FIDCallback(L.Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Generate, embed, gather, score on rank 0, broadcast; log and return the scores."""
         self._last_step = trainer.global_step
-        features, images = self._embed_my_shard(trainer, pl_module)
+        features, logits, images = self._embed_my_shard(trainer, pl_module)
         features = gather_shards(trainer, features, self.num_samples)
+        if logits is not None:
+            logits = gather_shards(trainer, logits, self.num_samples).cpu()
         if self.save_samples_to is not None:
             self._save_samples(trainer, gather_shards(trainer, images, self.num_samples))
-        scores = self._score(trainer, features.cpu()) if trainer.is_global_zero else None
+        scores = self._score(trainer, features.cpu(), logits) if trainer.is_global_zero else None
         scores = trainer.strategy.broadcast(scores, src=0)
         logged = {f"val/{k}": v for k, v in scores.items()}
         for key, value in logged.items():
@@ -101,8 +104,9 @@ class FIDCallback(L.Callback):
 
     def _embed_my_shard(
         self, trainer: L.Trainer, pl_module: L.LightningModule
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's samples (uint8, on the module's device) and their features (float64, same device)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """This rank's features, logits (None unless the Inception Score is on) and uint8 samples, all on
+        the module's device: all_gather needs the backend's device (CUDA tensors for NCCL)."""
         net = ema_network(trainer, pl_module)
         was_training = net.training
         net.eval()
@@ -112,11 +116,13 @@ class FIDCallback(L.Callback):
         shape = (data.channels, data.image_size, data.image_size)
         images = to_uint8(generate(sampler, net, mine, shape, self.seed, self.batch_size))
         net.train(was_training)
-        features = self.evaluator.feature_extractor(pl_module.device)(images)
-        # all_gather needs the backend's device (CUDA tensors for NCCL).
-        return features.to(pl_module.device), images.to(pl_module.device)
+        features, logits = self.evaluator.embed(images, pl_module.device)
+        device = pl_module.device
+        return features.to(device), None if logits is None else logits.to(device), images.to(device)
 
-    def _score(self, trainer: L.Trainer, features: torch.Tensor) -> dict[str, float]:
+    def _score(
+        self, trainer: L.Trainer, features: torch.Tensor, logits: torch.Tensor | None
+    ) -> dict[str, float]:
         """Scores of the gathered features against the (cached) reference statistics."""
         data = trainer.datamodule
         split = data.dataset_for(self.evaluator.reference_split)
@@ -126,7 +132,7 @@ class FIDCallback(L.Callback):
             lambda: uint8_batches(split, limit=self.evaluator.num_reference),
             trainer.strategy.root_device,
         )
-        return self.evaluator.scores(self.evaluator.statistics(features), reference)
+        return self.evaluator.scores(self.evaluator.statistics(features), reference, logits)
 
     def _save_samples(self, trainer: L.Trainer, images: torch.Tensor) -> None:
         """All evaluated samples as uint8 (K, C, H, W) in <dir>/step_XXXXXXX.npz (rank 0), for inspection."""

@@ -7,7 +7,7 @@ from difflab.metrics.cache import (
     reference_statistics,
     save_stats,
 )
-from difflab.metrics.distances import frechet_distance, kernel_distance, precision_recall
+from difflab.metrics.distances import frechet_distance, inception_score, kernel_distance, precision_recall
 from difflab.metrics.efficientnet_lite0 import EfficientNetLite0, efficientnet_lite0
 from difflab.metrics.evaluate import evaluate_features
 from difflab.metrics.evaluator import Evaluator
@@ -36,6 +36,7 @@ __all__ = [
     "evaluate_features",
     "frechet_distance",
     "get_extractor",
+    "inception_score",
     "kernel_distance",
     "load_stats",
     "metric_name",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
@@ -62,3 +63,17 @@ def precision_recall(
         verbose=False,
     )
     return out[KEY_METRIC_PRECISION], out[KEY_METRIC_RECALL]
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """Inception Score (mean, std over splits) from classifier logits (N, classes), via torch-fidelity.
+
+    Meaningful only for class-like data (CIFAR-10, ImageNet-like), where confident and varied ImageNet
+    predictions track quality and diversity; for digits or faces it says little.
+    """
+    if len(logits) < splits:
+        raise ValueError(
+            f"the Inception Score needs at least {splits} samples (one per split), got {len(logits)}"
+        )
+    out = isc_features_to_metric(logits.to(torch.float64), splits=splits, shuffle=True, rng_seed=seed)
+    return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]

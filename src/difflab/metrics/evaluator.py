@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from difflab.metrics.cache import ReferenceKey, default_cache_dir, reference_statistics
+from difflab.metrics.distances import inception_score
 from difflab.metrics.efficientnet_lite0 import FEATURE_DIM
 from difflab.metrics.evaluate import evaluate_features
 from difflab.metrics.extractors import (
@@ -41,6 +42,8 @@ class Evaluator:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     prc: bool = True
+    inception_score: bool = False
+    isc_splits: int = 10
     batch_size: int = 64
     _extractors: dict[str, FeatureExtractor] = field(default_factory=dict, init=False, repr=False)
 
@@ -55,6 +58,18 @@ class Evaluator:
     def fd_key(self) -> str:
         """'fid' for InceptionV3 features, 'fd_effl0' for EfficientNet-Lite0."""
         return metric_name(self.extractor)
+
+    @property
+    def is_key(self) -> str:
+        """'isc' for InceptionV3 logits (torch-fidelity's name), 'is_effl0' for EfficientNet-Lite0's."""
+        return "isc" if self.extractor == "inception" else "is_effl0"
+
+    def embed(
+        self, images: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of uint8 images, and their logits when the Inception Score is on (else None)."""
+        features, logits = self.feature_extractor(device).embed(images)
+        return features, logits if self.inception_score else None
 
     def feature_extractor(self, device: torch.device | str = "cpu") -> FeatureExtractor:
         """The extractor network on `device`, built once (loading weights is the slow part)."""
@@ -95,8 +110,11 @@ class Evaluator:
         acc.update(features)
         return acc.result()
 
-    def scores(self, generated: Stats, reference: Stats) -> dict[str, float]:
-        """{fid|fd_effl0, kid, kid_std, precision, recall} of generated vs reference statistics."""
+    def scores(
+        self, generated: Stats, reference: Stats, logits: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """{fid|fd_effl0, kid, kid_std, precision, recall} of generated vs reference statistics, plus
+        {isc|is_effl0, …_std} from the generated images' logits when given."""
         raw = evaluate_features(
             generated,
             reference,
@@ -105,7 +123,10 @@ class Evaluator:
             prc=self.prc,
         )
         renamed = {"kid_mean": "kid", "kid_std": "kid_std"}
-        return {renamed.get(k, k): v for k, v in raw.items()}
+        out = {renamed.get(k, k): v for k, v in raw.items()}
+        if logits is not None:
+            out[self.is_key], out[f"{self.is_key}_std"] = inception_score(logits, self.isc_splits)
+        return out
 
     def settings(self) -> dict[str, Any]:
         """The fields that determine the numbers, for a report next to them."""

@@ -59,19 +59,26 @@ class _TorchExtractor:
         self.net = net.to(self.device).eval().requires_grad_(False)
         self.batch_size = batch_size
 
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of one uint8 RGB sub-batch already on the device."""
+    def _features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and class logits of one uint8 RGB sub-batch already on the device."""
         raise NotImplementedError
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Features (N, dim) as float64 on the CPU."""
+        return self.embed(images)[0]
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, dim) and ImageNet logits (N, 1000, for the Inception Score), float64 on the CPU."""
         images = _as_rgb_uint8(images)
-        out = [
-            self._features(chunk.to(self.device)).to("cpu", torch.float64)
-            for chunk in images.split(self.batch_size)
-        ]
-        return torch.cat(out) if out else torch.empty(0, self.dim, dtype=torch.float64)
+        features, logits = [], []
+        for chunk in images.split(self.batch_size):
+            f, z = self._features_and_logits(chunk.to(self.device))
+            features.append(f.to("cpu", torch.float64))
+            logits.append(z.to("cpu", torch.float64))
+        if not features:
+            return torch.empty(0, self.dim, dtype=torch.float64), torch.empty(0, 1000, dtype=torch.float64)
+        return torch.cat(features), torch.cat(logits)
 
 
 class EfficientNetLite0Extractor(_TorchExtractor):
@@ -88,10 +95,11 @@ class EfficientNetLite0Extractor(_TorchExtractor):
         super().__init__(net, device, batch_size)
         self.input_size = input_size
 
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
+    def _features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Resize to input_size (bilinear, antialiased), normalise, pool the head."""
         x = preprocess(images, self.input_size).contiguous(memory_format=torch.channels_last)
-        return self.net.features(x)
+        features = self.net.features(x)
+        return features, self.net._fc(features)
 
 
 class InceptionExtractor(_TorchExtractor):
@@ -105,9 +113,10 @@ class InceptionExtractor(_TorchExtractor):
     ) -> None:
         super().__init__(_load_inception(weights_path), device, batch_size)
 
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
+    def _features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """torch-fidelity resizes to 299 itself, with TF1-compatible bilinear, as the reference FID does."""
-        return self.net(images)[0]
+        features, logits = self.net(images)
+        return features, logits
 
 
 def _load_inception(weights_path: str | Path | None) -> nn.Module:
@@ -123,7 +132,7 @@ def _load_inception(weights_path: str | Path | None) -> nn.Module:
     try:
         return FeatureExtractorInceptionV3(
             "inception-v3-compat",
-            ["2048"],
+            ["2048", "logits_unbiased"],  # pool features for FID, logits for the Inception Score
             feature_extractor_weights_path=None if weights_path is None else str(weights_path),
         )
     except OSError as exc:  # URLError, socket and HTTP errors are all OSErrors

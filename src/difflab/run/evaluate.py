@@ -88,7 +88,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     evaluator = Evaluator(**OmegaConf.to_container(cfg.metrics, resolve=True))
     report_path = prepare_report_path(cfg)
     device = pick_device(cfg.device)
-    extractor = evaluator.feature_extractor(device)  # fails early on missing Inception weights
+    evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
     loaded = load_model(cfg.ckpt, device) if cfg.get("ckpt") else None
     data = reference_data(cfg, loaded)
@@ -108,10 +108,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         dataset_id(data), data.image_size, lambda: uint8_batches(split, limit=evaluator.num_reference), device
     )
     log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
-    acc = evaluator.accumulator()
+    acc, logits = evaluator.accumulator(), []
     for batch in batches:
-        acc.update(extractor(batch))
-    scores = evaluator.scores(acc.result(), reference)
+        features, batch_logits = evaluator.embed(batch, device)
+        acc.update(features)
+        if batch_logits is not None:
+            logits.append(batch_logits)
+    scores = evaluator.scores(acc.result(), reference, torch.cat(logits) if logits else None)
 
     report = {
         "metrics": scores,
