@@ -1,0 +1,37 @@
+"""The FID callback in a single process: when it runs, what it logs, and that it does not disturb training."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from conftest import FAST_TRAIN, compose_config
+
+from difflab.run import train
+
+
+def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path) -> None:
+    # digits: 1,707 training images at batch 256 -> 6 steps per epoch; 8 steps end inside epoch 2.
+    overrides = [
+        *FAST_TRAIN,
+        "callbacks=[default,fid]",
+        "trainer.max_steps=8",
+        "data.batch_size=256",
+        "callbacks.fid.every_n_steps=0",
+        "callbacks.fid.every_n_epochs=1",
+        "callbacks.fid.at_train_end=true",
+        "callbacks.fid.num_samples=6",
+        f"callbacks.fid.save_samples_to={tmp_path / 'fid'}",
+        "metrics.num_reference=20",
+        "metrics.kid_subset_size=5",
+        "metrics.prc=false",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        "callbacks.best_checkpoint=null",  # it saves every_n_train_steps; here scores come per epoch
+    ]
+    metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    evaluated = sorted(p.name for p in (tmp_path / "fid").iterdir())
+    assert evaluated == ["step_0000006.npz", "step_0000008.npz"]  # end of epoch 1, end of training
+    assert metrics["val/fd_effl0"] > 0 and "val/kid" in metrics and "val/precision" not in metrics
+    (log,) = (tmp_path / "run").rglob("metrics.csv")
+    steps = [int(r["step"]) for r in csv.DictReader(log.open()) if r.get("val/fd_effl0")]
+    assert steps == [6, 8]
