@@ -290,8 +290,9 @@ def test_inpaint_and_img2img_through_sample_py(checkpoint, tmp_path):
         written = np.asarray(Image.open(png))
         np.testing.assert_array_equal(written[keep], pictures[k // 2][keep])
         assert not np.array_equal(written[~keep], pictures[k // 2][~keep])
-    # One row per picture: input | masked input | 2 results, 16-pixel tiles with 2-pixel padding.
-    assert Image.open(out / "grid.png").size == (2 + 4 * 18, 2 + 2 * 18)
+    # One row per picture: input | masked input | 2 results, 16-pixel tiles with 2-pixel padding,
+    # enlarged 3x (nearest) to be visible like the sample grids.
+    assert Image.open(out / "grid.png").size == (3 * (2 + 4 * 18), 3 * (2 + 2 * 18))
     settings = json.loads((out / "settings.json").read_text())
     assert settings["mode"] == "inpaint" and settings["nfe"] == 35 and len(settings["inputs"]) == 2
 
@@ -301,7 +302,7 @@ def test_inpaint_and_img2img_through_sample_py(checkpoint, tmp_path):
     sample(compose_config("sample", overrides, tmp_path))
     assert np.load(out / "samples.npz")["images"].shape == (3, 16, 16, 1)
     assert len(list((out / "images").glob("*.png"))) == 3
-    assert Image.open(out / "grid.png").size == (2 + 4 * 18, 2 + 18)
+    assert Image.open(out / "grid.png").size == (3 * (2 + 4 * 18), 3 * (2 + 18))
     settings = json.loads((out / "settings.json").read_text())
     assert settings["start_timestep"] == 500 and settings["nfe"] == 6
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
-from ..io.images import grid_of, save_png, save_samples
+from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images, load_masks
 from .checkpoint import LoadedModel, load_model
 from .sample import build_sampler, check_against_checkpoint, pick_device, prepare_out_dir
@@ -118,7 +118,7 @@ def edit(cfg: DictConfig) -> Path:
     written = save_samples(results, out, nrow=n)
     # save_samples' grid shows the results only; replace it with the side-by-side comparison.
     tiles = _comparison_tiles(pictures.images, masks, results, n)
-    save_png(grid_of(tiles, nrow=tiles.shape[0] // len(pictures.paths)), written["grid"])
+    save_png(enlarge(grid_of(tiles, nrow=tiles.shape[0] // len(pictures.paths))), written["grid"])
     settings = {
         "mode": cfg.mode,
         "ckpt": str(cfg.ckpt),
