@@ -5,12 +5,22 @@ from omegaconf import DictConfig
 
 from difflab.run import train
 from difflab.run.errors import exit_on_user_error
+from difflab.run.objective import optimized_metric
+from difflab.run.wandb_runs import finish_wandb_run, name_wandb_run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Train; return cfg.optimized_metric's final value for a sweeper (None when unset)."""
+    name_wandb_run(cfg)
+    try:
+        metrics = train(cfg)
+    except BaseException:
+        finish_wandb_run(failed=True)  # so the next job of a sweep opens its own W&B run
+        raise
+    finish_wandb_run()
+    return optimized_metric(cfg, metrics)
 
 
 if __name__ == "__main__":

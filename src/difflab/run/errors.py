@@ -1,19 +1,33 @@
-"""Turn the errors a user can cause into one clear line instead of a traceback."""
+"""Turn the errors a user can cause into one clear line instead of a traceback; keep a sweep going past them."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from hydra.errors import InstantiationException
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, InstantiationException
+from hydra.types import RunMode
 
 T = TypeVar("T")
+log = logging.getLogger("difflab")
 
 # Errors that name a problem with the user's input (paths, sizes, configs); anything else is a bug
 # and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, InstantiationException)
+
+
+class SweepConfigError(ValueError):
+    """A user error every job of a sweep would repeat (e.g. an optimized_metric no run logs): stops the sweep."""
+
+
+class SweepJobFailed(CompactHydraException):
+    """One job of a multirun failed on a user error. Hydra records it, runs the sweep's other jobs, then
+    re-raises the first such failure and, this being a CompactHydraException, prints only its line (exit 1)."""
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -23,17 +37,44 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def one_line(error: BaseException) -> str:
+    """The first line of the root cause's message (its type name when it has none)."""
+    cause = root_cause(error)
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def current_sweep_job() -> str | None:
+    """`#<num> (<job folder>)` when running as a job of a Hydra multirun, else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return f"#{hydra_cfg.job.num} ({Path(str(hydra_cfg.sweep.dir)) / str(hydra_cfg.sweep.subdir)})"
+
+
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
-    """Decorator for entry points: print `error: <message>` and exit 2 on a user error."""
+    """Decorator for entry points. A single run prints `error: <message>` and exits 2 on a user error. A job
+    of a multirun prints `error: job #N (<job folder>): <message>` and fails only itself, so the sweep goes on
+    with the next job (Hydra's launchers catch Exceptions, but sys.exit would end the whole sweep)."""
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> T:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as error:
-            cause = root_cause(error)
-            message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
+            message = one_line(error)
+            job = current_sweep_job()
+            if job is None or isinstance(root_cause(error), SweepConfigError):
+                print(f"error: {message}", file=sys.stderr)
+                sys.exit(2)
+            print(f"error: job {job}: {message}", file=sys.stderr)
+            raise SweepJobFailed(f"error: job {job} failed: {message}") from error
+        except Exception:
+            job = current_sweep_job()
+            if job is not None:  # a bug: show its traceback now, not only once the whole sweep has ended
+                log.exception("job %s failed", job)
+            raise
 
     return wrapper

@@ -1,0 +1,161 @@
+"""Experiment recipes: each pins the values its paper uses, and each trains on its real data (shrunk) on a CPU."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, shared_data_or_skip
+from hydra.utils import instantiate
+
+from difflab.run import train
+from difflab.run.checkpoint import load_model
+
+# A few CPU steps of each recipe's structure: every level and attention block kept, widths cut to 8 channels,
+# batches of 2, validation cut to 2 batches, a checkpoint and a 2-image grid at every step.
+TINY = [
+    "trainer=cpu",
+    "logger=csv",
+    "model.base_channels=8",
+    "model.num_groups=4",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.pin_memory=false",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "+trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "sampler.steps=2",
+    "callbacks.sample_grid.every_n_steps=2",
+    "callbacks.sample_grid.num_samples=2",
+    "callbacks.model_checkpoint.every_n_train_steps=1",
+]
+
+
+def extract(archive: Path, dest: Path, wanted) -> int:
+    """Extract the members of a tar archive for which wanted(member) is true (a streaming scan)."""
+    count = 0
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            if member.isfile() and wanted(member):
+                tar.extract(member, dest, filter="data")
+                count += 1
+    return count
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory) -> Path:
+    """train/<class>/ and test/<class>/ with the first 4 JPEGs of each class of each split (80 files)."""
+    archive = shared_data_or_skip() / "cifar10-jpg.tar.gz"
+    root = tmp_path_factory.mktemp("data") / "cifar10"
+    taken: dict[tuple[str, str], int] = {}
+
+    def wanted(member: tarfile.TarInfo) -> bool:
+        parts = member.name.split("/")
+        if len(parts) != 3 or parts[0] not in ("train", "test"):
+            return False
+        key = (parts[0], parts[1])
+        taken[key] = taken.get(key, 0) + 1
+        return taken[key] <= 4
+
+    assert extract(archive, root, wanted) == 80
+    return root
+
+
+@pytest.fixture(scope="session")
+def celeba64_root(tmp_path_factory) -> Path:
+    """celeba64/ with the first 24 faces of the archive."""
+    archive = shared_data_or_skip() / "celeba64-10k.tar"
+    dest = tmp_path_factory.mktemp("data")
+    names: list[str] = []
+
+    def wanted(member: tarfile.TarInfo) -> bool:
+        if len(names) < 24 and member.name.startswith("celeba64/") and member.name.endswith(".jpg"):
+            names.append(member.name)
+            return True
+        return False
+
+    assert extract(archive, dest, wanted) == 24
+    return dest / "celeba64"
+
+
+def recipe_values(name: str, tmp_path: Path):
+    return compose_config("train", [f"experiment={name}"], tmp_path / "run")
+
+
+def parameters(model_cfg) -> int:
+    return sum(p.numel() for p in instantiate(model_cfg).parameters())
+
+
+def test_cifar10_ddpm_is_the_papers_setup(tmp_path):
+    cfg = recipe_values("cifar10_ddpm", tmp_path)
+    assert cfg.data.dataset == "cifar10" and cfg.data.root.endswith("/cifar10")
+    assert (cfg.data.image_size, cfg.data.channels) == (32, 3)
+    assert cfg.data.batch_size == 128 and cfg.data.random_flip is True
+    assert cfg.optim._target_ == "torch.optim.Adam" and cfg.optim.lr == pytest.approx(2e-4)
+    assert (
+        cfg.lr_scheduler._target_ == "difflab.training.linear_warmup"
+        and cfg.lr_scheduler.warmup_steps == 5000
+    )
+    assert cfg.callbacks.ema.decay == pytest.approx(0.9999)
+    assert cfg.model.dropout == pytest.approx(0.1)
+    assert (cfg.schedule.name, cfg.schedule.timesteps) == ("linear", 1000)
+    assert cfg.trainer.max_steps == 800_000 and cfg.trainer.gradient_clip_val == 1.0
+    assert cfg.trainer.accelerator == "gpu"
+    assert "cifar10_ddpm" in cfg.tags
+    assert parameters(cfg.model) == 35_746_307  # the paper's 35.7M
+
+
+def test_celeba64_ddpm_uses_the_64px_unet_and_the_ddpm_optimisation(tmp_path):
+    cfg = recipe_values("celeba64_ddpm", tmp_path)
+    assert cfg.data.dataset == "folder" and cfg.data.root.endswith("/celeba64")
+    assert (cfg.data.image_size, cfg.data.channels, cfg.data.random_flip) == (64, 3, True)
+    assert list(cfg.model.channel_mults) == [1, 2, 2, 2, 4] and list(cfg.model.attention_resolutions) == [16]
+    assert cfg.model.dropout == pytest.approx(0.1)
+    assert cfg.data.batch_size == 128 and cfg.optim.lr == pytest.approx(2e-4)
+    assert cfg.lr_scheduler.warmup_steps == 5000 and cfg.callbacks.ema.decay == pytest.approx(0.9999)
+    assert "celeba64_ddpm" in cfg.tags
+    assert parameters(cfg.model) == 78_700_803  # DDIM's CelebA model
+
+
+def test_mnist_ddpm_is_a_small_single_gpu_recipe(tmp_path):
+    cfg = recipe_values("mnist_ddpm", tmp_path)
+    assert cfg.data.dataset == "mnist" and (cfg.data.image_size, cfg.data.channels) == (32, 1)
+    assert cfg.data.random_flip is False and cfg.trainer.devices == 1
+    assert "mnist_ddpm" in cfg.tags
+    assert parameters(cfg.model) == 6_469_889
+
+
+@pytest.mark.parametrize(
+    ("recipe", "shape"),
+    [("cifar10_ddpm", (3, 32, 32)), ("celeba64_ddpm", (3, 64, 64)), ("mnist_ddpm", (1, 32, 32))],
+)
+def test_recipe_trains_on_its_real_data(recipe, shape, tmp_path, request):
+    if recipe == "cifar10_ddpm":
+        root = request.getfixturevalue("cifar10_root")
+    elif recipe == "celeba64_ddpm":
+        root = request.getfixturevalue("celeba64_root")
+    else:
+        root = shared_data_or_skip()
+    run = tmp_path / "run"
+    cfg = compose_config("train", [f"experiment={recipe}", *TINY, f"data.root={root}"], run)
+    metrics = train(cfg)
+    assert metrics["val/loss"] > 0
+    checkpoints = run / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "last.ckpt",
+        "step_0000001.ckpt",
+        "step_0000002.ckpt",
+    ]
+    loaded = load_model(checkpoints / "last.ckpt")
+    assert loaded.global_step == 2 and loaded.weights == "ema"
+    assert loaded.sample_shape == shape
+    with torch.no_grad():
+        assert loaded.net(torch.zeros(1, *shape), torch.tensor([999])).shape == (1, *shape)
+    assert recipe in loaded.config["tags"]
+    assert (run / "samples" / "final.png").is_file()

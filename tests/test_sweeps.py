@@ -1,0 +1,228 @@
+"""Hydra sweeps: every job runs even when one fails, W&B runs are named and grouped per sweep, Optuna searches."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CONF, FAST_TRAIN, ROOT
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from difflab.run.errors import SweepConfigError, SweepJobFailed, exit_on_user_error
+from difflab.run.objective import optimized_metric
+from difflab.run.wandb_runs import job_run_name, name_wandb_run
+
+# FAST_TRAIN at 2 steps, the logger chosen per test.
+SWEEP_FAST = [o for o in FAST_TRAIN if not o.startswith(("logger=", "trainer.max_steps="))] + [
+    "trainer.max_steps=2"
+]
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def wandb_records(run_dir: Path) -> Iterator:
+    """The protobuf records of an offline W&B run file (LevelDB-log framing: 7-byte header, then chunks of
+    crc32, length, type in 32 KiB blocks; type 1 = whole record, 2/3/4 = first/middle/last part)."""
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = run_dir.glob("run-*.wandb")
+    data, pos, pending, block = path.read_bytes(), 7, b"", 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def wandb_run_of(job_dir: Path) -> tuple[str, str, dict[str, Any]]:
+    """(display name, group, logged config) of the single W&B run a job wrote."""
+    (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
+    name = group = None
+    config: dict[str, Any] = {}
+    for record in wandb_records(run_dir):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            name, group = record.run.display_name, record.run.run_group
+        elif kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+    return name, group, config
+
+
+def test_a_failed_job_does_not_stop_the_sweep_and_each_run_is_named(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(
+        "-m", "data.image_size=8,4,-1,6", *SWEEP_FAST, "logger=wandb", f"hydra.sweep.dir={sweep}"
+    )
+    # Job 2 reports its own line as it fails; the sweep goes on, then ends with a non-zero status.
+    assert f"error: job #2 ({sweep / '2'}): image_size must be at least 1, got -1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert not (sweep / "2" / "checkpoints").exists()
+    for job, size in (("0", 8), ("1", 4), ("3", 6)):
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        name, group, config = wandb_run_of(sweep / job)  # one W&B run per job, not one shared run
+        assert name == (
+            f"data.batch_size=16,data.image_size={size},model=unet_tiny,sampler.steps=2,"
+            "trainer.max_steps=2,trainer.val_check_interval=2,trainer=cpu"
+        )
+        assert group == str(sweep)
+        # the full resolved config travels with the run
+        assert config["optim"]["lr"] == pytest.approx(2e-4) and config["data"]["image_size"] == size
+        assert config["choices"]["model"] == "unet_tiny"
+
+
+def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
+    sweep = tmp_path / "optuna"
+    result = run_train(
+        "-m",
+        "hparams_search=ddpm_optuna",
+        "hydra.sweeper.n_trials=2",
+        "optimized_metric=val/loss",
+        "callbacks=default",  # no FID callback: val/loss is the objective here
+        *SWEEP_FAST,
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"optim.lr", "schedule", "model.dropout"}
+    final_val_losses = []
+    for trial in ("0", "1"):
+        rows = list(csv.DictReader((sweep / trial / "csv" / "metrics.csv").open()))
+        final_val_losses.append(float([r for r in rows if r.get("val/loss")][-1]["val/loss"]))
+    assert best["best_value"] == pytest.approx(min(final_val_losses))
+
+
+def test_optuna_config_minimises_the_fid_callbacks_score(hydra_job):
+    cfg = hydra_job(["hparams_search=ddpm_optuna"])
+    sweeper = HydraConfig.get().sweeper
+    assert sweeper.direction == "minimize" and sweeper.n_trials == 20
+    assert set(sweeper.params) == {"optim.lr", "schedule", "model.dropout"}
+    assert cfg.optimized_metric == "val/fd_effl0" == cfg.callbacks.best_checkpoint.monitor
+    assert "fid" in cfg.callbacks
+
+
+# --- the pieces, without subprocesses ----------------------------------------------------------------
+
+
+@pytest.fixture
+def hydra_job():
+    """Compose like a Hydra app would and make it the current HydraConfig; returns the job's cfg."""
+
+    def make(overrides: list[str], job_num: int = 0) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            full = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        with open_dict(full):
+            full.hydra.job.num = job_num
+        HydraConfig.instance().set_config(full)
+        cfg = full.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    yield make
+    HydraConfig.instance().cfg = None
+
+
+def test_run_names_leave_out_paths_loggers_and_callbacks():
+    overrides = [
+        "schedule=cosine",
+        "optim.lr=1e-4",
+        "data.root=/data",
+        "logger=wandb",
+        "callbacks.ema.decay=0.9",
+    ]
+    assert job_run_name([*overrides, "seed=3", "paths.data_dir=/d"]) == "optim.lr=1e-4,schedule=cosine,seed=3"
+    assert job_run_name(["logger=csv"]) is None
+
+
+def test_single_run_keeps_wandb_name_and_group_unset(hydra_job):
+    cfg = hydra_job(["experiment=digits_cpu", "optim.lr=1e-4"])
+    name_wandb_run(cfg)
+    assert cfg.logger.wandb.name is None and cfg.logger.wandb.group is None
+    assert list(cfg.logger.wandb.tags) == ["digits_cpu"]
+
+
+def test_multirun_job_is_named_from_overrides_grouped_by_sweep_and_tagged(hydra_job, tmp_path):
+    sweep = tmp_path / "multirun" / "lr"
+    cfg = hydra_job(
+        [
+            "hydra.mode=MULTIRUN",
+            f"hydra.sweep.dir={sweep}",
+            "experiment=digits_cpu",
+            "tags=[mine]",
+            "optim.lr=1e-4",
+        ]
+    )
+    name_wandb_run(cfg)
+    assert cfg.logger.wandb.name == "experiment=digits_cpu,optim.lr=1e-4"
+    assert cfg.logger.wandb.group == str(sweep)
+    assert list(cfg.logger.wandb.tags) == ["mine", "digits_cpu"]
+
+
+def test_multirun_keeps_a_name_the_user_set(hydra_job):
+    cfg = hydra_job(["hydra.mode=MULTIRUN", "logger.wandb.name=baseline", "logger.wandb.group=g", "seed=1"])
+    name_wandb_run(cfg)
+    assert (cfg.logger.wandb.name, cfg.logger.wandb.group) == ("baseline", "g")
+
+
+def test_optimized_metric_returns_the_value_or_names_what_was_logged():
+    metrics = {"val/loss": 0.25, "train/loss": 0.3}
+    assert optimized_metric(DictConfig({"optimized_metric": "val/loss"}), metrics) == 0.25
+    assert optimized_metric(DictConfig({"optimized_metric": None}), metrics) is None
+    with pytest.raises(SweepConfigError, match="val/fd_effl0 was not logged.*train/loss, val/loss"):
+        optimized_metric(DictConfig({"optimized_metric": "val/fd_effl0"}), metrics)
+
+
+def test_user_error_in_a_sweep_job_fails_only_that_job(hydra_job, capsys):
+    hydra_job(["hydra.mode=MULTIRUN", "hydra.sweep.dir=sweep"], job_num=3)
+
+    @exit_on_user_error
+    def bad_job() -> None:
+        raise ValueError("image size 18 cannot be divided down")
+
+    with pytest.raises(SweepJobFailed, match="job #3"):  # an Exception: Hydra's launcher moves on
+        bad_job()
+    assert "error: job #3 (sweep/3): image size 18 cannot be divided down" in capsys.readouterr().err
+
+    @exit_on_user_error
+    def unknown_metric() -> None:
+        raise SweepConfigError("optimized_metric=val/x was not logged by this run")
+
+    with pytest.raises(SystemExit) as stop:  # every job would repeat it: the sweep stops
+        unknown_metric()
+    assert stop.value.code == 2
+
+
+def test_a_bug_in_a_sweep_job_shows_its_traceback_when_it_happens(hydra_job, caplog):
+    hydra_job(["hydra.mode=MULTIRUN", "hydra.sweep.dir=sweep"], job_num=1)
+
+    @exit_on_user_error
+    def buggy_job() -> None:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # Hydra records it and runs the next job
+        buggy_job()
+    (record,) = [r for r in caplog.records if r.name == "difflab"]
+    assert "job #1 (sweep/1) failed" in record.getMessage() and record.exc_info[0] is RuntimeError
