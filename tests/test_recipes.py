@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import compose_config, shared_data_or_skip
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from difflab.run import train
 from difflab.run.checkpoint import load_model
@@ -34,6 +35,13 @@ TINY = [
     "callbacks.sample_grid.every_n_steps=2",
     "callbacks.sample_grid.num_samples=2",
     "callbacks.model_checkpoint.every_n_train_steps=1",
+    # The recipes score samples during training; here with the offline extractor on a handful of images.
+    "metrics.extractor=efficientnet_lite0",
+    "metrics.num_reference=8",
+    "metrics.kid_subset_size=4",
+    "callbacks.fid.num_samples=4",
+    "callbacks.fid.every_n_steps=2",
+    "callbacks.fid.batch_size=4",
 ]
 
 
@@ -107,6 +115,9 @@ def test_cifar10_ddpm_is_the_papers_setup(tmp_path):
     assert (cfg.schedule.name, cfg.schedule.timesteps) == ("linear", 1000)
     assert cfg.trainer.max_steps == 800_000 and cfg.trainer.gradient_clip_val == 1.0
     assert cfg.trainer.accelerator == "gpu"
+    # FID during training, against the training images as the paper reports it.
+    assert cfg.metrics.extractor == "inception" and cfg.metrics.reference_split == "train"
+    assert cfg.callbacks.fid.every_n_steps == 50_000
     assert "cifar10_ddpm" in cfg.tags
     assert parameters(cfg.model) == 35_746_307  # the paper's 35.7M
 
@@ -144,10 +155,13 @@ def test_recipe_trains_on_its_real_data(recipe, shape, tmp_path, request):
         root = shared_data_or_skip()
     run = tmp_path / "run"
     cfg = compose_config("train", [f"experiment={recipe}", *TINY, f"data.root={root}"], run)
+    with open_dict(cfg):
+        cfg.metrics.cache_dir = str(tmp_path / "fid_cache")
     metrics = train(cfg)
-    assert metrics["val/loss"] > 0
+    assert metrics["val/loss"] > 0 and metrics["val/fd_effl0"] > 0
     checkpoints = run / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "best.ckpt",
         "last.ckpt",
         "step_0000001.ckpt",
         "step_0000002.ckpt",
