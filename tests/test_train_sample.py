@@ -95,8 +95,11 @@ def test_the_make_train_recipe_composes_and_trains(tmp_path):
     from conftest import FAST_TRAIN
 
     fast = [o for o in FAST_TRAIN if not o.startswith("model=")]
+    fast += ["callbacks.fid.num_samples=8", "metrics.num_reference=16", "metrics.kid_subset_size=8"]
+    fast += [f"metrics.cache_dir={tmp_path / 'cache'}"]
     cfg = compose_config("train", ["experiment=digits_cpu", *fast, "trainer.max_steps=2"], tmp_path / "run")
     assert cfg.data.dataset == "digits" and cfg.data.image_size == 8
     assert cfg.model.base_channels == 16 and cfg.optim.lr == pytest.approx(1e-3)
-    train(cfg)
+    metrics = train(cfg)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert metrics["val/fd_effl0"] > 0  # the final model is scored once, at the end
