@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from conftest import CONF, FAST_TRAIN, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from wandb_files import wandb_records
 
 from difflab.run.errors import SweepConfigError, SweepJobFailed, exit_on_user_error
 from difflab.run.objective import optimized_metric
@@ -32,27 +31,6 @@ def run_train(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
-
-
-def wandb_records(run_dir: Path) -> Iterator:
-    """The protobuf records of an offline W&B run file (LevelDB-log framing: 7-byte header, then chunks of
-    crc32, length, type in 32 KiB blocks; type 1 = whole record, 2/3/4 = first/middle/last part)."""
-    from wandb.proto import wandb_internal_pb2
-
-    (path,) = run_dir.glob("run-*.wandb")
-    data, pos, pending, block = path.read_bytes(), 7, b"", 32768
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        pending += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
 
 
 def wandb_run_of(job_dir: Path) -> tuple[str, str, dict[str, Any]]:

@@ -89,6 +89,17 @@ def test_every_logger_works(tmp_path, logger):
         "none": "checkpoints",
     }
     assert (run / expected[logger]).exists()
+    if logger == "wandb":
+        # The grid reaches W&B as an image at the step it was drawn (2, then the final one at 2).
+        from wandb_files import history_rows
+
+        from difflab.run.wandb_runs import finish_wandb_run
+
+        finish_wandb_run()  # train.py does this after train(); the run file is complete only then
+        (wandb_run,) = (run / "wandb").glob("offline-run-*")
+        images = [r for r in history_rows(wandb_run) if r.get("samples/_type") == "images/separated"]
+        assert [r["trainer/global_step"] for r in images] == [2, 2]
+        assert all(r["samples/width"] == 242 for r in images)  # 2x2 tiles of 8 px + padding, enlarged 11x
 
 
 def test_the_make_train_recipe_composes_and_trains(tmp_path):
