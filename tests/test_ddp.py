@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from difflab.data.batches import uint8_batches
+from difflab.data.identity import dataset_id
 from difflab.diffusion.generate import generate
 from difflab.io.images import to_uint8
+from difflab.metrics import Evaluator
 from difflab.run.checkpoint import load_model
 from difflab.run.sample import build_sampler
 
@@ -103,9 +107,10 @@ def test_ddp_training_loss_goes_down(ddp_run: Path) -> None:
 
 
 def test_fid_callback_scores_exactly_k_distinct_samples_across_ranks(ddp_run: Path) -> None:
-    (saved,) = (ddp_run / "fid_samples").glob("step_*.npz")
-    images = torch.from_numpy(np.load(saved)["images"])
-    assert images.shape[0] == FID_SAMPLES
+    (path,) = (ddp_run / "fid_samples").glob("step_*.npz")
+    saved = np.load(path)
+    images = torch.from_numpy(saved["images"])
+    assert images.shape[0] == FID_SAMPLES and int(saved["num_scored"]) == FID_SAMPLES
     assert len(torch.unique(images.flatten(1), dim=0)) == FID_SAMPLES, "duplicate samples across ranks"
     # The gathered set is samples 0..K-1 in order: the same images one process makes from the same weights.
     loaded = load_model(ddp_run / "run" / "checkpoints" / "last.ckpt")
@@ -120,4 +125,14 @@ def test_fid_callback_scores_exactly_k_distinct_samples_across_ranks(ddp_run: Pa
     rows = [r for r in csv.DictReader(metrics.open()) if r.get("val/fd_effl0")]
     assert len(rows) == 1 and float(rows[0]["val/fd_effl0"]) > 0
     assert {"val/kid", "val/precision", "val/recall"} <= rows[0].keys()
+    # The ranks' merged statistics score exactly what one process scores on the same K images.
+    data = instantiate(OmegaConf.create(loaded.config["data"]))
+    evaluator = Evaluator(**{**loaded.config["metrics"], "keep_features": FID_SAMPLES})
+    split = data.dataset_for("val")
+    reference, hit = evaluator.reference(dataset_id(data), 8, lambda: uint8_batches(split, limit=40))
+    assert hit  # the callback wrote it
+    alone = evaluator.scores(evaluator.statistics(evaluator.embed(images)[0]), reference)
+    assert float(rows[0]["val/fd_effl0"]) == pytest.approx(alone["fd_effl0"], rel=1e-5)
+    assert float(rows[0]["val/precision"]) == pytest.approx(alone["precision"])
+    assert float(rows[0]["val/recall"]) == pytest.approx(alone["recall"])
     assert (ddp_run / "run" / "checkpoints" / "best.ckpt").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from ..diffusion import Sampler
 from ..diffusion.generate import generate
 from ..io.images import to_uint8
 from ..metrics.evaluator import Evaluator
+from ..metrics.statistics import Stats, StatsAccumulator
 from ..training.ema import ema_network
-from .sharding import gather_shards, shard_indices
+from .rank_merge import gather_in_index_order, merge_statistics
 
 SamplerFactory = Callable[..., Sampler]
 
@@ -29,10 +31,11 @@ class FIDCallback(L.Callback):
     `val/kid`, `val/kid_std`, `val/precision`, `val/recall` (and `val/isc` or `val/is_effl0` with
     metrics.inception_score=true).
 
-    Under DDP each rank generates and embeds its own indices of 0..K-1 (`shard_indices`; sample i
-    always starts from the noise of (seed, i), so no two ranks draw the same sample), the features are
-    gathered, and rank 0 computes the scores, which are broadcast so that every rank's
-    `trainer.callback_metrics` holds them: a ModelCheckpoint can `monitor` them to keep the best model.
+    Under DDP rank r generates and embeds samples r, r + W, r + 2W, … < K (sample i always starts from the
+    noise of (seed, i), so no two ranks draw the same sample), batch by batch into running statistics; the
+    ranks' means and covariances are all-reduced (memory and traffic do not grow with K), rank 0 scores
+    them, and the scores are broadcast so that every rank's `trainer.callback_metrics` holds them: a
+    ModelCheckpoint can `monitor` them to keep the best model.
     """
 
     def __init__(
@@ -85,15 +88,18 @@ class FIDCallback(L.Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """Generate, embed, gather, score on rank 0, broadcast; log and return the scores."""
+        """Generate and embed this rank's share, merge the statistics, score on rank 0, broadcast; log."""
         self._last_step = trainer.global_step
-        features, logits, images = self._embed_my_shard(trainer, pl_module)
-        features = gather_shards(trainer, features, self.num_samples)
+        ranks = trainer.world_size
+        keep_per_rank = math.ceil(self.evaluator.keep_features / ranks)
+        acc, logits, images = self._embed_my_share(trainer, pl_module, keep_per_rank)
+        stats = merge_statistics(trainer, acc, self.evaluator.keep_features)
         if logits is not None:
-            logits = gather_shards(trainer, logits, self.num_samples).cpu()
-        if self.save_samples_to is not None:
-            self._save_samples(trainer, gather_shards(trainer, images, self.num_samples))
-        scores = self._score(trainer, features.cpu(), logits) if trainer.is_global_zero else None
+            logits = gather_in_index_order(trainer, logits.to(trainer.strategy.root_device)).cpu()
+        if images is not None:
+            gathered = gather_in_index_order(trainer, images.to(trainer.strategy.root_device))
+            self._save_samples(trainer, gathered, stats.n)
+        scores = self._score(trainer, stats, logits) if trainer.is_global_zero else None
         scores = trainer.strategy.broadcast(scores, src=0)
         logged = {f"val/{k}": v for k, v in scores.items()}
         for key, value in logged.items():
@@ -102,28 +108,40 @@ class FIDCallback(L.Callback):
             logger.log_metrics(logged, step=trainer.global_step)
         return logged
 
-    def _embed_my_shard(
-        self, trainer: L.Trainer, pl_module: L.LightningModule
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """This rank's features, logits (None unless the Inception Score is on) and uint8 samples, all on
-        the module's device: all_gather needs the backend's device (CUDA tensors for NCCL)."""
+    def _embed_my_share(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, keep: int
+    ) -> tuple[StatsAccumulator, torch.Tensor | None, torch.Tensor | None]:
+        """Samples rank, rank + W, … < K, generated and embedded batch by batch (memory does not grow with K):
+        their running statistics, their logits (with the Inception Score) and the samples (when saved)."""
         net = ema_network(trainer, pl_module)
         was_training = net.training
         net.eval()
         data = trainer.datamodule
         sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
-        mine = shard_indices(self.num_samples, trainer.global_rank, trainer.world_size)
         shape = (data.channels, data.image_size, data.image_size)
-        images = to_uint8(generate(sampler, net, mine, shape, self.seed, self.batch_size))
+        mine = list(range(trainer.global_rank, self.num_samples, trainer.world_size))
+        acc = StatsAccumulator(
+            self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
+        )
+        logits, kept_images = [], []
+        for start in range(0, len(mine), self.batch_size):
+            chunk = mine[start : start + self.batch_size]
+            images = to_uint8(generate(sampler, net, chunk, shape, self.seed, self.batch_size))
+            features, batch_logits = self.evaluator.embed(images, pl_module.device)
+            acc.update(features)
+            if batch_logits is not None:
+                logits.append(batch_logits.float())
+            if self.save_samples_to is not None:
+                kept_images.append(images)
         net.train(was_training)
-        features, logits = self.evaluator.embed(images, pl_module.device)
-        device = pl_module.device
-        return features.to(device), None if logits is None else logits.to(device), images.to(device)
+        return (
+            acc,
+            torch.cat(logits) if logits else None,
+            torch.cat(kept_images) if kept_images else None,
+        )
 
-    def _score(
-        self, trainer: L.Trainer, features: torch.Tensor, logits: torch.Tensor | None
-    ) -> dict[str, float]:
-        """Scores of the gathered features against the (cached) reference statistics."""
+    def _score(self, trainer: L.Trainer, stats: Stats, logits: torch.Tensor | None) -> dict[str, float]:
+        """Scores of the merged statistics against the (cached) reference statistics."""
         data = trainer.datamodule
         split = data.dataset_for(self.evaluator.reference_split)
         reference, _ = self.evaluator.reference(
@@ -132,13 +150,14 @@ class FIDCallback(L.Callback):
             lambda: uint8_batches(split, limit=self.evaluator.num_reference),
             trainer.strategy.root_device,
         )
-        return self.evaluator.scores(self.evaluator.statistics(features), reference, logits)
+        return self.evaluator.scores(stats, reference, logits)
 
-    def _save_samples(self, trainer: L.Trainer, images: torch.Tensor) -> None:
-        """All evaluated samples as uint8 (K, C, H, W) in <dir>/step_XXXXXXX.npz (rank 0), for inspection."""
+    def _save_samples(self, trainer: L.Trainer, images: torch.Tensor, num_scored: int) -> None:
+        """All evaluated samples as uint8 (K, C, H, W) in <dir>/step_XXXXXXX.npz (rank 0), for inspection,
+        with the number of samples the statistics were computed from."""
         if not trainer.is_global_zero:
             return
         assert self.save_samples_to is not None
         self.save_samples_to.mkdir(parents=True, exist_ok=True)
         path = self.save_samples_to / f"step_{trainer.global_step:07d}.npz"
-        np.savez_compressed(path, images=images.cpu().numpy())
+        np.savez_compressed(path, images=images.cpu().numpy(), num_scored=np.int64(num_scored))

@@ -98,10 +98,11 @@ class Evaluator:
 
     def accumulator(self) -> StatsAccumulator:
         """Running statistics to feed feature batches into (memory stays bounded for any count)."""
-        return StatsAccumulator(self.feature_extractor_dim, self.extractor, self.keep_features)
+        return StatsAccumulator(self.feature_dim, self.extractor, self.keep_features)
 
     @property
-    def feature_extractor_dim(self) -> int:
+    def feature_dim(self) -> int:
+        """Length of the extractor's feature vectors."""
         return {"efficientnet_lite0": FEATURE_DIM, "inception": INCEPTION_DIM}[self.extractor]
 
     def statistics(self, features: torch.Tensor) -> Stats:

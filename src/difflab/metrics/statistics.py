@@ -70,20 +70,37 @@ class StatsAccumulator:
         hit = slot < self.keep
         self.sample[slot[hit]] = rest[hit]
 
-    def result(self) -> Stats:
-        """Mean, unbiased covariance and the kept sample as numpy float64."""
-        if self.n < 2:
-            raise ValueError(f"need at least 2 images for a covariance, got {self.n}")
+    def moments(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(n, mean (D,), scatter about the mean (D, D)): what parallel shards combine (see merge_moments)."""
+        if self.n == 0:
+            return (
+                0,
+                torch.zeros(self.dim, dtype=torch.float64),
+                torch.zeros(self.dim, self.dim, dtype=torch.float64),
+            )
         assert self.shift is not None
         mean_c = self.sum / self.n
-        sigma = (self.outer - self.n * torch.outer(mean_c, mean_c)) / (self.n - 1)
-        return Stats(
-            mu=(mean_c + self.shift).numpy(),
-            sigma=sigma.numpy(),
-            n=self.n,
-            extractor=self.extractor,
-            features=self.sample.numpy() if self.keep else None,
-        )
+        return self.n, mean_c + self.shift, self.outer - self.n * torch.outer(mean_c, mean_c)
+
+    def result(self) -> Stats:
+        """Mean, unbiased covariance and the kept sample as numpy float64."""
+        n, mean, scatter = self.moments()
+        return stats_from_moments(n, mean, scatter, self.extractor, self.sample if self.keep else None)
+
+
+def stats_from_moments(
+    n: int, mean: torch.Tensor, scatter: torch.Tensor, extractor: str, features: torch.Tensor | None = None
+) -> Stats:
+    """Stats from a count, a mean and the scatter matrix about it (covariance = scatter / (n - 1))."""
+    if n < 2:
+        raise ValueError(f"need at least 2 images for a covariance, got {n}")
+    return Stats(
+        mu=mean.cpu().numpy(),
+        sigma=(scatter / (n - 1)).cpu().numpy(),
+        n=int(n),
+        extractor=extractor,
+        features=None if features is None else features.cpu().numpy(),
+    )
 
 
 def compute_statistics(
