@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import FAST_TRAIN, compose_config
+import pytest
+from conftest import FAST_TRAIN, ROOT, compose_config
 
 from difflab.run import train
 
@@ -35,3 +39,32 @@ def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path) -> Non
     (log,) = (tmp_path / "run").rglob("metrics.csv")
     steps = [int(r["step"]) for r in csv.DictReader(log.open()) if r.get("val/fd_effl0")]
     assert steps == [6, 8]
+
+
+def test_missing_inception_weights_stop_training_before_the_first_step(tmp_path: Path) -> None:
+    """Standard FID offline without a weights file: one line naming the fix, before any training."""
+    run = tmp_path / "run"
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch_home")}  # no cached copy of the weights
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *FAST_TRAIN,
+            "callbacks=[default,fid]",
+            "metrics=fid",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode == 0:
+        pytest.skip("InceptionV3 weights were downloadable here")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith(
+        "error: InceptionV3 weights for FID could not be downloaded"
+    )
+    assert "metrics.inception_weights=<path>" in last
+    assert not (run / "checkpoints").exists()

@@ -190,7 +190,7 @@ def test_inception_without_weights_names_url_and_config_key(tmp_path: Path, monk
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no cached copy to fall back on
     try:
         get_extractor("inception")
-    except RuntimeError as exc:
+    except FileNotFoundError as exc:
         message = str(exc)
     else:
         pytest.skip("InceptionV3 weights were downloadable here")

@@ -62,11 +62,20 @@ class FIDCallback(L.Callback):
         self.seed = int(seed)  # apart from the sample grid's seed, so the grid is not the first 64 samples
         self.save_samples_to = None if save_samples_to is None else Path(save_samples_to)
         self._last_step = -1
+        self._reference_stats: Stats | None = None
 
     @property
     def monitor(self) -> str:
         """The logged key of the Fréchet distance, e.g. 'val/fd_effl0' (what a ModelCheckpoint monitors)."""
         return f"val/{self.evaluator.fd_key}"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Load the feature network and the reference statistics now, so that a missing weights file or
+        dataset split fails before training rather than at the first evaluation hours later."""
+        self.evaluator.feature_extractor(pl_module.device)
+        if trainer.is_global_zero:
+            self._reference(trainer)
+        trainer.strategy.barrier("fid_reference")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
@@ -141,16 +150,21 @@ class FIDCallback(L.Callback):
         )
 
     def _score(self, trainer: L.Trainer, stats: Stats, logits: torch.Tensor | None) -> dict[str, float]:
-        """Scores of the merged statistics against the (cached) reference statistics."""
-        data = trainer.datamodule
-        split = data.dataset_for(self.evaluator.reference_split)
-        reference, _ = self.evaluator.reference(
-            dataset_id(data),
-            data.image_size,
-            lambda: uint8_batches(split, limit=self.evaluator.num_reference),
-            trainer.strategy.root_device,
-        )
-        return self.evaluator.scores(stats, reference, logits)
+        """Scores of the merged statistics against the reference statistics."""
+        return self.evaluator.scores(stats, self._reference(trainer), logits)
+
+    def _reference(self, trainer: L.Trainer) -> Stats:
+        """The reference split's statistics: read from the on-disk cache (or computed into it) once per run."""
+        if self._reference_stats is None:
+            data = trainer.datamodule
+            split = data.dataset_for(self.evaluator.reference_split)
+            self._reference_stats, _ = self.evaluator.reference(
+                dataset_id(data),
+                data.image_size,
+                lambda: uint8_batches(split, limit=self.evaluator.num_reference),
+                trainer.strategy.root_device,
+            )
+        return self._reference_stats
 
     def _save_samples(self, trainer: L.Trainer, images: torch.Tensor, num_scored: int) -> None:
         """All evaluated samples as uint8 (K, C, H, W) in <dir>/step_XXXXXXX.npz (rank 0), for inspection,

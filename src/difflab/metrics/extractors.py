@@ -138,7 +138,10 @@ def _load_inception(weights_path: str | Path | None) -> nn.Module:
     except OSError as exc:  # URLError, socket and HTTP errors are all OSErrors
         if weights_path is not None:
             raise
-        raise RuntimeError(f"InceptionV3 weights for FID could not be downloaded ({exc}); {hint}") from exc
+        # FileNotFoundError: no weights file is available; entry points report it as one line.
+        raise FileNotFoundError(
+            f"InceptionV3 weights for FID could not be downloaded ({exc}); {hint}"
+        ) from exc
 
 
 def canonical_name(name: str) -> str:
