@@ -12,10 +12,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
+from difflab.data.sampler import ResumableSampler
 from difflab.data.transforms import to_channels
+from difflab.training.rng import random_hflip
 
 REPO = Path(__file__).parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -197,7 +199,7 @@ def test_file_failing_at_load_time_names_its_path(tmp_path: Path):
     one_line_error(excinfo, str(truncated))
 
 
-def test_random_flip_only_on_train(tmp_path: Path):
+def test_loader_is_deterministic_and_random_flips_are_drawn_per_batch(tmp_path: Path):
     half = np.zeros((8, 8), dtype=np.uint8)
     half[:, 4:] = 255  # left black, right white: a flip is visible
     for i in range(2):
@@ -206,17 +208,18 @@ def test_random_flip_only_on_train(tmp_path: Path):
         "folder", root=str(tmp_path), image_size=8, random_flip=True, val_fraction=0.5, batch_size=1
     )
     torch.manual_seed(0)
-    augmented = dm.train_dataloader().dataset
-    seen = {augmented[0][0][0, 0, 0].item() for _ in range(40)}
-    assert seen == {-1.0, 1.0}
-    for dataset in (dm.dataset_for("train"), dm.dataset_for("val")):
+    # The flip is not in the loader (a resumed run must see the same pixels): DiffusionModule draws it per
+    # training batch from the step's seeded state.
+    for dataset in (dm.train_dataloader().dataset, dm.dataset_for("train"), dm.dataset_for("val")):
         assert {dataset[0][0][0, 0, 0].item() for _ in range(20)} == {-1.0}
+    flipped = random_hflip(dm.dataset_for("train")[0][0].expand(40, -1, -1, -1))
+    assert set(flipped[:, 0, 0, 0].tolist()) == {-1.0, 1.0}
 
 
 def test_loader_settings(tmp_path: Path):
     dm = ImageDataModule("digits", num_workers=2, persistent_workers=True, batch_size=16)
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train.sampler, RandomSampler) and train.drop_last
+    assert isinstance(train.sampler, ResumableSampler) and train.drop_last
     assert isinstance(val.sampler, SequentialSampler) and not val.drop_last
     assert train.num_workers == 2 and train.persistent_workers and train.batch_size == 16
     no_workers = ImageDataModule("digits", num_workers=0, persistent_workers=True)
@@ -319,6 +322,6 @@ def test_config_lists_every_argument_and_instantiates(name: str, tmp_path: Path)
     if name == "folder":
         assert OmegaConf.is_missing(data_cfg, "root")
         data_cfg.root = str(tmp_path)
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": data_cfg})
+    cfg = OmegaConf.create({"seed": 0, "paths": {"data_dir": str(tmp_path)}, "data": data_cfg})
     dm = instantiate(cfg.data)  # construction only: no files are read until setup()
     assert isinstance(dm, ImageDataModule) and dm.dataset == name

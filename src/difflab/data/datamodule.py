@@ -8,6 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from difflab.data.errors import DataError
+from difflab.data.sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
 from difflab.data.transforms import TransformedDataset, build_transform, check_channels
 
@@ -33,8 +34,14 @@ class ImageDataModule(L.LightningDataModule):
 
     ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size.
     Transforms: convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
-    replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop, and with
-    ``random_flip`` flip horizontally at random — on the train loader only.
+    replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. They are
+    deterministic: ``random_flip`` is applied to whole training batches by ``DiffusionModule``, from the
+    step's seeded random state, so that a resumed run flips exactly as an uninterrupted one.
+
+    The training order is a function of ``seed``, the epoch and the DDP rank (``ResumableSampler``): each rank
+    takes its own share of every epoch's permutation (so the Trainer must not add a DistributedSampler:
+    ``use_distributed_sampler=False``), and after a resume the loader starts at the batch the restored
+    ``trainer.global_step`` points to. Validation is not sharded: every rank scores the whole held-out split.
     """
 
     def __init__(
@@ -51,6 +58,7 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         download: bool = False,
         persistent_workers: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # Validate eagerly so a bad override fails at instantiation, before any training starts.
@@ -79,7 +87,9 @@ class ImageDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.download = download
         self.persistent_workers = persistent_workers
+        self.seed = seed
         self._splits: RawSplits | None = None
+        self._train_sampler: ResumableSampler | None = None
         self._datasets: dict[str, Dataset] = {}
 
     @property
@@ -101,10 +111,8 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
-        plain = build_transform(self.image_size, self.channels, random_flip=False)
-        augmented = build_transform(self.image_size, self.channels, random_flip=self.random_flip)
+        plain = build_transform(self.image_size, self.channels)
         self._datasets = {
-            "train_augmented": TransformedDataset(splits.train, augmented),
             "train": TransformedDataset(splits.train, plain),
             "val": TransformedDataset(splits.val, plain),
         }
@@ -118,23 +126,49 @@ class ImageDataModule(L.LightningDataModule):
         return self._datasets[split]
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented batches; the last partial batch is dropped so every step sees batch_size."""
+        """This rank's shuffled batches, from where the run stands; every step sees batch_size images."""
         self.setup()
-        dataset = self._datasets["train_augmented"]
+        dataset = self._datasets["train"]
         self._check_enough_for_one_batch(len(dataset))  # type: ignore[arg-type]
-        # Lightning swaps in a DistributedSampler under DDP, keeping shuffle; no sampler is built here.
-        return self._loader(dataset, shuffle=True, drop_last=True)
+        trainer = self.trainer
+        sampler = ResumableSampler(
+            len(dataset),  # type: ignore[arg-type]
+            self.batch_size,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            position=self._batches_consumed,
+        )
+        self._train_sampler = sampler
+        return self._loader(dataset, sampler=sampler, drop_last=True)
+
+    def _batches_consumed(self) -> int:
+        """Batches of the train loader this rank has trained on, from the trainer's global step.
+
+        An epoch of B batches with gradient accumulation A takes ceil(B / A) optimizer steps (Lightning steps
+        on the epoch's last, shorter group too). Read when an iteration starts, i.e. after a checkpoint has
+        been restored, so it also places a resumed run mid-epoch.
+        """
+        trainer, sampler = self.trainer, self._train_sampler
+        if trainer is None or sampler is None or sampler.batches_per_epoch == 0:
+            return 0
+        per_epoch = sampler.batches_per_epoch
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
+        epoch, steps = divmod(trainer.global_step, -(-per_epoch // accumulate))
+        return epoch * per_epoch + min(steps * accumulate, per_epoch)
 
     def val_dataloader(self) -> DataLoader:
         """The held-out split in a fixed order, un-augmented, keeping the last partial batch."""
-        return self._loader(self.dataset_for("val"), shuffle=False, drop_last=False)
+        return self._loader(self.dataset_for("val"), drop_last=False)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        """A DataLoader with this module's worker and memory settings."""
+    def _loader(
+        self, dataset: Dataset, drop_last: bool, sampler: ResumableSampler | None = None
+    ) -> DataLoader:
+        """A DataLoader with this module's worker and memory settings (in order unless a sampler is given)."""
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -146,7 +180,7 @@ class ImageDataModule(L.LightningDataModule):
         """Fail loudly instead of letting drop_last silently produce an epoch with zero steps."""
         trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
-        per_device = -(-size // world_size)  # DistributedSampler pads each rank to ceil(size / world)
+        per_device = size // world_size  # ResumableSampler gives each rank an equal share, never padded
         if per_device < self.batch_size:
             raise DataError(
                 f"train split of {self.dataset} has {size} images ({per_device} per device), fewer than "

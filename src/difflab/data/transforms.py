@@ -1,4 +1,5 @@
-"""PIL image -> float tensor in [-1, 1]: channel conversion, resize, centre crop, optional flip."""
+"""PIL image -> float tensor in [-1, 1]: channel conversion, resize, centre crop (random flips are drawn per
+batch by the training step, so this pipeline is deterministic)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class ToChannels:
         return f"{type(self).__name__}(channels={self.channels})"
 
 
-def build_transform(image_size: int, channels: int, random_flip: bool = False) -> v2.Compose:
+def build_transform(image_size: int, channels: int) -> v2.Compose:
     """Build the PIL -> (channels, image_size, image_size) float32 tensor in [-1, 1] pipeline."""
     if image_size < 1:
         raise DataError(f"image_size must be at least 1, got {image_size}")
@@ -83,10 +84,6 @@ def build_transform(image_size: int, channels: int, random_flip: bool = False) -
         # Shorter side to image_size, then centre crop: keeps the aspect ratio and never pads.
         v2.Resize(image_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
         v2.CenterCrop(image_size),
-    ]
-    if random_flip:
-        steps.append(v2.RandomHorizontalFlip())
-    steps += [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=[0.5] * channels, std=[0.5] * channels),  # [0, 1] -> [-1, 1]

@@ -32,13 +32,22 @@ class LoadedModel:
         return (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict on the CPU, with one-line errors for missing, corrupt or foreign files."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU, with one-line errors for missing, corrupt or foreign files.
+
+    mmap=True maps the tensors instead of reading them: cheap when only the config or counters are needed.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+        except Exception:
+            if not mmap:
+                raise
+            # Not a zip archive (a legacy or a damaged file): a plain load says which, or reads the legacy one.
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for truncated or non-checkpoint files
         raise ValueError(f"could not read checkpoint {path}: {type(error).__name__}: {error}") from error
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:

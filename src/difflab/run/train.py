@@ -1,8 +1,10 @@
-"""train(cfg): build data, model, trainer from the composed config and fit."""
+"""train(cfg): build data, model, trainer from the composed config and fit (or resume)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +12,18 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from ..callbacks import StoreRunConfig
-from ..training import DiffusionModule
+from ..callbacks import CONFIG_KEY, StoreRunConfig
+from ..training import CheckpointOnSignal, DiffusionModule, Preempted
+from .devices import check_trainer
 from .instantiate import instantiate_entries
+from .requeue import requeue
+from .resume import LAST, check_matches_checkpoint, keep_earlier_csv_logs, read_resumable, resume_path
+from .run_dir import is_secondary_rank
+from .wandb_id import attach_run_id
 from .wandb_mode import default_wandb_offline
 
 log = logging.getLogger("difflab")
@@ -37,14 +46,40 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         optimizer=instantiate(cfg.optim),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         prediction_type=cfg.prediction_type,
+        seed=int(cfg.seed),
+        random_flip=bool(cfg.data.get("random_flip", False)),
     )
 
 
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
+    """The Trainer; inside a SLURM job Lightning's own auto-requeue is switched off (CheckpointOnSignal and
+    submitit handle the signals: Lightning's handler would save mid-step and requeue a second time)."""
+    extra: dict[str, Any] = {}
+    if SLURMEnvironment.detect() and cfg.trainer.get("plugins") is None:
+        extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit a diffusion model; returns the last logged metrics. Run files go to cfg.paths.output_dir."""
+    """Fit a diffusion model; returns the last logged metrics. Run files go to cfg.paths.output_dir.
+
+    ckpt_path=last (this run folder's checkpoints/last.ckpt) or ckpt_path=<file> resumes exactly: weights, EMA,
+    optimizer and LR schedule, step and epoch, position in the data, and the random draws that follow. A
+    requeued SLURM job resumes from its last.ckpt by itself; the W&B run id goes with the run folder.
+    """
     output_dir = Path(cfg.paths.output_dir)
+    check_trainer(cfg.trainer)
+    resume = resume_path(cfg.get("ckpt_path"), output_dir)
+    stored, step = None, 0
+    if resume is not None:
+        ckpt = read_resumable(resume)
+        stored, step = ckpt[CONFIG_KEY], int(ckpt["global_step"])
+        del ckpt
+        check_matches_checkpoint(cfg, stored, resume)
+        keep_earlier_csv_logs(cfg, step)
     if cfg.get("logger") and "wandb" in cfg.logger:
         default_wandb_offline()
+        attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
     if cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True)
@@ -54,12 +89,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     config = resolved_config(cfg)
     callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config)]
+    # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
+    # which can take minutes of the warning time. Under SLURM it also takes over SIGTERM.
+    on_signal = CheckpointOnSignal(output_dir / LAST, save_on_sigterm="SLURM_JOB_ID" in os.environ)
+    after = max(
+        (i + 1 for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)), default=len(callbacks)
+    )
+    callbacks.insert(after, on_signal)
     loggers = instantiate_entries(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(config)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if resume is not None:
+        if trainer.is_global_zero:
+            log.info("resuming from %s at step %d", resume, step)
+        # Lightning asks for a dataloader with state_dict/load_state_dict to resume mid-epoch. Ours needs none:
+        # its sampler starts at the batch the restored global step points to (tests/test_resume.py checks
+        # that the resumed run matches an uninterrupted one exactly). Its own checkpoint folder is not empty.
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+        )
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    except Preempted as stop:
+        requeue(stop, trainer.is_global_zero, trainer.loggers)
 
     if trainer.is_global_zero:
         log.info("run folder: %s", output_dir)

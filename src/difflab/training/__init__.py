@@ -1,7 +1,16 @@
-"""Lightning glue: the training module, EMA and learning-rate schedules."""
+"""Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding and preemption."""
 
 from .ema import EMA, ema_network
 from .lr_schedules import linear_warmup, warmup_cosine
 from .module import DiffusionModule
+from .preemption import CheckpointOnSignal, Preempted
 
-__all__ = ["EMA", "DiffusionModule", "ema_network", "linear_warmup", "warmup_cosine"]
+__all__ = [
+    "EMA",
+    "CheckpointOnSignal",
+    "DiffusionModule",
+    "Preempted",
+    "ema_network",
+    "linear_warmup",
+    "warmup_cosine",
+]

@@ -1,0 +1,45 @@
+"""Check the Hydra launcher before anything is submitted: a required field left unset, or a cluster launcher
+used without -m (Hydra would quietly train on the login node instead), each get one line and exit 2."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import Any, NoReturn
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def _refuse(message: str) -> NoReturn:
+    # Hydra turns an Exception raised in a callback into a warning and carries on; SystemExit is not one.
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _launcher_name(config: DictConfig) -> str:
+    return str(OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher", default=None) or "")
+
+
+class CheckLauncher(Callback):
+    """on_multirun_start runs before the sweeper instantiates the launcher (where a ??? would raise)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = config.hydra.launcher
+        missing = sorted(OmegaConf.missing_keys(launcher))  # full paths, e.g. hydra.launcher.partition
+        if missing:
+            keys = ", ".join(missing)
+            example = " ".join(f"{key}=<value>" for key in missing)
+            _refuse(f"hydra/launcher={_launcher_name(config)} needs {keys}: add {example} to the command")
+        if "SlurmLauncher" in str(launcher.get("_target_", "")) and not shutil.which("sbatch"):
+            _refuse(
+                f"hydra/launcher={_launcher_name(config)} submits with sbatch, which is not on this machine's "
+                "PATH: launch from a SLURM login node (or use hydra/launcher=submitit_local to try it here)"
+            )
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "submitit" in str(config.hydra.launcher.get("_target_", "")):
+            _refuse(
+                f"hydra/launcher={_launcher_name(config)} submits jobs only in multirun mode: add -m "
+                "(without it the run would start here)"
+            )

@@ -1,0 +1,50 @@
+"""After a checkpoint on the requeue signal: put the SLURM job back in the queue, so it resumes from that
+checkpoint, through submitit when submitit launched the job (hydra/launcher=slurm), else with scontrol."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+from ..training.preemption import Preempted
+
+log = logging.getLogger("difflab")
+
+
+def _is_submitit_handler(handler: object) -> bool:
+    owner = getattr(handler, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith("submitit")
+
+
+def slurm_job_id() -> str | None:
+    """<array job>_<task> for an array task, else SLURM_JOB_ID; None outside SLURM."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> None:
+    """Requeue this job and end the process (every rank). The W&B run is marked as preempting (not failed): the
+    requeued job resumes it under the same id."""
+    if is_global_zero:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger) and logger.experiment is not None:
+                logger.experiment.mark_preempting()
+    if _is_submitit_handler(stop.previous_handler):
+        # submitit's handler: on rank 0 it records the resubmission, runs `scontrol requeue` and exits; on the
+        # other ranks it only logs, and they leave below.
+        stop.previous_handler(stop.signum, None)
+    elif is_global_zero and (job_id := slurm_job_id()) is not None and re.fullmatch(r"[0-9_]+", job_id):
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+        if result.returncode == 0:
+            log.warning("requeued SLURM job %s; it resumes from %s", job_id, stop.path)
+        else:
+            log.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
+    elif is_global_zero:
+        print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+    raise stop

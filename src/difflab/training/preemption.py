@@ -1,0 +1,137 @@
+"""Write a checkpoint at the next optimizer-step boundary when the cluster warns of a time limit or preemption.
+
+Signal handlers here only take note: saving from inside a handler (what Lightning's SLURMEnvironment
+auto-requeue does) can catch the weights half-updated by the optimizer or the EMA and, under DDP, start a
+collective while the interrupted code is inside another. The callback acts in on_train_batch_end, after the
+optimizer step and the EMA update, where every rank agrees (one all-reduce) to save the same step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+log = logging.getLogger("difflab")
+
+# submitit's convention: its sbatch script asks SLURM for --signal=USR2@<signal_delay_s> before the time limit
+# (and preemption moves that limit to now + GraceTime); SUBMITIT_PREEMPT_SIGNAL overrides it, there and here.
+PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"
+
+
+def requeue_signal() -> signal.Signals:
+    """The signal that asks for checkpoint-and-requeue (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise)."""
+    name = os.environ.get(PREEMPT_SIGNAL_ENV, "USR2")
+    try:
+        return signal.Signals[f"SIG{name}"]
+    except KeyError:
+        raise ValueError(f"{PREEMPT_SIGNAL_ENV}={name} is not a signal name (e.g. USR2)") from None
+
+
+class Preempted(SystemExit):
+    """Training stopped on `signum` after saving `path` at `step`; `previous_handler` is what the signal was
+    bound to before training started (submitit's requeue handler in a submitit job), to be run now.
+
+    A SystemExit (like Lightning's SIGTERMException), so that no `except Exception` on the way up records it as
+    a failed run; uncaught, the process exits with EXIT_CODE.
+    """
+
+    EXIT_CODE = 3
+
+    def __init__(self, signum: int, step: int, path: Path, previous_handler: Any) -> None:
+        super().__init__(self.EXIT_CODE)
+        self.signum, self.step, self.path, self.previous_handler = signum, step, path, previous_handler
+
+    def __str__(self) -> str:
+        return f"stopped on {signal.Signals(self.signum).name} at step {self.step} after saving {self.path}"
+
+
+class CheckpointOnSignal(L.Callback):
+    """On the requeue signal: finish the current optimizer step, save `path`, raise `Preempted`.
+
+    With `save_on_sigterm` (set under SLURM), SIGTERM saves `path` at the next step boundary and training goes
+    on: SLURM sends SIGTERM first on preemption, `scancel` and at the time limit, and the requeue signal (if
+    any) decides whether the job comes back. This replaces Lightning's SIGTERM handling, which would stop
+    training at once without a checkpoint. Elsewhere SIGTERM is left to Lightning.
+    """
+
+    def __init__(self, path: str | Path, signum: int | None = None, save_on_sigterm: bool = False) -> None:
+        self.path = Path(path)
+        self.signum = int(signum if signum is not None else requeue_signal())
+        self.save_on_sigterm = save_on_sigterm
+        self._requeue_requested = False
+        self._save_requested = False
+        self._previous: dict[int, Any] = {}
+        self._step_at_batch_start = -1
+
+    def _signals(self) -> list[int]:
+        return [self.signum] + ([int(signal.SIGTERM)] if self.save_on_sigterm else [])
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == self.signum:
+            self._requeue_requested = True
+        else:
+            self._save_requested = True
+        log.warning("received %s: checkpointing at the end of this step", signal.Signals(signum).name)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning has installed its own handlers (just before the fit loop starts), so these win.
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for signum in self._signals():
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_handlers()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step == self._step_at_batch_start:
+            return  # accumulating gradients: a checkpoint here would lose the accumulated part
+        requeue, save = self._requeue_requested, self._save_requested
+        if trainer.world_size > 1:
+            # Any rank that got the signal stops them all at this same step. The .tolist() waits for the
+            # GPU once per step; Lightning's own per-step SIGTERM broadcast under DDP already does as much.
+            flags = torch.tensor([requeue, save], dtype=torch.int32, device=trainer.strategy.root_device)
+            requeue, save = (bool(v) for v in trainer.strategy.reduce(flags, reduce_op="sum").tolist())
+        if not (requeue or save):
+            return
+        for callback in trainer.checkpoint_callbacks:
+            # A ModelCheckpoint writing last.ckpt into the same folder records it as its own (in the state
+            # saved here), so that after the resume it overwrites it instead of starting last-v1.ckpt.
+            mine = isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath
+            if mine and Path(callback.dirpath).resolve() == self.path.parent.resolve():
+                callback.last_model_path = str(Path(callback.dirpath) / self.path.name)
+        # Written beside and renamed, so a kill during the write leaves the previous last.ckpt whole.
+        partial = self.path.with_name(self.path.name + ".partial")
+        trainer.save_checkpoint(partial)  # every rank takes part; rank 0 writes, then all wait for it
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+        trainer.strategy.barrier("CheckpointOnSignal")
+        self._save_requested = False
+        if trainer.is_global_zero:
+            log.warning("saved %s at step %d", self.path, trainer.global_step)
+        if requeue:
+            raise Preempted(self.signum, trainer.global_step, self.path, self._previous.get(self.signum))

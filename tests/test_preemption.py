@@ -1,0 +1,139 @@
+"""Cluster jobs: a preempted (signalled) job checkpoints, is requeued and resumes from that step in the same
+folder and the same W&B run; the submitit launcher runs and requeues jobs (locally, with submitit_local)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, ROOT
+
+pytestmark = pytest.mark.slow
+
+QUIET = [o for o in FAST_TRAIN if not o.startswith(("logger=", "trainer.max_steps="))] + ["cpu_threads=1"]
+
+
+def env_with(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The test's environment, W&B offline, tests/ importable (for the probe), and a fake `scontrol` that records
+    its arguments in <tmp_path>/scontrol.log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": str(ROOT / "tests"),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        **extra,
+    }
+
+
+def last_step(run: Path) -> int:
+    return int(
+        torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    )
+
+
+def wandb_ids(run: Path) -> list[str]:
+    """Run ids of the offline W&B runs in the folder (offline-run-<time>-<id>), oldest first."""
+    return [p.name.rsplit("-", 1)[-1] for p in sorted((run / "wandb").glob("offline-run-*"))]
+
+
+def test_signal_saves_requeues_and_the_requeued_job_resumes_in_the_same_wandb_run(tmp_path):
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    args = [
+        sys.executable,
+        "train.py",
+        *QUIET,
+        "logger=wandb",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+        "+callbacks.probe._target_=signal_probe.StepProbe",
+        f"+callbacks.probe.dirpath={probe}",
+        f"hydra.run.dir={run}",
+    ]
+    slurm = {"SLURM_JOB_ID": "4242"}  # no SLURM_NTASKS: Lightning's own SLURM support stays out of this
+    job = subprocess.Popen(
+        [*args, "trainer.max_steps=100000"],
+        cwd=ROOT,
+        env=env_with(tmp_path, **slurm),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ((probe / "step").is_file() and int((probe / "step").read_text() or 0) >= 2):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR2)  # what SLURM sends signal_delay_s before the time limit
+    _, stderr = job.communicate(timeout=120)
+
+    saved = last_step(run)
+    assert job.returncode == 3, stderr[-3000:]
+    assert saved >= 2
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert "Traceback" not in stderr
+
+    # SLURM starts the same command again, counting the restart; nothing tells it to resume but that.
+    again = subprocess.run(
+        [*args, f"trainer.max_steps={saved + 2}"],
+        cwd=ROOT,
+        env=env_with(tmp_path, **slurm, SLURM_RESTART_COUNT="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (
+        f"resuming from {run / 'checkpoints' / 'last.ckpt'} at step {saved}"
+        in (run / "train.log").read_text()
+    )
+    assert last_step(run) == saved + 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # updated, not last-v1
+    run_id = (run / "wandb_run_id").read_text().strip()
+    assert wandb_ids(run) == [run_id, run_id]  # one W&B run, continued
+
+
+def test_submitit_local_runs_two_jobs_and_requeues_each_after_its_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "seed=1,2",
+            *QUIET,
+            "trainer.max_steps=5",
+            "logger=wandb",
+            "callbacks.model_checkpoint.every_n_train_steps=1000",
+            "+callbacks.probe._target_=signal_probe.StepProbe",
+            "+callbacks.probe.dirpath=${hydra:runtime.output_dir}/probe",
+            "+callbacks.probe.signal_at_step=2",  # lands mid-step: the checkpoint is step 3
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        env=env_with(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights = []
+    for job in (sweep / "0", sweep / "1"):
+        assert last_step(job) == 5
+        log = (job / "train.log").read_text()
+        assert f"resuming from {job / 'checkpoints' / 'last.ckpt'} at step 3" in log
+        run_id = (job / "wandb_run_id").read_text().strip()
+        assert wandb_ids(job) == [run_id, run_id]
+        weights.append(torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    assert (sweep / "0" / "wandb_run_id").read_text() != (sweep / "1" / "wandb_run_id").read_text()
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # seed=1 vs seed=2
