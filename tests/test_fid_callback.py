@@ -14,7 +14,7 @@ from conftest import FAST_TRAIN, ROOT, compose_config
 from difflab.run import train
 
 
-def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path) -> None:
+def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path, caplog) -> None:
     # digits: 1,707 training images at batch 256 -> 6 steps per epoch; 8 steps end inside epoch 2.
     overrides = [
         *FAST_TRAIN,
@@ -32,7 +32,10 @@ def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path) -> Non
         f"metrics.cache_dir={tmp_path / 'cache'}",
         "callbacks.best_checkpoint=null",  # it saves every_n_train_steps; here scores come per epoch
     ]
-    metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    with caplog.at_level("INFO", logger="difflab"):
+        metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    (summary,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("last scores:")]
+    assert f"val/fd_effl0={metrics['val/fd_effl0']:.4g}" in summary
     evaluated = sorted(p.name for p in (tmp_path / "fid").iterdir())
     assert evaluated == ["step_0000006.npz", "step_0000008.npz"]  # end of epoch 1, end of training
     assert metrics["val/fd_effl0"] > 0 and "val/kid" in metrics and "val/precision" not in metrics

@@ -120,6 +120,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("run folder: %s", output_dir)
         log.info("checkpoints: %s", output_dir / "checkpoints")
         log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
+        scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if scores:
+            log.info("last scores: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items())))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
