@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from difflab.metrics import (
+    Evaluator,
     ReferenceKey,
     Stats,
     compute_statistics,
@@ -231,3 +232,27 @@ def test_inception_score_rises_with_class_variety() -> None:
     score_same, _ = inception_score(extractor.embed(same)[1], splits=2)
     assert score_same == pytest.approx(1.0, abs=1e-3)
     assert score_varied > 2.0
+
+
+def test_evaluator_cpu_threads_apply_to_the_feature_network_only() -> None:
+    """A run training on one thread still extracts features on every core, then gets its one thread back."""
+    seen: list[int] = []
+
+    class CountingExtractor:
+        def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
+            seen.append(torch.get_num_threads())
+            return torch.zeros(len(images), 4), None
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        evaluator = Evaluator(cpu_threads=2)
+        evaluator._extractors["cpu"] = CountingExtractor()  # type: ignore[assignment]
+        evaluator.embed(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+        assert seen == [2] and torch.get_num_threads() == 1
+        unchanged = Evaluator()
+        unchanged._extractors["cpu"] = CountingExtractor()  # type: ignore[assignment]
+        unchanged.embed(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+        assert seen == [2, 1]
+    finally:
+        torch.set_num_threads(before)

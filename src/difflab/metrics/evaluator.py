@@ -6,7 +6,9 @@ compute the same numbers from the same settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ class Evaluator:
     inception_score: bool = False
     isc_splits: int = 10
     batch_size: int = 64
+    cpu_threads: int | None = None
     _extractors: dict[str, FeatureExtractor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +71,8 @@ class Evaluator:
         self, images: torch.Tensor, device: torch.device | str = "cpu"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features of uint8 images, and their logits when the Inception Score is on (else None)."""
-        features, logits = self.feature_extractor(device).embed(images)
+        with self._threads_for(device):
+            features, logits = self.feature_extractor(device).embed(images)
         return features, logits if self.inception_score else None
 
     def feature_extractor(self, device: torch.device | str = "cpu") -> FeatureExtractor:
@@ -92,9 +96,26 @@ class Evaluator:
     ) -> tuple[Stats, bool]:
         """(stats, cache hit) of the reference split, computed from batches_fn() only on a cache miss."""
         key = ReferenceKey(dataset_id, self.reference_split, resolution, self.extractor, self.num_reference)
-        return reference_statistics(
-            key, batches_fn, self.feature_extractor(device), self.cache_dir, self.keep_features
-        )
+        with self._threads_for(device):
+            return reference_statistics(
+                key, batches_fn, self.feature_extractor(device), self.cache_dir, self.keep_features
+            )
+
+    @contextmanager
+    def _threads_for(self, device: torch.device | str) -> Iterator[None]:
+        """torch's CPU thread count set to cpu_threads (0: every core) while the extractor runs on the CPU.
+
+        A run may train on one thread (tiny convolutions spin on more); the extractor's 224-px convolutions do
+        not, and would otherwise run at that one thread's speed."""
+        if self.cpu_threads is None or torch.device(device).type != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.cpu_threads or len(os.sched_getaffinity(0)))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def accumulator(self) -> StatsAccumulator:
         """Running statistics to feed feature batches into (memory stays bounded for any count)."""
@@ -131,6 +152,6 @@ class Evaluator:
 
     def settings(self) -> dict[str, Any]:
         """The fields that determine the numbers, for a report next to them."""
-        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "cpu_threads"}
         out["cache_dir"] = str(Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir())
         return out
