@@ -1,11 +1,14 @@
 """Train a diffusion model: `python train.py [group=option ...] [key=value ...]` (see README)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from difflab.run import train
 from difflab.run.errors import exit_on_user_error
 from difflab.run.objective import optimized_metric
+from difflab.run.resume_overrides import with_run_overrides
 from difflab.run.wandb_runs import finish_wandb_run, name_wandb_run
 
 
@@ -24,4 +27,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # A resume reuses its run's overrides; DDP worker processes relaunched from this argv find nothing to add.
+    argv = with_run_overrides(sys.argv)
+    if len(argv) > len(sys.argv):
+        print(f"resuming with the run's own overrides: {' '.join(argv[1 : len(argv) - len(sys.argv) + 1])}")
+    sys.argv = argv
     main()

@@ -1,8 +1,10 @@
-"""ModelCheckpoint that also writes last.ckpt when training ends between periodic saves."""
+"""ModelCheckpoint that also writes last.ckpt when training ends between periodic saves, and keeps writing the
+run's own last.ckpt after the run folder has been moved."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -18,3 +20,12 @@ class Checkpoint(ModelCheckpoint):
                 str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
             )
             self._last_global_step_saved = trainer.global_step
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # In a moved or copied run folder Lightning forgets last_model_path (its dirpath changed) and would
+        # save last-v1.ckpt beside the last.ckpt being resumed, leaving a stale last.ckpt for the next resume.
+        stored = Path(str(state_dict.get("last_model_path") or ""))
+        last_name = f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        if self.save_last and self.dirpath and not self.last_model_path and stored.name == last_name:
+            self.last_model_path = str(Path(self.dirpath) / last_name)
