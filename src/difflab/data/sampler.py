@@ -44,9 +44,8 @@ class ResumableSampler(Sampler[int]):
         self.world_size = world_size
         self.position = position or (lambda: 0)
         self.batches_per_epoch = (size // world_size) // batch_size
-        self._next_start: tuple[int, int] | None = (
-            None  # (epoch, batch) of the next iteration, after the first
-        )
+        # (epoch, batch) where the next iteration starts; None until the first one has asked position().
+        self._next_start: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         """Indices in a whole epoch (an iteration that starts mid-epoch yields fewer)."""
