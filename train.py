@@ -6,10 +6,10 @@ import hydra
 from omegaconf import DictConfig
 
 from difflab.run import train
+from difflab.run.common import optimized_metric
 from difflab.run.errors import exit_on_user_error
-from difflab.run.objective import optimized_metric
-from difflab.run.resume_overrides import with_run_overrides
-from difflab.run.wandb_runs import finish_wandb_run, name_wandb_run
+from difflab.run.resume import with_run_overrides
+from difflab.run.wandb_glue import finish_wandb_run, name_wandb_run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

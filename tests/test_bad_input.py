@@ -10,8 +10,8 @@ import pytest
 from conftest import FAST_TRAIN, ROOT, compose_config
 from omegaconf import open_dict
 
+from difflab.checkpoint import load_model
 from difflab.run import sample, train
-from difflab.run.checkpoint import load_model
 
 
 def run_cli(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -91,18 +91,12 @@ def trained_ckpt(tmp_path_factory):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("image_size=32", "image_size=32 contradicts the checkpoint, trained with image_size=8"),
-        ("channels=3", "channels=3 contradicts the checkpoint, trained with channels=1"),
-        ("prediction_type=v", "prediction_type=v contradicts the checkpoint"),
-        (
-            "schedule=cosine",
-            "schedule.name=cosine contradicts the checkpoint, trained with schedule.name=linear",
-        ),
-        (
-            "model=unet_small",
-            "model.base_channels=32 contradicts the checkpoint, trained with model.base_channels=16",
-        ),
-        ("+model.base_channels=64", "model.base_channels=64 contradicts the checkpoint"),
+        ("image_size=32", r"contradicts checkpoint .*: image_size=32 \(checkpoint: 8\)"),
+        ("channels=3", r"contradicts checkpoint .*: channels=3 \(checkpoint: 1\)"),
+        ("prediction_type=v", r"contradicts checkpoint .*: prediction_type=v \(checkpoint: epsilon\)"),
+        ("schedule=cosine", r"contradicts checkpoint .*: schedule.name=cosine \(checkpoint: linear\)"),
+        ("model=unet_small", r"contradicts checkpoint .*model.base_channels=32 \(checkpoint: 16\)"),
+        ("+model.base_channels=64", r"contradicts checkpoint .*: model.base_channels=64 \(checkpoint: 16\)"),
     ],
 )
 def test_sample_overrides_that_contradict_the_checkpoint(trained_ckpt, tmp_path, override, message):

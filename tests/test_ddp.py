@@ -15,13 +15,13 @@ from conftest import ROOT
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from difflab.checkpoint import load_model
 from difflab.data.batches import uint8_batches
 from difflab.data.identity import dataset_id
 from difflab.diffusion.generate import generate
 from difflab.io.images import to_uint8
 from difflab.metrics import Evaluator
-from difflab.run.checkpoint import load_model
-from difflab.run.sample import build_sampler
+from difflab.run.common import build_sampler
 
 pytestmark = pytest.mark.slow
 

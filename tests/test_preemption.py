@@ -39,7 +39,7 @@ def env_with(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def last_step(run: Path) -> int:
     return int(
-        torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+        torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
     )
 
 
@@ -134,6 +134,6 @@ def test_submitit_local_runs_two_jobs_and_requeues_each_after_its_checkpoint(tmp
         assert f"resuming from {job / 'checkpoints' / 'last.ckpt'} at step 3" in log
         run_id = (job / "wandb_run_id").read_text().strip()
         assert wandb_ids(job) == [run_id, run_id]
-        weights.append(torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+        weights.append(torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
     assert (sweep / "0" / "wandb_run_id").read_text() != (sweep / "1" / "wandb_run_id").read_text()
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # seed=1 vs seed=2

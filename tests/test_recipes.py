@@ -11,8 +11,8 @@ from conftest import compose_config, shared_data_or_skip
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from difflab.checkpoint import load_model
 from difflab.run import train
-from difflab.run.checkpoint import load_model
 
 # A few CPU steps of each recipe's structure: every level and attention block kept, widths cut to 8 channels,
 # batches of 2, validation cut to 2 batches, a checkpoint and a 2-image grid at every step.

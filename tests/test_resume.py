@@ -14,7 +14,7 @@ from conftest import FAST_TRAIN, ROOT, compose_config
 
 from difflab.data import ImageDataModule
 from difflab.run import train
-from difflab.run.wandb_id import ID_FILE, choose_run_id
+from difflab.run.wandb_glue import ID_FILE, choose_run_id
 
 STEPS = 10
 # digits keeps 1,707 training images: 6 batches of 256 per epoch, so the run crosses an epoch boundary at
@@ -44,7 +44,7 @@ def run(run_dir: Path, max_steps: int, every: int, *extra: str) -> dict:
         run_dir,
     )
     train(cfg)
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -183,7 +183,7 @@ def test_ddp_resume_matches_an_uninterrupted_ddp_run(tmp_path):
     cli("trainer.max_steps=5", f"hydra.run.dir={tmp_path / 'b'}")
     cli(f"trainer.max_steps={STEPS}", f"hydra.run.dir={tmp_path / 'b'}", "ckpt_path=last")
     a, b = (
-        torch.load(tmp_path / r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        torch.load(tmp_path / r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         for r in ("a", "b")
     )
     assert a["global_step"] == b["global_step"] == STEPS

@@ -17,8 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from difflab.run.devices import check_devices, check_nodes
-from difflab.run.resume_overrides import OVERRIDES_FILE, with_run_overrides
+from difflab.run.cluster import check_devices, check_nodes
+from difflab.run.resume import OVERRIDES_FILE, with_run_overrides
 
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
@@ -108,7 +108,7 @@ def test_resume_reuses_the_runs_own_overrides(cli_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming with the run's own overrides: model=unet_tiny" in result.stdout
     assert "trainer.max_steps=2" not in result.stdout  # the one given now wins
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3
     assert not (run / "checkpoints" / "last-v1.ckpt").exists()  # a moved folder keeps its own last.ckpt
 

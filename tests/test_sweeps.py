@@ -17,9 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from wandb_files import wandb_records
 
+from difflab.run.common import optimized_metric
 from difflab.run.errors import SweepConfigError, SweepJobFailed, exit_on_user_error
-from difflab.run.objective import optimized_metric
-from difflab.run.wandb_runs import job_run_name, name_wandb_run
+from difflab.run.wandb_glue import job_run_name, name_wandb_run
 
 # FAST_TRAIN at 2 steps, the logger chosen per test.
 SWEEP_FAST = [o for o in FAST_TRAIN if not o.startswith(("logger=", "trainer.max_steps="))] + [

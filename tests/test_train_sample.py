@@ -11,8 +11,8 @@ import torch
 from conftest import compose_config
 from PIL import Image
 
+from difflab.checkpoint import load_model
 from difflab.run import sample, train
-from difflab.run.checkpoint import load_model
 
 
 def test_train_writes_checkpoints_grids_and_config(train_cfg):
@@ -23,7 +23,7 @@ def test_train_writes_checkpoints_grids_and_config(train_cfg):
     assert (run / "samples" / "step_0000002.png").is_file()
     assert (run / "samples" / "final.png").is_file()
     assert "train/loss" in metrics and "val/loss" in metrics
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4  # last.ckpt is the final step, not the last periodic one
     assert ckpt["difflab_config"]["model"]["base_channels"] == 16
     # EMA weights are the state_dict; the raw weights are kept for resume, and they differ.
@@ -93,7 +93,7 @@ def test_every_logger_works(tmp_path, logger):
         # The grid reaches W&B as an image at the step it was drawn (2, then the final one at 2).
         from wandb_files import history_rows
 
-        from difflab.run.wandb_runs import finish_wandb_run
+        from difflab.run.wandb_glue import finish_wandb_run
 
         finish_wandb_run()  # train.py does this after train(); the run file is complete only then
         (wandb_run,) = (run / "wandb").glob("offline-run-*")

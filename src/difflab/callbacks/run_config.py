@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 
-CONFIG_KEY = "difflab_config"
+from ..checkpoint import CONFIG_KEY
 
 
 class StoreRunConfig(L.Callback):

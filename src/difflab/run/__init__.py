@@ -1,11 +1,13 @@
-"""The run module: what the entry points call. Only this layer (and the entry points) reads Hydra configs."""
+"""The run module: the entry functions train, sample (and edit), evaluate; only this layer (and the entry points)
+reads Hydra configs. Files: common (shared helpers), errors, resume, run_folder, cluster, wandb_glue, resolvers."""
 
 from .resolvers import register_resolvers
 
 register_resolvers()
 
-from .evaluate import evaluate  # noqa: E402  (resolvers first: configs may use them)
+from .edit import edit  # noqa: E402  (resolvers first: configs may use them)
+from .evaluate import evaluate  # noqa: E402
 from .sample import sample  # noqa: E402
 from .train import train  # noqa: E402
 
-__all__ = ["evaluate", "sample", "train"]
+__all__ = ["edit", "evaluate", "sample", "train"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -12,22 +11,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from ..checkpoint import LoadedModel
 from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images, load_masks
-from .checkpoint import LoadedModel, load_model
-from .sample import build_sampler, check_against_checkpoint, pick_device, prepare_out_dir
+from .common import build_sampler, check_finite, output_folder, require, write_json
 
 log = logging.getLogger("difflab")
 
 EDIT_MODES = ("inpaint", "img2img")
 # A batch of pictures (N, C, H, W), their masks (or None) and a generator -> the edited pictures.
 Editor = Callable[[Tensor, Tensor | None, torch.Generator], Tensor]
-
-
-def _require(cfg: DictConfig, key: str, hint: str) -> None:
-    if cfg.get(key) in (None, ""):
-        raise ValueError(f"mode={cfg.mode} needs {key}=<{hint}>")
 
 
 def _editor(cfg: DictConfig, loaded: LoadedModel) -> tuple[Editor, dict[str, Any]]:
@@ -91,48 +85,54 @@ def _comparison_tiles(images: Tensor, masks: Tensor | None, results: Tensor, n: 
     return torch.cat(rows)
 
 
-def edit(cfg: DictConfig) -> Path:
-    """Write cfg.n edits of each picture in cfg.image (mode inpaint or img2img) to cfg.out."""
+def check_edit_request(cfg: DictConfig) -> None:
+    """The inputs an edit mode needs, checked before the checkpoint is loaded."""
     if cfg.mode not in EDIT_MODES:
         raise ValueError(f"unknown edit mode {cfg.mode!r}; choose one of {', '.join(EDIT_MODES)}")
-    _require(cfg, "image", "picture or folder of pictures")
+    require(cfg, "image", f"mode={cfg.mode} edits a picture or a folder of pictures")
     if cfg.mode == "inpaint":
-        _require(cfg, "mask", "PNG, white where pixels are generated, or a folder of them")
+        require(
+            cfg, "mask", "a PNG the picture's size, white where pixels are generated, or a folder of them"
+        )
     else:
-        check_strength(cfg.strength)  # fail before the checkpoint is loaded
-    n = int(cfg.n)
-    if n < 1:
-        raise ValueError(f"n must be at least 1 (got {cfg.n})")
+        check_strength(cfg.strength)
 
-    loaded = load_model(cfg.ckpt, pick_device(cfg.device))
-    check_against_checkpoint(cfg, loaded)
+
+def edit(cfg: DictConfig, loaded: LoadedModel) -> Path:
+    """Write cfg.n edits of each picture in cfg.image (mode inpaint or img2img) to cfg.out."""
+    check_edit_request(cfg)
+    n = int(cfg.n)
     pictures = load_images(cfg.image, loaded.sample_shape)
     masks = load_masks(cfg.mask, pictures) if cfg.mode == "inpaint" else None
     editor, settings = _editor(cfg, loaded)
-    out = prepare_out_dir(cfg.out or Path(cfg.paths.output_dir) / cfg.mode)
-
-    log.info(
-        "%s: %d picture(s) × %d edits, %d model calls each", cfg.mode, len(pictures.paths), n, settings["nfe"]
-    )
-    results = _run(editor, pictures.images, masks, n, int(cfg.seed), int(cfg.batch_size))
-    written = save_samples(results, out, nrow=n)
-    # save_samples' grid shows the results only; replace it with the side-by-side comparison.
-    tiles = _comparison_tiles(pictures.images, masks, results, n)
-    save_png(enlarge(grid_of(tiles, nrow=tiles.shape[0] // len(pictures.paths))), written["grid"])
-    settings = {
-        "mode": cfg.mode,
-        "ckpt": str(cfg.ckpt),
-        "image": str(cfg.image),
-        "mask": None if masks is None else str(cfg.mask),
-        "inputs": [str(p) for p in pictures.paths],
-        "n": n,
-        "order": "result k is an edit of input k // n",
-        "seed": int(cfg.seed),
-        **settings,
-        "weights": loaded.weights,
-        "global_step": loaded.global_step,
-    }
-    (out / "settings.json").write_text(json.dumps(settings, indent=2))
+    with output_folder(cfg.out, cfg.mode) as out:
+        log.info(
+            "%s: %d picture(s) × %d edits, %d model calls each",
+            cfg.mode,
+            len(pictures.paths),
+            n,
+            settings["nfe"],
+        )
+        results = _run(editor, pictures.images, masks, n, int(cfg.seed), int(cfg.batch_size))
+        check_finite(results, cfg.ckpt)
+        written = save_samples(results, out, nrow=n)
+        # save_samples' grid shows the results only; replace it with the side-by-side comparison.
+        tiles = _comparison_tiles(pictures.images, masks, results, n)
+        save_png(enlarge(grid_of(tiles, nrow=tiles.shape[0] // len(pictures.paths))), written["grid"])
+        settings = {
+            "mode": cfg.mode,
+            "ckpt": str(cfg.ckpt),
+            "image": str(cfg.image),
+            "mask": None if masks is None else str(cfg.mask),
+            "inputs": [str(p) for p in pictures.paths],
+            "n": n,
+            "order": "result k is an edit of input k // n",
+            "seed": int(cfg.seed),
+            **settings,
+            "weights": loaded.weights,
+            "global_step": loaded.global_step,
+        }
+        write_json(settings, out / "settings.json")
     log.info(
         "wrote %d PNGs to %s, the grid %s and %s",
         len(results),

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..checkpoint import LoadedModel, build, load_model
 from ..data import ImageDataModule
 from ..data.batches import uint8_batches
 from ..data.identity import dataset_id
@@ -20,17 +22,37 @@ from ..diffusion.generate import generate
 from ..io.image_sets import open_image_set
 from ..io.images import to_uint8
 from ..metrics import Evaluator
-from .checkpoint import LoadedModel, load_model
-from .sample import build_sampler, pick_device
+from .common import (
+    build_sampler,
+    check_finite,
+    check_values,
+    check_writable_file,
+    pick_device,
+    set_cpu_threads,
+    whole,
+    write_json,
+)
+from .sample import RULES as SAMPLE_RULES
 
 log = logging.getLogger("difflab")
 
 
-def prepare_report_path(cfg: DictConfig) -> Path:
-    """Where the JSON goes (default <run folder>/metrics.json); an existing file is never overwritten."""
-    path = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "metrics.json"
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; choose another out= (reports are never overwritten)")
+RULES = {**SAMPLE_RULES, "n": whole(2)}  # a covariance needs two samples
+
+
+def report_path(cfg: DictConfig) -> Path:
+    """Where the JSON goes: out=, else a new outputs/evaluate/<date>-<time>.json beside earlier reports.
+    Checked before any work: an existing file is never overwritten, a folder that cannot be written is refused."""
+    if cfg.get("out"):
+        path = Path(cfg.out)
+    else:
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        path = Path("outputs") / "evaluate" / f"{stamp}.json"
+        for n in range(2, 1000):
+            if not path.exists():
+                break
+            path = path.with_name(f"{stamp}_{n}.json")
+    check_writable_file(path)
     return path
 
 
@@ -39,7 +61,7 @@ def reference_data(cfg: DictConfig, loaded: LoadedModel | None) -> ImageDataModu
     if cfg.get("data") is not None:
         data = instantiate(cfg.data)
     elif loaded is not None:
-        data = instantiate(OmegaConf.create(loaded.config["data"]))
+        data = build(loaded.config, "data", cfg.get("allowed_targets") or ())
     else:
         raise ValueError("images=… needs the dataset to compare against: add data=<name> (e.g. data=mnist)")
     if loaded is not None and (data.channels, data.image_size) != loaded.sample_shape[:2]:
@@ -59,7 +81,9 @@ def generated_batches(cfg: DictConfig, loaded: LoadedModel) -> tuple[Iterator[to
     def batches() -> Iterator[torch.Tensor]:
         for start in range(0, n, batch):
             indices = range(start, min(start + batch, n))
-            yield to_uint8(generate(sampler, loaded.net, indices, loaded.sample_shape, cfg.seed, batch))
+            images = generate(sampler, loaded.net, indices, loaded.sample_shape, cfg.seed, batch)
+            check_finite(images, cfg.ckpt)
+            yield to_uint8(images)
             log.info("generated %d / %d", indices[-1] + 1, n)
 
     settings = {
@@ -81,12 +105,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(
             "give exactly one of ckpt=<checkpoint> (generate and score) or images=<folder or .npz>"
         )
-    if int(cfg.n) < 2:
-        raise ValueError(f"n must be at least 2 for a covariance (got {cfg.n})")
-    if cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
+    check_values(cfg, RULES)
+    set_cpu_threads(cfg)
     evaluator = Evaluator(**OmegaConf.to_container(cfg.metrics, resolve=True))
-    report_path = prepare_report_path(cfg)
+    path = report_path(cfg)
     device = pick_device(cfg.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
@@ -131,7 +153,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "metric_settings": evaluator.settings(),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2))
-    log.info("%s -> %s", json.dumps(scores), report_path)
+    write_json(report, path)
+    log.info("%s -> %s", json.dumps(scores), path)
     return report

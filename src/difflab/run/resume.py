@@ -1,17 +1,22 @@
-"""Resume a run: find its checkpoint (ckpt_path=last, a file, or by itself when SLURM requeues the job), refuse
-a config that contradicts it, and keep what the first part of the run logged."""
+"""Resume a run, all of it: reuse the run's own overrides, find its checkpoint (ckpt_path=last, a file, or by
+itself when SLURM requeues the job), refuse one that contradicts or does not fit the config before anything is
+written, and keep what the first part of the run logged."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .checkpoint import read_checkpoint
+from ..checkpoint import CONFIG_KEY, check_contradictions, network_state, read_checkpoint, state_mismatch
+from .cluster import is_requeued_job
 
 LAST = Path("checkpoints") / "last.ckpt"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+NEVER_INHERITED = ("ckpt_path",)
 
 # What a checkpoint fixes: another value is another model, or (optim) one the restored optimizer state would
 # silently override. Everything else (max_steps, loggers, callbacks, devices, batch size) may change.
@@ -24,15 +29,58 @@ FIXED_BY_CHECKPOINT = (
     "data.channels",
     "optim",
 )
-_SHOWN = 6  # differences named in the one-line error; the rest are counted
 
 
-def is_requeued_job() -> bool:
-    """True where a last.ckpt in the run folder can only be this job's own, written before a requeue: a SLURM
-    job SLURM has restarted (SLURM_RESTART_COUNT > 0), or any job submitit launched (SUBMITIT_EXECUTOR is set;
-    submitit reruns a requeued job with the same overrides in the same folder, locally too)."""
-    restarts = os.environ.get("SLURM_RESTART_COUNT", "0").strip()
-    return restarts not in ("", "0") or bool(os.environ.get("SUBMITIT_EXECUTOR"))
+# --- the run's own overrides (read before Hydra composes) ---------------------------------------------------
+
+
+def override_key(override: str) -> str:
+    """`+a.b=1`, `++a.b=1`, `~a.b` and `a.b=1` all set the key `a.b`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _value(args: list[str], key: str) -> str | None:
+    found = [a.split("=", 1)[1] for a in args if "=" in a and override_key(a) == key]
+    return found[-1] if found else None
+
+
+def run_folder_of(args: list[str]) -> Path | None:
+    """The folder of the run being resumed: hydra.run.dir for ckpt_path=last, else the checkpoint's run folder
+    (<run>/checkpoints/<file>); None when this is not a resume."""
+    ckpt = _value(args, "ckpt_path")
+    if not ckpt:
+        return None
+    if ckpt == "last":
+        run_dir = _value(args, "hydra.run.dir")
+        return Path(run_dir) if run_dir else None
+    return Path(ckpt).parent.parent
+
+
+def inherited_overrides(args: list[str]) -> list[str]:
+    """The overrides of the run being resumed that the command line does not set itself."""
+    run_dir = run_folder_of(args)
+    if run_dir is None or not (run_dir / OVERRIDES_FILE).is_file():
+        return []
+    try:
+        stored = list(OmegaConf.load(run_dir / OVERRIDES_FILE))
+    except Exception:  # unreadable: resume with the command line alone; the checkpoint check still applies
+        return []
+    given = {override_key(a) for a in args if not a.startswith("-")}
+    return [
+        str(o)
+        for o in stored
+        if override_key(str(o)) not in given and override_key(str(o)) not in NEVER_INHERITED
+    ]
+
+
+def with_run_overrides(argv: list[str]) -> list[str]:
+    """argv (script first) with the resumed run's own overrides put before the ones given now: a resume
+    starts from the run's own command line, and overrides given now win."""
+    inherited = inherited_overrides(argv[1:])
+    return [argv[0], *inherited, *argv[1:]]
+
+
+# --- the checkpoint to resume from ----------------------------------------------------------------------------
 
 
 def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
@@ -69,48 +117,26 @@ def read_resumable(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _leaves(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, child in value.items():
-            out.update(_leaves(child, f"{prefix}.{key}"))
-        return out
-    return {prefix: value}
-
-
-def contradictions(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
-    """`key=new (checkpoint: old)` for every FIXED_BY_CHECKPOINT setting whose resolved value differs.
-
-    Keys only one side has are skipped: a config key added after the checkpoint was written is not a change.
-    """
-    found = []
+def check_resumable(cfg: DictConfig, ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse, in one line, a config that contradicts the checkpoint or a model its weights do not fit."""
+    wanted = {}
     for key in FIXED_BY_CHECKPOINT:
         node = OmegaConf.select(cfg, key)
-        if node is None:
-            continue
-        current = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        old: Any = stored
-        for part in key.split("."):
-            old = old.get(part) if isinstance(old, dict) else None
-        if old is None:
-            continue
-        new_leaves, old_leaves = _leaves(current, key), _leaves(old, key)
-        for leaf, value in new_leaves.items():
-            if leaf in old_leaves and old_leaves[leaf] != value:
-                found.append(f"{leaf}={value} (checkpoint: {old_leaves[leaf]})")
-    return found
-
-
-def check_matches_checkpoint(cfg: DictConfig, stored: dict[str, Any], path: Path) -> None:
-    """Raise a one-line ValueError naming every setting of cfg that contradicts the checkpoint's config."""
-    found = contradictions(cfg, stored)
-    if not found:
-        return
-    shown = ", ".join(found[:_SHOWN]) + (f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else "")
-    raise ValueError(
-        f"the config contradicts checkpoint {path}: {shown}; resume with the checkpoint's settings "
-        "(drop those overrides) or start a new run"
+        if node is not None:
+            wanted[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    check_contradictions(
+        wanted,
+        ckpt[CONFIG_KEY],
+        path,
+        "resume with the checkpoint's settings (drop those overrides) or start a new run",
     )
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        net = instantiate(cfg.model)
+    for key in ("state_dict", "current_model_state"):  # the EMA weights and the raw ones beside them
+        state = network_state(ckpt, key)
+        problem = state is not None and state_mismatch(net.state_dict(), state)
+        if problem:
+            raise ValueError(f"checkpoint {path} does not fit the configured model ({key}): {problem}")
 
 
 def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:

@@ -2,85 +2,86 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..checkpoint import LoadedModel, check_contradictions, load_model
 from ..diffusion.generate import generate
 from ..io.images import save_samples
-from .checkpoint import LoadedModel, load_model
+from .common import (
+    build_sampler,
+    check_finite,
+    check_values,
+    number,
+    output_folder,
+    pick_device,
+    require,
+    set_cpu_threads,
+    whole,
+    write_json,
+)
+from .edit import EDIT_MODES, check_edit_request, edit
 
 log = logging.getLogger("difflab")
 
-MODES = ("sample", "inpaint", "img2img")
+MODES = ("sample", *EDIT_MODES)
+
+# Values sample.py and its edit modes take, checked before anything is loaded or written.
+RULES = {
+    "n": whole(1),
+    "batch_size": whole(1),
+    "seed": whole(0),
+    "cpu_threads": whole(1, nullable=True),
+    "sampler.steps": whole(1, nullable=True),
+    "sampler.eta": number(0.0),
+    "sampler.clip_x0": number(0.0, above=True, nullable=True),
+    "inpaint.steps": whole(1),
+    "inpaint.jump_length": whole(1),
+    "inpaint.jump_n_sample": whole(1),
+}
 
 # Keys a user may pass to sample.py only to check them against the checkpoint (null: take the checkpoint's).
 CHECKED_KEYS = {
-    "image_size": ("data", "image_size"),
-    "channels": ("data", "channels"),
-    "prediction_type": ("prediction_type",),
+    "image_size": "data.image_size",
+    "channels": "data.channels",
+    "prediction_type": "prediction_type",
 }
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _stored(config: dict[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        config = config.get(key, {}) if isinstance(config, dict) else {}
-    return config if config != {} else None
 
 
 def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
     """Overrides that contradict the stored model are errors: the checkpoint fixes the model."""
-    stored = loaded.config
-    for key, path in CHECKED_KEYS.items():
-        wanted = cfg.get(key)
-        if wanted is not None and wanted != _stored(stored, path):
-            raise ValueError(
-                f"{key}={wanted} contradicts the checkpoint, trained with {key}={_stored(stored, path)}; "
-                f"drop the override (sample.py takes it from the checkpoint)"
-            )
+    wanted = {key: cfg.get(key) for key in CHECKED_KEYS if cfg.get(key) is not None}
     for group in ("model", "schedule"):
-        wanted = cfg.get(group)
-        if wanted is None:
+        given = cfg.get(group)
+        if given is None:
             continue
         # Values that interpolate other groups (model.in_channels: ${data.channels}) are not compared.
-        for key, value in OmegaConf.to_container(wanted, resolve=False).items():
-            if key.startswith("_") or (isinstance(value, str) and value.startswith("${")):
-                continue
-            if stored[group].get(key) != value:
-                raise ValueError(
-                    f"{group}.{key}={value} contradicts the checkpoint, trained with "
-                    f"{group}.{key}={stored[group].get(key)}; drop the override (the checkpoint fixes the {group})"
-                )
+        for key, value in OmegaConf.to_container(given, resolve=False).items():
+            if not key.startswith("_") and not (isinstance(value, str) and value.startswith("${")):
+                wanted[f"{group}.{key}"] = value
+    check_contradictions(
+        wanted,
+        loaded.config,
+        cfg.ckpt,
+        "drop those overrides (sample.py takes them from the checkpoint)",
+        CHECKED_KEYS,
+    )
 
 
-def prepare_out_dir(out: str | Path) -> Path:
-    """The output folder, created; an existing non-empty folder is refused, never overwritten."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"output folder {out} already exists and is not empty; choose another out=")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def build_sampler(cfg: DictConfig, loaded: LoadedModel):
-    """The configured sampler (a partial) bound to the checkpoint's schedule and prediction type."""
-    return instantiate(cfg.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
+def load_checked_model(cfg: DictConfig) -> LoadedModel:
+    """The checkpoint's model on the chosen device, after every value and override has been checked."""
+    require(cfg, "ckpt", "the checkpoint to use, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt")
+    check_values(cfg, RULES)
+    set_cpu_threads(cfg)
+    loaded = load_model(cfg.ckpt, pick_device(cfg.device), cfg.get("allowed_targets") or ())
+    check_against_checkpoint(cfg, loaded)
+    return loaded
 
 
 def sample(cfg: DictConfig) -> Path:
-    """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: the run folder's samples/).
+    """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: a new outputs/sample/<date>/<time>).
 
     cfg.mode = inpaint or img2img edits the pictures in cfg.image instead (see run/edit.py).
     """
@@ -88,34 +89,34 @@ def sample(cfg: DictConfig) -> Path:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode != "sample":
-        from .edit import edit  # imported here: edit.py reuses this module's helpers
-
-        return edit(cfg)
-    if int(cfg.n) < 1:
-        raise ValueError(f"n must be at least 1 (got {cfg.n})")
-    if cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
-    device = pick_device(cfg.device)
-    loaded = load_model(cfg.ckpt, device)
-    check_against_checkpoint(cfg, loaded)
+        check_edit_request(cfg)
+    loaded = load_checked_model(cfg)
+    if mode != "sample":
+        return edit(cfg, loaded)
     sampler = build_sampler(cfg, loaded)
-    out = prepare_out_dir(cfg.out or Path(cfg.paths.output_dir) / "samples")
-
-    log.info(
-        "sampling %d images with %r (%s weights, step %d)", cfg.n, sampler, loaded.weights, loaded.global_step
-    )
-    images = generate(sampler, loaded.net, range(int(cfg.n)), loaded.sample_shape, cfg.seed, cfg.batch_size)
-    written = save_samples(images, out)
-    settings = {
-        "ckpt": str(cfg.ckpt),
-        "n": int(cfg.n),
-        "seed": int(cfg.seed),
-        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
-        "nfe": sampler.nfe,
-        "weights": loaded.weights,
-        "global_step": loaded.global_step,
-    }
-    (out / "settings.json").write_text(json.dumps(settings, indent=2))
+    with output_folder(cfg.out, "sample") as out:
+        log.info(
+            "sampling %d images with %r (%s weights, step %d)",
+            cfg.n,
+            sampler,
+            loaded.weights,
+            loaded.global_step,
+        )
+        images = generate(
+            sampler, loaded.net, range(int(cfg.n)), loaded.sample_shape, cfg.seed, cfg.batch_size
+        )
+        check_finite(images, cfg.ckpt)
+        written = save_samples(images, out)
+        settings = {
+            "ckpt": str(cfg.ckpt),
+            "n": int(cfg.n),
+            "seed": int(cfg.seed),
+            "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
+            "nfe": sampler.nfe,
+            "weights": loaded.weights,
+            "global_step": loaded.global_step,
+        }
+        write_json(settings, out / "settings.json")
     log.info(
         "wrote %d PNGs to %s, the grid %s and %s", cfg.n, written["images"], written["grid"], written["npz"]
     )

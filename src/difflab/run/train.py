@@ -10,32 +10,43 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ..callbacks import CONFIG_KEY, StoreRunConfig
+from ..callbacks import StoreRunConfig
+from ..checkpoint import CONFIG_KEY
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted
-from .devices import check_trainer
-from .instantiate import instantiate_entries
-from .requeue import requeue
-from .resume import LAST, check_matches_checkpoint, keep_earlier_csv_logs, read_resumable, resume_path
-from .run_dir import is_secondary_rank
-from .wandb_id import attach_run_id
-from .wandb_mode import default_wandb_offline
+from .cluster import check_trainer, is_secondary_rank, requeue
+from .common import check_values, instantiate_entries, number, resolved_config, set_cpu_threads, whole
+from .resume import LAST, check_resumable, keep_earlier_csv_logs, read_resumable, resume_path
+from .wandb_glue import attach_run_id, default_wandb_offline
 
 log = logging.getLogger("difflab")
 
 
-def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain data, with the Hydra group choices (model=…, data=…) recorded beside it."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-        config["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra")}
-    return config
+# Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
+RULES = {
+    "seed": whole(0),
+    "cpu_threads": whole(1, nullable=True),
+    "trainer.max_steps": whole(-1),
+    "trainer.max_epochs": whole(-1, nullable=True),
+    "trainer.val_check_interval": number(0.0, above=True, nullable=True),
+    "trainer.log_every_n_steps": whole(1),
+    "trainer.accumulate_grad_batches": whole(1),
+    "trainer.gradient_clip_val": number(0.0, nullable=True),
+    "data.batch_size": whole(1),
+    "data.num_workers": whole(0),
+    "optim.lr": number(0.0, above=True),
+    "optim.weight_decay": number(0.0),
+    "callbacks.model_checkpoint.every_n_train_steps": whole(0, nullable=True),
+    "callbacks.sample_grid.every_n_steps": whole(0),
+    "callbacks.sample_grid.num_samples": whole(1),
+    "callbacks.ema.decay": number(0.0),
+    "callbacks.fid.every_n_steps": whole(0),
+    "callbacks.fid.num_samples": whole(2),
+}
 
 
 def build_module(cfg: DictConfig) -> DiffusionModule:
@@ -68,20 +79,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
     requeued SLURM job resumes from its last.ckpt by itself; the W&B run id goes with the run folder.
     """
     output_dir = Path(cfg.paths.output_dir)
+    check_values(cfg, RULES)
     check_trainer(cfg.trainer)
     resume = resume_path(cfg.get("ckpt_path"), output_dir)
     stored, step = None, 0
     if resume is not None:
         ckpt = read_resumable(resume)
+        check_resumable(cfg, ckpt, resume)
         stored, step = ckpt[CONFIG_KEY], int(ckpt["global_step"])
         del ckpt
-        check_matches_checkpoint(cfg, stored, resume)
         keep_earlier_csv_logs(cfg, step)
     if cfg.get("logger") and "wandb" in cfg.logger:
         default_wandb_offline()
         attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
-    if cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
+    set_cpu_threads(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
@@ -112,7 +123,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        # weights_only: the checkpoint was read and checked above by the same weights-only unpickler.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except Preempted as stop:
         requeue(stop, trainer.is_global_zero, trainer.loggers)
 

@@ -1,14 +1,83 @@
-"""One W&B run per job: sweep jobs are named from their overrides and grouped by sweep; runs are closed at job end."""
+"""W&B glue, all of it: offline unless the user has logged in, one W&B run per run folder (its id survives
+resumes and requeues), sweep jobs named from their overrides and grouped by sweep, runs closed at job end.
+W&B itself is reached only through Lightning's WandbLogger; this module only fills its config."""
 
 from __future__ import annotations
 
+import logging
+import netrc
+import os
+import secrets
+import string
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger("difflab")
+
+
+def wandb_login_configured() -> bool:
+    """True when an API key is in the environment or in ~/.netrc (where `wandb login` writes it)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc_path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        hosts = netrc.netrc(netrc_path).hosts
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+def default_wandb_offline() -> str:
+    """Set WANDB_MODE=offline when it is unset and no login is configured; return the mode in force."""
+    if "WANDB_MODE" not in os.environ and not wandb_login_configured():
+        os.environ["WANDB_MODE"] = "offline"
+        log.info("W&B: no login configured, running offline (sync later with `wandb sync <run dir>/wandb`)")
+    return os.environ.get("WANDB_MODE", "online")
+
+
+ID_FILE = "wandb_run_id"
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_run_id() -> str:
+    """8 random lowercase letters and digits, the shape of the ids W&B generates itself."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+def choose_run_id(configured: Any, run_dir: Path, stored_config: dict[str, Any] | None) -> str:
+    """The id set in the config, else the run folder's, else the resumed checkpoint's, else a new one."""
+    if configured:
+        return str(configured)
+    id_file = run_dir / ID_FILE
+    if id_file.is_file() and id_file.read_text().strip():
+        return id_file.read_text().strip()
+    stored = ((stored_config or {}).get("logger") or {}).get("wandb") or {}
+    return str(stored["id"]) if stored.get("id") else new_run_id()
+
+
+def attach_run_id(
+    cfg: DictConfig, run_dir: Path, stored_config: dict[str, Any] | None, record: bool
+) -> str | None:
+    """Set cfg.logger.wandb.id (WandbLogger already resumes with resume="allow"); with `record` (rank 0) write
+    it to the run folder. None when W&B is not among the loggers."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not isinstance(wandb_cfg, DictConfig):
+        return None
+    run_id = choose_run_id(wandb_cfg.get("id"), run_dir, stored_config)
+    with open_dict(wandb_cfg):
+        wandb_cfg.id = run_id
+    if record:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ID_FILE).write_text(run_id + "\n")
+    return run_id
+
 
 # Overrides that say where or how a job runs, not what it trains: left out of run names.
 NOT_IN_NAMES = {

@@ -1,0 +1,232 @@
+"""The one way into a checkpoint: read it as data, rebuild only allowlisted objects, compare it with a command.
+
+Every reader (sample, edit, evaluate, resume, notebooks) comes through here. A checkpoint is data, never code:
+`torch.load(weights_only=True)` refuses pickled objects, and the config stored inside may only name `_target_`s
+from `ALLOWED_TARGETS` (plus those a user lists explicitly in `allowed_targets`).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from .diffusion import NoiseSchedule
+
+CONFIG_KEY = "difflab_config"
+
+# What a stored config may build: difflab's own denoisers, schedules, samplers and datasets, by the exact
+# dotted names its configs use. An exact string match, never a prefix: `difflab.models.unet.torch.load` resolves
+# too, to something else entirely.
+ALLOWED_TARGETS = frozenset(
+    {
+        "difflab.models.UNet",
+        "difflab.diffusion.NoiseSchedule",
+        "difflab.diffusion.NoiseSchedule.from_name",
+        "difflab.diffusion.DDPMSampler",
+        "difflab.diffusion.DDIMSampler",
+        "difflab.diffusion.DPMSolverSampler",
+        "difflab.diffusion.EulerSampler",
+        "difflab.diffusion.HeunSampler",
+        "difflab.data.ImageDataModule",
+    }
+)
+_SHOWN = 6  # differences named in a one-line error; the rest are counted
+
+
+@dataclass
+class LoadedModel:
+    """A denoiser with its schedule and the settings it was trained with."""
+
+    net: nn.Module
+    schedule: NoiseSchedule
+    prediction_type: str
+    config: dict[str, Any]
+    weights: str  # "ema" or "raw"
+    global_step: int
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        data = self.config["data"]
+        return (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict on the CPU, read with a weights-only unpickler; one-line errors for a missing,
+    corrupt, foreign or code-carrying file. mmap=True maps the tensors (cheap when only the config is needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = _load(path, mmap)
+    except pickle.UnpicklingError as error:
+        # The weights-only unpickler met a Python object (a class, a function call): never run it.
+        detail = str(error).strip().splitlines()
+        found = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), "")
+        raise ValueError(
+            f"refused checkpoint {path}: it holds Python objects, not only tensors and plain data"
+            f"{f' ({found})' if found else ''}; difflab reads checkpoints weights-only and never runs their code"
+        ) from error
+    except Exception as error:  # torch raises several types for truncated or non-checkpoint files
+        raise ValueError(f"could not read checkpoint {path}: {type(error).__name__}: {error}") from error
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    if not isinstance(ckpt.get(CONFIG_KEY), dict):
+        raise ValueError(f"{path} has no stored difflab config; was it written by difflab's train.py?")
+    return ckpt
+
+
+def _load(path: Path, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise
+    except Exception:
+        if not mmap:
+            raise
+        # Not a zip archive (a legacy or damaged file): a plain load says which, or reads the legacy one.
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_targets(node: Any, where: str, allowed: Iterable[str] = ()) -> None:
+    """Refuse, in one line naming the key, any `_target_` under `node` that is not allowlisted."""
+    permitted = ALLOWED_TARGETS | set(allowed)
+    if isinstance(node, Mapping):
+        target = node.get("_target_")
+        if target is not None and str(target) not in permitted:
+            raise ValueError(
+                f"{where}._target_={target} is not a difflab model, schedule, sampler or dataset; refusing to "
+                f"build it from a checkpoint (if you trust it, add allowed_targets=[{target}])"
+            )
+        for key, child in node.items():
+            check_targets(child, f"{where}.{key}", allowed)
+    elif isinstance(node, list | tuple):
+        for i, child in enumerate(node):
+            check_targets(child, f"{where}[{i}]", allowed)
+
+
+def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = ()) -> Any:
+    """Instantiate config[key] (a stored config's group, e.g. 'model') once its targets are checked."""
+    if not isinstance(config.get(key), Mapping):
+        raise ValueError(f"the stored config has no {key} group")
+    check_targets(config[key], key, allowed)
+    return instantiate(OmegaConf.create(dict(config[key])))
+
+
+def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str, torch.Tensor] | None:
+    """The denoiser's weights under ckpt[key] without the `net.` prefix; None when the key is absent.
+
+    "state_dict" holds the EMA weights when the run had EMA; "current_model_state" the raw ones beside them.
+    """
+    state = ckpt.get(key)
+    if not isinstance(state, Mapping):
+        return None
+    return {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps `found` weights from loading into a model whose state is `expected` (None when they fit)."""
+    problems = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and tuple(found[k].shape) != tuple(v.shape)
+    ]
+    for what, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape (checkpoint vs model)", shapes),
+    ):
+        if items:
+            problems.append(f"{len(items)} {what}: {_listed(items, 3)}")
+    return "; ".join(problems) or None
+
+
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
+) -> LoadedModel:
+    """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights."""
+    ckpt = read_checkpoint(path)
+    config = ckpt[CONFIG_KEY]
+    try:
+        net = build(config, "model", allowed_targets)
+        schedule = build(config, "schedule", allowed_targets)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {path}: {error}") from error
+    state = network_state(ckpt) or {}
+    problem = state_mismatch(net.state_dict(), state)
+    if problem:
+        raise ValueError(f"checkpoint {path} does not match its stored model config: {problem}")
+    net.load_state_dict(state)
+    net.to(device).eval()
+    # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
+    weights = "ema" if "current_model_state" in ckpt else "raw"
+    return LoadedModel(
+        net,
+        schedule,
+        config.get("prediction_type", "epsilon"),
+        config,
+        weights,
+        int(ckpt.get("global_step", 0)),
+    )
+
+
+def stored_value(config: Mapping[str, Any], dotted: str) -> Any:
+    """config['a']['b'] for 'a.b'; None when any part is absent."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """{'a.b.c': leaf} for every leaf of a nested dict under `prefix`."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, child in value.items():
+            out.update(leaves(child, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def contradictions(
+    wanted: Mapping[str, Any], stored: Mapping[str, Any], stored_as: Mapping[str, str] | None = None
+) -> list[str]:
+    """`key=new (checkpoint: old)` for each wanted leaf the stored config holds with another value; `stored_as`
+    maps a key as the user typed it to where the stored config keeps it (image_size -> data.image_size).
+
+    Keys only one side has are skipped: a config key added after the checkpoint was written is not a change.
+    """
+    found = []
+    for key, value in wanted.items():
+        for leaf, new in leaves(value, key).items():
+            old = stored_value(stored, (stored_as or {}).get(leaf, leaf))
+            if old is not None and old != new:
+                found.append(f"{leaf}={new} (checkpoint: {old})")
+    return found
+
+
+def check_contradictions(
+    wanted: Mapping[str, Any],
+    stored: Mapping[str, Any],
+    path: Path | str,
+    hint: str,
+    stored_as: Mapping[str, str] | None = None,
+) -> None:
+    """A one-line ValueError naming every wanted setting that contradicts the checkpoint's config."""
+    found = contradictions(wanted, stored, stored_as)
+    if found:
+        raise ValueError(f"the config contradicts checkpoint {path}: {_listed(found, _SHOWN)}; {hint}")
+
+
+def _listed(items: list[str], shown: int) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")

@@ -1,0 +1,220 @@
+"""What the entry functions share: checking values, devices and threads, samplers from a checkpoint, the
+output folder and the files written into it (never overwriting, never leaving a half-made folder behind)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..checkpoint import LoadedModel
+from ..diffusion import Sampler
+from .errors import SweepConfigError
+
+log = logging.getLogger("difflab")
+
+# --- values a user types ----------------------------------------------------------------------------------
+
+Rule = Callable[[Any], str | None]  # a value -> what is wrong with it (None when it is fine)
+
+
+def whole(minimum: int, nullable: bool = False) -> Rule:
+    """A whole number >= minimum (None allowed when nullable)."""
+
+    def rule(value: Any) -> str | None:
+        if value is None:
+            return None if nullable else "must be set"
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "is not a whole number"
+        return None if value >= minimum else f"must be at least {minimum}"
+
+    return rule
+
+
+def number(minimum: float, above: bool = False, nullable: bool = False) -> Rule:
+    """A finite number >= minimum (> minimum when `above`; None allowed when nullable)."""
+
+    def rule(value: Any) -> str | None:
+        if value is None:
+            return None if nullable else "must be set"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "is not a number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        ok = value > minimum if above else value >= minimum
+        return None if ok else f"must be {'above' if above else 'at least'} {minimum}"
+
+    return rule
+
+
+def check_values(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
+    """One line naming the first key whose value breaks its rule (keys absent from cfg are skipped)."""
+    for key, rule in rules.items():
+        node = OmegaConf.select(cfg, key, default=_ABSENT)
+        if node is _ABSENT:
+            continue
+        problem = rule(node)
+        if problem:
+            raise ValueError(
+                f"{key}={node!r} {problem}" if isinstance(node, str) else f"{key}={node} {problem}"
+            )
+
+
+_ABSENT = object()
+
+
+def require(cfg: DictConfig, key: str, hint: str) -> None:
+    """A one-line error when a required key is unset."""
+    if cfg.get(key) in (None, ""):
+        raise ValueError(f"{key}= is required: {hint}")
+
+
+# --- devices, threads, objects built from configs ------------------------------------------------------------
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_cpu_threads(cfg: DictConfig) -> None:
+    """cpu_threads=N sets torch's intra-op threads (null keeps torch's default)."""
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
+
+
+def build_sampler(cfg: DictConfig, loaded: LoadedModel) -> Sampler:
+    """The configured sampler (a partial) bound to the checkpoint's schedule and prediction type."""
+    return instantiate(cfg.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
+
+
+def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
+    """One object per entry of a dict-of-entries config (callbacks, loggers) that has a `_target_`; entries set
+    to null are switched off (lightning-hydra-template style)."""
+    if not cfg:
+        return []
+    return [
+        instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data, with the Hydra group choices (model=…, data=…) recorded beside it."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        config["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra")}
+    return config
+
+
+def optimized_metric(cfg: DictConfig, metrics: Mapping[str, float]) -> float | None:
+    """The value a hyperparameter sweeper minimises: cfg.optimized_metric (e.g. val/loss) among a run's final
+    metrics; None when unset."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        logged = ", ".join(sorted(metrics)) or "none"
+        raise SweepConfigError(
+            f"optimized_metric={name} was not logged by this run; logged metrics: {logged}"
+        )
+    return float(metrics[name])
+
+
+# --- where results go -----------------------------------------------------------------------------------------
+
+
+def _make_folder(path: Path, exist_ok: bool) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise ValueError(f"cannot create the output folder {path}: {error.strerror or error}") from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write into the output folder {path}: permission denied")
+
+
+def _new_dated_folder(task: str) -> Path:
+    """outputs/<task>/<date>/<time>, made in one exclusive step (_2, _3, … when another run took it)."""
+    base = Path("outputs") / task / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S")
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
+        try:
+            _make_folder(candidate, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ValueError(f"could not find a free output folder next to {base}")
+
+
+@contextlib.contextmanager
+def output_folder(out: str | Path | None, task: str) -> Iterator[Path]:
+    """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
+    outputs/<task>/<date>/<time>. Checked writable before any work; removed again if the work fails before
+    anything was written into it."""
+    if out:
+        folder = Path(out)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise FileExistsError(
+                f"output folder {folder} already exists and is not empty; choose another out="
+            )
+        created = not folder.exists()
+        _make_folder(folder, exist_ok=True)
+    else:
+        folder, created = _new_dated_folder(task), True
+    try:
+        yield folder
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def check_writable_file(path: Path) -> None:
+    """A one-line error now, before the work, when `path` exists or its folder cannot be written."""
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; choose another out= (results are never overwritten)")
+    folder = path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: {existing} is not writable")
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write `data` to path (never over an existing file). If that fails, the result is printed to stdout
+    first, so that what was computed is not lost, then the failure is one line."""
+    text = json.dumps(data, indent=2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x") as file:
+            file.write(text)
+    except OSError as error:
+        print(text, file=sys.stdout, flush=True)
+        raise ValueError(
+            f"could not write {path}: {error.strerror or error}; the result is printed above"
+        ) from error
+
+
+def check_finite(images: torch.Tensor, ckpt: Any) -> None:
+    """Refuse samples with NaN or inf (they would be written as black images without a word)."""
+    bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
+    if bad:
+        raise ValueError(
+            f"{bad} of {len(images)} samples are not finite (NaN/inf): the weights in {ckpt} are broken "
+            "(did training diverge?); nothing was written"
+        )

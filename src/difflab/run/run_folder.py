@@ -1,0 +1,102 @@
+"""A run folder belongs to one run. Before Hydra writes into it, a Hydra callback claims a fresh folder in one
+atomic step (two runs started in the same second never share one), refuses a folder that holds another run, and
+lets a resume (or a requeued SLURM job) back into its own folder only once its checkpoint is known to fit."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from .cluster import is_requeued_job, is_secondary_rank, refuse
+from .errors import USER_ERRORS, one_line
+from .resume import check_resumable, read_resumable, resume_path
+
+RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
+
+
+def existing_run_files(run_dir: Path) -> list[str]:
+    """What in `run_dir` shows a previous run (checkpoints, samples, logs), if anything."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name in RUN_MARKERS)
+
+
+def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> None:
+    """Have Hydra write this resume's config to .hydra/resumed_step_<step>/, keeping the run's own .hydra files."""
+    if not (run_dir / ".hydra").is_dir():
+        return
+    subdir, n = f".hydra/resumed_step_{step:07d}", 1
+    while (run_dir / subdir).exists():
+        n += 1
+        subdir = f".hydra/resumed_step_{step:07d}_{n}"
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = subdir
+
+
+def _run_dir_given(config: DictConfig) -> bool:
+    """True when the user chose hydra.run.dir on the command line (else it is the dated default)."""
+    return any(
+        str(o).lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.get("hydra", [])
+    )
+
+
+def claim(config: DictConfig, run_dir: Path) -> Path:
+    """Make `run_dir`/.hydra in one exclusive step, so no other run can take the folder too. When another run
+    took a dated default folder in the same second, this run moves to <folder>_2 (_3, …); a folder the user
+    named is refused instead. A folder that cannot be written is one line, before any work starts."""
+    for n in itertools.count(1):
+        candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            (candidate / ".hydra").mkdir()
+        except FileExistsError:
+            if _run_dir_given(config):
+                refuse(f"run folder {run_dir} was just taken by another run; pick a new hydra.run.dir")
+            continue
+        except OSError as error:
+            refuse(f"cannot write the run folder {candidate}: {error.strerror or error}")
+        if candidate != run_dir:
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.run.dir = str(candidate)
+        return candidate
+    raise AssertionError("unreachable")
+
+
+class GuardRunFolder(Callback):
+    """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if is_secondary_rank():
+            return  # other ranks share the folder rank 0 has just claimed
+        run_dir = Path(str(config.hydra.run.dir))
+        found = existing_run_files(run_dir)
+        try:
+            resume = resume_path(config.get("ckpt_path"), run_dir)
+            if resume is not None:
+                ckpt = read_resumable(resume)
+                check_resumable(config, ckpt, resume)
+        except USER_ERRORS as error:
+            refuse(one_line(error))
+        own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
+        if found and (own_folder or (resume is None and is_requeued_job())):
+            if own_folder:
+                _keep_first_hydra_files(config, run_dir, int(ckpt.get("global_step", 0)))
+            if not os.access(run_dir, os.W_OK | os.X_OK):
+                refuse(f"cannot write the run folder {run_dir}: permission denied")
+            return
+        if found and resume is not None:
+            refuse(
+                f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
+                f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
+            )
+        if found:
+            refuse(
+                f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
+                "resume with ckpt_path=last"
+            )
+        claim(config, run_dir)
