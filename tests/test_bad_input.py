@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from conftest import FAST_TRAIN, ROOT, compose_config
+from conftest import FAST_TRAIN, compose_config, run_cli
 from omegaconf import open_dict
 
 from difflab.checkpoint import load_model
 from difflab.run import sample, train
-
-
-def run_cli(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_unknown_config_key_is_named_by_hydra():

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, ROOT, compose_config
+from conftest import FAST_TRAIN, compose_config, run_cli
 
 from difflab.data import ImageDataModule
 from difflab.data.batches import uint8_batches
@@ -60,7 +58,8 @@ def test_checkpoint_report_names_every_metric_and_setting(trained_ckpt: Path, tm
         "metrics.inception_score=true",
         "metrics.isc_splits=2",
     )
-    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # Without out=, the report goes into the checkpoint's run folder.
+    written = json.loads((trained_ckpt.parent.parent / "metrics.json").read_text())
     assert written == report
     assert set(report["metrics"]) == {
         "fd_effl0",
@@ -122,16 +121,6 @@ def test_noisier_images_score_worse(digits_val_folder: Path, tmp_path: Path) -> 
     assert 1 < fds[0] < fds[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), *SMALL, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -145,18 +134,20 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 )
 def test_bad_input_is_named(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     with pytest.raises((ValueError, FileNotFoundError)) as error:
-        run_eval(tmp_path, *args)
+        run_eval(tmp_path, *args, f"out={tmp_path / 'report.json'}")
     assert str(error.value).startswith(message)
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_existing_report_is_refused_and_kept(trained_ckpt: Path, tmp_path: Path) -> None:
     report = tmp_path / "metrics.json"
     report.write_text("{}")
-    result = run_cli(f"ckpt={trained_ckpt}", f"out={report}", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        "evaluate.py", *SMALL, f"ckpt={trained_ckpt}", f"out={report}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {report} already exists; choose another out= (reports are never overwritten)"
+        f"error: {report} already exists; choose another out= (results are never overwritten)"
     )
     assert report.read_text() == "{}"
 

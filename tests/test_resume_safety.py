@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import submitit
 import torch
-from conftest import CONF, FAST_TRAIN, ROOT
+from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -23,36 +21,16 @@ from difflab.run.resume import OVERRIDES_FILE, with_run_overrides
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under folder with its bytes: what a refused command must leave as it was."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.stderr[-2000:]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-step run made by the CLI, so it has .hydra/ and a train.log like a user's run folder."""
     run = tmp_path_factory.mktemp("cli") / "run"
-    result = run_cli(*CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
+    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr[-2000:]
     return run
 
@@ -78,7 +56,9 @@ def test_resume_that_contradicts_the_checkpoint_is_refused_before_anything_is_wr
     cli_run, overrides, named
 ):
     before = snapshot(cli_run)
-    line = one_error_line(run_cli(*CLI_FAST, f"hydra.run.dir={cli_run}", "ckpt_path=last", *overrides))
+    line = one_error_line(
+        run_cli("train.py", *CLI_FAST, f"hydra.run.dir={cli_run}", "ckpt_path=last", *overrides)
+    )
     assert line.startswith(
         f"error: the config contradicts checkpoint {cli_run / 'checkpoints' / 'last.ckpt'}"
     )
@@ -92,7 +72,7 @@ def test_a_resume_keeps_the_runs_own_hydra_files(cli_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(cli_run, run)
     first = (run / ".hydra" / "config.yaml").read_text()
-    result = run_cli(*CLI_FAST, "trainer.max_steps=3", f"hydra.run.dir={run}", "ckpt_path=last")
+    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=3", f"hydra.run.dir={run}", "ckpt_path=last")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / ".hydra" / "config.yaml").read_text() == first
     resumed = OmegaConf.load(run / ".hydra" / "resumed_step_0000002" / "config.yaml")
@@ -104,7 +84,7 @@ def test_resume_reuses_the_runs_own_overrides(cli_run, tmp_path):
     """`ckpt_path=last hydra.run.dir=<run>` is enough: the run was made with unet_tiny, csv off, … (CLI_FAST)."""
     run = tmp_path / "run"
     shutil.copytree(cli_run, run)
-    result = run_cli(f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3")
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming with the run's own overrides: model=unet_tiny" in result.stdout
     assert "trainer.max_steps=2" not in result.stdout  # the one given now wins
@@ -134,7 +114,7 @@ def test_resume_overrides_come_first_and_lose_to_the_command_line(tmp_path):
 
 def test_ckpt_path_last_without_a_checkpoint_names_where_it_looked(tmp_path):
     run = tmp_path / "run"
-    line = one_error_line(run_cli(*CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last"))
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last"))
     assert line == (
         f"error: ckpt_path=last: no checkpoint at {run / 'checkpoints' / 'last.ckpt'}; pass "
         "hydra.run.dir=<the run folder to resume> or ckpt_path=<checkpoint file>"
@@ -149,7 +129,7 @@ def test_corrupt_checkpoint_on_resume_is_one_line_and_nothing_is_written(cli_run
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:5000])  # cut short, as a kill during the write would leave it
     before = snapshot(run)
-    line = one_error_line(run_cli(*CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last"))
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last"))
     assert line.startswith(f"error: could not read checkpoint {last}")
     assert snapshot(run) == before
 
@@ -160,7 +140,7 @@ def test_resuming_a_checkpoint_into_another_runs_folder_is_refused(cli_run, tmp_
     shutil.copytree(cli_run, other)
     before = snapshot(other)
     ckpt = cli_run / "checkpoints" / "last.ckpt"
-    line = one_error_line(run_cli(*CLI_FAST, f"hydra.run.dir={other}", f"ckpt_path={ckpt}"))
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={other}", f"ckpt_path={ckpt}"))
     assert f"run folder {other} already holds another run" in line
     assert f"hydra.run.dir={cli_run}" in line
     assert snapshot(other) == before
@@ -169,7 +149,9 @@ def test_resuming_a_checkpoint_into_another_runs_folder_is_refused(cli_run, tmp_
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_asking_for_gpus_on_a_machine_without_one(tmp_path):
     line = one_error_line(
-        run_cli(*CLI_FAST, "trainer=gpu", "trainer.devices=8", f"hydra.run.dir={tmp_path / 'run'}")
+        run_cli(
+            "train.py", *CLI_FAST, "trainer=gpu", "trainer.devices=8", f"hydra.run.dir={tmp_path / 'run'}"
+        )
     )
     assert "but this machine has no CUDA GPU that torch can see" in line
     assert "use trainer=cpu" in line
@@ -187,14 +169,16 @@ def test_asking_for_more_gpus_than_there_are(monkeypatch):
 
 def test_a_distributed_sampler_is_refused(tmp_path):
     line = one_error_line(
-        run_cli(*CLI_FAST, "trainer.use_distributed_sampler=true", f"hydra.run.dir={tmp_path}/r")
+        run_cli("train.py", *CLI_FAST, "trainer.use_distributed_sampler=true", f"hydra.run.dir={tmp_path}/r")
     )
     assert "trainer.use_distributed_sampler=true would shard the data twice" in line
 
 
 def test_slurm_launcher_without_a_partition_is_one_line_and_submits_nothing(tmp_path):
     sweep = tmp_path / "sweep"
-    line = one_error_line(run_cli("-m", "hydra/launcher=slurm", "trainer=slurm", f"hydra.sweep.dir={sweep}"))
+    line = one_error_line(
+        run_cli("train.py", "-m", "hydra/launcher=slurm", "trainer=slurm", f"hydra.sweep.dir={sweep}")
+    )
     assert line == (
         "error: hydra/launcher=slurm needs hydra.launcher.partition: add hydra.launcher.partition=<value> "
         "to the command"
@@ -205,14 +189,16 @@ def test_slurm_launcher_without_a_partition_is_one_line_and_submits_nothing(tmp_
 def test_slurm_launcher_without_multirun_would_train_here_and_is_refused(tmp_path):
     run = tmp_path / "run"
     line = one_error_line(
-        run_cli("hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.run.dir={run}")
+        run_cli("train.py", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.run.dir={run}")
     )
     assert "submits jobs only in multirun mode: add -m" in line
     assert not run.exists()
 
 
 def test_slurm_trainer_without_the_slurm_launcher(tmp_path):
-    line = one_error_line(run_cli(*CLI_FAST, "trainer=slurm", f"hydra.run.dir={tmp_path / 'run'}"))
+    line = one_error_line(
+        run_cli("train.py", *CLI_FAST, "trainer=slurm", f"hydra.run.dir={tmp_path / 'run'}")
+    )
     assert "trainer=slurm reads it from hydra/launcher=slurm" in line
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import CONF, FAST_TRAIN, ROOT
+from conftest import CONF, FAST_TRAIN, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -25,12 +23,6 @@ from difflab.run.wandb_glue import job_run_name, name_wandb_run
 SWEEP_FAST = [o for o in FAST_TRAIN if not o.startswith(("logger=", "trainer.max_steps="))] + [
     "trainer.max_steps=2"
 ]
-
-
-def run_train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
 
 
 def wandb_run_of(job_dir: Path) -> tuple[str, str, dict[str, Any]]:
@@ -49,8 +41,8 @@ def wandb_run_of(job_dir: Path) -> tuple[str, str, dict[str, Any]]:
 
 def test_a_failed_job_does_not_stop_the_sweep_and_each_run_is_named(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_train(
-        "-m", "data.image_size=8,4,-1,6", *SWEEP_FAST, "logger=wandb", f"hydra.sweep.dir={sweep}"
+    result = run_cli(
+        "train.py", "-m", "data.image_size=8,4,-1,6", *SWEEP_FAST, "logger=wandb", f"hydra.sweep.dir={sweep}"
     )
     # Job 2 reports its own line as it fails; the sweep goes on, then ends with a non-zero status.
     assert f"error: job #2 ({sweep / '2'}): image_size must be at least 1, got -1" in result.stderr
@@ -72,7 +64,8 @@ def test_a_failed_job_does_not_stop_the_sweep_and_each_run_is_named(tmp_path):
 
 def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     sweep = tmp_path / "optuna"
-    result = run_train(
+    result = run_cli(
+        "train.py",
         "-m",
         "hparams_search=ddpm_optuna",
         "hydra.sweeper.n_trials=2",

@@ -8,7 +8,7 @@ from `ALLOWED_TARGETS` (plus those a user lists explicitly in `allowed_targets`)
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ ALLOWED_TARGETS = frozenset(
         "difflab.data.ImageDataModule",
     }
 )
+BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
 _SHOWN = 6  # differences named in a one-line error; the rest are counted
 
 
@@ -58,9 +59,12 @@ class LoadedModel:
         return (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))
 
 
-def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, mmap: bool = False, allowed_targets: Iterable[str] = ()
+) -> dict[str, Any]:
     """The checkpoint dict on the CPU, read with a weights-only unpickler; one-line errors for a missing,
-    corrupt, foreign or code-carrying file. mmap=True maps the tensors (cheap when only the config is needed)."""
+    corrupt, foreign or code-carrying file, or a stored config naming a target outside the allowlist.
+    mmap=True maps the tensors (cheap when only the config is needed)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -80,6 +84,11 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
         raise ValueError(f"{path} has no stored difflab config; was it written by difflab's train.py?")
+    for group in BUILT_GROUPS:
+        try:
+            check_targets(ckpt[CONFIG_KEY].get(group), group, allowed_targets)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path}: {error}") from error
     return ckpt
 
 
@@ -95,21 +104,27 @@ def _load(path: Path, mmap: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def targets(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """(key, target) for every `_target_` in a nested config of dicts and lists."""
+    if isinstance(node, Mapping):
+        if node.get("_target_") is not None:
+            yield where, str(node["_target_"])
+        for key, child in node.items():
+            yield from targets(child, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list | tuple):
+        for i, child in enumerate(node):
+            yield from targets(child, f"{where}[{i}]")
+
+
 def check_targets(node: Any, where: str, allowed: Iterable[str] = ()) -> None:
     """Refuse, in one line naming the key, any `_target_` under `node` that is not allowlisted."""
     permitted = ALLOWED_TARGETS | set(allowed)
-    if isinstance(node, Mapping):
-        target = node.get("_target_")
-        if target is not None and str(target) not in permitted:
+    for key, target in targets(node, where):
+        if target not in permitted:
             raise ValueError(
-                f"{where}._target_={target} is not a difflab model, schedule, sampler or dataset; refusing to "
+                f"{key}._target_={target} is not a difflab model, schedule, sampler or dataset; refusing to "
                 f"build it from a checkpoint (if you trust it, add allowed_targets=[{target}])"
             )
-        for key, child in node.items():
-            check_targets(child, f"{where}.{key}", allowed)
-    elif isinstance(node, list | tuple):
-        for i, child in enumerate(node):
-            check_targets(child, f"{where}[{i}]", allowed)
 
 
 def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = ()) -> Any:
@@ -155,13 +170,10 @@ def load_model(
     path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
 ) -> LoadedModel:
     """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights."""
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
     config = ckpt[CONFIG_KEY]
-    try:
-        net = build(config, "model", allowed_targets)
-        schedule = build(config, "schedule", allowed_targets)
-    except ValueError as error:
-        raise ValueError(f"checkpoint {path}: {error}") from error
+    net = build(config, "model", allowed_targets)
+    schedule = build(config, "schedule", allowed_targets)
     state = network_state(ckpt) or {}
     problem = state_mismatch(net.state_dict(), state)
     if problem:

@@ -1,5 +1,5 @@
 """The run module: the entry functions train, sample (and edit), evaluate; only this layer (and the entry points)
-reads Hydra configs. Files: common (shared helpers), errors, resume, run_folder, cluster, wandb_glue, resolvers."""
+reads Hydra configs. Files: common (shared helpers), errors, preflight, resume, cluster, wandb_glue, resolvers."""
 
 from .resolvers import register_resolvers
 

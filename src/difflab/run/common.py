@@ -4,11 +4,13 @@ output folder and the files written into it (never overwriting, never leaving a 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -75,10 +77,10 @@ def check_values(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
 _ABSENT = object()
 
 
-def require(cfg: DictConfig, key: str, hint: str) -> None:
-    """A one-line error when a required key is unset."""
+def require(cfg: DictConfig, key: str, message: str) -> None:
+    """A one-line error (`message`) when a required key is unset."""
     if cfg.get(key) in (None, ""):
-        raise ValueError(f"{key}= is required: {hint}")
+        raise ValueError(message)
 
 
 # --- devices, threads, objects built from configs ------------------------------------------------------------
@@ -185,14 +187,26 @@ def output_folder(out: str | Path | None, task: str) -> Iterator[Path]:
         raise
 
 
+def first_free(path: Path) -> Path:
+    """path, or path_2, path_3, … (before the suffix): the first name not taken yet."""
+    candidates = (
+        path if n == 1 else path.with_name(f"{path.stem}_{n}{path.suffix}") for n in itertools.count(1)
+    )
+    return next(p for p in candidates if not p.exists())
+
+
 def check_writable_file(path: Path) -> None:
-    """A one-line error now, before the work, when `path` exists or its folder cannot be written."""
+    """A one-line error now, before the work, when `path` exists or cannot be written: its folder is made and a
+    scratch file is written and removed there (a real test, also for root on a read-only or full disk)."""
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another out= (results are never overwritten)")
-    folder = path.parent
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path}: {existing} is not writable")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe") as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

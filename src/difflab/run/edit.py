@@ -89,10 +89,10 @@ def check_edit_request(cfg: DictConfig) -> None:
     """The inputs an edit mode needs, checked before the checkpoint is loaded."""
     if cfg.mode not in EDIT_MODES:
         raise ValueError(f"unknown edit mode {cfg.mode!r}; choose one of {', '.join(EDIT_MODES)}")
-    require(cfg, "image", f"mode={cfg.mode} edits a picture or a folder of pictures")
+    require(cfg, "image", f"mode={cfg.mode} needs image=<picture or folder of pictures>")
     if cfg.mode == "inpaint":
         require(
-            cfg, "mask", "a PNG the picture's size, white where pixels are generated, or a folder of them"
+            cfg, "mask", "mode=inpaint needs mask=<PNG the picture's size, white = generate, or a folder>"
         )
     else:
         check_strength(cfg.strength)

@@ -27,6 +27,7 @@ from .common import (
     check_finite,
     check_values,
     check_writable_file,
+    first_free,
     pick_device,
     set_cpu_threads,
     whole,
@@ -41,17 +42,18 @@ RULES = {**SAMPLE_RULES, "n": whole(2)}  # a covariance needs two samples
 
 
 def report_path(cfg: DictConfig) -> Path:
-    """Where the JSON goes: out=, else a new outputs/evaluate/<date>-<time>.json beside earlier reports.
-    Checked before any work: an existing file is never overwritten, a folder that cannot be written is refused."""
+    """Where the JSON goes: out=; else the checkpoint's run folder (<run>/metrics.json, or metrics_2.json, …
+    beside earlier reports); else outputs/evaluate/<date>_<time>.json. Checked before any work: an existing
+    out= is never overwritten, a folder that cannot be written is refused."""
     if cfg.get("out"):
         path = Path(cfg.out)
     else:
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        path = Path("outputs") / "evaluate" / f"{stamp}.json"
-        for n in range(2, 1000):
-            if not path.exists():
-                break
-            path = path.with_name(f"{stamp}_{n}.json")
+        ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else None
+        if ckpt is not None and ckpt.parent.name == "checkpoints":
+            path = ckpt.parent.parent / "metrics.json"
+        else:
+            path = Path("outputs") / "evaluate" / f"{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.json"
+        path = first_free(path)
     check_writable_file(path)
     return path
 

@@ -11,7 +11,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..checkpoint import CONFIG_KEY, check_contradictions, network_state, read_checkpoint, state_mismatch
+from ..checkpoint import (
+    BUILT_GROUPS,
+    CONFIG_KEY,
+    check_contradictions,
+    network_state,
+    read_checkpoint,
+    state_mismatch,
+    targets,
+)
 from .cluster import is_requeued_job
 
 LAST = Path("checkpoints") / "last.ckpt"
@@ -106,15 +114,29 @@ def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
     return path
 
 
-def read_resumable(path: Path) -> dict[str, Any]:
-    """The checkpoint (tensors memory-mapped), refused in one line unless it holds what a resume restores."""
-    ckpt = read_checkpoint(path, mmap=True)
+def read_resumable(path: Path, cfg: DictConfig) -> dict[str, Any]:
+    """The checkpoint (tensors memory-mapped), refused in one line unless it holds what a resume restores.
+
+    Its stored config may name the targets difflab allows and those the config given now names itself (a
+    user's own model class, which they compose and so trust).
+    """
+    ckpt = read_checkpoint(path, mmap=True, allowed_targets=targets_in(cfg))
     missing = [key for key in ("global_step", "loops", "optimizer_states") if key not in ckpt]
     if missing:
         raise ValueError(
             f"checkpoint {path} cannot be resumed: it has no {', '.join(missing)} (weights only?)"
         )
     return ckpt
+
+
+def targets_in(cfg: DictConfig) -> set[str]:
+    """Every `_target_` of the groups a checkpoint's config may build, as the given config names them."""
+    found: set[str] = set()
+    for group in BUILT_GROUPS:
+        node = cfg.get(group)
+        if OmegaConf.is_config(node):
+            found.update(target for _, target in targets(OmegaConf.to_container(node, resolve=False)))
+    return found
 
 
 def check_resumable(cfg: DictConfig, ckpt: dict[str, Any], path: Path) -> None:

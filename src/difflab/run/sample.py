@@ -72,7 +72,11 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
 
 def load_checked_model(cfg: DictConfig) -> LoadedModel:
     """The checkpoint's model on the chosen device, after every value and override has been checked."""
-    require(cfg, "ckpt", "the checkpoint to use, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt")
+    require(
+        cfg,
+        "ckpt",
+        "sample.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt",
+    )
     check_values(cfg, RULES)
     set_cpu_threads(cfg)
     loaded = load_model(cfg.ckpt, pick_device(cfg.device), cfg.get("allowed_targets") or ())

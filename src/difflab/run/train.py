@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resume = resume_path(cfg.get("ckpt_path"), output_dir)
     stored, step = None, 0
     if resume is not None:
-        ckpt = read_resumable(resume)
+        ckpt = read_resumable(resume, cfg)
         check_resumable(cfg, ckpt, resume)
         stored, step = ckpt[CONFIG_KEY], int(ckpt["global_step"])
         del ckpt

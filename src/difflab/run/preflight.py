@@ -1,6 +1,7 @@
-"""A run folder belongs to one run. Before Hydra writes into it, a Hydra callback claims a fresh folder in one
-atomic step (two runs started in the same second never share one), refuses a folder that holds another run, and
-lets a resume (or a requeued SLURM job) back into its own folder only once its checkpoint is known to fit."""
+"""Everything train.py checks before Hydra writes a single file: the values typed, the checkpoint a resume
+starts from, and the run folder. A run folder belongs to one run: a fresh one is claimed in one atomic step (two
+runs started in the same second never share one), a folder holding another run is refused, and a resume (or a
+requeued SLURM job) goes back into its own folder only once its checkpoint is known to fit the config."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from .cluster import is_requeued_job, is_secondary_rank, refuse
+from .common import check_values
 from .errors import USER_ERRORS, one_line
 from .resume import check_resumable, read_resumable, resume_path
+from .train import RULES
 
 RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
 
@@ -67,7 +70,7 @@ def claim(config: DictConfig, run_dir: Path) -> Path:
     raise AssertionError("unreachable")
 
 
-class GuardRunFolder(Callback):
+class Preflight(Callback):
     """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -76,9 +79,10 @@ class GuardRunFolder(Callback):
         run_dir = Path(str(config.hydra.run.dir))
         found = existing_run_files(run_dir)
         try:
+            check_values(config, RULES)
             resume = resume_path(config.get("ckpt_path"), run_dir)
             if resume is not None:
-                ckpt = read_resumable(resume)
+                ckpt = read_resumable(resume, config)
                 check_resumable(config, ckpt, resume)
         except USER_ERRORS as error:
             refuse(one_line(error))
