@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from ..diffusion import SampleGenerators
 from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images, load_masks
@@ -71,10 +72,10 @@ def _run(editor: Editor, images: Tensor, masks: Tensor | None, n: int, seed: int
         masks = masks.repeat_interleave(n, 0) if masks.shape[0] > 1 else masks.expand(len(images), -1, -1, -1)
     out = []
     for start in range(0, len(images), batch_size):
-        stop = start + batch_size
-        # A CPU generator per batch, seeded by its first index: the same noise on any device.
-        g = torch.Generator().manual_seed(int(seed) + start)
-        out.append(editor(images[start:stop], None if masks is None else masks[start:stop], g).cpu())
+        stop = min(start + batch_size, len(images))
+        # One generator per result index: result k is the same at any batch size and on any device.
+        generators = SampleGenerators(seed, range(start, stop))
+        out.append(editor(images[start:stop], None if masks is None else masks[start:stop], generators).cpu())
     return torch.cat(out)
 
 
