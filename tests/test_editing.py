@@ -14,7 +14,7 @@ from conftest import FAST_TRAIN, compose_config
 from PIL import Image
 from torch import Tensor
 
-from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
+from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, SampleGenerators
 from difflab.diffusion.editing import (
     img2img,
     jump_schedule,
@@ -24,6 +24,7 @@ from difflab.diffusion.editing import (
 )
 from difflab.io.load_images import load_images, load_masks
 from difflab.run import sample, train
+from difflab.run.edit import _run
 
 
 class ImageMixtureDenoiser:
@@ -177,10 +178,65 @@ def test_img2img_at_low_strength_returns_nearly_the_input():
 def test_img2img_at_full_strength_ignores_the_input():
     model = _mixture_of_pictures()
     a, b = random_pictures(2, seed=6), -random_pictures(2, seed=6)
-    for sampler in (DDPMSampler(SCHEDULE, steps=100, timestep_spacing="trailing"), DDIMSampler(SCHEDULE, 20)):
+    for sampler in (
+        DDPMSampler(SCHEDULE, steps=100, timestep_spacing="trailing"),
+        DDIMSampler(SCHEDULE, steps=20),
+    ):
         outs = [img2img(sampler, model, x, 1.0, generator=torch.Generator().manual_seed(7)) for x in (a, b)]
         torch.testing.assert_close(outs[0], outs[1], atol=0.05, rtol=0)
         assert (outs[0] - a).abs().mean() > 0.2  # not the input either
+
+
+# -- reproducible per result: the batch size never changes an edit ---------------------------------
+
+
+def _in_batches(edit, pictures: Tensor, batch_size: int, seed: int = 11) -> Tensor:
+    """edit(pictures[a:b], generators for results a..b-1), batch by batch."""
+    parts = []
+    for a in range(0, len(pictures), batch_size):
+        b = min(a + batch_size, len(pictures))
+        parts.append(edit(pictures[a:b], SampleGenerators(seed, range(a, b))))
+    return torch.cat(parts)
+
+
+def test_repaint_results_do_not_depend_on_the_batch_size():
+    model, pictures, mask = _mixture_of_pictures(), random_pictures(8, seed=8), hole_mask()
+
+    def inpaint(images: Tensor, generators: SampleGenerators) -> Tensor:
+        return repaint(
+            model, SCHEDULE, images, mask, steps=10, jump_length=3, jump_n_sample=2, generator=generators
+        )
+
+    whole = _in_batches(inpaint, pictures, 8)
+    assert torch.equal(_in_batches(inpaint, pictures, 3), whole)
+    hole = mask.bool().expand_as(pictures)
+    assert not torch.equal(whole[hole], pictures[hole])  # the hole was generated, with noise
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: DDPMSampler(SCHEDULE, steps=20), lambda: DDIMSampler(SCHEDULE, steps=10, eta=1.0)]
+)
+def test_img2img_results_do_not_depend_on_the_batch_size(make):
+    model, pictures, sampler = _mixture_of_pictures(), random_pictures(8, seed=9), make()
+
+    def sdedit(images: Tensor, generators: SampleGenerators) -> Tensor:
+        return img2img(sampler, model, images, 0.5, generator=generators)
+
+    assert torch.equal(_in_batches(sdedit, pictures, 3), _in_batches(sdedit, pictures, 8))
+
+
+def test_edit_entry_gives_the_same_results_at_any_batch_size():
+    model, pictures = _mixture_of_pictures(), random_pictures(3, seed=10)
+
+    def inpaint(images: Tensor, masks: Tensor | None, generators: SampleGenerators) -> Tensor:
+        return repaint(
+            model, SCHEDULE, images, masks, steps=10, jump_length=3, jump_n_sample=2, generator=generators
+        )
+
+    # 3 pictures × 2 edits: result k is an edit of picture k // 2, the same whether batched by 4 or by 6.
+    by_four = _run(inpaint, pictures, hole_mask(), n=2, seed=5, batch_size=4)
+    assert torch.equal(_run(inpaint, pictures, hole_mask(), n=2, seed=5, batch_size=6), by_four)
+    assert not torch.equal(by_four[0], by_four[1])  # two edits of one picture differ
 
 
 # -- loading pictures and masks ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from difflab.diffusion import (
 
 MEAN, STD = 0.3, 0.5
 N, D = 4000, 4  # 16,000 scalar draws: the sample mean's standard error is about 0.004
+NO_CLIP = {"clip_x0": None}  # this data reaches beyond [-1, 1], where the default clip_x0=1.0 would cut it
 
 
 def gaussian(name="linear"):
@@ -26,7 +27,7 @@ def gaussian(name="linear"):
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_ddpm_over_all_steps_reproduces_gaussian_data(name):
     s, model = gaussian(name)
-    x = DDPMSampler(s).sample(model, (N, D), generator=torch.Generator().manual_seed(0))
+    x = DDPMSampler(s, **NO_CLIP).sample(model, (N, D), generator=torch.Generator().manual_seed(0))
     assert x.mean().item() == pytest.approx(MEAN, abs=0.02)
     assert x.std().item() == pytest.approx(STD, rel=0.03)
 
@@ -34,7 +35,9 @@ def test_ddpm_over_all_steps_reproduces_gaussian_data(name):
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_ddim_50_steps_reproduces_gaussian_data(name):
     s, model = gaussian(name)
-    x = DDIMSampler(s, steps=50, eta=0.0).sample(model, (N, D), generator=torch.Generator().manual_seed(0))
+    x = DDIMSampler(s, steps=50, eta=0.0, **NO_CLIP).sample(
+        model, (N, D), generator=torch.Generator().manual_seed(0)
+    )
     assert x.mean().item() == pytest.approx(MEAN, abs=0.02)
     # DDIM's discretisation shrinks the spread slightly at 50 steps (measured ≈5% on linear).
     assert x.std().item() == pytest.approx(STD, rel=0.07)
@@ -44,7 +47,9 @@ def test_ddim_gets_closer_with_more_steps():
     s, model = gaussian("linear")
     errors = []
     for steps in (10, 50, 250):
-        x = DDIMSampler(s, steps=steps).sample(model, (N, D), generator=torch.Generator().manual_seed(0))
+        x = DDIMSampler(s, steps=steps, **NO_CLIP).sample(
+            model, (N, D), generator=torch.Generator().manual_seed(0)
+        )
         errors.append(abs(x.std().item() - STD))
     assert errors[0] > errors[1] > errors[2]
 
@@ -93,14 +98,18 @@ def test_samplers_accept_x0_and_v_prediction_models():
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_clipping_keeps_predictions_in_range():
+@pytest.mark.parametrize("make", [DDPMSampler, DDIMSampler, DPMSolverSampler, EulerSampler, HeunSampler])
+def test_clipping_to_the_data_range_is_the_default_and_can_be_turned_off(make):
     s = NoiseSchedule.from_name("linear")
 
     def wild(x, t):  # an ε-predictor whose implied x̂_0 is far outside [-1, 1]
         return -10 * torch.ones_like(x)
 
-    x = DDIMSampler(s, steps=10, clip_x0=1.0).sample(wild, (4, 3), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    x = make(s, steps=10).sample(wild, (4, 3), generator=g)  # the default agrees with conf/sampler/*.yaml
     assert x.abs().max().item() <= 1.0 + 1e-5
+    unclipped = make(s, steps=10, clip_x0=None).sample(wild, (4, 3), generator=g)
+    assert unclipped.abs().max().item() > 10
 
 
 def test_timestep_spacings():

@@ -19,7 +19,8 @@ from ..io.images import to_uint8
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
 from ..training.ema import ema_network
-from .rank_merge import gather_in_index_order, merge_statistics
+from .rank_merge import merge_statistics
+from .sharding import gather_in_index_order, rank_indices
 
 SamplerFactory = Callable[..., Sampler]
 
@@ -128,7 +129,7 @@ class FIDCallback(L.Callback):
         data = trainer.datamodule
         sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
         shape = (data.channels, data.image_size, data.image_size)
-        mine = list(range(trainer.global_rank, self.num_samples, trainer.world_size))
+        mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
         acc = StatsAccumulator(
             self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
         )

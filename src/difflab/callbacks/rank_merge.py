@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..metrics.statistics import Stats, StatsAccumulator, stats_from_moments
+from .sharding import gather_in_rank_order
 
 
 def merge_statistics(trainer: L.Trainer, acc: StatsAccumulator, keep: int) -> Stats:
@@ -32,29 +33,3 @@ def merge_statistics(trainer: L.Trainer, acc: StatsAccumulator, keep: int) -> St
 
 def _sum(trainer: L.Trainer, tensor: Tensor) -> Tensor:
     return trainer.strategy.reduce(tensor, reduce_op="sum") if trainer.world_size > 1 else tensor
-
-
-def _gather_varlen(trainer: L.Trainer, rows: Tensor) -> list[Tensor]:
-    """Each rank's `rows` (any count, same trailing shape), as a list indexed by rank, on every rank."""
-    if trainer.world_size == 1:
-        return [rows]
-    lengths = trainer.strategy.all_gather(torch.tensor([len(rows)], device=rows.device)).flatten().tolist()
-    padded = torch.zeros((max(lengths), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-    padded[: len(rows)] = rows
-    gathered = trainer.strategy.all_gather(padded)  # (W, max, ...): all_gather needs equal shapes
-    return [gathered[r, :length] for r, length in enumerate(lengths)]
-
-
-def gather_in_rank_order(trainer: L.Trainer, rows: Tensor) -> Tensor:
-    """All ranks' rows concatenated rank 0 first."""
-    return torch.cat(_gather_varlen(trainer, rows))
-
-
-def gather_in_index_order(trainer: L.Trainer, rows: Tensor) -> Tensor:
-    """Rows that rank r computed for indices r, r + W, r + 2W, … put back in index order 0, 1, 2, …"""
-    parts = _gather_varlen(trainer, rows)
-    total = sum(len(p) for p in parts)
-    out = torch.empty((total, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-    for rank, part in enumerate(parts):
-        out[rank :: len(parts)] = part
-    return out

@@ -14,7 +14,7 @@ from ..diffusion import Sampler
 from ..diffusion.generate import generate
 from ..io.images import enlarge, grid_of, save_png
 from ..training.ema import ema_network
-from .sharding import gather_shards, shard_indices
+from .sharding import gather_in_index_order, rank_indices
 
 SamplerFactory = Callable[..., Sampler]
 
@@ -58,9 +58,9 @@ class SampleGrid(L.Callback):
         net.eval()
         sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
         shape = self._sample_shape(trainer)
-        mine = shard_indices(self.num_samples, trainer.global_rank, trainer.world_size)
+        mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
         images = generate(sampler, net, mine, shape, self.seed, self.batch_size)
-        images = gather_shards(trainer, images, self.num_samples)
+        images = gather_in_index_order(trainer, images)
         net.train(was_training)
         if not trainer.is_global_zero:
             return None

@@ -2,6 +2,7 @@
 
 from .editing import img2img, repaint
 from .objectives import DiffusionLoss
+from .random import SampleGenerators
 from .samplers import DDIMSampler, DDPMSampler, Denoiser, DPMSolverSampler, EulerSampler, HeunSampler, Sampler
 from .schedule import PREDICTION_TYPES, NoiseSchedule
 from .timesteps import make_timesteps
@@ -16,6 +17,7 @@ __all__ = [
     "Denoiser",
     "DiffusionLoss",
     "NoiseSchedule",
+    "SampleGenerators",
     "Sampler",
     "img2img",
     "make_timesteps",

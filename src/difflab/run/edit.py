@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ..checkpoint import LoadedModel
+from ..diffusion import SampleGenerators
 from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images, load_masks
@@ -20,8 +21,8 @@ from .common import build_sampler, check_finite, output_folder, require, write_j
 log = logging.getLogger("difflab")
 
 EDIT_MODES = ("inpaint", "img2img")
-# A batch of pictures (N, C, H, W), their masks (or None) and a generator -> the edited pictures.
-Editor = Callable[[Tensor, Tensor | None, torch.Generator], Tensor]
+# A batch of pictures (N, C, H, W), their masks (or None) and each result's generator -> the edited pictures.
+Editor = Callable[[Tensor, Tensor | None, SampleGenerators], Tensor]
 
 
 def _editor(cfg: DictConfig, loaded: LoadedModel) -> tuple[Editor, dict[str, Any]]:
@@ -29,7 +30,7 @@ def _editor(cfg: DictConfig, loaded: LoadedModel) -> tuple[Editor, dict[str, Any
     if cfg.mode == "inpaint":
         opts = {key: int(cfg.inpaint[key]) for key in ("steps", "jump_length", "jump_n_sample")}
 
-        def inpaint(images: Tensor, masks: Tensor | None, g: torch.Generator) -> Tensor:
+        def inpaint(images: Tensor, masks: Tensor | None, g: SampleGenerators) -> Tensor:
             return repaint(
                 loaded.net,
                 loaded.schedule,
@@ -46,7 +47,7 @@ def _editor(cfg: DictConfig, loaded: LoadedModel) -> tuple[Editor, dict[str, Any
     strength = float(cfg.strength)
     timesteps = strength_timesteps(sampler.timesteps, loaded.schedule.timesteps, strength)
 
-    def sdedit(images: Tensor, masks: Tensor | None, g: torch.Generator) -> Tensor:
+    def sdedit(images: Tensor, masks: Tensor | None, g: SampleGenerators) -> Tensor:
         return img2img(sampler, loaded.net, images, strength, generator=g)
 
     settings = {
@@ -65,10 +66,10 @@ def _run(editor: Editor, images: Tensor, masks: Tensor | None, n: int, seed: int
         masks = masks.repeat_interleave(n, 0) if masks.shape[0] > 1 else masks.expand(len(images), -1, -1, -1)
     out = []
     for start in range(0, len(images), batch_size):
-        stop = start + batch_size
-        # A CPU generator per batch, seeded by its first index: the same noise on any device.
-        g = torch.Generator().manual_seed(int(seed) + start)
-        out.append(editor(images[start:stop], None if masks is None else masks[start:stop], g).cpu())
+        stop = min(start + batch_size, len(images))
+        # One generator per result index: result k is the same at any batch size and on any device.
+        generators = SampleGenerators(seed, range(start, stop))
+        out.append(editor(images[start:stop], None if masks is None else masks[start:stop], generators).cpu())
     return torch.cat(out)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..samplers.base import Denoiser, Sampler, draw_noise
+from ..random import NoiseSource, draw_noise
+from ..samplers.base import Denoiser, Sampler
 from .placement import place
 
 
@@ -30,12 +31,13 @@ def img2img(
     model: Denoiser,
     image: Tensor,
     strength: float,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource = None,
 ) -> Tensor:
     """Edit image (in [-1, 1]) towards the model's data: noise it to level strength·T, denoise with sampler.
 
     Small strengths keep the layout and details of the picture; strength 1 starts from (almost) pure
-    noise at the sampler's top timestep, so the picture is ignored.
+    noise at the sampler's top timestep, so the picture is ignored. With `SampleGenerators` (one per
+    picture) each result depends only on its own picture and generator, not on the batch.
     """
     timesteps = strength_timesteps(sampler.timesteps, sampler.schedule.timesteps, strength)
     image = place(image, model)

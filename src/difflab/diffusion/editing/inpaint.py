@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from ..samplers.base import Denoiser, draw_noise
+from ..random import NoiseSource, draw_noise
+from ..samplers.base import Denoiser
 from ..samplers.ddpm import DDPMSampler
 from ..schedule import NoiseSchedule
 from .jump_schedule import jump_schedule
@@ -41,17 +42,24 @@ def repaint(
     jump_n_sample: int = 10,
     prediction_type: str = "epsilon",
     clip_x0: float | None = 1.0,
-    generator: torch.Generator | None = None,
+    generator: NoiseSource = None,
     timestep_spacing: str = "leading",
 ) -> Tensor:
     """Fill the pixels where mask is 1 so they agree with the kept pixels (mask 0) of image in [-1, 1].
 
     Each step down noises the kept pixels to the new level with q(x_t | x_0) and takes a DDPM posterior
     step for the rest; the jumps back up (`jump_schedule`) let the generated part re-harmonise with the
-    kept part. Kept pixels of the result equal `image` exactly.
+    kept part. Kept pixels of the result equal `image` exactly. With `SampleGenerators` (one per picture)
+    each result depends only on its own picture, mask and generator, not on the batch.
     """
     # The DDPM sampler over the same grid supplies the posterior step between any two timesteps.
-    ddpm = DDPMSampler(schedule, steps, prediction_type, timestep_spacing, clip_x0)
+    ddpm = DDPMSampler(
+        schedule,
+        steps=steps,
+        prediction_type=prediction_type,
+        timestep_spacing=timestep_spacing,
+        clip_x0=clip_x0,
+    )
     image = place(image, model)
     device, dtype = image.device, image.dtype
     generate = expand_mask(mask, image)
@@ -77,8 +85,7 @@ def repaint(
     for here, there in zip(path, path[1:], strict=False):
         t, t_next = timestep(here), timestep(there)
         if there < here:
-            x0, _ = ddpm.predict(model, x, t)
-            x = torch.where(generate, ddpm.step(x0, x, t, t_next, generator), known(t_next))
+            x = torch.where(generate, ddpm.step(model, x, t, t_next, generator), known(t_next))
         else:
             # Jump back up with the forward process q(x_{t_next} | x_t): a ratio of cumulative alphas.
             ratio = schedule.alpha_bar(t_next) / schedule.alpha_bar(t)

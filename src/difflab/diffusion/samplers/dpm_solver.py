@@ -4,10 +4,11 @@ log-SNR time, written in terms of the data prediction x̂_0. Good samples in 10-
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import torch
 from torch import Tensor
 
+from ..random import NoiseSource
 from ..schedule import NoiseSchedule
 from .base import Denoiser, Sampler
 
@@ -16,36 +17,35 @@ class DPMSolverSampler(Sampler):
     """Multistep DPM-Solver++ of order 1 or 2; NFE = steps. The last step (to clean data) is first order."""
 
     default_steps = 20
+    default_spacing = "trailing"
 
-    def __init__(
-        self,
-        schedule: NoiseSchedule,
-        steps: int | None = 20,
-        order: int = 2,
-        prediction_type: str = "epsilon",
-        timestep_spacing: str = "trailing",
-        clip_x0: float | None = None,
-    ) -> None:
+    def __init__(self, schedule: NoiseSchedule, *, order: int = 2, **options: Any) -> None:
         if order not in (1, 2):
             raise ValueError(f"DPM-Solver++ order must be 1 or 2 (got {order})")
-        super().__init__(schedule, steps, prediction_type, timestep_spacing, clip_x0)
+        super().__init__(schedule, **options)
         self.order = order
 
-    def alpha_sigma_lambda(self, t: int) -> tuple[float, float, float]:
-        """α_t = √ᾱ, σ_t = √(1-ᾱ) and the half log-SNR λ_t = log(α_t/σ_t) (λ = +∞ for clean data)."""
-        a = self.schedule.alpha_bar(t)
-        alpha, sigma = math.sqrt(a), math.sqrt(1.0 - a)
-        return alpha, sigma, (math.log(alpha / sigma) if sigma > 0 else math.inf)
-
     def step(
-        self, x: Tensor, x0: Tensor, x0_prev: Tensor | None, t: int, t_prev: int, h_last: float | None
+        self,
+        model: Denoiser,
+        x: Tensor,
+        t: int,
+        t_prev: int,
+        generator: NoiseSource = None,
+        state: dict[str, Any] | None = None,
     ) -> Tensor:
-        """One update from x_t to x_{t_prev}; second order when the previous x̂_0 and step size are given."""
-        _, sigma_s, lambda_s = self.alpha_sigma_lambda(t)
-        alpha_t, sigma_t, lambda_t = self.alpha_sigma_lambda(t_prev)
+        """One update from x_t to x_{t_prev}; second order when `state` holds the previous step's x̂_0
+        and step size in λ (it is updated here for the next step)."""
+        state = {} if state is None else state
+        x0, _ = self._predict(model, x, t)
+        _, sigma_s, lambda_s = self._alpha_sigma_lambda(t)
+        alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(t_prev)
+        x0_prev, h_last = state.get("x0_prev"), state.get("h_last")
+        state["x0_prev"] = x0
         if sigma_t == 0:  # the final step to clean data: h = ∞ and the first-order update is x̂_0 itself
             return x0
         h = lambda_t - lambda_s
+        state["h_last"] = h
         d = x0
         if self.order == 2 and x0_prev is not None and h_last is not None:
             r = h_last / h
@@ -53,12 +53,8 @@ class DPMSolverSampler(Sampler):
             d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
         return (sigma_t / sigma_s) * x - alpha_t * math.expm1(-h) * d
 
-    def advance(
-        self, model: Denoiser, x: Tensor, t: int, t_prev: int, generator: torch.Generator | None, state: dict
-    ) -> Tensor:
-        x0, _ = self.predict(model, x, t)
-        x = self.step(x, x0, state.get("x0_prev"), t, t_prev, state.get("h_last"))
-        if t_prev >= 0:
-            state["h_last"] = self.alpha_sigma_lambda(t_prev)[2] - self.alpha_sigma_lambda(t)[2]
-        state["x0_prev"] = x0
-        return x
+    def _alpha_sigma_lambda(self, t: int) -> tuple[float, float, float]:
+        """α_t = √ᾱ, σ_t = √(1-ᾱ) and the half log-SNR λ_t = log(α_t/σ_t) (λ = +∞ for clean data)."""
+        a = self.schedule.alpha_bar(t)
+        alpha, sigma = math.sqrt(a), math.sqrt(1.0 - a)
+        return alpha, sigma, (math.log(alpha / sigma) if sigma > 0 else math.inf)
