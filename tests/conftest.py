@@ -83,3 +83,13 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, result.stderr[-2000:]
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """last.ckpt of a two-step run of the toy model, trained once per test session and shared (read-only)."""
+    from difflab.run import train
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
+    return run / "checkpoints" / "last.ckpt"

@@ -3,6 +3,7 @@ model's output into (x̂_0, ε̂)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,8 @@ class Sampler:
         self.steps = int(steps)
         self.prediction_type = check_prediction_type(prediction_type)
         self.timestep_spacing = timestep_spacing or self.default_spacing
+        if clip_x0 is not None and not (math.isfinite(clip_x0) and clip_x0 > 0):
+            raise ValueError(f"clip_x0 must be a finite number > 0, or None for no clipping (got {clip_x0})")
         self.clip_x0 = clip_x0
         self.timesteps = make_timesteps(schedule.timesteps, self.steps, self.timestep_spacing)
 

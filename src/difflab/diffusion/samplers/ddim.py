@@ -16,8 +16,8 @@ class DDIMSampler(Sampler):
     """x_{t'} = √ᾱ_{t'} x̂_0 + √(1-ᾱ_{t'}-σ²) ε̂ + σ z, σ = η √((1-ᾱ_{t'})/(1-ᾱ_t)) √(1-ᾱ_t/ᾱ_{t'})."""
 
     def __init__(self, schedule: NoiseSchedule, *, eta: float = 0.0, **options: Any) -> None:
-        if eta < 0:
-            raise ValueError(f"DDIM eta must be >= 0 (got {eta})")
+        if not (math.isfinite(eta) and eta >= 0):  # NaN would pass `eta < 0` and give black images
+            raise ValueError(f"DDIM eta must be a finite number >= 0 (got {eta})")
         super().__init__(schedule, **options)
         self.eta = float(eta)
 
