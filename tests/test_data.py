@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST_TRAIN, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -17,6 +18,7 @@ from torch.utils.data import SequentialSampler
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
 from difflab.data.sampler import ResumableSampler
 from difflab.data.transforms import to_channels
+from difflab.run import train
 from difflab.training.rng import random_hflip
 
 REPO = Path(__file__).parents[1]
@@ -283,15 +285,64 @@ def test_empty_folder_and_folder_of_corrupt_files(tmp_path: Path):
     one_line_error(excinfo, "no readable images", str(junk), "all 2 image file(s)")
 
 
-def test_too_small_for_holdout_or_batch(tmp_path: Path):
-    for i in range(3):
-        save(tmp_path / f"{i}.png", Image.new("L", (8, 8)))
+def test_tiny_folder_trains_with_default_settings(tmp_path: Path):
+    for i in range(10):
+        save(tmp_path / f"{i}.png", Image.new("L", (8, 8), 20 * i))
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8)  # val_fraction 0.05, batch_size 64
+    assert (len(dm.dataset_for("train")), len(dm.dataset_for("val"))) == (9, 1)  # 5 % of 10 still holds one
+    with pytest.warns(UserWarning, match="has 9 images, fewer than one batch of 64 per device") as record:
+        loader = dm.train_dataloader()
+    assert len(record) == 1
+    epochs = [torch.cat([images for images, _ in loader]) for _ in range(2)]
+    assert [len(e) for e in epochs] == [64, 64]  # one full batch per epoch, drawn by repeating the images
+    counts = torch.unique(epochs[0].flatten(1)[:, 0], return_counts=True)[1]
+    assert len(counts) == 9 and set(counts.tolist()) <= {7, 8}  # every train image, about equally often
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_tiny_folder_trains_end_to_end(tmp_path: Path):
+    for i in range(10):
+        save(tmp_path / "pics" / f"{i}.png", Image.new("RGB", (12, 10), (20 * i, 0, 0)))
+    overrides = [o for o in FAST_TRAIN if not o.startswith("data.batch_size")]  # keep the default 64
+    data = ["data=folder", f"data.root={tmp_path / 'pics'}", "data.image_size=8", "data.num_workers=0"]
+    with pytest.warns(UserWarning, match="repeated"):
+        metrics = train(compose_config("train", [*overrides, *data, "trainer.max_steps=2"], tmp_path / "run"))
+    assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["val/loss"])
+
+
+def test_single_image_or_empty_split_is_refused(tmp_path: Path):
+    save(tmp_path / "0.png", Image.new("L", (8, 8)))
     with pytest.raises(DataError) as excinfo:
         ImageDataModule("folder", root=str(tmp_path), val_fraction=0.05).setup()
     one_line_error(excinfo, "validation split", "val_fraction=0.05", str(tmp_path))
-    small = ImageDataModule("folder", root=str(tmp_path), val_fraction=0.34, batch_size=4)
-    with pytest.raises(DataError, match="fewer than batch_size=4"):
-        small.train_dataloader()
+    save(tmp_path / "1.png", Image.new("L", (8, 8)))
+    with pytest.raises(DataError) as excinfo:
+        ImageDataModule("folder", root=str(tmp_path), val_fraction=0.9).setup()
+    one_line_error(excinfo, "training split", "is empty")
+
+
+def test_repeated_short_epochs_are_dealt_to_ranks_and_resume():
+    ranks = [ResumableSampler(5, 4, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert [r.batches_per_epoch for r in ranks] == [1, 1] and ranks[0].repeats == 2  # 2 ranks × 4 > 5 images
+    epoch0 = torch.cat([r.epoch_order(0) for r in ranks])
+    assert len(epoch0) == 8 and set(epoch0.tolist()) == set(range(5))
+    assert torch.bincount(epoch0).max() == 2  # dealt from two whole shuffles: no image three times
+    assert torch.equal(
+        ranks[0].epoch_order(0), ResumableSampler(5, 4, seed=3, rank=0, world_size=2).epoch_order(0)
+    )
+    assert not torch.equal(ranks[0].epoch_order(0), ranks[0].epoch_order(1))
+    resumed = ResumableSampler(5, 4, seed=3, world_size=2, position=lambda: 3)  # three batches consumed
+    assert list(resumed) == ranks[0].epoch_order(3).tolist()
+    # A dataset of at least one batch per rank is dealt exactly as before: a single shuffle per epoch.
+    assert ResumableSampler(8, 4, world_size=2).repeats == 1
+
+
+def test_num_workers_is_lowered_to_the_available_cores_silently(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ImageDataModule("digits", num_workers=8).train_dataloader().num_workers == 2
+        assert ImageDataModule("digits", num_workers=1).train_dataloader().num_workers == 1
 
 
 def test_unknown_split_name():
