@@ -17,7 +17,8 @@ from torch.utils.data import SequentialSampler
 
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
 from difflab.data.sampler import ResumableSampler
-from difflab.data.transforms import to_channels
+from difflab.io.load_images import load_images
+from difflab.io.pictures import to_channels
 from difflab.run import train
 from difflab.training.rng import random_hflip
 
@@ -226,6 +227,52 @@ def test_loader_settings(tmp_path: Path):
     assert train.num_workers == 2 and train.persistent_workers and train.batch_size == 16
     no_workers = ImageDataModule("digits", num_workers=0, persistent_workers=True)
     assert not no_workers.train_dataloader().persistent_workers
+
+
+# --- one reading path: training folders, evaluate.py images= and editing read a file alike ----------
+
+
+def oriented(path: Path, orientation: int) -> Path:
+    """An 8 wide x 4 high picture, left half black and right half white, tagged with an EXIF orientation."""
+    pixels = np.zeros((4, 8, 3), dtype=np.uint8)
+    pixels[:, 4:] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_exif_orientation_is_applied_everywhere(tmp_path: Path, suffix: str):
+    # Orientation 6: a viewer turns the stored picture 90° clockwise, so it shows 4 wide x 8 high with the
+    # stored left (black) half on top. Centre-cropped to 4x4 (rows 2-5): top rows black, bottom rows white.
+    path = oriented(tmp_path / "pics" / f"a{suffix}", 6)
+    oriented(tmp_path / "pics" / f"b{suffix}", 6)
+    dm = ImageDataModule("folder", root=str(tmp_path / "pics"), image_size=4, channels=1, val_fraction=0.5)
+    (x, _), (y, _) = dm.dataset_for("train")[0], dm.dataset_for("val")[0]
+    with pytest.warns(UserWarning, match=r"a.* 4×8"):  # its size as shown, not as stored (8×4)
+        edited = load_images(path, (1, 4, 4)).images[0]
+    for image in (x, y, edited):
+        assert image[0, 0].mean() < -0.8 and image[0, -1].mean() > 0.8, "not upright"
+
+
+def test_a_file_reads_identically_for_training_and_for_evaluate_or_editing(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (30, 45, 4), dtype=np.uint8)  # non-square, partly transparent
+    deep = rng.integers(0, 65536, (20, 13), dtype=np.uint16)  # a 16-bit grayscale PNG
+    for name, array, channels in (("rgba", rgba, 3), ("deep", deep, 1)):
+        for i in range(2):
+            save(tmp_path / name / f"{i}.png", Image.fromarray(array))
+        dm = ImageDataModule(
+            "folder", root=str(tmp_path / name), image_size=16, channels=channels, val_fraction=0.5
+        )
+        trained, _ = dm.dataset_for("train")[0]
+        with pytest.warns(UserWarning, match="resized 1 to 16×16"):
+            scored = load_images(tmp_path / name / "0.png", (channels, 16, 16)).images[0]
+        assert torch.equal(trained, scored), name
+        assert trained.std() > 0.1  # real content: 16-bit values not clipped to white
 
 
 # --- errors -----------------------------------------------------------------------------------------

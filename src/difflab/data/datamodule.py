@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from difflab.data.errors import DataError
 from difflab.data.sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
-from difflab.data.transforms import TransformedDataset, build_transform, check_channels
+from difflab.data.transforms import ToModelTensor, TransformedDataset
 from difflab.data.workers import usable_workers
+from difflab.io.pictures import check_channels
 
 SPLITS = ("train", "val")
 
@@ -38,7 +39,8 @@ class ImageDataModule(L.LightningDataModule):
     ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size. A train
     split smaller than one batch per device is repeated to fill one (with a warning), so a folder of ten
     images trains with the default settings. ``num_workers`` is lowered to the CPU cores available.
-    Transforms: convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
+    Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
+    16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
     replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. They are
     deterministic: ``random_flip`` is applied to whole training batches by ``DiffusionModule``, from the
     step's seeded random state, so that a resumed run flips exactly as an uninterrupted one.
@@ -116,7 +118,7 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
-        plain = build_transform(self.image_size, self.channels)
+        plain = ToModelTensor(self.image_size, self.channels)
         self._datasets = {
             "train": TransformedDataset(splits.train, plain),
             "val": TransformedDataset(splits.val, plain),

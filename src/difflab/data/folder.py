@@ -11,18 +11,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from difflab.data.errors import DataError, UnreadableImagesWarning
-
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".tga"}
-)
+from difflab.io.pictures import UnreadableImageError, decode_image, is_image_name
 
 Sample = tuple[str, int]  # (path, class index or -1)
-
-
-def is_image_name(name: str) -> bool:
-    """True for a visible file name with an image extension (case-insensitive)."""
-    # Dot-files are skipped: macOS "._x.jpg" resource forks carry image extensions but no image.
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def find_classes(root: Path) -> list[str] | None:
@@ -88,17 +79,6 @@ def warn_skipped(skipped: list[str]) -> None:
         )
 
 
-def load_image(path: str) -> Image.Image:
-    """Open and fully decode one image file, raising DataError naming the file when decoding fails."""
-    try:
-        with open(path, "rb") as file:
-            image = Image.open(file)
-            image.load()  # decode now, while the file is open; the pixels then live in memory
-    except Exception as error:  # a file can pass the header check and still be truncated or corrupt
-        raise DataError(f"cannot decode image {path}: {error}") from error
-    return image
-
-
 class ImageFileDataset(Dataset):
     """Images loaded lazily from (path, label) samples, returned as (PIL image, label)."""
 
@@ -110,4 +90,7 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         path, label = self.samples[index]
-        return load_image(path), label
+        try:  # a file can pass the header check and still be truncated or corrupt
+            return decode_image(path), label
+        except UnreadableImageError as error:
+            raise DataError(str(error)) from error
