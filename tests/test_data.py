@@ -189,17 +189,66 @@ def test_corrupt_files_skipped_with_one_counting_warning(class_tree: Path):
     assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 13
 
 
-def test_file_failing_at_load_time_names_its_path(tmp_path: Path):
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for i in range(3):
-        save(tmp_path / f"{i}.png", Image.fromarray(noise))
-    truncated = tmp_path / "1.png"
-    truncated.write_bytes(truncated.read_bytes()[:2000])  # header intact, pixel data cut short
-    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, channels=3, val_fraction=0.34)
-    with pytest.raises(DataError, match="1.png") as excinfo:
-        for split in ("train", "val"):
-            all_items(dm.dataset_for(split))
-    one_line_error(excinfo, str(truncated))
+def truncated_jpeg(path: Path) -> Path:
+    """A real JPEG of noise cut in half: its header reads, its pixel data does not decode."""
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    save(path, Image.fromarray(noise))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_undecodable_file_is_replaced_by_the_next_one_with_a_warning_naming_it(tmp_path: Path):
+    for i in range(4):
+        save(tmp_path / "train" / f"{i}.png", Image.new("L", (8, 8), 60 * i))
+    save(tmp_path / "val" / "0.png", Image.new("L", (8, 8)))
+    bad = truncated_jpeg(tmp_path / "train" / "1b.jpg")  # sorted between 1.png and 2.png: index 2
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_fraction=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train = dm.dataset_for("train")  # the header scan lets it through: decodability is checked lazily
+        assert len(train) == 5 and not caught
+        items = all_items(train) + [train[2]]
+    ours = [w for w in caught if issubclass(w.category, UnreadableImagesWarning)]
+    assert len(ours) == 1, "one warning per file, however often it is drawn"
+    message = str(ours[0].message)
+    assert "\n" not in message and str(bad) in message and "1 undecodable file(s) skipped" in message
+    # The bad file's place is taken by the next image (2.png), deterministically.
+    assert torch.equal(items[2][0], items[3][0]) and torch.equal(items[5][0], items[3][0])
+    assert [round(float(x.mean()), 3) for x, _ in items[:5]] == [-1.0, round(60 / 127.5 - 1, 3)] + [
+        round(120 / 127.5 - 1, 3)
+    ] * 2 + [round(180 / 127.5 - 1, 3)]
+
+
+def test_a_split_with_no_decodable_image_is_one_error(tmp_path: Path):
+    for i in range(2):
+        truncated_jpeg(tmp_path / f"{i}.jpg")
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_fraction=0.5)
+    with pytest.warns(UnreadableImagesWarning), pytest.raises(DataError) as excinfo:
+        dm.dataset_for("train")[0]
+    one_line_error(excinfo, "none of the 1 images can be decoded", str(tmp_path))
+
+
+def test_a_truncated_jpeg_does_not_stop_a_loader_with_workers(tmp_path: Path):
+    """DataLoader workers are separate processes: training goes on, the worker names the file, and the next
+    epoch's fresh worker does not name it again."""
+    for i in range(2):
+        save(tmp_path / "train" / f"{i}.png", Image.new("RGB", (8, 8), (0, 80 * i, 0)))
+    save(tmp_path / "val" / "0.png", Image.new("RGB", (8, 8)))
+    bad = truncated_jpeg(tmp_path / "train" / "0b.jpg")
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, channels=3, batch_size=3, num_workers=1)
+    shown = tmp_path / "warnings.txt"  # where the (forked) workers print their warnings
+
+    def show(message, category, *args, **kwargs) -> None:
+        with shown.open("a") as file:
+            file.write(f"{category.__name__}: {message}\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        epochs = [sum(len(images) for images, _ in dm.train_dataloader()) for _ in range(2)]
+    assert epochs == [3, 3]  # both epochs, each a full batch
+    lines = shown.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("UnreadableImagesWarning") and str(bad) in lines[0]
 
 
 def test_loader_is_deterministic_and_random_flips_are_drawn_per_batch(tmp_path: Path):

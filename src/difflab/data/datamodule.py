@@ -34,7 +34,9 @@ class ImageDataModule(L.LightningDataModule):
         subfolders, each is a class (sorted names -> 0, 1, ...); otherwise labels are -1. With
         ``root/train`` and ``root/val`` (or ``root/test``) those are the splits, else ``val_fraction`` of
         the images is held out with ``split_seed`` (at least one image when there are two or more).
-        Unreadable image files are skipped with one warning.
+        Files whose header cannot be read are skipped while scanning, with one warning counting them;
+        decodability is checked lazily: an undecodable file (e.g. a JPEG cut short) is skipped when it is
+        loaded, replaced by the next decodable image of its split, with a warning naming it.
 
     ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size. A train
     split smaller than one batch per device is repeated to fill one (with a warning), so a folder of ten
