@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST_TRAIN, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -16,7 +17,9 @@ from torch.utils.data import SequentialSampler
 
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
 from difflab.data.sampler import ResumableSampler
-from difflab.data.transforms import to_channels
+from difflab.io.load_images import load_images
+from difflab.io.pictures import to_channels
+from difflab.run import train
 from difflab.training.rng import random_hflip
 
 REPO = Path(__file__).parents[1]
@@ -186,17 +189,66 @@ def test_corrupt_files_skipped_with_one_counting_warning(class_tree: Path):
     assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 13
 
 
-def test_file_failing_at_load_time_names_its_path(tmp_path: Path):
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for i in range(3):
-        save(tmp_path / f"{i}.png", Image.fromarray(noise))
-    truncated = tmp_path / "1.png"
-    truncated.write_bytes(truncated.read_bytes()[:2000])  # header intact, pixel data cut short
-    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, channels=3, val_fraction=0.34)
-    with pytest.raises(DataError, match="1.png") as excinfo:
-        for split in ("train", "val"):
-            all_items(dm.dataset_for(split))
-    one_line_error(excinfo, str(truncated))
+def truncated_jpeg(path: Path) -> Path:
+    """A real JPEG of noise cut in half: its header reads, its pixel data does not decode."""
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    save(path, Image.fromarray(noise))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_undecodable_file_is_replaced_by_the_next_one_with_a_warning_naming_it(tmp_path: Path):
+    for i in range(4):
+        save(tmp_path / "train" / f"{i}.png", Image.new("L", (8, 8), 60 * i))
+    save(tmp_path / "val" / "0.png", Image.new("L", (8, 8)))
+    bad = truncated_jpeg(tmp_path / "train" / "1b.jpg")  # sorted between 1.png and 2.png: index 2
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_fraction=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train = dm.dataset_for("train")  # the header scan lets it through: decodability is checked lazily
+        assert len(train) == 5 and not caught
+        items = all_items(train) + [train[2]]
+    ours = [w for w in caught if issubclass(w.category, UnreadableImagesWarning)]
+    assert len(ours) == 1, "one warning per file, however often it is drawn"
+    message = str(ours[0].message)
+    assert "\n" not in message and str(bad) in message and "1 undecodable file(s) skipped" in message
+    # The bad file's place is taken by the next image (2.png), deterministically.
+    assert torch.equal(items[2][0], items[3][0]) and torch.equal(items[5][0], items[3][0])
+    assert [round(float(x.mean()), 3) for x, _ in items[:5]] == [-1.0, round(60 / 127.5 - 1, 3)] + [
+        round(120 / 127.5 - 1, 3)
+    ] * 2 + [round(180 / 127.5 - 1, 3)]
+
+
+def test_a_split_with_no_decodable_image_is_one_error(tmp_path: Path):
+    for i in range(2):
+        truncated_jpeg(tmp_path / f"{i}.jpg")
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_fraction=0.5)
+    with pytest.warns(UnreadableImagesWarning), pytest.raises(DataError) as excinfo:
+        dm.dataset_for("train")[0]
+    one_line_error(excinfo, "none of the 1 images can be decoded", str(tmp_path))
+
+
+def test_a_truncated_jpeg_does_not_stop_a_loader_with_workers(tmp_path: Path):
+    """DataLoader workers are separate processes: training goes on, the worker names the file, and the next
+    epoch's fresh worker does not name it again."""
+    for i in range(2):
+        save(tmp_path / "train" / f"{i}.png", Image.new("RGB", (8, 8), (0, 80 * i, 0)))
+    save(tmp_path / "val" / "0.png", Image.new("RGB", (8, 8)))
+    bad = truncated_jpeg(tmp_path / "train" / "0b.jpg")
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, channels=3, batch_size=3, num_workers=1)
+    shown = tmp_path / "warnings.txt"  # where the (forked) workers print their warnings
+
+    def show(message, category, *args, **kwargs) -> None:
+        with shown.open("a") as file:
+            file.write(f"{category.__name__}: {message}\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        epochs = [sum(len(images) for images, _ in dm.train_dataloader()) for _ in range(2)]
+    assert epochs == [3, 3]  # both epochs, each a full batch
+    lines = shown.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("UnreadableImagesWarning") and str(bad) in lines[0]
 
 
 def test_loader_is_deterministic_and_random_flips_are_drawn_per_batch(tmp_path: Path):
@@ -224,6 +276,52 @@ def test_loader_settings(tmp_path: Path):
     assert train.num_workers == 2 and train.persistent_workers and train.batch_size == 16
     no_workers = ImageDataModule("digits", num_workers=0, persistent_workers=True)
     assert not no_workers.train_dataloader().persistent_workers
+
+
+# --- one reading path: training folders, evaluate.py images= and editing read a file alike ----------
+
+
+def oriented(path: Path, orientation: int) -> Path:
+    """An 8 wide x 4 high picture, left half black and right half white, tagged with an EXIF orientation."""
+    pixels = np.zeros((4, 8, 3), dtype=np.uint8)
+    pixels[:, 4:] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_exif_orientation_is_applied_everywhere(tmp_path: Path, suffix: str):
+    # Orientation 6: a viewer turns the stored picture 90° clockwise, so it shows 4 wide x 8 high with the
+    # stored left (black) half on top. Centre-cropped to 4x4 (rows 2-5): top rows black, bottom rows white.
+    path = oriented(tmp_path / "pics" / f"a{suffix}", 6)
+    oriented(tmp_path / "pics" / f"b{suffix}", 6)
+    dm = ImageDataModule("folder", root=str(tmp_path / "pics"), image_size=4, channels=1, val_fraction=0.5)
+    (x, _), (y, _) = dm.dataset_for("train")[0], dm.dataset_for("val")[0]
+    with pytest.warns(UserWarning, match=r"a.* 4×8"):  # its size as shown, not as stored (8×4)
+        edited = load_images(path, (1, 4, 4)).images[0]
+    for image in (x, y, edited):
+        assert image[0, 0].mean() < -0.8 and image[0, -1].mean() > 0.8, "not upright"
+
+
+def test_a_file_reads_identically_for_training_and_for_evaluate_or_editing(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (30, 45, 4), dtype=np.uint8)  # non-square, partly transparent
+    deep = rng.integers(0, 65536, (20, 13), dtype=np.uint16)  # a 16-bit grayscale PNG
+    for name, array, channels in (("rgba", rgba, 3), ("deep", deep, 1)):
+        for i in range(2):
+            save(tmp_path / name / f"{i}.png", Image.fromarray(array))
+        dm = ImageDataModule(
+            "folder", root=str(tmp_path / name), image_size=16, channels=channels, val_fraction=0.5
+        )
+        trained, _ = dm.dataset_for("train")[0]
+        with pytest.warns(UserWarning, match="resized 1 to 16×16"):
+            scored = load_images(tmp_path / name / "0.png", (channels, 16, 16)).images[0]
+        assert torch.equal(trained, scored), name
+        assert trained.std() > 0.1  # real content: 16-bit values not clipped to white
 
 
 # --- errors -----------------------------------------------------------------------------------------
@@ -283,15 +381,64 @@ def test_empty_folder_and_folder_of_corrupt_files(tmp_path: Path):
     one_line_error(excinfo, "no readable images", str(junk), "all 2 image file(s)")
 
 
-def test_too_small_for_holdout_or_batch(tmp_path: Path):
-    for i in range(3):
-        save(tmp_path / f"{i}.png", Image.new("L", (8, 8)))
+def test_tiny_folder_trains_with_default_settings(tmp_path: Path):
+    for i in range(10):
+        save(tmp_path / f"{i}.png", Image.new("L", (8, 8), 20 * i))
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8)  # val_fraction 0.05, batch_size 64
+    assert (len(dm.dataset_for("train")), len(dm.dataset_for("val"))) == (9, 1)  # 5 % of 10 still holds one
+    with pytest.warns(UserWarning, match="has 9 images, fewer than one batch of 64 per device") as record:
+        loader = dm.train_dataloader()
+    assert len(record) == 1
+    epochs = [torch.cat([images for images, _ in loader]) for _ in range(2)]
+    assert [len(e) for e in epochs] == [64, 64]  # one full batch per epoch, drawn by repeating the images
+    counts = torch.unique(epochs[0].flatten(1)[:, 0], return_counts=True)[1]
+    assert len(counts) == 9 and set(counts.tolist()) <= {7, 8}  # every train image, about equally often
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_tiny_folder_trains_end_to_end(tmp_path: Path):
+    for i in range(10):
+        save(tmp_path / "pics" / f"{i}.png", Image.new("RGB", (12, 10), (20 * i, 0, 0)))
+    overrides = [o for o in FAST_TRAIN if not o.startswith("data.batch_size")]  # keep the default 64
+    data = ["data=folder", f"data.root={tmp_path / 'pics'}", "data.image_size=8", "data.num_workers=0"]
+    with pytest.warns(UserWarning, match="repeated"):
+        metrics = train(compose_config("train", [*overrides, *data, "trainer.max_steps=2"], tmp_path / "run"))
+    assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["val/loss"])
+
+
+def test_single_image_or_empty_split_is_refused(tmp_path: Path):
+    save(tmp_path / "0.png", Image.new("L", (8, 8)))
     with pytest.raises(DataError) as excinfo:
         ImageDataModule("folder", root=str(tmp_path), val_fraction=0.05).setup()
     one_line_error(excinfo, "validation split", "val_fraction=0.05", str(tmp_path))
-    small = ImageDataModule("folder", root=str(tmp_path), val_fraction=0.34, batch_size=4)
-    with pytest.raises(DataError, match="fewer than batch_size=4"):
-        small.train_dataloader()
+    save(tmp_path / "1.png", Image.new("L", (8, 8)))
+    with pytest.raises(DataError) as excinfo:
+        ImageDataModule("folder", root=str(tmp_path), val_fraction=0.9).setup()
+    one_line_error(excinfo, "training split", "is empty")
+
+
+def test_repeated_short_epochs_are_dealt_to_ranks_and_resume():
+    ranks = [ResumableSampler(5, 4, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert [r.batches_per_epoch for r in ranks] == [1, 1] and ranks[0].repeats == 2  # 2 ranks × 4 > 5 images
+    epoch0 = torch.cat([r.epoch_order(0) for r in ranks])
+    assert len(epoch0) == 8 and set(epoch0.tolist()) == set(range(5))
+    assert torch.bincount(epoch0).max() == 2  # dealt from two whole shuffles: no image three times
+    assert torch.equal(
+        ranks[0].epoch_order(0), ResumableSampler(5, 4, seed=3, rank=0, world_size=2).epoch_order(0)
+    )
+    assert not torch.equal(ranks[0].epoch_order(0), ranks[0].epoch_order(1))
+    resumed = ResumableSampler(5, 4, seed=3, world_size=2, position=lambda: 3)  # three batches consumed
+    assert list(resumed) == ranks[0].epoch_order(3).tolist()
+    # A dataset of at least one batch per rank is dealt exactly as before: a single shuffle per epoch.
+    assert ResumableSampler(8, 4, world_size=2).repeats == 1
+
+
+def test_num_workers_is_lowered_to_the_available_cores_silently(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ImageDataModule("digits", num_workers=8).train_dataloader().num_workers == 2
+        assert ImageDataModule("digits", num_workers=1).train_dataloader().num_workers == 1
 
 
 def test_unknown_split_name():

@@ -309,6 +309,20 @@ def test_a_folder_of_masks_matches_pictures_by_name_and_follows_a_resize(tmp_pat
         load_masks(tmp_path / "masks", pics)
 
 
+def test_a_mask_is_resized_and_cropped_like_its_non_square_picture(tmp_path):
+    # A 32 wide x 16 high picture for an 8x8 model: resized to 16x8, the centre 8 columns kept (input 8-23).
+    pic_path = _png(tmp_path / "wide.png", np.tile(np.arange(32, dtype=np.uint8) * 8, (16, 1)))
+    with pytest.warns(UserWarning, match="resized 1 to 8×8"):
+        pic = load_images(pic_path, (1, 8, 8))
+    columns = ((pic.images[0, 0, 0] + 1) * 127.5).round()
+    assert columns[0] > 8 * 8 - 8 and columns[-1] < 24 * 8 + 8  # the centre of the picture, not all of it
+    mask = np.zeros((16, 32), np.uint8)
+    mask[6:10, 0:4] = 255  # left edge: cropped away with its pixels
+    mask[6:10, 16:18] = 255  # centre: input columns 16-17 -> column 8 of 16 -> 4 after the crop; rows 3-4
+    m = load_masks(_png(tmp_path / "mask.png", mask), pic)[0, 0]
+    assert m.sum() == 2 and m[3:5, 4].all()
+
+
 # -- end to end through sample.py --------------------------------------------------------------------
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from difflab.data.errors import DataError
 from difflab.data.sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
-from difflab.data.transforms import TransformedDataset, build_transform, check_channels
+from difflab.data.transforms import ToModelTensor, TransformedDataset
+from difflab.data.workers import usable_workers
+from difflab.io.pictures import check_channels
 
 SPLITS = ("train", "val")
 
@@ -30,10 +33,16 @@ class ImageDataModule(L.LightningDataModule):
       - ``folder``: any image tree under ``root``, searched recursively. If its top level holds only
         subfolders, each is a class (sorted names -> 0, 1, ...); otherwise labels are -1. With
         ``root/train`` and ``root/val`` (or ``root/test``) those are the splits, else ``val_fraction`` of
-        the images is held out with ``split_seed``. Unreadable image files are skipped with one warning.
+        the images is held out with ``split_seed`` (at least one image when there are two or more).
+        Files whose header cannot be read are skipped while scanning, with one warning counting them;
+        decodability is checked lazily: an undecodable file (e.g. a JPEG cut short) is skipped when it is
+        loaded, replaced by the next decodable image of its split, with a warning naming it.
 
-    ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size.
-    Transforms: convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
+    ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size. A train
+    split smaller than one batch per device is repeated to fill one (with a warning), so a folder of ten
+    images trains with the default settings. ``num_workers`` is lowered to the CPU cores available.
+    Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
+    16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
     replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. They are
     deterministic: ``random_flip`` is applied to whole training batches by ``DiffusionModule``, from the
     step's seeded random state, so that a resumed run flips exactly as an uninterrupted one.
@@ -80,7 +89,7 @@ class ImageDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.channels = channels
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = usable_workers(num_workers)
         self.pin_memory = pin_memory
         self.random_flip = random_flip
         self.val_fraction = val_fraction
@@ -111,7 +120,7 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
-        plain = build_transform(self.image_size, self.channels)
+        plain = ToModelTensor(self.image_size, self.channels)
         self._datasets = {
             "train": TransformedDataset(splits.train, plain),
             "val": TransformedDataset(splits.val, plain),
@@ -129,16 +138,23 @@ class ImageDataModule(L.LightningDataModule):
         """This rank's shuffled batches, from where the run stands; every step sees batch_size images."""
         self.setup()
         dataset = self._datasets["train"]
-        self._check_enough_for_one_batch(len(dataset))  # type: ignore[arg-type]
+        size = len(dataset)  # type: ignore[arg-type]
+        if size == 0:
+            raise DataError(f"train split of {self.dataset} is empty")
         trainer = self.trainer
         sampler = ResumableSampler(
-            len(dataset),  # type: ignore[arg-type]
+            size,
             self.batch_size,
             seed=self.seed,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
             position=self._batches_consumed,
         )
+        if sampler.repeats > 1:
+            rank_zero_warn(
+                f"train split of {self.dataset} has {size} images, fewer than one batch of "
+                f"{self.batch_size} per device: it is repeated {sampler.repeats} times per epoch to fill one"
+            )
         self._train_sampler = sampler
         return self._loader(dataset, sampler=sampler, drop_last=True)
 
@@ -175,14 +191,3 @@ class ImageDataModule(L.LightningDataModule):
             # DataLoader rejects persistent_workers without worker processes.
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
-
-    def _check_enough_for_one_batch(self, size: int) -> None:
-        """Fail loudly instead of letting drop_last silently produce an epoch with zero steps."""
-        trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
-        per_device = size // world_size  # ResumableSampler gives each rank an equal share, never padded
-        if per_device < self.batch_size:
-            raise DataError(
-                f"train split of {self.dataset} has {size} images ({per_device} per device), fewer than "
-                f"batch_size={self.batch_size}; with drop_last no batch would be produced"
-            )

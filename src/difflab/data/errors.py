@@ -6,4 +6,5 @@ class DataError(ValueError):
 
 
 class UnreadableImagesWarning(UserWarning):
-    """Files with image extensions that could not be opened were skipped while scanning a folder."""
+    """Files with image extensions were skipped: unreadable headers while scanning a folder (one warning for
+    all), or pixel data that fails to decode when loaded (one warning per file)."""

@@ -1,4 +1,5 @@
-"""Image folders: find class subfolders, scan for readable images, load them lazily by path."""
+"""Image folders: find class subfolders, scan for readable images, load them lazily by path (a file that
+cannot be decoded is skipped there, replaced by the next decodable one)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,14 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from difflab.data.errors import DataError, UnreadableImagesWarning
-
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".tga"}
-)
+from difflab.io.pictures import UnreadableImageError, decode_image, is_image_name
 
 Sample = tuple[str, int]  # (path, class index or -1)
-
-
-def is_image_name(name: str) -> bool:
-    """True for a visible file name with an image extension (case-insensitive)."""
-    # Dot-files are skipped: macOS "._x.jpg" resource forks carry image extensions but no image.
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def find_classes(root: Path) -> list[str] | None:
@@ -88,26 +81,46 @@ def warn_skipped(skipped: list[str]) -> None:
         )
 
 
-def load_image(path: str) -> Image.Image:
-    """Open and fully decode one image file, raising DataError naming the file when decoding fails."""
-    try:
-        with open(path, "rb") as file:
-            image = Image.open(file)
-            image.load()  # decode now, while the file is open; the pixels then live in memory
-    except Exception as error:  # a file can pass the header check and still be truncated or corrupt
-        raise DataError(f"cannot decode image {path}: {error}") from error
-    return image
-
-
 class ImageFileDataset(Dataset):
-    """Images loaded lazily from (path, label) samples, returned as (PIL image, label)."""
+    """Images loaded lazily from (path, label) samples, returned as (PIL image, label).
+
+    Only headers were checked when scanning, so a file can still fail to decode here (truncated, corrupt
+    pixel data). Such a file is skipped: item ``i`` is then the next decodable sample after it (wrapping
+    round), so the result stays a function of the index. The first process to meet it, main or DataLoader
+    worker, names it in an UnreadableImagesWarning that counts the files skipped so far; the flags live in
+    shared memory, so the file is not decoded or reported again by any worker, in any epoch.
+    """
 
     def __init__(self, samples: list[Sample]) -> None:
         self.samples = samples
+        # Shared with DataLoader workers (forked or spawned), so one worker's finding holds for all of them.
+        self._undecodable = torch.zeros(len(samples), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self.samples[index]
-        return load_image(path), label
+        for offset in range(len(self.samples)):
+            candidate = (index + offset) % len(self.samples)
+            if self._undecodable[candidate]:
+                continue
+            path, label = self.samples[candidate]
+            try:
+                return decode_image(path), label
+            except UnreadableImageError as error:
+                self._skip(candidate, error)
+        raise DataError(
+            f"none of the {len(self.samples)} images can be decoded (first: {self.samples[0][0]})"
+        )
+
+    def _skip(self, index: int, error: UnreadableImageError) -> None:
+        """Mark an undecodable sample and say so, naming the file (once: later draws skip it silently)."""
+        if self._undecodable[index]:
+            return  # another worker found it at the same moment and has reported it
+        self._undecodable[index] = True
+        warnings.warn(
+            f"{error}; skipped, its place taken by the next decodable image "
+            f"({int(self._undecodable.sum())} undecodable file(s) skipped so far)",
+            UnreadableImagesWarning,
+            stacklevel=3,
+        )

@@ -17,6 +17,10 @@ class ResumableSampler(Sampler[int]):
     positions r, r + W, r + 2W, … of the permutation. Every rank gets the same number of full batches
     (`batches_per_epoch`); the remainder of the epoch is left out, as DataLoader's drop_last would.
 
+    A dataset too small to give every rank one full batch (size < W × batch_size) is repeated: the epoch
+    deals `repeats` permutations one after the other (the k-th, k ≥ 1, seeded from (seed, e, k)), just
+    enough for one batch per rank, so every image still appears equally often.
+
     `position()` says how many batches of this rank the run has consumed so far (across epochs). It is asked
     when the first iteration starts (after Lightning has restored a checkpoint), which then covers epoch
     position // batches_per_epoch from batch position % batches_per_epoch on: after a resume, the rest of
@@ -43,7 +47,9 @@ class ResumableSampler(Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.position = position or (lambda: 0)
-        self.batches_per_epoch = (size // world_size) // batch_size
+        # At least one batch per rank (none only for an empty dataset), repeating the data when it is short.
+        self.batches_per_epoch = max(1, (size // world_size) // batch_size) if size > 0 else 0
+        self.repeats = max(1, -(-world_size * batch_size // size)) if size > 0 else 1
         # (epoch, batch) where the next iteration starts; None until the first one has asked position().
         self._next_start: tuple[int, int] | None = None
 
@@ -53,10 +59,15 @@ class ResumableSampler(Sampler[int]):
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's indices for `epoch`, in order: batches_per_epoch × batch_size of them."""
-        state = np.random.SeedSequence([self.seed % 2**32, epoch]).generate_state(2, dtype=np.uint32)
+        order = torch.cat([self._permutation(epoch, k) for k in range(self.repeats)])
+        return order[self.rank :: self.world_size][: len(self)]
+
+    def _permutation(self, epoch: int, repeat: int) -> torch.Tensor:
+        """The `repeat`-th shuffle of all indices in `epoch` (the 0-th is the only one unless data is short)."""
+        key = [self.seed % 2**32, epoch] + ([repeat] if repeat else [])
+        state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
         generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        permutation = torch.randperm(self.size, generator=generator)
-        return permutation[self.rank :: self.world_size][: len(self)]
+        return torch.randperm(self.size, generator=generator)
 
     def __iter__(self) -> Iterator[int]:
         if self.batches_per_epoch == 0:

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset, Subset
 
 from difflab.data.digits import DigitsDataset
 from difflab.data.errors import DataError
-from difflab.data.folder import IMAGE_EXTENSIONS, ImageFileDataset, find_classes, scan_images, warn_skipped
+from difflab.data.folder import ImageFileDataset, find_classes, scan_images, warn_skipped
 from difflab.data.splits import holdout_split
 from difflab.data.torchvision_sources import (
     DOWNLOAD_HINT,
@@ -17,6 +17,7 @@ from difflab.data.torchvision_sources import (
     download_torchvision,
     open_torchvision,
 )
+from difflab.io.pictures import IMAGE_SUFFIXES
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
 
@@ -142,5 +143,5 @@ def no_images_message(directory: Path, skipped: list[str]) -> str:
             f"no readable images in {directory}: all {len(skipped)} image file(s) failed to open "
             f"(first: {skipped[0]})"
         )
-    extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+    extensions = " ".join(IMAGE_SUFFIXES)
     return f"no readable images in {directory} (looked recursively for {extensions})"

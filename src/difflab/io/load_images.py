@@ -1,4 +1,5 @@
-"""Read pictures to edit (a file or a folder) and inpainting masks into model-space tensors."""
+"""Read pictures to edit or score (a file or a folder) and inpainting masks into model-space tensors, through
+the same decoding and preprocessing as training (difflab.io.pictures)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-MODE_FOR_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
+from .pictures import IMAGE_SUFFIXES, MODES, cover_and_crop, decode_image, is_image_name, to_model_tensor
 
 
 @dataclass
@@ -23,30 +23,20 @@ class LoadedImages:
 
     images: Tensor  # (N, C, H, W) in [-1, 1]
     paths: list[Path]
-    sizes: list[tuple[int, int]]  # (width, height) of each file, before any resizing
+    sizes: list[tuple[int, int]]  # (width, height) of each file as a viewer shows it, before any resizing
 
 
 def image_files(path: str | Path, what: str = "image") -> list[Path]:
-    """[path] for a file; the sorted pictures (png, jpg, jpeg, bmp, webp) for a folder."""
+    """[path] for a file; the sorted pictures (any of IMAGE_SUFFIXES, as in training folders) for a folder."""
     path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_name(p.name))
         if not files:
             raise FileNotFoundError(f"no {what} files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
         return files
     raise FileNotFoundError(f"{what} not found: {path}")
-
-
-def open_image(path: Path) -> Image.Image:
-    """The decoded picture, with a one-line error naming the file when it is not one."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"could not read image {path}: {error}") from error
 
 
 def _channels(img: Image.Image) -> int:
@@ -63,8 +53,9 @@ def _size(wh: tuple[int, int]) -> str:
 def load_images(path: str | Path, shape: Sequence[int]) -> LoadedImages:
     """Pictures from a file or folder as floats in [-1, 1] of the model's (C, H, W).
 
-    Other sizes are resized (bicubic, antialiased) and other channel counts converted (L/RGB/RGBA),
-    with one warning for the whole batch naming what changed.
+    Other sizes are resized to cover the model's size and centre-cropped (bicubic, antialiased) and other
+    channel counts converted (L/RGB/RGBA; alpha composited onto white), exactly as training data is, with
+    one warning for the whole batch naming what changed.
     """
     paths = image_files(path)
     images, sizes = _load(paths, shape, path)
@@ -79,23 +70,18 @@ def load_image_files(paths: Sequence[Path], shape: Sequence[int], where: str | P
 def _load(paths: Sequence[Path], shape: Sequence[int], where: str | Path) -> tuple[Tensor, list]:
     """Decode, convert and resize; warn once naming what changed."""
     c, h, w = (int(s) for s in shape)
-    if c not in MODE_FOR_CHANNELS:
+    if c not in MODES:
         raise ValueError(f"cannot load pictures for a model with {c} channels (1, 3 or 4 supported)")
-    mode = MODE_FOR_CHANNELS[c]
+    mode = MODES[c]
     images, sizes, resized, converted = [], [], [], []
     for p in paths:
-        img = open_image(p)
+        img = decode_image(p)
         sizes.append(img.size)
         if _channels(img) != c:
             converted.append(f"{p.name} {img.mode}")
-        array = np.asarray(img.convert(mode), dtype=np.uint8).reshape(img.height, img.width, c)
-        x = torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
         if img.size != (w, h):
             resized.append(f"{p.name} {_size(img.size)}")
-            # Bicubic overshoots at edges; clamp back to the data range.
-            x = F.interpolate(x[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)
-            x = x[0].clamp(-1.0, 1.0)
-        images.append(x)
+        images.append(to_model_tensor(img, c, (h, w)))
     changes = []
     if resized:
         changes.append(f"resized {len(resized)} to {_size((w, h))} ({_examples(resized)})")
@@ -115,7 +101,7 @@ def _examples(items: list[str], limit: int = 3) -> str:
 
 def _read_mask(path: Path) -> Tensor:
     """A (H, W) bool tensor, True where the mask is white (> 127 in grayscale): the pixels to generate."""
-    generate = torch.from_numpy(np.asarray(open_image(path).convert("L")) > 127)
+    generate = torch.from_numpy(np.asarray(decode_image(path).convert("L")) > 127)
     if not bool(generate.any()):
         raise ValueError(f"mask {path} has no pixels to generate (no white pixels)")
     return generate
@@ -130,8 +116,11 @@ def _fit_mask(generate: Tensor, mask_path: Path, image_path: Path, image_size: t
         )
     m = generate.float()[None]
     if tuple(m.shape[1:]) != tuple(hw):
-        # Resized like its picture; any model pixel touched by white is generated (never keep a hole pixel).
-        m = (F.interpolate(m[None], size=tuple(hw), mode="area")[0] > 0).float()
+        # Resized and cropped like its picture; any model pixel touched by white is generated (never keep a
+        # hole pixel).
+        (new_w, new_h), (left, top, right, bottom) = cover_and_crop(mask_size, hw)
+        m = (F.interpolate(m[None], size=(new_h, new_w), mode="area")[0] > 0).float()
+        m = m[:, top:bottom, left:right]
     return m
 
 
