@@ -1,0 +1,134 @@
+"""Nothing written is lost, nothing broken is written: bad values, unwritable places, mismatched checkpoints and
+runs started at the same moment each end in one line, before any file is written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
+from omegaconf import OmegaConf
+
+from difflab.run import evaluate, sample
+from difflab.run.common import write_json
+from difflab.run.preflight import claim
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p) for p in folder.rglob("*")} if folder.exists() else set()
+
+
+def test_sample_with_out_leaves_no_hydra_folder_even_when_it_fails(tmp_path):
+    before = listing(ROOT / "outputs")
+    line = one_error_line(run_cli("sample.py", f"ckpt={tmp_path / 'nope.ckpt'}", f"out={tmp_path / 'out'}"))
+    assert line == f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"
+    assert not (tmp_path / "out").exists()
+    assert listing(ROOT / "outputs") == before
+    assert not any((ROOT / name).exists() for name in ("sample.log", ".hydra"))
+
+
+def test_sample_without_ckpt_is_one_line():
+    line = one_error_line(run_cli("sample.py", "n=2"))
+    assert line.startswith("error: sample.py needs ckpt=<checkpoint>")
+
+
+def test_a_value_of_the_wrong_type_is_named_before_the_run_folder_exists(tmp_path):
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train.py", *FAST_TRAIN, "trainer.max_steps=abc", f"hydra.run.dir={run}"))
+    assert line == "error: trainer.max_steps='abc' is not a whole number"
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("batch_size=0", "batch_size=0 must be at least 1"),
+        ("batch_size=-1", "batch_size=-1 must be at least 1"),
+        ("n=0", "n=0 must be at least 1"),
+        ("sampler.eta=nan", "sampler.eta=nan must be a finite number"),
+        ("sampler.steps=0", "sampler.steps=0 must be at least 1"),
+    ],
+)
+def test_bad_sampling_values_are_named_and_nothing_is_written(tiny_ckpt, tmp_path, override, message):
+    cfg = compose_config("sample", [f"ckpt={tiny_ckpt}", override, f"out={tmp_path / 'out'}"], tmp_path)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        sample(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_give_an_error_not_black_images(tiny_ckpt, tmp_path):
+    ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    ckpt["state_dict"] = {
+        k: torch.full_like(v, math.nan) if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
+    }
+    broken = tmp_path / "nan.ckpt"
+    torch.save(ckpt, broken)
+    cfg = compose_config(
+        "sample", [f"ckpt={broken}", "n=2", "sampler.steps=2", f"out={tmp_path / 'out'}"], tmp_path
+    )
+    with pytest.raises(ValueError, match="2 of 2 samples are not finite"):
+        sample(cfg)
+    assert not (tmp_path / "out").exists()
+    report = tmp_path / "report.json"
+    cfg = compose_config("eval", [f"ckpt={broken}", "n=2", "sampler.steps=2", f"out={report}"], tmp_path)
+    with pytest.raises(ValueError, match="samples are not finite"):
+        evaluate(cfg)
+    assert not report.exists()
+
+
+def test_unwritable_output_places_are_refused_before_work(tiny_ckpt, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    line = one_error_line(run_cli("train.py", *FAST_TRAIN, f"hydra.run.dir={blocker / 'run'}"))
+    assert line.startswith(f"error: cannot write the run folder {blocker / 'run'}")
+    cfg = compose_config("sample", [f"ckpt={tiny_ckpt}", "n=2", f"out={blocker / 'out'}"], tmp_path)
+    with pytest.raises(ValueError, match=f"cannot create the output folder {blocker / 'out'}"):
+        sample(cfg)
+    cfg = compose_config("eval", [f"ckpt={tiny_ckpt}", "n=2", f"out={blocker / 'r.json'}"], tmp_path)
+    with pytest.raises(ValueError, match=f"cannot write {blocker / 'r.json'}"):
+        evaluate(cfg)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_result_that_cannot_be_written_is_printed_not_lost(tmp_path, capsys):
+    target = tmp_path / "gone" / "report.json"
+    (tmp_path / "gone").write_text("a file where the folder should be")
+    with pytest.raises(ValueError, match="the result is printed above"):
+        write_json({"metrics": {"fd_effl0": 3.25}}, target)
+    assert json.loads(capsys.readouterr().out) == {"metrics": {"fd_effl0": 3.25}}
+
+
+def hydra_config(run_dir: Path, given: bool) -> OmegaConf:
+    overrides = [f"hydra.run.dir={run_dir}"] if given else []
+    return OmegaConf.create({"hydra": {"run": {"dir": str(run_dir)}, "overrides": {"hydra": overrides}}})
+
+
+def test_two_runs_started_in_the_same_second_never_share_a_folder(tmp_path):
+    dated = tmp_path / "outputs" / "train" / "2026-01-01" / "12-00-00"
+    first, second = hydra_config(dated, given=False), hydra_config(dated, given=False)
+    assert claim(first, dated) == dated
+    assert claim(second, dated) == dated.with_name("12-00-00_2")
+    assert second.hydra.run.dir == str(dated.with_name("12-00-00_2"))
+    named = tmp_path / "mine"
+    claim(hydra_config(named, given=True), named)
+    with pytest.raises(SystemExit):
+        claim(hydra_config(named, given=True), named)
+
+
+def test_a_resume_whose_weights_do_not_fit_the_model_is_refused_before_anything_is_written(
+    tiny_ckpt, tmp_path
+):
+    ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "current_model_state"):
+        name = next(k for k in ckpt[key] if k.startswith("net.") and k.endswith("weight"))
+        ckpt[key][name] = torch.zeros(3, 3)
+    broken = tmp_path / "checkpoints" / "last.ckpt"
+    broken.parent.mkdir()
+    torch.save(ckpt, broken)
+    run = tmp_path / "new_run"
+    line = one_error_line(run_cli("train.py", *FAST_TRAIN, f"ckpt_path={broken}", f"hydra.run.dir={run}"))
+    assert "does not fit the configured model (state_dict): 1 wrong shape" in line, line
+    assert not run.exists()
