@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from ..callbacks import CONFIG_KEY, StoreRunConfig
-from ..training import CheckpointOnSignal, DiffusionModule, Preempted
+from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep
 from .devices import check_trainer
 from .instantiate import instantiate_entries
 from .requeue import requeue
@@ -46,8 +46,6 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         optimizer=instantiate(cfg.optim),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         prediction_type=cfg.prediction_type,
-        seed=int(cfg.seed),
-        random_flip=bool(cfg.data.get("random_flip", False)),
     )
 
 
@@ -88,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     config = resolved_config(cfg)
-    callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config)]
+    callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config), SeedEachStep(cfg.seed)]
     # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
     # which can take minutes of the warning time. Under SLURM it also takes over SIGTERM.
     on_signal = CheckpointOnSignal(output_dir / LAST, save_on_sigterm="SLURM_JOB_ID" in os.environ)

@@ -4,12 +4,14 @@ from .ema import EMA, ema_network
 from .lr_schedules import linear_warmup, warmup_cosine
 from .module import DiffusionModule
 from .preemption import CheckpointOnSignal, Preempted
+from .step_seeding import SeedEachStep
 
 __all__ = [
     "EMA",
     "CheckpointOnSignal",
     "DiffusionModule",
     "Preempted",
+    "SeedEachStep",
     "ema_network",
     "linear_warmup",
     "warmup_cosine",
