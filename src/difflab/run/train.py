@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from ..callbacks import CONFIG_KEY, StoreRunConfig
-from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep
+from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from .devices import check_trainer
 from .instantiate import instantiate_entries
 from .requeue import requeue
@@ -55,6 +55,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     extra: dict[str, Any] = {}
     if SLURMEnvironment.detect() and cfg.trainer.get("plugins") is None:
         extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    extra["plugins"] = with_atomic_checkpoints(extra.get("plugins", instantiate(cfg.trainer.get("plugins"))))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
 
 

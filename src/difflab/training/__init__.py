@@ -1,5 +1,7 @@
-"""Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding and preemption."""
+"""Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding, checkpoint writing and
+preemption."""
 
+from .atomic_checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
 from .ema import EMA, ema_network
 from .lr_schedules import linear_warmup, warmup_cosine
 from .module import DiffusionModule
@@ -8,6 +10,7 @@ from .step_seeding import SeedEachStep
 
 __all__ = [
     "EMA",
+    "AtomicCheckpointIO",
     "CheckpointOnSignal",
     "DiffusionModule",
     "Preempted",
@@ -15,4 +18,5 @@ __all__ = [
     "ema_network",
     "linear_warmup",
     "warmup_cosine",
+    "with_atomic_checkpoints",
 ]
