@@ -13,7 +13,7 @@ from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from difflab.run import train
 from difflab.run.train import build_trainer
-from difflab.training import AtomicCheckpointIO
+from difflab.training import AtomicCheckpointIO, NonFiniteError
 
 
 def checkpoint(value: float = 1.0, step: int = 4) -> dict:
@@ -72,6 +72,14 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temp_file(tm
     assert target.read_bytes() == before
     assert torch.load(target, weights_only=True)["global_step"] == 4
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(NonFiniteError, match=r"state_dict\.net\.w is not finite at step 7") as excinfo:
+        AtomicCheckpointIO().save_checkpoint(checkpoint(float("nan"), step=7), target)
+    assert "\n" not in str(excinfo.value)
+    assert not list(tmp_path.iterdir())
 
 
 class TheirEnvironment(LightningEnvironment):

@@ -1,8 +1,9 @@
-"""Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding, checkpoint writing and
-preemption."""
+"""Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding, checkpoint writing,
+non-finite checks and preemption."""
 
 from .atomic_checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
 from .ema import EMA, ema_network
+from .finite import NonFiniteError
 from .lr_schedules import linear_warmup, warmup_cosine
 from .module import DiffusionModule
 from .preemption import CheckpointOnSignal, Preempted
@@ -13,6 +14,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "CheckpointOnSignal",
     "DiffusionModule",
+    "NonFiniteError",
     "Preempted",
     "SeedEachStep",
     "ema_network",

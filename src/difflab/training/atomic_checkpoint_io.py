@@ -16,9 +16,14 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from .finite import HINT, NonFiniteError, first_non_finite
+
+# The weights a checkpoint holds: the EMA's `state_dict` and the raw ones WeightAveraging keeps for resume.
+WEIGHT_KEYS = ("state_dict", "current_model_state")
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose local writes are atomic.
+    """TorchCheckpointIO whose local writes are atomic, and which refuses to write non-finite weights.
 
     Lightning's own save goes through an fsspec transaction whose temp file lives in $TMPDIR; on another
     filesystem the commit is a copy, and a kill during it leaves a truncated last.ckpt. Here the temp file is
@@ -27,6 +32,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any = None) -> None:
+        bad = first_non_finite({k: checkpoint[k] for k in WEIGHT_KEYS if k in checkpoint})
+        if bad is not None:
+            step = checkpoint.get("global_step", "?")
+            raise NonFiniteError(f"refusing to write {path}: {bad} is not finite at step {step}; {HINT}")
         if storage_options is not None or not _is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return

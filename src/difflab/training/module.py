@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion import DiffusionLoss, NoiseSchedule
+from .finite import check_loss
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -45,6 +46,7 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss_fn(self.net, batch[0])
+        check_loss(loss, self.global_step, self.trainer)  # before backward: NaN never reaches the weights
         self.log("train/loss", loss, prog_bar=True)
         # Logged here rather than by LearningRateMonitor so it works with logger=none too.
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
