@@ -44,6 +44,9 @@ def test_a_training_run_writes_whole_checkpoints_through_temp_files_in_their_own
     assert written == {"last.ckpt", "step_0000002.ckpt", "step_0000004.ckpt"}
     assert all(src.parent == dst.parent == folder for src, dst in renamed if dst.suffix == ".ckpt")
     assert not list(elsewhere.iterdir())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (folder / "last.ckpt").stat().st_mode & 0o777 == 0o666 & ~umask, "permissions as for any new file"
 
 
 def write_partly_then_fail(obj: object, file: object) -> None:

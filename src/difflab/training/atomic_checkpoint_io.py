@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,9 @@ def _is_local(path: _PATH) -> bool:
 def atomic_torch_save(obj: Any, target: Path) -> None:
     """torch.save `obj` to `target` through a temp file in the same folder, flushed to disk and renamed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    # Not tempfile.mkstemp: its 0600 mode would hide checkpoints from the group; 0666 lets the umask decide.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
             torch.save(obj, file)
