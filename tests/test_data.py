@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,6 @@ from difflab.data.sampler import ResumableSampler
 from difflab.io.load_images import load_images
 from difflab.io.pictures import to_channels
 from difflab.run import train
-from difflab.training.rng import random_hflip
 
 REPO = Path(__file__).parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -251,21 +251,39 @@ def test_a_truncated_jpeg_does_not_stop_a_loader_with_workers(tmp_path: Path):
     assert len(lines) == 1 and lines[0].startswith("UnreadableImagesWarning") and str(bad) in lines[0]
 
 
-def test_loader_is_deterministic_and_random_flips_are_drawn_per_batch(tmp_path: Path):
+def test_loader_is_deterministic_and_random_flips_are_drawn_per_training_batch(tmp_path: Path):
     half = np.zeros((8, 8), dtype=np.uint8)
     half[:, 4:] = 255  # left black, right white: a flip is visible
     for i in range(2):
         save(tmp_path / f"{i}.png", Image.fromarray(half))
     dm = ImageDataModule(
-        "folder", root=str(tmp_path), image_size=8, random_flip=True, val_fraction=0.5, batch_size=1
+        "folder", root=str(tmp_path), image_size=8, random_flip=True, val_fraction=0.5, batch_size=1, seed=3
     )
     torch.manual_seed(0)
-    # The flip is not in the loader (a resumed run must see the same pixels): DiffusionModule draws it per
-    # training batch from the step's seeded state.
+    # The flip is not in the loader (a resumed run must see the same pixels): the datamodule draws it per
+    # training batch after the transfer to the device, from (seed, step, micro-batch, rank).
     for dataset in (dm.train_dataloader().dataset, dm.dataset_for("train"), dm.dataset_for("val")):
         assert {dataset[0][0][0, 0, 0].item() for _ in range(20)} == {-1.0}
-    flipped = random_hflip(dm.dataset_for("train")[0][0].expand(40, -1, -1, -1))
-    assert set(flipped[:, 0, 0, 0].tolist()) == {-1.0, 1.0}
+    batch = [dm.dataset_for("train")[0][0].expand(40, -1, -1, -1), torch.zeros(40, dtype=torch.long)]
+
+    def flips(step: int, micro_batches: int = 1, rank: int = 0, training: bool = True) -> list[bool]:
+        module = ImageDataModule("digits", random_flip=True, seed=3)
+        module.trainer = SimpleNamespace(global_step=step, global_rank=rank, training=training)
+        for _ in range(micro_batches):
+            images, labels = module.on_after_batch_transfer(batch, 0)
+        assert labels is batch[1]
+        return (images[:, 0, 0, 0] == 1.0).tolist()  # the white half now on the left
+
+    first = flips(step=5)
+    assert 5 < sum(first) < 35, "about half of a batch is mirrored"
+    torch.manual_seed(123)  # the global generator (reseeded only after this hook) plays no part
+    assert flips(step=5) == first
+    assert flips(step=6) != first and flips(step=5, rank=1) != first
+    assert flips(step=5, micro_batches=2) != first  # the second micro-batch of an accumulated step
+    assert not any(flips(step=5, training=False)), "validation batches are never flipped"
+    unflipped = ImageDataModule("digits", random_flip=False)
+    unflipped.trainer = SimpleNamespace(global_step=5, global_rank=0, training=True)
+    assert unflipped.on_after_batch_transfer(batch, 0) is batch
 
 
 def test_loader_settings(tmp_path: Path):

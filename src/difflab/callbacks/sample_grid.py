@@ -14,6 +14,7 @@ from ..diffusion import Sampler
 from ..diffusion.generate import generate
 from ..io.images import enlarge, grid_of, save_png
 from ..training.ema import ema_network
+from ..training.finite import HINT, NonFiniteError
 from .sharding import gather_in_index_order, rank_indices
 
 SamplerFactory = Callable[..., Sampler]
@@ -62,6 +63,11 @@ class SampleGrid(L.Callback):
         images = generate(sampler, net, mine, shape, self.seed, self.batch_size)
         images = gather_in_index_order(trainer, images)
         net.train(was_training)
+        if not bool(torch.isfinite(images).all()):  # every rank holds all images: all raise together
+            raise NonFiniteError(
+                f"sample grid {name} at step {trainer.global_step} has non-finite pixels (the EMA network has "
+                f"diverged); {HINT}"
+            )
         if not trainer.is_global_zero:
             return None
         grid = enlarge(grid_of(images))  # native pixels, enlarged by an integer factor to be visible

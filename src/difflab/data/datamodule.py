@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from difflab.data.augment import random_hflip
 from difflab.data.errors import DataError
 from difflab.data.sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
 from difflab.data.transforms import ToModelTensor, TransformedDataset
 from difflab.data.workers import usable_workers
 from difflab.io.pictures import check_channels
+from difflab.seeding import AUGMENTATION_STREAM, MicroBatchSeeds
 
 SPLITS = ("train", "val")
 
@@ -44,8 +48,9 @@ class ImageDataModule(L.LightningDataModule):
     Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
     16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
     replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. They are
-    deterministic: ``random_flip`` is applied to whole training batches by ``DiffusionModule``, from the
-    step's seeded random state, so that a resumed run flips exactly as an uninterrupted one.
+    deterministic: ``random_flip`` mirrors training batches on the device (``on_after_batch_transfer``), drawn
+    from a generator seeded from (seed, global step, micro-batch, rank), so that a resumed run flips exactly
+    as an uninterrupted one.
 
     The training order is a function of ``seed``, the epoch and the DDP rank (``ResumableSampler``): each rank
     takes its own share of every epoch's permutation (so the Trainer must not add a DistributedSampler:
@@ -97,6 +102,7 @@ class ImageDataModule(L.LightningDataModule):
         self.download = download
         self.persistent_workers = persistent_workers
         self.seed = seed
+        self._flip_seeds = MicroBatchSeeds(seed, AUGMENTATION_STREAM)
         self._splits: RawSplits | None = None
         self._train_sampler: ResumableSampler | None = None
         self._datasets: dict[str, Dataset] = {}
@@ -172,6 +178,19 @@ class ImageDataModule(L.LightningDataModule):
         accumulate = max(1, int(trainer.accumulate_grad_batches))
         epoch, steps = divmod(trainer.global_step, -(-per_epoch // accumulate))
         return epoch * per_epoch + min(steps * accumulate, per_epoch)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Flip training batches at random, on the device, from this micro-batch's own generator.
+
+        Lightning calls this before on_train_batch_start, so the global generator has not been reseeded for
+        the step yet: the flips come from a generator of their own, seeded the same way.
+        """
+        trainer = self.trainer
+        if not (self.random_flip and trainer is not None and trainer.training):
+            return batch
+        images = batch[0]
+        generator = torch.Generator(device=images.device).manual_seed(self._flip_seeds.next(trainer))
+        return [random_hflip(images, generator), *batch[1:]]
 
     def val_dataloader(self) -> DataLoader:
         """The held-out split in a fixed order, un-augmented, keeping the last partial batch."""

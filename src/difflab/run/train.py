@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from ..callbacks import StoreRunConfig
 from ..checkpoint import CONFIG_KEY
-from ..training import CheckpointOnSignal, DiffusionModule, Preempted
+from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import check_values, instantiate_entries, number, resolved_config, set_cpu_threads, whole
 from .resume import LAST, check_resumable, keep_earlier_csv_logs, read_resumable, resume_path
@@ -57,8 +57,6 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         optimizer=instantiate(cfg.optim),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         prediction_type=cfg.prediction_type,
-        seed=int(cfg.seed),
-        random_flip=bool(cfg.data.get("random_flip", False)),
     )
 
 
@@ -68,6 +66,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     extra: dict[str, Any] = {}
     if SLURMEnvironment.detect() and cfg.trainer.get("plugins") is None:
         extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    extra["plugins"] = with_atomic_checkpoints(extra.get("plugins", instantiate(cfg.trainer.get("plugins"))))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
 
 
@@ -99,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     config = resolved_config(cfg)
-    callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config)]
+    callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config), SeedEachStep(cfg.seed)]
     # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
     # which can take minutes of the warning time. Under SLURM it also takes over SIGTERM.
     on_signal = CheckpointOnSignal(output_dir / LAST, save_on_sigterm="SLURM_JOB_ID" in os.environ)

@@ -1,16 +1,24 @@
-"""Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding and preemption."""
+"""Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding, checkpoint writing,
+non-finite checks and preemption."""
 
+from .atomic_checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
 from .ema import EMA, ema_network
+from .finite import NonFiniteError
 from .lr_schedules import linear_warmup, warmup_cosine
 from .module import DiffusionModule
 from .preemption import CheckpointOnSignal, Preempted
+from .step_seeding import SeedEachStep
 
 __all__ = [
     "EMA",
+    "AtomicCheckpointIO",
     "CheckpointOnSignal",
     "DiffusionModule",
+    "NonFiniteError",
     "Preempted",
+    "SeedEachStep",
     "ema_network",
     "linear_warmup",
     "warmup_cosine",
+    "with_atomic_checkpoints",
 ]

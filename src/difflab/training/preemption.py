@@ -124,12 +124,9 @@ class CheckpointOnSignal(L.Callback):
             mine = isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath
             if mine and Path(callback.dirpath).resolve() == self.path.parent.resolve():
                 callback.last_model_path = str(Path(callback.dirpath) / self.path.name)
-        # Written beside and renamed, so a kill during the write leaves the previous last.ckpt whole.
-        partial = self.path.with_name(self.path.name + ".partial")
-        trainer.save_checkpoint(partial)  # every rank takes part; rank 0 writes, then all wait for it
-        if trainer.is_global_zero:
-            os.replace(partial, self.path)
-        trainer.strategy.barrier("CheckpointOnSignal")
+        # Every rank takes part; rank 0 writes, then all wait for it. The Trainer's AtomicCheckpointIO (which
+        # train() installs) writes it whole or not at all, so a kill during the write keeps the previous one.
+        trainer.save_checkpoint(self.path)
         self._save_requested = False
         if trainer.is_global_zero:
             log.warning("saved %s at step %d", self.path, trainer.global_step)

@@ -1,0 +1,31 @@
+"""Reseed torch before every training micro-batch, so a step's draws depend only on (seed, step, micro, rank)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from ..seeding import TRAINING_STREAM, MicroBatchSeeds
+
+
+class SeedEachStep(L.Callback):
+    """Before each micro-batch, reseed torch's global generators (CPU and every CUDA device) from
+    (seed, global step, micro-batch, global rank): t, ε and dropout of the training step come from there.
+    Each DDP rank draws differently, and a resumed run draws exactly what an uninterrupted one would.
+
+    Also keeps Lightning's logging step equal to the global step (see `on_train_batch_start`).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seeds = MicroBatchSeeds(seed, TRAINING_STREAM)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        torch.manual_seed(self.seeds.next(trainer))
+        # Lightning logs at fit_loop.epoch_loop._batches_that_stepped, which equals global_step with one
+        # optimizer; but resuming from a checkpoint written when training ended right after a validation,
+        # Lightning 2.6 counts the skipped re-validation as a step and every later point lands one step late.
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if hasattr(epoch_loop, "_batches_that_stepped"):
+            epoch_loop._batches_that_stepped = trainer.global_step

@@ -1,0 +1,94 @@
+"""A diverging run stops with one line naming the step, and NaN never reaches a checkpoint or a sample grid."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config
+
+from difflab.callbacks import SampleGrid
+from difflab.diffusion import DDIMSampler, NoiseSchedule
+from difflab.diffusion.objectives import DiffusionLoss
+from difflab.run import train
+from difflab.run.errors import exit_on_user_error
+from difflab.training import NonFiniteError
+from difflab.training.finite import first_non_finite
+
+
+def assert_nothing_non_finite_written_from(run_dir: Path, failed_step: int) -> None:
+    """Every checkpoint in the run folder holds finite weights and optimizer state, and no grid is of the
+    failed step or later. (Other entries may hold inf by design, e.g. ModelCheckpoint's kth_value.)"""
+    for path in run_dir.rglob("*.ckpt"):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        trained = {k: ckpt[k] for k in ("state_dict", "current_model_state", "optimizer_states")}
+        assert first_non_finite(trained) is None, path
+    for path in run_dir.rglob("*.png"):
+        assert path.stem != "final", "no final grid after a failure"
+        if match := re.fullmatch(r"step_(\d+)", path.stem):
+            assert int(match[1]) < failed_step, path
+
+
+def test_a_huge_learning_rate_stops_the_run_naming_the_step(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteError, match=r"at step \d+ .*; lower optim\.lr") as excinfo:
+        train(compose_config("train", [*FAST_TRAIN, "optim.lr=1e6", "trainer.max_steps=8"], run_dir))
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert_nothing_non_finite_written_from(run_dir, int(re.search(r"at step (\d+)", message)[1]))
+
+
+def nan_loss_from_training_call(number: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the loss of the given training call NaN (validation calls pass a generator and are not counted)."""
+    real, calls = DiffusionLoss.__call__, []
+
+    def loss(self: DiffusionLoss, *args: object, **kwargs: object) -> torch.Tensor:
+        value = real(self, *args, **kwargs)
+        if kwargs.get("generator") is None:
+            calls.append(1)
+            if len(calls) == number:
+                return value * float("nan")
+        return value
+
+    monkeypatch.setattr(DiffusionLoss, "__call__", loss)
+
+
+def test_a_nan_loss_stops_before_backward_and_the_entry_point_prints_one_line(tmp_path, monkeypatch, capsys):
+    nan_loss_from_training_call(4, monkeypatch)  # step 3, after the checkpoint and grid of step 2
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as excinfo:
+        exit_on_user_error(train)(compose_config("train", FAST_TRAIN, run_dir))
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: loss is nan at step 3 "), err
+    assert_nothing_non_finite_written_from(run_dir, 3)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 2, "the last good checkpoint is kept"
+    assert (run_dir / "samples" / "step_0000002.png").is_file()
+
+
+class NaNNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(float("nan")))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x * self.w
+
+
+def test_the_sample_grid_refuses_non_finite_samples(tmp_path):
+    grid = SampleGrid(partial(DDIMSampler, steps=2), str(tmp_path), num_samples=4)
+    trainer = SimpleNamespace(
+        global_step=6, global_rank=0, world_size=1, is_global_zero=True, callbacks=[], loggers=[],
+        datamodule=SimpleNamespace(channels=1, image_size=4),
+    )  # fmt: skip
+    module = SimpleNamespace(
+        net=NaNNet(), schedule=NoiseSchedule.from_name("linear", timesteps=10), prediction_type="epsilon"
+    )
+    with pytest.raises(NonFiniteError, match=r"^sample grid step_0000006 at step 6 has non-finite pixels"):
+        grid.log_grid(trainer, module, "step_0000006")
+    assert not list(tmp_path.iterdir())
