@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make train` and `make test`.
-PYTHON ?= python3.11
+# Any Python 3.11+ on the PATH (the lock's numpy and torch need 3.11 or newer); `make PYTHON=/path/to/python`.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do command -v $$p >/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,6 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: setup train test lint format clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "error: need Python 3.11 or newer on the PATH (found: $(or $(PYTHON),none)); run make PYTHON=<python3.11+>"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
