@@ -57,9 +57,11 @@ def test_a_failed_job_does_not_stop_the_sweep_and_each_run_is_named(tmp_path):
             "trainer.max_steps=2,trainer.val_check_interval=2,trainer=cpu"
         )
         assert group == str(sweep)
-        # the full resolved config travels with the run
-        assert config["optim"]["lr"] == pytest.approx(2e-4) and config["data"]["image_size"] == size
-        assert config["choices"]["model"] == "unet_tiny"
+        # the resolved config travels with the run, flat and without machine paths or _target_s
+        assert config["optim.lr"] == pytest.approx(2e-4) and config["data.image_size"] == size
+        assert config["choices.model"] == "unet_tiny" and config["parameters"] > 0
+        assert not any(key.startswith(("paths.", "hydra.")) or "_target_" in key for key in config)
+        assert not any(isinstance(v, str) and v.startswith("/") for v in config.values())
 
 
 def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
@@ -128,11 +130,15 @@ def test_run_names_leave_out_paths_loggers_and_callbacks():
     assert job_run_name(["logger=csv"]) is None
 
 
-def test_single_run_keeps_wandb_name_and_group_unset(hydra_job):
-    cfg = hydra_job(["experiment=digits_cpu", "optim.lr=1e-4"])
+def test_a_single_run_is_named_from_its_experiment_and_overrides(hydra_job):
+    cfg = hydra_job(["experiment=digits_cpu", "optim.lr=1e-4", "hydra.run.dir=/somewhere"])
     name_wandb_run(cfg)
-    assert cfg.logger.wandb.name is None and cfg.logger.wandb.group is None
+    assert cfg.logger.wandb.name == "digits_cpu: optim.lr=1e-4"
+    assert (cfg.logger.wandb.group, cfg.logger.wandb.job_type) == ("digits_cpu", "train")
     assert list(cfg.logger.wandb.tags) == ["digits_cpu"]
+    plain = hydra_job([])
+    name_wandb_run(plain)
+    assert plain.logger.wandb.name is None  # nothing to say: W&B picks a name
 
 
 def test_multirun_job_is_named_from_overrides_grouped_by_sweep_and_tagged(hydra_job, tmp_path):
@@ -147,7 +153,7 @@ def test_multirun_job_is_named_from_overrides_grouped_by_sweep_and_tagged(hydra_
         ]
     )
     name_wandb_run(cfg)
-    assert cfg.logger.wandb.name == "experiment=digits_cpu,optim.lr=1e-4"
+    assert cfg.logger.wandb.name == "digits_cpu: optim.lr=1e-4"
     assert cfg.logger.wandb.group == str(sweep)
     assert list(cfg.logger.wandb.tags) == ["mine", "digits_cpu"]
 

@@ -20,8 +20,9 @@ from ..checkpoint import CONFIG_KEY
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import check_values, instantiate_entries, number, resolved_config, set_cpu_threads, whole
+from .console import config_summary, print_summary, quiet_library_noise
 from .resume import LAST, check_resumable, keep_earlier_csv_logs, read_resumable, resume_path
-from .wandb_glue import attach_run_id, default_wandb_offline
+from .wandb_glue import attach_run_id, clean_config, default_wandb_offline
 
 log = logging.getLogger("difflab")
 
@@ -78,6 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     requeued SLURM job resumes from its last.ckpt by itself; the W&B run id goes with the run folder.
     """
     output_dir = Path(cfg.paths.output_dir)
+    quiet_library_noise()
     check_values(cfg, RULES)
     check_trainer(cfg.trainer)
     resume = resume_path(cfg.get("ckpt_path"), output_dir)
@@ -108,8 +110,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.insert(after, on_signal)
     loggers = instantiate_entries(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
+    parameters = sum(p.numel() for p in module.net.parameters())
     for logger in loggers:
-        logger.log_hyperparams(config)
+        logger.log_hyperparams({**clean_config(config), "parameters": parameters})
+    if trainer.is_global_zero:
+        choices = config.get("choices", {})
+        experiment = choices.get("experiment")
+        title = f"difflab train · experiment={experiment}" if experiment else "difflab train"
+        extra = {"parameters": f"{parameters:,}", "run folder": str(output_dir)}
+        print_summary(title, config_summary(cfg, choices, extra))
 
     if resume is not None:
         if trainer.is_global_zero:

@@ -17,9 +17,20 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
+from lightning.pytorch import loggers as lightning_loggers
 from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger("difflab")
+
+
+class WandbLogger(lightning_loggers.WandbLogger):
+    """Lightning's WandbLogger without the `anonymous=None` it always passes to wandb.init, which wandb answers
+    with a deprecation warning on every run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 def wandb_login_configured() -> bool:
@@ -109,24 +120,50 @@ def job_run_name(overrides: Sequence[str], exclude: Sequence[str] = ()) -> str |
 
 
 def name_wandb_run(cfg: DictConfig) -> None:
-    """Fill cfg.logger.wandb for this Hydra job: tag the experiment; in a multirun, name the run from the
-    job's overrides and group it by the sweep folder. Values the user set (name, group) are kept."""
+    """Fill cfg.logger.wandb for this Hydra job so runs read well in the W&B table: tagged with the
+    experiment, job_type = the task (train), named from the experiment and the overrides that change what is
+    trained ("digits_cpu: optim.lr=1e-4,seed=3"), grouped by experiment, or by sweep folder in a multirun
+    (each job then named from its own overrides). Values the user set (name, group, job_type) are kept."""
     wandb_cfg = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
     if not isinstance(wandb_cfg, DictConfig) or not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    exclude = [*hydra_cfg.job.config.override_dirname.exclude_keys, "experiment"]
+    overrides = job_run_name(hydra_cfg.overrides.task, exclude)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with open_dict(wandb_cfg):
-        experiment = hydra_cfg.runtime.choices.get("experiment")
         tags = list(wandb_cfg.get("tags") or [])
         if experiment and experiment not in tags:
             wandb_cfg.tags = [*tags, experiment]
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            return  # single runs keep name/group as configured (null: W&B picks a name)
+        if wandb_cfg.get("job_type") is None:
+            wandb_cfg.job_type = str(cfg.get("task_name") or "train")
         if wandb_cfg.get("name") is None:
-            exclude = hydra_cfg.job.config.override_dirname.exclude_keys
-            wandb_cfg.name = job_run_name(hydra_cfg.overrides.task, exclude) or f"job{hydra_cfg.job.num}"
+            parts = [p for p in (experiment, overrides) if p]
+            fallback = f"job{hydra_cfg.job.num}" if multirun else None
+            wandb_cfg.name = ": ".join(parts) or fallback
         if wandb_cfg.get("group") is None:
-            wandb_cfg.group = str(hydra_cfg.sweep.dir)
+            wandb_cfg.group = str(hydra_cfg.sweep.dir) if multirun else experiment
+
+
+def clean_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's config as loggers should show it: flat `group.key` names, no `_target_`/`_partial_`, no
+    machine paths (paths.*, hydra, data.root's absolute folder, dirpaths) — what a reader compares across runs."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if str(key).startswith("_") or (not prefix and key in ("paths", "hydra")):
+                    continue
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(node, str) and (node.startswith("/") or "dirpath" in prefix or "save_dir" in prefix):
+            return
+        else:
+            flat[prefix] = node
+
+    walk(config, "")
+    return flat
 
 
 def finish_wandb_run(failed: bool = False) -> None:

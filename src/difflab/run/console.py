@@ -1,0 +1,77 @@
+"""What a run prints: a compact summary of the composed config at start, and none of the library noise a
+user cannot act on (Lightning's litlogger tip and internal deprecations, W&B's "anonymous" warning)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# (logger name, text a record starts with) of messages that carry nothing for a difflab user.
+_NOISE = (
+    ("lightning.pytorch.utilities.rank_zero", "💡 Tip"),
+    ("lightning.pytorch", "💡 Tip"),
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(record.name.startswith(name) and message.startswith(text) for name, text in _NOISE)
+
+
+def quiet_library_noise() -> None:
+    """Install the filters (idempotent): Lightning's tips, a deprecation raised inside Lightning itself."""
+    for name in {name for name, _ in _NOISE}:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    # Raised by Lightning's own pytree helper under torch 2.14; nothing a user's code does causes it.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+# The fields of each group that tell runs apart, in the order shown.
+SUMMARY_FIELDS = {
+    "data": ("dataset", "image_size", "channels", "batch_size", "condition"),
+    "model": ("base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "num_classes"),
+    "schedule": ("name", "timesteps"),
+    "sampler": ("steps", "eta", "clip_x0"),
+    "optim": ("lr", "weight_decay"),
+    "trainer": ("max_steps", "precision", "accelerator", "devices", "num_nodes"),
+}
+
+
+def _describe(node: Any, fields: tuple[str, ...]) -> str:
+    if not isinstance(node, dict):
+        return str(node)
+    return ", ".join(f"{k}={node[k]}" for k in fields if node.get(k) is not None)
+
+
+def config_summary(
+    cfg: DictConfig, choices: dict[str, Any] | None = None, extra: dict[str, str] | None = None
+) -> str:
+    """One line per main group: its choice (data=digits) and its key values; then `extra` lines."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    lines = []
+    for group, fields in SUMMARY_FIELDS.items():
+        if group in config:
+            choice = (choices or {}).get(group)
+            label = f"{group}={choice}" if choice else group
+            lines.append(f"  {label:<24} {_describe(config[group], fields)}")
+    for key, value in (extra or {}).items():
+        lines.append(f"  {key:<24} {value}")
+    return "\n".join(lines)
+
+
+def print_summary(title: str, body: str) -> None:
+    """The summary in a rich panel on a terminal, as plain lines in a log file."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.panel import Panel
+
+        Console().print(Panel(body, title=title, expand=False))
+    else:
+        print(f"{title}\n{body}", flush=True)
