@@ -54,6 +54,15 @@ class LoadedModel:
     global_step: int
 
     @property
+    def condition(self) -> str | None:
+        """What the model is conditioned on (None, "labels", …), as the data served it in training."""
+        return (self.config.get("data") or {}).get("condition")
+
+    @property
+    def num_classes(self) -> int | None:
+        return (self.config.get("model") or {}).get("num_classes")
+
+    @property
     def sample_shape(self) -> tuple[int, int, int]:
         data = self.config["data"]
         return (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
+from ..data.conditions import balanced
 from ..diffusion import Sampler
 from ..diffusion.generate import generate
 from ..io.images import enlarge, grid_of, save_png
@@ -23,7 +24,9 @@ SamplerFactory = Callable[..., Sampler]
 class SampleGrid(L.Callback):
     """Every `every_n_steps` optimizer steps and at the end of training: sample `num_samples` images with
     the EMA weights from the same noise, write `<dirpath>/step_XXXXXXX.png` and log the grid to every
-    logger that takes images. The work is split across DDP ranks (each rank samples its own indices)."""
+    logger that takes images. The work is split across DDP ranks (each rank samples its own indices).
+    A conditional model's grid is balanced over its conditions (one row per class), sampled with
+    classifier-free guidance of scale `guidance`."""
 
     def __init__(
         self,
@@ -33,8 +36,10 @@ class SampleGrid(L.Callback):
         num_samples: int = 64,
         seed: int = 0,
         batch_size: int = 64,
+        guidance: float = 1.0,
     ) -> None:
         self.sampler_factory = sampler
+        self.guidance = float(guidance)
         self.dirpath = Path(dirpath)
         self.every_n_steps = int(every_n_steps)
         self.num_samples = int(num_samples)
@@ -60,7 +65,13 @@ class SampleGrid(L.Callback):
         sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
         shape = self._sample_shape(trainer)
         mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
-        images = generate(sampler, net, mine, shape, self.seed, self.batch_size)
+        data = trainer.datamodule
+        conditions = balanced(
+            getattr(data, "condition", None), getattr(data, "num_classes", None), self.num_samples
+        )
+        images = generate(
+            sampler, net, mine, shape, self.seed, self.batch_size, conditions.cond_for, self.guidance
+        )
         images = gather_in_index_order(trainer, images)
         net.train(was_training)
         if not bool(torch.isfinite(images).all()):  # every rank holds all images: all raise together
@@ -70,7 +81,9 @@ class SampleGrid(L.Callback):
             )
         if not trainer.is_global_zero:
             return None
-        grid = enlarge(grid_of(images))  # native pixels, enlarged by an integer factor to be visible
+        grid = enlarge(
+            grid_of(images, conditions.nrow)
+        )  # native pixels, enlarged by an integer factor to be visible
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         save_png(grid, path)

@@ -20,6 +20,8 @@ from difflab.io.pictures import check_channels
 from difflab.seeding import AUGMENTATION_STREAM, MicroBatchSeeds
 
 SPLITS = ("train", "val")
+# What the second item of a batch carries for the model (None: nothing; the labels are ignored).
+CONDITIONS = (None, "labels")
 
 # Sources whose class count is known without opening them; a folder must be scanned to find out.
 _KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
@@ -73,8 +75,13 @@ class ImageDataModule(L.LightningDataModule):
         download: bool = False,
         persistent_workers: bool = False,
         seed: int = 0,
+        condition: str | None = None,
     ) -> None:
         super().__init__()
+        if condition not in CONDITIONS:
+            raise DataError(
+                f"unknown data.condition {condition!r}; choose one of null, {', '.join(CONDITIONS[1:])}"
+            )
         # Validate eagerly so a bad override fails at instantiation, before any training starts.
         check_dataset_name(dataset)
         check_channels(channels)
@@ -102,6 +109,7 @@ class ImageDataModule(L.LightningDataModule):
         self.download = download
         self.persistent_workers = persistent_workers
         self.seed = seed
+        self.condition = condition
         self._flip_seeds = MicroBatchSeeds(seed, AUGMENTATION_STREAM)
         self._splits: RawSplits | None = None
         self._train_sampler: ResumableSampler | None = None
@@ -126,6 +134,11 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
+        if self.condition == "labels" and not splits.num_classes:
+            raise DataError(
+                f"data.condition=labels needs labelled images, but {self.dataset} at {self.root} has no classes "
+                "(a folder needs one subfolder per class)"
+            )
         plain = ToModelTensor(self.image_size, self.channels)
         self._datasets = {
             "train": TransformedDataset(splits.train, plain),
@@ -180,17 +193,24 @@ class ImageDataModule(L.LightningDataModule):
         return epoch * per_epoch + min(steps * accumulate, per_epoch)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Flip training batches at random, on the device, from this micro-batch's own generator.
+        """On the device: flip training batches at random (from this micro-batch's own generator), then turn
+        the batch's second item into the model's condition dict when the task is conditional.
 
         Lightning calls this before on_train_batch_start, so the global generator has not been reseeded for
         the step yet: the flips come from a generator of their own, seeded the same way.
         """
+        images, *rest = batch
         trainer = self.trainer
-        if not (self.random_flip and trainer is not None and trainer.training):
-            return batch
-        images = batch[0]
-        generator = torch.Generator(device=images.device).manual_seed(self._flip_seeds.next(trainer))
-        return [random_hflip(images, generator), *batch[1:]]
+        if self.random_flip and trainer is not None and trainer.training:
+            generator = torch.Generator(device=images.device).manual_seed(self._flip_seeds.next(trainer))
+            images = random_hflip(images, generator)
+        if self.condition is None:
+            return [images, *rest]
+        return [images, self.condition_of(rest[0], images)]
+
+    def condition_of(self, item: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's condition for a batch: from its second item (labels) and, for some tasks, its images."""
+        return {"labels": item}
 
     def val_dataloader(self) -> DataLoader:
         """The held-out split in a fixed order, un-augmented, keeping the last partial batch."""

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .conditioning import CondFor, to_device
+from .guidance import Guided
 from .random import SampleGenerators
 from .samplers.base import Denoiser, Sampler, model_device_dtype
 
@@ -24,14 +26,27 @@ def generate(
     sample_shape: Sequence[int],
     seed: int = 0,
     batch_size: int = 64,
+    cond_for: CondFor | None = None,
+    guidance: float = 1.0,
+    negative_for: CondFor | None = None,
 ) -> Tensor:
-    """Samples for `indices` (values in [-1, 1] if the model was trained on such data), on the model's device."""
+    """Samples for `indices` (values in [-1, 1] if the model was trained on such data), on the model's device.
+
+    For a conditional net, `cond_for(indices)` gives those samples' conditions; they are sampled with
+    classifier-free guidance of scale `guidance` (against `negative_for`'s conditions when given, else the
+    unconditional branch). A condition is tied to its sample index, like the noise.
+    """
     device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
     indices = list(indices)
     batches = []
     for start in range(0, len(indices), batch_size):
-        generators = SampleGenerators(seed, indices[start : start + batch_size])
-        batches.append(sampler.sample(model, (len(generators), *sample_shape), generator=generators))
+        chunk = indices[start : start + batch_size]
+        generators = SampleGenerators(seed, chunk)
+        denoiser = model
+        if cond_for is not None:
+            negative = None if negative_for is None else to_device(negative_for(chunk), device, dtype)
+            denoiser = Guided(model, to_device(cond_for(chunk), device, dtype), guidance, negative)
+        batches.append(sampler.sample(denoiser, (len(chunk), *sample_shape), generator=generators))
     if not batches:
         return torch.empty((0, *sample_shape), device=device, dtype=dtype)
     return torch.cat(batches)

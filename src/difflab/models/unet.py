@@ -36,7 +36,13 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """Noise-prediction U-Net of the DDPM paper: model(x_t, t[, y]) → a tensor shaped like x_t."""
+    """Noise-prediction U-Net of the DDPM paper: model(x_t, t[, cond]) → a tensor shaped like x_t.
+
+    Conditioning (see difflab.diffusion.conditioning for the keys of `cond`): `num_classes` adds a label
+    embedding to the time embedding, with one more row for "no label"; `cond_channels` widens the input so a
+    low-resolution image (cond["low_res"]) is concatenated to x_t (SR3). Where cond["drop"] is set, the
+    label is replaced by "no label", so one net is conditional and unconditional (classifier-free guidance).
+    """
 
     def __init__(
         self,
@@ -51,6 +57,7 @@ class UNet(nn.Module):
         num_heads: int = 1,
         num_groups: int = 32,
         num_classes: int | None = None,
+        cond_channels: int = 0,
     ) -> None:
         super().__init__()
         channel_mults = tuple(channel_mults)
@@ -60,7 +67,10 @@ class UNet(nn.Module):
             raise ValueError(f"num_res_blocks must be at least 1 (got {num_res_blocks})")
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be a positive number of classes or None (got {num_classes})")
+        if cond_channels < 0:
+            raise ValueError(f"cond_channels must be 0 or more (got {cond_channels})")
         self.in_channels = in_channels
+        self.cond_channels = cond_channels
         self.out_channels = out_channels if out_channels is not None else in_channels
         self.image_size = image_size
         self.channel_mults = channel_mults
@@ -92,7 +102,7 @@ class UNet(nn.Module):
             attn = SelfAttention(c_out, num_heads, num_groups) if res in attention_resolutions else None
             return ResAttnBlock(ResidualBlock(c_in, c_out, embed_dim, dropout, num_groups), attn)
 
-        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels + cond_channels, base_channels, 3, padding=1)
 
         # Down path. skip_channels records the width of every activation the up path will concatenate.
         skip_channels = [base_channels]
@@ -151,21 +161,23 @@ class UNet(nn.Module):
         """Total number of parameters."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
-        """Predict from x (N, C, H, W), timesteps t ((N,) long or float, or a scalar) and labels y (N,)."""
+    def forward(self, x: Tensor, t: Tensor | float, cond: dict[str, Tensor] | Tensor | None = None) -> Tensor:
+        """Predict from x (N, C, H, W), timesteps t ((N,) long or float, or a scalar) and the conditions the
+        net was built for (a dict; a bare tensor is taken as class labels)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"U-Net expects input (N, {self.in_channels}, H, W) with in_channels={self.in_channels} "
                 f"(got shape {tuple(x.shape)})"
             )
         self.check_image_size((x.shape[2], x.shape[3]))
+        cond = {"labels": cond} if isinstance(cond, Tensor) else (cond or {})
         emb = self.time_embed(self._batch_timesteps(t, x))
         if self.class_embed is not None:
-            if y is None:  # no label given: use the null class
-                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
-            emb = emb + self.class_embed(y)
-        elif y is not None:
-            raise ValueError("class labels y were given, but this U-Net was built with num_classes=None")
+            emb = emb + self.class_embed(self._labels(cond, x))
+        elif "labels" in cond:
+            raise ValueError("class labels were given, but this U-Net was built with num_classes=None")
+        if self.cond_channels:
+            x = torch.cat([x, self._low_res(cond, x)], dim=1)
 
         h = self.conv_in(x)
         skips = [h]
@@ -187,6 +199,24 @@ class UNet(nn.Module):
                 h = level.resample(h)
 
         return self.conv_out(nn.functional.silu(self.norm_out(h)))
+
+    def _labels(self, cond: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The class of each sample; the extra row num_classes ("no label") where none is given or dropped."""
+        null = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+        labels = cond.get("labels")
+        if labels is None:
+            return null
+        return torch.where(cond["drop"], null, labels) if "drop" in cond else labels
+
+    def _low_res(self, cond: dict[str, Tensor], x: Tensor) -> Tensor:
+        low = cond.get("low_res")
+        expected = (x.shape[0], self.cond_channels, *x.shape[2:])
+        if low is None or tuple(low.shape) != expected:
+            got = None if low is None else tuple(low.shape)
+            raise ValueError(
+                f"this U-Net concatenates a low-resolution image of shape {expected} (got {got})"
+            )
+        return low.to(x.dtype)
 
     @staticmethod
     def _batch_timesteps(t: Tensor | float, x: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..checkpoint import LoadedModel
 from ..diffusion import Sampler
@@ -112,6 +112,24 @@ def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
     return [
         instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry
     ]
+
+
+def resolve_conditioning(cfg: DictConfig) -> None:
+    """Make the data and the model agree on the conditioning before anything is built or compared:
+    model.num_classes=K alone makes the data serve labels; data.condition=labels alone takes K from the data."""
+    data, model = cfg.data, cfg.model
+    with open_dict(data), open_dict(model):
+        if model.get("num_classes") and data.get("condition") is None:
+            data.condition = "labels"
+        if data.get("condition") == "labels":
+            found = instantiate(data).num_classes
+            if not model.get("num_classes"):
+                model.num_classes = found
+            elif int(model.num_classes) != int(found):
+                raise ValueError(
+                    f"model.num_classes={model.num_classes} but data={data.dataset} has {found} classes; "
+                    f"drop model.num_classes (it is taken from the data) or use model.num_classes={found}"
+                )
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from .cluster import is_requeued_job, is_secondary_rank, refuse
-from .common import check_values
+from .common import check_values, resolve_conditioning
 from .errors import USER_ERRORS, one_line
 from .resume import check_resumable, read_resumable, resume_path
 from .train import RULES
@@ -80,6 +80,7 @@ class Preflight(Callback):
         found = existing_run_files(run_dir)
         try:
             check_values(config, RULES)
+            resolve_conditioning(config)
             resume = resume_path(config.get("ckpt_path"), run_dir)
             if resume is not None:
                 ckpt = read_resumable(resume, config)

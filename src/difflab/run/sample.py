@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import LoadedModel, check_contradictions, load_model
+from ..data.conditions import GenerationConditions, balanced
+from ..diffusion.conditioning import label_condition, spread_labels
 from ..diffusion.generate import generate
 from ..io.images import save_samples
 from .common import (
@@ -40,6 +43,7 @@ RULES = {
     "inpaint.steps": whole(1),
     "inpaint.jump_length": whole(1),
     "inpaint.jump_n_sample": whole(1),
+    "guidance": number(0.0),
 }
 
 # Keys a user may pass to sample.py only to check them against the checkpoint (null: take the checkpoint's).
@@ -70,6 +74,31 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
     )
 
 
+def requested_conditions(cfg: DictConfig, loaded: LoadedModel, n: int) -> GenerationConditions:
+    """The conditions of samples 0..n-1 that the command asks for, checked against what the model takes."""
+    labels = cfg.get("labels")
+    if loaded.condition is None:
+        if labels is not None:
+            raise ValueError(f"labels={labels} given, but {cfg.ckpt} holds an unconditional model")
+        if float(cfg.get("guidance", 1.0)) != 1.0:
+            raise ValueError(
+                f"guidance={cfg.guidance} needs a conditional model; {cfg.ckpt} is unconditional"
+            )
+        return GenerationConditions(None)
+    if loaded.condition == "labels":
+        if labels is None:
+            return balanced("labels", loaded.num_classes, n)
+        wanted = [labels] if isinstance(labels, int) else list(labels)
+        bad = [label for label in wanted if not (isinstance(label, int) and 0 <= label < loaded.num_classes)]
+        if bad or not wanted:
+            raise ValueError(
+                f"labels={labels}: the model knows classes 0..{loaded.num_classes - 1} (give one or a list)"
+            )
+        spread = spread_labels(wanted, n)
+        return GenerationConditions(label_condition(spread), math.ceil(n / len(wanted)), spread)
+    raise ValueError(f"{cfg.ckpt}: sample.py cannot condition on {loaded.condition!r} yet")
+
+
 def load_checked_model(cfg: DictConfig) -> LoadedModel:
     """The checkpoint's model on the chosen device, after every value and override has been checked."""
     require(
@@ -98,6 +127,7 @@ def sample(cfg: DictConfig) -> Path:
     if mode != "sample":
         return edit(cfg, loaded)
     sampler = build_sampler(cfg, loaded)
+    conditions = requested_conditions(cfg, loaded, int(cfg.n))
     with output_folder(cfg.out, "sample") as out:
         log.info(
             "sampling %d images with %r (%s weights, step %d)",
@@ -117,6 +147,8 @@ def sample(cfg: DictConfig) -> Path:
             "seed": int(cfg.seed),
             "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
             "nfe": sampler.nfe,
+            "guidance": float(cfg.guidance) if loaded.condition else None,
+            "labels": conditions.labels,
             "weights": loaded.weights,
             "global_step": loaded.global_step,
         }

@@ -19,7 +19,15 @@ from ..callbacks import StoreRunConfig
 from ..checkpoint import CONFIG_KEY
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from .cluster import check_trainer, is_secondary_rank, requeue
-from .common import check_values, instantiate_entries, number, resolved_config, set_cpu_threads, whole
+from .common import (
+    check_values,
+    instantiate_entries,
+    number,
+    resolve_conditioning,
+    resolved_config,
+    set_cpu_threads,
+    whole,
+)
 from .console import config_summary, print_summary, quiet_library_noise
 from .resume import LAST, check_resumable, keep_earlier_csv_logs, read_resumable, resume_path
 from .wandb_glue import attach_run_id, clean_config, default_wandb_offline
@@ -47,6 +55,8 @@ RULES = {
     "callbacks.ema.decay": number(0.0),
     "callbacks.fid.every_n_steps": whole(0),
     "callbacks.fid.num_samples": whole(2),
+    "cond_drop_prob": number(0.0),
+    "model.num_classes": whole(1, nullable=True),
 }
 
 
@@ -58,6 +68,7 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         optimizer=instantiate(cfg.optim),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         prediction_type=cfg.prediction_type,
+        cond_drop_prob=float(cfg.get("cond_drop_prob", 0.1)),
     )
 
 
@@ -81,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
     check_values(cfg, RULES)
+    resolve_conditioning(cfg)
     check_trainer(cfg.trainer)
     resume = resume_path(cfg.get("ckpt_path"), output_dir)
     stored, step = None, 0

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion import DiffusionLoss, NoiseSchedule
+from ..diffusion.conditioning import Cond, random_drop
 from .finite import check_checkpoint_weights, check_loss
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -19,8 +20,14 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 class DiffusionModule(L.LightningModule):
     """Trains `net` to predict ε (or x_0, v) from (x_t, t); EMA weights come from the EMA callback.
 
-    The random draws of a training step (t, ε, dropout) come from torch's global generators, which the
-    `SeedEachStep` callback reseeds before each micro-batch; data augmentation happens in the datamodule.
+    A batch is (images, condition): the condition is a dict (see difflab.diffusion.conditioning) when the
+    datamodule serves a conditional task, and each sample's labels/text are dropped with `cond_drop_prob`,
+    so the same net also learns the unconditional prediction that classifier-free guidance needs. Anything
+    else in that place (the labels of an unconditional run) is ignored.
+
+    The random draws of a training step (t, ε, dropout, condition dropout) come from torch's global
+    generators, which the `SeedEachStep` callback reseeds before each micro-batch; data augmentation happens
+    in the datamodule.
     """
 
     def __init__(
@@ -31,8 +38,12 @@ class DiffusionModule(L.LightningModule):
         lr_scheduler: SchedulerFactory | None = None,
         prediction_type: str = "epsilon",
         val_seed: int = 1234,
+        cond_drop_prob: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= cond_drop_prob <= 1.0:
+            raise ValueError(f"cond_drop_prob must be in [0, 1] (got {cond_drop_prob})")
+        self.cond_drop_prob = cond_drop_prob
         self.net = net
         self.schedule = schedule
         self.loss_fn = DiffusionLoss(schedule, prediction_type)
@@ -41,22 +52,34 @@ class DiffusionModule(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.val_seed = val_seed
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        return self.net(x_t, t)
+    def forward(self, x_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
+        return self.net(x_t, t, cond)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss_fn(self.net, batch[0])
+    def denoiser(self, cond: Cond | None):
+        """The net as the loss calls it, model(x_t, t), with this batch's conditions bound."""
+        return self.net if cond is None else (lambda x_t, t: self.net(x_t, t, cond))
+
+    @staticmethod
+    def condition(batch: tuple[Tensor, Any]) -> Cond | None:
+        return batch[1] if len(batch) > 1 and isinstance(batch[1], dict) else None
+
+    def training_step(self, batch: tuple[Tensor, Any], batch_idx: int) -> Tensor:
+        cond = self.condition(batch)
+        if cond is not None:
+            cond = random_drop(cond, self.cond_drop_prob)
+        loss = self.loss_fn(self.denoiser(cond), batch[0])
         check_loss(loss, self.global_step, self.trainer)  # before backward: NaN never reaches the weights
         self.log("train/loss", loss, prog_bar=True)
         # Logged here rather than by LearningRateMonitor so it works with logger=none too.
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        # Fixed t and noise per batch, so the validation loss of one run is comparable across steps.
+    def validation_step(self, batch: tuple[Tensor, Any], batch_idx: int) -> None:
+        # Fixed t and noise per batch, so the validation loss of one run is comparable across steps; the
+        # conditional loss (no dropout) for a conditional net.
         x0 = batch[0]
         g = torch.Generator(device=x0.device).manual_seed(self.val_seed + batch_idx)
-        loss = self.loss_fn(self.net, x0, generator=g)
+        loss = self.loss_fn(self.denoiser(self.condition(batch)), x0, generator=g)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

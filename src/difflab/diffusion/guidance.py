@@ -1,0 +1,42 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper: samplers only ever see `model(x_t, t)`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .conditioning import Cond, batch_size, concat, unconditional, with_drop
+
+
+class Guided(nn.Module):
+    """model(x_t, t) = m_u + s·(m_c − m_u), with m_c = net(x_t, t, cond) and m_u the unconditional (or the
+    negative condition's) prediction, both from one batched forward.
+
+    s = 1 is the plain conditional net and s = 0 the unconditional one (each a single forward, exactly). The
+    combination is linear, so it is the same whether the net predicts ε, x_0 or v. A module (holding `net`),
+    so that samplers find the device and dtype of its parameters.
+    """
+
+    def __init__(self, net: nn.Module, cond: Cond, scale: float = 1.0, negative: Cond | None = None) -> None:
+        super().__init__()
+        self.net = net
+        # An explicit drop flag on both sides, so the two halves of the batch stack key for key.
+        self.cond = with_drop(cond, torch.zeros(batch_size(cond), dtype=torch.bool))
+        self.scale = float(scale)
+        self.negative = (
+            None
+            if negative is None
+            else with_drop(negative, torch.zeros(batch_size(negative), dtype=torch.bool))
+        )
+
+    def _uncond(self) -> Cond:
+        return self.negative if self.negative is not None else unconditional(self.cond)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        if self.scale == 1.0:
+            return self.net(x, t, self.cond)
+        if self.scale == 0.0:
+            return self.net(x, t, self._uncond())
+        both = self.net(torch.cat([x, x]), torch.cat([t, t]), concat(self._uncond(), self.cond))
+        out_u, out_c = both.chunk(2)
+        return out_u + self.scale * (out_c - out_u)
