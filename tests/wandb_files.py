@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def wandb_records(run_dir: Path) -> Iterator:
+def wandb_records(run_dir: Path, timeout: float = 60.0) -> Iterator:
     """The protobuf records of an offline W&B run file (LevelDB-log framing: 7-byte header, then chunks of
-    crc32, length, type in 32 KiB blocks; type 1 = whole record, 2/3/4 = first/middle/last part)."""
+    crc32, length, type in 32 KiB blocks; type 1 = whole record, 2/3/4 = first/middle/last part).
+
+    W&B's service writes the file in the background; on a busy machine it can still be writing after
+    wandb.finish() returns, so this waits (up to `timeout` s) until the file holds the run's exit record.
+    """
+    (path,) = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(_parse(path.read_bytes()))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            yield from records
+            return
+        time.sleep(0.5)
+
+
+def _parse(data: bytes) -> Iterator:
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = run_dir.glob("run-*.wandb")
-    data, pos, pending, block = path.read_bytes(), 7, b"", 32768
+    pos, pending, block = 7, b"", 32768
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block

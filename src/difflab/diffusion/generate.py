@@ -7,7 +7,8 @@ evaluation set is reproducible and never duplicated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -29,12 +30,14 @@ def generate(
     cond_for: CondFor | None = None,
     guidance: float = 1.0,
     negative_for: CondFor | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> Tensor:
     """Samples for `indices` (values in [-1, 1] if the model was trained on such data), on the model's device.
 
     For a conditional net, `cond_for(indices)` gives those samples' conditions; they are sampled with
     classifier-free guidance of scale `guidance` (against `negative_for`'s conditions when given, else the
-    unconditional branch). A condition is tied to its sample index, like the noise.
+    unconditional branch). A condition is tied to its sample index, like the noise. `on_step()` is called
+    after every sampler step of every batch (progress: batches × len(sampler.timesteps) steps in all).
     """
     device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
     indices = list(indices)
@@ -46,7 +49,17 @@ def generate(
         if cond_for is not None:
             negative = None if negative_for is None else to_device(negative_for(chunk), device, dtype)
             denoiser = Guided(model, to_device(cond_for(chunk), device, dtype), guidance, negative)
-        batches.append(sampler.sample(denoiser, (len(chunk), *sample_shape), generator=generators))
+        step_callback = None if on_step is None else (lambda i, t, x: on_step())
+        batches.append(
+            sampler.sample(
+                denoiser, (len(chunk), *sample_shape), generator=generators, callback=step_callback
+            )
+        )
     if not batches:
         return torch.empty((0, *sample_shape), device=device, dtype=dtype)
     return torch.cat(batches)
+
+
+def generation_steps(sampler: Sampler, n: int, batch_size: int) -> int:
+    """How many times `generate` calls on_step for n samples: batches × the sampler's steps."""
+    return math.ceil(n / batch_size) * len(sampler.timesteps)

@@ -16,6 +16,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from ..callbacks import StoreRunConfig
+from ..callbacks.progress_bar import StepProgressBar
 from ..checkpoint import CONFIG_KEY
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from .cluster import check_trainer, is_secondary_rank, requeue
@@ -113,6 +114,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     config = resolved_config(cfg)
     callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config), SeedEachStep(cfg.seed)]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar())
     # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
     # which can take minutes of the warning time. Under SLURM it also takes over SIGTERM.
     on_signal = CheckpointOnSignal(output_dir / LAST, save_on_sigterm="SLURM_JOB_ID" in os.environ)

@@ -1,0 +1,113 @@
+"""Progress a person can read: a rich bar on a terminal; where stdout is a file (a SLURM .out, `> log`) plain
+lines every few seconds with the same fields, so a cluster log shows life too."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def duration(seconds: float) -> str:
+    """1:02:03 / 4:05 for an ETA or an elapsed time."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Progress:
+    """Counts `done` of `total` units of work. Rich bar when stdout is a terminal (and `live`), else a plain
+    line `<what>: done/total unit · rate/s · ETA · extra` at most every `every_n_seconds` and at the end.
+
+    Use as a context manager; `update(done, **fields)` or `advance(n)`; fields (e.g. loss) are shown as given.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        total: int | None,
+        unit: str = "it",
+        start: int = 0,
+        every_n_seconds: float = 10.0,
+        live: bool | None = None,
+    ) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.done = self.start = start
+        self.every_n_seconds = every_n_seconds
+        self.live = sys.stdout.isatty() if live is None else live
+        self.fields: dict[str, Any] = {}
+        self._t0 = self._last_line = time.monotonic()
+        self._printed_done: int | None = None
+        self._rich: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._rich = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(f"{self.unit} · {{task.fields[rate]}} · ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[extra]}"),
+                transient=False,
+            )
+            self._rich.start()
+            self._task = self._rich.add_task(
+                self.what, total=self.total, completed=self.done, rate="", extra=""
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(failed=exc[0] is not None)
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self._t0
+        return (self.done - self.start) / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        return (self.total - self.done) / rate if self.total is not None and rate > 0 else None
+
+    def describe(self, what: str) -> None:
+        """Change what the bar says it is doing (e.g. 'sampling the grid' during training)."""
+        self.what = what
+        if self._rich is not None:
+            self._rich.update(self._task, description=what)
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        self.update(self.done + n, **fields)
+
+    def update(self, done: int, **fields: Any) -> None:
+        self.done = done
+        self.fields.update(fields)
+        extra = " · ".join(f"{k} {_short(v)}" for k, v in self.fields.items())
+        if self._rich is not None:
+            self._rich.update(self._task, completed=done, rate=f"{self.rate():.2f}/s", extra=extra)
+        elif time.monotonic() - self._last_line >= self.every_n_seconds or done == self.total:
+            self._print_line()
+
+    def _print_line(self, suffix: str = "") -> None:
+        self._last_line, self._printed_done = time.monotonic(), self.done
+        total = f"/{self.total}" if self.total is not None else ""
+        eta = self.eta()
+        parts = [f"{self.what}: {self.done}{total} {self.unit}", f"{self.rate():.2f} {self.unit}/s"]
+        parts.append(
+            f"ETA {duration(eta)}" if eta is not None else f"elapsed {duration(time.monotonic() - self._t0)}"
+        )
+        parts += [f"{k} {_short(v)}" for k, v in self.fields.items()]
+        print(" · ".join(parts) + suffix, flush=True)
+
+    def close(self, failed: bool = False) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+            self._rich = None
+        elif not failed and self._printed_done != self.done:
+            self._print_line()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
