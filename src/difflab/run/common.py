@@ -169,9 +169,9 @@ def _make_folder(path: Path, exist_ok: bool) -> None:
         raise ValueError(f"cannot write into the output folder {path}: permission denied")
 
 
-def _new_dated_folder(task: str) -> Path:
-    """outputs/<task>/<date>/<time>, made in one exclusive step (_2, _3, … when another run took it)."""
-    base = Path("outputs") / task / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S")
+def _new_dated_folder(task: str, root: Path) -> Path:
+    """<root>/outputs/<task>/<date>/<time>, made in one exclusive step (_2, _3, … when another run took it)."""
+    base = root / "outputs" / task / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S")
     for n in range(1, 1000):
         candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
         try:
@@ -183,9 +183,9 @@ def _new_dated_folder(task: str) -> Path:
 
 
 @contextlib.contextmanager
-def output_folder(out: str | Path | None, task: str) -> Iterator[Path]:
+def output_folder(out: str | Path | None, task: str, root: str | Path | None = None) -> Iterator[Path]:
     """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
-    outputs/<task>/<date>/<time>. Checked writable before any work; removed again if the work fails before
+    <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one). Checked writable before any work; removed again if the work fails before
     anything was written into it."""
     if out:
         folder = Path(out)
@@ -196,7 +196,7 @@ def output_folder(out: str | Path | None, task: str) -> Iterator[Path]:
         created = not folder.exists()
         _make_folder(folder, exist_ok=True)
     else:
-        folder, created = _new_dated_folder(task), True
+        folder, created = _new_dated_folder(task, Path(root or ".")), True
     try:
         yield folder
     except BaseException:

@@ -106,7 +106,7 @@ def edit(cfg: DictConfig, loaded: LoadedModel) -> Path:
     pictures = load_images(cfg.image, loaded.sample_shape)
     masks = load_masks(cfg.mask, pictures) if cfg.mode == "inpaint" else None
     editor, settings = _editor(cfg, loaded)
-    with output_folder(cfg.out, cfg.mode) as out:
+    with output_folder(cfg.out, cfg.mode, cfg.paths.root_dir) as out:
         log.info(
             "%s: %d picture(s) × %d edits, %d model calls each",
             cfg.mode,

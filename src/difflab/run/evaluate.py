@@ -52,7 +52,12 @@ def report_path(cfg: DictConfig) -> Path:
         if ckpt is not None and ckpt.parent.name == "checkpoints":
             path = ckpt.parent.parent / "metrics.json"
         else:
-            path = Path("outputs") / "evaluate" / f"{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.json"
+            path = (
+                Path(cfg.paths.root_dir)
+                / "outputs"
+                / "evaluate"
+                / f"{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.json"
+            )
         path = first_free(path)
     check_writable_file(path)
     return path

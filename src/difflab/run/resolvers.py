@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from ..metrics.extractors import canonical_name, metric_name
@@ -12,7 +16,21 @@ def metric_key(extractor: str) -> str:
     return metric_name(canonical_name(extractor))
 
 
+def project_root() -> str:
+    """The project folder, where outputs/, multirun/ and data/ go whatever the current folder: $DIFFLAB_ROOT,
+    else the parent of the config folder the entry point was started with, else the current folder."""
+    if os.environ.get("DIFFLAB_ROOT"):
+        return os.environ["DIFFLAB_ROOT"]
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.provider == "main" and source.schema == "file":
+                return str(Path(source.path).resolve().parent)
+    return str(Path.cwd())
+
+
 def register_resolvers() -> None:
     """Idempotent: re-importing (tests, notebooks) does not fail on an already registered name."""
     if not OmegaConf.has_resolver("metric_key"):
         OmegaConf.register_new_resolver("metric_key", metric_key)
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", project_root)

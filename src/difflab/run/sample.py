@@ -128,7 +128,7 @@ def sample(cfg: DictConfig) -> Path:
         return edit(cfg, loaded)
     sampler = build_sampler(cfg, loaded)
     conditions = requested_conditions(cfg, loaded, int(cfg.n))
-    with output_folder(cfg.out, "sample") as out:
+    with output_folder(cfg.out, "sample", cfg.paths.root_dir) as out:
         log.info(
             "sampling %d images with %r (%s weights, step %d)",
             cfg.n,
