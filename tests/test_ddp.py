@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -64,15 +61,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "cpu_threads=1",
         f"hydra.run.dir={base / 'run'}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.run(
-        [sys.executable, "train.py", *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli("train.py", *overrides, env={"PYTHONPATH": str(ROOT / "tests")}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return base
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST_TRAIN, ROOT, compose_config
+from conftest import FAST_TRAIN, compose_config, run_cli
 
 from difflab.run import train
 
@@ -47,21 +44,14 @@ def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path, caplog
 def test_missing_inception_weights_stop_training_before_the_first_step(tmp_path: Path) -> None:
     """Standard FID offline without a weights file: one line naming the fix, before any training."""
     run = tmp_path / "run"
-    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch_home")}  # no cached copy of the weights
-    result = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            *FAST_TRAIN,
-            "callbacks=[default,fid]",
-            "metrics=fid",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    no_cached_weights = {"TORCH_HOME": str(tmp_path / "torch_home")}
+    result = run_cli(
+        "train.py",
+        *FAST_TRAIN,
+        "callbacks=[default,fid]",
+        "metrics=fid",
+        f"hydra.run.dir={run}",
+        env=no_cached_weights,
     )
     if result.returncode == 0:
         pytest.skip("InceptionV3 weights were downloadable here")

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, ROOT, compose_config
+from conftest import FAST_TRAIN, compose_config, run_cli
 
 from difflab.data import ImageDataModule
 from difflab.run import train
@@ -171,12 +168,9 @@ def test_ddp_resume_matches_an_uninterrupted_ddp_run(tmp_path):
         "cpu_threads=1",
         "callbacks.model_checkpoint.every_n_train_steps=100",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def cli(*args: str) -> None:
-        result = subprocess.run(
-            [sys.executable, "train.py", *common, *args], cwd=ROOT, env=env, capture_output=True, text=True
-        )
+        result = run_cli("train.py", *common, *args, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
 
     cli(f"trainer.max_steps={STEPS}", f"hydra.run.dir={tmp_path / 'a'}")
