@@ -7,6 +7,7 @@ from `ALLOWED_TARGETS` (plus those a user lists explicitly in `allowed_targets`)
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -178,27 +179,68 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, tor
 def load_model(
     path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
 ) -> LoadedModel:
-    """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights."""
-    ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
-    config = ckpt[CONFIG_KEY]
+    """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights.
+
+    `path` is a .ckpt written by train.py or a folder written by `export.py format=safetensors`."""
+    if Path(path).is_dir():
+        config, state, weights, step = read_model_folder(path, allowed_targets)
+    else:
+        ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
+        config, state = ckpt[CONFIG_KEY], network_state(ckpt) or {}
+        # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
+        weights, step = ("ema" if "current_model_state" in ckpt else "raw"), int(ckpt.get("global_step", 0))
     net = build(config, "model", allowed_targets)
     schedule = build(config, "schedule", allowed_targets)
-    state = network_state(ckpt) or {}
     problem = state_mismatch(net.state_dict(), state)
     if problem:
         raise ValueError(f"checkpoint {path} does not match its stored model config: {problem}")
     net.load_state_dict(state)
     net.to(device).eval()
-    # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
-    weights = "ema" if "current_model_state" in ckpt else "raw"
-    return LoadedModel(
-        net,
-        schedule,
-        config.get("prediction_type", "epsilon"),
-        config,
-        weights,
-        int(ckpt.get("global_step", 0)),
-    )
+    return LoadedModel(net, schedule, config.get("prediction_type", "epsilon"), config, weights, step)
+
+
+# --- a model folder: safetensors weights + a JSON config (export.py format=safetensors) ------------------------
+
+FOLDER_CONFIG = "difflab_config.json"
+FOLDER_WEIGHTS = "model.safetensors"
+FOLDER_FORMAT = "difflab-safetensors/1"
+
+
+def read_model_folder(
+    path: str | Path, allowed_targets: Iterable[str] = ()
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
+    """(config, network weights, "ema"|"raw", global step) of a model folder; only JSON and safetensors are
+    read, so no code can run, and the config's targets pass the same allowlist as a checkpoint's."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    config_file, weights_file = folder / FOLDER_CONFIG, folder / FOLDER_WEIGHTS
+    if not config_file.is_file() or not weights_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a difflab model folder (it needs {FOLDER_CONFIG} and {FOLDER_WEIGHTS}, "
+            "as export.py format=safetensors writes them)"
+        )
+    try:
+        record = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"could not read {config_file}: {error}") from error
+    if (
+        not isinstance(record, dict)
+        or record.get("format") != FOLDER_FORMAT
+        or not isinstance(record.get("config"), dict)
+    ):
+        raise ValueError(f"{config_file} is not a difflab model config (format {FOLDER_FORMAT})")
+    for group in BUILT_GROUPS:
+        try:
+            check_targets(record["config"].get(group), group, allowed_targets)
+        except ValueError as error:
+            raise ValueError(f"model folder {folder}: {error}") from error
+    try:
+        state = load_file(weights_file)
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"could not read {weights_file}: {error}") from error
+    return record["config"], state, str(record.get("weights", "raw")), int(record.get("global_step", 0))
 
 
 def stored_value(config: Mapping[str, Any], dotted: str) -> Any:

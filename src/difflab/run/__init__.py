@@ -1,4 +1,4 @@
-"""The run module: the entry functions train, sample (and edit), evaluate; only this layer (and the entry points)
+"""The run module: the entry functions train, sample (and edit), evaluate, export; only this layer (and the entry points)
 reads Hydra configs. Files: common (shared helpers), errors, preflight, resume, cluster, wandb_glue, resolvers."""
 
 from .resolvers import register_resolvers
@@ -7,7 +7,8 @@ register_resolvers()
 
 from .edit import edit  # noqa: E402  (resolvers first: configs may use them)
 from .evaluate import evaluate  # noqa: E402
+from .export import export  # noqa: E402
 from .sample import sample  # noqa: E402
 from .train import train  # noqa: E402
 
-__all__ = ["edit", "evaluate", "sample", "train"]
+__all__ = ["edit", "evaluate", "export", "sample", "train"]

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from ..export.diffusers import unet_arguments
+from ..export.diffusers_folder import check_unet_folder
 from .cluster import is_requeued_job, is_secondary_rank, refuse
 from .common import check_values, resolve_conditioning
 from .errors import USER_ERRORS, one_line
@@ -85,6 +87,9 @@ class Preflight(Callback):
             if resume is not None:
                 ckpt = read_resumable(resume, config)
                 check_resumable(config, ckpt, resume)
+            elif config.get("init_from"):
+                model = OmegaConf.to_container(config.model, resolve=True)
+                check_unet_folder(unet_arguments(model), config.init_from)
         except USER_ERRORS as error:
             refuse(one_line(error))
         own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents

@@ -9,10 +9,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import LoadedModel, check_contradictions, load_model
-from ..data.conditions import GenerationConditions, balanced
-from ..diffusion.conditioning import label_condition, spread_labels
-from ..diffusion.generate import generate
+from ..data.conditions import GenerationConditions
+from ..diffusion.conditioning import label_condition
 from ..io.images import save_samples
+from ..pipeline import DiffusionPipeline, requested_labels
 from .common import (
     build_sampler,
     check_finite,
@@ -76,27 +76,12 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
 
 def requested_conditions(cfg: DictConfig, loaded: LoadedModel, n: int) -> GenerationConditions:
     """The conditions of samples 0..n-1 that the command asks for, checked against what the model takes."""
-    labels = cfg.get("labels")
-    if loaded.condition is None:
-        if labels is not None:
-            raise ValueError(f"labels={labels} given, but {cfg.ckpt} holds an unconditional model")
-        if float(cfg.get("guidance", 1.0)) != 1.0:
-            raise ValueError(
-                f"guidance={cfg.guidance} needs a conditional model; {cfg.ckpt} is unconditional"
-            )
+    spread, wanted = requested_labels(
+        loaded.condition, loaded.num_classes, cfg.get("labels"), cfg.get("guidance", 1.0), n, cfg.ckpt
+    )
+    if spread is None:
         return GenerationConditions(None)
-    if loaded.condition == "labels":
-        if labels is None:
-            return balanced("labels", loaded.num_classes, n)
-        wanted = [labels] if isinstance(labels, int) else list(labels)
-        bad = [label for label in wanted if not (isinstance(label, int) and 0 <= label < loaded.num_classes)]
-        if bad or not wanted:
-            raise ValueError(
-                f"labels={labels}: the model knows classes 0..{loaded.num_classes - 1} (give one or a list)"
-            )
-        spread = spread_labels(wanted, n)
-        return GenerationConditions(label_condition(spread), math.ceil(n / len(wanted)), spread)
-    raise ValueError(f"{cfg.ckpt}: sample.py cannot condition on {loaded.condition!r} yet")
+    return GenerationConditions(label_condition(spread), math.ceil(n / len(wanted)), spread)
 
 
 def load_checked_model(cfg: DictConfig) -> LoadedModel:
@@ -136,8 +121,9 @@ def sample(cfg: DictConfig) -> Path:
             loaded.weights,
             loaded.global_step,
         )
-        images = generate(
-            sampler, loaded.net, range(int(cfg.n)), loaded.sample_shape, cfg.seed, cfg.batch_size
+        # The same generation as difflab.load(...).sample(...): sample i from (seed, i) and its condition.
+        images = DiffusionPipeline.from_loaded(loaded, cfg.ckpt).generate(
+            sampler, int(cfg.n), int(cfg.seed), int(cfg.batch_size), conditions.labels, float(cfg.guidance)
         )
         check_finite(images, cfg.ckpt)
         written = save_samples(images, out)

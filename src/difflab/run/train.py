@@ -13,11 +13,13 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..callbacks import StoreRunConfig
 from ..callbacks.progress_bar import StepProgressBar
 from ..checkpoint import CONFIG_KEY
+from ..export.diffusers import unet_arguments
+from ..export.diffusers_folder import load_unet_folder
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import (
@@ -73,6 +75,16 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
     )
 
 
+def initialise_from(cfg: DictConfig, module: DiffusionModule, resume: Path | None) -> None:
+    """init_from=<diffusers UNet2DModel folder>: start from its weights (a resume keeps its own instead)."""
+    if resume is not None:
+        log.info("resuming from %s: its weights are used, init_from=%s is not", resume, cfg.init_from)
+        return
+    load_unet_folder(
+        module.net, unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), cfg.init_from
+    )
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
     """The Trainer; inside a SLURM job Lightning's own auto-requeue is switched off (CheckpointOnSignal and
     submitit handle the signals: Lightning's handler would save mid-step and requeue a second time)."""
@@ -112,6 +124,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
+    if cfg.get("init_from"):
+        initialise_from(cfg, module, resume)
     config = resolved_config(cfg)
     callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config), SeedEachStep(cfg.seed)]
     if cfg.trainer.get("enable_progress_bar", True):

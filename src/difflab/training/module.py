@@ -52,6 +52,15 @@ class DiffusionModule(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.val_seed = val_seed
 
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> DiffusionModule:  # type: ignore[override]
+        """Not supported: the module holds objects (optimizer factories) a checkpoint does not store as data, and
+        Lightning's loader would unpickle. Refused in one line that names the ways in."""
+        raise NotImplementedError(
+            "DiffusionModule.load_from_checkpoint is not supported: use difflab.load(path) for the model "
+            "(weights-only, EMA weights, schedule) or train.py ckpt_path=<path> to resume training"
+        )
+
     def forward(self, x_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         return self.net(x_t, t, cond)
 

@@ -1,0 +1,113 @@
+"""Write a difflab model as a diffusers DDPM pipeline folder, and read a diffusers UNet2DModel folder back into a
+difflab U-Net (fine-tuning from diffusers weights)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..diffusion import NoiseSchedule
+from .diffusers import (
+    architecture_differences,
+    diffusers_config,
+    from_diffusers,
+    scheduler_config,
+    to_diffusers,
+)
+
+log = logging.getLogger("difflab")
+
+
+def require_diffusers(purpose: str) -> ModuleType:
+    """The diffusers package, or a one-line error saying how to get it."""
+    try:
+        import diffusers
+    except ImportError as error:
+        raise ValueError(
+            f"{purpose} needs the diffusers package: pip install 'difflab[diffusers]' (or pip install diffusers)"
+        ) from error
+    return diffusers
+
+
+def write_pipeline(
+    net: nn.Module, args: Mapping[str, Any], schedule: NoiseSchedule, prediction_type: str, out: Path
+) -> None:
+    """A DDPMPipeline folder (model_index.json, unet/, scheduler/; safetensors) holding `net`'s weights.
+
+    `args` are the U-Net's constructor arguments (see unet_arguments); `out` must exist and be empty.
+    """
+    diffusers = require_diffusers("format=diffusers")
+    config = diffusers_config(args)  # refuses what UNet2DModel cannot express, before any work
+    unet = diffusers.UNet2DModel(**config)
+    unet.load_state_dict(to_diffusers({k: v.detach().cpu().float() for k, v in net.state_dict().items()}))
+    scheduler = diffusers.DDPMScheduler(**scheduler_config(schedule.betas, prediction_type))
+    diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+
+
+def unet_folder(folder: str | Path) -> Path:
+    """The UNet2DModel folder inside `folder`: the folder itself, or its unet/ (a whole pipeline folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"init_from={folder}: no such folder (give a diffusers UNet2DModel folder)")
+    for candidate in (folder, folder / "unet"):
+        config = candidate / "config.json"
+        if config.is_file() and _class_name(config) == "UNet2DModel":
+            return candidate
+    raise ValueError(
+        f"init_from={folder} holds no diffusers UNet2DModel (config.json with _class_name UNet2DModel, "
+        "here or in unet/)"
+    )
+
+
+def _class_name(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def read_unet_config(folder: str | Path) -> dict[str, Any]:
+    """The folder's UNet2DModel config with diffusers' defaults filled in (for keys older files omit)."""
+    diffusers = require_diffusers("init_from")
+    path = unet_folder(folder)
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(diffusers.UNet2DModel.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    stored = diffusers.UNet2DModel.load_config(path)
+    return {**defaults, **{k: v for k, v in stored.items() if not k.startswith("_")}}
+
+
+def check_unet_folder(args: Mapping[str, Any], folder: str | Path) -> None:
+    """A one-line error unless the diffusers U-Net in `folder` has the architecture of the difflab U-Net built
+    with `args` (read from config.json only: no weights are loaded)."""
+    differences = architecture_differences(args, read_unet_config(folder))
+    if differences:
+        shown = ", ".join(differences[:4]) + (
+            f" and {len(differences) - 4} more" if len(differences) > 4 else ""
+        )
+        raise ValueError(
+            f"init_from={folder} does not match the configured model: {shown}; choose a model= whose "
+            "architecture is the diffusers one"
+        )
+
+
+def load_unet_folder(net: nn.Module, args: Mapping[str, Any], folder: str | Path) -> None:
+    """Load the diffusers UNet2DModel weights in `folder` into the difflab U-Net `net` (built with `args`)."""
+    check_unet_folder(args, folder)
+    diffusers = require_diffusers("init_from")
+    # diffusers reads safetensors, or a .bin weights-only; it also renames the attention weights of old files.
+    unet = diffusers.UNet2DModel.from_pretrained(unet_folder(folder), low_cpu_mem_usage=False)
+    with torch.no_grad():
+        state = from_diffusers(net.state_dict(), unet.state_dict())
+        net.load_state_dict(state)
+    log.info("initialised the U-Net from the diffusers weights in %s", folder)

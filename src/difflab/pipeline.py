@@ -1,0 +1,215 @@
+"""`difflab.load(path)` → a DiffusionPipeline: a trained model in Python, sampled exactly as `sample.py` samples.
+
+    pipe = difflab.load("outputs/train/<date>/<time>/checkpoints/last.ckpt")   # or an export.py safetensors folder
+    images = pipe.sample(16, sampler="dpm_solver", steps=20, seed=0)          # uint8 (N, H, W, C)
+
+Defaults are sample.py's own, read from the same files it composes (conf/sample.yaml and
+conf/sampler/<name>.yaml), so the two cannot drift; sample i is sample.py's sample i for the same seed, sampler
+and conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from .checkpoint import LoadedModel, load_model
+from .diffusion import NoiseSchedule, Sampler
+from .diffusion.conditioning import label_condition, spread_labels
+from .diffusion.generate import generate
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's conf/, beside src/
+OUTPUTS = ("uint8", "pil", "tensor")
+
+
+def _conf_file(relative: str) -> Path:
+    path = CONF_DIR / relative
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: difflab reads sample.py's defaults from its conf/ folder (install difflab from "
+            "its source checkout with pip install -e .)"
+        )
+    return path
+
+
+def cli_defaults() -> dict[str, Any]:
+    """sample.py's defaults (conf/sample.yaml): the sampler's name, seed, batch_size, guidance."""
+    conf = OmegaConf.load(_conf_file("sample.yaml"))
+    choices = {k: v for entry in conf.defaults if OmegaConf.is_dict(entry) for k, v in entry.items()}
+    return {"sampler": choices["sampler"], **{k: conf[k] for k in ("seed", "batch_size", "guidance")}}
+
+
+def sampler_config(name: str) -> Any:
+    """conf/sampler/<name>.yaml, the partial that `sample.py sampler=<name>` instantiates."""
+    if not (CONF_DIR / "sampler" / f"{name}.yaml").is_file() and CONF_DIR.is_dir():
+        known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(known)}")
+    return OmegaConf.load(_conf_file(f"sampler/{name}.yaml"))
+
+
+def requested_labels(
+    condition: str | None, num_classes: int | None, labels: Any, guidance: float, n: int, source: Any
+) -> tuple[list[int] | None, list[int] | None]:
+    """(class of each of samples 0..n-1, the classes asked for) as sample.py's labels=/guidance= define them:
+    one label or a list, n spread over them in equal blocks; None: every class. (None, None) for an
+    unconditional model, which refuses labels and guidance ≠ 1."""
+    if condition is None:
+        if labels is not None:
+            raise ValueError(f"labels={labels} given, but {source} holds an unconditional model")
+        if float(guidance) != 1.0:
+            raise ValueError(f"guidance={guidance} needs a conditional model; {source} is unconditional")
+        return None, None
+    if condition != "labels":
+        raise ValueError(f"{source}: cannot condition on {condition!r} yet")
+    wanted = (
+        list(range(num_classes)) if labels is None else [labels] if isinstance(labels, int) else list(labels)
+    )
+    bad = [label for label in wanted if not (isinstance(label, int) and 0 <= label < num_classes)]
+    if bad or not wanted:
+        raise ValueError(
+            f"labels={labels}: the model knows classes 0..{num_classes - 1} (give one or a list)"
+        )
+    return spread_labels(wanted, n), wanted
+
+
+@dataclass
+class DiffusionPipeline:
+    """A trained denoiser (EMA weights when the run had EMA) with its schedule and what it is conditioned on."""
+
+    net: nn.Module
+    schedule: NoiseSchedule
+    prediction_type: str
+    condition: str | None  # None (unconditional) or "labels"
+    num_classes: int | None
+    sample_shape: tuple[int, int, int]  # (C, H, W)
+    weights: str  # "ema" or "raw"
+    global_step: int
+    config: dict[str, Any]  # the model's stored config
+    source: str = "<model>"
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, source: Any) -> DiffusionPipeline:
+        return cls(
+            loaded.net,
+            loaded.schedule,
+            loaded.prediction_type,
+            loaded.condition,
+            loaded.num_classes,
+            loaded.sample_shape,
+            loaded.weights,
+            loaded.global_step,
+            loaded.config,
+            str(source),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> DiffusionPipeline:
+        self.net.to(device)
+        return self
+
+    def make_sampler(self, name: str | None = None, **options: Any) -> Sampler:
+        """Sampler `name` (sample.py's default when None) with its conf/sampler defaults, `options` overriding
+        them (steps=20, eta=0.5, clip_x0=None, …), bound to this model's schedule and prediction type."""
+        partial = instantiate(sampler_config(name or cli_defaults()["sampler"]))
+        return partial(self.schedule, prediction_type=self.prediction_type, **options)
+
+    def generate(
+        self,
+        sampler: Sampler,
+        n: int,
+        seed: int,
+        batch_size: int,
+        labels: Sequence[int] | None = None,
+        guidance: float = 1.0,
+    ) -> torch.Tensor:
+        """n samples in [-1, 1] (N, C, H, W); sample i from (seed, i) and labels[i] (a conditional model)."""
+        cond_for = None if labels is None else label_condition(labels)
+        return generate(
+            sampler,
+            self.net,
+            range(n),
+            self.sample_shape,
+            seed,
+            batch_size,
+            cond_for=cond_for,
+            guidance=guidance,
+        )
+
+    def sample(
+        self,
+        n: int,
+        sampler: str | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        labels: int | Sequence[int] | None = None,
+        guidance: float | None = None,
+        batch_size: int | None = None,
+        output: str = "uint8",
+        **sampler_options: Any,
+    ) -> Any:
+        """n images, as `sample.py n=… sampler=… sampler.steps=… seed=… labels=… guidance=…` makes them.
+
+        None takes sample.py's default (conf/sample.yaml: sampler ddim, seed 0, batch_size 64, guidance 1.0;
+        steps and every other knob from conf/sampler/<name>.yaml). labels: one class or a list, n spread over
+        them (None: every class, for a class-conditional model). output: "uint8" (numpy N×H×W×C, as
+        samples.npz), "pil" (a list of PIL images) or "tensor" (floats in [-1, 1], N×C×H×W).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n} must be a whole number of at least 1")
+        if output not in OUTPUTS:
+            raise ValueError(f"output={output!r}; choose one of {', '.join(OUTPUTS)}")
+        defaults = cli_defaults()
+        seed = defaults["seed"] if seed is None else seed
+        batch_size = defaults["batch_size"] if batch_size is None else batch_size
+        guidance = defaults["guidance"] if guidance is None else guidance
+        if steps is not None:
+            sampler_options["steps"] = steps
+        chosen = self.make_sampler(sampler, **sampler_options)
+        per_sample, _ = requested_labels(self.condition, self.num_classes, labels, guidance, n, self.source)
+        images = self.generate(chosen, n, int(seed), int(batch_size), per_sample, float(guidance))
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"samples are not finite (NaN/inf): the weights in {self.source} are broken")
+        return _convert(images, output)
+
+    def __repr__(self) -> str:
+        kind = "unconditional" if self.condition is None else f"conditioned on {self.condition}"
+        return (
+            f"DiffusionPipeline({self.source}: {type(self.net).__name__}, {self.schedule!r}, "
+            f"prediction_type={self.prediction_type!r}, {kind}, images {self.sample_shape}, "
+            f"{self.weights} weights, step {self.global_step})"
+        )
+
+
+def _convert(images: torch.Tensor, output: str) -> Any:
+    if output == "tensor":
+        return images
+    from .io.images import to_uint8
+
+    array = to_uint8(images).permute(0, 2, 3, 1).numpy()
+    if output == "uint8":
+        return array
+    from PIL import Image
+
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
+
+
+def load(
+    path: str | Path, device: torch.device | str = "auto", allowed_targets: Iterable[str] = ()
+) -> DiffusionPipeline:
+    """A DiffusionPipeline from a train.py checkpoint (.ckpt) or an `export.py format=safetensors` folder.
+
+    Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
+    with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return DiffusionPipeline.from_loaded(load_model(path, device, allowed_targets), path)

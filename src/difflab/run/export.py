@@ -1,0 +1,54 @@
+"""export(cfg): write a checkpoint's model as a diffusers pipeline folder or a safetensors + JSON folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ..checkpoint import load_model
+from ..export.diffusers import diffusers_config, unet_arguments
+from ..export.diffusers_folder import require_diffusers, write_pipeline
+from ..export.model_folder import write_model_folder
+from .common import output_folder, require
+
+log = logging.getLogger("difflab")
+
+FORMATS = ("diffusers", "safetensors")
+
+
+def export(cfg: DictConfig) -> Path:
+    """Export checkpoint cfg.ckpt in cfg.format to cfg.out (default: a new outputs/export/<date>/<time>)."""
+    require(
+        cfg,
+        "ckpt",
+        "export.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt",
+    )
+    if cfg.format not in FORMATS:
+        raise ValueError(f"unknown format={cfg.format}; choose one of {', '.join(FORMATS)}")
+    loaded = load_model(cfg.ckpt, "cpu", cfg.get("allowed_targets") or ())
+    if cfg.format == "diffusers":
+        # Everything that can refuse does so before the output folder is made.
+        require_diffusers("format=diffusers")
+        try:
+            args = unet_arguments(loaded.config.get("model") or {})
+            diffusers_config(args)
+        except ValueError as error:
+            raise ValueError(f"cannot export {cfg.ckpt} to diffusers: {error}") from error
+    with output_folder(cfg.out, "export", cfg.paths.root_dir) as out:
+        if cfg.format == "diffusers":
+            write_pipeline(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
+            how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
+        else:
+            write_model_folder(loaded, out)
+            how = "difflab.load or sample.py ckpt="
+    log.info(
+        "exported %s (%s weights, step %d) to %s: load it with %s",
+        cfg.ckpt,
+        loaded.weights,
+        loaded.global_step,
+        out,
+        how,
+    )
+    return out

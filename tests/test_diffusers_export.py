@@ -1,0 +1,188 @@
+"""difflab ↔ diffusers: the exported UNet2DModel computes what difflab's U-Net computes, diffusers' DDPM/DDIM
+pipelines draw the images difflab's samplers draw from the same noise, and init_from reads diffusers weights back.
+
+Tolerances (measured on CPU, float32): network outputs agree to 2.3e-6 (asserted: 1e-5); images from 10 sampler
+steps to 1.8e-6 (DDPM) and 4.2e-6 (DDIM) on the [0, 1] scale, 1.8e-5 after DDPM's 1000 steps (asserted: 1e-4). They differ at all only by float rounding: difflab forms
+the timestep frequencies as -ln(10⁴)·(i/(half-1)), diffusers as (-ln(10⁴)·i)/(half-1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+
+import difflab
+from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
+from difflab.export.diffusers import diffusers_config, from_diffusers, to_diffusers, unet_arguments
+from difflab.export.diffusers_folder import write_pipeline
+from difflab.models import UNet
+from difflab.run import train
+from difflab.run.train import build_module, initialise_from
+
+diffusers = pytest.importorskip("diffusers")
+
+NO_ATTENTION = {"in_channels": 1, "base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1,
+                "attention_resolutions": [], "image_size": 8, "num_groups": 8}  # fmt: skip
+TWO_HEADS = {"in_channels": 3, "base_channels": 16, "channel_mults": [1, 2, 2], "num_res_blocks": 2,
+             "attention_resolutions": [4], "image_size": 8, "num_groups": 8, "num_heads": 2}  # fmt: skip
+ONE_HEAD_TOP = {"in_channels": 3, "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                "attention_resolutions": [8], "image_size": 8, "num_groups": 4}  # fmt: skip
+CONFIGS = [NO_ATTENTION, TWO_HEADS, ONE_HEAD_TOP]
+
+
+def random_unet(kwargs: dict, seed: int = 0) -> tuple[UNet, dict]:
+    """A difflab U-Net with every weight random (the zero-initialised ones too, so no mapping hides)."""
+    net = UNet(**kwargs, dropout=0.0).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return net, unet_arguments({"_target_": "difflab.models.UNet", **kwargs, "dropout": 0.0})
+
+
+def inputs(kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, kwargs["in_channels"], 8, 8, generator=g), torch.tensor([0, 10, 500, 999])
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS, ids=["no_attention", "two_heads", "one_head_at_top"])
+def test_unet2dmodel_computes_what_difflab_computes(kwargs):
+    net, args = random_unet(kwargs)
+    theirs = diffusers.UNet2DModel(**diffusers_config(args)).eval()
+    theirs.load_state_dict(to_diffusers(net.state_dict()))  # strict: every weight has its place
+    x, t = inputs(kwargs)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x, t).sample, net(x, t), rtol=1e-5, atol=1e-5)
+    back = from_diffusers(net.state_dict(), theirs.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"num_classes": 10}, "class-conditional"),
+        ({"cond_channels": 1}, "low-resolution image"),
+        ({"channel_mults": [2, 2]}, "channel_mults starts with 2"),
+        ({"attention_resolutions": [8, 4], "channel_mults": [1, 2, 2]}, "num_heads=2 gives heads of"),
+    ],
+)
+def test_layouts_diffusers_cannot_express_are_refused(change, reason):
+    args = unet_arguments({"_target_": "difflab.models.UNet", **TWO_HEADS, **change})
+    with pytest.raises(ValueError, match=reason):
+        diffusers_config(args)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, UNet, NoiseSchedule]:
+    """A DDPMPipeline folder of a random two-head U-Net on the linear schedule."""
+    out = tmp_path_factory.mktemp("pipeline")
+    net, args = random_unet(TWO_HEADS, seed=2)
+    schedule = NoiseSchedule.from_name("linear")
+    write_pipeline(net, args, schedule, "epsilon", out)
+    return out, net, schedule
+
+
+def as_unit(images: torch.Tensor):
+    """difflab's [-1, 1] images as diffusers' pipelines return them: [0, 1], N×H×W×C numpy."""
+    return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def test_ddpm_pipeline_draws_what_difflab_draws(exported):
+    out, net, schedule = exported
+    pipe = diffusers.DDPMPipeline.from_pretrained(out)
+    theirs = pipe(
+        batch_size=3, generator=torch.Generator().manual_seed(5), num_inference_steps=10, output_type="np"
+    )
+    # One generator for the batch, x_T first, then one draw per step: the order diffusers' pipeline uses.
+    ours = DDPMSampler(schedule, steps=10).sample(
+        net, (3, 3, 8, 8), generator=torch.Generator().manual_seed(5)
+    )
+    torch.testing.assert_close(
+        torch.from_numpy(theirs.images), torch.from_numpy(as_unit(ours)), rtol=0, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v"])
+def test_ddim_pipeline_draws_what_difflab_draws(exported, tmp_path, prediction_type):
+    out, net, schedule = exported
+    if prediction_type != "epsilon":
+        out = tmp_path / "v"
+        write_pipeline(
+            net, unet_arguments({"_target_": "difflab.models.UNet", **TWO_HEADS}), schedule, "v", out
+        )
+    pipe = diffusers.DDIMPipeline.from_pretrained(out)
+    # difflab re-derives ε̂ from the clipped x̂_0, as diffusers does with use_clipped_model_output=True.
+    theirs = pipe(
+        batch_size=3,
+        generator=torch.Generator().manual_seed(6),
+        num_inference_steps=10,
+        eta=0.0,
+        use_clipped_model_output=True,
+        output_type="np",
+    )
+    x_T = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    ours = DDIMSampler(schedule, steps=10, prediction_type=prediction_type).sample(net, x_T.shape, x_T=x_T)
+    torch.testing.assert_close(
+        torch.from_numpy(theirs.images), torch.from_numpy(as_unit(ours)), rtol=0, atol=1e-4
+    )
+
+
+@pytest.mark.slow  # two CLI runs
+def test_export_cli_writes_a_pipeline_and_never_overwrites(tiny_ckpt, tmp_path):
+    out = tmp_path / "exported"
+    result = run_cli("export.py", f"ckpt={tiny_ckpt}", "format=diffusers", f"out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["clip_sample"] is True and scheduler["prediction_type"] == "epsilon"
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    images = diffusers.DDIMPipeline.from_pretrained(out)(
+        batch_size=2, num_inference_steps=2, output_type="np"
+    )
+    assert images.images.shape == (2, 8, 8, 1)
+    again = run_cli("export.py", f"ckpt={tiny_ckpt}", "format=safetensors", f"out={out}")
+    assert "already exists and is not empty" in one_error_line(again)
+
+
+def save_unet(kwargs: dict, folder: Path, seed: int = 3) -> diffusers.UNet2DModel:
+    """What a diffusers user has: UNet2DModel(...).save_pretrained(folder), here with random weights."""
+    _, args = random_unet(kwargs)
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DModel(**diffusers_config(args)).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.normal_(0, 0.2)
+    unet.save_pretrained(folder)
+    return unet
+
+
+def test_init_from_starts_from_diffusers_weights(tmp_path):
+    # unet_tiny on the digits (1×8×8): base 16, mults [1, 2], one block, no attention, 8 groups.
+    theirs = save_unet(NO_ATTENTION, tmp_path / "unet")
+    cfg = compose_config("train", [*FAST_TRAIN, f"init_from={tmp_path / 'unet'}"], tmp_path / "run")
+    module = build_module(cfg)
+    initialise_from(cfg, module, resume=None)
+    x, t = inputs(NO_ATTENTION)
+    with torch.no_grad():
+        torch.testing.assert_close(module.net.eval()(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)
+
+    # Through train(): a step with a learning rate too small to move a weight leaves the diffusers model.
+    run = tmp_path / "trained"
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=1", "optim.lr=1e-30",
+                                   f"init_from={tmp_path / 'unet'}"], run))  # fmt: skip
+    loaded = difflab.load(run / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.net(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow  # a CLI run
+def test_init_from_a_mismatched_model_is_one_line_before_anything_is_written(tmp_path):
+    save_unet(TWO_HEADS | {"in_channels": 1}, tmp_path / "other")
+    run = tmp_path / "run"
+    result = run_cli("train.py", "model=unet_tiny", f"init_from={tmp_path / 'other'}", f"hydra.run.dir={run}")
+    line = one_error_line(result)
+    assert "does not match the configured model" in line and "block_out_channels=[16, 32, 32]" in line
+    assert not run.exists()
