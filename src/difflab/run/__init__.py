@@ -1,8 +1,10 @@
 """The run module: the entry functions train, sample (and edit), evaluate, export; only this layer (and the entry points)
 reads Hydra configs. Files: common (shared helpers), errors, preflight, resume, cluster, wandb_glue, resolvers."""
 
+from .environment import load_env_files
 from .resolvers import register_resolvers
 
+load_env_files()
 register_resolvers()
 
 from .edit import edit  # noqa: E402  (resolvers first: configs may use them)
