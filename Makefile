@@ -2,6 +2,11 @@
 # Any Python 3.11+ on the PATH (the lock's numpy and torch need 3.11 or newer); `make PYTHON=/path/to/python`.
 PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do command -v $$p >/dev/null && { echo $$p; break; }; done)
 VENV := .venv
+# Another torch build than the lock's CUDA one, from PyTorch's index: a CPU-only build for a laptop
+# (make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu, no 3 GB of CUDA libraries) or one for an older
+# NVIDIA driver (…/whl/cu126). Same torch and torchvision versions; everything else from the lock.
+TORCH_INDEX ?=
+TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.lock)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -12,7 +17,13 @@ $(STAMP): pyproject.toml requirements.lock
 		{ echo "error: need Python 3.11 or newer on the PATH (found: $(or $(PYTHON),none)); run make PYTHON=<python3.11+>"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+ifdef TORCH_INDEX
+	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' requirements.lock > $(VENV)/requirements-without-torch.txt
+	$(BIN)/python -m pip install -q $(TORCH_PINS) --index-url $(TORCH_INDEX)
+	$(BIN)/python -m pip install -q -r $(VENV)/requirements-without-torch.txt
+else
 	$(BIN)/python -m pip install -q -r requirements.lock
+endif
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -22,11 +22,11 @@ def listing(folder: Path) -> set[str]:
 
 
 def test_sample_with_out_leaves_no_hydra_folder_even_when_it_fails(tmp_path):
-    before = listing(ROOT / "outputs")
+    before = listing(ROOT / "outputs" / "sample")
     line = one_error_line(run_cli("sample.py", f"ckpt={tmp_path / 'nope.ckpt'}", f"out={tmp_path / 'out'}"))
     assert line == f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"
     assert not (tmp_path / "out").exists()
-    assert listing(ROOT / "outputs") == before
+    assert listing(ROOT / "outputs" / "sample") == before
     assert not any((ROOT / name).exists() for name in ("sample.log", ".hydra"))
 
 
