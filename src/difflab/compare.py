@@ -1,0 +1,111 @@
+"""Compare runs: loss and scores against steps, one line per run, from their CSV, TensorBoard or W&B-offline
+logs, saved as one PNG.
+
+    python -m difflab.compare multirun/train/<date>/<time> --out compare.png
+    python -m difflab.compare outputs/train/<a> outputs/train/<b> --metrics train/loss val/fd_effl0
+
+A folder that holds no logs of its own but run folders (a sweep) stands for all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .runlogs import Series, run_series
+
+DEFAULT_METRICS = ("train/loss", "val/loss", "val/fd_effl0", "val/fid")
+LOG_MARKERS = ("metrics.csv", "events.out.tfevents.*", "offline-run-*")
+
+
+def _has_logs(folder: Path) -> bool:
+    return any(next(folder.rglob(pattern), None) is not None for pattern in LOG_MARKERS)
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / ".hydra").is_dir() or (folder / "checkpoints").is_dir()
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """The run folders among `paths`: each path that is a run (.hydra/ or checkpoints/), else its subfolders
+    that are runs with logs (a sweep's job folders)."""
+    runs = []
+    for path in paths:
+        if not path.is_dir():
+            raise ValueError(f"not a folder: {path}")
+        if _is_run(path):
+            runs.append(path)
+            continue
+        found = [p for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p) and _has_logs(p)]
+        if not found and _has_logs(path):
+            found = [path]
+        if not found:
+            raise ValueError(
+                f"{path} holds no run logs (metrics.csv, TensorBoard events or W&B offline runs)"
+            )
+        runs.extend(found)
+    return runs
+
+
+def run_label(run: Path, runs: list[Path]) -> str:
+    """The shortest name that tells the run apart: its folder name, or its path below their common parent."""
+    names = [r.name for r in runs]
+    if names.count(run.name) == 1:
+        return run.name
+    parent = Path(*Path(runs[0]).parts[: len(Path(runs[0]).parts) - 1])
+    return str(run.relative_to(parent)) if parent in run.parents else str(run)
+
+
+def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
+    """One panel per metric that any run logged; returns the metrics drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = [m for m in metrics if any(m in s for s in series.values())]
+    if not drawn:
+        logged = sorted({k for s in series.values() for k in s})
+        raise ValueError(f"none of {', '.join(metrics)} was logged; logged: {', '.join(logged) or 'nothing'}")
+    fig, axes = plt.subplots(1, len(drawn), figsize=(5 * len(drawn), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], drawn, strict=True):
+        for label, runs_series in series.items():
+            points = runs_series.get(metric)
+            if points:
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, marker="o" if len(points) < 12 else None, label=label)
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        if metric.endswith("loss"):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return drawn
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m difflab.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders, or sweep folders holding them")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to plot")
+    parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the PNG to write")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.runs)
+        series = {run_label(run, runs): run_series(run) for run in runs}
+        if args.out.exists():
+            raise ValueError(f"{args.out} already exists; choose another --out")
+        drawn = plot(series, args.metrics, args.out)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(runs)} runs, {', '.join(drawn)} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
