@@ -31,7 +31,9 @@ TWO_HEADS = {"in_channels": 3, "base_channels": 16, "channel_mults": [1, 2, 2], 
              "attention_resolutions": [4], "image_size": 8, "num_groups": 8, "num_heads": 2}  # fmt: skip
 ONE_HEAD_TOP = {"in_channels": 3, "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
                 "attention_resolutions": [8], "image_size": 8, "num_groups": 4}  # fmt: skip
-CONFIGS = [NO_ATTENTION, TWO_HEADS, ONE_HEAD_TOP]
+# DDPM's TF padding (right/bottom only) as in google/ddpm-cifar10-32's downsample_padding=0.
+TF_PADDING = {**TWO_HEADS, "downsample_padding": 0}
+CONFIGS = [NO_ATTENTION, TWO_HEADS, ONE_HEAD_TOP, TF_PADDING]
 
 
 def random_unet(kwargs: dict, seed: int = 0) -> tuple[UNet, dict]:
@@ -49,7 +51,9 @@ def inputs(kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(4, kwargs["in_channels"], 8, 8, generator=g), torch.tensor([0, 10, 500, 999])
 
 
-@pytest.mark.parametrize("kwargs", CONFIGS, ids=["no_attention", "two_heads", "one_head_at_top"])
+@pytest.mark.parametrize(
+    "kwargs", CONFIGS, ids=["no_attention", "two_heads", "one_head_at_top", "tf_padding"]
+)
 def test_unet2dmodel_computes_what_difflab_computes(kwargs):
     net, args = random_unet(kwargs)
     theirs = diffusers.UNet2DModel(**diffusers_config(args)).eval()

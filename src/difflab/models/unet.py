@@ -58,6 +58,7 @@ class UNet(nn.Module):
         num_groups: int = 32,
         num_classes: int | None = None,
         cond_channels: int = 0,
+        downsample_padding: int = 1,
     ) -> None:
         super().__init__()
         channel_mults = tuple(channel_mults)
@@ -115,7 +116,7 @@ class UNet(nn.Module):
                 ch = base_channels * mult
                 skip_channels.append(ch)
             is_last = i == len(channel_mults) - 1
-            self.down.append(Level(blocks, None if is_last else Downsample(ch)))
+            self.down.append(Level(blocks, None if is_last else Downsample(ch, downsample_padding)))
             if not is_last:
                 skip_channels.append(ch)
 
