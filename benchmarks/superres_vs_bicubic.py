@@ -66,7 +66,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     bicubic = upsample(low, size)
 
-    evaluator = Evaluator(kid_subset_size=min(1000, args.n), prc=False, cpu_threads=0)
+    evaluator = Evaluator(kid_subset_size=min(1000, args.n // 2), prc=False, cpu_threads=0)
     stats = {}
     for name, images in [("real", real), ("sr3", sr), ("bicubic", bicubic), ("other_real", other_real)]:
         features, _ = evaluator.embed(to_uint8(images), args.device)
