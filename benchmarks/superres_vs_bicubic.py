@@ -5,7 +5,7 @@ sr_factor exactly as in training; each low-res input is super-resolved once by t
 once by bicubic upsampling. Both sets are scored against the real high-resolution images with the project's
 metrics (EfficientNet-Lite0 features: fd_effl0, KID); a second set of n real held-out images (the next n)
 gives the floor of the estimator at this n. Consistency: ‖down(x) − input‖ in [-1, 1] units (mean |·| and
-RMSE); pixel RMSE to the real image is shown too (a regression to the mean wins there; realism is FD's job).
+RMSE); pixel RMSE to the real image is shown for reference (realism is what FD and KID measure).
 Prints a markdown table.
 
     python benchmarks/superres_vs_bicubic.py --ckpt <run>/checkpoints/last.ckpt --root ../shared/data
