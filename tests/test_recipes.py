@@ -173,3 +173,49 @@ def test_recipe_trains_on_its_real_data(recipe, shape, tmp_path, request):
         assert loaded.net(torch.zeros(1, *shape), torch.tensor([999])).shape == (1, *shape)
     assert recipe in loaded.config["tags"]
     assert (run / "samples" / "final.png").is_file()
+
+
+# Super-resolution recipes: no FID callback (it samples unconditionally), so none of its overrides.
+TINY_SR = [o for o in TINY if not o.startswith(("metrics.", "callbacks.fid"))]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "size", "low", "channels"),
+    [("mnist_sr_cpu", 28, 7, 1), ("cifar10_sr3", 32, 8, 3), ("celeba64_sr3", 64, 16, 3)],
+)
+def test_superres_recipes_pin_their_resolutions(recipe, size, low, channels, tmp_path):
+    cfg = recipe_values(recipe, tmp_path)
+    assert cfg.data.condition == "superres" and cfg.data.sr_noise == 0.0
+    assert (cfg.data.image_size, cfg.data.image_size // cfg.data.sr_factor, cfg.data.channels) == (
+        size,
+        low,
+        channels,
+    )
+    assert "fid" not in cfg.callbacks and recipe in cfg.tags
+    if recipe == "mnist_sr_cpu":
+        assert cfg.cpu_threads == 1 and cfg.trainer.accelerator == "cpu"
+    else:
+        assert cfg.trainer.accelerator == "gpu" and cfg.data.random_flip is True
+
+
+@pytest.mark.parametrize(
+    ("recipe", "shape"),
+    [("cifar10_sr3", (3, 32, 32)), ("celeba64_sr3", (3, 64, 64)), ("mnist_sr_cpu", (1, 28, 28))],
+)
+def test_superres_recipe_trains_on_its_real_data(recipe, shape, tmp_path, request):
+    if recipe == "cifar10_sr3":
+        root = request.getfixturevalue("cifar10_root")
+    elif recipe == "celeba64_sr3":
+        root = request.getfixturevalue("celeba64_root")
+    else:
+        root = shared_data_or_skip()
+    run = tmp_path / "run"
+    metrics = train(compose_config("train", [f"experiment={recipe}", *TINY_SR, f"data.root={root}"], run))
+    assert metrics["val/loss"] > 0
+    loaded = load_model(run / "checkpoints" / "last.ckpt")
+    assert loaded.condition == "superres" and loaded.sample_shape == shape
+    assert loaded.config["model"]["cond_channels"] == shape[0]
+    with torch.no_grad():
+        x = torch.zeros(1, *shape)
+        assert loaded.net(x, torch.tensor([999]), {"low_res": x}).shape == (1, *shape)
+    assert (run / "samples" / "final.png").is_file()

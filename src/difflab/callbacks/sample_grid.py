@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
-from ..data.conditions import balanced
+from ..data.conditions import grid_conditions, grid_tiles
 from ..diffusion import Sampler
 from ..diffusion.generate import generate
 from ..io.images import enlarge, grid_of, save_png
@@ -26,7 +26,8 @@ class SampleGrid(L.Callback):
     the EMA weights from the same noise, write `<dirpath>/step_XXXXXXX.png` and log the grid to every
     logger that takes images. The work is split across DDP ranks (each rank samples its own indices).
     A conditional model's grid is balanced over its conditions (one row per class), sampled with
-    classifier-free guidance of scale `guidance`."""
+    classifier-free guidance of scale `guidance`; a super-resolution model's grid shows the low-res versions of
+    the first held-out images beside their super-resolved outputs."""
 
     def __init__(
         self,
@@ -65,10 +66,7 @@ class SampleGrid(L.Callback):
         sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
         shape = self._sample_shape(trainer)
         mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
-        data = trainer.datamodule
-        conditions = balanced(
-            getattr(data, "condition", None), getattr(data, "num_classes", None), self.num_samples
-        )
+        conditions = grid_conditions(trainer.datamodule, self.num_samples)
         images = generate(
             sampler, net, mine, shape, self.seed, self.batch_size, conditions.cond_for, self.guidance
         )
@@ -81,9 +79,8 @@ class SampleGrid(L.Callback):
             )
         if not trainer.is_global_zero:
             return None
-        grid = enlarge(
-            grid_of(images, conditions.nrow)
-        )  # native pixels, enlarged by an integer factor to be visible
+        # Native pixels, enlarged by an integer factor to be visible; SR: input | output pairs.
+        grid = enlarge(grid_of(*grid_tiles(conditions, images)))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         save_png(grid, path)

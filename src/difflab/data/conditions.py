@@ -1,12 +1,18 @@
 """What to generate for a conditional task: the conditions of samples 0..n-1 when sampling a grid or an
-evaluation set (balanced class labels, …), and how a grid lays them out (one row per class)."""
+evaluation set (balanced class labels, held-out low-res images, …), and how a grid lays them out (one row per
+class; super-resolution: input | output pairs)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
 
 from ..diffusion.conditioning import CondFor, label_condition, spread_labels
+from ..diffusion.superres import downsample, nearest_upsample, upsample
 
 
 @dataclass
@@ -16,6 +22,8 @@ class GenerationConditions:
     cond_for: CondFor | None
     nrow: int | None = None
     labels: list[int] | None = None
+    # (n, C, H, W): what sample i was made from, shown beside it in a grid (super-resolution: its input).
+    inputs: Tensor | None = None
 
 
 def balanced(condition: str | None, num_classes: int | None, n: int) -> GenerationConditions:
@@ -29,3 +37,54 @@ def balanced(condition: str | None, num_classes: int | None, n: int) -> Generati
         labels = spread_labels(range(num_classes), n)
         return GenerationConditions(label_condition(labels), math.ceil(n / num_classes), labels)
     raise ValueError(f"no balanced conditions for data.condition={condition!r}")
+
+
+def superres_conditions(low: Tensor, size: int, per_input: int = 1) -> GenerationConditions:
+    """Sample i super-resolves low[i // per_input] ((M, C, h, w) in [-1, 1]) to size x size: its condition is the
+    bicubic upsampling the net was trained on. `inputs` holds each sample's input, nearest-upsampled."""
+    condition = upsample(low, size)
+    shown = nearest_upsample(low, size)
+
+    def cond_for(indices) -> dict[str, Tensor]:
+        rows = torch.as_tensor(list(indices), dtype=torch.long) // per_input
+        return {"low_res": condition[rows]}
+
+    rows = torch.arange(len(low) * per_input) // per_input
+    return GenerationConditions(cond_for, per_input, inputs=shown[rows])
+
+
+def held_out_superres(data: Any, n: int) -> GenerationConditions:
+    """One sample from each of the first n held-out images' low-res versions (cycled when there are fewer), so
+    a training run's grids show the same inputs at every step."""
+    val = data.dataset_for("val")
+    if len(val) == 0:
+        raise ValueError(
+            f"the held-out split of {data.dataset} is empty: no low-res inputs for the sample grid"
+        )
+    images = torch.stack([val[i % len(val)][0] for i in range(min(n, len(val)))])
+    images = images[torch.arange(n) % len(images)]
+    conditions = superres_conditions(downsample(images, data.sr_factor), data.image_size)
+    conditions.nrow = None
+    return conditions
+
+
+def grid_conditions(data: Any, n: int) -> GenerationConditions:
+    """What a training run's sample grid generates for its datamodule's task."""
+    condition = getattr(data, "condition", None)
+    if condition == "superres":
+        return held_out_superres(data, n)
+    return balanced(condition, getattr(data, "num_classes", None), n)
+
+
+def grid_tiles(conditions: GenerationConditions, images: Tensor) -> tuple[Tensor, int | None]:
+    """The tiles of a grid and its row width: the samples, or (input, sample) pairs side by side when the
+    conditions carry inputs (nrow then counts pairs, about square when unset)."""
+    if conditions.inputs is None:
+        return images, conditions.nrow
+    inputs = conditions.inputs.to(images.device, images.dtype)
+    n = len(images)
+    # About square, rows full: the first divisor of n from sqrt(n / 2) pairs on (32 -> 4, 64 -> 8).
+    pairs = conditions.nrow or next(
+        k for k in range(max(1, math.ceil(math.sqrt(n / 2))), n + 1) if n % k == 0
+    )
+    return torch.stack([inputs, images], 1).flatten(0, 1), 2 * pairs

@@ -16,12 +16,14 @@ from difflab.data.sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
 from difflab.data.transforms import ToModelTensor, TransformedDataset
 from difflab.data.workers import usable_workers
+from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.io.pictures import check_channels
 from difflab.seeding import AUGMENTATION_STREAM, MicroBatchSeeds
 
 SPLITS = ("train", "val")
 # What the second item of a batch carries for the model (None: nothing; the labels are ignored).
-CONDITIONS = (None, "labels")
+# superres: the images' own low-resolution versions (made on the device), the labels ignored.
+CONDITIONS = (None, "labels", "superres")
 
 # Sources whose class count is known without opening them; a folder must be scanned to find out.
 _KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
@@ -54,6 +56,13 @@ class ImageDataModule(L.LightningDataModule):
     from a generator seeded from (seed, global step, micro-batch, rank), so that a resumed run flips exactly
     as an uninterrupted one.
 
+    ``condition="superres"`` (SR3): the condition of each image is its own low-resolution version
+    (``image_size / sr_factor``, antialiased bicubic), upsampled bicubically back to ``image_size`` and clamped
+    to [-1, 1] (``cond["low_res"]``), made on the device after the flips. Training batches add Gaussian noise
+    to the small image with a σ ~ U(0, ``sr_noise``) per sample (noise-conditioning augmentation; the σ is
+    not given to the net), drawn from the same per-micro-batch generator as the flips; validation and the
+    sample grid use clean pairs.
+
     The training order is a function of ``seed``, the epoch and the DDP rank (``ResumableSampler``): each rank
     takes its own share of every epoch's permutation (so the Trainer must not add a DistributedSampler:
     ``use_distributed_sampler=False``), and after a resume the loader starts at the batch the restored
@@ -76,6 +85,8 @@ class ImageDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         seed: int = 0,
         condition: str | None = None,
+        sr_factor: int = 4,
+        sr_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if condition not in CONDITIONS:
@@ -93,6 +104,15 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"num_workers must be 0 or more, got {num_workers}")
         if not 0.0 <= val_fraction < 1.0:
             raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if condition == "superres":
+            try:
+                check_sr_factor(sr_factor, image_size)
+            except ValueError as error:
+                raise DataError(f"data.{error}") from None
+        if not sr_noise >= 0:
+            raise DataError(
+                f"data.sr_noise must be 0 or more (the largest σ of the low-res noise), got {sr_noise}"
+            )
         if dataset != "digits":
             # An unset root fails now; a missing directory is allowed, since prepare_data may download it.
             resolve_root(dataset, root, must_exist=False)
@@ -110,6 +130,8 @@ class ImageDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.seed = seed
         self.condition = condition
+        self.sr_factor = sr_factor
+        self.sr_noise = float(sr_noise)
         self._flip_seeds = MicroBatchSeeds(seed, AUGMENTATION_STREAM)
         self._splits: RawSplits | None = None
         self._train_sampler: ResumableSampler | None = None
@@ -201,15 +223,28 @@ class ImageDataModule(L.LightningDataModule):
         """
         images, *rest = batch
         trainer = self.trainer
-        if self.random_flip and trainer is not None and trainer.training:
+        training = trainer is not None and trainer.training
+        generator = None
+        if training and (self.random_flip or self._augments_condition):
             generator = torch.Generator(device=images.device).manual_seed(self._flip_seeds.next(trainer))
+        if self.random_flip and training:
             images = random_hflip(images, generator)
         if self.condition is None:
-            return [images, *rest]
-        return [images, self.condition_of(rest[0], images)]
+            return batch if images is batch[0] else [images, *rest]  # untouched: the batch itself
+        return [images, self.condition_of(rest[0], images, generator)]
 
-    def condition_of(self, item: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The model's condition for a batch: from its second item (labels) and, for some tasks, its images."""
+    @property
+    def _augments_condition(self) -> bool:
+        return self.condition == "superres" and self.sr_noise > 0
+
+    def condition_of(
+        self, item: Any, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The model's condition for a batch: from its second item (labels) and, for some tasks, its images.
+        `generator` (training batches only) draws any random augmentation of the condition."""
+        if self.condition == "superres":
+            noise = self.sr_noise if generator is not None else 0.0
+            return {"low_res": low_res_condition(images, self.sr_factor, noise, generator)}
         return {"labels": item}
 
     def val_dataloader(self) -> DataLoader:

@@ -116,11 +116,14 @@ def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
 
 def resolve_conditioning(cfg: DictConfig) -> None:
     """Make the data and the model agree on the conditioning before anything is built or compared:
-    model.num_classes=K alone makes the data serve labels; data.condition=labels alone takes K from the data."""
+    model.num_classes=K alone makes the data serve labels; data.condition=labels alone takes K from the data;
+    data.condition=superres sets model.cond_channels (model.cond_channels alone makes the data serve superres)."""
     data, model = cfg.data, cfg.model
     with open_dict(data), open_dict(model):
         if model.get("num_classes") and data.get("condition") is None:
             data.condition = "labels"
+        if model.get("cond_channels") and data.get("condition") is None:
+            data.condition = "superres"
         if data.get("condition") == "labels":
             found = instantiate(data).num_classes
             if not model.get("num_classes"):
@@ -130,6 +133,25 @@ def resolve_conditioning(cfg: DictConfig) -> None:
                     f"model.num_classes={model.num_classes} but data={data.dataset} has {found} classes; "
                     f"drop model.num_classes (it is taken from the data) or use model.num_classes={found}"
                 )
+        if data.get("condition") == "superres":
+            _resolve_superres(data, model)
+
+
+def _resolve_superres(data: DictConfig, model: DictConfig) -> None:
+    """SR3: the U-Net takes the low-res image (data.channels of them) beside x_t; it is never dropped, so
+    classes do not combine with it."""
+    if model.get("num_classes"):
+        raise ValueError(
+            "model.num_classes with data.condition=superres: class-conditional super-resolution is not supported"
+        )
+    channels = int(data.channels)
+    if not model.get("cond_channels"):
+        model.cond_channels = channels
+    elif int(model.cond_channels) != channels:
+        raise ValueError(
+            f"model.cond_channels={model.cond_channels} but data.channels={channels}: the low-res input has "
+            f"the images' channels; drop model.cond_channels (it is taken from the data)"
+        )
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

@@ -26,10 +26,11 @@ from .common import (
     write_json,
 )
 from .edit import EDIT_MODES, check_edit_request, edit
+from .superres import SUPERRES, check_superres_request, superres
 
 log = logging.getLogger("difflab")
 
-MODES = ("sample", *EDIT_MODES)
+MODES = ("sample", *EDIT_MODES, SUPERRES)
 
 # Values sample.py and its edit modes take, checked before anything is loaded or written.
 RULES = {
@@ -76,6 +77,10 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
 
 def requested_conditions(cfg: DictConfig, loaded: LoadedModel, n: int) -> GenerationConditions:
     """The conditions of samples 0..n-1 that the command asks for, checked against what the model takes."""
+    if loaded.condition == SUPERRES:
+        raise ValueError(
+            f"{cfg.ckpt} is a super-resolution model: use mode=superres image=<low-res picture or folder>"
+        )
     spread, wanted = requested_labels(
         loaded.condition, loaded.num_classes, cfg.get("labels"), cfg.get("guidance", 1.0), n, cfg.ckpt
     )
@@ -101,14 +106,19 @@ def load_checked_model(cfg: DictConfig) -> LoadedModel:
 def sample(cfg: DictConfig) -> Path:
     """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: a new outputs/sample/<date>/<time>).
 
-    cfg.mode = inpaint or img2img edits the pictures in cfg.image instead (see run/edit.py).
+    cfg.mode = inpaint or img2img edits the pictures in cfg.image instead (see run/edit.py); cfg.mode = superres
+    super-resolves them with an SR3 checkpoint (see run/superres.py).
     """
     mode = cfg.get("mode", "sample")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if mode != "sample":
+    if mode == SUPERRES:
+        check_superres_request(cfg)
+    elif mode != "sample":
         check_edit_request(cfg)
     loaded = load_checked_model(cfg)
+    if mode == SUPERRES:
+        return superres(cfg, loaded)
     if mode != "sample":
         return edit(cfg, loaded)
     sampler = build_sampler(cfg, loaded)

@@ -1,0 +1,136 @@
+"""superres(cfg): super-resolve low-resolution pictures with an SR3 checkpoint (sample.py mode=superres).
+
+Inputs are pictures at the model's low resolution (image_size / sr_factor, as the training pairs were made); a
+picture of another size is brought to it exactly as training data is (cover, centre-crop, bicubic with
+antialiasing) with one warning for the batch, so a high-resolution picture is downsampled first. Each input
+gets n outputs at the model's size; the grid shows per row: input (nearest-upsampled) | bicubic | n outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from ..checkpoint import LoadedModel
+from ..data.conditions import superres_conditions
+from ..diffusion import Denoiser, Sampler
+from ..diffusion.generate import generate
+from ..diffusion.superres import nearest_upsample, upsample
+from ..io.images import enlarge, grid_of, save_png, save_samples
+from ..io.load_images import load_images
+from .common import build_sampler, check_finite, output_folder, require, write_json
+
+log = logging.getLogger("difflab")
+
+SUPERRES = "superres"
+
+
+def check_superres_request(cfg: DictConfig) -> None:
+    """What mode=superres needs, checked before the checkpoint is loaded."""
+    require(cfg, "image", "mode=superres needs image=<low-resolution picture or folder of pictures>")
+    if cfg.get("labels") is not None:
+        raise ValueError(f"labels={cfg.labels} given, but mode=superres conditions on image= only")
+    if float(cfg.get("guidance", 1.0)) != 1.0:
+        raise ValueError(
+            f"guidance={cfg.guidance} has no effect with mode=superres: the low-res image is never dropped, "
+            "so there is no unconditional branch; drop guidance="
+        )
+
+
+def sr_factor(loaded: LoadedModel) -> int:
+    """The checkpoint's upscaling factor (the data's sr_factor it was trained with)."""
+    return int(loaded.config["data"].get("sr_factor", 4))
+
+
+def low_res_shape(loaded: LoadedModel) -> tuple[int, int, int]:
+    c, h, w = loaded.sample_shape
+    factor = sr_factor(loaded)
+    return (c, h // factor, w // factor)
+
+
+def super_resolve(
+    sampler: Sampler,
+    net: Denoiser,
+    low: Tensor,
+    size: int,
+    n: int = 1,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Tensor:
+    """n outputs (size x size) for each low-res picture of `low` (M, C, h, w) in [-1, 1]; output k is of
+    input k // n and depends only on (seed, k), like any sample."""
+    conditions = superres_conditions(low, size, n)
+    indices: Sequence[int] = range(len(low) * n)
+    return generate(sampler, net, indices, (low.shape[1], size, size), seed, batch_size, conditions.cond_for)
+
+
+def _comparison_tiles(low: Tensor, results: Tensor, n: int, size: int) -> Tensor:
+    """One row per input: the input nearest-upsampled | its bicubic upsampling | its n outputs."""
+    shown, bicubic = nearest_upsample(low, size), upsample(low, size)
+    rows = [
+        torch.cat([shown[i : i + 1], bicubic[i : i + 1], results[i * n : (i + 1) * n]])
+        for i in range(len(low))
+    ]
+    return torch.cat(rows)
+
+
+def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
+    """Write cfg.n super-resolutions of each picture in cfg.image to cfg.out."""
+    check_superres_request(cfg)
+    if loaded.condition != SUPERRES:
+        raise ValueError(
+            f"mode=superres needs a super-resolution checkpoint (trained with data.condition=superres); "
+            f"{cfg.ckpt} was trained with data.condition={loaded.condition}"
+        )
+    n, size = int(cfg.n), loaded.sample_shape[-1]
+    pictures = load_images(cfg.image, low_res_shape(loaded))
+    sampler = build_sampler(cfg, loaded)
+    with output_folder(cfg.out, SUPERRES) as out:
+        log.info(
+            "superres: %d picture(s) %s -> %d×%d, %d outputs each with %r",
+            len(pictures.paths),
+            "×".join(str(s) for s in pictures.images.shape[-2:]),
+            size,
+            size,
+            n,
+            sampler,
+        )
+        results = super_resolve(
+            sampler, loaded.net, pictures.images, size, n, int(cfg.seed), int(cfg.batch_size)
+        ).cpu()
+        check_finite(results, cfg.ckpt)
+        written = save_samples(results, out, nrow=n)
+        # save_samples' grid shows the outputs only; replace it with the side-by-side comparison.
+        tiles = _comparison_tiles(pictures.images, results, n, size)
+        save_png(enlarge(grid_of(tiles, nrow=n + 2)), written["grid"])
+        settings = {
+            "mode": SUPERRES,
+            "ckpt": str(cfg.ckpt),
+            "image": str(cfg.image),
+            "inputs": [str(p) for p in pictures.paths],
+            "input_size": list(low_res_shape(loaded)[1:]),
+            "output_size": [size, size],
+            "sr_factor": sr_factor(loaded),
+            "n": n,
+            "order": "result k is a super-resolution of input k // n",
+            "grid": "per row: input (nearest-upsampled) | bicubic | n results",
+            "seed": int(cfg.seed),
+            "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
+            "nfe": sampler.nfe,
+            "weights": loaded.weights,
+            "global_step": loaded.global_step,
+        }
+        write_json(settings, out / "settings.json")
+    log.info(
+        "wrote %d PNGs to %s, the grid %s and %s",
+        len(results),
+        written["images"],
+        written["grid"],
+        written["npz"],
+    )
+    return out
