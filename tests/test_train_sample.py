@@ -100,6 +100,7 @@ def test_every_logger_works(tmp_path, logger):
         images = [r for r in history_rows(wandb_run) if r.get("samples/_type") == "images/separated"]
         assert [r["trainer/global_step"] for r in images] == [2, 2]
         assert all(r["samples/width"] == 242 for r in images)  # 2x2 tiles of 8 px + padding, enlarged 11x
+        assert images[0]["samples/captions"] == ["step 2 · DDIMSampler · NFE 2 · EMA weights"]
 
 
 def test_the_make_train_recipe_composes_and_trains(tmp_path):

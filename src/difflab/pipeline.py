@@ -10,7 +10,7 @@ and conditions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,10 @@ class DiffusionPipeline:
         batch_size: int,
         labels: Sequence[int] | None = None,
         guidance: float = 1.0,
+        on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
-        """n samples in [-1, 1] (N, C, H, W); sample i from (seed, i) and labels[i] (a conditional model)."""
+        """n samples in [-1, 1] (N, C, H, W); sample i from (seed, i) and labels[i] (a conditional model).
+        on_step() is called after every sampler step of every batch (progress)."""
         cond_for = None if labels is None else label_condition(labels)
         return generate(
             sampler,
@@ -143,6 +145,7 @@ class DiffusionPipeline:
             batch_size,
             cond_for=cond_for,
             guidance=guidance,
+            on_step=on_step,
         )
 
     def sample(

@@ -12,10 +12,11 @@ from torch import Tensor
 
 from ..data.conditions import grid_conditions, grid_tiles
 from ..diffusion import Sampler
-from ..diffusion.generate import generate
+from ..diffusion.generate import generate, generation_steps
 from ..io.images import enlarge, grid_of, save_png
 from ..training.ema import ema_network
 from ..training.finite import HINT, NonFiniteError
+from .progress_bar import busy
 from .sharding import gather_in_index_order, rank_indices
 
 SamplerFactory = Callable[..., Sampler]
@@ -67,9 +68,19 @@ class SampleGrid(L.Callback):
         shape = self._sample_shape(trainer)
         mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
         conditions = grid_conditions(trainer.datamodule, self.num_samples)
-        images = generate(
-            sampler, net, mine, shape, self.seed, self.batch_size, conditions.cond_for, self.guidance
-        )
+        steps = generation_steps(sampler, len(mine), self.batch_size)
+        with busy(trainer, f"sample grid {name}", steps) as on_step:
+            images = generate(
+                sampler,
+                net,
+                mine,
+                shape,
+                self.seed,
+                self.batch_size,
+                conditions.cond_for,
+                self.guidance,
+                on_step=on_step,
+            )
         images = gather_in_index_order(trainer, images)
         net.train(was_training)
         if not bool(torch.isfinite(images).all()):  # every rank holds all images: all raise together
@@ -84,16 +95,21 @@ class SampleGrid(L.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         save_png(grid, path)
-        self._log_to_loggers(trainer, grid)
+        weights = "EMA" if net is not pl_module.net else "raw"
+        caption = (
+            f"step {trainer.global_step} · {type(sampler).__name__} · NFE {sampler.nfe} · {weights} weights"
+        )
+        self._log_to_loggers(trainer, grid, caption)
         return path
 
     def _sample_shape(self, trainer: L.Trainer) -> tuple[int, int, int]:
         data = trainer.datamodule
         return (data.channels, data.image_size, data.image_size)
 
-    def _log_to_loggers(self, trainer: L.Trainer, grid: Tensor) -> None:
+    def _log_to_loggers(self, trainer: L.Trainer, grid: Tensor, caption: str) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("samples", images=[grid.permute(1, 2, 0).numpy()], step=trainer.global_step)
+                image = grid.permute(1, 2, 0).numpy()
+                logger.log_image("samples", images=[image], step=trainer.global_step, caption=[caption])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, trainer.global_step)

@@ -11,8 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint import LoadedModel, check_contradictions, load_model
 from ..data.conditions import GenerationConditions
 from ..diffusion.conditioning import label_condition
+from ..diffusion.generate import generation_steps
 from ..io.images import save_samples
 from ..pipeline import DiffusionPipeline, requested_labels
+from ..progress import Progress
 from .common import (
     build_sampler,
     check_finite,
@@ -132,11 +134,20 @@ def sample(cfg: DictConfig) -> Path:
             loaded.global_step,
         )
         # The same generation as difflab.load(...).sample(...): sample i from (seed, i) and its condition.
-        images = DiffusionPipeline.from_loaded(loaded, cfg.ckpt).generate(
-            sampler, int(cfg.n), int(cfg.seed), int(cfg.batch_size), conditions.labels, float(cfg.guidance)
-        )
+        pipe = DiffusionPipeline.from_loaded(loaded, cfg.ckpt)
+        steps = generation_steps(sampler, int(cfg.n), int(cfg.batch_size))
+        with Progress(f"sampling {cfg.n} images", steps, "steps") as progress:
+            images = pipe.generate(
+                sampler,
+                int(cfg.n),
+                int(cfg.seed),
+                int(cfg.batch_size),
+                conditions.labels,
+                float(cfg.guidance),
+                on_step=progress.advance,
+            )
         check_finite(images, cfg.ckpt)
-        written = save_samples(images, out)
+        written = save_samples(images, out, nrow=conditions.nrow)
         settings = {
             "ckpt": str(cfg.ckpt),
             "n": int(cfg.n),
