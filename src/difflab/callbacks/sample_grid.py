@@ -25,7 +25,8 @@ class SampleGrid(L.Callback):
     """Every `every_n_steps` optimizer steps and at the end of training: sample `num_samples` images with
     the EMA weights from the same noise, write `<dirpath>/step_XXXXXXX.png` and log the grid to every
     logger that takes images. The work is split across DDP ranks (each rank samples its own indices).
-    A conditional model's grid is balanced over its conditions (one row per class), sampled with
+    A conditional model's grid is balanced over its conditions (one row per class, or per fixed prompt of a
+    text-to-image run), sampled with
     classifier-free guidance of scale `guidance`."""
 
     def __init__(
@@ -67,7 +68,10 @@ class SampleGrid(L.Callback):
         mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
         data = trainer.datamodule
         conditions = balanced(
-            getattr(data, "condition", None), getattr(data, "num_classes", None), self.num_samples
+            getattr(data, "condition", None),
+            getattr(data, "num_classes", None),
+            self.num_samples,
+            getattr(data, "grid_texts", None),
         )
         images = generate(
             sampler, net, mine, shape, self.seed, self.batch_size, conditions.cond_for, self.guidance

@@ -26,6 +26,7 @@ from .common import (
     write_json,
 )
 from .edit import EDIT_MODES, check_edit_request, edit
+from .prompts import text_conditions
 
 log = logging.getLogger("difflab")
 
@@ -77,6 +78,14 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
 def requested_conditions(cfg: DictConfig, loaded: LoadedModel, n: int) -> GenerationConditions:
     """The conditions of samples 0..n-1 that the command asks for, checked against what the model takes."""
     labels = cfg.get("labels")
+    if loaded.condition == "text":
+        return text_conditions(cfg, loaded, n)
+    for key in ("prompt", "negative_prompt"):
+        if cfg.get(key) is not None:
+            kinds = {None: "an unconditional", "labels": "a class-conditional"}
+            kind = kinds.get(loaded.condition, f"a {loaded.condition}-conditioned")
+            hint = "" if loaded.condition != "labels" else " (give labels= instead)"
+            raise ValueError(f"{key}={cfg.get(key)!r} given, but {cfg.ckpt} holds {kind} model{hint}")
     if loaded.condition is None:
         if labels is not None:
             raise ValueError(f"labels={labels} given, but {cfg.ckpt} holds an unconditional model")
@@ -137,10 +146,18 @@ def sample(cfg: DictConfig) -> Path:
             loaded.global_step,
         )
         images = generate(
-            sampler, loaded.net, range(int(cfg.n)), loaded.sample_shape, cfg.seed, cfg.batch_size
+            sampler,
+            loaded.net,
+            range(int(cfg.n)),
+            loaded.sample_shape,
+            cfg.seed,
+            cfg.batch_size,
+            conditions.cond_for,
+            float(cfg.get("guidance", 1.0)),
+            conditions.negative_for,
         )
         check_finite(images, cfg.ckpt)
-        written = save_samples(images, out)
+        written = save_samples(images, out, conditions.nrow)
         settings = {
             "ckpt": str(cfg.ckpt),
             "n": int(cfg.n),
@@ -149,6 +166,8 @@ def sample(cfg: DictConfig) -> Path:
             "nfe": sampler.nfe,
             "guidance": float(cfg.guidance) if loaded.condition else None,
             "labels": conditions.labels,
+            "prompts": conditions.prompts,
+            "negative_prompt": cfg.get("negative_prompt"),
             "weights": loaded.weights,
             "global_step": loaded.global_step,
         }
