@@ -15,6 +15,7 @@ import numpy as np
 # augmentation's own generator, so that flips are not correlated with the timesteps drawn after them.
 TRAINING_STREAM = 0
 AUGMENTATION_STREAM = 1
+CAPTION_STREAM = 2  # which template captions a text-to-image batch shows
 
 
 def step_seed(seed: int, global_step: int, micro_batch: int, rank: int, stream: int = TRAINING_STREAM) -> int:

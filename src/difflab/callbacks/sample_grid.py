@@ -26,9 +26,9 @@ class SampleGrid(L.Callback):
     """Every `every_n_steps` optimizer steps and at the end of training: sample `num_samples` images with
     the EMA weights from the same noise, write `<dirpath>/step_XXXXXXX.png` and log the grid to every
     logger that takes images. The work is split across DDP ranks (each rank samples its own indices).
-    A conditional model's grid is balanced over its conditions (one row per class), sampled with
-    classifier-free guidance of scale `guidance`; a super-resolution model's grid shows the low-res versions of
-    the first held-out images beside their super-resolved outputs."""
+    A conditional model's grid is balanced over its conditions (one row per class, or per fixed prompt of a
+    text-to-image run), sampled with classifier-free guidance of scale `guidance`; a super-resolution model's
+    grid shows the low-res versions of the first held-out images beside their super-resolved outputs."""
 
     def __init__(
         self,

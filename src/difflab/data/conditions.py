@@ -1,6 +1,6 @@
 """What to generate for a conditional task: the conditions of samples 0..n-1 when sampling a grid or an
-evaluation set (balanced class labels, held-out low-res images, …), and how a grid lays them out (one row per
-class; super-resolution: input | output pairs)."""
+evaluation set (balanced class labels, a fixed set of prompts, held-out low-res images), and how a grid lays
+them out (one row per class or prompt; super-resolution: input | output pairs)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..diffusion.conditioning import CondFor, label_condition, spread_labels
 from ..diffusion.superres import downsample, nearest_upsample, upsample
+from ..text import TextTable
 
 
 @dataclass
@@ -24,11 +25,16 @@ class GenerationConditions:
     labels: list[int] | None = None
     # (n, C, H, W): what sample i was made from, shown beside it in a grid (super-resolution: its input).
     inputs: Tensor | None = None
+    prompts: list[str] | None = None  # the distinct prompts, one grid row each (text-to-image)
+    negative_for: CondFor | None = None  # what guidance pushes away from, instead of the unconditional branch
 
 
-def balanced(condition: str | None, num_classes: int | None, n: int) -> GenerationConditions:
+def balanced(
+    condition: str | None, num_classes: int | None, n: int, texts: TextTable | None = None
+) -> GenerationConditions:
     """n samples spread over the task's conditions: for labels, equal contiguous blocks of 0..C-1, so a grid
-    with ceil(n / C) columns shows one row per class. Unconditional tasks get no conditions."""
+    with ceil(n / C) columns shows one row per class; for text, likewise over the prompts in `texts` (the
+    datamodule's grid_texts, or a user's). Unconditional tasks get no conditions."""
     if condition is None:
         return GenerationConditions(None)
     if condition == "labels":
@@ -36,6 +42,13 @@ def balanced(condition: str | None, num_classes: int | None, n: int) -> Generati
             raise ValueError("a class-conditional task needs num_classes")
         labels = spread_labels(range(num_classes), n)
         return GenerationConditions(label_condition(labels), math.ceil(n / num_classes), labels)
+    if condition == "text":
+        if texts is None or not len(texts):
+            raise ValueError("a text-to-image task needs prompts to sample")
+        rows = spread_labels(range(len(texts)), n)
+        return GenerationConditions(
+            texts.cond_for(rows), math.ceil(n / len(texts)), prompts=list(texts.captions)
+        )
     raise ValueError(f"no balanced conditions for data.condition={condition!r}")
 
 
@@ -73,7 +86,7 @@ def grid_conditions(data: Any, n: int) -> GenerationConditions:
     condition = getattr(data, "condition", None)
     if condition == "superres":
         return held_out_superres(data, n)
-    return balanced(condition, getattr(data, "num_classes", None), n)
+    return balanced(condition, getattr(data, "num_classes", None), n, getattr(data, "grid_texts", None))
 
 
 def grid_tiles(conditions: GenerationConditions, images: Tensor) -> tuple[Tensor, int | None]:

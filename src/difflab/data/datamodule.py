@@ -14,16 +14,20 @@ from difflab.data.augment import random_hflip
 from difflab.data.errors import DataError
 from difflab.data.sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
+from difflab.data.text_captions import CaptionConditions, caption_conditions, resolve_caption_kind
 from difflab.data.transforms import ToModelTensor, TransformedDataset
 from difflab.data.workers import usable_workers
 from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.io.pictures import check_channels
-from difflab.seeding import AUGMENTATION_STREAM, MicroBatchSeeds
+from difflab.seeding import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
+from difflab.text import DEFAULT_ENCODER, TextTable, encoder_version
 
 SPLITS = ("train", "val")
 # What the second item of a batch carries for the model (None: nothing; the labels are ignored).
-# superres: the images' own low-resolution versions (made on the device), the labels ignored.
-CONDITIONS = (None, "labels", "superres")
+# superres: the images' own low-resolution versions (made on the device), the labels ignored;
+# text: the captions' encoder states (embedded once into a disk cache).
+CONDITIONS = (None, "labels", "text", "superres")
+CAPTIONS = (None, "templates", "files")
 
 # Sources whose class count is known without opening them; a folder must be scanned to find out.
 _KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
@@ -67,6 +71,13 @@ class ImageDataModule(L.LightningDataModule):
     takes its own share of every epoch's permutation (so the Trainer must not add a DistributedSampler:
     ``use_distributed_sampler=False``), and after a resume the loader starts at the batch the restored
     ``trainer.global_step`` points to. Validation is not sharded: every rank scores the whole held-out split.
+
+    ``condition="text"`` (text-to-image): the second item becomes a cond dict of frozen text-encoder states
+    (``text`` (N, max_tokens, D), ``text_mask``, ``text_pooled``). ``captions="templates"`` builds captions
+    from class names with several templates, one drawn per sample and step from (seed, step, micro-batch,
+    rank), so resumes draw alike; ``"files"`` reads a folder's ``metadata.jsonl`` (file_name, text) or a
+    ``.txt`` beside each image; null picks files for a folder that has them, else templates. Each distinct
+    caption is encoded once and cached under ``text_cache_dir`` (default ~/.cache/difflab/text_embeddings).
     """
 
     def __init__(
@@ -87,12 +98,23 @@ class ImageDataModule(L.LightningDataModule):
         condition: str | None = None,
         sr_factor: int = 4,
         sr_noise: float = 0.0,
+        captions: str | None = None,
+        max_tokens: int = 16,
+        text_encoder: str = DEFAULT_ENCODER,
+        text_encoder_version: str | None = None,
+        text_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if condition not in CONDITIONS:
             raise DataError(
                 f"unknown data.condition {condition!r}; choose one of null, {', '.join(CONDITIONS[1:])}"
             )
+        if captions not in CAPTIONS:
+            raise DataError(
+                f"unknown data.captions {captions!r}; choose one of null, {', '.join(CAPTIONS[1:])}"
+            )
+        if max_tokens < 1:
+            raise DataError(f"max_tokens must be at least 1, got {max_tokens}")
         # Validate eagerly so a bad override fails at instantiation, before any training starts.
         check_dataset_name(dataset)
         check_channels(channels)
@@ -132,6 +154,13 @@ class ImageDataModule(L.LightningDataModule):
         self.condition = condition
         self.sr_factor = sr_factor
         self.sr_noise = float(sr_noise)
+        self.captions = captions
+        self.max_tokens = max_tokens
+        self.text_encoder = text_encoder
+        self.text_encoder_version = text_encoder_version
+        self.text_cache_dir = text_cache_dir
+        self._captions: CaptionConditions | None = None
+        self._caption_seeds = MicroBatchSeeds(seed, CAPTION_STREAM)
         self._flip_seeds = MicroBatchSeeds(seed, AUGMENTATION_STREAM)
         self._splits: RawSplits | None = None
         self._train_sampler: ResumableSampler | None = None
@@ -161,12 +190,37 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.condition=labels needs labelled images, but {self.dataset} at {self.root} has no classes "
                 "(a folder needs one subfolder per class)"
             )
+        if self.condition == "text":
+            self._captions, splits = self._caption_conditions(splits)
         plain = ToModelTensor(self.image_size, self.channels)
         self._datasets = {
             "train": TransformedDataset(splits.train, plain),
             "val": TransformedDataset(splits.val, plain),
         }
         self._splits = splits
+
+    def _caption_conditions(self, splits: RawSplits) -> tuple[CaptionConditions, RawSplits]:
+        kind = resolve_caption_kind(self.captions, self.dataset, self.root)
+        version = self.text_encoder_version or encoder_version(self.text_encoder)
+        return caption_conditions(
+            splits,
+            kind,
+            self.dataset,
+            self.root,
+            self.text_encoder,
+            version,
+            self.max_tokens,
+            self.text_cache_dir,
+        )
+
+    @property
+    def grid_texts(self) -> TextTable | None:
+        """The fixed captions a sample grid of a text-to-image run shows (one row each); None otherwise."""
+        if self.condition != "text":
+            return None
+        self.setup()
+        assert self._captions is not None
+        return self._captions.grid_texts()
 
     def dataset_for(self, split: str) -> Dataset:
         """The un-augmented dataset of ``"train"`` or ``"val"`` (e.g. for evaluation reference statistics)."""
@@ -242,6 +296,12 @@ class ImageDataModule(L.LightningDataModule):
     ) -> dict[str, torch.Tensor]:
         """The model's condition for a batch: from its second item (labels) and, for some tasks, its images.
         `generator` (training batches only) draws any random augmentation of the condition."""
+        if self.condition == "text":
+            assert self._captions is not None
+            trainer = self.trainer
+            training = trainer is not None and trainer.training
+            seeded = torch.Generator().manual_seed(self._caption_seeds.next(trainer)) if training else None
+            return self._captions.condition(item, images.device, seeded)
         if self.condition == "superres":
             noise = self.sr_noise if generator is not None else 0.0
             return {"low_res": low_res_condition(images, self.sr_factor, noise, generator)}

@@ -1,12 +1,13 @@
 """Denoising networks: the DDPM U-Net and its building blocks (pure torch)."""
 
-from difflab.models.attention import SelfAttention
+from difflab.models.attention import CrossAttention, SelfAttention
 from difflab.models.embeddings import TimeEmbedding, timestep_embedding
 from difflab.models.resample import Downsample, Upsample
 from difflab.models.resblock import ResidualBlock
 from difflab.models.unet import UNet
 
 __all__ = [
+    "CrossAttention",
     "Downsample",
     "ResidualBlock",
     "SelfAttention",

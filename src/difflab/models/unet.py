@@ -1,29 +1,35 @@
-"""The DDPM U-Net (Ho et al. 2020) with ADM's zero init and optional class conditioning."""
+"""The DDPM U-Net (Ho et al. 2020) with ADM's zero init and optional class, text or low-res conditioning."""
 
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from difflab.models.attention import SelfAttention
+from difflab.models.attention import CrossAttention, SelfAttention
 from difflab.models.embeddings import TimeEmbedding
 from difflab.models.norm import group_norm, zero_
 from difflab.models.resample import Downsample, Upsample
 from difflab.models.resblock import ResidualBlock
+from difflab.models.text_embedding import TextConditioning
 
 
 class ResAttnBlock(nn.Module):
-    """A residual block, followed by self-attention at the resolutions that use it."""
+    """A residual block, followed by self-attention at the resolutions that use it, and there by
+    cross-attention to the text in a text-conditional net."""
 
-    def __init__(self, res: ResidualBlock, attn: SelfAttention | None) -> None:
+    def __init__(
+        self, res: ResidualBlock, attn: SelfAttention | None, cross: CrossAttention | None = None
+    ) -> None:
         super().__init__()
         self.res = res
         self.attn = attn
+        self.cross = cross
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """Apply the residual block, then attention if present."""
+    def forward(self, x: Tensor, emb: Tensor, context: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Apply the residual block, then attention if present; `context` is (text states, mask)."""
         h = self.res(x, emb)
-        return self.attn(h) if self.attn is not None else h
+        h = self.attn(h) if self.attn is not None else h
+        return self.cross(h, *context) if self.cross is not None and context is not None else h
 
 
 class Level(nn.Module):
@@ -40,8 +46,11 @@ class UNet(nn.Module):
 
     Conditioning (see difflab.diffusion.conditioning for the keys of `cond`): `num_classes` adds a label
     embedding to the time embedding, with one more row for "no label"; `cond_channels` widens the input so a
-    low-resolution image (cond["low_res"]) is concatenated to x_t (SR3). Where cond["drop"] is set, the
-    label is replaced by "no label", so one net is conditional and unconditional (classifier-free guidance).
+    low-resolution image (cond["low_res"]) is concatenated to x_t (SR3). `text_dim` (384 for MiniLM) makes a
+    text-to-image net (Imagen/LDM style): the token states (cond["text"], masked by cond["text_mask"]) feed a
+    cross-attention after every self-attention, and the pooled embedding (cond["text_pooled"]) is added to
+    the time embedding. Where cond["drop"] is set, the label is replaced by "no label" and the text by a
+    learned null text, so one net is conditional and unconditional (classifier-free guidance).
     """
 
     def __init__(
@@ -58,6 +67,8 @@ class UNet(nn.Module):
         num_groups: int = 32,
         num_classes: int | None = None,
         cond_channels: int = 0,
+        text_dim: int | None = None,
+        text_heads: int | None = None,
         downsample_padding: int = 1,
     ) -> None:
         super().__init__()
@@ -68,6 +79,8 @@ class UNet(nn.Module):
             raise ValueError(f"num_res_blocks must be at least 1 (got {num_res_blocks})")
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be a positive number of classes or None (got {num_classes})")
+        if text_dim is not None and text_dim < 1:
+            raise ValueError(f"text_dim must be the text encoder's width or None (got {text_dim})")
         if cond_channels < 0:
             raise ValueError(f"cond_channels must be 0 or more (got {cond_channels})")
         self.in_channels = in_channels
@@ -76,6 +89,7 @@ class UNet(nn.Module):
         self.image_size = image_size
         self.channel_mults = channel_mults
         self.num_classes = num_classes
+        self.text_dim = text_dim
 
         self.check_image_size(image_size)
         resolutions = [image_size // 2**i for i in range(len(channel_mults))]
@@ -98,10 +112,17 @@ class UNet(nn.Module):
         self.time_embed = TimeEmbedding(base_channels, embed_dim)
         # Row num_classes is the "no class" label, so the same net can be run unconditionally (CFG).
         self.class_embed = nn.Embedding(num_classes + 1, embed_dim) if num_classes is not None else None
+        # Text states are projected once to the time embedding's width; each cross-attention reads them there.
+        self.text_embed = TextConditioning(text_dim, embed_dim, embed_dim) if text_dim is not None else None
+        heads = text_heads or num_heads
+
+        def cross(channels: int) -> CrossAttention | None:
+            return CrossAttention(channels, embed_dim, heads, num_groups) if text_dim is not None else None
 
         def res_attn(c_in: int, c_out: int, res: int) -> ResAttnBlock:
             attn = SelfAttention(c_out, num_heads, num_groups) if res in attention_resolutions else None
-            return ResAttnBlock(ResidualBlock(c_in, c_out, embed_dim, dropout, num_groups), attn)
+            block = ResidualBlock(c_in, c_out, embed_dim, dropout, num_groups)
+            return ResAttnBlock(block, attn, cross(c_out) if attn is not None else None)
 
         self.conv_in = nn.Conv2d(in_channels + cond_channels, base_channels, 3, padding=1)
 
@@ -126,6 +147,7 @@ class UNet(nn.Module):
                 ResAttnBlock(
                     ResidualBlock(ch, ch, embed_dim, dropout, num_groups),
                     SelfAttention(ch, num_heads, num_groups),
+                    cross(ch),
                 ),
                 ResidualBlock(ch, ch, embed_dim, dropout, num_groups),
             ]
@@ -177,6 +199,13 @@ class UNet(nn.Module):
             emb = emb + self.class_embed(self._labels(cond, x))
         elif "labels" in cond:
             raise ValueError("class labels were given, but this U-Net was built with num_classes=None")
+        context = None
+        if self.text_embed is not None:
+            states, mask, pooled = self.text_embed(cond, x.shape[0], x.device)
+            emb = emb + pooled
+            context = (states, mask)
+        elif "text" in cond:
+            raise ValueError("text was given, but this U-Net was built with text_dim=None")
         if self.cond_channels:
             x = torch.cat([x, self._low_res(cond, x)], dim=1)
 
@@ -184,18 +213,18 @@ class UNet(nn.Module):
         skips = [h]
         for level in self.down:
             for block in level.blocks:
-                h = block(h, emb)
+                h = block(h, emb, context)
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
 
-        h = self.mid[0](h, emb)
+        h = self.mid[0](h, emb, context)
         h = self.mid[1](h, emb)
 
         for level in self.up:
             for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
             if level.resample is not None:
                 h = level.resample(h)
 

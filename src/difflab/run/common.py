@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..checkpoint import LoadedModel
 from ..diffusion import Sampler
+from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
 from .errors import SweepConfigError
 
 log = logging.getLogger("difflab")
@@ -117,13 +118,19 @@ def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
 def resolve_conditioning(cfg: DictConfig) -> None:
     """Make the data and the model agree on the conditioning before anything is built or compared:
     model.num_classes=K alone makes the data serve labels; data.condition=labels alone takes K from the data;
-    data.condition=superres sets model.cond_channels (model.cond_channels alone makes the data serve superres)."""
+    data.condition=superres sets model.cond_channels (model.cond_channels alone makes the data serve superres).
+    data.condition=text (or data.captions alone) builds a text-to-image net of the encoder's width, and records
+    the encoder's name and installed version (never its weights) in the config."""
     data, model = cfg.data, cfg.model
     with open_dict(data), open_dict(model):
         if model.get("num_classes") and data.get("condition") is None:
             data.condition = "labels"
         if model.get("cond_channels") and data.get("condition") is None:
             data.condition = "superres"
+        if (model.get("text_dim") or data.get("captions")) and data.get("condition") is None:
+            data.condition = "text"
+        if data.get("condition") == "text":
+            resolve_text(data, model)
         if data.get("condition") == "labels":
             found = instantiate(data).num_classes
             if not model.get("num_classes"):
@@ -151,6 +158,24 @@ def _resolve_superres(data: DictConfig, model: DictConfig) -> None:
         raise ValueError(
             f"model.cond_channels={model.cond_channels} but data.channels={channels}: the low-res input has "
             f"the images' channels; drop model.cond_channels (it is taken from the data)"
+        )
+
+
+def resolve_text(data: DictConfig, model: DictConfig) -> None:
+    """A text-to-image run: the encoder's name and version go into data, its width into model.text_dim."""
+    if model.get("num_classes"):
+        raise ValueError("data.condition=text and model.num_classes cannot be combined: pick labels or text")
+    encoder = data.get("text_encoder") or DEFAULT_ENCODER
+    data.text_encoder = encoder
+    if not data.get("text_encoder_version"):
+        data.text_encoder_version = encoder_version(encoder)
+    width = encoder_dim(encoder)
+    if not model.get("text_dim"):
+        model.text_dim = width
+    elif int(model.text_dim) != width:
+        raise ValueError(
+            f"model.text_dim={model.text_dim} but the text encoder {encoder} gives {width}-d states; "
+            "drop model.text_dim (it is taken from the encoder)"
         )
 
 

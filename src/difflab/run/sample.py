@@ -11,9 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint import LoadedModel, check_contradictions, load_model
 from ..data.conditions import GenerationConditions
 from ..diffusion.conditioning import label_condition
-from ..diffusion.generate import generation_steps
+from ..diffusion.generate import generate, generation_steps
 from ..io.images import save_samples
-from ..pipeline import DiffusionPipeline, requested_labels
+from ..pipeline import requested_labels
 from ..progress import Progress
 from .common import (
     build_sampler,
@@ -28,6 +28,7 @@ from .common import (
     write_json,
 )
 from .edit import EDIT_MODES, check_edit_request, edit
+from .prompts import text_conditions
 from .superres import SUPERRES, check_superres_request, superres
 
 log = logging.getLogger("difflab")
@@ -83,6 +84,14 @@ def requested_conditions(cfg: DictConfig, loaded: LoadedModel, n: int) -> Genera
         raise ValueError(
             f"{cfg.ckpt} is a super-resolution model: use mode=superres image=<low-res picture or folder>"
         )
+    if loaded.condition == "text":
+        return text_conditions(cfg, loaded, n)
+    for key in ("prompt", "negative_prompt"):
+        if cfg.get(key) is not None:
+            kinds = {None: "an unconditional", "labels": "a class-conditional"}
+            kind = kinds.get(loaded.condition, f"a {loaded.condition}-conditioned")
+            hint = "" if loaded.condition != "labels" else " (give labels= instead)"
+            raise ValueError(f"{key}={cfg.get(key)!r} given, but {cfg.ckpt} holds {kind} model{hint}")
     spread, wanted = requested_labels(
         loaded.condition, loaded.num_classes, cfg.get("labels"), cfg.get("guidance", 1.0), n, cfg.ckpt
     )
@@ -134,16 +143,18 @@ def sample(cfg: DictConfig) -> Path:
             loaded.global_step,
         )
         # The same generation as difflab.load(...).sample(...): sample i from (seed, i) and its condition.
-        pipe = DiffusionPipeline.from_loaded(loaded, cfg.ckpt)
         steps = generation_steps(sampler, int(cfg.n), int(cfg.batch_size))
         with Progress(f"sampling {cfg.n} images", steps, "steps") as progress:
-            images = pipe.generate(
+            images = generate(
                 sampler,
-                int(cfg.n),
-                int(cfg.seed),
-                int(cfg.batch_size),
-                conditions.labels,
-                float(cfg.guidance),
+                loaded.net,
+                range(int(cfg.n)),
+                loaded.sample_shape,
+                cfg.seed,
+                cfg.batch_size,
+                conditions.cond_for,
+                float(cfg.get("guidance", 1.0)),
+                conditions.negative_for,
                 on_step=progress.advance,
             )
         check_finite(images, cfg.ckpt)
@@ -156,6 +167,8 @@ def sample(cfg: DictConfig) -> Path:
             "nfe": sampler.nfe,
             "guidance": float(cfg.guidance) if loaded.condition else None,
             "labels": conditions.labels,
+            "prompts": conditions.prompts,
+            "negative_prompt": cfg.get("negative_prompt"),
             "weights": loaded.weights,
             "global_step": loaded.global_step,
         }

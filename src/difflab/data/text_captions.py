@@ -1,0 +1,95 @@
+"""The text condition of a dataset: every caption it can serve embedded once (through the on-disk cache), and
+the caption of each sample of a batch turned into the cond dict the net takes (text, text_mask, text_pooled)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from difflab.data.captions import (
+    class_names,
+    file_captions,
+    has_caption_files,
+    template_captions,
+    templates_for,
+)
+from difflab.data.errors import DataError
+from difflab.data.folder import ImageFileDataset
+from difflab.data.sources import RawSplits
+from difflab.text import TextTable, embed_texts
+
+GRID_CAPTIONS = 8  # a captioned folder's grid: this many of the held-out split's first distinct captions
+
+
+@dataclass
+class CaptionConditions:
+    """`table` holds every caption; a batch's second item is a class label (templates: caption label·T + k, k
+    drawn per sample and step, or cycled in validation) or directly a caption id (captions from files)."""
+
+    table: TextTable
+    templates: int | None  # T for template captions, None when the items are caption ids
+    grid_rows: list[int]  # the fixed captions a sample grid shows, one row each
+
+    def condition(
+        self, item: torch.Tensor, device: torch.device, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        ids = item.long().cpu()
+        if self.templates is not None:
+            if generator is not None:
+                pick = torch.randint(self.templates, ids.shape, generator=generator)
+            else:
+                pick = torch.arange(len(ids)) % self.templates
+            ids = ids * self.templates + pick
+        return self.table.condition(ids, device)
+
+    def grid_texts(self) -> TextTable:
+        return self.table.subset(self.grid_rows)
+
+
+def resolve_caption_kind(captions: str | None, dataset: str, root: Path | None) -> str:
+    """templates or files; null picks files for a folder that carries caption files, else templates."""
+    if captions is not None:
+        return captions
+    return "files" if dataset == "folder" and root is not None and has_caption_files(root) else "templates"
+
+
+def caption_conditions(
+    splits: RawSplits,
+    kind: str,
+    dataset: str,
+    root: Path | None,
+    encoder: str,
+    version: str,
+    max_tokens: int,
+    cache_dir: str | Path | None,
+) -> tuple[CaptionConditions, RawSplits]:
+    """The caption table of a dataset, and its splits with each image's label replaced by its caption id when
+    the captions come from files."""
+    if kind == "templates":
+        if not splits.num_classes:
+            raise DataError(
+                f"data.captions=templates needs labelled images, but {dataset} at {root} has no classes; "
+                "caption the images instead (a metadata.jsonl, or a .txt beside each) with data.captions=files"
+            )
+        names = class_names(dataset, root)
+        if len(names) != splits.num_classes:
+            raise DataError(f"{dataset}: {len(names)} class names for {splits.num_classes} classes")
+        count = len(templates_for(dataset))
+        table = embed_texts(template_captions(dataset, names), encoder, version, max_tokens, cache_dir)
+        return CaptionConditions(table, count, [c * count for c in range(len(names))]), splits
+
+    datasets = (splits.train, splits.val)
+    if root is None or not all(isinstance(d, ImageFileDataset) for d in datasets):
+        raise DataError(f"data.captions=files needs an image folder (data=folder), not {dataset}")
+    per_split = [file_captions([path for path, _ in d.samples], root) for d in datasets]
+    distinct = list(dict.fromkeys(text for texts in per_split for text in texts))
+    ids = {text: i for i, text in enumerate(distinct)}
+    train, val = (
+        ImageFileDataset([(path, ids[text]) for (path, _), text in zip(d.samples, texts, strict=True)])
+        for d, texts in zip(datasets, per_split, strict=True)
+    )
+    shown = list(dict.fromkeys(ids[text] for text in (per_split[1] or per_split[0])))[:GRID_CAPTIONS]
+    table = embed_texts(distinct, encoder, version, max_tokens, cache_dir)
+    return CaptionConditions(table, None, shown), replace(splits, train=train, val=val)
