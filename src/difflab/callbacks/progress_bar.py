@@ -76,7 +76,7 @@ def busy(trainer: L.Trainer, what: str, total: int, unit: str = "steps") -> Iter
     """Progress of work a callback does between training steps (a grid, an FID evaluation): yields a function
     to call per unit of work. On a terminal the training bar's description counts it; in a log file it gets
     plain lines of its own (rate, ETA). Silent on other ranks and without a StepProgressBar."""
-    bar = trainer.progress_bar_callback
+    bar = getattr(trainer, "progress_bar_callback", None)
     progress = bar._progress if isinstance(bar, StepProgressBar) else None
     if not trainer.is_global_zero or progress is None:
         yield lambda: None
