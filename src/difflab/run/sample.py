@@ -124,10 +124,10 @@ def sample(cfg: DictConfig) -> Path:
     if mode != "sample":
         check_edit_request(cfg)
     loaded = load_checked_model(cfg)
-    if mode != "sample":
-        return edit(cfg, loaded)
-    sampler = build_sampler(cfg, loaded)
     conditions = requested_conditions(cfg, loaded, int(cfg.n))
+    if mode != "sample":
+        return edit(cfg, loaded, conditions)
+    sampler = build_sampler(cfg, loaded)
     with output_folder(cfg.out, "sample") as out:
         log.info(
             "sampling %d images with %r (%s weights, step %d)",
@@ -137,10 +137,17 @@ def sample(cfg: DictConfig) -> Path:
             loaded.global_step,
         )
         images = generate(
-            sampler, loaded.net, range(int(cfg.n)), loaded.sample_shape, cfg.seed, cfg.batch_size
+            sampler,
+            loaded.net,
+            range(int(cfg.n)),
+            loaded.sample_shape,
+            cfg.seed,
+            cfg.batch_size,
+            conditions.cond_for,
+            float(cfg.guidance),
         )
         check_finite(images, cfg.ckpt)
-        written = save_samples(images, out)
+        written = save_samples(images, out, conditions.nrow)
         settings = {
             "ckpt": str(cfg.ckpt),
             "n": int(cfg.n),
