@@ -40,3 +40,32 @@ class GaussianMixtureDenoiser:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, d, generator=generator, dtype=torch.float64)
         return (self.means[k].unsqueeze(1) + self.stds[k].unsqueeze(1) * z).float()
+
+
+class LabelledMixtureDenoiser:
+    """model(x_t, t, cond=None) -> exact ε̂ for a labelled mixture with one component per class.
+
+    With cond["labels"] the prediction is the exact ε of that class's Gaussian (the conditional branch);
+    without labels, or where cond["drop"] is set, it is the whole mixture's (the unconditional branch), as a
+    class-conditional net trained with condition dropout would learn at its optimum.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, means: list[float], stds: list[float], weights: list[float]):
+        self.mixture = GaussianMixtureDenoiser(schedule, means, stds, weights)
+        self.components = [
+            GaussianMixtureDenoiser(schedule, [m], [s], [1.0]) for m, s in zip(means, stds, strict=True)
+        ]
+        self.calls: list[int] = []  # batch size of every call (guidance must make one call per step)
+
+    def __call__(self, x: Tensor, t: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
+        self.calls.append(x.shape[0])
+        out = self.mixture(x, t)
+        labels = (cond or {}).get("labels")
+        if labels is None:
+            return out
+        conditional = ~cond["drop"] if "drop" in cond else torch.ones_like(labels, dtype=torch.bool)
+        for k, component in enumerate(self.components):
+            rows = conditional & (labels == k)
+            if rows.any():
+                out[rows] = component(x[rows], t[rows])
+        return out

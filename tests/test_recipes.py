@@ -10,6 +10,7 @@ import torch
 from conftest import compose_config, shared_data_or_skip
 from hydra.utils import instantiate
 from omegaconf import open_dict
+from PIL import Image
 
 from difflab.checkpoint import load_model
 from difflab.run import train
@@ -219,3 +220,40 @@ def test_superres_recipe_trains_on_its_real_data(recipe, shape, tmp_path, reques
         x = torch.zeros(1, *shape)
         assert loaded.net(x, torch.tensor([999]), {"low_res": x}).shape == (1, *shape)
     assert (run / "samples" / "final.png").is_file()
+
+
+def test_cifar10_cond_ddpm_is_the_ddpm_recipe_with_labels_and_guidance(tmp_path):
+    cond, plain = recipe_values("cifar10_cond_ddpm", tmp_path), recipe_values("cifar10_ddpm", tmp_path)
+    assert (cond.data.condition, cond.model.num_classes, cond.cond_drop_prob) == ("labels", 10, 0.1)
+    assert cond.callbacks.sample_grid.num_samples == 100 and cond.callbacks.sample_grid.guidance == 3.0
+    assert cond.callbacks.fid.guidance == 1.3 and list(cond.tags) == ["cifar10_cond_ddpm"]
+    for group in ("optim", "lr_scheduler", "schedule", "trainer", "metrics"):
+        assert cond[group] == plain[group]
+    # The paper's U-Net plus a (10 + 1) x 512 label embedding (one row for "no label").
+    assert parameters(cond.model) == 35_746_307 + 11 * 512
+
+
+def test_cifar10_cond_ddpm_trains_class_conditionally_on_real_cifar10(cifar10_root, tmp_path):
+    run = tmp_path / "run"
+    overrides = ["experiment=cifar10_cond_ddpm", *TINY, f"data.root={cifar10_root}"]
+    overrides += ["callbacks.sample_grid.num_samples=10", "metrics.classifier_train_images=20"]
+    cfg = compose_config("train", overrides, run)
+    with open_dict(cfg):
+        cfg.metrics.cache_dir = str(tmp_path / "fid_cache")
+    metrics = train(cfg)
+    assert metrics["val/fd_effl0"] > 0 and 0 <= metrics["val/cond_accuracy"] <= 1
+    loaded = load_model(run / "checkpoints" / "last.ckpt")
+    assert (loaded.condition, loaded.num_classes, loaded.global_step) == ("labels", 10, 2)
+    with torch.no_grad():
+        out = loaded.net(torch.zeros(2, 3, 32, 32), torch.tensor([999, 0]), {"labels": torch.tensor([0, 9])})
+    assert out.shape == (2, 3, 32, 32)
+    # One row per class: ten 32-px tiles high, one wide (2-px padding), enlarged 7x to be at least 256 px wide.
+    assert Image.open(run / "samples" / "final.png").size == (7 * 36, 7 * (2 + 10 * 34))
+
+
+def test_digits_cond_cpu_is_a_class_conditional_digits_cpu(tmp_path):
+    cfg = recipe_values("digits_cond_cpu", tmp_path)
+    assert (cfg.data.dataset, cfg.data.condition, cfg.model.num_classes) == ("digits", "labels", 10)
+    assert cfg.cpu_threads == 1
+    assert cfg.callbacks.sample_grid.num_samples % 10 == 0 and cfg.callbacks.sample_grid.guidance > 1
+    assert cfg.callbacks.fid.at_train_end and cfg.callbacks.fid.every_n_steps == 0

@@ -11,18 +11,40 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..data.batches import uint8_batches
+from ..data.batches import labelled_uint8_batches, uint8_batches
+from ..data.conditions import GenerationConditions, balanced
+from ..data.datamodule import ImageDataModule
 from ..data.identity import dataset_id
 from ..diffusion import Sampler
 from ..diffusion.generate import generate
 from ..io.images import to_uint8
+from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
 from ..training.ema import ema_network
-from .rank_merge import merge_statistics
+from .rank_merge import merge_statistics, sum_over_ranks
 from .sharding import gather_in_index_order, rank_indices
 
 SamplerFactory = Callable[..., Sampler]
+
+
+def conditioning_classifier_for(
+    evaluator: Evaluator, data: ImageDataModule, device: torch.device | str
+) -> tuple[LinearClassifier, bool]:
+    """(classifier, cache hit): the classifier of the conditioning accuracy for this labelled data, fitted
+    on its training split and scored on its held-out split (read from the cache when there)."""
+    return evaluator.classifier(
+        dataset_id(data),
+        data.image_size,
+        lambda limit: labelled_uint8_batches(data.dataset_for("train"), limit=limit),
+        lambda: labelled_uint8_batches(data.dataset_for("val")),
+        device,
+    )
+
+
+def generation_conditions(data: ImageDataModule, num_samples: int) -> GenerationConditions:
+    """What the callback generates: balanced over the classes for a class-conditional task (none otherwise)."""
+    return balanced(getattr(data, "condition", None), getattr(data, "num_classes", None), num_samples)
 
 
 class FIDCallback(L.Callback):
@@ -37,6 +59,11 @@ class FIDCallback(L.Callback):
     ranks' means and covariances are all-reduced (memory and traffic do not grow with K), rank 0 scores
     them, and the scores are broadcast so that every rank's `trainer.callback_metrics` holds them: a
     ModelCheckpoint can `monitor` them to keep the best model.
+
+    A class-conditional model generates a balanced set over its classes (sample i of class i·C // K) with
+    classifier-free guidance of scale `guidance`, and also logs `val/cond_accuracy`: the share of samples
+    that a classifier fitted on the real training images assigns to the requested class (see
+    difflab.metrics.cond_classifier; fitted once and cached like the reference statistics).
     """
 
     def __init__(
@@ -50,6 +77,7 @@ class FIDCallback(L.Callback):
         batch_size: int = 256,
         seed: int = 12_345,
         save_samples_to: str | None = None,
+        guidance: float = 1.0,
     ) -> None:
         if num_samples < 2:
             raise ValueError(f"the FID callback needs num_samples >= 2, got {num_samples}")
@@ -62,8 +90,10 @@ class FIDCallback(L.Callback):
         self.batch_size = int(batch_size)
         self.seed = int(seed)  # apart from the sample grid's seed, so the grid is not the first 64 samples
         self.save_samples_to = None if save_samples_to is None else Path(save_samples_to)
+        self.guidance = float(guidance)
         self._last_step = -1
         self._reference_stats: Stats | None = None
+        self._classifier: LinearClassifier | None = None
 
     @property
     def monitor(self) -> str:
@@ -76,7 +106,14 @@ class FIDCallback(L.Callback):
         self.evaluator.feature_extractor(pl_module.device)
         if trainer.is_global_zero:
             self._reference(trainer)
+            self._conditioning_classifier(trainer, pl_module)
         trainer.strategy.barrier("fid_reference")
+        self._conditioning_classifier(trainer, pl_module)  # the other ranks read what rank 0 cached
+
+    def _conditioning_classifier(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        data = trainer.datamodule
+        if self._classifier is None and getattr(data, "condition", None) == "labels":
+            self._classifier, _ = conditioning_classifier_for(self.evaluator, data, pl_module.device)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
@@ -102,7 +139,7 @@ class FIDCallback(L.Callback):
         self._last_step = trainer.global_step
         ranks = trainer.world_size
         keep_per_rank = math.ceil(self.evaluator.keep_features / ranks)
-        acc, logits, images = self._embed_my_share(trainer, pl_module, keep_per_rank)
+        acc, logits, images, hits = self._embed_my_share(trainer, pl_module, keep_per_rank)
         stats = merge_statistics(trainer, acc, self.evaluator.keep_features)
         if logits is not None:
             logits = gather_in_index_order(trainer, logits.to(trainer.strategy.root_device)).cpu()
@@ -111,6 +148,8 @@ class FIDCallback(L.Callback):
             self._save_samples(trainer, gathered, stats.n)
         scores = self._score(trainer, stats, logits) if trainer.is_global_zero else None
         scores = trainer.strategy.broadcast(scores, src=0)
+        if hits is not None:  # requested class found, summed over the ranks' shares
+            scores["cond_accuracy"] = float(sum_over_ranks(trainer, hits)) / self.num_samples
         logged = {f"val/{k}": v for k, v in scores.items()}
         for key, value in logged.items():
             trainer.callback_metrics[key] = torch.tensor(value)
@@ -120,9 +159,10 @@ class FIDCallback(L.Callback):
 
     def _embed_my_share(
         self, trainer: L.Trainer, pl_module: L.LightningModule, keep: int
-    ) -> tuple[StatsAccumulator, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[StatsAccumulator, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Samples rank, rank + W, … < K, generated and embedded batch by batch (memory does not grow with K):
-        their running statistics, their logits (with the Inception Score) and the samples (when saved)."""
+        their running statistics, their logits (with the Inception Score), the samples (when saved) and,
+        for a class-conditional model, how many the classifier assigns to their requested class."""
         net = ema_network(trainer, pl_module)
         was_training = net.training
         net.eval()
@@ -130,15 +170,23 @@ class FIDCallback(L.Callback):
         sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
         shape = (data.channels, data.image_size, data.image_size)
         mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
+        conditions = generation_conditions(data, self.num_samples)
+        hits = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         acc = StatsAccumulator(
             self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
         )
         logits, kept_images = [], []
         for start in range(0, len(mine), self.batch_size):
             chunk = mine[start : start + self.batch_size]
-            images = to_uint8(generate(sampler, net, chunk, shape, self.seed, self.batch_size))
+            images = generate(
+                sampler, net, chunk, shape, self.seed, self.batch_size, conditions.cond_for, self.guidance
+            )
+            images = to_uint8(images)
             features, batch_logits = self.evaluator.embed(images, pl_module.device)
             acc.update(features)
+            if self._classifier is not None and conditions.labels is not None:
+                wanted = np.asarray([conditions.labels[i] for i in chunk])
+                hits += float((self._classifier.predict(features) == wanted).sum())
             if batch_logits is not None:
                 logits.append(batch_logits.float())
             if self.save_samples_to is not None:
@@ -148,6 +196,7 @@ class FIDCallback(L.Callback):
             acc,
             torch.cat(logits) if logits else None,
             torch.cat(kept_images) if kept_images else None,
+            hits if self._classifier is not None and conditions.labels is not None else None,
         )
 
     def _score(self, trainer: L.Trainer, stats: Stats, logits: torch.Tensor | None) -> dict[str, float]:

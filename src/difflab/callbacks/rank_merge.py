@@ -21,15 +21,16 @@ def merge_statistics(trainer: L.Trainer, acc: StatsAccumulator, keep: int) -> St
     n_r, mean_r, scatter_r = acc.moments()
     n_r_t = torch.tensor(float(n_r), dtype=torch.float64, device=device)
     mean_r = mean_r.to(device)
-    n = int(_sum(trainer, n_r_t.clone()).item())
-    mean = _sum(trainer, mean_r * n_r_t) / n
+    n = int(sum_over_ranks(trainer, n_r_t.clone()).item())
+    mean = sum_over_ranks(trainer, mean_r * n_r_t) / n
     d = mean_r - mean
-    scatter = _sum(trainer, scatter_r.to(device) + n_r_t * torch.outer(d, d))
+    scatter = sum_over_ranks(trainer, scatter_r.to(device) + n_r_t * torch.outer(d, d))
     features = None
     if acc.keep:
         features = gather_in_rank_order(trainer, acc.sample.to(device))[:keep]
     return stats_from_moments(n, mean, scatter, acc.extractor, features)
 
 
-def _sum(trainer: L.Trainer, tensor: Tensor) -> Tensor:
+def sum_over_ranks(trainer: L.Trainer, tensor: Tensor) -> Tensor:
+    """The tensor summed over the DDP ranks (itself on one process)."""
     return trainer.strategy.reduce(tensor, reduce_op="sum") if trainer.world_size > 1 else tensor

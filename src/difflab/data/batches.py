@@ -23,3 +23,18 @@ def uint8_batches(
     for batch in loader:
         images = batch[0] if isinstance(batch, list | tuple) else batch
         yield to_uint8(images)
+
+
+def labelled_uint8_batches(
+    dataset: Dataset, batch_size: int = 256, limit: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images (N, C, H, W), int64 labels (N,)) of a labelled dataset.
+
+    limit takes that many images spread evenly over the split rather than the first ones: a folder source
+    lists its classes one after another, so its first images are all of one class.
+    """
+    size = len(dataset)  # type: ignore[arg-type]
+    if limit is not None and limit < size:
+        dataset = Subset(dataset, [i * size // limit for i in range(limit)])  # type: ignore[arg-type]
+    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        yield to_uint8(images), torch.as_tensor(labels, dtype=torch.long)

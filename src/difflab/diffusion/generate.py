@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .conditioning import CondFor, to_device
-from .guidance import Guided
+from .conditioning import CondFor
+from .guidance import guided_for
 from .random import SampleGenerators
 from .samplers.base import Denoiser, Sampler, model_device_dtype
 
@@ -45,10 +45,7 @@ def generate(
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         generators = SampleGenerators(seed, chunk)
-        denoiser = model
-        if cond_for is not None:
-            negative = None if negative_for is None else to_device(negative_for(chunk), device, dtype)
-            denoiser = Guided(model, to_device(cond_for(chunk), device, dtype), guidance, negative)
+        denoiser = guided_for(model, cond_for, chunk, guidance, negative_for)
         step_callback = None if on_step is None else (lambda i, t, x: on_step())
         batches.append(
             sampler.sample(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from .conditioning import Cond, batch_size, concat, unconditional, with_drop
+from .conditioning import Cond, CondFor, batch_size, concat, to_device, unconditional, with_drop
+from .samplers.base import Denoiser, model_device_dtype
 
 
 class Guided(nn.Module):
@@ -40,3 +43,19 @@ class Guided(nn.Module):
         both = self.net(torch.cat([x, x]), torch.cat([t, t]), concat(self._uncond(), self.cond))
         out_u, out_c = both.chunk(2)
         return out_u + self.scale * (out_c - out_u)
+
+
+def guided_for(
+    model: Denoiser,
+    cond_for: CondFor | None,
+    indices: Sequence[int],
+    scale: float = 1.0,
+    negative_for: CondFor | None = None,
+) -> Denoiser:
+    """The denoiser model(x_t, t) of the samples `indices`: `model` itself when there are no conditions, else
+    Guided with those samples' conditions (and negative ones) placed on the model's device and dtype."""
+    if cond_for is None:
+        return model
+    device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
+    negative = None if negative_for is None else to_device(negative_for(indices), device, dtype)
+    return Guided(model, to_device(cond_for(indices), device, dtype), scale, negative)

@@ -47,9 +47,21 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "difflab") / "fid_stats"
 
 
-def save_stats(stats: Stats, path: Path) -> None:
-    """Write stats atomically (temp file in the same folder, then rename), so readers never see half a file."""
+def write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez to a temp file in the same folder, then rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_stats(stats: Stats, path: Path) -> None:
+    """Write stats atomically, so readers never see half a file."""
     arrays = {
         "mu": stats.mu,
         "sigma": stats.sigma,
@@ -59,14 +71,7 @@ def save_stats(stats: Stats, path: Path) -> None:
     }
     if stats.features is not None:
         arrays["features"] = stats.features.astype(np.float32)  # halves the file; KID/PRC don't need float64
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_npz_atomically(path, arrays)
 
 
 def load_stats(path: Path) -> Stats:

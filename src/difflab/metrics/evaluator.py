@@ -16,6 +16,12 @@ from typing import Any
 import torch
 
 from difflab.metrics.cache import ReferenceKey, default_cache_dir, reference_statistics
+from difflab.metrics.cond_classifier import (
+    ClassifierKey,
+    LabelledBatches,
+    LinearClassifier,
+    conditioning_classifier,
+)
 from difflab.metrics.distances import inception_score
 from difflab.metrics.efficientnet_lite0 import FEATURE_DIM
 from difflab.metrics.evaluate import evaluate_features
@@ -48,6 +54,7 @@ class Evaluator:
     isc_splits: int = 10
     batch_size: int = 64
     cpu_threads: int | None = None
+    classifier_train_images: int | None = 10_000
     _extractors: dict[str, FeatureExtractor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +106,23 @@ class Evaluator:
         with self._threads_for(device):
             return reference_statistics(
                 key, batches_fn, self.feature_extractor(device), self.cache_dir, self.keep_features
+            )
+
+    def classifier(
+        self,
+        dataset_id: str,
+        resolution: int,
+        train_fn: Callable[[int | None], LabelledBatches],
+        heldout_fn: Callable[[], LabelledBatches],
+        device: torch.device | str = "cpu",
+    ) -> tuple[LinearClassifier, bool]:
+        """(classifier, cache hit) of the conditioning accuracy, fitted on the features of train_fn(limit)'s
+        labelled real images (limit = classifier_train_images) only on a cache miss."""
+        limit = self.classifier_train_images
+        key = ClassifierKey(dataset_id, resolution, self.extractor, limit)
+        with self._threads_for(device):
+            return conditioning_classifier(
+                key, lambda: train_fn(limit), heldout_fn, self.feature_extractor(device), self.cache_dir
             )
 
     @contextmanager

@@ -1,4 +1,8 @@
-"""edit(cfg): inpaint (RePaint) or img2img (SDEdit) pictures with a checkpoint's unconditional model."""
+"""edit(cfg): inpaint (RePaint) or img2img (SDEdit) pictures with a checkpoint's model.
+
+A class-conditional model edits towards classes (labels=, guidance=): the n results of each picture are
+spread over the labels in equal blocks, as sample.py spreads n samples, and every model call is the
+classifier-free guided one."""
 
 from __future__ import annotations
 
@@ -12,8 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ..checkpoint import LoadedModel
+from ..data.conditions import GenerationConditions
 from ..diffusion import SampleGenerators
+from ..diffusion.conditioning import label_condition
 from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
+from ..diffusion.guidance import guided_for
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images, load_masks
 from .common import build_sampler, check_finite, output_folder, require, write_json
@@ -25,14 +32,22 @@ EDIT_MODES = ("inpaint", "img2img")
 Editor = Callable[[Tensor, Tensor | None, SampleGenerators], Tensor]
 
 
-def _editor(cfg: DictConfig, loaded: LoadedModel) -> tuple[Editor, dict[str, Any]]:
-    """The function that edits one batch, and the settings that describe it."""
+def _editor(
+    cfg: DictConfig, loaded: LoadedModel, conditions: GenerationConditions
+) -> tuple[Editor, dict[str, Any]]:
+    """The function that edits one batch, and the settings that describe it. Each batch's denoiser carries
+    the conditions of its results (their indices are those of the batch's generators)."""
+    guidance = float(cfg.get("guidance", 1.0))
+
+    def model(g: SampleGenerators) -> Any:
+        return guided_for(loaded.net, conditions.cond_for, g.indices, guidance)
+
     if cfg.mode == "inpaint":
         opts = {key: int(cfg.inpaint[key]) for key in ("steps", "jump_length", "jump_n_sample")}
 
         def inpaint(images: Tensor, masks: Tensor | None, g: SampleGenerators) -> Tensor:
             return repaint(
-                loaded.net,
+                model(g),
                 loaded.schedule,
                 images,
                 masks,
@@ -48,7 +63,7 @@ def _editor(cfg: DictConfig, loaded: LoadedModel) -> tuple[Editor, dict[str, Any
     timesteps = strength_timesteps(sampler.timesteps, loaded.schedule.timesteps, strength)
 
     def sdedit(images: Tensor, masks: Tensor | None, g: SampleGenerators) -> Tensor:
-        return img2img(sampler, loaded.net, images, strength, generator=g)
+        return img2img(sampler, model(g), images, strength, generator=g)
 
     settings = {
         "strength": strength,
@@ -99,13 +114,18 @@ def check_edit_request(cfg: DictConfig) -> None:
         check_strength(cfg.strength)
 
 
-def edit(cfg: DictConfig, loaded: LoadedModel) -> Path:
-    """Write cfg.n edits of each picture in cfg.image (mode inpaint or img2img) to cfg.out."""
+def edit(cfg: DictConfig, loaded: LoadedModel, per_picture: GenerationConditions | None = None) -> Path:
+    """Write cfg.n edits of each picture in cfg.image (mode inpaint or img2img) to cfg.out. `per_picture`: the
+    labels of one picture's n results, the same for every picture (None: no labels)."""
     check_edit_request(cfg)
     n = int(cfg.n)
     pictures = load_images(cfg.image, loaded.sample_shape)
     masks = load_masks(cfg.mask, pictures) if cfg.mode == "inpaint" else None
-    editor, settings = _editor(cfg, loaded)
+    labels = per_picture.labels if per_picture is not None else None
+    conditions = GenerationConditions(None)
+    if labels is not None:  # result k: picture k // n towards labels[k % n]
+        conditions = GenerationConditions(label_condition(labels * len(pictures.paths)))
+    editor, settings = _editor(cfg, loaded, conditions)
     with output_folder(cfg.out, cfg.mode, cfg.paths.root_dir) as out:
         log.info(
             "%s: %d picture(s) × %d edits, %d model calls each",
@@ -127,7 +147,8 @@ def edit(cfg: DictConfig, loaded: LoadedModel) -> Path:
             "mask": None if masks is None else str(cfg.mask),
             "inputs": [str(p) for p in pictures.paths],
             "n": n,
-            "order": "result k is an edit of input k // n",
+            "order": "result k is an edit of input k // n" + (" towards labels[k % n]" if labels else ""),
+            **({"guidance": float(cfg.guidance), "labels": labels} if labels else {}),
             "seed": int(cfg.seed),
             **settings,
             "weights": loaded.weights,

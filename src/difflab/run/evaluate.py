@@ -1,4 +1,7 @@
-"""evaluate(cfg): score a checkpoint's samples (or a folder of images) against a dataset; write a JSON."""
+"""evaluate(cfg): score a checkpoint's samples (or a folder of images) against a dataset; write a JSON.
+
+A class-conditional checkpoint generates a set balanced over its classes (with classifier-free guidance of
+scale `guidance`) and is also scored on conditioning accuracy (difflab.metrics.cond_classifier)."""
 
 from __future__ import annotations
 
@@ -14,14 +17,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..callbacks.fid import conditioning_classifier_for
 from ..checkpoint import LoadedModel, build, load_model
 from ..data import ImageDataModule
 from ..data.batches import uint8_batches
+from ..data.conditions import GenerationConditions
 from ..data.identity import dataset_id
 from ..diffusion.generate import generate
 from ..io.image_sets import open_image_set
 from ..io.images import to_uint8
 from ..metrics import Evaluator
+from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
 from .common import (
     build_sampler,
     check_finite,
@@ -34,6 +40,7 @@ from .common import (
     write_json,
 )
 from .sample import RULES as SAMPLE_RULES
+from .sample import requested_conditions
 
 log = logging.getLogger("difflab")
 
@@ -80,15 +87,27 @@ def reference_data(cfg: DictConfig, loaded: LoadedModel | None) -> ImageDataModu
     return data
 
 
-def generated_batches(cfg: DictConfig, loaded: LoadedModel) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
+def generated_batches(
+    cfg: DictConfig, loaded: LoadedModel, conditions: GenerationConditions
+) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them."""
     sampler = build_sampler(cfg, loaded)
     n, batch = int(cfg.n), int(cfg.batch_size)
+    guidance = float(cfg.guidance)
 
     def batches() -> Iterator[torch.Tensor]:
         for start in range(0, n, batch):
             indices = range(start, min(start + batch, n))
-            images = generate(sampler, loaded.net, indices, loaded.sample_shape, cfg.seed, batch)
+            images = generate(
+                sampler,
+                loaded.net,
+                indices,
+                loaded.sample_shape,
+                cfg.seed,
+                batch,
+                conditions.cond_for,
+                guidance,
+            )
             check_finite(images, cfg.ckpt)
             yield to_uint8(images)
             log.info("generated %d / %d", indices[-1] + 1, n)
@@ -103,7 +122,53 @@ def generated_batches(cfg: DictConfig, loaded: LoadedModel) -> tuple[Iterator[to
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "nfe": sampler.nfe,
     }
+    if loaded.condition is not None:
+        settings["condition"] = loaded.condition
+        settings["guidance"] = guidance
+    if conditions.labels is not None:
+        settings["labels"] = f"balanced: sample i is of class i * {loaded.num_classes} // {n}"
     return batches(), settings
+
+
+def conditioning_classifier(
+    evaluator: Evaluator, data: ImageDataModule, conditions: GenerationConditions, device: torch.device
+) -> LinearClassifier | None:
+    """The classifier of the conditioning accuracy when samples have requested classes and the reference data
+    has those labels (else None, with a warning)."""
+    if conditions.labels is None:
+        return None
+    if not data.num_classes or max(conditions.labels) >= data.num_classes:
+        log.warning(
+            "no conditioning accuracy: data=%s has no labels for classes 0..%d",
+            data.dataset,
+            max(conditions.labels),
+        )
+        return None
+    classifier, hit = conditioning_classifier_for(evaluator, data, device)
+    log.info(
+        "conditioning classifier: %d training images, %.3f accuracy on %d held-out (%s)",
+        classifier.num_train,
+        classifier.heldout_accuracy,
+        classifier.num_heldout,
+        "cached" if hit else "fitted and cached",
+    )
+    return classifier
+
+
+def conditioning_report(
+    classifier: LinearClassifier, predicted: list[torch.Tensor], wanted: list[int]
+) -> dict[str, Any]:
+    """Conditioning accuracy overall and per requested class, beside the classifier's own accuracy."""
+    found = torch.cat(predicted).numpy()
+    return {
+        "cond_accuracy": float((found == torch.as_tensor(wanted).numpy()).mean()),
+        "per_class_accuracy": per_class_accuracy(found, wanted),
+        "classifier": {
+            "heldout_accuracy": classifier.heldout_accuracy,
+            "train_images": classifier.num_train,
+            "heldout_images": classifier.num_heldout,
+        },
+    }
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -120,10 +185,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
     loaded = load_model(cfg.ckpt, device) if cfg.get("ckpt") else None
+    if loaded is None and float(cfg.guidance) != 1.0:
+        raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
+    conditions = (
+        requested_conditions(cfg, loaded, int(cfg.n)) if loaded is not None else GenerationConditions(None)
+    )
     data = reference_data(cfg, loaded)
     shape = (data.channels, data.image_size, data.image_size)
     if loaded is not None:
-        batches, source = generated_batches(cfg, loaded)
+        batches, source = generated_batches(cfg, loaded, conditions)
     else:
         images = open_image_set(cfg.images)
         if images.count < 2:
@@ -137,13 +207,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         dataset_id(data), data.image_size, lambda: uint8_batches(split, limit=evaluator.num_reference), device
     )
     log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
-    acc, logits = evaluator.accumulator(), []
+    classifier = conditioning_classifier(evaluator, data, conditions, device)
+    acc, logits, predicted = evaluator.accumulator(), [], []
     for batch in batches:
         features, batch_logits = evaluator.embed(batch, device)
         acc.update(features)
         if batch_logits is not None:
             logits.append(batch_logits)
+        if classifier is not None:
+            predicted.append(torch.as_tensor(classifier.predict(features)))
     scores = evaluator.scores(acc.result(), reference, torch.cat(logits) if logits else None)
+    conditioning = None
+    if classifier is not None:
+        conditioning = conditioning_report(classifier, predicted, conditions.labels)
+        scores["cond_accuracy"] = conditioning["cond_accuracy"]
+        scores["classifier_accuracy"] = classifier.heldout_accuracy
 
     report = {
         "metrics": scores,
@@ -157,6 +235,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "channels": data.channels,
             "cache_hit": hit,
         },
+        **({"conditioning": conditioning} if conditioning is not None else {}),
         "metric_settings": evaluator.settings(),
         "seconds": round(time.perf_counter() - start, 1),
     }

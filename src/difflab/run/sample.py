@@ -130,10 +130,10 @@ def sample(cfg: DictConfig) -> Path:
     loaded = load_checked_model(cfg)
     if mode == SUPERRES:
         return superres(cfg, loaded)
-    if mode != "sample":
-        return edit(cfg, loaded)
-    sampler = build_sampler(cfg, loaded)
     conditions = requested_conditions(cfg, loaded, int(cfg.n))
+    if mode != "sample":
+        return edit(cfg, loaded, conditions)
+    sampler = build_sampler(cfg, loaded)
     with output_folder(cfg.out, "sample", cfg.paths.root_dir) as out:
         log.info(
             "sampling %d images with %r (%s weights, step %d)",

@@ -1,0 +1,188 @@
+"""Class-conditional generation end to end through Hydra: train on every labelled source, sample with
+labels= and guidance=, edit towards a class, evaluate conditioning accuracy."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli, shared_data_or_skip
+from PIL import Image
+
+from difflab.checkpoint import load_model
+from difflab.models import UNet
+from difflab.run import evaluate, sample, train
+
+# Lite0 at 224 px on a CPU costs ~0.1 s an image: a handful of reference, training and generated images.
+SMALL_METRICS = [
+    "metrics.num_reference=40",
+    "metrics.kid_subset_size=5",
+    "metrics.kid_subsets=5",
+    "metrics.prc=false",
+    "metrics.classifier_train_images=60",
+]
+
+
+def grid_size(rows: int, cols: int, tile: int = 8) -> tuple[int, int]:
+    """Pixel size of a grid PNG: tiles with 2-pixel padding, enlarged by an integer factor to ≥ 256 px wide."""
+    width, height = 2 + cols * (tile + 2), 2 + rows * (tile + 2)
+    factor = max(1, 256 // width)
+    return factor * width, factor * height
+
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory) -> dict:
+    """Two steps of a class-conditional digits model (model.num_classes=10) with a 20-sample grid at guidance 2."""
+    run = tmp_path_factory.mktemp("cond") / "run"
+    overrides = [*FAST_TRAIN, "model.num_classes=10", "trainer.max_steps=2"]
+    overrides += ["callbacks.sample_grid.num_samples=20", "callbacks.sample_grid.guidance=2"]
+    train(compose_config("train", overrides, run))
+    return {"run": run, "ckpt": run / "checkpoints" / "last.ckpt"}
+
+
+def test_training_grid_shows_a_row_per_class(cond_run):
+    assert Image.open(cond_run["run"] / "samples" / "final.png").size == grid_size(rows=10, cols=2)
+    loaded = load_model(cond_run["ckpt"])
+    assert (loaded.condition, loaded.num_classes) == ("labels", 10)
+
+
+@pytest.mark.slow  # Lite0 features of ~200 images: about 20 s on an idle 2-core CPU
+def test_fid_callback_and_evaluate_report_conditioning_accuracy(tmp_path):
+    cache = f"metrics.cache_dir={tmp_path / 'cache'}"
+    overrides = [*FAST_TRAIN, "model.num_classes=10", "trainer.max_steps=2", "callbacks=[default,fid]"]
+    overrides += ["callbacks.fid.every_n_steps=0", "callbacks.fid.num_samples=10", "callbacks.fid.guidance=2"]
+    overrides += ["callbacks.best_checkpoint=null", *SMALL_METRICS, cache]
+    metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    assert 0.0 <= metrics["val/cond_accuracy"] <= 1.0
+    (log,) = (tmp_path / "run").rglob("metrics.csv")
+    assert [r["val/cond_accuracy"] for r in csv.DictReader(log.open()) if r.get("val/cond_accuracy")]
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    overrides = [f"ckpt={ckpt}", "n=10", "guidance=2", "sampler.steps=2", f"out={tmp_path / 'r.json'}"]
+    report = evaluate(compose_config("eval", [*overrides, *SMALL_METRICS, cache], tmp_path))
+    metrics = report["metrics"]
+    assert 0.0 <= metrics["cond_accuracy"] <= 1.0 and "fd_effl0" in metrics
+    # Fitted on 60 real training digits during training (read back from the cache), scored on the 90 held out.
+    assert metrics["classifier_accuracy"] > 0.5
+    conditioning = report["conditioning"]
+    assert conditioning["classifier"] == {
+        "heldout_accuracy": metrics["classifier_accuracy"],
+        "train_images": 60,
+        "heldout_images": 90,
+    }
+    assert sorted(int(c) for c in conditioning["per_class_accuracy"]) == list(range(10))  # n=10: one each
+    assert report["generated"]["guidance"] == 2.0 and report["generated"]["condition"] == "labels"
+
+
+def sample_to(out: Path, ckpt: Path, *overrides: str) -> dict:
+    sample(
+        compose_config("sample", [f"ckpt={ckpt}", "sampler.steps=3", f"out={out}", *overrides], out.parent)
+    )
+    return json.loads((out / "settings.json").read_text())
+
+
+def test_sample_py_spreads_n_over_the_labels_with_a_row_per_label(cond_run, tmp_path, monkeypatch):
+    settings = sample_to(tmp_path / "a", cond_run["ckpt"], "labels=[3,7]", "guidance=2", "n=6")
+    assert settings["labels"] == [3, 3, 3, 7, 7, 7] and settings["guidance"] == 2.0
+    assert len(list((tmp_path / "a" / "images").glob("*.png"))) == 6
+    assert np.load(tmp_path / "a" / "samples.npz")["images"].shape == (6, 8, 8, 1)
+    assert Image.open(tmp_path / "a" / "grid.png").size == grid_size(rows=2, cols=3)
+    # Every model call sees each sample's label twice: kept (conditional) and dropped (unconditional half).
+    seen = []
+    forward = UNet.forward
+
+    def spy(net, x, t, cond=None):
+        seen.append((cond["labels"].tolist(), cond["drop"].tolist()))
+        return forward(net, x, t, cond)
+
+    monkeypatch.setattr(UNet, "forward", spy)
+    sample_to(tmp_path / "b", cond_run["ckpt"], "labels=[7,3]", "guidance=2", "n=4", "sampler.steps=2")
+    assert seen == [([7, 7, 3, 3] * 2, [True] * 4 + [False] * 4)] * 2
+    # No labels: every class, one row each.
+    settings = sample_to(tmp_path / "c", cond_run["ckpt"], "n=10")
+    assert settings["labels"] == list(range(10))
+    assert Image.open(tmp_path / "c" / "grid.png").size == grid_size(rows=10, cols=1)
+
+
+def test_img2img_and_inpaint_edit_towards_the_labels(cond_run, tmp_path):
+    picture = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "pic.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[4:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    image = f"image={tmp_path / 'pic.png'}"
+
+    settings = sample_to(
+        tmp_path / "i2i", cond_run["ckpt"], "mode=img2img", image, "labels=[3,7]", "guidance=2", "n=4"
+    )
+    assert settings["labels"] == [3, 3, 7, 7] and settings["guidance"] == 2.0
+    assert settings["order"] == "result k is an edit of input k // n towards labels[k % n]"
+    assert np.load(tmp_path / "i2i" / "samples.npz")["images"].shape == (4, 8, 8, 1)
+
+    inpaint = [
+        "mode=inpaint",
+        image,
+        f"mask={tmp_path / 'mask.png'}",
+        "inpaint.steps=4",
+        "inpaint.jump_n_sample=1",
+    ]
+    settings = sample_to(tmp_path / "inp", cond_run["ckpt"], *inpaint, "labels=5", "guidance=3", "n=2")
+    assert settings["labels"] == [5, 5]
+    results = np.load(tmp_path / "inp" / "samples.npz")["images"][..., 0]
+    np.testing.assert_array_equal(results[:, :4], np.broadcast_to(picture[:4], (2, 4, 8)))  # kept pixels
+
+
+def test_labels_out_of_range_end_in_one_line(cond_run, tmp_path):
+    result = run_cli("sample.py", f"ckpt={cond_run['ckpt']}", f"out={tmp_path / 'out'}", "labels=[3,12]")
+    assert one_error_line(result) == (
+        "error: labels=[3, 12]: the model knows classes 0..9 (give one or a list)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_guidance_for_an_unconditional_checkpoint_is_refused(tiny_ckpt, tmp_path):
+    cfg = compose_config("eval", [f"ckpt={tiny_ckpt}", "guidance=2", f"out={tmp_path / 'r.json'}"], tmp_path)
+    with pytest.raises(ValueError) as error:
+        evaluate(cfg)
+    assert str(error.value) == f"guidance=2 needs a conditional model; {tiny_ckpt} is unconditional"
+    assert not (tmp_path / "r.json").exists()
+
+
+def class_folder(root: Path, classes: int = 3, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+                root / f"class_{c}" / f"{i}.png"
+            )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("data", "switch", "classes"),
+    [
+        ("mnist", "model.num_classes=10", 10),
+        ("fashion_mnist", "data.condition=labels", 10),
+        ("folder", "data.condition=labels", 3),  # the count comes from the class subfolders
+    ],
+)
+def test_every_labelled_source_trains_class_conditionally(tmp_path, data, switch, classes):
+    root = class_folder(tmp_path / "folder") if data == "folder" else shared_data_or_skip()
+    overrides = [
+        *FAST_TRAIN,
+        f"data={data}",
+        f"data.root={root}",
+        "data.image_size=8",
+        "data.channels=1",
+        switch,
+    ]
+    overrides += ["trainer.max_steps=2", f"callbacks.sample_grid.num_samples={2 * classes}"]
+    run = tmp_path / "run"
+    train(compose_config("train", overrides, run))
+    loaded = load_model(run / "checkpoints" / "last.ckpt")
+    assert (loaded.condition, loaded.num_classes) == ("labels", classes)
+    assert Image.open(run / "samples" / "final.png").size == grid_size(rows=classes, cols=2)
