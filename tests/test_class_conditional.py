@@ -54,7 +54,7 @@ def test_fid_callback_and_evaluate_report_conditioning_accuracy(tmp_path):
     cache = f"metrics.cache_dir={tmp_path / 'cache'}"
     overrides = [*FAST_TRAIN, "model.num_classes=10", "trainer.max_steps=2", "callbacks=[default,fid]"]
     overrides += ["callbacks.fid.every_n_steps=0", "callbacks.fid.num_samples=10", "callbacks.fid.guidance=2"]
-    overrides += ["callbacks.best_checkpoint=null", *SMALL_METRICS, cache]
+    overrides += ["callbacks.fid.best_checkpoint=null", *SMALL_METRICS, cache]
     metrics = train(compose_config("train", overrides, tmp_path / "run"))
     assert 0.0 <= metrics["val/cond_accuracy"] <= 1.0
     (log,) = (tmp_path / "run").rglob("metrics.csv")

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import FAST_TRAIN, compose_config, run_cli
 
+from difflab.callbacks import FIDCallback
+from difflab.metrics.evaluator import Evaluator
 from difflab.run import train
+from difflab.run.common import instantiate_entries
 
 
 def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path, caplog) -> None:
@@ -27,7 +30,7 @@ def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path, caplog
         "metrics.kid_subset_size=5",
         "metrics.prc=false",
         f"metrics.cache_dir={tmp_path / 'cache'}",
-        "callbacks.best_checkpoint=null",  # it saves every_n_train_steps; here scores come per epoch
+        "callbacks.fid.best_checkpoint=null",
     ]
     with caplog.at_level("INFO", logger="difflab"):
         metrics = train(compose_config("train", overrides, tmp_path / "run"))
@@ -61,3 +64,29 @@ def test_missing_inception_weights_stop_training_before_the_first_step(tmp_path:
     )
     assert "metrics.inception_weights=<path>" in last
     assert not (run / "checkpoints").exists()
+
+
+def test_switching_it_off_is_one_override_and_an_idle_callback_costs_nothing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # A recipe that scores during training: callbacks.fid=null alone takes the scores and best.ckpt away.
+    cfg = compose_config("train", ["experiment=cifar10_ddpm", "callbacks.fid=null"], tmp_path / "run")
+    assert "fid" not in {key for key, entry in cfg.callbacks.items() if entry is not None}
+    names = [type(c).__name__ for c in instantiate_entries(cfg.callbacks)]
+    assert "FIDCallback" not in names and "ModelCheckpoint" not in names
+
+    # Every trigger off: nothing is loaded or computed at fit start (no reference statistics of 50k images).
+    cfg = compose_config(
+        "train",
+        ["experiment=cifar10_ddpm", "callbacks.fid.every_n_steps=0", "callbacks.fid.at_train_end=false"],
+        tmp_path / "run",
+    )
+    (fid,) = [c for c in instantiate_entries(cfg.callbacks) if isinstance(c, FIDCallback)]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an idle FID callback computed something")
+
+    monkeypatch.setattr(Evaluator, "reference", must_not_run)
+    monkeypatch.setattr(Evaluator, "feature_extractor", must_not_run)
+    fid.on_fit_start(None, None)
+    assert not fid.scores_anything

@@ -17,6 +17,7 @@ from wandb_files import wandb_records
 
 from difflab.run.common import optimized_metric
 from difflab.run.errors import SweepConfigError, SweepJobFailed, exit_on_user_error
+from difflab.run.resolvers import metric_key
 from difflab.run.wandb_glue import job_run_name, name_wandb_run
 
 # FAST_TRAIN at 2 steps, the logger chosen per test.
@@ -92,7 +93,7 @@ def test_optuna_config_minimises_the_fid_callbacks_score(hydra_job):
     sweeper = HydraConfig.get().sweeper
     assert sweeper.direction == "minimize" and sweeper.n_trials == 20
     assert set(sweeper.params) == {"optim.lr", "schedule", "model.dropout"}
-    assert cfg.optimized_metric == "val/fd_effl0" == cfg.callbacks.best_checkpoint.monitor
+    assert cfg.optimized_metric == "val/fd_effl0" == f"val/{metric_key(cfg.metrics.extractor)}"
     assert "fid" in cfg.callbacks
 
 

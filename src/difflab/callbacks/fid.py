@@ -16,12 +16,13 @@ from ..data.conditions import GenerationConditions, balanced
 from ..data.datamodule import ImageDataModule
 from ..data.identity import dataset_id
 from ..diffusion import Sampler
-from ..diffusion.generate import generate
+from ..diffusion.generate import generate, generation_steps
 from ..io.images import to_uint8
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
 from ..training.ema import ema_network
+from .progress_bar import busy
 from .rank_merge import merge_statistics, sum_over_ranks
 from .sharding import gather_in_index_order, rank_indices
 
@@ -78,6 +79,7 @@ class FIDCallback(L.Callback):
         seed: int = 12_345,
         save_samples_to: str | None = None,
         guidance: float = 1.0,
+        best_checkpoint: str | None = None,
     ) -> None:
         if num_samples < 2:
             raise ValueError(f"the FID callback needs num_samples >= 2, got {num_samples}")
@@ -91,6 +93,8 @@ class FIDCallback(L.Callback):
         self.seed = int(seed)  # apart from the sample grid's seed, so the grid is not the first 64 samples
         self.save_samples_to = None if save_samples_to is None else Path(save_samples_to)
         self.guidance = float(guidance)
+        self.best_checkpoint = None if best_checkpoint is None else Path(best_checkpoint)
+        self._best_score = math.inf  # the lowest Fréchet distance seen, kept in checkpoints for a resume
         self._last_step = -1
         self._reference_stats: Stats | None = None
         self._classifier: LinearClassifier | None = None
@@ -100,9 +104,22 @@ class FIDCallback(L.Callback):
         """The logged key of the Fréchet distance, e.g. 'val/fd_effl0' (what a ModelCheckpoint monitors)."""
         return f"val/{self.evaluator.fd_key}"
 
+    @property
+    def scores_anything(self) -> bool:
+        """False when every trigger is off: then the callback costs nothing, not even reference statistics."""
+        return self.every_n_steps > 0 or self.every_n_epochs > 0 or bool(self.at_train_end)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self._best_score}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._best_score = float(state_dict.get("best_score", math.inf))
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Load the feature network and the reference statistics now, so that a missing weights file or
         dataset split fails before training rather than at the first evaluation hours later."""
+        if not self.scores_anything:
+            return
         self.evaluator.feature_extractor(pl_module.device)
         if trainer.is_global_zero:
             self._reference(trainer)
@@ -155,7 +172,15 @@ class FIDCallback(L.Callback):
             trainer.callback_metrics[key] = torch.tensor(value)
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=trainer.global_step)
+        self._keep_if_best(trainer, logged[self.monitor])
         return logged
+
+    def _keep_if_best(self, trainer: L.Trainer, score: float) -> None:
+        """Write best_checkpoint when this is the lowest Fréchet distance so far (every rank takes part)."""
+        if self.best_checkpoint is None or not score < self._best_score:
+            return
+        self._best_score = score
+        trainer.save_checkpoint(self.best_checkpoint)
 
     def _embed_my_share(
         self, trainer: L.Trainer, pl_module: L.LightningModule, keep: int
@@ -176,21 +201,31 @@ class FIDCallback(L.Callback):
             self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
         )
         logits, kept_images = [], []
-        for start in range(0, len(mine), self.batch_size):
-            chunk = mine[start : start + self.batch_size]
-            images = generate(
-                sampler, net, chunk, shape, self.seed, self.batch_size, conditions.cond_for, self.guidance
-            )
-            images = to_uint8(images)
-            features, batch_logits = self.evaluator.embed(images, pl_module.device)
-            acc.update(features)
-            if self._classifier is not None and conditions.labels is not None:
-                wanted = np.asarray([conditions.labels[i] for i in chunk])
-                hits += float((self._classifier.predict(features) == wanted).sum())
-            if batch_logits is not None:
-                logits.append(batch_logits.float())
-            if self.save_samples_to is not None:
-                kept_images.append(images)
+        steps = generation_steps(sampler, len(mine), self.batch_size)
+        with busy(trainer, f"scoring {self.num_samples} samples", steps) as on_step:
+            for start in range(0, len(mine), self.batch_size):
+                chunk = mine[start : start + self.batch_size]
+                images = generate(
+                    sampler,
+                    net,
+                    chunk,
+                    shape,
+                    self.seed,
+                    self.batch_size,
+                    conditions.cond_for,
+                    self.guidance,
+                    on_step=on_step,
+                )
+                images = to_uint8(images)
+                features, batch_logits = self.evaluator.embed(images, pl_module.device)
+                acc.update(features)
+                if self._classifier is not None and conditions.labels is not None:
+                    wanted = np.asarray([conditions.labels[i] for i in chunk])
+                    hits += float((self._classifier.predict(features) == wanted).sum())
+                if batch_logits is not None:
+                    logits.append(batch_logits.float())
+                if self.save_samples_to is not None:
+                    kept_images.append(images)
         net.train(was_training)
         return (
             acc,
