@@ -28,6 +28,7 @@ from ..io.image_sets import open_image_set
 from ..io.images import to_uint8
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
+from ..progress import Progress
 from .common import (
     build_sampler,
     check_finite,
@@ -110,7 +111,6 @@ def generated_batches(
             )
             check_finite(images, cfg.ckpt)
             yield to_uint8(images)
-            log.info("generated %d / %d", indices[-1] + 1, n)
 
     settings = {
         "source": "checkpoint",
@@ -209,13 +209,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
     classifier = conditioning_classifier(evaluator, data, conditions, device)
     acc, logits, predicted = evaluator.accumulator(), [], []
-    for batch in batches:
-        features, batch_logits = evaluator.embed(batch, device)
-        acc.update(features)
-        if batch_logits is not None:
-            logits.append(batch_logits)
-        if classifier is not None:
-            predicted.append(torch.as_tensor(classifier.predict(features)))
+    what = "generating and embedding" if loaded is not None else "embedding"
+    with Progress(what, int(source["n"]), "images") as progress:
+        for batch in batches:
+            features, batch_logits = evaluator.embed(batch, device)
+            acc.update(features)
+            if batch_logits is not None:
+                logits.append(batch_logits)
+            if classifier is not None:
+                predicted.append(torch.as_tensor(classifier.predict(features)))
+            progress.advance(len(batch))
     scores = evaluator.scores(acc.result(), reference, torch.cat(logits) if logits else None)
     conditioning = None
     if classifier is not None:
