@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..data.batches import labelled_uint8_batches, uint8_batches
-from ..data.conditions import GenerationConditions, balanced
+from ..data.conditions import GenerationConditions, grid_conditions
 from ..data.datamodule import ImageDataModule
 from ..data.identity import dataset_id
 from ..diffusion import Sampler
@@ -44,8 +44,9 @@ def conditioning_classifier_for(
 
 
 def generation_conditions(data: ImageDataModule, num_samples: int) -> GenerationConditions:
-    """What the callback generates: balanced over the classes for a class-conditional task (none otherwise)."""
-    return balanced(getattr(data, "condition", None), getattr(data, "num_classes", None), num_samples)
+    """What the callback generates: balanced over the classes or the fixed prompts, or super-resolutions of
+    held-out images (none for an unconditional task)."""
+    return grid_conditions(data, num_samples)
 
 
 class FIDCallback(L.Callback):
@@ -129,7 +130,8 @@ class FIDCallback(L.Callback):
 
     def _conditioning_classifier(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         data = trainer.datamodule
-        if self._classifier is None and getattr(data, "condition", None) == "labels":
+        labelled = getattr(data, "condition", None) == "labels" or getattr(data, "texts_name_classes", False)
+        if self._classifier is None and labelled:
             self._classifier, _ = conditioning_classifier_for(self.evaluator, data, pl_module.device)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:

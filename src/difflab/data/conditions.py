@@ -30,11 +30,16 @@ class GenerationConditions:
 
 
 def balanced(
-    condition: str | None, num_classes: int | None, n: int, texts: TextTable | None = None
+    condition: str | None,
+    num_classes: int | None,
+    n: int,
+    texts: TextTable | None = None,
+    texts_are_classes: bool = False,
 ) -> GenerationConditions:
     """n samples spread over the task's conditions: for labels, equal contiguous blocks of 0..C-1, so a grid
     with ceil(n / C) columns shows one row per class; for text, likewise over the prompts in `texts` (the
-    datamodule's grid_texts, or a user's). Unconditional tasks get no conditions."""
+    datamodule's grid_texts, or a user's); when text i names class i (template captions), the samples' classes
+    are known too, for the conditioning accuracy. Unconditional tasks get no conditions."""
     if condition is None:
         return GenerationConditions(None)
     if condition == "labels":
@@ -47,7 +52,10 @@ def balanced(
             raise ValueError("a text-to-image task needs prompts to sample")
         rows = spread_labels(range(len(texts)), n)
         return GenerationConditions(
-            texts.cond_for(rows), math.ceil(n / len(texts)), prompts=list(texts.captions)
+            texts.cond_for(rows),
+            math.ceil(n / len(texts)),
+            labels=rows if texts_are_classes else None,
+            prompts=list(texts.captions),
         )
     raise ValueError(f"no balanced conditions for data.condition={condition!r}")
 
@@ -82,11 +90,15 @@ def held_out_superres(data: Any, n: int) -> GenerationConditions:
 
 
 def grid_conditions(data: Any, n: int) -> GenerationConditions:
-    """What a training run's sample grid generates for its datamodule's task."""
+    """What a training run's sample grid and scores generate for its datamodule's task: balanced classes, the
+    fixed prompts (one per class for template captions), or held-out images' low-res versions."""
     condition = getattr(data, "condition", None)
     if condition == "superres":
         return held_out_superres(data, n)
-    return balanced(condition, getattr(data, "num_classes", None), n, getattr(data, "grid_texts", None))
+    texts = getattr(data, "grid_texts", None)
+    return balanced(
+        condition, getattr(data, "num_classes", None), n, texts, getattr(data, "texts_name_classes", False)
+    )
 
 
 def grid_tiles(conditions: GenerationConditions, images: Tensor) -> tuple[Tensor, int | None]:

@@ -222,6 +222,15 @@ class ImageDataModule(L.LightningDataModule):
         assert self._captions is not None
         return self._captions.grid_texts()
 
+    @property
+    def texts_name_classes(self) -> bool:
+        """True when grid caption i names class i (template captions of labelled data)."""
+        if self.condition != "text":
+            return False
+        self.setup()
+        assert self._captions is not None
+        return self._captions.templates is not None
+
     def dataset_for(self, split: str) -> Dataset:
         """The un-augmented dataset of ``"train"`` or ``"val"`` (e.g. for evaluation reference statistics)."""
         if split not in SPLITS:

@@ -21,7 +21,7 @@ from ..callbacks.fid import conditioning_classifier_for
 from ..checkpoint import LoadedModel, build, load_model
 from ..data import ImageDataModule
 from ..data.batches import uint8_batches
-from ..data.conditions import GenerationConditions
+from ..data.conditions import GenerationConditions, grid_conditions
 from ..data.identity import dataset_id
 from ..diffusion.generate import generate
 from ..io.image_sets import open_image_set
@@ -130,6 +130,27 @@ def generated_batches(
     return batches(), settings
 
 
+def scored_conditions(
+    cfg: DictConfig, loaded: LoadedModel | None, data: ImageDataModule
+) -> GenerationConditions:
+    """What the n scored samples are conditioned on: labels= / prompt= as sample.py takes them; else the data's
+    own balanced set (every class; one prompt per class for template captions; held-out images' low-res
+    versions for super-resolution)."""
+    if loaded is None or loaded.condition is None:
+        return (
+            requested_conditions(cfg, loaded, int(cfg.n))
+            if loaded is not None
+            else GenerationConditions(None)
+        )
+    if loaded.condition in ("text", "superres") and cfg.get("prompt") is None:
+        if data.condition != loaded.condition:
+            raise ValueError(
+                f"{cfg.ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
+            )
+        return grid_conditions(data, int(cfg.n))
+    return requested_conditions(cfg, loaded, int(cfg.n))
+
+
 def conditioning_classifier(
     evaluator: Evaluator, data: ImageDataModule, conditions: GenerationConditions, device: torch.device
 ) -> LinearClassifier | None:
@@ -187,10 +208,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loaded = load_model(cfg.ckpt, device) if cfg.get("ckpt") else None
     if loaded is None and float(cfg.guidance) != 1.0:
         raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
-    conditions = (
-        requested_conditions(cfg, loaded, int(cfg.n)) if loaded is not None else GenerationConditions(None)
-    )
     data = reference_data(cfg, loaded)
+    conditions = scored_conditions(cfg, loaded, data)
     shape = (data.channels, data.image_size, data.image_size)
     if loaded is not None:
         batches, source = generated_batches(cfg, loaded, conditions)
