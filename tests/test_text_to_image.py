@@ -13,6 +13,7 @@ import torch
 from conftest import FAST_TRAIN, compose_config, run_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
 from difflab.checkpoint import load_model
 from difflab.run import sample, train
@@ -140,3 +141,37 @@ def test_the_digits_text_recipe_composes_as_documented(tmp_path: Path):
     assert cfg.model.base_channels == 16 and cfg.cpu_threads == 1 and cfg.trainer.max_steps == 3000
     grid = cfg.callbacks.sample_grid
     assert grid.guidance == 3.0 and grid.num_samples % 10 == 0  # whole rows, one per digit
+
+
+def test_img2img_and_inpaint_follow_prompts(text_run: Path, tmp_path: Path, monkeypatch):
+    from difflab.models import UNet
+
+    seen: list[torch.Tensor] = []  # the pooled text of every conditional half the net is called with
+    forward = UNet.forward
+
+    def spy(self, x, t, cond=None):
+        if isinstance(cond, dict) and "text_pooled" in cond:
+            seen.append(cond["text_pooled"][~cond["drop"]].detach().clone())
+        return forward(self, x, t, cond)
+
+    monkeypatch.setattr(UNet, "forward", spy)
+    picture = tmp_path / "digit.png"
+    Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(picture)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.pad(np.full((4, 8), 255, np.uint8), ((0, 4), (0, 0)))).save(mask)
+    ckpt = text_run / "checkpoints" / "last.ckpt"
+    pooled = {}
+    for prompt in ("digit 3", "digit 7"):
+        out = tmp_path / f"img2img_{prompt[-1]}"
+        seen.clear()
+        sample(sample_cfg(ckpt, out, "mode=img2img", f"image={picture}", f"prompt={prompt}", "guidance=3"))
+        settings = json.loads((out / "settings.json").read_text())
+        assert settings["prompts"] == [prompt] and settings["guidance"] == 3.0
+        assert np.load(out / "samples.npz")["images"].shape == (2, 8, 8, 1)
+        assert seen and all(torch.equal(p, seen[0]) for p in seen)  # every step sees this prompt
+        pooled[prompt] = seen[0]
+    assert not torch.equal(pooled["digit 3"], pooled["digit 7"])  # the prompt reaches the net
+    out = tmp_path / "inpaint"
+    overrides = ["mode=inpaint", f"image={picture}", f"mask={mask}", "prompt=digit 3", "guidance=2"]
+    sample(sample_cfg(ckpt, out, *overrides, "inpaint.steps=4", "inpaint.jump_n_sample=1"))
+    assert json.loads((out / "settings.json").read_text())["prompts"] == ["digit 3"]

@@ -18,7 +18,6 @@ from torch import Tensor
 from ..checkpoint import LoadedModel
 from ..data.conditions import GenerationConditions
 from ..diffusion import SampleGenerators
-from ..diffusion.conditioning import label_condition
 from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
 from ..diffusion.guidance import guided_for
 from ..io.images import enlarge, grid_of, save_png, save_samples
@@ -40,7 +39,7 @@ def _editor(
     guidance = float(cfg.get("guidance", 1.0))
 
     def model(g: SampleGenerators) -> Any:
-        return guided_for(loaded.net, conditions.cond_for, g.indices, guidance)
+        return guided_for(loaded.net, conditions.cond_for, g.indices, guidance, conditions.negative_for)
 
     if cfg.mode == "inpaint":
         opts = {key: int(cfg.inpaint[key]) for key in ("steps", "jump_length", "jump_n_sample")}
@@ -114,17 +113,27 @@ def check_edit_request(cfg: DictConfig) -> None:
         check_strength(cfg.strength)
 
 
+def per_result(per_picture: GenerationConditions | None, n: int) -> GenerationConditions:
+    """The conditions of every result from those of one picture's n results: result k edits picture k // n
+    towards condition k % n (labels or prompts spread over the n results, the same for every picture)."""
+    if per_picture is None or per_picture.cond_for is None:
+        return GenerationConditions(None)
+
+    def remap(cond_for: Any) -> Any:
+        return None if cond_for is None else (lambda indices: cond_for([i % n for i in indices]))
+
+    return GenerationConditions(remap(per_picture.cond_for), negative_for=remap(per_picture.negative_for))
+
+
 def edit(cfg: DictConfig, loaded: LoadedModel, per_picture: GenerationConditions | None = None) -> Path:
     """Write cfg.n edits of each picture in cfg.image (mode inpaint or img2img) to cfg.out. `per_picture`: the
-    labels of one picture's n results, the same for every picture (None: no labels)."""
+    conditions (labels, prompts) of one picture's n results, the same for every picture (None: none)."""
     check_edit_request(cfg)
     n = int(cfg.n)
     pictures = load_images(cfg.image, loaded.sample_shape)
     masks = load_masks(cfg.mask, pictures) if cfg.mode == "inpaint" else None
-    labels = per_picture.labels if per_picture is not None else None
-    conditions = GenerationConditions(None)
-    if labels is not None:  # result k: picture k // n towards labels[k % n]
-        conditions = GenerationConditions(label_condition(labels * len(pictures.paths)))
+    conditions = per_result(per_picture, n)
+    guided = conditions.cond_for is not None
     editor, settings = _editor(cfg, loaded, conditions)
     with output_folder(cfg.out, cfg.mode, cfg.paths.root_dir) as out:
         log.info(
@@ -147,8 +156,10 @@ def edit(cfg: DictConfig, loaded: LoadedModel, per_picture: GenerationConditions
             "mask": None if masks is None else str(cfg.mask),
             "inputs": [str(p) for p in pictures.paths],
             "n": n,
-            "order": "result k is an edit of input k // n" + (" towards labels[k % n]" if labels else ""),
-            **({"guidance": float(cfg.guidance), "labels": labels} if labels else {}),
+            "order": "result k is an edit of input k // n" + (" towards condition k % n" if guided else ""),
+            **({"guidance": float(cfg.guidance)} if guided else {}),
+            **({"labels": per_picture.labels} if guided and per_picture.labels else {}),
+            **({"prompts": per_picture.prompts} if guided and per_picture.prompts else {}),
             "seed": int(cfg.seed),
             **settings,
             "weights": loaded.weights,
