@@ -297,3 +297,10 @@ def check_finite(images: torch.Tensor, ckpt: Any) -> None:
             f"{bad} of {len(images)} samples are not finite (NaN/inf): the weights in {ckpt} are broken "
             "(did training diverge?); nothing was written"
         )
+
+
+def log_written(count: int, written: dict[str, Path]) -> None:
+    """Say where save_samples put a result set: the PNGs, the grid and the .npz."""
+    log.info(
+        "wrote %d PNGs to %s, the grid %s and %s", count, written["images"], written["grid"], written["npz"]
+    )

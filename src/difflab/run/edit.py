@@ -22,7 +22,7 @@ from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_
 from ..diffusion.guidance import guided_for
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images, load_masks
-from .common import build_sampler, check_finite, output_folder, require, write_json
+from .common import build_sampler, check_finite, log_written, output_folder, require, write_json
 
 log = logging.getLogger("difflab")
 
@@ -166,11 +166,5 @@ def edit(cfg: DictConfig, loaded: LoadedModel, per_picture: GenerationConditions
             "global_step": loaded.global_step,
         }
         write_json(settings, out / "settings.json")
-    log.info(
-        "wrote %d PNGs to %s, the grid %s and %s",
-        len(results),
-        written["images"],
-        written["grid"],
-        written["npz"],
-    )
+    log_written(len(results), written)
     return out

@@ -19,6 +19,7 @@ from .common import (
     build_sampler,
     check_finite,
     check_values,
+    log_written,
     number,
     output_folder,
     pick_device,
@@ -173,7 +174,5 @@ def sample(cfg: DictConfig) -> Path:
             "global_step": loaded.global_step,
         }
         write_json(settings, out / "settings.json")
-    log.info(
-        "wrote %d PNGs to %s, the grid %s and %s", cfg.n, written["images"], written["grid"], written["npz"]
-    )
+    log_written(int(cfg.n), written)
     return out

@@ -23,7 +23,7 @@ from ..diffusion.generate import generate
 from ..diffusion.superres import nearest_upsample, upsample
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images
-from .common import build_sampler, check_finite, output_folder, require, write_json
+from .common import build_sampler, check_finite, log_written, output_folder, require, write_json
 
 log = logging.getLogger("difflab")
 
@@ -126,11 +126,5 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
             "global_step": loaded.global_step,
         }
         write_json(settings, out / "settings.json")
-    log.info(
-        "wrote %d PNGs to %s, the grid %s and %s",
-        len(results),
-        written["images"],
-        written["grid"],
-        written["npz"],
-    )
+    log_written(len(results), written)
     return out
