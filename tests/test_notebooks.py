@@ -33,6 +33,7 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert_figures_shown(nb, f"committed {path.name} (refresh with notebooks/execute.py)")
+    committed = figures_per_cell(nb)
 
     # The kernel inherits this environment: an MPLBACKEND such as Agg (common in CI) would override
     # ipykernel's inline backend and the figures would never reach the notebook.
@@ -58,6 +59,15 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
     assert_figures_shown(nb, path.name)
+    # Fresh: the committed copy shows the figures this code draws now, cell for cell.
+    assert figures_per_cell(nb)[1:] == committed, (
+        f"{path.name}: committed figures {committed} differ from a fresh run's; refresh with notebooks/execute.py"
+    )
+
+
+def figures_per_cell(nb) -> list[int]:
+    """How many image/png outputs each code cell has."""
+    return [sum(map(has_png, cell.outputs)) for cell in nb.cells if cell.cell_type == "code"]
 
 
 def assert_figures_shown(nb, name: str) -> None:
