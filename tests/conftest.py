@@ -49,6 +49,16 @@ def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictCon
     return cfg
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_hydra_config():
+    """A test that makes a HydraConfig current (a sweep job, a launcher check) must not leak it into the next
+    test: train() would read that job's launcher and run folder."""
+    yield
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+
+
 @pytest.fixture
 def train_cfg(tmp_path: Path) -> DictConfig:
     return compose_config("train", FAST_TRAIN, tmp_path / "run")
