@@ -10,7 +10,7 @@ TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.lock)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test lint format clean-venv
+.PHONY: setup train test lint format bench clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -38,6 +38,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Side-by-side speed against diffusers (prints a markdown table; see benchmarks/).
+bench: setup
+	$(BIN)/python benchmarks/unet_vs_diffusers.py $(ARGS)
 
 format: setup
 	$(BIN)/ruff check --fix .

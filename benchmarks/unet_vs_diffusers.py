@@ -1,0 +1,117 @@
+"""difflab's U-Net against diffusers' UNet2DModel of the same architecture (the weights are mapped, so both
+compute the same function), side by side in one process: training step (forward + backward + Adam) and one
+sampling step (no-grad forward), fp32 and bf16 autocast. Rounds alternate between the two, so a noisy machine
+hits both alike; the table gives medians, min–max and the ratio difflab / diffusers of images per second.
+
+    .venv/bin/python benchmarks/unet_vs_diffusers.py                 # CIFAR DDPM net b16 and an MNIST-size net b64
+    .venv/bin/python benchmarks/unet_vs_diffusers.py --rounds 7 --threads 2 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from diffusers import UNet2DModel
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from difflab.export.diffusers import diffusers_config, to_diffusers, unet_arguments
+from difflab.models import UNet
+
+CONFIGS = {  # name: (model config, data overrides, batch)
+    "unet_ddpm_cifar10 3×32×32": ("unet_ddpm_cifar10", ["data.image_size=32", "data.channels=3"], 16),
+    "unet_small 1×32×32": ("unet_small", ["data.image_size=32", "data.channels=1"], 64),
+}
+
+
+def models(name: str, data: list[str], device: str) -> tuple[UNet, UNet2DModel]:
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={name}", *data])
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    ours = UNet(**{k: v for k, v in model_config.items() if not k.startswith("_")})
+    theirs = UNet2DModel(**diffusers_config(unet_arguments(model_config)))
+    theirs.load_state_dict(to_diffusers(ours.state_dict()))
+    return ours.to(device), theirs.to(device)
+
+
+def train_step(net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, dtype: torch.dtype | None) -> Callable:
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    call = (lambda: net(x, t)) if isinstance(net, UNet) else (lambda: net(x, t).sample)
+
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            loss = (call().float() - x).square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sample_step(
+    net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, dtype: torch.dtype | None
+) -> Callable:
+    call = (lambda: net(x, t)) if isinstance(net, UNet) else (lambda: net(x, t).sample)
+
+    @torch.no_grad()
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            call()
+
+    return step
+
+
+def timed(fn: Callable, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"device {args.device}, {args.threads} threads, {args.rounds} rounds each (alternating), medians\n")
+    print(
+        "| network | batch | what | precision | difflab img/s (min–max) | diffusers img/s (min–max) | ratio |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, (name, data, batch) in CONFIGS.items():
+        ours, theirs = models(name, data, args.device)
+        label = f"{label} ({sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M)"
+        channels, size = ours.in_channels, ours.image_size
+        x = torch.randn(batch, channels, size, size, device=args.device)
+        t = torch.randint(0, 1000, (batch,), device=args.device)
+        for what, make in (("train step", train_step), ("sampling step", sample_step)):
+            for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+                steps = {"difflab": make(ours, x, t, dtype), "diffusers": make(theirs, x, t, dtype)}
+                for fn in steps.values():  # warm-up: allocator, kernels
+                    fn()
+                times: dict[str, list[float]] = {k: [] for k in steps}
+                for _ in range(args.rounds):
+                    for key, fn in steps.items():
+                        times[key].append(timed(fn, args.device))
+                rate = {k: [batch / s for s in v] for k, v in times.items()}
+                cells = [f"{statistics.median(r):.1f} ({min(r):.1f}–{max(r):.1f})" for r in rate.values()]
+                ratio = statistics.median(rate["difflab"]) / statistics.median(rate["diffusers"])
+                print(
+                    f"| {label} | {batch} | {what} | {precision} | {cells[0]} | {cells[1]} | {ratio:.2f}× |"
+                )
+
+
+if __name__ == "__main__":
+    main()
