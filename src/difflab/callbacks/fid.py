@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..data.batches import labelled_uint8_batches, uint8_batches
-from ..data.conditions import GenerationConditions, grid_conditions
+from ..data.conditions import grid_conditions
 from ..data.datamodule import ImageDataModule
 from ..data.identity import dataset_id
 from ..diffusion import Sampler
@@ -41,12 +41,6 @@ def conditioning_classifier_for(
         lambda: labelled_uint8_batches(data.dataset_for("val")),
         device,
     )
-
-
-def generation_conditions(data: ImageDataModule, num_samples: int) -> GenerationConditions:
-    """What the callback generates: balanced over the classes or the fixed prompts, or super-resolutions of
-    held-out images (none for an unconditional task)."""
-    return grid_conditions(data, num_samples)
 
 
 class FIDCallback(L.Callback):
@@ -197,7 +191,7 @@ class FIDCallback(L.Callback):
         sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
         shape = (data.channels, data.image_size, data.image_size)
         mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
-        conditions = generation_conditions(data, self.num_samples)
+        conditions = grid_conditions(data, self.num_samples)
         hits = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         acc = StatsAccumulator(
             self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
