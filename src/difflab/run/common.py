@@ -62,6 +62,11 @@ def number(minimum: float, above: bool = False, nullable: bool = False) -> Rule:
     return rule
 
 
+def flag(value: Any) -> str | None:
+    """A rule: true or false."""
+    return None if isinstance(value, bool) else "is not true or false"
+
+
 def check_values(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """One line naming the first key whose value breaks its rule (keys absent from cfg are skipped)."""
     for key, rule in rules.items():

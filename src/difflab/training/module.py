@@ -39,12 +39,18 @@ class DiffusionModule(L.LightningModule):
         prediction_type: str = "epsilon",
         val_seed: int = 1234,
         cond_drop_prob: float = 0.1,
+        channels_last: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= cond_drop_prob <= 1.0:
             raise ValueError(f"cond_drop_prob must be in [0, 1] (got {cond_drop_prob})")
         self.cond_drop_prob = cond_drop_prob
-        self.net = net
+        # NHWC activations let oneDNN (CPU) and cuDNN (GPU, bf16) pick faster convolution kernels: about 1.2x on
+        # a training step here (benchmarks/unet_vs_diffusers.py). Parameters keep their layout through
+        # load_state_dict, the EMA copy and the optimizer state; only the strides change, never a value.
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.compile_net = compile
         self.schedule = schedule
         self.loss_fn = DiffusionLoss(schedule, prediction_type)
         self.prediction_type = prediction_type
@@ -90,6 +96,12 @@ class DiffusionModule(L.LightningModule):
         g = torch.Generator(device=x0.device).manual_seed(self.val_seed + batch_idx)
         loss = self.loss_fn(self.denoiser(self.condition(batch)), x0, generator=g)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+
+    def on_fit_start(self) -> None:
+        # After the EMA callback's setup has copied the net: the average stays an uncompiled copy (a compiled
+        # forward is bound to the module it was compiled from, so a later deepcopy would call the original).
+        if self.compile_net:
+            self.net.compile()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning calls this after the callbacks (the EMA has put its weights in), on every rank.
