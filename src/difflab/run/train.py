@@ -59,6 +59,8 @@ RULES = {
     "callbacks.fid.every_n_steps": whole(0),
     "callbacks.fid.num_samples": whole(2),
     "cond_drop_prob": number(0.0),
+    "preemption_check_every_n_steps": whole(1),
+    "loss_check_every_n_steps": whole(1),
     "model.num_classes": whole(1, nullable=True),
 }
 
@@ -132,7 +134,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(StepProgressBar())
     # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
     # which can take minutes of the warning time. Under SLURM it also takes over SIGTERM.
-    on_signal = CheckpointOnSignal(output_dir / LAST, save_on_sigterm="SLURM_JOB_ID" in os.environ)
+    on_signal = CheckpointOnSignal(
+        output_dir / LAST,
+        save_on_sigterm="SLURM_JOB_ID" in os.environ,
+        check_every_n_steps=int(cfg.get("preemption_check_every_n_steps", 20)),
+    )
     after = max(
         (i + 1 for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)), default=len(callbacks)
     )
