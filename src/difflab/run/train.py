@@ -74,6 +74,7 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         prediction_type=cfg.prediction_type,
         cond_drop_prob=float(cfg.get("cond_drop_prob", 0.1)),
+        loss_check_every_n_steps=int(cfg.get("loss_check_every_n_steps", 20)),
     )
 
 
