@@ -20,8 +20,8 @@ QUIET = [o for o in FAST_TRAIN if not o.startswith(("logger=", "trainer.max_step
 
 
 def env_with(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The test's environment, W&B offline, tests/ importable (for the probe), and a fake `scontrol` that records
-    its arguments in <tmp_path>/scontrol.log."""
+    """The test's environment, W&B offline, this checkout's src/ and tests/ (the probe) importable, and a fake
+    `scontrol` that records its arguments in <tmp_path>/scontrol.log."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     scontrol = bin_dir / "scontrol"
@@ -31,7 +31,7 @@ def env_with(tmp_path: Path, **extra: str) -> dict[str, str]:
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "WANDB_MODE": "offline",
-        "PYTHONPATH": str(ROOT / "tests"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         **extra,
     }

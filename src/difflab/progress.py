@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+LIVE_FIELDS_EVERY_S = 0.5  # how fresh the live bar's fields need to be (rich redraws it 10 times a second)
+
 
 def duration(seconds: float) -> str:
     """1:02:03 / 4:05 for an ETA or an elapsed time."""
@@ -38,6 +40,7 @@ class Progress:
         self.live = sys.stdout.isatty() if live is None else live
         self.fields: dict[str, Any] = {}
         self._t0 = self._last_line = time.monotonic()
+        self._fields_at = -float("inf")
         self._printed_done: int | None = None
         self._rich: Any = None
 
@@ -78,12 +81,22 @@ class Progress:
         if self._rich is not None:
             self._rich.update(self._task, description=what)
 
+    def due(self, done: int) -> bool:
+        """Whether fields given to update(done) now would be seen: a plain line is due, or the live bar's fields
+        are older than LIVE_FIELDS_EVERY_S. Lets a caller skip fetching fields that cost (a loss on a GPU)."""
+        now = time.monotonic()
+        if self._rich is not None:
+            return now - self._fields_at >= LIVE_FIELDS_EVERY_S
+        return now - self._last_line >= self.every_n_seconds or done == self.total
+
     def advance(self, n: int = 1, **fields: Any) -> None:
         self.update(self.done + n, **fields)
 
     def update(self, done: int, **fields: Any) -> None:
         self.done = done
-        self.fields.update(fields)
+        if fields:
+            self.fields.update(fields)
+            self._fields_at = time.monotonic()
         extra = " · ".join(f"{k} {_short(v)}" for k, v in self.fields.items())
         if self._rich is not None:
             self._rich.update(self._task, completed=done, rate=f"{self.rate():.2f}/s", extra=extra)

@@ -22,6 +22,7 @@ from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
 from ..training.ema import ema_network
+from ..training.finite import check_losses_so_far
 from .progress_bar import busy
 from .rank_merge import merge_statistics, sum_over_ranks
 from .sharding import gather_in_index_order, rank_indices
@@ -150,6 +151,7 @@ class FIDCallback(L.Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Generate and embed this rank's share, merge the statistics, score on rank 0, broadcast; log."""
         self._last_step = trainer.global_step
+        check_losses_so_far(pl_module)  # a diverged loss is named as such, not scored
         ranks = trainer.world_size
         keep_per_rank = math.ceil(self.evaluator.keep_features / ranks)
         acc, logits, images, hits = self._embed_my_share(trainer, pl_module, keep_per_rank)

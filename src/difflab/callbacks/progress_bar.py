@@ -50,9 +50,13 @@ class StepProgressBar(ProgressBar):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._progress is None or trainer.global_step == self._progress.done:
             return
+        # Reading the loss makes the host wait for the device: only when the bar or the next line shows it.
+        due = self._progress.due(trainer.global_step)
+        self._progress.update(trainer.global_step, **(self._losses(trainer, pl_module) if due else {}))
+
+    def _losses(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = self.get_metrics(trainer, pl_module)
-        fields = {key: metrics[key] for key in ("train/loss", "val/loss") if key in metrics}
-        self._progress.update(trainer.global_step, **fields)
+        return {key: metrics[key] for key in ("train/loss", "val/loss") if key in metrics}
 
     def _close(self) -> None:
         if self._progress is not None:
@@ -60,6 +64,8 @@ class StepProgressBar(ProgressBar):
             self._progress = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._progress is not None:  # the last line shows the last loss
+            self._progress.fields.update(self._losses(trainer, pl_module))
         self._close()
 
     def on_exception(

@@ -15,7 +15,7 @@ from ..diffusion import Sampler
 from ..diffusion.generate import generate, generation_steps
 from ..io.images import enlarge, grid_of, save_png
 from ..training.ema import ema_network
-from ..training.finite import HINT, NonFiniteError
+from ..training.finite import HINT, NonFiniteError, check_losses_so_far
 from .progress_bar import busy
 from .sharding import gather_in_index_order, rank_indices
 
@@ -61,6 +61,7 @@ class SampleGrid(L.Callback):
     def log_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
         """Sample the grid (sharded over ranks), then write and log it from rank 0."""
         self._last_step = trainer.global_step
+        check_losses_so_far(pl_module)  # a diverged loss is named as such, before its weights are sampled
         net = ema_network(trainer, pl_module)
         was_training = net.training
         net.eval()

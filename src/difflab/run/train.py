@@ -62,8 +62,20 @@ RULES = {
     "callbacks.fid.every_n_steps": whole(0),
     "callbacks.fid.num_samples": whole(2),
     "cond_drop_prob": number(0.0),
+    "preemption_check_every_n_steps": whole(1),
+    "loss_check_every_n_steps": whole(1),
     "model.num_classes": whole(1, nullable=True),
 }
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """fp16's loss scaler and a fused optimizer cannot clip gradients together (Lightning would fail at step 1)."""
+    fp16 = str(cfg.trainer.get("precision")) in ("16-mixed", "16", "16-true")
+    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.get("optim", {}).get("fused"):
+        raise ValueError(
+            f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
+            "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"
+        )
 
 
 def build_module(cfg: DictConfig) -> DiffusionModule:
@@ -75,6 +87,7 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         prediction_type=cfg.prediction_type,
         cond_drop_prob=float(cfg.get("cond_drop_prob", 0.1)),
+        loss_check_every_n_steps=int(cfg.get("loss_check_every_n_steps", 20)),
         channels_last=bool(cfg.get("channels_last", True)),
         compile=bool(cfg.trainer.get("compile", False)),
     )
@@ -112,6 +125,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
     check_values(cfg, RULES)
+    check_precision(cfg)
     resolve_conditioning(cfg)
     check_trainer(cfg.trainer)
     resume = resume_path(cfg.get("ckpt_path"), output_dir)
@@ -139,7 +153,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(StepProgressBar())
     # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
     # which can take minutes of the warning time. Under SLURM it also takes over SIGTERM.
-    on_signal = CheckpointOnSignal(output_dir / LAST, save_on_sigterm="SLURM_JOB_ID" in os.environ)
+    on_signal = CheckpointOnSignal(
+        output_dir / LAST,
+        save_on_sigterm="SLURM_JOB_ID" in os.environ,
+        check_every_n_steps=int(cfg.get("preemption_check_every_n_steps", 20)),
+    )
     after = max(
         (i + 1 for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)), default=len(callbacks)
     )

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..diffusion import DiffusionLoss, NoiseSchedule
 from ..diffusion.conditioning import Cond, random_drop
-from .finite import check_checkpoint_weights, check_loss
+from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -28,6 +28,9 @@ class DiffusionModule(L.LightningModule):
     The random draws of a training step (t, ε, dropout, condition dropout) come from torch's global
     generators, which the `SeedEachStep` callback reseeds before each micro-batch; data augmentation happens
     in the datamodule.
+
+    A non-finite loss stops training with NonFiniteError naming its step; the loss is noted on the device and
+    looked at every `loss_check_every_n_steps` optimizer steps and before anything is written (see LossWatch).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class DiffusionModule(L.LightningModule):
         prediction_type: str = "epsilon",
         val_seed: int = 1234,
         cond_drop_prob: float = 0.1,
+        loss_check_every_n_steps: int = 20,
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
@@ -57,6 +61,7 @@ class DiffusionModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.val_seed = val_seed
+        self.loss_watch = LossWatch(loss_check_every_n_steps)
 
     @classmethod
     def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> DiffusionModule:  # type: ignore[override]
@@ -83,7 +88,7 @@ class DiffusionModule(L.LightningModule):
         if cond is not None:
             cond = random_drop(cond, self.cond_drop_prob)
         loss = self.loss_fn(self.denoiser(cond), batch[0])
-        check_loss(loss, self.global_step, self.trainer)  # before backward: NaN never reaches the weights
+        self.loss_watch.record(loss, self.global_step)  # no host sync: checked in on_before_optimizer_step
         self.log("train/loss", loss, prog_bar=True)
         # Logged here rather than by LearningRateMonitor so it works with logger=none too.
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
@@ -103,9 +108,37 @@ class DiffusionModule(L.LightningModule):
         if self.compile_net:
             self.net.compile()
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Every rank reaches it at the same step. A NaN found here stops before this step's update.
+        if self.loss_watch.due(self.global_step, self.trainer.max_steps):
+            self.loss_watch.check(self.trainer)
+
+    def on_train_end(self) -> None:
+        check_losses_so_far(self)  # the last steps of a run that ends by epochs rather than max_steps
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning calls this after the callbacks (the EMA has put its weights in), on every rank.
+        # Lightning calls this after the callbacks (the EMA has put its weights in), on every rank. A non-finite
+        # loss is reported as such (naming its step) before the weight check, which keeps NaN off the disk.
+        check_losses_so_far(self)
         check_checkpoint_weights(checkpoint)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Lightning's mixed-precision plugin refuses to clip for a fused optimizer (fp16's loss scaler unscales
+        # inside a fused step). bf16 has no scaler, so its gradients are the real ones and clipping them is exact.
+        if (
+            gradient_clip_val
+            and self.trainer.precision == "bf16-mixed"
+            and gradient_clip_algorithm in (None, "norm")
+        ):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.net.parameters())

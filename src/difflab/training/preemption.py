@@ -3,7 +3,8 @@
 Signal handlers here only take note: saving from inside a handler (what Lightning's SLURMEnvironment
 auto-requeue does) can catch the weights half-updated by the optimizer or the EMA and, under DDP, start a
 collective while the interrupted code is inside another. The callback acts in on_train_batch_end, after the
-optimizer step and the EMA update, where every rank agrees (one all-reduce) to save the same step.
+optimizer step and the EMA update. Under DDP the ranks agree (one all-reduce) only every `check_every_n_steps`
+optimizer steps, at the same global step on every rank, so that no other step pays for a collective.
 """
 
 from __future__ import annotations
@@ -54,6 +55,22 @@ class Preempted(SystemExit):
         return f"stopped on {signal.Signals(self.signum).name} at step {self.step} after saving {self.path}"
 
 
+_BROADCAST = "_broadcast_sigterm_tensor"
+
+
+def skip_lightnings_sigterm_broadcast(trainer: L.Trainer) -> Any:
+    """Switch off the broadcast of rank 0's SIGTERM flag that Lightning's training loop makes before every batch
+    under DDP (TrainingEpochLoop._broadcast_sigterm_tensor: a collective and a host read per step). Only for
+    as long as CheckpointOnSignal handles SIGTERM on every rank: Lightning's handler, which sets that flag, is
+    not called then, so the broadcast could only ever send 0. Returns the loop changed (None if this Lightning
+    has no such broadcast), for `vars(loop).pop(_BROADCAST)` to put it back."""
+    loop = trainer.fit_loop.epoch_loop
+    if not callable(getattr(type(loop), _BROADCAST, None)):
+        return None
+    setattr(loop, _BROADCAST, lambda: None)
+    return loop
+
+
 class CheckpointOnSignal(L.Callback):
     """On the requeue signal: finish the current optimizer step, save `path`, raise `Preempted`.
 
@@ -61,16 +78,32 @@ class CheckpointOnSignal(L.Callback):
     on: SLURM sends SIGTERM first on preemption, `scancel` and at the time limit, and the requeue signal (if
     any) decides whether the job comes back. This replaces Lightning's SIGTERM handling, which would stop
     training at once without a checkpoint. Elsewhere SIGTERM is left to Lightning.
+
+    Under DDP the ranks compare notes every `check_every_n_steps` optimizer steps (one all-reduce, at steps
+    that are multiples of it): SLURM warns minutes ahead (signal_delay_s), so a few steps of latency cost
+    nothing, while an all-reduce after every step is a collective a single-GPU run would not need. A single
+    process looks at its flags after every step (free). While it handles SIGTERM it also switches off
+    Lightning's own per-batch SIGTERM broadcast (see skip_lightnings_sigterm_broadcast).
     """
 
-    def __init__(self, path: str | Path, signum: int | None = None, save_on_sigterm: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        signum: int | None = None,
+        save_on_sigterm: bool = False,
+        check_every_n_steps: int = 20,
+    ) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be at least 1 (got {check_every_n_steps})")
         self.path = Path(path)
         self.signum = int(signum if signum is not None else requeue_signal())
         self.save_on_sigterm = save_on_sigterm
+        self.check_every_n_steps = check_every_n_steps
         self._requeue_requested = False
         self._save_requested = False
         self._previous: dict[int, Any] = {}
         self._step_at_batch_start = -1
+        self._loop_without_broadcast: Any = None
 
     def _signals(self) -> list[int]:
         return [self.signum] + ([int(signal.SIGTERM)] if self.save_on_sigterm else [])
@@ -89,12 +122,17 @@ class CheckpointOnSignal(L.Callback):
         for signum in self._signals():
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
+        if self.save_on_sigterm:
+            self._loop_without_broadcast = skip_lightnings_sigterm_broadcast(trainer)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
         self._previous = {}
+        if self._loop_without_broadcast is not None:
+            vars(self._loop_without_broadcast).pop(_BROADCAST, None)
+            self._loop_without_broadcast = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
@@ -112,8 +150,9 @@ class CheckpointOnSignal(L.Callback):
             return  # accumulating gradients: a checkpoint here would lose the accumulated part
         requeue, save = self._requeue_requested, self._save_requested
         if trainer.world_size > 1:
-            # Any rank that got the signal stops them all at this same step. The .tolist() waits for the
-            # GPU once per step; Lightning's own per-step SIGTERM broadcast under DDP already does as much.
+            if trainer.global_step % self.check_every_n_steps:
+                return  # every rank skips the same steps: the global step is the same on all
+            # Any rank that got the signal stops them all at this same step.
             flags = torch.tensor([requeue, save], dtype=torch.int32, device=trainer.strategy.root_device)
             requeue, save = (bool(v) for v in trainer.strategy.reduce(flags, reduce_op="sum").tolist())
         if not (requeue or save):

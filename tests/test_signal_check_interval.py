@@ -1,0 +1,127 @@
+"""Under DDP the ranks agree on a preemption signal only every N optimizer steps (one collective then, none on
+the other steps), and a signal on any rank still saves at such a step; one process saves at the next step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, ROOT
+
+from difflab.training import CheckpointOnSignal, Preempted
+
+
+class FakeTrainer(SimpleNamespace):
+    """What CheckpointOnSignal reads of a Trainer; counts the collectives (strategy.reduce) and the saves."""
+
+    def __init__(self, world_size: int) -> None:
+        super().__init__(global_step=0, world_size=world_size, is_global_zero=True, checkpoint_callbacks=[])
+        self.reduced_at: list[int] = []
+        self.saved_at: list[int] = []
+        self.strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=self._reduce)
+
+    def _reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        self.reduced_at.append(self.global_step)
+        return tensor  # one fake rank: the sum is its own flags
+
+    def save_checkpoint(self, path: Path) -> None:
+        self.saved_at.append(self.global_step)
+
+
+def run_steps(callback: CheckpointOnSignal, trainer: FakeTrainer, steps: int, signal_at: int) -> int | None:
+    """Take optimizer steps 1..steps; the signal arrives during step `signal_at`. The step of Preempted, if any."""
+    for step in range(1, steps + 1):
+        callback.on_train_batch_start(trainer, None)
+        if step == signal_at:
+            callback._on_signal(callback.signum, None)
+        trainer.global_step = step
+        try:
+            callback.on_train_batch_end(trainer, None)
+        except Preempted as stop:
+            return stop.step
+    return None
+
+
+def test_under_ddp_the_flags_are_reduced_only_every_n_steps_and_the_save_waits_for_one(tmp_path):
+    callback = CheckpointOnSignal(tmp_path / "last.ckpt", signum=signal.SIGUSR2, check_every_n_steps=20)
+    trainer = FakeTrainer(world_size=2)
+    assert run_steps(callback, trainer, steps=100, signal_at=41) == 60
+    assert trainer.reduced_at == [20, 40, 60]
+    assert trainer.saved_at == [60]
+
+
+def test_one_process_saves_at_the_end_of_the_signalled_step_without_a_collective(tmp_path):
+    callback = CheckpointOnSignal(tmp_path / "last.ckpt", signum=signal.SIGUSR2, check_every_n_steps=20)
+    trainer = FakeTrainer(world_size=1)
+    assert run_steps(callback, trainer, steps=100, signal_at=3) == 3
+    assert trainer.reduced_at == [] and trainer.saved_at == [3]
+
+
+def test_the_interval_must_be_at_least_one(tmp_path):
+    with pytest.raises(ValueError, match="check_every_n_steps must be at least 1"):
+        CheckpointOnSignal(tmp_path / "last.ckpt", check_every_n_steps=0)
+
+
+EVERY = 4
+
+
+@pytest.mark.slow
+def test_two_process_ddp_saves_a_signalled_rank_at_a_multiple_of_n_with_no_collective_in_between(tmp_path):
+    """SIGUSR2 to rank 1 only, during step 5: both ranks save step 8 and stop (exit 3, requeued once); the
+    steps that are not multiples of N make no collective of their own (nor Lightning's SIGTERM broadcast)."""
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    overrides = [o for o in FAST_TRAIN if not o.startswith(("trainer=", "trainer.max_steps=", "logger="))]
+    job = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *overrides,
+            "trainer=ddp",
+            "trainer.devices=2",
+            "trainer.accelerator=cpu",
+            "trainer.max_steps=1000",
+            "trainer.val_check_interval=1000",
+            "logger=none",
+            "callbacks.sample_grid=null",
+            "callbacks.model_checkpoint.every_n_train_steps=1000",
+            f"preemption_check_every_n_steps={EVERY}",
+            f"loss_check_every_n_steps={EVERY}",
+            "cpu_threads=1",
+            "+callbacks.probe._target_=collective_probe.CollectiveProbe",
+            f"+callbacks.probe.dirpath={probe}",
+            "+callbacks.probe.signal_rank=1",
+            "+callbacks.probe.signal_at_step=5",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),  # this checkout
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "SLURM_JOB_ID": "4242",  # no SLURM_NTASKS: Lightning's own SLURM support stays out of this
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == 3, job.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2 * EVERY
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    for rank in (0, 1):
+        counts = torch.load(probe / f"rank{rank}.pt")
+        assert max(counts) == 2 * EVERY, counts  # both ranks reached the save step, no further
+        quiet = {step: n for step, n in counts.items() if step % EVERY and n}
+        assert not quiet, f"rank {rank}: collectives at steps that are not multiples of {EVERY}: {quiet}"
+        assert counts[EVERY] > 0, "the check at step N made no collective: it was not measured"

@@ -1,0 +1,62 @@
+"""The speed knobs change how fast training runs, never what it computes: channels_last gives the same losses
+as the default layout, bf16-mixed trains on a CPU with clipping and the fused Adam, and trainer.compile=true
+trains the same model as eager mode (checked for correctness only: compile takes ~20 s on a CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from omegaconf import open_dict
+
+from difflab.checkpoint import load_model, read_checkpoint
+from difflab.run.train import train
+from difflab.runlogs import csv_series
+
+
+def losses(tmp_path: Path, name: str, *extra: str) -> list[float]:
+    """train/loss of each step of a short run."""
+    out = tmp_path / name
+    cfg = compose_config("train", [*FAST_TRAIN, "callbacks.sample_grid=null", *extra], out)
+    with open_dict(cfg):
+        cfg.trainer.enable_checkpointing = True
+    train(cfg)
+    return [value for _, value in csv_series(out)["train/loss"]]
+
+
+def test_channels_last_trains_the_same_losses_as_the_default_layout(tmp_path):
+    nhwc = losses(tmp_path, "nhwc", "channels_last=true")
+    nchw = losses(tmp_path, "nchw", "channels_last=false")
+    assert len(nhwc) == 4
+    # Same arithmetic in another memory order: equal up to the summation order of the convolutions.
+    assert nhwc == pytest.approx(nchw, rel=1e-4)
+
+
+def test_bf16_mixed_trains_on_a_cpu_with_gradient_clipping_and_a_usable_checkpoint(tmp_path):
+    fp32 = losses(tmp_path, "fp32")
+    bf16 = losses(tmp_path, "bf16", "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0")
+    assert all(torch.isfinite(torch.tensor(bf16)))
+    assert bf16 != fp32  # it did run in bf16
+    assert bf16 == pytest.approx(fp32, rel=0.05)  # bf16 keeps ~3 significant digits
+    loaded = load_model(tmp_path / "bf16" / "checkpoints" / "last.ckpt")
+    assert all(p.dtype == torch.float32 for p in loaded.net.parameters())  # the weights stay float32
+
+
+def test_fp16_with_a_fused_optimizer_and_clipping_is_refused_before_a_run_folder_exists(tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train.py", "trainer.precision=16-mixed", f"hydra.run.dir={run}")
+    assert result.returncode == 2
+    assert "cannot clip the gradients of a fused optimizer" in one_error_line(result)
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training_and_saves_plain_weights(tmp_path):
+    eager = losses(tmp_path, "eager")
+    compiled = losses(tmp_path, "compiled", "trainer.compile=true")
+    assert compiled == pytest.approx(eager, rel=1e-3)
+    ckpt = read_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.ckpt")
+    assert not [k for k in ckpt["state_dict"] if "_orig_mod" in k]  # loadable by an uncompiled net
+    load_model(tmp_path / "compiled" / "checkpoints" / "last.ckpt")
