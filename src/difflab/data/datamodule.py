@@ -56,12 +56,12 @@ class ImageDataModule(L.LightningDataModule):
     images trains with the default settings. ``num_workers`` is lowered to the CPU cores available.
     Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
     16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
-    replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. Sources held in
-    memory (digits, MNIST, Fashion-MNIST, pickled CIFAR-10) are transformed once at setup and served as
+    replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. Sources held
+    in memory (digits, MNIST, Fashion-MNIST, pickled CIFAR-10) are transformed once at setup and served as
     tensors, a batch per gather (``in_memory``); folders and CIFAR-10's JPEGs decode per image in the loader's
-    workers. The transforms are deterministic: ``random_flip`` mirrors training batches on the device (``on_after_batch_transfer``), drawn
-    from a generator seeded from (seed, global step, micro-batch, rank), so that a resumed run flips exactly
-    as an uninterrupted one.
+    workers. The transforms are deterministic: ``random_flip`` mirrors training batches on the device
+    (``on_after_batch_transfer``), drawn from a generator seeded from (seed, global step, micro-batch, rank),
+    so that a resumed run flips exactly as an uninterrupted one.
 
     ``condition="superres"`` (SR3): the condition of each image is its own low-resolution version
     (``image_size / sr_factor``, antialiased bicubic), upsampled bicubically back to ``image_size`` and clamped
