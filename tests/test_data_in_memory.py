@@ -84,6 +84,28 @@ def test_digits_batches_equal_per_rank_after_a_resume_and_with_workers():
     assert_same_batches(train_batches(make(workers=1), 8), expected)
 
 
+def test_each_image_is_transformed_once_whatever_reads_it():
+    from PIL import Image
+
+    reads: list[int] = []
+
+    class Pictures(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 5
+
+        def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+            reads.append(index)
+            return Image.new("L", (4, 4), 50 * index), index
+
+    tensors = ImageTensors(Pictures(), image_size=2, channels=1)
+    first = tensors.batch([3, 1, 3])  # an index twice in a batch (a repeated small split) is read once
+    assert reads == [1, 3] and first[1].tolist() == [3, 1, 3]
+    assert torch.equal(tensors.batch([1, 3, 0, 4, 2])[0][:2], first[0][1:])
+    assert tensors[4][1] == 4 and tensors[-1][1] == 4 and sorted(reads) == [0, 1, 2, 3, 4]
+    with pytest.raises(IndexError):
+        tensors[5]
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """An uncompressed IDX file (the format of MNIST's raw files) of uint8 values."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,9 @@ class ImageDataModule(L.LightningDataModule):
     Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
     16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
     replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. Sources held
-    in memory (digits, MNIST, Fashion-MNIST, pickled CIFAR-10) are transformed once at setup and served as
-    tensors, a batch per gather (``in_memory``); folders and CIFAR-10's JPEGs decode per image in the loader's
-    workers. The transforms are deterministic: ``random_flip`` mirrors training batches on the device
+    in memory (digits, MNIST, Fashion-MNIST, pickled CIFAR-10) are transformed once (each image when first
+    read) and served as tensors, a batch per gather (``in_memory``); folders and CIFAR-10's JPEGs decode per
+    image in the loader's workers. The transforms are deterministic: ``random_flip`` mirrors training batches on the device
     (``on_after_batch_transfer``), drawn from a generator seeded from (seed, global step, micro-batch, rank),
     so that a resumed run flips exactly as an uninterrupted one.
 
@@ -202,10 +202,10 @@ class ImageDataModule(L.LightningDataModule):
         self._splits = splits
 
     def _transformed(self, images: Dataset, in_memory: bool) -> Dataset:
-        """A split as model tensors: transformed once now when its images are in memory, else per image as it
-        is loaded (a folder's files are decoded in the DataLoader's workers)."""
+        """A split as model tensors: each image transformed once and kept when the images are in memory, else
+        per image each time it is loaded (a folder's files are decoded in the DataLoader's workers)."""
         if in_memory:
-            return ImageTensors.transform(images, self.image_size, self.channels)
+            return ImageTensors(images, self.image_size, self.channels)
         return TransformedDataset(images, ToModelTensor(self.image_size, self.channels))
 
     def _caption_conditions(self, splits: RawSplits) -> tuple[CaptionConditions, RawSplits]:
