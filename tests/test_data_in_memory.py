@@ -11,17 +11,28 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from difflab.data import ImageDataModule
 from difflab.data.in_memory import ImageTensors
-from difflab.data.transforms import ToModelTensor, TransformedDataset
-from difflab.io.pictures import to_model_tensor, to_model_uint8, uint8_to_model
+from difflab.data.transforms import TransformedDataset
+from difflab.io.pictures import fit_to_size, to_channels, to_model_tensor, uint8_to_model
+
+
+def old_to_model_tensor(image: Image.Image, channels: int, target: tuple[int, int]) -> torch.Tensor:
+    """to_model_tensor as it was before batches were served from uint8 tensors, verbatim."""
+    fitted = fit_to_size(to_channels(image, channels), target)
+    array = np.asarray(fitted, dtype=np.uint8).reshape(fitted.height, fitted.width, channels)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def per_item(dm: ImageDataModule) -> ImageDataModule:
-    """The same module reading its splits the old way: the PIL pipeline per image, default collation."""
+    """The same module reading its splits the old way: the old PIL pipeline per image, default collation."""
     dm.setup()
-    transform = ToModelTensor(dm.image_size, dm.channels)
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        return old_to_model_tensor(image, dm.channels, (dm.image_size, dm.image_size))
+
     assert dm._splits is not None
     dm._datasets = {
         name: TransformedDataset(getattr(dm._splits, name), transform) for name in ("train", "val")
@@ -85,8 +96,6 @@ def test_digits_batches_equal_per_rank_after_a_resume_and_with_workers():
 
 
 def test_each_image_is_transformed_once_whatever_reads_it():
-    from PIL import Image
-
     reads: list[int] = []
 
     class Pictures(torch.utils.data.Dataset):
@@ -160,8 +169,6 @@ def test_cifar10_arrays_batches_equal_the_per_item_path(fake_cifar10: Path, imag
 
 
 def test_folder_sources_still_decode_per_image(tmp_path: Path):
-    from PIL import Image
-
     for i in range(4):
         Image.new("L", (10, 12), 40 * i).save(tmp_path / f"{i}.png")
     dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_fraction=0.25, batch_size=2)
@@ -170,10 +177,9 @@ def test_folder_sources_still_decode_per_image(tmp_path: Path):
     assert images.shape == (2, 1, 8, 8) and labels.tolist() == [-1, -1]
 
 
-def test_uint8_pixels_hold_the_model_input_exactly():
-    from PIL import Image
-
-    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (13, 9, 3), dtype=np.uint8))
+def test_a_picture_reads_as_before():
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (13, 9, 4), dtype=np.uint8))
     for channels, size in ((1, (6, 6)), (3, (20, 20)), (4, (9, 9))):
-        assert torch.equal(uint8_to_model(to_model_uint8(picture, channels, size)),
-                           to_model_tensor(picture, channels, size))  # fmt: skip
+        assert torch.equal(
+            to_model_tensor(picture, channels, size), old_to_model_tensor(picture, channels, size)
+        )

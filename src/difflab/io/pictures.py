@@ -126,6 +126,7 @@ def to_model_uint8(image: Image.Image, channels: int, target: tuple[int, int]) -
 
 
 def uint8_to_model(pixels: Tensor) -> Tensor:
-    """uint8 pixels -> float32 in [-1, 1], the last step of ``to_model_tensor``. Elementwise and correctly
-    rounded, so a batch scaled at once equals its images scaled one by one, bit for bit."""
-    return pixels.float() / 127.5 - 1.0
+    """uint8 pixels -> float32 in [-1, 1], the last step of ``to_model_tensor``: ``x / 127.5 - 1``, elementwise
+    and correctly rounded, so a batch scaled at once equals its images scaled one by one, bit for bit. In place
+    on a fresh copy: a batch's two temporaries cost more than the arithmetic."""
+    return pixels.to(torch.float32, copy=True).div_(127.5).sub_(1.0)
