@@ -11,7 +11,8 @@ The split is kept as uint8, not float32: every step of ``to_model_tensor`` befor
 exactly, and ``uint8_to_model`` scales a gathered batch to the same float32 values, bit for bit, as scaling
 each image alone. That is a quarter of float32's memory: CIFAR-10's 50,000 x 3 x 32 x 32 train split takes
 154 MB instead of 614 MB; MNIST's 60,000 images at 32 x 32, 61 MB. Scaling a batch of 64 costs microseconds.
-With loader workers each worker transforms into its own copy (still once per image and worker process).
+Loader workers each transform into their own copy, once per worker process (so once per epoch without
+persistent_workers, as before): in-memory sources are best served with num_workers=0.
 """
 
 from __future__ import annotations
