@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from difflab.data.augment import random_hflip
 from difflab.data.errors import DataError
+from difflab.data.in_memory import BatchedImageTensors, ImageTensors, already_collated
 from difflab.data.sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
 from difflab.data.text_captions import CaptionConditions, caption_conditions, resolve_caption_kind
@@ -55,10 +56,12 @@ class ImageDataModule(L.LightningDataModule):
     images trains with the default settings. ``num_workers`` is lowered to the CPU cores available.
     Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
     16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
-    replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. They are
-    deterministic: ``random_flip`` mirrors training batches on the device (``on_after_batch_transfer``), drawn
-    from a generator seeded from (seed, global step, micro-batch, rank), so that a resumed run flips exactly
-    as an uninterrupted one.
+    replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. Sources held
+    in memory (digits, MNIST, Fashion-MNIST, pickled CIFAR-10) are transformed once (each image when first
+    read) and served as tensors, a batch per gather (``in_memory``); folders and CIFAR-10's JPEGs decode per
+    image in the loader's workers. The transforms are deterministic: ``random_flip`` mirrors training batches on the device
+    (``on_after_batch_transfer``), drawn from a generator seeded from (seed, global step, micro-batch, rank),
+    so that a resumed run flips exactly as an uninterrupted one.
 
     ``condition="superres"`` (SR3): the condition of each image is its own low-resolution version
     (``image_size / sr_factor``, antialiased bicubic), upsampled bicubically back to ``image_size`` and clamped
@@ -192,12 +195,18 @@ class ImageDataModule(L.LightningDataModule):
             )
         if self.condition == "text":
             self._captions, splits = self._caption_conditions(splits)
-        plain = ToModelTensor(self.image_size, self.channels)
         self._datasets = {
-            "train": TransformedDataset(splits.train, plain),
-            "val": TransformedDataset(splits.val, plain),
+            "train": self._transformed(splits.train, splits.in_memory),
+            "val": self._transformed(splits.val, splits.in_memory),
         }
         self._splits = splits
+
+    def _transformed(self, images: Dataset, in_memory: bool) -> Dataset:
+        """A split as model tensors: each image transformed once and kept when the images are in memory, else
+        per image each time it is loaded (a folder's files are decoded in the DataLoader's workers)."""
+        if in_memory:
+            return ImageTensors(images, self.image_size, self.channels)
+        return TransformedDataset(images, ToModelTensor(self.image_size, self.channels))
 
     def _caption_conditions(self, splits: RawSplits) -> tuple[CaptionConditions, RawSplits]:
         kind = resolve_caption_kind(self.captions, self.dataset, self.root)
@@ -323,10 +332,15 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(
         self, dataset: Dataset, drop_last: bool, sampler: ResumableSampler | None = None
     ) -> DataLoader:
-        """A DataLoader with this module's worker and memory settings (in order unless a sampler is given)."""
+        """A DataLoader with this module's worker and memory settings (in order unless a sampler is given).
+        A split held as tensors is served a batch at a time (one gather, no per-image work or collation)."""
+        collate_fn = None
+        if isinstance(dataset, ImageTensors):
+            dataset, collate_fn = BatchedImageTensors(dataset), already_collated
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
+            collate_fn=collate_fn,
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,

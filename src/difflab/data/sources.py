@@ -29,11 +29,13 @@ HELDOUT_DIRS = ("val", "test")
 
 @dataclass(frozen=True)
 class RawSplits:
-    """Un-transformed train and held-out datasets of (PIL image, label), and the class count (None: none)."""
+    """Un-transformed train and held-out datasets of (PIL image, label), the class count (None: none), and
+    whether the images are in memory (no file to decode: worth transforming once and keeping as tensors)."""
 
     train: Dataset
     val: Dataset
     num_classes: int | None
+    in_memory: bool = False
 
 
 def check_dataset_name(dataset: str) -> None:
@@ -61,7 +63,7 @@ def open_splits(dataset: str, root: str | Path | None, val_fraction: float, spli
     if dataset == "digits":
         digits = DigitsDataset()
         train_idx, val_idx = holdout_split(len(digits), val_fraction, split_seed, source="digits")
-        return RawSplits(Subset(digits, train_idx), Subset(digits, val_idx), DigitsDataset.num_classes)
+        return RawSplits(Subset(digits, train_idx), Subset(digits, val_idx), DigitsDataset.num_classes, True)
     path = resolve_root(dataset, root)
     if dataset == "folder":
         return open_folder(path, val_fraction, split_seed)
@@ -74,7 +76,7 @@ def open_splits(dataset: str, root: str | Path | None, val_fraction: float, spli
         )
     train = open_torchvision(dataset, path, train=True)
     val = open_torchvision(dataset, path, train=False)
-    return RawSplits(train, val, len(train.classes))  # type: ignore[attr-defined]
+    return RawSplits(train, val, len(train.classes), in_memory=True)  # type: ignore[attr-defined]
 
 
 def download(dataset: str, root: str | Path | None) -> None:

@@ -114,6 +114,19 @@ def fit_to_size(image: Image.Image, target: tuple[int, int]) -> Image.Image:
 
 def to_model_tensor(image: Image.Image, channels: int, target: tuple[int, int]) -> Tensor:
     """A picture as the model sees it: float32 (channels, height, width) in [-1, 1]."""
+    return uint8_to_model(to_model_uint8(image, channels, target))
+
+
+def to_model_uint8(image: Image.Image, channels: int, target: tuple[int, int]) -> Tensor:
+    """The pixels of ``to_model_tensor`` before scaling: uint8 (channels, height, width). Every step before
+    the scaling works on 8-bit images, so these bytes hold the model input exactly (a quarter of its size)."""
     fitted = fit_to_size(to_channels(image, channels), target)
     array = np.asarray(fitted, dtype=np.uint8).reshape(fitted.height, fitted.width, channels)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def uint8_to_model(pixels: Tensor) -> Tensor:
+    """uint8 pixels -> float32 in [-1, 1], the last step of ``to_model_tensor``: ``x / 127.5 - 1``, elementwise
+    and correctly rounded, so a batch scaled at once equals its images scaled one by one, bit for bit. In place
+    on a fresh copy: a batch's two temporaries cost more than the arithmetic."""
+    return pixels.to(torch.float32, copy=True).div_(127.5).sub_(1.0)
