@@ -25,7 +25,9 @@ def test_a_run_logged_to_a_file_shows_steps_rate_eta_and_loss(tmp_path: Path, ti
     out = tmp_path / "samples"
     result = run_cli("sample.py", f"ckpt={tiny_ckpt}", "n=4", "batch_size=2", "sampler.steps=3", f"out={out}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"sampling 4 images: 6/6 steps · [\d.]+ steps/s", result.stdout), result.stdout
+    assert re.search(r"sampling 4 images: 6/6 steps · [\d.]+ steps/s · [\d.]+ images/s", result.stdout), (
+        result.stdout
+    )
 
 
 @pytest.mark.parametrize("debug", ["default", "overfit", "fdr", "profile"])

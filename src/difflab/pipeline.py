@@ -22,8 +22,10 @@ from torch import nn
 
 from .checkpoint import LoadedModel, load_model
 from .diffusion import NoiseSchedule, Sampler
+from .diffusion.auto_batch import generation_batch_size
 from .diffusion.conditioning import label_condition, spread_labels
 from .diffusion.generate import generate
+from .diffusion.precision import check_precision
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's conf/, beside src/
 OUTPUTS = ("uint8", "pil", "tensor")
@@ -40,10 +42,11 @@ def _conf_file(relative: str) -> Path:
 
 
 def cli_defaults() -> dict[str, Any]:
-    """sample.py's defaults (conf/sample.yaml): the sampler's name, seed, batch_size, guidance."""
+    """sample.py's defaults (conf/sample.yaml): the sampler's name, seed, batch_size, guidance, precision."""
     conf = OmegaConf.load(_conf_file("sample.yaml"))
     choices = {k: v for entry in conf.defaults if OmegaConf.is_dict(entry) for k, v in entry.items()}
-    return {"sampler": choices["sampler"], **{k: conf[k] for k in ("seed", "batch_size", "guidance")}}
+    keys = ("seed", "batch_size", "guidance", "precision")
+    return {"sampler": choices["sampler"], **{k: conf[k] for k in keys}}
 
 
 def sampler_config(name: str) -> Any:
@@ -128,14 +131,19 @@ class DiffusionPipeline:
         sampler: Sampler,
         n: int,
         seed: int,
-        batch_size: int,
+        batch_size: int | str | None,
         labels: Sequence[int] | None = None,
         guidance: float = 1.0,
         on_step: Callable[[], None] | None = None,
+        precision: str = "fp32",
     ) -> torch.Tensor:
         """n samples in [-1, 1] (N, C, H, W); sample i from (seed, i) and labels[i] (a conditional model).
-        on_step() is called after every sampler step of every batch (progress)."""
+        on_step() is called after every sampler step of every batch (progress). batch_size "auto": as many as
+        fit on the GPU (64 on a CPU); precision "bf16": the network under bf16 autocast."""
         cond_for = None if labels is None else label_condition(labels)
+        batch_size = generation_batch_size(
+            batch_size, self.net, n, self.sample_shape, cond_for, guidance, precision=precision
+        )
         return generate(
             sampler,
             self.net,
@@ -146,6 +154,7 @@ class DiffusionPipeline:
             cond_for=cond_for,
             guidance=guidance,
             on_step=on_step,
+            precision=precision,
         )
 
     def sample(
@@ -156,13 +165,15 @@ class DiffusionPipeline:
         seed: int | None = None,
         labels: int | Sequence[int] | None = None,
         guidance: float | None = None,
-        batch_size: int | None = None,
+        batch_size: int | str | None = None,
         output: str = "uint8",
+        precision: str | None = None,
         **sampler_options: Any,
     ) -> Any:
         """n images, as `sample.py n=… sampler=… sampler.steps=… seed=… labels=… guidance=…` makes them.
 
-        None takes sample.py's default (conf/sample.yaml: sampler ddim, seed 0, batch_size 64, guidance 1.0;
+        None takes sample.py's default (conf/sample.yaml: sampler ddim, seed 0, batch_size auto, guidance 1.0,
+        precision fp32;
         steps and every other knob from conf/sampler/<name>.yaml). labels: one class or a list, n spread over
         them (None: every class, for a class-conditional model). output: "uint8" (numpy N×H×W×C, as
         samples.npz), "pil" (a list of PIL images) or "tensor" (floats in [-1, 1], N×C×H×W).
@@ -175,11 +186,14 @@ class DiffusionPipeline:
         seed = defaults["seed"] if seed is None else seed
         batch_size = defaults["batch_size"] if batch_size is None else batch_size
         guidance = defaults["guidance"] if guidance is None else guidance
+        precision = check_precision(defaults["precision"] if precision is None else precision)
         if steps is not None:
             sampler_options["steps"] = steps
         chosen = self.make_sampler(sampler, **sampler_options)
         per_sample, _ = requested_labels(self.condition, self.num_classes, labels, guidance, n, self.source)
-        images = self.generate(chosen, n, int(seed), int(batch_size), per_sample, float(guidance))
+        images = self.generate(
+            chosen, n, int(seed), batch_size, per_sample, float(guidance), precision=precision
+        )
         if not bool(torch.isfinite(images).all()):
             raise ValueError(f"samples are not finite (NaN/inf): the weights in {self.source} are broken")
         return _convert(images, output)

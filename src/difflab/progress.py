@@ -23,6 +23,8 @@ class Progress:
     line `<what>: done/total unit · rate/s · ETA · extra` at most every `every_n_seconds` and at the end.
 
     Use as a context manager; `update(done, **fields)` or `advance(n)`; fields (e.g. loss) are shown as given.
+    `per_unit=("images", k)`: each unit is worth k of something a person counts (images per sampler step), so
+    its rate (images/s) is shown beside the units'.
     """
 
     def __init__(
@@ -33,8 +35,10 @@ class Progress:
         start: int = 0,
         every_n_seconds: float = 10.0,
         live: bool | None = None,
+        per_unit: tuple[str, float] | None = None,
     ) -> None:
         self.what, self.total, self.unit = what, total, unit
+        self.per_unit = per_unit
         self.done = self.start = start
         self.every_n_seconds = every_n_seconds
         self.live = sys.stdout.isatty() if live is None else live
@@ -71,6 +75,15 @@ class Progress:
         elapsed = time.monotonic() - self._t0
         return (self.done - self.start) / elapsed if elapsed > 0 else 0.0
 
+    def rates(self) -> str:
+        """'2.50 steps/s · 10.0 images/s': the units' rate, and what they are worth when per_unit is set."""
+        rate = self.rate()
+        text = f"{rate:.2f} {self.unit}/s"
+        if self.per_unit is not None:
+            name, worth = self.per_unit
+            text += f" · {rate * worth:.3g} {name}/s"
+        return text
+
     def eta(self) -> float | None:
         rate = self.rate()
         return (self.total - self.done) / rate if self.total is not None and rate > 0 else None
@@ -99,7 +112,7 @@ class Progress:
             self._fields_at = time.monotonic()
         extra = " · ".join(f"{k} {_short(v)}" for k, v in self.fields.items())
         if self._rich is not None:
-            self._rich.update(self._task, completed=done, rate=f"{self.rate():.2f}/s", extra=extra)
+            self._rich.update(self._task, completed=done, rate=self.rates(), extra=extra)
         elif time.monotonic() - self._last_line >= self.every_n_seconds or done == self.total:
             self._print_line()
 
@@ -107,7 +120,7 @@ class Progress:
         self._last_line, self._printed_done = time.monotonic(), self.done
         total = f"/{self.total}" if self.total is not None else ""
         eta = self.eta()
-        parts = [f"{self.what}: {self.done}{total} {self.unit}", f"{self.rate():.2f} {self.unit}/s"]
+        parts = [f"{self.what}: {self.done}{total} {self.unit}", self.rates()]
         parts.append(
             f"ETA {duration(eta)}" if eta is not None else f"elapsed {duration(time.monotonic() - self._t0)}"
         )

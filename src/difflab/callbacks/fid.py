@@ -17,6 +17,7 @@ from ..data.datamodule import ImageDataModule
 from ..data.identity import dataset_id
 from ..diffusion import Sampler
 from ..diffusion.generate import generate, generation_steps
+from ..diffusion.precision import check_precision
 from ..io.images import to_uint8
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
@@ -76,6 +77,7 @@ class FIDCallback(L.Callback):
         save_samples_to: str | None = None,
         guidance: float = 1.0,
         best_checkpoint: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         if num_samples < 2:
             raise ValueError(f"the FID callback needs num_samples >= 2, got {num_samples}")
@@ -89,6 +91,7 @@ class FIDCallback(L.Callback):
         self.seed = int(seed)  # apart from the sample grid's seed, so the grid is not the first 64 samples
         self.save_samples_to = None if save_samples_to is None else Path(save_samples_to)
         self.guidance = float(guidance)
+        self.precision = check_precision(precision)  # bf16: the network under autocast, sampler math float32
         self.best_checkpoint = None if best_checkpoint is None else Path(best_checkpoint)
         self._best_score = math.inf  # the lowest Fréchet distance seen, kept in checkpoints for a resume
         self._last_step = -1
@@ -213,6 +216,7 @@ class FIDCallback(L.Callback):
                     conditions.cond_for,
                     self.guidance,
                     on_step=on_step,
+                    precision=self.precision,
                 )
                 images = to_uint8(images)
                 features, batch_logits = self.evaluator.embed(images, pl_module.device)

@@ -13,6 +13,7 @@ from torch import Tensor
 from ..data.conditions import grid_conditions, grid_tiles
 from ..diffusion import Sampler
 from ..diffusion.generate import generate, generation_steps
+from ..diffusion.precision import check_precision
 from ..io.images import enlarge, grid_of, save_png
 from ..training.ema import ema_network
 from ..training.finite import HINT, NonFiniteError, check_losses_so_far
@@ -39,9 +40,11 @@ class SampleGrid(L.Callback):
         seed: int = 0,
         batch_size: int = 64,
         guidance: float = 1.0,
+        precision: str = "fp32",
     ) -> None:
         self.sampler_factory = sampler
         self.guidance = float(guidance)
+        self.precision = check_precision(precision)  # bf16: the network under autocast, sampler math float32
         self.dirpath = Path(dirpath)
         self.every_n_steps = int(every_n_steps)
         self.num_samples = int(num_samples)
@@ -81,6 +84,7 @@ class SampleGrid(L.Callback):
                 conditions.cond_for,
                 self.guidance,
                 on_step=on_step,
+                precision=self.precision,
             )
         images = gather_in_index_order(trainer, images)
         net.train(was_training)

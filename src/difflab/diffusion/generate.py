@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .conditioning import CondFor
 from .guidance import guided_for
+from .precision import with_precision
 from .random import SampleGenerators
 from .samplers.base import Denoiser, Sampler, model_device_dtype
 
@@ -31,6 +32,7 @@ def generate(
     guidance: float = 1.0,
     negative_for: CondFor | None = None,
     on_step: Callable[[], None] | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """Samples for `indices` (values in [-1, 1] if the model was trained on such data), on the model's device.
 
@@ -38,8 +40,10 @@ def generate(
     classifier-free guidance of scale `guidance` (against `negative_for`'s conditions when given, else the
     unconditional branch). A condition is tied to its sample index, like the noise. `on_step()` is called
     after every sampler step of every batch (progress: batches × len(sampler.timesteps) steps in all).
+    precision="bf16" runs the network under bf16 autocast; the sampler's math and the result stay float32.
     """
     device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
+    model = with_precision(model, precision)
     indices = list(indices)
     batches = []
     for start in range(0, len(indices), batch_size):

@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..checkpoint import LoadedModel
 from ..diffusion import Sampler
+from ..diffusion.auto_batch import generation_batch_size
+from ..diffusion.conditioning import CondFor
 from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
 from .errors import SweepConfigError
 
@@ -67,6 +69,27 @@ def flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else "is not true or false"
 
 
+def one_of(*choices: str) -> Rule:
+    """One of the given words."""
+
+    def rule(value: Any) -> str | None:
+        return None if value in choices else f"is not one of {', '.join(choices)}"
+
+    return rule
+
+
+def or_auto(rule: Rule) -> Rule:
+    """`rule`, or the word auto (null too: both let the program choose)."""
+
+    def either(value: Any) -> str | None:
+        if value is None or value == "auto":
+            return None
+        problem = rule(value)
+        return None if problem is None else f"{problem} (or auto)"
+
+    return either
+
+
 def check_values(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """One line naming the first key whose value breaks its rule (keys absent from cfg are skipped)."""
     for key, rule in rules.items():
@@ -108,6 +131,26 @@ def set_cpu_threads(cfg: DictConfig) -> None:
 def build_sampler(cfg: DictConfig, loaded: LoadedModel) -> Sampler:
     """The configured sampler (a partial) bound to the checkpoint's schedule and prediction type."""
     return instantiate(cfg.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
+
+
+def batch_size_for(
+    cfg: DictConfig,
+    loaded: LoadedModel,
+    n: int,
+    cond_for: CondFor | None = None,
+    negative_for: CondFor | None = None,
+) -> int:
+    """cfg.batch_size, or for batch_size=auto the largest that fits on the GPU (64 on a CPU)."""
+    return generation_batch_size(
+        cfg.get("batch_size"),
+        loaded.net,
+        n,
+        loaded.sample_shape,
+        cond_for,
+        float(cfg.get("guidance", 1.0)),
+        negative_for,
+        cfg.get("precision", "fp32"),
+    )
 
 
 def instantiate_entries(cfg: DictConfig | None) -> list[Any]:

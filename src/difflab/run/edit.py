@@ -20,9 +20,18 @@ from ..data.conditions import GenerationConditions
 from ..diffusion import SampleGenerators
 from ..diffusion.editing import check_strength, img2img, repaint, repaint_model_calls, strength_timesteps
 from ..diffusion.guidance import guided_for
+from ..diffusion.precision import with_precision
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images, load_masks
-from .common import build_sampler, check_finite, log_written, output_folder, require, write_json
+from .common import (
+    batch_size_for,
+    build_sampler,
+    check_finite,
+    log_written,
+    output_folder,
+    require,
+    write_json,
+)
 
 log = logging.getLogger("difflab")
 
@@ -37,9 +46,10 @@ def _editor(
     """The function that edits one batch, and the settings that describe it. Each batch's denoiser carries
     the conditions of its results (their indices are those of the batch's generators)."""
     guidance = float(cfg.get("guidance", 1.0))
+    net = with_precision(loaded.net, cfg.get("precision", "fp32"))  # bf16: the network's forward only
 
     def model(g: SampleGenerators) -> Any:
-        return guided_for(loaded.net, conditions.cond_for, g.indices, guidance, conditions.negative_for)
+        return guided_for(net, conditions.cond_for, g.indices, guidance, conditions.negative_for)
 
     if cfg.mode == "inpaint":
         opts = {key: int(cfg.inpaint[key]) for key in ("steps", "jump_length", "jump_n_sample")}
@@ -143,7 +153,9 @@ def edit(cfg: DictConfig, loaded: LoadedModel, per_picture: GenerationConditions
             n,
             settings["nfe"],
         )
-        results = _run(editor, pictures.images, masks, n, int(cfg.seed), int(cfg.batch_size))
+        count = len(pictures.images) * n
+        batch_size = batch_size_for(cfg, loaded, count, conditions.cond_for, conditions.negative_for)
+        results = _run(editor, pictures.images, masks, n, int(cfg.seed), batch_size)
         check_finite(results, cfg.ckpt)
         written = save_samples(results, out, nrow=n)
         # save_samples' grid shows the results only; replace it with the side-by-side comparison.
@@ -161,6 +173,7 @@ def edit(cfg: DictConfig, loaded: LoadedModel, per_picture: GenerationConditions
             **({"labels": per_picture.labels} if guided and per_picture.labels else {}),
             **({"prompts": per_picture.prompts} if guided and per_picture.prompts else {}),
             "seed": int(cfg.seed),
+            "precision": cfg.get("precision", "fp32"),
             **settings,
             "weights": loaded.weights,
             "global_step": loaded.global_step,

@@ -30,6 +30,7 @@ from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
 from ..progress import Progress
 from .common import (
+    batch_size_for,
     build_sampler,
     check_finite,
     check_values,
@@ -47,6 +48,7 @@ log = logging.getLogger("difflab")
 
 
 RULES = {**SAMPLE_RULES, "n": whole(2)}  # a covariance needs two samples
+READ_BATCH = 256  # images= read per batch when batch_size=auto (auto sizes generation only)
 
 
 def report_path(cfg: DictConfig) -> Path:
@@ -93,8 +95,10 @@ def generated_batches(
 ) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them."""
     sampler = build_sampler(cfg, loaded)
-    n, batch = int(cfg.n), int(cfg.batch_size)
+    n = int(cfg.n)
+    batch = batch_size_for(cfg, loaded, n, conditions.cond_for)
     guidance = float(cfg.guidance)
+    precision = cfg.get("precision", "fp32")
 
     def batches() -> Iterator[torch.Tensor]:
         for start in range(0, n, batch):
@@ -108,6 +112,7 @@ def generated_batches(
                 batch,
                 conditions.cond_for,
                 guidance,
+                precision=precision,
             )
             check_finite(images, cfg.ckpt)
             yield to_uint8(images)
@@ -121,6 +126,8 @@ def generated_batches(
         "seed": int(cfg.seed),
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "nfe": sampler.nfe,
+        "precision": precision,
+        "batch_size": batch,
     }
     if loaded.condition is not None:
         settings["condition"] = loaded.condition
@@ -217,7 +224,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         images = open_image_set(cfg.images)
         if images.count < 2:
             raise ValueError(f"{images.path} holds {images.count} image; need at least 2")
-        batches = images.batches(shape, int(cfg.batch_size))
+        batches = images.batches(
+            shape, READ_BATCH if cfg.batch_size in (None, "auto") else int(cfg.batch_size)
+        )
         source = {"source": "images", "images": str(images.path), "n": images.count}
 
     start = time.perf_counter()

@@ -12,15 +12,19 @@ from ..checkpoint import LoadedModel, check_contradictions, load_model
 from ..data.conditions import GenerationConditions
 from ..diffusion.conditioning import label_condition
 from ..diffusion.generate import generate, generation_steps
+from ..diffusion.precision import PRECISIONS
 from ..io.images import save_samples
 from ..pipeline import requested_labels
 from ..progress import Progress
 from .common import (
+    batch_size_for,
     build_sampler,
     check_finite,
     check_values,
     log_written,
     number,
+    one_of,
+    or_auto,
     output_folder,
     pick_device,
     require,
@@ -39,7 +43,8 @@ MODES = ("sample", *EDIT_MODES, SUPERRES)
 # Values sample.py and its edit modes take, checked before anything is loaded or written.
 RULES = {
     "n": whole(1),
-    "batch_size": whole(1),
+    "batch_size": or_auto(whole(1)),
+    "precision": one_of(*PRECISIONS),
     "seed": whole(0),
     "cpu_threads": whole(1, nullable=True),
     "sampler.steps": whole(1, nullable=True),
@@ -144,19 +149,22 @@ def sample(cfg: DictConfig) -> Path:
             loaded.global_step,
         )
         # The same generation as difflab.load(...).sample(...): sample i from (seed, i) and its condition.
-        steps = generation_steps(sampler, int(cfg.n), int(cfg.batch_size))
-        with Progress(f"sampling {cfg.n} images", steps, "steps") as progress:
+        n = int(cfg.n)
+        batch_size = batch_size_for(cfg, loaded, n, conditions.cond_for, conditions.negative_for)
+        steps = generation_steps(sampler, n, batch_size)
+        with Progress(f"sampling {n} images", steps, "steps", per_unit=("images", n / steps)) as progress:
             images = generate(
                 sampler,
                 loaded.net,
-                range(int(cfg.n)),
+                range(n),
                 loaded.sample_shape,
                 cfg.seed,
-                cfg.batch_size,
+                batch_size,
                 conditions.cond_for,
                 float(cfg.get("guidance", 1.0)),
                 conditions.negative_for,
                 on_step=progress.advance,
+                precision=cfg.get("precision", "fp32"),
             )
         check_finite(images, cfg.ckpt)
         written = save_samples(images, out, nrow=conditions.nrow)
@@ -166,6 +174,8 @@ def sample(cfg: DictConfig) -> Path:
             "seed": int(cfg.seed),
             "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
             "nfe": sampler.nfe,
+            "precision": cfg.get("precision", "fp32"),
+            "batch_size": batch_size,
             "guidance": float(cfg.guidance) if loaded.condition else None,
             "labels": conditions.labels,
             "prompts": conditions.prompts,

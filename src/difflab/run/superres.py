@@ -19,6 +19,7 @@ from torch import Tensor
 from ..checkpoint import LoadedModel
 from ..data.conditions import superres_conditions
 from ..diffusion import Denoiser, Sampler
+from ..diffusion.auto_batch import generation_batch_size
 from ..diffusion.generate import generate
 from ..diffusion.superres import nearest_upsample, upsample
 from ..io.images import enlarge, grid_of, save_png, save_samples
@@ -60,13 +61,18 @@ def super_resolve(
     size: int,
     n: int = 1,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | str | None = 64,
+    precision: str = "fp32",
 ) -> Tensor:
     """n outputs (size x size) for each low-res picture of `low` (M, C, h, w) in [-1, 1]; output k is of
-    input k // n and depends only on (seed, k), like any sample."""
+    input k // n and depends only on (seed, k), like any sample. batch_size "auto": see generation_batch_size."""
     conditions = superres_conditions(low, size, n)
     indices: Sequence[int] = range(len(low) * n)
-    return generate(sampler, net, indices, (low.shape[1], size, size), seed, batch_size, conditions.cond_for)
+    shape = (low.shape[1], size, size)
+    batch_size = generation_batch_size(
+        batch_size, net, len(indices), shape, conditions.cond_for, precision=precision
+    )
+    return generate(sampler, net, indices, shape, seed, batch_size, conditions.cond_for, precision=precision)
 
 
 def _comparison_tiles(low: Tensor, results: Tensor, n: int, size: int) -> Tensor:
@@ -101,7 +107,14 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
             sampler,
         )
         results = super_resolve(
-            sampler, loaded.net, pictures.images, size, n, int(cfg.seed), int(cfg.batch_size)
+            sampler,
+            loaded.net,
+            pictures.images,
+            size,
+            n,
+            int(cfg.seed),
+            cfg.get("batch_size"),
+            cfg.get("precision", "fp32"),
         ).cpu()
         check_finite(results, cfg.ckpt)
         written = save_samples(results, out, nrow=n)
@@ -122,6 +135,7 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
             "seed": int(cfg.seed),
             "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
             "nfe": sampler.nfe,
+            "precision": cfg.get("precision", "fp32"),
             "weights": loaded.weights,
             "global_step": loaded.global_step,
         }
