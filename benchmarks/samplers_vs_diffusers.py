@@ -154,7 +154,9 @@ def main() -> None:
         label, name, data, batch = NETS[key]
         batch = args.batch or batch
         ours, theirs = models(name, data, args.device)
-        ours.eval(), theirs.eval()
+        # difflab's net as difflab.load and sample.py hold it (channels_last); diffusers' as its pipelines do.
+        ours = ours.to(memory_format=torch.channels_last).eval()
+        theirs.eval()
         label = f"{label} ({sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M)"
         shape = (ours.in_channels, ours.image_size, ours.image_size)
         for sampler_name in args.samplers:

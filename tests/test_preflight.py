@@ -45,8 +45,8 @@ def test_a_value_of_the_wrong_type_is_named_before_the_run_folder_exists(tmp_pat
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("batch_size=0", "batch_size=0 must be at least 1"),
-        ("batch_size=-1", "batch_size=-1 must be at least 1"),
+        ("batch_size=0", r"batch_size=0 must be at least 1 \(or auto\)"),
+        ("batch_size=-1", r"batch_size=-1 must be at least 1 \(or auto\)"),
         ("n=0", "n=0 must be at least 1"),
         ("sampler.eta=nan", "sampler.eta=nan must be a finite number"),
         ("sampler.steps=0", "sampler.steps=0 must be at least 1"),
