@@ -3,9 +3,12 @@ the recipe configures them) against the bare step on synthetic tensors (forward,
 same network, batch, precision and threads. overhead = bare steps/s ÷ train.py steps/s − 1.
 
 train.py runs in a subprocess with a timing callback (this file's StepTimer) added from the command line; its
-clock starts after `--warmup` steps (first-step allocation, compile) and stops when training has ended (final
-sample grid included). The bare step is timed before and after it, and the faster of the two is kept, so a
-machine that got busier during the run does not flatter the framework.
+clock starts after `--warmup` steps (first-step allocation, compile) and stops as the last step starts, so the
+periodic work inside the window (grids, validation, checkpoints at their configured intervals) counts and the
+one-off work at the end of a run (final grid and checkpoint: a minute of the CIFAR net, which an 800k-step run
+pays once) does not. The bare step includes gradient clipping where the recipe clips (it is part of the
+optimizer's update, as in diffusers' training scripts) and is timed before and after the run; the faster of the
+two is kept, so a machine that got busier during the run does not flatter the framework.
 
     .venv/bin/python benchmarks/loop_overhead.py                          # digits recipe, 1,000 steps
     .venv/bin/python benchmarks/loop_overhead.py --recipe cifar10 --steps 40 --data-root data/cifar10
@@ -38,7 +41,7 @@ RECIPES = {
 
 
 class StepTimer(L.Callback):
-    """Writes {"steps", "seconds"} for the steps after `warmup` to `path` when training ends."""
+    """Writes {"steps", "seconds"} to `path`: the steps from `warmup` to the start of the last one."""
 
     def __init__(self, path: str, warmup: int) -> None:
         self.path, self.warmup = Path(path), warmup
@@ -46,14 +49,12 @@ class StepTimer(L.Callback):
         self.first_step = 0
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.start is None and trainer.global_step >= self.warmup:
-            self.start, self.first_step = time.perf_counter(), trainer.global_step
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.start is not None and trainer.is_global_zero:
+        step = trainer.global_step
+        if self.start is None and step >= self.warmup:
+            self.start, self.first_step = time.perf_counter(), step
+        elif self.start is not None and step == trainer.max_steps - 1 and trainer.is_global_zero:
             seconds = time.perf_counter() - self.start
-            steps = trainer.global_step - self.first_step
-            self.path.write_text(json.dumps({"steps": steps, "seconds": seconds}))
+            self.path.write_text(json.dumps({"steps": step - self.first_step, "seconds": seconds}))
 
 
 def train_rate(overrides: list[str], steps: int, warmup: int, out: Path) -> float:
@@ -63,7 +64,7 @@ def train_rate(overrides: list[str], steps: int, warmup: int, out: Path) -> floa
         sys.executable,
         str(ROOT / "train.py"),
         *overrides,
-        f"trainer.max_steps={steps + warmup}",
+        f"trainer.max_steps={steps + warmup + 1}",
         f"hydra.run.dir={out / 'run'}",
         "+callbacks.step_timer._target_=loop_overhead.StepTimer",
         f"+callbacks.step_timer.path={timing}",
@@ -77,7 +78,8 @@ def train_rate(overrides: list[str], steps: int, warmup: int, out: Path) -> floa
 
 
 def bare_rate(overrides: list[str], steps: int) -> float:
-    """Steps per second of forward + loss + backward + Adam on random tensors shaped like the recipe's batch."""
+    """Steps per second of forward + loss + backward (+ clipping) + Adam on random tensors shaped like the recipe's
+    batch."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     if cfg.get("cpu_threads"):
@@ -93,11 +95,14 @@ def bare_rate(overrides: list[str], steps: int) -> float:
     d = cfg.data
     x0 = torch.randn(d.batch_size, d.channels, d.image_size, d.image_size, device=device)
     bf16 = str(cfg.trainer.precision).startswith("bf16")
+    clip = cfg.trainer.get("gradient_clip_val")
 
     def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(net, x0)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

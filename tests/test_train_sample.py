@@ -90,7 +90,8 @@ def test_every_logger_works(tmp_path, logger):
     }
     assert (run / expected[logger]).exists()
     if logger == "wandb":
-        # The grid reaches W&B as an image at the step it was drawn (2, then the final one at 2).
+        # The grid reaches W&B as an image at the step it was drawn (2). Training ends at that step, so the
+        # final grid is that one (final.png is a copy), not drawn or logged a second time.
         from wandb_files import history_rows
 
         from difflab.run.wandb_glue import finish_wandb_run
@@ -98,7 +99,10 @@ def test_every_logger_works(tmp_path, logger):
         finish_wandb_run()  # train.py does this after train(); the run file is complete only then
         (wandb_run,) = (run / "wandb").glob("offline-run-*")
         images = [r for r in history_rows(wandb_run) if r.get("samples/_type") == "images/separated"]
-        assert [r["trainer/global_step"] for r in images] == [2, 2]
+        assert [r["trainer/global_step"] for r in images] == [2]
+        assert (run / "samples" / "final.png").read_bytes() == (
+            run / "samples" / "step_0000002.png"
+        ).read_bytes()
         assert all(r["samples/width"] == 242 for r in images)  # 2x2 tiles of 8 px + padding, enlarged 11x
         assert images[0]["samples/captions"] == ["step 2 · DDIMSampler · NFE 2 · EMA weights"]
 

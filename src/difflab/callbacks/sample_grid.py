@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class SampleGrid(L.Callback):
         self.seed = seed
         self.batch_size = batch_size
         self._last_step = -1
+        self._last_path: Path | None = None  # rank 0's file of the grid drawn at _last_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
@@ -58,6 +60,12 @@ class SampleGrid(L.Callback):
             self.log_grid(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_step == trainer.global_step:
+            # Drawn at this very step, from these very weights and noise: final.png is that grid (same decision on
+            # every rank, so none waits for a gather that does not come).
+            if self._last_path is not None:
+                shutil.copyfile(self._last_path, self.dirpath / "final.png")
+            return
         self.log_grid(trainer, pl_module, "final")
 
     @torch.no_grad()
@@ -105,6 +113,7 @@ class SampleGrid(L.Callback):
             f"step {trainer.global_step} · {type(sampler).__name__} · NFE {sampler.nfe} · {weights} weights"
         )
         self._log_to_loggers(trainer, grid, caption)
+        self._last_path = path
         return path
 
     def _sample_shape(self, trainer: L.Trainer) -> tuple[int, int, int]:
