@@ -12,7 +12,8 @@ from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 from omegaconf import open_dict
 
 from difflab.checkpoint import load_model, read_checkpoint
-from difflab.run.train import train
+from difflab.run.common import check_values
+from difflab.run.train import RULES, train
 from difflab.runlogs import csv_series
 
 
@@ -71,3 +72,12 @@ def test_compiled_training_matches_eager_training_and_saves_plain_weights(tmp_pa
     ckpt = read_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.ckpt")
     assert not [k for k in ckpt["state_dict"] if "_orig_mod" in k]  # loadable by an uncompiled net
     load_model(tmp_path / "compiled" / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("value", ["16-true", "bf16-true", "fp16"])
+def test_precisions_that_do_not_train_here_are_named(tmp_path, value):
+    cfg = compose_config("train", [f"trainer.precision={value}"], tmp_path)
+    with pytest.raises(
+        ValueError, match=f"^trainer.precision='{value}' is not one of 32-true, 32, bf16-mixed"
+    ):
+        check_values(cfg, RULES)

@@ -19,7 +19,7 @@ from .cluster import is_requeued_job, is_secondary_rank, refuse
 from .common import check_values, resolve_conditioning
 from .errors import USER_ERRORS, one_line
 from .resume import check_resumable, read_resumable, resume_path
-from .train import RULES, check_precision
+from .train import RULES, check_fused_clipping
 
 RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
 
@@ -82,7 +82,7 @@ class Preflight(Callback):
         found = existing_run_files(run_dir)
         try:
             check_values(config, RULES)
-            check_precision(config)
+            check_fused_clipping(config)
             resolve_conditioning(config)
             resume = resume_path(config.get("ckpt_path"), run_dir)
             if resume is not None:

@@ -39,12 +39,23 @@ from .wandb_glue import attach_run_id, clean_config, default_wandb_offline
 log = logging.getLogger("difflab")
 
 
+# Lightning's precisions that train here. The "-true" half precisions would keep the weights, the EMA and the
+# optimizer state in 16 bits (the EMA's float32 average cannot follow half weights; no loss scaling either).
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "16")
+
+
+def precision(value: object) -> str | None:
+    """A rule: one of PRECISIONS (Hydra reads trainer.precision=32 as a number)."""
+    return None if str(value) in PRECISIONS else f"is not one of {', '.join(PRECISIONS)}"
+
+
 # Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
 RULES = {
     "seed": whole(0),
     "cpu_threads": whole(1, nullable=True),
     "channels_last": flag,
     "trainer.compile": flag,
+    "trainer.precision": precision,
     "trainer.max_steps": whole(-1),
     "trainer.max_epochs": whole(-1, nullable=True),
     "trainer.val_check_interval": number(0.0, above=True, nullable=True),
@@ -68,9 +79,9 @@ RULES = {
 }
 
 
-def check_precision(cfg: DictConfig) -> None:
+def check_fused_clipping(cfg: DictConfig) -> None:
     """fp16's loss scaler and a fused optimizer cannot clip gradients together (Lightning would fail at step 1)."""
-    fp16 = str(cfg.trainer.get("precision")) in ("16-mixed", "16", "16-true")
+    fp16 = str(cfg.trainer.get("precision")) in ("16-mixed", "16")  # the precisions with a loss scaler
     if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.get("optim", {}).get("fused"):
         raise ValueError(
             f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
@@ -125,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
     check_values(cfg, RULES)
-    check_precision(cfg)
+    check_fused_clipping(cfg)
     resolve_conditioning(cfg)
     check_trainer(cfg.trainer)
     resume = resume_path(cfg.get("ckpt_path"), output_dir)

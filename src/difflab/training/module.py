@@ -132,13 +132,12 @@ class DiffusionModule(L.LightningModule):
     ) -> None:
         # Lightning's mixed-precision plugin refuses to clip for a fused optimizer (fp16's loss scaler unscales
         # inside a fused step). bf16 has no scaler, so its gradients are the real ones and clipping them is exact.
-        if (
-            gradient_clip_val
-            and self.trainer.precision == "bf16-mixed"
-            and gradient_clip_algorithm in (None, "norm")
-        ):
+        if gradient_clip_val and self.trainer.precision == "bf16-mixed":
             params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
