@@ -23,7 +23,8 @@ class EMA(WeightAveraging):
 
     The update is one `_foreach_lerp_` over tensor lists gathered once per fit: torch's
     AveragedModel.update_parameters walks the module tree and reads its update count from the device every step,
-    which cost a small net more than the arithmetic (3.6 ms of Python per step against 1.2 ms for the lerp).
+    which cost a small net more than the arithmetic (profiled on the digits net: about 8 ms per step of which 1.2 ms
+    was the lerp).
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every: int = 1) -> None:
