@@ -1,6 +1,7 @@
 """Train a diffusion model: `python train.py [group=option ...] [key=value ...]` (see README)."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -8,7 +9,7 @@ from omegaconf import DictConfig
 from difflab.run import train
 from difflab.run.common import optimized_metric
 from difflab.run.errors import exit_on_user_error
-from difflab.run.resume import with_run_overrides
+from difflab.run.inherit import with_run_overrides
 from difflab.run.wandb_glue import finish_wandb_run, name_wandb_run
 
 
@@ -28,7 +29,11 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     # A resume reuses its run's overrides; DDP worker processes relaunched from this argv find nothing to add.
-    argv = with_run_overrides(sys.argv)
+    try:
+        argv = with_run_overrides(sys.argv, Path(__file__).resolve().parent / "conf")
+    except ValueError as error:  # a run folder's overrides that a resume may not take: nothing has run
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     if len(argv) > len(sys.argv):
         print(f"resuming with the run's own overrides: {' '.join(argv[1 : len(argv) - len(sys.argv) + 1])}")
     sys.argv = argv

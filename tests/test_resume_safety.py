@@ -16,7 +16,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from difflab.run.cluster import check_devices, check_nodes
-from difflab.run.resume import OVERRIDES_FILE, with_run_overrides
 
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
@@ -91,25 +90,6 @@ def test_resume_reuses_the_runs_own_overrides(cli_run, tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3
     assert not (run / "checkpoints" / "last-v1.ckpt").exists()  # a moved folder keeps its own last.ckpt
-
-
-def test_resume_overrides_come_first_and_lose_to_the_command_line(tmp_path):
-    run = tmp_path / "run"
-    (run / ".hydra").mkdir(parents=True)
-    stored = ["experiment=mnist_ddpm", "+tags=[a]", "trainer.max_steps=10", "ckpt_path=old.ckpt"]
-    OmegaConf.save(OmegaConf.create(stored), run / OVERRIDES_FILE)
-    argv = ["train.py", "ckpt_path=last", f"hydra.run.dir={run}", "trainer.max_steps=20"]
-    assert with_run_overrides(argv) == ["train.py", "experiment=mnist_ddpm", "+tags=[a]", *argv[1:]]
-    from_file = ["train.py", f"ckpt_path={run / 'checkpoints' / 'step_0000010.ckpt'}", "++tags=[b]"]
-    assert with_run_overrides(from_file) == [
-        "train.py",
-        "experiment=mnist_ddpm",
-        "trainer.max_steps=10",
-        *from_file[1:],
-    ]
-    assert with_run_overrides(["train.py", "trainer.max_steps=20"]) == ["train.py", "trainer.max_steps=20"]
-    (run / OVERRIDES_FILE).write_text("[unclosed")  # unreadable: the command line alone
-    assert with_run_overrides(argv) == argv
 
 
 def test_ckpt_path_last_without_a_checkpoint_names_where_it_looked(tmp_path):

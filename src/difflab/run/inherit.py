@@ -1,0 +1,167 @@
+"""Which of a run folder's own overrides a resume takes: a run folder is data, never code.
+
+`train.py ckpt_path=<run>/checkpoints/last.ckpt` starts from the overrides the run was made with
+(`<run>/.hydra/overrides.yaml`). That file may come from someone else, so an override is taken only when it
+sets the value of a key the config already has, to plain data:
+
+- `key=value` only: no `+key` / `++key` (a new key, e.g. a callback), no `~key`, no sweep (`choice(…)`),
+  no other package (`group@pkg=…`);
+- the value is a scalar or a list of scalars, never a dict (which could hold a `_target_`) and never an
+  interpolation (`${…}` runs resolvers);
+- the key names no `_target_`, `_args_`, … (no part starting with `_`), and no place where files are written
+  (`hydra.*`, `paths.*`, a `dirpath`, `save_dir`, …: the command line says where a run writes);
+- a group choice (`model=unet_small`, `callbacks=[default,fid]`) names config files of difflab's own conf/.
+Anything else refuses the resume in one line naming the override, before Hydra composes or anything runs: a
+resume that silently dropped part of a run's recipe would train something else.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+NEVER_INHERITED = ("ckpt_path",)  # the resume's own choice
+
+# Leaf keys that say where files are written; a run folder must not point them elsewhere.
+PLACE_KEYS = {
+    "dir",
+    "dirpath",
+    "save_dir",
+    "default_root_dir",
+    "root_dir",
+    "output_dir",
+    "log_dir",
+    "cache_dir",
+    "text_cache_dir",
+    "filename",
+}
+PLACE_GROUPS = ("hydra", "paths")
+_OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def parse(override: str) -> Override:
+    """One command-line override as Hydra reads it (quotes removed, values typed)."""
+    try:
+        return OverridesParser.create().parse_override(override)
+    except HydraException as error:
+        raise ValueError(f"cannot read the override {override!r}: {str(error).splitlines()[0]}") from None
+
+
+def override_key(override: str) -> str:
+    """`+a.b=1`, `++a.b=1`, `~a.b` and `a.b=1` all set the key `a.b`."""
+    return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+
+
+def given_value(args: list[str], key: str) -> str | None:
+    """The last value given to `key` on a command line, as Hydra reads it (`ckpt_path="a b"` is `a b`)."""
+    found = [a for a in args if "=" in a and not a.startswith("-") and override_key(a) == key]
+    if not found:
+        return None
+    value = parse(found[-1]).value()
+    return None if value is None else str(value)
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_is_plain(v) and not isinstance(v, list) for v in value)
+    if isinstance(value, str):
+        return "${" not in value
+    return value is None or isinstance(value, bool | int | float)
+
+
+def why_not_inherited(text: str, conf_dir: Path) -> str | None:
+    """Why a resume may not take the stored override `text` (None when it may)."""
+    try:
+        override = parse(text)
+    except ValueError:
+        return "it cannot be read as an override"
+    key = override.key_or_group
+    if override.type == OverrideType.DEL:
+        return "it deletes a key"
+    if override.type != OverrideType.CHANGE:
+        return "it adds a key"
+    if override.is_sweep_override():
+        return "it is a sweep"
+    if override.package is not None:
+        return "it places a config at another package"
+    parts = re.split(r"[./]", key)
+    if any(part.startswith("_") for part in parts):
+        return "it sets a `_target_` or another `_` key"
+    if parts[0] in PLACE_GROUPS or parts[-1] in PLACE_KEYS:
+        return "it says where files are written"
+    value = override.value()
+    if not _is_plain(value):
+        return "its value is not plain data (a dict or an interpolation)"
+    if (conf_dir / key).is_dir():  # a group choice: each option must be one of difflab's own config files
+        options = value if isinstance(value, list) else [value]
+        for option in options:
+            if option is None:
+                continue
+            name = str(option)
+            if not _OPTION_NAME.fullmatch(name) or not (conf_dir / key / f"{name}.yaml").is_file():
+                return f"{key}={name} is not a config in {conf_dir / key}"
+    return None
+
+
+def stored_overrides(run_dir: Path) -> list[str]:
+    """The run's overrides file as a list of strings; [] when there is none. A file that is not a YAML list
+    of strings is refused in one line (it is no file Hydra wrote)."""
+    path = run_dir / OVERRIDES_FILE
+    if not path.is_file():
+        return []
+    try:
+        stored = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception:
+        stored = None
+    if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
+        raise ValueError(
+            f"{path} is not a list of overrides: resume without it (remove or fix the file) or start a new run"
+        )
+    return stored
+
+
+def run_folder_of(args: list[str]) -> Path | None:
+    """The folder of the run being resumed: hydra.run.dir for ckpt_path=last, else the checkpoint's run folder
+    (<run>/checkpoints/<file>); None when this is not a resume."""
+    ckpt = given_value(args, "ckpt_path")
+    if not ckpt:
+        return None
+    if ckpt == "last":
+        run_dir = given_value(args, "hydra.run.dir")
+        return Path(run_dir) if run_dir else None
+    return Path(ckpt).parent.parent
+
+
+def inherited_overrides(args: list[str], conf_dir: Path) -> list[str]:
+    """The overrides of the run being resumed that the command line does not set itself; ValueError naming the
+    first one a resume may not take (see the module docstring)."""
+    run_dir = run_folder_of(args)
+    if run_dir is None:
+        return []
+    given = {override_key(a) for a in args if not a.startswith("-")}
+    taken = []
+    for text in stored_overrides(run_dir):
+        key = override_key(text)
+        if key in given or key in NEVER_INHERITED:
+            continue
+        problem = why_not_inherited(text, conf_dir)
+        if problem:
+            raise ValueError(
+                f"{run_dir / OVERRIDES_FILE} holds {text!r}, which a resume does not take from a run folder "
+                f"({problem}); give it on the command line yourself if you trust it, or remove it from that file"
+            )
+        taken.append(text)
+    return taken
+
+
+def with_run_overrides(argv: list[str], conf_dir: Path) -> list[str]:
+    """argv (script first) with the resumed run's own overrides put before the ones given now: a resume
+    starts from the run's own command line, and overrides given now win."""
+    return [argv[0], *inherited_overrides(argv[1:], conf_dir), *argv[1:]]

@@ -1,0 +1,144 @@
+"""A resume takes its run folder's overrides as data only: nothing in a run folder can run code or write files."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
+from omegaconf import OmegaConf
+
+from difflab.run.inherit import OVERRIDES_FILE, why_not_inherited, with_run_overrides
+
+CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class _TouchOnLoad:
+    """A pickle that, when unpickled with weights_only=False, writes the file it names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+@pytest.mark.slow
+def test_a_hostile_run_folder_runs_no_code_and_touches_no_file(cli_run, tmp_path):
+    """The two payloads of issue 17: a pickle loaded by a callback's _target_, and a file truncated by one."""
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    marker, victim, payload = tmp_path / "marker", tmp_path / "victim.txt", tmp_path / "payload.pkl"
+    victim.write_text("precious")
+    payload.write_bytes(pickle.dumps(_TouchOnLoad(marker)))
+    hostile = [
+        f"+callbacks.x={{_target_:torch.load,f:{payload},weights_only:false}}",
+        f"+callbacks.y={{_target_:builtins.open,_args_:[{victim},w]}}",
+    ]
+    for stored in (hostile, hostile[::-1]):
+        overrides = [*OmegaConf.load(cli_run / OVERRIDES_FILE), *stored]
+        OmegaConf.save(OmegaConf.create(overrides), run / OVERRIDES_FILE)
+        before = snapshot(run)
+        line = one_error_line(run_cli("train.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
+        assert f"{run / OVERRIDES_FILE} holds '{stored[0]}'" in line
+        assert "a resume does not take from a run folder (it adds a key)" in line
+        assert not marker.exists()
+        assert victim.read_text() == "precious"
+        assert snapshot(run) == before
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        ("+callbacks.x={_target_:torch.load,f:p}", "it adds a key"),
+        ("++trainer.profiler=simple", "it adds a key"),
+        ("~callbacks.sample_grid", "it deletes a key"),
+        ("callbacks.sample_grid._target_=builtins.open", "it sets a `_target_` or another `_` key"),
+        ("callbacks.sample_grid.sampler={_target_:builtins.open}", "its value is not plain data"),
+        ("data.root=${oc.env:HOME}", "its value is not plain data"),
+        ("callbacks.model_checkpoint.dirpath=/home/someone/.ssh", "it says where files are written"),
+        ("callbacks.model_checkpoint.filename=authorized_keys", "it says where files are written"),
+        ("hydra.run.dir=/tmp/elsewhere", "it says where files are written"),
+        ("paths.output_dir=/tmp/elsewhere", "it says where files are written"),
+        ("seed=choice(1,2)", "it is a sweep"),
+        ("model@callbacks.x=unet_tiny", "it places a config at another package"),
+        ("model=../../../tmp/evil", "model=../../../tmp/evil is not a config in"),
+        ("callbacks=[default,evil]", "callbacks=evil is not a config in"),
+    ],
+)
+def test_overrides_a_resume_refuses(override, why):
+    assert why in why_not_inherited(override, CONF)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model=unet_tiny",
+        "experiment=digits_cpu",
+        "callbacks=[default,fid]",
+        "trainer.max_steps=10",
+        "model.channel_mults=[1,2]",
+        "data.root=../shared/data",
+        "tags=[a,b]",
+        "optim.lr=1e-4",
+        "lr_scheduler=null",
+    ],
+)
+def test_overrides_a_resume_takes(override):
+    assert why_not_inherited(override, CONF) is None
+
+
+def test_run_overrides_come_first_and_lose_to_the_command_line(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    stored = ["experiment=mnist_ddpm", "tags=[a]", "trainer.max_steps=10", "ckpt_path=old.ckpt"]
+    OmegaConf.save(OmegaConf.create(stored), run / OVERRIDES_FILE)
+    argv = ["train.py", "ckpt_path=last", f"hydra.run.dir={run}", "trainer.max_steps=20"]
+    assert with_run_overrides(argv, CONF) == ["train.py", "experiment=mnist_ddpm", "tags=[a]", *argv[1:]]
+    from_file = ["train.py", f"ckpt_path={run / 'checkpoints' / 'step_0000010.ckpt'}", "tags=[b]"]
+    assert with_run_overrides(from_file, CONF) == [
+        "train.py",
+        "experiment=mnist_ddpm",
+        "trainer.max_steps=10",
+        *from_file[1:],
+    ]
+    assert with_run_overrides(["train.py", "trainer.max_steps=20"], CONF) == [
+        "train.py",
+        "trainer.max_steps=20",
+    ]
+
+
+def test_quoted_paths_find_the_run_folder(tmp_path):
+    """`hydra.run.dir="…"` and `ckpt_path="…"` are read as Hydra reads them, without the quotes."""
+    run = tmp_path / "my run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(["model=unet_tiny"]), run / OVERRIDES_FILE)
+    for argv in (
+        ["train.py", "ckpt_path=last", f'hydra.run.dir="{run}"'],
+        ["train.py", f"ckpt_path='{run / 'checkpoints' / 'last.ckpt'}'"],
+    ):
+        assert with_run_overrides(argv, CONF)[1] == "model=unet_tiny"
+
+
+def test_an_overrides_file_that_is_not_a_list_of_overrides_is_refused(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    argv = ["train.py", "ckpt_path=last", f"hydra.run.dir={run}"]
+    for text in ("[unclosed", "{a: 1}", "[[1, 2]]"):
+        (run / OVERRIDES_FILE).write_text(text)
+        with pytest.raises(ValueError, match="is not a list of overrides"):
+            with_run_overrides(argv, CONF)
