@@ -137,3 +137,58 @@ def test_submitit_local_runs_two_jobs_and_requeues_each_after_its_checkpoint(tmp
         weights.append(torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
     assert (sweep / "0" / "wandb_run_id").read_text() != (sweep / "1" / "wandb_run_id").read_text()
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # seed=1 vs seed=2
+
+
+def test_sigterm_outside_slurm_saves_exits_non_zero_and_the_resume_matches_an_uninterrupted_run(tmp_path):
+    """`kill`, `docker stop`, `timeout`: the step under way finishes, last.ckpt is written, the exit code says it
+    stopped (not 0), and `ckpt_path=last` continues exactly where an uninterrupted run would be."""
+    run, straight, probe = tmp_path / "run", tmp_path / "straight", tmp_path / "probe"
+    common = [*QUIET, "logger=none", "callbacks.model_checkpoint.every_n_train_steps=1000"]
+    env = env_with(tmp_path)
+    stopped = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *common,
+            "trainer.max_steps=6",
+            "+callbacks.probe._target_=signal_probe.StepProbe",
+            f"+callbacks.probe.dirpath={probe}",
+            "+callbacks.probe.signal_at_step=2",  # lands mid-step: the checkpoint is step 3
+            "+callbacks.probe.signal_name=SIGTERM",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert last_step(run) == 3
+    assert f"stopped on SIGTERM at step 3 after saving {run / 'checkpoints' / 'last.ckpt'}" in stopped.stderr
+
+    # The probe was added with `+`: a resume takes no new key from a run folder, so it is typed again here.
+    typed_again = [a for a in stopped.args if a.startswith("+callbacks.probe")]
+    resumed = subprocess.run(
+        [sys.executable, "train.py", "ckpt_path=last", f"hydra.run.dir={run}", *typed_again],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = subprocess.run(
+        [sys.executable, "train.py", *common, "trainer.max_steps=6", f"hydra.run.dir={straight}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (run, straight))
+    assert a["global_step"] == b["global_step"] == 6
+    for key in ("state_dict", "current_model_state"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key

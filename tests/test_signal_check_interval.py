@@ -34,12 +34,15 @@ class FakeTrainer(SimpleNamespace):
         self.saved_at.append(self.global_step)
 
 
-def run_steps(callback: CheckpointOnSignal, trainer: FakeTrainer, steps: int, signal_at: int) -> int | None:
-    """Take optimizer steps 1..steps; the signal arrives during step `signal_at`. The step of Preempted, if any."""
+def run_steps(
+    callback: CheckpointOnSignal, trainer: FakeTrainer, steps: int, signal_at: int, signum: int | None = None
+) -> int | None:
+    """Take optimizer steps 1..steps; the signal (the requeue one unless `signum`) arrives during step
+    `signal_at`. The step of Preempted, if any."""
     for step in range(1, steps + 1):
         callback.on_train_batch_start(trainer, None)
         if step == signal_at:
-            callback._on_signal(callback.signum, None)
+            callback._on_signal(signum or callback.signum, None)
         trainer.global_step = step
         try:
             callback.on_train_batch_end(trainer, None)
@@ -61,6 +64,22 @@ def test_one_process_saves_at_the_end_of_the_signalled_step_without_a_collective
     trainer = FakeTrainer(world_size=1)
     assert run_steps(callback, trainer, steps=100, signal_at=3) == 3
     assert trainer.reduced_at == [] and trainer.saved_at == [3]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_sigterm_saves_then_stops_outside_slurm_and_goes_on_under_it(tmp_path, world_size):
+    stop = CheckpointOnSignal(tmp_path / "last.ckpt", signum=signal.SIGUSR2, check_every_n_steps=20)
+    trainer = FakeTrainer(world_size=world_size)
+    expected = 60 if world_size > 1 else 41
+    assert run_steps(stop, trainer, steps=100, signal_at=41, signum=signal.SIGTERM) == expected
+    assert trainer.saved_at == [expected]
+
+    slurm = CheckpointOnSignal(
+        tmp_path / "last.ckpt", signum=signal.SIGUSR2, stop_on_sigterm=False, check_every_n_steps=20
+    )
+    trainer = FakeTrainer(world_size=world_size)
+    assert run_steps(slurm, trainer, steps=100, signal_at=41, signum=signal.SIGTERM) is None
+    assert trainer.saved_at == [expected]  # saved once, and training went on to step 100
 
 
 def test_the_interval_must_be_at_least_one(tmp_path):

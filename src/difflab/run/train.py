@@ -163,10 +163,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar())
     # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
-    # which can take minutes of the warning time. Under SLURM it also takes over SIGTERM.
+    # which can take minutes of the warning time. SIGTERM saves too; outside SLURM it then stops the run.
     on_signal = CheckpointOnSignal(
         output_dir / LAST,
-        save_on_sigterm="SLURM_JOB_ID" in os.environ,
+        stop_on_sigterm="SLURM_JOB_ID" not in os.environ,
         check_every_n_steps=int(cfg.get("preemption_check_every_n_steps", 20)),
     )
     after = max(

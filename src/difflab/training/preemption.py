@@ -74,10 +74,12 @@ def skip_lightnings_sigterm_broadcast(trainer: L.Trainer) -> Any:
 class CheckpointOnSignal(L.Callback):
     """On the requeue signal: finish the current optimizer step, save `path`, raise `Preempted`.
 
-    With `save_on_sigterm` (set under SLURM), SIGTERM saves `path` at the next step boundary and training goes
-    on: SLURM sends SIGTERM first on preemption, `scancel` and at the time limit, and the requeue signal (if
-    any) decides whether the job comes back. This replaces Lightning's SIGTERM handling, which would stop
-    training at once without a checkpoint. Elsewhere SIGTERM is left to Lightning.
+    SIGTERM saves `path` at the next step boundary too. Under SLURM (`stop_on_sigterm=False`) training then
+    goes on: SLURM sends SIGTERM first on preemption, `scancel` and at the time limit, and the requeue signal
+    (if any) decides whether the job comes back. Elsewhere (`kill`, `docker stop`, `timeout`, a cloud VM's
+    preemption notice) nothing else will come, so it raises `Preempted` as the requeue signal does and the
+    process exits non-zero with a checkpoint to resume from. Either replaces Lightning's SIGTERM handling,
+    which would stop training at once, exit 0 and save nothing.
 
     Under DDP the ranks compare notes every `check_every_n_steps` optimizer steps (one all-reduce, at steps
     that are multiples of it): SLURM warns minutes ahead (signal_delay_s), so a few steps of latency cost
@@ -90,27 +92,30 @@ class CheckpointOnSignal(L.Callback):
         self,
         path: str | Path,
         signum: int | None = None,
-        save_on_sigterm: bool = False,
+        stop_on_sigterm: bool = True,
         check_every_n_steps: int = 20,
     ) -> None:
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps must be at least 1 (got {check_every_n_steps})")
         self.path = Path(path)
         self.signum = int(signum if signum is not None else requeue_signal())
-        self.save_on_sigterm = save_on_sigterm
+        self.stop_on_sigterm = stop_on_sigterm
         self.check_every_n_steps = check_every_n_steps
         self._requeue_requested = False
         self._save_requested = False
+        self._terminate_requested = False
         self._previous: dict[int, Any] = {}
         self._step_at_batch_start = -1
         self._loop_without_broadcast: Any = None
 
     def _signals(self) -> list[int]:
-        return [self.signum] + ([int(signal.SIGTERM)] if self.save_on_sigterm else [])
+        return [self.signum, int(signal.SIGTERM)] if self.signum != signal.SIGTERM else [self.signum]
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == self.signum:
             self._requeue_requested = True
+        elif self.stop_on_sigterm:
+            self._terminate_requested = True
         else:
             self._save_requested = True
         log.warning("received %s: checkpointing at the end of this step", signal.Signals(signum).name)
@@ -122,8 +127,7 @@ class CheckpointOnSignal(L.Callback):
         for signum in self._signals():
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
-        if self.save_on_sigterm:
-            self._loop_without_broadcast = skip_lightnings_sigterm_broadcast(trainer)
+        self._loop_without_broadcast = skip_lightnings_sigterm_broadcast(trainer)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
@@ -148,14 +152,16 @@ class CheckpointOnSignal(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: a checkpoint here would lose the accumulated part
-        requeue, save = self._requeue_requested, self._save_requested
+        requeue, save, terminate = self._requeue_requested, self._save_requested, self._terminate_requested
         if trainer.world_size > 1:
             if trainer.global_step % self.check_every_n_steps:
                 return  # every rank skips the same steps: the global step is the same on all
             # Any rank that got the signal stops them all at this same step.
-            flags = torch.tensor([requeue, save], dtype=torch.int32, device=trainer.strategy.root_device)
-            requeue, save = (bool(v) for v in trainer.strategy.reduce(flags, reduce_op="sum").tolist())
-        if not (requeue or save):
+            flags = [requeue, save, terminate]
+            flags = torch.tensor(flags, dtype=torch.int32, device=trainer.strategy.root_device)
+            reduced = trainer.strategy.reduce(flags, reduce_op="sum").tolist()
+            requeue, save, terminate = (bool(v) for v in reduced)
+        if not (requeue or save or terminate):
             return
         for callback in trainer.checkpoint_callbacks:
             # A ModelCheckpoint writing last.ckpt into the same folder records it as its own (in the state
@@ -171,3 +177,5 @@ class CheckpointOnSignal(L.Callback):
             log.warning("saved %s at step %d", self.path, trainer.global_step)
         if requeue:
             raise Preempted(self.signum, trainer.global_step, self.path, self._previous.get(self.signum))
+        if terminate:
+            raise Preempted(int(signal.SIGTERM), trainer.global_step, self.path, None)
