@@ -103,3 +103,27 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("tiny") / "run"
     train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
     return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A function mounting a tmpfs of the given size (e.g. "7m") at a fresh folder: a disk that fills up for
+    real. Needs root (as on the project's machines and CI); skipped with the reason elsewhere."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -64,10 +64,22 @@ def test_folder_without_images_is_named(tmp_path):
         train(cfg)
 
 
-def test_corrupt_checkpoint_is_named(tmp_path):
-    bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(ValueError, match="could not read checkpoint"):
+def test_a_file_that_is_no_checkpoint_says_so(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not a checkpoint")
+    with pytest.raises(ValueError) as raised:
+        load_model(bad)
+    assert str(raised.value) == (
+        f"could not read checkpoint {bad}: it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
+    )
+
+
+def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(tiny_ckpt.read_bytes()[:5000])
+    with pytest.raises(
+        ValueError, match=f"could not read checkpoint {bad}: the file is damaged or cut short"
+    ):
         load_model(bad)
 
 

@@ -99,3 +99,17 @@ def test_the_trainer_uses_it_alongside_plugins_the_user_configured(tmp_path):
     # A CheckpointIO of the user's own replaces ours (Lightning accepts only one).
     their_io = trainer("+trainer.plugins=[{_target_:lightning.pytorch.plugins.TorchCheckpointIO}]")
     assert type(their_io.strategy.checkpoint_io).__name__ == "TorchCheckpointIO"
+
+
+def test_a_resume_removes_the_temp_files_killed_writes_left(tmp_path, caplog):
+    run = tmp_path / "run"
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
+    folder = run / "checkpoints"
+    orphans = [folder / ".last.ckpt.0123456789ab.tmp", folder / ".step_0000002.ckpt.ba9876543210.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"PK\x03\x04 half a checkpoint from a kill -9")
+    (folder / "notes.tmp").write_text("not ours")
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=4", "ckpt_path=last"], run))
+    assert not any(orphan.exists() for orphan in orphans)
+    assert (folder / "notes.tmp").exists()
+    assert f"removed {orphans[0]}, left by a checkpoint write that was killed mid-way" in caplog.text

@@ -89,7 +89,7 @@ def read_checkpoint(
             f"{f' ({found})' if found else ''}; difflab reads checkpoints weights-only and never runs their code"
         ) from error
     except Exception as error:  # torch raises several types for truncated or non-checkpoint files
-        raise ValueError(f"could not read checkpoint {path}: {type(error).__name__}: {error}") from error
+        raise ValueError(f"could not read checkpoint {path}: {_why_unreadable(path, error)}") from error
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
@@ -100,6 +100,16 @@ def read_checkpoint(
         except ValueError as error:
             raise ValueError(f"checkpoint {path}: {error}") from error
     return ckpt
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What a file torch could not load is: a damaged PyTorch file, or no PyTorch file at all (a text file,
+    an image) where torch's own message (`KeyError: 101`) would say nothing."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head.startswith(b"PK") or head[:1] == b"\x80":  # a zip archive (torch.save) or a legacy pickle
+        return f"the file is damaged or cut short ({type(error).__name__}: {error})"
+    return "it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
 
 
 def _load(path: Path, mmap: bool) -> Any:

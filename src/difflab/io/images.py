@@ -11,6 +11,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from .atomic import atomic_file
+
 
 def to_uint8(images: Tensor) -> Tensor:
     """(N, C, H, W) floats in [-1, 1] → uint8 in [0, 255], on the CPU."""
@@ -30,9 +32,10 @@ def enlarge(grid_uint8: Tensor, min_width: int = 256) -> Tensor:
 
 
 def save_png(image_uint8: Tensor, path: str | Path) -> None:
-    """Write one uint8 (C, H, W) image; 1 channel as grayscale."""
+    """Write one uint8 (C, H, W) image whole or not at all; 1 channel as grayscale."""
     array = image_uint8.permute(1, 2, 0).numpy()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    with atomic_file(path) as file:
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(file, format="PNG")
 
 
 def save_samples(images: Tensor, out_dir: str | Path, nrow: int | None = None) -> dict[str, Path]:
@@ -44,5 +47,6 @@ def save_samples(images: Tensor, out_dir: str | Path, nrow: int | None = None) -
     for i, img in enumerate(uint8):
         save_png(img, out / "images" / f"{i:0{width}d}.png")
     save_png(enlarge(grid_of(images, nrow)), out / "grid.png")
-    np.savez_compressed(out / "samples.npz", images=uint8.permute(0, 2, 3, 1).numpy())
+    with atomic_file(out / "samples.npz") as file:
+        np.savez_compressed(file, images=uint8.permute(0, 2, 3, 1).numpy())
     return {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}

@@ -25,6 +25,7 @@ from ..checkpoint import LoadedModel
 from ..diffusion import Sampler
 from ..diffusion.auto_batch import generation_batch_size
 from ..diffusion.conditioning import CondFor
+from ..io.atomic import NoSpaceLeft, atomic_write_text
 from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
 from .errors import SweepConfigError
 
@@ -323,13 +324,15 @@ def check_writable_file(path: Path) -> None:
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write `data` to path (never over an existing file). If that fails, the result is printed to stdout
-    first, so that what was computed is not lost, then the failure is one line."""
+    """Write `data` to path whole or not at all, never over an existing file. If that fails, the result is
+    printed to stdout first, so that what was computed is not lost, then the failure is one line."""
     text = json.dumps(data, indent=2)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("x") as file:
-            file.write(text)
+        atomic_write_text(path, text, exclusive=True)
+    except NoSpaceLeft as error:
+        print(text, file=sys.stdout, flush=True)
+        raise NoSpaceLeft(path, "; the result is printed above") from error
     except OSError as error:
         print(text, file=sys.stdout, flush=True)
         raise ValueError(

@@ -13,6 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 
+from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
+
 T = TypeVar("T")
 log = logging.getLogger("difflab")
 
@@ -44,6 +46,12 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(cause).__name__
 
 
+def as_no_space_left(error: BaseException) -> NoSpaceLeft:
+    """A full disk met anywhere (a logger, a library's own write) as the one line NoSpaceLeft gives."""
+    where = where_space_ran_out(error)
+    return NoSpaceLeft(where or "the output folder")
+
+
 def current_sweep_job() -> str | None:
     """`#<num> (<job folder>)` when running as a job of a Hydra multirun, else None."""
     if not HydraConfig.initialized():
@@ -63,18 +71,18 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: object, **kwargs: object) -> T:
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as error:
-            message = one_line(error)
+        except Exception as error:
+            if not isinstance(error, USER_ERRORS) and not is_out_of_space(error):
+                job = current_sweep_job()
+                if job is not None:  # a bug: show its traceback now, not only once the whole sweep has ended
+                    log.exception("job %s failed", job)
+                raise
+            message = one_line(error if isinstance(error, USER_ERRORS) else as_no_space_left(error))
             job = current_sweep_job()
             if job is None or isinstance(root_cause(error), SweepConfigError):
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             print(f"error: job {job}: {message}", file=sys.stderr)
             raise SweepJobFailed(f"error: job {job} failed: {message}") from error
-        except Exception:
-            job = current_sweep_job()
-            if job is not None:  # a bug: show its traceback now, not only once the whole sweep has ended
-                log.exception("job %s failed", job)
-            raise
 
     return wrapper

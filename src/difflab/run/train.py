@@ -20,7 +20,9 @@ from ..callbacks.progress_bar import StepProgressBar
 from ..checkpoint import CONFIG_KEY
 from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
+from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
+from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import (
     check_values,
@@ -126,6 +128,18 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
 
 
+def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
+    """One line for a disk that filled up during training: the file, and the checkpoint to resume from."""
+    where = where_space_ran_out(error) or output_dir
+    last_good = newest_checkpoint(output_dir / "checkpoints")
+    advice = (
+        f"; the last good checkpoint is {last_good}: free some space and resume with ckpt_path={last_good}"
+        if last_good
+        else "; no checkpoint was written yet"
+    )
+    return NoSpaceLeft(where, advice)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit a diffusion model; returns the last logged metrics. Run files go to cfg.paths.output_dir.
 
@@ -195,11 +209,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    if trainer.is_global_zero:
+        for temp in remove_unfinished_writes(output_dir / "checkpoints"):
+            log.warning("removed %s, left by a checkpoint write that was killed mid-way", temp)
     try:
         # weights_only: the checkpoint was read and checked above by the same weights-only unpickler.
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except Preempted as stop:
         requeue(stop, trainer.is_global_zero, trainer.loggers)
+    except BaseException as error:
+        if is_out_of_space(error):
+            raise out_of_space(error, output_dir) from error
+        raise
 
     if trainer.is_global_zero:
         log.info("run folder: %s", output_dir)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.io import CheckpointIO
+
+from ..io.atomic import atomic_file
 
 # The weights a checkpoint holds: the EMA's `state_dict` and the raw ones WeightAveraging keeps for resume.
 
@@ -41,32 +41,11 @@ def _is_local(path: _PATH) -> bool:
 
 
 def atomic_torch_save(obj: Any, target: Path) -> None:
-    """torch.save `obj` to `target` through a temp file in the same folder, flushed to disk and renamed."""
+    """torch.save `obj` to `target` through a temp file in the same folder, flushed to disk and renamed; a full
+    disk is one NoSpaceLeft line naming `target`, and the previous `target` stays as it was."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    # Not tempfile.mkstemp: its 0600 mode would hide checkpoints from the group; 0666 lets the umask decide.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_folder(target.parent)  # the rename itself survives a power cut only once the folder is synced
-
-
-def _fsync_folder(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with atomic_file(target) as file:
+        torch.save(obj, file)
 
 
 def with_atomic_checkpoints(plugins: Any) -> list[Any]:
@@ -78,3 +57,20 @@ def with_atomic_checkpoints(plugins: Any) -> list[Any]:
     if any(isinstance(p, CheckpointIO) for p in plugins):
         return plugins
     return [*plugins, AtomicCheckpointIO()]
+
+
+def remove_unfinished_writes(folder: Path) -> list[Path]:
+    """Delete the temp files (`.<name>.<12 hex>.tmp`) that writes killed mid-way left in `folder`; a run folder
+    belongs to one run, so at its start none of them is being written. Returns what was removed."""
+    removed = []
+    for temp in folder.glob(".*.tmp") if folder.is_dir() else []:
+        if re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", temp.name) and temp.is_file():
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The most recently written .ckpt in `folder` (the last good one after a failed write)."""
+    found = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)

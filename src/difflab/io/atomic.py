@@ -1,0 +1,107 @@
+"""Write a file whole or not at all: into a temp file beside it, synced, then renamed over (or, exclusively,
+linked to) its name. A full disk becomes one `NoSpaceLeft` line naming the file, with no partial file left."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# torch's zip writer reports a short write of the Python file it writes through as a RuntimeError.
+_TORCH_SHORT_WRITE = ("unexpected pos", "file write failed")
+
+
+class NoSpaceLeft(ValueError):
+    """The disk (or quota) ran out while writing `path`; the partial file was removed."""
+
+    def __init__(self, path: str | Path, advice: str = "") -> None:
+        self.path = Path(path)
+        super().__init__(f"no space left on device writing {path}; nothing partial was left{advice}")
+
+
+def is_out_of_space(error: BaseException | None) -> bool:
+    """True when `error`, or one raised while it was handled, is a full disk or quota (errno ENOSPC/EDQUOT,
+    or EFBIG from a file size limit)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, NoSpaceLeft):
+            return True
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def where_space_ran_out(error: BaseException) -> Path | None:
+    """The file the first out-of-space error in `error`'s chain names, if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, NoSpaceLeft):
+            return error.path
+        if isinstance(error, OSError) and error.errno in _NO_SPACE and error.filename:
+            return Path(os.fsdecode(error.filename))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _short_write_on_full_disk(error: BaseException, folder: Path) -> bool:
+    """torch.save's short write (no errno) counts as a full disk when the folder's disk has (almost) no room."""
+    if not any(text in str(error) for text in _TORCH_SHORT_WRITE):
+        return False
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", exclusive: bool = False) -> Iterator[IO]:
+    """An open file that becomes `path` only once written, flushed and synced.
+
+    exclusive: never replace an existing `path` (FileExistsError then, and the new file is dropped).
+    Created with mode 0666 less the umask, like any file (not tempfile's 0600).
+    """
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        if exclusive:
+            os.link(temp, target)  # fails if the name is taken, unlike a rename
+            os.unlink(temp)
+        else:
+            os.replace(temp, target)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        if is_out_of_space(error) or _short_write_on_full_disk(error, target.parent):
+            raise NoSpaceLeft(target) from error
+        raise
+    _fsync_folder(target.parent)  # the rename itself survives a power cut only once the folder is synced
+
+
+def atomic_write_text(path: str | Path, text: str, exclusive: bool = False) -> None:
+    """Write `text` to `path` whole or not at all (see atomic_file)."""
+    with atomic_file(path, "w", exclusive=exclusive) as file:
+        file.write(text)
+
+
+def _fsync_folder(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,85 @@
+"""A disk that fills up: one line naming the file and "no space left", no partial file, the last good checkpoint
+named, and a rerun that is not blocked by anything the failure left."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, one_error_line, run_cli
+
+from difflab.io.atomic import NoSpaceLeft, atomic_file
+from difflab.run.common import write_json
+
+CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Empty or temporary result files: what a failed write must not leave (a log may be empty: its lines
+    had no room either)."""
+    return sorted(
+        str(p)
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix != ".log" and (p.stat().st_size == 0 or ".tmp" in p.name)
+    )
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"previous")
+    with (
+        pytest.raises(NoSpaceLeft, match=f"no space left on device writing {target}"),
+        atomic_file(target) as f,
+    ):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_an_exclusive_write_never_replaces_a_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("{}")
+    with pytest.raises(FileExistsError), atomic_file(target, "w", exclusive=True) as f:
+        f.write("new")
+    assert target.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.slow
+def test_training_on_a_disk_that_fills_names_the_file_and_the_last_good_checkpoint(small_disk):
+    run = small_disk("7m") / "run"  # room for the step-2 checkpoint and last.ckpt (2.8 MB each), not step 4's
+    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=6", f"hydra.run.dir={run}")
+    checkpoints = run / "checkpoints"
+    assert one_error_line(result) == (
+        f"error: no space left on device writing {checkpoints / 'step_0000004.ckpt'}; nothing partial was left; "
+        f"the last good checkpoint is {checkpoints / 'last.ckpt'}: free some space and resume with "
+        f"ckpt_path={checkpoints / 'last.ckpt'}"
+    )
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert leftovers(run) == []
+
+
+@pytest.mark.slow
+def test_sampling_onto_a_full_disk_leaves_no_empty_png(small_disk, tiny_ckpt):
+    out = small_disk("64k") / "samples"
+    line = one_error_line(run_cli("sample.py", f"ckpt={tiny_ckpt}", "n=100", "sampler.steps=2", f"out={out}"))
+    assert line.startswith(f"error: no space left on device writing {out / 'images'}")
+    assert line.endswith("; nothing partial was left")
+    assert leftovers(out) == []
+
+
+def test_a_report_that_does_not_fit_is_printed_and_leaves_no_file(small_disk, capsys):
+    disk = small_disk("4k")
+    (disk / "filler").write_bytes(b"x" * 4096)
+    path = disk / "metrics.json"
+    report = {"val/fd_effl0": 3.48, "n": 1000}
+    with pytest.raises(NoSpaceLeft, match=f"no space left on device writing {path}"):
+        write_json(report, path)
+    assert json.loads(capsys.readouterr().out) == report
+    assert not path.exists() and leftovers(disk) == []
+    (disk / "filler").unlink()
+    write_json(report, path)  # the rerun is not blocked by an empty file
+    assert json.loads(path.read_text()) == report
