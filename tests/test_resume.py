@@ -121,6 +121,27 @@ def test_resume_continues_from_the_checkpoint_step_and_keeps_the_first_logs(tmp_
     assert (run_dir / "csv" / "metrics.csv").read_text() == first_log
 
 
+def test_rewinding_to_an_earlier_checkpoint_sets_the_later_ones_aside_and_writes_no_copies(tmp_path):
+    """Resuming from step 2 of a run that reached step 4 (twice): no step_…-v1 or last-v1 copies, last.ckpt is
+    the resumed run's own, and what the abandoned continuation wrote is kept, untouched, in a folder."""
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints"
+    run(run_dir, 4, 2)
+    abandoned = {p.name: p.read_bytes() for p in folder.glob("*.ckpt") if p.name != "step_0000002.ckpt"}
+    for _ in range(2):
+        resumed = run(run_dir, 4, 2, f"ckpt_path={folder / 'step_0000002.ckpt'}")
+    assert resumed["global_step"] == 4
+    aside = folder / "superseded_at_step_0000002"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "last.ckpt",
+        "step_0000002.ckpt",
+        "step_0000004.ckpt",
+        aside.name,
+        f"{aside.name}_2",
+    ]
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == abandoned
+
+
 def test_resume_from_a_checkpoint_file_into_a_new_folder(tmp_path):
     run(tmp_path / "first", 4, 2)
     ckpt = tmp_path / "first" / "checkpoints" / "step_0000002.ckpt"

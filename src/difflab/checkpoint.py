@@ -102,6 +102,15 @@ def read_checkpoint(
     return ckpt
 
 
+def stored_step(path: str | Path) -> int | None:
+    """The global step a checkpoint was saved at (tensors memory-mapped, nothing built); None when unreadable."""
+    try:
+        ckpt = _load(Path(path), mmap=True)
+        return int(ckpt["global_step"])
+    except Exception:
+        return None
+
+
 def _why_unreadable(path: Path, error: Exception) -> str:
     """What a file torch could not load is: a damaged PyTorch file, or no PyTorch file at all (a text file,
     an image) where torch's own message (`KeyError: 101`) would say nothing."""

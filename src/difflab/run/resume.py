@@ -18,6 +18,7 @@ from ..checkpoint import (
     network_state,
     read_checkpoint,
     state_mismatch,
+    stored_step,
     targets,
 )
 from .cluster import is_requeued_job
@@ -124,3 +125,27 @@ def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
             version = f"resumed_step_{step:07d}_{n}"
         with open_dict(entry):
             entry.version = version
+
+
+def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:
+    """Resuming from an earlier checkpoint of a run rewinds it: what its folder holds from after `step` (and a
+    last.ckpt other than `resume`) belongs to the abandoned continuation. It moves, untouched, into
+    checkpoints/superseded_at_step_<step>/, so the resumed run writes its checkpoints under their own names:
+    Lightning would add step_…-v1.ckpt and last-v1.ckpt beside them, and the next ckpt_path=last would then
+    pick the stale last.ckpt. Returns the folder they went to (None when nothing was later)."""
+    folder = resume.parent
+    later = [
+        p
+        for p in sorted(folder.glob("*.ckpt"))
+        if p.resolve() != resume.resolve() and (p.name == LAST.name or (stored_step(p) or -1) > step)
+    ]
+    if not later:
+        return None
+    aside, n = folder / f"superseded_at_step_{step:07d}", 1
+    while aside.exists():
+        n += 1
+        aside = folder / f"superseded_at_step_{step:07d}_{n}"
+    aside.mkdir()
+    for path in later:
+        path.rename(aside / path.name)
+    return aside

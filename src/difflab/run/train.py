@@ -35,7 +35,14 @@ from .common import (
     whole,
 )
 from .console import config_summary, print_summary, quiet_library_noise
-from .resume import LAST, check_resumable, keep_earlier_csv_logs, read_resumable, resume_path
+from .resume import (
+    LAST,
+    check_resumable,
+    keep_earlier_csv_logs,
+    read_resumable,
+    resume_path,
+    set_aside_later_checkpoints,
+)
 from .wandb_glue import attach_run_id, clean_config, default_wandb_offline
 
 log = logging.getLogger("difflab")
@@ -212,6 +219,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         for temp in remove_unfinished_writes(output_dir / "checkpoints"):
             log.warning("removed %s, left by a checkpoint write that was killed mid-way", temp)
+        if resume is not None and resume.resolve().parent == (output_dir / "checkpoints").resolve():
+            aside = set_aside_later_checkpoints(resume, step)
+            if aside is not None:
+                log.warning(
+                    "resuming from step %d: the checkpoints written after it moved to %s", step, aside
+                )
     try:
         # weights_only: the checkpoint was read and checked above by the same weights-only unpickler.
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
