@@ -132,3 +132,24 @@ def test_a_resume_whose_weights_do_not_fit_the_model_is_refused_before_anything_
     line = one_error_line(run_cli("train.py", *FAST_TRAIN, f"ckpt_path={broken}", f"hydra.run.dir={run}"))
     assert "does not fit the configured model (state_dict): 1 wrong shape" in line, line
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_a_run_started_in_a_second_another_run_took_moves_to_time_2(tmp_path):
+    """The dated default folder of every second in the next two minutes already holds a run (started by a
+    script a moment earlier): train.py starts in <time>_2 instead of being refused."""
+    import datetime
+
+    now = datetime.datetime.now()
+    taken = set()
+    for second in range(120):
+        moment = now + datetime.timedelta(seconds=second)
+        folder = tmp_path / "outputs" / "train" / moment.strftime("%Y-%m-%d") / moment.strftime("%H-%M-%S")
+        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+        taken.add(folder)
+    cli = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "trainer.max_steps=1"]
+    result = run_cli("train.py", *cli, env={"DIFFLAB_ROOT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = [p.parent for p in tmp_path.rglob("checkpoints")]
+    assert len(runs) == 1 and runs[0].name.endswith("_2") and runs[0].with_name(runs[0].name[:-2]) in taken
+    assert all(sorted(p.name for p in folder.iterdir()) == [".hydra"] for folder in taken)

@@ -57,6 +57,8 @@ def claim(config: DictConfig, run_dir: Path) -> Path:
     for n in itertools.count(1):
         candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
         try:
+            if existing_run_files(candidate):
+                raise FileExistsError(candidate)
             candidate.mkdir(parents=True, exist_ok=True)
             (candidate / ".hydra").mkdir()
         except FileExistsError:
@@ -105,9 +107,9 @@ class Preflight(Callback):
                 f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
                 f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
             )
-        if found:
+        if found and _run_dir_given(config):
             refuse(
                 f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
                 "resume with ckpt_path=last"
             )
-        claim(config, run_dir)
+        claim(config, run_dir)  # a dated folder another run took this second: claim moves on to <time>_2
