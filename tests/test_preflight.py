@@ -12,7 +12,7 @@ import torch
 from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 from omegaconf import OmegaConf
 
-from difflab.run import evaluate, sample
+from difflab.run import evaluate, sample, train
 from difflab.run.common import write_json
 from difflab.run.preflight import claim
 
@@ -153,3 +153,44 @@ def test_a_run_started_in_a_second_another_run_took_moves_to_time_2(tmp_path):
     runs = [p.parent for p in tmp_path.rglob("checkpoints")]
     assert len(runs) == 1 and runs[0].name.endswith("_2") and runs[0].with_name(runs[0].name[:-2]) in taken
     assert all(sorted(p.name for p in folder.iterdir()) == [".hydra"] for folder in taken)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sampler.eta=nan"], "sampler.eta=nan must be a finite number"),
+        (["sampler.eta=-1"], "sampler.eta=-1 must be at least 0.0"),
+        (["sampler.steps=0"], "sampler.steps=0 must be at least 1"),
+        (
+            ["sampler.steps=2000"],
+            "sampler: sampler steps must be between 1 and the schedule's 1000 timesteps",
+        ),
+        (["sampler.timestep_spacing=wrong"], "sampler: unknown timestep_spacing 'wrong'"),
+        (
+            ["callbacks.sample_grid.guidance=nan"],
+            "callbacks.sample_grid.guidance=nan must be a finite number",
+        ),
+        (["callbacks.sample_grid.precision=fp8"], "callbacks.sample_grid.precision='fp8' is not supported"),
+        (
+            ["callbacks.sample_grid.sampler={_target_:difflab.diffusion.DDIMSampler,_partial_:true,eta:-1}"],
+            "callbacks.sample_grid.sampler: DDIM eta must be a finite number >= 0",
+        ),
+        (
+            ["callbacks=[default,fid]", "callbacks.fid.every_n_steps=1000", "metrics.reference_split=test"],
+            "metrics.reference_split='test'; choose one of train, val",
+        ),
+    ],
+)
+def test_settings_used_late_in_a_run_are_checked_before_step_one(tmp_path, overrides, message):
+    """A value the first sample grid or FID evaluation would trip over (step 500, or 10k on a GPU recipe)."""
+    cfg = compose_config("train", [*FAST_TRAIN, *overrides], tmp_path / "run")
+    with pytest.raises(ValueError, match=f"^{message}"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sampler_that_cannot_run_leaves_no_run_folder(tmp_path):
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train.py", *FAST_TRAIN, "sampler.eta=nan", f"hydra.run.dir={run}"))
+    assert line == "error: sampler.eta=nan must be a finite number"
+    assert not run.exists()

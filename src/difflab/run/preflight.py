@@ -19,7 +19,7 @@ from .cluster import is_requeued_job, is_secondary_rank, refuse
 from .common import check_values, resolve_conditioning
 from .errors import USER_ERRORS, one_line
 from .resume import check_resumable, read_resumable, resume_path
-from .train import RULES, check_fused_clipping
+from .train import RULES, check_fused_clipping, check_generation_settings
 
 RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
 
@@ -86,6 +86,7 @@ class Preflight(Callback):
             check_values(config, RULES)
             check_fused_clipping(config)
             resolve_conditioning(config)
+            check_generation_settings(config)
             resume = resume_path(config.get("ckpt_path"), run_dir)
             if resume is not None:
                 ckpt = read_resumable(resume, config)

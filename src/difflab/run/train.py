@@ -18,9 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from ..callbacks import StoreRunConfig
 from ..callbacks.progress_bar import StepProgressBar
 from ..checkpoint import CONFIG_KEY
+from ..diffusion.precision import check_precision
 from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
+from ..metrics.evaluator import Evaluator
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from .cluster import check_trainer, is_secondary_rank, requeue
@@ -35,6 +37,7 @@ from .common import (
     whole,
 )
 from .console import config_summary, print_summary, quiet_library_noise
+from .errors import one_line
 from .resume import (
     LAST,
     check_resumable,
@@ -66,6 +69,9 @@ RULES = {
     "trainer.compile": flag,
     "trainer.precision": precision,
     "trainer.max_steps": whole(-1),
+    "sampler.steps": whole(1, nullable=True),
+    "sampler.eta": number(0.0),
+    "sampler.clip_x0": number(0.0, above=True, nullable=True),
     "trainer.max_epochs": whole(-1, nullable=True),
     "trainer.val_check_interval": number(0.0, above=True, nullable=True),
     "trainer.log_every_n_steps": whole(1),
@@ -86,6 +92,38 @@ RULES = {
     "loss_check_every_n_steps": whole(1),
     "model.num_classes": whole(1, nullable=True),
 }
+
+
+def check_generation_settings(cfg: DictConfig) -> None:
+    """Build what the run will generate and score with, so that a bad value is one line before step 1, not at
+    the first sample grid thousands of steps in: the sampler of every callback (and the top-level one) on the
+    configured schedule, their guidance and precision, and the metric settings of the FID callback."""
+    schedule = instantiate(cfg.schedule)
+    entries = {
+        name: entry for name, entry in (cfg.get("callbacks") or {}).items() if isinstance(entry, DictConfig)
+    }
+    samplers = {"sampler": cfg.get("sampler")}
+    samplers.update(
+        {f"callbacks.{name}.sampler": e.sampler for name, e in entries.items() if e.get("sampler")}
+    )
+    for key, node in samplers.items():
+        if node is None:
+            continue
+        try:
+            instantiate(node)(schedule, prediction_type=cfg.prediction_type)
+        except TypeError as error:
+            raise ValueError(f"{key}: a value has the wrong type ({one_line(error)})") from error
+        except ValueError as error:
+            raise ValueError(f"{key}: {one_line(error)}") from error
+    for name, entry in entries.items():
+        try:
+            check_values(entry, {"guidance": number(0.0)})
+            if entry.get("precision") is not None:
+                check_precision(entry.precision)
+        except ValueError as error:
+            raise ValueError(f"callbacks.{name}.{error}") from error
+        if entry.get("metrics") is not None:
+            Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
 
 
 def check_fused_clipping(cfg: DictConfig) -> None:
@@ -159,6 +197,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_values(cfg, RULES)
     check_fused_clipping(cfg)
     resolve_conditioning(cfg)
+    check_generation_settings(cfg)
     check_trainer(cfg.trainer)
     resume = resume_path(cfg.get("ckpt_path"), output_dir)
     stored, step = None, 0
