@@ -18,7 +18,7 @@ from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 import difflab
 from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from difflab.export.diffusers import diffusers_config, from_diffusers, to_diffusers, unet_arguments
-from difflab.export.diffusers_folder import write_pipeline
+from difflab.export.diffusers_folder import load_unet_folder, write_pipeline
 from difflab.models import UNet
 from difflab.run import train
 from difflab.run.train import build_module, initialise_from
@@ -190,3 +190,87 @@ def test_init_from_a_mismatched_model_is_one_line_before_anything_is_written(tmp
     line = one_error_line(result)
     assert "does not match the configured model" in line and "block_out_channels=[16, 32, 32]" in line
     assert not run.exists()
+
+
+def _damaged(kind: str, weights: Path) -> None:
+    """Damage a diffusers weights file the way a failed copy or a hand-edited folder does."""
+    import json
+    import struct
+
+    from safetensors.torch import load_file, save_file
+
+    raw = weights.read_bytes()
+    if kind == "bad header":
+        weights.write_bytes(b"\xff" * 8 + raw[8:])
+    elif kind == "cut short":
+        weights.write_bytes(raw[: len(raw) // 2])
+    elif kind == "bad offsets":
+        size = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8 : 8 + size])
+        first = next(k for k in header if k != "__metadata__")
+        header[first]["data_offsets"] = [0, 10**9]
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)
+        weights.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size :])
+    else:
+        state = load_file(weights)
+        if kind == "a tensor missing":
+            state.pop("conv_in.weight")
+        else:
+            state["extra.weight"] = torch.zeros(3)
+        save_file(state, weights)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("bad header", "cannot read diffusion_pytorch_model.safetensors, it is damaged or cut short"),
+        ("cut short", "cannot read diffusion_pytorch_model.safetensors, it is damaged or cut short"),
+        ("bad offsets", "cannot read diffusion_pytorch_model.safetensors, it is damaged or cut short"),
+        ("a tensor missing", "the diffusers weights do not fit the difflab U-Net: 1 missing: conv_in.weight"),
+        ("a tensor too many", "1 diffusers weights difflab has no place for: extra.weight"),
+    ],
+)
+def test_init_from_damaged_or_incomplete_weights_is_refused_before_anything_is_written(
+    tmp_path, kind, message
+):
+    """diffusers would "newly initialise" a missing tensor and the run die later with a NaN loss."""
+    save_unet(NO_ATTENTION, tmp_path / "unet")
+    _damaged(kind, tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    cfg = compose_config("train", [*FAST_TRAIN, f"init_from={tmp_path / 'unet'}"], tmp_path / "run")
+    with pytest.raises(ValueError, match=f"^init_from={tmp_path / 'unet'}: .*{message}"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # a CLI run
+def test_init_from_a_cut_short_weights_file_leaves_no_run_folder(tmp_path):
+    save_unet(NO_ATTENTION, tmp_path / "unet")
+    _damaged("cut short", tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    run = tmp_path / "run"
+    line = one_error_line(
+        run_cli("train.py", *FAST_TRAIN, f"init_from={tmp_path / 'unet'}", f"hydra.run.dir={run}")
+    )
+    assert "is damaged or cut short (Error while deserializing header" in line
+    assert not run.exists()
+
+
+def test_init_from_reads_old_diffusers_attention_names(tmp_path):
+    """Files saved before diffusers renamed AttentionBlock's query/key/value/proj_attn still load."""
+    from safetensors.torch import load_file, save_file
+
+    theirs = save_unet(TWO_HEADS, tmp_path / "unet")
+    weights = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    state = {}
+    for key, value in load_file(weights).items():
+        for new, former in old.items():
+            if ".attentions." in key and f".{new}." in key:
+                key = key.replace(f".{new}.", f".{former}.")
+        state[key] = value
+    save_file(state, weights)
+    net, args = random_unet(TWO_HEADS)
+    load_unet_folder(net, args, tmp_path / "unet")
+    x, t = inputs(TWO_HEADS)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..diffusion import NoiseSchedule
+from ..models import UNet
 from .diffusers import (
     architecture_differences,
     diffusers_config,
@@ -87,9 +88,62 @@ def read_unet_config(folder: str | Path) -> dict[str, Any]:
     return {**defaults, **{k: v for k, v in stored.items() if not k.startswith("_")}}
 
 
+# Old diffusers files name an attention block's projections as the deprecated AttentionBlock did; diffusers
+# renames them on load (ModelMixin._fix_state_dict_keys_on_load), and so does read_unet_weights.
+_DEPRECATED_ATTENTION = {
+    ".query.": ".to_q.",
+    ".key.": ".to_k.",
+    ".value.": ".to_v.",
+    ".proj_attn.": ".to_out.0.",
+}
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _current_name(name: str) -> str:
+    if ".attentions." in name:
+        for old, new in _DEPRECATED_ATTENTION.items():
+            if old in name:
+                return name.replace(old, new)
+    return name
+
+
+def read_unet_weights(folder: str | Path, shapes_only: bool = False) -> dict[str, torch.Tensor]:
+    """The UNet2DModel weights in `folder` as data (safetensors, or a .bin read weights-only), under diffusers'
+    current names; with `shapes_only` as meta tensors from the file's header (nothing read but the header).
+    A missing, damaged or cut-short file is a one-line error."""
+    path = unet_folder(folder)
+    found = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"init_from={folder}: no weights file ({' or '.join(WEIGHT_FILES)}) in {path}"
+        )
+    try:
+        if found.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(found), "pt") as file:
+                state = {
+                    key: torch.empty(file.get_slice(key).get_shape(), device="meta")
+                    if shapes_only
+                    else file.get_tensor(key)
+                    for key in file.keys()  # noqa: SIM118 (safe_open is no dict)
+                }
+        else:
+            state = torch.load(found, map_location="meta" if shapes_only else "cpu", weights_only=True)
+    except Exception as error:  # safetensors and torch raise several types for damaged files
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"init_from={folder}: cannot read {found.name}, it is damaged or cut short ({detail})"
+        ) from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"init_from={folder}: {found.name} holds no state dict of tensors")
+    return {_current_name(key): value for key, value in state.items()}
+
+
 def check_unet_folder(args: Mapping[str, Any], folder: str | Path) -> None:
     """A one-line error unless the diffusers U-Net in `folder` has the architecture of the difflab U-Net built
-    with `args` (read from config.json only: no weights are loaded)."""
+    with `args` and its weights file holds exactly the weights that architecture needs (config.json and the
+    weights file's header are read; no weights are loaded)."""
     differences = architecture_differences(args, read_unet_config(folder))
     if differences:
         shown = ", ".join(differences[:4]) + (
@@ -99,15 +153,19 @@ def check_unet_folder(args: Mapping[str, Any], folder: str | Path) -> None:
             f"init_from={folder} does not match the configured model: {shown}; choose a model= whose "
             "architecture is the diffusers one"
         )
+    with torch.device("meta"):
+        expected = UNet(**args).state_dict()
+    try:
+        from_diffusers(expected, read_unet_weights(folder, shapes_only=True))
+    except ValueError as error:
+        if str(error).startswith("init_from="):
+            raise
+        raise ValueError(f"init_from={folder}: {error}") from error
 
 
 def load_unet_folder(net: nn.Module, args: Mapping[str, Any], folder: str | Path) -> None:
     """Load the diffusers UNet2DModel weights in `folder` into the difflab U-Net `net` (built with `args`)."""
     check_unet_folder(args, folder)
-    diffusers = require_diffusers("init_from")
-    # diffusers reads safetensors, or a .bin weights-only; it also renames the attention weights of old files.
-    unet = diffusers.UNet2DModel.from_pretrained(unet_folder(folder), low_cpu_mem_usage=False)
     with torch.no_grad():
-        state = from_diffusers(net.state_dict(), unet.state_dict())
-        net.load_state_dict(state)
+        net.load_state_dict(from_diffusers(net.state_dict(), read_unet_weights(folder)))
     log.info("initialised the U-Net from the diffusers weights in %s", folder)
