@@ -32,7 +32,7 @@ from .common import (
     set_cpu_threads,
     whole,
 )
-from .console import config_summary, print_summary, quiet_library_noise
+from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .resume import LAST, check_resumable, keep_earlier_csv_logs, read_resumable, resume_path
 from .wandb_glue import attach_run_id, clean_config, default_wandb_offline
 
@@ -135,6 +135,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
+    keep_console_in_run_log()
     check_values(cfg, RULES)
     check_fused_clipping(cfg)
     resolve_conditioning(cfg)
