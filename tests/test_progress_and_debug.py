@@ -1,11 +1,12 @@
 """What a researcher sees: progress lines in a log file (no terminal), the run folder's train.log holding what the
-console showed, and the debug configs running."""
+console showed, short runs with a loss curve, and the debug configs running."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from difflab.progress import Progress
 from difflab.run import train
 from difflab.run.console import print_summary
 from difflab.run.errors import exit_on_user_error
+from difflab.runlogs import run_series
 
 
 @pytest.fixture
@@ -103,6 +105,30 @@ def test_an_error_line_and_a_bugs_traceback_are_kept_in_the_run_log(run_log: Pat
     assert "error: image size 18 cannot be divided down" in log
     assert "Traceback" in log and "RuntimeError: shape mismatch" in log
     assert capsys.readouterr().err == "error: image size 18 cannot be divided down\n"  # the console as before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "points"),
+    [
+        ([], 10),  # 20 steps at the default log_every_n_steps=50: a curve all the same
+        (
+            ["data.batch_size=512", "trainer.log_every_n_steps=4", "trainer.max_steps=40"],
+            10,
+        ),  # 4-batch epochs
+    ],
+)
+def test_every_run_however_short_logs_its_loss_curve(
+    tmp_path: Path, overrides: list[str], points: int
+) -> None:
+    keep = ("trainer.log_every_n_steps", "data.batch_size", "trainer.val_check_interval")
+    fast = [o for o in FAST_TRAIN if not o.startswith(keep)]
+    quiet = ["callbacks.sample_grid=null", "callbacks.model_checkpoint=null", "trainer.max_steps=20"]
+    cfg = compose_config("train", [*fast, *quiet, *overrides], tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert len(run_series(tmp_path / "run")["train/loss"]) >= points
+    assert not [w for w in caught if "logging interval" in str(w.message)]  # logs count steps, not epochs
 
 
 @pytest.mark.parametrize("debug", ["default", "overfit", "fdr", "profile"])

@@ -35,6 +35,8 @@ def quiet_library_noise() -> None:
             logger.addFilter(_DropNoise())
     # Raised by Lightning's own pytree helper under torch 2.14; nothing a user's code does causes it.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Wrong for difflab's runs: metrics are logged every log_every_n_steps optimizer steps across epochs.
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
 
 
 # Lightning's loggers: each prints through a stderr handler of its own ("lightning" always, the other two unless
