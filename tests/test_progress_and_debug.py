@@ -16,7 +16,7 @@ from PIL import Image
 
 from difflab.progress import Progress
 from difflab.run import train
-from difflab.run.console import print_summary
+from difflab.run.console import config_summary, print_summary
 from difflab.run.errors import exit_on_user_error
 from difflab.runlogs import run_series
 
@@ -132,11 +132,31 @@ def test_every_run_however_short_logs_its_loss_curve(
 
 
 @pytest.mark.parametrize("debug", ["default", "overfit", "fdr", "profile"])
-def test_debug_configs_run_on_the_cpu_and_keep_no_checkpoints(debug: str, tmp_path: Path) -> None:
+def test_debug_configs_run_on_the_cpu_and_keep_no_checkpoints(debug: str, tmp_path: Path, caplog) -> None:
     cfg = compose_config(
-        "train", [f"debug={debug}", "trainer.max_steps=2", "model=unet_tiny"], tmp_path / "run"
+        "train", [f"debug={debug}", "trainer.max_steps=5", "model=unet_tiny"], tmp_path / "run"
     )
     assert cfg.trainer.accelerator == "cpu" and cfg.callbacks.get("model_checkpoint") is None
-    metrics = train(cfg)
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        metrics = train(cfg)
     assert metrics["train/loss"] > 0
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert list((tmp_path / "run").rglob("*.ckpt")) == []
+    # the closing lines name only folders the run made
+    named = [re.match(r"(checkpoints|sample grids): (\S+)", r.getMessage()) for r in caplog.records]
+    assert all(Path(m[2]).is_dir() for m in named if m)
+
+
+def test_the_fast_dev_run_summary_says_what_runs(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["debug=fdr"], tmp_path / "run")
+    (line,) = [line for line in config_summary(cfg, {"trainer": "cpu"}).splitlines() if "trainer=" in line]
+    assert "fast_dev_run=True" in line and "max_steps" not in line  # Lightning runs one batch, not 10 steps
+
+
+def test_a_profile_times_training_and_keeps_its_report_in_the_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    overrides = ["debug=profile", "model=unet_tiny", "trainer.max_steps=3", "data.batch_size=16"]
+    result = run_cli("train.py", *overrides, f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (run / "train.log").read_text()
+    assert "Profiler Report" in log and "run_training_batch" in log
+    assert "SampleGrid" not in log  # sample grids every few steps would take half the time profiled

@@ -85,14 +85,17 @@ SUMMARY_FIELDS = {
     "schedule": ("name", "timesteps"),
     "sampler": ("steps", "eta", "clip_x0"),
     "optim": ("lr", "weight_decay"),
-    "trainer": ("max_steps", "precision", "accelerator", "devices", "num_nodes"),
+    "trainer": ("fast_dev_run", "max_steps", "precision", "accelerator", "devices", "num_nodes"),
 }
 
 
 def _describe(node: Any, fields: tuple[str, ...]) -> str:
     if not isinstance(node, dict):
         return str(node)
-    return ", ".join(f"{k}={node[k]}" for k in fields if node.get(k) is not None)
+    shown = {k: node[k] for k in fields if node.get(k) is not None}
+    # Lightning's fast_dev_run runs one batch (or n) whatever max_steps says: show the one that holds.
+    shown.pop("max_steps" if node.get("fast_dev_run") else "fast_dev_run", None)
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def config_summary(

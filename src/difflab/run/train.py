@@ -219,8 +219,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         log.info("run folder: %s", output_dir)
-        log.info("checkpoints: %s", output_dir / "checkpoints")
-        log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
+        if (output_dir / "checkpoints").is_dir():  # none under debug=… or callbacks.model_checkpoint=null
+            log.info("checkpoints: %s", output_dir / "checkpoints")
+        if (output_dir / "samples").is_dir():
+            log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
         scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if scores:
             log.info("last scores: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items())))
