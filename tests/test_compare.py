@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FAST_TRAIN, compose_config
+from conftest import FAST_TRAIN, compose_config, run_cli
 from PIL import Image
 
-from difflab.compare import find_runs, main
+from difflab.compare import find_runs, main, run_labels
 from difflab.run import train
 from difflab.runlogs import run_series
 
@@ -34,6 +34,7 @@ def test_each_logger_gives_the_same_series(sweep: Path) -> None:
 
 def test_a_sweep_folder_becomes_one_png_with_a_line_per_run(sweep: Path, tmp_path: Path, capsys) -> None:
     assert find_runs([sweep]) == [sweep / "0", sweep / "1"]
+    assert run_labels(find_runs([sweep])) == ["0", "1"]  # no Hydra overrides recorded: the folder names
     out = tmp_path / "compare.png"
     assert main([str(sweep), "--out", str(out)]) == 0
     assert "2 runs, train/loss, val/loss -> " in capsys.readouterr().out
@@ -47,3 +48,25 @@ def test_folders_without_runs_or_metrics_are_named(sweep: Path, tmp_path: Path, 
     assert "holds no run logs" in capsys.readouterr().err
     assert main([str(sweep), "--metrics", "val/nope", "--out", str(tmp_path / "b.png")]) == 2
     assert "none of val/nope was logged" in capsys.readouterr().err
+
+
+def test_a_short_sweep_with_the_default_logging_compares_runs_named_by_their_overrides(
+    tmp_path: Path, capsys
+) -> None:
+    sweep = tmp_path / "sweep"
+    quick = [
+        "model=unet_tiny",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "callbacks.sample_grid=null",
+    ]
+    result = run_cli(
+        "train.py", "-m", "optim.lr=1e-3,2e-4", *quick, "trainer.max_steps=20", "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = find_runs([sweep])
+    assert run_labels(runs) == ["optim.lr=0.001", "optim.lr=0.0002"]  # what differs, not the folders 0 and 1
+    assert main([str(sweep), "--out", str(tmp_path / "compare.png")]) == 0
+    shown = capsys.readouterr().out
+    assert f"optim.lr=0.001: {sweep / '0'}" in shown and "2 runs, train/loss -> " in shown

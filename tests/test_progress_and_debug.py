@@ -1,14 +1,36 @@
-"""What a researcher sees: progress lines in a log file (no terminal), and the debug configs running."""
+"""What a researcher sees: progress lines in a log file (no terminal), the run folder's train.log holding what the
+console showed, short runs with a loss curve, and the debug configs running."""
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import FAST_TRAIN, compose_config, run_cli
+from PIL import Image
 
+from difflab.progress import Progress
 from difflab.run import train
+from difflab.run.console import config_summary, print_summary
+from difflab.run.errors import exit_on_user_error
+from difflab.runlogs import run_series
+
+
+@pytest.fixture
+def run_log(tmp_path: Path) -> Iterator[Path]:
+    """A log file on the root logger, as Hydra's job logging sets up <run>/train.log."""
+    path = tmp_path / "train.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    yield path
+    logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
 def test_a_run_logged_to_a_file_shows_steps_rate_eta_and_loss(tmp_path: Path, tiny_ckpt: Path) -> None:
@@ -30,12 +52,111 @@ def test_a_run_logged_to_a_file_shows_steps_rate_eta_and_loss(tmp_path: Path, ti
     )
 
 
+def test_the_run_folders_log_holds_everything_the_console_showed(tmp_path: Path) -> None:
+    pictures = tmp_path / "pictures"  # a folder smaller than a batch: training warns that it is repeated
+    pictures.mkdir()
+    for i in range(10):
+        Image.new("L", (8, 8), 20 * i).save(pictures / f"{i}.png")
+    fast = [o for o in FAST_TRAIN if not o.startswith("trainer.enable_progress_bar")]
+    data = [
+        "data=folder",
+        f"data.root={pictures}",
+        "data.image_size=8",
+        "data.channels=1",
+        "data.num_workers=0",
+    ]
+    run = tmp_path / "run"
+    result = run_cli("train.py", *fast, *data, "trainer.max_steps=3", "logger=csv", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (run / "train.log").read_text()
+    shown = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert [line for line in shown if line not in log] == []
+    # what the console showed: the summary, progress lines, the data's warning, Lightning's own messages
+    for text in ("difflab train", "parameters", "train: 3/3 steps", "repeated", "`Trainer.fit` stopped"):
+        assert text in log
+    assert "\r" not in log
+
+
+def test_a_live_bar_and_a_panel_keep_plain_lines_in_the_run_log(run_log: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal: rich panel and live bar
+    print_summary("difflab train", "  data=digits             dataset=digits")
+    with Progress("train", 3, "steps", live=True) as progress:
+        for _ in range(3):
+            progress.advance(loss=0.5)
+    log = run_log.read_text()
+    assert "difflab train\n  data=digits             dataset=digits" in log
+    assert re.search(r"train: 3/3 steps · [\d.]+ steps/s · ETA 0:00 · loss 0.5", log), log
+
+
+def test_an_error_line_and_a_bugs_traceback_are_kept_in_the_run_log(run_log: Path, capsys) -> None:
+    @exit_on_user_error
+    def bad_input() -> None:
+        raise ValueError("image size 18 cannot be divided down")
+
+    @exit_on_user_error
+    def bug() -> None:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(SystemExit):
+        bad_input()
+    with pytest.raises(RuntimeError):
+        bug()
+    log = run_log.read_text()
+    assert "error: image size 18 cannot be divided down" in log
+    assert "Traceback" in log and "RuntimeError: shape mismatch" in log
+    assert capsys.readouterr().err == "error: image size 18 cannot be divided down\n"  # the console as before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "points"),
+    [
+        ([], 10),  # 20 steps at the default log_every_n_steps=50: a curve all the same
+        (
+            ["data.batch_size=512", "trainer.log_every_n_steps=4", "trainer.max_steps=40"],
+            10,
+        ),  # 4-batch epochs
+    ],
+)
+def test_every_run_however_short_logs_its_loss_curve(
+    tmp_path: Path, overrides: list[str], points: int
+) -> None:
+    keep = ("trainer.log_every_n_steps", "data.batch_size", "trainer.val_check_interval")
+    fast = [o for o in FAST_TRAIN if not o.startswith(keep)]
+    quiet = ["callbacks.sample_grid=null", "callbacks.model_checkpoint=null", "trainer.max_steps=20"]
+    cfg = compose_config("train", [*fast, *quiet, *overrides], tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert len(run_series(tmp_path / "run")["train/loss"]) >= points
+    assert not [w for w in caught if "logging interval" in str(w.message)]  # logs count steps, not epochs
+
+
 @pytest.mark.parametrize("debug", ["default", "overfit", "fdr", "profile"])
-def test_debug_configs_run_on_the_cpu_and_keep_no_checkpoints(debug: str, tmp_path: Path) -> None:
+def test_debug_configs_run_on_the_cpu_and_keep_no_checkpoints(debug: str, tmp_path: Path, caplog) -> None:
     cfg = compose_config(
-        "train", [f"debug={debug}", "trainer.max_steps=2", "model=unet_tiny"], tmp_path / "run"
+        "train", [f"debug={debug}", "trainer.max_steps=5", "model=unet_tiny"], tmp_path / "run"
     )
     assert cfg.trainer.accelerator == "cpu" and cfg.callbacks.get("model_checkpoint") is None
-    metrics = train(cfg)
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        metrics = train(cfg)
     assert metrics["train/loss"] > 0
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert list((tmp_path / "run").rglob("*.ckpt")) == []
+    # the closing lines name only folders the run made
+    named = [re.match(r"(checkpoints|sample grids): (\S+)", r.getMessage()) for r in caplog.records]
+    assert all(Path(m[2]).is_dir() for m in named if m)
+
+
+def test_the_fast_dev_run_summary_says_what_runs(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["debug=fdr"], tmp_path / "run")
+    (line,) = [line for line in config_summary(cfg, {"trainer": "cpu"}).splitlines() if "trainer=" in line]
+    assert "fast_dev_run=True" in line and "max_steps" not in line  # Lightning runs one batch, not 10 steps
+
+
+def test_a_profile_times_training_and_keeps_its_report_in_the_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    overrides = ["debug=profile", "model=unet_tiny", "trainer.max_steps=3", "data.batch_size=16"]
+    result = run_cli("train.py", *overrides, f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (run / "train.log").read_text()
+    assert "Profiler Report" in log and "run_training_batch" in log
+    assert "SampleGrid" not in log  # sample grids every few steps would take half the time profiled

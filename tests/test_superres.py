@@ -4,6 +4,7 @@ train.py + sample.py mode=superres end to end."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -172,7 +173,7 @@ def sr_ckpt(tmp_path_factory) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
-def test_train_then_sample_superres_writes_pngs_grid_and_npz(sr_ckpt, tmp_path):
+def test_train_then_sample_superres_writes_pngs_grid_and_npz(sr_ckpt, tmp_path, capsys):
     loaded = load_model(sr_ckpt)
     assert loaded.condition == "superres" and loaded.config["model"]["cond_channels"] == 1
     grid = Image.open(sr_ckpt.parent.parent / "samples" / "final.png")
@@ -187,6 +188,8 @@ def test_train_then_sample_superres_writes_pngs_grid_and_npz(sr_ckpt, tmp_path):
     )
     with pytest.warns(UserWarning, match=r"resized 1 to 4×4 \(in2.png 8×8\)"):
         sample(cfg)
+    shown = capsys.readouterr().out  # progress as sample.py shows it: 1 batch × 2 sampler steps
+    assert re.search(r"super-resolving 6 images: 2/2 steps · [\d.]+ steps/s · [\d.]+ images/s", shown), shown
     assert len(list((out / "images").glob("*.png"))) == 6
     assert Image.open(out / "images" / "00000.png").size == (8, 8)
     arr = np.load(out / "samples.npz")["images"]

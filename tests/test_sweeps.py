@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_each_run_is_named(tmp_path):
             f"data.batch_size=16,data.image_size={size},model=unet_tiny,sampler.steps=2,"
             "trainer.max_steps=2,trainer.val_check_interval=2,trainer=cpu"
         )
-        assert group == str(sweep)
+        assert group == "sweep"  # the sweep's name, not a machine path (the folder lies outside the project)
         # the resolved config travels with the run, flat and without machine paths or _target_s
         assert config["optim.lr"] == pytest.approx(2e-4) and config["data.image_size"] == size
         assert config["choices.model"] == "unet_tiny" and config["parameters"] > 0
@@ -155,8 +156,17 @@ def test_multirun_job_is_named_from_overrides_grouped_by_sweep_and_tagged(hydra_
     )
     name_wandb_run(cfg)
     assert cfg.logger.wandb.name == "digits_cpu: optim.lr=1e-4"
-    assert cfg.logger.wandb.group == str(sweep)
+    assert cfg.logger.wandb.group == "lr"  # outside the project: the sweep folder's name
     assert list(cfg.logger.wandb.tags) == ["mine", "digits_cpu"]
+
+
+def test_a_sweep_in_the_project_is_grouped_by_its_folder_relative_to_the_project(hydra_job):
+    cfg = hydra_job(["hydra.mode=MULTIRUN", "optim.lr=1e-4"])  # the default multirun/train/<date>/<time>
+    name_wandb_run(cfg)
+    assert re.fullmatch(r"multirun/train/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", cfg.logger.wandb.group)
+    cfg = hydra_job(["hydra.mode=MULTIRUN", "hydra.sweep.dir=multirun/lr_vs_schedule"])
+    name_wandb_run(cfg)
+    assert cfg.logger.wandb.group == "multirun/lr_vs_schedule"
 
 
 def test_multirun_keeps_a_name_the_user_set(hydra_job):

@@ -100,10 +100,12 @@ def test_a_damaged_cache_file_is_encoded_again(tmp_path: Path, fake_encoder):
     assert tokens.shape == (4, DIM) and len(fake_encoder) == 2
 
 
-def test_the_real_encoder_gives_minilm_states_offline(tmp_path: Path, monkeypatch):
+def test_the_real_encoder_gives_minilm_states_offline(tmp_path: Path, monkeypatch, capfd):
     version = real_encoder_or_skip()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     table = embed_texts(["a handwritten digit seven", "digit 7"], DEFAULT_ENCODER, version, 16, tmp_path)
+    shown = "".join(capfd.readouterr())
+    assert "\r" not in shown and "Loading weights" not in shown  # no progress bar redraws in a run's log
     assert table.tokens.shape == (2, 16, 384)
     assert table.mask.sum(1).tolist() == [7, 4]  # [CLS] a handwritten digit seven [SEP]; [CLS] digit 7 [SEP]
     norms = table.pooled.float().norm(dim=1)

@@ -4,7 +4,8 @@ logs, saved as one PNG.
     python -m difflab.compare multirun/train/<date>/<time> --out compare.png
     python -m difflab.compare outputs/train/<a> outputs/train/<b> --metrics train/loss val/fd_effl0
 
-A folder that holds no logs of its own but run folders (a sweep) stands for all of them.
+A folder that holds no logs of its own but run folders (a sweep) stands for all of them. Each line is named by
+the overrides that differ between the runs (`optim.lr=1e-4,schedule=cosine`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import yaml
 
 from .runlogs import Series, run_series
 
@@ -57,6 +60,29 @@ def run_label(run: Path, runs: list[Path]) -> str:
     return str(run.relative_to(parent)) if parent in run.parents else str(run)
 
 
+def run_overrides(run: Path) -> dict[str, str] | None:
+    """The command-line overrides the run was started with, {key: value} (from Hydra's .hydra/overrides.yaml);
+    None for a folder Hydra did not make."""
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    pairs = (str(item).partition("=") for item in yaml.safe_load(path.read_text()) or [])
+    return {key: value for key, _, value in pairs}
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """A label per run: the overrides that differ between the runs (`optim.lr=1e-4,schedule=cosine`), else, where
+    that does not tell them apart, the folder name (run_label)."""
+    overrides = [o for o in map(run_overrides, runs) if o is not None]
+    if len(runs) > 1 and len(overrides) == len(runs):
+        keys = sorted({key for o in overrides for key in o})
+        differ = [key for key in keys if len({o.get(key) for o in overrides}) > 1]
+        labels = [",".join(f"{key}={o[key]}" for key in differ if key in o) for o in overrides]
+        if all(labels) and len(set(labels)) == len(labels):
+            return labels
+    return [run_label(run, runs) for run in runs]
+
+
 def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
     """One panel per metric that any run logged; returns the metrics drawn."""
     import matplotlib
@@ -96,13 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = find_runs(args.runs)
-        series = {run_label(run, runs): run_series(run) for run in runs}
+        labels = run_labels(runs)
+        series = {label: run_series(run) for label, run in zip(labels, runs, strict=True)}
         if args.out.exists():
             raise ValueError(f"{args.out} already exists; choose another --out")
         drawn = plot(series, args.metrics, args.out)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for label, run in zip(labels, runs, strict=True):
+        if label != run_label(run, runs):  # say which folder a line named by its overrides comes from
+            print(f"{label}: {run}")
     print(f"{len(runs)} runs, {', '.join(drawn)} -> {args.out}")
     return 0
 

@@ -1,11 +1,14 @@
 """Progress a person can read: a rich bar on a terminal; where stdout is a file (a SLURM .out, `> log`) plain
-lines every few seconds with the same fields, so a cluster log shows life too."""
+lines every few seconds with the same fields, so a cluster log shows life too. The run's log file (train.log)
+gets the plain lines either way: a live bar's redraws are not worth keeping."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import Any
+
+from .console_log import echo, to_log_files
 
 LIVE_FIELDS_EVERY_S = 0.5  # how fresh the live bar's fields need to be (rich redraws it 10 times a second)
 
@@ -20,7 +23,8 @@ def duration(seconds: float) -> str:
 
 class Progress:
     """Counts `done` of `total` units of work. Rich bar when stdout is a terminal (and `live`), else a plain
-    line `<what>: done/total unit · rate/s · ETA · extra` at most every `every_n_seconds` and at the end.
+    line `<what>: done/total unit · rate/s · ETA · extra` at most every `every_n_seconds` and at the end; the
+    run's log file gets those lines also under a live bar.
 
     Use as a context manager; `update(done, **fields)` or `advance(n)`; fields (e.g. loss) are shown as given.
     `per_unit=("images", k)`: each unit is worth k of something a person counts (images per sampler step), so
@@ -113,10 +117,11 @@ class Progress:
         extra = " · ".join(f"{k} {_short(v)}" for k, v in self.fields.items())
         if self._rich is not None:
             self._rich.update(self._task, completed=done, rate=self.rates(), extra=extra)
-        elif time.monotonic() - self._last_line >= self.every_n_seconds or done == self.total:
+        if time.monotonic() - self._last_line >= self.every_n_seconds or done == self.total:
             self._print_line()
 
     def _print_line(self, suffix: str = "") -> None:
+        """The plain line: on the console where there is no live bar, and in the run's log file."""
         self._last_line, self._printed_done = time.monotonic(), self.done
         total = f"/{self.total}" if self.total is not None else ""
         eta = self.eta()
@@ -125,14 +130,18 @@ class Progress:
             f"ETA {duration(eta)}" if eta is not None else f"elapsed {duration(time.monotonic() - self._t0)}"
         )
         parts += [f"{k} {_short(v)}" for k, v in self.fields.items()]
-        print(" · ".join(parts) + suffix, flush=True)
+        line = " · ".join(parts) + suffix
+        if self._rich is not None:
+            to_log_files(line)
+        else:
+            echo(line)
 
     def close(self, failed: bool = False) -> None:
+        if not failed and self._printed_done != self.done:
+            self._print_line()
         if self._rich is not None:
             self._rich.stop()
             self._rich = None
-        elif not failed and self._printed_done != self.done:
-            self._print_line()
 
 
 def _short(value: Any) -> str:

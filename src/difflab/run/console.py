@@ -1,14 +1,18 @@
-"""What a run prints: a compact summary of the composed config at start, and none of the library noise a
-user cannot act on (Lightning's litlogger tip and internal deprecations, W&B's "anonymous" warning)."""
+"""What a run prints: a compact summary of the composed config at start, none of the library noise a user
+cannot act on (Lightning's litlogger tip and internal deprecations, W&B's "anonymous" warning), and all of it
+kept in the run's log file (Lightning's messages and warnings too), as lightning-hydra-template's train.log."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
+
+from ..console_log import echo, log_files, to_log_files
 
 # (logger name, text a record starts with) of messages that carry nothing for a difflab user.
 _NOISE = (
@@ -31,6 +35,47 @@ def quiet_library_noise() -> None:
             logger.addFilter(_DropNoise())
     # Raised by Lightning's own pytree helper under torch 2.14; nothing a user's code does causes it.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Wrong for difflab's runs: metrics are logged every log_every_n_steps optimizer steps across epochs.
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+
+
+# Lightning's loggers: each prints through a stderr handler of its own ("lightning" always, the other two unless
+# the root logger had a handler when they were imported).
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def keep_console_in_run_log() -> None:
+    """Where the run has a log file (Hydra's <run>/train.log), send Lightning's messages through the root logger
+    (console and file) and copy every warning shown into the file. Idempotent; nothing changes without a file."""
+    if not log_files():
+        return
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+    if not getattr(warnings.showwarning, "keeps_run_log", False):
+        warnings.showwarning = _shown_and_logged(warnings.showwarning)
+
+
+def _shown_and_logged(show: Callable[..., None]) -> Callable[..., None]:
+    """Python's warning display (stderr) followed by the same text in the run's log file."""
+
+    def showwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        show(message, category, filename, lineno, file, line)
+        if file is None:  # shown on the console
+            text = warnings.formatwarning(message, category, filename, lineno, line)
+            to_log_files(text.rstrip(), logging.WARNING)
+
+    showwarning.keeps_run_log = True  # type: ignore[attr-defined]
+    return showwarning
 
 
 # The fields of each group that tell runs apart, in the order shown.
@@ -40,14 +85,17 @@ SUMMARY_FIELDS = {
     "schedule": ("name", "timesteps"),
     "sampler": ("steps", "eta", "clip_x0"),
     "optim": ("lr", "weight_decay"),
-    "trainer": ("max_steps", "precision", "accelerator", "devices", "num_nodes"),
+    "trainer": ("fast_dev_run", "max_steps", "precision", "accelerator", "devices", "num_nodes"),
 }
 
 
 def _describe(node: Any, fields: tuple[str, ...]) -> str:
     if not isinstance(node, dict):
         return str(node)
-    return ", ".join(f"{k}={node[k]}" for k in fields if node.get(k) is not None)
+    shown = {k: node[k] for k in fields if node.get(k) is not None}
+    # Lightning's fast_dev_run runs one batch (or n) whatever max_steps says: show the one that holds.
+    shown.pop("max_steps" if node.get("fast_dev_run") else "fast_dev_run", None)
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def config_summary(
@@ -67,11 +115,12 @@ def config_summary(
 
 
 def print_summary(title: str, body: str) -> None:
-    """The summary in a rich panel on a terminal, as plain lines in a log file."""
+    """The summary in a rich panel on a terminal, as plain lines in a log file (and in the run's log file)."""
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.panel import Panel
 
         Console().print(Panel(body, title=title, expand=False))
+        to_log_files(f"{title}\n{body}")
     else:
-        print(f"{title}\n{body}", flush=True)
+        echo(f"{title}\n{body}")

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 
+from ..console_log import echo, to_log_files
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 
 T = TypeVar("T")
@@ -65,7 +66,8 @@ def current_sweep_job() -> str | None:
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     """Decorator for entry points. A single run prints `error: <message>` and exits 2 on a user error. A job
     of a multirun prints `error: job #N (<job folder>): <message>` and fails only itself, so the sweep goes on
-    with the next job (Hydra's launchers catch Exceptions, but sys.exit would end the whole sweep)."""
+    with the next job (Hydra's launchers catch Exceptions, but sys.exit would end the whole sweep). The line, or
+    a bug's traceback, is also kept in the run's log file."""
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> T:
@@ -76,13 +78,15 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
                 job = current_sweep_job()
                 if job is not None:  # a bug: show its traceback now, not only once the whole sweep has ended
                     log.exception("job %s failed", job)
+                else:  # Hydra prints the traceback to the console; the run's log keeps it too
+                    to_log_files("the run failed", logging.ERROR, exc_info=True)
                 raise
             message = one_line(error if isinstance(error, USER_ERRORS) else as_no_space_left(error))
             job = current_sweep_job()
             if job is None or isinstance(root_cause(error), SweepConfigError):
-                print(f"error: {message}", file=sys.stderr)
+                echo(f"error: {message}", sys.stderr, logging.ERROR)
                 sys.exit(2)
-            print(f"error: job {job}: {message}", file=sys.stderr)
+            echo(f"error: job {job}: {message}", sys.stderr, logging.ERROR)
             raise SweepJobFailed(f"error: job {job} failed: {message}") from error
 
     return wrapper

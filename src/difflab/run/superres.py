@@ -20,10 +20,11 @@ from ..checkpoint import LoadedModel
 from ..data.conditions import superres_conditions
 from ..diffusion import Denoiser, Sampler
 from ..diffusion.auto_batch import generation_batch_size
-from ..diffusion.generate import generate
+from ..diffusion.generate import generate, generation_steps
 from ..diffusion.superres import nearest_upsample, upsample
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images
+from ..progress import Progress
 from .common import build_sampler, check_finite, log_written, output_folder, require, write_json
 
 log = logging.getLogger("difflab")
@@ -65,14 +66,29 @@ def super_resolve(
     precision: str = "fp32",
 ) -> Tensor:
     """n outputs (size x size) for each low-res picture of `low` (M, C, h, w) in [-1, 1]; output k is of
-    input k // n and depends only on (seed, k), like any sample. batch_size "auto": see generation_batch_size."""
+    input k // n and depends only on (seed, k), like any sample. batch_size "auto": see generation_batch_size.
+    Progress is shown as sample.py shows it (sampler steps, images/s)."""
     conditions = superres_conditions(low, size, n)
     indices: Sequence[int] = range(len(low) * n)
     shape = (low.shape[1], size, size)
     batch_size = generation_batch_size(
         batch_size, net, len(indices), shape, conditions.cond_for, precision=precision
     )
-    return generate(sampler, net, indices, shape, seed, batch_size, conditions.cond_for, precision=precision)
+    count, steps = len(indices), generation_steps(sampler, len(indices), batch_size)
+    with Progress(
+        f"super-resolving {count} images", steps, "steps", per_unit=("images", count / max(steps, 1))
+    ) as progress:
+        return generate(
+            sampler,
+            net,
+            indices,
+            shape,
+            seed,
+            batch_size,
+            conditions.cond_for,
+            on_step=progress.advance,
+            precision=precision,
+        )
 
 
 def _comparison_tiles(low: Tensor, results: Tensor, n: int, size: int) -> Tensor:

@@ -36,7 +36,7 @@ from .common import (
     set_cpu_threads,
     whole,
 )
-from .console import config_summary, print_summary, quiet_library_noise
+from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import one_line
 from .resume import (
     LAST,
@@ -161,6 +161,18 @@ def initialise_from(cfg: DictConfig, module: DiffusionModule, resume: Path | Non
     )
 
 
+def log_interval(max_steps: int | None, log_every_n_steps: int) -> int:
+    """log_every_n_steps, lowered where the run is too short to log ten times (a 20-step run at the default 50
+    would log no metric at all), so that every run has its loss curve."""
+    if max_steps is None or max_steps <= 0:
+        return log_every_n_steps
+    interval = min(log_every_n_steps, max(1, max_steps // 10))
+    if interval < log_every_n_steps and not is_secondary_rank():
+        text = "logging metrics every %d steps: log_every_n_steps=%d is long for a %d-step run"
+        log.info(text, interval, log_every_n_steps, max_steps)
+    return interval
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
     """The Trainer; inside a SLURM job Lightning's own auto-requeue is switched off (CheckpointOnSignal and
     submitit handle the signals: Lightning's handler would save mid-step and requeue a second time)."""
@@ -170,6 +182,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     extra["plugins"] = with_atomic_checkpoints(extra.get("plugins", instantiate(cfg.trainer.get("plugins"))))
     # trainer.compile is difflab's (the module compiles its denoiser), not a Trainer argument.
     trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "compile"}
+    trainer_cfg["log_every_n_steps"] = log_interval(
+        cfg.trainer.get("max_steps"), cfg.trainer.log_every_n_steps
+    )
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
 
 
@@ -194,6 +209,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
+    keep_console_in_run_log()
     check_values(cfg, RULES)
     check_fused_clipping(cfg)
     resolve_conditioning(cfg)
@@ -276,8 +292,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         log.info("run folder: %s", output_dir)
-        log.info("checkpoints: %s", output_dir / "checkpoints")
-        log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
+        if (output_dir / "checkpoints").is_dir():  # none under debug=… or callbacks.model_checkpoint=null
+            log.info("checkpoints: %s", output_dir / "checkpoints")
+        if (output_dir / "samples").is_dir():
+            log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
         scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if scores:
             log.info("last scores: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items())))

@@ -119,11 +119,22 @@ def job_run_name(overrides: Sequence[str], exclude: Sequence[str] = ()) -> str |
     return ",".join(sorted(kept)) or None
 
 
+def sweep_group(sweep_dir: str, root_dir: str | None) -> str:
+    """A sweep's W&B group: its folder relative to the project (multirun/train/<date>/<time>), a relative
+    hydra.sweep.dir as given, or the folder's name where it lies elsewhere; never a machine path."""
+    sweep = Path(sweep_dir)
+    if not sweep.is_absolute():
+        return sweep.as_posix()
+    if root_dir and sweep.is_relative_to(root_dir):
+        return sweep.relative_to(root_dir).as_posix()
+    return sweep.name
+
+
 def name_wandb_run(cfg: DictConfig) -> None:
     """Fill cfg.logger.wandb for this Hydra job so runs read well in the W&B table: tagged with the
     experiment, job_type = the task (train), named from the experiment and the overrides that change what is
-    trained ("digits_cpu: optim.lr=1e-4,seed=3"), grouped by experiment, or by sweep folder in a multirun
-    (each job then named from its own overrides). Values the user set (name, group, job_type) are kept."""
+    trained ("digits_cpu: optim.lr=1e-4,seed=3"), grouped by experiment, or by sweep (sweep_group) in a
+    multirun. Values the user set (name, group, job_type) are kept."""
     wandb_cfg = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
     if not isinstance(wandb_cfg, DictConfig) or not HydraConfig.initialized():
         return
@@ -143,7 +154,8 @@ def name_wandb_run(cfg: DictConfig) -> None:
             fallback = f"job{hydra_cfg.job.num}" if multirun else None
             wandb_cfg.name = ": ".join(parts) or fallback
         if wandb_cfg.get("group") is None:
-            wandb_cfg.group = str(hydra_cfg.sweep.dir) if multirun else experiment
+            root = (cfg.get("paths") or {}).get("root_dir")
+            wandb_cfg.group = sweep_group(str(hydra_cfg.sweep.dir), root) if multirun else experiment
 
 
 def clean_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -79,8 +79,16 @@ def load_encoder(name: str, device: str = "cpu") -> TextEncoder:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     from sentence_transformers import SentenceTransformer  # slow to import; only a cache miss needs it
+    from transformers.utils import logging as transformers_logging
 
     folder = importlib.import_module(spec(name).module).get_model_path()
-    model = SentenceTransformer(str(folder), device=device)
+    # No "Loading weights" bar: its \r redraws end up in log files, and 103 tensors load in a blink.
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        model = SentenceTransformer(str(folder), device=device)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
     model.eval()
     return TextEncoder(model, name, version)
