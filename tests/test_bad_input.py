@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FAST_TRAIN, compose_config, run_cli
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from hydra.errors import InstantiationException
 from omegaconf import open_dict
+from PIL import Image
 
 from difflab.checkpoint import load_model
 from difflab.run import sample, train
@@ -120,3 +122,30 @@ def test_sample_refuses_a_non_empty_output_folder(trained_ckpt, tmp_path):
         cfg.out = str(tmp_path / "fresh")
     sample(cfg)
     assert (tmp_path / "fresh" / "grid.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.image_size=7"], "error: image size 7 cannot be divided down by the U-Net"),
+        (["data=folder", "data.image_size=8"], "error: validation split of {folder} is empty: 1 images"),
+    ],
+    ids=["image_size=7", "single-image folder"],
+)
+def test_a_run_refused_before_its_first_step_leaves_no_run_folder(tmp_path, overrides, message):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.new("L", (8, 8), 128).save(folder / "a.png")
+    run = tmp_path / "run"
+    result = run_cli("train.py", *FAST_TRAIN, *overrides, f"data.root={folder}", f"hydra.run.dir={run}")
+    assert one_error_line(result).startswith(message.format(folder=folder))
+    assert not run.exists()
+
+
+def test_a_refused_run_keeps_the_users_own_files_in_a_folder_they_named(tmp_path):
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "notes.txt").write_text("my notes")
+    with pytest.raises(InstantiationException, match="image size 7 cannot be divided down"):
+        train(compose_config("train", [*FAST_TRAIN, "data.image_size=7"], run))
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]

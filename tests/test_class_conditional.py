@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli, shared_data_or_skip
+from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.checkpoint import load_model
 from difflab.models import UNet
+from difflab.pipeline import requested_labels
 from difflab.run import evaluate, sample, train
 
 # Lite0 at 224 px on a CPU costs ~0.1 s an image: a handful of reference, training and generated images.
@@ -141,6 +143,18 @@ def test_labels_out_of_range_end_in_one_line(cond_run, tmp_path):
         "error: labels=[3, 12]: the model knows classes 0..9 (give one or a list)"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("labels", [3.5, True, "3", [1, 2.0], [False], []])
+def test_labels_that_are_no_class_number_are_one_line(labels):
+    """labels=3.5 was a TypeError traceback and labels=true was taken as class 1."""
+    with pytest.raises(ValueError, match=r"the model knows classes 0\.\.9 \(give one or a list\)"):
+        requested_labels("labels", 10, labels, 1.0, 4, "ckpt")
+
+
+def test_labels_given_as_one_class_or_a_list():
+    assert requested_labels("labels", 10, 3, 1.0, 4, "ckpt") == ([3, 3, 3, 3], [3])
+    assert requested_labels("labels", 10, OmegaConf.create([7, 2]), 1.0, 4, "ckpt") == ([7, 7, 2, 2], [7, 2])
 
 
 def test_guidance_for_an_unconditional_checkpoint_is_refused(tiny_ckpt, tmp_path):

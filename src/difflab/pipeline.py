@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 from torch import nn
 
 from .checkpoint import LoadedModel, load_model
@@ -71,10 +71,14 @@ def requested_labels(
         return None, None
     if condition != "labels":
         raise ValueError(f"{source}: cannot condition on {condition!r} yet")
-    wanted = (
-        list(range(num_classes)) if labels is None else [labels] if isinstance(labels, int) else list(labels)
-    )
-    bad = [label for label in wanted if not (isinstance(label, int) and 0 <= label < num_classes)]
+    if labels is None:
+        wanted = list(range(num_classes))
+    elif isinstance(labels, Sequence | ListConfig) and not isinstance(labels, str):
+        wanted = list(labels)
+    else:
+        wanted = [labels]
+    # A class is a whole number: 3.5 or true (which Python counts as 1) is no class.
+    bad = [w for w in wanted if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < num_classes]
     if bad or not wanted:
         raise ValueError(
             f"labels={labels}: the model knows classes 0..{num_classes - 1} (give one or a list)"

@@ -19,16 +19,8 @@ from .cluster import is_requeued_job, is_secondary_rank, refuse
 from .common import check_values, resolve_conditioning
 from .errors import USER_ERRORS, one_line
 from .resume import check_resumable, read_resumable, resume_path
+from .run_folder import existing_run_files
 from .train import RULES, check_fused_clipping, check_generation_settings
-
-RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
-
-
-def existing_run_files(run_dir: Path) -> list[str]:
-    """What in `run_dir` shows a previous run (checkpoints, samples, logs), if anything."""
-    if not run_dir.is_dir():
-        return []
-    return sorted(p.name for p in run_dir.iterdir() if p.name in RUN_MARKERS)
 
 
 def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> None:

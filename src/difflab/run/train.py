@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from .common import (
     whole,
 )
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
-from .errors import one_line
+from .errors import USER_ERRORS, one_line
 from .resume import (
     LAST,
     check_resumable,
@@ -46,7 +48,8 @@ from .resume import (
     resume_path,
     set_aside_later_checkpoints,
 )
-from .wandb_glue import attach_run_id, clean_config, default_wandb_offline
+from .run_folder import has_checkpoints, release
+from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run
 
 log = logging.getLogger("difflab")
 
@@ -188,6 +191,18 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
 
 
+@contextlib.contextmanager
+def released_if_refused(output_dir: Path, fresh: bool) -> Iterator[None]:
+    """Re-raise a user error; first, for a fresh run that wrote no checkpoint, remove what it wrote."""
+    try:
+        yield
+    except USER_ERRORS:
+        if fresh and not has_checkpoints(output_dir):
+            finish_wandb_run(failed=True)  # W&B writes into the folder until its run is closed
+            release(output_dir)
+        raise
+
+
 def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
     """One line for a disk that filled up during training: the file, and the checkpoint to resume from."""
     where = where_space_ran_out(error) or output_dir
@@ -230,65 +245,72 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
-    datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
-    if cfg.get("init_from"):
-        initialise_from(cfg, module, resume)
-    config = resolved_config(cfg)
-    callbacks = [*instantiate_entries(cfg.get("callbacks")), StoreRunConfig(config), SeedEachStep(cfg.seed)]
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(StepProgressBar())
-    # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
-    # which can take minutes of the warning time. SIGTERM saves too; outside SLURM it then stops the run.
-    on_signal = CheckpointOnSignal(
-        output_dir / LAST,
-        stop_on_sigterm="SLURM_JOB_ID" not in os.environ,
-        check_every_n_steps=int(cfg.get("preemption_check_every_n_steps", 20)),
-    )
-    after = max(
-        (i + 1 for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)), default=len(callbacks)
-    )
-    callbacks.insert(after, on_signal)
-    loggers = instantiate_entries(cfg.get("logger"))
-    trainer = build_trainer(cfg, callbacks, loggers)
-    parameters = sum(p.numel() for p in module.net.parameters())
-    for logger in loggers:
-        logger.log_hyperparams({**clean_config(config), "parameters": parameters})
-    if trainer.is_global_zero:
-        choices = config.get("choices", {})
-        experiment = choices.get("experiment")
-        title = f"difflab train · experiment={experiment}" if experiment else "difflab train"
-        extra = {"parameters": f"{parameters:,}", "run folder": str(output_dir)}
-        print_summary(title, config_summary(cfg, choices, extra))
-
-    if resume is not None:
-        if trainer.is_global_zero:
-            log.info("resuming from %s at step %d", resume, step)
-        # Lightning asks for a dataloader with state_dict/load_state_dict to resume mid-epoch. Ours needs none:
-        # its sampler starts at the batch the restored global step points to (tests/test_resume.py checks
-        # that the resumed run matches an uninterrupted one exactly). Its own checkpoint folder is not empty.
-        warnings.filterwarnings(
-            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+    # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
+    # take) gives its run folder back: a refused run leaves nothing behind.
+    with released_if_refused(output_dir, fresh=resume is None and not is_secondary_rank()):
+        datamodule = instantiate(cfg.data)
+        module = build_module(cfg)
+        if cfg.get("init_from"):
+            initialise_from(cfg, module, resume)
+        config = resolved_config(cfg)
+        callbacks = [
+            *instantiate_entries(cfg.get("callbacks")),
+            StoreRunConfig(config),
+            SeedEachStep(cfg.seed),
+        ]
+        if cfg.trainer.get("enable_progress_bar", True):
+            callbacks.append(StepProgressBar())
+        # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
+        # which can take minutes of the warning time. SIGTERM saves too; outside SLURM it then stops the run.
+        on_signal = CheckpointOnSignal(
+            output_dir / LAST,
+            stop_on_sigterm="SLURM_JOB_ID" not in os.environ,
+            check_every_n_steps=int(cfg.get("preemption_check_every_n_steps", 20)),
         )
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-    if trainer.is_global_zero:
-        for temp in remove_unfinished_writes(output_dir / "checkpoints"):
-            log.warning("removed %s, left by a checkpoint write that was killed mid-way", temp)
-        if resume is not None and resume.resolve().parent == (output_dir / "checkpoints").resolve():
-            aside = set_aside_later_checkpoints(resume, step)
-            if aside is not None:
-                log.warning(
-                    "resuming from step %d: the checkpoints written after it moved to %s", step, aside
-                )
-    try:
-        # weights_only: the checkpoint was read and checked above by the same weights-only unpickler.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    except Preempted as stop:
-        requeue(stop, trainer.is_global_zero, trainer.loggers)
-    except BaseException as error:
-        if is_out_of_space(error):
-            raise out_of_space(error, output_dir) from error
-        raise
+        after = max(
+            (i + 1 for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)), default=len(callbacks)
+        )
+        callbacks.insert(after, on_signal)
+        loggers = instantiate_entries(cfg.get("logger"))
+        trainer = build_trainer(cfg, callbacks, loggers)
+        parameters = sum(p.numel() for p in module.net.parameters())
+        for logger in loggers:
+            logger.log_hyperparams({**clean_config(config), "parameters": parameters})
+        if trainer.is_global_zero:
+            choices = config.get("choices", {})
+            experiment = choices.get("experiment")
+            title = f"difflab train · experiment={experiment}" if experiment else "difflab train"
+            extra = {"parameters": f"{parameters:,}", "run folder": str(output_dir)}
+            print_summary(title, config_summary(cfg, choices, extra))
+
+        if resume is not None:
+            if trainer.is_global_zero:
+                log.info("resuming from %s at step %d", resume, step)
+            # Lightning asks for a dataloader with state_dict/load_state_dict to resume mid-epoch. Ours needs none:
+            # its sampler starts at the batch the restored global step points to (tests/test_resume.py checks
+            # that the resumed run matches an uninterrupted one exactly). Its own checkpoint folder is not empty.
+            warnings.filterwarnings(
+                "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+            )
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        if trainer.is_global_zero:
+            for temp in remove_unfinished_writes(output_dir / "checkpoints"):
+                log.warning("removed %s, left by a checkpoint write that was killed mid-way", temp)
+            if resume is not None and resume.resolve().parent == (output_dir / "checkpoints").resolve():
+                aside = set_aside_later_checkpoints(resume, step)
+                if aside is not None:
+                    log.warning(
+                        "resuming from step %d: the checkpoints written after it moved to %s", step, aside
+                    )
+        try:
+            # weights_only: the checkpoint was read and checked above by the same weights-only unpickler.
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        except Preempted as stop:
+            requeue(stop, trainer.is_global_zero, trainer.loggers)
+        except BaseException as error:
+            if is_out_of_space(error):
+                raise out_of_space(error, output_dir) from error
+            raise
 
     if trainer.is_global_zero:
         log.info("run folder: %s", output_dir)
