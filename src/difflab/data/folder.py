@@ -71,11 +71,16 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
     return samples, skipped
 
 
+SKIPPED_NAMED = 20  # files named in the warning; a folder with thousands of broken files gets a count
+
+
 def warn_skipped(skipped: list[str]) -> None:
     """Emit one warning for all unreadable files skipped while scanning (none when the list is empty)."""
     if skipped:
+        named = ", ".join(skipped[:SKIPPED_NAMED])
+        more = f" and {len(skipped) - SKIPPED_NAMED} more" if len(skipped) > SKIPPED_NAMED else ""
         warnings.warn(
-            f"skipped {len(skipped)} unreadable image file(s) (first: {skipped[0]})",
+            f"skipped {len(skipped)} unreadable image file(s): {named}{more}",
             UnreadableImagesWarning,
             stacklevel=2,
         )
