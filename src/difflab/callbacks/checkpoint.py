@@ -17,7 +17,8 @@ class Checkpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         if self.save_last and self.dirpath and trainer.global_step != self._last_global_step_saved:
             trainer.save_checkpoint(
-                str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+                str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"),
+                weights_only=self.save_weights_only,
             )
             self._last_global_step_saved = trainer.global_step
 

@@ -181,7 +181,7 @@ class FIDCallback(L.Callback):
         if self.best_checkpoint is None or not score < self._best_score:
             return
         self._best_score = score
-        trainer.save_checkpoint(self.best_checkpoint)
+        trainer.save_checkpoint(self.best_checkpoint, weights_only=False)
 
     def _embed_my_share(
         self, trainer: L.Trainer, pl_module: L.LightningModule, keep: int

@@ -171,7 +171,7 @@ class CheckpointOnSignal(L.Callback):
                 callback.last_model_path = str(Path(callback.dirpath) / self.path.name)
         # Every rank takes part; rank 0 writes, then all wait for it. The Trainer's AtomicCheckpointIO (which
         # train() installs) writes it whole or not at all, so a kill during the write keeps the previous one.
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # a whole checkpoint: it is resumed from
         self._save_requested = False
         if trainer.is_global_zero:
             log.warning("saved %s at step %d", self.path, trainer.global_step)
