@@ -43,6 +43,7 @@ from .common import (
 )
 from .sample import RULES as SAMPLE_RULES
 from .sample import requested_conditions
+from .threads import generation_threads
 
 log = logging.getLogger("difflab")
 
@@ -101,21 +102,23 @@ def generated_batches(
     precision = cfg.get("precision", "fp32")
 
     def batches() -> Iterator[torch.Tensor]:
-        for start in range(0, n, batch):
-            indices = range(start, min(start + batch, n))
-            images = generate(
-                sampler,
-                loaded.net,
-                indices,
-                loaded.sample_shape,
-                cfg.seed,
-                batch,
-                conditions.cond_for,
-                guidance,
-                precision=precision,
-            )
-            check_finite(images, cfg.ckpt)
-            yield to_uint8(images)
+        with generation_threads(cfg, loaded, n, batch, conditions.cond_for) as threads:
+            settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
+            for start in range(0, n, batch):
+                indices = range(start, min(start + batch, n))
+                images = generate(
+                    sampler,
+                    loaded.net,
+                    indices,
+                    loaded.sample_shape,
+                    cfg.seed,
+                    batch,
+                    conditions.cond_for,
+                    guidance,
+                    precision=precision,
+                )
+                check_finite(images, cfg.ckpt)
+                yield to_uint8(images)
 
     settings = {
         "source": "checkpoint",
@@ -208,6 +211,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg, RULES)
     set_cpu_threads(cfg)
     evaluator = Evaluator(**OmegaConf.to_container(cfg.metrics, resolve=True))
+    if evaluator.cpu_threads is None:
+        # The feature network keeps the threads the process starts with, whatever generation is given.
+        evaluator.cpu_threads = torch.get_num_threads()
     path = report_path(cfg)
     device = pick_device(cfg.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
