@@ -48,15 +48,16 @@ def test_no_id_file_is_no_run_id_and_no_warning(tmp_path: Path, caplog) -> None:
 
 
 def test_warning_names_the_sizes_and_what_gives_stable_numbers() -> None:
-    line = small_sample_warning(64, 90, "fd_effl0", 1280, kid=True, prc=True)
+    line = small_sample_warning(64, 90, "fd_effl0", 1280, prc=True)
     assert "n=64" in line and "90 reference images" in line
     assert "1,280 features" in line  # singular covariances below the feature width
-    assert "10,000" in line and "0.73" in line  # the README's FD-vs-n table
-    assert "kid" in line and "precision" in line
-    assert small_sample_warning(10_000, 10_000, "fd_effl0", 1280, kid=True, prc=True) is None
+    assert "0.73 at 10,000" in line and "13.8 at 90" in line  # the README's FD-vs-n tables
+    assert "precision/recall are inflated" in line and "0.94 at 64" in line
+    assert small_sample_warning(10_000, 10_000, "fd_effl0", 1280, prc=True) is None
     # Between the feature width and 10,000, only the Fréchet distance's bias is named.
-    mid = small_sample_warning(2_000, 5_000, "fd_effl0", 1280, kid=True, prc=True)
+    mid = small_sample_warning(2_000, 5_000, "fd_effl0", 1280, prc=True)
     assert "fd_effl0" in mid and "features" not in mid and "precision" not in mid
+    assert "precision" not in small_sample_warning(64, 90, "fid", 2048, prc=False)
 
 
 @pytest.fixture

@@ -289,10 +289,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
     """One warning when n samples or the reference set are too few for the metrics asked (sizes that give stable
     numbers included), before the work starts."""
-    kid = evaluator.keep_features > 0
-    warning = small_sample_warning(
-        n, reference, evaluator.fd_key, evaluator.feature_dim, kid, kid and evaluator.prc
-    )
+    prc = evaluator.keep_features > 0 and evaluator.prc
+    warning = small_sample_warning(n, reference, evaluator.fd_key, evaluator.feature_dim, prc)
     if warning and evaluator.reference_split == "val":
         warning += " (metrics.reference_split=train scores against the training split, usually larger)"
     if warning:
