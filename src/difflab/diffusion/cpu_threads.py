@@ -13,21 +13,8 @@ import torch
 
 log = logging.getLogger("difflab")
 
-REPEATS = 3  # timed calls per thread count, after one untimed warm-up; the fastest counts
-LARGE_S = (
-    0.5  # a call this slow on the default threads has convolutions big enough to use them: not timed further
-)
-
-
-def _fastest_call(call: Callable[[], object]) -> float:
-    """Seconds of the fastest of REPEATS calls, after one warm-up (allocations, oneDNN's kernel choice)."""
-    call()
-    best = float("inf")
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
+PROBE_BATCH = 16  # samples per timed call: enough work to tell the two apart, cheap for a large network too
+ROUNDS = 3  # timed calls per thread count, alternating (a busy machine slows both alike); the fastest counts
 
 
 def fastest_thread_count(call: Callable[[], object]) -> int:
@@ -35,19 +22,23 @@ def fastest_thread_count(call: Callable[[], object]) -> int:
     default = torch.get_num_threads()
     if default <= 1:
         return default
-    many = _fastest_call(call)
-    if many >= LARGE_S:
-        log.info("cpu_threads=auto: %d (one network call takes %.2f s on them)", default, many)
-        return default
-    torch.set_num_threads(1)
-    one = _fastest_call(call)
-    threads = 1 if one < many else default
-    torch.set_num_threads(threads)
+    fastest = {default: float("inf"), 1: float("inf")}
+    for threads in fastest:  # warm-up: allocations, oneDNN's choice of kernels
+        torch.set_num_threads(threads)
+        call()
+    for _ in range(ROUNDS):
+        for threads in fastest:
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            call()
+            fastest[threads] = min(fastest[threads], time.perf_counter() - start)
+    chosen = min(fastest, key=fastest.__getitem__)
+    torch.set_num_threads(chosen)
     log.info(
         "cpu_threads=auto: %d (one network call: %.1f ms on 1 thread, %.1f ms on %d)",
-        threads,
-        one * 1e3,
-        many * 1e3,
+        chosen,
+        fastest[1] * 1e3,
+        fastest[default] * 1e3,
         default,
     )
-    return threads
+    return chosen

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from ..checkpoint import LoadedModel
 from ..diffusion.auto_batch import AUTO, trial_call
 from ..diffusion.conditioning import CondFor
-from ..diffusion.cpu_threads import fastest_thread_count
+from ..diffusion.cpu_threads import PROBE_BATCH, fastest_thread_count
 from ..diffusion.samplers.base import model_device_dtype
 from .common import whole
 
@@ -60,4 +60,4 @@ def _pick_generation_threads(
         return int(recipe)
     guidance, precision = float(cfg.get("guidance", 1.0)), cfg.get("precision", "fp32")
     call = trial_call(loaded.net, n, loaded.sample_shape, cond_for, guidance, negative_for, precision)
-    return fastest_thread_count(lambda: call(min(batch_size, n)))
+    return fastest_thread_count(lambda: call(min(batch_size, n, PROBE_BATCH)))
