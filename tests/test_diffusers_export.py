@@ -9,6 +9,7 @@ the timestep frequencies as -ln(10⁴)·(i/(half-1)), diffusers as (-ln(10⁴)·
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from difflab.export.diffusers import diffusers_config, from_diffusers, to_diffusers, unet_arguments
 from difflab.export.diffusers_folder import load_unet_folder, write_pipeline
 from difflab.models import UNet
-from difflab.run import train
+from difflab.run import export, train
 from difflab.run.train import build_module, initialise_from
 
 diffusers = pytest.importorskip("diffusers")
@@ -68,8 +69,8 @@ def test_unet2dmodel_computes_what_difflab_computes(kwargs):
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"num_classes": 10}, "class-conditional"),
         ({"cond_channels": 1}, "low-resolution image"),
+        ({"text_dim": 384}, "text-conditional"),
         ({"channel_mults": [2, 2]}, "channel_mults starts with 2"),
         ({"attention_resolutions": [8, 4], "channel_mults": [1, 2, 2]}, "num_heads=2 gives heads of"),
     ],
@@ -78,6 +79,23 @@ def test_layouts_diffusers_cannot_express_are_refused(change, reason):
     args = unet_arguments({"_target_": "difflab.models.UNet", **TWO_HEADS, **change})
     with pytest.raises(ValueError, match=reason):
         diffusers_config(args)
+
+
+def test_a_class_conditional_unet_maps_with_its_labels():
+    """UNet2DModel's num_class_embeds = num_classes + 1: label num_classes is difflab's "no label" row (CFG)."""
+    net, args = random_unet({**NO_ATTENTION, "num_classes": 10})
+    theirs = diffusers.UNet2DModel(**diffusers_config(args)).eval()
+    theirs.load_state_dict(to_diffusers(net.state_dict()))
+    x, t = inputs(NO_ATTENTION)
+    labels = torch.tensor([0, 3, 9, 10])  # 10: no label
+    with torch.no_grad():
+        torch.testing.assert_close(
+            theirs(x, t, class_labels=labels).sample, net(x, t, labels), rtol=1e-5, atol=1e-5
+        )
+        unconditional = theirs(x, t, class_labels=torch.full((4,), 10)).sample
+        torch.testing.assert_close(unconditional, net(x, t), rtol=1e-5, atol=1e-5)
+    back = from_diffusers(net.state_dict(), theirs.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in net.state_dict().items())
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +292,31 @@ def test_init_from_reads_old_diffusers_attention_names(tmp_path):
     x, t = inputs(TWO_HEADS)
     with torch.no_grad():
         torch.testing.assert_close(net(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)
+
+
+def test_a_class_conditional_checkpoint_exports_and_diffusers_takes_its_labels(tmp_path):
+    run = tmp_path / "run"
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2", "model.num_classes=10"], run))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "exported"
+    export(compose_config("export", [f"ckpt={ckpt}", "format=diffusers", f"out={out}"], tmp_path))
+    unet = diffusers.DDPMPipeline.from_pretrained(out).unet.eval()
+    assert unet.config.num_class_embeds == 11
+    ours = difflab.load(ckpt).net
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 500, 900])
+    labels = torch.tensor([1, 7, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            unet(x, t, class_labels=labels).sample, ours(x, t, labels), rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("format", ["diffusers", "safetensors"])
+def test_exported_files_are_as_readable_as_a_checkpoint(tiny_ckpt, tmp_path, format):
+    out = tmp_path / format
+    export(compose_config("export", [f"ckpt={tiny_ckpt}", f"format={format}", f"out={out}"], tmp_path))
+    checkpoint_mode = stat.S_IMODE(tiny_ckpt.stat().st_mode)
+    modes = {
+        str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in out.rglob("*") if p.is_file()
+    }
+    assert modes == dict.fromkeys(modes, oct(checkpoint_mode))

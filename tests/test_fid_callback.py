@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import FAST_TRAIN, compose_config, run_cli
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 
 from difflab.callbacks import FIDCallback
 from difflab.metrics.evaluator import Evaluator
@@ -90,3 +90,37 @@ def test_switching_it_off_is_one_override_and_an_idle_callback_costs_nothing(
     monkeypatch.setattr(Evaluator, "feature_extractor", must_not_run)
     fid.on_fit_start(None, None)
     assert not fid.scores_anything
+
+
+def test_batch_size_auto_generates_as_sample_py_does(tmp_path: Path) -> None:
+    overrides = [
+        *FAST_TRAIN,
+        "callbacks=[default,fid]",
+        "trainer.max_steps=2",
+        "callbacks.fid.every_n_steps=0",
+        "callbacks.fid.at_train_end=true",
+        "callbacks.fid.num_samples=6",
+        "callbacks.fid.batch_size=auto",  # on a CPU: 64, capped at the samples
+        f"callbacks.fid.save_samples_to={tmp_path / 'fid'}",
+        "metrics.num_reference=20",
+        "metrics.kid_subset_size=5",
+        "metrics.prc=false",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        "callbacks.fid.best_checkpoint=null",
+    ]
+    metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    assert metrics["val/fd_effl0"] > 0
+    assert [p.name for p in (tmp_path / "fid").iterdir()] == ["step_0000002.npz"]
+
+
+@pytest.mark.parametrize("value", ["0", "lots"])
+def test_a_bad_batch_size_is_one_line_before_training(tmp_path: Path, value: str) -> None:
+    result = run_cli(
+        "train.py",
+        *FAST_TRAIN,
+        "callbacks=[default,fid]",
+        f"callbacks.fid.batch_size={value}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert "callbacks.fid.batch_size" in one_error_line(result)
+    assert not (tmp_path / "run" / "checkpoints").exists()

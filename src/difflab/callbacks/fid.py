@@ -16,6 +16,7 @@ from ..data.conditions import grid_conditions
 from ..data.datamodule import ImageDataModule
 from ..data.identity import dataset_id
 from ..diffusion import Sampler
+from ..diffusion.auto_batch import AUTO, generation_batch_size
 from ..diffusion.generate import generate, generation_steps
 from ..diffusion.precision import check_precision
 from ..io.images import to_uint8
@@ -72,7 +73,7 @@ class FIDCallback(L.Callback):
         every_n_steps: int = 0,
         every_n_epochs: int = 0,
         at_train_end: bool = False,
-        batch_size: int = 256,
+        batch_size: int | str = 256,
         seed: int = 12_345,
         save_samples_to: str | None = None,
         guidance: float = 1.0,
@@ -87,7 +88,8 @@ class FIDCallback(L.Callback):
         self.every_n_steps = int(every_n_steps)
         self.every_n_epochs = int(every_n_epochs)
         self.at_train_end = at_train_end
-        self.batch_size = int(batch_size)
+        # "auto": as sample.py, the largest batch that fits in free GPU memory (64 on a CPU), probed when scoring.
+        self.batch_size = batch_size if batch_size == AUTO else int(batch_size)
         self.seed = int(seed)  # apart from the sample grid's seed, so the grid is not the first 64 samples
         self.save_samples_to = None if save_samples_to is None else Path(save_samples_to)
         self.guidance = float(guidance)
@@ -202,17 +204,26 @@ class FIDCallback(L.Callback):
             self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
         )
         logits, kept_images = [], []
-        steps = generation_steps(sampler, len(mine), self.batch_size)
+        batch_size = generation_batch_size(
+            self.batch_size,
+            net,
+            len(mine),
+            shape,
+            conditions.cond_for,
+            self.guidance,
+            precision=self.precision,
+        )
+        steps = generation_steps(sampler, len(mine), batch_size)
         with busy(trainer, f"scoring {self.num_samples} samples", steps) as on_step:
-            for start in range(0, len(mine), self.batch_size):
-                chunk = mine[start : start + self.batch_size]
+            for start in range(0, len(mine), batch_size):
+                chunk = mine[start : start + batch_size]
                 images = generate(
                     sampler,
                     net,
                     chunk,
                     shape,
                     self.seed,
-                    self.batch_size,
+                    batch_size,
                     conditions.cond_for,
                     self.guidance,
                     on_step=on_step,

@@ -26,6 +26,7 @@ PREDICTION_TYPES = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}
 _PREFIXES = [
     (r"time_embed\.mlp\.0\.", "time_embedding.linear_1."),
     (r"time_embed\.mlp\.2\.", "time_embedding.linear_2."),
+    (r"class_embed\.", "class_embedding."),
     (r"down\.(\d+)\.blocks\.(\d+)\.res\.", r"down_blocks.\1.resnets.\2."),
     (r"down\.(\d+)\.blocks\.(\d+)\.attn\.", r"down_blocks.\1.attentions.\2."),
     (r"down\.(\d+)\.resample\.", r"down_blocks.\1.downsamplers.0."),
@@ -74,10 +75,9 @@ def unet_arguments(model_config: Mapping[str, Any]) -> dict[str, Any]:
 def diffusers_config(args: Mapping[str, Any]) -> dict[str, Any]:
     """The UNet2DModel config of the difflab U-Net built with `args`; a one-line error naming why when diffusers'
     UNet2DModel cannot express it."""
-    if args.get("num_classes") is not None:
+    if args.get("text_dim") is not None:
         raise ValueError(
-            "a class-conditional U-Net (num_classes) has no diffusers UNet2DModel pipeline that passes labels; "
-            "export an unconditional model"
+            "a text-conditional U-Net (cross-attention to text states) has no diffusers UNet2DModel counterpart"
         )
     if args.get("cond_channels"):
         raise ValueError(
@@ -114,6 +114,8 @@ def diffusers_config(args: Mapping[str, Any]) -> dict[str, Any]:
         "resnet_time_scale_shift": "default",
         "mid_block_scale_factor": 1,
         "act_fn": "silu",
+        # A label embedding added to the time embedding; its extra last row is difflab's "no label" (CFG).
+        "num_class_embeds": None if args.get("num_classes") is None else int(args["num_classes"]) + 1,
     }
 
 
@@ -147,6 +149,7 @@ ARCHITECTURE_KEYS = (
     "resnet_time_scale_shift",
     "mid_block_scale_factor",
     "act_fn",
+    "num_class_embeds",
 )
 
 
@@ -164,7 +167,6 @@ def architecture_differences(args: Mapping[str, Any], theirs: Mapping[str, Any])
         "time_embedding_type": "positional",
         "time_embedding_dim": None,
         "class_embed_type": None,
-        "num_class_embeds": None,
         "mid_block_type": "UNetMidBlock2D",
         "add_attention": True,
         "downsample_type": "conv",

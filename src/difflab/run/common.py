@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..checkpoint import LoadedModel
 from ..diffusion import Sampler
-from ..diffusion.auto_batch import generation_batch_size
+from ..diffusion.auto_batch import AUTO, generation_batch_size
 from ..diffusion.conditioning import CondFor
 from ..io.atomic import NoSpaceLeft, atomic_write_text
 from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
@@ -124,8 +124,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def set_cpu_threads(cfg: DictConfig) -> None:
-    """cpu_threads=N sets torch's intra-op threads (null keeps torch's default)."""
-    if cfg.get("cpu_threads"):
+    """cpu_threads=N sets torch's intra-op threads (null or auto leave them: see set_generation_threads)."""
+    if cfg.get("cpu_threads") not in (None, AUTO):
         torch.set_num_threads(int(cfg.cpu_threads))
 
 

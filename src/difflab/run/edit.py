@@ -32,6 +32,7 @@ from .common import (
     require,
     write_json,
 )
+from .threads import generation_threads
 
 log = logging.getLogger("difflab")
 
@@ -155,7 +156,8 @@ def edit(cfg: DictConfig, loaded: LoadedModel, per_picture: GenerationConditions
         )
         count = len(pictures.images) * n
         batch_size = batch_size_for(cfg, loaded, count, conditions.cond_for, conditions.negative_for)
-        results = _run(editor, pictures.images, masks, n, int(cfg.seed), batch_size)
+        with generation_threads(cfg, loaded, count, batch_size, conditions.cond_for, conditions.negative_for):
+            results = _run(editor, pictures.images, masks, n, int(cfg.seed), batch_size)
         check_finite(results, cfg.ckpt)
         written = save_samples(results, out, nrow=n)
         # save_samples' grid shows the results only; replace it with the side-by-side comparison.

@@ -28,6 +28,7 @@ from ..io.image_sets import open_image_set
 from ..io.images import to_uint8
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
+from ..metrics.sample_size import small_sample_warning
 from ..progress import Progress
 from .common import (
     batch_size_for,
@@ -43,6 +44,8 @@ from .common import (
 )
 from .sample import RULES as SAMPLE_RULES
 from .sample import requested_conditions
+from .threads import generation_threads
+from .wandb_glue import log_scores_to_run
 
 log = logging.getLogger("difflab")
 
@@ -101,21 +104,23 @@ def generated_batches(
     precision = cfg.get("precision", "fp32")
 
     def batches() -> Iterator[torch.Tensor]:
-        for start in range(0, n, batch):
-            indices = range(start, min(start + batch, n))
-            images = generate(
-                sampler,
-                loaded.net,
-                indices,
-                loaded.sample_shape,
-                cfg.seed,
-                batch,
-                conditions.cond_for,
-                guidance,
-                precision=precision,
-            )
-            check_finite(images, cfg.ckpt)
-            yield to_uint8(images)
+        with generation_threads(cfg, loaded, n, batch, conditions.cond_for) as threads:
+            settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
+            for start in range(0, n, batch):
+                indices = range(start, min(start + batch, n))
+                images = generate(
+                    sampler,
+                    loaded.net,
+                    indices,
+                    loaded.sample_shape,
+                    cfg.seed,
+                    batch,
+                    conditions.cond_for,
+                    guidance,
+                    precision=precision,
+                )
+                check_finite(images, cfg.ckpt)
+                yield to_uint8(images)
 
     settings = {
         "source": "checkpoint",
@@ -208,6 +213,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg, RULES)
     set_cpu_threads(cfg)
     evaluator = Evaluator(**OmegaConf.to_container(cfg.metrics, resolve=True))
+    if evaluator.cpu_threads is None:
+        # The feature network keeps the threads the process starts with, whatever generation is given.
+        evaluator.cpu_threads = torch.get_num_threads()
     path = report_path(cfg)
     device = pick_device(cfg.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
@@ -235,6 +243,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         dataset_id(data), data.image_size, lambda: uint8_batches(split, limit=evaluator.num_reference), device
     )
     log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
+    warn_if_too_few(evaluator, int(source["n"]), reference.n)
     classifier = conditioning_classifier(evaluator, data, conditions, device)
     acc, logits, predicted = evaluator.accumulator(), [], []
     what = "generating and embedding" if loaded is not None else "embedding"
@@ -272,4 +281,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json(report, path)
     log.info("%s -> %s", json.dumps(scores), path)
+    if loaded is not None and cfg.get("log_wandb", True):
+        log_to_wandb_run(Path(cfg.ckpt), {**scores, "n": int(source["n"])}, loaded)
     return report
+
+
+def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
+    """One warning when n samples or the reference set are too few for the metrics asked (sizes that give stable
+    numbers included), before the work starts."""
+    prc = evaluator.keep_features > 0 and evaluator.prc
+    warning = small_sample_warning(n, reference, evaluator.fd_key, evaluator.feature_dim, prc)
+    if warning and evaluator.reference_split == "val":
+        warning += " (metrics.reference_split=train scores against the training split, usually larger)"
+    if warning:
+        log.warning(warning)
+
+
+def log_to_wandb_run(ckpt: Path, scores: dict[str, float], loaded: LoadedModel) -> None:
+    """A checkpoint of a run folder (<run>/checkpoints/…) whose run logged to W&B: its scores go into that W&B run
+    too. The report is written already, so a W&B failure is a warning, not an error."""
+    if ckpt.parent.name != "checkpoints":
+        return
+    try:
+        run_id = log_scores_to_run(ckpt.parent.parent, scores, loaded.global_step, loaded.config)
+    except Exception as error:  # noqa: BLE001 (W&B raises many kinds; none may cost the written report)
+        log.warning("the scores were not logged to W&B: %s", error)
+        return
+    if run_id:
+        log.info("logged the scores to W&B run %s as eval/*", run_id)

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from ..checkpoint import load_model
 from ..export.diffusers import diffusers_config, unet_arguments
 from ..export.diffusers_folder import require_diffusers, write_pipeline
+from ..export.file_modes import as_new_files
 from ..export.model_folder import write_model_folder
 from .common import output_folder, require
 
@@ -43,6 +44,9 @@ def export(cfg: DictConfig) -> Path:
         else:
             write_model_folder(loaded, out)
             how = "difflab.load or sample.py ckpt="
+        as_new_files(out)
+    if cfg.format == "diffusers" and loaded.num_classes is not None:
+        how = "UNet2DModel(x, t, class_labels=…) in your own loop; DDPMPipeline passes no labels (see README)"
     log.info(
         "exported %s (%s weights, step %d) to %s: load it with %s",
         cfg.ckpt,

@@ -35,6 +35,7 @@ from .common import (
 from .edit import EDIT_MODES, check_edit_request, edit
 from .prompts import text_conditions
 from .superres import SUPERRES, check_superres_request, superres
+from .threads import generation_threads
 
 log = logging.getLogger("difflab")
 
@@ -46,7 +47,7 @@ RULES = {
     "batch_size": or_auto(whole(1)),
     "precision": one_of(*PRECISIONS),
     "seed": whole(0),
-    "cpu_threads": whole(1, nullable=True),
+    "cpu_threads": or_auto(whole(1)),
     "sampler.steps": whole(1, nullable=True),
     "sampler.eta": number(0.0),
     "sampler.clip_x0": number(0.0, above=True, nullable=True),
@@ -152,7 +153,9 @@ def sample(cfg: DictConfig) -> Path:
         n = int(cfg.n)
         batch_size = batch_size_for(cfg, loaded, n, conditions.cond_for, conditions.negative_for)
         steps = generation_steps(sampler, n, batch_size)
-        with Progress(f"sampling {n} images", steps, "steps", per_unit=("images", n / steps)) as progress:
+        threads = generation_threads(cfg, loaded, n, batch_size, conditions.cond_for, conditions.negative_for)
+        progress = Progress(f"sampling {n} images", steps, "steps", per_unit=("images", n / steps))
+        with threads as cpu_threads, progress:
             images = generate(
                 sampler,
                 loaded.net,
@@ -176,6 +179,7 @@ def sample(cfg: DictConfig) -> Path:
             "nfe": sampler.nfe,
             "precision": cfg.get("precision", "fp32"),
             "batch_size": batch_size,
+            "cpu_threads": cpu_threads,
             "guidance": float(cfg.guidance) if loaded.condition else None,
             "labels": conditions.labels,
             "prompts": conditions.prompts,

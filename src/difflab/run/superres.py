@@ -25,7 +25,16 @@ from ..diffusion.superres import nearest_upsample, upsample
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images
 from ..progress import Progress
-from .common import build_sampler, check_finite, log_written, output_folder, require, write_json
+from .common import (
+    batch_size_for,
+    build_sampler,
+    check_finite,
+    log_written,
+    output_folder,
+    require,
+    write_json,
+)
+from .threads import generation_threads
 
 log = logging.getLogger("difflab")
 
@@ -112,6 +121,8 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
     n, size = int(cfg.n), loaded.sample_shape[-1]
     pictures = load_images(cfg.image, low_res_shape(loaded))
     sampler = build_sampler(cfg, loaded)
+    count, cond_for = len(pictures.images) * n, superres_conditions(pictures.images, size, n).cond_for
+    batch_size = batch_size_for(cfg, loaded, count, cond_for)
     with output_folder(cfg.out, SUPERRES) as out:
         log.info(
             "superres: %d picture(s) %s -> %d×%d, %d outputs each with %r",
@@ -122,16 +133,17 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
             n,
             sampler,
         )
-        results = super_resolve(
-            sampler,
-            loaded.net,
-            pictures.images,
-            size,
-            n,
-            int(cfg.seed),
-            cfg.get("batch_size"),
-            cfg.get("precision", "fp32"),
-        ).cpu()
+        with generation_threads(cfg, loaded, count, batch_size, cond_for):
+            results = super_resolve(
+                sampler,
+                loaded.net,
+                pictures.images,
+                size,
+                n,
+                int(cfg.seed),
+                batch_size,
+                cfg.get("precision", "fp32"),
+            ).cpu()
         check_finite(results, cfg.ckpt)
         written = save_samples(results, out, nrow=n)
         # save_samples' grid shows the outputs only; replace it with the side-by-side comparison.

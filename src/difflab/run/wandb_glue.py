@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import re
 import secrets
 import string
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,25 @@ def default_wandb_offline() -> str:
 
 ID_FILE = "wandb_run_id"
 _ALPHABET = string.ascii_lowercase + string.digits
+PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # W&B's own ids are 8 of [a-z0-9]; a user's may be longer
+
+
+def read_run_id(run_dir: Path) -> str | None:
+    """The W&B run id in <run_dir>/wandb_run_id, or None: a run folder is untrusted data (copied, moved, shared),
+    so anything but one plausible id (PLAUSIBLE_ID) is ignored with a warning naming the file. The only reader
+    of that file."""
+    path = Path(run_dir) / ID_FILE
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as file:
+            text = file.read(256).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        text = None
+    if text is not None and PLAUSIBLE_ID.fullmatch(text):
+        return text
+    log.warning("ignoring %s: it does not hold a W&B run id (1 to 128 of A-Z a-z 0-9 _ -)", path)
+    return None
 
 
 def new_run_id() -> str:
@@ -66,9 +86,9 @@ def choose_run_id(configured: Any, run_dir: Path, stored_config: dict[str, Any] 
     """The id set in the config, else the run folder's, else the resumed checkpoint's, else a new one."""
     if configured:
         return str(configured)
-    id_file = run_dir / ID_FILE
-    if id_file.is_file() and id_file.read_text().strip():
-        return id_file.read_text().strip()
+    from_folder = read_run_id(run_dir)
+    if from_folder:
+        return from_folder
     stored = ((stored_config or {}).get("logger") or {}).get("wandb") or {}
     return str(stored["id"]) if stored.get("id") else new_run_id()
 
@@ -176,6 +196,29 @@ def clean_config(config: dict[str, Any]) -> dict[str, Any]:
 
     walk(config, "")
     return flat
+
+
+def log_scores_to_run(
+    run_dir: Path, scores: Mapping[str, float], step: int, stored_config: Mapping[str, Any] | None
+) -> str | None:
+    """Log evaluate.py's scores (as eval/<name>, at the checkpoint's step) into the W&B run of the run folder they
+    score, resuming its id (resume="allow"; offline unless a login is configured, WANDB_MODE respected), in the
+    project the run logged to. Returns the run id; None (nothing logged) when the folder holds no usable id."""
+    run_id = read_run_id(run_dir)
+    if run_id is None:
+        return None
+    default_wandb_offline()
+    stored = ((stored_config or {}).get("logger") or {}).get("wandb") or {}
+    logger = WandbLogger(
+        id=run_id,
+        resume="allow",
+        project=stored.get("project") or "difflab",
+        entity=stored.get("entity"),
+        save_dir=str(run_dir),
+    )
+    logger.log_metrics({f"eval/{key}": float(value) for key, value in scores.items()}, step=step)
+    finish_wandb_run()
+    return run_id
 
 
 def finish_wandb_run(failed: bool = False) -> None:
