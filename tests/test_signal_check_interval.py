@@ -30,7 +30,7 @@ class FakeTrainer(SimpleNamespace):
         self.reduced_at.append(self.global_step)
         return tensor  # one fake rank: the sum is its own flags
 
-    def save_checkpoint(self, path: Path) -> None:
+    def save_checkpoint(self, path: Path, weights_only: bool | None = None) -> None:
         self.saved_at.append(self.global_step)
 
 
