@@ -24,7 +24,6 @@ from difflab.run import train
 
 REPO = Path(__file__).parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-CONF_DATA = REPO / "conf" / "data"
 
 
 def save(path: Path, image: Image.Image) -> Path:
@@ -480,7 +479,7 @@ def test_mnist_from_shared_data():
 
 @pytest.mark.parametrize("name", ["digits", "mnist", "fashion_mnist", "cifar10", "folder"])
 def test_config_lists_every_argument_and_instantiates(name: str, tmp_path: Path):
-    data_cfg = OmegaConf.load(CONF_DATA / f"{name}.yaml")
+    data_cfg = compose_config("train", [f"data={name}"], tmp_path).data  # the option with the keys it extends
     params = set(inspect.signature(ImageDataModule.__init__).parameters) - {"self"}
     assert set(data_cfg) - {"_target_"} == params
     assert data_cfg.dataset == name
