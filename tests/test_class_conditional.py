@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.checkpoint import load_model
+from difflab.generation.requested import requested_labels
 from difflab.models import UNet
-from difflab.pipeline import requested_labels
 from difflab.run import evaluate, sample, train
 
 # Lite0 at 224 px on a CPU costs ~0.1 s an image: a handful of reference, training and generated images.

@@ -14,9 +14,11 @@ from conftest import one_error_line, run_cli
 import difflab
 from difflab.callbacks import FIDCallback
 from difflab.diffusion import auto_batch
-from difflab.diffusion.auto_batch import generation_batch_size
 from difflab.diffusion.generate import generate
 from difflab.diffusion.precision import Autocast
+from difflab.generation import GenerationRequest
+from difflab.generation.images import resolved_batch_size
+from difflab.generation.methods import Sampling
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +74,15 @@ def test_an_unknown_precision_is_one_error_line(tiny_ckpt: Path) -> None:
 
 
 def test_auto_batch_is_64_on_a_cpu_and_capped_at_n(pipe) -> None:
-    assert generation_batch_size("auto", pipe.net, 1000, pipe.sample_shape) == 64
-    assert generation_batch_size(None, pipe.net, 5, pipe.sample_shape) == 5
-    assert generation_batch_size(12, pipe.net, 1000, pipe.sample_shape) == 12
+    def batch_size(asked: int | str | None, n: int) -> int:
+        request = GenerationRequest(
+            Sampling(pipe.make_sampler(), pipe.sample_shape), range(n), batch_size=asked
+        )
+        return resolved_batch_size(request, pipe.net)
+
+    assert batch_size("auto", 1000) == 64
+    assert batch_size(None, 5) == 5
+    assert batch_size(12, 1000) == 12
 
 
 def test_auto_batch_on_a_gpu_fills_free_memory_from_the_measured_cost_per_sample(monkeypatch) -> None:

@@ -18,13 +18,13 @@ from torchvision.transforms.functional import to_tensor
 
 from difflab.checkpoint import load_model
 from difflab.data import DataError, ImageDataModule
-from difflab.data.conditions import grid_tiles, held_out_superres
 from difflab.diffusion import DDPMSampler, NoiseSchedule
 from difflab.diffusion.conditioning import random_drop
 from difflab.diffusion.superres import downsample, low_res_condition, nearest_upsample, upsample
+from difflab.generation import grid_conditions, grid_tiles
+from difflab.generation.superres import super_resolve
 from difflab.run import sample, train
 from difflab.run.common import resolve_conditioning
-from difflab.run.superres import super_resolve
 
 SR_TRAIN = [*FAST_TRAIN, "data.condition=superres", "data.sr_factor=2"]  # digits 4x4 -> 8x8
 
@@ -146,7 +146,7 @@ def test_super_resolve_samples_the_exact_conditional_distribution():
 
 def test_training_grid_shows_held_out_inputs_beside_their_outputs():
     dm = ImageDataModule("digits", image_size=8, batch_size=16, condition="superres", sr_factor=2)
-    conditions = held_out_superres(dm, 6)
+    conditions = grid_conditions(dm.generation_task(6), 6)
     val = torch.stack([dm.dataset_for("val")[i][0] for i in range(6)])
     torch.testing.assert_close(
         conditions.cond_for([5, 0])["low_res"], upsample(downsample(val, 2), 8)[[5, 0]]

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.checkpoint import load_model
+from difflab.generation import requested_conditions
 from difflab.run import sample, train
-from difflab.run.sample import requested_conditions
 from difflab.text.encoder import DEFAULT_ENCODER, encoder_version
 
 
@@ -100,15 +100,15 @@ def sample_cfg(ckpt: Path, out: Path, *overrides: str):
 
 def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_text(text_run, tmp_path):
     ckpt = text_run / "checkpoints" / "last.ckpt"
-    cfg = sample_cfg(ckpt, tmp_path / "out", "n=6", 'prompt=["the number 7",3]', "negative_prompt=a one")
-    conditions = requested_conditions(cfg, load_model(ckpt), 6)
+    loaded = load_model(ckpt)
+    conditions = requested_conditions(loaded, 6, ckpt, prompt=["the number 7", 3], negative_prompt="a one")
     assert conditions.prompts == ["the number 7", "3"] and conditions.nrow == 3
     pooled = conditions.cond_for(range(6))["text_pooled"]
     assert torch.equal(pooled[0], pooled[2]) and not torch.equal(pooled[2], pooled[3])  # one row per prompt
     negative = conditions.negative_for(range(6))["text_pooled"]
     assert all(torch.equal(row, negative[0]) for row in negative)
     assert not any(torch.equal(negative[0], row) for row in pooled)
-    plain = requested_conditions(sample_cfg(ckpt, tmp_path / "out", "prompt=a one"), load_model(ckpt), 2)
+    plain = requested_conditions(loaded, 2, ckpt, prompt="a one")
     assert torch.equal(plain.cond_for([0])["text_pooled"][0], negative[0])  # the negative is that caption
     assert plain.negative_for is None  # without one, guidance is against the learned null text
 

@@ -10,22 +10,20 @@ and conditions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 from .checkpoint import LoadedModel, load_model
 from .diffusion import NoiseSchedule, Sampler
-from .diffusion.auto_batch import generation_batch_size
-from .diffusion.conditioning import label_condition, spread_labels
-from .diffusion.generate import generate
 from .diffusion.precision import check_precision
+from .generation import Generation, SampleOptions, request_for
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's conf/, beside src/
 OUTPUTS = ("uint8", "pil", "tensor")
@@ -55,35 +53,6 @@ def sampler_config(name: str) -> Any:
         known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(known)}")
     return OmegaConf.load(_conf_file(f"sampler/{name}.yaml"))
-
-
-def requested_labels(
-    condition: str | None, num_classes: int | None, labels: Any, guidance: float, n: int, source: Any
-) -> tuple[list[int] | None, list[int] | None]:
-    """(class of each of samples 0..n-1, the classes asked for) as sample.py's labels=/guidance= define them:
-    one label or a list, n spread over them in equal blocks; None: every class. (None, None) for an
-    unconditional model, which refuses labels and guidance ≠ 1."""
-    if condition is None:
-        if labels is not None:
-            raise ValueError(f"labels={labels} given, but {source} holds an unconditional model")
-        if float(guidance) != 1.0:
-            raise ValueError(f"guidance={guidance} needs a conditional model; {source} is unconditional")
-        return None, None
-    if condition != "labels":
-        raise ValueError(f"{source}: cannot condition on {condition!r} yet")
-    if labels is None:
-        wanted = list(range(num_classes))
-    elif isinstance(labels, Sequence | ListConfig) and not isinstance(labels, str):
-        wanted = list(labels)
-    else:
-        wanted = [labels]
-    # A class is a whole number: 3.5 or true (which Python counts as 1) is no class.
-    bad = [w for w in wanted if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < num_classes]
-    if bad or not wanted:
-        raise ValueError(
-            f"labels={labels}: the model knows classes 0..{num_classes - 1} (give one or a list)"
-        )
-    return spread_labels(wanted, n), wanted
 
 
 @dataclass
@@ -130,37 +99,6 @@ class DiffusionPipeline:
         partial = instantiate(sampler_config(name or cli_defaults()["sampler"]))
         return partial(self.schedule, prediction_type=self.prediction_type, **options)
 
-    def generate(
-        self,
-        sampler: Sampler,
-        n: int,
-        seed: int,
-        batch_size: int | str | None,
-        labels: Sequence[int] | None = None,
-        guidance: float = 1.0,
-        on_step: Callable[[], None] | None = None,
-        precision: str = "fp32",
-    ) -> torch.Tensor:
-        """n samples in [-1, 1] (N, C, H, W); sample i from (seed, i) and labels[i] (a conditional model).
-        on_step() is called after every sampler step of every batch (progress). batch_size "auto": as many as
-        fit on the GPU (64 on a CPU); precision "bf16": the network under bf16 autocast."""
-        cond_for = None if labels is None else label_condition(labels)
-        batch_size = generation_batch_size(
-            batch_size, self.net, n, self.sample_shape, cond_for, guidance, precision=precision
-        )
-        return generate(
-            sampler,
-            self.net,
-            range(n),
-            self.sample_shape,
-            seed,
-            batch_size,
-            cond_for=cond_for,
-            guidance=guidance,
-            on_step=on_step,
-            precision=precision,
-        )
-
     def sample(
         self,
         n: int,
@@ -194,10 +132,8 @@ class DiffusionPipeline:
         if steps is not None:
             sampler_options["steps"] = steps
         chosen = self.make_sampler(sampler, **sampler_options)
-        per_sample, _ = requested_labels(self.condition, self.num_classes, labels, guidance, n, self.source)
-        images = self.generate(
-            chosen, n, int(seed), batch_size, per_sample, float(guidance), precision=precision
-        )
+        options = SampleOptions("sample", n, seed, batch_size, precision, None, guidance, labels)
+        images = Generation(request_for(self, options, chosen, self.source), self.net).images()
         if not bool(torch.isfinite(images).all()):
             raise ValueError(f"samples are not finite (NaN/inf): the weights in {self.source} are broken")
         return _convert(images, output)
