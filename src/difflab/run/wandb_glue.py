@@ -21,6 +21,8 @@ from hydra.types import RunMode
 from lightning.pytorch import loggers as lightning_loggers
 from omegaconf import DictConfig, open_dict
 
+from ..compat import wandb_init_arguments
+
 log = logging.getLogger("difflab")
 
 
@@ -30,8 +32,9 @@ class WandbLogger(lightning_loggers.WandbLogger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
+        arguments = wandb_init_arguments(self)
+        if arguments.get("anonymous") is None:
+            arguments.pop("anonymous", None)
 
 
 def wandb_login_configured() -> bool:

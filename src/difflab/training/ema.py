@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor, nn
 
+from ..compat import average_on_device, averaged_model, latest_update_step, set_latest_update_step
+
 
 def warmup_decay(decay: float, num_updates: int, warmup: bool) -> float:
     """min(decay, (1 + n) / (10 + n)): early averages forget the random init fast (TF's EMA warm-up)."""
@@ -45,12 +47,12 @@ class EMA(WeightAveraging):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # As WeightAveraging's: step_idx is zero-based, one update per optimizer step (not per micro-batch).
-        if trainer.global_step > self._latest_update_step and self.should_update(trainer.global_step - 1):
+        if trainer.global_step > latest_update_step(self) and self.should_update(trainer.global_step - 1):
             self._update(pl_module)
-            self._latest_update_step = trainer.global_step
+            set_latest_update_step(self, trainer.global_step)
 
     def _update(self, pl_module: L.LightningModule) -> None:
-        average = self._average_model
+        average = averaged_model(self)
         assert average is not None
         if self._tensors is None:
             self._updates = int(average.n_averaged)  # the one read from the device per fit
@@ -82,8 +84,7 @@ class EMA(WeightAveraging):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Lightning calls setup before moving the module to its device; keep the average on the
         # training device so each update is a device-local lerp, not a copy to the CPU.
-        if self._device is None:
-            self._device = trainer.strategy.root_device
+        average_on_device(self, trainer.strategy.root_device)
         super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -93,7 +94,8 @@ class EMA(WeightAveraging):
 
     def averaged_module(self) -> L.LightningModule | None:
         """The LightningModule holding the averaged weights (None before fit has set it up)."""
-        return None if self._average_model is None else self._average_model.module
+        average = averaged_model(self)
+        return None if average is None else average.module
 
 
 def ema_network(trainer: L.Trainer, pl_module: Any) -> nn.Module:
