@@ -1,6 +1,9 @@
 """Every touch of a private name of Lightning or W&B, in one place: what it does, why difflab needs it, and which
 public API would replace it. The rest of difflab calls these helpers and never reaches into a library's `_names`;
 tests/test_compat.py checks each touch against the installed versions and names the one that changed.
+Where a public API does the job it is used instead: `LightningModule.trainer` (not `_trainer`), torch's
+`get_ema_multi_avg_fn` (not `torch._foreach_lerp_`), `str | Path` (not Lightning's `_PATH`), and W&B's own
+`wandb.login(prompt=False)` for "is a login configured".
 
 Lightning and W&B are imported only for type hints here, so importing this module costs nothing.
 """
