@@ -240,9 +240,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         stored, step = ckpt[CONFIG_KEY], int(ckpt["global_step"])
         del ckpt
         keep_earlier_csv_logs(cfg, step)
-    if cfg.get("logger") and "wandb" in cfg.logger:
-        default_wandb_offline()
-        attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
     set_cpu_threads(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
@@ -250,6 +247,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
     # take) gives its run folder back: a refused run leaves nothing behind.
     with released_if_refused(output_dir, fresh=resume is None and not is_secondary_rank()):
+        if cfg.get("logger") and "wandb" in cfg.logger:
+            default_wandb_offline()
+            attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
         datamodule = instantiate(cfg.data)
         module = build_module(cfg)
         if cfg.get("init_from"):

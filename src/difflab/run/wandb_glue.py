@@ -5,7 +5,6 @@ W&B itself is reached only through Lightning's WandbLogger; this module only fil
 from __future__ import annotations
 
 import logging
-import netrc
 import os
 import re
 import secrets
@@ -38,15 +37,15 @@ class WandbLogger(lightning_loggers.WandbLogger):
 
 
 def wandb_login_configured() -> bool:
-    """True when an API key is in the environment or in ~/.netrc (where `wandb login` writes it)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc_path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    """True when W&B itself finds credentials (WANDB_API_KEY, its settings, ~/.netrc for the host it talks to, an
+    identity token): W&B's public check, which neither prompts nor verifies the key with the server. A malformed
+    key is a ValueError of one line."""
+    import wandb
+
     try:
-        hosts = netrc.netrc(netrc_path).hosts
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return any("wandb" in host for host in hosts)
+        return wandb.login(prompt=False, verify=False)
+    except wandb.errors.AuthenticationError as error:
+        raise ValueError(f"W&B login: {error}") from None
 
 
 def default_wandb_offline() -> str:
