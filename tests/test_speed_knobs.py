@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from difflab.checkpoint import load_model, read_checkpoint
 from difflab.run.common import check_values
 from difflab.run.train import RULES, train
-from difflab.runlogs import csv_series
+from difflab.runlogs import run_series
 
 
 def losses(tmp_path: Path, name: str, *extra: str) -> list[float]:
@@ -24,7 +24,7 @@ def losses(tmp_path: Path, name: str, *extra: str) -> list[float]:
     with open_dict(cfg):
         cfg.trainer.enable_checkpointing = True
     train(cfg)
-    return [value for _, value in csv_series(out)["train/loss"]]
+    return [value for _, value in run_series(out)["train/loss"]]
 
 
 def test_channels_last_trains_the_same_losses_as_the_default_layout(tmp_path):

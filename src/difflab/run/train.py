@@ -27,6 +27,7 @@ from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 from ..metrics.evaluator import Evaluator
 from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
+from ..training.metrics_file import MetricsFile
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import (
     check_values,
@@ -274,7 +275,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         callbacks.insert(after, on_signal)
         loggers = instantiate_entries(cfg.get("logger"))
-        trainer = build_trainer(cfg, callbacks, loggers)
+        # Last, so a configured logger stays the Trainer's first (its folder is Lightning's log_dir).
+        metrics_file = MetricsFile(output_dir, resumed_at=step if resume is not None else None)
+        trainer = build_trainer(cfg, callbacks, [*loggers, metrics_file])
         parameters = sum(p.numel() for p in module.net.parameters())
         for logger in loggers:
             logger.log_hyperparams({**clean_config(config), "parameters": parameters})
