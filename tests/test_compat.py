@@ -207,3 +207,27 @@ def test_lightning_wandb_logger_wandb_init_is_what_wandb_init_receives(monkeypat
     assert received == [arguments], f"{touch}: not what the logger passes to wandb.init"
     _ = DifflabWandbLogger(project="p", save_dir=str(tmp_path)).experiment
     assert "anonymous" not in received[1] and received[1]["project"] == "p", f"{touch}: anonymous not dropped"
+
+
+# --- W&B's offline run file, read by the tests only -------------------------------------------------------------
+
+
+def test_wandb_offline_run_file_is_still_readable_by_the_tests_reader(tmp_path):
+    touch = (
+        "W&B's .wandb offline run file format (tests/wandb_files.py, which tests use to see what reached W&B)"
+    )
+    import wandb
+    from wandb_files import history_rows, wandb_records
+
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="p", name="named", group="grouped")
+    run.log({"train/loss": 0.5, "trainer/global_step": 3})
+    run.finish()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    try:
+        records = wandb_records(run_dir)
+        rows = history_rows(run_dir)
+    except Exception as error:  # a changed framing or protobuf fails inside the parser
+        raise AssertionError(f"{touch}: cannot be parsed ({error!r})") from error
+    runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert [(r.display_name, r.run_group) for r in runs] == [("named", "grouped")], f"{touch}: no run record"
+    assert [row["train/loss"] for row in rows] == [0.5], f"{touch}: no history row"

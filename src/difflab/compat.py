@@ -3,7 +3,8 @@ public API would replace it. The rest of difflab calls these helpers and never r
 tests/test_compat.py checks each touch against the installed versions and names the one that changed.
 Where a public API does the job it is used instead: `LightningModule.trainer` (not `_trainer`), torch's
 `get_ema_multi_avg_fn` (not `torch._foreach_lerp_`), `str | Path` (not Lightning's `_PATH`), and W&B's own
-`wandb.login(prompt=False)` for "is a login configured".
+`wandb.login(prompt=False)` for "is a login configured". difflab reads no W&B file: compare reads the run's own
+metrics.jsonl; only the tests read W&B's private offline run format (tests/wandb_files.py, checked there too).
 
 Lightning and W&B are imported only for type hints here, so importing this module costs nothing.
 """
