@@ -4,13 +4,11 @@ the host it talks to, an identity token), not a reading of ~/.netrc by hand; a m
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import wandb
-from conftest import FAST_TRAIN, ROOT, one_error_line
+from conftest import FAST_TRAIN, one_error_line, run_cli
 
 from difflab.run.wandb_glue import default_wandb_offline
 
@@ -59,16 +57,11 @@ def test_a_key_in_wandbs_own_settings_is_a_login(home: Path) -> None:
 
 def test_a_malformed_api_key_is_one_clear_error_and_the_run_leaves_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_API_KEY="short", WANDB_SILENT="true", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "train.py", *FAST_TRAIN, "logger=wandb", f"hydra.run.dir={run}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    unset = {name: None for name in os.environ if name.startswith("WANDB_")}  # no login, no mode
+    result = run_cli(
+        "train.py", *FAST_TRAIN, "logger=wandb", f"hydra.run.dir={run}",
+        env={**unset, "WANDB_API_KEY": "short", "WANDB_SILENT": "true"},
+    )  # fmt: skip
     line = one_error_line(result)
     assert line.startswith("error: W&B login: WANDB_API_KEY invalid: API key must have 40+ characters"), line
     assert not run.exists()
