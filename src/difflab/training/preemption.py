@@ -80,14 +80,17 @@ class CheckpointOnSignal(L.Callback):
         self,
         path: str | Path,
         signum: int | None = None,
-        stop_on_sigterm: bool = True,
+        stop_on_sigterm: bool | None = None,
         check_every_n_steps: int = 20,
     ) -> None:
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps must be at least 1 (got {check_every_n_steps})")
         self.path = Path(path)
         self.signum = int(signum if signum is not None else requeue_signal())
-        self.stop_on_sigterm = stop_on_sigterm
+        # None: stop unless SLURM runs this job (there its requeue signal or its kill comes next).
+        self.stop_on_sigterm = (
+            "SLURM_JOB_ID" not in os.environ if stop_on_sigterm is None else stop_on_sigterm
+        )
         self.check_every_n_steps = check_every_n_steps
         self._requeue_requested = False
         self._save_requested = False
