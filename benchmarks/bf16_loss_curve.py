@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from difflab.runlogs import csv_series  # noqa: E402
+from difflab.runlogs import run_series  # noqa: E402
 
 RUNS = {  # label: overrides
     "fp32 (seed 0)": ["seed=0"],
@@ -37,7 +37,7 @@ def run(overrides: list[str], steps: int, folder: Path) -> tuple[dict, float]:
         "experiment=digits_cpu",
         "callbacks.fid=null",
         "callbacks.sample_grid=null",
-        "logger=csv",
+        "logger=none",  # the run's metrics.jsonl is all this reads
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={steps}",
         "trainer.log_every_n_steps=10",
@@ -47,7 +47,7 @@ def run(overrides: list[str], steps: int, folder: Path) -> tuple[dict, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return csv_series(folder), time.perf_counter() - start
+    return run_series(folder), time.perf_counter() - start
 
 
 def main() -> None:

@@ -71,15 +71,15 @@ def shared_data_or_skip() -> Path:
 
 
 def run_cli(
-    script: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300
+    script: str, *args: str, env: dict[str, str | None] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:
     """Run an entry point (train.py, sample.py, evaluate.py) from the project root as a user would, on one
-    thread, W&B offline; stdout and stderr captured as text."""
+    thread, W&B offline; stdout and stderr captured as text. A variable that `env` sets to None is unset."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
-        env=full_env,
+        env={key: value for key, value in full_env.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=timeout,

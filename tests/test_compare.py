@@ -1,4 +1,5 @@
-"""Comparing runs: one PNG with a line per run, whichever logger each run used; bad input named in one line."""
+"""Comparing runs: every run writes metrics.jsonl whatever its logger, and compare draws one PNG with a line per
+run from those files; bad input named in one line."""
 
 from __future__ import annotations
 
@@ -10,34 +11,41 @@ from PIL import Image
 
 from difflab.compare import find_runs, main, run_labels
 from difflab.run import train
+from difflab.run.wandb_glue import finish_wandb_run
 from difflab.runlogs import run_series
+
+LOGGERS = ("csv", "tensorboard", "none", "wandb")
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding two finished runs, one logged as CSV and one as TensorBoard."""
+    """A folder holding four finished runs, one per logger (none and W&B included), at two learning rates."""
     folder = tmp_path_factory.mktemp("sweep")
-    for name, logger, lr in (("0", "csv", "2e-4"), ("1", "tensorboard", "1e-3")):
+    for name, logger in enumerate(LOGGERS):
+        lr = "2e-4" if name % 2 == 0 else "1e-3"
         overrides = [*FAST_TRAIN, f"logger={logger}", f"optim.lr={lr}", "trainer.max_steps=4"]
-        train(compose_config("train", overrides, folder / name))
+        train(compose_config("train", overrides, folder / str(name)))
+        finish_wandb_run()  # as train.py does after train()
     return folder
 
 
-def test_each_logger_gives_the_same_series(sweep: Path) -> None:
-    csv_run, tb_run = run_series(sweep / "0"), run_series(sweep / "1")
-    assert set(csv_run) >= {"train/loss", "val/loss"} and set(tb_run) >= {"train/loss", "val/loss"}
-    for key in ("train/loss", "val/loss"):
-        assert [step for step, _ in csv_run[key]] == [step for step, _ in tb_run[key]]
-    assert len(csv_run["train/loss"]) == 4 and len(csv_run["val/loss"]) == 2
-    assert csv_run["train/loss"] != tb_run["train/loss"]  # different learning rates
+def test_every_run_writes_the_same_metrics_file_whatever_its_logger(sweep: Path) -> None:
+    series = [run_series(sweep / str(name)) for name in range(len(LOGGERS))]
+    for run in series:
+        assert set(run) >= {"train/loss", "val/loss"}
+        assert [step for step, _ in run["train/loss"]] == [0, 1, 2, 3]
+        assert [step for step, _ in run["val/loss"]] == [1, 3]  # as Lightning logs them: at the step's index
+    assert series[0]["train/loss"] == series[2]["train/loss"]  # the same training, logged alike
+    assert series[0]["train/loss"] != series[1]["train/loss"]  # different learning rates
 
 
 def test_a_sweep_folder_becomes_one_png_with_a_line_per_run(sweep: Path, tmp_path: Path, capsys) -> None:
-    assert find_runs([sweep]) == [sweep / "0", sweep / "1"]
-    assert run_labels(find_runs([sweep])) == ["0", "1"]  # no Hydra overrides recorded: the folder names
+    runs = [sweep / str(name) for name in range(len(LOGGERS))]
+    assert find_runs([sweep]) == runs
+    assert run_labels(runs) == ["0", "1", "2", "3"]  # no Hydra overrides recorded: the folder names
     out = tmp_path / "compare.png"
     assert main([str(sweep), "--out", str(out)]) == 0
-    assert "2 runs, train/loss, val/loss -> " in capsys.readouterr().out
+    assert "4 runs, train/loss, val/loss -> " in capsys.readouterr().out
     assert Image.open(out).size[0] > 600
     assert main([str(sweep), "--out", str(out)]) == 2  # never overwritten
     assert "already exists" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from difflab.diffusion.generate import generate
 from difflab.io.images import to_uint8
 from difflab.metrics import Evaluator
 from difflab.run.common import build_sampler
+from difflab.runlogs import METRICS_FILE, read_rows
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +63,8 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "cpu_threads=1",
         f"hydra.run.dir={base / 'run'}",
     ]
-    proc = run_cli("train.py", *overrides, env={"PYTHONPATH": str(ROOT / "tests")}, timeout=600)
+    this_checkout = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])  # not the installed difflab
+    proc = run_cli("train.py", *overrides, env={"PYTHONPATH": this_checkout}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return base
 
@@ -71,10 +74,12 @@ def test_ddp_run_writes_one_run_folder_and_a_normal_checkpoint(ddp_run: Path) ->
     ckpt = run / "checkpoints" / "last.ckpt"
     loaded = load_model(ckpt)  # what sample.py does: same kind of checkpoint as a single-process run
     assert loaded.weights == "ema" and loaded.global_step == STEPS
-    # Files come from rank 0 only: one grid per step, one W&B run, one CSV log.
+    # Files come from rank 0 only: one grid per step, one W&B run, one CSV log, one line per step's loss.
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["final.png", f"step_{STEPS:07d}.png"]
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
     assert len(list(run.rglob("metrics.csv"))) == 1
+    logged = [row["step"] for row in read_rows(run / METRICS_FILE) if "train/loss" in row]
+    assert logged == sorted(set(logged)) and logged
 
 
 def test_ddp_ranks_hold_identical_raw_and_ema_weights(ddp_run: Path) -> None:

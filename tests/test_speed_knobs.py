@@ -1,5 +1,5 @@
 """The speed knobs change how fast training runs, never what it computes: channels_last gives the same losses
-as the default layout, bf16-mixed trains on a CPU with clipping and the fused Adam, and trainer.compile=true
+as the default layout, bf16-mixed trains on a CPU with clipping and the fused Adam, and compile=true
 trains the same model as eager mode (checked for correctness only, with the aot_eager backend)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from difflab.checkpoint import load_model, read_checkpoint
 from difflab.run.common import check_values
 from difflab.run.train import RULES, train
-from difflab.runlogs import csv_series
+from difflab.runlogs import run_series
 
 
 def losses(tmp_path: Path, name: str, *extra: str) -> list[float]:
@@ -24,7 +24,7 @@ def losses(tmp_path: Path, name: str, *extra: str) -> list[float]:
     with open_dict(cfg):
         cfg.trainer.enable_checkpointing = True
     train(cfg)
-    return [value for _, value in csv_series(out)["train/loss"]]
+    return [value for _, value in run_series(out)["train/loss"]]
 
 
 def test_channels_last_trains_the_same_losses_as_the_default_layout(tmp_path):
@@ -66,7 +66,7 @@ def test_compiled_training_matches_eager_training_and_saves_plain_weights(tmp_pa
     monkeypatch.setattr(torch.nn.Module, "compile", compile_for_test)
     eager = losses(tmp_path, "eager")
     assert compiled_nets == []
-    compiled = losses(tmp_path, "compiled", "trainer.compile=true")
+    compiled = losses(tmp_path, "compiled", "compile=true")
     assert len(compiled_nets) == 1 and compiled_nets[0]._compiled_call_impl is not None
     assert compiled == pytest.approx(eager, rel=1e-3)
     ckpt = read_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.ckpt")

@@ -1,5 +1,5 @@
-"""Compare runs: loss and scores against steps, one line per run, from their CSV, TensorBoard or W&B-offline
-logs, saved as one PNG.
+"""Compare runs: loss and scores against steps, one line per run, from the metrics.jsonl every train run writes
+(whatever its loggers), saved as one PNG.
 
     python -m difflab.compare multirun/train/<date>/<time> --out compare.png
     python -m difflab.compare outputs/train/<a> outputs/train/<b> --metrics train/loss val/fd_effl0
@@ -16,14 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from .runlogs import Series, run_series
+from .runlogs import METRICS_FILE, Series, run_series
 
 DEFAULT_METRICS = ("train/loss", "val/loss", "val/fd_effl0", "val/fid")
-LOG_MARKERS = ("metrics.csv", "events.out.tfevents.*", "offline-run-*")
 
 
 def _has_logs(folder: Path) -> bool:
-    return any(next(folder.rglob(pattern), None) is not None for pattern in LOG_MARKERS)
+    return (folder / METRICS_FILE).is_file()
 
 
 def _is_run(folder: Path) -> bool:
@@ -44,9 +43,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not found and _has_logs(path):
             found = [path]
         if not found:
-            raise ValueError(
-                f"{path} holds no run logs (metrics.csv, TensorBoard events or W&B offline runs)"
-            )
+            raise ValueError(f"{path} holds no run logs (the {METRICS_FILE} every train run writes)")
         runs.extend(found)
     return runs
 

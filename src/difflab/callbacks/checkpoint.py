@@ -9,18 +9,20 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..compat import last_saved_step, record_saved_step
+
 
 class Checkpoint(ModelCheckpoint):
     """Periodic checkpoints as configured, plus `last.ckpt` at the final step (so it is never stale)."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_last and self.dirpath and trainer.global_step != self._last_global_step_saved:
+        if self.save_last and self.dirpath and trainer.global_step != last_saved_step(self):
             trainer.save_checkpoint(
                 str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"),
                 weights_only=self.save_weights_only,
             )
-            self._last_global_step_saved = trainer.global_step
+            record_saved_step(self, trainer.global_step)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

@@ -234,6 +234,7 @@ def resolve_text(data: DictConfig, model: DictConfig) -> None:
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain data, with the Hydra group choices (model=…, data=…) recorded beside it."""
     config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("module", None)  # it only points at model, schedule, optim, …: stored once, under their names
     if HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
         config["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra")}

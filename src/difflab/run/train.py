@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +13,19 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from ..callbacks import StoreRunConfig
-from ..callbacks.progress_bar import StepProgressBar
 from ..checkpoint import CONFIG_KEY
 from ..diffusion.precision import check_precision
 from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 from ..metrics.evaluator import Evaluator
-from ..training import CheckpointOnSignal, DiffusionModule, Preempted, SeedEachStep, with_atomic_checkpoints
+from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
+from ..training.metrics_file import MetricsFile
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import (
     check_values,
@@ -42,7 +41,6 @@ from .common import (
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import USER_ERRORS, one_line
 from .resume import (
-    LAST,
     check_resumable,
     keep_earlier_csv_logs,
     read_resumable,
@@ -70,7 +68,7 @@ RULES = {
     "seed": whole(0),
     "cpu_threads": whole(1, nullable=True),
     "channels_last": flag,
-    "trainer.compile": flag,
+    "compile": flag,
     "trainer.precision": precision,
     "trainer.max_steps": whole(-1),
     "sampler.steps": whole(1, nullable=True),
@@ -142,18 +140,21 @@ def check_fused_clipping(cfg: DictConfig) -> None:
 
 
 def build_module(cfg: DictConfig) -> DiffusionModule:
-    """The LightningModule from the model, schedule, optim and lr_scheduler groups."""
-    return DiffusionModule(
-        net=instantiate(cfg.model),
-        schedule=instantiate(cfg.schedule),
-        optimizer=instantiate(cfg.optim),
-        lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
-        prediction_type=cfg.prediction_type,
-        cond_drop_prob=float(cfg.get("cond_drop_prob", 0.1)),
-        loss_check_every_n_steps=int(cfg.get("loss_check_every_n_steps", 20)),
-        channels_last=bool(cfg.get("channels_last", True)),
-        compile=bool(cfg.trainer.get("compile", False)),
-    )
+    """The LightningModule, as cfg.module composes it from the model, schedule, optim and lr_scheduler groups."""
+    return instantiate(cfg.module)
+
+
+def build_callbacks(cfg: DictConfig, config: dict[str, Any]) -> list[L.Callback]:
+    """Every entry of cfg.callbacks in its order; a partial (StoreRunConfig) is completed with the run's resolved
+    config. A progress bar is left out where trainer.enable_progress_bar=false (Lightning refuses the pair)."""
+    callbacks = []
+    for callback in instantiate_entries(cfg.get("callbacks")):
+        if isinstance(callback, functools.partial):
+            callback = callback(config=config)
+        if isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", True):
+            continue
+        callbacks.append(callback)
+    return callbacks
 
 
 def initialise_from(cfg: DictConfig, module: DiffusionModule, resume: Path | None) -> None:
@@ -185,8 +186,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     if SLURMEnvironment.detect() and cfg.trainer.get("plugins") is None:
         extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     extra["plugins"] = with_atomic_checkpoints(extra.get("plugins", instantiate(cfg.trainer.get("plugins"))))
-    # trainer.compile is difflab's (the module compiles its denoiser), not a Trainer argument.
-    trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "compile"}
+    trainer_cfg = dict(cfg.trainer)
     trainer_cfg["log_every_n_steps"] = log_interval(
         cfg.trainer.get("max_steps"), cfg.trainer.log_every_n_steps
     )
@@ -240,9 +240,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         stored, step = ckpt[CONFIG_KEY], int(ckpt["global_step"])
         del ckpt
         keep_earlier_csv_logs(cfg, step)
-    if cfg.get("logger") and "wandb" in cfg.logger:
-        default_wandb_offline()
-        attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
     set_cpu_threads(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
@@ -250,31 +247,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
     # take) gives its run folder back: a refused run leaves nothing behind.
     with released_if_refused(output_dir, fresh=resume is None and not is_secondary_rank()):
+        if cfg.get("logger") and "wandb" in cfg.logger:
+            default_wandb_offline()
+            attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
         datamodule = instantiate(cfg.data)
         module = build_module(cfg)
         if cfg.get("init_from"):
             initialise_from(cfg, module, resume)
         config = resolved_config(cfg)
-        callbacks = [
-            *instantiate_entries(cfg.get("callbacks")),
-            StoreRunConfig(config),
-            SeedEachStep(cfg.seed),
-        ]
-        if cfg.trainer.get("enable_progress_bar", True):
-            callbacks.append(StepProgressBar())
-        # Right after the EMA, so that it saves the step with its EMA update but before sample grids or FID,
-        # which can take minutes of the warning time. SIGTERM saves too; outside SLURM it then stops the run.
-        on_signal = CheckpointOnSignal(
-            output_dir / LAST,
-            stop_on_sigterm="SLURM_JOB_ID" not in os.environ,
-            check_every_n_steps=int(cfg.get("preemption_check_every_n_steps", 20)),
-        )
-        after = max(
-            (i + 1 for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)), default=len(callbacks)
-        )
-        callbacks.insert(after, on_signal)
+        callbacks = build_callbacks(cfg, config)
         loggers = instantiate_entries(cfg.get("logger"))
-        trainer = build_trainer(cfg, callbacks, loggers)
+        # Last, so a configured logger stays the Trainer's first (its folder is Lightning's log_dir).
+        metrics_file = MetricsFile(output_dir, resumed_at=step if resume is not None else None)
+        trainer = build_trainer(cfg, callbacks, [*loggers, metrics_file])
         parameters = sum(p.numel() for p in module.net.parameters())
         for logger in loggers:
             logger.log_hyperparams({**clean_config(config), "parameters": parameters})

@@ -5,7 +5,6 @@ W&B itself is reached only through Lightning's WandbLogger; this module only fil
 from __future__ import annotations
 
 import logging
-import netrc
 import os
 import re
 import secrets
@@ -21,6 +20,8 @@ from hydra.types import RunMode
 from lightning.pytorch import loggers as lightning_loggers
 from omegaconf import DictConfig, open_dict
 
+from ..compat import wandb_init_arguments
+
 log = logging.getLogger("difflab")
 
 
@@ -30,20 +31,21 @@ class WandbLogger(lightning_loggers.WandbLogger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
+        arguments = wandb_init_arguments(self)
+        if arguments.get("anonymous") is None:
+            arguments.pop("anonymous", None)
 
 
 def wandb_login_configured() -> bool:
-    """True when an API key is in the environment or in ~/.netrc (where `wandb login` writes it)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc_path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    """True when W&B itself finds credentials (WANDB_API_KEY, its settings, ~/.netrc for the host it talks to, an
+    identity token): W&B's public check, which neither prompts nor verifies the key with the server. A malformed
+    key is a ValueError of one line."""
+    import wandb
+
     try:
-        hosts = netrc.netrc(netrc_path).hosts
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return any("wandb" in host for host in hosts)
+        return wandb.login(prompt=False, verify=False)
+    except wandb.errors.AuthenticationError as error:
+        raise ValueError(f"W&B login: {error}") from None
 
 
 def default_wandb_offline() -> str:

@@ -1,5 +1,5 @@
 """Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding, checkpoint writing,
-non-finite checks and preemption."""
+the metrics file, non-finite checks and preemption."""
 
 from .atomic_checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
 from .ema import EMA, ema_network

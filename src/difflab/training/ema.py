@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor, nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from ..compat import average_on_device, averaged_model, latest_update_step, set_latest_update_step
 
 
 def warmup_decay(decay: float, num_updates: int, warmup: bool) -> float:
@@ -21,7 +23,7 @@ class EMA(WeightAveraging):
     The checkpoint's `state_dict` holds the averaged weights (what sampling uses); the raw weights and the
     update count are kept beside them for exact resume. Validation runs on the averaged weights.
 
-    The update is one `_foreach_lerp_` over tensor lists gathered once per fit: torch's
+    The update is one foreach lerp over tensor lists gathered once per fit: torch's
     AveragedModel.update_parameters walks the module tree and reads its update count from the device every step,
     which cost a small net more than the arithmetic (profiled on the digits net: about 8 ms per step of which 1.2 ms
     was the lerp).
@@ -45,12 +47,12 @@ class EMA(WeightAveraging):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # As WeightAveraging's: step_idx is zero-based, one update per optimizer step (not per micro-batch).
-        if trainer.global_step > self._latest_update_step and self.should_update(trainer.global_step - 1):
+        if trainer.global_step > latest_update_step(self) and self.should_update(trainer.global_step - 1):
             self._update(pl_module)
-            self._latest_update_step = trainer.global_step
+            set_latest_update_step(self, trainer.global_step)
 
     def _update(self, pl_module: L.LightningModule) -> None:
-        average = self._average_model
+        average = averaged_model(self)
         assert average is not None
         if self._tensors is None:
             self._updates = int(average.n_averaged)  # the one read from the device per fit
@@ -69,10 +71,13 @@ class EMA(WeightAveraging):
             )
         every_avg, every_cur, float_avg, float_cur = self._tensors
         if self._updates == 0:
-            torch._foreach_copy_(every_avg, every_cur)  # the first update copies, as AveragedModel's does
-        else:
-            weight = 1.0 - warmup_decay(self.decay, self._updates, self.warmup)
-            torch._foreach_lerp_(float_avg, float_cur, weight)
+            for average_tensor, current in zip(every_avg, every_cur, strict=True):
+                average_tensor.copy_(current)  # the first update copies, as AveragedModel's does
+        elif float_avg:
+            # torch's own EMA step (one foreach lerp), built for this update's warmed-up decay.
+            get_ema_multi_avg_fn(warmup_decay(self.decay, self._updates, self.warmup))(
+                float_avg, float_cur, None
+            )
         average.n_averaged += 1
         self._updates += 1
 
@@ -82,8 +87,7 @@ class EMA(WeightAveraging):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Lightning calls setup before moving the module to its device; keep the average on the
         # training device so each update is a device-local lerp, not a copy to the CPU.
-        if self._device is None:
-            self._device = trainer.strategy.root_device
+        average_on_device(self, trainer.strategy.root_device)
         super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -93,7 +97,8 @@ class EMA(WeightAveraging):
 
     def averaged_module(self) -> L.LightningModule | None:
         """The LightningModule holding the averaged weights (None before fit has set it up)."""
-        return None if self._average_model is None else self._average_model.module
+        average = averaged_model(self)
+        return None if average is None else average.module
 
 
 def ema_network(trainer: L.Trainer, pl_module: Any) -> nn.Module:

@@ -74,7 +74,11 @@ class LossWatch:
 
 def check_losses_so_far(module: Any) -> None:
     """Before writing anything from `module`'s weights: its LossWatch checked now, if it has one and trains."""
-    watch, trainer = getattr(module, "loss_watch", None), getattr(module, "_trainer", None)
+    watch = getattr(module, "loss_watch", None)
+    try:
+        trainer = getattr(module, "trainer", None)
+    except RuntimeError:  # a LightningModule that no Trainer is attached to
+        trainer = None
     if isinstance(watch, LossWatch) and trainer is not None:
         watch.check(trainer)
 

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ..compat import skip_sigterm_broadcast
 
 log = logging.getLogger("difflab")
 
@@ -55,22 +58,6 @@ class Preempted(SystemExit):
         return f"stopped on {signal.Signals(self.signum).name} at step {self.step} after saving {self.path}"
 
 
-_BROADCAST = "_broadcast_sigterm_tensor"
-
-
-def skip_lightnings_sigterm_broadcast(trainer: L.Trainer) -> Any:
-    """Switch off the broadcast of rank 0's SIGTERM flag that Lightning's training loop makes before every batch
-    under DDP (TrainingEpochLoop._broadcast_sigterm_tensor: a collective and a host read per step). Only for
-    as long as CheckpointOnSignal handles SIGTERM on every rank: Lightning's handler, which sets that flag, is
-    not called then, so the broadcast could only ever send 0. Returns the loop changed (None if this Lightning
-    has no such broadcast), for `vars(loop).pop(_BROADCAST)` to put it back."""
-    loop = trainer.fit_loop.epoch_loop
-    if not callable(getattr(type(loop), _BROADCAST, None)):
-        return None
-    setattr(loop, _BROADCAST, lambda: None)
-    return loop
-
-
 class CheckpointOnSignal(L.Callback):
     """On the requeue signal: finish the current optimizer step, save `path`, raise `Preempted`.
 
@@ -85,28 +72,32 @@ class CheckpointOnSignal(L.Callback):
     that are multiples of it): SLURM warns minutes ahead (signal_delay_s), so a few steps of latency cost
     nothing, while an all-reduce after every step is a collective a single-GPU run would not need. A single
     process looks at its flags after every step (free). While it handles SIGTERM it also switches off
-    Lightning's own per-batch SIGTERM broadcast (see skip_lightnings_sigterm_broadcast).
+    Lightning's own per-batch SIGTERM broadcast under DDP (a collective per step that could only ever send 0:
+    Lightning's SIGTERM handler, which sets its flag, is not called then; see compat.skip_sigterm_broadcast).
     """
 
     def __init__(
         self,
         path: str | Path,
         signum: int | None = None,
-        stop_on_sigterm: bool = True,
+        stop_on_sigterm: bool | None = None,
         check_every_n_steps: int = 20,
     ) -> None:
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps must be at least 1 (got {check_every_n_steps})")
         self.path = Path(path)
         self.signum = int(signum if signum is not None else requeue_signal())
-        self.stop_on_sigterm = stop_on_sigterm
+        # None: stop unless SLURM runs this job (there its requeue signal or its kill comes next).
+        self.stop_on_sigterm = (
+            "SLURM_JOB_ID" not in os.environ if stop_on_sigterm is None else stop_on_sigterm
+        )
         self.check_every_n_steps = check_every_n_steps
         self._requeue_requested = False
         self._save_requested = False
         self._terminate_requested = False
         self._previous: dict[int, Any] = {}
         self._step_at_batch_start = -1
-        self._loop_without_broadcast: Any = None
+        self._restore_sigterm_broadcast: Callable[[], None] | None = None
 
     def _signals(self) -> list[int]:
         return [self.signum, int(signal.SIGTERM)] if self.signum != signal.SIGTERM else [self.signum]
@@ -127,16 +118,16 @@ class CheckpointOnSignal(L.Callback):
         for signum in self._signals():
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
-        self._loop_without_broadcast = skip_lightnings_sigterm_broadcast(trainer)
+        self._restore_sigterm_broadcast = skip_sigterm_broadcast(trainer)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
         self._previous = {}
-        if self._loop_without_broadcast is not None:
-            vars(self._loop_without_broadcast).pop(_BROADCAST, None)
-            self._loop_without_broadcast = None
+        if self._restore_sigterm_broadcast is not None:
+            self._restore_sigterm_broadcast()
+            self._restore_sigterm_broadcast = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from ..compat import set_logging_step
 from ..seeding import TRAINING_STREAM, MicroBatchSeeds
 
 
@@ -29,9 +30,5 @@ class SeedEachStep(L.Callback):
             torch.default_generator.manual_seed(seed)
         else:
             torch.manual_seed(seed)
-        # Lightning logs at fit_loop.epoch_loop._batches_that_stepped, which equals global_step with one
-        # optimizer; but resuming from a checkpoint written when training ended right after a validation,
-        # Lightning 2.6 counts the skipped re-validation as a step and every later point lands one step late.
-        epoch_loop = trainer.fit_loop.epoch_loop
-        if hasattr(epoch_loop, "_batches_that_stepped"):
-            epoch_loop._batches_that_stepped = trainer.global_step
+        # Lightning's logging step can fall one behind the global step after a resume (see compat).
+        set_logging_step(trainer, trainer.global_step)

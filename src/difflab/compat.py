@@ -1,0 +1,142 @@
+"""Every touch of a private name of Lightning or W&B, in one place: what it does, why difflab needs it, and which
+public API would replace it. The rest of difflab calls these helpers and never reaches into a library's `_names`;
+tests/test_compat.py checks each touch against the installed versions and names the one that changed.
+Where a public API does the job it is used instead: `LightningModule.trainer` (not `_trainer`), torch's
+`get_ema_multi_avg_fn` (not `torch._foreach_lerp_`), `str | Path` (not Lightning's `_PATH`), and W&B's own
+`wandb.login(prompt=False)` for "is a login configured". difflab reads no W&B file: compare reads the run's own
+metrics.jsonl; only the tests read W&B's private offline run format (tests/wandb_files.py, checked there too).
+
+Lightning and W&B are imported only for type hints here, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+    from lightning.pytorch.loggers import WandbLogger
+    from torch import device
+    from torch.optim.swa_utils import AveragedModel
+
+
+# --- Lightning's training loop ----------------------------------------------------------------------------------
+
+
+def set_logging_step(trainer: L.Trainer, step: int) -> None:
+    """Make the metrics Lightning logs next land at `step`.
+
+    Touch: TrainingEpochLoop._batches_that_stepped, the step Lightning's logger connector hands every logger.
+    Why: it equals the global step with one optimizer, but after a resume from a checkpoint written when training
+    ended right after a validation, Lightning 2.6 counts the skipped re-validation as a step and every later point
+    lands one step late (training.step_seeding keeps it equal to the global step).
+    Public replacement: a `step` metric logged beside every metric (Lightning then logs at it), which the module
+    and every callback that logs would have to add.
+    """
+    epoch_loop = trainer.fit_loop.epoch_loop
+    if hasattr(epoch_loop, "_batches_that_stepped"):
+        epoch_loop._batches_that_stepped = step
+
+
+_SIGTERM_BROADCAST = "_broadcast_sigterm_tensor"
+
+
+def skip_sigterm_broadcast(trainer: L.Trainer) -> Callable[[], None] | None:
+    """Switch off the broadcast of rank 0's SIGTERM flag that Lightning's training loop makes before every batch
+    under DDP; returns the function that switches it back on (None where this Lightning makes no such broadcast).
+
+    Touch: TrainingEpochLoop._broadcast_sigterm_tensor, shadowed on the loop instance by a no-op.
+    Why: a collective and a host read per step, for a flag that only Lightning's SIGTERM handler sets; while
+    training.preemption's CheckpointOnSignal handles SIGTERM that handler never runs, so it could only send 0.
+    Public replacement: none yet (a Trainer option to leave SIGTERM to the user, or no broadcast without Lightning's
+    own handler installed).
+    """
+    loop = trainer.fit_loop.epoch_loop
+    if not callable(getattr(type(loop), _SIGTERM_BROADCAST, None)):
+        return None
+    setattr(loop, _SIGTERM_BROADCAST, lambda: None)
+    return lambda: vars(loop).pop(_SIGTERM_BROADCAST, None)
+
+
+# --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------
+
+
+def last_saved_step(checkpoint: ModelCheckpoint) -> int:
+    """The global step at which `checkpoint` last saved (0 before its first save).
+
+    Touch: ModelCheckpoint._last_global_step_saved (read).
+    Why: callbacks.checkpoint.Checkpoint writes last.ckpt when training ends between periodic saves, and only then.
+    Public replacement: none (`last_model_path` names a file, not the step it holds).
+    """
+    return checkpoint._last_global_step_saved
+
+
+def record_saved_step(checkpoint: ModelCheckpoint, step: int) -> None:
+    """Tell `checkpoint` that the state at global step `step` is saved, as its own saves do.
+
+    Touch: ModelCheckpoint._last_global_step_saved (written).
+    Why: after Checkpoint's own save of last.ckpt, ModelCheckpoint then skips saving that step a second time.
+    Public replacement: none.
+    """
+    checkpoint._last_global_step_saved = step
+
+
+# --- Lightning's WeightAveraging --------------------------------------------------------------------------------
+
+
+def averaged_model(callback: WeightAveraging) -> AveragedModel | None:
+    """The AveragedModel holding `callback`'s averaged weights (None before fit has set it up).
+
+    Touch: WeightAveraging._average_model.
+    Why: training.ema.EMA updates the average itself (one foreach lerp per step, see there) and samples with it.
+    Public replacement: none (WeightAveraging exposes no accessor for its average).
+    """
+    return callback._average_model
+
+
+def latest_update_step(callback: WeightAveraging) -> int:
+    """The global step at which `callback` last updated its average.
+
+    Touch: WeightAveraging._latest_update_step (read).
+    Why: EMA replaces WeightAveraging.on_train_batch_end (to update with its own lerp) and keeps its bookkeeping,
+    which WeightAveraging's state_dict saves for resume.
+    Public replacement: the `latest_update_step` entry of `callback.state_dict()` for reading; none for writing.
+    """
+    return callback._latest_update_step
+
+
+def set_latest_update_step(callback: WeightAveraging, step: int) -> None:
+    """Record that `callback` updated its average at global step `step` (see latest_update_step).
+
+    Touch: WeightAveraging._latest_update_step (written).
+    """
+    callback._latest_update_step = step
+
+
+def average_on_device(callback: WeightAveraging, device: device) -> None:
+    """Have `callback` build its average on `device`, unless a device was given to it.
+
+    Touch: WeightAveraging._device.
+    Why: Lightning calls setup before it moves the module to its device, so by default the average would live
+    on the CPU and every update of a GPU run would copy the weights across.
+    Public replacement: WeightAveraging(device=...) when the device is known where the callback is built; difflab
+    builds callbacks from config before the Trainer has chosen one.
+    """
+    if callback._device is None:
+        callback._device = device
+
+
+# --- W&B through Lightning's WandbLogger ------------------------------------------------------------------------
+
+
+def wandb_init_arguments(logger: WandbLogger) -> dict[str, Any]:
+    """The keyword arguments `logger` will pass to wandb.init (the dict itself: changes reach wandb.init).
+
+    Touch: WandbLogger._wandb_init.
+    Why: Lightning always passes `anonymous=None`, which wandb answers with a deprecation warning on every run;
+    run.wandb_glue.WandbLogger drops it.
+    Public replacement: none (a WandbLogger that passes on only the arguments it was given).
+    """
+    return logger._wandb_init

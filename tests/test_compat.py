@@ -1,0 +1,233 @@
+"""Each private name of Lightning or W&B that difflab touches (all in difflab.compat) still exists in the
+installed version and still does what difflab relies on; a failure names the touch that changed."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from lightning.pytorch.loggers import Logger
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader, TensorDataset
+
+from difflab import compat
+
+# Lightning's training-epoch loop class, as the Trainer builds it.
+EPOCH_LOOP = type(L.Trainer(logger=False, enable_progress_bar=False).fit_loop.epoch_loop)
+
+
+class Regression(L.LightningModule):
+    """The smallest module that trains and logs its loss every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = ((self.layer(x) - y) ** 2).mean()
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class StepsLogged(Logger):
+    """Records the step of every log_metrics call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[int] = []
+
+    name, version = "steps", "0"
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.steps.append(step)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def fit(tmp_path: Path, steps: int, callbacks: list[L.Callback], logger: Logger | None = None) -> L.Trainer:
+    """`steps` optimizer steps of Regression on the CPU, logging every step."""
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(32, 2), torch.randn(32, 1)), batch_size=2)
+    trainer = L.Trainer(
+        max_steps=steps,
+        callbacks=callbacks,
+        logger=logger or False,
+        log_every_n_steps=1,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    trainer.fit(Regression(), data)
+    return trainer
+
+
+def require(obj: object, name: str, touch: str) -> None:
+    """Fail naming the touch when `obj` has no attribute `name` (before a helper would raise AttributeError)."""
+    assert hasattr(obj, name), f"{touch}: {type(obj).__name__}.{name} is gone"
+
+
+class OnBatchStart(L.Callback):
+    """Calls `action(trainer)` before every training batch."""
+
+    def __init__(self, action) -> None:
+        self.action = action
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.action(trainer)
+
+
+class OnBatchEnd(L.Callback):
+    """Calls `action(trainer)` after every training batch (before ModelCheckpoint's, which Lightning runs last)."""
+
+    def __init__(self, action) -> None:
+        self.action = action
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.action(trainer)
+
+
+# --- Lightning's training loop ----------------------------------------------------------------------------------
+
+
+def test_lightning_batches_that_stepped_is_the_step_loggers_get(tmp_path):
+    touch = "Lightning TrainingEpochLoop._batches_that_stepped (compat.set_logging_step)"
+    require(
+        L.Trainer(logger=False, enable_progress_bar=False).fit_loop.epoch_loop, "_batches_that_stepped", touch
+    )
+    logger = StepsLogged()
+    fit(tmp_path, 3, [OnBatchStart(lambda t: compat.set_logging_step(t, 100 + t.global_step))], logger)
+    assert logger.steps == [100, 101, 102], f"{touch}: no longer the step Lightning logs at"
+
+
+def test_lightning_sigterm_broadcast_is_a_method_called_per_batch_that_compat_can_switch_off():
+    touch = "Lightning TrainingEpochLoop._broadcast_sigterm_tensor (compat.skip_sigterm_broadcast)"
+    method = getattr(EPOCH_LOOP, "_broadcast_sigterm_tensor", None)
+    assert callable(method), f"{touch}: the method is gone"
+    assert list(inspect.signature(method).parameters) == ["self"], f"{touch}: its signature changed"
+    # Looked up on the instance before each batch, so a no-op set on the instance replaces it.
+    assert "self._broadcast_sigterm_tensor()" in inspect.getsource(EPOCH_LOOP.advance), (
+        f"{touch}: the training loop no longer calls it per batch"
+    )
+    trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    loop = trainer.fit_loop.epoch_loop
+    switch_on = compat.skip_sigterm_broadcast(trainer)
+    assert switch_on is not None and loop._broadcast_sigterm_tensor() is None
+    switch_on()
+    assert loop._broadcast_sigterm_tensor.__func__ is method, f"{touch}: not switched back on"
+
+
+# --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------
+
+
+def test_lightning_model_checkpoint_last_global_step_saved_is_read_and_respected(tmp_path):
+    touch = "Lightning ModelCheckpoint._last_global_step_saved (compat.last_saved_step, record_saved_step)"
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=2, save_top_k=-1
+    )
+    require(checkpoint, "_last_global_step_saved", touch)
+    assert compat.last_saved_step(checkpoint) == 0, f"{touch}: not 0 before the first save"
+    # At step 2 the step is recorded as saved before ModelCheckpoint looks: it must skip it, and save step 4.
+    record_at_2 = OnBatchEnd(lambda t: t.global_step == 2 and compat.record_saved_step(checkpoint, 2))
+    fit(tmp_path, 4, [record_at_2, checkpoint])
+    saved = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert saved == ["step=4.ckpt"], f"{touch}: a recorded step is saved again ({saved})"
+    assert compat.last_saved_step(checkpoint) == 4, f"{touch}: not the step of the last save"
+
+
+# --- Lightning's WeightAveraging --------------------------------------------------------------------------------
+
+
+def test_lightning_weight_averaging_average_model_is_built_at_setup_on_the_chosen_device():
+    touch = "Lightning WeightAveraging._average_model, ._device (compat.averaged_model, average_on_device)"
+    callback, module = WeightAveraging(), Regression()
+    require(callback, "_average_model", touch)
+    require(callback, "_device", touch)
+    assert compat.averaged_model(callback) is None, f"{touch}: an average before setup"
+    compat.average_on_device(callback, torch.device("meta"))
+    callback.setup(SimpleNamespace(), module, "fit")
+    average = compat.averaged_model(callback)
+    assert isinstance(average, AveragedModel), f"{touch}: setup no longer builds the AveragedModel read here"
+    assert isinstance(average.module, Regression), (
+        f"{touch}: the average no longer wraps a copy of the module"
+    )
+    assert average.module.layer.weight.device.type == "meta", f"{touch}: the device set here is not used"
+    configured = WeightAveraging(device="cpu")
+    compat.average_on_device(configured, torch.device("meta"))
+    configured.setup(SimpleNamespace(), Regression(), "fit")
+    assert compat.averaged_model(configured).module.layer.weight.device.type == "cpu", (
+        f"{touch}: overrides a device given to the callback"
+    )
+
+
+def test_lightning_weight_averaging_latest_update_step_is_what_its_checkpoint_state_holds():
+    touch = (
+        "Lightning WeightAveraging._latest_update_step (compat.latest_update_step, set_latest_update_step)"
+    )
+    callback = WeightAveraging()
+    require(callback, "_latest_update_step", touch)
+    assert compat.latest_update_step(callback) == 0, f"{touch}: not 0 before the first update"
+    compat.set_latest_update_step(callback, 7)
+    assert callback.state_dict() == {"latest_update_step": 7}, f"{touch}: no longer what resume saves"
+    restored = WeightAveraging()
+    restored.load_state_dict(callback.state_dict())
+    assert compat.latest_update_step(restored) == 7, f"{touch}: no longer what resume restores"
+
+
+# --- W&B through Lightning's WandbLogger ------------------------------------------------------------------------
+
+
+def test_lightning_wandb_logger_wandb_init_is_what_wandb_init_receives(monkeypatch, tmp_path):
+    touch = "Lightning WandbLogger._wandb_init (compat.wandb_init_arguments)"
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    from difflab.run.wandb_glue import WandbLogger as DifflabWandbLogger
+
+    received: list[dict] = []
+    monkeypatch.setattr(wandb, "run", None)
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: received.append(kwargs) or SimpleNamespace())
+    logger = WandbLogger(project="p", save_dir=str(tmp_path))
+    require(logger, "_wandb_init", touch)
+    arguments = compat.wandb_init_arguments(logger)
+    assert isinstance(arguments, dict) and arguments.get("project") == "p", f"{touch}: not the init arguments"
+    arguments["tags"] = ["added"]
+    _ = logger.experiment  # what calls wandb.init
+    assert received == [arguments], f"{touch}: not what the logger passes to wandb.init"
+    _ = DifflabWandbLogger(project="p", save_dir=str(tmp_path)).experiment
+    assert "anonymous" not in received[1] and received[1]["project"] == "p", f"{touch}: anonymous not dropped"
+
+
+# --- W&B's offline run file, read by the tests only -------------------------------------------------------------
+
+
+def test_wandb_offline_run_file_is_still_readable_by_the_tests_reader(tmp_path):
+    touch = (
+        "W&B's .wandb offline run file format (tests/wandb_files.py, which tests use to see what reached W&B)"
+    )
+    import wandb
+    from wandb_files import history_rows, wandb_records
+
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="p", name="named", group="grouped")
+    run.log({"train/loss": 0.5, "trainer/global_step": 3})
+    run.finish()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    try:
+        records = wandb_records(run_dir)
+        rows = history_rows(run_dir)
+    except Exception as error:  # a changed framing or protobuf fails inside the parser
+        raise AssertionError(f"{touch}: cannot be parsed ({error!r})") from error
+    runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert [(r.display_name, r.run_group) for r in runs] == [("named", "grouped")], f"{touch}: no run record"
+    assert [row["train/loss"] for row in rows] == [0.5], f"{touch}: no history row"

@@ -1,0 +1,73 @@
+"""<run>/metrics.jsonl: one JSON line per log call on rank 0, kept whole across kills and resumes; a rewound
+resume sets the abandoned continuation's lines aside, so the file holds the run's one history."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import FAST_TRAIN, compose_config
+from lightning.pytorch.utilities import rank_zero_only
+
+from difflab.run import train
+from difflab.runlogs import METRICS_FILE, read_rows, run_series
+from difflab.training.metrics_file import MetricsFile
+
+# The log every step, checkpoints every 2 steps, no sample grids.
+QUICK = [
+    *FAST_TRAIN,
+    "logger=none",
+    "callbacks.sample_grid=null",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+]
+
+
+def train_to(run_dir: Path, max_steps: int, *extra: str) -> None:
+    train(compose_config("train", [*QUICK, f"trainer.max_steps={max_steps}", *extra], run_dir))
+
+
+def test_lines_are_plain_json_and_a_line_cut_short_by_a_kill_is_skipped(tmp_path: Path, caplog) -> None:
+    (tmp_path / METRICS_FILE).write_text('{"step": 0, "train/loss": 0.5}\n{"step": 1, "train/lo')
+    MetricsFile(tmp_path).log_metrics({"train/loss": float("nan"), "val/loss": 0.25, "epoch": 0}, step=2)
+    lines = (tmp_path / METRICS_FILE).read_text().splitlines()
+    assert json.loads(lines[-1]) == {
+        "step": 2,
+        "train/loss": None,
+        "val/loss": 0.25,
+        "epoch": 0,
+    }  # strict JSON
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        rows = read_rows(tmp_path / METRICS_FILE)
+    assert [row["step"] for row in rows] == [0, 2]
+    assert f"skipping line 2 of {tmp_path / METRICS_FILE}" in caplog.text
+    assert run_series(tmp_path) == {"train/loss": [(0, 0.5)], "val/loss": [(2, 0.25)]}  # NaN left out
+
+
+def test_only_rank_zero_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    MetricsFile(tmp_path).log_metrics({"train/loss": 0.5}, step=0)
+    assert not (tmp_path / METRICS_FILE).exists()
+
+
+def test_a_resumed_run_continues_the_file_as_one_uninterrupted_run_would_write_it(tmp_path: Path) -> None:
+    train_to(tmp_path / "whole", 4)
+    train_to(tmp_path / "split", 2)
+    train_to(tmp_path / "split", 4, "ckpt_path=last")
+    assert run_series(tmp_path / "split") == run_series(tmp_path / "whole")
+    assert [step for step, _ in run_series(tmp_path / "whole")["train/loss"]] == [0, 1, 2, 3]
+
+
+def test_rewinding_to_an_earlier_checkpoint_sets_the_abandoned_lines_aside(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_to(run, 4)
+    first = read_rows(run / METRICS_FILE)
+    train_to(run, 3, f"ckpt_path={run / 'checkpoints' / 'step_0000002.ckpt'}")
+    aside = run / "metrics.superseded_at_step_0000002.jsonl"
+    assert read_rows(aside) == [row for row in first if row["step"] > 2]  # kept, not lost
+    series = run_series(run)
+    assert [step for step, _ in series["train/loss"]] == [0, 1, 2]  # not the abandoned step 3
+    assert [step for step, _ in series["val/loss"]] == [1]  # nor its second validation (logged at 3)
+    whole = {row["step"]: row["train/loss"] for row in first if "train/loss" in row}
+    assert series["train/loss"] == [(step, whole[step]) for step in (0, 1, 2)]
