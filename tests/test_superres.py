@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import to_tensor
 
+import difflab
 from difflab.checkpoint import load_model
 from difflab.data import DataError, ImageDataModule
 from difflab.diffusion import DDPMSampler, NoiseSchedule
@@ -224,6 +225,19 @@ def test_superres_consistency_makes_outputs_downsample_to_their_input(sr_ckpt, t
     assert plain > 0.1 and settings["consistency"] is False  # a 4-step net ignores most of its input
     projected, settings = mismatch("superres.consistency=true")
     assert projected < 0.01 and settings["consistency"] is True  # up to the PNG's 8-bit rounding
+
+
+def test_load_super_resolves_as_sample_py_does(sr_ckpt, tmp_path):
+    inputs = write_pngs(tmp_path / "in", [4, 4])
+    out = tmp_path / "cli"
+    args = [f"ckpt={sr_ckpt}", "mode=superres", f"image={inputs}", "n=2", "sampler.steps=3", "sampler.eta=1"]
+    sample(compose_config("sample", [*args, "superres.consistency=true", f"out={out}"], tmp_path))
+    expected = np.load(out / "samples.npz")["images"]
+    pipe = difflab.load(sr_ckpt)
+    got = pipe.sample(2, mode="superres", image=inputs, steps=3, eta=1.0, consistency=True, batch_size=3)
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="is a super-resolution model: use mode=superres image="):
+        pipe.sample(2)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+import difflab
 from difflab.checkpoint import load_model
 from difflab.generation import requested_conditions
 from difflab.run import sample, train
@@ -90,6 +91,20 @@ def test_sample_py_with_prompts_writes_pngs_grid_and_npz(text_run: Path, tmp_pat
     assert np.load(out / "samples.npz")["images"].shape == (4, 8, 8, 1)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["prompts"] == ["a handwritten seven", "digit 3"] and settings["guidance"] == 3.0
+
+
+def test_load_samples_a_text_model_as_sample_py_does(text_run: Path, tmp_path: Path):
+    ckpt = text_run / "checkpoints" / "last.ckpt"
+    args = ['prompt=["a handwritten seven","digit 3"]', "negative_prompt=a one", "guidance=3.0"]
+    sample(sample_cfg(ckpt, tmp_path / "cli", "n=4", "sampler.steps=3", *args))
+    expected = np.load(tmp_path / "cli" / "samples.npz")["images"]
+    pipe = difflab.load(ckpt)
+    got = pipe.sample(
+        4, steps=3, prompt=["a handwritten seven", "digit 3"], negative_prompt="a one", guidance=3.0
+    )
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="holds a text-to-image model: give prompt="):
+        pipe.sample(2, steps=2)
 
 
 def sample_cfg(ckpt: Path, out: Path, *overrides: str):
