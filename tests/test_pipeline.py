@@ -144,6 +144,15 @@ def test_safetensors_folder_loads_without_pickle(tiny_ckpt, tmp_path):
         difflab.load(folder)
 
 
+def test_a_run_folder_loads_its_last_checkpoint(tiny_ckpt, tmp_path):
+    run = tiny_ckpt.parent.parent
+    from_run = difflab.load(run).sample(3, sampler="ddim", steps=3)
+    np.testing.assert_array_equal(from_run, difflab.load(tiny_ckpt).sample(3, sampler="ddim", steps=3))
+    np.testing.assert_array_equal(sample_py(run, tmp_path / "cli", "n=3", "sampler.steps=3"), from_run)
+    with pytest.raises(FileNotFoundError, match=r"is not a difflab model folder .* nor a run folder"):
+        difflab.load(tmp_path)
+
+
 def test_load_from_checkpoint_points_to_difflab_load(tiny_ckpt):
     with pytest.raises(NotImplementedError, match=r"use difflab\.load\(path\)"):
         DiffusionModule.load_from_checkpoint(tiny_ckpt)

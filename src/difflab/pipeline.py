@@ -181,7 +181,8 @@ def _convert(images: torch.Tensor, output: str) -> Any:
 def load(
     path: str | Path, device: torch.device | str = "auto", allowed_targets: Iterable[str] = ()
 ) -> DiffusionPipeline:
-    """A DiffusionPipeline from a train.py checkpoint (.ckpt) or an `export.py format=safetensors` folder.
+    """A DiffusionPipeline from a train.py checkpoint (.ckpt), a train.py run folder (its checkpoints/last.ckpt)
+    or an `export.py format=safetensors` folder.
 
     Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
     with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py."""
