@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from PIL import Image
 import difflab
 from difflab.checkpoint import load_model
 from difflab.generation import requested_conditions
-from difflab.run import sample, train
+from difflab.io.images import to_uint8
+from difflab.run import evaluate, sample, train
 from difflab.text.encoder import DEFAULT_ENCODER, encoder_version
 
 
@@ -105,6 +107,26 @@ def test_load_samples_a_text_model_as_sample_py_does(text_run: Path, tmp_path: P
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError, match="holds a text-to-image model: give prompt="):
         pipe.sample(2, steps=2)
+
+
+@pytest.mark.slow  # evaluate.py loads the feature network and computes reference statistics: ~10 s
+def test_evaluate_generates_what_sample_py_generates_negative_prompt_included(
+    text_run, tmp_path, monkeypatch
+):
+    ckpt = text_run / "checkpoints" / "last.ckpt"
+    scored: list[torch.Tensor] = []  # what evaluate.py generated, before it is turned into 8-bit images
+    module = sys.modules["difflab.run.evaluate"]  # difflab.run.evaluate is also the name of the function
+    monkeypatch.setattr(module, "to_uint8", lambda images: scored.append(images) or to_uint8(images))
+    asked = ['+prompt=["a handwritten seven","digit 3"]', "+negative_prompt=a one", "guidance=3.0", "seed=5"]
+    small = ["metrics.num_reference=40", "metrics.kid_subset_size=2", "metrics.prc=false", "log_wandb=false"]
+    small += [f"metrics.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'report.json'}"]
+    evaluate(compose_config("eval", [f"ckpt={ckpt}", "n=4", "sampler.steps=2", *asked, *small], tmp_path))
+    # difflab.load(...).sample is sample.py's twin (test_load_samples_a_text_model_as_sample_py_does).
+    expected = difflab.load(ckpt).sample(
+        4, steps=2, prompt=["a handwritten seven", "digit 3"], negative_prompt="a one", guidance=3.0, seed=5,
+        output="tensor",
+    )  # fmt: skip
+    assert torch.equal(torch.cat(scored), expected)
 
 
 def sample_cfg(ckpt: Path, out: Path, *overrides: str):

@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -95,8 +94,6 @@ def generated_batches(
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them."""
     sampler = build_sampler(cfg, loaded)
     options = sample_options(cfg)
-    # As before the one generation path: evaluate.py generated without the negative prompt.
-    conditions = replace(conditions, negative_for=None)
     generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.net)
 
     def batches() -> Iterator[torch.Tensor]:
