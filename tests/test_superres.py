@@ -227,6 +227,15 @@ def test_superres_consistency_makes_outputs_downsample_to_their_input(sr_ckpt, t
     assert projected < 0.01 and settings["consistency"] is True  # up to the PNG's 8-bit rounding
 
 
+def test_superres_results_go_to_the_project_outputs_like_every_mode(sr_ckpt, tmp_path, monkeypatch):
+    inputs = write_pngs(tmp_path / "in", [4])
+    monkeypatch.chdir((tmp_path / "elsewhere").mkdir() or tmp_path / "elsewhere")
+    args = [f"ckpt={sr_ckpt}", "mode=superres", f"image={inputs}", "n=1", "sampler.steps=2"]
+    out = sample(compose_config("sample", [*args, f"paths.root_dir={tmp_path / 'project'}"], tmp_path))
+    assert out.parent.parent == tmp_path / "project" / "outputs" / "superres" and (out / "grid.png").is_file()
+    assert not (tmp_path / "elsewhere" / "outputs").exists()
+
+
 def test_load_super_resolves_as_sample_py_does(sr_ckpt, tmp_path):
     inputs = write_pngs(tmp_path / "in", [4, 4])
     out = tmp_path / "cli"

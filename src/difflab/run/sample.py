@@ -105,8 +105,7 @@ def sample(cfg: DictConfig) -> Path:
     options.check()
     loaded = load_checked_model(cfg)
     request = request_for(loaded, options, build_sampler(cfg, loaded), cfg.ckpt)
-    root = None if options.mode == SUPERRES else cfg.paths.root_dir
-    with output_folder(cfg.out, options.mode, root) as out:
+    with output_folder(cfg.out, options.mode, cfg.paths.root_dir) as out:
         log.info(*log_line(options, loaded, request))
         generation = Generation(request, loaded.net)
         with generation.cpu_threads() as cpu_threads, progress(options, generation) as on_step:
