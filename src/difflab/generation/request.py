@@ -20,9 +20,10 @@ from .methods import Method
 
 @dataclass
 class GenerationRequest:
-    """Samples `indices`, made by `method`: sample i from the noise of (seed, i) and its
-    conditions, with classifier-free guidance of scale `guidance` (against conditions.negative_for when set),
-    the network under `precision`. batch_size and cpu_threads: a number, or "auto" to let generation choose."""
+    """Samples `indices`, made by `method` (sampling from noise, img2img, inpaint): sample i from the noise of
+    (seed, i) and its conditions, with classifier-free guidance of scale `guidance` (against
+    conditions.negative_for when set), the network under `precision`. batch_size and cpu_threads: a number, or
+    "auto" to let generation choose."""
 
     method: Method
     indices: Sequence[int]
@@ -39,6 +40,7 @@ class GenerationRequest:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
+        """The (C, H, W) of one result."""
         return self.method.sample_shape
 
     def denoiser_for(self, net: Denoiser) -> Callable[[Sequence[int]], Denoiser]:
