@@ -61,5 +61,7 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
         assert 0 <= report["metrics"]["cond_accuracy"] <= 1
         assert report["metrics"]["classifier_accuracy"] > 0.5
         assert sorted(report["conditioning"]["per_class_accuracy"]) == list(range(10))
+        assert report["generated"]["labels"] == "balanced: sample i is of prompt i * 10 // 20"
+        assert len(report["generated"]["prompts"]) == 10
     else:
         assert "cond_accuracy" not in report["metrics"]

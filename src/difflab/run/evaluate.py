@@ -132,8 +132,14 @@ def generated_batches(
     if loaded.condition is not None:
         settings["condition"] = loaded.condition
         settings["guidance"] = guidance
+    if conditions.prompts is not None:
+        settings["prompts"] = conditions.prompts
     if conditions.labels is not None:
-        settings["labels"] = f"balanced: sample i is of class i * {loaded.num_classes} // {n}"
+        # A text model's samples are balanced over its prompts, each naming a class; a label model's over classes.
+        what, count = (
+            ("prompt", len(conditions.prompts)) if conditions.prompts else ("class", loaded.num_classes)
+        )
+        settings["labels"] = f"balanced: sample i is of {what} i * {count} // {n}"
     return batches(), settings
 
 
