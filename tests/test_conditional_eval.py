@@ -10,8 +10,10 @@ import pytest
 from conftest import FAST_TRAIN, compose_config
 
 from difflab.data.captions import DIGIT_WORDS
+from difflab.data.conditions import GenerationConditions
 from difflab.data.sources import open_splits
 from difflab.run import evaluate, train
+from difflab.run.evaluate import conditioning_classifier
 
 
 def captioned_digits(root: Path, per_class: int = 30) -> Path:
@@ -65,3 +67,12 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
         assert len(report["generated"]["prompts"]) == 10
     else:
         assert "cond_accuracy" not in report["metrics"]
+
+
+def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="difflab"):
+        assert (
+            conditioning_classifier(None, None, GenerationConditions(None, prompts=["a square"]), "cpu")
+            is None
+        )
+    assert "no conditioning accuracy: the prompts name no classes" in caplog.text

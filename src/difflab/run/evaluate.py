@@ -170,6 +170,10 @@ def conditioning_classifier(
     """The classifier of the conditioning accuracy when samples have requested classes and the reference data
     has those labels (else None, with a warning)."""
     if conditions.labels is None:
+        if conditions.prompts is not None:
+            log.info(
+                "no conditioning accuracy: the prompts name no classes (e.g. a folder without class subfolders)"
+            )
         return None
     if not data.num_classes or max(conditions.labels) >= data.num_classes:
         log.warning(
