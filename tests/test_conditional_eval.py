@@ -1,5 +1,6 @@
 """evaluate.py on text-to-image and super-resolution checkpoints: the data's own balanced conditions are
-scored, and a text model whose prompts name classes gets a conditioning accuracy."""
+scored, and a text model whose prompts name classes (templates, or captions from files of labelled images)
+gets a conditioning accuracy."""
 
 from __future__ import annotations
 
@@ -8,7 +9,28 @@ from pathlib import Path
 import pytest
 from conftest import FAST_TRAIN, compose_config
 
+from difflab.data.captions import DIGIT_WORDS
+from difflab.data.conditions import GenerationConditions
+from difflab.data.sources import open_splits
 from difflab.run import evaluate, train
+from difflab.run.evaluate import conditioning_classifier
+
+
+def captioned_digits(root: Path, per_class: int = 30) -> Path:
+    """The first `per_class` digits of each class as <class>/<i>.png, each with its own .txt caption."""
+    digits = open_splits("digits", None, 0.05, 0).train
+    counts = [0] * 10
+    for i in range(len(digits)):
+        image, label = digits[i]
+        if counts[label] == per_class:
+            continue
+        counts[label] += 1
+        path = root / str(label) / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        words = ("a hand-drawn {word}", "the digit {digit}, written in ink")[i % 2]
+        path.with_suffix(".txt").write_text(words.format(word=DIGIT_WORDS[label], digit=label))
+    return root
 
 
 @pytest.mark.slow
@@ -16,11 +38,16 @@ from difflab.run import evaluate, train
     ("kind", "overrides"),
     [
         ("text", ["data.condition=text", "data.captions=templates"]),
+        ("files", ["data=folder", "data.image_size=8", "data.channels=1", "data.num_workers=0"]),
         ("superres", ["data.condition=superres", "data.sr_factor=2"]),
     ],
 )
 def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str], tmp_path: Path) -> None:
     pytest.importorskip("sentence_transformers")
+    if kind == "files":
+        root = captioned_digits(tmp_path / "captioned")
+        overrides = [*overrides, f"data.root={root}", "data.val_fraction=0.2", "data.condition=text"]
+        overrides += ["data.persistent_workers=false"]
     run = tmp_path / "run"
     train(compose_config("train", [*FAST_TRAIN, *overrides, "trainer.max_steps=2"], run))
     small = ["metrics.num_reference=40", "metrics.kid_subset_size=10", "metrics.prc=false"]
@@ -32,8 +59,20 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
     report = evaluate(cfg)
     assert report["metrics"]["fd_effl0"] > 0 and report["generated"]["n"] == 20
     assert (run / "metrics.json").is_file()
-    if kind == "text":  # the data's template prompts name the digits 0-9: two samples per class
+    if kind in ("text", "files"):  # the prompts name the digits 0-9 (one held-out caption per class): 2 each
         assert 0 <= report["metrics"]["cond_accuracy"] <= 1
         assert report["metrics"]["classifier_accuracy"] > 0.5
+        assert sorted(report["conditioning"]["per_class_accuracy"]) == list(range(10))
+        assert report["generated"]["labels"] == "balanced: sample i is of prompt i * 10 // 20"
+        assert len(report["generated"]["prompts"]) == 10
     else:
         assert "cond_accuracy" not in report["metrics"]
+
+
+def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="difflab"):
+        assert (
+            conditioning_classifier(None, None, GenerationConditions(None, prompts=["a square"]), "cpu")
+            is None
+        )
+    assert "no conditioning accuracy: the prompts name no classes" in caplog.text

@@ -14,6 +14,7 @@ import torch
 from conftest import FAST_TRAIN, compose_config
 from PIL import Image
 from torch import Tensor
+from torchvision.transforms.functional import to_tensor
 
 from difflab.checkpoint import load_model
 from difflab.data import DataError, ImageDataModule
@@ -203,6 +204,28 @@ def test_train_then_sample_superres_writes_pngs_grid_and_npz(sr_ckpt, tmp_path, 
     assert settings["nfe"] == 2 and len(settings["inputs"]) == 3
 
 
+def test_superres_consistency_makes_outputs_downsample_to_their_input(sr_ckpt, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):  # mid-grey pictures: the consistent outputs need no values outside [0, 255]
+        Image.fromarray(rng.integers(70, 190, (4, 4), dtype=np.uint8)).save(inputs / f"in{i}.png")
+    low = torch.stack([to_tensor(Image.open(inputs / f"in{i}.png")) for i in range(2)]) * 2 - 1
+
+    def mismatch(*overrides: str) -> tuple[float, dict]:
+        out = tmp_path / f"out{len(overrides)}"
+        args = [f"ckpt={sr_ckpt}", "mode=superres", f"image={inputs}", "n=2", "sampler.steps=4", f"out={out}"]
+        sample(compose_config("sample", [*args, *overrides], tmp_path))
+        arr = torch.from_numpy(np.load(out / "samples.npz")["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        error = float((downsample(arr, 2) - low.repeat_interleave(2, 0)).abs().max())
+        return error, json.loads((out / "settings.json").read_text())
+
+    plain, settings = mismatch()
+    assert plain > 0.1 and settings["consistency"] is False  # a 4-step net ignores most of its input
+    projected, settings = mismatch("superres.consistency=true")
+    assert projected < 0.01 and settings["consistency"] is True  # up to the PNG's 8-bit rounding
+
+
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
@@ -210,6 +233,7 @@ def test_train_then_sample_superres_writes_pngs_grid_and_npz(sr_ckpt, tmp_path, 
         (["mode=superres", "image=IMG", "guidance=3"], "guidance=3 has no effect with mode=superres"),
         (["mode=superres", "image=IMG", "labels=[1]"], "mode=superres conditions on image= only"),
         ([], "is a super-resolution model: use mode=superres image="),
+        (["mode=superres", "image=IMG", "superres.consistency=maybe"], "consistency='maybe' must be true or"),
     ],
 )
 def test_bad_superres_requests_are_one_line(sr_ckpt, tmp_path, overrides, fragment):

@@ -173,6 +173,45 @@ def test_folder_with_captions_serves_each_images_own_text(tmp_path: Path, fake_e
     assert len(dm.grid_texts) == 1  # the held-out image's caption
 
 
+def test_captions_from_files_of_labelled_images_name_classes_for_the_accuracy(tmp_path: Path, fake_encoder):
+    # Class folders a/ (dark squares) and b/ (light ones); "a square" captions images of both, so it names none.
+    files = {
+        "train/a/0.png": (0, "a black square"), "train/a/1.png": (10, "a square"),
+        "train/b/2.png": (255, "a white square"), "train/b/3.png": (245, "a square"),
+        "val/a/4.png": (5, "a square"), "val/a/5.png": (20, "a black square"),
+        "val/b/6.png": (250, "a white square"),
+    }  # fmt: skip
+    for name, (value, caption) in files.items():
+        picture(tmp_path / name, value).with_suffix(".txt").write_text(caption)
+    dm = ImageDataModule(
+        "folder", root=str(tmp_path), image_size=8, condition="text", captions="files",
+        text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    # The grid shows the first held-out caption naming each class, so the accuracy covers every class.
+    assert dm.grid_texts.captions == ["a black square", "a white square"]
+    assert dm.grid_text_classes == [0, 1]
+    assert balanced("text", None, 4, dm.grid_texts, dm.grid_text_classes).labels == [0, 0, 1, 1]
+
+    # The conditioning classifier learns the images' classes, not the caption ids the model trains on.
+    def labels(split: str, dataset_for) -> list[int]:
+        dataset = dataset_for(split)
+        return [dataset[i][1] for i in range(len(dataset))]
+
+    assert labels("train", dm.class_dataset_for) == [0, 0, 1, 1]
+    assert labels("val", dm.class_dataset_for) == [0, 0, 1]
+    assert sorted(set(labels("train", dm.dataset_for))) == [0, 1, 2]  # 3 distinct captions
+
+    # Without class folders the captions name no class: no conditioning accuracy, the first captions shown.
+    flat = tmp_path / "flat"
+    for name, (value, caption) in files.items():
+        picture(flat / Path(name).name, value).with_suffix(".txt").write_text(caption)
+    dm = ImageDataModule(
+        "folder", root=str(flat), image_size=8, condition="text", val_fraction=0.5,
+        text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert dm.grid_text_classes is None and len(dm.grid_texts) >= 2
+
+
 def test_templates_are_drawn_per_sample_and_step_from_the_seed(tmp_path: Path, fake_encoder):
     def conditions(step: int, training: bool = True, seed: int = 0) -> torch.Tensor:
         dm = ImageDataModule(

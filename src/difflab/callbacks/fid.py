@@ -40,8 +40,8 @@ def conditioning_classifier_for(
     return evaluator.classifier(
         dataset_id(data),
         data.image_size,
-        lambda limit: labelled_uint8_batches(data.dataset_for("train"), limit=limit),
-        lambda: labelled_uint8_batches(data.dataset_for("val")),
+        lambda limit: labelled_uint8_batches(data.class_dataset_for("train"), limit=limit),
+        lambda: labelled_uint8_batches(data.class_dataset_for("val")),
         device,
     )
 
@@ -130,7 +130,8 @@ class FIDCallback(L.Callback):
 
     def _conditioning_classifier(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         data = trainer.datamodule
-        labelled = getattr(data, "condition", None) == "labels" or getattr(data, "texts_name_classes", False)
+        texts_name_classes = getattr(data, "grid_text_classes", None) is not None
+        labelled = getattr(data, "condition", None) == "labels" or texts_name_classes
         if self._classifier is None and labelled:
             self._classifier, _ = conditioning_classifier_for(self.evaluator, data, pl_module.device)
 

@@ -34,12 +34,13 @@ def balanced(
     num_classes: int | None,
     n: int,
     texts: TextTable | None = None,
-    texts_are_classes: bool = False,
+    text_classes: list[int] | None = None,
 ) -> GenerationConditions:
     """n samples spread over the task's conditions: for labels, equal contiguous blocks of 0..C-1, so a grid
     with ceil(n / C) columns shows one row per class; for text, likewise over the prompts in `texts` (the
-    datamodule's grid_texts, or a user's); when text i names class i (template captions), the samples' classes
-    are known too, for the conditioning accuracy. Unconditional tasks get no conditions."""
+    datamodule's grid_texts, or a user's); when text i names class text_classes[i] (template captions, or
+    captions from files of labelled images), the samples' classes are known too, for the conditioning
+    accuracy. Unconditional tasks get no conditions."""
     if condition is None:
         return GenerationConditions(None)
     if condition == "labels":
@@ -54,7 +55,7 @@ def balanced(
         return GenerationConditions(
             texts.cond_for(rows),
             math.ceil(n / len(texts)),
-            labels=rows if texts_are_classes else None,
+            labels=None if text_classes is None else [text_classes[row] for row in rows],
             prompts=list(texts.captions),
         )
     raise ValueError(f"no balanced conditions for data.condition={condition!r}")
@@ -97,7 +98,7 @@ def grid_conditions(data: Any, n: int) -> GenerationConditions:
         return held_out_superres(data, n)
     texts = getattr(data, "grid_texts", None)
     return balanced(
-        condition, getattr(data, "num_classes", None), n, texts, getattr(data, "texts_name_classes", False)
+        condition, getattr(data, "num_classes", None), n, texts, getattr(data, "grid_text_classes", None)
     )
 
 

@@ -168,6 +168,7 @@ class ImageDataModule(L.LightningDataModule):
         self._splits: RawSplits | None = None
         self._train_sampler: ResumableSampler | None = None
         self._datasets: dict[str, Dataset] = {}
+        self._class_splits: RawSplits | None = None  # captions from files: the splits with their class labels
 
     @property
     def num_classes(self) -> int | None:
@@ -194,7 +195,10 @@ class ImageDataModule(L.LightningDataModule):
                 "(a folder needs one subfolder per class)"
             )
         if self.condition == "text":
+            labelled = splits
             self._captions, splits = self._caption_conditions(splits)
+            if splits is not labelled and labelled.num_classes:
+                self._class_splits = labelled
         self._datasets = {
             "train": self._transformed(splits.train, splits.in_memory),
             "val": self._transformed(splits.val, splits.in_memory),
@@ -232,13 +236,22 @@ class ImageDataModule(L.LightningDataModule):
         return self._captions.grid_texts()
 
     @property
-    def texts_name_classes(self) -> bool:
-        """True when grid caption i names class i (template captions of labelled data)."""
+    def grid_text_classes(self) -> list[int] | None:
+        """The class each grid caption names (templates, or captions from files of labelled images); None when
+        the captions name no classes, or for a model that is not text-to-image."""
         if self.condition != "text":
-            return False
+            return None
         self.setup()
         assert self._captions is not None
-        return self._captions.templates is not None
+        return self._captions.grid_classes()
+
+    def class_dataset_for(self, split: str) -> Dataset:
+        """dataset_for(split) with each image's class as its second item (what a conditioning classifier is fitted
+        on): the same dataset except for captions from files, whose items carry caption ids."""
+        if self._class_splits is None:
+            return self.dataset_for(split)
+        raw = self._class_splits.train if split == "train" else self._class_splits.val
+        return self._transformed(raw, self._class_splits.in_memory)
 
     def dataset_for(self, split: str) -> Dataset:
         """The un-augmented dataset of ``"train"`` or ``"val"`` (e.g. for evaluation reference statistics)."""

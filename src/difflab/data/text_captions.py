@@ -31,6 +31,9 @@ class CaptionConditions:
     table: TextTable
     templates: int | None  # T for template captions, None when the items are caption ids
     grid_rows: list[int]  # the fixed captions a sample grid shows, one row each
+    # The class each caption names, for the conditioning accuracy (None: unlabelled images; -1: a caption
+    # shared by images of several classes names none).
+    classes: list[int] | None = None
 
     def condition(
         self, item: torch.Tensor, device: torch.device, generator: torch.Generator | None
@@ -46,6 +49,13 @@ class CaptionConditions:
 
     def grid_texts(self) -> TextTable:
         return self.table.subset(self.grid_rows)
+
+    def grid_classes(self) -> list[int] | None:
+        """The class each grid caption names, or None when some names none (no conditioning accuracy)."""
+        if self.classes is None:
+            return None
+        named = [self.classes[row] for row in self.grid_rows]
+        return named if all(c >= 0 for c in named) else None
 
 
 def resolve_caption_kind(captions: str | None, dataset: str, root: Path | None) -> str:
@@ -78,7 +88,8 @@ def caption_conditions(
             raise DataError(f"{dataset}: {len(names)} class names for {splits.num_classes} classes")
         count = len(templates_for(dataset))
         table = embed_texts(template_captions(dataset, names), encoder, version, max_tokens, cache_dir)
-        return CaptionConditions(table, count, [c * count for c in range(len(names))]), splits
+        classes = [c for c in range(len(names)) for _ in range(count)]
+        return CaptionConditions(table, count, [c * count for c in range(len(names))], classes), splits
 
     datasets = (splits.train, splits.val)
     if root is None or not all(isinstance(d, ImageFileDataset) for d in datasets):
@@ -90,6 +101,33 @@ def caption_conditions(
         ImageFileDataset([(path, ids[text]) for (path, _), text in zip(d.samples, texts, strict=True)])
         for d, texts in zip(datasets, per_split, strict=True)
     )
-    shown = list(dict.fromkeys(ids[text] for text in (per_split[1] or per_split[0])))[:GRID_CAPTIONS]
+    classes = None
+    if splits.num_classes:
+        labels = [label for d in datasets for _, label in d.samples]
+        classes = caption_classes([ids[text] for texts in per_split for text in texts], labels, len(distinct))
+    grid_source = [ids[text] for text in (per_split[1] or per_split[0])]
+    shown = grid_captions(grid_source, classes)
     table = embed_texts(distinct, encoder, version, max_tokens, cache_dir)
-    return CaptionConditions(table, None, shown), replace(splits, train=train, val=val)
+    return CaptionConditions(table, None, shown, classes), replace(splits, train=train, val=val)
+
+
+def caption_classes(caption_ids: list[int], labels: list[int], count: int) -> list[int]:
+    """The class each of `count` captions names: the class of every image it captions, -1 if they differ."""
+    named = [-2] * count  # -2: not seen yet
+    for caption, label in zip(caption_ids, labels, strict=True):
+        named[caption] = label if named[caption] in (-2, label) else -1
+    return named
+
+
+def grid_captions(caption_ids: list[int], classes: list[int] | None) -> list[int]:
+    """The captions a grid shows, from the held-out images' captions in order: the first that names each class
+    (labelled images, so the grid and the conditioning accuracy cover every class), else the first distinct
+    GRID_CAPTIONS."""
+    distinct = list(dict.fromkeys(caption_ids))
+    if classes is None:
+        return distinct[:GRID_CAPTIONS]
+    first_of_class: dict[int, int] = {}
+    for caption in distinct:
+        first_of_class.setdefault(classes[caption], caption)
+    first_of_class.pop(-1, None)
+    return [first_of_class[c] for c in sorted(first_of_class)] or distinct[:GRID_CAPTIONS]

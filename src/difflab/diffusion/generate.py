@@ -33,6 +33,7 @@ def generate(
     negative_for: CondFor | None = None,
     on_step: Callable[[], None] | None = None,
     precision: str = "fp32",
+    wrap: Callable[[Denoiser, Sequence[int]], Denoiser] | None = None,
 ) -> Tensor:
     """Samples for `indices` (values in [-1, 1] if the model was trained on such data), on the model's device.
 
@@ -41,6 +42,7 @@ def generate(
     unconditional branch). A condition is tied to its sample index, like the noise. `on_step()` is called
     after every sampler step of every batch (progress: batches × len(sampler.timesteps) steps in all).
     precision="bf16" runs the network under bf16 autocast; the sampler's math and the result stay float32.
+    `wrap(denoiser, indices)` replaces each batch's denoiser (super-resolution's data consistency).
     """
     device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
     model = with_precision(model, precision)
@@ -50,6 +52,8 @@ def generate(
         chunk = indices[start : start + batch_size]
         generators = SampleGenerators(seed, chunk)
         denoiser = guided_for(model, cond_for, chunk, guidance, negative_for)
+        if wrap is not None:
+            denoiser = wrap(denoiser, chunk)
         step_callback = None if on_step is None else (lambda i, t, x: on_step())
         batches.append(
             sampler.sample(

@@ -9,7 +9,7 @@ gets n outputs at the model's size; the grid shows per row: input (nearest-upsam
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -20,7 +20,9 @@ from ..checkpoint import LoadedModel
 from ..data.conditions import superres_conditions
 from ..diffusion import Denoiser, Sampler
 from ..diffusion.auto_batch import generation_batch_size
+from ..diffusion.data_consistency import DataConsistent, LowResProjection
 from ..diffusion.generate import generate, generation_steps
+from ..diffusion.samplers.base import model_device_dtype
 from ..diffusion.superres import nearest_upsample, upsample
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images
@@ -46,11 +48,19 @@ def check_superres_request(cfg: DictConfig) -> None:
     require(cfg, "image", "mode=superres needs image=<low-resolution picture or folder of pictures>")
     if cfg.get("labels") is not None:
         raise ValueError(f"labels={cfg.labels} given, but mode=superres conditions on image= only")
+    project = OmegaConf.select(cfg, "superres.consistency", default=False)
+    if not isinstance(project, bool):
+        raise ValueError(f"superres.consistency={project!r} must be true or false")
     if float(cfg.get("guidance", 1.0)) != 1.0:
         raise ValueError(
             f"guidance={cfg.guidance} has no effect with mode=superres: the low-res image is never dropped, "
             "so there is no unconditional branch; drop guidance="
         )
+
+
+def consistency(cfg: DictConfig) -> bool:
+    """superres.consistency: whether outputs are projected so that they downsample exactly to their input."""
+    return bool(OmegaConf.select(cfg, "superres.consistency", default=False))
 
 
 def sr_factor(loaded: LoadedModel) -> int:
@@ -73,11 +83,14 @@ def super_resolve(
     seed: int = 0,
     batch_size: int | str | None = 64,
     precision: str = "fp32",
+    consistency: bool = False,
 ) -> Tensor:
     """n outputs (size x size) for each low-res picture of `low` (M, C, h, w) in [-1, 1]; output k is of
     input k // n and depends only on (seed, k), like any sample. batch_size "auto": see generation_batch_size.
-    Progress is shown as sample.py shows it (sampler steps, images/s)."""
+    Progress is shown as sample.py shows it (sampler steps, images/s). consistency=True projects every x̂_0 onto
+    down(x̂_0) = its input (diffusion.data_consistency)."""
     conditions = superres_conditions(low, size, n)
+    wrap = consistent_with(low, size, n, sampler) if consistency else None
     indices: Sequence[int] = range(len(low) * n)
     shape = (low.shape[1], size, size)
     batch_size = generation_batch_size(
@@ -97,7 +110,25 @@ def super_resolve(
             conditions.cond_for,
             on_step=progress.advance,
             precision=precision,
+            wrap=wrap,
         )
+
+
+def consistent_with(
+    low: Tensor, size: int, n: int, sampler: Sampler
+) -> Callable[[Denoiser, Sequence[int]], Denoiser]:
+    """generate's wrap: the denoiser of samples `indices` made consistent with their inputs low[k // n]."""
+    factor = size // low.shape[-1]
+
+    def wrap(denoiser: Denoiser, indices: Sequence[int]) -> Denoiser:
+        device, dtype = model_device_dtype(denoiser) or (low.device, low.dtype)
+        rows = torch.as_tensor(list(indices), dtype=torch.long) // n
+        projection = LowResProjection(low[rows].to(device, dtype), factor)
+        return DataConsistent(
+            denoiser, sampler.schedule, projection, sampler.prediction_type, sampler.clip_x0
+        )
+
+    return wrap
 
 
 def _comparison_tiles(low: Tensor, results: Tensor, n: int, size: int) -> Tensor:
@@ -125,13 +156,14 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
     batch_size = batch_size_for(cfg, loaded, count, cond_for)
     with output_folder(cfg.out, SUPERRES) as out:
         log.info(
-            "superres: %d picture(s) %s -> %d×%d, %d outputs each with %r",
+            "superres: %d picture(s) %s -> %d×%d, %d outputs each with %r%s",
             len(pictures.paths),
             "×".join(str(s) for s in pictures.images.shape[-2:]),
             size,
             size,
             n,
             sampler,
+            ", projected onto down(output) = input" if consistency(cfg) else "",
         )
         with generation_threads(cfg, loaded, count, batch_size, cond_for):
             results = super_resolve(
@@ -143,6 +175,7 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
                 int(cfg.seed),
                 batch_size,
                 cfg.get("precision", "fp32"),
+                consistency(cfg),
             ).cpu()
         check_finite(results, cfg.ckpt)
         written = save_samples(results, out, nrow=n)
@@ -163,6 +196,7 @@ def superres(cfg: DictConfig, loaded: LoadedModel) -> Path:
             "seed": int(cfg.seed),
             "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
             "nfe": sampler.nfe,
+            "consistency": consistency(cfg),
             "precision": cfg.get("precision", "fp32"),
             "weights": loaded.weights,
             "global_step": loaded.global_step,
