@@ -9,7 +9,8 @@ from omegaconf import open_dict
 from PIL import Image
 
 from difflab.checkpoint import load_model
-from difflab.run import sample, train
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 
 def test_unknown_config_key_is_named_by_hydra():

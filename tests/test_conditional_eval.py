@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import FAST_TRAIN, compose_config
 
-from difflab.run import evaluate, train
+from difflab.run.evaluate import evaluate
+from difflab.run.train import train
 
 
 @pytest.mark.slow
