@@ -12,8 +12,8 @@ from conftest import FAST_TRAIN, compose_config
 from difflab.data.captions import DIGIT_WORDS
 from difflab.data.conditions import GenerationConditions
 from difflab.data.sources import open_splits
-from difflab.run import evaluate, train
-from difflab.run.evaluate import conditioning_classifier
+from difflab.run.evaluate import conditioning_classifier, evaluate
+from difflab.run.train import train
 
 
 def captioned_digits(root: Path, per_class: int = 30) -> Path:

@@ -23,8 +23,9 @@ from difflab.diffusion.editing import (
     strength_timesteps,
 )
 from difflab.io.load_images import load_images, load_masks
-from difflab.run import sample, train
 from difflab.run.edit import _run
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 
 class ImageMixtureDenoiser:

@@ -14,8 +14,8 @@ from conftest import FAST_TRAIN, compose_config
 from difflab.callbacks import SampleGrid
 from difflab.diffusion import DDIMSampler, NoiseSchedule
 from difflab.diffusion.objectives import DiffusionLoss
-from difflab.run import train
 from difflab.run.errors import exit_on_user_error
+from difflab.run.train import train
 from difflab.training import NonFiniteError
 from difflab.training.finite import LossWatch, first_non_finite
 

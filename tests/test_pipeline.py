@@ -13,7 +13,9 @@ from conftest import FAST_TRAIN, ROOT, compose_config
 from hydra.utils import instantiate
 
 import difflab
-from difflab.run import export, sample, train
+from difflab.run.export import export
+from difflab.run.sample import sample
+from difflab.run.train import train
 from difflab.training import DiffusionModule
 
 

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.checkpoint import load_model
-from difflab.run import sample, train
-from difflab.run.sample import requested_conditions
+from difflab.run.sample import requested_conditions, sample
+from difflab.run.train import train
 from difflab.text.encoder import DEFAULT_ENCODER, encoder_version
 
 

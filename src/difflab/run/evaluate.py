@@ -34,14 +34,13 @@ from .common import (
     batch_size_for,
     build_sampler,
     check_finite,
-    check_values,
     check_writable_file,
     first_free,
     pick_device,
     set_cpu_threads,
-    whole,
     write_json,
 )
+from .rules import check_values, whole
 from .sample import RULES as SAMPLE_RULES
 from .sample import requested_conditions
 from .threads import generation_threads

@@ -20,20 +20,15 @@ from .common import (
     batch_size_for,
     build_sampler,
     check_finite,
-    check_values,
     log_written,
-    number,
-    one_of,
-    or_auto,
     output_folder,
     pick_device,
-    require,
     set_cpu_threads,
-    whole,
     write_json,
 )
 from .edit import EDIT_MODES, check_edit_request, edit
 from .prompts import text_conditions
+from .rules import check_values, number, one_of, or_auto, require, whole
 from .superres import SUPERRES, check_superres_request, superres
 from .threads import generation_threads
 

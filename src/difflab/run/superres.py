@@ -27,15 +27,8 @@ from ..diffusion.superres import nearest_upsample, upsample
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.load_images import load_images
 from ..progress import Progress
-from .common import (
-    batch_size_for,
-    build_sampler,
-    check_finite,
-    log_written,
-    output_folder,
-    require,
-    write_json,
-)
+from .common import batch_size_for, build_sampler, check_finite, log_written, output_folder, write_json
+from .rules import require
 from .threads import generation_threads
 
 log = logging.getLogger("difflab")

@@ -15,7 +15,7 @@ from ..diffusion.auto_batch import AUTO, trial_call
 from ..diffusion.conditioning import CondFor
 from ..diffusion.cpu_threads import PROBE_BATCH, fastest_thread_count
 from ..diffusion.samplers.base import model_device_dtype
-from .common import whole
+from .rules import whole
 
 log = logging.getLogger("difflab")
 
