@@ -1,17 +1,19 @@
 """Sample from a checkpoint: `python sample.py ckpt=<path> n=64 sampler=ddim sampler.steps=50 out=<dir>`."""
 
-import hydra
+from pathlib import Path
+
 from omegaconf import DictConfig
 
-from difflab.run import sample
+from difflab.run.cli import launch
 from difflab.run.errors import exit_on_user_error
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    from difflab.run.sample import sample  # torch loads once the work starts
+
     sample(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    launch(main, "sample", Path(__file__).resolve().parent / "conf")

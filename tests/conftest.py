@@ -98,7 +98,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """last.ckpt of a two-step run of the toy model, trained once per test session and shared (read-only)."""
-    from difflab.run import train
+    from difflab.run.train import train
 
     run = tmp_path_factory.mktemp("tiny") / "run"
     train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))

@@ -9,19 +9,20 @@ from omegaconf import open_dict
 from PIL import Image
 
 from difflab.checkpoint import load_model
-from difflab.run import sample, train
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 
-def test_unknown_config_key_is_named_by_hydra():
-    result = run_cli("train.py", "optim.lrr=1e-4")
-    assert result.returncode != 0
-    assert "Could not override 'optim.lrr'" in result.stderr
+def test_unknown_config_key_is_one_line_naming_the_nearest_key():
+    line = one_error_line(run_cli("train.py", "optim.lrr=1e-4"))
+    assert line == "error: optim.lrr is not a key of the train config; did you mean optim.lr?"
 
 
-def test_unknown_group_option_is_named_by_hydra():
-    result = run_cli("train.py", "data=mnsit")
-    assert result.returncode != 0
-    assert "Could not find 'data/mnsit'" in result.stderr
+def test_unknown_group_option_is_one_line_naming_the_nearest_option():
+    line = one_error_line(run_cli("train.py", "data=mnsit"))
+    assert line.startswith(
+        "error: data=mnsit is not an option; did you mean data=mnist? (data: cifar10, digits"
+    )
 
 
 def test_cli_prints_one_line_for_a_bad_image_size(tmp_path):

@@ -11,8 +11,7 @@ import torch
 from conftest import FAST_TRAIN, compose_config
 from lightning.pytorch.plugins.environments import LightningEnvironment
 
-from difflab.run import train
-from difflab.run.train import build_trainer
+from difflab.run.train import build_trainer, train
 from difflab.training import AtomicCheckpointIO, DiffusionModule, NonFiniteError
 
 

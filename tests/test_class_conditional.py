@@ -16,7 +16,9 @@ from PIL import Image
 from difflab.checkpoint import load_model
 from difflab.generation.requested import requested_labels
 from difflab.models import UNet
-from difflab.run import evaluate, sample, train
+from difflab.run.evaluate import evaluate
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 # Lite0 at 224 px on a CPU costs ~0.1 s an image: a handful of reference, training and generated images.
 SMALL_METRICS = [

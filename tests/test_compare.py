@@ -10,7 +10,7 @@ from conftest import FAST_TRAIN, compose_config, run_cli
 from PIL import Image
 
 from difflab.compare import find_runs, main, run_labels
-from difflab.run import train
+from difflab.run.train import train
 from difflab.run.wandb_glue import finish_wandb_run
 from difflab.runlogs import run_series
 

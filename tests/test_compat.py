@@ -231,3 +231,15 @@ def test_wandb_offline_run_file_is_still_readable_by_the_tests_reader(tmp_path):
     runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert [(r.display_name, r.run_group) for r in runs] == [("named", "grouped")], f"{touch}: no run record"
     assert [row["train/loss"] for row in rows] == [0.5], f"{touch}: no history row"
+
+
+def test_hydra_run_hydra_is_hydra_mains_body_with_an_argument_list():
+    """compat.run_hydra calls hydra._internal.utils._run_hydra with get_args_parser's parse of a given list."""
+    import inspect
+
+    from hydra._internal import utils
+
+    params = set(inspect.signature(utils._run_hydra).parameters)
+    assert {"args", "args_parser", "task_function", "config_path", "config_name"} <= params, "_run_hydra"
+    args = utils.get_args_parser().parse_args(["-m", "seed=1,2"])
+    assert args.multirun and args.overrides == ["seed=1,2"], "get_args_parser"

@@ -11,7 +11,9 @@ from conftest import FAST_TRAIN, compose_config
 
 from difflab.data.captions import DIGIT_WORDS
 from difflab.data.sources import open_splits
-from difflab.run import evaluate, train
+from difflab.generation import Conditions
+from difflab.run.evaluate import conditioning_classifier, evaluate
+from difflab.run.train import train
 
 
 def captioned_digits(root: Path, per_class: int = 30) -> Path:
@@ -61,5 +63,13 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
         assert 0 <= report["metrics"]["cond_accuracy"] <= 1
         assert report["metrics"]["classifier_accuracy"] > 0.5
         assert sorted(report["conditioning"]["per_class_accuracy"]) == list(range(10))
+        assert report["generated"]["labels"] == "balanced: sample i is of prompt i * 10 // 20"
+        assert len(report["generated"]["prompts"]) == 10
     else:
         assert "cond_accuracy" not in report["metrics"]
+
+
+def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="difflab"):
+        assert conditioning_classifier(None, None, Conditions(None, prompts=["a square"]), "cpu") is None
+    assert "no conditioning accuracy: the prompts name no classes" in caplog.text

@@ -20,7 +20,7 @@ from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
 from difflab.data.sampler import ResumableSampler
 from difflab.io.load_images import load_images
 from difflab.io.pictures import to_channels
-from difflab.run import train
+from difflab.run.train import train
 
 REPO = Path(__file__).parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -21,8 +21,8 @@ from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from difflab.export.diffusers import diffusers_config, from_diffusers, to_diffusers, unet_arguments
 from difflab.export.diffusers_folder import load_unet_folder, write_pipeline
 from difflab.models import UNet
-from difflab.run import export, train
-from difflab.run.train import build_module, initialise_from
+from difflab.run.export import export
+from difflab.run.train import build_module, initialise_from, train
 
 diffusers = pytest.importorskip("diffusers")
 

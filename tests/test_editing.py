@@ -25,7 +25,8 @@ from difflab.diffusion.editing import (
 from difflab.generation import Generation, GenerationRequest
 from difflab.generation.methods import Inpaint
 from difflab.io.load_images import load_images, load_masks
-from difflab.run import sample, train
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 
 class ImageMixtureDenoiser:

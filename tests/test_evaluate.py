@@ -13,7 +13,8 @@ from conftest import FAST_TRAIN, compose_config, run_cli
 from difflab.data import ImageDataModule
 from difflab.data.batches import uint8_batches
 from difflab.io.images import save_samples
-from difflab.run import evaluate, train
+from difflab.run.evaluate import evaluate
+from difflab.run.train import train
 
 # Small sets keep Lite0 (224 px on a CPU) to seconds; the numbers are not meaningful, the plumbing is.
 SMALL = [

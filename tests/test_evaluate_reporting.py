@@ -12,7 +12,7 @@ from conftest import compose_config
 from wandb_files import history_rows
 
 from difflab.metrics.sample_size import small_sample_warning
-from difflab.run import evaluate
+from difflab.run.evaluate import evaluate
 from difflab.run.wandb_glue import ID_FILE, choose_run_id, read_run_id
 
 SMALL = [

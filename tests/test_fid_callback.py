@@ -10,8 +10,8 @@ from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 
 from difflab.callbacks import FIDCallback
 from difflab.metrics.evaluator import Evaluator
-from difflab.run import train
 from difflab.run.common import instantiate_entries
+from difflab.run.train import train
 
 
 def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path, caplog) -> None:

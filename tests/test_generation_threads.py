@@ -14,7 +14,8 @@ from conftest import compose_config
 
 from difflab.checkpoint import CONFIG_KEY
 from difflab.diffusion.cpu_threads import fastest_thread_count
-from difflab.run import evaluate, sample
+from difflab.run.evaluate import evaluate
+from difflab.run.sample import sample
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from conftest import FAST_TRAIN, compose_config
 from lightning.pytorch.utilities import rank_zero_only
 
-from difflab.run import train
+from difflab.run.train import train
 from difflab.runlogs import METRICS_FILE, read_rows, run_series
 from difflab.training.metrics_file import MetricsFile
 

@@ -15,8 +15,8 @@ from difflab.callbacks import SampleGrid
 from difflab.diffusion import DDIMSampler, NoiseSchedule
 from difflab.diffusion.objectives import DiffusionLoss
 from difflab.generation import Task
-from difflab.run import train
 from difflab.run.errors import exit_on_user_error
+from difflab.run.train import train
 from difflab.training import NonFiniteError
 from difflab.training.finite import LossWatch, first_non_finite
 

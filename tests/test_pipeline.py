@@ -14,7 +14,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 import difflab
-from difflab.run import export, sample, train
+from difflab.run.export import export
+from difflab.run.sample import sample
+from difflab.run.train import train
 from difflab.training import DiffusionModule
 
 

@@ -12,9 +12,11 @@ import torch
 from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 from omegaconf import OmegaConf
 
-from difflab.run import evaluate, sample, train
 from difflab.run.common import write_json
+from difflab.run.evaluate import evaluate
 from difflab.run.preflight import claim
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 
 def listing(folder: Path) -> set[str]:

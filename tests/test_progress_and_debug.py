@@ -15,9 +15,9 @@ from conftest import FAST_TRAIN, compose_config, run_cli
 from PIL import Image
 
 from difflab.progress import Progress
-from difflab.run import train
 from difflab.run.console import config_summary, print_summary
 from difflab.run.errors import exit_on_user_error
+from difflab.run.train import train
 from difflab.runlogs import run_series
 
 

@@ -13,7 +13,7 @@ from omegaconf import open_dict
 from PIL import Image
 
 from difflab.checkpoint import load_model
-from difflab.run import train
+from difflab.run.train import train
 
 # A few CPU steps of each recipe's structure: every level and attention block kept, widths cut to 8 channels,
 # batches of 2, validation cut to 2 batches, a checkpoint and a 2-image grid at every step.

@@ -10,7 +10,7 @@ import torch
 from conftest import FAST_TRAIN, compose_config, run_cli
 
 from difflab.data import ImageDataModule
-from difflab.run import train
+from difflab.run.train import train
 from difflab.run.wandb_glue import ID_FILE, choose_run_id
 
 STEPS = 10

@@ -12,7 +12,7 @@ from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 from omegaconf import open_dict
 
 from difflab.checkpoint import load_model, read_checkpoint
-from difflab.run.common import check_values
+from difflab.run.rules import check_values
 from difflab.run.train import RULES, train
 from difflab.runlogs import run_series
 

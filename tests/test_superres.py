@@ -24,8 +24,9 @@ from difflab.diffusion.conditioning import random_drop
 from difflab.diffusion.superres import downsample, low_res_condition, nearest_upsample, upsample
 from difflab.generation import grid_conditions, grid_tiles
 from difflab.generation.superres import super_resolve
-from difflab.run import sample, train
 from difflab.run.common import resolve_conditioning
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 SR_TRAIN = [*FAST_TRAIN, "data.condition=superres", "data.sr_factor=2"]  # digits 4x4 -> 8x8
 

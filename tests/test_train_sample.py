@@ -12,7 +12,8 @@ from conftest import compose_config
 from PIL import Image
 
 from difflab.checkpoint import load_model
-from difflab.run import sample, train
+from difflab.run.sample import sample
+from difflab.run.train import train
 
 
 def test_train_writes_checkpoints_grids_and_config(train_cfg):

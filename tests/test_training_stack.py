@@ -3,6 +3,7 @@ cfg.module, every callback from cfg.callbacks in the file's order, the Trainer f
 
 from __future__ import annotations
 
+import torch
 from conftest import FAST_TRAIN, compose_config
 
 from difflab.callbacks import Checkpoint, SampleGrid, StoreRunConfig
@@ -41,3 +42,9 @@ def test_the_lightning_module_is_instantiated_from_cfg_module(tmp_path):
     assert isinstance(module, DiffusionModule) and isinstance(module.net, UNet)
     assert (module.prediction_type, module.cond_drop_prob) == ("v", 0.3)
     assert module.configure_optimizers()["optimizer"].defaults["lr"] == 0.01
+
+
+def test_lr_scheduler_none_builds_a_module_with_a_constant_learning_rate(tmp_path):
+    cfg = compose_config("train", [*FAST_TRAIN, "lr_scheduler=none"], tmp_path / "run")
+    optimizer = build_module(cfg).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Optimizer)

@@ -1,4 +1,4 @@
-"""Every touch of a private name of Lightning or W&B, in one place: what it does, why difflab needs it, and which
+"""Every touch of a private name of Lightning, Hydra or W&B, in one place: what it does, why difflab needs it, and which
 public API would replace it. The rest of difflab calls these helpers and never reaches into a library's `_names`;
 tests/test_compat.py checks each touch against the installed versions and names the one that changed.
 Where a public API does the job it is used instead: `LightningModule.trainer` (not `_trainer`), torch's
@@ -140,3 +140,30 @@ def wandb_init_arguments(logger: WandbLogger) -> dict[str, Any]:
     Public replacement: none (a WandbLogger that passes on only the arguments it was given).
     """
     return logger._wandb_init
+
+
+# --- Hydra's entry point -------------------------------------------------------------------------------------
+
+
+def run_hydra(task: Callable[[Any], Any], config_dir: str, config_name: str, args: list[str]) -> None:
+    """Run `task` as @hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3") runs it,
+    with the command line `args` (the arguments after the script).
+
+    Touch: hydra._internal.utils._run_hydra and get_args_parser, the body of hydra.main.
+    Why: hydra.main reads sys.argv and nothing else, and a resume adds its run's own overrides to the command
+    line (difflab.run.cli); rewriting sys.argv would change what Lightning relaunches for DDP and what the
+    process reports about itself.
+    Public replacement: none in Hydra 1.3 (hydra.main takes no argument list).
+    """
+    from hydra import version
+    from hydra._internal.utils import _run_hydra, get_args_parser
+
+    version.setbase("1.3")
+    parser = get_args_parser()
+    _run_hydra(
+        args=parser.parse_args(args),
+        args_parser=parser,
+        task_function=task,
+        config_path=config_dir,
+        config_name=config_name,
+    )

@@ -10,15 +10,16 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ..training.preemption import Preempted
+if TYPE_CHECKING:  # torch and Lightning load where a run needs them, not when Hydra builds CheckLauncher
+    from lightning.pytorch.loggers import Logger
+
+    from ..training.preemption import Preempted
 
 log = logging.getLogger("difflab")
 
@@ -78,6 +79,8 @@ def check_devices(trainer: DictConfig) -> None:
     accelerator = str(trainer.get("accelerator") or "auto").lower()
     if accelerator not in ("gpu", "cuda"):
         return
+    import torch
+
     if accelerator == "gpu" and torch.backends.mps.is_available():
         return  # Apple GPU
     count = torch.cuda.device_count()
@@ -193,6 +196,8 @@ def _is_submitit_handler(handler: object) -> bool:
 def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> None:
     """Requeue this job and end the process (every rank). The W&B run is marked as preempting (not failed): the
     requeued job resumes it under the same id."""
+    from lightning.pytorch.loggers import WandbLogger
+
     if is_global_zero:
         for logger in loggers:
             if isinstance(logger, WandbLogger) and logger.experiment is not None:

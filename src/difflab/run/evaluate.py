@@ -30,15 +30,14 @@ from ..progress import Progress
 from .common import (
     build_sampler,
     check_finite,
-    check_values,
     check_writable_file,
     first_free,
     pick_device,
     sample_options,
     set_cpu_threads,
-    whole,
     write_json,
 )
+from .rules import check_values, whole
 from .sample import RULES as SAMPLE_RULES
 from .wandb_glue import log_scores_to_run
 
@@ -119,8 +118,14 @@ def generated_batches(
     if loaded.condition is not None:
         settings["condition"] = loaded.condition
         settings["guidance"] = float(options.guidance)
+    if conditions.prompts is not None:
+        settings["prompts"] = conditions.prompts
     if conditions.labels is not None:
-        settings["labels"] = f"balanced: sample i is of class i * {loaded.num_classes} // {n}"
+        # A text model's samples are balanced over its prompts, each naming a class; a label model's over classes.
+        what, count = (
+            ("prompt", len(conditions.prompts)) if conditions.prompts else ("class", loaded.num_classes)
+        )
+        settings["labels"] = f"balanced: sample i is of {what} i * {count} // {n}"
     return batches(), settings
 
 
@@ -149,6 +154,10 @@ def conditioning_classifier(
     """The classifier of the conditioning accuracy when samples have requested classes and the reference data
     has those labels (else None, with a warning)."""
     if conditions.labels is None:
+        if conditions.prompts is not None:
+            log.info(
+                "no conditioning accuracy: the prompts name no classes (e.g. a folder without class subfolders)"
+            )
         return None
     if not data.num_classes or max(conditions.labels) >= data.num_classes:
         log.warning(

@@ -12,7 +12,8 @@ from ..export.diffusers import diffusers_config, unet_arguments
 from ..export.diffusers_folder import require_diffusers, write_pipeline
 from ..export.file_modes import as_new_files
 from ..export.model_folder import write_model_folder
-from .common import output_folder, require
+from .common import output_folder
+from .rules import require
 
 log = logging.getLogger("difflab")
 

@@ -13,14 +13,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from ..export.diffusers import unet_arguments
-from ..export.diffusers_folder import check_unet_folder
 from .cluster import is_requeued_job, is_secondary_rank, refuse
-from .common import check_values, resolve_conditioning
 from .errors import USER_ERRORS, one_line
-from .resume import check_resumable, read_resumable, resume_path
+from .rules import check_values
 from .run_folder import existing_run_files
-from .train import RULES, check_fused_clipping, check_generation_settings
+from .train_checks import RULES, check_fused_clipping
 
 
 def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> None:
@@ -66,6 +63,28 @@ def claim(config: DictConfig, run_dir: Path) -> Path:
     raise AssertionError("unreachable")
 
 
+def check_what_the_run_builds(config: DictConfig, run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The conditioning, the samplers and metrics, the checkpoint a resume starts from (read and checked against
+    the config) or the weights init_from starts from: (the resume's checkpoint path and contents, or Nones)."""
+    from ..export.diffusers import unet_arguments
+    from ..export.diffusers_folder import check_unet_folder
+    from .common import resolve_conditioning
+    from .resume import check_resumable, read_resumable, resume_path
+    from .train import check_generation_settings
+
+    resolve_conditioning(config)
+    check_generation_settings(config)
+    resume = resume_path(config.get("ckpt_path"), run_dir)
+    if resume is not None:
+        ckpt = read_resumable(resume, config)
+        check_resumable(config, ckpt, resume)
+        return resume, ckpt
+    if config.get("init_from"):
+        model = OmegaConf.to_container(config.model, resolve=True)
+        check_unet_folder(unet_arguments(model), config.init_from)
+    return None, None
+
+
 class Preflight(Callback):
     """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it."""
 
@@ -75,17 +94,9 @@ class Preflight(Callback):
         run_dir = Path(str(config.hydra.run.dir))
         found = existing_run_files(run_dir)
         try:
-            check_values(config, RULES)
+            check_values(config, RULES)  # the values typed: before torch and Lightning load
             check_fused_clipping(config)
-            resolve_conditioning(config)
-            check_generation_settings(config)
-            resume = resume_path(config.get("ckpt_path"), run_dir)
-            if resume is not None:
-                ckpt = read_resumable(resume, config)
-                check_resumable(config, ckpt, resume)
-            elif config.get("init_from"):
-                model = OmegaConf.to_container(config.model, resolve=True)
-                check_unet_folder(unet_arguments(model), config.init_from)
+            resume, ckpt = check_what_the_run_builds(config, run_dir)
         except USER_ERRORS as error:
             refuse(one_line(error))
         own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents

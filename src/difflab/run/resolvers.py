@@ -8,11 +8,11 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from ..metrics.extractors import canonical_name, metric_name
-
 
 def metric_key(extractor: str) -> str:
     """${metric_key:efficientnet_lite0} -> 'fd_effl0', ${metric_key:inception} -> 'fid'."""
+    from ..metrics.extractors import canonical_name, metric_name  # torch: only when a config asks
+
     return metric_name(canonical_name(extractor))
 
 

@@ -24,19 +24,14 @@ from ..progress import Progress
 from .common import (
     build_sampler,
     check_finite,
-    check_values,
     log_written,
-    number,
-    one_of,
-    or_auto,
     output_folder,
     pick_device,
-    require,
     sample_options,
     set_cpu_threads,
-    whole,
     write_json,
 )
+from .rules import check_values, number, one_of, or_auto, require, whole
 
 log = logging.getLogger("difflab")
 

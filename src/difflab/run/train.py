@@ -28,15 +28,11 @@ from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished
 from ..training.metrics_file import MetricsFile
 from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import (
-    check_values,
-    flag,
     instantiate_entries,
-    number,
-    or_auto,
+    optimized_metric,
     resolve_conditioning,
     resolved_config,
     set_cpu_threads,
-    whole,
 )
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import USER_ERRORS, one_line
@@ -47,54 +43,12 @@ from .resume import (
     resume_path,
     set_aside_later_checkpoints,
 )
+from .rules import check_values, number
 from .run_folder import has_checkpoints, release
-from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run
+from .train_checks import RULES, check_fused_clipping
+from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run, name_wandb_run
 
 log = logging.getLogger("difflab")
-
-
-# Lightning's precisions that train here. The "-true" half precisions would keep the weights, the EMA and the
-# optimizer state in 16 bits (the EMA's float32 average cannot follow half weights; no loss scaling either).
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "16")
-
-
-def precision(value: object) -> str | None:
-    """A rule: one of PRECISIONS (Hydra reads trainer.precision=32 as a number)."""
-    return None if str(value) in PRECISIONS else f"is not one of {', '.join(PRECISIONS)}"
-
-
-# Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
-RULES = {
-    "seed": whole(0),
-    "cpu_threads": whole(1, nullable=True),
-    "channels_last": flag,
-    "compile": flag,
-    "trainer.precision": precision,
-    "trainer.max_steps": whole(-1),
-    "sampler.steps": whole(1, nullable=True),
-    "sampler.eta": number(0.0),
-    "sampler.clip_x0": number(0.0, above=True, nullable=True),
-    "trainer.max_epochs": whole(-1, nullable=True),
-    "trainer.val_check_interval": number(0.0, above=True, nullable=True),
-    "trainer.log_every_n_steps": whole(1),
-    "trainer.accumulate_grad_batches": whole(1),
-    "trainer.gradient_clip_val": number(0.0, nullable=True),
-    "data.batch_size": whole(1),
-    "data.num_workers": whole(0),
-    "optim.lr": number(0.0, above=True),
-    "optim.weight_decay": number(0.0),
-    "callbacks.model_checkpoint.every_n_train_steps": whole(0, nullable=True),
-    "callbacks.sample_grid.every_n_steps": whole(0),
-    "callbacks.sample_grid.num_samples": whole(1),
-    "callbacks.ema.decay": number(0.0),
-    "callbacks.fid.every_n_steps": whole(0),
-    "callbacks.fid.num_samples": whole(2),
-    "callbacks.fid.batch_size": or_auto(whole(1)),
-    "cond_drop_prob": number(0.0),
-    "preemption_check_every_n_steps": whole(1),
-    "loss_check_every_n_steps": whole(1),
-    "model.num_classes": whole(1, nullable=True),
-}
 
 
 def check_generation_settings(cfg: DictConfig) -> None:
@@ -127,16 +81,6 @@ def check_generation_settings(cfg: DictConfig) -> None:
             raise ValueError(f"callbacks.{name}.{error}") from error
         if entry.get("metrics") is not None:
             Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
-
-
-def check_fused_clipping(cfg: DictConfig) -> None:
-    """fp16's loss scaler and a fused optimizer cannot clip gradients together (Lightning would fail at step 1)."""
-    fp16 = str(cfg.trainer.get("precision")) in ("16-mixed", "16")  # the precisions with a loss scaler
-    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.get("optim", {}).get("fused"):
-        raise ValueError(
-            f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
-            "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"
-        )
 
 
 def build_module(cfg: DictConfig) -> DiffusionModule:
@@ -311,3 +255,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def train_command(cfg: DictConfig) -> float | None:
+    """What `python train.py` runs: the W&B run named, train, the W&B run closed (failed or not, so the next job
+    of a sweep opens its own); returns cfg.optimized_metric's final value for a sweeper (None when unset)."""
+    name_wandb_run(cfg)
+    try:
+        metrics = train(cfg)
+    except BaseException:
+        finish_wandb_run(failed=True)
+        raise
+    finish_wandb_run()
+    return optimized_metric(cfg, metrics)

@@ -59,7 +59,7 @@ class DiffusionModule(L.LightningModule):
         self.loss_fn = DiffusionLoss(schedule, prediction_type)
         self.prediction_type = prediction_type
         self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_factory = lr_scheduler or None  # lr_scheduler=none composes to an empty config
         self.val_seed = val_seed
         self.loss_watch = LossWatch(loss_check_every_n_steps)
 

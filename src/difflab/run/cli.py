@@ -1,0 +1,97 @@
+"""What every entry script runs before Hydra: the command line read as Hydra reads it, a mistyped key or option
+named with the nearest valid one, a resume's own overrides added (train.py), then Hydra runs the task.
+
+Imports Hydra and OmegaConf only (torch, Lightning and the feature networks load once a run starts), so
+`--help`, a typo and a bad value are answered in about a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.types import Override, OverrideType
+from omegaconf import OmegaConf
+
+from ..compat import run_hydra
+from .inherit import inherited_overrides, parse
+
+# Flags after which the command line holds something else than overrides (a value of the flag).
+PLAIN_FLAGS = ("-m", "--multirun")
+
+
+def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit: bool = False) -> None:
+    """Check sys.argv, add a resume's own overrides when `inherit`, and run `task` under Hydra."""
+    args = sys.argv[1:]
+    try:
+        check_command_line(conf_dir, config_name, args)
+        inherited = inherited_overrides(args, conf_dir) if inherit else []
+    except ValueError as error:  # nothing has run, nothing is written
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if inherited:
+        print(f"resuming with the run's own overrides: {' '.join(inherited)}")
+    run_hydra(task, str(conf_dir), config_name, [*inherited, *args])
+
+
+def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> None:
+    """A one-line error for an option a config group does not have or a key the config does not have, naming
+    the nearest valid one ("did you mean optim.lr?"). Anything this check cannot judge is left to Hydra."""
+    if any(a.startswith("-") and a not in PLAIN_FLAGS for a in args):
+        return  # --cfg job, -cn <name>, --help, …: Hydra's own business
+    try:
+        overrides = [parse(a) for a in args if not a.startswith("-")]
+    except ValueError:
+        return  # Hydra names a syntax error itself
+    groups = [o for o in overrides if _is_group(conf_dir, o)]
+    for override in groups:
+        _check_options(conf_dir, override)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=[o.input_line for o in groups if not o.is_sweep_override()])
+    except Exception:
+        return  # a composition Hydra refuses with its own message
+    keys = set(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    for override in overrides:
+        key = override.key_or_group
+        if override in groups or override.type != OverrideType.CHANGE or key.split(".")[0] == "hydra":
+            continue
+        if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
+            close = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {close[0]}?"
+                if close
+                else "add it with +" + override.input_line + " if it is new"
+            )
+            raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
+
+
+def _is_group(conf_dir: Path, override: Override) -> bool:
+    return (conf_dir / override.key_or_group).is_dir() and override.type == OverrideType.CHANGE
+
+
+def _check_options(conf_dir: Path, override: Override) -> None:
+    group = override.key_or_group
+    if group.split("/")[0] == "hydra":
+        return  # Hydra's own groups (launchers, sweepers) come from its plugins too
+    options = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    value = override.value()
+    wanted = getattr(value, "list", value)  # a sweep (choice) lists its options
+    for option in wanted if isinstance(wanted, list) else [wanted]:
+        if option is None or str(option) in options:
+            continue
+        close = difflib.get_close_matches(str(option), options, n=1, cutoff=0.5)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        raise ValueError(f"{group}={option} is not an option; {hint}({group}: {', '.join(options)})")
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, child in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from _dotted_keys(child, path)

@@ -1,0 +1,86 @@
+"""The command line before Hydra: mistyped keys and options are named with the nearest valid one, --help and a
+bad value are answered without loading torch or Lightning (start-up in about a second, not 20)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import CONF, ROOT
+
+from difflab.run.cli import check_command_line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optim.lrr=1e-4"], "optim.lrr is not a key of the train config; did you mean optim.lr?"),
+        (
+            ["trainer.max_stepz=3"],
+            "trainer.max_stepz is not a key of the train config; did you mean trainer.max_steps?",
+        ),
+        (
+            ["experiment=digits_cpuu"],
+            "experiment=digits_cpuu is not an option; did you mean experiment=digits_cpu?",
+        ),
+        (
+            ["-m", "model=unet_tiny,unet_smal"],
+            "model=unet_smal is not an option; did you mean model=unet_small?",
+        ),
+        (["callbacks=[default,fdi]"], "callbacks=fdi is not an option; did you mean callbacks=fid?"),
+        (["experiment=digits_cpu", "metrics.cpu_thread=0"], "did you mean metrics.cpu_threads?"),
+    ],
+)
+def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, "train", args)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["experiment=digits_cpu", "metrics.cpu_threads=0", "optim.lr=1e-4"],
+        ["-m", "seed=1,2", "model=unet_tiny,unet_small"],
+        ["+trainer.profiler=simple", "~callbacks.sample_grid", "hydra.run.dir=/tmp/x", "lr_scheduler=null"],
+        ["callbacks=[default,fid]", "callbacks.fid.every_n_steps=10"],
+        ["--cfg", "job", "anything.goes=1"],  # Hydra's own flags: left to Hydra
+    ],
+)
+def test_valid_command_lines_pass(args):
+    check_command_line(CONF, "train", args)
+
+
+def loads_after(script: str, *args: str) -> set[str]:
+    """The heavy libraries among the modules an entry script imported by the time it exited."""
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = [{script!r}, *{list(args)!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'lightning', 'torch_fidelity', 'torchvision') if m in sys.modules]\n"
+        "print('loaded:', *heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("loaded:")]
+    return set(line.split()[1:])
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("train.py", ["--help"]),
+        ("train.py", ["optim.lrr=1"]),
+        ("train.py", ["trainer.max_steps=abc", "hydra.run.dir=/nonexistent/never"]),
+        ("sample.py", ["--help"]),
+        ("evaluate.py", ["--help"]),
+        ("export.py", ["--help"]),
+    ],
+)
+def test_help_typos_and_bad_values_load_no_torch(script, args):
+    assert loads_after(script, *args) == set()
