@@ -50,6 +50,15 @@ def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictCon
 
 
 @pytest.fixture(autouse=True)
+def no_inherited_wandb_service(monkeypatch):
+    """An in-process W&B run records its service's socket in os.environ (WANDB_SERVICE); a training subprocess
+    started by a later test would inherit it and fail to connect once that service has gone."""
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
+@pytest.fixture(autouse=True)
 def no_leftover_hydra_config():
     """A test that makes a HydraConfig current (a sweep job, a launcher check) must not leak it into the next
     test: train() would read that job's launcher and run folder."""
