@@ -24,9 +24,10 @@ from hydra.utils import instantiate
 from difflab.checkpoint import load_model
 from difflab.diffusion import DDIMSampler
 from difflab.diffusion.superres import downsample, upsample
+from difflab.generation.model import sr_factor
+from difflab.generation.superres import super_resolve
 from difflab.io.images import to_uint8
 from difflab.metrics.evaluator import Evaluator
-from difflab.run.superres import sr_factor, super_resolve
 
 
 def held_out(config: dict, root: str | None, start: int, n: int) -> torch.Tensor:

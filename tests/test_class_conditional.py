@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.checkpoint import load_model
+from difflab.generation.requested import requested_labels
 from difflab.models import UNet
-from difflab.pipeline import requested_labels
 from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 from difflab.run.train import train

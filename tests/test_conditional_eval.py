@@ -10,8 +10,8 @@ import pytest
 from conftest import FAST_TRAIN, compose_config
 
 from difflab.data.captions import DIGIT_WORDS
-from difflab.data.conditions import GenerationConditions
 from difflab.data.sources import open_splits
+from difflab.generation import Conditions
 from difflab.run.evaluate import conditioning_classifier, evaluate
 from difflab.run.train import train
 
@@ -71,8 +71,5 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
 
 def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="difflab"):
-        assert (
-            conditioning_classifier(None, None, GenerationConditions(None, prompts=["a square"]), "cpu")
-            is None
-        )
+        assert conditioning_classifier(None, None, Conditions(None, prompts=["a square"]), "cpu") is None
     assert "no conditioning accuracy: the prompts name no classes" in caplog.text

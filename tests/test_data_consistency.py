@@ -10,7 +10,7 @@ from torch import Tensor
 from difflab.diffusion import DDIMSampler, DDPMSampler, DPMSolverSampler, NoiseSchedule
 from difflab.diffusion.data_consistency import LowResProjection, downsampling_matrix
 from difflab.diffusion.superres import downsample, upsample
-from difflab.run.superres import super_resolve
+from difflab.generation.superres import super_resolve
 
 
 def images(n: int, size: int, seed: int = 0) -> Tensor:

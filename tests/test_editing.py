@@ -22,8 +22,9 @@ from difflab.diffusion.editing import (
     repaint_model_calls,
     strength_timesteps,
 )
+from difflab.generation import Generation, GenerationRequest
+from difflab.generation.methods import Inpaint
 from difflab.io.load_images import load_images, load_masks
-from difflab.run.edit import _run
 from difflab.run.sample import sample
 from difflab.run.train import train
 
@@ -226,17 +227,17 @@ def test_img2img_results_do_not_depend_on_the_batch_size(make):
     assert torch.equal(_in_batches(sdedit, pictures, 3), _in_batches(sdedit, pictures, 8))
 
 
-def test_edit_entry_gives_the_same_results_at_any_batch_size():
+def test_edit_requests_give_the_same_results_at_any_batch_size():
     model, pictures = _mixture_of_pictures(), random_pictures(3, seed=10)
+    options = {"steps": 10, "jump_length": 3, "jump_n_sample": 2}
+    inpaint = Inpaint(SCHEDULE, "epsilon", pictures, hole_mask(), 2, options)
 
-    def inpaint(images: Tensor, masks: Tensor | None, generators: SampleGenerators) -> Tensor:
-        return repaint(
-            model, SCHEDULE, images, masks, steps=10, jump_length=3, jump_n_sample=2, generator=generators
-        )
+    def edits(batch_size: int) -> Tensor:
+        return Generation(GenerationRequest(inpaint, range(6), seed=5, batch_size=batch_size), model).images()
 
     # 3 pictures × 2 edits: result k is an edit of picture k // 2, the same whether batched by 4 or by 6.
-    by_four = _run(inpaint, pictures, hole_mask(), n=2, seed=5, batch_size=4)
-    assert torch.equal(_run(inpaint, pictures, hole_mask(), n=2, seed=5, batch_size=6), by_four)
+    by_four = edits(4)
+    assert torch.equal(edits(6), by_four)
     assert not torch.equal(by_four[0], by_four[1])  # two edits of one picture differ
 
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import one_error_line, run_cli
 
 import difflab
-from difflab.callbacks import FIDCallback
-from difflab.diffusion import auto_batch
-from difflab.diffusion.auto_batch import generation_batch_size
+from difflab.callbacks import FIDCallback, SampleGrid
+from difflab.diffusion import DDIMSampler, auto_batch
 from difflab.diffusion.generate import generate
 from difflab.diffusion.precision import Autocast
+from difflab.generation import GenerationRequest, Task
+from difflab.generation.images import resolved_batch_size
+from difflab.generation.methods import Sampling
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +76,26 @@ def test_an_unknown_precision_is_one_error_line(tiny_ckpt: Path) -> None:
 
 
 def test_auto_batch_is_64_on_a_cpu_and_capped_at_n(pipe) -> None:
-    assert generation_batch_size("auto", pipe.net, 1000, pipe.sample_shape) == 64
-    assert generation_batch_size(None, pipe.net, 5, pipe.sample_shape) == 5
-    assert generation_batch_size(12, pipe.net, 1000, pipe.sample_shape) == 12
+    def batch_size(asked: int | str | None, n: int) -> int:
+        request = GenerationRequest(
+            Sampling(pipe.make_sampler(), pipe.sample_shape), range(n), batch_size=asked
+        )
+        return resolved_batch_size(request, pipe.net)
+
+    assert batch_size("auto", 1000) == 64
+    assert batch_size(None, 5) == 5
+    assert batch_size(12, 1000) == 12
+
+
+def test_the_sample_grid_takes_batch_size_auto(pipe, tmp_path) -> None:
+    grid = SampleGrid(partial(DDIMSampler, steps=2), str(tmp_path), num_samples=4, batch_size="auto")
+    trainer = SimpleNamespace(
+        global_step=2, global_rank=0, world_size=1, is_global_zero=True, callbacks=[], loggers=[],
+        datamodule=SimpleNamespace(generation_task=lambda n: Task(pipe.sample_shape)),
+    )  # fmt: skip
+    module = SimpleNamespace(net=pipe.net, schedule=pipe.schedule, prediction_type=pipe.prediction_type)
+    assert grid.log_grid(trainer, module, "step_0000002") == tmp_path / "step_0000002.png"
+    assert (tmp_path / "step_0000002.png").is_file()
 
 
 def test_auto_batch_on_a_gpu_fills_free_memory_from_the_measured_cost_per_sample(monkeypatch) -> None:

@@ -66,7 +66,9 @@ def test_a_checkpoint_without_a_usable_recipe_count_is_measured(
     tiny_ckpt, tmp_path, two_threads, monkeypatch
 ):
     measured = []
-    monkeypatch.setattr("difflab.run.threads.fastest_thread_count", lambda call: measured.append(call()) or 1)
+    monkeypatch.setattr(
+        "difflab.generation.threads.fastest_thread_count", lambda call: measured.append(call()) or 1
+    )
     ckpt = with_recipe_threads(tiny_ckpt, tmp_path / "junk.ckpt", "rm -rf /")
     assert sampled_threads(ckpt, tmp_path / "measured") == 1
     assert measured and measured[0].shape == (4, 1, 8, 8)  # one call of the network on the batch it samples

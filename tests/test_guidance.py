@@ -10,18 +10,17 @@ import pytest
 import torch
 from analytic import LabelledMixtureDenoiser
 from conftest import compose_config
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from difflab.data.conditions import balanced
 from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from difflab.diffusion.conditioning import label_condition, random_drop, spread_labels
 from difflab.diffusion.generate import generate
 from difflab.diffusion.guidance import Guided
+from difflab.generation import requested_conditions
+from difflab.generation.conditions import class_conditions
 from difflab.models import UNet
 from difflab.run.common import resolve_conditioning
-from difflab.run.sample import requested_conditions
 from difflab.training import DiffusionModule
 
 MEANS, STDS, WEIGHTS = [-1.5, 0.0, 1.5], [0.3, 0.5, 0.4], [0.5, 0.3, 0.2]
@@ -195,18 +194,15 @@ PLAIN_MODEL = SimpleNamespace(condition=None, num_classes=None)
     ],
 )
 def test_a_condition_the_model_cannot_take_is_refused_in_one_line(loaded, overrides, message):
-    cfg = {"ckpt": "m.ckpt", "labels": None, "guidance": 1.0, **overrides}
     with pytest.raises(ValueError) as error:
-        requested_conditions(OmegaConf.create(cfg), loaded, 8)
+        requested_conditions(loaded, 8, "m.ckpt", **overrides)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 def test_labels_spread_over_the_results_in_blocks():
-    conditions = requested_conditions(
-        OmegaConf.create({"ckpt": "m", "labels": [3, 7], "guidance": 2.0}), CLASS_MODEL, 6
-    )
+    conditions = requested_conditions(CLASS_MODEL, 6, "m", labels=[3, 7], guidance=2.0)
     assert conditions.labels == [3, 3, 3, 7, 7, 7] and conditions.nrow == 3
-    assert balanced("labels", 10, 20).labels == [c for c in range(10) for _ in range(2)]
+    assert class_conditions(range(10), 20).labels == [c for c in range(10) for _ in range(2)]
 
 
 def test_num_classes_that_contradict_the_data_are_refused(tmp_path):

@@ -14,6 +14,7 @@ from conftest import FAST_TRAIN, compose_config
 from difflab.callbacks import SampleGrid
 from difflab.diffusion import DDIMSampler, NoiseSchedule
 from difflab.diffusion.objectives import DiffusionLoss
+from difflab.generation import Task
 from difflab.run.errors import exit_on_user_error
 from difflab.run.train import train
 from difflab.training import NonFiniteError
@@ -88,7 +89,7 @@ def test_the_sample_grid_refuses_non_finite_samples(tmp_path):
     grid = SampleGrid(partial(DDIMSampler, steps=2), str(tmp_path), num_samples=4)
     trainer = SimpleNamespace(
         global_step=6, global_rank=0, world_size=1, is_global_zero=True, callbacks=[], loggers=[],
-        datamodule=SimpleNamespace(channels=1, image_size=4),
+        datamodule=SimpleNamespace(generation_task=lambda n: Task((1, 4, 4))),
     )  # fmt: skip
     module = SimpleNamespace(
         net=NaNNet(), schedule=NoiseSchedule.from_name("linear", timesteps=10), prediction_type="epsilon"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import FAST_TRAIN, ROOT, compose_config
 from hydra.utils import instantiate
+from PIL import Image
 
 import difflab
 from difflab.run.export import export
@@ -72,6 +73,55 @@ def test_class_conditional_model_samples_like_sample_py(tmp_path):
         pipe.sample(2, labels=[12])
 
 
+def pictures_and_mask(folder: Path) -> tuple[Path, Path]:
+    """Two random 8x8 grey pictures in folder/pictures and a mask whose middle rows are to be generated."""
+    rng = np.random.default_rng(0)
+    (folder / "pictures").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / "pictures" / f"{i}.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6] = 255
+    Image.fromarray(mask).save(folder / "mask.png")
+    return folder / "pictures", folder / "mask.png"
+
+
+def test_load_edits_pictures_as_sample_py_does(tiny_ckpt, tmp_path):
+    pictures, mask = pictures_and_mask(tmp_path)
+    pipe = difflab.load(tiny_ckpt)
+    repaint = ["inpaint.steps=10", "inpaint.jump_length=3", "inpaint.jump_n_sample=2"]
+    expected = sample_py(
+        tiny_ckpt, tmp_path / "inpaint", "mode=inpaint", f"image={pictures}", f"mask={mask}", "n=2", *repaint
+    )
+    inpaint = {"steps": 10, "jump_length": 3, "jump_n_sample": 2}
+    got = pipe.sample(2, mode="inpaint", image=pictures, mask=mask, inpaint=inpaint, batch_size=3)
+    np.testing.assert_array_equal(got, expected)
+    args = ["mode=img2img", f"image={pictures}", "strength=0.5", "sampler.steps=10", "seed=3"]
+    expected = sample_py(tiny_ckpt, tmp_path / "img2img", "n=3", *args)
+    got = pipe.sample(3, mode="img2img", image=pictures, strength=0.5, steps=10, seed=3)
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="mode=inpaint needs mask="):
+        pipe.sample(2, mode="inpaint", image=pictures)
+
+
+def test_unknown_arguments_are_refused_in_one_line(tiny_ckpt):
+    pipe = difflab.load(tiny_ckpt)
+    with pytest.raises(ValueError, match=r"unknown argument step=20 \(did you mean steps\?\)") as error:
+        pipe.sample(2, step=20)
+    assert "\n" not in str(error.value)
+    with pytest.raises(
+        ValueError, match=r"unknown argument negative=.a one. \(did you mean negative_prompt\?\)"
+    ):
+        pipe.sample(2, negative="a one")
+    with pytest.raises(ValueError, match=r"unknown argument inpaint.jumps=3"):
+        pipe.sample(2, mode="inpaint", image="x.png", mask="m.png", inpaint={"jumps": 3})
+    assert pipe.sample(1, sampler="dpm_solver", steps=2, order=1).shape == (
+        1,
+        8,
+        8,
+        1,
+    )  # a knob of that sampler
+
+
 def test_unconditional_model_refuses_labels(tiny_ckpt):
     with pytest.raises(ValueError, match="unconditional"):
         difflab.load(tiny_ckpt).sample(2, labels=3)
@@ -94,6 +144,15 @@ def test_safetensors_folder_loads_without_pickle(tiny_ckpt, tmp_path):
     (folder / "difflab_config.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match=r"model\._target_=os\.system is not a difflab model"):
         difflab.load(folder)
+
+
+def test_a_run_folder_loads_its_last_checkpoint(tiny_ckpt, tmp_path):
+    run = tiny_ckpt.parent.parent
+    from_run = difflab.load(run).sample(3, sampler="ddim", steps=3)
+    np.testing.assert_array_equal(from_run, difflab.load(tiny_ckpt).sample(3, sampler="ddim", steps=3))
+    np.testing.assert_array_equal(sample_py(run, tmp_path / "cli", "n=3", "sampler.steps=3"), from_run)
+    with pytest.raises(FileNotFoundError, match=r"is not a difflab model folder .* nor a run folder"):
+        difflab.load(tmp_path)
 
 
 def test_load_from_checkpoint_points_to_difflab_load(tiny_ckpt):

@@ -16,15 +16,16 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import to_tensor
 
+import difflab
 from difflab.checkpoint import load_model
 from difflab.data import DataError, ImageDataModule
-from difflab.data.conditions import grid_tiles, held_out_superres
 from difflab.diffusion import DDPMSampler, NoiseSchedule
 from difflab.diffusion.conditioning import random_drop
 from difflab.diffusion.superres import downsample, low_res_condition, nearest_upsample, upsample
+from difflab.generation import grid_conditions, grid_tiles
+from difflab.generation.superres import super_resolve
 from difflab.run.common import resolve_conditioning
 from difflab.run.sample import sample
-from difflab.run.superres import super_resolve
 from difflab.run.train import train
 
 SR_TRAIN = [*FAST_TRAIN, "data.condition=superres", "data.sr_factor=2"]  # digits 4x4 -> 8x8
@@ -147,7 +148,7 @@ def test_super_resolve_samples_the_exact_conditional_distribution():
 
 def test_training_grid_shows_held_out_inputs_beside_their_outputs():
     dm = ImageDataModule("digits", image_size=8, batch_size=16, condition="superres", sr_factor=2)
-    conditions = held_out_superres(dm, 6)
+    conditions = grid_conditions(dm.generation_task(6), 6)
     val = torch.stack([dm.dataset_for("val")[i][0] for i in range(6)])
     torch.testing.assert_close(
         conditions.cond_for([5, 0])["low_res"], upsample(downsample(val, 2), 8)[[5, 0]]
@@ -225,6 +226,28 @@ def test_superres_consistency_makes_outputs_downsample_to_their_input(sr_ckpt, t
     assert plain > 0.1 and settings["consistency"] is False  # a 4-step net ignores most of its input
     projected, settings = mismatch("superres.consistency=true")
     assert projected < 0.01 and settings["consistency"] is True  # up to the PNG's 8-bit rounding
+
+
+def test_superres_results_go_to_the_project_outputs_like_every_mode(sr_ckpt, tmp_path, monkeypatch):
+    inputs = write_pngs(tmp_path / "in", [4])
+    monkeypatch.chdir((tmp_path / "elsewhere").mkdir() or tmp_path / "elsewhere")
+    args = [f"ckpt={sr_ckpt}", "mode=superres", f"image={inputs}", "n=1", "sampler.steps=2"]
+    out = sample(compose_config("sample", [*args, f"paths.root_dir={tmp_path / 'project'}"], tmp_path))
+    assert out.parent.parent == tmp_path / "project" / "outputs" / "superres" and (out / "grid.png").is_file()
+    assert not (tmp_path / "elsewhere" / "outputs").exists()
+
+
+def test_load_super_resolves_as_sample_py_does(sr_ckpt, tmp_path):
+    inputs = write_pngs(tmp_path / "in", [4, 4])
+    out = tmp_path / "cli"
+    args = [f"ckpt={sr_ckpt}", "mode=superres", f"image={inputs}", "n=2", "sampler.steps=3", "sampler.eta=1"]
+    sample(compose_config("sample", [*args, "superres.consistency=true", f"out={out}"], tmp_path))
+    expected = np.load(out / "samples.npz")["images"]
+    pipe = difflab.load(sr_ckpt)
+    got = pipe.sample(2, mode="superres", image=inputs, steps=3, eta=1.0, consistency=True, batch_size=3)
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="is a super-resolution model: use mode=superres image="):
+        pipe.sample(2)
 
 
 @pytest.mark.parametrize(

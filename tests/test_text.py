@@ -16,7 +16,7 @@ from PIL import Image
 
 from difflab.data import DataError, ImageDataModule
 from difflab.data.captions import DIGIT_WORDS, file_captions, template_captions
-from difflab.data.conditions import balanced
+from difflab.generation import grid_conditions
 from difflab.models import UNet
 from difflab.text import TextEmbeddingCache, embed_texts
 from difflab.text.encoder import DEFAULT_ENCODER, encoder_version
@@ -190,7 +190,7 @@ def test_captions_from_files_of_labelled_images_name_classes_for_the_accuracy(tm
     # The grid shows the first held-out caption naming each class, so the accuracy covers every class.
     assert dm.grid_texts.captions == ["a black square", "a white square"]
     assert dm.grid_text_classes == [0, 1]
-    assert balanced("text", None, 4, dm.grid_texts, dm.grid_text_classes).labels == [0, 0, 1, 1]
+    assert grid_conditions(dm.generation_task(4), 4).labels == [0, 0, 1, 1]
 
     # The conditioning classifier learns the images' classes, not the caption ids the model trains on.
     def labels(split: str, dataset_for) -> list[int]:
@@ -245,7 +245,7 @@ def test_templates_are_drawn_per_sample_and_step_from_the_seed(tmp_path: Path, f
     dm = ImageDataModule(
         "digits", condition="text", text_encoder_version=VERSION, text_cache_dir=str(tmp_path)
     )
-    grid = balanced("text", 10, 20, dm.grid_texts)
+    grid = grid_conditions(dm.generation_task(20), 20)
     assert grid.prompts[7] == "a handwritten digit seven" and grid.nrow == 2
     assert torch.equal(grid.cond_for([14, 15])["text"][0], grid.cond_for([15])["text"][0])  # a row per prompt
 

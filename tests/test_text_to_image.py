@@ -15,8 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+import difflab
 from difflab.checkpoint import load_model
-from difflab.run.sample import requested_conditions, sample
+from difflab.generation import requested_conditions
+from difflab.io.images import to_uint8
+from difflab.run.evaluate import evaluate
+from difflab.run.sample import sample
 from difflab.run.train import train
 from difflab.text.encoder import DEFAULT_ENCODER, encoder_version
 
@@ -92,6 +96,40 @@ def test_sample_py_with_prompts_writes_pngs_grid_and_npz(text_run: Path, tmp_pat
     assert settings["prompts"] == ["a handwritten seven", "digit 3"] and settings["guidance"] == 3.0
 
 
+def test_load_samples_a_text_model_as_sample_py_does(text_run: Path, tmp_path: Path):
+    ckpt = text_run / "checkpoints" / "last.ckpt"
+    args = ['prompt=["a handwritten seven","digit 3"]', "negative_prompt=a one", "guidance=3.0"]
+    sample(sample_cfg(ckpt, tmp_path / "cli", "n=4", "sampler.steps=3", *args))
+    expected = np.load(tmp_path / "cli" / "samples.npz")["images"]
+    pipe = difflab.load(ckpt)
+    got = pipe.sample(
+        4, steps=3, prompt=["a handwritten seven", "digit 3"], negative_prompt="a one", guidance=3.0
+    )
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="holds a text-to-image model: give prompt="):
+        pipe.sample(2, steps=2)
+
+
+@pytest.mark.slow  # evaluate.py loads the feature network and computes reference statistics: ~10 s
+def test_evaluate_generates_what_sample_py_generates_negative_prompt_included(
+    text_run, tmp_path, monkeypatch
+):
+    ckpt = text_run / "checkpoints" / "last.ckpt"
+    scored: list[torch.Tensor] = []  # what evaluate.py generated, before it is turned into 8-bit images
+    spy = lambda images: scored.append(images) or to_uint8(images)  # noqa: E731
+    monkeypatch.setattr("difflab.run.evaluate.to_uint8", spy)
+    asked = ['+prompt=["a handwritten seven","digit 3"]', "+negative_prompt=a one", "guidance=3.0", "seed=5"]
+    small = ["metrics.num_reference=40", "metrics.kid_subset_size=2", "metrics.prc=false", "log_wandb=false"]
+    small += [f"metrics.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'report.json'}"]
+    evaluate(compose_config("eval", [f"ckpt={ckpt}", "n=4", "sampler.steps=2", *asked, *small], tmp_path))
+    # difflab.load(...).sample is sample.py's twin (test_load_samples_a_text_model_as_sample_py_does).
+    expected = difflab.load(ckpt).sample(
+        4, steps=2, prompt=["a handwritten seven", "digit 3"], negative_prompt="a one", guidance=3.0, seed=5,
+        output="tensor",
+    )  # fmt: skip
+    assert torch.equal(torch.cat(scored), expected)
+
+
 def sample_cfg(ckpt: Path, out: Path, *overrides: str):
     return compose_config(
         "sample", [f"ckpt={ckpt}", "n=2", "sampler.steps=2", f"out={out}", *overrides], out.parent
@@ -100,15 +138,15 @@ def sample_cfg(ckpt: Path, out: Path, *overrides: str):
 
 def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_text(text_run, tmp_path):
     ckpt = text_run / "checkpoints" / "last.ckpt"
-    cfg = sample_cfg(ckpt, tmp_path / "out", "n=6", 'prompt=["the number 7",3]', "negative_prompt=a one")
-    conditions = requested_conditions(cfg, load_model(ckpt), 6)
+    loaded = load_model(ckpt)
+    conditions = requested_conditions(loaded, 6, ckpt, prompt=["the number 7", 3], negative_prompt="a one")
     assert conditions.prompts == ["the number 7", "3"] and conditions.nrow == 3
     pooled = conditions.cond_for(range(6))["text_pooled"]
     assert torch.equal(pooled[0], pooled[2]) and not torch.equal(pooled[2], pooled[3])  # one row per prompt
     negative = conditions.negative_for(range(6))["text_pooled"]
     assert all(torch.equal(row, negative[0]) for row in negative)
     assert not any(torch.equal(negative[0], row) for row in pooled)
-    plain = requested_conditions(sample_cfg(ckpt, tmp_path / "out", "prompt=a one"), load_model(ckpt), 2)
+    plain = requested_conditions(loaded, 2, ckpt, prompt="a one")
     assert torch.equal(plain.cond_for([0])["text_pooled"][0], negative[0])  # the negative is that caption
     assert plain.negative_for is None  # without one, guidance is against the learned null text
 

@@ -200,7 +200,9 @@ def load_model(
 ) -> LoadedModel:
     """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights.
 
-    `path` is a .ckpt written by train.py or a folder written by `export.py format=safetensors`."""
+    `path` is a .ckpt written by train.py, a train.py run folder (its checkpoints/last.ckpt) or a folder written
+    by `export.py format=safetensors`."""
+    path = run_checkpoint(path)
     if Path(path).is_dir():
         config, state, weights, step = read_model_folder(path, allowed_targets)
     else:
@@ -217,6 +219,12 @@ def load_model(
     # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
     net.to(device, memory_format=torch.channels_last).eval()
     return LoadedModel(net, schedule, config.get("prediction_type", "epsilon"), config, weights, step)
+
+
+def run_checkpoint(path: str | Path) -> str | Path:
+    """A train.py run folder's checkpoints/last.ckpt; any other path as given."""
+    last = Path(path) / "checkpoints" / "last.ckpt"
+    return last if not (Path(path) / FOLDER_CONFIG).exists() and last.is_file() else path
 
 
 # --- a model folder: safetensors weights + a JSON config (export.py format=safetensors) ------------------------
@@ -239,7 +247,7 @@ def read_model_folder(
     if not config_file.is_file() or not weights_file.is_file():
         raise FileNotFoundError(
             f"{folder} is not a difflab model folder (it needs {FOLDER_CONFIG} and {FOLDER_WEIGHTS}, "
-            "as export.py format=safetensors writes them)"
+            "as export.py format=safetensors writes them) nor a run folder (checkpoints/last.ckpt)"
         )
     try:
         record = json.loads(config_file.read_text())

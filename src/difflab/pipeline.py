@@ -2,88 +2,38 @@
 
     pipe = difflab.load("outputs/train/<date>/<time>/checkpoints/last.ckpt")   # or an export.py safetensors folder
     images = pipe.sample(16, sampler="dpm_solver", steps=20, seed=0)          # uint8 (N, H, W, C)
+    pipe.sample(4, mode="superres", image="low.png")                          # every mode sample.py has
 
-Defaults are sample.py's own, read from the same files it composes (conf/sample.yaml and
-conf/sampler/<name>.yaml), so the two cannot drift; sample i is sample.py's sample i for the same seed, sampler
-and conditions.
+pipe.sample takes every key sample.py takes, under the same names, with sample.py's defaults (read from the files it
+composes, see pipeline_arguments); both build the same difflab.generation request and run the same call, so sample i
+is sample.py's sample i for the same arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import ListConfig, OmegaConf
 from torch import nn
 
 from .checkpoint import LoadedModel, load_model
 from .diffusion import NoiseSchedule, Sampler
-from .diffusion.auto_batch import generation_batch_size
-from .diffusion.conditioning import label_condition, spread_labels
-from .diffusion.generate import generate
 from .diffusion.precision import check_precision
+from .generation import SampleOptions, generate_images, request_for
+from .pipeline_arguments import (
+    cli_defaults,
+    refuse_unknown,
+    refuse_unknown_inpaint,
+    sampler_config,
+    sampler_knobs,
+)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's conf/, beside src/
 OUTPUTS = ("uint8", "pil", "tensor")
-
-
-def _conf_file(relative: str) -> Path:
-    path = CONF_DIR / relative
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: difflab reads sample.py's defaults from its conf/ folder (install difflab from "
-            "its source checkout with pip install -e .)"
-        )
-    return path
-
-
-def cli_defaults() -> dict[str, Any]:
-    """sample.py's defaults (conf/sample.yaml): the sampler's name, seed, batch_size, guidance, precision."""
-    conf = OmegaConf.load(_conf_file("sample.yaml"))
-    choices = {k: v for entry in conf.defaults if OmegaConf.is_dict(entry) for k, v in entry.items()}
-    keys = ("seed", "batch_size", "guidance", "precision")
-    return {"sampler": choices["sampler"], **{k: conf[k] for k in keys}}
-
-
-def sampler_config(name: str) -> Any:
-    """conf/sampler/<name>.yaml, the partial that `sample.py sampler=<name>` instantiates."""
-    if not (CONF_DIR / "sampler" / f"{name}.yaml").is_file() and CONF_DIR.is_dir():
-        known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(known)}")
-    return OmegaConf.load(_conf_file(f"sampler/{name}.yaml"))
-
-
-def requested_labels(
-    condition: str | None, num_classes: int | None, labels: Any, guidance: float, n: int, source: Any
-) -> tuple[list[int] | None, list[int] | None]:
-    """(class of each of samples 0..n-1, the classes asked for) as sample.py's labels=/guidance= define them:
-    one label or a list, n spread over them in equal blocks; None: every class. (None, None) for an
-    unconditional model, which refuses labels and guidance ≠ 1."""
-    if condition is None:
-        if labels is not None:
-            raise ValueError(f"labels={labels} given, but {source} holds an unconditional model")
-        if float(guidance) != 1.0:
-            raise ValueError(f"guidance={guidance} needs a conditional model; {source} is unconditional")
-        return None, None
-    if condition != "labels":
-        raise ValueError(f"{source}: cannot condition on {condition!r} yet")
-    if labels is None:
-        wanted = list(range(num_classes))
-    elif isinstance(labels, Sequence | ListConfig) and not isinstance(labels, str):
-        wanted = list(labels)
-    else:
-        wanted = [labels]
-    # A class is a whole number: 3.5 or true (which Python counts as 1) is no class.
-    bad = [w for w in wanted if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < num_classes]
-    if bad or not wanted:
-        raise ValueError(
-            f"labels={labels}: the model knows classes 0..{num_classes - 1} (give one or a list)"
-        )
-    return spread_labels(wanted, n), wanted
 
 
 @dataclass
@@ -93,7 +43,7 @@ class DiffusionPipeline:
     net: nn.Module
     schedule: NoiseSchedule
     prediction_type: str
-    condition: str | None  # None (unconditional) or "labels"
+    condition: str | None  # None (unconditional), "labels", "text" or "superres"
     num_classes: int | None
     sample_shape: tuple[int, int, int]  # (C, H, W)
     weights: str  # "ema" or "raw"
@@ -127,39 +77,10 @@ class DiffusionPipeline:
     def make_sampler(self, name: str | None = None, **options: Any) -> Sampler:
         """Sampler `name` (sample.py's default when None) with its conf/sampler defaults, `options` overriding
         them (steps=20, eta=0.5, clip_x0=None, …), bound to this model's schedule and prediction type."""
-        partial = instantiate(sampler_config(name or cli_defaults()["sampler"]))
+        name = name or cli_defaults()["sampler"]
+        partial = instantiate(sampler_config(name))
+        refuse_unknown(options, SAMPLE_ARGUMENTS, sampler_knobs(partial.func), f"the {name} sampler")
         return partial(self.schedule, prediction_type=self.prediction_type, **options)
-
-    def generate(
-        self,
-        sampler: Sampler,
-        n: int,
-        seed: int,
-        batch_size: int | str | None,
-        labels: Sequence[int] | None = None,
-        guidance: float = 1.0,
-        on_step: Callable[[], None] | None = None,
-        precision: str = "fp32",
-    ) -> torch.Tensor:
-        """n samples in [-1, 1] (N, C, H, W); sample i from (seed, i) and labels[i] (a conditional model).
-        on_step() is called after every sampler step of every batch (progress). batch_size "auto": as many as
-        fit on the GPU (64 on a CPU); precision "bf16": the network under bf16 autocast."""
-        cond_for = None if labels is None else label_condition(labels)
-        batch_size = generation_batch_size(
-            batch_size, self.net, n, self.sample_shape, cond_for, guidance, precision=precision
-        )
-        return generate(
-            sampler,
-            self.net,
-            range(n),
-            self.sample_shape,
-            seed,
-            batch_size,
-            cond_for=cond_for,
-            guidance=guidance,
-            on_step=on_step,
-            precision=precision,
-        )
 
     def sample(
         self,
@@ -172,32 +93,59 @@ class DiffusionPipeline:
         batch_size: int | str | None = None,
         output: str = "uint8",
         precision: str | None = None,
+        *,
+        mode: str | None = None,
+        prompt: str | Sequence[str] | None = None,
+        negative_prompt: str | None = None,
+        image: str | Path | None = None,
+        mask: str | Path | None = None,
+        strength: float | None = None,
+        inpaint: Mapping[str, int] | None = None,
+        consistency: bool | None = None,
+        cpu_threads: int | str | None = None,
         **sampler_options: Any,
     ) -> Any:
-        """n images, as `sample.py n=… sampler=… sampler.steps=… seed=… labels=… guidance=…` makes them.
+        """n images, as `sample.py n=… <key>=…` makes them: the same request, generated by the same call.
 
-        None takes sample.py's default (conf/sample.yaml: sampler ddim, seed 0, batch_size auto, guidance 1.0,
-        precision fp32;
-        steps and every other knob from conf/sampler/<name>.yaml). labels: one class or a list, n spread over
-        them (None: every class, for a class-conditional model). output: "uint8" (numpy N×H×W×C, as
-        samples.npz), "pil" (a list of PIL images) or "tensor" (floats in [-1, 1], N×C×H×W).
+        Every sample.py key under its own name: labels= (one class or a list, n spread over them), prompt= and
+        negative_prompt= (text-to-image), guidance=, mode="inpaint" with image= and mask= (a file or a folder;
+        inpaint={"steps": …, "jump_length": …, "jump_n_sample": …}), mode="img2img" with image= and strength=,
+        mode="superres" with image= (n outputs per picture; consistency=True for superres.consistency=true),
+        seed=, batch_size=, precision=, cpu_threads=; sampler="ddim" and its knobs (steps=, eta=, clip_x0=, …).
+        None takes sample.py's default (conf/sample.yaml, conf/sampler/<name>.yaml). An unknown keyword is one
+        line naming it. output: "uint8" (numpy N×H×W×C, as samples.npz), "pil" (a list of PIL images) or
+        "tensor" (floats in [-1, 1], N×C×H×W).
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n} must be a whole number of at least 1")
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r}; choose one of {', '.join(OUTPUTS)}")
+        given = {
+            "mode": mode,
+            "seed": seed,
+            "batch_size": batch_size,
+            "precision": precision,
+            "cpu_threads": cpu_threads,
+            "guidance": guidance,
+            "labels": labels,
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "image": image,
+            "mask": mask,
+            "strength": strength,
+            "consistency": consistency,
+        }
         defaults = cli_defaults()
-        seed = defaults["seed"] if seed is None else seed
-        batch_size = defaults["batch_size"] if batch_size is None else batch_size
-        guidance = defaults["guidance"] if guidance is None else guidance
-        precision = check_precision(defaults["precision"] if precision is None else precision)
+        values = {key: defaults[key] if value is None else value for key, value in given.items()}
+        refuse_unknown_inpaint(inpaint or {}, list(defaults["inpaint"]))
+        values["inpaint"] = {**defaults["inpaint"], **(inpaint or {})}
+        check_precision(values["precision"])
+        options = SampleOptions(n=n, **values)
+        options.check()
         if steps is not None:
             sampler_options["steps"] = steps
         chosen = self.make_sampler(sampler, **sampler_options)
-        per_sample, _ = requested_labels(self.condition, self.num_classes, labels, guidance, n, self.source)
-        images = self.generate(
-            chosen, n, int(seed), batch_size, per_sample, float(guidance), precision=precision
-        )
+        images = generate_images(request_for(self, options, chosen, self.source), self.net)
         if not bool(torch.isfinite(images).all()):
             raise ValueError(f"samples are not finite (NaN/inf): the weights in {self.source} are broken")
         return _convert(images, output)
@@ -209,6 +157,12 @@ class DiffusionPipeline:
             f"prediction_type={self.prediction_type!r}, {kind}, images {self.sample_shape}, "
             f"{self.weights} weights, step {self.global_step})"
         )
+
+
+# pipe.sample's own arguments (sampler knobs come on top), named in its one-line refusals.
+SAMPLE_ARGUMENTS = [
+    p for p in inspect.signature(DiffusionPipeline.sample).parameters if p not in ("self", "sampler_options")
+]
 
 
 def _convert(images: torch.Tensor, output: str) -> Any:
@@ -227,7 +181,8 @@ def _convert(images: torch.Tensor, output: str) -> Any:
 def load(
     path: str | Path, device: torch.device | str = "auto", allowed_targets: Iterable[str] = ()
 ) -> DiffusionPipeline:
-    """A DiffusionPipeline from a train.py checkpoint (.ckpt) or an `export.py format=safetensors` folder.
+    """A DiffusionPipeline from a train.py checkpoint (.ckpt), a train.py run folder (its checkpoints/last.ckpt)
+    or an `export.py format=safetensors` folder.
 
     Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
     with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,42 +11,20 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..data.batches import labelled_uint8_batches, uint8_batches
-from ..data.conditions import grid_conditions
-from ..data.datamodule import ImageDataModule
-from ..data.identity import dataset_id
-from ..diffusion import Sampler
-from ..diffusion.auto_batch import AUTO, generation_batch_size
-from ..diffusion.generate import generate, generation_steps
-from ..diffusion.precision import check_precision
+from ..data.scoring import conditioning_classifier_for, reference_statistics
+from ..generation import Task
 from ..io.images import to_uint8
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
-from ..training.ema import ema_network
 from ..training.finite import check_losses_so_far
 from .progress_bar import busy
 from .rank_merge import merge_statistics, sum_over_ranks
-from .sharding import gather_in_index_order, rank_indices
-
-SamplerFactory = Callable[..., Sampler]
-
-
-def conditioning_classifier_for(
-    evaluator: Evaluator, data: ImageDataModule, device: torch.device | str
-) -> tuple[LinearClassifier, bool]:
-    """(classifier, cache hit): the classifier of the conditioning accuracy for this labelled data, fitted
-    on its training split and scored on its held-out split (read from the cache when there)."""
-    return evaluator.classifier(
-        dataset_id(data),
-        data.image_size,
-        lambda limit: labelled_uint8_batches(data.class_dataset_for("train"), limit=limit),
-        lambda: labelled_uint8_batches(data.class_dataset_for("val")),
-        device,
-    )
+from .rank_share import GeneratingCallback, SamplerFactory
+from .sharding import gather_in_index_order
 
 
-class FIDCallback(L.Callback):
+class FIDCallback(GeneratingCallback):
     """Every `every_n_steps` optimizer steps (and/or `every_n_epochs` epochs, and/or at the end of
     training): generate `num_samples` images with the EMA weights and the configured sampler, score them
     against the cached statistics of the datamodule's reference split, and log `val/<fd_key>`,
@@ -82,23 +60,19 @@ class FIDCallback(L.Callback):
     ) -> None:
         if num_samples < 2:
             raise ValueError(f"the FID callback needs num_samples >= 2, got {num_samples}")
-        self.sampler_factory = sampler
+        super().__init__(sampler, num_samples, seed, batch_size, guidance, precision)
+        # The seed is apart from the sample grid's, so the grid is not the first 64 samples.
         self.evaluator = metrics if isinstance(metrics, Evaluator) else Evaluator(**dict(metrics))
-        self.num_samples = int(num_samples)
         self.every_n_steps = int(every_n_steps)
         self.every_n_epochs = int(every_n_epochs)
         self.at_train_end = at_train_end
-        # "auto": as sample.py, the largest batch that fits in free GPU memory (64 on a CPU), probed when scoring.
-        self.batch_size = batch_size if batch_size == AUTO else int(batch_size)
-        self.seed = int(seed)  # apart from the sample grid's seed, so the grid is not the first 64 samples
         self.save_samples_to = None if save_samples_to is None else Path(save_samples_to)
-        self.guidance = float(guidance)
-        self.precision = check_precision(precision)  # bf16: the network under autocast, sampler math float32
         self.best_checkpoint = None if best_checkpoint is None else Path(best_checkpoint)
         self._best_score = math.inf  # the lowest Fréchet distance seen, kept in checkpoints for a resume
         self._last_step = -1
         self._reference_stats: Stats | None = None
         self._classifier: LinearClassifier | None = None
+        self._task: tuple[object, Task] | None = None  # (datamodule, its task): the same at every evaluation
 
     @property
     def monitor(self) -> str:
@@ -129,11 +103,19 @@ class FIDCallback(L.Callback):
         self._conditioning_classifier(trainer, pl_module)  # the other ranks read what rank 0 cached
 
     def _conditioning_classifier(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        data = trainer.datamodule
-        texts_name_classes = getattr(data, "grid_text_classes", None) is not None
-        labelled = getattr(data, "condition", None) == "labels" or texts_name_classes
+        task = self._task_of(trainer)
+        labelled = task.condition == "labels" or task.prompt_classes is not None
         if self._classifier is None and labelled:
-            self._classifier, _ = conditioning_classifier_for(self.evaluator, data, pl_module.device)
+            self._classifier, _ = conditioning_classifier_for(
+                self.evaluator, trainer.datamodule, pl_module.device
+            )
+
+    def _task_of(self, trainer: L.Trainer) -> Task:
+        """The datamodule's task for num_samples samples, read once (its held-out images too)."""
+        data = trainer.datamodule
+        if self._task is None or self._task[0] is not data:
+            self._task = (data, data.generation_task(self.num_samples))
+        return self._task[1]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
@@ -192,60 +174,31 @@ class FIDCallback(L.Callback):
         """Samples rank, rank + W, … < K, generated and embedded batch by batch (memory does not grow with K):
         their running statistics, their logits (with the Inception Score), the samples (when saved) and,
         for a class-conditional model, how many the classifier assigns to their requested class."""
-        net = ema_network(trainer, pl_module)
-        was_training = net.training
-        net.eval()
-        data = trainer.datamodule
-        sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
-        shape = (data.channels, data.image_size, data.image_size)
-        mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
-        conditions = grid_conditions(data, self.num_samples)
-        hits = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         acc = StatsAccumulator(
             self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
         )
         logits, kept_images = [], []
-        batch_size = generation_batch_size(
-            self.batch_size,
-            net,
-            len(mine),
-            shape,
-            conditions.cond_for,
-            self.guidance,
-            precision=self.precision,
-        )
-        steps = generation_steps(sampler, len(mine), batch_size)
-        with busy(trainer, f"scoring {self.num_samples} samples", steps) as on_step:
-            for start in range(0, len(mine), batch_size):
-                chunk = mine[start : start + batch_size]
-                images = generate(
-                    sampler,
-                    net,
-                    chunk,
-                    shape,
-                    self.seed,
-                    batch_size,
-                    conditions.cond_for,
-                    self.guidance,
-                    on_step=on_step,
-                    precision=self.precision,
-                )
-                images = to_uint8(images)
-                features, batch_logits = self.evaluator.embed(images, pl_module.device)
-                acc.update(features)
-                if self._classifier is not None and conditions.labels is not None:
-                    wanted = np.asarray([conditions.labels[i] for i in chunk])
-                    hits += float((self._classifier.predict(features) == wanted).sum())
-                if batch_logits is not None:
-                    logits.append(batch_logits.float())
-                if self.save_samples_to is not None:
-                    kept_images.append(images)
-        net.train(was_training)
+        hits = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+        with self.my_share(trainer, pl_module, self._task_of(trainer)) as generation:
+            wanted = generation.request.conditions.labels
+            scores_classes = self._classifier is not None and wanted is not None
+            with busy(trainer, f"scoring {self.num_samples} samples", generation.steps) as on_step:
+                for indices, images in generation.batches(on_step):
+                    images = to_uint8(images)
+                    features, batch_logits = self.evaluator.embed(images, pl_module.device)
+                    acc.update(features)
+                    if scores_classes:
+                        requested = np.asarray([wanted[i] for i in indices])
+                        hits += float((self._classifier.predict(features) == requested).sum())
+                    if batch_logits is not None:
+                        logits.append(batch_logits.float())
+                    if self.save_samples_to is not None:
+                        kept_images.append(images)
         return (
             acc,
             torch.cat(logits) if logits else None,
             torch.cat(kept_images) if kept_images else None,
-            hits if self._classifier is not None and conditions.labels is not None else None,
+            hits if scores_classes else None,
         )
 
     def _score(self, trainer: L.Trainer, stats: Stats, logits: torch.Tensor | None) -> dict[str, float]:
@@ -255,14 +208,8 @@ class FIDCallback(L.Callback):
     def _reference(self, trainer: L.Trainer) -> Stats:
         """The reference split's statistics: read from the on-disk cache (or computed into it) once per run."""
         if self._reference_stats is None:
-            data = trainer.datamodule
-            split = data.dataset_for(self.evaluator.reference_split)
-            self._reference_stats, _ = self.evaluator.reference(
-                dataset_id(data),
-                data.image_size,
-                lambda: uint8_batches(split, limit=self.evaluator.num_reference),
-                trainer.strategy.root_device,
-            )
+            device = trainer.strategy.root_device
+            self._reference_stats, _ = reference_statistics(self.evaluator, trainer.datamodule, device)
         return self._reference_stats
 
     def _save_samples(self, trainer: L.Trainer, images: torch.Tensor, num_scored: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -11,20 +10,15 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
-from ..data.conditions import grid_conditions, grid_tiles
-from ..diffusion import Sampler
-from ..diffusion.generate import generate, generation_steps
-from ..diffusion.precision import check_precision
+from ..generation import grid_tiles
 from ..io.images import enlarge, grid_of, save_png
-from ..training.ema import ema_network
 from ..training.finite import HINT, NonFiniteError, check_losses_so_far
 from .progress_bar import busy
-from .sharding import gather_in_index_order, rank_indices
+from .rank_share import GeneratingCallback, SamplerFactory
+from .sharding import gather_in_index_order
 
-SamplerFactory = Callable[..., Sampler]
 
-
-class SampleGrid(L.Callback):
+class SampleGrid(GeneratingCallback):
     """Every `every_n_steps` optimizer steps and at the end of training: sample `num_samples` images with
     the EMA weights from the same noise, write `<dirpath>/step_XXXXXXX.png` and log the grid to every
     logger that takes images. The work is split across DDP ranks (each rank samples its own indices).
@@ -43,14 +37,9 @@ class SampleGrid(L.Callback):
         guidance: float = 1.0,
         precision: str = "fp32",
     ) -> None:
-        self.sampler_factory = sampler
-        self.guidance = float(guidance)
-        self.precision = check_precision(precision)  # bf16: the network under autocast, sampler math float32
+        super().__init__(sampler, num_samples, seed, batch_size, guidance, precision)
         self.dirpath = Path(dirpath)
         self.every_n_steps = int(every_n_steps)
-        self.num_samples = int(num_samples)
-        self.seed = seed
-        self.batch_size = batch_size
         self._last_step = -1
         self._last_path: Path | None = None  # rank 0's file of the grid drawn at _last_step
 
@@ -73,29 +62,13 @@ class SampleGrid(L.Callback):
         """Sample the grid (sharded over ranks), then write and log it from rank 0."""
         self._last_step = trainer.global_step
         check_losses_so_far(pl_module)  # a diverged loss is named as such, before its weights are sampled
-        net = ema_network(trainer, pl_module)
-        was_training = net.training
-        net.eval()
-        sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
-        shape = self._sample_shape(trainer)
-        mine = rank_indices(self.num_samples, trainer.global_rank, trainer.world_size)
-        conditions = grid_conditions(trainer.datamodule, self.num_samples)
-        steps = generation_steps(sampler, len(mine), self.batch_size)
-        with busy(trainer, f"sample grid {name}", steps) as on_step:
-            images = generate(
-                sampler,
-                net,
-                mine,
-                shape,
-                self.seed,
-                self.batch_size,
-                conditions.cond_for,
-                self.guidance,
-                on_step=on_step,
-                precision=self.precision,
-            )
-        images = gather_in_index_order(trainer, images)
-        net.train(was_training)
+        task = trainer.datamodule.generation_task(self.num_samples)
+        with (
+            self.my_share(trainer, pl_module, task) as generation,
+            busy(trainer, f"sample grid {name}", generation.steps) as on_step,
+        ):
+            images = gather_in_index_order(trainer, generation.images(on_step))
+        request = generation.request
         if not bool(torch.isfinite(images).all()):  # every rank holds all images: all raise together
             raise NonFiniteError(
                 f"sample grid {name} at step {trainer.global_step} has non-finite pixels (the EMA network has "
@@ -104,21 +77,18 @@ class SampleGrid(L.Callback):
         if not trainer.is_global_zero:
             return None
         # Native pixels, enlarged by an integer factor to be visible; SR: input | output pairs.
-        grid = enlarge(grid_of(*grid_tiles(conditions, images)))
+        grid = enlarge(grid_of(*grid_tiles(request.conditions, images)))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         save_png(grid, path)
-        weights = "EMA" if net is not pl_module.net else "raw"
+        weights = "EMA" if generation.net is not pl_module.net else "raw"
+        sampler = request.method.sampler
         caption = (
             f"step {trainer.global_step} · {type(sampler).__name__} · NFE {sampler.nfe} · {weights} weights"
         )
         self._log_to_loggers(trainer, grid, caption)
         self._last_path = path
         return path
-
-    def _sample_shape(self, trainer: L.Trainer) -> tuple[int, int, int]:
-        data = trainer.datamodule
-        return (data.channels, data.image_size, data.image_size)
 
     def _log_to_loggers(self, trainer: L.Trainer, grid: Tensor, caption: str) -> None:
         for logger in trainer.loggers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from difflab.data.text_captions import CaptionConditions, caption_conditions, re
 from difflab.data.transforms import ToModelTensor, TransformedDataset
 from difflab.data.workers import usable_workers
 from difflab.diffusion.superres import check_sr_factor, low_res_condition
+from difflab.generation.task import Task
 from difflab.io.pictures import check_channels
 from difflab.seeding import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
 from difflab.text import DEFAULT_ENCODER, TextTable, encoder_version
@@ -244,6 +246,27 @@ class ImageDataModule(L.LightningDataModule):
         self.setup()
         assert self._captions is not None
         return self._captions.grid_classes()
+
+    def generation_task(self, n: int) -> Task:
+        """What this data's model is conditioned on, as plain data for generation (grids and scores of n
+        samples): the classes, the grid's prompts, or the first n held-out images for super-resolution."""
+        task = Task((self.channels, self.image_size, self.image_size), self.condition)
+        if self.condition == "labels":
+            return replace(task, num_classes=self.num_classes)
+        if self.condition == "text":
+            return replace(task, prompts=self.grid_texts, prompt_classes=self.grid_text_classes)
+        if self.condition == "superres":
+            return replace(task, held_out=self._held_out_images(n), sr_factor=self.sr_factor)
+        return task
+
+    def _held_out_images(self, n: int) -> torch.Tensor:
+        """The first n held-out images (all of them when there are fewer)."""
+        val = self.dataset_for("val")
+        if len(val) == 0:
+            raise ValueError(
+                f"the held-out split of {self.dataset} is empty: no low-res inputs for the sample grid"
+            )
+        return torch.stack([val[i][0] for i in range(min(n, len(val)))])
 
     def class_dataset_for(self, split: str) -> Dataset:
         """dataset_for(split) with each image's class as its second item (what a conditioning classifier is fitted

@@ -4,15 +4,10 @@ network calls; elsewhere a fixed default (a CPU has no memory wall worth probing
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
-
-from .conditioning import CondFor
-from .guidance import guided_for
-from .precision import with_precision
-from .samplers.base import Denoiser, model_device_dtype
 
 log = logging.getLogger("difflab")
 
@@ -56,49 +51,3 @@ def auto_batch_size(
         device,
     )
     return batch
-
-
-def trial_call(
-    model: Denoiser,
-    n: int,
-    sample_shape: Sequence[int],
-    cond_for: CondFor | None = None,
-    guidance: float = 1.0,
-    negative_for: CondFor | None = None,
-    precision: str = "fp32",
-) -> Callable[[int], Tensor]:
-    """call(b): one no-grad call of the guided, precision-wrapped denoiser `generate` itself calls, on b random
-    inputs conditioned like samples 0..b-1 of n (what batch_size=auto and cpu_threads=auto measure)."""
-    device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
-    net = with_precision(model, precision)
-
-    @torch.no_grad()
-    def call(batch: int) -> Tensor:
-        indices = [i % n for i in range(batch)]
-        denoiser = guided_for(net, cond_for, indices, guidance, negative_for)
-        x = torch.randn((batch, *sample_shape), device=device, dtype=dtype)
-        return denoiser(x, torch.zeros(batch, device=device, dtype=torch.long))
-
-    return call
-
-
-def generation_batch_size(
-    batch_size: int | str | None,
-    model: Denoiser,
-    n: int,
-    sample_shape: Sequence[int],
-    cond_for: CondFor | None = None,
-    guidance: float = 1.0,
-    negative_for: CondFor | None = None,
-    precision: str = "fp32",
-) -> int:
-    """`batch_size` as given, or for "auto"/None the batch `generate` can use for n samples on the model's
-    device: the trial calls are the guided, precision-wrapped denoiser `generate` itself calls."""
-    if batch_size not in (None, AUTO):
-        return int(batch_size)
-    device = (model_device_dtype(model) or (torch.device("cpu"), None))[0]
-    call = trial_call(model, n, sample_shape, cond_for, guidance, negative_for, precision)
-    numel = 1
-    for size in sample_shape:
-        numel *= int(size)
-    return auto_batch_size(call, n, numel, device)

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..checkpoint import LoadedModel
 from ..diffusion import Sampler
-from ..diffusion.auto_batch import AUTO, generation_batch_size
-from ..diffusion.conditioning import CondFor
+from ..diffusion.auto_batch import AUTO
+from ..generation import SampleOptions
 from ..io.atomic import NoSpaceLeft, atomic_write_text
 from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
 from .errors import SweepConfigError
@@ -51,23 +51,26 @@ def build_sampler(cfg: DictConfig, loaded: LoadedModel) -> Sampler:
     return instantiate(cfg.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
 
 
-def batch_size_for(
-    cfg: DictConfig,
-    loaded: LoadedModel,
-    n: int,
-    cond_for: CondFor | None = None,
-    negative_for: CondFor | None = None,
-) -> int:
-    """cfg.batch_size, or for batch_size=auto the largest that fits on the GPU (64 on a CPU)."""
-    return generation_batch_size(
-        cfg.get("batch_size"),
-        loaded.net,
-        n,
-        loaded.sample_shape,
-        cond_for,
-        float(cfg.get("guidance", 1.0)),
-        negative_for,
-        cfg.get("precision", "fp32"),
+def sample_options(cfg: DictConfig) -> SampleOptions:
+    """What sample.py's (or evaluate.py's) config asks to generate, as plain values for difflab.generation; a key
+    the config does not have (evaluate.py has no mode, image, …) is not asked for."""
+    inpaint = cfg.get("inpaint")
+    return SampleOptions(
+        mode=cfg.get("mode") or "sample",
+        n=cfg.n,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        precision=cfg.precision,
+        cpu_threads=cfg.cpu_threads,
+        guidance=cfg.guidance,
+        labels=cfg.get("labels"),
+        prompt=cfg.get("prompt"),
+        negative_prompt=cfg.get("negative_prompt"),
+        image=cfg.get("image"),
+        mask=cfg.get("mask"),
+        strength=cfg.get("strength"),
+        inpaint=None if inpaint is None else OmegaConf.to_container(inpaint, resolve=True),
+        consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
     )
 
 

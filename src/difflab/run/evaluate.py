@@ -17,13 +17,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..callbacks.fid import conditioning_classifier_for
 from ..checkpoint import LoadedModel, build, load_model
 from ..data import ImageDataModule
-from ..data.batches import uint8_batches
-from ..data.conditions import GenerationConditions, grid_conditions
-from ..data.identity import dataset_id
-from ..diffusion.generate import generate
+from ..data.scoring import conditioning_classifier_for, reference_statistics
+from ..generation import Conditions, Generation, grid_conditions, requested_conditions, sampling_request
 from ..io.image_sets import open_image_set
 from ..io.images import to_uint8
 from ..metrics import Evaluator
@@ -31,19 +28,17 @@ from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
 from ..metrics.sample_size import small_sample_warning
 from ..progress import Progress
 from .common import (
-    batch_size_for,
     build_sampler,
     check_finite,
     check_writable_file,
     first_free,
     pick_device,
+    sample_options,
     set_cpu_threads,
     write_json,
 )
 from .rules import check_values, whole
 from .sample import RULES as SAMPLE_RULES
-from .sample import requested_conditions
-from .threads import generation_threads
 from .wandb_glue import log_scores_to_run
 
 log = logging.getLogger("difflab")
@@ -93,49 +88,36 @@ def reference_data(cfg: DictConfig, loaded: LoadedModel | None) -> ImageDataModu
 
 
 def generated_batches(
-    cfg: DictConfig, loaded: LoadedModel, conditions: GenerationConditions
+    cfg: DictConfig, loaded: LoadedModel, conditions: Conditions
 ) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them."""
     sampler = build_sampler(cfg, loaded)
-    n = int(cfg.n)
-    batch = batch_size_for(cfg, loaded, n, conditions.cond_for)
-    guidance = float(cfg.guidance)
-    precision = cfg.get("precision", "fp32")
+    options = sample_options(cfg)
+    generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.net)
 
     def batches() -> Iterator[torch.Tensor]:
-        with generation_threads(cfg, loaded, n, batch, conditions.cond_for) as threads:
+        with generation.cpu_threads() as threads:
             settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
-            for start in range(0, n, batch):
-                indices = range(start, min(start + batch, n))
-                images = generate(
-                    sampler,
-                    loaded.net,
-                    indices,
-                    loaded.sample_shape,
-                    cfg.seed,
-                    batch,
-                    conditions.cond_for,
-                    guidance,
-                    precision=precision,
-                )
+            for _, images in generation.batches():
                 check_finite(images, cfg.ckpt)
                 yield to_uint8(images)
 
+    n = int(options.n)
     settings = {
         "source": "checkpoint",
         "ckpt": str(cfg.ckpt),
         "global_step": loaded.global_step,
         "weights": loaded.weights,
         "n": n,
-        "seed": int(cfg.seed),
+        "seed": int(options.seed),
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "nfe": sampler.nfe,
-        "precision": precision,
-        "batch_size": batch,
+        "precision": options.precision,
+        "batch_size": generation.batch_size,
     }
     if loaded.condition is not None:
         settings["condition"] = loaded.condition
-        settings["guidance"] = guidance
+        settings["guidance"] = float(options.guidance)
     if conditions.prompts is not None:
         settings["prompts"] = conditions.prompts
     if conditions.labels is not None:
@@ -147,29 +129,27 @@ def generated_batches(
     return batches(), settings
 
 
-def scored_conditions(
-    cfg: DictConfig, loaded: LoadedModel | None, data: ImageDataModule
-) -> GenerationConditions:
+def scored_conditions(cfg: DictConfig, loaded: LoadedModel | None, data: ImageDataModule) -> Conditions:
     """What the n scored samples are conditioned on: labels= / prompt= as sample.py takes them; else the data's
     own balanced set (every class; one prompt per class for template captions; held-out images' low-res
     versions for super-resolution)."""
-    if loaded is None or loaded.condition is None:
-        return (
-            requested_conditions(cfg, loaded, int(cfg.n))
-            if loaded is not None
-            else GenerationConditions(None)
-        )
+    if loaded is None:
+        return Conditions()
+    n = int(cfg.n)
     if loaded.condition in ("text", "superres") and cfg.get("prompt") is None:
         if data.condition != loaded.condition:
             raise ValueError(
                 f"{cfg.ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
             )
-        return grid_conditions(data, int(cfg.n))
-    return requested_conditions(cfg, loaded, int(cfg.n))
+        return grid_conditions(data.generation_task(n), n)
+    options = sample_options(cfg)
+    return requested_conditions(
+        loaded, n, cfg.ckpt, options.labels, options.prompt, options.negative_prompt, options.guidance
+    )
 
 
 def conditioning_classifier(
-    evaluator: Evaluator, data: ImageDataModule, conditions: GenerationConditions, device: torch.device
+    evaluator: Evaluator, data: ImageDataModule, conditions: Conditions, device: torch.device
 ) -> LinearClassifier | None:
     """The classifier of the conditioning accuracy when samples have requested classes and the reference data
     has those labels (else None, with a warning)."""
@@ -247,10 +227,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         source = {"source": "images", "images": str(images.path), "n": images.count}
 
     start = time.perf_counter()
-    split = data.dataset_for(evaluator.reference_split)
-    reference, hit = evaluator.reference(
-        dataset_id(data), data.image_size, lambda: uint8_batches(split, limit=evaluator.num_reference), device
-    )
+    reference, hit = reference_statistics(evaluator, data, device)
     log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
     warn_if_too_few(evaluator, int(source["n"]), reference.n)
     classifier = conditioning_classifier(evaluator, data, conditions, device)

@@ -1,0 +1,65 @@
+"""What the grid and FID callbacks share: generating this rank's share of their samples. The EMA network in eval
+mode generates samples rank, rank + W, … of the data's task (one generation request), so no two ranks draw
+the same sample; gather_in_index_order puts the ranks' rows back in order."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import lightning as L
+
+from ..diffusion import Sampler
+from ..diffusion.auto_batch import AUTO
+from ..diffusion.precision import check_precision
+from ..generation import Generation, GenerationRequest, Task, grid_conditions
+from ..generation.methods import Sampling
+from ..training.ema import ema_network
+from .sharding import rank_indices
+
+SamplerFactory = Callable[..., Sampler]
+
+
+class GeneratingCallback(L.Callback):
+    """A callback that generates `num_samples` samples of the data's task with the EMA weights: `sampler` (a
+    partial taking the schedule), sample i from the noise of (seed, i), classifier-free guidance of scale
+    `guidance`, the network under `precision` (bf16: autocast, sampler math float32). batch_size "auto": as
+    sample.py, the largest batch that fits in free GPU memory (64 on a CPU)."""
+
+    def __init__(
+        self,
+        sampler: SamplerFactory,
+        num_samples: int,
+        seed: int,
+        batch_size: int | str,
+        guidance: float = 1.0,
+        precision: str = "fp32",
+    ) -> None:
+        self.sampler_factory = sampler
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.batch_size = batch_size if batch_size == AUTO else int(batch_size)
+        self.guidance = float(guidance)
+        self.precision = check_precision(precision)
+
+    @contextlib.contextmanager
+    def my_share(self, trainer: L.Trainer, pl_module: L.LightningModule, task: Task) -> Iterator[Generation]:
+        """The generation of this rank's share of the samples of `task` (balanced conditions, as grid_conditions
+        sets them), with the EMA network in eval mode while the context lasts."""
+        net = ema_network(trainer, pl_module)
+        was_training = net.training
+        net.eval()
+        try:
+            sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
+            request = GenerationRequest(
+                Sampling(sampler, task.sample_shape),
+                rank_indices(self.num_samples, trainer.global_rank, trainer.world_size),
+                self.seed,
+                self.batch_size,
+                self.guidance,
+                self.precision,
+                grid_conditions(task, self.num_samples),
+            )
+            yield Generation(request, net)
+        finally:
+            net.train(was_training)

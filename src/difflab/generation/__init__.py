@@ -1,0 +1,28 @@
+"""What to generate and how: a request built once (indices, seed, batch size, guidance, negative condition,
+precision, sampler or editing method, conditions) and the one call that turns it into images. sample.py in every
+mode, evaluate.py, the grid and FID callbacks and difflab.load(...).sample() all generate through here."""
+
+from .conditions import Conditions
+from .grids import comparison_tiles, grid_tiles
+from .images import Generation, generate_images
+from .modes import request_for, sampling_request
+from .options import MODES, SampleOptions
+from .request import GenerationRequest
+from .requested import requested_conditions
+from .task import Task, grid_conditions
+
+__all__ = [
+    "MODES",
+    "Conditions",
+    "Generation",
+    "GenerationRequest",
+    "SampleOptions",
+    "Task",
+    "comparison_tiles",
+    "generate_images",
+    "grid_conditions",
+    "grid_tiles",
+    "request_for",
+    "requested_conditions",
+    "sampling_request",
+]

@@ -1,0 +1,51 @@
+"""How a set of results is laid out in a grid: the samples (one row per class or prompt), (input, sample) pairs
+for a training run's super-resolution, and the comparisons sample.py draws for edits and super-resolution."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..diffusion.superres import nearest_upsample, upsample
+from .conditions import Conditions
+from .methods import Inpaint, Sampling
+from .request import GenerationRequest
+
+
+def grid_tiles(conditions: Conditions, images: Tensor) -> tuple[Tensor, int | None]:
+    """The tiles of a grid and its row width: the samples, or (input, sample) pairs side by side when the
+    conditions carry inputs (nrow then counts pairs, about square when unset)."""
+    if conditions.inputs is None:
+        return images, conditions.nrow
+    inputs = conditions.inputs.to(images.device, images.dtype)
+    n = len(images)
+    # About square, rows full: the first divisor of n from sqrt(n / 2) pairs on (32 -> 4, 64 -> 8).
+    pairs = conditions.nrow or next(
+        k for k in range(max(1, math.ceil(math.sqrt(n / 2))), n + 1) if n % k == 0
+    )
+    return torch.stack([inputs, images], 1).flatten(0, 1), 2 * pairs
+
+
+def comparison_tiles(request: GenerationRequest, results: Tensor) -> tuple[Tensor, int]:
+    """One row per picture of an edit or a super-resolution and its row width: super-resolution: the input
+    nearest-upsampled | its bicubic upsampling | its outputs; edits: the input | the input with the hole grey
+    (inpaint) | its results."""
+    assert request.pictures is not None, "comparison_tiles needs a request made from pictures"
+    pictures, n = request.pictures.images, request.per_picture
+    method = request.method
+    rows = []
+    for i, picture in enumerate(pictures):
+        if isinstance(method, Sampling):  # super-resolution
+            size = results.shape[-1]
+            row = [nearest_upsample(picture[None], size), upsample(picture[None], size)]
+        else:
+            row = [picture[None]]
+            if isinstance(method, Inpaint):
+                masks = method.masks
+                hole = (masks[i if masks.shape[0] > 1 else 0] > 0.5).expand_as(picture)
+                row.append(torch.where(hole, torch.zeros_like(picture), picture)[None])  # 0 is mid-grey
+        row.append(results[i * n : (i + 1) * n])
+        rows.append(torch.cat(row))
+    return torch.cat(rows), len(rows[0])

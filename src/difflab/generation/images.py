@@ -1,0 +1,70 @@
+"""The one call that turns a generation request into images: sample.py in every mode, evaluate.py, the grid and
+FID callbacks and difflab.load(...).sample() all run a Generation, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from ..diffusion.auto_batch import AUTO, auto_batch_size
+from ..diffusion.generate import in_batches
+from ..diffusion.samplers.base import Denoiser, model_device_dtype
+from .request import GenerationRequest
+from .threads import generation_threads
+
+
+def resolved_batch_size(request: GenerationRequest, net: Denoiser) -> int:
+    """request.batch_size as given, or for "auto"/None the batch that fits on the network's device: measured with
+    the very denoiser generation calls on a GPU, 64 (at most the sample count) elsewhere."""
+    if request.batch_size not in (None, AUTO):
+        return int(request.batch_size)
+    device = (model_device_dtype(net) or (torch.device("cpu"), None))[0]
+    numel = math.prod(int(size) for size in request.sample_shape)
+    return max(1, auto_batch_size(request.trial_call(net), len(request.indices), numel, device))
+
+
+class Generation:
+    """A request on a network, ready to run: its batch size fixed (probed once for "auto"), then its images in
+    index order, batch by batch or all at once."""
+
+    def __init__(self, request: GenerationRequest, net: Denoiser) -> None:
+        self.request, self.net = request, net
+        self.batch_size = resolved_batch_size(request, net)
+
+    @property
+    def steps(self) -> int:
+        """How often on_step is called in all: batches × the method's steps per batch (0: it reports none)."""
+        return math.ceil(len(self.request.indices) / self.batch_size) * self.request.method.steps
+
+    def cpu_threads(self) -> contextlib.AbstractContextManager[int | None]:
+        """A context on the CPU threads the request asks for (auto: chosen; see generation_threads)."""
+        return generation_threads(self.request, self.net, self.batch_size)
+
+    def batches(self, on_step: Callable[[], None] | None = None) -> Iterator[tuple[list[int], Tensor]]:
+        """(indices, images in [-1, 1]) of each batch, on the network's device; on_step() after every step."""
+        request = self.request
+        denoiser_for = request.denoiser_for(self.net)
+        return in_batches(
+            request.method, denoiser_for, request.indices, request.seed, self.batch_size, on_step
+        )
+
+    def images(self, on_step: Callable[[], None] | None = None) -> Tensor:
+        """Every image of the request, (N, C, H, W) in index order."""
+        batches = [images for _, images in self.batches(on_step)]
+        if not batches:
+            device, dtype = model_device_dtype(self.net) or (torch.device("cpu"), torch.float32)
+            return torch.empty((0, *self.request.sample_shape), device=device, dtype=dtype)
+        return torch.cat(batches)
+
+
+def generate_images(
+    request: GenerationRequest, net: Denoiser, on_step: Callable[[], None] | None = None
+) -> Tensor:
+    """The request's images on its CPU threads: what difflab.load(...).sample() runs."""
+    generation = Generation(request, net)
+    with generation.cpu_threads():
+        return generation.images(on_step)

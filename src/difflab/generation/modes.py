@@ -1,0 +1,89 @@
+"""sample.py's four modes as generation requests: sample, inpaint, img2img (n results per picture) and
+superres (n outputs per low-resolution picture). sample.py and difflab.load(...).sample() build theirs here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..diffusion import Sampler
+from ..io.load_images import load_images, load_masks
+from .conditions import Conditions, for_each_result
+from .methods import Img2Img, Inpaint, Method, Sampling
+from .model import TrainedModel, low_res_shape, recipe_threads
+from .options import SUPERRES, SampleOptions
+from .request import GenerationRequest
+from .requested import requested_conditions
+from .superres import superres_request
+
+
+def request_for(
+    model: TrainedModel, options: SampleOptions, sampler: Sampler, source: Any
+) -> GenerationRequest:
+    """The request `options` make of `model` (read from `source`, named in errors), sampled with `sampler` where
+    the mode samples (not RePaint): conditions are checked first, then the pictures are read."""
+    options.check()
+    if options.mode == SUPERRES:
+        return superres_for(model, options, sampler, source)
+    n = int(options.n)
+    per_picture = requested_conditions(
+        model, n, source, options.labels, options.prompt, options.negative_prompt, options.guidance
+    )
+    if options.mode == "sample":
+        return sampling_request(model, options, sampler, per_picture)
+    pictures = load_images(options.image, model.sample_shape)
+    method: Method
+    if options.mode == "inpaint":
+        masks = load_masks(options.mask, pictures)
+        repaint = {key: int(value) for key, value in (options.inpaint or {}).items()}
+        method = Inpaint(model.schedule, model.prediction_type, pictures.images, masks, n, repaint)
+    else:
+        method = Img2Img(sampler, pictures.images, n, float(options.strength))
+    return GenerationRequest(
+        method,
+        range(len(pictures.images) * n),
+        conditions=for_each_result(per_picture, n),
+        pictures=pictures,
+        per_picture=n,
+        **shared_fields(model, options),
+    )
+
+
+def sampling_request(
+    model: TrainedModel, options: SampleOptions, sampler: Sampler, conditions: Conditions
+) -> GenerationRequest:
+    """Samples 0..n-1 from noise with `sampler` and the given conditions (sample.py's sample mode, evaluate.py)."""
+    return GenerationRequest(
+        Sampling(sampler, model.sample_shape),
+        range(int(options.n)),
+        conditions=conditions,
+        **shared_fields(model, options),
+    )
+
+
+def superres_for(
+    model: TrainedModel, options: SampleOptions, sampler: Sampler, source: Any
+) -> GenerationRequest:
+    """n super-resolutions of each picture in options.image, read at the model's low resolution."""
+    if model.condition != SUPERRES:
+        raise ValueError(
+            f"mode=superres needs a super-resolution checkpoint (trained with data.condition=superres); "
+            f"{source} was trained with data.condition={model.condition}"
+        )
+    pictures = load_images(options.image, low_res_shape(model))
+    size, n = model.sample_shape[-1], int(options.n)
+    fields = shared_fields(model, options)
+    return superres_request(
+        sampler, pictures.images, size, n, options.consistency, pictures=pictures, **fields
+    )
+
+
+def shared_fields(model: TrainedModel, options: SampleOptions) -> dict[str, Any]:
+    """The request fields every mode takes from the options alike."""
+    return {
+        "seed": int(options.seed),
+        "batch_size": options.batch_size,
+        "guidance": float(options.guidance),
+        "precision": options.precision,
+        "cpu_threads": options.cpu_threads,
+        "recipe_threads": recipe_threads(model),
+    }

@@ -1,0 +1,72 @@
+"""What a user asks sample.py (or difflab.load(...).sample()) for, as plain values under sample.py's own key
+names, and the checks that need no model: so a bad request is one line before anything is loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..diffusion.editing import check_strength
+
+SUPERRES = "superres"
+EDIT_MODES = ("inpaint", "img2img")
+MODES = ("sample", *EDIT_MODES, SUPERRES)
+
+
+@dataclass
+class SampleOptions:
+    """sample.py's keys: n results (per picture when editing), mode, seed, batch_size, precision, cpu_threads,
+    guidance, and what a mode or a conditional model takes (None: not given)."""
+
+    mode: str
+    n: int
+    seed: int
+    batch_size: int | str | None
+    precision: str
+    cpu_threads: int | str | None
+    guidance: float
+    labels: Any = None
+    prompt: Any = None
+    negative_prompt: Any = None
+    image: str | Path | None = None  # a picture or a folder of them (edits, super-resolution)
+    mask: str | Path | None = None  # inpaint: a mask or a folder of masks named like the pictures
+    strength: float | None = None  # img2img
+    inpaint: Mapping[str, int] | None = None  # RePaint's steps, jump_length, jump_n_sample
+    consistency: Any = False  # superres.consistency: project so that down(output) = input
+
+    def check(self) -> None:
+        """What the mode needs, checked before any model is loaded."""
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode == SUPERRES:
+            self._check_superres()
+        elif self.mode in EDIT_MODES:
+            self._check_edit()
+
+    def _check_superres(self) -> None:
+        _require(self.image, "mode=superres needs image=<low-resolution picture or folder of pictures>")
+        if self.labels is not None:
+            raise ValueError(f"labels={self.labels} given, but mode=superres conditions on image= only")
+        if not isinstance(self.consistency, bool):
+            raise ValueError(f"superres.consistency={self.consistency!r} must be true or false")
+        if float(self.guidance) != 1.0:
+            raise ValueError(
+                f"guidance={self.guidance} has no effect with mode=superres: the low-res image is never dropped, "
+                "so there is no unconditional branch; drop guidance="
+            )
+
+    def _check_edit(self) -> None:
+        _require(self.image, f"mode={self.mode} needs image=<picture or folder of pictures>")
+        if self.mode == "inpaint":
+            _require(
+                self.mask, "mode=inpaint needs mask=<PNG the picture's size, white = generate, or a folder>"
+            )
+        else:
+            check_strength(self.strength)
+
+
+def _require(value: Any, message: str) -> None:
+    if value in (None, ""):
+        raise ValueError(message)

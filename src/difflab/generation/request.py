@@ -1,0 +1,67 @@
+"""A generation request: what to generate and how, built once from what a user or a callback asks, and read by
+the one call that turns it into images (generation.images)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..diffusion.auto_batch import AUTO
+from ..diffusion.generate import Wrap, batch_denoiser
+from ..diffusion.precision import with_precision
+from ..diffusion.samplers.base import Denoiser, model_device_dtype
+from ..io.load_images import LoadedImages
+from .conditions import Conditions
+from .methods import Method
+
+
+@dataclass
+class GenerationRequest:
+    """Samples `indices`, made by `method` (sampling from noise, img2img, inpaint): sample i from the noise of
+    (seed, i) and its conditions, with classifier-free guidance of scale `guidance` (against
+    conditions.negative_for when set), the network under `precision`. batch_size and cpu_threads: a number, or
+    "auto" to let generation choose."""
+
+    method: Method
+    indices: Sequence[int]
+    seed: int = 0
+    batch_size: int | str | None = AUTO
+    guidance: float = 1.0
+    precision: str = "fp32"
+    conditions: Conditions = field(default_factory=Conditions)
+    wrap: Wrap | None = None  # each batch's denoiser replaced (super-resolution's data consistency)
+    cpu_threads: int | str | None = AUTO
+    recipe_threads: int | None = None  # the threads the model's recipe trained with: auto's first choice
+    pictures: LoadedImages | None = None  # what an edit or a super-resolution starts from (shown in its grid)
+    per_picture: int = 1  # results per picture (edits, super-resolution)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The (C, H, W) of one result."""
+        return self.method.sample_shape
+
+    def denoiser_for(self, net: Denoiser) -> Callable[[Sequence[int]], Denoiser]:
+        """indices -> the denoiser of those samples, as generation calls it (built once per batch)."""
+        net = with_precision(net, self.precision)
+        c = self.conditions
+        return lambda indices: batch_denoiser(
+            net, indices, c.cond_for, self.guidance, c.negative_for, self.wrap
+        )
+
+    def trial_call(self, net: Denoiser) -> Callable[[int], Tensor]:
+        """call(b): one no-grad call of the denoiser generation calls, on b random inputs conditioned like the
+        first b samples (cycled): what batch_size=auto and cpu_threads=auto measure."""
+        device, dtype = model_device_dtype(net) or (torch.device("cpu"), torch.float32)
+        denoiser_for = self.denoiser_for(net)
+        indices = list(self.indices) or [0]
+
+        @torch.no_grad()
+        def call(batch: int) -> Tensor:
+            denoiser = denoiser_for([indices[i % len(indices)] for i in range(batch)])
+            x = torch.randn((batch, *self.sample_shape), device=device, dtype=dtype)
+            return denoiser(x, torch.zeros(batch, device=device, dtype=torch.long))
+
+        return call

@@ -1,0 +1,109 @@
+"""The conditions a user asks for (labels=, prompt=, negative_prompt=, guidance=), checked against what the
+model was trained to take: sample.py, evaluate.py and difflab.load(...).sample() read them alike."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from ..diffusion.conditioning import spread_labels
+from ..text import DEFAULT_ENCODER, embed_texts, encoder_version
+from .conditions import Conditions, class_conditions, text_conditions
+from .model import TrainedModel
+
+log = logging.getLogger("difflab")
+
+SUPERRES = "superres"
+EXAMPLE = 'prompt="a handwritten seven" (or a list: prompt=["a seven","digit 3"])'
+
+
+def as_list(value: Any) -> list[Any]:
+    """One value or several (a list, a tuple, an OmegaConf ListConfig) as a list; a string is one value."""
+    return [value] if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
+
+
+def requested_labels(
+    condition: str | None, num_classes: int | None, labels: Any, guidance: float, n: int, source: Any
+) -> tuple[list[int] | None, list[int] | None]:
+    """(class of each of samples 0..n-1, the classes asked for) as sample.py's labels=/guidance= define them:
+    one label or a list, n spread over them in equal blocks; None: every class. (None, None) for an
+    unconditional model, which refuses labels and guidance ≠ 1."""
+    if condition is None:
+        if labels is not None:
+            raise ValueError(f"labels={labels} given, but {source} holds an unconditional model")
+        if float(guidance) != 1.0:
+            raise ValueError(f"guidance={guidance} needs a conditional model; {source} is unconditional")
+        return None, None
+    if condition != "labels":
+        raise ValueError(f"{source}: cannot condition on {condition!r} yet")
+    wanted = list(range(num_classes)) if labels is None else as_list(labels)
+    # A class is a whole number: 3.5 or true (which Python counts as 1) is no class.
+    bad = [w for w in wanted if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < num_classes]
+    if bad or not wanted:
+        raise ValueError(
+            f"labels={labels}: the model knows classes 0..{num_classes - 1} (give one or a list)"
+        )
+    return spread_labels(wanted, n), wanted
+
+
+def prompt_list(value: Any, key: str) -> list[str]:
+    """One prompt or a list of them as stripped strings; an empty one is an error (Hydra reads 7 as an int)."""
+    items = as_list(value)
+    texts = [str(item).strip() for item in items if item is not None]
+    if not texts or len(texts) != len(items) or not all(texts):
+        raise ValueError(f"{key} is empty: give a caption, e.g. {EXAMPLE}")
+    return texts
+
+
+def requested_conditions(
+    model: TrainedModel,
+    n: int,
+    source: Any,
+    labels: Any = None,
+    prompt: Any = None,
+    negative_prompt: Any = None,
+    guidance: float = 1.0,
+) -> Conditions:
+    """The conditions of samples 0..n-1 asked for, checked against what `model` (read from `source`) takes."""
+    if model.condition == SUPERRES:
+        raise ValueError(
+            f"{source} is a super-resolution model: use mode=superres image=<low-res picture or folder>"
+        )
+    if model.condition == "text":
+        return prompt_conditions(model, n, source, labels, prompt, negative_prompt)
+    for key, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if value is not None:
+            kinds = {None: "an unconditional", "labels": "a class-conditional"}
+            kind = kinds.get(model.condition, f"a {model.condition}-conditioned")
+            hint = "" if model.condition != "labels" else " (give labels= instead)"
+            raise ValueError(f"{key}={value!r} given, but {source} holds {kind} model{hint}")
+    _, wanted = requested_labels(model.condition, model.num_classes, labels, guidance, n, source)
+    return Conditions() if wanted is None else class_conditions(wanted, n)
+
+
+def prompt_conditions(
+    model: TrainedModel, n: int, source: Any, labels: Any, prompt: Any, negative_prompt: Any
+) -> Conditions:
+    """n samples spread over the prompts (one grid row each), guided against negative_prompt when given; the
+    prompts are embedded with the encoder the model was trained with (through the on-disk cache)."""
+    if labels is not None:
+        raise ValueError(
+            f"labels={labels} given, but {source} holds a text-to-image model; give {EXAMPLE} instead"
+        )
+    if prompt is None:
+        raise ValueError(f"{source} holds a text-to-image model: give {EXAMPLE}")
+    prompts = prompt_list(prompt, "prompt")
+    negatives = None if negative_prompt is None else prompt_list(negative_prompt, "negative_prompt")
+    if negatives is not None and len(negatives) != 1:
+        raise ValueError("negative_prompt takes one caption (it replaces the unconditional branch for all)")
+    data = model.config["data"]
+    encoder = data.get("text_encoder") or DEFAULT_ENCODER
+    version = encoder_version(encoder)
+    stored = data.get("text_encoder_version")
+    if stored and stored != version:
+        log.warning("the model was trained with %s %s; %s is installed and used", encoder, stored, version)
+    max_tokens = int(data.get("max_tokens") or 16)
+    table = embed_texts(prompts + (negatives or []), encoder, version, max_tokens, data.get("text_cache_dir"))
+    negative = None if negatives is None else table.subset([len(prompts)])
+    return text_conditions(table.subset(range(len(prompts))), n, negative=negative)
