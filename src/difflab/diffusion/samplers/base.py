@@ -1,5 +1,9 @@
-"""What every sampler shares: the constructor, the timestep grid, the loop over `step`, and turning the
-model's output into (x̂_0, ε̂)."""
+"""The integer-timestep face of the core samplers: `DDIMSampler(schedule, steps, eta).sample(model, shape)`.
+
+A face holds a core sampler (continuous.py) and the VP formulation of its schedule: it turns model(x_t, t) into
+D(x, σ), its timesteps into a σ grid and x_t into the VE point x_t/α_t, lets the core walk the grid, and scales
+back. Nothing about an algorithm lives here.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..formulations.vp import VP, VPDenoiser, alpha
 from ..random import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule, check_prediction_type
-from ..timesteps import make_timesteps
+from .continuous import SigmaSampler
 
 # Any callable model(x_t, t) -> prediction; t is a LongTensor (N,) of timesteps in [0, T-1].
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -28,11 +33,12 @@ def model_device_dtype(model: Denoiser) -> tuple[torch.device, torch.dtype] | No
 
 
 class Sampler:
-    """Base class: a subclass implements `step` (x_t -> x_{t_prev}) and adds only its own knobs.
+    """Base class of the faces: a subclass passes its core sampler and adds only its own knobs.
 
     Every knob after the schedule is keyword-only. `steps=None` takes the class's `default_steps`
-    (None there: every timestep of the schedule); `timestep_spacing=None` takes `default_spacing`.
-    `clip_x0` clips x̂_0 to [-clip_x0, clip_x0] (the data range of images); None turns clipping off.
+    (None there: every timestep of the schedule); `timestep_spacing=None` takes `default_spacing`
+    ("leading", "trailing", "linspace" or "karras"). `clip_x0` clips x̂_0 to [-clip_x0, clip_x0] (the data
+    range of images); None turns clipping off.
     """
 
     default_steps: int | None = 50
@@ -41,6 +47,7 @@ class Sampler:
     def __init__(
         self,
         schedule: NoiseSchedule,
+        core: SigmaSampler,
         *,
         steps: int | None = None,
         prediction_type: str = "epsilon",
@@ -48,6 +55,8 @@ class Sampler:
         clip_x0: float | None = 1.0,
     ) -> None:
         self.schedule = schedule
+        self.core = core
+        self.formulation = VP(schedule)
         if steps is None:
             steps = (
                 schedule.timesteps
@@ -60,7 +69,7 @@ class Sampler:
         if clip_x0 is not None and not (math.isfinite(clip_x0) and clip_x0 > 0):
             raise ValueError(f"clip_x0 must be a finite number > 0, or None for no clipping (got {clip_x0})")
         self.clip_x0 = clip_x0
-        self.timesteps = make_timesteps(schedule.timesteps, self.steps, self.timestep_spacing)
+        self.timesteps = self.formulation.timesteps(self.steps, self.timestep_spacing)
 
     def __repr__(self) -> str:
         return (
@@ -71,7 +80,11 @@ class Sampler:
     @property
     def nfe(self) -> int:
         """Network evaluations per sample."""
-        return len(self.timesteps)
+        return self.core.nfe(len(self.timesteps))
+
+    def denoiser(self, model: Denoiser) -> VPDenoiser:
+        """D(x, σ) of `model` with this sampler's prediction type and clipping."""
+        return self.formulation.denoiser(model, self.prediction_type, self.clip_x0)
 
     @torch.no_grad()
     def sample(
@@ -106,12 +119,16 @@ class Sampler:
     ) -> Tensor:
         """Denoise x, which is at noise level timesteps[0], down to x_0 along `timesteps` (descending);
         SDEdit starts here from a noised picture."""
-        state: dict[str, Any] = {}
-        for i, (t, t_prev) in enumerate(self._pairs(timesteps)):
-            x = self.step(model, x, t, t_prev, generator, state)
-            if callback is not None:
-                callback(i, t, x)
-        return x
+        ts = [int(t) for t in timesteps]
+        sigmas = self.formulation.sigma_grid(timesteps)
+        core_callback = None
+        if callback is not None:
+
+            def core_callback(i: int, sigma: float, x_ve: Tensor) -> None:
+                callback(i, ts[i], x_ve * alpha(sigmas[i + 1]))  # back on the VP scale of the next level
+
+        x_ve = x * math.sqrt(1.0 + sigmas[0] ** 2)  # x_t / α_t
+        return self.core.sample(self.denoiser(model), x_ve, sigmas, generator, core_callback)
 
     def step(
         self,
@@ -127,22 +144,9 @@ class Sampler:
         `state` is a dict kept by the caller across one trajectory: what a multistep method remembers
         (None: a fresh trajectory). Stochastic samplers draw their noise from `generator`.
         """
-        raise NotImplementedError
-
-    def _predict(self, model: Denoiser, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        """Run the model at integer timestep t and return (x̂_0, ε̂), with x̂_0 clipped if configured."""
-        t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        out = model(x, t_batch)
-        x0, eps = self.schedule.to_x0_and_eps(out, x, t_batch, self.prediction_type)
-        if self.clip_x0 is not None:
-            # Clipping x̂_0 to the data range keeps early, poor predictions from blowing up; ε̂ is
-            # recomputed so that the pair stays consistent with x_t (as diffusers does).
-            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
-            eps = self.schedule.predict_eps_from_x0(x, t_batch, x0)
-        return x0, eps
-
-    @staticmethod
-    def _pairs(timesteps: Tensor) -> list[tuple[int, int]]:
-        """(t, t_prev) for each step; the last step goes to t_prev = -1, i.e. ᾱ = 1 (clean data)."""
-        ts = [int(t) for t in timesteps]
-        return list(zip(ts, ts[1:] + [-1], strict=True))
+        state = {} if state is None else state
+        state.setdefault("steps", len(self.timesteps))
+        sigma, sigma_next = self.formulation.sigma(t), self.formulation.sigma(t_prev)
+        x_ve = x * math.sqrt(1.0 + sigma * sigma)
+        x_next = self.core.step(self.denoiser(model), x_ve, sigma, sigma_next, generator, state)
+        return x_next * alpha(sigma_next)

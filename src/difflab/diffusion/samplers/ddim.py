@@ -1,4 +1,8 @@
-"""DDIM (Song et al. 2021): any number of steps; η=0 is deterministic, η=1 matches DDPM's variance."""
+"""DDIM (Song et al. 2021) on σ: x' = x̂_0 + σ_down ε̂ + σ_up z; η=0 is deterministic, η=1 is DDPM's posterior.
+
+In VE terms σ_up = η σ' √(σ² − σ'²)/σ and σ_down = √(max(σ'² − σ_up², 0)) (k-diffusion's `get_ancestral_step`,
+which also caps σ_up at σ' for η > 1; its sample_euler_ancestral is this step).
+"""
 
 from __future__ import annotations
 
@@ -9,38 +13,39 @@ from torch import Tensor
 
 from ..random import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule
-from .base import Denoiser, Sampler
+from .base import Sampler
+from .continuous import SigmaDenoiser, SigmaSampler, denoise_at, slope
 
 
-class DDIMSampler(Sampler):
-    """x_{t'} = √ᾱ_{t'} x̂_0 + √(1-ᾱ_{t'}-σ²) ε̂ + σ z, σ = η √((1-ᾱ_{t'})/(1-ᾱ_t)) √(1-ᾱ_t/ᾱ_{t'})."""
+class DDIM(SigmaSampler):
+    """DDIM with stochasticity η ≥ 0 on the core."""
 
-    def __init__(self, schedule: NoiseSchedule, *, eta: float = 0.0, **options: Any) -> None:
+    def __init__(self, eta: float = 0.0) -> None:
         if not (math.isfinite(eta) and eta >= 0):  # NaN would pass `eta < 0` and give black images
             raise ValueError(f"DDIM eta must be a finite number >= 0 (got {eta})")
-        super().__init__(schedule, **options)
         self.eta = float(eta)
 
     def step(
         self,
-        model: Denoiser,
+        denoiser: SigmaDenoiser,
         x: Tensor,
-        t: int,
-        t_prev: int,
+        sigma: float,
+        sigma_next: float,
         generator: NoiseSource = None,
         state: dict[str, Any] | None = None,
     ) -> Tensor:
-        x0, eps = self._predict(model, x, t)
-        a_prev = self.schedule.alpha_bar(t_prev)
-        sigma = self._sigma(t, t_prev)
-        x_prev = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x_prev = x_prev + sigma * draw_noise(x.shape, generator, x.device, x.dtype)
-        return x_prev
+        x0 = denoise_at(denoiser, x, sigma)
+        up = self.eta * sigma_next * math.sqrt(max(sigma**2 - sigma_next**2, 0.0)) / sigma
+        down = math.sqrt(max(sigma_next**2 - up**2, 0.0))
+        x_next = x0 + down * slope(x, x0, sigma)
+        if up > 0:
+            x_next = x_next + up * draw_noise(x.shape, generator, x.device, x.dtype)
+        return x_next
 
-    def _sigma(self, t: int, t_prev: int) -> float:
-        """Standard deviation of the fresh noise added when stepping from t to t_prev."""
-        if t_prev < 0 or self.eta == 0:
-            return 0.0
-        a_t, a_prev = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_prev)
-        return self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+
+class DDIMSampler(Sampler):
+    """DDIM over the schedule's timesteps (see `Sampler` for the shared knobs)."""
+
+    def __init__(self, schedule: NoiseSchedule, *, eta: float = 0.0, **options: Any) -> None:
+        super().__init__(schedule, DDIM(eta), **options)
+        self.eta = self.core.eta

@@ -1,57 +1,68 @@
-"""DDPM ancestral sampling (Ho et al. 2020), generalised to any subsequence of timesteps."""
+"""DDPM ancestral sampling (Ho et al. 2020) on σ: x' ~ q(x' | x, x̂_0), generalised to any grid.
+
+For x = x_0 + σ ε and x' = x_0 + σ' ε', the posterior is N(x̂_0 + (σ'/σ)² (x − x̂_0), σ'² (σ² − σ'²)/σ²)
+("fixed_small", DDPM's β̃). "fixed_large" takes the variance of the forward step instead (DDPM's β), which on
+the VE scale is (σ² − σ'²)·(α(σ)/α(σ'))² for a formulation with scale α (1 for a pure VE one).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
 
+from ..formulations.vp import alpha
 from ..random import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule
-from .base import Denoiser, Sampler
+from .base import Sampler
+from .continuous import SigmaDenoiser, SigmaSampler, denoise_at
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
+class DDPM(SigmaSampler):
+    """The posterior step of DDPM on the core; `scale` is the formulation's α(σ) ("fixed_large" only)."""
+
+    def __init__(
+        self, variance_type: str = "fixed_small", scale: Callable[[float], float] = lambda sigma: 1.0
+    ) -> None:
+        if variance_type not in VARIANCE_TYPES:
+            raise ValueError(
+                f"unknown variance_type {variance_type!r}; choose one of {', '.join(VARIANCE_TYPES)}"
+            )
+        self.variance_type = variance_type
+        self.scale = scale
+
+    def step(
+        self,
+        denoiser: SigmaDenoiser,
+        x: Tensor,
+        sigma: float,
+        sigma_next: float,
+        generator: NoiseSource = None,
+        state: dict[str, Any] | None = None,
+    ) -> Tensor:
+        x0 = denoise_at(denoiser, x, sigma)
+        x_next = x0 + (sigma_next / sigma) ** 2 * (x - x0)
+        if sigma_next == 0:
+            return x_next
+        gap = max(sigma**2 - sigma_next**2, 0.0)
+        if self.variance_type == "fixed_small":
+            std = sigma_next * math.sqrt(gap) / sigma
+        else:
+            std = math.sqrt(gap) * self.scale(sigma) / self.scale(sigma_next)
+        return x_next + std * draw_noise(x.shape, generator, x.device, x.dtype)
+
+
 class DDPMSampler(Sampler):
-    """Ancestral sampler x_{t-1} ~ q(x_{t-1} | x_t, x̂_0); by default over all T steps (NFE = T)."""
+    """Ancestral sampler over the schedule's timesteps; by default all T of them (NFE = T)."""
 
     default_steps = None  # every timestep of the schedule
 
     def __init__(
         self, schedule: NoiseSchedule, *, variance_type: str = "fixed_small", **options: Any
     ) -> None:
-        if variance_type not in VARIANCE_TYPES:
-            raise ValueError(
-                f"unknown variance_type {variance_type!r}; choose one of {', '.join(VARIANCE_TYPES)}"
-            )
-        super().__init__(schedule, **options)
+        super().__init__(schedule, DDPM(variance_type, scale=alpha), **options)
         self.variance_type = variance_type
-
-    def step(
-        self,
-        model: Denoiser,
-        x: Tensor,
-        t: int,
-        t_prev: int,
-        generator: NoiseSource = None,
-        state: dict[str, Any] | None = None,
-    ) -> Tensor:
-        x0, _ = self._predict(model, x, t)
-        c_x0, c_xt, sigma = self._coefficients(t, t_prev)
-        x_prev = c_x0 * x0 + c_xt * x
-        if sigma > 0:
-            x_prev = x_prev + sigma * draw_noise(x.shape, generator, x.device, x.dtype)
-        return x_prev
-
-    def _coefficients(self, t: int, t_prev: int) -> tuple[float, float, float]:
-        """(c_x0, c_xt, σ) with x_{t_prev} = c_x0 x̂_0 + c_xt x_t + σ z, the posterior between t and t_prev."""
-        a_t, a_prev = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_prev)
-        beta = 1.0 - a_t / a_prev  # the effective β of the jump t -> t_prev
-        c_x0 = math.sqrt(a_prev) * beta / (1.0 - a_t)
-        c_xt = math.sqrt(1.0 - beta) * (1.0 - a_prev) / (1.0 - a_t)
-        if t_prev < 0:
-            return c_x0, c_xt, 0.0
-        variance = beta * (1.0 - a_prev) / (1.0 - a_t) if self.variance_type == "fixed_small" else beta
-        return c_x0, c_xt, math.sqrt(max(variance, 0.0))

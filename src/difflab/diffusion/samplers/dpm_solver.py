@@ -1,5 +1,9 @@
-"""DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of the probability-flow ODE in
-log-SNR time, written in terms of the data prediction x̂_0. Good samples in 10-25 model evaluations."""
+"""DPM-Solver++(2M) (Lu et al. 2022) on σ: a second-order multistep solver of the probability-flow ODE in
+λ = −log σ, written in terms of x̂_0 = D(x, σ). Good samples in 10-25 model evaluations.
+
+With h = λ' − λ: x' = (σ'/σ) x − expm1(−h)·d, where d = x̂_0 (first order) or, using the previous step's x̂_0
+and step h_last (r = h_last/h), d = (1 + 1/(2r)) x̂_0 − 1/(2r) x̂_0,prev (eq. 3.5 of the paper).
+"""
 
 from __future__ import annotations
 
@@ -10,51 +14,49 @@ from torch import Tensor
 
 from ..random import NoiseSource
 from ..schedule import NoiseSchedule
-from .base import Denoiser, Sampler
+from .base import Sampler
+from .continuous import SigmaDenoiser, SigmaSampler, denoise_at
+
+
+class DPMSolverPP(SigmaSampler):
+    """Multistep DPM-Solver++ of order 1 or 2 on the core; the last step (to σ = 0) returns x̂_0."""
+
+    def __init__(self, order: int = 2) -> None:
+        if order not in (1, 2):
+            raise ValueError(f"DPM-Solver++ order must be 1 or 2 (got {order})")
+        self.order = order
+
+    def step(
+        self,
+        denoiser: SigmaDenoiser,
+        x: Tensor,
+        sigma: float,
+        sigma_next: float,
+        generator: NoiseSource = None,
+        state: dict[str, Any] | None = None,
+    ) -> Tensor:
+        """Second order when `state` holds the previous step's x̂_0 and h (updated here for the next step)."""
+        state = {} if state is None else state
+        x0 = denoise_at(denoiser, x, sigma)
+        x0_prev, h_last = state.get("x0_prev"), state.get("h_last")
+        state["x0_prev"] = x0
+        if sigma_next == 0:  # h = ∞: the first-order update is x̂_0 itself
+            return x0
+        h = math.log(sigma / sigma_next)
+        state["h_last"] = h
+        d = x0
+        if self.order == 2 and x0_prev is not None and h_last is not None:
+            r = h_last / h
+            d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
+        return (sigma_next / sigma) * x - math.expm1(-h) * d
 
 
 class DPMSolverSampler(Sampler):
-    """Multistep DPM-Solver++ of order 1 or 2; NFE = steps. The last step (to clean data) is first order."""
+    """DPM-Solver++ over the schedule's timesteps; NFE = steps (see `Sampler` for the shared knobs)."""
 
     default_steps = 20
     default_spacing = "trailing"
 
     def __init__(self, schedule: NoiseSchedule, *, order: int = 2, **options: Any) -> None:
-        if order not in (1, 2):
-            raise ValueError(f"DPM-Solver++ order must be 1 or 2 (got {order})")
-        super().__init__(schedule, **options)
+        super().__init__(schedule, DPMSolverPP(order), **options)
         self.order = order
-
-    def step(
-        self,
-        model: Denoiser,
-        x: Tensor,
-        t: int,
-        t_prev: int,
-        generator: NoiseSource = None,
-        state: dict[str, Any] | None = None,
-    ) -> Tensor:
-        """One update from x_t to x_{t_prev}; second order when `state` holds the previous step's x̂_0
-        and step size in λ (it is updated here for the next step)."""
-        state = {} if state is None else state
-        x0, _ = self._predict(model, x, t)
-        _, sigma_s, lambda_s = self._alpha_sigma_lambda(t)
-        alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(t_prev)
-        x0_prev, h_last = state.get("x0_prev"), state.get("h_last")
-        state["x0_prev"] = x0
-        if sigma_t == 0:  # the final step to clean data: h = ∞ and the first-order update is x̂_0 itself
-            return x0
-        h = lambda_t - lambda_s
-        state["h_last"] = h
-        d = x0
-        if self.order == 2 and x0_prev is not None and h_last is not None:
-            r = h_last / h
-            # Eq. (3.5) of DPM-Solver++: D = (1 + 1/(2r)) x̂_0(t) - 1/(2r) x̂_0(t_last).
-            d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
-        return (sigma_t / sigma_s) * x - alpha_t * math.expm1(-h) * d
-
-    def _alpha_sigma_lambda(self, t: int) -> tuple[float, float, float]:
-        """α_t = √ᾱ, σ_t = √(1-ᾱ) and the half log-SNR λ_t = log(α_t/σ_t) (λ = +∞ for clean data)."""
-        a = self.schedule.alpha_bar(t)
-        alpha, sigma = math.sqrt(a), math.sqrt(1.0 - a)
-        return alpha, sigma, (math.log(alpha / sigma) if sigma > 0 else math.inf)
