@@ -12,7 +12,7 @@ consistency) wraps D, never a sampler. Example with an exact denoiser (data ~ N(
         s2 = sigma.view(-1, 1) ** 2
         return (0.25 * x + 0.3 * s2) / (0.25 + s2)
 
-    sigmas = karras_sigmas(18, sigma_min=0.002, sigma_max=80.0)  # ρ = 7, ends with σ = 0
+    sigmas = karras_sigmas(40, sigma_min=0.002, sigma_max=80.0)  # ρ = 7, ends with σ = 0
     g = torch.Generator().manual_seed(0)
     x = sigmas[0] * torch.randn(10_000, 2, generator=g, dtype=torch.float64)  # pure noise at σ_max
     x0 = Heun().sample(denoise, x, sigmas, generator=g)  # x0.mean() ≈ 0.3, x0.std() ≈ 0.5
