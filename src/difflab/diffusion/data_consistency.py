@@ -1,6 +1,7 @@
 """Data consistency for super-resolution: every x̂_0 the net predicts is projected onto the images whose
 downsampling is exactly the low-resolution input (the range-null-space step of DDNM, Wang et al. 2023; the
-back-projection of classic SR). The net still invents the detail the input lacks (the null space of the
+back-projection of classic SR), as a wrapper of the core's denoiser D(x, σ), so with every sampler and
+formulation. The net still invents the detail the input lacks (the null space of the
 downsampling); the content the input fixes is taken from the input, so down(output) = input.
 
 The downsampling (`superres.downsample` without its clamp) is separable, down(x) = A_h x A_wᵀ, with A the 1-D
@@ -12,10 +13,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .samplers.base import Denoiser
-from .schedule import NoiseSchedule, check_prediction_type
+from .samplers.continuous import DenoiserModule, SigmaDenoiser
 
 
 def downsampling_matrix(size: int, factor: int) -> Tensor:
@@ -46,37 +46,29 @@ class LowResProjection:
         return x - self.pinv_h.to(x.dtype) @ residual @ self.pinv_w.T.to(x.dtype)
 
 
-class DataConsistent(nn.Module):
-    """model(x_t, t) whose x̂_0 is clipped to [-clip_x0, clip_x0] and then projected onto down(x̂_0) = low; the
-    output is in the model's prediction type (ε, x_0 or v), so every sampler takes it unchanged."""
+class DataConsistent(DenoiserModule):
+    """D(x, σ) whose x̂_0 is clipped to [-clip_x0, clip_x0] and then projected onto down(x̂_0) = low: a wrapper of
+    the core's denoiser, so it works with every sampler and every formulation (and prediction type)."""
 
     def __init__(
         self,
-        model: Denoiser,
-        schedule: NoiseSchedule,
+        denoiser: SigmaDenoiser,
         projection: LowResProjection,
-        prediction_type: str = "epsilon",
         clip_x0: float | None = 1.0,
         rounds: int = 10,
     ) -> None:
         super().__init__()
-        self.model = model  # an nn.Module is registered, so samplers find its device and dtype
-        self.schedule = schedule
+        self.denoiser = denoiser  # an nn.Module is registered, so samplers find its device and dtype
         self.projection = projection
-        self.prediction_type = check_prediction_type(prediction_type)
         self.clip_x0 = clip_x0
         self.rounds = rounds
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        x0, _ = self.schedule.to_x0_and_eps(self.model(x, t), x, t, self.prediction_type)
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        x0 = self.denoiser(x, sigma)
         if self.clip_x0 is None:
-            x0 = self.projection(x0)
-        else:
-            # Alternating projections (POCS) onto the data range and onto down(x) = low, ending in the range:
-            # the sampler clips x̂_0 again, which would undo a lone projection's excursions past ±clip_x0.
-            for _ in range(self.rounds):
-                x0 = self.projection(x0.clamp(-self.clip_x0, self.clip_x0)).clamp(-self.clip_x0, self.clip_x0)
-        if self.prediction_type == "x0":
-            return x0
-        eps = self.schedule.predict_eps_from_x0(x, t, x0)
-        return eps if self.prediction_type == "epsilon" else self.schedule.velocity(x0, t, eps)
+            return self.projection(x0)
+        # Alternating projections (POCS) onto the data range and onto down(x) = low, ending in the range: a lone
+        # projection can step outside ±clip_x0 again.
+        for _ in range(self.rounds):
+            x0 = self.projection(x0.clamp(-self.clip_x0, self.clip_x0)).clamp(-self.clip_x0, self.clip_x0)
+        return x0

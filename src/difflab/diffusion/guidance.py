@@ -16,7 +16,8 @@ class Guided(nn.Module):
     negative condition's) prediction, both from one batched forward.
 
     s = 1 is the plain conditional net and s = 0 the unconditional one (each a single forward, exactly). The
-    combination is linear, so it is the same whether the net predicts ε, x_0 or v. A module (holding `net`),
+    combination is linear with weights summing to 1, so it is the same whether the net predicts ε, x_0 or v, and a
+    formulation's D (affine in the net's output) is guided the same way: D_u + s(D_c − D_u). A module (holding `net`),
     so that samplers find the device and dtype of its parameters.
     """
 

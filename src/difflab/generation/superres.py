@@ -27,9 +27,7 @@ def consistent_with(low: Tensor, size: int, n: int, sampler: Sampler) -> Wrap:
         device, dtype = model_device_dtype(denoiser) or (low.device, low.dtype)
         rows = torch.as_tensor(list(indices), dtype=torch.long) // n
         projection = LowResProjection(low[rows].to(device, dtype), factor)
-        return DataConsistent(
-            denoiser, sampler.schedule, projection, sampler.prediction_type, sampler.clip_x0
-        )
+        return DataConsistent(sampler.denoiser(denoiser), projection, sampler.clip_x0)
 
     return wrap
 

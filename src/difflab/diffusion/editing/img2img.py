@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 from ..random import NoiseSource, draw_noise
 from ..samplers.base import Denoiser, Sampler
+from ..samplers.continuous import SigmaDenoiser, SigmaSampler
 from .placement import place
 
 
@@ -41,8 +44,18 @@ def img2img(
     """
     timesteps = strength_timesteps(sampler.timesteps, sampler.schedule.timesteps, strength)
     image = place(image, model)
-    t_start = torch.full((image.shape[0],), int(timesteps[0]), device=image.device, dtype=torch.long)
-    x = sampler.schedule.q_sample(
-        image, t_start, draw_noise(image.shape, generator, image.device, image.dtype)
-    )
-    return sampler.denoise(model, x, timesteps, generator)
+    sigmas = sampler.formulation.sigma_grid(timesteps)
+    return sdedit(sampler.core, sampler.denoiser(model), image, sigmas, generator)
+
+
+@torch.no_grad()
+def sdedit(
+    sampler: SigmaSampler,
+    denoiser: SigmaDenoiser,
+    image: Tensor,
+    sigmas: Sequence[float] | Tensor,
+    generator: NoiseSource = None,
+) -> Tensor:
+    """SDEdit on the core, for any denoiser D(x, σ): noise image to x = image + σ_0 z, walk `sigmas` down."""
+    x = image + float(sigmas[0]) * draw_noise(image.shape, generator, image.device, image.dtype)
+    return sampler.sample(denoiser, x, sigmas, generator)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ..random import NoiseSource, draw_noise
 from ..samplers.base import Denoiser
-from ..samplers.ddpm import DDPMSampler
+from ..samplers.continuous import SigmaDenoiser, SigmaSampler
+from ..samplers.ddpm import DDPM, DDPMSampler
 from ..schedule import NoiseSchedule
 from .jump_schedule import jump_schedule
 from .placement import place
@@ -47,12 +49,10 @@ def repaint(
 ) -> Tensor:
     """Fill the pixels where mask is 1 so they agree with the kept pixels (mask 0) of image in [-1, 1].
 
-    Each step down noises the kept pixels to the new level with q(x_t | x_0) and takes a DDPM posterior
-    step for the rest; the jumps back up (`jump_schedule`) let the generated part re-harmonise with the
-    kept part. Kept pixels of the result equal `image` exactly. With `SampleGenerators` (one per picture)
-    each result depends only on its own picture, mask and generator, not on the batch.
+    The integer-timestep face of `repaint_sigmas`: a network model(x_t, t) on `schedule`, over the timesteps a
+    DDPM sampler of `steps` steps visits. Kept pixels of the result equal `image` exactly. With
+    `SampleGenerators` (one per picture) each result depends only on its own picture, mask and generator.
     """
-    # The DDPM sampler over the same grid supplies the posterior step between any two timesteps.
     ddpm = DDPMSampler(
         schedule,
         steps=steps,
@@ -61,34 +61,56 @@ def repaint(
         clip_x0=clip_x0,
     )
     image = place(image, model)
+    levels = [ddpm.formulation.sigma(int(t)) for t in ddpm.timesteps.flip(0)]
+    # Pure noise on the VP scale, x_T ~ N(0, I), is x_T/α on the core's.
+    start = draw_noise(image.shape, generator, image.device, image.dtype) * math.sqrt(1.0 + levels[-1] ** 2)
+    return repaint_sigmas(
+        ddpm.denoiser(model), image, mask, levels, jump_length, jump_n_sample, generator, start, ddpm.core
+    )
+
+
+@torch.no_grad()
+def repaint_sigmas(
+    denoiser: SigmaDenoiser,
+    image: Tensor,
+    mask: Tensor,
+    levels: Sequence[float],
+    jump_length: int = 10,
+    jump_n_sample: int = 10,
+    generator: NoiseSource = None,
+    start: Tensor | None = None,
+    step: SigmaSampler | None = None,
+) -> Tensor:
+    """RePaint on the core: fill where mask is 1 with any denoiser D(x, σ), over the noise `levels` (ascending).
+
+    Each step down noises the kept pixels to the new level (image + σ z) and takes a DDPM posterior step (`step`,
+    default DDPM()) for the rest; the jumps back up (`jump_schedule`, forward noise of variance σ'² − σ²) let the
+    generated part re-harmonise with the kept part. `start`: the generated part's starting point at the top
+    level (default levels[-1]·z).
+    """
+    step = DDPM() if step is None else step
     device, dtype = image.device, image.dtype
     generate = expand_mask(mask, image)
-    ascending = ddpm.timesteps.flip(0).tolist()
 
-    def timestep(level: int) -> int:
-        return -1 if level < 0 else ascending[level]
+    def sigma(level: int) -> float:
+        return 0.0 if level < 0 else float(levels[level])
 
     def noise() -> Tensor:
         return draw_noise(image.shape, generator, device, dtype)
 
-    def known(t: int) -> Tensor:
-        """The kept pixels at noise level t, with fresh noise (the image itself at t = -1)."""
-        if t < 0:
-            return image
-        t_batch = torch.full((image.shape[0],), t, device=device, dtype=torch.long)
-        return schedule.q_sample(image, t_batch, noise())
+    def known(s: float) -> Tensor:
+        """The kept pixels at noise level s, with fresh noise (the image itself at s = 0)."""
+        return image if s == 0 else image + s * noise()
 
-    path = jump_schedule(len(ascending), jump_length, jump_n_sample)
-    # Start from pure noise where we generate; the kept pixels are noised to the same level so the
-    # first model call already sees a consistent x_t.
-    x = torch.where(generate, noise(), known(timestep(path[0])))
+    path = jump_schedule(len(levels), jump_length, jump_n_sample)
+    top = sigma(path[0])
+    # The kept pixels are noised to the same level, so the first call of D already sees a consistent x.
+    x = torch.where(generate, top * noise() if start is None else start, known(top))
     for here, there in zip(path, path[1:], strict=False):
-        t, t_next = timestep(here), timestep(there)
+        s, s_next = sigma(here), sigma(there)
         if there < here:
-            x = torch.where(generate, ddpm.step(model, x, t, t_next, generator), known(t_next))
+            x = torch.where(generate, step.step(denoiser, x, s, s_next, generator), known(s_next))
         else:
-            # Jump back up with the forward process q(x_{t_next} | x_t): a ratio of cumulative alphas.
-            ratio = schedule.alpha_bar(t_next) / schedule.alpha_bar(t)
-            x = math.sqrt(ratio) * x + math.sqrt(1.0 - ratio) * noise()
+            x = x + math.sqrt(s_next**2 - s**2) * noise()  # back up with the forward process
     # The last step already wrote the image there; this makes "kept pixels are exact" a guarantee.
     return torch.where(generate, x, image)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..samplers.continuous import DenoiserModule
 from ..schedule import NoiseSchedule, check_prediction_type
 from ..sigmas import karras_sigmas
 from ..timesteps import SPACINGS, make_timesteps
@@ -79,18 +80,19 @@ class VP:
         return VPDenoiser(model, self, prediction_type, clip_x0)
 
 
-class VPDenoiser:
+class VPDenoiser(DenoiserModule):
     """D(x, σ) = x̂_0 of a VP network: c_in = α(σ) scales x to x_t, then ε: x − σ ε̂; x0: the output;
     v: α² x − σ α v̂ (k-diffusion's DiscreteVDDPMDenoiser). x̂_0 is clipped to ±clip_x0 (None: not clipped),
     which keeps early, poor predictions in the data range; the sampler's ε̂ = (x − x̂_0)/σ follows it."""
 
     def __init__(self, model: TimestepModel, vp: VP, prediction_type: str, clip_x0: float | None) -> None:
-        self.model = model
+        super().__init__()
+        self.model = model  # an nn.Module is registered, so samplers find its device and dtype
         self.vp = vp
         self.prediction_type = check_prediction_type(prediction_type)
         self.clip_x0 = clip_x0
 
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         t = self.vp.timestep_of(sigma)
         s = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         c_in = (1.0 + s * s).rsqrt()

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..formulations.vp import VP, VPDenoiser, alpha
+from ..formulations.vp import VP, alpha
 from ..random import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule, check_prediction_type
-from .continuous import SigmaSampler
+from .continuous import DenoiserModule, SigmaSampler
 
 # Any callable model(x_t, t) -> prediction; t is a LongTensor (N,) of timesteps in [0, T-1].
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -82,8 +82,11 @@ class Sampler:
         """Network evaluations per sample."""
         return self.core.nfe(len(self.timesteps))
 
-    def denoiser(self, model: Denoiser) -> VPDenoiser:
-        """D(x, σ) of `model` with this sampler's prediction type and clipping."""
+    def denoiser(self, model: Denoiser | DenoiserModule) -> DenoiserModule:
+        """D(x, σ) of `model` with this sampler's prediction type and clipping; a DenoiserModule (D already,
+        e.g. wrapped for data consistency) as it is."""
+        if isinstance(model, DenoiserModule):
+            return model
         return self.formulation.denoiser(model, self.prediction_type, self.clip_x0)
 
     @torch.no_grad()

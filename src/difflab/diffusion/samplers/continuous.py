@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..random import NoiseSource
 
@@ -32,6 +32,18 @@ from ..random import NoiseSource
 SigmaDenoiser = Callable[[Tensor, Tensor], Tensor]
 # callback(i, σ_i, x) after step i, x now at noise level σ_{i+1}.
 SigmaCallback = Callable[[int, float, Tensor], None]
+
+
+class DenoiserModule(nn.Module):
+    """A denoiser D(x, σ) that is an nn.Module: what wraps D (data consistency) or makes it (a formulation).
+
+    A timestep face samples it as it is, with no conversion from model(x_t, t), and the parameters of a network
+    it holds tell samplers their device and dtype.
+    """
+
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """x̂_0 for x (N, ...) at noise levels sigma (N,)."""
+        raise NotImplementedError
 
 
 def denoise_at(denoiser: SigmaDenoiser, x: Tensor, sigma: float) -> Tensor:
