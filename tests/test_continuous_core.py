@@ -8,6 +8,8 @@ import pytest
 import torch
 from analytic import GaussianMixtureDenoiser
 from analytic_sigma import MixtureDenoiserOfSigma
+from conftest import compose_config
+from hydra.utils import instantiate
 
 from difflab.diffusion import (
     DDIM,
@@ -170,3 +172,21 @@ def test_the_documented_example_samples_gaussian_data():
     exec(compile("\n".join(line[4:] for line in example.splitlines()), "example", "exec"), scope)
     assert scope["x0"].mean().item() == pytest.approx(0.3, abs=0.02)
     assert scope["x0"].std().item() == pytest.approx(0.5, rel=0.03)
+
+
+def test_the_heun_config_offers_churn_and_every_sampler_config_takes_the_karras_grid(tmp_path):
+    schedule = NoiseSchedule.from_name("linear")
+    model = GaussianMixtureDenoiser(schedule, MEANS, STDS, WEIGHTS)
+    x_T = torch.randn(8, D, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for churn in ("0", "30"):
+        cfg = compose_config("sample", ["sampler=heun", f"sampler.s_churn={churn}"], tmp_path)
+        sampler = instantiate(cfg.sampler)(schedule)
+        runs.append(sampler.sample(model, (8, D), generator=torch.Generator().manual_seed(1), x_T=x_T))
+    assert not torch.allclose(runs[0], runs[1])  # churn's fresh noise moved the samples
+    for name in ("ddpm", "ddim", "dpm_solver", "euler", "heun"):
+        cfg = compose_config(
+            "sample", [f"sampler={name}", "sampler.steps=10", "sampler.timestep_spacing=karras"], tmp_path
+        )
+        sampler = instantiate(cfg.sampler)(schedule)
+        assert sampler.timesteps.tolist()[0] == 999 and sampler.timesteps.tolist()[-1] == 0
