@@ -190,3 +190,16 @@ def test_the_heun_config_offers_churn_and_every_sampler_config_takes_the_karras_
         )
         sampler = instantiate(cfg.sampler)(schedule)
         assert sampler.timesteps.tolist()[0] == 999 and sampler.timesteps.tolist()[-1] == 0
+
+
+def test_a_bfloat16_model_runs_at_exactly_the_timesteps_of_its_grid():
+    schedule = NoiseSchedule.from_name("linear")
+    seen = []
+
+    def net(x_t, t):
+        seen.extend(t[:1].tolist())
+        return torch.zeros_like(x_t)
+
+    sampler = DDIMSampler(schedule, steps=50)
+    sampler.sample(net, (2, D), x_T=torch.zeros(2, D, dtype=torch.bfloat16))
+    assert seen == sampler.timesteps.tolist()

@@ -37,6 +37,7 @@ class VP:
         ac = schedule.alphas_cumprod
         self.sigmas = ((1.0 - ac) / ac).sqrt()  # float64, increasing in t
         self._log_sigmas = self.sigmas.log()
+        self._tables: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     def sigma(self, t: int) -> float:
         """σ_t as a Python float; t = -1 means clean data (σ = 0)."""
@@ -44,14 +45,15 @@ class VP:
 
     def timestep_of(self, sigma: Tensor) -> Tensor:
         """The timesteps (LongTensor, sigma's shape and device) whose σ_t is nearest to sigma in log σ."""
-        log_sigma = sigma.detach().to("cpu", torch.float64).clamp(min=1e-30).log()
-        table = self._log_sigmas
+        dtype = sigma.dtype if sigma.is_floating_point() else torch.float32
+        key = (sigma.device, dtype)
+        if key not in self._tables:  # on sigma's device, so sampling on a GPU never waits for the CPU
+            self._tables[key] = self._log_sigmas.to(sigma.device, dtype)
+        table = self._tables[key]
+        log_sigma = sigma.to(dtype).clamp(min=torch.finfo(dtype).tiny).log()
         right = torch.searchsorted(table, log_sigma).clamp(1, len(table) - 1)
         left = right - 1
-        nearest = torch.where(
-            (log_sigma - table[left]).abs() <= (table[right] - log_sigma).abs(), left, right
-        )
-        return nearest.to(sigma.device)
+        return torch.where((log_sigma - table[left]).abs() <= (table[right] - log_sigma).abs(), left, right)
 
     def timesteps(self, steps: int, spacing: str = "leading") -> Tensor:
         """Descending LongTensor of timesteps a `steps`-step sampler visits: `make_timesteps`' spacings, or

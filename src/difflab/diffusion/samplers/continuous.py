@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from ..random import NoiseSource
 
-# D(x, σ) -> x̂_0: x (N, ...) on the VE scale, σ a tensor (N,) of noise levels (in x's dtype, on its device).
+# D(x, σ) -> x̂_0: x (N, ...) on the VE scale, σ a tensor (N,) of noise levels (float32, or float64 for float64
+# x, on x's device).
 SigmaDenoiser = Callable[[Tensor, Tensor], Tensor]
 # callback(i, σ_i, x) after step i, x now at noise level σ_{i+1}.
 SigmaCallback = Callable[[int, float, Tensor], None]
@@ -47,8 +48,8 @@ class DenoiserModule(nn.Module):
 
 
 def denoise_at(denoiser: SigmaDenoiser, x: Tensor, sigma: float) -> Tensor:
-    """D(x, σ) with one noise level for the whole batch."""
-    return denoiser(x, x.new_full((x.shape[0],), sigma))
+    """D(x, σ) with one noise level for the whole batch, σ at least float32 (a bf16 σ would blur the levels)."""
+    return denoiser(x, x.new_full((x.shape[0],), sigma, dtype=torch.promote_types(x.dtype, torch.float32)))
 
 
 def slope(x: Tensor, x0: Tensor, sigma: float) -> Tensor:
