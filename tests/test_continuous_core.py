@@ -203,3 +203,22 @@ def test_a_bfloat16_model_runs_at_exactly_the_timesteps_of_its_grid():
     sampler = DDIMSampler(schedule, steps=50)
     sampler.sample(net, (2, D), x_T=torch.zeros(2, D, dtype=torch.bfloat16))
     assert seen == sampler.timesteps.tolist()
+
+
+def test_a_churned_heun_face_runs_the_network_only_at_its_schedules_noise_levels():
+    schedule = NoiseSchedule.from_name("linear")
+    vp = VP(schedule)
+    sampler = HeunSampler(schedule, steps=10, s_churn=30)
+    denoiser = sampler.denoiser(GaussianMixtureDenoiser(schedule, MEANS, STDS, WEIGHTS))
+    levels = []
+
+    def recording(x, sigma):
+        levels.append(float(sigma[0]))
+        return denoiser(x, sigma)
+
+    grid = vp.sigma_grid(sampler.timesteps)
+    sampler.core.sample(recording, torch.zeros(4, D), grid, generator=torch.Generator().manual_seed(0))
+    trained = set(vp.sigmas.float().tolist())  # σ reaches D in float32
+    assert len(levels) == sampler.nfe == 19 and all(level in trained for level in levels)
+    off_grid = set(levels) - set(torch.tensor(grid).float().tolist())
+    assert off_grid  # churn raised σ, to trained levels between the grid's

@@ -3,7 +3,8 @@
 With ᾱ_t the schedule's table, x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε is the VE point x = x_0 + σ_t ε scaled by
 α_t = √ᾱ_t, so σ_t = √((1-ᾱ_t)/ᾱ_t) and α(σ) = 1/√(1+σ²) (k-diffusion's DiscreteEpsDDPMDenoiser). A σ between
 two timesteps is run at the nearest one, with its own α(σ) as input scale (k-diffusion's `quantize=True`); the
-grids below only visit the schedule's own timesteps, where D is exactly the trained network.
+grids below only visit the schedule's own timesteps, and `round_sigma` moves any other level a sampler makes
+(Heun's churn) to one, so D is exactly the trained network.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class VP:
         right = torch.searchsorted(table, log_sigma).clamp(1, len(table) - 1)
         left = right - 1
         return torch.where((log_sigma - table[left]).abs() <= (table[right] - log_sigma).abs(), left, right)
+
+    def round_sigma(self, sigma: float) -> float:
+        """The schedule's σ_t nearest to sigma (in log σ): a noise level the network was trained at."""
+        return self.sigma(int(self.timestep_of(torch.tensor([sigma], dtype=torch.float64))[0]))
 
     def timesteps(self, steps: int, spacing: str = "leading") -> Tensor:
         """Descending LongTensor of timesteps a `steps`-step sampler visits: `make_timesteps`' spacings, or

@@ -2,12 +2,14 @@
 
 With S_churn > 0 each step with S_tmin ≤ σ ≤ S_tmax first raises the noise to σ̂ = σ(1 + γ),
 γ = min(S_churn/N, √2 − 1), by adding fresh noise of std √(σ̂² − σ²)·S_noise ("churn"); S_churn = 0 (the
-default) is EDM's deterministic sampler.
+default) is EDM's deterministic sampler. A formulation whose network knows only some noise levels passes
+`round_sigma` (EDM's `net.round_sigma`), so σ̂ is one of them and D stays exact.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
@@ -22,7 +24,12 @@ class Heun(SigmaSampler):
     """EDM's second-order sampler on the core; NFE = 2·steps − 1 (the step to σ = 0 is plain Euler)."""
 
     def __init__(
-        self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0
+        self,
+        s_churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = math.inf,
+        s_noise: float = 1.0,
+        round_sigma: Callable[[float], float] | None = None,
     ) -> None:
         for name, value in {"s_churn": s_churn, "s_tmin": s_tmin, "s_noise": s_noise}.items():
             if not (math.isfinite(value) and value >= 0):
@@ -30,6 +37,7 @@ class Heun(SigmaSampler):
         if not s_tmax >= s_tmin:  # also refuses NaN
             raise ValueError(f"Heun s_tmax must be >= s_tmin (got {s_tmax} < {s_tmin})")
         self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = s_churn, s_tmin, s_tmax, s_noise
+        self.round_sigma = round_sigma
 
     def nfe(self, steps: int) -> int:
         return 2 * steps - 1
@@ -46,6 +54,8 @@ class Heun(SigmaSampler):
         steps = (state or {}).get("steps", 1)
         gamma = min(self.s_churn / steps, math.sqrt(2) - 1) if self.s_tmin <= sigma <= self.s_tmax else 0.0
         sigma_hat = sigma * (1 + gamma)
+        if gamma > 0 and self.round_sigma is not None:
+            sigma_hat = max(self.round_sigma(sigma_hat), sigma)
         if gamma > 0:
             noise = draw_noise(x.shape, generator, x.device, x.dtype)
             x = x + math.sqrt(sigma_hat**2 - sigma**2) * self.s_noise * noise
@@ -60,7 +70,8 @@ class Heun(SigmaSampler):
 class HeunSampler(Sampler):
     """Heun over the schedule's timesteps (see `Sampler` for the shared knobs); churn as in `Heun`.
 
-    A churned σ̂ lies between two timesteps: the network runs at the nearest one (see formulations.vp).
+    A churned σ̂ is rounded to the nearest σ_t of the schedule (as EDM does for its discrete iDDPM models), so
+    the network only ever runs at the timesteps it was trained on, with the matching input scale.
     """
 
     default_steps = 18
@@ -77,3 +88,4 @@ class HeunSampler(Sampler):
         **options: Any,
     ) -> None:
         super().__init__(schedule, Heun(s_churn, s_tmin, s_tmax, s_noise), **options)
+        self.core.round_sigma = self.formulation.round_sigma
