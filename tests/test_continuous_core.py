@@ -16,6 +16,7 @@ from difflab.diffusion import (
     DDPM,
     VP,
     DDIMSampler,
+    DDPMSampler,
     DPMSolverPP,
     Euler,
     Heun,
@@ -222,3 +223,21 @@ def test_a_churned_heun_face_runs_the_network_only_at_its_schedules_noise_levels
     assert len(levels) == sampler.nfe == 19 and all(level in trained for level in levels)
     off_grid = set(levels) - set(torch.tensor(grid).float().tolist())
     assert off_grid  # churn raised σ, to trained levels between the grid's
+
+
+# Not t=10: there diffusers' float32 β = 1 − ᾱ_t/ᾱ_{t−1} is 2.7e-5 off a float64 step (measured), difflab's 1.8e-7.
+@pytest.mark.parametrize("t", [999, 500, 100])
+def test_ddpm_fixed_large_steps_as_diffusers_does(t):
+    diffusers = pytest.importorskip("diffusers")
+    schedule = NoiseSchedule.from_name("linear")
+    model = GaussianMixtureDenoiser(schedule, MEANS, STDS, WEIGHTS)
+    x = torch.randn(8, D, generator=torch.Generator().manual_seed(0))
+    ref = diffusers.DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", clip_sample=False, variance_type="fixed_large"
+    )
+    ref.set_timesteps(1000)
+    out = model(x, torch.full((8,), t))
+    expected = ref.step(out, t, x, generator=torch.Generator().manual_seed(3)).prev_sample
+    ours = DDPMSampler(schedule, variance_type="fixed_large", clip_x0=None)
+    got = ours.step(model, x, t, t - 1, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

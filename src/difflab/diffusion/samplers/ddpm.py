@@ -22,11 +22,16 @@ from .continuous import SigmaDenoiser, SigmaSampler, denoise_at
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
+def ve_scale(sigma: float) -> float:
+    """α(σ) of a pure variance-exploding formulation: 1 at every noise level."""
+    return 1.0
+
+
 class DDPM(SigmaSampler):
     """The posterior step of DDPM on the core; `scale` is the formulation's α(σ) ("fixed_large" only)."""
 
     def __init__(
-        self, variance_type: str = "fixed_small", scale: Callable[[float], float] = lambda sigma: 1.0
+        self, variance_type: str = "fixed_small", scale: Callable[[float], float] = ve_scale
     ) -> None:
         if variance_type not in VARIANCE_TYPES:
             raise ValueError(
