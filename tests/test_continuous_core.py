@@ -1,6 +1,7 @@
 """The continuous core: every sampler, written once on D(x, σ), drives the exact denoiser of known data to that
 data's moments; the VP formulation turns an ε/x0/v network into that same D; the Karras grid and churn work."""
 
+import json
 import math
 import re
 
@@ -10,6 +11,7 @@ from analytic import GaussianMixtureDenoiser
 from analytic_sigma import MixtureDenoiserOfSigma
 from conftest import compose_config
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from difflab.diffusion import (
     DDIM,
@@ -241,3 +243,10 @@ def test_ddpm_fixed_large_steps_as_diffusers_does(t):
     ours = DDPMSampler(schedule, variance_type="fixed_large", clip_x0=None)
     got = ours.step(model, x, t, t - 1, torch.Generator().manual_seed(3))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_heun_config_writes_as_strict_json(tmp_path):
+    cfg = compose_config("sample", ["sampler=heun"], tmp_path)
+    json.dumps(OmegaConf.to_container(cfg.sampler), allow_nan=False)  # settings.json must not hold Infinity
+    sampler = instantiate(cfg.sampler)(NoiseSchedule.from_name("linear"))
+    assert sampler.core.s_tmax == math.inf  # null: no upper bound on the churn window

@@ -27,13 +27,14 @@ class Heun(SigmaSampler):
         self,
         s_churn: float = 0.0,
         s_tmin: float = 0.0,
-        s_tmax: float = math.inf,
+        s_tmax: float | None = None,
         s_noise: float = 1.0,
         round_sigma: Callable[[float], float] | None = None,
     ) -> None:
         for name, value in {"s_churn": s_churn, "s_tmin": s_tmin, "s_noise": s_noise}.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Heun {name} must be a finite number >= 0 (got {value})")
+        s_tmax = math.inf if s_tmax is None else s_tmax  # None: no upper bound (a config or JSON has no ∞)
         if not s_tmax >= s_tmin:  # also refuses NaN
             raise ValueError(f"Heun s_tmax must be >= s_tmin (got {s_tmax} < {s_tmin})")
         self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = s_churn, s_tmin, s_tmax, s_noise
@@ -83,7 +84,7 @@ class HeunSampler(Sampler):
         *,
         s_churn: float = 0.0,
         s_tmin: float = 0.0,
-        s_tmax: float = math.inf,
+        s_tmax: float | None = None,
         s_noise: float = 1.0,
         **options: Any,
     ) -> None:
