@@ -12,7 +12,7 @@ from conftest import FAST_TRAIN, compose_config, run_cli
 
 from difflab.data import ImageDataModule
 from difflab.data.batches import uint8_batches
-from difflab.io.images import save_samples
+from difflab.io.write_images import save_samples
 from difflab.run.evaluate import evaluate
 from difflab.run.train import train
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from difflab.io.images import to_uint8
+from difflab.io.write_images import to_uint8
 
 
 def uint8_batches(

@@ -21,7 +21,7 @@ from difflab.data.transforms import ToModelTensor, TransformedDataset
 from difflab.data.workers import usable_workers
 from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.generation.task import Task
-from difflab.io.pictures import check_channels
+from difflab.io.decode import check_channels
 from difflab.seeding import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
 from difflab.text import DEFAULT_ENCODER, TextTable, encoder_version
 
@@ -56,7 +56,7 @@ class ImageDataModule(L.LightningDataModule):
     ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size. A train
     split smaller than one batch per device is repeated to fill one (with a warning), so a folder of ten
     images trains with the default settings. ``num_workers`` is lowered to the CPU cores available.
-    Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
+    Transforms (``difflab.io.decode``, shared with evaluation and editing): EXIF orientation applied,
     16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
     replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. Sources held
     in memory (digits, MNIST, Fashion-MNIST, pickled CIFAR-10) are transformed once (each image when first

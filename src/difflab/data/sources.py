@@ -17,7 +17,7 @@ from difflab.data.torchvision_sources import (
     download_torchvision,
     open_torchvision,
 )
-from difflab.io.pictures import IMAGE_SUFFIXES
+from difflab.io.decode import IMAGE_SUFFIXES
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
 

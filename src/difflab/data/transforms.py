@@ -1,4 +1,4 @@
-"""PIL image -> float tensor in [-1, 1] for training: the one preprocessing of difflab.io.pictures (channel
+"""PIL image -> float tensor in [-1, 1] for training: the one preprocessing of difflab.io.decode (channel
 conversion, shorter side resized, centre crop), so evaluation and editing read pictures exactly alike. Random
 flips are drawn per batch by the training step, so this pipeline is deterministic."""
 
@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from difflab.io.pictures import to_model_tensor
+from difflab.io.decode import to_model_tensor
 
 
 class ToModelTensor:
