@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import SequentialSampler
 
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
-from difflab.data.sampler import ResumableSampler
+from difflab.data.index_sampler import ResumableSampler
 from difflab.io.decode import to_channels
 from difflab.io.read_inputs import load_images
 from difflab.run.train import train

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from difflab.data.augment import random_hflip
 from difflab.data.errors import DataError
 from difflab.data.in_memory import BatchedImageTensors, ImageTensors, already_collated
-from difflab.data.sampler import ResumableSampler
+from difflab.data.index_sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
 from difflab.data.text_captions import CaptionConditions, caption_conditions, resolve_caption_kind
 from difflab.data.transforms import ToModelTensor, TransformedDataset
@@ -22,7 +22,7 @@ from difflab.data.workers import usable_workers
 from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.generation.task import Task
 from difflab.io.decode import check_channels
-from difflab.seeding import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
+from difflab.micro_batch_seeds import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
 from difflab.text import DEFAULT_ENCODER, TextTable, encoder_version
 
 SPLITS = ("train", "val")

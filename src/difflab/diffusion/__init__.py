@@ -2,7 +2,7 @@
 
 from .editing import img2img, repaint
 from .objectives import DiffusionLoss
-from .random import SampleGenerators
+from .sample_noise import SampleGenerators
 from .samplers import DDIMSampler, DDPMSampler, Denoiser, DPMSolverSampler, EulerSampler, HeunSampler, Sampler
 from .schedule import PREDICTION_TYPES, NoiseSchedule
 from .timesteps import make_timesteps

@@ -17,7 +17,7 @@ from torch import Tensor
 from .conditioning import CondFor
 from .guidance import guided_for
 from .precision import with_precision
-from .random import SampleGenerators
+from .sample_noise import SampleGenerators
 from .samplers.base import Denoiser, Sampler, StepCallback, model_device_dtype
 
 # A per-batch replacement of the denoiser of samples `indices` (super-resolution's data consistency).

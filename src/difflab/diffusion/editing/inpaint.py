@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..random import NoiseSource, draw_noise
+from ..sample_noise import NoiseSource, draw_noise
 from ..samplers.base import Denoiser
 from ..samplers.ddpm import DDPMSampler
 from ..schedule import NoiseSchedule

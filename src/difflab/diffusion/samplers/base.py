@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..random import NoiseSource, draw_noise
+from ..sample_noise import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule, check_prediction_type
 from ..timesteps import make_timesteps
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..random import NoiseSource, draw_noise
+from ..sample_noise import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule
 from .base import Denoiser, Sampler
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..random import NoiseSource
+from ..sample_noise import NoiseSource
 from .base import Denoiser
 from .euler import EulerSampler
 
