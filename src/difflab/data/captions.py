@@ -20,7 +20,6 @@ from difflab.text import TextTable, embed_texts
 METADATA = (
     "metadata.jsonl"  # one JSON object per line: {"file_name": <path relative to this file>, "text": …}
 )
-CAPTION_KINDS = ("templates", "files")
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Phrasings a model is trained on; others ("digit 7", "a seven") test whether it generalises through the encoder.
