@@ -63,7 +63,8 @@ class DataConsistent(nn.Module):
         self.model = model  # an nn.Module is registered, so samplers find its device and dtype
         self.schedule = schedule
         self.projection = projection
-        self.prediction_type = check_prediction_type(prediction_type)
+        check_prediction_type(prediction_type)
+        self.prediction_type = prediction_type
         self.clip_x0 = clip_x0
         self.rounds = rounds
 
