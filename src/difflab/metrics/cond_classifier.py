@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.io.npz_cache import Arrays, cached_npz, write_npz
+from difflab.io.npz_cache import Arrays, cached_npz
 from difflab.metrics.cache import default_cache_dir
 from difflab.metrics.extractors import FeatureExtractor
 
@@ -123,17 +123,6 @@ def classifier_from_arrays(z: Arrays, path: Path) -> LinearClassifier:
         num_train=int(z["num_train"]),
         num_heldout=int(z["num_heldout"]),
     )
-
-
-def save_classifier(classifier: LinearClassifier, path: Path) -> None:
-    """Write a classifier atomically."""
-    write_npz(path, classifier_arrays(classifier))
-
-
-def load_classifier(path: Path) -> LinearClassifier:
-    """Read a classifier written by save_classifier."""
-    with np.load(path, allow_pickle=False) as z:
-        return classifier_from_arrays(z, path)
 
 
 def features_and_labels(
