@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from difflab.data import ImageDataModule
-from difflab.data.batches import uint8_batches
+from difflab.data.scoring import uint8_batches
 from difflab.metrics import StatsAccumulator, frechet_distance, get_extractor, kernel_distance, metric_name
 from difflab.metrics.distances import precision_recall
 

@@ -26,7 +26,7 @@ from difflab.diffusion import DDIMSampler
 from difflab.diffusion.superres import downsample, upsample
 from difflab.generation.model import sr_factor
 from difflab.generation.superres import super_resolve
-from difflab.io.images import to_uint8
+from difflab.io.write_images import to_uint8
 from difflab.metrics.evaluator import Evaluator
 
 

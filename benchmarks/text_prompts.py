@@ -21,7 +21,7 @@ from difflab.data import ImageDataModule
 from difflab.data.captions import DIGIT_WORDS, template_captions
 from difflab.diffusion import DDIMSampler
 from difflab.diffusion.generate import generate
-from difflab.io.images import to_uint8
+from difflab.io.write_images import to_uint8
 from difflab.text import embed_texts
 
 # (prompt, digit it asks for); the first two are training templates, the rest phrasings never trained on.

@@ -24,7 +24,7 @@ from diffusers import UNet2DModel
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from difflab.export.diffusers import diffusers_config, to_diffusers, unet_arguments
+from difflab.model_folder.diffusers_mapping import diffusers_config, to_diffusers, unet_arguments
 from difflab.models import UNet
 
 CONFIGS = {  # name: (model config, data overrides, batch)

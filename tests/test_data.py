@@ -17,9 +17,9 @@ from PIL import Image
 from torch.utils.data import SequentialSampler
 
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
-from difflab.data.sampler import ResumableSampler
-from difflab.io.load_images import load_images
-from difflab.io.pictures import to_channels
+from difflab.data.index_sampler import ResumableSampler
+from difflab.io.decode import to_channels
+from difflab.io.read_inputs import load_images
 from difflab.run.train import train
 
 REPO = Path(__file__).parents[1]

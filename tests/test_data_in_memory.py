@@ -16,7 +16,7 @@ from PIL import Image
 from difflab.data import ImageDataModule
 from difflab.data.in_memory import ImageTensors
 from difflab.data.transforms import TransformedDataset
-from difflab.io.pictures import fit_to_size, to_channels, to_model_tensor, uint8_to_model
+from difflab.io.decode import fit_to_size, to_channels, to_model_tensor, uint8_to_model
 
 
 def old_to_model_tensor(image: Image.Image, channels: int, target: tuple[int, int]) -> torch.Tensor:

@@ -14,10 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from difflab.checkpoint import load_model
-from difflab.data.batches import uint8_batches
-from difflab.data.identity import dataset_id
+from difflab.data.scoring import dataset_id, uint8_batches
 from difflab.diffusion.generate import generate
-from difflab.io.images import to_uint8
+from difflab.io.write_images import to_uint8
 from difflab.metrics import Evaluator
 from difflab.run.common import build_sampler
 from difflab.runlogs import METRICS_FILE, read_rows

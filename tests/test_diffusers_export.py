@@ -18,8 +18,13 @@ from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 
 import difflab
 from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
-from difflab.export.diffusers import diffusers_config, from_diffusers, to_diffusers, unet_arguments
-from difflab.export.diffusers_folder import load_unet_folder, write_pipeline
+from difflab.model_folder.diffusers_folder import load_unet_folder, write_pipeline
+from difflab.model_folder.diffusers_mapping import (
+    diffusers_config,
+    from_diffusers,
+    to_diffusers,
+    unet_arguments,
+)
 from difflab.models import UNet
 from difflab.run.export import export
 from difflab.run.train import build_module, initialise_from, train

@@ -24,7 +24,7 @@ from difflab.diffusion.editing import (
 )
 from difflab.generation import Generation, GenerationRequest
 from difflab.generation.methods import Inpaint
-from difflab.io.load_images import load_images, load_masks
+from difflab.io.read_inputs import load_images, load_masks
 from difflab.run.sample import sample
 from difflab.run.train import train
 

@@ -11,8 +11,8 @@ import torch
 from conftest import FAST_TRAIN, compose_config, run_cli
 
 from difflab.data import ImageDataModule
-from difflab.data.batches import uint8_batches
-from difflab.io.images import save_samples
+from difflab.data.scoring import uint8_batches
+from difflab.io.write_images import save_samples
 from difflab.run.evaluate import evaluate
 from difflab.run.train import train
 

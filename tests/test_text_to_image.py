@@ -18,7 +18,7 @@ from PIL import Image
 import difflab
 from difflab.checkpoint import load_model
 from difflab.generation import requested_conditions
-from difflab.io.images import to_uint8
+from difflab.io.write_images import to_uint8
 from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 from difflab.run.train import train

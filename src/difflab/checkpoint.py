@@ -7,7 +7,6 @@ from `ALLOWED_TARGETS` (plus those a user lists explicitly in `allowed_targets`)
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from .diffusion import NoiseSchedule
+from .model_folder.safetensors_folder import BUILT_GROUPS, FOLDER_CONFIG, read_model_folder
+from .model_folder.state_fit import listed, state_mismatch
 
 CONFIG_KEY = "difflab_config"
 
@@ -39,7 +40,6 @@ ALLOWED_TARGETS = frozenset(
         "difflab.data.ImageDataModule",
     }
 )
-BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
 _SHOWN = 6  # differences named in a one-line error; the rest are counted
 
 
@@ -175,26 +175,6 @@ def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str,
     return {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
 
 
-def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
-    """What keeps `found` weights from loading into a model whose state is `expected` (None when they fit)."""
-    problems = []
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [
-        f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in found and tuple(found[k].shape) != tuple(v.shape)
-    ]
-    for what, items in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("wrong shape (checkpoint vs model)", shapes),
-    ):
-        if items:
-            problems.append(f"{len(items)} {what}: {_listed(items, 3)}")
-    return "; ".join(problems) or None
-
-
 def load_model(
     path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
 ) -> LoadedModel:
@@ -204,7 +184,9 @@ def load_model(
     by `export.py format=safetensors`."""
     path = run_checkpoint(path)
     if Path(path).is_dir():
-        config, state, weights, step = read_model_folder(path, allowed_targets)
+        config, state, weights, step = read_model_folder(
+            path, lambda node, group: check_targets(node, group, allowed_targets)
+        )
     else:
         ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
         config, state = ckpt[CONFIG_KEY], network_state(ckpt) or {}
@@ -225,50 +207,6 @@ def run_checkpoint(path: str | Path) -> str | Path:
     """A train.py run folder's checkpoints/last.ckpt; any other path as given."""
     last = Path(path) / "checkpoints" / "last.ckpt"
     return last if not (Path(path) / FOLDER_CONFIG).exists() and last.is_file() else path
-
-
-# --- a model folder: safetensors weights + a JSON config (export.py format=safetensors) ------------------------
-
-FOLDER_CONFIG = "difflab_config.json"
-FOLDER_WEIGHTS = "model.safetensors"
-FOLDER_FORMAT = "difflab-safetensors/1"
-
-
-def read_model_folder(
-    path: str | Path, allowed_targets: Iterable[str] = ()
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
-    """(config, network weights, "ema"|"raw", global step) of a model folder; only JSON and safetensors are
-    read, so no code can run, and the config's targets pass the same allowlist as a checkpoint's."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(path)
-    config_file, weights_file = folder / FOLDER_CONFIG, folder / FOLDER_WEIGHTS
-    if not config_file.is_file() or not weights_file.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a difflab model folder (it needs {FOLDER_CONFIG} and {FOLDER_WEIGHTS}, "
-            "as export.py format=safetensors writes them) nor a run folder (checkpoints/last.ckpt)"
-        )
-    try:
-        record = json.loads(config_file.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"could not read {config_file}: {error}") from error
-    if (
-        not isinstance(record, dict)
-        or record.get("format") != FOLDER_FORMAT
-        or not isinstance(record.get("config"), dict)
-    ):
-        raise ValueError(f"{config_file} is not a difflab model config (format {FOLDER_FORMAT})")
-    for group in BUILT_GROUPS:
-        try:
-            check_targets(record["config"].get(group), group, allowed_targets)
-        except ValueError as error:
-            raise ValueError(f"model folder {folder}: {error}") from error
-    try:
-        state = load_file(weights_file)
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"could not read {weights_file}: {error}") from error
-    return record["config"], state, str(record.get("weights", "raw")), int(record.get("global_step", 0))
 
 
 def stored_value(config: Mapping[str, Any], dotted: str) -> Any:
@@ -316,8 +254,4 @@ def check_contradictions(
     """A one-line ValueError naming every wanted setting that contradicts the checkpoint's config."""
     found = contradictions(wanted, stored, stored_as)
     if found:
-        raise ValueError(f"the config contradicts checkpoint {path}: {_listed(found, _SHOWN)}; {hint}")
-
-
-def _listed(items: list[str], shown: int) -> str:
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+        raise ValueError(f"the config contradicts checkpoint {path}: {listed(found, _SHOWN)}; {hint}")

@@ -67,7 +67,7 @@ def last_saved_step(checkpoint: ModelCheckpoint) -> int:
     """The global step at which `checkpoint` last saved (0 before its first save).
 
     Touch: ModelCheckpoint._last_global_step_saved (read).
-    Why: callbacks.checkpoint.Checkpoint writes last.ckpt when training ends between periodic saves, and only then.
+    Why: callbacks.model_checkpoint.Checkpoint writes last.ckpt when training ends between periodic saves, and only then.
     Public replacement: none (`last_model_path` names a file, not the step it holds).
     """
     return checkpoint._last_global_step_saved

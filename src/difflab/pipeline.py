@@ -168,7 +168,7 @@ SAMPLE_ARGUMENTS = [
 def _convert(images: torch.Tensor, output: str) -> Any:
     if output == "tensor":
         return images
-    from .io.images import to_uint8
+    from .io.write_images import to_uint8
 
     array = to_uint8(images).permute(0, 2, 3, 1).numpy()
     if output == "uint8":

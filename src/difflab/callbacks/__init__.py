@@ -1,7 +1,7 @@
 """Training callbacks: sample grids, FID-style metrics and checkpoints logged during training."""
 
-from .checkpoint import Checkpoint
 from .fid import FIDCallback
+from .model_checkpoint import Checkpoint
 from .run_config import CONFIG_KEY, StoreRunConfig
 from .sample_grid import SampleGrid
 

@@ -13,7 +13,7 @@ import torch
 
 from ..data.scoring import conditioning_classifier_for, reference_statistics
 from ..generation import Task
-from ..io.images import to_uint8
+from ..io.write_images import to_uint8
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator

@@ -40,7 +40,8 @@ class GeneratingCallback(L.Callback):
         self.seed = int(seed)
         self.batch_size = batch_size if batch_size == AUTO else int(batch_size)
         self.guidance = float(guidance)
-        self.precision = check_precision(precision)
+        check_precision(precision)
+        self.precision = precision
 
     @contextlib.contextmanager
     def my_share(self, trainer: L.Trainer, pl_module: L.LightningModule, task: Task) -> Iterator[Generation]:

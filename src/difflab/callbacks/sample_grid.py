@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
 from ..generation import grid_tiles
-from ..io.images import enlarge, grid_of, save_png
+from ..io.write_images import enlarge, grid_of, save_png
 from ..training.finite import HINT, NonFiniteError, check_losses_so_far
 from .progress_bar import busy
 from .rank_share import GeneratingCallback, SamplerFactory

@@ -1,20 +1,25 @@
 """Captions for text-to-image training: from files beside the images (a Hugging Face imagefolder
-`metadata.jsonl`, or a `.txt` per image), or built from class names with several templates."""
+`metadata.jsonl`, or a `.txt` per image), or built from class names with several templates; and the text
+condition they make: every caption embedded once (through the on-disk cache), and the caption of each sample of a
+batch turned into the cond dict the net takes (text, text_mask, text_pooled)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from difflab.data.errors import DataError
-from difflab.data.folder import find_classes
-from difflab.data.sources import split_dirs
+from difflab.data.folder import ImageFileDataset, find_classes
+from difflab.data.sources import RawSplits, split_dirs
+from difflab.text import TextTable, embed_texts
 
 METADATA = (
     "metadata.jsonl"  # one JSON object per line: {"file_name": <path relative to this file>, "text": …}
 )
-CAPTION_KINDS = ("templates", "files")
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Phrasings a model is trained on; others ("digit 7", "a seven") test whether it generalises through the encoder.
@@ -119,3 +124,116 @@ def file_captions(paths: Sequence[str], root: Path) -> list[str]:
             f"{METADATA} (file_name, text) or put a .txt of the same name beside each"
         )
     return captions
+
+
+GRID_CAPTIONS = 8  # a captioned folder's grid: this many of the held-out split's first distinct captions
+
+
+@dataclass
+class CaptionConditions:
+    """`table` holds every caption; a batch's second item is a class label (templates: caption label·T + k, k
+    drawn per sample and step, or cycled in validation) or directly a caption id (captions from files)."""
+
+    table: TextTable
+    templates: int | None  # T for template captions, None when the items are caption ids
+    grid_rows: list[int]  # the fixed captions a sample grid shows, one row each
+    # The class each caption names, for the conditioning accuracy (None: unlabelled images; -1: a caption
+    # shared by images of several classes names none).
+    classes: list[int] | None = None
+
+    def condition(
+        self, item: torch.Tensor, device: torch.device, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        ids = item.long().cpu()
+        if self.templates is not None:
+            if generator is not None:
+                pick = torch.randint(self.templates, ids.shape, generator=generator)
+            else:
+                pick = torch.arange(len(ids)) % self.templates
+            ids = ids * self.templates + pick
+        return self.table.condition(ids, device)
+
+    def grid_texts(self) -> TextTable:
+        return self.table.subset(self.grid_rows)
+
+    def grid_classes(self) -> list[int] | None:
+        """The class each grid caption names, or None when some names none (no conditioning accuracy)."""
+        if self.classes is None:
+            return None
+        named = [self.classes[row] for row in self.grid_rows]
+        return named if all(c >= 0 for c in named) else None
+
+
+def resolve_caption_kind(captions: str | None, dataset: str, root: Path | None) -> str:
+    """templates or files; null picks files for a folder that carries caption files, else templates."""
+    if captions is not None:
+        return captions
+    return "files" if dataset == "folder" and root is not None and has_caption_files(root) else "templates"
+
+
+def caption_conditions(
+    splits: RawSplits,
+    kind: str,
+    dataset: str,
+    root: Path | None,
+    encoder: str,
+    version: str,
+    max_tokens: int,
+    cache_dir: str | Path | None,
+) -> tuple[CaptionConditions, RawSplits]:
+    """The caption table of a dataset, and its splits with each image's label replaced by its caption id when
+    the captions come from files."""
+    if kind == "templates":
+        if not splits.num_classes:
+            raise DataError(
+                f"data.captions=templates needs labelled images, but {dataset} at {root} has no classes; "
+                "caption the images instead (a metadata.jsonl, or a .txt beside each) with data.captions=files"
+            )
+        names = class_names(dataset, root)
+        if len(names) != splits.num_classes:
+            raise DataError(f"{dataset}: {len(names)} class names for {splits.num_classes} classes")
+        count = len(templates_for(dataset))
+        table = embed_texts(template_captions(dataset, names), encoder, version, max_tokens, cache_dir)
+        classes = [c for c in range(len(names)) for _ in range(count)]
+        return CaptionConditions(table, count, [c * count for c in range(len(names))], classes), splits
+
+    datasets = (splits.train, splits.val)
+    if root is None or not all(isinstance(d, ImageFileDataset) for d in datasets):
+        raise DataError(f"data.captions=files needs an image folder (data=folder), not {dataset}")
+    per_split = [file_captions([path for path, _ in d.samples], root) for d in datasets]
+    distinct = list(dict.fromkeys(text for texts in per_split for text in texts))
+    ids = {text: i for i, text in enumerate(distinct)}
+    train, val = (
+        ImageFileDataset([(path, ids[text]) for (path, _), text in zip(d.samples, texts, strict=True)])
+        for d, texts in zip(datasets, per_split, strict=True)
+    )
+    classes = None
+    if splits.num_classes:
+        labels = [label for d in datasets for _, label in d.samples]
+        classes = caption_classes([ids[text] for texts in per_split for text in texts], labels, len(distinct))
+    grid_source = [ids[text] for text in (per_split[1] or per_split[0])]
+    shown = grid_captions(grid_source, classes)
+    table = embed_texts(distinct, encoder, version, max_tokens, cache_dir)
+    return CaptionConditions(table, None, shown, classes), replace(splits, train=train, val=val)
+
+
+def caption_classes(caption_ids: list[int], labels: list[int], count: int) -> list[int]:
+    """The class each of `count` captions names: the class of every image it captions, -1 if they differ."""
+    named = [-2] * count  # -2: not seen yet
+    for caption, label in zip(caption_ids, labels, strict=True):
+        named[caption] = label if named[caption] in (-2, label) else -1
+    return named
+
+
+def grid_captions(caption_ids: list[int], classes: list[int] | None) -> list[int]:
+    """The captions a grid shows, from the held-out images' captions in order: the first that names each class
+    (labelled images, so the grid and the conditioning accuracy cover every class), else the first distinct
+    GRID_CAPTIONS."""
+    distinct = list(dict.fromkeys(caption_ids))
+    if classes is None:
+        return distinct[:GRID_CAPTIONS]
+    first_of_class: dict[int, int] = {}
+    for caption in distinct:
+        first_of_class.setdefault(classes[caption], caption)
+    first_of_class.pop(-1, None)
+    return [first_of_class[c] for c in sorted(first_of_class)] or distinct[:GRID_CAPTIONS]

@@ -1,7 +1,10 @@
-"""The LightningDataModule: a named image source as batches of (images in [-1, 1], labels)."""
+"""The LightningDataModule: a named image source as batches of (images in [-1, 1], labels), through as many loader
+workers as the machine can usefully run."""
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,19 +14,19 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from difflab.data.augment import random_hflip
+from difflab.data.captions import CaptionConditions, caption_conditions, resolve_caption_kind
 from difflab.data.errors import DataError
 from difflab.data.in_memory import BatchedImageTensors, ImageTensors, already_collated
-from difflab.data.sampler import ResumableSampler
+from difflab.data.index_sampler import ResumableSampler
 from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
-from difflab.data.text_captions import CaptionConditions, caption_conditions, resolve_caption_kind
-from difflab.data.transforms import ToModelTensor, TransformedDataset
-from difflab.data.workers import usable_workers
+from difflab.data.transforms import ToModelTensor, TransformedDataset, random_hflip
 from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.generation.task import Task
-from difflab.io.pictures import check_channels
-from difflab.seeding import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
+from difflab.io.decode import check_channels
+from difflab.micro_batch_seeds import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
 from difflab.text import DEFAULT_ENCODER, TextTable, encoder_version
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 # What the second item of a batch carries for the model (None: nothing; the labels are ignored).
@@ -56,7 +59,7 @@ class ImageDataModule(L.LightningDataModule):
     ``batch_size`` is per device: every DataLoader (one per DDP rank) yields batches of that size. A train
     split smaller than one batch per device is repeated to fill one (with a warning), so a folder of ten
     images trains with the default settings. ``num_workers`` is lowered to the CPU cores available.
-    Transforms (``difflab.io.pictures``, shared with evaluation and editing): EXIF orientation applied,
+    Transforms (``difflab.io.decode``, shared with evaluation and editing): EXIF orientation applied,
     16-bit rescaled, convert to ``channels`` (alpha composited onto white, RGB -> L by luma, L -> RGB by
     replication), resize the shorter side to ``image_size`` (bicubic, antialiased), centre crop. Sources held
     in memory (digits, MNIST, Fashion-MNIST, pickled CIFAR-10) are transformed once (each image when first
@@ -384,3 +387,20 @@ class ImageDataModule(L.LightningDataModule):
             # DataLoader rejects persistent_workers without worker processes.
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a SLURM allocation), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity masks
+        return os.cpu_count() or 1
+
+
+def usable_workers(requested: int) -> int:
+    """``requested`` lowered to the available cores: more workers than cores only contend (and torch warns)."""
+    cores = available_cpus()
+    if requested <= cores:
+        return requested
+    log.info("data.num_workers=%d lowered to %d, the CPU cores available to this process", requested, cores)
+    return cores

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from difflab.data.errors import DataError, UnreadableImagesWarning
-from difflab.io.pictures import UnreadableImageError, decode_image, is_image_name
+from difflab.io.decode import UnreadableImageError, decode_image, is_image_name
 
 Sample = tuple[str, int]  # (path, class index or -1)
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from difflab.io.pictures import to_model_uint8, uint8_to_model
+from difflab.io.decode import to_model_uint8, uint8_to_model
 
 
 class ImageTensors(Dataset):

@@ -1,14 +1,19 @@
 """A datamodule's real images as the metrics take them: the reference statistics of its reference split and the
 conditioning-accuracy classifier of its labelled splits, each read from the metrics cache or computed into it.
-evaluate.py and the FID callback score against the same."""
+evaluate.py and the FID callback score against the same. A split is handed over as uint8 batches, and the cache
+keys it by a stable name of the data config (dataset_id)."""
 
 from __future__ import annotations
 
-import torch
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
 
-from difflab.data.batches import labelled_uint8_batches, uint8_batches
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
 from difflab.data.datamodule import ImageDataModule
-from difflab.data.identity import dataset_id
+from difflab.io.write_images import to_uint8
 from difflab.metrics.cond_classifier import LinearClassifier
 from difflab.metrics.evaluator import Evaluator
 from difflab.metrics.statistics import Stats
@@ -36,3 +41,45 @@ def conditioning_classifier_for(
         lambda: labelled_uint8_batches(data.class_dataset_for("val")),
         device,
     )
+
+
+def dataset_id(data: ImageDataModule) -> str:
+    """e.g. 'mnist-1ch-3f2a9c1e': the source, its channels and a hash of what decides the split contents.
+
+    The root folder (JPEG and pickled CIFAR-10 differ by a few levels), the held-out fraction and split
+    seed all go into the hash, so two configs share a cache entry only if they read the same images.
+    """
+    root = str(Path(data.root).expanduser().resolve()) if data.root is not None else ""
+    identity = f"{data.dataset}|{root}|{data.channels}|{data.val_fraction}|{data.split_seed}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    return f"{data.dataset}-{data.channels}ch-{digest}"
+
+
+def uint8_batches(
+    dataset: Dataset, batch_size: int = 256, limit: int | None = None, num_workers: int = 0
+) -> Iterator[torch.Tensor]:
+    """Yield the dataset's images (values in [-1, 1]) as uint8 (N, C, H, W) batches, in order.
+
+    limit takes the first `limit` images only; labels are dropped.
+    """
+    if limit is not None:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in loader:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        yield to_uint8(images)
+
+
+def labelled_uint8_batches(
+    dataset: Dataset, batch_size: int = 256, limit: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images (N, C, H, W), int64 labels (N,)) of a labelled dataset.
+
+    limit takes that many images spread evenly over the split rather than the first ones: a folder source
+    lists its classes one after another, so its first images are all of one class.
+    """
+    size = len(dataset)  # type: ignore[arg-type]
+    if limit is not None and limit < size:
+        dataset = Subset(dataset, [i * size // limit for i in range(limit)])  # type: ignore[arg-type]
+    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        yield to_uint8(images), torch.as_tensor(labels, dtype=torch.long)

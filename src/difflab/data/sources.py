@@ -1,23 +1,20 @@
-"""Dataset names -> raw (PIL image, label) train and held-out splits, with root checks."""
+"""Dataset names -> raw (PIL image, label) train and held-out splits, with root checks: scikit-learn's bundled
+digits, MNIST, Fashion-MNIST and CIFAR-10 through torchvision, and image folders (pre-split or split here by a
+deterministic random hold-out)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset, Subset
+from torchvision import datasets
 
-from difflab.data.digits import DigitsDataset
 from difflab.data.errors import DataError
 from difflab.data.folder import ImageFileDataset, find_classes, scan_images, warn_skipped
-from difflab.data.splits import holdout_split
-from difflab.data.torchvision_sources import (
-    DOWNLOAD_HINT,
-    TORCHVISION_SOURCES,
-    download_torchvision,
-    open_torchvision,
-)
-from difflab.io.pictures import IMAGE_SUFFIXES
+from difflab.io.decode import IMAGE_SUFFIXES
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
 
@@ -147,3 +144,85 @@ def no_images_message(directory: Path, skipped: list[str]) -> str:
         )
     extensions = " ".join(IMAGE_SUFFIXES)
     return f"no readable images in {directory} (looked recursively for {extensions})"
+
+
+class DigitsDataset(Dataset):
+    """The 1,797 digits of ``sklearn.datasets.load_digits`` as 8x8 PIL "L" images with labels 0-9."""
+
+    num_classes = 10
+
+    def __init__(self) -> None:
+        # Imported here: scikit-learn is slow to import and only this source needs it.
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        # Pixel values are ink counts 0-16; scaling by 255/16 gives the 8-bit range the transforms expect.
+        self.images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+        self.labels = bunch.target.astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index]), int(self.labels[index])
+
+
+def holdout_split(n: int, val_fraction: float, seed: int, source: str) -> tuple[list[int], list[int]]:
+    """Split ``range(n)`` into sorted (train, val) index lists; val holds ``round(n * val_fraction)``, and at
+    least one image when ``val_fraction`` > 0 and there are two or more (so a tiny folder still trains)."""
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = max(1, n_val)
+    if n_val < 1:
+        raise DataError(
+            f"validation split of {source} is empty: {n} images x val_fraction={val_fraction} rounds to 0; "
+            "raise data.val_fraction or add images"
+        )
+    if n_val >= n:
+        raise DataError(
+            f"training split of {source} is empty: val_fraction={val_fraction} holds out all {n} images"
+        )
+    # numpy's PCG64 stream is stable across releases, so a seed names the same split everywhere.
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+# name -> (torchvision class, display name, where torchvision expects the files under root)
+TORCHVISION_SOURCES: dict[str, tuple[type[datasets.VisionDataset], str, str]] = {
+    "mnist": (datasets.MNIST, "MNIST", "MNIST/raw/"),
+    "fashion_mnist": (datasets.FashionMNIST, "Fashion-MNIST", "FashionMNIST/raw/"),
+    "cifar10": (datasets.CIFAR10, "CIFAR-10", "cifar-10-batches-py/"),
+}
+
+DOWNLOAD_HINT = "pass data.download=true or point data.root at an existing copy"
+
+
+def open_torchvision(name: str, root: Path, train: bool) -> Dataset:
+    """Open the train or test split of a torchvision dataset already present in ``root``."""
+    cls, display, expected = TORCHVISION_SOURCES[name]
+    try:
+        return cls(str(root), train=train, download=False)
+    except RuntimeError as error:
+        # torchvision says "Dataset not found [or corrupted]. You can use download=True ..." on several lines
+        # of context; replace it with one line that names the dataset, the root and the way out.
+        if "not found" not in str(error).lower():
+            raise
+        raise FileNotFoundError(
+            f"{display} files not found in {root} (expected {root / expected}); {DOWNLOAD_HINT}"
+        ) from error
+
+
+def download_torchvision(name: str, root: Path) -> None:
+    """Download both splits of a torchvision dataset into ``root`` (a no-op when already complete)."""
+    cls, display, _ = TORCHVISION_SOURCES[name]
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except (RuntimeError, OSError) as error:
+        # torchvision reports every mirror it tried on its own lines; keep one line, cut to a readable length.
+        cause = " ".join(str(error).split())[:300] or type(error).__name__
+        raise DataError(
+            f"downloading {display} into {root} failed ({cause}); "
+            "check the network or point data.root at an existing copy with data.download=false"
+        ) from error

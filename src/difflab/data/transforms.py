@@ -1,6 +1,7 @@
-"""PIL image -> float tensor in [-1, 1] for training: the one preprocessing of difflab.io.pictures (channel
+"""PIL image -> float tensor in [-1, 1] for training: the one preprocessing of difflab.io.decode (channel
 conversion, shorter side resized, centre crop), so evaluation and editing read pictures exactly alike. Random
-flips are drawn per batch by the training step, so this pipeline is deterministic."""
+flips are drawn per batch by the training step (random_hflip, on the device from an explicit generator), so
+this pipeline is deterministic."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Callable
 
 import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import Dataset
 
-from difflab.io.pictures import to_model_tensor
+from difflab.io.decode import to_model_tensor
 
 
 class ToModelTensor:
@@ -41,3 +43,9 @@ class TransformedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[index]
         return self.transform(image), int(label)
+
+
+def random_hflip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Mirror each image of a (N, C, H, W) batch left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)

@@ -6,7 +6,7 @@ DDPMSampler, DDIMSampler, … are its integer-timestep face for the VP formulati
 from .editing import img2img, repaint
 from .formulations import VP
 from .objectives import DiffusionLoss
-from .random import SampleGenerators
+from .sample_noise import SampleGenerators
 from .samplers import (
     DDIM,
     DDPM,

@@ -8,7 +8,6 @@ conditions, guidance, a data-consistency wrap), built once per batch by `batch_d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -17,7 +16,7 @@ from torch import Tensor
 from .conditioning import CondFor
 from .guidance import guided_for
 from .precision import with_precision
-from .random import SampleGenerators
+from .sample_noise import SampleGenerators
 from .samplers.base import Denoiser, Sampler, StepCallback, model_device_dtype
 
 # A per-batch replacement of the denoiser of samples `indices` (super-resolution's data consistency).
@@ -104,8 +103,3 @@ def generate(
     if not batches:
         return torch.empty((0, *sample_shape), device=device, dtype=dtype)
     return torch.cat(batches)
-
-
-def generation_steps(sampler: Sampler, n: int, batch_size: int) -> int:
-    """How many times `generate` calls on_step for n samples: batches × the sampler's steps."""
-    return math.ceil(n / batch_size) * len(sampler.timesteps)

@@ -15,7 +15,8 @@ class DiffusionLoss:
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon") -> None:
         self.schedule = schedule
-        self.prediction_type = check_prediction_type(prediction_type)
+        check_prediction_type(prediction_type)
+        self.prediction_type = prediction_type
 
     def __call__(
         self,

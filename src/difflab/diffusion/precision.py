@@ -11,11 +11,10 @@ from torch import Tensor, nn
 PRECISIONS = ("fp32", "bf16")
 
 
-def check_precision(precision: str) -> str:
-    """The precision's name, or a one-line error for anything but fp32 / bf16."""
+def check_precision(precision: str) -> None:
+    """A one-line error for any precision but fp32 / bf16."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}")
-    return precision
 
 
 class Autocast(nn.Module):
@@ -34,7 +33,8 @@ class Autocast(nn.Module):
 
 def with_precision(net: Any, precision: str = "fp32") -> Any:
     """`net` itself for fp32; for bf16 the net wrapped in Autocast (refused on a GPU without bf16)."""
-    if check_precision(precision) == "fp32":
+    check_precision(precision)
+    if precision == "fp32":
         return net
     device = next((p.device for p in net.parameters()), None) if isinstance(net, nn.Module) else None
     if device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():

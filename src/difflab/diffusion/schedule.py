@@ -44,13 +44,12 @@ BETA_SCHEDULES: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def check_prediction_type(prediction_type: str) -> str:
-    """Return prediction_type if it is one difflab knows, else raise a one-line error."""
+def check_prediction_type(prediction_type: str) -> None:
+    """A one-line error unless prediction_type is one difflab knows."""
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(
             f"unknown prediction_type {prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}"
         )
-    return prediction_type
 
 
 class NoiseSchedule:

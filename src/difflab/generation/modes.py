@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..diffusion import Sampler
-from ..io.load_images import load_images, load_masks
+from ..io.read_inputs import load_images, load_masks
 from .conditions import Conditions, for_each_result
 from .methods import Img2Img, Inpaint, Method, Sampling
 from .model import TrainedModel, low_res_shape, recipe_threads

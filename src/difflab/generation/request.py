@@ -13,7 +13,7 @@ from ..diffusion.auto_batch import AUTO
 from ..diffusion.generate import Wrap, batch_denoiser
 from ..diffusion.precision import with_precision
 from ..diffusion.samplers.base import Denoiser, model_device_dtype
-from ..io.load_images import LoadedImages
+from ..io.read_inputs import LoadedImages
 from .conditions import Conditions
 from .methods import Method
 

@@ -7,9 +7,14 @@ from difflab.metrics.cache import (
     reference_statistics,
     save_stats,
 )
-from difflab.metrics.distances import frechet_distance, inception_score, kernel_distance, precision_recall
+from difflab.metrics.distances import (
+    evaluate_features,
+    frechet_distance,
+    inception_score,
+    kernel_distance,
+    precision_recall,
+)
 from difflab.metrics.efficientnet_lite0 import EfficientNetLite0, efficientnet_lite0
-from difflab.metrics.evaluate import evaluate_features
 from difflab.metrics.evaluator import Evaluator
 from difflab.metrics.extractors import (
     EfficientNetLite0Extractor,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difflab.io.npz_cache import Arrays, cached_npz, write_npz
 from difflab.metrics.extractors import FeatureExtractor
 from difflab.metrics.statistics import DEFAULT_KEEP_FEATURES, Stats, compute_statistics
 
@@ -47,21 +46,8 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "difflab") / "fid_stats"
 
 
-def write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temp file in the same folder, then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_stats(stats: Stats, path: Path) -> None:
-    """Write stats atomically, so readers never see half a file."""
+def stats_arrays(stats: Stats) -> dict[str, np.ndarray]:
+    """The arrays of a statistics file."""
     arrays = {
         "mu": stats.mu,
         "sigma": stats.sigma,
@@ -71,18 +57,28 @@ def save_stats(stats: Stats, path: Path) -> None:
     }
     if stats.features is not None:
         arrays["features"] = stats.features.astype(np.float32)  # halves the file; KID/PRC don't need float64
-    write_npz_atomically(path, arrays)
+    return arrays
+
+
+def stats_from_arrays(z: Arrays, path: Path) -> Stats:
+    """The statistics of a file's arrays; ValueError for another cache format."""
+    if int(z["version"]) != FORMAT_VERSION:
+        raise ValueError(f"{path}: cache format {int(z['version'])}, expected {FORMAT_VERSION}")
+    features = z["features"].astype(np.float64) if "features" in z.files else None
+    return Stats(
+        mu=z["mu"], sigma=z["sigma"], n=int(z["n"]), extractor=str(z["extractor"]), features=features
+    )
+
+
+def save_stats(stats: Stats, path: Path) -> None:
+    """Write stats atomically, so readers never see half a file."""
+    write_npz(path, stats_arrays(stats))
 
 
 def load_stats(path: Path) -> Stats:
     """Read stats written by save_stats."""
     with np.load(path, allow_pickle=False) as z:
-        if int(z["version"]) != FORMAT_VERSION:
-            raise ValueError(f"{path}: cache format {int(z['version'])}, expected {FORMAT_VERSION}")
-        features = z["features"].astype(np.float64) if "features" in z.files else None
-        return Stats(
-            mu=z["mu"], sigma=z["sigma"], n=int(z["n"]), extractor=str(z["extractor"]), features=features
-        )
+        return stats_from_arrays(z, path)
 
 
 def reference_statistics(
@@ -95,21 +91,20 @@ def reference_statistics(
     """Return (stats, hit): read the cached file, or compute from batches_fn() and write it once.
 
     batches_fn is called only on a miss; it yields uint8 (N, C, H, W) batches of the reference set.
-    An unreadable or outdated file counts as a miss and is overwritten.
+    An unreadable or outdated file (or one without the features asked for) counts as a miss and is overwritten.
     """
     if key.extractor != extractor.name:
         raise ValueError(f"key is for extractor {key.extractor!r} but got {extractor.name!r}")
     path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = path / key.filename()
-    if path.is_file():
-        try:
-            stats = load_stats(path)
-            if keep_features == 0 or stats.features is not None:
-                return stats, True
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass
-    stats = compute_statistics(
-        batches_fn(), extractor, keep_features=keep_features, max_images=key.num_images
-    )
-    save_stats(stats, path)
-    return stats, False
+
+    def parse(z: Arrays) -> Stats | None:
+        stats = stats_from_arrays(z, path)
+        return stats if keep_features == 0 or stats.features is not None else None
+
+    def compute() -> Stats:
+        return compute_statistics(
+            batches_fn(), extractor, keep_features=keep_features, max_images=key.num_images
+        )
+
+    return cached_npz(path, parse, compute, stats_arrays)

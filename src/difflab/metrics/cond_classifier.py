@@ -10,7 +10,6 @@ statistics, so it is fitted once per dataset, resolution and extractor.
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.metrics.cache import default_cache_dir, write_npz_atomically
+from difflab.io.npz_cache import Arrays, cached_npz
+from difflab.metrics.cache import default_cache_dir
 from difflab.metrics.extractors import FeatureExtractor
 
 FORMAT_VERSION = 1
@@ -100,37 +100,29 @@ def fit_classifier(
     return classifier
 
 
-def save_classifier(classifier: LinearClassifier, path: Path) -> None:
-    arrays = {
-        name: np.asarray(getattr(classifier, name))
-        for name in (
-            "mean",
-            "scale",
-            "weight",
-            "bias",
-            "classes",
-            "heldout_accuracy",
-            "num_train",
-            "num_heldout",
-        )
-    }
-    write_npz_atomically(path, {**arrays, "version": np.int64(FORMAT_VERSION)})
+_FIELDS = ("mean", "scale", "weight", "bias", "classes", "heldout_accuracy", "num_train", "num_heldout")
 
 
-def load_classifier(path: Path) -> LinearClassifier:
-    with np.load(path, allow_pickle=False) as z:
-        if int(z["version"]) != FORMAT_VERSION:
-            raise ValueError(f"{path}: classifier format {int(z['version'])}, expected {FORMAT_VERSION}")
-        return LinearClassifier(
-            mean=z["mean"],
-            scale=z["scale"],
-            weight=z["weight"],
-            bias=z["bias"],
-            classes=z["classes"],
-            heldout_accuracy=float(z["heldout_accuracy"]),
-            num_train=int(z["num_train"]),
-            num_heldout=int(z["num_heldout"]),
-        )
+def classifier_arrays(classifier: LinearClassifier) -> dict[str, np.ndarray]:
+    """The arrays of a classifier file."""
+    arrays = {name: np.asarray(getattr(classifier, name)) for name in _FIELDS}
+    return {**arrays, "version": np.int64(FORMAT_VERSION)}
+
+
+def classifier_from_arrays(z: Arrays, path: Path) -> LinearClassifier:
+    """The classifier of a file's arrays; ValueError for another format."""
+    if int(z["version"]) != FORMAT_VERSION:
+        raise ValueError(f"{path}: classifier format {int(z['version'])}, expected {FORMAT_VERSION}")
+    return LinearClassifier(
+        mean=z["mean"],
+        scale=z["scale"],
+        weight=z["weight"],
+        bias=z["bias"],
+        classes=z["classes"],
+        heldout_accuracy=float(z["heldout_accuracy"]),
+        num_train=int(z["num_train"]),
+        num_heldout=int(z["num_heldout"]),
+    )
 
 
 def features_and_labels(
@@ -159,13 +151,10 @@ def conditioning_classifier(
         raise ValueError(f"key is for extractor {key.extractor!r} but got {extractor.name!r}")
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = folder / key.filename()
-    if path.is_file():
-        try:
-            return load_classifier(path), True
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass
-    classifier = fit_classifier(
-        features_and_labels(train_fn(), extractor), features_and_labels(heldout_fn(), extractor)
-    )
-    save_classifier(classifier, path)
-    return classifier, False
+
+    def fit() -> LinearClassifier:
+        return fit_classifier(
+            features_and_labels(train_fn(), extractor), features_and_labels(heldout_fn(), extractor)
+        )
+
+    return cached_npz(path, lambda z: classifier_from_arrays(z, path), fit, classifier_arrays)

@@ -1,4 +1,5 @@
-"""Distances between feature statistics: Fréchet distance, KID and precision/recall via torch-fidelity."""
+"""Distances between feature statistics (Fréchet distance, KID and precision/recall via torch-fidelity), and the
+metric dict that loggers receive."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, i
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
+from difflab.metrics.extractors import metric_name
 from difflab.metrics.statistics import Stats
 
 
@@ -77,3 +79,27 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tu
         )
     out = isc_features_to_metric(logits.to(torch.float64), splits=splits, shuffle=True, rng_seed=seed)
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
+
+
+def evaluate_features(
+    gen_stats: Stats,
+    ref_stats: Stats,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    prc: bool = True,
+    prc_neighborhood: int = 3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """{fid|fd_<extractor>, kid_mean, kid_std, precision, recall}; KID/PRC only when both kept features.
+
+    The Fréchet key is 'fid' only for InceptionV3 features, e.g. 'fd_effl0' for EfficientNet-Lite0,
+    so numbers from a different network are never mistaken for comparable FIDs.
+    """
+    out = {metric_name(gen_stats.extractor): frechet_distance(gen_stats, ref_stats)}
+    if gen_stats.features is not None and ref_stats.features is not None:
+        out["kid_mean"], out["kid_std"] = kernel_distance(
+            gen_stats, ref_stats, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+        )
+        if prc:
+            out["precision"], out["recall"] = precision_recall(gen_stats, ref_stats, prc_neighborhood)
+    return out

@@ -22,9 +22,8 @@ from difflab.metrics.cond_classifier import (
     LinearClassifier,
     conditioning_classifier,
 )
-from difflab.metrics.distances import inception_score
+from difflab.metrics.distances import evaluate_features, inception_score
 from difflab.metrics.efficientnet_lite0 import FEATURE_DIM
-from difflab.metrics.evaluate import evaluate_features
 from difflab.metrics.extractors import (
     INCEPTION_DIM,
     FeatureExtractor,

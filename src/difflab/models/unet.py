@@ -10,7 +10,7 @@ from difflab.models.embeddings import TimeEmbedding
 from difflab.models.norm import group_norm, zero_
 from difflab.models.resample import Downsample, Upsample
 from difflab.models.resblock import ResidualBlock
-from difflab.models.text_embedding import TextConditioning
+from difflab.models.text_conditioning import TextConditioning
 
 
 class ResAttnBlock(nn.Module):

@@ -21,8 +21,8 @@ from ..checkpoint import LoadedModel, build, load_model
 from ..data import ImageDataModule
 from ..data.scoring import conditioning_classifier_for, reference_statistics
 from ..generation import Conditions, Generation, grid_conditions, requested_conditions, sampling_request
-from ..io.image_sets import open_image_set
-from ..io.images import to_uint8
+from ..io.read_generated import open_image_set
+from ..io.write_images import to_uint8
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
 from ..metrics.sample_size import small_sample_warning

@@ -8,10 +8,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..checkpoint import load_model
-from ..export.diffusers import diffusers_config, unet_arguments
-from ..export.diffusers_folder import require_diffusers, write_pipeline
-from ..export.file_modes import as_new_files
-from ..export.model_folder import write_model_folder
+from ..model_folder.diffusers_folder import require_diffusers, write_pipeline
+from ..model_folder.diffusers_mapping import diffusers_config, unet_arguments
+from ..model_folder.file_modes import as_new_files
+from ..model_folder.safetensors_folder import write_model_folder
 from .common import output_folder
 from .rules import require
 

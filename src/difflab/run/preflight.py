@@ -66,8 +66,8 @@ def claim(config: DictConfig, run_dir: Path) -> Path:
 def check_what_the_run_builds(config: DictConfig, run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
     """The conditioning, the samplers and metrics, the checkpoint a resume starts from (read and checked against
     the config) or the weights init_from starts from: (the resume's checkpoint path and contents, or Nones)."""
-    from ..export.diffusers import unet_arguments
-    from ..export.diffusers_folder import check_unet_folder
+    from ..model_folder.diffusers_folder import check_unet_folder
+    from ..model_folder.diffusers_mapping import unet_arguments
     from .common import resolve_conditioning
     from .resume import check_resumable, read_resumable, resume_path
     from .train import check_generation_settings

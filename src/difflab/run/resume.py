@@ -12,15 +12,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..checkpoint import (
-    BUILT_GROUPS,
     CONFIG_KEY,
     check_contradictions,
     network_state,
     read_checkpoint,
-    state_mismatch,
     stored_step,
     targets,
 )
+from ..model_folder.safetensors_folder import BUILT_GROUPS
+from ..model_folder.state_fit import state_mismatch
 from .cluster import is_requeued_job
 
 LAST = Path("checkpoints") / "last.ckpt"

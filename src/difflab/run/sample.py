@@ -19,7 +19,7 @@ from ..generation import Generation, GenerationRequest, SampleOptions, compariso
 from ..generation.methods import Inpaint
 from ..generation.model import low_res_shape, sr_factor
 from ..generation.options import SUPERRES
-from ..io.images import enlarge, grid_of, save_png, save_samples
+from ..io.write_images import enlarge, grid_of, save_png, save_samples
 from ..progress import Progress
 from .common import (
     build_sampler,

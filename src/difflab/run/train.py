@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import CONFIG_KEY
 from ..diffusion.precision import check_precision
-from ..export.diffusers import unet_arguments
-from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 from ..metrics.evaluator import Evaluator
+from ..model_folder.diffusers_folder import load_unet_folder
+from ..model_folder.diffusers_mapping import unet_arguments
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from ..training.metrics_file import MetricsFile

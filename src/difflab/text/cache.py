@@ -1,7 +1,7 @@
 """Text embeddings cached on disk, one small .npz per caption, keyed by encoder name, version and caption text.
 
 Each distinct caption is encoded once, ever: a second run over known captions reads the files and never loads
-the encoder. Files are written atomically (temp file, then rename), so concurrent runs (DDP ranks, a sweep)
+the encoder. Files are written atomically (io/npz_cache.py), so concurrent runs (DDP ranks, a sweep)
 at worst encode the same caption twice, and a reader never sees half a file.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from difflab.io.npz_cache import Arrays, read_npz, write_npz
 from difflab.text.encoder import TextEncoder, load_encoder
 
 FORMAT_VERSION = 1
@@ -76,32 +75,14 @@ class TextEmbeddingCache:
         return {text: found[text] for text in dict.fromkeys(texts)}
 
     def _read(self, text: str) -> Embedding | None:
-        path = self.path(text)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                # The text is stored too, so that a hash collision or a foreign file counts as a miss.
-                if int(z["version"]) != FORMAT_VERSION or str(z["text"]) != text:
-                    return None
-                return torch.from_numpy(z["tokens"]), torch.from_numpy(z["pooled"])
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            return None  # unreadable: encoded again and overwritten
+        def parse(z: Arrays) -> Embedding | None:
+            # The text is stored too, so that a hash collision or a foreign file counts as a miss.
+            if int(z["version"]) != FORMAT_VERSION or str(z["text"]) != text:
+                return None
+            return torch.from_numpy(z["tokens"]), torch.from_numpy(z["pooled"])
+
+        return read_npz(self.path(text), parse)  # unreadable: encoded again and overwritten
 
     def _write(self, text: str, tokens: Tensor, pooled: Tensor) -> None:
-        path = self.path(text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    tokens=tokens.numpy(),
-                    pooled=pooled.numpy(),
-                    text=np.str_(text),
-                    version=np.int64(FORMAT_VERSION),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        arrays = {"tokens": tokens.numpy(), "pooled": pooled.numpy(), "text": np.str_(text)}
+        write_npz(self.path(text), {**arrays, "version": np.int64(FORMAT_VERSION)})

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from ..compat import set_logging_step
-from ..seeding import TRAINING_STREAM, MicroBatchSeeds
+from ..micro_batch_seeds import TRAINING_STREAM, MicroBatchSeeds
 
 
 class SeedEachStep(L.Callback):

@@ -7,22 +7,22 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..random import NoiseSource, draw_noise
+from ..sample_noise import NoiseSource, draw_noise
 from ..samplers.base import Denoiser, Sampler
 from ..samplers.continuous import SigmaDenoiser, SigmaSampler
 from .placement import place
 
 
-def check_strength(strength: float) -> float:
-    """strength as a float if it is in (0, 1], else a one-line error."""
+def check_strength(strength: float) -> None:
+    """A one-line error unless strength is in (0, 1]."""
     if not 0 < float(strength) <= 1:  # also refuses NaN
         raise ValueError(f"strength must be in (0, 1] (got {strength})")
-    return float(strength)
 
 
 def strength_timesteps(timesteps: Tensor, num_train_timesteps: int, strength: float) -> Tensor:
     """The tail of a sampler's descending timesteps that SDEdit runs: those ≤ strength·T - 1."""
-    strength = check_strength(strength)
+    check_strength(strength)
+    strength = float(strength)
     kept = timesteps[timesteps <= round(strength * num_train_timesteps) - 1]
     # A tiny strength still runs the last, least noisy step, so the output is always a model output.
     return kept if len(kept) else timesteps[-1:]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..random import NoiseSource, draw_noise
+from ..sample_noise import NoiseSource, draw_noise
 from ..samplers.base import Denoiser
 from ..samplers.continuous import SigmaDenoiser, SigmaSampler
 from ..samplers.ddpm import DDPM, DDPMSampler

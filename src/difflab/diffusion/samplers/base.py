@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..formulations.vp import VP, alpha
-from ..random import NoiseSource, draw_noise
+from ..sample_noise import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule, check_prediction_type
 from .continuous import DenoiserModule, SigmaSampler
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..random import NoiseSource
+from ..sample_noise import NoiseSource
 
 # D(x, σ) -> x̂_0: x (N, ...) on the VE scale, σ a tensor (N,) of noise levels (float32, or float64 for float64
 # x, on x's device).

@@ -14,7 +14,7 @@ from typing import Any
 from torch import Tensor
 
 from ..formulations.vp import alpha
-from ..random import NoiseSource, draw_noise
+from ..sample_noise import NoiseSource, draw_noise
 from ..schedule import NoiseSchedule
 from .base import Sampler
 from .continuous import SigmaDenoiser, SigmaSampler, denoise_at

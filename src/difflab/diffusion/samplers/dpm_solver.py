@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..random import NoiseSource
+from ..sample_noise import NoiseSource
 from ..schedule import NoiseSchedule
 from .base import Sampler
 from .continuous import SigmaDenoiser, SigmaSampler, denoise_at

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..random import NoiseSource
+from ..sample_noise import NoiseSource
 from ..schedule import NoiseSchedule
 from .base import Sampler
 from .continuous import SigmaDenoiser, SigmaSampler, denoise_at, slope

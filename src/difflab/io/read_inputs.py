@@ -1,5 +1,5 @@
 """Read pictures to edit or score (a file or a folder) and inpainting masks into model-space tensors, through
-the same decoding and preprocessing as training (difflab.io.pictures)."""
+the same decoding and preprocessing as training (difflab.io.decode)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .pictures import IMAGE_SUFFIXES, MODES, cover_and_crop, decode_image, is_image_name, to_model_tensor
+from .decode import IMAGE_SUFFIXES, MODES, cover_and_crop, decode_image, is_image_name, to_model_tensor
 
 
 @dataclass

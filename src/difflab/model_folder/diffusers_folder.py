@@ -16,7 +16,7 @@ from torch import nn
 
 from ..diffusion import NoiseSchedule
 from ..models import UNet
-from .diffusers import (
+from .diffusers_mapping import (
     architecture_differences,
     diffusers_config,
     from_diffusers,

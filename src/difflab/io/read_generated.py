@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import to_uint8
-from .load_images import image_files, load_image_files
+from .read_inputs import image_files, load_image_files
+from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
 

@@ -230,7 +230,7 @@ def to_diffusers(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def from_diffusers(expected: Mapping[str, Tensor], theirs: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The state dict of a difflab U-Net whose own state is `expected`, taken from UNet2DModel weights `theirs`;
     a one-line error naming missing, unexpected or wrongly shaped weights."""
-    from ..checkpoint import state_mismatch
+    from .state_fit import state_mismatch
 
     out, used = {}, set()
     for name, like in expected.items():

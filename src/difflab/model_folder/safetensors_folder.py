@@ -1,0 +1,94 @@
+"""A model folder, written and read: the network's weights as safetensors and the config that rebuilds it as JSON,
+which `difflab.load` (and `sample.py ckpt=<folder>`) read back without unpickling anything."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
+
+
+class StoredModel(Protocol):
+    """What a model folder stores of a loaded model (difflab.checkpoint.LoadedModel is one)."""
+
+    net: nn.Module
+    config: dict[str, Any]
+    weights: str
+    global_step: int
+
+
+FOLDER_CONFIG = "difflab_config.json"
+FOLDER_WEIGHTS = "model.safetensors"
+FOLDER_FORMAT = "difflab-safetensors/1"
+
+
+def read_model_folder(
+    path: str | Path, check_targets: Callable[[Any, str], None]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
+    """(config, network weights, "ema"|"raw", global step) of a model folder; only JSON and safetensors are
+    read, so no code can run, and `check_targets(node, group)` holds each built group to a checkpoint's allowlist."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    config_file, weights_file = folder / FOLDER_CONFIG, folder / FOLDER_WEIGHTS
+    if not config_file.is_file() or not weights_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a difflab model folder (it needs {FOLDER_CONFIG} and {FOLDER_WEIGHTS}, "
+            "as export.py format=safetensors writes them) nor a run folder (checkpoints/last.ckpt)"
+        )
+    try:
+        record = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"could not read {config_file}: {error}") from error
+    if (
+        not isinstance(record, dict)
+        or record.get("format") != FOLDER_FORMAT
+        or not isinstance(record.get("config"), dict)
+    ):
+        raise ValueError(f"{config_file} is not a difflab model config (format {FOLDER_FORMAT})")
+    for group in BUILT_GROUPS:
+        try:
+            check_targets(record["config"].get(group), group)
+        except ValueError as error:
+            raise ValueError(f"model folder {folder}: {error}") from error
+    try:
+        state = load_file(weights_file)
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"could not read {weights_file}: {error}") from error
+    return record["config"], state, str(record.get("weights", "raw")), int(record.get("global_step", 0))
+
+
+# The groups that rebuild and describe the model; the rest of a run's config (paths, loggers, trainer) is the
+# machine it ran on, not the model.
+KEPT = ("model", "schedule", "prediction_type", "data", "choices")
+MACHINE_KEYS = ("root",)  # data.root: a path on the training machine
+
+
+def portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a checkpoint's config that describes the model, without machine paths."""
+    kept = {key: config[key] for key in KEPT if key in config}
+    if isinstance(kept.get("data"), Mapping):
+        kept["data"] = {k: v for k, v in kept["data"].items() if k not in MACHINE_KEYS}
+    return kept
+
+
+def write_model_folder(loaded: StoredModel, out: Path) -> None:
+    """`out`/model.safetensors (the loaded weights: EMA when the run had EMA) and `out`/difflab_config.json."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in loaded.net.state_dict().items()}
+    save_file(state, str(out / FOLDER_WEIGHTS), metadata={"format": "pt"})
+    record = {
+        "format": FOLDER_FORMAT,
+        "config": portable_config(loaded.config),
+        "weights": loaded.weights,
+        "global_step": loaded.global_step,
+    }
+    (out / FOLDER_CONFIG).write_text(json.dumps(record, indent=2))
