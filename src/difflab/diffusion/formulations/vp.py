@@ -96,7 +96,8 @@ class VPDenoiser(DenoiserModule):
         super().__init__()
         self.model = model  # an nn.Module is registered, so samplers find its device and dtype
         self.vp = vp
-        self.prediction_type = check_prediction_type(prediction_type)
+        check_prediction_type(prediction_type)
+        self.prediction_type = prediction_type
         self.clip_x0 = clip_x0
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:

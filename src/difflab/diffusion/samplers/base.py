@@ -64,7 +64,8 @@ class Sampler:
                 else min(self.default_steps, schedule.timesteps)
             )
         self.steps = int(steps)
-        self.prediction_type = check_prediction_type(prediction_type)
+        check_prediction_type(prediction_type)
+        self.prediction_type = prediction_type
         self.timestep_spacing = timestep_spacing or self.default_spacing
         if clip_x0 is not None and not (math.isfinite(clip_x0) and clip_x0 > 0):
             raise ValueError(f"clip_x0 must be a finite number > 0, or None for no clipping (got {clip_x0})")
