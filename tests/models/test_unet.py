@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from difflab.models import SelfAttention, UNet, timestep_embedding
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 TINY = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0, num_groups=8)
 
