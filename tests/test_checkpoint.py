@@ -30,7 +30,7 @@ class RunsCode:
 
 
 class TinyNet(nn.Module):
-    """A user's own denoiser class, importable as test_checkpoint_safety.TinyNet."""
+    """A user's own denoiser class, importable as test_checkpoint.TinyNet."""
 
     def __init__(self, channels: int = 1) -> None:
         super().__init__()
@@ -113,13 +113,13 @@ def test_a_users_own_model_class_loads_once_allowed_explicitly(tiny_ckpt, tmp_pa
     net = TinyNet()
 
     def edit(ckpt: dict) -> None:
-        ckpt[CONFIG_KEY]["model"] = {"_target_": "test_checkpoint_safety.TinyNet", "channels": 1}
+        ckpt[CONFIG_KEY]["model"] = {"_target_": "test_checkpoint.TinyNet", "channels": 1}
         ckpt["state_dict"] = {f"net.{k}": v for k, v in net.state_dict().items()}
 
     path = variant(tiny_ckpt, tmp_path / "custom.ckpt", edit)
-    with pytest.raises(ValueError, match=r"allowed_targets=\[test_checkpoint_safety.TinyNet\]"):
+    with pytest.raises(ValueError, match=r"allowed_targets=\[test_checkpoint.TinyNet\]"):
         load_model(path)
-    loaded = load_model(path, allowed_targets=["test_checkpoint_safety.TinyNet"])
+    loaded = load_model(path, allowed_targets=["test_checkpoint.TinyNet"])
     assert isinstance(loaded.net, TinyNet)
     assert torch.equal(loaded.net.conv.weight, net.conv.weight)
 
