@@ -226,9 +226,8 @@ def test_the_trainer_uses_it_alongside_plugins_the_user_configured(tmp_path):
     assert type(their_io.strategy.checkpoint_io).__name__ == "TorchCheckpointIO"
 
 
-def test_a_resume_removes_the_temp_files_killed_writes_left(tmp_path, caplog):
-    run = tmp_path / "run"
-    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
+def test_a_resume_removes_the_temp_files_killed_writes_left(tiny_run, caplog):
+    run = tiny_run
     folder = run / "checkpoints"
     orphans = [folder / ".last.ckpt.0123456789ab.tmp", folder / ".step_0000002.ckpt.ba9876543210.tmp"]
     for orphan in orphans:

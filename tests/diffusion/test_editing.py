@@ -49,15 +49,6 @@ class ImageMixtureDenoiser:
         return ((1 - a).sqrt() * resp * diff / var).sum(1).to(x.dtype)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP waits cost ~10 ms per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SCHEDULE = NoiseSchedule.from_name("linear", timesteps=1000)
 SHAPE = (1, 8, 8)
 

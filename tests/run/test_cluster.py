@@ -8,15 +8,13 @@ import os
 import pytest
 import submitit
 import torch
-from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
+from conftest import CLI_FAST, CONF, one_error_line, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from difflab.run.cluster import check_devices, check_nodes
-
-CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

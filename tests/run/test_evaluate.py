@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config, run_cli
+from conftest import compose_config, run_cli
 from wandb_files import history_rows
 
 from difflab.data import ImageDataModule
@@ -20,7 +20,6 @@ from difflab.data.batches import uint8_batches
 from difflab.io.images import save_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
-from difflab.run.train import train
 from difflab.run.wandb_glue import ID_FILE, choose_run_id, read_run_id
 
 # Small sets keep Lite0 (224 px on a CPU) to seconds; the numbers are not meaningful, the plumbing is.
@@ -32,11 +31,10 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("trained") / "run"
-    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
-    return run / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def trained_ckpt(tiny_run: Path) -> Path:
+    """tiny_ckpt in a run folder of its own: without out=, evaluate.py reports into the checkpoint's run folder."""
+    return tiny_run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
+from conftest import CLI_FAST, CONF, one_error_line, run_cli
 from omegaconf import OmegaConf
 
 from difflab.run.inherit import OVERRIDES_FILE, why_not_inherited, with_run_overrides
-
-CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, one_error_line, run_cli
+from conftest import CLI_FAST, one_error_line, run_cli
 from omegaconf import OmegaConf
-
-CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
