@@ -1,4 +1,4 @@
-"""Exact denoisers for data whose distribution is known in closed form (shared by the sampler tests).
+"""Exact denoisers for data whose distribution is known in closed form: every analytic test model lives here.
 
 If x_0 ~ Σ_k w_k N(μ_k, s_k² I) then x_t ~ Σ_k w_k N(√ᾱ μ_k, (ᾱ s_k² + 1 - ᾱ) I), and the exact
 ε-prediction is E[ε | x_t] = √(1-ᾱ) Σ_k r_k(x_t) (x_t - √ᾱ μ_k) / (ᾱ s_k² + 1 - ᾱ), with r_k the posterior
@@ -69,3 +69,53 @@ class LabelledMixtureDenoiser:
             if rows.any():
                 out[rows] = component(x[rows], t[rows])
         return out
+
+
+class ImageMixtureDenoiser:
+    """Exact ε̂ for pictures drawn from an equal mixture of N(μ_k, s² I), μ_k (K, C, H, W); counts its calls.
+
+    x_t | k ~ N(√ᾱ μ_k, (ᾱ s² + 1 - ᾱ) I), so E[ε | x_t] = √(1-ᾱ) Σ_k r_k (x_t - √ᾱ μ_k) / (ᾱ s² + 1 - ᾱ),
+    with responsibilities r_k ∝ exp(-‖x_t - √ᾱ μ_k‖² / 2(ᾱ s² + 1 - ᾱ)) (same variance for every k).
+    """
+
+    def __init__(self, schedule: NoiseSchedule, means: Tensor, std: float = 0.0):
+        self.schedule, self.means, self.std = schedule, means.double(), std
+        self.calls: list[int] = []
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        self.calls.append(int(t[0]))
+        a = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1, 1)  # (N, 1, 1, 1, 1)
+        var = a * self.std**2 + 1 - a
+        diff = x.double()[:, None] - a.sqrt() * self.means[None]  # (N, K, C, H, W)
+        resp = torch.softmax(-(diff**2).sum((2, 3, 4), keepdim=True) / (2 * var), dim=1)
+        return ((1 - a).sqrt() * resp * diff / var).sum(1).to(x.dtype)
+
+
+class ExactSRDenoiser(torch.nn.Module):
+    """Exact ε̂ when x_0 | low ~ N(μ, s² I) with μ = cond["low_res"]: x_t | low ~ N(√ᾱ μ, (ᾱ s² + 1 − ᾱ) I), so
+    E[ε | x_t] = √(1−ᾱ) (x_t − √ᾱ μ) / (ᾱ s² + 1 − ᾱ). Data that is a function of its low-res input, plus noise."""
+
+    def __init__(self, schedule: NoiseSchedule, std: float):
+        super().__init__()
+        self.schedule, self.std = schedule, std
+
+    def forward(self, x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        a = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1).double()
+        mu = cond["low_res"].double()
+        var = a * self.std**2 + 1 - a
+        return ((1 - a).sqrt() * (x.double() - a.sqrt() * mu) / var).to(x.dtype)
+
+
+class WrongSRNet(torch.nn.Module):
+    """Predicts x̂_0 = 0.5·low_res + 0.2 whatever x_t (in the given prediction type): a net whose outputs do
+    not downsample to their input."""
+
+    def __init__(self, schedule: NoiseSchedule, prediction_type: str):
+        super().__init__()
+        self.schedule, self.prediction_type = schedule, prediction_type
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))  # a parameter: samplers find device and dtype
+
+    def forward(self, x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        x0 = self.scale * cond["low_res"] + 0.2
+        eps = self.schedule.predict_eps_from_x0(x, t, x0)
+        return self.schedule.training_target(x0, t, eps, self.prediction_type)
