@@ -33,12 +33,10 @@ def test_train_writes_checkpoints_grids_and_config(train_cfg):
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)
 
 
-def test_sample_from_checkpoint_writes_pngs_grid_and_npz(train_cfg, tmp_path):
-    train(train_cfg)
-    ckpt = Path(train_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+def test_sample_from_checkpoint_writes_pngs_grid_and_npz(tiny_ckpt, tmp_path):
     out = tmp_path / "samples"
     cfg = compose_config(
-        "sample", [f"ckpt={ckpt}", "n=5", "sampler=ddim", "sampler.steps=3", f"out={out}"], tmp_path
+        "sample", [f"ckpt={tiny_ckpt}", "n=5", "sampler=ddim", "sampler.steps=3", f"out={out}"], tmp_path
     )
     sample(cfg)
     pngs = sorted((out / "images").glob("*.png"))
@@ -65,9 +63,8 @@ def test_sampling_is_reproducible_and_uses_the_ddpm_sampler_too(tiny_ckpt, tmp_p
     assert (first != other).mean() > 0.5  # most pixels differ, not a rounding flip or two
 
 
-def test_loaded_model_rebuilds_from_checkpoint_alone(train_cfg):
-    train(train_cfg)
-    loaded = load_model(Path(train_cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+def test_loaded_model_rebuilds_from_checkpoint_alone(tiny_ckpt):
+    loaded = load_model(tiny_ckpt)
     assert loaded.sample_shape == (1, 8, 8)
     assert loaded.schedule.timesteps == 1000 and loaded.weights == "ema"
     out = loaded.net(torch.zeros(2, 1, 8, 8), torch.tensor([0, 999]))
