@@ -126,6 +126,16 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-step run made by train.py, with .hydra/ and a train.log like a user's run folder; shared
+    (read-only: copy it to write)."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
 @pytest.fixture
 def tiny_run(tiny_ckpt: Path, tmp_path: Path) -> Path:
     """A copy of tiny_ckpt's run folder that a test may write into (a report, a resume)."""

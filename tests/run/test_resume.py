@@ -16,15 +16,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished two-step run made by the CLI, so it has .hydra/ and a train.log like a user's run folder."""
-    run = tmp_path_factory.mktemp("cli") / "run"
-    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return run
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "named"),
