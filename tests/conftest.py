@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # One intra-op thread: on 2 cores, OpenMP threads of this process and of the subprocesses some tests
-# start (CLI runs, DDP ranks) oversubscribe the CPU and spin, slowing small ops by up to 100x.
+# start (CLI runs, DDP ranks) oversubscribe the CPU and spin, slowing small ops by up to 100x. Set here for the
+# session fixtures, and again before every test by one_thread; run_cli gives subprocesses OMP_NUM_THREADS=1.
 torch.set_num_threads(1)
 
 # A few optimizer steps of a toy U-Net with grids and checkpoints every 2 steps.
@@ -38,6 +41,8 @@ FAST_TRAIN = [
     "callbacks.sample_grid.num_samples=4",
     "callbacks.model_checkpoint.every_n_train_steps=2",
 ]
+# FAST_TRAIN for train.py in a subprocess: no logger to start, one CPU thread.
+CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
 
 def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -66,6 +71,13 @@ def no_leftover_hydra_config():
     from hydra.core.hydra_config import HydraConfig
 
     HydraConfig.instance().cfg = None
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Every test starts on one intra-op thread, whatever count the test before it set."""
+    torch.set_num_threads(1)
+    yield
 
 
 @pytest.fixture
@@ -112,6 +124,24 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("tiny") / "run"
     train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
     return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-step run made by train.py, with .hydra/ and a train.log like a user's run folder; shared
+    (read-only: copy it to write)."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+@pytest.fixture
+def tiny_run(tiny_ckpt: Path, tmp_path: Path) -> Path:
+    """A copy of tiny_ckpt's run folder that a test may write into (a report, a resume)."""
+    run = tmp_path / "tiny_run"
+    shutil.copytree(tiny_ckpt.parent.parent, run)
+    return run
 
 
 @pytest.fixture

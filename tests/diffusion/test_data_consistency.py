@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from analytic import WrongSRNet
 from torch import Tensor
 
 from difflab.diffusion import DDIMSampler, DDPMSampler, DPMSolverSampler, NoiseSchedule
@@ -37,21 +38,6 @@ def test_the_projection_matches_the_input_and_keeps_consistent_images():
     torch.testing.assert_close(project(projected), projected, atol=1e-5, rtol=0)  # a projection
     # the nearest such image: only the part the input fixes changes, so it moves less than replacing it would
     assert (projected - other).norm() < (real - other).norm()
-
-
-class WrongSRNet(torch.nn.Module):
-    """Predicts x̂_0 = 0.5·low_res + 0.2 whatever x_t (in the given prediction type): a net whose outputs do
-    not downsample to their input."""
-
-    def __init__(self, schedule: NoiseSchedule, prediction_type: str):
-        super().__init__()
-        self.schedule, self.prediction_type = schedule, prediction_type
-        self.scale = torch.nn.Parameter(torch.tensor(0.5))  # a parameter: samplers find device and dtype
-
-    def forward(self, x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        x0 = self.scale * cond["low_res"] + 0.2
-        eps = self.schedule.predict_eps_from_x0(x, t, x0)
-        return self.schedule.training_target(x0, t, eps, self.prediction_type)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "x0", "v"])

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from analytic import ExactSRDenoiser
 from conftest import FAST_TRAIN, compose_config
 from PIL import Image
 from torch import Tensor
@@ -110,21 +111,6 @@ def test_config_wiring_sets_cond_channels_and_refuses_mismatches(tmp_path):
     cfg = compose_config("train", [*SR_TRAIN, "model.num_classes=10"], tmp_path)
     with pytest.raises(ValueError, match="class-conditional super-resolution is not supported"):
         resolve_conditioning(cfg)
-
-
-class ExactSRDenoiser(torch.nn.Module):
-    """Exact ε̂ when x_0 | low ~ N(μ, s² I) with μ = cond["low_res"]: x_t | low ~ N(√ᾱ μ, (ᾱ s² + 1 − ᾱ) I), so
-    E[ε | x_t] = √(1−ᾱ) (x_t − √ᾱ μ) / (ᾱ s² + 1 − ᾱ). Data that is a function of its low-res input, plus noise."""
-
-    def __init__(self, schedule: NoiseSchedule, std: float):
-        super().__init__()
-        self.schedule, self.std = schedule, std
-
-    def forward(self, x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        a = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1).double()
-        mu = cond["low_res"].double()
-        var = a * self.std**2 + 1 - a
-        return ((1 - a).sqrt() * (x.double() - a.sqrt() * mu) / var).to(x.dtype)
 
 
 def test_super_resolve_samples_the_exact_conditional_distribution():

@@ -30,14 +30,6 @@ SAMPLERS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("make", SAMPLERS.values(), ids=SAMPLERS.keys())
 def test_batch_size_does_not_change_any_sample(make):
     sampler = make()

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, one_error_line, run_cli
+from conftest import CLI_FAST, one_error_line, run_cli
 
 from difflab.io.atomic import NoSpaceLeft, atomic_file
 from difflab.run.common import write_json
-
-CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -1,6 +1,5 @@
 """The U-Net denoiser: shapes, the DDPM parameter count, zero init, conditioning, errors and learning."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,18 +9,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from difflab.models import SelfAttention, UNet, timestep_embedding
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 TINY = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, dropout=0.0, num_groups=8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run these tiny nets on one thread: on a busy 2-core box intra-op threads slow them down tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def model_config(name: str, channels: int, image_size: int) -> DictConfig:

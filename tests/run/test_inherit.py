@@ -7,12 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
+from conftest import CONF, one_error_line, run_cli
 from omegaconf import OmegaConf
 
 from difflab.run.inherit import OVERRIDES_FILE, why_not_inherited, with_run_overrides
-
-CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -27,14 +25,6 @@ class _TouchOnLoad:
 
     def __reduce__(self):
         return (Path.write_text, (self.marker, "code ran"))
-
-
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("cli") / "run"
-    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return run
 
 
 @pytest.mark.slow

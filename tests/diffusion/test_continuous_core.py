@@ -7,8 +7,7 @@ import re
 
 import pytest
 import torch
-from analytic import GaussianMixtureDenoiser
-from analytic_sigma import MixtureDenoiserOfSigma
+from analytic import GaussianMixtureDenoiser, MixtureDenoiserOfSigma
 from conftest import compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf

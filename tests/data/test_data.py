@@ -22,7 +22,7 @@ from difflab.io.decode import to_channels
 from difflab.io.read_inputs import load_images
 from difflab.run.train import train
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

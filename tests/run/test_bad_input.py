@@ -86,13 +86,6 @@ def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
         load_model(bad)
 
 
-@pytest.fixture(scope="module")
-def trained_ckpt(tmp_path_factory):
-    run = tmp_path_factory.mktemp("trained") / "run"
-    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
-    return run / "checkpoints" / "last.ckpt"
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -104,18 +97,18 @@ def trained_ckpt(tmp_path_factory):
         ("+model.base_channels=64", r"contradicts checkpoint .*: model.base_channels=64 \(checkpoint: 16\)"),
     ],
 )
-def test_sample_overrides_that_contradict_the_checkpoint(trained_ckpt, tmp_path, override, message):
-    cfg = compose_config("sample", [f"ckpt={trained_ckpt}", override, f"out={tmp_path / 'out'}"], tmp_path)
+def test_sample_overrides_that_contradict_the_checkpoint(tiny_ckpt, tmp_path, override, message):
+    cfg = compose_config("sample", [f"ckpt={tiny_ckpt}", override, f"out={tmp_path / 'out'}"], tmp_path)
     with pytest.raises(ValueError, match=message):
         sample(cfg)
     assert not (tmp_path / "out").exists()
 
 
-def test_sample_refuses_a_non_empty_output_folder(trained_ckpt, tmp_path):
+def test_sample_refuses_a_non_empty_output_folder(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.png").write_bytes(b"mine")
-    cfg = compose_config("sample", [f"ckpt={trained_ckpt}", "n=2", f"out={out}"], tmp_path)
+    cfg = compose_config("sample", [f"ckpt={tiny_ckpt}", "n=2", f"out={out}"], tmp_path)
     with pytest.raises(FileExistsError, match="already exists and is not empty"):
         sample(cfg)
     assert (out / "keep.png").read_bytes() == b"mine"

@@ -14,8 +14,7 @@ import types
 
 import pytest
 import torch
-from analytic import GaussianMixtureDenoiser
-from analytic_sigma import MixtureDenoiserOfSigma
+from analytic import GaussianMixtureDenoiser, MixtureDenoiserOfSigma
 
 from difflab.diffusion import (
     DDIM,

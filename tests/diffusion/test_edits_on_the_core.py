@@ -3,8 +3,7 @@ any core sampler, so they work for every formulation; guidance of a network is g
 
 import pytest
 import torch
-from analytic import LabelledMixtureDenoiser
-from analytic_sigma import MixtureDenoiserOfSigma
+from analytic import LabelledMixtureDenoiser, MixtureDenoiserOfSigma
 
 from difflab.diffusion import DDIM, VP, Euler, Heun, NoiseSchedule, karras_sigmas
 from difflab.diffusion.data_consistency import DataConsistent, LowResProjection

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from analytic import ImageMixtureDenoiser
 from conftest import FAST_TRAIN, compose_config
 from PIL import Image
 from torch import Tensor
@@ -27,36 +28,6 @@ from difflab.generation.methods import Inpaint
 from difflab.io.read_inputs import load_images, load_masks
 from difflab.run.sample import sample
 from difflab.run.train import train
-
-
-class ImageMixtureDenoiser:
-    """Exact ε̂ for pictures drawn from an equal mixture of N(μ_k, s² I), μ_k (K, C, H, W); counts its calls.
-
-    x_t | k ~ N(√ᾱ μ_k, (ᾱ s² + 1 - ᾱ) I), so E[ε | x_t] = √(1-ᾱ) Σ_k r_k (x_t - √ᾱ μ_k) / (ᾱ s² + 1 - ᾱ),
-    with responsibilities r_k ∝ exp(-‖x_t - √ᾱ μ_k‖² / 2(ᾱ s² + 1 - ᾱ)) (same variance for every k).
-    """
-
-    def __init__(self, schedule: NoiseSchedule, means: Tensor, std: float = 0.0):
-        self.schedule, self.means, self.std = schedule, means.double(), std
-        self.calls: list[int] = []
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        self.calls.append(int(t[0]))
-        a = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1, 1)  # (N, 1, 1, 1, 1)
-        var = a * self.std**2 + 1 - a
-        diff = x.double()[:, None] - a.sqrt() * self.means[None]  # (N, K, C, H, W)
-        resp = torch.softmax(-(diff**2).sum((2, 3, 4), keepdim=True) / (2 * var), dim=1)
-        return ((1 - a).sqrt() * resp * diff / var).sum(1).to(x.dtype)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP waits cost ~10 ms per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SCHEDULE = NoiseSchedule.from_name("linear", timesteps=1000)
 SHAPE = (1, 8, 8)

@@ -25,7 +25,7 @@ from difflab.metrics import (
 )
 from difflab.metrics.efficientnet_lite0 import preprocess
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # ImageNet classes a CIFAR-10 image of that class may plausibly get in its top 5.
 PLAUSIBLE = {

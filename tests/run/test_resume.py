@@ -1,0 +1,108 @@
+"""A resume that cannot work gets one clear line, and nothing in the run folder changes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLI_FAST, one_error_line, run_cli
+from omegaconf import OmegaConf
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under folder with its bytes: what a refused command must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["model=unet_small"], ["model.base_channels=32 (checkpoint: 16)"]),
+        (
+            ["data.channels=3", "prediction_type=v", "schedule=cosine", "optim.lr=0.01"],
+            [
+                "data.channels=3 (checkpoint: 1)",
+                "prediction_type=v (checkpoint: epsilon)",
+                "schedule.name=cosine (checkpoint: linear)",
+                "optim.lr=0.01 (checkpoint: 0.0002)",
+            ],
+        ),
+    ],
+    ids=["model-size", "channels-prediction-schedule-lr"],
+)
+def test_resume_that_contradicts_the_checkpoint_is_refused_before_anything_is_written(
+    cli_run, overrides, named
+):
+    before = snapshot(cli_run)
+    line = one_error_line(
+        run_cli("train.py", *CLI_FAST, f"hydra.run.dir={cli_run}", "ckpt_path=last", *overrides)
+    )
+    assert line.startswith(
+        f"error: the config contradicts checkpoint {cli_run / 'checkpoints' / 'last.ckpt'}"
+    )
+    for item in named:
+        assert item in line
+    assert snapshot(cli_run) == before
+
+
+@pytest.mark.slow
+def test_a_resume_keeps_the_runs_own_hydra_files(cli_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    first = (run / ".hydra" / "config.yaml").read_text()
+    result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=3", f"hydra.run.dir={run}", "ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / ".hydra" / "config.yaml").read_text() == first
+    resumed = OmegaConf.load(run / ".hydra" / "resumed_step_0000002" / "config.yaml")
+    assert resumed.trainer.max_steps == 3 and resumed.ckpt_path == "last"
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_runs_own_overrides(cli_run, tmp_path):
+    """`ckpt_path=last hydra.run.dir=<run>` is enough: the run was made with unet_tiny, csv off, … (CLI_FAST)."""
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming with the run's own overrides: model=unet_tiny" in result.stdout
+    assert "trainer.max_steps=2" not in result.stdout  # the one given now wins
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert not (run / "checkpoints" / "last-v1.ckpt").exists()  # a moved folder keeps its own last.ckpt
+
+
+def test_ckpt_path_last_without_a_checkpoint_names_where_it_looked(tmp_path):
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last"))
+    assert line == (
+        f"error: ckpt_path=last: no checkpoint at {run / 'checkpoints' / 'last.ckpt'}; pass "
+        "hydra.run.dir=<the run folder to resume> or ckpt_path=<checkpoint file>"
+    )
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_on_resume_is_one_line_and_nothing_is_written(cli_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:5000])  # cut short, as a kill during the write would leave it
+    before = snapshot(run)
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last"))
+    assert line.startswith(f"error: could not read checkpoint {last}")
+    assert snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_resuming_a_checkpoint_into_another_runs_folder_is_refused(cli_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(cli_run, other)
+    before = snapshot(other)
+    ckpt = cli_run / "checkpoints" / "last.ckpt"
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={other}", f"ckpt_path={ckpt}"))
+    assert f"run folder {other} already holds another run" in line
+    assert f"hydra.run.dir={cli_run}" in line
+    assert snapshot(other) == before
