@@ -70,7 +70,7 @@ def check_what_the_run_builds(config: DictConfig, run_dir: Path) -> tuple[Path |
     from ..export.diffusers_folder import check_unet_folder
     from .common import resolve_conditioning
     from .resume import check_resumable, read_resumable, resume_path
-    from .train import check_generation_settings
+    from .train_checks import check_generation_settings
 
     resolve_conditioning(config)
     check_generation_settings(config)

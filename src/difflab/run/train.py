@@ -18,11 +18,9 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import CONFIG_KEY
-from ..diffusion.precision import check_precision
 from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
-from ..metrics.evaluator import Evaluator
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from ..training.metrics_file import MetricsFile
@@ -35,7 +33,7 @@ from .common import (
     set_cpu_threads,
 )
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
-from .errors import USER_ERRORS, one_line
+from .errors import USER_ERRORS
 from .resume import (
     check_resumable,
     keep_earlier_csv_logs,
@@ -43,44 +41,12 @@ from .resume import (
     resume_path,
     set_aside_later_checkpoints,
 )
-from .rules import check_values, number
+from .rules import check_values
 from .run_folder import has_checkpoints, release
-from .train_checks import RULES, check_fused_clipping
+from .train_checks import RULES, check_fused_clipping, check_generation_settings
 from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run, name_wandb_run
 
 log = logging.getLogger("difflab")
-
-
-def check_generation_settings(cfg: DictConfig) -> None:
-    """Build what the run will generate and score with, so that a bad value is one line before step 1, not at
-    the first sample grid thousands of steps in: the sampler of every callback (and the top-level one) on the
-    configured schedule, their guidance and precision, and the metric settings of the FID callback."""
-    schedule = instantiate(cfg.schedule)
-    entries = {
-        name: entry for name, entry in (cfg.get("callbacks") or {}).items() if isinstance(entry, DictConfig)
-    }
-    samplers = {"sampler": cfg.get("sampler")}
-    samplers.update(
-        {f"callbacks.{name}.sampler": e.sampler for name, e in entries.items() if e.get("sampler")}
-    )
-    for key, node in samplers.items():
-        if node is None:
-            continue
-        try:
-            instantiate(node)(schedule, prediction_type=cfg.prediction_type)
-        except TypeError as error:
-            raise ValueError(f"{key}: a value has the wrong type ({one_line(error)})") from error
-        except ValueError as error:
-            raise ValueError(f"{key}: {one_line(error)}") from error
-    for name, entry in entries.items():
-        try:
-            check_values(entry, {"guidance": number(0.0)})
-            if entry.get("precision") is not None:
-                check_precision(entry.precision)
-        except ValueError as error:
-            raise ValueError(f"callbacks.{name}.{error}") from error
-        if entry.get("metrics") is not None:
-            Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
 
 
 def build_module(cfg: DictConfig) -> DiffusionModule:
