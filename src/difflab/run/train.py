@@ -17,7 +17,6 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint import CONFIG_KEY
 from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
@@ -28,22 +27,17 @@ from .cluster import check_trainer, is_secondary_rank, requeue
 from .common import (
     instantiate_entries,
     optimized_metric,
-    resolve_conditioning,
     resolved_config,
     set_cpu_threads,
 )
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import USER_ERRORS
+from .prepare import prepared_for
 from .resume import (
-    check_resumable,
     keep_earlier_csv_logs,
-    read_resumable,
-    resume_path,
     set_aside_later_checkpoints,
 )
-from .rules import check_values
 from .run_folder import has_checkpoints, release
-from .train_checks import RULES, check_fused_clipping, check_generation_settings
 from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run, name_wandb_run
 
 log = logging.getLogger("difflab")
@@ -137,18 +131,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
     keep_console_in_run_log()
-    check_values(cfg, RULES)
-    check_fused_clipping(cfg)
-    resolve_conditioning(cfg)
-    check_generation_settings(cfg)
+    prepared = prepared_for(cfg, output_dir)  # what preflight prepared, or the same preparation done now
     check_trainer(cfg.trainer)
-    resume = resume_path(cfg.get("ckpt_path"), output_dir)
-    stored, step = None, 0
+    resume, stored, step = prepared.resume, prepared.stored_config, prepared.step
     if resume is not None:
-        ckpt = read_resumable(resume, cfg)
-        check_resumable(cfg, ckpt, resume)
-        stored, step = ckpt[CONFIG_KEY], int(ckpt["global_step"])
-        del ckpt
         keep_earlier_csv_logs(cfg, step)
     set_cpu_threads(cfg)
     L.seed_everything(cfg.seed, workers=True)
