@@ -156,3 +156,12 @@ def test_existing_report_is_refused_and_kept(trained_ckpt: Path, tmp_path: Path)
 def test_data_that_disagrees_with_the_checkpoint_is_named(trained_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="makes 1-channel 8px images but data= gives 1-channel 16px"):
         run_eval(tmp_path, f"ckpt={trained_ckpt}", "data=digits", "data.image_size=16")
+
+
+def test_guidance_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """evaluate.py's settings are read and checked in one place, before the report's folder is made or the
+    feature network is loaded."""
+    reports = tmp_path / "reports"
+    with pytest.raises(ValueError, match=r"^guidance=2 needs ckpt=<a conditional checkpoint>, not images="):
+        run_eval(tmp_path, "images=x", "data=digits", "guidance=2", f"out={reports / 'report.json'}")
+    assert not reports.exists()

@@ -20,10 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..checkpoint import LoadedModel
-from ..diffusion import Sampler
 from ..diffusion.auto_batch import AUTO
-from ..generation import SampleOptions
 from ..io.atomic import NoSpaceLeft, atomic_write_text
 from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
 from .errors import SweepConfigError
@@ -40,38 +37,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_cpu_threads(cfg: DictConfig) -> None:
+def set_cpu_threads(cpu_threads: int | str | None) -> None:
     """cpu_threads=N sets torch's intra-op threads (null or auto leave them: see set_generation_threads)."""
-    if cfg.get("cpu_threads") not in (None, AUTO):
-        torch.set_num_threads(int(cfg.cpu_threads))
-
-
-def build_sampler(cfg: DictConfig, loaded: LoadedModel) -> Sampler:
-    """The configured sampler (a partial) bound to the checkpoint's schedule and prediction type."""
-    return instantiate(cfg.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
-
-
-def sample_options(cfg: DictConfig) -> SampleOptions:
-    """What sample.py's (or evaluate.py's) config asks to generate, as plain values for difflab.generation; a key
-    the config does not have (evaluate.py has no mode, image, …) is not asked for."""
-    inpaint = cfg.get("inpaint")
-    return SampleOptions(
-        mode=cfg.get("mode") or "sample",
-        n=cfg.n,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        precision=cfg.precision,
-        cpu_threads=cfg.cpu_threads,
-        guidance=cfg.guidance,
-        labels=cfg.get("labels"),
-        prompt=cfg.get("prompt"),
-        negative_prompt=cfg.get("negative_prompt"),
-        image=cfg.get("image"),
-        mask=cfg.get("mask"),
-        strength=cfg.get("strength"),
-        inpaint=None if inpaint is None else OmegaConf.to_container(inpaint, resolve=True),
-        consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
-    )
+    if cpu_threads not in (None, AUTO):
+        torch.set_num_threads(int(cpu_threads))
 
 
 def instantiate_entries(cfg: DictConfig | None) -> list[Any]:

@@ -136,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resume, stored, step = prepared.resume, prepared.stored_config, prepared.step
     if resume is not None:
         keep_earlier_csv_logs(cfg, step)
-    set_cpu_threads(cfg)
+    set_cpu_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
