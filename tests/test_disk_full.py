@@ -12,7 +12,7 @@ import torch
 from conftest import FAST_TRAIN, one_error_line, run_cli
 
 from difflab.io.atomic import NoSpaceLeft, atomic_file
-from difflab.run.common import write_json
+from difflab.io.results import write_json
 
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 

@@ -12,7 +12,7 @@ import torch
 from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 from omegaconf import OmegaConf
 
-from difflab.run.common import write_json
+from difflab.io.results import write_json
 from difflab.run.evaluate import evaluate
 from difflab.run.preflight import claim
 from difflab.run.sample import sample

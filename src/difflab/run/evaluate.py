@@ -24,11 +24,12 @@ from ..data.scoring import conditioning_classifier_for, reference_statistics
 from ..generation import Conditions, Generation, grid_conditions, requested_conditions, sampling_request
 from ..io.image_sets import open_image_set
 from ..io.images import to_uint8
+from ..io.results import check_writable_file, first_free, write_json
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
 from ..metrics.sample_size import small_sample_warning
 from ..progress import Progress
-from .common import check_finite, check_writable_file, first_free, pick_device, set_cpu_threads, write_json
+from .common import check_finite, pick_device, set_cpu_threads
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 from .wandb_glue import log_scores_to_run

@@ -13,7 +13,7 @@ from ..export.diffusers import diffusers_config, unet_arguments
 from ..export.diffusers_folder import require_diffusers, write_pipeline
 from ..export.file_modes import as_new_files
 from ..export.model_folder import write_model_folder
-from .common import output_folder
+from ..io.results import output_folder
 from .rules import require
 
 log = logging.getLogger("difflab")

@@ -19,8 +19,9 @@ from ..generation.methods import Inpaint
 from ..generation.model import low_res_shape, sr_factor
 from ..generation.options import SUPERRES
 from ..io.images import enlarge, grid_of, save_png, save_samples
+from ..io.results import output_folder, write_json
 from ..progress import Progress
-from .common import check_finite, log_written, output_folder, pick_device, set_cpu_threads, write_json
+from .common import check_finite, log_written, pick_device, set_cpu_threads
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 log = logging.getLogger("difflab")
