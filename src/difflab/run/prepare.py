@@ -32,6 +32,13 @@ _handed_over: list[Prepared] = []  # preflight's preparation, until train() of t
 def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     """Check and complete `cfg` (in place: the conditioning is resolved into it) and read a resume's checkpoint;
     a problem is a one-line error before anything is written."""
+    check_values(cfg, RULES)  # the values typed: before torch and Lightning load
+    check_fused_clipping(cfg)
+    return _build_and_read(cfg, run_dir)
+
+
+def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
+    """What needs torch: the conditioning, samplers and metrics built once, a resume's checkpoint read."""
     from ..checkpoint import CONFIG_KEY
     from ..export.diffusers import unet_arguments
     from ..export.diffusers_folder import check_unet_folder
@@ -39,8 +46,6 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     from .resume import check_resumable, read_resumable, resume_path
     from .train_checks import check_generation_settings
 
-    check_values(cfg, RULES)  # the values typed: before torch and Lightning load
-    check_fused_clipping(cfg)
     resolve_conditioning(cfg)
     check_generation_settings(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)
