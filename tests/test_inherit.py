@@ -10,7 +10,7 @@ import pytest
 from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
 from omegaconf import OmegaConf
 
-from difflab.run.inherit import OVERRIDES_FILE, why_not_inherited, with_run_overrides
+from difflab.runs.inherit import OVERRIDES_FILE, why_not_inherited, with_run_overrides
 
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 

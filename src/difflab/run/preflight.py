@@ -14,10 +14,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
+from ..runs.folder import existing_run_files
 from .cluster import is_requeued_job, is_secondary_rank, refuse
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
-from .run_folder import existing_run_files
 
 
 def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
+from ..runs.folder import has_checkpoints, release
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from ..training.metrics_file import MetricsFile
@@ -37,7 +38,6 @@ from .resume import (
     keep_earlier_csv_logs,
     set_aside_later_checkpoints,
 )
-from .run_folder import has_checkpoints, release
 from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run, name_wandb_run
 
 log = logging.getLogger("difflab")
