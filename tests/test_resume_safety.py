@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from difflab.run.cluster import check_devices, check_nodes
+from difflab.cluster.devices import check_devices, check_nodes
 
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
 

@@ -14,8 +14,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
+from ..cluster.jobs import is_requeued_job, is_secondary_rank
 from ..runs.folder import existing_run_files
-from .cluster import is_requeued_job, is_secondary_rank, refuse
+from .cluster import refuse
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
 

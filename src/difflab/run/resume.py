@@ -21,7 +21,7 @@ from ..checkpoint import (
     stored_step,
     targets,
 )
-from .cluster import is_requeued_job
+from ..cluster.jobs import is_requeued_job
 
 LAST = Path("checkpoints") / "last.ckpt"
 

@@ -17,6 +17,8 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from ..cluster.jobs import is_secondary_rank
+from ..cluster.requeue import requeue
 from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
@@ -24,7 +26,7 @@ from ..runs.folder import has_checkpoints, release
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from ..training.metrics_file import MetricsFile
-from .cluster import check_trainer, is_secondary_rank, requeue
+from .cluster import check_trainer
 from .common import (
     instantiate_entries,
     optimized_metric,
