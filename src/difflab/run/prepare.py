@@ -39,6 +39,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
 
 def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     """What needs torch: the conditioning, samplers and metrics built once, a resume's checkpoint read."""
+    from hydra.utils import instantiate
+
     from ..checkpoint import CONFIG_KEY
     from ..export.diffusers import unet_arguments
     from ..export.diffusers_folder import check_unet_folder
@@ -50,8 +52,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     check_generation_settings(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)
     if resume is not None:
-        ckpt = read_resumable(resume, cfg)
-        check_resumable(cfg, ckpt, resume)
+        ckpt = read_resumable(resume, targets_in(cfg))
+        check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
         return Prepared(run_dir, resume, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
     if cfg.get("init_from"):
         check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), cfg.init_from)
@@ -70,3 +72,27 @@ def prepared_for(cfg: DictConfig, run_dir: Path) -> Prepared:
     if taken is not None and taken.run_dir.resolve() == run_dir.resolve():
         return taken
     return prepare(cfg, run_dir)
+
+
+def fixed_values(cfg: DictConfig) -> dict[str, Any]:
+    """The values a checkpoint fixes (FIXED_BY_CHECKPOINT), as configured now."""
+    from .resume import FIXED_BY_CHECKPOINT
+
+    wanted = {}
+    for key in FIXED_BY_CHECKPOINT:
+        node = OmegaConf.select(cfg, key)
+        if node is not None:
+            wanted[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return wanted
+
+
+def targets_in(cfg: DictConfig) -> set[str]:
+    """Every `_target_` of the groups a checkpoint's config may build, as the given config names them."""
+    found: set[str] = set()
+    from ..checkpoint import BUILT_GROUPS, targets
+
+    for group in BUILT_GROUPS:
+        node = cfg.get(group)
+        if OmegaConf.is_config(node):
+            found.update(target for _, target in targets(OmegaConf.to_container(node, resolve=False)))
+    return found
