@@ -44,8 +44,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     from ..checkpoint import CONFIG_KEY
     from ..export.diffusers import unet_arguments
     from ..export.diffusers_folder import check_unet_folder
+    from ..runs.resume import check_resumable, read_resumable, resume_path
     from .common import resolve_conditioning
-    from .resume import check_resumable, read_resumable, resume_path
     from .train_checks import check_generation_settings
 
     resolve_conditioning(cfg)
@@ -76,7 +76,7 @@ def prepared_for(cfg: DictConfig, run_dir: Path) -> Prepared:
 
 def fixed_values(cfg: DictConfig) -> dict[str, Any]:
     """The values a checkpoint fixes (FIXED_BY_CHECKPOINT), as configured now."""
-    from .resume import FIXED_BY_CHECKPOINT
+    from ..runs.resume import FIXED_BY_CHECKPOINT
 
     wanted = {}
     for key in FIXED_BY_CHECKPOINT:

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.requeue import requeue
@@ -23,6 +23,7 @@ from ..export.diffusers import unet_arguments
 from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 from ..runs.folder import has_checkpoints, release
+from ..runs.resume import set_aside_later_checkpoints
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from ..training.metrics_file import MetricsFile
@@ -36,10 +37,6 @@ from .common import (
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import USER_ERRORS
 from .prepare import prepared_for
-from .resume import (
-    keep_earlier_csv_logs,
-    set_aside_later_checkpoints,
-)
 from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run, name_wandb_run
 
 log = logging.getLogger("difflab")
@@ -109,6 +106,22 @@ def released_if_refused(output_dir: Path, fresh: bool) -> Iterator[None]:
             finish_wandb_run(failed=True)  # W&B writes into the folder until its run is closed
             release(output_dir)
         raise
+
+
+def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
+    """Point CSV loggers at a new version folder when resuming: Lightning's CSVLogger deletes the metrics.csv it
+    finds in its folder, which holds the first part of this run."""
+    loggers = cfg.get("logger") or {}
+    for entry in loggers.values():
+        if not isinstance(entry, DictConfig) or not str(entry.get("_target_", "")).endswith("CSVLogger"):
+            continue
+        base = Path(str(entry.save_dir)) / str(entry.get("name") or "")
+        version, n = f"resumed_step_{step:07d}", 1
+        while (base / version).exists():
+            n += 1
+            version = f"resumed_step_{step:07d}_{n}"
+        with open_dict(entry):
+            entry.version = version
 
 
 def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:

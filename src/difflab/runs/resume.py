@@ -1,6 +1,6 @@
 """Resume a run, all of it (the run's own overrides: inherit.py): find its checkpoint (ckpt_path=last, a file, or by
 itself when SLURM requeues the job), refuse one that contradicts or does not fit the config before anything is
-written, and keep what the first part of the run logged."""
+written, and set aside what a rewound run wrote after it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, open_dict
 
 from ..checkpoint import (
     CONFIG_KEY,
@@ -95,22 +94,6 @@ def check_resumable(
         problem = state is not None and state_mismatch(net.state_dict(), state)
         if problem:
             raise ValueError(f"checkpoint {path} does not fit the configured model ({key}): {problem}")
-
-
-def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
-    """Point CSV loggers at a new version folder when resuming: Lightning's CSVLogger deletes the metrics.csv it
-    finds in its folder, which holds the first part of this run."""
-    loggers = cfg.get("logger") or {}
-    for entry in loggers.values():
-        if not isinstance(entry, DictConfig) or not str(entry.get("_target_", "")).endswith("CSVLogger"):
-            continue
-        base = Path(str(entry.save_dir)) / str(entry.get("name") or "")
-        version, n = f"resumed_step_{step:07d}", 1
-        while (base / version).exists():
-            n += 1
-            version = f"resumed_step_{step:07d}_{n}"
-        with open_dict(entry):
-            entry.version = version
 
 
 def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:
