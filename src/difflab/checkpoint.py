@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
 
 CONFIG_KEY = "difflab_config"
@@ -94,6 +95,7 @@ def read_checkpoint(
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
         raise ValueError(f"{path} has no stored difflab config; was it written by difflab's train.py?")
+    ckpt[CONFIG_KEY] = upgraded(ckpt[CONFIG_KEY])
     for group in BUILT_GROUPS:
         try:
             check_targets(ckpt[CONFIG_KEY].get(group), group, allowed_targets)
@@ -218,7 +220,7 @@ def load_model(
     net.load_state_dict(state)
     # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
     net.to(device, memory_format=torch.channels_last).eval()
-    return LoadedModel(net, schedule, config.get("prediction_type", "epsilon"), config, weights, step)
+    return LoadedModel(net, schedule, config["prediction_type"], config, weights, step)
 
 
 def run_checkpoint(path: str | Path) -> str | Path:
@@ -268,7 +270,8 @@ def read_model_folder(
         state = load_file(weights_file)
     except (OSError, SafetensorError) as error:
         raise ValueError(f"could not read {weights_file}: {error}") from error
-    return record["config"], state, str(record.get("weights", "raw")), int(record.get("global_step", 0))
+    config = upgraded(record["config"])
+    return config, state, str(record.get("weights", "raw")), int(record.get("global_step", 0))
 
 
 def stored_value(config: Mapping[str, Any], dotted: str) -> Any:

@@ -26,7 +26,7 @@ def _requested(devices: Any) -> tuple[int, int] | None:
 
 def check_devices(trainer: Mapping[str, Any]) -> None:
     """GPUs asked for must be visible to torch (per node: trainer.devices counts the devices of one node)."""
-    accelerator = str(trainer.get("accelerator") or "auto").lower()
+    accelerator = str(trainer["accelerator"]).lower()
     if accelerator not in ("gpu", "cuda"):
         return
     import torch
@@ -49,7 +49,7 @@ def check_devices(trainer: Mapping[str, Any]) -> None:
 
 def check_nodes(trainer: Mapping[str, Any]) -> None:
     """num_nodes > 1 needs something that starts the other nodes; without it Lightning waits for them forever."""
-    nodes = int(trainer.get("num_nodes") or 1)
+    nodes = int(trainer["num_nodes"])
     started_elsewhere = ("SLURM_NTASKS", "MASTER_ADDR", "NODE_RANK", "WORLD_SIZE")
     if nodes > 1 and not any(var in os.environ for var in started_elsewhere):
         raise ValueError(

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..diffusion.auto_batch import AUTO
-from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
+from ..text import encoder_dim, encoder_version
 from .errors import SweepConfigError
 
 log = logging.getLogger("difflab")
@@ -95,7 +95,7 @@ def resolve_text(data: DictConfig, model: DictConfig) -> None:
     """A text-to-image run: the encoder's name and version go into data, its width into model.text_dim."""
     if model.get("num_classes"):
         raise ValueError("data.condition=text and model.num_classes cannot be combined: pick labels or text")
-    encoder = data.get("text_encoder") or DEFAULT_ENCODER
+    encoder = data.text_encoder
     data.text_encoder = encoder
     if not data.get("text_encoder_version"):
         data.text_encoder_version = encoder_version(encoder)

@@ -59,7 +59,9 @@ def read_settings(cfg: DictConfig) -> EvaluateSettings:
         raise ValueError(
             "give exactly one of ckpt=<checkpoint> (generate and score) or images=<folder or .npz>"
         )
-    sampling = read_sampling_settings(cfg, RULES)
+    sampling = read_sampling_settings(
+        cfg, RULES, "sample"
+    )  # evaluate.py scores samples: it has no edit modes
     if not cfg.ckpt and float(cfg.guidance) != 1.0:
         raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)

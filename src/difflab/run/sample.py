@@ -52,7 +52,7 @@ def fixed_by_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 def read_settings(cfg: DictConfig) -> SamplingSettings:
     """sample.py's config, read and checked once."""
     missing = "sample.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt"
-    return read_sampling_settings(cfg, SAMPLING_RULES, missing, fixed_by_checkpoint(cfg))
+    return read_sampling_settings(cfg, SAMPLING_RULES, cfg.mode, missing, fixed_by_checkpoint(cfg))
 
 
 def load_checked_model(settings: SamplingSettings) -> LoadedModel:

@@ -57,12 +57,12 @@ class SamplingSettings:
         return instantiate(self.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
 
 
-def sample_options(cfg: DictConfig) -> SampleOptions:
-    """What sample.py's (or evaluate.py's) config asks to generate, as plain values for difflab.generation; a key
-    the config does not have (evaluate.py has no mode, image, …) is not asked for."""
+def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
+    """What sample.py's (or evaluate.py's) config asks to generate in `mode`, as plain values for
+    difflab.generation; a key the config does not have (evaluate.py has no image, mask, …) is not asked for."""
     inpaint = cfg.get("inpaint")
     return SampleOptions(
-        mode=cfg.get("mode") or "sample",
+        mode=mode,
         n=cfg.n,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
@@ -83,12 +83,13 @@ def sample_options(cfg: DictConfig) -> SampleOptions:
 def read_sampling_settings(
     cfg: DictConfig,
     rules: dict[str, Rule],
+    mode: str,
     missing_ckpt: str | None = None,
     fixed_by_checkpoint: dict[str, Any] | None = None,
 ) -> SamplingSettings:
     """cfg as SamplingSettings, after the mode's needs, a required ckpt (when `missing_ckpt` says what to
     write) and every value's rule have been checked: a problem is one line before anything is loaded."""
-    options = sample_options(cfg)
+    options = sample_options(cfg, mode)
     options.check()
     if missing_ckpt is not None:
         require(cfg, "ckpt", missing_ckpt)

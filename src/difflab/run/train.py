@@ -54,7 +54,7 @@ def build_callbacks(cfg: DictConfig, config: dict[str, Any]) -> list[L.Callback]
     for callback in instantiate_entries(cfg.get("callbacks")):
         if isinstance(callback, functools.partial):
             callback = callback(config=config)
-        if isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", True):
+        if isinstance(callback, ProgressBar) and not cfg.trainer.enable_progress_bar:
             continue
         callbacks.append(callback)
     return callbacks

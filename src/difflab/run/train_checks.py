@@ -56,7 +56,7 @@ RULES = {
 def check_fused_clipping(cfg: DictConfig) -> None:
     """fp16's loss scaler and a fused optimizer cannot clip gradients together (Lightning would fail at step 1)."""
     fp16 = str(cfg.trainer.get("precision")) in ("16-mixed", "16")  # the precisions with a loss scaler
-    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.get("optim", {}).get("fused"):
+    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.optim.get("fused"):
         raise ValueError(
             f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
             "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"

@@ -170,7 +170,7 @@ def name_wandb_run(cfg: DictConfig) -> None:
         if experiment and experiment not in tags:
             wandb_cfg.tags = [*tags, experiment]
         if wandb_cfg.get("job_type") is None:
-            wandb_cfg.job_type = str(cfg.get("task_name") or "train")
+            wandb_cfg.job_type = str(cfg.task_name)
         if wandb_cfg.get("name") is None:
             parts = [p for p in (experiment, overrides) if p]
             fallback = f"job{hydra_cfg.job.num}" if multirun else None
