@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,13 +21,22 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint import LoadedModel, build, load_model
 from ..data import ImageDataModule
 from ..data.scoring import conditioning_classifier_for, reference_statistics
-from ..generation import Conditions, Generation, grid_conditions, requested_conditions, sampling_request
+from ..diffusion import Sampler
+from ..generation import (
+    Conditions,
+    Generation,
+    SampleOptions,
+    grid_conditions,
+    requested_conditions,
+    sampling_request,
+)
 from ..io.image_sets import open_image_set
 from ..io.images import to_uint8
 from ..io.results import check_writable_file, first_free, write_json
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
 from ..metrics.sample_size import small_sample_warning
+from ..metrics.statistics import Stats
 from ..progress import Progress
 from .common import check_finite, pick_device, set_cpu_threads
 from .rules import whole
@@ -108,29 +117,33 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
 
 
 def generated_batches(
-    sampling: SamplingSettings, loaded: LoadedModel, conditions: Conditions
+    loaded: LoadedModel,
+    options: SampleOptions,
+    sampler: Sampler,
+    sampler_config: dict[str, Any],
+    ckpt: str,
+    conditions: Conditions,
 ) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
-    """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them."""
-    sampler = sampling.build_sampler(loaded)
-    options = sampling.options
+    """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them
+    (`sampler_config`: the sampler as configured, for the report)."""
     generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.net)
 
     def batches() -> Iterator[torch.Tensor]:
         with generation.cpu_threads() as threads:
             settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
             for _, images in generation.batches():
-                check_finite(images, sampling.ckpt)
+                check_finite(images, ckpt)
                 yield to_uint8(images)
 
     n = int(options.n)
     settings = {
         "source": "checkpoint",
-        "ckpt": str(sampling.ckpt),
+        "ckpt": str(ckpt),
         "global_step": loaded.global_step,
         "weights": loaded.weights,
         "n": n,
         "seed": int(options.seed),
-        "sampler": sampling.sampler,
+        "sampler": sampler_config,
         "nfe": sampler.nfe,
         "precision": options.precision,
         "batch_size": generation.batch_size,
@@ -150,24 +163,22 @@ def generated_batches(
 
 
 def scored_conditions(
-    settings: SamplingSettings, loaded: LoadedModel | None, data: ImageDataModule
+    loaded: LoadedModel | None, options: SampleOptions, ckpt: str | None, data: ImageDataModule
 ) -> Conditions:
     """What the n scored samples are conditioned on: labels= / prompt= as sample.py takes them; else the data's
     own balanced set (every class; one prompt per class for template captions; held-out images' low-res
     versions for super-resolution)."""
     if loaded is None:
         return Conditions()
-    options = settings.options
     n = int(options.n)
     if loaded.condition in ("text", "superres") and options.prompt is None:
         if data.condition != loaded.condition:
             raise ValueError(
-                f"{settings.ckpt} is conditioned on {loaded.condition}; its reference data= must be too "
-                "(drop data=)"
+                f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
             )
         return grid_conditions(data.generation_task(n), n)
     return requested_conditions(
-        loaded, n, settings.ckpt, options.labels, options.prompt, options.negative_prompt, options.guidance
+        loaded, n, ckpt, options.labels, options.prompt, options.negative_prompt, options.guidance
     )
 
 
@@ -231,10 +242,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     loaded = load_model(sampling.ckpt, device) if sampling.ckpt else None
     data = reference_data(settings, loaded)
-    conditions = scored_conditions(sampling, loaded, data)
+    conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data)
     shape = (data.channels, data.image_size, data.image_size)
     if loaded is not None:
-        batches, source = generated_batches(sampling, loaded, conditions)
+        sampler = sampling.build_sampler(loaded)
+        batches, source = generated_batches(
+            loaded, sampling.options, sampler, sampling.sampler, sampling.ckpt, conditions
+        )
     else:
         images = open_image_set(settings.images)
         if images.count < 2:
@@ -248,23 +262,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
     warn_if_too_few(evaluator, int(source["n"]), reference.n)
     classifier = conditioning_classifier(evaluator, data, conditions, device)
-    acc, logits, predicted = evaluator.accumulator(), [], []
     what = "generating and embedding" if loaded is not None else "embedding"
-    with Progress(what, int(source["n"]), "images") as progress:
-        for batch in batches:
-            features, batch_logits = evaluator.embed(batch, device)
-            acc.update(features)
-            if batch_logits is not None:
-                logits.append(batch_logits)
-            if classifier is not None:
-                predicted.append(torch.as_tensor(classifier.predict(features)))
-            progress.advance(len(batch))
-    scores = evaluator.scores(acc.result(), reference, torch.cat(logits) if logits else None)
-    conditioning = None
-    if classifier is not None:
-        conditioning = conditioning_report(classifier, predicted, conditions.labels)
-        scores["cond_accuracy"] = conditioning["cond_accuracy"]
-        scores["classifier_accuracy"] = classifier.heldout_accuracy
+    scores, conditioning = scored(
+        evaluator, batches, int(source["n"]), reference, classifier, conditions, device, what
+    )
 
     report = {
         "metrics": scores,
@@ -287,6 +288,37 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if loaded is not None and settings.log_wandb:
         log_to_wandb_run(Path(sampling.ckpt), {**scores, "n": int(source["n"])}, loaded)
     return report
+
+
+def scored(
+    evaluator: Evaluator,
+    batches: Iterable[torch.Tensor],
+    n: int,
+    reference: Stats,
+    classifier: LinearClassifier | None,
+    conditions: Conditions,
+    device: torch.device,
+    what: str,
+) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """The metrics of the n images in `batches` against `reference`, and with a classifier the conditioning
+    accuracy of the requested labels (its report, else None)."""
+    acc, logits, predicted = evaluator.accumulator(), [], []
+    with Progress(what, n, "images") as progress:
+        for batch in batches:
+            features, batch_logits = evaluator.embed(batch, device)
+            acc.update(features)
+            if batch_logits is not None:
+                logits.append(batch_logits)
+            if classifier is not None:
+                predicted.append(torch.as_tensor(classifier.predict(features)))
+            progress.advance(len(batch))
+    scores = evaluator.scores(acc.result(), reference, torch.cat(logits) if logits else None)
+    if classifier is None:
+        return scores, None
+    conditioning = conditioning_report(classifier, predicted, conditions.labels)
+    scores["cond_accuracy"] = conditioning["cond_accuracy"]
+    scores["classifier_accuracy"] = classifier.heldout_accuracy
+    return scores, conditioning
 
 
 def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
