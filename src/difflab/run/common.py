@@ -133,16 +133,6 @@ def optimized_metric(cfg: DictConfig, metrics: Mapping[str, float]) -> float | N
     return float(metrics[name])
 
 
-def check_finite(images: torch.Tensor, ckpt: Any) -> None:
-    """Refuse samples with NaN or inf (they would be written as black images without a word)."""
-    bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
-    if bad:
-        raise ValueError(
-            f"{bad} of {len(images)} samples are not finite (NaN/inf): the weights in {ckpt} are broken "
-            "(did training diverge?); nothing was written"
-        )
-
-
 def log_written(count: int, written: dict[str, Path]) -> None:
     """Say where save_samples put a result set: the PNGs, the grid and the .npz."""
     log.info(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,25 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import LoadedModel, build, load_model
 from ..data import ImageDataModule
-from ..data.scoring import conditioning_classifier_for, reference_statistics
-from ..diffusion import Sampler
-from ..generation import (
-    Conditions,
-    Generation,
-    SampleOptions,
-    grid_conditions,
-    requested_conditions,
-    sampling_request,
-)
+from ..data.scoring import reference_statistics
+from ..evaluation.conditioning import conditioning_classifier
+from ..evaluation.samples import generated_batches, scored_conditions
+from ..evaluation.scoring import scored, warn_if_too_few
 from ..io.image_sets import open_image_set
-from ..io.images import to_uint8
 from ..io.results import check_writable_file, first_free, write_json
 from ..metrics import Evaluator
-from ..metrics.cond_classifier import LinearClassifier, per_class_accuracy
-from ..metrics.sample_size import small_sample_warning
-from ..metrics.statistics import Stats
-from ..progress import Progress
-from .common import check_finite, pick_device, set_cpu_threads
+from .common import pick_device, set_cpu_threads
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 from .wandb_glue import log_scores_to_run
@@ -116,117 +104,6 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
     return data
 
 
-def generated_batches(
-    loaded: LoadedModel,
-    options: SampleOptions,
-    sampler: Sampler,
-    sampler_config: dict[str, Any],
-    ckpt: str,
-    conditions: Conditions,
-) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
-    """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them
-    (`sampler_config`: the sampler as configured, for the report)."""
-    generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.net)
-
-    def batches() -> Iterator[torch.Tensor]:
-        with generation.cpu_threads() as threads:
-            settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
-            for _, images in generation.batches():
-                check_finite(images, ckpt)
-                yield to_uint8(images)
-
-    n = int(options.n)
-    settings = {
-        "source": "checkpoint",
-        "ckpt": str(ckpt),
-        "global_step": loaded.global_step,
-        "weights": loaded.weights,
-        "n": n,
-        "seed": int(options.seed),
-        "sampler": sampler_config,
-        "nfe": sampler.nfe,
-        "precision": options.precision,
-        "batch_size": generation.batch_size,
-    }
-    if loaded.condition is not None:
-        settings["condition"] = loaded.condition
-        settings["guidance"] = float(options.guidance)
-    if conditions.prompts is not None:
-        settings["prompts"] = conditions.prompts
-    if conditions.labels is not None:
-        # A text model's samples are balanced over its prompts, each naming a class; a label model's over classes.
-        what, count = (
-            ("prompt", len(conditions.prompts)) if conditions.prompts else ("class", loaded.num_classes)
-        )
-        settings["labels"] = f"balanced: sample i is of {what} i * {count} // {n}"
-    return batches(), settings
-
-
-def scored_conditions(
-    loaded: LoadedModel | None, options: SampleOptions, ckpt: str | None, data: ImageDataModule
-) -> Conditions:
-    """What the n scored samples are conditioned on: labels= / prompt= as sample.py takes them; else the data's
-    own balanced set (every class; one prompt per class for template captions; held-out images' low-res
-    versions for super-resolution)."""
-    if loaded is None:
-        return Conditions()
-    n = int(options.n)
-    if loaded.condition in ("text", "superres") and options.prompt is None:
-        if data.condition != loaded.condition:
-            raise ValueError(
-                f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
-            )
-        return grid_conditions(data.generation_task(n), n)
-    return requested_conditions(
-        loaded, n, ckpt, options.labels, options.prompt, options.negative_prompt, options.guidance
-    )
-
-
-def conditioning_classifier(
-    evaluator: Evaluator, data: ImageDataModule, conditions: Conditions, device: torch.device
-) -> LinearClassifier | None:
-    """The classifier of the conditioning accuracy when samples have requested classes and the reference data
-    has those labels (else None, with a warning)."""
-    if conditions.labels is None:
-        if conditions.prompts is not None:
-            log.info(
-                "no conditioning accuracy: the prompts name no classes (e.g. a folder without class subfolders)"
-            )
-        return None
-    if not data.num_classes or max(conditions.labels) >= data.num_classes:
-        log.warning(
-            "no conditioning accuracy: data=%s has no labels for classes 0..%d",
-            data.dataset,
-            max(conditions.labels),
-        )
-        return None
-    classifier, hit = conditioning_classifier_for(evaluator, data, device)
-    log.info(
-        "conditioning classifier: %d training images, %.3f accuracy on %d held-out (%s)",
-        classifier.num_train,
-        classifier.heldout_accuracy,
-        classifier.num_heldout,
-        "cached" if hit else "fitted and cached",
-    )
-    return classifier
-
-
-def conditioning_report(
-    classifier: LinearClassifier, predicted: list[torch.Tensor], wanted: list[int]
-) -> dict[str, Any]:
-    """Conditioning accuracy overall and per requested class, beside the classifier's own accuracy."""
-    found = torch.cat(predicted).numpy()
-    return {
-        "cond_accuracy": float((found == torch.as_tensor(wanted).numpy()).mean()),
-        "per_class_accuracy": per_class_accuracy(found, wanted),
-        "classifier": {
-            "heldout_accuracy": classifier.heldout_accuracy,
-            "train_images": classifier.num_train,
-            "heldout_images": classifier.num_heldout,
-        },
-    }
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score cfg.ckpt's samples (or the images in cfg.images) with cfg.metrics; write and return the report."""
     settings = read_settings(cfg)
@@ -288,48 +165,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if loaded is not None and settings.log_wandb:
         log_to_wandb_run(Path(sampling.ckpt), {**scores, "n": int(source["n"])}, loaded)
     return report
-
-
-def scored(
-    evaluator: Evaluator,
-    batches: Iterable[torch.Tensor],
-    n: int,
-    reference: Stats,
-    classifier: LinearClassifier | None,
-    conditions: Conditions,
-    device: torch.device,
-    what: str,
-) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """The metrics of the n images in `batches` against `reference`, and with a classifier the conditioning
-    accuracy of the requested labels (its report, else None)."""
-    acc, logits, predicted = evaluator.accumulator(), [], []
-    with Progress(what, n, "images") as progress:
-        for batch in batches:
-            features, batch_logits = evaluator.embed(batch, device)
-            acc.update(features)
-            if batch_logits is not None:
-                logits.append(batch_logits)
-            if classifier is not None:
-                predicted.append(torch.as_tensor(classifier.predict(features)))
-            progress.advance(len(batch))
-    scores = evaluator.scores(acc.result(), reference, torch.cat(logits) if logits else None)
-    if classifier is None:
-        return scores, None
-    conditioning = conditioning_report(classifier, predicted, conditions.labels)
-    scores["cond_accuracy"] = conditioning["cond_accuracy"]
-    scores["classifier_accuracy"] = classifier.heldout_accuracy
-    return scores, conditioning
-
-
-def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
-    """One warning when n samples or the reference set are too few for the metrics asked (sizes that give stable
-    numbers included), before the work starts."""
-    prc = evaluator.keep_features > 0 and evaluator.prc
-    warning = small_sample_warning(n, reference, evaluator.fd_key, evaluator.feature_dim, prc)
-    if warning and evaluator.reference_split == "val":
-        warning += " (metrics.reference_split=train scores against the training split, usually larger)"
-    if warning:
-        log.warning(warning)
 
 
 def log_to_wandb_run(ckpt: Path, scores: dict[str, float], loaded: LoadedModel) -> None:

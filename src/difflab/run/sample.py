@@ -15,13 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import LoadedModel, check_contradictions, load_model
 from ..generation import Generation, GenerationRequest, SampleOptions, comparison_tiles, request_for
+from ..generation.finite import check_finite
 from ..generation.methods import Inpaint
 from ..generation.model import low_res_shape, sr_factor
 from ..generation.options import SUPERRES
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.results import output_folder, write_json
 from ..progress import Progress
-from .common import check_finite, log_written, pick_device, set_cpu_threads
+from .common import log_written, pick_device, set_cpu_threads
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 log = logging.getLogger("difflab")
