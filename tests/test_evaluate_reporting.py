@@ -13,7 +13,7 @@ from wandb_files import history_rows
 
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
-from difflab.run.wandb_glue import ID_FILE, choose_run_id, read_run_id
+from difflab.tracking.run_ids import ID_FILE, choose_run_id, read_run_id
 
 SMALL = [
     "metrics.num_reference=40",

@@ -26,10 +26,10 @@ from ..evaluation.scoring import scored, warn_if_too_few
 from ..io.image_sets import open_image_set
 from ..io.results import check_writable_file, first_free, write_json
 from ..metrics import Evaluator
+from ..tracking.wandb_logger import log_scores_to_run
 from .common import pick_device, set_cpu_threads
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
-from .wandb_glue import log_scores_to_run
 
 log = logging.getLogger("difflab")
 

@@ -24,6 +24,8 @@ from ..export.diffusers_folder import load_unet_folder
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 from ..runs.folder import has_checkpoints, release
 from ..runs.resume import set_aside_later_checkpoints
+from ..tracking.run_names import clean_config
+from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from ..training.metrics_file import MetricsFile
@@ -37,7 +39,7 @@ from .common import (
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import USER_ERRORS
 from .prepare import prepared_for
-from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run, name_wandb_run
+from .wandb_glue import attach_run_id, name_wandb_run
 
 log = logging.getLogger("difflab")
 
