@@ -181,7 +181,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             experiment = choices.get("experiment")
             title = f"difflab train · experiment={experiment}" if experiment else "difflab train"
             extra = {"parameters": f"{parameters:,}", "run folder": str(output_dir)}
-            print_summary(title, config_summary(cfg, choices, extra))
+            print_summary(title, config_summary(config, choices, extra))
 
         if resume is not None:
             if trainer.is_global_zero:
