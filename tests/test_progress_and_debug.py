@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.progress import Progress
-from difflab.run.console import config_summary, print_summary
 from difflab.run.errors import exit_on_user_error
 from difflab.run.train import train
 from difflab.runlogs import run_series
+from difflab.training.console import config_summary, print_summary
 
 
 @pytest.fixture

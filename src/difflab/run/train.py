@@ -28,6 +28,7 @@ from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
+from ..training.console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from ..training.metrics_file import MetricsFile
 from .cluster import check_trainer
 from .common import (
@@ -36,7 +37,6 @@ from .common import (
     resolved_config,
     set_cpu_threads,
 )
-from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import USER_ERRORS
 from .prepare import prepared_for
 from .wandb_glue import attach_run_id, name_wandb_run
