@@ -83,7 +83,8 @@ def sample(cfg: DictConfig) -> Path:
         if request.pictures is not None:  # edits and super-resolution: the grid compares results with inputs
             save_png(enlarge(grid_of(*comparison_tiles(request, images))), written["grid"])
         report = {"sample": sample_settings, SUPERRES: superres_settings}.get(options.mode, edit_settings)
-        write_json(report(settings, loaded, generation, cpu_threads), out / "settings.json")
+        made = report(settings.ckpt, settings.sampler, options, loaded, generation, cpu_threads)
+        write_json(made, out / "settings.json")
     log_written(len(images), written)
     return out
 
@@ -122,16 +123,20 @@ def progress(options: SampleOptions, generation: Generation) -> Iterator[Callabl
 
 
 def sample_settings(
-    settings: SamplingSettings, loaded: LoadedModel, generation: Generation, cpu_threads: Any
+    ckpt: str,
+    sampler_config: dict[str, Any],
+    options: SampleOptions,
+    loaded: LoadedModel,
+    generation: Generation,
+    cpu_threads: Any,
 ) -> dict[str, Any]:
     """settings.json of mode=sample: how the samples were made."""
-    options = settings.options
     conditions = generation.request.conditions
     return {
-        "ckpt": str(settings.ckpt),
+        "ckpt": str(ckpt),
         "n": int(options.n),
         "seed": int(options.seed),
-        "sampler": settings.sampler,
+        "sampler": sampler_config,
         "nfe": generation.request.method.nfe,
         "precision": options.precision,
         "batch_size": generation.batch_size,
@@ -145,20 +150,24 @@ def sample_settings(
 
 
 def edit_settings(
-    settings: SamplingSettings, loaded: LoadedModel, generation: Generation, cpu_threads: Any
+    ckpt: str,
+    sampler_config: dict[str, Any],
+    options: SampleOptions,
+    loaded: LoadedModel,
+    generation: Generation,
+    cpu_threads: Any,
 ) -> dict[str, Any]:
     """settings.json of mode=inpaint|img2img: the inputs, the order of the results and the editing method."""
-    options = settings.options
     request = generation.request
     conditions, method = request.conditions, request.method
     guided = conditions.cond_for is not None
     if isinstance(method, Inpaint):
         edit = method.settings()
     else:
-        edit = {"strength": method.strength, "sampler": settings.sampler}
+        edit = {"strength": method.strength, "sampler": sampler_config}
         edit.update(method.settings())
     return {
-        **pictures_settings(settings, request),
+        **pictures_settings(ckpt, options, request),
         "mask": str(options.mask) if isinstance(method, Inpaint) else None,
         "n": int(options.n),
         "order": "result k is an edit of input k // n" + (" towards condition k % n" if guided else ""),
@@ -173,13 +182,17 @@ def edit_settings(
 
 
 def superres_settings(
-    settings: SamplingSettings, loaded: LoadedModel, generation: Generation, cpu_threads: Any
+    ckpt: str,
+    sampler_config: dict[str, Any],
+    options: SampleOptions,
+    loaded: LoadedModel,
+    generation: Generation,
+    cpu_threads: Any,
 ) -> dict[str, Any]:
     """settings.json of mode=superres: the inputs, their size and the outputs'."""
-    options = settings.options
     request = generation.request
     return {
-        **pictures_settings(settings, request),
+        **pictures_settings(ckpt, options, request),
         "input_size": list(low_res_shape(loaded)[1:]),
         "output_size": list(request.sample_shape[1:]),
         "sr_factor": sr_factor(loaded),
@@ -187,7 +200,7 @@ def superres_settings(
         "order": "result k is a super-resolution of input k // n",
         "grid": "per row: input (nearest-upsampled) | bicubic | n results",
         "seed": int(options.seed),
-        "sampler": settings.sampler,
+        "sampler": sampler_config,
         "nfe": request.method.nfe,
         "consistency": options.consistency,
         "precision": options.precision,
@@ -195,12 +208,11 @@ def superres_settings(
     }
 
 
-def pictures_settings(settings: SamplingSettings, request: GenerationRequest) -> dict[str, Any]:
+def pictures_settings(ckpt: str, options: SampleOptions, request: GenerationRequest) -> dict[str, Any]:
     """What an edit or a super-resolution was made from."""
     assert request.pictures is not None
     inputs = [str(p) for p in request.pictures.paths]
-    options = settings.options
-    return {"mode": options.mode, "ckpt": str(settings.ckpt), "image": str(options.image), "inputs": inputs}
+    return {"mode": options.mode, "ckpt": str(ckpt), "image": str(options.image), "inputs": inputs}
 
 
 def weights_settings(loaded: LoadedModel) -> dict[str, Any]:
