@@ -16,9 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint import LoadedModel, check_contradictions, load_model
 from ..generation import Generation, GenerationRequest, SampleOptions, comparison_tiles, request_for
 from ..generation.finite import check_finite
-from ..generation.methods import Inpaint
-from ..generation.model import low_res_shape, sr_factor
 from ..generation.options import SUPERRES
+from ..generation.settings_json import SETTINGS_JSON, edit_settings
 from ..io.images import enlarge, grid_of, save_png, save_samples
 from ..io.results import output_folder, write_json
 from ..progress import Progress
@@ -82,7 +81,7 @@ def sample(cfg: DictConfig) -> Path:
         written = save_samples(images, out, nrow=nrow)
         if request.pictures is not None:  # edits and super-resolution: the grid compares results with inputs
             save_png(enlarge(grid_of(*comparison_tiles(request, images))), written["grid"])
-        report = {"sample": sample_settings, SUPERRES: superres_settings}.get(options.mode, edit_settings)
+        report = SETTINGS_JSON.get(options.mode, edit_settings)
         made = report(settings.ckpt, settings.sampler, options, loaded, generation, cpu_threads)
         write_json(made, out / "settings.json")
     log_written(len(images), written)
@@ -120,101 +119,3 @@ def progress(options: SampleOptions, generation: Generation) -> Iterator[Callabl
     what = f"sampling {count} images" if options.mode == "sample" else f"super-resolving {count} images"
     with Progress(what, steps, "steps", per_unit=("images", count / max(steps, 1))) as shown:
         yield shown.advance
-
-
-def sample_settings(
-    ckpt: str,
-    sampler_config: dict[str, Any],
-    options: SampleOptions,
-    loaded: LoadedModel,
-    generation: Generation,
-    cpu_threads: Any,
-) -> dict[str, Any]:
-    """settings.json of mode=sample: how the samples were made."""
-    conditions = generation.request.conditions
-    return {
-        "ckpt": str(ckpt),
-        "n": int(options.n),
-        "seed": int(options.seed),
-        "sampler": sampler_config,
-        "nfe": generation.request.method.nfe,
-        "precision": options.precision,
-        "batch_size": generation.batch_size,
-        "cpu_threads": cpu_threads,
-        "guidance": float(options.guidance) if loaded.condition else None,
-        "labels": conditions.labels,
-        "prompts": conditions.prompts,
-        "negative_prompt": options.negative_prompt,
-        **weights_settings(loaded),
-    }
-
-
-def edit_settings(
-    ckpt: str,
-    sampler_config: dict[str, Any],
-    options: SampleOptions,
-    loaded: LoadedModel,
-    generation: Generation,
-    cpu_threads: Any,
-) -> dict[str, Any]:
-    """settings.json of mode=inpaint|img2img: the inputs, the order of the results and the editing method."""
-    request = generation.request
-    conditions, method = request.conditions, request.method
-    guided = conditions.cond_for is not None
-    if isinstance(method, Inpaint):
-        edit = method.settings()
-    else:
-        edit = {"strength": method.strength, "sampler": sampler_config}
-        edit.update(method.settings())
-    return {
-        **pictures_settings(ckpt, options, request),
-        "mask": str(options.mask) if isinstance(method, Inpaint) else None,
-        "n": int(options.n),
-        "order": "result k is an edit of input k // n" + (" towards condition k % n" if guided else ""),
-        **({"guidance": float(options.guidance)} if guided else {}),
-        **({"labels": conditions.labels} if guided and conditions.labels else {}),
-        **({"prompts": conditions.prompts} if guided and conditions.prompts else {}),
-        "seed": int(options.seed),
-        "precision": options.precision,
-        **edit,
-        **weights_settings(loaded),
-    }
-
-
-def superres_settings(
-    ckpt: str,
-    sampler_config: dict[str, Any],
-    options: SampleOptions,
-    loaded: LoadedModel,
-    generation: Generation,
-    cpu_threads: Any,
-) -> dict[str, Any]:
-    """settings.json of mode=superres: the inputs, their size and the outputs'."""
-    request = generation.request
-    return {
-        **pictures_settings(ckpt, options, request),
-        "input_size": list(low_res_shape(loaded)[1:]),
-        "output_size": list(request.sample_shape[1:]),
-        "sr_factor": sr_factor(loaded),
-        "n": int(options.n),
-        "order": "result k is a super-resolution of input k // n",
-        "grid": "per row: input (nearest-upsampled) | bicubic | n results",
-        "seed": int(options.seed),
-        "sampler": sampler_config,
-        "nfe": request.method.nfe,
-        "consistency": options.consistency,
-        "precision": options.precision,
-        **weights_settings(loaded),
-    }
-
-
-def pictures_settings(ckpt: str, options: SampleOptions, request: GenerationRequest) -> dict[str, Any]:
-    """What an edit or a super-resolution was made from."""
-    assert request.pictures is not None
-    inputs = [str(p) for p in request.pictures.paths]
-    return {"mode": options.mode, "ckpt": str(ckpt), "image": str(options.image), "inputs": inputs}
-
-
-def weights_settings(loaded: LoadedModel) -> dict[str, Any]:
-    """Which weights made the results: EMA or raw, at which training step."""
-    return {"weights": loaded.weights, "global_step": loaded.global_step}
