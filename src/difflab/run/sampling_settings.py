@@ -3,6 +3,7 @@ the values both take, and SamplingSettings, the typed object their entry functio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +53,14 @@ class SamplingSettings:
 
     def build_sampler(self, loaded: LoadedModel) -> Sampler:
         """The configured sampler bound to the checkpoint's schedule and prediction type."""
-        from hydra.utils import instantiate
+        return build_sampler(self.sampler, loaded)
 
-        return instantiate(self.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
+
+def build_sampler(sampler: Mapping[str, Any], loaded: LoadedModel) -> Sampler:
+    """The sampler config (a partial) bound to the checkpoint's schedule and prediction type."""
+    from hydra.utils import instantiate
+
+    return instantiate(sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
 
 
 def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
