@@ -237,3 +237,23 @@ def test_a_resume_removes_the_temp_files_killed_writes_left(tiny_run, caplog):
     assert not any(orphan.exists() for orphan in orphans)
     assert (folder / "notes.tmp").exists()
     assert f"removed {orphans[0]}, left by a checkpoint write that was killed mid-way" in caplog.text
+
+
+def test_a_checkpoint_from_before_prediction_types_is_read_as_the_epsilon_model_it_is(tiny_ckpt, tmp_path):
+    """A key an old checkpoint's config lacks is filled in once, by the reader, with the value the code of the
+    time used: sample.py then names an override that contradicts it instead of silently ignoring it."""
+    from conftest import compose_config
+
+    from difflab.run.sample import sample
+
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    del ckpt[CONFIG_KEY]["prediction_type"]  # written before x0 and v prediction existed
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    assert load_model(old).config["prediction_type"] == "epsilon"
+    cfg = compose_config(
+        "sample", [f"ckpt={old}", "n=2", "prediction_type=v", f"out={tmp_path / 'out'}"], tmp_path
+    )
+    with pytest.raises(ValueError, match=r"prediction_type=v \(checkpoint: epsilon\)"):
+        sample(cfg)
+    assert not (tmp_path / "out").exists()

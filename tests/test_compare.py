@@ -11,8 +11,8 @@ from PIL import Image
 
 from difflab.compare import find_runs, main, run_labels
 from difflab.run.train import train
-from difflab.run.wandb_glue import finish_wandb_run
 from difflab.runlogs import run_series
+from difflab.tracking.wandb_logger import finish_wandb_run
 
 LOGGERS = ("csv", "tensorboard", "none", "wandb")
 

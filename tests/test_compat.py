@@ -193,7 +193,7 @@ def test_lightning_wandb_logger_wandb_init_is_what_wandb_init_receives(monkeypat
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    from difflab.run.wandb_glue import WandbLogger as DifflabWandbLogger
+    from difflab.tracking.wandb_logger import WandbLogger as DifflabWandbLogger
 
     received: list[dict] = []
     monkeypatch.setattr(wandb, "run", None)

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
 from .model_folder.safetensors_folder import BUILT_GROUPS, FOLDER_CONFIG, read_model_folder
 from .model_folder.state_fit import listed, state_mismatch
@@ -94,6 +95,7 @@ def read_checkpoint(
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
         raise ValueError(f"{path} has no stored difflab config; was it written by difflab's train.py?")
+    ckpt[CONFIG_KEY] = upgraded(ckpt[CONFIG_KEY])
     for group in BUILT_GROUPS:
         try:
             check_targets(ckpt[CONFIG_KEY].get(group), group, allowed_targets)
@@ -187,6 +189,7 @@ def load_model(
         config, state, weights, step = read_model_folder(
             path, lambda node, group: check_targets(node, group, allowed_targets)
         )
+        config = upgraded(config)  # an older export's config, brought up to date as a checkpoint's is
     else:
         ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
         config, state = ckpt[CONFIG_KEY], network_state(ckpt) or {}
@@ -200,7 +203,7 @@ def load_model(
     net.load_state_dict(state)
     # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
     net.to(device, memory_format=torch.channels_last).eval()
-    return LoadedModel(net, schedule, config.get("prediction_type", "epsilon"), config, weights, step)
+    return LoadedModel(net, schedule, config["prediction_type"], config, weights, step)
 
 
 def run_checkpoint(path: str | Path) -> str | Path:

@@ -136,7 +136,7 @@ def wandb_init_arguments(logger: WandbLogger) -> dict[str, Any]:
 
     Touch: WandbLogger._wandb_init.
     Why: Lightning always passes `anonymous=None`, which wandb answers with a deprecation warning on every run;
-    run.wandb_glue.WandbLogger drops it.
+    tracking.wandb_logger.WandbLogger drops it.
     Public replacement: none (a WandbLogger that passes on only the arguments it was given).
     """
     return logger._wandb_init

@@ -18,7 +18,7 @@ from difflab.data.scoring import dataset_id, uint8_batches
 from difflab.diffusion.generate import generate
 from difflab.io.write_images import to_uint8
 from difflab.metrics import Evaluator
-from difflab.run.common import build_sampler
+from difflab.run.sampling_settings import build_sampler
 from difflab.runlogs import METRICS_FILE, read_rows
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,7 @@ def test_fid_callback_scores_exactly_k_distinct_samples_across_ranks(ddp_run: Pa
     assert len(torch.unique(images.flatten(1), dim=0)) == FID_SAMPLES, "duplicate samples across ranks"
     # The gathered set is samples 0..K-1 in order: the same images one process makes from the same weights.
     loaded = load_model(ddp_run / "run" / "checkpoints" / "last.ckpt")
-    sampler = build_sampler(OmegaConf.create({"sampler": loaded.config["sampler"]}), loaded)
+    sampler = build_sampler(loaded.config["sampler"], loaded)
     fid_cfg = loaded.config["callbacks"]["fid"]
     expected = to_uint8(
         generate(sampler, loaded.net, range(FID_SAMPLES), loaded.sample_shape, fid_cfg["seed"])

@@ -12,7 +12,7 @@ import torch
 from conftest import CLI_FAST, one_error_line, run_cli
 
 from difflab.io.atomic import NoSpaceLeft, atomic_file
-from difflab.run.common import write_json
+from difflab.io.results import write_json
 
 
 def leftovers(folder: Path) -> list[str]:

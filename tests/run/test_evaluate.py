@@ -20,7 +20,7 @@ from difflab.data.scoring import uint8_batches
 from difflab.io.write_images import save_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
-from difflab.run.wandb_glue import ID_FILE, choose_run_id, read_run_id
+from difflab.tracking.run_ids import ID_FILE, choose_run_id, read_run_id
 
 # Small sets keep Lite0 (224 px on a CPU) to seconds; the numbers are not meaningful, the plumbing is.
 SMALL = [
@@ -234,3 +234,12 @@ def test_a_hostile_run_id_is_not_used_and_the_report_is_still_written(
     assert (run_folder / "metrics.json").is_file()
     assert not (run_folder / "wandb").exists()
     assert "wandb_run_id" in caplog.text
+
+
+def test_guidance_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """evaluate.py's settings are read and checked in one place, before the report's folder is made or the
+    feature network is loaded."""
+    reports = tmp_path / "reports"
+    with pytest.raises(ValueError, match=r"^guidance=2 needs ckpt=<a conditional checkpoint>, not images="):
+        run_eval(tmp_path, "images=x", "data=digits", "guidance=2", f"out={reports / 'report.json'}")
+    assert not reports.exists()

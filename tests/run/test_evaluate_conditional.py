@@ -11,8 +11,9 @@ from conftest import FAST_TRAIN, compose_config
 
 from difflab.data.captions import DIGIT_WORDS
 from difflab.data.sources import open_splits
+from difflab.evaluation.conditioning import conditioning_classifier
 from difflab.generation import Conditions
-from difflab.run.evaluate import conditioning_classifier, evaluate
+from difflab.run.evaluate import evaluate
 from difflab.run.train import train
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import CONF, one_error_line, run_cli
 from omegaconf import OmegaConf
 
-from difflab.run.inherit import OVERRIDES_FILE, why_not_inherited, with_run_overrides
+from difflab.runs.inherit import OVERRIDES_FILE, why_not_inherited, with_run_overrides
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -12,7 +12,7 @@ import torch
 from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 from omegaconf import OmegaConf
 
-from difflab.run.common import write_json
+from difflab.io.results import write_json
 from difflab.run.evaluate import evaluate
 from difflab.run.preflight import claim
 from difflab.run.sample import sample
@@ -196,3 +196,32 @@ def test_a_sampler_that_cannot_run_leaves_no_run_folder(tmp_path):
     line = one_error_line(run_cli("train.py", *FAST_TRAIN, "sampler.eta=nan", f"hydra.run.dir={run}"))
     assert line == "error: sampler.eta=nan must be a finite number"
     assert not run.exists()
+
+
+def test_a_resume_reads_its_checkpoint_once_to_check_it(tiny_ckpt, tmp_path, monkeypatch):
+    """Preflight (the Hydra callback) and train share one preparation: the checkpoint is read once to be checked
+    before anything is written, and once more by Lightning to restore it; never a second time to check it."""
+    import shutil
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from difflab.compat import run_hydra
+    from difflab.run.train import train_command
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_ckpt, run / "checkpoints" / "last.ckpt")
+    reads, load = [], torch.load
+
+    def counted(source, *args, **kwargs):
+        if Path(str(getattr(source, "name", source))).name == "last.ckpt":
+            reads.append(source)
+        return load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    overrides = [*FAST_TRAIN, "trainer.max_steps=3", "ckpt_path=last", f"hydra.run.dir={run}"]
+    try:
+        run_hydra(train_command, str(ROOT / "conf"), "train", overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    assert len(reads) == 2, reads  # difflab's check, then Lightning's restore

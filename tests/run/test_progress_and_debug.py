@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST_TRAIN, compose_config, run_cli
+from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.progress import Progress
-from difflab.run.console import config_summary, print_summary
 from difflab.run.errors import exit_on_user_error
 from difflab.run.train import train
 from difflab.runlogs import run_series
+from difflab.training.console import config_summary, print_summary
 
 
 @pytest.fixture
@@ -148,7 +149,8 @@ def test_debug_configs_run_on_the_cpu_and_keep_no_checkpoints(debug: str, tmp_pa
 
 def test_the_fast_dev_run_summary_says_what_runs(tmp_path: Path) -> None:
     cfg = compose_config("train", ["debug=fdr"], tmp_path / "run")
-    (line,) = [line for line in config_summary(cfg, {"trainer": "cpu"}).splitlines() if "trainer=" in line]
+    config = OmegaConf.to_container(cfg, resolve=True)
+    (line,) = [line for line in config_summary(config, {"trainer": "cpu"}).splitlines() if "trainer=" in line]
     assert "fast_dev_run=True" in line and "max_steps" not in line  # Lightning runs one batch, not 10 steps
 
 

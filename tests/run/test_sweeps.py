@@ -19,7 +19,8 @@ from wandb_files import wandb_records
 from difflab.run.common import optimized_metric
 from difflab.run.errors import SweepConfigError, SweepJobFailed, exit_on_user_error
 from difflab.run.resolvers import metric_key
-from difflab.run.wandb_glue import job_run_name, name_wandb_run
+from difflab.run.wandb_glue import name_wandb_run
+from difflab.tracking.run_names import job_run_name
 
 # FAST_TRAIN at 2 steps, the logger chosen per test.
 SWEEP_FAST = [o for o in FAST_TRAIN if not o.startswith(("logger=", "trainer.max_steps="))] + [

@@ -90,7 +90,7 @@ def test_every_logger_works(tmp_path, logger):
         # final grid is that one (final.png is a copy), not drawn or logged a second time.
         from wandb_files import history_rows
 
-        from difflab.run.wandb_glue import finish_wandb_run
+        from difflab.tracking.wandb_logger import finish_wandb_run
 
         finish_wandb_run()  # train.py does this after train(); the run file is complete only then
         (wandb_run,) = (run / "wandb").glob("offline-run-*")

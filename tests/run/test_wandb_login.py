@@ -10,7 +10,7 @@ import pytest
 import wandb
 from conftest import FAST_TRAIN, one_error_line, run_cli
 
-from difflab.run.wandb_glue import default_wandb_offline
+from difflab.tracking.wandb_logger import default_wandb_offline
 
 KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters: the shape of a W&B API key
 # A W&B server that refuses at once: a configured login makes wandb look its user up (for its "logged in as"

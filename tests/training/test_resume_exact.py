@@ -11,7 +11,7 @@ from conftest import FAST_TRAIN, compose_config, run_cli
 
 from difflab.data import ImageDataModule
 from difflab.run.train import train
-from difflab.run.wandb_glue import ID_FILE, choose_run_id
+from difflab.tracking.run_ids import ID_FILE, choose_run_id
 
 STEPS = 10
 # digits keeps 1,707 training images: 6 batches of 256 per epoch, so the run crosses an epoch boundary at

@@ -13,7 +13,8 @@ from omegaconf import open_dict
 
 from difflab.checkpoint import load_model, read_checkpoint
 from difflab.run.rules import check_values
-from difflab.run.train import RULES, train
+from difflab.run.train import train
+from difflab.run.train_checks import RULES
 from difflab.runlogs import run_series
 
 

@@ -28,7 +28,7 @@ class TrainedModel(Protocol):
 
 def sr_factor(model: TrainedModel) -> int:
     """A super-resolution model's upscaling factor (the data's sr_factor it was trained with)."""
-    return int(model.config["data"].get("sr_factor", 4))
+    return int(model.config["data"]["sr_factor"])
 
 
 def low_res_shape(model: TrainedModel) -> tuple[int, int, int]:

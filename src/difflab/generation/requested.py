@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..diffusion.conditioning import spread_labels
-from ..text import DEFAULT_ENCODER, embed_texts, encoder_version
+from ..text import embed_texts, encoder_version
 from .conditions import Conditions, class_conditions, text_conditions
 from .model import TrainedModel
 
@@ -98,12 +98,12 @@ def prompt_conditions(
     if negatives is not None and len(negatives) != 1:
         raise ValueError("negative_prompt takes one caption (it replaces the unconditional branch for all)")
     data = model.config["data"]
-    encoder = data.get("text_encoder") or DEFAULT_ENCODER
+    encoder = data["text_encoder"]
     version = encoder_version(encoder)
     stored = data.get("text_encoder_version")
     if stored and stored != version:
         log.warning("the model was trained with %s %s; %s is installed and used", encoder, stored, version)
-    max_tokens = int(data.get("max_tokens") or 16)
+    max_tokens = int(data["max_tokens"])
     table = embed_texts(prompts + (negatives or []), encoder, version, max_tokens, data.get("text_cache_dir"))
     negative = None if negatives is None else table.subset([len(prompts)])
     return text_conditions(table.subset(range(len(prompts))), n, negative=negative)

@@ -110,7 +110,7 @@ def diffusers_config(args: Mapping[str, Any]) -> dict[str, Any]:
         # difflab's sinusoidal embedding: [sin | cos], frequencies exp(-ln(10⁴)·i/(half-1)).
         "flip_sin_to_cos": False,
         "freq_shift": 1,
-        "downsample_padding": int(args.get("downsample_padding", 1)),
+        "downsample_padding": int(args["downsample_padding"]),
         "resnet_time_scale_shift": "default",
         "mid_block_scale_factor": 1,
         "act_fn": "silu",

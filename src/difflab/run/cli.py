@@ -18,7 +18,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import OmegaConf
 
 from ..compat import run_hydra
-from .inherit import inherited_overrides, parse
+from ..runs.inherit import inherited_overrides, parse
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
 PLAIN_FLAGS = ("-m", "--multirun")

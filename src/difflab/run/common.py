@@ -1,17 +1,10 @@
-"""What the entry functions share: checking values, devices and threads, samplers from a checkpoint, the
-output folder and the files written into it (never overwriting, never leaving a half-made folder behind)."""
+"""What the entry functions share: devices and threads, objects built from configs, the conditioning the data and
+the model agree on, the run's resolved config; where results go is io/results.py."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import json
 import logging
-import os
-import sys
-import tempfile
-from collections.abc import Iterator, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..checkpoint import LoadedModel
-from ..diffusion import Sampler
 from ..diffusion.auto_batch import AUTO
-from ..generation import SampleOptions
-from ..io.atomic import NoSpaceLeft, atomic_write_text
-from ..text import DEFAULT_ENCODER, encoder_dim, encoder_version
+from ..text import encoder_dim, encoder_version
 from .errors import SweepConfigError
 
 log = logging.getLogger("difflab")
@@ -40,38 +29,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_cpu_threads(cfg: DictConfig) -> None:
+def set_cpu_threads(cpu_threads: int | str | None) -> None:
     """cpu_threads=N sets torch's intra-op threads (null or auto leave them: see set_generation_threads)."""
-    if cfg.get("cpu_threads") not in (None, AUTO):
-        torch.set_num_threads(int(cfg.cpu_threads))
-
-
-def build_sampler(cfg: DictConfig, loaded: LoadedModel) -> Sampler:
-    """The configured sampler (a partial) bound to the checkpoint's schedule and prediction type."""
-    return instantiate(cfg.sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
-
-
-def sample_options(cfg: DictConfig) -> SampleOptions:
-    """What sample.py's (or evaluate.py's) config asks to generate, as plain values for difflab.generation; a key
-    the config does not have (evaluate.py has no mode, image, …) is not asked for."""
-    inpaint = cfg.get("inpaint")
-    return SampleOptions(
-        mode=cfg.get("mode") or "sample",
-        n=cfg.n,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        precision=cfg.precision,
-        cpu_threads=cfg.cpu_threads,
-        guidance=cfg.guidance,
-        labels=cfg.get("labels"),
-        prompt=cfg.get("prompt"),
-        negative_prompt=cfg.get("negative_prompt"),
-        image=cfg.get("image"),
-        mask=cfg.get("mask"),
-        strength=cfg.get("strength"),
-        inpaint=None if inpaint is None else OmegaConf.to_container(inpaint, resolve=True),
-        consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
-    )
+    if cpu_threads not in (None, AUTO):
+        torch.set_num_threads(int(cpu_threads))
 
 
 def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
@@ -134,7 +95,7 @@ def resolve_text(data: DictConfig, model: DictConfig) -> None:
     """A text-to-image run: the encoder's name and version go into data, its width into model.text_dim."""
     if model.get("num_classes"):
         raise ValueError("data.condition=text and model.num_classes cannot be combined: pick labels or text")
-    encoder = data.get("text_encoder") or DEFAULT_ENCODER
+    encoder = data.text_encoder
     data.text_encoder = encoder
     if not data.get("text_encoder_version"):
         data.text_encoder_version = encoder_version(encoder)
@@ -170,105 +131,6 @@ def optimized_metric(cfg: DictConfig, metrics: Mapping[str, float]) -> float | N
             f"optimized_metric={name} was not logged by this run; logged metrics: {logged}"
         )
     return float(metrics[name])
-
-
-# --- where results go -----------------------------------------------------------------------------------------
-
-
-def _make_folder(path: Path, exist_ok: bool) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=exist_ok)
-    except FileExistsError:
-        raise
-    except OSError as error:
-        raise ValueError(f"cannot create the output folder {path}: {error.strerror or error}") from error
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write into the output folder {path}: permission denied")
-
-
-def _new_dated_folder(task: str, root: Path) -> Path:
-    """<root>/outputs/<task>/<date>/<time>, made in one exclusive step (_2, _3, … when another run took it)."""
-    base = root / "outputs" / task / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S")
-    for n in range(1, 1000):
-        candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
-        try:
-            _make_folder(candidate, exist_ok=False)
-            return candidate
-        except FileExistsError:
-            continue
-    raise ValueError(f"could not find a free output folder next to {base}")
-
-
-@contextlib.contextmanager
-def output_folder(out: str | Path | None, task: str, root: str | Path | None = None) -> Iterator[Path]:
-    """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
-    <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one). Checked writable before any work; removed again if the work fails before
-    anything was written into it."""
-    if out:
-        folder = Path(out)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise FileExistsError(
-                f"output folder {folder} already exists and is not empty; choose another out="
-            )
-        created = not folder.exists()
-        _make_folder(folder, exist_ok=True)
-    else:
-        folder, created = _new_dated_folder(task, Path(root or ".")), True
-    try:
-        yield folder
-    except BaseException:
-        if created and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-        raise
-
-
-def first_free(path: Path) -> Path:
-    """path, or path_2, path_3, … (before the suffix): the first name not taken yet."""
-    candidates = (
-        path if n == 1 else path.with_name(f"{path.stem}_{n}{path.suffix}") for n in itertools.count(1)
-    )
-    return next(p for p in candidates if not p.exists())
-
-
-def check_writable_file(path: Path) -> None:
-    """A one-line error now, before the work, when `path` exists or cannot be written: its folder is made and a
-    scratch file is written and removed there (a real test, also for root on a read-only or full disk)."""
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; choose another out= (results are never overwritten)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe") as probe:
-            probe.write(b"0" * 4096)
-            probe.flush()
-    except OSError as error:
-        raise ValueError(f"cannot write {path}: {error.strerror or error}") from error
-
-
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write `data` to path whole or not at all, never over an existing file. If that fails, the result is
-    printed to stdout first, so that what was computed is not lost, then the failure is one line."""
-    text = json.dumps(data, indent=2)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text, exclusive=True)
-    except NoSpaceLeft as error:
-        print(text, file=sys.stdout, flush=True)
-        raise NoSpaceLeft(path, "; the result is printed above") from error
-    except OSError as error:
-        print(text, file=sys.stdout, flush=True)
-        raise ValueError(
-            f"could not write {path}: {error.strerror or error}; the result is printed above"
-        ) from error
-
-
-def check_finite(images: torch.Tensor, ckpt: Any) -> None:
-    """Refuse samples with NaN or inf (they would be written as black images without a word)."""
-    bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
-    if bad:
-        raise ValueError(
-            f"{bad} of {len(images)} samples are not finite (NaN/inf): the weights in {ckpt} are broken "
-            "(did training diverge?); nothing was written"
-        )
 
 
 def log_written(count: int, written: dict[str, Path]) -> None:

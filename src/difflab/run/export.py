@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from ..checkpoint import load_model
+from ..io.results import output_folder
 from ..model_folder.diffusers_folder import require_diffusers, write_pipeline
 from ..model_folder.diffusers_mapping import diffusers_config, unet_arguments
 from ..model_folder.file_modes import as_new_files
 from ..model_folder.safetensors_folder import write_model_folder
-from .common import output_folder
 from .rules import require
 
 log = logging.getLogger("difflab")
@@ -20,8 +21,19 @@ log = logging.getLogger("difflab")
 FORMATS = ("diffusers", "safetensors")
 
 
-def export(cfg: DictConfig) -> Path:
-    """Export checkpoint cfg.ckpt in cfg.format to cfg.out (default: a new outputs/export/<date>/<time>)."""
+@dataclass(frozen=True)
+class ExportSettings:
+    """export.py's config, read and checked once."""
+
+    ckpt: str
+    format: str
+    out: str | None
+    root_dir: str
+    allowed_targets: tuple[str, ...]
+
+
+def read_settings(cfg: DictConfig) -> ExportSettings:
+    """export.py's config: a checkpoint is required, the format is one of FORMATS."""
     require(
         cfg,
         "ckpt",
@@ -29,28 +41,34 @@ def export(cfg: DictConfig) -> Path:
     )
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown format={cfg.format}; choose one of {', '.join(FORMATS)}")
-    loaded = load_model(cfg.ckpt, "cpu", cfg.get("allowed_targets") or ())
-    if cfg.format == "diffusers":
+    return ExportSettings(cfg.ckpt, cfg.format, cfg.out, str(cfg.paths.root_dir), tuple(cfg.allowed_targets))
+
+
+def export(cfg: DictConfig) -> Path:
+    """Export checkpoint cfg.ckpt in cfg.format to cfg.out (default: a new outputs/export/<date>/<time>)."""
+    settings = read_settings(cfg)
+    loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets)
+    if settings.format == "diffusers":
         # Everything that can refuse does so before the output folder is made.
         require_diffusers("format=diffusers")
         try:
             args = unet_arguments(loaded.config.get("model") or {})
             diffusers_config(args)
         except ValueError as error:
-            raise ValueError(f"cannot export {cfg.ckpt} to diffusers: {error}") from error
-    with output_folder(cfg.out, "export", cfg.paths.root_dir) as out:
-        if cfg.format == "diffusers":
+            raise ValueError(f"cannot export {settings.ckpt} to diffusers: {error}") from error
+    with output_folder(settings.out, "export", settings.root_dir) as out:
+        if settings.format == "diffusers":
             write_pipeline(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
             how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
         else:
             write_model_folder(loaded, out)
             how = "difflab.load or sample.py ckpt="
         as_new_files(out)
-    if cfg.format == "diffusers" and loaded.num_classes is not None:
+    if settings.format == "diffusers" and loaded.num_classes is not None:
         how = "UNet2DModel(x, t, class_labels=…) in your own loop; DDPMPipeline passes no labels (see README)"
     log.info(
         "exported %s (%s weights, step %d) to %s: load it with %s",
-        cfg.ckpt,
+        settings.ckpt,
         loaded.weights,
         loaded.global_step,
         out,

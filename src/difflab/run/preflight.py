@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
-from .cluster import is_requeued_job, is_secondary_rank, refuse
+from ..cluster.jobs import is_requeued_job, is_secondary_rank
+from ..runs.folder import existing_run_files
+from .cluster import refuse
 from .errors import USER_ERRORS, one_line
-from .rules import check_values
-from .run_folder import existing_run_files
-from .train_checks import RULES, check_fused_clipping
+from .prepare import hand_over, prepare
 
 
 def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> None:
@@ -63,28 +64,6 @@ def claim(config: DictConfig, run_dir: Path) -> Path:
     raise AssertionError("unreachable")
 
 
-def check_what_the_run_builds(config: DictConfig, run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    """The conditioning, the samplers and metrics, the checkpoint a resume starts from (read and checked against
-    the config) or the weights init_from starts from: (the resume's checkpoint path and contents, or Nones)."""
-    from ..model_folder.diffusers_folder import check_unet_folder
-    from ..model_folder.diffusers_mapping import unet_arguments
-    from .common import resolve_conditioning
-    from .resume import check_resumable, read_resumable, resume_path
-    from .train import check_generation_settings
-
-    resolve_conditioning(config)
-    check_generation_settings(config)
-    resume = resume_path(config.get("ckpt_path"), run_dir)
-    if resume is not None:
-        ckpt = read_resumable(resume, config)
-        check_resumable(config, ckpt, resume)
-        return resume, ckpt
-    if config.get("init_from"):
-        model = OmegaConf.to_container(config.model, resolve=True)
-        check_unet_folder(unet_arguments(model), config.init_from)
-    return None, None
-
-
 class Preflight(Callback):
     """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it."""
 
@@ -94,17 +73,17 @@ class Preflight(Callback):
         run_dir = Path(str(config.hydra.run.dir))
         found = existing_run_files(run_dir)
         try:
-            check_values(config, RULES)  # the values typed: before torch and Lightning load
-            check_fused_clipping(config)
-            resume, ckpt = check_what_the_run_builds(config, run_dir)
+            prepared = prepare(config, run_dir)
         except USER_ERRORS as error:
             refuse(one_line(error))
+        resume = prepared.resume
         own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
         if found and (own_folder or (resume is None and is_requeued_job())):
             if own_folder:
-                _keep_first_hydra_files(config, run_dir, int(ckpt.get("global_step", 0)))
+                _keep_first_hydra_files(config, run_dir, prepared.step)
             if not os.access(run_dir, os.W_OK | os.X_OK):
                 refuse(f"cannot write the run folder {run_dir}: permission denied")
+            hand_over(prepared)
             return
         if found and resume is not None:
             refuse(
@@ -116,4 +95,5 @@ class Preflight(Callback):
                 f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
                 "resume with ckpt_path=last"
             )
-        claim(config, run_dir)  # a dated folder another run took this second: claim moves on to <time>_2
+        # A dated folder another run took this second: claim moves on to <time>_2.
+        hand_over(replace(prepared, run_dir=claim(config, run_dir)))

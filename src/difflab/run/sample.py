@@ -14,42 +14,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import LoadedModel, check_contradictions, load_model
-from ..diffusion.precision import PRECISIONS
 from ..generation import Generation, GenerationRequest, SampleOptions, comparison_tiles, request_for
-from ..generation.methods import Inpaint
-from ..generation.model import low_res_shape, sr_factor
+from ..generation.finite import check_finite
 from ..generation.options import SUPERRES
+from ..generation.settings_json import SETTINGS_JSON, edit_settings
+from ..io.results import output_folder, write_json
 from ..io.write_images import enlarge, grid_of, save_png, save_samples
 from ..progress import Progress
-from .common import (
-    build_sampler,
-    check_finite,
-    log_written,
-    output_folder,
-    pick_device,
-    sample_options,
-    set_cpu_threads,
-    write_json,
-)
-from .rules import check_values, number, one_of, or_auto, require, whole
+from .common import log_written, pick_device, set_cpu_threads
+from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 log = logging.getLogger("difflab")
-
-# Values sample.py and its edit modes take, checked before anything is loaded or written.
-RULES = {
-    "n": whole(1),
-    "batch_size": or_auto(whole(1)),
-    "precision": one_of(*PRECISIONS),
-    "seed": whole(0),
-    "cpu_threads": or_auto(whole(1)),
-    "sampler.steps": whole(1, nullable=True),
-    "sampler.eta": number(0.0),
-    "sampler.clip_x0": number(0.0, above=True, nullable=True),
-    "inpaint.steps": whole(1),
-    "inpaint.jump_length": whole(1),
-    "inpaint.jump_n_sample": whole(1),
-    "guidance": number(0.0),
-}
 
 # Keys a user may pass to sample.py only to check them against the checkpoint (null: take the checkpoint's).
 CHECKED_KEYS = {
@@ -59,8 +34,9 @@ CHECKED_KEYS = {
 }
 
 
-def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
-    """Overrides that contradict the stored model are errors: the checkpoint fixes the model."""
+def fixed_by_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """The values given that the checkpoint fixes (image_size, channels, prediction_type, model=…, schedule=…), to
+    compare with the stored model: an override that contradicts it is an error."""
     wanted = {key: cfg.get(key) for key in CHECKED_KEYS if cfg.get(key) is not None}
     for group in ("model", "schedule"):
         given = cfg.get(group)
@@ -70,48 +46,44 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel) -> None:
         for key, value in OmegaConf.to_container(given, resolve=False).items():
             if not key.startswith("_") and not (isinstance(value, str) and value.startswith("${")):
                 wanted[f"{group}.{key}"] = value
-    check_contradictions(
-        wanted,
-        loaded.config,
-        cfg.ckpt,
-        "drop those overrides (sample.py takes them from the checkpoint)",
-        CHECKED_KEYS,
-    )
+    return wanted
 
 
-def load_checked_model(cfg: DictConfig) -> LoadedModel:
-    """The checkpoint's model on the chosen device, after every value and override has been checked."""
-    require(
-        cfg,
-        "ckpt",
-        "sample.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt",
-    )
-    check_values(cfg, RULES)
-    set_cpu_threads(cfg)
-    loaded = load_model(cfg.ckpt, pick_device(cfg.device), cfg.get("allowed_targets") or ())
-    check_against_checkpoint(cfg, loaded)
+def read_settings(cfg: DictConfig) -> SamplingSettings:
+    """sample.py's config, read and checked once."""
+    missing = "sample.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt"
+    return read_sampling_settings(cfg, SAMPLING_RULES, cfg.mode, missing, fixed_by_checkpoint(cfg))
+
+
+def load_checked_model(settings: SamplingSettings) -> LoadedModel:
+    """The checkpoint's model on the chosen device; overrides that contradict the stored model are errors."""
+    set_cpu_threads(settings.options.cpu_threads)
+    loaded = load_model(settings.ckpt, pick_device(settings.device), settings.allowed_targets)
+    hint = "drop those overrides (sample.py takes them from the checkpoint)"
+    check_contradictions(settings.fixed_by_checkpoint, loaded.config, settings.ckpt, hint, CHECKED_KEYS)
     return loaded
 
 
 def sample(cfg: DictConfig) -> Path:
     """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: a new outputs/<mode>/<date>/<time>);
     when editing or super-resolving, cfg.n results of each picture in cfg.image."""
-    options = sample_options(cfg)
-    options.check()
-    loaded = load_checked_model(cfg)
-    request = request_for(loaded, options, build_sampler(cfg, loaded), cfg.ckpt)
-    with output_folder(cfg.out, options.mode, cfg.paths.root_dir) as out:
+    settings = read_settings(cfg)
+    options = settings.options
+    loaded = load_checked_model(settings)
+    request = request_for(loaded, options, settings.build_sampler(loaded), settings.ckpt)
+    with output_folder(settings.out, options.mode, settings.root_dir) as out:
         log.info(*log_line(options, loaded, request))
         generation = Generation(request, loaded.net)
         with generation.cpu_threads() as cpu_threads, progress(options, generation) as on_step:
             images = generation.images(on_step).cpu()
-        check_finite(images, cfg.ckpt)
+        check_finite(images, settings.ckpt)
         nrow = request.conditions.nrow if options.mode == "sample" else request.per_picture
         written = save_samples(images, out, nrow=nrow)
         if request.pictures is not None:  # edits and super-resolution: the grid compares results with inputs
             save_png(enlarge(grid_of(*comparison_tiles(request, images))), written["grid"])
-        report = {"sample": sample_settings, SUPERRES: superres_settings}.get(options.mode, edit_settings)
-        write_json(report(cfg, loaded, options, generation, cpu_threads), out / "settings.json")
+        report = SETTINGS_JSON.get(options.mode, edit_settings)
+        made = report(settings.ckpt, settings.sampler, options, loaded, generation, cpu_threads)
+        write_json(made, out / "settings.json")
     log_written(len(images), written)
     return out
 
@@ -147,86 +119,3 @@ def progress(options: SampleOptions, generation: Generation) -> Iterator[Callabl
     what = f"sampling {count} images" if options.mode == "sample" else f"super-resolving {count} images"
     with Progress(what, steps, "steps", per_unit=("images", count / max(steps, 1))) as shown:
         yield shown.advance
-
-
-def sample_settings(
-    cfg: DictConfig, loaded: LoadedModel, options: SampleOptions, generation: Generation, cpu_threads: Any
-) -> dict[str, Any]:
-    """settings.json of mode=sample: how the samples were made."""
-    conditions = generation.request.conditions
-    return {
-        "ckpt": str(cfg.ckpt),
-        "n": int(options.n),
-        "seed": int(options.seed),
-        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
-        "nfe": generation.request.method.nfe,
-        "precision": options.precision,
-        "batch_size": generation.batch_size,
-        "cpu_threads": cpu_threads,
-        "guidance": float(options.guidance) if loaded.condition else None,
-        "labels": conditions.labels,
-        "prompts": conditions.prompts,
-        "negative_prompt": options.negative_prompt,
-        **weights_settings(loaded),
-    }
-
-
-def edit_settings(
-    cfg: DictConfig, loaded: LoadedModel, options: SampleOptions, generation: Generation, cpu_threads: Any
-) -> dict[str, Any]:
-    """settings.json of mode=inpaint|img2img: the inputs, the order of the results and the editing method."""
-    request = generation.request
-    conditions, method = request.conditions, request.method
-    guided = conditions.cond_for is not None
-    if isinstance(method, Inpaint):
-        edit = method.settings()
-    else:
-        edit = {"strength": method.strength, "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
-        edit.update(method.settings())
-    return {
-        **pictures_settings(cfg, options, request),
-        "mask": str(options.mask) if isinstance(method, Inpaint) else None,
-        "n": int(options.n),
-        "order": "result k is an edit of input k // n" + (" towards condition k % n" if guided else ""),
-        **({"guidance": float(options.guidance)} if guided else {}),
-        **({"labels": conditions.labels} if guided and conditions.labels else {}),
-        **({"prompts": conditions.prompts} if guided and conditions.prompts else {}),
-        "seed": int(options.seed),
-        "precision": options.precision,
-        **edit,
-        **weights_settings(loaded),
-    }
-
-
-def superres_settings(
-    cfg: DictConfig, loaded: LoadedModel, options: SampleOptions, generation: Generation, cpu_threads: Any
-) -> dict[str, Any]:
-    """settings.json of mode=superres: the inputs, their size and the outputs'."""
-    request = generation.request
-    return {
-        **pictures_settings(cfg, options, request),
-        "input_size": list(low_res_shape(loaded)[1:]),
-        "output_size": list(request.sample_shape[1:]),
-        "sr_factor": sr_factor(loaded),
-        "n": int(options.n),
-        "order": "result k is a super-resolution of input k // n",
-        "grid": "per row: input (nearest-upsampled) | bicubic | n results",
-        "seed": int(options.seed),
-        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
-        "nfe": request.method.nfe,
-        "consistency": options.consistency,
-        "precision": options.precision,
-        **weights_settings(loaded),
-    }
-
-
-def pictures_settings(cfg: DictConfig, options: SampleOptions, request: GenerationRequest) -> dict[str, Any]:
-    """What an edit or a super-resolution was made from."""
-    assert request.pictures is not None
-    inputs = [str(p) for p in request.pictures.paths]
-    return {"mode": options.mode, "ckpt": str(cfg.ckpt), "image": str(options.image), "inputs": inputs}
-
-
-def weights_settings(loaded: LoadedModel) -> dict[str, Any]:
-    """Which weights made the results: EMA or raw, at which training step."""
-    return {"weights": loaded.weights, "global_step": loaded.global_step}

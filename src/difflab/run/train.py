@@ -15,72 +15,33 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..checkpoint import CONFIG_KEY
-from ..diffusion.precision import check_precision
+from ..cluster.jobs import is_secondary_rank
+from ..cluster.requeue import requeue
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
-from ..metrics.evaluator import Evaluator
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
+from ..runs.folder import has_checkpoints, release
+from ..runs.resume import set_aside_later_checkpoints
+from ..tracking.run_names import clean_config
+from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
+from ..training.console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from ..training.metrics_file import MetricsFile
-from .cluster import check_trainer, is_secondary_rank, requeue
+from .cluster import check_trainer
 from .common import (
     instantiate_entries,
     optimized_metric,
-    resolve_conditioning,
     resolved_config,
     set_cpu_threads,
 )
-from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
-from .errors import USER_ERRORS, one_line
-from .resume import (
-    check_resumable,
-    keep_earlier_csv_logs,
-    read_resumable,
-    resume_path,
-    set_aside_later_checkpoints,
-)
-from .rules import check_values, number
-from .run_folder import has_checkpoints, release
-from .train_checks import RULES, check_fused_clipping
-from .wandb_glue import attach_run_id, clean_config, default_wandb_offline, finish_wandb_run, name_wandb_run
+from .errors import USER_ERRORS
+from .prepare import prepared_for
+from .wandb_glue import attach_run_id, name_wandb_run
 
 log = logging.getLogger("difflab")
-
-
-def check_generation_settings(cfg: DictConfig) -> None:
-    """Build what the run will generate and score with, so that a bad value is one line before step 1, not at
-    the first sample grid thousands of steps in: the sampler of every callback (and the top-level one) on the
-    configured schedule, their guidance and precision, and the metric settings of the FID callback."""
-    schedule = instantiate(cfg.schedule)
-    entries = {
-        name: entry for name, entry in (cfg.get("callbacks") or {}).items() if isinstance(entry, DictConfig)
-    }
-    samplers = {"sampler": cfg.get("sampler")}
-    samplers.update(
-        {f"callbacks.{name}.sampler": e.sampler for name, e in entries.items() if e.get("sampler")}
-    )
-    for key, node in samplers.items():
-        if node is None:
-            continue
-        try:
-            instantiate(node)(schedule, prediction_type=cfg.prediction_type)
-        except TypeError as error:
-            raise ValueError(f"{key}: a value has the wrong type ({one_line(error)})") from error
-        except ValueError as error:
-            raise ValueError(f"{key}: {one_line(error)}") from error
-    for name, entry in entries.items():
-        try:
-            check_values(entry, {"guidance": number(0.0)})
-            if entry.get("precision") is not None:
-                check_precision(entry.precision)
-        except ValueError as error:
-            raise ValueError(f"callbacks.{name}.{error}") from error
-        if entry.get("metrics") is not None:
-            Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
 
 
 def build_module(cfg: DictConfig) -> DiffusionModule:
@@ -95,7 +56,7 @@ def build_callbacks(cfg: DictConfig, config: dict[str, Any]) -> list[L.Callback]
     for callback in instantiate_entries(cfg.get("callbacks")):
         if isinstance(callback, functools.partial):
             callback = callback(config=config)
-        if isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", True):
+        if isinstance(callback, ProgressBar) and not cfg.trainer.enable_progress_bar:
             continue
         callbacks.append(callback)
     return callbacks
@@ -149,6 +110,22 @@ def released_if_refused(output_dir: Path, fresh: bool) -> Iterator[None]:
         raise
 
 
+def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
+    """Point CSV loggers at a new version folder when resuming: Lightning's CSVLogger deletes the metrics.csv it
+    finds in its folder, which holds the first part of this run."""
+    loggers = cfg.get("logger") or {}
+    for entry in loggers.values():
+        if not isinstance(entry, DictConfig) or not str(entry.get("_target_", "")).endswith("CSVLogger"):
+            continue
+        base = Path(str(entry.save_dir)) / str(entry.get("name") or "")
+        version, n = f"resumed_step_{step:07d}", 1
+        while (base / version).exists():
+            n += 1
+            version = f"resumed_step_{step:07d}_{n}"
+        with open_dict(entry):
+            entry.version = version
+
+
 def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
     """One line for a disk that filled up during training: the file, and the checkpoint to resume from."""
     where = where_space_ran_out(error) or output_dir
@@ -171,20 +148,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
     keep_console_in_run_log()
-    check_values(cfg, RULES)
-    check_fused_clipping(cfg)
-    resolve_conditioning(cfg)
-    check_generation_settings(cfg)
+    prepared = prepared_for(cfg, output_dir)  # what preflight prepared, or the same preparation done now
     check_trainer(cfg.trainer)
-    resume = resume_path(cfg.get("ckpt_path"), output_dir)
-    stored, step = None, 0
+    resume, stored, step = prepared.resume, prepared.stored_config, prepared.step
     if resume is not None:
-        ckpt = read_resumable(resume, cfg)
-        check_resumable(cfg, ckpt, resume)
-        stored, step = ckpt[CONFIG_KEY], int(ckpt["global_step"])
-        del ckpt
         keep_earlier_csv_logs(cfg, step)
-    set_cpu_threads(cfg)
+    set_cpu_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
@@ -212,7 +181,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             experiment = choices.get("experiment")
             title = f"difflab train · experiment={experiment}" if experiment else "difflab train"
             extra = {"parameters": f"{parameters:,}", "run folder": str(output_dir)}
-            print_summary(title, config_summary(cfg, choices, extra))
+            print_summary(title, config_summary(config, choices, extra))
 
         if resume is not None:
             if trainer.is_global_zero:

@@ -5,9 +5,9 @@ Imports OmegaConf only, so that a bad value is one line before torch and Lightni
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from .rules import flag, number, or_auto, whole
+from .rules import check_values, flag, number, or_auto, whole
 
 # Lightning's precisions that train here. The "-true" half precisions would keep the weights, the EMA and the
 # optimizer state in 16 bits (the EMA's float32 average cannot follow half weights; no loss scaling either).
@@ -56,8 +56,46 @@ RULES = {
 def check_fused_clipping(cfg: DictConfig) -> None:
     """fp16's loss scaler and a fused optimizer cannot clip gradients together (Lightning would fail at step 1)."""
     fp16 = str(cfg.trainer.get("precision")) in ("16-mixed", "16")  # the precisions with a loss scaler
-    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.get("optim", {}).get("fused"):
+    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.optim.get("fused"):
         raise ValueError(
             f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
             "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"
         )
+
+
+def check_generation_settings(cfg: DictConfig) -> None:
+    """Build what the run will generate and score with, so that a bad value is one line before step 1, not at
+    the first sample grid thousands of steps in: the sampler of every callback (and the top-level one) on the
+    configured schedule, their guidance and precision, and the metric settings of the FID callback."""
+    from hydra.utils import instantiate  # torch and the feature networks: only once a run is checked
+
+    from ..diffusion.precision import check_precision
+    from ..metrics.evaluator import Evaluator
+    from .errors import one_line
+
+    schedule = instantiate(cfg.schedule)
+    entries = {
+        name: entry for name, entry in (cfg.get("callbacks") or {}).items() if isinstance(entry, DictConfig)
+    }
+    samplers = {"sampler": cfg.get("sampler")}
+    samplers.update(
+        {f"callbacks.{name}.sampler": e.sampler for name, e in entries.items() if e.get("sampler")}
+    )
+    for key, node in samplers.items():
+        if node is None:
+            continue
+        try:
+            instantiate(node)(schedule, prediction_type=cfg.prediction_type)
+        except TypeError as error:
+            raise ValueError(f"{key}: a value has the wrong type ({one_line(error)})") from error
+        except ValueError as error:
+            raise ValueError(f"{key}: {one_line(error)}") from error
+    for name, entry in entries.items():
+        try:
+            check_values(entry, {"guidance": number(0.0)})
+            if entry.get("precision") is not None:
+                check_precision(entry.precision)
+        except ValueError as error:
+            raise ValueError(f"callbacks.{name}.{error}") from error
+        if entry.get("metrics") is not None:
+            Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))

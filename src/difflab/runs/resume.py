@@ -1,15 +1,14 @@
 """Resume a run, all of it (the run's own overrides: inherit.py): find its checkpoint (ckpt_path=last, a file, or by
 itself when SLURM requeues the job), refuse one that contradicts or does not fit the config before anything is
-written, and keep what the first part of the run logged."""
+written, and set aside what a rewound run wrote after it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..checkpoint import (
     CONFIG_KEY,
@@ -17,11 +16,9 @@ from ..checkpoint import (
     network_state,
     read_checkpoint,
     stored_step,
-    targets,
 )
-from ..model_folder.safetensors_folder import BUILT_GROUPS
+from ..cluster.jobs import is_requeued_job
 from ..model_folder.state_fit import state_mismatch
-from .cluster import is_requeued_job
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -64,13 +61,13 @@ def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
     return path
 
 
-def read_resumable(path: Path, cfg: DictConfig) -> dict[str, Any]:
+def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]:
     """The checkpoint (tensors memory-mapped), refused in one line unless it holds what a resume restores.
 
-    Its stored config may name the targets difflab allows and those the config given now names itself (a
-    user's own model class, which they compose and so trust).
+    Its stored config may name the targets difflab allows and `allowed_targets` (those the config given now
+    names itself: a user's own model class, which they compose and so trust).
     """
-    ckpt = read_checkpoint(path, mmap=True, allowed_targets=targets_in(cfg))
+    ckpt = read_checkpoint(path, mmap=True, allowed_targets=allowed_targets)
     missing = [key for key in ("global_step", "loops", "optimizer_states") if key not in ckpt]
     if missing:
         raise ValueError(
@@ -79,52 +76,24 @@ def read_resumable(path: Path, cfg: DictConfig) -> dict[str, Any]:
     return ckpt
 
 
-def targets_in(cfg: DictConfig) -> set[str]:
-    """Every `_target_` of the groups a checkpoint's config may build, as the given config names them."""
-    found: set[str] = set()
-    for group in BUILT_GROUPS:
-        node = cfg.get(group)
-        if OmegaConf.is_config(node):
-            found.update(target for _, target in targets(OmegaConf.to_container(node, resolve=False)))
-    return found
-
-
-def check_resumable(cfg: DictConfig, ckpt: dict[str, Any], path: Path) -> None:
-    """Refuse, in one line, a config that contradicts the checkpoint or a model its weights do not fit."""
-    wanted = {}
-    for key in FIXED_BY_CHECKPOINT:
-        node = OmegaConf.select(cfg, key)
-        if node is not None:
-            wanted[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+def check_resumable(
+    fixed: Mapping[str, Any], build_net: Callable[[], torch.nn.Module], ckpt: dict[str, Any], path: Path
+) -> None:
+    """Refuse, in one line, `fixed` values (FIXED_BY_CHECKPOINT, as configured now) that contradict the
+    checkpoint, or weights that do not fit the configured network (`build_net`, called on the meta device)."""
     check_contradictions(
-        wanted,
+        fixed,
         ckpt[CONFIG_KEY],
         path,
         "resume with the checkpoint's settings (drop those overrides) or start a new run",
     )
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        net = instantiate(cfg.model)
+        net = build_net()
     for key in ("state_dict", "current_model_state"):  # the EMA weights and the raw ones beside them
         state = network_state(ckpt, key)
         problem = state is not None and state_mismatch(net.state_dict(), state)
         if problem:
             raise ValueError(f"checkpoint {path} does not fit the configured model ({key}): {problem}")
-
-
-def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
-    """Point CSV loggers at a new version folder when resuming: Lightning's CSVLogger deletes the metrics.csv it
-    finds in its folder, which holds the first part of this run."""
-    loggers = cfg.get("logger") or {}
-    for entry in loggers.values():
-        if not isinstance(entry, DictConfig) or not str(entry.get("_target_", "")).endswith("CSVLogger"):
-            continue
-        base = Path(str(entry.save_dir)) / str(entry.get("name") or "")
-        version, n = f"resumed_step_{step:07d}", 1
-        while (base / version).exists():
-            n += 1
-            version = f"resumed_step_{step:07d}_{n}"
-        with open_dict(entry):
-            entry.version = version
 
 
 def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
-
-from omegaconf import DictConfig, OmegaConf
 
 from ..console_log import echo, log_files, to_log_files
 
@@ -99,10 +97,10 @@ def _describe(node: Any, fields: tuple[str, ...]) -> str:
 
 
 def config_summary(
-    cfg: DictConfig, choices: dict[str, Any] | None = None, extra: dict[str, str] | None = None
+    config: Mapping[str, Any], choices: dict[str, Any] | None = None, extra: dict[str, str] | None = None
 ) -> str:
-    """One line per main group: its choice (data=digits) and its key values; then `extra` lines."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    """One line per main group of the resolved `config`: its choice (data=digits) and its key values; then
+    `extra` lines."""
     lines = []
     for group, fields in SUMMARY_FIELDS.items():
         if group in config:

@@ -1,0 +1,67 @@
+"""Devices and nodes, checked before the Trainer is built: each problem is one line instead of a hang or a
+confusing message from Lightning."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+def _requested(devices: Any) -> tuple[int, int] | None:
+    """(how many, highest index + 1) of a `devices` value; None for 'auto' / -1 (whatever there is)."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text in ("auto", "-1", ""):
+            return None
+        if "," in text or text.startswith("["):
+            devices = [int(i) for i in text.strip("[]").split(",") if i.strip()]
+        else:
+            devices = int(text)
+    if isinstance(devices, int):
+        return None if devices < 0 else (devices, devices)
+    indices = [int(i) for i in devices]
+    return (len(indices), max(indices) + 1) if indices else (0, 0)
+
+
+def check_devices(trainer: Mapping[str, Any]) -> None:
+    """GPUs asked for must be visible to torch (per node: trainer.devices counts the devices of one node)."""
+    accelerator = str(trainer["accelerator"]).lower()
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if accelerator == "gpu" and torch.backends.mps.is_available():
+        return  # Apple GPU
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ValueError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU that torch can see "
+            f"(CUDA_VISIBLE_DEVICES, drivers); use trainer=cpu or trainer.accelerator=auto"
+        )
+    requested = _requested(trainer.get("devices"))
+    if requested is not None and requested[1] > count:
+        raise ValueError(
+            f"trainer.devices={trainer.get('devices')} asks for more GPUs than this machine has ({count}); "
+            f"use trainer.devices={count} or fewer"
+        )
+
+
+def check_nodes(trainer: Mapping[str, Any]) -> None:
+    """num_nodes > 1 needs something that starts the other nodes; without it Lightning waits for them forever."""
+    nodes = int(trainer["num_nodes"])
+    started_elsewhere = ("SLURM_NTASKS", "MASTER_ADDR", "NODE_RANK", "WORLD_SIZE")
+    if nodes > 1 and not any(var in os.environ for var in started_elsewhere):
+        raise ValueError(
+            f"trainer.num_nodes={nodes} but nothing starts the other nodes: use -m hydra/launcher=slurm "
+            "trainer=slurm, or torchrun / MASTER_ADDR and NODE_RANK on every node; on one machine use num_nodes=1"
+        )
+
+
+def check_sampler_setting(trainer: Mapping[str, Any]) -> None:
+    """difflab's train sampler deals the data out to the ranks itself; a DistributedSampler would do it again."""
+    if trainer.get("use_distributed_sampler"):
+        raise ValueError(
+            "trainer.use_distributed_sampler=true would shard the data twice: difflab's sampler already gives "
+            "each rank its share (and resumes mid-epoch); keep it false"
+        )

@@ -1,0 +1,47 @@
+"""Put a preempted SLURM job back in the queue once its checkpoint is written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from .jobs import slurm_job_id
+
+if TYPE_CHECKING:  # torch and Lightning load where a run needs them
+    from lightning.pytorch.loggers import Logger
+
+    from ..training.preemption import Preempted
+
+log = logging.getLogger("difflab")
+
+
+def _is_submitit_handler(handler: object) -> bool:
+    owner = getattr(handler, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith("submitit")
+
+
+def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> None:
+    """Requeue this job and end the process (every rank). The W&B run is marked as preempting (not failed): the
+    requeued job resumes it under the same id."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if is_global_zero:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger) and logger.experiment is not None:
+                logger.experiment.mark_preempting()
+    if _is_submitit_handler(stop.previous_handler):
+        # submitit's handler: on rank 0 it records the resubmission, runs `scontrol requeue` and exits; on the
+        # other ranks it only logs, and they leave below.
+        stop.previous_handler(stop.signum, None)
+    elif is_global_zero and (job_id := slurm_job_id()) is not None and re.fullmatch(r"[0-9_]+", job_id):
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+        if result.returncode == 0:
+            log.warning("requeued SLURM job %s; it resumes from %s", job_id, stop.path)
+        else:
+            log.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
+    elif is_global_zero:
+        print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+    raise stop

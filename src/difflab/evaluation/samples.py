@@ -1,0 +1,89 @@
+"""What a checkpoint generates to be scored: the conditions of the n samples and the samples themselves, generated
+lazily in uint8 batches, with the settings that made them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from ..checkpoint import LoadedModel
+from ..data import ImageDataModule
+from ..diffusion import Sampler
+from ..generation import (
+    Conditions,
+    Generation,
+    SampleOptions,
+    grid_conditions,
+    requested_conditions,
+    sampling_request,
+)
+from ..generation.finite import check_finite
+from ..io.write_images import to_uint8
+
+
+def generated_batches(
+    loaded: LoadedModel,
+    options: SampleOptions,
+    sampler: Sampler,
+    sampler_config: dict[str, Any],
+    ckpt: str,
+    conditions: Conditions,
+) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
+    """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them
+    (`sampler_config`: the sampler as configured, for the report)."""
+    generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.net)
+
+    def batches() -> Iterator[torch.Tensor]:
+        with generation.cpu_threads() as threads:
+            settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
+            for _, images in generation.batches():
+                check_finite(images, ckpt)
+                yield to_uint8(images)
+
+    n = int(options.n)
+    settings = {
+        "source": "checkpoint",
+        "ckpt": str(ckpt),
+        "global_step": loaded.global_step,
+        "weights": loaded.weights,
+        "n": n,
+        "seed": int(options.seed),
+        "sampler": sampler_config,
+        "nfe": sampler.nfe,
+        "precision": options.precision,
+        "batch_size": generation.batch_size,
+    }
+    if loaded.condition is not None:
+        settings["condition"] = loaded.condition
+        settings["guidance"] = float(options.guidance)
+    if conditions.prompts is not None:
+        settings["prompts"] = conditions.prompts
+    if conditions.labels is not None:
+        # A text model's samples are balanced over its prompts, each naming a class; a label model's over classes.
+        what, count = (
+            ("prompt", len(conditions.prompts)) if conditions.prompts else ("class", loaded.num_classes)
+        )
+        settings["labels"] = f"balanced: sample i is of {what} i * {count} // {n}"
+    return batches(), settings
+
+
+def scored_conditions(
+    loaded: LoadedModel | None, options: SampleOptions, ckpt: str | None, data: ImageDataModule
+) -> Conditions:
+    """What the n scored samples are conditioned on: labels= / prompt= as sample.py takes them; else the data's
+    own balanced set (every class; one prompt per class for template captions; held-out images' low-res
+    versions for super-resolution)."""
+    if loaded is None:
+        return Conditions()
+    n = int(options.n)
+    if loaded.condition in ("text", "superres") and options.prompt is None:
+        if data.condition != loaded.condition:
+            raise ValueError(
+                f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
+            )
+        return grid_conditions(data.generation_task(n), n)
+    return requested_conditions(
+        loaded, n, ckpt, options.labels, options.prompt, options.negative_prompt, options.guidance
+    )

@@ -1,0 +1,104 @@
+"""Where results go: an output folder that is never written into when it holds something (and is removed again
+when the work fails before writing), free file names beside earlier results, and files written whole or not at
+all."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .atomic import NoSpaceLeft, atomic_write_text
+
+
+def _make_folder(path: Path, exist_ok: bool) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise ValueError(f"cannot create the output folder {path}: {error.strerror or error}") from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write into the output folder {path}: permission denied")
+
+
+def _new_dated_folder(task: str, root: Path) -> Path:
+    """<root>/outputs/<task>/<date>/<time>, made in one exclusive step (_2, _3, … when another run took it)."""
+    base = root / "outputs" / task / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S")
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
+        try:
+            _make_folder(candidate, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ValueError(f"could not find a free output folder next to {base}")
+
+
+@contextlib.contextmanager
+def output_folder(out: str | Path | None, task: str, root: str | Path | None = None) -> Iterator[Path]:
+    """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
+    <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one). Checked writable before any work; removed again if the work fails before
+    anything was written into it."""
+    if out:
+        folder = Path(out)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise FileExistsError(
+                f"output folder {folder} already exists and is not empty; choose another out="
+            )
+        created = not folder.exists()
+        _make_folder(folder, exist_ok=True)
+    else:
+        folder, created = _new_dated_folder(task, Path(root or ".")), True
+    try:
+        yield folder
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def first_free(path: Path) -> Path:
+    """path, or path_2, path_3, … (before the suffix): the first name not taken yet."""
+    candidates = (
+        path if n == 1 else path.with_name(f"{path.stem}_{n}{path.suffix}") for n in itertools.count(1)
+    )
+    return next(p for p in candidates if not p.exists())
+
+
+def check_writable_file(path: Path) -> None:
+    """A one-line error now, before the work, when `path` exists or cannot be written: its folder is made and a
+    scratch file is written and removed there (a real test, also for root on a read-only or full disk)."""
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; choose another out= (results are never overwritten)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe") as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write `data` to path whole or not at all, never over an existing file. If that fails, the result is
+    printed to stdout first, so that what was computed is not lost, then the failure is one line."""
+    text = json.dumps(data, indent=2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text, exclusive=True)
+    except NoSpaceLeft as error:
+        print(text, file=sys.stdout, flush=True)
+        raise NoSpaceLeft(path, "; the result is printed above") from error
+    except OSError as error:
+        print(text, file=sys.stdout, flush=True)
+        raise ValueError(
+            f"could not write {path}: {error.strerror or error}; the result is printed above"
+        ) from error

@@ -1,0 +1,98 @@
+"""The one preparation of a training run, shared by preflight (the Hydra callback, before Hydra writes a file)
+and train(): the values checked, the conditioning resolved, what the run generates and scores with built once,
+and the checkpoint a resume starts from read and checked. train() takes what preflight prepared in the same
+process instead of doing it all again (a second read of the checkpoint, a second build of every sampler)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .rules import check_values
+from .train_checks import RULES, check_fused_clipping
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the preparation found: the run folder, the checkpoint a resume starts from (None for a fresh run), its
+    stored config and step."""
+
+    run_dir: Path
+    resume: Path | None = None
+    stored_config: dict[str, Any] | None = None
+    step: int = 0
+
+
+_handed_over: list[Prepared] = []  # preflight's preparation, until train() of the same process takes it
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
+    """Check and complete `cfg` (in place: the conditioning is resolved into it) and read a resume's checkpoint;
+    a problem is a one-line error before anything is written."""
+    check_values(cfg, RULES)  # the values typed: before torch and Lightning load
+    check_fused_clipping(cfg)
+    return _build_and_read(cfg, run_dir)
+
+
+def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
+    """What needs torch: the conditioning, samplers and metrics built once, a resume's checkpoint read."""
+    from hydra.utils import instantiate
+
+    from ..checkpoint import CONFIG_KEY
+    from ..model_folder.diffusers_folder import check_unet_folder
+    from ..model_folder.diffusers_mapping import unet_arguments
+    from ..runs.resume import check_resumable, read_resumable, resume_path
+    from .common import resolve_conditioning
+    from .train_checks import check_generation_settings
+
+    resolve_conditioning(cfg)
+    check_generation_settings(cfg)
+    resume = resume_path(cfg.get("ckpt_path"), run_dir)
+    if resume is not None:
+        ckpt = read_resumable(resume, targets_in(cfg))
+        check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
+        return Prepared(run_dir, resume, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
+    if cfg.get("init_from"):
+        check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), cfg.init_from)
+    return Prepared(run_dir)
+
+
+def hand_over(prepared: Prepared) -> None:
+    """Keep preflight's preparation for the train() that Hydra runs next in this process."""
+    _handed_over[:] = [prepared]
+
+
+def prepared_for(cfg: DictConfig, run_dir: Path) -> Prepared:
+    """What preflight prepared for `run_dir`, taken once; otherwise (train() called directly, a sweep's job, a DDP
+    rank other than 0) the preparation, done here."""
+    taken = _handed_over.pop() if _handed_over else None
+    if taken is not None and taken.run_dir.resolve() == run_dir.resolve():
+        return taken
+    return prepare(cfg, run_dir)
+
+
+def fixed_values(cfg: DictConfig) -> dict[str, Any]:
+    """The values a checkpoint fixes (FIXED_BY_CHECKPOINT), as configured now."""
+    from ..runs.resume import FIXED_BY_CHECKPOINT
+
+    wanted = {}
+    for key in FIXED_BY_CHECKPOINT:
+        node = OmegaConf.select(cfg, key)
+        if node is not None:
+            wanted[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return wanted
+
+
+def targets_in(cfg: DictConfig) -> set[str]:
+    """Every `_target_` of the groups a checkpoint's config may build, as the given config names them."""
+    found: set[str] = set()
+    from ..checkpoint import BUILT_GROUPS, targets
+
+    for group in BUILT_GROUPS:
+        node = cfg.get(group)
+        if OmegaConf.is_config(node):
+            found.update(target for _, target in targets(OmegaConf.to_container(node, resolve=False)))
+    return found

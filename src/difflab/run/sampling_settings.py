@@ -1,0 +1,112 @@
+"""What sample.py and evaluate.py are asked, read from their config in one place and checked once: the rules of
+the values both take, and SamplingSettings, the typed object their entry functions use instead of cfg."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..diffusion.precision import PRECISIONS
+from ..generation.options import SampleOptions
+from .rules import Rule, check_values, number, one_of, or_auto, require, whole
+
+if TYPE_CHECKING:  # torch loads once the work starts
+    from ..checkpoint import LoadedModel
+    from ..diffusion import Sampler
+
+# Values sample.py (every mode) and evaluate.py take, checked before anything is loaded or written.
+SAMPLING_RULES: dict[str, Rule] = {
+    "n": whole(1),
+    "batch_size": or_auto(whole(1)),
+    "precision": one_of(*PRECISIONS),
+    "seed": whole(0),
+    "cpu_threads": or_auto(whole(1)),
+    "sampler.steps": whole(1, nullable=True),
+    "sampler.eta": number(0.0),
+    "sampler.clip_x0": number(0.0, above=True, nullable=True),
+    "inpaint.steps": whole(1),
+    "inpaint.jump_length": whole(1),
+    "inpaint.jump_n_sample": whole(1),
+    "guidance": number(0.0),
+}
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The checkpoint, where to run, which sampler and what to generate (options), and where results go."""
+
+    ckpt: str | None
+    device: str
+    allowed_targets: tuple[str, ...]
+    sampler: dict[
+        str, Any
+    ]  # the sampler's config (a partial), bound to the checkpoint's schedule once loaded
+    out: str | None
+    root_dir: str
+    options: SampleOptions
+    fixed_by_checkpoint: dict[str, Any] = field(
+        default_factory=dict
+    )  # overrides compared with the checkpoint
+
+    def build_sampler(self, loaded: LoadedModel) -> Sampler:
+        """The configured sampler bound to the checkpoint's schedule and prediction type."""
+        return build_sampler(self.sampler, loaded)
+
+
+def build_sampler(sampler: Mapping[str, Any], loaded: LoadedModel) -> Sampler:
+    """The sampler config (a partial) bound to the checkpoint's schedule and prediction type."""
+    from hydra.utils import instantiate
+
+    return instantiate(sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
+
+
+def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
+    """What sample.py's (or evaluate.py's) config asks to generate in `mode`, as plain values for
+    difflab.generation; a key the config does not have (evaluate.py has no image, mask, …) is not asked for."""
+    inpaint = cfg.get("inpaint")
+    return SampleOptions(
+        mode=mode,
+        n=cfg.n,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        precision=cfg.precision,
+        cpu_threads=cfg.cpu_threads,
+        guidance=cfg.guidance,
+        labels=cfg.get("labels"),
+        prompt=cfg.get("prompt"),
+        negative_prompt=cfg.get("negative_prompt"),
+        image=cfg.get("image"),
+        mask=cfg.get("mask"),
+        strength=cfg.get("strength"),
+        inpaint=None if inpaint is None else OmegaConf.to_container(inpaint, resolve=True),
+        consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
+    )
+
+
+def read_sampling_settings(
+    cfg: DictConfig,
+    rules: dict[str, Rule],
+    mode: str,
+    missing_ckpt: str | None = None,
+    fixed_by_checkpoint: dict[str, Any] | None = None,
+) -> SamplingSettings:
+    """cfg as SamplingSettings, after the mode's needs, a required ckpt (when `missing_ckpt` says what to
+    write) and every value's rule have been checked: a problem is one line before anything is loaded."""
+    options = sample_options(cfg, mode)
+    options.check()
+    if missing_ckpt is not None:
+        require(cfg, "ckpt", missing_ckpt)
+    check_values(cfg, rules)
+    return SamplingSettings(
+        ckpt=cfg.ckpt,
+        device=str(cfg.device),
+        allowed_targets=tuple(cfg.allowed_targets),
+        sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
+        out=cfg.out,
+        root_dir=str(cfg.paths.root_dir),
+        options=options,
+        fixed_by_checkpoint=fixed_by_checkpoint or {},
+    )

@@ -1,0 +1,80 @@
+"""Lightning's WandbLogger as difflab uses it: offline unless a login is configured, evaluate.py's scores logged
+into the run they score, and the run closed at job end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import loggers as lightning_loggers
+
+from ..compat import wandb_init_arguments
+from .run_ids import read_run_id
+
+log = logging.getLogger("difflab")
+
+
+class WandbLogger(lightning_loggers.WandbLogger):
+    """Lightning's WandbLogger without the `anonymous=None` it always passes to wandb.init, which wandb answers
+    with a deprecation warning on every run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        arguments = wandb_init_arguments(self)
+        if arguments.get("anonymous") is None:
+            arguments.pop("anonymous", None)
+
+
+def wandb_login_configured() -> bool:
+    """True when W&B itself finds credentials (WANDB_API_KEY, its settings, ~/.netrc for the host it talks to, an
+    identity token): W&B's public check, which neither prompts nor verifies the key with the server. A malformed
+    key is a ValueError of one line."""
+    import wandb
+
+    try:
+        return wandb.login(prompt=False, verify=False)
+    except wandb.errors.AuthenticationError as error:
+        raise ValueError(f"W&B login: {error}") from None
+
+
+def default_wandb_offline() -> str:
+    """Set WANDB_MODE=offline when it is unset and no login is configured; return the mode in force."""
+    if "WANDB_MODE" not in os.environ and not wandb_login_configured():
+        os.environ["WANDB_MODE"] = "offline"
+        log.info("W&B: no login configured, running offline (sync later with `wandb sync <run dir>/wandb`)")
+    return os.environ.get("WANDB_MODE", "online")
+
+
+def log_scores_to_run(
+    run_dir: Path, scores: Mapping[str, float], step: int, stored_config: Mapping[str, Any] | None
+) -> str | None:
+    """Log evaluate.py's scores (as eval/<name>, at the checkpoint's step) into the W&B run of the run folder they
+    score, resuming its id (resume="allow"; offline unless a login is configured, WANDB_MODE respected), in the
+    project the run logged to. Returns the run id; None (nothing logged) when the folder holds no usable id."""
+    run_id = read_run_id(run_dir)
+    if run_id is None:
+        return None
+    default_wandb_offline()
+    stored = ((stored_config or {}).get("logger") or {}).get("wandb") or {}
+    logger = WandbLogger(
+        id=run_id,
+        resume="allow",
+        project=stored.get("project") or "difflab",
+        entity=stored.get("entity"),
+        save_dir=str(run_dir),
+    )
+    logger.log_metrics({f"eval/{key}": float(value) for key, value in scores.items()}, step=step)
+    finish_wandb_run()
+    return run_id
+
+
+def finish_wandb_run(failed: bool = False) -> None:
+    """Close the W&B run this process opened, if any: otherwise the next job of an in-process sweep would
+    log into it (Lightning's WandbLogger reuses a run in progress). wandb is touched only if already loaded."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
