@@ -190,7 +190,11 @@ PLAIN_MODEL = SimpleNamespace(condition=None, num_classes=None)
         (CLASS_MODEL, {"labels": -1}, "labels=-1: the model knows classes 0..9"),
         (CLASS_MODEL, {"labels": []}, "labels=[]: the model knows classes 0..9"),
         (PLAIN_MODEL, {"labels": [1]}, "labels=[1] given, but m.ckpt holds an unconditional model"),
-        (PLAIN_MODEL, {"guidance": 3.0}, "guidance=3.0 needs a conditional model; m.ckpt is unconditional"),
+        (
+            PLAIN_MODEL,
+            {"guidance": 3.0},
+            "guidance=3.0 needs a conditional model or guide=<a weaker model>; m.ckpt is unconditional",
+        ),
     ],
 )
 def test_a_condition_the_model_cannot_take_is_refused_in_one_line(loaded, overrides, message):

@@ -163,7 +163,10 @@ def test_guidance_for_an_unconditional_checkpoint_is_refused(tiny_ckpt, tmp_path
     cfg = compose_config("eval", [f"ckpt={tiny_ckpt}", "guidance=2", f"out={tmp_path / 'r.json'}"], tmp_path)
     with pytest.raises(ValueError) as error:
         evaluate(cfg)
-    assert str(error.value) == f"guidance=2 needs a conditional model; {tiny_ckpt} is unconditional"
+    assert (
+        str(error.value)
+        == f"guidance=2 needs a conditional model or guide=<a weaker model>; {tiny_ckpt} is unconditional"
+    )
     assert not (tmp_path / "r.json").exists()
 
 

@@ -243,3 +243,17 @@ def test_guidance_without_a_checkpoint_is_refused_before_anything_is_made(tmp_pa
     with pytest.raises(ValueError, match=r"^guidance=2 needs ckpt=<a conditional checkpoint>, not images="):
         run_eval(tmp_path, "images=x", "data=digits", "guidance=2", f"out={reports / 'report.json'}")
     assert not reports.exists()
+
+
+def test_a_guide_equal_to_the_model_scores_the_same_samples(trained_ckpt: Path, tmp_path: Path) -> None:
+    """evaluate.py guide=… guidance=… (autoguidance) generates what sample.py would: with the model as its own
+    guide, g + s(m − g) = m, so the unconditional model's scores are the unguided ones, and the report says so."""
+    common = [f"ckpt={trained_ckpt}", "n=8", "log_wandb=false"]
+    plain = run_eval(tmp_path, *common, f"out={tmp_path / 'plain.json'}")
+    guided = run_eval(
+        tmp_path, *common, f"guide={trained_ckpt}", "guidance=3", f"out={tmp_path / 'guided.json'}"
+    )
+    assert guided["metrics"] == plain["metrics"]
+    assert guided["generated"]["guide"] == str(trained_ckpt) and guided["generated"]["guidance"] == 3.0
+    with pytest.raises(ValueError, match="guide=.* give ckpt=, not images="):
+        run_eval(tmp_path, "images=x", "data=digits", f"guide={trained_ckpt}")

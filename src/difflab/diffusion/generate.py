@@ -32,10 +32,12 @@ def batch_denoiser(
     guidance: float = 1.0,
     negative_for: CondFor | None = None,
     wrap: Wrap | None = None,
+    guide: Denoiser | None = None,
 ) -> Denoiser:
     """The denoiser model(x_t, t) of the samples `indices`: `net` guided with their conditions (scale `guidance`,
-    against `negative_for`'s when given), then wrapped by `wrap`. `net` as generation runs it (precision)."""
-    denoiser = guided_for(net, cond_for, indices, guidance, negative_for)
+    against `negative_for`'s when given, or against `guide` for autoguidance), then wrapped by `wrap`. `net` and
+    `guide` as generation runs them (precision)."""
+    denoiser = guided_for(net, cond_for, indices, guidance, negative_for, guide)
     return denoiser if wrap is None else wrap(denoiser, indices)
 
 

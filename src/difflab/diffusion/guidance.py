@@ -1,4 +1,5 @@
-"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper: samplers only ever see `model(x_t, t)`."""
+"""Guidance as a wrapper, so samplers only ever see `model(x_t, t)`: classifier-free guidance (Ho & Salimans
+2022) against the unconditional branch, and autoguidance (Karras et al. 2024, EDM2) against a weaker guide model."""
 
 from __future__ import annotations
 
@@ -46,17 +47,51 @@ class Guided(nn.Module):
         return out_u + self.scale * (out_c - out_u)
 
 
+class AutoGuided(nn.Module):
+    """model(x_t, t) = g + s·(m − g), with m = net(x_t, t, cond) and g = guide(x_t, t, cond): autoguidance, where
+    the guide is a weaker model of the same data and formulation (a smaller net or an earlier checkpoint).
+
+    It works for unconditional models too (cond None: both nets are called without one). As for classifier-free
+    guidance the weights sum to 1, so it is the same in ε, x_0 or v and in a formulation's D. s = 1 is the main
+    net alone (one forward); otherwise each net runs once per call.
+    """
+
+    def __init__(self, net: nn.Module, guide: nn.Module, cond: Cond | None, scale: float) -> None:
+        super().__init__()
+        self.net, self.guide = net, guide
+        self.cond, self.scale = cond, float(scale)
+
+    def _call(self, net: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+        return net(x, t) if self.cond is None else net(x, t, self.cond)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        main = self._call(self.net, x, t)
+        if self.scale == 1.0:
+            return main
+        weak = self._call(self.guide, x, t)
+        return weak + self.scale * (main - weak)
+
+
 def guided_for(
     model: Denoiser,
     cond_for: CondFor | None,
     indices: Sequence[int],
     scale: float = 1.0,
     negative_for: CondFor | None = None,
+    guide: Denoiser | None = None,
 ) -> Denoiser:
-    """The denoiser model(x_t, t) of the samples `indices`: `model` itself when there are no conditions, else
-    Guided with those samples' conditions (and negative ones) placed on the model's device and dtype."""
+    """The denoiser model(x_t, t) of the samples `indices`: with a `guide`, AutoGuided against it; else `model`
+    itself when there are no conditions, or Guided with those samples' conditions (and negative ones), placed on
+    the model's device and dtype."""
+    device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
+    if guide is not None:
+        if negative_for is not None:
+            raise ValueError(
+                "a negative prompt guides against the unconditional branch; with guide= there is none"
+            )
+        cond = None if cond_for is None else to_device(cond_for(indices), device, dtype)
+        return AutoGuided(model, guide, cond, scale)
     if cond_for is None:
         return model
-    device, dtype = model_device_dtype(model) or (torch.device("cpu"), torch.float32)
     negative = None if negative_for is None else to_device(negative_for(indices), device, dtype)
     return Guided(model, to_device(cond_for(indices), device, dtype), scale, negative)

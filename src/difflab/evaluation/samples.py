@@ -19,6 +19,7 @@ from ..generation import (
     requested_conditions,
     sampling_request,
 )
+from ..generation.autoguide import check_guide
 from ..generation.finite import check_finite
 from ..io.write_images import to_uint8
 
@@ -30,10 +31,14 @@ def generated_batches(
     sampler_config: dict[str, Any],
     ckpt: str,
     conditions: Conditions,
+    guide: LoadedModel | None = None,
 ) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them
-    (`sampler_config`: the sampler as configured, for the report)."""
-    generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.net)
+    (`sampler_config`: the sampler as configured, for the report); `guide`: autoguidance's weaker model."""
+    if guide is not None:
+        check_guide(loaded, guide, ckpt, options.guide)
+    request = sampling_request(loaded, options, sampler, conditions, guide)
+    generation = Generation(request, loaded.net)
 
     def batches() -> Iterator[torch.Tensor]:
         with generation.cpu_threads() as threads:
@@ -55,9 +60,11 @@ def generated_batches(
         "precision": options.precision,
         "batch_size": generation.batch_size,
     }
-    if loaded.condition is not None:
+    if loaded.condition is not None or guide is not None:
         settings["condition"] = loaded.condition
         settings["guidance"] = float(options.guidance)
+    if guide is not None:
+        settings["guide"] = str(options.guide)
     if conditions.prompts is not None:
         settings["prompts"] = conditions.prompts
     if conditions.labels is not None:
@@ -70,7 +77,11 @@ def generated_batches(
 
 
 def scored_conditions(
-    loaded: LoadedModel | None, options: SampleOptions, ckpt: str | None, data: ImageDataModule
+    loaded: LoadedModel | None,
+    options: SampleOptions,
+    ckpt: str | None,
+    data: ImageDataModule,
+    guided_by_model: bool = False,
 ) -> Conditions:
     """What the n scored samples are conditioned on: labels= / prompt= as sample.py takes them; else the data's
     own balanced set (every class; one prompt per class for template captions; held-out images' low-res
@@ -84,6 +95,8 @@ def scored_conditions(
                 f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
             )
         return grid_conditions(data.generation_task(n), n)
+    # With a guide model, guidance pulls away from it: an unconditional model takes guidance= too.
+    guidance = 1.0 if guided_by_model else options.guidance
     return requested_conditions(
-        loaded, n, ckpt, options.labels, options.prompt, options.negative_prompt, options.guidance
+        loaded, n, ckpt, options.labels, options.prompt, options.negative_prompt, guidance
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..diffusion import Sampler
 from ..io.read_inputs import load_images, load_masks
+from .autoguide import check_guide
 from .conditions import Conditions, for_each_result
 from .methods import Img2Img, Inpaint, Method, Sampling
 from .model import TrainedModel, low_res_shape, recipe_threads
@@ -17,19 +18,29 @@ from .superres import superres_request
 
 
 def request_for(
-    model: TrainedModel, options: SampleOptions, sampler: Sampler, source: Any
+    model: TrainedModel, options: SampleOptions, sampler: Sampler, source: Any, guide: Any = None
 ) -> GenerationRequest:
     """The request `options` make of `model` (read from `source`, named in errors), sampled with `sampler` where
-    the mode samples (not RePaint): conditions are checked first, then the pictures are read."""
+    the mode samples (not RePaint): conditions are checked first, then the pictures are read. `guide`: a loaded
+    weaker model (with .net) for autoguidance at scale options.guidance, read from options.guide."""
     options.check()
+    if guide is not None:
+        check_guide(model, guide, source, options.guide)
     if options.mode == SUPERRES:
-        return superres_for(model, options, sampler, source)
+        return superres_for(model, options, sampler, source, guide)
     n = int(options.n)
     per_picture = requested_conditions(
-        model, n, source, options.labels, options.prompt, options.negative_prompt, options.guidance
+        model,
+        n,
+        source,
+        options.labels,
+        options.prompt,
+        options.negative_prompt,
+        # With a guide, guidance pulls away from the guide model, so an unconditional model takes it too.
+        1.0 if guide is not None else options.guidance,
     )
     if options.mode == "sample":
-        return sampling_request(model, options, sampler, per_picture)
+        return sampling_request(model, options, sampler, per_picture, guide)
     pictures = load_images(options.image, model.sample_shape)
     method: Method
     if options.mode == "inpaint":
@@ -44,24 +55,28 @@ def request_for(
         conditions=for_each_result(per_picture, n),
         pictures=pictures,
         per_picture=n,
-        **shared_fields(model, options),
+        **shared_fields(model, options, guide),
     )
 
 
 def sampling_request(
-    model: TrainedModel, options: SampleOptions, sampler: Sampler, conditions: Conditions
+    model: TrainedModel,
+    options: SampleOptions,
+    sampler: Sampler,
+    conditions: Conditions,
+    guide: Any = None,
 ) -> GenerationRequest:
     """Samples 0..n-1 from noise with `sampler` and the given conditions (sample.py's sample mode, evaluate.py)."""
     return GenerationRequest(
         Sampling(sampler, model.sample_shape),
         range(int(options.n)),
         conditions=conditions,
-        **shared_fields(model, options),
+        **shared_fields(model, options, guide),
     )
 
 
 def superres_for(
-    model: TrainedModel, options: SampleOptions, sampler: Sampler, source: Any
+    model: TrainedModel, options: SampleOptions, sampler: Sampler, source: Any, guide: Any = None
 ) -> GenerationRequest:
     """n super-resolutions of each picture in options.image, read at the model's low resolution."""
     if model.condition != SUPERRES:
@@ -71,15 +86,20 @@ def superres_for(
         )
     pictures = load_images(options.image, low_res_shape(model))
     size, n = model.sample_shape[-1], int(options.n)
-    fields = shared_fields(model, options)
+    fields = shared_fields(model, options, guide)
     return superres_request(
         sampler, pictures.images, size, n, options.consistency, pictures=pictures, **fields
     )
 
 
-def shared_fields(model: TrainedModel, options: SampleOptions) -> dict[str, Any]:
-    """The request fields every mode takes from the options alike."""
+def shared_fields(model: TrainedModel, options: SampleOptions, guide: Any = None) -> dict[str, Any]:
+    """The request fields every mode takes from the options (and the autoguidance model) alike."""
+    if guide is not None and options.negative_prompt is not None:
+        raise ValueError(
+            "negative_prompt= guides against the unconditional branch and guide= against a guide model: give one"
+        )
     return {
+        "guide": None if guide is None else guide.net,
         "seed": int(options.seed),
         "batch_size": options.batch_size,
         "guidance": float(options.guidance),

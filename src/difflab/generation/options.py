@@ -35,6 +35,7 @@ class SampleOptions:
     strength: float | None = None  # img2img
     inpaint: Mapping[str, int] | None = None  # RePaint's steps, jump_length, jump_n_sample
     consistency: Any = False  # superres.consistency: project so that down(output) = input
+    guide: Any = None  # autoguidance: a weaker model's checkpoint or folder; guidance= pulls away from it
 
     def check(self) -> None:
         """What the mode needs, checked before any model is loaded."""
@@ -51,10 +52,10 @@ class SampleOptions:
             raise ValueError(f"labels={self.labels} given, but mode=superres conditions on image= only")
         if not isinstance(self.consistency, bool):
             raise ValueError(f"superres.consistency={self.consistency!r} must be true or false")
-        if float(self.guidance) != 1.0:
+        if float(self.guidance) != 1.0 and self.guide is None:
             raise ValueError(
                 f"guidance={self.guidance} has no effect with mode=superres: the low-res image is never dropped, "
-                "so there is no unconditional branch; drop guidance="
+                "so there is no unconditional branch; drop guidance= (or guide with a weaker model: guide=)"
             )
 
     def _check_edit(self) -> None:

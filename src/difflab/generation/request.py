@@ -37,6 +37,7 @@ class GenerationRequest:
     recipe_threads: int | None = None  # the threads the model's recipe trained with: auto's first choice
     pictures: LoadedImages | None = None  # what an edit or a super-resolution starts from (shown in its grid)
     per_picture: int = 1  # results per picture (edits, super-resolution)
+    guide: Denoiser | None = None  # autoguidance: guidance= pulls away from this weaker model's prediction
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -46,9 +47,10 @@ class GenerationRequest:
     def denoiser_for(self, net: Denoiser) -> Callable[[Sequence[int]], Denoiser]:
         """indices -> the denoiser of those samples, as generation calls it (built once per batch)."""
         net = with_precision(net, self.precision)
+        guide = None if self.guide is None else with_precision(self.guide, self.precision)
         c = self.conditions
         return lambda indices: batch_denoiser(
-            net, indices, c.cond_for, self.guidance, c.negative_for, self.wrap
+            net, indices, c.cond_for, self.guidance, c.negative_for, self.wrap, guide
         )
 
     def trial_call(self, net: Denoiser) -> Callable[[int], Tensor]:

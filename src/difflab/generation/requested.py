@@ -33,7 +33,9 @@ def requested_labels(
         if labels is not None:
             raise ValueError(f"labels={labels} given, but {source} holds an unconditional model")
         if float(guidance) != 1.0:
-            raise ValueError(f"guidance={guidance} needs a conditional model; {source} is unconditional")
+            raise ValueError(
+                f"guidance={guidance} needs a conditional model or guide=<a weaker model>; {source} is unconditional"
+            )
         return None, None
     if condition != "labels":
         raise ValueError(f"{source}: cannot condition on {condition!r} yet")

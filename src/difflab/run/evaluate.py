@@ -61,6 +61,8 @@ def read_settings(cfg: DictConfig) -> EvaluateSettings:
     )  # evaluate.py scores samples: it has no edit modes
     if not cfg.ckpt and float(cfg.guidance) != 1.0:
         raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
+    if not cfg.ckpt and cfg.get("guide"):
+        raise ValueError(f"guide={cfg.guide} guides a checkpoint's sampling: give ckpt=, not images=")
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
     return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb))
 
@@ -118,13 +120,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
     loaded = load_model(sampling.ckpt, device) if sampling.ckpt else None
+    guide = load_model(sampling.options.guide, device) if loaded and sampling.options.guide else None
     data = reference_data(settings, loaded)
-    conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data)
+    conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data, guide is not None)
     shape = (data.channels, data.image_size, data.image_size)
     if loaded is not None:
         sampler = sampling.build_sampler(loaded)
         batches, source = generated_batches(
-            loaded, sampling.options, sampler, sampling.sampler, sampling.ckpt, conditions
+            loaded, sampling.options, sampler, sampling.sampler, sampling.ckpt, conditions, guide
         )
     else:
         images = open_image_set(settings.images)

@@ -64,13 +64,22 @@ def load_checked_model(settings: SamplingSettings) -> LoadedModel:
     return loaded
 
 
+def load_guide(settings: SamplingSettings, loaded: LoadedModel) -> LoadedModel | None:
+    """Autoguidance's guide (guide=<checkpoint or folder>) on the main model's device, or None."""
+    if settings.options.guide is None:
+        return None
+    device = next(loaded.net.parameters()).device
+    return load_model(settings.options.guide, device, settings.allowed_targets)
+
+
 def sample(cfg: DictConfig) -> Path:
     """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: a new outputs/<mode>/<date>/<time>);
     when editing or super-resolving, cfg.n results of each picture in cfg.image."""
     settings = read_settings(cfg)
     options = settings.options
     loaded = load_checked_model(settings)
-    request = request_for(loaded, options, settings.build_sampler(loaded), settings.ckpt)
+    guide = load_guide(settings, loaded)
+    request = request_for(loaded, options, settings.build_sampler(loaded), settings.ckpt, guide)
     with output_folder(settings.out, options.mode, settings.root_dir) as out:
         log.info(*log_line(options, loaded, request))
         generation = Generation(request, loaded.net)

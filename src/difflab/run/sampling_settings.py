@@ -83,6 +83,7 @@ def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
         strength=cfg.get("strength"),
         inpaint=None if inpaint is None else OmegaConf.to_container(inpaint, resolve=True),
         consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
+        guide=cfg.get("guide"),
     )
 
 

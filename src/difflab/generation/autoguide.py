@@ -1,0 +1,37 @@
+"""Autoguidance's guide model (Karras et al. 2024, EDM2): a weaker model of the same data and formulation (a
+smaller network, or an earlier checkpoint of the same run), checked against the main model before anything runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .model import TrainedModel
+
+
+def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_source: Any) -> None:
+    """One line naming what differs when `guide` (read from guide_source) cannot guide `model`: its image shape,
+    schedule, prediction type or conditioning must be the model's, since its prediction is mixed with the model's
+    at every step. The network itself may differ (that is the point: a smaller or less-trained one)."""
+    differences = []
+    if tuple(guide.sample_shape) != tuple(model.sample_shape):
+        differences.append(f"images {tuple(guide.sample_shape)} vs {tuple(model.sample_shape)}")
+    if guide.prediction_type != model.prediction_type:
+        differences.append(f"prediction_type {guide.prediction_type} vs {model.prediction_type}")
+    ours, theirs = model.schedule.alphas_cumprod, guide.schedule.alphas_cumprod
+    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=0, atol=1e-12):
+        differences.append(f"schedule {guide.schedule!r} vs {model.schedule!r}")
+    if (guide.condition, guide.num_classes) != (model.condition, model.num_classes):
+        differences.append(
+            f"conditioning {guide.condition}/{guide.num_classes} classes vs {model.condition}/{model.num_classes}"
+        )
+    if model.condition == "text":
+        encoders = [(m.config.get("data") or {}).get("text_encoder") for m in (guide, model)]
+        if encoders[0] != encoders[1]:
+            differences.append(f"text encoder {encoders[0]} vs {encoders[1]}")
+    if differences:
+        raise ValueError(
+            f"guide={guide_source} cannot guide {source}: it must model the same data the same way "
+            f"({'; '.join(differences)})"
+        )

@@ -1,0 +1,75 @@
+"""guide=<checkpoint> (autoguidance) from sample.py, evaluate.py and difflab.load: the guide is checked against
+the model before anything is written, and guidance= then pulls away from the guide's prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+
+import difflab
+from difflab.checkpoint import CONFIG_KEY
+from difflab.run.sample import sample
+
+SMALL = ["n=4", "sampler=ddim", "sampler.steps=3", "seed=3", "cpu_threads=1"]
+
+
+def sample_py(ckpt: Path, out: Path, *overrides: str) -> np.ndarray:
+    sample(compose_config("sample", [f"ckpt={ckpt}", f"out={out}", *SMALL, *overrides], out))
+    return np.load(out / "samples.npz")["images"]
+
+
+@pytest.fixture(scope="module")
+def weaker(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_ckpt with noise added to its weights: a model of the same data and schedule that predicts otherwise
+    (the two-step model's zero-initialised output layer would make a merely scaled copy predict the same)."""
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for key in ("state_dict", "current_model_state"):
+        for name, value in (ckpt.get(key) or {}).items():
+            if value.is_floating_point():
+                ckpt[key][name] = value + 0.1 * torch.randn(value.shape, generator=g, dtype=value.dtype)
+    path = tmp_path_factory.mktemp("guide") / "weaker.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def test_a_guide_equal_to_the_model_changes_nothing_and_another_one_does(tiny_ckpt, weaker, tmp_path):
+    plain = sample_py(tiny_ckpt, tmp_path / "plain")
+    # g + s(m − g) = m when the guide is the model itself: the unconditional model takes guidance= with a guide.
+    same = sample_py(tiny_ckpt, tmp_path / "same", f"guide={tiny_ckpt}", "guidance=3")
+    np.testing.assert_array_equal(same, plain)
+    guided = sample_py(tiny_ckpt, tmp_path / "guided", f"guide={weaker}", "guidance=3")
+    assert np.abs(guided.astype(int) - plain.astype(int)).mean() > 1
+    settings = json.loads((tmp_path / "guided" / "settings.json").read_text())
+    assert settings["guide"] == str(weaker) and settings["guidance"] == 3.0
+
+
+def test_load_guides_as_sample_py_does(tiny_ckpt, weaker, tmp_path):
+    expected = sample_py(tiny_ckpt, tmp_path / "cli", f"guide={weaker}", "guidance=2")
+    pipe = difflab.load(tiny_ckpt)
+    kwargs = {"sampler": "ddim", "steps": 3, "seed": 3, "guidance": 2.0}
+    np.testing.assert_array_equal(pipe.sample(4, guide=weaker, **kwargs), expected)
+    np.testing.assert_array_equal(pipe.sample(4, guide=difflab.load(weaker), **kwargs), expected)
+
+
+def test_a_guide_of_other_data_is_refused_before_anything_is_written(tiny_ckpt, tmp_path):
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    ckpt[CONFIG_KEY]["data"]["image_size"] = 16  # the same network, trained on 16×16 images
+    other = tmp_path / "other.ckpt"
+    torch.save(ckpt, other)
+    out = tmp_path / "out"
+    with pytest.raises(
+        ValueError, match=r"^guide=.*other.ckpt cannot guide .*images \(1, 16, 16\) vs \(1, 8, 8\)"
+    ):
+        sample_py(tiny_ckpt, out, f"guide={other}", "guidance=2")
+    assert not out.exists()
+
+
+def test_without_a_guide_an_unconditional_model_still_refuses_guidance(tiny_ckpt, tmp_path):
+    with pytest.raises(ValueError, match="needs a conditional model or guide=<a weaker model>"):
+        sample_py(tiny_ckpt, tmp_path / "out", "guidance=2")
