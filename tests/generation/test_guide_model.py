@@ -73,3 +73,36 @@ def test_a_guide_of_other_data_is_refused_before_anything_is_written(tiny_ckpt, 
 def test_without_a_guide_an_unconditional_model_still_refuses_guidance(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match="needs a conditional model or guide=<a weaker model>"):
         sample_py(tiny_ckpt, tmp_path / "out", "guidance=2")
+
+
+@pytest.mark.slow
+def test_training_grids_are_autoguided_and_a_wrong_guide_stops_the_run_before_it_starts(
+    tiny_ckpt, weaker, tmp_path
+):
+    from conftest import CLI_FAST, one_error_line, run_cli
+
+    run = tmp_path / "run"
+    grid = ["callbacks.sample_grid.guidance=2", "trainer.max_steps=2"]
+    result = run_cli(
+        "train.py", *CLI_FAST, *grid, f"callbacks.sample_grid.guide={weaker}", f"hydra.run.dir={run}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    plain = tmp_path / "plain"  # the same run without the guide: the same weights, another grid
+    assert run_cli("train.py", *CLI_FAST, *grid, f"hydra.run.dir={plain}").returncode == 0
+    guided_grid, plain_grid = (folder / "samples" / "final.png" for folder in (run, plain))
+    assert guided_grid.read_bytes() != plain_grid.read_bytes()
+
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    ckpt[CONFIG_KEY]["data"]["image_size"] = 16
+    other = tmp_path / "other.ckpt"
+    torch.save(ckpt, other)
+    refused = tmp_path / "refused"
+    result = run_cli(
+        "train.py", *CLI_FAST, *grid, f"callbacks.sample_grid.guide={other}", f"hydra.run.dir={refused}"
+    )
+    line = one_error_line(result)
+    assert (
+        line.startswith("error: callbacks.sample_grid.guide: guide=")
+        and "images (1, 16, 16) vs (1, 8, 8)" in line
+    )
+    assert not refused.exists()

@@ -57,10 +57,11 @@ class FIDCallback(GeneratingCallback):
         guidance: float = 1.0,
         best_checkpoint: str | None = None,
         precision: str = "fp32",
+        guide: str | None = None,
     ) -> None:
         if num_samples < 2:
             raise ValueError(f"the FID callback needs num_samples >= 2, got {num_samples}")
-        super().__init__(sampler, num_samples, seed, batch_size, guidance, precision)
+        super().__init__(sampler, num_samples, seed, batch_size, guidance, precision, guide)
         # The seed is apart from the sample grid's, so the grid is not the first 64 samples.
         self.evaluator = metrics if isinstance(metrics, Evaluator) else Evaluator(**dict(metrics))
         self.every_n_steps = int(every_n_steps)

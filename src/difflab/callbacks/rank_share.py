@@ -8,11 +8,14 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import lightning as L
+import torch
 
+from ..checkpoint import LoadedModel, load_model
 from ..diffusion import Sampler
 from ..diffusion.auto_batch import AUTO
 from ..diffusion.precision import check_precision
 from ..generation import Generation, GenerationRequest, Task, grid_conditions
+from ..generation.autoguide import check_guide
 from ..generation.methods import Sampling
 from ..training.ema import ema_network
 from .sharding import rank_indices
@@ -24,7 +27,8 @@ class GeneratingCallback(L.Callback):
     """A callback that generates `num_samples` samples of the data's task with the EMA weights: `sampler` (a
     partial taking the schedule), sample i from the noise of (seed, i), classifier-free guidance of scale
     `guidance`, the network under `precision` (bf16: autocast, sampler math float32). batch_size "auto": as
-    sample.py, the largest batch that fits in free GPU memory (64 on a CPU)."""
+    sample.py, the largest batch that fits in free GPU memory (64 on a CPU). `guide`: a weaker checkpoint of the
+    same data for autoguidance at scale `guidance` (loaded and checked once, at the first generation)."""
 
     def __init__(
         self,
@@ -34,8 +38,11 @@ class GeneratingCallback(L.Callback):
         batch_size: int | str,
         guidance: float = 1.0,
         precision: str = "fp32",
+        guide: str | None = None,
     ) -> None:
         self.sampler_factory = sampler
+        self.guide = guide
+        self._guide: LoadedModel | None = None
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.batch_size = batch_size if batch_size == AUTO else int(batch_size)
@@ -60,7 +67,29 @@ class GeneratingCallback(L.Callback):
                 self.guidance,
                 self.precision,
                 grid_conditions(task, self.num_samples),
+                guide=self.guide_net(pl_module, task),
             )
             yield Generation(request, net)
         finally:
             net.train(was_training)
+
+    def guide_net(self, pl_module: L.LightningModule, task: Task) -> torch.nn.Module | None:
+        """The guide's network on the module's device (None without a guide), checked against the model trained."""
+        if self.guide is None:
+            return None
+        if self._guide is None:
+            config = task_config(task)
+            trained = LoadedModel(
+                pl_module.net, pl_module.schedule, pl_module.prediction_type, config, "raw", 0
+            )
+            guide = load_model(self.guide, pl_module.device)
+            check_guide(trained, guide, "the model being trained", self.guide)
+            self._guide = guide
+        return self._guide.net.eval()
+
+
+def task_config(task: Task) -> dict:
+    """The part of a run's config that says what `task`'s model makes, as a checkpoint stores it."""
+    channels, size, _ = task.sample_shape
+    data = {"channels": channels, "image_size": size, "condition": task.condition}
+    return {"data": data, "model": {"num_classes": task.num_classes}}

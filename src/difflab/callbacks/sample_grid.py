@@ -36,8 +36,9 @@ class SampleGrid(GeneratingCallback):
         batch_size: int = 64,
         guidance: float = 1.0,
         precision: str = "fp32",
+        guide: str | None = None,
     ) -> None:
-        super().__init__(sampler, num_samples, seed, batch_size, guidance, precision)
+        super().__init__(sampler, num_samples, seed, batch_size, guidance, precision, guide)
         self.dirpath = Path(dirpath)
         self.every_n_steps = int(every_n_steps)
         self._last_step = -1

@@ -28,7 +28,7 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
         )
     if model.condition == "text":
         encoders = [(m.config.get("data") or {}).get("text_encoder") for m in (guide, model)]
-        if encoders[0] != encoders[1]:
+        if None not in encoders and encoders[0] != encoders[1]:
             differences.append(f"text encoder {encoders[0]} vs {encoders[1]}")
     if differences:
         raise ValueError(

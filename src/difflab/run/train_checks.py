@@ -5,6 +5,8 @@ Imports OmegaConf only, so that a bad value is one line before torch and Lightni
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from .rules import check_values, flag, number, or_auto, whole
@@ -99,3 +101,19 @@ def check_generation_settings(cfg: DictConfig) -> None:
             raise ValueError(f"callbacks.{name}.{error}") from error
         if entry.get("metrics") is not None:
             Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
+        if entry.get("guide"):
+            check_callback_guide(cfg, schedule, f"callbacks.{name}.guide", entry.guide)
+
+
+def check_callback_guide(cfg: DictConfig, schedule: Any, key: str, guide: str) -> None:
+    """A callback's autoguidance checkpoint, read and held against the model this run trains (its image shape,
+    schedule, prediction type and conditioning), before step 1."""
+    from ..checkpoint import LoadedModel, load_model
+    from ..generation.autoguide import check_guide
+
+    config = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in ("data", "model")}
+    trained = LoadedModel(None, schedule, cfg.prediction_type, config, "raw", 0)
+    try:
+        check_guide(trained, load_model(guide), "the model this run trains", guide)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{key}: {error}") from error
