@@ -59,6 +59,20 @@ def test_power_ema_is_the_power_function_average():
     assert power_ema_beta(gamma, 1) == 0.0  # the first step copies
 
 
+def test_several_steps_at_once_equal_those_steps_one_by_one():
+    """From step t₀ to t with the same weights: β = (t₀/t)^(γ+1), the product of the single steps' β."""
+    gamma = 6.94
+    one_by_one = [torch.tensor([5.0], dtype=torch.float64)]
+    at_once = [one_by_one[0].clone()]
+    current = [torch.tensor([-2.0], dtype=torch.float64)]
+    for t in range(8, 13):
+        update_power_ema(one_by_one, current, gamma, t)
+    update_power_ema(at_once, current, gamma, 12, previous_step=7)
+    torch.testing.assert_close(at_once[0], one_by_one[0], rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="counts steps from 1 upwards"):
+        power_ema_beta(gamma, 0)
+
+
 def tracked_run(weights: torch.Tensor, every: int, sigma_rels=TRACKED):
     """Snapshots (step, γ, average) every `every` steps of power EMAs of the rows of `weights` (one per step)."""
     gammas = [sigma_rel_to_gamma(s) for s in sigma_rels]

@@ -49,18 +49,27 @@ def check_sigma_rel(sigma_rel: float) -> None:
         )
 
 
-def power_ema_beta(gamma: float, step: int) -> float:
-    """β_t = (1 − 1/t)^(γ + 1): the share of the average kept at step t ≥ 1 (0 at t = 1: a copy)."""
-    if step < 1:
-        raise ValueError(f"a power-function EMA counts steps from 1 (got {step})")
-    return (1.0 - 1.0 / step) ** (gamma + 1.0)
+def power_ema_beta(gamma: float, step: int, previous_step: int | None = None) -> float:
+    """β = (t₀ / t)^(γ + 1) with t₀ = t − 1 by default: (1 − 1/t)^(γ + 1), the share of the average kept at
+    step t ≥ 1 (0 at t = 1: a copy). From an earlier t₀ it is the product of the steps' β between them, as
+    EDM2's (1 − t_delta / t_next)^(γ + 1)."""
+    previous = step - 1 if previous_step is None else previous_step
+    if not 0 <= previous < step:
+        raise ValueError(f"a power-function EMA counts steps from 1 upwards (got {previous} -> {step})")
+    return (previous / step) ** (gamma + 1.0)
 
 
 @torch.no_grad()
-def update_power_ema(average: Sequence[Tensor], current: Sequence[Tensor], gamma: float, step: int) -> None:
-    """One step of the power-function EMA: average ← β_t average + (1 − β_t) current, in place (one foreach
-    lerp; float tensors only)."""
-    torch._foreach_lerp_(list(average), list(current), 1.0 - power_ema_beta(gamma, step))
+def update_power_ema(
+    average: Sequence[Tensor],
+    current: Sequence[Tensor],
+    gamma: float,
+    step: int,
+    previous_step: int | None = None,
+) -> None:
+    """The power-function EMA from `previous_step` (default step − 1) to `step`, with `current` as the weights
+    of every step between: average ← β average + (1 − β) current, in place (one foreach lerp; float tensors)."""
+    torch._foreach_lerp_(list(average), list(current), 1.0 - power_ema_beta(gamma, step, previous_step))
 
 
 def profile_inner_products(steps_a: Tensor, gammas_a: Tensor, steps_b: Tensor, gammas_b: Tensor) -> Tensor:
