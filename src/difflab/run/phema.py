@@ -158,8 +158,8 @@ def sweep(
     output is checked before any work."""
     from .evaluate import evaluate  # the feature networks load only for a sweep
 
-    if len(set(sigma_rels)) != len(sigma_rels):
-        raise ValueError(f"sigma_rel lists a value twice: {list(sigma_rels)}")
+    if len({f"{s:.3f}" for s in sigma_rels}) != len(sigma_rels):  # outputs are named to 3 decimals
+        raise ValueError(f"sigma_rel lists a value twice (to 3 decimals): {list(sigma_rels)}")
     for sigma_rel in sigma_rels:
         check_sigma_rel(sigma_rel)
     base = eval_config(eval_overrides)  # a mistyped override is refused before any folder is made
