@@ -90,13 +90,13 @@ def reconstruct(p: Plan) -> Path:
         p.step,
         sigma_rel_to_gamma(p.sigma_rel),
     ).tolist()
-    by_file: dict[Path, list[tuple[int, float]]] = {}
+    by_file: dict[Snapshot, list[tuple[int, float]]] = {}
     for (snapshot, index, _), c in zip(profiles, coefficients, strict=True):
-        by_file.setdefault(snapshot.path, []).append((index, c))
+        by_file.setdefault(snapshot, []).append((index, c))
 
     def terms() -> Iterator[tuple[dict[str, torch.Tensor], float]]:
-        for path, wanted in by_file.items():  # each file read once, one at a time
-            states = read_snapshot(path)["states"]
+        for snapshot, wanted in by_file.items():  # each file read once, one at a time
+            states = read_snapshot(snapshot.path, snapshot.sigma_rels)["states"]
             for index, c in wanted:
                 yield states[index], c
 

@@ -45,25 +45,33 @@ def write_snapshot(folder: Path, step: int, sigma_rels: list[float], states: lis
     return path
 
 
-def read_snapshot(path: Path) -> dict[str, Any]:
-    """A snapshot's contents, loaded weights-only (data, never code); one-line error for a foreign file."""
+def read_snapshot(path: Path, sigma_rels: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """A snapshot's contents, loaded weights-only (data, never code); one-line error for a foreign file or,
+    when `sigma_rels` is given, one whose profiles are others."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for damaged files
         raise ValueError(f"could not read post-hoc EMA snapshot {path}: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != SNAPSHOT_FORMAT:
         raise ValueError(f"{path} is not a difflab post-hoc EMA snapshot")
+    if sigma_rels is not None and tuple(payload["sigma_rels"]) != tuple(sigma_rels):
+        raise ValueError(
+            f"{path} holds sigma_rels {payload['sigma_rels']}, the run's others {list(sigma_rels)}"
+        )
     return payload
 
 
 def list_snapshots(folder: Path) -> list[Snapshot]:
-    """The snapshots in `folder` by step (the σ_rels read from each file's small header, tensors mapped)."""
-    found = []
-    for path in sorted(folder.glob("step_*.pt")) if folder.is_dir() else []:
-        if _NAME.fullmatch(path.name):
-            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            found.append(Snapshot(path, int(payload["step"]), tuple(payload["sigma_rels"])))
-    return sorted(found, key=lambda s: s.step)
+    """The snapshots in `folder` by step. Steps come from the names and the σ_rels from the first file only (a
+    run's profiles never change: a resume with others is refused), so listing a long run is one read; a reader
+    checks each file's own σ_rels when it loads it (`read_snapshot(path, sigma_rels)`)."""
+    paths = (
+        [p for p in sorted(folder.glob("step_*.pt")) if _NAME.fullmatch(p.name)] if folder.is_dir() else []
+    )
+    if not paths:
+        return []
+    sigma_rels = tuple(read_snapshot(paths[0])["sigma_rels"])
+    return [Snapshot(p, int(p.stem[len("step_") :]), sigma_rels) for p in paths]
 
 
 def set_aside_later_snapshots(folder: Path, step: int) -> Path | None:
