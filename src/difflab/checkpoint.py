@@ -194,7 +194,9 @@ def load_model(
         ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
         config, state = ckpt[CONFIG_KEY], network_state(ckpt) or {}
         # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
-        weights, step = ("ema" if "current_model_state" in ckpt else "raw"), int(ckpt.get("global_step", 0))
+        # A post-hoc EMA reconstruction (python -m difflab.phema) names its own ("post-hoc EMA sigma_rel=0.050").
+        weights = str(ckpt.get("weights") or ("ema" if "current_model_state" in ckpt else "raw"))
+        step = int(ckpt.get("global_step", 0))
     net = build(config, "model", allowed_targets)
     schedule = build(config, "schedule", allowed_targets)
     problem = state_mismatch(net.state_dict(), state)

@@ -6,6 +6,7 @@ from .ema import EMA, ema_network
 from .finite import NonFiniteError
 from .lr_schedules import linear_warmup, warmup_cosine
 from .module import DiffusionModule
+from .phema_callback import PostHocEMA
 from .preemption import CheckpointOnSignal, Preempted
 from .step_seeding import SeedEachStep
 
@@ -15,6 +16,7 @@ __all__ = [
     "CheckpointOnSignal",
     "DiffusionModule",
     "NonFiniteError",
+    "PostHocEMA",
     "Preempted",
     "SeedEachStep",
     "ema_network",

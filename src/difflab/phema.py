@@ -1,0 +1,79 @@
+"""Post-hoc EMA (EDM2) after training, from the snapshots `callbacks=[default,phema]` keeps:
+
+    python -m difflab.phema <run> sigma_rel=0.07                   # -> <run>/phema/sigma_rel_0.070_step_<N>.ckpt
+    python -m difflab.phema <run> sigma_rel=0.07 out=my.ckpt step=2000
+    python -m difflab.phema <run> sigma_rel=[0.03,0.05,0.08,0.12] n=1000 sampler.steps=20   # sweep, scored by FD
+
+A list sweeps: each σ_rel is reconstructed and scored as evaluate.py scores a checkpoint (any evaluate.py
+override applies), then a table is printed and the best named. The checkpoints load in sample.py, evaluate.py
+and difflab.load.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .run.errors import USER_ERRORS, one_line
+
+OWN_KEYS = ("sigma_rel", "out", "step")
+
+
+def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
+    """(run folder, this command's own key=values, evaluate.py overrides) from the command line."""
+    if not argv or "=" in argv[0] or argv[0].startswith("-"):
+        raise ValueError(
+            "usage: python -m difflab.phema <run folder> sigma_rel=<value or [list]> [out=…] [step=…]"
+        )
+    own, others = {}, []
+    for arg in argv[1:]:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ValueError(f"{arg}: expected key=value (e.g. sigma_rel=0.05)")
+        if key in OWN_KEYS:
+            own[key] = value
+        else:
+            others.append(arg)
+    if "sigma_rel" not in own:
+        raise ValueError(
+            "give sigma_rel=<value> (e.g. 0.05) or a list to sweep (e.g. sigma_rel=[0.03,0.05,0.1])"
+        )
+    return argv[0], own, others
+
+
+def numbers(text: str) -> list[float]:
+    """0.05 or [0.03,0.05] as floats; a one-line error for anything else."""
+    items = text.strip().removeprefix("[").removesuffix("]").split(",")
+    try:
+        return [float(item) for item in items]
+    except ValueError:
+        raise ValueError(f"sigma_rel={text} is not a number or a list of numbers") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        run, own, others = parse(sys.argv[1:] if argv is None else argv)
+        from .run.phema import plan, reconstruct, sweep, table  # torch loads once the arguments are read
+
+        sigma_rels = numbers(own["sigma_rel"])
+        if "step" in own and not own["step"].isdigit():
+            raise ValueError(f"step={own['step']} is not a step number")
+        step = int(own["step"]) if "step" in own else None
+        if len(sigma_rels) == 1 and not own["sigma_rel"].strip().startswith("["):
+            if others:
+                raise ValueError(
+                    f"{others[0]}: only a sweep scores (sigma_rel=[…]); score one checkpoint with evaluate.py"
+                )
+            print(reconstruct(plan(run, sigma_rels[0], own.get("out"), step)))
+            return 0
+        rows, fd_key = sweep(run, sigma_rels, others, own.get("out"), step)
+    except USER_ERRORS as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    print(table(rows, fd_key))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""`python -m difflab.phema`: a tiny run's snapshots rebuilt into checkpoints that sample.py, evaluate.py and
+difflab.load read; a sweep scored by FD that names the best; one-line refusals that write nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
+
+import difflab
+from difflab.checkpoint import load_model
+from difflab.phema import main
+from difflab.run.train import train
+from difflab.training.phema_snapshots import read_snapshot
+
+SMALL_EVAL = ["n=8", "metrics.num_reference=40", "metrics.kid_subset_size=4", "metrics.kid_subsets=2"]
+
+
+@pytest.fixture(scope="module")
+def phema_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-step run of the toy model with snapshots at steps 2, 4 and 6 (read-only for the tests)."""
+    run = tmp_path_factory.mktemp("phema") / "run"
+    extra = ["callbacks=[default,phema]", "callbacks.phema.every_n_steps=2", "trainer.max_steps=6"]
+    train(compose_config("train", [*FAST_TRAIN, *extra], run))
+    return run
+
+
+def net_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+
+
+def test_a_tracked_sigma_rel_rebuilds_its_own_snapshot_and_loads_everywhere(phema_run, tmp_path, capsys):
+    out = tmp_path / "tracked.ckpt"
+    assert main([str(phema_run), "sigma_rel=0.10", f"out={out}"]) == 0
+    assert str(out) in capsys.readouterr().out
+    snapshot = read_snapshot(phema_run / "phema" / "snapshots" / "step_0000006.pt")
+    rebuilt = net_weights(out)
+    assert rebuilt.keys() == snapshot["states"][1].keys()
+    for key, value in snapshot["states"][1].items():
+        torch.testing.assert_close(rebuilt[key], value, msg=key)
+    loaded = load_model(out)
+    assert (loaded.weights, loaded.global_step) == ("post-hoc EMA sigma_rel=0.100", 6)
+    images = difflab.load(out).sample(2, steps=2, seed=0)
+    assert len(images) == 2  # uint8 images (pipe.sample checks they are finite)
+
+
+def test_any_sigma_rel_becomes_a_checkpoint_sample_py_reads(phema_run, tmp_path, capsys):
+    assert main([str(phema_run), "sigma_rel=0.07", f"out={tmp_path / 'mid.ckpt'}"]) == 0
+    mid, short, long = (
+        net_weights(tmp_path / "mid.ckpt"),
+        *(read_snapshot(phema_run / "phema" / "snapshots" / "step_0000006.pt")["states"]),
+    )
+    assert not torch.equal(mid["conv_out.weight"], short["conv_out.weight"])
+    assert not torch.equal(mid["conv_out.weight"], long["conv_out.weight"])
+    result = run_cli(
+        "sample.py", f"ckpt={tmp_path / 'mid.ckpt'}", "n=2", "sampler.steps=2", f"out={tmp_path / 'samples'}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    settings = json.loads((tmp_path / "samples" / "settings.json").read_text())
+    assert settings["weights"] == "post-hoc EMA sigma_rel=0.070"
+
+
+def test_a_sweep_scores_every_sigma_rel_and_names_the_best(phema_run, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    cache = f"metrics.cache_dir={tmp_path / 'cache'}"
+    assert main([str(phema_run), "sigma_rel=[0.05,0.15]", f"out={out}", *SMALL_EVAL, cache]) == 0
+    printed = capsys.readouterr().out
+    scores = {
+        s: json.loads((out / f"sigma_rel_{s}_step_0000006.metrics.json").read_text())["metrics"]["fd_effl0"]
+        for s in ("0.050", "0.150")
+    }
+    best = min(scores, key=scores.get)
+    assert f"best: sigma_rel={best} (fd_effl0 {scores[best]:.4f})" in printed
+    for s, score in scores.items():
+        assert f"{float(s):9.3f}  {score:10.4f}" in printed
+        assert (out / f"sigma_rel_{s}_step_0000006.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sigma_rel=0.5"], "sigma_rel=0.5 is out of range"),
+        (["sigma_rel=abc"], "sigma_rel=abc is not a number"),
+        (["sigma_rel=0.05", "step=3"], "step=3 is not a snapshot step"),
+        (["sigma_rel=0.05", "n=10"], "only a sweep scores"),
+        (["sigma_rel=[0.05,0.0501]"], "lists a value twice (to 3 decimals)"),
+        (["sigma_rel=[0.05,0.3]"], "sigma_rel=0.3 is out of range"),
+        (["sigma_rel=[0.05,0.1]", "metrics.extractr=x"], "did you mean metrics.extractor"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(phema_run, tmp_path, capsys, args, message):
+    before = sorted(p.name for p in (phema_run / "phema").iterdir())
+    assert main([str(phema_run), *args, f"out={tmp_path / 'x'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert sorted(p.name for p in (phema_run / "phema").iterdir()) == before
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_existing_output_is_never_overwritten(phema_run, tmp_path, capsys):
+    out = tmp_path / "taken.ckpt"
+    out.write_bytes(b"mine")
+    assert main([str(phema_run), "sigma_rel=0.05", f"out={out}"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"mine"
+
+
+def test_a_run_without_snapshots_is_refused_from_the_command_line(tiny_ckpt):
+    """The real command line: exit 2, one `error:` line, no traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "difflab.phema", str(tiny_ckpt.parent.parent), "sigma_rel=0.05"],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "has no post-hoc EMA snapshots" in one_error_line(result)
+    assert "callbacks=[default,phema]" in one_error_line(result)

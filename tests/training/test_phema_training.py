@@ -1,0 +1,94 @@
+"""The post-hoc EMA callback in real (tiny) training runs: off by default, snapshots that hold the power-function
+EMA of the weights the run trained, exact across a resume, snapshots of an abandoned continuation set aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+
+from difflab.run.train import train
+from difflab.training import PostHocEMA
+from difflab.training.phema import sigma_rel_to_gamma
+from difflab.training.phema_snapshots import list_snapshots, read_snapshot
+
+PHEMA = ["callbacks=[default,phema]", "callbacks.phema.every_n_steps=2"]
+
+
+def train_run(run_dir: Path, max_steps: int, *extra: str) -> Path:
+    train(compose_config("train", [*FAST_TRAIN, *PHEMA, f"trainer.max_steps={max_steps}", *extra], run_dir))
+    return run_dir / "phema" / "snapshots"
+
+
+def raw_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["current_model_state"]
+    return {k[len("net.") :]: v.double() for k, v in state.items() if k.startswith("net.")}
+
+
+def test_post_hoc_ema_is_off_by_default(tmp_path):
+    cfg = compose_config("train", FAST_TRAIN, tmp_path)
+    assert "phema" not in cfg.callbacks
+    on = compose_config("train", PHEMA, tmp_path)
+    assert list(on.callbacks.phema.sigma_rels) == [0.05, 0.10]
+    assert "ema" in on.callbacks  # classic EMA stays on beside it
+
+
+def test_snapshots_hold_the_power_function_ema_of_the_trained_weights(tmp_path):
+    """Snapshots every 2 steps and at the end (step 5); each profile equals Σ_s w_s θ_s with the closed-form
+    power-function weights w_s = (s/t)^(γ+1) − ((s−1)/t)^(γ+1) over the raw weights θ_s of every step."""
+    run_dir = tmp_path / "run"
+    folder = train_run(run_dir, 5, "callbacks.model_checkpoint.every_n_train_steps=1")
+    snapshots = list_snapshots(folder)
+    assert [s.step for s in snapshots] == [2, 4, 5]
+    raw = [raw_weights(run_dir / "checkpoints" / f"step_{s:07d}.ckpt") for s in range(1, 6)]
+    assert not torch.equal(raw[0]["conv_out.weight"], raw[-1]["conv_out.weight"]), "the weights must change"
+    for snapshot in snapshots[1:]:
+        stored = read_snapshot(snapshot.path)
+        t = snapshot.step
+        for sigma_rel, state in zip(stored["sigma_rels"], stored["states"], strict=True):
+            g = sigma_rel_to_gamma(sigma_rel)
+            weights = [(s / t) ** (g + 1) - ((s - 1) / t) ** (g + 1) for s in range(1, t + 1)]
+            for key, value in state.items():
+                expected = sum(w * r[key] for w, r in zip(weights, raw, strict=False))
+                torch.testing.assert_close(value.double(), expected, atol=1e-6, rtol=1e-5, msg=key)
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_rewound_resume_sets_later_snapshots_aside_and_continues_exactly(tmp_path):
+    """A run that reached step 4, resumed from its step-2 checkpoint and run to 6, writes the same snapshots as
+    an uninterrupted 6-step run; the abandoned step-4 snapshot is kept, untouched, aside."""
+    uninterrupted = train_run(tmp_path / "a", 6)
+    run_dir = tmp_path / "b"
+    folder = train_run(run_dir, 4)
+    abandoned = (folder / "step_0000004.pt").read_bytes()
+    train_run(run_dir, 6, f"ckpt_path={run_dir / 'checkpoints' / 'step_0000002.ckpt'}")
+    assert [s.step for s in list_snapshots(folder)] == [2, 4, 6]
+    assert (folder / "superseded_at_step_0000002" / "step_0000004.pt").read_bytes() == abandoned
+    for step in (4, 6):
+        want, got = (read_snapshot(f / f"step_{step:07d}.pt") for f in (uninterrupted, folder))
+        for a, b in zip(want["states"], got["states"], strict=True):
+            for key in a:
+                torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=f"step {step}: {key}")
+
+
+def test_bad_phema_settings_are_one_line_errors_before_anything_is_written(tmp_path):
+    run_dir = tmp_path / "run"
+    bad = "callbacks.phema.sigma_rels=[0.05,0.5]"
+    result = run_cli("train.py", *FAST_TRAIN, *PHEMA, bad, f"hydra.run.dir={run_dir}")
+    assert "sigma_rel=0.5 is out of range" in one_error_line(result)
+    assert not (run_dir / "phema").exists() and not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sigma_rels": [0.05]}, "two or more different sigma_rels"),
+        ({"sigma_rels": [0.05, 0.05]}, "two or more different sigma_rels"),
+        ({"every_n_steps": 0}, "every_n_steps must be at least 1"),
+    ],
+)
+def test_bad_phema_settings_are_refused(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        PostHocEMA(tmp_path, **settings)
