@@ -23,6 +23,7 @@ from ..data.scoring import reference_statistics
 from ..evaluation.conditioning import conditioning_classifier
 from ..evaluation.samples import generated_batches, scored_conditions
 from ..evaluation.scoring import scored, warn_if_too_few
+from ..generation import build_sampler
 from ..io.read_generated import open_image_set
 from ..io.results import check_writable_file, first_free, write_json
 from ..metrics import Evaluator
@@ -122,7 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data)
     shape = (data.channels, data.image_size, data.image_size)
     if loaded is not None:
-        sampler = sampling.build_sampler(loaded)
+        sampler = build_sampler(sampling.sampler, loaded)
         batches, source = generated_batches(
             loaded, sampling.options, sampler, sampling.sampler, sampling.ckpt, conditions
         )

@@ -14,7 +14,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import LoadedModel, check_contradictions, load_model
-from ..generation import Generation, GenerationRequest, SampleOptions, comparison_tiles, request_for
+from ..generation import (
+    Generation,
+    GenerationRequest,
+    SampleOptions,
+    build_sampler,
+    comparison_tiles,
+    request_for,
+)
 from ..generation.finite import check_finite
 from ..generation.options import SUPERRES
 from ..generation.settings_json import SETTINGS_JSON, edit_settings
@@ -70,7 +77,7 @@ def sample(cfg: DictConfig) -> Path:
     settings = read_settings(cfg)
     options = settings.options
     loaded = load_checked_model(settings)
-    request = request_for(loaded, options, settings.build_sampler(loaded), settings.ckpt)
+    request = request_for(loaded, options, build_sampler(settings.sampler, loaded), settings.ckpt)
     with output_folder(settings.out, options.mode, settings.root_dir) as out:
         log.info(*log_line(options, loaded, request))
         generation = Generation(request, loaded.net)
