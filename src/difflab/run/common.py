@@ -45,8 +45,8 @@ def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
     ]
 
 
-def resolve_conditioning(cfg: DictConfig) -> None:
-    """Make the data and the model agree on the conditioning before anything is built or compared:
+def fill_conditioning(cfg: DictConfig) -> None:
+    """Fill cfg.data and cfg.model in place so they agree on the conditioning before anything is built or compared:
     model.num_classes=K alone makes the data serve labels; data.condition=labels alone takes K from the data;
     data.condition=superres sets model.cond_channels (model.cond_channels alone makes the data serve superres).
     data.condition=text (or data.captions alone) builds a text-to-image net of the encoder's width, and records
@@ -60,7 +60,7 @@ def resolve_conditioning(cfg: DictConfig) -> None:
         if (model.get("text_dim") or data.get("captions")) and data.get("condition") is None:
             data.condition = "text"
         if data.get("condition") == "text":
-            resolve_text(data, model)
+            fill_text(data, model)
         if data.get("condition") == "labels":
             found = instantiate(data).num_classes
             if not model.get("num_classes"):
@@ -71,10 +71,10 @@ def resolve_conditioning(cfg: DictConfig) -> None:
                     f"drop model.num_classes (it is taken from the data) or use model.num_classes={found}"
                 )
         if data.get("condition") == "superres":
-            _resolve_superres(data, model)
+            _fill_superres(data, model)
 
 
-def _resolve_superres(data: DictConfig, model: DictConfig) -> None:
+def _fill_superres(data: DictConfig, model: DictConfig) -> None:
     """SR3: the U-Net takes the low-res image (data.channels of them) beside x_t; it is never dropped, so
     classes do not combine with it."""
     if model.get("num_classes"):
@@ -91,7 +91,7 @@ def _resolve_superres(data: DictConfig, model: DictConfig) -> None:
         )
 
 
-def resolve_text(data: DictConfig, model: DictConfig) -> None:
+def fill_text(data: DictConfig, model: DictConfig) -> None:
     """A text-to-image run: the encoder's name and version go into data, its width into model.text_dim."""
     if model.get("num_classes"):
         raise ValueError("data.condition=text and model.num_classes cannot be combined: pick labels or text")

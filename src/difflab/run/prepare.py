@@ -45,10 +45,10 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     from ..model_folder.diffusers_folder import check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..runs.resume import check_resumable, read_resumable, resume_path
-    from .common import resolve_conditioning
+    from .common import fill_conditioning
     from .train_checks import check_generation_settings
 
-    resolve_conditioning(cfg)
+    fill_conditioning(cfg)
     check_generation_settings(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)
     if resume is not None:
