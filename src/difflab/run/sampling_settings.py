@@ -81,11 +81,10 @@ def read_sampling_settings(
     write) and every value's rule have been checked: a problem is one line before anything is loaded."""
     options = sample_options(cfg, mode)
     options.check()
-    if missing_ckpt is not None:
-        require(cfg, "ckpt", missing_ckpt)
+    ckpt = cfg.ckpt if missing_ckpt is None else require(cfg, "ckpt", missing_ckpt)
     check_values(cfg, rules)
     return SamplingSettings(
-        ckpt=cfg.ckpt,
+        ckpt=ckpt,
         device=str(cfg.device),
         allowed_targets=tuple(cfg.allowed_targets),
         sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
