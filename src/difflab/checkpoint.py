@@ -8,40 +8,21 @@ from `ALLOWED_TARGETS` (plus those a user lists explicitly in `allowed_targets`)
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
+from .checkpoint_config import build, check_targets
 from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
 from .model_folder.safetensors_folder import BUILT_GROUPS, FOLDER_CONFIG, read_model_folder
-from .model_folder.state_fit import listed, state_mismatch
+from .model_folder.state_fit import state_mismatch
 
 CONFIG_KEY = "difflab_config"
-
-# What a stored config may build: difflab's own denoisers, schedules, samplers and datasets, by the exact
-# dotted names its configs use. An exact string match, never a prefix: `difflab.models.unet.torch.load` resolves
-# too, to something else entirely.
-ALLOWED_TARGETS = frozenset(
-    {
-        "difflab.models.UNet",
-        "difflab.diffusion.NoiseSchedule",
-        "difflab.diffusion.NoiseSchedule.from_name",
-        "difflab.diffusion.DDPMSampler",
-        "difflab.diffusion.DDIMSampler",
-        "difflab.diffusion.DPMSolverSampler",
-        "difflab.diffusion.EulerSampler",
-        "difflab.diffusion.HeunSampler",
-        "difflab.data.ImageDataModule",
-    }
-)
-_SHOWN = 6  # differences named in a one-line error; the rest are counted
 
 
 @dataclass
@@ -135,37 +116,6 @@ def _load(path: Path, mmap: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def targets(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
-    """(key, target) for every `_target_` in a nested config of dicts and lists."""
-    if isinstance(node, Mapping):
-        if node.get("_target_") is not None:
-            yield where, str(node["_target_"])
-        for key, child in node.items():
-            yield from targets(child, f"{where}.{key}" if where else str(key))
-    elif isinstance(node, list | tuple):
-        for i, child in enumerate(node):
-            yield from targets(child, f"{where}[{i}]")
-
-
-def check_targets(node: Any, where: str, allowed: Iterable[str] = ()) -> None:
-    """Refuse, in one line naming the key, any `_target_` under `node` that is not allowlisted."""
-    permitted = ALLOWED_TARGETS | set(allowed)
-    for key, target in targets(node, where):
-        if target not in permitted:
-            raise ValueError(
-                f"{key}._target_={target} is not a difflab model, schedule, sampler or dataset; refusing to "
-                f"build it from a checkpoint (if you trust it, add allowed_targets=[{target}])"
-            )
-
-
-def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = ()) -> Any:
-    """Instantiate config[key] (a stored config's group, e.g. 'model') once its targets are checked."""
-    if not isinstance(config.get(key), Mapping):
-        raise ValueError(f"the stored config has no {key} group")
-    check_targets(config[key], key, allowed)
-    return instantiate(OmegaConf.create(dict(config[key])))
-
-
 def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str, torch.Tensor] | None:
     """The denoiser's weights under ckpt[key] without the `net.` prefix; None when the key is absent.
 
@@ -210,51 +160,3 @@ def run_checkpoint(path: str | Path) -> str | Path:
     """A train.py run folder's checkpoints/last.ckpt; any other path as given."""
     last = Path(path) / "checkpoints" / "last.ckpt"
     return last if not (Path(path) / FOLDER_CONFIG).exists() and last.is_file() else path
-
-
-def stored_value(config: Mapping[str, Any], dotted: str) -> Any:
-    """config['a']['b'] for 'a.b'; None when any part is absent."""
-    value: Any = config
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
-def leaves(value: Any, prefix: str) -> dict[str, Any]:
-    """{'a.b.c': leaf} for every leaf of a nested dict under `prefix`."""
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, child in value.items():
-            out.update(leaves(child, f"{prefix}.{key}"))
-        return out
-    return {prefix: value}
-
-
-def contradictions(
-    wanted: Mapping[str, Any], stored: Mapping[str, Any], stored_as: Mapping[str, str] | None = None
-) -> list[str]:
-    """`key=new (checkpoint: old)` for each wanted leaf the stored config holds with another value; `stored_as`
-    maps a key as the user typed it to where the stored config keeps it (image_size -> data.image_size).
-
-    Keys only one side has are skipped: a config key added after the checkpoint was written is not a change.
-    """
-    found = []
-    for key, value in wanted.items():
-        for leaf, new in leaves(value, key).items():
-            old = stored_value(stored, (stored_as or {}).get(leaf, leaf))
-            if old is not None and old != new:
-                found.append(f"{leaf}={new} (checkpoint: {old})")
-    return found
-
-
-def check_contradictions(
-    wanted: Mapping[str, Any],
-    stored: Mapping[str, Any],
-    path: Path | str,
-    hint: str,
-    stored_as: Mapping[str, str] | None = None,
-) -> None:
-    """A one-line ValueError naming every wanted setting that contradicts the checkpoint's config."""
-    found = contradictions(wanted, stored, stored_as)
-    if found:
-        raise ValueError(f"the config contradicts checkpoint {path}: {listed(found, _SHOWN)}; {hint}")

@@ -17,7 +17,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint import LoadedModel, build, load_model
+from ..checkpoint import LoadedModel, load_model
+from ..checkpoint_config import build
 from ..data import ImageDataModule
 from ..data.scoring import reference_statistics
 from ..evaluation.conditioning import conditioning_classifier

@@ -89,7 +89,8 @@ def fixed_values(cfg: DictConfig) -> dict[str, Any]:
 def targets_in(cfg: DictConfig) -> set[str]:
     """Every `_target_` of the groups a checkpoint's config may build, as the given config names them."""
     found: set[str] = set()
-    from ..checkpoint import BUILT_GROUPS, targets
+    from ..checkpoint_config import targets
+    from ..model_folder.safetensors_folder import BUILT_GROUPS
 
     for group in BUILT_GROUPS:
         node = cfg.get(group)

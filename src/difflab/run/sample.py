@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint import LoadedModel, check_contradictions, load_model
+from ..checkpoint import LoadedModel, load_model
+from ..checkpoint_config import check_contradictions
 from ..generation import (
     Generation,
     GenerationRequest,
