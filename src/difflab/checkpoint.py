@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint_config import build, check_targets
+from .checkpoint_config import build, check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
-from .model_folder.safetensors_folder import BUILT_GROUPS, FOLDER_CONFIG, read_model_folder
+from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
 from .model_folder.state_fit import state_mismatch
 
 CONFIG_KEY = "difflab_config"
@@ -54,9 +54,18 @@ class LoadedModel:
 def read_checkpoint(
     path: str | Path, mmap: bool = False, allowed_targets: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """The checkpoint dict on the CPU, read with a weights-only unpickler; one-line errors for a missing,
-    corrupt, foreign or code-carrying file, or a stored config naming a target outside the allowlist.
+    """The checkpoint dict on the CPU, its stored config brought up to date and held to the allowlist: one-line
+    errors for a missing, corrupt, foreign or code-carrying file, or a target outside the allowlist.
     mmap=True maps the tensors (cheap when only the config is needed)."""
+    ckpt = read_checkpoint_file(path, mmap)
+    ckpt[CONFIG_KEY] = upgraded(ckpt[CONFIG_KEY])
+    check_stored_targets(ckpt[CONFIG_KEY], allowed_targets, f"checkpoint {Path(path)}")
+    return ckpt
+
+
+def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict as stored, read with a weights-only unpickler (nothing is run, nothing is built yet);
+    one-line errors for a missing, corrupt, foreign or code-carrying file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -76,12 +85,6 @@ def read_checkpoint(
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
         raise ValueError(f"{path} has no stored difflab config; was it written by difflab's train.py?")
-    ckpt[CONFIG_KEY] = upgraded(ckpt[CONFIG_KEY])
-    for group in BUILT_GROUPS:
-        try:
-            check_targets(ckpt[CONFIG_KEY].get(group), group, allowed_targets)
-        except ValueError as error:
-            raise ValueError(f"checkpoint {path}: {error}") from error
     return ckpt
 
 
@@ -133,18 +136,16 @@ def load_model(
     """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights.
 
     `path` is a .ckpt written by train.py, a train.py run folder (its checkpoints/last.ckpt) or a folder written
-    by `export.py format=safetensors`."""
-    path = run_checkpoint(path)
-    if Path(path).is_dir():
-        config, state, weights, step = read_model_folder(
-            path, lambda node, group: check_targets(node, group, allowed_targets)
-        )
-        config = upgraded(config)  # an older export's config, brought up to date as a checkpoint's is
+    by `export.py format=safetensors`. Read straight down: the file or folder read once, its config brought up to
+    date, held to the allowlist, then built."""
+    path = Path(run_checkpoint(path))
+    kind = "model folder" if path.is_dir() else "checkpoint"
+    if kind == "checkpoint":
+        config, state, weights, step = read_model_file(path)
     else:
-        ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
-        config, state = ckpt[CONFIG_KEY], network_state(ckpt) or {}
-        # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
-        weights, step = ("ema" if "current_model_state" in ckpt else "raw"), int(ckpt.get("global_step", 0))
+        config, state, weights, step = read_model_folder(path)
+    config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
+    check_stored_targets(config, allowed_targets, f"{kind} {path}")
     net = build(config, "model", allowed_targets)
     schedule = build(config, "schedule", allowed_targets)
     problem = state_mismatch(net.state_dict(), state)
@@ -154,6 +155,15 @@ def load_model(
     # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
     net.to(device, memory_format=torch.channels_last).eval()
     return LoadedModel(net, schedule, config["prediction_type"], config, weights, step)
+
+
+def read_model_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
+    """(config as stored, network weights, "ema"|"raw", global step) of a train.py checkpoint, as
+    model_folder.read_model_folder gives them of an exported folder."""
+    ckpt = read_checkpoint_file(path)
+    # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
+    weights, step = ("ema" if "current_model_state" in ckpt else "raw"), int(ckpt.get("global_step", 0))
+    return ckpt[CONFIG_KEY], network_state(ckpt) or {}, weights, step
 
 
 def run_checkpoint(path: str | Path) -> str | Path:

@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 
 from .model_folder.state_fit import listed
 
+BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
+
 # What a stored config may build: difflab's own denoisers, schedules, samplers and datasets, by the exact
 # dotted names its configs use. An exact string match, never a prefix: `difflab.models.unet.torch.load` resolves
 # too, to something else entirely.
@@ -53,6 +55,16 @@ def check_targets(node: Any, where: str, allowed: Iterable[str] = ()) -> None:
                 f"{key}._target_={target} is not a difflab model, schedule, sampler or dataset; refusing to "
                 f"build it from a checkpoint (if you trust it, add allowed_targets=[{target}])"
             )
+
+
+def check_stored_targets(config: Mapping[str, Any], allowed: Iterable[str], source: str) -> None:
+    """Refuse, in one line starting with `source` (checkpoint <path>, model folder <path>), a stored config whose
+    built groups (BUILT_GROUPS) name a `_target_` outside the allowlist."""
+    for group in BUILT_GROUPS:
+        try:
+            check_targets(config.get(group), group, allowed)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from error
 
 
 def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = ()) -> Any:

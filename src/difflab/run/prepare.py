@@ -89,8 +89,7 @@ def fixed_values(cfg: DictConfig) -> dict[str, Any]:
 def targets_in(cfg: DictConfig) -> set[str]:
     """Every `_target_` of the groups a checkpoint's config may build, as the given config names them."""
     found: set[str] = set()
-    from ..checkpoint_config import targets
-    from ..model_folder.safetensors_folder import BUILT_GROUPS
+    from ..checkpoint_config import BUILT_GROUPS, targets
 
     for group in BUILT_GROUPS:
         node = cfg.get(group)
