@@ -59,17 +59,9 @@ def fixed_by_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 
 def read_settings(cfg: DictConfig) -> SamplingSettings:
     """sample.py's config, read and checked once."""
+    fixed = fixed_by_checkpoint(cfg)
     missing = "sample.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt"
-    return read_sampling_settings(cfg, SAMPLING_RULES, cfg.mode, missing, fixed_by_checkpoint(cfg))
-
-
-def load_checked_model(settings: SamplingSettings) -> LoadedModel:
-    """The checkpoint's model on the chosen device; overrides that contradict the stored model are errors."""
-    set_cpu_threads(settings.options.cpu_threads)
-    loaded = load_model(settings.ckpt, pick_device(settings.device), settings.allowed_targets)
-    hint = "drop those overrides (sample.py takes them from the checkpoint)"
-    check_contradictions(settings.fixed_by_checkpoint, loaded.config, settings.ckpt, hint, CHECKED_KEYS)
-    return loaded
+    return read_sampling_settings(cfg, SAMPLING_RULES, cfg.mode, missing, fixed)
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -77,7 +69,11 @@ def sample(cfg: DictConfig) -> Path:
     when editing or super-resolving, cfg.n results of each picture in cfg.image."""
     settings = read_settings(cfg)
     options = settings.options
-    loaded = load_checked_model(settings)
+    device = pick_device(settings.device)
+    set_cpu_threads(options.cpu_threads)
+    loaded = load_model(settings.ckpt, device, settings.allowed_targets)
+    hint = "drop those overrides (sample.py takes them from the checkpoint)"  # overrides that contradict the model
+    check_contradictions(settings.fixed_by_checkpoint, loaded.config, settings.ckpt, hint, CHECKED_KEYS)
     request = request_for(loaded, options, build_sampler(settings.sampler, loaded), settings.ckpt)
     with output_folder(settings.out, options.mode, settings.root_dir) as out:
         log.info(*log_line(options, loaded, request))
