@@ -1,38 +1,17 @@
-"""What the entry functions share: devices and threads, objects built from configs, the conditioning the data and
+"""What the entry functions share: objects built from configs, the conditioning the data and
 the model agree on, the run's resolved config; where results go is io/results.py."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..diffusion.auto_batch import AUTO
 from ..text import encoder_dim, encoder_version
 from .errors import SweepConfigError
-
-log = logging.getLogger("difflab")
-
-# --- devices, threads, objects built from configs ------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def set_cpu_threads(cpu_threads: int | str | None) -> None:
-    """cpu_threads=N sets torch's intra-op threads (null or auto leave them: see set_generation_threads)."""
-    if cpu_threads not in (None, AUTO):
-        torch.set_num_threads(int(cpu_threads))
 
 
 def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
@@ -131,10 +110,3 @@ def optimized_metric(cfg: DictConfig, metrics: Mapping[str, float]) -> float | N
             f"optimized_metric={name} was not logged by this run; logged metrics: {logged}"
         )
     return float(metrics[name])
-
-
-def log_written(count: int, written: dict[str, Path]) -> None:
-    """Say where save_samples put a result set: the PNGs, the grid and the .npz."""
-    log.info(
-        "wrote %d PNGs to %s, the grid %s and %s", count, written["images"], written["grid"], written["npz"]
-    )
