@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint_config import build, check_stored_targets
+from .checkpoint_config import Overrides, build, check_contradictions, check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
 from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
@@ -131,14 +131,17 @@ def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str,
 
 
 def load_model(
-    path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    allowed_targets: Iterable[str] = (),
+    overrides: Overrides | None = None,
 ) -> LoadedModel:
     """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights.
 
     `path` is a .ckpt written by train.py, a train.py run folder (its checkpoints/last.ckpt) or a folder written
     by `export.py format=safetensors`. Read straight down: the file or folder read once, its config brought up to
-    date, held to the allowlist, then built."""
-    path = Path(run_checkpoint(path))
+    date, held to the allowlist and compared with the `overrides` a command gave, then built."""
+    given, path = path, Path(run_checkpoint(path))
     kind = "model folder" if path.is_dir() else "checkpoint"
     if kind == "checkpoint":
         config, state, weights, step = read_model_file(path)
@@ -146,6 +149,8 @@ def load_model(
         config, state, weights, step = read_model_folder(path)
     config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
     check_stored_targets(config, allowed_targets, f"{kind} {path}")
+    if overrides is not None:
+        check_contradictions(overrides.values, config, given, overrides.hint, overrides.stored_as)
     net = build(config, "model", allowed_targets)
     schedule = build(config, "schedule", allowed_targets)
     problem = state_mismatch(net.state_dict(), state)

@@ -5,6 +5,7 @@ given that contradict it. difflab.checkpoint reads a checkpoint through these.""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,17 @@ def contradictions(
             if old is not None and old != new:
                 found.append(f"{leaf}={new} (checkpoint: {old})")
     return found
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values a command gives that the checkpoint fixes, compared with its stored config before anything is built:
+    `values` as typed, `hint` what to do about a contradiction, `stored_as` where the stored config keeps a key
+    typed otherwise (image_size -> data.image_size)."""
+
+    values: Mapping[str, Any]
+    hint: str
+    stored_as: Mapping[str, str] = field(default_factory=dict)
 
 
 def check_contradictions(

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import load_model
-from ..checkpoint_config import check_contradictions
+from ..checkpoint_config import Overrides
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..generation import (
     Generation,
@@ -66,9 +66,9 @@ def sample(cfg: DictConfig) -> Path:
     options = settings.options
     device = pick_device(settings.device)
     set_cpu_threads(options.cpu_threads)
-    loaded = load_model(settings.ckpt, device, settings.allowed_targets)
-    hint = "drop those overrides (sample.py takes them from the checkpoint)"  # overrides that contradict the model
-    check_contradictions(settings.fixed_by_checkpoint, loaded.config, settings.ckpt, hint, CHECKED_KEYS)
+    hint = "drop those overrides (sample.py takes them from the checkpoint)"
+    overrides = Overrides(settings.fixed_by_checkpoint, hint, CHECKED_KEYS)
+    loaded = load_model(settings.ckpt, device, settings.allowed_targets, overrides)
     request = request_for(loaded, options, build_sampler(settings.sampler, loaded), settings.ckpt)
     with output_folder(settings.out, options.mode, settings.root_dir) as out:
         log.info(*log_line(options, loaded, request))
