@@ -8,40 +8,21 @@ from `ALLOWED_TARGETS` (plus those a user lists explicitly in `allowed_targets`)
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
+from .checkpoint_config import Overrides, build, check_contradictions, check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
-from .model_folder.safetensors_folder import BUILT_GROUPS, FOLDER_CONFIG, read_model_folder
-from .model_folder.state_fit import listed, state_mismatch
+from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
+from .model_folder.state_fit import state_mismatch
 
 CONFIG_KEY = "difflab_config"
-
-# What a stored config may build: difflab's own denoisers, schedules, samplers and datasets, by the exact
-# dotted names its configs use. An exact string match, never a prefix: `difflab.models.unet.torch.load` resolves
-# too, to something else entirely.
-ALLOWED_TARGETS = frozenset(
-    {
-        "difflab.models.UNet",
-        "difflab.diffusion.NoiseSchedule",
-        "difflab.diffusion.NoiseSchedule.from_name",
-        "difflab.diffusion.DDPMSampler",
-        "difflab.diffusion.DDIMSampler",
-        "difflab.diffusion.DPMSolverSampler",
-        "difflab.diffusion.EulerSampler",
-        "difflab.diffusion.HeunSampler",
-        "difflab.data.ImageDataModule",
-    }
-)
-_SHOWN = 6  # differences named in a one-line error; the rest are counted
 
 
 @dataclass
@@ -73,9 +54,18 @@ class LoadedModel:
 def read_checkpoint(
     path: str | Path, mmap: bool = False, allowed_targets: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """The checkpoint dict on the CPU, read with a weights-only unpickler; one-line errors for a missing,
-    corrupt, foreign or code-carrying file, or a stored config naming a target outside the allowlist.
+    """The checkpoint dict on the CPU, its stored config brought up to date and held to the allowlist: one-line
+    errors for a missing, corrupt, foreign or code-carrying file, or a target outside the allowlist.
     mmap=True maps the tensors (cheap when only the config is needed)."""
+    ckpt = read_checkpoint_file(path, mmap)
+    ckpt[CONFIG_KEY] = upgraded(ckpt[CONFIG_KEY])
+    check_stored_targets(ckpt[CONFIG_KEY], allowed_targets, f"checkpoint {Path(path)}")
+    return ckpt
+
+
+def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict as stored, read with a weights-only unpickler (nothing is run, nothing is built yet);
+    one-line errors for a missing, corrupt, foreign or code-carrying file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -95,12 +85,6 @@ def read_checkpoint(
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
         raise ValueError(f"{path} has no stored difflab config; was it written by difflab's train.py?")
-    ckpt[CONFIG_KEY] = upgraded(ckpt[CONFIG_KEY])
-    for group in BUILT_GROUPS:
-        try:
-            check_targets(ckpt[CONFIG_KEY].get(group), group, allowed_targets)
-        except ValueError as error:
-            raise ValueError(f"checkpoint {path}: {error}") from error
     return ckpt
 
 
@@ -135,37 +119,6 @@ def _load(path: Path, mmap: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def targets(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
-    """(key, target) for every `_target_` in a nested config of dicts and lists."""
-    if isinstance(node, Mapping):
-        if node.get("_target_") is not None:
-            yield where, str(node["_target_"])
-        for key, child in node.items():
-            yield from targets(child, f"{where}.{key}" if where else str(key))
-    elif isinstance(node, list | tuple):
-        for i, child in enumerate(node):
-            yield from targets(child, f"{where}[{i}]")
-
-
-def check_targets(node: Any, where: str, allowed: Iterable[str] = ()) -> None:
-    """Refuse, in one line naming the key, any `_target_` under `node` that is not allowlisted."""
-    permitted = ALLOWED_TARGETS | set(allowed)
-    for key, target in targets(node, where):
-        if target not in permitted:
-            raise ValueError(
-                f"{key}._target_={target} is not a difflab model, schedule, sampler or dataset; refusing to "
-                f"build it from a checkpoint (if you trust it, add allowed_targets=[{target}])"
-            )
-
-
-def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = ()) -> Any:
-    """Instantiate config[key] (a stored config's group, e.g. 'model') once its targets are checked."""
-    if not isinstance(config.get(key), Mapping):
-        raise ValueError(f"the stored config has no {key} group")
-    check_targets(config[key], key, allowed)
-    return instantiate(OmegaConf.create(dict(config[key])))
-
-
 def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str, torch.Tensor] | None:
     """The denoiser's weights under ckpt[key] without the `net.` prefix; None when the key is absent.
 
@@ -178,25 +131,26 @@ def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str,
 
 
 def load_model(
-    path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    allowed_targets: Iterable[str] = (),
+    overrides: Overrides | None = None,
 ) -> LoadedModel:
     """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights.
 
     `path` is a .ckpt written by train.py, a train.py run folder (its checkpoints/last.ckpt) or a folder written
-    by `export.py format=safetensors`."""
-    path = run_checkpoint(path)
-    if Path(path).is_dir():
-        config, state, weights, step = read_model_folder(
-            path, lambda node, group: check_targets(node, group, allowed_targets)
-        )
-        config = upgraded(config)  # an older export's config, brought up to date as a checkpoint's is
+    by `export.py format=safetensors`. Read straight down: the file or folder read once, its config brought up to
+    date, held to the allowlist and compared with the `overrides` a command gave, then built."""
+    given, path = path, Path(run_checkpoint(path))
+    kind = "model folder" if path.is_dir() else "checkpoint"
+    if kind == "checkpoint":
+        config, state, weights, step = read_model_file(path)
     else:
-        ckpt = read_checkpoint(path, allowed_targets=allowed_targets)
-        config, state = ckpt[CONFIG_KEY], network_state(ckpt) or {}
-        # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
-        # A post-hoc EMA reconstruction (python -m difflab.phema) names its own ("post-hoc EMA sigma_rel=0.050").
-        weights = str(ckpt.get("weights") or ("ema" if "current_model_state" in ckpt else "raw"))
-        step = int(ckpt.get("global_step", 0))
+        config, state, weights, step = read_model_folder(path)
+    config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
+    check_stored_targets(config, allowed_targets, f"{kind} {path}")
+    if overrides is not None:
+        check_contradictions(overrides.values, config, given, overrides.hint, overrides.stored_as)
     net = build(config, "model", allowed_targets)
     schedule = build(config, "schedule", allowed_targets)
     problem = state_mismatch(net.state_dict(), state)
@@ -208,55 +162,18 @@ def load_model(
     return LoadedModel(net, schedule, config["prediction_type"], config, weights, step)
 
 
+def read_model_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
+    """(config as stored, network weights, "ema"|"raw", global step) of a train.py checkpoint, as
+    model_folder.read_model_folder gives them of an exported folder."""
+    ckpt = read_checkpoint_file(path)
+    # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
+    # A post-hoc EMA reconstruction (python -m difflab.phema) names its own ("post-hoc EMA sigma_rel=0.050").
+    weights = str(ckpt.get("weights") or ("ema" if "current_model_state" in ckpt else "raw"))
+    step = int(ckpt.get("global_step", 0))
+    return ckpt[CONFIG_KEY], network_state(ckpt) or {}, weights, step
+
+
 def run_checkpoint(path: str | Path) -> str | Path:
     """A train.py run folder's checkpoints/last.ckpt; any other path as given."""
     last = Path(path) / "checkpoints" / "last.ckpt"
     return last if not (Path(path) / FOLDER_CONFIG).exists() and last.is_file() else path
-
-
-def stored_value(config: Mapping[str, Any], dotted: str) -> Any:
-    """config['a']['b'] for 'a.b'; None when any part is absent."""
-    value: Any = config
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
-def leaves(value: Any, prefix: str) -> dict[str, Any]:
-    """{'a.b.c': leaf} for every leaf of a nested dict under `prefix`."""
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, child in value.items():
-            out.update(leaves(child, f"{prefix}.{key}"))
-        return out
-    return {prefix: value}
-
-
-def contradictions(
-    wanted: Mapping[str, Any], stored: Mapping[str, Any], stored_as: Mapping[str, str] | None = None
-) -> list[str]:
-    """`key=new (checkpoint: old)` for each wanted leaf the stored config holds with another value; `stored_as`
-    maps a key as the user typed it to where the stored config keeps it (image_size -> data.image_size).
-
-    Keys only one side has are skipped: a config key added after the checkpoint was written is not a change.
-    """
-    found = []
-    for key, value in wanted.items():
-        for leaf, new in leaves(value, key).items():
-            old = stored_value(stored, (stored_as or {}).get(leaf, leaf))
-            if old is not None and old != new:
-                found.append(f"{leaf}={new} (checkpoint: {old})")
-    return found
-
-
-def check_contradictions(
-    wanted: Mapping[str, Any],
-    stored: Mapping[str, Any],
-    path: Path | str,
-    hint: str,
-    stored_as: Mapping[str, str] | None = None,
-) -> None:
-    """A one-line ValueError naming every wanted setting that contradicts the checkpoint's config."""
-    found = contradictions(wanted, stored, stored_as)
-    if found:
-        raise ValueError(f"the config contradicts checkpoint {path}: {listed(found, _SHOWN)}; {hint}")

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from torch import nn
 
 from .checkpoint import LoadedModel, load_model
 from .diffusion import NoiseSchedule, Sampler
 from .diffusion.precision import check_precision
-from .generation import SampleOptions, generate_images, request_for
+from .generation import SampleOptions, build_sampler, generate_images, request_for
 from .pipeline_arguments import (
     cli_defaults,
     refuse_unknown,
@@ -78,9 +78,10 @@ class DiffusionPipeline:
         """Sampler `name` (sample.py's default when None) with its conf/sampler defaults, `options` overriding
         them (steps=20, eta=0.5, clip_x0=None, …), bound to this model's schedule and prediction type."""
         name = name or cli_defaults()["sampler"]
-        partial = instantiate(sampler_config(name))
-        refuse_unknown(options, SAMPLE_ARGUMENTS, sampler_knobs(partial.func), f"the {name} sampler")
-        return partial(self.schedule, prediction_type=self.prediction_type, **options)
+        config = sampler_config(name)
+        knobs = sampler_knobs(get_class(config["_target_"]))
+        refuse_unknown(options, SAMPLE_ARGUMENTS, knobs, f"the {name} sampler")
+        return build_sampler(config, self, **options)
 
     def sample(
         self,

@@ -20,7 +20,7 @@ from difflab.diffusion.guidance import Guided
 from difflab.generation import requested_conditions
 from difflab.generation.conditions import class_conditions
 from difflab.models import UNet
-from difflab.run.common import resolve_conditioning
+from difflab.run.common import fill_conditioning
 from difflab.training import DiffusionModule
 
 MEANS, STDS, WEIGHTS = [-1.5, 0.0, 1.5], [0.3, 0.5, 0.4], [0.5, 0.3, 0.2]
@@ -212,7 +212,7 @@ def test_labels_spread_over_the_results_in_blocks():
 def test_num_classes_that_contradict_the_data_are_refused(tmp_path):
     cfg = compose_config("train", ["model.num_classes=5"], tmp_path)
     with pytest.raises(ValueError) as error:
-        resolve_conditioning(cfg)
+        fill_conditioning(cfg)
     assert str(error.value) == (
         "model.num_classes=5 but data=digits has 10 classes; drop model.num_classes (it is taken from the data) "
         "or use model.num_classes=10"
@@ -222,7 +222,7 @@ def test_num_classes_that_contradict_the_data_are_refused(tmp_path):
 @pytest.mark.parametrize("overrides", [["model.num_classes=10"], ["data.condition=labels"]])
 def test_either_switch_makes_a_class_conditional_run(tmp_path, overrides):
     cfg = compose_config("train", overrides, tmp_path)
-    resolve_conditioning(cfg)
+    fill_conditioning(cfg)
     assert (cfg.data.condition, cfg.model.num_classes) == ("labels", 10)
 
 

@@ -25,7 +25,7 @@ from difflab.diffusion.conditioning import random_drop
 from difflab.diffusion.superres import downsample, low_res_condition, nearest_upsample, upsample
 from difflab.generation import grid_conditions, grid_tiles
 from difflab.generation.superres import super_resolve
-from difflab.run.common import resolve_conditioning
+from difflab.run.common import fill_conditioning
 from difflab.run.sample import sample
 from difflab.run.train import train
 
@@ -102,15 +102,15 @@ def test_bad_superres_data_settings_are_one_line(kwargs, fragment):
 
 def test_config_wiring_sets_cond_channels_and_refuses_mismatches(tmp_path):
     cfg = compose_config("train", [*SR_TRAIN, "data=cifar10", "data.sr_factor=4"], tmp_path)
-    resolve_conditioning(cfg)
+    fill_conditioning(cfg)
     assert cfg.model.cond_channels == 3
     cfg = compose_config("train", [*SR_TRAIN, "+model.cond_channels=3"], tmp_path)
     with pytest.raises(ValueError, match=r"model.cond_channels=3 but data.channels=1") as error:
-        resolve_conditioning(cfg)
+        fill_conditioning(cfg)
     assert "\n" not in str(error.value)
     cfg = compose_config("train", [*SR_TRAIN, "model.num_classes=10"], tmp_path)
     with pytest.raises(ValueError, match="class-conditional super-resolution is not supported"):
-        resolve_conditioning(cfg)
+        fill_conditioning(cfg)
 
 
 def test_super_resolve_samples_the_exact_conditional_distribution():

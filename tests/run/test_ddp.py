@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from difflab.checkpoint import load_model
 from difflab.data.scoring import dataset_id, uint8_batches
 from difflab.diffusion.generate import generate
+from difflab.generation import build_sampler
 from difflab.io.write_images import to_uint8
 from difflab.metrics import Evaluator
-from difflab.run.sampling_settings import build_sampler
 from difflab.runlogs import METRICS_FILE, read_rows
 
 pytestmark = pytest.mark.slow

@@ -1,11 +1,14 @@
 """Devices and nodes, checked before the Trainer is built: each problem is one line instead of a hang or a
-confusing message from Lightning."""
+confusing message from Lightning; the device and CPU threads a run asks for."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _requested(devices: Any) -> tuple[int, int] | None:
@@ -65,3 +68,22 @@ def check_sampler_setting(trainer: Mapping[str, Any]) -> None:
             "trainer.use_distributed_sampler=true would shard the data twice: difflab's sampler already gives "
             "each rank its share (and resumes mid-epoch); keep it false"
         )
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU; anything else as given."""
+    import torch  # only once a run needs a device: the cluster checks run before torch loads
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_cpu_threads(cpu_threads: int | str | None) -> None:
+    """cpu_threads=N sets torch's intra-op threads (null or auto leave them: see generation.threads)."""
+    import torch
+
+    from ..diffusion.auto_batch import AUTO
+
+    if cpu_threads not in (None, AUTO):
+        torch.set_num_threads(int(cpu_threads))

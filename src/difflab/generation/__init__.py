@@ -9,6 +9,7 @@ from .modes import request_for, sampling_request
 from .options import MODES, SampleOptions
 from .request import GenerationRequest
 from .requested import requested_conditions
+from .sampler import build_sampler
 from .task import Task, grid_conditions
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "GenerationRequest",
     "SampleOptions",
     "Task",
+    "build_sampler",
     "comparison_tiles",
     "generate_images",
     "grid_conditions",

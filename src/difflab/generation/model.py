@@ -15,6 +15,8 @@ class TrainedModel(Protocol):
     schedule: NoiseSchedule
     prediction_type: str
     config: Mapping[str, Any]
+    weights: str  # "ema" or "raw"
+    global_step: int
 
     @property
     def condition(self) -> str | None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from .atomic import atomic_file
+
+log = logging.getLogger("difflab")
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -50,3 +53,10 @@ def save_samples(images: Tensor, out_dir: str | Path, nrow: int | None = None) -
     with atomic_file(out / "samples.npz") as file:
         np.savez_compressed(file, images=uint8.permute(0, 2, 3, 1).numpy())
     return {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
+
+
+def log_written(count: int, written: dict[str, Path]) -> None:
+    """Say where save_samples put a result set: the PNGs, the grid and the .npz."""
+    log.info(
+        "wrote %d PNGs to %s, the grid %s and %s", count, written["images"], written["grid"], written["npz"]
+    )

@@ -4,14 +4,12 @@ which `difflab.load` (and `sample.py ckpt=<folder>`) read back without unpicklin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
-
-BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
 
 
 class StoredModel(Protocol):
@@ -28,11 +26,9 @@ FOLDER_WEIGHTS = "model.safetensors"
 FOLDER_FORMAT = "difflab-safetensors/1"
 
 
-def read_model_folder(
-    path: str | Path, check_targets: Callable[[Any, str], None]
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
-    """(config, network weights, "ema"|"raw", global step) of a model folder; only JSON and safetensors are
-    read, so no code can run, and `check_targets(node, group)` holds each built group to a checkpoint's allowlist."""
+def read_model_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
+    """(config as stored, network weights, "ema"|"raw", global step) of a model folder; only JSON and safetensors
+    are read, so no code can run (difflab.checkpoint holds the config to the allowlist before building it)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -53,11 +49,6 @@ def read_model_folder(
         or not isinstance(record.get("config"), dict)
     ):
         raise ValueError(f"{config_file} is not a difflab model config (format {FOLDER_FORMAT})")
-    for group in BUILT_GROUPS:
-        try:
-            check_targets(record["config"].get(group), group)
-        except ValueError as error:
-            raise ValueError(f"model folder {folder}: {error}") from error
     try:
         state = load_file(weights_file)
     except (OSError, SafetensorError) as error:

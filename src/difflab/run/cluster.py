@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..cluster.devices import check_devices, check_nodes, check_sampler_setting
 
 
-def refuse(message: str) -> NoReturn:
+def exit_with_error(message: str) -> NoReturn:
     """Print `error: message` and exit 2 from a Hydra callback: Hydra turns an Exception raised in a callback
     into a warning and carries on, but SystemExit is not an Exception."""
     print(f"error: {message}", file=sys.stderr)
@@ -75,16 +75,18 @@ class CheckLauncher(Callback):
         if missing:
             keys = ", ".join(missing)
             example = " ".join(f"{key}=<value>" for key in missing)
-            refuse(f"hydra/launcher={_launcher_name(config)} needs {keys}: add {example} to the command")
+            exit_with_error(
+                f"hydra/launcher={_launcher_name(config)} needs {keys}: add {example} to the command"
+            )
         if "SlurmLauncher" in str(launcher.get("_target_", "")) and not shutil.which("sbatch"):
-            refuse(
+            exit_with_error(
                 f"hydra/launcher={_launcher_name(config)} submits with sbatch, which is not on this machine's "
                 "PATH: launch from a SLURM login node (or use hydra/launcher=submitit_local to try it here)"
             )
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if "submitit" in str(config.hydra.launcher.get("_target_", "")):
-            refuse(
+            exit_with_error(
                 f"hydra/launcher={_launcher_name(config)} submits jobs only in multirun mode: add -m "
                 "(without it the run would start here)"
             )

@@ -1,38 +1,17 @@
-"""What the entry functions share: devices and threads, objects built from configs, the conditioning the data and
+"""What the entry functions share: objects built from configs, the conditioning the data and
 the model agree on, the run's resolved config; where results go is io/results.py."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..diffusion.auto_batch import AUTO
 from ..text import encoder_dim, encoder_version
 from .errors import SweepConfigError
-
-log = logging.getLogger("difflab")
-
-# --- devices, threads, objects built from configs ------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def set_cpu_threads(cpu_threads: int | str | None) -> None:
-    """cpu_threads=N sets torch's intra-op threads (null or auto leave them: see set_generation_threads)."""
-    if cpu_threads not in (None, AUTO):
-        torch.set_num_threads(int(cpu_threads))
 
 
 def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
@@ -45,8 +24,8 @@ def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
     ]
 
 
-def resolve_conditioning(cfg: DictConfig) -> None:
-    """Make the data and the model agree on the conditioning before anything is built or compared:
+def fill_conditioning(cfg: DictConfig) -> None:
+    """Fill cfg.data and cfg.model in place so they agree on the conditioning before anything is built or compared:
     model.num_classes=K alone makes the data serve labels; data.condition=labels alone takes K from the data;
     data.condition=superres sets model.cond_channels (model.cond_channels alone makes the data serve superres).
     data.condition=text (or data.captions alone) builds a text-to-image net of the encoder's width, and records
@@ -60,7 +39,7 @@ def resolve_conditioning(cfg: DictConfig) -> None:
         if (model.get("text_dim") or data.get("captions")) and data.get("condition") is None:
             data.condition = "text"
         if data.get("condition") == "text":
-            resolve_text(data, model)
+            fill_text(data, model)
         if data.get("condition") == "labels":
             found = instantiate(data).num_classes
             if not model.get("num_classes"):
@@ -71,10 +50,10 @@ def resolve_conditioning(cfg: DictConfig) -> None:
                     f"drop model.num_classes (it is taken from the data) or use model.num_classes={found}"
                 )
         if data.get("condition") == "superres":
-            _resolve_superres(data, model)
+            _fill_superres(data, model)
 
 
-def _resolve_superres(data: DictConfig, model: DictConfig) -> None:
+def _fill_superres(data: DictConfig, model: DictConfig) -> None:
     """SR3: the U-Net takes the low-res image (data.channels of them) beside x_t; it is never dropped, so
     classes do not combine with it."""
     if model.get("num_classes"):
@@ -91,7 +70,7 @@ def _resolve_superres(data: DictConfig, model: DictConfig) -> None:
         )
 
 
-def resolve_text(data: DictConfig, model: DictConfig) -> None:
+def fill_text(data: DictConfig, model: DictConfig) -> None:
     """A text-to-image run: the encoder's name and version go into data, its width into model.text_dim."""
     if model.get("num_classes"):
         raise ValueError("data.condition=text and model.num_classes cannot be combined: pick labels or text")
@@ -131,10 +110,3 @@ def optimized_metric(cfg: DictConfig, metrics: Mapping[str, float]) -> float | N
             f"optimized_metric={name} was not logged by this run; logged metrics: {logged}"
         )
     return float(metrics[name])
-
-
-def log_written(count: int, written: dict[str, Path]) -> None:
-    """Say where save_samples put a result set: the PNGs, the grid and the .npz."""
-    log.info(
-        "wrote %d PNGs to %s, the grid %s and %s", count, written["images"], written["grid"], written["npz"]
-    )

@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,20 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint import LoadedModel, build, load_model
+from ..checkpoint import LoadedModel, load_model
+from ..checkpoint_config import build
+from ..cluster.devices import pick_device, set_cpu_threads
 from ..data import ImageDataModule
 from ..data.scoring import reference_statistics
 from ..evaluation.conditioning import conditioning_classifier
+from ..evaluation.report import report_path
 from ..evaluation.samples import generated_batches, scored_conditions
 from ..evaluation.scoring import scored, warn_if_too_few
+from ..generation import build_sampler
 from ..io.read_generated import open_image_set
-from ..io.results import check_writable_file, first_free, write_json
+from ..io.results import write_json
 from ..metrics import Evaluator
-from ..tracking.wandb_logger import log_scores_to_run
-from .common import pick_device, set_cpu_threads
+from ..tracking.wandb_logger import log_scores_beside
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
@@ -67,28 +69,6 @@ def read_settings(cfg: DictConfig) -> EvaluateSettings:
     return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb))
 
 
-def report_path(settings: SamplingSettings) -> Path:
-    """Where the JSON goes: out=; else the checkpoint's run folder (<run>/metrics.json, or metrics_2.json, …
-    beside earlier reports); else outputs/evaluate/<date>_<time>.json. Checked before any work: an existing
-    out= is never overwritten, a folder that cannot be written is refused."""
-    if settings.out:
-        path = Path(settings.out)
-    else:
-        ckpt = Path(settings.ckpt) if settings.ckpt else None
-        if ckpt is not None and ckpt.parent.name == "checkpoints":
-            path = ckpt.parent.parent / "metrics.json"
-        else:
-            path = (
-                Path(settings.root_dir)
-                / "outputs"
-                / "evaluate"
-                / f"{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.json"
-            )
-        path = first_free(path)
-    check_writable_file(path)
-    return path
-
-
 def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> ImageDataModule:
     """data=… when given, else the dataset the checkpoint was trained on; its size must match the samples."""
     if settings.data is not None:
@@ -115,7 +95,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if evaluator.cpu_threads is None:
         # The feature network keeps the threads the process starts with, whatever generation is given.
         evaluator.cpu_threads = torch.get_num_threads()
-    path = report_path(sampling)
+    path = report_path(sampling.out, sampling.ckpt, sampling.root_dir)
     device = pick_device(sampling.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
@@ -125,7 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data, guide is not None)
     shape = (data.channels, data.image_size, data.image_size)
     if loaded is not None:
-        sampler = sampling.build_sampler(loaded)
+        sampler = build_sampler(sampling.sampler, loaded)
         batches, source = generated_batches(
             loaded, sampling.options, sampler, sampling.sampler, sampling.ckpt, conditions, guide
         )
@@ -166,19 +146,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_json(report, path)
     log.info("%s -> %s", json.dumps(scores), path)
     if loaded is not None and settings.log_wandb:
-        log_to_wandb_run(Path(sampling.ckpt), {**scores, "n": int(source["n"])}, loaded)
+        log_scores_beside(
+            Path(sampling.ckpt), {**scores, "n": int(source["n"])}, loaded.global_step, loaded.config
+        )
     return report
-
-
-def log_to_wandb_run(ckpt: Path, scores: dict[str, float], loaded: LoadedModel) -> None:
-    """A checkpoint of a run folder (<run>/checkpoints/…) whose run logged to W&B: its scores go into that W&B run
-    too. The report is written already, so a W&B failure is a warning, not an error."""
-    if ckpt.parent.name != "checkpoints":
-        return
-    try:
-        run_id = log_scores_to_run(ckpt.parent.parent, scores, loaded.global_step, loaded.config)
-    except Exception as error:  # noqa: BLE001 (W&B raises many kinds; none may cost the written report)
-        log.warning("the scores were not logged to W&B: %s", error)
-        return
-    if run_id:
-        log.info("logged the scores to W&B run %s as eval/*", run_id)

@@ -34,14 +34,14 @@ class ExportSettings:
 
 def read_settings(cfg: DictConfig) -> ExportSettings:
     """export.py's config: a checkpoint is required, the format is one of FORMATS."""
-    require(
+    ckpt = require(
         cfg,
         "ckpt",
         "export.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt",
     )
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown format={cfg.format}; choose one of {', '.join(FORMATS)}")
-    return ExportSettings(cfg.ckpt, cfg.format, cfg.out, str(cfg.paths.root_dir), tuple(cfg.allowed_targets))
+    return ExportSettings(ckpt, cfg.format, cfg.out, str(cfg.paths.root_dir), tuple(cfg.allowed_targets))
 
 
 def export(cfg: DictConfig) -> Path:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from ..cluster.jobs import is_requeued_job, is_secondary_rank
 from ..runs.folder import existing_run_files
-from .cluster import refuse
+from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
 
@@ -53,10 +53,12 @@ def claim(config: DictConfig, run_dir: Path) -> Path:
             (candidate / ".hydra").mkdir()
         except FileExistsError:
             if _run_dir_given(config):
-                refuse(f"run folder {run_dir} was just taken by another run; pick a new hydra.run.dir")
+                exit_with_error(
+                    f"run folder {run_dir} was just taken by another run; pick a new hydra.run.dir"
+                )
             continue
         except OSError as error:
-            refuse(f"cannot write the run folder {candidate}: {error.strerror or error}")
+            exit_with_error(f"cannot write the run folder {candidate}: {error.strerror or error}")
         if candidate != run_dir:
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.run.dir = str(candidate)
@@ -75,23 +77,23 @@ class Preflight(Callback):
         try:
             prepared = prepare(config, run_dir)
         except USER_ERRORS as error:
-            refuse(one_line(error))
+            exit_with_error(one_line(error))
         resume = prepared.resume
         own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
         if found and (own_folder or (resume is None and is_requeued_job())):
             if own_folder:
                 _keep_first_hydra_files(config, run_dir, prepared.step)
             if not os.access(run_dir, os.W_OK | os.X_OK):
-                refuse(f"cannot write the run folder {run_dir}: permission denied")
+                exit_with_error(f"cannot write the run folder {run_dir}: permission denied")
             hand_over(prepared)
             return
         if found and resume is not None:
-            refuse(
+            exit_with_error(
                 f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
                 f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
             )
         if found and _run_dir_given(config):
-            refuse(
+            exit_with_error(
                 f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
                 "resume with ckpt_path=last"
             )

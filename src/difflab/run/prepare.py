@@ -45,10 +45,10 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     from ..model_folder.diffusers_folder import check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..runs.resume import check_resumable, read_resumable, resume_path
-    from .common import resolve_conditioning
+    from .common import fill_conditioning
     from .train_checks import check_generation_settings
 
-    resolve_conditioning(cfg)
+    fill_conditioning(cfg)
     check_generation_settings(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)
     if resume is not None:
@@ -89,7 +89,7 @@ def fixed_values(cfg: DictConfig) -> dict[str, Any]:
 def targets_in(cfg: DictConfig) -> set[str]:
     """Every `_target_` of the groups a checkpoint's config may build, as the given config names them."""
     found: set[str] = set()
-    from ..checkpoint import BUILT_GROUPS, targets
+    from ..checkpoint_config import BUILT_GROUPS, targets
 
     for group in BUILT_GROUPS:
         node = cfg.get(group)

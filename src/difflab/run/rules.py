@@ -85,7 +85,9 @@ def check_values(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
 _ABSENT = object()
 
 
-def require(cfg: DictConfig, key: str, message: str) -> None:
-    """A one-line error (`message`) when a required key is unset."""
-    if cfg.get(key) in (None, ""):
+def require(cfg: DictConfig, key: str, message: str) -> Any:
+    """cfg's value for a required key; a one-line error (`message`) when it is unset."""
+    value = cfg.get(key)
+    if value in (None, ""):
         raise ValueError(message)
+    return value

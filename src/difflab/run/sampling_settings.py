@@ -3,19 +3,14 @@ the values both take, and SamplingSettings, the typed object their entry functio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion.precision import PRECISIONS
 from ..generation.options import SampleOptions
 from .rules import Rule, check_values, number, one_of, or_auto, require, whole
-
-if TYPE_CHECKING:  # torch loads once the work starts
-    from ..checkpoint import LoadedModel
-    from ..diffusion import Sampler
 
 # Values sample.py (every mode) and evaluate.py take, checked before anything is loaded or written.
 SAMPLING_RULES: dict[str, Rule] = {
@@ -50,17 +45,6 @@ class SamplingSettings:
     fixed_by_checkpoint: dict[str, Any] = field(
         default_factory=dict
     )  # overrides compared with the checkpoint
-
-    def build_sampler(self, loaded: LoadedModel) -> Sampler:
-        """The configured sampler bound to the checkpoint's schedule and prediction type."""
-        return build_sampler(self.sampler, loaded)
-
-
-def build_sampler(sampler: Mapping[str, Any], loaded: LoadedModel) -> Sampler:
-    """The sampler config (a partial) bound to the checkpoint's schedule and prediction type."""
-    from hydra.utils import instantiate
-
-    return instantiate(sampler)(loaded.schedule, prediction_type=loaded.prediction_type)
 
 
 def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
@@ -98,11 +82,10 @@ def read_sampling_settings(
     write) and every value's rule have been checked: a problem is one line before anything is loaded."""
     options = sample_options(cfg, mode)
     options.check()
-    if missing_ckpt is not None:
-        require(cfg, "ckpt", missing_ckpt)
+    ckpt = cfg.ckpt if missing_ckpt is None else require(cfg, "ckpt", missing_ckpt)
     check_values(cfg, rules)
     return SamplingSettings(
-        ckpt=cfg.ckpt,
+        ckpt=ckpt,
         device=str(cfg.device),
         allowed_targets=tuple(cfg.allowed_targets),
         sampler=OmegaConf.to_container(cfg.sampler, resolve=True),

@@ -17,9 +17,10 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..cluster.devices import set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.requeue import requeue
-from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
+from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import has_checkpoints, release
@@ -27,16 +28,16 @@ from ..runs.resume import set_aside_later_checkpoints
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
-from ..training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
-from ..training.console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
+from ..training.atomic_checkpoint_io import out_of_space, remove_unfinished_writes
+from ..training.console import (
+    keep_console_in_run_log,
+    log_run_outputs,
+    print_run_summary,
+    quiet_library_noise,
+)
 from ..training.metrics_file import MetricsFile
 from .cluster import check_trainer
-from .common import (
-    instantiate_entries,
-    optimized_metric,
-    resolved_config,
-    set_cpu_threads,
-)
+from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS
 from .prepare import prepared_for
 from .wandb_glue import attach_run_id, name_wandb_run
@@ -126,18 +127,6 @@ def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
             entry.version = version
 
 
-def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
-    """One line for a disk that filled up during training: the file, and the checkpoint to resume from."""
-    where = where_space_ran_out(error) or output_dir
-    last_good = newest_checkpoint(output_dir / "checkpoints")
-    advice = (
-        f"; the last good checkpoint is {last_good}: free some space and resume with ckpt_path={last_good}"
-        if last_good
-        else "; no checkpoint was written yet"
-    )
-    return NoSpaceLeft(where, advice)
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit a diffusion model; returns the last logged metrics. Run files go to cfg.paths.output_dir.
 
@@ -177,11 +166,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in loggers:
             logger.log_hyperparams({**clean_config(config), "parameters": parameters})
         if trainer.is_global_zero:
-            choices = config.get("choices", {})
-            experiment = choices.get("experiment")
-            title = f"difflab train · experiment={experiment}" if experiment else "difflab train"
-            extra = {"parameters": f"{parameters:,}", "run folder": str(output_dir)}
-            print_summary(title, config_summary(config, choices, extra))
+            print_run_summary(config, parameters, output_dir)
 
         if resume is not None:
             if trainer.is_global_zero:
@@ -213,14 +198,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             raise
 
     if trainer.is_global_zero:
-        log.info("run folder: %s", output_dir)
-        if (output_dir / "checkpoints").is_dir():  # none under debug=… or callbacks.model_checkpoint=null
-            log.info("checkpoints: %s", output_dir / "checkpoints")
-        if (output_dir / "samples").is_dir():
-            log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
-        scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if scores:
-            log.info("last scores: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items())))
+        log_run_outputs(output_dir, trainer.callback_metrics)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -10,13 +10,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import (
-    CONFIG_KEY,
-    check_contradictions,
-    network_state,
-    read_checkpoint,
-    stored_step,
-)
+from ..checkpoint import CONFIG_KEY, network_state, read_checkpoint, stored_step
+from ..checkpoint_config import check_contradictions
 from ..cluster.jobs import is_requeued_job
 from ..model_folder.state_fit import state_mismatch
 

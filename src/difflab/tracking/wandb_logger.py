@@ -78,3 +78,19 @@ def finish_wandb_run(failed: bool = False) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def log_scores_beside(
+    ckpt: Path, scores: Mapping[str, float], step: int, stored_config: Mapping[str, Any] | None
+) -> None:
+    """A checkpoint of a run folder (<run>/checkpoints/…) whose run logged to W&B: its scores go into that W&B run
+    too. The report is written already, so a W&B failure is a warning, not an error."""
+    if ckpt.parent.name != "checkpoints":
+        return
+    try:
+        run_id = log_scores_to_run(ckpt.parent.parent, scores, step, stored_config)
+    except Exception as error:  # noqa: BLE001 (W&B raises many kinds; none may cost the written report)
+        log.warning("the scores were not logged to W&B: %s", error)
+        return
+    if run_id:
+        log.info("logged the scores to W&B run %s as eval/*", run_id)

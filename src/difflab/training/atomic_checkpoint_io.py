@@ -13,7 +13,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from ..io.atomic import atomic_file
+from ..io.atomic import NoSpaceLeft, atomic_file, where_space_ran_out
 
 # The weights a checkpoint holds: the EMA's `state_dict` and the raw ones WeightAveraging keeps for resume.
 
@@ -75,3 +75,15 @@ def newest_checkpoint(folder: Path) -> Path | None:
     """The most recently written .ckpt in `folder` (the last good one after a failed write)."""
     found = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
+    """One line for a disk that filled up during training: the file, and the checkpoint to resume from."""
+    where = where_space_ran_out(error) or output_dir
+    last_good = newest_checkpoint(output_dir / "checkpoints")
+    advice = (
+        f"; the last good checkpoint is {last_good}: free some space and resume with ckpt_path={last_good}"
+        if last_good
+        else "; no checkpoint was written yet"
+    )
+    return NoSpaceLeft(where, advice)

@@ -8,9 +8,12 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from ..console_log import echo, log_files, to_log_files
+
+log = logging.getLogger("difflab")
 
 # (logger name, text a record starts with) of messages that carry nothing for a difflab user.
 _NOISE = (
@@ -122,3 +125,24 @@ def print_summary(title: str, body: str) -> None:
         to_log_files(f"{title}\n{body}")
     else:
         echo(f"{title}\n{body}")
+
+
+def print_run_summary(config: Mapping[str, Any], parameters: int, output_dir: Path) -> None:
+    """The summary a training run opens with: its experiment, what it trains, its size and its run folder."""
+    choices = config.get("choices", {})
+    experiment = choices.get("experiment")
+    title = f"difflab train · experiment={experiment}" if experiment else "difflab train"
+    extra = {"parameters": f"{parameters:,}", "run folder": str(output_dir)}
+    print_summary(title, config_summary(config, choices, extra))
+
+
+def log_run_outputs(output_dir: Path, metrics: Mapping[str, Any]) -> None:
+    """Where a finished run left its files (run folder, checkpoints, sample grids) and its last val/ scores."""
+    log.info("run folder: %s", output_dir)
+    if (output_dir / "checkpoints").is_dir():  # none under debug=… or callbacks.model_checkpoint=null
+        log.info("checkpoints: %s", output_dir / "checkpoints")
+    if (output_dir / "samples").is_dir():
+        log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
+    scores = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
+    if scores:
+        log.info("last scores: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items())))

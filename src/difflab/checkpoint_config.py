@@ -1,0 +1,135 @@
+"""What a checkpoint's stored config may build and how it compares with a command: the allowlist of `_target_`s
+(a checkpoint is data, never code), building one of its groups once its targets are checked, and the overrides
+given that contradict it. difflab.checkpoint reads a checkpoint through these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from .model_folder.state_fit import listed
+
+BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
+
+# What a stored config may build: difflab's own denoisers, schedules, samplers and datasets, by the exact
+# dotted names its configs use. An exact string match, never a prefix: `difflab.models.unet.torch.load` resolves
+# too, to something else entirely.
+ALLOWED_TARGETS = frozenset(
+    {
+        "difflab.models.UNet",
+        "difflab.diffusion.NoiseSchedule",
+        "difflab.diffusion.NoiseSchedule.from_name",
+        "difflab.diffusion.DDPMSampler",
+        "difflab.diffusion.DDIMSampler",
+        "difflab.diffusion.DPMSolverSampler",
+        "difflab.diffusion.EulerSampler",
+        "difflab.diffusion.HeunSampler",
+        "difflab.data.ImageDataModule",
+    }
+)
+_SHOWN = 6  # differences named in a one-line error; the rest are counted
+
+
+def targets(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """(key, target) for every `_target_` in a nested config of dicts and lists."""
+    if isinstance(node, Mapping):
+        if node.get("_target_") is not None:
+            yield where, str(node["_target_"])
+        for key, child in node.items():
+            yield from targets(child, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list | tuple):
+        for i, child in enumerate(node):
+            yield from targets(child, f"{where}[{i}]")
+
+
+def check_targets(node: Any, where: str, allowed: Iterable[str] = ()) -> None:
+    """Refuse, in one line naming the key, any `_target_` under `node` that is not allowlisted."""
+    permitted = ALLOWED_TARGETS | set(allowed)
+    for key, target in targets(node, where):
+        if target not in permitted:
+            raise ValueError(
+                f"{key}._target_={target} is not a difflab model, schedule, sampler or dataset; refusing to "
+                f"build it from a checkpoint (if you trust it, add allowed_targets=[{target}])"
+            )
+
+
+def check_stored_targets(config: Mapping[str, Any], allowed: Iterable[str], source: str) -> None:
+    """Refuse, in one line starting with `source` (checkpoint <path>, model folder <path>), a stored config whose
+    built groups (BUILT_GROUPS) name a `_target_` outside the allowlist."""
+    for group in BUILT_GROUPS:
+        try:
+            check_targets(config.get(group), group, allowed)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from error
+
+
+def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = ()) -> Any:
+    """Instantiate config[key] (a stored config's group, e.g. 'model') once its targets are checked."""
+    if not isinstance(config.get(key), Mapping):
+        raise ValueError(f"the stored config has no {key} group")
+    check_targets(config[key], key, allowed)
+    return instantiate(OmegaConf.create(dict(config[key])))
+
+
+def stored_value(config: Mapping[str, Any], dotted: str) -> Any:
+    """config['a']['b'] for 'a.b'; None when any part is absent."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """{'a.b.c': leaf} for every leaf of a nested dict under `prefix`."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, child in value.items():
+            out.update(leaves(child, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def contradictions(
+    wanted: Mapping[str, Any], stored: Mapping[str, Any], stored_as: Mapping[str, str] | None = None
+) -> list[str]:
+    """`key=new (checkpoint: old)` for each wanted leaf the stored config holds with another value; `stored_as`
+    maps a key as the user typed it to where the stored config keeps it (image_size -> data.image_size).
+
+    Keys only one side has are skipped: a config key added after the checkpoint was written is not a change.
+    """
+    found = []
+    for key, value in wanted.items():
+        for leaf, new in leaves(value, key).items():
+            old = stored_value(stored, (stored_as or {}).get(leaf, leaf))
+            if old is not None and old != new:
+                found.append(f"{leaf}={new} (checkpoint: {old})")
+    return found
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values a command gives that the checkpoint fixes, compared with its stored config before anything is built:
+    `values` as typed, `hint` what to do about a contradiction, `stored_as` where the stored config keeps a key
+    typed otherwise (image_size -> data.image_size)."""
+
+    values: Mapping[str, Any]
+    hint: str
+    stored_as: Mapping[str, str] = field(default_factory=dict)
+
+
+def check_contradictions(
+    wanted: Mapping[str, Any],
+    stored: Mapping[str, Any],
+    path: Path | str,
+    hint: str,
+    stored_as: Mapping[str, str] | None = None,
+) -> None:
+    """A one-line ValueError naming every wanted setting that contradicts the checkpoint's config."""
+    found = contradictions(wanted, stored, stored_as)
+    if found:
+        raise ValueError(f"the config contradicts checkpoint {path}: {listed(found, _SHOWN)}; {hint}")

@@ -1,0 +1,47 @@
+"""What a user is told while a request runs: one log line saying what is about to be generated, and the progress
+of sampling and super-resolving."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..progress import Progress
+from .images import Generation
+from .model import TrainedModel
+from .options import SUPERRES, SampleOptions
+from .request import GenerationRequest
+
+
+def log_line(options: SampleOptions, loaded: TrainedModel, request: GenerationRequest) -> tuple[Any, ...]:
+    """What is about to be generated, in one log line."""
+    method, pictures = request.method, request.pictures
+    if options.mode == "sample":
+        what = "sampling %d images with %r (%s weights, step %d)"
+        return what, options.n, method.sampler, loaded.weights, loaded.global_step
+    assert pictures is not None
+    if options.mode == SUPERRES:
+        return (
+            "superres: %d picture(s) %s -> %d×%d, %d outputs each with %r%s",
+            len(pictures.paths),
+            "×".join(str(s) for s in pictures.images.shape[-2:]),
+            *request.sample_shape[-2:],
+            options.n,
+            method.sampler,
+            ", projected onto down(output) = input" if options.consistency else "",
+        )
+    what = "%s: %d picture(s) × %d edits, %d model calls each"
+    return what, options.mode, len(pictures.paths), options.n, method.nfe
+
+
+@contextlib.contextmanager
+def progress(options: SampleOptions, generation: Generation) -> Iterator[Callable[[], None] | None]:
+    """The progress of sampling and super-resolving (sampler steps, images/s); edits show none."""
+    if options.mode in ("inpaint", "img2img"):
+        yield None
+        return
+    count, steps = len(generation.request.indices), generation.steps
+    what = f"sampling {count} images" if options.mode == "sample" else f"super-resolving {count} images"
+    with Progress(what, steps, "steps", per_unit=("images", count / max(steps, 1))) as shown:
+        yield shown.advance
