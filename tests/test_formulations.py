@@ -8,7 +8,16 @@ import pytest
 import torch
 from analytic_sigma import MixtureDenoiserOfSigma
 
-from difflab.diffusion import DiffusionLoss, DPMSolverPP, Euler, Heun, NoiseSchedule
+from difflab.diffusion import (
+    DDIMSampler,
+    DiffusionLoss,
+    DPMSolverPP,
+    DPMSolverSampler,
+    Euler,
+    Heun,
+    HeunSampler,
+    NoiseSchedule,
+)
 from difflab.diffusion.formulations import (
     EDM,
     Flow,
@@ -18,6 +27,7 @@ from difflab.diffusion.formulations import (
     rescale_zero_terminal_snr,
 )
 from difflab.diffusion.formulations.flow import shift_time
+from difflab.diffusion.formulations.timestep_face import EpsilonFace, sampling_view, table_schedule
 
 MEANS, STDS, WEIGHTS = [-0.5, 0.5], [0.15, 0.15], [0.3, 0.7]
 N, D = 4000, 4
@@ -211,6 +221,48 @@ def test_the_exact_mixture_in_each_parameterisation_samples_to_its_moments(formu
     assert mean == pytest.approx(true_mean, abs=0.02)
     assert var == pytest.approx(true_var, rel=0.05)
     assert weight == pytest.approx(true_weight, abs=0.025)
+
+
+# Each formulation's own grid: EDM's ρ grid (karras), flow's uniform t (trailing: from the top of the table).
+FACES = {
+    "ddim": lambda s, spacing: DDIMSampler(s, steps=100, timestep_spacing="trailing"),
+    "heun": lambda s, spacing: HeunSampler(s, steps=40, timestep_spacing=spacing),
+    "dpm_solver": lambda s, spacing: DPMSolverSampler(s, steps=40, timestep_spacing=spacing),
+}
+
+
+@pytest.mark.parametrize("formulation", ["edm", "flow"])
+@pytest.mark.parametrize("face", FACES)
+def test_the_timestep_face_of_an_edm_or_flow_network_samples_the_mixture(formulation, face):
+    """What sample.py, evaluate.py, difflab.load and the callbacks run for an EDM or flow checkpoint."""
+    exact = MixtureDenoiserOfSigma(MEANS, STDS, WEIGHTS)
+    if formulation == "edm":
+        f = EDM()
+        net = edm_network_of(exact, f)
+    else:
+        f = Flow(shift=2.0)
+        net = flow_network_of(exact)
+    face_net, schedule, prediction_type = sampling_view(net, None, "v", f)
+    assert isinstance(face_net, EpsilonFace) and prediction_type == "epsilon"
+    levels = ((1 - schedule.alphas_cumprod) / schedule.alphas_cumprod).sqrt()
+    assert levels[0] < 0.01 and levels[-1] >= f.sigmas(1)[0].item() * (1 - 1e-6)  # the formulation's range
+    sampler = FACES[face](schedule, "karras" if formulation == "edm" else "trailing")
+    samples = sampler.sample(face_net, (N, D), generator=torch.Generator().manual_seed(0))
+    mean, var, weight = mixture_stats(samples.double())
+    true_mean, true_var, true_weight = exact.moments()
+    assert mean == pytest.approx(true_mean, abs=0.02)
+    assert var == pytest.approx(true_var, rel=0.05)
+    assert weight == pytest.approx(true_weight, abs=0.025)
+
+
+def test_the_tables_span_each_formulations_own_noise_levels():
+    edm_levels = table_schedule(EDM(sigma_min=0.002, sigma_max=80.0)).alphas_cumprod
+    sigmas = ((1 - edm_levels) / edm_levels).sqrt()
+    assert sigmas[0].item() == pytest.approx(0.002) and sigmas[-1].item() == pytest.approx(80.0)
+    flow_levels = table_schedule(Flow(t_max=0.999)).alphas_cumprod
+    t = ((1 - flow_levels) / flow_levels).sqrt()
+    t = t / (1 + t)
+    torch.testing.assert_close(t, torch.arange(1, 1001, dtype=torch.float64) / 1000 * 0.999)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "x0", "v"])

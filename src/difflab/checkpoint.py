@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from .diffusion import NoiseSchedule
+from .diffusion.formulations.timestep_face import sampling_view
 
 CONFIG_KEY = "difflab_config"
 
@@ -37,9 +38,13 @@ ALLOWED_TARGETS = frozenset(
         "difflab.diffusion.EulerSampler",
         "difflab.diffusion.HeunSampler",
         "difflab.data.ImageDataModule",
+        "difflab.diffusion.formulations.VPTraining",
+        "difflab.diffusion.formulations.EDM",
+        "difflab.diffusion.formulations.Flow",
     }
 )
-BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
+# The stored groups a reader may instantiate.
+BUILT_GROUPS = ("model", "schedule", "data", "sampler", "formulation")
 _SHOWN = 6  # differences named in a one-line error; the rest are counted
 
 
@@ -53,6 +58,12 @@ class LoadedModel:
     config: dict[str, Any]
     weights: str  # "ema" or "raw"
     global_step: int
+    formulation: Any = None  # what trained it (None: a checkpoint from before formulations, trained as VP)
+
+    @property
+    def sampling_net(self) -> nn.Module:
+        """The network as the samplers call it, model(x_t, t, cond) on `schedule` (EDM/flow: their ε-face)."""
+        return sampling_view(self.net, self.schedule, self.prediction_type, self.formulation)[0]
 
     @property
     def condition(self) -> str | None:
@@ -218,7 +229,12 @@ def load_model(
     net.load_state_dict(state)
     # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
     net.to(device, memory_format=torch.channels_last).eval()
-    return LoadedModel(net, schedule, config.get("prediction_type", "epsilon"), config, weights, step)
+    # The formulation is data like the rest (allowlisted targets); checkpoints from before it load as VP.
+    formulation = build(config, "formulation", allowed_targets) if config.get("formulation") else None
+    _, schedule, prediction_type = sampling_view(
+        net, schedule, config.get("prediction_type", "epsilon"), formulation
+    )
+    return LoadedModel(net, schedule, prediction_type, config, weights, step, formulation)
 
 
 def run_checkpoint(path: str | Path) -> str | Path:

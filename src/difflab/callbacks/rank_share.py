@@ -11,6 +11,7 @@ import lightning as L
 
 from ..diffusion import Sampler
 from ..diffusion.auto_batch import AUTO
+from ..diffusion.formulations.timestep_face import sampling_view
 from ..diffusion.precision import check_precision
 from ..generation import Generation, GenerationRequest, Task, grid_conditions
 from ..generation.methods import Sampling
@@ -50,7 +51,11 @@ class GeneratingCallback(L.Callback):
         was_training = net.training
         net.eval()
         try:
-            sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
+            # EDM and flow networks are sampled through their ε-face on a table of their noise levels.
+            sampling_net, schedule, prediction_type = sampling_view(
+                net, pl_module.schedule, pl_module.prediction_type, getattr(pl_module, "formulation", None)
+            )
+            sampler = self.sampler_factory(schedule, prediction_type=prediction_type)
             request = GenerationRequest(
                 Sampling(sampler, task.sample_shape),
                 rank_indices(self.num_samples, trainer.global_rank, trainer.world_size),
@@ -60,6 +65,6 @@ class GeneratingCallback(L.Callback):
                 self.precision,
                 grid_conditions(task, self.num_samples),
             )
-            yield Generation(request, net)
+            yield Generation(request, sampling_net)
         finally:
             net.train(was_training)

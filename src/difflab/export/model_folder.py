@@ -12,7 +12,7 @@ from ..checkpoint import FOLDER_CONFIG, FOLDER_FORMAT, FOLDER_WEIGHTS, LoadedMod
 
 # The groups that rebuild and describe the model; the rest of a run's config (paths, loggers, trainer) is the
 # machine it ran on, not the model.
-KEPT = ("model", "schedule", "prediction_type", "data", "choices")
+KEPT = ("model", "schedule", "formulation", "prediction_type", "data", "choices")
 MACHINE_KEYS = ("root",)  # data.root: a path on the training machine
 
 

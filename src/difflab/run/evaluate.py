@@ -93,7 +93,7 @@ def generated_batches(
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them."""
     sampler = build_sampler(cfg, loaded)
     options = sample_options(cfg)
-    generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.net)
+    generation = Generation(sampling_request(loaded, options, sampler, conditions), loaded.sampling_net)
 
     def batches() -> Iterator[torch.Tensor]:
         with generation.cpu_threads() as threads:

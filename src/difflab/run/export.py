@@ -13,6 +13,7 @@ from ..export.diffusers_folder import require_diffusers, write_pipeline
 from ..export.file_modes import as_new_files
 from ..export.model_folder import write_model_folder
 from .common import output_folder
+from .formulation_checks import diffusers_refusal
 from .rules import require
 
 log = logging.getLogger("difflab")
@@ -34,6 +35,9 @@ def export(cfg: DictConfig) -> Path:
         # Everything that can refuse does so before the output folder is made.
         require_diffusers("format=diffusers")
         try:
+            refusal = diffusers_refusal(loaded.formulation)
+            if refusal:
+                raise ValueError(refusal)
             args = unet_arguments(loaded.config.get("model") or {})
             diffusers_config(args)
         except ValueError as error:

@@ -69,11 +69,13 @@ def check_what_the_run_builds(config: DictConfig, run_dir: Path) -> tuple[Path |
     from ..export.diffusers import unet_arguments
     from ..export.diffusers_folder import check_unet_folder
     from .common import resolve_conditioning
+    from .formulation_checks import check_formulation
     from .resume import check_resumable, read_resumable, resume_path
     from .train import check_generation_settings
 
     resolve_conditioning(config)
     check_generation_settings(config)
+    check_formulation(config)
     resume = resume_path(config.get("ckpt_path"), run_dir)
     if resume is not None:
         ckpt = read_resumable(resume, config)

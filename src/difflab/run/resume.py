@@ -30,6 +30,7 @@ LAST = Path("checkpoints") / "last.ckpt"
 FIXED_BY_CHECKPOINT = (
     "model",
     "schedule",
+    "formulation",
     "prediction_type",
     "data.dataset",
     "data.image_size",

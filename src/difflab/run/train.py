@@ -36,6 +36,7 @@ from .common import (
 )
 from .console import config_summary, keep_console_in_run_log, print_summary, quiet_library_noise
 from .errors import USER_ERRORS, one_line
+from .formulation_checks import check_formulation
 from .resume import (
     check_resumable,
     keep_earlier_csv_logs,
@@ -175,6 +176,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_fused_clipping(cfg)
     resolve_conditioning(cfg)
     check_generation_settings(cfg)
+    check_formulation(cfg)
     check_trainer(cfg.trainer)
     resume = resume_path(cfg.get("ckpt_path"), output_dir)
     stored, step = None, 0
