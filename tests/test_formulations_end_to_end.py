@@ -116,3 +116,16 @@ def test_min_snr_and_offset_noise_train_through_the_config(tmp_path):
     assert np.isfinite(float(metrics["train/loss"]))
     loaded = load_model(run / "checkpoints" / "last.ckpt")
     assert loaded.schedule.alphas_cumprod[-1].item() <= 2**-24  # the rescaled schedule is what samples
+
+
+@pytest.mark.parametrize(("recipe", "kind"), [("digits_edm_cpu", EDM), ("digits_flow_cpu", Flow)])
+def test_the_formulation_recipes_are_digits_cpu_with_another_formulation(recipe, kind, tmp_path):
+    base = compose_config("train", ["experiment=digits_cpu"], tmp_path)
+    cfg = compose_config("train", [f"experiment={recipe}"], tmp_path)
+    assert isinstance(instantiate(cfg.formulation), kind)
+    for key in ("model", "data", "optim", "lr_scheduler", "trainer", "metrics", "cpu_threads", "seed"):
+        assert cfg[key] == base[key], key
+    for key in base.callbacks.fid:
+        if key != "sampler":  # the same sampler and steps, on the formulation's grid (below)
+            assert cfg.callbacks.fid[key] == base.callbacks.fid[key], key
+    assert cfg.sampler.timestep_spacing == "trailing"  # the formulation's own grid (see the recipe)
