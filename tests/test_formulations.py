@@ -358,3 +358,22 @@ def test_bad_formulation_values_are_one_line_errors(make, message):
     with pytest.raises(ValueError) as error:
         make()
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_unet_takes_edm_and_flow_float_times_and_integer_timesteps_keep_their_numbers():
+    from difflab.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(1, image_size=8, base_channels=8, channel_mults=[1, 2], num_groups=4, attention_resolutions=[])
+    for conv in [net.conv_out, *(m.conv2 for m in net.modules() if hasattr(m, "conv2"))]:
+        torch.nn.init.normal_(conv.weight, std=0.1)  # zero-initialised: the time would change nothing
+    net.eval()
+    x = torch.randn(3, 1, 8, 8)
+    steps = torch.tensor([0, 500, 999])
+    torch.testing.assert_close(net(x, steps), net(x, steps.float()), rtol=0, atol=0)  # VP's numbers
+    edm_times = torch.tensor([math.log(0.002), 0.0, math.log(80.0)]) / 4  # c_noise
+    out = net(x, edm_times)
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+    same_x = x[:1].expand(3, -1, -1, -1)
+    by_time = net(same_x, edm_times)
+    assert (by_time[0] - by_time[2]).abs().max() > 1e-3  # the embedding tells σ_min from σ_max
