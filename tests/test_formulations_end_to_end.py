@@ -13,6 +13,7 @@ import difflab
 from difflab.checkpoint import load_model
 from difflab.diffusion.formulations import EDM, Flow, VPTraining
 from difflab.run.export import export
+from difflab.run.formulation_checks import check_formulation
 from difflab.run.resume import check_resumable
 from difflab.run.sample import sample
 from difflab.run.train import train
@@ -93,19 +94,30 @@ def test_resuming_with_another_formulation_is_refused(trained, tmp_path):
         check_resumable(cfg, ckpt, trained["edm"])
 
 
+def test_a_bad_formulation_value_is_one_line_before_a_run_folder(tmp_path):
+    """Each bad value's message is tested on its constructor (test_formulations.py); here, that the CLI says it
+    before Hydra makes the run folder."""
+    run = tmp_path / "run"
+    overrides = ["formulation=edm", "formulation.sigma_data=0", f"hydra.run.dir={run}"]
+    line = one_error_line(run_cli("train.py", *FAST_TRAIN, *overrides))
+    assert line == "error: formulation=edm: sigma_data must be > 0 (got 0)"
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["formulation=edm", "formulation.sigma_data=0"], "formulation=edm: sigma_data must be > 0 (got 0)"),
-        (["formulation=flow", "formulation.weighting=edm"], "unknown weighting 'edm' for formulation=flow"),
+        (["formulation=flow", "formulation.weighting=edm"], "formulation=flow: unknown weighting 'edm'"),
+        (
+            ["formulation.weighting=min_snr", "formulation.min_snr_gamma=0"],
+            "formulation=vp: min_snr_gamma must be > 0",
+        ),
     ],
 )
-def test_bad_formulation_values_are_one_line_before_a_run_folder(tmp_path, overrides, message):
-    """Each bad value's message is tested on its constructor (test_formulations.py); here, that the CLI says it."""
-    run = tmp_path / "run"
-    line = one_error_line(run_cli("train.py", *FAST_TRAIN, *overrides, f"hydra.run.dir={run}"))
-    assert message in line
-    assert not run.exists()
+def test_the_preflight_names_the_formulation_of_a_bad_value(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message) as error:
+        check_formulation(compose_config("train", [*FAST_TRAIN, *overrides], tmp_path))
+    assert "\n" not in str(error.value)
 
 
 def test_min_snr_and_offset_noise_train_through_the_config(tmp_path):

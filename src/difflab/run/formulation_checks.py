@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from .errors import one_line
@@ -19,9 +19,16 @@ def check_formulation(cfg: DictConfig) -> Any:
     try:
         return instantiate(node)
     except Exception as error:  # Hydra wraps the constructor's ValueError in an InstantiationException
-        raise ValueError(
-            f"formulation={node.get('_target_', '?').rsplit('.', 1)[-1].lower()}: {one_line(error)}"
-        ) from error
+        raise ValueError(f"formulation={formulation_name(node)}: {one_line(error)}") from error
+
+
+def formulation_name(node: DictConfig) -> str:
+    """The group option a formulation config is (vp, edm, flow), from its class's `name`."""
+    target = str(node.get("_target_", ""))
+    try:
+        return str(get_class(target).name)
+    except Exception:  # not a difflab formulation: its class name says enough
+        return target.rsplit(".", 1)[-1]
 
 
 def diffusers_refusal(formulation: Any) -> str | None:
