@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .errors import one_line
 
@@ -29,6 +29,13 @@ def formulation_name(node: DictConfig) -> str:
         return str(get_class(target).name)
     except Exception:  # not a difflab formulation: its class name says enough
         return target.rsplit(".", 1)[-1]
+
+
+def own_values(node: DictConfig) -> dict[str, Any]:
+    """A formulation config's own values: not those it interpolates from other groups (vp's schedule and
+    prediction_type), which are compared where they live."""
+    values = OmegaConf.to_container(node, resolve=False)
+    return {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith("${"))}
 
 
 def diffusers_refusal(formulation: Any) -> str | None:

@@ -22,6 +22,7 @@ from ..checkpoint import (
     targets,
 )
 from .cluster import is_requeued_job
+from .formulation_checks import own_values
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -30,7 +31,7 @@ LAST = Path("checkpoints") / "last.ckpt"
 FIXED_BY_CHECKPOINT = (
     "model",
     "schedule",
-    "formulation",
+    "formulation",  # compared on its own values (below)
     "prediction_type",
     "data.dataset",
     "data.image_size",
@@ -97,6 +98,10 @@ def check_resumable(cfg: DictConfig, ckpt: dict[str, Any], path: Path) -> None:
         node = OmegaConf.select(cfg, key)
         if node is not None:
             wanted[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if isinstance(
+        cfg.get("formulation"), DictConfig
+    ):  # its copies of schedule and prediction_type are named there
+        wanted["formulation"] = own_values(cfg.formulation)
     check_contradictions(
         wanted,
         ckpt[CONFIG_KEY],
