@@ -19,6 +19,7 @@ from torch import nn
 from .checkpoint_config import Overrides, build, check_contradictions, check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
+from .diffusion.formulations.timestep_face import sampling_view
 from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
 from .model_folder.state_fit import state_mismatch
 
@@ -35,6 +36,12 @@ class LoadedModel:
     config: dict[str, Any]
     weights: str  # "ema" or "raw"
     global_step: int
+    formulation: Any = None  # what trained it (None: a checkpoint from before formulations, trained as VP)
+
+    @property
+    def sampling_net(self) -> nn.Module:
+        """The network as the samplers call it, model(x_t, t, cond) on `schedule` (EDM/flow: their ε-face)."""
+        return sampling_view(self.net, self.schedule, self.prediction_type, self.formulation)[0]
 
     @property
     def condition(self) -> str | None:
@@ -159,7 +166,12 @@ def load_model(
     net.load_state_dict(state)
     # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
     net.to(device, memory_format=torch.channels_last).eval()
-    return LoadedModel(net, schedule, config["prediction_type"], config, weights, step)
+    # The formulation is data like the rest (allowlisted targets); checkpoints from before it load as VP.
+    formulation = build(config, "formulation", allowed_targets) if config.get("formulation") else None
+    _, schedule, prediction_type = sampling_view(
+        net, schedule, config.get("prediction_type", "epsilon"), formulation
+    )
+    return LoadedModel(net, schedule, prediction_type, config, weights, step, formulation)
 
 
 def read_model_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:

@@ -14,7 +14,13 @@ from omegaconf import OmegaConf
 
 from .model_folder.state_fit import listed
 
-BUILT_GROUPS = ("model", "schedule", "data", "sampler")  # the stored groups a reader may instantiate
+BUILT_GROUPS = (
+    "model",
+    "schedule",
+    "data",
+    "sampler",
+    "formulation",
+)  # the stored groups a reader may instantiate
 
 # What a stored config may build: difflab's own denoisers, schedules, samplers and datasets, by the exact
 # dotted names its configs use. An exact string match, never a prefix: `difflab.models.unet.torch.load` resolves
@@ -30,6 +36,9 @@ ALLOWED_TARGETS = frozenset(
         "difflab.diffusion.EulerSampler",
         "difflab.diffusion.HeunSampler",
         "difflab.data.ImageDataModule",
+        "difflab.diffusion.formulations.VPTraining",
+        "difflab.diffusion.formulations.EDM",
+        "difflab.diffusion.formulations.Flow",
     }
 )
 _SHOWN = 6  # differences named in a one-line error; the rest are counted

@@ -54,7 +54,7 @@ class DiffusionPipeline:
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, source: Any) -> DiffusionPipeline:
         return cls(
-            loaded.net,
+            loaded.sampling_net,
             loaded.schedule,
             loaded.prediction_type,
             loaded.condition,

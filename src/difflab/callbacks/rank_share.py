@@ -13,6 +13,7 @@ import torch
 from ..checkpoint import LoadedModel, load_model
 from ..diffusion import Sampler
 from ..diffusion.auto_batch import AUTO
+from ..diffusion.formulations.timestep_face import sampling_view
 from ..diffusion.precision import check_precision
 from ..generation import Generation, GenerationRequest, Task, grid_conditions
 from ..generation.autoguide import check_guide
@@ -58,7 +59,11 @@ class GeneratingCallback(L.Callback):
         was_training = net.training
         net.eval()
         try:
-            sampler = self.sampler_factory(pl_module.schedule, prediction_type=pl_module.prediction_type)
+            # EDM and flow networks are sampled through their ε-face on a table of their noise levels.
+            sampling_net, schedule, prediction_type = sampling_view(
+                net, pl_module.schedule, pl_module.prediction_type, getattr(pl_module, "formulation", None)
+            )
+            sampler = self.sampler_factory(schedule, prediction_type=prediction_type)
             request = GenerationRequest(
                 Sampling(sampler, task.sample_shape),
                 rank_indices(self.num_samples, trainer.global_rank, trainer.world_size),
@@ -69,7 +74,7 @@ class GeneratingCallback(L.Callback):
                 grid_conditions(task, self.num_samples),
                 guide=self.guide_net(pl_module, task),
             )
-            yield Generation(request, net)
+            yield Generation(request, sampling_net)
         finally:
             net.train(was_training)
 
@@ -78,14 +83,16 @@ class GeneratingCallback(L.Callback):
         if self.guide is None:
             return None
         if self._guide is None:
-            config = task_config(task)
-            trained = LoadedModel(
-                pl_module.net, pl_module.schedule, pl_module.prediction_type, config, "raw", 0
+            formulation = getattr(pl_module, "formulation", None)
+            _, schedule, prediction_type = sampling_view(
+                pl_module.net, pl_module.schedule, pl_module.prediction_type, formulation
             )
+            config = task_config(task)
+            trained = LoadedModel(pl_module.net, schedule, prediction_type, config, "raw", 0, formulation)
             guide = load_model(self.guide, pl_module.device)
             check_guide(trained, guide, "the model being trained", self.guide)
             self._guide = guide
-        return self._guide.net.eval()
+        return self._guide.sampling_net.eval()
 
 
 def task_config(task: Task) -> dict:

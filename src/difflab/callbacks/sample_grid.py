@@ -82,7 +82,8 @@ class SampleGrid(GeneratingCallback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         save_png(grid, path)
-        weights = "EMA" if generation.net is not pl_module.net else "raw"
+        net = getattr(generation.net, "net", generation.net)  # under an EDM/flow ε-face
+        weights = "EMA" if net is not pl_module.net else "raw"
         sampler = request.method.sampler
         caption = (
             f"step {trainer.global_step} · {type(sampler).__name__} · NFE {sampler.nfe} · {weights} weights"

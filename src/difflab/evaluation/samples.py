@@ -38,7 +38,7 @@ def generated_batches(
     if guide is not None:
         check_guide(loaded, guide, ckpt, options.guide)
     request = sampling_request(loaded, options, sampler, conditions, guide)
-    generation = Generation(request, loaded.net)
+    generation = Generation(request, loaded.sampling_net)
 
     def batches() -> Iterator[torch.Tensor]:
         with generation.cpu_threads() as threads:

@@ -15,6 +15,9 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
     schedule, prediction type or conditioning must be the model's, since its prediction is mixed with the model's
     at every step. The network itself may differ (that is the point: a smaller or less-trained one)."""
     differences = []
+    formulations = [getattr(getattr(m, "formulation", None), "name", "vp") for m in (guide, model)]
+    if formulations[0] != formulations[1]:
+        differences.append(f"formulation {formulations[0]} vs {formulations[1]}")
     if tuple(guide.sample_shape) != tuple(model.sample_shape):
         differences.append(f"images {tuple(guide.sample_shape)} vs {tuple(model.sample_shape)}")
     if guide.prediction_type != model.prediction_type:

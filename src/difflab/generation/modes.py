@@ -99,7 +99,8 @@ def shared_fields(model: TrainedModel, options: SampleOptions, guide: Any = None
             "negative_prompt= guides against the unconditional branch and guide= against a guide model: give one"
         )
     return {
-        "guide": None if guide is None else guide.net,
+        # The network generation runs: an EDM or flow guide through its ε-face, as the main model.
+        "guide": None if guide is None else getattr(guide, "sampling_net", guide.net),
         "seed": int(options.seed),
         "batch_size": options.batch_size,
         "guidance": float(options.guidance),

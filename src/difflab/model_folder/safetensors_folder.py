@@ -58,7 +58,7 @@ def read_model_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch
 
 # The groups that rebuild and describe the model; the rest of a run's config (paths, loggers, trainer) is the
 # machine it ran on, not the model.
-KEPT = ("model", "schedule", "prediction_type", "data", "choices")
+KEPT = ("model", "schedule", "formulation", "prediction_type", "data", "choices")
 MACHINE_KEYS = ("root",)  # data.root: a path on the training machine
 
 

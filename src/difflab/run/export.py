@@ -14,6 +14,7 @@ from ..model_folder.diffusers_folder import require_diffusers, write_pipeline
 from ..model_folder.diffusers_mapping import diffusers_config, unet_arguments
 from ..model_folder.file_modes import as_new_files
 from ..model_folder.safetensors_folder import write_model_folder
+from .formulation_checks import diffusers_refusal
 from .rules import require
 
 log = logging.getLogger("difflab")
@@ -52,6 +53,9 @@ def export(cfg: DictConfig) -> Path:
         # Everything that can refuse does so before the output folder is made.
         require_diffusers("format=diffusers")
         try:
+            refusal = diffusers_refusal(loaded.formulation)
+            if refusal:
+                raise ValueError(refusal)
             args = unet_arguments(loaded.config.get("model") or {})
             diffusers_config(args)
         except ValueError as error:

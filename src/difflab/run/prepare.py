@@ -46,10 +46,12 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..runs.resume import check_resumable, read_resumable, resume_path
     from .common import fill_conditioning
+    from .formulation_checks import build_formulation
     from .train_checks import check_generation_settings
 
     fill_conditioning(cfg)
     check_generation_settings(cfg)
+    build_formulation(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)
     if resume is not None:
         ckpt = read_resumable(resume, targets_in(cfg))
@@ -83,6 +85,12 @@ def fixed_values(cfg: DictConfig) -> dict[str, Any]:
         node = OmegaConf.select(cfg, key)
         if node is not None:
             wanted[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if isinstance(
+        cfg.get("formulation"), DictConfig
+    ):  # its copies of schedule and prediction_type are named there
+        from .formulation_checks import own_values
+
+        wanted["formulation"] = own_values(cfg.formulation)
     return wanted
 
 

@@ -81,7 +81,7 @@ def sample(cfg: DictConfig) -> Path:
     request = request_for(loaded, options, build_sampler(settings.sampler, loaded), settings.ckpt, guide)
     with output_folder(settings.out, options.mode, settings.root_dir) as out:
         log.info(*log_line(options, loaded, request))
-        generation = Generation(request, loaded.net)
+        generation = Generation(request, loaded.sampling_net)
         with generation.cpu_threads() as cpu_threads, progress(options, generation) as on_step:
             images = generation.images(on_step).cpu()
         check_finite(images, settings.ckpt)

@@ -108,11 +108,20 @@ def check_generation_settings(cfg: DictConfig) -> None:
 def check_callback_guide(cfg: DictConfig, schedule: Any, key: str, guide: str) -> None:
     """A callback's autoguidance checkpoint, read and held against the model this run trains (its image shape,
     schedule, prediction type and conditioning), before step 1."""
+    import torch
+
     from ..checkpoint import LoadedModel, load_model
+    from ..diffusion.formulations.timestep_face import sampling_view
     from ..generation.autoguide import check_guide
+    from .formulation_checks import build_formulation
 
     config = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in ("data", "model")}
-    trained = LoadedModel(None, schedule, cfg.prediction_type, config, "raw", 0)
+    formulation = build_formulation(cfg)
+    # What the trained model samples with: an EDM or flow model's table of noise levels, as its checkpoint will.
+    _, schedule, prediction_type = sampling_view(
+        torch.nn.Identity(), schedule, cfg.prediction_type, formulation
+    )
+    trained = LoadedModel(None, schedule, prediction_type, config, "raw", 0, formulation)
     try:
         check_guide(trained, load_model(guide), "the model this run trains", guide)
     except (OSError, ValueError) as error:

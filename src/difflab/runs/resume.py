@@ -22,6 +22,7 @@ LAST = Path("checkpoints") / "last.ckpt"
 FIXED_BY_CHECKPOINT = (
     "model",
     "schedule",
+    "formulation",  # compared on its own values (below)
     "prediction_type",
     "data.dataset",
     "data.image_size",

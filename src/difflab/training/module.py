@@ -9,8 +9,9 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ..diffusion import DiffusionLoss, NoiseSchedule
+from ..diffusion import NoiseSchedule
 from ..diffusion.conditioning import Cond, random_drop
+from ..diffusion.formulations import VPTraining
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -18,7 +19,8 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 
 
 class DiffusionModule(L.LightningModule):
-    """Trains `net` to predict ε (or x_0, v) from (x_t, t); EMA weights come from the EMA callback.
+    """Trains `net` as its formulation says (VP: ε, x_0 or v from (x_t, t); EDM; flow); EMA weights come from
+    the EMA callback.
 
     A batch is (images, condition): the condition is a dict (see difflab.diffusion.conditioning) when the
     datamodule serves a conditional task, and each sample's labels/text are dropped with `cond_drop_prob`,
@@ -45,6 +47,7 @@ class DiffusionModule(L.LightningModule):
         loss_check_every_n_steps: int = 20,
         channels_last: bool = True,
         compile: bool = False,
+        formulation: Any = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= cond_drop_prob <= 1.0:
@@ -56,7 +59,10 @@ class DiffusionModule(L.LightningModule):
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.compile_net = compile
         self.schedule = schedule
-        self.loss_fn = DiffusionLoss(schedule, prediction_type)
+        # The formulation (conf/formulation/) draws the noise levels, builds inputs and targets and weights the
+        # loss; None is today's VP training on `schedule` (checkpoints from before formulations).
+        self.formulation = formulation if formulation is not None else VPTraining(schedule, prediction_type)
+        self.loss_fn = self.formulation.loss
         self.prediction_type = prediction_type
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler or None  # lr_scheduler=none composes to an empty config

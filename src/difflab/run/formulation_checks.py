@@ -1,0 +1,48 @@
+"""The formulation group checked before anything is built: its values are one line, not a failure at step 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import one_line
+
+
+def build_formulation(cfg: DictConfig) -> Any:
+    """Build cfg.formulation (σ_data, P_std, shift, weighting, … are checked by its constructor); a bad value is a
+    ValueError naming the group. Returns the formulation (None when the config has no group)."""
+    node = cfg.get("formulation")
+    if node is None:
+        return None
+    try:
+        return instantiate(node)
+    except Exception as error:  # Hydra wraps the constructor's ValueError in an InstantiationException
+        raise ValueError(f"formulation={formulation_name(node)}: {one_line(error)}") from error
+
+
+def formulation_name(node: DictConfig) -> str:
+    """The group option a formulation config is (vp, edm, flow), from its class's `name`."""
+    target = str(node.get("_target_", ""))
+    try:
+        return str(get_class(target).name)
+    except Exception:  # not a difflab formulation: its class name says enough
+        return target.rsplit(".", 1)[-1]
+
+
+def own_values(node: DictConfig) -> dict[str, Any]:
+    """A formulation config's own values: not those it interpolates from other groups (vp's schedule and
+    prediction_type), which are compared where they live."""
+    values = OmegaConf.to_container(node, resolve=False)
+    return {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith("${"))}
+
+
+def diffusers_refusal(formulation: Any) -> str | None:
+    """Why a model of `formulation` cannot be exported as a diffusers DDPM pipeline (None: it can)."""
+    name = getattr(formulation, "name", "vp")
+    if name == "vp":
+        return None
+    return (
+        f"a formulation={name} model has no DDPMScheduler equivalent here; export it with format=safetensors"
+    )

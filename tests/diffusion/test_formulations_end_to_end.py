@@ -1,0 +1,144 @@
+"""Formulations through the whole stack: the config group trains each, checkpoints record it, sample.py,
+difflab.load and export read it, old checkpoints load as VP, and bad values are one line before a run folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from hydra.utils import instantiate
+
+import difflab
+from difflab.checkpoint import load_model
+from difflab.diffusion.formulations import EDM, Flow, VPTraining
+from difflab.run.export import export
+from difflab.run.formulation_checks import build_formulation
+from difflab.run.prepare import fixed_values
+from difflab.run.sample import sample
+from difflab.run.train import train
+from difflab.runs.resume import check_resumable
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """last.ckpt of a four-step run of the toy model per formulation (each about a second)."""
+    runs = {}
+    for name in ("edm", "flow"):
+        run = tmp_path_factory.mktemp(name) / "run"
+        train(compose_config("train", [*FAST_TRAIN, f"formulation={name}"], run))
+        runs[name] = run / "checkpoints" / "last.ckpt"
+    return runs
+
+
+def test_the_default_formulation_is_vp_on_the_schedule_with_todays_settings(tmp_path):
+    cfg = compose_config("train", FAST_TRAIN, tmp_path / "run")
+    module = instantiate(cfg.module)
+    assert isinstance(module.formulation, VPTraining)
+    assert module.formulation.weighting == "uniform" and module.formulation.offset_noise == 0.0
+    assert torch.equal(module.formulation.schedule.betas, module.schedule.betas)  # no rescale
+
+
+@pytest.mark.parametrize("name", ["edm", "flow"])
+@pytest.mark.parametrize("sampler", ["ddim", "heun"])
+def test_an_edm_or_flow_checkpoint_samples_with_any_sampler(trained, tmp_path, name, sampler):
+    out = tmp_path / "out"
+    cfg = compose_config(
+        "sample",
+        [f"ckpt={trained[name]}", "n=4", f"sampler={sampler}", "sampler.steps=3", f"out={out}"],
+        tmp_path,
+    )
+    sample(cfg)  # refuses non-finite images (check_finite)
+    images = np.load(out / "samples.npz")["images"]
+    assert images.shape == (4, 8, 8, 1) and images.std() > 0
+
+
+@pytest.mark.parametrize(("name", "kind"), [("edm", EDM), ("flow", Flow)])
+def test_checkpoints_record_the_formulation_and_every_reader_builds_its_denoiser(trained, name, kind):
+    ckpt = torch.load(trained[name], map_location="cpu", weights_only=True)
+    assert ckpt["difflab_config"]["formulation"]["_target_"].endswith(kind.__name__)
+    loaded = load_model(trained[name])
+    assert isinstance(loaded.formulation, kind)
+    pipe = difflab.load(trained[name], device="cpu")
+    images = pipe.sample(3, sampler="dpm_solver", steps=4, seed=0)
+    assert images.shape[0] == 3 and bool(torch.isfinite(torch.as_tensor(images, dtype=torch.float32)).all())
+
+
+def test_a_checkpoint_from_before_formulations_loads_and_samples_as_vp(tiny_ckpt, tmp_path):
+    ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    del ckpt["difflab_config"]["formulation"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    loaded, current = load_model(old), load_model(tiny_ckpt)
+    assert loaded.formulation is None and loaded.prediction_type == "epsilon"
+    assert torch.equal(loaded.schedule.betas, current.schedule.betas)
+    a = difflab.load(old, device="cpu").sample(2, steps=3, seed=0)
+    b = difflab.load(tiny_ckpt, device="cpu").sample(2, steps=3, seed=0)
+    assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def test_export_to_diffusers_refuses_edm_in_one_line_naming_safetensors(trained, tmp_path):
+    out = tmp_path / "exported"
+    with pytest.raises(ValueError, match="formulation=edm .*format=safetensors") as error:
+        export(
+            compose_config("export", [f"ckpt={trained['edm']}", "format=diffusers", f"out={out}"], tmp_path)
+        )
+    assert "\n" not in str(error.value) and not out.exists()
+    export(compose_config("export", [f"ckpt={trained['edm']}", "format=safetensors", f"out={out}"], tmp_path))
+    assert isinstance(load_model(out).formulation, EDM)
+
+
+def test_resuming_with_another_formulation_is_refused(trained, tmp_path):
+    cfg = compose_config("train", [*FAST_TRAIN, "formulation=flow", f"ckpt_path={trained['edm']}"], tmp_path)
+    ckpt = torch.load(trained["edm"], map_location="cpu", weights_only=True)
+    with pytest.raises(ValueError, match=r"formulation\._target_=difflab\.diffusion\.formulations\.Flow"):
+        check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, trained["edm"])
+
+
+def test_a_bad_formulation_value_is_one_line_before_a_run_folder(tmp_path):
+    """Each bad value's message is tested on its constructor (test_formulations.py); here, that the CLI says it
+    before Hydra makes the run folder."""
+    run = tmp_path / "run"
+    overrides = ["formulation=edm", "formulation.sigma_data=0", f"hydra.run.dir={run}"]
+    line = one_error_line(run_cli("train.py", *FAST_TRAIN, *overrides))
+    assert line == "error: formulation=edm: sigma_data must be > 0 (got 0)"
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["formulation=flow", "formulation.weighting=edm"], "formulation=flow: unknown weighting 'edm'"),
+        (
+            ["formulation.weighting=min_snr", "formulation.min_snr_gamma=0"],
+            "formulation=vp: min_snr_gamma must be > 0",
+        ),
+    ],
+)
+def test_the_preflight_names_the_formulation_of_a_bad_value(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message) as error:
+        build_formulation(compose_config("train", [*FAST_TRAIN, *overrides], tmp_path))
+    assert "\n" not in str(error.value)
+
+
+def test_min_snr_and_offset_noise_train_through_the_config(tmp_path):
+    overrides = ["formulation.weighting=min_snr", "formulation.offset_noise=0.1", "prediction_type=v"]
+    overrides += ["formulation.zero_terminal_snr=true", "trainer.max_steps=2"]
+    run = tmp_path / "run"
+    metrics = train(compose_config("train", [*FAST_TRAIN, *overrides], run))
+    assert np.isfinite(float(metrics["train/loss"]))
+    loaded = load_model(run / "checkpoints" / "last.ckpt")
+    assert loaded.schedule.alphas_cumprod[-1].item() <= 2**-24  # the rescaled schedule is what samples
+
+
+@pytest.mark.parametrize(("recipe", "kind"), [("digits_edm_cpu", EDM), ("digits_flow_cpu", Flow)])
+def test_the_formulation_recipes_are_digits_cpu_with_another_formulation(recipe, kind, tmp_path):
+    base = compose_config("train", ["experiment=digits_cpu"], tmp_path)
+    cfg = compose_config("train", [f"experiment={recipe}"], tmp_path)
+    assert isinstance(instantiate(cfg.formulation), kind)
+    for key in ("model", "data", "optim", "lr_scheduler", "trainer", "metrics", "cpu_threads", "seed"):
+        assert cfg[key] == base[key], key
+    for key in base.callbacks.fid:
+        if key != "sampler":  # the same sampler and steps, on the formulation's grid (below)
+            assert cfg.callbacks.fid[key] == base.callbacks.fid[key], key
+    assert cfg.sampler.timestep_spacing == "trailing"  # the formulation's own grid (see the recipe)
