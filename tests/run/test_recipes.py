@@ -123,6 +123,33 @@ def test_cifar10_ddpm_is_the_papers_setup(tmp_path):
     assert parameters(cfg.model) == 35_746_307  # the paper's 35.7M
 
 
+def test_cifar10_edm_is_the_edm_papers_cifar10_training_on_the_ddpm_unet(tmp_path):
+    cfg = recipe_values("cifar10_edm", tmp_path)
+    assert cfg.formulation._target_ == "difflab.diffusion.formulations.EDM"
+    assert (cfg.formulation.sigma_data, cfg.formulation.p_mean, cfg.formulation.p_std) == (0.5, -1.2, 1.2)
+    assert cfg.formulation.weighting == "edm"
+    assert cfg.data.batch_size == 512 and cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.lr_scheduler.warmup_steps * 512 == pytest.approx(10e6, rel=1e-4)  # EDM's 10M-image ramp
+    assert cfg.trainer.max_steps * 512 == 200_000_000 and cfg.trainer.gradient_clip_val is None
+    assert pytest.approx(cfg.callbacks.ema.decay, abs=1e-5) == 0.5 ** (
+        1 / (0.5e6 / 512)
+    )  # half-life 0.5M images
+    assert cfg.model.dropout == pytest.approx(0.13)
+    assert cfg.sampler._target_ == "difflab.diffusion.HeunSampler" and cfg.sampler.steps == 18  # NFE 35
+    assert cfg.callbacks.fid.sampler.steps == 18
+    assert "cifar10_edm" in cfg.tags
+
+
+def test_cifar10_flow_is_flow_matching_with_the_ddpm_optimisation(tmp_path):
+    cfg = recipe_values("cifar10_flow", tmp_path)
+    ddpm = recipe_values("cifar10_ddpm", tmp_path / "ddpm")
+    assert cfg.formulation._target_ == "difflab.diffusion.formulations.Flow"
+    assert cfg.formulation.t_sampling == "logit_normal"
+    assert (cfg.optim, cfg.lr_scheduler, cfg.data.batch_size) == (ddpm.optim, ddpm.lr_scheduler, 128)
+    assert cfg.sampler._target_ == "difflab.diffusion.EulerSampler" and cfg.sampler.steps == 50
+    assert cfg.trainer.max_steps == 400_000 and "cifar10_flow" in cfg.tags
+
+
 def test_celeba64_ddpm_uses_the_64px_unet_and_the_ddpm_optimisation(tmp_path):
     cfg = recipe_values("celeba64_ddpm", tmp_path)
     assert cfg.data.dataset == "folder" and cfg.data.root.endswith("/celeba64")
