@@ -13,6 +13,7 @@ import torch
 from ..checkpoint import CONFIG_KEY, network_state, read_checkpoint, stored_step
 from ..checkpoint_config import check_contradictions
 from ..cluster.jobs import is_requeued_job
+from ..io.set_aside import set_aside
 from ..model_folder.state_fit import state_mismatch
 
 LAST = Path("checkpoints") / "last.ckpt"
@@ -104,13 +105,4 @@ def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:
         for p in sorted(folder.glob("*.ckpt"))
         if p.resolve() != resume.resolve() and (p.name == LAST.name or (stored_step(p) or -1) > step)
     ]
-    if not later:
-        return None
-    aside, n = folder / f"superseded_at_step_{step:07d}", 1
-    while aside.exists():
-        n += 1
-        aside = folder / f"superseded_at_step_{step:07d}_{n}"
-    aside.mkdir()
-    for path in later:
-        path.rename(aside / path.name)
-    return aside
+    return set_aside(later, folder, step)

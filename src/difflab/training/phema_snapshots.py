@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..io.set_aside import set_aside
 from .atomic_checkpoint_io import atomic_torch_save
 
 SNAPSHOT_FORMAT = "difflab-phema-snapshot/1"
@@ -80,13 +81,4 @@ def set_aside_later_snapshots(folder: Path, step: int) -> Path | None:
     later = [
         p for p in sorted(folder.glob("step_*.pt")) if _NAME.fullmatch(p.name) and int(p.stem[5:]) > step
     ]
-    if not later:
-        return None
-    aside, n = folder / f"superseded_at_step_{step:07d}", 1
-    while aside.exists():
-        n += 1
-        aside = folder / f"superseded_at_step_{step:07d}_{n}"
-    aside.mkdir()
-    for path in later:
-        path.rename(aside / path.name)
-    return aside
+    return set_aside(later, folder, step)
