@@ -49,13 +49,16 @@ test: lint
 
 # The speed suite (markdown tables, each side by side in one process; see benchmarks/ and README "Performance"):
 # U-Net steps and end-to-end sampling against diffusers, the share of the GEMM peak, the training loop's
-# overhead over the bare step, and 2-process DDP efficiency. About 20 min on 2 CPU cores.
+# overhead over the bare step, 2-process DDP efficiency, post-hoc EMA's costs and the formulations' step cost (the
+# formulations' scores: benchmarks/formulations.py without --steps-only, which trains three runs). About 25 min.
 bench: setup
 	$(BIN)/python benchmarks/unet_vs_diffusers.py $(ARGS)
 	$(BIN)/python benchmarks/samplers_vs_diffusers.py $(ARGS)
 	$(BIN)/python benchmarks/peak_share.py $(ARGS)
 	$(BIN)/python benchmarks/loop_overhead.py
 	$(BIN)/python benchmarks/ddp_efficiency.py
+	$(BIN)/python benchmarks/phema.py
+	$(BIN)/python benchmarks/formulations.py --steps-only
 
 format: setup
 	$(BIN)/ruff check --fix .
