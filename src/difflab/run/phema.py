@@ -3,7 +3,10 @@ sweep a list of σ_rel, score each with evaluate.py's Fréchet distance and name
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +19,14 @@ from omegaconf import open_dict
 from ..checkpoint import CONFIG_KEY, read_checkpoint, run_checkpoint
 from ..io.atomic import atomic_file
 from ..io.results import check_writable_file
-from ..pipeline_arguments import CONF_DIR
 from ..training.phema import check_sigma_rel, reconstruction_coefficients, sigma_rel_to_gamma, weighted_sum
 from ..training.phema_snapshots import SNAPSHOT_FOLDER, Snapshot, list_snapshots, read_snapshot
 from .cli import check_command_line
 
 log = logging.getLogger("difflab")
+
+ROOT = Path(__file__).resolve().parents[3]  # the project: its conf/ and evaluate.py beside src/
+CONF_DIR = ROOT / "conf"
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,6 @@ def sweep(
     """Reconstruct each σ_rel (into the folder `out`, default <run>/phema) and score it as evaluate.py does (its
     overrides: n=, sampler=, metrics=, …); returns the rows and the Fréchet distance's name. Every input and
     output is checked before any work."""
-    from .evaluate import evaluate  # the feature networks load only for a sweep
-
     if len({f"{s:.3f}" for s in sigma_rels}) != len(sigma_rels):  # outputs are named to 3 decimals
         raise ValueError(f"sigma_rel lists a value twice (to 3 decimals): {list(sigma_rels)}")
     for sigma_rel in sigma_rels:
@@ -171,9 +174,22 @@ def sweep(
     rows = []
     for p, cfg in zip(plans, configs, strict=True):
         reconstruct(p)
-        report = evaluate(cfg)
+        report = score(p.out, Path(cfg.out), eval_overrides)
         rows.append(Scored(p.sigma_rel, float(report["metrics"][fd_key]), p.out, Path(cfg.out)))
     return rows, fd_key
+
+
+def score(ckpt: Path, report: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """evaluate.py's report on `ckpt`, run as a user runs it (its own process: an entry never calls another),
+    written to `report` and not logged to the run's W&B run (the checkpoint is not one of its own)."""
+    command = [sys.executable, str(ROOT / "evaluate.py"), *overrides, f"ckpt={ckpt}", f"out={report}"]
+    result = subprocess.run([*command, "log_wandb=false"], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        raise ValueError(
+            f"evaluate.py on {ckpt} failed: {(errors or result.stderr.splitlines() or ['?'])[-1]}"
+        )
+    return json.loads(report.read_text())
 
 
 def eval_config(overrides: Sequence[str]) -> Any:
