@@ -13,7 +13,7 @@ from conftest import FAST_TRAIN, compose_config
 
 from difflab.callbacks import SampleGrid
 from difflab.diffusion import DDIMSampler, NoiseSchedule
-from difflab.diffusion.objectives import DiffusionLoss
+from difflab.diffusion.formulations import VPTraining
 from difflab.generation import Task
 from difflab.run.errors import exit_on_user_error
 from difflab.run.train import train
@@ -45,9 +45,9 @@ def test_a_huge_learning_rate_stops_the_run_naming_the_step(tmp_path):
 
 def nan_loss_from_training_call(number: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the loss of the given training call NaN (validation calls pass a generator and are not counted)."""
-    real, calls = DiffusionLoss.__call__, []
+    real, calls = VPTraining.loss, []
 
-    def loss(self: DiffusionLoss, *args: object, **kwargs: object) -> torch.Tensor:
+    def loss(self: VPTraining, *args: object, **kwargs: object) -> torch.Tensor:
         value = real(self, *args, **kwargs)
         if kwargs.get("generator") is None:
             calls.append(1)
@@ -55,7 +55,7 @@ def nan_loss_from_training_call(number: int, monkeypatch: pytest.MonkeyPatch) ->
                 return value * float("nan")
         return value
 
-    monkeypatch.setattr(DiffusionLoss, "__call__", loss)
+    monkeypatch.setattr(VPTraining, "loss", loss)
 
 
 def test_a_nan_loss_is_named_by_its_step_before_the_next_checkpoint_and_the_entry_point_prints_one_line(
