@@ -106,3 +106,28 @@ def test_training_grids_are_autoguided_and_a_wrong_guide_stops_the_run_before_it
         and "images (1, 16, 16) vs (1, 8, 8)" in line
     )
     assert not refused.exists()
+
+
+def test_a_guide_of_another_formulation_is_refused_by_name():
+    from types import SimpleNamespace
+
+    from difflab.diffusion import NoiseSchedule
+    from difflab.diffusion.formulations import EDM
+    from difflab.generation.autoguide import check_guide
+
+    def model(formulation):
+        return SimpleNamespace(
+            formulation=formulation,
+            sample_shape=(1, 8, 8),
+            prediction_type="epsilon",
+            schedule=NoiseSchedule.from_name("cosine"),
+            condition=None,
+            num_classes=None,
+            config={},
+        )
+
+    check_guide(model(EDM()), model(EDM()), "main.ckpt", "guide.ckpt")  # the same formulation: accepted
+    with pytest.raises(
+        ValueError, match=r"^guide=guide.ckpt cannot guide main.ckpt: .*formulation vp vs edm"
+    ):
+        check_guide(model(EDM()), model(None), "main.ckpt", "guide.ckpt")
