@@ -11,7 +11,7 @@ import lightning as L
 import torch
 
 from ..checkpoint import LoadedModel, load_model
-from ..diffusion import Sampler
+from ..diffusion import NoiseSchedule, Sampler
 from ..diffusion.auto_batch import AUTO
 from ..diffusion.formulations.timestep_face import sampling_view
 from ..diffusion.precision import check_precision
@@ -72,21 +72,21 @@ class GeneratingCallback(L.Callback):
                 self.guidance,
                 self.precision,
                 grid_conditions(task, self.num_samples),
-                guide=self.guide_net(pl_module, task),
+                guide=self.guide_net(pl_module, task, schedule, prediction_type),
             )
             yield Generation(request, sampling_net)
         finally:
             net.train(was_training)
 
-    def guide_net(self, pl_module: L.LightningModule, task: Task) -> torch.nn.Module | None:
-        """The guide's network on the module's device (None without a guide), checked against the model trained."""
+    def guide_net(
+        self, pl_module: L.LightningModule, task: Task, schedule: NoiseSchedule, prediction_type: str
+    ) -> torch.nn.Module | None:
+        """The guide's network on the module's device (None without a guide), checked against the model trained
+        (as it samples: `schedule` and `prediction_type` of its sampling view)."""
         if self.guide is None:
             return None
         if self._guide is None:
             formulation = getattr(pl_module, "formulation", None)
-            _, schedule, prediction_type = sampling_view(
-                pl_module.net, pl_module.schedule, pl_module.prediction_type, formulation
-            )
             config = task_config(task)
             trained = LoadedModel(pl_module.net, schedule, prediction_type, config, "raw", 0, formulation)
             guide = load_model(self.guide, pl_module.device)
