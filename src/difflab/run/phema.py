@@ -1,5 +1,5 @@
-"""Post-hoc EMA after training: rebuild the EMA of any σ_rel from a run's snapshots as a normal checkpoint, or
-sweep a list of σ_rel, score each with evaluate.py's Fréchet distance and name the best."""
+"""Post-hoc EMA's sweep: rebuild each σ_rel of a list (training/phema_reconstruct.py), score each with evaluate.py's
+Fréchet distance and name the best."""
 
 from __future__ import annotations
 
@@ -7,138 +7,23 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from ..checkpoint import CONFIG_KEY, read_checkpoint, run_checkpoint
-from ..io.atomic import atomic_file
 from ..io.results import check_writable_file
-from ..training.phema import check_sigma_rel, reconstruction_coefficients, sigma_rel_to_gamma, weighted_sum
-from ..training.phema_snapshots import SNAPSHOT_FOLDER, Snapshot, list_snapshots, read_snapshot
+from ..training.phema import check_sigma_rel
+from ..training.phema_reconstruct import plan, reconstruct
 from .cli import check_command_line
 
 log = logging.getLogger("difflab")
 
 ROOT = Path(__file__).resolve().parents[3]  # the project: its conf/ and evaluate.py beside src/
 CONF_DIR = ROOT / "conf"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one reconstruction reads and writes, checked before any work."""
-
-    run: Path
-    template: Path  # the run checkpoint whose config and non-network state the output keeps
-    snapshots: list[Snapshot]
-    step: int
-    sigma_rel: float
-    out: Path
-
-
-def snapshots_of(run: Path, step: int | None) -> tuple[list[Snapshot], int]:
-    """The run's snapshots up to `step` (default: its latest, which must be a snapshot step), and that step."""
-    if not run.is_dir():
-        raise FileNotFoundError(f"run folder not found: {run}")
-    found = list_snapshots(run / SNAPSHOT_FOLDER)
-    if not found:
-        raise ValueError(
-            f"{run} has no post-hoc EMA snapshots ({SNAPSHOT_FOLDER}/step_*.pt); train with "
-            "callbacks=[default,phema] to keep them"
-        )
-    steps = sorted({s.step for s in found})
-    target = steps[-1] if step is None else int(step)
-    if target not in steps:
-        raise ValueError(f"step={target} is not a snapshot step of {run}; choose one of {_listed(steps)}")
-    return [s for s in found if s.step <= target], target
-
-
-def output_name(sigma_rel: float, step: int) -> str:
-    """sigma_rel_<σ>_step_<step>.ckpt; by default in <run>/phema/, beside the snapshots and outside checkpoints/
-    (which a resume reads)."""
-    return f"sigma_rel_{sigma_rel:.3f}_step_{step:07d}.ckpt"
-
-
-def plan(
-    run: str | Path,
-    sigma_rel: float,
-    out: str | Path | None = None,
-    step: int | None = None,
-    folder: str | Path | None = None,
-) -> Plan:
-    """Check every input of a reconstruction (one-line errors) and its output: the file `out`, else
-    output_name in `folder` (default <run>/phema); an existing file is never overwritten."""
-    check_sigma_rel(sigma_rel)
-    run = Path(run)
-    snapshots, step = snapshots_of(run, step)
-    template = Path(run_checkpoint(run))
-    if not template.is_file():
-        raise FileNotFoundError(f"{run} has no checkpoints/last.ckpt to take the model's config from")
-    target = Path(out) if out is not None else Path(folder or run / "phema") / output_name(sigma_rel, step)
-    check_writable_file(target)
-    return Plan(run, template, snapshots, step, sigma_rel, target)
-
-
-def reconstruct(p: Plan) -> Path:
-    """Write the network whose EMA profile is the least-squares fit of σ_rel's from the snapshots, as a checkpoint
-    that sample.py, evaluate.py and difflab.load read (weights only: no optimizer, not for resuming)."""
-    ckpt = read_checkpoint(p.template)
-    profiles = [(s, i, sigma_rel) for s in p.snapshots for i, sigma_rel in enumerate(s.sigma_rels)]
-    coefficients = reconstruction_coefficients(
-        [s.step for s, _, _ in profiles],
-        [sigma_rel_to_gamma(sigma_rel) for _, _, sigma_rel in profiles],
-        p.step,
-        sigma_rel_to_gamma(p.sigma_rel),
-    ).tolist()
-    by_file: dict[Snapshot, list[tuple[int, float]]] = {}
-    for (snapshot, index, _), c in zip(profiles, coefficients, strict=True):
-        by_file.setdefault(snapshot, []).append((index, c))
-
-    def terms() -> Iterator[tuple[dict[str, torch.Tensor], float]]:
-        for snapshot, wanted in by_file.items():  # each file read once, one at a time
-            states = read_snapshot(snapshot.path, snapshot.sigma_rels)["states"]
-            for index, c in wanted:
-                yield states[index], c
-
-    net = weighted_sum(terms())
-    expected = {k[len("net.") :] for k in ckpt["state_dict"] if k.startswith("net.")}
-    if set(net) != expected:
-        raise ValueError(f"the snapshots of {p.run} do not hold the network of {p.template}")
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("net.")}
-    state.update({f"net.{k}": v for k, v in net.items()})
-    out = {
-        "state_dict": state,
-        CONFIG_KEY: ckpt[CONFIG_KEY],
-        "global_step": p.step,
-        "epoch": ckpt.get("epoch", 0),
-        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
-        "weights": f"post-hoc EMA sigma_rel={p.sigma_rel:.3f}",
-        "phema": {
-            "sigma_rel": p.sigma_rel,
-            "gamma": sigma_rel_to_gamma(p.sigma_rel),
-            "step": p.step,
-            "snapshots": [
-                {"step": s.step, "sigma_rel": r, "coefficient": c}
-                for (s, _, r), c in zip(profiles, coefficients, strict=True)
-            ],
-        },
-    }
-    p.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(p.out, exclusive=True) as file:  # never over a file that appeared meanwhile
-        torch.save(out, file)
-    log.info(
-        "post-hoc EMA sigma_rel=%.3f at step %d from %d snapshots -> %s",
-        p.sigma_rel,
-        p.step,
-        len(p.snapshots),
-        p.out,
-    )
-    return p.out
 
 
 @dataclass(frozen=True)
@@ -228,9 +113,3 @@ def table(rows: list[Scored], fd_key: str) -> str:
     ]
     lines.append(f"best: sigma_rel={best.sigma_rel:.3f} ({fd_key} {best.score:.4f}) -> {best.checkpoint}")
     return "\n".join(lines)
-
-
-def _listed(steps: list[int]) -> str:
-    return (
-        ", ".join(map(str, steps)) if len(steps) <= 8 else f"{', '.join(map(str, steps[:3]))}, …, {steps[-1]}"
-    )
