@@ -80,13 +80,9 @@ def test_a_checkpoint_from_before_formulations_loads_and_samples_as_vp(tiny_ckpt
     assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
 
 
-def test_export_to_diffusers_refuses_edm_in_one_line_naming_safetensors(trained, tmp_path):
+def test_export_to_safetensors_keeps_the_formulation(trained, tmp_path):
+    """(format=diffusers of edm and flow: tests/export/test_diffusers_formulations.py.)"""
     out = tmp_path / "exported"
-    with pytest.raises(ValueError, match="formulation=edm .*format=safetensors") as error:
-        export(
-            compose_config("export", [f"ckpt={trained['edm']}", "format=diffusers", f"out={out}"], tmp_path)
-        )
-    assert "\n" not in str(error.value) and not out.exists()
     export(compose_config("export", [f"ckpt={trained['edm']}", "format=safetensors", f"out={out}"], tmp_path))
     assert isinstance(load_model(out).formulation, EDM)
 
