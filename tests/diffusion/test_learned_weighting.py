@@ -83,3 +83,19 @@ def test_a_learned_weighting_run_trains_u_saves_it_and_samples_without_it(tmp_pa
         outs.append(np.load(out / "samples.npz")["images"])
     assert np.array_equal(*outs) and outs[0].std() > 0
     assert load_model(path).formulation.weighting == "learned"
+
+
+def test_a_learned_weighting_run_resumes_with_its_u(tmp_path):
+    run = tmp_path / "run"
+    overrides = [*FAST_TRAIN, "formulation=edm", "formulation.weighting=learned"]
+    train(compose_config("train", overrides, run))
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "current_model_state"):  # a value a fresh u (zero) could not reach in 2 steps
+        ckpt[key]["loss_weighting.linear.bias"] = torch.tensor([5.0])
+    torch.save(ckpt, last)
+    train(compose_config("train", [*overrides, "trainer.max_steps=6", "ckpt_path=last"], run))
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 6
+    bias = float(resumed["current_model_state"]["loss_weighting.linear.bias"])
+    assert bias != 5.0 and abs(bias - 5.0) < 0.1  # resumed from the saved u and trained on
