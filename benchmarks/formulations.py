@@ -32,6 +32,7 @@ STEP_VARIANTS = {
     "vp (ε, uniform)": [],
     "vp, min-SNR-5": ["formulation.weighting=min_snr"],
     "edm (λ(σ))": ["formulation=edm"],
+    "edm, learned u(σ) (EDM2)": ["formulation=edm", "formulation.weighting=learned"],
     "flow (logit-normal t)": ["formulation=flow"],
 }
 SAMPLERS = {"ddim": lambda nfe: nfe, "dpm_solver": lambda nfe: nfe, "heun": lambda nfe: (nfe + 1) // 2}
