@@ -10,7 +10,9 @@ TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.lock)
 BIN := $(VENV)/bin
 # Test-only k-diffusion goes in without its dependencies (its training stack would pull scikit-image, kornia,
 # clean-fid and an older numpy); the tests import only k_diffusion.sampling, whose own imports are in the lock.
-NO_DEPS := $(shell grep -E '^k-diffusion==' requirements.lock)
+# So does test-only torchcfm (its requirements pull torchdyn and its ODE stack); the tests import only
+# torchcfm.conditional_flow_matching, which needs torch and POT (in the lock).
+NO_DEPS := $(shell grep -E '^(k-diffusion|torchcfm)==' requirements.lock)
 STAMP := $(VENV)/.installed
 
 .PHONY: setup train test lint format bench clean-venv
@@ -21,11 +23,11 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 ifdef TORCH_INDEX
-	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-|k-diffusion)' requirements.lock > $(VENV)/requirements-without-torch.txt
+	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-|k-diffusion|torchcfm)' requirements.lock > $(VENV)/requirements-without-torch.txt
 	$(BIN)/python -m pip install -q $(TORCH_PINS) --index-url $(TORCH_INDEX)
 	$(BIN)/python -m pip install -q -r $(VENV)/requirements-without-torch.txt
 else
-	grep -vE '^k-diffusion==' requirements.lock > $(VENV)/requirements-with-deps.txt
+	grep -vE '^(k-diffusion|torchcfm)==' requirements.lock > $(VENV)/requirements-with-deps.txt
 	$(BIN)/python -m pip install -q -r $(VENV)/requirements-with-deps.txt
 endif
 	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS)

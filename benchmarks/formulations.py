@@ -6,6 +6,8 @@ tables; name the CPU beside them (`lscpu | grep 'Model name'`).
     .venv/bin/python benchmarks/formulations.py                       # trains the three runs first if missing
     .venv/bin/python benchmarks/formulations.py --runs vp=<run> edm=<run> flow=<run> --nfe 5 10 20 50
     .venv/bin/python benchmarks/formulations.py --steps-only          # only the training-step table
+    # the issue's comparison: the same training wall time for each (not the same steps), NFE 5-50, n = 1000
+    .venv/bin/python benchmarks/formulations.py --wall-time-s 210 --nfe 5 10 20 50 --n 1000
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ STEP_VARIANTS = {
     "vp (ε, uniform)": [],
     "vp, min-SNR-5": ["formulation.weighting=min_snr"],
     "edm (λ(σ))": ["formulation=edm"],
+    "edm, learned u(σ) (EDM2)": ["formulation=edm", "formulation.weighting=learned"],
     "flow (logit-normal t)": ["formulation=flow"],
 }
 SAMPLERS = {"ddim": lambda nfe: nfe, "dpm_solver": lambda nfe: nfe, "heun": lambda nfe: (nfe + 1) // 2}
@@ -57,8 +60,22 @@ def step_times(repeats: int, batch: int) -> dict[str, float]:
     return {label: 1000 * statistics.median(t[3:]) for label, t in times.items()}
 
 
-def trained_runs(given: dict[str, str], out: Path) -> dict[str, tuple[Path, float | None]]:
-    """(run folder, training wall seconds or None when given) of each formulation; missing ones trained here."""
+def budget_overrides(wall_time_s: int | None) -> list[str]:
+    """train.py overrides that end training after wall_time_s seconds of fitting instead of at the recipe's steps
+    (Lightning's max_time; last.ckpt is written where it stops); none for None."""
+    if wall_time_s is None:
+        return []
+    minutes, seconds = divmod(int(wall_time_s), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return ["trainer.max_steps=-1", f"+trainer.max_time='{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}'"]
+
+
+def trained_runs(
+    given: dict[str, str], out: Path, wall_time_s: int | None = None
+) -> dict[str, tuple[Path, float | None]]:
+    """(run folder, training wall seconds or None when given) of each formulation; missing ones trained here, for
+    the recipe's steps or, with wall_time_s, for that long each."""
     runs = {}
     for name, recipe in RECIPES.items():
         if name in given:
@@ -73,6 +90,7 @@ def trained_runs(given: dict[str, str], out: Path) -> dict[str, tuple[Path, floa
                 f"experiment={recipe}",
                 f"hydra.run.dir={run}",
                 "logger=csv",
+                *budget_overrides(wall_time_s),
             ],
             check=True,
             cwd=ROOT,
@@ -103,7 +121,8 @@ def score(run: Path, sampler: str, steps: int, n: int, cache: Path) -> dict[str,
     return report["metrics"] | {"nfe": report["generated"]["nfe"]}
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (sys.argv when None)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="*", default=[], help="name=<run folder> for vp, edm, flow")
     parser.add_argument("--nfe", nargs="*", type=int, default=[5, 10, 20, 50])
@@ -112,7 +131,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_formulations"))
     parser.add_argument("--steps-only", action="store_true")
     parser.add_argument("--repeats", type=int, default=40)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--wall-time-s", type=int, default=None, help="train each formulation this long instead of its steps"
+    )
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_arguments()
     torch.set_num_threads(1)
 
     print("| training step (digits net, batch 64) | ms, median |")
@@ -122,7 +148,7 @@ def main() -> None:
     if args.steps_only:
         return
     given = dict(item.split("=", 1) for item in args.runs)
-    runs = trained_runs(given, Path(args.out))
+    runs = trained_runs(given, Path(args.out), args.wall_time_s)
     cache = Path(args.out) / "metrics_cache"
     print(f"\n| formulation | sampler | NFE | fd_effl0 | KID | precision | recall |  (n={args.n})")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -135,8 +161,9 @@ def main() -> None:
                     f"{m['precision']:.3f} | {m['recall']:.3f} |",
                     flush=True,
                 )
-        if seconds is not None:
-            print(f"|   ({name} trained in {seconds:.0f} s here) |")
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+        steps = f"{ckpt['global_step']} steps"
+        print(f"|   ({name}: {steps}{'' if seconds is None else f', train.py ran {seconds:.0f} s here'}) |")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,24 @@ def test_guiding_a_network_is_guiding_its_denoiser():
     uncond = vp.denoiser(lambda x_t, t: net(x_t, t), clip_x0=None)(x, sigma)
     guided = vp.denoiser(Guided(AsModule(net), {"labels": labels}, 3.0), clip_x0=None)
     torch.testing.assert_close(guided(x, sigma), uncond + 3.0 * (cond - uncond))
+
+
+def test_repaint_of_an_edm_model_starts_at_its_sigma_max_unless_a_spacing_is_given():
+    from difflab.diffusion.editing import repaint
+    from difflab.diffusion.formulations import EDM
+    from difflab.diffusion.formulations.timestep_face import table_schedule
+
+    table = table_schedule(EDM())
+
+    def model(x_t, t):  # any ε-model on the table: the grid it is called on is what differs
+        return 0.5 * x_t
+
+    image, mask = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
+    mask[..., :2] = 0
+
+    def painted(**spacing):
+        g = torch.Generator().manual_seed(0)
+        return repaint(model, table, image, mask, steps=10, jump_n_sample=1, generator=g, **spacing)
+
+    assert torch.equal(painted(), painted(timestep_spacing="trailing"))
+    assert not torch.equal(painted(), painted(timestep_spacing="leading"))

@@ -3,6 +3,8 @@ difflab.load and export read it, old checkpoints load as VP, and bad values are 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from hydra.utils import instantiate
 import difflab
 from difflab.checkpoint import load_model
 from difflab.diffusion.formulations import EDM, Flow, VPTraining
+from difflab.diffusion.formulations.timestep_face import sampling_view
 from difflab.run.export import export
 from difflab.run.formulation_checks import build_formulation
 from difflab.run.prepare import fixed_values
@@ -77,13 +80,9 @@ def test_a_checkpoint_from_before_formulations_loads_and_samples_as_vp(tiny_ckpt
     assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
 
 
-def test_export_to_diffusers_refuses_edm_in_one_line_naming_safetensors(trained, tmp_path):
+def test_export_to_safetensors_keeps_the_formulation(trained, tmp_path):
+    """(format=diffusers of edm and flow: tests/export/test_diffusers_formulations.py.)"""
     out = tmp_path / "exported"
-    with pytest.raises(ValueError, match="formulation=edm .*format=safetensors") as error:
-        export(
-            compose_config("export", [f"ckpt={trained['edm']}", "format=diffusers", f"out={out}"], tmp_path)
-        )
-    assert "\n" not in str(error.value) and not out.exists()
     export(compose_config("export", [f"ckpt={trained['edm']}", "format=safetensors", f"out={out}"], tmp_path))
     assert isinstance(load_model(out).formulation, EDM)
 
@@ -141,4 +140,41 @@ def test_the_formulation_recipes_are_digits_cpu_with_another_formulation(recipe,
     for key in base.callbacks.fid:
         if key != "sampler":  # the same sampler and steps, on the formulation's grid (below)
             assert cfg.callbacks.fid[key] == base.callbacks.fid[key], key
-    assert cfg.sampler.timestep_spacing == "trailing"  # the formulation's own grid (see the recipe)
+    # The grids and FID callbacks walk the formulation's own grid without the recipe asking for it.
+    _, schedule, prediction_type = sampling_view(None, None, None, instantiate(cfg.formulation))
+    sampler = instantiate(cfg.callbacks.fid.sampler)(schedule, prediction_type=prediction_type)
+    assert sampler.timestep_spacing == "trailing" and int(sampler.timesteps[0]) == schedule.timesteps - 1
+
+
+def sampled_by_cli(ckpt, tmp_path, name, overrides):
+    """sample.py's images and settings.json for `overrides` (ddim, sample.py's default sampler)."""
+    out = tmp_path / name
+    sample(
+        compose_config(
+            "sample", [f"ckpt={ckpt}", "n=3", "sampler.steps=3", f"out={out}", *overrides], tmp_path
+        )
+    )
+    return np.load(out / "samples.npz")["images"], json.loads((out / "settings.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["edm", "flow"])
+def test_an_edm_or_flow_checkpoint_samples_on_its_own_grid_by_default(trained, tmp_path, name):
+    default, settings = sampled_by_cli(trained[name], tmp_path, "default", [])
+    trailing, _ = sampled_by_cli(trained[name], tmp_path, "trailing", ["sampler.timestep_spacing=trailing"])
+    leading, _ = sampled_by_cli(trained[name], tmp_path, "leading", ["sampler.timestep_spacing=leading"])
+    assert np.array_equal(default, trailing)  # starts at the formulation's σ_max
+    assert not np.array_equal(default, leading)  # an explicit spacing still wins
+    assert settings["sampler"]["timestep_spacing"] == "trailing"  # settings.json says which grid was walked
+    pipe = difflab.load(trained[name], device="cpu")
+    assert pipe.make_sampler("ddim").timestep_spacing == "trailing"
+    assert pipe.make_sampler("ddim", timestep_spacing="leading").timestep_spacing == "leading"
+
+
+def test_a_vp_checkpoint_samples_on_the_samplers_own_grids_as_before(tiny_ckpt, tmp_path):
+    default, settings = sampled_by_cli(tiny_ckpt, tmp_path, "default", [])
+    leading, _ = sampled_by_cli(tiny_ckpt, tmp_path, "leading", ["sampler.timestep_spacing=leading"])
+    assert np.array_equal(default, leading) and settings["sampler"]["timestep_spacing"] == "leading"
+    pipe = difflab.load(tiny_ckpt, device="cpu")
+    spacings = {name: pipe.make_sampler(name).timestep_spacing for name in ("ddpm", "ddim", "euler", "heun")}
+    assert spacings == {"ddpm": "leading", "ddim": "leading", "euler": "trailing", "heun": "trailing"}
+    assert pipe.make_sampler("dpm_solver").timestep_spacing == "trailing"

@@ -55,6 +55,10 @@ def check_prediction_type(prediction_type: str) -> None:
 class NoiseSchedule:
     """β_1..β_T and everything derived from them, indexed by t = 0..T-1 (t=0 is the first noising step)."""
 
+    # The timestep spacing a sampler walks when none is asked for; None: the sampler's own. A formulation's table
+    # of noise levels (formulations/timestep_face.py) sets "trailing", so sampling starts at its σ_max.
+    grid_spacing: str | None = None
+
     def __init__(self, betas: Tensor, name: str = "custom") -> None:
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
         if betas.numel() < 1 or not bool(((betas > 0) & (betas < 1)).all()):

@@ -9,7 +9,7 @@ from .modes import request_for, sampling_request
 from .options import MODES, SampleOptions
 from .request import GenerationRequest
 from .requested import requested_conditions
-from .sampler import build_sampler
+from .sampler import build_sampler, walked_config
 from .task import Task, grid_conditions
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "request_for",
     "requested_conditions",
     "sampling_request",
+    "walked_config",
 ]

@@ -16,3 +16,11 @@ def build_sampler(config: Mapping[str, Any], model: TrainedModel, **knobs: Any) 
     from hydra.utils import instantiate  # a partial's `_target_` and values are plain data
 
     return instantiate(config)(model.schedule, prediction_type=model.prediction_type, **knobs)
+
+
+def walked_config(config: Mapping[str, Any], sampler: Sampler) -> dict[str, Any]:
+    """`config` as the sampler ran it: a timestep_spacing left to the model (null) is the grid it walked."""
+    walked = dict(config)
+    if "timestep_spacing" in walked:
+        walked["timestep_spacing"] = sampler.timestep_spacing
+    return walked

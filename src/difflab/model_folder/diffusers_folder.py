@@ -53,6 +53,16 @@ def write_pipeline(
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
 
 
+def write_unet_and_scheduler(net: nn.Module, args: Mapping[str, Any], scheduler: Any, out: Path) -> None:
+    """unet/ (UNet2DModel, safetensors) and scheduler/ folders for a model whose sampling diffusers has as a
+    scheduler but no pipeline (edm, flow): each loads with its class's from_pretrained(out, subfolder=...)."""
+    diffusers = require_diffusers("format=diffusers")
+    unet = diffusers.UNet2DModel(**diffusers_config(args))
+    unet.load_state_dict(to_diffusers({k: v.detach().cpu().float() for k, v in net.state_dict().items()}))
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    scheduler.save_pretrained(out / "scheduler")
+
+
 def unet_folder(folder: str | Path) -> Path:
     """The UNet2DModel folder inside `folder`: the folder itself, or its unet/ (a whole pipeline folder)."""
     folder = Path(folder)

@@ -25,7 +25,7 @@ from ..evaluation.conditioning import conditioning_classifier
 from ..evaluation.report import report_path
 from ..evaluation.samples import generated_batches, scored_conditions
 from ..evaluation.scoring import scored, warn_if_too_few
-from ..generation import build_sampler
+from ..generation import build_sampler, walked_config
 from ..io.read_generated import open_image_set
 from ..io.results import write_json
 from ..metrics import Evaluator
@@ -107,7 +107,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if loaded is not None:
         sampler = build_sampler(sampling.sampler, loaded)
         batches, source = generated_batches(
-            loaded, sampling.options, sampler, sampling.sampler, sampling.ckpt, conditions, guide
+            loaded,
+            sampling.options,
+            sampler,
+            walked_config(sampling.sampler, sampler),
+            sampling.ckpt,
+            conditions,
+            guide,
         )
     else:
         images = open_image_set(settings.images)

@@ -10,8 +10,9 @@ from omegaconf import DictConfig
 
 from ..checkpoint import load_model
 from ..io.results import output_folder
-from ..model_folder.diffusers_folder import require_diffusers, write_pipeline
+from ..model_folder.diffusers_folder import require_diffusers, write_pipeline, write_unet_and_scheduler
 from ..model_folder.diffusers_mapping import diffusers_config, unet_arguments
+from ..model_folder.diffusers_schedulers import formulation_scheduler
 from ..model_folder.file_modes import as_new_files
 from ..model_folder.safetensors_folder import write_model_folder
 from .formulation_checks import diffusers_refusal
@@ -51,9 +52,11 @@ def export(cfg: DictConfig) -> Path:
     loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets)
     if settings.format == "diffusers":
         # Everything that can refuse does so before the output folder is made.
-        require_diffusers("format=diffusers")
+        diffusers = require_diffusers("format=diffusers")
+        name = getattr(loaded.formulation, "name", "vp")
+        scheduler = None if name == "vp" else formulation_scheduler(diffusers, loaded.formulation)
         try:
-            refusal = diffusers_refusal(loaded.formulation)
+            refusal = diffusers_refusal(loaded.formulation, scheduler)
             if refusal:
                 raise ValueError(refusal)
             args = unet_arguments(loaded.config.get("model") or {})
@@ -61,7 +64,10 @@ def export(cfg: DictConfig) -> Path:
         except ValueError as error:
             raise ValueError(f"cannot export {settings.ckpt} to diffusers: {error}") from error
     with output_folder(settings.out, "export", settings.root_dir) as out:
-        if settings.format == "diffusers":
+        if settings.format == "diffusers" and scheduler is not None:
+            write_unet_and_scheduler(loaded.net, args, scheduler, out)
+            how = f"UNet2DModel and {type(scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
+        elif settings.format == "diffusers":
             write_pipeline(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
             how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
         else:

@@ -7,6 +7,7 @@ from typing import Any
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..model_folder.diffusers_schedulers import scheduler_differences
 from .errors import one_line
 
 
@@ -38,11 +39,15 @@ def own_values(node: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith("${"))}
 
 
-def diffusers_refusal(formulation: Any) -> str | None:
-    """Why a model of `formulation` cannot be exported as a diffusers DDPM pipeline (None: it can)."""
-    name = getattr(formulation, "name", "vp")
-    if name == "vp":
+def diffusers_refusal(formulation: Any, scheduler: Any) -> str | None:
+    """Why a model of `formulation` cannot be exported with diffusers' `scheduler` (None: it can; vp, whose
+    scheduler is the DDPMScheduler of its tables, always can)."""
+    if getattr(formulation, "name", "vp") == "vp":
+        return None
+    differences = scheduler_differences(formulation, scheduler)
+    if not differences:
         return None
     return (
-        f"a formulation={name} model has no DDPMScheduler equivalent here; export it with format=safetensors"
+        f"diffusers' {type(scheduler).__name__} computes {', '.join(differences)} otherwise than difflab's "
+        f"formulation={formulation.name}; export it with format=safetensors"
     )

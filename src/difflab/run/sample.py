@@ -19,6 +19,7 @@ from ..generation import (
     build_sampler,
     comparison_tiles,
     request_for,
+    walked_config,
 )
 from ..generation.finite import check_finite
 from ..generation.report import log_line, progress
@@ -78,7 +79,8 @@ def sample(cfg: DictConfig) -> Path:
     overrides = Overrides(settings.fixed_by_checkpoint, hint, CHECKED_KEYS)
     loaded = load_model(settings.ckpt, device, settings.allowed_targets, overrides)
     guide = load_guide(settings, loaded)
-    request = request_for(loaded, options, build_sampler(settings.sampler, loaded), settings.ckpt, guide)
+    sampler = build_sampler(settings.sampler, loaded)
+    request = request_for(loaded, options, sampler, settings.ckpt, guide)
     with output_folder(settings.out, options.mode, settings.root_dir) as out:
         log.info(*log_line(options, loaded, request))
         generation = Generation(request, loaded.sampling_net)
@@ -90,7 +92,9 @@ def sample(cfg: DictConfig) -> Path:
         if request.pictures is not None:  # edits and super-resolution: the grid compares results with inputs
             save_png(enlarge(grid_of(*comparison_tiles(request, images))), written["grid"])
         report = SETTINGS_JSON.get(options.mode, edit_settings)
-        made = report(settings.ckpt, settings.sampler, options, loaded, generation, cpu_threads)
+        made = report(
+            settings.ckpt, walked_config(settings.sampler, sampler), options, loaded, generation, cpu_threads
+        )
         write_json(made, out / "settings.json")
     log_written(len(images), written)
     return out

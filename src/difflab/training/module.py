@@ -63,6 +63,9 @@ class DiffusionModule(L.LightningModule):
         # loss; None is today's VP training on `schedule` (checkpoints from before formulations).
         self.formulation = formulation if formulation is not None else VPTraining(schedule, prediction_type)
         self.loss_fn = self.formulation.loss
+        # EDM2's learned loss weighting u(σ) (formulation.weighting=learned): a submodule, so the optimizer trains it
+        # and checkpoints save it beside the net; sampling reads only the net.
+        self.loss_weighting = getattr(self.formulation, "uncertainty", None)
         self.prediction_type = prediction_type
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler or None  # lr_scheduler=none composes to an empty config
@@ -148,7 +151,8 @@ class DiffusionModule(L.LightningModule):
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.net.parameters())
+        learned = self.loss_weighting.parameters() if self.loss_weighting is not None else ()
+        optimizer = self.optimizer_factory([*self.net.parameters(), *learned])
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

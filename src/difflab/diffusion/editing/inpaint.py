@@ -45,7 +45,7 @@ def repaint(
     prediction_type: str = "epsilon",
     clip_x0: float | None = 1.0,
     generator: NoiseSource = None,
-    timestep_spacing: str = "leading",
+    timestep_spacing: str | None = None,  # None: the schedule's own grid (a DDPM table: leading)
 ) -> Tensor:
     """Fill the pixels where mask is 1 so they agree with the kept pixels (mask 0) of image in [-1, 1].
 

@@ -4,6 +4,7 @@ D(x, σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ)) with (Table 1)
   c_skip = σ_data²/(σ² + σ_data²), c_out = σ σ_data/√(σ² + σ_data²), c_in = 1/√(σ² + σ_data²), c_noise = ln(σ)/4.
 Training draws ln σ ~ N(P_mean, P_std²) and minimises w(σ)‖D(x_0 + σε, σ) − x_0‖². Written on F, that is
 w c_out² ‖F − (x_0 − c_skip x)/c_out‖²; with EDM's λ(σ), λ c_out² = 1, so the network's loss is unweighted.
+weighting="learned" is EDM2's λ(σ)/e^{u(σ)} with a learned u (learned_weighting.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from torch import Tensor
 from ..samplers.continuous import DenoiserModule
 from ..sigmas import karras_sigmas
 from .common import Network, per_sample, randn, require_positive, weighted_mse
+from .learned_weighting import LearnedUncertainty, uncertainty_weighted_loss
 from .weighting import edm_weight, min_snr_weight, require_gamma, require_weighting
 
-EDM_WEIGHTINGS = ("edm", "uniform", "min_snr")
+EDM_WEIGHTINGS = ("edm", "uniform", "min_snr", "learned")
 
 
 class EDM:
@@ -45,6 +47,8 @@ class EDM:
         self.rho = require_positive("rho", rho)
         self.weighting = require_weighting(weighting, EDM_WEIGHTINGS, self.name)
         self.min_snr_gamma = require_gamma(min_snr_gamma)
+        # EDM2's u(σ): trained and saved by the training module (which registers it), unused by D.
+        self.uncertainty = LearnedUncertainty() if weighting == "learned" else None
 
     def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, c_noise) at noise levels sigma, EDM Table 1."""
@@ -57,8 +61,8 @@ class EDM:
         return (randn(n, device, generator) * self.p_std + self.p_mean).exp()
 
     def loss_weight(self, sigma: Tensor) -> Tensor:
-        """w(σ) on ‖D − x_0‖²: λ(σ), 1, or min-SNR-γ's min(1/σ², γ) (D predicts x_0)."""
-        if self.weighting == "edm":
+        """w(σ) on ‖D − x_0‖²: λ(σ) (also under learned's e^{-u}), 1, or min-SNR-γ's min(1/σ², γ) (D predicts x_0)."""
+        if self.weighting in ("edm", "learned"):
             return edm_weight(sigma, self.sigma_data)
         if self.weighting == "min_snr":
             return min_snr_weight(sigma**-2, self.min_snr_gamma, "x0")
@@ -78,7 +82,14 @@ class EDM:
         sigma = self.draw_sigma(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_in, time, target, weight = self.training_example(x0, sigma, noise)
-        return weighted_mse(net(x_in, time), target, weight)
+        if self.uncertainty is None:
+            return weighted_mse(net(x_in, time), target, weight)
+        squared_error = (net(x_in, time).float() - target.float()) ** 2
+        return self.uncertainty_loss(per_sample(weight, squared_error) * squared_error, sigma)
+
+    def uncertainty_loss(self, weighted_squared_error: Tensor, sigma: Tensor) -> Tensor:
+        """EDM2 eq. 21 on errors already weighted by w(σ): mean of e^{-u(σ)}·error + u(σ)."""
+        return uncertainty_weighted_loss(weighted_squared_error, self.uncertainty(sigma.log() / 4))
 
     def sigmas(self, steps: int) -> Tensor:
         """The sampling grid: `steps` levels ρ-spaced from σ_max to σ_min, then 0 (EDM eq. 5)."""

@@ -5,7 +5,8 @@ Every sampler, guidance, RePaint, SDEdit and super-resolution path of difflab ta
 formulation's noise levels (EDM: its ρ grid from σ_min to σ_max; flow: t uniform in (0, t_max], shifted), as a
 VP schedule with ᾱ_t = 1/(1 + σ_t²), and the ε-model answers (x − D(x, σ_t))/σ_t at x = x_t/√ᾱ_t, where D is the
 formulation's own denoiser. The face's VP denoiser turns that back into x − σ_t ε̂ = D(x, σ_t), so a sampler
-walks the formulation's own D at the table's levels (timestep_spacing=trailing or karras reach σ_max).
+walks the formulation's own D at the table's levels; the table asks for `trailing` spacing (its own grid, from
+σ_max) when a sampler is given none.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ TABLE_TIMESTEPS = (
 )
 
 
+# Every 1000/steps-th level from σ_max down: EDM's ρ = 7 grid over its table, uniform t over flow's.
+OWN_GRID = "trailing"
+
+
 def noise_levels(formulation: EDM | Flow, timesteps: int = TABLE_TIMESTEPS) -> Tensor:
     """`timesteps` increasing noise levels σ of the formulation's range (float64)."""
     if isinstance(formulation, EDM):
@@ -42,7 +47,9 @@ def table_schedule(formulation: EDM | Flow, timesteps: int = TABLE_TIMESTEPS) ->
     alphas_cumprod = 1.0 / (1.0 + noise_levels(formulation, timesteps) ** 2)
     alphas = alphas_cumprod.clone()
     alphas[1:] = alphas_cumprod[1:] / alphas_cumprod[:-1]
-    return NoiseSchedule(1.0 - alphas, name=f"{formulation.name}_levels")
+    table = NoiseSchedule(1.0 - alphas, name=f"{formulation.name}_levels")
+    table.grid_spacing = OWN_GRID  # sampling starts at σ_max unless a spacing is asked for
+    return table
 
 
 class EpsilonFace(nn.Module):

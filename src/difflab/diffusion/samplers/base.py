@@ -36,8 +36,9 @@ class Sampler:
     """Base class of the faces: a subclass passes its core sampler and adds only its own knobs.
 
     Every knob after the schedule is keyword-only. `steps=None` takes the class's `default_steps`
-    (None there: every timestep of the schedule); `timestep_spacing=None` takes `default_spacing`
-    ("leading", "trailing", "linspace" or "karras"). `clip_x0` clips x̂_0 to [-clip_x0, clip_x0] (the data
+    (None there: every timestep of the schedule); `timestep_spacing=None` takes the schedule's `grid_spacing`
+    (a formulation's table: "trailing") or else the class's `default_spacing` ("leading", "trailing",
+    "linspace" or "karras"). `clip_x0` clips x̂_0 to [-clip_x0, clip_x0] (the data
     range of images); None turns clipping off.
     """
 
@@ -66,7 +67,7 @@ class Sampler:
         self.steps = int(steps)
         check_prediction_type(prediction_type)
         self.prediction_type = prediction_type
-        self.timestep_spacing = timestep_spacing or self.default_spacing
+        self.timestep_spacing = timestep_spacing or schedule.grid_spacing or self.default_spacing
         if clip_x0 is not None and not (math.isfinite(clip_x0) and clip_x0 > 0):
             raise ValueError(f"clip_x0 must be a finite number > 0, or None for no clipping (got {clip_x0})")
         self.clip_x0 = clip_x0

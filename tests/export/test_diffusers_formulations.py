@@ -1,0 +1,88 @@
+"""export.py format=diffusers of edm and flow checkpoints: the folder loads with diffusers, and its scheduler's loop
+(EDMEulerScheduler, FlowMatchEulerDiscreteScheduler) around the exported UNet2DModel draws what difflab's Euler
+sampler draws from the same checkpoint and noise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config
+
+from difflab.checkpoint import load_model
+from difflab.diffusion import Euler
+from difflab.run.export import export
+from difflab.run.train import train
+
+diffusers = pytest.importorskip("diffusers")
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(checkpoint, exported folder) of a four-step toy run per formulation (flow with SD3's shift 3)."""
+    folders = {}
+    for name, extra in (("edm", []), ("flow", ["formulation.shift=3"])):
+        base = tmp_path_factory.mktemp(name)
+        train(compose_config("train", [*FAST_TRAIN, f"formulation={name}", *extra], base / "run"))
+        ckpt, out = base / "run" / "checkpoints" / "last.ckpt", base / "exported"
+        export(compose_config("export", [f"ckpt={ckpt}", "format=diffusers", f"out={out}"], base))
+        folders[name] = (ckpt, out)
+    return folders
+
+
+def start_noise(loaded) -> torch.Tensor:
+    return torch.randn(4, *loaded.sample_shape, generator=torch.Generator().manual_seed(0))
+
+
+def test_edm_exports_to_edm_euler_scheduler_and_samples_as_difflab(exported):
+    ckpt, out = exported["edm"]
+    loaded = load_model(ckpt)
+    edm = loaded.formulation
+    unet = diffusers.UNet2DModel.from_pretrained(out, subfolder="unet").eval()
+    scheduler = diffusers.EDMEulerScheduler.from_pretrained(out, subfolder="scheduler")
+    assert (scheduler.config.sigma_data, scheduler.config.sigma_min) == (edm.sigma_data, edm.sigma_min)
+    assert (scheduler.config.sigma_max, scheduler.config.rho) == (edm.sigma_max, edm.rho)
+    scheduler.set_timesteps(STEPS)
+    noise = start_noise(loaded)
+    x = noise * edm.sigma_max
+    with torch.no_grad():
+        for t in scheduler.timesteps:  # diffusers' loop: scale the input, call the net at c_noise, step
+            output = unet(scheduler.scale_model_input(x, t), t.expand(len(x))).sample
+            x = scheduler.step(output, t, x).prev_sample
+        ours = Euler().sample(edm.denoiser(loaded.net.eval(), None), noise * edm.sigma_max, edm.sigmas(STEPS))
+    assert ours.std() > 0.1
+    torch.testing.assert_close(x, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_flow_exports_to_flow_match_euler_scheduler_and_samples_as_difflab(exported):
+    ckpt, out = exported["flow"]
+    loaded = load_model(ckpt)
+    flow = loaded.formulation
+    unet = diffusers.UNet2DModel.from_pretrained(out, subfolder="unet").eval()
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(out, subfolder="scheduler")
+    assert scheduler.config.shift == flow.shift == 3.0
+    # difflab's grid (t uniform from t_max = 0.999) before the shift, which the scheduler applies itself.
+    scheduler.set_timesteps(sigmas=torch.linspace(flow.t_max, 0.0, STEPS + 1)[:-1].tolist())
+    noise = start_noise(loaded)
+    x = noise.clone()  # x_t = ε at t_max
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t.expand(len(x))).sample, t, x).prev_sample
+        t_max = float(flow.sigmas(STEPS)[0] / (1 + flow.sigmas(STEPS)[0]))
+        ours = Euler().sample(flow.denoiser(loaded.net.eval(), None), noise / (1 - t_max), flow.sigmas(STEPS))
+    assert ours.std() > 0.1
+    torch.testing.assert_close(x, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_an_edm_preconditioning_diffusers_computes_otherwise_is_refused_naming_it(
+    exported, tmp_path, monkeypatch
+):
+    ckpt, _ = exported["edm"]
+    monkeypatch.setattr(
+        diffusers.EDMEulerScheduler, "precondition_noise", lambda self, sigma: torch.log(sigma)
+    )
+    out = tmp_path / "refused"
+    with pytest.raises(ValueError, match=r"diffusers' EDMEulerScheduler computes c_noise otherwise") as error:
+        export(compose_config("export", [f"ckpt={ckpt}", "format=diffusers", f"out={out}"], tmp_path))
+    assert "\n" not in str(error.value) and not out.exists()
