@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 ifdef TORCH_INDEX
-	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-|k-diffusion|torchcfm)' requirements.lock > $(VENV)/requirements-without-torch.txt
+	grep -vE '^((torch|torchvision|triton|k-diffusion|torchcfm)==|nvidia-|cuda-)' requirements.lock > $(VENV)/requirements-without-torch.txt
 	$(BIN)/python -m pip install -q $(TORCH_PINS) --index-url $(TORCH_INDEX)
 	$(BIN)/python -m pip install -q -r $(VENV)/requirements-without-torch.txt
 else
