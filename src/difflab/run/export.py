@@ -12,6 +12,8 @@ from ..checkpoint import load_model
 from ..io.results import output_folder
 from ..model_folder.diffusers_folder import require_diffusers, write_pipeline
 from ..model_folder.diffusers_mapping import diffusers_config, unet_arguments
+from ..model_folder.dit_folder import write_dit_pipeline
+from ..model_folder.dit_mapping import DIT_TARGET, diffusers_dit_config, dit_arguments
 from ..model_folder.file_modes import as_new_files
 from ..model_folder.safetensors_folder import write_model_folder
 from .formulation_checks import diffusers_refusal
@@ -56,14 +58,19 @@ def export(cfg: DictConfig) -> Path:
             refusal = diffusers_refusal(loaded.formulation)
             if refusal:
                 raise ValueError(refusal)
-            args = unet_arguments(loaded.config.get("model") or {})
-            diffusers_config(args)
+            model = loaded.config.get("model") or {}
+            is_dit = model.get("_target_") == DIT_TARGET
+            args = dit_arguments(model) if is_dit else unet_arguments(model)
+            (diffusers_dit_config if is_dit else diffusers_config)(args)
         except ValueError as error:
             raise ValueError(f"cannot export {settings.ckpt} to diffusers: {error}") from error
     with output_folder(settings.out, "export", settings.root_dir) as out:
         if settings.format == "diffusers":
-            write_pipeline(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
+            write = write_dit_pipeline if is_dit else write_pipeline
+            write(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
             how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
+            if is_dit:
+                how = "DiTPipeline.from_pretrained(out, vae=None): its transformer and scheduler (see README)"
         else:
             write_model_folder(loaded, out)
             how = "difflab.load or sample.py ckpt="
