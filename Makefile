@@ -53,6 +53,7 @@ test: lint
 # formulations' scores: benchmarks/formulations.py without --steps-only, which trains three runs). About 25 min.
 bench: setup
 	$(BIN)/python benchmarks/unet_vs_diffusers.py $(ARGS)
+	$(BIN)/python benchmarks/dit_vs_diffusers.py $(ARGS)
 	$(BIN)/python benchmarks/samplers_vs_diffusers.py $(ARGS)
 	$(BIN)/python benchmarks/peak_share.py $(ARGS)
 	$(BIN)/python benchmarks/loop_overhead.py
