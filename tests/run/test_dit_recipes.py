@@ -49,7 +49,7 @@ def test_cifar10_dit_is_dits_optimisation_on_dit_s2(tmp_path):
     assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.optim.lr == pytest.approx(1e-4)
     assert cfg.optim.weight_decay == 0 and not cfg.lr_scheduler  # constant learning rate
     assert cfg.data.batch_size == 256 and cfg.data.random_flip is True
-    assert cfg.callbacks.ema.decay == pytest.approx(0.9999)
+    assert cfg.callbacks.ema.decay == pytest.approx(0.9999) and cfg.trainer.gradient_clip_val is None
     assert (cfg.schedule.name, cfg.schedule.timesteps, cfg.prediction_type) == ("linear", 1000, "epsilon")
     assert cfg.trainer.max_steps == 400_000 and "cifar10_dit" in cfg.tags
     with torch.device("meta"):
