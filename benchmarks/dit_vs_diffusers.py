@@ -1,7 +1,7 @@
 """difflab's DiT against diffusers' DiTTransformer2DModel of the same configuration (the weights are mapped, so
 both compute the same function), side by side in one process: a training step (forward + backward + AdamW) and
-a sampling step (no-grad forward), fp32 (and bf16 autocast on a GPU, or with --bf16: this CPU has no bf16 matmul
-units, so bf16 there is ~4× slower than fp32 for both). Rounds alternate between the two, so a noisy machine
+a sampling step (no-grad forward), fp32 (and bf16 autocast on a GPU, or with --bf16: on a CPU without bf16 matrix
+units bf16 autocast ran 3–6× slower than fp32, for both). Rounds alternate between the two, so a noisy machine
 hits both alike; the table gives medians, min–max and the ratio difflab / diffusers of images per second.
 
 Both sides get the same optimizer (torch's fused AdamW) and input layout, so the ratio is the networks'. The
