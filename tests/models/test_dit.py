@@ -262,3 +262,33 @@ def test_class_conditional_dit_trains_and_samples_with_guidance(tmp_path):
         assert not torch.equal(pipe.net(x, t, torch.tensor([1, 2])), pipe.net(x, t))
     images = pipe.sample(4, steps=3, seed=0, labels=[1, 2], guidance=3.0)
     assert images.shape == (4, 8, 8, 1)
+
+
+def test_img2img_and_inpaint_edit_with_a_dit(tmp_path):
+    """Editing wraps the denoiser, never the network: RePaint keeps the known pixels of a DiT's result exactly."""
+    from PIL import Image
+
+    run = tmp_path / "run"
+    train(compose_config("train", [*FAST_TRAIN, "model=dit_tiny", "trainer.max_steps=2"], run))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    picture = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "pic.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[4:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    edits = {
+        "i2i": ["mode=img2img", "strength=0.5"],
+        "inp": [
+            "mode=inpaint",
+            f"mask={tmp_path / 'mask.png'}",
+            "inpaint.steps=4",
+            "inpaint.jump_n_sample=1",
+        ],
+    }
+    for name, overrides in edits.items():
+        out = tmp_path / name
+        common = [f"ckpt={ckpt}", f"image={tmp_path / 'pic.png'}", "n=2", "sampler.steps=3", f"out={out}"]
+        sample(compose_config("sample", [*common, *overrides], tmp_path))
+        assert np.load(out / "samples.npz")["images"].shape == (2, 8, 8, 1)
+    inpainted = np.load(tmp_path / "inp" / "samples.npz")["images"][..., 0]
+    np.testing.assert_array_equal(inpainted[:, :4], np.broadcast_to(picture[:4], (2, 4, 8)))
