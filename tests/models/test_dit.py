@@ -209,6 +209,20 @@ def test_train_py_refuses_a_dit_that_cannot_work_in_one_line_and_writes_nothing(
     assert not run.exists()
 
 
+def test_preflights_preparation_refuses_the_shape_before_hydra_writes_anything(tmp_path):
+    """prepare() is what preflight runs before Hydra makes the run folder: the net is built there (on the meta
+    device), so a shape it cannot take never gets as far as a folder."""
+    from hydra.errors import InstantiationException
+
+    from difflab.run.prepare import prepare
+
+    run = tmp_path / "run"
+    cfg = compose_config("train", [*FAST_TRAIN, "model=dit_tiny", "model.num_heads=3"], run)
+    with pytest.raises(InstantiationException, match="num_heads 3 does not divide hidden_size 64"):
+        prepare(cfg, run)
+    assert not run.exists()
+
+
 @pytest.mark.parametrize("num_classes", [10, None], ids=["class-conditional", "unconditional"])
 def test_same_function_as_diffusers_dit_with_mapped_weights(num_classes):
     pytest.importorskip("diffusers")
