@@ -50,11 +50,12 @@ test: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The speed suite (markdown tables, each side by side in one process; see benchmarks/ and README "Performance"):
-# U-Net steps and end-to-end sampling against diffusers, the share of the GEMM peak, the training loop's
+# U-Net and DiT steps and end-to-end sampling against diffusers, the share of the GEMM peak, the training loop's
 # overhead over the bare step, 2-process DDP efficiency, post-hoc EMA's costs and the formulations' step cost (the
 # formulations' scores: benchmarks/formulations.py without --steps-only, which trains three runs). About 25 min.
 bench: setup
 	$(BIN)/python benchmarks/unet_vs_diffusers.py $(ARGS)
+	$(BIN)/python benchmarks/dit_vs_diffusers.py $(ARGS)
 	$(BIN)/python benchmarks/samplers_vs_diffusers.py $(ARGS)
 	$(BIN)/python benchmarks/peak_share.py $(ARGS)
 	$(BIN)/python benchmarks/loop_overhead.py

@@ -1,6 +1,7 @@
-"""Denoising networks: the DDPM U-Net and its building blocks (pure torch)."""
+"""Denoising networks: the DDPM U-Net, the Diffusion Transformer and their building blocks (pure torch)."""
 
 from difflab.models.attention import CrossAttention, SelfAttention
+from difflab.models.dit import DiT
 from difflab.models.embeddings import TimeEmbedding, timestep_embedding
 from difflab.models.resample import Downsample, Upsample
 from difflab.models.resblock import ResidualBlock
@@ -8,6 +9,7 @@ from difflab.models.unet import UNet
 
 __all__ = [
     "CrossAttention",
+    "DiT",
     "Downsample",
     "ResidualBlock",
     "SelfAttention",

@@ -13,6 +13,8 @@ from ..io.results import output_folder
 from ..model_folder.diffusers_folder import require_diffusers, write_pipeline, write_unet_and_scheduler
 from ..model_folder.diffusers_mapping import diffusers_config, unet_arguments
 from ..model_folder.diffusers_schedulers import formulation_scheduler
+from ..model_folder.dit_folder import write_dit_pipeline
+from ..model_folder.dit_mapping import DIT_TARGET, diffusers_dit_config, dit_arguments
 from ..model_folder.file_modes import as_new_files
 from ..model_folder.safetensors_folder import write_model_folder
 from .formulation_checks import diffusers_refusal
@@ -59,8 +61,14 @@ def export(cfg: DictConfig) -> Path:
             refusal = diffusers_refusal(loaded.formulation, scheduler)
             if refusal:
                 raise ValueError(refusal)
-            args = unet_arguments(loaded.config.get("model") or {})
-            diffusers_config(args)
+            model = loaded.config.get("model") or {}
+            is_dit = model.get("_target_") == DIT_TARGET
+            if is_dit and scheduler is not None:  # DiTPipeline is a DDPM/DDIM (vp) pipeline only
+                raise ValueError(
+                    f"a formulation={name} model has no DDPMScheduler for diffusers' DiTPipeline"
+                )
+            args = dit_arguments(model) if is_dit else unet_arguments(model)
+            (diffusers_dit_config if is_dit else diffusers_config)(args)
         except ValueError as error:
             raise ValueError(f"cannot export {settings.ckpt} to diffusers: {error}") from error
     with output_folder(settings.out, "export", settings.root_dir) as out:
@@ -68,8 +76,11 @@ def export(cfg: DictConfig) -> Path:
             write_unet_and_scheduler(loaded.net, args, scheduler, out)
             how = f"UNet2DModel and {type(scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
         elif settings.format == "diffusers":
-            write_pipeline(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
+            write = write_dit_pipeline if is_dit else write_pipeline
+            write(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
             how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
+            if is_dit:
+                how = "DiTPipeline.from_pretrained(out, vae=None): its transformer and scheduler (see README)"
         else:
             write_model_folder(loaded, out)
             how = "difflab.load or sample.py ckpt="

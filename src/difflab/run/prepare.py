@@ -47,9 +47,10 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     from ..runs.resume import check_resumable, read_resumable, resume_path
     from .common import fill_conditioning
     from .formulation_checks import build_formulation
-    from .train_checks import check_generation_settings
+    from .train_checks import check_generation_settings, check_model_builds
 
     fill_conditioning(cfg)
+    check_model_builds(cfg)
     check_generation_settings(cfg)
     build_formulation(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)

@@ -65,6 +65,16 @@ def check_fused_clipping(cfg: DictConfig) -> None:
         )
 
 
+def check_model_builds(cfg: DictConfig) -> None:
+    """Build the network on the meta device (no memory, no weights), so that a shape it cannot take (a DiT's
+    patch size or heads, a U-Net's attention resolution) is one line before Hydra writes the run folder."""
+    import torch
+    from hydra.utils import instantiate
+
+    with torch.device("meta"):
+        instantiate(cfg.model)
+
+
 def check_generation_settings(cfg: DictConfig) -> None:
     """Build what the run will generate and score with, so that a bad value is one line before step 1, not at
     the first sample grid thousands of steps in: the sampler of every callback (and the top-level one) on the
