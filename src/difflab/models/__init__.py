@@ -1,12 +1,14 @@
-"""Denoising networks: the DDPM U-Net and its building blocks (pure torch)."""
+"""Denoising networks: the DDPM U-Net and its building blocks, and LDM's KL autoencoder (pure torch)."""
 
 from difflab.models.attention import CrossAttention, SelfAttention
+from difflab.models.autoencoder import AutoencoderKL
 from difflab.models.embeddings import TimeEmbedding, timestep_embedding
 from difflab.models.resample import Downsample, Upsample
 from difflab.models.resblock import ResidualBlock
 from difflab.models.unet import UNet
 
 __all__ = [
+    "AutoencoderKL",
     "CrossAttention",
     "Downsample",
     "ResidualBlock",
