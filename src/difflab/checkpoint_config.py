@@ -28,6 +28,7 @@ BUILT_GROUPS = (
 ALLOWED_TARGETS = frozenset(
     {
         "difflab.models.UNet",
+        "difflab.models.AutoencoderKL",
         "difflab.diffusion.NoiseSchedule",
         "difflab.diffusion.NoiseSchedule.from_name",
         "difflab.diffusion.DDPMSampler",

@@ -82,7 +82,15 @@ def _shown_and_logged(show: Callable[..., None]) -> Callable[..., None]:
 # The fields of each group that tell runs apart, in the order shown.
 SUMMARY_FIELDS = {
     "data": ("dataset", "image_size", "channels", "batch_size", "condition"),
-    "model": ("base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "num_classes"),
+    "model": (
+        "base_channels",
+        "channel_mults",
+        "num_res_blocks",
+        "attention_resolutions",
+        "num_classes",
+        "block_out_channels",  # an autoencoder's
+        "latent_channels",
+    ),
     "schedule": ("name", "timesteps"),
     "sampler": ("steps", "eta", "clip_x0"),
     "optim": ("lr", "weight_decay"),
