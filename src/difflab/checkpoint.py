@@ -156,6 +156,11 @@ def load_model(
         config, state, weights, step = read_model_folder(path)
     config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
     check_stored_targets(config, allowed_targets, f"{kind} {path}")
+    if config.get("task") == "autoencoder":
+        raise ValueError(
+            f"{kind} {path} is an autoencoder (task=autoencoder), not a diffusion model: it cannot sample or edit; "
+            f"evaluate.py ckpt={given} scores its reconstructions"
+        )
     if overrides is not None:
         check_contradictions(overrides.values, config, given, overrides.hint, overrides.stored_as)
     net = build(config, "model", allowed_targets)
