@@ -187,3 +187,30 @@ def test_mnist_autoencoder_cpu_trains_on_real_mnist(tmp_path: Path) -> None:
     metrics = train(compose_config("train", overrides, tmp_path / "run"))
     assert metrics["val/psnr"] > 0
     assert (tmp_path / "run" / "samples" / "final.png").is_file()
+
+
+def discriminator_weights(path: Path) -> dict[str, torch.Tensor]:
+    state = read_checkpoint(path)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("discriminator.") and v.is_floating_point()}
+
+
+def test_the_patch_discriminator_joins_at_its_warm_up_step_and_only_then_learns(tmp_path: Path) -> None:
+    gan = [
+        "autoencoder_module.disc_weight=0.5",
+        "autoencoder_module.disc_start=2",
+        "autoencoder_module.disc_layers=1",
+    ]
+    train(compose_config("train", [*TINY_AE, *gan, "trainer.max_steps=4"], tmp_path / "run"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    adversarial_steps = sorted({row["step"] for row in rows if "train/d_loss" in row})
+    assert adversarial_steps and min(adversarial_steps) >= 2  # not before disc_start
+    assert any("train/l1" in row and row["step"] < 2 for row in rows)
+    # Step 2's checkpoint: the discriminator as it was before its first update; steps 2 and 3 train it.
+    before = discriminator_weights(tmp_path / "run" / "checkpoints" / "step_0000002.ckpt")
+    after = discriminator_weights(tmp_path / "run" / "checkpoints" / "step_0000004.ckpt")
+    assert before and any(not torch.equal(before[k], after[k]) for k in before)
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_the_discriminator_is_off_by_default(ae_run: Path) -> None:
+    assert not discriminator_weights(ae_run / "checkpoints" / "last.ckpt")
