@@ -214,3 +214,24 @@ def test_the_patch_discriminator_joins_at_its_warm_up_step_and_only_then_learns(
 
 def test_the_discriminator_is_off_by_default(ae_run: Path) -> None:
     assert not discriminator_weights(ae_run / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path) -> None:
+    """Two CPU ranks (gloo): checkpoints and grids on the shared schedule, no rank left waiting on a collective."""
+    run = tmp_path / "run"
+    overrides = [o for o in TINY_AE if o not in ("logger=csv", "trainer=cpu")]
+    result = run_cli(
+        "train.py",
+        *overrides,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=4",
+        "logger=none",
+        "cpu_threads=1",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert (run / "samples" / "step_0000002.png").is_file() and (run / "samples" / "final.png").is_file()

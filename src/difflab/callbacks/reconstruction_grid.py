@@ -41,9 +41,10 @@ class ReconstructionGrid(L.Callback):
     def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
         """Reconstruct the fixed held-out images with the current weights; write and log the grid (rank 0)."""
         self._last_step = trainer.global_step
+        # On every rank: under DDP the loss check is a collective (a diverged loss is named before any grid).
+        check_losses_so_far(pl_module)
         if not trainer.is_global_zero:
             return None
-        check_losses_so_far(pl_module)
         held_out = trainer.datamodule.dataset_for("val")
         count = min(self.num_images, len(held_out))
         images = torch.stack([held_out[i][0] for i in range(count)]).to(pl_module.device)
