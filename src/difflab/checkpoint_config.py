@@ -37,6 +37,7 @@ ALLOWED_TARGETS = frozenset(
         "difflab.diffusion.EulerSampler",
         "difflab.diffusion.HeunSampler",
         "difflab.data.ImageDataModule",
+        "difflab.data.LatentDataModule",
         "difflab.diffusion.formulations.VPTraining",
         "difflab.diffusion.formulations.EDM",
         "difflab.diffusion.formulations.Flow",
