@@ -115,3 +115,21 @@ def test_a_resume_with_another_autoencoder_is_refused_in_one_line(latent_run, tm
 def test_loading_a_latent_checkpoint_for_sampling_is_refused_in_one_line(latent_run) -> None:
     with pytest.raises(ValueError, match=r"is a latent diffusion model .* not supported yet"):
         difflab.load(latent_run[0])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.image_size=6"], r"down factor 4 does not divide data.image_size=6"),
+        (["callbacks=[default,fid]"], r"the FID callback does not decode latents yet"),
+    ],
+)
+def test_latent_runs_it_cannot_make_are_one_line_errors(
+    autoencoder_run, tmp_path, overrides, message
+) -> None:
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, f"autoencoder={autoencoder_run}", *overrides], tmp_path / "run"
+    )
+    with pytest.raises(ValueError, match=message):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
