@@ -115,6 +115,7 @@ def cached_latents(
     if found is not None:
         check_latents_match(found, path, autoencoder_hash, data_key)
         return found, True
+    log.info("encoding %d images into the latent cache %s (once)", len(dataset), path)  # type: ignore[arg-type]
     mean, std = encode_dataset(net, dataset, batch_size)
     latents = Latents(mean, std, autoencoder_hash, data_key)
     arrays = {
