@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python benchmarks/ddp_efficiency.py
 	$(BIN)/python benchmarks/phema.py
 	$(BIN)/python benchmarks/formulations.py --steps-only
+	$(BIN)/python benchmarks/latent_cache.py
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -155,7 +155,17 @@ def load_model(
     else:
         config, state, weights, step = read_model_folder(path)
     config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
+    if config.get("autoencoder"):
+        raise ValueError(
+            f"{kind} {path} is a latent diffusion model (autoencoder={config['autoencoder']}): sampling, editing and "
+            "evaluating it outside training (decoding its latents) is not supported yet; its sample grids are images"
+        )
     check_stored_targets(config, allowed_targets, f"{kind} {path}")
+    if config.get("task") == "autoencoder":
+        raise ValueError(
+            f"{kind} {path} is an autoencoder (task=autoencoder), not a diffusion model: it cannot sample or edit; "
+            f"evaluate.py ckpt={given} scores its reconstructions"
+        )
     if overrides is not None:
         check_contradictions(overrides.values, config, given, overrides.hint, overrides.stored_as)
     net = build(config, "model", allowed_targets)

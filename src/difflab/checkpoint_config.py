@@ -29,6 +29,7 @@ ALLOWED_TARGETS = frozenset(
     {
         "difflab.models.UNet",
         "difflab.models.DiT",
+        "difflab.models.AutoencoderKL",
         "difflab.diffusion.NoiseSchedule",
         "difflab.diffusion.NoiseSchedule.from_name",
         "difflab.diffusion.DDPMSampler",
@@ -37,6 +38,7 @@ ALLOWED_TARGETS = frozenset(
         "difflab.diffusion.EulerSampler",
         "difflab.diffusion.HeunSampler",
         "difflab.data.ImageDataModule",
+        "difflab.data.LatentDataModule",
         "difflab.diffusion.formulations.VPTraining",
         "difflab.diffusion.formulations.EDM",
         "difflab.diffusion.formulations.Flow",

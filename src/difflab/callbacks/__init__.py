@@ -2,7 +2,8 @@
 
 from .fid import FIDCallback
 from .model_checkpoint import Checkpoint
+from .reconstruction_grid import ReconstructionGrid
 from .run_config import CONFIG_KEY, StoreRunConfig
 from .sample_grid import SampleGrid
 
-__all__ = ["CONFIG_KEY", "Checkpoint", "FIDCallback", "SampleGrid", "StoreRunConfig"]
+__all__ = ["CONFIG_KEY", "Checkpoint", "FIDCallback", "ReconstructionGrid", "SampleGrid", "StoreRunConfig"]

@@ -2,5 +2,6 @@
 
 from difflab.data.datamodule import ImageDataModule
 from difflab.data.errors import DataError, UnreadableImagesWarning
+from difflab.data.latent_datamodule import LatentDataModule
 
-__all__ = ["DataError", "ImageDataModule", "UnreadableImagesWarning"]
+__all__ = ["DataError", "ImageDataModule", "LatentDataModule", "UnreadableImagesWarning"]

@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..autoencoder_checkpoint import is_autoencoder
 from ..checkpoint import LoadedModel, load_model
 from ..checkpoint_config import build
 from ..cluster.devices import pick_device, set_cpu_threads
@@ -30,6 +31,7 @@ from ..io.read_generated import open_image_set
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
+from .evaluate_autoencoder import evaluate_autoencoder
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
@@ -90,6 +92,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score cfg.ckpt's samples (or the images in cfg.images) with cfg.metrics; write and return the report."""
     settings = read_settings(cfg)
     sampling = settings.sampling
+    if sampling.ckpt and is_autoencoder(sampling.ckpt):  # no samples: its reconstructions are scored
+        return evaluate_autoencoder(
+            sampling.ckpt,
+            cfg.n,
+            cfg.batch_size,
+            sampling.device,
+            settings.metrics,
+            sampling.out,
+            sampling.root_dir,
+            sampling.allowed_targets,
+        )
     set_cpu_threads(sampling.options.cpu_threads)
     evaluator = Evaluator(**settings.metrics)
     if evaluator.cpu_threads is None:

@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .autoencoder_checks import check_autoencoder_run
+from .latent import use_latents
 from .rules import check_values
 from .train_checks import RULES, check_fused_clipping
 
@@ -34,6 +36,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     a problem is a one-line error before anything is written."""
     check_values(cfg, RULES)  # the values typed: before torch and Lightning load
     check_fused_clipping(cfg)
+    check_autoencoder_run(cfg)
+    use_latents(cfg)
     return _build_and_read(cfg, run_dir)
 
 

@@ -45,9 +45,10 @@ from .wandb_glue import attach_run_id, name_wandb_run
 log = logging.getLogger("difflab")
 
 
-def build_module(cfg: DictConfig) -> DiffusionModule:
-    """The LightningModule, as cfg.module composes it from the model, schedule, optim and lr_scheduler groups."""
-    return instantiate(cfg.module)
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    """The LightningModule, as cfg.module composes it from the model, schedule, optim and lr_scheduler groups; an
+    autoencoder run (task=autoencoder, set by model=autoencoder_kl_*) builds cfg.autoencoder_module instead."""
+    return instantiate(cfg.autoencoder_module if cfg.get("task") == "autoencoder" else cfg.module)
 
 
 def build_callbacks(cfg: DictConfig, config: dict[str, Any]) -> list[L.Callback]:

@@ -2,6 +2,7 @@
 the metrics file, non-finite checks and preemption."""
 
 from .atomic_checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
+from .autoencoder_module import AutoencoderModule
 from .ema import EMA, ema_network
 from .finite import NonFiniteError
 from .lr_schedules import linear_warmup, warmup_cosine
@@ -13,6 +14,7 @@ from .step_seeding import SeedEachStep
 __all__ = [
     "EMA",
     "AtomicCheckpointIO",
+    "AutoencoderModule",
     "CheckpointOnSignal",
     "DiffusionModule",
     "NonFiniteError",

@@ -82,8 +82,19 @@ def _shown_and_logged(show: Callable[..., None]) -> Callable[..., None]:
 # The fields of each group that tell runs apart, in the order shown.
 SUMMARY_FIELDS = {
     "data": ("dataset", "image_size", "channels", "batch_size", "condition"),
-    "model": ("base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "num_classes")
-    + ("patch_size", "hidden_size", "depth", "num_heads"),  # the U-Net's, then the DiT's
+    "model": (
+        "base_channels",
+        "channel_mults",
+        "num_res_blocks",
+        "attention_resolutions",
+        "num_classes",
+        "patch_size",  # a DiT's
+        "hidden_size",
+        "depth",
+        "num_heads",
+        "block_out_channels",  # an autoencoder's
+        "latent_channels",
+    ),
     "schedule": ("name", "timesteps"),
     "sampler": ("steps", "eta", "clip_x0"),
     "optim": ("lr", "weight_decay"),

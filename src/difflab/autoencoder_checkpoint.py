@@ -1,0 +1,85 @@
+"""The way into an autoencoder: a train.py checkpoint or run folder of an autoencoder run (task=autoencoder), or a
+diffusers AutoencoderKL folder, read as data (weights-only, allowlisted targets) and named by a hash of its
+weights, which is what a latent cache or a latent-diffusion checkpoint records of it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import CONFIG_KEY, network_state, read_checkpoint, read_checkpoint_file, run_checkpoint
+from .checkpoint_config import build
+from .model_folder.diffusers_autoencoder import is_autoencoder_folder, load_autoencoder_folder
+from .model_folder.state_fit import state_mismatch
+from .models.autoencoder import AutoencoderKL
+
+AUTOENCODER_TASK = "autoencoder"
+
+
+@dataclass
+class LoadedAutoencoder:
+    """An autoencoder in eval mode, the config it was built from, where it came from and its weights' hash."""
+
+    net: AutoencoderKL
+    config: dict[str, Any]
+    source: str
+    weights_hash: str
+
+
+def is_autoencoder_config(config: dict[str, Any]) -> bool:
+    """Whether a stored run config is an autoencoder run's."""
+    return config.get("task") == AUTOENCODER_TASK
+
+
+def is_autoencoder(path: str | Path) -> bool:
+    """Whether `path` is a diffusers AutoencoderKL folder, or a checkpoint (or run folder) of an autoencoder run;
+    False for anything unreadable (the reader that follows names the problem)."""
+    if is_autoencoder_folder(path):
+        return True
+    try:
+        return is_autoencoder_config(read_checkpoint_file(run_checkpoint(path), mmap=True)[CONFIG_KEY])
+    except (OSError, ValueError):
+        return False
+
+
+def weights_hash(net: torch.nn.Module) -> str:
+    """sha256 of the names, shapes, dtypes and bytes of `net`'s state, first 16 hex digits: the same weights give
+    the same hash wherever they were loaded from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def load_autoencoder(
+    path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
+) -> LoadedAutoencoder:
+    """The autoencoder in a diffusers AutoencoderKL folder or an autoencoder run's checkpoint (or run folder);
+    a one-line error for anything else (a diffusion checkpoint, a damaged file)."""
+    if is_autoencoder_folder(path):
+        net, args = load_autoencoder_folder(path)
+        config = {"model": {"_target_": "difflab.models.AutoencoderKL", **args}, "task": AUTOENCODER_TASK}
+        return LoadedAutoencoder(net.to(device), config, f"diffusers folder {path}", weights_hash(net))
+    file = Path(run_checkpoint(path))
+    ckpt = read_checkpoint(file, allowed_targets=allowed_targets)
+    config = ckpt[CONFIG_KEY]
+    if not is_autoencoder_config(config):
+        raise ValueError(
+            f"{path} is not an autoencoder: give a checkpoint of an autoencoder run (model=autoencoder_kl_*) "
+            "or a diffusers AutoencoderKL folder"
+        )
+    net = build(config, "model", allowed_targets)
+    state = network_state(ckpt) or {}
+    problem = state_mismatch(net.state_dict(), state)
+    if problem:
+        raise ValueError(f"checkpoint {file} does not match its stored autoencoder config: {problem}")
+    net.load_state_dict(state)
+    net.eval()
+    return LoadedAutoencoder(net.to(device), config, f"checkpoint {file}", weights_hash(net))

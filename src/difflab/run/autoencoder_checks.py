@@ -1,0 +1,30 @@
+"""What an autoencoder run (task=autoencoder) is refused for, in one line before anything is written: callbacks
+that need a diffusion model, and an image size its down factor does not divide."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+# Callbacks that sample from (or average) a diffusion model; conf/callbacks/autoencoder.yaml has none of them.
+DIFFUSION_ONLY_CALLBACKS = ("sample_grid", "fid", "ema", "phema")
+
+
+def check_autoencoder_run(cfg: DictConfig) -> None:
+    """A one-line ValueError for an autoencoder run configured with diffusion-only callbacks or an image size
+    that 2^(levels - 1) does not divide; nothing for a diffusion run."""
+    if cfg.get("task") != "autoencoder":
+        return
+    callbacks = cfg.get("callbacks") or {}
+    found = [name for name in DIFFUSION_ONLY_CALLBACKS if callbacks.get(name) is not None]
+    if found:
+        raise ValueError(
+            f"an autoencoder run (model={cfg.model.get('_target_', '?').rsplit('.', 1)[-1]}) cannot use the "
+            f"callbacks {', '.join(found)}, which need a diffusion model: add callbacks=autoencoder"
+        )
+    factor = 2 ** (len(cfg.model.block_out_channels) - 1)
+    size = int(cfg.data.image_size)
+    if size % factor:
+        raise ValueError(
+            f"the autoencoder's down factor {factor} does not divide data.image_size={size}: choose an image size "
+            f"that is a multiple of {factor}, or fewer model.block_out_channels"
+        )

@@ -1,0 +1,37 @@
+"""autoencoder=<checkpoint or folder> on a diffusion recipe: the run's data becomes the autoencoder's latents
+(data.LatentDataModule) and its denoiser is built for the latent shape."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, open_dict
+
+LATENT_DATA = "difflab.data.LatentDataModule"
+
+
+def use_latents(cfg: DictConfig) -> None:
+    """Complete `cfg` in place for latent diffusion when cfg.autoencoder is set; one-line errors for an autoencoder
+    run given an autoencoder, the FID callback (it would score latents) and an image size f does not divide."""
+    if not cfg.get("autoencoder"):
+        return
+    from ..autoencoder_checkpoint import load_autoencoder
+
+    if cfg.get("task") == "autoencoder":
+        raise ValueError(
+            "autoencoder= trains a diffusion model on latents: pick a denoiser model=, not an autoencoder"
+        )
+    if (cfg.get("callbacks") or {}).get("fid") is not None:
+        raise ValueError(
+            "the FID callback does not decode latents yet: drop it (callbacks=default) for autoencoder="
+        )
+    net = load_autoencoder(cfg.autoencoder).net
+    size = int(cfg.data.image_size)
+    if size % net.down_factor:
+        raise ValueError(
+            f"the autoencoder's down factor {net.down_factor} does not divide data.image_size={size}"
+        )
+    with open_dict(cfg):
+        cfg.data._target_ = LATENT_DATA
+        cfg.data.autoencoder = str(cfg.autoencoder)
+        cfg.data.latent_cache_dir = cfg.get("latent_cache_dir")
+        cfg.model.in_channels = net.latent_channels
+        cfg.model.image_size = size // net.down_factor

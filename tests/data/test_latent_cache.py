@@ -1,0 +1,92 @@
+"""The latent cache: a dataset encoded once, reused while the autoencoder and the data stay the same, refused in
+one line when either differs, rebuilt with a warning when damaged; LDM's latent scale factor from it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from difflab.autoencoder_checkpoint import weights_hash
+from difflab.data.latent_cache import (
+    cached_latents,
+    data_fingerprint,
+    estimate_scale_factor,
+    latent_cache_path,
+)
+from difflab.models.autoencoder import AutoencoderKL
+
+
+def tiny_autoencoder(seed: int) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        1, latent_channels=2, block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4
+    ).eval()
+
+
+@pytest.fixture
+def images() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.rand(20, 1, 8, 8, generator=g) * 2 - 1, torch.zeros(20))
+
+
+def test_latents_are_the_posterior_of_every_image_and_a_second_read_is_a_hit(images, tmp_path: Path) -> None:
+    net = tiny_autoencoder(0)
+    key, ae = data_fingerprint(images, "toy"), weights_hash(net)
+    path = latent_cache_path(tmp_path, "toy", "train", ae, key)
+    latents, hit = cached_latents(path, net, ae, images, key, batch_size=7)
+    with torch.no_grad():
+        posterior = net.encode(images.tensors[0])
+    assert not hit and path.is_file()
+    torch.testing.assert_close(latents.mean.float(), posterior.mean, atol=2e-3, rtol=2e-3)  # float16 storage
+    torch.testing.assert_close(latents.std.float(), posterior.std, atol=2e-3, rtol=2e-3)
+    again, hit = cached_latents(
+        path, tiny_autoencoder(1), ae, images, key
+    )  # another net would differ: not run
+    assert hit and torch.equal(again.mean, latents.mean)
+
+
+def test_another_autoencoder_or_other_data_gets_another_file(images, tmp_path: Path) -> None:
+    first, second = weights_hash(tiny_autoencoder(0)), weights_hash(tiny_autoencoder(1))
+    changed = TensorDataset(images.tensors[0].flip(0), images.tensors[1])
+    assert first != second and first == weights_hash(tiny_autoencoder(0))
+    assert data_fingerprint(images, "toy") != data_fingerprint(changed, "toy")
+    paths = {
+        latent_cache_path(tmp_path, "toy", "train", ae, data_fingerprint(d, "toy"))
+        for ae in (first, second)
+        for d in (images, changed)
+    }
+    assert len(paths) == 4
+
+
+def test_a_cache_from_another_autoencoder_is_refused_in_one_line_and_kept(images, tmp_path: Path) -> None:
+    net, key = tiny_autoencoder(0), data_fingerprint(images, "toy")
+    path = tmp_path / "latents.npz"
+    cached_latents(path, net, weights_hash(net), images, key)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"was made by autoencoder .* not by the given one") as error:
+        cached_latents(path, net, "0123456789abcdef", images, key)
+    assert "\n" not in str(error.value) and path.read_bytes() == before
+
+
+def test_a_damaged_cache_is_rebuilt_with_a_warning(images, tmp_path: Path, caplog) -> None:
+    net, key = tiny_autoencoder(0), data_fingerprint(images, "toy")
+    path = tmp_path / "latents.npz"
+    first, _ = cached_latents(path, net, weights_hash(net), images, key)
+    path.write_bytes(path.read_bytes()[:200])
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        rebuilt, hit = cached_latents(path, net, weights_hash(net), images, key)
+    assert not hit and "is damaged" in caplog.text
+    assert torch.equal(rebuilt.mean, first.mean)
+    assert cached_latents(path, net, weights_hash(net), images, key)[1]  # the rebuilt file is whole
+
+
+def test_the_scale_factor_makes_latents_unit_variance(images, tmp_path: Path) -> None:
+    net = tiny_autoencoder(0)
+    latents, _ = cached_latents(tmp_path / "l.npz", net, weights_hash(net), images, "k")
+    scale = estimate_scale_factor(latents, torch.Generator().manual_seed(0))
+    draws = latents.sample(torch.arange(20), torch.Generator().manual_seed(1))
+    assert abs(float((draws * scale).std()) - 1.0) < 0.1

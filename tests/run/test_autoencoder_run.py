@@ -1,0 +1,237 @@
+"""An autoencoder trained by train.py (model=autoencoder_kl_*, callbacks=autoencoder): it learns to reconstruct,
+writes input | reconstruction grids and checkpoints that resume; evaluate.py scores its reconstructions (PSNR,
+SSIM, rFD); sample.py and difflab.load refuse it in one line; bad configurations are one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from PIL import Image
+
+import difflab
+from difflab.autoencoder_checkpoint import is_autoencoder, load_autoencoder
+from difflab.checkpoint import read_checkpoint
+from difflab.evaluation.reconstruction import psnr
+from difflab.run.evaluate import evaluate
+from difflab.run.train import train
+
+# A toy f4 autoencoder on the 8x8 digits (2x2x3 latents); FAST_TRAIN without the sampling knobs.
+TINY_AE = [
+    *[o for o in FAST_TRAIN if not o.startswith(("model=", "callbacks.", "sampler."))],
+    "model=autoencoder_kl_f4",
+    "callbacks=autoencoder",
+    "model.block_out_channels=[8,16,16]",
+    "model.norm_num_groups=8",
+    "model.layers_per_block=1",
+    "optim.lr=3e-3",
+    "callbacks.reconstruction_grid.every_n_steps=2",
+    "callbacks.reconstruction_grid.num_images=8",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+]
+
+
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-step toy autoencoder run on the digits (a few seconds), shared read-only by this module's tests."""
+    run = tmp_path_factory.mktemp("ae") / "run"
+    train(compose_config("train", [*TINY_AE, "trainer.max_steps=60", "trainer.val_check_interval=60"], run))
+    return run
+
+
+def held_out_l1(net: torch.nn.Module) -> float:
+    """Mean |x - x̂| of the digits' held-out images reconstructed from the posterior mean."""
+    from difflab.data import ImageDataModule
+
+    images = torch.stack(
+        [item[0] for item in ImageDataModule("digits", image_size=8, channels=1).dataset_for("val")]
+    )
+    with torch.no_grad():
+        return float((net(images, sample_posterior=False)[0] - images).abs().mean())
+
+
+def test_training_makes_reconstructions_better_than_the_initial_network(ae_run: Path) -> None:
+    trained = load_autoencoder(ae_run).net
+    torch.manual_seed(0)
+    initial = type(trained)(
+        in_channels=1,
+        latent_channels=3,
+        block_out_channels=[8, 16, 16],
+        layers_per_block=1,
+        norm_num_groups=8,
+    ).eval()
+    assert held_out_l1(trained) < 0.6 * held_out_l1(initial)
+
+
+def test_the_checkpoint_records_an_autoencoder_run_and_the_grids_pair_inputs_with_reconstructions(
+    ae_run: Path,
+) -> None:
+    ckpt = read_checkpoint(ae_run / "checkpoints" / "last.ckpt")
+    assert ckpt["difflab_config"]["task"] == "autoencoder"
+    assert ckpt["difflab_config"]["model"]["_target_"] == "difflab.models.AutoencoderKL"
+    assert is_autoencoder(ae_run) and is_autoencoder(ae_run / "checkpoints" / "last.ckpt")
+    grid = Image.open(ae_run / "samples" / "final.png")
+    step_grid = ae_run / "samples" / "step_0000002.png"
+    assert step_grid.is_file()
+    # 8 held-out digits and their 8 reconstructions as pairs, four pairs a row: 2 rows of 8 tiles of 8 px + 2 px
+    # padding, enlarged by a whole factor.
+    scale = grid.width // (8 * 10 + 2)
+    assert grid.size == (scale * 82, scale * 22)
+
+
+def test_psnr_is_20_db_for_an_error_of_a_tenth_of_the_range() -> None:
+    reference = torch.zeros(2, 3, 4, 4)
+    assert torch.allclose(psnr(reference + 0.2, reference), torch.full((2,), 20.0))
+
+
+def test_evaluate_scores_the_reconstructions_of_the_held_out_split(ae_run: Path, tmp_path: Path) -> None:
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt={ae_run}",
+            "n=40",
+            f"out={tmp_path / 'r.json'}",
+            f"metrics.cache_dir={tmp_path / 'cache'}",
+            "metrics.kid_subset_size=10",
+            "metrics.kid_subsets=10",
+        ],
+        tmp_path / "eval",
+    )
+    report = evaluate(cfg)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["metrics"] == report["metrics"]
+    assert set(report["metrics"]) == {"psnr", "ssim", "rfd_effl0"}
+    assert report["reconstructed"]["n"] == 40 and report["reference"]["split"] == "val"
+    assert 10 < report["metrics"]["psnr"] < 60 and 0 < report["metrics"]["ssim"] <= 1
+    assert report["metrics"]["rfd_effl0"] >= 0
+
+
+def test_difflab_load_refuses_an_autoencoder_in_one_line(ae_run: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"is an autoencoder \(task=autoencoder\), not a diffusion model"
+    ) as error:
+        difflab.load(ae_run)
+    assert "\n" not in str(error.value)
+
+
+def test_sample_py_refuses_an_autoencoder_in_one_line(ae_run: Path, tmp_path: Path) -> None:
+    result = run_cli("sample.py", f"ckpt={ae_run}", "n=2", f"out={tmp_path / 'samples'}")
+    assert "evaluate.py ckpt=" in one_error_line(result)
+    assert not (tmp_path / "samples").exists()
+
+
+def test_a_resumed_autoencoder_run_continues_from_its_step(ae_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ae_run, run)
+    metrics = train(compose_config("train", [*TINY_AE, "trainer.max_steps=64", "ckpt_path=last"], run))
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 64
+    assert "train/loss" in metrics
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["callbacks=default"], r"an autoencoder run .* cannot use the callbacks sample_grid, ema"),
+        (["model.block_out_channels=[8,8,8,8,8]"], r"down factor 16 does not divide data.image_size=8"),
+    ],
+)
+def test_bad_autoencoder_configurations_are_one_line_errors(tmp_path: Path, overrides, message) -> None:
+    base = (
+        [o for o in TINY_AE if not o.startswith("callbacks.reconstruction_grid")]
+        if "callbacks=default" in overrides
+        else TINY_AE
+    )
+    with pytest.raises(ValueError, match=message):
+        train(compose_config("train", [*base, *overrides], tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("recipe", "latent_shape"),
+    [
+        ("mnist_autoencoder_cpu", (3, 7, 7)),
+        ("cifar10_autoencoder", (3, 8, 8)),
+        ("celeba64_autoencoder", (3, 16, 16)),
+    ],
+)
+def test_autoencoder_recipes_are_f4_autoencoder_runs(recipe, latent_shape, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_config("train", [f"experiment={recipe}"], tmp_path / "run")
+    assert cfg.task == "autoencoder" and "reconstruction_grid" in cfg.callbacks and "ema" not in cfg.callbacks
+    net = instantiate(cfg.model)
+    size = cfg.data.image_size
+    with torch.no_grad():
+        latents = net.encode(torch.zeros(1, cfg.data.channels, size, size)).mean
+    assert tuple(latents.shape[1:]) == latent_shape
+
+
+def test_mnist_autoencoder_cpu_trains_on_real_mnist(tmp_path: Path) -> None:
+    from conftest import shared_data_or_skip
+
+    root = shared_data_or_skip()
+    overrides = [
+        "experiment=mnist_autoencoder_cpu",
+        f"data.root={root}",
+        "logger=csv",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    assert metrics["val/psnr"] > 0
+    assert (tmp_path / "run" / "samples" / "final.png").is_file()
+
+
+def discriminator_weights(path: Path) -> dict[str, torch.Tensor]:
+    state = read_checkpoint(path)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("discriminator.") and v.is_floating_point()}
+
+
+def test_the_patch_discriminator_joins_at_its_warm_up_step_and_only_then_learns(tmp_path: Path) -> None:
+    gan = [
+        "autoencoder_module.disc_weight=0.5",
+        "autoencoder_module.disc_start=2",
+        "autoencoder_module.disc_layers=1",
+    ]
+    train(compose_config("train", [*TINY_AE, *gan, "trainer.max_steps=4"], tmp_path / "run"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    adversarial_steps = sorted({row["step"] for row in rows if "train/d_loss" in row})
+    assert adversarial_steps and min(adversarial_steps) >= 2  # not before disc_start
+    assert any("train/l1" in row and row["step"] < 2 for row in rows)
+    # Step 2's checkpoint: the discriminator as it was before its first update; steps 2 and 3 train it.
+    before = discriminator_weights(tmp_path / "run" / "checkpoints" / "step_0000002.ckpt")
+    after = discriminator_weights(tmp_path / "run" / "checkpoints" / "step_0000004.ckpt")
+    assert before and any(not torch.equal(before[k], after[k]) for k in before)
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_the_discriminator_is_off_by_default(ae_run: Path) -> None:
+    assert not discriminator_weights(ae_run / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path) -> None:
+    """Two CPU ranks (gloo): checkpoints and grids on the shared schedule, no rank left waiting on a collective."""
+    run = tmp_path / "run"
+    overrides = [o for o in TINY_AE if o not in ("logger=csv", "trainer=cpu")]
+    result = run_cli(
+        "train.py",
+        *overrides,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=4",
+        "logger=none",
+        "cpu_threads=1",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert (run / "samples" / "step_0000002.png").is_file() and (run / "samples" / "final.png").is_file()
