@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from difflab.models.attention import CrossAttention, SelfAttention
 from difflab.models.embeddings import TimeEmbedding
+from difflab.models.net_inputs import batch_timesteps, labels_or_null, low_res_input
 from difflab.models.norm import group_norm, zero_
 from difflab.models.resample import Downsample, Upsample
 from difflab.models.resblock import ResidualBlock
@@ -194,9 +195,9 @@ class UNet(nn.Module):
             )
         self.check_image_size((x.shape[2], x.shape[3]))
         cond = {"labels": cond} if isinstance(cond, Tensor) else (cond or {})
-        emb = self.time_embed(self._batch_timesteps(t, x))
+        emb = self.time_embed(batch_timesteps(t, x))
         if self.class_embed is not None:
-            emb = emb + self.class_embed(self._labels(cond, x))
+            emb = emb + self.class_embed(labels_or_null(cond, self.num_classes, x))
         elif "labels" in cond:
             raise ValueError("class labels were given, but this U-Net was built with num_classes=None")
         context = None
@@ -207,7 +208,7 @@ class UNet(nn.Module):
         elif "text" in cond:
             raise ValueError("text was given, but this U-Net was built with text_dim=None")
         if self.cond_channels:
-            x = torch.cat([x, self._low_res(cond, x)], dim=1)
+            x = torch.cat([x, low_res_input(cond, self.cond_channels, x, "U-Net")], dim=1)
 
         h = self.conv_in(x)
         skips = [h]
@@ -229,32 +230,3 @@ class UNet(nn.Module):
                 h = level.resample(h)
 
         return self.conv_out(nn.functional.silu(self.norm_out(h)))
-
-    def _labels(self, cond: dict[str, Tensor], x: Tensor) -> Tensor:
-        """The class of each sample; the extra row num_classes ("no label") where none is given or dropped."""
-        null = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
-        labels = cond.get("labels")
-        if labels is None:
-            return null
-        return torch.where(cond["drop"], null, labels) if "drop" in cond else labels
-
-    def _low_res(self, cond: dict[str, Tensor], x: Tensor) -> Tensor:
-        low = cond.get("low_res")
-        expected = (x.shape[0], self.cond_channels, *x.shape[2:])
-        if low is None or tuple(low.shape) != expected:
-            got = None if low is None else tuple(low.shape)
-            raise ValueError(
-                f"this U-Net concatenates a low-resolution image of shape {expected} (got {got})"
-            )
-        return low.to(x.dtype)
-
-    @staticmethod
-    def _batch_timesteps(t: Tensor | float, x: Tensor) -> Tensor:
-        """Return t as a (N,) tensor on x's device, broadcasting a scalar or single timestep to the batch."""
-        t = torch.as_tensor(t, device=x.device)
-        n = x.shape[0]
-        if t.numel() == 1:
-            return t.reshape(1).expand(n)
-        if t.shape != (n,):
-            raise ValueError(f"timesteps t must be a scalar or have shape ({n},) (got {tuple(t.shape)})")
-        return t
