@@ -110,6 +110,12 @@ class DiffusionModule(L.LightningModule):
         loss = self.loss_fn(self.denoiser(self.condition(batch)), x0, generator=g)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
 
+    def configure_model(self) -> None:
+        # trainer=fsdp: shard the net block by block (training.sharding); no other strategy has `shard`.
+        shard = getattr(self.trainer.strategy, "shard", None)
+        if shard is not None:
+            shard(self.net)
+
     def on_fit_start(self) -> None:
         # After the EMA callback's setup has copied the net: the average stays an uncompiled copy (a compiled
         # forward is bound to the module it was compiled from, so a later deepcopy would call the original).
