@@ -65,6 +65,32 @@ def check_fused_clipping(cfg: DictConfig) -> None:
         )
 
 
+# trainer=fsdp: Lightning's FSDP2 strategy trains in these precisions only (no fp16 loss scaler for sharded
+# gradients), and writes full checkpoints only so far (a sharded folder would not hold the sharded EMA).
+SHARDED_PRECISIONS = ("32-true", "32", "bf16-mixed")
+SHARDED_STATE_DICT_TYPES = ("full",)
+
+
+def check_sharded_training(cfg: DictConfig) -> None:
+    """trainer=fsdp with a precision or checkpoint kind it cannot train with: one line before anything is built."""
+    strategy = cfg.trainer.get("strategy")
+    if not isinstance(strategy, DictConfig) or not str(strategy.get("_target_", "")).endswith(
+        "ShardedStrategy"
+    ):
+        return
+    precision = str(cfg.trainer.get("precision"))
+    if precision not in SHARDED_PRECISIONS:
+        raise ValueError(
+            f"trainer=fsdp cannot train with trainer.precision={precision}: use one of "
+            f"{', '.join(SHARDED_PRECISIONS)} (Lightning's FSDP2 strategy has no fp16 loss scaler)"
+        )
+    kind = str(strategy.get("state_dict_type", "full"))
+    if kind not in SHARDED_STATE_DICT_TYPES:
+        raise ValueError(
+            f"trainer.strategy.state_dict_type={kind} is not supported yet: use full (one file gathered on rank 0)"
+        )
+
+
 def check_generation_settings(cfg: DictConfig) -> None:
     """Build what the run will generate and score with, so that a bad value is one line before step 1, not at
     the first sample grid thousands of steps in: the sampler of every callback (and the top-level one) on the

@@ -122,7 +122,7 @@ class EMA(WeightAveraging):
     def _shard_like_weights(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Shard the average as the strategy has sharded the weights (once; nothing to do without sharding)."""
         average = averaged_model(self)
-        if average is not None and is_sharded(pl_module.net) and not is_sharded(average.module.net):
+        if average is not None and is_sharded(pl_module) and not is_sharded(average.module):
             trainer.strategy.shard(average.module.net)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
@@ -139,7 +139,7 @@ class EMA(WeightAveraging):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         average = averaged_model(self)
-        if average is None or not is_sharded(pl_module.net):
+        if average is None or not is_sharded(pl_module):
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
             return
         # The strategy has already loaded the file's "state_dict" (the average) into the sharded weights: copy

@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..models.blocks import repeated_blocks
 
-STATE_DICT_TYPES = ("full", "sharded")
+STATE_DICT_TYPES = ("full",)  # "sharded" (one file per rank) is not written yet: see README
 
 
 def checkpoint_activations(block: nn.Module) -> None:
@@ -37,8 +37,8 @@ class ShardedStrategy(ModelParallelStrategy):
     """FSDP2 over every process (data parallel only): `shard(net)` is what DiffusionModule.configure_model and the
     EMA callback call, so the weights and their average are sharded the same way.
 
-    state_dict_type: "full" writes one checkpoint file gathered on rank 0 (readable by sample.py and difflab.load);
-    "sharded" writes a folder with one shard file per rank (faster and lighter for big models; resume only).
+    state_dict_type: "full" writes one checkpoint file gathered on rank 0 (readable by sample.py and difflab.load),
+    the only kind so far.
     """
 
     def __init__(
