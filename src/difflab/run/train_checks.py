@@ -21,12 +21,17 @@ def precision(value: object) -> str | None:
     return None if str(value) in PRECISIONS else f"is not one of {', '.join(PRECISIONS)}"
 
 
+def compile_mode(value: object) -> str | None:
+    """A rule: true, false or regional (compile each repeated block of the net once)."""
+    return None if isinstance(value, bool) or value == "regional" else "is not true, false or regional"
+
+
 # Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
 RULES = {
     "seed": whole(0),
     "cpu_threads": whole(1, nullable=True),
     "channels_last": flag,
-    "compile": flag,
+    "compile": compile_mode,
     "trainer.precision": precision,
     "trainer.max_steps": whole(-1),
     "sampler.steps": whole(1, nullable=True),
