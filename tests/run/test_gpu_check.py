@@ -82,3 +82,25 @@ def test_cuda_requested_without_a_gpu_is_one_error_line(tmp_path, capsys, monkey
     assert check.main(["--device", "cuda", "--json", str(tmp_path / "c.json")]) == 2
     assert capsys.readouterr().err.startswith("error: --device cuda but torch sees no CUDA GPU")
     assert not (tmp_path / "c.json").exists()
+
+
+def test_the_full_size_rows_build_their_models_and_a_valid_training_run(tmp_path: Path) -> None:
+    """What only the GPU run uses, built here: the CIFAR U-Net beside its diffusers peer (the same function), and
+    the 200-step cifar10_ddpm run's overrides composed and checked as train.py checks them."""
+    from conftest import compose_config
+
+    from difflab.run.rules import check_values
+    from difflab.run.train_checks import RULES
+
+    check = gpu_check_module()
+    ours, theirs, shape = check.built_pair("unet_ddpm_cifar10", check.torch.device("cpu"))
+    assert shape == (3, 32, 32) and sum(p.numel() for p in ours.parameters()) > 35e6
+    x, t = check.torch.randn(1, *shape), check.torch.tensor([500])
+    with check.torch.no_grad():
+        torch_close = check.torch.testing.assert_close
+        torch_close(check.forward_of(ours)(x, t), check.forward_of(theirs)(x, t), rtol=1e-4, atol=1e-4)
+    cfg = compose_config("train", check.training_run_args(False, tmp_path), tmp_path / "run")
+    check_values(cfg, RULES)
+    assert (cfg.trainer.max_steps, cfg.trainer.precision, cfg.compile) == (200, "bf16-mixed", "regional")
+    assert cfg.callbacks.fid.every_n_steps == 200 and cfg.metrics.extractor == "efficientnet_lite0"
+    assert cfg.model.image_size == 32 and cfg.paths.data_dir == str(tmp_path)
