@@ -4,6 +4,7 @@ autograd, without inductor's C++ build); compile times are measured in benchmark
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +21,20 @@ from difflab.training.compile import compile_denoiser
 
 
 @pytest.fixture
-def compiled_modules(monkeypatch: pytest.MonkeyPatch) -> list[torch.nn.Module]:
+def compiled_modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[torch.nn.Module]]:
     """Every module compiled while the test runs (with the aot_eager backend)."""
     compiled: list[torch.nn.Module] = []
     original = torch.nn.Module.compile
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = 8  # Dynamo's default; restored after the test
 
     def compile_for_test(module, *args, **kwargs):
         compiled.append(module)
         return original(module, *args, **{**kwargs, "backend": "aot_eager"})
 
     monkeypatch.setattr(torch.nn.Module, "compile", compile_for_test)
-    return compiled
+    yield compiled
+    torch._dynamo.config.recompile_limit = limit
 
 
 def losses(tmp_path: Path, name: str, *extra: str) -> list[float]:
@@ -49,6 +53,8 @@ def test_regional_compile_compiles_each_block_and_trains_as_eager(tmp_path, comp
     assert compiled_modules and all(isinstance(m, ResAttnBlock) for m in compiled_modules)
     net = load_model(tmp_path / "regional" / "checkpoints" / "last.ckpt").net
     assert len(compiled_modules) == len(repeated_blocks(net))  # every block, each once
+    # Every block can have its own graph: none is left to run eager past Dynamo's recompile limit.
+    assert torch._dynamo.config.recompile_limit >= 4 * len(compiled_modules) > 8
     assert regional == pytest.approx(eager, rel=1e-3)
     ckpt = read_checkpoint(tmp_path / "regional" / "checkpoints" / "last.ckpt")
     assert not [k for k in ckpt["state_dict"] if "_orig_mod" in k]
