@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 NO_DEPS := $(shell grep -E '^(k-diffusion|torchcfm)==' requirements.lock)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test lint format bench clean-venv
+.PHONY: setup train test lint format bench gpu-check clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
@@ -63,6 +63,11 @@ bench: setup
 	$(BIN)/python benchmarks/phema.py
 	$(BIN)/python benchmarks/formulations.py --steps-only
 	$(BIN)/python benchmarks/latent_cache.py
+
+# On one CUDA GPU, at most ~8 min: train steps and sampling beside diffusers, batch_size=auto, a 200-step
+# cifar10_ddpm run with FID, a 1-GPU NCCL DDP run; exits non-zero on any failure (benchmarks/gpu_check.py).
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --json outputs/gpu_check.json $(ARGS)
 
 format: setup
 	$(BIN)/ruff check --fix .

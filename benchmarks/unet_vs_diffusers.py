@@ -9,6 +9,7 @@ fused Adam), diffusers as its training examples do (default layout, torch's defa
 
     .venv/bin/python benchmarks/unet_vs_diffusers.py                 # CIFAR DDPM net b16 and an MNIST-size net b64
     .venv/bin/python benchmarks/unet_vs_diffusers.py --rounds 7 --threads 2 --device cuda
+    .venv/bin/python benchmarks/unet_vs_diffusers.py --regional   # + train-step rows with compile=regional
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from omegaconf import OmegaConf
 
 from difflab.model_folder.diffusers_mapping import diffusers_config, to_diffusers, unet_arguments
 from difflab.models import UNet
+from difflab.training.compile import compile_denoiser
 
 CONFIGS = {  # name: (model config, data overrides, batch)
     "unet_ddpm_cifar10 3×32×32": ("unet_ddpm_cifar10", ["data.image_size=32", "data.channels=3"], 16),
@@ -99,6 +101,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--regional",
+        action="store_true",
+        help="also a train-step row with difflab's compile=regional (compile time)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} threads, {args.rounds} rounds each (alternating), medians\n")
@@ -113,13 +120,22 @@ def main() -> None:
         channels, size = ours.in_channels, ours.image_size
         x = torch.randn(batch, channels, size, size, device=args.device)
         t = torch.randint(0, 1000, (batch,), device=args.device)
-        for what, make in (("train step", train_step), ("sampling step", sample_step)):
+        kinds = [("train step", train_step, False), ("sampling step", sample_step, False)]
+        if args.regional:
+            kinds.insert(1, ("train step, compile=regional", train_step, True))
+        for what, make, regional in kinds:
             for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+                net = copy.deepcopy(ours)
+                if regional:
+                    compile_denoiser(
+                        net, "regional"
+                    )  # each ResAttnBlock (what compile=regional does in training)
                 steps = {
-                    "difflab": make(copy.deepcopy(ours), x, t, dtype, fast=True),
+                    "difflab": make(net, x, t, dtype, fast=True),
                     "diffusers": make(copy.deepcopy(theirs), x, t, dtype, fast=False),
                     "tuned": make(copy.deepcopy(theirs), x, t, dtype, fast=True),
                 }
+                first = timed(steps["difflab"], args.device)  # includes the compilation when regional
                 for fn in steps.values():  # warm-up: allocator, kernels
                     fn()
                 times: dict[str, list[float]] = {k: [] for k in steps}
@@ -137,6 +153,10 @@ def main() -> None:
                     f"| {label} | {batch} | {what} | {precision} | {cells[0]} | {cells[1]} | {ratio:.2f}× "
                     f"| {cells[2]} | {ratio_tuned:.2f}× |"
                 )
+                if regional:
+                    print(
+                        f"|  |  | compile time (first step − median step) | {precision} | {first - batch / median['difflab']:.1f} s |"
+                    )
 
 
 if __name__ == "__main__":

@@ -96,6 +96,18 @@ def averaged_model(callback: WeightAveraging) -> AveragedModel | None:
     return callback._average_model
 
 
+def set_averaged_model(callback: WeightAveraging, average: AveragedModel) -> None:
+    """Give `callback` the AveragedModel it updates (what WeightAveraging.setup builds).
+
+    Touch: WeightAveraging._average_model (written).
+    Why: WeightAveraging.setup calls a module's configure_model before copying it; under trainer=fsdp that shards
+    the net and FSDP2 modules cannot be deep-copied, so training.ema.EMA copies the net first and shards the copy
+    the same way afterwards.
+    Public replacement: none (a WeightAveraging option to copy before configure_model).
+    """
+    callback._average_model = average
+
+
 def latest_update_step(callback: WeightAveraging) -> int:
     """The global step at which `callback` last updated its average.
 

@@ -306,3 +306,10 @@ def test_img2img_and_inpaint_edit_with_a_dit(tmp_path):
         assert np.load(out / "samples.npz")["images"].shape == (2, 8, 8, 1)
     inpainted = np.load(tmp_path / "inp" / "samples.npz")["images"][..., 0]
     np.testing.assert_array_equal(inpainted[:, :4], np.broadcast_to(picture[:4], (2, 4, 8)))
+
+
+def test_the_dit_blocks_are_what_fsdp_shards_and_regional_compile_compiles():
+    from difflab.models.blocks import repeated_blocks
+
+    net = DiT(in_channels=1, image_size=8, patch_size=2, hidden_size=32, depth=3, num_heads=2)
+    assert repeated_blocks(net) == list(net.blocks)

@@ -120,7 +120,8 @@ class FIDCallback(GeneratingCallback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+        # step > 0: with gradient accumulation the first micro-batches end before the first optimizer step.
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self.evaluate(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -46,7 +46,8 @@ class SampleGrid(GeneratingCallback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+        # step > 0: with gradient accumulation the first micro-batches end before the first optimizer step.
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self.log_grid(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -27,6 +27,10 @@ class DiT(nn.Module):
     guidance). One tensor is predicted, not DiT's ε plus learned Σ: difflab's formulations train no variance.
     """
 
+    # What FSDP shards one by one and compile=regional compiles once (difflab.models.blocks.repeated_blocks): one
+    # graph serves every block, as they share their shapes.
+    repeated_block_types = (DiTBlock,)
+
     def __init__(
         self,
         in_channels: int = 3,

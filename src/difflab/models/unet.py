@@ -54,6 +54,9 @@ class UNet(nn.Module):
     learned null text, so one net is conditional and unconditional (classifier-free guidance).
     """
 
+    # What FSDP shards one by one and compile=regional compiles once (difflab.models.blocks.repeated_blocks).
+    repeated_block_types = (ResAttnBlock,)
+
     def __init__(
         self,
         in_channels: int = 3,

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from .autoencoder_checks import check_autoencoder_run
 from .latent import use_latents
 from .rules import check_values
-from .train_checks import RULES, check_fused_clipping
+from .train_checks import RULES, check_fused_clipping, check_sharded_training
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     """Check and complete `cfg` (in place: the conditioning is resolved into it) and read a resume's checkpoint;
     a problem is a one-line error before anything is written."""
     check_values(cfg, RULES)  # the values typed: before torch and Lightning load
+    check_sharded_training(cfg)
     check_fused_clipping(cfg)
     check_autoencoder_run(cfg)
     use_latents(cfg)

@@ -21,12 +21,17 @@ def precision(value: object) -> str | None:
     return None if str(value) in PRECISIONS else f"is not one of {', '.join(PRECISIONS)}"
 
 
+def compile_mode(value: object) -> str | None:
+    """A rule: true, false or regional (compile each repeated block of the net once)."""
+    return None if isinstance(value, bool) or value == "regional" else "is not true, false or regional"
+
+
 # Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
 RULES = {
     "seed": whole(0),
     "cpu_threads": whole(1, nullable=True),
     "channels_last": flag,
-    "compile": flag,
+    "compile": compile_mode,
     "trainer.precision": precision,
     "trainer.max_steps": whole(-1),
     "sampler.steps": whole(1, nullable=True),
@@ -73,6 +78,32 @@ def check_model_builds(cfg: DictConfig) -> None:
 
     with torch.device("meta"):
         instantiate(cfg.model)
+
+
+# trainer=fsdp: Lightning's FSDP2 strategy trains in these precisions only (no fp16 loss scaler for sharded
+# gradients), and writes full checkpoints only so far (a sharded folder would not hold the sharded EMA).
+SHARDED_PRECISIONS = ("32-true", "32", "bf16-mixed")
+SHARDED_STATE_DICT_TYPES = ("full",)
+
+
+def check_sharded_training(cfg: DictConfig) -> None:
+    """trainer=fsdp with a precision or checkpoint kind it cannot train with: one line before anything is built."""
+    strategy = cfg.trainer.get("strategy")
+    if not isinstance(strategy, DictConfig) or not str(strategy.get("_target_", "")).endswith(
+        "ShardedStrategy"
+    ):
+        return
+    precision = str(cfg.trainer.get("precision"))
+    if precision not in SHARDED_PRECISIONS:
+        raise ValueError(
+            f"trainer=fsdp cannot train with trainer.precision={precision}: use one of "
+            f"{', '.join(SHARDED_PRECISIONS)} (Lightning's FSDP2 strategy has no fp16 loss scaler)"
+        )
+    kind = str(strategy.get("state_dict_type", "full"))
+    if kind not in SHARDED_STATE_DICT_TYPES:
+        raise ValueError(
+            f"trainer.strategy.state_dict_type={kind} is not supported yet: use full (one file gathered on rank 0)"
+        )
 
 
 def check_generation_settings(cfg: DictConfig) -> None:

@@ -38,6 +38,10 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # Wrong for difflab's runs: metrics are logged every log_every_n_steps optimizer steps across epochs.
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+    # DiffusionModule.configure_model shards only under trainer=fsdp, where difflab's EMA copies and shards itself.
+    warnings.filterwarnings(
+        "ignore", message=r"You're using the WeightAveraging callback with a model that overrides"
+    )
 
 
 # Lightning's loggers: each prints through a stderr handler of its own ("lightning" always, the other two unless

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor, nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..compat import average_on_device, averaged_model, latest_update_step, set_latest_update_step
+from ..compat import (
+    average_on_device,
+    averaged_model,
+    latest_update_step,
+    set_averaged_model,
+    set_latest_update_step,
+)
+from .sharding import full_state, is_sharded, load_full_state, reshard
+
+
+def local(tensor: Tensor) -> Tensor:
+    """This rank's shard of a sharded (DTensor) parameter, the tensor itself otherwise: the EMA lerps shards."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def warmup_decay(decay: float, num_updates: int, warmup: bool) -> float:
@@ -27,6 +41,10 @@ class EMA(WeightAveraging):
     AveragedModel.update_parameters walks the module tree and reads its update count from the device every step,
     which cost a small net more than the arithmetic (profiled on the digits net: about 8 ms per step of which 1.2 ms
     was the lerp).
+
+    Under trainer=fsdp the average is sharded exactly like the weights (each rank lerps its own shards), a
+    checkpoint holds the full averaged weights gathered on rank 0 (sample.py reads it as any other), and sampling
+    callbacks get a full unsharded copy on every rank (ranks may sample different numbers of batches).
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every: int = 1) -> None:
@@ -38,8 +56,10 @@ class EMA(WeightAveraging):
         super().__init__(use_buffers=True)
         self._tensors: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]] | None = None
         self._updates = 0
+        self._skeleton: nn.Module | None = None  # trainer=fsdp: the net's structure on the meta device
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._shard_like_weights(trainer, pl_module)
         super().on_train_start(trainer, pl_module)
         self._tensors = None  # gathered again at the first update, after any checkpoint has been restored
 
@@ -61,7 +81,7 @@ class EMA(WeightAveraging):
                 [*pl_module.parameters(), *pl_module.buffers()],
                 strict=True,
             )
-            pairs = [(a.detach(), c.detach()) for a, c in pairs]
+            pairs = [(local(a.detach()), local(c.detach())) for a, c in pairs]
             floats = [(a, c) for a, c in pairs if a.is_floating_point()]
             self._tensors = (
                 [a for a, _ in pairs],
@@ -88,7 +108,92 @@ class EMA(WeightAveraging):
         # Lightning calls setup before moving the module to its device; keep the average on the
         # training device so each update is a device-local lerp, not a copy to the CPU.
         average_on_device(self, trainer.strategy.root_device)
-        super().setup(trainer, pl_module, stage)
+        if stage != "fit" or not hasattr(trainer.strategy, "shard"):
+            super().setup(trainer, pl_module, stage)
+            return
+        # FSDP: copy before configure_model shards the net (a sharded module cannot be deep-copied); the copy is
+        # sharded the same way in _shard_like_weights. A weightless copy of the net's structure is kept too, to
+        # gather the full average into for sampling.
+        set_averaged_model(
+            self, AveragedModel(pl_module, device=trainer.strategy.root_device, use_buffers=True)
+        )
+        self._skeleton = copy.deepcopy(pl_module.net).to("meta")
+
+    def _shard_like_weights(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Shard the average as the strategy has sharded the weights (once; nothing to do without sharding)."""
+        average = averaged_model(self)
+        if average is not None and is_sharded(pl_module) and not is_sharded(average.module):
+            trainer.strategy.shard(average.module.net)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        average = averaged_model(self)
+        if average is None or not is_sharded(average.module):
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+            return
+        # The strategy has put the full raw weights in "state_dict" on rank 0 ({} elsewhere): gather the full
+        # average on every rank (a collective) and keep it on rank 0, in WeightAveraging's layout.
+        averaged = full_state(average.module)
+        checkpoint["current_model_state"] = checkpoint["state_dict"]
+        checkpoint["state_dict"] = averaged if trainer.is_global_zero else {}
+        checkpoint["averaging_state"] = {"n_averaged": average.n_averaged.detach().cpu().clone()}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        average = averaged_model(self)
+        if average is None or not is_sharded(pl_module):
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+            return
+        # The strategy has already loaded the file's "state_dict" (the average) into the sharded weights: copy
+        # those shards into the average, then load the raw weights from "current_model_state".
+        self._shard_like_weights(trainer, pl_module)
+        with torch.no_grad():
+            pairs = zip(average.module.parameters(), pl_module.parameters(), strict=True)
+            for average_tensor, current in pairs:
+                local(average_tensor).copy_(local(current))
+            average.n_averaged.copy_(checkpoint["averaging_state"]["n_averaged"])
+        load_full_state(pl_module, checkpoint["current_model_state"])
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._swap_shards(pl_module):
+            return
+        super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._swap_shards(pl_module):
+            return
+        super().on_validation_epoch_end(trainer, pl_module)
+
+    def _swap_shards(self, pl_module: L.LightningModule) -> bool:
+        """Under FSDP, swap this rank's shards of the raw and averaged weights (validation runs on the average);
+        False (nothing done) without sharding. An eval forward leaves the root's weights gathered: reshard first."""
+        average = averaged_model(self)
+        if average is None or not is_sharded(average.module):
+            return False
+        reshard(pl_module.net)
+        reshard(average.module.net)
+        with torch.no_grad():
+            pairs = zip(
+                [*average.module.parameters(), *average.module.buffers()],
+                [*pl_module.parameters(), *pl_module.buffers()],
+                strict=True,
+            )
+            for average_tensor, current in pairs:
+                a, c = local(average_tensor), local(current)
+                kept = a.clone()
+                a.copy_(c)
+                c.copy_(kept)
+        return True
+
+    def sampling_network(self) -> nn.Module | None:
+        """The averaged net to sample with: itself, or under FSDP a full unsharded copy gathered on every rank (a
+        collective: every rank must ask at the same point)."""
+        module = self.averaged_module()
+        if module is None or not is_sharded(module.net):
+            return None if module is None else module.net
+        device = next(local(p) for p in module.net.parameters()).device
+        assert self._skeleton is not None
+        net = copy.deepcopy(self._skeleton).to_empty(device=device)
+        net.load_state_dict(full_state(module.net))
+        return net
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning copies the average into the module here; difflab keeps the raw weights so that a
@@ -105,5 +210,5 @@ def ema_network(trainer: L.Trainer, pl_module: Any) -> nn.Module:
     """The denoiser to sample with: the EMA copy when an EMA callback is active, else the raw one."""
     for callback in trainer.callbacks:
         if isinstance(callback, EMA) and callback.averaged_module() is not None:
-            return callback.averaged_module().net
+            return callback.sampling_network()
     return pl_module.net

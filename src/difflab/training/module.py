@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..diffusion import NoiseSchedule
 from ..diffusion.conditioning import Cond, random_drop
 from ..diffusion.formulations import VPTraining
+from .compile import compile_denoiser
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -46,7 +47,7 @@ class DiffusionModule(L.LightningModule):
         cond_drop_prob: float = 0.1,
         loss_check_every_n_steps: int = 20,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         formulation: Any = None,
     ) -> None:
         super().__init__()
@@ -113,11 +114,16 @@ class DiffusionModule(L.LightningModule):
         loss = self.loss_fn(self.denoiser(self.condition(batch)), x0, generator=g)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
 
+    def configure_model(self) -> None:
+        # trainer=fsdp: shard the net block by block (training.sharding); no other strategy has `shard`.
+        shard = getattr(self.trainer.strategy, "shard", None)
+        if shard is not None:
+            shard(self.net)
+
     def on_fit_start(self) -> None:
         # After the EMA callback's setup has copied the net: the average stays an uncompiled copy (a compiled
         # forward is bound to the module it was compiled from, so a later deepcopy would call the original).
-        if self.compile_net:
-            self.net.compile()
+        compile_denoiser(self.net, self.compile_net)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Every rank reaches it at the same step. A NaN found here stops before this step's update.
