@@ -22,6 +22,7 @@ from ..checkpoint_config import build
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..data import ImageDataModule
 from ..data.scoring import reference_statistics
+from ..evaluation.autoencoder import evaluate_autoencoder
 from ..evaluation.conditioning import conditioning_classifier
 from ..evaluation.report import report_path
 from ..evaluation.samples import generated_batches, scored_conditions
@@ -31,7 +32,6 @@ from ..io.read_generated import open_image_set
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
-from .evaluate_autoencoder import evaluate_autoencoder
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 

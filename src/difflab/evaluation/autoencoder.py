@@ -17,8 +17,8 @@ from ..autoencoder_checkpoint import load_autoencoder
 from ..checkpoint_config import build
 from ..cluster.devices import pick_device
 from ..data.scoring import reference_statistics
-from ..evaluation.reconstruction import reconstruction_scores
-from ..evaluation.report import report_path
+from .reconstruction import reconstruction_scores
+from .report import report_path
 from ..io.results import write_json
 from ..metrics import Evaluator
 
