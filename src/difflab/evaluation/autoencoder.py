@@ -17,10 +17,10 @@ from ..autoencoder_checkpoint import load_autoencoder
 from ..checkpoint_config import build
 from ..cluster.devices import pick_device
 from ..data.scoring import reference_statistics
-from .reconstruction import reconstruction_scores
-from .report import report_path
 from ..io.results import write_json
 from ..metrics import Evaluator
+from .reconstruction import reconstruction_scores
+from .report import report_path
 
 log = logging.getLogger("difflab")
 
