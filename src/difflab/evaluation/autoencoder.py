@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader, Subset
 
 from ..autoencoder_checkpoint import load_autoencoder
 from ..checkpoint_config import build
-from ..cluster.devices import pick_device
 from ..data.scoring import reference_statistics
 from ..io.results import write_json
 from ..metrics import Evaluator
@@ -35,7 +34,7 @@ def evaluate_autoencoder(
     ckpt: str,
     n: int,
     batch_size: int | str | None,
-    device_name: str,
+    device: torch.device,
     metrics: dict[str, Any],
     out: str | None,
     root_dir: str,
@@ -43,7 +42,6 @@ def evaluate_autoencoder(
 ) -> dict[str, Any]:
     """Score the autoencoder in `ckpt` on the first n held-out images of the data it was trained on."""
     path = report_path(out, ckpt, root_dir)
-    device = pick_device(device_name)
     loaded = load_autoencoder(ckpt, device, allowed_targets)
     if "data" not in loaded.config:
         raise ValueError(

@@ -97,7 +97,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             sampling.ckpt,
             cfg.n,
             cfg.batch_size,
-            sampling.device,
+            pick_device(sampling.device),
             settings.metrics,
             sampling.out,
             sampling.root_dir,
