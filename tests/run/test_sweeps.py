@@ -48,7 +48,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_each_run_is_named(tmp_path):
         "train.py", "-m", "data.image_size=8,4,-1,6", *SWEEP_FAST, "logger=wandb", f"hydra.sweep.dir={sweep}"
     )
     # Job 2 reports its own line as it fails; the sweep goes on, then ends with a non-zero status.
-    assert f"error: job #2 ({sweep / '2'}): image_size must be at least 1, got -1" in result.stderr
+    assert f"error: job #2 ({sweep / '2'}): data.image_size=-1 must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.returncode == 1
     assert not (sweep / "2" / "checkpoints").exists()

@@ -55,9 +55,9 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     from .train_checks import check_generation_settings, check_model_builds
 
     fill_conditioning(cfg)
-    check_model_builds(cfg)
-    check_generation_settings(cfg)
+    check_generation_settings(cfg)  # builds the data: its values are named before the model's that follow them
     build_formulation(cfg)
+    check_model_builds(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)
     if resume is not None:
         ckpt = read_resumable(resume, targets_in(cfg))

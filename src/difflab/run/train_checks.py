@@ -42,6 +42,7 @@ RULES = {
     "trainer.log_every_n_steps": whole(1),
     "trainer.accumulate_grad_batches": whole(1),
     "trainer.gradient_clip_val": number(0.0, nullable=True),
+    "data.image_size": whole(1),
     "data.batch_size": whole(1),
     "data.num_workers": whole(0),
     "optim.lr": number(0.0, above=True),
