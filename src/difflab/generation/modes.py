@@ -10,7 +10,7 @@ from ..io.read_inputs import load_images, load_masks
 from .autoguide import check_guide
 from .conditions import Conditions, for_each_result
 from .methods import Img2Img, Inpaint, Method, Sampling
-from .model import TrainedModel, low_res_shape, recipe_threads
+from .model import TrainedModel, generated_shape, low_res_shape, recipe_threads
 from .options import SUPERRES, SampleOptions
 from .request import GenerationRequest
 from .requested import requested_conditions
@@ -41,6 +41,8 @@ def request_for(
     )
     if options.mode == "sample":
         return sampling_request(model, options, sampler, per_picture, guide)
+    if getattr(model, "latents", None) is not None:
+        raise ValueError(f"mode={options.mode} on a latent diffusion model ({source}) is not supported yet")
     pictures = load_images(options.image, model.sample_shape)
     method: Method
     if options.mode == "inpaint":
@@ -68,7 +70,7 @@ def sampling_request(
 ) -> GenerationRequest:
     """Samples 0..n-1 from noise with `sampler` and the given conditions (sample.py's sample mode, evaluate.py)."""
     return GenerationRequest(
-        Sampling(sampler, model.sample_shape),
+        Sampling(sampler, generated_shape(model)),
         range(int(options.n)),
         conditions=conditions,
         **shared_fields(model, options, guide),
@@ -98,7 +100,9 @@ def shared_fields(model: TrainedModel, options: SampleOptions, guide: Any = None
         raise ValueError(
             "negative_prompt= guides against the unconditional branch and guide= against a guide model: give one"
         )
+    latents = getattr(model, "latents", None)
     return {
+        "decode": None if latents is None else latents.decode,
         # The network generation runs: an EDM or flow guide through its ε-face, as the main model.
         "guide": None if guide is None else getattr(guide, "sampling_net", guide.net),
         "seed": int(options.seed),
