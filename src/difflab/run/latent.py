@@ -11,7 +11,12 @@ IMAGE_DATA = "difflab.data.ImageDataModule"
 
 def use_latents(cfg: DictConfig) -> None:
     """Complete `cfg` in place for latent diffusion when cfg.autoencoder is set; one-line errors for an autoencoder
-    run given an autoencoder and an image size f does not divide."""
+    run given an autoencoder, a latent recipe without its autoencoder and an image size f does not divide."""
+    if cfg.get("autoencoder_required") and not cfg.get("autoencoder"):  # a latent recipe given none
+        raise ValueError(
+            "this recipe trains on an autoencoder's latents: give autoencoder=<an autoencoder run or a diffusers "
+            "AutoencoderKL folder>"
+        )
     if not cfg.get("autoencoder"):
         return
     from ..autoencoder_checkpoint import load_autoencoder
