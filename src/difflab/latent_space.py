@@ -45,9 +45,18 @@ class LatentSpace:
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """Scaled latents of images in [-1, 1]: the posterior mean (no draw, so an edit is reproducible)."""
-        net = self.autoencoder.net.to(images.device)
-        return net.encode(images.float()).mean * float(self.scale_factor)
+        """Scaled latents of images in [-1, 1] (on the images' device): the posterior mean, no draw, so an edit is
+        reproducible. Encoded where the autoencoder is."""
+        net = self.autoencoder.net
+        device = next(net.parameters()).device
+        latents = net.encode(images.to(device).float()).mean * float(self.scale_factor)
+        return latents.to(images.device)
+
+    def latent_mask(self, masks: Tensor) -> Tensor:
+        """Inpainting masks (1 = generate) at latent resolution: a latent pixel is kept only where every image pixel
+        it covers is kept, so generated where any of them is."""
+        factor = self.autoencoder.net.down_factor
+        return torch.nn.functional.max_pool2d(masks.float(), factor)
 
 
 def load_latent_space(

@@ -167,13 +167,6 @@ def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refu
         difflab.load(latent_run[0], device="cpu", autoencoder=tmp_path / "nowhere")
 
 
-def test_editing_a_latent_checkpoint_is_refused_in_one_line(latent_run) -> None:
-    with pytest.raises(ValueError, match=r"mode=img2img on a latent diffusion model .* not supported yet"):
-        difflab.load(latent_run[0], device="cpu").sample(
-            1, mode="img2img", image=latent_run[0] / "samples" / "final.png"
-        )
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -211,3 +204,37 @@ def test_the_fid_callback_scores_decoded_samples(autoencoder_run, latent_run, tm
     assert np.isfinite(metrics["val/fd_effl0"]) and metrics["val/fd_effl0"] > 0
     scored = np.load(tmp_path / "fid" / "step_0000002.npz")["images"]
     assert scored.shape == (6, 1, 8, 8)  # decoded digits were scored, not 2x2x3 latents
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_a_latent_checkpoint_edits_a_picture_in_latent_space(latent_run, tmp_path, mode) -> None:
+    picture, mask = tmp_path / "digit.png", tmp_path / "mask.png"
+    Image.fromarray(np.tile(np.arange(0, 256, 32, dtype=np.uint8), (8, 1))).save(picture)
+    hole = np.zeros((8, 8), dtype=np.uint8)
+    hole[:, :5] = 255  # generate the left 5 columns: latent columns 0 and 1 (each covers 4 image columns)
+    Image.fromarray(hole).save(mask)
+    out = tmp_path / "out"
+    overrides = [f"ckpt={latent_run[0]}", f"mode={mode}", f"image={picture}", "n=2", f"out={out}"]
+    extra = [f"mask={mask}", "inpaint.steps=4", "inpaint.jump_length=1", "inpaint.jump_n_sample=1"]
+    sample(
+        compose_config(
+            "sample", [*overrides, *(extra if mode == "inpaint" else ["sampler.steps=3"])], tmp_path
+        )
+    )
+    results = np.load(out / "samples.npz")["images"]
+    assert results.shape == (2, 8, 8, 1)  # the picture's size, decoded
+    assert (out / "grid.png").is_file()
+    if mode == "inpaint":
+        latents = difflab.load(latent_run[0], device="cpu").latents
+        generated = latents.latent_mask(torch.from_numpy(hole / 255.0)[None, None])
+        assert generated[0, 0].tolist() == [
+            [1.0, 1.0],
+            [1.0, 1.0],
+        ]  # column 4 is generated, so all of latent 1
+
+
+def test_a_latent_mask_keeps_a_latent_pixel_only_where_all_its_image_pixels_are_kept(latent_run) -> None:
+    latents = difflab.load(latent_run[0], device="cpu").latents
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, 0, 0] = 1  # one generated image pixel in the top-left 4x4 block
+    assert latents.latent_mask(mask)[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]

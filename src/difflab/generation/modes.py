@@ -41,16 +41,19 @@ def request_for(
     )
     if options.mode == "sample":
         return sampling_request(model, options, sampler, per_picture, guide)
-    if getattr(model, "latents", None) is not None:
-        raise ValueError(f"mode={options.mode} on a latent diffusion model ({source}) is not supported yet")
     pictures = load_images(options.image, model.sample_shape)
+    latents = getattr(
+        model, "latents", None
+    )  # latent diffusion edits the pictures' latents, then decodes them
+    edited = pictures.images if latents is None else latents.encode(pictures.images)
     method: Method
     if options.mode == "inpaint":
         masks = load_masks(options.mask, pictures)
+        masks = masks if latents is None else latents.latent_mask(masks)
         repaint = {key: int(value) for key, value in (options.inpaint or {}).items()}
-        method = Inpaint(model.schedule, model.prediction_type, pictures.images, masks, n, repaint)
+        method = Inpaint(model.schedule, model.prediction_type, edited, masks, n, repaint)
     else:
-        method = Img2Img(sampler, pictures.images, n, float(options.strength))
+        method = Img2Img(sampler, edited, n, float(options.strength))
     return GenerationRequest(
         method,
         range(len(pictures.images) * n),
