@@ -238,3 +238,25 @@ def test_a_latent_mask_keeps_a_latent_pixel_only_where_all_its_image_pixels_are_
     mask = torch.zeros(1, 1, 8, 8)
     mask[0, 0, 0, 0] = 1  # one generated image pixel in the top-left 4x4 block
     assert latents.latent_mask(mask)[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_a_class_conditional_latent_run_samples_the_labels_asked_for(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    overrides = [
+        *FAST_TRAIN,
+        "trainer.max_steps=2",
+        "model.num_classes=10",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+    ]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    pipe = difflab.load(tmp_path / "run", device="cpu")
+    assert (pipe.condition, pipe.num_classes) == ("labels", 10)
+    out = tmp_path / "samples"
+    options = ["labels=[3,8]", "guidance=2", "n=4", "sampler.steps=2", f"out={out}"]
+    sample(compose_config("sample", [f"ckpt={tmp_path / 'run'}", *options], tmp_path))
+    assert np.load(out / "samples.npz")["images"].shape == (4, 8, 8, 1)  # decoded digits
+    assert json.loads((out / "settings.json").read_text())["labels"] == [3, 3, 8, 8]  # a row per label
+    from_load = pipe.sample(4, labels=[3, 8], guidance=2.0, steps=2)
+    np.testing.assert_array_equal(from_load, np.load(out / "samples.npz")["images"])
