@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config
+from conftest import FAST_TRAIN, compose_config, run_cli
 from PIL import Image
 
 import difflab
 from difflab.autoencoder_checkpoint import load_autoencoder
 from difflab.checkpoint import read_checkpoint
 from difflab.run.evaluate import evaluate
+from difflab.run.export import export
 from difflab.run.sample import sample
 from difflab.run.train import train
 
@@ -260,3 +261,22 @@ def test_a_class_conditional_latent_run_samples_the_labels_asked_for(
     assert json.loads((out / "settings.json").read_text())["labels"] == [3, 3, 8, 8]  # a row per label
     from_load = pipe.sample(4, labels=[3, 8], guidance=2.0, steps=2)
     np.testing.assert_array_equal(from_load, np.load(out / "samples.npz")["images"])
+
+
+def test_sample_py_with_a_missing_autoencoder_is_one_error_line_and_writes_nothing(
+    latent_run, tmp_path
+) -> None:
+    out = tmp_path / "out"
+    args = [f"ckpt={latent_run[0]}", f"autoencoder={tmp_path / 'nowhere'}", "n=1", f"out={out}"]
+    result = run_cli("sample.py", *args)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the autoencoder ") and "is missing" in line
+    assert not out.exists()
+
+
+def test_exporting_a_latent_checkpoint_is_refused_in_one_line(latent_run, tmp_path) -> None:
+    cfg = compose_config("export", [f"ckpt={latent_run[0]}", f"out={tmp_path / 'out'}"], tmp_path)
+    with pytest.raises(ValueError, match=r"is a latent diffusion model: exporting it .* not supported yet"):
+        export(cfg)
+    assert not (tmp_path / "out").exists()
