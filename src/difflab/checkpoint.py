@@ -37,6 +37,7 @@ class LoadedModel:
     weights: str  # "ema" or "raw"
     global_step: int
     formulation: Any = None  # what trained it (None: a checkpoint from before formulations, trained as VP)
+    latents: Any = None  # latent diffusion: its LatentSpace (the denoiser makes latents, generation decodes)
 
     @property
     def sampling_net(self) -> nn.Module:
@@ -56,6 +57,11 @@ class LoadedModel:
     def sample_shape(self) -> tuple[int, int, int]:
         data = self.config["data"]
         return (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))
+
+    @property
+    def generated_shape(self) -> tuple[int, int, int]:
+        """What the denoiser makes: the latent shape of a latent diffusion model, else the image shape."""
+        return self.sample_shape if self.latents is None else self.latents.latent_shape
 
 
 def read_checkpoint(
@@ -142,11 +148,13 @@ def load_model(
     device: torch.device | str = "cpu",
     allowed_targets: Iterable[str] = (),
     overrides: Overrides | None = None,
+    autoencoder: str | Path | None = None,
 ) -> LoadedModel:
     """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights.
 
     `path` is a .ckpt written by train.py, a train.py run folder (its checkpoints/last.ckpt) or a folder written
-    by `export.py format=safetensors`. Read straight down: the file or folder read once, its config brought up to
+    by `export.py format=safetensors`. A latent diffusion checkpoint brings its autoencoder (from the recorded path,
+    or `autoencoder`, a moved copy with the same hash). Read straight down: the file or folder read once, its config brought up to
     date, held to the allowlist and compared with the `overrides` a command gave, then built."""
     given, path = path, Path(run_checkpoint(path))
     kind = "model folder" if path.is_dir() else "checkpoint"
@@ -155,11 +163,8 @@ def load_model(
     else:
         config, state, weights, step = read_model_folder(path)
     config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
-    if config.get("autoencoder"):
-        raise ValueError(
-            f"{kind} {path} is a latent diffusion model (autoencoder={config['autoencoder']}): sampling, editing and "
-            "evaluating it outside training (decoding its latents) is not supported yet; its sample grids are images"
-        )
+    if config.get("autoencoder") and kind != "checkpoint":
+        raise ValueError(f"{kind} {path} is a latent diffusion model: sample its train.py checkpoint")
     check_stored_targets(config, allowed_targets, f"{kind} {path}")
     if config.get("task") == "autoencoder":
         raise ValueError(
@@ -181,7 +186,13 @@ def load_model(
     _, schedule, prediction_type = sampling_view(
         net, schedule, config.get("prediction_type", "epsilon"), formulation
     )
-    return LoadedModel(net, schedule, prediction_type, config, weights, step, formulation)
+    loaded = LoadedModel(net, schedule, prediction_type, config, weights, step, formulation)
+    if config.get("autoencoder"):
+        from .latent_space import RECORD_KEY, load_latent_space  # here: it imports this module
+
+        record = read_checkpoint_file(path, mmap=True).get(RECORD_KEY)
+        loaded.latents = load_latent_space(record, loaded.sample_shape, f"{kind} {path}", device, autoencoder)
+    return loaded
 
 
 def read_model_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:

@@ -50,6 +50,7 @@ class DiffusionPipeline:
     global_step: int
     config: dict[str, Any]  # the model's stored config
     source: str = "<model>"
+    latents: Any = None  # latent diffusion: its LatentSpace (samples are decoded through its autoencoder)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, source: Any) -> DiffusionPipeline:
@@ -64,6 +65,7 @@ class DiffusionPipeline:
             loaded.global_step,
             loaded.config,
             str(source),
+            loaded.latents,
         )
 
     @property
@@ -186,13 +188,18 @@ def _convert(images: torch.Tensor, output: str) -> Any:
 
 
 def load(
-    path: str | Path, device: torch.device | str = "auto", allowed_targets: Iterable[str] = ()
+    path: str | Path,
+    device: torch.device | str = "auto",
+    allowed_targets: Iterable[str] = (),
+    autoencoder: str | Path | None = None,
 ) -> DiffusionPipeline:
     """A DiffusionPipeline from a train.py checkpoint (.ckpt), a train.py run folder (its checkpoints/last.ckpt)
     or an `export.py format=safetensors` folder.
 
     Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
-    with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py."""
+    with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py. A latent diffusion
+    checkpoint's autoencoder is read from the path it recorded, or from `autoencoder` (a moved copy, same hash)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return DiffusionPipeline.from_loaded(load_model(path, device, allowed_targets), path)
+    loaded = load_model(path, device, allowed_targets, autoencoder=autoencoder)
+    return DiffusionPipeline.from_loaded(loaded, path)

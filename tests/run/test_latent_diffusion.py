@@ -1,21 +1,27 @@
-"""Latent diffusion, as far as it goes: autoencoder=<run or diffusers folder> on a diffusion recipe trains the
-denoiser on cached latents (scaled as LDM does), grids decode to images, the checkpoint records the autoencoder
-and its scale factor, a resume with another autoencoder and a sampler reading the checkpoint are refused in one line."""
+"""Latent diffusion: autoencoder=<run or diffusers folder> on a diffusion recipe trains the denoiser on cached
+latents (scaled as LDM does), grids decode to images, the checkpoint records the autoencoder and its scale factor,
+a resume with another autoencoder is refused in one line; sample.py, difflab.load and evaluate.py decode its
+samples through the recorded autoencoder, refused in one line when that autoencoder changed."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config
+from conftest import FAST_TRAIN, compose_config, run_cli
 from PIL import Image
 
 import difflab
 from difflab.autoencoder_checkpoint import load_autoencoder
 from difflab.checkpoint import read_checkpoint
+from difflab.run.evaluate import evaluate
+from difflab.run.export import export
+from difflab.run.sample import sample
 from difflab.run.train import train
 
 TINY_AE = [
@@ -112,16 +118,60 @@ def test_a_resume_with_another_autoencoder_is_refused_in_one_line(latent_run, tm
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4  # nothing overwritten
 
 
-def test_loading_a_latent_checkpoint_for_sampling_is_refused_in_one_line(latent_run) -> None:
-    with pytest.raises(ValueError, match=r"is a latent diffusion model .* not supported yet"):
-        difflab.load(latent_run[0])
+def test_sample_py_and_difflab_load_give_the_same_decoded_images(latent_run, tmp_path) -> None:
+    out = tmp_path / "samples"
+    overrides = [f"ckpt={latent_run[0]}", "n=3", "sampler=ddim", "sampler.steps=3", f"out={out}"]
+    sample(compose_config("sample", overrides, tmp_path))
+    written = np.load(out / "samples.npz")["images"]
+    assert written.shape == (3, 8, 8, 1)  # 8x8 digits, not 2x2x3 latents
+    assert {Image.open(p).size for p in (out / "images").glob("*.png")} == {(8, 8)}
+    loaded = difflab.load(latent_run[0], device="cpu").sample(3, sampler="ddim", steps=3)
+    np.testing.assert_array_equal(loaded, written)
+    assert written.std() > 0  # decoded pictures, not a constant
+
+
+def test_evaluate_py_scores_the_decoded_samples(latent_run, tmp_path) -> None:
+    overrides = [
+        f"ckpt={latent_run[0]}",
+        "n=10",
+        "sampler.steps=2",
+        "metrics.num_reference=40",
+        "metrics.kid_subset_size=10",
+        "metrics.kid_subsets=10",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        f"out={tmp_path / 'metrics.json'}",
+    ]
+    report = evaluate(compose_config("eval", overrides, tmp_path / "run"))
+    assert report["metrics"] and all(np.isfinite(v) for v in report["metrics"].values())
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == report["metrics"]
+
+
+def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refused(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(autoencoder_run, moved)
+    first = difflab.load(latent_run[0], device="cpu").sample(2, steps=2)
+    again = difflab.load(latent_run[0], device="cpu", autoencoder=moved).sample(2, steps=2)
+    np.testing.assert_array_equal(first, again)
+    recorded = load_autoencoder(autoencoder_run).weights_hash
+    ckpt = read_checkpoint(moved / "checkpoints" / "last.ckpt")
+    ckpt["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, moved / "checkpoints" / "last.ckpt")
+    changed = load_autoencoder(moved).weights_hash
+    with pytest.raises(
+        ValueError, match=rf"has hash {changed} but .* trained with autoencoder {recorded}"
+    ) as error:
+        difflab.load(latent_run[0], device="cpu", autoencoder=moved)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=rf"autoencoder {recorded} .* is missing"):
+        difflab.load(latent_run[0], device="cpu", autoencoder=tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["data.image_size=6"], r"down factor 4 does not divide data.image_size=6"),
-        (["callbacks=[default,fid]"], r"the FID callback does not decode latents yet"),
     ],
 )
 def test_latent_runs_it_cannot_make_are_one_line_errors(
@@ -133,3 +183,100 @@ def test_latent_runs_it_cannot_make_are_one_line_errors(
     with pytest.raises(ValueError, match=message):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_fid_callback_scores_decoded_samples(autoencoder_run, latent_run, tmp_path) -> None:
+    overrides = [
+        *FAST_TRAIN,
+        "trainer.max_steps=2",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+        "callbacks=[default,fid]",
+        "callbacks.fid.every_n_steps=2",
+        "callbacks.fid.num_samples=6",
+        f"callbacks.fid.save_samples_to={tmp_path / 'fid'}",
+        "callbacks.fid.best_checkpoint=null",
+        "metrics.num_reference=20",
+        "metrics.kid_subset_size=5",
+        "metrics.prc=false",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+    ]
+    metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    assert np.isfinite(metrics["val/fd_effl0"]) and metrics["val/fd_effl0"] > 0
+    scored = np.load(tmp_path / "fid" / "step_0000002.npz")["images"]
+    assert scored.shape == (6, 1, 8, 8)  # decoded digits were scored, not 2x2x3 latents
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_a_latent_checkpoint_edits_a_picture_in_latent_space(latent_run, tmp_path, mode) -> None:
+    picture, mask = tmp_path / "digit.png", tmp_path / "mask.png"
+    Image.fromarray(np.tile(np.arange(0, 256, 32, dtype=np.uint8), (8, 1))).save(picture)
+    hole = np.zeros((8, 8), dtype=np.uint8)
+    hole[:, :5] = 255  # generate the left 5 columns: latent columns 0 and 1 (each covers 4 image columns)
+    Image.fromarray(hole).save(mask)
+    out = tmp_path / "out"
+    overrides = [f"ckpt={latent_run[0]}", f"mode={mode}", f"image={picture}", "n=2", f"out={out}"]
+    extra = [f"mask={mask}", "inpaint.steps=4", "inpaint.jump_length=1", "inpaint.jump_n_sample=1"]
+    sample(
+        compose_config(
+            "sample", [*overrides, *(extra if mode == "inpaint" else ["sampler.steps=3"])], tmp_path
+        )
+    )
+    results = np.load(out / "samples.npz")["images"]
+    assert results.shape == (2, 8, 8, 1)  # the picture's size, decoded
+    assert (out / "grid.png").is_file()
+    if mode == "inpaint":
+        latents = difflab.load(latent_run[0], device="cpu").latents
+        generated = latents.latent_mask(torch.from_numpy(hole / 255.0)[None, None])
+        assert generated[0, 0].tolist() == [
+            [1.0, 1.0],
+            [1.0, 1.0],
+        ]  # column 4 is generated, so all of latent 1
+
+
+def test_a_latent_mask_keeps_a_latent_pixel_only_where_all_its_image_pixels_are_kept(latent_run) -> None:
+    latents = difflab.load(latent_run[0], device="cpu").latents
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, 0, 0] = 1  # one generated image pixel in the top-left 4x4 block
+    assert latents.latent_mask(mask)[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_a_class_conditional_latent_run_samples_the_labels_asked_for(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    overrides = [
+        *FAST_TRAIN,
+        "trainer.max_steps=2",
+        "model.num_classes=10",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+    ]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    pipe = difflab.load(tmp_path / "run", device="cpu")
+    assert (pipe.condition, pipe.num_classes) == ("labels", 10)
+    out = tmp_path / "samples"
+    options = ["labels=[3,8]", "guidance=2", "n=4", "sampler.steps=2", f"out={out}"]
+    sample(compose_config("sample", [f"ckpt={tmp_path / 'run'}", *options], tmp_path))
+    assert np.load(out / "samples.npz")["images"].shape == (4, 8, 8, 1)  # decoded digits
+    assert json.loads((out / "settings.json").read_text())["labels"] == [3, 3, 8, 8]  # a row per label
+    from_load = pipe.sample(4, labels=[3, 8], guidance=2.0, steps=2)
+    np.testing.assert_array_equal(from_load, np.load(out / "samples.npz")["images"])
+
+
+def test_sample_py_with_a_missing_autoencoder_is_one_error_line_and_writes_nothing(
+    latent_run, tmp_path
+) -> None:
+    out = tmp_path / "out"
+    args = [f"ckpt={latent_run[0]}", f"autoencoder={tmp_path / 'nowhere'}", "n=1", f"out={out}"]
+    result = run_cli("sample.py", *args)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the autoencoder ") and "is missing" in line
+    assert not out.exists()
+
+
+def test_exporting_a_latent_checkpoint_is_refused_in_one_line(latent_run, tmp_path) -> None:
+    cfg = compose_config("export", [f"ckpt={latent_run[0]}", f"out={tmp_path / 'out'}"], tmp_path)
+    with pytest.raises(ValueError, match=r"is a latent diffusion model: exporting it .* not supported yet"):
+        export(cfg)
+    assert not (tmp_path / "out").exists()

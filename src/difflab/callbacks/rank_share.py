@@ -73,6 +73,9 @@ class GeneratingCallback(L.Callback):
                 self.precision,
                 grid_conditions(task, self.num_samples),
                 guide=self.guide_net(pl_module, task, schedule, prediction_type),
+                decode=getattr(
+                    trainer.datamodule, "decode", None
+                ),  # latent diffusion: grids and scores see images
             )
             yield Generation(request, sampling_net)
         finally:

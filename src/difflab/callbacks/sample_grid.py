@@ -70,9 +70,6 @@ class SampleGrid(GeneratingCallback):
             busy(trainer, f"sample grid {name}", generation.steps) as on_step,
         ):
             images = gather_in_index_order(trainer, generation.images(on_step))
-        decode = getattr(trainer.datamodule, "decode", None)  # latent diffusion: the grid shows images
-        if decode is not None:
-            images = decode(images)
         request = generation.request
         if not bool(torch.isfinite(images).all()):  # every rank holds all images: all raise together
             raise NonFiniteError(

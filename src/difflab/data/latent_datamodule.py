@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..autoencoder_checkpoint import LoadedAutoencoder, load_autoencoder
 from ..generation.task import Task
+from ..latent_space import decode_latents
 from .datamodule import ImageDataModule
 from .errors import DataError
 from .latent_cache import Latents, cached_latents, data_fingerprint, estimate_scale_factor, latent_cache_path
@@ -114,15 +115,22 @@ class LatentDataModule(ImageDataModule):
             return [latents, *rest]
         return [latents, self.condition_of(rest[0], latents)]
 
+    def dataset_for(self, split: str) -> Dataset:
+        """The split's images, not their latents: what scores compare decoded samples with."""
+        return super().dataset_for(split).images
+
+    def val_dataloader(self) -> DataLoader:
+        """The held-out latents in a fixed order (dataset_for gives their images)."""
+        self.setup()
+        return self._loader(self._datasets["val"], drop_last=False)
+
     def generation_task(self, n: int) -> Task:
         """The image task with the latent shape: grids and scores generate latents, then decode them."""
         return replace(super().generation_task(n), sample_shape=self.latent_shape)
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] from scaled latents."""
-        net = self.loaded.net.to(latents.device)
-        return net.decode(latents.float() / float(self.scale_factor)).clamp(-1, 1)
+        return decode_latents(self.loaded.net, latents, float(self.scale_factor))
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint records of the latent space: the autoencoder (hash and path) and the scale factor."""

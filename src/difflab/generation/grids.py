@@ -44,7 +44,10 @@ def comparison_tiles(request: GenerationRequest, results: Tensor) -> tuple[Tenso
             row = [picture[None]]
             if isinstance(method, Inpaint):
                 masks = method.masks
-                hole = (masks[i if masks.shape[0] > 1 else 0] > 0.5).expand_as(picture)
+                mask = masks[i if masks.shape[0] > 1 else 0][None].float()
+                # A latent model's mask is at latent resolution: shown as the image pixels it generates.
+                mask = torch.nn.functional.interpolate(mask, size=picture.shape[-2:], mode="nearest")[0]
+                hole = (mask > 0.5).expand_as(picture)
                 row.append(torch.where(hole, torch.zeros_like(picture), picture)[None])  # 0 is mid-grey
         row.append(results[i * n : (i + 1) * n])
         rows.append(torch.cat(row))

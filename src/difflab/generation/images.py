@@ -45,12 +45,16 @@ class Generation:
         return generation_threads(self.request, self.net, self.batch_size)
 
     def batches(self, on_step: Callable[[], None] | None = None) -> Iterator[tuple[list[int], Tensor]]:
-        """(indices, images in [-1, 1]) of each batch, on the network's device; on_step() after every step."""
+        """(indices, images in [-1, 1]) of each batch, on the network's device; on_step() after every step. A
+        latent diffusion request's latents are decoded here, the one place every caller's images come from."""
         request = self.request
         denoiser_for = request.denoiser_for(self.net)
-        return in_batches(
+        made = in_batches(
             request.method, denoiser_for, request.indices, request.seed, self.batch_size, on_step
         )
+        if request.decode is None:
+            return made
+        return ((indices, request.decode(latents)) for indices, latents in made)
 
     def images(self, on_step: Callable[[], None] | None = None) -> Tensor:
         """Every image of the request, (N, C, H, W) in index order."""

@@ -28,6 +28,12 @@ class TrainedModel(Protocol):
     def sample_shape(self) -> tuple[int, int, int]: ...
 
 
+def generated_shape(model: TrainedModel) -> tuple[int, int, int]:
+    """What the denoiser makes: a latent diffusion model's latent shape (it has a LatentSpace), else its images'."""
+    latents = getattr(model, "latents", None)
+    return tuple(model.sample_shape) if latents is None else latents.latent_shape
+
+
 def sr_factor(model: TrainedModel) -> int:
     """A super-resolution model's upscaling factor (the data's sr_factor it was trained with)."""
     return int(model.config["data"]["sr_factor"])

@@ -10,7 +10,7 @@ from ..io.read_inputs import load_images, load_masks
 from .autoguide import check_guide
 from .conditions import Conditions, for_each_result
 from .methods import Img2Img, Inpaint, Method, Sampling
-from .model import TrainedModel, low_res_shape, recipe_threads
+from .model import TrainedModel, generated_shape, low_res_shape, recipe_threads
 from .options import SUPERRES, SampleOptions
 from .request import GenerationRequest
 from .requested import requested_conditions
@@ -42,13 +42,18 @@ def request_for(
     if options.mode == "sample":
         return sampling_request(model, options, sampler, per_picture, guide)
     pictures = load_images(options.image, model.sample_shape)
+    latents = getattr(
+        model, "latents", None
+    )  # latent diffusion edits the pictures' latents, then decodes them
+    edited = pictures.images if latents is None else latents.encode(pictures.images)
     method: Method
     if options.mode == "inpaint":
         masks = load_masks(options.mask, pictures)
+        masks = masks if latents is None else latents.latent_mask(masks)
         repaint = {key: int(value) for key, value in (options.inpaint or {}).items()}
-        method = Inpaint(model.schedule, model.prediction_type, pictures.images, masks, n, repaint)
+        method = Inpaint(model.schedule, model.prediction_type, edited, masks, n, repaint)
     else:
-        method = Img2Img(sampler, pictures.images, n, float(options.strength))
+        method = Img2Img(sampler, edited, n, float(options.strength))
     return GenerationRequest(
         method,
         range(len(pictures.images) * n),
@@ -68,7 +73,7 @@ def sampling_request(
 ) -> GenerationRequest:
     """Samples 0..n-1 from noise with `sampler` and the given conditions (sample.py's sample mode, evaluate.py)."""
     return GenerationRequest(
-        Sampling(sampler, model.sample_shape),
+        Sampling(sampler, generated_shape(model)),
         range(int(options.n)),
         conditions=conditions,
         **shared_fields(model, options, guide),
@@ -98,7 +103,9 @@ def shared_fields(model: TrainedModel, options: SampleOptions, guide: Any = None
         raise ValueError(
             "negative_prompt= guides against the unconditional branch and guide= against a guide model: give one"
         )
+    latents = getattr(model, "latents", None)
     return {
+        "decode": None if latents is None else latents.decode,
         # The network generation runs: an EDM or flow guide through its ε-face, as the main model.
         "guide": None if guide is None else getattr(guide, "sampling_net", guide.net),
         "seed": int(options.seed),

@@ -38,10 +38,11 @@ class GenerationRequest:
     pictures: LoadedImages | None = None  # what an edit or a super-resolution starts from (shown in its grid)
     per_picture: int = 1  # results per picture (edits, super-resolution)
     guide: Denoiser | None = None  # autoguidance: guidance= pulls away from this weaker model's prediction
+    decode: Callable[[Tensor], Tensor] | None = None  # latent diffusion: latents -> images, once per batch
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """The (C, H, W) of one result."""
+        """The (C, H, W) of what the method makes (latents, for a latent diffusion model)."""
         return self.method.sample_shape
 
     def denoiser_for(self, net: Denoiser) -> Callable[[Sequence[int]], Denoiser]:

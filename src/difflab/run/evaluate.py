@@ -32,6 +32,7 @@ from ..io.read_generated import open_image_set
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
+from .latent import image_data_config
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
@@ -76,7 +77,7 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
     if settings.data is not None:
         data = instantiate(settings.data)
     elif loaded is not None:
-        data = build(loaded.config, "data", settings.sampling.allowed_targets)
+        data = build(image_data_config(loaded.config), "data", settings.sampling.allowed_targets)
     else:
         raise ValueError("images=… needs the dataset to compare against: add data=<name> (e.g. data=mnist)")
     if loaded is not None and (data.channels, data.image_size) != loaded.sample_shape[:2]:
@@ -112,7 +113,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(sampling.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
-    loaded = load_model(sampling.ckpt, device) if sampling.ckpt else None
+    loaded = load_model(sampling.ckpt, device, autoencoder=sampling.autoencoder) if sampling.ckpt else None
     guide = load_model(sampling.options.guide, device) if loaded and sampling.options.guide else None
     data = reference_data(settings, loaded)
     conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data, guide is not None)

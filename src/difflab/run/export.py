@@ -52,6 +52,11 @@ def export(cfg: DictConfig) -> Path:
     """Export checkpoint cfg.ckpt in cfg.format to cfg.out (default: a new outputs/export/<date>/<time>)."""
     settings = read_settings(cfg)
     loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets)
+    if loaded.latents is not None:  # the export would lose the autoencoder and scale factor its samples need
+        raise ValueError(
+            f"{settings.ckpt} is a latent diffusion model: exporting it (with its autoencoder) is not supported yet; "
+            "sample its checkpoint"
+        )
     if settings.format == "diffusers":
         # Everything that can refuse does so before the output folder is made.
         diffusers = require_diffusers("format=diffusers")

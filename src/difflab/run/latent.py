@@ -6,11 +6,17 @@ from __future__ import annotations
 from omegaconf import DictConfig, open_dict
 
 LATENT_DATA = "difflab.data.LatentDataModule"
+IMAGE_DATA = "difflab.data.ImageDataModule"
 
 
 def use_latents(cfg: DictConfig) -> None:
     """Complete `cfg` in place for latent diffusion when cfg.autoencoder is set; one-line errors for an autoencoder
-    run given an autoencoder, the FID callback (it would score latents) and an image size f does not divide."""
+    run given an autoencoder, a latent recipe without its autoencoder and an image size f does not divide."""
+    if cfg.get("autoencoder_required") and not cfg.get("autoencoder"):  # a latent recipe given none
+        raise ValueError(
+            "this recipe trains on an autoencoder's latents: give autoencoder=<an autoencoder run or a diffusers "
+            "AutoencoderKL folder>"
+        )
     if not cfg.get("autoencoder"):
         return
     from ..autoencoder_checkpoint import load_autoencoder
@@ -18,10 +24,6 @@ def use_latents(cfg: DictConfig) -> None:
     if cfg.get("task") == "autoencoder":
         raise ValueError(
             "autoencoder= trains a diffusion model on latents: pick a denoiser model=, not an autoencoder"
-        )
-    if (cfg.get("callbacks") or {}).get("fid") is not None:
-        raise ValueError(
-            "the FID callback does not decode latents yet: drop it (callbacks=default) for autoencoder="
         )
     net = load_autoencoder(cfg.autoencoder).net
     size = int(cfg.data.image_size)
@@ -35,3 +37,14 @@ def use_latents(cfg: DictConfig) -> None:
         cfg.data.latent_cache_dir = cfg.get("latent_cache_dir")
         cfg.model.in_channels = net.latent_channels
         cfg.model.image_size = size // net.down_factor
+
+
+def image_data_config(config: dict) -> dict:
+    """A latent run's stored config with its data as the images the latents were encoded from (what its decoded
+    samples are scored against); any other config as it is."""
+    data = dict(config.get("data") or {})
+    if data.get("_target_") != LATENT_DATA:
+        return config
+    for key in ("autoencoder", "scale_factor", "latent_cache_dir"):
+        data.pop(key, None)
+    return {**config, "data": {**data, "_target_": IMAGE_DATA}}

@@ -55,7 +55,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     from .train_checks import check_generation_settings, check_model_builds
 
     fill_conditioning(cfg)
-    check_generation_settings(cfg)  # builds the data: its values are named before the model's that follow them
+    check_generation_settings(cfg)
     build_formulation(cfg)
     check_model_builds(cfg)
     resume = resume_path(cfg.get("ckpt_path"), run_dir)

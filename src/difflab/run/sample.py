@@ -77,7 +77,7 @@ def sample(cfg: DictConfig) -> Path:
     set_cpu_threads(options.cpu_threads)
     hint = "drop those overrides (sample.py takes them from the checkpoint)"
     overrides = Overrides(settings.fixed_by_checkpoint, hint, CHECKED_KEYS)
-    loaded = load_model(settings.ckpt, device, settings.allowed_targets, overrides)
+    loaded = load_model(settings.ckpt, device, settings.allowed_targets, overrides, settings.autoencoder)
     guide = load_guide(settings, loaded)
     sampler = build_sampler(settings.sampler, loaded)
     request = request_for(loaded, options, sampler, settings.ckpt, guide)

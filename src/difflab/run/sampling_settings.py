@@ -45,6 +45,7 @@ class SamplingSettings:
     fixed_by_checkpoint: dict[str, Any] = field(
         default_factory=dict
     )  # overrides compared with the checkpoint
+    autoencoder: str | None = None  # a latent checkpoint's autoencoder moved elsewhere (same hash)
 
 
 def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
@@ -93,4 +94,5 @@ def read_sampling_settings(
         root_dir=str(cfg.paths.root_dir),
         options=options,
         fixed_by_checkpoint=fixed_by_checkpoint or {},
+        autoencoder=cfg.get("autoencoder"),
     )

@@ -1,0 +1,88 @@
+"""The latent space a latent diffusion checkpoint was trained in: its autoencoder, found where the checkpoint
+recorded it (or at a moved copy given with autoencoder=) and checked by its weights hash, and the LDM scale
+factor. Generation decodes through it, editing encodes through it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .autoencoder_checkpoint import LoadedAutoencoder, load_autoencoder
+from .models.autoencoder import AutoencoderKL
+
+RECORD_KEY = "LatentDataModule"  # where Lightning stores the datamodule's state_dict in a checkpoint
+
+
+@torch.no_grad()
+def decode_latents(net: AutoencoderKL, latents: Tensor, scale_factor: float) -> Tensor:
+    """Images in [-1, 1] from scaled latents: the one decoding of training grids, scores and sampling."""
+    net = net.to(latents.device)
+    return net.decode(latents.float() / float(scale_factor)).clamp(-1, 1)
+
+
+@dataclass
+class LatentSpace:
+    """A checkpoint's autoencoder and scale factor; `image_shape` is what it decodes to."""
+
+    autoencoder: LoadedAutoencoder
+    scale_factor: float
+    image_shape: tuple[int, int, int]
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(c, h, w) of what the denoiser generates."""
+        net = self.autoencoder.net
+        _, h, w = self.image_shape
+        return (net.latent_channels, h // net.down_factor, w // net.down_factor)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return decode_latents(self.autoencoder.net, latents, self.scale_factor)
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """Scaled latents of images in [-1, 1] (on the images' device): the posterior mean, no draw, so an edit is
+        reproducible. Encoded where the autoencoder is."""
+        net = self.autoencoder.net
+        device = next(net.parameters()).device
+        latents = net.encode(images.to(device).float()).mean * float(self.scale_factor)
+        return latents.to(images.device)
+
+    def latent_mask(self, masks: Tensor) -> Tensor:
+        """Inpainting masks (1 = generate) at latent resolution: a latent pixel is kept only where every image pixel
+        it covers is kept, so generated where any of them is."""
+        factor = self.autoencoder.net.down_factor
+        return torch.nn.functional.max_pool2d(masks.float(), factor)
+
+
+def load_latent_space(
+    record: Mapping[str, Any] | None,
+    image_shape: tuple[int, int, int],
+    source: str,
+    device: torch.device | str = "cpu",
+    autoencoder: str | Path | None = None,
+) -> LatentSpace:
+    """The latent space `record` (a checkpoint's LatentDataModule state) names: its autoencoder loaded from the
+    recorded path, or from `autoencoder` (a moved copy), and refused in one line unless its hash is the recorded one."""
+    if not record or not record.get("autoencoder_hash") or not record.get("scale_factor"):
+        raise ValueError(
+            f"{source} is a latent diffusion model but records no autoencoder hash and scale factor"
+        )
+    wanted, path = str(record["autoencoder_hash"]), str(autoencoder or record["autoencoder_path"])
+    if not Path(path).exists():
+        raise ValueError(
+            f"the autoencoder {wanted} that {source} was trained with is missing ({path}): give autoencoder=<a copy "
+            "of it>"
+        )
+    loaded = load_autoencoder(path, device)
+    if loaded.weights_hash != wanted:
+        raise ValueError(
+            f"autoencoder {path} has hash {loaded.weights_hash} but {source} was trained with autoencoder {wanted}: "
+            "give autoencoder=<the one it was trained with>"
+        )
+    loaded.net.requires_grad_(False)
+    return LatentSpace(loaded, float(record["scale_factor"]), image_shape)
