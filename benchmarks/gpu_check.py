@@ -51,7 +51,7 @@ SHARED_CIFAR = (
 )
 MODELS = {
     "unet": ("unet_ddpm_cifar10", "unet_tiny"),
-    "dit": ("dit_s2", "dit_s2"),
+    "dit": ("dit_s2", "dit_tiny"),
 }  # (full, tiny) conf/model names
 SAMPLERS = ("ddpm", "ddim", "dpm_solver", "euler", "heun")
 
@@ -102,7 +102,7 @@ def built_pair(
     name: str, device: torch.device
 ) -> tuple[torch.nn.Module, torch.nn.Module, tuple[int, int, int]]:
     """(difflab's net, diffusers' peer of the same size, the image shape) for conf/model/<name>.yaml."""
-    from diffusers import DiTTransformer2DModel, UNet2DModel
+    from diffusers import UNet2DModel
     from hydra.utils import instantiate
 
     config = model_config(name)
@@ -113,20 +113,11 @@ def built_pair(
         theirs = UNet2DModel(**diffusers_config(unet_arguments(config)))
         theirs.load_state_dict(to_diffusers(ours.state_dict()))  # the same function, mapped weights
         shape = (ours.in_channels, ours.image_size, ours.image_size)
-    else:  # a DiT: diffusers' DiT of the same depth, width, heads and patch (its own random weights)
-        channels = int(config.get("in_channels", 4))
-        size = int(config.get("input_size", config.get("image_size", 32)))
-        heads = int(config.get("num_heads", 6))
-        theirs = DiTTransformer2DModel(
-            num_attention_heads=heads,
-            attention_head_dim=int(config.get("hidden_size", 384)) // heads,
-            in_channels=channels,
-            out_channels=int(config.get("out_channels", channels)),
-            num_layers=int(config.get("depth", 12)),
-            sample_size=size,
-            patch_size=int(config.get("patch_size", 2)),
-        )
-        shape = (channels, size, size)
+    else:  # a DiT: diffusers' DiTTransformer2DModel computing the same function (mapped weights)
+        from difflab.model_folder.dit_mapping import diffusers_dit, dit_arguments
+
+        theirs = diffusers_dit(ours.state_dict(), dit_arguments(config))
+        shape = (ours.in_channels, ours.image_size, ours.image_size)
     return ours.to(device), theirs.to(device), shape
 
 

@@ -42,10 +42,9 @@ def test_every_row_runs_on_the_cpu_and_the_table_is_written(tmp_path: Path) -> N
                 values["difflab_img_per_s"] / values["diffusers_img_per_s"]
             )
     assert any("compiled" in name and r["values"]["backend"] == "aot_eager" for name, r in unet.items())
-    dit = [r for (section, name), r in rows.items() if section == "train step" and "dit_s2" in name]
-    has_dit = (ROOT / "conf" / "model" / "dit_s2.yaml").is_file()
-    assert dit and all(r["status"] != "skipped: no conf/model/dit_s2.yaml" for r in dit if has_dit)
-    assert has_dit or all(r["status"].startswith("skipped: ") for r in dit)
+    # The DiT rows run beside diffusers' DiTTransformer2DModel (the tiny DiT here, DiT-S/2 on a GPU).
+    dit = [r for (section, name), r in rows.items() if section == "train step" and "dit_" in name]
+    assert dit and all(r["status"] == "ok" or r["status"].startswith("skipped: TF32") for r in dit), dit
     (training,) = [r for (section, _), r in rows.items() if section == "training run"]
     assert training["status"] == "ok" and training["values"]["val/fd_effl0"] > 0
     (ddp,) = [r for (section, _), r in rows.items() if section == "ddp"]
