@@ -19,7 +19,7 @@ from ..data.scoring import reference_statistics
 from ..io.results import write_json
 from ..metrics import Evaluator
 from .reconstruction import reconstruction_scores
-from .report import report_path
+from .report import reference_entry, report_path
 
 log = logging.getLogger("difflab")
 
@@ -68,15 +68,7 @@ def evaluate_autoencoder(
             "n": count,
             "weights_hash": loaded.weights_hash,
         },
-        "reference": {
-            "dataset": data.dataset,
-            "root": None if data.root is None else str(data.root),
-            "split": "val",
-            "num_images": reference.n,
-            "image_size": data.image_size,
-            "channels": data.channels,
-            "cache_hit": hit,
-        },
+        "reference": reference_entry(data, "val", reference.n, hit),
         "metric_settings": evaluator.settings(),
         "seconds": round(time.perf_counter() - start, 1),
     }

@@ -1,10 +1,11 @@
-"""Where evaluate.py's report goes, decided before any work: never over an earlier report, never in a folder that
-cannot be written."""
+"""evaluate.py's report: where it goes, decided before any work (never over an earlier report, never in a folder
+that cannot be written), and how it names the images it scored against."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ..io.results import check_writable_file, first_free
 
@@ -28,3 +29,17 @@ def report_path(out: str | None, ckpt: str | None, root_dir: str) -> Path:
         path = first_free(path)
     check_writable_file(path)
     return path
+
+
+def reference_entry(data: Any, split: str, num_images: int, cache_hit: bool) -> dict[str, Any]:
+    """The report's "reference": the dataset, split and size the scores compare with, and whether its statistics
+    came from the cache."""
+    return {
+        "dataset": data.dataset,
+        "root": None if data.root is None else str(data.root),
+        "split": split,
+        "num_images": num_images,
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "cache_hit": cache_hit,
+    }

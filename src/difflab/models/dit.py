@@ -7,7 +7,12 @@ from torch import Tensor, nn
 
 from difflab.models.dit_block import DiTBlock, FinalLayer
 from difflab.models.embeddings import TimeEmbedding
-from difflab.models.net_inputs import batch_timesteps, labels_or_null, low_res_input
+from difflab.models.net_inputs import (
+    batch_timesteps,
+    check_conditioning_arguments,
+    labels_or_null,
+    low_res_input,
+)
 from difflab.models.pos_embed import sincos_pos_embed
 from difflab.models.text_conditioning import TextConditioning
 
@@ -48,12 +53,7 @@ class DiT(nn.Module):
     ) -> None:
         super().__init__()
         self._check_arguments(image_size, patch_size, hidden_size, depth, num_heads, pos_embed)
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be a positive number of classes or None (got {num_classes})")
-        if text_dim is not None and text_dim < 1:
-            raise ValueError(f"text_dim must be the text encoder's width or None (got {text_dim})")
-        if cond_channels < 0:
-            raise ValueError(f"cond_channels must be 0 or more (got {cond_channels})")
+        check_conditioning_arguments(num_classes, text_dim, cond_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels if out_channels is not None else in_channels
         self.cond_channels = cond_channels

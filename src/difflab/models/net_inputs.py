@@ -6,6 +6,16 @@ import torch
 from torch import Tensor
 
 
+def check_conditioning_arguments(num_classes: int | None, text_dim: int | None, cond_channels: int) -> None:
+    """A net's conditioning arguments, each a one-line ValueError when it cannot be built."""
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"num_classes must be a positive number of classes or None (got {num_classes})")
+    if text_dim is not None and text_dim < 1:
+        raise ValueError(f"text_dim must be the text encoder's width or None (got {text_dim})")
+    if cond_channels < 0:
+        raise ValueError(f"cond_channels must be 0 or more (got {cond_channels})")
+
+
 def batch_timesteps(t: Tensor | float, x: Tensor) -> Tensor:
     """t as a (N,) tensor on x's device, a scalar or single timestep broadcast to the batch."""
     t = torch.as_tensor(t, device=x.device)

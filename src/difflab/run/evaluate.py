@@ -24,7 +24,7 @@ from ..data import ImageDataModule
 from ..data.scoring import reference_statistics
 from ..evaluation.autoencoder import evaluate_autoencoder
 from ..evaluation.conditioning import conditioning_classifier
-from ..evaluation.report import report_path
+from ..evaluation.report import reference_entry, report_path
 from ..evaluation.samples import generated_batches, scored_conditions
 from ..evaluation.scoring import scored, warn_if_too_few
 from ..generation import build_sampler, walked_config
@@ -150,15 +150,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     report = {
         "metrics": scores,
         "generated": source,
-        "reference": {
-            "dataset": data.dataset,
-            "root": None if data.root is None else str(data.root),
-            "split": evaluator.reference_split,
-            "num_images": reference.n,
-            "image_size": data.image_size,
-            "channels": data.channels,
-            "cache_hit": hit,
-        },
+        "reference": reference_entry(data, evaluator.reference_split, reference.n, hit),
         **({"conditioning": conditioning} if conditioning is not None else {}),
         "metric_settings": evaluator.settings(),
         "seconds": round(time.perf_counter() - start, 1),
