@@ -8,9 +8,10 @@ from torch import Tensor, nn
 from difflab.models.dit_block import DiTBlock, FinalLayer
 from difflab.models.embeddings import TimeEmbedding
 from difflab.models.net_inputs import (
+    add_conditions,
     batch_timesteps,
     check_conditioning_arguments,
-    labels_or_null,
+    check_input,
     low_res_input,
 )
 from difflab.models.pos_embed import sincos_pos_embed
@@ -154,26 +155,12 @@ class DiT(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float, cond: dict[str, Tensor] | Tensor | None = None) -> Tensor:
         """Predict from x (N, C, H, W), timesteps t ((N,) long or float, or a scalar) and the conditions the
         net was built for (a dict; a bare tensor is taken as class labels)."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"DiT expects input (N, {self.in_channels}, H, W) with in_channels={self.in_channels} "
-                f"(got shape {tuple(x.shape)})"
-            )
+        check_input(x, self.in_channels, "DiT")
         n, _, h, w = x.shape
         self.check_image_size((h, w))
         cond = {"labels": cond} if isinstance(cond, Tensor) else (cond or {})
         c = self.time_embed(batch_timesteps(t, x))
-        if self.class_embed is not None:
-            c = c + self.class_embed(labels_or_null(cond, self.num_classes, x))
-        elif "labels" in cond:
-            raise ValueError("class labels were given, but this DiT was built with num_classes=None")
-        context = None
-        if self.text_embed is not None:
-            states, mask, pooled = self.text_embed(cond, n, x.device)
-            c = c + pooled
-            context = (states, mask)
-        elif "text" in cond:
-            raise ValueError("text was given, but this DiT was built with text_dim=None")
+        c, context = add_conditions(c, cond, x, "DiT", self.class_embed, self.num_classes, self.text_embed)
         if self.cond_channels:
             x = torch.cat([x, low_res_input(cond, self.cond_channels, x, "DiT")], dim=1)
 

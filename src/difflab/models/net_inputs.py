@@ -2,8 +2,10 @@
 "no label" row where dropped, the low-resolution image of super-resolution checked. The same `model(x, t, cond)`
 contract for every network (see difflab.diffusion.conditioning for the keys of `cond`)."""
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def check_conditioning_arguments(num_classes: int | None, text_dim: int | None, cond_channels: int) -> None:
@@ -44,3 +46,35 @@ def low_res_input(cond: dict[str, Tensor], channels: int, x: Tensor, net: str) -
         got = None if low is None else tuple(low.shape)
         raise ValueError(f"this {net} concatenates a low-resolution image of shape {expected} (got {got})")
     return low.to(x.dtype)
+
+
+def check_input(x: Tensor, in_channels: int, net: str) -> None:
+    """x must be (N, in_channels, H, W): one line naming the shape otherwise."""
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{net} expects input (N, {in_channels}, H, W) with in_channels={in_channels} "
+            f"(got shape {tuple(x.shape)})"
+        )
+
+
+def add_conditions(
+    emb: Tensor,
+    cond: dict[str, Tensor],
+    x: Tensor,
+    net: str,
+    class_embed: nn.Module | None,
+    num_classes: int | None,
+    text_embed: Callable[..., tuple[Tensor, Tensor, Tensor]] | None,
+) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """The time embedding plus the label's and the pooled text's, and the text context (token states, mask) for
+    cross-attention (None without text); a condition the net was not built for is one line."""
+    if class_embed is not None:
+        emb = emb + class_embed(labels_or_null(cond, num_classes, x))
+    elif "labels" in cond:
+        raise ValueError(f"class labels were given, but this {net} was built with num_classes=None")
+    if text_embed is None:
+        if "text" in cond:
+            raise ValueError(f"text was given, but this {net} was built with text_dim=None")
+        return emb, None
+    states, mask, pooled = text_embed(cond, x.shape[0], x.device)
+    return emb + pooled, (states, mask)

@@ -8,9 +8,10 @@ from torch import Tensor, nn
 from difflab.models.attention import CrossAttention, SelfAttention
 from difflab.models.embeddings import TimeEmbedding
 from difflab.models.net_inputs import (
+    add_conditions,
     batch_timesteps,
     check_conditioning_arguments,
-    labels_or_null,
+    check_input,
     low_res_input,
 )
 from difflab.models.norm import group_norm, zero_
@@ -191,25 +192,13 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float, cond: dict[str, Tensor] | Tensor | None = None) -> Tensor:
         """Predict from x (N, C, H, W), timesteps t ((N,) long or float, or a scalar) and the conditions the
         net was built for (a dict; a bare tensor is taken as class labels)."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"U-Net expects input (N, {self.in_channels}, H, W) with in_channels={self.in_channels} "
-                f"(got shape {tuple(x.shape)})"
-            )
+        check_input(x, self.in_channels, "U-Net")
         self.check_image_size((x.shape[2], x.shape[3]))
         cond = {"labels": cond} if isinstance(cond, Tensor) else (cond or {})
         emb = self.time_embed(batch_timesteps(t, x))
-        if self.class_embed is not None:
-            emb = emb + self.class_embed(labels_or_null(cond, self.num_classes, x))
-        elif "labels" in cond:
-            raise ValueError("class labels were given, but this U-Net was built with num_classes=None")
-        context = None
-        if self.text_embed is not None:
-            states, mask, pooled = self.text_embed(cond, x.shape[0], x.device)
-            emb = emb + pooled
-            context = (states, mask)
-        elif "text" in cond:
-            raise ValueError("text was given, but this U-Net was built with text_dim=None")
+        emb, context = add_conditions(
+            emb, cond, x, "U-Net", self.class_embed, self.num_classes, self.text_embed
+        )
         if self.cond_channels:
             x = torch.cat([x, low_res_input(cond, self.cond_channels, x, "U-Net")], dim=1)
 
