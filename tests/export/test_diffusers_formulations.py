@@ -86,3 +86,19 @@ def test_an_edm_preconditioning_diffusers_computes_otherwise_is_refused_naming_i
     with pytest.raises(ValueError, match=r"diffusers' EDMEulerScheduler computes c_noise otherwise") as error:
         export(compose_config("export", [f"ckpt={ckpt}", "format=diffusers", f"out={out}"], tmp_path))
     assert "\n" not in str(error.value) and not out.exists()
+
+
+def test_a_class_conditional_flow_export_names_its_scheduler_not_ddpm_pipeline(tmp_path, caplog):
+    run, out = tmp_path / "run", tmp_path / "exported"
+    train(compose_config("train", [*FAST_TRAIN, "formulation=flow", "model.num_classes=10"], run))
+    with caplog.at_level("INFO", logger="difflab"):
+        export(
+            compose_config(
+                "export",
+                [f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "format=diffusers", f"out={out}"],
+                tmp_path,
+            )
+        )
+    (how,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("exported ")]
+    assert "class_labels=" in how and "FlowMatchEulerDiscreteScheduler" in how
+    assert "DDPMPipeline" not in how

@@ -79,19 +79,20 @@ def export(cfg: DictConfig) -> Path:
     with output_folder(settings.out, "export", settings.root_dir) as out:
         if settings.format == "diffusers" and scheduler is not None:
             write_unet_and_scheduler(loaded.net, args, scheduler, out)
-            how = f"UNet2DModel and {type(scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
+            labels = "(x, t, class_labels=…)" if loaded.num_classes is not None else ""
+            how = f"UNet2DModel{labels} and {type(scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
         elif settings.format == "diffusers":
             write = write_dit_pipeline if is_dit else write_pipeline
             write(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
             how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
             if is_dit:
                 how = "DiTPipeline.from_pretrained(out, vae=None): its transformer and scheduler (see README)"
+            elif loaded.num_classes is not None:
+                how = "UNet2DModel(x, t, class_labels=…) in your own loop; DDPMPipeline passes no labels (see README)"
         else:
             write_model_folder(loaded, out)
             how = "difflab.load or sample.py ckpt="
         as_new_files(out)
-    if settings.format == "diffusers" and loaded.num_classes is not None:
-        how = "UNet2DModel(x, t, class_labels=…) in your own loop; DDPMPipeline passes no labels (see README)"
     log.info(
         "exported %s (%s weights, step %d) to %s: load it with %s",
         settings.ckpt,
