@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +73,14 @@ def budget_overrides(wall_time_s: int | None) -> list[str]:
 
 
 def trained_runs(
-    given: dict[str, str], out: Path, wall_time_s: int | None = None
+    given: dict[str, str], out: Path, wall_time_s: int | None = None, wanted: Iterable[str] = tuple(RECIPES)
 ) -> dict[str, tuple[Path, float | None]]:
-    """(run folder, training wall seconds or None when given) of each formulation; missing ones trained here, for
-    the recipe's steps or, with wall_time_s, for that long each."""
+    """(run folder, training wall seconds or None when given) of each wanted formulation; missing ones trained
+    here, for the recipe's steps or, with wall_time_s, for that long each."""
     runs = {}
     for name, recipe in RECIPES.items():
+        if name not in wanted:
+            continue
         if name in given:
             runs[name] = (Path(given[name]), None)
             continue
@@ -128,6 +131,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nfe", nargs="*", type=int, default=[5, 10, 20, 50])
     parser.add_argument("--samplers", nargs="*", default=["ddim", "dpm_solver"], choices=list(SAMPLERS))
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument(
+        "--formulations",
+        nargs="*",
+        default=list(RECIPES),
+        choices=list(RECIPES),
+        help="which to train and score",
+    )
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_formulations"))
     parser.add_argument("--steps-only", action="store_true")
     parser.add_argument("--repeats", type=int, default=40)
@@ -148,7 +158,7 @@ def main() -> None:
     if args.steps_only:
         return
     given = dict(item.split("=", 1) for item in args.runs)
-    runs = trained_runs(given, Path(args.out), args.wall_time_s)
+    runs = trained_runs(given, Path(args.out), args.wall_time_s, args.formulations)
     cache = Path(args.out) / "metrics_cache"
     print(f"\n| formulation | sampler | NFE | fd_effl0 | KID | precision | recall |  (n={args.n})")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -36,3 +36,5 @@ def test_the_command_line_takes_nfe_n_and_wall_time():
         ["--nfe", "5", "10", "20", "50", "--n", "1000", "--wall-time-s", "600"]
     )
     assert (args.nfe, args.n, args.wall_time_s) == ([5, 10, 20, 50], 1000, 600)
+    assert args.formulations == ["vp", "edm", "flow"]  # all by default
+    assert bench_module().parse_arguments(["--formulations", "edm", "flow"]).formulations == ["edm", "flow"]
