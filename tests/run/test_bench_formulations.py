@@ -19,16 +19,20 @@ def bench_module():
     return module
 
 
-def test_wall_time_training_stops_on_time_not_on_steps(tmp_path):
+def test_wall_time_training_stops_on_time_not_on_steps(tmp_path, caplog):
     bench = bench_module()
     assert bench.budget_overrides(None) == []  # without --wall-time-s: the recipes' own steps, as before
     run = tmp_path / "run"
     overrides = [*FAST_TRAIN, "formulation=flow", *bench.budget_overrides(3)]
     cfg = compose_config("train", overrides, run)
     assert cfg.trainer.max_steps == -1 and cfg.trainer.max_time == "00:00:00:03"
-    train(cfg)
+    with caplog.at_level("INFO"):
+        train(
+            cfg
+        )  # max_steps=-1: only the clock can end it (how many steps fit in 3 s depends on the machine)
+    assert any("Time limit reached" in record.getMessage() for record in caplog.records)
     step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
-    assert step > 4  # past FAST_TRAIN's 4 steps: the clock ended it, and last.ckpt holds where it stopped
+    assert step >= 1  # last.ckpt holds where the clock stopped it
 
 
 def test_the_command_line_takes_nfe_n_and_wall_time():
