@@ -1,7 +1,8 @@
 """Latent diffusion: autoencoder=<run or diffusers folder> on a diffusion recipe trains the denoiser on cached
 latents (scaled as LDM does), grids decode to images, the checkpoint records the autoencoder and its scale factor,
 a resume with another autoencoder is refused in one line; sample.py, difflab.load and evaluate.py decode its
-samples through the recorded autoencoder, refused in one line when that autoencoder changed."""
+samples through the recorded autoencoder, refused in one line when that autoencoder changed; with random flips a
+training step sees the encoding of each image or of its mirror image, and resumes exactly."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from PIL import Image
 import difflab
 from difflab.autoencoder_checkpoint import load_autoencoder
 from difflab.checkpoint import read_checkpoint
+from difflab.data import LatentDataModule
+from difflab.micro_batch_seeds import AUGMENTATION_STREAM, step_seed
 from difflab.run.evaluate import evaluate
 from difflab.run.export import export
 from difflab.run.sample import sample
@@ -280,3 +283,80 @@ def test_exporting_a_latent_checkpoint_is_refused_in_one_line(latent_run, tmp_pa
     with pytest.raises(ValueError, match=r"is a latent diffusion model: exporting it .* not supported yet"):
         export(cfg)
     assert not (tmp_path / "out").exists()
+
+
+class FirstTrainingStep:
+    """What the datamodule reads of Lightning's Trainer at a run's first training batch (one device)."""
+
+    training, global_step, global_rank, world_size, accumulate_grad_batches = True, 0, 0, 1, 1
+
+
+def first_training_latents(autoencoder_run: Path, cache: Path, random_flip: bool) -> tuple[torch.Tensor, ...]:
+    """(latents of the first 16 training digits as the first training step sees them, those digits, the ε that
+    step draws: the first normal draws of its micro-batch's augmentation generator)."""
+    data = LatentDataModule(
+        "digits",
+        image_size=8,
+        batch_size=16,
+        random_flip=random_flip,
+        autoencoder=str(autoencoder_run),
+        latent_cache_dir=str(cache),
+        scale_factor=1.0,
+    )
+    data.setup()
+    data.trainer = FirstTrainingStep()
+    pairs = data.train_dataloader().dataset
+    moments = torch.stack([pairs[i][0] for i in range(16)])
+    images = torch.stack([data.dataset_for("train")[i][0] for i in range(16)])
+    latents = data.on_after_batch_transfer([moments, torch.zeros(16)], 0)[0]
+    generator = torch.Generator().manual_seed(step_seed(0, 0, 0, 0, AUGMENTATION_STREAM))
+    return latents, images, torch.randn(latents.shape, generator=generator)
+
+
+def posterior_draws(autoencoder_run: Path, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """mean + std·ε of each image's posterior, encoded now (no cache)."""
+    with torch.no_grad():
+        posterior = load_autoencoder(autoencoder_run).net.encode(images)
+    return posterior.mean + posterior.std * noise
+
+
+def matches(latents: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Per sample: equal within the cache's float16 rounding."""
+    return (latents - expected).abs().flatten(1).amax(1) < 2e-2
+
+
+def test_random_flips_train_on_the_encodings_of_original_and_mirrored_images(
+    autoencoder_run, tmp_path
+) -> None:
+    latents, images, noise = first_training_latents(autoencoder_run, tmp_path / "cache", random_flip=True)
+    original = matches(latents, posterior_draws(autoencoder_run, images, noise))
+    mirrored = matches(latents, posterior_draws(autoencoder_run, images.flip(-1), noise))
+    assert bool((original | mirrored).all())  # each sample is one of the two encodings
+    assert bool((mirrored & ~original).any()) and bool((original & ~mirrored).any())  # and both occur
+
+
+def test_without_random_flips_only_the_original_images_are_encoded(autoencoder_run, tmp_path) -> None:
+    latents, images, noise = first_training_latents(autoencoder_run, tmp_path / "cache", random_flip=False)
+    assert bool(matches(latents, posterior_draws(autoencoder_run, images, noise)).all())
+
+
+def test_a_resumed_latent_run_with_random_flips_matches_an_uninterrupted_one(
+    autoencoder_run, tmp_path
+) -> None:
+    def run(folder: Path, steps: int, *extra: str) -> dict:
+        overrides = [
+            *FAST_TRAIN,
+            "data.random_flip=true",
+            f"trainer.max_steps={steps}",
+            f"autoencoder={autoencoder_run}",
+            f"latent_cache_dir={tmp_path / 'cache'}",
+        ]
+        train(compose_config("train", [*overrides, *extra], folder))
+        return read_checkpoint(folder / "checkpoints" / "last.ckpt")
+
+    expected = run(tmp_path / "whole", 4)
+    run(tmp_path / "parts", 2)
+    resumed = run(tmp_path / "parts", 4, "ckpt_path=last")
+    assert resumed["global_step"] == 4
+    for key, weights in expected["current_model_state"].items():
+        assert torch.equal(resumed["current_model_state"][key], weights), key
