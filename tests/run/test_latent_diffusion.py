@@ -27,27 +27,10 @@ from difflab.run.export import export
 from difflab.run.sample import sample
 from difflab.run.train import train
 
-TINY_AE = [
-    *[o for o in FAST_TRAIN if not o.startswith(("model=", "callbacks.", "sampler."))],
-    "model=autoencoder_kl_f4",
-    "callbacks=autoencoder",
-    "model.block_out_channels=[8,16,16]",
-    "model.norm_num_groups=8",
-    "model.layers_per_block=1",
-]
-
-
-@pytest.fixture(scope="module")
-def autoencoder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-step toy f4 autoencoder of the 8x8 digits (2x2x3 latents)."""
-    run = tmp_path_factory.mktemp("ae") / "run"
-    train(compose_config("train", [*TINY_AE, "trainer.max_steps=4"], run))
-    return run
-
 
 @pytest.fixture(scope="module")
 def latent_run(autoencoder_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(run, latent cache folder) of a 4-step latent U-Net on that autoencoder's latents."""
+    """(run, latent cache folder) of a 4-step latent U-Net on the shared toy autoencoder's latents."""
     base = tmp_path_factory.mktemp("ldm")
     overrides = [*FAST_TRAIN, f"autoencoder={autoencoder_run}", f"latent_cache_dir={base / 'cache'}"]
     train(compose_config("train", overrides, base / "run"))
