@@ -261,11 +261,53 @@ def test_sample_py_with_a_missing_autoencoder_is_one_error_line_and_writes_nothi
     assert not out.exists()
 
 
-def test_exporting_a_latent_checkpoint_is_refused_in_one_line(latent_run, tmp_path) -> None:
-    cfg = compose_config("export", [f"ckpt={latent_run[0]}", f"out={tmp_path / 'out'}"], tmp_path)
-    with pytest.raises(ValueError, match=r"is a latent diffusion model: exporting it .* not supported yet"):
-        export(cfg)
-    assert not (tmp_path / "out").exists()
+def assert_decodes_as_difflab(vae, run: Path) -> None:
+    """A diffusers pipeline's decoding (latents / scaling_factor, clamped to the range) of random latents equals
+    what difflab decodes from the checkpoint."""
+    latents = difflab.load(run, device="cpu").latents
+    assert vae.config.scaling_factor == pytest.approx(latents.scale_factor)
+    z = torch.randn(4, *latents.latent_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        decoded = vae.eval().decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
+    expected = latents.decode(z)
+    assert decoded.shape == expected.shape == (4, 1, 8, 8)
+    torch.testing.assert_close(decoded, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_latent_unet_exports_its_autoencoder_as_a_diffusers_vae_beside_the_pipeline(
+    latent_run, tmp_path
+) -> None:
+    diffusers = pytest.importorskip("diffusers")
+    out = tmp_path / "out"
+    export(compose_config("export", [f"ckpt={latent_run[0]}", f"out={out}"], tmp_path))
+    assert diffusers.DDPMPipeline.from_pretrained(out).unet.config.in_channels == 3  # the latent denoiser
+    assert_decodes_as_difflab(diffusers.AutoencoderKL.from_pretrained(out, subfolder="vae"), latent_run[0])
+
+
+def test_a_latent_dit_exports_as_a_dit_pipeline_with_its_vae(autoencoder_run, latent_run, tmp_path) -> None:
+    diffusers = pytest.importorskip("diffusers")
+    overrides = [
+        *FAST_TRAIN,
+        "model=dit_tiny",
+        "trainer.max_steps=2",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+    ]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    out = tmp_path / "out"
+    export(compose_config("export", [f"ckpt={tmp_path / 'run'}", f"out={out}"], tmp_path))
+    pipe = diffusers.DiTPipeline.from_pretrained(out)  # whole: transformer, scheduler and vae
+    assert pipe.transformer.config.in_channels == 3
+    assert_decodes_as_difflab(pipe.vae, tmp_path / "run")
+
+
+def test_a_latent_checkpoint_in_safetensors_format_is_refused_in_one_line(latent_run, tmp_path) -> None:
+    options = [f"ckpt={latent_run[0]}", "format=safetensors", f"out={tmp_path / 'out'}"]
+    with pytest.raises(
+        ValueError, match=r"is a latent diffusion model: format=safetensors cannot hold"
+    ) as error:
+        export(compose_config("export", options, tmp_path))
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
 
 class FirstTrainingStep:
