@@ -90,6 +90,8 @@ def export(cfg: DictConfig) -> Path:
             if is_dit:
                 write_dit_pipeline(loaded.net, args, loaded.schedule, loaded.prediction_type, out, vae)
                 how = "DiTPipeline.from_pretrained(out, vae=None): its transformer and scheduler (see README)"
+                if vae is not None:  # a latent DiT: the pipeline is whole
+                    how = "DiTPipeline.from_pretrained(out) (see README)"
             else:
                 write_pipeline(loaded.net, args, loaded.schedule, loaded.prediction_type, out)
                 how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
@@ -97,7 +99,7 @@ def export(cfg: DictConfig) -> Path:
             write_model_folder(loaded, out)
             how = "difflab.load or sample.py ckpt="
         as_new_files(out)
-    if vae is not None:
+    if vae is not None and not is_dit:
         how += "; its autoencoder: vae/ (AutoencoderKL: decode latents / vae.config.scaling_factor)"
     if settings.format == "diffusers" and loaded.num_classes is not None:
         how = "UNet2DModel(x, t, class_labels=…) in your own loop; DDPMPipeline passes no labels (see README)"
