@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--limit", type=int, default=1000, help="images of the train split")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--flips", action="store_true", help="cache the mirrored images' encodings too (data.random_flip)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -59,9 +62,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "latents.npz"
         _, on_the_fly = timed(lambda: encode_dataset(net, images, args.batch_size))
-        (_, hit), build = timed(lambda: cached_latents(path, net, ae, images, key, args.batch_size))
+        (_, hit), build = timed(
+            lambda: cached_latents(path, net, ae, images, key, args.batch_size, args.flips)
+        )
         (latents, hit_again), read = timed(
-            lambda: cached_latents(path, net, ae, images, key, args.batch_size)
+            lambda: cached_latents(path, net, ae, images, key, args.batch_size, args.flips)
         )
         assert not hit and hit_again
         size_mb = path.stat().st_size / 2**20
@@ -72,7 +77,8 @@ def main() -> None:
     )
     print("| --- | --- |")
     print(f"| encode on the fly, every epoch | {on_the_fly:.2f} ({n / on_the_fly:.0f} img/s) |")
-    print(f"| build the cache, once (encode + write {size_mb:.1f} MB) | {build:.2f} |")
+    what = "encode originals and mirrors" if args.flips else "encode"
+    print(f"| build the cache, once ({what} + write {size_mb:.2f} MB) | {build:.2f} |")
     print(f"| read the cache, each later run | {read:.3f} |")
     print(f"| draw z = mean + std·ε for the epoch | {draw:.3f} |")
     print(

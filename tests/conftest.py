@@ -43,6 +43,19 @@ FAST_TRAIN = [
 ]
 # FAST_TRAIN for train.py in a subprocess: no logger to start, one CPU thread.
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
+# A toy f4 autoencoder on the 8x8 digits (2x2x3 latents): FAST_TRAIN without the sampling knobs.
+TINY_AE = [
+    *[o for o in FAST_TRAIN if not o.startswith(("model=", "callbacks.", "sampler."))],
+    "model=autoencoder_kl_f4",
+    "callbacks=autoencoder",
+    "model.block_out_channels=[8,16,16]",
+    "model.norm_num_groups=8",
+    "model.layers_per_block=1",
+    "optim.lr=3e-3",
+    "callbacks.reconstruction_grid.every_n_steps=2",
+    "callbacks.reconstruction_grid.num_images=8",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+]
 
 
 def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -133,6 +146,17 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("cli") / "run"
     result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def autoencoder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-step run of the toy autoencoder (TINY_AE) on the digits, trained once per test session and shared
+    (read-only): the autoencoder tests check what it learnt, the latent diffusion tests diffuse in its latents."""
+    from difflab.run.train import train
+
+    run = tmp_path_factory.mktemp("ae") / "run"
+    train(compose_config("train", [*TINY_AE, "trainer.max_steps=60", "trainer.val_check_interval=60"], run))
     return run
 
 

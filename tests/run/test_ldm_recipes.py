@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from conftest import compose_config
-from test_latent_diffusion import autoencoder_run  # noqa: F401, F811  (a fixture, used by name)
 
 from difflab.run.latent import use_latents
 from difflab.run.train import train
@@ -22,7 +21,7 @@ DATA = "data.root=/work/shared/data"
     ],
 )
 def test_a_latent_recipe_builds_its_denoiser_for_the_latents(
-    autoencoder_run,  # noqa: F811
+    autoencoder_run,
     tmp_path,
     name,
     target,

@@ -6,6 +6,11 @@ autoencoder or from other data is refused in one line and left as it is.
 Why mean and std rather than one sample: LDM trains its denoiser on a fresh posterior draw z = mean + std·ε at
 every step (first_stage_model.encode(x).sample()); keeping both reproduces that exactly for twice the bytes of a
 single draw, where one stored draw would show the denoiser the same z every epoch.
+
+With random flips (`mirrored=True`) the cache also holds the posterior of each image mirrored left-right, so a
+training step can pick either per sample: the same as flipping the image before encoding, as LDM's pipeline does
+(an encoder is not equivariant to flips, so flipping the latent would not be). It doubles the file. A cache
+written without them is extended in place (the mirrored images encoded, the file rewritten) with a log line.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +33,15 @@ FORMAT = "difflab-latents/1"
 
 @dataclass(frozen=True)
 class Latents:
-    """Posterior means and stds (N, c, h, w) of a dataset's images, and what made them."""
+    """Posterior means and stds (N, c, h, w) of a dataset's images (and of the images mirrored, when cached for
+    random flips), and what made them."""
 
     mean: torch.Tensor
     std: torch.Tensor
     autoencoder_hash: str
     data_key: str
+    flip_mean: torch.Tensor | None = None
+    flip_std: torch.Tensor | None = None
 
     def sample(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Posterior draws mean + std·ε of the images at `index`, as float32."""
@@ -53,13 +61,15 @@ def data_fingerprint(dataset: Dataset, identity: str, probe: int = 16) -> str:
 
 @torch.no_grad()
 def encode_dataset(
-    net: torch.nn.Module, dataset: Dataset, batch_size: int = 64
+    net: torch.nn.Module, dataset: Dataset, batch_size: int = 64, mirrored: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) of every image of `dataset` in order, from the autoencoder `net` (on its own device)."""
+    """(mean, std) of every image of `dataset` in order (each mirrored left-right first when `mirrored`), from the
+    autoencoder `net` (on its own device)."""
     device = next(net.parameters()).device
     means, stds = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        posterior = net.encode(batch[0].to(device))
+        images = batch[0].to(device)
+        posterior = net.encode(images.flip(-1) if mirrored else images)
         means.append(posterior.mean.half().cpu())
         stds.append(posterior.std.half().cpu())
     return torch.cat(means), torch.cat(stds)
@@ -68,12 +78,28 @@ def encode_dataset(
 def _parse(arrays: Mapping[str, np.ndarray]) -> Latents:
     if str(arrays["format"]) != FORMAT:
         raise ValueError(f"not a {FORMAT} file")
+    mirrored = "flip_mean" in arrays
     return Latents(
         torch.from_numpy(arrays["mean"]),
         torch.from_numpy(arrays["std"]),
         str(arrays["autoencoder_hash"]),
         str(arrays["data_key"]),
+        torch.from_numpy(arrays["flip_mean"]) if mirrored else None,
+        torch.from_numpy(arrays["flip_std"]) if mirrored else None,
     )
+
+
+def _arrays(latents: Latents) -> dict[str, np.ndarray]:
+    arrays = {
+        "format": np.array(FORMAT),
+        "mean": latents.mean.numpy(),
+        "std": latents.std.numpy(),
+        "autoencoder_hash": np.array(latents.autoencoder_hash),
+        "data_key": np.array(latents.data_key),
+    }
+    if latents.flip_mean is not None and latents.flip_std is not None:
+        arrays |= {"flip_mean": latents.flip_mean.numpy(), "flip_std": latents.flip_std.numpy()}
+    return arrays
 
 
 def read_latent_cache(path: Path) -> Latents | None:
@@ -108,24 +134,29 @@ def cached_latents(
     dataset: Dataset,
     data_key: str,
     batch_size: int = 64,
+    mirrored: bool = False,
 ) -> tuple[Latents, bool]:
-    """(latents, hit): the cache at `path` when it holds this autoencoder's latents of this data, else the data
-    encoded now and written there atomically."""
+    """(latents, hit): the cache at `path` when it holds this autoencoder's latents of this data (and of the
+    mirrored images when `mirrored`), else what is missing encoded now and the file written there atomically."""
+    count = len(dataset)  # type: ignore[arg-type]
     found = read_latent_cache(path)
     if found is not None:
         check_latents_match(found, path, autoencoder_hash, data_key)
-        return found, True
-    log.info("encoding %d images into the latent cache %s (once)", len(dataset), path)  # type: ignore[arg-type]
-    mean, std = encode_dataset(net, dataset, batch_size)
-    latents = Latents(mean, std, autoencoder_hash, data_key)
-    arrays = {
-        "format": np.array(FORMAT),
-        "mean": mean.numpy(),
-        "std": std.numpy(),
-        "autoencoder_hash": np.array(autoencoder_hash),
-        "data_key": np.array(data_key),
-    }
-    write_npz(path, arrays)
+        if not mirrored or found.flip_mean is not None:
+            return found, True
+        log.info(
+            "latent cache %s holds no mirrored encodings (random flips): encoding the %d mirrored images once",
+            path,
+            count,
+        )
+        latents = found
+    else:
+        log.info("encoding %d images into the latent cache %s (once)", count, path)
+        latents = Latents(*encode_dataset(net, dataset, batch_size), autoencoder_hash, data_key)
+    if mirrored:
+        flip_mean, flip_std = encode_dataset(net, dataset, batch_size, mirrored=True)
+        latents = replace(latents, flip_mean=flip_mean, flip_std=flip_std)
+    write_npz(path, _arrays(latents))
     return latents, False
 
 

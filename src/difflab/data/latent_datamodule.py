@@ -3,8 +3,9 @@
 Each split is encoded once into the latent cache (data/latent_cache.py: posterior mean and std, reused across
 runs); every training batch draws z = mean + std·ε from its micro-batch's own generator (so a resume draws what an
 uninterrupted run would), validation uses the mean, and both are multiplied by the latent scale factor, estimated
-from the training latents as LDM does (1 / std) unless given. Random flips are not applied: the cache holds the
-latents of the images as they are. The scale factor and the autoencoder's hash and path go into every checkpoint
+from the training latents as LDM does (1 / std) unless given. With random_flip the training split's cache also
+holds the posterior of each mirrored image, and each training batch picks, per sample, the original or the mirrored
+one from the same generator: the same as flipping the image before encoding. The scale factor and the autoencoder's hash and path go into every checkpoint
 (state_dict); a resume with another autoencoder is refused in one line.
 """
 
@@ -37,17 +38,35 @@ def default_latent_cache_dir() -> Path:
 
 
 class LatentPairs(Dataset):
-    """(mean and std stacked on the channel axis, label) per image of a split: what the loader batches."""
+    """(mean and std stacked on the channel axis, then the mirrored image's mean and std when `mirrored`, label)
+    per image of a split: what the loader batches."""
 
-    def __init__(self, latents: Latents, images: Dataset) -> None:
+    def __init__(self, latents: Latents, images: Dataset, mirrored: bool = False) -> None:
         self.latents, self.images = latents, images
+        self.parts = [latents.mean, latents.std]
+        if mirrored:
+            assert latents.flip_mean is not None and latents.flip_std is not None
+            self.parts += [latents.flip_mean, latents.flip_std]
 
     def __len__(self) -> int:
         return self.latents.mean.shape[0]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
-        moments = torch.cat([self.latents.mean[index], self.latents.std[index]]).float()
+        moments = torch.cat([part[index] for part in self.parts]).float()
         return moments, self.images[index][1]
+
+
+def draw_latents(moments: torch.Tensor, generator: torch.Generator, flips: bool) -> torch.Tensor:
+    """Posterior draws mean + std·ε of a training batch of stacked moments; with `flips`, each sample's mean and
+    std are its mirrored image's with probability 1/2. ε is drawn first, so flipping or not changes only which
+    encoding a sample uses, not its noise."""
+    if not flips:
+        mean, std = moments.chunk(2, dim=1)
+        return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+    mean, std, flip_mean, flip_std = moments.chunk(4, dim=1)
+    noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+    flip = (torch.rand(mean.shape[0], generator=generator, device=mean.device) < 0.5)[:, None, None, None]
+    return torch.where(flip, flip_mean, mean) + torch.where(flip, flip_std, std) * noise
 
 
 class LatentDataModule(ImageDataModule):
@@ -88,7 +107,10 @@ class LatentDataModule(ImageDataModule):
             path = latent_cache_path(
                 self.latent_cache_dir, self.dataset, split, self.loaded.weights_hash, key
             )
-            latents, hit = cached_latents(path, self.loaded.net, self.loaded.weights_hash, images, key)
+            mirrored = self.random_flip and split == "train"  # validation is never flipped
+            latents, hit = cached_latents(
+                path, self.loaded.net, self.loaded.weights_hash, images, key, mirrored=mirrored
+            )
             log.info(
                 "latents of the %s split: %s (%s)", split, path, "cached" if hit else "encoded and cached"
             )
@@ -100,16 +122,18 @@ class LatentDataModule(ImageDataModule):
             )
             log.info("latent scale factor %.5g (1 / std of the training latents)", self.scale_factor)
         self._datasets = {
-            split: LatentPairs(latents, self._datasets[split]) for split, latents in splits.items()
+            split: LatentPairs(latents, self._datasets[split], self.random_flip and split == "train")
+            for split, latents in splits.items()
         }
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         moments, *rest = batch
-        mean, std = moments.chunk(2, dim=1)
         trainer = self.trainer
         if trainer is not None and trainer.training:
-            generator = torch.Generator(device=mean.device).manual_seed(self._flip_seeds.next(trainer))
-            mean = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+            generator = torch.Generator(device=moments.device).manual_seed(self._flip_seeds.next(trainer))
+            mean = draw_latents(moments, generator, self.random_flip)
+        else:
+            mean = moments.chunk(2, dim=1)[0]
         latents = mean * float(self.scale_factor)
         if self.condition is None:
             return [latents, *rest]

@@ -1,17 +1,22 @@
 """Read a diffusers AutoencoderKL folder (Stable Diffusion's VAE format: config.json and
 diffusion_pytorch_model.safetensors) into difflab's AutoencoderKL: the same layers under the same names, so the
-weights are copied as they are. Needs no diffusers install."""
+weights are copied as they are. Needs no diffusers install. And the way back: a latent model's autoencoder as a
+diffusers AutoencoderKL (export.py's vae/ folder)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..models.autoencoder import AutoencoderKL
 from .state_fit import state_mismatch
+
+if TYPE_CHECKING:  # latent_space reads autoencoders through this module
+    from ..latent_space import LatentSpace
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # What difflab's autoencoder is; a folder asking for anything else is refused rather than loaded wrongly.
@@ -89,3 +94,43 @@ def load_autoencoder_folder(folder: str | Path) -> tuple[AutoencoderKL, dict[str
     with torch.no_grad():
         net.load_state_dict(state)
     return net.eval(), args
+
+
+def diffusers_autoencoder_config(
+    model: dict[str, Any], scaling_factor: float, sample_size: int
+) -> dict[str, Any]:
+    """diffusers AutoencoderKL's config for difflab's autoencoder built from the stored config `model` (the
+    inverse of autoencoder_arguments), its scaling_factor the latent scale a pipeline divides latents by."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(AutoencoderKL).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    args = {**defaults, **{key: value for key, value in model.items() if key in defaults}}
+    levels = len(args["block_out_channels"])
+    return {
+        "in_channels": int(args["in_channels"]),
+        "out_channels": int(args["out_channels"] or args["in_channels"]),
+        "latent_channels": int(args["latent_channels"]),
+        "block_out_channels": [int(width) for width in args["block_out_channels"]],
+        "layers_per_block": int(args["layers_per_block"]),
+        "norm_num_groups": int(args["norm_num_groups"]),
+        "down_block_types": ["DownEncoderBlock2D"] * levels,
+        "up_block_types": ["UpDecoderBlock2D"] * levels,
+        "scaling_factor": float(scaling_factor),
+        "sample_size": int(sample_size),
+    }
+
+
+def to_diffusers_autoencoder(latents: LatentSpace) -> Any:
+    """A latent model's autoencoder as a diffusers AutoencoderKL (the same names: weights copied as they are), its
+    scaling_factor the model's latent scale factor: what a pipeline's vae/ folder holds."""
+    import diffusers
+
+    autoencoder = latents.autoencoder
+    config = diffusers_autoencoder_config(
+        autoencoder.config["model"], latents.scale_factor, latents.image_shape[-1]
+    )
+    vae = diffusers.AutoencoderKL(**config)
+    vae.load_state_dict({k: v.detach().cpu().float() for k, v in autoencoder.net.state_dict().items()})
+    return vae.eval()

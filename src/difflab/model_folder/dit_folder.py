@@ -18,13 +18,19 @@ from .dit_mapping import diffusers_dit
 
 
 def write_dit_pipeline(
-    net: nn.Module, args: Mapping[str, Any], schedule: NoiseSchedule, prediction_type: str, out: Path
+    net: nn.Module,
+    args: Mapping[str, Any],
+    schedule: NoiseSchedule,
+    prediction_type: str,
+    out: Path,
+    vae: Any = None,
 ) -> None:
-    """A DiTPipeline folder (model_index.json, transformer/, scheduler/; safetensors) holding `net`'s weights;
-    `args` are the DiT's constructor arguments (see dit_arguments); `out` must exist and be empty."""
+    """A DiTPipeline folder (model_index.json, transformer/, scheduler/, and vae/ when a latent model's diffusers
+    AutoencoderKL `vae` is given; safetensors) holding `net`'s weights; `args` are the DiT's constructor arguments
+    (see dit_arguments); `out` must exist and be empty."""
     diffusers = require_diffusers("format=diffusers")
     state = {k: v.detach().cpu().float() for k, v in net.state_dict().items()}
     transformer = diffusers_dit(state, args)
     scheduler = diffusers.DDPMScheduler(**scheduler_config(schedule.betas, prediction_type))
-    pipeline = diffusers.DiTPipeline(transformer=transformer, vae=None, scheduler=scheduler)
+    pipeline = diffusers.DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
     pipeline.save_pretrained(out, safe_serialization=True)
