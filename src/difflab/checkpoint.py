@@ -20,7 +20,7 @@ from .checkpoint_config import Overrides, build, check_contradictions, check_sto
 from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
 from .diffusion.formulations.timestep_face import sampling_view
-from .io.sharded_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint
+from .io.sharded_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint, why_unreadable
 from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
 from .model_folder.state_fit import state_mismatch
 
@@ -95,9 +95,7 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
         ) from error
     except Exception as error:  # torch raises several types for truncated or non-checkpoint files
         if path.is_dir():
-            raise ValueError(
-                f"could not read sharded checkpoint {path}: {type(error).__name__}: {error}"
-            ) from error
+            raise ValueError(f"could not read sharded checkpoint {path}: {why_unreadable(error)}") from error
         raise ValueError(f"could not read checkpoint {path}: {_why_unreadable(path, error)}") from error
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")

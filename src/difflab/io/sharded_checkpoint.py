@@ -80,12 +80,33 @@ def _planner(keys: Iterable[str] | None) -> Any:
 def read_shards(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """The entries `keys` (all when None) of the sharded checkpoint at `path`, each shard put back into full CPU
     tensors in this process (no process group needed)."""
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     path = Path(path)
+    data_only_reader(
+        path
+    ).read_metadata()  # a refused index raises UnpicklingError here, not wrapped by torch
     state: dict[str, Any] = {}
-    _load_state_dict(state, storage_reader=data_only_reader(path), planner=_planner(keys), no_dist=True)
+    try:
+        _load_state_dict(state, storage_reader=data_only_reader(path), planner=_planner(keys), no_dist=True)
+    except CheckpointException as error:  # a BaseException: re-raised as what went wrong (a missing shard, …)
+        raise rank_errors(error)[0] from error
     return state
+
+
+def rank_errors(error: BaseException) -> list[BaseException]:
+    """The errors inside torch.distributed.checkpoint's CheckpointException (one per failed rank), else [error]."""
+    failures = getattr(error, "failures", None) or {}
+    found = [f[0] if isinstance(f, tuple) else f for f in failures.values()]
+    return [e for e in found if isinstance(e, BaseException)] or [error]
+
+
+def why_unreadable(error: BaseException) -> str:
+    """One line for a sharded checkpoint that could not be read: the first rank's error, not torch's traceback."""
+    first = rank_errors(error)[0]
+    lines = str(first).strip().splitlines()
+    return f"{type(first).__name__}: {lines[0]}" if lines else type(first).__name__
 
 
 def read_shapes(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ..io.atomic import (
     _fsync_folder,  # the same sync after a rename as a one-file checkpoint's
     is_out_of_space,
 )
-from ..io.sharded_checkpoint import META_FILE, OPTIMIZER_PREFIX, data_only_reader
+from ..io.sharded_checkpoint import META_FILE, OPTIMIZER_PREFIX, data_only_reader, rank_errors
 
 # The entries of a Lightning checkpoint that hold a rank's shards (the EMA's weights and the raw ones beside
 # them); the optimizer states go in as optimizer_<i>, as Lightning's ModelParallelStrategy writes them.
@@ -78,10 +78,7 @@ def save_sharded(strategy: Any, checkpoint: dict[str, Any], target: Path) -> Non
 def _is_out_of_space(error: BaseException) -> bool:
     """A full disk, also when torch.distributed.checkpoint wraps it (CheckpointException keeps each rank's
     error in `failures`)."""
-    failures = getattr(error, "failures", None) or {}
-    return is_out_of_space(error) or any(
-        isinstance(e, BaseException) and is_out_of_space(e) for e in failures.values()
-    )
+    return is_out_of_space(error) or any(is_out_of_space(e) for e in rank_errors(error))
 
 
 def publish(temp: Path, target: Path) -> None:
