@@ -20,6 +20,7 @@ from .checkpoint_config import Overrides, build, check_contradictions, check_sto
 from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
 from .diffusion.formulations.timestep_face import sampling_view
+from .io.sharded_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint, why_unreadable
 from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
 from .model_folder.state_fit import state_mismatch
 
@@ -80,7 +81,7 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
     """The checkpoint dict as stored, read with a weights-only unpickler (nothing is run, nothing is built yet);
     one-line errors for a missing, corrupt, foreign or code-carrying file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not is_sharded_checkpoint(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = _load(path, mmap)
@@ -93,6 +94,8 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
             f"{f' ({found})' if found else ''}; difflab reads checkpoints weights-only and never runs their code"
         ) from error
     except Exception as error:  # torch raises several types for truncated or non-checkpoint files
+        if path.is_dir():
+            raise ValueError(f"could not read sharded checkpoint {path}: {why_unreadable(error)}") from error
         raise ValueError(f"could not read checkpoint {path}: {_why_unreadable(path, error)}") from error
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
@@ -121,6 +124,9 @@ def _why_unreadable(path: Path, error: Exception) -> str:
 
 
 def _load(path: Path, mmap: bool) -> Any:
+    if is_sharded_checkpoint(path):
+        # mmap (only the config and shapes wanted): every tensor on the meta device, shapes only.
+        return read_sharded_checkpoint(path, shapes_only=mmap)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
@@ -152,12 +158,13 @@ def load_model(
 ) -> LoadedModel:
     """Rebuild the denoiser and schedule from the checkpoint's config and load its (EMA, when present) weights.
 
-    `path` is a .ckpt written by train.py, a train.py run folder (its checkpoints/last.ckpt) or a folder written
+    `path` is a .ckpt written by train.py (a file, or a folder of shards: trainer.strategy.state_dict_type=sharded,
+    put back together in memory), a train.py run folder (its checkpoints/last.ckpt) or a folder written
     by `export.py format=safetensors`. A latent diffusion checkpoint brings its autoencoder (from the recorded path,
     or `autoencoder`, a moved copy with the same hash). Read straight down: the file or folder read once, its config brought up to
     date, held to the allowlist and compared with the `overrides` a command gave, then built."""
     given, path = path, Path(run_checkpoint(path))
-    kind = "model folder" if path.is_dir() else "checkpoint"
+    kind = "model folder" if path.is_dir() and not is_sharded_checkpoint(path) else "checkpoint"
     if kind == "checkpoint":
         config, state, weights, step = read_model_file(path)
     else:
@@ -209,4 +216,5 @@ def read_model_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 def run_checkpoint(path: str | Path) -> str | Path:
     """A train.py run folder's checkpoints/last.ckpt; any other path as given."""
     last = Path(path) / "checkpoints" / "last.ckpt"
-    return last if not (Path(path) / FOLDER_CONFIG).exists() and last.is_file() else path
+    is_checkpoint = last.is_file() or is_sharded_checkpoint(last)
+    return last if not (Path(path) / FOLDER_CONFIG).exists() and is_checkpoint else path

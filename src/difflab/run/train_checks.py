@@ -82,9 +82,9 @@ def check_model_builds(cfg: DictConfig) -> None:
 
 
 # trainer=fsdp: Lightning's FSDP2 strategy trains in these precisions only (no fp16 loss scaler for sharded
-# gradients), and writes full checkpoints only so far (a sharded folder would not hold the sharded EMA).
+# gradients); checkpoints are one full file or a folder of per-rank shards (training/sharded_checkpoint.py).
 SHARDED_PRECISIONS = ("32-true", "32", "bf16-mixed")
-SHARDED_STATE_DICT_TYPES = ("full",)
+SHARDED_STATE_DICT_TYPES = ("full", "sharded")
 
 
 def check_sharded_training(cfg: DictConfig) -> None:
@@ -103,7 +103,8 @@ def check_sharded_training(cfg: DictConfig) -> None:
     kind = str(strategy.get("state_dict_type", "full"))
     if kind not in SHARDED_STATE_DICT_TYPES:
         raise ValueError(
-            f"trainer.strategy.state_dict_type={kind} is not supported yet: use full (one file gathered on rank 0)"
+            f"trainer.strategy.state_dict_type={kind} is not one of {', '.join(SHARDED_STATE_DICT_TYPES)} "
+            "(full: one file gathered on rank 0; sharded: one file per rank)"
         )
 
 

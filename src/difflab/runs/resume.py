@@ -14,6 +14,7 @@ from ..checkpoint import CONFIG_KEY, network_state, read_checkpoint, stored_step
 from ..checkpoint_config import check_contradictions
 from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
+from ..io.sharded_checkpoint import is_sharded_checkpoint
 from ..model_folder.state_fit import state_mismatch
 
 LAST = Path("checkpoints") / "last.ckpt"
@@ -38,24 +39,29 @@ FIXED_BY_CHECKPOINT = (
 def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
     """The checkpoint a run starts from, or None for a fresh run.
 
-    ckpt_path=last is <run_dir>/checkpoints/last.ckpt; any other value is a checkpoint file. Either must exist.
+    ckpt_path=last is <run_dir>/checkpoints/last.ckpt; any other value is a checkpoint (file or folder of shards). Either must exist.
     With no ckpt_path, a requeued SLURM job resumes from its own last.ckpt if it wrote one before it stopped.
     """
     if ckpt_path is None or str(ckpt_path) == "":
         last = run_dir / LAST
-        return last if is_requeued_job() and last.is_file() else None
+        return last if is_requeued_job() and is_checkpoint(last) else None
     if str(ckpt_path) == "last":
         path = run_dir / LAST
-        if not path.is_file():
+        if not is_checkpoint(path):
             raise FileNotFoundError(
                 f"ckpt_path=last: no checkpoint at {path}; pass hydra.run.dir=<the run folder to resume> "
                 "or ckpt_path=<checkpoint file>"
             )
         return path
     path = Path(str(ckpt_path))
-    if not path.is_file():
+    if not is_checkpoint(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A checkpoint file, or a folder of shards (trainer.strategy.state_dict_type=sharded)."""
+    return path.is_file() or is_sharded_checkpoint(path)
 
 
 def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]:

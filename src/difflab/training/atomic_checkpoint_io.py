@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from ..io.atomic import NoSpaceLeft, atomic_file, where_space_ran_out
+from ..io.sharded_checkpoint import is_sharded_checkpoint
 
 # The weights a checkpoint holds: the EMA's `state_dict` and the raw ones WeightAveraging keeps for resume.
 
@@ -61,19 +63,27 @@ def with_atomic_checkpoints(plugins: Any) -> list[Any]:
 
 
 def remove_unfinished_writes(folder: Path) -> list[Path]:
-    """Delete the temp files (`.<name>.<12 hex>.tmp`) that writes killed mid-way left in `folder`; a run folder
+    """Delete the temp files and folders (`.<name>.<12 hex>.tmp`) that writes killed mid-way left in `folder`; a run folder
     belongs to one run, so at its start none of them is being written. Returns what was removed."""
     removed = []
     for temp in folder.glob(".*.tmp") if folder.is_dir() else []:
         if re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", temp.name) and temp.is_file():
             temp.unlink(missing_ok=True)
             removed.append(temp)
+        elif re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", temp.name) and temp.is_dir():  # a sharded checkpoint's
+            shutil.rmtree(temp, ignore_errors=True)
+            removed.append(temp)
     return removed
 
 
 def newest_checkpoint(folder: Path) -> Path | None:
-    """The most recently written .ckpt in `folder` (the last good one after a failed write)."""
-    found = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
+    """The most recently written .ckpt (file or folder of shards) in `folder` (the last good one after a failed
+    write)."""
+    found = (
+        [p for p in folder.glob("*.ckpt") if p.is_file() or is_sharded_checkpoint(p)]
+        if folder.is_dir()
+        else []
+    )
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 

@@ -18,7 +18,8 @@ from ..compat import (
     set_averaged_model,
     set_latest_update_step,
 )
-from .sharding import full_state, is_sharded, load_full_state, reshard
+from .sharded_checkpoint import ShardedEntry
+from .sharding import full_state, is_sharded, load_full_state, reshard, sharded_state
 
 
 def local(tensor: Tensor) -> Tensor:
@@ -43,7 +44,8 @@ class EMA(WeightAveraging):
     was the lerp).
 
     Under trainer=fsdp the average is sharded exactly like the weights (each rank lerps its own shards), a
-    checkpoint holds the full averaged weights gathered on rank 0 (sample.py reads it as any other), and sampling
+    checkpoint holds the full averaged weights gathered on rank 0 (sample.py reads it as any other) or, with
+    state_dict_type=sharded, each rank's shards of them beside those of the raw weights, and sampling
     callbacks get a full unsharded copy on every rank (ranks may sample different numbers of batches).
     """
 
@@ -130,11 +132,16 @@ class EMA(WeightAveraging):
         if average is None or not is_sharded(average.module):
             super().on_save_checkpoint(trainer, pl_module, checkpoint)
             return
-        # The strategy has put the full raw weights in "state_dict" on rank 0 ({} elsewhere): gather the full
-        # average on every rank (a collective) and keep it on rank 0, in WeightAveraging's layout.
-        averaged = full_state(average.module)
         checkpoint["current_model_state"] = checkpoint["state_dict"]
-        checkpoint["state_dict"] = averaged if trainer.is_global_zero else {}
+        if getattr(trainer.strategy, "state_dict_type", "full") == "sharded":
+            # The strategy has put this rank's shards of the raw weights in "state_dict": the average's go beside
+            # them, and every rank writes its own (WeightAveraging's layout, sharded).
+            checkpoint["state_dict"] = sharded_state(average.module)
+        else:
+            # The strategy has put the full raw weights in "state_dict" on rank 0 ({} elsewhere): gather the full
+            # average on every rank (a collective) and keep it on rank 0, in WeightAveraging's layout.
+            averaged = full_state(average.module)
+            checkpoint["state_dict"] = averaged if trainer.is_global_zero else {}
         checkpoint["averaging_state"] = {"n_averaged": average.n_averaged.detach().cpu().clone()}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
@@ -150,7 +157,11 @@ class EMA(WeightAveraging):
             for average_tensor, current in pairs:
                 local(average_tensor).copy_(local(current))
             average.n_averaged.copy_(checkpoint["averaging_state"]["n_averaged"])
-        load_full_state(pl_module, checkpoint["current_model_state"])
+        raw = checkpoint["current_model_state"]
+        if isinstance(raw, ShardedEntry):  # a sharded checkpoint: each rank reads its own shards
+            raw.load_into(pl_module)
+        else:
+            load_full_state(pl_module, raw)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._swap_shards(pl_module):

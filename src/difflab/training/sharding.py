@@ -8,6 +8,7 @@ optimizer state and EMA, plus one block at a time in full.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +19,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..models.blocks import repeated_blocks
 
-STATE_DICT_TYPES = ("full",)  # "sharded" (one file per rank) is not written yet: see README
+# "full": one file gathered on rank 0; "sharded": one shard file per rank in a folder (training/sharded_checkpoint)
+STATE_DICT_TYPES = ("full", "sharded")
 
 
 def checkpoint_activations(block: nn.Module) -> None:
@@ -37,8 +39,9 @@ class ShardedStrategy(ModelParallelStrategy):
     """FSDP2 over every process (data parallel only): `shard(net)` is what DiffusionModule.configure_model and the
     EMA callback call, so the weights and their average are sharded the same way.
 
-    state_dict_type: "full" writes one checkpoint file gathered on rank 0 (readable by sample.py and difflab.load),
-    the only kind so far.
+    state_dict_type: "full" writes one checkpoint file gathered on rank 0; "sharded" a folder in which every rank
+    writes its own shards (weights, EMA, optimizer state) and no rank gathers the whole model. sample.py and
+    difflab.load read both; a resume reads the kind the run wrote (tested on the same number of processes).
     """
 
     def __init__(
@@ -72,6 +75,34 @@ class ShardedStrategy(ModelParallelStrategy):
                 checkpoint_activations(block)
             fully_shard(block, mesh=mesh)
         fully_shard(net, mesh=mesh)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any | None = None
+    ) -> None:
+        if self.state_dict_type != "sharded":
+            super().save_checkpoint(checkpoint, filepath, storage_options)
+            return
+        from .sharded_checkpoint import save_sharded
+
+        save_sharded(self, checkpoint, Path(self.broadcast(str(filepath))))
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        from ..io.sharded_checkpoint import is_sharded_checkpoint
+        from .sharded_checkpoint import ShardedEntry
+
+        checkpoint = super().load_checkpoint(checkpoint_path, weights_only)
+        path = Path(self.broadcast(str(checkpoint_path)))
+        if is_sharded_checkpoint(path):
+            # Lightning has loaded "state_dict" and the optimizers; the raw weights are the EMA callback's to load.
+            checkpoint["current_model_state"] = ShardedEntry(path, "current_model_state")
+        return checkpoint
+
+
+def sharded_state(module: nn.Module) -> dict[str, Any]:
+    """`module`'s state dict as this rank's shards (DTensors, CPU), as Lightning's strategy gives the weights'."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(cpu_offload=True))
 
 
 def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
