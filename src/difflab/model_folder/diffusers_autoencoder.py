@@ -8,15 +8,12 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..models.autoencoder import AutoencoderKL
 from .state_fit import state_mismatch
-
-if TYPE_CHECKING:  # latent_space reads autoencoders through this module
-    from ..latent_space import LatentSpace
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # What difflab's autoencoder is; a folder asking for anything else is refused rather than loaded wrongly.
@@ -122,15 +119,14 @@ def diffusers_autoencoder_config(
     }
 
 
-def to_diffusers_autoencoder(latents: LatentSpace) -> Any:
-    """A latent model's autoencoder as a diffusers AutoencoderKL (the same names: weights copied as they are), its
-    scaling_factor the model's latent scale factor: what a pipeline's vae/ folder holds."""
+def to_diffusers_autoencoder(
+    net: torch.nn.Module, model_config: dict, scale_factor: float, image_size: int
+) -> Any:
+    """difflab's autoencoder `net` (built from `model_config`) as a diffusers AutoencoderKL (the same names: weights
+    copied as they are), its scaling_factor a latent model's scale factor: what a pipeline's vae/ folder holds."""
     import diffusers
 
-    autoencoder = latents.autoencoder
-    config = diffusers_autoencoder_config(
-        autoencoder.config["model"], latents.scale_factor, latents.image_shape[-1]
-    )
+    config = diffusers_autoencoder_config(model_config, scale_factor, image_size)
     vae = diffusers.AutoencoderKL(**config)
-    vae.load_state_dict({k: v.detach().cpu().float() for k, v in autoencoder.net.state_dict().items()})
+    vae.load_state_dict({k: v.detach().cpu().float() for k, v in net.state_dict().items()})
     return vae.eval()

@@ -77,7 +77,13 @@ def export(cfg: DictConfig) -> Path:
             args = dit_arguments(model) if is_dit else unet_arguments(model)
             (diffusers_dit_config if is_dit else diffusers_config)(args)
             if loaded.latents is not None:
-                vae = to_diffusers_autoencoder(loaded.latents)
+                latents = loaded.latents
+                vae = to_diffusers_autoencoder(
+                    latents.autoencoder.net,
+                    latents.autoencoder.config["model"],
+                    latents.scale_factor,
+                    latents.image_shape[-1],
+                )
         except ValueError as error:
             raise ValueError(f"cannot export {settings.ckpt} to diffusers: {error}") from error
     with output_folder(settings.out, "export", settings.root_dir) as out:
