@@ -135,27 +135,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     optimizer and LR schedule, step and epoch, position in the data, and the random draws that follow. A
     requeued SLURM job resumes from its last.ckpt by itself; the W&B run id goes with the run folder.
     """
-    output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
     keep_console_in_run_log()
-    prepared = prepared_for(cfg, output_dir)  # what preflight prepared, or the same preparation done now
+    # What preflight prepared, or the same preparation done now.
+    settings = prepared_for(cfg, Path(cfg.paths.output_dir))
     check_trainer(cfg.trainer)
-    resume, stored, step = prepared.resume, prepared.stored_config, prepared.step
+    output_dir, resume, step = settings.run_dir, settings.resume, settings.step
     if resume is not None:
         keep_earlier_csv_logs(cfg, step)
-    set_cpu_threads(cfg.cpu_threads)
-    L.seed_everything(cfg.seed, workers=True)
+    set_cpu_threads(settings.cpu_threads)
+    L.seed_everything(settings.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
     # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
     # take) gives its run folder back: a refused run leaves nothing behind.
     with released_if_refused(output_dir, fresh=resume is None and not is_secondary_rank()):
-        if cfg.get("logger") and "wandb" in cfg.logger:
+        if settings.logs_to_wandb:
             default_wandb_offline()
-            attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
+            attach_run_id(cfg, output_dir, settings.stored_config, record=not is_secondary_rank())
         datamodule = instantiate(cfg.data)
         module = build_module(cfg)
-        if cfg.get("init_from"):
+        if settings.init_from:
             initialise_from(cfg, module, resume)
         config = resolved_config(cfg)
         callbacks = build_callbacks(cfg, config)
