@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,11 @@ from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import has_checkpoints, release
-from ..runs.resume import set_aside_later_checkpoints
+from ..runs.resume import tidy_before_fit
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
-from ..training.atomic_checkpoint_io import out_of_space, remove_unfinished_writes
+from ..training.atomic_checkpoint_io import out_of_space
 from ..training.console import (
     keep_console_in_run_log,
     log_run_outputs,
@@ -169,25 +168,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             print_run_summary(config, parameters, output_dir)
 
-        if resume is not None:
-            if trainer.is_global_zero:
-                log.info("resuming from %s at step %d", resume, step)
-            # Lightning asks for a dataloader with state_dict/load_state_dict to resume mid-epoch. Ours needs none:
-            # its sampler starts at the batch the restored global step points to (tests/test_resume.py checks
-            # that the resumed run matches an uninterrupted one exactly). Its own checkpoint folder is not empty.
-            warnings.filterwarnings(
-                "ignore", message="You're resuming from a checkpoint that ended before the epoch"
-            )
-            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        if trainer.is_global_zero:
-            for temp in remove_unfinished_writes(output_dir / "checkpoints"):
-                log.warning("removed %s, left by a checkpoint write that was killed mid-way", temp)
-            if resume is not None and resume.resolve().parent == (output_dir / "checkpoints").resolve():
-                aside = set_aside_later_checkpoints(resume, step)
-                if aside is not None:
-                    log.warning(
-                        "resuming from step %d: the checkpoints written after it moved to %s", step, aside
-                    )
+        tidy_before_fit(output_dir, resume, step, trainer.is_global_zero)
         try:
             # weights_only: the checkpoint was read and checked above by the same weights-only unpickler.
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
