@@ -92,7 +92,7 @@ def prepared_for(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     rank other than 0) the preparation, done here."""
     taken = _handed_over.pop() if _handed_over else None
     if taken is not None and taken.run_dir.resolve() == run_dir.resolve():
-        return taken
+        return replace(taken, run_dir=run_dir)  # the folder as the run's config writes it
     return prepare(cfg, run_dir)
 
 
