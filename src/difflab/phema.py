@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         run, own, others = parse(sys.argv[1:] if argv is None else argv)
-        from .run.phema import sweep, table  # torch loads once the arguments are read
+        from .run.phema import sweep  # torch loads once the arguments are read
         from .training.phema_reconstruct import plan, reconstruct
+        from .training.phema_scores import table
 
         sigma_rels = numbers(own["sigma_rel"])
         if "step" in own and not own["step"].isdigit():

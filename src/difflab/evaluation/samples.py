@@ -1,5 +1,5 @@
-"""What a checkpoint generates to be scored: the conditions of the n samples and the samples themselves, generated
-lazily in uint8 batches, with the settings that made them."""
+"""What is scored: a checkpoint's n samples (their conditions and the samples themselves, generated lazily in uint8
+batches, with the settings that made them) or a folder or .npz of images read in batches."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ from ..generation import (
 )
 from ..generation.autoguide import check_guide
 from ..generation.finite import check_finite
+from ..io.read_generated import open_image_set
 from ..io.write_images import to_uint8
+
+READ_BATCH = 256  # images= read per batch when batch_size=auto (auto sizes generation only)
 
 
 def generated_batches(
@@ -100,3 +103,14 @@ def scored_conditions(
     return requested_conditions(
         loaded, n, ckpt, options.labels, options.prompt, options.negative_prompt, guidance
     )
+
+
+def image_batches(
+    path: str, shape: tuple[int, int, int], batch_size: int | str | None
+) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
+    """The images in `path` (a folder or .npz; at least 2) as batches of `shape`, and their entry in the report."""
+    images = open_image_set(path)
+    if images.count < 2:
+        raise ValueError(f"{images.path} holds {images.count} image; need at least 2")
+    size = READ_BATCH if batch_size in (None, "auto") else int(batch_size)
+    return images.batches(shape, size), {"source": "images", "images": str(images.path), "n": images.count}

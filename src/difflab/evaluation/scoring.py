@@ -1,21 +1,25 @@
-"""Score a set of images against its reference: a warning when the sets are too small for stable numbers, and
-the metrics (with the conditioning accuracy) of every batch embedded once."""
+"""Score a set of images against its reference: a warning when the sets are too small for stable numbers, the
+metrics (with the conditioning accuracy) of every batch embedded once, and the report that holds them."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from ..data import ImageDataModule
+from ..data.scoring import reference_statistics
 from ..generation import Conditions
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.sample_size import small_sample_warning
 from ..metrics.statistics import Stats
 from ..progress import Progress
-from .conditioning import conditioning_report
+from .conditioning import conditioning_classifier, conditioning_report
+from .report import reference_entry
 
 log = logging.getLogger("difflab")
 
@@ -60,3 +64,31 @@ def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
         warning += " (metrics.reference_split=train scores against the training split, usually larger)"
     if warning:
         log.warning(warning)
+
+
+def score_report(
+    evaluator: Evaluator,
+    batches: Iterable[torch.Tensor],
+    source: dict[str, Any],
+    data: ImageDataModule,
+    conditions: Conditions,
+    device: torch.device,
+) -> dict[str, Any]:
+    """evaluate.py's report: the metrics of `batches` (described by `source`) against `data`'s reference statistics
+    (cached), with the conditioning accuracy where `conditions` asks for labels."""
+    start = time.perf_counter()
+    reference, hit = reference_statistics(evaluator, data, device)
+    log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
+    n = int(source["n"])
+    warn_if_too_few(evaluator, n, reference.n)
+    classifier = conditioning_classifier(evaluator, data, conditions, device)
+    what = "embedding" if source["source"] == "images" else "generating and embedding"
+    scores, conditioning = scored(evaluator, batches, n, reference, classifier, conditions, device, what)
+    return {
+        "metrics": scores,
+        "generated": source,
+        "reference": reference_entry(data, evaluator.reference_split, reference.n, hit),
+        **({"conditioning": conditioning} if conditioning is not None else {}),
+        "metric_settings": evaluator.settings(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }

@@ -46,6 +46,20 @@ def scheduler_differences(formulation: Any, scheduler: Any) -> list[str]:
     return _flow_differences(formulation, scheduler)
 
 
+def diffusers_refusal(formulation: Any, scheduler: Any) -> str | None:
+    """Why a model of `formulation` cannot be exported with diffusers' `scheduler` (None: it can; vp, whose
+    scheduler is the DDPMScheduler of its tables, always can)."""
+    if getattr(formulation, "name", "vp") == "vp":
+        return None
+    differences = scheduler_differences(formulation, scheduler)
+    if not differences:
+        return None
+    return (
+        f"diffusers' {type(scheduler).__name__} computes {', '.join(differences)} otherwise than difflab's "
+        f"formulation={formulation.name}; export it with format=safetensors"
+    )
+
+
 def _differ(ours: torch.Tensor, theirs: Any) -> bool:
     theirs = torch.as_tensor(theirs, dtype=torch.float64).flatten()
     return theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=TOLERANCE, atol=TOLERANCE)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,11 @@ from ..checkpoint import LoadedModel, load_model
 from ..checkpoint_config import build
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..data import ImageDataModule
-from ..data.scoring import reference_statistics
 from ..evaluation.autoencoder import evaluate_autoencoder
-from ..evaluation.conditioning import conditioning_classifier
-from ..evaluation.report import reference_entry, report_path
-from ..evaluation.samples import generated_batches, scored_conditions
-from ..evaluation.scoring import scored, warn_if_too_few
+from ..evaluation.report import report_path
+from ..evaluation.samples import generated_batches, image_batches, scored_conditions
+from ..evaluation.scoring import score_report
 from ..generation import build_sampler, walked_config
-from ..io.read_generated import open_image_set
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
@@ -40,7 +36,6 @@ log = logging.getLogger("difflab")
 
 
 RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
-READ_BATCH = 256  # images= read per batch when batch_size=auto (auto sizes generation only)
 
 
 @dataclass(frozen=True)
@@ -96,8 +91,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if sampling.ckpt and is_autoencoder(sampling.ckpt):  # no samples: its reconstructions are scored
         return evaluate_autoencoder(
             sampling.ckpt,
-            cfg.n,
-            cfg.batch_size,
+            sampling.options.n,
+            sampling.options.batch_size,
             pick_device(sampling.device),
             settings.metrics,
             sampling.out,
@@ -117,45 +112,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     guide = load_model(sampling.options.guide, device) if loaded and sampling.options.guide else None
     data = reference_data(settings, loaded)
     conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data, guide is not None)
-    shape = (data.channels, data.image_size, data.image_size)
     if loaded is not None:
         sampler = build_sampler(sampling.sampler, loaded)
+        config = walked_config(sampling.sampler, sampler)
         batches, source = generated_batches(
-            loaded,
-            sampling.options,
-            sampler,
-            walked_config(sampling.sampler, sampler),
-            sampling.ckpt,
-            conditions,
-            guide,
+            loaded, sampling.options, sampler, config, sampling.ckpt, conditions, guide
         )
     else:
-        images = open_image_set(settings.images)
-        if images.count < 2:
-            raise ValueError(f"{images.path} holds {images.count} image; need at least 2")
-        batch_size = sampling.options.batch_size
-        batches = images.batches(shape, READ_BATCH if batch_size in (None, "auto") else int(batch_size))
-        source = {"source": "images", "images": str(images.path), "n": images.count}
-
-    start = time.perf_counter()
-    reference, hit = reference_statistics(evaluator, data, device)
-    log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
-    warn_if_too_few(evaluator, int(source["n"]), reference.n)
-    classifier = conditioning_classifier(evaluator, data, conditions, device)
-    what = "generating and embedding" if loaded is not None else "embedding"
-    scores, conditioning = scored(
-        evaluator, batches, int(source["n"]), reference, classifier, conditions, device, what
-    )
-
-    report = {
-        "metrics": scores,
-        "generated": source,
-        "reference": reference_entry(data, evaluator.reference_split, reference.n, hit),
-        **({"conditioning": conditioning} if conditioning is not None else {}),
-        "metric_settings": evaluator.settings(),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+        shape = (data.channels, data.image_size, data.image_size)
+        batches, source = image_batches(settings.images, shape, sampling.options.batch_size)
+    report = score_report(evaluator, batches, source, data, conditions, device)
     write_json(report, path)
+    scores = report["metrics"]
     log.info("%s -> %s", json.dumps(scores), path)
     if loaded is not None and settings.log_wandb:
         log_scores_beside(

@@ -7,7 +7,6 @@ from typing import Any
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..model_folder.diffusers_schedulers import scheduler_differences
 from .errors import one_line
 
 
@@ -37,17 +36,3 @@ def own_values(node: DictConfig) -> dict[str, Any]:
     prediction_type), which are compared where they live."""
     values = OmegaConf.to_container(node, resolve=False)
     return {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith("${"))}
-
-
-def diffusers_refusal(formulation: Any, scheduler: Any) -> str | None:
-    """Why a model of `formulation` cannot be exported with diffusers' `scheduler` (None: it can; vp, whose
-    scheduler is the DDPMScheduler of its tables, always can)."""
-    if getattr(formulation, "name", "vp") == "vp":
-        return None
-    differences = scheduler_differences(formulation, scheduler)
-    if not differences:
-        return None
-    return (
-        f"diffusers' {type(scheduler).__name__} computes {', '.join(differences)} otherwise than difflab's "
-        f"formulation={formulation.name}; export it with format=safetensors"
-    )

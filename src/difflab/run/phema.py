@@ -1,14 +1,10 @@
 """Post-hoc EMA's sweep: rebuild each σ_rel of a list (training/phema_reconstruct.py), score each with evaluate.py's
-Fréchet distance and name the best."""
+Fréchet distance (training/phema_scores.py) under evaluate.py's config and overrides, checked before any work."""
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +14,12 @@ from omegaconf import open_dict
 from ..io.results import check_writable_file
 from ..training.phema import check_sigma_rel
 from ..training.phema_reconstruct import plan, reconstruct
+from ..training.phema_scores import ROOT, Scored, score
 from .cli import check_command_line
 
 log = logging.getLogger("difflab")
 
-ROOT = Path(__file__).resolve().parents[3]  # the project: its conf/ and evaluate.py beside src/
 CONF_DIR = ROOT / "conf"
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One row of a sweep."""
-
-    sigma_rel: float
-    score: float
-    checkpoint: Path
-    report: Path
 
 
 def sweep(
@@ -64,19 +50,6 @@ def sweep(
     return rows, fd_key
 
 
-def score(ckpt: Path, report: Path, overrides: Sequence[str]) -> dict[str, Any]:
-    """evaluate.py's report on `ckpt`, run as a user runs it (its own process: an entry never calls another),
-    written to `report` and not logged to the run's W&B run (the checkpoint is not one of its own)."""
-    command = [sys.executable, str(ROOT / "evaluate.py"), *overrides, f"ckpt={ckpt}", f"out={report}"]
-    result = subprocess.run([*command, "log_wandb=false"], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        raise ValueError(
-            f"evaluate.py on {ckpt} failed: {(errors or result.stderr.splitlines() or ['?'])[-1]}"
-        )
-    return json.loads(report.read_text())
-
-
 def eval_config(overrides: Sequence[str]) -> Any:
     """evaluate.py's config with the sweep's overrides (mistyped keys named as evaluate.py names them)."""
     check_command_line(CONF_DIR, "eval", list(overrides))
@@ -101,15 +74,3 @@ def fd_name(cfg: Any) -> str:
     from ..metrics import Evaluator
 
     return Evaluator(**OmegaConf.to_container(cfg.metrics, resolve=True)).fd_key
-
-
-def table(rows: list[Scored], fd_key: str) -> str:
-    """The sweep as a text table, best last line."""
-    best = min(rows, key=lambda r: r.score)
-    lines = [f"{'sigma_rel':>9}  {fd_key:>10}  checkpoint"]
-    lines += [
-        f"{r.sigma_rel:9.3f}  {r.score:10.4f}  {r.checkpoint}"
-        for r in sorted(rows, key=lambda r: r.sigma_rel)
-    ]
-    lines.append(f"best: sigma_rel={best.sigma_rel:.3f} ({fd_key} {best.score:.4f}) -> {best.checkpoint}")
-    return "\n".join(lines)

@@ -75,17 +75,17 @@ class Preflight(Callback):
         run_dir = Path(str(config.hydra.run.dir))
         found = existing_run_files(run_dir)
         try:
-            prepared = prepare(config, run_dir)
+            settings = prepare(config, run_dir)
         except USER_ERRORS as error:
             exit_with_error(one_line(error))
-        resume = prepared.resume
+        resume = settings.resume
         own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
         if found and (own_folder or (resume is None and is_requeued_job())):
             if own_folder:
-                _keep_first_hydra_files(config, run_dir, prepared.step)
+                _keep_first_hydra_files(config, run_dir, settings.step)
             if not os.access(run_dir, os.W_OK | os.X_OK):
                 exit_with_error(f"cannot write the run folder {run_dir}: permission denied")
-            hand_over(prepared)
+            hand_over(settings)
             return
         if found and resume is not None:
             exit_with_error(
@@ -98,4 +98,4 @@ class Preflight(Callback):
                 "resume with ckpt_path=last"
             )
         # A dated folder another run took this second: claim moves on to <time>_2.
-        hand_over(replace(prepared, run_dir=claim(config, run_dir)))
+        hand_over(replace(settings, run_dir=claim(config, run_dir)))

@@ -1,11 +1,12 @@
 """The one preparation of a training run, shared by preflight (the Hydra callback, before Hydra writes a file)
 and train(): the values checked, the conditioning resolved, what the run generates and scores with built once,
-and the checkpoint a resume starts from read and checked. train() takes what preflight prepared in the same
-process instead of doing it all again (a second read of the checkpoint, a second build of every sampler)."""
+the checkpoint a resume starts from read and checked, and TrainSettings made from it all. train() takes what
+preflight prepared in the same process instead of doing it all again (a second read of the checkpoint, a second
+build of every sampler)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,26 @@ from .train_checks import RULES, check_fused_clipping, check_sharded_training
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """What the preparation found: the run folder, the checkpoint a resume starts from (None for a fresh run), its
-    stored config and step."""
+class TrainSettings:
+    """train.py's config as train() reads it, made once: the run folder, the seed and threads, whether it logs to W&B,
+    what it starts from (the checkpoint a resume continues, None for a fresh run, with its stored config and
+    step; or init_from's diffusers folder). The groups Hydra instantiates (data, module, trainer, callbacks,
+    logger) stay in cfg."""
 
     run_dir: Path
+    seed: int
+    cpu_threads: int | None
+    init_from: str | None
+    logs_to_wandb: bool
     resume: Path | None = None
     stored_config: dict[str, Any] | None = None
     step: int = 0
 
 
-_handed_over: list[Prepared] = []  # preflight's preparation, until train() of the same process takes it
+_handed_over: list[TrainSettings] = []  # preflight's preparation, until train() of the same process takes it
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
+def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     """Check and complete `cfg` (in place: the conditioning is resolved into it) and read a resume's checkpoint;
     a problem is a one-line error before anything is written."""
     check_values(cfg, RULES)  # the values typed: before torch and Lightning load
@@ -42,7 +49,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     return _build_and_read(cfg, run_dir)
 
 
-def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
+def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     """What needs torch: the conditioning, samplers and metrics built once, a resume's checkpoint read."""
     from hydra.utils import instantiate
 
@@ -58,27 +65,34 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> Prepared:
     check_generation_settings(cfg)
     build_formulation(cfg)
     check_model_builds(cfg)
-    resume = resume_path(cfg.get("ckpt_path"), run_dir)
+    settings = TrainSettings(
+        run_dir=run_dir,
+        seed=int(cfg.seed),
+        cpu_threads=cfg.cpu_threads,
+        init_from=cfg.init_from,
+        logs_to_wandb="wandb" in (cfg.get("logger") or {}),  # logger=none leaves no logger key
+    )
+    resume = resume_path(cfg.ckpt_path, run_dir)
     if resume is not None:
         ckpt = read_resumable(resume, targets_in(cfg))
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
-        return Prepared(run_dir, resume, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
-    if cfg.get("init_from"):
-        check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), cfg.init_from)
-    return Prepared(run_dir)
+        return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
+    if settings.init_from:
+        check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), settings.init_from)
+    return settings
 
 
-def hand_over(prepared: Prepared) -> None:
+def hand_over(settings: TrainSettings) -> None:
     """Keep preflight's preparation for the train() that Hydra runs next in this process."""
-    _handed_over[:] = [prepared]
+    _handed_over[:] = [settings]
 
 
-def prepared_for(cfg: DictConfig, run_dir: Path) -> Prepared:
+def prepared_for(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     """What preflight prepared for `run_dir`, taken once; otherwise (train() called directly, a sweep's job, a DDP
     rank other than 0) the preparation, done here."""
     taken = _handed_over.pop() if _handed_over else None
     if taken is not None and taken.run_dir.resolve() == run_dir.resolve():
-        return taken
+        return replace(taken, run_dir=run_dir)  # the folder as the run's config writes it
     return prepare(cfg, run_dir)
 
 

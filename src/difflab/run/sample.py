@@ -14,18 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint import LoadedModel, load_model
 from ..checkpoint_config import Overrides
 from ..cluster.devices import pick_device, set_cpu_threads
-from ..generation import (
-    Generation,
-    build_sampler,
-    comparison_tiles,
-    request_for,
-    walked_config,
-)
-from ..generation.finite import check_finite
-from ..generation.report import log_line, progress
-from ..generation.settings_json import SETTINGS_JSON, edit_settings
-from ..io.results import output_folder, write_json
-from ..io.write_images import enlarge, grid_of, log_written, save_png, save_samples
+from ..generation import build_sampler, request_for, walked_config
+from ..generation.into_folder import generate_into
+from ..io.results import output_folder
+from ..io.write_images import log_written
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 log = logging.getLogger("difflab")
@@ -81,20 +73,8 @@ def sample(cfg: DictConfig) -> Path:
     guide = load_guide(settings, loaded)
     sampler = build_sampler(settings.sampler, loaded)
     request = request_for(loaded, options, sampler, settings.ckpt, guide)
+    config = walked_config(settings.sampler, sampler)
     with output_folder(settings.out, options.mode, settings.root_dir) as out:
-        log.info(*log_line(options, loaded, request))
-        generation = Generation(request, loaded.sampling_net)
-        with generation.cpu_threads() as cpu_threads, progress(options, generation) as on_step:
-            images = generation.images(on_step).cpu()
-        check_finite(images, settings.ckpt)
-        nrow = request.conditions.nrow if options.mode == "sample" else request.per_picture
-        written = save_samples(images, out, nrow=nrow)
-        if request.pictures is not None:  # edits and super-resolution: the grid compares results with inputs
-            save_png(enlarge(grid_of(*comparison_tiles(request, images))), written["grid"])
-        report = SETTINGS_JSON.get(options.mode, edit_settings)
-        made = report(
-            settings.ckpt, walked_config(settings.sampler, sampler), options, loaded, generation, cpu_threads
-        )
-        write_json(made, out / "settings.json")
-    log_written(len(images), written)
+        count, written = generate_into(out, request, loaded, options, config, settings.ckpt)
+    log_written(count, written)
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,11 @@ from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import has_checkpoints, release
-from ..runs.resume import set_aside_later_checkpoints
+from ..runs.resume import tidy_before_fit
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
-from ..training.atomic_checkpoint_io import out_of_space, remove_unfinished_writes
+from ..training.atomic_checkpoint_io import out_of_space
 from ..training.console import (
     keep_console_in_run_log,
     log_run_outputs,
@@ -135,27 +134,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     optimizer and LR schedule, step and epoch, position in the data, and the random draws that follow. A
     requeued SLURM job resumes from its last.ckpt by itself; the W&B run id goes with the run folder.
     """
-    output_dir = Path(cfg.paths.output_dir)
     quiet_library_noise()
     keep_console_in_run_log()
-    prepared = prepared_for(cfg, output_dir)  # what preflight prepared, or the same preparation done now
+    # What preflight prepared, or the same preparation done now.
+    settings = prepared_for(cfg, Path(cfg.paths.output_dir))
     check_trainer(cfg.trainer)
-    resume, stored, step = prepared.resume, prepared.stored_config, prepared.step
+    output_dir, resume, step = settings.run_dir, settings.resume, settings.step
     if resume is not None:
         keep_earlier_csv_logs(cfg, step)
-    set_cpu_threads(cfg.cpu_threads)
-    L.seed_everything(cfg.seed, workers=True)
+    set_cpu_threads(settings.cpu_threads)
+    L.seed_everything(settings.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
     # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
     # take) gives its run folder back: a refused run leaves nothing behind.
     with released_if_refused(output_dir, fresh=resume is None and not is_secondary_rank()):
-        if cfg.get("logger") and "wandb" in cfg.logger:
+        if settings.logs_to_wandb:
             default_wandb_offline()
-            attach_run_id(cfg, output_dir, stored, record=not is_secondary_rank())
+            attach_run_id(cfg, output_dir, settings.stored_config, record=not is_secondary_rank())
         datamodule = instantiate(cfg.data)
         module = build_module(cfg)
-        if cfg.get("init_from"):
+        if settings.init_from:
             initialise_from(cfg, module, resume)
         config = resolved_config(cfg)
         callbacks = build_callbacks(cfg, config)
@@ -169,25 +168,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             print_run_summary(config, parameters, output_dir)
 
-        if resume is not None:
-            if trainer.is_global_zero:
-                log.info("resuming from %s at step %d", resume, step)
-            # Lightning asks for a dataloader with state_dict/load_state_dict to resume mid-epoch. Ours needs none:
-            # its sampler starts at the batch the restored global step points to (tests/test_resume.py checks
-            # that the resumed run matches an uninterrupted one exactly). Its own checkpoint folder is not empty.
-            warnings.filterwarnings(
-                "ignore", message="You're resuming from a checkpoint that ended before the epoch"
-            )
-            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        if trainer.is_global_zero:
-            for temp in remove_unfinished_writes(output_dir / "checkpoints"):
-                log.warning("removed %s, left by a checkpoint write that was killed mid-way", temp)
-            if resume is not None and resume.resolve().parent == (output_dir / "checkpoints").resolve():
-                aside = set_aside_later_checkpoints(resume, step)
-                if aside is not None:
-                    log.warning(
-                        "resuming from step %d: the checkpoints written after it moved to %s", step, aside
-                    )
+        tidy_before_fit(output_dir, resume, step, trainer.is_global_zero)
         try:
             # weights_only: the checkpoint was read and checked above by the same weights-only unpickler.
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)

@@ -4,6 +4,8 @@ written, and set aside what a rewound run wrote after it."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import is_sharded_checkpoint
 from ..model_folder.state_fit import state_mismatch
+from ..training.atomic_checkpoint_io import remove_unfinished_writes
+
+log = logging.getLogger("difflab")
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -112,3 +117,26 @@ def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:
         if p.resolve() != resume.resolve() and (p.name == LAST.name or (stored_step(p) or -1) > step)
     ]
     return set_aside(later, folder, step)
+
+
+def tidy_before_fit(run_dir: Path, resume: Path | None, step: int, rank_zero: bool) -> None:
+    """Just before fit: Lightning's resume warnings that do not apply here silenced; on rank 0 what a killed
+    checkpoint write left removed, and a rewound run's later checkpoints set aside (set_aside_later_checkpoints)."""
+    if resume is not None:
+        if rank_zero:
+            log.info("resuming from %s at step %d", resume, step)
+        # Lightning asks for a dataloader with state_dict/load_state_dict to resume mid-epoch. Ours needs none:
+        # its sampler starts at the batch the restored global step points to (tests/test_resume.py checks
+        # that the resumed run matches an uninterrupted one exactly). Its own checkpoint folder is not empty.
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+        )
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    if not rank_zero:
+        return
+    for temp in remove_unfinished_writes(run_dir / "checkpoints"):
+        log.warning("removed %s, left by a checkpoint write that was killed mid-way", temp)
+    if resume is not None and resume.resolve().parent == (run_dir / "checkpoints").resolve():
+        aside = set_aside_later_checkpoints(resume, step)
+        if aside is not None:
+            log.warning("resuming from step %d: the checkpoints written after it moved to %s", step, aside)

@@ -1,0 +1,94 @@
+"""A loaded checkpoint's model written as a diffusers pipeline folder or a safetensors + JSON folder: planned (every
+refusal made) before the output folder exists, then written, with the one line that says how to load it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .diffusers_autoencoder import to_diffusers_autoencoder
+from .diffusers_folder import require_diffusers, write_pipeline, write_unet_and_scheduler
+from .diffusers_mapping import diffusers_config, unet_arguments
+from .diffusers_schedulers import diffusers_refusal, formulation_scheduler
+from .dit_folder import write_dit_pipeline
+from .dit_mapping import DIT_TARGET, diffusers_dit_config, dit_arguments
+from .file_modes import as_new_files
+from .safetensors_folder import write_model_folder
+
+FORMATS = ("diffusers", "safetensors")
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What export writes: the format and, for diffusers, the net's mapped arguments, the scheduler of an edm or
+    flow model (None: a vp model's DDPM pipeline) and a latent model's autoencoder as a diffusers AutoencoderKL."""
+
+    format: str
+    args: dict[str, Any] | None = None
+    scheduler: Any = None
+    is_dit: bool = False
+    vae: Any = None
+
+
+def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
+    """How `loaded` (a checkpoint.LoadedModel) is exported in `format`; a one-line ValueError for what cannot be."""
+    if loaded.latents is not None and format != "diffusers":  # it would lose the autoencoder
+        raise ValueError(
+            f"{ckpt} is a latent diffusion model: format={format} cannot hold its autoencoder "
+            "yet; export it with format=diffusers (the autoencoder as vae/)"
+        )
+    if format != "diffusers":
+        return ExportPlan(format)
+    diffusers = require_diffusers("format=diffusers")
+    name = getattr(loaded.formulation, "name", "vp")
+    scheduler = None if name == "vp" else formulation_scheduler(diffusers, loaded.formulation)
+    try:
+        refusal = diffusers_refusal(loaded.formulation, scheduler)
+        if refusal:
+            raise ValueError(refusal)
+        model = loaded.config.get("model") or {}
+        is_dit = model.get("_target_") == DIT_TARGET
+        if is_dit and scheduler is not None:  # DiTPipeline is a DDPM/DDIM (vp) pipeline only
+            raise ValueError(f"a formulation={name} model has no DDPMScheduler for diffusers' DiTPipeline")
+        args = dit_arguments(model) if is_dit else unet_arguments(model)
+        (diffusers_dit_config if is_dit else diffusers_config)(args)
+        vae = None
+        if loaded.latents is not None:
+            latents = loaded.latents
+            autoencoder = latents.autoencoder
+            vae = to_diffusers_autoencoder(
+                autoencoder.net, autoencoder.config["model"], latents.scale_factor, latents.image_shape[-1]
+            )
+    except ValueError as error:
+        raise ValueError(f"cannot export {ckpt} to diffusers: {error}") from error
+    return ExportPlan(format, args, scheduler, is_dit, vae)
+
+
+def write_export(loaded: Any, plan: ExportPlan, out: Path) -> str:
+    """Write `loaded` into the folder `out` as `plan` says; returns how a user loads it."""
+    if (
+        plan.vae is not None and not plan.is_dit
+    ):  # DiTPipeline holds it; a U-Net's pipeline has no place for one
+        plan.vae.save_pretrained(out / "vae", safe_serialization=True)
+    if plan.format == "diffusers" and plan.scheduler is not None:
+        write_unet_and_scheduler(loaded.net, plan.args, plan.scheduler, out)
+        labels = "(x, t, class_labels=…)" if loaded.num_classes is not None else ""
+        how = f"UNet2DModel{labels} and {type(plan.scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
+    elif plan.format == "diffusers" and plan.is_dit:
+        write_dit_pipeline(loaded.net, plan.args, loaded.schedule, loaded.prediction_type, out, plan.vae)
+        how = "DiTPipeline.from_pretrained(out, vae=None): its transformer and scheduler (see README)"
+        if plan.vae is not None:  # a latent DiT: the pipeline is whole
+            how = "DiTPipeline.from_pretrained(out) (see README)"
+    elif plan.format == "diffusers":
+        write_pipeline(loaded.net, plan.args, loaded.schedule, loaded.prediction_type, out)
+        how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
+        if loaded.num_classes is not None:
+            how = "UNet2DModel(x, t, class_labels=…) in your own loop; DDPMPipeline passes no labels (see README)"
+    else:
+        write_model_folder(loaded, out)
+        how = "difflab.load or sample.py ckpt="
+    as_new_files(out)
+    if plan.vae is not None and not plan.is_dit:
+        how += "; its autoencoder: vae/ (AutoencoderKL: decode latents / vae.config.scaling_factor)"
+    return how
