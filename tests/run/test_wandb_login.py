@@ -41,6 +41,17 @@ def test_no_login_runs_offline(home: Path) -> None:
     assert default_wandb_offline() == "offline"
 
 
+def test_with_no_login_a_run_starts_offline_instead_of_asking_for_a_key(home: Path) -> None:
+    # make train's path: the login check, then the logger's wandb.init (it failed with "No API key configured"
+    # when the check's W&B settings, taken before WANDB_MODE=offline was set, outlived it).
+    default_wandb_offline()
+    run = wandb.init(project="difflab-test", dir=str(home))
+    try:
+        assert run.settings.mode == "offline"
+    finally:
+        run.finish()
+
+
 def test_a_netrc_entry_for_another_host_is_not_a_login(home: Path) -> None:
     # Named "wandb" but not the host W&B talks to: W&B would not use it, so the run stays offline.
     (home / ".netrc").write_text(f"machine wandb.example.org\n  login user\n  password {KEY}\n")

@@ -44,7 +44,12 @@ def wandb_login_configured() -> bool:
 def default_wandb_offline() -> str:
     """Set WANDB_MODE=offline when it is unset and no login is configured; return the mode in force."""
     if "WANDB_MODE" not in os.environ and not wandb_login_configured():
+        import wandb
+
         os.environ["WANDB_MODE"] = "offline"
+        # The login check set up W&B's process-wide settings while the mode was still unset (online); drop them
+        # so the logger's wandb.init reads WANDB_MODE instead of asking for an API key.
+        wandb.teardown()
         log.info("W&B: no login configured, running offline (sync later with `wandb sync <run dir>/wandb`)")
     return os.environ.get("WANDB_MODE", "online")
 
