@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CONFIG_KEY, network_state, read_checkpoint, read_checkpoint_file, run_checkpoint
 from .checkpoint_config import build
+from .checkpoint_file import CONFIG_KEY, network_state, read_checkpoint, read_checkpoint_file, run_checkpoint
 from .model_folder.diffusers_autoencoder import is_autoencoder_folder, load_autoencoder_folder
 from .model_folder.state_fit import state_mismatch
 from .models.autoencoder import AutoencoderKL

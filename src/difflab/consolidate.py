@@ -29,7 +29,7 @@ def consolidate(folder: str | Path, out: str | Path | None = None) -> Path:
     an existing `out` is never overwritten. Returns the file written."""
     import torch
 
-    from .checkpoint import read_checkpoint_file
+    from .checkpoint_file import read_checkpoint_file
     from .io.atomic import atomic_file
     from .io.sharded_checkpoint import is_sharded_checkpoint
 

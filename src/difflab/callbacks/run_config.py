@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 
-from ..checkpoint import CONFIG_KEY
+from ..checkpoint_file import CONFIG_KEY
 
 
 class StoreRunConfig(L.Callback):

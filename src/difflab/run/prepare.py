@@ -53,7 +53,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     """What needs torch: the conditioning, samplers and metrics built once, a resume's checkpoint read."""
     from hydra.utils import instantiate
 
-    from ..checkpoint import CONFIG_KEY
+    from ..checkpoint_file import CONFIG_KEY
     from ..model_folder.diffusers_folder import check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..runs.resume import check_resumable, read_resumable, resume_path

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CONFIG_KEY, network_state, read_checkpoint, stored_step
 from ..checkpoint_config import check_contradictions
+from ..checkpoint_file import CONFIG_KEY, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import is_sharded_checkpoint

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CONFIG_KEY, read_checkpoint, run_checkpoint
+from ..checkpoint_file import CONFIG_KEY, read_checkpoint, run_checkpoint
 from ..io.atomic import atomic_file
 from ..io.results import check_writable_file
 from .phema import check_sigma_rel, reconstruction_coefficients, sigma_rel_to_gamma, weighted_sum

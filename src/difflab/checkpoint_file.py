@@ -1,0 +1,110 @@
+"""A checkpoint read as data: the dict as stored (weights-only unpickler, or a sharded folder put back together),
+its config brought up to date and held to the allowlist, the denoiser's weights in it, a run folder's last.ckpt.
+Nothing is built here (difflab.checkpoint builds models; the autoencoder loader reads through here too)."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint_config import check_stored_targets
+from .checkpoint_upgrade import upgraded
+from .io.sharded_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint, why_unreadable
+from .model_folder.safetensors_folder import FOLDER_CONFIG
+
+CONFIG_KEY = "difflab_config"
+
+
+def read_checkpoint(
+    path: str | Path, mmap: bool = False, allowed_targets: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The checkpoint dict on the CPU, its stored config brought up to date and held to the allowlist: one-line
+    errors for a missing, corrupt, foreign or code-carrying file, or a target outside the allowlist.
+    mmap=True maps the tensors (cheap when only the config is needed)."""
+    ckpt = read_checkpoint_file(path, mmap)
+    ckpt[CONFIG_KEY] = upgraded(ckpt[CONFIG_KEY])
+    check_stored_targets(ckpt[CONFIG_KEY], allowed_targets, f"checkpoint {Path(path)}")
+    return ckpt
+
+
+def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict as stored, read with a weights-only unpickler (nothing is run, nothing is built yet);
+    one-line errors for a missing, corrupt, foreign or code-carrying file."""
+    path = Path(path)
+    if not path.is_file() and not is_sharded_checkpoint(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = _load(path, mmap)
+    except pickle.UnpicklingError as error:
+        # The weights-only unpickler met a Python object (a class, a function call): never run it.
+        detail = str(error).strip().splitlines()
+        found = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), "")
+        raise ValueError(
+            f"refused checkpoint {path}: it holds Python objects, not only tensors and plain data"
+            f"{f' ({found})' if found else ''}; difflab reads checkpoints weights-only and never runs their code"
+        ) from error
+    except Exception as error:  # torch raises several types for truncated or non-checkpoint files
+        if path.is_dir():
+            raise ValueError(f"could not read sharded checkpoint {path}: {why_unreadable(error)}") from error
+        raise ValueError(f"could not read checkpoint {path}: {_why_unreadable(path, error)}") from error
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    if not isinstance(ckpt.get(CONFIG_KEY), dict):
+        raise ValueError(f"{path} has no stored difflab config; was it written by difflab's train.py?")
+    return ckpt
+
+
+def stored_step(path: str | Path) -> int | None:
+    """The global step a checkpoint was saved at (tensors memory-mapped, nothing built); None when unreadable."""
+    try:
+        ckpt = _load(Path(path), mmap=True)
+        return int(ckpt["global_step"])
+    except Exception:
+        return None
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What a file torch could not load is: a damaged PyTorch file, or no PyTorch file at all (a text file,
+    an image) where torch's own message (`KeyError: 101`) would say nothing."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head.startswith(b"PK") or head[:1] == b"\x80":  # a zip archive (torch.save) or a legacy pickle
+        return f"the file is damaged or cut short ({type(error).__name__}: {error})"
+    return "it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
+
+
+def _load(path: Path, mmap: bool) -> Any:
+    if is_sharded_checkpoint(path):
+        # mmap (only the config and shapes wanted): every tensor on the meta device, shapes only.
+        return read_sharded_checkpoint(path, shapes_only=mmap)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise
+    except Exception:
+        if not mmap:
+            raise
+        # Not a zip archive (a legacy or damaged file): a plain load says which, or reads the legacy one.
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str, torch.Tensor] | None:
+    """The denoiser's weights under ckpt[key] without the `net.` prefix; None when the key is absent.
+
+    "state_dict" holds the EMA weights when the run had EMA; "current_model_state" the raw ones beside them.
+    """
+    state = ckpt.get(key)
+    if not isinstance(state, Mapping):
+        return None
+    return {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+
+
+def run_checkpoint(path: str | Path) -> str | Path:
+    """A train.py run folder's checkpoints/last.ckpt; any other path as given."""
+    last = Path(path) / "checkpoints" / "last.ckpt"
+    is_checkpoint = last.is_file() or is_sharded_checkpoint(last)
+    return last if not (Path(path) / FOLDER_CONFIG).exists() and is_checkpoint else path
