@@ -285,7 +285,9 @@ def test_loader_is_deterministic_and_random_flips_are_drawn_per_training_batch(t
     assert unflipped.on_after_batch_transfer(batch, 0) is batch
 
 
-def test_loader_settings(tmp_path: Path):
+def test_loader_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Two cores to run on, whatever this machine has (a 1-core affinity mask lowers num_workers: tested below).
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     dm = ImageDataModule("digits", num_workers=2, persistent_workers=True, batch_size=16)
     train, val = dm.train_dataloader(), dm.val_dataloader()
     assert isinstance(train.sampler, ResumableSampler) and train.drop_last
