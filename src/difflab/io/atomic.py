@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,16 @@ def _short_write_on_full_disk(error: BaseException, folder: Path) -> bool:
     return stats.f_bavail * stats.f_frsize < 1 << 20
 
 
+# What a write in progress is called beside its target: `.<name>.<12 hex>.tmp`, hidden, and removed at the next
+# run's start if the write was killed (training.atomic_checkpoint_io.remove_unfinished_writes).
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+
+
+def temp_name(target: Path) -> Path:
+    """A fresh hidden name beside `target` to write it under before the rename (TEMP_NAME)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "wb", exclusive: bool = False) -> Iterator[IO]:
     """An open file that becomes `path` only once written, flushed and synced.
@@ -70,7 +81,7 @@ def atomic_file(path: str | Path, mode: str = "wb", exclusive: bool = False) -> 
     Created with mode 0666 less the umask, like any file (not tempfile's 0600).
     """
     target = Path(path)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    temp = temp_name(target)
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, mode) as file:
@@ -88,7 +99,7 @@ def atomic_file(path: str | Path, mode: str = "wb", exclusive: bool = False) -> 
         if is_out_of_space(error) or _short_write_on_full_disk(error, target.parent):
             raise NoSpaceLeft(target) from error
         raise
-    _fsync_folder(target.parent)  # the rename itself survives a power cut only once the folder is synced
+    fsync_folder(target.parent)  # the rename itself survives a power cut only once the folder is synced
 
 
 def atomic_write_text(path: str | Path, text: str, exclusive: bool = False) -> None:
@@ -97,7 +108,8 @@ def atomic_write_text(path: str | Path, text: str, exclusive: bool = False) -> N
         file.write(text)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Sync `folder`'s entries to disk: a rename into it survives a power cut only after this."""
     if os.name != "posix":
         return
     fd = os.open(folder, os.O_RDONLY)

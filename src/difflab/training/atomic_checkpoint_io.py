@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from ..io.atomic import NoSpaceLeft, atomic_file, where_space_ran_out
+from ..io.atomic import TEMP_NAME, NoSpaceLeft, atomic_file, where_space_ran_out
 from ..io.sharded_checkpoint import is_sharded_checkpoint
 
 # The weights a checkpoint holds: the EMA's `state_dict` and the raw ones WeightAveraging keeps for resume.
@@ -67,12 +66,13 @@ def remove_unfinished_writes(folder: Path) -> list[Path]:
     belongs to one run, so at its start none of them is being written. Returns what was removed."""
     removed = []
     for temp in folder.glob(".*.tmp") if folder.is_dir() else []:
-        if re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", temp.name) and temp.is_file():
-            temp.unlink(missing_ok=True)
-            removed.append(temp)
-        elif re.fullmatch(r"\..+\.[0-9a-f]{12}\.tmp", temp.name) and temp.is_dir():  # a sharded checkpoint's
+        if not TEMP_NAME.fullmatch(temp.name):
+            continue
+        if temp.is_dir():  # a sharded checkpoint's folder
             shutil.rmtree(temp, ignore_errors=True)
-            removed.append(temp)
+        else:
+            temp.unlink(missing_ok=True)
+        removed.append(temp)
     return removed
 
 

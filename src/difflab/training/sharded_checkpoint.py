@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io.atomic import (
-    NoSpaceLeft,
-    _fsync_folder,  # the same sync after a rename as a one-file checkpoint's
-    is_out_of_space,
-)
+from ..io.atomic import NoSpaceLeft, fsync_folder, is_out_of_space, temp_name
 from ..io.sharded_checkpoint import META_FILE, OPTIMIZER_PREFIX, data_only_reader, rank_errors
 
 # The entries of a Lightning checkpoint that hold a rank's shards (the EMA's weights and the raw ones beside
 # them); the optimizer states go in as optimizer_<i>, as Lightning's ModelParallelStrategy writes them.
 SHARDED_ENTRIES = ("state_dict", "current_model_state")
-
-
-def temp_name(target: Path) -> Path:
-    """Where a checkpoint is written before it becomes `target`: a hidden name that the next run's start
-    removes if the write was killed (training.atomic_checkpoint_io.remove_unfinished_writes)."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def save_sharded(strategy: Any, checkpoint: dict[str, Any], target: Path) -> None:
@@ -89,7 +78,7 @@ def publish(temp: Path, target: Path) -> None:
         previous = temp_name(target)
         os.replace(target, previous)
     os.replace(temp, target)
-    _fsync_folder(target.parent)
+    fsync_folder(target.parent)
     if previous is not None:
         if previous.is_dir() and not previous.is_symlink():
             shutil.rmtree(previous)
