@@ -37,7 +37,7 @@ endif
 setup: $(STAMP)
 
 train: setup
-	$(BIN)/python train.py experiment=digits_cpu $(ARGS)
+	$(BIN)/python train.py experiment=digits_flow_cpu $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
