@@ -162,3 +162,14 @@ def test_a_profile_times_training_and_keeps_its_report_in_the_run_folder(tmp_pat
     log = (run / "train.log").read_text()
     assert "Profiler Report" in log and "run_training_batch" in log
     assert "SampleGrid" not in log  # sample grids every few steps would take half the time profiled
+
+
+def test_the_summary_names_the_formulation_and_hides_a_schedule_it_does_not_use(tmp_path: Path) -> None:
+    lines = {}
+    for formulation in ("vp", "flow"):
+        cfg = compose_config("train", [f"formulation={formulation}"], tmp_path / formulation)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        lines[formulation] = config_summary(config, {"formulation": formulation, "schedule": "linear"})
+    assert "formulation=flow" in lines["flow"] and "t_sampling=logit_normal" in lines["flow"]
+    assert "schedule=" not in lines["flow"]  # flow's noise levels are its own, not the linear table's
+    assert "formulation=vp" in lines["vp"] and "schedule=linear" in lines["vp"]

@@ -99,6 +99,7 @@ SUMMARY_FIELDS = {
         "block_out_channels",  # an autoencoder's
         "latent_channels",
     ),
+    "formulation": ("prediction_type", "weighting", "t_sampling", "shift", "sigma_data"),
     "schedule": ("name", "timesteps"),
     "sampler": ("steps", "eta", "clip_x0"),
     "optim": ("lr", "weight_decay"),
@@ -115,6 +116,11 @@ def _describe(node: Any, fields: tuple[str, ...]) -> str:
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
+def _formulation_ignores_schedule(config: Mapping[str, Any]) -> bool:
+    formulation = config.get("formulation")
+    return isinstance(formulation, dict) and "schedule" not in formulation
+
+
 def config_summary(
     config: Mapping[str, Any], choices: dict[str, Any] | None = None, extra: dict[str, str] | None = None
 ) -> str:
@@ -122,6 +128,8 @@ def config_summary(
     `extra` lines."""
     lines = []
     for group, fields in SUMMARY_FIELDS.items():
+        if group == "schedule" and _formulation_ignores_schedule(config):
+            continue  # edm and flow have their own noise levels: a `schedule=linear` line would mislead
         if group in config:
             choice = (choices or {}).get(group)
             label = f"{group}={choice}" if choice else group
