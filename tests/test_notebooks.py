@@ -209,12 +209,16 @@ def test_the_default_runs_time_is_the_same_everywhere(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     minutes, seconds = map(int, re.search(r"(\d+) min (\d+) s of wall time", readme).groups())
     measured = minutes + seconds / 60
-    recipe = (ROOT / "conf" / "experiment" / "digits_cpu.yaml").read_text()
+    default = re.search(r"train\.py experiment=(\w+)", (ROOT / "Makefile").read_text())[
+        1
+    ]  # make train's recipe
+    assert f"`make train` is `python train.py experiment={default}`" in readme
+    recipe = (ROOT / "conf" / "experiment" / f"{default}.yaml").read_text()
     notebook = "\n".join(
         c.source for c in nbformat.read(NOTEBOOKS_DIR / "02_sampling_and_editing.ipynb", as_version=4).cells
     )
     quoted = {
-        "digits_cpu.yaml": re.search(r"on a CPU in about ([\d.]+) minutes", recipe),
+        f"{default}.yaml": re.search(r"on a CPU in about ([\d.]+) minutes", recipe),
         "notebook 02": re.search(r"about ([\d.]+) minutes", notebook),
     }
     for where, match in quoted.items():
@@ -222,6 +226,6 @@ def test_the_default_runs_time_is_the_same_everywhere(tmp_path: Path) -> None:
         assert abs(float(match.group(1)) - measured) <= 0.5, (
             f"{where} says {match.group(1)} min, README {measured:.2f}"
         )
-    cfg = compose_config("train", ["experiment=digits_cpu"], tmp_path)
+    cfg = compose_config("train", [f"experiment={default}"], tmp_path)
     channels, steps = re.search(r"`unet_small` at (\d+) channels for ([\d,]+) steps", notebook).groups()
     assert (cfg.model.base_channels, cfg.trainer.max_steps) == (_int(channels), _int(steps))
