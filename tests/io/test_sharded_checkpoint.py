@@ -133,3 +133,49 @@ def test_consolidate_command_refuses_a_file_in_one_line(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: ") and "is not a sharded checkpoint" in line and str(copy) in line
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+class _OneProcessStrategy:
+    """What save_sharded asks of Lightning's strategy, for a world of one process."""
+
+    is_global_zero = True
+    root_device = torch.device("cpu")
+
+    def broadcast(self, value):
+        return value
+
+    def reduce(self, tensor, reduce_op):
+        return tensor
+
+    def barrier(self, name=None):
+        pass
+
+
+def test_a_full_disk_during_a_sharded_save_keeps_the_previous_checkpoint(
+    sharded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from difflab.io.atomic import NoSpaceLeft
+    from difflab.training.sharded_checkpoint import save_sharded
+
+    before = {p.name: p.read_bytes() for p in sharded.iterdir()}
+
+    def checkpoint() -> dict:
+        return {"state_dict": {"w": torch.ones(3)}, "optimizer_states": [], "global_step": 7}
+
+    def disk_full(fd: int) -> None:  # the shard's bytes reach the disk at fsync: where a full disk shows
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(NoSpaceLeft, match="no space left on device writing .*last.ckpt"):
+        save_sharded(_OneProcessStrategy(), checkpoint(), sharded)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in sharded.iterdir()} == before  # the previous checkpoint, whole
+    assert [p.name for p in sharded.parent.iterdir()] == ["last.ckpt"]  # and no half-written folder beside it
+    save_sharded(_OneProcessStrategy(), checkpoint(), sharded)  # with room again, the same save publishes it
+    assert torch.load(sharded / "meta.pt", weights_only=True)["global_step"] == 7
+    restored = {"state_dict": {"w": torch.zeros(3)}}
+    dcp.load(restored, checkpoint_id=sharded)
+    assert torch.equal(restored["state_dict"]["w"], torch.ones(3))
+    assert sorted(p.name for p in sharded.iterdir()) == [".metadata", "__0_0.distcp", "meta.pt"]
