@@ -22,7 +22,7 @@ from ..cluster.requeue import requeue
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
-from ..runs.folder import has_checkpoints, release
+from ..runs.folder import has_checkpoints, release, resumed_name
 from ..runs.resume import tidy_before_fit
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
@@ -119,12 +119,8 @@ def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
         if not isinstance(entry, DictConfig) or not str(entry.get("_target_", "")).endswith("CSVLogger"):
             continue
         base = Path(str(entry.save_dir)) / str(entry.get("name") or "")
-        version, n = f"resumed_step_{step:07d}", 1
-        while (base / version).exists():
-            n += 1
-            version = f"resumed_step_{step:07d}_{n}"
         with open_dict(entry):
-            entry.version = version
+            entry.version = resumed_name(base, step)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -1,8 +1,10 @@
-"""A run folder belongs to one run: what marks one, and giving a fresh one back when its run is refused before
-its first step (a refused run leaves nothing behind, as a refused sample.py leaves no out= folder)."""
+"""A run folder belongs to one run: what marks one, claiming a fresh one in one exclusive step, the names a resume
+writes under beside the run's first part, and giving a fresh one back when its run is refused before its first
+step (a refused run leaves nothing behind, as a refused sample.py leaves no out= folder)."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -16,6 +18,39 @@ def existing_run_files(run_dir: Path) -> list[str]:
     if not run_dir.is_dir():
         return []
     return sorted(p.name for p in run_dir.iterdir() if p.name in RUN_MARKERS)
+
+
+def claim_run_folder(run_dir: Path, named: bool) -> Path:
+    """Make `run_dir`/.hydra in one exclusive step, so no other run can take the folder too, and return the folder.
+    When another run took it first (a dated folder, in the same second) this run moves to <folder>_2 (_3, …); a
+    folder the user `named` is refused instead. A one-line ValueError also for a folder that cannot be written."""
+    for n in itertools.count(1):
+        candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
+        try:
+            if existing_run_files(candidate):
+                raise FileExistsError(candidate)
+            candidate.mkdir(parents=True, exist_ok=True)
+            (candidate / ".hydra").mkdir()
+        except FileExistsError:
+            if named:
+                raise ValueError(
+                    f"run folder {run_dir} was just taken by another run; pick a new hydra.run.dir"
+                ) from None
+            continue
+        except OSError as error:
+            raise ValueError(f"cannot write the run folder {candidate}: {error.strerror or error}") from error
+        return candidate
+    raise AssertionError("unreachable")
+
+
+def resumed_name(folder: Path, step: int) -> str:
+    """resumed_step_<step> (then _2, _3, …): the first free name in `folder` for what a resume from `step` writes
+    beside the run's first part (its Hydra files, its CSV metrics), which is never overwritten."""
+    name, n = f"resumed_step_{step:07d}", 1
+    while (folder / name).exists():
+        n += 1
+        name = f"resumed_step_{step:07d}_{n}"
+    return name
 
 
 def has_checkpoints(run_dir: Path) -> bool:
