@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..cluster.devices import set_cpu_threads
+from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.requeue import requeue
 from ..io.atomic import is_out_of_space
@@ -35,7 +35,7 @@ from ..training.console import (
     quiet_library_noise,
 )
 from ..training.metrics_file import MetricsFile
-from .cluster import check_trainer
+from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS
 from .prepare import prepared_for
@@ -134,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_console_in_run_log()
     # What preflight prepared, or the same preparation done now.
     settings = prepared_for(cfg, Path(cfg.paths.output_dir))
-    check_trainer(cfg.trainer)
+    check_trainer(cfg.trainer, slurm_launcher())
     output_dir, resume, step = settings.run_dir, settings.resume, settings.step
     if resume is not None:
         keep_earlier_csv_logs(cfg, step)
