@@ -108,8 +108,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(sampling.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
-    loaded = load_model(sampling.ckpt, device, autoencoder=sampling.autoencoder) if sampling.ckpt else None
-    guide = load_model(sampling.options.guide, device) if loaded and sampling.options.guide else None
+    allowed = sampling.allowed_targets
+    loaded = (
+        load_model(sampling.ckpt, device, allowed, autoencoder=sampling.autoencoder)
+        if sampling.ckpt
+        else None
+    )
+    guide = load_model(sampling.options.guide, device, allowed) if loaded and sampling.options.guide else None
     data = reference_data(settings, loaded)
     conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data, guide is not None)
     if loaded is not None:
