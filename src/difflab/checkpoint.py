@@ -34,6 +34,7 @@ __all__ = [
     "CONFIG_KEY",
     "LoadedModel",
     "load_model",
+    "load_with_guide",
     "network_state",
     "read_checkpoint",
     "read_checkpoint_file",
@@ -126,3 +127,17 @@ def load_model(
             stored.latent_record, loaded.sample_shape, stored.where, device, autoencoder
         )
     return loaded
+
+
+def load_with_guide(
+    path: str | Path,
+    guide: str | Path | None,
+    device: torch.device | str = "cpu",
+    allowed_targets: Iterable[str] = (),
+    overrides: Overrides | None = None,
+    autoencoder: str | Path | None = None,
+) -> tuple[LoadedModel, LoadedModel | None]:
+    """The model at `path` and autoguidance's weaker model at `guide` (None: no guide), read by the same loader onto
+    the same device under the same allowlist; `overrides` and `autoencoder` are the main model's."""
+    loaded = load_model(path, device, allowed_targets, overrides, autoencoder)
+    return loaded, None if guide is None else load_model(guide, device, allowed_targets)

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..autoencoder_checkpoint import is_autoencoder
-from ..checkpoint import LoadedModel, load_model
+from ..checkpoint import LoadedModel, load_with_guide
 from ..checkpoint_config import build
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..data import ImageDataModule
@@ -108,13 +108,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(sampling.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
-    allowed = sampling.allowed_targets
-    loaded = (
-        load_model(sampling.ckpt, device, allowed, autoencoder=sampling.autoencoder)
-        if sampling.ckpt
-        else None
-    )
-    guide = load_model(sampling.options.guide, device, allowed) if loaded and sampling.options.guide else None
+    loaded, guide = None, None
+    if sampling.ckpt:
+        loaded, guide = load_with_guide(
+            sampling.ckpt,
+            sampling.options.guide,
+            device,
+            sampling.allowed_targets,
+            autoencoder=sampling.autoencoder,
+        )
     data = reference_data(settings, loaded)
     conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data, guide is not None)
     if loaded is not None:
