@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..autoencoder_checkpoint import is_autoencoder
 from ..checkpoint import LoadedModel, load_with_guide
-from ..checkpoint_config import build
+from ..checkpoint_config import build, image_data_config
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..data import ImageDataModule
 from ..evaluation.autoencoder import evaluate_autoencoder
@@ -28,7 +28,6 @@ from ..generation import build_sampler, walked_config
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
-from .latent import image_data_config
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
