@@ -1,10 +1,12 @@
-"""A run folder belongs to one run: what marks one, claiming a fresh one in one exclusive step, the names a resume
-writes under beside the run's first part, and giving a fresh one back when its run is refused before its first
-step (a refused run leaves nothing behind, as a refused sample.py leaves no out= folder)."""
+"""A run folder belongs to one run: what marks one, who may go back into one (a resume into its own folder, a
+requeued job; a folder holding another run is refused), claiming a fresh one in one exclusive step, the names a
+resume writes under beside the run's first part, and giving a fresh one back when its run is refused before its
+first step (a refused run leaves nothing behind, as a refused sample.py leaves no out= folder)."""
 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +20,29 @@ def existing_run_files(run_dir: Path) -> list[str]:
     if not run_dir.is_dir():
         return []
     return sorted(p.name for p in run_dir.iterdir() if p.name in RUN_MARKERS)
+
+
+def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeued: bool) -> bool:
+    """True when this run goes back into `run_dir` as it stands: a resume from a checkpoint inside it, or a
+    requeued job starting over in its folder; False when the folder is to be claimed fresh. A one-line ValueError
+    when it holds another run (or cannot be written): `named` says the user chose it (else it is a dated default)."""
+    found = existing_run_files(run_dir)
+    own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
+    if found and (own_folder or (resume is None and requeued)):
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write the run folder {run_dir}: permission denied")
+        return True
+    if found and resume is not None:
+        raise ValueError(
+            f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
+            f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
+        )
+    if found and named:
+        raise ValueError(
+            f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
+            "resume with ckpt_path=last"
+        )
+    return False
 
 
 def claim_run_folder(run_dir: Path, named: bool) -> Path:
