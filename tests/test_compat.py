@@ -1,5 +1,6 @@
-"""Each private name of Lightning or W&B that difflab touches (all in difflab.compat) still exists in the
-installed version and still does what difflab relies on; a failure names the touch that changed."""
+"""Each private name of Lightning, W&B, Hydra or torch.distributed.checkpoint that difflab touches (all in
+difflab.compat) still exists in the installed version and still does what difflab relies on; a failure names the
+touch that changed."""
 
 from __future__ import annotations
 
@@ -243,3 +244,118 @@ def test_hydra_run_hydra_is_hydra_mains_body_with_an_argument_list():
     assert {"args", "args_parser", "task_function", "config_path", "config_name"} <= params, "_run_hydra"
     args = utils.get_args_parser().parse_args(["-m", "seed=1,2"])
     assert args.multirun and args.overrides == ["seed=1,2"], "get_args_parser"
+
+
+# --- torch.distributed.checkpoint ------------------------------------------------------------------------------
+
+
+class _Pickled:
+    """A Python object, which a checkpoint read as data must refuse."""
+
+
+def saved_shards(folder: Path, extra: dict | None = None) -> dict:
+    """A folder written through torch.distributed.checkpoint by this one process: a tensor entry and an
+    optimizer-like entry whose nested values (a step tensor, param groups) the index flattens."""
+    import torch.distributed.checkpoint as dcp
+
+    state = {
+        "weights": {"w": torch.arange(6.0).reshape(2, 3)},
+        "optimizer_0": {
+            "state": {0: {"step": torch.tensor(3.0)}},
+            "param_groups": [{"lr": 0.1, "params": [0]}],
+        },
+        **(extra or {}),
+    }
+    dcp.save(state, checkpoint_id=folder, no_dist=True)
+    return state
+
+
+def read_back(folder: Path, keys=None) -> dict:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    state: dict = {}
+    compat.load_in_this_process(state, FileSystemReader(folder), compat.rebuilding_planner(keys))
+    return state
+
+
+def test_torch_dcp_load_state_dict_and_the_rebuilding_planner_read_a_checkpoint_in_one_process(tmp_path):
+    touch = (
+        "torch.distributed.checkpoint state_dict_loader._load_state_dict(no_dist=True), "
+        "format_utils._EmptyStateDictLoadPlanner (compat.load_in_this_process, rebuilding_planner)"
+    )
+    from torch.distributed.checkpoint import format_utils, state_dict_loader
+
+    require(state_dict_loader, "_load_state_dict", touch)
+    require(format_utils, "_EmptyStateDictLoadPlanner", touch)
+    params = set(inspect.signature(state_dict_loader._load_state_dict).parameters)
+    assert {"state_dict", "storage_reader", "planner", "no_dist"} <= params, f"{touch}: its signature changed"
+    saved = saved_shards(tmp_path / "ckpt")
+    state = read_back(tmp_path / "ckpt")
+    assert state.keys() == saved.keys(), f"{touch}: the entries are not rebuilt from the index"
+    torch.testing.assert_close(state["weights"]["w"], saved["weights"]["w"], rtol=0, atol=0)
+    assert state["optimizer_0"]["param_groups"] == saved["optimizer_0"]["param_groups"], (
+        f"{touch}: a flattened non-tensor entry is not put back in its place"
+    )
+    # The index names a nested entry by its path; an int dict key comes back as its text (as Lightning's did).
+    assert float(state["optimizer_0"]["state"]["0"]["step"]) == 3.0, f"{touch}: a nested tensor is lost"
+    assert read_back(tmp_path / "ckpt", keys=["weights"]).keys() == {"weights"}, (
+        f"{touch}: the planner no longer reads only the entries asked for"
+    )
+
+
+def test_torch_dcp_non_tensor_entries_are_read_weights_only(tmp_path):
+    touch = "torch.distributed.checkpoint DefaultLoadPlanner.load_bytes (compat.rebuilding_planner)"
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    saved_shards(tmp_path / "ckpt", extra={"code": _Pickled()})
+    assert "code" not in read_back(tmp_path / "ckpt", keys=["weights"]), (
+        f"{touch}: reads entries not asked for"
+    )
+    try:
+        read_back(tmp_path / "ckpt")
+    except CheckpointException as error:  # torch wraps each rank's error
+        assert "weights_only" in str(error) or "Unsupported global" in str(error), f"{touch}: {error}"
+    else:
+        raise AssertionError(f"{touch}: a pickled Python object was unpickled (no longer weights-only)")
+
+
+def test_torch_dcp_traverse_set_element_puts_a_flattened_entry_back_in_its_place(tmp_path):
+    touch = "torch.distributed.checkpoint._traverse.set_element (compat.set_nested)"
+    from torch.distributed.checkpoint import FileSystemReader, _traverse
+
+    require(_traverse, "set_element", touch)
+    saved = saved_shards(tmp_path / "ckpt")
+    index = FileSystemReader(tmp_path / "ckpt").read_metadata()
+    rebuilt: dict = {}
+    for key, path in index.planner_data.items():
+        compat.set_nested(rebuilt, path, key)
+    groups = [{"lr": "optimizer_0.param_groups.0.lr", "params": "optimizer_0.param_groups.0.params"}]
+    assert rebuilt["optimizer_0"]["param_groups"] == groups, f"{touch}: a list on the path is not made"
+    assert rebuilt["optimizer_0"]["state"]["0"]["step"] == "optimizer_0.state.0.step", (
+        f"{touch}: not at its path"
+    )
+    assert rebuilt.keys() == saved.keys(), f"{touch}: the nesting is not the saved one"
+
+
+def test_no_module_but_compat_imports_a_private_name_of_a_library():
+    """A private module or name of another package is imported in difflab/compat.py only (attributes reached
+    through a public module, such as torch._dynamo.config, are not seen by this check)."""
+    import ast
+
+    from conftest import ROOT
+
+    found = []
+    for path in sorted((ROOT / "src" / "difflab").rglob("*.py")):
+        if path.name == "compat.py" and path.parent.name == "difflab":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
+                modules, names = [node.module], [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules, names = [a.name for a in node.names], []
+            else:
+                continue
+            parts = [p for m in modules for p in m.split(".")] + names
+            if any(p.startswith("_") for p in parts):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, f"private imports outside difflab/compat.py: {', '.join(found)}"

@@ -15,30 +15,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint_config import Overrides, build, check_contradictions, check_stored_targets
+from .checkpoint_config import Overrides, build, check_contradictions
 from .checkpoint_file import (
     CONFIG_KEY,
     network_state,
     read_checkpoint,
     read_checkpoint_file,
+    read_model,
     run_checkpoint,
     stored_step,
 )
-from .checkpoint_upgrade import upgraded
 from .diffusion import NoiseSchedule
 from .diffusion.formulations.timestep_face import sampling_view
-from .io.sharded_checkpoint import is_sharded_checkpoint
-from .model_folder.safetensors_folder import read_model_folder
+from .latent_space import load_latent_space
 from .model_folder.state_fit import state_mismatch
 
 __all__ = [
     "CONFIG_KEY",
     "LoadedModel",
     "load_model",
+    "load_with_guide",
     "network_state",
     "read_checkpoint",
     "read_checkpoint_file",
-    "read_model_file",
+    "read_model",
     "run_checkpoint",
     "stored_step",
 ]
@@ -94,53 +94,50 @@ def load_model(
     `path` is a .ckpt written by train.py (a file, or a folder of shards: trainer.strategy.state_dict_type=sharded,
     put back together in memory), a train.py run folder (its checkpoints/last.ckpt) or a folder written
     by `export.py format=safetensors`. A latent diffusion checkpoint brings its autoencoder (from the recorded path,
-    or `autoencoder`, a moved copy with the same hash). Read straight down: the file or folder read once, its config brought up to
-    date, held to the allowlist and compared with the `overrides` a command gave, then built."""
-    given, path = path, Path(run_checkpoint(path))
-    kind = "model folder" if path.is_dir() and not is_sharded_checkpoint(path) else "checkpoint"
-    if kind == "checkpoint":
-        config, state, weights, step = read_model_file(path)
-    else:
-        config, state, weights, step = read_model_folder(path)
-    config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
-    if config.get("autoencoder") and kind != "checkpoint":
-        raise ValueError(f"{kind} {path} is a latent diffusion model: sample its train.py checkpoint")
-    check_stored_targets(config, allowed_targets, f"{kind} {path}")
+    or `autoencoder`, a moved copy with the same hash). Read straight down: the file or folder read once (its
+    config brought up to date and held to the allowlist: checkpoint_file.read_model), compared with the
+    `overrides` a command gave, then everything it names built and the weights loaded."""
+    stored = read_model(path, allowed_targets)
+    config = stored.config
+    if config.get("autoencoder") and stored.kind != "checkpoint":
+        raise ValueError(f"{stored.where} is a latent diffusion model: sample its train.py checkpoint")
     if config.get("task") == "autoencoder":
         raise ValueError(
-            f"{kind} {path} is an autoencoder (task=autoencoder), not a diffusion model: it cannot sample or edit; "
-            f"evaluate.py ckpt={given} scores its reconstructions"
+            f"{stored.where} is an autoencoder (task=autoencoder), not a diffusion model: it cannot sample or "
+            f"edit; evaluate.py ckpt={path} scores its reconstructions"
         )
     if overrides is not None:
-        check_contradictions(overrides.values, config, given, overrides.hint, overrides.stored_as)
+        check_contradictions(overrides.values, config, path, overrides.hint, overrides.stored_as)
     net = build(config, "model", allowed_targets)
     schedule = build(config, "schedule", allowed_targets)
-    problem = state_mismatch(net.state_dict(), state)
-    if problem:
-        raise ValueError(f"checkpoint {path} does not match its stored model config: {problem}")
-    net.load_state_dict(state)
-    # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
-    net.to(device, memory_format=torch.channels_last).eval()
     # The formulation is data like the rest (allowlisted targets); checkpoints from before it load as VP.
     formulation = build(config, "formulation", allowed_targets) if config.get("formulation") else None
+    problem = state_mismatch(net.state_dict(), stored.state)
+    if problem:
+        raise ValueError(f"checkpoint {stored.path} does not match its stored model config: {problem}")
+    net.load_state_dict(stored.state)
+    # NHWC: the faster convolution layout for sampling too (the same values; see DiffusionModule).
+    net.to(device, memory_format=torch.channels_last).eval()
     _, schedule, prediction_type = sampling_view(
         net, schedule, config.get("prediction_type", "epsilon"), formulation
     )
-    loaded = LoadedModel(net, schedule, prediction_type, config, weights, step, formulation)
+    loaded = LoadedModel(net, schedule, prediction_type, config, stored.weights, stored.step, formulation)
     if config.get("autoencoder"):
-        from .latent_space import RECORD_KEY, load_latent_space  # here: it imports this module
-
-        record = read_checkpoint_file(path, mmap=True).get(RECORD_KEY)
-        loaded.latents = load_latent_space(record, loaded.sample_shape, f"{kind} {path}", device, autoencoder)
+        loaded.latents = load_latent_space(
+            stored.latent_record, loaded.sample_shape, stored.where, device, autoencoder
+        )
     return loaded
 
 
-def read_model_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
-    """(config as stored, network weights, "ema"|"raw", global step) of a train.py checkpoint, as
-    model_folder.read_model_folder gives them of an exported folder."""
-    ckpt = read_checkpoint_file(path)
-    # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them.
-    # A post-hoc EMA reconstruction (python -m difflab.phema) names its own ("post-hoc EMA sigma_rel=0.050").
-    weights = str(ckpt.get("weights") or ("ema" if "current_model_state" in ckpt else "raw"))
-    step = int(ckpt.get("global_step", 0))
-    return ckpt[CONFIG_KEY], network_state(ckpt) or {}, weights, step
+def load_with_guide(
+    path: str | Path,
+    guide: str | Path | None,
+    device: torch.device | str = "cpu",
+    allowed_targets: Iterable[str] = (),
+    overrides: Overrides | None = None,
+    autoencoder: str | Path | None = None,
+) -> tuple[LoadedModel, LoadedModel | None]:
+    """The model at `path` and autoguidance's weaker model at `guide` (None: no guide), read by the same loader onto
+    the same device under the same allowlist; `overrides` and `autoencoder` are the main model's."""
+    loaded = load_model(path, device, allowed_targets, overrides, autoencoder)
+    return loaded, None if guide is None else load_model(guide, device, allowed_targets)

@@ -21,6 +21,8 @@ BUILT_GROUPS = (
     "sampler",
     "formulation",
 )  # the stored groups a reader may instantiate
+# A run's data: images, or (latent diffusion) an autoencoder's latents of them.
+IMAGE_DATA, LATENT_DATA = "difflab.data.ImageDataModule", "difflab.data.LatentDataModule"
 
 # What a stored config may build: difflab's own denoisers, schedules, samplers and datasets, by the exact
 # dotted names its configs use. An exact string match, never a prefix: `difflab.models.unet.torch.load` resolves
@@ -37,8 +39,8 @@ ALLOWED_TARGETS = frozenset(
         "difflab.diffusion.DPMSolverSampler",
         "difflab.diffusion.EulerSampler",
         "difflab.diffusion.HeunSampler",
-        "difflab.data.ImageDataModule",
-        "difflab.data.LatentDataModule",
+        IMAGE_DATA,
+        LATENT_DATA,
         "difflab.diffusion.formulations.VPTraining",
         "difflab.diffusion.formulations.EDM",
         "difflab.diffusion.formulations.Flow",
@@ -86,6 +88,17 @@ def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = ()) -> A
         raise ValueError(f"the stored config has no {key} group")
     check_targets(config[key], key, allowed)
     return instantiate(OmegaConf.create(dict(config[key])))
+
+
+def image_data_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A latent run's stored config with its data as the images the latents were encoded from (what its decoded
+    samples are scored against); any other config as it is."""
+    data = dict(config.get("data") or {})
+    if data.get("_target_") != LATENT_DATA:
+        return config
+    for key in ("autoencoder", "scale_factor", "latent_cache_dir"):
+        data.pop(key, None)
+    return {**config, "data": {**data, "_target_": IMAGE_DATA}}
 
 
 def stored_value(config: Mapping[str, Any], dotted: str) -> Any:

@@ -1,11 +1,13 @@
 """A checkpoint read as data: the dict as stored (weights-only unpickler, or a sharded folder put back together),
-its config brought up to date and held to the allowlist, the denoiser's weights in it, a run folder's last.ckpt.
-Nothing is built here (difflab.checkpoint builds models; the autoencoder loader reads through here too)."""
+its config brought up to date and held to the allowlist, the denoiser's weights in it, a run folder's last.ckpt,
+and a model as it lies on disk (checkpoint or model folder) read in one pass. Nothing is built here
+(difflab.checkpoint builds models; the autoencoder loader reads through here too)."""
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,50 @@ import torch
 from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .io.sharded_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint, why_unreadable
-from .model_folder.safetensors_folder import FOLDER_CONFIG
+from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
 
 CONFIG_KEY = "difflab_config"
+LATENT_RECORD_KEY = (
+    "LatentDataModule"  # where Lightning stores a latent run's datamodule state (its latent space)
+)
+
+
+@dataclass(frozen=True)
+class ModelOnDisk:
+    """A model as stored, read once: where it lies (a checkpoint or a model folder), its config brought up to date
+    and held to the allowlist, the network's weights, which weights they are, its step, and a latent diffusion
+    checkpoint's record of its latent space (None for any other)."""
+
+    kind: str  # "checkpoint" or "model folder"
+    path: Path
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    weights: str  # "ema", "raw" or a post-hoc EMA's own name
+    step: int
+    latent_record: Mapping[str, Any] | None = None
+
+    @property
+    def where(self) -> str:
+        """How errors name it: "checkpoint <path>" or "model folder <path>"."""
+        return f"{self.kind} {self.path}"
+
+
+def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOnDisk:
+    """The model at `path` read in one pass: a .ckpt written by train.py (a file, or a folder of shards), a train.py
+    run folder (its checkpoints/last.ckpt) or a folder written by `export.py format=safetensors`."""
+    path = Path(run_checkpoint(path))
+    if path.is_dir() and not is_sharded_checkpoint(path):
+        kind, (config, state, weights, step), record = "model folder", read_model_folder(path), None
+    else:
+        ckpt = read_checkpoint_file(path)
+        kind, config, state = "checkpoint", ckpt[CONFIG_KEY], network_state(ckpt) or {}
+        # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them. A post-hoc EMA
+        # reconstruction (python -m difflab.phema) names its own ("post-hoc EMA sigma_rel=0.050").
+        weights = str(ckpt.get("weights") or ("ema" if "current_model_state" in ckpt else "raw"))
+        step, record = int(ckpt.get("global_step", 0)), ckpt.get(LATENT_RECORD_KEY)
+    config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
+    check_stored_targets(config, allowed_targets, f"{kind} {path}")
+    return ModelOnDisk(kind, path, config, state, weights, step, record)
 
 
 def read_checkpoint(

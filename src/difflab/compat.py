@@ -1,17 +1,18 @@
-"""Every touch of a private name of Lightning, Hydra or W&B, in one place: what it does, why difflab needs it, and which
-public API would replace it. The rest of difflab calls these helpers and never reaches into a library's `_names`;
-tests/test_compat.py checks each touch against the installed versions and names the one that changed.
+"""Every touch of a private name of Lightning, Hydra, W&B or torch.distributed.checkpoint, in one place: what it
+does, why difflab needs it, and which public API would replace it. The rest of difflab calls these helpers and never
+imports a library's `_names`; tests/test_compat.py checks that, and checks each touch against the installed versions
+and names the one that changed.
 Where a public API does the job it is used instead: `LightningModule.trainer` (not `_trainer`), torch's
 `get_ema_multi_avg_fn` (not `torch._foreach_lerp_`), `str | Path` (not Lightning's `_PATH`), and W&B's own
 `wandb.login(prompt=False)` for "is a login configured". difflab reads no W&B file: compare reads the run's own
 metrics.jsonl; only the tests read W&B's private offline run format (tests/wandb_files.py, checked there too).
 
-Lightning and W&B are imported only for type hints here, so importing this module costs nothing.
+Lightning, W&B and torch are imported for type hints or inside the helpers only: importing this module costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
     from lightning.pytorch.loggers import WandbLogger
     from torch import device
+    from torch.distributed.checkpoint import StorageReader
+    from torch.distributed.checkpoint.planner import LoadPlanner
     from torch.optim.swa_utils import AveragedModel
 
 
@@ -179,3 +182,61 @@ def run_hydra(task: Callable[[Any], Any], config_dir: str, config_name: str, arg
         config_path=config_dir,
         config_name=config_name,
     )
+
+
+# --- torch.distributed.checkpoint: a sharded checkpoint read as data, in one process ----------------------------
+
+
+def rebuilding_planner(keys: Iterable[str] | None = None) -> LoadPlanner:
+    """A load planner that rebuilds a state dict from a sharded checkpoint's index (the entries `keys` only; all
+    when None) and reads every non-tensor entry with torch's weights-only unpickler.
+
+    Touch: torch.distributed.checkpoint.format_utils._EmptyStateDictLoadPlanner (subclassed), and in its
+    load_bytes DefaultLoadPlanner's attributes flatten_state_dict, original_state_dict, mappings and state_dict.
+    Why: the public planners fill a state dict the caller has built (a model's); reading a checkpoint as data has
+    none. And DefaultLoadPlanner.load_bytes unpickles non-tensor entries with weights_only=False: a checkpoint is
+    data, never code.
+    Public replacement: none (format_utils.dcp_to_torch_save rebuilds the same way, but writes a file and
+    unpickles with weights_only=False).
+    """
+    import torch
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+
+    class WeightsOnlyPlanner(_EmptyStateDictLoadPlanner):
+        def load_bytes(self, read_item: Any, value: Any) -> None:
+            # DefaultLoadPlanner.load_bytes with weights_only=True (torch's uses False)
+            loaded = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_nested(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = loaded
+
+    return WeightsOnlyPlanner(keys=None if keys is None else set(keys))
+
+
+def load_in_this_process(state: dict[str, Any], reader: StorageReader, planner: LoadPlanner) -> None:
+    """Fill `state` from the checkpoint `reader` reads, as `planner` plans it, in this one process (no process
+    group, whatever ranks wrote it).
+
+    Touch: torch.distributed.checkpoint.state_dict_loader._load_state_dict(no_dist=True).
+    Why: the public dcp.load copies back only the entries the given state dict already has; a state dict rebuilt
+    from the index (rebuilding_planner) starts empty, so dcp.load would hand back nothing.
+    Public replacement: none (a dcp.load that keeps the entries its planner adds).
+    """
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    _load_state_dict(state, storage_reader=reader, planner=planner, no_dist=True)
+
+
+def set_nested(state: dict[str, Any], path: tuple[str | int, ...], value: object) -> None:
+    """Put `value` into the nested `state` at `path` (a flattened entry's place, as a shard index's planner_data
+    names it), making the dicts and lists on the way.
+
+    Touch: torch.distributed.checkpoint._traverse.set_element.
+    Why: a shard index flattens nested entries (an optimizer's state) and records each one's path; torch's own
+    loader puts them back with this function, and so do rebuilding_planner and reading only the shapes.
+    Public replacement: none.
+    """
+    from torch.distributed.checkpoint._traverse import set_element
+
+    set_element(state, path, value)

@@ -15,8 +15,6 @@ from torch import Tensor
 from .autoencoder_checkpoint import LoadedAutoencoder, load_autoencoder
 from .models.autoencoder import AutoencoderKL
 
-RECORD_KEY = "LatentDataModule"  # where Lightning stores the datamodule's state_dict in a checkpoint
-
 
 @torch.no_grad()
 def decode_latents(net: AutoencoderKL, latents: Tensor, scale_factor: float) -> Tensor:

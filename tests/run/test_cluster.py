@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from difflab.cluster.devices import check_devices, check_nodes
+from difflab.cluster.devices import check_devices, check_nodes, check_trainer
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
@@ -125,3 +125,18 @@ def test_several_nodes_with_nothing_to_start_them(monkeypatch):
         check_nodes(OmegaConf.create({"accelerator": "cpu", "devices": 1, "num_nodes": 4}))
     monkeypatch.setenv("SLURM_NTASKS", "32")
     check_nodes(OmegaConf.create({"accelerator": "cpu", "devices": 1, "num_nodes": 4}))
+
+
+def test_a_trainer_that_does_not_match_the_slurm_launcher_is_one_line(monkeypatch):
+    """Under hydra/launcher=slurm, trainer.devices and num_nodes must be the job's tasks per node and nodes."""
+    monkeypatch.setenv("SLURM_NTASKS", "32")
+    launcher = {"tasks_per_node": 8, "nodes": 4}
+    trainer = {"accelerator": "cpu", "devices": 8, "num_nodes": 4}
+    check_trainer(trainer, launcher)
+    with pytest.raises(
+        ValueError, match=r"^trainer.devices=2 but hydra.launcher.tasks_per_node=8: Lightning would"
+    ):
+        check_trainer({**trainer, "devices": 2}, launcher)
+    with pytest.raises(ValueError, match=r"^trainer.num_nodes=1 but hydra.launcher.nodes=4: "):
+        check_trainer({**trainer, "num_nodes": 1}, launcher)
+    check_trainer({**trainer, "devices": 2})  # no SLURM launcher: nothing to match

@@ -257,3 +257,23 @@ def test_a_guide_equal_to_the_model_scores_the_same_samples(trained_ckpt: Path, 
     assert guided["generated"]["guide"] == str(trained_ckpt) and guided["generated"]["guidance"] == 3.0
     with pytest.raises(ValueError, match="guide=.* give ckpt=, not images="):
         run_eval(tmp_path, "images=x", "data=digits", f"guide={trained_ckpt}")
+
+
+def test_a_users_own_model_class_is_scored_once_allowed_explicitly(
+    trained_ckpt: Path, tmp_path: Path
+) -> None:
+    """allowed_targets=[…] lets evaluate.py build a checkpoint (and a guide) of the user's own class, as sample.py."""
+    from test_checkpoint import TinyNet, variant
+
+    def own_class(ckpt: dict) -> None:
+        ckpt["difflab_config"]["model"] = {"_target_": "test_checkpoint.TinyNet", "channels": 1}
+        ckpt["state_dict"] = {f"net.{k}": v for k, v in TinyNet().state_dict().items()}
+
+    custom = variant(trained_ckpt, tmp_path / "custom.ckpt", own_class)
+    common = [f"ckpt={custom}", "n=8", "log_wandb=false"]
+    with pytest.raises(ValueError, match=r"allowed_targets=\[test_checkpoint.TinyNet\]"):
+        run_eval(tmp_path, *common, f"out={tmp_path / 'refused.json'}")
+    allowed = ["allowed_targets=[test_checkpoint.TinyNet]", f"out={tmp_path / 'report.json'}"]
+    report = run_eval(tmp_path, *common, f"guide={custom}", "guidance=2", *allowed)
+    assert report["generated"]["ckpt"] == str(custom) and report["generated"]["guide"] == str(custom)
+    assert np.isfinite(report["metrics"]["fd_effl0"])

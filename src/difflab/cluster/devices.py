@@ -61,6 +61,35 @@ def check_nodes(trainer: Mapping[str, Any]) -> None:
         )
 
 
+def check_trainer(trainer: Mapping[str, Any], slurm_launcher: Mapping[str, Any] | None = None) -> None:
+    """All device checks, before the Trainer is built; `slurm_launcher`: the SLURM launcher's settings when jobs
+    are submitted by one (its tasks_per_node and nodes are what the job gets)."""
+    if trainer.get("devices") is None:
+        raise ValueError(
+            "trainer.devices is not set: trainer=slurm reads it from hydra/launcher=slurm; add "
+            "`-m hydra/launcher=slurm` (or set trainer.devices)"
+        )
+    check_sampler_setting(trainer)
+    if slurm_launcher is not None:
+        check_matches_launcher(trainer, slurm_launcher)
+    check_nodes(trainer)
+    check_devices(trainer)
+
+
+def check_matches_launcher(trainer: Mapping[str, Any], slurm_launcher: Mapping[str, Any]) -> None:
+    """trainer.devices and trainer.num_nodes must be what the SLURM launcher gives each job."""
+    pairs = [
+        ("trainer.devices", trainer.get("devices"), "tasks_per_node", slurm_launcher.get("tasks_per_node")),
+        ("trainer.num_nodes", trainer.get("num_nodes"), "nodes", slurm_launcher.get("nodes")),
+    ]
+    for key, value, launcher_key, launcher_value in pairs:
+        if launcher_value is not None and str(value) != str(launcher_value):
+            raise ValueError(
+                f"{key}={value} but hydra.launcher.{launcher_key}={launcher_value}: Lightning would wait for ranks "
+                "that never start; use trainer=slurm, which reads both from the launcher"
+            )
+
+
 def check_sampler_setting(trainer: Mapping[str, Any]) -> None:
     """difflab's train sampler deals the data out to the ranks itself; a DistributedSampler would do it again."""
     if trainer.get("use_distributed_sampler"):

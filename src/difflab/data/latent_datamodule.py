@@ -101,7 +101,7 @@ class LatentDataModule(ImageDataModule):
         super().setup(stage)
         if self._latent_splits is not None:
             return
-        splits = {}
+        splits, pairs = {}, {}
         for split, images in self._datasets.items():
             key = data_fingerprint(images, f"{dataset_id(self)}|{split}|{self.image_size}")
             path = latent_cache_path(
@@ -114,17 +114,14 @@ class LatentDataModule(ImageDataModule):
             log.info(
                 "latents of the %s split: %s (%s)", split, path, "cached" if hit else "encoded and cached"
             )
-            splits[split] = latents
+            splits[split], pairs[split] = latents, LatentPairs(latents, images, mirrored)
         self._latent_splits = splits
         if self.scale_factor is None:
             self.scale_factor = estimate_scale_factor(
                 splits["train"], torch.Generator().manual_seed(self.seed)
             )
             log.info("latent scale factor %.5g (1 / std of the training latents)", self.scale_factor)
-        self._datasets = {
-            split: LatentPairs(latents, self._datasets[split], self.random_flip and split == "train")
-            for split, latents in splits.items()
-        }
+        self._datasets = pairs
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         moments, *rest = batch

@@ -5,17 +5,19 @@ memory, so sample.py, evaluate.py, export.py and difflab.load read it as they re
 torch.distributed.checkpoint itself unpickles the folder's `.metadata` and any non-tensor entry with plain
 pickle; here `.metadata` goes through an unpickler that builds the checkpoint's own record classes only, and
 non-tensor entries through torch's weights-only one, so a sharded checkpoint is data, never code, as a file is.
+The private parts of torch.distributed.checkpoint this needs are reached through difflab.compat.
 """
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..compat import load_in_this_process, rebuilding_planner, set_nested
 
 META_FILE = (
     "meta.pt"  # Lightning's name for everything but weights and optimizer states (its _METADATA_FILENAME)
@@ -59,29 +61,10 @@ def data_only_reader(path: Path) -> Any:
     return DataOnlyReader(path)
 
 
-def _planner(keys: Iterable[str] | None) -> Any:
-    """torch's planner that rebuilds a state dict from the index (entries `keys` only), loading non-tensor
-    entries weights-only."""
-    from torch.distributed.checkpoint._traverse import set_element
-    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
-
-    class DataOnlyPlanner(_EmptyStateDictLoadPlanner):
-        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-            # DefaultLoadPlanner.load_bytes with weights_only=True (torch's uses False)
-            loaded = torch.load(value, weights_only=True)
-            if self.flatten_state_dict:
-                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
-            else:
-                self.state_dict[read_item.dest_index.fqn] = loaded
-
-    return DataOnlyPlanner(keys=set(keys) if keys is not None else None)
-
-
 def read_shards(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """The entries `keys` (all when None) of the sharded checkpoint at `path`, each shard put back into full CPU
     tensors in this process (no process group needed)."""
     from torch.distributed.checkpoint.api import CheckpointException
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     path = Path(path)
     data_only_reader(
@@ -89,7 +72,7 @@ def read_shards(path: str | Path, keys: Iterable[str] | None = None) -> dict[str
     ).read_metadata()  # a refused index raises UnpicklingError here, not wrapped by torch
     state: dict[str, Any] = {}
     try:
-        _load_state_dict(state, storage_reader=data_only_reader(path), planner=_planner(keys), no_dist=True)
+        load_in_this_process(state, data_only_reader(path), rebuilding_planner(keys))
     except CheckpointException as error:  # a BaseException: re-raised as what went wrong (a missing shard, …)
         raise rank_errors(error)[0] from error
     return state
@@ -112,7 +95,6 @@ def why_unreadable(error: BaseException) -> str:
 def read_shapes(path: str | Path) -> dict[str, Any]:
     """The entries of the sharded checkpoint at `path` with every tensor on the meta device (its shape and dtype,
     no data read) and every other value (learning rates, step counts) read weights-only."""
-    from torch.distributed.checkpoint._traverse import set_element
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     index = data_only_reader(Path(path)).read_metadata()
@@ -125,7 +107,7 @@ def read_shapes(path: str | Path) -> dict[str, Any]:
     )
     for key in tensors:
         shape = torch.empty(entries[key].size, dtype=entries[key].properties.dtype, device="meta")
-        set_element(state, index.planner_data[key], shape)
+        set_nested(state, index.planner_data[key], shape)
     return state
 
 

@@ -1,6 +1,6 @@
-"""The cluster checks that read Hydra's config: the trainer's devices and nodes (with the launcher's) before the
-Trainer is built, and the Hydra launcher before anything is submitted (difflab.cluster holds the rest: ranks,
-device checks, requeue). Each problem is one line and exit 2."""
+"""What the cluster checks read from Hydra's config: the SLURM launcher a trainer must match (difflab.cluster
+checks the devices and nodes with it: ranks, device checks, requeue), and the Hydra launcher before anything is
+submitted. Each problem is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ..cluster.devices import check_devices, check_nodes, check_sampler_setting
-
 
 def exit_with_error(message: str) -> NoReturn:
     """Print `error: message` and exit 2 from a Hydra callback: Hydra turns an Exception raised in a callback
@@ -22,41 +20,12 @@ def exit_with_error(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def check_matches_launcher(trainer: DictConfig) -> None:
-    """Under hydra/launcher=slurm, trainer.devices and trainer.num_nodes must be what the job was given."""
+def slurm_launcher() -> DictConfig | None:
+    """Hydra's launcher config when jobs go through hydra/launcher=slurm (None otherwise, and outside Hydra)."""
     if not HydraConfig.initialized():
-        return
+        return None
     launcher = HydraConfig.get().launcher
-    if "SlurmLauncher" not in str(launcher.get("_target_", "")):
-        return
-    pairs = [
-        (
-            "trainer.devices",
-            trainer.get("devices"),
-            "hydra.launcher.tasks_per_node",
-            launcher.get("tasks_per_node"),
-        ),
-        ("trainer.num_nodes", trainer.get("num_nodes"), "hydra.launcher.nodes", launcher.get("nodes")),
-    ]
-    for key, value, launcher_key, launcher_value in pairs:
-        if launcher_value is not None and str(value) != str(launcher_value):
-            raise ValueError(
-                f"{key}={value} but {launcher_key}={launcher_value}: Lightning would wait for ranks that never "
-                "start; use trainer=slurm, which reads both from the launcher"
-            )
-
-
-def check_trainer(trainer: DictConfig) -> None:
-    """All device checks, before the Trainer is built."""
-    if trainer.get("devices") is None:
-        raise ValueError(
-            "trainer.devices is not set: trainer=slurm reads it from hydra/launcher=slurm; add "
-            "`-m hydra/launcher=slurm` (or set trainer.devices)"
-        )
-    check_sampler_setting(trainer)
-    check_matches_launcher(trainer)
-    check_nodes(trainer)
-    check_devices(trainer)
+    return launcher if "SlurmLauncher" in str(launcher.get("_target_", "")) else None
 
 
 # --- the Hydra launcher, before anything is submitted --------------------------------------------------------

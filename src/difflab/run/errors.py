@@ -47,12 +47,6 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(cause).__name__
 
 
-def as_no_space_left(error: BaseException) -> NoSpaceLeft:
-    """A full disk met anywhere (a logger, a library's own write) as the one line NoSpaceLeft gives."""
-    where = where_space_ran_out(error)
-    return NoSpaceLeft(where or "the output folder")
-
-
 def current_sweep_job() -> str | None:
     """`#<num> (<job folder>)` when running as a job of a Hydra multirun, else None."""
     if not HydraConfig.initialized():
@@ -81,7 +75,11 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
                 else:  # Hydra prints the traceback to the console; the run's log keeps it too
                     to_log_files("the run failed", logging.ERROR, exc_info=True)
                 raise
-            message = one_line(error if isinstance(error, USER_ERRORS) else as_no_space_left(error))
+            # A full disk met anywhere (a logger, a library's own write) is the one line NoSpaceLeft gives.
+            full = (
+                None if isinstance(error, USER_ERRORS) else where_space_ran_out(error) or "the output folder"
+            )
+            message = one_line(error if full is None else NoSpaceLeft(full))
             job = current_sweep_job()
             if job is None or isinstance(root_cause(error), SweepConfigError):
                 echo(f"error: {message}", sys.stderr, logging.ERROR)

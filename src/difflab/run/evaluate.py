@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..autoencoder_checkpoint import is_autoencoder
-from ..checkpoint import LoadedModel, load_model
-from ..checkpoint_config import build
+from ..checkpoint import LoadedModel, load_with_guide
+from ..checkpoint_config import build, image_data_config
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..data import ImageDataModule
 from ..evaluation.autoencoder import evaluate_autoencoder
@@ -28,7 +28,6 @@ from ..generation import build_sampler, walked_config
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
-from .latent import image_data_config
 from .rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
@@ -108,8 +107,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(sampling.device)
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
 
-    loaded = load_model(sampling.ckpt, device, autoencoder=sampling.autoencoder) if sampling.ckpt else None
-    guide = load_model(sampling.options.guide, device) if loaded and sampling.options.guide else None
+    loaded, guide = None, None
+    if sampling.ckpt:
+        loaded, guide = load_with_guide(
+            sampling.ckpt,
+            sampling.options.guide,
+            device,
+            sampling.allowed_targets,
+            autoencoder=sampling.autoencoder,
+        )
     data = reference_data(settings, loaded)
     conditions = scored_conditions(loaded, sampling.options, sampling.ckpt, data, guide is not None)
     if loaded is not None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, open_dict
 
-LATENT_DATA = "difflab.data.LatentDataModule"
-IMAGE_DATA = "difflab.data.ImageDataModule"
-
 
 def use_latents(cfg: DictConfig) -> None:
     """Complete `cfg` in place for latent diffusion when cfg.autoencoder is set; one-line errors for an autoencoder
@@ -20,6 +17,7 @@ def use_latents(cfg: DictConfig) -> None:
     if not cfg.get("autoencoder"):
         return
     from ..autoencoder_checkpoint import load_autoencoder
+    from ..checkpoint_config import LATENT_DATA
 
     if cfg.get("task") == "autoencoder":
         raise ValueError(
@@ -37,14 +35,3 @@ def use_latents(cfg: DictConfig) -> None:
         cfg.data.latent_cache_dir = cfg.get("latent_cache_dir")
         cfg.model.in_channels = net.latent_channels
         cfg.model.image_size = size // net.down_factor
-
-
-def image_data_config(config: dict) -> dict:
-    """A latent run's stored config with its data as the images the latents were encoded from (what its decoded
-    samples are scored against); any other config as it is."""
-    data = dict(config.get("data") or {})
-    if data.get("_target_") != LATENT_DATA:
-        return config
-    for key in ("autoencoder", "scale_factor", "latent_cache_dir"):
-        data.pop(key, None)
-    return {**config, "data": {**data, "_target_": IMAGE_DATA}}

@@ -3,21 +3,17 @@ Fréchet distance (training/phema_scores.py) under evaluate.py's config and over
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from ..io.results import check_writable_file
 from ..training.phema import check_sigma_rel
 from ..training.phema_reconstruct import plan, reconstruct
 from ..training.phema_scores import ROOT, Scored, score
 from .cli import check_command_line
-
-log = logging.getLogger("difflab")
 
 CONF_DIR = ROOT / "conf"
 
@@ -36,17 +32,16 @@ def sweep(
         raise ValueError(f"sigma_rel lists a value twice (to 3 decimals): {list(sigma_rels)}")
     for sigma_rel in sigma_rels:
         check_sigma_rel(sigma_rel)
-    base = eval_config(eval_overrides)  # a mistyped override is refused before any folder is made
-    fd_key = fd_name(base)
+    fd_key = fd_name(eval_config(eval_overrides))  # a mistyped override is refused before any folder is made
     plans = [plan(run, s, step=step, folder=out) for s in sigma_rels]
-    configs = [for_checkpoint(base, p.out) for p in plans]
-    for cfg in configs:
-        check_writable_file(Path(cfg.out))
+    reports = [p.out.with_suffix(".metrics.json") for p in plans]  # each report beside its checkpoint
+    for report in reports:
+        check_writable_file(report)
     rows = []
-    for p, cfg in zip(plans, configs, strict=True):
+    for p, report in zip(plans, reports, strict=True):
         reconstruct(p)
-        report = score(p.out, Path(cfg.out), eval_overrides)
-        rows.append(Scored(p.sigma_rel, float(report["metrics"][fd_key]), p.out, Path(cfg.out)))
+        scores = score(p.out, report, eval_overrides)["metrics"]
+        rows.append(Scored(p.sigma_rel, float(scores[fd_key]), p.out, report))
     return rows, fd_key
 
 
@@ -55,16 +50,6 @@ def eval_config(overrides: Sequence[str]) -> Any:
     check_command_line(CONF_DIR, "eval", list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("eval", overrides=list(overrides))
-
-
-def for_checkpoint(base: Any, ckpt: Path) -> Any:
-    """`base` scoring `ckpt`, its report beside it; not logged to the run's W&B run (not one of its checkpoints)."""
-    cfg = base.copy()
-    with open_dict(cfg):
-        cfg.ckpt = str(ckpt)
-        cfg.out = str(ckpt.with_suffix(".metrics.json"))
-        cfg.log_wandb = False
-    return cfg
 
 
 def fd_name(cfg: Any) -> str:

@@ -1,12 +1,11 @@
 """Everything train.py checks before Hydra writes a single file: the values typed, the checkpoint a resume
-starts from, and the run folder. A run folder belongs to one run: a fresh one is claimed in one atomic step (two
-runs started in the same second never share one), a folder holding another run is refused, and a resume (or a
-requeued SLURM job) goes back into its own folder only once its checkpoint is known to fit the config."""
+starts from, and the run folder. A run folder belongs to one run (runs/folder.py): a fresh one is claimed in one
+atomic step (two runs started in the same second never share one), a folder holding another run is refused, and a
+resume (or a requeued SLURM job) goes back into its own folder only once its checkpoint is known to fit the config;
+here Hydra's config is told where it writes."""
 
 from __future__ import annotations
 
-import itertools
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from ..cluster.jobs import is_requeued_job, is_secondary_rank
-from ..runs.folder import existing_run_files
+from ..runs.folder import claim_run_folder, reenters_run_folder, resumed_name
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
@@ -25,12 +24,8 @@ def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> Non
     """Have Hydra write this resume's config to .hydra/resumed_step_<step>/, keeping the run's own .hydra files."""
     if not (run_dir / ".hydra").is_dir():
         return
-    subdir, n = f".hydra/resumed_step_{step:07d}", 1
-    while (run_dir / subdir).exists():
-        n += 1
-        subdir = f".hydra/resumed_step_{step:07d}_{n}"
     with read_write(config.hydra), open_dict(config.hydra):
-        config.hydra.output_subdir = subdir
+        config.hydra.output_subdir = f".hydra/{resumed_name(run_dir / '.hydra', step)}"
 
 
 def _run_dir_given(config: DictConfig) -> bool:
@@ -41,29 +36,15 @@ def _run_dir_given(config: DictConfig) -> bool:
 
 
 def claim(config: DictConfig, run_dir: Path) -> Path:
-    """Make `run_dir`/.hydra in one exclusive step, so no other run can take the folder too. When another run
-    took a dated default folder in the same second, this run moves to <folder>_2 (_3, …); a folder the user
-    named is refused instead. A folder that cannot be written is one line, before any work starts."""
-    for n in itertools.count(1):
-        candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
-        try:
-            if existing_run_files(candidate):
-                raise FileExistsError(candidate)
-            candidate.mkdir(parents=True, exist_ok=True)
-            (candidate / ".hydra").mkdir()
-        except FileExistsError:
-            if _run_dir_given(config):
-                exit_with_error(
-                    f"run folder {run_dir} was just taken by another run; pick a new hydra.run.dir"
-                )
-            continue
-        except OSError as error:
-            exit_with_error(f"cannot write the run folder {candidate}: {error.strerror or error}")
-        if candidate != run_dir:
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.run.dir = str(candidate)
-        return candidate
-    raise AssertionError("unreachable")
+    """Claim Hydra's run folder (runs.folder.claim_run_folder); Hydra writes into <folder>_2 when it moved there."""
+    try:
+        claimed = claim_run_folder(run_dir, named=_run_dir_given(config))
+    except ValueError as error:
+        exit_with_error(str(error))
+    if claimed != run_dir:
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.run.dir = str(claimed)
+    return claimed
 
 
 class Preflight(Callback):
@@ -73,29 +54,14 @@ class Preflight(Callback):
         if is_secondary_rank():
             return  # other ranks share the folder rank 0 has just claimed
         run_dir = Path(str(config.hydra.run.dir))
-        found = existing_run_files(run_dir)
         try:
             settings = prepare(config, run_dir)
+            named, requeued = _run_dir_given(config), is_requeued_job()
+            reenter = reenters_run_folder(run_dir, settings.resume, named, requeued)
         except USER_ERRORS as error:
             exit_with_error(one_line(error))
-        resume = settings.resume
-        own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
-        if found and (own_folder or (resume is None and is_requeued_job())):
-            if own_folder:
-                _keep_first_hydra_files(config, run_dir, settings.step)
-            if not os.access(run_dir, os.W_OK | os.X_OK):
-                exit_with_error(f"cannot write the run folder {run_dir}: permission denied")
-            hand_over(settings)
-            return
-        if found and resume is not None:
-            exit_with_error(
-                f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
-                f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
-            )
-        if found and _run_dir_given(config):
-            exit_with_error(
-                f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
-                "resume with ckpt_path=last"
-            )
-        # A dated folder another run took this second: claim moves on to <time>_2.
-        hand_over(replace(settings, run_dir=claim(config, run_dir)))
+        if not reenter:  # a dated folder another run took this second: claim moves on to <time>_2
+            settings = replace(settings, run_dir=claim(config, run_dir))
+        elif settings.resume is not None:
+            _keep_first_hydra_files(config, run_dir, settings.step)
+        hand_over(settings)

@@ -16,13 +16,13 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..cluster.devices import set_cpu_threads
+from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.requeue import requeue
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
-from ..runs.folder import has_checkpoints, release
+from ..runs.folder import has_checkpoints, release, resumed_name
 from ..runs.resume import tidy_before_fit
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
@@ -35,7 +35,7 @@ from ..training.console import (
     quiet_library_noise,
 )
 from ..training.metrics_file import MetricsFile
-from .cluster import check_trainer
+from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS
 from .prepare import prepared_for
@@ -119,12 +119,8 @@ def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
         if not isinstance(entry, DictConfig) or not str(entry.get("_target_", "")).endswith("CSVLogger"):
             continue
         base = Path(str(entry.save_dir)) / str(entry.get("name") or "")
-        version, n = f"resumed_step_{step:07d}", 1
-        while (base / version).exists():
-            n += 1
-            version = f"resumed_step_{step:07d}_{n}"
         with open_dict(entry):
-            entry.version = version
+            entry.version = resumed_name(base, step)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -138,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_console_in_run_log()
     # What preflight prepared, or the same preparation done now.
     settings = prepared_for(cfg, Path(cfg.paths.output_dir))
-    check_trainer(cfg.trainer)
+    check_trainer(cfg.trainer, slurm_launcher())
     output_dir, resume, step = settings.run_dir, settings.resume, settings.step
     if resume is not None:
         keep_earlier_csv_logs(cfg, step)

@@ -3,7 +3,6 @@ one W&B run) and the run's name, tags and group (difflab.tracking holds the rest
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from ..tracking.run_ids import ID_FILE, choose_run_id
-from ..tracking.run_names import job_run_name, sweep_group
-
-log = logging.getLogger("difflab")
+from ..tracking.run_names import job_run_name, sweep_group, wandb_run_fields
 
 
 def attach_run_id(
@@ -35,10 +32,8 @@ def attach_run_id(
 
 
 def name_wandb_run(cfg: DictConfig) -> None:
-    """Fill cfg.logger.wandb for this Hydra job so runs read well in the W&B table: tagged with the
-    experiment, job_type = the task (train), named from the experiment and the overrides that change what is
-    trained ("digits_cpu: optim.lr=1e-4,seed=3"), grouped by experiment, or by sweep (sweep_group) in a
-    multirun. Values the user set (name, group, job_type) are kept."""
+    """Fill cfg.logger.wandb's name, tags, job type and group for this Hydra job (tracking.run_names says how),
+    from the experiment, the job's overrides and, in a multirun, its sweep; values the user set are kept."""
     wandb_cfg = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
     if not isinstance(wandb_cfg, DictConfig) or not HydraConfig.initialized():
         return
@@ -46,17 +41,10 @@ def name_wandb_run(cfg: DictConfig) -> None:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     exclude = [*hydra_cfg.job.config.override_dirname.exclude_keys, "experiment"]
     overrides = job_run_name(hydra_cfg.overrides.task, exclude)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_job = sweep = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_job = hydra_cfg.job.num
+        sweep = sweep_group(str(hydra_cfg.sweep.dir), (cfg.get("paths") or {}).get("root_dir"))
+    fields = wandb_run_fields(wandb_cfg, str(cfg.task_name), experiment, overrides, sweep_job, sweep)
     with open_dict(wandb_cfg):
-        tags = list(wandb_cfg.get("tags") or [])
-        if experiment and experiment not in tags:
-            wandb_cfg.tags = [*tags, experiment]
-        if wandb_cfg.get("job_type") is None:
-            wandb_cfg.job_type = str(cfg.task_name)
-        if wandb_cfg.get("name") is None:
-            parts = [p for p in (experiment, overrides) if p]
-            fallback = f"job{hydra_cfg.job.num}" if multirun else None
-            wandb_cfg.name = ": ".join(parts) or fallback
-        if wandb_cfg.get("group") is None:
-            root = (cfg.get("paths") or {}).get("root_dir")
-            wandb_cfg.group = sweep_group(str(hydra_cfg.sweep.dir), root) if multirun else experiment
+        wandb_cfg.update(fields)

@@ -1,8 +1,12 @@
-"""A run folder belongs to one run: what marks one, and giving a fresh one back when its run is refused before
-its first step (a refused run leaves nothing behind, as a refused sample.py leaves no out= folder)."""
+"""A run folder belongs to one run: what marks one, who may go back into one (a resume into its own folder, a
+requeued job; a folder holding another run is refused), claiming a fresh one in one exclusive step, the names a
+resume writes under beside the run's first part, and giving a fresh one back when its run is refused before its
+first step (a refused run leaves nothing behind, as a refused sample.py leaves no out= folder)."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +20,62 @@ def existing_run_files(run_dir: Path) -> list[str]:
     if not run_dir.is_dir():
         return []
     return sorted(p.name for p in run_dir.iterdir() if p.name in RUN_MARKERS)
+
+
+def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeued: bool) -> bool:
+    """True when this run goes back into `run_dir` as it stands: a resume from a checkpoint inside it, or a
+    requeued job starting over in its folder; False when the folder is to be claimed fresh. A one-line ValueError
+    when it holds another run (or cannot be written): `named` says the user chose it (else it is a dated default)."""
+    found = existing_run_files(run_dir)
+    own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
+    if found and (own_folder or (resume is None and requeued)):
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write the run folder {run_dir}: permission denied")
+        return True
+    if found and resume is not None:
+        raise ValueError(
+            f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
+            f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
+        )
+    if found and named:
+        raise ValueError(
+            f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
+            "resume with ckpt_path=last"
+        )
+    return False
+
+
+def claim_run_folder(run_dir: Path, named: bool) -> Path:
+    """Make `run_dir`/.hydra in one exclusive step, so no other run can take the folder too, and return the folder.
+    When another run took it first (a dated folder, in the same second) this run moves to <folder>_2 (_3, …); a
+    folder the user `named` is refused instead. A one-line ValueError also for a folder that cannot be written."""
+    for n in itertools.count(1):
+        candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
+        try:
+            if existing_run_files(candidate):
+                raise FileExistsError(candidate)
+            candidate.mkdir(parents=True, exist_ok=True)
+            (candidate / ".hydra").mkdir()
+        except FileExistsError:
+            if named:
+                raise ValueError(
+                    f"run folder {run_dir} was just taken by another run; pick a new hydra.run.dir"
+                ) from None
+            continue
+        except OSError as error:
+            raise ValueError(f"cannot write the run folder {candidate}: {error.strerror or error}") from error
+        return candidate
+    raise AssertionError("unreachable")
+
+
+def resumed_name(folder: Path, step: int) -> str:
+    """resumed_step_<step> (then _2, _3, …): the first free name in `folder` for what a resume from `step` writes
+    beside the run's first part (its Hydra files, its CSV metrics), which is never overwritten."""
+    name, n = f"resumed_step_{step:07d}", 1
+    while (folder / name).exists():
+        n += 1
+        name = f"resumed_step_{step:07d}_{n}"
+    return name
 
 
 def has_checkpoints(run_dir: Path) -> bool:

@@ -1,9 +1,10 @@
-"""How runs read in the W&B table: a sweep job named from the overrides that change what it trains, a sweep's
-group, and the run's config as flat `group.key` names without machine paths."""
+"""How runs read in the W&B table: a run's name, tags, job type and group (a sweep job named from the overrides
+that change what it trains, a sweep's group), and the run's config as flat `group.key` names without machine
+paths."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,32 @@ def sweep_group(sweep_dir: str, root_dir: str | None) -> str:
     if root_dir and sweep.is_relative_to(root_dir):
         return sweep.relative_to(root_dir).as_posix()
     return sweep.name
+
+
+def wandb_run_fields(
+    given: Mapping[str, Any],
+    task: str,
+    experiment: str | None,
+    overrides: str | None,
+    sweep_job: int | None = None,
+    sweep_group: str | None = None,
+) -> dict[str, Any]:
+    """The W&B logger's name, tags, job_type and group for a run, keeping what the user set (`given`): tagged with
+    the experiment, job_type = the task (train), named from the experiment and the overrides that change what is
+    trained ("digits_cpu: optim.lr=1e-4,seed=3"; job<N> for a sweep's job with neither), grouped by experiment,
+    or by `sweep_group` for job number `sweep_job` of a sweep."""
+    fields: dict[str, Any] = {}
+    tags = list(given.get("tags") or [])
+    if experiment and experiment not in tags:
+        fields["tags"] = [*tags, experiment]
+    if given.get("job_type") is None:
+        fields["job_type"] = task
+    if given.get("name") is None:
+        fallback = None if sweep_job is None else f"job{sweep_job}"
+        fields["name"] = ": ".join(p for p in (experiment, overrides) if p) or fallback
+    if given.get("group") is None:
+        fields["group"] = experiment if sweep_job is None else sweep_group
+    return fields
 
 
 def clean_config(config: dict[str, Any]) -> dict[str, Any]:
