@@ -338,8 +338,8 @@ def test_torch_dcp_traverse_set_element_puts_a_flattened_entry_back_in_its_place
 
 
 def test_no_module_but_compat_imports_a_private_name_of_a_library():
-    """A private module or name of another package is imported in difflab/compat.py only (attributes reached
-    through a public module, such as torch._dynamo.config, are not seen by this check)."""
+    """A private module or name of another package is imported, or reached as an attribute of torch
+    (torch._dynamo, torch._foreach_lerp_), in difflab/compat.py only."""
     import ast
 
     from conftest import ROOT
@@ -353,9 +353,45 @@ def test_no_module_but_compat_imports_a_private_name_of_a_library():
                 modules, names = [node.module], [a.name for a in node.names]
             elif isinstance(node, ast.Import):
                 modules, names = [a.name for a in node.names], []
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "torch"
+                and node.attr.startswith("_")
+            ):
+                modules, names = ["torch"], [node.attr]
             else:
                 continue
             parts = [p for m in modules for p in m.split(".")] + names
             if any(p.startswith("_") for p in parts):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, f"private imports outside difflab/compat.py: {', '.join(found)}"
+
+
+def test_torch_dynamo_recompile_limit_is_a_config_value_compat_raises_and_never_lowers():
+    import torch._dynamo
+
+    from difflab.compat import raise_recompile_limit
+
+    touch = "torch._dynamo.config.recompile_limit"
+    before = torch._dynamo.config.recompile_limit
+    assert isinstance(before, int), f"{touch}: no longer an int"
+    try:
+        raise_recompile_limit(before + 5)
+        assert torch._dynamo.config.recompile_limit == before + 5, f"{touch}: not raised"
+        raise_recompile_limit(1)
+        assert torch._dynamo.config.recompile_limit == before + 5, f"{touch}: lowered"
+    finally:
+        torch._dynamo.config.recompile_limit = before
+
+
+def test_torch_foreach_lerp_moves_every_tensor_as_tensor_lerp_does():
+    from difflab.compat import lerp_all_
+
+    gen = torch.Generator().manual_seed(0)
+    starts = [torch.randn(3, 4, generator=gen), torch.randn(5, generator=gen, dtype=torch.float64)]
+    ends = [torch.randn_like(t) for t in starts]
+    expected = [s.clone().lerp_(e, 0.3) for s, e in zip(starts, ends, strict=True)]
+    lerp_all_(starts, ends, 0.3)
+    for got, want in zip(starts, expected, strict=True):
+        torch.testing.assert_close(got, want, msg="torch._foreach_lerp_: not Tensor.lerp_ in place")

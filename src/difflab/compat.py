@@ -1,9 +1,9 @@
-"""Every touch of a private name of Lightning, Hydra, W&B or torch.distributed.checkpoint, in one place: what it
+"""Every touch of a private name of Lightning, Hydra, W&B or torch, in one place: what it
 does, why difflab needs it, and which public API would replace it. The rest of difflab calls these helpers and never
 imports a library's `_names`; tests/test_compat.py checks that, and checks each touch against the installed versions
 and names the one that changed.
 Where a public API does the job it is used instead: `LightningModule.trainer` (not `_trainer`), torch's
-`get_ema_multi_avg_fn` (not `torch._foreach_lerp_`), `str | Path` (not Lightning's `_PATH`), and W&B's own
+`get_ema_multi_avg_fn` for the classic EMA, `str | Path` (not Lightning's `_PATH`), and W&B's own
 `wandb.login(prompt=False)` for "is a login configured". difflab reads no W&B file: compare reads the run's own
 metrics.jsonl; only the tests read W&B's private offline run format (tests/wandb_files.py, checked there too).
 
@@ -240,3 +240,25 @@ def set_nested(state: dict[str, Any], path: tuple[str | int, ...], value: object
     from torch.distributed.checkpoint._traverse import set_element
 
     set_element(state, path, value)
+
+
+# --- torch: Dynamo's recompile limit, the fused lerp ------------------------------------------------------------
+
+
+def raise_recompile_limit(at_least: int) -> None:
+    """Let Dynamo compile one forward at least `at_least` times before it runs the rest eagerly (regional
+    compilation shares one forward between blocks of different shapes). Private: `torch._dynamo.config`
+    (`recompile_limit`); torch.compiler has no public setter for it yet."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, at_least)
+
+
+def lerp_all_(starts: Iterable[Any], ends: Iterable[Any], weight: float) -> None:
+    """starts[i] += weight · (ends[i] − starts[i]) for every pair, in place, in one fused kernel per device and
+    dtype (the power-function EMA's update of every weight). Private: `torch._foreach_lerp_`, what torch.optim and
+    `get_ema_multi_avg_fn` use; the public replacement is a loop of `Tensor.lerp_`, one kernel per tensor."""
+    import torch
+
+    torch._foreach_lerp_(list(starts), list(ends), weight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..compat import raise_recompile_limit
 from ..models.blocks import repeated_blocks
 from .sharding import is_sharded
 
@@ -21,8 +22,7 @@ def compile_denoiser(net: nn.Module, mode: bool | str, **options: object) -> Non
         # The blocks share one forward, so Dynamo counts every block of another structure or shape (a U-Net's
         # levels differ in channels, attention and shortcut) as a recompile of it; past its limit (8) the rest would
         # silently run eager. Room for each block in training, evaluation and a second batch size:
-        limit = torch._dynamo.config.recompile_limit
-        torch._dynamo.config.recompile_limit = max(limit, 4 * len(blocks))
+        raise_recompile_limit(4 * len(blocks))
         # Static shapes: with dynamic ones inductor failed on the U-Net's blocks under FSDP ("cannot determine truth
         # value of Relational", contiguous weights and NHWC inputs); a new batch size compiles once more instead.
         options = {"dynamic": False, **options}

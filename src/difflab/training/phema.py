@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..compat import lerp_all_
+
 # The largest σ_rel a power function with γ ≥ 0 reaches (γ = 0, a plain average of every step so far).
 MAX_SIGMA_REL = 12**-0.5
 
@@ -69,7 +71,7 @@ def update_power_ema(
 ) -> None:
     """The power-function EMA from `previous_step` (default step − 1) to `step`, with `current` as the weights
     of every step between: average ← β average + (1 − β) current, in place (one foreach lerp; float tensors)."""
-    torch._foreach_lerp_(list(average), list(current), 1.0 - power_ema_beta(gamma, step, previous_step))
+    lerp_all_(average, current, 1.0 - power_ema_beta(gamma, step, previous_step))
 
 
 def profile_inner_products(steps_a: Tensor, gammas_a: Tensor, steps_b: Tensor, gammas_b: Tensor) -> Tensor:
