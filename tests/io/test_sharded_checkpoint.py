@@ -179,3 +179,32 @@ def test_a_full_disk_during_a_sharded_save_keeps_the_previous_checkpoint(
     dcp.load(restored, checkpoint_id=sharded)
     assert torch.equal(restored["state_dict"]["w"], torch.ones(3))
     assert sorted(p.name for p in sharded.iterdir()) == [".metadata", "__0_0.distcp", "meta.pt"]
+
+
+def test_a_full_save_over_a_sharded_checkpoint_keeps_it_until_the_file_is_whole(
+    sharded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sharded run resumed with state_dict_type=full writes last.ckpt as a file where the folder was: a full
+    disk during that write keeps the folder; with room, the file replaces it."""
+    import errno
+
+    from difflab.io.atomic import NoSpaceLeft
+    from difflab.training.atomic_checkpoint_io import AtomicCheckpointIO
+    from difflab.training.sharding import ShardedStrategy
+
+    strategy = ShardedStrategy(state_dict_type="full")  # no process group: a world of one process
+    strategy.checkpoint_io = AtomicCheckpointIO()  # what train() installs
+    before = {p.name: p.read_bytes() for p in sharded.iterdir()}
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(NoSpaceLeft):
+        strategy.save_checkpoint({"global_step": 7}, sharded)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in sharded.iterdir()} == before
+    assert [p.name for p in sharded.parent.iterdir()] == ["last.ckpt"]
+    strategy.save_checkpoint({"global_step": 7}, sharded)
+    assert sharded.is_file() and torch.load(sharded, weights_only=True) == {"global_step": 7}
+    assert [p.name for p in sharded.parent.iterdir()] == ["last.ckpt"]

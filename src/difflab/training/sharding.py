@@ -79,12 +79,24 @@ class ShardedStrategy(ModelParallelStrategy):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any | None = None
     ) -> None:
-        if self.state_dict_type != "sharded":
-            super().save_checkpoint(checkpoint, filepath, storage_options)
-            return
-        from .sharded_checkpoint import save_sharded
+        from ..io.atomic import temp_name
+        from ..io.sharded_checkpoint import is_sharded_checkpoint
+        from .sharded_checkpoint import publish, save_sharded
 
-        save_sharded(self, checkpoint, Path(self.broadcast(str(filepath))))
+        target = Path(self.broadcast(str(filepath)))
+        if self.state_dict_type == "sharded":
+            save_sharded(self, checkpoint, target)
+        elif is_sharded_checkpoint(target):
+            # A full save over a sharded folder (a sharded run resumed with full checkpoints): Lightning would
+            # delete the folder on every rank before writing, so a failed write would leave no checkpoint at all.
+            # Write the file under a temp name and swap it in as a sharded save does.
+            temp = Path(self.broadcast(str(temp_name(target))))
+            super().save_checkpoint(checkpoint, temp, storage_options)
+            if self.is_global_zero:
+                publish(temp, target)
+            self.barrier("full checkpoint published")
+        else:
+            super().save_checkpoint(checkpoint, target, storage_options)
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         from ..io.sharded_checkpoint import is_sharded_checkpoint
