@@ -41,3 +41,21 @@ class UnshardedEMAReference(L.Callback):
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
             torch.save({"ema": self.reference, "updates": self.updates}, self.dirpath / "reference.pt")
+
+
+class LoadedState(L.Callback):
+    """When training starts (after a resume has loaded its checkpoint), gather the raw weights and the EMA on every
+    rank; rank 0 writes them and the global step to <dirpath>/loaded.pt."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        (ema,) = [c for c in trainer.callbacks if isinstance(c, EMA)]
+        average = ema.averaged_module()
+        assert average is not None
+        raw, averaged = full_state(pl_module), full_state(average)  # collectives: every rank, same order
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            state = {"global_step": trainer.global_step, "raw": raw, "ema": averaged}
+            torch.save(state, self.dirpath / "loaded.pt")
