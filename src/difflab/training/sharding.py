@@ -41,7 +41,8 @@ class ShardedStrategy(ModelParallelStrategy):
 
     state_dict_type: "full" writes one checkpoint file gathered on rank 0; "sharded" a folder in which every rank
     writes its own shards (weights, EMA, optimizer state) and no rank gathers the whole model. sample.py and
-    difflab.load read both; a resume reads the kind the run wrote (tested on the same number of processes).
+    difflab.load read both; a resume reads either kind, whichever this run writes, and a sharded one on another
+    number of processes (torch.distributed.checkpoint reshards on load).
     """
 
     def __init__(
