@@ -19,9 +19,8 @@ from .io.sharded_checkpoint import is_sharded_checkpoint, read_sharded_checkpoin
 from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
 
 CONFIG_KEY = "difflab_config"
-LATENT_RECORD_KEY = (
-    "LatentDataModule"  # where Lightning stores a latent run's datamodule state (its latent space)
-)
+# Where Lightning stores a latent run's datamodule state (its latent space): under the datamodule's class name.
+LATENT_RECORD_KEY = "LatentDataModule"
 
 
 @dataclass(frozen=True)
