@@ -15,7 +15,8 @@ import torch
 
 from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
-from .io.sharded_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint, why_unreadable
+from .io.sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, why_unreadable
+from .io.stored_checkpoint import NotACheckpoint, load_stored
 from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
 
 CONFIG_KEY = "difflab_config"
@@ -47,7 +48,7 @@ def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOn
     """The model at `path` read in one pass: a .ckpt written by train.py (a file, or a folder of shards), a train.py
     run folder (its checkpoints/last.ckpt) or a folder written by `export.py format=safetensors`."""
     path = Path(run_checkpoint(path))
-    if path.is_dir() and not is_sharded_checkpoint(path):
+    if is_model_folder(path):
         kind, (config, state, weights, step), record = "model folder", read_model_folder(path), None
     else:
         ckpt = read_checkpoint_file(path)
@@ -77,10 +78,10 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
     """The checkpoint dict as stored, read with a weights-only unpickler (nothing is run, nothing is built yet);
     one-line errors for a missing, corrupt, foreign or code-carrying file."""
     path = Path(path)
-    if not path.is_file() and not is_sharded_checkpoint(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = _load(path, mmap)
+        ckpt = load_stored(path, mmap)
+    except NotACheckpoint:
+        raise
     except pickle.UnpicklingError as error:
         # The weights-only unpickler met a Python object (a class, a function call): never run it.
         detail = str(error).strip().splitlines()
@@ -103,8 +104,7 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
 def stored_step(path: str | Path) -> int | None:
     """The global step a checkpoint was saved at (tensors memory-mapped, nothing built); None when unreadable."""
     try:
-        ckpt = _load(Path(path), mmap=True)
-        return int(ckpt["global_step"])
+        return int(load_stored(Path(path), mmap=True)["global_step"])
     except Exception:
         return None
 
@@ -117,21 +117,6 @@ def _why_unreadable(path: Path, error: Exception) -> str:
     if head.startswith(b"PK") or head[:1] == b"\x80":  # a zip archive (torch.save) or a legacy pickle
         return f"the file is damaged or cut short ({type(error).__name__}: {error})"
     return "it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
-
-
-def _load(path: Path, mmap: bool) -> Any:
-    if is_sharded_checkpoint(path):
-        # mmap (only the config and shapes wanted): every tensor on the meta device, shapes only.
-        return read_sharded_checkpoint(path, shapes_only=mmap)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError:
-        raise
-    except Exception:
-        if not mmap:
-            raise
-        # Not a zip archive (a legacy or damaged file): a plain load says which, or reads the legacy one.
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str, torch.Tensor] | None:
@@ -150,3 +135,9 @@ def run_checkpoint(path: str | Path) -> str | Path:
     last = Path(path) / "checkpoints" / "last.ckpt"
     is_checkpoint = last.is_file() or is_sharded_checkpoint(last)
     return last if not (Path(path) / FOLDER_CONFIG).exists() and is_checkpoint else path
+
+
+def is_model_folder(path: Path) -> bool:
+    """A folder with neither file of a sharded checkpoint: read as a model folder (whose reader says what it
+    lacks); one with either is a sharded checkpoint, whole or not (its reader says which file is missing)."""
+    return path.is_dir() and not any((path / name).is_file() for name in (DCP_METADATA, META_FILE))

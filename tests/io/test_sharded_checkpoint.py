@@ -87,6 +87,17 @@ def test_a_missing_shard_is_one_line(sharded: Path) -> None:
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("lost", ["meta.pt", ".metadata"])
+def test_a_sharded_checkpoint_without_its_index_or_metadata_says_which_file_is_missing(
+    sharded: Path, lost: str
+) -> None:
+    (sharded / lost).unlink()
+    with pytest.raises(
+        FileNotFoundError, match=f"{sharded} is not a whole sharded checkpoint: it has no {lost}$"
+    ):
+        load_model(sharded)
+
+
 def test_publish_replaces_the_previous_checkpoint_whole(tmp_path: Path) -> None:
     for previous_is_a_folder in (True, False):
         target = tmp_path / f"{previous_is_a_folder}" / "last.ckpt"
