@@ -19,7 +19,7 @@ from difflab.diffusion import DDIMSampler, auto_batch
 from difflab.diffusion.generate import generate
 from difflab.diffusion.precision import Autocast
 from difflab.generation import GenerationRequest, Task
-from difflab.generation.images import resolved_batch_size
+from difflab.generation.images import Generation
 from difflab.generation.methods import Sampling
 
 
@@ -80,7 +80,7 @@ def test_auto_batch_is_64_on_a_cpu_and_capped_at_n(pipe) -> None:
         request = GenerationRequest(
             Sampling(pipe.make_sampler(), pipe.sample_shape), range(n), batch_size=asked
         )
-        return resolved_batch_size(request, pipe.net)
+        return Generation(request, pipe.net).batch_size
 
     assert batch_size("auto", 1000) == 64
     assert batch_size(None, 5) == 5

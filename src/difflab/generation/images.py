@@ -13,18 +13,18 @@ from torch import Tensor
 from ..diffusion.auto_batch import AUTO, auto_batch_size
 from ..diffusion.generate import in_batches
 from ..diffusion.samplers.base import Denoiser, model_device_dtype
-from .request import GenerationRequest
+from .request import GenerationRequest, Placement
 from .threads import generation_threads
 
 
-def resolved_batch_size(request: GenerationRequest, net: Denoiser) -> int:
+def resolved_batch_size(request: GenerationRequest, net: Denoiser, placement: Placement) -> int:
     """request.batch_size as given, or for "auto"/None the batch that fits on the network's device: measured with
     the very denoiser generation calls on a GPU, 64 (at most the sample count) elsewhere."""
     if request.batch_size not in (None, AUTO):
         return int(request.batch_size)
-    device = (model_device_dtype(net) or (torch.device("cpu"), None))[0]
     numel = math.prod(int(size) for size in request.sample_shape)
-    return max(1, auto_batch_size(request.trial_call(net), len(request.indices), numel, device))
+    call = request.trial_call(net, placement)
+    return max(1, auto_batch_size(call, len(request.indices), numel, placement[0]))
 
 
 class Generation:
@@ -33,7 +33,9 @@ class Generation:
 
     def __init__(self, request: GenerationRequest, net: Denoiser) -> None:
         self.request, self.net = request, net
-        self.batch_size = resolved_batch_size(request, net)
+        # Where the network runs, read once: the batch-size probe, the thread choice and the tensors made here.
+        self.placement: Placement = model_device_dtype(net) or (torch.device("cpu"), torch.float32)
+        self.batch_size = resolved_batch_size(request, net, self.placement)
 
     @property
     def steps(self) -> int:
@@ -42,7 +44,7 @@ class Generation:
 
     def cpu_threads(self) -> contextlib.AbstractContextManager[int | None]:
         """A context on the CPU threads the request asks for (auto: chosen; see generation_threads)."""
-        return generation_threads(self.request, self.net, self.batch_size)
+        return generation_threads(self.request, self.net, self.batch_size, self.placement)
 
     def batches(self, on_step: Callable[[], None] | None = None) -> Iterator[tuple[list[int], Tensor]]:
         """(indices, images in [-1, 1]) of each batch, on the network's device; on_step() after every step. A
@@ -60,7 +62,7 @@ class Generation:
         """Every image of the request, (N, C, H, W) in index order."""
         batches = [images for _, images in self.batches(on_step)]
         if not batches:
-            device, dtype = model_device_dtype(self.net) or (torch.device("cpu"), torch.float32)
+            device, dtype = self.placement
             return torch.empty((0, *self.request.sample_shape), device=device, dtype=dtype)
         return torch.cat(batches)
 

@@ -12,10 +12,12 @@ from torch import Tensor
 from ..diffusion.auto_batch import AUTO
 from ..diffusion.generate import Wrap, batch_denoiser
 from ..diffusion.precision import with_precision
-from ..diffusion.samplers.base import Denoiser, model_device_dtype
+from ..diffusion.samplers.base import Denoiser
 from ..io.read_inputs import LoadedImages
 from .conditions import Conditions
 from .methods import Method
+
+Placement = tuple[torch.device, torch.dtype]  # where a network runs: its device and its parameters' dtype
 
 
 @dataclass
@@ -54,10 +56,11 @@ class GenerationRequest:
             net, indices, c.cond_for, self.guidance, c.negative_for, self.wrap, guide
         )
 
-    def trial_call(self, net: Denoiser) -> Callable[[int], Tensor]:
+    def trial_call(self, net: Denoiser, placement: Placement) -> Callable[[int], Tensor]:
         """call(b): one no-grad call of the denoiser generation calls, on b random inputs conditioned like the
-        first b samples (cycled): what batch_size=auto and cpu_threads=auto measure."""
-        device, dtype = model_device_dtype(net) or (torch.device("cpu"), torch.float32)
+        first b samples (cycled), on the network's (device, dtype): what batch_size=auto and cpu_threads=auto
+        measure."""
+        device, dtype = placement
         denoiser_for = self.denoiser_for(net)
         indices = list(self.indices) or [0]
 

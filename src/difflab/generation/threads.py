@@ -11,28 +11,29 @@ import torch
 
 from ..diffusion.auto_batch import AUTO
 from ..diffusion.cpu_threads import PROBE_BATCH, fastest_thread_count
-from ..diffusion.samplers.base import Denoiser, model_device_dtype
-from .request import GenerationRequest
+from ..diffusion.samplers.base import Denoiser
+from .request import GenerationRequest, Placement
 
 log = logging.getLogger("difflab")
 
 
 @contextlib.contextmanager
-def generation_threads(request: GenerationRequest, net: Denoiser, batch_size: int) -> Iterator[int | None]:
+def generation_threads(
+    request: GenerationRequest, net: Denoiser, batch_size: int, placement: Placement
+) -> Iterator[int | None]:
     """The CPU threads `request` generates with on `net` (yielded; None off the CPU), picked as training's
     recipes pick them: an explicit cpu_threads=N wins; else OMP_NUM_THREADS when set (then torch's default is
     the user's); else the threads of the recipe the model was trained with; else measured on the network
     (fastest_thread_count). The count before is restored afterwards."""
     before = torch.get_num_threads()
     try:
-        yield _pick(request, net, batch_size)
+        yield _pick(request, net, batch_size, placement)
     finally:
         torch.set_num_threads(before)
 
 
-def _pick(request: GenerationRequest, net: Denoiser, batch_size: int) -> int | None:
-    device = (model_device_dtype(net) or (torch.device("cpu"), None))[0]
-    if device.type != "cpu":
+def _pick(request: GenerationRequest, net: Denoiser, batch_size: int, placement: Placement) -> int | None:
+    if placement[0].type != "cpu":
         return None
     if request.cpu_threads not in (None, AUTO):
         torch.set_num_threads(int(request.cpu_threads))
@@ -43,6 +44,6 @@ def _pick(request: GenerationRequest, net: Denoiser, batch_size: int) -> int | N
         torch.set_num_threads(request.recipe_threads)
         log.info("cpu_threads=%d, as the checkpoint's recipe trained", request.recipe_threads)
         return request.recipe_threads
-    call = request.trial_call(net)
+    call = request.trial_call(net, placement)
     n = len(request.indices)
     return fastest_thread_count(lambda: call(min(batch_size, n, PROBE_BATCH)))
