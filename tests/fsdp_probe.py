@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from difflab.training.ema import EMA, warmup_decay
@@ -44,8 +45,9 @@ class UnshardedEMAReference(L.Callback):
 
 
 class LoadedState(L.Callback):
-    """When training starts (after a resume has loaded its checkpoint), gather the raw weights and the EMA on every
-    rank; rank 0 writes them and the global step to <dirpath>/loaded.pt."""
+    """When training starts (after a resume has loaded its checkpoint), gather the raw weights, the EMA and the
+    optimizer state on every rank; rank 0 writes them, the global step, the epoch and the batch position to
+    <dirpath>/loaded.pt."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
@@ -55,7 +57,17 @@ class LoadedState(L.Callback):
         average = ema.averaged_module()
         assert average is not None
         raw, averaged = full_state(pl_module), full_state(average)  # collectives: every rank, same order
+        (optimizer,) = trainer.optimizers
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        optimizer_state = get_optimizer_state_dict(pl_module, optimizer, options=options)  # keyed by name
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            state = {"global_step": trainer.global_step, "raw": raw, "ema": averaged}
+            state = {
+                "global_step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "batches": trainer.fit_loop.epoch_loop.batch_progress.total.completed,
+                "raw": raw,
+                "ema": averaged,
+                "optimizer": optimizer_state,
+            }
             torch.save(state, self.dirpath / "loaded.pt")

@@ -41,8 +41,9 @@ class ShardedStrategy(ModelParallelStrategy):
 
     state_dict_type: "full" writes one checkpoint file gathered on rank 0; "sharded" a folder in which every rank
     writes its own shards (weights, EMA, optimizer state) and no rank gathers the whole model. sample.py and
-    difflab.load read both; a resume reads either kind, whichever this run writes, and a sharded one on another
-    number of processes (torch.distributed.checkpoint reshards on load).
+    difflab.load read both; a resume reads either kind, whichever this run writes, also on another number of
+    processes than wrote it (torch.distributed.checkpoint reshards a sharded one on load; a full one is broadcast
+    from rank 0 and cut into this run's shards).
     """
 
     def __init__(
