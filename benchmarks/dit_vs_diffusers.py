@@ -6,9 +6,11 @@ hits both alike; the table gives medians, min–max and the ratio difflab / diff
 
 Both sides get the same optimizer (torch's fused AdamW) and input layout, so the ratio is the networks'. The
 network is DiT-S/2 (width 384, 12 blocks, 6 heads, 2×2 patches, 1,000 classes) on 4×16×16 inputs (64 tokens), a
-smaller input than the paper's 32×32 latents so a CPU run takes about two minutes.
+smaller input than the paper's 32×32 latents so a CPU run takes about a minute; `--size 16 32` adds the paper's
+32×32 latents (256 tokens).
 
     .venv/bin/python benchmarks/dit_vs_diffusers.py
+    .venv/bin/python benchmarks/dit_vs_diffusers.py --rounds 7 --threads 1 --size 16 32
     .venv/bin/python benchmarks/dit_vs_diffusers.py --rounds 7 --threads 2 --size 32 --device cuda
 """
 
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)  # 2 on a shared 2-core VM: spinning, 2× the spread
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--size", type=int, nargs="+", default=[16], help="input sizes, one row each")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="also bf16 autocast on a CPU")
     args = parser.parse_args()
@@ -116,10 +118,16 @@ def main() -> None:
         "| network | batch | what | precision | difflab img/s (min–max) | diffusers img/s (min–max) | ratio |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    ours, theirs = models(args.size, args.device)
-    label = f"DiT-S/2 4×{args.size}×{args.size} ({ours.num_parameters() / 1e6:.2f}M)"
+    for size in args.size:
+        rows(size, args, precisions)
+
+
+def rows(size: int, args: argparse.Namespace, precisions: list[tuple[str, torch.dtype | None]]) -> None:
+    """Print the train-step and sampling-step rows of DiT-S/2 on 4×size×size inputs."""
+    ours, theirs = models(size, args.device)
+    label = f"DiT-S/2 4×{size}×{size} ({ours.num_parameters() / 1e6:.2f}M)"
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, 4, args.size, args.size, generator=g).to(args.device)
+    x = torch.randn(args.batch, 4, size, size, generator=g).to(args.device)
     t = torch.randint(0, 1000, (args.batch,), generator=g).to(args.device)
     y = torch.randint(0, 1000, (args.batch,), generator=g).to(args.device)
     for what, make in (("train step", train_step), ("sampling step", sample_step)):

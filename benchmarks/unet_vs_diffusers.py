@@ -10,6 +10,7 @@ fused Adam), diffusers as its training examples do (default layout, torch's defa
     .venv/bin/python benchmarks/unet_vs_diffusers.py                 # CIFAR DDPM net b16 and an MNIST-size net b64
     .venv/bin/python benchmarks/unet_vs_diffusers.py --rounds 7 --threads 2 --device cuda
     .venv/bin/python benchmarks/unet_vs_diffusers.py --regional   # + train-step rows with compile=regional
+    .venv/bin/python benchmarks/unet_vs_diffusers.py --regional --threads 1 --network cifar --precision fp32
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ CONFIGS = {  # name: (model config, data overrides, batch)
     "unet_ddpm_cifar10 3×32×32": ("unet_ddpm_cifar10", ["data.image_size=32", "data.channels=3"], 16),
     "unet_small 1×32×32": ("unet_small", ["data.image_size=32", "data.channels=1"], 64),
 }
+
+NETWORKS = {"unet_ddpm_cifar10 3×32×32": "cifar", "unet_small 1×32×32": "small"}  # the --network names
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def models(name: str, data: list[str], device: str) -> tuple[UNet, UNet2DModel]:
@@ -106,6 +110,13 @@ def main() -> None:
         action="store_true",
         help="also a train-step row with difflab's compile=regional (compile time)",
     )
+    parser.add_argument(
+        "--network", choices=("all", *NETWORKS.values()), default="all", help="one network only"
+    )
+    parser.add_argument("--precision", choices=("all", *PRECISIONS), default="all", help="one precision only")
+    parser.add_argument(
+        "--batch", type=int, help="instead of each network's batch (a shorter compile on a CPU)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} threads, {args.rounds} rounds each (alternating), medians\n")
@@ -115,6 +126,9 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, (name, data, batch) in CONFIGS.items():
+        if args.network not in ("all", NETWORKS[label]):
+            continue
+        batch = args.batch or batch
         ours, theirs = models(name, data, args.device)
         label = f"{label} ({sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M)"
         channels, size = ours.in_channels, ours.image_size
@@ -124,7 +138,9 @@ def main() -> None:
         if args.regional:
             kinds.insert(1, ("train step, compile=regional", train_step, True))
         for what, make, regional in kinds:
-            for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            for precision, dtype in PRECISIONS.items():
+                if args.precision not in ("all", precision):
+                    continue
                 net = copy.deepcopy(ours)
                 if regional:
                     compile_denoiser(

@@ -166,7 +166,9 @@ class DiT(nn.Module):
 
         p = self.patch_size
         rows, cols = h // p, w // p
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self._pos_embed(rows, cols, x)
+        # Contiguous (N, L, D): the convolution's (N, D, L) layout seen transposed would otherwise be kept by every
+        # residual addcmul, so each LayerNorm (forward and backward) would copy its input first.
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2).contiguous() + self._pos_embed(rows, cols, x)
         silu_c = nn.functional.silu(c)
         for block in self.blocks:
             tokens = block(tokens, silu_c, context)

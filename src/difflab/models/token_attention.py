@@ -18,8 +18,11 @@ class TokenSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Attend every token to every token."""
         n, length, width = x.shape
-        # (N, L, 3, heads, d) → three (N, heads, L, d) views: SDPA attends over the second-to-last axis.
-        q, k, v = self.qkv(x).view(n, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        # (N, L, 3, heads, d) unbound on its third axis → three (N, heads, L, d) views (SDPA attends over the
+        # second-to-last axis). Unbinding there, not on a permuted leading axis, makes the backward stack the three
+        # gradients straight into the qkv Linear's (N, L, 3·D) layout instead of stacking and then copying.
+        qkv = self.qkv(x).view(n, length, 3, self.num_heads, -1)
+        q, k, v = (part.transpose(1, 2) for part in qkv.unbind(2))
         out = scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(n, length, width))
 
