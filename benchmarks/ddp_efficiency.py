@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
-
-ROOT = Path(__file__).resolve().parents[1]
+from timed_train import ROOT, cpu_name, run_train
 
 
 class TrainTimer(L.Callback):
@@ -60,35 +56,21 @@ def run(devices: int, args: argparse.Namespace, workdir: Path) -> float:
     trainer = (
         ["trainer=cpu"] if devices == 1 else ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
     )
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
+    overrides = [
         *trainer,
         "model=unet_small",
-        "data=digits",
         f"data.batch_size={args.batch}",
         f"trainer.max_steps={args.steps}",
-        "+trainer.limit_val_batches=0",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        "cpu_threads=1",
-        "callbacks.sample_grid=null",
         f"callbacks.model_checkpoint.every_n_train_steps={args.checkpoint_every}",
         "+callbacks.timer._target_=ddp_efficiency.TrainTimer",
         f"+callbacks.timer.path={out}",
         f"+callbacks.timer.warmup={args.warmup}",
         f"hydra.run.dir={workdir / out.stem}",
     ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([args.src, str(ROOT / "benchmarks")]),
-    }
-    if args.slurm:
-        env["SLURM_JOB_ID"] = "1"  # without SLURM_NTASKS: difflab's SIGTERM handling, not Lightning's SLURM
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"error: train.py with {devices} process(es) failed:\n{result.stderr[-3000:]}")
+    # SLURM_JOB_ID without SLURM_NTASKS: difflab's SIGTERM handling, not Lightning's SLURM environment.
+    run_train(
+        overrides, args.src, f"with {devices} process(es)", {"SLURM_JOB_ID": "1"} if args.slurm else None
+    )
     timing = json.loads(out.read_text())
     return timing["steps"] * args.batch * devices / timing["seconds"]
 
@@ -124,7 +106,7 @@ def main() -> None:
     ratios = [b / (2 * a) for a, b in zip(one, two, strict=True)]
     slurm = ", SLURM_JOB_ID set" if args.slurm else ""
     print(
-        f"\nunet_small, digits 8×8, batch {args.batch}/process, steps {args.warmup}–{args.steps} timed, "
+        f"\n{cpu_name()}: unet_small, digits 8×8, batch {args.batch}/process, steps {args.warmup}–{args.steps} timed, "
         f"1 thread/process, {args.rounds} rounds, src {args.src}{slurm}\n"
     )
     print("| processes | images/s, median (min–max) |")

@@ -18,29 +18,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
 import torch
+from timed_train import cpu_name
 
 from difflab.model_folder.dit_mapping import diffusers_dit, dit_arguments
 from difflab.models import DiT
 
 DIT_S2 = dict(patch_size=2, hidden_size=384, depth=12, num_heads=6, num_classes=1000, in_channels=4)
-
-
-def cpu_name() -> str:
-    """The CPU's model name as lscpu reports it (the machine a number was measured on)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def models(size: int, device: str) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from timed_train import ROOT, cpu_name, run_train
 
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("full", "sharded")
 
 
@@ -65,36 +62,21 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> tuple[list[float]
     """One train.py run saving `kind` checkpoints; the seconds of each save and the files of last.ckpt."""
     out = workdir / f"saves-{kind}-{time.monotonic_ns()}.json"
     run_dir = workdir / out.stem
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
+    overrides = [
         "trainer=fsdp",
         "trainer.devices=2",
         "trainer.accelerator=cpu",
         f"trainer.strategy.state_dict_type={kind}",
         f"model={args.model}",
-        "data=digits",
         f"data.batch_size={args.batch}",
         "lr_scheduler=none",
         f"trainer.max_steps={args.steps}",
-        "+trainer.limit_val_batches=0",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        "cpu_threads=1",
-        "callbacks.sample_grid=null",
         "callbacks.model_checkpoint.every_n_train_steps=1",
         "+callbacks.timer._target_=fsdp_save_time.SaveTimer",
         f"+callbacks.timer.path={out}",
         f"hydra.run.dir={run_dir}",
     ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([args.src, str(ROOT / "benchmarks")]),
-    }
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"error: train.py with state_dict_type={kind} failed:\n{result.stderr[-3000:]}")
+    run_train(overrides, args.src, f"with state_dict_type={kind}")
     return json.loads(out.read_text()), size_on_disk(run_dir / "checkpoints" / "last.ckpt")
 
 
@@ -124,7 +106,7 @@ def main() -> None:
                 )
 
     print(
-        f"\n{args.model}, digits 8×8, trainer=fsdp on 2 CPU processes (gloo), 1 thread/process, a checkpoint "
+        f"\n{cpu_name()}: {args.model}, digits 8×8, trainer=fsdp on 2 CPU processes (gloo), 1 thread/process, a checkpoint "
         f"(weights, EMA, Adam state) every step, {args.steps} steps × {args.rounds} rounds, src {args.src}\n"
     )
     print("| `state_dict_type` | seconds per save, median (min–max) | saves | last.ckpt on disk |")
