@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 import lightning as L
-from timed_train import ROOT, cpu_name, run_train
+from machine import cpu_name
+from timed_train import ROOT, run_train
 
 
 class TrainTimer(L.Callback):

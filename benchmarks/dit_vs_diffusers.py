@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from timed_train import cpu_name
+from machine import cpu_name
 
 from difflab.model_folder.dit_mapping import diffusers_dit, dit_arguments
 from difflab.models import DiT

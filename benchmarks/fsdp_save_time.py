@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from timed_train import ROOT, cpu_name, run_train
+from machine import cpu_name
+from timed_train import ROOT, run_train
 
 KINDS = ("full", "sharded")
 

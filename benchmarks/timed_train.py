@@ -1,11 +1,10 @@
 """train.py in a subprocess, as the benchmarks that time training run it: the digits in memory, no validation,
 progress bar, logger or grids, one torch thread per process, with the calling script's timing callback importable
-(benchmarks/ on the path), and the machine it ran on named for the table."""
+(benchmarks/ on the path)."""
 
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -32,14 +31,3 @@ def run_train(overrides: list[str], src: str, what: str, env: dict[str, str] | N
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"error: train.py {what} failed:\n{result.stderr[-3000:]}")
-
-
-def cpu_name() -> str:
-    """The CPU's model name as lscpu reports it (the machine a number was measured on)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
