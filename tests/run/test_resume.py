@@ -84,6 +84,47 @@ def test_ckpt_path_last_without_a_checkpoint_names_where_it_looked(tmp_path):
     assert not run.exists()
 
 
+def test_a_run_folder_given_as_ckpt_path_names_both_ways_to_go_on(tmp_path):
+    earlier = tmp_path / "earlier"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "last.ckpt").write_bytes(b"a checkpoint")
+    before = snapshot(earlier)
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}", f"ckpt_path={earlier}"))
+    assert line == (
+        f"error: ckpt_path={earlier} is a run folder: continue it with hydra.run.dir={earlier} ckpt_path=last, "
+        f"or start a new run from it with ckpt_path={earlier / 'checkpoints' / 'last.ckpt'}"
+    )
+    assert snapshot(earlier) == before and not run.exists()
+
+
+@pytest.mark.parametrize("lost", ["meta.pt", ".metadata"])
+def test_a_sharded_folder_missing_a_file_says_which_whether_given_or_last(tmp_path, lost):
+    from difflab.runs.resume import resume_path
+
+    run = tmp_path / "run"
+    shards = run / "checkpoints" / "last.ckpt"
+    shards.mkdir(parents=True)
+    for name in ({"meta.pt", ".metadata"} - {lost}) | {"__0_0.distcp"}:
+        (shards / name).write_bytes(b"x")
+    with pytest.raises(FileNotFoundError) as given:
+        resume_path(str(shards), tmp_path / "new")
+    assert str(given.value) == f"{shards} is not a whole sharded checkpoint: it has no {lost}"
+    with pytest.raises(FileNotFoundError) as last:
+        resume_path("last", run)
+    assert str(last.value) == f"ckpt_path=last: {shards} is not a whole sharded checkpoint: it has no {lost}"
+
+
+def test_an_exported_model_folder_given_as_ckpt_path_is_named_as_weights_only(tmp_path):
+    from difflab.runs.resume import resume_path
+
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    (exported / "difflab_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"is an exported model folder \(weights only\)"):
+        resume_path(str(exported), tmp_path / "run")
+
+
 @pytest.mark.slow
 def test_corrupt_checkpoint_on_resume_is_one_line_and_nothing_is_written(cli_run, tmp_path):
     run = tmp_path / "run"

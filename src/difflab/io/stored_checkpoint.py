@@ -21,11 +21,8 @@ def load_stored(path: Path, mmap: bool = False) -> Any:
     mmap=True maps a file's tensors and leaves a sharded folder's on the meta device (only the config wanted)."""
     if is_sharded_checkpoint(path):
         return read_sharded_checkpoint(path, shapes_only=mmap)
-    if path.is_dir():  # a sharded checkpoint cut short (a shard folder copied without its index, say)
-        missing = " or ".join(name for name in (DCP_METADATA, META_FILE) if not (path / name).is_file())
-        raise NotACheckpoint(f"{path} is not a whole sharded checkpoint: it has no {missing}")
     if not path.is_file():
-        raise NotACheckpoint(f"checkpoint not found: {path}")
+        raise not_a_checkpoint(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
@@ -35,3 +32,11 @@ def load_stored(path: Path, mmap: bool = False) -> Any:
             raise
         # Not a zip archive (a legacy or damaged file): a plain load says which, or reads the legacy one.
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def not_a_checkpoint(path: Path) -> NotACheckpoint:
+    """The one-line error for a path that is neither a checkpoint file nor a whole sharded folder."""
+    if path.is_dir():  # a sharded checkpoint cut short (a shard folder copied without its index, say)
+        missing = " or ".join(name for name in (DCP_METADATA, META_FILE) if not (path / name).is_file())
+        return NotACheckpoint(f"{path} is not a whole sharded checkpoint: it has no {missing}")
+    return NotACheckpoint(f"checkpoint not found: {path}")

@@ -17,6 +17,8 @@ from ..checkpoint_file import CONFIG_KEY, network_state, read_checkpoint, stored
 from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import is_sharded_checkpoint
+from ..io.stored_checkpoint import not_a_checkpoint
+from ..model_folder.safetensors_folder import FOLDER_CONFIG
 from ..model_folder.state_fit import state_mismatch
 from ..training.atomic_checkpoint_io import remove_unfinished_writes
 
@@ -52,6 +54,8 @@ def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
         return last if is_requeued_job() and is_checkpoint(last) else None
     if str(ckpt_path) == "last":
         path = run_dir / LAST
+        if path.is_dir() and not is_checkpoint(path):
+            raise FileNotFoundError(f"ckpt_path=last: {not_a_checkpoint(path)}")
         if not is_checkpoint(path):
             raise FileNotFoundError(
                 f"ckpt_path=last: no checkpoint at {path}; pass hydra.run.dir=<the run folder to resume> "
@@ -60,13 +64,29 @@ def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
         return path
     path = Path(str(ckpt_path))
     if not is_checkpoint(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(what_the_folder_is(path) if path.is_dir() else not_a_checkpoint(path))
     return path
 
 
 def is_checkpoint(path: Path) -> bool:
     """A checkpoint file, or a folder of shards (trainer.strategy.state_dict_type=sharded)."""
     return path.is_file() or is_sharded_checkpoint(path)
+
+
+def what_the_folder_is(folder: Path) -> str:
+    """Why ckpt_path=<folder> cannot be resumed from, naming what the folder is: a run folder (and the two ways
+    to go on from it), an exported model (weights only), or a sharded checkpoint missing a file."""
+    if is_checkpoint(folder / LAST):
+        return (
+            f"ckpt_path={folder} is a run folder: continue it with hydra.run.dir={folder} ckpt_path=last, "
+            f"or start a new run from it with ckpt_path={folder / LAST}"
+        )
+    if (folder / FOLDER_CONFIG).is_file():
+        return (
+            f"ckpt_path={folder} is an exported model folder (weights only): a run resumes from a training "
+            "checkpoint (checkpoints/*.ckpt of its run folder)"
+        )
+    return str(not_a_checkpoint(folder))
 
 
 def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]:
