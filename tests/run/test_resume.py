@@ -115,6 +115,25 @@ def test_a_sharded_folder_missing_a_file_says_which_whether_given_or_last(tmp_pa
     assert str(last.value) == f"ckpt_path=last: {shards} is not a whole sharded checkpoint: it has no {lost}"
 
 
+def test_a_requeued_job_refuses_a_damaged_last_checkpoint_instead_of_starting_over(tmp_path, monkeypatch):
+    from difflab.runs.resume import resume_path
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    run = tmp_path / "run"
+    assert resume_path(None, run) is None  # requeued before its first checkpoint: a fresh start
+    shards = run / "checkpoints" / "last.ckpt"
+    shards.mkdir(parents=True)
+    (shards / ".metadata").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError) as error:
+        resume_path(None, run)
+    assert str(error.value) == (
+        f"this requeued job cannot resume: {shards} is not a whole sharded checkpoint: it has no meta.pt; "
+        "pass ckpt_path=<an earlier checkpoint of the run>"
+    )
+    (shards / "meta.pt").write_bytes(b"x")
+    assert resume_path(None, run) == shards
+
+
 def test_an_exported_model_folder_given_as_ckpt_path_is_named_as_weights_only(tmp_path):
     from difflab.runs.resume import resume_path
 

@@ -47,11 +47,19 @@ def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
     """The checkpoint a run starts from, or None for a fresh run.
 
     ckpt_path=last is <run_dir>/checkpoints/last.ckpt; any other value is a checkpoint (file or folder of shards). Either must exist.
-    With no ckpt_path, a requeued SLURM job resumes from its own last.ckpt if it wrote one before it stopped.
+    With no ckpt_path, a requeued SLURM job resumes from its own last.ckpt if it wrote one before it stopped (a
+    damaged one is refused rather than trained over).
     """
     if ckpt_path is None or str(ckpt_path) == "":
         last = run_dir / LAST
-        return last if is_requeued_job() and is_checkpoint(last) else None
+        if not is_requeued_job() or not last.exists():
+            return None
+        if not is_checkpoint(last):  # damaged: starting afresh would train over the run's own folder
+            raise FileNotFoundError(
+                f"this requeued job cannot resume: {not_a_checkpoint(last)}; "
+                "pass ckpt_path=<an earlier checkpoint of the run>"
+            )
+        return last
     if str(ckpt_path) == "last":
         path = run_dir / LAST
         if path.is_dir() and not is_checkpoint(path):
