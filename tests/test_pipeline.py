@@ -164,3 +164,21 @@ def test_import_difflab_stays_light():
     code = "import sys, difflab; print('torch' in sys.modules, callable(difflab.load))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ({"guidance": -1.0}, r"^guidance=-1.0 must be at least 0.0$"),
+        ({"guidance": float("nan")}, r"^guidance=nan must be a finite number$"),
+        ({"batch_size": 0}, r"^batch_size=0 must be at least 1 \(or auto\)$"),
+        ({"seed": 1.5}, r"^seed=1.5 is not a whole number$"),
+        ({"seed": -1}, r"^seed=-1 must be at least 0$"),
+        ({"cpu_threads": 0}, r"^cpu_threads=0 must be at least 1 \(or auto\)$"),
+    ],
+)
+def test_bad_values_are_refused_as_sample_py_refuses_them(tiny_ckpt, argument, message):
+    # Before, guidance=-1 sampled a class model silently, guidance=nan blamed the checkpoint's weights,
+    # batch_size=0 failed inside range() and seed=1.5 was taken as seed 1.
+    with pytest.raises(ValueError, match=message):
+        difflab.load(tiny_ckpt).sample(2, steps=2, **argument)
