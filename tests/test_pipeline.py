@@ -182,3 +182,10 @@ def test_bad_values_are_refused_as_sample_py_refuses_them(tiny_ckpt, argument, m
     # batch_size=0 failed inside range() and seed=1.5 was taken as seed 1.
     with pytest.raises(ValueError, match=message):
         difflab.load(tiny_ckpt).sample(2, steps=2, **argument)
+
+
+def test_a_picture_without_a_mode_is_refused_not_ignored(tiny_ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"^image='p.png' given, but mode=sample does not read it"):
+        difflab.load(tiny_ckpt).sample(2, image="p.png")
+    with pytest.raises(ValueError, match=r"^mask='m.png' given, but mode=img2img does not read it"):
+        difflab.load(tiny_ckpt).sample(2, mode="img2img", image="p.png", mask="m.png")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from analytic import ImageMixtureDenoiser
-from conftest import FAST_TRAIN, compose_config
+from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 from PIL import Image
 from torch import Tensor
 
@@ -364,3 +364,36 @@ def test_edit_modes_name_what_is_missing_before_loading_anything(tmp_path, overr
     cfg = compose_config("sample", ["ckpt=missing.ckpt", *overrides], tmp_path)
     with pytest.raises(ValueError, match=message):
         sample(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["image=x.png"],
+            r"^image='x.png' given, but mode=sample does not read it: add mode=img2img, mode=inpaint",
+        ),
+        (
+            ["mode=img2img", "image=x.png", "mask=m.png"],
+            r"^mask='m.png' given, but mode=img2img does not read it",
+        ),
+        (
+            ["superres.consistency=true"],
+            r"^superres.consistency=True given, but mode=sample does not read it",
+        ),
+    ],
+)
+def test_inputs_the_mode_does_not_read_are_refused_not_ignored(tmp_path, overrides, message):
+    # Before, a picture given without mode= (or a mask to img2img) was ignored: unrelated samples, no word.
+    out = tmp_path / "out"
+    cfg = compose_config("sample", ["ckpt=missing.ckpt", f"out={out}", *overrides], tmp_path)
+    with pytest.raises(ValueError, match=message):
+        sample(cfg)
+    assert not out.exists()
+
+
+def test_sample_py_refuses_an_image_without_a_mode_in_one_line(tiny_ckpt, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"image={tmp_path / 'three.png'}", f"out={out}")
+    assert "but mode=sample does not read it" in one_error_line(result)
+    assert not out.exists()

@@ -43,6 +43,7 @@ class SampleOptions:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         self._check_numbers()
+        self._refuse_inputs_the_mode_does_not_read()
         if self.mode == SUPERRES:
             self._check_superres()
         elif self.mode in EDIT_MODES:
@@ -64,6 +65,23 @@ class SampleOptions:
                 raise ValueError(
                     f"{key}={value!r} {problem}" if isinstance(value, str) else f"{key}={value} {problem}"
                 )
+
+    def _refuse_inputs_the_mode_does_not_read(self) -> None:
+        """A picture, mask or consistency switch that the mode would ignore: most likely a forgotten or wrong
+        mode=, which would otherwise give unrelated samples without a word."""
+        if self.image not in (None, "") and self.mode == "sample":
+            raise ValueError(
+                f"image={str(self.image)!r} given, but mode=sample does not read it: add mode=img2img, "
+                "mode=inpaint (with mask=) or mode=superres"
+            )
+        if self.mask not in (None, "") and self.mode != "inpaint":
+            raise ValueError(
+                f"mask={str(self.mask)!r} given, but mode={self.mode} does not read it (only mode=inpaint does)"
+            )
+        if self.consistency is True and self.mode != SUPERRES:
+            raise ValueError(
+                f"superres.consistency=True given, but mode={self.mode} does not read it (only mode=superres does)"
+            )
 
     def _check_superres(self) -> None:
         _require(self.image, "mode=superres needs image=<low-resolution picture or folder of pictures>")
