@@ -86,6 +86,9 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
         # The weights-only unpickler met a Python object (a class, a function call): never run it.
         detail = str(error).strip().splitlines()
         found = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), "")
+        if "GLOBAL" not in found and not _looks_like_torch_file(path):
+            # A text file starting with { or [ (a JSON, a log) trips the unpickler too: say what it is.
+            raise ValueError(f"could not read checkpoint {path}: {_NOT_A_TORCH_FILE}") from error
         raise ValueError(
             f"refused checkpoint {path}: it holds Python objects, not only tensors and plain data"
             f"{f' ({found})' if found else ''}; difflab reads checkpoints weights-only and never runs their code"
@@ -112,11 +115,21 @@ def stored_step(path: str | Path) -> int | None:
 def _why_unreadable(path: Path, error: Exception) -> str:
     """What a file torch could not load is: a damaged PyTorch file, or no PyTorch file at all (a text file,
     an image) where torch's own message (`KeyError: 101`) would say nothing."""
+    if _looks_like_torch_file(path):
+        return f"the file is damaged or cut short ({type(error).__name__}: {error})"
+    return _NOT_A_TORCH_FILE
+
+
+_NOT_A_TORCH_FILE = "it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether the file starts as torch.save writes: a zip archive, or a (legacy) pickle of protocol 2 or more."""
+    if path.is_dir():
+        return True  # a sharded checkpoint folder: its own errors name what is wrong
     with path.open("rb") as file:
         head = file.read(4)
-    if head.startswith(b"PK") or head[:1] == b"\x80":  # a zip archive (torch.save) or a legacy pickle
-        return f"the file is damaged or cut short ({type(error).__name__}: {error})"
-    return "it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
+    return head.startswith(b"PK") or head[:1] == b"\x80"
 
 
 def network_state(ckpt: Mapping[str, Any], key: str = "state_dict") -> dict[str, torch.Tensor] | None:

@@ -77,6 +77,22 @@ def test_a_file_that_is_no_checkpoint_says_so(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("difflab_config.json", '{"model": {}}'), ("train.log", "[2026-12-04 04:00:00] training started")],
+)
+def test_a_json_or_log_file_given_as_checkpoint_is_not_called_a_pickle_with_objects(tmp_path, name, text):
+    # Before, a file starting with { or [ was "refused: it holds Python objects ... (Unsupported operand 123)",
+    # as if it were a hostile pickle.
+    bad = tmp_path / name
+    bad.write_text(text)
+    with pytest.raises(ValueError) as raised:
+        load_model(bad)
+    assert str(raised.value) == (
+        f"could not read checkpoint {bad}: it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
+    )
+
+
 def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
     bad = tmp_path / "cut.ckpt"
     bad.write_bytes(tiny_ckpt.read_bytes()[:5000])
