@@ -14,8 +14,12 @@ from .placement import place
 
 
 def check_strength(strength: float) -> None:
-    """A one-line error unless strength is in (0, 1]."""
-    if not 0 < float(strength) <= 1:  # also refuses NaN
+    """A one-line error unless strength is a number in (0, 1]."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):  # float's own message would not name the key
+        raise ValueError(f"strength={strength!r} is not a number") from None
+    if not 0 < value <= 1:  # also refuses NaN
         raise ValueError(f"strength must be in (0, 1] (got {strength})")
 
 
