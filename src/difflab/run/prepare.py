@@ -57,11 +57,13 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_folder import check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..runs.resume import check_resumable, read_resumable, resume_path
+    from .argument_types import check_argument_types
     from .common import fill_conditioning
     from .formulation_checks import build_formulation
     from .train_checks import check_generation_settings, check_model_builds
 
     fill_conditioning(cfg)
+    check_argument_types(cfg)
     check_generation_settings(cfg)
     build_formulation(cfg)
     check_model_builds(cfg)
