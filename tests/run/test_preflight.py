@@ -116,6 +116,15 @@ def test_unwritable_output_places_are_refused_before_work(tiny_ckpt, tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+def test_a_run_folder_that_is_a_file_is_named_as_one(tmp_path):
+    """Before, it said the folder 'was just taken by another run'."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={blocker}"))
+    assert line == f"error: cannot write the run folder {blocker}: it is a file, not a folder"
+    assert blocker.read_text() == "not a folder"
+
+
 def test_a_result_that_cannot_be_written_is_printed_not_lost(tmp_path, capsys):
     target = tmp_path / "gone" / "report.json"
     (tmp_path / "gone").write_text("a file where the folder should be")
