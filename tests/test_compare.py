@@ -78,3 +78,16 @@ def test_a_short_sweep_with_the_default_logging_compares_runs_named_by_their_ove
     assert main([str(sweep), "--out", str(tmp_path / "compare.png")]) == 0
     shown = capsys.readouterr().out
     assert f"optim.lr=0.001: {sweep / '0'}" in shown and "2 runs, train/loss -> " in shown
+
+
+def test_an_out_below_a_file_is_one_line(tmp_path: Path, capsys) -> None:
+    """Before, a FileExistsError traceback from making the PNG's folder."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 0, "train/loss": 1.0}\n{"step": 1, "train/loss": 0.5}\n')
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main([str(run), "--out", str(blocker / "compare.png")]) == 2
+    error = capsys.readouterr().err
+    assert error == f"error: cannot write {blocker / 'compare.png'}: {blocker} is a file, not a folder\n"
+    assert blocker.read_text() == "not a folder"

@@ -111,6 +111,17 @@ def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
     return drawn
 
 
+def check_out(out: Path) -> None:
+    """--out must be a new file in a folder that is, or can be made: one line before the logs are read."""
+    if out.exists():
+        raise ValueError(f"{out} already exists; choose another --out")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {out}: {parent} is a file, not a folder")
+            break
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m difflab.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders, or sweep folders holding them")
@@ -121,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         runs = find_runs(args.runs)
         labels = run_labels(runs)
         series = {label: run_series(run) for label, run in zip(labels, runs, strict=True)}
-        if args.out.exists():
-            raise ValueError(f"{args.out} already exists; choose another --out")
+        check_out(args.out)
         drawn = plot(series, args.metrics, args.out)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a folder that cannot be written after all (permissions, a full disk)
+        print(f"error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
     for label, run in zip(labels, runs, strict=True):
         if label != run_label(run, runs):  # say which folder a line named by its overrides comes from

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from conftest import CLI_FAST, FAST_TRAIN, compose_config, one_error_line, run_cli
 from hydra.utils import instantiate
 
 import difflab
@@ -101,6 +101,17 @@ def test_a_bad_formulation_value_is_one_line_before_a_run_folder(tmp_path):
     overrides = ["formulation=edm", "formulation.sigma_data=0", f"hydra.run.dir={run}"]
     line = one_error_line(run_cli("train.py", *FAST_TRAIN, *overrides))
     assert line == "error: formulation=edm: sigma_data must be > 0 (got 0)"
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("name", ["edm", "flow"])
+def test_a_prediction_type_the_formulation_would_ignore_is_refused(tmp_path, name):
+    """edm and flow fix what their network predicts; before, prediction_type=v trained as if it was not given."""
+    run = tmp_path / "run"
+    overrides = [f"formulation={name}", "prediction_type=v", f"hydra.run.dir={run}"]
+    line = one_error_line(run_cli("train.py", *CLI_FAST, *overrides))
+    assert line.startswith(f"error: prediction_type=v does not apply to formulation={name}: ")
+    assert "use formulation=vp" in line
     assert not run.exists()
 
 

@@ -28,6 +28,21 @@ def test_asking_for_gpus_on_a_machine_without_one(tmp_path):
     assert "use trainer=cpu" in line
 
 
+def test_a_refused_device_setting_writes_nothing(tmp_path):
+    """A refused device or node setting leaves nothing behind: no fresh run folder, and a folder of the user's own
+    keeps only what it held (before, .hydra/ and train.log were left in both)."""
+    fresh, mine = tmp_path / "fresh", tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for folder in (fresh, mine):
+        line = one_error_line(
+            run_cli("train.py", *CLI_FAST, "trainer.num_nodes=2", f"hydra.run.dir={folder}")
+        )
+        assert "trainer.num_nodes=2 but nothing starts the other nodes" in line
+    assert not fresh.exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_asking_for_more_gpus_than_there_are(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"trainer.devices=8 asks for more GPUs than this machine has \(2\)"):

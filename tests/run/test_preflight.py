@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
+from conftest import CLI_FAST, FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 from omegaconf import OmegaConf
 
 from difflab.io.results import write_json
@@ -41,6 +41,27 @@ def test_a_value_of_the_wrong_type_is_named_before_the_run_folder_exists(tmp_pat
     run = tmp_path / "run"
     line = one_error_line(run_cli("train.py", *FAST_TRAIN, "trainer.max_steps=abc", f"hydra.run.dir={run}"))
     assert line == "error: trainer.max_steps='abc' is not a whole number"
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.dropout=abc"], "model.dropout='abc' is not a number"),
+        (["model=dit_tiny", "model.depth=abc"], "model.depth='abc' is not a whole number"),
+        (["model.channel_mults=abc"], "model.channel_mults='abc' is not a list"),
+        (["schedule.timesteps=abc"], "schedule.timesteps='abc' is not a whole number"),
+        (["formulation=edm", "formulation.sigma_data=abc"], "formulation.sigma_data='abc' is not a number"),
+        (["optim.betas=abc"], "optim.betas='abc' is not two numbers in [0, 1)"),
+        (["optim.betas=[0.9]"], "optim.betas=[0.9] is not two numbers in [0, 1)"),
+    ],
+)
+def test_a_group_value_of_the_wrong_type_is_named(tmp_path, overrides, message):
+    """Before, these said what Python tripped over ("'<' not supported between instances of 'str' and 'int'"),
+    or (optim.betas) gave a traceback and left the run folder."""
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train.py", *CLI_FAST, *overrides, f"hydra.run.dir={run}"))
+    assert line == f"error: {message}"
     assert not run.exists()
 
 
@@ -92,6 +113,15 @@ def test_unwritable_output_places_are_refused_before_work(tiny_ckpt, tmp_path):
     cfg = compose_config("eval", [f"ckpt={tiny_ckpt}", "n=2", f"out={blocker / 'r.json'}"], tmp_path)
     with pytest.raises(ValueError, match=f"cannot write {blocker / 'r.json'}"):
         evaluate(cfg)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_run_folder_that_is_a_file_is_named_as_one(tmp_path):
+    """Before, it said the folder 'was just taken by another run'."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={blocker}"))
+    assert line == f"error: cannot write the run folder {blocker}: it is a file, not a folder"
     assert blocker.read_text() == "not a folder"
 
 

@@ -22,6 +22,21 @@ def build_formulation(cfg: DictConfig) -> Any:
         raise ValueError(f"formulation={formulation_name(node)}: {one_line(error)}") from error
 
 
+def check_prediction_type_applies(cfg: DictConfig) -> None:
+    """prediction_type chooses what a vp network predicts; edm and flow fix their own target, so another value
+    would be ignored without a word (a fresh run only: a resume keeps what its checkpoint was trained with)."""
+    node = cfg.get("formulation")
+    if node is None or str(cfg.get("prediction_type")) == "epsilon":
+        return
+    name = formulation_name(node)
+    if name != "vp":
+        raise ValueError(
+            f"prediction_type={cfg.prediction_type} does not apply to formulation={name}: its network's target is "
+            f"fixed by the formulation; use formulation=vp for prediction_type={cfg.prediction_type}, or leave "
+            "prediction_type out"
+        )
+
+
 def formulation_name(node: DictConfig) -> str:
     """The group option a formulation config is (vp, edm, flow), from its class's `name`."""
     target = str(node.get("_target_", ""))

@@ -57,11 +57,13 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_folder import check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..runs.resume import check_resumable, read_resumable, resume_path
+    from .argument_types import check_argument_types
     from .common import fill_conditioning
-    from .formulation_checks import build_formulation
+    from .formulation_checks import build_formulation, check_prediction_type_applies
     from .train_checks import check_generation_settings, check_model_builds
 
     fill_conditioning(cfg)
+    check_argument_types(cfg)
     check_generation_settings(cfg)
     build_formulation(cfg)
     check_model_builds(cfg)
@@ -77,6 +79,9 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         ckpt = read_resumable(resume, targets_in(cfg))
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
+    check_prediction_type_applies(
+        cfg
+    )  # a fresh run's only: a resume keeps what its checkpoint was trained with
     if settings.init_from:
         check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), settings.init_from)
     return settings

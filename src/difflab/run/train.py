@@ -134,7 +134,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_console_in_run_log()
     # What preflight prepared, or the same preparation done now.
     settings = prepared_for(cfg, Path(cfg.paths.output_dir))
-    check_trainer(cfg.trainer, slurm_launcher())
     output_dir, resume, step = settings.run_dir, settings.resume, settings.step
     if resume is not None:
         keep_earlier_csv_logs(cfg, step)
@@ -143,8 +142,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
     # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
-    # take) gives its run folder back: a refused run leaves nothing behind.
+    # take, GPUs or nodes this machine does not have) gives its run folder back: a refused run leaves nothing
+    # behind. The devices are checked here, not in preflight: trainer=slurm reads them from Hydra's launcher
+    # config, which is set only once the job runs.
     with released_if_refused(output_dir, fresh=resume is None and not is_secondary_rank()):
+        check_trainer(cfg.trainer, slurm_launcher())
         if settings.logs_to_wandb:
             default_wandb_offline()
             attach_run_id(cfg, output_dir, settings.stored_config, record=not is_secondary_rank())

@@ -26,6 +26,15 @@ def compile_mode(value: object) -> str | None:
     return None if isinstance(value, bool) or value == "regional" else "is not true, false or regional"
 
 
+def betas(value: object) -> str | None:
+    """A rule: Adam's two decay rates, each in [0, 1) (torch checks them only at the first optimizer step)."""
+    items = list(value) if OmegaConf.is_list(value) or isinstance(value, list | tuple) else []
+    fine = len(items) == 2 and all(
+        isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in items
+    )
+    return None if fine else "is not two numbers in [0, 1)"
+
+
 # Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
 RULES = {
     "seed": whole(0),
@@ -47,6 +56,7 @@ RULES = {
     "data.num_workers": whole(0),
     "optim.lr": number(0.0, above=True),
     "optim.weight_decay": number(0.0),
+    "optim.betas": betas,
     "callbacks.model_checkpoint.every_n_train_steps": whole(0, nullable=True),
     "callbacks.sample_grid.every_n_steps": whole(0),
     "callbacks.sample_grid.num_samples": whole(1),
