@@ -3,17 +3,24 @@ names, and the checks that need no model: so a bad request is one line before an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..diffusion.editing import check_strength
+from ..value_rules import check_named, number, or_auto, whole
 
 SUPERRES = "superres"
 EDIT_MODES = ("inpaint", "img2img")
 MODES = ("sample", *EDIT_MODES, SUPERRES)
+# The values sample.py's config rules also hold (run/sampling_settings.py): a Python caller gets the same line.
+NUMBER_RULES = {
+    "seed": whole(0),
+    "batch_size": or_auto(whole(1)),
+    "cpu_threads": or_auto(whole(1)),
+    "guidance": number(0.0),
+}
 
 
 @dataclass
@@ -50,21 +57,10 @@ class SampleOptions:
             self._check_edit()
 
     def _check_numbers(self) -> None:
-        """seed, batch_size, cpu_threads and guidance as sample.py's config rules read them, in its words: a
-        Python caller has no config, and these values otherwise fail deep inside (range(), the samples' NaN
-        check) or are taken silently (seed=1.5 as 1, guidance=-1)."""
-        problems = {
-            "seed": _whole_problem(self.seed, 0),
-            "batch_size": _whole_or_auto_problem(self.batch_size),
-            "cpu_threads": _whole_or_auto_problem(self.cpu_threads),
-            "guidance": _guidance_problem(self.guidance),
-        }
-        for key, problem in problems.items():
-            if problem:
-                value = getattr(self, key)
-                raise ValueError(
-                    f"{key}={value!r} {problem}" if isinstance(value, str) else f"{key}={value} {problem}"
-                )
+        """seed, batch_size, cpu_threads and guidance held to sample.py's rules, in its words: a Python caller has
+        no config, and these values otherwise fail deep inside (range(), the samples' NaN check) or are taken
+        silently (seed=1.5 as 1, guidance=-1)."""
+        check_named({key: getattr(self, key) for key in NUMBER_RULES}, NUMBER_RULES)
 
     def _refuse_inputs_the_mode_does_not_read(self) -> None:
         """A picture, mask or consistency switch that the mode would ignore: most likely a forgotten or wrong
@@ -103,27 +99,6 @@ class SampleOptions:
             )
         else:
             check_strength(self.strength)
-
-
-def _whole_problem(value: Any, minimum: int) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return "is not a whole number"
-    return None if value >= minimum else f"must be at least {minimum}"
-
-
-def _whole_or_auto_problem(value: Any) -> str | None:
-    if value is None or value == "auto":
-        return None
-    problem = _whole_problem(value, 1)
-    return None if problem is None else f"{problem} (or auto)"
-
-
-def _guidance_problem(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "is not a number"
-    if not math.isfinite(value):
-        return "must be a finite number"
-    return None if value >= 0 else "must be at least 0.0"
 
 
 def _require(value: Any, message: str) -> None:

@@ -28,7 +28,7 @@ from ..generation import build_sampler, walked_config
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
-from .rules import whole
+from ..value_rules import whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 log = logging.getLogger("difflab")

@@ -1,85 +1,26 @@
-"""Rules for values a user types, and the check that names the first key breaking its rule in one line.
+"""A config held to the rules for values a user types (difflab.value_rules), and required keys, each in one line.
 
 Imports OmegaConf only: train.py checks the values it was given before torch or Lightning are loaded.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-Rule = Callable[[Any], str | None]  # a value -> what is wrong with it (None when it is fine)
-
-
-def whole(minimum: int, nullable: bool = False) -> Rule:
-    """A whole number >= minimum (None allowed when nullable)."""
-
-    def rule(value: Any) -> str | None:
-        if value is None:
-            return None if nullable else "must be set"
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "is not a whole number"
-        return None if value >= minimum else f"must be at least {minimum}"
-
-    return rule
-
-
-def number(minimum: float, above: bool = False, nullable: bool = False) -> Rule:
-    """A finite number >= minimum (> minimum when `above`; None allowed when nullable)."""
-
-    def rule(value: Any) -> str | None:
-        if value is None:
-            return None if nullable else "must be set"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "is not a number"
-        if not math.isfinite(value):
-            return "must be a finite number"
-        ok = value > minimum if above else value >= minimum
-        return None if ok else f"must be {'above' if above else 'at least'} {minimum}"
-
-    return rule
-
-
-def flag(value: Any) -> str | None:
-    """A rule: true or false."""
-    return None if isinstance(value, bool) else "is not true or false"
-
-
-def one_of(*choices: str) -> Rule:
-    """One of the given words."""
-
-    def rule(value: Any) -> str | None:
-        return None if value in choices else f"is not one of {', '.join(choices)}"
-
-    return rule
-
-
-def or_auto(rule: Rule) -> Rule:
-    """`rule`, or the word auto (null too: both let the program choose)."""
-
-    def either(value: Any) -> str | None:
-        if value is None or value == "auto":
-            return None
-        problem = rule(value)
-        return None if problem is None else f"{problem} (or auto)"
-
-    return either
+from ..value_rules import Rule, check_named
 
 
 def check_values(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """One line naming the first key whose value breaks its rule (keys absent from cfg are skipped)."""
-    for key, rule in rules.items():
+    given = {}
+    for key in rules:
         node = OmegaConf.select(cfg, key, default=_ABSENT)
-        if node is _ABSENT:
-            continue
-        problem = rule(node)
-        if problem:
-            raise ValueError(
-                f"{key}={node!r} {problem}" if isinstance(node, str) else f"{key}={node} {problem}"
-            )
+        if node is not _ABSENT:
+            given[key] = node
+    check_named(given, rules)
 
 
 _ABSENT = object()

@@ -9,23 +9,21 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion.precision import PRECISIONS
-from ..generation.options import SampleOptions
-from .rules import Rule, check_values, number, one_of, or_auto, require, whole
+from ..generation.options import NUMBER_RULES, SampleOptions
+from ..value_rules import Rule, number, one_of, whole
+from .rules import check_values, require
 
 # Values sample.py (every mode) and evaluate.py take, checked before anything is loaded or written.
 SAMPLING_RULES: dict[str, Rule] = {
     "n": whole(1),
-    "batch_size": or_auto(whole(1)),
+    **NUMBER_RULES,  # seed, batch_size, cpu_threads, guidance: held by difflab.load(...).sample() too
     "precision": one_of(*PRECISIONS),
-    "seed": whole(0),
-    "cpu_threads": or_auto(whole(1)),
     "sampler.steps": whole(1, nullable=True),
     "sampler.eta": number(0.0),
     "sampler.clip_x0": number(0.0, above=True, nullable=True),
     "inpaint.steps": whole(1),
     "inpaint.jump_length": whole(1),
     "inpaint.jump_n_sample": whole(1),
-    "guidance": number(0.0),
 }
 
 

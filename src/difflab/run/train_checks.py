@@ -9,7 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .rules import check_values, flag, number, or_auto, whole
+from ..value_rules import flag, number, or_auto, whole
+from .rules import check_values
 
 # Lightning's precisions that train here. The "-true" half precisions would keep the weights, the EMA and the
 # optimizer state in 16 bits (the EMA's float32 average cannot follow half weights; no loss scaling either).

@@ -1,0 +1,80 @@
+"""Rules for values a user types (a value -> what is wrong with it, or None), and the check that names the first
+key breaking its rule in one line. Plain Python: run/ holds a config to them, generation/ a Python caller's
+arguments, in the same words.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Rule = Callable[[Any], str | None]  # a value -> what is wrong with it (None when it is fine)
+
+
+def whole(minimum: int, nullable: bool = False) -> Rule:
+    """A whole number >= minimum (None allowed when nullable)."""
+
+    def rule(value: Any) -> str | None:
+        if value is None:
+            return None if nullable else "must be set"
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "is not a whole number"
+        return None if value >= minimum else f"must be at least {minimum}"
+
+    return rule
+
+
+def number(minimum: float, above: bool = False, nullable: bool = False) -> Rule:
+    """A finite number >= minimum (> minimum when `above`; None allowed when nullable)."""
+
+    def rule(value: Any) -> str | None:
+        if value is None:
+            return None if nullable else "must be set"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "is not a number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        ok = value > minimum if above else value >= minimum
+        return None if ok else f"must be {'above' if above else 'at least'} {minimum}"
+
+    return rule
+
+
+def flag(value: Any) -> str | None:
+    """A rule: true or false."""
+    return None if isinstance(value, bool) else "is not true or false"
+
+
+def one_of(*choices: str) -> Rule:
+    """One of the given words."""
+
+    def rule(value: Any) -> str | None:
+        return None if value in choices else f"is not one of {', '.join(choices)}"
+
+    return rule
+
+
+def or_auto(rule: Rule) -> Rule:
+    """`rule`, or the word auto (null too: both let the program choose)."""
+
+    def either(value: Any) -> str | None:
+        if value is None or value == "auto":
+            return None
+        problem = rule(value)
+        return None if problem is None else f"{problem} (or auto)"
+
+    return either
+
+
+def check_named(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
+    """One line naming the first key of `values` whose value breaks its rule (keys absent from values are skipped)."""
+    for key, rule in rules.items():
+        if key not in values:
+            continue
+        value = values[key]
+        problem = rule(value)
+        if problem:
+            raise ValueError(
+                f"{key}={value!r} {problem}" if isinstance(value, str) else f"{key}={value} {problem}"
+            )
