@@ -79,9 +79,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         ckpt = read_resumable(resume, targets_in(cfg))
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
-    check_prediction_type_applies(
-        cfg
-    )  # a fresh run's only: a resume keeps what its checkpoint was trained with
+    # A fresh run's only: a resume keeps what its checkpoint was trained with.
+    check_prediction_type_applies(cfg)
     if settings.init_from:
         check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), settings.init_from)
     return settings

@@ -51,9 +51,7 @@ def claim_run_folder(run_dir: Path, named: bool) -> Path:
     folder the user `named` is refused instead. A one-line ValueError also for a folder that cannot be written."""
     for n in itertools.count(1):
         candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
-        if (
-            candidate.exists() and not candidate.is_dir()
-        ):  # not another run's: mkdir's FileExistsError says so
+        if candidate.exists() and not candidate.is_dir():  # not another run's, as mkdir's error would say
             raise ValueError(f"cannot write the run folder {candidate}: it is a file, not a folder")
         try:
             if existing_run_files(candidate):
