@@ -38,6 +38,12 @@ def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):
     assert message in str(raised.value)
 
 
+def test_an_option_with_no_near_match_lists_the_options_in_one_clean_sentence():
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, "train", ["experiment=zzzzzz"])
+    assert str(raised.value).startswith("experiment=zzzzzz is not an option (experiment: ")
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -85,8 +85,8 @@ def _check_options(conf_dir: Path, override: Override) -> None:
         if option is None or str(option) in options:
             continue
         close = difflib.get_close_matches(str(option), options, n=1, cutoff=0.5)
-        hint = f"did you mean {group}={close[0]}? " if close else ""
-        raise ValueError(f"{group}={option} is not an option; {hint}({group}: {', '.join(options)})")
+        hint = f"; did you mean {group}={close[0]}?" if close else ""
+        raise ValueError(f"{group}={option} is not an option{hint} ({group}: {', '.join(options)})")
 
 
 def _dotted_keys(node: Any, prefix: str = "") -> Iterator[str]:
