@@ -120,6 +120,15 @@ def test_sample_overrides_that_contradict_the_checkpoint(tiny_ckpt, tmp_path, ov
     assert not (tmp_path / "out").exists()
 
 
+def test_sample_with_out_naming_a_file_says_it_is_a_file_and_keeps_it(tiny_ckpt, tmp_path):
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"mine")
+    cfg = compose_config("sample", [f"ckpt={tiny_ckpt}", "n=2", f"out={out}"], tmp_path)
+    with pytest.raises(FileExistsError, match=f"^out={out} is a file, not a folder; choose another out=$"):
+        sample(cfg)
+    assert out.read_bytes() == b"mine"
+
+
 def test_sample_refuses_a_non_empty_output_folder(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -49,7 +49,9 @@ def output_folder(out: str | Path | None, task: str, root: str | Path | None = N
     anything was written into it."""
     if out:
         folder = Path(out)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if folder.is_file():
+            raise FileExistsError(f"out={folder} is a file, not a folder; choose another out=")
+        if folder.is_dir() and any(folder.iterdir()):
             raise FileExistsError(
                 f"output folder {folder} already exists and is not empty; choose another out="
             )
