@@ -306,6 +306,19 @@ def checkpoint(tmp_path_factory) -> Path:
     return run / "run" / "checkpoints" / "last.ckpt"
 
 
+def test_inpaint_steps_beyond_the_schedule_are_named_by_their_key(checkpoint, tmp_path):
+    _png(tmp_path / "pic.png", np.zeros((16, 16), np.uint8))
+    _png(tmp_path / "mask.png", np.full((16, 16), 255, np.uint8))
+    out = tmp_path / "out"
+    overrides = [f"ckpt={checkpoint}", "mode=inpaint", f"image={tmp_path / 'pic.png'}"]
+    overrides += [f"mask={tmp_path / 'mask.png'}", "inpaint.steps=5000", f"out={out}"]
+    with pytest.raises(
+        ValueError, match=r"^inpaint.steps=5000 must be at most the schedule's 1000 timesteps$"
+    ):
+        sample(compose_config("sample", overrides, tmp_path))
+    assert not out.exists()
+
+
 def test_inpaint_and_img2img_through_sample_py(checkpoint, tmp_path):
     rng = np.random.default_rng(0)
     pictures = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(2)]

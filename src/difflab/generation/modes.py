@@ -3,6 +3,7 @@ superres (n outputs per low-resolution picture). sample.py and difflab.load(...)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..diffusion import Sampler
@@ -42,15 +43,14 @@ def request_for(
     if options.mode == "sample":
         return sampling_request(model, options, sampler, per_picture, guide)
     pictures = load_images(options.image, model.sample_shape)
-    latents = getattr(
-        model, "latents", None
-    )  # latent diffusion edits the pictures' latents, then decodes them
+    # Latent diffusion edits the pictures' latents, then decodes them.
+    latents = getattr(model, "latents", None)
     edited = pictures.images if latents is None else latents.encode(pictures.images)
     method: Method
     if options.mode == "inpaint":
         masks = load_masks(options.mask, pictures)
         masks = masks if latents is None else latents.latent_mask(masks)
-        repaint = {key: int(value) for key, value in (options.inpaint or {}).items()}
+        repaint = repaint_options(options.inpaint, model.schedule.timesteps)
         method = Inpaint(model.schedule, model.prediction_type, edited, masks, n, repaint)
     else:
         method = Img2Img(sampler, edited, n, float(options.strength))
@@ -115,3 +115,14 @@ def shared_fields(model: TrainedModel, options: SampleOptions, guide: Any = None
         "cpu_threads": options.cpu_threads,
         "recipe_threads": recipe_threads(model),
     }
+
+
+def repaint_options(given: Mapping[str, Any] | None, timesteps: int) -> dict[str, int]:
+    """inpaint.* as RePaint takes them; its steps held to the schedule's timesteps under their own key (the DDPM
+    sampler inside would name "sampler steps", a value the user did not set)."""
+    repaint = {key: int(value) for key, value in (given or {}).items()}
+    if repaint.get("steps", 0) > timesteps:
+        raise ValueError(
+            f"inpaint.steps={repaint['steps']} must be at most the schedule's {timesteps} timesteps"
+        )
+    return repaint
