@@ -51,6 +51,13 @@ def test_a_sweep_folder_becomes_one_png_with_a_line_per_run(sweep: Path, tmp_pat
     assert "already exists" in capsys.readouterr().err
 
 
+def test_a_run_named_twice_is_one_line_of_the_plot(sweep: Path, tmp_path: Path, capsys) -> None:
+    runs = [sweep / str(name) for name in range(len(LOGGERS))]
+    assert find_runs([sweep / "1", sweep, sweep / "1" / ".." / "1"]) == [runs[1], runs[0], *runs[2:]]
+    assert main([str(sweep / "0"), str(sweep / "0"), "--out", str(tmp_path / "c.png")]) == 0
+    assert "1 run, train/loss, val/loss -> " in capsys.readouterr().out
+
+
 def test_folders_without_runs_or_metrics_are_named(sweep: Path, tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path), "--out", str(tmp_path / "a.png")]) == 2
     assert "holds no run logs" in capsys.readouterr().err

@@ -45,7 +45,19 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not found:
             raise ValueError(f"{path} holds no run logs (the {METRICS_FILE} every train run writes)")
         runs.extend(found)
-    return runs
+    return _each_once(runs)
+
+
+def _each_once(runs: list[Path]) -> list[Path]:
+    """The runs in the order given, a folder named twice (or also found in its sweep) kept the first time: two
+    runs with one label would draw one line and count as two."""
+    seen: set[Path] = set()
+    kept = []
+    for run in runs:
+        if run.resolve() not in seen:
+            seen.add(run.resolve())
+            kept.append(run)
+    return kept
 
 
 def run_label(run: Path, runs: list[Path]) -> str:
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, run in zip(labels, runs, strict=True):
         if label != run_label(run, runs):  # say which folder a line named by its overrides comes from
             print(f"{label}: {run}")
-    print(f"{len(runs)} runs, {', '.join(drawn)} -> {args.out}")
+    print(f"{len(runs)} run{'s' if len(runs) > 1 else ''}, {', '.join(drawn)} -> {args.out}")
     return 0
 
 
