@@ -203,6 +203,20 @@ def test_a_condition_the_model_cannot_take_is_refused_in_one_line(loaded, overri
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
+def test_more_labels_or_prompts_than_results_are_refused_not_dropped():
+    with pytest.raises(ValueError) as error:
+        requested_conditions(CLASS_MODEL, 1, "m.ckpt", labels=[1, 2, 3])
+    assert str(error.value) == (
+        "labels=[1, 2, 3] asks for 3 classes but n=1: give n of at least 3 (n is spread over them)"
+    )
+    text_model = SimpleNamespace(condition="text", num_classes=None)
+    with pytest.raises(ValueError) as error:
+        requested_conditions(text_model, 2, "m.ckpt", prompt=["a 1", "a 2", "a 3"])
+    assert str(error.value) == (
+        "prompt=['a 1', 'a 2', 'a 3'] asks for 3 prompts but n=2: give n of at least 3 (n is spread over them)"
+    )
+
+
 def test_labels_spread_over_the_results_in_blocks():
     conditions = requested_conditions(CLASS_MODEL, 6, "m", labels=[3, 7], guidance=2.0)
     assert conditions.labels == [3, 3, 3, 7, 7, 7] and conditions.nrow == 3

@@ -46,7 +46,17 @@ def requested_labels(
         raise ValueError(
             f"labels={labels}: the model knows classes 0..{num_classes - 1} (give one or a list)"
         )
+    if labels is not None:
+        check_each_has_a_result("labels", labels, len(wanted), "classes", n)
     return spread_labels(wanted, n), wanted
+
+
+def check_each_has_a_result(key: str, given: Any, count: int, what: str, n: int) -> None:
+    """More labels or prompts than results: the last ones would get no sample without a word."""
+    if count > n:
+        raise ValueError(
+            f"{key}={given} asks for {count} {what} but n={n}: give n of at least {count} (n is spread over them)"
+        )
 
 
 def prompt_list(value: Any, key: str) -> list[str]:
@@ -96,6 +106,7 @@ def prompt_conditions(
     if prompt is None:
         raise ValueError(f"{source} holds a text-to-image model: give {EXAMPLE}")
     prompts = prompt_list(prompt, "prompt")
+    check_each_has_a_result("prompt", prompt, len(prompts), "prompts", n)
     negatives = None if negative_prompt is None else prompt_list(negative_prompt, "negative_prompt")
     if negatives is not None and len(negatives) != 1:
         raise ValueError("negative_prompt takes one caption (it replaces the unconditional branch for all)")
