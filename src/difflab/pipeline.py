@@ -91,7 +91,7 @@ class DiffusionPipeline:
         sampler: str | None = None,
         steps: int | None = None,
         seed: int | None = None,
-        labels: int | Sequence[int] | None = None,
+        labels: int | Sequence[int] | None = None,  # or a numpy array or torch tensor of them
         guidance: float | None = None,
         batch_size: int | str | None = None,
         output: str = "uint8",

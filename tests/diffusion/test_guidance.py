@@ -217,6 +217,16 @@ def test_more_labels_or_prompts_than_results_are_refused_not_dropped():
     )
 
 
+def test_labels_as_numpy_or_torch_values_are_the_classes_they_hold():
+    import numpy as np
+
+    for labels in (np.array([1, 2]), torch.tensor([1, 2]), (np.int64(1), np.int64(2))):
+        assert requested_conditions(CLASS_MODEL, 4, "m", labels=labels).labels == [1, 1, 2, 2], labels
+    assert requested_conditions(CLASS_MODEL, 2, "m", labels=np.int64(3)).labels == [3, 3]
+    with pytest.raises(ValueError, match="the model knows classes 0..9"):
+        requested_conditions(CLASS_MODEL, 2, "m", labels=np.array([1.5]))
+
+
 def test_labels_spread_over_the_results_in_blocks():
     conditions = requested_conditions(CLASS_MODEL, 6, "m", labels=[3, 7], guidance=2.0)
     assert conditions.labels == [3, 3, 3, 7, 7, 7] and conditions.nrow == 3

@@ -19,8 +19,15 @@ EXAMPLE = 'prompt="a handwritten seven" (or a list: prompt=["a seven","digit 3"]
 
 
 def as_list(value: Any) -> list[Any]:
-    """One value or several (a list, a tuple, an OmegaConf ListConfig) as a list; a string is one value."""
-    return [value] if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
+    """One value or several (a list, a tuple, an OmegaConf ListConfig, a numpy array or torch tensor) as a list of
+    plain Python values; a string is one value."""
+    if not isinstance(value, str) and hasattr(value, "tolist"):  # numpy and torch: their numbers as Python's
+        value = value.tolist()
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return [value]
+    return [
+        item.tolist() if hasattr(item, "tolist") and not isinstance(item, str) else item for item in value
+    ]
 
 
 def requested_labels(
