@@ -189,3 +189,21 @@ def test_a_picture_without_a_mode_is_refused_not_ignored(tiny_ckpt, tmp_path):
         difflab.load(tiny_ckpt).sample(2, image="p.png")
     with pytest.raises(ValueError, match=r"^mask='m.png' given, but mode=img2img does not read it"):
         difflab.load(tiny_ckpt).sample(2, mode="img2img", image="p.png", mask="m.png")
+
+
+def test_a_picture_given_as_an_object_instead_of_a_path_is_one_line(tiny_ckpt):
+    import numpy as np
+    from PIL import Image
+
+    pipe = difflab.load(tiny_ckpt)
+    for image in (Image.new("L", (8, 8)), np.zeros((8, 8))):
+        with pytest.raises(ValueError) as error:
+            pipe.sample(2, mode="img2img", image=image)
+        kind = type(image).__name__
+        assert str(error.value) == (
+            f"image= takes the path of a picture or of a folder of them, not a {kind}: save it (PNG) and pass its path"
+        )
+    with pytest.raises(
+        ValueError, match="^mask= takes the path of a picture or of a folder of them, not a ndarray"
+    ):
+        pipe.sample(2, mode="inpaint", image="p.png", mask=np.ones((8, 8)))

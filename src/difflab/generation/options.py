@@ -50,6 +50,7 @@ class SampleOptions:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         self._check_numbers()
+        self._check_picture_paths()
         self._refuse_inputs_the_mode_does_not_read()
         if self.mode == SUPERRES:
             self._check_superres()
@@ -61,6 +62,17 @@ class SampleOptions:
         no config, and these values otherwise fail deep inside (range(), the samples' NaN check) or are taken
         silently (seed=1.5 as 1, guidance=-1)."""
         check_named({key: getattr(self, key) for key in NUMBER_RULES}, NUMBER_RULES)
+
+    def _check_picture_paths(self) -> None:
+        """image= and mask= are paths, as on sample.py's command line: a picture in memory (a PIL image, an
+        array) would otherwise fail deep inside with Python's own TypeError."""
+        for key in ("image", "mask"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str | Path):
+                raise ValueError(
+                    f"{key}= takes the path of a picture or of a folder of them, not a {type(value).__name__}: "
+                    "save it (PNG) and pass its path"
+                )
 
     def _refuse_inputs_the_mode_does_not_read(self) -> None:
         """A picture, mask or consistency switch that the mode would ignore: most likely a forgotten or wrong
