@@ -207,3 +207,18 @@ def test_a_picture_given_as_an_object_instead_of_a_path_is_one_line(tiny_ckpt):
         ValueError, match="^mask= takes the path of a picture or of a folder of them, not a ndarray"
     ):
         pipe.sample(2, mode="inpaint", image="p.png", mask=np.ones((8, 8)))
+
+
+def test_repaint_settings_that_are_not_a_mapping_are_one_line(tiny_ckpt, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(tmp_path / "p.png")
+    Image.new("L", (8, 8), 255).save(tmp_path / "m.png")
+    pipe = difflab.load(tiny_ckpt)
+    edit = {"mode": "inpaint", "image": str(tmp_path / "p.png"), "mask": str(tmp_path / "m.png")}
+    with pytest.raises(ValueError) as error:
+        pipe.sample(1, inpaint=5, **edit)
+    assert (
+        str(error.value)
+        == "inpaint=5 is not RePaint's settings: give a mapping of steps, jump_length, jump_n_sample"
+    )

@@ -91,7 +91,9 @@ def refuse_unknown(given: Mapping[str, Any], own: Sequence[str], known: Sequence
 
 
 def refuse_unknown_inpaint(given: Mapping[str, Any], known: Sequence[str]) -> None:
-    """One line naming the first key of inpaint= that RePaint does not take."""
+    """One line naming the first key of inpaint= that RePaint does not take (or saying it takes a mapping)."""
+    if not isinstance(given, Mapping):
+        raise ValueError(f"inpaint={given!r} is not RePaint's settings: give a mapping of {', '.join(known)}")
     for key, value in given.items():
         if key not in known:
             nearest = difflib.get_close_matches(key, known, n=1)
