@@ -17,7 +17,7 @@ from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .io.sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, why_unreadable
 from .io.stored_checkpoint import NotACheckpoint, load_stored
-from .model_folder.safetensors_folder import FOLDER_CONFIG, read_model_folder
+from .model_folder.safetensors_folder import FOLDER_CONFIG, FOLDER_WEIGHTS, read_model_folder
 
 CONFIG_KEY = "difflab_config"
 # Where Lightning stores a latent run's datamodule state (its latent space): under the datamodule's class name.
@@ -51,6 +51,8 @@ def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOn
     if is_model_folder(path):
         kind, (config, state, weights, step), record = "model folder", read_model_folder(path), None
     else:
+        if path.is_file() and is_model_folder_file(path):
+            raise ValueError(f"{path} is one file of the model folder {path.parent}: pass the folder itself")
         ckpt = read_checkpoint_file(path)
         kind, config, state = "checkpoint", ckpt[CONFIG_KEY], network_state(ckpt) or {}
         # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them. A post-hoc EMA
@@ -148,6 +150,14 @@ def run_checkpoint(path: str | Path) -> str | Path:
     last = Path(path) / "checkpoints" / "last.ckpt"
     is_checkpoint = last.is_file() or is_sharded_checkpoint(last)
     return last if not (Path(path) / FOLDER_CONFIG).exists() and is_checkpoint else path
+
+
+def is_model_folder_file(path: Path) -> bool:
+    """The weights or the config of a model folder (both beside each other), given where the folder is meant."""
+    folder = path.parent
+    return path.name in (FOLDER_CONFIG, FOLDER_WEIGHTS) and all(
+        (folder / name).is_file() for name in (FOLDER_CONFIG, FOLDER_WEIGHTS)
+    )
 
 
 def is_model_folder(path: Path) -> bool:

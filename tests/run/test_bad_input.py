@@ -93,6 +93,20 @@ def test_a_json_or_log_file_given_as_checkpoint_is_not_called_a_pickle_with_obje
     )
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "difflab_config.json"])
+def test_a_file_of_an_exported_model_folder_points_at_the_folder(tmp_path, name):
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "difflab_config.json").write_text("{}")
+    with pytest.raises(ValueError) as raised:
+        load_model(folder / name)
+    assert (
+        str(raised.value)
+        == f"{folder / name} is one file of the model folder {folder}: pass the folder itself"
+    )
+
+
 def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
     bad = tmp_path / "cut.ckpt"
     bad.write_bytes(tiny_ckpt.read_bytes()[:5000])
