@@ -58,6 +58,16 @@ def test_a_run_named_twice_is_one_line_of_the_plot(sweep: Path, tmp_path: Path, 
     assert "1 run, train/loss, val/loss -> " in capsys.readouterr().out
 
 
+def test_a_run_folder_named_without_logs_is_named(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "refused"
+    (run / ".hydra").mkdir(parents=True)
+    assert main([str(run), "--out", str(tmp_path / "c.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run} holds no run logs (the metrics.jsonl every train run writes)\n"
+    )
+    assert not (tmp_path / "c.png").exists()
+
+
 def test_folders_without_runs_or_metrics_are_named(sweep: Path, tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path), "--out", str(tmp_path / "a.png")]) == 2
     assert "holds no run logs" in capsys.readouterr().err

@@ -30,19 +30,19 @@ def _is_run(folder: Path) -> bool:
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
-    """The run folders among `paths`: each path that is a run (.hydra/ or checkpoints/), else its subfolders
+    """The run folders among `paths`: each path that is a run (.hydra/ or checkpoints/) with logs, else its subfolders
     that are runs with logs (a sweep's job folders)."""
     runs = []
     for path in paths:
         if not path.is_dir():
             raise ValueError(f"not a folder: {path}")
-        if _is_run(path):
+        if _is_run(path) and _has_logs(path):
             runs.append(path)
             continue
         found = [p for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p) and _has_logs(p)]
         if not found and _has_logs(path):
             found = [path]
-        if not found:
+        if not found:  # a run refused before its first step, or a folder of no runs
             raise ValueError(f"{path} holds no run logs (the {METRICS_FILE} every train run writes)")
         runs.extend(found)
     return _each_once(runs)
