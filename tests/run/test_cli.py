@@ -90,3 +90,34 @@ def loads_after(script: str, *args: str) -> set[str]:
 )
 def test_help_typos_and_bad_values_load_no_torch(script, args):
     assert loads_after(script, *args) == set()
+
+
+CRASHING_ENTRY = """
+import ctypes, sys
+from pathlib import Path
+from difflab.run.cli import launch
+
+def crash_in_a_native_library(cfg):
+    ctypes.string_at(0)  # reads address 0: a segmentation fault, as a broken collective or kernel gives
+
+sys.argv = [sys.argv[0], f"hydra.run.dir={sys.argv[1]}", "hydra.output_subdir=null"]
+launch(crash_in_a_native_library, "sample", Path(sys.argv[0]).parent)
+"""
+
+
+def test_a_crash_inside_a_native_library_prints_where_it_happened(tmp_path):
+    """A segfault (a collective library on a cluster, a kernel) is not a silent exit -11: every entry point
+    prints the Python stack that led to it, so a crashed rank says where it was."""
+    script = tmp_path / "entry.py"
+    script.write_text(CRASHING_ENTRY)
+    (tmp_path / "sample.yaml").write_text("n: 1\n")
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == -11, result.stderr[-2000:]
+    assert "Segmentation fault" in result.stderr, result.stderr[-2000:]
+    assert "crash_in_a_native_library" in result.stderr, result.stderr[-2000:]

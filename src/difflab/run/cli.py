@@ -8,6 +8,7 @@ Imports Hydra and OmegaConf only (torch, Lightning and the feature networks load
 from __future__ import annotations
 
 import difflib
+import faulthandler
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,9 @@ PLAIN_FLAGS = ("-m", "--multirun")
 
 def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit: bool = False) -> None:
     """Check sys.argv, add a resume's own overrides when `inherit`, and run `task` under Hydra."""
+    # A crash inside a native library (a collective, a kernel) prints every thread's Python stack instead of
+    # a silent exit -11: on a cluster, the crashed rank's log says where it was.
+    faulthandler.enable()
     args = sys.argv[1:]
     try:
         check_command_line(conf_dir, config_name, args)
