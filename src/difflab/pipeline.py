@@ -22,6 +22,7 @@ from hydra.utils import get_class
 from torch import nn
 
 from .checkpoint import LoadedModel, load_model
+from .cluster.devices import pick_device
 from .diffusion import NoiseSchedule, Sampler
 from .diffusion.precision import check_precision
 from .generation import SampleOptions, build_sampler, generate_images, request_for
@@ -199,7 +200,5 @@ def load(
     Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
     with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py. A latent diffusion
     checkpoint's autoencoder is read from the path it recorded, or from `autoencoder` (a moved copy, same hash)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_model(path, device, allowed_targets, autoencoder=autoencoder)
+    loaded = load_model(path, pick_device(str(device)), allowed_targets, autoencoder=autoencoder)
     return DiffusionPipeline.from_loaded(loaded, path)

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from difflab.cluster.devices import check_devices, check_nodes, check_trainer
+from difflab.cluster.devices import check_devices, check_nodes, check_trainer, pick_device
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
@@ -155,3 +155,45 @@ def test_a_trainer_that_does_not_match_the_slurm_launcher_is_one_line(monkeypatc
     with pytest.raises(ValueError, match=r"^trainer.num_nodes=1 but hydra.launcher.nodes=4: "):
         check_trainer({**trainer, "num_nodes": 1}, launcher)
     check_trainer({**trainer, "devices": 2})  # no SLURM launcher: nothing to match
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "message"),
+    [
+        ("cuda", 0, "device=cuda: this machine has no CUDA GPU; use device=auto or device=cpu"),
+        ("cuda:1", 0, "device=cuda:1: this machine has no CUDA GPU; use device=auto or device=cpu"),
+        ("cuda:2", 2, "device=cuda:2: this machine has 2 CUDA GPUs (cuda:0 to cuda:1)"),
+        ("gpu", 0, "device=gpu is not a device: use auto, cpu, cuda or cuda:<index>"),
+    ],
+)
+def test_a_device_this_machine_does_not_have_is_one_line(monkeypatch, name, gpus, message):
+    """sample.py / evaluate.py device=… and difflab.load(device=…): a GPU that is not there is named, not a
+    traceback from deep inside torch ("Found no NVIDIA driver") once the model is being moved."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    with pytest.raises(ValueError) as error:
+        pick_device(name)
+    assert str(error.value) == message
+
+
+def test_sample_py_on_a_gpu_that_is_not_there_writes_nothing(tiny_ckpt, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: device=cuda is valid here")
+    out = tmp_path / "out"
+    result = run_cli("sample.py", f"ckpt={tiny_ckpt}", "n=2", "device=cuda", f"out={out}")
+    assert (
+        one_error_line(result)
+        == "error: device=cuda: this machine has no CUDA GPU; use device=auto or device=cpu"
+    )
+    assert not out.exists()
+
+
+def test_difflab_load_on_a_gpu_that_is_not_there_is_one_line(tiny_ckpt, monkeypatch):
+    import difflab
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        ValueError, match="^device=cuda: this machine has no CUDA GPU; use device=auto or device=cpu$"
+    ):
+        difflab.load(tiny_ckpt, device="cuda")
+    assert difflab.load(tiny_ckpt, device=torch.device("cpu")).device.type == "cpu"

@@ -100,12 +100,31 @@ def check_sampler_setting(trainer: Mapping[str, Any]) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; anything else as given."""
+    """'auto' → CUDA when available, else CPU; anything else as given, once this machine is known to have it (a
+    one-line ValueError, before the model is read, instead of torch's failure while moving it)."""
     import torch  # only once a run needs a device: the cluster checks run before torch loads
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device={name} is not a device: use auto, cpu, cuda or cuda:<index>") from error
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={name}: this machine has no CUDA GPU; use device=auto or device=cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device={name}: this machine has {count} CUDA GPUs (cuda:0 to cuda:{count - 1})"
+            )
+    elif device.type not in ("cpu", "meta"):
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        if backend is not None and hasattr(backend, "is_available") and not backend.is_available():
+            raise ValueError(
+                f"device={name}: this machine has no {device.type} device; use device=auto or device=cpu"
+            )
+    return device
 
 
 def set_cpu_threads(cpu_threads: int | str | None) -> None:
