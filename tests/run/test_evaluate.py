@@ -277,3 +277,23 @@ def test_a_users_own_model_class_is_scored_once_allowed_explicitly(
     report = run_eval(tmp_path, *common, f"guide={custom}", "guidance=2", *allowed)
     assert report["generated"]["ckpt"] == str(custom) and report["generated"]["guide"] == str(custom)
     assert np.isfinite(report["metrics"]["fd_effl0"])
+
+
+def test_a_reference_split_of_one_image_is_named(tmp_path: Path) -> None:
+    """A small image folder holds out one image (val_fraction of 10): the report names the reference split and
+    its size, not 'need at least 2 images for a covariance, got 1' (which could be either set)."""
+    from PIL import Image
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    with pytest.raises(ValueError) as error:
+        run_eval(
+            tmp_path, f"images={folder}", "data=folder", f"data.root={folder}", "data.image_size=8", "n=8"
+        )
+    assert str(error.value) == (
+        "the reference images, the val split of folder, are 1 image: the scores need at least 2 "
+        "(data.val_fraction sets how many images data.root holds out)"
+    )

@@ -24,8 +24,22 @@ def reference_statistics(
 ) -> tuple[Stats, bool]:
     """(stats, cache hit) of the evaluator's reference split of `data` (its first num_reference images)."""
     split = data.dataset_for(evaluator.reference_split)
+    check_reference_size(len(split), evaluator, data)  # type: ignore[arg-type]
     return evaluator.reference(
         dataset_id(data), data.image_size, lambda: uint8_batches(split, limit=evaluator.num_reference), device
+    )
+
+
+def check_reference_size(size: int, evaluator: Evaluator, data: ImageDataModule) -> None:
+    """A reference split too small for a covariance, named (FD, KID and precision/recall need 2 images)."""
+    size = min(size, evaluator.num_reference or size)
+    if size >= 2:
+        return
+    held_out = " (data.val_fraction sets how many images data.root holds out)"
+    raise ValueError(
+        f"the reference images, the {evaluator.reference_split} split of {data.dataset}, are {size} "
+        f"image{'' if size == 1 else 's'}: the scores need at least 2"
+        f"{held_out if evaluator.reference_split == 'val' else ''}"
     )
 
 
