@@ -12,6 +12,7 @@ from ..diffusion.precision import PRECISIONS
 from ..generation.options import NUMBER_RULES, SampleOptions
 from ..value_rules import Rule, number, one_of, whole
 from .rules import check_values, require
+from .typed import typed_under
 
 # Values sample.py (every mode) and evaluate.py take, checked before anything is loaded or written.
 SAMPLING_RULES: dict[str, Rule] = {
@@ -48,7 +49,8 @@ class SamplingSettings:
 
 def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
     """What sample.py's (or evaluate.py's) config asks to generate in `mode`, as plain values for
-    difflab.generation; a key the config does not have (evaluate.py has no image, mask, …) is not asked for."""
+    difflab.generation; a key the config does not have (evaluate.py has no image, mask, …) is not asked for, nor
+    img2img's strength outside img2img unless the command line typed it (its default is always in the config)."""
     inpaint = cfg.get("inpaint")
     return SampleOptions(
         mode=mode,
@@ -63,7 +65,7 @@ def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
         negative_prompt=cfg.get("negative_prompt"),
         image=cfg.get("image"),
         mask=cfg.get("mask"),
-        strength=cfg.get("strength"),
+        strength=cfg.get("strength") if mode == "img2img" or typed_under(cfg, "strength") else None,
         inpaint=None if inpaint is None else OmegaConf.to_container(inpaint, resolve=True),
         consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
         guide=cfg.get("guide"),
