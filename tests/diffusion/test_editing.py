@@ -417,6 +417,15 @@ def test_sample_py_refuses_a_strength_typed_outside_img2img_in_one_line(tiny_ckp
     assert not out.exists()
 
 
+def test_sample_py_refuses_inpaint_settings_typed_outside_inpaint_in_one_line(tiny_ckpt, tmp_path):
+    # Before, inpaint.steps=100 without mode=inpaint was ignored: samples as if it was not given, rc 0.
+    out = tmp_path / "out"
+    result = run_cli("sample.py", f"ckpt={tiny_ckpt}", "inpaint.steps=100", f"out={out}")
+    line = one_error_line(result)
+    assert line == "error: inpaint.steps=100 given, but mode=sample does not read it (only mode=inpaint does)"
+    assert not out.exists()
+
+
 def test_sample_py_refuses_an_image_without_a_mode_in_one_line(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     result = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"image={tmp_path / 'three.png'}", f"out={out}")

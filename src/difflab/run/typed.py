@@ -25,3 +25,8 @@ def typed_under(cfg: DictConfig, key: str) -> list[str]:
     return [
         o for o in typed_overrides(cfg) if override_key(o) == key or override_key(o).startswith(f"{key}.")
     ]
+
+
+def typed_keys_under(cfg: DictConfig, key: str) -> set[str]:
+    """The keys typed at or below `key` (`inpaint.steps=100` gives inpaint.steps)."""
+    return {override_key(o) for o in typed_under(cfg, key)}
