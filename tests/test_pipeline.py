@@ -191,6 +191,22 @@ def test_a_picture_without_a_mode_is_refused_not_ignored(tiny_ckpt, tmp_path):
         difflab.load(tiny_ckpt).sample(2, mode="img2img", image="p.png", mask="m.png")
 
 
+def test_a_strength_outside_img2img_is_refused_not_ignored(tiny_ckpt):
+    # Before, strength=0.3 without mode="img2img" sampled as if it was not given.
+    with pytest.raises(
+        ValueError, match=r"^strength=0.3 given, but mode=sample does not read it \(only mode=img2img"
+    ):
+        difflab.load(tiny_ckpt).sample(2, steps=2, strength=0.3)
+
+
+def test_inpaint_settings_outside_inpaint_are_refused_not_ignored(tiny_ckpt):
+    # Before, inpaint={"steps": 100} without mode="inpaint" sampled as if it was not given.
+    with pytest.raises(
+        ValueError, match=r"^inpaint.steps=100 given, but mode=img2img does not read it \(only mode=inp"
+    ):
+        difflab.load(tiny_ckpt).sample(2, steps=2, mode="img2img", image="p.png", inpaint={"steps": 100})
+
+
 def test_a_picture_given_as_an_object_instead_of_a_path_is_one_line(tiny_ckpt):
     import numpy as np
     from PIL import Image

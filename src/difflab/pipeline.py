@@ -143,8 +143,15 @@ class DiffusionPipeline:
         }
         defaults = cli_defaults()
         values = {key: defaults[key] if value is None else value for key, value in given.items()}
+        if strength is None and values["mode"] != "img2img":
+            values["strength"] = (
+                None  # sample.py's default is img2img's: one given to another mode is refused
+            )
         refuse_unknown_inpaint(inpaint or {}, list(defaults["inpaint"]))
-        values["inpaint"] = {**defaults["inpaint"], **(inpaint or {})}
+        # sample.py's defaults are inpaint's: settings given to another mode are refused
+        values["inpaint"] = (
+            {**defaults["inpaint"], **(inpaint or {})} if values["mode"] == "inpaint" else inpaint
+        )
         check_precision(values["precision"])
         options = SampleOptions(n=n, **values)
         options.check()

@@ -406,6 +406,26 @@ def test_inputs_the_mode_does_not_read_are_refused_not_ignored(tmp_path, overrid
     assert not out.exists()
 
 
+@pytest.mark.parametrize("mode", ["sample", "inpaint"])
+def test_sample_py_refuses_a_strength_typed_outside_img2img_in_one_line(tiny_ckpt, tmp_path, mode):
+    # Before, strength=0.3 without mode=img2img was ignored: samples as if it was not given, rc 0.
+    out = tmp_path / "out"
+    edit = [] if mode == "sample" else [f"image={tmp_path / 'p.png'}", f"mask={tmp_path / 'm.png'}"]
+    result = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"mode={mode}", *edit, "strength=0.3", f"out={out}")
+    line = one_error_line(result)
+    assert line == f"error: strength=0.3 given, but mode={mode} does not read it (only mode=img2img does)"
+    assert not out.exists()
+
+
+def test_sample_py_refuses_inpaint_settings_typed_outside_inpaint_in_one_line(tiny_ckpt, tmp_path):
+    # Before, inpaint.steps=100 without mode=inpaint was ignored: samples as if it was not given, rc 0.
+    out = tmp_path / "out"
+    result = run_cli("sample.py", f"ckpt={tiny_ckpt}", "inpaint.steps=100", f"out={out}")
+    line = one_error_line(result)
+    assert line == "error: inpaint.steps=100 given, but mode=sample does not read it (only mode=inpaint does)"
+    assert not out.exists()
+
+
 def test_sample_py_refuses_an_image_without_a_mode_in_one_line(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     result = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"image={tmp_path / 'three.png'}", f"out={out}")

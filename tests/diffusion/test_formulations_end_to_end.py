@@ -16,7 +16,7 @@ from difflab.checkpoint import load_model
 from difflab.diffusion.formulations import EDM, Flow, VPTraining
 from difflab.diffusion.formulations.timestep_face import sampling_view
 from difflab.run.export import export
-from difflab.run.formulation_checks import build_formulation
+from difflab.run.formulation_checks import build_formulation, check_schedule_applies
 from difflab.run.prepare import fixed_values
 from difflab.run.sample import sample
 from difflab.run.train import train
@@ -113,6 +113,26 @@ def test_a_prediction_type_the_formulation_would_ignore_is_refused(tmp_path, nam
     assert line.startswith(f"error: prediction_type=v does not apply to formulation={name}: ")
     assert "use formulation=vp" in line
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule"),
+    [("edm", "schedule=cosine"), ("flow", "schedule=cosine"), ("edm", "schedule.timesteps=500")],
+)
+def test_a_schedule_the_formulation_would_ignore_is_refused(tmp_path, name, schedule):
+    """edm and flow build their own noise levels; before, schedule=cosine trained with rc 0 and no word."""
+    run = tmp_path / "run"
+    overrides = [f"formulation={name}", schedule, f"hydra.run.dir={run}"]
+    line = one_error_line(run_cli("train.py", *CLI_FAST, *overrides))
+    assert line.startswith(f"error: {schedule} does not apply to formulation={name}: ")
+    assert "use formulation=vp" in line
+    assert not run.exists()
+
+
+def test_the_schedule_check_reads_no_hydra_state_outside_hydra(tmp_path):
+    """train(cfg) with a composed config: nothing says what was typed, so the default schedule is not refused."""
+    cfg = compose_config("train", [*FAST_TRAIN, "formulation=edm", "schedule=cosine"], tmp_path)
+    check_schedule_applies(cfg)
 
 
 @pytest.mark.parametrize(

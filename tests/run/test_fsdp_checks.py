@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from conftest import CLI_FAST, compose_config, one_error_line, run_cli
 
 from difflab.run.train_checks import check_sharded_training
 
@@ -21,3 +21,14 @@ def test_another_checkpoint_kind_is_one_line_naming_both(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="state_dict_type=partial is not one of full, sharded") as error:
         check_sharded_training(cfg)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["no", "maybe"])
+def test_activation_checkpointing_other_than_true_or_false_is_one_line(value: str, tmp_path: Path) -> None:
+    """Before, any word was taken as true (`no` turned recomputation on) and trained with rc 0."""
+    run = tmp_path / "run"
+    fast = [o for o in CLI_FAST if o != "trainer=cpu"] + ["trainer=fsdp", "trainer.accelerator=cpu"]
+    overrides = [f"trainer.strategy.activation_checkpointing={value}", f"hydra.run.dir={run}"]
+    line = one_error_line(run_cli("train.py", *fast, *overrides))
+    assert line == f"error: trainer.strategy.activation_checkpointing='{value}' is not true or false"
+    assert not run.exists()

@@ -169,6 +169,12 @@ def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refu
     ("overrides", "message"),
     [
         (["data.image_size=6"], r"down factor 4 does not divide data.image_size=6"),
+        # Before, 'patch_size 4 does not divide image_size 2', an image size the user never gave.
+        (
+            ["model=dit_s4"],
+            r"^model.patch_size=4 does not divide the latents' size 2 \(data.image_size=8 / the autoencoder's "
+            r"down factor 4\)",
+        ),
     ],
 )
 def test_latent_runs_it_cannot_make_are_one_line_errors(

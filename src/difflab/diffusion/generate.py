@@ -51,10 +51,11 @@ def in_batches(
 ) -> Iterator[tuple[list[int], Tensor]]:
     """(indices, images) of each batch of at most `batch_size` of `indices`, in order: `make` given the batch's
     denoiser and one generator per sample (seeded from (seed, index)). on_step() after every step of every batch."""
-    indices = list(indices)
     step_callback = None if on_step is None else (lambda i, t, x: on_step())
     for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
+        chunk = list(
+            indices[start : start + batch_size]
+        )  # sliced, not listed whole: a range of any n stays lazy
         with torch.no_grad():  # not around the yield: the caller's own work keeps its grad mode
             images = make(denoiser_for(chunk), SampleGenerators(seed, chunk), step_callback)
         yield chunk, images

@@ -40,8 +40,10 @@ class SampleOptions:
     negative_prompt: Any = None
     image: str | Path | None = None  # a picture or a folder of them (edits, super-resolution)
     mask: str | Path | None = None  # inpaint: a mask or a folder of masks named like the pictures
-    strength: float | None = None  # img2img
-    inpaint: Mapping[str, int] | None = None  # RePaint's steps, jump_length, jump_n_sample
+    strength: float | None = None  # img2img (None: not given; img2img then takes sample.py's default)
+    inpaint: Mapping[str, int] | None = (
+        None  # RePaint's steps, jump_length, jump_n_sample (outside inpaint: given)
+    )
     consistency: Any = False  # superres.consistency: project so that down(output) = input
     guide: Any = None  # autoguidance: a weaker model's checkpoint or folder; guidance= pulls away from it
 
@@ -86,6 +88,13 @@ class SampleOptions:
             raise ValueError(
                 f"mask={str(self.mask)!r} given, but mode={self.mode} does not read it (only mode=inpaint does)"
             )
+        if self.strength is not None and self.mode != "img2img":
+            raise ValueError(
+                f"strength={self.strength} given, but mode={self.mode} does not read it (only mode=img2img does)"
+            )
+        if self.inpaint and self.mode != "inpaint":
+            given = ", ".join(f"inpaint.{key}={value}" for key, value in self.inpaint.items())
+            raise ValueError(f"{given} given, but mode={self.mode} does not read it (only mode=inpaint does)")
         if self.consistency is True and self.mode != SUPERRES:
             raise ValueError(
                 f"superres.consistency=True given, but mode={self.mode} does not read it (only mode=superres does)"

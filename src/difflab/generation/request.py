@@ -62,7 +62,7 @@ class GenerationRequest:
         measure."""
         device, dtype = placement
         denoiser_for = self.denoiser_for(net)
-        indices = list(self.indices) or [0]
+        indices = self.indices if len(self.indices) else [0]  # not listed: a range of any n stays lazy
 
         @torch.no_grad()
         def call(batch: int) -> Tensor:

@@ -8,6 +8,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import one_line
+from .typed import typed_under
 
 
 def build_formulation(cfg: DictConfig) -> Any:
@@ -34,6 +35,22 @@ def check_prediction_type_applies(cfg: DictConfig) -> None:
             f"prediction_type={cfg.prediction_type} does not apply to formulation={name}: its network's target is "
             f"fixed by the formulation; use formulation=vp for prediction_type={cfg.prediction_type}, or leave "
             "prediction_type out"
+        )
+
+
+def check_schedule_applies(cfg: DictConfig) -> None:
+    """The schedule group holds a vp network's noise tables; edm and flow build their own noise levels, so a
+    schedule the user typed (schedule=cosine, schedule.timesteps=500) would be ignored without a word. Its default
+    cannot be told from a choice, so only what the command line set is refused (a fresh run only)."""
+    node = cfg.get("formulation")
+    typed = typed_under(cfg, "schedule")
+    if node is None or not typed:
+        return
+    name = formulation_name(node)
+    if name != "vp":
+        raise ValueError(
+            f"{typed[-1].lstrip('+')} does not apply to formulation={name}: it builds its own noise levels "
+            f"(conf/formulation/{name}.yaml); leave schedule out, or use formulation=vp for a schedule"
         )
 
 

@@ -29,9 +29,21 @@ def use_latents(cfg: DictConfig) -> None:
         raise ValueError(
             f"the autoencoder's down factor {net.down_factor} does not divide data.image_size={size}"
         )
+    check_patches_fit(cfg, size, net.down_factor)
     with open_dict(cfg):
         cfg.data._target_ = LATENT_DATA
         cfg.data.autoencoder = str(cfg.autoencoder)
         cfg.data.latent_cache_dir = cfg.get("latent_cache_dir")
         cfg.model.in_channels = net.latent_channels
         cfg.model.image_size = size // net.down_factor
+
+
+def check_patches_fit(cfg: DictConfig, size: int, factor: int) -> None:
+    """A DiT cuts the latents, not the images, into patches: say so, or its own error names a size never typed."""
+    patch = cfg.model.get("patch_size")
+    latent = size // factor
+    if isinstance(patch, int) and patch > 0 and latent % patch:
+        raise ValueError(
+            f"model.patch_size={patch} does not divide the latents' size {latent} (data.image_size={size} / the "
+            f"autoencoder's down factor {factor}): pick a patch size dividing {latent} or a larger data.image_size"
+        )

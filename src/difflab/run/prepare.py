@@ -59,7 +59,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..runs.resume import check_resumable, read_resumable, resume_path
     from .argument_types import check_argument_types
     from .common import fill_conditioning
-    from .formulation_checks import build_formulation, check_prediction_type_applies
+    from .formulation_checks import build_formulation, check_prediction_type_applies, check_schedule_applies
     from .train_checks import check_generation_settings, check_model_builds
 
     fill_conditioning(cfg)
@@ -81,6 +81,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
     # A fresh run's only: a resume keeps what its checkpoint was trained with.
     check_prediction_type_applies(cfg)
+    check_schedule_applies(cfg)
     if settings.init_from:
         check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), settings.init_from)
     return settings

@@ -12,6 +12,7 @@ from ..diffusion.precision import PRECISIONS
 from ..generation.options import NUMBER_RULES, SampleOptions
 from ..value_rules import Rule, number, one_of, whole
 from .rules import check_values, require
+from .typed import typed_keys_under, typed_under
 
 # Values sample.py (every mode) and evaluate.py take, checked before anything is loaded or written.
 SAMPLING_RULES: dict[str, Rule] = {
@@ -48,8 +49,9 @@ class SamplingSettings:
 
 def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
     """What sample.py's (or evaluate.py's) config asks to generate in `mode`, as plain values for
-    difflab.generation; a key the config does not have (evaluate.py has no image, mask, …) is not asked for."""
-    inpaint = cfg.get("inpaint")
+    difflab.generation; a key the config does not have (evaluate.py has no image, mask, …) is not asked for, nor
+    img2img's strength (or inpaint's settings) outside its mode unless the command line typed it (their defaults are
+    always in the config)."""
     return SampleOptions(
         mode=mode,
         n=cfg.n,
@@ -63,11 +65,23 @@ def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
         negative_prompt=cfg.get("negative_prompt"),
         image=cfg.get("image"),
         mask=cfg.get("mask"),
-        strength=cfg.get("strength"),
-        inpaint=None if inpaint is None else OmegaConf.to_container(inpaint, resolve=True),
+        strength=cfg.get("strength") if mode == "img2img" or typed_under(cfg, "strength") else None,
+        inpaint=inpaint_asked(cfg, mode),
         consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
         guide=cfg.get("guide"),
     )
+
+
+def inpaint_asked(cfg: DictConfig, mode: str) -> dict[str, Any] | None:
+    """RePaint's settings: all of them in mode=inpaint, elsewhere only those the command line typed."""
+    inpaint = cfg.get("inpaint")
+    if inpaint is None:
+        return None
+    values = OmegaConf.to_container(inpaint, resolve=True)
+    if mode == "inpaint":
+        return values
+    typed = typed_keys_under(cfg, "inpaint")
+    return {k: v for k, v in values.items() if "inpaint" in typed or f"inpaint.{k}" in typed} or None
 
 
 def read_sampling_settings(

@@ -99,7 +99,8 @@ SHARDED_STATE_DICT_TYPES = ("full", "sharded")
 
 
 def check_sharded_training(cfg: DictConfig) -> None:
-    """trainer=fsdp with a precision or checkpoint kind it cannot train with: one line before anything is built."""
+    """trainer=fsdp with a precision, recomputation switch or checkpoint kind it cannot train with: one line before
+    anything is built."""
     strategy = cfg.trainer.get("strategy")
     if not isinstance(strategy, DictConfig) or not str(strategy.get("_target_", "")).endswith(
         "ShardedStrategy"
@@ -111,6 +112,9 @@ def check_sharded_training(cfg: DictConfig) -> None:
             f"trainer=fsdp cannot train with trainer.precision={precision}: use one of "
             f"{', '.join(SHARDED_PRECISIONS)} (Lightning's FSDP2 strategy has no fp16 loss scaler)"
         )
+    recompute = strategy.get("activation_checkpointing", False)
+    if not isinstance(recompute, bool):  # the strategy takes any truthy value as on: `no` would recompute
+        raise ValueError(f"trainer.strategy.activation_checkpointing={recompute!r} is not true or false")
     kind = str(strategy.get("state_dict_type", "full"))
     if kind not in SHARDED_STATE_DICT_TYPES:
         raise ValueError(

@@ -1,0 +1,32 @@
+"""What the user typed: the overrides Hydra recorded for this run, so a value given on the command line can be
+told from the same value left at its default (a group's default option, a key of the primary config)."""
+
+from __future__ import annotations
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ..runs.inherit import override_key
+
+
+def typed_overrides(cfg: DictConfig) -> list[str]:
+    """The run's overrides as Hydra records them: in cfg.hydra before the task runs (Hydra's callbacks see it
+    there), from HydraConfig inside the task; none outside Hydra (a config composed in a test or a notebook)."""
+    hydra = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
+    if hydra is not None and hydra.get("overrides") is not None:
+        return [str(o) for o in hydra.overrides.get("task", [])]
+    if HydraConfig.initialized():
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    return []
+
+
+def typed_under(cfg: DictConfig, key: str) -> list[str]:
+    """The overrides typed for `key` or a key below it (`schedule=cosine`, `schedule.timesteps=500`)."""
+    return [
+        o for o in typed_overrides(cfg) if override_key(o) == key or override_key(o).startswith(f"{key}.")
+    ]
+
+
+def typed_keys_under(cfg: DictConfig, key: str) -> set[str]:
+    """The keys typed at or below `key` (`inpaint.steps=100` gives inpaint.steps)."""
+    return {override_key(o) for o in typed_under(cfg, key)}

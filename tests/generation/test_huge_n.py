@@ -1,0 +1,41 @@
+"""A huge n: what holds every image at once (sample.py, pipe.sample) refuses it in one line naming the memory it
+would need; what streams its images (evaluate.py) starts on it instead of failing with a MemoryError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import one_error_line, run_cli
+
+import difflab
+from difflab.generation import GenerationRequest
+from difflab.generation.images import Generation
+from difflab.generation.methods import Sampling
+
+HUGE = 100_000_000_000
+
+
+def test_sample_py_refuses_a_huge_n_in_one_line_naming_the_memory(tiny_ckpt: Path, tmp_path: Path) -> None:
+    # Before, a MemoryError traceback from the list of every sample's index.
+    out = tmp_path / "out"
+    line = one_error_line(run_cli("sample.py", f"ckpt={tiny_ckpt}", f"n={HUGE}", f"out={out}"))
+    assert line.startswith(f"error: n={HUGE} would need 23.3 TiB of memory to hold its images")
+    assert "more than this machine's" in line
+    assert not out.exists()
+
+
+def test_pipe_sample_refuses_a_huge_n_in_the_same_words(tiny_ckpt: Path) -> None:
+    with pytest.raises(ValueError, match=rf"^n={HUGE} would need 23.3 TiB of memory to hold its images"):
+        difflab.load(tiny_ckpt).sample(HUGE, steps=2)
+
+
+@pytest.mark.parametrize("batch_size", ["auto", 2])
+def test_streamed_generation_of_a_huge_n_gives_its_first_batch(tiny_ckpt: Path, batch_size) -> None:
+    """What evaluate.py does with n samples: before, a MemoryError before the first batch (evaluate.py n=1e11)."""
+    pipe = difflab.load(tiny_ckpt)
+    request = GenerationRequest(
+        Sampling(pipe.make_sampler(steps=2), pipe.sample_shape), range(HUGE), batch_size=batch_size
+    )
+    indices, images = next(Generation(request, pipe.net).batches())
+    assert indices == list(range(len(indices))) and images.shape[0] == len(indices) > 0
