@@ -71,3 +71,23 @@ class LoadedState(L.Callback):
                 "optimizer": optimizer_state,
             }
             torch.save(state, self.dirpath / "loaded.pt")
+
+
+class SamplingNetBuffers(L.Callback):
+    """At the end of training, the full EMA copy every rank gathers to sample with (a collective) and the net's own
+    buffers; rank 0 writes both to <dirpath>/buffers.pt."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        (ema,) = [c for c in trainer.callbacks if isinstance(c, EMA)]
+        sampling = ema.sampling_network()
+        assert sampling is not None
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            state = {
+                "sampling": {k: v.detach().cpu() for k, v in sampling.named_buffers()},
+                "net": {k: v.detach().cpu() for k, v in pl_module.net.named_buffers()},
+            }
+            torch.save(state, self.dirpath / "buffers.pt")

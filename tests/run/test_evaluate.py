@@ -91,6 +91,12 @@ def test_checkpoint_report_names_every_metric_and_setting(trained_ckpt: Path, tm
     assert report["metric_settings"]["extractor"] == "efficientnet_lite0"
 
 
+def test_a_run_folder_given_as_ckpt_reports_into_that_folder(tiny_run: Path, tmp_path: Path) -> None:
+    """README: `evaluate.py ckpt=<run>` writes `<run>/metrics.json`, as for `ckpt=<run>/checkpoints/last.ckpt`."""
+    run_eval(tmp_path, f"ckpt={tiny_run}", "n=4")
+    assert (tiny_run / "metrics.json").is_file()
+
+
 def test_reference_statistics_are_cached_between_runs(trained_ckpt: Path, tmp_path: Path) -> None:
     first = run_eval(tmp_path, f"ckpt={trained_ckpt}", "n=4", "out=" + str(tmp_path / "a.json"))
     second = run_eval(tmp_path, f"ckpt={trained_ckpt}", "n=4", "out=" + str(tmp_path / "b.json"))

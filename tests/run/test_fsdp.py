@@ -134,3 +134,24 @@ def test_fsdp_resume_matches_an_uninterrupted_fsdp_run(tmp_path: Path) -> None:
     state_a, state_b = (c["optimizer_states"][0]["state"] for c in (a, b))
     for index in state_a:
         torch.testing.assert_close(state_b[index]["exp_avg_sq"], state_a[index]["exp_avg_sq"], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_a_dit_trains_under_fsdp_and_its_ema_grid_is_drawn(tmp_path: Path) -> None:
+    """The DiT's sin-cos position table is a non-persistent buffer: the full EMA copy gathered for sampling must
+    hold it too, or the grid is drawn with uninitialised memory and refused as non-finite."""
+    run = tmp_path / "run"
+    cli(
+        "model=dit_tiny",
+        "trainer.max_steps=2",
+        "logger=none",
+        "callbacks.sample_grid.num_samples=4",
+        "+callbacks.probe._target_=fsdp_probe.SamplingNetBuffers",
+        f"+callbacks.probe.dirpath={tmp_path / 'probe'}",
+        f"hydra.run.dir={run}",
+    )
+    assert (run / "samples" / "final.png").is_file()
+    buffers = torch.load(tmp_path / "probe" / "buffers.pt")
+    assert "pos_embed" in buffers["net"]
+    for name, value in buffers["net"].items():
+        torch.testing.assert_close(buffers["sampling"][name], value, rtol=0, atol=0, msg=name)

@@ -7,18 +7,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint_file import run_checkpoint
 from ..io.results import check_writable_file, first_free
 
 
 def report_path(out: str | None, ckpt: str | None, root_dir: str) -> Path:
     """Where the JSON goes: out=; else the checkpoint's run folder (<run>/metrics.json, or metrics_2.json, …
-    beside earlier reports); else outputs/evaluate/<date>_<time>.json. Checked before any work: an existing
-    out= is never overwritten, a folder that cannot be written is refused."""
+    beside earlier reports), also when ckpt= is the run folder itself; else outputs/evaluate/<date>_<time>.json.
+    Checked before any work: an existing out= is never overwritten, a folder that cannot be written is refused."""
     if out:
         path = Path(out)
     else:
-        if ckpt and Path(ckpt).parent.name == "checkpoints":
-            path = Path(ckpt).parent.parent / "metrics.json"
+        checkpoint = Path(run_checkpoint(ckpt)) if ckpt else None
+        if checkpoint and checkpoint.parent.name == "checkpoints":
+            path = checkpoint.parent.parent / "metrics.json"
         else:
             path = (
                 Path(root_dir)

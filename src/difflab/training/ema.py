@@ -203,7 +203,13 @@ class EMA(WeightAveraging):
         device = next(local(p) for p in module.net.parameters()).device
         assert self._skeleton is not None
         net = copy.deepcopy(self._skeleton).to_empty(device=device)
-        net.load_state_dict(full_state(module.net))
+        state = full_state(module.net)
+        net.load_state_dict(state)
+        # A non-persistent buffer (the DiT's sin-cos position table) is in no state dict: to_empty left it
+        # uninitialised. fully_shard shards parameters only, so the average holds it whole: copy it over.
+        for name, buffer in module.net.named_buffers():
+            if name not in state:
+                net.get_buffer(name).copy_(buffer)
         return net
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
