@@ -54,6 +54,7 @@ def test_a_value_of_the_wrong_type_is_named_before_the_run_folder_exists(tmp_pat
         (["formulation=edm", "formulation.sigma_data=abc"], "formulation.sigma_data='abc' is not a number"),
         (["optim.betas=abc"], "optim.betas='abc' is not two numbers in [0, 1)"),
         (["optim.betas=[0.9]"], "optim.betas=[0.9] is not two numbers in [0, 1)"),
+        (["data.random_flip=maybe"], "data.random_flip='maybe' is not true or false"),
     ],
 )
 def test_a_group_value_of_the_wrong_type_is_named(tmp_path, overrides, message):

@@ -55,6 +55,7 @@ RULES = {
     "data.image_size": whole(1),
     "data.batch_size": whole(1),
     "data.num_workers": whole(0),
+    "data.random_flip": flag,
     "optim.lr": number(0.0, above=True),
     "optim.weight_decay": number(0.0),
     "optim.betas": betas,
