@@ -143,10 +143,9 @@ class DiffusionPipeline:
         }
         defaults = cli_defaults()
         values = {key: defaults[key] if value is None else value for key, value in given.items()}
+        # sample.py's default strength is img2img's: only one given to another mode is refused there.
         if strength is None and values["mode"] != "img2img":
-            values["strength"] = (
-                None  # sample.py's default is img2img's: one given to another mode is refused
-            )
+            values["strength"] = None
         refuse_unknown_inpaint(inpaint or {}, list(defaults["inpaint"]))
         # sample.py's defaults are inpaint's: settings given to another mode are refused
         values["inpaint"] = (

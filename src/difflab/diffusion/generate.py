@@ -53,9 +53,8 @@ def in_batches(
     denoiser and one generator per sample (seeded from (seed, index)). on_step() after every step of every batch."""
     step_callback = None if on_step is None else (lambda i, t, x: on_step())
     for start in range(0, len(indices), batch_size):
-        chunk = list(
-            indices[start : start + batch_size]
-        )  # sliced, not listed whole: a range of any n stays lazy
+        # Sliced, not listed whole: a range of any n stays lazy.
+        chunk = list(indices[start : start + batch_size])
         with torch.no_grad():  # not around the yield: the caller's own work keeps its grad mode
             images = make(denoiser_for(chunk), SampleGenerators(seed, chunk), step_callback)
         yield chunk, images

@@ -41,9 +41,8 @@ class SampleOptions:
     image: str | Path | None = None  # a picture or a folder of them (edits, super-resolution)
     mask: str | Path | None = None  # inpaint: a mask or a folder of masks named like the pictures
     strength: float | None = None  # img2img (None: not given; img2img then takes sample.py's default)
-    inpaint: Mapping[str, int] | None = (
-        None  # RePaint's steps, jump_length, jump_n_sample (outside inpaint: given)
-    )
+    # RePaint's steps, jump_length, jump_n_sample (outside inpaint: only those given)
+    inpaint: Mapping[str, int] | None = None
     consistency: Any = False  # superres.consistency: project so that down(output) = input
     guide: Any = None  # autoguidance: a weaker model's checkpoint or folder; guidance= pulls away from it
 
