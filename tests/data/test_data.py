@@ -425,6 +425,20 @@ def test_tiny_folder_trains_end_to_end(tmp_path: Path):
     assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["val/loss"])
 
 
+def test_a_folder_of_any_pictures_trains_with_the_default_model(tmp_path: Path):
+    # `data=folder data.root=<folder>` and nothing else: the default U-Net (attention at 8x8) must fit the
+    # default folder size, so the pictures (40x40 RGB, no size given) are resized to a size it has a level for.
+    for i in range(10):
+        save(tmp_path / "pics" / f"{i}.png", Image.new("RGB", (40, 40), (20 * i, 0, 0)))
+    overrides = [o for o in FAST_TRAIN if not o.startswith("model=")] + ["trainer.max_steps=2"]
+    data = ["data=folder", f"data.root={tmp_path / 'pics'}", "data.num_workers=0"]
+    cfg = compose_config("train", [*overrides, *data], tmp_path / "run")
+    assert cfg.model._target_.endswith("UNet") and cfg.model.attention_resolutions == [8]
+    with pytest.warns(UserWarning, match="repeated"):
+        metrics = train(cfg)
+    assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["val/loss"])
+
+
 def test_single_image_or_empty_split_is_refused(tmp_path: Path):
     save(tmp_path / "0.png", Image.new("L", (8, 8)))
     with pytest.raises(DataError) as excinfo:
