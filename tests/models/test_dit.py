@@ -174,6 +174,12 @@ def test_super_resolution_concatenates_the_low_res_image():
         (dict(pos_embed="rope"), "pos_embed=rope is not one of sincos, learned"),
         (dict(num_classes=0), "num_classes must be a positive number"),
         (dict(depth=0), "patch_size, depth and num_heads must be at least 1"),
+        (dict(mlp_ratio=0), "mlp_ratio 0 leaves each block's MLP 0 wide"),
+        (
+            dict(mlp_ratio=0.01),
+            r"mlp_ratio 0.01 leaves each block's MLP 0 wide \(hidden_size 32 × mlp_ratio\)",
+        ),
+        (dict(hidden_size=0), "hidden_size must be at least 1"),
     ],
 )
 def test_a_shape_that_cannot_work_is_one_line_at_construction(kwargs, message):
@@ -200,6 +206,7 @@ def test_bad_inputs_are_named_in_forward():
     [
         ("model.patch_size=3", "error: patch_size 3 does not divide image_size 8"),
         ("model.num_heads=3", "error: num_heads 3 does not divide hidden_size 64"),
+        ("model.mlp_ratio=0", "error: mlp_ratio 0 leaves each block's MLP 0 wide"),
     ],
 )
 def test_train_py_refuses_a_dit_that_cannot_work_in_one_line_and_writes_nothing(tmp_path, override, message):

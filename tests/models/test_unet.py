@@ -159,6 +159,25 @@ def test_bad_channels_are_rejected() -> None:
         UNet(base_channels=48)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            dict(base_channels=0),
+            r"base_channels, num_heads and num_groups must be at least 1 \(got 0, 1, 8\)",
+        ),
+        (dict(num_heads=0), r"base_channels, num_heads and num_groups must be at least 1 \(got 32, 0, 8\)"),
+        (dict(num_groups=0), r"base_channels, num_heads and num_groups must be at least 1 \(got 32, 1, 0\)"),
+        (dict(channel_mults=(1, 0)), r"channel_mults must be positive whole numbers \(got \[1, 0\]\)"),
+    ],
+)
+def test_a_width_of_zero_is_one_line_at_construction(kwargs, message) -> None:
+    # Before: base_channels=0 or a 0 multiplier built a net with empty layers; 0 heads or groups divided by 0.
+    with pytest.raises(ValueError, match=message) as error:
+        UNet(**{**dict(in_channels=1, image_size=8, base_channels=32, num_groups=8), **kwargs})
+    assert "\n" not in str(error.value)
+
+
 def test_bad_attention_resolution_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"attention resolution 12 .*image_size 32: valid are 32, 16, 8, 4"):
         UNet(base_channels=32, attention_resolutions=(12,))

@@ -53,7 +53,7 @@ class DiT(nn.Module):
         text_dim: int | None = None,
     ) -> None:
         super().__init__()
-        self._check_arguments(image_size, patch_size, hidden_size, depth, num_heads, pos_embed)
+        self._check_arguments(image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio, pos_embed)
         check_conditioning_arguments(num_classes, text_dim, cond_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels if out_channels is not None else in_channels
@@ -87,12 +87,25 @@ class DiT(nn.Module):
 
     @staticmethod
     def _check_arguments(
-        image_size: int, patch_size: int, hidden_size: int, depth: int, num_heads: int, pos_embed: str
+        image_size: int,
+        patch_size: int,
+        hidden_size: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        pos_embed: str,
     ) -> None:
         """One-line ValueErrors for a shape the transformer cannot take."""
         if patch_size < 1 or depth < 1 or num_heads < 1:
             raise ValueError(
                 f"patch_size, depth and num_heads must be at least 1 (got {patch_size}, {depth}, {num_heads})"
+            )
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be at least 1 (got {hidden_size})")
+        if int(hidden_size * mlp_ratio) < 1:  # DiTBlock's MLP width; 0 would train blocks without an MLP
+            raise ValueError(
+                f"mlp_ratio {mlp_ratio:g} leaves each block's MLP {int(hidden_size * mlp_ratio)} wide "
+                f"(hidden_size {hidden_size} × mlp_ratio): it must be at least 1"
             )
         if image_size % patch_size:
             raise ValueError(

@@ -85,6 +85,13 @@ class UNet(nn.Module):
         channel_mults = tuple(channel_mults)
         if not channel_mults:
             raise ValueError("channel_mults must list at least one level")
+        if any(m < 1 for m in channel_mults):
+            raise ValueError(f"channel_mults must be positive whole numbers (got {list(channel_mults)})")
+        if min(base_channels, num_heads, num_groups) < 1:  # else empty layers, or a division by zero later
+            raise ValueError(
+                "base_channels, num_heads and num_groups must be at least 1 "
+                f"(got {base_channels}, {num_heads}, {num_groups})"
+            )
         if num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be at least 1 (got {num_res_blocks})")
         check_conditioning_arguments(num_classes, text_dim, cond_channels)
