@@ -13,6 +13,7 @@ from conftest import CLI_FAST, FAST_TRAIN, ROOT, compose_config, one_error_line,
 from omegaconf import OmegaConf
 
 from difflab.io.results import write_json
+from difflab.run.argument_types import check_argument_types
 from difflab.run.evaluate import evaluate
 from difflab.run.preflight import claim
 from difflab.run.sample import sample
@@ -64,6 +65,31 @@ def test_a_group_value_of_the_wrong_type_is_named(tmp_path, overrides, message):
     line = one_error_line(run_cli("train.py", *CLI_FAST, *overrides, f"hydra.run.dir={run}"))
     assert line == f"error: {message}"
     assert not run.exists()
+
+
+def test_a_recipes_key_that_the_swapped_in_model_does_not_take_is_named_with_its_remedy(tmp_path):
+    """Before: "DiT.__init__() got an unexpected keyword argument 'base_channels'", naming neither the key's group
+    nor where it came from (the CPU recipes set model.base_channels for their U-Net)."""
+    run = tmp_path / "run"
+    line = one_error_line(
+        run_cli(
+            "train.py", "experiment=digits_text_cpu", "model=dit_tiny", "logger=none", f"hydra.run.dir={run}"
+        )
+    )
+    assert line == (
+        "error: model.base_channels is not an argument of difflab.models.DiT; if a recipe set it for another "
+        "model, drop it with ~model.base_channels"
+    )
+    assert not run.exists()
+    remedied = compose_config(
+        "train", ["experiment=digits_text_cpu", "model=dit_tiny", "~model.base_channels"], run
+    )
+    check_argument_types(remedied)  # the line's remedy is accepted
+    near = compose_config("train", ["model=dit_tiny", "+model.hidden_sise=32"], run)
+    with pytest.raises(
+        ValueError, match=r"^model.hidden_sise is not an argument .*; did you mean model.hidden_size\?"
+    ):
+        check_argument_types(near)
 
 
 @pytest.mark.parametrize(

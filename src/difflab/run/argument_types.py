@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from collections.abc import Sequence
@@ -15,18 +16,51 @@ CHECKED_GROUPS = ("model", "schedule", "formulation")
 
 
 def check_argument_types(cfg: DictConfig, groups: Sequence[str] = CHECKED_GROUPS) -> None:
-    """One line naming the first `<group>.<key>` whose value is not of its declared kind (number, whole number,
+    """One line naming the first `<group>.<key>` that its constructor does not take (e.g. a recipe's U-Net width
+    kept when model= swaps in a DiT), or whose value is not of its declared kind (number, whole number,
     true/false, list); keys whose types cannot be read, or are anything else, are left to the constructor."""
     for group in groups:
         node = cfg.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
-        hints = declared_types(str(node._target_))
+        target = str(node._target_)
+        check_known_keys(group, target, [str(k) for k in node])
+        hints = declared_types(target)
         for key, value in OmegaConf.to_container(node, resolve=True).items():
             problem = mismatch(value, hints[key]) if key in hints else None
             if problem:
                 shown = repr(value) if isinstance(value, str) else value
                 raise ValueError(f"{group}.{key}={shown} {problem}")
+
+
+def check_known_keys(group: str, target: str, keys: Sequence[str]) -> None:
+    """One line for a key the target's constructor has no argument for, with the nearest one it has."""
+    accepted = argument_names(target)
+    if accepted is None:
+        return
+    for key in keys:
+        if key.startswith("_") or key in accepted:  # _target_, _partial_, …: Hydra's own keys
+            continue
+        close = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.8)
+        typo = f"did you mean {group}.{close[0]}? " if close else ""
+        raise ValueError(
+            f"{group}.{key} is not an argument of {target}; {typo}if a recipe set it for another {group}, "
+            f"drop it with ~{group}.{key}"
+        )
+
+
+def argument_names(target: str) -> set[str] | None:
+    """The named arguments a `_target_` takes; None when it takes any (**kwargs) or cannot be read."""
+    from hydra.utils import get_object
+
+    try:
+        built = get_object(target)
+        parameters = inspect.signature(built.__init__ if inspect.isclass(built) else built).parameters
+    except Exception:  # a target this check cannot read: its constructor names its own arguments
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return {name for name, p in parameters.items() if p.kind != p.VAR_POSITIONAL and name != "self"}
 
 
 def declared_types(target: str) -> dict[str, Any]:
