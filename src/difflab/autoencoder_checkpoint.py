@@ -13,7 +13,14 @@ from typing import Any
 import torch
 
 from .checkpoint_config import build
-from .checkpoint_file import CONFIG_KEY, network_state, read_checkpoint, read_checkpoint_file, run_checkpoint
+from .checkpoint_file import (
+    CONFIG_KEY,
+    is_model_folder,
+    network_state,
+    read_checkpoint,
+    read_checkpoint_file,
+    run_checkpoint,
+)
 from .model_folder.diffusers_autoencoder import is_autoencoder_folder, load_autoencoder_folder
 from .model_folder.state_fit import state_mismatch
 from .models.autoencoder import AutoencoderKL
@@ -58,6 +65,13 @@ def weights_hash(net: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def not_an_autoencoder(path: str | Path) -> ValueError:
+    return ValueError(
+        f"{path} is not an autoencoder: give a checkpoint of an autoencoder run (model=autoencoder_kl_*) "
+        "or a diffusers AutoencoderKL folder"
+    )
+
+
 def load_autoencoder(
     path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
 ) -> LoadedAutoencoder:
@@ -67,14 +81,15 @@ def load_autoencoder(
         net, args = load_autoencoder_folder(path)
         config = {"model": {"_target_": "difflab.models.AutoencoderKL", **args}, "task": AUTOENCODER_TASK}
         return LoadedAutoencoder(net.to(device), config, f"diffusers folder {path}", weights_hash(net))
+    if not Path(path).exists():
+        raise FileNotFoundError(f"autoencoder not found: {path}")
     file = Path(run_checkpoint(path))
+    if is_model_folder(file):  # no run, no sharded checkpoint, no AutoencoderKL (e.g. a folder of pictures)
+        raise not_an_autoencoder(path)
     ckpt = read_checkpoint(file, allowed_targets=allowed_targets)
     config = ckpt[CONFIG_KEY]
     if not is_autoencoder_config(config):
-        raise ValueError(
-            f"{path} is not an autoencoder: give a checkpoint of an autoencoder run (model=autoencoder_kl_*) "
-            "or a diffusers AutoencoderKL folder"
-        )
+        raise not_an_autoencoder(path)
     net = build(config, "model", allowed_targets)
     state = network_state(ckpt) or {}
     problem = state_mismatch(net.state_dict(), state)

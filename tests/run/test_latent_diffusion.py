@@ -188,6 +188,22 @@ def test_latent_runs_it_cannot_make_are_one_line_errors(
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("given", ["pictures", "missing", "diffusion checkpoint"])
+def test_autoencoder_given_something_else_says_it_is_not_an_autoencoder(tiny_ckpt, tmp_path, given) -> None:
+    """Before, a folder of pictures said "is not a whole sharded checkpoint: it has no .metadata or meta.pt" and a
+    missing path "checkpoint not found", neither naming the autoencoder= it was given as."""
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    Image.new("L", (8, 8)).save(pictures / "0.png")
+    path = {"pictures": pictures, "missing": tmp_path / "nope", "diffusion checkpoint": tiny_ckpt}[given]
+    cfg = compose_config("train", [*FAST_TRAIN, f"autoencoder={path}"], tmp_path / "run")
+    with pytest.raises((ValueError, FileNotFoundError)) as error:
+        train(cfg)
+    expected = "autoencoder not found" if given == "missing" else "is not an autoencoder: give a checkpoint"
+    assert str(error.value).startswith(f"{expected}: {path}" if given == "missing" else f"{path} {expected}")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_the_fid_callback_scores_decoded_samples(autoencoder_run, latent_run, tmp_path) -> None:
     overrides = two_step_latent_run(
         autoencoder_run,
