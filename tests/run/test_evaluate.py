@@ -229,6 +229,19 @@ def test_scores_of_a_runs_checkpoint_go_to_its_wandb_run(run_folder: Path, tmp_p
     assert rows[0]["eval/n"] == 12 and rows[0]["trainer/global_step"] == 2
 
 
+def test_scores_of_a_run_folder_given_as_ckpt_go_to_its_wandb_run(run_folder: Path, tmp_path: Path) -> None:
+    """README: `evaluate.py ckpt=<run>` scores <run>/checkpoints/last.ckpt, so its scores are logged into the run's
+    W&B run as `ckpt=<run>/checkpoints/last.ckpt` logs them."""
+    overrides = [*SMALL, f"metrics.cache_dir={tmp_path / 'cache'}", f"ckpt={run_folder}", "n=4"]
+    report = evaluate(compose_config("eval", overrides, tmp_path / "unused"))
+    assert (run_folder / "metrics.json").is_file()
+    (wandb_run,) = (run_folder / "wandb").glob("offline-run-*-evalrun1")
+    rows = [row for row in history_rows(wandb_run) if "eval/fd_effl0" in row]
+    assert len(rows) == 1
+    assert rows[0]["eval/fd_effl0"] == pytest.approx(report["metrics"]["fd_effl0"])
+    assert rows[0]["eval/n"] == 4 and rows[0]["trainer/global_step"] == 2
+
+
 def test_a_hostile_run_id_is_not_used_and_the_report_is_still_written(
     run_folder: Path, tmp_path: Path, caplog
 ) -> None:
