@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import compose_config, run_cli
+from PIL import Image
 from wandb_files import history_rows
 
 from difflab.data import ImageDataModule
@@ -131,6 +133,25 @@ def test_noisier_images_score_worse(digits_val_folder: Path, tmp_path: Path) -> 
         )
         fds.append(report["metrics"]["fd_effl0"])
     assert 1 < fds[0] < fds[1]
+
+
+def test_images_of_another_size_are_said_to_be_resized_to_the_reference_data(
+    digits_val_folder: Path, tmp_path: Path
+) -> None:
+    """images= data= scores no model: pictures of another size are brought to the reference data's size, and the
+    warning says so in those words, not as a model's input."""
+    bigger = tmp_path / "bigger"
+    bigger.mkdir()
+    for picture in sorted((digits_val_folder / "images").glob("*.png")):
+        Image.open(picture).resize((16, 16)).save(bigger / picture.name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_eval(tmp_path, f"images={bigger}", "data=digits", f"out={tmp_path / 'report.json'}")
+    (message,) = [str(w.message) for w in caught if str(w.message).startswith(f"pictures in {bigger}")]
+    assert message.startswith(
+        f"pictures in {bigger} do not match the reference data's 1×8×8 images: resized 40"
+    )
+    assert "model" not in message
 
 
 @pytest.mark.parametrize(
