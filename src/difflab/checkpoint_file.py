@@ -152,6 +152,13 @@ def run_checkpoint(path: str | Path) -> str | Path:
     return last if not (Path(path) / FOLDER_CONFIG).exists() and is_checkpoint else path
 
 
+def checkpoint_run_folder(path: str | Path) -> Path | None:
+    """The train.py run folder a checkpoint belongs to: <run> for <run>/checkpoints/<file> and for <run> itself
+    (its last.ckpt); None for a checkpoint kept anywhere else."""
+    checkpoint = Path(run_checkpoint(path))
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
 def is_model_folder_file(path: Path) -> bool:
     """The weights or the config of a model folder (both beside each other), given where the folder is meant."""
     folder = path.parent

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import compose_config, run_cli
+from PIL import Image
 from wandb_files import history_rows
 
 from difflab.data import ImageDataModule
@@ -133,6 +135,25 @@ def test_noisier_images_score_worse(digits_val_folder: Path, tmp_path: Path) -> 
     assert 1 < fds[0] < fds[1]
 
 
+def test_images_of_another_size_are_said_to_be_resized_to_the_reference_data(
+    digits_val_folder: Path, tmp_path: Path
+) -> None:
+    """images= data= scores no model: pictures of another size are brought to the reference data's size, and the
+    warning says so in those words, not as a model's input."""
+    bigger = tmp_path / "bigger"
+    bigger.mkdir()
+    for picture in sorted((digits_val_folder / "images").glob("*.png")):
+        Image.open(picture).resize((16, 16)).save(bigger / picture.name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_eval(tmp_path, f"images={bigger}", "data=digits", f"out={tmp_path / 'report.json'}")
+    (message,) = [str(w.message) for w in caught if str(w.message).startswith(f"pictures in {bigger}")]
+    assert message.startswith(
+        f"pictures in {bigger} do not match the reference data's 1×8×8 images: resized 40"
+    )
+    assert "model" not in message
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -227,6 +248,19 @@ def test_scores_of_a_runs_checkpoint_go_to_its_wandb_run(run_folder: Path, tmp_p
     assert len(rows) == 1
     assert rows[0]["eval/fd_effl0"] == pytest.approx(report["metrics"]["fd_effl0"])
     assert rows[0]["eval/n"] == 12 and rows[0]["trainer/global_step"] == 2
+
+
+def test_scores_of_a_run_folder_given_as_ckpt_go_to_its_wandb_run(run_folder: Path, tmp_path: Path) -> None:
+    """README: `evaluate.py ckpt=<run>` scores <run>/checkpoints/last.ckpt, so its scores are logged into the run's
+    W&B run as `ckpt=<run>/checkpoints/last.ckpt` logs them."""
+    overrides = [*SMALL, f"metrics.cache_dir={tmp_path / 'cache'}", f"ckpt={run_folder}", "n=4"]
+    report = evaluate(compose_config("eval", overrides, tmp_path / "unused"))
+    assert (run_folder / "metrics.json").is_file()
+    (wandb_run,) = (run_folder / "wandb").glob("offline-run-*-evalrun1")
+    rows = [row for row in history_rows(wandb_run) if "eval/fd_effl0" in row]
+    assert len(rows) == 1
+    assert rows[0]["eval/fd_effl0"] == pytest.approx(report["metrics"]["fd_effl0"])
+    assert rows[0]["eval/n"] == 4 and rows[0]["trainer/global_step"] == 2
 
 
 def test_a_hostile_run_id_is_not_used_and_the_report_is_still_written(

@@ -15,6 +15,7 @@ guidance sets it for the unconditional half of its batch. A low-resolution input
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -73,20 +74,54 @@ def to_device(cond: Cond, device: torch.device, dtype: torch.dtype | None = None
     }
 
 
-def spread_labels(labels: Sequence[int], n: int) -> list[int]:
+class SpreadLabels(Sequence[int]):
+    """n labels taken from `labels` in equal, contiguous blocks (sample i gets labels[i·k // n]), each worked out
+    when read: a huge n (evaluate.py streams its samples) costs nothing until its samples are made."""
+
+    def __init__(self, labels: Sequence[int], n: int) -> None:
+        if len(labels) == 0:
+            raise ValueError("no labels to spread")
+        self.classes = [int(label) for label in labels]  # the labels spread, in order
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # an int gives one label, a slice a list of them
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        i = operator.index(i)
+        if not -self.n <= i < self.n:
+            raise IndexError(f"sample {i} of {self.n}")
+        return self.classes[(i % self.n) * len(self.classes) // self.n]
+
+    def __eq__(self, other: object) -> bool:  # equal to any sequence of the same labels, as a list would be
+        if not isinstance(other, Sequence) or isinstance(other, str) or len(other) != len(self):
+            return False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # equal to lists, so unhashable like them
+
+    def __repr__(self) -> str:
+        return f"SpreadLabels({self.classes}, n={self.n})"
+
+
+def spread_labels(labels: Sequence[int], n: int) -> SpreadLabels:
     """n labels taken from `labels` in equal, contiguous blocks (sample i gets labels[i·k // n]): a grid with
-    n/k columns shows one row per label."""
-    k = len(labels)
-    if k == 0:
-        raise ValueError("no labels to spread")
-    return [int(labels[i * k // n]) for i in range(n)]
+    n/k columns shows one row per label. Read lazily (see SpreadLabels); list() them where all n are needed."""
+    return SpreadLabels(labels, n)
+
+
+def rows_of(table: Sequence[int], indices: Sequence[int]) -> Tensor:
+    """table[i] for each sample index i of a batch, as a LongTensor: only the batch's entries are read."""
+    return torch.as_tensor([int(table[i]) for i in indices], dtype=torch.long)
 
 
 def label_condition(labels: Sequence[int]) -> CondFor:
-    """The conditions of samples 0..len(labels)-1: sample i is of class labels[i]."""
-    table = torch.as_tensor(list(labels), dtype=torch.long)
+    """The conditions of samples 0..len(labels)-1: sample i is of class labels[i] (read per batch, so `labels`
+    may be a lazy SpreadLabels of any length)."""
 
     def cond_for(indices: Sequence[int]) -> Cond:
-        return {"labels": table[torch.as_tensor(list(indices), dtype=torch.long)]}
+        return {"labels": rows_of(labels, indices)}
 
     return cond_for

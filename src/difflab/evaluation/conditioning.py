@@ -4,6 +4,7 @@ and the report of how often the samples show the class they were asked for."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -28,11 +29,10 @@ def conditioning_classifier(
                 "no conditioning accuracy: the prompts name no classes (e.g. a folder without class subfolders)"
             )
         return None
-    if not data.num_classes or max(conditions.labels) >= data.num_classes:
+    highest = max(conditions.labels.classes)  # not max() over every sample's label: n may be huge
+    if not data.num_classes or highest >= data.num_classes:
         log.warning(
-            "no conditioning accuracy: data=%s has no labels for classes 0..%d",
-            data.dataset,
-            max(conditions.labels),
+            "no conditioning accuracy: data=%s has no labels for classes 0..%d", data.dataset, highest
         )
         return None
     classifier, hit = conditioning_classifier_for(evaluator, data, device)
@@ -47,10 +47,11 @@ def conditioning_classifier(
 
 
 def conditioning_report(
-    classifier: LinearClassifier, predicted: list[torch.Tensor], wanted: list[int]
+    classifier: LinearClassifier, predicted: list[torch.Tensor], wanted: Sequence[int]
 ) -> dict[str, Any]:
     """Conditioning accuracy overall and per requested class, beside the classifier's own accuracy."""
     found = torch.cat(predicted).numpy()
+    wanted = list(wanted)  # every sample's class, now that all of them are made
     return {
         "cond_accuracy": float((found == torch.as_tensor(wanted).numpy()).mean()),
         "per_class_accuracy": per_class_accuracy(found, wanted),

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint_file import run_checkpoint
+from ..checkpoint_file import checkpoint_run_folder
 from ..io.results import check_writable_file, first_free
 
 
@@ -18,9 +18,9 @@ def report_path(out: str | None, ckpt: str | None, root_dir: str) -> Path:
     if out:
         path = Path(out)
     else:
-        checkpoint = Path(run_checkpoint(ckpt)) if ckpt else None
-        if checkpoint and checkpoint.parent.name == "checkpoints":
-            path = checkpoint.parent.parent / "metrics.json"
+        run = checkpoint_run_folder(ckpt) if ckpt else None
+        if run is not None:
+            path = run / "metrics.json"
         else:
             path = (
                 Path(root_dir)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ..diffusion.conditioning import CondFor, label_condition, spread_labels
+from ..diffusion.conditioning import CondFor, SpreadLabels, label_condition, spread_labels
 from ..diffusion.superres import nearest_upsample, upsample
 from ..text import TextTable
 
@@ -22,7 +22,8 @@ class Conditions:
 
     cond_for: CondFor | None = None
     nrow: int | None = None
-    labels: list[int] | None = None  # the class of each sample, when known (conditioning accuracy)
+    # The class of each sample, when known (conditioning accuracy); worked out when read, so any n costs nothing.
+    labels: SpreadLabels | None = None
     # (n, C, H, W): what sample i was made from, shown beside it in a grid (super-resolution: its input).
     inputs: Tensor | None = None
     prompts: list[str] | None = None  # the distinct prompts, one grid row each (text-to-image)
@@ -45,9 +46,10 @@ def text_conditions(
     return Conditions(
         texts.cond_for(rows),
         math.ceil(n / len(texts)),
-        labels=None if text_classes is None else [text_classes[row] for row in rows],
+        # Sample i's prompt is row i·k // n, so its class is text_classes spread the same way.
+        labels=None if text_classes is None else spread_labels(text_classes[: len(texts)], n),
         prompts=list(texts.captions),
-        negative_for=None if negative is None else negative.cond_for([0] * n),
+        negative_for=None if negative is None else negative.cond_for(spread_labels([0], n)),
     )
 
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from ..diffusion.conditioning import spread_labels
+from ..diffusion.conditioning import SpreadLabels, spread_labels
 from ..text import embed_texts, encoder_version
 from .conditions import Conditions, class_conditions, text_conditions
 from .model import TrainedModel
@@ -32,7 +32,7 @@ def as_list(value: Any) -> list[Any]:
 
 def requested_labels(
     condition: str | None, num_classes: int | None, labels: Any, guidance: float, n: int, source: Any
-) -> tuple[list[int] | None, list[int] | None]:
+) -> tuple[SpreadLabels | None, list[int] | None]:
     """(class of each of samples 0..n-1, the classes asked for) as sample.py's labels=/guidance= define them:
     one label or a list, n spread over them in equal blocks; None: every class. (None, None) for an
     unconditional model, which refuses labels and guidance ≠ 1."""

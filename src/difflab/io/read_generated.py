@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .read_inputs import image_files, load_image_files
+from .read_inputs import REFERENCE_IMAGES, image_files, load_image_files
 from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
@@ -26,8 +26,8 @@ class ImageSet:
     files: list[Path] | None  # None for an .npz
 
     def batches(self, shape: tuple[int, int, int], batch_size: int = 256) -> Iterator[torch.Tensor]:
-        """uint8 (N, C, H, W) batches in the given shape (pictures of another size or mode are converted,
-        with one warning for the first batch that needs it)."""
+        """uint8 (N, C, H, W) batches in the reference data's shape (pictures of another size or mode are
+        converted, with one warning for the first batch that needs it)."""
         if self.files is None:
             yield from _npz_batches(self.path, shape, batch_size)
             return
@@ -35,7 +35,8 @@ class ImageSet:
         for start in range(0, len(self.files), batch_size):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                images = load_image_files(self.files[start : start + batch_size], shape, self.path)
+                batch = self.files[start : start + batch_size]
+                images = load_image_files(batch, shape, self.path, REFERENCE_IMAGES)
             if caught and not warned:
                 warnings.warn(str(caught[0].message), stacklevel=2)
                 warned = True

@@ -16,6 +16,11 @@ from torch import Tensor
 
 from .decode import IMAGE_SUFFIXES, MODES, cover_and_crop, decode_image, is_image_name, to_model_tensor
 
+# What the pictures are brought to, as their one warning names it: a model's input, or, when images are scored
+# against a dataset with no model in sight, that dataset's images.
+MODEL_INPUT = "the model's {shape} input"
+REFERENCE_IMAGES = "the reference data's {shape} images"
+
 
 @dataclass
 class LoadedImages:
@@ -62,13 +67,18 @@ def load_images(path: str | Path, shape: Sequence[int]) -> LoadedImages:
     return LoadedImages(images, paths, sizes)
 
 
-def load_image_files(paths: Sequence[Path], shape: Sequence[int], where: str | Path) -> Tensor:
-    """The pictures in `paths` as a (N, C, H, W) float tensor in [-1, 1], converted as load_images does."""
-    return _load(paths, shape, where)[0]
+def load_image_files(
+    paths: Sequence[Path], shape: Sequence[int], where: str | Path, target: str = MODEL_INPUT
+) -> Tensor:
+    """The pictures in `paths` as a (N, C, H, W) float tensor in [-1, 1], converted as load_images does; the
+    warning names the shape as `target` says (e.g. REFERENCE_IMAGES when no model takes them)."""
+    return _load(paths, shape, where, target)[0]
 
 
-def _load(paths: Sequence[Path], shape: Sequence[int], where: str | Path) -> tuple[Tensor, list]:
-    """Decode, convert and resize; warn once naming what changed."""
+def _load(
+    paths: Sequence[Path], shape: Sequence[int], where: str | Path, target: str = MODEL_INPUT
+) -> tuple[Tensor, list]:
+    """Decode, convert and resize; warn once naming what changed and what the pictures were brought to."""
     c, h, w = (int(s) for s in shape)
     if c not in MODES:
         raise ValueError(f"cannot load pictures for a model with {c} channels (1, 3 or 4 supported)")
@@ -89,7 +99,7 @@ def _load(paths: Sequence[Path], shape: Sequence[int], where: str | Path) -> tup
         changes.append(f"converted {len(converted)} to {mode} ({_examples(converted)})")
     if changes:
         warnings.warn(
-            f"pictures in {where} do not match the model's {c}×{h}×{w} input: {'; '.join(changes)}",
+            f"pictures in {where} do not match {target.format(shape=f'{c}×{h}×{w}')}: {'; '.join(changes)}",
             stacklevel=2,
         )
     return torch.stack(images), sizes

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..autoencoder_checkpoint import is_autoencoder
 from ..checkpoint import LoadedModel, load_with_guide
 from ..checkpoint_config import build, image_data_config
+from ..checkpoint_file import checkpoint_run_folder
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..data import ImageDataModule
 from ..evaluation.autoencoder import evaluate_autoencoder
@@ -132,7 +132,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     scores = report["metrics"]
     log.info("%s -> %s", json.dumps(scores), path)
     if loaded is not None and settings.log_wandb:
-        log_scores_beside(
-            Path(sampling.ckpt), {**scores, "n": int(source["n"])}, loaded.global_step, loaded.config
-        )
+        # ckpt= may be the run folder itself or its checkpoints/<file>: the same run either way.
+        run = checkpoint_run_folder(sampling.ckpt)
+        log_scores_beside(run, {**scores, "n": int(source["n"])}, loaded.global_step, loaded.config)
     return report

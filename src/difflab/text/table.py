@@ -45,11 +45,11 @@ class TextTable:
         )
 
     def cond_for(self, rows: Sequence[int]):
-        """A CondFor (see diffusion.conditioning): sample i gets caption rows[i]."""
-        table = torch.as_tensor(list(rows), dtype=torch.long)
+        """A CondFor (see diffusion.conditioning): sample i gets caption rows[i], read per batch (rows may be a
+        lazy SpreadLabels of any length)."""
 
         def cond_for(indices: Sequence[int]) -> dict[str, Tensor]:
-            return self.condition(table[torch.as_tensor(list(indices), dtype=torch.long)])
+            return self.condition(torch.as_tensor([int(rows[i]) for i in indices], dtype=torch.long))
 
         return cond_for
 

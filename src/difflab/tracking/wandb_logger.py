@@ -86,14 +86,14 @@ def finish_wandb_run(failed: bool = False) -> None:
 
 
 def log_scores_beside(
-    ckpt: Path, scores: Mapping[str, float], step: int, stored_config: Mapping[str, Any] | None
+    run_dir: Path | None, scores: Mapping[str, float], step: int, stored_config: Mapping[str, Any] | None
 ) -> None:
-    """A checkpoint of a run folder (<run>/checkpoints/…) whose run logged to W&B: its scores go into that W&B run
-    too. The report is written already, so a W&B failure is a warning, not an error."""
-    if ckpt.parent.name != "checkpoints":
+    """The scores of a run folder's checkpoint (run_dir; None for a checkpoint of no run) whose run logged to W&B
+    go into that W&B run too. The report is written already, so a W&B failure is a warning, not an error."""
+    if run_dir is None:
         return
     try:
-        run_id = log_scores_to_run(ckpt.parent.parent, scores, step, stored_config)
+        run_id = log_scores_to_run(run_dir, scores, step, stored_config)
     except Exception as error:  # noqa: BLE001 (W&B raises many kinds; none may cost the written report)
         log.warning("the scores were not logged to W&B: %s", error)
         return
