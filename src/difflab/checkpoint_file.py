@@ -17,6 +17,7 @@ from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .io.sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, why_unreadable
 from .io.stored_checkpoint import NotACheckpoint, load_stored
+from .model_folder.read_diffusers_pipeline import is_diffusers_pipeline, read_diffusers_pipeline
 from .model_folder.safetensors_folder import FOLDER_CONFIG, FOLDER_WEIGHTS, read_model_folder
 
 CONFIG_KEY = "difflab_config"
@@ -30,7 +31,7 @@ class ModelOnDisk:
     and held to the allowlist, the network's weights, which weights they are, its step, and a latent diffusion
     checkpoint's record of its latent space (None for any other)."""
 
-    kind: str  # "checkpoint" or "model folder"
+    kind: str  # "checkpoint", "model folder" or "diffusers folder"
     path: Path
     config: dict[str, Any]
     state: dict[str, torch.Tensor]
@@ -46,9 +47,12 @@ class ModelOnDisk:
 
 def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOnDisk:
     """The model at `path` read in one pass: a .ckpt written by train.py (a file, or a folder of shards), a train.py
-    run folder (its checkpoints/last.ckpt) or a folder written by `export.py format=safetensors`."""
+    run folder (its checkpoints/last.ckpt), a folder written by `export.py format=safetensors`, or a diffusers
+    pipeline folder of difflab's U-Net (`export.py format=diffusers`, google/ddpm-*)."""
     path = Path(run_checkpoint(path))
-    if is_model_folder(path):
+    if is_diffusers_pipeline(path):
+        kind, (config, state, weights, step), record = "diffusers folder", read_diffusers_pipeline(path), None
+    elif is_model_folder(path):
         kind, (config, state, weights, step), record = "model folder", read_model_folder(path), None
     else:
         if path.is_file() and is_model_folder_file(path):

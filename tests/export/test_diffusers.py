@@ -9,9 +9,11 @@ the timestep frequencies as -ln(10⁴)·(i/(half-1)), diffusers as (-ln(10⁴)·
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
@@ -325,3 +327,87 @@ def test_exported_files_are_as_readable_as_a_checkpoint(tiny_ckpt, tmp_path, for
         str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in out.rglob("*") if p.is_file()
     }
     assert modes == dict.fromkeys(modes, oct(checkpoint_mode))
+
+
+def test_difflab_load_reads_its_diffusers_export_and_samples_bit_for_bit_as_the_checkpoint(
+    tiny_ckpt, tmp_path
+):
+    """Before, difflab.load(<export.py format=diffusers folder>) said it "is not a difflab model folder"."""
+    out = tmp_path / "exported"
+    export(compose_config("export", [f"ckpt={tiny_ckpt}", "format=diffusers", f"out={out}"], tmp_path))
+    ours, exported = difflab.load(tiny_ckpt), difflab.load(out)
+    assert torch.equal(exported.schedule.betas, ours.schedule.betas)  # trained_betas: the float64 table as is
+    assert exported.prediction_type == ours.prediction_type and exported.condition is None
+    for sampler in ("ddim", "ddpm"):
+        np.testing.assert_array_equal(
+            exported.sample(4, sampler=sampler, steps=4, seed=3),
+            ours.sample(4, sampler=sampler, steps=4, seed=3),
+        )
+    # sample.py takes the folder as ckpt= and draws the same images
+    result = run_cli(
+        "sample.py", f"ckpt={out}", "n=4", "sampler.steps=4", "seed=3", f"out={tmp_path / 'drawn'}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    drawn = np.load(tmp_path / "drawn" / "samples.npz")
+    np.testing.assert_array_equal(drawn[drawn.files[0]], ours.sample(4, steps=4, seed=3))
+
+
+def test_a_class_conditional_diffusers_export_loads_with_its_labels(tmp_path):
+    run = tmp_path / "run"
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2", "model.num_classes=10"], run))
+    ckpt, out = run / "checkpoints" / "last.ckpt", tmp_path / "exported"
+    export(compose_config("export", [f"ckpt={ckpt}", "format=diffusers", f"out={out}"], tmp_path))
+    exported = difflab.load(out)
+    assert (exported.condition, exported.num_classes) == ("labels", 10)
+    asked = dict(labels=[1, 7], guidance=2.0, steps=3, seed=0)
+    np.testing.assert_array_equal(exported.sample(4, **asked), difflab.load(ckpt).sample(4, **asked))
+
+
+def test_a_ddpm_style_diffusers_pipeline_loads_and_computes_what_diffusers_computes(tmp_path):
+    """A pipeline made by diffusers itself (google/ddpm-cifar10-32's layout, its DDPMScheduler's own linear
+    betas in float32, v-prediction), not by difflab's export."""
+    unet = save_unet(TF_PADDING, tmp_path / "pipe" / "unet")
+    scheduler = diffusers.DDPMScheduler(beta_schedule="linear", prediction_type="v_prediction")
+    scheduler.save_pretrained(tmp_path / "pipe" / "scheduler")
+    pipe = difflab.load(tmp_path / "pipe")
+    assert pipe.prediction_type == "v"
+    assert torch.equal(pipe.schedule.betas, scheduler.betas.double())
+    x, t = inputs(TF_PADDING)
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.net.float()(x, t), unet(x, t).sample, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # diffusers' own UNet2DModel defaults: [cos | sin] time features, no frequency shift
+        (
+            {"flip_sin_to_cos": True, "freq_shift": 0},
+            "flip_sin_to_cos=True (difflab model: False), freq_shift=0",
+        ),
+        ({"block_out_channels": [16, 24]}, "block_out_channels=[16, 24] are not multiples of the first"),
+    ],
+)
+def test_a_diffusers_unet_of_another_architecture_is_refused_in_one_line(tmp_path, change, message):
+    _, args = random_unet(NO_ATTENTION)
+    diffusers.UNet2DModel(**{**diffusers_config(args), **change}).save_pretrained(tmp_path / "unet")
+    diffusers.DDPMScheduler().save_pretrained(tmp_path / "scheduler")
+    with pytest.raises(
+        ValueError,
+        match="^"
+        + re.escape(f"diffusers folder {tmp_path}: its UNet2DModel is not difflab's U-Net: {message}"),
+    ):
+        difflab.load(tmp_path)
+
+
+def test_a_diffusers_folder_without_a_betas_scheduler_is_refused_in_one_line(tmp_path):
+    save_unet(NO_ATTENTION, tmp_path / "unet")
+    with pytest.raises(
+        ValueError, match=r"cannot read scheduler/scheduler_config.json .*: the noise schedule is needed"
+    ):
+        difflab.load(tmp_path)
+    diffusers.FlowMatchEulerDiscreteScheduler().save_pretrained(tmp_path / "scheduler")
+    with pytest.raises(
+        ValueError, match="its scheduler FlowMatchEulerDiscreteScheduler has no table of betas"
+    ):
+        difflab.load(tmp_path)

@@ -63,32 +63,34 @@ def write_unet_and_scheduler(net: nn.Module, args: Mapping[str, Any], scheduler:
     scheduler.save_pretrained(out / "scheduler")
 
 
-def unet_folder(folder: str | Path) -> Path:
-    """The UNet2DModel folder inside `folder`: the folder itself, or its unet/ (a whole pipeline folder)."""
+def unet_folder(folder: str | Path, named: str | None = None) -> Path:
+    """The UNet2DModel folder inside `folder`: the folder itself, or its unet/ (a whole pipeline folder).
+    `named`: how errors name the folder (default: init_from=<folder>)."""
     folder = Path(folder)
+    named = named or f"init_from={folder}"
     if not folder.is_dir():
-        raise FileNotFoundError(f"init_from={folder}: no such folder (give a diffusers UNet2DModel folder)")
+        raise FileNotFoundError(f"{named}: no such folder (give a diffusers UNet2DModel folder)")
     for candidate in (folder, folder / "unet"):
         config = candidate / "config.json"
-        if config.is_file() and _class_name(config) == "UNet2DModel":
+        if config.is_file() and class_name(config) == "UNet2DModel":
             return candidate
     raise ValueError(
-        f"init_from={folder} holds no diffusers UNet2DModel (config.json with _class_name UNet2DModel, "
-        "here or in unet/)"
+        f"{named} holds no diffusers UNet2DModel (config.json with _class_name UNet2DModel, here or in unet/)"
     )
 
 
-def _class_name(path: Path) -> str | None:
+def class_name(path: Path) -> str | None:
+    """The _class_name a diffusers config.json names (None: unreadable or none)."""
     try:
         return json.loads(path.read_text()).get("_class_name")
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def read_unet_config(folder: str | Path) -> dict[str, Any]:
+def read_unet_config(folder: str | Path, named: str | None = None) -> dict[str, Any]:
     """The folder's UNet2DModel config with diffusers' defaults filled in (for keys older files omit)."""
-    diffusers = require_diffusers("init_from")
-    path = unet_folder(folder)
+    diffusers = require_diffusers(named or "init_from")
+    path = unet_folder(folder, named)
     defaults = {
         name: p.default
         for name, p in inspect.signature(diffusers.UNet2DModel.__init__).parameters.items()
@@ -117,16 +119,17 @@ def _current_name(name: str) -> str:
     return name
 
 
-def read_unet_weights(folder: str | Path, shapes_only: bool = False) -> dict[str, torch.Tensor]:
+def read_unet_weights(
+    folder: str | Path, shapes_only: bool = False, named: str | None = None
+) -> dict[str, torch.Tensor]:
     """The UNet2DModel weights in `folder` as data (safetensors, or a .bin read weights-only), under diffusers'
     current names; with `shapes_only` as meta tensors from the file's header (nothing read but the header).
     A missing, damaged or cut-short file is a one-line error."""
-    path = unet_folder(folder)
+    path = unet_folder(folder, named)
+    named = named or f"init_from={folder}"
     found = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
     if found is None:
-        raise FileNotFoundError(
-            f"init_from={folder}: no weights file ({' or '.join(WEIGHT_FILES)}) in {path}"
-        )
+        raise FileNotFoundError(f"{named}: no weights file ({' or '.join(WEIGHT_FILES)}) in {path}")
     try:
         if found.suffix == ".safetensors":
             from safetensors import safe_open
@@ -143,10 +146,10 @@ def read_unet_weights(folder: str | Path, shapes_only: bool = False) -> dict[str
     except Exception as error:  # safetensors and torch raise several types for damaged files
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"init_from={folder}: cannot read {found.name}, it is damaged or cut short ({detail})"
+            f"{named}: cannot read {found.name}, it is damaged or cut short ({detail})"
         ) from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"init_from={folder}: {found.name} holds no state dict of tensors")
+        raise ValueError(f"{named}: {found.name} holds no state dict of tensors")
     return {_current_name(key): value for key, value in state.items()}
 
 

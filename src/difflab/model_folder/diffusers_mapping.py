@@ -119,6 +119,50 @@ def diffusers_config(args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def arguments_from_diffusers(theirs: Mapping[str, Any]) -> dict[str, Any]:
+    """The difflab U-Net arguments a UNet2DModel config (defaults filled in) reads as: diffusers_config read
+    backwards. Whether the rest of the architecture matches is architecture_differences' question; a one-line
+    error here for widths or heads difflab's layout cannot take."""
+    widths = [int(w) for w in theirs["block_out_channels"]]
+    base, size = widths[0], theirs["sample_size"]
+    if any(w % base for w in widths):
+        raise ValueError(
+            f"block_out_channels={widths} are not multiples of the first: difflab's U-Net widths are "
+            "base_channels × channel_mults"
+        )
+    if not isinstance(size, int):
+        raise ValueError(f"sample_size={size}: difflab's U-Net takes square images (one whole number)")
+    attends = [kind.startswith("Attn") for kind in theirs["down_block_types"]]
+    dim = theirs.get("attention_head_dim")
+    heads = {w // (dim or w) for w, a in zip(widths, attends, strict=True) if a} | {
+        widths[-1] // (dim or widths[-1])
+    }
+    if len(heads) > 1:
+        raise ValueError(
+            f"attention_head_dim={dim} gives {sorted(heads)} heads at different levels; difflab's U-Net has one "
+            "num_heads for every attention block"
+        )
+    classes = theirs.get("num_class_embeds")
+    return unet_arguments(
+        {
+            "_target_": UNET_TARGET,
+            "in_channels": int(theirs["in_channels"]),
+            "out_channels": int(theirs["out_channels"]),
+            "base_channels": base,
+            "channel_mults": [w // base for w in widths],
+            "num_res_blocks": int(theirs["layers_per_block"]),
+            "attention_resolutions": [size // 2**i for i, a in enumerate(attends) if a],
+            "image_size": size,
+            "dropout": float(theirs.get("dropout") or 0.0),
+            "num_heads": heads.pop(),
+            "num_groups": int(theirs["norm_num_groups"]),
+            # diffusers_config's extra last row is difflab's "no label" (CFG): num_classes is one fewer.
+            "num_classes": None if classes is None else int(classes) - 1,
+            "downsample_padding": int(theirs["downsample_padding"]),
+        }
+    )
+
+
 def _head_dim(num_heads: int, attention_widths: list[int], widths: list[int]) -> int | None:
     """diffusers fixes the width of a head, difflab the number of heads: one head maps to None (every block
     one head); more map only when every attention block (the levels' and the middle's) has the same head width."""

@@ -1,0 +1,95 @@
+"""A diffusers pipeline folder (unet/ holding a UNet2DModel, scheduler/ a DDPM-family scheduler) read as a difflab
+model, for difflab.load and sample.py ckpt=<folder>: what `export.py format=diffusers` writes, or any UNet2DModel
+of difflab's architecture (the DDPM U-Net, e.g. google/ddpm-cifar10-32). Only JSON and the weights (safetensors,
+or a .bin read weights-only) are read; the config made here is held to the allowlist like a checkpoint's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import UNet
+from .diffusers_folder import class_name, read_unet_config, read_unet_weights, require_diffusers
+from .diffusers_mapping import (
+    PREDICTION_TYPES,
+    UNET_TARGET,
+    architecture_differences,
+    arguments_from_diffusers,
+    from_diffusers,
+)
+
+SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
+# diffusers' prediction types as difflab names them.
+DIFFLAB_PREDICTION_TYPES = {theirs: ours for ours, theirs in PREDICTION_TYPES.items()}
+
+
+def is_diffusers_pipeline(path: str | Path) -> bool:
+    """Whether `path` is a folder with a UNet2DModel in unet/ (a pipeline folder, model_index.json or not)."""
+    config = Path(path) / "unet" / "config.json"
+    return config.is_file() and class_name(config) == "UNet2DModel"
+
+
+def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
+    """(difflab config, U-Net weights under difflab's names, "diffusers", step 0) of a pipeline folder, as
+    read_model_folder gives them; a one-line error naming what does not map."""
+    named = f"diffusers folder {path}"
+    theirs = read_unet_config(path, named)
+    try:
+        args = arguments_from_diffusers(theirs)
+    except ValueError as error:
+        raise ValueError(f"{named}: its UNet2DModel is not difflab's U-Net: {error}") from error
+    differences = architecture_differences(args, theirs)
+    if differences:
+        shown = ", ".join(differences[:3]) + (
+            f" and {len(differences) - 3} more" if len(differences) > 3 else ""
+        )
+        raise ValueError(f"{named}: its UNet2DModel is not difflab's U-Net: {shown}")
+    with torch.device("meta"):
+        expected = UNet(**args).state_dict()
+    try:
+        state = from_diffusers(expected, read_unet_weights(path, named=named))
+    except ValueError as error:
+        raise ValueError(error if str(error).startswith(named) else f"{named}: {error}") from error
+    betas, prediction_type = read_scheduler(Path(path), named)
+    config = {
+        "model": {"_target_": UNET_TARGET, **args},
+        "schedule": {"_target_": "difflab.diffusion.NoiseSchedule", "betas": betas, "name": "diffusers"},
+        "prediction_type": prediction_type,
+        "data": {
+            "channels": args["in_channels"],
+            "image_size": args["image_size"],
+            "condition": None if args["num_classes"] is None else "labels",
+        },
+    }
+    return config, state, "diffusers", 0
+
+
+def read_scheduler(path: Path, named: str) -> tuple[list[float], str]:
+    """(betas, difflab prediction type) of the folder's scheduler: its trained_betas as written (export.py writes
+    difflab's exact float64 table), else the table diffusers builds from beta_schedule; what the net predicts."""
+    file = path / SCHEDULER_CONFIG
+    try:
+        stored = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{named}: cannot read {SCHEDULER_CONFIG} ({error}): the noise schedule is needed"
+        ) from error
+    name = str(stored.get("_class_name"))
+    scheduler_class = getattr(require_diffusers(named), name, None)
+    scheduler = scheduler_class.from_config(stored) if scheduler_class is not None else None
+    if not isinstance(getattr(scheduler, "betas", None), torch.Tensor):
+        raise ValueError(
+            f"{named}: its scheduler {name} has no table of betas; difflab.load reads DDPM-family schedulers "
+            "(an edm or flow model loads from export.py format=safetensors)"
+        )
+    predicts = scheduler.config.get("prediction_type", "epsilon")
+    if predicts not in DIFFLAB_PREDICTION_TYPES:
+        raise ValueError(
+            f"{named}: prediction_type={predicts} is not one of {', '.join(DIFFLAB_PREDICTION_TYPES)}"
+        )
+    trained = stored.get("trained_betas")
+    betas = [float(b) for b in trained] if trained else scheduler.betas.double().tolist()
+    return betas, DIFFLAB_PREDICTION_TYPES[predicts]
