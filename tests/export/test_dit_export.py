@@ -59,6 +59,12 @@ def test_unconditional_dit_maps_to_a_one_class_table_of_zeros(tmp_path):
             rtol=1e-4,
             atol=1e-5,
         )
+    # difflab reads back diffusers folders of its U-Net only: the DiTPipeline folder is named, not "no difflab
+    # model folder"
+    with pytest.raises(
+        ValueError, match=r"diffusers folder .* holds no UNet2DModel in unet/: .*format=safetensors"
+    ):
+        difflab.load(out)
 
 
 def test_an_edm_dit_is_refused_in_one_line_before_any_folder(tmp_path):

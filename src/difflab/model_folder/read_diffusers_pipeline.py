@@ -27,15 +27,22 @@ DIFFLAB_PREDICTION_TYPES = {theirs: ours for ours, theirs in PREDICTION_TYPES.it
 
 
 def is_diffusers_pipeline(path: str | Path) -> bool:
-    """Whether `path` is a folder with a UNet2DModel in unet/ (a pipeline folder, model_index.json or not)."""
-    config = Path(path) / "unet" / "config.json"
-    return config.is_file() and class_name(config) == "UNet2DModel"
+    """Whether `path` is a diffusers pipeline folder: model_index.json, or a UNet2DModel in unet/ (export.py's
+    edm and flow folders have no model_index.json)."""
+    folder = Path(path)
+    unet = folder / "unet" / "config.json"
+    return (folder / "model_index.json").is_file() or (unet.is_file() and class_name(unet) == "UNet2DModel")
 
 
 def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
     """(difflab config, U-Net weights under difflab's names, "diffusers", step 0) of a pipeline folder, as
     read_model_folder gives them; a one-line error naming what does not map."""
     named = f"diffusers folder {path}"
+    if class_name(Path(path) / "unet" / "config.json") != "UNet2DModel":  # e.g. a DiTPipeline's transformer/
+        raise ValueError(
+            f"{named} holds no UNet2DModel in unet/: difflab reads diffusers folders of its U-Net; load the "
+            "checkpoint it was exported from, or its export.py format=safetensors folder"
+        )
     theirs = read_unet_config(path, named)
     try:
         args = arguments_from_diffusers(theirs)
