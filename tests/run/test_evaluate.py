@@ -154,6 +154,40 @@ def test_images_of_another_size_are_said_to_be_resized_to_the_reference_data(
     assert "model" not in message
 
 
+def test_an_npz_of_another_size_is_converted_and_scored_as_a_folder_of_it_is(
+    digits_val_folder: Path, tmp_path: Path
+) -> None:
+    """images=<.npz> of colour 16×16 pictures against 1×8×8 digits is brought to the reference data's shape with
+    the folder's warning and scores as the same pictures in a folder do (before: refused, while the folder was
+    resized)."""
+    bigger = tmp_path / "bigger"
+    bigger.mkdir()
+    for picture in sorted((digits_val_folder / "images").glob("*.png")):
+        Image.open(picture).convert("RGB").resize((16, 16)).save(bigger / picture.name)
+    npz = tmp_path / "bigger.npz"
+    np.savez(npz, images=np.stack([np.asarray(Image.open(p)) for p in sorted(bigger.glob("*.png"))]))
+    reports, messages = [], []
+    for i, images in enumerate([bigger, npz]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reports.append(
+                run_eval(tmp_path, f"images={images}", "data=digits", f"out={tmp_path / f'{i}.json'}")
+            )
+        messages += [str(w.message) for w in caught if str(w.message).startswith(f"pictures in {images}")]
+    folder_message, npz_message = messages
+    assert npz_message == (
+        f"pictures in {npz} do not match the reference data's 1×8×8 images: resized 40 to 8×8 (bigger.npz[0] "
+        "16×16, bigger.npz[1] 16×16, bigger.npz[2] 16×16, … 37 more); converted 40 to L (bigger.npz[0] RGB, "
+        "bigger.npz[1] RGB, bigger.npz[2] RGB, … 37 more)"
+    )
+    # The same words as the folder's warning, the pictures named by their index in the .npz.
+    assert folder_message.startswith(
+        f"pictures in {bigger} do not match the reference data's 1×8×8 images: resized 40"
+    )
+    assert "; converted 40 to L (" in folder_message
+    assert reports[1]["metrics"] == reports[0]["metrics"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
