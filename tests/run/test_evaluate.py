@@ -19,6 +19,7 @@ from wandb_files import history_rows
 
 from difflab.data import ImageDataModule
 from difflab.data.scoring import uint8_batches
+from difflab.io.read_generated import open_image_set
 from difflab.io.write_images import save_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
@@ -186,6 +187,19 @@ def test_an_npz_of_another_size_is_converted_and_scored_as_a_folder_of_it_is(
     )
     assert "; converted 40 to L (" in folder_message
     assert reports[1]["metrics"] == reports[0]["metrics"]
+
+
+@pytest.mark.parametrize("given", ["images", "samples.npz"])
+def test_reference_data_of_an_unusual_channel_count_is_named_as_such(
+    digits_val_folder: Path, given: str
+) -> None:
+    """images= against a data= of 2 channels (a custom datamodule): no model is involved, so the error names the
+    reference data's images (before: "cannot load pictures for a model with 2 channels")."""
+    with pytest.raises(ValueError) as error:
+        next(open_image_set(digits_val_folder / given).batches((2, 8, 8)))
+    assert str(error.value) == (
+        "cannot load pictures as the reference data's 2×8×8 images: only 1, 3 or 4 channels are supported, not 2"
+    )
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ def _npz_batches(path: Path, shape: tuple[int, int, int], batch_size: int) -> It
     c, h, w = shape
     fits = array.shape[1:] == (h, w, c)
     if not fits:
-        check_target_channels(c)
+        check_target_channels(shape, REFERENCE_IMAGES)
         if array.shape[-1] not in NPZ_MODES:
             raise ValueError(f"{path}: images have {array.shape[-1]} channels; expected 1, 2, 3 or 4")
         _warn_npz_changes(path, array, shape)

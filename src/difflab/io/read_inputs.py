@@ -80,7 +80,7 @@ def _load(
 ) -> tuple[Tensor, list]:
     """Decode, convert and resize; warn once naming what changed and what the pictures were brought to."""
     c, h, w = (int(s) for s in shape)
-    check_target_channels(c)
+    check_target_channels((c, h, w), target)
     images, sizes, resized, converted = [], [], [], []
     for p in paths:
         img = decode_image(p)
@@ -94,10 +94,15 @@ def _load(
     return torch.stack(images), sizes
 
 
-def check_target_channels(c: int) -> None:
-    """Refuse a channel count no picture is converted to (see MODES)."""
+def check_target_channels(shape: Sequence[int], target: str) -> None:
+    """Refuse a shape of a channel count no picture is converted to (see MODES), naming what the pictures were to
+    be brought to (`target`: a model's input, or reference data's images when no model is involved)."""
+    c, h, w = shape
     if c not in MODES:
-        raise ValueError(f"cannot load pictures for a model with {c} channels (1, 3 or 4 supported)")
+        raise ValueError(
+            f"cannot load pictures as {target.format(shape=f'{c}×{h}×{w}')}: only 1, 3 or 4 channels are "
+            f"supported, not {c}"
+        )
 
 
 def warn_changes(
