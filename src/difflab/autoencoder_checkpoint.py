@@ -36,6 +36,7 @@ class LoadedAutoencoder:
     config: dict[str, Any]
     source: str
     weights_hash: str
+    global_step: int = 0  # the training step of a run's checkpoint (0: a diffusers folder)
 
 
 def is_autoencoder_config(config: dict[str, Any]) -> bool:
@@ -97,4 +98,5 @@ def load_autoencoder(
         raise ValueError(f"checkpoint {file} does not match its stored autoencoder config: {problem}")
     net.load_state_dict(state)
     net.eval()
-    return LoadedAutoencoder(net.to(device), config, f"checkpoint {file}", weights_hash(net))
+    step = int(ckpt.get("global_step", 0))
+    return LoadedAutoencoder(net.to(device), config, f"checkpoint {file}", weights_hash(net), step)

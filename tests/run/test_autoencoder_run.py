@@ -5,12 +5,14 @@ SSIM, rFD); sample.py and difflab.load refuse it in one line; bad configurations
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY_AE, compose_config, one_error_line, run_cli
 from PIL import Image
+from wandb_files import history_rows
 
 import difflab
 from difflab.autoencoder_checkpoint import is_autoencoder, load_autoencoder
@@ -18,6 +20,7 @@ from difflab.checkpoint import read_checkpoint
 from difflab.evaluation.reconstruction import psnr
 from difflab.run.evaluate import evaluate
 from difflab.run.train import train
+from difflab.tracking.run_ids import ID_FILE
 
 
 def held_out_l1(net: torch.nn.Module) -> float:
@@ -89,6 +92,29 @@ def test_evaluate_scores_the_reconstructions_of_the_held_out_split(
     assert report["metrics"]["rfd_effl0"] >= 0
 
 
+@pytest.mark.parametrize("given", ["run folder", "checkpoint"])
+def test_autoencoder_scores_go_to_its_runs_wandb_run(
+    autoencoder_run: Path, tmp_path: Path, given: str
+) -> None:
+    """README "Into the run's W&B run": an autoencoder run's scores are logged into its W&B run as eval/*, as a
+    diffusion run's are, whether ckpt= names the run folder or its checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(autoencoder_run, run)
+    (run / ID_FILE).write_text("aerun1\n")
+    ckpt = run if given == "run folder" else run / "checkpoints" / "last.ckpt"
+    small = ["n=10", "metrics.kid_subset_size=5", "metrics.kid_subsets=5"]
+    cfg = compose_config(
+        "eval", [f"ckpt={ckpt}", *small, f"metrics.cache_dir={tmp_path / 'cache'}"], tmp_path
+    )
+    report = evaluate(cfg)
+    assert (run / "metrics.json").is_file()
+    (wandb_run,) = (run / "wandb").glob("offline-run-*-aerun1")
+    (row,) = [row for row in history_rows(wandb_run) if "eval/psnr" in row]
+    for name, value in report["metrics"].items():
+        assert row[f"eval/{name}"] == pytest.approx(value)
+    assert row["eval/n"] == 10 and row["trainer/global_step"] == 60
+
+
 def test_difflab_load_refuses_an_autoencoder_in_one_line(autoencoder_run: Path) -> None:
     with pytest.raises(
         ValueError, match=r"is an autoencoder \(task=autoencoder\), not a diffusion model"
@@ -104,8 +130,6 @@ def test_sample_py_refuses_an_autoencoder_in_one_line(autoencoder_run: Path, tmp
 
 
 def test_a_resumed_autoencoder_run_continues_from_its_step(autoencoder_run: Path, tmp_path: Path) -> None:
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(autoencoder_run, run)
     metrics = train(compose_config("train", [*TINY_AE, "trainer.max_steps=64", "ckpt_path=last"], run))

@@ -19,6 +19,7 @@ from wandb_files import history_rows
 
 from difflab.data import ImageDataModule
 from difflab.data.scoring import uint8_batches
+from difflab.io.read_generated import open_image_set
 from difflab.io.write_images import save_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
@@ -152,6 +153,53 @@ def test_images_of_another_size_are_said_to_be_resized_to_the_reference_data(
         f"pictures in {bigger} do not match the reference data's 1×8×8 images: resized 40"
     )
     assert "model" not in message
+
+
+def test_an_npz_of_another_size_is_converted_and_scored_as_a_folder_of_it_is(
+    digits_val_folder: Path, tmp_path: Path
+) -> None:
+    """images=<.npz> of colour 16×16 pictures against 1×8×8 digits is brought to the reference data's shape with
+    the folder's warning and scores as the same pictures in a folder do (before: refused, while the folder was
+    resized)."""
+    bigger = tmp_path / "bigger"
+    bigger.mkdir()
+    for picture in sorted((digits_val_folder / "images").glob("*.png")):
+        Image.open(picture).convert("RGB").resize((16, 16)).save(bigger / picture.name)
+    npz = tmp_path / "bigger.npz"
+    np.savez(npz, images=np.stack([np.asarray(Image.open(p)) for p in sorted(bigger.glob("*.png"))]))
+    reports, messages = [], []
+    for i, images in enumerate([bigger, npz]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reports.append(
+                run_eval(tmp_path, f"images={images}", "data=digits", f"out={tmp_path / f'{i}.json'}")
+            )
+        messages += [str(w.message) for w in caught if str(w.message).startswith(f"pictures in {images}")]
+    folder_message, npz_message = messages
+    assert npz_message == (
+        f"pictures in {npz} do not match the reference data's 1×8×8 images: resized 40 to 8×8 (bigger.npz[0] "
+        "16×16, bigger.npz[1] 16×16, bigger.npz[2] 16×16, … 37 more); converted 40 to L (bigger.npz[0] RGB, "
+        "bigger.npz[1] RGB, bigger.npz[2] RGB, … 37 more)"
+    )
+    # The same words as the folder's warning, the pictures named by their index in the .npz.
+    assert folder_message.startswith(
+        f"pictures in {bigger} do not match the reference data's 1×8×8 images: resized 40"
+    )
+    assert "; converted 40 to L (" in folder_message
+    assert reports[1]["metrics"] == reports[0]["metrics"]
+
+
+@pytest.mark.parametrize("given", ["images", "samples.npz"])
+def test_reference_data_of_an_unusual_channel_count_is_named_as_such(
+    digits_val_folder: Path, given: str
+) -> None:
+    """images= against a data= of 2 channels (a custom datamodule): no model is involved, so the error names the
+    reference data's images (before: "cannot load pictures for a model with 2 channels")."""
+    with pytest.raises(ValueError) as error:
+        next(open_image_set(digits_val_folder / given).batches((2, 8, 8)))
+    assert str(error.value) == (
+        "cannot load pictures as the reference data's 2×8×8 images: only 1, 3 or 4 channels are supported, not 2"
+    )
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ..autoencoder_checkpoint import load_autoencoder
+from ..autoencoder_checkpoint import LoadedAutoencoder
 from ..checkpoint_config import build
 from ..data.scoring import reference_statistics
 from ..io.results import write_json
 from ..metrics import Evaluator
 from .reconstruction import reconstruction_scores
-from .report import reference_entry, report_path
+from .report import reference_entry
 
 log = logging.getLogger("difflab")
 
@@ -31,18 +31,17 @@ def held_out_batches(dataset: Any, n: int, batch_size: int) -> Any:
 
 
 def evaluate_autoencoder(
+    loaded: LoadedAutoencoder,
     ckpt: str,
     n: int,
     batch_size: int | str | None,
     device: torch.device,
     metrics: dict[str, Any],
-    out: str | None,
-    root_dir: str,
+    path: Path,
     allowed_targets: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Score the autoencoder in `ckpt` on the first n held-out images of the data it was trained on."""
-    path = report_path(out, ckpt, root_dir)
-    loaded = load_autoencoder(ckpt, device, allowed_targets)
+    """Score the autoencoder `loaded` from `ckpt` on the first n held-out images of the data it was trained on;
+    write the report to `path`."""
     if "data" not in loaded.config:
         raise ValueError(
             f"{ckpt} records no dataset (a diffusers folder): evaluate a difflab autoencoder run"
@@ -65,6 +64,7 @@ def evaluate_autoencoder(
         "reconstructed": {
             "source": "autoencoder",
             "ckpt": str(ckpt),
+            "global_step": loaded.global_step,
             "n": count,
             "weights_hash": loaded.weights_hash,
         },
@@ -72,6 +72,6 @@ def evaluate_autoencoder(
         "metric_settings": evaluator.settings(),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    write_json(report, Path(path))
+    write_json(report, path)
     log.info("%s -> %s", json.dumps(scores), path)
     return report

@@ -4,7 +4,7 @@ index like its noise, and what a grid shows of them (one row per class or prompt
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -24,8 +24,8 @@ class Conditions:
     nrow: int | None = None
     # The class of each sample, when known (conditioning accuracy); worked out when read, so any n costs nothing.
     labels: SpreadLabels | None = None
-    # (n, C, H, W): what sample i was made from, shown beside it in a grid (super-resolution: its input).
-    inputs: Tensor | None = None
+    # inputs_for(indices): what those samples were made from, shown beside them in a grid (super-resolution).
+    inputs_for: Callable[[Sequence[int]], Tensor] | None = None
     prompts: list[str] | None = None  # the distinct prompts, one grid row each (text-to-image)
     negative_for: CondFor | None = None  # what guidance pushes away from, instead of the unconditional branch
 
@@ -54,17 +54,19 @@ def text_conditions(
 
 
 def superres_conditions(low: Tensor, size: int, per_input: int = 1) -> Conditions:
-    """Sample i super-resolves low[i // per_input] ((M, C, h, w) in [-1, 1]) to size x size: its condition is the
-    bicubic upsampling the net was trained on. `inputs` holds each sample's input, nearest-upsampled."""
+    """Sample i super-resolves low[i // per_input] ((M, C, h, w) in [-1, 1]; cycled past the last input) to
+    size x size: its condition is the bicubic upsampling the net was trained on, read per batch, so any number of
+    samples costs only the M inputs. `inputs_for` gives each sample's input, nearest-upsampled."""
     condition = upsample(low, size)
     shown = nearest_upsample(low, size)
 
-    def cond_for(indices: Sequence[int]) -> dict[str, Tensor]:
-        rows = torch.as_tensor(list(indices), dtype=torch.long) // per_input
-        return {"low_res": condition[rows]}
+    def rows(indices: Sequence[int]) -> Tensor:
+        return torch.as_tensor(list(indices), dtype=torch.long) // per_input % len(low)
 
-    rows = torch.arange(len(low) * per_input) // per_input
-    return Conditions(cond_for, per_input, inputs=shown[rows])
+    def cond_for(indices: Sequence[int]) -> dict[str, Tensor]:
+        return {"low_res": condition[rows(indices)]}
+
+    return Conditions(cond_for, per_input, inputs_for=lambda indices: shown[rows(indices)])
 
 
 def for_each_result(per_picture: Conditions, n: int) -> Conditions:

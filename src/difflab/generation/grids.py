@@ -17,10 +17,10 @@ from .request import GenerationRequest
 def grid_tiles(conditions: Conditions, images: Tensor) -> tuple[Tensor, int | None]:
     """The tiles of a grid and its row width: the samples, or (input, sample) pairs side by side when the
     conditions carry inputs (nrow then counts pairs, about square when unset)."""
-    if conditions.inputs is None:
+    if conditions.inputs_for is None:
         return images, conditions.nrow
-    inputs = conditions.inputs.to(images.device, images.dtype)
     n = len(images)
+    inputs = conditions.inputs_for(range(n)).to(images.device, images.dtype)
     # About square, rows full: the first divisor of n from sqrt(n / 2) pairs on (32 -> 4, 64 -> 8).
     pairs = conditions.nrow or next(
         k for k in range(max(1, math.ceil(math.sqrt(n / 2))), n + 1) if n % k == 0

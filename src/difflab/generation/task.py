@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from ..diffusion.superres import downsample
@@ -46,10 +45,11 @@ def grid_conditions(task: Task, n: int) -> Conditions:
 
 
 def held_out_superres(task: Task, n: int) -> Conditions:
-    """One sample from each of the first n held-out images' low-res versions (cycled when there are fewer)."""
+    """One sample from each of the first n held-out images' low-res versions (cycled when there are fewer: sample
+    i from image i % their count); only those images' conditions are built, so a huge n streams."""
     if task.held_out is None or task.sr_factor is None:
         raise ValueError("a super-resolution task needs held-out images and sr_factor")
-    images = task.held_out[torch.arange(n) % len(task.held_out)]
-    conditions = superres_conditions(downsample(images, task.sr_factor), task.sample_shape[-1])
+    low = downsample(task.held_out[:n], task.sr_factor)
+    conditions = superres_conditions(low, task.sample_shape[-1])
     conditions.nrow = None
     return conditions

@@ -10,11 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .read_inputs import REFERENCE_IMAGES, image_files, load_image_files
+from .decode import to_model_uint8
+from .read_inputs import (
+    REFERENCE_IMAGES,
+    check_target_channels,
+    image_files,
+    load_image_files,
+    warn_changes,
+)
 from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
+NPZ_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # the picture an (H, W, C) uint8 image is, by C
 
 
 @dataclass
@@ -70,10 +79,35 @@ def _npz_array(path: Path) -> np.ndarray:
 
 
 def _npz_batches(path: Path, shape: tuple[int, int, int], batch_size: int) -> Iterator[torch.Tensor]:
-    """NHWC uint8 from the .npz as NCHW batches; the size and channels must already match."""
+    """NHWC uint8 from the .npz as NCHW batches. Pictures of another size or channel count are converted as a
+    folder's pictures are (resized to cover and centre-cropped, channels converted), with the folder's warning."""
     array = _npz_array(path)
     c, h, w = shape
-    if array.shape[1:] != (h, w, c):
-        raise ValueError(f"{path}: images are {array.shape[1:]} (H, W, C) but the reference is {(h, w, c)}")
+    fits = array.shape[1:] == (h, w, c)
+    if not fits:
+        check_target_channels(shape, REFERENCE_IMAGES)
+        if array.shape[-1] not in NPZ_MODES:
+            raise ValueError(f"{path}: images have {array.shape[-1]} channels; expected 1, 2, 3 or 4")
+        _warn_npz_changes(path, array, shape)
     for start in range(0, len(array), batch_size):
-        yield torch.from_numpy(array[start : start + batch_size]).permute(0, 3, 1, 2).contiguous()
+        batch = array[start : start + batch_size]
+        if fits:
+            yield torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+        else:
+            yield torch.stack([to_model_uint8(_picture(image), c, (h, w)) for image in batch])
+
+
+def _picture(image: np.ndarray) -> Image.Image:
+    """One (H, W, C) uint8 image of an .npz as the picture a file of it would be."""
+    channels = image.shape[-1]
+    return Image.fromarray(image[..., 0] if channels == 1 else image, NPZ_MODES[channels])
+
+
+def _warn_npz_changes(path: Path, array: np.ndarray, shape: tuple[int, int, int]) -> None:
+    """The folder's warning for an .npz, each picture named <file>[<index>]: all of them share one size and mode."""
+    _, height, width, channels = array.shape
+    c, h, w = shape
+    names = [f"{path.name}[{i}]" for i in range(len(array))]
+    resized = [f"{name} {width}×{height}" for name in names] if (height, width) != (h, w) else []
+    converted = [f"{name} {NPZ_MODES[channels]}" for name in names] if channels != c else []
+    warn_changes(path, shape, REFERENCE_IMAGES, resized, converted)

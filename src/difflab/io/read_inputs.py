@@ -80,9 +80,7 @@ def _load(
 ) -> tuple[Tensor, list]:
     """Decode, convert and resize; warn once naming what changed and what the pictures were brought to."""
     c, h, w = (int(s) for s in shape)
-    if c not in MODES:
-        raise ValueError(f"cannot load pictures for a model with {c} channels (1, 3 or 4 supported)")
-    mode = MODES[c]
+    check_target_channels((c, h, w), target)
     images, sizes, resized, converted = [], [], [], []
     for p in paths:
         img = decode_image(p)
@@ -92,17 +90,37 @@ def _load(
         if img.size != (w, h):
             resized.append(f"{p.name} {_size(img.size)}")
         images.append(to_model_tensor(img, c, (h, w)))
+    warn_changes(where, (c, h, w), target, resized, converted)
+    return torch.stack(images), sizes
+
+
+def check_target_channels(shape: Sequence[int], target: str) -> None:
+    """Refuse a shape of a channel count no picture is converted to (see MODES), naming what the pictures were to
+    be brought to (`target`: a model's input, or reference data's images when no model is involved)."""
+    c, h, w = shape
+    if c not in MODES:
+        raise ValueError(
+            f"cannot load pictures as {target.format(shape=f'{c}×{h}×{w}')}: only 1, 3 or 4 channels are "
+            f"supported, not {c}"
+        )
+
+
+def warn_changes(
+    where: str | Path, shape: Sequence[int], target: str, resized: list[str], converted: list[str]
+) -> None:
+    """The one warning for pictures brought to `shape`: how many were resized or converted, with examples
+    ("<name> <size>", "<name> <mode>"), and what they were brought to (`target`)."""
+    c, h, w = shape
     changes = []
     if resized:
         changes.append(f"resized {len(resized)} to {_size((w, h))} ({_examples(resized)})")
     if converted:
-        changes.append(f"converted {len(converted)} to {mode} ({_examples(converted)})")
+        changes.append(f"converted {len(converted)} to {MODES[c]} ({_examples(converted)})")
     if changes:
         warnings.warn(
             f"pictures in {where} do not match {target.format(shape=f'{c}×{h}×{w}')}: {'; '.join(changes)}",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return torch.stack(images), sizes
 
 
 def _examples(items: list[str], limit: int = 3) -> str:

@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..autoencoder_checkpoint import is_autoencoder
+from ..autoencoder_checkpoint import is_autoencoder, load_autoencoder
 from ..checkpoint import LoadedModel, load_with_guide
 from ..checkpoint_config import build, image_data_config
 from ..checkpoint_file import checkpoint_run_folder
@@ -88,16 +88,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     settings = read_settings(cfg)
     sampling = settings.sampling
     if sampling.ckpt and is_autoencoder(sampling.ckpt):  # no samples: its reconstructions are scored
-        return evaluate_autoencoder(
-            sampling.ckpt,
-            sampling.options.n,
-            sampling.options.batch_size,
-            pick_device(sampling.device),
-            settings.metrics,
-            sampling.out,
-            sampling.root_dir,
-            sampling.allowed_targets,
-        )
+        return evaluate_autoencoder_run(settings)
     set_cpu_threads(sampling.options.cpu_threads)
     evaluator = Evaluator(**settings.metrics)
     if evaluator.cpu_threads is None:
@@ -132,7 +123,35 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     scores = report["metrics"]
     log.info("%s -> %s", json.dumps(scores), path)
     if loaded is not None and settings.log_wandb:
-        # ckpt= may be the run folder itself or its checkpoints/<file>: the same run either way.
-        run = checkpoint_run_folder(sampling.ckpt)
-        log_scores_beside(run, {**scores, "n": int(source["n"])}, loaded.global_step, loaded.config)
+        log_beside_run(sampling.ckpt, scores, int(source["n"]), loaded.global_step, loaded.config)
     return report
+
+
+def evaluate_autoencoder_run(settings: EvaluateSettings) -> dict[str, Any]:
+    """Score an autoencoder's reconstructions of its held-out split; write the report and, as for a diffusion
+    checkpoint, log the scores into its run's W&B run."""
+    sampling = settings.sampling
+    path = report_path(sampling.out, sampling.ckpt, sampling.root_dir)
+    device = pick_device(sampling.device)
+    loaded = load_autoencoder(sampling.ckpt, device, sampling.allowed_targets)
+    options = sampling.options
+    report = evaluate_autoencoder(
+        loaded,
+        sampling.ckpt,
+        options.n,
+        options.batch_size,
+        device,
+        settings.metrics,
+        path,
+        sampling.allowed_targets,
+    )
+    if settings.log_wandb:
+        n = report["reconstructed"]["n"]
+        log_beside_run(sampling.ckpt, report["metrics"], n, loaded.global_step, loaded.config)
+    return report
+
+
+def log_beside_run(ckpt: str, scores: dict[str, Any], n: int, step: int, config: dict[str, Any]) -> None:
+    """The scores of a run's checkpoint (and their n) also go to that run's W&B run as eval/*."""
+    # ckpt= may be the run folder itself or its checkpoints/<file>: the same run either way.
+    log_scores_beside(checkpoint_run_folder(ckpt), {**scores, "n": n}, step, config)
