@@ -400,14 +400,14 @@ def test_a_diffusers_unet_of_another_architecture_is_refused_in_one_line(tmp_pat
         difflab.load(tmp_path)
 
 
-def test_a_diffusers_folder_without_a_betas_scheduler_is_refused_in_one_line(tmp_path):
+def test_a_diffusers_folder_without_a_scheduler_difflab_samples_as_is_refused_in_one_line(tmp_path):
     save_unet(NO_ATTENTION, tmp_path / "unet")
     with pytest.raises(
         ValueError, match=r"cannot read scheduler/scheduler_config.json .*: the noise schedule is needed"
     ):
         difflab.load(tmp_path)
-    diffusers.FlowMatchEulerDiscreteScheduler().save_pretrained(tmp_path / "scheduler")
+    diffusers.CMStochasticIterativeScheduler().save_pretrained(tmp_path / "scheduler")
     with pytest.raises(
-        ValueError, match="its scheduler FlowMatchEulerDiscreteScheduler has no table of betas"
+        ValueError, match="its scheduler CMStochasticIterativeScheduler is neither a DDPM-family"
     ):
         difflab.load(tmp_path)

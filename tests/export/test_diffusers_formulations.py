@@ -4,10 +4,15 @@ sampler draws from the same checkpoint and noise."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import numpy as np
 import pytest
 import torch
 from conftest import FAST_TRAIN, compose_config
 
+import difflab
 from difflab.checkpoint import load_model
 from difflab.diffusion import Euler
 from difflab.run.export import export
@@ -102,3 +107,36 @@ def test_a_class_conditional_flow_export_names_its_scheduler_not_ddpm_pipeline(t
     (how,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("exported ")]
     assert "class_labels=" in how and "FlowMatchEulerDiscreteScheduler" in how
     assert "DDPMPipeline" not in how
+
+
+@pytest.mark.parametrize("name", ["edm", "flow"])
+def test_difflab_load_reads_the_export_back_and_samples_bit_for_bit_as_the_checkpoint(exported, name):
+    """Before, difflab.load(<the exported folder>) said it "is not a difflab model folder"."""
+    ckpt, out = exported[name]
+    ours, back = difflab.load(ckpt), difflab.load(out)
+    formulation = load_model(out).formulation
+    assert formulation.name == name and (name == "edm" or formulation.shift == 3.0)
+    for sampler in ("euler", "heun"):
+        np.testing.assert_array_equal(
+            back.sample(4, sampler=sampler, steps=4, seed=1), ours.sample(4, sampler=sampler, steps=4, seed=1)
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"shift_terminal": 0.1},
+            "its FlowMatchEulerDiscreteScheduler computes the shifted time input 1000·t",
+        ),
+        ({"use_dynamic_shifting": True}, "use_dynamic_shifting=true .* has no difflab counterpart"),
+    ],
+)
+def test_a_flow_scheduler_that_samples_otherwise_is_refused_naming_why(exported, tmp_path, change, message):
+    _, out = exported["flow"]
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    with pytest.raises(ValueError, match=message):
+        difflab.load(folder)

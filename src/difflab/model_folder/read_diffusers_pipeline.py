@@ -1,7 +1,8 @@
-"""A diffusers pipeline folder (unet/ holding a UNet2DModel, scheduler/ a DDPM-family scheduler) read as a difflab
-model, for difflab.load and sample.py ckpt=<folder>: what `export.py format=diffusers` writes, or any UNet2DModel
-of difflab's architecture (the DDPM U-Net, e.g. google/ddpm-cifar10-32). Only JSON and the weights (safetensors,
-or a .bin read weights-only) are read; the config made here is held to the allowlist like a checkpoint's."""
+"""A diffusers pipeline folder (unet/ holding a UNet2DModel, scheduler/ its scheduler) read as a difflab model, for
+difflab.load and sample.py ckpt=<folder>: what `export.py format=diffusers` writes for a U-Net (a DDPM-family
+scheduler, or EDMEulerScheduler / FlowMatchEulerDiscreteScheduler for edm / flow), or any UNet2DModel of difflab's
+architecture (the DDPM U-Net, e.g. google/ddpm-cifar10-32). Only JSON and the weights (safetensors, or a .bin read
+weights-only) are read; the config made here is held to the allowlist like a checkpoint's."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..diffusion.formulations import EDM, Flow
 from ..models import UNet
 from .diffusers_folder import class_name, read_unet_config, read_unet_weights, require_diffusers
 from .diffusers_mapping import (
@@ -20,8 +22,17 @@ from .diffusers_mapping import (
     arguments_from_diffusers,
     from_diffusers,
 )
+from .diffusers_schedulers import scheduler_differences
 
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
+# The schedulers export.py writes for an edm or flow model, and the formulation each samples.
+FORMULATIONS = {"EDMEulerScheduler": EDM, "FlowMatchEulerDiscreteScheduler": Flow}
+# An edm or flow checkpoint keeps the schedule group of its config, which they never read.
+UNUSED_SCHEDULE = {
+    "_target_": "difflab.diffusion.NoiseSchedule.from_name",
+    "name": "linear",
+    "timesteps": 1000,
+}
 # diffusers' prediction types as difflab names them.
 DIFFLAB_PREDICTION_TYPES = {theirs: ours for ours, theirs in PREDICTION_TYPES.items()}
 
@@ -60,11 +71,9 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
         state = from_diffusers(expected, read_unet_weights(path, named=named))
     except ValueError as error:
         raise ValueError(error if str(error).startswith(named) else f"{named}: {error}") from error
-    betas, prediction_type = read_scheduler(Path(path), named)
     config = {
         "model": {"_target_": UNET_TARGET, **args},
-        "schedule": {"_target_": "difflab.diffusion.NoiseSchedule", "betas": betas, "name": "diffusers"},
-        "prediction_type": prediction_type,
+        **read_scheduler(Path(path), named),
         "data": {
             "channels": args["in_channels"],
             "image_size": args["image_size"],
@@ -74,9 +83,9 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
     return config, state, "diffusers", 0
 
 
-def read_scheduler(path: Path, named: str) -> tuple[list[float], str]:
-    """(betas, difflab prediction type) of the folder's scheduler: its trained_betas as written (export.py writes
-    difflab's exact float64 table), else the table diffusers builds from beta_schedule; what the net predicts."""
+def read_scheduler(path: Path, named: str) -> dict[str, Any]:
+    """The config keys the folder's scheduler gives (schedule, prediction_type, and formulation for edm/flow),
+    or a one-line error for a scheduler difflab cannot sample as."""
     file = path / SCHEDULER_CONFIG
     try:
         stored = json.loads(file.read_text())
@@ -87,16 +96,53 @@ def read_scheduler(path: Path, named: str) -> tuple[list[float], str]:
     name = str(stored.get("_class_name"))
     scheduler_class = getattr(require_diffusers(named), name, None)
     scheduler = scheduler_class.from_config(stored) if scheduler_class is not None else None
+    if name in FORMULATIONS:
+        return {
+            "schedule": UNUSED_SCHEDULE,
+            "prediction_type": "epsilon",
+            "formulation": formulation_of(scheduler, name, named),
+        }
     if not isinstance(getattr(scheduler, "betas", None), torch.Tensor):
         raise ValueError(
-            f"{named}: its scheduler {name} has no table of betas; difflab.load reads DDPM-family schedulers "
-            "(an edm or flow model loads from export.py format=safetensors)"
+            f"{named}: its scheduler {name} is neither a DDPM-family scheduler (a table of betas) nor one of "
+            f"{', '.join(FORMULATIONS)}"
         )
     predicts = scheduler.config.get("prediction_type", "epsilon")
     if predicts not in DIFFLAB_PREDICTION_TYPES:
         raise ValueError(
             f"{named}: prediction_type={predicts} is not one of {', '.join(DIFFLAB_PREDICTION_TYPES)}"
         )
+    # trained_betas as written (export.py writes difflab's exact float64 table), else the table diffusers builds.
     trained = stored.get("trained_betas")
     betas = [float(b) for b in trained] if trained else scheduler.betas.double().tolist()
-    return betas, DIFFLAB_PREDICTION_TYPES[predicts]
+    return {
+        "schedule": {"_target_": "difflab.diffusion.NoiseSchedule", "betas": betas, "name": "diffusers"},
+        "prediction_type": DIFFLAB_PREDICTION_TYPES[predicts],
+    }
+
+
+def formulation_of(scheduler: Any, name: str, named: str) -> dict[str, Any]:
+    """The edm or flow formulation config whose sampling math is the scheduler's (compared on numbers, as
+    export.py compares before writing); the rest of it (training only, flow's t_max) keeps difflab's defaults."""
+    config = scheduler.config
+    if name == "EDMEulerScheduler":
+        values = {key: float(config[key]) for key in ("sigma_data", "sigma_min", "sigma_max", "rho")}
+        if config.get("prediction_type") != "epsilon":  # EDM's F; "v_prediction" is another preconditioning
+            raise ValueError(
+                f"{named}: EDMEulerScheduler prediction_type={config.get('prediction_type')}; difflab's edm predicts F (epsilon)"
+            )
+    else:
+        if config.get("use_dynamic_shifting"):
+            raise ValueError(
+                f"{named}: FlowMatchEulerDiscreteScheduler use_dynamic_shifting=true (a shift that depends on the "
+                "image size) has no difflab counterpart; difflab's flow has one shift"
+            )
+        values = {"shift": float(config.get("shift", 1.0))}
+    kind = FORMULATIONS[name]
+    formulation = {"_target_": f"difflab.diffusion.formulations.{kind.__name__}", **values}
+    differences = scheduler_differences(kind(**values), scheduler)
+    if differences:
+        raise ValueError(
+            f"{named}: its {name} computes {', '.join(differences)} otherwise than difflab's {kind.name}"
+        )
+    return formulation
