@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -102,6 +103,36 @@ def shared_data_or_skip() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (present in CI; see shared/data/README.md)")
     return SHARED_DATA
+
+
+class FirstBatch(Exception):
+    """Stops evaluate() once its first generated batch is in."""
+
+
+def evaluate_first_batch(monkeypatch, overrides: list[str], tmp_path: Path) -> tuple[Any, list[dict]]:
+    """evaluate.py's run with `overrides` stopped at its first generated batch: (that batch, the conditions the U-Net
+    was given for it). A huge n= shows here whether generation streams or first builds something n long."""
+    from difflab.evaluation import scoring
+    from difflab.models import UNet
+    from difflab.run.evaluate import evaluate
+
+    seen: list[dict] = []
+    forward = UNet.forward
+
+    def spy(net, x, t, cond=None):
+        seen.append({key: value.clone() for key, value in (cond or {}).items()})
+        return forward(net, x, t, cond)
+
+    def first_batch(evaluator, batches, *args, **kwargs):
+        raise FirstBatch(next(iter(batches)))
+
+    monkeypatch.setattr(UNet, "forward", spy)
+    monkeypatch.setattr(scoring, "scored", first_batch)
+    try:
+        evaluate(compose_config("eval", overrides, tmp_path))
+    except FirstBatch as stopped:
+        return stopped.args[0], seen
+    raise AssertionError("evaluate() ended without generating a batch")
 
 
 def run_cli(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from analytic import ExactSRDenoiser
-from conftest import FAST_TRAIN, compose_config
+from conftest import FAST_TRAIN, compose_config, evaluate_first_batch
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import to_tensor
@@ -23,12 +23,9 @@ from difflab.data import DataError, ImageDataModule
 from difflab.diffusion import DDPMSampler, NoiseSchedule
 from difflab.diffusion.conditioning import random_drop
 from difflab.diffusion.superres import downsample, low_res_condition, nearest_upsample, upsample
-from difflab.evaluation import scoring
 from difflab.generation import grid_conditions, grid_tiles
 from difflab.generation.superres import super_resolve
-from difflab.models import UNet
 from difflab.run.common import fill_conditioning
-from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 from difflab.run.train import train
 
@@ -239,36 +236,18 @@ def test_load_super_resolves_as_sample_py_does(sr_ckpt, tmp_path):
         pipe.sample(2)
 
 
-class FirstBatch(Exception):
-    """Stops evaluate() once its first generated batch is in."""
-
-
 def test_evaluate_starts_on_a_huge_n_of_a_superres_checkpoint(sr_ckpt, tmp_path, monkeypatch):
     """evaluate.py streams its samples, so n=10**9 starts generating from the held-out images' low-res versions
     (sample i from image i, cycled), as it does for an unconditional checkpoint. Before, it ran out of memory
     building all n inputs first."""
-    seen = []
-    forward = UNet.forward
-
-    def spy(net, x, t, cond=None):
-        seen.append(cond["low_res"].clone())
-        return forward(net, x, t, cond)
-
-    def first_batch(evaluator, batches, *args, **kwargs):
-        raise FirstBatch(next(iter(batches)))
-
-    monkeypatch.setattr(UNet, "forward", spy)
-    monkeypatch.setattr(scoring, "scored", first_batch)
     small = ["metrics.num_reference=40", "metrics.kid_subset_size=10", "metrics.prc=false"]
     overrides = [f"ckpt={sr_ckpt}", f"n={10**9}", "batch_size=3", "sampler.steps=2", *small]
     overrides += [f"metrics.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'r.json'}"]
-    with pytest.raises(FirstBatch) as stopped:
-        evaluate(compose_config("eval", overrides, tmp_path))
-    (images,) = stopped.value.args
+    images, seen = evaluate_first_batch(monkeypatch, overrides, tmp_path)
     assert images.shape == (3, 1, 8, 8)
     dm = ImageDataModule("digits", image_size=8, batch_size=16, condition="superres", sr_factor=2)
     val = torch.stack([dm.dataset_for("val")[i][0] for i in range(3)])
-    torch.testing.assert_close(seen[0], upsample(downsample(val, 2), 8))
+    torch.testing.assert_close(seen[0]["low_res"], upsample(downsample(val, 2), 8))
 
 
 @pytest.mark.parametrize(

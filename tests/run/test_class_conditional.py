@@ -9,12 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli, shared_data_or_skip
+from conftest import (
+    FAST_TRAIN,
+    compose_config,
+    evaluate_first_batch,
+    one_error_line,
+    run_cli,
+    shared_data_or_skip,
+)
 from omegaconf import OmegaConf
 from PIL import Image
 
 from difflab.checkpoint import load_model
-from difflab.evaluation import scoring
 from difflab.generation.requested import requested_labels
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
@@ -160,33 +166,14 @@ def test_labels_given_as_one_class_or_a_list():
     assert requested_labels("labels", 10, OmegaConf.create([7, 2]), 1.0, 4, "ckpt") == ([7, 7, 2, 2], [7, 2])
 
 
-class FirstBatch(Exception):
-    """Stops evaluate() once its first generated batch is in (with the labels the net was given for it)."""
-
-
 def test_evaluate_starts_on_a_huge_n_of_a_class_conditional_checkpoint(cond_run, tmp_path, monkeypatch):
     """evaluate.py streams its samples, so n=10**12 starts generating, balanced over the classes (sample i of
     class i * 10 // n), as it does for an unconditional checkpoint. Before, it hung building every sample's class."""
-    huge = 10**12
-    seen = []
-    forward = UNet.forward
-
-    def spy(net, x, t, cond=None):
-        seen.append(cond["labels"].tolist())
-        return forward(net, x, t, cond)
-
-    def first_batch(evaluator, batches, *args, **kwargs):
-        raise FirstBatch(next(iter(batches)))
-
-    monkeypatch.setattr(UNet, "forward", spy)
-    monkeypatch.setattr(scoring, "scored", first_batch)
-    overrides = [f"ckpt={cond_run['ckpt']}", f"n={huge}", "batch_size=3", "sampler.steps=2"]
+    overrides = [f"ckpt={cond_run['ckpt']}", f"n={10**12}", "batch_size=3", "sampler.steps=2"]
     overrides += [*SMALL_METRICS, f"metrics.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'r.json'}"]
-    with pytest.raises(FirstBatch) as stopped:
-        evaluate(compose_config("eval", overrides, tmp_path))
-    (images,) = stopped.value.args
+    images, seen = evaluate_first_batch(monkeypatch, overrides, tmp_path)
     assert images.shape == (3, 1, 8, 8)
-    assert seen[0] == [0, 0, 0]  # the first of 10**12 samples are of class 0
+    assert seen[0]["labels"].tolist() == [0, 0, 0]  # the first of 10**12 samples are of class 0
 
 
 def test_guidance_for_an_unconditional_checkpoint_is_refused(tiny_ckpt, tmp_path):
