@@ -307,6 +307,11 @@ def test_a_latent_unet_exports_its_autoencoder_as_a_diffusers_vae_beside_the_pip
     export(compose_config("export", [f"ckpt={latent_run[0]}", f"out={out}"], tmp_path))
     assert diffusers.DDPMPipeline.from_pretrained(out).unet.config.in_channels == 3  # the latent denoiser
     assert_decodes_as_difflab(diffusers.AutoencoderKL.from_pretrained(out, subfolder="vae"), latent_run[0])
+    # difflab.load would take the latent denoiser for a pixel model: it is refused, pointing to the checkpoint
+    with pytest.raises(
+        ValueError, match=r"holds a vae/: a latent diffusion model, which difflab reads from its"
+    ):
+        difflab.load(out)
 
 
 def test_a_latent_dit_exports_as_a_dit_pipeline_with_its_vae(autoencoder_run, latent_run, tmp_path) -> None:

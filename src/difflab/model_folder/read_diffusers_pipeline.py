@@ -54,6 +54,11 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
             f"{named} holds no UNet2DModel in unet/: difflab reads diffusers folders of its U-Net; load the "
             "checkpoint it was exported from, or its export.py format=safetensors folder"
         )
+    if (Path(path) / "vae").is_dir():  # its U-Net makes latents: without the latent space it would draw noise
+        raise ValueError(
+            f"{named} holds a vae/: a latent diffusion model, which difflab reads from its train.py checkpoint "
+            "(it records its autoencoder)"
+        )
     theirs = read_unet_config(path, named)
     try:
         args = arguments_from_diffusers(theirs)
