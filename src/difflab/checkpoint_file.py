@@ -48,7 +48,7 @@ class ModelOnDisk:
 def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOnDisk:
     """The model at `path` read in one pass: a .ckpt written by train.py (a file, or a folder of shards), a train.py
     run folder (its checkpoints/last.ckpt), a folder written by `export.py format=safetensors`, or a diffusers
-    pipeline folder of difflab's U-Net (`export.py format=diffusers`, google/ddpm-*)."""
+    pipeline folder of difflab's U-Net or DiT (`export.py format=diffusers`, google/ddpm-*)."""
     path = Path(run_checkpoint(path))
     if is_diffusers_pipeline(path):
         kind, (config, state, weights, step), record = "diffusers folder", read_diffusers_pipeline(path), None

@@ -201,8 +201,8 @@ def load(
     autoencoder: str | Path | None = None,
 ) -> DiffusionPipeline:
     """A DiffusionPipeline from a train.py checkpoint (.ckpt), a train.py run folder (its checkpoints/last.ckpt),
-    an `export.py format=safetensors` folder or a diffusers pipeline folder of difflab's U-Net (`export.py
-    format=diffusers`, or a DDPM UNet2DModel such as google/ddpm-cifar10-32, with its DDPM-family scheduler).
+    an `export.py format=safetensors` folder or a diffusers pipeline folder (what `export.py format=diffusers`
+    writes of a U-Net or DiT, or a DDPM UNet2DModel such as google/ddpm-cifar10-32 with its scheduler).
 
     Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
     with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py. A latent diffusion

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST_TRAIN, compose_config
+from safetensors.torch import load_file, save_file
 
 import difflab
 from difflab.model_folder.dit_mapping import diffusers_dit_config, dit_arguments
@@ -59,12 +61,6 @@ def test_unconditional_dit_maps_to_a_one_class_table_of_zeros(tmp_path):
             rtol=1e-4,
             atol=1e-5,
         )
-    # difflab reads back diffusers folders of its U-Net only: the DiTPipeline folder is named, not "no difflab
-    # model folder"
-    with pytest.raises(
-        ValueError, match=r"diffusers folder .* holds no UNet2DModel in unet/: .*format=safetensors"
-    ):
-        difflab.load(out)
 
 
 def test_an_edm_dit_is_refused_in_one_line_before_any_folder(tmp_path):
@@ -100,3 +96,24 @@ def test_what_ditransformer2dmodel_cannot_express_is_named(change, message):
     args = dit_arguments({"_target_": "difflab.models.DiT", "in_channels": 1, "image_size": 8, **change})
     with pytest.raises(ValueError, match=message):
         diffusers_dit_config(args)
+
+
+@pytest.mark.parametrize("labels", [None, [2, 7]], ids=["unconditional", "class-conditional"])
+def test_difflab_load_reads_the_ditpipeline_back_and_samples_bit_for_bit_as_the_checkpoint(tmp_path, labels):
+    """Before, difflab.load(<the DiTPipeline folder>) said it "is not a difflab model folder"."""
+    ckpt = trained(tmp_path, *([] if labels is None else ["model.num_classes=10"]))
+    out = export_to(ckpt, tmp_path / "exported")
+    ours, back = difflab.load(ckpt), difflab.load(out)
+    assert (back.condition, back.num_classes) == (ours.condition, ours.num_classes)
+    asked = dict(steps=3, seed=2) if labels is None else dict(labels=labels, guidance=2.0, steps=3, seed=2)
+    np.testing.assert_array_equal(back.sample(4, **asked), ours.sample(4, **asked))
+
+
+def test_a_ditpipeline_whose_blocks_embed_time_apart_is_refused_in_one_line(tmp_path):
+    out = export_to(trained(tmp_path), tmp_path / "exported")
+    weights = out / "transformer" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state["transformer_blocks.1.norm1.emb.timestep_embedder.linear_2.bias"] += 1.0
+    save_file(state, weights)
+    with pytest.raises(ValueError, match="block 1 embeds time and class otherwise than block 0"):
+        difflab.load(out)

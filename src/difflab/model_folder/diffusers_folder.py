@@ -125,8 +125,13 @@ def read_unet_weights(
     """The UNet2DModel weights in `folder` as data (safetensors, or a .bin read weights-only), under diffusers'
     current names; with `shapes_only` as meta tensors from the file's header (nothing read but the header).
     A missing, damaged or cut-short file is a one-line error."""
-    path = unet_folder(folder, named)
-    named = named or f"init_from={folder}"
+    state = read_weights(unet_folder(folder, named), named or f"init_from={folder}", shapes_only)
+    return {_current_name(key): value for key, value in state.items()}
+
+
+def read_weights(path: Path, named: str, shapes_only: bool = False) -> dict[str, torch.Tensor]:
+    """The weights file of the diffusers model folder `path` as data (see read_unet_weights); errors start with
+    `named`."""
     found = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
     if found is None:
         raise FileNotFoundError(f"{named}: no weights file ({' or '.join(WEIGHT_FILES)}) in {path}")
@@ -150,7 +155,7 @@ def read_unet_weights(
         ) from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{named}: {found.name} holds no state dict of tensors")
-    return {_current_name(key): value for key, value in state.items()}
+    return state
 
 
 def check_unet_folder(args: Mapping[str, Any], folder: str | Path) -> None:

@@ -1,11 +1,12 @@
-"""difflab's DiT → diffusers' `DiTTransformer2DModel`: the config and the weights.
+"""difflab's DiT ↔ diffusers' `DiTTransformer2DModel`: the config and the weights, both ways.
 
 The networks compute the same function; the layouts differ. difflab computes q, k, v with one Linear to 3D
 (diffusers: to_q, to_k, to_v) and embeds time and class once per forward, where diffusers gives every block
 its own copy of the embedders (transformer_blocks.i.norm1.emb; the output layer reads block 0's), so the one
 embedder is copied into every block. diffusers encodes t as [cos | sin], difflab as [sin | cos]: the first
 Linear's input columns swap halves. diffusers always has a class table; an unconditional DiT maps to a
-one-class table of zeros (its embedding adds nothing). diffusers is imported only where a folder is written.
+one-class table of zeros (its embedding adds nothing). diffusers is imported only where a folder is written;
+reading one back takes block 0's embedders (every block must hold the same) and the other half-swap.
 """
 
 from __future__ import annotations
@@ -116,3 +117,96 @@ def diffusers_dit(state: Mapping[str, Tensor], args: Mapping[str, Any]) -> Any:
     model = DiTTransformer2DModel(**diffusers_dit_config(args))
     model.load_state_dict(dit_to_diffusers(state, args), strict=True)
     return model.eval()
+
+
+# DiTTransformer2DModel settings difflab's DiT has one way only (diffusers_dit_config writes these).
+FIXED_SETTINGS = {
+    "attention_bias": True,
+    "activation_fn": "gelu-approximate",
+    "upcast_attention": False,
+    "norm_type": "ada_norm_zero",
+    "norm_elementwise_affine": False,
+    "norm_eps": EPS,
+}
+_EMBEDDERS = "transformer_blocks.{}.norm1.emb."
+
+
+def dit_arguments_from_diffusers(theirs: Mapping[str, Any], conditional: bool) -> dict[str, Any]:
+    """The DiT's arguments for a DiTTransformer2DModel config (`conditional`: whether its class table is used);
+    a one-line error for what difflab's DiT has no way to be."""
+    channels = int(theirs["in_channels"])
+    out = int(theirs.get("out_channels") or channels)
+    if out != channels:
+        raise ValueError(
+            f"out_channels {out} is not in_channels {channels} (a DiT that also predicts its variance): difflab's "
+            "DiT predicts one tensor of its input's shape"
+        )
+    other = [
+        f"{key}={theirs.get(key)}" for key, ours in FIXED_SETTINGS.items() if theirs.get(key, ours) != ours
+    ]
+    if other:
+        raise ValueError(
+            f"{', '.join(other)}: difflab's DiT has {', '.join(f'{k}={FIXED_SETTINGS[k]}' for k in FIXED_SETTINGS)}"
+        )
+    heads = int(theirs["num_attention_heads"])
+    return dit_arguments(
+        {
+            "_target_": DIT_TARGET,
+            "in_channels": channels,
+            "out_channels": out,
+            "image_size": int(theirs["sample_size"]),
+            "patch_size": int(theirs["patch_size"]),
+            "hidden_size": heads * int(theirs["attention_head_dim"]),
+            "depth": int(theirs["num_layers"]),
+            "num_heads": heads,
+            "num_classes": int(theirs["num_embeds_ada_norm"]) if conditional else None,
+        }
+    )
+
+
+def is_conditional(theirs_config: Mapping[str, Any], theirs: Mapping[str, Tensor]) -> bool:
+    """Whether a DiTTransformer2DModel's class table is used: dit_to_diffusers writes an unconditional DiT as one
+    class of zeros."""
+    table = theirs[_EMBEDDERS.format(0) + "class_embedder.embedding_table.weight"]
+    return not (int(theirs_config.get("num_embeds_ada_norm") or 1) == 1 and not bool(table.any()))
+
+
+def dit_from_diffusers(theirs: Mapping[str, Tensor], args: Mapping[str, Any]) -> dict[str, Tensor]:
+    """A difflab DiT state dict (of the DiT built with `args`) from DiTTransformer2DModel weights: dit_to_diffusers
+    read backwards; a one-line error when its blocks embed time or class each their own way."""
+    first = _EMBEDDERS.format(0)
+    embedders = {name[len(first) :]: value for name, value in theirs.items() if name.startswith(first)}
+    for i in range(1, int(args["depth"])):
+        block = _EMBEDDERS.format(i)
+        if any(not torch.equal(theirs[block + name], value) for name, value in embedders.items()):
+            raise ValueError(
+                f"block {i} embeds time and class otherwise than block 0; difflab's DiT has one embedder"
+            )
+    t1 = embedders["timestep_embedder.linear_1.weight"]
+    half = t1.shape[1] // 2
+    out = {
+        "patch_embed.weight": theirs["pos_embed.proj.weight"],
+        "patch_embed.bias": theirs["pos_embed.proj.bias"],
+        "final.modulation.weight": theirs["proj_out_1.weight"],
+        "final.modulation.bias": theirs["proj_out_1.bias"],
+        "final.linear.weight": theirs["proj_out_2.weight"],
+        "final.linear.bias": theirs["proj_out_2.bias"],
+        "time_embed.mlp.0.weight": torch.cat(
+            [t1[:, half:], t1[:, :half]], dim=1
+        ),  # [cos | sin] → [sin | cos]
+        "time_embed.mlp.0.bias": embedders["timestep_embedder.linear_1.bias"],
+        "time_embed.mlp.2.weight": embedders["timestep_embedder.linear_2.weight"],
+        "time_embed.mlp.2.bias": embedders["timestep_embedder.linear_2.bias"],
+    }
+    if args.get("num_classes") is not None:
+        out["class_embed.weight"] = embedders["class_embedder.embedding_table.weight"]
+    for i in range(int(args["depth"])):
+        ours, block = f"blocks.{i}.", f"transformer_blocks.{i}."
+        for kind in ("weight", "bias"):
+            qkv = [theirs[f"{block}attn1.to_{part}.{kind}"] for part in "qkv"]
+            out[f"{ours}attn.qkv.{kind}"] = torch.cat(qkv, dim=0)
+            out[f"{ours}attn.proj.{kind}"] = theirs[f"{block}attn1.to_out.0.{kind}"]
+            out[f"{ours}modulation.{kind}"] = theirs[f"{block}norm1.linear.{kind}"]
+            out[f"{ours}mlp.0.{kind}"] = theirs[f"{block}ff.net.0.proj.{kind}"]
+            out[f"{ours}mlp.2.{kind}"] = theirs[f"{block}ff.net.2.{kind}"]
+    return out

@@ -1,11 +1,13 @@
-"""A diffusers pipeline folder (unet/ holding a UNet2DModel, scheduler/ its scheduler) read as a difflab model, for
-difflab.load and sample.py ckpt=<folder>: what `export.py format=diffusers` writes for a U-Net (a DDPM-family
-scheduler, or EDMEulerScheduler / FlowMatchEulerDiscreteScheduler for edm / flow), or any UNet2DModel of difflab's
-architecture (the DDPM U-Net, e.g. google/ddpm-cifar10-32). Only JSON and the weights (safetensors, or a .bin read
-weights-only) are read; the config made here is held to the allowlist like a checkpoint's."""
+"""A diffusers pipeline folder read as a difflab model, for difflab.load and sample.py ckpt=<folder>: what
+`export.py format=diffusers` writes (unet/ UNet2DModel with a DDPM-family scheduler, or EDMEulerScheduler /
+FlowMatchEulerDiscreteScheduler for edm / flow; a DiTPipeline's transformer/ DiTTransformer2DModel), or any
+UNet2DModel of difflab's architecture (the DDPM U-Net, e.g. google/ddpm-cifar10-32). Only JSON and the weights
+(safetensors, or a .bin read weights-only) are read; the config made here is held to the allowlist like a
+checkpoint's."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,8 @@ from typing import Any
 import torch
 
 from ..diffusion.formulations import EDM, Flow
-from ..models import UNet
-from .diffusers_folder import class_name, read_unet_config, read_unet_weights, require_diffusers
+from ..models import DiT, UNet
+from .diffusers_folder import class_name, read_unet_config, read_unet_weights, read_weights, require_diffusers
 from .diffusers_mapping import (
     PREDICTION_TYPES,
     UNET_TARGET,
@@ -23,6 +25,8 @@ from .diffusers_mapping import (
     from_diffusers,
 )
 from .diffusers_schedulers import scheduler_differences
+from .dit_mapping import DIT_TARGET, dit_arguments_from_diffusers, dit_from_diffusers, is_conditional
+from .state_fit import state_mismatch
 
 SCHEDULER_CONFIG = Path("scheduler") / "scheduler_config.json"
 # The schedulers export.py writes for an edm or flow model, and the formulation each samples.
@@ -41,25 +45,46 @@ def is_diffusers_pipeline(path: str | Path) -> bool:
     """Whether `path` is a diffusers pipeline folder: model_index.json, or a UNet2DModel in unet/ (export.py's
     edm and flow folders have no model_index.json)."""
     folder = Path(path)
-    unet = folder / "unet" / "config.json"
-    return (folder / "model_index.json").is_file() or (unet.is_file() and class_name(unet) == "UNet2DModel")
+    return (folder / "model_index.json").is_file() or class_name(
+        folder / "unet" / "config.json"
+    ) == "UNet2DModel"
 
 
 def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
-    """(difflab config, U-Net weights under difflab's names, "diffusers", step 0) of a pipeline folder, as
+    """(difflab config, network weights under difflab's names, "diffusers", step 0) of a pipeline folder, as
     read_model_folder gives them; a one-line error naming what does not map."""
-    named = f"diffusers folder {path}"
-    if class_name(Path(path) / "unet" / "config.json") != "UNet2DModel":  # e.g. a DiTPipeline's transformer/
-        raise ValueError(
-            f"{named} holds no UNet2DModel in unet/: difflab reads diffusers folders of its U-Net; load the "
-            "checkpoint it was exported from, or its export.py format=safetensors folder"
-        )
-    if (Path(path) / "vae").is_dir():  # its U-Net makes latents: without the latent space it would draw noise
+    folder, named = Path(path), f"diffusers folder {path}"
+    if (
+        folder / "vae"
+    ).is_dir():  # its net makes latents: without the latent space it would draw them as images
         raise ValueError(
             f"{named} holds a vae/: a latent diffusion model, which difflab reads from its train.py checkpoint "
             "(it records its autoencoder)"
         )
-    theirs = read_unet_config(path, named)
+    if class_name(folder / "unet" / "config.json") == "UNet2DModel":
+        model, state = read_unet(folder, named)
+    elif class_name(folder / "transformer" / "config.json") == "DiTTransformer2DModel":
+        model, state = read_dit(folder, named)
+    else:
+        raise ValueError(
+            f"{named} holds neither a UNet2DModel in unet/ nor a DiTTransformer2DModel in transformer/: difflab "
+            "reads diffusers folders of its own networks"
+        )
+    config = {
+        "model": model,
+        **read_scheduler(folder, named),
+        "data": {
+            "channels": model["in_channels"],
+            "image_size": model["image_size"],
+            "condition": None if model["num_classes"] is None else "labels",
+        },
+    }
+    return config, state, "diffusers", 0
+
+
+def read_unet(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model config, difflab U-Net weights) of the UNet2DModel in folder/unet."""
+    theirs = read_unet_config(folder, named)
     try:
         args = arguments_from_diffusers(theirs)
     except ValueError as error:
@@ -73,19 +98,36 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
     with torch.device("meta"):
         expected = UNet(**args).state_dict()
     try:
-        state = from_diffusers(expected, read_unet_weights(path, named=named))
+        state = from_diffusers(expected, read_unet_weights(folder, named=named))
     except ValueError as error:
         raise ValueError(error if str(error).startswith(named) else f"{named}: {error}") from error
-    config = {
-        "model": {"_target_": UNET_TARGET, **args},
-        **read_scheduler(Path(path), named),
-        "data": {
-            "channels": args["in_channels"],
-            "image_size": args["image_size"],
-            "condition": None if args["num_classes"] is None else "labels",
-        },
+    return {"_target_": UNET_TARGET, **args}, state
+
+
+def read_dit(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model config, difflab DiT weights) of the DiTTransformer2DModel in folder/transformer."""
+    diffusers = require_diffusers(named)
+    stored = diffusers.DiTTransformer2DModel.load_config(folder / "transformer")
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(diffusers.DiTTransformer2DModel.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
     }
-    return config, state, "diffusers", 0
+    theirs_config = {**defaults, **{k: v for k, v in stored.items() if not k.startswith("_")}}
+    theirs = read_weights(folder / "transformer", named)
+    try:
+        args = dit_arguments_from_diffusers(theirs_config, is_conditional(theirs_config, theirs))
+        state = dit_from_diffusers(theirs, args)
+    except KeyError as missing:
+        raise ValueError(f"{named}: its DiTTransformer2DModel weights lack {missing}") from None
+    except ValueError as error:
+        raise ValueError(f"{named}: its DiTTransformer2DModel is not difflab's DiT: {error}") from error
+    with torch.device("meta"):
+        expected = DiT(**args).state_dict()
+    problem = state_mismatch(expected, state)
+    if problem:
+        raise ValueError(f"{named}: its DiTTransformer2DModel weights do not fit difflab's DiT: {problem}")
+    return {"_target_": DIT_TARGET, **args}, state
 
 
 def read_scheduler(path: Path, named: str) -> dict[str, Any]:
