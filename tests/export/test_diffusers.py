@@ -28,6 +28,7 @@ from difflab.model_folder.diffusers_mapping import (
     unet_arguments,
 )
 from difflab.models import UNet
+from difflab.run.evaluate import evaluate
 from difflab.run.export import export
 from difflab.run.train import build_module, initialise_from, train
 
@@ -350,6 +351,31 @@ def test_difflab_load_reads_its_diffusers_export_and_samples_bit_for_bit_as_the_
     assert result.returncode == 0, result.stderr[-2000:]
     drawn = np.load(tmp_path / "drawn" / "samples.npz")
     np.testing.assert_array_equal(drawn[drawn.files[0]], ours.sample(4, steps=4, seed=3))
+
+
+def test_evaluate_scores_a_diffusers_folder_against_the_data_it_is_given(tiny_ckpt, tmp_path):
+    """A diffusers folder records no dataset: evaluate.py says so (before: a ConfigAttributeError traceback), and
+    with data= scores it exactly as the checkpoint it was exported from."""
+    out = tmp_path / "exported"
+    export(compose_config("export", [f"ckpt={tiny_ckpt}", "format=diffusers", f"out={out}"], tmp_path))
+    small = [
+        "n=20",
+        "sampler.steps=2",
+        "metrics.num_reference=40",
+        "metrics.kid_subset_size=10",
+        "metrics.prc=false",
+    ]
+    small += [f"metrics.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(ValueError, match=r"records no dataset \(a diffusers folder\): add data=<the dataset"):
+        evaluate(compose_config("eval", [f"ckpt={out}", *small, f"out={tmp_path / 'a.json'}"], tmp_path))
+    assert not (tmp_path / "a.json").exists()
+    scores = evaluate(
+        compose_config("eval", [f"ckpt={out}", "data=digits", *small, f"out={tmp_path / 'b.json'}"], tmp_path)
+    )
+    theirs = evaluate(
+        compose_config("eval", [f"ckpt={tiny_ckpt}", *small, f"out={tmp_path / 'c.json'}"], tmp_path)
+    )
+    assert scores["metrics"] == theirs["metrics"] and np.isfinite(scores["metrics"]["fd_effl0"])
 
 
 def test_a_class_conditional_diffusers_export_loads_with_its_labels(tmp_path):

@@ -71,6 +71,13 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
     if settings.data is not None:
         data = instantiate(settings.data)
     elif loaded is not None:
+        if "_target_" not in (
+            loaded.config.get("data") or {}
+        ):  # a diffusers folder keeps only the image shape
+            raise ValueError(
+                f"{settings.sampling.ckpt} records no dataset (a diffusers folder): add data=<the dataset to score "
+                "against> (e.g. data=cifar10)"
+            )
         data = build(image_data_config(loaded.config), "data", settings.sampling.allowed_targets)
     else:
         raise ValueError("images=… needs the dataset to compare against: add data=<name> (e.g. data=mnist)")
