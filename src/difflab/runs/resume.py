@@ -18,6 +18,7 @@ from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import is_sharded_checkpoint
 from ..io.stored_checkpoint import not_a_checkpoint
+from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline
 from ..model_folder.safetensors_folder import FOLDER_CONFIG
 from ..model_folder.state_fit import state_mismatch
 from ..training.atomic_checkpoint_io import remove_unfinished_writes
@@ -83,13 +84,14 @@ def is_checkpoint(path: Path) -> bool:
 
 def what_the_folder_is(folder: Path) -> str:
     """Why ckpt_path=<folder> cannot be resumed from, naming what the folder is: a run folder (and the two ways
-    to go on from it), an exported model (weights only), or a sharded checkpoint missing a file."""
+    to go on from it), an exported model (weights only: difflab's or diffusers' folder), or a sharded checkpoint
+    missing a file."""
     if is_checkpoint(folder / LAST):
         return (
             f"ckpt_path={folder} is a run folder: continue it with hydra.run.dir={folder} ckpt_path=last, "
             f"or start a new run from it with ckpt_path={folder / LAST}"
         )
-    if (folder / FOLDER_CONFIG).is_file():
+    if (folder / FOLDER_CONFIG).is_file() or is_diffusers_pipeline(folder):
         return (
             f"ckpt_path={folder} is an exported model folder (weights only): a run resumes from a training "
             "checkpoint (checkpoints/*.ckpt of its run folder)"
