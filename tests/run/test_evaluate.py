@@ -155,6 +155,20 @@ def test_images_of_another_size_are_said_to_be_resized_to_the_reference_data(
     assert "model" not in message
 
 
+def test_a_folder_read_in_batches_says_which_pictures_its_warning_counted(tmp_path: Path) -> None:
+    """The warning comes once, from the first batch that needed changes: it says so, instead of giving that
+    batch's count as the folder's (before: "resized 5" for a folder of 12 such pictures)."""
+    for i in range(12):
+        Image.new("L", (16, 16), 20 * i).save(tmp_path / f"{i:02d}.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(open_image_set(tmp_path).batches((1, 8, 8), batch_size=5))
+    assert [len(b) for b in batches] == [5, 5, 2]
+    (message,) = [str(w.message) for w in caught]
+    assert "resized 5 to 8×8" in message
+    assert message.endswith("(counted in pictures 1-5 of 12; later ones are brought alike)")
+
+
 def test_an_npz_of_another_size_is_converted_and_scored_as_a_folder_of_it_is(
     digits_val_folder: Path, tmp_path: Path
 ) -> None:

@@ -142,7 +142,9 @@ def test_an_exported_model_folder_given_as_ckpt_path_is_named_as_weights_only(tm
     (exported / "difflab_config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"is an exported model folder \(weights only\)"):
         resume_path(str(exported), tmp_path / "run")
-    pipeline = tmp_path / "pipeline"  # export.py format=diffusers; before: "is not a whole sharded checkpoint"
+    pipeline = (
+        tmp_path / "pipeline"
+    )  # export.py format=diffusers; before: "is not a whole sharded checkpoint"
     pipeline.mkdir()
     (pipeline / "model_index.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"is an exported model folder \(weights only\)"):
