@@ -17,7 +17,12 @@ from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .io.sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, why_unreadable
 from .io.stored_checkpoint import NotACheckpoint, load_stored
-from .model_folder.read_diffusers_pipeline import is_diffusers_pipeline, read_diffusers_pipeline
+from .model_folder.hub import fetch_hub_pipeline, is_hub_id
+from .model_folder.read_diffusers_pipeline import (
+    check_pipeline_configs,
+    is_diffusers_pipeline,
+    read_diffusers_pipeline,
+)
 from .model_folder.safetensors_folder import FOLDER_CONFIG, FOLDER_WEIGHTS, read_model_folder
 
 CONFIG_KEY = "difflab_config"
@@ -48,7 +53,10 @@ class ModelOnDisk:
 def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOnDisk:
     """The model at `path` read in one pass: a .ckpt written by train.py (a file, or a folder of shards), a train.py
     run folder (its checkpoints/last.ckpt), a folder written by `export.py format=safetensors`, or a diffusers
-    pipeline folder of difflab's U-Net or DiT (`export.py format=diffusers`, google/ddpm-*)."""
+    pipeline folder of difflab's U-Net or DiT (`export.py format=diffusers`, google/ddpm-*), here or a Hugging Face
+    Hub model id."""
+    if is_hub_id(path):  # e.g. google/ddpm-cifar10-32, fetched into the Hub's cache
+        path = fetch_hub_pipeline(str(path), check_pipeline_configs)
     path = Path(run_checkpoint(path))
     if is_diffusers_pipeline(path):
         kind, (config, state, weights, step), record = "diffusers folder", read_diffusers_pipeline(path), None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -437,3 +438,52 @@ def test_a_diffusers_folder_without_a_scheduler_difflab_samples_as_is_refused_in
         ValueError, match="its scheduler CMStochasticIterativeScheduler is neither a DDPM-family"
     ):
         difflab.load(tmp_path)
+
+
+def as_hub_cache(folder: Path, cache: Path, repo_id: str) -> None:
+    """`folder` laid out as the Hugging Face Hub's local cache holds a fetched model (refs/main → a snapshot)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_model_id_is_read_from_the_hub_cache_and_samples_as_its_checkpoint(tiny_ckpt, tmp_path):
+    """sample.py ckpt=<owner/name> (no such path here) fetches the Hub pipeline: here offline, from a cache laid
+    out as huggingface_hub keeps it. Before: "checkpoint not found: difflab-tests/tiny-ddpm"."""
+    out = tmp_path / "exported"
+    export(compose_config("export", [f"ckpt={tiny_ckpt}", "format=diffusers", f"out={out}"], tmp_path))
+    as_hub_cache(out, tmp_path / "hub", "difflab-tests/tiny-ddpm")
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    args = ["n=4", "sampler.steps=4", "seed=3"]
+    result = run_cli("sample.py", "ckpt=difflab-tests/tiny-ddpm", *args, f"out={tmp_path / 'drawn'}", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    drawn = np.load(tmp_path / "drawn" / "samples.npz")
+    np.testing.assert_array_equal(drawn[drawn.files[0]], difflab.load(tiny_ckpt).sample(4, steps=4, seed=3))
+    # a model the cache does not hold: one line saying both what was looked for and why it failed
+    missing = run_cli("sample.py", "ckpt=difflab-tests/nothing", *args, f"out={tmp_path / 'none'}", env=env)
+    assert one_error_line(missing).startswith(
+        "error: difflab-tests/nothing is no file or folder here, and no Hugging Face Hub model of that name could "
+        "be fetched: "
+    )
+
+
+def test_a_hub_pipeline_difflab_cannot_read_is_refused_before_its_weights_are_fetched(tmp_path, monkeypatch):
+    """A latent pipeline (vae/ listed in model_index.json) is refused on its configs: only they were fetched."""
+    from difflab.model_folder import hub
+
+    fetched = []
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DModel"],
+                                                         "vae": ["diffusers", "AutoencoderKL"]}))  # fmt: skip
+
+    def snapshot_download(repo_id, allow_patterns):
+        fetched.append(allow_patterns)
+        return str(folder)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    with pytest.raises(ValueError, match="holds a vae/: a latent diffusion model"):
+        difflab.load("someone/latent-pipeline")
+    assert fetched == [hub.CONFIG_FILES]  # never the weights

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -37,6 +38,7 @@ UNUSED_SCHEDULE = {
     "name": "linear",
     "timesteps": 1000,
 }
+T = TypeVar("T")
 # diffusers' prediction types as difflab names them.
 DIFFLAB_PREDICTION_TYPES = {theirs: ours for ours, theirs in PREDICTION_TYPES.items()}
 
@@ -54,22 +56,8 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
     """(difflab config, network weights under difflab's names, "diffusers", step 0) of a pipeline folder, as
     read_model_folder gives them; a one-line error naming what does not map."""
     folder, named = Path(path), f"diffusers folder {path}"
-    if (
-        folder / "vae"
-    ).is_dir():  # its net makes latents: without the latent space it would draw them as images
-        raise ValueError(
-            f"{named} holds a vae/: a latent diffusion model, which difflab reads from its train.py checkpoint "
-            "(it records its autoencoder)"
-        )
-    if class_name(folder / "unet" / "config.json") == "UNet2DModel":
-        model, state = read_unet(folder, named)
-    elif class_name(folder / "transformer" / "config.json") == "DiTTransformer2DModel":
-        model, state = read_dit(folder, named)
-    else:
-        raise ValueError(
-            f"{named} holds neither a UNet2DModel in unet/ nor a DiTTransformer2DModel in transformer/: difflab "
-            "reads diffusers folders of its own networks"
-        )
+    refuse_latent(folder, named)
+    model, state = (read_unet if network_of(folder, named) == "unet" else read_dit)(folder, named)
     config = {
         "model": model,
         **read_scheduler(folder, named),
@@ -82,8 +70,44 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
     return config, state, "diffusers", 0
 
 
-def read_unet(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model config, difflab U-Net weights) of the UNet2DModel in folder/unet."""
+def check_pipeline_configs(folder: Path) -> None:
+    """What read_diffusers_pipeline refuses that the configs alone show, before any weights are there (a Hub
+    model is fetched configs first)."""
+    named = f"diffusers folder {folder}"
+    refuse_latent(folder, named)
+    if network_of(folder, named) == "unet":
+        unet_arguments_of(folder, named)
+    else:
+        with_dit_errors(named, lambda: dit_arguments_from_diffusers(dit_config_of(folder, named), True))
+    read_scheduler(folder, named)
+
+
+def refuse_latent(folder: Path, named: str) -> None:
+    """A latent model's net makes latents: read without its latent space, it would draw them as images."""
+    index = folder / "model_index.json"
+    listed = json.loads(index.read_text()).get("vae") if index.is_file() else None
+    if (folder / "vae").is_dir() or (isinstance(listed, list) and any(listed)):
+        raise ValueError(
+            f"{named} holds a vae/: a latent diffusion model, which difflab reads from its train.py checkpoint "
+            "(it records its autoencoder)"
+        )
+
+
+def network_of(folder: Path, named: str) -> str:
+    """ "unet" (a UNet2DModel in unet/) or "dit" (a DiTTransformer2DModel in transformer/)."""
+    if class_name(folder / "unet" / "config.json") == "UNet2DModel":
+        return "unet"
+    if class_name(folder / "transformer" / "config.json") == "DiTTransformer2DModel":
+        return "dit"
+    raise ValueError(
+        f"{named} holds neither a UNet2DModel in unet/ nor a DiTTransformer2DModel in transformer/: difflab "
+        "reads diffusers folders of its own networks"
+    )
+
+
+def unet_arguments_of(folder: Path, named: str) -> dict[str, Any]:
+    """The difflab U-Net arguments of the UNet2DModel config in folder/unet, refused unless its architecture is
+    difflab's."""
     theirs = read_unet_config(folder, named)
     try:
         args = arguments_from_diffusers(theirs)
@@ -95,6 +119,12 @@ def read_unet(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch
             f" and {len(differences) - 3} more" if len(differences) > 3 else ""
         )
         raise ValueError(f"{named}: its UNet2DModel is not difflab's U-Net: {shown}")
+    return args
+
+
+def read_unet(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model config, difflab U-Net weights) of the UNet2DModel in folder/unet."""
+    args = unet_arguments_of(folder, named)
     with torch.device("meta"):
         expected = UNet(**args).state_dict()
     try:
@@ -104,8 +134,8 @@ def read_unet(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch
     return {"_target_": UNET_TARGET, **args}, state
 
 
-def read_dit(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model config, difflab DiT weights) of the DiTTransformer2DModel in folder/transformer."""
+def dit_config_of(folder: Path, named: str) -> dict[str, Any]:
+    """The DiTTransformer2DModel config in folder/transformer, diffusers' defaults filled in."""
     diffusers = require_diffusers(named)
     stored = diffusers.DiTTransformer2DModel.load_config(folder / "transformer")
     defaults = {
@@ -113,15 +143,27 @@ def read_dit(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.
         for name, p in inspect.signature(diffusers.DiTTransformer2DModel.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
-    theirs_config = {**defaults, **{k: v for k, v in stored.items() if not k.startswith("_")}}
-    theirs = read_weights(folder / "transformer", named)
+    return {**defaults, **{k: v for k, v in stored.items() if not k.startswith("_")}}
+
+
+def with_dit_errors(named: str, read: Callable[[], T]) -> T:
+    """read(), its errors said as one line about the folder's DiTTransformer2DModel."""
     try:
-        args = dit_arguments_from_diffusers(theirs_config, is_conditional(theirs_config, theirs))
-        state = dit_from_diffusers(theirs, args)
+        return read()
     except KeyError as missing:
         raise ValueError(f"{named}: its DiTTransformer2DModel weights lack {missing}") from None
     except ValueError as error:
         raise ValueError(f"{named}: its DiTTransformer2DModel is not difflab's DiT: {error}") from error
+
+
+def read_dit(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model config, difflab DiT weights) of the DiTTransformer2DModel in folder/transformer."""
+    theirs_config = dit_config_of(folder, named)
+    theirs = read_weights(folder / "transformer", named)
+    args = with_dit_errors(
+        named, lambda: dit_arguments_from_diffusers(theirs_config, is_conditional(theirs_config, theirs))
+    )
+    state = with_dit_errors(named, lambda: dit_from_diffusers(theirs, args))
     with torch.device("meta"):
         expected = DiT(**args).state_dict()
     problem = state_mismatch(expected, state)
