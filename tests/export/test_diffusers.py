@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from conftest import CLI_FAST, FAST_TRAIN, compose_config, one_error_line, run_cli
 
 import difflab
 from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
+from difflab.model_folder import hub
 from difflab.model_folder.diffusers_folder import load_unet_folder, write_pipeline
 from difflab.model_folder.diffusers_mapping import (
     diffusers_config,
@@ -471,8 +472,6 @@ def test_a_hub_model_id_is_read_from_the_hub_cache_and_samples_as_its_checkpoint
 
 def test_a_hub_pipeline_difflab_cannot_read_is_refused_before_its_weights_are_fetched(tmp_path, monkeypatch):
     """A latent pipeline (vae/ listed in model_index.json) is refused on its configs: only they were fetched."""
-    from difflab.model_folder import hub
-
     fetched = []
     folder = tmp_path / "snapshot"
     folder.mkdir()
@@ -487,3 +486,37 @@ def test_a_hub_pipeline_difflab_cannot_read_is_refused_before_its_weights_are_fe
     with pytest.raises(ValueError, match="holds a vae/: a latent diffusion model"):
         difflab.load("someone/latent-pipeline")
     assert fetched == [hub.CONFIG_FILES]  # never the weights
+
+
+def test_init_from_a_hub_model_id_starts_from_its_weights(tmp_path):
+    """train.py init_from=<owner/name>: a bare UNet2DModel on the Hub (here offline, from the Hub's cache layout).
+    Before: "init_from=difflab-tests/tiny-unet: no such folder"."""
+    theirs = save_unet(NO_ATTENTION, tmp_path / "unet")
+    as_hub_cache(tmp_path / "unet", tmp_path / "hub", "difflab-tests/tiny-unet")
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    run = tmp_path / "run"
+    overrides = [*CLI_FAST, "trainer.max_steps=1", "optim.lr=1e-30", "init_from=difflab-tests/tiny-unet"]
+    result = run_cli("train.py", *overrides, f"hydra.run.dir={run}", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    x, t = inputs(NO_ATTENTION)
+    with torch.no_grad():
+        ours = difflab.load(run / "checkpoints" / "last.ckpt").net.float()(x, t)
+        torch.testing.assert_close(ours, theirs(x, t).sample, rtol=1e-5, atol=1e-5)
+
+
+def test_init_from_a_hub_model_of_another_architecture_is_refused_before_its_weights_are_fetched(
+    tmp_path, monkeypatch
+):
+    _, args = random_unet(TWO_HEADS)
+    diffusers.UNet2DModel(**diffusers_config(args)).save_config(tmp_path / "snapshot")
+    fetched = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        fetched.append(allow_patterns)
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    cfg = compose_config("train", [*FAST_TRAIN, "init_from=someone/other-unet"], tmp_path / "run")
+    with pytest.raises(ValueError, match="^init_from=someone/other-unet does not match the configured model"):
+        train(cfg)
+    assert fetched == [hub.CONFIG_FILES] and not (tmp_path / "run").exists()

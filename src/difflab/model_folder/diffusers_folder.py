@@ -158,19 +158,25 @@ def read_weights(path: Path, named: str, shapes_only: bool = False) -> dict[str,
     return state
 
 
-def check_unet_folder(args: Mapping[str, Any], folder: str | Path) -> None:
+def check_unet_config(args: Mapping[str, Any], folder: str | Path, named: str | None = None) -> None:
     """A one-line error unless the diffusers U-Net in `folder` has the architecture of the difflab U-Net built
-    with `args` and its weights file holds exactly the weights that architecture needs (config.json and the
-    weights file's header are read; no weights are loaded)."""
+    with `args` (config.json only: what a Hub model is checked by before its weights are fetched)."""
     differences = architecture_differences(args, read_unet_config(folder))
     if differences:
         shown = ", ".join(differences[:4]) + (
             f" and {len(differences) - 4} more" if len(differences) > 4 else ""
         )
         raise ValueError(
-            f"init_from={folder} does not match the configured model: {shown}; choose a model= whose "
-            "architecture is the diffusers one"
+            f"{named or f'init_from={folder}'} does not match the configured model: {shown}; choose a model= "
+            "whose architecture is the diffusers one"
         )
+
+
+def check_unet_folder(args: Mapping[str, Any], folder: str | Path) -> None:
+    """A one-line error unless the diffusers U-Net in `folder` has the architecture of the difflab U-Net built
+    with `args` and its weights file holds exactly the weights that architecture needs (config.json and the
+    weights file's header are read; no weights are loaded)."""
+    check_unet_config(args, folder)
     with torch.device("meta"):
         expected = UNet(**args).state_dict()
     try:

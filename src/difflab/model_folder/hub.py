@@ -1,6 +1,7 @@
 """A Hugging Face Hub model id (e.g. google/ddpm-cifar10-32) where a model is expected and no such file or folder
-exists here: its diffusers pipeline fetched into the Hub's local cache (HF_HOME), configs first, so that a model
-difflab cannot read is refused before its weights download. HF_HUB_OFFLINE=1 reads only what the cache holds."""
+exists here (difflab.load, sample.py ckpt=, train.py init_from=): its diffusers pipeline (or bare UNet2DModel)
+fetched into the Hub's local cache (HF_HOME), configs first, so that a model difflab cannot read is refused before
+its weights download. HF_HUB_OFFLINE=1 reads only what the cache holds."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from pathlib import Path
 
 # owner/name as the Hub spells them; a path that exists is always read as the path.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-CONFIG_FILES = ["model_index.json", "*/config.json", "scheduler/*"]
-WEIGHT_FILES = [
-    "unet/*",
-    "transformer/*",
-]  # the networks difflab reads; never a pipeline's vae or text encoder
+# A pipeline's configs (or a bare UNet2DModel's config.json), then the weights of the networks difflab reads:
+# never a pipeline's vae or text encoder.
+CONFIG_FILES = ["model_index.json", "config.json", "*/config.json", "scheduler/*"]
+WEIGHT_FILES = ["unet/*", "transformer/*", "diffusion_pytorch_model.*"]
 
 
 def is_hub_id(path: str | Path) -> bool:

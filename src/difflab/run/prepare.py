@@ -54,8 +54,9 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from hydra.utils import instantiate
 
     from ..checkpoint_file import CONFIG_KEY
-    from ..model_folder.diffusers_folder import check_unet_folder
+    from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
+    from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
     from ..runs.resume import check_resumable, read_resumable, resume_path
     from .argument_types import check_argument_types
     from .common import fill_conditioning
@@ -83,7 +84,15 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_prediction_type_applies(cfg)
     check_schedule_applies(cfg)
     if settings.init_from:
-        check_unet_folder(unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), settings.init_from)
+        args = unet_arguments(OmegaConf.to_container(cfg.model, resolve=True))
+        folder = settings.init_from
+        if is_hub_id(
+            folder
+        ):  # e.g. google/ddpm-cifar10-32: its config checked before its weights are fetched
+            named = f"init_from={folder}"
+            folder = str(fetch_hub_pipeline(folder, lambda fetched: check_unet_config(args, fetched, named)))
+        check_unet_folder(args, folder)
+        return replace(settings, init_from=folder)
     return settings
 
 

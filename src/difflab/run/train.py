@@ -63,13 +63,16 @@ def build_callbacks(cfg: DictConfig, config: dict[str, Any]) -> list[L.Callback]
     return callbacks
 
 
-def initialise_from(cfg: DictConfig, module: DiffusionModule, resume: Path | None) -> None:
-    """init_from=<diffusers UNet2DModel folder>: start from its weights (a resume keeps its own instead)."""
+def initialise_from(
+    cfg: DictConfig, module: DiffusionModule, resume: Path | None, folder: str | None = None
+) -> None:
+    """init_from=<diffusers UNet2DModel folder>: start from its weights (a resume keeps its own instead); `folder`:
+    where preparation found it (a Hub id's local copy), else cfg.init_from."""
     if resume is not None:
         log.info("resuming from %s: its weights are used, init_from=%s is not", resume, cfg.init_from)
         return
     load_unet_folder(
-        module.net, unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), cfg.init_from
+        module.net, unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), folder or cfg.init_from
     )
 
 
@@ -153,7 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule = instantiate(cfg.data)
         module = build_module(cfg)
         if settings.init_from:
-            initialise_from(cfg, module, resume)
+            initialise_from(cfg, module, resume, settings.init_from)
         config = resolved_config(cfg)
         callbacks = build_callbacks(cfg, config)
         loggers = instantiate_entries(cfg.get("logger"))
