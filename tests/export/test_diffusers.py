@@ -520,3 +520,35 @@ def test_init_from_a_hub_model_of_another_architecture_is_refused_before_its_wei
     with pytest.raises(ValueError, match="^init_from=someone/other-unet does not match the configured model"):
         train(cfg)
     assert fetched == [hub.CONFIG_FILES] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("formats", [("safetensors", "bin"), ("bin",)], ids=["both", "bin only"])
+def test_a_hub_unet_is_fetched_with_one_weights_file_safetensors_first(tmp_path, monkeypatch, formats):
+    """A Hub repository often holds a model's weights twice (.bin and .safetensors): only one is downloaded,
+    safetensors when there (before: both, matched by unet/*)."""
+    import fnmatch
+
+    theirs = save_unet(NO_ATTENTION, tmp_path / "repo" / "unet")  # writes the .safetensors
+    if "bin" in formats:
+        torch.save(theirs.state_dict(), tmp_path / "repo" / "unet" / "diffusion_pytorch_model.bin")
+    if "safetensors" not in formats:
+        (tmp_path / "repo" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    diffusers.DDPMScheduler().save_pretrained(tmp_path / "repo" / "scheduler")
+    snapshot = tmp_path / "snapshot"
+
+    def snapshot_download(repo_id, allow_patterns):  # as the Hub does: the matching files, into one snapshot
+        for path in (tmp_path / "repo").rglob("*"):
+            name = path.relative_to(tmp_path / "repo").as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, snapshot / name)
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    pipe = difflab.load("someone/ddpm")
+    fetched = sorted(p.name for p in (snapshot / "unet").iterdir())
+    kept = "safetensors" if "safetensors" in formats else "bin"
+    assert fetched == ["config.json", f"diffusion_pytorch_model.{kept}"]
+    x, t = inputs(NO_ATTENTION)
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.net.float()(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)

@@ -11,10 +11,13 @@ from pathlib import Path
 
 # owner/name as the Hub spells them; a path that exists is always read as the path.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# A pipeline's configs (or a bare UNet2DModel's config.json), then the weights of the networks difflab reads:
-# never a pipeline's vae or text encoder.
+# A pipeline's configs (or a bare UNet2DModel's config.json), then the weights of the networks difflab reads,
+# never a pipeline's vae or text encoder: safetensors when the model has them, else the .bin (never both).
 CONFIG_FILES = ["model_index.json", "config.json", "*/config.json", "scheduler/*"]
-WEIGHT_FILES = ["unet/*", "transformer/*", "diffusion_pytorch_model.*"]
+WEIGHT_FILES = [
+    ["unet/*.safetensors", "transformer/*.safetensors", "diffusion_pytorch_model.safetensors"],
+    ["unet/*.bin", "transformer/*.bin", "diffusion_pytorch_model.bin"],
+]
 
 
 def is_hub_id(path: str | Path) -> bool:
@@ -27,7 +30,11 @@ def fetch_hub_pipeline(repo_id: str, check: Callable[[Path], None]) -> Path:
     ValueError), then the weights of its network; a one-line error when it cannot be fetched."""
     folder = _snapshot(repo_id, CONFIG_FILES)
     check(folder)
-    return _snapshot(repo_id, [*CONFIG_FILES, *WEIGHT_FILES])
+    for patterns in WEIGHT_FILES:
+        folder = _snapshot(repo_id, [*CONFIG_FILES, *patterns])
+        if any(True for pattern in patterns for _ in folder.glob(pattern)):
+            break
+    return folder  # without weights, the folder's reader names what is missing
 
 
 def _snapshot(repo_id: str, patterns: list[str]) -> Path:
