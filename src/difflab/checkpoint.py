@@ -93,10 +93,11 @@ def load_model(
 
     `path` is a .ckpt written by train.py (a file, or a folder of shards: trainer.strategy.state_dict_type=sharded,
     put back together in memory), a train.py run folder (its checkpoints/last.ckpt), a folder written by
-    `export.py format=safetensors` or a diffusers pipeline folder of difflab's U-Net or DiT. A latent diffusion checkpoint brings its autoencoder (from the recorded path,
-    or `autoencoder`, a moved copy with the same hash). Read straight down: the file or folder read once (its
-    config brought up to date and held to the allowlist: checkpoint_file.read_model), compared with the
-    `overrides` a command gave, then everything it names built and the weights loaded."""
+    `export.py format=safetensors` or a diffusers pipeline folder of difflab's U-Net or DiT. A latent diffusion
+    checkpoint brings its autoencoder (from the recorded path, or `autoencoder`, a moved copy with the same hash).
+    Read straight down: the file or folder read once (its config brought up to date and held to the allowlist:
+    checkpoint_file.read_model), compared with the `overrides` a command gave, then everything it names built and
+    the weights loaded."""
     stored = read_model(path, allowed_targets)
     config = stored.config
     if config.get("autoencoder") and stored.kind != "checkpoint":

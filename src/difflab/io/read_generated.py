@@ -47,10 +47,13 @@ class ImageSet:
                 batch = self.files[start : start + batch_size]
                 images = load_image_files(batch, shape, self.path, REFERENCE_IMAGES)
             if caught and not warned:
-                # Counted in this batch only: the folder is read batch by batch, the warning comes once.
-                later = len(self.files) > start + len(batch)
-                rest = f" (counted in pictures {start + 1}-{start + len(batch)} of {len(self.files)}; later ones are brought alike)"
-                warnings.warn(str(caught[0].message) + (rest if later or start else ""), stacklevel=2)
+                # The folder is read batch by batch and warned about once: say which pictures were counted.
+                counted = (
+                    f" (counted in pictures {start + 1}-{start + len(batch)} of {len(self.files)}; "
+                    "later ones are brought alike)"
+                )
+                whole = len(batch) == len(self.files)
+                warnings.warn(str(caught[0].message) + ("" if whole else counted), stacklevel=2)
                 warned = True
             yield to_uint8(images)
 

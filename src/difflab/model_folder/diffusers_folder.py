@@ -90,13 +90,18 @@ def class_name(path: Path) -> str | None:
 def read_unet_config(folder: str | Path, named: str | None = None) -> dict[str, Any]:
     """The folder's UNet2DModel config with diffusers' defaults filled in (for keys older files omit)."""
     diffusers = require_diffusers(named or "init_from")
-    path = unet_folder(folder, named)
+    return config_with_defaults(diffusers.UNet2DModel, unet_folder(folder, named))
+
+
+def config_with_defaults(model_class: type, path: Path) -> dict[str, Any]:
+    """The config.json of a diffusers model folder with the class's defaults filled in (for keys older files omit),
+    without diffusers' own _-keys."""
     defaults = {
         name: p.default
-        for name, p in inspect.signature(diffusers.UNet2DModel.__init__).parameters.items()
+        for name, p in inspect.signature(model_class.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
-    stored = diffusers.UNet2DModel.load_config(path)
+    stored = model_class.load_config(path)
     return {**defaults, **{k: v for k, v in stored.items() if not k.startswith("_")}}
 
 
@@ -161,7 +166,7 @@ def read_weights(path: Path, named: str, shapes_only: bool = False) -> dict[str,
 def check_unet_config(args: Mapping[str, Any], folder: str | Path, named: str | None = None) -> None:
     """A one-line error unless the diffusers U-Net in `folder` has the architecture of the difflab U-Net built
     with `args` (config.json only: what a Hub model is checked by before its weights are fetched)."""
-    differences = architecture_differences(args, read_unet_config(folder))
+    differences = architecture_differences(args, read_unet_config(folder, named))
     if differences:
         shown = ", ".join(differences[:4]) + (
             f" and {len(differences) - 4} more" if len(differences) > 4 else ""

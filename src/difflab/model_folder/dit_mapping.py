@@ -145,9 +145,8 @@ def dit_arguments_from_diffusers(theirs: Mapping[str, Any], conditional: bool) -
         f"{key}={theirs.get(key)}" for key, ours in FIXED_SETTINGS.items() if theirs.get(key, ours) != ours
     ]
     if other:
-        raise ValueError(
-            f"{', '.join(other)}: difflab's DiT has {', '.join(f'{k}={FIXED_SETTINGS[k]}' for k in FIXED_SETTINGS)}"
-        )
+        fixed = ", ".join(f"{key}={value}" for key, value in FIXED_SETTINGS.items())
+        raise ValueError(f"{', '.join(other)}: difflab's DiT has {fixed}")
     heads = int(theirs["num_attention_heads"])
     return dit_arguments(
         {
@@ -191,9 +190,8 @@ def dit_from_diffusers(theirs: Mapping[str, Tensor], args: Mapping[str, Any]) ->
         "final.modulation.bias": theirs["proj_out_1.bias"],
         "final.linear.weight": theirs["proj_out_2.weight"],
         "final.linear.bias": theirs["proj_out_2.bias"],
-        "time_embed.mlp.0.weight": torch.cat(
-            [t1[:, half:], t1[:, :half]], dim=1
-        ),  # [cos | sin] → [sin | cos]
+        # diffusers' [cos | sin] time features back to difflab's [sin | cos]
+        "time_embed.mlp.0.weight": torch.cat([t1[:, half:], t1[:, :half]], dim=1),
         "time_embed.mlp.0.bias": embedders["timestep_embedder.linear_1.bias"],
         "time_embed.mlp.2.weight": embedders["timestep_embedder.linear_2.weight"],
         "time_embed.mlp.2.bias": embedders["timestep_embedder.linear_2.bias"],

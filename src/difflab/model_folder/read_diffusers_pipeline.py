@@ -7,7 +7,6 @@ checkpoint's."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,14 @@ import torch
 
 from ..diffusion.formulations import EDM, Flow
 from ..models import DiT, UNet
-from .diffusers_folder import class_name, read_unet_config, read_unet_weights, read_weights, require_diffusers
+from .diffusers_folder import (
+    class_name,
+    config_with_defaults,
+    read_unet_config,
+    read_unet_weights,
+    read_weights,
+    require_diffusers,
+)
 from .diffusers_mapping import (
     PREDICTION_TYPES,
     UNET_TARGET,
@@ -136,14 +142,7 @@ def read_unet(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch
 
 def dit_config_of(folder: Path, named: str) -> dict[str, Any]:
     """The DiTTransformer2DModel config in folder/transformer, diffusers' defaults filled in."""
-    diffusers = require_diffusers(named)
-    stored = diffusers.DiTTransformer2DModel.load_config(folder / "transformer")
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(diffusers.DiTTransformer2DModel.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    return {**defaults, **{k: v for k, v in stored.items() if not k.startswith("_")}}
+    return config_with_defaults(require_diffusers(named).DiTTransformer2DModel, folder / "transformer")
 
 
 def with_dit_errors(named: str, read: Callable[[], T]) -> T:
@@ -216,9 +215,11 @@ def formulation_of(scheduler: Any, name: str, named: str) -> dict[str, Any]:
     config = scheduler.config
     if name == "EDMEulerScheduler":
         values = {key: float(config[key]) for key in ("sigma_data", "sigma_min", "sigma_max", "rho")}
-        if config.get("prediction_type") != "epsilon":  # EDM's F; "v_prediction" is another preconditioning
+        # EDM's F is diffusers' "epsilon"; "v_prediction" is another preconditioning.
+        if config.get("prediction_type") != "epsilon":
             raise ValueError(
-                f"{named}: EDMEulerScheduler prediction_type={config.get('prediction_type')}; difflab's edm predicts F (epsilon)"
+                f"{named}: EDMEulerScheduler prediction_type={config.get('prediction_type')}; difflab's edm "
+                "predicts F (epsilon)"
             )
     else:
         if config.get("use_dynamic_shifting"):

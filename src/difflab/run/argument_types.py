@@ -49,36 +49,47 @@ def check_known_keys(group: str, target: str, keys: Sequence[str]) -> None:
         )
 
 
-def argument_names(target: str) -> set[str] | None:
-    """The named arguments a `_target_` takes; None when it takes any (**kwargs) or cannot be read."""
-    from hydra.utils import get_object
-
-    try:
-        built = get_object(target)
-        parameters = inspect.signature(built.__init__ if inspect.isclass(built) else built).parameters
-    except Exception:  # a target this check cannot read: its constructor names its own arguments
-        return None
-    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return {name for name, p in parameters.items() if p.kind != p.VAR_POSITIONAL and name != "self"}
-
-
-def declared_types(target: str) -> dict[str, Any]:
-    """{argument: type hint} of the named parameters of a `_target_` (a class or a function); {} when unreadable."""
+def constructor(target: str) -> Any:
+    """The function a `_target_` calls (a class's __init__); None when it cannot be imported or has no readable
+    signature."""
     from hydra.utils import get_object
 
     try:
         built = get_object(target)
         function = built.__init__ if inspect.isclass(built) else built
-        hints = typing.get_type_hints(function)
-        named = {
-            name
-            for name, p in inspect.signature(function).parameters.items()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        }
+        inspect.signature(function)
     except Exception:  # a target this check cannot read: its constructor checks its own values
+        return None
+    return function
+
+
+def argument_names(target: str) -> set[str] | None:
+    """The named arguments a `_target_` takes; None when it takes any (**kwargs) or cannot be read."""
+    function = constructor(target)
+    if function is None or any(
+        p.kind == p.VAR_KEYWORD for p in inspect.signature(function).parameters.values()
+    ):
+        return None
+    return named_parameters(function) - {"self"}
+
+
+def declared_types(target: str) -> dict[str, Any]:
+    """{argument: type hint} of the named parameters of a `_target_` (a class or a function); {} when unreadable."""
+    function = constructor(target)
+    if function is None:
         return {}
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # hints naming what cannot be imported: the constructor checks its own values
+        return {}
+    named = named_parameters(function)
     return {name: hint for name, hint in hints.items() if name in named}
+
+
+def named_parameters(function: Any) -> set[str]:
+    """The parameters of `function` passed by name (not *args or **kwargs)."""
+    parameters = inspect.signature(function).parameters.items()
+    return {name for name, p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def _kinds(hint: Any) -> set[type] | None:

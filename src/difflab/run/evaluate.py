@@ -71,9 +71,8 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
     if settings.data is not None:
         data = instantiate(settings.data)
     elif loaded is not None:
-        if "_target_" not in (
-            loaded.config.get("data") or {}
-        ):  # a diffusers folder keeps only the image shape
+        # A diffusers folder keeps only the image shape, no dataset.
+        if "_target_" not in (loaded.config.get("data") or {}):
             raise ValueError(
                 f"{settings.sampling.ckpt} records no dataset (a diffusers folder): add data=<the dataset to score "
                 "against> (e.g. data=cifar10)"

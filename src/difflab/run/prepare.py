@@ -86,9 +86,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     if settings.init_from:
         args = unet_arguments(OmegaConf.to_container(cfg.model, resolve=True))
         folder = settings.init_from
-        if is_hub_id(
-            folder
-        ):  # e.g. google/ddpm-cifar10-32: its config checked before its weights are fetched
+        # A Hub id (google/ddpm-cifar10-32): its config is checked before its weights are fetched.
+        if is_hub_id(folder):
             named = f"init_from={folder}"
             folder = str(fetch_hub_pipeline(folder, lambda fetched: check_unet_config(args, fetched, named)))
         check_unet_folder(args, folder)
