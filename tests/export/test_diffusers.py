@@ -552,3 +552,25 @@ def test_a_hub_unet_is_fetched_with_one_weights_file_safetensors_first(tmp_path,
     x, t = inputs(NO_ATTENTION)
     with torch.no_grad():
         torch.testing.assert_close(pipe.net.float()(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("damaged", "message"),
+    [
+        ("model_index.json", r"cannot read model_index.json \("),
+        (
+            "scheduler/scheduler_config.json",
+            r"cannot read scheduler/scheduler_config.json \(.*the noise schedule",
+        ),
+    ],
+)
+def test_a_diffusers_folder_with_a_damaged_config_is_one_line_naming_the_file(
+    exported, tmp_path, damaged, message
+):
+    """Before, a damaged model_index.json gave json's bare 'Expecting property name …' naming no file."""
+    folder = tmp_path / "copy"
+    shutil.copytree(exported[0], folder)
+    (folder / damaged).write_text("{cut short")
+    with pytest.raises(ValueError, match=f"^diffusers folder {folder}: {message}") as error:
+        difflab.load(folder)
+    assert "\n" not in str(error.value)

@@ -91,7 +91,10 @@ def check_pipeline_configs(folder: Path) -> None:
 def refuse_latent(folder: Path, named: str) -> None:
     """A latent model's net makes latents: read without its latent space, it would draw them as images."""
     index = folder / "model_index.json"
-    listed = json.loads(index.read_text()).get("vae") if index.is_file() else None
+    try:
+        listed = json.loads(index.read_text()).get("vae") if index.is_file() else None
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"{named}: cannot read model_index.json ({error})") from error
     if (folder / "vae").is_dir() or (isinstance(listed, list) and any(listed)):
         raise ValueError(
             f"{named} holds a vae/: a latent diffusion model, which difflab reads from its train.py checkpoint "
