@@ -21,6 +21,11 @@ def duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def plain_number(value: float) -> str:
+    """Three significant figures without an exponent: '1004', not '1e+03', when sampling is fast."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 class Progress:
     """Counts `done` of `total` units of work. Rich bar when stdout is a terminal (and `live`), else a plain
     line `<what>: done/total unit · rate/s · ETA · extra` at most every `every_n_seconds` and at the end; the
@@ -85,7 +90,7 @@ class Progress:
         text = f"{rate:.2f} {self.unit}/s"
         if self.per_unit is not None:
             name, worth = self.per_unit
-            text += f" · {rate * worth:.3g} {name}/s"
+            text += f" · {plain_number(rate * worth)} {name}/s"
         return text
 
     def eta(self) -> float | None:

@@ -173,3 +173,14 @@ def test_the_summary_names_the_formulation_and_hides_a_schedule_it_does_not_use(
     assert "formulation=flow" in lines["flow"] and "t_sampling=logit_normal" in lines["flow"]
     assert "schedule=" not in lines["flow"]  # flow's noise levels are its own, not the linear table's
     assert "formulation=vp" in lines["vp"] and "schedule=linear" in lines["vp"]
+
+
+@pytest.mark.parametrize(
+    "steps_per_s,images", [(334.79, "1004"), (40000.0, "120000"), (2.5, "7.5"), (0.01, "0.03")]
+)
+def test_the_images_rate_is_written_as_a_plain_number_however_fast(steps_per_s, images, monkeypatch) -> None:
+    from difflab import progress
+
+    bar = progress.Progress("sampling", total=10, unit="steps", live=False, per_unit=("images", 3))
+    monkeypatch.setattr(progress.Progress, "rate", lambda self: steps_per_s)
+    assert bar.rates() == f"{steps_per_s:.2f} steps/s · {images} images/s"
