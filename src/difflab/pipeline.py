@@ -26,6 +26,7 @@ from .cluster.devices import pick_device
 from .diffusion import NoiseSchedule, Sampler
 from .diffusion.precision import check_precision
 from .generation import SampleOptions, build_sampler, generate_images, request_for
+from .generation.memory import check_images_fit
 from .pipeline_arguments import (
     cli_defaults,
     refuse_unknown,
@@ -154,6 +155,7 @@ class DiffusionPipeline:
         check_precision(values["precision"])
         options = SampleOptions(n=n, **values)
         options.check()
+        check_images_fit(int(options.n), tuple(self.sample_shape))  # returned at once: n per picture
         if steps is not None:
             sampler_options["steps"] = steps
         chosen = self.make_sampler(sampler, **sampler_options)

@@ -1,5 +1,6 @@
-"""A huge n: what holds every image at once (sample.py, pipe.sample) refuses it in one line naming the memory it
-would need; what streams its images (evaluate.py) starts on it instead of failing with a MemoryError."""
+"""A huge n: what holds every image at once (pipe.sample) refuses it in one line naming the memory it would need,
+sample.py (which writes batch by batch) the disk; evaluate.py, which only scores them, starts on it instead of failing
+with a MemoryError."""
 
 from __future__ import annotations
 
@@ -16,12 +17,17 @@ from difflab.generation.methods import Sampling
 HUGE = 100_000_000_000
 
 
-def test_sample_py_refuses_a_huge_n_in_one_line_naming_the_memory(tiny_ckpt: Path, tmp_path: Path) -> None:
-    # Before, a MemoryError traceback from the list of every sample's index.
+def test_sample_py_refuses_a_huge_n_in_one_line_naming_the_disk_it_would_need(
+    tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    # Before, a MemoryError traceback from the list of every sample's index; sample.py now writes its images batch
+    # by batch, so what n cannot outgrow is the disk.
     out = tmp_path / "out"
     line = one_error_line(run_cli("sample.py", f"ckpt={tiny_ckpt}", f"n={HUGE}", f"out={out}"))
-    assert line.startswith(f"error: n={HUGE} would need 23.3 TiB of memory to hold its images")
-    assert "more than this machine's" in line
+    assert line.startswith(
+        f"error: {HUGE} images would need about 5.8 TiB of disk (1×8×8 uint8 pixels each, "
+    )
+    assert line.endswith(f"free in {out}: ask for fewer or choose out= on a larger disk")
     assert not out.exists()
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from wandb_files import history_rows
 from difflab.data import ImageDataModule
 from difflab.data.scoring import uint8_batches
 from difflab.io.read_generated import open_image_set
-from difflab.io.write_images import save_samples
+from difflab.io.write_images import writing_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
 from difflab.tracking.run_ids import ID_FILE, choose_run_id, read_run_id
@@ -46,7 +47,9 @@ def digits_val_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("digits_val")
     data = ImageDataModule("digits", image_size=8, channels=1)
     images = torch.cat(list(uint8_batches(data.dataset_for("val"), limit=40))).float() / 127.5 - 1
-    save_samples(images, out)
+    with writing_samples(out, len(images)) as files:
+        for batch in images.split(16):  # as sample.py writes them: batch by batch
+            files.add(batch)
     return out
 
 
@@ -399,3 +402,29 @@ def test_a_reference_split_of_one_image_is_named(tmp_path: Path) -> None:
         "the reference images, the val split of folder, are 1 image: the scores need at least 2 "
         "(data.val_fraction sets how many images data.root holds out)"
     )
+
+
+def test_an_npz_is_counted_from_its_header_and_read_batch_by_batch(
+    digits_val_folder: Path, tmp_path: Path
+) -> None:
+    """images=<.npz> of 50,000 samples need not fit in memory: the count comes from the array's header and the
+    pixels are read a batch at a time, so a file cut short fails where the cut is, in one line naming it."""
+    images = np.load(digits_val_folder / "samples.npz")["images"]
+    whole = tmp_path / "whole.npz"
+    np.savez_compressed(whole, arr_0=images)
+    batches = list(open_image_set(whole).batches((1, 8, 8), batch_size=16))
+    assert [len(b) for b in batches] == [16, 16, 8]
+    assert torch.equal(torch.cat(batches), torch.from_numpy(images).permute(0, 3, 1, 2))
+
+    cut = tmp_path / "cut.npz"  # stored (not deflated), the array's bytes end inside image 21
+    with zipfile.ZipFile(cut, "w") as archive, archive.open("arr_0.npy", "w") as member:
+        np.lib.format.write_array_header_1_0(
+            member, {"descr": "|u1", "fortran_order": False, "shape": images.shape}
+        )
+        member.write(images[:20].tobytes() + images[20, :3].tobytes())
+    image_set = open_image_set(cut)
+    assert image_set.count == 40
+    batches = image_set.batches((1, 8, 8), batch_size=16)
+    assert len(next(batches)) == 16
+    with pytest.raises(ValueError, match=rf"^could not read {cut}: arr_0.npy ends inside row 21 of 40$"):
+        list(batches)

@@ -13,6 +13,20 @@ from .conditions import Conditions
 from .methods import Inpaint, Sampling
 from .request import GenerationRequest
 
+# A grid shows at most 32 rows of 32 tiles (sample.py n=50000 still draws a grid a person can open).
+GRID_ROWS = GRID_COLUMNS = 32
+
+
+def grid_indices(count: int, row: int | None) -> tuple[list[int], int | None]:
+    """Which of `count` results a grid shows, and its row width. `row`: results per row (one row per class,
+    prompt or input picture); None lays them out about square. All of them when they fit GRID_ROWS rows of
+    GRID_COLUMNS; else the first GRID_COLUMNS of each of the first GRID_ROWS rows (unlaid: the first ones)."""
+    if row is None:
+        return list(range(min(count, GRID_ROWS * GRID_COLUMNS))), None
+    columns = min(row, GRID_COLUMNS)
+    rows = min(math.ceil(count / row), GRID_ROWS)
+    return [r * row + c for r in range(rows) for c in range(columns) if r * row + c < count], columns
+
 
 def grid_tiles(conditions: Conditions, images: Tensor) -> tuple[Tensor, int | None]:
     """The tiles of a grid and its row width: the samples, or (input, sample) pairs side by side when the
@@ -28,12 +42,15 @@ def grid_tiles(conditions: Conditions, images: Tensor) -> tuple[Tensor, int | No
     return torch.stack([inputs, images], 1).flatten(0, 1), 2 * pairs
 
 
-def comparison_tiles(request: GenerationRequest, results: Tensor) -> tuple[Tensor, int]:
+def comparison_tiles(
+    request: GenerationRequest, results: Tensor, per_picture: int | None = None
+) -> tuple[Tensor, int]:
     """One row per picture of an edit or a super-resolution and its row width: super-resolution: the input
     nearest-upsampled | its bicubic upsampling | its outputs; edits: the input | the input with the hole grey
-    (inpaint) | its results."""
+    (inpaint) | its results. `results`: `per_picture` (default: all) results of each of the first pictures."""
     assert request.pictures is not None, "comparison_tiles needs a request made from pictures"
-    pictures, n = request.pictures.images, request.per_picture
+    n = per_picture or request.per_picture
+    pictures = request.pictures.images[: len(results) // n]
     method = request.method
     rows = []
     for i, picture in enumerate(pictures):

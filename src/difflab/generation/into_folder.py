@@ -7,11 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from ..io.results import write_json
-from ..io.write_images import enlarge, grid_of, save_png, save_samples
+from ..io.write_images import enlarge, grid_of, writing_samples
 from .finite import check_finite
-from .grids import comparison_tiles
+from .grids import comparison_tiles, grid_indices
 from .images import Generation
+from .memory import check_disk_room
 from .options import SampleOptions
 from .report import log_line, progress
 from .request import GenerationRequest
@@ -28,17 +32,31 @@ def generate_into(
     sampler_config: dict[str, Any],
     ckpt: str,
 ) -> tuple[int, dict[str, Path]]:
-    """Generate `request` with `loaded`'s net into the folder `out`; returns the count and the files written
-    (`loaded`: a checkpoint.LoadedModel; `sampler_config`: the sampler as configured, for settings.json)."""
+    """Generate `request` with `loaded`'s net into the folder `out`, writing each batch as it comes (memory holds
+    one batch and the grid's tiles); returns the count and the files written (`loaded`: a
+    checkpoint.LoadedModel; `sampler_config`: the sampler as configured, for settings.json)."""
+    count = len(request.indices)
+    check_disk_room(out, count, tuple(loaded.sample_shape))
     log.info(*log_line(options, loaded, request))
     generation = Generation(request, loaded.sampling_net)
-    with generation.cpu_threads() as cpu_threads, progress(options, generation) as on_step:
-        images = generation.images(on_step).cpu()
-    check_finite(images, ckpt)
-    nrow = request.conditions.nrow if options.mode == "sample" else request.per_picture
-    written = save_samples(images, out, nrow=nrow)
-    if request.pictures is not None:  # edits and super-resolution: the grid compares results with inputs
-        save_png(enlarge(grid_of(*comparison_tiles(request, images))), written["grid"])
+    row = request.conditions.nrow if options.mode == "sample" else request.per_picture
+    shown, columns = grid_indices(count, row)
+    tiles: list[Tensor] = []
+    with (
+        generation.cpu_threads() as cpu_threads,
+        progress(options, generation) as on_step,
+        writing_samples(out, count) as files,
+    ):
+        for _, images in generation.batches(on_step):
+            images, first = images.cpu(), files.written
+            check_finite(images, ckpt, (first, first + len(images) - 1, count))
+            files.add(images)
+            tiles.extend(images[i - first] for i in shown if first <= i < first + len(images))
+        kept = torch.stack(tiles)
+        if request.pictures is None:
+            files.save_grid(enlarge(grid_of(kept, columns)))
+        else:  # edits and super-resolution: the grid compares results with inputs
+            files.save_grid(enlarge(grid_of(*comparison_tiles(request, kept, columns))))
     report = SETTINGS_JSON.get(options.mode, edit_settings)
     write_json(report(ckpt, sampler_config, options, loaded, generation, cpu_threads), out / "settings.json")
-    return len(images), written
+    return count, {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}

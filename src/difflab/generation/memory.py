@@ -1,10 +1,12 @@
-"""Whether n images fit in memory at once: sample.py and pipe.sample hold every image they make (for samples.npz,
-for the array they return), so a huge n is refused in one line before anything runs or is written."""
+"""Whether n images fit where they go: in memory for pipe.sample, which returns them all at once, a huge n
+refused in one line before anything runs; on disk for sample.py, which writes them batch by batch."""
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+from pathlib import Path
 
 FLOAT32_BYTES = 4  # images are made and held as float32 in [-1, 1]
 
@@ -27,6 +29,22 @@ def check_images_fit(n: int, image_shape: tuple[int, ...]) -> None:
     raise ValueError(
         f"n={n} would need {in_units(needed)} of memory to hold its images ({shape} float32 each) at once, more "
         f"than this machine's {in_units(memory)}: ask for at most {memory // (needed // n)}"
+    )
+
+
+def check_disk_room(folder: Path, count: int, image_shape: tuple[int, ...]) -> None:
+    """A one-line error when `count` images of `image_shape` (C, H, W) cannot fit in the free space of `folder`.
+    Counted: their uint8 pixels once, about the least the run writes (samples.npz holds them compressed and the
+    PNGs hold them again), so a run refused here could not have finished."""
+    needed = count * math.prod(image_shape)
+    free = shutil.disk_usage(folder).free
+    if needed <= free:
+        return
+    shape = "×".join(str(size) for size in image_shape)
+    raise ValueError(
+        f"{count} images would need about {in_units(needed)} of disk ({shape} uint8 pixels each, before "
+        f"compression), more than the {in_units(free)} free in {folder}: ask for fewer or choose out= on a "
+        "larger disk"
     )
 
 

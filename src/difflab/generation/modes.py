@@ -10,7 +10,6 @@ from ..diffusion import Sampler
 from ..io.read_inputs import load_images, load_masks
 from .autoguide import check_guide
 from .conditions import Conditions, for_each_result
-from .memory import check_images_fit
 from .methods import Img2Img, Inpaint, Method, Sampling
 from .model import TrainedModel, generated_shape, low_res_shape, recipe_threads
 from .options import SUPERRES, SampleOptions
@@ -26,7 +25,6 @@ def request_for(
     the mode samples (not RePaint): conditions are checked first, then the pictures are read. `guide`: a loaded
     weaker model (with .net) for autoguidance at scale options.guidance, read from options.guide."""
     options.check()
-    check_images_fit(int(options.n), tuple(model.sample_shape))  # every image is held at once: n per picture
     if guide is not None:
         check_guide(model, guide, source, options.guide)
     if options.mode == SUPERRES:

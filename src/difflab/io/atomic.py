@@ -96,6 +96,8 @@ def atomic_file(path: str | Path, mode: str = "wb", exclusive: bool = False) -> 
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+        if isinstance(error, NoSpaceLeft):
+            raise  # a write inside this one ran out of space: that file is the one to name
         if is_out_of_space(error) or _short_write_on_full_disk(error, target.parent):
             raise NoSpaceLeft(target) from error
         raise

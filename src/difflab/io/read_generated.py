@@ -4,6 +4,7 @@ output folder, or an .npz (sample.py's samples.npz, or the NHWC `arr_0` files of
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from .decode import to_model_uint8
+from .npz_stream import NpzArray, find_array, read_rows
 from .read_inputs import (
     REFERENCE_IMAGES,
     check_target_channels,
@@ -23,6 +25,8 @@ from .read_inputs import (
 from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
+# What reading an .npz that is cut short, or is no zip at all, raises.
+DAMAGED_NPZ = (OSError, EOFError, zipfile.BadZipFile)
 NPZ_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # the picture an (H, W, C) uint8 image is, by C
 
 
@@ -62,45 +66,48 @@ def open_image_set(path: str | Path) -> ImageSet:
     """The image set at `path`, with a one-line error when there is none."""
     path = Path(path)
     if path.is_file() and path.suffix == ".npz":
-        return ImageSet(path, len(_npz_array(path)), None)
+        return ImageSet(path, _npz_header(path).shape[0], None)
     if path.is_dir() and (path / "images").is_dir():
         path = path / "images"  # sample.py's output folder: samples in images/, beside grid.png
     files = image_files(path, what="generated image")
     return ImageSet(path, len(files), files)
 
 
-def _npz_array(path: Path) -> np.ndarray:
-    """The uint8 image array inside an .npz, checked."""
+def _npz_header(path: Path) -> NpzArray:
+    """The image array inside an .npz, checked from its header (its pixels are not read here)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            key = next((k for k in NPZ_KEYS if k in z.files), None)
-            if key is None:
-                raise ValueError(f"{path} holds no image array (expected one of {', '.join(NPZ_KEYS)})")
-            array = z[key]
-    except (OSError, EOFError) as error:
+        with zipfile.ZipFile(path) as archive:
+            array = find_array(archive, NPZ_KEYS)
+    except (*DAMAGED_NPZ, ValueError) as error:  # ValueError: a member that is no .npy
         raise ValueError(f"could not read {path}: {error}") from error
-    if array.dtype != np.uint8 or array.ndim != 4:
+    if array is None:
+        raise ValueError(f"{path} holds no image array (expected one of {', '.join(NPZ_KEYS)})")
+    if array.dtype != np.uint8 or len(array.shape) != 4:
         raise ValueError(f"{path}: expected uint8 images (N, H, W, C), got {array.dtype} {array.shape}")
     return array
 
 
 def _npz_batches(path: Path, shape: tuple[int, int, int], batch_size: int) -> Iterator[torch.Tensor]:
-    """NHWC uint8 from the .npz as NCHW batches. Pictures of another size or channel count are converted as a
-    folder's pictures are (resized to cover and centre-cropped, channels converted), with the folder's warning."""
-    array = _npz_array(path)
+    """NHWC uint8 from the .npz as NCHW batches, read batch by batch. Pictures of another size or channel count are
+    converted as a folder's pictures are (resized to cover and centre-cropped, channels converted), with the
+    folder's warning."""
+    array = _npz_header(path)
     c, h, w = shape
     fits = array.shape[1:] == (h, w, c)
     if not fits:
         check_target_channels(shape, REFERENCE_IMAGES)
         if array.shape[-1] not in NPZ_MODES:
             raise ValueError(f"{path}: images have {array.shape[-1]} channels; expected 1, 2, 3 or 4")
-        _warn_npz_changes(path, array, shape)
-    for start in range(0, len(array), batch_size):
-        batch = array[start : start + batch_size]
-        if fits:
-            yield torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-        else:
-            yield torch.stack([to_model_uint8(_picture(image), c, (h, w)) for image in batch])
+        _warn_npz_changes(path, array.shape, shape)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for batch in read_rows(archive, array, batch_size):
+                if fits:
+                    yield torch.from_numpy(batch.copy()).permute(0, 3, 1, 2).contiguous()
+                else:
+                    yield torch.stack([to_model_uint8(_picture(image), c, (h, w)) for image in batch])
+    except DAMAGED_NPZ as error:  # a truncated or damaged file, found while reading it
+        raise ValueError(f"could not read {path}: {error}") from error
 
 
 def _picture(image: np.ndarray) -> Image.Image:
@@ -109,11 +116,11 @@ def _picture(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[..., 0] if channels == 1 else image, NPZ_MODES[channels])
 
 
-def _warn_npz_changes(path: Path, array: np.ndarray, shape: tuple[int, int, int]) -> None:
+def _warn_npz_changes(path: Path, stored: tuple[int, ...], shape: tuple[int, int, int]) -> None:
     """The folder's warning for an .npz, each picture named <file>[<index>]: all of them share one size and mode."""
-    _, height, width, channels = array.shape
+    count, height, width, channels = stored
     c, h, w = shape
-    names = [f"{path.name}[{i}]" for i in range(len(array))]
+    names = [f"{path.name}[{i}]" for i in range(count)]
     resized = [f"{name} {width}×{height}" for name in names] if (height, width) != (h, w) else []
     converted = [f"{name} {NPZ_MODES[channels]}" for name in names] if channels != c else []
     warn_changes(path, shape, REFERENCE_IMAGES, resized, converted)

@@ -1,10 +1,14 @@
-"""Convert model-space images ([-1, 1] floats) to uint8 and write PNGs, grids and .npz files."""
+"""Convert model-space images ([-1, 1] floats) to uint8 and write PNGs, grids and sample.py's result files."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -13,6 +17,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from .atomic import atomic_file
+from .npz_stream import NpzRowWriter
 
 log = logging.getLogger("difflab")
 
@@ -41,22 +46,63 @@ def save_png(image_uint8: Tensor, path: str | Path) -> None:
         Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(file, format="PNG")
 
 
-def save_samples(images: Tensor, out_dir: str | Path, nrow: int | None = None) -> dict[str, Path]:
-    """Write samples as numbered PNGs, one grid.png and samples.npz (uint8, NHWC, as FID tools expect)."""
-    out = Path(out_dir)
+class SampleFiles:
+    """sample.py's result files, written as the images come, batch by batch: numbered PNGs in images/ and
+    samples.npz (uint8 NHWC, as FID tools expect); memory holds one batch, however many images are made."""
+
+    def __init__(self, out: Path, count: int, npz_file: IO[bytes]) -> None:
+        self.out, self.count, self.written = out, count, 0
+        self.width = max(5, len(str(count)))  # every PNG name has as many digits, so names sort as numbers
+        self._npz_file = npz_file
+        self._npz: NpzRowWriter | None = None  # made at the first batch, which says the images' shape
+
+    def add(self, images: Tensor) -> None:
+        """The next images of the set, (N, C, H, W) floats in [-1, 1]."""
+        uint8 = to_uint8(images)
+        for i, image in enumerate(uint8, start=self.written):
+            save_png(image, self.out / "images" / f"{i:0{self.width}d}.png")
+        rows = uint8.permute(0, 2, 3, 1).numpy()
+        if self._npz is None:
+            self._npz = NpzRowWriter(self._npz_file, "images", (self.count, *rows.shape[1:]), np.uint8)
+        self._npz.write(rows)
+        self.written += len(uint8)
+
+    def save_grid(self, grid_uint8: Tensor) -> None:
+        save_png(grid_uint8, self.out / "grid.png")
+
+    def abandon(self) -> None:
+        """Let go of an unfinished samples.npz (its temp file is removed by the caller)."""
+        if self._npz is not None:
+            self._npz.abandon()
+
+    def finish(self) -> None:
+        if self._npz is None:
+            raise ValueError(f"no images were written to {self.out}")
+        self._npz.close()
+
+
+@contextlib.contextmanager
+def writing_samples(out: Path, count: int) -> Iterator[SampleFiles]:
+    """SampleFiles for `count` images into the new or empty folder `out`; samples.npz appears only once every
+    image is in it. If the work fails, what it wrote there is removed again (the folder held nothing before)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
-    uint8 = to_uint8(images)
-    width = max(5, len(str(len(uint8))))
-    for i, img in enumerate(uint8):
-        save_png(img, out / "images" / f"{i:0{width}d}.png")
-    save_png(enlarge(grid_of(images, nrow)), out / "grid.png")
-    with atomic_file(out / "samples.npz") as file:
-        np.savez_compressed(file, images=uint8.permute(0, 2, 3, 1).numpy())
-    return {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
+    try:
+        with atomic_file(out / "samples.npz") as npz_file:
+            files = SampleFiles(out, count, npz_file)
+            try:
+                yield files
+            except BaseException:
+                files.abandon()
+                raise
+            files.finish()
+    except BaseException:
+        shutil.rmtree(out / "images", ignore_errors=True)
+        (out / "grid.png").unlink(missing_ok=True)
+        raise
 
 
 def log_written(count: int, written: dict[str, Path]) -> None:
-    """Say where save_samples put a result set: the PNGs, the grid and the .npz."""
+    """Say where writing_samples put a result set: the PNGs, the grid and the .npz."""
     log.info(
         "wrote %d PNGs to %s, the grid %s and %s", count, written["images"], written["grid"], written["npz"]
     )

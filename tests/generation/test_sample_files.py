@@ -1,0 +1,82 @@
+"""sample.py writes its results as they come, batch by batch (n=50000 at 256 px no longer needs 39 GB held at
+once), keeps "nothing was written" when a later batch fails, and draws a grid a person can open however large n."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+from PIL import Image
+
+from difflab.generation.grids import grid_indices
+from difflab.generation.images import Generation
+from difflab.run.sample import sample
+
+
+def run_sample(tiny_ckpt: Path, out: Path, *overrides: str) -> Path:
+    cfg = compose_config(
+        "sample", [f"ckpt={tiny_ckpt}", "sampler.steps=1", f"out={out}", *overrides], out.parent
+    )
+    return sample(cfg)
+
+
+def test_each_batch_is_on_disk_before_the_next_is_made(tiny_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    on_disk = []
+    real_batches = Generation.batches
+
+    def watched(self, on_step=None):
+        for batch in real_batches(self, on_step):
+            on_disk.append(len(list((out / "images").glob("*.png"))))
+            yield batch
+
+    monkeypatch.setattr(Generation, "batches", watched)
+    run_sample(tiny_ckpt, out, "n=10", "batch_size=4")
+    assert on_disk == [0, 4, 8]
+    pngs = sorted((out / "images").glob("*.png"))
+    assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(10)]
+    with np.load(out / "samples.npz") as arrays:
+        npz = arrays["images"]
+    assert npz.shape == (10, 8, 8, 1)
+    assert all(
+        np.array_equal(np.asarray(Image.open(p)), image[..., 0]) for p, image in zip(pngs, npz, strict=True)
+    )
+
+
+def test_a_later_batch_that_is_not_finite_leaves_nothing(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
+    real_batches = Generation.batches
+
+    def second_is_nan(self, on_step=None):
+        for k, (indices, images) in enumerate(real_batches(self, on_step)):
+            yield indices, (images if k != 1 else torch.full_like(images, float("nan")))
+
+    monkeypatch.setattr(Generation, "batches", second_is_nan)
+    out = tmp_path / "out"
+    with pytest.raises(
+        ValueError, match=r"^4 of 4 samples are not finite \(NaN/inf\) \(the batch of samples 4-7 of 10\)"
+    ):
+        run_sample(tiny_ckpt, out, "n=10", "batch_size=4")
+    assert not out.exists()  # the first batch's PNGs and the unfinished samples.npz were removed
+
+
+def test_a_grid_of_many_samples_shows_32_rows_of_32(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = run_sample(tiny_ckpt, tmp_path / "out", "n=1100", "batch_size=550")
+    side = 32 * (8 + 2) + 2  # 8-px tiles, 2-px padding; before: 34 columns and 33 rows of them
+    assert Image.open(out / "grid.png").size == (side, side)
+    with np.load(out / "samples.npz") as arrays:
+        assert arrays["images"].shape[0] == 1100
+
+
+def test_grid_rows_keep_one_class_or_picture_each() -> None:
+    assert grid_indices(100, 10) == (list(range(100)), 10)  # fits: every sample
+    shown, columns = grid_indices(50_000, 5_000)  # 10 classes of 5,000: the first 32 of each
+    assert columns == 32 and len(shown) == 320 and shown[32:34] == [5_000, 5_001]
+    shown, columns = grid_indices(2_000, None)  # unlaid: the first 1,024
+    assert (shown, columns) == (list(range(1_024)), None)
+    shown, _ = grid_indices(40 * 100, 100)  # 40 inputs × 100 edits: the first 32 inputs
+    assert shown[-1] == 31 * 100 + 31
