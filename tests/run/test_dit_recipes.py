@@ -63,6 +63,20 @@ def test_cifar10_dit_is_class_conditional_by_override(tmp_path):
     assert isinstance(net, DiT) and net.class_embed.num_embeddings == 11  # ten classes and "no label"
 
 
+@pytest.mark.parametrize("cpu_recipe", ["digits_flow_cpu", "digits_cond_cpu"])
+def test_a_cpu_recipe_takes_a_dit_by_model_override_alone(cpu_recipe, tmp_path):
+    """`experiment=digits_flow_cpu model=dit_tiny` (make train's recipe with a transformer). Before, the recipes'
+    shared U-Net width reached the DiT: 'model.base_channels is not an argument of difflab.models.DiT'."""
+    run = tmp_path / "run"
+    tiny = [o for o in TINY_DIT if not o.startswith(("callbacks.fid", "metrics."))] + ["callbacks=default"]
+    cfg = compose_config("train", [f"experiment={cpu_recipe}", "model=dit_tiny", *tiny], run)
+    assert "base_channels" not in cfg.model
+    train(cfg)
+    loaded = load_model(run / "checkpoints" / "last.ckpt")
+    assert isinstance(loaded.net, DiT) and loaded.config["model"]["num_classes"] == cfg.model.num_classes
+    assert recipe(cpu_recipe, tmp_path).model.base_channels == 16  # the recipe's own U-Net is unchanged
+
+
 def test_digits_dit_cpu_trains_and_scores(tmp_path):
     run = tmp_path / "run"
     cfg = compose_config("train", ["experiment=digits_dit_cpu", *TINY_DIT], run)
