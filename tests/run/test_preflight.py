@@ -282,3 +282,17 @@ def test_a_resume_reads_its_checkpoint_once_to_check_it(tiny_ckpt, tmp_path, mon
     finally:
         GlobalHydra.instance().clear()
     assert len(reads) == 2, reads  # difflab's check, then Lightning's restore
+
+
+@pytest.mark.parametrize(
+    ("key", "unit", "other"), [("max_steps", "steps", "max_epochs"), ("max_epochs", "epochs", "max_steps")]
+)
+def test_a_run_length_of_zero_is_refused_before_the_run_folder_exists(key, unit, other, tmp_path):
+    """Before, trainer.max_steps=0 'trained' nothing and left a run folder holding only train.log."""
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"trainer.{key}=0", f"hydra.run.dir={run}"))
+    assert line == (
+        f"error: trainer.{key}=0 trains nothing: give a positive number of {unit} "
+        f"(-1: until trainer.{other} ends the run)"
+    )
+    assert not run.exists()

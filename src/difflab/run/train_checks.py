@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..value_rules import flag, number, or_auto, whole
+from ..value_rules import Rule, flag, number, or_auto, whole
 from .rules import check_values
 
 # Lightning's precisions that train here. The "-true" half precisions would keep the weights, the EMA and the
@@ -36,6 +36,19 @@ def betas(value: object) -> str | None:
     return None if fine else "is not two numbers in [0, 1)"
 
 
+def length(unit: str, other: str) -> Rule:
+    """A rule for a run's length: a positive whole number of `unit`, or -1 (no limit: `other` ends the run). 0
+    would train nothing and leave a run folder holding only its log."""
+    at_least_minus_one = whole(-1, nullable=unit == "epochs")
+
+    def rule(value: Any) -> str | None:
+        if value == 0 and not isinstance(value, bool):
+            return f"trains nothing: give a positive number of {unit} (-1: until {other} ends the run)"
+        return at_least_minus_one(value)
+
+    return rule
+
+
 # Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
 RULES = {
     "seed": whole(0),
@@ -43,11 +56,11 @@ RULES = {
     "channels_last": flag,
     "compile": compile_mode,
     "trainer.precision": precision,
-    "trainer.max_steps": whole(-1),
+    "trainer.max_steps": length("steps", "trainer.max_epochs"),
     "sampler.steps": whole(1, nullable=True),
     "sampler.eta": number(0.0),
     "sampler.clip_x0": number(0.0, above=True, nullable=True),
-    "trainer.max_epochs": whole(-1, nullable=True),
+    "trainer.max_epochs": length("epochs", "trainer.max_steps"),
     "trainer.val_check_interval": number(0.0, above=True, nullable=True),
     "trainer.log_every_n_steps": whole(1),
     "trainer.accumulate_grad_batches": whole(1),
