@@ -26,6 +26,7 @@ from difflab.diffusion.superres import downsample, low_res_condition, nearest_up
 from difflab.generation import grid_conditions, grid_tiles
 from difflab.generation.superres import super_resolve
 from difflab.run.common import fill_conditioning
+from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 from difflab.run.train import train
 
@@ -248,6 +249,23 @@ def test_evaluate_starts_on_a_huge_n_of_a_superres_checkpoint(sr_ckpt, tmp_path,
     dm = ImageDataModule("digits", image_size=8, batch_size=16, condition="superres", sr_factor=2)
     val = torch.stack([dm.dataset_for("val")[i][0] for i in range(3)])
     torch.testing.assert_close(seen[0]["low_res"], upsample(downsample(val, 2), 8))
+
+
+def test_evaluate_says_when_n_super_resolves_each_held_out_image_more_than_once(sr_ckpt, tmp_path, caplog):
+    """n=100 on the 90 held-out digits: ten of them are super-resolved twice; the report and the log say so."""
+    small = ["metrics.num_reference=40", "metrics.kid_subset_size=10", "metrics.prc=false", "sampler.steps=1"]
+    small += [f"metrics.cache_dir={tmp_path / 'cache'}"]
+    reports = {}
+    for n in (20, 100):
+        cfg = compose_config(
+            "eval", [f"ckpt={sr_ckpt}", f"n={n}", *small, f"out={tmp_path / f'{n}.json'}"], tmp_path
+        )
+        with caplog.at_level("INFO", logger="difflab"):
+            reports[n] = evaluate(cfg)["generated"]["inputs"]
+    assert reports[20] == "the low-res versions of the first 20 held-out images, one sample each"
+    cycled = "the low-res versions of the 90 held-out images, each super-resolved 1-2 times (sample i from image i % 90)"
+    assert reports[100] == cycled
+    assert f"n=100 is more than the held-out split: {cycled}" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ batches, with the settings that made them) or a folder or .npz of images read in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,8 @@ from ..generation.autoguide import check_guide
 from ..generation.finite import check_finite
 from ..io.read_generated import open_image_set
 from ..io.write_images import to_uint8
+
+log = logging.getLogger("difflab")
 
 READ_BATCH = 256  # images= read per batch when batch_size=auto (auto sizes generation only)
 
@@ -68,6 +71,8 @@ def generated_batches(
         settings["guidance"] = float(options.guidance)
     if guide is not None:
         settings["guide"] = str(options.guide)
+    if conditions.inputs is not None:
+        settings["inputs"] = held_out_inputs(conditions.inputs, n)
     if conditions.prompts is not None:
         settings["prompts"] = conditions.prompts
     if conditions.labels is not None:
@@ -77,6 +82,20 @@ def generated_batches(
         )
         settings["labels"] = f"balanced: sample i is of {what} i * {count} // {n}"
     return batches(), settings
+
+
+def held_out_inputs(inputs: int, n: int) -> str:
+    """What n super-resolution samples were made from, for the report (and the log when inputs repeat)."""
+    if n <= inputs:
+        return f"the low-res versions of the first {n} held-out images, one sample each"
+    low, high = n // inputs, -(-n // inputs)
+    times = f"{low}" if low == high else f"{low}-{high}"
+    text = (
+        f"the low-res versions of the {inputs} held-out images, each super-resolved {times} times "
+        f"(sample i from image i % {inputs})"
+    )
+    log.info("n=%d is more than the held-out split: %s", n, text)
+    return text
 
 
 def scored_conditions(

@@ -26,6 +26,7 @@ class Conditions:
     labels: SpreadLabels | None = None
     # inputs_for(indices): what those samples were made from, shown beside them in a grid (super-resolution).
     inputs_for: Callable[[Sequence[int]], Tensor] | None = None
+    inputs: int | None = None  # how many distinct pictures inputs_for draws on (cycled past the last)
     prompts: list[str] | None = None  # the distinct prompts, one grid row each (text-to-image)
     negative_for: CondFor | None = None  # what guidance pushes away from, instead of the unconditional branch
 
@@ -66,7 +67,7 @@ def superres_conditions(low: Tensor, size: int, per_input: int = 1) -> Condition
     def cond_for(indices: Sequence[int]) -> dict[str, Tensor]:
         return {"low_res": condition[rows(indices)]}
 
-    return Conditions(cond_for, per_input, inputs_for=lambda indices: shown[rows(indices)])
+    return Conditions(cond_for, per_input, inputs_for=lambda indices: shown[rows(indices)], inputs=len(low))
 
 
 def for_each_result(per_picture: Conditions, n: int) -> Conditions:
