@@ -64,8 +64,10 @@ def test_a_later_batch_that_is_not_finite_leaves_nothing(
     assert not out.exists()  # the first batch's PNGs and the unfinished samples.npz were removed
 
 
-def test_a_grid_of_many_samples_shows_32_rows_of_32(tiny_ckpt: Path, tmp_path: Path) -> None:
-    out = run_sample(tiny_ckpt, tmp_path / "out", "n=1100", "batch_size=550")
+def test_a_grid_of_many_samples_shows_32_rows_of_32(tiny_ckpt: Path, tmp_path: Path, caplog) -> None:
+    with caplog.at_level("INFO", logger="difflab"):
+        out = run_sample(tiny_ckpt, tmp_path / "out", "n=1100", "batch_size=550")
+    assert "grid.png shows 1024 of the 1100 results (at most 32 rows of 32)" in caplog.text
     side = 32 * (8 + 2) + 2  # 8-px tiles, 2-px padding; before: 34 columns and 33 rows of them
     assert Image.open(out / "grid.png").size == (side, side)
     with np.load(out / "samples.npz") as arrays:

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..io.results import write_json
 from ..io.write_images import enlarge, grid_of, writing_samples
 from .finite import check_finite
-from .grids import comparison_tiles, grid_indices
+from .grids import GRID_COLUMNS, GRID_ROWS, comparison_tiles, grid_indices
 from .images import Generation
 from .memory import check_disk_room
 from .options import SampleOptions
@@ -57,6 +57,14 @@ def generate_into(
             files.save_grid(enlarge(grid_of(kept, columns)))
         else:  # edits and super-resolution: the grid compares results with inputs
             files.save_grid(enlarge(grid_of(*comparison_tiles(request, kept, columns))))
+    if len(shown) < count:
+        log.info(
+            "grid.png shows %d of the %d results (at most %d rows of %d)",
+            len(shown),
+            count,
+            GRID_ROWS,
+            GRID_COLUMNS,
+        )
     report = SETTINGS_JSON.get(options.mode, edit_settings)
     write_json(report(ckpt, sampler_config, options, loaded, generation, cpu_threads), out / "settings.json")
     return count, {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
