@@ -68,22 +68,17 @@ def test_a_group_value_of_the_wrong_type_is_named(tmp_path, overrides, message):
 
 
 def test_a_recipes_key_that_the_swapped_in_model_does_not_take_is_named_with_its_remedy(tmp_path):
-    """Before: "DiT.__init__() got an unexpected keyword argument 'base_channels'", naming neither the key's group
-    nor where it came from (the CPU recipes set model.base_channels for their U-Net)."""
+    """Before: "DiT.__init__() got an unexpected keyword argument 'attention_resolutions'", naming neither the key's
+    group nor where it came from (mnist_sr_cpu sets model.attention_resolutions for its U-Net at 28 px)."""
     run = tmp_path / "run"
-    line = one_error_line(
-        run_cli(
-            "train.py", "experiment=digits_text_cpu", "model=dit_tiny", "logger=none", f"hydra.run.dir={run}"
-        )
-    )
+    overrides = ["experiment=mnist_sr_cpu", "model=dit_tiny", "data.root=/nonexistent"]
+    line = one_error_line(run_cli("train.py", *overrides, "logger=none", f"hydra.run.dir={run}"))
     assert line == (
-        "error: model.base_channels is not an argument of difflab.models.DiT; if a recipe set it for another "
-        "model, drop it with ~model.base_channels"
+        "error: model.attention_resolutions is not an argument of difflab.models.DiT; if a recipe set it for "
+        "another model, drop it with ~model.attention_resolutions"
     )
     assert not run.exists()
-    remedied = compose_config(
-        "train", ["experiment=digits_text_cpu", "model=dit_tiny", "~model.base_channels"], run
-    )
+    remedied = compose_config("train", [*overrides, "~model.attention_resolutions"], run)
     check_argument_types(remedied)  # the line's remedy is accepted
     near = compose_config("train", ["model=dit_tiny", "+model.hidden_sise=32"], run)
     with pytest.raises(
