@@ -124,3 +124,34 @@ def test_a_bad_batch_size_is_one_line_before_training(tmp_path: Path, value: str
     )
     assert "callbacks.fid.batch_size" in one_error_line(result)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_kept_samples_that_do_not_fit_on_the_disk_leave_no_cut_short_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """callbacks.fid.save_samples_to on a full disk: before, np.savez_compressed wrote straight to step_*.npz and
+    left it cut short (a file np.load cannot read), with no word of which file."""
+    import contextlib
+    import errno
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from difflab.callbacks import fid
+    from difflab.io.atomic import NoSpaceLeft
+
+    def fills_the_disk(file, **arrays):
+        with contextlib.ExitStack() as stack:
+            if isinstance(file, str | Path):
+                file = stack.enter_context(open(file, "wb"))
+            file.write(b"PK\x03\x04 half an archive")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", fills_the_disk)
+    callback = FIDCallback.__new__(FIDCallback)  # only where the samples go matters here
+    callback.save_samples_to = tmp_path / "fid"
+    trainer = SimpleNamespace(is_global_zero=True, global_step=6)
+    with pytest.raises(NoSpaceLeft, match=r"no space left on device writing .*step_0000006\.npz"):
+        fid.FIDCallback._save_samples(callback, trainer, torch.zeros(2, 1, 8, 8, dtype=torch.uint8), 2)
+    assert list((tmp_path / "fid").iterdir()) == []

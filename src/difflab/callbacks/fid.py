@@ -13,6 +13,7 @@ import torch
 
 from ..data.scoring import conditioning_classifier_for, reference_statistics
 from ..generation import Task
+from ..io.atomic import atomic_file
 from ..io.write_images import to_uint8
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
@@ -222,4 +223,5 @@ class FIDCallback(GeneratingCallback):
         assert self.save_samples_to is not None
         self.save_samples_to.mkdir(parents=True, exist_ok=True)
         path = self.save_samples_to / f"step_{trainer.global_step:07d}.npz"
-        np.savez_compressed(path, images=images.cpu().numpy(), num_scored=np.int64(num_scored))
+        with atomic_file(path) as file:  # whole or not at all: a full disk or a kill leaves no cut-short .npz
+            np.savez_compressed(file, images=images.cpu().numpy(), num_scored=np.int64(num_scored))
