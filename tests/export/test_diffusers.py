@@ -574,3 +574,27 @@ def test_a_diffusers_folder_with_a_damaged_config_is_one_line_naming_the_file(
     with pytest.raises(ValueError, match=f"^diffusers folder {folder}: {message}") as error:
         difflab.load(folder)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("given_empty_out", [False, True])
+def test_an_export_that_fails_midway_leaves_no_half_folder(tiny_ckpt, tmp_path, monkeypatch, given_empty_out):
+    """A full disk after the weights were written: before, out/ kept unet/ without model_index.json, a folder
+    that neither difflab.load nor diffusers can read. Now what the export wrote is removed (an out= that existed,
+    empty, is left empty)."""
+    from difflab.io.atomic import NoSpaceLeft
+    from difflab.run import export as export_run
+
+    real_write = export_run.write_export
+
+    def fills_the_disk_after_the_weights(loaded, plan, out):
+        real_write(loaded, plan, out)
+        raise NoSpaceLeft(out / "model_index.json")
+
+    monkeypatch.setattr(export_run, "write_export", fills_the_disk_after_the_weights)
+    out = tmp_path / "exported"
+    if given_empty_out:
+        out.mkdir()
+    cfg = compose_config("export", [f"ckpt={tiny_ckpt}", f"out={out}"], tmp_path)
+    with pytest.raises(NoSpaceLeft):
+        export_run.export(cfg)
+    assert (list(out.iterdir()) == []) if given_empty_out else not out.exists()

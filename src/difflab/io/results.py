@@ -1,5 +1,5 @@
-"""Where results go: an output folder that is never written into when it holds something (and is removed again
-when the work fails before writing), free file names beside earlier results, and files written whole or not at
+"""Where results go: an output folder that is never written into when it holds something (and is emptied and
+removed again when the work fails), free file names beside earlier results, and files written whole or not at
 all."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -45,8 +46,9 @@ def _new_dated_folder(task: str, root: Path) -> Path:
 @contextlib.contextmanager
 def output_folder(out: str | Path | None, task: str, root: str | Path | None = None) -> Iterator[Path]:
     """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
-    <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one). Checked writable before any work; removed again if the work fails before
-    anything was written into it."""
+    <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one).
+    Checked writable before any work. If the work fails or is stopped, what it wrote there is removed, and the
+    folder too when this call made it."""
     if out:
         folder = Path(out)
         if folder.is_file():
@@ -62,7 +64,13 @@ def output_folder(out: str | Path | None, task: str, root: str | Path | None = N
     try:
         yield folder
     except BaseException:
-        if created and folder.is_dir() and not any(folder.iterdir()):
+        # The folder held nothing before, so all it holds now is this work's, unfinished: none of it is kept.
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if created and folder.is_dir():
             folder.rmdir()
         raise
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 
+from ..cluster.stop_signal import StoppedBySignal, stop_signal_raises
 from ..console_log import echo, to_log_files
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
 
@@ -55,6 +57,19 @@ def current_sweep_job() -> str | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
     return f"#{hydra_cfg.job.num} ({Path(str(hydra_cfg.sweep.dir)) / str(hydra_cfg.sweep.subdir)})"
+
+
+@contextlib.contextmanager
+def exit_if_stopped(script: str) -> Iterator[None]:
+    """SIGTERM (a cluster's time limit, scancel) within the block ends the run with one line and exit 143, once the
+    block's own cleanup (an output folder's) has removed what it wrote."""
+    try:
+        with stop_signal_raises():
+            yield
+    except StoppedBySignal as stop:
+        message = f"error: {script} {stop}; nothing was written (what it had written was removed)"
+        echo(message, sys.stderr, logging.ERROR)
+        sys.exit(stop.exit_code)
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:

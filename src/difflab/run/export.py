@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from ..checkpoint import load_model
 from ..io.results import output_folder
 from ..model_folder.export import FORMATS, plan_export, write_export
+from .errors import exit_if_stopped
 from .rules import require
 
 log = logging.getLogger("difflab")
@@ -44,7 +45,7 @@ def export(cfg: DictConfig) -> Path:
     settings = read_settings(cfg)
     loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets)
     plan = plan_export(loaded, settings.ckpt, settings.format)  # every refusal before the folder is made
-    with output_folder(settings.out, "export", settings.root_dir) as out:
+    with exit_if_stopped("export.py"), output_folder(settings.out, "export", settings.root_dir) as out:
         how = write_export(loaded, plan, out)
     log.info(
         "exported %s (%s weights, step %d) to %s: load it with %s",
