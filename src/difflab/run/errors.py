@@ -61,15 +61,16 @@ def current_sweep_job() -> str | None:
 
 @contextlib.contextmanager
 def exit_if_stopped(script: str) -> Iterator[None]:
-    """SIGTERM (a cluster's time limit, scancel) within the block ends the run with one line and exit 143, once the
-    block's own cleanup (an output folder's) has removed what it wrote."""
+    """SIGTERM (a cluster's time limit, scancel) or Ctrl-C within the block ends the run with one line and exit
+    143 or 130, once the block's own cleanup (an output folder's) has removed what it wrote."""
     try:
         with stop_signal_raises():
             yield
-    except StoppedBySignal as stop:
-        message = f"error: {script} {stop}; nothing was written (what it had written was removed)"
+    except (StoppedBySignal, KeyboardInterrupt) as stop:
+        how, code = (str(stop), stop.exit_code) if isinstance(stop, StoppedBySignal) else ("interrupted", 130)
+        message = f"error: {script} {how}; nothing was written (what it had written was removed)"
         echo(message, sys.stderr, logging.ERROR)
-        sys.exit(stop.exit_code)
+        sys.exit(code)
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
