@@ -24,7 +24,7 @@ class NpzRowWriter:
         # force_zip64: the member's size is unknown when its header is written and may pass 4 GiB.
         self._member = self._zip.open(f"{name}.npy", "w", force_zip64=True)
         header = {"descr": npy.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-        npy.write_array_header_2_0(self._member, header)
+        npy.write_array_header_1_0(self._member, header)  # as np.save writes it, for any reader of .npy
 
     def write(self, rows: np.ndarray) -> None:
         if rows.shape[1:] != self.shape[1:] or rows.dtype != self.dtype:
