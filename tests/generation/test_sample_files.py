@@ -119,3 +119,23 @@ def test_a_stop_while_sampling_removes_what_was_written_and_says_so(
     lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert lines == [f"error: sample.py {how}; nothing was written (what it had written was removed)"]
     assert not out.exists()
+
+
+def test_evaluate_names_the_batch_that_is_not_finite(tiny_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    from difflab.run.evaluate import evaluate
+
+    real_batches = Generation.batches
+
+    def second_is_nan(self, on_step=None):
+        for k, (indices, images) in enumerate(real_batches(self, on_step)):
+            yield indices, (images if k != 1 else torch.full_like(images, float("nan")))
+
+    monkeypatch.setattr(Generation, "batches", second_is_nan)
+    report = tmp_path / "report.json"
+    overrides = [f"ckpt={tiny_ckpt}", "n=10", "batch_size=4", "sampler.steps=1", f"out={report}"]
+    overrides += ["metrics.num_reference=20", "metrics.prc=false", f"metrics.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(
+        ValueError, match=r"^4 of 4 samples are not finite \(NaN/inf\) \(the batch of samples 4-7 of 10\)"
+    ):
+        evaluate(compose_config("eval", overrides, tmp_path))
+    assert not report.exists()

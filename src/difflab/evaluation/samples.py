@@ -49,8 +49,8 @@ def generated_batches(
     def batches() -> Iterator[torch.Tensor]:
         with generation.cpu_threads() as threads:
             settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
-            for _, images in generation.batches():
-                check_finite(images, ckpt)
+            for indices, images in generation.batches():
+                check_finite(images, ckpt, (indices[0], indices[-1], n))
                 yield to_uint8(images)
 
     n = int(options.n)
