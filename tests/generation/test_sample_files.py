@@ -28,6 +28,20 @@ def run_sample(tiny_ckpt: Path, out: Path, *overrides: str) -> Path:
     return sample(cfg)
 
 
+# What sample.py and evaluate.py say when the second of three batches (n=10, batch_size=4) is not finite.
+SECOND_BATCH_NAN = r"^4 of 4 samples are not finite \(NaN/inf\) \(the batch of samples 4-7 of 10\)"
+
+
+def make_the_second_batch_nan(monkeypatch) -> None:
+    real_batches = Generation.batches
+
+    def second_is_nan(self, on_step=None):
+        for k, (indices, images) in enumerate(real_batches(self, on_step)):
+            yield indices, (images if k != 1 else torch.full_like(images, float("nan")))
+
+    monkeypatch.setattr(Generation, "batches", second_is_nan)
+
+
 def test_each_batch_is_on_disk_before_the_next_is_made(tiny_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out"
     on_disk = []
@@ -54,17 +68,9 @@ def test_each_batch_is_on_disk_before_the_next_is_made(tiny_ckpt: Path, tmp_path
 def test_a_later_batch_that_is_not_finite_leaves_nothing(
     tiny_ckpt: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    real_batches = Generation.batches
-
-    def second_is_nan(self, on_step=None):
-        for k, (indices, images) in enumerate(real_batches(self, on_step)):
-            yield indices, (images if k != 1 else torch.full_like(images, float("nan")))
-
-    monkeypatch.setattr(Generation, "batches", second_is_nan)
+    make_the_second_batch_nan(monkeypatch)
     out = tmp_path / "out"
-    with pytest.raises(
-        ValueError, match=r"^4 of 4 samples are not finite \(NaN/inf\) \(the batch of samples 4-7 of 10\)"
-    ):
+    with pytest.raises(ValueError, match=SECOND_BATCH_NAN):
         run_sample(tiny_ckpt, out, "n=10", "batch_size=4")
     assert not out.exists()  # the first batch's PNGs and the unfinished samples.npz were removed
 
@@ -124,18 +130,10 @@ def test_a_stop_while_sampling_removes_what_was_written_and_says_so(
 def test_evaluate_names_the_batch_that_is_not_finite(tiny_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     from difflab.run.evaluate import evaluate
 
-    real_batches = Generation.batches
-
-    def second_is_nan(self, on_step=None):
-        for k, (indices, images) in enumerate(real_batches(self, on_step)):
-            yield indices, (images if k != 1 else torch.full_like(images, float("nan")))
-
-    monkeypatch.setattr(Generation, "batches", second_is_nan)
+    make_the_second_batch_nan(monkeypatch)
     report = tmp_path / "report.json"
     overrides = [f"ckpt={tiny_ckpt}", "n=10", "batch_size=4", "sampler.steps=1", f"out={report}"]
     overrides += ["metrics.num_reference=20", "metrics.prc=false", f"metrics.cache_dir={tmp_path / 'cache'}"]
-    with pytest.raises(
-        ValueError, match=r"^4 of 4 samples are not finite \(NaN/inf\) \(the batch of samples 4-7 of 10\)"
-    ):
+    with pytest.raises(ValueError, match=SECOND_BATCH_NAN):
         evaluate(compose_config("eval", overrides, tmp_path))
     assert not report.exists()
