@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -83,22 +82,17 @@ class SampleFiles:
 
 @contextlib.contextmanager
 def writing_samples(out: Path, count: int) -> Iterator[SampleFiles]:
-    """SampleFiles for `count` images into the new or empty folder `out`; samples.npz appears only once every
-    image is in it. If the work fails, what it wrote there is removed again (the folder held nothing before)."""
+    """SampleFiles for `count` images into the new or empty folder `out` (results.output_folder's, which removes
+    what was written if the work fails); samples.npz appears only once every image is in it."""
     (out / "images").mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_file(out / "samples.npz") as npz_file:
-            files = SampleFiles(out, count, npz_file)
-            try:
-                yield files
-            except BaseException:
-                files.abandon()
-                raise
-            files.finish()
-    except BaseException:
-        shutil.rmtree(out / "images", ignore_errors=True)
-        (out / "grid.png").unlink(missing_ok=True)
-        raise
+    with atomic_file(out / "samples.npz") as npz_file:
+        files = SampleFiles(out, count, npz_file)
+        try:
+            yield files
+        except BaseException:
+            files.abandon()
+            raise
+        files.finish()
 
 
 def log_written(count: int, written: dict[str, Path]) -> None:

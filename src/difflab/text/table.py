@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from difflab.diffusion.conditioning import rows_of
 from difflab.text.cache import TextEmbeddingCache
 
 
@@ -49,7 +50,7 @@ class TextTable:
         lazy SpreadLabels of any length)."""
 
         def cond_for(indices: Sequence[int]) -> dict[str, Tensor]:
-            return self.condition(torch.as_tensor([int(rows[i]) for i in indices], dtype=torch.long))
+            return self.condition(rows_of(rows, indices))
 
         return cond_for
 
