@@ -157,6 +157,31 @@ def test_sample_refuses_a_non_empty_output_folder(tiny_ckpt, tmp_path):
     assert (tmp_path / "fresh" / "grid.png").is_file()
 
 
+def test_two_runs_given_the_same_out_at_once_do_not_write_into_each_others_folder(tiny_ckpt, tmp_path):
+    """Two sample.py runs started with the same out=: before, both found it empty and wrote into it, and since a
+    failed run removes what its folder holds, one run's failure would have taken the other's results with it."""
+    out = tmp_path / "out"
+    first = compose_config("sample", [f"ckpt={tiny_ckpt}", "n=2", "sampler.steps=1", f"out={out}"], tmp_path)
+    second_finished = []
+
+    def while_the_first_writes(*args, **kwargs):
+        with pytest.raises(FileExistsError, match=f"^output folder {out} is being written by another run"):
+            sample(first)  # the same out=, while the first run is inside it
+        second_finished.append(True)
+        return real_generate_into(*args, **kwargs)
+
+    import difflab.run.sample as sample_run
+
+    real_generate_into = sample_run.generate_into
+    sample_run.generate_into = while_the_first_writes
+    try:
+        sample(first)
+    finally:
+        sample_run.generate_into = real_generate_into
+    assert second_finished == [True]
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "images", "samples.npz", "settings.json"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -18,6 +18,12 @@ from typing import Any
 
 from .atomic import NoSpaceLeft, atomic_write_text
 
+IN_USE = ".difflab-writing"  # in an output folder while a run writes its results there
+BUSY = (
+    "output folder {folder} is being written by another run (or holds what a killed run left: "
+    f"{IN_USE}); choose another out="
+)
+
 
 def _make_folder(path: Path, exist_ok: bool) -> None:
     try:
@@ -53,18 +59,23 @@ def output_folder(out: str | Path | None, task: str, root: str | Path | None = N
         folder = Path(out)
         if folder.is_file():
             raise FileExistsError(f"out={folder} is a file, not a folder; choose another out=")
+        if (folder / IN_USE).exists():
+            raise FileExistsError(BUSY.format(folder=folder))
         if folder.is_dir() and any(folder.iterdir()):
             raise FileExistsError(
                 f"output folder {folder} already exists and is not empty; choose another out="
             )
         created = not folder.exists()
         _make_folder(folder, exist_ok=True)
+        _claim(folder)
     else:
         folder, created = _new_dated_folder(task, Path(root or ".")), True
+        _claim(folder)
     try:
         yield folder
     except BaseException:
-        # The folder held nothing before, so all it holds now is this work's, unfinished: none of it is kept.
+        # The folder held nothing before and no other run writes into it, so all it holds now is this work's,
+        # unfinished: none of it is kept.
         for entry in folder.iterdir() if folder.is_dir() else ():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -73,6 +84,19 @@ def output_folder(out: str | Path | None, task: str, root: str | Path | None = N
         if created and folder.is_dir():
             folder.rmdir()
         raise
+    (folder / IN_USE).unlink()
+
+
+def _claim(folder: Path) -> None:
+    """Mark the empty `folder` as this run's (IN_USE, made exclusively): a second run given the same out= at the
+    same moment is refused instead of writing into it, and so a failure's clean-up removes only this run's files."""
+    try:
+        os.close(os.open(folder / IN_USE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        raise FileExistsError(BUSY.format(folder=folder)) from None
+    if any(entry.name != IN_USE for entry in folder.iterdir()):  # another run finished here in the meantime
+        (folder / IN_USE).unlink()
+        raise FileExistsError(f"output folder {folder} already exists and is not empty; choose another out=")
 
 
 def first_free(path: Path) -> Path:
