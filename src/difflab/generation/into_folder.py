@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..cluster.processes import ONE_PROCESS, Processes
 from ..io.results import write_json
 from ..io.write_images import enlarge, grid_of, writing_samples
 from .finite import check_finite
@@ -20,6 +21,7 @@ from .options import SampleOptions
 from .report import log_line, progress
 from .request import GenerationRequest
 from .settings_json import SETTINGS_JSON, edit_settings
+from .shares import SharedGeneration
 
 log = logging.getLogger("difflab")
 
@@ -31,24 +33,32 @@ def generate_into(
     options: SampleOptions,
     sampler_config: dict[str, Any],
     ckpt: str,
+    processes: Processes = ONE_PROCESS,
 ) -> tuple[int, dict[str, Path]]:
     """Generate `request` with `loaded`'s net into the folder `out`, writing each batch as it comes (memory holds
     one batch and the grid's tiles); returns the count and the files written (`loaded`: a
-    checkpoint.LoadedModel; `sampler_config`: the sampler as configured, for settings.json)."""
+    checkpoint.LoadedModel; `sampler_config`: the sampler as configured, for settings.json). Under several
+    processes this is rank 0's part: it writes what every rank makes (the others run generate_share)."""
     count = len(request.indices)
     check_disk_room(out, count, tuple(loaded.sample_shape))
     log.info(*log_line(options, loaded, request))
     generation = Generation(request, loaded.sampling_net)
+    shared = SharedGeneration(generation, loaded.sample_shape, processes)
+    if processes.world > 1:
+        device = generation.placement[0].type
+        log.info(
+            "%d processes (%s) share it, %d images per batch each", processes.world, device, shared.batch_size
+        )
     row = request.conditions.nrow if options.mode == "sample" else request.per_picture
     shown, columns = grid_indices(count, row)
     tiles: list[Tensor] = []
     with (
         generation.cpu_threads() as cpu_threads,
-        progress(options, generation) as on_step,
+        progress(options, count, shared.steps) as on_step,
         writing_samples(out, count) as files,
     ):
-        for _, images in generation.batches(on_step):
-            images, first = images.cpu(), files.written
+        for images in shared.batches(on_step):
+            first = files.written
             check_finite(images, ckpt, (first, first + len(images) - 1, count))
             files.add(images)
             tiles.extend(images[i - first] for i in shown if first <= i < first + len(images))
@@ -66,5 +76,14 @@ def generate_into(
             GRID_COLUMNS,
         )
     report = SETTINGS_JSON.get(options.mode, edit_settings)
-    write_json(report(ckpt, sampler_config, options, loaded, generation, cpu_threads), out / "settings.json")
+    write_json(report(ckpt, sampler_config, options, loaded, shared.mine, cpu_threads), out / "settings.json")
     return count, {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
+
+
+def generate_share(request: GenerationRequest, loaded: Any, processes: Processes) -> None:
+    """A rank other than 0's part of generate_into: generate its batches and send them to rank 0."""
+    generation = Generation(request, loaded.sampling_net)
+    shared = SharedGeneration(generation, loaded.sample_shape, processes)
+    with generation.cpu_threads():
+        for _ in shared.batches():
+            pass

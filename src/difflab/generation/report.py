@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..progress import Progress
-from .images import Generation
 from .model import TrainedModel
 from .options import SUPERRES, SampleOptions
 from .request import GenerationRequest
@@ -36,12 +35,12 @@ def log_line(options: SampleOptions, loaded: TrainedModel, request: GenerationRe
 
 
 @contextlib.contextmanager
-def progress(options: SampleOptions, generation: Generation) -> Iterator[Callable[[], None] | None]:
-    """The progress of sampling and super-resolving (sampler steps, images/s); edits show none."""
+def progress(options: SampleOptions, count: int, steps: int) -> Iterator[Callable[[], None] | None]:
+    """The progress of sampling and super-resolving `count` images in `steps` sampler steps (images/s); edits
+    show none."""
     if options.mode in ("inpaint", "img2img"):
         yield None
         return
-    count, steps = len(generation.request.indices), generation.steps
     what = f"sampling {count} images" if options.mode == "sample" else f"super-resolving {count} images"
     with Progress(what, steps, "steps", per_unit=("images", count / max(steps, 1))) as shown:
         yield shown.advance

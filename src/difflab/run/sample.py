@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint import load_with_guide
 from ..checkpoint_config import Overrides
 from ..cluster.devices import pick_device, set_cpu_threads
+from ..cluster.processes import device_of, process_group, started_processes
 from ..generation import build_sampler, request_for, walked_config
-from ..generation.into_folder import generate_into
+from ..generation.into_folder import generate_into, generate_share
 from ..io.results import output_folder
 from ..io.write_images import log_written
 from .errors import exit_if_stopped
@@ -50,12 +51,14 @@ def read_settings(cfg: DictConfig) -> SamplingSettings:
     return read_sampling_settings(cfg, SAMPLING_RULES, cfg.mode, missing, fixed)
 
 
-def sample(cfg: DictConfig) -> Path:
+def sample(cfg: DictConfig) -> Path | None:
     """Write cfg.n samples from checkpoint cfg.ckpt to cfg.out (default: a new outputs/<mode>/<date>/<time>);
-    when editing or super-resolving, cfg.n results of each picture in cfg.image."""
+    when editing or super-resolving, cfg.n results of each picture in cfg.image. Started by torchrun as several
+    processes, they share the work and rank 0 writes the same files (it returns the folder, the others None)."""
     settings = read_settings(cfg)
     options = settings.options
-    device = pick_device(settings.device)
+    processes = started_processes()
+    device = pick_device(device_of(settings.device, processes))
     set_cpu_threads(options.cpu_threads)
     hint = "drop those overrides (sample.py takes them from the checkpoint)"
     overrides = Overrides(settings.fixed_by_checkpoint, hint, CHECKED_KEYS)
@@ -65,7 +68,11 @@ def sample(cfg: DictConfig) -> Path:
     sampler = build_sampler(settings.sampler, loaded)
     request = request_for(loaded, options, sampler, settings.ckpt, guide)
     config = walked_config(settings.sampler, sampler)
-    with exit_if_stopped("sample.py"), output_folder(settings.out, options.mode, settings.root_dir) as out:
-        count, written = generate_into(out, request, loaded, options, config, settings.ckpt)
+    with exit_if_stopped("sample.py"), process_group(processes, device):
+        if not processes.main:
+            generate_share(request, loaded, processes)
+            return None
+        with output_folder(settings.out, options.mode, settings.root_dir) as out:
+            count, written = generate_into(out, request, loaded, options, config, settings.ckpt, processes)
     log_written(count, written)
     return out

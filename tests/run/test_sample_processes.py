@@ -1,0 +1,159 @@
+"""sample.py started by torchrun as several processes (2 CPU processes over gloo here): they share the batches and
+rank 0 writes the very files one process writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+from PIL import Image
+
+from difflab.cluster.processes import Processes, device_of, started_processes
+from difflab.generation.shares import round_positions
+
+
+def torchrun(*args: str, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    """sample.py under torchrun on this machine, one thread per process."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        + ["sample.py", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, by its path in it."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rounds_give_every_position_to_one_process_and_rank_0_receives_them_in_order():
+    count, batch, world = 23, 4, 3
+    shares = [round_positions(count, batch, Processes(rank, world)) for rank in range(world)]
+    assert sorted(p for share in shares for p in share) == list(range(count))
+    # Round r: process k's batch r; put side by side they are the round's positions in order.
+    received = []
+    for r in range(2):
+        for share in shares:
+            received.extend(share[r * batch : (r + 1) * batch])
+    assert received == list(range(count))
+    assert [len(share) for share in shares] == [8, 8, 7]
+
+
+def test_two_processes_write_the_same_files_as_one(tiny_ckpt: Path, tmp_path: Path):
+    common = [f"ckpt={tiny_ckpt}", "n=10", "batch_size=3", "cpu_threads=1", "sampler=ddim", "sampler.steps=4"]
+    one = run_cli("sample.py", *common, f"out={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun(*common, f"out={tmp_path / 'two'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 processes (cpu) share it, 3 images per batch each" in two.stdout + two.stderr
+    written_one, written_two = files_of(tmp_path / "one"), files_of(tmp_path / "two")
+    assert sorted(written_two) == sorted(written_one)
+    assert len([name for name in written_two if name.startswith("images/")]) == 10
+    assert written_two == written_one  # PNGs, grid.png, samples.npz and settings.json, byte for byte
+    assert np.load(tmp_path / "two" / "samples.npz")["images"].shape == (10, 8, 8, 1)
+
+
+def test_two_processes_edit_pictures_as_one(tiny_ckpt: Path, tmp_path: Path):
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for k in range(2):
+        gray = np.full((8, 8), 40 + 150 * k, dtype=np.uint8)
+        Image.fromarray(gray).save(pictures / f"p{k}.png")
+    common = [
+        f"ckpt={tiny_ckpt}",
+        "mode=img2img",
+        f"image={pictures}",
+        "n=3",
+        "batch_size=2",
+        "cpu_threads=1",
+    ]
+    common += ["sampler=ddim", "sampler.steps=4", "strength=0.5"]
+    one = run_cli("sample.py", *common, f"out={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun(*common, f"out={tmp_path / 'two'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert files_of(tmp_path / "two") == files_of(tmp_path / "one")
+    settings = json.loads((tmp_path / "two" / "settings.json").read_text())
+    assert settings["order"] == "result k is an edit of input k // n"
+
+
+def test_a_refused_output_folder_ends_every_process_and_keeps_what_it_holds(tiny_ckpt: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    result = torchrun(f"ckpt={tiny_ckpt}", "n=4", "cpu_threads=1", f"out={out}", timeout=240)
+    assert result.returncode != 0
+    assert f"error: output folder {out} already exists and is not empty" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_a_device_index_for_several_processes_is_one_line():
+    with pytest.raises(ValueError, match=r"^device=cuda:1 names one device for 2 processes: use device=auto"):
+        device_of("cuda:1", Processes(1, 2, 1))
+    assert device_of("cpu", Processes(1, 2, 1)) == "cpu"
+    assert device_of("cuda:1", Processes()) == "cuda:1"
+
+
+def test_a_launcher_environment_without_its_rendezvous_is_one_line(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(
+        ValueError, match=r"^WORLD_SIZE=2 but MASTER_ADDR is not set: start the processes with"
+    ):
+        started_processes()
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert started_processes() == Processes(rank=1, world=2, local_rank=1)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert started_processes() == Processes()
+
+
+def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_ckpt: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "sample.py",
+    ]
+    command += [f"ckpt={tiny_ckpt}", "n=2000", "batch_size=10", "cpu_threads=1", "sampler=ddim"]
+    command += ["sampler.steps=500", f"out={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as job:
+        deadline = time.monotonic() + 120
+        while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        assert any((out / "images").glob("*.png")), "rank 0 wrote nothing in two minutes"
+        os.kill(rank_pid(job.pid, 1), signal.SIGKILL)  # a rank lost: out of memory, a node gone
+        _, stderr = job.communicate(timeout=120)
+    assert job.returncode != 0
+    assert (
+        "error: sample.py stopped by SIGTERM; nothing was written (what it had written was removed)" in stderr
+    )
+    assert not out.exists()
+
+
+def rank_pid(launcher: int, rank: int) -> int:
+    """The pid of the worker torchrun (`launcher`) started as `rank`, read from its environment."""
+    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    for pid in children:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environment:
+            return int(pid)
+    raise AssertionError(f"torchrun {launcher} has no worker of rank {rank} among {children}")
