@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python benchmarks/phema.py
 	$(BIN)/python benchmarks/formulations.py --steps-only
 	$(BIN)/python benchmarks/latent_cache.py
+	$(BIN)/python benchmarks/png_writers.py
 
 # On one CUDA GPU, at most ~8 min: train steps and sampling beside diffusers, batch_size=auto, a 200-step
 # cifar10_ddpm run with FID, a 1-GPU NCCL DDP run; exits non-zero on any failure (benchmarks/gpu_check.py).

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,8 +17,11 @@ import torch
 from conftest import ROOT, compose_config
 from PIL import Image
 
+from difflab.generation import into_folder
 from difflab.generation.grids import grid_indices
 from difflab.generation.images import Generation
+from difflab.io import write_images
+from difflab.io.atomic import NoSpaceLeft
 from difflab.run.sample import sample
 
 
@@ -42,7 +46,11 @@ def make_the_second_batch_nan(monkeypatch) -> None:
     monkeypatch.setattr(Generation, "batches", second_is_nan)
 
 
-def test_each_batch_is_on_disk_before_the_next_is_made(tiny_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("png_writers", [0, 2])
+def test_each_batch_is_on_disk_before_the_one_after_next_is_made(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, png_writers: int
+) -> None:
+    monkeypatch.setattr(into_folder, "png_writer_threads", lambda placement: png_writers)
     out = tmp_path / "out"
     on_disk = []
     real_batches = Generation.batches
@@ -54,7 +62,10 @@ def test_each_batch_is_on_disk_before_the_next_is_made(tiny_ckpt: Path, tmp_path
 
     monkeypatch.setattr(Generation, "batches", watched)
     run_sample(tiny_ckpt, out, "n=10", "batch_size=4")
-    assert on_disk == [0, 4, 8]
+    if png_writers:  # memory holds the batch being written and the one being made, no more
+        assert on_disk[0] == 0 and on_disk[1] in (0, 1, 2, 3, 4) and on_disk[2] >= 4
+    else:
+        assert on_disk == [0, 4, 8]
     pngs = sorted((out / "images").glob("*.png"))
     assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(10)]
     with np.load(out / "samples.npz") as arrays:
@@ -63,6 +74,49 @@ def test_each_batch_is_on_disk_before_the_next_is_made(tiny_ckpt: Path, tmp_path
     assert all(
         np.array_equal(np.asarray(Image.open(p)), image[..., 0]) for p, image in zip(pngs, npz, strict=True)
     )
+
+
+def test_png_writers_write_one_batch_while_the_next_is_made(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The first batch's PNGs wait until the second batch has been made: written in turn, this never ends."""
+    monkeypatch.setattr(into_folder, "png_writer_threads", lambda placement: 2)
+    second_made = threading.Event()
+    real_batches, real_save_png = Generation.batches, write_images.save_png
+
+    def noting_the_second(self, on_step=None):
+        for k, batch in enumerate(real_batches(self, on_step)):
+            if k == 1:
+                second_made.set()
+            yield batch
+
+    def waiting_save_png(image, path):
+        if path.stem.isdigit() and int(path.stem) < 4:
+            assert second_made.wait(timeout=60), "the second batch was not made while the first was written"
+        real_save_png(image, path)
+
+    monkeypatch.setattr(Generation, "batches", noting_the_second)
+    monkeypatch.setattr(write_images, "save_png", waiting_save_png)
+    out = run_sample(tiny_ckpt, tmp_path / "out", "n=10", "batch_size=4")
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:05d}.png" for i in range(10)]
+
+
+def test_a_png_writer_that_fails_fails_the_run_and_leaves_nothing(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setattr(into_folder, "png_writer_threads", lambda placement: 2)
+    real_save_png = write_images.save_png
+
+    def failing_on_the_sixth(image, path):
+        if path.stem == "00005":
+            raise NoSpaceLeft(path)
+        real_save_png(image, path)
+
+    monkeypatch.setattr(write_images, "save_png", failing_on_the_sixth)
+    out = tmp_path / "out"
+    with pytest.raises(NoSpaceLeft, match=r"^no space left on device writing .*00005\.png"):
+        run_sample(tiny_ckpt, out, "n=10", "batch_size=4")
+    assert not out.exists()
 
 
 def test_a_later_batch_that_is_not_finite_leaves_nothing(

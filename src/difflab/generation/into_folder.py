@@ -22,6 +22,7 @@ from .report import log_line, progress
 from .request import GenerationRequest
 from .settings_json import SETTINGS_JSON, edit_settings
 from .shares import SharedGeneration
+from .threads import png_writer_threads
 
 log = logging.getLogger("difflab")
 
@@ -55,7 +56,7 @@ def generate_into(
     with (
         generation.cpu_threads() as cpu_threads,
         progress(options, count, shared.steps) as on_step,
-        writing_samples(out, count) as files,
+        writing_samples(out, count, png_writer_threads(generation.placement)) as files,
     ):
         for images in shared.batches(on_step):
             first = files.written

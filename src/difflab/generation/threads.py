@@ -47,3 +47,13 @@ def _pick(request: GenerationRequest, net: Denoiser, batch_size: int, placement:
     call = request.trial_call(net, placement)
     n = len(request.indices)
     return fastest_thread_count(lambda: call(min(batch_size, n, PROBE_BATCH)))
+
+
+def png_writer_threads(placement: Placement, most: int = 4) -> int:
+    """Threads that may write one batch's PNGs while the next is generated (0: write them in turn). A network on
+    a GPU leaves the CPU cores free; on the CPU only the cores its threads leave idle are taken, since a busy
+    core slows its OpenMP threads far more than the writing would save."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if placement[0].type != "cpu":
+        return min(most, cores)
+    return max(0, min(most, cores - torch.get_num_threads()))

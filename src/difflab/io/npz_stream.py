@@ -21,10 +21,15 @@ class NpzRowWriter:
     def __init__(self, file: IO[bytes], name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.shape, self.dtype, self.rows = tuple(shape), np.dtype(dtype), 0
         self._zip = zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED)
-        # force_zip64: the member's size is unknown when its header is written and may pass 4 GiB.
-        self._member = self._zip.open(f"{name}.npy", "w", force_zip64=True)
-        header = {"descr": npy.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-        npy.write_array_header_1_0(self._member, header)  # as np.save writes it, for any reader of .npy
+        self._member: IO[bytes] | None = None
+        try:
+            # force_zip64: the member's size is unknown when its header is written and may pass 4 GiB.
+            self._member = self._zip.open(f"{name}.npy", "w", force_zip64=True)
+            header = {"descr": npy.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+            npy.write_array_header_1_0(self._member, header)  # as np.save writes it, for any reader of .npy
+        except BaseException:
+            self.abandon()
+            raise
 
     def write(self, rows: np.ndarray) -> None:
         if rows.shape[1:] != self.shape[1:] or rows.dtype != self.dtype:
@@ -37,11 +42,16 @@ class NpzRowWriter:
         self.rows += len(rows)
 
     def abandon(self) -> None:
-        """Stop writing an unfinished file without an error (it is being thrown away)."""
+        """Stop writing an unfinished file without an error (it is being thrown away, perhaps for a full disk):
+        the member and the archive are each closed, so that neither tries again when it is collected."""
+        if self._member is not None:
+            with contextlib.suppress(Exception):
+                self._member.close()
         with contextlib.suppress(Exception):
-            self.close()
+            self._zip.close()
 
     def close(self) -> None:
+        assert self._member is not None
         self._member.close()
         self._zip.close()
         if self.rows != self.shape[0]:

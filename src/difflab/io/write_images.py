@@ -6,6 +6,8 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -47,46 +49,98 @@ def save_png(image_uint8: Tensor, path: str | Path) -> None:
 
 class SampleFiles:
     """sample.py's result files, written as the images come, batch by batch: numbered PNGs in images/ and
-    samples.npz (uint8 NHWC, as FID tools expect); memory holds one batch, however many images are made."""
+    samples.npz (uint8 NHWC, as FID tools expect); memory holds one batch, however many images are made. With
+    `writers`, a batch's PNGs are encoded and synced by those threads while the caller makes the next batch (at
+    most one batch is in flight); without, on the caller's thread."""
 
-    def __init__(self, out: Path, count: int, npz_file: IO[bytes]) -> None:
+    def __init__(
+        self,
+        out: Path,
+        count: int,
+        npz_file: IO[bytes],
+        writers: ThreadPoolExecutor | None = None,
+        writer_count: int = 0,
+    ) -> None:
         self.out, self.count, self.written = out, count, 0
         self.width = max(5, len(str(count)))  # every PNG name has as many digits, so names sort as numbers
         self._npz_file = npz_file
         self._npz: NpzRowWriter | None = None  # made at the first batch, which says the images' shape
+        self._writers, self._writer_count = writers, writer_count
+        self._in_flight: list[Future[None]] = []
+        self._abandoned = False  # tells the writers to stop between two PNGs
 
     def add(self, images: Tensor) -> None:
         """The next images of the set, (N, C, H, W) floats in [-1, 1]."""
         uint8 = to_uint8(images)
-        for i, image in enumerate(uint8, start=self.written):
-            save_png(image, self.out / "images" / f"{i:0{self.width}d}.png")
+        self._wait_for_pngs()
+        if self._writers is None:
+            self._save_pngs(uint8, self.written)
+        else:  # one chunk of the batch per thread, each written in index order
+            chunks = uint8.tensor_split(self._writer_count)
+            starts = np.cumsum([0, *(len(chunk) for chunk in chunks[:-1])]) + self.written
+            self._in_flight = [
+                self._writers.submit(self._save_pngs, chunk, int(start))
+                for chunk, start in zip(chunks, starts, strict=True)
+                if len(chunk)
+            ]
         rows = uint8.permute(0, 2, 3, 1).numpy()
         if self._npz is None:
             self._npz = NpzRowWriter(self._npz_file, "images", (self.count, *rows.shape[1:]), np.uint8)
         self._npz.write(rows)
         self.written += len(uint8)
 
+    def _save_pngs(self, uint8: Tensor, first: int) -> None:
+        for i, image in enumerate(uint8, start=first):
+            if self._abandoned:
+                return
+            save_png(image, self.out / "images" / f"{i:0{self.width}d}.png")
+
+    def _wait_for_pngs(self) -> None:
+        """The PNGs handed to the writers are on disk (a writer's error, a full disk, is raised here)."""
+        in_flight, self._in_flight = self._in_flight, []
+        for write in in_flight:
+            write.result()
+
     def save_grid(self, grid_uint8: Tensor) -> None:
         save_png(grid_uint8, self.out / "grid.png")
 
     def abandon(self) -> None:
-        """Let go of an unfinished samples.npz (its temp file is removed by the caller)."""
+        """Let go of an unfinished samples.npz (its temp file is removed by the caller), once no writer is still
+        writing a PNG (the caller removes those too)."""
+        self._abandoned = True
+        for write in self._in_flight:
+            write.cancel()
+        futures.wait(self._in_flight)
+        self._in_flight = []
         if self._npz is not None:
             self._npz.abandon()
 
     def finish(self) -> None:
+        try:
+            self._wait_for_pngs()
+        except BaseException:
+            self.abandon()
+            raise
         if self._npz is None:
             raise ValueError(f"no images were written to {self.out}")
         self._npz.close()
 
 
 @contextlib.contextmanager
-def writing_samples(out: Path, count: int) -> Iterator[SampleFiles]:
+def writing_samples(out: Path, count: int, png_writers: int = 0) -> Iterator[SampleFiles]:
     """SampleFiles for `count` images into the new or empty folder `out` (results.output_folder's, which removes
-    what was written if the work fails); samples.npz appears only once every image is in it."""
+    what was written if the work fails); samples.npz appears only once every image is in it. png_writers: threads
+    that write PNGs while the next batch is made (0: the caller writes them)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "samples.npz") as npz_file:
-        files = SampleFiles(out, count, npz_file)
+    with (
+        (
+            ThreadPoolExecutor(png_writers, thread_name_prefix="png")
+            if png_writers
+            else contextlib.nullcontext()
+        ) as writers,
+        atomic_file(out / "samples.npz") as npz_file,
+    ):
+        files = SampleFiles(out, count, npz_file, writers, png_writers)
         try:
             yield files
         except BaseException:
