@@ -1,5 +1,5 @@
-"""sample.py started by torchrun as several processes (2 CPU processes over gloo here): they share the batches and
-rank 0 writes the very files one process writes."""
+"""sample.py and evaluate.py started by torchrun as several processes (2 CPU processes over gloo here): they share
+the batches and rank 0 writes the very files, and scores, one process writes."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from difflab.cluster.processes import Processes, device_of, started_processes
 from difflab.generation.shares import round_positions
 
 
-def torchrun(*args: str, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
-    """sample.py under torchrun on this machine, one thread per process."""
+def torchrun(
+    *args: str, script: str = "sample.py", processes: int = 2, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """An entry script (sample.py) under torchrun on this machine, one thread per process."""
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        + ["sample.py", *args],
+        + [script, *args],
         cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"},
         capture_output=True,
@@ -157,3 +159,34 @@ def rank_pid(launcher: int, rank: int) -> int:
         if f"RANK={rank}".encode() in environment:
             return int(pid)
     raise AssertionError(f"torchrun {launcher} has no worker of rank {rank} among {children}")
+
+
+# evaluate.py at sizes that keep Lite0 to seconds on a CPU (the numbers are not meaningful, their equality is).
+SMALL_EVAL = [
+    "metrics.num_reference=40",
+    "metrics.kid_subset_size=10",
+    "metrics.kid_subsets=10",
+    "log_wandb=false",
+]
+
+
+def test_two_processes_score_what_one_scores(tiny_ckpt: Path, tmp_path: Path):
+    common = [f"ckpt={tiny_ckpt}", "n=14", "batch_size=4", "cpu_threads=1", "sampler.steps=3", *SMALL_EVAL]
+    common.append(f"metrics.cache_dir={tmp_path / 'cache'}")
+    one = run_cli("evaluate.py", *common, f"out={tmp_path / 'one.json'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun(*common, f"out={tmp_path / 'two.json'}", script="evaluate.py")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 processes (cpu) share it, 4 images per batch each" in two.stdout + two.stderr
+    report_one = json.loads((tmp_path / "one.json").read_text())
+    report_two = json.loads((tmp_path / "two.json").read_text())
+    assert report_two["metrics"] == report_one["metrics"]
+    assert report_two["generated"] == report_one["generated"]
+    assert report_two["generated"]["n"] == 14
+
+
+def test_scoring_images_under_torchrun_is_one_line(tmp_path: Path):
+    result = torchrun("images=anything", "data=digits", f"out={tmp_path / 'r.json'}", script="evaluate.py")
+    assert result.returncode != 0
+    assert "error: images= are scored by one process: run evaluate.py without torchrun" in result.stderr
+    assert not (tmp_path / "r.json").exists()

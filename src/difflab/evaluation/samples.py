@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import LoadedModel
+from ..cluster.processes import ONE_PROCESS, Processes
 from ..data import ImageDataModule
 from ..diffusion import Sampler
 from ..generation import (
@@ -22,6 +23,7 @@ from ..generation import (
 )
 from ..generation.autoguide import check_guide
 from ..generation.finite import check_finite
+from ..generation.shares import SharedGeneration
 from ..io.read_generated import open_image_set
 from ..io.write_images import to_uint8
 
@@ -38,20 +40,27 @@ def generated_batches(
     ckpt: str,
     conditions: Conditions,
     guide: LoadedModel | None = None,
+    processes: Processes = ONE_PROCESS,
 ) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them
-    (`sampler_config`: the sampler as configured, for the report); `guide`: autoguidance's weaker model."""
+    (`sampler_config`: the sampler as configured, for the report); `guide`: autoguidance's weaker model. Under
+    several processes each generates its share and rank 0's batches hold them all (the others' hold none)."""
     if guide is not None:
         check_guide(loaded, guide, ckpt, options.guide)
     request = sampling_request(loaded, options, sampler, conditions, guide)
     generation = Generation(request, loaded.sampling_net)
+    shared = SharedGeneration(generation, loaded.sample_shape, processes)
 
     def batches() -> Iterator[torch.Tensor]:
         with generation.cpu_threads() as threads:
             settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
-            for indices, images in generation.batches():
-                check_finite(images, ckpt, (indices[0], indices[-1], n))
-                yield to_uint8(images)
+            first = 0
+            for gathered in shared.batches():
+                # A round of several processes is scored in the batches one process makes: the same scores.
+                for images in gathered.split(shared.batch_size):
+                    check_finite(images, ckpt, (first, first + len(images) - 1, n))
+                    first += len(images)
+                    yield to_uint8(images)
 
     n = int(options.n)
     settings = {
@@ -64,7 +73,7 @@ def generated_batches(
         "sampler": sampler_config,
         "nfe": sampler.nfe,
         "precision": options.precision,
-        "batch_size": generation.batch_size,
+        "batch_size": shared.batch_size,
     }
     if loaded.condition is not None or guide is not None:
         settings["condition"] = loaded.condition

@@ -45,11 +45,6 @@ def generate_into(
     log.info(*log_line(options, loaded, request))
     generation = Generation(request, loaded.sampling_net)
     shared = SharedGeneration(generation, loaded.sample_shape, processes)
-    if processes.world > 1:
-        device = generation.placement[0].type
-        log.info(
-            "%d processes (%s) share it, %d images per batch each", processes.world, device, shared.batch_size
-        )
     row = request.conditions.nrow if options.mode == "sample" else request.per_picture
     shown, columns = grid_indices(count, row)
     tiles: list[Tensor] = []

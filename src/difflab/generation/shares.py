@@ -4,6 +4,7 @@ batch r·W + k to process k), and each round's images gathered on rank 0 in inde
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -13,6 +14,8 @@ from torch import Tensor
 
 from ..cluster.processes import ONE_PROCESS, Processes
 from .images import Generation
+
+log = logging.getLogger("difflab")
 
 
 def round_positions(count: int, batch: int, processes: Processes) -> list[int]:
@@ -40,6 +43,14 @@ class SharedGeneration:
         request = generation.request
         mine = replace(request, indices=[request.indices[p] for p in positions], batch_size=self.batch_size)
         self.mine = generation if processes.world == 1 else Generation(mine, generation.net)
+        if processes.world > 1 and processes.main:
+            device = generation.placement[0].type
+            log.info(
+                "%d processes (%s) share it, %d images per batch each",
+                processes.world,
+                device,
+                self.batch_size,
+            )
 
     @property
     def count(self) -> int:

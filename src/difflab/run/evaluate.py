@@ -19,6 +19,7 @@ from ..checkpoint import LoadedModel, load_with_guide
 from ..checkpoint_config import build, image_data_config
 from ..checkpoint_file import checkpoint_run_folder
 from ..cluster.devices import pick_device, set_cpu_threads
+from ..cluster.processes import Processes, device_of, process_group, started_processes
 from ..data import ImageDataModule
 from ..evaluation.autoencoder import evaluate_autoencoder
 from ..evaluation.report import report_path
@@ -90,9 +91,15 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Score cfg.ckpt's samples (or the images in cfg.images) with cfg.metrics; write and return the report."""
+    """Score cfg.ckpt's samples (or the images in cfg.images) with cfg.metrics; write and return the report.
+    Started by torchrun as several processes, they share the sampling and rank 0 scores and writes (the others
+    return {})."""
     settings = read_settings(cfg)
     sampling = settings.sampling
+    processes = started_processes()
+    if processes.world > 1 and (not sampling.ckpt or is_autoencoder(sampling.ckpt)):
+        what = "images=" if not sampling.ckpt else "an autoencoder's reconstructions"
+        raise ValueError(f"{what} are scored by one process: run evaluate.py without torchrun")
     if sampling.ckpt and is_autoencoder(sampling.ckpt):  # no samples: its reconstructions are scored
         return evaluate_autoencoder_run(settings)
     set_cpu_threads(sampling.options.cpu_threads)
@@ -101,9 +108,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # The feature network keeps the threads the process starts with, whatever generation is given.
         evaluator.cpu_threads = torch.get_num_threads()
     path = report_path(sampling.out, sampling.ckpt, sampling.root_dir)
-    device = pick_device(sampling.device)
+    device = pick_device(device_of(sampling.device, processes))
     evaluator.feature_extractor(device)  # fails early on missing Inception weights
+    with process_group(processes, device):
+        return scored(settings, evaluator, path, device, processes)
 
+
+def scored(
+    settings: EvaluateSettings, evaluator: Evaluator, path: Any, device: torch.device, processes: Processes
+) -> dict[str, Any]:
+    """Generate (or read) the images, score them on rank 0, write the report and log the scores."""
+    sampling = settings.sampling
     loaded, guide = None, None
     if sampling.ckpt:
         loaded, guide = load_with_guide(
@@ -119,11 +134,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         sampler = build_sampler(sampling.sampler, loaded)
         config = walked_config(sampling.sampler, sampler)
         batches, source = generated_batches(
-            loaded, sampling.options, sampler, config, sampling.ckpt, conditions, guide
+            loaded, sampling.options, sampler, config, sampling.ckpt, conditions, guide, processes
         )
     else:
         shape = (data.channels, data.image_size, data.image_size)
         batches, source = image_batches(settings.images, shape, sampling.options.batch_size)
+    if not processes.main:
+        for _ in batches:  # this rank's share, sent to rank 0
+            pass
+        return {}
     report = score_report(evaluator, batches, source, data, conditions, device)
     write_json(report, path)
     scores = report["metrics"]
