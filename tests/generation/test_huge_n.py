@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import one_error_line, run_cli
 
 import difflab
 from difflab.generation import GenerationRequest
 from difflab.generation.images import Generation
 from difflab.generation.methods import Sampling
+from difflab.generation.shares import SharedGeneration
 
 HUGE = 100_000_000_000
 
@@ -45,3 +47,6 @@ def test_streamed_generation_of_a_huge_n_gives_its_first_batch(tiny_ckpt: Path, 
     )
     indices, images = next(Generation(request, pipe.net).batches())
     assert indices == list(range(len(indices))) and images.shape[0] == len(indices) > 0
+    # evaluate.py reads them through SharedGeneration, which one process or several share alike.
+    shared = SharedGeneration(Generation(request, pipe.net), pipe.sample_shape)
+    assert torch.equal(next(shared.batches()), images)

@@ -17,7 +17,7 @@ from conftest import ROOT, run_cli
 from PIL import Image
 
 from difflab.cluster.processes import Processes, device_of, started_processes
-from difflab.generation.shares import round_positions
+from difflab.generation.shares import RoundShare
 
 
 def torchrun(
@@ -42,7 +42,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 def test_rounds_give_every_position_to_one_process_and_rank_0_receives_them_in_order():
     count, batch, world = 23, 4, 3
-    shares = [round_positions(count, batch, Processes(rank, world)) for rank in range(world)]
+    shares = [list(RoundShare(range(count), batch, Processes(rank, world))) for rank in range(world)]
     assert sorted(p for share in shares for p in share) == list(range(count))
     # Round r: process k's batch r; put side by side they are the round's positions in order.
     received = []
@@ -51,6 +51,9 @@ def test_rounds_give_every_position_to_one_process_and_rank_0_receives_them_in_o
             received.extend(share[r * batch : (r + 1) * batch])
     assert received == list(range(count))
     assert [len(share) for share in shares] == [8, 8, 7]
+    huge = RoundShare(range(10**15), 1000, Processes(2, 8))  # lazy: n of any size
+    assert len(huge) == 125_000_000_000_000 and huge[1000] == 10_000 and huge[-1] == 10**15 - 5001
+    assert huge[998:1002] == [2998, 2999, 10_000, 10_001]
 
 
 def test_two_processes_write_the_same_files_as_one(tiny_ckpt: Path, tmp_path: Path):

@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -18,14 +19,36 @@ from .images import Generation
 log = logging.getLogger("difflab")
 
 
-def round_positions(count: int, batch: int, processes: Processes) -> list[int]:
-    """The positions (0..count-1 into a request's indices) that `processes.rank` generates, round by round: in
-    round r, process k takes positions [(r·W + k)·batch, (r·W + k + 1)·batch)."""
-    world, rank = processes.world, processes.rank
-    positions: list[int] = []
-    for start in range(rank * batch, count, world * batch):
-        positions.extend(range(start, min(start + batch, count)))
-    return positions
+class RoundShare(Sequence[int]):
+    """The indices one process generates, in order and lazily (a range of any n stays one): in round r, process k
+    takes the batch [(r·W + k)·batch, (r·W + k + 1)·batch) of `indices`."""
+
+    def __init__(self, indices: Sequence[int], batch: int, processes: Processes) -> None:
+        self.indices, self.batch = indices, batch
+        self.world, self.rank = processes.world, processes.rank
+        blocks = math.ceil(len(indices) / batch)  # the batches of one process, dealt out in turn
+        self.blocks = max(0, math.ceil((blocks - self.rank) / self.world))
+        last = self.rank + (self.blocks - 1) * self.world
+        self.length = (
+            0 if not self.blocks else (self.blocks - 1) * batch + min(batch, len(indices) - last * batch)
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[int]: ...
+    def __getitem__(self, i: int | slice) -> int | list[int]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.length))]
+        if i < 0:
+            i += self.length
+        if not 0 <= i < self.length:
+            raise IndexError(f"{i} is not a position of a share of {self.length}")
+        block, offset = divmod(i, self.batch)
+        return self.indices[(block * self.world + self.rank) * self.batch + offset]
 
 
 class SharedGeneration:
@@ -39,10 +62,13 @@ class SharedGeneration:
         self.whole, self.processes = generation, processes
         self.image_shape = tuple(int(size) for size in image_shape)  # what a batch's images are (C, H, W)
         self.batch_size = self._agreed_batch_size()
-        positions = round_positions(self.count, self.batch_size, processes)
-        request = generation.request
-        mine = replace(request, indices=[request.indices[p] for p in positions], batch_size=self.batch_size)
-        self.mine = generation if processes.world == 1 else Generation(mine, generation.net)
+        self.mine = generation  # what this process generates
+        if processes.world > 1:
+            request = generation.request
+            share = RoundShare(request.indices, self.batch_size, processes)
+            self.mine = Generation(
+                replace(request, indices=share, batch_size=self.batch_size), generation.net
+            )
         if processes.world > 1 and processes.main:
             device = generation.placement[0].type
             log.info(
