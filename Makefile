@@ -66,7 +66,8 @@ bench: setup
 	$(BIN)/python benchmarks/png_writers.py
 
 # On one CUDA GPU, at most ~8 min: train steps and sampling beside diffusers, batch_size=auto, a 200-step
-# cifar10_ddpm run with FID, a 1-GPU NCCL DDP run; exits non-zero on any failure (benchmarks/gpu_check.py).
+# cifar10_ddpm run with FID, a 1-GPU NCCL DDP run, sample.py on 2 GPUs under torchrun (skipped with one GPU);
+# exits non-zero on any failure (benchmarks/gpu_check.py).
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py --json outputs/gpu_check.json $(ARGS)
 

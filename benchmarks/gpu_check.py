@@ -8,6 +8,8 @@ Rows (estimated time on one H200, from the CPU timings and the models' sizes; th
   training run   200 steps of experiment=cifar10_ddpm, bf16-mixed, compile=regional, FID callback at the
                  end (EfficientNet-Lite0 features, offline): the scores must be finite.            ~2 min
   ddp            a 1-GPU NCCL DDP run of 20 steps.                                                   ~40 s
+  shared sampling  sample.py under torchrun on 2 GPUs (NCCL) writes the samples.npz of 1 process
+                 (skipped on a machine with one GPU).                                                ~30 s
   sampling       images/s of each sampler on the CIFAR U-Net (bf16).                                 ~30 s
 Every row is a function of the device; `--device cpu --tiny` runs each with tiny sizes (what
 tests/run/test_gpu_check.py does), and rows that only mean something on CUDA (TF32, NCCL, peak memory) say
@@ -404,6 +406,52 @@ def ddp_row(device: torch.device, tiny: bool, work: Path) -> Row:
     return checked("ddp", "1 process, 1 device", measure)
 
 
+def shared_sampling_row(device: torch.device, tiny: bool, work: Path) -> Row:
+    """sample.py under torchrun on 2 processes (2 GPUs over NCCL; 2 CPU processes over gloo) writes the very
+    samples.npz one process writes, from the ddp row's checkpoint."""
+
+    def measure() -> dict[str, Any]:
+        if device.type == "cuda" and torch.cuda.device_count() < 2:
+            raise Skip("one GPU: NCCL takes one GPU per process, so sharing sample.py needs two")
+        ckpt = work / "ddp_run" / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise Skip("the ddp row wrote no checkpoint")
+        args = [f"ckpt={ckpt}", "n=24" if tiny else "n=512", "batch_size=4" if tiny else "batch_size=64"]
+        args += ["sampler.steps=4", f"device={device.type}", "cpu_threads=1"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        seconds = {}
+        for processes in (1, 2):
+            launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+            command = [sys.executable, *(launcher if processes > 1 else []), str(ROOT / "sample.py")]
+            start = time.perf_counter()
+            result = subprocess.run(
+                [*command, *args, f"out={work / f'shared_{processes}'}"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            seconds[processes] = time.perf_counter() - start
+            if result.returncode != 0:
+                lines = [line for line in result.stderr.splitlines() if line.strip()]
+                raise RuntimeError(
+                    f"sample.py on {processes} exited {result.returncode}: {lines[-1] if lines else ''}"
+                )
+        one, two = ((work / f"shared_{k}" / "samples.npz").read_bytes() for k in (1, 2))
+        if one != two:
+            raise AssertionError("2 processes wrote another samples.npz than 1 process")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        return {
+            "backend": backend,
+            "same_npz": True,
+            "one_process_s": seconds[1],
+            "two_processes_s": seconds[2],
+        }
+
+    return checked("shared sampling", "sample.py on 2 processes", measure)
+
+
 # --- the table ---------------------------------------------------------------------------------------------------
 
 
@@ -428,6 +476,7 @@ def run_check(device: torch.device, tiny: bool, work: Path) -> list[Row]:
     rows.append(auto_batch_row(device, tiny))
     rows.append(training_run_row(device, tiny, work))
     rows.append(ddp_row(device, tiny, work))
+    rows.append(shared_sampling_row(device, tiny, work))
     rows.extend(sampling_rows(device, tiny))
     return rows
 

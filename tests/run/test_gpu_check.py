@@ -28,7 +28,7 @@ def test_every_row_runs_on_the_cpu_and_the_table_is_written(tmp_path: Path) -> N
     rows = {(r["section"], r["name"]): r for r in table["rows"]}
     assert table["failed"] == 0 and table["device"] == "cpu"
     assert {r["section"] for r in table["rows"]} == {
-        "train step", "batch_size=auto", "training run", "ddp", "sampling",
+        "train step", "batch_size=auto", "training run", "ddp", "shared sampling", "sampling",
     }  # fmt: skip
     unet = {name: r for (section, name), r in rows.items() if section == "train step" and "unet" in name}
     for name, row in unet.items():
@@ -49,6 +49,8 @@ def test_every_row_runs_on_the_cpu_and_the_table_is_written(tmp_path: Path) -> N
     assert training["status"] == "ok" and training["values"]["val/fd_effl0"] > 0
     (ddp,) = [r for (section, _), r in rows.items() if section == "ddp"]
     assert ddp["values"]["backend"].startswith("gloo")
+    (shared,) = [r for (section, _), r in rows.items() if section == "shared sampling"]
+    assert shared["status"] == "ok" and shared["values"]["same_npz"] and shared["values"]["backend"] == "gloo"
     samplers = [name.split()[0] for (section, name) in rows if section == "sampling"]
     assert samplers == ["ddpm", "ddim", "dpm_solver", "euler", "heun"]
     assert all(rows[("sampling", n)]["values"]["img_per_s"] > 0 for (s, n) in rows if s == "sampling")

@@ -29,6 +29,7 @@ def torchrun(
         + [script, *args],
         cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"},
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -140,7 +141,9 @@ def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_
     command += [f"ckpt={tiny_ckpt}", "n=2000", "batch_size=10", "cpu_threads=1", "sampler=ddim"]
     command += ["sampler.steps=500", f"out={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as job:
+    # stdin and stdout not inherited: under pytest-xdist they are the worker's channel to its controller.
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
         deadline = time.monotonic() + 120
         while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.2)
