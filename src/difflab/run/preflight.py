@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from ..cluster.jobs import is_requeued_job, is_secondary_rank
+from ..cluster.torchrun import share_run_folder
 from ..runs.folder import claim_run_folder, reenters_run_folder, resumed_name
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
@@ -64,4 +65,5 @@ class Preflight(Callback):
             settings = replace(settings, run_dir=claim(config, run_dir))
         elif settings.resume is not None:
             _keep_first_hydra_files(config, run_dir, settings.step)
+        share_run_folder(settings.run_dir)  # torchrun's other ranks wait for it (run.cli)
         hand_over(settings)
