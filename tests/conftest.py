@@ -151,6 +151,25 @@ def run_cli(
     )
 
 
+# An entry point under torchrun, 2 processes on this machine (gloo between CPU processes).
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def run_torchrun(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """run_cli for an entry point started by torchrun as 2 processes; no stdin, output captured as text."""
+    return subprocess.run(
+        [*TORCHRUN, script, *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     """The single `error: …` line of a refused command (exit 2, no traceback)."""
     assert result.returncode == 2, result.stderr[-2000:]

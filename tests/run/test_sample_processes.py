@@ -7,33 +7,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, TORCHRUN, run_cli, run_torchrun
 from PIL import Image
 
 from difflab.cluster.processes import Processes, device_of, started_processes
 from difflab.generation.shares import RoundShare
 
 
-def torchrun(
-    *args: str, script: str = "sample.py", processes: int = 2, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    """An entry script (sample.py) under torchrun on this machine, one thread per process."""
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        + [script, *args],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def torchrun(*args: str, script: str = "sample.py", timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_torchrun(script, *args, timeout=timeout)
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -131,14 +118,14 @@ def test_a_launcher_environment_without_its_rendezvous_is_one_line(monkeypatch):
 def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_ckpt: Path, tmp_path: Path):
     out = tmp_path / "out"
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN,
         "sample.py",
+        f"ckpt={tiny_ckpt}",
+        "n=2000",
+        "batch_size=10",
+        "cpu_threads=1",
+        "sampler=ddim",
     ]
-    command += [f"ckpt={tiny_ckpt}", "n=2000", "batch_size=10", "cpu_threads=1", "sampler=ddim"]
     command += ["sampler.steps=500", f"out={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # stdin and stdout not inherited: under pytest-xdist they are the worker's channel to its controller.

@@ -4,12 +4,10 @@ rank 0 found rank 1's .hydra/ there and refused the folder as another run's."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import run_torchrun
 
 from difflab.checkpoint import load_model
 
@@ -31,22 +29,8 @@ TWO_STEPS_ON_TWO_RANKS = [
 
 
 def torchrun_train(*args: str, root: Path) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "train.py",
-    ]
-    return subprocess.run(
-        [*command, *TWO_STEPS_ON_TWO_RANKS, *args],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "DIFFLAB_ROOT": str(root)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=400,
+    return run_torchrun(
+        "train.py", *TWO_STEPS_ON_TWO_RANKS, *args, env={"DIFFLAB_ROOT": str(root)}, timeout=400
     )
 
 
