@@ -1,3 +1,3 @@
 """Running on a cluster: which process this is (rank, requeued job), whether the devices and nodes asked for
-exist, putting a preempted SLURM job back in the queue, and SIGTERM as an exception for work that cleans up after
+exist, the processes torchrun starts, and SIGTERM as an exception for work that cleans up after
 itself. Reads no Hydra config."""

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
-from ..cluster.requeue import requeue
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
@@ -35,6 +34,7 @@ from ..training.console import (
     quiet_library_noise,
 )
 from ..training.metrics_file import MetricsFile
+from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS

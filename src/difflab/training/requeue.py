@@ -8,12 +8,12 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from .jobs import slurm_job_id
+from ..cluster.jobs import slurm_job_id
 
 if TYPE_CHECKING:  # torch and Lightning load where a run needs them
     from lightning.pytorch.loggers import Logger
 
-    from ..training.preemption import Preempted
+    from .preemption import Preempted
 
 log = logging.getLogger("difflab")
 
