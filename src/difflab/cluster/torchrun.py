@@ -33,14 +33,12 @@ def shared_run_folder() -> str:
 
 
 def _key() -> str:
-    return (
-        f"{KEY}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"  # a restarted job claims its folder anew
-    )
+    restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # a restarted job claims its folder anew
+    return f"{KEY}/{restarts}"
 
 
 def _store() -> Any:
-    from torch.distributed import (
-        TCPStore,
-    )  # only under torchrun: the launcher's checks run before torch loads
+    # torch only under torchrun: the launcher's checks run before torch loads.
+    from torch.distributed import TCPStore
 
     return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=WAIT)

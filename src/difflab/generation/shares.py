@@ -5,7 +5,6 @@ batch r·W + k to process k), and each round's images gathered on rank 0 in inde
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import overload
@@ -26,8 +25,10 @@ class RoundShare(Sequence[int]):
     def __init__(self, indices: Sequence[int], batch: int, processes: Processes) -> None:
         self.indices, self.batch = indices, batch
         self.world, self.rank = processes.world, processes.rank
-        blocks = math.ceil(len(indices) / batch)  # the batches of one process, dealt out in turn
-        self.blocks = max(0, math.ceil((blocks - self.rank) / self.world))
+        blocks = -(
+            -len(indices) // batch
+        )  # the batches of one process, dealt out in turn (whole-number ceil)
+        self.blocks = max(0, -(-(blocks - self.rank) // self.world))
         last = self.rank + (self.blocks - 1) * self.world
         self.length = (
             0 if not self.blocks else (self.blocks - 1) * batch + min(batch, len(indices) - last * batch)
@@ -69,14 +70,14 @@ class SharedGeneration:
             self.mine = Generation(
                 replace(request, indices=share, batch_size=self.batch_size), generation.net
             )
-        if processes.world > 1 and processes.main:
-            device = generation.placement[0].type
-            log.info(
-                "%d processes (%s) share it, %d images per batch each",
-                processes.world,
-                device,
-                self.batch_size,
-            )
+            if processes.main:
+                device = generation.placement[0].type
+                log.info(
+                    "%d processes (%s) share it, %d images per batch each",
+                    processes.world,
+                    device,
+                    self.batch_size,
+                )
 
     @property
     def count(self) -> int:
@@ -84,7 +85,7 @@ class SharedGeneration:
 
     @property
     def rounds(self) -> int:
-        return math.ceil(self.count / (self.batch_size * self.processes.world))
+        return -(-self.count // (self.batch_size * self.processes.world))
 
     @property
     def steps(self) -> int:
@@ -117,7 +118,7 @@ class SharedGeneration:
             images = next(made)[1] if sizes[self.processes.rank] else None
             padded = torch.zeros((batch, *self.image_shape), device=device)  # collectives need equal sizes
             if images is not None:
-                padded[: len(images)] = images.float()
+                padded[: len(images)] = images
             received = [torch.empty_like(padded) for _ in range(world)] if self.processes.main else None
             dist.gather(padded, received, dst=0)
             if received is not None:
