@@ -170,6 +170,16 @@ def run_torchrun(
     )
 
 
+def rank_pid(launcher: int, rank: int) -> int:
+    """The pid of the worker torchrun (`launcher`) started as `rank`, read from its environment."""
+    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    for pid in children:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environment:
+            return int(pid)
+    raise AssertionError(f"torchrun {launcher} has no worker of rank {rank} among {children}")
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     """The single `error: …` line of a refused command (exit 2, no traceback)."""
     assert result.returncode == 2, result.stderr[-2000:]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TORCHRUN, run_cli, run_torchrun
+from conftest import ROOT, TORCHRUN, rank_pid, run_cli, run_torchrun
 from PIL import Image
 
 from difflab.cluster.processes import Processes, device_of, started_processes
@@ -142,16 +142,6 @@ def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_
         "error: sample.py stopped by SIGTERM; nothing was written (what it had written was removed)" in stderr
     )
     assert not out.exists()
-
-
-def rank_pid(launcher: int, rank: int) -> int:
-    """The pid of the worker torchrun (`launcher`) started as `rank`, read from its environment."""
-    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
-    for pid in children:
-        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        if f"RANK={rank}".encode() in environment:
-            return int(pid)
-    raise AssertionError(f"torchrun {launcher} has no worker of rank {rank} among {children}")
 
 
 # evaluate.py at sizes that keep Lite0 to seconds on a CPU (the numbers are not meaningful, their equality is).
