@@ -173,3 +173,17 @@ def test_scoring_images_under_torchrun_is_one_line(tmp_path: Path):
     assert result.returncode != 0
     assert "error: images= are scored by one process: run evaluate.py without torchrun" in result.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_restarted_attempt_makes_its_process_group_without_the_first_attempts_addresses():
+    """torchrun's agent keeps its store across a restart, with the peer addresses the first attempt's process
+    group wrote in it; the restarted ranks read them and connected to processes that were gone (torch issue
+    #135712): without its own store the probe failed or hung in 4 of 6 runs here, so it runs twice."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+    command = [*TORCHRUN, "--max-restarts=1", "tests/restart_probe.py"]
+    pipes = {"stdin": subprocess.DEVNULL, "capture_output": True, "text": True}
+    for _ in range(2):
+        result = subprocess.run(command, cwd=ROOT, env=env, timeout=120, **pipes)
+        assert result.returncode == 0, result.stderr[-3000:]
+        for rank in (0, 1):  # counted, not read as lines: the two ranks' prints can share a line
+            assert result.stdout.count(f"attempt 1 rank {rank}: 2 processes") == 1, result.stdout

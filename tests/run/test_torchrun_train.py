@@ -4,10 +4,13 @@ rank 0 found rank 1's .hydra/ there and refused the folder as another run's."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
-from conftest import run_torchrun
+from conftest import ROOT, TORCHRUN, rank_pid, run_torchrun
 
 from difflab.checkpoint import load_model
 
@@ -52,3 +55,34 @@ def test_a_dated_run_folder_is_one_folder_for_every_rank(tmp_path: Path) -> None
     (day,) = (tmp_path / "outputs" / "train").iterdir()
     (run,) = day.iterdir()  # one folder for the run, not one per rank
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_job_torchrun_restarts_resumes_in_its_own_folder_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """torchrun --max-restarts restarts every rank when one dies; before, rank 0 claimed a fresh dated folder and
+    the job trained again from step 0, its first folder and checkpoints left behind."""
+    steps = [
+        a for a in TWO_STEPS_ON_TWO_RANKS if not a.startswith(("trainer.max_steps", "trainer.val_check"))
+    ]
+    command = [*TORCHRUN[:-1], "--nproc_per_node=2", "--max-restarts=1", "train.py", *steps]
+    command += ["trainer.max_steps=40", "trainer.val_check_interval=40"]
+    command += ["callbacks.model_checkpoint.every_n_train_steps=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIFFLAB_ROOT": str(tmp_path)}
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
+        deadline = time.monotonic() + 240
+        while job.poll() is None and time.monotonic() < deadline:
+            if list((tmp_path / "outputs").glob("train/*/*/checkpoints/last.ckpt")):
+                break
+            time.sleep(0.1)
+        assert job.poll() is None, (
+            f"the run ended before a rank could be stopped: {job.stdout.read()[-3000:]}"
+        )
+        os.kill(rank_pid(job.pid, 1), signal.SIGKILL)  # a rank lost mid-run: a node gone, out of memory
+        output, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, output[-3000:]
+    (day,) = (tmp_path / "outputs" / "train").iterdir()
+    (run,) = day.iterdir()  # the restart went back into the job's folder
+    assert load_model(run / "checkpoints" / "last.ckpt").global_step == 40
+    resumed = [p.name for p in (run / ".hydra").iterdir() if p.name.startswith("resumed_step_")]
+    assert len(resumed) == 1, output[-3000:]  # from its last checkpoint, not from step 0
+    assert int(resumed[0].removeprefix("resumed_step_")) >= 4

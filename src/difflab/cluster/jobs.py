@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .torchrun import earlier_attempts_folder
+
 
 def is_secondary_rank() -> bool:
     """True in a DDP process other than global rank 0: Lightning's children (LOCAL_RANK), other nodes
@@ -13,10 +15,12 @@ def is_secondary_rank() -> bool:
 
 def is_requeued_job() -> bool:
     """True where a last.ckpt in the run folder can only be this job's own, written before a requeue: a SLURM
-    job SLURM has restarted (SLURM_RESTART_COUNT > 0), or any job submitit launched (SUBMITIT_EXECUTOR is set;
-    submitit reruns a requeued job with the same overrides in the same folder, locally too)."""
+    job SLURM has restarted (SLURM_RESTART_COUNT > 0), any job submitit launched (SUBMITIT_EXECUTOR is set;
+    submitit reruns a requeued job with the same overrides in the same folder, locally too), or a job torchrun
+    restarted after an earlier attempt claimed its run folder (cluster.torchrun)."""
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0").strip()
-    return restarts not in ("", "0") or bool(os.environ.get("SUBMITIT_EXECUTOR"))
+    requeued = restarts not in ("", "0") or bool(os.environ.get("SUBMITIT_EXECUTOR"))
+    return requeued or earlier_attempts_folder() is not None
 
 
 def slurm_job_id() -> str | None:

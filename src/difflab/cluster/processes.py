@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .torchrun import own_process_group_store
+
 
 @dataclass(frozen=True)
 class Processes:
@@ -74,6 +76,7 @@ def process_group(processes: Processes, device: torch.device) -> Iterator[None]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    own_process_group_store()  # a torchrun restart: not the process-group keys its first attempt left
     # A rank that fails ends the job through its launcher (torchrun stops the others); the timeout bounds a wait
     # that nothing ends, such as a rank stopped in a debugger.
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))

@@ -19,7 +19,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import OmegaConf
 
 from ..cluster.jobs import is_secondary_rank
-from ..cluster.torchrun import shared_run_folder, started_together
+from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
 from ..runs.inherit import inherited_overrides, parse
 
@@ -43,15 +43,21 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
         print(f"resuming with the run's own overrides: {' '.join(inherited)}")
     if inherit and started_together() and is_secondary_rank():
         args = joining_rank_zeros_folder(args)
+    elif inherit and (folder := earlier_attempts_folder()):
+        print(f"torchrun restarted the job: back into its run folder {folder}")
+        args = [*_without_run_folder(args), f"hydra.run.dir={folder}"]
     run_hydra(task, str(conf_dir), config_name, [*inherited, *args])
 
 
 def joining_rank_zeros_folder(args: list[str]) -> list[str]:
     """The overrides of a train.py rank other than 0 under torchrun: the run folder rank 0 claimed, without
     writing .hydra/ into it (rank 0 does)."""
-    own = ("hydra.run.dir=", "hydra.output_subdir=")
-    kept = [a for a in args if not a.lstrip("+").startswith(own)]
+    kept = [a for a in _without_run_folder(args) if not a.lstrip("+").startswith("hydra.output_subdir=")]
     return [*kept, f"hydra.run.dir={shared_run_folder()}", "hydra.output_subdir=null"]
+
+
+def _without_run_folder(args: list[str]) -> list[str]:
+    return [a for a in args if not a.lstrip("+").startswith("hydra.run.dir=")]
 
 
 def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> None:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
+from ..cluster.torchrun import own_process_group_store
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
@@ -131,7 +132,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ckpt_path=last (this run folder's checkpoints/last.ckpt) or ckpt_path=<file> resumes exactly: weights, EMA,
     optimizer and LR schedule, step and epoch, position in the data, and the random draws that follow. A
-    requeued SLURM job resumes from its last.ckpt by itself; the W&B run id goes with the run folder.
+    requeued SLURM job, or a job torchrun restarted, resumes from its last.ckpt by itself; the W&B run id goes
+    with the run folder.
     """
     quiet_library_noise()
     keep_console_in_run_log()
@@ -141,6 +143,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if resume is not None:
         keep_earlier_csv_logs(cfg, step)
     set_cpu_threads(settings.cpu_threads)
+    own_process_group_store()  # a torchrun restart: not the process-group keys its first attempt left
     L.seed_everything(settings.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
 
