@@ -1,10 +1,11 @@
-"""Which process this is: a DDP rank other than 0, a job SLURM (or submitit) has requeued, its SLURM job id."""
+"""Which process this is: a DDP rank other than 0, a job SLURM (or submitit) has requeued, its SLURM job id, the
+srun step it is a task of."""
 
 from __future__ import annotations
 
 import os
 
-from .torchrun import earlier_attempts_folder
+from .torchrun import earlier_attempts_folder, under_torchrun
 
 
 def is_secondary_rank() -> bool:
@@ -28,3 +29,14 @@ def slurm_job_id() -> str | None:
     if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
         return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     return os.environ.get("SLURM_JOB_ID") or None
+
+
+def srun_step() -> str | None:
+    """<job id>_<step id> in a task srun started (`srun python train.py`, one task per GPU): a name every task of
+    the step knows without asking the others, and that a requeued job (same id, steps counted again from 0) knows
+    again. None outside an srun step, and where the launcher names the run folder itself (submitit) or hands it
+    over (torchrun: cluster.torchrun)."""
+    step = os.environ.get("SLURM_STEP_ID", "").strip()
+    if not step or os.environ.get("SUBMITIT_EXECUTOR") or under_torchrun() or slurm_job_id() is None:
+        return None
+    return f"{slurm_job_id()}_{step}"

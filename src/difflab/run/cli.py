@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import OmegaConf
 
-from ..cluster.jobs import is_secondary_rank
+from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
 from ..runs.inherit import inherited_overrides, parse
@@ -41,12 +41,25 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
         sys.exit(2)
     if inherited:
         print(f"resuming with the run's own overrides: {' '.join(inherited)}")
-    if inherit and started_together() and is_secondary_rank():
-        args = joining_rank_zeros_folder(args)
-    elif inherit and (folder := earlier_attempts_folder()):
-        print(f"torchrun restarted the job: back into its run folder {folder}")
-        args = [*_without_run_folder(args), f"hydra.run.dir={folder}"]
+    if inherit:
+        args = with_this_ranks_run_folder(args)
     run_hydra(task, str(conf_dir), config_name, [*inherited, *args])
+
+
+def with_this_ranks_run_folder(args: list[str]) -> list[str]:
+    """train.py's overrides with the run folder where the launcher decides it: torchrun's other ranks join the one
+    its rank 0 claimed, a job torchrun restarted goes back into its own, and every task of an srun step (and the
+    step again once SLURM requeues the job) takes outputs/train/slurm/<job id>_<step>."""
+    if started_together() and is_secondary_rank():
+        return joining_rank_zeros_folder(args)
+    if folder := earlier_attempts_folder():
+        print(f"torchrun restarted the job: back into its run folder {folder}")
+        return [*_without_run_folder(args), f"hydra.run.dir={folder}"]
+    step = srun_step()
+    if step is None or _without_run_folder(args) != args or any(a in PLAIN_FLAGS for a in args):
+        return args  # not srun, a folder the user named, or a sweep (Hydra's sweep folders)
+    folder = [f"hydra.run.dir=${{paths.root_dir}}/outputs/${{task_name}}/slurm/{step}"]
+    return [*args, *folder, *(["hydra.output_subdir=null"] if is_secondary_rank() else [])]
 
 
 def joining_rank_zeros_folder(args: list[str]) -> list[str]:
