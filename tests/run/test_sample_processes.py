@@ -171,7 +171,9 @@ def test_two_processes_score_what_one_scores(tiny_ckpt: Path, tmp_path: Path):
 def test_scoring_images_under_torchrun_is_one_line(tmp_path: Path):
     result = torchrun("images=anything", "data=digits", f"out={tmp_path / 'r.json'}", script="evaluate.py")
     assert result.returncode != 0
-    assert "error: images= are scored by one process: run evaluate.py without torchrun" in result.stderr
+    assert (
+        "error: images= are scored by one process: run evaluate.py without torchrun or srun" in result.stderr
+    )
     assert not (tmp_path / "r.json").exists()
 
 

@@ -99,7 +99,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     processes = started_processes()
     if processes.world > 1 and (not sampling.ckpt or is_autoencoder(sampling.ckpt)):
         what = "images=" if not sampling.ckpt else "an autoencoder's reconstructions"
-        raise ValueError(f"{what} are scored by one process: run evaluate.py without torchrun")
+        raise ValueError(f"{what} are scored by one process: run evaluate.py without torchrun or srun")
     if sampling.ckpt and is_autoencoder(sampling.ckpt):  # no samples: its reconstructions are scored
         return evaluate_autoencoder_run(settings)
     set_cpu_threads(sampling.options.cpu_threads)

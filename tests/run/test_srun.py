@@ -1,6 +1,7 @@
-"""train.py started by srun (the sbatch recipe Lightning documents: `srun python train.py` with one task per GPU),
-faked here with two CPU processes started at once with the variables srun gives each task. Every task must write
-into the one run folder task 0 claims, and a requeued job must go back into it."""
+"""train.py and sample.py started by srun (the sbatch recipe Lightning documents: `srun python train.py` with one task
+per GPU), faked here with two CPU processes started at once with the variables srun gives each task. Every task of
+train.py must write into the one run folder task 0 claims, and a requeued job must go back into it; sample.py's
+tasks share the samples as torchrun's processes do."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 from difflab.checkpoint import load_model
 from difflab.cluster.jobs import srun_step
+from difflab.cluster.processes import Processes, started_processes
 
 TWO_TASKS = [
     "model=unet_tiny",
@@ -32,8 +34,16 @@ TWO_TASKS = [
 ]
 
 
-def srun(*args: str, root: Path, job: str, restarts: int = 0) -> list[subprocess.CompletedProcess]:
-    """`srun --ntasks-per-node=2 python train.py …` in job `job`, its SLURM_RESTART_COUNT-th run."""
+def srun(
+    *args: str,
+    root: Path,
+    job: str,
+    restarts: int = 0,
+    script: str = "train.py",
+    own: tuple[list[str], list[str]] = ([], []),
+) -> list[subprocess.CompletedProcess]:
+    """`srun --ntasks-per-node=2 python <script> …` in job `job`, its SLURM_RESTART_COUNT-th run; `own`: each
+    task's own further arguments (srun running a command per task)."""
     slurm = {
         "SLURM_JOB_ID": job,  # Lightning's port: 15000 + its last four digits
         "SLURM_JOB_NAME": "train",
@@ -46,10 +56,11 @@ def srun(*args: str, root: Path, job: str, restarts: int = 0) -> list[subprocess
         "SLURM_RESTART_COUNT": str(restarts),
     }
     base = {**os.environ, "OMP_NUM_THREADS": "1", "DIFFLAB_ROOT": str(root), **slurm}
-    base.pop("MASTER_PORT", None)
+    for name in ("MASTER_PORT", "MASTER_ADDR", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        base.pop(name, None)
     tasks = [
         subprocess.Popen(
-            [sys.executable, "train.py", *TWO_TASKS, *args],
+            [sys.executable, script, *(TWO_TASKS if script == "train.py" else []), *args, *own[rank]],
             cwd=ROOT,
             env={**base, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
             stdin=subprocess.DEVNULL,
@@ -133,3 +144,61 @@ def test_the_srun_step_that_names_a_run_folder(monkeypatch, environment: dict[st
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert srun_step() == step
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_tasks_of_an_srun_step_share_the_samples_and_write_what_one_process_writes(
+    tiny_ckpt, tmp_path: Path
+):
+    """Before, each task was a sample.py of its own: task 0 made all the samples alone, and task 1 was refused the
+    output folder task 0 had claimed (or both sampled into it)."""
+    common = [f"ckpt={tiny_ckpt}", "n=10", "batch_size=3", "cpu_threads=1", "sampler=ddim", "sampler.steps=4"]
+    one = run_cli("sample.py", *common, f"out={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    job = str(random.randrange(1000, 9999))
+    tasks = srun(*common, f"out={tmp_path / 'two'}", root=tmp_path, job=job, script="sample.py")
+    for task in tasks:
+        assert task.returncode == 0, task.stderr[-3000:]
+    assert "2 processes (cpu) share it, 3 images per batch each" in tasks[0].stdout + tasks[0].stderr
+    written, expected = files_of(tmp_path / "two"), files_of(tmp_path / "one")
+    assert len([name for name in written if name.startswith("images/")]) == 10
+    assert written == expected  # PNGs, grid.png, samples.npz and settings.json, byte for byte
+
+
+def test_tasks_started_with_different_arguments_are_refused_in_one_line(tiny_ckpt, tmp_path: Path):
+    """Rank 0 writes what rank 0 was asked for: task 1's seed would have been silently ignored."""
+    common = [
+        f"ckpt={tiny_ckpt}",
+        "n=4",
+        "cpu_threads=1",
+        "sampler=ddim",
+        "sampler.steps=2",
+        f"out={tmp_path / 's'}",
+    ]
+    job = str(random.randrange(1000, 9999))
+    tasks = srun(*common, root=tmp_path, job=job, script="sample.py", own=(["seed=0"], ["seed=1"]))
+    for task in tasks:
+        assert task.returncode == 2, task.stderr[-3000:]
+        assert (
+            "error: process 1 of 2 was started with other arguments than process 0 (seed=1): the processes share "
+            "one command; start independent runs one process each (srun --ntasks=1)"
+        ) in task.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_task_of_an_srun_step_reads_its_place_from_slurms_variables(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "MASTER_PORT", "SUBMITIT_EXECUTOR", "TORCHELASTIC_USE_AGENT_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    slurm = {"SLURM_JOB_ID": "123456", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_PROCID": "2"}
+    for name, value in {**slurm, "SLURM_LOCALID": "0", "SLURM_STEP_NODELIST": "gpu[3-4]"}.items():
+        monkeypatch.setenv(name, value)
+    # The third task runs on the second node; all meet on the first, at Lightning's port for job 123456.
+    assert started_processes() == Processes(2, 4, 0, meet_at="tcp://gpu3:18456")
+    monkeypatch.setenv("SLURM_PROCID", "4")
+    with pytest.raises(ValueError, match=r"^SLURM_PROCID=4 is not a task of SLURM_NTASKS=4 \(0 to 3\)$"):
+        started_processes()
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert started_processes() == Processes()  # srun with one task: one process
