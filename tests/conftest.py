@@ -44,6 +44,21 @@ FAST_TRAIN = [
 ]
 # FAST_TRAIN for train.py in a subprocess: no logger to start, one CPU thread.
 CLI_FAST = [o for o in FAST_TRAIN if o != "logger=csv"] + ["logger=none", "cpu_threads=1"]
+# train.py as two CPU ranks of one DDP run (started by torchrun or srun), no logger, no grids.
+TWO_CPU_RANKS = [
+    "model=unet_tiny",
+    "trainer=ddp",
+    "trainer.devices=2",
+    "trainer.accelerator=cpu",
+    "trainer.val_check_interval=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.batch_size=16",
+    "logger=none",
+    "sampler.steps=2",
+    "callbacks.sample_grid.every_n_steps=0",
+    "cpu_threads=1",
+]
 # A toy f4 autoencoder on the 8x8 digits (2x2x3 latents): FAST_TRAIN without the sampling knobs.
 TINY_AE = [
     *[o for o in FAST_TRAIN if not o.startswith(("model=", "callbacks.", "sampler."))],

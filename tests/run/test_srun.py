@@ -12,26 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, TWO_CPU_RANKS, run_cli
 
 from difflab.checkpoint import load_model
 from difflab.cluster.jobs import srun_step
 from difflab.cluster.processes import Processes, started_processes
-
-TWO_TASKS = [
-    "model=unet_tiny",
-    "trainer=ddp",
-    "trainer.devices=2",
-    "trainer.accelerator=cpu",
-    "trainer.val_check_interval=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.batch_size=16",
-    "logger=none",
-    "sampler.steps=2",
-    "callbacks.sample_grid.every_n_steps=0",
-    "cpu_threads=1",
-]
 
 
 def srun(
@@ -60,7 +45,7 @@ def srun(
         base.pop(name, None)
     tasks = [
         subprocess.Popen(
-            [sys.executable, script, *(TWO_TASKS if script == "train.py" else []), *args, *own[rank]],
+            [sys.executable, script, *(TWO_CPU_RANKS if script == "train.py" else []), *args, *own[rank]],
             cwd=ROOT,
             env={**base, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
             stdin=subprocess.DEVNULL,

@@ -10,25 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import ROOT, TORCHRUN, rank_pid, run_torchrun
+from conftest import ROOT, TORCHRUN, TWO_CPU_RANKS, rank_pid, run_torchrun
 
 from difflab.checkpoint import load_model
 
-TWO_STEPS_ON_TWO_RANKS = [
-    "model=unet_tiny",
-    "trainer=ddp",
-    "trainer.devices=2",
-    "trainer.accelerator=cpu",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.batch_size=16",
-    "logger=none",
-    "sampler.steps=2",
-    "callbacks.sample_grid.every_n_steps=0",
-    "cpu_threads=1",
-]
+TWO_STEPS_ON_TWO_RANKS = [*TWO_CPU_RANKS, "trainer.max_steps=2"]
 
 
 def torchrun_train(*args: str, root: Path) -> subprocess.CompletedProcess:
