@@ -17,6 +17,7 @@ from PIL import Image
 
 from difflab.cluster.processes import Processes, device_of, started_processes
 from difflab.generation.shares import RoundShare
+from difflab.io.results import IN_USE, output_folder
 
 
 def torchrun(*args: str, script: str = "sample.py", timeout: int = 300) -> subprocess.CompletedProcess:
@@ -189,3 +190,48 @@ def test_a_restarted_attempt_makes_its_process_group_without_the_first_attempts_
         assert result.returncode == 0, result.stderr[-3000:]
         for rank in (0, 1):  # counted, not read as lines: the two ranks' prints can share a line
             assert result.stdout.count(f"attempt 1 rank {rank}: 2 processes") == 1, result.stdout
+
+
+def test_a_restarted_job_takes_over_only_what_its_own_earlier_attempt_left(tmp_path: Path):
+    """An attempt killed outright (SIGKILL: out of memory) cannot remove what it wrote; its IN_USE mark names its
+    job and attempt, and only a later attempt of that job may empty the folder and write anew."""
+    left = tmp_path / "left"
+    killed = output_folder(left, "sample", attempt=("torchrun job-a", 0))
+    (killed.__enter__() / "0.png").write_bytes(b"half")  # and never leaves the block: killed
+    for someone_else in [None, ("torchrun job-b", 1), ("torchrun job-a", 0)]:  # not a later attempt of job-a
+        refused = output_folder(left, "sample", attempt=someone_else)
+        with pytest.raises(FileExistsError, match="is being written by another run"):
+            refused.__enter__()
+    with output_folder(left, "sample", attempt=("torchrun job-a", 1)) as out:
+        assert sorted(p.name for p in out.iterdir()) == [IN_USE]  # emptied, marked as attempt 1's
+        (out / "0.png").write_bytes(b"whole")
+    assert sorted(p.name for p in left.iterdir()) == ["0.png"]
+
+
+def test_a_job_torchrun_restarts_after_rank_0_was_killed_writes_its_samples(tiny_ckpt: Path, tmp_path: Path):
+    """Before, the restarted job was refused the out= its killed rank 0 had been writing ("being written by another
+    run"), attempt after attempt."""
+    common = [
+        f"ckpt={tiny_ckpt}",
+        "n=40",
+        "batch_size=4",
+        "cpu_threads=1",
+        "sampler=ddim",
+        "sampler.steps=50",
+    ]
+    one = run_cli("sample.py", *common, f"out={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    out = tmp_path / "two"
+    command = [*TORCHRUN, "--max-restarts=1", "sample.py", *common, f"out={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
+        deadline = time.monotonic() + 120
+        while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.1)
+        assert job.poll() is None, "the job ended before rank 0 could be killed"
+        os.kill(rank_pid(job.pid, 0), signal.SIGKILL)  # no chance to remove what it wrote
+        output, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, output[-3000:]
+    assert "what an earlier attempt of this job left there is removed; writing anew" in output
+    assert files_of(out) == files_of(tmp_path / "one")

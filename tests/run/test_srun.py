@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, TWO_CPU_RANKS, run_cli
 
 from difflab.checkpoint import load_model
-from difflab.cluster.jobs import srun_step
+from difflab.cluster.jobs import job_attempt, srun_step
 from difflab.cluster.processes import Processes, started_processes
 
 
@@ -187,3 +187,19 @@ def test_a_task_of_an_srun_step_reads_its_place_from_slurms_variables(monkeypatc
         started_processes()
     monkeypatch.setenv("SLURM_NTASKS", "1")
     assert started_processes() == Processes()  # srun with one task: one process
+
+
+def test_the_attempt_of_a_job_a_launcher_restarts(monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    assert job_attempt() is None  # nothing restarts a plain process
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert job_attempt() == ("slurm 77", 0)
+    monkeypatch.setenv("SLURM_STEP_ID", "1")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert job_attempt() == ("slurm 77 step 1", 2)  # SLURM requeued it twice
+    torchrun = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "n1", "TORCHELASTIC_RUN_ID": "r9"}
+    for name, value in {**torchrun, "TORCHELASTIC_RESTART_COUNT": "3"}.items():
+        monkeypatch.setenv(name, value)
+    assert job_attempt() == ("torchrun r9", 3)

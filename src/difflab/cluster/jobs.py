@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .torchrun import earlier_attempts_folder, under_torchrun
+from .torchrun import earlier_attempts_folder, restart_count, under_torchrun
 
 
 def is_secondary_rank() -> bool:
@@ -40,3 +40,17 @@ def srun_step() -> str | None:
     if not step or os.environ.get("SUBMITIT_EXECUTOR") or under_torchrun() or slurm_job_id() is None:
         return None
     return f"{slurm_job_id()}_{step}"
+
+
+def job_attempt() -> tuple[str, int] | None:
+    """(the job, which attempt of it this is) for a job its launcher may start again after a failure: torchrun's
+    run id and restart count, or the SLURM job (and srun step) and SLURM_RESTART_COUNT; None for a process no
+    launcher restarts."""
+    if under_torchrun():
+        return f"torchrun {os.environ.get('TORCHELASTIC_RUN_ID', '')}", restart_count()
+    job = slurm_job_id()
+    if job is None:
+        return None
+    step = os.environ.get("SLURM_STEP_ID", "").strip()
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0").strip() or "0"
+    return f"slurm {job}" + (f" step {step}" if step else ""), int(restarts) if restarts.isdigit() else 0

@@ -50,15 +50,24 @@ def _new_dated_folder(task: str, root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def output_folder(out: str | Path | None, task: str, root: str | Path | None = None) -> Iterator[Path]:
+def output_folder(
+    out: str | Path | None, task: str, root: str | Path | None = None, attempt: tuple[str, int] | None = None
+) -> Iterator[Path]:
     """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
     <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one).
     Checked writable before any work. If the work fails or is stopped, what it wrote there is removed, and the
-    folder too when this call made it."""
+    folder too when this call made it.
+
+    `attempt`: (job, attempt) of a job its launcher restarts (cluster.jobs.job_attempt). An out= that an earlier
+    attempt of the same job was writing when it was killed (no chance to remove its files) is emptied and taken
+    over; any other folder being written is refused as always."""
     if out:
         folder = Path(out)
         if folder.is_file():
             raise FileExistsError(f"out={folder} is a file, not a folder; choose another out=")
+        if (folder / IN_USE).exists() and _left_by_earlier_attempt(folder, attempt):
+            print(f"{folder}: what an earlier attempt of this job left there is removed; writing anew")
+            _empty(folder)
         if (folder / IN_USE).exists():
             raise FileExistsError(BUSY.format(folder=folder))
         if folder.is_dir() and any(folder.iterdir()):
@@ -67,33 +76,51 @@ def output_folder(out: str | Path | None, task: str, root: str | Path | None = N
             )
         created = not folder.exists()
         _make_folder(folder, exist_ok=True)
-        _claim(folder)
+        _claim(folder, attempt)
     else:
         folder, created = _new_dated_folder(task, Path(root or ".")), True
-        _claim(folder)
+        _claim(folder, attempt)
     try:
         yield folder
     except BaseException:
         # The folder held nothing before and no other run writes into it, so all it holds now is this work's,
         # unfinished: none of it is kept.
-        for entry in folder.iterdir() if folder.is_dir() else ():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        _empty(folder)
         if created and folder.is_dir():
             folder.rmdir()
         raise
     (folder / IN_USE).unlink()
 
 
-def _claim(folder: Path) -> None:
-    """Mark the empty `folder` as this run's (IN_USE, made exclusively): a second run given the same out= at the
-    same moment is refused instead of writing into it, and so a failure's clean-up removes only this run's files."""
+def _empty(folder: Path) -> None:
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _left_by_earlier_attempt(folder: Path, attempt: tuple[str, int] | None) -> bool:
+    """True when `folder`'s IN_USE mark names this job and an earlier attempt of it (see _claim)."""
+    if attempt is None:
+        return False
     try:
-        os.close(os.open(folder / IN_USE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        job, _, number = (folder / IN_USE).read_text().rpartition("\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return job == attempt[0] and number.isdigit() and int(number) < attempt[1]
+
+
+def _claim(folder: Path, attempt: tuple[str, int] | None = None) -> None:
+    """Mark the empty `folder` as this run's (IN_USE, made exclusively): a second run given the same out= at the
+    same moment is refused instead of writing into it, and so a failure's clean-up removes only this run's files.
+    The mark holds the job and attempt a launcher may restart, so a later attempt knows the folder as its own."""
+    try:
+        marker = os.open(folder / IN_USE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         raise FileExistsError(BUSY.format(folder=folder)) from None
+    with os.fdopen(marker, "w") as mark:
+        mark.write(f"{attempt[0]}\n{attempt[1]}" if attempt else "")
     if any(entry.name != IN_USE for entry in folder.iterdir()):  # another run finished here in the meantime
         (folder / IN_USE).unlink()
         raise FileExistsError(f"output folder {folder} already exists and is not empty; choose another out=")

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint import load_with_guide
 from ..checkpoint_config import Overrides
 from ..cluster.devices import pick_device, set_cpu_threads
+from ..cluster.jobs import job_attempt
 from ..cluster.processes import device_of, process_group, started_processes
 from ..generation import build_sampler, request_for, walked_config
 from ..generation.into_folder import generate_into, generate_share
@@ -72,7 +73,7 @@ def sample(cfg: DictConfig) -> Path | None:
         if not processes.main:
             generate_share(request, loaded, processes)
             return None
-        with output_folder(settings.out, options.mode, settings.root_dir) as out:
+        with output_folder(settings.out, options.mode, settings.root_dir, job_attempt()) as out:
             count, written = generate_into(out, request, loaded, options, config, settings.ckpt, processes)
     log_written(count, written)
     return out
