@@ -86,46 +86,27 @@ def test_every_task_of_an_srun_step_writes_into_one_run_folder_and_a_requeue_res
     ]
 
 
+TWO_TASK_STEP = {"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "3", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train"}
+ARRAY_TASK = {"SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "5"}
+TORCHRUN_INSIDE = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "n1"}
+
+
 @pytest.mark.parametrize(
     "environment, step",
     [
-        ({"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "3"}, "77_3"),
-        (
-            {
-                "SLURM_JOB_ID": "77",
-                "SLURM_ARRAY_JOB_ID": "70",
-                "SLURM_ARRAY_TASK_ID": "5",
-                "SLURM_STEP_ID": "0",
-            },
-            "70_5_0",
-        ),
+        (TWO_TASK_STEP, "77_3"),
+        ({**TWO_TASK_STEP, **ARRAY_TASK}, "70_5_3"),
         ({"SLURM_JOB_ID": "77"}, None),  # the batch script itself: one process, a dated folder as anywhere
-        (
-            {"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0", "SUBMITIT_EXECUTOR": "slurm"},
-            None,
-        ),  # submitit names it
-        # torchrun inside srun: torchrun's rank 0 hands its folder over (cluster.torchrun)
-        (
-            {
-                "SLURM_JOB_ID": "77",
-                "SLURM_STEP_ID": "0",
-                "TORCHELASTIC_USE_AGENT_STORE": "True",
-                "MASTER_ADDR": "n1",
-            },
-            None,
-        ),
+        # One task (`srun --pty bash`, then train.py after train.py): dated folders, as on any machine.
+        ({**TWO_TASK_STEP, "SLURM_NTASKS": "1"}, None),
+        ({**TWO_TASK_STEP, "SLURM_JOB_NAME": "interactive"}, None),  # Lightning's interactive job names too
+        ({**TWO_TASK_STEP, "SUBMITIT_EXECUTOR": "slurm"}, None),  # submitit names the folder
+        ({**TWO_TASK_STEP, **TORCHRUN_INSIDE}, None),  # torchrun's rank 0 hands its folder over
     ],
 )
 def test_the_srun_step_that_names_a_run_folder(monkeypatch, environment: dict[str, str], step: str | None):
-    for name in (
-        "SLURM_JOB_ID",
-        "SLURM_ARRAY_JOB_ID",
-        "SLURM_ARRAY_TASK_ID",
-        "SLURM_STEP_ID",
-        "SUBMITIT_EXECUTOR",
-    ):
+    for name in {**TWO_TASK_STEP, **ARRAY_TASK, **TORCHRUN_INSIDE, "SUBMITIT_EXECUTOR": ""}:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert srun_step() == step

@@ -32,12 +32,18 @@ def slurm_job_id() -> str | None:
 
 
 def srun_step() -> str | None:
-    """<job id>_<step id> in a task srun started (`srun python train.py`, one task per GPU): a name every task of
-    the step knows without asking the others, and that a requeued job (same id, steps counted again from 0) knows
-    again. None outside an srun step, and where the launcher names the run folder itself (submitit) or hands it
-    over (torchrun: cluster.torchrun)."""
+    """<job id>_<step id> in one of the tasks of an srun step (`srun python train.py`, one task per GPU): a name
+    every task of the step knows without asking the others, and that a requeued job (same id, steps counted again
+    from 0) knows again. None outside a step of several tasks (a shell `srun --pty bash` opened runs one process
+    after another, as on any machine; so does a job Lightning sees as interactive, named bash or interactive), and
+    where the launcher names the run folder itself (submitit) or hands it over (torchrun: cluster.torchrun)."""
     step = os.environ.get("SLURM_STEP_ID", "").strip()
-    if not step or os.environ.get("SUBMITIT_EXECUTOR") or under_torchrun() or slurm_job_id() is None:
+    tasks = os.environ.get("SLURM_NTASKS", "1").strip()
+    if not step or not tasks.isdigit() or int(tasks) < 2 or slurm_job_id() is None:
+        return None
+    if os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return None
+    if os.environ.get("SUBMITIT_EXECUTOR") or under_torchrun():
         return None
     return f"{slurm_job_id()}_{step}"
 
