@@ -56,9 +56,13 @@ def srun(
         for rank in (0, 1)
     ]
     results = []
-    for task in tasks:
-        stdout, stderr = task.communicate(timeout=400)
-        results.append(subprocess.CompletedProcess(task.args, task.returncode, stdout, stderr))
+    try:
+        for task in tasks:
+            stdout, stderr = task.communicate(timeout=300)
+            results.append(subprocess.CompletedProcess(task.args, task.returncode, stdout, stderr))
+    finally:
+        for task in tasks:  # a task left waiting for one that failed (srun without --kill-on-bad-exit)
+            task.kill()
     return results
 
 
@@ -184,3 +188,20 @@ def test_the_attempt_of_a_job_a_launcher_restarts(monkeypatch):
     for name, value in {**torchrun, "TORCHELASTIC_RESTART_COUNT": "3"}.items():
         monkeypatch.setenv(name, value)
     assert job_attempt() == ("torchrun r9", 3)
+
+
+def test_every_task_of_an_srun_step_writes_into_the_run_folder_the_user_named(tmp_path: Path):
+    """Before, task 1's Hydra wrote .hydra/ into the named folder too, and task 0 could find it there first and
+    refuse the folder as holding another run."""
+    run = tmp_path / "named"
+    job = str(random.randrange(1000, 9999))
+    for task in srun("trainer.max_steps=2", f"hydra.run.dir={run}", root=tmp_path, job=job):
+        assert task.returncode == 0, task.stderr[-3000:]
+    assert load_model(run / "checkpoints" / "last.ckpt").global_step == 2
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+    hydra_files = [p for p in tmp_path.rglob(".hydra")]
+    assert hydra_files == [run / ".hydra"]  # task 1 wrote none, here or in a dated folder

@@ -56,10 +56,15 @@ def with_this_ranks_run_folder(args: list[str]) -> list[str]:
         print(f"torchrun restarted the job: back into its run folder {folder}")
         return [*_without_run_folder(args), f"hydra.run.dir={folder}"]
     step = srun_step()
-    if step is None or _without_run_folder(args) != args or any(a in PLAIN_FLAGS for a in args):
-        return args  # not srun, a folder the user named, or a sweep (Hydra's sweep folders)
-    folder = [f"hydra.run.dir=${{paths.root_dir}}/outputs/${{task_name}}/slurm/{step}"]
-    return [*args, *folder, *(["hydra.output_subdir=null"] if is_secondary_rank() else [])]
+    if step is None or any(a in PLAIN_FLAGS for a in args):
+        return args  # not srun, or a sweep (Hydra's sweep folders)
+    named = _without_run_folder(args) != args  # the user's folder, else the step's
+    folder = [] if named else [f"hydra.run.dir=${{paths.root_dir}}/outputs/${{task_name}}/slurm/{step}"]
+    return [
+        *args,
+        *folder,
+        *(["hydra.output_subdir=null"] if is_secondary_rank() else []),
+    ]  # rank 0 writes it
 
 
 def joining_rank_zeros_folder(args: list[str]) -> list[str]:
