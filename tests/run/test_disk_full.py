@@ -3,6 +3,7 @@ named, and a rerun that is not blocked by anything the failure left."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from conftest import CLI_FAST, one_error_line, run_cli
 
 from difflab.io.atomic import NoSpaceLeft, atomic_file
-from difflab.io.results import write_json
+from difflab.io.results import output_folder, write_json
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -87,3 +88,17 @@ def test_a_report_that_does_not_fit_is_printed_and_leaves_no_file(small_disk, ca
     (disk / "filler").unlink()
     write_json(report, path)  # the rerun is not blocked by an empty file
     assert json.loads(path.read_text()) == report
+
+
+def test_a_full_disk_refuses_a_restartable_jobs_output_folder_in_one_line_and_leaves_nothing(small_disk):
+    """The folder's mark names the job and attempt (a few bytes): on a full disk, one line and no empty mark or
+    folder left behind to refuse the next run."""
+    disk = small_disk("64k")
+    with contextlib.suppress(OSError), (disk / "filler").open("wb", buffering=0) as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+    out = disk / "out"
+    folder = output_folder(out, "sample", attempt=("torchrun job-a", 0))
+    with pytest.raises(NoSpaceLeft, match=r"^no space left on device writing .*out/\.difflab-writing"):
+        folder.__enter__()
+    assert not out.exists()

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .atomic import NoSpaceLeft, atomic_write_text
+from .atomic import NoSpaceLeft, atomic_write_text, is_out_of_space
 
 IN_USE = ".difflab-writing"  # in an output folder while a run writes its results there
 BUSY = (
@@ -76,10 +76,14 @@ def output_folder(
             )
         created = not folder.exists()
         _make_folder(folder, exist_ok=True)
-        _claim(folder, attempt)
     else:
         folder, created = _new_dated_folder(task, Path(root or ".")), True
+    try:
         _claim(folder, attempt)
+    except ValueError:  # nothing was written: a folder this call made goes too
+        if created:
+            folder.rmdir()
+        raise
     try:
         yield folder
     except BaseException:
@@ -119,8 +123,16 @@ def _claim(folder: Path, attempt: tuple[str, int] | None = None) -> None:
         marker = os.open(folder / IN_USE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         raise FileExistsError(BUSY.format(folder=folder)) from None
-    with os.fdopen(marker, "w") as mark:
-        mark.write(f"{attempt[0]}\n{attempt[1]}" if attempt else "")
+    try:
+        with os.fdopen(marker, "w") as mark:
+            mark.write(f"{attempt[0]}\n{attempt[1]}" if attempt else "")
+    except OSError as error:  # a full disk: no empty mark left to refuse the next run
+        (folder / IN_USE).unlink()
+        if is_out_of_space(error):
+            raise NoSpaceLeft(folder / IN_USE) from error
+        raise ValueError(
+            f"cannot write into the output folder {folder}: {error.strerror or error}"
+        ) from error
     if any(entry.name != IN_USE for entry in folder.iterdir()):  # another run finished here in the meantime
         (folder / IN_USE).unlink()
         raise FileExistsError(f"output folder {folder} already exists and is not empty; choose another out=")
