@@ -116,6 +116,23 @@ def test_a_launcher_environment_without_its_rendezvous_is_one_line(monkeypatch):
     assert started_processes() == Processes()
 
 
+def killing_a_rank(command: list[str], out: Path, rank: int) -> tuple[int, str]:
+    """Run `command` (torchrun …), SIGKILL its worker of `rank` once rank 0 has written a first PNG into
+    `out`/images (a rank lost: out of memory, a node gone), and wait for the end: (exit code, all its output)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # stdin and stdout not inherited: under pytest-xdist they are the worker's channel to its controller.
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
+        deadline = time.monotonic() + 120
+        while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.1)
+        assert any((out / "images").glob("*.png")), "rank 0 wrote nothing in two minutes"
+        assert job.poll() is None, "the job ended before a rank could be killed"
+        os.kill(rank_pid(job.pid, rank), signal.SIGKILL)
+        output, _ = job.communicate(timeout=300)
+    return job.returncode, output
+
+
 def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_ckpt: Path, tmp_path: Path):
     out = tmp_path / "out"
     command = [
@@ -128,19 +145,10 @@ def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_
         "sampler=ddim",
     ]
     command += ["sampler.steps=500", f"out={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # stdin and stdout not inherited: under pytest-xdist they are the worker's channel to its controller.
-    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
-    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
-        deadline = time.monotonic() + 120
-        while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.2)
-        assert any((out / "images").glob("*.png")), "rank 0 wrote nothing in two minutes"
-        os.kill(rank_pid(job.pid, 1), signal.SIGKILL)  # a rank lost: out of memory, a node gone
-        _, stderr = job.communicate(timeout=120)
-    assert job.returncode != 0
+    returncode, output = killing_a_rank(command, out, rank=1)
+    assert returncode != 0
     assert (
-        "error: sample.py stopped by SIGTERM; nothing was written (what it had written was removed)" in stderr
+        "error: sample.py stopped by SIGTERM; nothing was written (what it had written was removed)" in output
     )
     assert not out.exists()
 
@@ -223,15 +231,7 @@ def test_a_job_torchrun_restarts_after_rank_0_was_killed_writes_its_samples(tiny
     assert one.returncode == 0, one.stderr[-2000:]
     out = tmp_path / "two"
     command = [*TORCHRUN, "--max-restarts=1", "sample.py", *common, f"out={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
-        deadline = time.monotonic() + 120
-        while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.1)
-        assert job.poll() is None, "the job ended before rank 0 could be killed"
-        os.kill(rank_pid(job.pid, 0), signal.SIGKILL)  # no chance to remove what it wrote
-        output, _ = job.communicate(timeout=300)
-    assert job.returncode == 0, output[-3000:]
+    returncode, output = killing_a_rank(command, out, rank=0)  # rank 0: no chance to remove what it wrote
+    assert returncode == 0, output[-3000:]
     assert "what an earlier attempt of this job left there is removed; writing anew" in output
     assert files_of(out) == files_of(tmp_path / "one")
