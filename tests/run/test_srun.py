@@ -5,6 +5,7 @@ tasks share the samples as torchrun's processes do."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -205,3 +206,27 @@ def test_every_task_of_an_srun_step_writes_into_the_run_folder_the_user_named(tm
     ]
     hydra_files = [p for p in tmp_path.rglob(".hydra")]
     assert hydra_files == [run / ".hydra"]  # task 1 wrote none, here or in a dated folder
+
+
+def test_the_tasks_of_an_srun_step_score_what_one_process_scores(tiny_ckpt, tmp_path: Path):
+    common = [
+        f"ckpt={tiny_ckpt}",
+        "n=14",
+        "batch_size=4",
+        "cpu_threads=1",
+        "sampler.steps=3",
+        "log_wandb=false",
+    ]
+    common += ["metrics.num_reference=40", "metrics.kid_subset_size=10", "metrics.kid_subsets=10"]
+    common.append(f"metrics.cache_dir={tmp_path / 'cache'}")
+    one = run_cli("evaluate.py", *common, f"out={tmp_path / 'one.json'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    job = str(random.randrange(1000, 9999))
+    tasks = srun(*common, f"out={tmp_path / 'two.json'}", root=tmp_path, job=job, script="evaluate.py")
+    for task in tasks:
+        assert task.returncode == 0, task.stderr[-3000:]
+    assert "2 processes (cpu) share it, 4 images per batch each" in tasks[0].stdout + tasks[0].stderr
+    report_one = json.loads((tmp_path / "one.json").read_text())
+    report_two = json.loads((tmp_path / "two.json").read_text())
+    assert report_two["metrics"] == report_one["metrics"]
+    assert report_two["generated"]["n"] == 14
