@@ -59,6 +59,13 @@ TWO_CPU_RANKS = [
     "callbacks.sample_grid.every_n_steps=0",
     "cpu_threads=1",
 ]
+# evaluate.py at sizes that keep Lite0 to seconds on a CPU (the numbers are not meaningful, their equality is).
+LITE_EVAL = [
+    "metrics.num_reference=40",
+    "metrics.kid_subset_size=10",
+    "metrics.kid_subsets=10",
+    "log_wandb=false",
+]
 # A toy f4 autoencoder on the 8x8 digits (2x2x3 latents): FAST_TRAIN without the sampling knobs.
 TINY_AE = [
     *[o for o in FAST_TRAIN if not o.startswith(("model=", "callbacks.", "sampler."))],
@@ -193,6 +200,11 @@ def rank_pid(launcher: int, rank: int) -> int:
         if f"RANK={rank}".encode() in environment:
             return int(pid)
     raise AssertionError(f"torchrun {launcher} has no worker of rank {rank} among {children}")
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, by its path in it (to compare two runs' outputs byte for byte)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

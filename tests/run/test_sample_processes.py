@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TORCHRUN, rank_pid, run_cli, run_torchrun
+from conftest import LITE_EVAL, ROOT, TORCHRUN, files_of, rank_pid, run_cli, run_torchrun
 from PIL import Image
 
 from difflab.cluster.processes import Processes, device_of, started_processes
@@ -22,11 +22,6 @@ from difflab.io.results import IN_USE, output_folder
 
 def torchrun(*args: str, script: str = "sample.py", timeout: int = 300) -> subprocess.CompletedProcess:
     return run_torchrun(script, *args, timeout=timeout)
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder`, by its path in it."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_rounds_give_every_position_to_one_process_and_rank_0_receives_them_in_order():
@@ -153,17 +148,8 @@ def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_
     assert not out.exists()
 
 
-# evaluate.py at sizes that keep Lite0 to seconds on a CPU (the numbers are not meaningful, their equality is).
-SMALL_EVAL = [
-    "metrics.num_reference=40",
-    "metrics.kid_subset_size=10",
-    "metrics.kid_subsets=10",
-    "log_wandb=false",
-]
-
-
 def test_two_processes_score_what_one_scores(tiny_ckpt: Path, tmp_path: Path):
-    common = [f"ckpt={tiny_ckpt}", "n=14", "batch_size=4", "cpu_threads=1", "sampler.steps=3", *SMALL_EVAL]
+    common = [f"ckpt={tiny_ckpt}", "n=14", "batch_size=4", "cpu_threads=1", "sampler.steps=3", *LITE_EVAL]
     common.append(f"metrics.cache_dir={tmp_path / 'cache'}")
     one = run_cli("evaluate.py", *common, f"out={tmp_path / 'one.json'}")
     assert one.returncode == 0, one.stderr[-2000:]

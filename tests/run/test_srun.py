@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TWO_CPU_RANKS, run_cli
+from conftest import LITE_EVAL, ROOT, TWO_CPU_RANKS, files_of, run_cli
 
 from difflab.checkpoint import load_model
 from difflab.cluster.jobs import job_attempt, srun_step
@@ -117,8 +117,16 @@ def test_the_srun_step_that_names_a_run_folder(monkeypatch, environment: dict[st
     assert srun_step() == step
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def as_one_process_and_as_two_tasks(script: str, args: list[str], one: Path, two: Path, root: Path) -> str:
+    """Run `script` with out=`one` as one process, then with out=`two` as the two tasks of an srun step; every run
+    must succeed. Returns what task 0 printed."""
+    alone = run_cli(script, *args, f"out={one}")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    job = str(random.randrange(1000, 9999))
+    tasks = srun(*args, f"out={two}", root=root, job=job, script=script)
+    for task in tasks:
+        assert task.returncode == 0, task.stderr[-3000:]
+    return tasks[0].stdout + tasks[0].stderr
 
 
 def test_the_tasks_of_an_srun_step_share_the_samples_and_write_what_one_process_writes(
@@ -127,13 +135,10 @@ def test_the_tasks_of_an_srun_step_share_the_samples_and_write_what_one_process_
     """Before, each task was a sample.py of its own: task 0 made all the samples alone, and task 1 was refused the
     output folder task 0 had claimed (or both sampled into it)."""
     common = [f"ckpt={tiny_ckpt}", "n=10", "batch_size=3", "cpu_threads=1", "sampler=ddim", "sampler.steps=4"]
-    one = run_cli("sample.py", *common, f"out={tmp_path / 'one'}")
-    assert one.returncode == 0, one.stderr[-2000:]
-    job = str(random.randrange(1000, 9999))
-    tasks = srun(*common, f"out={tmp_path / 'two'}", root=tmp_path, job=job, script="sample.py")
-    for task in tasks:
-        assert task.returncode == 0, task.stderr[-3000:]
-    assert "2 processes (cpu) share it, 3 images per batch each" in tasks[0].stdout + tasks[0].stderr
+    printed = as_one_process_and_as_two_tasks(
+        "sample.py", common, tmp_path / "one", tmp_path / "two", tmp_path
+    )
+    assert "2 processes (cpu) share it, 3 images per batch each" in printed
     written, expected = files_of(tmp_path / "two"), files_of(tmp_path / "one")
     assert len([name for name in written if name.startswith("images/")]) == 10
     assert written == expected  # PNGs, grid.png, samples.npz and settings.json, byte for byte
@@ -209,24 +214,11 @@ def test_every_task_of_an_srun_step_writes_into_the_run_folder_the_user_named(tm
 
 
 def test_the_tasks_of_an_srun_step_score_what_one_process_scores(tiny_ckpt, tmp_path: Path):
-    common = [
-        f"ckpt={tiny_ckpt}",
-        "n=14",
-        "batch_size=4",
-        "cpu_threads=1",
-        "sampler.steps=3",
-        "log_wandb=false",
-    ]
-    common += ["metrics.num_reference=40", "metrics.kid_subset_size=10", "metrics.kid_subsets=10"]
+    common = [f"ckpt={tiny_ckpt}", "n=14", "batch_size=4", "cpu_threads=1", "sampler.steps=3", *LITE_EVAL]
     common.append(f"metrics.cache_dir={tmp_path / 'cache'}")
-    one = run_cli("evaluate.py", *common, f"out={tmp_path / 'one.json'}")
-    assert one.returncode == 0, one.stderr[-2000:]
-    job = str(random.randrange(1000, 9999))
-    tasks = srun(*common, f"out={tmp_path / 'two.json'}", root=tmp_path, job=job, script="evaluate.py")
-    for task in tasks:
-        assert task.returncode == 0, task.stderr[-3000:]
-    assert "2 processes (cpu) share it, 4 images per batch each" in tasks[0].stdout + tasks[0].stderr
-    report_one = json.loads((tmp_path / "one.json").read_text())
-    report_two = json.loads((tmp_path / "two.json").read_text())
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    printed = as_one_process_and_as_two_tasks("evaluate.py", common, one, two, tmp_path)
+    assert "2 processes (cpu) share it, 4 images per batch each" in printed
+    report_one, report_two = json.loads(one.read_text()), json.loads(two.read_text())
     assert report_two["metrics"] == report_one["metrics"]
     assert report_two["generated"]["n"] == 14
