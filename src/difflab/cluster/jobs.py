@@ -19,8 +19,7 @@ def is_requeued_job() -> bool:
     job SLURM has restarted (SLURM_RESTART_COUNT > 0), any job submitit launched (SUBMITIT_EXECUTOR is set;
     submitit reruns a requeued job with the same overrides in the same folder, locally too), or a job torchrun
     restarted after an earlier attempt claimed its run folder (cluster.torchrun)."""
-    restarts = os.environ.get("SLURM_RESTART_COUNT", "0").strip()
-    requeued = restarts not in ("", "0") or bool(os.environ.get("SUBMITIT_EXECUTOR"))
+    requeued = _slurm_restarts() > 0 or bool(os.environ.get("SUBMITIT_EXECUTOR"))
     return requeued or earlier_attempts_folder() is not None
 
 
@@ -58,5 +57,10 @@ def job_attempt() -> tuple[str, int] | None:
     if job is None:
         return None
     step = os.environ.get("SLURM_STEP_ID", "").strip()
-    restarts = os.environ.get("SLURM_RESTART_COUNT", "0").strip() or "0"
-    return f"slurm {job}" + (f" step {step}" if step else ""), int(restarts) if restarts.isdigit() else 0
+    return f"slurm {job}" + (f" step {step}" if step else ""), _slurm_restarts()
+
+
+def _slurm_restarts() -> int:
+    """SLURM_RESTART_COUNT: how often SLURM has requeued this job (0 when unset or not a number)."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "").strip()
+    return int(restarts) if restarts.isdigit() else 0
