@@ -4,7 +4,6 @@ weights, which is what a latent cache or a latent-diffusion checkpoint records o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from .checkpoint_file import (
 from .model_folder.diffusers_autoencoder import is_autoencoder_folder, load_autoencoder_folder
 from .model_folder.state_fit import state_mismatch
 from .models.autoencoder import AutoencoderKL
+from .models.weights_hash import weights_hash
 
 AUTOENCODER_TASK = "autoencoder"
 
@@ -53,17 +53,6 @@ def is_autoencoder(path: str | Path) -> bool:
         return is_autoencoder_config(read_checkpoint_file(run_checkpoint(path), mmap=True)[CONFIG_KEY])
     except (OSError, ValueError):
         return False
-
-
-def weights_hash(net: torch.nn.Module) -> str:
-    """sha256 of the names, shapes, dtypes and bytes of `net`'s state, first 16 hex digits: the same weights give
-    the same hash wherever they were loaded from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(net.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()[:16]
 
 
 def not_an_autoencoder(path: str | Path) -> ValueError:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from difflab.autoencoder_checkpoint import weights_hash
 from difflab.data.latent_cache import (
     cached_latents,
     data_fingerprint,
@@ -18,6 +17,7 @@ from difflab.data.latent_cache import (
     latent_cache_path,
 )
 from difflab.models.autoencoder import AutoencoderKL
+from difflab.models.weights_hash import weights_hash
 
 
 def tiny_autoencoder(seed: int) -> AutoencoderKL:
