@@ -14,6 +14,7 @@ def weights_hash(net: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(net.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
+        flat = value.reshape(-1)  # a size-1 last dim may keep a stride other than 1, which view() refuses
         digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()[:16]
