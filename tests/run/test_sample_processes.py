@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,7 +18,7 @@ from PIL import Image
 
 from difflab.cluster.processes import Processes, device_of, started_processes
 from difflab.generation.shares import RoundShare
-from difflab.io.results import IN_USE, output_folder
+from difflab.io.results import IN_USE, RESUME_HINT, output_folder
 
 
 def torchrun(*args: str, script: str = "sample.py", timeout: int = 300) -> subprocess.CompletedProcess:
@@ -128,7 +129,8 @@ def killing_a_rank(command: list[str], out: Path, rank: int) -> tuple[int, str]:
     return job.returncode, output
 
 
-def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_ckpt: Path, tmp_path: Path):
+def test_a_process_that_dies_ends_the_job_and_rank_0_keeps_what_was_made(tiny_ckpt: Path, tmp_path: Path):
+    """torchrun stops rank 0 (SIGTERM) when rank 1 dies; the images made so far stay for resume=true."""
     out = tmp_path / "out"
     command = [
         *TORCHRUN,
@@ -142,10 +144,12 @@ def test_a_process_that_dies_ends_the_job_and_rank_0_removes_what_it_wrote(tiny_
     command += ["sampler.steps=500", f"out={out}"]
     returncode, output = killing_a_rank(command, out, rank=1)
     assert returncode != 0
-    assert (
-        "error: sample.py stopped by SIGTERM; nothing was written (what it had written was removed)" in output
+    kept = (
+        f"error: sample.py stopped by SIGTERM; what it had made is kept in {out} (unfinished): {RESUME_HINT}"
     )
-    assert not out.exists()
+    assert kept in output
+    assert (out / IN_USE).exists() and any((out / "images").glob("*.png"))
+    assert not (out / "samples.npz").exists() and not (out / "settings.json").exists()
 
 
 def test_two_processes_score_what_one_scores(tiny_ckpt: Path, tmp_path: Path):
@@ -186,19 +190,20 @@ def test_a_restarted_attempt_makes_its_process_group_without_the_first_attempts_
             assert result.stdout.count(f"attempt 1 rank {rank}: 2 processes") == 1, result.stdout
 
 
-def test_a_restarted_job_takes_over_only_what_its_own_earlier_attempt_left(tmp_path: Path):
-    """An attempt killed outright (SIGKILL: out of memory) cannot remove what it wrote; its IN_USE mark names its
-    job and attempt, and only a later attempt of that job may empty the folder and write anew."""
+def test_a_restarted_job_continues_only_what_its_own_earlier_attempt_left(tmp_path: Path):
+    """An attempt killed outright (SIGKILL: out of memory) cannot tidy what it wrote; its IN_USE mark names its
+    job and attempt, and only a later attempt of that job (or a user asking resume=true) may continue there."""
     left = tmp_path / "left"
     killed = output_folder(left, "sample", attempt=("torchrun job-a", 0))
-    (killed.__enter__() / "0.png").write_bytes(b"half")  # and never leaves the block: killed
+    (killed.__enter__().path / "0.png").write_bytes(b"half")  # and never leaves the block: killed
     for someone_else in [None, ("torchrun job-b", 1), ("torchrun job-a", 0)]:  # not a later attempt of job-a
         refused = output_folder(left, "sample", attempt=someone_else)
         with pytest.raises(FileExistsError, match="is being written by another run"):
             refused.__enter__()
-    with output_folder(left, "sample", attempt=("torchrun job-a", 1)) as out:
-        assert sorted(p.name for p in out.iterdir()) == [IN_USE]  # emptied, marked as attempt 1's
-        (out / "0.png").write_bytes(b"whole")
+    with output_folder(left, "sample", attempt=("torchrun job-a", 1)) as folder:
+        assert folder.continued and (folder.path / "0.png").read_bytes() == b"half"  # the caller's to resume
+        assert (folder.path / IN_USE).read_text() == "torchrun job-a\n1"  # marked as attempt 1's now
+        (folder.path / "0.png").write_bytes(b"whole")
     assert sorted(p.name for p in left.iterdir()) == ["0.png"]
 
 
@@ -219,5 +224,7 @@ def test_a_job_torchrun_restarts_after_rank_0_was_killed_writes_its_samples(tiny
     command = [*TORCHRUN, "--max-restarts=1", "sample.py", *common, f"out={out}"]
     returncode, output = killing_a_rank(command, out, rank=0)  # rank 0: no chance to remove what it wrote
     assert returncode == 0, output[-3000:]
-    assert "what an earlier attempt of this job left there is removed; writing anew" in output
+    resumed = re.search(r"resuming .*two: (\d+) of 40 images are on disk; making the other (\d+)", output)
+    assert resumed, output[-3000:]
+    assert int(resumed[1]) % 4 == 0 and int(resumed[1]) + int(resumed[2]) == 40  # whole batches kept
     assert files_of(out) == files_of(tmp_path / "one")

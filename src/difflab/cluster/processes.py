@@ -10,11 +10,14 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from .jobs import srun_step
 from .torchrun import own_process_group_store
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,17 @@ def process_group(processes: Processes, device: torch.device) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def from_rank_0(value: T, processes: Processes) -> T:
+    """Rank 0's `value` on every process (what the others pass is not read)."""
+    if processes.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def check_one_command(processes: Processes) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..cluster.processes import ONE_PROCESS, Processes
-from ..io.results import write_json
+from ..cluster.processes import ONE_PROCESS, Processes, from_rank_0
+from ..io.results import OutputFolder, write_json
 from ..io.write_images import enlarge, grid_of, writing_samples
 from .finite import check_finite
 from .grids import GRID_COLUMNS, GRID_ROWS, comparison_tiles, grid_indices
@@ -20,6 +20,7 @@ from .memory import check_disk_room
 from .options import SampleOptions
 from .report import log_line, progress
 from .request import GenerationRequest
+from .resume import ResumePlan, finished, plan_for, record, set_identity
 from .settings_json import SETTINGS_JSON, edit_settings
 from .shares import SharedGeneration
 from .threads import png_writer_threads
@@ -28,35 +29,43 @@ log = logging.getLogger("difflab")
 
 
 def generate_into(
-    out: Path,
+    folder: OutputFolder,
     request: GenerationRequest,
     loaded: Any,
     options: SampleOptions,
     sampler_config: dict[str, Any],
     ckpt: str,
     processes: Processes = ONE_PROCESS,
+    guide: Any = None,
+    resume: bool = False,
 ) -> tuple[int, dict[str, Path]]:
-    """Generate `request` with `loaded`'s net into the folder `out`, writing each batch as it comes (memory holds
-    one batch and the grid's tiles); returns the count and the files written (`loaded`: a
-    checkpoint.LoadedModel; `sampler_config`: the sampler as configured, for settings.json). Under several
-    processes this is rank 0's part: it writes what every rank makes (the others run generate_share)."""
-    count = len(request.indices)
-    check_disk_room(out, count, tuple(loaded.sample_shape))
+    """Generate `request` with `loaded`'s net into `folder`, writing each batch as it comes (memory holds one
+    batch and the grid's tiles); returns the count and the files written (`loaded`: a checkpoint.LoadedModel;
+    `sampler_config`: the sampler as configured, for settings.json; `guide`: the loaded autoguidance model). A
+    folder a stopped run left is continued from its batches on disk (resume: the user asked for that; see
+    generation.resume). Under several processes this is rank 0's part: it writes what every rank makes (the
+    others run generate_share)."""
+    out, count = folder.path, len(request.indices)
+    identity = set_identity(options, sampler_config, loaded, guide)
+    plan = from_rank_0(plan_for(folder, identity, count, resume), processes)
+    request = plan.applied(request)
+    check_disk_room(out, len(request.indices), tuple(loaded.sample_shape))
     log.info(*log_line(options, loaded, request))
     generation = Generation(request, loaded.sampling_net)
     shared = SharedGeneration(generation, loaded.sample_shape, processes)
+    record(out, identity, plan, shared.batch_size)
     row = request.conditions.nrow if options.mode == "sample" else request.per_picture
     shown, columns = grid_indices(count, row)
     tiles: list[Tensor] = []
     with (
         generation.cpu_threads() as cpu_threads,
-        progress(options, count, shared.steps) as on_step,
+        progress(options, len(request.indices), shared.steps) as on_step,
         writing_samples(out, count, png_writer_threads(generation.placement)) as files,
     ):
-        for images in shared.batches(on_step):
+        for images, on_disk in plan.in_index_order(shared.batches(on_step), files.read_back):
             first = files.written
             check_finite(images, ckpt, (first, first + len(images) - 1, count))
-            files.add(images)
+            files.add(images, on_disk)
             tiles.extend(images[i - first] for i in shown if first <= i < first + len(images))
         kept = torch.stack(tiles)
         if request.pictures is None:
@@ -73,12 +82,15 @@ def generate_into(
         )
     report = SETTINGS_JSON.get(options.mode, edit_settings)
     write_json(report(ckpt, sampler_config, options, loaded, shared.mine, cpu_threads), out / "settings.json")
+    finished(out)
     return count, {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
 
 
 def generate_share(request: GenerationRequest, loaded: Any, processes: Processes) -> None:
-    """A rank other than 0's part of generate_into: generate its batches and send them to rank 0."""
-    generation = Generation(request, loaded.sampling_net)
+    """A rank other than 0's part of generate_into: generate its batches (those rank 0 lacks, when it continues
+    a stopped run's set) and send them to rank 0."""
+    plan: ResumePlan = from_rank_0(None, processes)
+    generation = Generation(plan.applied(request), loaded.sampling_net)
     shared = SharedGeneration(generation, loaded.sample_shape, processes)
     with generation.cpu_threads():
         for _ in shared.batches():

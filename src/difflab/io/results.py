@@ -12,17 +12,19 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .atomic import NoSpaceLeft, atomic_write_text, is_out_of_space
 
-IN_USE = ".difflab-writing"  # in an output folder while a run writes its results there
+IN_USE = ".difflab-writing"  # in an output folder while a run writes there (or what a stopped run left)
 BUSY = (
-    "output folder {folder} is being written by another run (or holds what a killed run left: "
-    f"{IN_USE}); choose another out="
+    "output folder {folder} is being written by another run (or holds what a stopped run left: "
+    f"{IN_USE}); choose another out=, or add resume=true to finish what a stopped sample.py left there"
 )
+RESUME_HINT = "run the same command with resume=true to finish it"
 
 
 def _make_folder(path: Path, exist_ok: bool) -> None:
@@ -51,42 +53,36 @@ def _new_dated_folder(task: str, root: Path) -> Path:
 
 @contextlib.contextmanager
 def output_folder(
-    out: str | Path | None, task: str, root: str | Path | None = None, attempt: tuple[str, int] | None = None
-) -> Iterator[Path]:
+    out: str | Path | None,
+    task: str,
+    root: str | Path | None = None,
+    attempt: tuple[str, int] | None = None,
+    resume: bool = False,
+    keep_on: tuple[type[BaseException], ...] = (),
+) -> Iterator[OutputFolder]:
     """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
     <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one).
-    Checked writable before any work. If the work fails or is stopped, what it wrote there is removed, and the
-    folder too when this call made it.
+    Checked writable before any work. If the work fails, what it wrote there is removed, and the folder too when
+    this call made it.
 
-    `attempt`: (job, attempt) of a job its launcher restarts (cluster.jobs.job_attempt). An out= that an earlier
-    attempt of the same job was writing when it was killed (no chance to remove its files) is emptied and taken
-    over; any other folder being written is refused as always."""
-    if out:
-        folder = Path(out)
-        if folder.is_file():
-            raise FileExistsError(f"out={folder} is a file, not a folder; choose another out=")
-        if (folder / IN_USE).exists() and _left_by_earlier_attempt(folder, attempt):
-            print(f"{folder}: what an earlier attempt of this job left there is removed; writing anew")
-            _empty(folder)
-        if (folder / IN_USE).exists():
-            raise FileExistsError(BUSY.format(folder=folder))
-        if folder.is_dir() and any(folder.iterdir()):
-            raise FileExistsError(
-                f"output folder {folder} already exists and is not empty; choose another out="
-            )
-        created = not folder.exists()
-        _make_folder(folder, exist_ok=True)
-    else:
-        folder, created = _new_dated_folder(task, Path(root or ".")), True
+    Work stopped by one of `keep_on` (a stop signal, Ctrl-C) is kept instead, marked unfinished (IN_USE), when it
+    wrote any file; the stop is noted with where it is. Such a folder is continued, not refused, when `resume`
+    is set or `attempt` — (job, attempt) of a job its launcher restarts (cluster.jobs.job_attempt) — is a later
+    attempt of the job that left it (killed outright, it left its files too): the caller finds what it holds
+    (OutputFolder.continued) and keeps it whatever happens."""
+    folder, created, continued = _chosen_folder(out, task, root, attempt, resume)
     try:
-        _claim(folder, attempt)
+        _claim(folder, attempt, replace=continued)
     except ValueError:  # nothing was written: a folder this call made goes too
         if created:
             folder.rmdir()
         raise
     try:
-        yield folder
-    except BaseException:
+        yield OutputFolder(folder, continued)
+    except BaseException as error:
+        if continued or (isinstance(error, keep_on) and _holds_files(folder)):
+            error.add_note(f"what it had made is kept in {folder} (unfinished): {RESUME_HINT}")
+            raise
         # The folder held nothing before and no other run writes into it, so all it holds now is this work's,
         # unfinished: none of it is kept.
         _empty(folder)
@@ -94,6 +90,43 @@ def output_folder(
             folder.rmdir()
         raise
     (folder / IN_USE).unlink()
+
+
+@dataclass(frozen=True)
+class OutputFolder:
+    """The folder output_folder hands over, and whether it holds what a stopped run left there (continued)."""
+
+    path: Path
+    continued: bool = False
+
+
+def _chosen_folder(
+    out: str | Path | None, task: str, root: str | Path | None, attempt: tuple[str, int] | None, resume: bool
+) -> tuple[Path, bool, bool]:
+    """(the folder, whether this call made it, whether it continues a stopped run's folder), or a one-line
+    refusal."""
+    if not out:  # a new folder: nothing to resume there
+        return _new_dated_folder(task, Path(root or ".")), True, False
+    folder = Path(out)
+    if folder.is_file():
+        raise FileExistsError(f"out={folder} is a file, not a folder; choose another out=")
+    if (folder / IN_USE).exists():
+        if resume or _left_by_earlier_attempt(folder, attempt):
+            return folder, False, True
+        raise FileExistsError(BUSY.format(folder=folder))
+    if folder.is_dir() and any(folder.iterdir()):
+        finished = " (a finished run: nothing to resume)" if resume else ""
+        raise FileExistsError(
+            f"output folder {folder} already exists and is not empty{finished}; choose another out="
+        )
+    created = not folder.exists()
+    _make_folder(folder, exist_ok=True)
+    return folder, created, False
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether the work wrote any file in `folder` (hidden ones aside: the IN_USE mark, a write's temp file)."""
+    return any(path.is_file() and not path.name.startswith(".") for path in folder.rglob("*"))
 
 
 def _empty(folder: Path) -> None:
@@ -115,10 +148,19 @@ def _left_by_earlier_attempt(folder: Path, attempt: tuple[str, int] | None) -> b
     return job == attempt[0] and number.isdigit() and int(number) < attempt[1]
 
 
-def _claim(folder: Path, attempt: tuple[str, int] | None = None) -> None:
+def _claim(folder: Path, attempt: tuple[str, int] | None = None, replace: bool = False) -> None:
     """Mark the empty `folder` as this run's (IN_USE, made exclusively): a second run given the same out= at the
     same moment is refused instead of writing into it, and so a failure's clean-up removes only this run's files.
-    The mark holds the job and attempt a launcher may restart, so a later attempt knows the folder as its own."""
+    The mark holds the job and attempt a launcher may restart, so a later attempt knows the folder as its own.
+    replace: the folder is a stopped run's, continued: its mark is rewritten as this run's."""
+    if replace:
+        try:
+            atomic_write_text(folder / IN_USE, f"{attempt[0]}\n{attempt[1]}" if attempt else "")
+        except OSError as error:
+            raise ValueError(
+                f"cannot write into the output folder {folder}: {error.strerror or error}"
+            ) from error
+        return
     try:
         marker = os.open(folder / IN_USE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:

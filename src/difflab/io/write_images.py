@@ -28,6 +28,23 @@ def to_uint8(images: Tensor) -> Tensor:
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def from_uint8(images: Tensor) -> Tensor:
+    """uint8 images → floats in [-1, 1] that to_uint8 turns back into the same uint8 exactly."""
+    return images.float() / 127.5 - 1
+
+
+def read_png(path: str | Path) -> Tensor:
+    """A PNG save_png wrote, as the uint8 (C, H, W) image it was written from."""
+    with Image.open(path) as picture:
+        array = np.asarray(picture)
+    return torch.from_numpy(array[..., None] if array.ndim == 2 else array.copy()).permute(2, 0, 1)
+
+
+def png_name(index: int, count: int) -> str:
+    """The name of image `index` of `count` in images/: every name has as many digits, so names sort as numbers."""
+    return f"{index:0{max(5, len(str(count)))}d}.png"
+
+
 def grid_of(images: Tensor, nrow: int | None = None, padding: int = 2) -> Tensor:
     """A uint8 (C, H, W) grid of [-1, 1] images, about square unless nrow is given."""
     nrow = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
@@ -62,17 +79,27 @@ class SampleFiles:
         writer_count: int = 0,
     ) -> None:
         self.out, self.count, self.written = out, count, 0
-        self.width = max(5, len(str(count)))  # every PNG name has as many digits, so names sort as numbers
         self._npz_file = npz_file
         self._npz: NpzRowWriter | None = None  # made at the first batch, which says the images' shape
         self._writers, self._writer_count = writers, writer_count
         self._in_flight: list[Future[None]] = []
         self._abandoned = False  # tells the writers to stop between two PNGs
 
-    def add(self, images: Tensor) -> None:
-        """The next images of the set, (N, C, H, W) floats in [-1, 1]."""
+    def add(self, images: Tensor, on_disk: bool = False) -> None:
+        """The next images of the set, (N, C, H, W) floats in [-1, 1]; on_disk: their PNGs are there already
+        (read back by read_back), only samples.npz takes them."""
         uint8 = to_uint8(images)
         self._wait_for_pngs()
+        if not on_disk:
+            self._write_pngs(uint8)
+        rows = uint8.permute(0, 2, 3, 1).numpy()
+        if self._npz is None:
+            self._npz = NpzRowWriter(self._npz_file, "images", (self.count, *rows.shape[1:]), np.uint8)
+        self._npz.write(rows)
+        self.written += len(uint8)
+
+    def _write_pngs(self, uint8: Tensor) -> None:
+        """The batch's PNGs, on this thread or handed to the writers."""
         if self._writers is None:
             self._save_pngs(uint8, self.written)
         else:  # one chunk of the batch per thread, each written in index order
@@ -83,17 +110,20 @@ class SampleFiles:
                 for chunk, start in zip(chunks, starts, strict=True)
                 if len(chunk)
             ]
-        rows = uint8.permute(0, 2, 3, 1).numpy()
-        if self._npz is None:
-            self._npz = NpzRowWriter(self._npz_file, "images", (self.count, *rows.shape[1:]), np.uint8)
-        self._npz.write(rows)
-        self.written += len(uint8)
 
     def _save_pngs(self, uint8: Tensor, first: int) -> None:
         for i, image in enumerate(uint8, start=first):
             if self._abandoned:
                 return
-            save_png(image, self.out / "images" / f"{i:0{self.width}d}.png")
+            save_png(image, self.png(i))
+
+    def png(self, index: int) -> Path:
+        return self.out / "images" / png_name(index, self.count)
+
+    def read_back(self, first: int, count: int) -> Tensor:
+        """Images first … first + count - 1 from their PNGs, as the floats add() took (to_uint8 gives them back
+        exactly)."""
+        return from_uint8(torch.stack([read_png(self.png(i)) for i in range(first, first + count)]))
 
     def _wait_for_pngs(self) -> None:
         """The PNGs handed to the writers are on disk (a writer's error, a full disk, is raised here)."""

@@ -45,7 +45,8 @@ def export(cfg: DictConfig) -> Path:
     settings = read_settings(cfg)
     loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets)
     plan = plan_export(loaded, settings.ckpt, settings.format)  # every refusal before the folder is made
-    with exit_if_stopped("export.py"), output_folder(settings.out, "export", settings.root_dir) as out:
+    with exit_if_stopped("export.py"), output_folder(settings.out, "export", settings.root_dir) as folder:
+        out = folder.path
         how = write_export(loaded, plan, out)
     log.info(
         "exported %s (%s weights, step %d) to %s: load it with %s",

@@ -15,6 +15,7 @@ from ..checkpoint_config import Overrides
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..cluster.jobs import job_attempt
 from ..cluster.processes import device_of, process_group, started_processes
+from ..cluster.stop_signal import StoppedBySignal
 from ..generation import build_sampler, request_for, walked_config
 from ..generation.into_folder import generate_into, generate_share
 from ..io.results import output_folder
@@ -73,7 +74,16 @@ def sample(cfg: DictConfig) -> Path | None:
         if not processes.main:
             generate_share(request, loaded, processes)
             return None
-        with output_folder(settings.out, options.mode, settings.root_dir, job_attempt()) as out:
-            count, written = generate_into(out, request, loaded, options, config, settings.ckpt, processes)
+        with output_folder(
+            settings.out,
+            options.mode,
+            settings.root_dir,
+            attempt=job_attempt(),
+            resume=settings.resume,
+            keep_on=(StoppedBySignal, KeyboardInterrupt),  # what was made stays, for resume=true
+        ) as folder:
+            count, written = generate_into(
+                folder, request, loaded, options, config, settings.ckpt, processes, guide, settings.resume
+            )
     log_written(count, written)
-    return out
+    return folder.path

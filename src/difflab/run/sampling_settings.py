@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion.precision import PRECISIONS
 from ..generation.options import NUMBER_RULES, SampleOptions
-from ..value_rules import Rule, number, one_of, whole
+from ..value_rules import Rule, flag, number, one_of, whole
 from .rules import check_values, require
 from .typed import typed_keys_under, typed_under
 
@@ -25,6 +25,7 @@ SAMPLING_RULES: dict[str, Rule] = {
     "inpaint.steps": whole(1),
     "inpaint.jump_length": whole(1),
     "inpaint.jump_n_sample": whole(1),
+    "resume": flag,
 }
 
 
@@ -45,6 +46,7 @@ class SamplingSettings:
         default_factory=dict
     )  # overrides compared with the checkpoint
     autoencoder: str | None = None  # a latent checkpoint's autoencoder moved elsewhere (same hash)
+    resume: bool = False  # finish the set a stopped run left in out=
 
 
 def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
@@ -97,6 +99,8 @@ def read_sampling_settings(
     options.check()
     ckpt = cfg.ckpt if missing_ckpt is None else require(cfg, "ckpt", missing_ckpt)
     check_values(cfg, rules)
+    if cfg.get("resume") and not cfg.out:
+        raise ValueError("resume=true needs out=<the folder a stopped sample.py left>")
     return SamplingSettings(
         ckpt=ckpt,
         device=str(cfg.device),
@@ -107,4 +111,5 @@ def read_sampling_settings(
         options=options,
         fixed_by_checkpoint=fixed_by_checkpoint or {},
         autoencoder=cfg.get("autoencoder"),
+        resume=bool(cfg.get("resume")),
     )

@@ -1,0 +1,227 @@
+"""Finishing a sample set a stopped sample.py left (resume=true, or a later attempt of a job its launcher
+restarts): what the set was started with is recorded beside it while it is unfinished, its batches already on
+disk are kept, and only the others are made. Sample i depends only on (seed, i) and the batches are the ones the
+set was started with, so the finished set is the one a run never stopped writes, bit for bit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..io.atomic import atomic_write_text
+from ..io.read_inputs import image_files
+from ..io.results import IN_USE, OutputFolder
+from ..io.write_images import png_name
+from ..models.weights_hash import weights_hash
+from .options import SampleOptions
+from .request import GenerationRequest
+
+log = logging.getLogger("difflab")
+
+RECORD = ".difflab-resume.json"  # beside an unfinished set: what it was started with
+# The options that change the images (paths aside: what they hold is compared, wherever it now lies).
+DECIDING_OPTIONS = (
+    *("mode", "n", "seed", "precision", "guidance", "labels", "prompt", "negative_prompt"),
+    *("strength", "inpaint", "consistency"),
+)
+
+
+def set_identity(
+    options: SampleOptions, sampler_config: Mapping[str, Any], loaded: Any, guide: Any = None
+) -> dict[str, Any]:
+    """What decides a set's images, as JSON values to compare: the options that change them, the sampler, the
+    model's weights and config (not the checkpoint's path), the guide's weights, and the bytes of the pictures
+    and masks read."""
+    identity = {key: _plain(getattr(options, key)) for key in DECIDING_OPTIONS}
+    identity["sampler"] = _plain(sampler_config)
+    config = json.dumps(_plain(loaded.config), sort_keys=True, default=str).encode()
+    identity["model"] = (
+        f"weights {weights_hash(loaded.net)}, config {hashlib.sha256(config).hexdigest()[:16]}"
+    )
+    identity["guide model"] = None if guide is None else f"weights {weights_hash(guide.net)}"
+    identity["pictures"] = _files_hash(options.image)
+    identity["masks"] = _files_hash(options.mask)
+    return identity
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON has it (config lists and mappings as lists and dicts, tuples as lists)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _files_hash(path: str | Path | None) -> str | None:
+    """sha256 of the pictures at `path` (a file or a folder of them), names and bytes; None for no path."""
+    if path in (None, ""):
+        return None
+    digest = hashlib.sha256()
+    for file in image_files(path):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """How a set is made: whole (batch_size None), or continued with the batch size it was started with, its
+    batches `done` (batch k: images k·batch_size …) read back from disk and the others made."""
+
+    count: int
+    batch_size: int | None = None
+    done: frozenset[int] = frozenset()
+
+    @property
+    def batches(self) -> int:
+        return 0 if self.batch_size is None else math.ceil(self.count / self.batch_size)
+
+    def span(self, batch: int) -> range:
+        """The indices of batch `batch` (of a continued set)."""
+        assert self.batch_size is not None
+        return range(batch * self.batch_size, min(self.count, (batch + 1) * self.batch_size))
+
+    @property
+    def on_disk(self) -> int:
+        return sum(len(self.span(k)) for k in self.done)
+
+    def applied(self, request: GenerationRequest) -> GenerationRequest:
+        """`request` cut to the images still to make, in the batches the set was started with."""
+        if self.batch_size is None:
+            return request
+        missing = [
+            request.indices[i] for k in range(self.batches) if k not in self.done for i in self.span(k)
+        ]
+        return replace(request, indices=missing, batch_size=self.batch_size)
+
+    def in_index_order(
+        self, made: Iterator[Tensor], read_back: Callable[[int, int], Tensor]
+    ) -> Iterator[tuple[Tensor, bool]]:
+        """Every image of the set in index order, as (images, on disk): the batches done read back by
+        read_back(first, count), the others taken from `made` (the applied request's images, in order)."""
+        if self.batch_size is None:
+            yield from ((images, False) for images in made)
+            return
+        waiting = torch.empty(0)  # images made and not handed on yet
+        for k in range(self.batches):
+            span = self.span(k)
+            if k in self.done:
+                yield read_back(span.start, len(span)), True
+                continue
+            while len(waiting) < len(span):
+                waiting = torch.cat([waiting, next(made)]) if len(waiting) else next(made)
+            yield waiting[: len(span)], False
+            waiting = waiting[len(span) :]
+
+
+def plan_for(folder: OutputFolder, identity: dict[str, Any], count: int, asked: bool) -> ResumePlan:
+    """How to make a set of `count` images in `folder`. A folder a stopped run left (folder.continued) whose
+    record matches `identity` is continued from its batches on disk; one whose record differs is refused in one
+    line when a user asked to resume (`asked`), and emptied and made anew when a launcher restarted the job that
+    left it (its own earlier attempt, with the same command: the checkpoint changed in between, or it was killed
+    before it could record anything)."""
+    if not folder.continued:
+        return ResumePlan(count)
+    out = folder.path
+    started = _read_record(out)
+    problem = _difference(started, identity, count)
+    if problem is None:
+        batch_size = int(started["batch_size"])
+        plan = ResumePlan(count, batch_size, _batches_on_disk(out, count, batch_size))
+        kept = {out / "images" / png_name(i, count) for k in plan.done for i in plan.span(k)}
+        _clear(out, keep={out / RECORD, *kept})
+        log.info(
+            "resuming %s: %d of %d images are on disk; making the other %d in batches of %d, as it was started",
+            out,
+            plan.on_disk,
+            count,
+            count - plan.on_disk,
+            batch_size,
+        )
+        return plan
+    if asked:
+        raise ValueError(f"cannot resume {out}: {problem}")
+    log.info("%s: what an earlier attempt of this job left there is removed (%s); writing anew", out, problem)
+    _clear(out, keep=set())
+    return ResumePlan(count)
+
+
+def record(folder: Path, identity: dict[str, Any], plan: ResumePlan, batch_size: int) -> None:
+    """Write what a new set is started with beside it (a continued set has it already)."""
+    if plan.batch_size is None:
+        text = json.dumps({"count": plan.count, "batch_size": batch_size, "identity": identity}, indent=2)
+        atomic_write_text(folder / RECORD, text)
+
+
+def finished(folder: Path) -> None:
+    """The set is whole: its record goes (the folder now reads as any finished one)."""
+    (folder / RECORD).unlink(missing_ok=True)
+
+
+def _read_record(folder: Path) -> dict[str, Any] | None:
+    try:
+        started = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return started if isinstance(started, dict) else None
+
+
+def _difference(started: dict[str, Any] | None, identity: dict[str, Any], count: int) -> str | None:
+    """Why a set started as `started` cannot be continued by this command (None: it can)."""
+    if started is None or not isinstance(started.get("identity"), dict):
+        return f"it holds no readable record ({RECORD}) of what it was started with"
+    differing = _first_difference(started["identity"], identity)
+    if differing is not None:
+        key, was, now = differing
+        return (
+            f"it was started with {key}={_shown(was)}, this command has {key}={_shown(now)}; resume with the "
+            "settings it was started with"
+        )
+    if started.get("count") != count or not isinstance(started.get("batch_size"), int):
+        return f"its record ({RECORD}) is damaged"
+    return None
+
+
+def _first_difference(was: Any, now: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, value then, value now) of the first setting that differs; None when none does."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        for name in [*now, *(name for name in was if name not in now)]:
+            found = _first_difference(was.get(name), now.get(name), f"{key}.{name}" if key else name)
+            if found is not None:
+                return found
+        return None
+    return None if was == now else (key, was, now)
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _batches_on_disk(folder: Path, count: int, batch_size: int) -> frozenset[int]:
+    """The batches every PNG of which is in folder/images."""
+    on_disk = {path.name for path in (folder / "images").glob("*.png")}
+    batches = range(math.ceil(count / batch_size))
+    spans = {k: range(k * batch_size, min(count, (k + 1) * batch_size)) for k in batches}
+    return frozenset(k for k, span in spans.items() if all(png_name(i, count) in on_disk for i in span))
+
+
+def _clear(folder: Path, keep: set[Path]) -> None:
+    """Remove from `folder` all but its IN_USE mark and `keep`: a stopped run's grid, settings, unfinished
+    batches and temp files."""
+    for path in sorted(folder.rglob("*"), reverse=True):  # a folder's entries before the folder
+        if path in keep or path == folder / IN_USE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink()

@@ -1,0 +1,170 @@
+"""A sample.py that is stopped (a cluster's time limit, scancel, Ctrl-C) or killed keeps the images it made, and
+resume=true — or the next attempt of a job SLURM requeues — makes only the rest: the finished folder is the one a
+run never stopped writes, bit for bit. Before, a stop removed everything, and a 50,000-image job started over."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, files_of, one_error_line, run_cli
+
+from difflab.generation.resume import RECORD
+from difflab.io.results import IN_USE, RESUME_HINT
+
+# 8 batches of 8, slow enough (200 steps) that a stop after the first batch comes before the end.
+SET = ["n=64", "batch_size=8", "sampler.steps=200", "cpu_threads=1"]
+
+
+def started(tiny_ckpt: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """sample.py into `out`, once its first batch is on disk (PNGs of the next one are written only after it)."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "sample.py"), f"ckpt={tiny_ckpt}", *SET, f"out={out}", *extra],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while (
+        len(list((out / "images").glob("*.png"))) <= 8
+        and time.monotonic() < deadline
+        and process.poll() is None
+    ):
+        time.sleep(0.02)
+    assert process.poll() is None, "sample.py ended before it could be stopped"
+    return process
+
+
+@pytest.fixture(scope="module")
+def unstopped(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The files of the set made in one go."""
+    out = tmp_path_factory.mktemp("unstopped") / "out"
+    result = run_cli("sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return files_of(out)
+
+
+@pytest.mark.parametrize(
+    ("stop", "how"), [(signal.SIGTERM, "stopped by SIGTERM"), (signal.SIGINT, "interrupted")]
+)
+def test_a_stopped_run_keeps_its_images_and_resume_finishes_the_same_set(
+    tiny_ckpt: Path, tmp_path: Path, unstopped: dict[str, bytes], stop, how
+) -> None:
+    out = tmp_path / "out"
+    process = started(tiny_ckpt, out)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + stop
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert lines == [f"error: sample.py {how}; what it had made is kept in {out} (unfinished): {RESUME_HINT}"]
+    kept = files_of(out)
+    assert f"images/{'00000.png'}" in kept and IN_USE in kept and RECORD in kept
+    assert "samples.npz" not in kept and "settings.json" not in kept  # nothing says it is a finished set
+
+    again = run_cli("sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}")  # without resume=true: refused
+    assert "is being written by another run (or holds what a stopped run left" in one_error_line(again)
+    assert "resume=true" in one_error_line(again)
+    assert files_of(out) == kept
+
+    resumed = run_cli("sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    said = re.search(
+        rf"resuming {out}: (\d+) of 64 images are on disk; making the other (\d+)", resumed.stdout
+    )
+    assert said, resumed.stdout[-2000:]
+    on_disk = int(said[1])
+    assert 8 <= on_disk < 64 and on_disk % 8 == 0  # whole batches kept, the rest made
+    assert files_of(out) == unstopped
+
+
+def test_resume_with_other_settings_is_refused_and_keeps_the_set(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = started(tiny_ckpt, out)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    kept = files_of(out)
+    other_seed = run_cli("sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}", "resume=true", "seed=1")
+    assert one_error_line(other_seed) == (
+        f"error: cannot resume {out}: it was started with seed=0, this command has seed=1; resume with the "
+        "settings it was started with"
+    )
+    other_sampler = run_cli(
+        "sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}", "resume=true", "sampler.steps=20"
+    )
+    assert one_error_line(other_sampler).startswith(
+        f"error: cannot resume {out}: it was started with sampler.steps=200, this command has sampler.steps=20;"
+    )
+    assert files_of(out) == kept
+
+
+def test_a_requeued_slurm_job_finishes_the_set_its_killed_attempt_left(
+    tiny_ckpt: Path, tmp_path: Path, unstopped: dict[str, bytes]
+) -> None:
+    """Killed outright (SIGKILL: a node failure, the out-of-memory killer), the first attempt leaves its PNGs and
+    perhaps a half-written temp file; the requeued attempt (SLURM_RESTART_COUNT=1) resumes without being asked."""
+    out = tmp_path / "out"
+    job = {"SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "0"}
+    process = started(tiny_ckpt, out, env=job)
+    process.kill()
+    process.communicate(timeout=60)
+    assert (out / IN_USE).read_text() == "slurm 4242\n0"
+    requeued = run_cli(
+        "sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}", env={**job, "SLURM_RESTART_COUNT": "1"}
+    )
+    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    assert f"resuming {out}: " in requeued.stdout
+    assert files_of(out) == unstopped
+
+
+def test_a_requeued_job_whose_checkpoint_changed_makes_the_set_anew(
+    tiny_ckpt: Path, tmp_path: Path, unstopped: dict[str, bytes]
+) -> None:
+    out = tmp_path / "out"
+    job = {"SLURM_JOB_ID": "4243", "SLURM_RESTART_COUNT": "0"}
+    process = started(tiny_ckpt, out, env=job)
+    process.kill()
+    process.communicate(timeout=60)
+    record = json.loads((out / RECORD).read_text())
+    record["identity"]["model"] = "weights of another training step"
+    (out / RECORD).write_text(json.dumps(record))
+    requeued = run_cli(
+        "sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}", env={**job, "SLURM_RESTART_COUNT": "1"}
+    )
+    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    assert (
+        "what an earlier attempt of this job left there is removed (it was started with model=weights of "
+        in (requeued.stdout)
+    )
+    assert files_of(out) == unstopped
+
+
+def test_resume_needs_an_out_folder_and_one_a_stopped_run_left(tiny_ckpt: Path, tmp_path: Path) -> None:
+    no_out = run_cli("sample.py", f"ckpt={tiny_ckpt}", "resume=true")
+    assert one_error_line(no_out) == "error: resume=true needs out=<the folder a stopped sample.py left>"
+    finished = tmp_path / "finished"
+    first = run_cli(
+        "sample.py", f"ckpt={tiny_ckpt}", "n=4", "sampler.steps=2", f"out={finished}", "resume=true"
+    )
+    assert first.returncode == 0, first.stderr[-2000:]  # nothing to resume yet: made whole
+    before = files_of(finished)
+    assert RECORD not in before and IN_USE not in before
+    again = run_cli(
+        "sample.py", f"ckpt={tiny_ckpt}", "n=4", "sampler.steps=2", f"out={finished}", "resume=true"
+    )
+    assert one_error_line(again) == (
+        f"error: output folder {finished} already exists and is not empty (a finished run: nothing to resume); "
+        "choose another out="
+    )
+    assert files_of(finished) == before
+    typo = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"out={tmp_path / 'x'}", "resume=yes")
+    assert "resume" in one_error_line(typo) and "true or false" in one_error_line(typo)
