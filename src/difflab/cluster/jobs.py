@@ -47,6 +47,22 @@ def srun_step() -> str | None:
     return f"{slurm_job_id()}_{step}"
 
 
+def one_run_job() -> str | None:
+    """The SLURM job id of a process that is its job's one run at a time (`python train.py` in a batch script, or
+    a one-task srun step): the job SLURM requeues runs the script again, and such a run finds its folder by the
+    job's record (runs.job_record). None elsewhere: srun steps of several tasks, submitit and torchrun place their
+    runs themselves, and a shell Lightning sees as interactive is never requeued."""
+    job = slurm_job_id()
+    if job is None or srun_step() is not None or os.environ.get("SUBMITIT_EXECUTOR") or under_torchrun():
+        return None
+    return None if os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive") else job
+
+
+def slurm_requeued() -> bool:
+    """True in a job SLURM has started again (SLURM_RESTART_COUNT > 0)."""
+    return _slurm_restarts() > 0
+
+
 def job_attempt() -> tuple[str, int] | None:
     """(the job, which attempt of it this is) for a job its launcher may start again after a failure: torchrun's
     run id and restart count, or the SLURM job (and srun step) and SLURM_RESTART_COUNT; None for a process no

@@ -2,7 +2,8 @@
 starts from, and the run folder. A run folder belongs to one run (runs/folder.py): a fresh one is claimed in one
 atomic step (two runs started in the same second never share one), a folder holding another run is refused, and a
 resume (or a requeued SLURM job) goes back into its own folder only once its checkpoint is known to fit the config;
-here Hydra's config is told where it writes."""
+here Hydra's config is told where it writes. A job SLURM requeues finds that folder by the record its first attempt
+kept (runs.job_record)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from ..cluster.jobs import is_requeued_job, is_secondary_rank
+from ..cluster.jobs import is_requeued_job, is_secondary_rank, one_run_job, slurm_requeued
 from ..cluster.torchrun import share_run_folder
 from ..runs.folder import claim_run_folder, reenters_run_folder, resumed_name
+from ..runs.job_record import earlier_run, job_record, remember_run
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
+from .typed import typed_overrides
 
 
 def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> None:
@@ -48,13 +51,35 @@ def claim(config: DictConfig, run_dir: Path) -> Path:
     return claimed
 
 
+def _job_record(config: DictConfig) -> tuple[Path, list[str]] | None:
+    """(the record of the runs this SLURM job started, this run's command) for the one run of a job at a time
+    (cluster.jobs.one_run_job) in a folder Hydra dates; None elsewhere."""
+    job = one_run_job()
+    if job is None or _run_dir_given(config):
+        return None
+    return job_record(str(config.paths.root_dir), str(config.task_name), job), typed_overrides(config)
+
+
+def _requeued_jobs_folder(config: DictConfig) -> Path | None:
+    """In a job SLURM requeued, the folder its earlier attempt ran this command in, where Hydra now writes too (it
+    resumes from its last.ckpt); None when there is none."""
+    record = _job_record(config)
+    folder = earlier_run(*record) if record is not None and slurm_requeued() else None
+    if folder is not None:
+        print(f"SLURM requeued the job: back into its run folder {folder}")
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.run.dir = str(folder)
+    return folder
+
+
 class Preflight(Callback):
     """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_rank():
             return  # other ranks share the folder rank 0 has just claimed
-        run_dir = Path(str(config.hydra.run.dir))
+        earlier = _requeued_jobs_folder(config)
+        run_dir = earlier or Path(str(config.hydra.run.dir))
         try:
             settings = prepare(config, run_dir)
             named, requeued = _run_dir_given(config), is_requeued_job()
@@ -66,4 +91,6 @@ class Preflight(Callback):
         elif settings.resume is not None:
             _keep_first_hydra_files(config, run_dir, settings.step)
         share_run_folder(settings.run_dir)  # torchrun's other ranks wait for it (run.cli)
+        if earlier is None and (record := _job_record(config)) is not None:
+            remember_run(record[0], record[1], settings.run_dir)
         hand_over(settings)
