@@ -87,5 +87,7 @@ def test_a_requeued_job_finds_the_last_run_of_its_command_that_still_exists(tmp_
     assert earlier_run(record, ["optim.lr=2"]) == runs["b"].resolve()
     assert earlier_run(record, ["optim.lr=3"]) is None  # its folder holds no run any more
     assert earlier_run(record, ["optim.lr=4"]) is None
-    assert earlier_run(record, ["optim.lr=5"]) == runs["c"].resolve()  # on a line of its own after the cut one
+    assert (
+        earlier_run(record, ["optim.lr=5"]) == runs["c"].resolve()
+    )  # on a line of its own after the cut one
     assert earlier_run(tmp_path / "no.runs", ["optim.lr=1"]) is None

@@ -68,8 +68,8 @@ def output_folder(
     Work stopped by one of `keep_on` (a stop signal, Ctrl-C) is kept instead, marked unfinished (IN_USE), when it
     wrote any file; the stop is noted with where it is. Such a folder is continued, not refused, when `resume`
     is set or `attempt` — (job, attempt) of a job its launcher restarts (cluster.jobs.job_attempt) — is a later
-    attempt of the job that left it (killed outright, it left its files too): the caller finds what it holds
-    (OutputFolder.continued) and keeps it whatever happens."""
+    attempt of the job that left it (killed outright, it left its files too; with no out=, the dated folder it
+    took): the caller finds what it holds (OutputFolder.continued) and keeps it whatever happens."""
     folder, created, continued = _chosen_folder(out, task, root, attempt, resume)
     try:
         _claim(folder, attempt, replace=continued)
@@ -105,7 +105,10 @@ def _chosen_folder(
 ) -> tuple[Path, bool, bool]:
     """(the folder, whether this call made it, whether it continues a stopped run's folder), or a one-line
     refusal."""
-    if not out:  # a new folder: nothing to resume there
+    if not out:  # a new dated folder, or the one an earlier attempt of this job took
+        earlier = _earlier_attempts_dated_folder(task, Path(root or "."), attempt)
+        if earlier is not None:
+            return earlier, False, True
         return _new_dated_folder(task, Path(root or ".")), True, False
     folder = Path(out)
     if folder.is_file():
@@ -122,6 +125,14 @@ def _chosen_folder(
     created = not folder.exists()
     _make_folder(folder, exist_ok=True)
     return folder, created, False
+
+
+def _earlier_attempts_dated_folder(task: str, root: Path, attempt: tuple[str, int] | None) -> Path | None:
+    """The dated folder (<root>/outputs/<task>/<date>/<time>) an earlier attempt of this job left unfinished."""
+    if attempt is None:
+        return None
+    marks = sorted((root / "outputs" / task).glob(f"*/*/{IN_USE}"))
+    return next((mark.parent for mark in marks if _left_by_earlier_attempt(mark.parent, attempt)), None)
 
 
 def _holds_files(folder: Path) -> bool:
