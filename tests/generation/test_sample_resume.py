@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, files_of, one_error_line, run_cli
+from conftest import LITE_EVAL, ROOT, files_of, one_error_line, run_cli
 
 from difflab.generation.resume import RECORD
 from difflab.io.results import IN_USE, RESUME_HINT
@@ -104,6 +104,13 @@ def test_resume_with_other_settings_is_refused_and_keeps_the_set(tiny_ckpt: Path
     assert one_error_line(other_sampler).startswith(
         f"error: cannot resume {out}: it was started with sampler.steps=200, this command has sampler.steps=20;"
     )
+    for given in (out, out / "images"):  # its scores would be those of part of the set
+        scored = run_cli(
+            "evaluate.py", f"images={given}", "data=digits", *LITE_EVAL, f"out={tmp_path / 'r.json'}"
+        )
+        assert one_error_line(scored).startswith(
+            f"error: {given} is unfinished ({IN_USE}: a sample.py is writing"
+        )
     assert files_of(out) == kept
 
 

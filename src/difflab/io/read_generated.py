@@ -22,6 +22,7 @@ from .read_inputs import (
     load_image_files,
     warn_changes,
 )
+from .results import IN_USE
 from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
@@ -67,10 +68,22 @@ def open_image_set(path: str | Path) -> ImageSet:
     path = Path(path)
     if path.is_file() and path.suffix == ".npz":
         return ImageSet(path, _npz_header(path).shape[0], None)
+    _refuse_unfinished(path)
     if path.is_dir() and (path / "images").is_dir():
         path = path / "images"  # sample.py's output folder: samples in images/, beside grid.png
     files = image_files(path, what="generated image")
     return ImageSet(path, len(files), files)
+
+
+def _refuse_unfinished(path: Path) -> None:
+    """A one-line error for a sample.py folder (or its images/) still marked as being written: a run writing it,
+    or what a stopped one kept to resume, whose scores would be those of part of the set."""
+    folder = path.parent if path.name == "images" else path
+    if (folder / IN_USE).exists():
+        raise ValueError(
+            f"{path} is unfinished ({IN_USE}: a sample.py is writing it, or was stopped and kept what it had "
+            f"made); finish it with the same sample.py command and resume=true, then score it"
+        )
 
 
 def _npz_header(path: Path) -> NpzArray:
