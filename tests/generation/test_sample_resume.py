@@ -133,25 +133,28 @@ def test_a_requeued_slurm_job_finishes_the_set_its_killed_attempt_left(
     assert files_of(out) == unstopped
 
 
-def test_a_requeued_job_finishes_the_set_in_the_dated_folder_its_killed_attempt_took(
+def test_a_requeued_job_finishes_the_set_in_the_dated_folder_its_stopped_attempt_took(
     tiny_ckpt: Path, tmp_path: Path, unstopped: dict[str, bytes]
 ) -> None:
     """Without out=, each run takes a new outputs/sample/<date>/<time>; the requeued attempt goes back into the
-    one its killed attempt took instead."""
+    one its stopped attempt took instead."""
     job = {"SLURM_JOB_ID": "4244", "SLURM_RESTART_COUNT": "0", "DIFFLAB_ROOT": str(tmp_path)}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "sample.py"), f"ckpt={tiny_ckpt}", *SET],
         cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", **job},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("outputs/sample/*/*/images/*.png"))) <= 8 and time.monotonic() < deadline:
         time.sleep(0.02)
-    process.kill()
-    process.wait(timeout=60)
+    process.send_signal(signal.SIGTERM)  # preempted: SLURM's SIGTERM, then the requeue
+    _, stderr = process.communicate(timeout=60)
     (out,) = tmp_path.glob("outputs/sample/*/*")
+    hint = f"run the same command with out={out} resume=true to finish it"  # the same command would date anew
+    assert f"what it had made is kept in {out} (unfinished): {hint}" in stderr
     time.sleep(1.1)  # a new dated folder would have another name
     requeued = run_cli("sample.py", f"ckpt={tiny_ckpt}", *SET, env={**job, "SLURM_RESTART_COUNT": "1"})
     assert requeued.returncode == 0, requeued.stderr[-2000:]

@@ -81,7 +81,8 @@ def output_folder(
         yield OutputFolder(folder, continued)
     except BaseException as error:
         if continued or (isinstance(error, keep_on) and _holds_files(folder)):
-            error.add_note(f"what it had made is kept in {folder} (unfinished): {RESUME_HINT}")
+            hint = RESUME_HINT if out else RESUME_HINT.replace("resume=true", f"out={folder} resume=true")
+            error.add_note(f"what it had made is kept in {folder} (unfinished): {hint}")
             raise
         # The folder held nothing before and no other run writes into it, so all it holds now is this work's,
         # unfinished: none of it is kept.
