@@ -11,12 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import LITE_EVAL, ROOT, files_of, one_error_line, run_cli
 
-from difflab.generation.resume import RECORD
+from difflab.generation.methods import Sampling
+from difflab.generation.request import GenerationRequest
+from difflab.generation.resume import RECORD, ResumePlan
 from difflab.io.results import IN_USE, RESUME_HINT
 
 # 8 batches of 8, slow enough (200 steps) that a stop after the first batch comes before the end.
@@ -205,3 +209,23 @@ def test_resume_needs_an_out_folder_and_one_a_stopped_run_left(tiny_ckpt: Path, 
     assert files_of(finished) == before
     typo = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"out={tmp_path / 'x'}", "resume=yes")
     assert "resume" in one_error_line(typo) and "true or false" in one_error_line(typo)
+
+
+def test_a_continued_set_is_made_in_the_batches_and_threads_it_was_started_with(monkeypatch) -> None:
+    """Batch 1 of 3 (batch size 4) is on disk: the rest is made as batches 0 and 2 were first cut, on the CPU
+    threads auto chose then (a measured choice could differ now); cpu_threads=N and OMP_NUM_THREADS still win."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    plan = ResumePlan(10, batch_size=4, done=frozenset({1}), cpu_threads=2)
+    asked = GenerationRequest(Sampling(None, (1, 8, 8)), range(10), batch_size=16, cpu_threads="auto")
+    applied = plan.applied(asked)
+    assert list(applied.indices) == [0, 1, 2, 3, 8, 9]
+    assert (applied.batch_size, applied.cpu_threads) == (4, 2)
+    assert plan.applied(replace(asked, cpu_threads=1)).cpu_threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert plan.applied(asked).cpu_threads == "auto"
+    made = iter(
+        [torch.zeros(4, 1, 8, 8), torch.ones(2, 1, 8, 8)]
+    )  # batches 0 and 2, as generation yields them
+    read_back = lambda first, count: torch.full((count, 1, 8, 8), 0.5)  # noqa: E731
+    order = [(len(images), on_disk) for images, on_disk in plan.in_index_order(made, read_back)]
+    assert order == [(4, False), (4, True), (2, False)]

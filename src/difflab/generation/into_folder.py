@@ -53,7 +53,6 @@ def generate_into(
     log.info(*log_line(options, loaded, request))
     generation = Generation(request, loaded.sampling_net)
     shared = SharedGeneration(generation, loaded.sample_shape, processes)
-    record(out, identity, plan, shared.batch_size)
     row = request.conditions.nrow if options.mode == "sample" else request.per_picture
     shown, columns = grid_indices(count, row)
     tiles: list[Tensor] = []
@@ -62,6 +61,7 @@ def generate_into(
         progress(options, len(request.indices), shared.steps) as on_step,
         writing_samples(out, count, png_writer_threads(generation.placement)) as files,
     ):
+        record(out, identity, plan, shared.batch_size, cpu_threads)  # before the first image is made
         for images, on_disk in plan.in_index_order(shared.batches(on_step), files.read_back):
             first = files.written
             check_finite(images, ckpt, (first, first + len(images) - 1, count))

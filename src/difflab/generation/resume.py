@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..diffusion.auto_batch import AUTO
 from ..io.atomic import atomic_write_text
 from ..io.read_inputs import image_files
 from ..io.results import IN_USE, OutputFolder
@@ -74,12 +76,14 @@ def _files_hash(path: str | Path | None) -> str | None:
 
 @dataclass(frozen=True)
 class ResumePlan:
-    """How a set is made: whole (batch_size None), or continued with the batch size it was started with, its
-    batches `done` (batch k: images k·batch_size …) read back from disk and the others made."""
+    """How a set is made: whole (batch_size None), or continued with the batch size (and CPU threads, when it
+    chose them) it was started with, its batches `done` (batch k: images k·batch_size …) read back from disk and
+    the others made."""
 
     count: int
     batch_size: int | None = None
     done: frozenset[int] = frozenset()
+    cpu_threads: int | None = None
 
     @property
     def batches(self) -> int:
@@ -101,7 +105,11 @@ class ResumePlan:
         missing = [
             request.indices[i] for k in range(self.batches) if k not in self.done for i in self.span(k)
         ]
-        return replace(request, indices=missing, batch_size=self.batch_size)
+        # auto chose (or measured) them then: the same now; cpu_threads=N and OMP_NUM_THREADS win, as always
+        chosen = request.cpu_threads in (None, AUTO) and not os.environ.get("OMP_NUM_THREADS")
+        chosen = chosen and self.cpu_threads is not None
+        threads = self.cpu_threads if chosen else request.cpu_threads
+        return replace(request, indices=missing, batch_size=self.batch_size, cpu_threads=threads)
 
     def in_index_order(
         self, made: Iterator[Tensor], read_back: Callable[[int, int], Tensor]
@@ -135,8 +143,9 @@ def plan_for(folder: OutputFolder, identity: dict[str, Any], count: int, asked: 
     started = _read_record(out)
     problem = _difference(started, identity, count)
     if problem is None:
-        batch_size = int(started["batch_size"])
-        plan = ResumePlan(count, batch_size, _batches_on_disk(out, count, batch_size))
+        batch_size, threads = int(started["batch_size"]), started.get("cpu_threads")
+        threads = threads if isinstance(threads, int) else None
+        plan = ResumePlan(count, batch_size, _batches_on_disk(out, count, batch_size), threads)
         kept = {out / "images" / png_name(i, count) for k in plan.done for i in plan.span(k)}
         _clear(out, keep={out / RECORD, *kept})
         log.info(
@@ -155,11 +164,18 @@ def plan_for(folder: OutputFolder, identity: dict[str, Any], count: int, asked: 
     return ResumePlan(count)
 
 
-def record(folder: Path, identity: dict[str, Any], plan: ResumePlan, batch_size: int) -> None:
+def record(
+    folder: Path, identity: dict[str, Any], plan: ResumePlan, batch_size: int, cpu_threads: int | None
+) -> None:
     """Write what a new set is started with beside it (a continued set has it already)."""
     if plan.batch_size is None:
-        text = json.dumps({"count": plan.count, "batch_size": batch_size, "identity": identity}, indent=2)
-        atomic_write_text(folder / RECORD, text)
+        started = {
+            "count": plan.count,
+            "batch_size": batch_size,
+            "cpu_threads": cpu_threads,
+            "identity": identity,
+        }
+        atomic_write_text(folder / RECORD, json.dumps(started, indent=2))
 
 
 def finished(folder: Path) -> None:
