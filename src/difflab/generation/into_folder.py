@@ -20,7 +20,8 @@ from .memory import check_disk_room
 from .options import SampleOptions
 from .report import log_line, progress
 from .request import GenerationRequest
-from .resume import ResumePlan, finished, plan_for, record, set_identity
+from .resume import ResumePlan, finished, plan_for, record
+from .set_identity import set_identity
 from .settings_json import SETTINGS_JSON, edit_settings
 from .shares import SharedGeneration
 from .threads import png_writer_threads

@@ -5,12 +5,11 @@ set was started with, so the finished set is the one a run never stopped writes,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,58 +19,14 @@ from torch import Tensor
 
 from ..diffusion.auto_batch import AUTO
 from ..io.atomic import atomic_write_text
-from ..io.read_inputs import image_files
 from ..io.results import IN_USE, OutputFolder
 from ..io.write_images import png_name
-from ..models.weights_hash import weights_hash
-from .options import SampleOptions
 from .request import GenerationRequest
+from .set_identity import changed_setting
 
 log = logging.getLogger("difflab")
 
 RECORD = ".difflab-resume.json"  # beside an unfinished set: what it was started with
-# The options that change the images (paths aside: what they hold is compared, wherever it now lies).
-DECIDING_OPTIONS = (
-    *("mode", "n", "seed", "precision", "guidance", "labels", "prompt", "negative_prompt"),
-    *("strength", "inpaint", "consistency"),
-)
-
-
-def set_identity(
-    options: SampleOptions, sampler_config: Mapping[str, Any], loaded: Any, guide: Any = None
-) -> dict[str, Any]:
-    """What decides a set's images, as JSON values to compare: the options that change them, the sampler, the
-    model's weights and config (not the checkpoint's path), the guide's weights, and the bytes of the pictures
-    and masks read."""
-    identity = {key: _plain(getattr(options, key)) for key in DECIDING_OPTIONS}
-    identity["sampler"] = _plain(sampler_config)
-    config = json.dumps(_plain(loaded.config), sort_keys=True, default=str).encode()
-    identity["model"] = (
-        f"weights {weights_hash(loaded.net)}, config {hashlib.sha256(config).hexdigest()[:16]}"
-    )
-    identity["guide model"] = None if guide is None else f"weights {weights_hash(guide.net)}"
-    identity["pictures"] = _files_hash(options.image)
-    identity["masks"] = _files_hash(options.mask)
-    return identity
-
-
-def _plain(value: Any) -> Any:
-    """`value` as JSON has it (config lists and mappings as lists and dicts, tuples as lists)."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _files_hash(path: str | Path | None) -> str | None:
-    """sha256 of the pictures at `path` (a file or a folder of them), names and bytes; None for no path."""
-    if path in (None, ""):
-        return None
-    digest = hashlib.sha256()
-    for file in image_files(path):
-        digest.update(file.name.encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -195,31 +150,12 @@ def _difference(started: dict[str, Any] | None, identity: dict[str, Any], count:
     """Why a set started as `started` cannot be continued by this command (None: it can)."""
     if started is None or not isinstance(started.get("identity"), dict):
         return f"it holds no readable record ({RECORD}) of what it was started with"
-    differing = _first_difference(started["identity"], identity)
-    if differing is not None:
-        key, was, now = differing
-        return (
-            f"it was started with {key}={_shown(was)}, this command has {key}={_shown(now)}; resume with the "
-            "settings it was started with"
-        )
+    changed = changed_setting(started["identity"], identity)
+    if changed is not None:
+        return f"{changed}; resume with the settings it was started with"
     if started.get("count") != count or not isinstance(started.get("batch_size"), int):
         return f"its record ({RECORD}) is damaged"
     return None
-
-
-def _first_difference(was: Any, now: Any, key: str = "") -> tuple[str, Any, Any] | None:
-    """(dotted key, value then, value now) of the first setting that differs; None when none does."""
-    if isinstance(was, dict) and isinstance(now, dict):
-        for name in [*now, *(name for name in was if name not in now)]:
-            found = _first_difference(was.get(name), now.get(name), f"{key}.{name}" if key else name)
-            if found is not None:
-                return found
-        return None
-    return None if was == now else (key, was, now)
-
-
-def _shown(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _batches_on_disk(folder: Path, count: int, batch_size: int) -> frozenset[int]:
