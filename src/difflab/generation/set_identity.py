@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io.read_inputs import image_files
-from ..models.weights_hash import weights_hash
+from ..models.weights_hash import weights_fingerprint
 from .options import SampleOptions
 
 # The options that change the images (paths aside: what they hold is compared, wherever it now lies).
@@ -31,9 +31,9 @@ def set_identity(
     identity["sampler"] = _plain(sampler_config)
     config = json.dumps(_plain(loaded.config), sort_keys=True, default=str).encode()
     identity["model"] = (
-        f"weights {weights_hash(loaded.net)}, config {hashlib.sha256(config).hexdigest()[:16]}"
+        f"weights {weights_fingerprint(loaded.net)}, config {hashlib.sha256(config).hexdigest()[:16]}"
     )
-    identity["guide model"] = None if guide is None else f"weights {weights_hash(guide.net)}"
+    identity["guide model"] = None if guide is None else f"weights {weights_fingerprint(guide.net)}"
     identity["pictures"] = _files_hash(options.image)
     identity["masks"] = _files_hash(options.mask)
     return identity
