@@ -21,16 +21,18 @@ from conftest import LITE_EVAL, ROOT, files_of, one_error_line, run_cli
 from difflab.generation.methods import Sampling
 from difflab.generation.request import GenerationRequest
 from difflab.generation.resume import RECORD, ResumePlan
-from difflab.io.results import IN_USE, RESUME_HINT
+from difflab.io.results import IN_USE, RESUME_HINT, RUNNING
 
 # 8 batches of 8, slow enough (200 steps) that a stop after the first batch comes before the end.
 SET = ["n=64", "batch_size=8", "sampler.steps=200", "cpu_threads=1"]
 
 
-def started(tiny_ckpt: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def started(
+    tiny_ckpt: Path, out: Path, *extra: str, env: dict[str, str] | None = None, args: list[str] = SET
+) -> subprocess.Popen:
     """sample.py into `out`, once its first batch is on disk (PNGs of the next one are written only after it)."""
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "sample.py"), f"ckpt={tiny_ckpt}", *SET, f"out={out}", *extra],
+        [sys.executable, str(ROOT / "sample.py"), f"ckpt={tiny_ckpt}", *args, f"out={out}", *extra],
         cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
         stdout=subprocess.PIPE,
@@ -116,6 +118,19 @@ def test_resume_with_other_settings_is_refused_and_keeps_the_set(tiny_ckpt: Path
             f"error: {given} is unfinished ({IN_USE}: a sample.py is writing"
         )
     assert files_of(out) == kept
+
+
+def test_resume_is_refused_a_folder_whose_run_is_still_going(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """The running sample.py holds a lock on its mark (the system lets go of it however the process ends), so
+    resume=true given too soon is refused instead of writing the same folder twice."""
+    out, long = tmp_path / "out", ["n=1000", *SET[1:]]  # ~60 s here: still going when the second one asks
+    running = started(tiny_ckpt, out, args=long)
+    too_soon = run_cli("sample.py", f"ckpt={tiny_ckpt}", *long, f"out={out}", "resume=true")
+    assert one_error_line(too_soon) == f"error: {RUNNING.format(folder=out)}"
+    assert running.poll() is None, "the run ended before the second one asked"
+    running.send_signal(signal.SIGTERM)  # and it is not disturbed: it keeps what it made, as any stopped run
+    _, stderr = running.communicate(timeout=60)
+    assert f"what it had made is kept in {out} (unfinished)" in stderr
 
 
 def test_a_requeued_slurm_job_finishes_the_set_its_killed_attempt_left(

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -190,12 +191,22 @@ def test_a_restarted_attempt_makes_its_process_group_without_the_first_attempts_
             assert result.stdout.count(f"attempt 1 rank {rank}: 2 processes") == 1, result.stdout
 
 
+# Attempt 0 of a job claims a folder, writes into it and is killed (no clean-up, its lock on the mark let go).
+KILLED_WRITER = """
+import os, sys
+from difflab.io.results import output_folder
+claimed = output_folder(sys.argv[1], "sample", attempt=("torchrun job-a", 0))  # kept: not closed
+folder = claimed.__enter__()
+(folder.path / "0.png").write_bytes(b"half")
+os._exit(0)
+"""
+
+
 def test_a_restarted_job_continues_only_what_its_own_earlier_attempt_left(tmp_path: Path):
     """An attempt killed outright (SIGKILL: out of memory) cannot tidy what it wrote; its IN_USE mark names its
     job and attempt, and only a later attempt of that job (or a user asking resume=true) may continue there."""
     left = tmp_path / "left"
-    killed = output_folder(left, "sample", attempt=("torchrun job-a", 0))
-    (killed.__enter__().path / "0.png").write_bytes(b"half")  # and never leaves the block: killed
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(left)], check=True)
     for someone_else in [None, ("torchrun job-b", 1), ("torchrun job-a", 0)]:  # not a later attempt of job-a
         refused = output_folder(left, "sample", attempt=someone_else)
         with pytest.raises(FileExistsError, match="is being written by another run"):

@@ -5,6 +5,7 @@ all."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .atomic import NoSpaceLeft, atomic_write_text, is_out_of_space
 
@@ -25,6 +26,9 @@ BUSY = (
     f"{IN_USE}); choose another out=, or add resume=true to finish what a stopped sample.py left there"
 )
 RESUME_HINT = "run the same command with resume=true to finish it"
+RUNNING = (
+    "output folder {folder} is being written by a run that is still going; wait for it or choose another out="
+)
 
 
 def _make_folder(path: Path, exist_ok: bool) -> None:
@@ -72,25 +76,26 @@ def output_folder(
     took): the caller finds what it holds (OutputFolder.continued) and keeps it whatever happens."""
     folder, created, continued = _chosen_folder(out, task, root, attempt, resume)
     try:
-        _claim(folder, attempt, replace=continued)
+        mark = _claim(folder, attempt, replace=continued)
     except ValueError:  # nothing was written: a folder this call made goes too
         if created:
             folder.rmdir()
         raise
-    try:
-        yield OutputFolder(folder, continued)
-    except BaseException as error:
-        if continued or (isinstance(error, keep_on) and _holds_files(folder)):
-            hint = RESUME_HINT if out else RESUME_HINT.replace("resume=true", f"out={folder} resume=true")
-            error.add_note(f"what it had made is kept in {folder} (unfinished): {hint}")
+    with mark:  # held open, and locked where the file system can, until the work ends
+        try:
+            yield OutputFolder(folder, continued)
+        except BaseException as error:
+            if continued or (isinstance(error, keep_on) and _holds_files(folder)):
+                hint = RESUME_HINT if out else RESUME_HINT.replace("resume=true", f"out={folder} resume=true")
+                error.add_note(f"what it had made is kept in {folder} (unfinished): {hint}")
+                raise
+            # The folder held nothing before and no other run writes into it, so all it holds now is this
+            # work's, unfinished: none of it is kept.
+            _empty(folder)
+            if created and folder.is_dir():
+                folder.rmdir()
             raise
-        # The folder held nothing before and no other run writes into it, so all it holds now is this work's,
-        # unfinished: none of it is kept.
-        _empty(folder)
-        if created and folder.is_dir():
-            folder.rmdir()
-        raise
-    (folder / IN_USE).unlink()
+        (folder / IN_USE).unlink()
 
 
 @dataclass(frozen=True)
@@ -160,27 +165,44 @@ def _left_by_earlier_attempt(folder: Path, attempt: tuple[str, int] | None) -> b
     return job == attempt[0] and number.isdigit() and int(number) < attempt[1]
 
 
-def _claim(folder: Path, attempt: tuple[str, int] | None = None, replace: bool = False) -> None:
+def _claim(folder: Path, attempt: tuple[str, int] | None = None, replace: bool = False) -> IO[str]:
     """Mark the empty `folder` as this run's (IN_USE, made exclusively): a second run given the same out= at the
     same moment is refused instead of writing into it, and so a failure's clean-up removes only this run's files.
     The mark holds the job and attempt a launcher may restart, so a later attempt knows the folder as its own.
-    replace: the folder is a stopped run's, continued: its mark is rewritten as this run's."""
+    Returns the mark, open and locked (_lock) for as long as the run writes.
+    replace: the folder is a stopped run's, continued: its mark is rewritten as this run's, unless the run that
+    made it is still going (its lock is held: a folder given resume=true too soon)."""
+    text = f"{attempt[0]}\n{attempt[1]}" if attempt else ""
     if replace:
-        try:
-            atomic_write_text(folder / IN_USE, f"{attempt[0]}\n{attempt[1]}" if attempt else "")
+        try:  # the same file, rewritten: a later resume=true sees this run's lock on it
+            mark = open(folder / IN_USE, "r+")  # noqa: SIM115 (the caller holds it open while the run writes)
         except OSError as error:
+            raise ValueError(f"cannot open {folder / IN_USE}: {error.strerror or error}") from error
+        if not _lock(mark):
+            mark.close()
+            raise FileExistsError(RUNNING.format(folder=folder))
+        try:
+            mark.truncate(0)
+            mark.write(text)
+            mark.flush()
+        except OSError as error:
+            mark.close()
             raise ValueError(
                 f"cannot write into the output folder {folder}: {error.strerror or error}"
             ) from error
-        return
+        return mark
     try:
         marker = os.open(folder / IN_USE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         raise FileExistsError(BUSY.format(folder=folder)) from None
+    mark = os.fdopen(marker, "w")
+    _lock(mark)
     try:
-        with os.fdopen(marker, "w") as mark:
-            mark.write(f"{attempt[0]}\n{attempt[1]}" if attempt else "")
+        mark.write(text)
+        mark.flush()
     except OSError as error:  # a full disk: no empty mark left to refuse the next run
+        with contextlib.suppress(OSError):
+            mark.close()
         (folder / IN_USE).unlink()
         if is_out_of_space(error):
             raise NoSpaceLeft(folder / IN_USE) from error
@@ -188,8 +210,22 @@ def _claim(folder: Path, attempt: tuple[str, int] | None = None, replace: bool =
             f"cannot write into the output folder {folder}: {error.strerror or error}"
         ) from error
     if any(entry.name != IN_USE for entry in folder.iterdir()):  # another run finished here in the meantime
+        mark.close()
         (folder / IN_USE).unlink()
         raise FileExistsError(f"output folder {folder} already exists and is not empty; choose another out=")
+    return mark
+
+
+def _lock(mark: IO[str]) -> bool:
+    """Lock the open mark for this process (the system lets go of it when the process ends, however it ends);
+    False when another process holds it. Where the file system has no locks, True: nothing to tell then."""
+    try:
+        fcntl.flock(mark.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK, ENOSYS, EOPNOTSUPP: a file system without locks
+        return True
+    return True
 
 
 def first_free(path: Path) -> Path:
