@@ -36,8 +36,8 @@ def from_uint8(images: Tensor) -> Tensor:
 def read_png(path: str | Path) -> Tensor:
     """A PNG save_png wrote, as the uint8 (C, H, W) image it was written from."""
     with Image.open(path) as picture:
-        array = np.asarray(picture)
-    return torch.from_numpy(array[..., None] if array.ndim == 2 else array.copy()).permute(2, 0, 1)
+        array = np.array(picture)  # its own writable copy (torch warns about a read-only view)
+    return torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
 
 
 def png_name(index: int, count: int) -> str:
