@@ -239,3 +239,14 @@ def test_a_job_torchrun_restarts_after_rank_0_was_killed_writes_its_samples(tiny
     assert resumed, output[-3000:]
     assert int(resumed[1]) % 4 == 0 and int(resumed[1]) + int(resumed[2]) == 40  # whole batches kept
     assert files_of(out) == files_of(tmp_path / "one")
+
+
+def test_where_there_is_no_flock_a_folder_is_claimed_and_finished_as_before(tmp_path: Path, monkeypatch):
+    """Not POSIX (Windows has no fcntl): the mark is made and removed without a lock."""
+    from difflab.io import results
+
+    monkeypatch.setattr(results, "fcntl", None)
+    with output_folder(tmp_path / "out", "sample") as folder:
+        assert (folder.path / IN_USE).exists()
+        (folder.path / "0.png").write_bytes(b"whole")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png"]

@@ -5,7 +5,6 @@ all."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -19,6 +18,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from .atomic import NoSpaceLeft, atomic_write_text, is_out_of_space
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no flock, so a running run is not told from a stopped one there
+    fcntl = None
 
 IN_USE = ".difflab-writing"  # in an output folder while a run writes there (or what a stopped run left)
 BUSY = (
@@ -219,6 +223,8 @@ def _claim(folder: Path, attempt: tuple[str, int] | None = None, replace: bool =
 def _lock(mark: IO[str]) -> bool:
     """Lock the open mark for this process (the system lets go of it when the process ends, however it ends);
     False when another process holds it. Where the file system has no locks, True: nothing to tell then."""
+    if fcntl is None:
+        return True
     try:
         fcntl.flock(mark.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
