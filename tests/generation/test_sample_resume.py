@@ -110,6 +110,14 @@ def test_resume_with_other_settings_is_refused_and_keeps_the_set(tiny_ckpt: Path
     assert one_error_line(other_sampler).startswith(
         f"error: cannot resume {out}: it was started with sampler.steps=200, this command has sampler.steps=20;"
     )
+    damaged = out / "images" / "00003.png"  # a kept image cut short mid-data since
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    kept = files_of(out)
+    cut = run_cli("sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}", "resume=true")
+    assert one_error_line(cut).startswith(
+        f"error: cannot read back {damaged}, an image the unfinished set kept"
+    )
+    assert files_of(out) == kept
     for given in (out, out / "images"):  # its scores would be those of part of the set
         scored = run_cli(
             "evaluate.py", f"images={given}", "data=digits", *LITE_EVAL, f"out={tmp_path / 'r.json'}"

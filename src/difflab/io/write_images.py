@@ -123,7 +123,16 @@ class SampleFiles:
     def read_back(self, first: int, count: int) -> Tensor:
         """Images first … first + count - 1 from their PNGs, as the floats add() took (to_uint8 gives them back
         exactly)."""
-        return from_uint8(torch.stack([read_png(self.png(i)) for i in range(first, first + count)]))
+        return from_uint8(torch.stack([self._read_kept(i) for i in range(first, first + count)]))
+
+    def _read_kept(self, index: int) -> Tensor:
+        try:
+            return read_png(self.png(index))
+        except (OSError, ValueError) as error:  # cut short or overwritten since: PIL's errors are OSErrors
+            raise ValueError(
+                f"cannot read back {self.png(index)}, an image the unfinished set kept ({error}); remove it and "
+                "resume again: its batch is made anew"
+            ) from error
 
     def _wait_for_pngs(self) -> None:
         """The PNGs handed to the writers are on disk (a writer's error, a full disk, is raised here)."""
