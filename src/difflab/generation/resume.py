@@ -100,7 +100,8 @@ def plan_for(folder: OutputFolder, identity: dict[str, Any], count: int, asked: 
     if problem is None:
         batch_size, threads = int(started["batch_size"]), started.get("cpu_threads")
         threads = threads if isinstance(threads, int) else None
-        plan = ResumePlan(count, batch_size, _batches_on_disk(out, count, batch_size), threads)
+        started_plan = ResumePlan(count, batch_size, cpu_threads=threads)
+        plan = replace(started_plan, done=_batches_on_disk(out, started_plan))
         kept = {out / "images" / png_name(i, count) for k in plan.done for i in plan.span(k)}
         _clear(out, keep={out / RECORD, *kept})
         log.info(
@@ -158,12 +159,11 @@ def _difference(started: dict[str, Any] | None, identity: dict[str, Any], count:
     return None
 
 
-def _batches_on_disk(folder: Path, count: int, batch_size: int) -> frozenset[int]:
-    """The batches every PNG of which is in folder/images."""
+def _batches_on_disk(folder: Path, plan: ResumePlan) -> frozenset[int]:
+    """The batches of `plan` every PNG of which is in folder/images."""
     on_disk = {path.name for path in (folder / "images").glob("*.png")}
-    batches = range(math.ceil(count / batch_size))
-    spans = {k: range(k * batch_size, min(count, (k + 1) * batch_size)) for k in batches}
-    return frozenset(k for k, span in spans.items() if all(png_name(i, count) in on_disk for i in span))
+    spans = ((k, plan.span(k)) for k in range(plan.batches))
+    return frozenset(k for k, span in spans if all(png_name(i, plan.count) in on_disk for i in span))
 
 
 def _clear(folder: Path, keep: set[Path]) -> None:
