@@ -395,3 +395,29 @@ def test_torch_foreach_lerp_moves_every_tensor_as_tensor_lerp_does():
     lerp_all_(starts, ends, 0.3)
     for got, want in zip(starts, expected, strict=True):
         torch.testing.assert_close(got, want, msg="torch._foreach_lerp_: not Tensor.lerp_ in place")
+
+
+def test_torch_dtensor_caches_that_hold_a_device_mesh_are_the_ones_compat_empties():
+    """Each cache difflab.compat.clear_dtensor_caches empties still exists (tests/training/test_process_groups_end.py
+    checks that emptying them frees the mesh FSDP2 trained on)."""
+    import torch.distributed.tensor.debug as debug
+    from torch.distributed.tensor import _collective_utils, _redistribute
+
+    from difflab.compat import clear_dtensor_caches
+
+    touches = {
+        "torch.distributed.tensor.debug._clear_sharding_prop_cache": debug,
+        "torch.distributed.tensor._redistribute._gen_transform_infos": _redistribute,
+        "torch.distributed.tensor._redistribute.clear_redistribute_planner_cache": _redistribute,
+    }
+    for touch, module in touches.items():
+        assert callable(getattr(module, touch.rsplit(".", 1)[1], None)), f"{touch}: gone"
+    assert callable(getattr(_redistribute._gen_transform_infos, "cache_clear", None)), (
+        "torch.distributed.tensor._redistribute._gen_transform_infos: no longer a functools cache"
+    )
+    build = getattr(getattr(_collective_utils, "MeshTopoInfo", None), "build_from_mesh", None)
+    assert callable(getattr(build, "cache_clear", None)), (
+        "torch.distributed.tensor._collective_utils.MeshTopoInfo.build_from_mesh: gone or no longer cached"
+    )
+    clear_dtensor_caches()
+    assert _redistribute._gen_transform_infos.cache_info().currsize == 0

@@ -262,3 +262,31 @@ def lerp_all_(starts: Iterable[Any], ends: Iterable[Any], weight: float) -> None
     import torch
 
     torch._foreach_lerp_(list(starts), list(ends), weight)
+
+
+# --- torch: DTensor's caches ------------------------------------------------------------------------------------
+
+
+def clear_dtensor_caches() -> None:
+    """Empty the module-level caches of torch's DTensor (no-op where no DTensor was made in this process).
+
+    Touches: torch.distributed.tensor.debug._clear_sharding_prop_cache (the sharding propagator's two caches),
+    torch.distributed.tensor._redistribute's `_gen_transform_infos` cache and `clear_redistribute_planner_cache`,
+    torch.distributed.tensor._collective_utils.MeshTopoInfo.build_from_mesh's cache.
+    Why: each holds the DeviceMesh FSDP2 trained on, and through it the process groups, after
+    destroy_process_group; they would be torn down in the interpreter's finalization, where ending gloo's threads
+    can abort a finished run (`terminate called without an active exception`, exit -6).
+    Public replacement: none; destroy_process_group leaves these caches as they are.
+    """
+    import sys
+
+    if "torch.distributed.tensor" not in sys.modules:
+        return
+    from torch.distributed.tensor._collective_utils import MeshTopoInfo
+    from torch.distributed.tensor._redistribute import _gen_transform_infos, clear_redistribute_planner_cache
+    from torch.distributed.tensor.debug import _clear_sharding_prop_cache
+
+    _clear_sharding_prop_cache()
+    _gen_transform_infos.cache_clear()
+    clear_redistribute_planner_cache()
+    MeshTopoInfo.build_from_mesh.cache_clear()

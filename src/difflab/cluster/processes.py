@@ -1,6 +1,6 @@
 """The processes a launcher started for one sampling job (torchrun or any launcher that sets torch.distributed's
-env:// variables, or srun): which one this is, the device it takes, and the process group they share. Training does
-not use this: Lightning's strategies start and join its processes."""
+env:// variables, or srun): which one this is, the device it takes, and the process group they share. Training
+does not use this (Lightning's strategies start and join its processes) but for end_process_groups."""
 
 from __future__ import annotations
 
@@ -116,7 +116,22 @@ def process_group(processes: Processes, device: torch.device) -> Iterator[None]:
         check_one_command(processes)
         yield
     finally:
+        end_process_groups()
+
+
+def end_process_groups() -> None:
+    """End this process's process groups, if it has any, while the interpreter is whole: destroyed, and freed with
+    what still held them (torch's DTensor caches keep the device mesh FSDP2 trained on; difflab.compat says why)."""
+    import gc
+
+    import torch.distributed as dist
+
+    from ..compat import clear_dtensor_caches
+
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    clear_dtensor_caches()
+    gc.collect()
 
 
 def from_rank_0(value: T, processes: Processes) -> T:

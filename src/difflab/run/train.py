@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
+from ..cluster.processes import end_process_groups
 from ..cluster.torchrun import own_process_group_store
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
@@ -39,7 +40,7 @@ from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS
-from .prepare import prepared_for
+from .prepare import TrainSettings, prepared_for
 from .wandb_glue import attach_run_id, name_wandb_run
 
 log = logging.getLogger("difflab")
@@ -139,14 +140,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_console_in_run_log()
     # What preflight prepared, or the same preparation done now.
     settings = prepared_for(cfg, Path(cfg.paths.output_dir))
-    output_dir, resume, step = settings.run_dir, settings.resume, settings.step
-    if resume is not None:
-        keep_earlier_csv_logs(cfg, step)
+    if settings.resume is not None:
+        keep_earlier_csv_logs(cfg, settings.step)
     set_cpu_threads(settings.cpu_threads)
     own_process_group_store()  # a torchrun restart: not the process-group keys its first attempt left
     L.seed_everything(settings.seed, workers=True)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on the CPU
+    # The process groups end once fit's Trainer, module and data are gone, not in the interpreter's exit, where
+    # ending them can abort a finished run. A stop to requeue is no error: its traceback (which holds them) goes.
+    try:
+        metrics = fit(cfg, settings)
+    except Preempted as stop:
+        stop.__traceback__ = None
+        end_process_groups()
+        raise
+    end_process_groups()
+    return metrics
 
+
+def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
+    """Build the data, module, callbacks, loggers and Trainer from `cfg` and fit; returns the last logged metrics."""
+    output_dir, resume, step = settings.run_dir, settings.resume, settings.step
     # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
     # take, GPUs or nodes this machine does not have) gives its run folder back: a refused run leaves nothing
     # behind. The devices are checked here, not in preflight: trainer=slurm reads them from Hydra's launcher
@@ -185,8 +199,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         log_run_outputs(output_dir, trainer.callback_metrics)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
