@@ -4,6 +4,7 @@ run never stopped writes, bit for bit. Before, a stop removed everything, and a 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import LITE_EVAL, ROOT, files_of, one_error_line, run_cli
@@ -245,14 +247,16 @@ def test_resume_needs_an_out_folder_and_one_a_stopped_run_left(tiny_ckpt: Path, 
 
 def test_a_continued_set_is_made_in_the_batches_and_threads_it_was_started_with(monkeypatch) -> None:
     """Batch 1 of 3 (batch size 4) is on disk: the rest is made as batches 0 and 2 were first cut, on the CPU
-    threads auto chose then (a measured choice could differ now); cpu_threads=N and OMP_NUM_THREADS still win."""
+    threads auto chose then (a measured choice could differ now); batch_size=N, cpu_threads=N and OMP_NUM_THREADS
+    still win."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     plan = ResumePlan(10, batch_size=4, done=frozenset({1}), cpu_threads=2)
-    asked = GenerationRequest(Sampling(None, (1, 8, 8)), range(10), batch_size=16, cpu_threads="auto")
+    asked = GenerationRequest(Sampling(None, (1, 8, 8)), range(10), batch_size="auto", cpu_threads="auto")
     applied = plan.applied(asked)
     assert list(applied.indices) == [0, 1, 2, 3, 8, 9]
     assert (applied.batch_size, applied.cpu_threads) == (4, 2)
     assert plan.applied(replace(asked, cpu_threads=1)).cpu_threads == 1
+    assert plan.applied(replace(asked, batch_size=3)).batch_size == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert plan.applied(asked).cpu_threads == "auto"
     made = iter(
@@ -261,3 +265,30 @@ def test_a_continued_set_is_made_in_the_batches_and_threads_it_was_started_with(
     read_back = lambda first, count: torch.full((count, 1, 8, 8), 0.5)  # noqa: E731
     order = [(len(images), on_disk) for images, on_disk in plan.in_index_order(made, read_back)]
     assert order == [(4, False), (4, True), (2, False)]
+
+
+def test_a_set_resumes_in_the_smaller_batches_a_command_gives(
+    tiny_ckpt: Path, tmp_path: Path, unstopped: dict[str, bytes]
+) -> None:
+    """A job requeued onto a smaller GPU, out of memory in the batches it was started with, finishes its set with
+    batch_size=<fewer>: the kept images stay as they are, the others start from the same noise."""
+    out = tmp_path / "out"
+    process = started(tiny_ckpt, out)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    kept = whole_batches(files_of(out))
+    smaller = [a if not a.startswith("batch_size=") else "batch_size=3" for a in SET]
+    resumed = run_cli("sample.py", f"ckpt={tiny_ckpt}", *smaller, f"out={out}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    line = re.search(
+        r"resuming .* images are on disk; making the other (\d+) in batches of 3, not 8 as it was",
+        resumed.stdout,
+    )
+    assert line is not None, resumed.stdout[-2000:]
+    finished = files_of(out)
+    assert sorted(finished) == sorted(unstopped)
+    assert all(finished[name] == data for name, data in kept.items() if name.startswith("images/"))
+    images, expected = (
+        np.load(io.BytesIO(files["samples.npz"]))["images"] for files in (finished, unstopped)
+    )
+    assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1  # the same noise; rounding at most

@@ -50,6 +50,8 @@ def generate_into(
     identity = set_identity(options, sampler_config, loaded, guide)
     plan = from_rank_0(plan_for(folder, identity, count, resume), processes)
     request = plan.applied(request)
+    if plan.batch_size is not None:
+        log.info(*plan.resume_line(out, request))
     check_disk_room(out, len(request.indices), tuple(loaded.sample_shape))
     log.info(*log_line(options, loaded, request))
     generation = Generation(request, loaded.sampling_net)

@@ -54,17 +54,32 @@ class ResumePlan:
         return sum(len(self.span(k)) for k in self.done)
 
     def applied(self, request: GenerationRequest) -> GenerationRequest:
-        """`request` cut to the images still to make, in the batches the set was started with."""
+        """`request` cut to the images still to make, in the batches the set was started with; a batch size the
+        command gives (a number, not auto) wins, as cpu_threads=N and OMP_NUM_THREADS do: a job requeued onto a
+        smaller GPU can finish its set in smaller batches (resume_line says what that changes)."""
         if self.batch_size is None:
             return request
         missing = [
             request.indices[i] for k in range(self.batches) if k not in self.done for i in self.span(k)
         ]
-        # auto chose (or measured) them then: the same now; cpu_threads=N and OMP_NUM_THREADS win, as always
+        batch_size = request.batch_size if isinstance(request.batch_size, int) else self.batch_size
+        # auto chose (or measured) them then: the same now
         chosen = request.cpu_threads in (None, AUTO) and not os.environ.get("OMP_NUM_THREADS")
         chosen = chosen and self.cpu_threads is not None
         threads = self.cpu_threads if chosen else request.cpu_threads
-        return replace(request, indices=missing, batch_size=self.batch_size, cpu_threads=threads)
+        return replace(request, indices=missing, batch_size=batch_size, cpu_threads=threads)
+
+    def resume_line(self, out: Path, applied: GenerationRequest) -> tuple[Any, ...]:
+        """The log line (format and values) of a continued set, `applied` being applied()'s request."""
+        made, batch = len(applied.indices), applied.batch_size
+        text = "resuming %s: %d of %d images are on disk; making the other %d in batches of %d, "
+        if batch == self.batch_size:
+            return text + "as it was started", out, self.on_disk, self.count, made, batch
+        text += (
+            "not %d as it was started: each image still starts from its own noise, but may differ from an "
+        )
+        text += "unstopped run's in rounding"
+        return text, out, self.on_disk, self.count, made, batch, self.batch_size
 
     def in_index_order(
         self, made: Iterator[Tensor], read_back: Callable[[int, int], Tensor]
@@ -104,14 +119,6 @@ def plan_for(folder: OutputFolder, identity: dict[str, Any], count: int, asked: 
         plan = replace(started_plan, done=_batches_on_disk(out, started_plan))
         kept = {out / "images" / png_name(i, count) for k in plan.done for i in plan.span(k)}
         _clear(out, keep={out / RECORD, *kept})
-        log.info(
-            "resuming %s: %d of %d images are on disk; making the other %d in batches of %d, as it was started",
-            out,
-            plan.on_disk,
-            count,
-            count - plan.on_disk,
-            batch_size,
-        )
         return plan
     if asked:
         raise ValueError(f"cannot resume {out}: {problem}")
