@@ -13,6 +13,7 @@ from torch import Tensor
 from ..diffusion.auto_batch import AUTO, auto_batch_size
 from ..diffusion.generate import in_batches
 from ..diffusion.samplers.base import Denoiser, model_device_dtype
+from .memory import named_out_of_memory
 from .request import GenerationRequest, Placement
 from .threads import generation_threads
 
@@ -54,9 +55,9 @@ class Generation:
         made = in_batches(
             request.method, denoiser_for, request.indices, request.seed, self.batch_size, on_step
         )
-        if request.decode is None:
-            return made
-        return ((indices, request.decode(latents)) for indices, latents in made)
+        if request.decode is not None:
+            made = ((indices, request.decode(latents)) for indices, latents in made)
+        return named_out_of_memory(made, self.batch_size, self.placement[0])
 
     def images(self, on_step: Callable[[], None] | None = None) -> Tensor:
         """Every image of the request, (N, C, H, W) in index order."""

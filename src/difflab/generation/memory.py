@@ -1,12 +1,19 @@
 """Whether n images fit where they go: in memory for pipe.sample, which returns them all at once, a huge n
-refused in one line before anything runs; on disk for sample.py, which writes them batch by batch."""
+refused in one line before anything runs; on disk for sample.py, which writes them batch by batch; on the device,
+a batch too large for it said in one line with what to lower."""
 
 from __future__ import annotations
 
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
 
 FLOAT32_BYTES = 4  # images are made and held as float32 in [-1, 1]
 
@@ -56,3 +63,21 @@ def in_units(size: int) -> str:
             break
         value /= 1024
     return f"{value:.1f} {unit}"
+
+
+class OutOfDeviceMemory(torch.OutOfMemoryError, ValueError):
+    """Generation ran out of its device's memory: one line from the entry points (a ValueError, a user's to fix),
+    and still the torch.OutOfMemoryError a caller retrying in smaller batches catches."""
+
+
+def named_out_of_memory(made: Iterator[T], batch_size: int, device: torch.device) -> Iterator[T]:
+    """`made`'s items; its device running out of memory is an OutOfDeviceMemory that says what to lower."""
+    try:
+        yield from made
+    except torch.OutOfMemoryError as error:
+        if isinstance(error, OutOfDeviceMemory):
+            raise
+        raise OutOfDeviceMemory(
+            f"out of memory on {device} making batches of {batch_size}: give a smaller batch_size= (auto finds "
+            "one that fits)"
+        ) from error

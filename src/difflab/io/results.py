@@ -73,11 +73,12 @@ def output_folder(
     Checked writable before any work. If the work fails, what it wrote there is removed, and the folder too when
     this call made it.
 
-    Work stopped by one of `keep_on` (a stop signal, Ctrl-C) is kept instead, marked unfinished (IN_USE), when it
-    wrote any file; the stop is noted with where it is. Such a folder is continued, not refused, when `resume`
-    is set or `attempt` — (job, attempt) of a job its launcher restarts (cluster.jobs.job_attempt) — is a later
-    attempt of the job that left it (killed outright, it left its files too; with no out=, the dated folder it
-    took): the caller finds what it holds (OutputFolder.continued) and keeps it whatever happens."""
+    Work stopped by one of `keep_on` (a stop signal, Ctrl-C, the device's memory) is kept instead, marked
+    unfinished (IN_USE), when it wrote any file; the stop is noted with where it is and how to finish it. Such a
+    folder is continued, not refused, when `resume` is set or `attempt` — (job, attempt) of a job its launcher
+    restarts (cluster.jobs.job_attempt) — is a later attempt of the job that left it (killed outright, it left its
+    files too; with no out=, the dated folder it took): the caller finds what it holds (OutputFolder.continued)
+    and keeps it whatever happens."""
     folder, created, continued = _chosen_folder(out, task, root, attempt, resume)
     try:
         mark = _claim(folder, attempt, replace=continued)
@@ -89,9 +90,11 @@ def output_folder(
         try:
             yield OutputFolder(folder, continued)
         except BaseException as error:
-            if continued or (isinstance(error, keep_on) and _holds_files(folder)):
+            if isinstance(error, keep_on) and (continued or _holds_files(folder)):
                 hint = RESUME_HINT if out else RESUME_HINT.replace("resume=true", f"out={folder} resume=true")
                 error.add_note(f"what it had made is kept in {folder} (unfinished): {hint}")
+                raise
+            if continued:  # a refusal or a failure in a folder a stopped run left: it stays as it was left
                 raise
             # The folder held nothing before and no other run writes into it, so all it holds now is this
             # work's, unfinished: none of it is kept.

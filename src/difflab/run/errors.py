@@ -43,10 +43,13 @@ def root_cause(error: BaseException) -> BaseException:
 
 
 def one_line(error: BaseException) -> str:
-    """The first line of the root cause's message (its type name when it has none)."""
+    """The first line of the root cause's message (its type name when it has none), and the last note added to
+    the error on its way up (where the work it stopped is kept)."""
     cause = root_cause(error)
     text = str(cause).strip()
-    return text.splitlines()[0] if text else type(cause).__name__
+    line = text.splitlines()[0] if text else type(cause).__name__
+    notes = getattr(error, "__notes__", None) or getattr(cause, "__notes__", None)
+    return f"{line}; {notes[-1]}" if notes else line
 
 
 def current_sweep_job() -> str | None:

@@ -18,6 +18,7 @@ from ..cluster.processes import device_of, process_group, started_processes
 from ..cluster.stop_signal import StoppedBySignal
 from ..generation import build_sampler, request_for, walked_config
 from ..generation.into_folder import generate_into, generate_share
+from ..generation.memory import OutOfDeviceMemory
 from ..io.results import output_folder
 from ..io.write_images import log_written
 from .errors import exit_if_stopped
@@ -80,7 +81,7 @@ def sample(cfg: DictConfig) -> Path | None:
             settings.root_dir,
             attempt=job_attempt(),
             resume=settings.resume,
-            keep_on=(StoppedBySignal, KeyboardInterrupt),  # what was made stays, for resume=true
+            keep_on=(StoppedBySignal, KeyboardInterrupt, OutOfDeviceMemory),  # what was made stays, to resume
         ) as folder:
             count, written = generate_into(
                 folder, request, loaded, options, config, settings.ckpt, processes, guide, settings.resume

@@ -1,0 +1,120 @@
+"""A device that runs out of memory is one line that says what to lower, not torch's traceback: in sample.py (which
+keeps what it made, to resume in smaller batches), evaluate.py, difflab.load(...).sample() and a training step.
+No GPU here: torch.OutOfMemoryError, what CUDA's allocator raises, is raised by the network after a few calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config, files_of
+
+import difflab
+from difflab.generation import images as generation_images
+from difflab.io.results import IN_USE
+from difflab.run.errors import one_line
+from difflab.run.evaluate import evaluate
+from difflab.run.sample import sample
+from difflab.run.train import train
+from difflab.training.module import DiffusionModule
+
+CUDA_MESSAGE = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.15 GiB"
+
+
+@pytest.fixture
+def memory_runs_out_at_batch(monkeypatch):
+    """Make generation's batches run out of memory from batch `k` (0-based) on."""
+
+    def arm(k: int) -> None:
+        real = generation_images.in_batches
+
+        def in_batches(*args, **kwargs):
+            for i, batch in enumerate(real(*args, **kwargs)):
+                if i >= k:
+                    raise torch.OutOfMemoryError(CUDA_MESSAGE)
+                yield batch
+
+        monkeypatch.setattr(generation_images, "in_batches", in_batches)
+
+    return arm
+
+
+def test_a_pipeline_out_of_memory_is_one_line_naming_the_batch_size(tiny_ckpt, memory_runs_out_at_batch):
+    memory_runs_out_at_batch(0)
+    pipe = difflab.load(tiny_ckpt)
+    with pytest.raises(torch.OutOfMemoryError) as raised:  # still what a caller retrying smaller catches
+        pipe.sample(8, batch_size=4, steps=2)
+    assert isinstance(raised.value, ValueError)  # a user error: one line from the entry points
+    assert one_line(raised.value) == (
+        "out of memory on cpu making batches of 4: give a smaller batch_size= (auto finds one that fits)"
+    )
+
+
+def test_evaluate_py_out_of_memory_is_one_line_and_writes_no_report(
+    tiny_ckpt, tmp_path, memory_runs_out_at_batch
+):
+    memory_runs_out_at_batch(1)
+    report = tmp_path / "report.json"
+    small = [
+        "metrics.num_reference=8",
+        "metrics.kid_subset_size=4",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+    ]
+    overrides = [f"ckpt={tiny_ckpt}", "n=8", "batch_size=4", "sampler.steps=2", f"out={report}", *small]
+    with pytest.raises(ValueError) as raised:
+        evaluate(compose_config("eval", overrides, tmp_path))
+    assert one_line(raised.value) == (
+        "out of memory on cpu making batches of 4: give a smaller batch_size= (auto finds one that fits)"
+    )
+    assert not report.exists()
+
+
+def test_sample_py_out_of_memory_keeps_what_it_made_and_resumes_in_smaller_batches(
+    tiny_ckpt, tmp_path, memory_runs_out_at_batch, monkeypatch
+):
+    common = [f"ckpt={tiny_ckpt}", "n=12", "sampler.steps=2", "cpu_threads=1"]
+    whole = tmp_path / "whole"
+    sample(compose_config("sample", [*common, "batch_size=4", f"out={whole}"], whole))
+    out = tmp_path / "out"
+    memory_runs_out_at_batch(2)
+    with pytest.raises(ValueError) as raised:
+        sample(compose_config("sample", [*common, "batch_size=4", f"out={out}"], out))
+    assert one_line(raised.value) == (
+        "out of memory on cpu making batches of 4: give a smaller batch_size= (auto finds one that fits); what "
+        f"it had made is kept in {out} (unfinished): run the same command with resume=true to finish it"
+    )
+    kept = files_of(out)
+    on_disk = sorted(n for n in kept if n.startswith("images/"))  # whole batches (the last may be in flight)
+    assert IN_USE in kept and on_disk in ([f"images/{i:05d}.png" for i in range(k)] for k in (4, 8))
+    monkeypatch.undo()
+    sample(compose_config("sample", [*common, "batch_size=2", f"out={out}", "resume=true"], out))
+    finished, expected = files_of(out), files_of(whole)
+    assert sorted(finished) == sorted(expected)
+    assert all(finished[name] == kept[name] for name in kept if name.startswith("images/"))
+
+
+def test_a_training_step_out_of_memory_is_one_line_and_a_fresh_run_leaves_nothing(tmp_path, monkeypatch):
+    def out_of_memory(self, batch, batch_idx):
+        raise torch.OutOfMemoryError(CUDA_MESSAGE)
+
+    monkeypatch.setattr(DiffusionModule, "training_step", out_of_memory)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError) as raised:
+        train(compose_config("train", FAST_TRAIN, run))
+    assert one_line(raised.value) == (
+        "out of memory on cpu in a training step of data.batch_size=16 images per device: lower "
+        "data.batch_size (trainer.accumulate_grad_batches=2 with half of it keeps the step's batch), or use "
+        "trainer.precision=bf16-mixed"
+    )
+    assert not run.exists()  # a refused run leaves nothing behind
+
+
+def test_a_callbacks_sampling_out_of_memory_during_training_names_the_callbacks_batch_sizes(
+    tmp_path, memory_runs_out_at_batch
+):
+    memory_runs_out_at_batch(0)
+    with pytest.raises(ValueError) as raised:
+        train(compose_config("train", FAST_TRAIN, tmp_path / "run"))
+    assert one_line(raised.value) == (
+        "out of memory on cpu making batches of 64 while a callback sampled: lower callbacks.sample_grid.batch_size "
+        "or callbacks.fid.batch_size (auto finds one that fits)"
+    )
