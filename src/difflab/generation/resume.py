@@ -72,14 +72,12 @@ class ResumePlan:
     def resume_line(self, out: Path, applied: GenerationRequest) -> tuple[Any, ...]:
         """The log line (format and values) of a continued set, `applied` being applied()'s request."""
         made, batch = len(applied.indices), applied.batch_size
-        text = "resuming %s: %d of %d images are on disk; making the other %d in batches of %d, "
-        if batch == self.batch_size:
-            return text + "as it was started", out, self.on_disk, self.count, made, batch
-        text += (
-            "not %d as it was started: each image still starts from its own noise, but may differ from an "
-        )
-        text += "unstopped run's in rounding"
-        return text, out, self.on_disk, self.count, made, batch, self.batch_size
+        text = "resuming %s: %d of %d images are on disk; making the other %d in batches of %d, %s"
+        how = "as it was started"
+        if batch != self.batch_size:
+            how = f"not {self.batch_size} as it was started: each image still starts from its own noise, but "
+            how += "may differ from an unstopped run's in rounding"
+        return text, out, self.on_disk, self.count, made, batch, how
 
     def in_index_order(
         self, made: Iterator[Tensor], read_back: Callable[[int, int], Tensor]
