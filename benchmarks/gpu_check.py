@@ -5,6 +5,8 @@ Rows (estimated time on one H200, from the CPU timings and the models' sizes; th
                  compile=regional, diffusers torch.compile), each beside diffusers' UNet2DModel /
                  DiTTransformer2DModel in the same process: img/s, peak memory, compile s.          ~3 min
   batch_size=auto  the generation batch that fits on the device (difflab.diffusion.auto_batch).     ~5 s
+  out of memory  a generation batch far beyond the device is one line naming it, then a batch of 8
+                 runs (on the CPU the device's limit is faked).                                      ~10 s
   training run   200 steps of experiment=cifar10_ddpm, bf16-mixed, compile=regional, FID callback at the
                  end (EfficientNet-Lite0 features, offline): the scores must be finite.            ~2 min
   ddp            a 1-GPU NCCL DDP run of 20 steps.                                                   ~40 s
@@ -251,6 +253,57 @@ def auto_batch_row(device: torch.device, tiny: bool) -> Row:
     return checked("batch_size=auto", "unet generation batch", measure)
 
 
+class FakedMemory(torch.nn.Module):
+    """For the CPU: `net` on a device that holds `limit` samples; beyond it, what CUDA's allocator raises."""
+
+    def __init__(self, net: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit = net, limit
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (faked: more than {self.limit} samples)")
+        return self.net(x, t, *args, **kwargs)
+
+
+def out_of_memory_row(device: torch.device, tiny: bool) -> Row:
+    """A generation batch far beyond the device's memory is one line naming it (generation.memory's
+    OutOfDeviceMemory: what sample.py, evaluate.py and pipe.sample print), and the device generates again right
+    after it (what sample.py's resume=true batch_size=<fewer> relies on). On the CPU the device's limit is faked."""
+
+    def measure() -> dict[str, Any]:
+        from difflab.diffusion import DDIMSampler, NoiseSchedule
+        from difflab.generation.images import Generation
+        from difflab.generation.memory import OutOfDeviceMemory
+        from difflab.generation.methods import Sampling
+        from difflab.generation.request import GenerationRequest
+
+        net, _, shape = built_pair(MODELS["unet"][1 if tiny else 0], device)
+        net.eval()
+        if device.type == "cuda":  # its noise fits in an eighth of the free memory, its activations cannot
+            batch = int(torch.cuda.mem_get_info(device)[0] // (8 * 4 * math.prod(shape)))
+        else:
+            batch, net = 64, FakedMemory(net, limit=8)
+        method = Sampling(DDIMSampler(NoiseSchedule.from_name("linear", timesteps=1000), steps=2), shape)
+        try:
+            next(Generation(GenerationRequest(method, range(batch), batch_size=batch), net).batches())
+        except OutOfDeviceMemory as error:
+            line = str(error)
+        else:
+            raise AssertionError(f"a batch of {batch} did not run out of memory")
+        expected = f"out of memory on {device} making batches of {batch}: give a smaller batch_size="
+        if not line.startswith(expected):
+            raise AssertionError(f"not the one line expected: {line}")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        again = Generation(GenerationRequest(method, range(8), batch_size=8), net).images()
+        if again.shape != (8, *shape) or not bool(torch.isfinite(again).all()):
+            raise FloatingPointError("no finite batch of 8 after running out of memory")
+        return {"batch": batch, "then_batch": 8, "faked": device.type != "cuda"}
+
+    return checked("out of memory", "unet generation batch", measure)
+
+
 def sampling_rows(device: torch.device, tiny: bool) -> list[Row]:
     """Images/s of each sampler through difflab's generation path (what sample.py runs), bf16 on CUDA."""
     from hydra import compose, initialize_config_dir
@@ -474,6 +527,7 @@ def run_check(device: torch.device, tiny: bool, work: Path) -> list[Row]:
     """Every row of the check, in the order of the table."""
     rows = train_step_rows(device, tiny)
     rows.append(auto_batch_row(device, tiny))
+    rows.append(out_of_memory_row(device, tiny))
     rows.append(training_run_row(device, tiny, work))
     rows.append(ddp_row(device, tiny, work))
     rows.append(shared_sampling_row(device, tiny, work))

@@ -28,7 +28,7 @@ def test_every_row_runs_on_the_cpu_and_the_table_is_written(tmp_path: Path) -> N
     rows = {(r["section"], r["name"]): r for r in table["rows"]}
     assert table["failed"] == 0 and table["device"] == "cpu"
     assert {r["section"] for r in table["rows"]} == {
-        "train step", "batch_size=auto", "training run", "ddp", "shared sampling", "sampling",
+        "train step", "batch_size=auto", "out of memory", "training run", "ddp", "shared sampling", "sampling",
     }  # fmt: skip
     unet = {name: r for (section, name), r in rows.items() if section == "train step" and "unet" in name}
     for name, row in unet.items():
@@ -45,6 +45,8 @@ def test_every_row_runs_on_the_cpu_and_the_table_is_written(tmp_path: Path) -> N
     # The DiT rows run beside diffusers' DiTTransformer2DModel (the tiny DiT here, DiT-S/2 on a GPU).
     dit = [r for (section, name), r in rows.items() if section == "train step" and "dit_" in name]
     assert dit and all(r["status"] == "ok" or r["status"].startswith("skipped: TF32") for r in dit), dit
+    (memory,) = [r for (section, _), r in rows.items() if section == "out of memory"]
+    assert memory["status"] == "ok" and memory["values"] == {"batch": 64, "then_batch": 8, "faked": True}
     (training,) = [r for (section, _), r in rows.items() if section == "training run"]
     assert training["status"] == "ok" and training["values"]["val/fd_effl0"] > 0
     (ddp,) = [r for (section, _), r in rows.items() if section == "ddp"]
