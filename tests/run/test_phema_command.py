@@ -4,6 +4,7 @@ difflab.load read; a sweep scored by FD that names the best; one-line refusals t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -124,3 +125,46 @@ def test_a_run_without_snapshots_is_refused_from_the_command_line(tiny_ckpt):
     )
     assert "has no post-hoc EMA snapshots" in one_error_line(result)
     assert "callbacks=[default,phema]" in one_error_line(result)
+
+
+def test_a_sweep_stopped_midway_continues_where_it_stopped(phema_run, tmp_path, capsys, caplog):
+    """A stop leaves whole files only (each is written atomically): a sigma_rel scored, one rebuilt but not yet
+    scored, one not begun. The same command again keeps the first, scores the second, makes the third."""
+    out = tmp_path / "sweep"
+    command = [str(phema_run), "sigma_rel=[0.05,0.1,0.15]", f"out={out}", *SMALL_EVAL]
+    command.append(f"metrics.cache_dir={tmp_path / 'cache'}")
+    assert main(command) == 0
+    name = "sigma_rel_{}_step_0000006"
+    whole = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / f"{name.format('0.100')}.metrics.json").unlink()  # stopped while scoring 0.1
+    for p in out.glob(f"{name.format('0.150')}*"):  # not begun
+        p.unlink()
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert f"sigma_rel=0.050: scored before, kept ({out / name.format('0.050')}.metrics.json)" in caplog.text
+    assert f"sigma_rel=0.100: rebuilt before, kept ({out / name.format('0.100')}.ckpt)" in caplog.text
+    again = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(again) == sorted(whole)
+    for s in ("0.050", "0.100", "0.150"):  # what a run never stopped writes: the same weights and scores
+        assert again[f"{name.format(s)}.ckpt"] == whole[f"{name.format(s)}.ckpt"]
+        report = json.loads(again[f"{name.format(s)}.metrics.json"])["metrics"]
+        assert report == json.loads(whole[f"{name.format(s)}.metrics.json"])["metrics"]
+    assert "best: sigma_rel=" in printed
+
+
+def test_a_sweep_continued_with_other_evaluate_settings_is_refused(phema_run, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    cache = f"metrics.cache_dir={tmp_path / 'cache'}"
+    assert main([str(phema_run), "sigma_rel=[0.05,0.15]", f"out={out}", *SMALL_EVAL, cache]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    other = [a if not a.startswith("n=") else "n=16" for a in SMALL_EVAL]
+    assert main([str(phema_run), "sigma_rel=[0.05,0.15]", f"out={out}", *other, cache]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(
+        f"error: {out / 'sigma_rel_0.050_step_0000006.ckpt'} was made by a sweep with other evaluate.py "
+    )
+    assert "n=8" in line and "n=16" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

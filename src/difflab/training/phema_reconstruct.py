@@ -60,9 +60,11 @@ def plan(
     out: str | Path | None = None,
     step: int | None = None,
     folder: str | Path | None = None,
+    existing: bool = False,
 ) -> Plan:
     """Check every input of a reconstruction (one-line errors) and its output: the file `out`, else
-    output_name in `folder` (default <run>/phema); an existing file is never overwritten."""
+    output_name in `folder` (default <run>/phema); an existing file is never overwritten (`existing`: it may be
+    there, made before by the caller's own earlier run, which checks that)."""
     check_sigma_rel(sigma_rel)
     run = Path(run)
     snapshots, step = snapshots_of(run, step)
@@ -70,7 +72,8 @@ def plan(
     if not template.is_file():
         raise FileNotFoundError(f"{run} has no checkpoints/last.ckpt to take the model's config from")
     target = Path(out) if out is not None else Path(folder or run / "phema") / output_name(sigma_rel, step)
-    check_writable_file(target)
+    if not (existing and target.is_file()):
+        check_writable_file(target)
     return Plan(run, template, snapshots, step, sigma_rel, target)
 
 
