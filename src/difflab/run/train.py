@@ -20,6 +20,7 @@ from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.processes import end_process_groups
 from ..cluster.torchrun import own_process_group_store
+from ..data.errors import worker_death
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
@@ -198,6 +199,8 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
                 raise out_of_space(error, output_dir) from error
             if isinstance(error, torch.OutOfMemoryError):
                 raise out_of_memory(error, trainer.strategy.root_device, cfg.data.batch_size) from error
+            if (died := worker_death(error)) is not None:
+                raise died from error
             raise
 
     if trainer.is_global_zero:
