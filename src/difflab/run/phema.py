@@ -12,11 +12,9 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 
-from ..io.atomic import atomic_write_text
-from ..io.results import check_writable_file
 from ..training.phema import check_sigma_rel
-from ..training.phema_reconstruct import Plan, plan, reconstruct
-from ..training.phema_scores import ROOT, Scored, score
+from ..training.phema_reconstruct import plan, reconstruct
+from ..training.phema_scores import ROOT, Scored, done_before, record_sweep, score
 from .cli import check_command_line
 
 CONF_DIR = ROOT / "conf"
@@ -50,40 +48,11 @@ def sweep(
             if state == "rebuilt":
                 log.info("sigma_rel=%.3f: rebuilt before, kept (%s)", p.sigma_rel, p.out)
             else:
-                record = p.out.with_suffix(".sweep.json")
-                if not record.exists():
-                    atomic_write_text(record, json.dumps({"evaluate": list(eval_overrides)}))
+                record_sweep(p, eval_overrides)
                 reconstruct(p)
             scores = score(p.out, report, eval_overrides)["metrics"]
         rows.append(Scored(p.sigma_rel, float(scores[fd_key]), p.out, report))
     return rows, fd_key
-
-
-def done_before(p: Plan, eval_overrides: Sequence[str]) -> str | None:
-    """What this sweep, run before and stopped, left for p's σ_rel (each file is written whole or not at all):
-    None (nothing), "rebuilt" (its checkpoint) or "scored" (and its report). Its record (<checkpoint>.sweep.json,
-    written first) holds the evaluate.py overrides it was scored with: files without one, or made with others,
-    are refused in one line and never overwritten."""
-    ckpt, report, record = p.out, p.out.with_suffix(".metrics.json"), p.out.with_suffix(".sweep.json")
-    if not record.is_file():
-        for path in (ckpt, report, record):
-            check_writable_file(path)
-        return None
-    try:
-        recorded = json.loads(record.read_text())["evaluate"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(
-            f"{record} is damaged: remove it (and {ckpt.name}, {report.name}) or choose another out="
-        ) from None
-    if recorded != list(eval_overrides):
-        raise ValueError(
-            f"{ckpt} was made by a sweep with other evaluate.py overrides ({' '.join(recorded) or 'none'}; this "
-            f"command: {' '.join(eval_overrides) or 'none'}): give the same to continue it, or another out="
-        )
-    if not ckpt.is_file():
-        check_writable_file(report)
-        return None
-    return "scored" if report.is_file() else "rebuilt"
 
 
 def eval_config(overrides: Sequence[str]) -> Any:

@@ -1,5 +1,5 @@
-"""Post-hoc EMA's sweep scored: each reconstructed checkpoint's evaluate.py report, run as a user runs it, and the
-sweep's rows as a table naming the best."""
+"""Post-hoc EMA's sweep scored: each reconstructed checkpoint's evaluate.py report, run as a user runs it, what an
+earlier run of the same sweep left, and the sweep's rows as a table naming the best."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..io.atomic import atomic_write_text
+from ..io.results import check_writable_file
+from .phema_reconstruct import Plan
 
 ROOT = Path(__file__).resolve().parents[3]  # the project: its conf/ and evaluate.py beside src/
 
@@ -35,6 +39,41 @@ def score(ckpt: Path, report: Path, overrides: Sequence[str]) -> dict[str, Any]:
             f"evaluate.py on {ckpt} failed: {(errors or result.stderr.splitlines() or ['?'])[-1]}"
         )
     return json.loads(report.read_text())
+
+
+def done_before(p: Plan, eval_overrides: Sequence[str]) -> str | None:
+    """What this sweep, run before and stopped, left for p's σ_rel (each file is written whole or not at all):
+    None (nothing), "rebuilt" (its checkpoint) or "scored" (and its report). Its record (<checkpoint>.sweep.json,
+    written first) holds the evaluate.py overrides it was scored with: files without one, or made with others,
+    are refused in one line and never overwritten."""
+    ckpt, report, record = p.out, p.out.with_suffix(".metrics.json"), p.out.with_suffix(".sweep.json")
+    if not record.is_file():
+        for path in (ckpt, report, record):
+            check_writable_file(path)
+        return None
+    try:
+        recorded = json.loads(record.read_text())["evaluate"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{record} is damaged: remove it (and {ckpt.name}, {report.name}) or choose another out="
+        ) from None
+    if recorded != list(eval_overrides):
+        raise ValueError(
+            f"{ckpt} was made by a sweep with other evaluate.py overrides ({' '.join(recorded) or 'none'}; this "
+            f"command: {' '.join(eval_overrides) or 'none'}): give the same to continue it, or another out="
+        )
+    if not ckpt.is_file():
+        check_writable_file(report)
+        return None
+    return "scored" if report.is_file() else "rebuilt"
+
+
+def record_sweep(p: Plan, eval_overrides: Sequence[str]) -> None:
+    """Write (once, before p's checkpoint) the record done_before reads: the evaluate.py overrides it is scored
+    with."""
+    record = p.out.with_suffix(".sweep.json")
+    if not record.exists():
+        atomic_write_text(record, json.dumps({"evaluate": list(eval_overrides)}))
 
 
 def table(rows: list[Scored], fd_key: str) -> str:
