@@ -65,6 +65,18 @@ def in_units(size: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+# What the other allocators raise as a plain RuntimeError when they cannot give the memory asked for.
+OTHER_ALLOCATORS = ("DefaultCPUAllocator: can't allocate memory", "MPS backend out of memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is a device running out of memory: CUDA's torch.OutOfMemoryError, or the CPU's or Apple
+    MPS's allocator failing."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(words in str(error) for words in OTHER_ALLOCATORS)
+
+
 class OutOfDeviceMemory(torch.OutOfMemoryError, ValueError):
     """Generation ran out of its device's memory: one line from the entry points (a ValueError, a user's to fix),
     and still the torch.OutOfMemoryError a caller retrying in smaller batches catches."""
@@ -74,8 +86,8 @@ def named_out_of_memory(made: Iterator[T], batch_size: int, device: torch.device
     """`made`'s items; its device running out of memory is an OutOfDeviceMemory that says what to lower."""
     try:
         yield from made
-    except torch.OutOfMemoryError as error:
-        if isinstance(error, OutOfDeviceMemory):
+    except RuntimeError as error:
+        if isinstance(error, OutOfDeviceMemory) or not is_out_of_memory(error):
             raise
         raise OutOfDeviceMemory(
             f"out of memory on {device} making batches of {batch_size}: give a smaller batch_size= (auto finds "

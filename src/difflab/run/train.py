@@ -37,7 +37,7 @@ from ..training.console import (
     quiet_library_noise,
 )
 from ..training.metrics_file import MetricsFile
-from ..training.out_of_memory import out_of_memory
+from ..training.out_of_memory import is_out_of_memory, out_of_memory
 from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
@@ -197,7 +197,7 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
         except BaseException as error:
             if is_out_of_space(error):
                 raise out_of_space(error, output_dir) from error
-            if isinstance(error, torch.OutOfMemoryError):
+            if is_out_of_memory(error):
                 raise out_of_memory(error, trainer.strategy.root_device, cfg.data.batch_size) from error
             if (died := worker_death(error)) is not None:
                 raise died from error

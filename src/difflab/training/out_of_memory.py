@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from ..generation.memory import OutOfDeviceMemory
+from ..generation.memory import OutOfDeviceMemory, is_out_of_memory
+
+__all__ = ["is_out_of_memory", "out_of_memory"]
 
 
-def out_of_memory(error: torch.OutOfMemoryError, device: torch.device, batch_size: int) -> ValueError:
+def out_of_memory(error: BaseException, device: torch.device, batch_size: int) -> ValueError:
     """The one-line error for `error`, met on `device` in a run of `batch_size` images per device and step."""
     if isinstance(error, OutOfDeviceMemory):  # a callback's sampling (sample grid, FID)
         return ValueError(
