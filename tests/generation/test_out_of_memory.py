@@ -4,6 +4,8 @@ No GPU here: torch.OutOfMemoryError, what CUDA's allocator raises, is raised by 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import FAST_TRAIN, compose_config, files_of
@@ -137,3 +139,24 @@ def test_other_runtime_errors_in_generation_keep_their_traceback(tiny_ckpt, memo
     with pytest.raises(RuntimeError) as raised:
         difflab.load(tiny_ckpt).sample(8, batch_size=4, steps=2)
     assert not isinstance(raised.value, ValueError)  # a bug: not turned into a user's error
+
+
+def test_a_run_out_of_memory_after_it_logged_keeps_its_folder(tmp_path, monkeypatch):
+    """Out of memory at step 3 (a longer batch, a validation): the run's logs say what happened before it, so its
+    folder stays, though no checkpoint was written yet (a refusal before anything was logged gives it back)."""
+    real = DiffusionModule.training_step
+
+    def out_of_memory_at_step_3(self, batch, batch_idx):
+        if self.global_step >= 3:
+            raise torch.OutOfMemoryError(CUDA_MESSAGE)
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(DiffusionModule, "training_step", out_of_memory_at_step_3)
+    run = tmp_path / "run"
+    overrides = [*FAST_TRAIN, "callbacks.model_checkpoint.every_n_train_steps=100"]
+    with pytest.raises(ValueError, match=r"^out of memory on cpu in a training step"):
+        train(compose_config("train", overrides, run))
+    assert not any(run.rglob("*.ckpt"))
+    assert any((run / "samples").glob("*.png")) and (run / "csv" / "metrics.csv").is_file()  # step 2's grid
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {entry["step"] for entry in logged if "train/loss" in entry} == {0, 1, 2}

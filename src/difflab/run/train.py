@@ -24,7 +24,7 @@ from ..data.errors import worker_death
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
-from ..runs.folder import has_checkpoints, release, resumed_name
+from ..runs.folder import has_checkpoints, has_logged, release, resumed_name
 from ..runs.resume import tidy_before_fit
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
@@ -108,11 +108,12 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
 
 @contextlib.contextmanager
 def released_if_refused(output_dir: Path, fresh: bool) -> Iterator[None]:
-    """Re-raise a user error; first, for a fresh run that wrote no checkpoint, remove what it wrote."""
+    """Re-raise a user error; first, for a fresh run that wrote no checkpoint and logged nothing, remove what it
+    wrote (a run that trained and failed, out of memory at step 3, keeps its logs and grids)."""
     try:
         yield
     except USER_ERRORS:
-        if fresh and not has_checkpoints(output_dir):
+        if fresh and not has_checkpoints(output_dir) and not has_logged(output_dir):
             finish_wandb_run(failed=True)  # W&B writes into the folder until its run is closed
             release(output_dir)
         raise

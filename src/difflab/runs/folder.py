@@ -84,6 +84,12 @@ def has_checkpoints(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("*.ckpt"))
 
 
+def has_logged(run_dir: Path) -> bool:
+    """Whether the run logged a metric (a line of its metrics.jsonl): it trained, and its logs say how."""
+    metrics = run_dir / "metrics.jsonl"
+    return metrics.is_file() and metrics.stat().st_size > 0
+
+
 def release(run_dir: Path) -> None:
     """Remove what a run wrote into `run_dir` (the folder too, when that leaves it empty)."""
     if not run_dir.is_dir():
