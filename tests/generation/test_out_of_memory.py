@@ -5,6 +5,7 @@ No GPU here: torch.OutOfMemoryError, what CUDA's allocator raises, is raised by 
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from conftest import FAST_TRAIN, compose_config, files_of
 
 import difflab
 from difflab.generation import images as generation_images
+from difflab.generation.memory import OutOfDeviceMemory
 from difflab.io.results import IN_USE
 from difflab.run.errors import one_line
 from difflab.run.evaluate import evaluate
@@ -160,3 +162,13 @@ def test_a_run_out_of_memory_after_it_logged_keeps_its_folder(tmp_path, monkeypa
     assert any((run / "samples").glob("*.png")) and (run / "csv" / "metrics.csv").is_file()  # step 2's grid
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {entry["step"] for entry in logged if "train/loss" in entry} == {0, 1, 2}
+
+
+def test_a_callbacks_out_of_memory_on_a_numbered_gpu_names_it_whole():
+    from difflab.training.out_of_memory import out_of_memory
+
+    error = OutOfDeviceMemory(torch.device("cuda:1"), 256)
+    assert pickle.loads(pickle.dumps(error)).args == error.args
+    assert str(out_of_memory(error, torch.device("cuda:1"), 16)).startswith(
+        "out of memory on cuda:1 making batches of 256 while a callback sampled: lower "
+    )

@@ -78,8 +78,21 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 class OutOfDeviceMemory(torch.OutOfMemoryError, ValueError):
-    """Generation ran out of its device's memory: one line from the entry points (a ValueError, a user's to fix),
-    and still the torch.OutOfMemoryError a caller retrying in smaller batches catches."""
+    """Generation ran out of its device's memory in batches of `batch_size`: one line from the entry points (a
+    ValueError, a user's to fix), and still the torch.OutOfMemoryError a caller retrying in smaller batches
+    catches."""
+
+    def __init__(self, device: torch.device, batch_size: int) -> None:
+        self.device, self.batch_size = device, batch_size
+        super().__init__(
+            f"out of memory on {device} making batches of {batch_size}: give a smaller batch_size= (auto finds "
+            "one that fits)"
+        )
+
+    def __reduce__(
+        self,
+    ) -> tuple[type, tuple[torch.device, int]]:  # pickled (a worker's error) as it was made
+        return type(self), (self.device, self.batch_size)
 
 
 def named_out_of_memory(made: Iterator[T], batch_size: int, device: torch.device) -> Iterator[T]:
@@ -89,7 +102,4 @@ def named_out_of_memory(made: Iterator[T], batch_size: int, device: torch.device
     except RuntimeError as error:
         if isinstance(error, OutOfDeviceMemory) or not is_out_of_memory(error):
             raise
-        raise OutOfDeviceMemory(
-            f"out of memory on {device} making batches of {batch_size}: give a smaller batch_size= (auto finds "
-            "one that fits)"
-        ) from error
+        raise OutOfDeviceMemory(device, batch_size) from error

@@ -21,6 +21,7 @@ from ..cluster.jobs import is_secondary_rank
 from ..cluster.processes import end_process_groups
 from ..cluster.torchrun import own_process_group_store
 from ..data.errors import worker_death
+from ..generation.memory import is_out_of_memory
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
@@ -37,7 +38,7 @@ from ..training.console import (
     quiet_library_noise,
 )
 from ..training.metrics_file import MetricsFile
-from ..training.out_of_memory import is_out_of_memory, out_of_memory
+from ..training.out_of_memory import out_of_memory
 from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from ..generation.memory import OutOfDeviceMemory, is_out_of_memory
-
-__all__ = ["is_out_of_memory", "out_of_memory"]
+from ..generation.memory import OutOfDeviceMemory
 
 
 def out_of_memory(error: BaseException, device: torch.device, batch_size: int) -> ValueError:
     """The one-line error for `error`, met on `device` in a run of `batch_size` images per device and step."""
     if isinstance(error, OutOfDeviceMemory):  # a callback's sampling (sample grid, FID)
         return ValueError(
-            f"{error.args[0].split(':')[0]} while a callback sampled: lower callbacks.sample_grid.batch_size or "
-            "callbacks.fid.batch_size (auto finds one that fits)"
+            f"out of memory on {error.device} making batches of {error.batch_size} while a callback sampled: lower "
+            "callbacks.sample_grid.batch_size or callbacks.fid.batch_size (auto finds one that fits)"
         )
     return ValueError(
         f"out of memory on {device} in a training step of data.batch_size={batch_size} images per device: lower "
