@@ -46,7 +46,12 @@ def test_every_row_runs_on_the_cpu_and_the_table_is_written(tmp_path: Path) -> N
     dit = [r for (section, name), r in rows.items() if section == "train step" and "dit_" in name]
     assert dit and all(r["status"] == "ok" or r["status"].startswith("skipped: TF32") for r in dit), dit
     (memory,) = [r for (section, _), r in rows.items() if section == "out of memory"]
-    assert memory["status"] == "ok" and memory["values"] == {"batch": 64, "then_batch": 8, "faked": True}
+    assert memory["status"] == "ok" and memory["values"] == {
+        "batch": 64,
+        "then_batch": 8,
+        "faked": True,
+        "allocator": "",
+    }
     (training,) = [r for (section, _), r in rows.items() if section == "training run"]
     assert training["status"] == "ok" and training["values"]["val/fd_effl0"] > 0
     (ddp,) = [r for (section, _), r in rows.items() if section == "ddp"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,22 +78,36 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(words in str(error) for words in OTHER_ALLOCATORS)
 
 
+_ASKED = re.compile(r"Tried to allocate ([\d.]+ [KMGTP]?i?B)")
+_FREE = re.compile(r"total capacity of ([\d.]+ [KMGTP]?i?B) of which ([\d.]+ [KMGTP]?i?B) is free")
+
+
+def allocator_figures(error: BaseException) -> str:
+    """What CUDA's allocator said in numbers, for a one-line error: ' (2.00 GiB more asked for, 1.23 GiB of
+    79.15 GiB free)'; '' when its message holds none (the CPU's, MPS's)."""
+    text = str(error)
+    asked, free = _ASKED.search(text), _FREE.search(text)
+    if asked is None:
+        return ""
+    if free is None:
+        return f" ({asked.group(1)} more asked for)"
+    return f" ({asked.group(1)} more asked for, {free.group(2)} of {free.group(1)} free)"
+
+
 class OutOfDeviceMemory(torch.OutOfMemoryError, ValueError):
     """Generation ran out of its device's memory in batches of `batch_size`: one line from the entry points (a
     ValueError, a user's to fix), and still the torch.OutOfMemoryError a caller retrying in smaller batches
-    catches."""
+    catches. `figures`: what the allocator said in numbers (allocator_figures)."""
 
-    def __init__(self, device: torch.device, batch_size: int) -> None:
-        self.device, self.batch_size = device, batch_size
+    def __init__(self, device: torch.device, batch_size: int, figures: str = "") -> None:
+        self.device, self.batch_size, self.figures = device, batch_size, figures
         super().__init__(
-            f"out of memory on {device} making batches of {batch_size}: give a smaller batch_size= (auto finds "
-            "one that fits)"
+            f"out of memory on {device} making batches of {batch_size}{figures}: give a smaller batch_size= "
+            "(auto finds one that fits)"
         )
 
-    def __reduce__(
-        self,
-    ) -> tuple[type, tuple[torch.device, int]]:  # pickled (a worker's error) as it was made
-        return type(self), (self.device, self.batch_size)
+    def __reduce__(self) -> tuple[type, tuple[torch.device, int, str]]:  # pickled as it was made
+        return type(self), (self.device, self.batch_size, self.figures)
 
 
 def named_out_of_memory(made: Iterator[T], batch_size: int, device: torch.device) -> Iterator[T]:
@@ -102,4 +117,4 @@ def named_out_of_memory(made: Iterator[T], batch_size: int, device: torch.device
     except RuntimeError as error:
         if isinstance(error, OutOfDeviceMemory) or not is_out_of_memory(error):
             raise
-        raise OutOfDeviceMemory(device, batch_size) from error
+        raise OutOfDeviceMemory(device, batch_size, allocator_figures(error)) from error
