@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..runlogs import METRICS_FILE
+
 RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
 # Everything a run writes into its folder; a user's own files in a folder they named are never touched.
 RUN_ENTRIES = RUN_MARKERS | {"train.log", "csv", "tensorboard", "lightning_logs", "wandb_run_id"}
@@ -86,7 +88,7 @@ def has_checkpoints(run_dir: Path) -> bool:
 
 def has_logged(run_dir: Path) -> bool:
     """Whether the run logged a metric (a line of its metrics.jsonl): it trained, and its logs say how."""
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_FILE
     return metrics.is_file() and metrics.stat().st_size > 0
 
 
