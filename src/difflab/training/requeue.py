@@ -24,8 +24,9 @@ def _is_submitit_handler(handler: object) -> bool:
 
 
 def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> None:
-    """Requeue this job and end the process (every rank). The W&B run is marked as preempting (not failed): the
-    requeued job resumes it under the same id."""
+    """Requeue this job and end the process (every rank; in a SLURM job the ranks other than 0 end with exit 0,
+    their part done). The W&B run is marked as preempting (not failed): the requeued job resumes it under the
+    same id."""
     from lightning.pytorch.loggers import WandbLogger
 
     if is_global_zero:
@@ -44,4 +45,8 @@ def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> Non
             log.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
     elif is_global_zero:
         print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+    if not is_global_zero and slurm_job_id() is not None:
+        # Rank 0 requeues the job. Another task ending non-zero first would have srun (--kill-on-bad-exit, or a
+        # cluster's KillOnBadExit=1) kill rank 0 before its `scontrol requeue`: the job would end, not come back.
+        stop.code = 0
     raise stop
