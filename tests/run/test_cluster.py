@@ -131,6 +131,9 @@ def test_slurm_launcher_config_makes_the_sbatch_script_a_4x8_gpu_job_needs(tmp_p
     ]:
         assert f"#SBATCH {flag}\n" in script
     assert executors[0]._executor.max_num_timeout == 30
+    # A task that fails ends the job's other tasks, rather than leaving them waiting for it (30 minutes, GPUs held).
+    srun_line = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert "--kill-on-bad-exit=1" in srun_line.split()
 
 
 def test_several_nodes_with_nothing_to_start_them(monkeypatch):
