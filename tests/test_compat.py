@@ -5,6 +5,8 @@ touch that changed."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -127,6 +129,43 @@ def test_lightning_sigterm_broadcast_is_a_method_called_per_batch_that_compat_ca
     assert switch_on is not None and loop._broadcast_sigterm_tensor() is None
     switch_on()
     assert loop._broadcast_sigterm_tensor.__func__ is method, f"{touch}: not switched back on"
+
+
+# --- Lightning's DDP launcher -----------------------------------------------------------------------------------
+
+
+def test_lightning_launcher_procs_are_the_children_its_observer_watches_and_compat_ends_them():
+    touch = "Lightning _SubprocessScriptLauncher.procs (compat.end_launched_processes)"
+    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    launcher = subprocess_script._SubprocessScriptLauncher(LightningEnvironment(), 2, 1)
+    assert launcher.procs == [], f"{touch}: the launcher keeps its children elsewhere"
+    assert "_launch_process_observer(self.procs)" in inspect.getsource(launcher.launch), (
+        f"{touch}: the observer no longer watches the same list"
+    )
+    # The observer kills its "main" process once a child ends with an error: a stand-in here, not pytest.
+    main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    launcher.procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+    child = launcher.procs[0]
+    observer = fabric_launcher._ChildProcessObserver(main.pid, launcher.procs, sleep_period=0.05)
+    observer.start()
+    try:
+        trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=launcher))
+        assert compat.end_launched_processes(trainer) == 1
+        assert child.poll() is not None, f"{touch}: the child still runs"
+        observer.join(timeout=5)
+        assert not observer.is_alive(), f"{touch}: the observer still watches"
+        try:
+            main.wait(timeout=1)  # a kill takes a moment to land
+        except subprocess.TimeoutExpired:
+            pass
+        assert main.poll() is None, f"{touch}: the observer killed the main process"
+    finally:
+        main.kill()
+        child.kill()
+    assert compat.end_launched_processes(SimpleNamespace(strategy=SimpleNamespace(launcher=None))) == 0
 
 
 # --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------

@@ -63,6 +63,32 @@ def skip_sigterm_broadcast(trainer: L.Trainer) -> Callable[[], None] | None:
     return lambda: vars(loop).pop(_SIGTERM_BROADCAST, None)
 
 
+# --- Lightning's DDP launcher -----------------------------------------------------------------------------------
+
+
+def end_launched_processes(trainer: L.Trainer) -> int:
+    """Kill the DDP processes Lightning started beside this one (rank 0's children) and wait for them; returns how
+    many were still running. Nothing where Lightning started none (one process, torchrun, srun).
+
+    Touch: `strategy.launcher.procs`, the Popen list of Lightning's _SubprocessScriptLauncher, which its
+    _ChildProcessObserver thread polls; the list is emptied before the kill, so the observer (which kills this
+    process too once a child has ended with an error) sees no child left and stops.
+    Why: Lightning kills the children when rank 0 is interrupted (Ctrl-C) but not when it fails: they would wait for
+    it in their next collective (NCCL: for its timeout, 30 minutes, with their GPUs held).
+    Public replacement: none (Lightning's own `launcher.kill(signal)` leaves the observer to kill rank 0).
+    """
+    children = getattr(trainer.strategy.launcher, "procs", None)
+    if not children:
+        return 0
+    running = [child for child in children if child.poll() is None]
+    children.clear()
+    for child in running:
+        child.kill()
+    for child in running:
+        child.wait()
+    return len(running)
+
+
 # --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.processes import end_process_groups
 from ..cluster.torchrun import own_process_group_store
+from ..compat import end_launched_processes
 from ..data.errors import worker_death
 from ..generation.memory import is_out_of_memory
 from ..io.atomic import is_out_of_space
@@ -197,6 +198,8 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
         except Preempted as stop:
             requeue(stop, trainer.is_global_zero, trainer.loggers)
         except BaseException as error:
+            if trainer.is_global_zero:  # the ranks Lightning started would wait for this one in a collective
+                end_launched_processes(trainer)
             if is_out_of_space(error):
                 raise out_of_space(error, output_dir) from error
             if is_out_of_memory(error):
