@@ -4,6 +4,7 @@ touch that changed."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import subprocess
 import sys
@@ -157,10 +158,8 @@ def test_lightning_launcher_procs_are_the_children_its_observer_watches_and_comp
         assert child.poll() is not None, f"{touch}: the child still runs"
         observer.join(timeout=5)
         assert not observer.is_alive(), f"{touch}: the observer still watches"
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             main.wait(timeout=1)  # a kill takes a moment to land
-        except subprocess.TimeoutExpired:
-            pass
         assert main.poll() is None, f"{touch}: the observer killed the main process"
     finally:
         main.kill()
