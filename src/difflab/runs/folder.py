@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from ..runlogs import METRICS_FILE
 RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
 # Everything a run writes into its folder; a user's own files in a folder they named are never touched.
 RUN_ENTRIES = RUN_MARKERS | {"train.log", "csv", "tensorboard", "lightning_logs", "wandb_run_id"}
+# The log of each DDP process Lightning starts beside rank 0 (its Hydra job is named train_ddp_process_<rank>).
+DDP_PROCESS_LOG = re.compile(r"train_ddp_process_[0-9]+\.log")
+
+
+def is_run_entry(name: str) -> bool:
+    """True for a file or folder name that a run writes into its folder."""
+    return name in RUN_ENTRIES or DDP_PROCESS_LOG.fullmatch(name) is not None
 
 
 def existing_run_files(run_dir: Path) -> list[str]:
@@ -97,7 +105,7 @@ def release(run_dir: Path) -> None:
     if not run_dir.is_dir():
         return
     for entry in run_dir.iterdir():
-        if entry.name in RUN_ENTRIES:
+        if is_run_entry(entry.name):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
