@@ -148,23 +148,26 @@ def test_lightning_launcher_procs_are_the_children_its_observer_watches_and_comp
     )
     # The observer kills its "main" process once a child ends with an error: a stand-in here, not pytest.
     main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    launcher.procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
-    child = launcher.procs[0]
-    observer = fabric_launcher._ChildProcessObserver(main.pid, launcher.procs, sleep_period=0.05)
+    failing = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(2)"])  # local rank 1 fails first
+    waiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # rank 2 waits for it
+    launcher.procs.extend([failing, waiting])
+    failing.wait()
+    observer = fabric_launcher._ChildProcessObserver(main.pid, launcher.procs, sleep_period=0.5)
     observer.start()
     try:
         trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=launcher))
-        assert compat.end_launched_processes(trainer) == 1
-        assert child.poll() is not None, f"{touch}: the child still runs"
+        ended = compat.end_launched_processes(trainer, grace_s=0.2)
+        assert ended == {1: 2}, f"{touch}: rank 1 not found failed"
+        assert waiting.poll() is not None, f"{touch}: a child still runs"
         observer.join(timeout=5)
         assert not observer.is_alive(), f"{touch}: the observer still watches"
         with contextlib.suppress(subprocess.TimeoutExpired):
             main.wait(timeout=1)  # a kill takes a moment to land
         assert main.poll() is None, f"{touch}: the observer killed the main process"
     finally:
-        main.kill()
-        child.kill()
-    assert compat.end_launched_processes(SimpleNamespace(strategy=SimpleNamespace(launcher=None))) == 0
+        for process in (main, failing, waiting):
+            process.kill()
+    assert compat.end_launched_processes(SimpleNamespace(strategy=SimpleNamespace(launcher=None))) == {}
 
 
 # --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------

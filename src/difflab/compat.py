@@ -12,6 +12,7 @@ Lightning, W&B and torch are imported for type hints or inside the helpers only:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -66,27 +67,37 @@ def skip_sigterm_broadcast(trainer: L.Trainer) -> Callable[[], None] | None:
 # --- Lightning's DDP launcher -----------------------------------------------------------------------------------
 
 
-def end_launched_processes(trainer: L.Trainer) -> int:
-    """Kill the DDP processes Lightning started beside this one (rank 0's children) and wait for them; returns how
-    many were still running. Nothing where Lightning started none (one process, torchrun, srun).
+def end_launched_processes(trainer: L.Trainer, grace_s: float = 1.0) -> dict[int, int]:
+    """End the DDP processes Lightning started beside this one (rank 0's children): give them `grace_s` seconds to
+    end by themselves (one that failed first is ending), then kill the others and wait for them. Returns {local
+    rank: exit code} of those that ended with an error by themselves ({} where Lightning started none: one
+    process, torchrun, srun).
 
     Touch: `strategy.launcher.procs`, the Popen list of Lightning's _SubprocessScriptLauncher, which its
-    _ChildProcessObserver thread polls; the list is emptied before the kill, so the observer (which kills this
-    process too once a child has ended with an error) sees no child left and stops.
+    _ChildProcessObserver thread polls; the list is emptied first, so the observer (which kills this process too
+    once a child has ended with an error) sees no child left and stops.
     Why: Lightning kills the children when rank 0 is interrupted (Ctrl-C) but not when it fails: they would wait for
     it in their next collective (NCCL: for its timeout, 30 minutes, with their GPUs held).
     Public replacement: none (Lightning's own `launcher.kill(signal)` leaves the observer to kill rank 0).
     """
+    import subprocess
+    import time
+
     children = getattr(trainer.strategy.launcher, "procs", None)
     if not children:
-        return 0
-    running = [child for child in children if child.poll() is None]
+        return {}
+    watched = list(children)
     children.clear()
-    for child in running:
-        child.kill()
-    for child in running:
-        child.wait()
-    return len(running)
+    deadline = time.monotonic() + grace_s
+    for child in watched:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+    failed = {rank: child.returncode for rank, child in enumerate(watched, start=1) if child.returncode}
+    for child in watched:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return failed
 
 
 # --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------

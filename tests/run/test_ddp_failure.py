@@ -27,3 +27,27 @@ def test_rank_0_failing_ends_the_other_ranks_with_one_line_and_leaves_no_folder(
     assert one_error_line(result) == "error: probe: rank 0 failed"
     # A fresh run refused before it logged gives its folder back: the other ranks' logs too.
     assert not run.exists(), sorted(p.name for p in run.iterdir())
+
+
+def test_another_rank_failing_first_is_named_by_rank_0_in_one_line(tmp_path):
+    # Before, rank 0 followed rank 1's error line with gloo's 100-line 'Connection closed by peer' traceback (exit
+    # 1), as if it had failed on its own; the folder stayed, holding both logs.
+    run = tmp_path / "run"
+    result = run_cli(
+        "train.py",
+        *TWO_CPU_RANKS,
+        "trainer.max_steps=20",
+        "+callbacks.fail._target_=failure_probe.FailOnOneRank",
+        "+callbacks.fail.rank=1",
+        "+callbacks.fail.message='probe: rank 1 failed'",
+        f"hydra.run.dir={run}",
+        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: probe: rank 1 failed",
+        "error: DDP process 1 ended with exit 2 (its error is above); the others stopped with it",
+    ], result.stderr[-3000:]
+    assert not run.exists(), sorted(p.name for p in run.iterdir())

@@ -39,6 +39,7 @@ from ..training.console import (
     quiet_library_noise,
 )
 from ..training.metrics_file import MetricsFile
+from ..training.other_processes import other_process_failed
 from ..training.out_of_memory import out_of_memory
 from ..training.requeue import requeue
 from .cluster import slurm_launcher
@@ -198,14 +199,16 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
         except Preempted as stop:
             requeue(stop, trainer.is_global_zero, trainer.loggers)
         except BaseException as error:
-            if trainer.is_global_zero:  # the ranks Lightning started would wait for this one in a collective
-                end_launched_processes(trainer)
+            # The ranks Lightning started would wait for this one in a collective; one that failed first is named.
+            ended = end_launched_processes(trainer) if trainer.is_global_zero else {}
             if is_out_of_space(error):
                 raise out_of_space(error, output_dir) from error
             if is_out_of_memory(error):
                 raise out_of_memory(error, trainer.strategy.root_device, cfg.data.batch_size) from error
             if (died := worker_death(error)) is not None:
                 raise died from error
+            if ended and isinstance(error, Exception) and not isinstance(error, USER_ERRORS):
+                raise other_process_failed(ended) from error
             raise
 
     if trainer.is_global_zero:
