@@ -1,5 +1,6 @@
 """A callback for the preemption tests: writes the step reached to <dirpath>/step after every step and can
-send its own process a signal once, at the start of a given step (so the signal lands mid-step)."""
+send its own process a signal once (or `times` in a row: Ctrl-C pressed twice), at the start of a given step (so
+the signal lands mid-step)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ import lightning as L
 
 
 class StepProbe(L.Callback):
-    def __init__(self, dirpath: str, signal_at_step: int | None = None, signal_name: str = "SIGUSR2") -> None:
+    def __init__(
+        self, dirpath: str, signal_at_step: int | None = None, signal_name: str = "SIGUSR2", times: int = 1
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.signal_at_step = signal_at_step
         self.signum = signal.Signals[signal_name]
+        self.times = times
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         marker = self.dirpath / "signalled"
         if trainer.global_step == self.signal_at_step and not marker.exists():
             marker.write_text(str(trainer.global_step))  # once: the requeued job must not be signalled again
-            os.kill(os.getpid(), self.signum)
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)

@@ -192,3 +192,52 @@ def test_sigterm_outside_slurm_saves_exits_non_zero_and_the_resume_matches_an_un
     assert a["global_step"] == b["global_step"] == 6
     for key in ("state_dict", "current_model_state"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key
+
+
+def ctrl_c_run(tmp_path: Path, times: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """A 6-step run that gets `times` Ctrl-Cs (SIGINT) at the start of step 2, started as a terminal starts it
+    (SIGINT not ignored)."""
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    args = [
+        sys.executable,
+        "train.py",
+        *QUIET,
+        "logger=none",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+        "trainer.max_steps=6",
+        "+callbacks.probe._target_=signal_probe.StepProbe",
+        f"+callbacks.probe.dirpath={probe}",
+        "+callbacks.probe.signal_at_step=2",
+        "+callbacks.probe.signal_name=SIGINT",
+        f"+callbacks.probe.times={times}",
+        f"hydra.run.dir={run}",
+    ]
+    stopped = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=env_with(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    return stopped, run
+
+
+def test_ctrl_c_finishes_the_step_saves_and_says_how_to_resume(tmp_path):
+    # Before, Ctrl-C stopped at once and saved nothing: the steps since the last checkpoint were lost.
+    stopped, run = ctrl_c_run(tmp_path, times=1)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert last_step(run) == 3
+    saved = run / "checkpoints" / "last.ckpt"
+    assert f"stopped on SIGINT (Ctrl-C) at step 3 after saving {saved}; resume with ckpt_path={saved}" in (
+        stopped.stderr
+    )
+    assert "Ctrl-C again to stop at once" in stopped.stdout + stopped.stderr
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
+    stopped, run = ctrl_c_run(tmp_path, times=2)
+    assert stopped.returncode not in (0, 130), stopped.stderr[-3000:]
+    assert not (run / "checkpoints" / "last.ckpt").exists()

@@ -45,21 +45,30 @@ class Preempted(SystemExit):
     bound to before training started (submitit's requeue handler in a submitit job), to be run now.
 
     A SystemExit (like Lightning's SIGTERMException), so that no `except Exception` on the way up records it as
-    a failed run; uncaught, the process exits with EXIT_CODE.
+    a failed run; uncaught, the process exits with EXIT_CODE (130 after Ctrl-C, as a shell reports SIGINT).
     """
 
     EXIT_CODE = 3
 
     def __init__(self, signum: int, step: int, path: Path, previous_handler: Any) -> None:
-        super().__init__(self.EXIT_CODE)
+        super().__init__(130 if signum == signal.SIGINT else self.EXIT_CODE)
         self.signum, self.step, self.path, self.previous_handler = signum, step, path, previous_handler
 
+    @property
+    def interrupted(self) -> bool:
+        """True after Ctrl-C: the user stopped the run (nothing requeues it)."""
+        return self.signum == signal.SIGINT
+
     def __str__(self) -> str:
-        return f"stopped on {signal.Signals(self.signum).name} at step {self.step} after saving {self.path}"
+        name = "SIGINT (Ctrl-C)" if self.interrupted else signal.Signals(self.signum).name
+        return f"stopped on {name} at step {self.step} after saving {self.path}"
 
 
 class CheckpointOnSignal(L.Callback):
     """On the requeue signal: finish the current optimizer step, save `path`, raise `Preempted`.
+
+    Ctrl-C (SIGINT) does the same, once: a second Ctrl-C stops at once, without saving (Python's KeyboardInterrupt,
+    which Lightning turns into its shutdown). A process started with SIGINT ignored (nohup) keeps ignoring it.
 
     SIGTERM saves `path` at the next step boundary too. Under SLURM (`stop_on_sigterm=False`) training then
     goes on: SLURM sends SIGTERM first on preemption, `scancel` and at the time limit, and the requeue signal
@@ -95,14 +104,26 @@ class CheckpointOnSignal(L.Callback):
         self._requeue_requested = False
         self._save_requested = False
         self._terminate_requested = False
+        self._interrupt_requested = False
         self._previous: dict[int, Any] = {}
         self._step_at_batch_start = -1
         self._restore_sigterm_broadcast: Callable[[], None] | None = None
 
     def _signals(self) -> list[int]:
-        return [self.signum, int(signal.SIGTERM)] if self.signum != signal.SIGTERM else [self.signum]
+        signals = [self.signum, int(signal.SIGTERM)] if self.signum != signal.SIGTERM else [self.signum]
+        # Ctrl-C, where it is Python's own (not ignored, nor handled by another library).
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler and self.signum != signal.SIGINT:
+            signals.append(int(signal.SIGINT))
+        return signals
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and signum != self.signum:
+            self._interrupt_requested = True
+            signal.signal(signum, self._previous.pop(signum))  # a second Ctrl-C stops at once
+            log.warning(
+                "Ctrl-C: checkpointing at the end of this step (Ctrl-C again to stop at once, unsaved)"
+            )
+            return
         if signum == self.signum:
             self._requeue_requested = True
         elif self.stop_on_sigterm:
@@ -144,15 +165,16 @@ class CheckpointOnSignal(L.Callback):
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: a checkpoint here would lose the accumulated part
         requeue, save, terminate = self._requeue_requested, self._save_requested, self._terminate_requested
+        interrupt = self._interrupt_requested
         if trainer.world_size > 1:
             if trainer.global_step % self.check_every_n_steps:
                 return  # every rank skips the same steps: the global step is the same on all
             # Any rank that got the signal stops them all at this same step.
-            flags = [requeue, save, terminate]
+            flags = [requeue, save, terminate, interrupt]
             flags = torch.tensor(flags, dtype=torch.int32, device=trainer.strategy.root_device)
             reduced = trainer.strategy.reduce(flags, reduce_op="sum").tolist()
-            requeue, save, terminate = (bool(v) for v in reduced)
-        if not (requeue or save or terminate):
+            requeue, save, terminate, interrupt = (bool(v) for v in reduced)
+        if not (requeue or save or terminate or interrupt):
             return
         for callback in trainer.checkpoint_callbacks:
             # A ModelCheckpoint writing last.ckpt into the same folder records it as its own (in the state
@@ -170,3 +192,5 @@ class CheckpointOnSignal(L.Callback):
             raise Preempted(self.signum, trainer.global_step, self.path, self._previous.get(self.signum))
         if terminate:
             raise Preempted(int(signal.SIGTERM), trainer.global_step, self.path, None)
+        if interrupt:
+            raise Preempted(int(signal.SIGINT), trainer.global_step, self.path, None)

@@ -29,6 +29,10 @@ def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> Non
     same id."""
     from lightning.pytorch.loggers import WandbLogger
 
+    if stop.interrupted:  # Ctrl-C: the user stopped the run, nothing brings it back by itself
+        if is_global_zero:
+            print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+        raise stop
     if is_global_zero:
         for logger in loggers:
             if isinstance(logger, WandbLogger) and logger.experiment is not None:
