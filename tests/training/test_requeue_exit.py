@@ -1,4 +1,5 @@
-"""How each rank of a preempted SLURM job ends: rank 0 requeues the job, the other tasks must not end it first."""
+"""How each rank of a stopped run ends: rank 0 carries the run's exit status (and requeues a SLURM job); the others
+end with 0 once the checkpoint is written, so that nothing watching them ends rank 0 first."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from difflab.training import Preempted
 from difflab.training.requeue import requeue
 
 
-def stopped() -> Preempted:
-    return Preempted(int(signal.SIGUSR2), 40, Path("run/checkpoints/last.ckpt"), None)
+def stopped(signum: int = signal.SIGUSR2) -> Preempted:
+    return Preempted(int(signum), 40, Path("run/checkpoints/last.ckpt"), None)
 
 
 def test_a_secondary_task_of_a_slurm_job_ends_cleanly_and_leaves_the_requeue_to_rank_0(monkeypatch):
@@ -24,10 +25,16 @@ def test_a_secondary_task_of_a_slurm_job_ends_cleanly_and_leaves_the_requeue_to_
     assert raised.value.code == 0
 
 
-def test_outside_slurm_every_rank_ends_non_zero(monkeypatch):
-    # torchrun (or a script) reads the exit code: the run did not finish.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_outside_slurm_the_other_ranks_end_cleanly_and_rank_0_says_it_stopped(monkeypatch, capsys, signum):
+    # A rank Lightning started ending non-zero has Lightning's process observer kill rank 0 within 5 seconds,
+    # before it has finished its own ending (closing the W&B run); rank 0's exit status is the run's.
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(Preempted) as raised:
-        requeue(stopped(), is_global_zero=False, loggers=[])
-    assert raised.value.code == Preempted.EXIT_CODE
+        requeue(stopped(signum), is_global_zero=False, loggers=[])
+    assert raised.value.code == 0 and capsys.readouterr().err == ""
+    with pytest.raises(Preempted) as raised:
+        requeue(stopped(signum), is_global_zero=True, loggers=[])
+    assert raised.value.code == (130 if signum == signal.SIGINT else Preempted.EXIT_CODE)
+    assert "resume with ckpt_path=run/checkpoints/last.ckpt" in capsys.readouterr().err

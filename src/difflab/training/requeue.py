@@ -24,33 +24,35 @@ def _is_submitit_handler(handler: object) -> bool:
 
 
 def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> None:
-    """Requeue this job and end the process (every rank; in a SLURM job the ranks other than 0 end with exit 0,
-    their part done). The W&B run is marked as preempting (not failed): the requeued job resumes it under the
-    same id."""
+    """Requeue this job (rank 0) and end the process. The W&B run is marked as preempting (not failed): the
+    requeued job resumes it under the same id. A Ctrl-C is never requeued.
+
+    Rank 0's exit status is the run's; the other ranks end with 0, their part (the checkpoint) done: one ending
+    non-zero would have srun (--kill-on-bad-exit, or a cluster's KillOnBadExit=1) kill rank 0 before its
+    `scontrol requeue`, or Lightning's process observer (ranks it started) kill rank 0 before it has ended.
+    """
     from lightning.pytorch.loggers import WandbLogger
 
-    if stop.interrupted:  # Ctrl-C: the user stopped the run, nothing brings it back by itself
-        if is_global_zero:
-            print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+    if not is_global_zero:
+        if _is_submitit_handler(stop.previous_handler):
+            stop.previous_handler(stop.signum, None)  # on these ranks submitit's handler only logs
+        stop.code = 0
         raise stop
-    if is_global_zero:
-        for logger in loggers:
-            if isinstance(logger, WandbLogger) and logger.experiment is not None:
-                logger.experiment.mark_preempting()
+    if stop.interrupted:  # the user stopped the run: nothing brings it back by itself
+        print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+        raise stop
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger.experiment is not None:
+            logger.experiment.mark_preempting()
     if _is_submitit_handler(stop.previous_handler):
-        # submitit's handler: on rank 0 it records the resubmission, runs `scontrol requeue` and exits; on the
-        # other ranks it only logs, and they leave below.
+        # submitit's handler records the resubmission, runs `scontrol requeue` and exits.
         stop.previous_handler(stop.signum, None)
-    elif is_global_zero and (job_id := slurm_job_id()) is not None and re.fullmatch(r"[0-9_]+", job_id):
+    elif (job_id := slurm_job_id()) is not None and re.fullmatch(r"[0-9_]+", job_id):
         result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
         if result.returncode == 0:
             log.warning("requeued SLURM job %s; it resumes from %s", job_id, stop.path)
         else:
             log.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
-    elif is_global_zero:
+    else:
         print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
-    if not is_global_zero and slurm_job_id() is not None:
-        # Rank 0 requeues the job. Another task ending non-zero first would have srun (--kill-on-bad-exit, or a
-        # cluster's KillOnBadExit=1) kill rank 0 before its `scontrol requeue`: the job would end, not come back.
-        stop.code = 0
     raise stop
