@@ -48,18 +48,24 @@ def wandb_ids(run: Path) -> list[str]:
     return [p.name.rsplit("-", 1)[-1] for p in sorted((run / "wandb").glob("offline-run-*"))]
 
 
-def test_signal_saves_requeues_and_the_requeued_job_resumes_in_the_same_wandb_run(tmp_path):
-    run, probe = tmp_path / "run", tmp_path / "probe"
-    args = [
+def probed_train(run: Path, probe: Path, *overrides: str) -> list[str]:
+    """The command of a quiet run into `run` that checkpoints only when signalled, with the step probe (writing
+    into `probe`) and `overrides`."""
+    return [
         sys.executable,
         "train.py",
         *QUIET,
-        "logger=wandb",
         "callbacks.model_checkpoint.every_n_train_steps=1000",
+        *overrides,
         "+callbacks.probe._target_=signal_probe.StepProbe",
         f"+callbacks.probe.dirpath={probe}",
         f"hydra.run.dir={run}",
     ]
+
+
+def test_signal_saves_requeues_and_the_requeued_job_resumes_in_the_same_wandb_run(tmp_path):
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    args = probed_train(run, probe, "logger=wandb")
     slurm = {"SLURM_JOB_ID": "4242"}  # no SLURM_NTASKS: Lightning's own SLURM support stays out of this
     job = subprocess.Popen(
         [*args, "trainer.max_steps=100000"],
@@ -198,20 +204,15 @@ def ctrl_c_run(tmp_path: Path, times: int) -> tuple[subprocess.CompletedProcess,
     """A 6-step run that gets `times` Ctrl-Cs (SIGINT) at the start of step 2, started as a terminal starts it
     (SIGINT not ignored)."""
     run, probe = tmp_path / "run", tmp_path / "probe"
-    args = [
-        sys.executable,
-        "train.py",
-        *QUIET,
+    args = probed_train(
+        run,
+        probe,
         "logger=none",
-        "callbacks.model_checkpoint.every_n_train_steps=1000",
         "trainer.max_steps=6",
-        "+callbacks.probe._target_=signal_probe.StepProbe",
-        f"+callbacks.probe.dirpath={probe}",
         "+callbacks.probe.signal_at_step=2",
         "+callbacks.probe.signal_name=SIGINT",
         f"+callbacks.probe.times={times}",
-        f"hydra.run.dir={run}",
-    ]
+    )
     stopped = subprocess.run(
         args,
         cwd=ROOT,
