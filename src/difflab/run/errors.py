@@ -63,17 +63,19 @@ def current_sweep_job() -> str | None:
 
 
 @contextlib.contextmanager
-def exit_if_stopped(script: str) -> Iterator[None]:
+def exit_if_stopped(
+    script: str, unsaved: str = "nothing was written (what it had written was removed)"
+) -> Iterator[None]:
     """SIGTERM (a cluster's time limit, scancel) or Ctrl-C within the block ends the run with one line and exit
     143 or 130, once the block's own cleanup (an output folder's) has removed what it wrote, or noted where it
-    kept it."""
+    kept it (else the line says `unsaved`)."""
     try:
         with stop_signal_raises():
             yield
     except (StoppedBySignal, KeyboardInterrupt) as stop:
         how, code = (str(stop), stop.exit_code) if isinstance(stop, StoppedBySignal) else ("interrupted", 130)
         notes = getattr(stop, "__notes__", None)
-        done = notes[-1] if notes else "nothing was written (what it had written was removed)"
+        done = notes[-1] if notes else unsaved
         message = f"error: {script} {how}; {done}"
         echo(message, sys.stderr, logging.ERROR)
         sys.exit(code)

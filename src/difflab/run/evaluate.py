@@ -30,12 +30,18 @@ from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
 from ..value_rules import whole
+from .errors import exit_if_stopped
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 log = logging.getLogger("difflab")
 
 
 RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
+# evaluate.py streams its samples into the features and writes only the report: a stop leaves nothing to resume.
+STOPPED = (
+    "nothing was written (run it again to start over; a long set survives a stop when sample.py makes it, out=…, "
+    "and evaluate.py scores it, images=…)"
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,14 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score cfg.ckpt's samples (or the images in cfg.images) with cfg.metrics; write and return the report.
     Started by torchrun as several processes, they share the sampling and rank 0 scores and writes (the others
-    return {})."""
+    return {}). SIGTERM or Ctrl-C ends it with one line (exit 143 or 130)."""
     settings = read_settings(cfg)
+    with exit_if_stopped("evaluate.py", STOPPED):
+        return evaluate_with(settings)
+
+
+def evaluate_with(settings: EvaluateSettings) -> dict[str, Any]:
+    """evaluate() once its settings are read."""
     sampling = settings.sampling
     processes = started_processes()
     if processes.world > 1 and (not sampling.ckpt or is_autoencoder(sampling.ckpt)):
