@@ -14,9 +14,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from .run.errors import USER_ERRORS, one_line
+from .run.errors import USER_ERRORS, exit_if_stopped, one_line
 
 OWN_KEYS = ("sigma_rel", "out", "step")
+# Each σ_rel's checkpoint and report are written whole (and a sweep's record first): a stop keeps what was done.
+STOPPED = (
+    "each sigma_rel it had finished is kept (its checkpoint and scores are written whole): the same command "
+    "continues the sweep"
+)
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
@@ -51,7 +56,15 @@ def numbers(text: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Rebuild one σ_rel, or sweep and score a list; 2 on a user error, 143 or 130 when stopped (SIGTERM,
+    Ctrl-C)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    with exit_if_stopped("python -m difflab.phema", STOPPED):
+        return rebuild_or_sweep(argv)
+
+
+def rebuild_or_sweep(argv: list[str] | None) -> int:
+    """main() within its stop handling."""
     try:
         run, own, others = parse(sys.argv[1:] if argv is None else argv)
         from .run.phema import sweep  # torch loads once the arguments are read

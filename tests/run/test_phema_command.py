@@ -16,6 +16,7 @@ from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 
 import difflab
 from difflab.checkpoint import load_model
+from difflab.cluster.stop_signal import StoppedBySignal
 from difflab.phema import main
 from difflab.run.train import train
 from difflab.training.phema_snapshots import read_snapshot
@@ -168,3 +169,21 @@ def test_a_sweep_continued_with_other_evaluate_settings_is_refused(phema_run, tm
     )
     assert "n=8" in line and "n=16" in line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_stopped_sweep_is_one_line_that_says_the_same_command_continues(
+    phema_run, tmp_path, capsys, monkeypatch
+):
+    # A cluster's SIGTERM in the middle of a sweep (Ctrl-C takes the same path, as sample.py's tests show): before,
+    # a traceback, or for SIGTERM no word at all (exit -15).
+    def stopped(*args, **kwargs):
+        raise StoppedBySignal(15)
+
+    monkeypatch.setattr("difflab.run.phema.sweep", stopped)
+    with pytest.raises(SystemExit) as ended:
+        main([str(phema_run), "sigma_rel=[0.05,0.1]", f"out={tmp_path / 'sweep'}", *SMALL_EVAL])
+    assert ended.value.code == 143
+    assert capsys.readouterr().err.splitlines() == [
+        "error: python -m difflab.phema stopped by SIGTERM; each sigma_rel it had finished is kept (its checkpoint "
+        "and scores are written whole): the same command continues the sweep"
+    ]
