@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .run.errors import USER_ERRORS, one_line
+from .run.errors import USER_ERRORS, exit_if_stopped, one_line
 
 USAGE = "usage: python -m difflab.consolidate <sharded checkpoint folder> [out=<file.ckpt>]"
 
@@ -50,7 +50,15 @@ def consolidate(folder: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Consolidate the folder the command line names; 2 on a user error, 143 or 130 when stopped (SIGTERM,
+    Ctrl-C: the file is written whole or not at all)."""
     args = sys.argv[1:] if argv is None else argv
+    with exit_if_stopped("python -m difflab.consolidate"):
+        return consolidate_command(args)
+
+
+def consolidate_command(args: list[str]) -> int:
+    """main() within its stop handling."""
     try:
         extra = [a for a in args[1:] if not a.startswith("out=")]
         if not args or args[0].startswith("-") or "=" in args[0] or extra:

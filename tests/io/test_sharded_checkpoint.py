@@ -13,6 +13,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from difflab.checkpoint import load_model, read_checkpoint
+from difflab.cluster.stop_signal import StoppedBySignal
 from difflab.consolidate import consolidate, main
 from difflab.training.atomic_checkpoint_io import newest_checkpoint, remove_unfinished_writes
 from difflab.training.sharded_checkpoint import publish, temp_name
@@ -144,6 +145,25 @@ def test_consolidate_command_refuses_a_file_in_one_line(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: ") and "is not a sharded checkpoint" in line and str(copy) in line
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_consolidate_stopped_while_writing_is_one_line_and_leaves_no_partial_file(
+    sharded: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cluster's SIGTERM during the (long) write of a large model: before, no word at all (exit -15).
+    def stopped(*args, **kwargs):
+        raise StoppedBySignal(15)
+
+    before = sorted(p.name for p in sharded.parent.iterdir())
+    monkeypatch.setattr(torch, "save", stopped)
+    with pytest.raises(SystemExit) as ended:
+        main([str(sharded)])
+    assert ended.value.code == 143
+    assert capsys.readouterr().err.splitlines() == [
+        "error: python -m difflab.consolidate stopped by SIGTERM; nothing was written (what it had written was "
+        "removed)"
+    ]
+    assert sorted(p.name for p in sharded.parent.iterdir()) == before
 
 
 class _OneProcessStrategy:
