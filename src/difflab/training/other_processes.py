@@ -20,4 +20,6 @@ def other_process_failed(ended: dict[int, int]) -> OtherProcessFailed:
             how = f"was killed by {signal.Signals(-code).name}"
         except ValueError:
             how = f"was killed by signal {-code}"
+        if -code == getattr(signal, "SIGKILL", None):  # it printed nothing: say what usually sends it
+            how += " (as the system does when it runs out of memory: see dmesg)"
     return OtherProcessFailed(f"DDP process {rank} {how}; the others stopped with it")
