@@ -1,16 +1,25 @@
-"""A callback for the DDP failure test: one rank fails with a user error (a ValueError) after its first step."""
+"""A callback for the failure tests: one rank fails with a user error (a ValueError) after a given optimizer step,
+as a sample grid or FID evaluation that runs out of memory would; optionally with its weights turned to NaN first."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 
 
 class FailOnOneRank(L.Callback):
-    """Raise `ValueError(message)` on global rank `rank` once its first optimizer step is done."""
+    """Raise `ValueError(message)` on global rank `rank` once optimizer step `at_step` is done (`poison`: after
+    setting the network's weights to NaN, as a diverged run has them)."""
 
-    def __init__(self, rank: int = 0, message: str = "probe: one rank failed") -> None:
-        self.rank, self.message = rank, message
+    def __init__(
+        self, rank: int = 0, message: str = "probe: one rank failed", at_step: int = 1, poison: bool = False
+    ) -> None:
+        self.rank, self.message, self.at_step, self.poison = rank, message, at_step, poison
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_rank == self.rank and trainer.global_step >= 1:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step >= self.at_step:
+            if self.poison:
+                with torch.no_grad():
+                    for p in pl_module.parameters():
+                        p.fill_(float("nan"))
             raise ValueError(self.message)

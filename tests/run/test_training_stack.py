@@ -10,23 +10,33 @@ from difflab.callbacks import Checkpoint, SampleGrid, StoreRunConfig
 from difflab.callbacks.progress_bar import StepProgressBar
 from difflab.models import UNet
 from difflab.run.train import build_callbacks, build_module
-from difflab.training import EMA, CheckpointOnSignal, DiffusionModule, SeedEachStep
+from difflab.training import EMA, CheckpointOnFailure, CheckpointOnSignal, DiffusionModule, SeedEachStep
 
-IN_ORDER = [Checkpoint, EMA, CheckpointOnSignal, SampleGrid, StoreRunConfig, SeedEachStep, StepProgressBar]
+IN_ORDER = [
+    Checkpoint,
+    EMA,
+    CheckpointOnSignal,
+    CheckpointOnFailure,
+    SampleGrid,
+    StoreRunConfig,
+    SeedEachStep,
+    StepProgressBar,
+]
 
 
 def test_every_callback_is_a_config_entry_built_in_the_files_order(tmp_path):
     cfg = compose_config("train", ["trainer.enable_progress_bar=true"], tmp_path / "run")
     callbacks = build_callbacks(cfg, {"marker": 1})
     assert [type(c) for c in callbacks] == IN_ORDER
-    assert callbacks[4].config == {"marker": 1}  # the run's resolved config, stored in every checkpoint
-    assert callbacks[5].seeds is not None
-    assert str(callbacks[2].path) == f"{tmp_path / 'run'}/checkpoints/last.ckpt"
+    assert callbacks[5].config == {"marker": 1}  # the run's resolved config, stored in every checkpoint
+    assert callbacks[6].seeds is not None
+    assert str(callbacks[2].path) == str(callbacks[3].path) == f"{tmp_path / 'run'}/checkpoints/last.ckpt"
 
 
 def test_callbacks_none_keeps_what_every_run_needs_and_a_hidden_bar_is_left_out(tmp_path):
     cfg = compose_config("train", ["callbacks=none", "trainer.enable_progress_bar=false"], tmp_path / "run")
-    assert [type(c) for c in build_callbacks(cfg, {})] == [CheckpointOnSignal, StoreRunConfig, SeedEachStep]
+    kept = [CheckpointOnSignal, CheckpointOnFailure, StoreRunConfig, SeedEachStep]
+    assert [type(c) for c in build_callbacks(cfg, {})] == kept
     cfg = compose_config("train", ["callbacks.ema=null", "callbacks=[default,fid]"], tmp_path / "run")
     names = [type(c).__name__ for c in build_callbacks(cfg, {})]
     assert "EMA" not in names and names[-1] == "FIDCallback"

@@ -48,7 +48,12 @@ def one_line(error: BaseException) -> str:
     cause = root_cause(error)
     text = str(cause).strip()
     line = text.splitlines()[0] if text else type(cause).__name__
-    notes = getattr(error, "__notes__", None) or getattr(cause, "__notes__", None)
+    # The error itself, its root cause, or the error it was made from (an out-of-memory error said in one line).
+    notes = (
+        getattr(error, "__notes__", None)
+        or getattr(cause, "__notes__", None)
+        or getattr(error.__cause__, "__notes__", None)
+    )
     return f"{line}; {notes[-1]}" if notes else line
 
 

@@ -1,9 +1,10 @@
 """Lightning glue: the training module, EMA, learning-rate schedules, per-step seeding, checkpoint writing,
-the metrics file, non-finite checks and preemption."""
+the metrics file, non-finite checks, preemption and failures."""
 
 from .atomic_checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoints
 from .autoencoder_module import AutoencoderModule
 from .ema import EMA, ema_network
+from .failure_checkpoint import CheckpointOnFailure
 from .finite import NonFiniteError
 from .lr_schedules import linear_warmup, warmup_cosine
 from .module import DiffusionModule
@@ -15,6 +16,7 @@ __all__ = [
     "EMA",
     "AtomicCheckpointIO",
     "AutoencoderModule",
+    "CheckpointOnFailure",
     "CheckpointOnSignal",
     "DiffusionModule",
     "NonFiniteError",

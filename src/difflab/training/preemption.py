@@ -20,9 +20,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..compat import skip_sigterm_broadcast
+from .last_checkpoint import save_last
 
 log = logging.getLogger("difflab")
 
@@ -176,15 +176,7 @@ class CheckpointOnSignal(L.Callback):
             requeue, save, terminate, interrupt = (bool(v) for v in reduced)
         if not (requeue or save or terminate or interrupt):
             return
-        for callback in trainer.checkpoint_callbacks:
-            # A ModelCheckpoint writing last.ckpt into the same folder records it as its own (in the state
-            # saved here), so that after the resume it overwrites it instead of starting last-v1.ckpt.
-            mine = isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath
-            if mine and Path(callback.dirpath).resolve() == self.path.parent.resolve():
-                callback.last_model_path = str(Path(callback.dirpath) / self.path.name)
-        # Every rank takes part; rank 0 writes, then all wait for it. The Trainer's AtomicCheckpointIO (which
-        # train() installs) writes it whole or not at all, so a kill during the write keeps the previous one.
-        trainer.save_checkpoint(self.path, weights_only=False)  # a whole checkpoint: it is resumed from
+        save_last(trainer, self.path)  # every rank takes part
         self._save_requested = False
         if trainer.is_global_zero:
             log.warning("saved %s at step %d", self.path, trainer.global_step)
