@@ -1,5 +1,6 @@
-"""A callback for the failure tests: one rank fails with a user error (a ValueError) after a given optimizer step,
-as a sample grid or FID evaluation that runs out of memory would; optionally with its weights turned to NaN first."""
+"""A callback for the failure tests: one rank fails with a user error (a ValueError) after a given optimizer step, or
+when training ends, as a sample grid or FID evaluation that runs out of memory would; optionally with its weights
+turned to NaN first."""
 
 from __future__ import annotations
 
@@ -12,11 +13,25 @@ class FailOnOneRank(L.Callback):
     setting the network's weights to NaN, as a diverged run has them)."""
 
     def __init__(
-        self, rank: int = 0, message: str = "probe: one rank failed", at_step: int = 1, poison: bool = False
+        self,
+        rank: int = 0,
+        message: str = "probe: one rank failed",
+        at_step: int = 1,
+        poison: bool = False,
+        at_train_end: bool = False,
     ) -> None:
         self.rank, self.message, self.at_step, self.poison = rank, message, at_step, poison
+        self.at_train_end = at_train_end  # fail in on_train_end (the final grid or FID) instead
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if not self.at_train_end:
+            self.fail(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_train_end:
+            self.fail(trainer, pl_module)
+
+    def fail(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank == self.rank and trainer.global_step >= self.at_step:
             if self.poison:
                 with torch.no_grad():

@@ -66,3 +66,20 @@ def test_diverged_weights_are_never_written_on_a_failure(tmp_path):
     line = one_error_line(failing(run, "+callbacks.fail.poison=true"))
     assert line == "error: probe: the grid failed"
     assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_the_final_evaluation_failing_after_validation_keeps_the_last_step(tmp_path):
+    # The final grid or FID runs before Lightning's own last save, and here after the final validation (step 6).
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    line = one_error_line(failing(run, "+callbacks.fail.at_train_end=true", "trainer.val_check_interval=3"))
+    assert line.endswith(
+        f"{run / 'checkpoints' / 'last.ckpt'} holds step 6: resume with ckpt_path=last once it is fixed"
+    )
+    whole = run_cli(
+        "train.py", *RUN, "trainer.max_steps=6", "trainer.val_check_interval=3", f"hydra.run.dir={straight}"
+    )
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    a, b = weights(run), weights(straight)
+    assert a["global_step"] == b["global_step"] == 6
+    for key in ("state_dict", "current_model_state"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key

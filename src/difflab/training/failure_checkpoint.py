@@ -26,12 +26,14 @@ class CheckpointOnFailure(L.Callback):
     One process only: under DDP or FSDP a failure may be one rank's, and a save is a collective the other ranks
     would not join. Nothing is written for a non-finite loss or weights (NaN must not reach the disk), a full disk,
     a failure in validation or during a step (its state is half made), or a stop (Ctrl-C, a signal: they save).
+    A failure at the end of training (the final grid or FID, which run before Lightning's last save) writes it.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._step_at_batch_start = -1
         self._completed_step: int | None = None
+        self._completed_before_validation: int | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._step_at_batch_start = trainer.global_step
@@ -42,7 +44,10 @@ class CheckpointOnFailure(L.Callback):
             self._completed_step = trainer.global_step
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._completed_step = None
+        self._completed_before_validation, self._completed_step = self._completed_step, None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._completed_step = self._completed_before_validation  # the step is whole again (the final FID)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
