@@ -13,21 +13,35 @@ import lightning as L
 
 class StepProbe(L.Callback):
     def __init__(
-        self, dirpath: str, signal_at_step: int | None = None, signal_name: str = "SIGUSR2", times: int = 1
+        self,
+        dirpath: str,
+        signal_at_step: int | None = None,
+        signal_name: str = "SIGUSR2",
+        times: int = 1,
+        after_step: bool = False,
     ) -> None:
         self.dirpath = Path(dirpath)
         self.signal_at_step = signal_at_step
         self.signum = signal.Signals[signal_name]
         self.times = times
+        self.after_step = (
+            after_step  # signal once step `signal_at_step` is done (as a grid or FID runs), not in it
+        )
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if not self.after_step:
+            self.signal_once(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / "step").write_text(str(trainer.global_step))
+        if self.after_step:
+            self.signal_once(trainer)
+
+    def signal_once(self, trainer: L.Trainer) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         marker = self.dirpath / "signalled"
         if trainer.global_step == self.signal_at_step and not marker.exists():
             marker.write_text(str(trainer.global_step))  # once: the requeued job must not be signalled again
             for _ in range(self.times):
                 os.kill(os.getpid(), self.signum)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        (self.dirpath / "step").write_text(str(trainer.global_step))

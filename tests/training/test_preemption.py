@@ -200,7 +200,7 @@ def test_sigterm_outside_slurm_saves_exits_non_zero_and_the_resume_matches_an_un
         assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key
 
 
-def ctrl_c_run(tmp_path: Path, times: int) -> tuple[subprocess.CompletedProcess, Path]:
+def ctrl_c_run(tmp_path: Path, times: int, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     """A 6-step run that gets `times` Ctrl-Cs (SIGINT) at the start of step 2, started as a terminal starts it
     (SIGINT not ignored)."""
     run, probe = tmp_path / "run", tmp_path / "probe"
@@ -212,6 +212,7 @@ def ctrl_c_run(tmp_path: Path, times: int) -> tuple[subprocess.CompletedProcess,
         "+callbacks.probe.signal_at_step=2",
         "+callbacks.probe.signal_name=SIGINT",
         f"+callbacks.probe.times={times}",
+        *extra,
     )
     stopped = subprocess.run(
         args,
@@ -242,3 +243,15 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
     stopped, run = ctrl_c_run(tmp_path, times=2)
     assert stopped.returncode not in (0, 130), stopped.stderr[-3000:]
     assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_second_ctrl_c_after_a_step_while_a_grid_or_fid_runs_saves_that_step(tmp_path):
+    # The step is whole (a grid or an FID evaluation is sampling): stopping at once need not lose it. Before, the
+    # steps since the last periodic checkpoint were lost (here: no checkpoint at all).
+    stopped, run = ctrl_c_run(tmp_path, 2, "+callbacks.probe.after_step=true")
+    assert stopped.returncode not in (0, 130), stopped.stderr[-3000:]
+    assert last_step(run) == 2
+    saved = run / "checkpoints" / "last.ckpt"
+    assert f"stopped at once after step 2: saved {saved}; resume with ckpt_path=last" in (
+        stopped.stdout + stopped.stderr
+    )

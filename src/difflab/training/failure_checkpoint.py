@@ -23,9 +23,12 @@ class CheckpointOnFailure(L.Callback):
     grids and FID); an exception that then ends training before the next step starts has `path` written at that
     step and a note added to the error saying so.
 
+    A second Ctrl-C (KeyboardInterrupt: the first one asked CheckpointOnSignal to save at the end of the next step)
+    that lands after a step, while a grid or FID evaluation samples, saves that step too before the run ends.
+
     One process only: under DDP or FSDP a failure may be one rank's, and a save is a collective the other ranks
     would not join. Nothing is written for a non-finite loss or weights (NaN must not reach the disk), a full disk,
-    a failure in validation or during a step (its state is half made), or a stop (Ctrl-C, a signal: they save).
+    a failure in validation or during a step (its state is half made), or a stop signal (CheckpointOnSignal saves).
     A failure at the end of training (the final grid or FID, which run before Lightning's last save) writes it.
     """
 
@@ -53,7 +56,10 @@ class CheckpointOnFailure(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         step = trainer.global_step
-        if self._completed_step != step or trainer.world_size > 1 or not isinstance(exception, Exception):
+        if self._completed_step != step or trainer.world_size > 1:
+            return
+        interrupted = isinstance(exception, KeyboardInterrupt)  # a second Ctrl-C while a grid or FID sampled
+        if not (interrupted or isinstance(exception, Exception)):
             return
         if isinstance(exception, NonFiniteError) or is_out_of_space(exception):
             return
@@ -63,4 +69,9 @@ class CheckpointOnFailure(L.Callback):
         except Exception as error:  # noqa: BLE001 (the run's own error is the one to report)
             log.warning("%s was not written after the failure: %s", self.path, error)
             return
-        exception.add_note(f"{self.path} holds step {step}: resume with ckpt_path=last once it is fixed")
+        if interrupted:  # Lightning ends the run itself (exit 1), without a line of its own
+            log.warning(
+                "stopped at once after step %d: saved %s; resume with ckpt_path=last", step, self.path
+            )
+        else:
+            exception.add_note(f"{self.path} holds step {step}: resume with ckpt_path=last once it is fixed")
