@@ -23,8 +23,9 @@ class CheckpointOnFailure(L.Callback):
     grids and FID); an exception that then ends training before the next step starts has `path` written at that
     step and a note added to the error saying so.
 
-    A second Ctrl-C (KeyboardInterrupt: the first one asked CheckpointOnSignal to save at the end of the next step)
-    that lands after a step, while a grid or FID evaluation samples, saves that step too before the run ends.
+    A Ctrl-C that stops at once (KeyboardInterrupt: a second one, the first having asked CheckpointOnSignal to save
+    at the end of the next step, or one after the last step) that lands while a grid or FID evaluation samples
+    saves the step just done too before the run ends.
 
     One process only: under DDP or FSDP a failure may be one rank's, and a save is a collective the other ranks
     would not join. Nothing is written for a non-finite loss or weights (NaN must not reach the disk), a full disk,
@@ -58,7 +59,7 @@ class CheckpointOnFailure(L.Callback):
         step = trainer.global_step
         if self._completed_step != step or trainer.world_size > 1:
             return
-        interrupted = isinstance(exception, KeyboardInterrupt)  # a second Ctrl-C while a grid or FID sampled
+        interrupted = isinstance(exception, KeyboardInterrupt)  # Ctrl-C while a grid or FID sampled
         if not (interrupted or isinstance(exception, Exception)):
             return
         if isinstance(exception, NonFiniteError) or is_out_of_space(exception):
