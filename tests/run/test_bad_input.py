@@ -43,6 +43,20 @@ def test_existing_run_folder_is_refused_and_left_untouched(tmp_path):
     assert not (run / ".hydra").exists()
 
 
+def test_a_run_folder_without_a_checkpoint_is_refused_without_offering_a_resume(tmp_path):
+    # What a run stopped before its first checkpoint (killed in its set-up, a crash) leaves: before, the line said
+    # "resume with ckpt_path=last", which then failed for want of a checkpoint.
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "train.log").write_text("the earlier run's log\n")
+    line = one_error_line(run_cli("train.py", f"hydra.run.dir={run}", "logger=none"))
+    assert line == (
+        f"error: run folder {run} already holds a run that wrote no checkpoint (.hydra): pick a new "
+        "hydra.run.dir, or remove the folder if that run has ended"
+    )
+    assert (run / "train.log").read_text() == "the earlier run's log\n"
+
+
 def test_sample_cli_with_missing_checkpoint(tmp_path):
     result = run_cli("sample.py", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 's'}")
     assert result.returncode == 2

@@ -47,6 +47,11 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
             f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
             f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
         )
+    if found and named and not has_checkpoints(run_dir):  # a run stopped before its first checkpoint
+        raise ValueError(
+            f"run folder {run_dir} already holds a run that wrote no checkpoint ({', '.join(found)}): pick a new "
+            "hydra.run.dir, or remove the folder if that run has ended"
+        )
     if found and named:
         raise ValueError(
             f"run folder {run_dir} already holds a run ({', '.join(found)}); pick a new hydra.run.dir or "
