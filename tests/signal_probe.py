@@ -45,3 +45,13 @@ class StepProbe(L.Callback):
             marker.write_text(str(trainer.global_step))  # once: the requeued job must not be signalled again
             for _ in range(self.times):
                 os.kill(os.getpid(), self.signum)
+
+
+class SignalAtSetup(L.Callback):
+    """Send this process `signal_name` in the Trainer's set-up, before the first step (Ctrl-C while it starts)."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        self.signum = signal.Signals[signal_name]
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        os.kill(os.getpid(), self.signum)

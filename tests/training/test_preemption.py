@@ -255,3 +255,29 @@ def test_a_second_ctrl_c_after_a_step_while_a_grid_or_fid_runs_saves_that_step(t
     assert f"stopped at once after step 2: saved {saved}; resume with ckpt_path=last" in (
         stopped.stdout + stopped.stderr
     )
+
+
+def test_ctrl_c_before_the_first_step_gives_a_fresh_runs_folder_back(tmp_path):
+    # Nothing was trained, so nothing is lost; before, the folder stayed (.hydra, train.log) and the same command
+    # was then refused: "already holds a run".
+    run = tmp_path / "run"
+    started = [
+        sys.executable,
+        "train.py",
+        *QUIET,
+        "logger=none",
+        "trainer.max_steps=6",
+        "+callbacks.probe._target_=signal_probe.SignalAtSetup",
+        f"hydra.run.dir={run}",
+    ]
+    stopped = subprocess.run(
+        started,
+        cwd=ROOT,
+        env=env_with(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert stopped.returncode != 0, stopped.stderr[-3000:]
+    assert not run.exists(), sorted(p.name for p in run.iterdir())

@@ -111,15 +111,27 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
 
 @contextlib.contextmanager
 def released_if_refused(output_dir: Path, fresh: bool) -> Iterator[None]:
-    """Re-raise a user error; first, for a fresh run that wrote no checkpoint and logged nothing, remove what it
-    wrote (a run that trained and failed, out of memory at step 3, keeps its logs and grids)."""
+    """Re-raise a user error or a Ctrl-C; first, for a fresh run that wrote no checkpoint and logged nothing, remove
+    what it wrote (a run that trained and failed, out of memory at step 3, keeps its logs and grids)."""
     try:
         yield
-    except USER_ERRORS:
-        if fresh and not has_checkpoints(output_dir) and not has_logged(output_dir):
+    except BaseException as error:
+        if (
+            refused_or_interrupted(error)
+            and fresh
+            and not has_checkpoints(output_dir)
+            and not has_logged(output_dir)
+        ):
             finish_wandb_run(failed=True)  # W&B writes into the folder until its run is closed
             release(output_dir)
         raise
+
+
+def refused_or_interrupted(error: BaseException) -> bool:
+    """A user error, or Ctrl-C: a KeyboardInterrupt, or the exit Lightning turns one into (nothing is lost with a
+    fresh run's folder then; a bug's traceback stays in its train.log)."""
+    lightning_exit = isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
+    return isinstance(error, (*USER_ERRORS, KeyboardInterrupt)) or lightning_exit
 
 
 def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
