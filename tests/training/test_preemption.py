@@ -214,7 +214,12 @@ def ctrl_c_run(tmp_path: Path, times: int, *extra: str) -> tuple[subprocess.Comp
         f"+callbacks.probe.times={times}",
         *extra,
     )
-    stopped = subprocess.run(
+    return from_a_terminal(args, tmp_path), run
+
+
+def from_a_terminal(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`args` run to the end as a terminal starts a command: SIGINT not ignored, so Ctrl-C reaches Python."""
+    return subprocess.run(
         args,
         cwd=ROOT,
         env=env_with(tmp_path),
@@ -223,7 +228,6 @@ def ctrl_c_run(tmp_path: Path, times: int, *extra: str) -> tuple[subprocess.Comp
         timeout=300,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    return stopped, run
 
 
 def test_ctrl_c_finishes_the_step_saves_and_says_how_to_resume(tmp_path):
@@ -261,23 +265,8 @@ def test_ctrl_c_before_the_first_step_gives_a_fresh_runs_folder_back(tmp_path):
     # Nothing was trained, so nothing is lost; before, the folder stayed (.hydra, train.log) and the same command
     # was then refused: "already holds a run".
     run = tmp_path / "run"
-    started = [
-        sys.executable,
-        "train.py",
-        *QUIET,
-        "logger=none",
-        "trainer.max_steps=6",
-        "+callbacks.probe._target_=signal_probe.SignalAtSetup",
-        f"hydra.run.dir={run}",
-    ]
-    stopped = subprocess.run(
-        started,
-        cwd=ROOT,
-        env=env_with(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    probe = "+callbacks.probe._target_=signal_probe.SignalAtSetup"
+    args = [sys.executable, "train.py", *QUIET, "logger=none", probe, f"hydra.run.dir={run}"]
+    stopped = from_a_terminal(args, tmp_path)
     assert stopped.returncode != 0, stopped.stderr[-3000:]
     assert not run.exists(), sorted(p.name for p in run.iterdir())
