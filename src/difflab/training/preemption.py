@@ -67,8 +67,9 @@ class Preempted(SystemExit):
 class CheckpointOnSignal(L.Callback):
     """On the requeue signal: finish the current optimizer step, save `path`, raise `Preempted`.
 
-    Ctrl-C (SIGINT) does the same, once: a second Ctrl-C stops at once, without saving (Python's KeyboardInterrupt,
-    which Lightning turns into its shutdown). A process started with SIGINT ignored (nohup) keeps ignoring it.
+    Ctrl-C (SIGINT) does the same, once: a second Ctrl-C stops at once (Python's KeyboardInterrupt, which Lightning
+    turns into its shutdown; CheckpointOnFailure saves the step just done when it lands after one, nothing when it
+    lands mid-step). A process started with SIGINT ignored (nohup) keeps ignoring it.
 
     SIGTERM saves `path` at the next step boundary too. Under SLURM (`stop_on_sigterm=False`) training then
     goes on: SLURM sends SIGTERM first on preemption, `scancel` and at the time limit, and the requeue signal
@@ -121,7 +122,8 @@ class CheckpointOnSignal(L.Callback):
             self._interrupt_requested = True
             signal.signal(signum, self._previous.pop(signum))  # a second Ctrl-C stops at once
             log.warning(
-                "Ctrl-C: checkpointing at the end of this step (Ctrl-C again to stop at once, unsaved)"
+                "Ctrl-C: checkpointing at the end of this step (Ctrl-C again to stop at once, keeping only a step "
+                "already done)"
             )
             return
         if signum == self.signum:
