@@ -19,6 +19,8 @@ class StepProbe(L.Callback):
         signal_name: str = "SIGUSR2",
         times: int = 1,
         after_step: bool = False,
+        at_train_end: bool = False,
+        rank: int | None = None,
     ) -> None:
         self.dirpath = Path(dirpath)
         self.signal_at_step = signal_at_step
@@ -27,6 +29,8 @@ class StepProbe(L.Callback):
         self.after_step = (
             after_step  # signal once step `signal_at_step` is done (as a grid or FID runs), not in it
         )
+        self.at_train_end = at_train_end  # signal once training has ended (as the final grid or FID runs)
+        self.rank = rank  # under DDP: the one rank signalled (as `kill <pid>` does), else every rank
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         if not self.after_step:
@@ -37,6 +41,10 @@ class StepProbe(L.Callback):
         (self.dirpath / "step").write_text(str(trainer.global_step))
         if self.after_step:
             self.signal_once(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_train_end and self.rank in (None, trainer.global_rank):
+            os.kill(os.getpid(), self.signum)
 
     def signal_once(self, trainer: L.Trainer) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)

@@ -200,3 +200,24 @@ def test_difflab_load_on_a_gpu_that_is_not_there_is_one_line(tiny_ckpt, monkeypa
     ):
         difflab.load(tiny_ckpt, device="cuda")
     assert difflab.load(tiny_ckpt, device=torch.device("cpu")).device.type == "cpu"
+
+
+def test_a_sigterm_handler_a_launcher_set_is_kept_where_training_stops_at_once_on_sigterm():
+    # submitit ignores SIGTERM in a job it may requeue (its requeue signal follows); train.py stopping at once on
+    # SIGTERM there would end the job before submitit could requeue it.
+    import signal
+
+    from difflab.cluster.stop_signal import StoppedBySignal, stop_signal_raises
+
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with stop_signal_raises(unless_handled=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with pytest.raises(StoppedBySignal), stop_signal_raises(unless_handled=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -270,3 +270,66 @@ def test_ctrl_c_before_the_first_step_gives_a_fresh_runs_folder_back(tmp_path):
     stopped = from_a_terminal(args, tmp_path)
     assert stopped.returncode != 0, stopped.stderr[-3000:]
     assert not run.exists(), sorted(p.name for p in run.iterdir())
+
+
+def sigterm_run(tmp_path: Path, *probe: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """A fresh 4-step run (`kill`, `docker stop`: no SLURM) whose probe sends it SIGTERM as `probe` says."""
+    run = tmp_path / "run"
+    args = [
+        sys.executable,
+        "train.py",
+        *QUIET,
+        "logger=none",
+        "trainer.max_steps=4",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+        *probe,
+        "+callbacks.probe.signal_name=SIGTERM",
+        f"hydra.run.dir={run}",
+    ]
+    env = {k: v for k, v in env_with(tmp_path).items() if not k.startswith("SLURM_")}
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300), run
+
+
+def test_sigterm_before_the_first_step_stops_with_one_line_and_gives_a_fresh_runs_folder_back(tmp_path):
+    # Before, the process died of the signal with no word and left its folder (.hydra, train.log), so the same
+    # command was then refused: "already holds a run that wrote no checkpoint".
+    stopped, run = sigterm_run(tmp_path, "+callbacks.probe._target_=signal_probe.SignalAtSetup")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "error: train.py stopped by SIGTERM; nothing was trained (its run folder was given back)" in (
+        stopped.stderr
+    )
+    assert "Traceback" not in stopped.stderr
+    assert not run.exists(), sorted(p.name for p in run.iterdir())
+
+
+def test_sigterm_after_the_last_steps_check_saves_that_step_and_stops(tmp_path):
+    # The signal lands once the last step's end was looked at (as its validation runs). Before, it was dropped:
+    # the run went on to its final grid and FID and ended with exit 0, as if it had not been asked to stop.
+    probe = tmp_path / "probe"
+    stopped, run = sigterm_run(
+        tmp_path,
+        "+callbacks.probe._target_=signal_probe.StepProbe",
+        f"+callbacks.probe.dirpath={probe}",
+        "+callbacks.probe.signal_at_step=4",
+        "+callbacks.probe.after_step=true",
+    )
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert last_step(run) == 4
+    assert f"stopped on SIGTERM at step 4 after saving {run / 'checkpoints' / 'last.ckpt'}" in stopped.stderr
+
+
+def test_sigterm_while_the_final_grid_or_fid_runs_saves_the_last_step_and_says_so(tmp_path):
+    # Before, Lightning's handler took note of the signal and nothing read the note: the run ended with exit 0.
+    stopped, run = sigterm_run(
+        tmp_path,
+        "+callbacks.probe._target_=signal_probe.StepProbe",
+        f"+callbacks.probe.dirpath={tmp_path / 'probe'}",
+        "+callbacks.probe.at_train_end=true",
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert last_step(run) == 4
+    saved = run / "checkpoints" / "last.ckpt"
+    assert f"error: train.py stopped by SIGTERM; saved {saved} at step 4: resume with ckpt_path=last" in (
+        stopped.stderr
+    )
+    assert "Traceback" not in stopped.stderr

@@ -23,10 +23,12 @@ class StoppedBySignal(BaseException):
 
 
 @contextlib.contextmanager
-def stop_signal_raises() -> Iterator[None]:
+def stop_signal_raises(unless_handled: bool = False) -> Iterator[None]:
     """Within the block, SIGTERM raises StoppedBySignal in the main thread; the previous handler is restored. Off
-    the main thread (which cannot set handlers) the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    the main thread (which cannot set handlers) the block runs as it is; so it does with `unless_handled` where
+    SIGTERM already has a handler (submitit's ignores it in a job it may requeue: its requeue signal decides)."""
+    handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+    if threading.current_thread() is not threading.main_thread() or (unless_handled and handled):
         yield
         return
 

@@ -69,13 +69,15 @@ def current_sweep_job() -> str | None:
 
 @contextlib.contextmanager
 def exit_if_stopped(
-    script: str, unsaved: str = "nothing was written (what it had written was removed)"
+    script: str,
+    unsaved: str = "nothing was written (what it had written was removed)",
+    unless_handled: bool = False,
 ) -> Iterator[None]:
     """SIGTERM (a cluster's time limit, scancel) or Ctrl-C within the block ends the run with one line and exit
     143 or 130, once the block's own cleanup (an output folder's) has removed what it wrote, or noted where it
-    kept it (else the line says `unsaved`)."""
+    kept it (else the line says `unsaved`). `unless_handled`: a SIGTERM handler already set (submitit's) stays."""
     try:
-        with stop_signal_raises():
+        with stop_signal_raises(unless_handled):
             yield
     except (StoppedBySignal, KeyboardInterrupt) as stop:
         how, code = (str(stop), stop.exit_code) if isinstance(stop, StoppedBySignal) else ("interrupted", 130)

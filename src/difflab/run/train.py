@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.processes import end_process_groups
+from ..cluster.stop_signal import StoppedBySignal
 from ..cluster.torchrun import own_process_group_store
 from ..compat import end_launched_processes
 from ..data.errors import worker_death
@@ -44,7 +45,7 @@ from ..training.out_of_memory import out_of_memory
 from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, exit_if_stopped
 from .prepare import TrainSettings, prepared_for
 from .wandb_glue import attach_run_id, name_wandb_run
 
@@ -124,14 +125,40 @@ def released_if_refused(output_dir: Path, fresh: bool) -> Iterator[None]:
         ):
             finish_wandb_run(failed=True)  # W&B writes into the folder until its run is closed
             release(output_dir)
+            if isinstance(error, STOPS):
+                error.add_note("nothing was trained (its run folder was given back)")
         raise
 
 
+# What stops a run at once: SIGTERM outside the training loop (CheckpointOnSignal saves within it), Ctrl-C.
+STOPS = (StoppedBySignal, KeyboardInterrupt)
+
+
 def refused_or_interrupted(error: BaseException) -> bool:
-    """A user error, or Ctrl-C: a KeyboardInterrupt, or the exit Lightning turns one into (nothing is lost with a
-    fresh run's folder then; a bug's traceback stays in its train.log)."""
+    """A user error, or a stop: SIGTERM, Ctrl-C (a KeyboardInterrupt, or the exit Lightning turns one into); nothing
+    is lost with a fresh run's folder then (a bug's traceback stays in its train.log)."""
     lightning_exit = isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
-    return isinstance(error, (*USER_ERRORS, KeyboardInterrupt)) or lightning_exit
+    return isinstance(error, (*USER_ERRORS, *STOPS)) or lightning_exit
+
+
+@contextlib.contextmanager
+def noted_if_stopped(settings: TrainSettings, trained: Callable[[], bool]) -> Iterator[None]:
+    """End a stop's one line with what the run kept and how to go on, where nothing on the way (a checkpoint
+    written, the folder given back) noted it; `trained`: whether this process took a step."""
+    try:
+        yield
+    except STOPS as stop:
+        if not getattr(stop, "__notes__", None):
+            stop.add_note(what_a_stop_kept(settings, trained()))
+        raise
+
+
+def what_a_stop_kept(settings: TrainSettings, trained: bool) -> str:
+    if settings.resume is not None and not trained:
+        return f"{settings.resume} is as it was: resume with ckpt_path={settings.resume}"
+    if not has_checkpoints(settings.run_dir):
+        return "no checkpoint had been written: its steps are lost" if trained else "nothing was trained"
+    return "the steps since its last checkpoint were not saved: resume with ckpt_path=last"
 
 
 def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
@@ -179,11 +206,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
     """Build the data, module, callbacks, loggers and Trainer from `cfg` and fit; returns the last logged metrics."""
     output_dir, resume, step = settings.run_dir, settings.resume, settings.step
+    trainer: L.Trainer | None = None
+
+    def took_a_step() -> bool:  # asked when a stop ends the run
+        return trainer is not None and trainer.global_step > step
+
     # A refusal before the first checkpoint of a fresh run (a split too small, an image size the model cannot
     # take, GPUs or nodes this machine does not have) gives its run folder back: a refused run leaves nothing
     # behind. The devices are checked here, not in preflight: trainer=slurm reads them from Hydra's launcher
     # config, which is set only once the job runs.
-    with released_if_refused(output_dir, fresh=resume is None and not is_secondary_rank()):
+    fresh = resume is None and not is_secondary_rank()
+    with noted_if_stopped(settings, took_a_step), released_if_refused(output_dir, fresh):
         check_trainer(cfg.trainer, slurm_launcher())
         if settings.logs_to_wandb:
             default_wandb_offline()
@@ -232,10 +265,12 @@ def train_command(cfg: DictConfig) -> float | None:
     """What `python train.py` runs: the W&B run named, train, the W&B run closed (failed or not, so the next job
     of a sweep opens its own); returns cfg.optimized_metric's final value for a sweeper (None when unset)."""
     name_wandb_run(cfg)
-    try:
-        metrics = train(cfg)
-    except BaseException:
-        finish_wandb_run(failed=True)
-        raise
+    # SIGTERM outside the training loop (in set-up, in the final grid or FID) stops at once, with one line.
+    with exit_if_stopped("train.py", unless_handled=True):
+        try:
+            metrics = train(cfg)
+        except BaseException:
+            finish_wandb_run(failed=True)
+            raise
     finish_wandb_run()
     return optimized_metric(cfg, metrics)

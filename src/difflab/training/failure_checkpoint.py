@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 
+from ..cluster.stop_signal import StoppedBySignal
 from ..io.atomic import is_out_of_space
 from .finite import NonFiniteError, check_losses_so_far
 from .last_checkpoint import save_last
@@ -25,11 +26,11 @@ class CheckpointOnFailure(L.Callback):
 
     A Ctrl-C that stops at once (KeyboardInterrupt: a second one, the first having asked CheckpointOnSignal to save
     at the end of the next step, or one after the last step) that lands while a grid or FID evaluation samples
-    saves the step just done too before the run ends.
+    saves the step just done too before the run ends; so does SIGTERM after the last step (the final grid or FID).
 
     One process only: under DDP or FSDP a failure may be one rank's, and a save is a collective the other ranks
     would not join. Nothing is written for a non-finite loss or weights (NaN must not reach the disk), a full disk,
-    a failure in validation or during a step (its state is half made), or a stop signal (CheckpointOnSignal saves).
+    a failure in validation or during a step (its state is half made), or a stop CheckpointOnSignal made (it saved).
     A failure at the end of training (the final grid or FID, which run before Lightning's last save) writes it.
     """
 
@@ -60,7 +61,8 @@ class CheckpointOnFailure(L.Callback):
         if self._completed_step != step or trainer.world_size > 1:
             return
         interrupted = isinstance(exception, KeyboardInterrupt)  # Ctrl-C while a grid or FID sampled
-        if not (interrupted or isinstance(exception, Exception)):
+        stopped = isinstance(exception, StoppedBySignal)  # SIGTERM then (CheckpointOnSignal has let go)
+        if not (interrupted or stopped or isinstance(exception, Exception)):
             return
         if isinstance(exception, NonFiniteError) or is_out_of_space(exception):
             return
@@ -74,5 +76,7 @@ class CheckpointOnFailure(L.Callback):
             log.warning(
                 "stopped at once after step %d: saved %s; resume with ckpt_path=last", step, self.path
             )
+        elif stopped:  # the stop's one line ends with this
+            exception.add_note(f"saved {self.path} at step {step}: resume with ckpt_path=last")
         else:
             exception.add_note(f"{self.path} holds step {step}: resume with ckpt_path=last once it is fixed")

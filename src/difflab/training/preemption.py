@@ -153,6 +153,9 @@ class CheckpointOnSignal(L.Callback):
             self._restore_sigterm_broadcast = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A signal that came after the last step's end was looked at (in its validation) is acted on now, before
+        # the final grid and FID; after them, a stop signal is the run's own (run.train: stop at once, one line).
+        self._act_on_requests(trainer, every_rank_here=True)
         self._restore_handlers()
 
     def on_exception(
@@ -166,11 +169,17 @@ class CheckpointOnSignal(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: a checkpoint here would lose the accumulated part
+        # Under DDP every rank skips the same steps: the global step is the same on all.
+        self._act_on_requests(trainer, every_rank_here=trainer.global_step % self.check_every_n_steps == 0)
+
+    def _act_on_requests(self, trainer: L.Trainer, every_rank_here: bool) -> None:
+        """Save and stop (or go on) as the signals received ask; under DDP only where `every_rank_here` (all ranks
+        make the same call, so they can agree)."""
         requeue, save, terminate = self._requeue_requested, self._save_requested, self._terminate_requested
         interrupt = self._interrupt_requested
         if trainer.world_size > 1:
-            if trainer.global_step % self.check_every_n_steps:
-                return  # every rank skips the same steps: the global step is the same on all
+            if not every_rank_here:
+                return
             # Any rank that got the signal stops them all at this same step.
             flags = [requeue, save, terminate, interrupt]
             flags = torch.tensor(flags, dtype=torch.int32, device=trainer.strategy.root_device)
