@@ -51,3 +51,29 @@ def test_another_rank_failing_first_is_named_by_rank_0_in_one_line(tmp_path):
         "error: DDP process 1 ended with exit 2 (its error is above); the others stopped with it",
     ], result.stderr[-3000:]
     assert not run.exists(), sorted(p.name for p in run.iterdir())
+
+
+def test_sigterm_to_rank_0_in_the_final_grid_or_fid_ends_every_rank_with_one_line(tmp_path):
+    # `kill <rank 0>` once training has ended. Before, Lightning's SIGTERM handler (given back at the end of
+    # training) broadcast a flag in a collective the other rank never joined: rank 0 hung there, for ever on a
+    # CPU (a second SIGTERM met the same handler) and for NCCL's timeout on GPUs.
+    run = tmp_path / "run"
+    result = run_cli(
+        "train.py",
+        *TWO_CPU_RANKS,
+        "trainer.max_steps=4",
+        "+callbacks.probe._target_=signal_probe.StepProbe",
+        f"+callbacks.probe.dirpath={tmp_path / 'probe'}",
+        "+callbacks.probe.signal_name=SIGTERM",
+        "+callbacks.probe.at_train_end=true",
+        "+callbacks.probe.rank=0",
+        f"hydra.run.dir={run}",
+        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+        timeout=120,
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: train.py stopped by SIGTERM; no checkpoint had been written: its steps are lost"
+    ], result.stderr[-3000:]  # a save is a collective: the other rank, not signalled, would not join it

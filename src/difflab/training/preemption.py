@@ -107,6 +107,7 @@ class CheckpointOnSignal(L.Callback):
         self._terminate_requested = False
         self._interrupt_requested = False
         self._previous: dict[int, Any] = {}
+        self._sigterm_outside_training: Any = None
         self._step_at_batch_start = -1
         self._restore_sigterm_broadcast: Callable[[], None] | None = None
 
@@ -134,6 +135,12 @@ class CheckpointOnSignal(L.Callback):
             self._save_requested = True
         log.warning("received %s: checkpointing at the end of this step", signal.Signals(signum).name)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Before Lightning installs its own SIGTERM handler (once set-up is done): the handler SIGTERM goes back to
+        # when training ends (the run's own stop, submitit's, the default). Lightning's only takes note then, and
+        # under DDP broadcasts from rank 0 in a collective the other ranks never join: rank 0 would hang there.
+        self._sigterm_outside_training = signal.getsignal(signal.SIGTERM)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning has installed its own handlers (just before the fit loop starts), so these win.
         if threading.current_thread() is not threading.main_thread():
@@ -145,6 +152,8 @@ class CheckpointOnSignal(L.Callback):
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
+            if signum == signal.SIGTERM and self._sigterm_outside_training is not None:
+                handler = self._sigterm_outside_training
             if handler is not None:
                 signal.signal(signum, handler)
         self._previous = {}
