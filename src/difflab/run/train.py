@@ -135,10 +135,9 @@ STOPS = (StoppedBySignal, KeyboardInterrupt)
 
 
 def refused_or_interrupted(error: BaseException) -> bool:
-    """A user error, or a stop: SIGTERM, Ctrl-C (a KeyboardInterrupt, or the exit Lightning turns one into); nothing
-    is lost with a fresh run's folder then (a bug's traceback stays in its train.log)."""
-    lightning_exit = isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
-    return isinstance(error, (*USER_ERRORS, *STOPS)) or lightning_exit
+    """A user error, or a stop (SIGTERM, Ctrl-C): nothing is lost with a fresh run's folder then (a bug's traceback
+    stays in its train.log)."""
+    return isinstance(error, (*USER_ERRORS, *STOPS))
 
 
 @contextlib.contextmanager
@@ -244,6 +243,9 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
         except Preempted as stop:
             requeue(stop, trainer.is_global_zero, trainer.loggers)
         except BaseException as error:
+            if isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt):
+                # Lightning's end of a Ctrl-C (its shutdown, exit 1, the other ranks killed): the run's own line.
+                raise error.__context__ from None
             # The ranks Lightning started would wait for this one in a collective; one that failed first is named.
             ended = end_launched_processes(trainer) if trainer.is_global_zero else {}
             if is_out_of_space(error):

@@ -72,11 +72,7 @@ class CheckpointOnFailure(L.Callback):
         except Exception as error:  # noqa: BLE001 (the run's own error is the one to report)
             log.warning("%s was not written after the failure: %s", self.path, error)
             return
-        if interrupted:  # Lightning ends the run itself (exit 1), without a line of its own
-            log.warning(
-                "stopped at once after step %d: saved %s; resume with ckpt_path=last", step, self.path
-            )
-        elif stopped:  # the stop's one line ends with this
+        if interrupted or stopped:  # the stop's one line ends with this
             exception.add_note(f"saved {self.path} at step {step}: resume with ckpt_path=last")
         else:
             exception.add_note(f"{self.path} holds step {step}: resume with ckpt_path=last once it is fixed")
