@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..cluster.devices import check_trainer, set_cpu_threads
 from ..cluster.jobs import is_secondary_rank
 from ..cluster.processes import end_process_groups
-from ..cluster.stop_signal import StoppedBySignal
 from ..cluster.torchrun import own_process_group_store
 from ..compat import end_launched_processes
 from ..data.errors import worker_death
@@ -27,8 +24,9 @@ from ..generation.memory import is_out_of_memory
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
-from ..runs.folder import has_checkpoints, has_logged, release, resumed_name
+from ..runs.folder import resumed_name
 from ..runs.resume import tidy_before_fit
+from ..runs.stopped_early import noted_if_stopped, released_if_refused
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
@@ -110,56 +108,6 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
 
 
-@contextlib.contextmanager
-def released_if_refused(output_dir: Path, fresh: bool) -> Iterator[None]:
-    """Re-raise a user error or a Ctrl-C; first, for a fresh run that wrote no checkpoint and logged nothing, remove
-    what it wrote (a run that trained and failed, out of memory at step 3, keeps its logs and grids)."""
-    try:
-        yield
-    except BaseException as error:
-        if (
-            refused_or_interrupted(error)
-            and fresh
-            and not has_checkpoints(output_dir)
-            and not has_logged(output_dir)
-        ):
-            finish_wandb_run(failed=True)  # W&B writes into the folder until its run is closed
-            release(output_dir)
-            if isinstance(error, STOPS):
-                error.add_note("nothing was trained (its run folder was given back)")
-        raise
-
-
-# What stops a run at once: SIGTERM outside the training loop (CheckpointOnSignal saves within it), Ctrl-C.
-STOPS = (StoppedBySignal, KeyboardInterrupt)
-
-
-def refused_or_interrupted(error: BaseException) -> bool:
-    """A user error, or a stop (SIGTERM, Ctrl-C): nothing is lost with a fresh run's folder then (a bug's traceback
-    stays in its train.log)."""
-    return isinstance(error, (*USER_ERRORS, *STOPS))
-
-
-@contextlib.contextmanager
-def noted_if_stopped(settings: TrainSettings, trained: Callable[[], bool]) -> Iterator[None]:
-    """End a stop's one line with what the run kept and how to go on, where nothing on the way (a checkpoint
-    written, the folder given back) noted it; `trained`: whether this process took a step."""
-    try:
-        yield
-    except STOPS as stop:
-        if not getattr(stop, "__notes__", None):
-            stop.add_note(what_a_stop_kept(settings, trained()))
-        raise
-
-
-def what_a_stop_kept(settings: TrainSettings, trained: bool) -> str:
-    if settings.resume is not None and not trained:
-        return f"{settings.resume} is as it was: resume with ckpt_path={settings.resume}"
-    if not has_checkpoints(settings.run_dir):
-        return "no checkpoint had been written: its steps are lost" if trained else "nothing was trained"
-    return "the steps since its last checkpoint were not saved: resume with ckpt_path=last"
-
-
 def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
     """Point CSV loggers at a new version folder when resuming: Lightning's CSVLogger deletes the metrics.csv it
     finds in its folder, which holds the first part of this run."""
@@ -215,7 +163,10 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
     # behind. The devices are checked here, not in preflight: trainer=slurm reads them from Hydra's launcher
     # config, which is set only once the job runs.
     fresh = resume is None and not is_secondary_rank()
-    with noted_if_stopped(settings, took_a_step), released_if_refused(output_dir, fresh):
+    with (
+        noted_if_stopped(output_dir, resume, took_a_step),
+        released_if_refused(output_dir, fresh, refusals=USER_ERRORS),
+    ):
         check_trainer(cfg.trainer, slurm_launcher())
         if settings.logs_to_wandb:
             default_wandb_offline()

@@ -1,0 +1,59 @@
+"""A run that ends before it is done: a fresh run's folder given back when the run is refused or stopped before
+anything worth keeping (a refused run leaves nothing behind), and the note a stop's one line ends with (what the run
+kept, how to go on)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..cluster.stop_signal import StoppedBySignal
+from ..tracking.wandb_logger import finish_wandb_run
+from .folder import has_checkpoints, has_logged, release
+
+# What stops a run at once: SIGTERM outside the training loop (CheckpointOnSignal saves within it), Ctrl-C.
+STOPS = (StoppedBySignal, KeyboardInterrupt)
+
+
+@contextlib.contextmanager
+def released_if_refused(
+    output_dir: Path, fresh: bool, refusals: tuple[type[BaseException], ...]
+) -> Iterator[None]:
+    """Re-raise one of `refusals` (a user error) or a stop; first, for a fresh run that wrote no checkpoint and
+    logged nothing, remove what it wrote (a run that trained and failed, out of memory at step 3, keeps its logs
+    and grids; a bug's traceback stays in its train.log)."""
+    try:
+        yield
+    except BaseException as error:
+        if (
+            isinstance(error, (*refusals, *STOPS))
+            and fresh
+            and not has_checkpoints(output_dir)
+            and not has_logged(output_dir)
+        ):
+            finish_wandb_run(failed=True)  # W&B writes into the folder until its run is closed
+            release(output_dir)
+            if isinstance(error, STOPS):
+                error.add_note("nothing was trained (its run folder was given back)")
+        raise
+
+
+@contextlib.contextmanager
+def noted_if_stopped(run_dir: Path, resume: Path | None, trained: Callable[[], bool]) -> Iterator[None]:
+    """End a stop's one line with what the run kept and how to go on, where nothing on the way (a checkpoint
+    written, the folder given back) noted it; `trained`: whether this process took a step."""
+    try:
+        yield
+    except STOPS as stop:
+        if not getattr(stop, "__notes__", None):
+            stop.add_note(what_a_stop_kept(run_dir, resume, trained()))
+        raise
+
+
+def what_a_stop_kept(run_dir: Path, resume: Path | None, trained: bool) -> str:
+    if resume is not None and not trained:
+        return f"{resume} is as it was: resume with ckpt_path={resume}"
+    if not has_checkpoints(run_dir):
+        return "no checkpoint had been written: its steps are lost" if trained else "nothing was trained"
+    return "the steps since its last checkpoint were not saved: resume with ckpt_path=last"
