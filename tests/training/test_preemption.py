@@ -336,3 +336,28 @@ def test_sigterm_while_the_final_grid_or_fid_runs_saves_the_last_step_and_says_s
         stopped.stderr
     )
     assert "Traceback" not in stopped.stderr
+
+
+def test_the_requeue_signal_in_the_final_grid_or_fid_saves_the_last_step_and_requeues_the_job(tmp_path):
+    # `#SBATCH --signal=USR2@180 --requeue`: the time limit comes while the final FID runs. Before, the signal's
+    # default action killed the process: the steps since the last checkpoint were lost and the job not requeued.
+    run = tmp_path / "run"
+    args = [
+        sys.executable,
+        "train.py",
+        *QUIET,
+        "logger=none",
+        "trainer.max_steps=4",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+        "+callbacks.probe._target_=signal_probe.StepProbe",
+        f"+callbacks.probe.dirpath={tmp_path / 'probe'}",
+        "+callbacks.probe.at_train_end=true",
+        f"hydra.run.dir={run}",
+    ]
+    env = env_with(tmp_path, SLURM_JOB_ID="4242")
+    stopped = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert last_step(run) == 4
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    saved = run / "checkpoints" / "last.ckpt"
+    assert f"requeued SLURM job 4242; it resumes from {saved}" in stopped.stdout + stopped.stderr

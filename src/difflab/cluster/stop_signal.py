@@ -23,20 +23,24 @@ class StoppedBySignal(BaseException):
 
 
 @contextlib.contextmanager
-def stop_signal_raises(unless_handled: bool = False) -> Iterator[None]:
-    """Within the block, SIGTERM raises StoppedBySignal in the main thread; the previous handler is restored. Off
-    the main thread (which cannot set handlers) the block runs as it is; so it does with `unless_handled` where
-    SIGTERM already has a handler (submitit's ignores it in a job it may requeue: its requeue signal decides)."""
-    handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
-    if threading.current_thread() is not threading.main_thread() or (unless_handled and handled):
+def stop_signal_raises(
+    unless_handled: bool = False, signals: tuple[int, ...] = (signal.SIGTERM,)
+) -> Iterator[None]:
+    """Within the block, SIGTERM (or each of `signals`) raises StoppedBySignal in the main thread; the previous
+    handlers are restored. Off the main thread (which cannot set handlers) the block runs as it is; `unless_handled`
+    leaves a signal that already has a handler to it (submitit's ignores SIGTERM in a job it may requeue)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if unless_handled:
+        signals = tuple(s for s in signals if signal.getsignal(s) in (signal.SIG_DFL, None))
 
     def raise_stop(signum: int, frame: FrameType | None) -> None:
         raise StoppedBySignal(signum)
 
-    previous = signal.signal(signal.SIGTERM, raise_stop)
+    previous = {signum: signal.signal(signum, raise_stop) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,12 +73,14 @@ def exit_if_stopped(
     script: str,
     unsaved: str = "nothing was written (what it had written was removed)",
     unless_handled: bool = False,
+    signals: tuple[int, ...] = (signal.SIGTERM,),
 ) -> Iterator[None]:
     """SIGTERM (a cluster's time limit, scancel) or Ctrl-C within the block ends the run with one line and exit
     143 or 130, once the block's own cleanup (an output folder's) has removed what it wrote, or noted where it
-    kept it (else the line says `unsaved`). `unless_handled`: a SIGTERM handler already set (submitit's) stays."""
+    kept it (else the line says `unsaved`). `signals`: those that stop it (SIGTERM); `unless_handled`: a handler
+    already set (submitit's) stays."""
     try:
-        with stop_signal_raises(unless_handled):
+        with stop_signal_raises(unless_handled, signals):
             yield
     except (StoppedBySignal, KeyboardInterrupt) as stop:
         how, code = (str(stop), stop.exit_code) if isinstance(stop, StoppedBySignal) else ("interrupted", 130)

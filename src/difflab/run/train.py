@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..cluster.devices import check_trainer, set_cpu_threads
-from ..cluster.jobs import is_secondary_rank
+from ..cluster.jobs import is_secondary_rank, slurm_job_id
 from ..cluster.processes import end_process_groups
+from ..cluster.stop_signal import StoppedBySignal
 from ..cluster.torchrun import own_process_group_store
 from ..compat import end_launched_processes
 from ..data.errors import worker_death
@@ -40,6 +42,7 @@ from ..training.console import (
 from ..training.metrics_file import MetricsFile
 from ..training.other_processes import other_process_failed
 from ..training.out_of_memory import out_of_memory
+from ..training.preemption import requeue_signal
 from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
@@ -197,6 +200,13 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
             if isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt):
                 # Lightning's end of a Ctrl-C (its shutdown, exit 1, the other ranks killed): the run's own line.
                 raise error.__context__ from None
+            if isinstance(error, StoppedBySignal) and error.signum == requeue_signal() and slurm_job_id():
+                # A time limit's warning in set-up or in the final grid or FID (its step saved where it can be):
+                # the job comes back with a whole time limit and does it again.
+                stop = Preempted(
+                    error.signum, trainer.global_step, output_dir / "checkpoints" / "last.ckpt", None
+                )
+                requeue(stop, trainer.is_global_zero, trainer.loggers)
             # The ranks Lightning started would wait for this one in a collective; one that failed first is named.
             ended = end_launched_processes(trainer) if trainer.is_global_zero else {}
             if is_out_of_space(error):
@@ -218,8 +228,9 @@ def train_command(cfg: DictConfig) -> float | None:
     """What `python train.py` runs: the W&B run named, train, the W&B run closed (failed or not, so the next job
     of a sweep opens its own); returns cfg.optimized_metric's final value for a sweeper (None when unset)."""
     name_wandb_run(cfg)
-    # SIGTERM outside the training loop (in set-up, in the final grid or FID) stops at once, with one line.
-    with exit_if_stopped("train.py", unless_handled=True):
+    # SIGTERM outside the training loop (in set-up, in the final grid or FID) stops at once, with one line; so does
+    # the requeue signal, which requeues a SLURM job once set-up is under way.
+    with exit_if_stopped("train.py", unless_handled=True, signals=(signal.SIGTERM, requeue_signal())):
         try:
             metrics = train(cfg)
         except BaseException:
