@@ -1,5 +1,6 @@
-"""ModelCheckpoint that also writes last.ckpt when training ends between periodic saves, and keeps writing the
-run's own last.ckpt after the run folder has been moved."""
+"""ModelCheckpoint that also writes last.ckpt at the last step, between periodic saves and before the final grid and
+FID (which can take minutes: a failure or a stop then loses nothing), and keeps writing the run's own last.ckpt
+after the run folder has been moved."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from ..compat import last_saved_step, record_saved_step
 
 
 class Checkpoint(ModelCheckpoint):
-    """Periodic checkpoints as configured, plus `last.ckpt` at the final step (so it is never stale)."""
+    """Periodic checkpoints as configured, plus `last.ckpt` at the final step (so it is never stale): at the end of
+    the step that reaches max_steps, as a periodic one is written, else (early stopping, max_epochs) once training
+    has ended."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        if 0 < trainer.max_steps <= trainer.global_step:
+            self._save_last_step(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        self._save_last_step(trainer)
+
+    def _save_last_step(self, trainer: L.Trainer) -> None:
         if self.save_last and self.dirpath and trainer.global_step != last_saved_step(self):
             trainer.save_checkpoint(
                 str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"),

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..cluster.stop_signal import StoppedBySignal
+from ..compat import last_saved_step
 from ..io.atomic import is_out_of_space
 from .finite import NonFiniteError, check_losses_so_far
 from .last_checkpoint import save_last
@@ -31,7 +33,8 @@ class CheckpointOnFailure(L.Callback):
     One process only: under DDP or FSDP a failure may be one rank's, and a save is a collective the other ranks
     would not join. Nothing is written for a non-finite loss or weights (NaN must not reach the disk), a full disk,
     a failure in validation or during a step (its state is half made), or a stop CheckpointOnSignal made (it saved).
-    A failure at the end of training (the final grid or FID, which run before Lightning's last save) writes it.
+    Where the run's checkpoint writer has written last.ckpt at that step already (the last step, before the final
+    grid and FID: callbacks.Checkpoint), nothing is written again and the note names it, under DDP too.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -58,21 +61,34 @@ class CheckpointOnFailure(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         step = trainer.global_step
-        if self._completed_step != step or trainer.world_size > 1:
-            return
         interrupted = isinstance(exception, KeyboardInterrupt)  # Ctrl-C while a grid or FID sampled
         stopped = isinstance(exception, StoppedBySignal)  # SIGTERM then (CheckpointOnSignal has let go)
-        if not (interrupted or stopped or isinstance(exception, Exception)):
+        if self._completed_step != step or not (interrupted or stopped or isinstance(exception, Exception)):
             return
         if isinstance(exception, NonFiniteError) or is_out_of_space(exception):
             return
-        try:
-            check_losses_so_far(pl_module)
-            save_last(trainer, self.path)  # the module refuses non-finite weights itself
-        except Exception as error:  # noqa: BLE001 (the run's own error is the one to report)
-            log.warning("%s was not written after the failure: %s", self.path, error)
-            return
+        path = last_written_at(trainer, step)  # the last step, written before the final grid and FID
+        if path is None:
+            if trainer.world_size > 1:
+                return
+            try:
+                check_losses_so_far(pl_module)
+                save_last(trainer, self.path)  # the module refuses non-finite weights itself
+            except Exception as error:  # noqa: BLE001 (the run's own error is the one to report)
+                log.warning("%s was not written after the failure: %s", self.path, error)
+                return
+            path = self.path
         if interrupted or stopped:  # the stop's one line ends with this
-            exception.add_note(f"saved {self.path} at step {step}: resume with ckpt_path=last")
+            exception.add_note(f"saved {path} at step {step}: resume with ckpt_path=last")
         else:
-            exception.add_note(f"{self.path} holds step {step}: resume with ckpt_path=last once it is fixed")
+            exception.add_note(f"{path} holds step {step}: resume with ckpt_path=last once it is fixed")
+
+
+def last_written_at(trainer: L.Trainer, step: int) -> Path | None:
+    """The last.ckpt the run's checkpoint writer has written at `step`, if it has."""
+    writer = trainer.checkpoint_callback
+    if not isinstance(writer, ModelCheckpoint) or not (writer.save_last and writer.dirpath):
+        return None
+    if last_saved_step(writer) != step:
+        return None
+    return Path(writer.dirpath) / f"{writer.CHECKPOINT_NAME_LAST}{writer.FILE_EXTENSION}"
