@@ -361,3 +361,31 @@ def test_the_requeue_signal_in_the_final_grid_or_fid_saves_the_last_step_and_req
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
     saved = run / "checkpoints" / "last.ckpt"
     assert f"requeued SLURM job 4242; it resumes from {saved}" in stopped.stdout + stopped.stderr
+
+
+def test_sigterm_before_a_resumes_first_step_leaves_its_checkpoint_as_it_was_and_says_how_to_go_on(tmp_path):
+    run = tmp_path / "run"
+    first = [sys.executable, "train.py", *QUIET, "logger=none", "trainer.max_steps=4", f"hydra.run.dir={run}"]
+    finished = subprocess.run(
+        first, cwd=ROOT, env=env_with(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    saved = run / "checkpoints" / "last.ckpt"
+    before = saved.read_bytes()
+    resume = [
+        sys.executable,
+        "train.py",
+        "ckpt_path=last",
+        "trainer.max_steps=6",
+        "+callbacks.probe._target_=signal_probe.SignalAtSetup",
+        "+callbacks.probe.signal_name=SIGTERM",
+        f"hydra.run.dir={run}",
+    ]
+    stopped = subprocess.run(
+        resume, cwd=ROOT, env=env_with(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert f"error: train.py stopped by SIGTERM; {saved} is as it was: resume with ckpt_path={saved}" in (
+        stopped.stderr
+    )
+    assert saved.read_bytes() == before
