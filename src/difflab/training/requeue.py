@@ -50,10 +50,9 @@ def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> Non
     elif (job_id := slurm_job_id()) is not None and re.fullmatch(r"[0-9_]+", job_id):
         result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
         if result.returncode == 0:
-            # No checkpoint when the requeue signal came in set-up: the job starts again as it started.
-            then = (
-                f"it resumes from {stop.path}" if stop.path.is_file() else "it starts again as this job did"
-            )
+            # No checkpoint when the requeue signal came in set-up: the job starts again as it started. (A sharded
+            # checkpoint is a folder.)
+            then = f"it resumes from {stop.path}" if stop.path.exists() else "it starts again as this job did"
             log.warning("requeued SLURM job %s; %s", job_id, then)
         else:
             log.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
