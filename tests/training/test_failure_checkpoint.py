@@ -83,3 +83,27 @@ def test_the_final_evaluation_failing_after_validation_keeps_the_last_step(tmp_p
     assert a["global_step"] == b["global_step"] == 6
     for key in ("state_dict", "current_model_state"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key
+
+
+def test_a_failure_at_a_periodic_checkpoints_step_writes_that_checkpoint_too(tmp_path):
+    # Lightning writes checkpoints after every other callback: a grid failing at step 2 with checkpoints every 2
+    # steps left last.ckpt only, and the resume went on past step 2, so a run keeping every periodic checkpoint
+    # (save_top_k=-1, for scores over training) had a gap there for good.
+    run = tmp_path / "run"
+    result = run_cli(
+        "train.py",
+        *RUN,
+        "trainer.max_steps=6",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        *[a for a in PROBE if "at_step" not in a],
+        "+callbacks.fail.at_step=2",
+        f"hydra.run.dir={run}",
+        env=WITH_PROBE,
+    )
+    saved = run / "checkpoints" / "last.ckpt"
+    assert one_error_line(result).endswith(
+        f"{saved} holds step 2: resume with ckpt_path=last once it is fixed"
+    )
+    periodic = run / "checkpoints" / "step_0000002.ckpt"
+    assert torch.load(periodic, map_location="cpu", weights_only=True)["global_step"] == 2
+    assert weights(run)["global_step"] == 2

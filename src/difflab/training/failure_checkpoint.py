@@ -24,7 +24,7 @@ log = logging.getLogger("difflab")
 class CheckpointOnFailure(L.Callback):
     """Notes each optimizer step as complete (placed after the EMA, so the step includes its EMA update, and before
     grids and FID); an exception that then ends training before the next step starts has `path` written at that
-    step and a note added to the error saying so.
+    step and a note added to the error saying so (with the periodic checkpoint due at that step, if one was).
 
     A Ctrl-C that stops at once (KeyboardInterrupt: a second one, the first having asked CheckpointOnSignal to save
     at the end of the next step, or one after the last step) that lands while a grid or FID evaluation samples
@@ -72,16 +72,27 @@ class CheckpointOnFailure(L.Callback):
             if trainer.world_size > 1:
                 return
             try:
-                check_losses_so_far(pl_module)
-                save_last(trainer, self.path)  # the module refuses non-finite weights itself
+                check_losses_so_far(pl_module)  # the module refuses non-finite weights itself too
+                write_what_was_due(trainer, pl_module)
+                path = last_written_at(trainer, step)
+                if path is None:
+                    save_last(trainer, self.path)
+                    path = self.path
             except Exception as error:  # noqa: BLE001 (the run's own error is the one to report)
                 log.warning("%s was not written after the failure: %s", self.path, error)
                 return
-            path = self.path
         if interrupted or stopped:  # the stop's one line ends with this
             exception.add_note(f"saved {path} at step {step}: resume with ckpt_path=last")
         else:
             exception.add_note(f"{path} holds step {step}: resume with ckpt_path=last once it is fixed")
+
+
+def write_what_was_due(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """The run's checkpoint writer's own save at the end of this step (a periodic checkpoint, and last.ckpt with it),
+    which a failure in a callback Lightning called before it kept from running; nothing where none was due."""
+    writer = trainer.checkpoint_callback
+    if isinstance(writer, ModelCheckpoint):
+        writer.on_train_batch_end(trainer, pl_module, None, None, 0)  # reads none of the batch's arguments
 
 
 def last_written_at(trainer: L.Trainer, step: int) -> Path | None:
