@@ -389,3 +389,21 @@ def test_sigterm_before_a_resumes_first_step_leaves_its_checkpoint_as_it_was_and
         stopped.stderr
     )
     assert saved.read_bytes() == before
+
+
+def test_a_stop_at_a_periodic_checkpoints_step_writes_that_checkpoint_too(tmp_path):
+    # The signal lands in step 2, the run stops after step 3, where a periodic checkpoint is due. Before, only
+    # last.ckpt was written (the stop came before Lightning's checkpoint writer, which runs last): the resumed run
+    # went on past step 3 and a run keeping every periodic checkpoint had a gap there for good.
+    probe = tmp_path / "probe"
+    stopped, run = sigterm_run(
+        tmp_path,
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+        "+callbacks.probe._target_=signal_probe.StepProbe",
+        f"+callbacks.probe.dirpath={probe}",
+        "+callbacks.probe.signal_at_step=2",
+    )
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert last_step(run) == 3
+    periodic = run / "checkpoints" / "step_0000003.ckpt"
+    assert torch.load(periodic, map_location="cpu", weights_only=True)["global_step"] == 3

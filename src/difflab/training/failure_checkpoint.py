@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..cluster.stop_signal import StoppedBySignal
-from ..compat import last_saved_step
 from ..io.atomic import is_out_of_space
 from .finite import NonFiniteError, check_losses_so_far
-from .last_checkpoint import save_last
+from .last_checkpoint import last_written_at, save_step
 
 log = logging.getLogger("difflab")
 
@@ -73,11 +71,7 @@ class CheckpointOnFailure(L.Callback):
                 return
             try:
                 check_losses_so_far(pl_module)  # the module refuses non-finite weights itself too
-                write_what_was_due(trainer, pl_module)
-                path = last_written_at(trainer, step)
-                if path is None:
-                    save_last(trainer, self.path)
-                    path = self.path
+                path = save_step(trainer, self.path)
             except Exception as error:  # noqa: BLE001 (the run's own error is the one to report)
                 log.warning("%s was not written after the failure: %s", self.path, error)
                 return
@@ -85,21 +79,3 @@ class CheckpointOnFailure(L.Callback):
             exception.add_note(f"saved {path} at step {step}: resume with ckpt_path=last")
         else:
             exception.add_note(f"{path} holds step {step}: resume with ckpt_path=last once it is fixed")
-
-
-def write_what_was_due(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-    """The run's checkpoint writer's own save at the end of this step (a periodic checkpoint, and last.ckpt with it),
-    which a failure in a callback Lightning called before it kept from running; nothing where none was due."""
-    writer = trainer.checkpoint_callback
-    if isinstance(writer, ModelCheckpoint):
-        writer.on_train_batch_end(trainer, pl_module, None, None, 0)  # reads none of the batch's arguments
-
-
-def last_written_at(trainer: L.Trainer, step: int) -> Path | None:
-    """The last.ckpt the run's checkpoint writer has written at `step`, if it has."""
-    writer = trainer.checkpoint_callback
-    if not isinstance(writer, ModelCheckpoint) or not (writer.save_last and writer.dirpath):
-        return None
-    if last_saved_step(writer) != step:
-        return None
-    return Path(writer.dirpath) / f"{writer.CHECKPOINT_NAME_LAST}{writer.FILE_EXTENSION}"

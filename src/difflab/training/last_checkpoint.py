@@ -1,5 +1,6 @@
 """Write the run's last.ckpt at a step boundary outside ModelCheckpoint's schedule (a stop signal, a failure after
-the step), so that a resume continues from it exactly and the run's ModelCheckpoint goes on overwriting it."""
+the step), so that a resume continues from it exactly and the run's ModelCheckpoint goes on overwriting it; with the
+periodic checkpoint due at that step, which the stop or failure kept ModelCheckpoint (called last) from writing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ..compat import last_saved_step
 
 
 def save_last(trainer: L.Trainer, path: Path) -> None:
@@ -20,3 +23,26 @@ def save_last(trainer: L.Trainer, path: Path) -> None:
         if mine and Path(callback.dirpath).resolve() == path.parent.resolve():
             callback.last_model_path = str(Path(callback.dirpath) / path.name)
     trainer.save_checkpoint(path, weights_only=False)  # a whole checkpoint: it is resumed from
+
+
+def save_step(trainer: L.Trainer, path: Path) -> Path:
+    """Save this step as the run's checkpoint writer would have at its end (its periodic checkpoint, and last.ckpt
+    with it, where one was due), else last.ckpt at `path`; returns the last.ckpt that holds it. Every rank."""
+    writer = trainer.checkpoint_callback
+    if isinstance(writer, ModelCheckpoint):
+        # Its own step-end save (nothing where none is due); it reads none of the batch's arguments.
+        writer.on_train_batch_end(trainer, trainer.lightning_module, None, None, 0)
+    written = last_written_at(trainer, trainer.global_step)
+    if written is None:
+        save_last(trainer, path)
+    return written or path
+
+
+def last_written_at(trainer: L.Trainer, step: int) -> Path | None:
+    """The last.ckpt the run's checkpoint writer has written at `step`, if it has."""
+    writer = trainer.checkpoint_callback
+    if not isinstance(writer, ModelCheckpoint) or not (writer.save_last and writer.dirpath):
+        return None
+    if last_saved_step(writer) != step:
+        return None
+    return Path(writer.dirpath) / f"{writer.CHECKPOINT_NAME_LAST}{writer.FILE_EXTENSION}"

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 from ..compat import skip_sigterm_broadcast
-from .last_checkpoint import save_last
+from .last_checkpoint import save_step
 
 log = logging.getLogger("difflab")
 
@@ -196,13 +196,13 @@ class CheckpointOnSignal(L.Callback):
             requeue, save, terminate, interrupt = (bool(v) for v in reduced)
         if not (requeue or save or terminate or interrupt):
             return
-        save_last(trainer, self.path)  # every rank takes part
+        path = save_step(trainer, self.path)  # every rank takes part
         self._save_requested = False
         if trainer.is_global_zero:
-            log.warning("saved %s at step %d", self.path, trainer.global_step)
+            log.warning("saved %s at step %d", path, trainer.global_step)
         if requeue:
-            raise Preempted(self.signum, trainer.global_step, self.path, self._previous.get(self.signum))
+            raise Preempted(self.signum, trainer.global_step, path, self._previous.get(self.signum))
         if terminate:
-            raise Preempted(int(signal.SIGTERM), trainer.global_step, self.path, None)
+            raise Preempted(int(signal.SIGTERM), trainer.global_step, path, None)
         if interrupt:
-            raise Preempted(int(signal.SIGINT), trainer.global_step, self.path, None)
+            raise Preempted(int(signal.SIGINT), trainer.global_step, path, None)
