@@ -275,8 +275,11 @@ def test_ctrl_c_before_the_first_step_gives_a_fresh_runs_folder_back(tmp_path):
     assert not run.exists(), sorted(p.name for p in run.iterdir())
 
 
-def sigterm_run(tmp_path: Path, *probe: str) -> tuple[subprocess.CompletedProcess, Path]:
-    """A fresh 4-step run (`kill`, `docker stop`: no SLURM) whose probe sends it SIGTERM as `probe` says."""
+def signalled_run(
+    tmp_path: Path, *probe: str, signal_name: str = "SIGTERM", **env: str
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """A fresh 4-step run whose probe sends it `signal_name` as `probe` says; no SLURM job (`kill`, `docker stop`)
+    unless `env` makes one."""
     run = tmp_path / "run"
     args = [
         sys.executable,
@@ -286,17 +289,17 @@ def sigterm_run(tmp_path: Path, *probe: str) -> tuple[subprocess.CompletedProces
         "trainer.max_steps=4",
         "callbacks.model_checkpoint.every_n_train_steps=1000",
         *probe,
-        "+callbacks.probe.signal_name=SIGTERM",
+        f"+callbacks.probe.signal_name={signal_name}",
         f"hydra.run.dir={run}",
     ]
-    env = {k: v for k, v in env_with(tmp_path).items() if not k.startswith("SLURM_")}
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300), run
+    full_env = {k: v for k, v in env_with(tmp_path).items() if not k.startswith("SLURM_")} | env
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300), run
 
 
 def test_sigterm_before_the_first_step_stops_with_one_line_and_gives_a_fresh_runs_folder_back(tmp_path):
     # Before, the process died of the signal with no word and left its folder (.hydra, train.log), so the same
     # command was then refused: "already holds a run that wrote no checkpoint".
-    stopped, run = sigterm_run(tmp_path, "+callbacks.probe._target_=signal_probe.SignalAtSetup")
+    stopped, run = signalled_run(tmp_path, "+callbacks.probe._target_=signal_probe.SignalAtSetup")
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "error: train.py stopped by SIGTERM; nothing was trained (its run folder was given back)" in (
         stopped.stderr
@@ -309,7 +312,7 @@ def test_sigterm_after_the_last_steps_check_saves_that_step_and_stops(tmp_path):
     # The signal lands once the last step's end was looked at (as its validation runs). Before, it was dropped:
     # the run went on to its final grid and FID and ended with exit 0, as if it had not been asked to stop.
     probe = tmp_path / "probe"
-    stopped, run = sigterm_run(
+    stopped, run = signalled_run(
         tmp_path,
         "+callbacks.probe._target_=signal_probe.StepProbe",
         f"+callbacks.probe.dirpath={probe}",
@@ -323,7 +326,7 @@ def test_sigterm_after_the_last_steps_check_saves_that_step_and_stops(tmp_path):
 
 def test_sigterm_while_the_final_grid_or_fid_runs_saves_the_last_step_and_says_so(tmp_path):
     # Before, Lightning's handler took note of the signal and nothing read the note: the run ended with exit 0.
-    stopped, run = sigterm_run(
+    stopped, run = signalled_run(
         tmp_path,
         "+callbacks.probe._target_=signal_probe.StepProbe",
         f"+callbacks.probe.dirpath={tmp_path / 'probe'}",
@@ -341,21 +344,14 @@ def test_sigterm_while_the_final_grid_or_fid_runs_saves_the_last_step_and_says_s
 def test_the_requeue_signal_in_the_final_grid_or_fid_saves_the_last_step_and_requeues_the_job(tmp_path):
     # `#SBATCH --signal=USR2@180 --requeue`: the time limit comes while the final FID runs. Before, the signal's
     # default action killed the process: the steps since the last checkpoint were lost and the job not requeued.
-    run = tmp_path / "run"
-    args = [
-        sys.executable,
-        "train.py",
-        *QUIET,
-        "logger=none",
-        "trainer.max_steps=4",
-        "callbacks.model_checkpoint.every_n_train_steps=1000",
+    stopped, run = signalled_run(
+        tmp_path,
         "+callbacks.probe._target_=signal_probe.StepProbe",
         f"+callbacks.probe.dirpath={tmp_path / 'probe'}",
         "+callbacks.probe.at_train_end=true",
-        f"hydra.run.dir={run}",
-    ]
-    env = env_with(tmp_path, SLURM_JOB_ID="4242")
-    stopped = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        signal_name="SIGUSR2",
+        SLURM_JOB_ID="4242",
+    )
     assert stopped.returncode == 3, stopped.stderr[-3000:]
     assert last_step(run) == 4
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
@@ -396,7 +392,7 @@ def test_a_stop_at_a_periodic_checkpoints_step_writes_that_checkpoint_too(tmp_pa
     # last.ckpt was written (the stop came before Lightning's checkpoint writer, which runs last): the resumed run
     # went on past step 3 and a run keeping every periodic checkpoint had a gap there for good.
     probe = tmp_path / "probe"
-    stopped, run = sigterm_run(
+    stopped, run = signalled_run(
         tmp_path,
         "callbacks.model_checkpoint.every_n_train_steps=3",
         "+callbacks.probe._target_=signal_probe.StepProbe",
