@@ -21,7 +21,13 @@ class FakeTrainer(SimpleNamespace):
     """What CheckpointOnSignal reads of a Trainer; counts the collectives (strategy.reduce) and the saves."""
 
     def __init__(self, world_size: int) -> None:
-        super().__init__(global_step=0, world_size=world_size, is_global_zero=True, checkpoint_callbacks=[])
+        super().__init__(
+            global_step=0,
+            world_size=world_size,
+            is_global_zero=True,
+            checkpoint_callbacks=[],
+            checkpoint_callback=None,
+        )
         self.reduced_at: list[int] = []
         self.saved_at: list[int] = []
         self.strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=self._reduce)
