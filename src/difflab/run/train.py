@@ -27,7 +27,7 @@ from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import resumed_name
-from ..runs.resume import tidy_before_fit
+from ..runs.resume import LAST, tidy_before_fit
 from ..runs.stopped_early import noted_if_stopped, released_if_refused
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
@@ -203,9 +203,7 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
             if isinstance(error, StoppedBySignal) and error.signum == requeue_signal() and slurm_job_id():
                 # A time limit's warning in set-up or in the final grid or FID (its step saved where it can be):
                 # the job comes back with a whole time limit and does it again.
-                stop = Preempted(
-                    error.signum, trainer.global_step, output_dir / "checkpoints" / "last.ckpt", None
-                )
+                stop = Preempted(error.signum, trainer.global_step, output_dir / LAST, None)
                 requeue(stop, trainer.is_global_zero, trainer.loggers)
             # The ranks Lightning started would wait for this one in a collective; one that failed first is named.
             ended = end_launched_processes(trainer) if trainer.is_global_zero else {}
