@@ -5,6 +5,7 @@ No GPU here: torch.OutOfMemoryError, what CUDA's allocator raises, is raised by 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 
 import pytest
@@ -71,8 +72,8 @@ def test_a_pipeline_out_of_memory_is_one_line_naming_the_batch_size(
     )
 
 
-def test_evaluate_py_out_of_memory_is_one_line_and_writes_no_report(
-    tiny_ckpt, tmp_path, memory_runs_out_at_batch
+def test_evaluate_py_out_of_memory_is_one_line_and_keeps_what_it_scored_to_continue_in_smaller_batches(
+    tiny_ckpt, tmp_path, memory_runs_out_at_batch, monkeypatch, caplog
 ):
     memory_runs_out_at_batch(1)
     report = tmp_path / "report.json"
@@ -81,13 +82,23 @@ def test_evaluate_py_out_of_memory_is_one_line_and_writes_no_report(
         "metrics.kid_subset_size=4",
         f"metrics.cache_dir={tmp_path / 'cache'}",
     ]
-    overrides = [f"ckpt={tiny_ckpt}", "n=8", "batch_size=4", "sampler.steps=2", f"out={report}", *small]
+    common = [f"ckpt={tiny_ckpt}", "n=8", "sampler.steps=2", f"out={report}", *small]
     with pytest.raises(ValueError) as raised:
-        evaluate(compose_config("eval", overrides, tmp_path))
+        evaluate(compose_config("eval", [*common, "batch_size=4"], tmp_path))
+    [kept] = (tmp_path / "cache" / "unfinished").glob("*.pt")
     assert one_line(raised.value) == (
-        f"out of memory on cpu making batches of 4{FIGURES}: give a smaller batch_size= (auto finds one that fits)"
+        f"out of memory on cpu making batches of 4{FIGURES}: give a smaller batch_size= (auto finds one that fits); "
+        f"4 of its 8 images were scored and kept in {kept}: the same command continues from there"
     )
     assert not report.exists()
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        evaluate(compose_config("eval", [*common, "batch_size=2"], tmp_path))
+    assert (
+        "4 of 8 images were scored; generating the other 4 in batches of 2, not 4 as it was started"
+        in caplog.text
+    )
+    assert report.exists() and not kept.exists()
 
 
 def test_sample_py_out_of_memory_keeps_what_it_made_and_resumes_in_smaller_batches(

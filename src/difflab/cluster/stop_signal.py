@@ -44,3 +44,24 @@ def stop_signal_raises(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def stops_held(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Ctrl-C or SIGTERM arriving within the block takes effect as it ends, so that the few updates the block makes
+    to state a stop then keeps (running statistics) are made whole or not at all. Off the main thread (which
+    cannot set handlers) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: arrived.append(signum)) for signum in signals
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)  # the handler the block held it from acts now

@@ -1,16 +1,20 @@
 """What is scored: a checkpoint's n samples (their conditions and the samples themselves, generated lazily in uint8
-batches, with the settings that made them) or a folder or .npz of images read in batches."""
+batches, with the settings that made them; continued where a stopped evaluation of the same settings left off) or a
+folder or .npz of images read in batches."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..checkpoint import LoadedModel
-from ..cluster.processes import ONE_PROCESS, Processes
+from ..cluster.processes import ONE_PROCESS, Processes, from_rank_0
 from ..data import ImageDataModule
 from ..diffusion import Sampler
 from ..generation import (
@@ -23,13 +27,58 @@ from ..generation import (
 )
 from ..generation.autoguide import check_guide
 from ..generation.finite import check_finite
+from ..generation.resume import ResumePlan
 from ..generation.shares import SharedGeneration
 from ..io.read_generated import open_image_set
 from ..io.write_images import to_uint8
+from ..metrics import Evaluator
+from .unfinished import ScoredSoFar, UnfinishedEvaluation
 
 log = logging.getLogger("difflab")
 
 READ_BATCH = 256  # images= read per batch when batch_size=auto (auto sizes generation only)
+
+
+@dataclass
+class SetToScore:
+    """What scoring reads: the images in uint8 batches, the report's entry for them, what an evaluation stopped
+    part-way had scored of them (the batches hold the others), and the block scoring runs in (on rank 0 it keeps
+    what was scored when something stops it)."""
+
+    batches: Iterator[torch.Tensor]
+    source: dict[str, Any]
+    so_far: ScoredSoFar
+    kept: AbstractContextManager[None] = field(default_factory=contextlib.nullcontext)
+
+
+def checkpoint_set(
+    loaded: LoadedModel,
+    options: SampleOptions,
+    sampler: Sampler,
+    sampler_config: dict[str, Any],
+    ckpt: str,
+    conditions: Conditions,
+    guide: LoadedModel | None,
+    processes: Processes,
+    evaluator: Evaluator,
+    data: ImageDataModule,
+) -> SetToScore:
+    """The checkpoint's samples (generated_batches), continuing what a stopped evaluation of the same settings had
+    scored: rank 0 reads it and tells the others where generation starts."""
+    so_far, unfinished, continued = ScoredSoFar(evaluator.accumulator()), None, None
+    if processes.main:
+        unfinished = UnfinishedEvaluation.of(options, sampler_config, loaded, guide, evaluator, data)
+        so_far, continued = unfinished.read(evaluator, int(options.n)) or (so_far, None)
+    continued = from_rank_0(continued, processes)
+    batches, source = generated_batches(
+        loaded, options, sampler, sampler_config, ckpt, conditions, guide, processes, continued
+    )
+    if unfinished is None:
+        return SetToScore(batches, source, so_far)
+    if continued is not None:
+        log.info(*unfinished.continuing_line(continued, source["batch_size"]))
+        source["cpu_threads"] = continued.cpu_threads  # kept again if stopped before generation chooses anew
+    return SetToScore(batches, source, so_far, unfinished.kept_when_stopped(so_far, source))
 
 
 def generated_batches(
@@ -41,20 +90,25 @@ def generated_batches(
     conditions: Conditions,
     guide: LoadedModel | None = None,
     processes: Processes = ONE_PROCESS,
+    continued: ResumePlan | None = None,
 ) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
     """The checkpoint's samples 0..n-1 as uint8 batches, generated lazily, and the settings that made them
     (`sampler_config`: the sampler as configured, for the report); `guide`: autoguidance's weaker model. Under
-    several processes each generates its share and rank 0's batches hold them all (the others' hold none)."""
+    several processes each generates its share and rank 0's batches hold them all (the others' hold none).
+    `continued`: a stopped evaluation had scored its first images; only the others are made, in its batches."""
     if guide is not None:
         check_guide(loaded, guide, ckpt, options.guide)
     request = sampling_request(loaded, options, sampler, conditions, guide)
+    first_made = 0 if continued is None else continued.on_disk
+    if continued is not None:
+        request = continued.applied(request)
     generation = Generation(request, loaded.sampling_net)
     shared = SharedGeneration(generation, loaded.sample_shape, processes)
 
     def batches() -> Iterator[torch.Tensor]:
         with generation.cpu_threads() as threads:
             settings["cpu_threads"] = threads  # chosen when generation starts, before the report is written
-            first = 0
+            first = first_made
             for gathered in shared.batches():
                 # A round of several processes is scored in the batches one process makes: the same scores.
                 for images in gathered.split(shared.batch_size):
@@ -133,12 +187,14 @@ def scored_conditions(
     )
 
 
-def image_batches(
-    path: str, shape: tuple[int, int, int], batch_size: int | str | None
-) -> tuple[Iterator[torch.Tensor], dict[str, Any]]:
-    """The images in `path` (a folder or .npz; at least 2) as batches of `shape`, and their entry in the report."""
+def image_set(
+    path: str, shape: tuple[int, int, int], batch_size: int | str | None, evaluator: Evaluator
+) -> SetToScore:
+    """The images in `path` (a folder or .npz; at least 2) as batches of `shape`, and their entry in the report
+    (a stop starts them over: reading them back is quick)."""
     images = open_image_set(path)
     if images.count < 2:
         raise ValueError(f"{images.path} holds {images.count} image; need at least 2")
     size = READ_BATCH if batch_size in (None, "auto") else int(batch_size)
-    return images.batches(shape, size), {"source": "images", "images": str(images.path), "n": images.count}
+    source = {"source": "images", "images": str(images.path), "n": images.count}
+    return SetToScore(images.batches(shape, size), source, ScoredSoFar(evaluator.accumulator()))

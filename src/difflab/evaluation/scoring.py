@@ -20,6 +20,8 @@ from ..metrics.statistics import Stats
 from ..progress import Progress
 from .conditioning import conditioning_classifier, conditioning_report
 from .report import reference_entry
+from .samples import SetToScore
+from .unfinished import ScoredSoFar
 
 log = logging.getLogger("difflab")
 
@@ -33,23 +35,22 @@ def scored(
     conditions: Conditions,
     device: torch.device,
     what: str,
+    so_far: ScoredSoFar,
 ) -> tuple[dict[str, float], dict[str, Any] | None]:
     """The metrics of the n images in `batches` against `reference`, and with a classifier the conditioning
-    accuracy of the requested labels (its report, else None)."""
-    acc, logits, predicted = evaluator.accumulator(), [], []
-    with Progress(what, n, "images") as progress:
+    accuracy of the requested labels (its report, else None). `so_far`: the images already scored (batches holds
+    the others), added to as each batch is."""
+    with Progress(what, n, "images", start=so_far.done) as progress:
         for batch in batches:
-            features, batch_logits = evaluator.embed(batch, device)
-            acc.update(features)
-            if batch_logits is not None:
-                logits.append(batch_logits)
-            if classifier is not None:
-                predicted.append(torch.as_tensor(classifier.predict(features)))
+            features, logits = evaluator.embed(batch, device)
+            predicted = None if classifier is None else torch.as_tensor(classifier.predict(features))
+            so_far.add(features, logits, predicted)
             progress.advance(len(batch))
-    scores = evaluator.scores(acc.result(), reference, torch.cat(logits) if logits else None)
+    logits = torch.cat(so_far.logits) if so_far.logits else None
+    scores = evaluator.scores(so_far.statistics.result(), reference, logits)
     if classifier is None:
         return scores, None
-    conditioning = conditioning_report(classifier, predicted, conditions.labels)
+    conditioning = conditioning_report(classifier, so_far.predicted, conditions.labels)
     scores["cond_accuracy"] = conditioning["cond_accuracy"]
     scores["classifier_accuracy"] = classifier.heldout_accuracy
     return scores, conditioning
@@ -68,14 +69,14 @@ def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
 
 def score_report(
     evaluator: Evaluator,
-    batches: Iterable[torch.Tensor],
-    source: dict[str, Any],
+    images: SetToScore,
     data: ImageDataModule,
     conditions: Conditions,
     device: torch.device,
 ) -> dict[str, Any]:
-    """evaluate.py's report: the metrics of `batches` (described by `source`) against `data`'s reference statistics
-    (cached), with the conditioning accuracy where `conditions` asks for labels."""
+    """evaluate.py's report: the metrics of `images` against `data`'s reference statistics (cached), with the
+    conditioning accuracy where `conditions` asks for labels."""
+    source = images.source
     start = time.perf_counter()
     reference, hit = reference_statistics(evaluator, data, device)
     log.info("reference statistics: %d images (%s)", reference.n, "cached" if hit else "computed and cached")
@@ -83,7 +84,9 @@ def score_report(
     warn_if_too_few(evaluator, n, reference.n)
     classifier = conditioning_classifier(evaluator, data, conditions, device)
     what = "embedding" if source["source"] == "images" else "generating and embedding"
-    scores, conditioning = scored(evaluator, batches, n, reference, classifier, conditions, device, what)
+    scores, conditioning = scored(
+        evaluator, images.batches, n, reference, classifier, conditions, device, what, images.so_far
+    )
     return {
         "metrics": scores,
         "generated": source,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,29 @@ class StatsAccumulator:
         slot = (torch.rand(len(rest), generator=self.generator, dtype=torch.float64) * (seen + 1)).long()
         hit = slot < self.keep
         self.sample[slot[hit]] = rest[hit]
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the accumulator has taken in, to continue from (the reservoir's random state included, so a
+        continued run keeps the sample an uninterrupted one keeps)."""
+        return {
+            "n": self.n,
+            "shift": self.shift,
+            "sum": self.sum,
+            "outer": self.outer,
+            "sample": self.sample,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a state_dict() of an accumulator with the same dimension and sample size."""
+        if state["sum"].shape != self.sum.shape or len(state["sample"]) > self.keep:
+            raise ValueError(
+                f"statistics of {len(state['sum'])}-d features keeping {len(state['sample'])} rows do not fit an "
+                f"accumulator of {self.dim}-d features keeping {self.keep}"
+            )
+        self.n, self.shift = int(state["n"]), state["shift"]
+        self.sum, self.outer, self.sample = state["sum"], state["outer"], state["sample"]
+        self.generator.set_state(state["generator"])
 
     def moments(self) -> tuple[int, torch.Tensor, torch.Tensor]:
         """(n, mean (D,), scatter about the mean (D, D)): what parallel shards combine (see merge_moments)."""

@@ -23,7 +23,7 @@ from ..cluster.processes import Processes, device_of, process_group, started_pro
 from ..data import ImageDataModule
 from ..evaluation.autoencoder import evaluate_autoencoder
 from ..evaluation.report import report_path
-from ..evaluation.samples import generated_batches, image_batches, scored_conditions
+from ..evaluation.samples import checkpoint_set, image_set, scored_conditions
 from ..evaluation.scoring import score_report
 from ..generation import build_sampler, walked_config
 from ..io.results import write_json
@@ -37,11 +37,8 @@ log = logging.getLogger("difflab")
 
 
 RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
-# evaluate.py streams its samples into the features and writes only the report: a stop leaves nothing to resume.
-STOPPED = (
-    "nothing was written (run it again to start over; a long set survives a stop when sample.py makes it, out=…, "
-    "and evaluate.py scores it, images=…)"
-)
+# A stop once images are scored says where they are kept (evaluation.unfinished); before, there is nothing to keep.
+STOPPED = "nothing was written (no image had been scored yet)"
 
 
 @dataclass(frozen=True)
@@ -145,22 +142,32 @@ def scored(
     if loaded is not None:
         sampler = build_sampler(sampling.sampler, loaded)
         config = walked_config(sampling.sampler, sampler)
-        batches, source = generated_batches(
-            loaded, sampling.options, sampler, config, sampling.ckpt, conditions, guide, processes
+        scoring = checkpoint_set(
+            loaded,
+            sampling.options,
+            sampler,
+            config,
+            sampling.ckpt,
+            conditions,
+            guide,
+            processes,
+            evaluator,
+            data,
         )
     else:
         shape = (data.channels, data.image_size, data.image_size)
-        batches, source = image_batches(settings.images, shape, sampling.options.batch_size)
+        scoring = image_set(settings.images, shape, sampling.options.batch_size, evaluator)
     if not processes.main:
-        for _ in batches:  # this rank's share, sent to rank 0
+        for _ in scoring.batches:  # this rank's share, sent to rank 0
             pass
         return {}
-    report = score_report(evaluator, batches, source, data, conditions, device)
-    write_json(report, path)
+    with scoring.kept:
+        report = score_report(evaluator, scoring, data, conditions, device)
+        write_json(report, path)
     scores = report["metrics"]
     log.info("%s -> %s", json.dumps(scores), path)
     if loaded is not None and settings.log_wandb:
-        log_beside_run(sampling.ckpt, scores, int(source["n"]), loaded.global_step, loaded.config)
+        log_beside_run(sampling.ckpt, scores, int(scoring.source["n"]), loaded.global_step, loaded.config)
     return report
 
 

@@ -1,0 +1,156 @@
+"""An evaluation stopped part-way (SIGTERM at a cluster's time limit, Ctrl-C, out of memory, a process of its job
+that failed) keeps what it had scored: the running statistics of its first images, in the metric cache under a name
+made from every setting that decides them. The same command continues from the next image and reports what an
+unstopped run reports."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..cluster.stop_signal import stops_held
+from ..data import ImageDataModule
+from ..data.scoring import dataset_id
+from ..generation import SampleOptions
+from ..generation.resume import ResumePlan
+from ..generation.set_identity import set_identity
+from ..io.atomic import atomic_file
+from ..metrics import Evaluator
+
+log = logging.getLogger("difflab")
+
+FOLDER = "unfinished"  # in the metric cache
+# The metric settings that change what scoring keeps per image (features, logits, predicted labels).
+DECIDING_METRIC_SETTINGS = (
+    *("extractor", "inception_weights", "keep_features", "inception_score", "batch_size"),
+    "classifier_train_images",
+)
+
+
+@dataclass
+class ScoredSoFar:
+    """The first `done` images of a set as scoring has them: the running statistics of their features, their
+    Inception-Score logits and a conditional model's labels predicted for them (lists of one tensor per batch)."""
+
+    statistics: Any  # a metrics.statistics.StatsAccumulator
+    logits: list[Tensor] = field(default_factory=list)
+    predicted: list[Tensor] = field(default_factory=list)
+    done: int = 0
+
+    def add(self, features: Tensor, logits: Tensor | None, predicted: Tensor | None) -> None:
+        """One batch's results, taken in whole or not at all: a stop arriving meanwhile acts once they are."""
+        with stops_held():
+            self.statistics.update(features)
+            if logits is not None:
+                self.logits.append(logits)
+            if predicted is not None:
+                self.predicted.append(predicted)
+            self.done += len(features)
+
+
+@dataclass(frozen=True)
+class UnfinishedEvaluation:
+    """Where an evaluation of these settings (`identity`) keeps what it had scored when it is stopped."""
+
+    path: Path
+    identity: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls,
+        options: SampleOptions,
+        sampler_config: dict[str, Any],
+        loaded: Any,
+        guide: Any,
+        evaluator: Evaluator,
+        data: ImageDataModule,
+    ) -> UnfinishedEvaluation:
+        """The place of a checkpoint's evaluation: what decides its images (as for sample.py's sets), the metric
+        settings that decide what is kept of each, and the reference data (its classifier predicts the labels)."""
+        identity = set_identity(options, sampler_config, loaded, guide)
+        settings = evaluator.settings()
+        identity["metrics"] = {key: settings[key] for key in DECIDING_METRIC_SETTINGS}
+        identity["reference"] = f"{dataset_id(data)} at {data.image_size}px"
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return cls(Path(settings["cache_dir"]) / FOLDER / f"evaluate_{digest}.pt", identity)
+
+    def read(self, evaluator: Evaluator, n: int) -> tuple[ScoredSoFar, ResumePlan] | None:
+        """What a stopped evaluation of these settings had scored, and how its set goes on (the batch size and CPU
+        threads it was started with); None when none was stopped, or its file cannot be continued from (said)."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if state["identity"] != json.loads(json.dumps(self.identity, default=str)):
+                raise ValueError("it was made with other settings")
+            statistics = evaluator.accumulator()
+            statistics.load_state_dict(state["statistics"])
+            done, batch_size = int(state["done"]), int(state["batch_size"])
+            if not 0 < done < n or done % batch_size:
+                raise ValueError(f"it holds {done} images of {n} scored in batches of {batch_size}")
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            log.warning("%s cannot be continued from (%s): starting over", self.path, reason)
+            return None
+        so_far = ScoredSoFar(statistics, _listed(state["logits"]), _listed(state["predicted"]), done)
+        plan = ResumePlan(n, batch_size, frozenset(range(done // batch_size)), state["cpu_threads"])
+        return so_far, plan
+
+    def keep(self, so_far: ScoredSoFar, source: dict[str, Any]) -> str:
+        """Write what was scored (`source`: the report's entry for the set, with the batch size and CPU threads
+        generation chose); the line that says where it is and how to go on."""
+        state = {
+            "identity": json.loads(json.dumps(self.identity, default=str)),
+            "done": so_far.done,
+            "batch_size": int(source["batch_size"]),
+            "cpu_threads": source.get("cpu_threads"),
+            "statistics": so_far.statistics.state_dict(),
+            "logits": torch.cat(so_far.logits) if so_far.logits else None,
+            "predicted": torch.cat(so_far.predicted) if so_far.predicted else None,
+        }
+        scored = f"{so_far.done} of its {source['n']} images were scored"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(self.path) as file:
+                torch.save(state, file)
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return f"{scored} but could not be kept ({reason}): the same command starts over"
+        return f"{scored} and kept in {self.path}: the same command continues from there"
+
+    @contextlib.contextmanager
+    def kept_when_stopped(self, so_far: ScoredSoFar, source: dict[str, Any]) -> Iterator[None]:
+        """Whatever stops the block keeps what was scored by then (and says so in the error's last note); a block
+        that ends has no more use for what an earlier stop kept."""
+        try:
+            yield
+        except BaseException as stop:
+            if 0 < so_far.done < int(source["n"]):
+                stop.add_note(self.keep(so_far, source))
+            raise
+        self.path.unlink(missing_ok=True)
+
+    def continuing_line(self, plan: ResumePlan, batch_size: int) -> tuple[Any, ...]:
+        """The log line (format and values) of an evaluation that continues, `batch_size` being the one used now."""
+        how = "as it was started"
+        if batch_size != plan.batch_size:
+            how = f"not {plan.batch_size} as it was started: each image still starts from its own noise, but "
+            how += "may differ from an unstopped run's in rounding"
+        text = (
+            "continuing a stopped evaluation (%s): %d of %d images were scored; generating the other %d in "
+        )
+        text += "batches of %d, %s"
+        return text, self.path, plan.on_disk, plan.count, plan.count - plan.on_disk, batch_size, how
+
+
+def _listed(tensor: Tensor | None) -> list[Tensor]:
+    return [] if tensor is None else [tensor]

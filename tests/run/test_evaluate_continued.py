@@ -1,0 +1,200 @@
+"""evaluate.py stopped part-way (a cluster's SIGTERM, Ctrl-C, out of memory) keeps what it had scored, and the same
+command continues from the next image to the report an unstopped run writes, to the digit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, LITE_EVAL, compose_config, run_torchrun
+
+from difflab.cluster.stop_signal import StoppedBySignal, stop_signal_raises, stops_held
+from difflab.evaluation.unfinished import FOLDER
+from difflab.metrics import Evaluator
+from difflab.metrics.statistics import StatsAccumulator
+from difflab.run.evaluate import evaluate
+from difflab.run.train import train
+
+SETTINGS = ["n=24", "batch_size=8", "sampler.steps=3", "cpu_threads=1", *LITE_EVAL]
+
+
+def settings(ckpt: Path, cache: Path, *more: str) -> list[str]:
+    return [f"ckpt={ckpt}", *SETTINGS, f"metrics.cache_dir={cache}", *more]
+
+
+def evaluated(overrides: list[str], tmp_path: Path, out: str) -> dict:
+    return evaluate(compose_config("eval", [*overrides, f"out={tmp_path / out}"], tmp_path / "run"))
+
+
+def stopped_after(monkeypatch, batches: int, stop: BaseException) -> None:
+    """The next evaluation is stopped by `stop` once `batches` batches are scored (as a signal would be, while it
+    generates or embeds the next)."""
+    embed, calls = Evaluator.embed, []
+
+    def embedding(evaluator, images, device="cpu"):
+        calls.append(len(images))
+        if len(calls) > batches:
+            raise stop
+        return embed(evaluator, images, device)
+
+    monkeypatch.setattr(Evaluator, "embed", embedding)
+
+
+def kept_files(cache: Path) -> list[Path]:
+    return sorted((cache / FOLDER).glob("*.pt"))
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "how"),
+    [(StoppedBySignal(signal.SIGTERM), 143, "stopped by SIGTERM"), (KeyboardInterrupt(), 130, "interrupted")],
+)
+def test_a_stopped_evaluation_continues_to_the_report_an_unstopped_one_writes(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys, caplog, stop, code, how
+) -> None:
+    cache = tmp_path / "cache"
+    # A feature sample smaller than the set: KID and precision/recall read the reservoir a continued run keeps.
+    more = ["metrics.keep_features=12", "metrics.inception_score=true", "metrics.isc_splits=2"]
+    overrides = settings(tiny_ckpt, cache, *more)
+    unstopped = evaluated(overrides, tmp_path, "unstopped.json")
+
+    with monkeypatch.context() as patch:
+        stopped_after(patch, 2, stop)
+        with pytest.raises(SystemExit) as ended:
+            evaluated(overrides, tmp_path, "continued.json")
+    assert ended.value.code == code
+    [kept] = kept_files(cache)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        f"error: evaluate.py {how}; 16 of its 24 images were scored and kept in {kept}: the same command "
+        "continues from there"
+    )
+    assert not (tmp_path / "continued.json").exists()
+
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        continued = evaluated(overrides, tmp_path, "continued.json")
+    assert (
+        f"continuing a stopped evaluation ({kept}): 16 of 24 images were scored; generating the other 8 in batches "
+        "of 8, as it was started" in caplog.text
+    )
+    assert continued["metrics"] == unstopped["metrics"]
+    assert continued["generated"] == unstopped["generated"]
+    assert kept_files(cache) == []  # a finished evaluation has no more use for it
+
+
+def test_a_stop_before_any_image_is_scored_keeps_nothing(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    cache = tmp_path / "cache"
+    stopped_after(monkeypatch, 0, StoppedBySignal(signal.SIGTERM))
+    with pytest.raises(SystemExit):
+        evaluated(settings(tiny_ckpt, cache), tmp_path, "r.json")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "error: evaluate.py stopped by SIGTERM; nothing was written (no image had been scored yet)"
+    assert kept_files(cache) == []
+
+
+def test_what_another_seed_scored_is_not_continued_from(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        stopped_after(patch, 1, KeyboardInterrupt())
+        evaluated(settings(tiny_ckpt, cache, "seed=0"), tmp_path, "a.json")
+    [seed_0] = kept_files(cache)
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        other = evaluated(settings(tiny_ckpt, cache, "seed=1"), tmp_path, "b.json")
+    assert "continuing" not in caplog.text
+    assert other["generated"]["seed"] == 1
+    assert kept_files(cache) == [seed_0]  # still there for the command that was stopped
+
+
+def test_an_unreadable_kept_file_is_said_and_the_evaluation_starts_over(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    cache = tmp_path / "cache"
+    overrides = settings(tiny_ckpt, cache)
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        stopped_after(patch, 1, KeyboardInterrupt())
+        evaluated(overrides, tmp_path, "a.json")
+    [kept] = kept_files(cache)
+    kept.write_bytes(kept.read_bytes()[:100])  # e.g. a disk that failed under it
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        report = evaluated(overrides, tmp_path, "b.json")
+    assert f"{kept} cannot be continued from (" in caplog.text and "starting over" in caplog.text
+    assert "continuing" not in caplog.text
+    unstopped = evaluated(overrides, tmp_path, "c.json")
+    assert report["metrics"] == unstopped["metrics"]
+
+
+@pytest.mark.slow
+def test_a_class_conditional_evaluation_continues_to_the_same_conditioning_accuracy(
+    tmp_path: Path, monkeypatch
+) -> None:
+    run = tmp_path / "run"
+    train(compose_config("train", [*FAST_TRAIN, "model.num_classes=10", "trainer.max_steps=2"], run))
+    cache = tmp_path / "cache"
+    overrides = settings(run / "checkpoints" / "last.ckpt", cache, "n=20", "batch_size=5", "guidance=2")
+    overrides.append("metrics.classifier_train_images=100")
+    unstopped = evaluated(overrides, tmp_path, "unstopped.json")
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        stopped_after(patch, 3, StoppedBySignal(signal.SIGTERM))
+        evaluated(overrides, tmp_path, "continued.json")
+    continued = evaluated(overrides, tmp_path, "continued.json")
+    assert "cond_accuracy" in continued["metrics"]
+    assert continued["metrics"] == unstopped["metrics"]
+    assert continued["conditioning"] == unstopped["conditioning"]
+
+
+@pytest.mark.slow
+def test_two_processes_continue_what_one_process_scored(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    cache = tmp_path / "cache"
+    overrides = settings(tiny_ckpt, cache)
+    unstopped = evaluated(overrides, tmp_path, "unstopped.json")
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        stopped_after(patch, 1, StoppedBySignal(signal.SIGTERM))
+        evaluated(overrides, tmp_path, "a.json")
+    assert len(kept_files(cache)) == 1
+    two = run_torchrun("evaluate.py", *overrides, f"out={tmp_path / 'two.json'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "8 of 24 images were scored; generating the other 16 in batches of 8" in two.stdout + two.stderr
+    report = json.loads((tmp_path / "two.json").read_text())
+    assert report["metrics"] == unstopped["metrics"]
+    assert kept_files(cache) == []
+
+
+def test_a_stop_within_a_held_block_acts_once_the_block_is_done() -> None:
+    done = []
+    with pytest.raises(StoppedBySignal), stop_signal_raises():
+        with stops_held():
+            signal.raise_signal(signal.SIGTERM)
+            done.append("all of the block")
+        done.append("after the block")  # not reached: the stop acts as the block ends
+    assert done == ["all of the block"]
+    with pytest.raises(KeyboardInterrupt), stops_held():
+        signal.raise_signal(signal.SIGINT)
+        done.append("Ctrl-C waits too")
+    assert done[-1] == "Ctrl-C waits too"
+
+
+def test_statistics_continued_from_a_state_equal_those_taken_in_one_go() -> None:
+    batches = [torch.randn(7, 5, generator=torch.Generator().manual_seed(k)) + k for k in range(4)]
+    whole = StatsAccumulator(5, "test", keep_features=10)
+    for batch in batches:
+        whole.update(batch)
+    first = StatsAccumulator(5, "test", keep_features=10)
+    for batch in batches[:2]:
+        first.update(batch)
+    continued = StatsAccumulator(5, "test", keep_features=10)
+    continued.load_state_dict(first.state_dict())
+    for batch in batches[2:]:
+        continued.update(batch)
+    a, b = whole.result(), continued.result()
+    assert (a.mu == b.mu).all() and (a.sigma == b.sigma).all() and (a.features == b.features).all()
+    with pytest.raises(ValueError, match="do not fit"):
+        StatsAccumulator(6, "test", keep_features=10).load_state_dict(first.state_dict())
