@@ -171,6 +171,25 @@ def test_a_sweep_continued_with_other_evaluate_settings_is_refused(phema_run, tm
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_a_sweep_continued_with_its_evaluate_settings_in_another_order_is_continued(
+    phema_run, tmp_path, capsys, caplog
+):
+    out = tmp_path / "sweep"
+    cache = f"metrics.cache_dir={tmp_path / 'cache'}"
+    assert main([str(phema_run), "sigma_rel=[0.05]", f"out={out}", *SMALL_EVAL, cache]) == 0
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        assert main([str(phema_run), "sigma_rel=[0.05]", f"out={out}", cache, *reversed(SMALL_EVAL)]) == 0
+    assert "sigma_rel=0.050: scored before, kept" in caplog.text
+
+
+def test_a_key_given_twice_is_compared_in_its_order(tmp_path):
+    from difflab.training.phema_scores import same_overrides
+
+    assert same_overrides(["n=8", "seed=1"], ["seed=1", "n=8"])
+    assert not same_overrides(["n=8", "n=16"], ["n=16", "n=8"])  # the last one given wins
+    assert not same_overrides(["n=8"], ["n=8", "seed=1"])
+
+
 def test_a_stopped_sweep_is_one_line_that_says_the_same_command_continues(
     phema_run, tmp_path, capsys, monkeypatch
 ):

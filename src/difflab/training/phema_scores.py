@@ -57,7 +57,7 @@ def done_before(p: Plan, eval_overrides: Sequence[str]) -> str | None:
         raise ValueError(
             f"{record} is damaged: remove it (and {ckpt.name}, {report.name}) or choose another out="
         ) from None
-    if recorded != list(eval_overrides):
+    if not same_overrides(recorded, eval_overrides):
         raise ValueError(
             f"{ckpt} was made by a sweep with other evaluate.py overrides ({' '.join(recorded) or 'none'}; this "
             f"command: {' '.join(eval_overrides) or 'none'}): give the same to continue it, or another out="
@@ -66,6 +66,14 @@ def done_before(p: Plan, eval_overrides: Sequence[str]) -> str | None:
         check_writable_file(report)
         return None
     return "scored" if report.is_file() else "rebuilt"
+
+
+def same_overrides(recorded: Sequence[str], given: Sequence[str]) -> bool:
+    """Whether two lists of overrides say the same: in any order, unless a key is given twice (the last wins)."""
+    keys = [override.split("=", 1)[0] for override in given]
+    return list(recorded) == list(given) or (
+        len(set(keys)) == len(keys) and sorted(recorded) == sorted(given)
+    )
 
 
 def record_sweep(p: Plan, eval_overrides: Sequence[str]) -> None:
