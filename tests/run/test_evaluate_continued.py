@@ -3,14 +3,19 @@ command continues from the next image to the report an unstopped run writes, to 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, LITE_EVAL, compose_config, run_torchrun
+from conftest import FAST_TRAIN, LITE_EVAL, ROOT, TORCHRUN, compose_config, rank_pid, run_torchrun
 
 from difflab.cluster.stop_signal import StoppedBySignal, stop_signal_raises, stops_held
 from difflab.evaluation.unfinished import FOLDER
@@ -168,6 +173,88 @@ def test_two_processes_continue_what_one_process_scored(
     assert kept_files(cache) == []
 
 
+def stopped_torchrun(overrides: list[str], cache: Path, stop: str) -> str:
+    """Output of evaluate.py under torchrun (2 processes) stopped 3 s into generation: its rank 1 killed (out of host
+    memory, a node lost: torchrun then stops rank 0 with SIGTERM while its collective fails), or torchrun sent
+    SIGTERM (as scancel and a cluster's time limit do), which it passes to both."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    with subprocess.Popen(
+        [*TORCHRUN, "evaluate.py", *overrides], cwd=ROOT, env=env, text=True, **pipes
+    ) as job:
+        deadline = time.monotonic() + 120
+        while not any(cache.rglob("*.npz")) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.05)  # the reference statistics are written just before generation starts
+        time.sleep(3)
+        assert job.poll() is None, "the job ended before it could be stopped"
+        if stop == "kill rank 1":
+            os.kill(rank_pid(job.pid, 1), signal.SIGKILL)
+        else:
+            job.send_signal(signal.SIGTERM)
+        output, _ = job.communicate(timeout=120)
+    return output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["kill rank 1", "SIGTERM"])
+def test_a_stopped_torchrun_job_keeps_what_rank_0_scored_for_one_process_to_continue(
+    tiny_ckpt: Path, tmp_path: Path, stop: str
+) -> None:
+    cache = tmp_path / "cache"
+    overrides = [
+        f"ckpt={tiny_ckpt}",
+        "n=500",
+        "batch_size=10",
+        "sampler.steps=10",
+        "cpu_threads=1",
+        *LITE_EVAL,
+    ]
+    overrides.append(f"metrics.cache_dir={cache}")
+    output = stopped_torchrun([*overrides, f"out={tmp_path / 'two.json'}"], cache, stop)
+    [kept] = kept_files(cache)
+    said = r"error: evaluate\.py stopped by SIGTERM; (\d+) of its 500 images were scored and kept in "
+    found = re.search(said + re.escape(str(kept)) + ": the same command continues from there", output)
+    assert found and int(found.group(1)) > 0, output[-3000:]
+    assert not (tmp_path / "two.json").exists()
+    if stop == "SIGTERM":  # rank 1 had it too: its line leaves what was kept to rank 0's
+        rank_1 = "error: evaluate.py stopped by SIGTERM; rank 1 only generates; rank 0 scores and says what it kept"
+        assert rank_1 in output, output[-3000:]
+        return
+    continued = evaluated(overrides, tmp_path, "one.json")
+    assert kept_files(cache) == []
+    unstopped = evaluated(
+        overrides, tmp_path, "unstopped.json"
+    )  # what it kept is gone: this one starts afresh
+    assert continued["metrics"] == unstopped["metrics"]
+
+
+def test_a_stop_that_comes_while_a_failure_is_kept_says_what_was_kept(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # torchrun's SIGTERM to rank 0 once a peer died lands while rank 0 keeps what it scored on the collective's
+    # failure: before, the stop's line said nothing was written.
+    from difflab.evaluation import unfinished
+
+    cache = tmp_path / "cache"
+    stopped_after(monkeypatch, 1, RuntimeError("[gloo] Connection closed by peer"))
+    save = torch.save
+
+    def saving_when_stopped(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(unfinished.torch, "save", saving_when_stopped)
+    with pytest.raises(SystemExit) as ended:
+        evaluated(settings(tiny_ckpt, cache), tmp_path, "r.json")
+    assert ended.value.code == 143
+    [kept] = kept_files(cache)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        f"error: evaluate.py stopped by SIGTERM; 8 of its 24 images were scored and kept in {kept}: the same "
+        "command continues from there"
+    )
+
+
 def test_a_stop_within_a_held_block_acts_once_the_block_is_done() -> None:
     done = []
     with pytest.raises(StoppedBySignal), stop_signal_raises():
@@ -198,3 +285,34 @@ def test_statistics_continued_from_a_state_equal_those_taken_in_one_go() -> None
     assert (a.mu == b.mu).all() and (a.sigma == b.sigma).all() and (a.features == b.features).all()
     with pytest.raises(ValueError, match="do not fit"):
         StatsAccumulator(6, "test", keep_features=10).load_state_dict(first.state_dict())
+
+
+def test_a_stop_that_lands_while_a_failure_goes_up_says_what_the_failure_kept(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # torchrun's SIGTERM can land once rank 0 has kept what it scored on the collective's failure, while that error
+    # ends the process group: before, the stop's line said nothing was written.
+    from difflab.cluster import processes
+
+    cache = tmp_path / "cache"
+    stopped_after(monkeypatch, 1, RuntimeError("[gloo] Connection closed by peer"))
+    group = processes.process_group
+
+    @contextlib.contextmanager
+    def stopped_on_the_way_out(*args, **kwargs):
+        with group(*args, **kwargs):
+            try:
+                yield
+            finally:
+                signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr("difflab.run.evaluate.process_group", stopped_on_the_way_out)
+    with pytest.raises(SystemExit) as ended:
+        evaluated(settings(tiny_ckpt, cache), tmp_path, "r.json")
+    assert ended.value.code == 143
+    [kept] = kept_files(cache)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        f"error: evaluate.py stopped by SIGTERM; 8 of its 24 images were scored and kept in {kept}: the same "
+        "command continues from there"
+    )

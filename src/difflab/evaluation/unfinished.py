@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..cluster.stop_signal import stops_held
+from ..cluster.stop_signal import StoppedBySignal, stops_held
 from ..data import ImageDataModule
 from ..data.scoring import dataset_id
 from ..generation import SampleOptions
@@ -134,8 +134,17 @@ class UnfinishedEvaluation:
         try:
             yield
         except BaseException as stop:
-            if 0 < so_far.done < int(source["n"]):
-                stop.add_note(self.keep(so_far, source))
+            if not 0 < so_far.done < int(source["n"]):
+                raise
+            try:
+                with (
+                    stops_held()
+                ):  # a stop that follows (torchrun's SIGTERM once a peer died) waits for the file
+                    note = self.keep(so_far, source)
+            except (StoppedBySignal, KeyboardInterrupt) as later:
+                later.add_note(note)  # the stop is what ends the process: its line says what was kept
+                raise later from stop
+            stop.add_note(note)
             raise
         self.path.unlink(missing_ok=True)
 

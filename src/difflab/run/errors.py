@@ -84,11 +84,22 @@ def exit_if_stopped(
             yield
     except (StoppedBySignal, KeyboardInterrupt) as stop:
         how, code = (str(stop), stop.exit_code) if isinstance(stop, StoppedBySignal) else ("interrupted", 130)
-        notes = getattr(stop, "__notes__", None)
-        done = notes[-1] if notes else unsaved
+        done = last_note(stop) or unsaved
         message = f"error: {script} {how}; {done}"
         echo(message, sys.stderr, logging.ERROR)
         sys.exit(code)
+
+
+def last_note(stop: BaseException) -> str | None:
+    """The last note of the stop, or of the error it cut short (a stop can land while an error is on its way up,
+    after that error was noted with what it kept: torchrun's SIGTERM once a collective failed)."""
+    error: BaseException | None = stop
+    while error is not None:
+        notes = getattr(error, "__notes__", None)
+        if notes:
+            return notes[-1]
+        error = error.__context__
+    return None
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:

@@ -158,8 +158,12 @@ def scored(
         shape = (data.channels, data.image_size, data.image_size)
         scoring = image_set(settings.images, shape, sampling.options.batch_size, evaluator)
     if not processes.main:
-        for _ in scoring.batches:  # this rank's share, sent to rank 0
-            pass
+        try:
+            for _ in scoring.batches:  # this rank's share, sent to rank 0
+                pass
+        except BaseException as stop:  # rank 0 says what was kept: this rank's line must not say otherwise
+            stop.add_note(f"rank {processes.rank} only generates; rank 0 scores and says what it kept")
+            raise
         return {}
     with scoring.kept:
         report = score_report(evaluator, scoring, data, conditions, device)
