@@ -153,6 +153,28 @@ def test_a_process_that_dies_ends_the_job_and_rank_0_keeps_what_was_made(tiny_ck
     assert not (out / "samples.npz").exists() and not (out / "settings.json").exists()
 
 
+def test_a_job_stopped_with_sigterm_says_once_what_rank_0_kept(tiny_ckpt: Path, tmp_path: Path):
+    """scancel or a time limit: torchrun passes SIGTERM to every process. Rank 0's line says what it kept; rank 1's
+    leaves that to rank 0 (before, it said `nothing was written (what it had written was removed)`)."""
+    out = tmp_path / "out"
+    command = [*TORCHRUN, "sample.py", f"ckpt={tiny_ckpt}", "n=2000", "batch_size=10", "cpu_threads=1"]
+    command += ["sampler=ddim", "sampler.steps=500", f"out={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
+        deadline = time.monotonic() + 120
+        while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.1)
+        assert job.poll() is None, "the job ended before it could be stopped"
+        job.send_signal(signal.SIGTERM)
+        output, _ = job.communicate(timeout=120)
+    lines = [line for line in output.splitlines() if line.startswith("error: sample.py")]
+    assert sorted(lines) == [
+        "error: sample.py stopped by SIGTERM; rank 1 only generates; rank 0 writes and says what it kept",
+        f"error: sample.py stopped by SIGTERM; what it had made is kept in {out} (unfinished): {RESUME_HINT}",
+    ], output[-3000:]
+
+
 def test_two_processes_score_what_one_scores(tiny_ckpt: Path, tmp_path: Path):
     common = [f"ckpt={tiny_ckpt}", "n=14", "batch_size=4", "cpu_threads=1", "sampler.steps=3", *LITE_EVAL]
     common.append(f"metrics.cache_dir={tmp_path / 'cache'}")

@@ -102,6 +102,12 @@ def last_note(stop: BaseException) -> str | None:
     return None
 
 
+def left_to_rank_0(rank: int, does: str) -> str:
+    """What a stop says on a rank other than 0 of several processes, which only generates: what was kept is rank 0's
+    to say (a copy of rank 0's line, or "nothing was written", would be wrong on one of them)."""
+    return f"rank {rank} only generates; rank 0 {does} and says what it kept"
+
+
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     """Decorator for entry points. A single run prints `error: <message>` and exits 2 on a user error. A job
     of a multirun prints `error: job #N (<job folder>): <message>` and fails only itself, so the sweep goes on

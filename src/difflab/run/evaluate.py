@@ -30,7 +30,7 @@ from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
 from ..value_rules import whole
-from .errors import exit_if_stopped
+from .errors import exit_if_stopped, left_to_rank_0
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 log = logging.getLogger("difflab")
@@ -98,14 +98,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     Started by torchrun as several processes, they share the sampling and rank 0 scores and writes (the others
     return {}). SIGTERM or Ctrl-C ends it with one line (exit 143 or 130)."""
     settings = read_settings(cfg)
-    with exit_if_stopped("evaluate.py", STOPPED):
-        return evaluate_with(settings)
+    processes = started_processes()
+    with exit_if_stopped(
+        "evaluate.py", STOPPED if processes.main else left_to_rank_0(processes.rank, "scores")
+    ):
+        return evaluate_with(settings, processes)
 
 
-def evaluate_with(settings: EvaluateSettings) -> dict[str, Any]:
+def evaluate_with(settings: EvaluateSettings, processes: Processes) -> dict[str, Any]:
     """evaluate() once its settings are read."""
     sampling = settings.sampling
-    processes = started_processes()
     if processes.world > 1 and (not sampling.ckpt or is_autoencoder(sampling.ckpt)):
         what = "images=" if not sampling.ckpt else "an autoencoder's reconstructions"
         raise ValueError(f"{what} are scored by one process: run evaluate.py without torchrun or srun")
@@ -158,12 +160,8 @@ def scored(
         shape = (data.channels, data.image_size, data.image_size)
         scoring = image_set(settings.images, shape, sampling.options.batch_size, evaluator)
     if not processes.main:
-        try:
-            for _ in scoring.batches:  # this rank's share, sent to rank 0
-                pass
-        except BaseException as stop:  # rank 0 says what was kept: this rank's line must not say otherwise
-            stop.add_note(f"rank {processes.rank} only generates; rank 0 scores and says what it kept")
-            raise
+        for _ in scoring.batches:  # this rank's share, sent to rank 0
+            pass
         return {}
     with scoring.kept:
         report = score_report(evaluator, scoring, data, conditions, device)

@@ -21,7 +21,7 @@ from ..generation.into_folder import generate_into, generate_share
 from ..generation.memory import OutOfDeviceMemory
 from ..io.results import output_folder
 from ..io.write_images import log_written
-from .errors import exit_if_stopped
+from .errors import exit_if_stopped, left_to_rank_0
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 
 # Keys a user may pass to sample.py only to check them against the checkpoint (null: take the checkpoint's).
@@ -71,7 +71,8 @@ def sample(cfg: DictConfig) -> Path | None:
     sampler = build_sampler(settings.sampler, loaded)
     request = request_for(loaded, options, sampler, settings.ckpt, guide)
     config = walked_config(settings.sampler, sampler)
-    with exit_if_stopped("sample.py"), process_group(processes, device):
+    unsaved = {} if processes.main else {"unsaved": left_to_rank_0(processes.rank, "writes")}
+    with exit_if_stopped("sample.py", **unsaved), process_group(processes, device):
         if not processes.main:
             generate_share(request, loaded, processes)
             return None
