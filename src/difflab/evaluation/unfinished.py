@@ -136,10 +136,9 @@ class UnfinishedEvaluation:
         except BaseException as stop:
             if not 0 < so_far.done < int(source["n"]):
                 raise
+            # A stop that follows (torchrun's SIGTERM once a peer died) waits for the file.
             try:
-                with (
-                    stops_held()
-                ):  # a stop that follows (torchrun's SIGTERM once a peer died) waits for the file
+                with stops_held():
                     note = self.keep(so_far, source)
             except (StoppedBySignal, KeyboardInterrupt) as later:
                 later.add_note(note)  # the stop is what ends the process: its line says what was kept
@@ -154,10 +153,8 @@ class UnfinishedEvaluation:
         if batch_size != plan.batch_size:
             how = f"not {plan.batch_size} as it was started: each image still starts from its own noise, but "
             how += "may differ from an unstopped run's in rounding"
-        text = (
-            "continuing a stopped evaluation (%s): %d of %d images were scored; generating the other %d in "
-        )
-        text += "batches of %d, %s"
+        text = "continuing a stopped evaluation (%s): %d of %d images were scored; "
+        text += "generating the other %d in batches of %d, %s"
         return text, self.path, plan.on_disk, plan.count, plan.count - plan.on_disk, batch_size, how
 
 
