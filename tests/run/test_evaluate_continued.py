@@ -222,37 +222,9 @@ def test_a_stopped_torchrun_job_keeps_what_rank_0_scored_for_one_process_to_cont
         return
     continued = evaluated(overrides, tmp_path, "one.json")
     assert kept_files(cache) == []
-    unstopped = evaluated(
-        overrides, tmp_path, "unstopped.json"
-    )  # what it kept is gone: this one starts afresh
+    # What it kept is gone: this one starts afresh.
+    unstopped = evaluated(overrides, tmp_path, "unstopped.json")
     assert continued["metrics"] == unstopped["metrics"]
-
-
-def test_a_stop_that_comes_while_a_failure_is_kept_says_what_was_kept(
-    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys
-) -> None:
-    # torchrun's SIGTERM to rank 0 once a peer died lands while rank 0 keeps what it scored on the collective's
-    # failure: before, the stop's line said nothing was written.
-    from difflab.evaluation import unfinished
-
-    cache = tmp_path / "cache"
-    stopped_after(monkeypatch, 1, RuntimeError("[gloo] Connection closed by peer"))
-    save = torch.save
-
-    def saving_when_stopped(*args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)
-        save(*args, **kwargs)
-
-    monkeypatch.setattr(unfinished.torch, "save", saving_when_stopped)
-    with pytest.raises(SystemExit) as ended:
-        evaluated(settings(tiny_ckpt, cache), tmp_path, "r.json")
-    assert ended.value.code == 143
-    [kept] = kept_files(cache)
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line == (
-        f"error: evaluate.py stopped by SIGTERM; 8 of its 24 images were scored and kept in {kept}: the same "
-        "command continues from there"
-    )
 
 
 def test_a_stop_within_a_held_block_acts_once_the_block_is_done() -> None:
@@ -287,15 +259,23 @@ def test_statistics_continued_from_a_state_equal_those_taken_in_one_go() -> None
         StatsAccumulator(6, "test", keep_features=10).load_state_dict(first.state_dict())
 
 
-def test_a_stop_that_lands_while_a_failure_goes_up_says_what_the_failure_kept(
-    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys
-) -> None:
-    # torchrun's SIGTERM can land once rank 0 has kept what it scored on the collective's failure, while that error
-    # ends the process group: before, the stop's line said nothing was written.
+def sigterm_while_kept(monkeypatch) -> None:
+    """SIGTERM lands while the file is written."""
+    from difflab.evaluation import unfinished
+
+    save = torch.save
+
+    def saving_when_stopped(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(unfinished.torch, "save", saving_when_stopped)
+
+
+def sigterm_as_the_process_group_ends(monkeypatch) -> None:
+    """SIGTERM lands once the file is written, while the failure goes up through the process group's end."""
     from difflab.cluster import processes
 
-    cache = tmp_path / "cache"
-    stopped_after(monkeypatch, 1, RuntimeError("[gloo] Connection closed by peer"))
     group = processes.process_group
 
     @contextlib.contextmanager
@@ -307,6 +287,17 @@ def test_a_stop_that_lands_while_a_failure_goes_up_says_what_the_failure_kept(
                 signal.raise_signal(signal.SIGTERM)
 
     monkeypatch.setattr("difflab.run.evaluate.process_group", stopped_on_the_way_out)
+
+
+@pytest.mark.parametrize("lands", [sigterm_while_kept, sigterm_as_the_process_group_ends])
+def test_a_stop_that_follows_a_failure_says_what_the_failure_kept(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys, lands
+) -> None:
+    # torchrun's SIGTERM to rank 0 once a peer died follows the collective's failure, on which rank 0 keeps what
+    # it scored: before, the stop's line said nothing was written.
+    cache = tmp_path / "cache"
+    stopped_after(monkeypatch, 1, RuntimeError("[gloo] Connection closed by peer"))
+    lands(monkeypatch)
     with pytest.raises(SystemExit) as ended:
         evaluated(settings(tiny_ckpt, cache), tmp_path, "r.json")
     assert ended.value.code == 143

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,12 @@ def test_a_launcher_environment_without_its_rendezvous_is_one_line(monkeypatch):
 def killing_a_rank(command: list[str], out: Path, rank: int) -> tuple[int, str]:
     """Run `command` (torchrun …), SIGKILL its worker of `rank` once rank 0 has written a first PNG into
     `out`/images (a rank lost: out of memory, a node gone), and wait for the end: (exit code, all its output)."""
+    return stopped_job(command, out, lambda job: os.kill(rank_pid(job.pid, rank), signal.SIGKILL))
+
+
+def stopped_job(command: list[str], out: Path, stop: Callable[[subprocess.Popen], None]) -> tuple[int, str]:
+    """Run `command` (torchrun …), stop(job) once rank 0 has written a first PNG into `out`/images, and wait for
+    the end: (exit code, all its output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # stdin and stdout not inherited: under pytest-xdist they are the worker's channel to its controller.
     pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
@@ -124,8 +131,8 @@ def killing_a_rank(command: list[str], out: Path, rank: int) -> tuple[int, str]:
         while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.1)
         assert any((out / "images").glob("*.png")), "rank 0 wrote nothing in two minutes"
-        assert job.poll() is None, "the job ended before a rank could be killed"
-        os.kill(rank_pid(job.pid, rank), signal.SIGKILL)
+        assert job.poll() is None, "the job ended before it could be stopped"
+        stop(job)
         output, _ = job.communicate(timeout=300)
     return job.returncode, output
 
@@ -159,15 +166,7 @@ def test_a_job_stopped_with_sigterm_says_once_what_rank_0_kept(tiny_ckpt: Path, 
     out = tmp_path / "out"
     command = [*TORCHRUN, "sample.py", f"ckpt={tiny_ckpt}", "n=2000", "batch_size=10", "cpu_threads=1"]
     command += ["sampler=ddim", "sampler.steps=500", f"out={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-    with subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes) as job:
-        deadline = time.monotonic() + 120
-        while not any((out / "images").glob("*.png")) and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.1)
-        assert job.poll() is None, "the job ended before it could be stopped"
-        job.send_signal(signal.SIGTERM)
-        output, _ = job.communicate(timeout=120)
+    _, output = stopped_job(command, out, lambda job: job.send_signal(signal.SIGTERM))
     lines = [line for line in output.splitlines() if line.startswith("error: sample.py")]
     assert sorted(lines) == [
         "error: sample.py stopped by SIGTERM; rank 1 only generates; rank 0 writes and says what it kept",
