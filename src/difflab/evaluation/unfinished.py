@@ -80,8 +80,10 @@ class UnfinishedEvaluation:
         settings = evaluator.settings()
         identity["metrics"] = {key: settings[key] for key in DECIDING_METRIC_SETTINGS}
         identity["reference"] = f"{dataset_id(data)} at {data.image_size}px"
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return cls(Path(settings["cache_dir"]) / FOLDER / f"evaluate_{digest}.pt", identity)
+        as_json = json.dumps(identity, sort_keys=True, default=str)
+        digest = hashlib.sha256(as_json.encode()).hexdigest()[:16]
+        # Kept as JSON has it (tuples as lists, paths as text): what the file holds compares equal to it.
+        return cls(Path(settings["cache_dir"]) / FOLDER / f"evaluate_{digest}.pt", json.loads(as_json))
 
     def read(self, evaluator: Evaluator, n: int) -> tuple[ScoredSoFar, ResumePlan] | None:
         """What a stopped evaluation of these settings had scored, and how its set goes on (the batch size and CPU
@@ -90,7 +92,7 @@ class UnfinishedEvaluation:
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-            if state["identity"] != json.loads(json.dumps(self.identity, default=str)):
+            if state["identity"] != self.identity:
                 raise ValueError("it was made with other settings")
             statistics = evaluator.accumulator()
             statistics.load_state_dict(state["statistics"])
@@ -98,8 +100,7 @@ class UnfinishedEvaluation:
             if not 0 < done < n or done % batch_size:
                 raise ValueError(f"it holds {done} images of {n} scored in batches of {batch_size}")
         except Exception as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            log.warning("%s cannot be continued from (%s): starting over", self.path, reason)
+            log.warning("%s cannot be continued from (%s): starting over", self.path, _first_line(error))
             return None
         so_far = ScoredSoFar(statistics, _listed(state["logits"]), _listed(state["predicted"]), done)
         plan = ResumePlan(n, batch_size, frozenset(range(done // batch_size)), state["cpu_threads"])
@@ -109,7 +110,7 @@ class UnfinishedEvaluation:
         """Write what was scored (`source`: the report's entry for the set, with the batch size and CPU threads
         generation chose); the line that says where it is and how to go on."""
         state = {
-            "identity": json.loads(json.dumps(self.identity, default=str)),
+            "identity": self.identity,
             "done": so_far.done,
             "batch_size": int(source["batch_size"]),
             "cpu_threads": source.get("cpu_threads"),
@@ -123,8 +124,7 @@ class UnfinishedEvaluation:
             with atomic_file(self.path) as file:
                 torch.save(state, file)
         except Exception as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            return f"{scored} but could not be kept ({reason}): the same command starts over"
+            return f"{scored} but could not be kept ({_first_line(error)}): the same command starts over"
         return f"{scored} and kept in {self.path}: the same command continues from there"
 
     @contextlib.contextmanager
@@ -160,3 +160,7 @@ class UnfinishedEvaluation:
 
 def _listed(tensor: Tensor | None) -> list[Tensor]:
     return [] if tensor is None else [tensor]
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
