@@ -30,12 +30,76 @@ from difflab.run.cli import check_command_line
         ),
         (["callbacks=[default,fdi]"], "callbacks=fdi is not an option; did you mean callbacks=fid?"),
         (["experiment=digits_cpu", "metrics.cpu_thread=0"], "did you mean metrics.cpu_threads?"),
+        (["sed=1"], "sed is not a key of the train config; did you mean seed?"),
     ],
 )
 def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):
     with pytest.raises(ValueError) as raised:
         check_command_line(CONF, "train", args)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # Lightning users set the strategy directly: the options that set it are named, not Hydra's _target_.
+        (
+            ["trainer.strategy=ddp"],
+            "trainer.strategy is not a key of the train config; trainer=ddp or trainer=fsdp sets it, "
+            "or add it with +trainer.strategy=ddp if it is new",
+        ),
+        (
+            ["-m", "trainer.strategy=ddp,fsdp"],
+            "trainer.strategy is not a key of the train config; trainer=ddp or trainer=fsdp sets it, "
+            "or add it with +trainer.strategy=ddp,fsdp if it is new",
+        ),
+        # A DiT's width on the default U-Net: the DiT options have it (many, so counted).
+        (
+            ["model.hidden_size=64"],
+            "model.hidden_size is not a key of the train config; model=dit_b2, model=dit_b4 and 7 more set it",
+        ),
+        # An option that adds to the chosen callbacks is named as the list with it added.
+        (
+            ["callbacks.fid.every_n_steps=10"],
+            "callbacks.fid.every_n_steps is not a key of the train config; callbacks=[default,fid] sets it",
+        ),
+        (
+            ["callbacks=[default,phema]", "callbacks.fid.every_n_steps=10"],
+            "callbacks.fid.every_n_steps is not a key of the train config; callbacks=[default,phema,fid] sets it",
+        ),
+    ],
+)
+def test_a_key_another_option_of_its_group_sets_names_that_option(args, message):
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, "train", args)
+    assert str(raised.value).startswith(message)
+    assert "_target_" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["formulation.sigma_dat=0.5"], "did you mean formulation.sigma_data (formulation=edm sets it)?"),
+        (
+            ["model.hidden_siz=64"],
+            "did you mean model.hidden_size (model=dit_b2, model=dit_b4 and 7 more set it)?",
+        ),
+        # Nearer in the chosen option than in any other: the chosen one's key, as before.
+        (["formulation=edm", "formulation.sigma_dat=0.5"], "did you mean formulation.sigma_data?"),
+    ],
+)
+def test_a_misspelt_key_of_another_option_names_it_and_the_option(args, message):
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, "train", args)
+    assert str(raised.value).endswith(message)
+
+
+def test_a_key_no_option_sets_says_how_to_add_it():
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, "train", ["trainer.zzzz=1"])
+    assert str(raised.value) == (
+        "trainer.zzzz is not a key of the train config; add it with +trainer.zzzz=1 if it is new"
+    )
 
 
 def test_an_option_with_no_near_match_lists_the_options_in_one_clean_sentence():

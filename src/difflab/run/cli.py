@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import faulthandler
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
 from ..runs.inherit import inherited_overrides, parse
+from .unknown_key import dotted_keys, unknown_key_hint
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
 PLAIN_FLAGS = ("-m", "--multirun")
@@ -92,22 +93,35 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
         _check_options(conf_dir, override)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=[o.input_line for o in groups if not o.is_sweep_override()])
+            cfg = compose(
+                config_name,
+                overrides=[o.input_line for o in groups if not o.is_sweep_override()],
+                return_hydra_config=True,
+            )
     except Exception:
         return  # a composition Hydra refuses with its own message
-    keys = set(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    selected = _selected_options(cfg, groups)
+    config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("hydra")  # Hydra's own settings are overridden as hydra.*, never checked here
+    keys = set(dotted_keys(config))
     for override in overrides:
         key = override.key_or_group
         if override in groups or override.type != OverrideType.CHANGE or key.split(".")[0] == "hydra":
             continue
         if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
-            close = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.6)
-            hint = (
-                f"did you mean {close[0]}?"
-                if close
-                else "add it with +" + override.input_line + " if it is new"
-            )
+            hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected)
             raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
+
+
+def _selected_options(cfg: Any, groups: list[Override]) -> dict[str, list[str]]:
+    """Each config group's chosen options: Hydra records a single choice; a list (callbacks=[default,fid]) is read
+    from the command line."""
+    selected = {g: [c] for g, c in cfg.hydra.runtime.choices.items() if isinstance(c, str)}
+    for override in groups:
+        value = override.value()
+        if isinstance(value, list):
+            selected[override.key_or_group] = [str(v) for v in value]
+    return selected
 
 
 def _is_group(conf_dir: Path, override: Override) -> bool:
@@ -127,11 +141,3 @@ def _check_options(conf_dir: Path, override: Override) -> None:
         close = difflib.get_close_matches(str(option), options, n=1, cutoff=0.5)
         hint = f"; did you mean {group}={close[0]}?" if close else ""
         raise ValueError(f"{group}={option} is not an option{hint} ({group}: {', '.join(options)})")
-
-
-def _dotted_keys(node: Any, prefix: str = "") -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, child in node.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            yield path
-            yield from _dotted_keys(child, path)

@@ -1,0 +1,101 @@
+"""What to tell a user whose override names a key the composed config does not have: the options of its group
+that set it (`trainer.strategy` → trainer=ddp or trainer=fsdp), else the nearest valid key, else how to add it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+# Options named one by one at most; more are counted.
+NAMED_OPTIONS = 2
+_ABSENT = object()
+
+
+def unknown_key_hint(
+    conf_dir: Path, key: str, keys: set[str], override_line: str, selected: dict[str, list[str]]
+) -> str:
+    """The part of the error after "<key> is not a key of the … config; ". `keys`: the composed config's dotted
+    keys; `selected`: each config group's chosen options."""
+    add = f"add it with +{override_line} if it is new"
+    group = key.partition(".")[0]
+    if setters := _options_setting(conf_dir, key, keys, selected.get(group, [])):
+        return f"{_sets_it(setters)}, or {add}"
+    close = _nearest_key(key, keys)
+    # A key of another option may be nearer (model.hidden_siz: the DiT's hidden_size, not the U-Net's image_size).
+    near = _nearest_key(key, _option_keys(conf_dir, group))
+    nearer = near if near and _likeness(key, near) > _likeness(key, close) else None
+    if nearer and (setters := _options_setting(conf_dir, nearer, keys, selected.get(group, []))):
+        return f"did you mean {nearer} ({_sets_it(setters)})?"
+    return f"did you mean {close}?" if close else add
+
+
+def _likeness(key: str, other: str | None) -> float:
+    return 0.0 if other is None else difflib.SequenceMatcher(None, key, other).ratio()
+
+
+def _sets_it(setters: list[str]) -> str:
+    if len(setters) <= NAMED_OPTIONS:
+        return f"{' or '.join(setters)} sets it"
+    return f"{', '.join(setters[:NAMED_OPTIONS])} and {len(setters) - NAMED_OPTIONS} more set it"
+
+
+def _options_setting(conf_dir: Path, key: str, keys: set[str], chosen: list[str]) -> list[str]:
+    """How to choose each option file of the key's group that holds the rest of the key: `group=option`, or for
+    an option that adds to the chosen ones (callbacks/fid.yaml) the list with it added."""
+    group, _, rest = key.partition(".")
+    folder = conf_dir / group
+    if not rest or not folder.is_dir():
+        return []
+    composed = {k.split(".")[1] for k in keys if k.startswith(f"{group}.")}
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        if "@package" in path.read_text().split("\n", 1)[0]:
+            continue  # a recipe placed elsewhere in the config (experiment files): not this group's keys
+        option = OmegaConf.load(path)
+        if OmegaConf.select(option, rest, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            continue
+        adds_to_chosen = composed.isdisjoint(set(option.keys()) - {"defaults"})
+        choice = f"[{','.join([*chosen, path.stem])}]" if adds_to_chosen and chosen else path.stem
+        found.append(f"{group}={choice}")
+    return found
+
+
+def _option_keys(conf_dir: Path, group: str) -> set[str]:
+    """Every dotted key some option file of the group holds (`formulation.sigma_data` of formulation=edm)."""
+    folder = conf_dir / group
+    if not group or not folder.is_dir():
+        return set()
+    keys = {group}
+    for path in folder.glob("*.yaml"):
+        if "@package" not in path.read_text().split("\n", 1)[0]:
+            option = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            keys |= {f"{group}.{k}" for k in dotted_keys(option) if not k.startswith("defaults")}
+    return keys
+
+
+def dotted_keys(node: Any, prefix: str = "") -> Iterator[str]:
+    """Every key of a nested dict as a dotted path, parents first."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from dotted_keys(child, path)
+
+
+def _nearest_key(key: str, keys: set[str]) -> str | None:
+    """A misspelt last name is compared with its siblings only, so `trainer.strategi` is not matched to
+    `trainer._target_` by their shared `trainer.`; Hydra's `_target_`-like keys are never suggested."""
+    parent, _, name = key.rpartition(".")
+    if parent == "" or parent in keys:
+        siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+        close = difflib.get_close_matches(
+            name, [s for s in siblings if not s.startswith("_")], n=1, cutoff=0.6
+        )
+        return None if not close else f"{parent}.{close[0]}" if parent else close[0]
+    public = sorted(k for k in keys if not any(part.startswith("_") for part in k.split(".")))
+    close = difflib.get_close_matches(key, public, n=1, cutoff=0.6)
+    return close[0] if close else None
