@@ -174,6 +174,16 @@ def test_a_training_run_writes_whole_checkpoints_through_temp_files_in_their_own
     assert (folder / "last.ckpt").stat().st_mode & 0o777 == 0o666 & ~umask, "permissions as for any new file"
 
 
+def test_a_run_shorter_than_the_checkpoint_period_leaves_one_last_ckpt(tmp_path):
+    """Only last.ckpt is written when no periodic save falls in the run; Lightning's own end-of-training save of
+    last must not add a last-v1.ckpt (a second copy of the weights, written after the final grid)."""
+    overrides = [*FAST_TRAIN, "trainer.max_steps=3", "callbacks.model_checkpoint.every_n_train_steps=1000"]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 3
+
+
 def write_partly_then_fail(obj: object, file: object) -> None:
     file.write(b"PK\x03\x04 half a checkpoint")
     raise OSError("No space left on device")

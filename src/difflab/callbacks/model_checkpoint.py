@@ -24,15 +24,18 @@ class Checkpoint(ModelCheckpoint):
             self._save_last_step(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
+        # Not ModelCheckpoint.on_train_end: since Lightning 2.6 it saves last once more when none of its own
+        # periodic saves ran, which wrote last-v1.ckpt (after the final grid and FID) beside this last.ckpt.
         self._save_last_step(trainer)
 
     def _save_last_step(self, trainer: L.Trainer) -> None:
         if self.save_last and self.dirpath and trainer.global_step != last_saved_step(self):
-            trainer.save_checkpoint(
-                str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"),
-                weights_only=self.save_weights_only,
+            # Named before saving, as ModelCheckpoint does: it is part of the saved state, and a later save of
+            # last by ModelCheckpoint then replaces this file instead of versioning its name.
+            self.last_model_path = str(
+                Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
             )
+            trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
             record_saved_step(self, trainer.global_step)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
