@@ -65,7 +65,14 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     this_checkout = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])  # not the installed difflab
     proc = run_cli("train.py", *overrides, env={"PYTHONPATH": this_checkout}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (base / "console.txt").write_text(proc.stdout + proc.stderr)
     return base
+
+
+def test_ddp_console_holds_no_warning_raised_inside_lightning(ddp_run: Path) -> None:
+    # The grid and FID callbacks gather through Lightning's all_gather, which calls a function torch 2.14
+    # deprecates: each rank printed that warning with a site-packages path, nothing a user can act on.
+    assert "all_gather is deprecated" not in (ddp_run / "console.txt").read_text()
 
 
 def test_ddp_run_writes_one_run_folder_and_a_normal_checkpoint(ddp_run: Path) -> None:

@@ -36,6 +36,8 @@ def quiet_library_noise() -> None:
             logger.addFilter(_DropNoise())
     # Raised by Lightning's own pytree helper under torch 2.14; nothing a user's code does causes it.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Raised by Lightning's own all_gather (which difflab's grids and FID use under DDP) under torch 2.14.
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
     # Wrong for difflab's runs: metrics are logged every log_every_n_steps optimizer steps across epochs.
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
     # DiffusionModule.configure_model shards only under trainer=fsdp, where difflab's EMA copies and shards itself.
