@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -132,3 +133,32 @@ def test_an_overrides_file_that_is_not_a_list_of_overrides_is_refused(tmp_path):
         (run / OVERRIDES_FILE).write_text(text)
         with pytest.raises(ValueError, match="is not a list of overrides"):
             with_run_overrides(argv, CONF)
+
+
+def test_a_resume_takes_the_overrides_of_the_runs_latest_launch(tmp_path):
+    """A run extended by a resume (trainer.max_steps=2000) and stopped: the next plain resume goes on to 2000, as
+    that launch was told, not back to the first launch's 20 (which ended at once, rc 0, having trained nothing)."""
+    run = tmp_path / "run"
+    launches = {
+        ".hydra": ["experiment=digits_cpu", "trainer.max_steps=20"],
+        ".hydra/resumed_step_0000020": ["experiment=digits_cpu", "ckpt_path=last", "trainer.max_steps=2000"],
+    }
+    for when, (folder, overrides) in enumerate(launches.items()):
+        (run / folder).mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), run / folder / "overrides.yaml")
+        os.utime(run / folder / "overrides.yaml", (1000 + when, 1000 + when))
+    argv = ["train.py", "ckpt_path=last", f"hydra.run.dir={run}"]
+    assert with_run_overrides(argv, CONF) == [
+        "train.py",
+        "experiment=digits_cpu",
+        "trainer.max_steps=2000",
+        *argv[1:],
+    ]
+    # Rewound to an earlier checkpoint later still: that launch is the latest, whatever step it started from.
+    rewound = run / ".hydra" / "resumed_step_0000010"
+    rewound.mkdir()
+    OmegaConf.save(
+        OmegaConf.create(["experiment=digits_cpu", "trainer.max_steps=50"]), rewound / "overrides.yaml"
+    )
+    os.utime(rewound / "overrides.yaml", (1002, 1002))
+    assert with_run_overrides(argv, CONF)[1:3] == ["experiment=digits_cpu", "trainer.max_steps=50"]

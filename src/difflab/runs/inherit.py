@@ -1,7 +1,7 @@
 """Which of a run folder's own overrides a resume takes: a run folder is data, never code.
 
-`train.py ckpt_path=<run>/checkpoints/last.ckpt` starts from the overrides the run was made with
-(`<run>/.hydra/overrides.yaml`). That file may come from someone else, so an override is taken only when it
+`train.py ckpt_path=<run>/checkpoints/last.ckpt` starts from the overrides of the run's latest launch
+(`<run>/.hydra/overrides.yaml`, or once resumed the newest `<run>/.hydra/resumed_step_<step>/overrides.yaml`). That file may come from someone else, so an override is taken only when it
 sets the value of a key the config already has, to plain data:
 
 - `key=value` only: no `+key` / `++key` (a new key, e.g. a callback), no `~key`, no sweep (`choice(…)`),
@@ -110,10 +110,23 @@ def why_not_inherited(text: str, conf_dir: Path) -> str | None:
     return None
 
 
+def latest_overrides_file(run_dir: Path) -> Path:
+    """The overrides of the run's latest launch: its first (.hydra/overrides.yaml) or, once resumed, the newest
+    .hydra/resumed_step_<step>/overrides.yaml. Each launch's file holds its whole recipe (what it inherited and
+    what it was given), so a run extended by a resume and stopped resumes towards the extended end."""
+    launches = [
+        run_dir / OVERRIDES_FILE,
+        *(run_dir / OVERRIDES_FILE.parent).glob(f"resumed_step_*/{OVERRIDES_FILE.name}"),
+    ]
+    written = [p for p in launches if p.is_file()]
+    # Newest written; a rewind (a resume from an earlier step) is a later launch with a smaller step.
+    return max(written, key=lambda p: (p.stat().st_mtime, p.parent.name), default=run_dir / OVERRIDES_FILE)
+
+
 def stored_overrides(run_dir: Path) -> list[str]:
-    """The run's overrides file as a list of strings; [] when there is none. A file that is not a YAML list
-    of strings is refused in one line (it is no file Hydra wrote)."""
-    path = run_dir / OVERRIDES_FILE
+    """The overrides file of the run's latest launch as a list of strings; [] when there is none. A file that is
+    not a YAML list of strings is refused in one line (it is no file Hydra wrote)."""
+    path = latest_overrides_file(run_dir)
     if not path.is_file():
         return []
     try:
@@ -154,7 +167,7 @@ def inherited_overrides(args: list[str], conf_dir: Path) -> list[str]:
         problem = why_not_inherited(text, conf_dir)
         if problem:
             raise ValueError(
-                f"{run_dir / OVERRIDES_FILE} holds {text!r}, which a resume does not take from a run folder "
+                f"{latest_overrides_file(run_dir)} holds {text!r}, which a resume does not take from a run folder "
                 f"({problem}); give it on the command line yourself if you trust it, or remove it from that file"
             )
         taken.append(text)
