@@ -173,3 +173,20 @@ def test_resuming_a_checkpoint_into_another_runs_folder_is_refused(cli_run, tmp_
     assert f"run folder {other} already holds another run" in line
     assert f"hydra.run.dir={cli_run}" in line
     assert snapshot(other) == before
+
+
+@pytest.mark.slow
+def test_a_resume_from_past_the_step_limit_is_refused_not_a_silent_no_op(cli_run, tmp_path):
+    # Before, Lightning ended at once with rc 0, having trained nothing (how a resume that went back to an earlier
+    # launch's trainer.max_steps looked).
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    before = snapshot(run)
+    line = one_error_line(
+        run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=1")
+    )
+    assert line == (
+        f"error: checkpoint {run / 'checkpoints' / 'last.ckpt'} is at step 2, past trainer.max_steps=1: nothing "
+        "is left to train; give trainer.max_steps above 2 to train on"
+    )
+    assert snapshot(run) == before

@@ -57,7 +57,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
-    from ..runs.resume import check_resumable, read_resumable, resume_path
+    from ..runs.resume import check_resumable, check_steps_left, read_resumable, resume_path
     from .argument_types import check_argument_types
     from .common import fill_conditioning
     from .formulation_checks import build_formulation, check_prediction_type_applies, check_schedule_applies
@@ -79,6 +79,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     if resume is not None:
         ckpt = read_resumable(resume, targets_in(cfg))
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
+        check_steps_left(int(ckpt["global_step"]), int(cfg.trainer.max_steps), resume)
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
     # A fresh run's only: a resume keeps what its checkpoint was trained with.
     check_prediction_type_applies(cfg)

@@ -134,6 +134,16 @@ def check_resumable(
             raise ValueError(f"checkpoint {path} does not fit the configured model ({key}): {problem}")
 
 
+def check_steps_left(step: int, max_steps: int, path: Path) -> None:
+    """Refuse a resume from past the step limit: Lightning would end at once, rc 0, having trained nothing. (At the
+    limit itself it runs the final grid and FID again, which a job restarted after they failed relies on.)"""
+    if 0 <= max_steps < step:
+        raise ValueError(
+            f"checkpoint {path} is at step {step}, past trainer.max_steps={max_steps}: nothing is left to train; "
+            f"give trainer.max_steps above {step} to train on"
+        )
+
+
 def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:
     """Resuming from an earlier checkpoint of a run rewinds it: what its folder holds from after `step` (and a
     last.ckpt other than `resume`) belongs to the abandoned continuation. It moves, untouched, into
