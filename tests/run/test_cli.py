@@ -94,6 +94,41 @@ def test_a_misspelt_key_of_another_option_names_it_and_the_option(args, message)
     assert str(raised.value).endswith(message)
 
 
+def test_a_key_whose_value_in_another_option_is_an_interpolation_is_named():
+    # conf/data/mnist.yaml's root is ${paths.data_dir}: reading it must not resolve it (an OmegaConf error was the
+    # whole message: "Interpolation key 'paths.data_dir' not found").
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, "eval", ["data.root=/tmp"])
+    assert str(raised.value).startswith(
+        "data.root is not a key of the eval config; data=cifar10, data=digits and"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # Before: Hydra's "Could not override 'data'. No match in the defaults list. To append … use +data=digits"
+        # and its HYDRA_FULL_ERROR footer (and +data=digits was then ignored).
+        (
+            ["data=digits"],
+            "data=digits: the sample config has no data group, so it is not read here "
+            "(its groups: model, paths, sampler, schedule)",
+        ),
+        (["formulation=edm"], "formulation=edm: the sample config has no formulation group"),
+        # Before: the OmegaConf interpolation error above.
+        (
+            ["data.root=/tmp"],
+            "data.root is not a key of the sample config; this config has no data group, so nothing reads "
+            "data.root here",
+        ),
+    ],
+)
+def test_a_group_sample_py_does_not_read_is_named_in_one_line(args, message):
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, "sample", args)
+    assert str(raised.value).startswith(message)
+
+
 def test_a_key_no_option_sets_says_how_to_add_it():
     with pytest.raises(ValueError) as raised:
         check_command_line(CONF, "train", ["trainer.zzzz=1"])

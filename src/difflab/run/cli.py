@@ -99,6 +99,7 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
                 return_hydra_config=True,
             )
     except Exception:
+        _check_groups_exist(conf_dir, config_name, groups)
         return  # a composition Hydra refuses with its own message
     selected = _selected_options(cfg, groups)
     config = OmegaConf.to_container(cfg, resolve=False)
@@ -113,10 +114,24 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
             raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
 
 
+def _check_groups_exist(conf_dir: Path, config_name: str, groups: list[Override]) -> None:
+    """A one-line error for a group the config does not have (`sample.py data=digits`: the checkpoint decides
+    it), instead of Hydra's "Could not override 'data'. No match in the defaults list" and its footer."""
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        plain = compose(config_name, return_hydra_config=True)
+    own = sorted(g for g in plain.hydra.runtime.choices if not g.startswith("hydra"))
+    for override in groups:
+        if override.key_or_group not in own:
+            raise ValueError(
+                f"{override.input_line}: the {config_name} config has no {override.key_or_group} group, so it "
+                f"is not read here (its groups: {', '.join(own)})"
+            )
+
+
 def _selected_options(cfg: Any, groups: list[Override]) -> dict[str, list[str]]:
-    """Each config group's chosen options: Hydra records a single choice; a list (callbacks=[default,fid]) is read
-    from the command line."""
-    selected = {g: [c] for g, c in cfg.hydra.runtime.choices.items() if isinstance(c, str)}
+    """Each config group's chosen options: Hydra records a single choice ([] for null); a list
+    (callbacks=[default,fid]) is read from the command line."""
+    selected = {g: [c] if isinstance(c, str) else [] for g, c in cfg.hydra.runtime.choices.items()}
     for override in groups:
         value = override.value()
         if isinstance(value, list):

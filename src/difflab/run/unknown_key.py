@@ -12,23 +12,29 @@ from omegaconf import OmegaConf
 
 # Options named one by one at most; more are counted.
 NAMED_OPTIONS = 2
-_ABSENT = object()
 
 
 def unknown_key_hint(
     conf_dir: Path, key: str, keys: set[str], override_line: str, selected: dict[str, list[str]]
 ) -> str:
     """The part of the error after "<key> is not a key of the … config; ". `keys`: the composed config's dotted
-    keys; `selected`: each config group's chosen options."""
+    keys; `selected`: each config group's chosen options ([] for a group chosen as null)."""
     add = f"add it with +{override_line} if it is new"
     group = key.partition(".")[0]
-    if setters := _options_setting(conf_dir, key, keys, selected.get(group, [])):
+    if group not in selected:
+        if (
+            conf_dir / group
+        ).is_dir():  # a group of another config (sample.py's data comes from the checkpoint)
+            return f"this config has no {group} group, so nothing reads {key} here"
+        close = _nearest_key(key, keys)
+        return f"did you mean {close}?" if close else add
+    if setters := _options_setting(conf_dir, key, keys, selected[group]):
         return f"{_sets_it(setters)}, or {add}"
     close = _nearest_key(key, keys)
     # A key of another option may be nearer (model.hidden_siz: the DiT's hidden_size, not the U-Net's image_size).
     near = _nearest_key(key, _option_keys(conf_dir, group))
     nearer = near if near and _likeness(key, near) > _likeness(key, close) else None
-    if nearer and (setters := _options_setting(conf_dir, nearer, keys, selected.get(group, []))):
+    if nearer and (setters := _options_setting(conf_dir, nearer, keys, selected[group])):
         return f"did you mean {nearer} ({_sets_it(setters)})?"
     return f"did you mean {close}?" if close else add
 
@@ -55,10 +61,10 @@ def _options_setting(conf_dir: Path, key: str, keys: set[str], chosen: list[str]
     for path in sorted(folder.glob("*.yaml")):
         if "@package" in path.read_text().split("\n", 1)[0]:
             continue  # a recipe placed elsewhere in the config (experiment files): not this group's keys
-        option = OmegaConf.load(path)
-        if OmegaConf.select(option, rest, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+        option = OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # ${…} values are not read
+        if not isinstance(option, dict) or rest not in set(dotted_keys(option)):
             continue
-        adds_to_chosen = composed.isdisjoint(set(option.keys()) - {"defaults"})
+        adds_to_chosen = composed.isdisjoint(set(option) - {"defaults"})
         choice = f"[{','.join([*chosen, path.stem])}]" if adds_to_chosen and chosen else path.stem
         found.append(f"{group}={choice}")
     return found
