@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from conftest import CLI_FAST, FAST_TRAIN, compose_config, one_error_line, run_cli
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
 from PIL import Image
@@ -69,6 +69,17 @@ def test_missing_data_root_is_named(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="absent"):
         train(cfg)
+
+
+def test_a_mandatory_key_left_out_is_one_line_and_no_run_folder(tmp_path):
+    # Before: OmegaConf's MissingMandatoryValue traceback from instantiate(cfg.data), and a run folder (.hydra,
+    # train.log) that then refused the corrected command ("already holds a run that wrote no checkpoint").
+    run = tmp_path / "run"
+    result = run_cli("train.py", *CLI_FAST, "data=folder", f"hydra.run.dir={run}")
+    assert one_error_line(result) == (
+        "error: data.root must be given: add data.root=<value> to the command (the chosen config has no default)"
+    )
+    assert not run.exists()
 
 
 def test_folder_without_images_is_named(tmp_path):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .autoencoder_checks import check_autoencoder_run
 from .latent import use_latents
-from .rules import check_values
+from .rules import check_given, check_values
 from .train_checks import RULES, check_fused_clipping, check_sharded_training
 
 
@@ -41,6 +41,7 @@ _handed_over: list[TrainSettings] = []  # preflight's preparation, until train()
 def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     """Check and complete `cfg` (in place: the conditioning is resolved into it) and read a resume's checkpoint;
     a problem is a one-line error before anything is written."""
+    check_given(cfg)
     check_values(cfg, RULES)  # the values typed: before torch and Lightning load
     check_sharded_training(cfg)
     check_fused_clipping(cfg)

@@ -32,3 +32,24 @@ def require(cfg: DictConfig, key: str, message: str) -> Any:
     if value in (None, ""):
         raise ValueError(message)
     return value
+
+
+def check_given(cfg: DictConfig) -> None:
+    """One line naming the first mandatory key (`???`, e.g. data=folder's data.root) the command left out; Hydra's
+    own settings are not a run's (a launcher's are checked where it starts)."""
+    tree = OmegaConf.to_container(cfg, resolve=False)  # resolving would read hydra.* (unset before the job)
+    missing = [key for key, value in _leaves(tree) if value == "???" and not key.startswith("hydra.")]
+    if missing:
+        raise ValueError(
+            f"{missing[0]} must be given: add {missing[0]}=<value> to the command (the chosen config has no default)"
+        )
+
+
+def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if not isinstance(node, dict):
+        return [(prefix, node)]
+    return [
+        leaf
+        for key, child in node.items()
+        for leaf in _leaves(child, f"{prefix}.{key}" if prefix else str(key))
+    ]
