@@ -159,6 +159,27 @@ def test_sample_overrides_that_contradict_the_checkpoint(tiny_ckpt, tmp_path, ov
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sampler=heun", "sampler.s_tmax=abc"], "error: sampler.s_tmax='abc' is not a number"),
+        (["sampler=heun", "sampler.s_noise=-1"], "error: sampler.s_noise=-1 must be at least 0.0"),
+        # Following the unknown-key hint's '+sampler.eta=1' gave "Sampler.__init__() got an unexpected keyword
+        # argument 'eta'" with a traceback.
+        (
+            ["sampler=dpm_solver", "+sampler.eta=1"],
+            "error: sampler.eta is not an argument of difflab.diffusion.DPMSolverSampler;",
+        ),
+    ],
+)
+@pytest.mark.parametrize("script", ["sample.py", "evaluate.py"])
+def test_a_sampler_setting_it_does_not_take_is_one_line(tiny_ckpt, tmp_path, script, overrides, message):
+    out = tmp_path / "out"
+    line = one_error_line(run_cli(script, f"ckpt={tiny_ckpt}", "n=2", *overrides, f"out={out}"))
+    assert line.startswith(message)
+    assert not out.exists()
+
+
 def test_sample_with_out_naming_a_file_says_it_is_a_file_and_keeps_it(tiny_ckpt, tmp_path):
     out = tmp_path / "grid.png"
     out.write_bytes(b"mine")

@@ -1,4 +1,4 @@
-"""A group's values held to the types its constructor declares (model, schedule, formulation), so that
+"""A group's values held to the types its constructor declares (model, schedule, formulation, sampler), so that
 `model.dropout=abc` names its key instead of failing inside the constructor with what Python tripped over."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-CHECKED_GROUPS = ("model", "schedule", "formulation")
+CHECKED_GROUPS = ("model", "schedule", "formulation", "sampler")
 
 
 def check_argument_types(cfg: DictConfig, groups: Sequence[str] = CHECKED_GROUPS) -> None:
@@ -64,13 +64,30 @@ def constructor(target: str) -> Any:
 
 
 def argument_names(target: str) -> set[str] | None:
-    """The named arguments a `_target_` takes; None when it takes any (**kwargs) or cannot be read."""
+    """The named arguments a `_target_` takes; None when it takes any (**kwargs) or cannot be read. A class whose
+    __init__ passes **kwargs on (difflab's samplers: HeunSampler(schedule, s_churn=…, **options)) takes the named
+    arguments of the __init__s above it, up to one without **kwargs."""
     function = constructor(target)
-    if function is None or any(
-        p.kind == p.VAR_KEYWORD for p in inspect.signature(function).parameters.values()
-    ):
+    if function is None:
         return None
-    return named_parameters(function) - {"self"}
+    from hydra.utils import get_object
+
+    built = get_object(target)
+    chain = (
+        [c.__dict__["__init__"] for c in built.__mro__ if "__init__" in c.__dict__]
+        if inspect.isclass(built)
+        else [function]
+    )
+    names: set[str] = set()
+    for init in chain:
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):  # a builtin's __init__: nothing to read
+            return None
+        names |= named_parameters(init) - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
 
 
 def declared_types(target: str) -> dict[str, Any]:

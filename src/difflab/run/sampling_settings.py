@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..diffusion.precision import PRECISIONS
 from ..generation.options import NUMBER_RULES, SampleOptions
 from ..value_rules import Rule, flag, number, one_of, whole
+from .argument_types import check_argument_types
 from .rules import check_values, require
 from .typed import typed_keys_under, typed_under
 
@@ -22,6 +23,10 @@ SAMPLING_RULES: dict[str, Rule] = {
     "sampler.steps": whole(1, nullable=True),
     "sampler.eta": number(0.0),
     "sampler.clip_x0": number(0.0, above=True, nullable=True),
+    "sampler.s_churn": number(0.0),  # Heun's (EDM's) churn settings
+    "sampler.s_tmin": number(0.0),
+    "sampler.s_tmax": number(0.0, nullable=True),
+    "sampler.s_noise": number(0.0),
     "inpaint.steps": whole(1),
     "inpaint.jump_length": whole(1),
     "inpaint.jump_n_sample": whole(1),
@@ -99,6 +104,7 @@ def read_sampling_settings(
     options.check()
     ckpt = cfg.ckpt if missing_ckpt is None else require(cfg, "ckpt", missing_ckpt)
     check_values(cfg, rules)
+    check_argument_types(cfg, ["sampler"])  # a key the sampler does not take (+sampler.eta=1 on dpm_solver)
     if cfg.get("resume") and not cfg.out:
         raise ValueError("resume=true needs out=<the folder a stopped sample.py left>")
     return SamplingSettings(
