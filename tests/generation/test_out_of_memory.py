@@ -154,7 +154,7 @@ def test_a_callbacks_sampling_out_of_memory_during_training_names_the_callbacks_
     assert one_line(raised.value) == (
         f"out of memory on cpu making batches of 64 while a callback sampled{FIGURES}: lower "
         "callbacks.sample_grid.batch_size or callbacks.fid.batch_size (auto finds one that fits); "
-        f"{last} holds step 2: resume with ckpt_path=last once it is fixed"
+        f"{last} holds step 2: resume with ckpt_path=last hydra.run.dir={tmp_path / 'run'} once it is fixed"
     )
 
 

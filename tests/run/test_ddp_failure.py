@@ -79,6 +79,6 @@ def test_sigterm_to_rank_0_in_the_final_grid_or_fid_ends_every_rank_with_one_lin
     # The last step is written before the final grid and FID (a save then is a collective the other rank, not
     # signalled, would not join): before, its steps were lost.
     assert errors == [
-        f"error: train.py stopped by SIGTERM; saved {saved} at step 4: resume with ckpt_path=last"
+        f"error: train.py stopped by SIGTERM; saved {saved} at step 4: resume with ckpt_path=last hydra.run.dir={run}"
     ], result.stderr[-3000:]
     assert torch.load(saved, map_location="cpu", weights_only=True)["global_step"] == 4

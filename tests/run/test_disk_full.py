@@ -55,7 +55,7 @@ def test_training_on_a_disk_that_fills_names_the_file_and_the_last_good_checkpoi
     assert one_error_line(result) == (
         f"error: no space left on device writing {checkpoints / 'step_0000004.ckpt'}; nothing partial was left; "
         f"the last good checkpoint is {checkpoints / 'last.ckpt'}: free some space and resume with "
-        f"ckpt_path={checkpoints / 'last.ckpt'}"
+        f"ckpt_path=last hydra.run.dir={run}"
     )
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
     assert leftovers(run) == []

@@ -45,7 +45,7 @@ def test_a_callback_failing_after_step_3_leaves_last_ckpt_at_step_3_and_the_resu
     line = one_error_line(failing(run))
     assert (
         line
-        == f"error: probe: the grid failed; {saved} holds step 3: resume with ckpt_path=last once it is fixed"
+        == f"error: probe: the grid failed; {saved} holds step 3: resume with ckpt_path=last hydra.run.dir={run} once it is fixed"
     )
     assert weights(run)["global_step"] == 3
 
@@ -73,7 +73,7 @@ def test_the_final_evaluation_failing_after_validation_keeps_the_last_step(tmp_p
     run, straight = tmp_path / "run", tmp_path / "straight"
     line = one_error_line(failing(run, "+callbacks.fail.at_train_end=true", "trainer.val_check_interval=3"))
     assert line.endswith(
-        f"{run / 'checkpoints' / 'last.ckpt'} holds step 6: resume with ckpt_path=last once it is fixed"
+        f"{run / 'checkpoints' / 'last.ckpt'} holds step 6: resume with ckpt_path=last hydra.run.dir={run} once it is fixed"
     )
     whole = run_cli(
         "train.py", *RUN, "trainer.max_steps=6", "trainer.val_check_interval=3", f"hydra.run.dir={straight}"
@@ -102,7 +102,7 @@ def test_a_failure_at_a_periodic_checkpoints_step_writes_that_checkpoint_too(tmp
     )
     saved = run / "checkpoints" / "last.ckpt"
     assert one_error_line(result).endswith(
-        f"{saved} holds step 2: resume with ckpt_path=last once it is fixed"
+        f"{saved} holds step 2: resume with ckpt_path=last hydra.run.dir={run} once it is fixed"
     )
     periodic = run / "checkpoints" / "step_0000002.ckpt"
     assert torch.load(periodic, map_location="cpu", weights_only=True)["global_step"] == 2

@@ -237,8 +237,9 @@ def test_ctrl_c_finishes_the_step_saves_and_says_how_to_resume(tmp_path):
     assert "Traceback" not in stopped.stderr
     assert last_step(run) == 3
     saved = run / "checkpoints" / "last.ckpt"
-    assert f"stopped on SIGINT (Ctrl-C) at step 3 after saving {saved}; resume with ckpt_path={saved}" in (
-        stopped.stderr
+    assert (
+        f"stopped on SIGINT (Ctrl-C) at step 3 after saving {saved}; resume with ckpt_path=last hydra.run.dir={run}"
+        in (stopped.stderr)
     )
     assert "Ctrl-C again to stop at once" in stopped.stdout + stopped.stderr
 
@@ -259,7 +260,8 @@ def test_a_second_ctrl_c_after_a_step_while_a_grid_or_fid_runs_saves_that_step(t
     assert last_step(run) == 2
     saved = run / "checkpoints" / "last.ckpt"
     assert (
-        f"error: train.py interrupted; saved {saved} at step 2: resume with ckpt_path=last" in stopped.stderr
+        f"error: train.py interrupted; saved {saved} at step 2: resume with ckpt_path=last hydra.run.dir={run}"
+        in stopped.stderr
     )
     assert "Traceback" not in stopped.stderr
 
@@ -335,8 +337,9 @@ def test_sigterm_while_the_final_grid_or_fid_runs_saves_the_last_step_and_says_s
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert last_step(run) == 4
     saved = run / "checkpoints" / "last.ckpt"
-    assert f"error: train.py stopped by SIGTERM; saved {saved} at step 4: resume with ckpt_path=last" in (
-        stopped.stderr
+    assert (
+        f"error: train.py stopped by SIGTERM; saved {saved} at step 4: resume with ckpt_path=last hydra.run.dir={run}"
+        in (stopped.stderr)
     )
     assert "Traceback" not in stopped.stderr
 
@@ -381,8 +384,9 @@ def test_sigterm_before_a_resumes_first_step_leaves_its_checkpoint_as_it_was_and
         resume, cwd=ROOT, env=env_with(tmp_path), capture_output=True, text=True, timeout=300
     )
     assert stopped.returncode == 143, stopped.stderr[-3000:]
-    assert f"error: train.py stopped by SIGTERM; {saved} is as it was: resume with ckpt_path={saved}" in (
-        stopped.stderr
+    assert (
+        f"error: train.py stopped by SIGTERM; {saved} is as it was: resume with ckpt_path=last hydra.run.dir={run}"
+        in (stopped.stderr)
     )
     assert saved.read_bytes() == before
 

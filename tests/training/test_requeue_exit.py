@@ -37,4 +37,4 @@ def test_outside_slurm_the_other_ranks_end_cleanly_and_rank_0_says_it_stopped(mo
     with pytest.raises(Preempted) as raised:
         requeue(stopped(signum), is_global_zero=True, loggers=[])
     assert raised.value.code == (130 if signum == signal.SIGINT else Preempted.EXIT_CODE)
-    assert "resume with ckpt_path=run/checkpoints/last.ckpt" in capsys.readouterr().err
+    assert "resume with ckpt_path=last hydra.run.dir=run\n" in capsys.readouterr().err

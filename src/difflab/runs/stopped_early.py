@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..cluster.stop_signal import StoppedBySignal
 from ..tracking.wandb_logger import finish_wandb_run
+from ..training.resume_advice import resume_advice
 from .folder import has_checkpoints, has_logged, release
 
 # What stops a run at once: SIGTERM outside the training loop (CheckpointOnSignal saves within it), Ctrl-C.
@@ -53,7 +54,9 @@ def noted_if_stopped(run_dir: Path, resume: Path | None, trained: Callable[[], b
 
 def what_a_stop_kept(run_dir: Path, resume: Path | None, trained: bool) -> str:
     if resume is not None and not trained:
-        return f"{resume} is as it was: resume with ckpt_path={resume}"
+        # Its own run's checkpoint: into this folder again; another run's: the same command again (a new folder).
+        own = resume.resolve().parent.parent == run_dir.resolve()
+        return f"{resume} is as it was: {resume_advice(resume) if own else f'resume with ckpt_path={resume}'}"
     if not has_checkpoints(run_dir):
         return "no checkpoint had been written: its steps are lost" if trained else "nothing was trained"
-    return "the steps since its last checkpoint were not saved: resume with ckpt_path=last"
+    return f"the steps since its last checkpoint were not saved: {resume_advice(run_dir / 'checkpoints' / 'last.ckpt')}"

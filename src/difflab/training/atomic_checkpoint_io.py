@@ -15,6 +15,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from ..io.atomic import TEMP_NAME, NoSpaceLeft, atomic_file, where_space_ran_out
 from ..io.sharded_checkpoint import is_sharded_checkpoint
+from .resume_advice import resume_advice
 
 # The weights a checkpoint holds: the EMA's `state_dict` and the raw ones WeightAveraging keeps for resume.
 
@@ -92,7 +93,7 @@ def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
     where = where_space_ran_out(error) or output_dir
     last_good = newest_checkpoint(output_dir / "checkpoints")
     advice = (
-        f"; the last good checkpoint is {last_good}: free some space and resume with ckpt_path={last_good}"
+        f"; the last good checkpoint is {last_good}: free some space and {resume_advice(last_good)}"
         if last_good
         else "; no checkpoint was written yet"
     )

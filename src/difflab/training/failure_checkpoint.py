@@ -15,6 +15,7 @@ from ..cluster.stop_signal import StoppedBySignal
 from ..io.atomic import is_out_of_space
 from .finite import NonFiniteError, check_losses_so_far
 from .last_checkpoint import last_written_at, save_step
+from .resume_advice import resume_advice
 
 log = logging.getLogger("difflab")
 
@@ -76,6 +77,6 @@ class CheckpointOnFailure(L.Callback):
                 log.warning("%s was not written after the failure: %s", self.path, error)
                 return
         if interrupted or stopped:  # the stop's one line ends with this
-            exception.add_note(f"saved {path} at step {step}: resume with ckpt_path=last")
+            exception.add_note(f"saved {path} at step {step}: {resume_advice(path)}")
         else:
-            exception.add_note(f"{path} holds step {step}: resume with ckpt_path=last once it is fixed")
+            exception.add_note(f"{path} holds step {step}: {resume_advice(path)} once it is fixed")

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..cluster.jobs import slurm_job_id
+from .resume_advice import resume_advice
 
 if TYPE_CHECKING:  # torch and Lightning load where a run needs them
     from lightning.pytorch.loggers import Logger
@@ -39,7 +40,7 @@ def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> Non
         stop.code = 0
         raise stop
     if stop.interrupted:  # the user stopped the run: nothing brings it back by itself
-        print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+        print(f"{stop}; {resume_advice(stop.path)}", file=sys.stderr)
         raise stop
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger.experiment is not None:
@@ -57,5 +58,5 @@ def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> Non
         else:
             log.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
     else:
-        print(f"{stop}; resume with ckpt_path={stop.path}", file=sys.stderr)
+        print(f"{stop}; {resume_advice(stop.path)}", file=sys.stderr)
     raise stop
