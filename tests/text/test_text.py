@@ -455,7 +455,9 @@ def sample_cfg(ckpt: Path, out: Path, *overrides: str):
 def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_text(text_run, tmp_path):
     ckpt = text_run / "checkpoints" / "last.ckpt"
     loaded = load_model(ckpt)
-    conditions = requested_conditions(loaded, 6, ckpt, prompt=["the number 7", 3], negative_prompt="a one")
+    conditions = requested_conditions(
+        loaded, 6, ckpt, prompt=["the number 7", 3], negative_prompt="a one", guidance=3.0
+    )
     assert conditions.prompts == ["the number 7", "3"] and conditions.nrow == 3
     pooled = conditions.cond_for(range(6))["text_pooled"]
     assert torch.equal(pooled[0], pooled[2]) and not torch.equal(pooled[2], pooled[3])  # one row per prompt
@@ -475,6 +477,13 @@ def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_te
         (["prompt=[]"], "prompt is empty: give a caption"),
         ([], "holds a text-to-image model: give prompt="),
         (["prompt=seven", "negative_prompt=''"], "negative_prompt is empty"),
+        # At guidance 1 the branch a negative prompt replaces is not used: before, the samples were those without
+        # it, bit for bit, and settings.json recorded the negative prompt as if applied.
+        (
+            ["prompt=seven", "negative_prompt=a one"],
+            r"negative_prompt='a one' has no effect at guidance=1 \(the prompt's prediction alone\): give a "
+            r"guidance above 1 \(e.g. guidance=3\), or drop negative_prompt",
+        ),
     ],
 )
 def test_wrong_conditions_for_a_text_model_are_one_line_errors(text_run, tmp_path, overrides, message):

@@ -180,10 +180,15 @@ def scored_conditions(
                 f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
             )
         return grid_conditions(data.generation_task(n), n)
-    # With a guide model, guidance pulls away from it: an unconditional model takes guidance= too.
-    guidance = 1.0 if guided_by_model else options.guidance
     return requested_conditions(
-        loaded, n, ckpt, options.labels, options.prompt, options.negative_prompt, guidance
+        loaded,
+        n,
+        ckpt,
+        options.labels,
+        options.prompt,
+        options.negative_prompt,
+        options.guidance,
+        guided_by_model=guided_by_model,
     )
 
 

@@ -37,8 +37,8 @@ def request_for(
         options.labels,
         options.prompt,
         options.negative_prompt,
-        # With a guide, guidance pulls away from the guide model, so an unconditional model takes it too.
-        1.0 if guide is not None else options.guidance,
+        options.guidance,
+        guided_by_model=guide is not None,
     )
     if options.mode == "sample":
         return sampling_request(model, options, sampler, per_picture, guide)

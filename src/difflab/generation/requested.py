@@ -83,26 +83,29 @@ def requested_conditions(
     prompt: Any = None,
     negative_prompt: Any = None,
     guidance: float = 1.0,
+    guided_by_model: bool = False,
 ) -> Conditions:
-    """The conditions of samples 0..n-1 asked for, checked against what `model` (read from `source`) takes."""
+    """The conditions of samples 0..n-1 asked for, checked against what `model` (read from `source`) takes.
+    `guided_by_model`: guidance pulls away from a guide model (autoguidance), so an unconditional model takes it."""
     if model.condition == SUPERRES:
         raise ValueError(
             f"{source} is a super-resolution model: use mode=superres image=<low-res picture or folder>"
         )
     if model.condition == "text":
-        return prompt_conditions(model, n, source, labels, prompt, negative_prompt)
+        return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)
     for key, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
         if value is not None:
             kinds = {None: "an unconditional", "labels": "a class-conditional"}
             kind = kinds.get(model.condition, f"a {model.condition}-conditioned")
             hint = "" if model.condition != "labels" else " (give labels= instead)"
             raise ValueError(f"{key}={value!r} given, but {source} holds {kind} model{hint}")
-    _, wanted = requested_labels(model.condition, model.num_classes, labels, guidance, n, source)
+    label_guidance = 1.0 if guided_by_model else guidance
+    _, wanted = requested_labels(model.condition, model.num_classes, labels, label_guidance, n, source)
     return Conditions() if wanted is None else class_conditions(wanted, n)
 
 
 def prompt_conditions(
-    model: TrainedModel, n: int, source: Any, labels: Any, prompt: Any, negative_prompt: Any
+    model: TrainedModel, n: int, source: Any, labels: Any, prompt: Any, negative_prompt: Any, guidance: float
 ) -> Conditions:
     """n samples spread over the prompts (one grid row each), guided against negative_prompt when given; the
     prompts are embedded with the encoder the model was trained with (through the on-disk cache)."""
@@ -117,6 +120,12 @@ def prompt_conditions(
     negatives = None if negative_prompt is None else prompt_list(negative_prompt, "negative_prompt")
     if negatives is not None and len(negatives) != 1:
         raise ValueError("negative_prompt takes one caption (it replaces the unconditional branch for all)")
+    if negatives is not None and float(guidance) == 1.0:
+        # Guidance 1 is the prompt's prediction alone: the branch the negative prompt replaces is not used.
+        raise ValueError(
+            f"negative_prompt={negative_prompt!r} has no effect at guidance=1 (the prompt's prediction alone): "
+            "give a guidance above 1 (e.g. guidance=3), or drop negative_prompt"
+        )
     data = model.config["data"]
     encoder = data["text_encoder"]
     version = encoder_version(encoder)
