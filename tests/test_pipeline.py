@@ -191,6 +191,13 @@ def test_a_picture_without_a_mode_is_refused_not_ignored(tiny_ckpt, tmp_path):
         difflab.load(tiny_ckpt).sample(2, mode="img2img", image="p.png", mask="m.png")
 
 
+def test_sampler_settings_for_inpaint_are_refused_not_ignored(tiny_ckpt):
+    pipe = difflab.load(tiny_ckpt)
+    for given, named in [({"sampler": "heun"}, "sampler='heun'"), ({"steps": 2}, "steps=2")]:
+        with pytest.raises(ValueError, match=rf"^{named} given, but mode=inpaint does not read it \(RePaint"):
+            pipe.sample(2, mode="inpaint", image="p.png", mask="m.png", **given)
+
+
 def test_a_strength_outside_img2img_is_refused_not_ignored(tiny_ckpt):
     # Before, strength=0.3 without mode="img2img" sampled as if it was not given.
     with pytest.raises(

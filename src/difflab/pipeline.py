@@ -27,6 +27,7 @@ from .diffusion import NoiseSchedule, Sampler
 from .diffusion.precision import check_precision
 from .generation import SampleOptions, build_sampler, generate_images, request_for
 from .generation.memory import check_images_fit
+from .generation.options import refuse_sampler_settings
 from .pipeline_arguments import (
     cli_defaults,
     refuse_unknown,
@@ -158,6 +159,10 @@ class DiffusionPipeline:
         check_images_fit(int(options.n), tuple(self.sample_shape))  # returned at once: n per picture
         if steps is not None:
             sampler_options["steps"] = steps
+        chosen_by_name = [] if sampler is None else [f"sampler={sampler!r}"]
+        refuse_sampler_settings(
+            options.mode, chosen_by_name + [f"{k}={v!r}" for k, v in sampler_options.items()]
+        )
         chosen = self.make_sampler(sampler, **sampler_options)
         guide_model = None
         if guide is not None:

@@ -426,6 +426,19 @@ def test_sample_py_refuses_inpaint_settings_typed_outside_inpaint_in_one_line(ti
     assert not out.exists()
 
 
+@pytest.mark.parametrize("given", [["sampler=heun"], ["sampler.steps=2"], ["sampler=ddim", "sampler.eta=1"]])
+def test_sample_py_refuses_sampler_settings_for_inpaint_in_one_line(tiny_ckpt, tmp_path, given):
+    # Before, mode=inpaint ran RePaint's own DDPM steps whatever sampler= said: the same pixels, rc 0, no word.
+    out = tmp_path / "out"
+    edit = ["mode=inpaint", f"image={tmp_path / 'p.png'}", f"mask={tmp_path / 'm.png'}"]
+    line = one_error_line(run_cli("sample.py", f"ckpt={tiny_ckpt}", *edit, *given, f"out={out}"))
+    assert line == (
+        f"error: {' '.join(given)} given, but mode=inpaint does not read it (RePaint runs DDPM steps of its own: "
+        "set inpaint.steps, inpaint.jump_length, inpaint.jump_n_sample)"
+    )
+    assert not out.exists()
+
+
 def test_sample_py_refuses_an_image_without_a_mode_in_one_line(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     result = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"image={tmp_path / 'three.png'}", f"out={out}")

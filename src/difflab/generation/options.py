@@ -124,3 +124,13 @@ class SampleOptions:
 def _require(value: Any, message: str) -> None:
     if value in (None, ""):
         raise ValueError(message)
+
+
+def refuse_sampler_settings(mode: str, given: list[str]) -> None:
+    """Sampler settings given for mode=inpaint, which runs RePaint's DDPM steps of its own: before, sampler=heun
+    (or sampler.steps=2) there gave the same pixels as without it, without a word."""
+    if mode == "inpaint" and given:
+        raise ValueError(
+            f"{' '.join(given)} given, but mode=inpaint does not read it (RePaint runs DDPM steps of its own: "
+            "set inpaint.steps, inpaint.jump_length, inpaint.jump_n_sample)"
+        )

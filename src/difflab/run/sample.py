@@ -19,10 +19,12 @@ from ..cluster.stop_signal import StoppedBySignal
 from ..generation import build_sampler, request_for, walked_config
 from ..generation.into_folder import generate_into, generate_share
 from ..generation.memory import OutOfDeviceMemory
+from ..generation.options import refuse_sampler_settings
 from ..io.results import output_folder
 from ..io.write_images import log_written
 from .errors import exit_if_stopped, left_to_rank_0
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
+from .typed import typed_under
 
 # Keys a user may pass to sample.py only to check them against the checkpoint (null: take the checkpoint's).
 CHECKED_KEYS = {
@@ -50,6 +52,7 @@ def fixed_by_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 def read_settings(cfg: DictConfig) -> SamplingSettings:
     """sample.py's config, read and checked once."""
     fixed = fixed_by_checkpoint(cfg)
+    refuse_sampler_settings(cfg.mode, typed_under(cfg, "sampler"))
     missing = "sample.py needs ckpt=<checkpoint>, e.g. ckpt=outputs/train/<date>/<time>/checkpoints/last.ckpt"
     return read_sampling_settings(cfg, SAMPLING_RULES, cfg.mode, missing, fixed)
 
