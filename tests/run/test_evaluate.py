@@ -384,6 +384,22 @@ def test_a_users_own_model_class_is_scored_once_allowed_explicitly(
     assert np.isfinite(report["metrics"]["fd_effl0"])
 
 
+@pytest.mark.parametrize(
+    "given", [["n=4"], ["seed=3", "sampler.steps=3"], ["sampler=heun"], ["precision=bf16"], ["+prompt=seven"]]
+)
+def test_generation_settings_with_images_are_refused_not_ignored(tmp_path: Path, given: list[str]) -> None:
+    # Before, images= scored every image it held whatever n= said (the report said n=8 for n=4), and seed=,
+    # sampler… were taken without a word.
+    out = tmp_path / "report.json"
+    result = run_cli("evaluate.py", "images=x", "data=digits", *given, f"out={out}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {' '.join(given)} given, but images= is scored as it is (these settings make samples from "
+        "ckpt=): drop them"
+    )
+    assert not out.exists()
+
+
 def test_a_reference_split_of_one_image_is_named(tmp_path: Path) -> None:
     """A small image folder holds out one image (val_fraction of 10): the report names the reference split and
     its size, not 'need at least 2 images for a covariance, got 1' (which could be either set)."""
@@ -395,9 +411,7 @@ def test_a_reference_split_of_one_image_is_named(tmp_path: Path) -> None:
     for i in range(10):
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     with pytest.raises(ValueError) as error:
-        run_eval(
-            tmp_path, f"images={folder}", "data=folder", f"data.root={folder}", "data.image_size=8", "n=8"
-        )
+        run_eval(tmp_path, f"images={folder}", "data=folder", f"data.root={folder}", "data.image_size=8")
     assert str(error.value) == (
         "the reference images, the val split of folder, are 1 image: the scores need at least 2 "
         "(data.val_fraction sets how many images data.root holds out)"

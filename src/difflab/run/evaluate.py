@@ -32,11 +32,14 @@ from ..tracking.wandb_logger import log_scores_beside
 from ..value_rules import whole
 from .errors import exit_if_stopped, left_to_rank_0
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
+from .typed import typed_under
 
 log = logging.getLogger("difflab")
 
 
 RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
+# What only generating from ckpt= reads (guidance= and guide= have lines of their own).
+GENERATION_KEYS = ("n", "seed", "sampler", "precision", "labels", "prompt", "negative_prompt")
 # A stop once images are scored says where they are kept (evaluation.unfinished); before, there is nothing to keep.
 STOPPED = "nothing was written (no image had been scored yet)"
 
@@ -66,6 +69,12 @@ def read_settings(cfg: DictConfig) -> EvaluateSettings:
         raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
     if not cfg.ckpt and cfg.get("guide"):
         raise ValueError(f"guide={cfg.guide} guides a checkpoint's sampling: give ckpt=, not images=")
+    generating = [o for key in GENERATION_KEYS for o in typed_under(cfg, key)]
+    if not cfg.ckpt and generating:  # before, taken and ignored: images= scored all its images as they are
+        raise ValueError(
+            f"{' '.join(generating)} given, but images= is scored as it is (these settings make samples from "
+            "ckpt=): drop them"
+        )
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
     return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb))
 
