@@ -133,3 +133,21 @@ def test_sibling_recipes_write_only_their_differences(recipes: tuple[str, str]):
 def test_a_config_restates_nothing_it_extends(path: Path):
     inherited = set().union(*(written(parent) for parent in extended(path)))
     assert not written(path) & inherited, f"{path.name} restates {sorted(written(path) & inherited)}"
+
+
+def test_the_run_folder_hydra_claims_before_the_job_is_under_the_project_folder(tmp_path, monkeypatch):
+    """Preflight claims hydra.run.dir before Hydra sets its runtime config: started from another folder, that
+    folder must still resolve under the project, not the current folder (before: an empty <cwd>/outputs/train/
+    <date>/<time>/.hydra was left there beside the real run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.delenv("DIFFLAB_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        HydraConfig.instance(), "cfg", None
+    )  # as in Hydra's on_run_start (another test may set it)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    assert not HydraConfig.initialized()
+    run_dir = Path(str(cfg.hydra.run.dir))
+    assert run_dir.is_relative_to(CONF.parent / "outputs" / "train"), run_dir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -16,15 +17,19 @@ def metric_key(extractor: str) -> str:
     return metric_name(canonical_name(extractor))
 
 
-def project_root() -> str:
+def project_root(_root_: Any = None) -> str:
     """The project folder, where outputs/, multirun/ and data/ go whatever the current folder: $DIFFLAB_ROOT,
-    else the parent of the config folder the entry point was started with, else the current folder."""
+    else the parent of the config folder the entry point was started with, else the current folder. Before the
+    job starts (Hydra's callbacks: preflight claims the run folder then) that folder is read from the config
+    being resolved (`_root_`, which OmegaConf passes), as HydraConfig is not set yet."""
     if os.environ.get("DIFFLAB_ROOT"):
         return os.environ["DIFFLAB_ROOT"]
-    if HydraConfig.initialized():
-        for source in HydraConfig.get().runtime.config_sources:
-            if source.provider == "main" and source.schema == "file":
-                return str(Path(source.path).resolve().parent)
+    sources = HydraConfig.get().runtime.config_sources if HydraConfig.initialized() else None
+    if sources is None and _root_ is not None:
+        sources = OmegaConf.select(_root_, "hydra.runtime.config_sources", default=None)
+    for source in sources or []:
+        if source.provider == "main" and source.schema == "file":
+            return str(Path(source.path).resolve().parent)
     return str(Path.cwd())
 
 
