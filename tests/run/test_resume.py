@@ -190,3 +190,25 @@ def test_a_resume_from_past_the_step_limit_is_refused_not_a_silent_no_op(cli_run
         "is left to train; give trainer.max_steps above 2 to train on"
     )
     assert snapshot(run) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["lr_scheduler.warmup_steps=50"], "lr_scheduler.warmup_steps=50 (checkpoint: 200)"),
+        (["lr_scheduler=warmup_cosine"], "lr_scheduler=warmup_cosine (checkpoint: linear_warmup)"),
+        (["lr_scheduler=none"], "lr_scheduler=none (checkpoint: linear_warmup)"),
+    ],
+)
+def test_a_resume_that_changes_the_lr_schedule_says_so(cli_run, tmp_path, overrides, named):
+    # Before, without a word: a cosine whose total_steps follows trainer.max_steps, extended, jumps from an LR
+    # of about 0 back up at the resumed step.
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        f"the learning-rate schedule differs from the checkpoint's: {named}; from step 2 the learning rate "
+        "follows the new schedule (it may jump there)"
+    ) in result.stdout + result.stderr

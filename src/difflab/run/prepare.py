@@ -58,7 +58,13 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
-    from ..runs.resume import check_resumable, check_steps_left, read_resumable, resume_path
+    from ..runs.resume import (
+        check_resumable,
+        check_steps_left,
+        read_resumable,
+        resume_path,
+        warn_if_lr_schedule_changed,
+    )
     from .argument_types import check_argument_types
     from .common import fill_conditioning
     from .formulation_checks import build_formulation, check_prediction_type_applies, check_schedule_applies
@@ -81,6 +87,9 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         ckpt = read_resumable(resume, targets_in(cfg))
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
         check_steps_left(int(ckpt["global_step"]), int(cfg.trainer.max_steps), resume)
+        now = cfg.get("lr_scheduler")
+        now = None if now is None else OmegaConf.to_container(now, resolve=True)
+        warn_if_lr_schedule_changed(now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
     # A fresh run's only: a resume keeps what its checkpoint was trained with.
     check_prediction_type_applies(cfg)

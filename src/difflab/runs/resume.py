@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint_config import check_contradictions
+from ..checkpoint_config import check_contradictions, contradictions
 from ..checkpoint_file import CONFIG_KEY, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
@@ -142,6 +142,31 @@ def check_steps_left(step: int, max_steps: int, path: Path) -> None:
             f"checkpoint {path} is at step {step}, past trainer.max_steps={max_steps}: nothing is left to train; "
             f"give trainer.max_steps above {step} to train on"
         )
+
+
+def warn_if_lr_schedule_changed(now: Mapping[str, Any] | None, stored: Mapping[str, Any], step: int) -> None:
+    """A resume may change the LR schedule (its state is only the step count), but the learning rate then jumps
+    at the resumed step without a word: a cosine whose total_steps follows trainer.max_steps is recomputed for the
+    extended length, from about 0 back up to where the longer cosine is."""
+    before = stored.get("lr_scheduler") or None  # lr_scheduler=none composes to an empty node
+    now = now or None
+    if before is None and now is None:
+        return
+    if before is None or now is None or before.get("_target_") != now.get("_target_"):
+        found = [f"lr_scheduler={_schedule_name(now)} (checkpoint: {_schedule_name(before)})"]
+    else:
+        found = contradictions({"lr_scheduler": dict(now)}, stored)
+    if found:
+        log.warning(
+            "the learning-rate schedule differs from the checkpoint's: %s; from step %d the learning rate follows "
+            "the new schedule (it may jump there)",
+            ", ".join(found),
+            step,
+        )
+
+
+def _schedule_name(node: Mapping[str, Any] | None) -> str:
+    return "none" if node is None else str(node.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:
