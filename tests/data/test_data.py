@@ -443,8 +443,11 @@ def test_single_image_or_empty_split_is_refused(tmp_path: Path):
     save(tmp_path / "0.png", Image.new("L", (8, 8)))
     with pytest.raises(DataError) as excinfo:
         ImageDataModule("folder", root=str(tmp_path), val_fraction=0.05).setup()
-    one_line_error(excinfo, "validation split", "val_fraction=0.05", str(tmp_path))
+    one_line_error(excinfo, "validation split", "holds 1 image", "at least 2", str(tmp_path))
     save(tmp_path / "1.png", Image.new("L", (8, 8)))
+    with pytest.raises(DataError) as excinfo:
+        ImageDataModule("folder", root=str(tmp_path), val_fraction=0.0).setup()
+    one_line_error(excinfo, "validation split", "val_fraction=0.0", "raise data.val_fraction")
     with pytest.raises(DataError) as excinfo:
         ImageDataModule("folder", root=str(tmp_path), val_fraction=0.9).setup()
     one_line_error(excinfo, "training split", "is empty")

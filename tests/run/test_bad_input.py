@@ -232,7 +232,13 @@ def test_two_runs_given_the_same_out_at_once_do_not_write_into_each_others_folde
     ("overrides", "message"),
     [
         (["data.image_size=7"], "error: image size 7 cannot be divided down by the U-Net"),
-        (["data=folder", "data.image_size=8"], "error: validation split of {folder} is empty: 1 images"),
+        # Before, "…: 1 images x val_fraction=0.05 rounds to 0; raise data.val_fraction or add images": a larger
+        # val_fraction would leave no image to train on.
+        (
+            ["data=folder", "data.image_size=8"],
+            "error: validation split of {folder} is empty: it holds 1 image, and a run needs at least 2 (one is "
+            "held out for validation): add images",
+        ),
     ],
     ids=["image_size=7", "single-image folder"],
 )

@@ -173,10 +173,15 @@ def holdout_split(n: int, val_fraction: float, seed: int, source: str) -> tuple[
     n_val = round(n * val_fraction)
     if val_fraction > 0 and n >= 2:
         n_val = max(1, n_val)
+    if n_val < 1 and n < 2:  # a larger val_fraction would leave no image to train on
+        raise DataError(
+            f"validation split of {source} is empty: it holds {n} image{'' if n == 1 else 's'}, and a run needs "
+            "at least 2 (one is held out for validation): add images"
+        )
     if n_val < 1:
         raise DataError(
             f"validation split of {source} is empty: {n} images x val_fraction={val_fraction} rounds to 0; "
-            "raise data.val_fraction or add images"
+            "raise data.val_fraction"
         )
     if n_val >= n:
         raise DataError(
