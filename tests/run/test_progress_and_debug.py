@@ -184,3 +184,20 @@ def test_the_images_rate_is_written_as_a_plain_number_however_fast(steps_per_s, 
     bar = progress.Progress("sampling", total=10, unit="steps", live=False, per_unit=("images", 3))
     monkeypatch.setattr(progress.Progress, "rate", lambda self: steps_per_s)
     assert bar.rates() == f"{steps_per_s:.2f} steps/s · {images} images/s"
+
+
+def test_a_stop_shows_the_step_it_saved_as_the_bars_last_count(capsys) -> None:
+    # A stop raises in the step's on_train_batch_end before the bar's: its last line said 176/2000 beside
+    # "saved … at step 177".
+    from types import SimpleNamespace
+
+    from difflab.callbacks.progress_bar import StepProgressBar
+
+    bar = StepProgressBar(every_n_seconds=1000.0)
+    bar._progress = Progress(
+        "train", 2000, "steps", start=170, every_n_seconds=1000.0, live=False
+    ).__enter__()
+    bar._progress.update(176)
+    bar.on_exception(SimpleNamespace(global_step=177), None, KeyboardInterrupt())
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: ")]
+    assert lines[-1].startswith("train: 177/2000 steps"), lines

@@ -71,6 +71,10 @@ class StepProgressBar(ProgressBar):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        # A stop or failure raised in a step's on_train_batch_end comes before this bar's: the last line counts
+        # the step it saved ("saved … at step 177"), not the one before.
+        if self._progress is not None and trainer.global_step != self._progress.done:
+            self._progress.update(trainer.global_step)
         self._close()
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
