@@ -188,6 +188,27 @@ def test_corrupt_files_skipped_with_one_counting_warning(class_tree: Path):
     assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 13
 
 
+def test_a_labelled_run_warns_once_of_its_corrupt_files(class_tree: Path, tmp_path: Path):
+    # data.condition=labels opens the folder twice (its classes are counted before the run is set up): the
+    # warning came twice.
+    bad = write_junk(class_tree / "cats" / "bad.png")
+    data = [
+        "data=folder",
+        f"data.root={class_tree}",
+        "data.image_size=8",
+        "data.channels=3",
+        "data.condition=labels",
+    ]
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, *data, "trainer.max_steps=1", "data.num_workers=0"], tmp_path / "run"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    ours = [str(w.message) for w in caught if issubclass(w.category, UnreadableImagesWarning)]
+    assert ours == [f"skipped 1 unreadable image file(s): {bad}"]
+
+
 def truncated_jpeg(path: Path) -> Path:
     """A real JPEG of noise cut in half: its header reads, its pixel data does not decode."""
     noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -74,9 +74,14 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
 SKIPPED_NAMED = 20  # files named in the warning; a folder with thousands of broken files gets a count
 
 
+_WARNED: set[tuple[str, ...]] = set()  # the skipped lists already named in this process
+
+
 def warn_skipped(skipped: list[str]) -> None:
-    """Emit one warning for all unreadable files skipped while scanning (none when the list is empty)."""
-    if skipped:
+    """Emit one warning for all unreadable files skipped while scanning (none when the list is empty), once per
+    process: a labelled run scans its folder twice (its classes are counted before the run is set up)."""
+    if skipped and tuple(skipped) not in _WARNED:
+        _WARNED.add(tuple(skipped))
         named = ", ".join(skipped[:SKIPPED_NAMED])
         more = f" and {len(skipped) - SKIPPED_NAMED} more" if len(skipped) > SKIPPED_NAMED else ""
         warnings.warn(
