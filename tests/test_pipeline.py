@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -189,6 +190,20 @@ def test_a_picture_without_a_mode_is_refused_not_ignored(tiny_ckpt, tmp_path):
         difflab.load(tiny_ckpt).sample(2, image="p.png")
     with pytest.raises(ValueError, match=r"^mask='m.png' given, but mode=img2img does not read it"):
         difflab.load(tiny_ckpt).sample(2, mode="img2img", image="p.png", mask="m.png")
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"steps": "abc"}, "steps='abc' is not a whole number"),
+        ({"sampler": "ddim", "eta": -1}, "eta=-1 must be at least 0.0"),
+        ({"sampler": "heun", "s_churn": "x"}, "s_churn='x' is not a number"),
+    ],
+)
+def test_a_bad_sampler_setting_is_named_as_sample_py_names_it(tiny_ckpt, given, message):
+    # Before: Python's own "invalid literal for int() with base 10: 'abc'", naming no argument.
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        difflab.load(tiny_ckpt).sample(2, **given)
 
 
 def test_sampler_settings_for_inpaint_are_refused_not_ignored(tiny_ckpt):

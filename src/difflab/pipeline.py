@@ -35,6 +35,7 @@ from .pipeline_arguments import (
     sampler_config,
     sampler_knobs,
 )
+from .value_rules import SAMPLER_RULES, check_named
 
 OUTPUTS = ("uint8", "pil", "tensor")
 
@@ -86,6 +87,7 @@ class DiffusionPipeline:
         config = sampler_config(name)
         knobs = sampler_knobs(get_class(config["_target_"]))
         refuse_unknown(options, SAMPLE_ARGUMENTS, knobs, f"the {name} sampler")
+        check_named(options, SAMPLER_RULES)  # steps="abc": Python's own int() error named no argument
         return build_sampler(config, self, **options)
 
     def sample(

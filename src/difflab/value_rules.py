@@ -67,6 +67,19 @@ def or_auto(rule: Rule) -> Rule:
     return either
 
 
+# A sampler's settings (conf/sampler/*.yaml; the keywords of pipe.sample): sample.py, evaluate.py and train.py
+# check them as sampler.<key>.
+SAMPLER_RULES = {
+    "steps": whole(1, nullable=True),
+    "eta": number(0.0),
+    "clip_x0": number(0.0, above=True, nullable=True),
+    "s_churn": number(0.0),  # Heun's (EDM's) churn settings
+    "s_tmin": number(0.0),
+    "s_tmax": number(0.0, nullable=True),
+    "s_noise": number(0.0),
+}
+
+
 def check_named(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
     """One line naming the first key of `values` whose value breaks its rule (keys absent from values are skipped)."""
     for key, rule in rules.items():

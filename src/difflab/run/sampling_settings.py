@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion.precision import PRECISIONS
 from ..generation.options import NUMBER_RULES, SampleOptions
-from ..value_rules import Rule, flag, number, one_of, whole
+from ..value_rules import SAMPLER_RULES, Rule, flag, one_of, whole
 from .argument_types import check_argument_types
 from .rules import check_values, require
 from .typed import typed_keys_under, typed_under
@@ -20,13 +20,7 @@ SAMPLING_RULES: dict[str, Rule] = {
     "n": whole(1),
     **NUMBER_RULES,  # seed, batch_size, cpu_threads, guidance: held by difflab.load(...).sample() too
     "precision": one_of(*PRECISIONS),
-    "sampler.steps": whole(1, nullable=True),
-    "sampler.eta": number(0.0),
-    "sampler.clip_x0": number(0.0, above=True, nullable=True),
-    "sampler.s_churn": number(0.0),  # Heun's (EDM's) churn settings
-    "sampler.s_tmin": number(0.0),
-    "sampler.s_tmax": number(0.0, nullable=True),
-    "sampler.s_noise": number(0.0),
+    **{f"sampler.{key}": rule for key, rule in SAMPLER_RULES.items()},
     "inpaint.steps": whole(1),
     "inpaint.jump_length": whole(1),
     "inpaint.jump_n_sample": whole(1),

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..value_rules import Rule, flag, number, or_auto, whole
+from ..value_rules import SAMPLER_RULES, Rule, flag, number, or_auto, whole
 from .rules import check_values
 
 # Lightning's precisions that train here. The "-true" half precisions would keep the weights, the EMA and the
@@ -57,9 +57,7 @@ RULES = {
     "compile": compile_mode,
     "trainer.precision": precision,
     "trainer.max_steps": length("steps", "trainer.max_epochs"),
-    "sampler.steps": whole(1, nullable=True),
-    "sampler.eta": number(0.0),
-    "sampler.clip_x0": number(0.0, above=True, nullable=True),
+    **{f"sampler.{key}": rule for key, rule in SAMPLER_RULES.items()},  # the grids' and FID's sampler
     "trainer.max_epochs": length("epochs", "trainer.max_steps"),
     "trainer.val_check_interval": number(0.0, above=True, nullable=True),
     "trainer.log_every_n_steps": whole(1),
