@@ -198,6 +198,10 @@ def test_a_picture_without_a_mode_is_refused_not_ignored(tiny_ckpt, tmp_path):
         ({"steps": "abc"}, "steps='abc' is not a whole number"),
         ({"sampler": "ddim", "eta": -1}, "eta=-1 must be at least 0.0"),
         ({"sampler": "heun", "s_churn": "x"}, "s_churn='x' is not a number"),
+        (
+            {"mode": "inpaint", "image": "p.png", "mask": "m.png", "inpaint": {"steps": "abc"}},
+            "inpaint.steps='abc' is not a whole number",
+        ),
     ],
 )
 def test_a_bad_sampler_setting_is_named_as_sample_py_names_it(tiny_ckpt, given, message):

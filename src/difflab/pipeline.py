@@ -35,7 +35,7 @@ from .pipeline_arguments import (
     sampler_config,
     sampler_knobs,
 )
-from .value_rules import SAMPLER_RULES, check_named
+from .value_rules import INPAINT_RULES, SAMPLER_RULES, check_named
 
 OUTPUTS = ("uint8", "pil", "tensor")
 
@@ -151,6 +151,7 @@ class DiffusionPipeline:
         if strength is None and values["mode"] != "img2img":
             values["strength"] = None
         refuse_unknown_inpaint(inpaint or {}, list(defaults["inpaint"]))
+        check_named({f"inpaint.{k}": v for k, v in (inpaint or {}).items()}, INPAINT_RULES)
         # sample.py's defaults are inpaint's: settings given to another mode are refused
         values["inpaint"] = (
             {**defaults["inpaint"], **(inpaint or {})} if values["mode"] == "inpaint" else inpaint

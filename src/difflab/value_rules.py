@@ -79,6 +79,9 @@ SAMPLER_RULES = {
     "s_noise": number(0.0),
 }
 
+# RePaint's settings (sample.py mode=inpaint; pipe.sample's inpaint={…}).
+INPAINT_RULES = {f"inpaint.{key}": whole(1) for key in ("steps", "jump_length", "jump_n_sample")}
+
 
 def check_named(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
     """One line naming the first key of `values` whose value breaks its rule (keys absent from values are skipped)."""

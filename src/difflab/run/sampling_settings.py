@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion.precision import PRECISIONS
 from ..generation.options import NUMBER_RULES, SampleOptions
-from ..value_rules import SAMPLER_RULES, Rule, flag, one_of, whole
+from ..value_rules import INPAINT_RULES, SAMPLER_RULES, Rule, flag, one_of, whole
 from .argument_types import check_argument_types
 from .rules import check_values, require
 from .typed import typed_keys_under, typed_under
@@ -21,9 +21,7 @@ SAMPLING_RULES: dict[str, Rule] = {
     **NUMBER_RULES,  # seed, batch_size, cpu_threads, guidance: held by difflab.load(...).sample() too
     "precision": one_of(*PRECISIONS),
     **{f"sampler.{key}": rule for key, rule in SAMPLER_RULES.items()},
-    "inpaint.steps": whole(1),
-    "inpaint.jump_length": whole(1),
-    "inpaint.jump_n_sample": whole(1),
+    **INPAINT_RULES,
     "resume": flag,
 }
 
