@@ -154,6 +154,43 @@ def test_the_fast_dev_run_summary_says_what_runs(tmp_path: Path) -> None:
     assert "fast_dev_run=True" in line and "max_steps" not in line  # Lightning runs one batch, not 10 steps
 
 
+@pytest.mark.parametrize(
+    ("overrides", "shown", "hidden"),
+    [
+        (
+            ["trainer.max_epochs=1"],
+            "max_steps=5000, max_epochs=1",
+            None,
+        ),  # whichever comes first ends the run
+        ([], "max_steps=5000", "max_epochs"),  # -1: no epoch limit, not shown
+        (["trainer.max_steps=-1", "trainer.max_epochs=2"], "max_epochs=2", "max_steps"),
+    ],
+)
+def test_the_summary_shows_the_limits_that_end_the_run(tmp_path: Path, overrides, shown, hidden) -> None:
+    # Before, trainer.max_epochs=1 was not shown: the summary read max_steps=5000 for a 26-step run.
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    (line,) = [
+        line for line in config_summary(config, {"trainer": "default"}).splitlines() if "trainer=" in line
+    ]
+    assert shown in line and (hidden is None or hidden not in line), line
+
+
+def test_the_bar_counts_to_the_step_the_run_ends_at(capsys) -> None:
+    # Before, trainer.max_epochs=1 on a 26-step epoch ended with "train: 26/3000 steps · … · ETA 4:18".
+    from types import SimpleNamespace
+
+    from difflab.callbacks.progress_bar import StepProgressBar
+
+    bar = StepProgressBar(every_n_seconds=1000.0)
+    trainer = SimpleNamespace(
+        is_global_zero=True, max_steps=3000, estimated_stepping_batches=26, global_step=0
+    )
+    bar.on_train_start(trainer, None)
+    assert bar._progress.total == 26
+    bar._close()
+
+
 def test_a_profile_times_training_and_keeps_its_report_in_the_run_folder(tmp_path: Path) -> None:
     run = tmp_path / "run"
     overrides = ["debug=profile", "model=unet_tiny", "trainer.max_steps=3", "data.batch_size=16"]

@@ -38,10 +38,12 @@ class StepProgressBar(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (self._enabled and trainer.is_global_zero):
             return
-        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        if total is None:
-            estimated = trainer.estimated_stepping_batches
-            total = int(estimated) if estimated != float("inf") else None
+        # Lightning's estimate is the smaller of max_steps and max_epochs' batches (trainer.max_epochs=1 on a 26-step
+        # epoch ends at 26, not at max_steps).
+        estimated = trainer.estimated_stepping_batches
+        total = int(estimated) if estimated != float("inf") else None
+        if total is None and trainer.max_steps and trainer.max_steps > 0:
+            total = trainer.max_steps
         step = trainer.global_step
         self._progress = Progress("train", total, "steps", start=step, every_n_seconds=self.every_n_seconds)
         self._progress.__enter__()

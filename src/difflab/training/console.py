@@ -105,7 +105,15 @@ SUMMARY_FIELDS = {
     "schedule": ("name", "timesteps"),
     "sampler": ("steps", "eta", "clip_x0"),
     "optim": ("lr", "weight_decay"),
-    "trainer": ("fast_dev_run", "max_steps", "precision", "accelerator", "devices", "num_nodes"),
+    "trainer": (
+        "fast_dev_run",
+        "max_steps",
+        "max_epochs",
+        "precision",
+        "accelerator",
+        "devices",
+        "num_nodes",
+    ),
 }
 
 
@@ -115,6 +123,9 @@ def _describe(node: Any, fields: tuple[str, ...]) -> str:
     shown = {k: node[k] for k in fields if node.get(k) is not None}
     # Lightning's fast_dev_run runs one batch (or n) whatever max_steps says: show the one that holds.
     shown.pop("max_steps" if node.get("fast_dev_run") else "fast_dev_run", None)
+    for limit in ("max_steps", "max_epochs"):  # -1: no limit of that kind
+        if shown.get(limit) == -1:
+            shown.pop(limit)
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
