@@ -33,4 +33,12 @@ def write_dit_pipeline(
     transformer = diffusers_dit(state, args)
     scheduler = diffusers.DDPMScheduler(**scheduler_config(schedule.betas, prediction_type))
     pipeline = diffusers.DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
-    pipeline.save_pretrained(out, safe_serialization=True)
+    # Without a VAE diffusers logs "self.vae=None of type <class 'NoneType'> cannot be saved." on a folder it
+    # writes rightly (model_index.json lists no VAE): nothing for a user to act on.
+    verbosity = diffusers.utils.logging.get_verbosity()
+    if vae is None:
+        diffusers.utils.logging.set_verbosity_error()
+    try:
+        pipeline.save_pretrained(out, safe_serialization=True)
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
