@@ -191,6 +191,11 @@ PLAIN_MODEL = SimpleNamespace(condition=None, num_classes=None)
         (CLASS_MODEL, {"labels": []}, "labels=[]: the model knows classes 0..9"),
         (PLAIN_MODEL, {"labels": [1]}, "labels=[1] given, but m.ckpt holds an unconditional model"),
         (
+            CLASS_MODEL,
+            {"prompt": "a one"},
+            "prompt='a one' given, but m.ckpt holds a class-conditional model (10 classes): give labels= instead",
+        ),
+        (
             PLAIN_MODEL,
             {"guidance": 3.0},
             "guidance=3.0 needs a conditional model or guide=<a weaker model>; m.ckpt is unconditional",
@@ -263,3 +268,19 @@ def test_labels_given_to_an_unconditional_unet_are_refused():
         ValueError, match="class labels were given, but this U-Net was built with num_classes=None"
     ):
         net(torch.zeros(1, 1, 4, 4), torch.tensor([5]), {"labels": torch.tensor([1])})
+
+
+def test_a_guide_conditioned_otherwise_is_named_in_words():
+    # Before: "(conditioning None/None classes vs labels/10)".
+    from difflab.diffusion import NoiseSchedule
+    from difflab.generation.autoguide import check_guide
+
+    schedule = NoiseSchedule.from_name("linear", timesteps=10)
+    common = {"sample_shape": (1, 8, 8), "prediction_type": "epsilon", "schedule": schedule, "config": {}}
+    model = SimpleNamespace(condition="labels", num_classes=10, **common)
+    guide = SimpleNamespace(condition=None, num_classes=None, **common)
+    with pytest.raises(ValueError) as error:
+        check_guide(model, guide, "main.ckpt", "guide.ckpt")
+    assert str(error.value).endswith("(an unconditional model vs a class-conditional model (10 classes))"), (
+        str(error.value)
+    )

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .model import TrainedModel
+from .model import TrainedModel, model_kind
 
 
 def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_source: Any) -> None:
@@ -26,9 +26,7 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=0, atol=1e-12):
         differences.append(f"schedule {guide.schedule!r} vs {model.schedule!r}")
     if (guide.condition, guide.num_classes) != (model.condition, model.num_classes):
-        differences.append(
-            f"conditioning {guide.condition}/{guide.num_classes} classes vs {model.condition}/{model.num_classes}"
-        )
+        differences.append(f"{model_kind(guide)} vs {model_kind(model)}")
     if model.condition == "text":
         encoders = [(m.config.get("data") or {}).get("text_encoder") for m in (guide, model)]
         if None not in encoders and encoders[0] != encoders[1]:

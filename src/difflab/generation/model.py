@@ -28,6 +28,17 @@ class TrainedModel(Protocol):
     def sample_shape(self) -> tuple[int, int, int]: ...
 
 
+def model_kind(model: TrainedModel) -> str:
+    """What a model generates from, in words: 'an unconditional model', 'a class-conditional model (10 classes)'."""
+    kinds = {
+        None: "an unconditional model",
+        "labels": f"a class-conditional model ({model.num_classes} classes)",
+        "text": "a text-to-image model",
+        "superres": "a super-resolution model",
+    }
+    return kinds.get(model.condition, f"a {model.condition}-conditioned model")
+
+
 def generated_shape(model: TrainedModel) -> tuple[int, int, int]:
     """What the denoiser makes: a latent diffusion model's latent shape (it has a LatentSpace), else its images'."""
     latents = getattr(model, "latents", None)

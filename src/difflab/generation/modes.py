@@ -11,7 +11,7 @@ from ..io.read_inputs import load_images, load_masks
 from .autoguide import check_guide
 from .conditions import Conditions, for_each_result
 from .methods import Img2Img, Inpaint, Method, Sampling
-from .model import TrainedModel, generated_shape, low_res_shape, recipe_threads
+from .model import TrainedModel, generated_shape, low_res_shape, model_kind, recipe_threads
 from .options import SUPERRES, SampleOptions
 from .request import GenerationRequest
 from .requested import requested_conditions
@@ -87,7 +87,7 @@ def superres_for(
     if model.condition != SUPERRES:
         raise ValueError(
             f"mode=superres needs a super-resolution checkpoint (trained with data.condition=superres); "
-            f"{source} was trained with data.condition={model.condition}"
+            f"{source} holds {model_kind(model)}"
         )
     pictures = load_images(options.image, low_res_shape(model))
     size, n = model.sample_shape[-1], int(options.n)

@@ -10,7 +10,7 @@ from typing import Any
 from ..diffusion.conditioning import SpreadLabels, spread_labels
 from ..text import embed_texts, encoder_version
 from .conditions import Conditions, class_conditions, text_conditions
-from .model import TrainedModel
+from .model import TrainedModel, model_kind
 
 log = logging.getLogger("difflab")
 
@@ -95,10 +95,8 @@ def requested_conditions(
         return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)
     for key, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
         if value is not None:
-            kinds = {None: "an unconditional", "labels": "a class-conditional"}
-            kind = kinds.get(model.condition, f"a {model.condition}-conditioned")
-            hint = "" if model.condition != "labels" else " (give labels= instead)"
-            raise ValueError(f"{key}={value!r} given, but {source} holds {kind} model{hint}")
+            hint = "" if model.condition != "labels" else ": give labels= instead"
+            raise ValueError(f"{key}={value!r} given, but {source} holds {model_kind(model)}{hint}")
     label_guidance = 1.0 if guided_by_model else guidance
     _, wanted = requested_labels(model.condition, model.num_classes, labels, label_guidance, n, source)
     return Conditions() if wanted is None else class_conditions(wanted, n)
