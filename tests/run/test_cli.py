@@ -12,6 +12,13 @@ from conftest import CONF, ROOT
 from difflab.run.cli import check_command_line
 
 
+def refusal(config: str, args: list[str]) -> str:
+    """The one-line error check_command_line gives for `args` of the `config` config."""
+    with pytest.raises(ValueError) as raised:
+        check_command_line(CONF, config, args)
+    return str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -34,9 +41,8 @@ from difflab.run.cli import check_command_line
     ],
 )
 def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):
-    with pytest.raises(ValueError) as raised:
-        check_command_line(CONF, "train", args)
-    assert message in str(raised.value)
+    raised = refusal("train", args)
+    assert message in raised
 
 
 @pytest.mark.parametrize(
@@ -70,10 +76,9 @@ def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):
     ],
 )
 def test_a_key_another_option_of_its_group_sets_names_that_option(args, message):
-    with pytest.raises(ValueError) as raised:
-        check_command_line(CONF, "train", args)
-    assert str(raised.value).startswith(message)
-    assert "_target_" not in str(raised.value)
+    raised = refusal("train", args)
+    assert raised.startswith(message)
+    assert "_target_" not in raised
 
 
 @pytest.mark.parametrize(
@@ -89,19 +94,15 @@ def test_a_key_another_option_of_its_group_sets_names_that_option(args, message)
     ],
 )
 def test_a_misspelt_key_of_another_option_names_it_and_the_option(args, message):
-    with pytest.raises(ValueError) as raised:
-        check_command_line(CONF, "train", args)
-    assert str(raised.value).endswith(message)
+    raised = refusal("train", args)
+    assert raised.endswith(message)
 
 
 def test_a_key_whose_value_in_another_option_is_an_interpolation_is_named():
     # conf/data/mnist.yaml's root is ${paths.data_dir}: reading it must not resolve it (an OmegaConf error was the
     # whole message: "Interpolation key 'paths.data_dir' not found").
-    with pytest.raises(ValueError) as raised:
-        check_command_line(CONF, "eval", ["data.root=/tmp"])
-    assert str(raised.value).startswith(
-        "data.root is not a key of the eval config; data=cifar10, data=digits and"
-    )
+    raised = refusal("eval", ["data.root=/tmp"])
+    assert raised.startswith("data.root is not a key of the eval config; data=cifar10, data=digits and")
 
 
 @pytest.mark.parametrize(
@@ -124,23 +125,20 @@ def test_a_key_whose_value_in_another_option_is_an_interpolation_is_named():
     ],
 )
 def test_a_group_sample_py_does_not_read_is_named_in_one_line(args, message):
-    with pytest.raises(ValueError) as raised:
-        check_command_line(CONF, "sample", args)
-    assert str(raised.value).startswith(message)
+    raised = refusal("sample", args)
+    assert raised.startswith(message)
 
 
 def test_a_key_no_option_sets_says_how_to_add_it():
-    with pytest.raises(ValueError) as raised:
-        check_command_line(CONF, "train", ["trainer.zzzz=1"])
-    assert str(raised.value) == (
+    raised = refusal("train", ["trainer.zzzz=1"])
+    assert raised == (
         "trainer.zzzz is not a key of the train config; add it with +trainer.zzzz=1 if it is new"
     )
 
 
 def test_an_option_with_no_near_match_lists_the_options_in_one_clean_sentence():
-    with pytest.raises(ValueError) as raised:
-        check_command_line(CONF, "train", ["experiment=zzzzzz"])
-    assert str(raised.value).startswith("experiment=zzzzzz is not an option (experiment: ")
+    raised = refusal("train", ["experiment=zzzzzz"])
+    assert raised.startswith("experiment=zzzzzz is not an option (experiment: ")
 
 
 @pytest.mark.parametrize(
