@@ -4,6 +4,7 @@ that set it (`trainer.strategy` → trainer=ddp or trainer=fsdp), else the neare
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,8 @@ def unknown_key_hint(
     add = f"add it with +{override_line} if it is new"
     group = key.partition(".")[0]
     if group not in selected:
-        if (
-            conf_dir / group
-        ).is_dir():  # a group of another config (sample.py's data comes from the checkpoint)
+        # A group of another config (sample.py's data comes from the checkpoint).
+        if (conf_dir / group).is_dir():
             return f"this config has no {group} group, so nothing reads {key} here"
         close = _nearest_key(key, keys)
         return f"did you mean {close}?" if close else add
@@ -53,34 +53,42 @@ def _options_setting(conf_dir: Path, key: str, keys: set[str], chosen: list[str]
     """How to choose each option file of the key's group that holds the rest of the key: `group=option`, or for
     an option that adds to the chosen ones (callbacks/fid.yaml) the list with it added."""
     group, _, rest = key.partition(".")
-    folder = conf_dir / group
-    if not rest or not folder.is_dir():
+    if not rest:
         return []
     composed = {k.split(".")[1] for k in keys if k.startswith(f"{group}.")}
     found = []
-    for path in sorted(folder.glob("*.yaml")):
-        if "@package" in path.read_text().split("\n", 1)[0]:
-            continue  # a recipe placed elsewhere in the config (experiment files): not this group's keys
-        option = OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # ${…} values are not read
-        if not isinstance(option, dict) or rest not in set(dotted_keys(option)):
+    for name, option in _group_options(conf_dir, group).items():
+        if rest not in set(dotted_keys(option)):
             continue
         adds_to_chosen = composed.isdisjoint(set(option) - {"defaults"})
-        choice = f"[{','.join([*chosen, path.stem])}]" if adds_to_chosen and chosen else path.stem
+        choice = f"[{','.join([*chosen, name])}]" if adds_to_chosen and chosen else name
         found.append(f"{group}={choice}")
     return found
 
 
 def _option_keys(conf_dir: Path, group: str) -> set[str]:
     """Every dotted key some option file of the group holds (`formulation.sigma_data` of formulation=edm)."""
+    keys = {group}
+    for option in _group_options(conf_dir, group).values():
+        keys |= {f"{group}.{k}" for k in dotted_keys(option) if not k.startswith("defaults")}
+    return keys
+
+
+@functools.cache
+def _group_options(conf_dir: Path, group: str) -> dict[str, dict[str, Any]]:
+    """The option files of a config group by name, as read (${…} values unresolved), read once; files placed
+    elsewhere in the config (`@package`, e.g. experiment recipes) hold none of the group's keys."""
     folder = conf_dir / group
     if not group or not folder.is_dir():
-        return set()
-    keys = {group}
-    for path in folder.glob("*.yaml"):
-        if "@package" not in path.read_text().split("\n", 1)[0]:
-            option = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-            keys |= {f"{group}.{k}" for k in dotted_keys(option) if not k.startswith("defaults")}
-    return keys
+        return {}
+    options = {}
+    for path in sorted(folder.glob("*.yaml")):
+        if "@package" in path.read_text().split("\n", 1)[0]:
+            continue
+        option = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if isinstance(option, dict):
+            options[path.stem] = option
+    return options
 
 
 def dotted_keys(node: Any, prefix: str = "") -> Iterator[str]:
