@@ -12,6 +12,7 @@ from ..cluster.stop_signal import StoppedBySignal
 from ..tracking.wandb_logger import finish_wandb_run
 from ..training.resume_advice import resume_advice
 from .folder import has_checkpoints, has_logged, release
+from .resume import LAST
 
 # What stops a run at once: SIGTERM outside the training loop (CheckpointOnSignal saves within it), Ctrl-C.
 STOPS = (StoppedBySignal, KeyboardInterrupt)
@@ -59,4 +60,4 @@ def what_a_stop_kept(run_dir: Path, resume: Path | None, trained: bool) -> str:
         return f"{resume} is as it was: {resume_advice(resume) if own else f'resume with ckpt_path={resume}'}"
     if not has_checkpoints(run_dir):
         return "no checkpoint had been written: its steps are lost" if trained else "nothing was trained"
-    return f"the steps since its last checkpoint were not saved: {resume_advice(run_dir / 'checkpoints' / 'last.ckpt')}"
+    return f"the steps since its last checkpoint were not saved: {resume_advice(run_dir / LAST)}"
