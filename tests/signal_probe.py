@@ -7,8 +7,12 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
+
+from difflab.diffusion import DDIMSampler
 
 
 class StepProbe(L.Callback):
@@ -63,3 +67,24 @@ class SignalAtSetup(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         os.kill(os.getpid(), self.signum)
+
+
+class SignallingDDIM(DDIMSampler):
+    """DDIM that sends its own process `signal_name` as its first sampling starts (the run's first grid or FID
+    evaluation), once: the signal lands while a callback generates. `marker` records that it was sent; under DDP
+    `rank` is the one rank signalled (as `kill <pid>` does), else every rank."""
+
+    def __init__(
+        self, *args: Any, marker: str, signal_name: str = "SIGTERM", rank: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.marker = Path(marker)
+        self.signum = signal.Signals[signal_name]
+        self.rank = rank
+
+    def sample(self, *args: Any, **kwargs: Any) -> Any:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if self.rank in (None, rank) and not self.marker.exists():
+            self.marker.write_text("sent")
+            os.kill(os.getpid(), self.signum)
+        return super().sample(*args, **kwargs)

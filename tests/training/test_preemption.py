@@ -407,3 +407,63 @@ def test_a_stop_at_a_periodic_checkpoints_step_writes_that_checkpoint_too(tmp_pa
     assert last_step(run) == 3
     periodic = run / "checkpoints" / "step_0000003.ckpt"
     assert torch.load(periodic, map_location="cpu", weights_only=True)["global_step"] == 3
+
+
+def run_signalled_in_sampling(
+    tmp_path: Path, signal_name: str, *extra: str
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """A 4-step run (grid every 2 steps) whose sampler sends it `signal_name` as the first grid or FID evaluation
+    starts sampling (step 2), started as a terminal starts it (Ctrl-C reaches Python), outside SLURM."""
+    run = tmp_path / "run"
+    args = [
+        *probed_train(run, tmp_path / "probe", "logger=none", "trainer.max_steps=4", *extra),
+        "sampler._target_=signal_probe.SignallingDDIM",
+        f"+sampler.marker={tmp_path / 'signalled'}",
+        f"+sampler.signal_name={signal_name}",
+    ]
+    env = {k: v for k, v in env_with(tmp_path).items() if not k.startswith("SLURM_")}
+    stopped = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    return stopped, run
+
+
+def test_sigterm_while_a_grid_samples_gives_the_grid_up_and_saves_that_step_at_once(tmp_path):
+    # Before, the grid ran to its end and one more step was trained before the save: with a large grid or FID set
+    # that is minutes, past a cluster's grace time (SIGKILL next), and the steps since the last checkpoint were lost.
+    stopped, run = run_signalled_in_sampling(tmp_path, "SIGTERM")
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert last_step(run) == 2
+    assert f"stopped on SIGTERM at step 2 after saving {run / 'checkpoints' / 'last.ckpt'}" in stopped.stderr
+    assert "sample grid step_0000002 at step 2 given up for a stop signal" in stopped.stdout + stopped.stderr
+    assert not (run / "samples" / "step_0000002.png").exists()
+    assert "Traceback" not in stopped.stderr
+
+
+def test_ctrl_c_while_an_fid_evaluation_samples_gives_it_up_and_saves_that_step(tmp_path):
+    stopped, run = run_signalled_in_sampling(
+        tmp_path,
+        "SIGINT",
+        "callbacks=[default,fid]",
+        "callbacks.sample_grid.every_n_steps=0",
+        "callbacks.fid.every_n_steps=2",
+        "callbacks.fid.num_samples=6",
+        "metrics.num_reference=20",
+        "metrics.kid_subset_size=5",
+        "metrics.prc=false",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+    )
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert last_step(run) == 2
+    assert "FID evaluation at step 2 given up for a stop signal" in stopped.stdout + stopped.stderr
+    assert (
+        f"stopped on SIGINT (Ctrl-C) at step 2 after saving {run / 'checkpoints' / 'last.ckpt'}"
+        in stopped.stderr
+    )
+    assert "Traceback" not in stopped.stderr

@@ -150,3 +150,43 @@ def test_two_process_ddp_saves_a_signalled_rank_at_a_multiple_of_n_with_no_colle
         quiet = {step: n for step, n in counts.items() if step % EVERY and n}
         assert not quiet, f"rank {rank}: collectives at steps that are not multiples of {EVERY}: {quiet}"
         assert counts[EVERY] > 0, "the check at step N made no collective: it was not measured"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gives_a_grid_up_for_a_signal_on_one_rank_and_both_save_that_step(tmp_path):
+    """SIGTERM to rank 1 only as the step-2 grid samples (the ranks' regular check comes at step 4): both ranks
+    give the grid up, agree, save step 2 and stop (exit 3); none waits in the grid's gather."""
+    run = tmp_path / "run"
+    overrides = [o for o in FAST_TRAIN if not o.startswith(("trainer=", "trainer.max_steps=", "logger="))]
+    job = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *overrides,
+            "trainer=ddp",
+            "trainer.devices=2",
+            "trainer.accelerator=cpu",
+            "trainer.max_steps=8",
+            "logger=none",
+            "callbacks.model_checkpoint.every_n_train_steps=1000",
+            f"preemption_check_every_n_steps={EVERY}",
+            "cpu_threads=1",
+            "sampler._target_=signal_probe.SignallingDDIM",
+            f"+sampler.marker={tmp_path / 'signalled'}",
+            "+sampler.rank=1",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),  # this checkout
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == 3, job.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert not (run / "samples" / "step_0000002.png").exists()

@@ -19,6 +19,7 @@ from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
 from ..training.finite import check_losses_so_far
+from .giving_way import GaveWay, gave_way, stoppable
 from .progress_bar import busy
 from .rank_merge import merge_statistics, sum_over_ranks
 from .rank_share import GeneratingCallback, SamplerFactory
@@ -140,12 +141,18 @@ class FIDCallback(GeneratingCallback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """Generate and embed this rank's share, merge the statistics, score on rank 0, broadcast; log."""
+        """Generate and embed this rank's share, merge the statistics, score on rank 0, broadcast; log. Nothing
+        ({}) when a stop signal made it give way (callbacks.giving_way: the step is saved instead)."""
         self._last_step = trainer.global_step
         check_losses_so_far(pl_module)  # a diverged loss is named as such, not scored
         ranks = trainer.world_size
         keep_per_rank = math.ceil(self.evaluator.keep_features / ranks)
-        acc, logits, images, hits = self._embed_my_share(trainer, pl_module, keep_per_rank)
+        try:
+            acc, logits, images, hits = self._embed_my_share(trainer, pl_module, keep_per_rank)
+        except GaveWay:
+            acc = None
+        if gave_way(trainer, acc is None, "FID evaluation"):
+            return {}
         stats = merge_statistics(trainer, acc, self.evaluator.keep_features)
         if logits is not None:
             logits = gather_in_index_order(trainer, logits.to(trainer.strategy.root_device)).cpu()
@@ -186,7 +193,7 @@ class FIDCallback(GeneratingCallback):
             wanted = generation.request.conditions.labels
             scores_classes = self._classifier is not None and wanted is not None
             with busy(trainer, f"scoring {self.num_samples} samples", generation.steps) as on_step:
-                for indices, images in generation.batches(on_step):
+                for indices, images in generation.batches(stoppable(trainer, on_step)):
                     images = to_uint8(images)
                     features, batch_logits = self.evaluator.embed(images, pl_module.device)
                     acc.update(features)

@@ -13,6 +13,7 @@ from torch import Tensor
 from ..generation import grid_tiles
 from ..io.write_images import enlarge, grid_of, save_png
 from ..training.finite import HINT, NonFiniteError, check_losses_so_far
+from .giving_way import GaveWay, gave_way, stoppable
 from .progress_bar import busy
 from .rank_share import GeneratingCallback, SamplerFactory
 from .sharding import gather_in_index_order
@@ -61,7 +62,8 @@ class SampleGrid(GeneratingCallback):
 
     @torch.no_grad()
     def log_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
-        """Sample the grid (sharded over ranks), then write and log it from rank 0."""
+        """Sample the grid (sharded over ranks), then write and log it from rank 0 (None elsewhere, and when a stop
+        signal made it give way: callbacks.giving_way)."""
         self._last_step = trainer.global_step
         check_losses_so_far(pl_module)  # a diverged loss is named as such, before its weights are sampled
         task = trainer.datamodule.generation_task(self.num_samples)
@@ -69,7 +71,13 @@ class SampleGrid(GeneratingCallback):
             self.my_share(trainer, pl_module, task) as generation,
             busy(trainer, f"sample grid {name}", generation.steps) as on_step,
         ):
-            images = gather_in_index_order(trainer, generation.images(on_step))
+            try:
+                mine = generation.images(stoppable(trainer, on_step))
+            except GaveWay:
+                mine = None
+        if gave_way(trainer, mine is None, f"sample grid {name}"):
+            return None
+        images = gather_in_index_order(trainer, mine)
         request = generation.request
         if not bool(torch.isfinite(images).all()):  # every rank holds all images: all raise together
             raise NonFiniteError(

@@ -181,6 +181,21 @@ class CheckpointOnSignal(L.Callback):
         # Under DDP every rank skips the same steps: the global step is the same on all.
         self._act_on_requests(trainer, every_rank_here=trainer.global_step % self.check_every_n_steps == 0)
 
+    @property
+    def stop_requested(self) -> bool:
+        """A signal has asked this process to save (and maybe stop): a grid or FID evaluation under way gives way
+        to it (callbacks.giving_way), so the checkpoint is not kept waiting past a cluster's grace time."""
+        return (
+            self._requeue_requested
+            or self._save_requested
+            or self._terminate_requested
+            or self._interrupt_requested
+        )
+
+    def save_now(self, trainer: L.Trainer) -> None:
+        """Save (and stop, or go on) as the signals received ask, at once: every rank calls it at the same point."""
+        self._act_on_requests(trainer, every_rank_here=True)
+
     def _act_on_requests(self, trainer: L.Trainer, every_rank_here: bool) -> None:
         """Save and stop (or go on) as the signals received ask; under DDP only where `every_rank_here` (all ranks
         make the same call, so they can agree)."""
