@@ -172,6 +172,16 @@ def test_a_folder_read_in_batches_says_which_pictures_its_warning_counted(tmp_pa
     assert message.endswith("(counted in pictures 1-5 of 12; later ones are brought alike)")
 
 
+def test_a_picture_that_does_not_decode_is_named_not_skipped(tmp_path: Path) -> None:
+    """A generated set is scored whole or not at all: skipping a broken file, as a training folder does, would
+    score fewer pictures than were given without a word."""
+    for i in range(3):
+        Image.new("L", (8, 8), 50 * i).save(tmp_path / f"{i}.png")
+    (tmp_path / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut short" * 10)
+    with pytest.raises(ValueError, match=r"could not read image .*3\.png"):
+        list(open_image_set(tmp_path).batches((1, 8, 8)))
+
+
 def test_an_npz_of_another_size_is_converted_and_scored_as_a_folder_of_it_is(
     digits_val_folder: Path, tmp_path: Path
 ) -> None:
