@@ -129,6 +129,16 @@ def test_a_group_sample_py_does_not_read_is_named_in_one_line(args, message):
     assert raised.startswith(message)
 
 
+def test_a_run_folder_given_to_a_sweep_is_refused_naming_the_sweeps_own():
+    # Before, Hydra ignored it: the jobs wrote under multirun/<date>/<time>/ and the folder named stayed empty.
+    raised = refusal("train", ["-m", "seed=1,2", "hydra.run.dir=/tmp/mine"])
+    assert raised == (
+        "hydra.run.dir=/tmp/mine is not read by a sweep (-m): its jobs write into hydra.sweep.dir/<job number>; "
+        "name the sweep's folder with hydra.sweep.dir=/tmp/mine"
+    )
+    check_command_line(CONF, "train", ["-m", "seed=1,2", "hydra.sweep.dir=/tmp/mine"])
+
+
 def test_a_key_no_option_sets_says_how_to_add_it():
     raised = refusal("train", ["trainer.zzzz=1"])
     assert raised == (

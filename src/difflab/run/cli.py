@@ -88,6 +88,8 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
         overrides = [parse(a) for a in args if not a.startswith("-")]
     except ValueError:
         return  # Hydra names a syntax error itself
+    if any(a in PLAIN_FLAGS for a in args):
+        _refuse_run_folder_in_a_sweep(overrides)
     groups = [o for o in overrides if _is_group(conf_dir, o)]
     for override in groups:
         _check_options(conf_dir, override)
@@ -112,6 +114,17 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
         if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected)
             raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
+
+
+def _refuse_run_folder_in_a_sweep(overrides: list[Override]) -> None:
+    """hydra.run.dir= with -m: Hydra reads only hydra.sweep.dir in a sweep, so the folder asked for would stay
+    empty while the jobs wrote under multirun/<date>/<time>/ without a word."""
+    for override in overrides:
+        if override.key_or_group == "hydra.run.dir":
+            raise ValueError(
+                f"{override.input_line} is not read by a sweep (-m): its jobs write into hydra.sweep.dir/<job "
+                f"number>; name the sweep's folder with hydra.sweep.dir={override.value()}"
+            )
 
 
 def _check_groups_exist(conf_dir: Path, config_name: str, groups: list[Override]) -> None:
