@@ -139,6 +139,19 @@ def test_a_run_folder_given_to_a_sweep_is_refused_naming_the_sweeps_own():
     check_command_line(CONF, "train", ["-m", "seed=1,2", "hydra.sweep.dir=/tmp/mine"])
 
 
+@pytest.mark.parametrize("config", ["sample", "eval", "export"])
+def test_a_new_key_the_script_never_reads_is_refused_not_suggested(config):
+    # These scripts read their keys by name: before, +foo=1 was taken without a word (and foo=1 suggested it).
+    assert refusal(config, ["+foo=1"]) == f"+foo=1: the {config} config reads no key foo"
+    assert refusal(config, ["foo=1"]) == (
+        f"foo is not a key of the {config} config; a key added with + would not be read (--help lists the keys)"
+    )
+    assert (
+        refusal("sample", ["+guidanc=2"])
+        == "+guidanc=2: the sample config reads no key guidanc; did you mean guidance?"
+    )
+
+
 def test_a_key_no_option_sets_says_how_to_add_it():
     raised = refusal("train", ["trainer.zzzz=1"])
     assert raised == (

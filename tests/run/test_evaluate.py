@@ -395,7 +395,7 @@ def test_a_users_own_model_class_is_scored_once_allowed_explicitly(
 
 
 @pytest.mark.parametrize(
-    "given", [["n=4"], ["seed=3", "sampler.steps=3"], ["sampler=heun"], ["precision=bf16"], ["+prompt=seven"]]
+    "given", [["n=4"], ["seed=3", "sampler.steps=3"], ["sampler=heun"], ["precision=bf16"], ["prompt=seven"]]
 )
 def test_generation_settings_with_images_are_refused_not_ignored(tmp_path: Path, given: list[str]) -> None:
     # Before, images= scored every image it held whatever n= said (the report said n=8 for n=4), and seed=,

@@ -434,7 +434,7 @@ def test_evaluate_generates_what_sample_py_generates_negative_prompt_included(
     scored: list[torch.Tensor] = []  # what evaluate.py generated, before it is turned into 8-bit images
     spy = lambda images: scored.append(images) or to_uint8(images)  # noqa: E731
     monkeypatch.setattr("difflab.evaluation.samples.to_uint8", spy)
-    asked = ['+prompt=["a handwritten seven","digit 3"]', "+negative_prompt=a one", "guidance=3.0", "seed=5"]
+    asked = ['prompt=["a handwritten seven","digit 3"]', "negative_prompt=a one", "guidance=3.0", "seed=5"]
     small = ["metrics.num_reference=40", "metrics.kid_subset_size=2", "metrics.prc=false", "log_wandb=false"]
     small += [f"metrics.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'report.json'}"]
     evaluate(compose_config("eval", [f"ckpt={ckpt}", "n=4", "sampler.steps=2", *asked, *small], tmp_path))

@@ -22,10 +22,13 @@ from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
 from ..runs.inherit import inherited_overrides, parse
-from .unknown_key import dotted_keys, unknown_key_hint
+from .unknown_key import NOT_READ, dotted_keys, unknown_key_hint
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
 PLAIN_FLAGS = ("-m", "--multirun")
+# The configs where a key added with + can be read: train.py's config is instantiated and interpolated
+# (+trainer.profiler=simple, +callbacks.<name>=…, a tag for an interpolation); the others read their keys by name.
+ADDS_KEYS = ("train",)
 
 
 def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit: bool = False) -> None:
@@ -107,12 +110,19 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
     config = OmegaConf.to_container(cfg, resolve=False)
     config.pop("hydra")  # Hydra's own settings are overridden as hydra.*, never checked here
     keys = set(dotted_keys(config))
+    new_keys_read = config_name in ADDS_KEYS
     for override in overrides:
         key = override.key_or_group
-        if override in groups or override.type != OverrideType.CHANGE or key.split(".")[0] == "hydra":
+        if override in groups or key.split(".")[0] == "hydra":
+            continue
+        if override.type == OverrideType.ADD and not new_keys_read and "." not in key and key not in keys:
+            hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
+            hint = "" if hint == NOT_READ else f"; {hint}"
+            raise ValueError(f"{override.input_line}: the {config_name} config reads no key {key}{hint}")
+        if override.type != OverrideType.CHANGE:
             continue
         if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
-            hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected)
+            hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
             raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
 
 

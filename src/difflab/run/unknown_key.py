@@ -15,12 +15,22 @@ from omegaconf import OmegaConf
 NAMED_OPTIONS = 2
 
 
+# Where nothing reads a key added with + (the scripts that read their own config's keys by name).
+NOT_READ = "a key added with + would not be read (--help lists the keys)"
+
+
 def unknown_key_hint(
-    conf_dir: Path, key: str, keys: set[str], override_line: str, selected: dict[str, list[str]]
+    conf_dir: Path,
+    key: str,
+    keys: set[str],
+    override_line: str,
+    selected: dict[str, list[str]],
+    new_keys_read: bool = True,
 ) -> str:
     """The part of the error after "<key> is not a key of the … config; ". `keys`: the composed config's dotted
-    keys; `selected`: each config group's chosen options ([] for a group chosen as null)."""
-    add = f"add it with +{override_line} if it is new"
+    keys; `selected`: each config group's chosen options ([] for a group chosen as null); `new_keys_read`: False
+    where a key added with + is never read (sample.py reads its keys by name), so adding it is not suggested."""
+    add = f"add it with +{override_line} if it is new" if new_keys_read else NOT_READ
     group = key.partition(".")[0]
     if group not in selected:
         # A group of another config (sample.py's data comes from the checkpoint).
