@@ -27,7 +27,6 @@ from .diffusion import NoiseSchedule, Sampler
 from .diffusion.precision import check_precision
 from .generation import SampleOptions, build_sampler, generate_images, request_for
 from .generation.memory import check_images_fit
-from .generation.options import refuse_sampler_settings
 from .pipeline_arguments import (
     cli_defaults,
     refuse_unknown,
@@ -35,6 +34,7 @@ from .pipeline_arguments import (
     sampler_config,
     sampler_knobs,
 )
+from .sample_options import refuse_sampler_settings
 from .value_rules import INPAINT_RULES, SAMPLER_RULES, check_named
 
 OUTPUTS = ("uint8", "pil", "tensor")

@@ -94,3 +94,17 @@ def check_named(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
             raise ValueError(
                 f"{key}={value!r} {problem}" if isinstance(value, str) else f"{key}={value} {problem}"
             )
+
+
+# The precisions generation runs the network under (diffusion.precision): fp32, or bf16 autocast.
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_strength(strength: float) -> None:
+    """A one-line error unless strength is a number in (0, 1]."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):  # float's own message would not name the key
+        raise ValueError(f"strength={strength!r} is not a number") from None
+    if not 0 < value <= 1:  # also refuses NaN
+        raise ValueError(f"strength must be in (0, 1] (got {strength})")

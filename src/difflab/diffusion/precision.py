@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = ("fp32", "bf16")
+from ..value_rules import PRECISIONS
 
 
 def check_precision(precision: str) -> None:

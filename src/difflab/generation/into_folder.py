@@ -13,11 +13,11 @@ from torch import Tensor
 from ..cluster.processes import ONE_PROCESS, Processes, from_rank_0
 from ..io.results import OutputFolder, write_json
 from ..io.write_images import enlarge, grid_of, writing_samples
+from ..sample_options import SampleOptions
 from .finite import check_finite
 from .grids import GRID_COLUMNS, GRID_ROWS, comparison_tiles, grid_indices
 from .images import Generation
 from .memory import check_disk_room
-from .options import SampleOptions
 from .report import log_line, progress
 from .request import GenerationRequest
 from .resume import ResumePlan, finished, plan_for, record

@@ -8,11 +8,11 @@ from typing import Any
 
 from ..diffusion import Sampler
 from ..io.read_inputs import load_images, load_masks
+from ..sample_options import SUPERRES, SampleOptions
 from .autoguide import check_guide
 from .conditions import Conditions, for_each_result
 from .methods import Img2Img, Inpaint, Method, Sampling
 from .model import TrainedModel, generated_shape, low_res_shape, model_kind, recipe_threads
-from .options import SUPERRES, SampleOptions
 from .request import GenerationRequest
 from .requested import requested_conditions
 from .superres import superres_request

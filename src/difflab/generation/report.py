@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..progress import Progress
+from ..sample_options import SUPERRES, SampleOptions
 from .model import TrainedModel
-from .options import SUPERRES, SampleOptions
 from .request import GenerationRequest
 
 

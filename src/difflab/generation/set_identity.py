@@ -12,7 +12,7 @@ from typing import Any
 
 from ..io.read_inputs import image_files
 from ..models.weights_hash import weights_fingerprint
-from .options import SampleOptions
+from ..sample_options import SampleOptions
 
 # The options that change the images (paths aside: what they hold is compared, wherever it now lies).
 DECIDING_OPTIONS = (

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ..sample_options import SUPERRES, SampleOptions
 from .images import Generation
 from .methods import Inpaint
 from .model import TrainedModel, low_res_shape, sr_factor
-from .options import SUPERRES, SampleOptions
 from .request import GenerationRequest
 
 

@@ -19,9 +19,9 @@ from ..cluster.stop_signal import StoppedBySignal
 from ..generation import build_sampler, request_for, walked_config
 from ..generation.into_folder import generate_into, generate_share
 from ..generation.memory import OutOfDeviceMemory
-from ..generation.options import refuse_sampler_settings
 from ..io.results import output_folder
 from ..io.write_images import log_written
+from ..sample_options import refuse_sampler_settings
 from .errors import exit_if_stopped, left_to_rank_0
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 from .typed import typed_under

@@ -8,9 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..diffusion.precision import PRECISIONS
-from ..generation.options import NUMBER_RULES, SampleOptions
-from ..value_rules import INPAINT_RULES, SAMPLER_RULES, Rule, flag, one_of, whole
+from ..sample_options import NUMBER_RULES, SampleOptions
+from ..value_rules import INPAINT_RULES, PRECISIONS, SAMPLER_RULES, Rule, flag, one_of, whole
 from .argument_types import check_argument_types
 from .rules import check_values, require
 from .typed import typed_keys_under, typed_under

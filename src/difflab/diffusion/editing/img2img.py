@@ -7,20 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ...value_rules import check_strength
 from ..sample_noise import NoiseSource, draw_noise
 from ..samplers.base import Denoiser, Sampler
 from ..samplers.continuous import SigmaDenoiser, SigmaSampler
 from .placement import place
-
-
-def check_strength(strength: float) -> None:
-    """A one-line error unless strength is a number in (0, 1]."""
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):  # float's own message would not name the key
-        raise ValueError(f"strength={strength!r} is not a number") from None
-    if not 0 < value <= 1:  # also refuses NaN
-        raise ValueError(f"strength must be in (0, 1] (got {strength})")
 
 
 def strength_timesteps(timesteps: Tensor, num_train_timesteps: int, strength: float) -> Tensor:

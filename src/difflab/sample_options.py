@@ -1,5 +1,6 @@
 """What a user asks sample.py (or difflab.load(...).sample()) for, as plain values under sample.py's own key
-names, and the checks that need no model: so a bad request is one line before anything is loaded."""
+names, and the checks that need no model: so a bad request is one line before anything is loaded. Plain Python
+(no torch), so that sample.py and evaluate.py answer a bad value in about a second; generation/ builds on it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..diffusion.editing import check_strength
-from ..value_rules import check_named, number, or_auto, whole
+from .value_rules import check_named, check_strength, number, or_auto, whole
 
 SUPERRES = "superres"
 EDIT_MODES = ("inpaint", "img2img")
