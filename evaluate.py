@@ -10,9 +10,14 @@ from difflab.run.errors import exit_on_user_error
 
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from difflab.run.evaluate import evaluate  # torch loads once the work starts
+    from difflab.run.evaluate_settings import (
+        read_evaluate_settings,  # no torch yet: a bad value is one line at once
+    )
 
-    evaluate(cfg)
+    settings = read_evaluate_settings(cfg)
+    from difflab.run.evaluate import evaluate_from  # torch loads once the settings hold
+
+    evaluate_from(settings)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,14 @@ from difflab.run.errors import exit_on_user_error
 
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from difflab.run.sample import sample  # torch loads once the work starts
+    from difflab.run.sample_settings import (
+        read_sample_settings,  # no torch yet: a bad value is one line at once
+    )
 
-    sample(cfg)
+    settings = read_sample_settings(cfg)
+    from difflab.run.sample import sample_from  # torch loads once the settings hold
+
+    sample_from(settings)
 
 
 if __name__ == "__main__":

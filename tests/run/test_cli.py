@@ -204,7 +204,12 @@ def loads_after(script: str, *args: str) -> set[str]:
         ("train.py", ["optim.lrr=1"]),
         ("train.py", ["trainer.max_steps=abc", "hydra.run.dir=/nonexistent/never"]),
         ("sample.py", ["--help"]),
+        (
+            "sample.py",
+            ["ckpt=any.ckpt", "sampler.steps=abc"],
+        ),  # before: torch and Lightning loaded first (4 s)
         ("evaluate.py", ["--help"]),
+        ("evaluate.py", ["ckpt=any.ckpt", "n=1"]),
         ("export.py", ["--help"]),
     ],
 )

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..autoencoder_checkpoint import is_autoencoder, load_autoencoder
 from ..checkpoint import LoadedModel, load_with_guide
@@ -29,54 +28,13 @@ from ..generation import build_sampler, walked_config
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
-from ..value_rules import whole
 from .errors import exit_if_stopped, left_to_rank_0
-from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
-from .typed import typed_under
+from .evaluate_settings import EvaluateSettings, read_evaluate_settings
 
 log = logging.getLogger("difflab")
 
-
-RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
-# What only generating from ckpt= reads (guidance= and guide= have lines of their own).
-GENERATION_KEYS = ("n", "seed", "sampler", "precision", "labels", "prompt", "negative_prompt")
 # A stop once images are scored says where they are kept (evaluation.unfinished); before, there is nothing to keep.
 STOPPED = "nothing was written (no image had been scored yet)"
-
-
-@dataclass(frozen=True)
-class EvaluateSettings:
-    """evaluate.py's config, read and checked once: what to generate (or the images= to score), the reference
-    data= (None: the checkpoint's own), the metric settings, and whether the scores also go to the run's W&B."""
-
-    sampling: SamplingSettings
-    images: str | None
-    data: DictConfig | None
-    metrics: dict[str, Any]
-    log_wandb: bool
-
-
-def read_settings(cfg: DictConfig) -> EvaluateSettings:
-    """evaluate.py's config, every value and combination checked before anything is loaded or written."""
-    if bool(cfg.ckpt) == bool(cfg.images):
-        raise ValueError(
-            "give exactly one of ckpt=<checkpoint> (generate and score) or images=<folder or .npz>"
-        )
-    sampling = read_sampling_settings(
-        cfg, RULES, "sample"
-    )  # evaluate.py scores samples: it has no edit modes
-    if not cfg.ckpt and float(cfg.guidance) != 1.0:
-        raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
-    if not cfg.ckpt and cfg.get("guide"):
-        raise ValueError(f"guide={cfg.guide} guides a checkpoint's sampling: give ckpt=, not images=")
-    generating = [o for key in GENERATION_KEYS for o in typed_under(cfg, key)]
-    if not cfg.ckpt and generating:  # before, taken and ignored: images= scored all its images as they are
-        raise ValueError(
-            f"{' '.join(generating)} given, but images= is scored as it is (these settings make samples from "
-            "ckpt=): drop them"
-        )
-    metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
-    return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb))
 
 
 def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> ImageDataModule:
@@ -106,7 +64,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score cfg.ckpt's samples (or the images in cfg.images) with cfg.metrics; write and return the report.
     Started by torchrun as several processes, they share the sampling and rank 0 scores and writes (the others
     return {}). SIGTERM or Ctrl-C ends it with one line (exit 143 or 130)."""
-    settings = read_settings(cfg)
+    return evaluate_from(read_evaluate_settings(cfg))
+
+
+def evaluate_from(settings: EvaluateSettings) -> dict[str, Any]:
+    """evaluate() once its settings are read (evaluate.py reads them before torch loads)."""
     processes = started_processes()
     with exit_if_stopped(
         "evaluate.py", STOPPED if processes.main else left_to_rank_0(processes.rank, "scores")

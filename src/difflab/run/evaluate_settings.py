@@ -1,0 +1,51 @@
+"""evaluate.py's config read and checked once, before torch loads: a bad value is one line in about a second."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..value_rules import whole
+from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
+from .typed import typed_under
+
+RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
+# What only generating from ckpt= reads (guidance= and guide= have lines of their own).
+GENERATION_KEYS = ("n", "seed", "sampler", "precision", "labels", "prompt", "negative_prompt")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """evaluate.py's config, read and checked once: what to generate (or the images= to score), the reference
+    data= (None: the checkpoint's own), the metric settings, and whether the scores also go to the run's W&B."""
+
+    sampling: SamplingSettings
+    images: str | None
+    data: DictConfig | None
+    metrics: dict[str, Any]
+    log_wandb: bool
+
+
+def read_evaluate_settings(cfg: DictConfig) -> EvaluateSettings:
+    """evaluate.py's config, every value and combination checked before anything is loaded or written."""
+    if bool(cfg.ckpt) == bool(cfg.images):
+        raise ValueError(
+            "give exactly one of ckpt=<checkpoint> (generate and score) or images=<folder or .npz>"
+        )
+    sampling = read_sampling_settings(
+        cfg, RULES, "sample"
+    )  # evaluate.py scores samples: it has no edit modes
+    if not cfg.ckpt and float(cfg.guidance) != 1.0:
+        raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
+    if not cfg.ckpt and cfg.get("guide"):
+        raise ValueError(f"guide={cfg.guide} guides a checkpoint's sampling: give ckpt=, not images=")
+    generating = [o for key in GENERATION_KEYS for o in typed_under(cfg, key)]
+    if not cfg.ckpt and generating:  # before, taken and ignored: images= scored all its images as they are
+        raise ValueError(
+            f"{' '.join(generating)} given, but images= is scored as it is (these settings make samples from "
+            "ckpt=): drop them"
+        )
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
+    return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb))
