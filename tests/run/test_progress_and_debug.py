@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FAST_TRAIN, compose_config, run_cli
+from conftest import FAST_TRAIN, TINY_AE, compose_config, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -210,6 +210,18 @@ def test_the_summary_names_the_formulation_and_hides_a_schedule_it_does_not_use(
     assert "formulation=flow" in lines["flow"] and "t_sampling=logit_normal" in lines["flow"]
     assert "schedule=" not in lines["flow"]  # flow's noise levels are its own, not the linear table's
     assert "formulation=vp" in lines["vp"] and "schedule=linear" in lines["vp"]
+
+
+def test_an_autoencoder_runs_summary_lists_no_schedule_or_sampler(tmp_path: Path) -> None:
+    # Before, it listed schedule=linear and sampler=ddim, which an autoencoder run never reads.
+    cfg = compose_config("train", TINY_AE, tmp_path)
+    summary = config_summary(OmegaConf.to_container(cfg, resolve=True), {"model": "autoencoder_kl_f4"})
+    assert "model=autoencoder_kl_f4" in summary
+    assert not [
+        line
+        for line in summary.splitlines()
+        if line.split()[0].startswith(("schedule", "sampler", "formulation"))
+    ]
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,8 @@ def _shown_and_logged(show: Callable[..., None]) -> Callable[..., None]:
 
 
 # The fields of each group that tell runs apart, in the order shown.
+# The groups only a diffusion run reads (an autoencoder run composes them too, unused).
+DIFFUSION_ONLY = ("formulation", "schedule", "sampler")
 SUMMARY_FIELDS = {
     "data": ("dataset", "image_size", "channels", "batch_size", "condition"),
     "model": (
@@ -143,6 +145,8 @@ def config_summary(
     for group, fields in SUMMARY_FIELDS.items():
         if group == "schedule" and _formulation_ignores_schedule(config):
             continue  # edm and flow have their own noise levels: a `schedule=linear` line would mislead
+        if group in DIFFUSION_ONLY and config.get("task") == "autoencoder":
+            continue  # an autoencoder run neither noises nor samples
         if group in config:
             choice = (choices or {}).get(group)
             label = f"{group}={choice}" if choice else group
