@@ -40,6 +40,10 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
     # Wrong for difflab's runs: metrics are logged every log_every_n_steps optimizer steps across epochs.
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+    # debug=overfit asks for it: the same few batches, in order, every epoch.
+    warnings.filterwarnings(
+        "ignore", message=r"You requested to overfit but enabled train dataloader shuffling"
+    )
     # DiffusionModule.configure_model shards only under trainer=fsdp, where difflab's EMA copies and shards itself.
     warnings.filterwarnings(
         "ignore", message=r"You're using the WeightAveraging callback with a model that overrides"
