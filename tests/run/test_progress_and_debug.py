@@ -253,3 +253,17 @@ def test_a_stop_shows_the_step_it_saved_as_the_bars_last_count(capsys) -> None:
     bar.on_exception(SimpleNamespace(global_step=177), None, KeyboardInterrupt())
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: ")]
     assert lines[-1].startswith("train: 177/2000 steps"), lines
+
+
+def test_compiling_on_a_machine_without_cuda_prints_no_cuda_line(caplog) -> None:
+    # compile=true|regional on a CPU: torch's extension loader warned "No CUDA runtime is found" in the middle of
+    # the run's output, about a runtime the CPU compile never needs.
+    from difflab.training.console import quiet_library_noise
+
+    quiet_library_noise()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("torch.utils.cpp_extension").warning(
+            "No CUDA runtime is found, using CUDA_HOME='/usr'"
+        )
+        logging.getLogger("torch.utils.cpp_extension").warning("another warning of that logger")
+    assert "No CUDA runtime" not in caplog.text and "another warning" in caplog.text

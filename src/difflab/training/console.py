@@ -19,6 +19,8 @@ log = logging.getLogger("difflab")
 _NOISE = (
     ("lightning.pytorch.utilities.rank_zero", "💡 Tip"),
     ("lightning.pytorch", "💡 Tip"),
+    # compile= on a machine without CUDA: inductor compiles for the CPU and needs no CUDA runtime.
+    ("torch.utils.cpp_extension", "No CUDA runtime is found"),
 )
 
 
