@@ -212,3 +212,26 @@ def test_a_resume_that_changes_the_lr_schedule_says_so(cli_run, tmp_path, overri
         f"the learning-rate schedule differs from the checkpoint's: {named}; from step 2 the learning rate "
         "follows the new schedule (it may jump there)"
     ) in result.stdout + result.stderr
+
+
+def test_a_moved_run_folder_resumes_with_its_checkpoint_keeping_state(tmp_path):
+    # Before, Lightning warned "The dirpath has changed … won't be reloaded" and forgot its top-k: a run keeping
+    # its 2 best checkpoints kept the 2 from before the move for good, beside 2 new ones.
+    top_2 = [
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        "callbacks.model_checkpoint.save_top_k=2",
+        "+callbacks.model_checkpoint.monitor=train/loss",
+    ]
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    made = run_cli("train.py", *CLI_FAST, *top_2, f"hydra.run.dir={first}")
+    assert made.returncode == 0, made.stderr[-2000:]
+    kept_before = sorted(p.name for p in (first / "checkpoints").glob("step_*.ckpt"))
+    assert len(kept_before) == 2
+    shutil.move(first, moved)
+    resumed = run_cli(
+        "train.py", "ckpt_path=last", "trainer.max_steps=8", top_2[-1], f"hydra.run.dir={moved}"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "dirpath has changed" not in resumed.stdout + resumed.stderr
+    assert len(list((moved / "checkpoints").glob("step_*.ckpt"))) == 2
+    assert (moved / "checkpoints" / "last.ckpt").is_file() and not list(moved.rglob("last-v*.ckpt"))

@@ -38,11 +38,40 @@ class Checkpoint(ModelCheckpoint):
             trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
             record_saved_step(self, trainer.global_step)
 
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        # Called just before load_state_dict, which needs to know which file the state came from.
+        self._resumed_from = None if trainer.ckpt_path is None else Path(trainer.ckpt_path)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+        super().load_state_dict(self._rebased_if_moved(state_dict))
         # In a moved or copied run folder Lightning forgets last_model_path (its dirpath changed) and would
         # save last-v1.ckpt beside the last.ckpt being resumed, leaving a stale last.ckpt for the next resume.
         stored = Path(str(state_dict.get("last_model_path") or ""))
         last_name = f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
         if self.save_last and self.dirpath and not self.last_model_path and stored.name == last_name:
             self.last_model_path = str(Path(self.dirpath) / last_name)
+
+    def _rebased_if_moved(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """The stored state with its paths moved to this dirpath when the checkpoint resumed sits in this dirpath
+        but names another (the run folder was moved or copied): Lightning then reloads the best and top-k
+        checkpoints it keeps instead of warning that it forgets them, which left a top-k run with every old
+        top-k file for good. A checkpoint of another run keeps its state as it is (a new folder starts afresh)."""
+        stored = state_dict.get("dirpath")
+        resumed = getattr(self, "_resumed_from", None)
+        if not stored or not self.dirpath or stored == self.dirpath or resumed is None:
+            return state_dict
+        if resumed.parent.resolve() != Path(self.dirpath).resolve():
+            return state_dict
+
+        def moved(path: Any) -> Any:
+            if isinstance(path, str) and Path(path).parent == Path(stored):
+                return str(Path(self.dirpath) / Path(path).name)
+            return path
+
+        rebased = {key: moved(value) for key, value in state_dict.items()}
+        rebased["dirpath"] = self.dirpath
+        rebased["best_k_models"] = {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}
+        return rebased
