@@ -100,6 +100,11 @@ def load_model(
     the weights loaded."""
     stored = read_model(path, allowed_targets)
     config = stored.config
+    if autoencoder is not None and not config.get("autoencoder"):  # before, ignored without a word
+        raise ValueError(
+            f"autoencoder={autoencoder} given, but {stored.where} is not a latent diffusion model (it makes "
+            "pixels): drop autoencoder="
+        )
     if config.get("autoencoder") and stored.kind != "checkpoint":
         raise ValueError(f"{stored.where} is a latent diffusion model: sample its train.py checkpoint")
     if config.get("task") == "autoencoder":
@@ -139,6 +144,9 @@ def load_with_guide(
     autoencoder: str | Path | None = None,
 ) -> tuple[LoadedModel, LoadedModel | None]:
     """The model at `path` and autoguidance's weaker model at `guide` (None: no guide), read by the same loader onto
-    the same device under the same allowlist; `overrides` and `autoencoder` are the main model's."""
+    the same device under the same allowlist; `overrides` are the main model's, `autoencoder` (a moved copy) is
+    read by both (a guide must denoise the same latents)."""
     loaded = load_model(path, device, allowed_targets, overrides, autoencoder)
-    return loaded, None if guide is None else load_model(guide, device, allowed_targets)
+    return loaded, None if guide is None else load_model(
+        guide, device, allowed_targets, autoencoder=autoencoder
+    )

@@ -51,6 +51,12 @@ class SampleOptions:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         self._check_numbers()
+        if self.guide not in (None, "") and float(self.guidance) == 1.0:
+            # Autoguidance is guide + guidance·(model − guide): the model's prediction alone at guidance 1.
+            raise ValueError(
+                f"guide={self.guide} has no effect at guidance=1 (the model's prediction alone): give a guidance "
+                "above 1 (e.g. guidance=2), or drop guide="
+            )
         self._check_picture_paths()
         self._refuse_inputs_the_mode_does_not_read()
         if self.mode == SUPERRES:

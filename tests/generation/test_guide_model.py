@@ -106,6 +106,14 @@ def test_training_grids_are_autoguided_and_a_wrong_guide_stops_the_run_before_it
         and "images (1, 16, 16) vs (1, 8, 8)" in line
     )
     assert not refused.exists()
+    # A grid's guide at its default guidance 1 would change nothing: refused before the run starts too.
+    result = run_cli(
+        "train.py", *CLI_FAST, f"callbacks.sample_grid.guide={weaker}", f"hydra.run.dir={refused}"
+    )
+    assert one_error_line(result).startswith(
+        f"error: callbacks.sample_grid.guide={weaker} has no effect at callbacks.sample_grid.guidance=1"
+    )
+    assert not refused.exists()
 
 
 def test_a_guide_of_another_formulation_is_refused_by_name():
@@ -131,3 +139,43 @@ def test_a_guide_of_another_formulation_is_refused_by_name():
         ValueError, match=r"^guide=guide.ckpt cannot guide main.ckpt: .*formulation vp vs edm"
     ):
         check_guide(model(EDM()), model(None), "main.ckpt", "guide.ckpt")
+
+
+def test_a_guide_denoising_other_latents_or_pixels_is_refused_by_name():
+    # Before, a latent model guided by a latent model of another autoencoder (latents of the same shape) sampled
+    # without a word, mixing predictions of different things; a pixel guide failed deep in its U-Net.
+    from types import SimpleNamespace
+
+    from difflab.diffusion import NoiseSchedule
+    from difflab.generation.autoguide import check_guide
+
+    def model(autoencoder_hash):
+        latents = None
+        if autoencoder_hash is not None:
+            latents = SimpleNamespace(autoencoder=SimpleNamespace(weights_hash=autoencoder_hash))
+        schedule = NoiseSchedule.from_name("cosine")
+        return SimpleNamespace(
+            formulation=None, sample_shape=(3, 8, 8), prediction_type="epsilon", schedule=schedule,
+            condition=None, num_classes=None, config={}, latents=latents,
+        )  # fmt: skip
+
+    check_guide(model("ab12"), model("ab12"), "main.ckpt", "guide.ckpt")  # the same autoencoder: accepted
+    with pytest.raises(ValueError, match=r"latents of autoencoder cd34 vs latents of autoencoder ab12\)$"):
+        check_guide(model("ab12"), model("cd34"), "main.ckpt", "guide.ckpt")
+    with pytest.raises(ValueError, match=r"pixels vs latents of autoencoder ab12\)$"):
+        check_guide(model("ab12"), model(None), "main.ckpt", "guide.ckpt")
+
+
+def test_a_guide_at_guidance_1_is_refused_not_ignored(tiny_ckpt, weaker, tmp_path):
+    # guide + 1·(model − guide) is the model alone: before, the guide was loaded, recorded and never changed a pixel.
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"^guide=.*weaker.ckpt has no effect at guidance=1"):
+        sample_py(tiny_ckpt, out, f"guide={weaker}")
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"^guide=.*weaker.ckpt has no effect at guidance=1"):
+        difflab.load(tiny_ckpt).sample(2, steps=2, guide=str(weaker))
+
+
+def test_an_autoencoder_for_a_pixel_model_is_refused_not_ignored(tiny_ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"^autoencoder=.*given, but .* is not a latent diffusion model"):
+        difflab.load(tiny_ckpt, autoencoder=str(tiny_ckpt))

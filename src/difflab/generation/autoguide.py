@@ -12,7 +12,7 @@ from .model import TrainedModel, model_kind
 
 def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_source: Any) -> None:
     """One line naming what differs when `guide` (read from guide_source) cannot guide `model`: its image shape,
-    schedule, prediction type or conditioning must be the model's, since its prediction is mixed with the model's
+    latent space (pixels, or one autoencoder's latents), schedule, prediction type or conditioning must be the model's, since its prediction is mixed with the model's
     at every step. The network itself may differ (that is the point: a smaller or less-trained one)."""
     differences = []
     formulations = [getattr(getattr(m, "formulation", None), "name", "vp") for m in (guide, model)]
@@ -25,6 +25,9 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
     ours, theirs = model.schedule.alphas_cumprod, guide.schedule.alphas_cumprod
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=0, atol=1e-12):
         differences.append(f"schedule {guide.schedule!r} vs {model.schedule!r}")
+    spaces = [_space(m) for m in (guide, model)]
+    if spaces[0] != spaces[1]:  # the same image shape, but predictions of different things
+        differences.append(f"{spaces[0]} vs {spaces[1]}")
     if (guide.condition, guide.num_classes) != (model.condition, model.num_classes):
         differences.append(f"{model_kind(guide)} vs {model_kind(model)}")
     if model.condition == "text":
@@ -36,3 +39,9 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
             f"guide={guide_source} cannot guide {source}: it must model the same data the same way "
             f"({'; '.join(differences)})"
         )
+
+
+def _space(model: TrainedModel) -> str:
+    """Where a model denoises: pixels, or the latents of one autoencoder (named by its weights' hash)."""
+    latents = getattr(model, "latents", None)
+    return "pixels" if latents is None else f"latents of autoencoder {latents.autoencoder.weights_hash}"

@@ -34,13 +34,13 @@ def read_evaluate_settings(cfg: DictConfig) -> EvaluateSettings:
         raise ValueError(
             "give exactly one of ckpt=<checkpoint> (generate and score) or images=<folder or .npz>"
         )
+    if not cfg.ckpt and cfg.get("guide"):
+        raise ValueError(f"guide={cfg.guide} guides a checkpoint's sampling: give ckpt=, not images=")
     sampling = read_sampling_settings(
         cfg, RULES, "sample"
     )  # evaluate.py scores samples: it has no edit modes
     if not cfg.ckpt and float(cfg.guidance) != 1.0:
         raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
-    if not cfg.ckpt and cfg.get("guide"):
-        raise ValueError(f"guide={cfg.guide} guides a checkpoint's sampling: give ckpt=, not images=")
     generating = [o for key in GENERATION_KEYS for o in typed_under(cfg, key)]
     if not cfg.ckpt and generating:  # before, taken and ignored: images= scored all its images as they are
         raise ValueError(

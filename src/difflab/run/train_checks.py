@@ -172,6 +172,11 @@ def check_generation_settings(cfg: DictConfig) -> None:
         if entry.get("metrics") is not None:
             Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
         if entry.get("guide"):
+            if float(entry.get("guidance", 1.0)) == 1.0:
+                raise ValueError(
+                    f"callbacks.{name}.guide={entry.guide} has no effect at callbacks.{name}.guidance=1 (the "
+                    "model's prediction alone): give a guidance above 1, or drop the guide"
+                )
             check_callback_guide(cfg, schedule, f"callbacks.{name}.guide", entry.guide)
 
 
