@@ -19,7 +19,7 @@ from PIL import Image
 
 import difflab
 from difflab.autoencoder_checkpoint import load_autoencoder
-from difflab.checkpoint import read_checkpoint
+from difflab.checkpoint import load_model, read_checkpoint
 from difflab.data import LatentDataModule
 from difflab.micro_batch_seeds import AUGMENTATION_STREAM, step_seed
 from difflab.run.evaluate import evaluate
@@ -299,13 +299,24 @@ def assert_decodes_as_difflab(vae, run: Path) -> None:
     torch.testing.assert_close(decoded, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_a_latent_unet_exports_its_autoencoder_as_a_diffusers_vae_beside_the_pipeline(
-    latent_run, tmp_path
+def test_a_latent_unet_exports_its_unet_scheduler_and_autoencoder_and_no_pipeline_that_skips_decoding(
+    latent_run, tmp_path, caplog
 ) -> None:
     diffusers = pytest.importorskip("diffusers")
     out = tmp_path / "out"
-    export(compose_config("export", [f"ckpt={latent_run[0]}", f"out={out}"], tmp_path))
-    assert diffusers.DDPMPipeline.from_pretrained(out).unet.config.in_channels == 3  # the latent denoiser
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        export(compose_config("export", [f"ckpt={latent_run[0]}", f"out={out}"], tmp_path))
+    (how,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("exported ")]
+    assert "DDPMPipeline" not in how and "DDPMScheduler" in how and "vae/" in how
+    # Before, a DDPMPipeline folder: it loaded and returned the undecoded 2x2x3 latents as "images".
+    assert not (out / "model_index.json").exists()
+    assert (
+        diffusers.UNet2DModel.from_pretrained(out, subfolder="unet").config.in_channels == 3
+    )  # latent denoiser
+    scheduler = diffusers.DDPMScheduler.from_pretrained(out, subfolder="scheduler")
+    torch.testing.assert_close(
+        scheduler.betas.double(), load_model(latent_run[0]).schedule.betas, rtol=0, atol=1e-7
+    )
     assert_decodes_as_difflab(diffusers.AutoencoderKL.from_pretrained(out, subfolder="vae"), latent_run[0])
     # difflab.load would take the latent denoiser for a pixel model: it is refused, pointing to the checkpoint
     with pytest.raises(

@@ -49,18 +49,36 @@ def write_pipeline(
     config = diffusers_config(args)  # refuses what UNet2DModel cannot express, before any work
     unet = diffusers.UNet2DModel(**config)
     unet.load_state_dict(to_diffusers({k: v.detach().cpu().float() for k, v in net.state_dict().items()}))
-    scheduler = diffusers.DDPMScheduler(**scheduler_config(schedule.betas, prediction_type))
+    scheduler = ddpm_scheduler(schedule, prediction_type)
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
 
 
-def write_unet_and_scheduler(net: nn.Module, args: Mapping[str, Any], scheduler: Any, out: Path) -> None:
+def ddpm_scheduler(schedule: NoiseSchedule, prediction_type: str) -> Any:
+    """diffusers' DDPMScheduler of difflab's table (trained_betas: its float64 betas) and prediction type."""
+    return require_diffusers("format=diffusers").DDPMScheduler(
+        **scheduler_config(schedule.betas, prediction_type)
+    )
+
+
+def write_unet_and_scheduler(
+    net: nn.Module,
+    args: Mapping[str, Any],
+    scheduler: Any,
+    out: Path,
+    extra_scheduler_keys: Mapping[str, Any] | None = None,
+) -> None:
     """unet/ (UNet2DModel, safetensors) and scheduler/ folders for a model whose sampling diffusers has as a
-    scheduler but no pipeline (edm, flow): each loads with its class's from_pretrained(out, subfolder=...)."""
+    scheduler but no pipeline (edm, flow): each loads with its class's from_pretrained(out, subfolder=...).
+    `extra_scheduler_keys` ("_"-prefixed) keep what difflab samples with and the scheduler has no setting for."""
     diffusers = require_diffusers("format=diffusers")
     unet = diffusers.UNet2DModel(**diffusers_config(args))
     unet.load_state_dict(to_diffusers({k: v.detach().cpu().float() for k, v in net.state_dict().items()}))
     unet.save_pretrained(out / "unet", safe_serialization=True)
     scheduler.save_pretrained(out / "scheduler")
+    if extra_scheduler_keys:
+        # diffusers keeps and ignores keys that start with "_" (as its own _class_name): difflab reads them back.
+        file = out / "scheduler" / "scheduler_config.json"
+        file.write_text(json.dumps({**json.loads(file.read_text()), **extra_scheduler_keys}, indent=2))
 
 
 def unet_folder(folder: str | Path, named: str | None = None) -> Path:

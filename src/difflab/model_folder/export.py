@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .diffusers_autoencoder import to_diffusers_autoencoder
-from .diffusers_folder import require_diffusers, write_pipeline, write_unet_and_scheduler
+from .diffusers_folder import ddpm_scheduler, require_diffusers, write_pipeline, write_unet_and_scheduler
 from .diffusers_mapping import diffusers_config, unet_arguments
 from .diffusers_schedulers import diffusers_refusal, formulation_scheduler
 from .dit_folder import write_dit_pipeline
@@ -43,11 +43,15 @@ def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
     diffusers = require_diffusers("format=diffusers")
     name = getattr(loaded.formulation, "name", "vp")
     scheduler = None if name == "vp" else formulation_scheduler(diffusers, loaded.formulation)
+    model = loaded.config.get("model") or {}
+    if name == "vp" and loaded.latents is not None and model.get("_target_") != DIT_TARGET:
+        # No pipeline of diffusers decodes a UNet2DModel's latents: a DDPMPipeline folder would load and return
+        # undecoded latents as images. unet/, scheduler/ and vae/ are written for the user's own loop.
+        scheduler = ddpm_scheduler(loaded.schedule, loaded.prediction_type)
     try:
         refusal = diffusers_refusal(loaded.formulation, scheduler)
         if refusal:
             raise ValueError(refusal)
-        model = loaded.config.get("model") or {}
         is_dit = model.get("_target_") == DIT_TARGET
         if is_dit and scheduler is not None:  # DiTPipeline is a DDPM/DDIM (vp) pipeline only
             raise ValueError(f"a formulation={name} model has no DDPMScheduler for diffusers' DiTPipeline")
@@ -72,7 +76,10 @@ def write_export(loaded: Any, plan: ExportPlan, out: Path) -> str:
     ):  # DiTPipeline holds it; a U-Net's pipeline has no place for one
         plan.vae.save_pretrained(out / "vae", safe_serialization=True)
     if plan.format == "diffusers" and plan.scheduler is not None:
-        write_unet_and_scheduler(loaded.net, plan.args, plan.scheduler, out)
+        # Flow's grid starts at t_max, which FlowMatchEulerDiscreteScheduler has no setting for (difflab reads it).
+        flow = getattr(loaded.formulation, "name", None) == "flow"
+        extra = {"_difflab_t_max": loaded.formulation.t_max} if flow else None
+        write_unet_and_scheduler(loaded.net, plan.args, plan.scheduler, out, extra)
         labels = "(x, t, class_labels=…)" if loaded.num_classes is not None else ""
         how = f"UNet2DModel{labels} and {type(plan.scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
     elif plan.format == "diffusers" and plan.is_dit:

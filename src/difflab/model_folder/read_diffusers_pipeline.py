@@ -191,7 +191,7 @@ def read_scheduler(path: Path, named: str) -> dict[str, Any]:
         return {
             "schedule": UNUSED_SCHEDULE,
             "prediction_type": "epsilon",
-            "formulation": formulation_of(scheduler, name, named),
+            "formulation": formulation_of(scheduler, name, named) | difflab_settings(stored),
         }
     if not isinstance(getattr(scheduler, "betas", None), torch.Tensor):
         raise ValueError(
@@ -212,9 +212,15 @@ def read_scheduler(path: Path, named: str) -> dict[str, Any]:
     }
 
 
+def difflab_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """What difflab's export kept beside a scheduler's own settings (flow's t_max: where its grid starts)."""
+    return {"t_max": float(stored["_difflab_t_max"])} if "_difflab_t_max" in stored else {}
+
+
 def formulation_of(scheduler: Any, name: str, named: str) -> dict[str, Any]:
     """The edm or flow formulation config whose sampling math is the scheduler's (compared on numbers, as
-    export.py compares before writing); the rest of it (training only, flow's t_max) keeps difflab's defaults."""
+    export.py compares before writing); the rest of it (training only) keeps difflab's defaults, and flow's t_max is
+    read by difflab_settings."""
     config = scheduler.config
     if name == "EDMEulerScheduler":
         values = {key: float(config[key]) for key in ("sigma_data", "sigma_min", "sigma_max", "rho")}
