@@ -176,6 +176,10 @@ def test_import_difflab_stays_light():
         ({"seed": 1.5}, r"^seed=1.5 is not a whole number$"),
         ({"seed": -1}, r"^seed=-1 must be at least 0$"),
         ({"cpu_threads": 0}, r"^cpu_threads=0 must be at least 1 \(or auto\)$"),
+        # Sample i's noise comes from (seed, i) mod 2**63: before, seed=2**64 gave seed 0's images.
+        ({"seed": 2**64}, r"^seed=18446744073709551616 must be at most 9223372036854775807$"),
+        # Not a number, named as what it is: before, "guidance=2.0 is not a number".
+        ({"guidance": "2.0"}, r"^guidance='2.0' is not a number$"),
     ],
 )
 def test_bad_values_are_refused_as_sample_py_refuses_them(tiny_ckpt, argument, message):
@@ -183,6 +187,15 @@ def test_bad_values_are_refused_as_sample_py_refuses_them(tiny_ckpt, argument, m
     # batch_size=0 failed inside range() and seed=1.5 was taken as seed 1.
     with pytest.raises(ValueError, match=message):
         difflab.load(tiny_ckpt).sample(2, steps=2, **argument)
+
+
+def test_numpy_numbers_are_taken_as_the_numbers_they_hold(tiny_ckpt):
+    # Before, "n=2 must be a whole number of at least 1" and "seed=3 is not a whole number" for np.int64s.
+    pipe = difflab.load(tiny_ckpt)
+    given = pipe.sample(
+        np.int64(2), steps=np.int64(2), seed=np.int64(3), guidance=np.float32(1.0), eta=np.float64(1)
+    )
+    np.testing.assert_array_equal(given, pipe.sample(2, steps=2, seed=3, eta=1.0))
 
 
 def test_a_picture_without_a_mode_is_refused_not_ignored(tiny_ckpt, tmp_path):

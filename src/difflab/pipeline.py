@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import get_class
 from torch import nn
@@ -126,8 +127,11 @@ class DiffusionPipeline:
         line naming it. output: "uint8" (numpy N×H×W×C, as samples.npz), "pil" (a list of PIL images) or
         "tensor" (floats in [-1, 1], N×C×H×W).
         """
+        # A NumPy number (np.int64 from an array, np.float32) is taken as the Python number it holds.
+        n, seed, steps, guidance, strength = (plain_number(v) for v in (n, seed, steps, guidance, strength))
+        sampler_options = {key: plain_number(value) for key, value in sampler_options.items()}
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n={n} must be a whole number of at least 1")
+            raise ValueError(f"n={n!r} must be a whole number of at least 1")
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r}; choose one of {', '.join(OUTPUTS)}")
         given = {
@@ -219,3 +223,8 @@ def load(
     checkpoint's autoencoder is read from the path it recorded, or from `autoencoder` (a moved copy, same hash)."""
     loaded = load_model(path, pick_device(str(device)), allowed_targets, autoencoder=autoencoder)
     return DiffusionPipeline.from_loaded(loaded, path)
+
+
+def plain_number(value: Any) -> Any:
+    """A NumPy scalar's Python value (np.int64(3) -> 3); anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -12,14 +12,16 @@ from typing import Any
 Rule = Callable[[Any], str | None]  # a value -> what is wrong with it (None when it is fine)
 
 
-def whole(minimum: int, nullable: bool = False) -> Rule:
-    """A whole number >= minimum (None allowed when nullable)."""
+def whole(minimum: int, nullable: bool = False, maximum: int | None = None) -> Rule:
+    """A whole number >= minimum (and <= maximum when given; None allowed when nullable)."""
 
     def rule(value: Any) -> str | None:
         if value is None:
             return None if nullable else "must be set"
         if isinstance(value, bool) or not isinstance(value, int):
             return "is not a whole number"
+        if maximum is not None and value > maximum:
+            return f"must be at most {maximum}"
         return None if value >= minimum else f"must be at least {minimum}"
 
     return rule
@@ -91,9 +93,10 @@ def check_named(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
         value = values[key]
         problem = rule(value)
         if problem:
-            raise ValueError(
-                f"{key}={value!r} {problem}" if isinstance(value, str) else f"{key}={value} {problem}"
-            )
+            # Plain numbers as typed; anything else (a string, a tensor) as repr shows it, so that "guidance=2.0
+            # is not a number" never names a tensor(2.) or the string "2.0".
+            plain = value is None or type(value) in (int, float, bool)
+            raise ValueError(f"{key}={value} {problem}" if plain else f"{key}={value!r} {problem}")
 
 
 # The precisions generation runs the network under (diffusion.precision): fp32, or bf16 autocast.

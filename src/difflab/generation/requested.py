@@ -51,7 +51,7 @@ def requested_labels(
     bad = [w for w in wanted if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < num_classes]
     if bad or not wanted:
         raise ValueError(
-            f"labels={labels}: the model knows classes 0..{num_classes - 1} (give one or a list)"
+            f"labels={labels!r}: the model knows classes 0..{num_classes - 1} (give one or a list)"
         )
     if labels is not None:
         check_each_has_a_result("labels", labels, len(wanted), "classes", n)

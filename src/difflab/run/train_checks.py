@@ -51,7 +51,7 @@ def length(unit: str, other: str) -> Rule:
 
 # Values a user types that Lightning or torch would otherwise reject with a confusing message, or not at all.
 RULES = {
-    "seed": whole(0),
+    "seed": whole(0, maximum=2**32 - 1),  # Lightning's seed_everything takes a 32-bit seed
     "cpu_threads": whole(1, nullable=True),
     "channels_last": flag,
     "compile": compile_mode,
