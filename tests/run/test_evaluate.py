@@ -452,3 +452,15 @@ def test_an_npz_is_counted_from_its_header_and_read_batch_by_batch(
     assert len(next(batches)) == 16
     with pytest.raises(ValueError, match=rf"^could not read {cut}: arr_0.npy ends inside row 21 of 40$"):
         list(batches)
+
+
+def test_a_refusal_after_the_report_path_is_checked_leaves_no_empty_folder(
+    trained_ckpt: Path, tmp_path: Path
+) -> None:
+    # Before, the probe that checks out= can be written made its folders, and a later refusal left them empty.
+    out = tmp_path / "reports" / "of" / "run.json"
+    with pytest.raises(
+        ValueError, match="the checkpoint makes 1-channel 8px images but data= gives 3-channel"
+    ):
+        run_eval(tmp_path, f"ckpt={trained_ckpt}", "data=digits", "data.channels=3", f"out={out}")
+    assert not (tmp_path / "reports").exists()

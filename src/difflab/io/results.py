@@ -250,6 +250,8 @@ def check_writable_file(path: Path) -> None:
     scratch file is written and removed there (a real test, also for root on a read-only or full disk)."""
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another out= (results are never overwritten)")
+    # The folders made for the probe go again: a run refused later must not leave empty ones (write_json makes them).
+    made = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe") as probe:
@@ -257,6 +259,10 @@ def check_writable_file(path: Path) -> None:
             probe.flush()
     except OSError as error:
         raise ValueError(f"cannot write {path}: {error.strerror or error}") from error
+    finally:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):  # not empty (another process wrote there), or never made
+                folder.rmdir()
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -81,6 +81,7 @@ def record_sweep(p: Plan, eval_overrides: Sequence[str]) -> None:
     with."""
     record = p.out.with_suffix(".sweep.json")
     if not record.exists():
+        record.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(record, json.dumps({"evaluate": list(eval_overrides)}))
 
 
