@@ -235,3 +235,17 @@ def test_a_moved_run_folder_resumes_with_its_checkpoint_keeping_state(tmp_path):
     assert "dirpath has changed" not in resumed.stdout + resumed.stderr
     assert len(list((moved / "checkpoints").glob("step_*.ckpt"))) == 2
     assert (moved / "checkpoints" / "last.ckpt").is_file() and not list(moved.rglob("last-v*.ckpt"))
+
+
+def test_a_resume_on_other_data_says_so(cli_run, tmp_path):
+    # Before, a resume with another data.root trained its remaining steps on another folder without a word.
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    result = run_cli(
+        "train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "data.split_seed=7"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        "the training data differs from the checkpoint's: data.split_seed=7 (checkpoint: 0); from step 2 the run "
+        "trains on the images this gives"
+    ) in result.stdout + result.stderr

@@ -59,10 +59,12 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
     from ..runs.resume import (
+        DATA_SOURCE,
         check_resumable,
         check_steps_left,
         read_resumable,
         resume_path,
+        warn_if_data_changed,
         warn_if_lr_schedule_changed,
     )
     from .argument_types import check_argument_types
@@ -90,6 +92,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         now = cfg.get("lr_scheduler")
         now = None if now is None else OmegaConf.to_container(now, resolve=True)
         warn_if_lr_schedule_changed(now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
+        data_now = {key: OmegaConf.select(cfg, key) for key in DATA_SOURCE}
+        warn_if_data_changed(data_now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
     # A fresh run's only: a resume keeps what its checkpoint was trained with.
     check_prediction_type_applies(cfg)

@@ -165,6 +165,24 @@ def warn_if_lr_schedule_changed(now: Mapping[str, Any] | None, stored: Mapping[s
         )
 
 
+# What decides which images a run trains on and holds out: free to change on resume (a dataset moved to another
+# mount), but never without a word, since the steps from the resume on then see other images.
+DATA_SOURCE = ("data.root", "data.val_fraction", "data.split_seed")
+
+
+def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step: int) -> None:
+    """Name the DATA_SOURCE values (`now`: dotted key -> the resolved value configured now) the checkpoint was
+    trained with otherwise. Before, a resume with another data.root trained on another folder without a word."""
+    found = contradictions({key: value for key, value in now.items() if value is not None}, stored)
+    if found:
+        log.warning(
+            "the training data differs from the checkpoint's: %s; from step %d the run trains on the images this "
+            "gives (nothing to do if the same dataset moved)",
+            ", ".join(found),
+            step,
+        )
+
+
 def _schedule_name(node: Mapping[str, Any] | None) -> str:
     return "none" if node is None else str(node.get("_target_", "?")).rsplit(".", 1)[-1]
 
