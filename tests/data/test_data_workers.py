@@ -51,3 +51,22 @@ def test_a_worker_out_of_shared_memory_names_dev_shm_and_other_errors_are_left_a
     )
     assert worker_death(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
     assert worker_death(ValueError("DataLoader worker (pid 1) is killed by signal: Killed.")) is None
+
+
+def test_an_error_raised_in_a_worker_is_its_own_line_not_torchs_wrapping(tmp_path):
+    # Before: "error: Caught DataError in DataLoader worker process 0." (data.num_workers=0 showed the real line).
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(5):
+        path = folder / f"cut{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(path)
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])  # the header reads, the pixels do not
+    overrides = [*FAST_TRAIN, "data=folder", f"data.root={folder}", "data.num_workers=1"]
+    with pytest.raises(ValueError) as raised:
+        train(compose_config("train", overrides, tmp_path / "run"))
+    assert re.match(r"none of the \d images can be decoded \(first: .*cut\d\.jpg\)$", one_line(raised.value))

@@ -47,7 +47,7 @@ def one_line(error: BaseException) -> str:
     """The first line of the root cause's message (its type name when it has none), and the last note added to
     the error on its way up (where the work it stopped is kept)."""
     cause = root_cause(error)
-    text = str(cause).strip()
+    text = worker_message(str(cause).strip())
     line = text.splitlines()[0] if text else type(cause).__name__
     # The error itself, its root cause, or the error it was made from (an out-of-memory error said in one line).
     notes = (
@@ -56,6 +56,18 @@ def one_line(error: BaseException) -> str:
         or getattr(error.__cause__, "__notes__", None)
     )
     return f"{line}; {notes[-1]}" if notes else line
+
+
+def worker_message(text: str) -> str:
+    """The message of an error a DataLoader worker raised, out of torch's wrapping ("Caught DataError in DataLoader
+    worker process 0. Original Traceback …", whose first line says nothing); any other text as it is."""
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return text
+    lines = text.splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith(" ")]
+    raised = "\n".join(lines[frames[-1] + 1 :] if frames else lines[-1:]).strip()
+    name, separator, message = raised.partition(": ")
+    return message if separator and " " not in name else raised
 
 
 def current_sweep_job() -> str | None:
