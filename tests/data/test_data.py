@@ -529,3 +529,26 @@ def test_config_lists_every_argument_and_instantiates(name: str, tmp_path: Path)
     cfg = OmegaConf.create({"seed": 0, "paths": {"data_dir": str(tmp_path)}, "data": data_cfg})
     dm = instantiate(cfg.data)  # construction only: no files are read until setup()
     assert isinstance(dm, ImageDataModule) and dm.dataset == name
+
+
+def test_a_symlink_loop_in_a_folder_reads_each_image_once(tmp_path: Path):
+    # Before, loop/d/back -> loop was followed ~40 times deep: 4 images became 164 samples, the held-out ones among
+    # the training ones. A symlinked folder elsewhere is still read (datasets assembled from links).
+    from difflab.data.folder import scan_images
+
+    (tmp_path / "loop" / "d").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    for i in range(4):
+        Image.new("L", (8, 8), 40 * i).save(tmp_path / "loop" / "d" / f"{i}.png")
+    Image.new("L", (8, 8), 200).save(tmp_path / "elsewhere" / "linked.png")
+    (tmp_path / "loop" / "d" / "back").symlink_to(tmp_path / "loop", target_is_directory=True)
+    (tmp_path / "loop" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    samples, skipped = scan_images(tmp_path / "loop", None)
+    assert sorted(Path(path).name for path, _ in samples) == [
+        "0.png",
+        "1.png",
+        "2.png",
+        "3.png",
+        "linked.png",
+    ]
+    assert skipped == []

@@ -55,10 +55,18 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
         tops = [(root / name, index) for name, index in sorted(class_to_idx.items())]
     samples: list[Sample] = []
     skipped: list[str] = []
+    walked: set[tuple[int, int]] = set()  # (device, inode) of each folder read
     for top, label in tops:
         if not top.is_dir():
             continue  # a class known from train may have no folder in val
+        # Symlinked folders are followed (a dataset assembled from links), each real folder once: a link back up
+        # the tree (a loop) read every image ~40 times, the held-out ones in the train split too.
         for directory, dirnames, filenames in os.walk(top, followlinks=True):
+            stat = os.stat(directory)
+            if (stat.st_dev, stat.st_ino) in walked:
+                dirnames[:] = []
+                continue
+            walked.add((stat.st_dev, stat.st_ino))
             dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
             for name in sorted(filenames):
                 if not is_image_name(name):
