@@ -119,3 +119,26 @@ def test_a_cache_without_mirrors_is_extended_once_with_a_log_line(images, tmp_pa
     assert hit and torch.equal(again.flip_mean, extended.flip_mean)  # read back, not encoded again
     # A run without flips reuses the extended file as it is.
     assert cached_latents(path, tiny_autoencoder(1), weights_hash(net), images, key)[1]
+
+
+def test_a_picture_replaced_in_the_middle_of_a_folder_gets_another_file(tmp_path: Path) -> None:
+    # Before, only the first and last 16 images were read: the 20th of 40 replaced reused the stale latents.
+    import os
+
+    from PIL import Image
+
+    from difflab.data.folder import ImageFileDataset, scan_images
+    from difflab.data.transforms import TransformedDataset
+
+    for i in range(40):
+        Image.new("L", (8, 8), 5 * i).save(tmp_path / f"{i:03d}.png")
+    as_tensor = lambda image: torch.tensor(list(image.getdata()), dtype=torch.float32)  # noqa: E731
+
+    def folder() -> TransformedDataset:
+        return TransformedDataset(ImageFileDataset(scan_images(tmp_path, None)[0]), as_tensor)
+
+    before = data_fingerprint(folder(), "toy")
+    assert data_fingerprint(folder(), "toy") == before  # the same files: the same cache
+    Image.new("L", (8, 8), 255).save(tmp_path / "020.png")
+    os.utime(tmp_path / "020.png", ns=(1, 1))  # even with a time that goes back
+    assert data_fingerprint(folder(), "toy") != before

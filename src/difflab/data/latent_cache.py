@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,13 +51,25 @@ class Latents:
 
 
 def data_fingerprint(dataset: Dataset, identity: str, probe: int = 16) -> str:
-    """A short hash of `identity` (dataset name, root, split, size), the image count and the bytes of the first
-    and last `probe` images: enough to notice a dataset replaced or resized without reading all of it."""
+    """A short hash of `identity` (dataset name, root, split, size), the image count, the bytes of the first and
+    last `probe` images and, for a folder, every file's name, size and modification time: a picture replaced in
+    the middle of a folder gets a new cache too (before, only the probed ends were seen), without decoding it."""
     count = len(dataset)  # type: ignore[arg-type]
     digest = hashlib.sha256(f"{identity}|{count}".encode())
     for i in [*range(min(probe, count)), *range(max(probe, count - probe), count)]:
         digest.update(dataset[i][0].numpy().astype(np.float32).tobytes())
+    for path in source_files(dataset):
+        stat = os.stat(path)
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
+
+
+def source_files(dataset: Dataset) -> list[str]:
+    """The files a folder dataset decodes, in order, through the datasets wrapping it (none for images that are
+    held in memory: a torchvision dataset's few files are covered by the probe)."""
+    while not hasattr(dataset, "samples") and hasattr(dataset, "base"):
+        dataset = dataset.base
+    return [str(path) for path, _ in getattr(dataset, "samples", [])]
 
 
 @torch.no_grad()
