@@ -552,3 +552,28 @@ def test_a_symlink_loop_in_a_folder_reads_each_image_once(tmp_path: Path):
         "linked.png",
     ]
     assert skipped == []
+
+
+def test_an_empty_class_folder_is_not_a_class_and_a_loose_image_is_named(tmp_path: Path):
+    # Before, empty_class/ became class 0 (a grid row of noise, labels=[0] accepted); with a picture at the top of
+    # the tree, condition=labels said the folder "has no classes (a folder needs one subfolder per class)".
+    for name in ("cat", "dog"):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("L", (8, 8), 30 * i).save(tmp_path / "tree" / name / f"{i}.png")
+    (tmp_path / "tree" / "empty_class").mkdir()
+    data = ImageDataModule(
+        dataset="folder", root=str(tmp_path / "tree"), image_size=8, channels=1, condition="labels"
+    )
+    with pytest.warns(UserWarning, match=r"folder\(s\) with no image are not classes: empty_class"):
+        data.setup()
+    assert data.num_classes == 2
+    train = data.dataset_for("train")
+    assert sorted({train[i][1] for i in range(len(train))}) == [0, 1]
+
+    Image.new("L", (8, 8), 99).save(tmp_path / "tree" / "preview.png")
+    loose = ImageDataModule(
+        dataset="folder", root=str(tmp_path / "tree"), image_size=8, channels=1, condition="labels"
+    )
+    with pytest.raises(DataError, match=r"1 image\(s\) lie beside its class folders \(preview.png\)"):
+        loose.setup()

@@ -16,9 +16,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from difflab.data.captions import CaptionConditions, caption_conditions, resolve_caption_kind
 from difflab.data.errors import DataError
+from difflab.data.folder import loose_images
 from difflab.data.in_memory import BatchedImageTensors, ImageTensors, already_collated
 from difflab.data.index_sampler import ResumableSampler
-from difflab.data.sources import RawSplits, check_dataset_name, download, open_splits, resolve_root
+from difflab.data.sources import (
+    RawSplits,
+    check_dataset_name,
+    download,
+    open_splits,
+    resolve_root,
+    split_dirs,
+)
 from difflab.data.transforms import ToModelTensor, TransformedDataset, random_hflip
 from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.generation.task import Task
@@ -195,10 +203,7 @@ class ImageDataModule(L.LightningDataModule):
             return
         splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
         if self.condition == "labels" and not splits.num_classes:
-            raise DataError(
-                f"data.condition=labels needs labelled images, but {self.dataset} at {self.root} has no classes "
-                "(a folder needs one subfolder per class)"
-            )
+            raise DataError(self._no_classes_message())
         if self.condition == "text":
             labelled = splits
             self._captions, splits = self._caption_conditions(splits)
@@ -209,6 +214,21 @@ class ImageDataModule(L.LightningDataModule):
             "val": self._transformed(splits.val, splits.in_memory),
         }
         self._splits = splits
+
+    def _no_classes_message(self) -> str:
+        """Why data.condition=labels found no classes: for a folder with class folders, the images beside them."""
+        message = (
+            f"data.condition=labels needs labelled images, but {self.dataset} at {self.root} has no classes"
+        )
+        if self.dataset == "folder":
+            train_dir, _ = split_dirs(resolve_root(self.dataset, self.root))
+            loose = loose_images(train_dir)
+            if loose:
+                return (
+                    f"{message}: {len(loose)} image(s) lie beside its class folders ({', '.join(loose[:3])}); move "
+                    "them into a class folder, or out of the tree"
+                )
+        return f"{message} (a folder needs one subfolder per class)"
 
     def _transformed(self, images: Dataset, in_memory: bool) -> Dataset:
         """A split as model tensors: each image transformed once and kept when the images are in memory, else

@@ -32,6 +32,16 @@ def find_classes(root: Path) -> list[str] | None:
     return sorted(subdirs) if subdirs and not has_images else None
 
 
+def loose_images(root: Path) -> list[str]:
+    """The images at the top of a folder that also has subfolders, sorted: what makes find_classes say None."""
+    entries = list(os.scandir(root))
+    if not any(e.is_dir() and not e.name.startswith(".") for e in entries):
+        return []
+    return sorted(
+        e.name for e in entries if not e.name.startswith(".") and e.is_file() and is_image_name(e.name)
+    )
+
+
 def is_readable_image(path: str) -> bool:
     """Cheap scan-time check: PIL can identify the file and parse a non-empty size from its header."""
     try:

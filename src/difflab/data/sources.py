@@ -4,6 +4,7 @@ deterministic random hold-out)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,27 @@ def split_dirs(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
+def without_empty_classes(
+    train_dir: Path, classes: list[str], samples: list[tuple[str, int]]
+) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
+    """Class folders holding no image are not classes (an empty folder, an unzipped archive's __MACOSX/): before,
+    each became a label the model learned nothing for and sample.py accepted. Named in one warning."""
+    present = sorted({label for _, label in samples})
+    if len(present) == len(classes):
+        return classes, {name: index for index, name in enumerate(classes)}, samples
+    empty = [name for index, name in enumerate(classes) if index not in present]
+    warnings.warn(
+        f"{train_dir}: folder(s) with no image are not classes: {', '.join(empty)}", UserWarning, stacklevel=3
+    )
+    new_index = {old: new for new, old in enumerate(present)}
+    kept = [classes[index] for index in present]
+    return (
+        kept,
+        {name: index for index, name in enumerate(kept)},
+        [(p, new_index[label]) for p, label in samples],
+    )
+
+
 def open_folder(root: Path, val_fraction: float, split_seed: int) -> RawSplits:
     """Scan an image tree into train and held-out splits (pre-split folders, else a seeded random split)."""
     train_dir, val_dir = split_dirs(root)
@@ -104,6 +126,8 @@ def open_folder(root: Path, val_fraction: float, split_seed: int) -> RawSplits:
     train_samples, skipped = scan_images(train_dir, class_to_idx)
     if not train_samples:
         raise DataError(no_images_message(train_dir, skipped))
+    if classes is not None:
+        classes, class_to_idx, train_samples = without_empty_classes(train_dir, classes, train_samples)
     val_samples: list[tuple[str, int]] = []
     if val_dir is not None:
         check_heldout_classes(val_dir, train_dir, classes)
