@@ -88,7 +88,7 @@ def test_training_grids_are_autoguided_and_a_wrong_guide_stops_the_run_before_it
     )
     assert result.returncode == 0, result.stderr[-2000:]
     plain = tmp_path / "plain"  # the same run without the guide: the same weights, another grid
-    assert run_cli("train.py", *CLI_FAST, *grid, f"hydra.run.dir={plain}").returncode == 0
+    assert run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={plain}").returncode == 0
     guided_grid, plain_grid = (folder / "samples" / "final.png" for folder in (run, plain))
     assert guided_grid.read_bytes() != plain_grid.read_bytes()
 

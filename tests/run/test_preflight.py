@@ -221,6 +221,11 @@ def test_a_run_started_in_a_second_another_run_took_moves_to_time_2(tmp_path):
     [
         # Lightning's seed_everything takes 32 bits: before, it refused the seed once the run folder was made.
         (["seed=4294967296"], "seed=4294967296 must be at most 4294967295"),
+        # Before, taken and ignored: the grids sampled the plain model (sample.py refuses the same).
+        (
+            ["callbacks.sample_grid.guidance=3"],
+            "callbacks.sample_grid.guidance=3 has no effect on an unconditional model",
+        ),
         (["sampler.eta=nan"], "sampler.eta=nan must be a finite number"),
         (["sampler.eta=-1"], "sampler.eta=-1 must be at least 0.0"),
         (["sampler.steps=0"], "sampler.steps=0 must be at least 1"),

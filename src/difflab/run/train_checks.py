@@ -171,6 +171,19 @@ def check_generation_settings(cfg: DictConfig) -> None:
             raise ValueError(f"callbacks.{name}.{error}") from error
         if entry.get("metrics") is not None:
             Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
+        condition = OmegaConf.select(cfg, "data.condition")
+        guided = entry.get("guidance") is not None and float(entry.guidance) != 1.0
+        if guided and not entry.get("guide") and condition in (None, "superres"):
+            # Before, taken and ignored: the grid and FID sampled the plain model (sample.py refuses it).
+            what = (
+                "an unconditional model"
+                if condition is None
+                else "a super-resolution model (its low-res image is never dropped)"
+            )
+            raise ValueError(
+                f"callbacks.{name}.guidance={entry.guidance} has no effect on {what}: drop it, or guide with a "
+                f"weaker checkpoint (callbacks.{name}.guide=…)"
+            )
         if entry.get("guide"):
             if float(entry.get("guidance", 1.0)) == 1.0:
                 raise ValueError(
