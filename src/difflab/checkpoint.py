@@ -147,6 +147,9 @@ def load_with_guide(
     the same device under the same allowlist; `overrides` are the main model's, `autoencoder` (a moved copy) is
     read by both (a guide must denoise the same latents)."""
     loaded = load_model(path, device, allowed_targets, overrides, autoencoder)
-    return loaded, None if guide is None else load_model(
-        guide, device, allowed_targets, autoencoder=autoencoder
-    )
+    if guide is None:
+        return loaded, None
+    try:
+        return loaded, load_model(guide, device, allowed_targets, autoencoder=autoencoder)
+    except (OSError, ValueError) as error:  # "checkpoint not found: …" alone did not say which of the two
+        raise ValueError(f"guide={guide}: {error}") from error

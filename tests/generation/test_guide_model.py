@@ -179,3 +179,18 @@ def test_a_guide_at_guidance_1_is_refused_not_ignored(tiny_ckpt, weaker, tmp_pat
 def test_an_autoencoder_for_a_pixel_model_is_refused_not_ignored(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"^autoencoder=.*given, but .* is not a latent diffusion model"):
         difflab.load(tiny_ckpt, autoencoder=str(tiny_ckpt))
+
+
+def test_a_guide_that_cannot_be_read_is_named_as_the_guide(tiny_ckpt, tmp_path):
+    # Before: "checkpoint not found: …", which did not say it was the guide, not ckpt=.
+    with pytest.raises(ValueError, match=r"^guide=.*nope.ckpt: checkpoint not found"):
+        sample_py(tiny_ckpt, tmp_path / "out", f"guide={tmp_path / 'nope.ckpt'}", "guidance=2")
+
+
+def test_a_run_folder_without_last_ckpt_names_its_newest_checkpoint(tiny_ckpt, tmp_path):
+    import shutil
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_ckpt, tmp_path / "run" / "checkpoints" / "step_0000002.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"a run folder without last.ckpt: .*step_0000002.ckpt$"):
+        difflab.load(tmp_path / "run")

@@ -37,7 +37,7 @@ def read_model_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch
     if not config_file.is_file() or not weights_file.is_file():
         raise FileNotFoundError(
             f"{folder} is not a difflab model folder (it needs {FOLDER_CONFIG} and {FOLDER_WEIGHTS}, "
-            "as export.py format=safetensors writes them) nor a run folder (checkpoints/last.ckpt)"
+            f"as export.py format=safetensors writes them) nor a run folder (checkpoints/last.ckpt){_nearly(folder)}"
         )
     try:
         record = json.loads(config_file.read_text())
@@ -83,3 +83,20 @@ def write_model_folder(loaded: StoredModel, out: Path) -> None:
         "global_step": loaded.global_step,
     }
     (out / FOLDER_CONFIG).write_text(json.dumps(record, indent=2))
+
+
+def _nearly(folder: Path) -> str:
+    """What the folder that is not a model folder is instead, when it is close to one (empty: nothing known)."""
+    steps = sorted((folder / "checkpoints").glob("step_*.ckpt")) if (folder / "checkpoints").is_dir() else []
+    if steps:
+        return f"; it is a run folder without last.ckpt: give one of its checkpoints, e.g. {steps[-1]}"
+    config = folder / "config.json"
+    try:
+        name = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if name:
+        return (
+            f"; it is one part ({name}) of a diffusers pipeline: give the pipeline's folder, {folder.parent}"
+        )
+    return ""
