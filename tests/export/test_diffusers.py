@@ -405,6 +405,25 @@ def test_a_ddpm_style_diffusers_pipeline_loads_and_computes_what_diffusers_compu
         torch.testing.assert_close(pipe.net.float()(x, t), unet(x, t).sample, rtol=1e-5, atol=1e-5)
 
 
+def test_a_zero_terminal_snr_scheduler_loads_and_sampling_settings_it_has_are_named(tmp_path):
+    # Before: "betas must be a non-empty 1-D tensor with every value in (0, 1)" for rescale_betas_zero_snr, and
+    # clip_sample=false or thresholding=true taken without a word (difflab's samplers clip x0 to [-1, 1]).
+    from difflab.diffusion.formulations import rescale_zero_terminal_snr
+    from difflab.diffusion.schedule import NoiseSchedule
+
+    save_unet(TF_PADDING, tmp_path / "pipe" / "unet")
+    diffusers.DDPMScheduler(
+        beta_schedule="linear", rescale_betas_zero_snr=True, clip_sample=False, thresholding=True
+    ).save_pretrained(tmp_path / "pipe" / "scheduler")
+    with pytest.warns(
+        UserWarning, match=r"thresholding=true .*; clip_sample=false \(give sampler.clip_x0=null"
+    ):
+        pipe = difflab.load(tmp_path / "pipe")
+    linear = NoiseSchedule(diffusers.DDPMScheduler(beta_schedule="linear").betas.double())
+    expected = rescale_zero_terminal_snr(linear).alphas_cumprod  # what difflab's zero_terminal_snr trains on
+    torch.testing.assert_close(pipe.schedule.alphas_cumprod, expected, rtol=1e-5, atol=1e-9)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -8,6 +8,7 @@ checkpoint's."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -206,10 +207,42 @@ def read_scheduler(path: Path, named: str) -> dict[str, Any]:
     # trained_betas as written (export.py writes difflab's exact float64 table), else the table diffusers builds.
     trained = stored.get("trained_betas")
     betas = [float(b) for b in trained] if trained else scheduler.betas.double().tolist()
+    if betas[-1] >= 1.0:  # rescale_betas_zero_snr: ᾱ_T = 0 exactly, which no table can hold
+        betas = terminal_betas(betas)
+    warn_of_sampling_settings(scheduler.config, named)
     return {
         "schedule": {"_target_": "difflab.diffusion.NoiseSchedule", "betas": betas, "name": "diffusers"},
         "prediction_type": DIFFLAB_PREDICTION_TYPES[predicts],
     }
+
+
+def terminal_betas(betas: list[float]) -> list[float]:
+    """A zero-terminal-SNR table (last beta 1) with its last ᾱ set as difflab's zero_terminal_snr sets it (2⁻²⁴,
+    what diffusers' samplers use for such a schedule): before, "betas must be … in (0, 1)" without naming why."""
+    from ..diffusion.formulations.zero_snr import TERMINAL_ALPHA_BAR
+
+    alphas_cumprod = torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), 0)
+    alphas_cumprod[-1] = min(TERMINAL_ALPHA_BAR, float(alphas_cumprod[-2]) / 2)
+    alphas = alphas_cumprod.clone()
+    alphas[1:] = alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return (1.0 - alphas).tolist()
+
+
+def warn_of_sampling_settings(config: Any, named: str) -> None:
+    """Name the scheduler's sampling-time settings difflab's samplers do not take from a folder: its clipping of
+    x0 (difflab's is sampler.clip_x0, 1.0 by default) and dynamic thresholding (none in difflab)."""
+    found = []
+    if config.get("thresholding"):
+        found.append(
+            "thresholding=true (dynamic thresholding: not in difflab; x0 is clipped by sampler.clip_x0)"
+        )
+    clip, limit = config.get("clip_sample", True), float(config.get("clip_sample_range", 1.0))
+    if not clip:
+        found.append("clip_sample=false (give sampler.clip_x0=null to sample without clipping, as it does)")
+    elif limit != 1.0:
+        found.append(f"clip_sample_range={limit:g} (give sampler.clip_x0={limit:g} to clip as it does)")
+    if found:
+        warnings.warn(f"{named}: its scheduler samples with {'; '.join(found)}", stacklevel=2)
 
 
 def difflab_settings(stored: dict[str, Any]) -> dict[str, Any]:
