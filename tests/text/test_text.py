@@ -153,6 +153,17 @@ def test_captions_from_metadata_jsonl_and_txt_files(tmp_path: Path):
         file_captions([str(a)], tmp_path)
 
 
+def test_a_stray_txt_in_a_class_tree_does_not_turn_template_captions_off(tmp_path: Path):
+    # Before, a LICENSE.txt anywhere in the tree chose caption files, and every image was then refused.
+    from difflab.data.captions import resolve_caption_kind
+
+    picture(tmp_path / "cat" / "0.png", 0)
+    (tmp_path / "LICENSE.txt").write_text("CC-BY\n")
+    assert resolve_caption_kind(None, "folder", tmp_path) == "templates"
+    (tmp_path / "cat" / "0.txt").write_text("a black cat\n")  # a caption beside its image
+    assert resolve_caption_kind(None, "folder", tmp_path) == "files"
+
+
 def test_template_captions_name_each_class():
     digits = template_captions("digits", [str(i) for i in range(10)])
     assert "a handwritten digit 7" in digits  # names given; the digit itself comes from the index

@@ -15,6 +15,7 @@ import torch
 from difflab.data.errors import DataError
 from difflab.data.folder import ImageFileDataset, find_classes
 from difflab.data.sources import RawSplits, split_dirs
+from difflab.io.decode import IMAGE_SUFFIXES
 from difflab.text import TextTable, embed_texts
 
 METADATA = (
@@ -81,8 +82,13 @@ def template_captions(dataset: str, names: Sequence[str]) -> list[str]:
 
 
 def has_caption_files(root: Path) -> bool:
-    """Whether an image tree carries its own captions (a metadata.jsonl or any .txt file anywhere under it)."""
-    return any(root.rglob(METADATA)) or any(root.rglob("*.txt"))
+    """Whether an image tree carries its own captions: a metadata.jsonl, or a .txt beside an image of its name
+    (a LICENSE.txt or README.txt in the tree is not a caption: before, it turned template captions off)."""
+    return any(root.rglob(METADATA)) or any(_beside_its_image(txt) for txt in root.rglob("*.txt"))
+
+
+def _beside_its_image(txt: Path) -> bool:
+    return any(txt.with_suffix(suffix).is_file() for ext in IMAGE_SUFFIXES for suffix in (ext, ext.upper()))
 
 
 def read_metadata(root: Path) -> dict[Path, str]:
@@ -121,7 +127,8 @@ def file_captions(paths: Sequence[str], root: Path) -> list[str]:
     if missing:
         raise DataError(
             f"{len(missing)} image(s) under {root} have no caption (first: {missing[0]}); list them in a "
-            f"{METADATA} (file_name, text) or put a .txt of the same name beside each"
+            f"{METADATA} (file_name, text) or put a .txt of the same name beside each, or give "
+            "data.captions=templates"
         )
     return captions
 
