@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FAST_TRAIN, TINY_AE, compose_config, run_cli
+from conftest import CLI_FAST, FAST_TRAIN, TINY_AE, compose_config, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -267,3 +267,26 @@ def test_compiling_on_a_machine_without_cuda_prints_no_cuda_line(caplog) -> None
         )
         logging.getLogger("torch.utils.cpp_extension").warning("another warning of that logger")
     assert "No CUDA runtime" not in caplog.text and "another warning" in caplog.text
+
+
+def test_difflabs_own_warnings_show_their_message_not_its_source_line(tmp_path: Path) -> None:
+    # Before: ".../difflab/data/sources.py:138: UnreadableImagesWarning: skipped …" and then the code line
+    # "  warn_skipped(skipped)  # one warning for the whole tree…", in the console and in train.log.
+    from PIL import Image
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for i in range(12):
+        Image.new("L", (8, 8), 20 * i).save(pictures / f"{i}.png")
+    (pictures / "junk.png").write_bytes(b"junk")
+    run = tmp_path / "run"
+    overrides = [o for o in CLI_FAST if not o.startswith("trainer.max_steps")]
+    result = run_cli(
+        "train.py", *overrides, "trainer.max_steps=1", "data=folder", f"data.root={pictures}", "data.channels=1",
+        "data.image_size=8", "callbacks.sample_grid.every_n_steps=0", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = result.stdout + result.stderr
+    assert "warning: UnreadableImagesWarning: skipped 1 unreadable image file(s): " in shown
+    assert "warn_skipped(" not in shown and "sources.py:" not in shown
+    assert "[WARNING] - warning: UnreadableImagesWarning: skipped 1" in (run / "train.log").read_text()

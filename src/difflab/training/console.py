@@ -31,7 +31,10 @@ class _DropNoise(logging.Filter):
 
 
 def quiet_library_noise() -> None:
-    """Install the filters (idempotent): Lightning's tips, a deprecation raised inside Lightning itself."""
+    """Install the filters (idempotent): Lightning's tips, a deprecation raised inside Lightning itself; difflab's
+    own warnings shown as their message alone."""
+    if not getattr(warnings.formatwarning, "difflab_own", False):
+        warnings.formatwarning = _own_warnings_plain(warnings.formatwarning)
     for name in {name for name, _ in _NOISE}:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
@@ -50,6 +53,24 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings(
         "ignore", message=r"You're using the WeightAveraging callback with a model that overrides"
     )
+
+
+PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def _own_warnings_plain(formatwarning: Callable[..., str]) -> Callable[..., str]:
+    """`warning: <Category>: <message>` for a warning difflab raised (it speaks to the user: the source file, line
+    and code Python adds say nothing to them); a library's warning keeps Python's form."""
+
+    def plain(
+        message: Any, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        if str(filename).startswith(PACKAGE_DIR):
+            return f"warning: {category.__name__}: {message}\n"
+        return formatwarning(message, category, filename, lineno, line)
+
+    plain.difflab_own = True  # type: ignore[attr-defined]
+    return plain
 
 
 # Lightning's loggers: each prints through a stderr handler of its own ("lightning" always, the other two unless
@@ -91,9 +112,9 @@ def _shown_and_logged(show: Callable[..., None]) -> Callable[..., None]:
     return showwarning
 
 
-# The fields of each group that tell runs apart, in the order shown.
 # The groups only a diffusion run reads (an autoencoder run composes them too, unused).
 DIFFUSION_ONLY = ("formulation", "schedule", "sampler")
+# The fields of each group that tell runs apart, in the order shown.
 SUMMARY_FIELDS = {
     "data": ("dataset", "image_size", "channels", "batch_size", "condition"),
     "model": (
