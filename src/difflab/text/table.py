@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,19 @@ def embed_texts(
     tokens = torch.zeros(n, max_tokens, dim, dtype=torch.float16)
     mask = torch.zeros(n, max_tokens, dtype=torch.bool)
     pooled = torch.zeros(n, dim, dtype=torch.float16)
+    cut = []
     for i, text in enumerate(texts):
         states, vector = embeddings[text]
         length = min(len(states), max_tokens)
         tokens[i, :length] = states[:length]
         mask[i, :length] = True
         pooled[i] = vector
+        if len(states) > max_tokens:
+            cut.append(text)
+    if cut:  # as diffusers warns of a prompt past its tokenizer's length: the rest of the text is not seen
+        warnings.warn(
+            f"{len(set(cut))} text(s) are longer than the {max_tokens} tokens the model reads; only their start is "
+            f"seen (first: {cut[0][:60]!r}{'…' if len(cut[0]) > 60 else ''})",
+            stacklevel=2,
+        )
     return TextTable(list(texts), tokens, mask, pooled)
