@@ -94,6 +94,33 @@ def test_the_interval_must_be_at_least_one(tmp_path):
 
 
 EVERY = 4
+# FAST_TRAIN as two CPU ranks of one DDP run, without a logger.
+TWO_RANKS = [o for o in FAST_TRAIN if not o.startswith(("trainer=", "trainer.max_steps=", "logger="))] + [
+    "trainer=ddp",
+    "trainer.devices=2",
+    "trainer.accelerator=cpu",
+    "logger=none",
+    "cpu_threads=1",
+    f"preemption_check_every_n_steps={EVERY}",
+]
+
+
+def two_rank_run(*overrides: str, **env: str) -> subprocess.CompletedProcess:
+    """train.py as two CPU ranks with `overrides`, this checkout's src/ and tests/ (the probes) importable, outside
+    SLURM unless `env` says otherwise."""
+    return subprocess.run(
+        [sys.executable, "train.py", *TWO_RANKS, *overrides],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -105,40 +132,19 @@ def test_two_process_ddp_saves_a_signalled_rank_at_a_multiple_of_n_with_no_colle
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
     (bin_dir / "scontrol").chmod(0o755)
-    overrides = [o for o in FAST_TRAIN if not o.startswith(("trainer=", "trainer.max_steps=", "logger="))]
-    job = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            *overrides,
-            "trainer=ddp",
-            "trainer.devices=2",
-            "trainer.accelerator=cpu",
-            "trainer.max_steps=1000",
-            "trainer.val_check_interval=1000",
-            "logger=none",
-            "callbacks.sample_grid=null",
-            "callbacks.model_checkpoint.every_n_train_steps=1000",
-            f"preemption_check_every_n_steps={EVERY}",
-            f"loss_check_every_n_steps={EVERY}",
-            "cpu_threads=1",
-            "+callbacks.probe._target_=collective_probe.CollectiveProbe",
-            f"+callbacks.probe.dirpath={probe}",
-            "+callbacks.probe.signal_rank=1",
-            "+callbacks.probe.signal_at_step=5",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),  # this checkout
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "SLURM_JOB_ID": "4242",  # no SLURM_NTASKS: Lightning's own SLURM support stays out of this
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
+    job = two_rank_run(
+        "trainer.max_steps=1000",
+        "trainer.val_check_interval=1000",
+        "callbacks.sample_grid=null",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+        f"loss_check_every_n_steps={EVERY}",
+        "+callbacks.probe._target_=collective_probe.CollectiveProbe",
+        f"+callbacks.probe.dirpath={probe}",
+        "+callbacks.probe.signal_rank=1",
+        "+callbacks.probe.signal_at_step=5",
+        f"hydra.run.dir={run}",
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        SLURM_JOB_ID="4242",  # no SLURM_NTASKS: Lightning's own SLURM support stays out of this
     )
     assert job.returncode == 3, job.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -157,34 +163,13 @@ def test_two_process_ddp_gives_a_grid_up_for_a_signal_on_one_rank_and_both_save_
     """SIGTERM to rank 1 only as the step-2 grid samples (the ranks' regular check comes at step 4): both ranks
     give the grid up, agree, save step 2 and stop (exit 3); none waits in the grid's gather."""
     run = tmp_path / "run"
-    overrides = [o for o in FAST_TRAIN if not o.startswith(("trainer=", "trainer.max_steps=", "logger="))]
-    job = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            *overrides,
-            "trainer=ddp",
-            "trainer.devices=2",
-            "trainer.accelerator=cpu",
-            "trainer.max_steps=8",
-            "logger=none",
-            "callbacks.model_checkpoint.every_n_train_steps=1000",
-            f"preemption_check_every_n_steps={EVERY}",
-            "cpu_threads=1",
-            "sampler._target_=signal_probe.SignallingDDIM",
-            f"+sampler.marker={tmp_path / 'signalled'}",
-            "+sampler.rank=1",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=ROOT,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),  # this checkout
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
+    job = two_rank_run(
+        "trainer.max_steps=8",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+        "sampler._target_=signal_probe.SignallingDDIM",
+        f"+sampler.marker={tmp_path / 'signalled'}",
+        "+sampler.rank=1",
+        f"hydra.run.dir={run}",
     )
     assert job.returncode == 3, job.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
