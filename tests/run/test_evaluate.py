@@ -464,3 +464,18 @@ def test_a_refusal_after_the_report_path_is_checked_leaves_no_empty_folder(
     ):
         run_eval(tmp_path, f"ckpt={trained_ckpt}", "data=digits", "data.channels=3", f"out={out}")
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_folder_of_class_subfolders_is_read_whole_and_a_dangling_link_is_named(tmp_path: Path) -> None:
+    # Before: "no generated image files … in folder" for class subfolders (training reads them), and a link to
+    # nothing was dropped without a word (the set scored with one image fewer than given).
+    for name in ("cat", "dog"):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "set" / name / f"{i}.png")
+    image_set = open_image_set(tmp_path / "set")
+    assert image_set.count == 6
+    assert [len(b) for b in image_set.batches((1, 8, 8), batch_size=4)] == [4, 2]
+    (tmp_path / "set" / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(FileNotFoundError, match=r"gone.png is a link to nothing"):
+        open_image_set(tmp_path / "set")

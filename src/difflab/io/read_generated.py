@@ -3,6 +3,7 @@ output folder, or an .npz (sample.py's samples.npz, or the NHWC `arr_0` files of
 
 from __future__ import annotations
 
+import os
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import to_model_uint8
+from .decode import IMAGE_SUFFIXES, is_image_name, to_model_uint8
 from .npz_stream import NpzArray, find_array, read_rows
 from .read_inputs import (
     REFERENCE_IMAGES,
@@ -71,8 +72,34 @@ def open_image_set(path: str | Path) -> ImageSet:
     _refuse_unfinished(path)
     if path.is_dir() and (path / "images").is_dir():
         path = path / "images"  # sample.py's output folder: samples in images/, beside grid.png
-    files = image_files(path, what="generated image")
+    files = image_files(path, what="generated image") if not path.is_dir() else _pictures_under(path)
     return ImageSet(path, len(files), files)
+
+
+def _pictures_under(folder: Path) -> list[Path]:
+    """The pictures at any depth under `folder` (hidden folders aside), sorted, as a training folder is read: a
+    folder of class subfolders was refused as holding no image. A link to nothing is refused in one line (it was
+    dropped, and the set scored with one image fewer than given)."""
+    files, walked = [], set()
+    for directory, dirnames, filenames in os.walk(folder, followlinks=True):
+        stat = os.stat(directory)
+        if (stat.st_dev, stat.st_ino) in walked:  # a link back up the tree: each real folder once
+            dirnames[:] = []
+            continue
+        walked.add((stat.st_dev, stat.st_ino))
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        for name in filenames:
+            file = Path(directory) / name
+            if not is_image_name(name):
+                continue
+            if not file.exists():
+                raise FileNotFoundError(
+                    f"{file} is a link to nothing ({os.readlink(file)}): remove it or fix it"
+                )
+            files.append(file)
+    if not files:
+        raise FileNotFoundError(f"no generated image files ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
+    return sorted(files)
 
 
 def _refuse_unfinished(path: Path) -> None:
