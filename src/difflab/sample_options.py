@@ -16,9 +16,8 @@ EDIT_MODES = ("inpaint", "img2img")
 MODES = ("sample", *EDIT_MODES, SUPERRES)
 # The values sample.py's config rules also hold (run/sampling_settings.py): a Python caller gets the same line.
 NUMBER_RULES = {
-    "seed": whole(
-        0, maximum=2**63 - 1
-    ),  # sample i's noise comes from (seed, i) mod 2**63: larger seeds repeat
+    # Sample i's noise comes from (seed, i) mod 2**63: a larger seed repeats a smaller one.
+    "seed": whole(0, maximum=2**63 - 1),
     "batch_size": or_auto(whole(1)),
     "cpu_threads": or_auto(whole(1)),
     "guidance": number(0.0),

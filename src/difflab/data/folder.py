@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from difflab.data.errors import DataError, UnreadableImagesWarning
 from difflab.io.decode import UnreadableImageError, decode_image, is_image_name
+from difflab.io.image_tree import image_paths
 
 Sample = tuple[str, int]  # (path, class index or -1)
 
@@ -65,27 +66,15 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
         tops = [(root / name, index) for name, index in sorted(class_to_idx.items())]
     samples: list[Sample] = []
     skipped: list[str] = []
-    walked: set[tuple[int, int]] = set()  # (device, inode) of each folder read
+    walked: set[tuple[int, int]] = set()  # a folder linked into two classes is read for the first only
     for top, label in tops:
         if not top.is_dir():
             continue  # a class known from train may have no folder in val
-        # Symlinked folders are followed (a dataset assembled from links), each real folder once: a link back up
-        # the tree (a loop) read every image ~40 times, the held-out ones in the train split too.
-        for directory, dirnames, filenames in os.walk(top, followlinks=True):
-            stat = os.stat(directory)
-            if (stat.st_dev, stat.st_ino) in walked:
-                dirnames[:] = []
-                continue
-            walked.add((stat.st_dev, stat.st_ino))
-            dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
-            for name in sorted(filenames):
-                if not is_image_name(name):
-                    continue
-                path = os.path.join(directory, name)
-                if is_readable_image(path):
-                    samples.append((path, label))
-                else:
-                    skipped.append(path)
+        for path in image_paths(top, walked):
+            if is_readable_image(path):
+                samples.append((path, label))
+            else:
+                skipped.append(path)
     return samples, skipped
 
 

@@ -12,8 +12,8 @@ from .model import TrainedModel, model_kind
 
 def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_source: Any) -> None:
     """One line naming what differs when `guide` (read from guide_source) cannot guide `model`: its image shape,
-    latent space (pixels, or one autoencoder's latents), schedule, prediction type or conditioning must be the model's, since its prediction is mixed with the model's
-    at every step. The network itself may differ (that is the point: a smaller or less-trained one)."""
+    latent space (pixels, or one autoencoder's latents), schedule, prediction type or conditioning must be the
+    model's, since its prediction is mixed with the model's at every step. The network itself may differ (that is the point: a smaller or less-trained one)."""
     differences = []
     formulations = [getattr(getattr(m, "formulation", None), "name", "vp") for m in (guide, model)]
     if formulations[0] != formulations[1]:

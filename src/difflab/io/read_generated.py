@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import IMAGE_SUFFIXES, is_image_name, to_model_uint8
+from .decode import IMAGE_SUFFIXES, to_model_uint8
+from .image_tree import image_paths
 from .npz_stream import NpzArray, find_array, read_rows
 from .read_inputs import (
     REFERENCE_IMAGES,
@@ -77,29 +78,16 @@ def open_image_set(path: str | Path) -> ImageSet:
 
 
 def _pictures_under(folder: Path) -> list[Path]:
-    """The pictures at any depth under `folder` (hidden folders aside), sorted, as a training folder is read: a
+    """The pictures at any depth under `folder`, in the order a training folder's are read (io.image_tree): a
     folder of class subfolders was refused as holding no image. A link to nothing is refused in one line (it was
     dropped, and the set scored with one image fewer than given)."""
-    files, walked = [], set()
-    for directory, dirnames, filenames in os.walk(folder, followlinks=True):
-        stat = os.stat(directory)
-        if (stat.st_dev, stat.st_ino) in walked:  # a link back up the tree: each real folder once
-            dirnames[:] = []
-            continue
-        walked.add((stat.st_dev, stat.st_ino))
-        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
-        for name in filenames:
-            file = Path(directory) / name
-            if not is_image_name(name):
-                continue
-            if not file.exists():
-                raise FileNotFoundError(
-                    f"{file} is a link to nothing ({os.readlink(file)}): remove it or fix it"
-                )
-            files.append(file)
+    files = [Path(path) for path in image_paths(folder)]
+    for file in files:
+        if not file.exists():
+            raise FileNotFoundError(f"{file} is a link to nothing ({os.readlink(file)}): remove it or fix it")
     if not files:
         raise FileNotFoundError(f"no generated image files ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
-    return sorted(files)
+    return files
 
 
 def _refuse_unfinished(path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import torch
 
 from ..diffusion.formulations import EDM, Flow
+from ..diffusion.formulations.zero_snr import terminal_betas
 from ..models import DiT, UNet
 from .diffusers_folder import (
     class_name,
@@ -207,25 +208,16 @@ def read_scheduler(path: Path, named: str) -> dict[str, Any]:
     # trained_betas as written (export.py writes difflab's exact float64 table), else the table diffusers builds.
     trained = stored.get("trained_betas")
     betas = [float(b) for b in trained] if trained else scheduler.betas.double().tolist()
-    if betas[-1] >= 1.0:  # rescale_betas_zero_snr: ᾱ_T = 0 exactly, which no table can hold
-        betas = terminal_betas(betas)
+    if (
+        betas[-1] >= 1.0
+    ):  # rescale_betas_zero_snr: ᾱ_T = 0 exactly, which no table can hold; set as difflab's is
+        alphas_cumprod = torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), 0)
+        betas = terminal_betas(alphas_cumprod).tolist()
     warn_of_sampling_settings(scheduler.config, named)
     return {
         "schedule": {"_target_": "difflab.diffusion.NoiseSchedule", "betas": betas, "name": "diffusers"},
         "prediction_type": DIFFLAB_PREDICTION_TYPES[predicts],
     }
-
-
-def terminal_betas(betas: list[float]) -> list[float]:
-    """A zero-terminal-SNR table (last beta 1) with its last ᾱ set as difflab's zero_terminal_snr sets it (2⁻²⁴,
-    what diffusers' samplers use for such a schedule): before, "betas must be … in (0, 1)" without naming why."""
-    from ..diffusion.formulations.zero_snr import TERMINAL_ALPHA_BAR
-
-    alphas_cumprod = torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), 0)
-    alphas_cumprod[-1] = min(TERMINAL_ALPHA_BAR, float(alphas_cumprod[-2]) / 2)
-    alphas = alphas_cumprod.clone()
-    alphas[1:] = alphas_cumprod[1:] / alphas_cumprod[:-1]
-    return (1.0 - alphas).tolist()
 
 
 def warn_of_sampling_settings(config: Any, named: str) -> None:

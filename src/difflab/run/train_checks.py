@@ -162,6 +162,7 @@ def check_generation_settings(cfg: DictConfig) -> None:
             raise ValueError(f"{key}: a value has the wrong type ({one_line(error)})") from error
         except ValueError as error:
             raise ValueError(f"{key}: {one_line(error)}") from error
+    condition = OmegaConf.select(cfg, "data.condition")
     for name, entry in entries.items():
         try:
             check_values(entry, {"guidance": number(0.0)})
@@ -171,7 +172,6 @@ def check_generation_settings(cfg: DictConfig) -> None:
             raise ValueError(f"callbacks.{name}.{error}") from error
         if entry.get("metrics") is not None:
             Evaluator(**OmegaConf.to_container(entry.metrics, resolve=True))
-        condition = OmegaConf.select(cfg, "data.condition")
         guided = entry.get("guidance") is not None and float(entry.guidance) != 1.0
         if guided and not entry.get("guide") and condition in (None, "superres"):
             # Before, taken and ignored: the grid and FID sampled the plain model (sample.py refuses it).

@@ -8,6 +8,8 @@ the one before where that is smaller (β_T must stay below 1).
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from ..schedule import NoiseSchedule
 
 TERMINAL_ALPHA_BAR = 2.0**-24
@@ -18,8 +20,14 @@ def rescale_zero_terminal_snr(schedule: NoiseSchedule) -> NoiseSchedule:
     root = schedule.alphas_cumprod.sqrt()
     first, last = root[0].clone(), root[-1].clone()
     root = (root - last) * first / (first - last)
-    alphas_cumprod = root**2
+    return NoiseSchedule(terminal_betas(root**2), name=f"{schedule.name}+zero_snr")
+
+
+def terminal_betas(alphas_cumprod: Tensor) -> Tensor:
+    """The betas of `alphas_cumprod` (ending at or near 0) with its last ᾱ set to TERMINAL_ALPHA_BAR, or to half the
+    one before where that is smaller: a table every sampler can hold."""
+    alphas_cumprod = alphas_cumprod.clone()
     alphas_cumprod[-1] = min(TERMINAL_ALPHA_BAR, float(alphas_cumprod[-2]) / 2)
     alphas = alphas_cumprod.clone()
     alphas[1:] = alphas_cumprod[1:] / alphas_cumprod[:-1]
-    return NoiseSchedule(1.0 - alphas, name=f"{schedule.name}+zero_snr")
+    return 1.0 - alphas

@@ -1,0 +1,25 @@
+"""The picture files at any depth under a folder, as training folders and evaluate.py's images= read them: hidden
+folders skipped, symlinked folders followed, each real folder once (a link back up the tree is a loop)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from .decode import is_image_name
+
+
+def image_paths(root: str | os.PathLike, walked: set[tuple[int, int]] | None = None) -> Iterator[str]:
+    """Each picture file name under `root` (by its suffix; not opened), folders and files in sorted order.
+    `walked`: the (device, inode) of folders already read, shared by calls over several roots."""
+    walked = set() if walked is None else walked
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        stat = os.stat(directory)
+        if (stat.st_dev, stat.st_ino) in walked:
+            dirnames[:] = []
+            continue
+        walked.add((stat.st_dev, stat.st_ino))
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        for name in sorted(filenames):
+            if is_image_name(name):
+                yield os.path.join(directory, name)
