@@ -364,6 +364,35 @@ def test_a_file_reads_identically_for_training_and_for_evaluate_or_editing(tmp_p
         assert trained.std() > 0.1  # real content: 16-bit values not clipped to white
 
 
+def test_float_and_32_bit_pictures_read_on_their_scale_or_are_named(tmp_path: Path):
+    # Scientific TIFFs: floats in [0, 1] read as black, 32-bit integers as white (PIL's convert clips them).
+    ramp = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    save(tmp_path / "8bit" / "a.png", Image.fromarray(ramp))
+    save(tmp_path / "unit" / "a.tif", Image.fromarray(ramp.astype(np.float32) / 255))
+    save(tmp_path / "bytes" / "a.tif", Image.fromarray(ramp.astype(np.float32)))
+    save(
+        tmp_path / "wide" / "a.tif", Image.fromarray(ramp.astype(np.int32) * 257)
+    )  # 16-bit data, 32-bit file
+    expected = load_images(tmp_path / "8bit" / "a.png", (1, 8, 8)).images[0]
+    for name in ("unit", "bytes", "wide"):
+        assert torch.equal(load_images(tmp_path / name / "a.tif", (1, 8, 8)).images[0], expected), name
+    # Values with no known scale are named, not clipped: skipped in a training folder, refused for editing.
+    bad_float = save(tmp_path / "bad" / "train" / "f.tif", Image.fromarray(ramp.astype(np.float32) * 100))
+    save(tmp_path / "bad" / "train" / "i.tif", Image.fromarray(ramp.astype(np.int32) * 2**20))
+    save(tmp_path / "bad" / "train" / "ok.png", Image.fromarray(ramp))
+    save(tmp_path / "bad" / "val" / "ok.png", Image.fromarray(ramp))
+    with pytest.raises(ValueError) as excinfo:
+        load_images(bad_float, (1, 8, 8))
+    one_line_error(excinfo, str(bad_float), "[0, 25200]", "[0, 1] or [0, 255]")
+    dm = ImageDataModule("folder", root=str(tmp_path / "bad"), image_size=8, channels=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = [dm.dataset_for("train")[i][0] for i in range(3)]
+    named = " ".join(str(w.message) for w in caught if issubclass(w.category, UnreadableImagesWarning))
+    assert "f.tif" in named and "i.tif" in named and "up to 65535" in named
+    assert all(torch.equal(image, expected) for image in images)  # both fall back to ok.png
+
+
 # --- errors -----------------------------------------------------------------------------------------
 
 

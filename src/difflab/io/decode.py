@@ -43,9 +43,15 @@ def decode_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a file can pass a header check and still be truncated or corrupt
-            return ImageOps.exif_transpose(image)  # a copy, rotated when the camera recorded an orientation
+            upright = ImageOps.exif_transpose(
+                image
+            )  # a copy, rotated when the camera recorded an orientation
     except Exception as error:  # PIL plugins raise many types on junk (OSError, SyntaxError, struct.error...)
         raise UnreadableImageError(f"could not read image {path}: {error}") from error
+    problem = _range_problem(upright)
+    if problem:
+        raise UnreadableImageError(f"could not read image {path}: {problem}")
+    return upright
 
 
 def check_channels(channels: int) -> None:
@@ -74,8 +80,31 @@ def _composite_on_background(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def _range_problem(image: Image.Image) -> str | None:
+    """Why the pixel values of a deep (float or 32-bit) grayscale picture have no known scale, or None.
+
+    Float pixels are read in [0, 1] (scikit-image's and tifffile's float convention) or in [0, 255]; 32-bit
+    integers up to 65535 (16-bit data stored wide). Anything else would be clipped to black or white."""
+    if image.mode not in ("F", "I"):
+        return None
+    values = np.asarray(image)
+    if image.mode == "F" and not np.isfinite(values).all():
+        return "its float pixels include NaN or infinity"
+    low, high = float(values.min()), float(values.max())
+    if image.mode == "F" and (low < 0 or high > 255):
+        return f"its float pixels span [{low:g}, {high:g}]; floats are read in [0, 1] or [0, 255]"
+    if image.mode == "I" and (low < 0 or high > 65535):
+        return f"its 32-bit pixels span [{low:g}, {high:g}]; 32-bit integers are read up to 65535 (16-bit)"
+    return None
+
+
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Rescale 16-bit grayscale to 8 bits; PIL's own convert("L") would clip everything above 255 to white."""
+    """Rescale deep grayscale to 8 bits: 16-bit integers by 1/257, floats in [0, 1] by 255. PIL's own
+    convert("L") would clip 16-bit values above 255 to white and [0, 1] floats to black."""
+    if image.mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        scale = 255.0 if values.max() <= 1.0 else 1.0  # the range decode_image allowed: [0, 1] or [0, 255]
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
     if image.mode not in _INT_MODES:
         return image
     values = np.asarray(image).astype(np.float64)
