@@ -249,3 +249,18 @@ def test_a_resume_on_other_data_says_so(cli_run, tmp_path):
         "the training data differs from the checkpoint's: data.split_seed=7 (checkpoint: 0); from step 2 the run "
         "trains on the images this gives"
     ) in result.stdout + result.stderr
+
+
+def test_a_resume_with_another_seed_says_so(cli_run, tmp_path):
+    # Before, seed=5 on resume drew other noise and batches from the resumed step on, without a word.
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "seed=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert (
+        "the seed differs from the checkpoint's: seed=5 (checkpoint: 0); from step 2 the run draws" in output
+    )
+    same = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "seed differs" not in same.stdout + same.stderr  # the run's own seed, from its latest launch

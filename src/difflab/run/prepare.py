@@ -66,6 +66,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         resume_path,
         warn_if_data_changed,
         warn_if_lr_schedule_changed,
+        warn_if_seed_changed,
     )
     from .argument_types import check_argument_types
     from .common import fill_conditioning
@@ -94,6 +95,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         warn_if_lr_schedule_changed(now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
         data_now = {key: OmegaConf.select(cfg, key) for key in DATA_SOURCE}
         warn_if_data_changed(data_now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
+        warn_if_seed_changed(settings.seed, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
     # A fresh run's only: a resume keeps what its checkpoint was trained with.
     check_prediction_type_applies(cfg)

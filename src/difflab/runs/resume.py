@@ -183,6 +183,19 @@ def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step
         )
 
 
+def warn_if_seed_changed(now: int, stored: Mapping[str, Any], step: int) -> None:
+    """The seed decides every step's noise levels, noise and batch order (training/step_seeding.py): a resume
+    with another seed is a different continuation, no longer the one its run would have trained."""
+    found = contradictions({"seed": now}, stored)
+    if found:
+        log.warning(
+            "the seed differs from the checkpoint's: %s; from step %d the run draws other noise and batches than "
+            "the run it resumes (an exact continuation keeps the checkpoint's seed)",
+            ", ".join(found),
+            step,
+        )
+
+
 def _schedule_name(node: Mapping[str, Any] | None) -> str:
     return "none" if node is None else str(node.get("_target_", "?")).rsplit(".", 1)[-1]
 
