@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CLI_FAST, FAST_TRAIN, compose_config, one_error_line, run_cli
+from conftest import CLI_FAST, CONF, FAST_TRAIN, compose_config, one_error_line, run_cli
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
 from PIL import Image
@@ -11,6 +12,7 @@ from PIL import Image
 from difflab.checkpoint import load_model
 from difflab.run.sample import sample
 from difflab.run.train import train
+from difflab.run.train_checks import check_condition_keys
 
 
 def test_unknown_config_key_is_one_line_naming_the_nearest_key():
@@ -259,3 +261,38 @@ def test_a_refused_run_keeps_the_users_own_files_in_a_folder_they_named(tmp_path
     with pytest.raises(InstantiationException, match="image size 7 cannot be divided down"):
         train(compose_config("train", [*FAST_TRAIN, "data.image_size=7"], run))
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.sr_factor=2"], "data.sr_factor applies to data.condition=superres only, and this run has "),
+        (["data.captions=templates"], "data.captions applies to data.condition=text only"),
+        (
+            ["data.condition=labels", "data.sr_noise=0.1"],
+            "data.sr_noise applies to data.condition=superres only",
+        ),
+        (
+            ["cond_drop_prob=0.2"],
+            "cond_drop_prob applies to data.condition=labels or data.condition=text only",
+        ),
+    ],
+    ids=["sr_factor", "captions", "sr_noise with labels", "cond_drop_prob"],
+)
+def test_a_conditioning_setting_for_another_conditioning_is_refused(tmp_path, overrides, message):
+    # Before, taken and ignored: data.sr_factor=2 trained an unconditional model without a word.
+    run = tmp_path / "run"
+    line = one_error_line(run_cli("train.py", *FAST_TRAIN, *overrides, f"hydra.run.dir={run}"))
+    assert line.startswith(f"error: {message}") and "drop it, or add data.condition=" in line
+    assert not run.exists()
+
+
+def test_a_conditioning_setting_for_the_runs_own_conditioning_is_taken():
+    def typed(*overrides: str):  # composed as train.py does, with the overrides Hydra records
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+    check_condition_keys(typed("data.condition=superres", "data.sr_factor=2", "data.sr_noise=0.1"))
+    check_condition_keys(typed("experiment=digits_text_cpu", "data.max_tokens=8", "cond_drop_prob=0.2"))
+    with pytest.raises(ValueError, match="data.max_tokens applies to data.condition=text only"):
+        check_condition_keys(typed("experiment=digits_cond_cpu", "data.max_tokens=8"))

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from .autoencoder_checks import check_autoencoder_run
 from .latent import use_latents
 from .rules import check_given, check_values
-from .train_checks import RULES, check_fused_clipping, check_sharded_training
+from .train_checks import RULES, check_condition_keys, check_fused_clipping, check_sharded_training
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_sharded_training(cfg)
     check_fused_clipping(cfg)
     check_autoencoder_run(cfg)
+    check_condition_keys(cfg)
     use_latents(cfg)
     return _build_and_read(cfg, run_dir)
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..value_rules import SAMPLER_RULES, Rule, flag, number, or_auto, whole
 from .rules import check_values
+from .typed import typed_keys_under
 
 # Lightning's precisions that train here. The "-true" half precisions would keep the weights, the EMA and the
 # optimizer state in 16 bits (the EMA's float32 average cannot follow half weights; no loss scaling either).
@@ -92,6 +93,34 @@ def check_fused_clipping(cfg: DictConfig) -> None:
             f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
             "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"
         )
+
+
+# Keys that only a conditioning reads: typed for a run without it, they were taken and ignored without a word.
+CONDITION_KEYS = {
+    "data.sr_factor": ("superres",),
+    "data.sr_noise": ("superres",),
+    "data.captions": ("text",),
+    "data.max_tokens": ("text",),
+    "data.text_encoder": ("text",),
+    "data.text_encoder_version": ("text",),
+    "data.text_cache_dir": ("text",),
+    "cond_drop_prob": ("labels", "text"),
+}
+
+
+def check_condition_keys(cfg: DictConfig) -> None:
+    """Refuse a conditioning setting typed for a run that does not condition that way (`data.sr_factor=2` on an
+    unconditional run). Only what the command line set: the config's defaults hold every key."""
+    condition = OmegaConf.select(cfg, "data.condition")
+    shown = "null" if condition is None else condition
+    typed = typed_keys_under(cfg, "data") | typed_keys_under(cfg, "cond_drop_prob")
+    for key, conditions in CONDITION_KEYS.items():
+        if key in typed and condition not in conditions:
+            wanted = " or ".join(f"data.condition={c}" for c in conditions)
+            raise ValueError(
+                f"{key} applies to {wanted} only, and this run has data.condition={shown}: drop it, or "
+                f"add {wanted.split(' or ')[0]}"
+            )
 
 
 def check_model_builds(cfg: DictConfig) -> None:
