@@ -175,6 +175,11 @@ def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refu
             r"^model.patch_size=4 does not divide the latents' size 2 \(data.image_size=8 / the autoencoder's "
             r"down factor 4\)",
         ),
+        # Before, "this U-Net concatenates a low-resolution image of shape (16, 1, 2, 2) (got (16, 3, 2, 2))".
+        (
+            ["data.condition=superres", "data.sr_factor=2"],
+            r"^data.condition=superres trains in pixels .*: drop autoencoder= for super-resolution$",
+        ),
     ],
 )
 def test_latent_runs_it_cannot_make_are_one_line_errors(

@@ -23,6 +23,13 @@ def use_latents(cfg: DictConfig) -> None:
         raise ValueError(
             "autoencoder= trains a diffusion model on latents: pick a denoiser model=, not an autoencoder"
         )
+    if (
+        cfg.data.get("condition") == "superres"
+    ):  # the U-Net would meet latents beside a low-res picture at step 1
+        raise ValueError(
+            "data.condition=superres trains in pixels (SR3: the low-res picture beside the noisy image), not on an "
+            "autoencoder's latents: drop autoencoder= for super-resolution"
+        )
     net = load_autoencoder(cfg.autoencoder).net
     size = int(cfg.data.image_size)
     if size % net.down_factor:
