@@ -15,7 +15,7 @@ from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 from PIL import Image
 from torch import Tensor
 
-from difflab.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, SampleGenerators
+from difflab.diffusion import DDIMSampler, DDPMSampler, HeunSampler, NoiseSchedule, SampleGenerators
 from difflab.diffusion.editing import (
     img2img,
     jump_schedule,
@@ -24,7 +24,7 @@ from difflab.diffusion.editing import (
     strength_timesteps,
 )
 from difflab.generation import Generation, GenerationRequest
-from difflab.generation.methods import Inpaint
+from difflab.generation.methods import Img2Img, Inpaint
 from difflab.io.read_inputs import load_images, load_masks
 from difflab.run.sample import sample
 from difflab.run.train import train
@@ -129,6 +129,15 @@ def test_strength_picks_the_tail_of_the_sampler_timesteps():
     for bad in (0, 1.5, -0.2, float("nan")):
         with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
             img2img(DDIMSampler(SCHEDULE, steps=10), constant_model(), random_pictures(1, 0), bad)
+
+
+@pytest.mark.parametrize("sampler", [DDIMSampler(SCHEDULE, steps=10), HeunSampler(SCHEDULE, steps=10)])
+def test_an_img2img_edit_reports_the_model_calls_it_makes(sampler):
+    # Before, Heun's edit reported one call per timestep (6 at strength 0.6): it makes two for all but the last.
+    model = constant_model()
+    edit = Img2Img(sampler, random_pictures(1, 0), per_picture=1, strength=0.6)
+    edit(model, SampleGenerators(0, [0]), None)
+    assert len(model.calls) == edit.nfe == edit.settings()["nfe"] == (11 if sampler.core.nfe(2) == 3 else 6)
 
 
 def _mixture_of_pictures() -> ImageMixtureDenoiser:

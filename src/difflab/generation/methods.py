@@ -86,7 +86,7 @@ class Img2Img(_Edit):
 
     @property
     def nfe(self) -> int:
-        return len(self.timesteps)
+        return self.sampler.core.nfe(len(self.timesteps))  # Heun: two calls per step but the last
 
     def __call__(
         self, denoiser: Denoiser, generators: SampleGenerators, callback: StepCallback | None
