@@ -527,6 +527,17 @@ def test_num_workers_is_lowered_to_the_available_cores_silently(monkeypatch: pyt
         assert ImageDataModule("digits", num_workers=1).train_dataloader().num_workers == 1
 
 
+def test_num_workers_lowered_is_said_once_however_often_the_data_is_built(monkeypatch, caplog):
+    # A labelled run builds its datamodule twice (its classes are counted first): the line came twice.
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(3)), raising=False)
+    with caplog.at_level("INFO", logger="difflab"):
+        for _ in range(2):
+            ImageDataModule("digits", num_workers=7)
+    assert [r.getMessage() for r in caplog.records if "lowered" in r.getMessage()] == [
+        "data.num_workers=7 lowered to 3, the CPU cores available to this process"
+    ]
+
+
 def test_unknown_split_name():
     with pytest.raises(ValueError, match="'test'"):
         ImageDataModule("digits").dataset_for("test")

@@ -3,6 +3,7 @@ workers as the machine can usefully run."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import replace
@@ -422,5 +423,10 @@ def usable_workers(requested: int) -> int:
     cores = available_cpus()
     if requested <= cores:
         return requested
-    log.info("data.num_workers=%d lowered to %d, the CPU cores available to this process", requested, cores)
+    _say_workers_lowered(requested, cores)
     return cores
+
+
+@functools.cache  # once per process: a labelled run builds its datamodule twice (its classes are counted first)
+def _say_workers_lowered(requested: int, cores: int) -> None:
+    log.info("data.num_workers=%d lowered to %d, the CPU cores available to this process", requested, cores)
