@@ -296,3 +296,23 @@ def test_a_conditioning_setting_for_the_runs_own_conditioning_is_taken():
     check_condition_keys(typed("experiment=digits_text_cpu", "data.max_tokens=8", "cond_drop_prob=0.2"))
     with pytest.raises(ValueError, match="data.max_tokens applies to data.condition=text only"):
         check_condition_keys(typed("experiment=digits_cond_cpu", "data.max_tokens=8"))
+
+
+def test_a_data_refusal_comes_before_a_wandb_run_starts(tmp_path):
+    # Before, the W&B run started (in the cloud when logged in) and then the split was refused: an empty run.
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.new("L", (8, 8), 128).save(folder / "a.png")
+    wandb_dir = tmp_path / "wandb_runs"
+    result = run_cli(
+        "train.py",
+        *CLI_FAST,
+        "logger=wandb",
+        f"logger.wandb.save_dir={wandb_dir}",
+        "data=folder",
+        f"data.root={folder}",
+        "data.image_size=8",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert one_error_line(result).startswith(f"error: validation split of {folder} is empty")
+    assert not wandb_dir.exists() and "wandb" not in result.stdout + result.stderr

@@ -21,6 +21,7 @@ from ..cluster.processes import end_process_groups
 from ..cluster.stop_signal import StoppedBySignal
 from ..cluster.torchrun import own_process_group_store
 from ..compat import end_launched_processes
+from ..data import ImageDataModule
 from ..data.errors import worker_death
 from ..generation.memory import is_out_of_memory
 from ..io.atomic import is_out_of_space
@@ -180,6 +181,11 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
             initialise_from(cfg, module, resume, settings.init_from)
         config = resolved_config(cfg)
         callbacks = build_callbacks(cfg, config)
+        if isinstance(datamodule, ImageDataModule) and not datamodule.download:
+            # Its refusals (a split too small, no classes, a caption missing) before a logger starts a W&B run:
+            # Lightning starts it before its own set-up, which would leave an empty run in the cloud. After the
+            # module: encoding latents (not on a cache hit) draws random numbers, which must not move its init.
+            datamodule.setup("fit")
         loggers = instantiate_entries(cfg.get("logger"))
         # Last, so a configured logger stays the Trainer's first (its folder is Lightning's log_dir).
         metrics_file = MetricsFile(output_dir, resumed_at=step if resume is not None else None)
