@@ -248,6 +248,17 @@ def test_a_split_with_no_decodable_image_is_one_error(tmp_path: Path):
     one_line_error(excinfo, "none of the 1 images can be decoded", str(tmp_path))
 
 
+@pytest.mark.parametrize("held_out", ["val", "validation", "valid", "test"])
+def test_a_held_out_folder_beside_train_is_the_validation_split(tmp_path: Path, held_out: str):
+    # Before, root/validation (Hugging Face's and Kaggle's name) was not read: 5% of train/ was held out instead.
+    for i in range(4):
+        save(tmp_path / "train" / f"{i}.png", Image.new("L", (8, 8), 40 * i))
+    save(tmp_path / held_out / "0.png", Image.new("L", (8, 8), 255))
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8)
+    assert len(dm.dataset_for("train")) == 4 and len(dm.dataset_for("val")) == 1
+    assert dm.dataset_for("val")[0][0].min() == 1.0  # the white picture of the held-out folder
+
+
 def test_a_truncated_jpeg_does_not_stop_a_loader_with_workers(tmp_path: Path):
     """DataLoader workers are separate processes: training goes on, the worker names the file, and the next
     epoch's fresh worker does not name it again."""

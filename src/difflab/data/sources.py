@@ -22,7 +22,7 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
 # Folder names that mark a pre-split tree, in order of preference for the held-out split: "val" is the
 # split meant for watching training; "test" is used when it is the only one (as in CIFAR-10's JPEG layout).
 TRAIN_DIR = "train"
-HELDOUT_DIRS = ("val", "test")
+HELDOUT_DIRS = ("val", "validation", "valid", "test")  # beside root/train, the first present is held out
 
 
 @dataclass(frozen=True)
