@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import FAST_TRAIN, compose_config, run_cli
 from PIL import Image
 
@@ -108,3 +109,15 @@ def test_an_out_below_a_file_is_one_line(tmp_path: Path, capsys) -> None:
     error = capsys.readouterr().err
     assert error == f"error: cannot write {blocker / 'compare.png'}: {blocker} is a file, not a folder\n"
     assert blocker.read_text() == "not a folder"
+
+
+def test_runs_are_labelled_by_what_differs_in_meaning_not_in_spelling(tmp_path: Path) -> None:
+    # Before, compile=False against compile=false (and 1e-4 against 0.0001) named every line by both.
+    spelled = {
+        "a": ["compile=False", "optim.lr=1e-4", "+extra=1", "seed=1"],
+        "b": ["compile=false", "optim.lr=0.0001", "extra=1", "seed=2"],
+    }
+    for name, overrides in spelled.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    assert run_labels([tmp_path / "a", tmp_path / "b"]) == ["seed=1", "seed=2"]

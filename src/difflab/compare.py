@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from .runlogs import METRICS_FILE, Series, run_series
 
@@ -76,7 +77,15 @@ def run_overrides(run: Path) -> dict[str, str] | None:
     if not path.is_file():
         return None
     pairs = (str(item).partition("=") for item in yaml.safe_load(path.read_text()) or [])
-    return {key: value for key, _, value in pairs}
+    return {key.lstrip("+~"): value for key, _, value in pairs}  # +x=1 and x=1 set the same key
+
+
+def _meaning(key: str, text: str) -> str:
+    """What Hydra reads from `text`, so that false and False, 1e-4 and 0.0001 are one value; else the text."""
+    try:
+        return repr(OverridesParser.create().parse_override(f"{key}={text}").value())
+    except Exception:  # an override Hydra's grammar cannot read: compared as written
+        return text
 
 
 def run_labels(runs: list[Path]) -> list[str]:
@@ -85,7 +94,9 @@ def run_labels(runs: list[Path]) -> list[str]:
     overrides = [o for o in map(run_overrides, runs) if o is not None]
     if len(runs) > 1 and len(overrides) == len(runs):
         keys = sorted({key for o in overrides for key in o})
-        differ = [key for key in keys if len({o.get(key) for o in overrides}) > 1]
+        differ = [
+            key for key in keys if len({_meaning(key, o[key]) if key in o else None for o in overrides}) > 1
+        ]
         labels = [",".join(f"{key}={o[key]}" for key in differ if key in o) for o in overrides]
         if all(labels) and len(set(labels)) == len(labels):
             return labels
