@@ -249,8 +249,20 @@ def test_a_run_refused_before_its_first_step_leaves_no_run_folder(tmp_path, over
     folder.mkdir()
     Image.new("L", (8, 8), 128).save(folder / "a.png")
     run = tmp_path / "run"
-    result = run_cli("train.py", *FAST_TRAIN, *overrides, f"data.root={folder}", f"hydra.run.dir={run}")
+    root = [f"data.root={folder}"] if "data=folder" in overrides else []
+    result = run_cli("train.py", *FAST_TRAIN, *overrides, *root, f"hydra.run.dir={run}")
     assert one_error_line(result).startswith(message.format(folder=folder))
+    assert not run.exists()
+
+
+def test_a_folder_given_without_data_folder_is_refused_not_replaced_by_the_digits(tmp_path):
+    # Before, `train.py data.root=<my images>` trained on the bundled digits (the default data) without a word.
+    run = tmp_path / "run"
+    result = run_cli("train.py", *CLI_FAST, f"data.root={tmp_path}", f"hydra.run.dir={run}")
+    assert one_error_line(result) == (
+        f"error: data.root={tmp_path} is not read by data=digits (scikit-learn's bundled digits need no folder): "
+        "add data=folder to train on the images there"
+    )
     assert not run.exists()
 
 

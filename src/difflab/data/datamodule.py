@@ -155,6 +155,11 @@ class ImageDataModule(L.LightningDataModule):
         if dataset != "digits":
             # An unset root fails now; a missing directory is allowed, since prepare_data may download it.
             resolve_root(dataset, root, must_exist=False)
+        elif root is not None:  # `train.py data.root=<my images>` without data=folder trained on the digits
+            raise DataError(
+                f"data.root={root} is not read by data=digits (scikit-learn's bundled digits need no folder): add "
+                "data=folder to train on the images there"
+            )
         self.dataset = dataset
         self.root = None if root is None else Path(root)
         self.image_size = image_size
