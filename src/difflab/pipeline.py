@@ -56,6 +56,7 @@ class DiffusionPipeline:
     config: dict[str, Any]  # the model's stored config
     source: str = "<model>"
     latents: Any = None  # latent diffusion: its LatentSpace (samples are decoded through its autoencoder)
+    formulation: str = "vp"  # what trained it: vp, edm or flow (net is then its ε-face on `schedule`)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, source: Any) -> DiffusionPipeline:
@@ -71,6 +72,7 @@ class DiffusionPipeline:
             loaded.config,
             str(source),
             loaded.latents,
+            getattr(loaded.formulation, "name", "vp"),  # None: a checkpoint from before formulations, VP
         )
 
     @property
@@ -182,10 +184,16 @@ class DiffusionPipeline:
 
     def __repr__(self) -> str:
         kind = "unconditional" if self.condition is None else f"conditioned on {self.condition}"
+        network = getattr(self.net, "net", self.net)  # an EDM or flow model's own network, not its ε-face
+        space = (
+            ""
+            if self.latents is None
+            else f" (in the latents of autoencoder {self.latents.autoencoder.weights_hash[:12]})"
+        )
+        sampled = f"sampled as {self.schedule!r}, prediction_type={self.prediction_type!r}"
         return (
-            f"DiffusionPipeline({self.source}: {type(self.net).__name__}, {self.schedule!r}, "
-            f"prediction_type={self.prediction_type!r}, {kind}, images {self.sample_shape}, "
-            f"{self.weights} weights, step {self.global_step})"
+            f"DiffusionPipeline({self.source}: {type(network).__name__}, formulation={self.formulation}, "
+            f"{sampled}, {kind}, images {self.sample_shape}{space}, {self.weights} weights, step {self.global_step})"
         )
 
 

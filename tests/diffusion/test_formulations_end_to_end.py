@@ -65,6 +65,8 @@ def test_checkpoints_record_the_formulation_and_every_reader_builds_its_denoiser
     pipe = difflab.load(trained[name], device="cpu")
     images = pipe.sample(3, sampler="dpm_solver", steps=4, seed=0)
     assert images.shape[0] == 3 and bool(torch.isfinite(torch.as_tensor(images, dtype=torch.float32)).all())
+    # What trained it, as a user prints it (before: "EpsilonFace", the internal view the samplers call).
+    assert f": UNet, formulation={name}, sampled as " in repr(pipe) and pipe.formulation == name
 
 
 def test_a_checkpoint_from_before_formulations_loads_and_samples_as_vp(tiny_ckpt, tmp_path):
@@ -78,6 +80,7 @@ def test_a_checkpoint_from_before_formulations_loads_and_samples_as_vp(tiny_ckpt
     a = difflab.load(old, device="cpu").sample(2, steps=3, seed=0)
     b = difflab.load(tiny_ckpt, device="cpu").sample(2, steps=3, seed=0)
     assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    assert ": UNet, formulation=vp, " in repr(difflab.load(old, device="cpu"))
 
 
 def test_export_to_safetensors_keeps_the_formulation(trained, tmp_path):
