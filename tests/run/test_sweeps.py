@@ -215,3 +215,47 @@ def test_a_bug_in_a_sweep_job_shows_its_traceback_when_it_happens(hydra_job, cap
         buggy_job()
     (record,) = [r for r in caplog.records if r.name == "difflab"]
     assert "job #1 (sweep/1) failed" in record.getMessage() and record.exc_info[0] is RuntimeError
+
+
+def test_a_sweep_into_a_folder_holding_runs_is_refused_and_leaves_them_untouched(tmp_path):
+    # Before, the second sweep started each job over in 0/ and 1/: the first sweep's checkpoints and .hydra files
+    # were replaced, and its metrics.jsonl mixed two runs.
+    sweep = tmp_path / "sweep"
+    first = run_cli(
+        "train.py", "-m", "optim.lr=1e-3,2e-4", *SWEEP_FAST, "logger=none", f"hydra.sweep.dir={sweep}"
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()}
+    again = run_cli("train.py", "-m", "optim.lr=5e-3", *SWEEP_FAST, "logger=none", f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+        f"error: sweep folder {sweep} already holds runs (0, 1); a sweep there would overwrite them: pick a new "
+        f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last hydra.run.dir={sweep / '0'}"
+    )
+    assert {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()} == kept
+
+
+def test_a_sweep_of_runs_on_several_processes_lightning_starts_is_refused_before_any_job(tmp_path):
+    # Before, job 0's second process reran the sweep's command, was refused, and Lightning killed the sweep (rc 137).
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train.py", "-m", "optim.lr=1e-3", *SWEEP_FAST, "trainer=ddp", f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "error: trainer.devices=2 cannot train in a sweep (-m) on this machine: Lightning starts a run's other "
+        "processes by running the command again"
+    )
+    assert not sweep.exists()
+
+
+def test_the_other_ranks_of_a_launched_sweep_share_its_job_folders(tmp_path, monkeypatch):
+    # torchrun's other ranks run the same sweep into the folders rank 0 has just made: not "a used sweep folder".
+    from difflab.run.preflight import Preflight
+
+    (tmp_path / "0" / "checkpoints").mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("train", overrides=[f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+    monkeypatch.setenv("RANK", "1")
+    Preflight().on_multirun_start(config)  # no refusal
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit):
+        Preflight().on_multirun_start(config)

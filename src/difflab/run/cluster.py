@@ -4,6 +4,7 @@ submitted. Each problem is one line and exit 2."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from typing import Any, NoReturn
@@ -35,6 +36,35 @@ def _launcher_name(config: DictConfig) -> str:
     return str(OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher", default=None) or "")
 
 
+def _devices_asked(devices: Any) -> int | None:
+    """How many devices trainer.devices asks for on this machine (-1: all of them, counted as 2); None for auto."""
+    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        return len(devices)
+    text = str(devices).strip()
+    if text.lstrip("-").isdigit():
+        return 2 if int(text) == -1 else int(text)
+    return None if text == "auto" else len([d for d in text.split(",") if d.strip()])
+
+
+def refuse_relaunched_processes_in_a_sweep(config: DictConfig) -> None:
+    """Lightning starts a run's other DDP or FSDP processes by running train.py again with its command line, which
+    in a sweep is the whole sweep: the second process was refused (or ran other jobs) and Lightning then killed
+    the sweep. Processes a launcher starts (torchrun, SLURM tasks, a submitit job per task) are fine."""
+    from ..cluster.jobs import is_secondary_rank
+
+    trainer = config.get("trainer") or {}
+    strategy = str(trainer.get("strategy", "auto"))
+    launched = is_secondary_rank() or any(v in os.environ for v in ("WORLD_SIZE", "SLURM_NTASKS"))
+    basic = str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher")
+    devices = _devices_asked(trainer.get("devices", 1))
+    if basic and not launched and "spawn" not in strategy and devices is not None and devices > 1:
+        exit_with_error(
+            f"trainer.devices={trainer.get('devices')} cannot train in a sweep (-m) on this machine: Lightning "
+            "starts a run's other processes by running the command again, which here is the whole sweep; run the "
+            "jobs one at a time, or submit the sweep with hydra/launcher=slurm (one task per device)"
+        )
+
+
 class CheckLauncher(Callback):
     """on_multirun_start runs before the sweeper instantiates the launcher (where a ??? would raise)."""
 
@@ -52,6 +82,8 @@ class CheckLauncher(Callback):
                 f"hydra/launcher={_launcher_name(config)} submits with sbatch, which is not on this machine's "
                 "PATH: launch from a SLURM login node (or use hydra/launcher=submitit_local to try it here)"
             )
+
+        refuse_relaunched_processes_in_a_sweep(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if "submitit" in str(config.hydra.launcher.get("_target_", "")):

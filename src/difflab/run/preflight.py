@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ..cluster.jobs import is_requeued_job, is_secondary_rank, one_run_job, slurm_requeued
 from ..cluster.torchrun import share_run_folder
-from ..runs.folder import claim_run_folder, reenters_run_folder, resumed_name
+from ..runs.folder import claim_run_folder, reenters_run_folder, resumed_name, runs_in_sweep_folder
 from ..runs.job_record import earlier_run, job_record, remember_run
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
@@ -72,8 +72,31 @@ def _requeued_jobs_folder(config: DictConfig) -> Path | None:
     return folder
 
 
+def refuse_a_used_sweep_folder(config: DictConfig) -> None:
+    """A sweep into a folder that holds an earlier sweep's runs would start each job over in them (job 0 in 0/),
+    overwriting their checkpoints and .hydra files and appending to their metrics. A sweep given ckpt_path
+    resumes its jobs in their folders, which is left to each job's own checks."""
+    if OmegaConf.select(config, "ckpt_path") is not None:
+        return
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    runs = runs_in_sweep_folder(sweep_dir)
+    if runs:
+        names = ", ".join(str(run.relative_to(sweep_dir)) for run in runs[:4]) + (
+            ", …" if len(runs) > 4 else ""
+        )
+        exit_with_error(
+            f"sweep folder {sweep_dir} already holds runs ({names}); a sweep there would overwrite them: pick a new "
+            f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last hydra.run.dir={runs[0]}"
+        )
+
+
 class Preflight(Callback):
-    """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it."""
+    """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it; on_multirun_start before
+    the launcher writes any job's folder."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_secondary_rank():  # torchrun's other ranks run the same sweep into the folders rank 0 makes
+            refuse_a_used_sweep_folder(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_rank():

@@ -60,6 +60,17 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
     return False
 
 
+def runs_in_sweep_folder(sweep_dir: Path, depth: int = 3) -> list[Path]:
+    """The run folders already inside `sweep_dir` (a job folder <num>/, or deeper for a hydra.sweep.subdir with
+    slashes): Hydra would write a new sweep's jobs over them, .hydra files, checkpoints and metrics alike."""
+    found, level = [], [sweep_dir] if sweep_dir.is_dir() else []
+    for _ in range(depth):
+        level = sorted(child for folder in level for child in folder.iterdir() if child.is_dir())
+        found += [folder for folder in level if existing_run_files(folder)]
+        level = [folder for folder in level if not existing_run_files(folder)]
+    return found
+
+
 def claim_run_folder(run_dir: Path, named: bool) -> Path:
     """Make `run_dir`/.hydra in one exclusive step, so no other run can take the folder too, and return the folder.
     When another run took it first (a dated folder, in the same second) this run moves to <folder>_2 (_3, …); a
