@@ -69,11 +69,15 @@ def test_a_failed_job_does_not_stop_the_sweep_and_each_run_is_named(tmp_path):
 
 def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     sweep = tmp_path / "optuna"
+    # The README's storage keeps the study across invocations; before, optuna 2.10 failed on SQLAlchemy 2
+    # (`assert version is not None` in its RDB storage) and left a broken database.
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = run_cli(
         "train.py",
         "-m",
         "hparams_search=ddpm_optuna",
         "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage={storage}",
         "optimized_metric=val/loss",
         "callbacks=default",  # no FID callback: val/loss is the objective here
         *SWEEP_FAST,
@@ -81,6 +85,10 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    import optuna
+
+    kept = optuna.load_study(study_name="ddpm", storage=storage)
+    assert [t.state.name for t in kept.trials] == ["COMPLETE", "COMPLETE"]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"optim.lr", "schedule", "model.dropout"}
     final_val_losses = []
