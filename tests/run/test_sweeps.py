@@ -267,3 +267,17 @@ def test_the_other_ranks_of_a_launched_sweep_share_its_job_folders(tmp_path, mon
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(SystemExit):
         Preflight().on_multirun_start(config)
+
+
+def test_an_optuna_search_over_a_schedule_a_flow_model_ignores_is_refused_before_its_trials(tmp_path):
+    # Before, each of the 20 trials was refused in turn, and optuna then ended in "No trials are completed yet".
+    sweep = tmp_path / "optuna"
+    result = run_cli(
+        "train.py", "hparams_search=ddpm_optuna", "experiment=digits_flow_cpu", f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: the search space (hydra.sweeper.params) holds schedule, which formulation=flow does not read (it "
+        "builds its own noise levels): search a vp recipe (experiment=digits_cpu), or leave it out with "
+        "~hydra.sweeper.params.schedule"
+    )
+    assert not sweep.exists()

@@ -90,6 +90,20 @@ def refuse_a_used_sweep_folder(config: DictConfig) -> None:
         )
 
 
+def refuse_a_search_the_formulation_ignores(config: DictConfig) -> None:
+    """An Optuna search over the noise schedule (hparams_search=ddpm_optuna) for an EDM or flow model: every trial
+    was refused in turn (those formulations build their own noise levels), then optuna ended in a traceback."""
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    searched = [key for key in params if key == "schedule" or str(key).startswith("schedule.")]
+    formulation = OmegaConf.select(config, "hydra.runtime.choices.formulation")
+    if searched and formulation not in (None, "vp"):
+        exit_with_error(
+            f"the search space (hydra.sweeper.params) holds {searched[0]}, which formulation={formulation} does not "
+            f"read (it builds its own noise levels): search a vp recipe (experiment=digits_cpu), or leave it out "
+            f"with ~hydra.sweeper.params.{searched[0]}"
+        )
+
+
 class Preflight(Callback):
     """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it; on_multirun_start before
     the launcher writes any job's folder."""
@@ -97,6 +111,7 @@ class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_secondary_rank():  # torchrun's other ranks run the same sweep into the folders rank 0 makes
             refuse_a_used_sweep_folder(config)
+        refuse_a_search_the_formulation_ignores(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_rank():
