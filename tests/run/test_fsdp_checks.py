@@ -32,3 +32,16 @@ def test_activation_checkpointing_other_than_true_or_false_is_one_line(value: st
     line = one_error_line(run_cli("train.py", *fast, *overrides))
     assert line == f"error: trainer.strategy.activation_checkpointing='{value}' is not true or false"
     assert not run.exists()
+
+
+def test_post_hoc_ema_under_fsdp_is_one_line_before_anything_is_built(tmp_path: Path) -> None:
+    # Before, it trained with rc 0 and wrote snapshots holding rank 0's half of every weight (as DTensors), which
+    # difflab.phema rebuilt into a checkpoint sample.py could not load.
+    run = tmp_path / "run"
+    fast = [o for o in CLI_FAST if o != "trainer=cpu"] + ["trainer=fsdp", "trainer.accelerator=cpu"]
+    line = one_error_line(run_cli("train.py", *fast, "callbacks=[default,phema]", f"hydra.run.dir={run}"))
+    assert line == (
+        "error: callbacks.phema cannot follow trainer=fsdp's sharded weights (its snapshots would hold rank 0's "
+        "shard of each): train post-hoc EMA runs with trainer=ddp, or drop callbacks.phema"
+    )
+    assert not run.exists()

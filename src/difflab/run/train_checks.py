@@ -147,6 +147,12 @@ def check_sharded_training(cfg: DictConfig) -> None:
         "ShardedStrategy"
     ):
         return
+    if (cfg.get("callbacks") or {}).get("phema") is not None:
+        # Its profiles would average rank 0's shard of each weight only: snapshots with half a network.
+        raise ValueError(
+            "callbacks.phema cannot follow trainer=fsdp's sharded weights (its snapshots would hold rank 0's shard "
+            "of each): train post-hoc EMA runs with trainer=ddp, or drop callbacks.phema"
+        )
     precision = str(cfg.trainer.get("precision"))
     if precision not in SHARDED_PRECISIONS:
         raise ValueError(
