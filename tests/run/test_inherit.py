@@ -162,3 +162,28 @@ def test_a_resume_takes_the_overrides_of_the_runs_latest_launch(tmp_path):
     )
     os.utime(rewound / "overrides.yaml", (1002, 1002))
     assert with_run_overrides(argv, CONF)[1:3] == ["experiment=digits_cpu", "trainer.max_steps=50"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "given", "dropped"),
+    [
+        # A key the run's experiment adds: before, "callbacks.fid is not a key of the train config".
+        (["experiment=digits_cpu"], ["callbacks.fid.num_samples=32"], None),
+        # A key under a group switched now: before, Hydra's multi-line "Key 'strategy' is not in struct".
+        (
+            ["trainer=fsdp", "trainer.strategy.state_dict_type=sharded"],
+            ["trainer=default"],
+            "trainer.strategy.state_dict_type=sharded",
+        ),
+    ],
+    ids=["experiment key", "switched group"],
+)
+def test_a_resume_reads_the_command_line_with_the_runs_own_overrides(tmp_path, stored, given, dropped):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(stored), run / OVERRIDES_FILE)
+    result = run_cli("train.py", "ckpt_path=last", f"hydra.run.dir={run}", *given)
+    # Past the command line: refused only for want of a checkpoint in this stand-in run folder.
+    assert one_error_line(result).startswith("error: ckpt_path=last: no checkpoint at")
+    if dropped:
+        assert f"not taken from the run, under a group given now: {dropped}" in result.stdout

@@ -38,8 +38,9 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
     faulthandler.enable()
     args = sys.argv[1:]
     try:
-        check_command_line(conf_dir, config_name, args)
         inherited = inherited_overrides(args, conf_dir) if inherit else []
+        # With the run's own overrides first: a key its experiment adds (callbacks.fid) is a key of this run.
+        check_command_line(conf_dir, config_name, [*inherited, *args])
     except ValueError as error:  # nothing has run, nothing is written
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

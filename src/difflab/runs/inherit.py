@@ -159,10 +159,13 @@ def inherited_overrides(args: list[str], conf_dir: Path) -> list[str]:
     if run_dir is None:
         return []
     given = {override_key(a) for a in args if not a.startswith("-")}
-    taken = []
+    taken, replaced = [], []
     for text in stored_overrides(run_dir):
         key = override_key(text)
         if key in given or key in NEVER_INHERITED:
+            continue
+        if any(key.startswith(f"{other}.") for other in given):  # under a group chosen anew (trainer=ddp)
+            replaced.append(text)
             continue
         problem = why_not_inherited(text, conf_dir)
         if problem:
@@ -171,6 +174,10 @@ def inherited_overrides(args: list[str], conf_dir: Path) -> list[str]:
                 f"({problem}); give it on the command line yourself if you trust it, or remove it from that file"
             )
         taken.append(text)
+    if (
+        replaced
+    ):  # Hydra would refuse them ("Key 'strategy' is not in struct") or apply them to another option
+        print(f"not taken from the run, under a group given now: {' '.join(replaced)}")
     return taken
 
 
