@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def test_a_sweep_scores_every_sigma_rel_and_names_the_best(phema_run, tmp_path, 
         (["sigma_rel=abc"], "sigma_rel=abc is not a number"),
         (["sigma_rel=0.05", "step=3"], "step=3 is not a snapshot step"),
         (["sigma_rel=0.05", "n=10"], "only a sweep scores"),
-        (["sigma_rel=[0.05,0.0501]"], "lists a value twice (to 3 decimals)"),
+        (["sigma_rel=[0.05,0.050]"], "lists a value twice"),
         (["sigma_rel=[0.05,0.3]"], "sigma_rel=0.3 is out of range"),
         (["sigma_rel=[0.05,0.1]", "metrics.extractr=x"], "did you mean metrics.extractor"),
     ],
@@ -104,6 +105,26 @@ def test_bad_input_is_one_line_and_writes_nothing(phema_run, tmp_path, capsys, a
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert sorted(p.name for p in (phema_run / "phema").iterdir()) == before
     assert not (tmp_path / "x").exists()
+
+
+def test_close_sigma_rels_get_files_of_their_own_and_a_file_is_not_a_run(phema_run, tmp_path, capsys):
+    # Before, 0.0701 was named sigma_rel_0.070_… (as 0.070: "already exists"), and a checkpoint file given as the
+    # run was "run folder not found" although it exists.
+    run = tmp_path / "run"
+    shutil.copytree(phema_run, run)
+    assert main([str(run), "sigma_rel=0.07"]) == 0
+    assert main([str(run), "sigma_rel=0.0701"]) == 0
+    assert sorted(p.name for p in (run / "phema").glob("*.ckpt")) == [
+        "sigma_rel_0.0701_step_0000006.ckpt",
+        "sigma_rel_0.070_step_0000006.ckpt",
+    ]
+    capsys.readouterr()
+    last = phema_run / "checkpoints" / "last.ckpt"
+    assert main([str(last), "sigma_rel=0.07"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {last} is a file: give the run folder that holds phema/snapshots/"
+    )
 
 
 def test_an_existing_output_is_never_overwritten(phema_run, tmp_path, capsys):

@@ -87,6 +87,8 @@ def test_bad_phema_settings_are_one_line_errors_before_anything_is_written(tmp_p
         ({"sigma_rels": [0.05]}, "two or more different sigma_rels"),
         ({"sigma_rels": [0.05, 0.05]}, "two or more different sigma_rels"),
         ({"every_n_steps": 0}, "every_n_steps must be at least 1"),
+        # Before, "'float' object is not iterable".
+        ({"sigma_rels": 0.05}, r"sigma_rels must be a list, e.g. \[0.05,0.10\] \(got 0.05\)"),
     ],
 )
 def test_bad_phema_settings_are_refused(tmp_path, settings, message):

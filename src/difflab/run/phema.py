@@ -13,7 +13,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 
 from ..training.phema import check_sigma_rel
-from ..training.phema_reconstruct import plan, reconstruct
+from ..training.phema_reconstruct import plan, reconstruct, sigma_rel_text
 from ..training.phema_scores import ROOT, Scored, done_before, record_sweep, score
 from .cli import check_command_line
 
@@ -31,8 +31,8 @@ def sweep(
     """Reconstruct each σ_rel (into the folder `out`, default <run>/phema) and score it as evaluate.py does (its
     overrides: n=, sampler=, metrics=, …); returns the rows and the Fréchet distance's name. Every input and
     output is checked before any work."""
-    if len({f"{s:.3f}" for s in sigma_rels}) != len(sigma_rels):  # outputs are named to 3 decimals
-        raise ValueError(f"sigma_rel lists a value twice (to 3 decimals): {list(sigma_rels)}")
+    if len({sigma_rel_text(s) for s in sigma_rels}) != len(sigma_rels):  # one output file per named value
+        raise ValueError(f"sigma_rel lists a value twice: {list(sigma_rels)}")
     for sigma_rel in sigma_rels:
         check_sigma_rel(sigma_rel)
     fd_key = fd_name(eval_config(eval_overrides))  # a mistyped override is refused before any folder is made
@@ -42,11 +42,11 @@ def sweep(
     for p, state in zip(plans, done, strict=True):
         report = p.out.with_suffix(".metrics.json")  # each report beside its checkpoint
         if state == "scored":
-            log.info("sigma_rel=%.3f: scored before, kept (%s)", p.sigma_rel, report)
+            log.info("sigma_rel=%s: scored before, kept (%s)", sigma_rel_text(p.sigma_rel), report)
             scores = json.loads(report.read_text())["metrics"]
         else:
             if state == "rebuilt":
-                log.info("sigma_rel=%.3f: rebuilt before, kept (%s)", p.sigma_rel, p.out)
+                log.info("sigma_rel=%s: rebuilt before, kept (%s)", sigma_rel_text(p.sigma_rel), p.out)
             else:
                 record_sweep(p, eval_overrides)
                 reconstruct(p)

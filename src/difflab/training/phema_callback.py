@@ -4,6 +4,7 @@ as snapshots every N steps, so that `python -m difflab.phema` can rebuild the EM
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class PostHocEMA(L.Callback):
     ) -> None:
         if int(every_n_steps) < 1:
             raise ValueError(f"phema every_n_steps must be at least 1 (got {every_n_steps})")
+        if isinstance(sigma_rels, str) or not isinstance(sigma_rels, Sequence):  # e.g. sigma_rels=0.05
+            raise ValueError(f"phema sigma_rels must be a list, e.g. [0.05,0.10] (got {sigma_rels!r})")
         for sigma_rel in sigma_rels:
             check_sigma_rel(float(sigma_rel))
         if len(set(sigma_rels)) < 2:

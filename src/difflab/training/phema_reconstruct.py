@@ -33,6 +33,8 @@ class Plan:
 
 def snapshots_of(run: Path, step: int | None) -> tuple[list[Snapshot], int]:
     """The run's snapshots up to `step` (default: its latest, which must be a snapshot step), and that step."""
+    if run.is_file():  # a checkpoint of the run, say: the snapshots are found from its run folder
+        raise ValueError(f"{run} is a file: give the run folder that holds {SNAPSHOT_FOLDER}/")
     if not run.is_dir():
         raise FileNotFoundError(f"run folder not found: {run}")
     found = list_snapshots(run / SNAPSHOT_FOLDER)
@@ -51,7 +53,13 @@ def snapshots_of(run: Path, step: int | None) -> tuple[list[Snapshot], int]:
 def output_name(sigma_rel: float, step: int) -> str:
     """sigma_rel_<σ>_step_<step>.ckpt; by default in <run>/phema/, beside the snapshots and outside checkpoints/
     (which a resume reads)."""
-    return f"sigma_rel_{sigma_rel:.3f}_step_{step:07d}.ckpt"
+    return f"sigma_rel_{sigma_rel_text(sigma_rel)}_step_{step:07d}.ckpt"
+
+
+def sigma_rel_text(sigma_rel: float) -> str:
+    """σ_rel as files and reports name it: 3 decimals (0.070), more where 3 would change it (0.0701, 1e-09)."""
+    short = f"{sigma_rel:.3f}"
+    return short if float(short) == float(sigma_rel) else f"{sigma_rel:.6g}"
 
 
 def plan(
@@ -110,7 +118,7 @@ def reconstruct(p: Plan) -> Path:
         "global_step": p.step,
         "epoch": ckpt.get("epoch", 0),
         "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
-        "weights": f"post-hoc EMA sigma_rel={p.sigma_rel:.3f}",
+        "weights": f"post-hoc EMA sigma_rel={sigma_rel_text(p.sigma_rel)}",
         "phema": {
             "sigma_rel": p.sigma_rel,
             "gamma": sigma_rel_to_gamma(p.sigma_rel),
@@ -125,8 +133,8 @@ def reconstruct(p: Plan) -> Path:
     with atomic_file(p.out, exclusive=True) as file:  # never over a file that appeared meanwhile
         torch.save(out, file)
     log.info(
-        "post-hoc EMA sigma_rel=%.3f at step %d from %d snapshots -> %s",
-        p.sigma_rel,
+        "post-hoc EMA sigma_rel=%s at step %d from %d snapshot(s) -> %s",
+        sigma_rel_text(p.sigma_rel),
         p.step,
         len(p.snapshots),
         p.out,

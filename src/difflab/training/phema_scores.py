@@ -13,7 +13,7 @@ from typing import Any
 
 from ..io.atomic import atomic_write_text
 from ..io.results import check_writable_file
-from .phema_reconstruct import Plan
+from .phema_reconstruct import Plan, sigma_rel_text
 
 ROOT = Path(__file__).resolve().parents[3]  # the project: its conf/ and evaluate.py beside src/
 
@@ -93,5 +93,7 @@ def table(rows: list[Scored], fd_key: str) -> str:
         f"{r.sigma_rel:9.3f}  {r.score:10.4f}  {r.checkpoint}"
         for r in sorted(rows, key=lambda r: r.sigma_rel)
     ]
-    lines.append(f"best: sigma_rel={best.sigma_rel:.3f} ({fd_key} {best.score:.4f}) -> {best.checkpoint}")
+    lines.append(
+        f"best: sigma_rel={sigma_rel_text(best.sigma_rel)} ({fd_key} {best.score:.4f}) -> {best.checkpoint}"
+    )
     return "\n".join(lines)
