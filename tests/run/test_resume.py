@@ -264,3 +264,16 @@ def test_a_resume_with_another_seed_says_so(cli_run, tmp_path):
     same = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4")
     assert same.returncode == 0, same.stderr[-2000:]
     assert "seed differs" not in same.stdout + same.stderr  # the run's own seed, from its latest launch
+
+
+def test_a_checkpoint_outside_its_run_folder_names_its_own_settings(cli_run, tmp_path):
+    # Before: "…; resume with the checkpoint's settings (drop those overrides)", for overrides never given (a
+    # checkpoint copied out of its run folder brings none of its run's overrides).
+    loose = tmp_path / "copied.ckpt"
+    shutil.copy(cli_run / "checkpoints" / "last.ckpt", loose)
+    result = run_cli("train.py", f"ckpt_path={loose}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    line = one_error_line(result)
+    assert line.startswith(f"error: the config contradicts checkpoint {loose}: ") and line.endswith(
+        "; this checkpoint lies outside a run folder, so its run's overrides were not added: give its settings "
+        "(model=unet_tiny) on the command line, or start a new run"
+    )

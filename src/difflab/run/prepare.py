@@ -89,7 +89,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     resume = resume_path(cfg.ckpt_path, run_dir)
     if resume is not None:
         ckpt = read_resumable(resume, targets_in(cfg))
-        check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume)
+        check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume, group_choices(cfg))
         check_steps_left(int(ckpt["global_step"]), int(cfg.trainer.max_steps), resume)
         now = cfg.get("lr_scheduler")
         now = None if now is None else OmegaConf.to_container(now, resolve=True)
@@ -125,6 +125,17 @@ def prepared_for(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     if taken is not None and taken.run_dir.resolve() == run_dir.resolve():
         return replace(taken, run_dir=run_dir)  # the folder as the run's config writes it
     return prepare(cfg, run_dir)
+
+
+def group_choices(cfg: DictConfig) -> dict[str, Any]:
+    """The group options of this config (model=…, data=…): in cfg.hydra before the task runs, from HydraConfig in
+    it; none outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    node = OmegaConf.select(cfg, "hydra.runtime.choices")
+    if node is None and HydraConfig.initialized():
+        node = HydraConfig.get().runtime.choices
+    return {} if node is None else dict(node)
 
 
 def fixed_values(cfg: DictConfig) -> dict[str, Any]:

@@ -115,15 +115,17 @@ def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]
 
 
 def check_resumable(
-    fixed: Mapping[str, Any], build_net: Callable[[], torch.nn.Module], ckpt: dict[str, Any], path: Path
+    fixed: Mapping[str, Any],
+    build_net: Callable[[], torch.nn.Module],
+    ckpt: dict[str, Any],
+    path: Path,
+    choices_now: Mapping[str, Any] | None = None,
 ) -> None:
     """Refuse, in one line, `fixed` values (FIXED_BY_CHECKPOINT, as configured now) that contradict the
-    checkpoint, or weights that do not fit the configured network (`build_net`, called on the meta device)."""
+    checkpoint, or weights that do not fit the configured network (`build_net`, called on the meta device).
+    `choices_now`: the group options configured now, to name the checkpoint's own for one outside a run folder."""
     check_contradictions(
-        fixed,
-        ckpt[CONFIG_KEY],
-        path,
-        "resume with the checkpoint's settings (drop those overrides) or start a new run",
+        fixed, ckpt[CONFIG_KEY], path, _resume_hint(path, ckpt[CONFIG_KEY], choices_now or {})
     )
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         net = build_net()
@@ -132,6 +134,30 @@ def check_resumable(
         problem = state is not None and state_mismatch(net.state_dict(), state)
         if problem:
             raise ValueError(f"checkpoint {path} does not fit the configured model ({key}): {problem}")
+
+
+def _resume_hint(path: Path, stored: Mapping[str, Any], choices_now: Mapping[str, Any]) -> str:
+    """What to do about a contradiction: drop the overrides that made it; for a checkpoint outside a run folder
+    (none of its run's overrides were added), give the checkpoint's own group options, which it records."""
+    if (path.parent.parent / ".hydra").is_dir():
+        return "resume with the checkpoint's settings (drop those overrides) or start a new run"
+    own = stored.get("choices") or {}
+    differ = [
+        f"{group}={own[group]}"
+        for group in (
+            "experiment",
+            "data",
+            "model",
+            "formulation",
+            "schedule",
+        )  # the groups a checkpoint fixes
+        if own.get(group) and choices_now.get(group) != own[group]
+    ]
+    wanted = f" ({' '.join(differ)})" if differ else ""
+    return (
+        f"this checkpoint lies outside a run folder, so its run's overrides were not added: give its settings"
+        f"{wanted} on the command line, or start a new run"
+    )
 
 
 def check_steps_left(step: int, max_steps: int, path: Path) -> None:
