@@ -221,3 +221,33 @@ def test_a_sigterm_handler_a_launcher_set_is_kept_where_training_stops_at_once_o
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["trainer=slurm", "hydra.launcher.gpus_per_node=4", "trainer.devices=8"],
+            "error: trainer.devices=8 but hydra.launcher.tasks_per_node=4: Lightning would wait for ranks",
+        ),
+        (["trainer=cpu"], "error: trainer.devices=1 but hydra.launcher.tasks_per_node=8"),
+        (
+            ["trainer=slurm", "hydra.launcher.gpus_per_node=0"],
+            "error: hydra.launcher.tasks_per_node=0 starts no task",
+        ),
+    ],
+    ids=["devices over tasks", "no trainer=slurm", "no GPU"],
+)
+def test_a_slurm_job_its_trainer_cannot_fill_is_refused_before_submitting(tmp_path, overrides, message):
+    # Before, each was submitted (sbatch --gpus-per-node=4 for 8 devices, --ntasks-per-node=0) and failed, if at
+    # all, inside the job after the queue's wait.
+    sweep = tmp_path / "sweep"
+    command = [
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    assert one_error_line(run_cli("train.py", *command)).startswith(message)
+    assert not sweep.exists()

@@ -65,6 +65,32 @@ def refuse_relaunched_processes_in_a_sweep(config: DictConfig) -> None:
         )
 
 
+def refuse_a_job_the_trainer_cannot_fill(config: DictConfig) -> None:
+    """The devices and nodes each SLURM job gets against what its Trainer asks for, before anything is submitted:
+    inside the job the same check (cluster.devices) came only after the queue's wait."""
+    from ..cluster.devices import check_matches_launcher
+
+    launcher = config.hydra.launcher
+    tasks = launcher.get("tasks_per_node")
+    if isinstance(tasks, int) and tasks < 1:
+        exit_with_error(
+            f"hydra.launcher.tasks_per_node={tasks} starts no task on a node (it follows gpus_per_node): give "
+            "hydra.launcher.gpus_per_node=<GPUs per node, 1 or more>"
+        )
+    trainer = {}
+    for key, launcher_key in (("devices", "tasks_per_node"), ("num_nodes", "nodes")):
+        try:
+            trainer[key] = OmegaConf.select(config, f"trainer.{key}")
+        except (
+            Exception
+        ):  # ${hydra:launcher.…} (trainer=slurm) resolves in the job only, to the launcher's value
+            trainer[key] = launcher.get(launcher_key)
+    try:
+        check_matches_launcher(trainer, launcher)
+    except ValueError as error:
+        exit_with_error(str(error))
+
+
 class CheckLauncher(Callback):
     """on_multirun_start runs before the sweeper instantiates the launcher (where a ??? would raise)."""
 
@@ -77,6 +103,8 @@ class CheckLauncher(Callback):
             exit_with_error(
                 f"hydra/launcher={_launcher_name(config)} needs {keys}: add {example} to the command"
             )
+        if "SlurmLauncher" in str(launcher.get("_target_", "")):
+            refuse_a_job_the_trainer_cannot_fill(config)
         if "SlurmLauncher" in str(launcher.get("_target_", "")) and not shutil.which("sbatch"):
             exit_with_error(
                 f"hydra/launcher={_launcher_name(config)} submits with sbatch, which is not on this machine's "
