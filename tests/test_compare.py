@@ -121,3 +121,17 @@ def test_runs_are_labelled_by_what_differs_in_meaning_not_in_spelling(tmp_path: 
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     assert run_labels([tmp_path / "a", tmp_path / "b"]) == ["seed=1", "seed=2"]
+
+
+def test_a_run_with_nothing_to_draw_is_named_not_silently_left_out(tmp_path: Path, capsys) -> None:
+    # Before: "2 runs, train/loss -> …" and a legend with one line, the empty or diverged run missing without a word.
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "metrics.jsonl").write_text(
+        '{"step": 1, "train/loss": 0.5}\n{"step": 2, "train/loss": 0.4}\n'
+    )
+    (tmp_path / "diverged").mkdir()
+    (tmp_path / "diverged" / "metrics.jsonl").write_text('{"step": 1, "train/loss": NaN}\n')
+    assert main([str(tmp_path / "good"), str(tmp_path / "diverged"), "--out", str(tmp_path / "c.png")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "warning: diverged logged no finite value of train/loss: it has no line"
+    assert "2 runs, train/loss -> " in captured.out

@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, run in zip(labels, runs, strict=True):
         if label != run_label(run, runs):  # say which folder a line named by its overrides comes from
             print(f"{label}: {run}")
+        if not any(series[label].get(metric) for metric in drawn):  # counted below, but drawn nowhere
+            print(
+                f"warning: {label} logged no finite value of {', '.join(drawn)}: it has no line",
+                file=sys.stderr,
+            )
     print(f"{len(runs)} run{'s' if len(runs) > 1 else ''}, {', '.join(drawn)} -> {args.out}")
     return 0
 
