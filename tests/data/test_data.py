@@ -248,6 +248,26 @@ def test_a_split_with_no_decodable_image_is_one_error(tmp_path: Path):
     one_line_error(excinfo, "none of the 1 images can be decoded", str(tmp_path))
 
 
+def test_a_grayscale_folder_for_a_colour_model_is_noted_once(tmp_path: Path):
+    # Before, a folder of grayscale scans trained a 3-channel model on three copies of each picture without a note.
+    for name, mode in (("gray", "L"), ("colour", "RGB")):
+        for i in range(4):
+            save(tmp_path / name / f"{i}.png", Image.new(mode, (8, 8)))
+
+    def noted(name: str, channels: int) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ImageDataModule("folder", root=str(tmp_path / name), image_size=8, channels=channels).setup()
+        return [str(w.message) for w in caught if "grayscale" in str(w.message)]
+
+    assert noted("gray", 3) == [
+        f"the pictures of {tmp_path / 'gray'} are grayscale (L): data.channels=3 trains a colour model on copies of "
+        "one channel; data.channels=1 learns the same from a third of the input"
+    ]
+    assert noted("gray", 3) == []  # once per folder (a labelled run opens it twice)
+    assert noted("gray", 1) == [] and noted("colour", 3) == []
+
+
 @pytest.mark.parametrize("held_out", ["val", "validation", "valid", "test"])
 def test_a_held_out_folder_beside_train_is_the_validation_split(tmp_path: Path, held_out: str):
     # Before, root/validation (Hugging Face's and Kaggle's name) was not read: 5% of train/ was held out instead.

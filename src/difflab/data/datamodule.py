@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from difflab.data.captions import CaptionConditions, caption_conditions, resolve_caption_kind
 from difflab.data.errors import DataError
-from difflab.data.folder import loose_images
+from difflab.data.folder import loose_images, note_if_grayscale
 from difflab.data.in_memory import BatchedImageTensors, ImageTensors, already_collated
 from difflab.data.index_sampler import ResumableSampler
 from difflab.data.sources import (
@@ -208,6 +208,8 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
+        if self.dataset == "folder":
+            note_if_grayscale(getattr(splits.train, "samples", []), self.channels, self.root)
         if self.condition == "labels" and not splits.num_classes:
             raise DataError(self._no_classes_message())
         if self.condition == "text":

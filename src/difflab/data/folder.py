@@ -78,6 +78,34 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
     return samples, skipped
 
 
+# PIL modes of single-channel pictures (with or without alpha); a palette ("P") may hold colours, so it is not one.
+GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_NOTED_GRAYSCALE: set[str] = set()  # the folders already noted in this process
+
+
+def note_if_grayscale(samples: list[Sample], channels: int, root: Path, look_at: int = 64) -> None:
+    """Warn once when a colour model (channels=3) is to train on a folder whose pictures are all grayscale, by the
+    headers of up to `look_at` of them spread over the folder: it would learn three copies of one channel."""
+    if channels == 1 or not samples or str(root) in _NOTED_GRAYSCALE:
+        return
+    picked = samples[:: max(1, len(samples) // look_at)][:look_at]
+    try:
+        modes = set()
+        for path, _ in picked:
+            with Image.open(path) as image:
+                modes.add(image.mode)
+    except Exception:  # an unreadable file is named where it is decoded
+        return
+    if modes <= GRAYSCALE_MODES:
+        _NOTED_GRAYSCALE.add(str(root))
+        warnings.warn(
+            f"the pictures of {root} are grayscale ({', '.join(sorted(modes))}): data.channels={channels} trains a "
+            "colour model on copies of one channel; data.channels=1 learns the same from a third of the input",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 SKIPPED_NAMED = 20  # files named in the warning; a folder with thousands of broken files gets a count
 
 
