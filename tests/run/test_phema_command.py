@@ -127,6 +127,23 @@ def test_close_sigma_rels_get_files_of_their_own_and_a_file_is_not_a_run(phema_r
     )
 
 
+def test_a_missing_snapshot_is_named(phema_run, tmp_path, caplog):
+    # Before, a run with step 4's snapshot deleted was rebuilt from the two left without a word.
+    run = tmp_path / "run"
+    shutil.copytree(phema_run, run)
+    (run / "phema" / "snapshots" / "step_0000004.pt").unlink()
+    with caplog.at_level("WARNING", logger="difflab"):
+        assert main([str(run), "sigma_rel=0.07"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"the snapshots of step(s) 4 are missing from {run / 'phema' / 'snapshots'} (every_n_steps=2): "
+        "sigma_rel=0.070 is fitted from the 2 left"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="difflab"):
+        assert main([str(phema_run), "sigma_rel=0.07", f"out={tmp_path / 'whole.ckpt'}"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # every snapshot there: no word
+
+
 def test_an_existing_output_is_never_overwritten(phema_run, tmp_path, capsys):
     out = tmp_path / "taken.ckpt"
     out.write_bytes(b"mine")

@@ -85,10 +85,32 @@ def plan(
     return Plan(run, template, snapshots, step, sigma_rel, target)
 
 
+def warn_if_snapshots_missing(p: Plan, config: dict) -> None:
+    """Name the snapshot steps the run's every_n_steps should have left before p.step but that are gone (deleted,
+    lost in a copy): the fit then rests on fewer, unevenly spaced profiles, which no result shows."""
+    every = ((config.get("callbacks") or {}).get("phema") or {}).get("every_n_steps")
+    if not isinstance(every, int) or every < 1:
+        return
+    present = {s.step for s in p.snapshots}
+    missing = [step for step in range(every, p.step, every) if step not in present]
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (", …" if len(missing) > 8 else "")
+        log.warning(
+            "the snapshots of step(s) %s are missing from %s (every_n_steps=%d): sigma_rel=%s is fitted from the "
+            "%d left",
+            shown,
+            p.run / SNAPSHOT_FOLDER,
+            every,
+            sigma_rel_text(p.sigma_rel),
+            len(p.snapshots),
+        )
+
+
 def reconstruct(p: Plan) -> Path:
     """Write the network whose EMA profile is the least-squares fit of σ_rel's from the snapshots, as a checkpoint
     that sample.py, evaluate.py and difflab.load read (weights only: no optimizer, not for resuming)."""
     ckpt = read_checkpoint(p.template)
+    warn_if_snapshots_missing(p, ckpt[CONFIG_KEY])
     profiles = [(s, i, sigma_rel) for s in p.snapshots for i, sigma_rel in enumerate(s.sigma_rels)]
     coefficients = reconstruction_coefficients(
         [s.step for s, _, _ in profiles],
