@@ -79,11 +79,10 @@ def refuse_a_job_the_trainer_cannot_fill(config: DictConfig) -> None:
         )
     trainer = {}
     for key, launcher_key in (("devices", "tasks_per_node"), ("num_nodes", "nodes")):
+        # trainer=slurm's ${hydra:launcher.…} resolves in the job only, to the launcher's own value.
         try:
             trainer[key] = OmegaConf.select(config, f"trainer.{key}")
-        except (
-            Exception
-        ):  # ${hydra:launcher.…} (trainer=slurm) resolves in the job only, to the launcher's value
+        except Exception:
             trainer[key] = launcher.get(launcher_key)
     try:
         check_matches_launcher(trainer, launcher)

@@ -23,9 +23,8 @@ def use_latents(cfg: DictConfig) -> None:
         raise ValueError(
             "autoencoder= trains a diffusion model on latents: pick a denoiser model=, not an autoencoder"
         )
-    if (
-        cfg.data.get("condition") == "superres"
-    ):  # the U-Net would meet latents beside a low-res picture at step 1
+    # The U-Net would meet latents beside a low-res picture at step 1.
+    if cfg.data.get("condition") == "superres":
         raise ValueError(
             "data.condition=superres trains in pixels (SR3: the low-res picture beside the noisy image), not on an "
             "autoencoder's latents: drop autoencoder= for super-resolution"

@@ -174,9 +174,8 @@ def inherited_overrides(args: list[str], conf_dir: Path) -> list[str]:
                 f"({problem}); give it on the command line yourself if you trust it, or remove it from that file"
             )
         taken.append(text)
-    if (
-        replaced
-    ):  # Hydra would refuse them ("Key 'strategy' is not in struct") or apply them to another option
+    # Hydra would refuse them ("Key 'strategy' is not in struct") or apply them to another option.
+    if replaced:
         print(f"not taken from the run, under a group given now: {' '.join(replaced)}")
     return taken
 
