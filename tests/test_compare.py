@@ -135,3 +135,18 @@ def test_a_run_with_nothing_to_draw_is_named_not_silently_left_out(tmp_path: Pat
     captured = capsys.readouterr()
     assert captured.err.strip() == "warning: diverged logged no finite value of train/loss: it has no line"
     assert "2 runs, train/loss -> " in captured.out
+
+
+def test_rerunning_with_the_default_out_writes_the_next_free_name(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # Before, the second run of the same command failed: "compare.png already exists".
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 1, "train/loss": 0.5}\n')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "compare.png").write_bytes(b"the last plot")
+    assert main([str(tmp_path / "run")]) == 0
+    assert main([str(tmp_path / "run")]) == 0
+    assert (tmp_path / "compare.png").read_bytes() == b"the last plot"  # never overwritten
+    assert (tmp_path / "compare_2.png").is_file() and (tmp_path / "compare_3.png").is_file()
+    assert "-> compare_3.png" in capsys.readouterr().out

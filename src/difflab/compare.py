@@ -11,6 +11,7 @@ the overrides that differ between the runs (`optim.lr=1e-4,schedule=cosine`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -145,12 +146,29 @@ def check_out(out: Path) -> None:
             break
 
 
+def default_out() -> Path:
+    """compare.png in the working folder, else compare_2.png, …: a rerun neither fails nor overwrites the last plot
+    (an --out given is a new file or refused)."""
+    for n in itertools.count(1):
+        path = Path("compare.png" if n == 1 else f"compare_{n}.png")
+        if not path.exists():
+            return path
+    raise AssertionError("unreachable")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m difflab.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders, or sweep folders holding them")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to plot")
-    parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the PNG to write")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the PNG to write (a new file; default: compare.png, else compare_2.png, …)",
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = default_out()
     try:
         runs = find_runs(args.runs)
         labels = run_labels(runs)
