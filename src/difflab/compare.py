@@ -11,6 +11,7 @@ the overrides that differ between the runs (`optim.lr=1e-4,schedule=cosine`).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 from pathlib import Path
@@ -81,10 +82,15 @@ def run_overrides(run: Path) -> dict[str, str] | None:
     return {key.lstrip("+~"): value for key, _, value in pairs}  # +x=1 and x=1 set the same key
 
 
+@functools.cache
+def _override_parser() -> OverridesParser:
+    return OverridesParser.create()  # builds Hydra's grammar: once, not per run and key
+
+
 def _meaning(key: str, text: str) -> str:
     """What Hydra reads from `text`, so that false and False, 1e-4 and 0.0001 are one value; else the text."""
     try:
-        return repr(OverridesParser.create().parse_override(f"{key}={text}").value())
+        return repr(_override_parser().parse_override(f"{key}={text}").value())
     except Exception:  # an override Hydra's grammar cannot read: compared as written
         return text
 

@@ -43,9 +43,8 @@ def decode_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a file can pass a header check and still be truncated or corrupt
-            upright = ImageOps.exif_transpose(
-                image
-            )  # a copy, rotated when the camera recorded an orientation
+            # A copy, rotated when the camera recorded an orientation.
+            upright = ImageOps.exif_transpose(image)
     except Exception as error:  # PIL plugins raise many types on junk (OSError, SyntaxError, struct.error...)
         raise UnreadableImageError(f"could not read image {path}: {error}") from error
     problem = _range_problem(upright)

@@ -119,7 +119,7 @@ def check_condition_keys(cfg: DictConfig) -> None:
             wanted = " or ".join(f"data.condition={c}" for c in conditions)
             raise ValueError(
                 f"{key} applies to {wanted} only, and this run has data.condition={shown}: drop it, or "
-                f"add {wanted.split(' or ')[0]}"
+                f"add data.condition={conditions[0]}"
             )
 
 

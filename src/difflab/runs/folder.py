@@ -65,9 +65,10 @@ def runs_in_sweep_folder(sweep_dir: Path, depth: int = 3) -> list[Path]:
     slashes): Hydra would write a new sweep's jobs over them, .hydra files, checkpoints and metrics alike."""
     found, level = [], [sweep_dir] if sweep_dir.is_dir() else []
     for _ in range(depth):
-        level = sorted(child for folder in level for child in folder.iterdir() if child.is_dir())
-        found += [folder for folder in level if existing_run_files(folder)]
-        level = [folder for folder in level if not existing_run_files(folder)]
+        children = sorted(child for folder in level for child in folder.iterdir() if child.is_dir())
+        runs = {child for child in children if existing_run_files(child)}
+        found += sorted(runs)
+        level = [child for child in children if child not in runs]  # only folders holding no run go deeper
     return found
 
 

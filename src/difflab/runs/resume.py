@@ -136,6 +136,10 @@ def check_resumable(
             raise ValueError(f"checkpoint {path} does not fit the configured model ({key}): {problem}")
 
 
+# The config groups whose options decide what a checkpoint holds (its data, network and noise levels).
+FIXED_GROUPS = ("experiment", "data", "model", "formulation", "schedule")
+
+
 def _resume_hint(path: Path, stored: Mapping[str, Any], choices_now: Mapping[str, Any]) -> str:
     """What to do about a contradiction: drop the overrides that made it; for a checkpoint outside a run folder
     (none of its run's overrides were added), give the checkpoint's own group options, which it records."""
@@ -144,13 +148,7 @@ def _resume_hint(path: Path, stored: Mapping[str, Any], choices_now: Mapping[str
     own = stored.get("choices") or {}
     differ = [
         f"{group}={own[group]}"
-        for group in (
-            "experiment",
-            "data",
-            "model",
-            "formulation",
-            "schedule",
-        )  # the groups a checkpoint fixes
+        for group in FIXED_GROUPS
         if own.get(group) and choices_now.get(group) != own[group]
     ]
     wanted = f" ({' '.join(differ)})" if differ else ""
