@@ -255,6 +255,33 @@ def test_a_sweep_of_runs_on_several_processes_lightning_starts_is_refused_before
     assert not sweep.exists()
 
 
+@pytest.mark.parametrize("accelerator, refused", [("auto", True), ("cpu", False)])
+def test_a_sweep_whose_devices_auto_takes_several_gpus_is_refused(
+    tmp_path, monkeypatch, capsys, accelerator, refused
+):
+    # Before, trainer.devices=auto passed: on a 2-GPU machine Lightning then started job 0's second process by
+    # rerunning the whole sweep, as trainer.devices=2 did.
+    import torch
+
+    from difflab.run.cluster import refuse_relaunched_processes_in_a_sweep
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    overrides = [f"hydra.sweep.dir={tmp_path}", "trainer.devices=auto", f"trainer.accelerator={accelerator}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("train", overrides=overrides, return_hydra_config=True)
+    if not refused:
+        refuse_relaunched_processes_in_a_sweep(config)
+        return
+    with pytest.raises(SystemExit):
+        refuse_relaunched_processes_in_a_sweep(config)
+    assert capsys.readouterr().err.startswith(
+        "error: trainer.devices=auto (all 2 GPUs here) cannot train in a sweep (-m) on this machine"
+    )
+
+
 def test_the_other_ranks_of_a_launched_sweep_share_its_job_folders(tmp_path, monkeypatch):
     # torchrun's other ranks run the same sweep into the folders rank 0 has just made: not "a used sweep folder".
     from difflab.run.preflight import Preflight

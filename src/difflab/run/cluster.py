@@ -36,14 +36,25 @@ def _launcher_name(config: DictConfig) -> str:
     return str(OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher", default=None) or "")
 
 
-def _devices_asked(devices: Any) -> int | None:
-    """How many devices trainer.devices asks for on this machine (-1: all of them, counted as 2); None for auto."""
+def _devices_asked(devices: Any, accelerator: Any) -> int:
+    """How many devices trainer.devices asks for on this machine (-1: all of them, counted as 2)."""
     if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
         return len(devices)
     text = str(devices).strip()
     if text.lstrip("-").isdigit():
         return 2 if int(text) == -1 else int(text)
-    return None if text == "auto" else len([d for d in text.split(",") if d.strip()])
+    if text == "auto":
+        return _gpus_auto_takes(str(accelerator))
+    return len([d for d in text.split(",") if d.strip()])
+
+
+def _gpus_auto_takes(accelerator: str) -> int:
+    """Lightning's devices=auto takes every visible CUDA GPU (accelerator auto or gpu), otherwise one device."""
+    if accelerator not in ("auto", "gpu", "cuda"):
+        return 1
+    import torch
+
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
 def refuse_relaunched_processes_in_a_sweep(config: DictConfig) -> None:
@@ -56,10 +67,12 @@ def refuse_relaunched_processes_in_a_sweep(config: DictConfig) -> None:
     strategy = str(trainer.get("strategy", "auto"))
     launched = is_secondary_rank() or any(v in os.environ for v in ("WORLD_SIZE", "SLURM_NTASKS"))
     basic = str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher")
-    devices = _devices_asked(trainer.get("devices", 1))
-    if basic and not launched and "spawn" not in strategy and devices is not None and devices > 1:
+    asked = trainer.get("devices", 1)
+    devices = _devices_asked(asked, trainer.get("accelerator", "auto"))
+    if basic and not launched and "spawn" not in strategy and devices > 1:
+        named = f"auto (all {devices} GPUs here)" if str(asked).strip() == "auto" else asked
         exit_with_error(
-            f"trainer.devices={trainer.get('devices')} cannot train in a sweep (-m) on this machine: Lightning "
+            f"trainer.devices={named} cannot train in a sweep (-m) on this machine: Lightning "
             "starts a run's other processes by running the command again, which here is the whole sweep; run the "
             "jobs one at a time, or submit the sweep with hydra/launcher=slurm (one task per device)"
         )
