@@ -144,6 +144,23 @@ def test_a_missing_snapshot_is_named(phema_run, tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]  # every snapshot there: no word
 
 
+def test_a_rebuild_of_the_latest_snapshot_says_when_the_run_trained_past_it(phema_run, tmp_path, caplog):
+    # Before, a run whose final snapshot (step 6) was gone was rebuilt at step 4 without a word.
+    run = tmp_path / "run"
+    shutil.copytree(phema_run, run)
+    (run / "phema" / "snapshots" / "step_0000006.pt").unlink()
+    with caplog.at_level("WARNING", logger="difflab"):
+        assert main([str(run), "sigma_rel=0.07"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{run} trained to step 6 but its latest snapshot is of step 4: sigma_rel=0.070 is rebuilt at step 4"
+    ]
+    assert (run / "phema" / "sigma_rel_0.070_step_0000004.ckpt").is_file()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="difflab"):  # a step asked for is what the user wants
+        assert main([str(phema_run), "sigma_rel=0.07", "step=4", f"out={tmp_path / 'four.ckpt'}"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_an_existing_output_is_never_overwritten(phema_run, tmp_path, capsys):
     out = tmp_path / "taken.ckpt"
     out.write_bytes(b"mine")

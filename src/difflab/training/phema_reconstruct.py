@@ -29,6 +29,7 @@ class Plan:
     step: int
     sigma_rel: float
     out: Path
+    latest: bool = False  # step was not given: the run's latest snapshot
 
 
 def snapshots_of(run: Path, step: int | None) -> tuple[list[Snapshot], int]:
@@ -74,7 +75,7 @@ def plan(
     output_name in `folder` (default <run>/phema); an existing file is never overwritten (`existing`: it may be
     there, made before by the caller's own earlier run, which checks that)."""
     check_sigma_rel(sigma_rel)
-    run = Path(run)
+    run, asked = Path(run), step
     snapshots, step = snapshots_of(run, step)
     template = Path(run_checkpoint(run))
     if not template.is_file():
@@ -82,12 +83,23 @@ def plan(
     target = Path(out) if out is not None else Path(folder or run / "phema") / output_name(sigma_rel, step)
     if not (existing and target.is_file()):
         check_writable_file(target)
-    return Plan(run, template, snapshots, step, sigma_rel, target)
+    return Plan(run, template, snapshots, step, sigma_rel, target, latest=asked is None)
 
 
-def warn_if_snapshots_missing(p: Plan, config: dict) -> None:
+def warn_if_snapshots_missing(p: Plan, config: dict, trained_to: int) -> None:
     """Name the snapshot steps the run's every_n_steps should have left before p.step but that are gone (deleted,
-    lost in a copy): the fit then rests on fewer, unevenly spaced profiles, which no result shows."""
+    lost in a copy): the fit then rests on fewer, unevenly spaced profiles, which no result shows. A rebuild of
+    the latest snapshot also says when the run trained past it (`trained_to`, last.ckpt's step): the final
+    snapshot is gone, or the run stopped before writing it, and the result is an earlier step's average."""
+    if p.latest and trained_to > p.step:
+        log.warning(
+            "%s trained to step %d but its latest snapshot is of step %d: sigma_rel=%s is rebuilt at step %d",
+            p.run,
+            trained_to,
+            p.step,
+            sigma_rel_text(p.sigma_rel),
+            p.step,
+        )
     every = ((config.get("callbacks") or {}).get("phema") or {}).get("every_n_steps")
     if not isinstance(every, int) or every < 1:
         return
@@ -110,7 +122,7 @@ def reconstruct(p: Plan) -> Path:
     """Write the network whose EMA profile is the least-squares fit of σ_rel's from the snapshots, as a checkpoint
     that sample.py, evaluate.py and difflab.load read (weights only: no optimizer, not for resuming)."""
     ckpt = read_checkpoint(p.template)
-    warn_if_snapshots_missing(p, ckpt[CONFIG_KEY])
+    warn_if_snapshots_missing(p, ckpt[CONFIG_KEY], int(ckpt.get("global_step", 0)))
     profiles = [(s, i, sigma_rel) for s in p.snapshots for i, sigma_rel in enumerate(s.sigma_rels)]
     coefficients = reconstruction_coefficients(
         [s.step for s, _, _ in profiles],
