@@ -246,3 +246,24 @@ def test_a_crash_inside_a_native_library_prints_where_it_happened(tmp_path):
     assert result.returncode == -11, result.stderr[-2000:]
     assert "Segmentation fault" in result.stderr, result.stderr[-2000:]
     assert "crash_in_a_native_library" in result.stderr, result.stderr[-2000:]
+
+
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
+    # Before, a Ctrl-C in the seconds torch takes to load (in the run's checks) printed a 40-line traceback.
+    import difflab.run.cli as cli
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_hydra", interrupted)
+    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)  # capsys's stderr has no file descriptor
+    monkeypatch.setattr(sys, "argv", ["train.py", "experiment=digits_cpu"])
+    try:
+        cli.launch(lambda cfg: None, "train", CONF)
+    except KeyboardInterrupt:  # caught here: escaping, it would stop pytest itself
+        pytest.fail("the Ctrl-C went past launch as a traceback")
+    except SystemExit as exited:
+        assert exited.code == 130
+    else:
+        pytest.fail("launch went on after a Ctrl-C")
+    assert capsys.readouterr().err == "error: train.py interrupted (Ctrl-C) while starting\n"

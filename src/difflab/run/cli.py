@@ -48,7 +48,13 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
         print(f"resuming with the run's own overrides: {' '.join(inherited)}")
     if inherit:
         args = with_this_ranks_run_folder(args)
-    run_hydra(task, str(conf_dir), config_name, [*inherited, *args])
+    try:
+        run_hydra(task, str(conf_dir), config_name, [*inherited, *args])
+    except KeyboardInterrupt:
+        # Ctrl-C while Hydra composes, the checks run or torch loads (a run's own stop handling says more once
+        # it has begun): one line, as for a Ctrl-C later, not a traceback through the import machinery.
+        print(f"error: {Path(sys.argv[0]).name} interrupted (Ctrl-C) while starting", file=sys.stderr)
+        sys.exit(130)
 
 
 def with_this_ranks_run_folder(args: list[str]) -> list[str]:
