@@ -267,3 +267,31 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
     else:
         pytest.fail("launch went on after a Ctrl-C")
     assert capsys.readouterr().err == "error: train.py interrupted (Ctrl-C) while starting\n"
+
+
+@pytest.mark.parametrize(("rank", "said"), [("0", True), ("1", False)])
+def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, capsys, rank, said):
+    # Before, each DDP process Lightning started (rerunning the command) printed the same line again.
+    import difflab.run.cli as cli
+    from difflab.runs.inherit import OVERRIDES_FILE
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / OVERRIDES_FILE).write_text(
+        "- model=unet_tiny\n- trainer=fsdp\n- trainer.strategy.cpu_offload=true\n"
+    )
+    for name in ("RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", rank)
+    monkeypatch.setattr(cli, "run_hydra", lambda *args: None)
+    monkeypatch.setattr(cli, "with_this_ranks_run_folder", lambda args: args)
+    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
+    monkeypatch.setattr(
+        sys, "argv", ["train.py", "ckpt_path=last", f"hydra.run.dir={run}", "trainer=default"]
+    )
+    cli.launch(lambda cfg: None, "train", CONF, inherit=True)
+    lines = [
+        "not taken from the run, under a group given now: trainer.strategy.cpu_offload=true",
+        "resuming with the run's own overrides: model=unet_tiny",
+    ]
+    assert capsys.readouterr().out.splitlines() == (lines if said else [])

@@ -37,15 +37,17 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
     # a silent exit -11: on a cluster, the crashed rank's log says where it was.
     faulthandler.enable()
     args = sys.argv[1:]
+    # Each DDP process Lightning starts reruns this command: what it says, rank 0 alone says once.
+    say = (lambda line: None) if is_secondary_rank() else print
     try:
-        inherited = inherited_overrides(args, conf_dir) if inherit else []
+        inherited = inherited_overrides(args, conf_dir, say) if inherit else []
         # With the run's own overrides first: a key its experiment adds (callbacks.fid) is a key of this run.
         check_command_line(conf_dir, config_name, [*inherited, *args])
     except ValueError as error:  # nothing has run, nothing is written
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if inherited:
-        print(f"resuming with the run's own overrides: {' '.join(inherited)}")
+        say(f"resuming with the run's own overrides: {' '.join(inherited)}")
     if inherit:
         args = with_this_ranks_run_folder(args)
     try:

@@ -18,6 +18,7 @@ resume that silently dropped part of a run's recipe would train something else.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,9 @@ def run_folder_of(args: list[str]) -> Path | None:
     return Path(ckpt).parent.parent
 
 
-def inherited_overrides(args: list[str], conf_dir: Path) -> list[str]:
+def inherited_overrides(args: list[str], conf_dir: Path, say: Callable[[str], object] = print) -> list[str]:
     """The overrides of the run being resumed that the command line does not set itself; ValueError naming the
-    first one a resume may not take (see the module docstring)."""
+    first one a resume may not take (see the module docstring). `say`: where the ones dropped are named."""
     run_dir = run_folder_of(args)
     if run_dir is None:
         return []
@@ -176,7 +177,7 @@ def inherited_overrides(args: list[str], conf_dir: Path) -> list[str]:
         taken.append(text)
     # Hydra would refuse them ("Key 'strategy' is not in struct") or apply them to another option.
     if replaced:
-        print(f"not taken from the run, under a group given now: {' '.join(replaced)}")
+        say(f"not taken from the run, under a group given now: {' '.join(replaced)}")
     return taken
 
 
