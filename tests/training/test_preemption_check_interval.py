@@ -175,3 +175,17 @@ def test_two_process_ddp_gives_a_grid_up_for_a_signal_on_one_rank_and_both_save_
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
     assert not (run / "samples" / "step_0000002.png").exists()
+
+
+@pytest.mark.parametrize(("rank_zero", "said"), [(True, True), (False, False)])
+def test_a_signal_every_rank_receives_is_announced_by_rank_zero_only(tmp_path, caplog, rank_zero, said):
+    # Ctrl-C, SLURM and torchrun signal every rank: before, each rank logged the same warning.
+    callback = CheckpointOnSignal(tmp_path / "last.ckpt", stop_on_sigterm=True)
+    trainer = FakeTrainer(world_size=2)
+    trainer.is_global_zero = rank_zero
+    callback.setup(trainer, None, "fit")
+    with caplog.at_level("WARNING", logger="difflab"):
+        callback._on_signal(signal.SIGTERM, None)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == (["received SIGTERM: checkpointing at the end of this step"] if said else [])
+    assert callback.stop_requested  # every rank acts on it

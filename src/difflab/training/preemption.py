@@ -110,6 +110,8 @@ class CheckpointOnSignal(L.Callback):
         self._sigterm_outside_training: Any = None
         self._step_at_batch_start = -1
         self._restore_sigterm_broadcast: Callable[[], None] | None = None
+        # Ctrl-C, SLURM and torchrun signal every rank: rank 0 says so once (each rank still acts on it).
+        self._announces = True
 
     def _signals(self) -> list[int]:
         signals = [self.signum, int(signal.SIGTERM)] if self.signum != signal.SIGTERM else [self.signum]
@@ -122,7 +124,7 @@ class CheckpointOnSignal(L.Callback):
         if signum == signal.SIGINT and signum != self.signum:
             self._interrupt_requested = True
             signal.signal(signum, self._previous.pop(signum))  # a second Ctrl-C stops at once
-            log.warning(
+            self._announce(
                 "Ctrl-C: checkpointing at the end of this step (Ctrl-C again to stop at once, keeping only a step "
                 "already done)"
             )
@@ -133,13 +135,17 @@ class CheckpointOnSignal(L.Callback):
             self._terminate_requested = True
         else:
             self._save_requested = True
-        log.warning("received %s: checkpointing at the end of this step", signal.Signals(signum).name)
+        self._announce(f"received {signal.Signals(signum).name}: checkpointing at the end of this step")
+
+    def _announce(self, line: str) -> None:
+        log.log(logging.WARNING if self._announces else logging.DEBUG, line)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Before Lightning installs its own SIGTERM handler (once set-up is done): the handler SIGTERM goes back to
         # when training ends (the run's own stop, submitit's, the default). Lightning's only takes note then, and
         # under DDP broadcasts from rank 0 in a collective the other ranks never join: rank 0 would hang there.
         self._sigterm_outside_training = signal.getsignal(signal.SIGTERM)
+        self._announces = trainer.is_global_zero
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning has installed its own handlers (just before the fit loop starts), so these win.
