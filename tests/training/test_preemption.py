@@ -3,6 +3,7 @@ folder and the same W&B run; the submitit launcher runs and requeues jobs (local
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -444,6 +445,10 @@ def test_sigterm_while_a_grid_samples_gives_the_grid_up_and_saves_that_step_at_o
     assert "sample grid step_0000002 at step 2 given up for a stop signal" in stopped.stdout + stopped.stderr
     assert not (run / "samples" / "step_0000002.png").exists()
     assert "Traceback" not in stopped.stderr
+    # The resumed run makes the grid given up before it trains on; before, step 2 never had one.
+    resumed = resume_signalled_run(stopped, run, tmp_path)
+    assert "sample grid step_0000002, given up for a stop signal, made now" in resumed.stdout + resumed.stderr
+    assert (run / "samples" / "step_0000002.png").is_file() and last_step(run) == 4
 
 
 def test_ctrl_c_while_an_fid_evaluation_samples_gives_it_up_and_saves_that_step(tmp_path):
@@ -467,3 +472,23 @@ def test_ctrl_c_while_an_fid_evaluation_samples_gives_it_up_and_saves_that_step(
         in stopped.stderr
     )
     assert "Traceback" not in stopped.stderr
+    # The resumed run scores step 2 before it trains on; before, the FID curve had no point at step 2.
+    resumed = resume_signalled_run(stopped, run, tmp_path)
+    assert "FID evaluation at step 2, given up for a stop signal, made now" in resumed.stdout + resumed.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "val/fd_effl0" in row] == [2, 4]
+
+
+def resume_signalled_run(stopped: subprocess.CompletedProcess, run: Path, tmp_path: Path):
+    """The command of a run_signalled_in_sampling run again, with ckpt_path=last (the sampler's marker is there, so
+    it signals no more)."""
+    resumed = subprocess.run(
+        [*stopped.args, "ckpt_path=last"],
+        cwd=ROOT,
+        env={k: v for k, v in env_with(tmp_path).items() if not k.startswith("SLURM_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return resumed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +20,13 @@ from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
 from ..training.finite import check_losses_so_far
-from .giving_way import GaveWay, gave_way, stoppable
+from .giving_way import GaveWay, Owed, gave_way, stoppable
 from .progress_bar import busy
 from .rank_merge import merge_statistics, sum_over_ranks
 from .rank_share import GeneratingCallback, SamplerFactory
 from .sharding import gather_in_index_order
+
+log = logging.getLogger("difflab")
 
 
 class FIDCallback(GeneratingCallback):
@@ -76,6 +79,7 @@ class FIDCallback(GeneratingCallback):
         self._reference_stats: Stats | None = None
         self._classifier: LinearClassifier | None = None
         self._task: tuple[object, Task] | None = None  # (datamodule, its task): the same at every evaluation
+        self._owed = Owed()
 
     @property
     def monitor(self) -> str:
@@ -88,10 +92,11 @@ class FIDCallback(GeneratingCallback):
         return self.every_n_steps > 0 or self.every_n_epochs > 0 or bool(self.at_train_end)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": self._best_score}
+        return {"best_score": self._best_score, **self._owed.state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._best_score = float(state_dict.get("best_score", math.inf))
+        self._owed.load(state_dict)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Load the feature network and the reference statistics now, so that a missing weights file or
@@ -119,6 +124,14 @@ class FIDCallback(GeneratingCallback):
         if self._task is None or self._task[0] is not data:
             self._task = (data, data.generation_task(self.num_samples))
         return self._task[1]
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if self._owed.due(trainer):
+            if trainer.is_global_zero:
+                log.info(
+                    "FID evaluation at step %d, given up for a stop signal, made now", trainer.global_step
+                )
+            self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
@@ -151,7 +164,7 @@ class FIDCallback(GeneratingCallback):
             acc, logits, images, hits = self._embed_my_share(trainer, pl_module, keep_per_rank)
         except GaveWay:
             acc = None
-        if gave_way(trainer, acc is None, "FID evaluation"):
+        if gave_way(trainer, acc is None, "FID evaluation", self._owed):
             return {}
         stats = merge_statistics(trainer, acc, self.evaluator.keep_features)
         if logits is not None:

@@ -38,10 +38,31 @@ def stoppable(trainer: L.Trainer, on_step: Callable[[], None]) -> Callable[[], N
     return step
 
 
-def gave_way(trainer: L.Trainer, mine: bool, what: str) -> bool:
+class Owed:
+    """The step of a grid or FID evaluation given up for a stop signal: kept in the checkpoint saved in its place
+    (the callback's state), so that the run resumed from that step makes it before training on."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+    def state(self) -> dict[str, int | None]:
+        return {"owed_step": self.step}
+
+    def load(self, state: dict) -> None:
+        self.step = state.get("owed_step")
+
+    def due(self, trainer: L.Trainer) -> bool:
+        """True once, at the first batch of the run resumed from the owed step (on every rank alike)."""
+        due = self.step is not None and self.step == trainer.global_step
+        self.step = None
+        return due
+
+
+def gave_way(trainer: L.Trainer, mine: bool, what: str, owed: Owed | None = None) -> bool:
     """True when the work `what` gave way on any rank (`mine`: on this one); the step is saved then (and the run
-    stops, or goes on, as the signal asks). Every rank calls it once, after its share and before any collective
-    of the work: under DDP the ranks agree in one all-reduce, so none waits in a gather the others left."""
+    stops, or goes on, as the signal asks), `owed` recording it. Every rank calls it once, after its share and
+    before any collective of the work: under DDP the ranks agree in one all-reduce, so none waits in a gather the
+    others left."""
     keeper = signal_keeper(trainer)
     if keeper is None:
         return False
@@ -55,5 +76,7 @@ def gave_way(trainer: L.Trainer, mine: bool, what: str) -> bool:
         log.warning(
             "%s at step %d given up for a stop signal: saving the step first", what, trainer.global_step
         )
+    if owed is not None:
+        owed.step = trainer.global_step
     keeper.save_now(trainer)
     return True

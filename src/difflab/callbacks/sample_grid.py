@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -13,10 +15,12 @@ from torch import Tensor
 from ..generation import grid_tiles
 from ..io.write_images import enlarge, grid_of, save_png
 from ..training.finite import HINT, NonFiniteError, check_losses_so_far
-from .giving_way import GaveWay, gave_way, stoppable
+from .giving_way import GaveWay, Owed, gave_way, stoppable
 from .progress_bar import busy
 from .rank_share import GeneratingCallback, SamplerFactory
 from .sharding import gather_in_index_order
+
+log = logging.getLogger("difflab")
 
 
 class SampleGrid(GeneratingCallback):
@@ -44,6 +48,20 @@ class SampleGrid(GeneratingCallback):
         self.every_n_steps = int(every_n_steps)
         self._last_step = -1
         self._last_path: Path | None = None  # rank 0's file of the grid drawn at _last_step
+        self._owed = Owed()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._owed.state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._owed.load(state_dict)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if self._owed.due(trainer):
+            step = trainer.global_step
+            if trainer.is_global_zero:
+                log.info("sample grid step_%07d, given up for a stop signal, made now", step)
+            self.log_grid(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
@@ -75,7 +93,7 @@ class SampleGrid(GeneratingCallback):
                 mine = generation.images(stoppable(trainer, on_step))
             except GaveWay:
                 mine = None
-        if gave_way(trainer, mine is None, f"sample grid {name}"):
+        if gave_way(trainer, mine is None, f"sample grid {name}", self._owed if name != "final" else None):
             return None
         images = gather_in_index_order(trainer, mine)
         request = generation.request
