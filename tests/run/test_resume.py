@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI_FAST, one_error_line, run_cli
+from conftest import CLI_FAST, ROOT, one_error_line, run_cli
 from omegaconf import OmegaConf
 
 
@@ -277,3 +282,55 @@ def test_a_checkpoint_outside_its_run_folder_names_its_own_settings(cli_run, tmp
         "; this checkpoint lies outside a run folder, so its run's overrides were not added: give its settings "
         "(model=unet_tiny) on the command line, or start a new run"
     )
+
+
+def test_a_folder_being_trained_is_held_by_one_process_at_a_time(tmp_path):
+    from difflab.runs.folder import _HELD, hold_run_folder
+
+    hold_run_folder(tmp_path)
+    try:
+        with pytest.raises(ValueError, match=r"is in use by a run still training there \(pid \d+ on "):
+            hold_run_folder(tmp_path)  # another open of the mark, as another process makes
+    finally:
+        _HELD.pop(
+            tmp_path.resolve()
+        ).close()  # the lock goes with the mark's closing, as with its process's end
+    hold_run_folder(tmp_path)
+    _HELD.pop(tmp_path.resolve()).close()
+
+
+@pytest.mark.slow
+def test_a_resume_while_the_run_still_trains_is_refused_and_writes_nothing(tmp_path):
+    # Before, both processes trained on into the folder: step_…-v1.ckpt copies beside each periodic checkpoint,
+    # last.ckpt from whichever ended last, metrics.jsonl and train.log holding both.
+    run = tmp_path / "run"
+    args = [
+        *[o for o in CLI_FAST if not o.startswith("trainer.max_steps=")],
+        "trainer.max_steps=100000",
+        "callbacks.sample_grid.every_n_steps=0",
+        f"hydra.run.dir={run}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    first = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoints" / "last.ckpt").is_file():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+        before = set((run / "checkpoints").iterdir())
+        second = run_cli("train.py", *args, "ckpt_path=last")
+        assert second.returncode == 2
+        assert one_error_line(second).startswith(
+            f"error: run folder {run} is in use by a run still training there (pid {first.pid} on "
+        )
+        assert first.poll() is None  # the run itself trains on
+        assert not (run / ".hydra" / "resumed_step_0000000").exists() and not list(
+            run.glob(".hydra/resumed_*")
+        )
+        assert not [p for p in (run / "checkpoints").iterdir() if p not in before and "-v" in p.name]
+    finally:
+        first.send_signal(signal.SIGTERM)  # saves its step, exits 3, and lets go of the folder
+        first.wait(timeout=120)
+    step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    resumed = run_cli("train.py", *args, f"trainer.max_steps={step + 2}", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # the folder is free once its run has ended

@@ -16,7 +16,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ..cluster.jobs import is_requeued_job, is_secondary_rank, one_run_job, slurm_requeued
 from ..cluster.torchrun import share_run_folder
-from ..runs.folder import claim_run_folder, reenters_run_folder, resumed_name, runs_in_sweep_folder
+from ..runs.folder import (
+    claim_run_folder,
+    hold_run_folder,
+    reenters_run_folder,
+    resumed_name,
+    runs_in_sweep_folder,
+)
 from ..runs.job_record import earlier_run, job_record, remember_run
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
@@ -104,6 +110,18 @@ def refuse_a_search_the_formulation_ignores(config: DictConfig) -> None:
         )
 
 
+def hold(run_dir: Path, requeued: bool) -> None:
+    """Lock the run folder while this run trains (runs.folder.hold_run_folder): a resume started while the run
+    still trains there is refused. A requeued job goes on with a warning: its earlier attempt has ended, and a
+    lock still seen is one a network file system has not let go of yet (a crashed node's)."""
+    try:
+        hold_run_folder(run_dir)
+    except ValueError as error:
+        if not requeued:
+            exit_with_error(str(error))
+        print(f"warning: {error}; going on, as this job was requeued")
+
+
 class Preflight(Callback):
     """on_run_start runs before Hydra creates the run folder or writes .hydra/ into it; on_multirun_start before
     the launcher writes any job's folder."""
@@ -126,7 +144,8 @@ class Preflight(Callback):
             exit_with_error(one_line(error))
         if not reenter:  # a dated folder another run took this second: claim moves on to <time>_2
             settings = replace(settings, run_dir=claim(config, run_dir))
-        elif settings.resume is not None:
+        hold(settings.run_dir, requeued)
+        if reenter and settings.resume is not None:
             _keep_first_hydra_files(config, run_dir, settings.step)
         share_run_folder(settings.run_dir)  # torchrun's other ranks wait for it (run.cli)
         if earlier is None and (record := _job_record(config)) is not None:

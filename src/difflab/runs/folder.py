@@ -9,15 +9,24 @@ import itertools
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
+from typing import IO
 
 from ..runlogs import METRICS_FILE
 
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no flock, so a folder in use is not told apart there
+    fcntl = None
+
 RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
+TRAINING = ".difflab-training"  # locked by the process training in the folder, for as long as it lives
 # Everything a run writes into its folder; a user's own files in a folder they named are never touched.
-RUN_ENTRIES = RUN_MARKERS | {"train.log", "csv", "tensorboard", "lightning_logs", "wandb_run_id"}
+RUN_ENTRIES = RUN_MARKERS | {"train.log", "csv", "tensorboard", "lightning_logs", "wandb_run_id", TRAINING}
 # The log of each DDP process Lightning starts beside rank 0 (its Hydra job is named train_ddp_process_<rank>).
 DDP_PROCESS_LOG = re.compile(r"train_ddp_process_[0-9]+\.log")
+_HELD: dict[Path, IO[str]] = {}  # the run folders this process trains in, their marks kept open (and locked)
 
 
 def is_run_entry(name: str) -> bool:
@@ -95,6 +104,38 @@ def claim_run_folder(run_dir: Path, named: bool) -> Path:
             raise ValueError(f"cannot write the run folder {candidate}: {error.strerror or error}") from error
         return candidate
     raise AssertionError("unreachable")
+
+
+def hold_run_folder(run_dir: Path) -> None:
+    """Lock `run_dir` for this process's lifetime (the system lets go of the lock however the process ends, so a
+    killed run leaves no stale lock). A one-line ValueError when another live process holds it: a resume started
+    while the run still trains would write the same checkpoints, metrics and log (step_…-v1.ckpt copies, a
+    last.ckpt from either). Where the file system has no locks, nothing is told apart."""
+    if fcntl is None:
+        return
+    path = run_dir / TRAINING
+    try:
+        mark = path.open("a+")
+    except OSError as error:
+        raise ValueError(f"cannot write the run folder {run_dir}: {error.strerror or error}") from error
+    try:
+        fcntl.flock(mark.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        mark.seek(0)
+        holder = mark.read().strip() or "another process"
+        mark.close()
+        raise ValueError(
+            f"run folder {run_dir} is in use by a run still training there ({holder}): resume once it has ended, "
+            "or stop it first (Ctrl-C or SIGTERM saves a checkpoint to resume from)"
+        ) from None
+    except OSError:  # ENOLCK, EOPNOTSUPP: a file system without locks
+        mark.close()
+        return
+    mark.seek(0)
+    mark.truncate()
+    mark.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    mark.flush()
+    _HELD[run_dir.resolve()] = mark  # open until the process ends: closing it would let go of the lock
 
 
 def resumed_name(folder: Path, step: int) -> str:
