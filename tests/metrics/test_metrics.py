@@ -144,6 +144,28 @@ def test_kid_of_two_halves_is_near_zero(mnist_stats) -> None:
     assert metrics["precision"] > 0.5 and metrics["recall"] > 0.5
 
 
+@pytest.mark.parametrize("fewest", [2, 3, 4])
+def test_precision_recall_of_too_few_images_are_left_out_with_a_warning(fewest, caplog) -> None:
+    # Before, 2 or 3 images (evaluate.py n=3, a 3-sample FID callback at the end of training) ended in torch's
+    # "kthvalue(): selected number k out of range" traceback: each image's 3rd neighbour needs 4 images.
+    rng = np.random.default_rng(0)
+
+    def stats(n: int) -> Stats:
+        features = rng.normal(size=(n, 4))
+        return Stats(features.mean(0), np.cov(features.T) + np.eye(4), n, "projection", features)
+
+    with caplog.at_level("WARNING", logger="difflab"):
+        metrics = evaluate_features(stats(fewest), stats(50), kid_subsets=2)
+    if fewest > 3:
+        assert {"precision", "recall"} <= set(metrics) and not caplog.records
+        return
+    assert set(metrics) == {"fd_projection", "kid_mean", "kid_std"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "precision/recall left out: the radius of each image's 3 nearest neighbours needs more than 3 images on "
+        f"each side (got {fewest} generated, 50 reference)"
+    ]
+
+
 class _ProjectionExtractor:
     """A cheap deterministic stand-in extractor: a fixed random projection of the pixels."""
 

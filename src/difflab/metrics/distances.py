@@ -3,6 +3,8 @@ metric dict that loggers receive."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
@@ -12,6 +14,8 @@ from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, p
 
 from difflab.metrics.extractors import metric_name
 from difflab.metrics.statistics import Stats
+
+log = logging.getLogger("difflab")
 
 
 def _check_compatible(a: Stats, b: Stats) -> None:
@@ -100,6 +104,15 @@ def evaluate_features(
         out["kid_mean"], out["kid_std"] = kernel_distance(
             gen_stats, ref_stats, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
         )
-        if prc:
+        sizes = len(gen_stats.features), len(ref_stats.features)
+        if prc and min(sizes) > prc_neighborhood:
             out["precision"], out["recall"] = precision_recall(gen_stats, ref_stats, prc_neighborhood)
+        elif prc:  # torch-fidelity's k-th neighbour would be out of range (a kthvalue traceback)
+            log.warning(
+                "precision/recall left out: the radius of each image's %d nearest neighbours needs more than %d "
+                "images on each side (got %d generated, %d reference)",
+                prc_neighborhood,
+                prc_neighborhood,
+                *sizes,
+            )
     return out
