@@ -169,6 +169,23 @@ def test_corrupt_checkpoint_on_resume_is_one_line_and_nothing_is_written(cli_run
 
 
 @pytest.mark.slow
+def test_a_resume_without_the_ema_it_was_trained_with_is_refused(cli_run, tmp_path):
+    # Before, callbacks.ema=null trained on from the checkpoint's EMA weights (its state_dict), not the trained ones.
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    before = snapshot(run)
+    line = one_error_line(
+        run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last", "callbacks.ema=null")
+    )
+    assert line == (
+        f"error: checkpoint {run / 'checkpoints' / 'last.ckpt'} was trained with EMA: resumed without callbacks.ema, "
+        "training would go on from the EMA weights instead of the trained ones; keep callbacks.ema on a resume (it "
+        "may change its decay)"
+    )
+    assert snapshot(run) == before
+
+
+@pytest.mark.slow
 def test_resuming_a_checkpoint_into_another_runs_folder_is_refused(cli_run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(cli_run, other)

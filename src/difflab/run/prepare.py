@@ -61,6 +61,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
     from ..runs.resume import (
         DATA_SOURCE,
+        check_ema_kept,
         check_resumable,
         check_steps_left,
         read_resumable,
@@ -90,6 +91,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     if resume is not None:
         ckpt = read_resumable(resume, targets_in(cfg))
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume, group_choices(cfg))
+        check_ema_kept(OmegaConf.select(cfg, "callbacks.ema") is not None, ckpt, resume)
         check_steps_left(int(ckpt["global_step"]), int(cfg.trainer.max_steps), resume)
         now = cfg.get("lr_scheduler")
         now = None if now is None else OmegaConf.to_container(now, resolve=True)

@@ -136,6 +136,17 @@ def check_resumable(
             raise ValueError(f"checkpoint {path} does not fit the configured model ({key}): {problem}")
 
 
+def check_ema_kept(ema_now: bool, ckpt: Mapping[str, Any], path: Path) -> None:
+    """A checkpoint trained with EMA holds the average as its weights (state_dict) and the trained weights beside
+    them (current_model_state), which the EMA callback swaps back on a resume. Resumed without that callback,
+    training silently went on from the average instead."""
+    if "current_model_state" in ckpt and not ema_now:
+        raise ValueError(
+            f"checkpoint {path} was trained with EMA: resumed without callbacks.ema, training would go on from the "
+            "EMA weights instead of the trained ones; keep callbacks.ema on a resume (it may change its decay)"
+        )
+
+
 # The config groups whose options decide what a checkpoint holds (its data, network and noise levels).
 FIXED_GROUPS = ("experiment", "data", "model", "formulation", "schedule")
 
