@@ -63,6 +63,20 @@ def test_the_checkpoint_records_an_autoencoder_run_and_the_grids_pair_inputs_wit
     assert grid.size == (scale * 82, scale * 22)
 
 
+def test_an_autoencoder_trains_in_bf16_mixed_with_its_fused_optimizer_and_clipping(tmp_path: Path) -> None:
+    # Before: Lightning's "Adam does not allow for gradient clipping" RuntimeError at step 1 (the diffusion module
+    # clipped bf16 gradients itself; the autoencoder module did not), with every recipe that clips, on GPU too.
+    run = tmp_path / "run"
+    overrides = [
+        *TINY_AE,
+        "trainer.precision=bf16-mixed",
+        "trainer.max_steps=2",
+        "trainer.gradient_clip_val=1.0",
+    ]
+    train(compose_config("train", [*overrides, "optim.fused=true"], run))
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
 def test_psnr_is_20_db_for_an_error_of_a_tenth_of_the_range() -> None:
     reference = torch.zeros(2, 3, 4, 4)
     assert torch.allclose(psnr(reference + 0.2, reference), torch.full((2,), 20.0))

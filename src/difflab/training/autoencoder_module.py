@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,11 +13,12 @@ from torch.func import functional_call
 from ..evaluation.reconstruction import psnr
 from ..models.autoencoder import AutoencoderKL
 from ..models.patch_discriminator import PatchDiscriminator
+from .clipping import ClipsFusedUnderBf16
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
 from .module import OptimizerFactory, SchedulerFactory
 
 
-class AutoencoderModule(L.LightningModule):
+class AutoencoderModule(ClipsFusedUnderBf16):
     """loss = Σ|x − D(z)| + kl_weight · KL(q(z|x) ‖ N(0, I)), both summed over each sample and averaged over the
     batch, z a posterior draw: LDM's weighting (its kl_weight 1e-6 is relative to a per-sample sum), without the
     perceptual loss, whose LPIPS weights cannot be downloaded here. Validation decodes the posterior mean and

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
 from ..diffusion import NoiseSchedule
 from ..diffusion.conditioning import Cond, random_drop
 from ..diffusion.formulations import VPTraining
+from .clipping import ClipsFusedUnderBf16
 from .compile import compile_denoiser
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
 
@@ -19,7 +19,7 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(ClipsFusedUnderBf16):
     """Trains `net` as its formulation says (VP: ε, x_0 or v from (x_t, t); EDM; flow); EMA weights come from
     the EMA callback.
 
@@ -138,23 +138,6 @@ class DiffusionModule(L.LightningModule):
         # loss is reported as such (naming its step) before the weight check, which keeps NaN off the disk.
         check_losses_so_far(self)
         check_checkpoint_weights(checkpoint)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        # Lightning's mixed-precision plugin refuses to clip for a fused optimizer (fp16's loss scaler unscales
-        # inside a fused step). bf16 has no scaler, so its gradients are the real ones and clipping them is exact.
-        if gradient_clip_val and self.trainer.precision == "bf16-mixed":
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:
         learned = self.loss_weighting.parameters() if self.loss_weighting is not None else ()
