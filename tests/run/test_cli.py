@@ -37,6 +37,11 @@ def refusal(config: str, args: list[str]) -> str:
         ),
         (["callbacks=[default,fdi]"], "callbacks=fdi is not an option; did you mean callbacks=fid?"),
         (["experiment=digits_cpu", "metrics.cpu_thread=0"], "did you mean metrics.cpu_threads?"),
+        # Callbacks an experiment chooses as a list: before, "this config has no callbacks group".
+        (
+            ["experiment=digits_cpu", "callbacks.fid.num_sample=3"],
+            "callbacks.fid.num_sample is not a key of the train config; did you mean callbacks.fid.num_samples?",
+        ),
         (["sed=1"], "sed is not a key of the train config; did you mean seed?"),
     ],
 )

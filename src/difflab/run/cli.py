@@ -22,7 +22,7 @@ from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
 from ..runs.inherit import inherited_overrides, parse
-from .unknown_key import NOT_READ, dotted_keys, unknown_key_hint
+from .unknown_key import NOT_READ, dotted_keys, options_composed, unknown_key_hint
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
 PLAIN_FLAGS = ("-m", "--multirun")
@@ -115,7 +115,7 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
     except Exception:
         _check_groups_exist(conf_dir, config_name, groups)
         return  # a composition Hydra refuses with its own message
-    selected = _selected_options(cfg, groups)
+    selected = _selected_options(conf_dir, cfg, groups)
     config = OmegaConf.to_container(cfg, resolve=False)
     config.pop("hydra")  # Hydra's own settings are overridden as hydra.*, never checked here
     keys = set(dotted_keys(config))
@@ -160,10 +160,14 @@ def _check_groups_exist(conf_dir: Path, config_name: str, groups: list[Override]
             )
 
 
-def _selected_options(cfg: Any, groups: list[Override]) -> dict[str, list[str]]:
+def _selected_options(conf_dir: Path, cfg: Any, groups: list[Override]) -> dict[str, list[str]]:
     """Each config group's chosen options: Hydra records a single choice ([] for null); a list
-    (callbacks=[default,fid]) is read from the command line."""
+    (callbacks=[default,fid]) is read from the command line, or, chosen by an experiment, from what was composed."""
     selected = {g: [c] if isinstance(c, str) else [] for g, c in cfg.hydra.runtime.choices.items()}
+    for group, node in cfg.items():
+        listed = group != "hydra" and group not in selected and OmegaConf.is_dict(node)
+        if listed and (chosen := options_composed(conf_dir, str(group), set(node))):
+            selected[str(group)] = chosen
     for override in groups:
         value = override.value()
         if isinstance(value, list):

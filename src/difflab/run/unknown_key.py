@@ -49,6 +49,17 @@ def unknown_key_hint(
     return f"did you mean {close}?" if close else add
 
 
+def options_composed(conf_dir: Path, group: str, composed: set[str]) -> list[str]:
+    """The options of a group chosen as a list in a defaults list (an experiment's `override /callbacks: [default,
+    fid]`), which Hydra does not record among its choices: those whose every key the composed group holds (an
+    option made of others, with a defaults list of its own, cannot be told apart so)."""
+    return [
+        name
+        for name, option in _group_options(conf_dir, group).items()
+        if option and "defaults" not in option and set(option) <= composed
+    ]
+
+
 def _likeness(key: str, other: str | None) -> float:
     return 0.0 if other is None else difflib.SequenceMatcher(None, key, other).ratio()
 
