@@ -142,3 +142,25 @@ def test_a_picture_replaced_in_the_middle_of_a_folder_gets_another_file(tmp_path
     Image.new("L", (8, 8), 255).save(tmp_path / "020.png")
     os.utime(tmp_path / "020.png", ns=(1, 1))  # even with a time that goes back
     assert data_fingerprint(folder(), "toy") != before
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line_before_any_encoding(
+    images, tmp_path: Path, monkeypatch
+) -> None:
+    # Before, the whole dataset was encoded first (minutes on MNIST), then the write ended in an OSError traceback.
+    import difflab.data.latent_cache as latent_cache
+
+    def never(*args, **kwargs):
+        raise AssertionError("encoded before the cache folder was checked")
+
+    monkeypatch.setattr(latent_cache, "encode_dataset", never)
+    (tmp_path / "taken").write_text(
+        "a file where the folder would be"
+    )  # fails as a read-only mount does, as root
+    path = tmp_path / "taken" / "latents.npz"
+    net = tiny_autoencoder(0)
+    with pytest.raises(ValueError) as error:
+        cached_latents(path, net, weights_hash(net), images, data_fingerprint(images, "toy"))
+    assert str(error.value) == (
+        f"cannot write the cache folder {tmp_path / 'taken'} (File exists): give a writable latent_cache_dir"
+    )

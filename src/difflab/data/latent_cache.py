@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..io.npz_cache import UNREADABLE, write_npz
+from ..io.npz_cache import UNREADABLE, check_cache_folder, write_npz
 
 log = logging.getLogger("difflab")
 FORMAT = "difflab-latents/1"
@@ -157,6 +157,8 @@ def cached_latents(
         check_latents_match(found, path, autoencoder_hash, data_key)
         if not mirrored or found.flip_mean is not None:
             return found, True
+    check_cache_folder(path.parent, "latent_cache_dir")  # before minutes of encoding, not after
+    if found is not None:
         log.info(
             "latent cache %s holds no mirrored encodings (random flips): encoding the %d mirrored images once",
             path,

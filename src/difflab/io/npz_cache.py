@@ -4,6 +4,7 @@ share. An unreadable or outdated file is a miss and is overwritten."""
 
 from __future__ import annotations
 
+import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +18,19 @@ T = TypeVar("T")
 Arrays = Mapping[str, np.ndarray]
 # What reading a damaged, foreign or half-written (pre-atomic) file raises.
 UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)
+
+
+def check_cache_folder(folder: Path, setting: str = "its cache folder setting") -> None:
+    """A one-line ValueError now, before a cache miss is computed (minutes of encoding or feature extraction),
+    when `folder` cannot be made or written (read-only, no permission); `setting` names where to point it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe."):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"cannot write the cache folder {folder} ({error.strerror or error}): give a writable {setting}"
+        ) from error
 
 
 def write_npz(path: Path, arrays: Arrays) -> None:
@@ -47,6 +61,7 @@ def cached_npz(
     value = read_npz(path, parse)
     if value is not None:
         return value, True
+    check_cache_folder(path.parent)
     value = compute()
     write_npz(path, to_arrays(value))
     return value, False
