@@ -74,6 +74,11 @@ def load_autoencoder(
     if not Path(path).exists():
         raise FileNotFoundError(f"autoencoder not found: {path}")
     file = Path(run_checkpoint(path))
+    steps = sorted(file.glob("checkpoints/step_*.ckpt")) if file.is_dir() else []
+    if steps:  # a run folder whose last.ckpt is gone (removed, or a run that wrote none)
+        raise ValueError(
+            f"{path} is a run folder without last.ckpt: give one of its checkpoints, e.g. {steps[-1]}"
+        )
     if is_model_folder(file):  # no run, no sharded checkpoint, no AutoencoderKL (e.g. a folder of pictures)
         raise not_an_autoencoder(path)
     ckpt = read_checkpoint(file, allowed_targets=allowed_targets)

@@ -180,6 +180,12 @@ def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refu
             ["data.condition=superres", "data.sr_factor=2"],
             r"^data.condition=superres trains in pixels .*: drop autoencoder= for super-resolution$",
         ),
+        # Before, torch's "expected input[16, 3, 8, 8] to have 1 channels" at step 1.
+        (
+            ["data.channels=3"],
+            r"^the autoencoder encodes 1-channel images, not data.channels=3: give data.channels=1, or an "
+            r"autoencoder trained on 3-channel images$",
+        ),
     ],
 )
 def test_latent_runs_it_cannot_make_are_one_line_errors(
@@ -207,6 +213,21 @@ def test_autoencoder_given_something_else_says_it_is_not_an_autoencoder(tiny_ckp
     expected = "autoencoder not found" if given == "missing" else "is not an autoencoder: give a checkpoint"
     assert str(error.value).startswith(f"{expected}: {path}" if given == "missing" else f"{path} {expected}")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_autoencoder_run_folder_without_last_ckpt_names_its_checkpoints(autoencoder_run, tmp_path) -> None:
+    # Before: "<run> is not an autoencoder", as sample.py and evaluate.py do not say of such a folder.
+    run = tmp_path / "ae"
+    shutil.copytree(autoencoder_run, run)
+    (run / "checkpoints" / "last.ckpt").unlink()
+    newest = sorted((run / "checkpoints").glob("step_*.ckpt"))[-1]
+    cfg = compose_config("train", [*FAST_TRAIN, f"autoencoder={run}"], tmp_path / "run")
+    with pytest.raises(ValueError) as error:
+        train(cfg)
+    assert (
+        str(error.value)
+        == f"{run} is a run folder without last.ckpt: give one of its checkpoints, e.g. {newest}"
+    )
 
 
 def test_the_fid_callback_scores_decoded_samples(autoencoder_run, latent_run, tmp_path) -> None:

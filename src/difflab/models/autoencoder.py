@@ -112,6 +112,7 @@ class AutoencoderKL(nn.Module):
                 f"autoencoder: widths {bad} are not divisible by norm_num_groups={norm_num_groups}"
             )
         out_channels = out_channels or in_channels
+        self.in_channels = in_channels
         self.latent_channels = latent_channels
         self.down_factor = 2 ** (len(channels) - 1)
         self.scaling_factor = float(scaling_factor)

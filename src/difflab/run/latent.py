@@ -30,6 +30,12 @@ def use_latents(cfg: DictConfig) -> None:
             "autoencoder's latents: drop autoencoder= for super-resolution"
         )
     net = load_autoencoder(cfg.autoencoder).net
+    channels = int(cfg.data.channels)
+    if net.in_channels != channels:  # its first convolution would meet the images at step 1
+        raise ValueError(
+            f"the autoencoder encodes {net.in_channels}-channel images, not data.channels={channels}: give "
+            f"data.channels={net.in_channels}, or an autoencoder trained on {channels}-channel images"
+        )
     size = int(cfg.data.image_size)
     if size % net.down_factor:
         raise ValueError(
