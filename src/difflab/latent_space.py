@@ -78,9 +78,19 @@ def load_latent_space(
         )
     loaded = load_autoencoder(path, device)
     if loaded.weights_hash != wanted:
-        raise ValueError(
-            f"autoencoder {path} has hash {loaded.weights_hash} but {source} was trained with autoencoder {wanted}: "
-            "give autoencoder=<the one it was trained with>"
-        )
+        raise ValueError(autoencoder_mismatch(path, loaded.weights_hash, source, wanted))
     loaded.net.requires_grad_(False)
     return LatentSpace(loaded, float(record["scale_factor"]), image_shape)
+
+
+def autoencoder_mismatch(path: str | Path, found: str, source: str, wanted: str) -> str:
+    """The line refusing autoencoder `path` (hash `found`) for `source`, trained on the latents of `wanted`. A run
+    folder stands for its last.ckpt, which moves on when that autoencoder run is resumed: its step checkpoints
+    do not."""
+    line = (
+        f"autoencoder {path} has hash {found} but {source} was trained with autoencoder {wanted}: give "
+        "autoencoder=<the one it was trained with>"
+    )
+    if (Path(path) / "checkpoints").is_dir():
+        line += f" (the run's last.ckpt moves on when it is resumed: one of {Path(path) / 'checkpoints'}/step_*.ckpt)"
+    return line

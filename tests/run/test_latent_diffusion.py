@@ -108,11 +108,34 @@ def test_a_resume_with_another_autoencoder_is_refused_in_one_line(latent_run, tm
         f"latent_cache_dir={tmp_path / 'cache'}",
     ]
     with pytest.raises(
-        ValueError, match=r"trained on the latents of autoencoder \w+ .* give the autoencoder"
+        ValueError,
+        match=r"^autoencoder .* has hash \w+ but checkpoint .* was trained with autoencoder \w+: give",
     ) as error:
         train(compose_config("train", overrides, run))
     assert "\n" not in str(error.value)
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4  # nothing overwritten
+    assert not (tmp_path / "cache").exists()  # refused before encoding (before: after, minutes on MNIST)
+
+
+def test_a_resume_after_its_autoencoder_run_moved_on_names_the_step_checkpoints(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    # Its last.ckpt moved on (the autoencoder run resumed): before, the data was encoded with it, then refused.
+    autoencoder = tmp_path / "ae"
+    shutil.copytree(autoencoder_run, autoencoder)
+    earlier = sorted((autoencoder / "checkpoints").glob("step_*.ckpt"))[0]
+    shutil.copyfile(earlier, autoencoder / "checkpoints" / "last.ckpt")
+    run = tmp_path / "run"
+    shutil.copytree(latent_run[0], run)
+    overrides = two_step_latent_run(
+        autoencoder, (run, tmp_path / "cache"), "trainer.max_steps=6", "ckpt_path=last"
+    )
+    with pytest.raises(ValueError) as error:
+        train(compose_config("train", overrides, run))
+    assert str(error.value).endswith(
+        f"(the run's last.ckpt moves on when it is resumed: one of {autoencoder / 'checkpoints'}/step_*.ckpt)"
+    )
+    assert not (tmp_path / "cache").exists()
 
 
 def test_sample_py_and_difflab_load_give_the_same_decoded_images(latent_run, tmp_path) -> None:

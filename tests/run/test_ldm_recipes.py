@@ -27,7 +27,9 @@ def test_a_latent_recipe_builds_its_denoiser_for_the_latents(
     target,
     latent_size,
 ) -> None:
-    cfg = compose_config("train", [f"experiment={name}", f"autoencoder={autoencoder_run}", DATA], tmp_path)
+    # data.channels=1: the toy autoencoder encodes the digits' one channel (a colour recipe's 3 are refused).
+    overrides = [f"experiment={name}", f"autoencoder={autoencoder_run}", DATA, "data.channels=1"]
+    cfg = compose_config("train", overrides, tmp_path)
     use_latents(cfg)
     assert cfg.model._target_ == target
     assert (cfg.model.in_channels, cfg.model.image_size) == (

@@ -59,3 +59,19 @@ def check_patches_fit(cfg: DictConfig, size: int, factor: int) -> None:
             f"model.patch_size={patch} does not divide the latents' size {latent} (data.image_size={size} / the "
             f"autoencoder's down factor {factor}): pick a patch size dividing {latent} or a larger data.image_size"
         )
+
+
+def check_resumed_autoencoder(cfg: DictConfig, ckpt: dict, path: object) -> None:
+    """A latent run resumed with another autoencoder (or its run resumed since, moving its last.ckpt on): one
+    line now, before the data is encoded with it (minutes), not once Lightning restores the checkpoint."""
+    from ..autoencoder_checkpoint import load_autoencoder
+    from ..checkpoint_file import LATENT_RECORD_KEY
+    from ..latent_space import autoencoder_mismatch
+
+    record = ckpt.get(LATENT_RECORD_KEY) or {}
+    wanted = record.get("autoencoder_hash")
+    if not cfg.get("autoencoder") or not wanted:
+        return
+    found = load_autoencoder(cfg.autoencoder).weights_hash
+    if found != wanted:
+        raise ValueError(autoencoder_mismatch(cfg.autoencoder, found, f"checkpoint {path}", wanted))

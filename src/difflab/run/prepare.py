@@ -73,6 +73,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from .argument_types import check_argument_types
     from .common import fill_conditioning
     from .formulation_checks import build_formulation, check_prediction_type_applies, check_schedule_applies
+    from .latent import check_resumed_autoencoder
     from .train_checks import check_generation_settings, check_model_builds
 
     fill_conditioning(cfg)
@@ -92,6 +93,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         ckpt = read_resumable(resume, targets_in(cfg))
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume, group_choices(cfg))
         check_ema_kept(OmegaConf.select(cfg, "callbacks.ema") is not None, ckpt, resume)
+        check_resumed_autoencoder(cfg, ckpt, resume)
         check_steps_left(int(ckpt["global_step"]), int(cfg.trainer.max_steps), resume)
         now = cfg.get("lr_scheduler")
         now = None if now is None else OmegaConf.to_container(now, resolve=True)
