@@ -128,6 +128,9 @@ def test_rewinding_to_an_earlier_checkpoint_sets_the_later_ones_aside_and_writes
     folder = run_dir / "checkpoints"
     run(run_dir, 4, 2)
     abandoned = {p.name: p.read_bytes() for p in folder.glob("*.ckpt") if p.name != "step_0000002.ckpt"}
+    samples = run_dir / "samples"
+    abandoned_grids = {p.name: p.read_bytes() for p in samples.glob("*.png") if p.name != "step_0000002.png"}
+    assert sorted(abandoned_grids) == ["final.png", "step_0000004.png"]
     for _ in range(2):
         resumed = run(run_dir, 4, 2, f"ckpt_path={folder / 'step_0000002.ckpt'}")
     assert resumed["global_step"] == 4
@@ -140,6 +143,10 @@ def test_rewinding_to_an_earlier_checkpoint_sets_the_later_ones_aside_and_writes
         f"{aside.name}_2",
     ]
     assert {p.name: p.read_bytes() for p in aside.iterdir()} == abandoned
+    # So are its sample grids (before, the resumed run drew over them at the same names).
+    kept = samples / "superseded_at_step_0000002"
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == abandoned_grids
+    assert (samples / "step_0000004.png").is_file() and (samples / "final.png").is_file()
 
 
 def test_resume_from_a_checkpoint_file_into_a_new_folder(tmp_path):

@@ -250,6 +250,23 @@ def set_aside_later_checkpoints(resume: Path, step: int) -> Path | None:
     return set_aside(later, folder, step)
 
 
+def set_aside_later_grids(samples: Path, step: int, rewound: bool) -> Path | None:
+    """The sample grids of an abandoned continuation (step_<n>.png after `step`; final.png too when the run is
+    `rewound`, its final grid then being of a later step) move into samples/superseded_at_step_<step>/, as its
+    checkpoints do: the resumed run would draw over them at the same steps."""
+    if not samples.is_dir():
+        return None
+    later = [p for p in sorted(samples.glob("step_*.png")) if _grid_step(p) > step]
+    if rewound and (samples / "final.png").is_file():
+        later.append(samples / "final.png")
+    return set_aside(later, samples, step)
+
+
+def _grid_step(path: Path) -> int:
+    digits = path.stem.removeprefix("step_")
+    return int(digits) if digits.isdigit() else -1
+
+
 def tidy_before_fit(run_dir: Path, resume: Path | None, step: int, rank_zero: bool) -> None:
     """Just before fit: Lightning's resume warnings that do not apply here silenced; on rank 0 what a killed
     checkpoint write left removed, and a rewound run's later checkpoints set aside (set_aside_later_checkpoints)."""
@@ -271,3 +288,6 @@ def tidy_before_fit(run_dir: Path, resume: Path | None, step: int, rank_zero: bo
         aside = set_aside_later_checkpoints(resume, step)
         if aside is not None:
             log.warning("resuming from step %d: the checkpoints written after it moved to %s", step, aside)
+        grids = set_aside_later_grids(run_dir / "samples", step, rewound=aside is not None)
+        if grids is not None:
+            log.warning("resuming from step %d: the sample grids drawn after it moved to %s", step, grids)
