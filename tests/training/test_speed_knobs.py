@@ -54,6 +54,24 @@ def test_fp16_with_a_fused_optimizer_and_clipping_is_refused_before_a_run_folder
     assert not run.exists()
 
 
+def test_fp16_on_a_cpu_is_refused_naming_bf16(tmp_path):
+    # Before, optim.fused=false let it through: Lightning warned and trained in bf16-mixed, while the summary,
+    # .hydra/config.yaml and the checkpoint recorded 16-mixed.
+    run = tmp_path / "run"
+    result = run_cli(
+        "train.py",
+        "trainer.precision=16-mixed",
+        "optim.fused=false",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={run}",
+    )
+    assert one_error_line(result) == (
+        "error: trainer.precision=16-mixed (float16 with a loss scaler) runs on CUDA GPUs only: on this CPU use "
+        "trainer.precision=bf16-mixed"
+    )
+    assert not run.exists()
+
+
 def test_compiled_training_matches_eager_training_and_saves_plain_weights(tmp_path, monkeypatch):
     # Dynamo's graph capture and AOT autograd, where difflab's wiring could go wrong (the EMA copy, the weight
     # names), without inductor's C++ build of every kernel: 90 s on a fresh machine, not what this tests.

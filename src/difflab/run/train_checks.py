@@ -93,6 +93,19 @@ def check_fused_clipping(cfg: DictConfig) -> None:
             f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
             "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"
         )
+    if fp16 and not _trains_on_cuda(cfg):  # Lightning would warn and train in bf16, the run recording fp16
+        raise ValueError(
+            f"trainer.precision={cfg.trainer.precision} (float16 with a loss scaler) runs on CUDA GPUs only: on "
+            "this CPU use trainer.precision=bf16-mixed"
+        )
+
+
+def _trains_on_cuda(cfg: DictConfig) -> bool:
+    """Whether the Trainer's accelerator is a CUDA GPU here (auto picks one when there is one)."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 # Keys that only a conditioning reads: typed for a run without it, they were taken and ignored without a word.
