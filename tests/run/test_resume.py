@@ -165,7 +165,27 @@ def test_corrupt_checkpoint_on_resume_is_one_line_and_nothing_is_written(cli_run
     before = snapshot(run)
     line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}", "ckpt_path=last"))
     assert line.startswith(f"error: could not read checkpoint {last}")
+    # The periodic checkpoint beside it is named (before, nothing said one was there).
+    assert line.endswith(
+        f"; resume from an earlier checkpoint of the run, e.g. ckpt_path={run / 'checkpoints' / 'step_0000002.ckpt'}"
+    )
     assert snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_a_checkpoints_folder_or_a_capitalised_last_names_what_was_meant(cli_run, tmp_path):
+    folder = cli_run / "checkpoints"
+    line = one_error_line(
+        run_cli("train.py", *CLI_FAST, f"hydra.run.dir={tmp_path / 'a'}", f"ckpt_path={folder}")
+    )
+    # Before: "… is not a whole sharded checkpoint: it has no .metadata or meta.pt".
+    assert line == (
+        f"error: ckpt_path={folder} is a folder of checkpoints: give one of them (ckpt_path={folder / 'last.ckpt'}), "
+        f"or continue its run with hydra.run.dir={cli_run} ckpt_path=last"
+    )
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={tmp_path / 'b'}", "ckpt_path=Last"))
+    assert line == "error: checkpoint not found: Last; did you mean ckpt_path=last?"  # before: no hint
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow

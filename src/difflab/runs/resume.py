@@ -72,6 +72,8 @@ def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
             )
         return path
     path = Path(str(ckpt_path))
+    if not is_checkpoint(path) and str(ckpt_path).lower() == "last":  # ckpt_path=Last, LAST
+        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}; did you mean ckpt_path=last?")
     if not is_checkpoint(path):
         raise FileNotFoundError(what_the_folder_is(path) if path.is_dir() else not_a_checkpoint(path))
     return path
@@ -91,6 +93,16 @@ def what_the_folder_is(folder: Path) -> str:
             f"ckpt_path={folder} is a run folder: continue it with hydra.run.dir={folder} ckpt_path=last, "
             f"or start a new run from it with ckpt_path={folder / LAST}"
         )
+    if is_checkpoint(folder / LAST.name) or any(folder.glob("step_*.ckpt")):  # <run>/checkpoints itself
+        newest = (
+            folder / LAST.name
+            if is_checkpoint(folder / LAST.name)
+            else sorted(folder.glob("step_*.ckpt"))[-1]
+        )
+        return (
+            f"ckpt_path={folder} is a folder of checkpoints: give one of them (ckpt_path={newest}), or continue "
+            f"its run with hydra.run.dir={folder.parent} ckpt_path=last"
+        )
     if (folder / FOLDER_CONFIG).is_file() or is_diffusers_pipeline(folder):
         return (
             f"ckpt_path={folder} is an exported model folder (weights only): a run resumes from a training "
@@ -105,7 +117,18 @@ def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]
     Its stored config may name the targets difflab allows and `allowed_targets` (those the config given now
     names itself: a user's own model class, which they compose and so trust).
     """
-    ckpt = read_checkpoint(path, mmap=True, allowed_targets=allowed_targets)
+    try:
+        ckpt = read_checkpoint(path, mmap=True, allowed_targets=allowed_targets)
+    except ValueError as error:
+        earlier = (
+            sorted(p for p in path.parent.glob("step_*.ckpt") if p != path) if path.name == LAST.name else []
+        )
+        if not earlier or str(error).startswith("refused"):
+            raise
+        # A last.ckpt cut short (a full disk, a copy interrupted): the run's periodic checkpoints are still there.
+        raise ValueError(
+            f"{error}; resume from an earlier checkpoint of the run, e.g. ckpt_path={earlier[-1]}"
+        ) from error
     missing = [key for key in ("global_step", "loops", "optimizer_states") if key not in ckpt]
     if missing:
         raise ValueError(
