@@ -489,7 +489,17 @@ def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_te
         (["prompt=''"], "prompt is empty: give a caption"),
         (["prompt=[]"], "prompt is empty: give a caption"),
         ([], "holds a text-to-image model: give prompt="),
-        (["prompt=seven", "negative_prompt=''"], "negative_prompt is empty"),
+        # Before, its example named prompt=.
+        (
+            ["prompt=seven", "negative_prompt=''"],
+            r'^negative_prompt is empty: give a caption, e.g. negative_prompt="a blurry smudge", or leave '
+            r"negative_prompt out$",
+        ),
+        # Before, "prompt is empty" of a list holding one empty caption among others.
+        (
+            ["prompt=[seven,'']", "n=2"],
+            r"^prompt=\['seven', ''\] holds an empty caption \(item 1, counting from 0\): give text for each$",
+        ),
         # At guidance 1 the branch a negative prompt replaces is not used: before, the samples were those without
         # it, bit for bit, and settings.json recorded the negative prompt as if applied.
         (

@@ -69,9 +69,15 @@ def check_each_has_a_result(key: str, given: Any, count: int, what: str, n: int)
 def prompt_list(value: Any, key: str) -> list[str]:
     """One prompt or a list of them as stripped strings; an empty one is an error (Hydra reads 7 as an int)."""
     items = as_list(value)
-    texts = [str(item).strip() for item in items if item is not None]
-    if not texts or len(texts) != len(items) or not all(texts):
-        raise ValueError(f"{key} is empty: give a caption, e.g. {EXAMPLE}")
+    texts = [str(item).strip() if item is not None else "" for item in items]
+    example = EXAMPLE if key == "prompt" else f'{key}="a blurry smudge", or leave {key} out'
+    if not any(texts):
+        raise ValueError(f"{key} is empty: give a caption, e.g. {example}")
+    if not all(texts):
+        empty = ", ".join(str(i) for i, text in enumerate(texts) if not text)
+        raise ValueError(
+            f"{key}={items!r} holds an empty caption (item {empty}, counting from 0): give text for each"
+        )
     return texts
 
 
