@@ -182,6 +182,18 @@ def test_a_picture_that_does_not_decode_is_named_not_skipped(tmp_path: Path) -> 
         list(open_image_set(tmp_path).batches((1, 8, 8)))
 
 
+def test_a_file_that_is_neither_an_npz_nor_a_picture_is_named(tmp_path: Path) -> None:
+    # Before, a .npy of 10 images was read as one broken picture: "holds 1 image; need at least 2".
+    path = tmp_path / "samples.npy"
+    np.save(path, np.zeros((10, 8, 8, 1), dtype=np.uint8))
+    with pytest.raises(ValueError) as error:
+        open_image_set(path)
+    assert str(error.value).startswith(f"{path} is neither an .npz nor a picture (.bmp, ")
+    assert str(error.value).endswith(
+        "give a folder of generated images, or an .npz holding them as uint8 (N, H, W, C)"
+    )
+
+
 def test_an_npz_of_another_size_is_converted_and_scored_as_a_folder_of_it_is(
     digits_val_folder: Path, tmp_path: Path
 ) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import IMAGE_SUFFIXES, to_model_uint8
+from .decode import IMAGE_SUFFIXES, is_image_name, to_model_uint8
 from .image_tree import image_paths
 from .npz_stream import NpzArray, find_array, read_rows
 from .read_inputs import (
@@ -70,6 +70,11 @@ def open_image_set(path: str | Path) -> ImageSet:
     path = Path(path)
     if path.is_file() and path.suffix == ".npz":
         return ImageSet(path, _npz_header(path).shape[0], None)
+    if path.is_file() and not is_image_name(path.name):  # a .npy of images was scored as one broken picture
+        raise ValueError(
+            f"{path} is neither an .npz nor a picture ({', '.join(IMAGE_SUFFIXES)}): give a folder of generated "
+            "images, or an .npz holding them as uint8 (N, H, W, C)"
+        )
     _refuse_unfinished(path)
     if path.is_dir() and (path / "images").is_dir():
         path = path / "images"  # sample.py's output folder: samples in images/, beside grid.png
