@@ -277,3 +277,13 @@ def test_repaint_settings_that_are_not_a_mapping_are_one_line(tiny_ckpt, tmp_pat
         str(error.value)
         == "inpaint=5 is not RePaint's settings: give a mapping of steps, jump_length, jump_n_sample"
     )
+
+
+@pytest.mark.parametrize("given", [None, 3])
+def test_load_of_something_that_is_no_path_names_what_it_takes(given):
+    # Before, pathlib's "expected str, bytes or os.PathLike object, not NoneType", naming no argument.
+    with pytest.raises(TypeError) as error:
+        difflab.load(given)
+    assert str(error.value) == (
+        f"difflab.load takes a path (str or Path) to a checkpoint or model folder, got {given!r}"
+    )

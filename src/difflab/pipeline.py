@@ -12,6 +12,7 @@ is sample.py's sample i for the same arguments.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +230,10 @@ def load(
     Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
     with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py. A latent diffusion
     checkpoint's autoencoder is read from the path it recorded, or from `autoencoder` (a moved copy, same hash)."""
+    if not isinstance(path, str | os.PathLike):  # pathlib's own TypeError names no argument
+        raise TypeError(
+            f"difflab.load takes a path (str or Path) to a checkpoint or model folder, got {path!r}"
+        )
     loaded = load_model(path, pick_device(str(device)), allowed_targets, autoencoder=autoencoder)
     return DiffusionPipeline.from_loaded(loaded, path)
 
