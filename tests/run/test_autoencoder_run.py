@@ -156,6 +156,21 @@ def test_a_resumed_autoencoder_run_continues_from_its_step(autoencoder_run: Path
     [
         (["callbacks=default"], r"an autoencoder run .* cannot use the callbacks sample_grid, ema"),
         (["model.block_out_channels=[8,8,8,8,8]"], r"down factor 16 does not divide data.image_size=8"),
+        # Before, torch's tracebacks at step 1: "Kernel size can't be greater than actual input size" and
+        # "weight of size [0, 16, 3, 3]".
+        (
+            [
+                "autoencoder_module.disc_weight=0.5",
+                "autoencoder_module.disc_start=1",
+                "autoencoder_module.disc_layers=2",
+            ],
+            r"^autoencoder_module.disc_layers=2 needs images of at least 12x12 \(its patch map would be empty at "
+            r"data.image_size=8\): use fewer disc_layers or larger images$",
+        ),
+        (
+            ["model.latent_channels=0"],
+            r"^model.latent_channels=0: an autoencoder needs at least 1 latent channel$",
+        ),
     ],
 )
 def test_bad_autoencoder_configurations_are_one_line_errors(tmp_path: Path, overrides, message) -> None:

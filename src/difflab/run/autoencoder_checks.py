@@ -28,3 +28,21 @@ def check_autoencoder_run(cfg: DictConfig) -> None:
             f"the autoencoder's down factor {factor} does not divide data.image_size={size}: choose an image size "
             f"that is a multiple of {factor}, or fewer model.block_out_channels"
         )
+    check_discriminator_fits(cfg.get("autoencoder_module") or {}, size)
+    latent = cfg.model.get("latent_channels")
+    if isinstance(latent, int) and latent < 1:  # torch's "weight of size [0, 512, 3, 3]" at the first step
+        raise ValueError(f"model.latent_channels={latent}: an autoencoder needs at least 1 latent channel")
+
+
+def check_discriminator_fits(module: DictConfig | dict, size: int) -> None:
+    """The patch discriminator halves the image `disc_layers` times, then two 4x4 convolutions take 3 pixels off;
+    on smaller images torch fails at the first adversarial step ("Kernel size can't be greater than …")."""
+    layers = module.get("disc_layers", 3)
+    if not module.get("disc_weight") or not isinstance(layers, int) or layers < 1:
+        return
+    if size // 2**layers < 3:
+        smallest = 3 * 2**layers
+        raise ValueError(
+            f"autoencoder_module.disc_layers={layers} needs images of at least {smallest}x{smallest} (its patch map "
+            f"would be empty at data.image_size={size}): use fewer disc_layers or larger images"
+        )
