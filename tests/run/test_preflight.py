@@ -56,6 +56,8 @@ def test_a_value_of_the_wrong_type_is_named_before_the_run_folder_exists(tmp_pat
         (["optim.betas=abc"], "optim.betas='abc' is not two numbers in [0, 1)"),
         (["optim.betas=[0.9]"], "optim.betas=[0.9] is not two numbers in [0, 1)"),
         (["data.random_flip=maybe"], "data.random_flip='maybe' is not true or false"),
+        # Before, taken as a string (truthy: the warm-up on, whatever was meant) and stored so in the config.
+        (["callbacks.ema.warmup=maybe"], "callbacks.ema.warmup='maybe' is not true or false"),
         # The grids' sampler: Heun's churn settings were not checked (a TypeError traceback from Heun.__init__).
         (["sampler=heun", "sampler.s_churn=abc"], "sampler.s_churn='abc' is not a number"),
         (

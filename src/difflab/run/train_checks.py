@@ -75,6 +75,7 @@ RULES = {
     "callbacks.sample_grid.every_n_steps": whole(0),
     "callbacks.sample_grid.num_samples": whole(1),
     "callbacks.ema.decay": number(0.0),
+    "callbacks.ema.warmup": flag,
     "callbacks.fid.every_n_steps": whole(0),
     "callbacks.fid.num_samples": whole(2),
     "callbacks.fid.batch_size": or_auto(whole(1)),
