@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI_FAST, ROOT, one_error_line, run_cli
+from conftest import CLI_FAST, FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 from omegaconf import OmegaConf
 
 
@@ -322,18 +322,16 @@ def test_a_checkpoint_outside_its_run_folder_names_its_own_settings(cli_run, tmp
 
 
 def test_a_folder_being_trained_is_held_by_one_process_at_a_time(tmp_path):
-    from difflab.runs.folder import _HELD, hold_run_folder
+    from difflab.runs.folder import hold_run_folder, let_go
 
     hold_run_folder(tmp_path)
     try:
         with pytest.raises(ValueError, match=r"is in use by a run still training there \(pid \d+ on "):
             hold_run_folder(tmp_path)  # another open of the mark, as another process makes
     finally:
-        _HELD.pop(
-            tmp_path.resolve()
-        ).close()  # the lock goes with the mark's closing, as with its process's end
+        let_go(tmp_path)  # its run has ended (a sweep's process trains its next job on)
     hold_run_folder(tmp_path)
-    _HELD.pop(tmp_path.resolve()).close()
+    let_go(tmp_path)
 
 
 @pytest.mark.slow
@@ -371,3 +369,16 @@ def test_a_resume_while_the_run_still_trains_is_refused_and_writes_nothing(tmp_p
     step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
     resumed = run_cli("train.py", *args, f"trainer.max_steps={step + 2}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]  # the folder is free once its run has ended
+
+
+def test_a_run_lets_go_of_its_folder_when_it_ends_in_a_process_that_goes_on(tmp_path):
+    # A sweep's process trains its jobs one after another: a job that ended may be resumed meanwhile.
+    from difflab.run.train import train
+    from difflab.runs.folder import hold_run_folder, let_go
+
+    run = tmp_path / "run"
+    run.mkdir()
+    hold_run_folder(run)  # as preflight does before the run
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
+    hold_run_folder(run)  # another process would now take it too
+    let_go(run)

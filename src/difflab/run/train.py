@@ -27,7 +27,7 @@ from ..generation.memory import is_out_of_memory
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
-from ..runs.folder import resumed_name
+from ..runs.folder import let_go, resumed_name
 from ..runs.resume import LAST, tidy_before_fit
 from ..runs.stopped_early import noted_if_stopped, released_if_refused
 from ..tracking.run_names import clean_config
@@ -150,6 +150,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         stop.__traceback__ = None
         end_process_groups()
         raise
+    finally:
+        let_go(settings.run_dir)  # the folder preflight locked (runs.folder.hold_run_folder)
     end_process_groups()
     return metrics
 

@@ -138,6 +138,14 @@ def hold_run_folder(run_dir: Path) -> None:
     _HELD[run_dir.resolve()] = mark  # open until the process ends: closing it would let go of the lock
 
 
+def let_go(run_dir: Path) -> None:
+    """Unlock `run_dir` once its run has ended in this process: a sweep's process trains its next job on, while
+    this one may be resumed."""
+    mark = _HELD.pop(run_dir.resolve(), None)
+    if mark is not None:
+        mark.close()
+
+
 def resumed_name(folder: Path, step: int) -> str:
     """resumed_step_<step> (then _2, _3, …): the first free name in `folder` for what a resume from `step` writes
     beside the run's first part (its Hydra files, its CSV metrics), which is never overwritten."""
