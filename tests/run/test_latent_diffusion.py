@@ -203,6 +203,12 @@ def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refu
             ["data.condition=superres", "data.sr_factor=2"],
             r"^data.condition=superres trains in pixels .*: drop autoencoder= for super-resolution$",
         ),
+        # Before, "image size 3 cannot be divided down by the U-Net", a size never typed.
+        (
+            ["data.image_size=12"],
+            r"^the latents' size 3 \(data.image_size=12 / the autoencoder's down factor 4\) cannot be halved once "
+            r"by the U-Net \(model.channel_mults=\[1, 2\]\): pick a data.image_size that is a multiple of 8",
+        ),
         # Before, torch's "expected input[16, 3, 8, 8] to have 1 channels" at step 1.
         (
             ["data.channels=3"],

@@ -42,6 +42,7 @@ def use_latents(cfg: DictConfig) -> None:
             f"the autoencoder's down factor {net.down_factor} does not divide data.image_size={size}"
         )
     check_patches_fit(cfg, size, net.down_factor)
+    check_unet_halvings_fit(cfg, size, net.down_factor)
     with open_dict(cfg):
         cfg.data._target_ = LATENT_DATA
         cfg.data.autoencoder = str(cfg.autoencoder)
@@ -58,6 +59,22 @@ def check_patches_fit(cfg: DictConfig, size: int, factor: int) -> None:
         raise ValueError(
             f"model.patch_size={patch} does not divide the latents' size {latent} (data.image_size={size} / the "
             f"autoencoder's down factor {factor}): pick a patch size dividing {latent} or a larger data.image_size"
+        )
+
+
+def check_unet_halvings_fit(cfg: DictConfig, size: int, factor: int) -> None:
+    """A U-Net halves the latents, not the images: say so, or its own error names a size never typed."""
+    mults = cfg.model.get("channel_mults")
+    if not mults:
+        return
+    latent, halvings = size // factor, len(mults) - 1
+    unet = 2**halvings
+    if latent % unet:
+        times = "once" if halvings == 1 else f"{halvings} times"
+        raise ValueError(
+            f"the latents' size {latent} (data.image_size={size} / the autoencoder's down factor {factor}) cannot be "
+            f"halved {times} by the U-Net (model.channel_mults={list(mults)}): pick a data.image_size "
+            f"that is a multiple of {unet * factor}, or fewer channel_mults"
         )
 
 
