@@ -268,3 +268,16 @@ def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4
     assert (run / "samples" / "step_0000002.png").is_file() and (run / "samples" / "final.png").is_file()
+
+
+@pytest.mark.parametrize("given", ["formulation=flow", "data.condition=superres", "sampler.steps=3"])
+def test_a_diffusion_setting_typed_for_an_autoencoder_run_is_one_line(tmp_path: Path, given: str) -> None:
+    # Before, formulation= and sampler.* were taken and ignored without a word, and data.condition=superres said
+    # "model.cond_channels is not an argument of AutoencoderKL".
+    run = tmp_path / "run"
+    result = run_cli("train.py", *TINY_AE, "logger=none", given, f"hydra.run.dir={run}")
+    assert one_error_line(result) == (
+        f"error: {given}: an autoencoder run trains no diffusion model, so nothing reads it here; drop it (it "
+        "belongs to the latent diffusion run that uses this autoencoder, autoencoder=<this run>)"
+    )
+    assert not run.exists()

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from .typed import typed_under
+
 # Callbacks that sample from (or average) a diffusion model; conf/callbacks/autoencoder.yaml has none of them.
 DIFFUSION_ONLY_CALLBACKS = ("sample_grid", "fid", "ema", "phema")
+# Settings only a diffusion model reads: typed for an autoencoder run, they were taken and ignored without a word.
+DIFFUSION_ONLY_SETTINGS = (
+    "formulation",
+    "schedule",
+    "prediction_type",
+    "sampler",
+    "data.condition",
+    "cond_drop_prob",
+)
 
 
 def check_autoencoder_run(cfg: DictConfig) -> None:
@@ -14,6 +25,13 @@ def check_autoencoder_run(cfg: DictConfig) -> None:
     that 2^(levels - 1) does not divide; nothing for a diffusion run."""
     if cfg.get("task") != "autoencoder":
         return
+    typed = [key for key in DIFFUSION_ONLY_SETTINGS if typed_under(cfg, key)]
+    if typed:
+        given = typed_under(cfg, typed[0])[0]
+        raise ValueError(
+            f"{given}: an autoencoder run trains no diffusion model, so nothing reads it here; drop it (it belongs "
+            "to the latent diffusion run that uses this autoencoder, autoencoder=<this run>)"
+        )
     callbacks = cfg.get("callbacks") or {}
     found = [name for name in DIFFUSION_ONLY_CALLBACKS if callbacks.get(name) is not None]
     if found:
