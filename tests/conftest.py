@@ -173,6 +173,22 @@ def run_cli(
     )
 
 
+def every_error(result: subprocess.CompletedProcess, tail: int = 3000) -> str:
+    """What a failed multi-process run printed, for an assertion message: the last line of each traceback in its
+    stderr (every rank's, in the order printed: the first is usually the cause), then the end of stderr. The end
+    alone holds only the last rank's error, often a collective that failed because another rank had died."""
+    lines = result.stderr.splitlines()
+    errors = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            ending = next(
+                (later for later in lines[i + 1 :] if later and not later.startswith((" ", "Traceback"))), ""
+            )
+            errors.append(ending)
+    head = "\n".join(f"error {n}: {text}" for n, text in enumerate(errors, start=1))
+    return f"{head}\n...\n{result.stderr[-tail:]}"
+
+
 # An entry point under torchrun, 2 processes on this machine (gloo between CPU processes).
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, every_error, run_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -64,7 +64,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     this_checkout = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])  # not the installed difflab
     proc = run_cli("train.py", *overrides, env={"PYTHONPATH": this_checkout}, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, every_error(proc)
     (base / "console.txt").write_text(proc.stdout + proc.stderr)
     return base
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, one_error_line, run_cli
+from conftest import ROOT, every_error, one_error_line, run_cli
 
 from difflab.checkpoint import load_model
 
@@ -33,7 +33,7 @@ THIS_CHECKOUT = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "t
 
 def cli(*args: str) -> None:
     result = run_cli("train.py", *COMMON, *args, env=THIS_CHECKOUT, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, every_error(result)
 
 
 def test_fsdp_with_fp16_is_one_line_before_anything_is_written(tmp_path: Path) -> None:

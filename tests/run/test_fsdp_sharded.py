@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import every_error, run_cli
 from test_fsdp import THIS_CHECKOUT, cli
 
 from difflab.checkpoint import read_checkpoint
@@ -83,5 +83,5 @@ def test_sharded_checkpoints_resume_exactly_and_sample_py_reads_them(tmp_path: P
     out = tmp_path / "samples"
     ckpt = folder / "last.ckpt"
     result = run_cli("sample.py", f"ckpt={ckpt}", "n=3", "sampler.steps=2", f"out={out}", env=THIS_CHECKOUT)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, every_error(result)
     assert len(list(out.rglob("*.png"))) >= 3

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import ROOT, TORCHRUN, TWO_CPU_RANKS, rank_pid, run_torchrun
+from conftest import ROOT, TORCHRUN, TWO_CPU_RANKS, every_error, rank_pid, run_torchrun
 
 from difflab.checkpoint import load_model
 
@@ -26,7 +26,7 @@ def torchrun_train(*args: str, root: Path) -> subprocess.CompletedProcess:
 def test_a_named_run_folder_is_shared_by_every_rank(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = torchrun_train(f"hydra.run.dir={run}", root=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, every_error(result)
     assert load_model(run / "checkpoints" / "last.ckpt").global_step == 2
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == [
         "config.yaml",
@@ -37,7 +37,7 @@ def test_a_named_run_folder_is_shared_by_every_rank(tmp_path: Path) -> None:
 
 def test_a_dated_run_folder_is_one_folder_for_every_rank(tmp_path: Path) -> None:
     result = torchrun_train(root=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, every_error(result)
     (day,) = (tmp_path / "outputs" / "train").iterdir()
     (run,) = day.iterdir()  # one folder for the run, not one per rank
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / ".hydra" / "config.yaml").is_file()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config, run_cli
+from conftest import FAST_TRAIN, compose_config, every_error, run_cli
 
 from difflab.data import ImageDataModule
 from difflab.run.train import train
@@ -199,7 +199,7 @@ def test_ddp_resume_matches_an_uninterrupted_ddp_run(tmp_path):
 
     def cli(*args: str) -> None:
         result = run_cli("train.py", *common, *args, timeout=900)
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, every_error(result)
 
     cli(f"trainer.max_steps={STEPS}", f"hydra.run.dir={tmp_path / 'a'}")
     cli("trainer.max_steps=5", f"hydra.run.dir={tmp_path / 'b'}")
