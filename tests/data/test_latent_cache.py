@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -82,6 +83,20 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(images, tmp_path: Path, caplo
     assert not hit and "is damaged" in caplog.text
     assert torch.equal(rebuilt.mean, first.mean)
     assert cached_latents(path, net, weights_hash(net), images, key)[1]  # the rebuilt file is whole
+
+
+def test_a_cache_with_a_row_missing_is_rebuilt_with_a_warning(images, tmp_path: Path, caplog) -> None:
+    net, key = tiny_autoencoder(0), data_fingerprint(images, "toy")
+    path = tmp_path / "latents.npz"
+    first, _ = cached_latents(path, net, weights_hash(net), images, key)
+    with np.load(path) as arrays:
+        cut = {name: arrays[name] for name in arrays.files}
+    cut["mean"], cut["std"] = cut["mean"][:-1], cut["std"][:-1]
+    np.savez(path, **cut)
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        rebuilt, hit = cached_latents(path, net, weights_hash(net), images, key)
+    assert not hit and "mean holds 19 rows" in caplog.text and "for 20 images" in caplog.text
+    assert torch.equal(rebuilt.mean, first.mean)
 
 
 def test_the_scale_factor_makes_latents_unit_variance(images, tmp_path: Path) -> None:

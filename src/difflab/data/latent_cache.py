@@ -127,6 +127,20 @@ def read_latent_cache(path: Path) -> Latents | None:
         return None
 
 
+def shorter_rows(latents: Latents, count: int) -> str | None:
+    """What is wrong with the rows of `latents` for a dataset of `count` images (None: one row per image)."""
+    arrays = {
+        "mean": latents.mean,
+        "std": latents.std,
+        "flip_mean": latents.flip_mean,
+        "flip_std": latents.flip_std,
+    }
+    for name, array in arrays.items():
+        if array is not None and (array.shape != latents.mean.shape or array.shape[0] != count):
+            return f"{name} holds {array.shape[0]} rows of shape {tuple(array.shape[1:])}"
+    return None
+
+
 def check_latents_match(latents: Latents, path: Path, autoencoder_hash: str, data_key: str) -> None:
     """One line refusing a cache made by another autoencoder or from other data (the file is left alone)."""
     if latents.autoencoder_hash != autoencoder_hash:
@@ -155,8 +169,14 @@ def cached_latents(
     found = read_latent_cache(path)
     if found is not None:
         check_latents_match(found, path, autoencoder_hash, data_key)
-        if not mirrored or found.flip_mean is not None:
-            return found, True
+        if (rows := shorter_rows(found, count)) is not None:
+            # Training would index past its end (or, cut short, never see the last images): rebuilt, as damaged.
+            log.warning(
+                "latent cache %s is damaged (%s, for %d images): encoding the data again", path, rows, count
+            )
+            found = None
+    if found is not None and (not mirrored or found.flip_mean is not None):
+        return found, True
     check_cache_folder(path.parent, "latent_cache_dir")  # before minutes of encoding, not after
     if found is not None:
         log.info(
