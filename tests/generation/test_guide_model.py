@@ -4,6 +4,7 @@ the model before anything is written, and guidance= then pulls away from the gui
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,17 @@ def weaker(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_a_guide_equal_to_the_model_changes_nothing_and_another_one_does(tiny_ckpt, weaker, tmp_path):
+def test_a_guide_equal_to_the_model_changes_nothing_and_another_one_does(tiny_ckpt, weaker, tmp_path, caplog):
     plain = sample_py(tiny_ckpt, tmp_path / "plain")
     # g + s(m − g) = m when the guide is the model itself: the unconditional model takes guidance= with a guide.
-    same = sample_py(tiny_ckpt, tmp_path / "same", f"guide={tiny_ckpt}", "guidance=3")
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        same = sample_py(tiny_ckpt, tmp_path / "same", f"guide={tiny_ckpt}", "guidance=3")
     np.testing.assert_array_equal(same, plain)
-    guided = sample_py(tiny_ckpt, tmp_path / "guided", f"guide={weaker}", "guidance=3")
+    assert "holds the same weights as" in caplog.text and "changes nothing" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        guided = sample_py(tiny_ckpt, tmp_path / "guided", f"guide={weaker}", "guidance=3")
+    assert "holds the same weights" not in caplog.text
     assert np.abs(guided.astype(int) - plain.astype(int)).mean() > 1
     settings = json.loads((tmp_path / "guided" / "settings.json").read_text())
     assert settings["guide"] == str(weaker) and settings["guidance"] == 3.0

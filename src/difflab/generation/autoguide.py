@@ -3,11 +3,14 @@ smaller network, or an earlier checkpoint of the same run), checked against the 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from .model import TrainedModel, model_kind
+
+log = logging.getLogger("difflab")
 
 
 def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_source: Any) -> None:
@@ -39,6 +42,25 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
             f"guide={guide_source} cannot guide {source}: it must model the same data the same way "
             f"({'; '.join(differences)})"
         )
+    if _same_weights(guide, model):
+        log.warning(
+            "guide=%s holds the same weights as %s: autoguidance then changes nothing (guidance pulls away from the "
+            "model's own prediction) and costs a second network call per step; give a weaker model of the same "
+            "data (an earlier checkpoint, a smaller network)",
+            guide_source,
+            source,
+        )
+
+
+def _same_weights(guide: TrainedModel, model: TrainedModel) -> bool:
+    """Whether both networks hold equal weights (False where either has none to compare)."""
+    nets = [getattr(m, "net", None) for m in (guide, model)]
+    if None in nets:
+        return False
+    ours, theirs = (net.state_dict() for net in nets)
+    if ours.keys() != theirs.keys():
+        return False
+    return all(a.shape == theirs[k].shape and torch.equal(a, theirs[k].to(a.device)) for k, a in ours.items())
 
 
 def _space(model: TrainedModel) -> str:
