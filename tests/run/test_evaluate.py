@@ -10,6 +10,7 @@ import shutil
 import warnings
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from wandb_files import history_rows
 
 from difflab.data import ImageDataModule
 from difflab.data.scoring import uint8_batches
+from difflab.evaluation.scoring import warn_if_too_few
 from difflab.io.read_generated import open_image_set
 from difflab.io.write_images import writing_samples
 from difflab.metrics.sample_size import small_sample_warning
@@ -312,6 +314,18 @@ def test_warning_names_the_sizes_and_what_gives_stable_numbers() -> None:
     mid = small_sample_warning(2_000, 5_000, "fd_effl0", 1280, prc=True)
     assert "fd_effl0" in mid and "features" not in mid and "precision" not in mid
     assert "precision" not in small_sample_warning(64, 90, "fid", 2048, prc=False)
+
+
+def test_the_warning_for_a_few_images_leaves_out_the_precision_recall_that_are_left_out(caplog) -> None:
+    evaluator = SimpleNamespace(keep_features=100, prc=True, fd_key="fd_effl0", feature_dim=1280)
+    evaluator.reference_split = "train"
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        warn_if_too_few(evaluator, 3, 90)
+    assert "n=3 samples" in caplog.text and "precision" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        warn_if_too_few(evaluator, 4, 90)
+    assert "precision/recall are inflated" in caplog.text
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from ..data.scoring import reference_statistics
 from ..generation import Conditions
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier
+from ..metrics.distances import PRC_NEIGHBORHOOD
 from ..metrics.sample_size import small_sample_warning
 from ..metrics.statistics import Stats
 from ..progress import Progress
@@ -59,7 +60,8 @@ def scored(
 def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
     """One warning when n samples or the reference set are too few for the metrics asked (sizes that give stable
     numbers included), before the work starts."""
-    prc = evaluator.keep_features > 0 and evaluator.prc
+    # Precision/recall of a few images are left out (metrics.distances), so they are not warned of either.
+    prc = evaluator.keep_features > 0 and evaluator.prc and min(n, reference) > PRC_NEIGHBORHOOD
     warning = small_sample_warning(n, reference, evaluator.fd_key, evaluator.feature_dim, prc)
     if warning and evaluator.reference_split == "val":
         warning += " (metrics.reference_split=train scores against the training split, usually larger)"

@@ -17,6 +17,9 @@ from difflab.metrics.statistics import Stats
 
 log = logging.getLogger("difflab")
 
+# Precision/recall's k: the radius of each image is its distance to its k-th nearest neighbour (torch-fidelity's).
+PRC_NEIGHBORHOOD = 3
+
 
 def _check_compatible(a: Stats, b: Stats) -> None:
     """Refuse to compare statistics from different extractors."""
@@ -91,7 +94,7 @@ def evaluate_features(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     prc: bool = True,
-    prc_neighborhood: int = 3,
+    prc_neighborhood: int = PRC_NEIGHBORHOOD,
     seed: int = 0,
 ) -> dict[str, float]:
     """{fid|fd_<extractor>, kid_mean, kid_std, precision, recall}; KID/PRC only when both kept features.
