@@ -267,6 +267,10 @@ def test_masks_white_is_generate_and_bad_masks_are_named(tmp_path):
     black = _png(tmp_path / "black.png", np.zeros((16, 16), np.uint8))
     with pytest.raises(ValueError, match=r"black.png has no pixels to generate \(no white pixels\)"):
         load_masks(black, pic)
+    # Both wrong: the size is named first, as fixing it is what the mask needs whatever its pixels.
+    big_black = _png(tmp_path / "big_black.png", np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError, match=r"big_black.png is 32×32 but the image"):
+        load_masks(big_black, pic)
     with pytest.raises(FileNotFoundError, match="mask not found: .*nope.png"):
         load_masks(tmp_path / "nope.png", pic)
     with pytest.raises(FileNotFoundError, match="image not found: .*nope.png"):
@@ -303,6 +307,9 @@ def test_a_mask_is_resized_and_cropped_like_its_non_square_picture(tmp_path):
     mask[6:10, 16:18] = 255  # centre: input columns 16-17 -> column 8 of 16 -> 4 after the crop; rows 3-4
     m = load_masks(_png(tmp_path / "mask.png", mask), pic)[0, 0]
     assert m.sum() == 2 and m[3:5, 4].all()
+    mask[6:10, 16:18] = 0  # white only in the border cropped away: the model would give the picture back
+    with pytest.raises(ValueError, match=r"no pixels to generate in the part of .*wide.png the model sees"):
+        load_masks(_png(tmp_path / "edge.png", mask), pic)
 
 
 # -- end to end through sample.py --------------------------------------------------------------------

@@ -129,10 +129,7 @@ def _examples(items: list[str], limit: int = 3) -> str:
 
 def _read_mask(path: Path) -> Tensor:
     """A (H, W) bool tensor, True where the mask is white (> 127 in grayscale): the pixels to generate."""
-    generate = torch.from_numpy(np.asarray(decode_image(path).convert("L")) > 127)
-    if not bool(generate.any()):
-        raise ValueError(f"mask {path} has no pixels to generate (no white pixels)")
-    return generate
+    return torch.from_numpy(np.asarray(decode_image(path).convert("L")) > 127)
 
 
 def _fit_mask(generate: Tensor, mask_path: Path, image_path: Path, image_size: tuple[int, int], hw) -> Tensor:
@@ -142,6 +139,8 @@ def _fit_mask(generate: Tensor, mask_path: Path, image_path: Path, image_size: t
         raise ValueError(
             f"mask {mask_path} is {_size(mask_size)} but the image {image_path} is {_size(image_size)}"
         )
+    if not bool(generate.any()):
+        raise ValueError(f"mask {mask_path} has no pixels to generate (no white pixels)")
     m = generate.float()[None]
     if tuple(m.shape[1:]) != tuple(hw):
         # Resized and cropped like its picture; any model pixel touched by white is generated (never keep a
@@ -149,6 +148,12 @@ def _fit_mask(generate: Tensor, mask_path: Path, image_path: Path, image_size: t
         (new_w, new_h), (left, top, right, bottom) = cover_and_crop(mask_size, hw)
         m = (F.interpolate(m[None], size=(new_h, new_w), mode="area")[0] > 0).float()
         m = m[:, top:bottom, left:right]
+        if not bool(m.any()):  # the picture's centre is all the model sees: the result would be the input
+            raise ValueError(
+                f"mask {mask_path} has no pixels to generate in the part of {image_path} the model sees: its "
+                f"white pixels are all in the border cropped away to make the {_size(mask_size)} picture "
+                f"{_size((hw[1], hw[0]))}"
+            )
     return m
 
 
