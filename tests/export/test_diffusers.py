@@ -595,6 +595,25 @@ def test_a_diffusers_folder_with_a_damaged_config_is_one_line_naming_the_file(
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("entry", ["difflab.load", "sample.py"])
+def test_a_damaged_unet_config_is_named_not_taken_for_another_kind_of_folder(exported, tmp_path, entry):
+    """Before: 'holds neither a UNet2DModel in unet/ nor …' (with model_index.json), or 'is not a difflab model
+    folder … nor a run folder' (without): the file that was damaged went unnamed."""
+    folder = tmp_path / "copy"
+    shutil.copytree(exported[0], folder)
+    config = folder / "unet" / "config.json"
+    config.write_text(config.read_text()[:40])
+    if entry == "sample.py":
+        (folder / "model_index.json").unlink()
+        line = one_error_line(run_cli("sample.py", f"ckpt={folder}", f"out={tmp_path / 'out'}"))
+    else:
+        with pytest.raises(ValueError) as error:
+            difflab.load(folder)
+        line = str(error.value)
+    assert f"{config} cannot be read as a diffusers config (" in line and "\n" not in line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("given_empty_out", [False, True])
 def test_an_export_that_fails_midway_leaves_no_half_folder(tiny_ckpt, tmp_path, monkeypatch, given_empty_out):
     """A full disk after the weights were written: before, out/ kept unet/ without model_index.json, a folder

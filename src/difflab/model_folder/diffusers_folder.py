@@ -98,11 +98,18 @@ def unet_folder(folder: str | Path, named: str | None = None) -> Path:
 
 
 def class_name(path: Path) -> str | None:
-    """The _class_name a diffusers config.json names (None: unreadable or none)."""
-    try:
-        return json.loads(path.read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError):
+    """The _class_name a diffusers config.json names (None where there is no such file, or it names none); a
+    file there that is not a JSON object is one line naming it (a truncated copy, a hand edit gone wrong), not
+    taken for a folder of another kind."""
+    if not path.is_file():
         return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read as a diffusers config ({error})") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} cannot be read as a diffusers config (it holds no JSON object)")
+    return config.get("_class_name")
 
 
 def read_unet_config(folder: str | Path, named: str | None = None) -> dict[str, Any]:
