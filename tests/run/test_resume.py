@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,22 @@ def test_a_run_folder_given_as_ckpt_path_names_both_ways_to_go_on(tmp_path):
         f"or start a new run from it with ckpt_path={earlier / 'checkpoints' / 'last.ckpt'}"
     )
     assert snapshot(earlier) == before and not run.exists()
+
+
+def test_the_way_to_go_on_that_a_line_names_can_be_pasted_for_a_folder_with_a_space_and_a_comma(
+    cli_run, tmp_path
+):
+    """Before, 'continue it with hydra.run.dir=/x/my runs,v2 ckpt_path=last' pasted into a shell gave Hydra two
+    words, and Hydra reads a comma as a sweep: the resume started elsewhere or was refused."""
+    earlier = tmp_path / "my runs,v2"
+    shutil.copytree(cli_run, earlier)
+    new = tmp_path / "new"
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f'ckpt_path="{earlier}"', f"hydra.run.dir={new}"))
+    pasted = line.split("continue it with ")[1].split(", or start")[0]
+    resumed = run_cli("train.py", *CLI_FAST, "trainer.max_steps=3", *shlex.split(pasted))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert torch.load(earlier / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert not new.exists()
 
 
 @pytest.mark.parametrize("lost", ["meta.pt", ".metadata"])

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ..cluster.jobs import is_requeued_job, is_secondary_rank, one_run_job, slurm_requeued
 from ..cluster.torchrun import share_run_folder
+from ..overrides import pasteable
 from ..runs.folder import (
     claim_run_folder,
     hold_run_folder,
@@ -92,7 +93,7 @@ def refuse_a_used_sweep_folder(config: DictConfig) -> None:
         )
         exit_with_error(
             f"sweep folder {sweep_dir} already holds runs ({names}); a sweep there would overwrite them: pick a new "
-            f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last hydra.run.dir={runs[0]}"
+            f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last {pasteable('hydra.run.dir', runs[0])}"
         )
 
 

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import IO
 
+from ..overrides import pasteable
 from ..runlogs import METRICS_FILE
 
 try:
@@ -54,7 +55,7 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
     if found and resume is not None:
         raise ValueError(
             f"run folder {run_dir} already holds another run ({', '.join(found)}); resume {resume} "
-            f"into its own folder (hydra.run.dir={resume.resolve().parent.parent}) or a new one"
+            f"into its own folder ({pasteable('hydra.run.dir', resume.resolve().parent.parent)}) or a new one"
         )
     if found and named and not has_checkpoints(run_dir):  # a run stopped before its first checkpoint
         raise ValueError(

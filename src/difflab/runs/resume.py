@@ -21,6 +21,7 @@ from ..io.stored_checkpoint import not_a_checkpoint
 from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline
 from ..model_folder.safetensors_folder import FOLDER_CONFIG
 from ..model_folder.state_fit import state_mismatch
+from ..overrides import pasteable
 from ..training.atomic_checkpoint_io import remove_unfinished_writes
 
 log = logging.getLogger("difflab")
@@ -90,8 +91,8 @@ def what_the_folder_is(folder: Path) -> str:
     missing a file."""
     if is_checkpoint(folder / LAST):
         return (
-            f"ckpt_path={folder} is a run folder: continue it with hydra.run.dir={folder} ckpt_path=last, "
-            f"or start a new run from it with ckpt_path={folder / LAST}"
+            f"ckpt_path={folder} is a run folder: continue it with {pasteable('hydra.run.dir', folder)} ckpt_path=last, "
+            f"or start a new run from it with {pasteable('ckpt_path', folder / LAST)}"
         )
     if is_checkpoint(folder / LAST.name) or any(folder.glob("step_*.ckpt")):  # <run>/checkpoints itself
         newest = (
@@ -100,8 +101,8 @@ def what_the_folder_is(folder: Path) -> str:
             else sorted(folder.glob("step_*.ckpt"))[-1]
         )
         return (
-            f"ckpt_path={folder} is a folder of checkpoints: give one of them (ckpt_path={newest}), or continue "
-            f"its run with hydra.run.dir={folder.parent} ckpt_path=last"
+            f"ckpt_path={folder} is a folder of checkpoints: give one of them ({pasteable('ckpt_path', newest)}), or "
+            f"continue its run with {pasteable('hydra.run.dir', folder.parent)} ckpt_path=last"
         )
     if (folder / FOLDER_CONFIG).is_file() or is_diffusers_pipeline(folder):
         return (

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..overrides import pasteable
+
 
 def resume_advice(checkpoint: Path) -> str:
     """`resume with ckpt_path=last hydra.run.dir=<run>` for a run's checkpoints/last.ckpt (its file for another
     checkpoint of the run); a checkpoint outside a run's checkpoints/ folder is named alone."""
     if checkpoint.parent.name != "checkpoints":
-        return f"resume with ckpt_path={checkpoint}"
+        return f"resume with {pasteable('ckpt_path', checkpoint)}"
     which = "last" if checkpoint.name == "last.ckpt" else str(checkpoint)
-    return f"resume with ckpt_path={which} hydra.run.dir={checkpoint.parent.parent}"
+    return (
+        f"resume with {pasteable('ckpt_path', which)} {pasteable('hydra.run.dir', checkpoint.parent.parent)}"
+    )
