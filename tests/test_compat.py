@@ -8,6 +8,7 @@ import contextlib
 import inspect
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -168,6 +169,33 @@ def test_lightning_launcher_procs_are_the_children_its_observer_watches_and_comp
         for process in (main, failing, waiting):
             process.kill()
     assert compat.end_launched_processes(SimpleNamespace(strategy=SimpleNamespace(launcher=None))) == {}
+
+
+def test_ending_launched_processes_waits_for_the_first_to_end_by_itself_and_names_a_success_too():
+    """A rank that closed its connections is ending; on a loaded machine that takes seconds. Rank 0 waits for it
+    (not for the one stuck in a collective), and a rank that finished the run (exit 0) is named as ended too."""
+    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    launcher = subprocess_script._SubprocessScriptLauncher(LightningEnvironment(), 3, 1)
+    finishing = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(1.5)"]
+    )  # rank 1: exit 0, late
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # rank 2
+    launcher.procs.extend([finishing, stuck])
+    try:
+        start = time.monotonic()
+        ended = compat.end_launched_processes(
+            SimpleNamespace(strategy=SimpleNamespace(launcher=launcher)), 30.0
+        )
+        waited = time.monotonic() - start
+        assert ended == {1: 0} and stuck.poll() is not None
+        assert waited < 15, (
+            f"waited {waited:.1f} s for the stuck process instead of stopping at the first to end"
+        )
+    finally:
+        for process in (finishing, stuck):
+            process.kill()
 
 
 # --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ Lightning, W&B and torch are imported for type hints or inside the helpers only:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -68,9 +67,10 @@ def skip_sigterm_broadcast(trainer: L.Trainer) -> Callable[[], None] | None:
 
 
 def end_launched_processes(trainer: L.Trainer, grace_s: float = 1.0) -> dict[int, int]:
-    """End the DDP processes Lightning started beside this one (rank 0's children): give them `grace_s` seconds to
-    end by themselves (one that failed first is ending), then kill the others and wait for them. Returns {local
-    rank: exit code} of those that ended with an error by themselves ({} where Lightning started none: one
+    """End the DDP processes Lightning started beside this one (rank 0's children): give them up to `grace_s`
+    seconds, until one of them has ended by itself (one that failed first is ending; the others wait in a
+    collective), then kill the others and wait for them. Returns {local
+    rank: exit code} of those that ended by themselves, 0 included ({} where Lightning started none: one
     process, torchrun, srun).
 
     Touch: `strategy.launcher.procs`, the Popen list of Lightning's _SubprocessScriptLauncher, which its
@@ -80,7 +80,6 @@ def end_launched_processes(trainer: L.Trainer, grace_s: float = 1.0) -> dict[int
     it in their next collective (NCCL: for its timeout, 30 minutes, with their GPUs held).
     Public replacement: none (Lightning's own `launcher.kill(signal)` leaves the observer to kill rank 0).
     """
-    import subprocess
     import time
 
     children = getattr(trainer.strategy.launcher, "procs", None)
@@ -89,15 +88,16 @@ def end_launched_processes(trainer: L.Trainer, grace_s: float = 1.0) -> dict[int
     watched = list(children)
     children.clear()
     deadline = time.monotonic() + grace_s
-    for child in watched:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=max(0.0, deadline - time.monotonic()))
-    failed = {rank: child.returncode for rank, child in enumerate(watched, start=1) if child.returncode}
+    while all(child.poll() is None for child in watched) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ended = {
+        rank: child.returncode for rank, child in enumerate(watched, start=1) if child.returncode is not None
+    }
     for child in watched:
         if child.poll() is None:
             child.kill()
             child.wait()
-    return failed
+    return ended
 
 
 # --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------

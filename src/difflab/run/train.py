@@ -41,7 +41,7 @@ from ..training.console import (
     quiet_library_noise,
 )
 from ..training.metrics_file import MetricsFile
-from ..training.other_processes import other_process_failed
+from ..training.other_processes import LOST_PEER_GRACE_S, failed_elsewhere, lost_a_peer
 from ..training.out_of_memory import out_of_memory
 from ..training.preemption import requeue_signal
 from ..training.requeue import requeue
@@ -214,15 +214,17 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
                 stop = Preempted(error.signum, trainer.global_step, output_dir / LAST, None)
                 requeue(stop, trainer.is_global_zero, trainer.loggers)
             # The ranks Lightning started would wait for this one in a collective; one that failed first is named.
-            ended = end_launched_processes(trainer) if trainer.is_global_zero else {}
+            grace_s = LOST_PEER_GRACE_S if lost_a_peer(error) else 1.0
+            ended = end_launched_processes(trainer, grace_s) if trainer.is_global_zero else {}
             if is_out_of_space(error):
                 raise out_of_space(error, output_dir) from error
             if is_out_of_memory(error):
                 raise out_of_memory(error, trainer.strategy.root_device, cfg.data.batch_size) from error
             if (died := worker_death(error)) is not None:
                 raise died from error
-            if ended and isinstance(error, Exception) and not isinstance(error, USER_ERRORS):
-                raise other_process_failed(ended) from error
+            elsewhere = failed_elsewhere(error, ended)
+            if elsewhere is not None and isinstance(error, Exception) and not isinstance(error, USER_ERRORS):
+                raise elsewhere from error
             raise
 
     if trainer.is_global_zero:
