@@ -174,13 +174,15 @@ def run_cli(
 
 
 def every_error(result: subprocess.CompletedProcess, tail: int = 3000) -> str:
-    """What a failed multi-process run printed, for an assertion message: the last line of each traceback in its
-    stderr (every rank's, in the order printed: the first is usually the cause), then the end of stderr. The end
+    """What a failed multi-process run printed, for an assertion message: the last line of each traceback and each
+    crash in its stderr (every rank's, in the order printed: the first is usually the cause), then its end. The end
     alone holds only the last rank's error, often a collective that failed because another rank had died."""
     lines = result.stderr.splitlines()
     errors = []
     for i, line in enumerate(lines):
-        if line.startswith("Traceback"):
+        if line.startswith(("Fatal Python error", "terminate called")):  # a crash: faulthandler's, C++'s
+            errors.append(line)
+        elif line.startswith("Traceback"):
             ending = next(
                 (later for later in lines[i + 1 :] if later and not later.startswith((" ", "Traceback"))), ""
             )
