@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -241,6 +242,34 @@ def test_inception_loads_local_weights_file(tmp_path: Path) -> None:
     feats = ext(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8))
     assert feats.shape == (2, 2048) and feats.dtype == torch.float64
     assert evaluate_features(*[Stats(np.zeros(2), np.eye(2), 2, ext.name)] * 2) == {"fid": pytest.approx(0.0)}
+
+
+class _WritesAFile:
+    """Unpickled, it would run code: it creates the file named (what a malicious weights file could do)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("content", ["code", "empty", "text"])
+def test_inception_weights_are_read_as_data_and_a_bad_file_is_one_line(tmp_path: Path, content) -> None:
+    """Before, torch-fidelity unpickled the file (weights_only=False): a file holding code ran it; an empty one
+    gave 'EOFError: Ran out of input', a text one 'invalid literal for int() with base 10'."""
+    weights, ran = tmp_path / "inception.pth", tmp_path / "code_ran"
+    if content == "code":
+        torch.save({"fc.weight": _WritesAFile(ran)}, weights)
+    else:
+        weights.write_text("" if content == "empty" else "garbage\n")
+    with pytest.raises(ValueError) as error:
+        get_extractor("inception", weights_path=weights)
+    message = str(error.value)
+    assert message.startswith(f"{weights} is not InceptionV3 weights difflab can read as plain tensors (")
+    assert "\n" not in message and "metrics.inception_weights=<path>" in message
+    assert not ran.exists()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # only while the weights are read
 
 
 def test_inception_score_rises_with_class_variety() -> None:

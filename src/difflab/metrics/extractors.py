@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -129,12 +133,14 @@ def _load_inception(weights_path: str | Path | None) -> nn.Module:
     )
     if weights_path is not None and not Path(weights_path).is_file():
         raise FileNotFoundError(f"InceptionV3 weights not found at {weights_path}: {hint}")
+    source = weights_path or Path(torch.hub.get_dir()) / "checkpoints" / Path(URL_INCEPTION_V3).name
     try:
-        return FeatureExtractorInceptionV3(
-            "inception-v3-compat",
-            ["2048", "logits_unbiased"],  # pool features for FID, logits for the Inception Score
-            feature_extractor_weights_path=None if weights_path is None else str(weights_path),
-        )
+        with weights_only_loads():
+            return FeatureExtractorInceptionV3(
+                "inception-v3-compat",
+                ["2048", "logits_unbiased"],  # pool features for FID, logits for the Inception Score
+                feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+            )
     except OSError as exc:  # URLError, socket and HTTP errors are all OSErrors
         if weights_path is not None:
             raise
@@ -142,6 +148,28 @@ def _load_inception(weights_path: str | Path | None) -> nn.Module:
         raise FileNotFoundError(
             f"InceptionV3 weights for FID could not be downloaded ({exc}); {hint}"
         ) from exc
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{source} is not InceptionV3 weights difflab can read as plain tensors ({first}): {hint}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Every torch.load reads plain tensors only while this lasts (torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD), whatever
+    its caller asks: torch-fidelity loads the InceptionV3 weights (a given file, or its download in the hub cache)
+    with weights_only=False, which would run any code the file holds, where difflab reads every file as data."""
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def canonical_name(name: str) -> str:
