@@ -103,6 +103,24 @@ def test_every_logger_works(tmp_path, logger):
         assert images[0]["samples/captions"] == ["step 2 · DDIMSampler · NFE 2 · EMA weights"]
 
 
+def test_log_model_uploads_the_last_checkpoint_written_between_periodic_ones(tmp_path):
+    """Checkpoints every 2 steps, 3 steps: last.ckpt of step 3 (written by difflab's Checkpoint at the last step)
+    reaches W&B as the model artifact too. Before, only step 2's files did: the run's final model was never
+    uploaded, and a run shorter than every_n_train_steps uploaded none."""
+    from conftest import FAST_TRAIN
+    from wandb_files import wandb_records
+
+    from difflab.tracking.wandb_logger import finish_wandb_run
+
+    overrides = [*FAST_TRAIN, "logger=wandb", "logger.wandb.log_model=true", "trainer.max_steps=3"]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    finish_wandb_run()
+    (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    artifacts = [r.artifact for r in wandb_records(wandb_run) if r.WhichOneof("record_type") == "artifact"]
+    uploaded = [json.loads(a.metadata)["original_filename"] for a in artifacts]
+    assert uploaded == ["step_0000002.ckpt", "last.ckpt", "last.ckpt"]  # last.ckpt at step 2, then at step 3
+
+
 def test_the_make_train_recipe_composes_and_trains(tmp_path):
     from conftest import FAST_TRAIN
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -37,6 +38,10 @@ class Checkpoint(ModelCheckpoint):
             )
             trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
             record_saved_step(self, trainer.global_step)
+            # As ModelCheckpoint tells them of its own saves: W&B's log_model uploads this last.ckpt too.
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(proxy(self))
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
