@@ -105,10 +105,12 @@ def test_cached_captions_never_load_the_encoder_again(tmp_path: Path, fake_encod
         embed_texts(texts, DEFAULT_ENCODER, "test-1", max_tokens=4, cache_dir=tmp_path)
 
 
-def test_a_damaged_cache_file_is_encoded_again(tmp_path: Path, fake_encoder):
+@pytest.mark.parametrize("damage", [b"not a zip", b""])
+def test_a_damaged_cache_file_is_encoded_again(tmp_path: Path, fake_encoder, damage):
+    """An empty file (a disk that filled as it was copied) too: before, 'EOFError: No data left in file'."""
     cache = TextEmbeddingCache(DEFAULT_ENCODER, VERSION, tmp_path)
     cache.get(["a seven"])
-    cache.path("a seven").write_bytes(b"not a zip")
+    cache.path("a seven").write_bytes(damage)
     tokens, _ = cache.get(["a seven"])["a seven"]
     assert tokens.shape == (4, DIM) and len(fake_encoder) == 2
 

@@ -16,8 +16,8 @@ from .atomic import atomic_file
 
 T = TypeVar("T")
 Arrays = Mapping[str, np.ndarray]
-# What reading a damaged, foreign or half-written (pre-atomic) file raises.
-UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)
+# What reading a damaged, foreign, empty or half-written (pre-atomic) file raises.
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def check_cache_folder(folder: Path, setting: str = "its cache folder setting") -> None:
