@@ -108,8 +108,9 @@ class SampleOptions:
 
     def _check_superres(self) -> None:
         _require(self.image, "mode=superres needs image=<low-resolution picture or folder of pictures>")
-        if self.labels is not None:
-            raise ValueError(f"labels={self.labels} given, but mode=superres conditions on image= only")
+        for key in ("labels", "prompt", "negative_prompt"):
+            if (value := getattr(self, key)) is not None:
+                raise ValueError(f"{key}={value} given, but mode=superres conditions on image= only")
         if not isinstance(self.consistency, bool):
             raise ValueError(f"superres.consistency={self.consistency!r} must be true or false")
         if float(self.guidance) != 1.0 and self.guide is None:

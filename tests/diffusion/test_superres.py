@@ -274,6 +274,12 @@ def test_evaluate_says_when_n_super_resolves_each_held_out_image_more_than_once(
         (["mode=superres"], "mode=superres needs image="),
         (["mode=superres", "image=IMG", "guidance=3"], "guidance=3 has no effect with mode=superres"),
         (["mode=superres", "image=IMG", "labels=[1]"], "mode=superres conditions on image= only"),
+        # Before, a prompt or a negative prompt was taken and ignored without a word.
+        (
+            ["mode=superres", "image=IMG", "prompt=a cat"],
+            r"^prompt=a cat given, but mode=superres conditions on",
+        ),
+        (["mode=superres", "image=IMG", "negative_prompt=x"], r"^negative_prompt=x given, but mode=superres"),
         ([], "is a super-resolution model: use mode=superres image="),
         (["mode=superres", "image=IMG", "superres.consistency=maybe"], "consistency='maybe' must be true or"),
     ],
