@@ -5,6 +5,7 @@ gets a conditioning accuracy."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import FAST_TRAIN, compose_config
@@ -12,7 +13,9 @@ from conftest import FAST_TRAIN, compose_config
 from difflab.data.captions import DIGIT_WORDS
 from difflab.data.sources import open_splits
 from difflab.evaluation.conditioning import conditioning_classifier
-from difflab.generation import Conditions
+from difflab.evaluation.samples import labels_entry, scored_conditions
+from difflab.generation import Conditions, SampleOptions
+from difflab.generation.conditions import class_conditions
 from difflab.run.evaluate import evaluate
 from difflab.run.train import train
 
@@ -74,3 +77,56 @@ def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.
     with caplog.at_level("INFO", logger="difflab"):
         assert conditioning_classifier(None, None, Conditions(None, prompts=["a square"]), "cpu") is None
     assert "no conditioning accuracy: the prompts name no classes" in caplog.text
+
+
+def options(**given) -> SampleOptions:
+    fixed = {
+        "mode": "sample",
+        "n": 20,
+        "seed": 0,
+        "batch_size": None,
+        "precision": "fp32",
+        "cpu_threads": None,
+    }
+    return SampleOptions(**{**fixed, "guidance": 1.0, **given})
+
+
+@pytest.mark.parametrize(
+    ("condition", "given", "message"),
+    [
+        (
+            "text",
+            {"labels": 3},
+            r"^labels=3 given, but ckpt holds a text-to-image model, scored on the data's own",
+        ),
+        (
+            "text",
+            {"negative_prompt": "a 1", "guidance": 3.0},
+            r"^negative_prompt=a 1 given, but ckpt holds a text",
+        ),
+        (
+            "superres",
+            {"labels": 3},
+            r"^labels=3 given, but ckpt holds a super-resolution model, scored on the held",
+        ),
+        ("superres", {"prompt": "a cat"}, r"^prompt=a cat given, but ckpt holds a super-resolution model"),
+        (
+            "superres",
+            {"guidance": 2.0},
+            r"^guidance=2.0 has no effect on a super-resolution model: the low-res",
+        ),
+    ],
+)
+def test_settings_the_datas_own_conditions_leave_unused_are_refused(condition, given, message) -> None:
+    """Before, evaluate.py scored these with the data's conditions alone and wrote a report recording guidance=2
+    on a super-resolution model, or scores identical to the digit to a run without negative_prompt=."""
+    model = SimpleNamespace(condition=condition, num_classes=None)
+    with pytest.raises(ValueError, match=message):
+        scored_conditions(model, options(**given), "ckpt", data=None)
+
+
+def test_the_report_names_the_labels_given_not_a_balanced_spread() -> None:
+    assert (
+        labels_entry(class_conditions([3], 20), 20) == "labels=[3]: sample i is of class labels[i * 1 // 20]"
+    )
+    assert labels_entry(class_conditions(range(10), 20), 20) == "balanced: sample i is of class i * 10 // 20"

@@ -27,6 +27,7 @@ from ..generation import (
 )
 from ..generation.autoguide import check_guide
 from ..generation.finite import check_finite
+from ..generation.model import model_kind
 from ..generation.resume import ResumePlan
 from ..generation.shares import SharedGeneration
 from ..io.read_generated import open_image_set
@@ -139,12 +140,21 @@ def generated_batches(
     if conditions.prompts is not None:
         settings["prompts"] = conditions.prompts
     if conditions.labels is not None:
-        # A text model's samples are balanced over its prompts, each naming a class; a label model's over classes.
-        what, count = (
-            ("prompt", len(conditions.prompts)) if conditions.prompts else ("class", loaded.num_classes)
-        )
-        settings["labels"] = f"balanced: sample i is of {what} i * {count} // {n}"
+        settings["labels"] = labels_entry(conditions, n)
     return batches(), settings
+
+
+def labels_entry(conditions: Conditions, n: int) -> str:
+    """The report's words for the class of each sample: balanced over the prompts (a text model's, each naming a
+    class), over every class, or spread over the labels= given."""
+    spread = conditions.labels
+    assert spread is not None
+    count = len(spread.classes)
+    if conditions.prompts:
+        return f"balanced: sample i is of prompt i * {count} // {n}"
+    if spread.classes == list(range(count)):
+        return f"balanced: sample i is of class i * {count} // {n}"
+    return f"labels={spread.classes}: sample i is of class labels[i * {count} // {n}]"
 
 
 def held_out_inputs(inputs: int, n: int) -> str:
@@ -174,7 +184,8 @@ def scored_conditions(
     if loaded is None:
         return Conditions()
     n = int(options.n)
-    if loaded.condition in ("text", "superres") and options.prompt is None:
+    if loaded.condition == "superres" or (loaded.condition == "text" and options.prompt is None):
+        refuse_what_the_data_conditions_ignore(loaded, options, ckpt)
         if data.condition != loaded.condition:
             raise ValueError(
                 f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
@@ -190,6 +201,33 @@ def scored_conditions(
         options.guidance,
         guided_by_model=guided_by_model,
     )
+
+
+def refuse_what_the_data_conditions_ignore(
+    loaded: LoadedModel, options: SampleOptions, ckpt: str | None
+) -> None:
+    """A text model without prompt= and a super-resolution model are scored on the data's own conditions (a prompt
+    per class; the held-out images' low-res versions): a setting those leave unused is one line, as sample.py
+    refuses it, not a report that records it as if it had been applied."""
+    superres = loaded.condition == "superres"
+    what = (
+        "the held-out images' low-res versions"
+        if superres
+        else "the data's own prompts (give prompt= to choose)"
+    )
+    given = {"labels": options.labels, "negative_prompt": options.negative_prompt}
+    if superres:
+        given["prompt"] = options.prompt
+    for key, value in given.items():
+        if value is not None:
+            raise ValueError(
+                f"{key}={value} given, but {ckpt} holds {model_kind(loaded)}, scored on {what}: drop {key}="
+            )
+    if superres and float(options.guidance) != 1.0 and options.guide is None:
+        raise ValueError(
+            f"guidance={options.guidance} has no effect on {model_kind(loaded)}: the low-res image is never dropped, "
+            "so there is no unconditional branch; drop guidance= (or guide with a weaker model: guide=)"
+        )
 
 
 def image_set(
