@@ -76,3 +76,44 @@ def test_a_malformed_api_key_is_one_clear_error_and_the_run_leaves_nothing(tmp_p
     line = one_error_line(result)
     assert line.startswith("error: W&B login: WANDB_API_KEY invalid: API key must have 40+ characters"), line
     assert not run.exists()
+
+
+def test_an_id_w_and_b_would_refuse_is_one_line_and_the_run_leaves_nothing(tmp_path: Path) -> None:
+    """Before: wandb's 'UsageError: Run ID cannot contain the characters' in a traceback, and a run folder left
+    holding .hydra/, train.log and a wandb_run_id file with the bad id."""
+    run = tmp_path / "run"
+    line = one_error_line(
+        run_cli("train.py", *FAST_TRAIN, "logger=wandb", "logger.wandb.id=a/b", f"hydra.run.dir={run}")
+    )
+    assert line == "error: logger.wandb.id=a/b is not a W&B run id: give 1 to 128 of A-Z a-z 0-9 _ -"
+    assert not run.exists()
+
+
+def test_a_sweep_with_one_id_for_every_job_is_one_line_before_any_job(tmp_path: Path) -> None:
+    """Before, both jobs logged into run 'shared', merging two experiments' curves and configs without a word."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST_TRAIN, "optim.lr=1e-3,2e-3", "logger=wandb", "logger.wandb.id=shared"]
+    line = one_error_line(run_cli("train.py", *args, f"hydra.sweep.dir={sweep}"))
+    assert line.startswith(
+        "error: logger.wandb.id=shared in a sweep would log every job into that one W&B run"
+    )
+    assert not sweep.exists() or not any(sweep.iterdir())
+
+
+def test_the_readmes_logger_wandb_id_sets_the_run_id(tmp_path: Path) -> None:
+    """README 'Resuming': `logger.wandb.id=<id>` sets it; before, it was refused as no key of the config."""
+    from conftest import compose_config
+
+    from difflab.run.train import train
+    from difflab.tracking.run_ids import ID_FILE
+    from difflab.tracking.wandb_logger import finish_wandb_run
+
+    run = tmp_path / "run"
+    train(
+        compose_config(
+            "train", [*FAST_TRAIN, "logger=wandb", "logger.wandb.id=my-run_1", "trainer.max_steps=1"], run
+        )
+    )
+    finish_wandb_run()
+    assert (run / ID_FILE).read_text().strip() == "my-run_1"
+    assert [p.name for p in (run / "wandb").glob("offline-run-*")][0].endswith("-my-run_1")

@@ -97,6 +97,23 @@ def refuse_a_used_sweep_folder(config: DictConfig) -> None:
         )
 
 
+def refuse_one_wandb_run_for_a_sweep(config: DictConfig) -> None:
+    """logger.wandb.id set for a whole sweep: every job would log into that one W&B run, merging their curves and
+    configs (an interpolation of the job, ${hydra:job.num}, gives each its own and is let through)."""
+    wandb_cfg = OmegaConf.select(config, "logger.wandb")
+    if (
+        not OmegaConf.is_dict(wandb_cfg)
+        or "id" not in wandb_cfg
+        or OmegaConf.is_interpolation(wandb_cfg, "id")
+    ):
+        return
+    if wandb_cfg.id:
+        exit_with_error(
+            f"logger.wandb.id={wandb_cfg.id} in a sweep would log every job into that one W&B run, merging their "
+            "curves and configs: drop it (each job gets its own run, kept when it is resumed)"
+        )
+
+
 def refuse_a_search_the_formulation_ignores(config: DictConfig) -> None:
     """An Optuna search over the noise schedule (hparams_search=ddpm_optuna) for an EDM or flow model: every trial
     was refused in turn (those formulations build their own noise levels), then optuna ended in a traceback."""
@@ -131,6 +148,7 @@ class Preflight(Callback):
         if not is_secondary_rank():  # torchrun's other ranks run the same sweep into the folders rank 0 makes
             refuse_a_used_sweep_folder(config)
         refuse_a_search_the_formulation_ignores(config)
+        refuse_one_wandb_run_for_a_sweep(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_rank():

@@ -41,8 +41,13 @@ def new_run_id() -> str:
 
 
 def choose_run_id(configured: Any, run_dir: Path, stored_config: dict[str, Any] | None) -> str:
-    """The id set in the config, else the run folder's, else the resumed checkpoint's, else a new one."""
+    """The id set in the config (one line refusing an id W&B would refuse in a traceback), else the run folder's,
+    else the resumed checkpoint's, else a new one."""
     if configured:
+        if not PLAUSIBLE_ID.fullmatch(str(configured)):
+            raise ValueError(
+                f"logger.wandb.id={configured} is not a W&B run id: give 1 to 128 of A-Z a-z 0-9 _ -"
+            )
         return str(configured)
     from_folder = read_run_id(run_dir)
     if from_folder:
