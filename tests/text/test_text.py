@@ -168,6 +168,23 @@ def test_a_stray_txt_in_a_class_tree_does_not_turn_template_captions_off(tmp_pat
     assert resolve_caption_kind(None, "folder", tmp_path) == "files"
 
 
+def test_template_captions_leave_out_a_class_folder_holding_no_image(tmp_path: Path, fake_encoder):
+    """Before: 'folder: 3 class names for 2 classes' (the dataset left empty/ out, the captions did not), where
+    data.condition=labels trains on the same tree with 2 classes."""
+    for name, value in (("cat", 0), ("dog", 255)):
+        for i in range(4):
+            picture(tmp_path / "tree" / name / f"{i}.png", value)
+    (tmp_path / "tree" / "empty").mkdir()
+    dm = ImageDataModule(
+        "folder", root=str(tmp_path / "tree"), condition="text", captions="templates", image_size=8, channels=1,
+        val_fraction=0.25, num_workers=0, text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="with no image are not classes: empty"):
+        dm.setup("fit")
+    grid = grid_conditions(dm.generation_task(4), 4)
+    assert [p.split()[-1] for p in grid.prompts] == ["cat", "dog"]
+
+
 def test_template_captions_name_each_class():
     digits = template_captions("digits", [str(i) for i in range(10)])
     assert "a handwritten digit 7" in digits  # names given; the digit itself comes from the index

@@ -50,13 +50,14 @@ CLASS_NAMES = {
 DIGIT_SOURCES = ("digits", "mnist")
 
 
-def class_names(dataset: str, root: Path | None) -> list[str]:
-    """The readable name of each class index of a labelled source (a folder: its class subfolders, sorted)."""
+def class_names(dataset: str, root: Path | None, class_folders: list[str] | None = None) -> list[str]:
+    """The readable name of each class index of a labelled source (a folder: its class subfolders holding images,
+    `class_folders` as the dataset kept them, else as found on disk, sorted)."""
     if dataset in DIGIT_SOURCES:
         return list(DIGIT_WORDS)
     # CIFAR-10's JPEG release is a folder tree (train/<class>/); its pickled one names no classes on disk.
     tree = dataset == "folder" or (dataset == "cifar10" and root is not None and (root / "train").is_dir())
-    classes = find_classes(split_dirs(root)[0]) if tree and root is not None else None
+    classes = class_folders or (find_classes(split_dirs(root)[0]) if tree and root is not None else None)
     if classes:
         return [name.replace("_", " ").strip().lower() for name in classes]
     if dataset in CLASS_NAMES:
@@ -196,7 +197,7 @@ def caption_conditions(
                 f"data.captions=templates needs labelled images, but {dataset} at {root} has no classes; "
                 "caption the images instead (a metadata.jsonl, or a .txt beside each) with data.captions=files"
             )
-        names = class_names(dataset, root)
+        names = class_names(dataset, root, splits.class_folders)
         if len(names) != splits.num_classes:
             raise DataError(f"{dataset}: {len(names)} class names for {splits.num_classes} classes")
         count = len(templates_for(dataset))

@@ -34,6 +34,8 @@ class RawSplits:
     val: Dataset
     num_classes: int | None
     in_memory: bool = False
+    # A folder tree's class folders holding images, in label order (None: a source that names none on disk).
+    class_folders: list[str] | None = None
 
 
 def check_dataset_name(dataset: str) -> None:
@@ -138,12 +140,15 @@ def open_folder(root: Path, val_fraction: float, split_seed: int) -> RawSplits:
     warn_skipped(skipped)  # one warning for the whole tree, however many folders were scanned
     num_classes = None if classes is None else len(classes)
     if val_dir is not None:
-        return RawSplits(ImageFileDataset(train_samples), ImageFileDataset(val_samples), num_classes)
+        return RawSplits(
+            ImageFileDataset(train_samples), ImageFileDataset(val_samples), num_classes, class_folders=classes
+        )
     train_idx, val_idx = holdout_split(len(train_samples), val_fraction, split_seed, source=str(root))
     return RawSplits(
         ImageFileDataset([train_samples[i] for i in train_idx]),
         ImageFileDataset([train_samples[i] for i in val_idx]),
         num_classes,
+        class_folders=classes,
     )
 
 
