@@ -306,6 +306,14 @@ def test_a_conditioning_setting_for_the_runs_own_conditioning_is_taken():
 
     check_condition_keys(typed("data.condition=superres", "data.sr_factor=2", "data.sr_noise=0.1"))
     check_condition_keys(typed("experiment=digits_text_cpu", "data.max_tokens=8", "cond_drop_prob=0.2"))
+    # The README's one switch: model.num_classes alone makes the run class-conditional (before, refused as
+    # 'this run has data.condition=null', where the same command without cond_drop_prob trained on labels).
+    check_condition_keys(typed("model.num_classes=10", "cond_drop_prob=0.2"))
+    with pytest.raises(
+        ValueError,
+        match="data.sr_factor applies to data.condition=superres only, and this run has data.condition=labels",
+    ):
+        check_condition_keys(typed("model.num_classes=10", "data.sr_factor=2"))
     with pytest.raises(ValueError, match="data.max_tokens applies to data.condition=text only"):
         check_condition_keys(typed("experiment=digits_cond_cpu", "data.max_tokens=8"))
 

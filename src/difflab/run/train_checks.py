@@ -126,6 +126,8 @@ def check_condition_keys(cfg: DictConfig) -> None:
     """Refuse a conditioning setting typed for a run that does not condition that way (`data.sr_factor=2` on an
     unconditional run). Only what the command line set: the config's defaults hold every key."""
     condition = OmegaConf.select(cfg, "data.condition")
+    if condition is None and OmegaConf.select(cfg, "model.num_classes"):
+        condition = "labels"  # model.num_classes alone makes the run class-conditional (data.conditioning)
     shown = "null" if condition is None else condition
     typed = typed_keys_under(cfg, "data") | typed_keys_under(cfg, "cond_drop_prob")
     for key, conditions in CONDITION_KEYS.items():
