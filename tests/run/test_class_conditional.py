@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import (
     FAST_TRAIN,
     compose_config,
@@ -20,7 +22,7 @@ from conftest import (
 from omegaconf import OmegaConf
 from PIL import Image
 
-from difflab.checkpoint import load_model
+from difflab.checkpoint import CONFIG_KEY, load_model
 from difflab.generation.requested import requested_labels
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
@@ -164,6 +166,28 @@ def test_labels_that_are_no_class_number_are_one_line(labels):
 def test_labels_given_as_one_class_or_a_list():
     assert requested_labels("labels", 10, 3, 1.0, 4, "ckpt") == ([3, 3, 3, 3], [3])
     assert requested_labels("labels", 10, OmegaConf.create([7, 2]), 1.0, 4, "ckpt") == ([7, 7, 2, 2], [7, 2])
+
+
+def test_guidance_on_a_model_trained_without_label_dropout_is_warned_of(cond_run, tmp_path, caplog):
+    """Before, taken without a word: its "no label" embedding never trained, guidance pulls towards noise."""
+    checkpoint = torch.load(cond_run["ckpt"], weights_only=True)
+    checkpoint[CONFIG_KEY]["cond_drop_prob"] = 0.0
+    never = tmp_path / "never_dropped.ckpt"
+    torch.save(checkpoint, never)
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        sample_to(tmp_path / "guided", never, "labels=3", "guidance=3", "n=2")
+    assert "trained with cond_drop_prob=0: its unconditional prediction" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        sample_to(tmp_path / "plain", never, "labels=3", "n=2")  # guidance 1: the label's prediction alone
+        sample_to(tmp_path / "dropped", cond_run["ckpt"], "labels=3", "guidance=3", "n=2")
+    assert "cond_drop_prob=0" not in caplog.text
+    # The training grid's guidance too, once, before the first step.
+    overrides = [*FAST_TRAIN, "model.num_classes=10", "cond_drop_prob=0", "trainer.max_steps=1"]
+    overrides += ["callbacks.sample_grid.guidance=2", "callbacks.sample_grid.num_samples=4"]
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        train(compose_config("train", overrides, tmp_path / "run"))
+    assert caplog.text.count("guidance=2.0 on the SampleGrid of this run, trained with cond_drop_prob=0") == 1
 
 
 def test_evaluate_starts_on_a_huge_n_of_a_class_conditional_checkpoint(cond_run, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -18,6 +19,7 @@ from ..diffusion.precision import check_precision
 from ..generation import Generation, GenerationRequest, Task, grid_conditions
 from ..generation.autoguide import check_guide
 from ..generation.methods import Sampling
+from ..generation.requested import warn_if_never_unconditional
 from ..training.ema import ema_network
 from .sharding import rank_indices
 
@@ -50,6 +52,14 @@ class GeneratingCallback(L.Callback):
         self.guidance = float(guidance)
         check_precision(precision)
         self.precision = precision
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Classifier-free guidance of a model that never saw its condition dropped: said once, before training.
+        if self.guide is None and trainer.is_global_zero:
+            condition = getattr(trainer.datamodule, "condition", None)
+            config = {"cond_drop_prob": getattr(pl_module, "cond_drop_prob", None)}
+            never = SimpleNamespace(condition=condition, config=config)
+            warn_if_never_unconditional(never, self.guidance, f"the {type(self).__name__} of this run")
 
     @contextlib.contextmanager
     def my_share(self, trainer: L.Trainer, pl_module: L.LightningModule, task: Task) -> Iterator[Generation]:

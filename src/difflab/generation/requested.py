@@ -97,6 +97,8 @@ def requested_conditions(
         raise ValueError(
             f"{source} is a super-resolution model: use mode=superres image=<low-res picture or folder>"
         )
+    if not guided_by_model and negative_prompt is None:
+        warn_if_never_unconditional(model, guidance, source)
     if model.condition == "text":
         return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)
     for key, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
@@ -106,6 +108,25 @@ def requested_conditions(
     label_guidance = 1.0 if guided_by_model else guidance
     _, wanted = requested_labels(model.condition, model.num_classes, labels, label_guidance, n, source)
     return Conditions() if wanted is None else class_conditions(wanted, n)
+
+
+def warn_if_never_unconditional(model: TrainedModel, guidance: float, source: Any) -> None:
+    """Classifier-free guidance extrapolates away from the model's unconditional prediction, which only training
+    with cond_drop_prob > 0 teaches: at 0 the "no condition" input is never seen, and guidance pulls towards what
+    its untrained embedding gives."""
+    drop = (model.config or {}).get("cond_drop_prob")
+    if (
+        model.condition in ("labels", "text")
+        and float(guidance) != 1.0
+        and drop is not None
+        and float(drop) == 0
+    ):
+        log.warning(
+            "guidance=%s on %s, trained with cond_drop_prob=0: its unconditional prediction, which guidance pulls "
+            "away from, was never trained; train with cond_drop_prob=0.1, or guide with a weaker model (guide=)",
+            guidance,
+            source,
+        )
 
 
 def prompt_conditions(
