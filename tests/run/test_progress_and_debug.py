@@ -290,3 +290,22 @@ def test_difflabs_own_warnings_show_their_message_not_its_source_line(tmp_path: 
     assert "warning: UnreadableImagesWarning: skipped 1 unreadable image file(s): " in shown
     assert "warn_skipped(" not in shown and "sources.py:" not in shown
     assert "[WARNING] - warning: UnreadableImagesWarning: skipped 1" in (run / "train.log").read_text()
+
+
+@pytest.mark.slow  # Lite0 features of the digits' reference split and of the samples: about 15 s
+def test_the_fid_evaluation_at_the_end_of_training_reports_its_progress(tmp_path: Path) -> None:
+    """It runs after training's bar has closed (callbacks=[default,fid] puts it last). Before, it said nothing:
+    with the default 1,000 samples, minutes of silence between 'Trainer.fit stopped' and the scores."""
+    fast = [o for o in FAST_TRAIN if not o.startswith("trainer.enable_progress_bar")]
+    fid = ["callbacks=[default,fid]", "callbacks.fid.every_n_steps=0", "callbacks.fid.at_train_end=true"]
+    fid += ["callbacks.fid.num_samples=6", "callbacks.fid.best_checkpoint=null", "metrics.prc=false"]
+    fid += [
+        "metrics.num_reference=40",
+        "metrics.kid_subset_size=5",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+    ]
+    result = run_cli(
+        "train.py", *fast, *fid, "trainer.max_steps=2", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^scoring 6 samples: 2/2 steps · ", result.stdout, re.MULTILINE), result.stdout[-3000:]

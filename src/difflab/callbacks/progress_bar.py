@@ -89,12 +89,16 @@ def busy(trainer: L.Trainer, what: str, total: int, unit: str = "steps") -> Iter
     to call per unit of work. On a terminal the training bar's description counts it; in a log file it gets
     plain lines of its own (rate, ETA). Silent on other ranks and without a StepProgressBar."""
     bar = getattr(trainer, "progress_bar_callback", None)
-    progress = bar._progress if isinstance(bar, StepProgressBar) else None
-    if not trainer.is_global_zero or progress is None:
+    if not trainer.is_global_zero or not isinstance(bar, StepProgressBar) or not bar.is_enabled:
         yield lambda: None
         return
-    if not progress.live:
-        with Progress(what, total, unit, every_n_seconds=10.0, live=False) as own:
+    progress = bar._progress
+    if progress is None or not progress.live:
+        # In a log file, or once training's bar has closed (the final grid and FID, minutes for a large one):
+        # lines of its own.
+        with Progress(
+            what, total, unit, every_n_seconds=10.0, live=None if progress is None else False
+        ) as own:
             yield own.advance
         return
     done = 0
