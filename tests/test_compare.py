@@ -123,6 +123,19 @@ def test_runs_are_labelled_by_what_differs_in_meaning_not_in_spelling(tmp_path: 
     assert run_labels([tmp_path / "a", tmp_path / "b"]) == ["seed=1", "seed=2"]
 
 
+def test_a_resumed_run_is_labelled_by_its_latest_launch(tmp_path: Path) -> None:
+    """Before, by its first launch's overrides (trainer.max_steps=40) under a curve that goes on to step 60."""
+    launches = {
+        "a/.hydra/overrides.yaml": ["trainer.max_steps=40"],
+        "a/.hydra/resumed_step_0000040/overrides.yaml": ["trainer.max_steps=60", "ckpt_path=last"],
+        "b/.hydra/overrides.yaml": ["trainer.max_steps=40"],
+    }
+    for name, overrides in launches.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(yaml.safe_dump(overrides))
+    assert run_labels([tmp_path / "a", tmp_path / "b"]) == ["trainer.max_steps=60", "trainer.max_steps=40"]
+
+
 def test_a_run_with_nothing_to_draw_is_named_not_silently_left_out(tmp_path: Path, capsys) -> None:
     # Before: "2 runs, train/loss -> …" and a legend with one line, the empty or diverged run missing without a word.
     (tmp_path / "good").mkdir()

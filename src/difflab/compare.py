@@ -20,6 +20,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from .runlogs import METRICS_FILE, Series, run_series
+from .runs.inherit import latest_overrides_file
 
 DEFAULT_METRICS = ("train/loss", "val/loss", "val/fd_effl0", "val/fid")
 
@@ -73,13 +74,15 @@ def run_label(run: Path, runs: list[Path]) -> str:
 
 
 def run_overrides(run: Path) -> dict[str, str] | None:
-    """The command-line overrides the run was started with, {key: value} (from Hydra's .hydra/overrides.yaml);
-    None for a folder Hydra did not make."""
-    path = run / ".hydra" / "overrides.yaml"
+    """The command-line overrides of the run's latest launch (its first, or its latest resume's, which holds its
+    whole recipe), {key: value} from Hydra's overrides.yaml; None for a folder Hydra did not make."""
+    path = latest_overrides_file(run)
     if not path.is_file():
         return None
     pairs = (str(item).partition("=") for item in yaml.safe_load(path.read_text()) or [])
-    return {key.lstrip("+~"): value for key, _, value in pairs}  # +x=1 and x=1 set the same key
+    overrides = {key.lstrip("+~"): value for key, _, value in pairs}  # +x=1 and x=1 set the same key
+    overrides.pop("ckpt_path", None)  # how a launch went on (a resume), not what the run is
+    return overrides
 
 
 @functools.cache
