@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import FAST_TRAIN, compose_config
+from PIL import Image
 
 from difflab.data.captions import DIGIT_WORDS
 from difflab.data.sources import open_splits
@@ -130,3 +132,40 @@ def test_the_report_names_the_labels_given_not_a_balanced_spread() -> None:
         labels_entry(class_conditions([3], 20), 20) == "labels=[3]: sample i is of class labels[i * 1 // 20]"
     )
     assert labels_entry(class_conditions(range(10), 20), 20) == "balanced: sample i is of class i * 10 // 20"
+
+
+def test_a_single_class_has_no_conditioning_accuracy_and_is_still_scored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, 'the conditioning classifier needs images of at least 2 classes (got [0])' ended evaluate.py (after
+    the reference statistics) and a run's FID callback, with no FD or KID at all."""
+    data = SimpleNamespace(num_classes=1, dataset="folder")
+    with caplog.at_level("WARNING", logger="difflab"):
+        assert conditioning_classifier(None, data, class_conditions([0], 6), "cpu") is None
+    assert "no conditioning accuracy: data=folder has a single class" in caplog.text
+
+
+@pytest.mark.slow  # Lite0 features of a few images: about 10 s
+def test_a_single_class_run_is_fid_scored_during_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        (tmp_path / "tree" / "cat").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+            tmp_path / "tree" / "cat" / f"{i}.png"
+        )
+    overrides = [*FAST_TRAIN, "data=folder", f"data.root={tmp_path / 'tree'}", "data.condition=labels"]
+    overrides += [
+        "data.image_size=8",
+        "data.channels=1",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+    ]
+    overrides += ["data.val_fraction=0.34", "callbacks=[default,fid]", "callbacks.fid.every_n_steps=0"]
+    overrides += [
+        "callbacks.fid.at_train_end=true",
+        "callbacks.fid.num_samples=4",
+        "callbacks.fid.best_checkpoint=null",
+    ]
+    overrides += ["metrics.prc=false", "metrics.kid_subset_size=2", f"metrics.cache_dir={tmp_path / 'cache'}"]
+    metrics = train(compose_config("train", [*overrides, "trainer.max_steps=2"], tmp_path / "run"))
+    assert metrics["val/fd_effl0"] > 0 and "val/cond_accuracy" not in metrics

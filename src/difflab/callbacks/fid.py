@@ -113,7 +113,8 @@ class FIDCallback(GeneratingCallback):
     def _conditioning_classifier(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         task = self._task_of(trainer)
         labelled = task.condition == "labels" or task.prompt_classes is not None
-        if self._classifier is None and labelled:
+        # One class: every sample is of it, and no classifier can be fitted (there is no other to tell it from).
+        if self._classifier is None and labelled and (trainer.datamodule.num_classes or 0) >= 2:
             self._classifier, _ = conditioning_classifier_for(
                 self.evaluator, trainer.datamodule, pl_module.device
             )

@@ -35,6 +35,9 @@ def conditioning_classifier(
             "no conditioning accuracy: data=%s has no labels for classes 0..%d", data.dataset, highest
         )
         return None
+    if data.num_classes < 2:  # every sample is of the one class: there is no other to tell it from
+        log.warning("no conditioning accuracy: data=%s has a single class", data.dataset)
+        return None
     classifier, hit = conditioning_classifier_for(evaluator, data, device)
     log.info(
         "conditioning classifier: %d training images, %.3f accuracy on %d held-out (%s)",
