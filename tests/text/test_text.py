@@ -105,6 +105,23 @@ def test_cached_captions_never_load_the_encoder_again(tmp_path: Path, fake_encod
         embed_texts(texts, DEFAULT_ENCODER, "test-1", max_tokens=4, cache_dir=tmp_path)
 
 
+def test_the_encoders_own_limit_is_named_in_the_config_and_when_it_cuts_a_prompt(
+    tmp_path, fake_encoder, monkeypatch
+):
+    """MiniLM reads 256 tokens of a text: before, data.max_tokens=1000 was taken, and a 700-word prompt was cut to
+    its first 256 tokens without a word (the warning only knew max_tokens)."""
+    with pytest.raises(
+        DataError, match=r"^data.max_tokens=1000 is more than the 256 tokens all-MiniLM-L6-v2 reads"
+    ):
+        ImageDataModule("digits", condition="text", max_tokens=1000)
+    encode = FakeEncoder.encode
+    monkeypatch.setattr(
+        FakeEncoder, "encode", lambda self, texts, *a, **kw: [(t[:256], p) for t, p in encode(self, texts)]
+    )
+    with pytest.warns(UserWarning, match=r"^1 text\(s\) are longer than the 256 tokens the model reads"):
+        embed_texts(["seven " * 700], DEFAULT_ENCODER, VERSION, max_tokens=256, cache_dir=tmp_path)
+
+
 @pytest.mark.parametrize("damage", [b"not a zip", b""])
 def test_a_damaged_cache_file_is_encoded_again(tmp_path: Path, fake_encoder, damage):
     """An empty file (a disk that filled as it was copied) too: before, 'EOFError: No data left in file'."""

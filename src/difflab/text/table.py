@@ -12,6 +12,7 @@ from torch import Tensor
 
 from difflab.diffusion.conditioning import rows_of
 from difflab.text.cache import TextEmbeddingCache
+from difflab.text.encoder import encoder_max_tokens
 
 
 @dataclass
@@ -76,17 +77,19 @@ def embed_texts(
     mask = torch.zeros(n, max_tokens, dtype=torch.bool)
     pooled = torch.zeros(n, dim, dtype=torch.float16)
     cut = []
+    # The encoder gives at most its own limit of states: a text that fills it was cut before it was encoded.
+    read = encoder_max_tokens(encoder)
     for i, text in enumerate(texts):
         states, vector = embeddings[text]
         length = min(len(states), max_tokens)
         tokens[i, :length] = states[:length]
         mask[i, :length] = True
         pooled[i] = vector
-        if len(states) > max_tokens:
+        if len(states) > max_tokens or len(states) >= read:
             cut.append(text)
     if cut:  # as diffusers warns of a prompt past its tokenizer's length: the rest of the text is not seen
         warnings.warn(
-            f"{len(set(cut))} text(s) are longer than the {max_tokens} tokens the model reads; only their start is "
+            f"{len(set(cut))} text(s) are longer than the {min(max_tokens, read)} tokens the model reads; only their start is "
             f"seen (first: {cut[0][:60]!r}{'…' if len(cut[0]) > 60 else ''})",
             stacklevel=2,
         )
