@@ -23,6 +23,7 @@ from difflab.data import ImageDataModule
 from difflab.data.scoring import uint8_batches
 from difflab.evaluation.scoring import warn_if_too_few
 from difflab.io.read_generated import open_image_set
+from difflab.io.results import check_writable_file
 from difflab.io.write_images import writing_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
@@ -272,6 +273,16 @@ def test_existing_report_is_refused_and_kept(trained_ckpt: Path, tmp_path: Path)
         f"error: {report} already exists; choose another out= (results are never overwritten)"
     )
     assert report.read_text() == "{}"
+
+
+def test_a_report_below_a_file_names_the_file(tmp_path: Path) -> None:
+    """Before: 'cannot write …/afile/x.json: File exists', where the trouble is that afile is no folder."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    with pytest.raises(ValueError) as error:
+        check_writable_file(blocker / "x.json")
+    assert str(error.value) == f"cannot write {blocker / 'x.json'}: {blocker} is a file, not a folder"
+    assert blocker.read_text() == "mine"
 
 
 def test_data_that_disagrees_with_the_checkpoint_is_named(trained_ckpt: Path, tmp_path: Path) -> None:
