@@ -614,6 +614,16 @@ def test_a_damaged_unet_config_is_named_not_taken_for_another_kind_of_folder(exp
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_out_is_one_line_not_the_default_folder(tiny_ckpt, tmp_path):
+    """`out=` with its value forgotten: before, written to a new outputs/export/<date>/<time> of the project."""
+    cfg = compose_config("export", [f"ckpt={tiny_ckpt}", "out=", f"paths.root_dir={tmp_path}"], tmp_path)
+    with pytest.raises(
+        ValueError, match=r"^out= is empty: give a folder, or leave out= off for a new outputs/export/"
+    ):
+        export(cfg)
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.parametrize("given_empty_out", [False, True])
 def test_an_export_that_fails_midway_leaves_no_half_folder(tiny_ckpt, tmp_path, monkeypatch, given_empty_out):
     """A full disk after the weights were written: before, out/ kept unet/ without model_index.json, a folder

@@ -118,6 +118,10 @@ def _chosen_folder(
 ) -> tuple[Path, bool, bool]:
     """(the folder, whether this call made it, whether it continues a stopped run's folder), or a one-line
     refusal."""
+    if out is not None and not str(out).strip():  # `out=` typed with its value forgotten
+        raise ValueError(
+            f"out= is empty: give a folder, or leave out= off for a new outputs/{task}/<date>/<time>"
+        )
     if not out:  # a new dated folder, or the one an earlier attempt of this job took
         earlier = _earlier_attempts_dated_folder(task, Path(root or "."), attempt)
         if earlier is not None:
