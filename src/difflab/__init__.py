@@ -31,3 +31,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'difflab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # Tab completion (a notebook, an interactive shell) lists load and DiffusionPipeline before their first use.
+    return sorted({*globals(), *__all__})
