@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 _log = logging.getLogger("difflab")
@@ -37,3 +40,26 @@ def echo(text: str, stream: TextIO | None = None, level: int = logging.INFO) -> 
     """Print `text` unchanged (to stdout, or `stream`) and keep it in the run's log files."""
     print(text, file=stream or sys.stdout, flush=True)
     to_log_files(text, level)
+
+
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def own_warnings_plain() -> None:
+    """Show a warning difflab raised as `warning: <Category>: <message>` (it speaks to the user: the source file,
+    line and code Python adds say nothing to them); a library's warning keeps Python's form. Idempotent; every
+    entry point installs it (run.cli), a train run again with its other console settings."""
+    if not getattr(warnings.formatwarning, "difflab_own", False):
+        warnings.formatwarning = _plain(warnings.formatwarning)
+
+
+def _plain(formatwarning: Callable[..., str]) -> Callable[..., str]:
+    def plain(
+        message: Any, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        if str(filename).startswith(PACKAGE_DIR):
+            return f"warning: {category.__name__}: {message}\n"
+        return formatwarning(message, category, filename, lineno, line)
+
+    plain.difflab_own = True  # type: ignore[attr-defined]
+    return plain

@@ -275,6 +275,21 @@ def test_existing_report_is_refused_and_kept(trained_ckpt: Path, tmp_path: Path)
     assert report.read_text() == "{}"
 
 
+def test_evaluate_shows_its_own_warnings_as_one_line_as_train_does(tmp_path: Path) -> None:
+    """Before: '…/evaluation/scoring.py:45: UserWarning: pictures in …' and then the code line 'for batch in
+    batches:' (train.py alone showed difflab's warnings as their message)."""
+    pictures = tmp_path / "pics"
+    pictures.mkdir()
+    for name, color in (("a", "red"), ("b", "blue")):
+        Image.new("RGB", (12, 12), color).save(pictures / f"{name}.png")
+    small = ["metrics.reference_split=train", "metrics.prc=false", "metrics.kid_subset_size=2"]
+    result = run_cli("evaluate.py", f"images={pictures}", "data=digits", *small, f"out={tmp_path / 'r.json'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = result.stdout + result.stderr
+    assert f"warning: UserWarning: pictures in {pictures} do not match the reference data's" in shown
+    assert "scoring.py:" not in shown and "for batch in batches" not in shown
+
+
 def test_a_report_below_a_file_names_the_file(tmp_path: Path) -> None:
     """Before: 'cannot write …/afile/x.json: File exists', where the trouble is that afile is no folder."""
     blocker = tmp_path / "afile"

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
+from ..console_log import own_warnings_plain
 from ..runs.inherit import inherited_overrides, parse
 from .unknown_key import NOT_READ, dotted_keys, options_composed, unknown_key_hint
 
@@ -36,6 +37,7 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
     # A crash inside a native library (a collective, a kernel) prints every thread's Python stack instead of
     # a silent exit -11: on a cluster, the crashed rank's log says where it was.
     faulthandler.enable()
+    own_warnings_plain()  # difflab's warnings as one line of their own, not Python's source line and code
     args = sys.argv[1:]
     # Each DDP process Lightning starts reruns this command: what it says, rank 0 alone says once.
     say = (lambda line: None) if is_secondary_rank() else print

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..console_log import echo, log_files, to_log_files
+from ..console_log import echo, log_files, own_warnings_plain, to_log_files
 
 log = logging.getLogger("difflab")
 
@@ -33,8 +33,7 @@ class _DropNoise(logging.Filter):
 def quiet_library_noise() -> None:
     """Install the filters (idempotent): Lightning's tips, a deprecation raised inside Lightning itself; difflab's
     own warnings shown as their message alone."""
-    if not getattr(warnings.formatwarning, "difflab_own", False):
-        warnings.formatwarning = _own_warnings_plain(warnings.formatwarning)
+    own_warnings_plain()
     for name in {name for name, _ in _NOISE}:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
@@ -53,24 +52,6 @@ def quiet_library_noise() -> None:
     warnings.filterwarnings(
         "ignore", message=r"You're using the WeightAveraging callback with a model that overrides"
     )
-
-
-PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
-
-
-def _own_warnings_plain(formatwarning: Callable[..., str]) -> Callable[..., str]:
-    """`warning: <Category>: <message>` for a warning difflab raised (it speaks to the user: the source file, line
-    and code Python adds say nothing to them); a library's warning keeps Python's form."""
-
-    def plain(
-        message: Any, category: type[Warning], filename: str, lineno: int, line: str | None = None
-    ) -> str:
-        if str(filename).startswith(PACKAGE_DIR):
-            return f"warning: {category.__name__}: {message}\n"
-        return formatwarning(message, category, filename, lineno, line)
-
-    plain.difflab_own = True  # type: ignore[attr-defined]
-    return plain
 
 
 # Lightning's loggers: each prints through a stderr handler of its own ("lightning" always, the other two unless
