@@ -641,6 +641,13 @@ def test_an_empty_class_folder_is_not_a_class_and_a_loose_image_is_named(tmp_pat
     assert data.num_classes == 2
     train = data.dataset_for("train")
     assert sorted({train[i][1] for i in range(len(train))}) == [0, 1]
+    # Said once: a run opens its folder to check it, then again to train (before, the warning came twice).
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        ImageDataModule(
+            dataset="folder", root=str(tmp_path / "tree"), image_size=8, channels=1, condition="labels"
+        ).setup()
+    assert not [w for w in again if "not classes" in str(w.message)]
 
     Image.new("L", (8, 8), 99).save(tmp_path / "tree" / "preview.png")
     loose = ImageDataModule(

@@ -99,6 +99,9 @@ def split_dirs(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
+_SAID: set[str] = set()
+
+
 def without_empty_classes(
     train_dir: Path, classes: list[str], samples: list[tuple[str, int]]
 ) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
@@ -108,9 +111,10 @@ def without_empty_classes(
     if len(present) == len(classes):
         return classes, {name: index for index, name in enumerate(classes)}, samples
     empty = [name for index, name in enumerate(classes) if index not in present]
-    warnings.warn(
-        f"{train_dir}: folder(s) with no image are not classes: {', '.join(empty)}", UserWarning, stacklevel=3
-    )
+    message = f"{train_dir}: folder(s) with no image are not classes: {', '.join(empty)}"
+    if message not in _SAID:  # once a process: a run opens its folder to check it, then to train on it
+        _SAID.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
     new_index = {old: new for new, old in enumerate(present)}
     kept = [classes[index] for index in present]
     return (
