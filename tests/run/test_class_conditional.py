@@ -148,6 +148,18 @@ def test_img2img_and_inpaint_edit_towards_the_labels(cond_run, tmp_path):
     np.testing.assert_array_equal(results[:, :4], np.broadcast_to(picture[:4], (2, 4, 8)))  # kept pixels
 
 
+def test_labels_at_guidance_0_are_refused_as_having_no_effect(cond_run, tmp_path):
+    """Before, labels=3 and labels=7 gave byte-identical images at guidance=0, and settings.json recorded them."""
+    with pytest.raises(
+        ValueError, match=r"^labels=3 have no effect at guidance=0 \(the unconditional prediction"
+    ):
+        sample_to(tmp_path / "a", cond_run["ckpt"], "labels=3", "guidance=0", "n=2")
+    assert not (tmp_path / "a").exists()
+    assert (
+        sample_to(tmp_path / "b", cond_run["ckpt"], "guidance=0", "n=2")["guidance"] == 0.0
+    )  # no labels: fine
+
+
 def test_labels_out_of_range_end_in_one_line(cond_run, tmp_path):
     result = run_cli("sample.py", f"ckpt={cond_run['ckpt']}", f"out={tmp_path / 'out'}", "labels=[3,12]")
     assert one_error_line(result) == (

@@ -99,6 +99,13 @@ def requested_conditions(
         )
     if not guided_by_model and negative_prompt is None:
         warn_if_never_unconditional(model, guidance, source)
+    if not guided_by_model and float(guidance) == 0.0 and labels is not None and model.condition == "labels":
+        # (A text model's prompt is asked for whatever the guidance: there, guidance=0 is how to sample it
+        # unconditionally.)
+        raise ValueError(
+            f"labels={labels} have no effect at guidance=0 (the unconditional prediction alone): give a guidance "
+            "of 1 or more, or drop labels="
+        )
     if model.condition == "text":
         return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)
     for key, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
