@@ -157,6 +157,17 @@ def picture(path: Path, value: int) -> Path:
     return path
 
 
+def test_an_empty_caption_is_warned_of(tmp_path: Path):
+    """Before, a blank .txt (or {"text": ""}) trained without a word, where a missing one is refused."""
+    from difflab.data.captions import file_captions
+
+    a, b = picture(tmp_path / "a.png", 0), picture(tmp_path / "b.png", 255)
+    a.with_suffix(".txt").write_text("a black square\n")
+    b.with_suffix(".txt").write_text("  \n")
+    with pytest.warns(UserWarning, match=r"^1 image\(s\) under .* have an empty caption \(first: .*b.png\)"):
+        assert file_captions([str(a), str(b)], tmp_path) == ["a black square", ""]
+
+
 def test_captions_from_metadata_jsonl_and_txt_files(tmp_path: Path):
     a = picture(tmp_path / "a.png", 0)
     b = picture(tmp_path / "sub" / "b.png", 255)

@@ -6,6 +6,7 @@ batch turned into the cond dict the net takes (text, text_mask, text_pooled)."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -130,6 +131,14 @@ def file_captions(paths: Sequence[str], root: Path) -> list[str]:
             f"{len(missing)} image(s) under {root} have no caption (first: {missing[0]}); list them in a "
             f"{METADATA} (file_name, text) or put a .txt of the same name beside each, or give "
             "data.captions=templates"
+        )
+    empty = [path for path, text in zip(paths, captions, strict=True) if not text.strip()]
+    if empty:  # maybe on purpose (examples without a condition), maybe a caption file left blank: said
+        warnings.warn(
+            f"{len(empty)} image(s) under {root} have an empty caption (first: {empty[0]}): they train on the "
+            "encoding of an empty text; caption them if that is not meant",
+            UserWarning,
+            stacklevel=2,
         )
     return captions
 
