@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -148,11 +149,21 @@ def _load_inception(weights_path: str | Path | None) -> nn.Module:
         raise FileNotFoundError(
             f"InceptionV3 weights for FID could not be downloaded ({exc}); {hint}"
         ) from exc
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        # Only the object named: torch's message goes on to say how to load the file anyway, the one thing not
+        # to do here.
+        found = re.search(r"GLOBAL \S+", str(exc))
+        if found is None:  # a text file or other bytes that trip the unpickler
+            raise ValueError(
+                f"{source} is not InceptionV3 weights difflab can read (not a torch file): {hint}"
+            ) from exc
         raise ValueError(
-            f"{source} is not InceptionV3 weights difflab can read as plain tensors ({first}): {hint}"
+            f"refused InceptionV3 weights {source}: it holds Python objects, not only tensors ({found.group()}); "
+            f"difflab never runs a weights file's code: {hint}"
         ) from exc
+    except (EOFError, RuntimeError, ValueError, KeyError) as exc:  # empty, cut short, other weights
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{source} is not InceptionV3 weights difflab can read ({first}): {hint}") from exc
 
 
 @contextlib.contextmanager
