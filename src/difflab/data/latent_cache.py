@@ -127,7 +127,7 @@ def read_latent_cache(path: Path) -> Latents | None:
         return None
 
 
-def shorter_rows(latents: Latents, count: int) -> str | None:
+def rows_mismatch(latents: Latents, count: int) -> str | None:
     """What is wrong with the rows of `latents` for a dataset of `count` images (None: one row per image)."""
     arrays = {
         "mean": latents.mean,
@@ -169,7 +169,7 @@ def cached_latents(
     found = read_latent_cache(path)
     if found is not None:
         check_latents_match(found, path, autoencoder_hash, data_key)
-        if (rows := shorter_rows(found, count)) is not None:
+        if (rows := rows_mismatch(found, count)) is not None:
             # Training would index past its end (or, cut short, never see the last images): rebuilt, as damaged.
             log.warning(
                 "latent cache %s is damaged (%s, for %d images): encoding the data again", path, rows, count
