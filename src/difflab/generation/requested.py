@@ -121,7 +121,7 @@ def warn_if_never_unconditional(model: TrainedModel, guidance: float, source: An
     """Classifier-free guidance extrapolates away from the model's unconditional prediction, which only training
     with cond_drop_prob > 0 teaches: at 0 the "no condition" input is never seen, and guidance pulls towards what
     its untrained embedding gives."""
-    drop = (model.config or {}).get("cond_drop_prob")
+    drop = (getattr(model, "config", None) or {}).get("cond_drop_prob")
     if (
         model.condition in ("labels", "text")
         and float(guidance) != 1.0
