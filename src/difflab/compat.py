@@ -69,9 +69,8 @@ def skip_sigterm_broadcast(trainer: L.Trainer) -> Callable[[], None] | None:
 def end_launched_processes(trainer: L.Trainer, grace_s: float = 1.0) -> dict[int, int]:
     """End the DDP processes Lightning started beside this one (rank 0's children): give them up to `grace_s`
     seconds, until one of them has ended by itself (one that failed first is ending; the others wait in a
-    collective), then kill the others and wait for them. Returns {local
-    rank: exit code} of those that ended by themselves, 0 included ({} where Lightning started none: one
-    process, torchrun, srun).
+    collective), then kill the others and wait for them. Returns {local rank: exit code} of those that ended by
+    themselves, 0 included ({} where Lightning started none: one process, torchrun, srun).
 
     Touch: `strategy.launcher.procs`, the Popen list of Lightning's _SubprocessScriptLauncher, which its
     _ChildProcessObserver thread polls; the list is emptied first, so the observer (which kills this process too

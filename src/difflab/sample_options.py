@@ -113,11 +113,7 @@ class SampleOptions:
                 raise ValueError(f"{key}={value} given, but mode=superres conditions on image= only")
         if not isinstance(self.consistency, bool):
             raise ValueError(f"superres.consistency={self.consistency!r} must be true or false")
-        if float(self.guidance) != 1.0 and self.guide is None:
-            raise ValueError(
-                f"guidance={self.guidance} has no effect with mode=superres: the low-res image is never dropped, "
-                "so there is no unconditional branch; drop guidance= (or guide with a weaker model: guide=)"
-            )
+        refuse_superres_guidance(self.guidance, self.guide, "with mode=superres")
 
     def _check_edit(self) -> None:
         _require(self.image, f"mode={self.mode} needs image=<picture or folder of pictures>")
@@ -141,4 +137,14 @@ def refuse_sampler_settings(mode: str, given: list[str]) -> None:
         raise ValueError(
             f"{' '.join(given)} given, but mode=inpaint does not read it (RePaint runs DDPM steps of its own: "
             "set inpaint.steps, inpaint.jump_length, inpaint.jump_n_sample)"
+        )
+
+
+def refuse_superres_guidance(guidance: float, guide: Any, where: str) -> None:
+    """Classifier-free guidance of a super-resolution model (`where`: how the message names it) without a guide:
+    the low-res image is never dropped in training, so there is no unconditional branch to guide against."""
+    if float(guidance) != 1.0 and guide is None:
+        raise ValueError(
+            f"guidance={guidance} has no effect {where}: the low-res image is never dropped, so there is no "
+            "unconditional branch; drop guidance= (or guide with a weaker model: guide=)"
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -57,9 +56,10 @@ class GeneratingCallback(L.Callback):
         # Classifier-free guidance of a model that never saw its condition dropped: said once, before training.
         if self.guide is None and trainer.is_global_zero:
             condition = getattr(trainer.datamodule, "condition", None)
-            config = {"cond_drop_prob": getattr(pl_module, "cond_drop_prob", None)}
-            never = SimpleNamespace(condition=condition, config=config)
-            warn_if_never_unconditional(never, self.guidance, f"the {type(self).__name__} of this run")
+            drop = getattr(pl_module, "cond_drop_prob", None)
+            warn_if_never_unconditional(
+                condition, drop, self.guidance, f"the {type(self).__name__} of this run"
+            )
 
     @contextlib.contextmanager
     def my_share(self, trainer: L.Trainer, pl_module: L.LightningModule, task: Task) -> Iterator[Generation]:

@@ -33,6 +33,7 @@ from ..generation.shares import SharedGeneration
 from ..io.read_generated import open_image_set
 from ..io.write_images import to_uint8
 from ..metrics import Evaluator
+from ..sample_options import refuse_superres_guidance
 from .unfinished import ScoredSoFar, UnfinishedEvaluation
 
 log = logging.getLogger("difflab")
@@ -223,11 +224,8 @@ def refuse_what_the_data_conditions_ignore(
             raise ValueError(
                 f"{key}={value} given, but {ckpt} holds {model_kind(loaded)}, scored on {what}: drop {key}="
             )
-    if superres and float(options.guidance) != 1.0 and options.guide is None:
-        raise ValueError(
-            f"guidance={options.guidance} has no effect on {model_kind(loaded)}: the low-res image is never dropped, "
-            "so there is no unconditional branch; drop guidance= (or guide with a weaker model: guide=)"
-        )
+    if superres:
+        refuse_superres_guidance(options.guidance, options.guide, f"on {model_kind(loaded)}")
 
 
 def image_set(

@@ -98,7 +98,8 @@ def requested_conditions(
             f"{source} is a super-resolution model: use mode=superres image=<low-res picture or folder>"
         )
     if not guided_by_model and negative_prompt is None:
-        warn_if_never_unconditional(model, guidance, source)
+        drop = (getattr(model, "config", None) or {}).get("cond_drop_prob")
+        warn_if_never_unconditional(model.condition, drop, guidance, source)
     if not guided_by_model and float(guidance) == 0.0 and labels is not None and model.condition == "labels":
         # (A text model's prompt is asked for whatever the guidance: there, guidance=0 is how to sample it
         # unconditionally.)
@@ -117,17 +118,14 @@ def requested_conditions(
     return Conditions() if wanted is None else class_conditions(wanted, n)
 
 
-def warn_if_never_unconditional(model: TrainedModel, guidance: float, source: Any) -> None:
+def warn_if_never_unconditional(
+    condition: str | None, cond_drop_prob: Any, guidance: float, source: Any
+) -> None:
     """Classifier-free guidance extrapolates away from the model's unconditional prediction, which only training
     with cond_drop_prob > 0 teaches: at 0 the "no condition" input is never seen, and guidance pulls towards what
     its untrained embedding gives."""
-    drop = (getattr(model, "config", None) or {}).get("cond_drop_prob")
-    if (
-        model.condition in ("labels", "text")
-        and float(guidance) != 1.0
-        and drop is not None
-        and float(drop) == 0
-    ):
+    never_dropped = cond_drop_prob is not None and float(cond_drop_prob) == 0
+    if condition in ("labels", "text") and float(guidance) != 1.0 and never_dropped:
         log.warning(
             "guidance=%s on %s, trained with cond_drop_prob=0: its unconditional prediction, which guidance pulls "
             "away from, was never trained; train with cond_drop_prob=0.1, or guide with a weaker model (guide=)",

@@ -254,10 +254,9 @@ def check_writable_file(path: Path) -> None:
     scratch file is written and removed there (a real test, also for root on a read-only or full disk)."""
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another out= (results are never overwritten)")
+    # mkdir below a file would say only 'File exists' or 'Not a directory'.
     blocker = next((folder for folder in path.parents if folder.exists()), None)
-    if (
-        blocker is not None and not blocker.is_dir()
-    ):  # mkdir would say only 'File exists' or 'Not a directory'
+    if blocker is not None and not blocker.is_dir():
         raise ValueError(f"cannot write {path}: {blocker} is a file, not a folder")
     # The folders made for the probe go again: a run refused later must not leave empty ones (write_json makes them).
     made = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]

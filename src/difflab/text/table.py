@@ -66,7 +66,7 @@ def embed_texts(
     cache: TextEmbeddingCache | None = None,
 ) -> TextTable:
     """The table of `texts` (in order, duplicates kept), from the on-disk cache; token states are cut to
-    `max_tokens` (the pooled embedding still sees the whole text)."""
+    `max_tokens` (the pooled embedding sees what the encoder read: up to its own limit, 256 for MiniLM)."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1 (got {max_tokens})")
     cache = cache or TextEmbeddingCache(encoder, version, cache_dir)
