@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
+    CLI_FAST,
     FAST_TRAIN,
     compose_config,
     evaluate_first_batch,
@@ -258,3 +259,17 @@ def test_every_labelled_source_trains_class_conditionally(tmp_path, data, switch
     loaded = load_model(run / "checkpoints" / "last.ckpt")
     assert (loaded.condition, loaded.num_classes) == ("labels", classes)
     assert Image.open(run / "samples" / "final.png").size == grid_size(rows=classes, cols=2)
+
+
+def test_a_resume_on_data_with_another_class_count_names_the_data_not_an_override(tmp_path):
+    """model.num_classes was never typed: it is counted in data.root, which has gained a class since."""
+    root = class_folder(tmp_path / "folder", classes=2)
+    overrides = [*CLI_FAST, "data=folder", f"data.root={root}", "data.image_size=8", "data.channels=1"]
+    overrides += ["data.condition=labels", "trainer.max_steps=2", "callbacks.sample_grid.num_samples=4"]
+    run = tmp_path / "run"
+    assert run_cli("train.py", *overrides, f"hydra.run.dir={run}").returncode == 0
+    class_folder(root / "more", classes=1)  # a third class folder (more/class_0), found at any depth
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4")
+    line = one_error_line(result)
+    assert "3 classes" in line and "2" in line and str(root) in line, line
+    assert "drop those overrides" not in line, line

@@ -22,7 +22,7 @@ def log_line(options: SampleOptions, loaded: TrainedModel, request: GenerationRe
     assert pictures is not None
     if options.mode == SUPERRES:
         return (
-            "superres: %d picture(s) %s -> %d×%d, %d outputs each with %r%s",
+            "superres: %d picture(s) %s -> %d×%d, %d output(s) each with %r%s",
             len(pictures.paths),
             "×".join(str(s) for s in pictures.images.shape[-2:]),
             *request.sample_shape[-2:],

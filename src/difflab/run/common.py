@@ -23,9 +23,10 @@ def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
     ]
 
 
-def fill_conditioning(cfg: DictConfig) -> None:
+def fill_conditioning(cfg: DictConfig) -> dict[str, Any]:
     """Fill cfg.data and cfg.model in place so they agree on the conditioning before anything is built or compared
-    (difflab.data.conditioning says how; the classes are counted on the dataset cfg.data builds)."""
+    (difflab.data.conditioning says how; the classes are counted on the dataset cfg.data builds). Returns the
+    model values it set (e.g. num_classes counted in the data)."""
     from ..data.conditioning import agreed_conditioning  # torch: only once a run is checked
 
     set_data, set_model = agreed_conditioning(
@@ -34,6 +35,7 @@ def fill_conditioning(cfg: DictConfig) -> None:
     with open_dict(cfg.data), open_dict(cfg.model):
         cfg.data.update(set_data)
         cfg.model.update(set_model)
+    return set_model
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
     from ..runs.resume import (
         DATA_SOURCE,
+        check_class_count_kept,
         check_ema_kept,
         check_resumable,
         check_steps_left,
@@ -76,7 +77,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from .latent import check_resumed_autoencoder
     from .train_checks import check_generation_settings, check_model_builds
 
-    fill_conditioning(cfg)
+    taken_from_data = fill_conditioning(cfg)
     check_argument_types(cfg)
     check_generation_settings(cfg)
     build_formulation(cfg)
@@ -91,6 +92,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     resume = resume_path(cfg.ckpt_path, run_dir)
     if resume is not None:
         ckpt = read_resumable(resume, targets_in(cfg))
+        data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
+        check_class_count_kept(taken_from_data.get("num_classes"), data, ckpt[CONFIG_KEY], resume)
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume, group_choices(cfg))
         check_ema_kept(OmegaConf.select(cfg, "callbacks.ema") is not None, ckpt, resume)
         check_resumed_autoencoder(cfg, ckpt, resume)

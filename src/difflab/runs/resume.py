@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint_config import check_contradictions, contradictions
+from ..checkpoint_config import check_contradictions, contradictions, stored_value
 from ..checkpoint_file import CONFIG_KEY, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
@@ -191,6 +191,18 @@ def _resume_hint(path: Path, stored: Mapping[str, Any], choices_now: Mapping[str
         f"this checkpoint lies outside a run folder, so its run's overrides were not added: give its settings"
         f"{wanted} on the command line, or start a new run"
     )
+
+
+def check_class_count_kept(counted: int | None, data: str, stored: Mapping[str, Any], path: Path) -> None:
+    """The classes counted in the data now (`counted`; None when model.num_classes was given or the run has no
+    labels) against the checkpoint's: a class folder added or removed since is the data's change, not an
+    override to drop, and is said so in one line."""
+    old = stored_value(stored, "model.num_classes")
+    if counted is not None and old is not None and int(old) != int(counted):
+        raise ValueError(
+            f"{data} has {counted} classes now but checkpoint {path} was trained on {old}: a class was added or "
+            "removed since; resume on the data it was trained on, or start a new run"
+        )
 
 
 def check_steps_left(step: int, max_steps: int, path: Path) -> None:
