@@ -273,3 +273,20 @@ def test_a_resume_on_data_with_another_class_count_names_the_data_not_an_overrid
     line = one_error_line(result)
     assert "3 classes" in line and "2" in line and str(root) in line, line
     assert "drop those overrides" not in line, line
+
+
+def test_a_resume_with_another_label_dropout_says_so(tmp_path):
+    # Before, cond_drop_prob=0.5 on a resume changed what guidance relies on without a word.
+    root = class_folder(tmp_path / "folder", classes=2)
+    overrides = [*CLI_FAST, "data=folder", f"data.root={root}", "data.image_size=8", "data.channels=1"]
+    overrides += ["data.condition=labels", "trainer.max_steps=2", "callbacks.sample_grid.num_samples=4"]
+    run = tmp_path / "run"
+    assert run_cli("train.py", *overrides, f"hydra.run.dir={run}").returncode == 0
+    result = run_cli(
+        "train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "cond_drop_prob=0.5"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        "the conditioning differs from the checkpoint's: cond_drop_prob=0.5 (checkpoint: 0.1); from step 2"
+        in result.stdout + result.stderr
+    )

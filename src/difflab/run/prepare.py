@@ -60,6 +60,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
     from ..runs.resume import (
+        CONDITIONING_RECIPE,
         DATA_SOURCE,
         check_class_count_kept,
         check_ema_kept,
@@ -67,6 +68,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         check_steps_left,
         read_resumable,
         resume_path,
+        warn_if_conditioning_changed,
         warn_if_data_changed,
         warn_if_lr_schedule_changed,
         warn_if_seed_changed,
@@ -104,6 +106,10 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         data_now = {key: OmegaConf.select(cfg, key) for key in DATA_SOURCE}
         warn_if_data_changed(data_now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
         warn_if_seed_changed(settings.seed, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
+        recipe_now = {
+            key: OmegaConf.select(cfg, key) for keys in CONDITIONING_RECIPE.values() for key in keys
+        }
+        warn_if_conditioning_changed(recipe_now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
         return replace(settings, resume=resume, stored_config=ckpt[CONFIG_KEY], step=int(ckpt["global_step"]))
     # A fresh run's only: a resume keeps what its checkpoint was trained with.
     check_prediction_type_applies(cfg)

@@ -254,6 +254,27 @@ def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step
         )
 
 
+# What a conditional run is trained with beside its data, by data.condition: the share of samples trained without
+# their condition (what guidance relies on), and the text the net reads. Super-resolution never drops its input.
+CONDITIONING_RECIPE = {
+    "labels": ("cond_drop_prob",),
+    "text": ("cond_drop_prob", "data.captions", "data.max_tokens"),
+}
+
+
+def warn_if_conditioning_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step: int) -> None:
+    """Name the CONDITIONING_RECIPE values (`now`: dotted key -> the resolved value configured now) the checkpoint
+    was trained with otherwise. Before, a resume changed them without a word."""
+    keys = CONDITIONING_RECIPE.get(stored_value(stored, "data.condition"), ())
+    found = contradictions({key: now[key] for key in keys if now.get(key) is not None}, stored)
+    if found:
+        log.warning(
+            "the conditioning differs from the checkpoint's: %s; from step %d the run trains with these values",
+            ", ".join(found),
+            step,
+        )
+
+
 def warn_if_seed_changed(now: int, stored: Mapping[str, Any], step: int) -> None:
     """The seed decides every step's noise levels, noise and batch order (training/step_seeding.py): a resume
     with another seed is a different continuation, no longer the one its run would have trained."""
