@@ -27,8 +27,8 @@ def whole(minimum: int, nullable: bool = False, maximum: int | None = None) -> R
     return rule
 
 
-def number(minimum: float, above: bool = False, nullable: bool = False) -> Rule:
-    """A finite number >= minimum (> minimum when `above`; None allowed when nullable)."""
+def number(minimum: float, above: bool = False, nullable: bool = False, maximum: float | None = None) -> Rule:
+    """A finite number >= minimum (> minimum when `above`; <= maximum when given; None allowed when nullable)."""
 
     def rule(value: Any) -> str | None:
         if value is None:
@@ -37,6 +37,8 @@ def number(minimum: float, above: bool = False, nullable: bool = False) -> Rule:
             return "is not a number"
         if not math.isfinite(value):
             return "must be a finite number"
+        if maximum is not None and value > maximum:
+            return f"must be at most {maximum:g}"
         ok = value > minimum if above else value >= minimum
         return None if ok else f"must be {'above' if above else 'at least'} {minimum}"
 

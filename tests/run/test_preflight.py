@@ -249,6 +249,21 @@ def test_a_run_started_in_a_second_another_run_took_moves_to_time_2(tmp_path):
             ["callbacks=[default,fid]", "callbacks.fid.every_n_steps=1000", "metrics.reference_split=test"],
             "metrics.reference_split='test'; choose one of train, val",
         ),
+        # Before, the cosine's total_steps followed trainer.max_steps=-1: after its warm-up the learning rate was
+        # 0 for the rest of the run, without a word.
+        (
+            ["lr_scheduler=warmup_cosine", "trainer.max_steps=-1", "trainer.max_epochs=2"],
+            r"lr_scheduler.total_steps=-1 is no step count \(trainer.max_steps=-1\?\): a cosine decays to the step",
+        ),
+        (
+            ["lr_scheduler=warmup", "lr_scheduler.warmup_steps=-5"],
+            "lr_scheduler.warmup_steps=-5 must be at least 0",
+        ),
+        (
+            ["lr_scheduler=warmup_cosine", "lr_scheduler.min_ratio=2"],
+            "lr_scheduler.min_ratio=2 must be at most 1",
+        ),
+        (["cond_drop_prob=1.5"], "cond_drop_prob=1.5 must be at most 1"),
     ],
 )
 def test_settings_used_late_in_a_run_are_checked_before_step_one(tmp_path, overrides, message):

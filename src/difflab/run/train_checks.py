@@ -37,6 +37,17 @@ def betas(value: object) -> str | None:
     return None if fine else "is not two numbers in [0, 1)"
 
 
+def decay_length(value: object) -> str | None:
+    """A rule for a cosine's total_steps, which follows trainer.max_steps: -1 there (no step limit) gives it no end,
+    and past its warm-up the learning rate would be min_ratio × lr for the rest of the run."""
+    if value == -1 and not isinstance(value, bool):
+        return (
+            "is no step count (trainer.max_steps=-1?): a cosine decays to the step it is given; set "
+            "trainer.max_steps, or lr_scheduler.total_steps, or choose lr_scheduler=warmup"
+        )
+    return whole(1)(value)
+
+
 def length(unit: str, other: str) -> Rule:
     """A rule for a run's length: a positive whole number of `unit`, or -1 (no limit: `other` ends the run). 0
     would train nothing and leave a run folder holding only its log."""
@@ -79,7 +90,10 @@ RULES = {
     "callbacks.fid.every_n_steps": whole(0),
     "callbacks.fid.num_samples": whole(2),
     "callbacks.fid.batch_size": or_auto(whole(1)),
-    "cond_drop_prob": number(0.0),
+    "cond_drop_prob": number(0.0, maximum=1.0),
+    "lr_scheduler.warmup_steps": whole(0),
+    "lr_scheduler.total_steps": decay_length,
+    "lr_scheduler.min_ratio": number(0.0, maximum=1.0),
     "preemption_check_every_n_steps": whole(1),
     "loss_check_every_n_steps": whole(1),
     "model.num_classes": whole(1, nullable=True),
