@@ -167,6 +167,14 @@ def test_the_fast_dev_run_summary_says_what_runs(tmp_path: Path) -> None:
         ),  # whichever comes first ends the run
         ([], "max_steps=5000", "max_epochs"),  # -1: no epoch limit, not shown
         (["trainer.max_steps=-1", "trainer.max_epochs=2"], "max_epochs=2", "max_steps"),
+        # Before, neither limit was shown: a run with none trains until stopped, one with max_epochs=null for
+        # Lightning's 1000 epochs, each without a word.
+        (
+            ["trainer.max_steps=-1", "trainer.max_epochs=-1"],
+            "no step or epoch limit (trains until stopped; Ctrl-C or SIGTERM saves last.ckpt)",
+            None,
+        ),
+        (["trainer.max_steps=-1", "trainer.max_epochs=null"], "max_epochs=1000 (Lightning's default)", None),
     ],
 )
 def test_the_summary_shows_the_limits_that_end_the_run(tmp_path: Path, overrides, shown, hidden) -> None:

@@ -127,6 +127,9 @@ SUMMARY_FIELDS = {
 }
 
 
+ENDLESS = "no step or epoch limit (trains until stopped; Ctrl-C or SIGTERM saves last.ckpt)"
+
+
 def _describe(node: Any, fields: tuple[str, ...]) -> str:
     if not isinstance(node, dict):
         return str(node)
@@ -136,7 +139,12 @@ def _describe(node: Any, fields: tuple[str, ...]) -> str:
     for limit in ("max_steps", "max_epochs"):  # -1: no limit of that kind
         if shown.get(limit) == -1:
             shown.pop(limit)
-    return ", ".join(f"{k}={v}" for k, v in shown.items())
+    parts = [f"{k}={v}" for k, v in shown.items()]
+    if "max_steps" in node and not {"max_steps", "max_epochs", "fast_dev_run"} & shown.keys():
+        # Neither limit ends the run: Lightning then stops after 1000 epochs if max_epochs is null, else never.
+        endless = node.get("max_epochs") is not None
+        parts.insert(0, ENDLESS if endless else "max_epochs=1000 (Lightning's default)")
+    return ", ".join(parts)
 
 
 def _formulation_ignores_schedule(config: Mapping[str, Any]) -> bool:
