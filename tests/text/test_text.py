@@ -283,6 +283,24 @@ def test_captions_from_files_of_labelled_images_name_classes_for_the_accuracy(tm
     assert dm.grid_text_classes is None and len(dm.grid_texts) >= 2
 
 
+def test_a_class_with_no_held_out_image_still_has_a_grid_caption(tmp_path: Path, fake_encoder):
+    # Before, the grid (and evaluate.py's scores) took captions from the held-out images only: class c, with no
+    # held-out image, was never generated or scored, without a word.
+    files = {
+        "train/a/0.png": (0, "a black square"), "train/b/1.png": (255, "a white square"),
+        "train/c/2.png": (128, "a grey square"), "val/a/3.png": (5, "a black square"),
+        "val/b/4.png": (250, "a white square"),
+    }  # fmt: skip
+    for name, (value, caption) in files.items():
+        picture(tmp_path / name, value).with_suffix(".txt").write_text(caption)
+    dm = ImageDataModule(
+        "folder", root=str(tmp_path), image_size=8, condition="text", captions="files",
+        text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert dm.grid_texts.captions == ["a black square", "a white square", "a grey square"]
+    assert dm.grid_text_classes == [0, 1, 2]
+
+
 def test_templates_are_drawn_per_sample_and_step_from_the_seed(tmp_path: Path, fake_encoder):
     def conditions(step: int, training: bool = True, seed: int = 0) -> torch.Tensor:
         dm = ImageDataModule(

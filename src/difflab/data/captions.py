@@ -228,8 +228,8 @@ def caption_conditions(
     if splits.num_classes:
         labels = [label for d in datasets for _, label in d.samples]
         classes = caption_classes([ids[text] for texts in per_split for text in texts], labels, len(distinct))
-    grid_source = [ids[text] for text in (per_split[1] or per_split[0])]
-    shown = grid_captions(grid_source, classes)
+    trained, held_out = ([ids[text] for text in texts] for texts in per_split)
+    shown = grid_captions(held_out, trained, classes)
     table = embed_texts(distinct, encoder, version, max_tokens, cache_dir)
     return CaptionConditions(table, None, shown, classes), replace(splits, train=train, val=val)
 
@@ -242,15 +242,16 @@ def caption_classes(caption_ids: list[int], labels: list[int], count: int) -> li
     return named
 
 
-def grid_captions(caption_ids: list[int], classes: list[int] | None) -> list[int]:
-    """The captions a grid shows, from the held-out images' captions in order: the first that names each class
-    (labelled images, so the grid and the conditioning accuracy cover every class), else the first distinct
-    GRID_CAPTIONS."""
-    distinct = list(dict.fromkeys(caption_ids))
+def grid_captions(held_out: list[int], trained: list[int], classes: list[int] | None) -> list[int]:
+    """The captions a grid shows, by caption id: for labelled images the first that names each class, from the
+    held-out images' captions in order and then, for a class with no held-out image, the training images' (so
+    the grid and the conditioning accuracy cover every class); else the first distinct GRID_CAPTIONS of the
+    held-out images (of the training images when none is held out)."""
+    first_shown = list(dict.fromkeys(held_out or trained))[:GRID_CAPTIONS]
     if classes is None:
-        return distinct[:GRID_CAPTIONS]
+        return first_shown
     first_of_class: dict[int, int] = {}
-    for caption in distinct:
+    for caption in dict.fromkeys(held_out + trained):
         first_of_class.setdefault(classes[caption], caption)
     first_of_class.pop(-1, None)
-    return [first_of_class[c] for c in sorted(first_of_class)] or distinct[:GRID_CAPTIONS]
+    return [first_of_class[c] for c in sorted(first_of_class)] or first_shown
