@@ -341,6 +341,8 @@ def test_difflab_load_reads_its_diffusers_export_and_samples_bit_for_bit_as_the_
     ours, exported = difflab.load(tiny_ckpt), difflab.load(out)
     assert torch.equal(exported.schedule.betas, ours.schedule.betas)  # trained_betas: the float64 table as is
     assert exported.prediction_type == ours.prediction_type and exported.condition is None
+    # Before, the export said "diffusers weights, step 0": the step and EMA of the checkpoint were lost.
+    assert (exported.weights, exported.global_step) == (ours.weights, ours.global_step) == ("ema", 2)
     for sampler in ("ddim", "ddpm"):
         np.testing.assert_array_equal(
             exported.sample(4, sampler=sampler, steps=4, seed=3),

@@ -115,6 +115,7 @@ def test_difflab_load_reads_the_export_back_and_samples_bit_for_bit_as_the_check
     """Before, difflab.load(<the exported folder>) said it "is not a difflab model folder"."""
     ckpt, out = exported[name]
     ours, back = difflab.load(ckpt), difflab.load(out)
+    assert (back.weights, back.global_step) == (ours.weights, ours.global_step)
     formulation = load_model(out).formulation
     assert formulation.name == name and (
         name == "edm" or (formulation.shift, formulation.t_max) == (3.0, 0.9)

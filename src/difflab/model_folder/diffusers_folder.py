@@ -60,25 +60,21 @@ def ddpm_scheduler(schedule: NoiseSchedule, prediction_type: str) -> Any:
     )
 
 
-def write_unet_and_scheduler(
-    net: nn.Module,
-    args: Mapping[str, Any],
-    scheduler: Any,
-    out: Path,
-    extra_scheduler_keys: Mapping[str, Any] | None = None,
-) -> None:
+def write_unet_and_scheduler(net: nn.Module, args: Mapping[str, Any], scheduler: Any, out: Path) -> None:
     """unet/ (UNet2DModel, safetensors) and scheduler/ folders for a model whose sampling diffusers has as a
-    scheduler but no pipeline (edm, flow): each loads with its class's from_pretrained(out, subfolder=...).
-    `extra_scheduler_keys` ("_"-prefixed) keep what difflab samples with and the scheduler has no setting for."""
+    scheduler but no pipeline (edm, flow): each loads with its class's from_pretrained(out, subfolder=...)."""
     diffusers = require_diffusers("format=diffusers")
     unet = diffusers.UNet2DModel(**diffusers_config(args))
     unet.load_state_dict(to_diffusers({k: v.detach().cpu().float() for k, v in net.state_dict().items()}))
     unet.save_pretrained(out / "unet", safe_serialization=True)
     scheduler.save_pretrained(out / "scheduler")
-    if extra_scheduler_keys:
-        # diffusers keeps and ignores keys that start with "_" (as its own _class_name): difflab reads them back.
-        file = out / "scheduler" / "scheduler_config.json"
-        file.write_text(json.dumps({**json.loads(file.read_text()), **extra_scheduler_keys}, indent=2))
+
+
+def add_scheduler_keys(out: Path, keys: Mapping[str, Any]) -> None:
+    """Add "_"-prefixed `keys` to the scheduler config of the pipeline folder `out`: diffusers keeps and ignores
+    keys that start with "_" (as its own _class_name), and difflab reads them back."""
+    file = out / "scheduler" / "scheduler_config.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), **keys}, indent=2))
 
 
 def unet_folder(folder: str | Path, named: str | None = None) -> Path:

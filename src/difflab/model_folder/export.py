@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from .diffusers_autoencoder import to_diffusers_autoencoder
-from .diffusers_folder import ddpm_scheduler, require_diffusers, write_pipeline, write_unet_and_scheduler
+from .diffusers_folder import (
+    add_scheduler_keys,
+    ddpm_scheduler,
+    require_diffusers,
+    write_pipeline,
+    write_unet_and_scheduler,
+)
 from .diffusers_mapping import diffusers_config, unet_arguments
 from .diffusers_schedulers import diffusers_refusal, formulation_scheduler
 from .dit_folder import write_dit_pipeline
@@ -76,10 +82,7 @@ def write_export(loaded: Any, plan: ExportPlan, out: Path) -> str:
     ):  # DiTPipeline holds it; a U-Net's pipeline has no place for one
         plan.vae.save_pretrained(out / "vae", safe_serialization=True)
     if plan.format == "diffusers" and plan.scheduler is not None:
-        # Flow's grid starts at t_max, which FlowMatchEulerDiscreteScheduler has no setting for (difflab reads it).
-        flow = getattr(loaded.formulation, "name", None) == "flow"
-        extra = {"_difflab_t_max": loaded.formulation.t_max} if flow else None
-        write_unet_and_scheduler(loaded.net, plan.args, plan.scheduler, out, extra)
+        write_unet_and_scheduler(loaded.net, plan.args, plan.scheduler, out)
         labels = "(x, t, class_labels=…)" if loaded.num_classes is not None else ""
         how = f"UNet2DModel{labels} and {type(plan.scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
     elif plan.format == "diffusers" and plan.is_dit:
@@ -95,7 +98,18 @@ def write_export(loaded: Any, plan: ExportPlan, out: Path) -> str:
     else:
         write_model_folder(loaded, out)
         how = "difflab.load or sample.py ckpt="
+    if plan.format == "diffusers":
+        add_scheduler_keys(out, difflab_record(loaded))
     as_new_files(out)
     if plan.vae is not None and not plan.is_dit:
         how += "; its autoencoder: vae/ (AutoencoderKL: decode latents / vae.config.scaling_factor)"
     return how
+
+
+def difflab_record(loaded: Any) -> dict[str, Any]:
+    """What difflab reads back from a diffusers folder it wrote and diffusers has no setting for: the training
+    step and which weights (ema or raw) were exported, and flow's t_max (its grid starts there)."""
+    record = {"_difflab_global_step": loaded.global_step, "_difflab_weights": loaded.weights}
+    if getattr(loaded.formulation, "name", None) == "flow":
+        record["_difflab_t_max"] = loaded.formulation.t_max
+    return record

@@ -61,8 +61,8 @@ def is_diffusers_pipeline(path: str | Path) -> bool:
 
 
 def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str, int]:
-    """(difflab config, network weights under difflab's names, "diffusers", step 0) of a pipeline folder, as
-    read_model_folder gives them; a one-line error naming what does not map."""
+    """(difflab config, network weights under difflab's names, which weights, training step) of a pipeline
+    folder, as read_model_folder gives them (see exported_weights); a one-line error naming what does not map."""
     folder, named = Path(path), f"diffusers folder {path}"
     refuse_latent(folder, named)
     model, state = (read_unet if network_of(folder, named) == "unet" else read_dit)(folder, named)
@@ -75,7 +75,8 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
             "condition": None if model["num_classes"] is None else "labels",
         },
     }
-    return config, state, "diffusers", 0
+    weights, step = exported_weights(folder / SCHEDULER_CONFIG)
+    return config, state, weights, step
 
 
 def check_pipeline_configs(folder: Path) -> None:
@@ -235,6 +236,16 @@ def warn_of_sampling_settings(config: Any, named: str) -> None:
         found.append(f"clip_sample_range={limit:g} (give sampler.clip_x0={limit:g} to clip as it does)")
     if found:
         warnings.warn(f"{named}: its scheduler samples with {'; '.join(found)}", stacklevel=2)
+
+
+def exported_weights(file: Path) -> tuple[str, int]:
+    """(which weights, training step) that difflab's export recorded in the scheduler config `file`: ("ema" or
+    "raw", the checkpoint's step); ("diffusers", 0) for a folder difflab did not write (or values not its own)."""
+    stored = json.loads(file.read_text())
+    weights, step = stored.get("_difflab_weights"), stored.get("_difflab_global_step")
+    if weights in ("ema", "raw") and isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+        return weights, step
+    return "diffusers", 0
 
 
 def difflab_settings(stored: dict[str, Any]) -> dict[str, Any]:
