@@ -25,8 +25,10 @@ class StepProbe(L.Callback):
         after_step: bool = False,
         at_train_end: bool = False,
         rank: int | None = None,
+        group: bool = False,
     ) -> None:
         self.dirpath = Path(dirpath)
+        self.group = group  # signal every process of the run's process group (data loader workers too)
         self.signal_at_step = signal_at_step
         self.signum = signal.Signals[signal_name]
         self.times = times
@@ -56,7 +58,8 @@ class StepProbe(L.Callback):
         if trainer.global_step == self.signal_at_step and not marker.exists():
             marker.write_text(str(trainer.global_step))  # once: the requeued job must not be signalled again
             for _ in range(self.times):
-                os.kill(os.getpid(), self.signum)
+                # A cluster's time limit, `timeout` and `kill -- -<pgid>` signal the whole group, as here.
+                os.killpg(os.getpgrp(), self.signum) if self.group else os.kill(os.getpid(), self.signum)
 
 
 class SignalAtSetup(L.Callback):

@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST_TRAIN, ROOT
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -199,6 +201,43 @@ def test_sigterm_outside_slurm_saves_exits_non_zero_and_the_resume_matches_an_un
     assert a["global_step"] == b["global_step"] == 6
     for key in ("state_dict", "current_model_state"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key
+
+
+def test_sigterm_to_every_process_of_a_run_with_loader_workers_saves_the_step(tmp_path):
+    """SLURM's time limit, `timeout` and `kill -- -<pgid>` signal the data loader workers as well. Before, a worker
+    died of it, and the run ended with "a data loader worker (pid …) was killed by signal: Terminated", saving no
+    checkpoint."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    overrides = ["data=folder", f"data.root={folder}", "data.image_size=8", "data.channels=1"]
+    overrides += [
+        "data.num_workers=2",
+        "data.persistent_workers=true",
+        "logger=none",
+        "trainer.max_steps=100000",
+    ]
+    job = subprocess.Popen(
+        probed_train(run, probe, *overrides),
+        cwd=ROOT,
+        env=env_with(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a job's: the signal reaches the run's processes only
+    )
+    deadline = time.monotonic() + 240
+    while not ((probe / "step").exists() and int((probe / "step").read_text() or 0) >= 3):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGTERM)
+    _, stderr = job.communicate(timeout=240)
+    assert job.returncode == 3, stderr[-3000:]
+    assert "data loader worker" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert last_step(run) >= 3 and "stopped on SIGTERM at step" in stderr
 
 
 def ctrl_c_run(tmp_path: Path, times: int, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:

@@ -29,6 +29,7 @@ from difflab.data.sources import (
     split_dirs,
 )
 from difflab.data.transforms import ToModelTensor, TransformedDataset, random_hflip
+from difflab.data.worker_signals import leaving_stop_signals_to_this_process
 from difflab.diffusion.superres import check_sr_factor, low_res_condition
 from difflab.generation.task import Task
 from difflab.io.decode import check_channels
@@ -419,6 +420,7 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             # DataLoader rejects persistent_workers without worker processes.
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=leaving_stop_signals_to_this_process(),
         )
 
 

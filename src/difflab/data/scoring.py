@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from difflab.data.datamodule import ImageDataModule
+from difflab.data.worker_signals import leaving_stop_signals_to_this_process
 from difflab.io.write_images import to_uint8
 from difflab.metrics.cond_classifier import LinearClassifier
 from difflab.metrics.evaluator import Evaluator
@@ -78,7 +79,13 @@ def uint8_batches(
     """
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=leaving_stop_signals_to_this_process(),
+    )
     for batch in loader:
         images = batch[0] if isinstance(batch, list | tuple) else batch
         yield to_uint8(images)
