@@ -313,6 +313,7 @@ def sampling_rows(device: torch.device, tiny: bool) -> list[Row]:
 
     from difflab.diffusion import NoiseSchedule
     from difflab.diffusion.generate import generate
+    from difflab.generation.sampler import bound_sampler
 
     n, steps = (2, 2) if tiny else (256, 20)
     precision = "bf16" if device.type == "cuda" else "fp32"
@@ -326,7 +327,8 @@ def sampling_rows(device: torch.device, tiny: bool) -> list[Row]:
                 cfg = compose(
                     config_name="train", overrides=[f"sampler={sampler_name}", f"sampler.steps={steps}"]
                 )
-            sampler = instantiate(cfg.sampler)(NoiseSchedule.from_name("linear", timesteps=1000))
+            schedule = NoiseSchedule.from_name("linear", timesteps=1000)
+            sampler = bound_sampler(instantiate(cfg.sampler), schedule, "epsilon", latent=False)
             generate(sampler, net, range(min(n, 2)), shape, 0, n, precision=precision)  # warm-up
             synchronize(device)
             start = time.perf_counter()

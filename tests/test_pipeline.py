@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FAST_TRAIN, ROOT, compose_config
-from hydra.utils import instantiate
 from PIL import Image
 
 import difflab
+from difflab.generation import build_sampler
 from difflab.run.export import export
 from difflab.run.sample import sample
 from difflab.run.train import train
@@ -47,11 +47,11 @@ def test_load_samples_what_sample_py_samples(tiny_ckpt, tmp_path):
 def test_samplers_have_the_cli_defaults(tiny_ckpt, tmp_path, name):
     pipe = difflab.load(tiny_ckpt)
     cli = compose_config("sample", [f"sampler={name}"], tmp_path).sampler
-    expected = instantiate(cli)(pipe.schedule, prediction_type=pipe.prediction_type)
-    assert repr(pipe.make_sampler(name)) == repr(expected)
+    assert repr(pipe.make_sampler(name)) == repr(build_sampler(cli, pipe))  # sample.py's one way to build it
     assert repr(pipe.make_sampler()) == repr(
-        instantiate(compose_config("sample", [], tmp_path).sampler)(pipe.schedule)
-    )  # no sampler named: sample.py's default (ddim, 50 steps, clip_x0 1.0)
+        build_sampler(compose_config("sample", [], tmp_path).sampler, pipe)
+    )  # no sampler named: sample.py's default (ddim, 50 steps, clip_x0 auto: 1.0 for this pixel model)
+    assert pipe.make_sampler().clip_x0 == 1.0
 
 
 def test_class_conditional_model_samples_like_sample_py(tmp_path):

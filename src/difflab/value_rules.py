@@ -76,7 +76,7 @@ def or_auto(rule: Rule) -> Rule:
 SAMPLER_RULES = {
     "steps": whole(1, nullable=True),
     "eta": number(0.0),
-    "clip_x0": number(0.0, above=True, nullable=True),
+    "clip_x0": or_auto(number(0.0, above=True, nullable=True)),
     "s_churn": number(0.0),  # Heun's (EDM's) churn settings
     "s_tmin": number(0.0),
     "s_tmax": number(0.0, nullable=True),

@@ -27,6 +27,7 @@ from difflab.diffusion import (
     karras_sigmas,
 )
 from difflab.diffusion.samplers import continuous
+from difflab.generation.sampler import bound_sampler
 
 MEANS, STDS, WEIGHTS = [-0.5, 0.5], [0.15, 0.15], [0.3, 0.7]
 N, D = 4000, 4  # the component weight's standard error is about 0.007
@@ -183,14 +184,14 @@ def test_the_heun_config_offers_churn_and_every_sampler_config_takes_the_karras_
     runs = []
     for churn in ("0", "30"):
         cfg = compose_config("sample", ["sampler=heun", f"sampler.s_churn={churn}"], tmp_path)
-        sampler = instantiate(cfg.sampler)(schedule)
+        sampler = bound_sampler(instantiate(cfg.sampler), schedule, "epsilon", latent=False)
         runs.append(sampler.sample(model, (8, D), generator=torch.Generator().manual_seed(1), x_T=x_T))
     assert not torch.allclose(runs[0], runs[1])  # churn's fresh noise moved the samples
     for name in ("ddpm", "ddim", "dpm_solver", "euler", "heun"):
         cfg = compose_config(
             "sample", [f"sampler={name}", "sampler.steps=10", "sampler.timestep_spacing=karras"], tmp_path
         )
-        sampler = instantiate(cfg.sampler)(schedule)
+        sampler = bound_sampler(instantiate(cfg.sampler), schedule, "epsilon", latent=False)
         assert sampler.timesteps.tolist()[0] == 999 and sampler.timesteps.tolist()[-1] == 0
 
 
@@ -247,5 +248,7 @@ def test_ddpm_fixed_large_steps_as_diffusers_does(t):
 def test_the_heun_config_writes_as_strict_json(tmp_path):
     cfg = compose_config("sample", ["sampler=heun"], tmp_path)
     json.dumps(OmegaConf.to_container(cfg.sampler), allow_nan=False)  # settings.json must not hold Infinity
-    sampler = instantiate(cfg.sampler)(NoiseSchedule.from_name("linear"))
+    sampler = bound_sampler(
+        instantiate(cfg.sampler), NoiseSchedule.from_name("linear"), "epsilon", latent=False
+    )
     assert sampler.core.s_tmax == math.inf  # null: no upper bound on the churn window

@@ -15,6 +15,7 @@ import difflab
 from difflab.checkpoint import load_model
 from difflab.diffusion.formulations import EDM, Flow, VPTraining
 from difflab.diffusion.formulations.timestep_face import sampling_view
+from difflab.generation.sampler import bound_sampler
 from difflab.run.export import export
 from difflab.run.formulation_checks import build_formulation, check_schedule_applies
 from difflab.run.prepare import fixed_values
@@ -176,7 +177,7 @@ def test_the_formulation_recipes_are_digits_cpu_with_another_formulation(recipe,
             assert cfg.callbacks.fid[key] == base.callbacks.fid[key], key
     # The grids and FID callbacks walk the formulation's own grid without the recipe asking for it.
     _, schedule, prediction_type = sampling_view(None, None, None, instantiate(cfg.formulation))
-    sampler = instantiate(cfg.callbacks.fid.sampler)(schedule, prediction_type=prediction_type)
+    sampler = bound_sampler(instantiate(cfg.callbacks.fid.sampler), schedule, prediction_type, latent=False)
     assert sampler.timestep_spacing == "trailing" and int(sampler.timesteps[0]) == schedule.timesteps - 1
 
 

@@ -150,6 +150,27 @@ def test_sample_py_and_difflab_load_give_the_same_decoded_images(latent_run, tmp
     assert written.std() > 0  # decoded pictures, not a constant
 
 
+def test_latents_are_not_clipped_to_the_pixel_range_unless_asked(latent_run, tmp_path) -> None:
+    """Before, every sampler clipped x̂_0 to [-1, 1] on latents too (its default clip_x0=1.0): scaled to unit std,
+    a third of them lie outside, and an img2img at strength 0.001 came back 12 dB from its picture."""
+    pipe = difflab.load(latent_run[0], device="cpu")
+    assert pipe.make_sampler("ddim").clip_x0 is None
+    assert pipe.make_sampler("ddim", clip_x0=1.0).clip_x0 == 1.0  # asked for: kept
+    assert difflab.load(latent_run[0], device="cpu").sample(2, steps=2, clip_x0=None).shape == (2, 8, 8, 1)
+    out = tmp_path / "samples"
+    sample(
+        compose_config("sample", [f"ckpt={latent_run[0]}", "n=2", "sampler.steps=2", f"out={out}"], tmp_path)
+    )
+    assert json.loads((out / "settings.json").read_text())["sampler"]["clip_x0"] is None
+    # The run's own grids and FID sample as sample.py does.
+    stored = read_checkpoint(latent_run[0] / "checkpoints" / "last.ckpt")["difflab_config"]
+    assert stored["callbacks"]["sample_grid"]["sampler"]["clip_x0"] == "auto"
+
+
+def test_pixels_are_clipped_to_their_range_by_default(tiny_ckpt) -> None:
+    assert difflab.load(tiny_ckpt, device="cpu").make_sampler("ddim").clip_x0 == 1.0
+
+
 def test_evaluate_py_scores_the_decoded_samples(latent_run, tmp_path) -> None:
     overrides = [
         f"ckpt={latent_run[0]}",
@@ -369,6 +390,7 @@ def test_a_latent_unet_exports_its_unet_scheduler_and_autoencoder_and_no_pipelin
         diffusers.UNet2DModel.from_pretrained(out, subfolder="unet").config.in_channels == 3
     )  # latent denoiser
     scheduler = diffusers.DDPMScheduler.from_pretrained(out, subfolder="scheduler")
+    assert scheduler.config.clip_sample is False  # latents have no [-1, 1] range to clip to
     torch.testing.assert_close(
         scheduler.betas.double(), load_model(latent_run[0]).schedule.betas, rtol=0, atol=1e-7
     )

@@ -19,6 +19,7 @@ from ..generation import Generation, GenerationRequest, Task, grid_conditions
 from ..generation.autoguide import check_guide
 from ..generation.methods import Sampling
 from ..generation.requested import warn_if_never_unconditional
+from ..generation.sampler import bound_sampler
 from ..training.ema import ema_network
 from .sharding import rank_indices
 
@@ -73,7 +74,12 @@ class GeneratingCallback(L.Callback):
             sampling_net, schedule, prediction_type = sampling_view(
                 net, pl_module.schedule, pl_module.prediction_type, getattr(pl_module, "formulation", None)
             )
-            sampler = self.sampler_factory(schedule, prediction_type=prediction_type)
+            decode = getattr(
+                trainer.datamodule, "decode", None
+            )  # latent diffusion: grids and scores see images
+            sampler = bound_sampler(
+                self.sampler_factory, schedule, prediction_type, latent=decode is not None
+            )
             request = GenerationRequest(
                 Sampling(sampler, task.sample_shape),
                 rank_indices(self.num_samples, trainer.global_rank, trainer.world_size),
@@ -83,9 +89,7 @@ class GeneratingCallback(L.Callback):
                 self.precision,
                 grid_conditions(task, self.num_samples),
                 guide=self.guide_net(pl_module, task, schedule, prediction_type),
-                decode=getattr(
-                    trainer.datamodule, "decode", None
-                ),  # latent diffusion: grids and scores see images
+                decode=decode,
             )
             yield Generation(request, sampling_net)
         finally:

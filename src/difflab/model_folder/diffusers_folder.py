@@ -53,10 +53,11 @@ def write_pipeline(
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
 
 
-def ddpm_scheduler(schedule: NoiseSchedule, prediction_type: str) -> Any:
-    """diffusers' DDPMScheduler of difflab's table (trained_betas: its float64 betas) and prediction type."""
+def ddpm_scheduler(schedule: NoiseSchedule, prediction_type: str, latent: bool = False) -> Any:
+    """diffusers' DDPMScheduler of difflab's table (trained_betas: its float64 betas) and prediction type (x̂_0 not
+    clipped for a `latent` model)."""
     return require_diffusers("format=diffusers").DDPMScheduler(
-        **scheduler_config(schedule.betas, prediction_type)
+        **scheduler_config(schedule.betas, prediction_type, latent)
     )
 
 

@@ -308,14 +308,15 @@ def _linear(weight: Tensor) -> Tensor:
 # --- the scheduler --------------------------------------------------------------------------------------------
 
 
-def scheduler_config(betas: Tensor, prediction_type: str) -> dict[str, Any]:
+def scheduler_config(betas: Tensor, prediction_type: str, latent: bool = False) -> dict[str, Any]:
     """DDPMScheduler arguments for difflab's schedule: its exact betas, prediction type, and sample.py's x̂_0
-    clipping to [-1, 1] (conf/sampler/*.yaml clip_x0: 1.0) with the posterior variance DDPM uses (fixed_small)."""
+    clipping (conf/sampler/*.yaml clip_x0: auto: to [-1, 1] for pixels, none for a `latent` model) with the
+    posterior variance DDPM uses (fixed_small)."""
     return {
         "num_train_timesteps": int(betas.numel()),
         "trained_betas": [float(b) for b in betas],
         "prediction_type": PREDICTION_TYPES[prediction_type],
-        "clip_sample": True,
+        "clip_sample": not latent,
         "clip_sample_range": 1.0,
         "variance_type": "fixed_small",
         "timestep_spacing": "leading",

@@ -31,7 +31,9 @@ def write_dit_pipeline(
     diffusers = require_diffusers("format=diffusers")
     state = {k: v.detach().cpu().float() for k, v in net.state_dict().items()}
     transformer = diffusers_dit(state, args)
-    scheduler = diffusers.DDPMScheduler(**scheduler_config(schedule.betas, prediction_type))
+    scheduler = diffusers.DDPMScheduler(
+        **scheduler_config(schedule.betas, prediction_type, latent=vae is not None)
+    )
     pipeline = diffusers.DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
     # Without a VAE diffusers logs "self.vae=None of type <class 'NoneType'> cannot be saved." on a folder it
     # writes rightly (model_index.json lists no VAE): nothing for a user to act on.

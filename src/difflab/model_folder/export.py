@@ -53,7 +53,7 @@ def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
     if name == "vp" and loaded.latents is not None and model.get("_target_") != DIT_TARGET:
         # No pipeline of diffusers decodes a UNet2DModel's latents: a DDPMPipeline folder would load and return
         # undecoded latents as images. unet/, scheduler/ and vae/ are written for the user's own loop.
-        scheduler = ddpm_scheduler(loaded.schedule, loaded.prediction_type)
+        scheduler = ddpm_scheduler(loaded.schedule, loaded.prediction_type, latent=True)
     try:
         refusal = diffusers_refusal(loaded.formulation, scheduler)
         if refusal:

@@ -207,6 +207,7 @@ def check_generation_settings(cfg: DictConfig) -> None:
     from hydra.utils import instantiate  # torch and the feature networks: only once a run is checked
 
     from ..diffusion.precision import check_precision
+    from ..generation.sampler import bound_sampler
     from ..metrics.evaluator import Evaluator
     from .errors import one_line
 
@@ -222,7 +223,8 @@ def check_generation_settings(cfg: DictConfig) -> None:
         if node is None:
             continue
         try:
-            instantiate(node)(schedule, prediction_type=cfg.prediction_type)
+            latent = bool(cfg.get("autoencoder"))
+            bound_sampler(instantiate(node), schedule, cfg.prediction_type, latent)
         except TypeError as error:
             raise ValueError(f"{key}: a value has the wrong type ({one_line(error)})") from error
         except ValueError as error:
