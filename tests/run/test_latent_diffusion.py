@@ -62,6 +62,23 @@ def test_the_denoiser_trains_on_latents_and_the_checkpoint_records_the_autoencod
     assert sorted(p.name.split("-")[1] for p in cache.iterdir()) == ["train", "val"]
 
 
+def test_a_relative_autoencoder_path_is_recorded_as_the_folder_it_names(
+    autoencoder_run, latent_run, tmp_path, monkeypatch
+) -> None:
+    """Before, `autoencoder=ae` was recorded as "ae": sample.py started from another folder could not find it."""
+    monkeypatch.chdir(autoencoder_run.parent)
+    overrides = [
+        o for o in two_step_latent_run(autoencoder_run, latent_run) if not o.startswith("autoencoder=")
+    ]
+    run = tmp_path / "run"
+    train(compose_config("train", [*overrides, f"autoencoder={autoencoder_run.name}"], run))
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["difflab_config"]["autoencoder"] == str(autoencoder_run.resolve())
+    assert ckpt["LatentDataModule"]["autoencoder_path"] == str(autoencoder_run.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert difflab.load(run, device="cpu").sample(1, steps=2).shape == (1, 8, 8, 1)
+
+
 def test_sample_grids_show_decoded_images_not_latents(latent_run) -> None:
     grid = Image.open(latent_run[0] / "samples" / "final.png")
     # 4 decoded 8x8 digits, 2 a row with 2 px padding: 22 px, enlarged by 256 // 22 = 11. Undecoded 2x2 latents

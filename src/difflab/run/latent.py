@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, open_dict
 
 
@@ -30,6 +32,12 @@ def use_latents(cfg: DictConfig) -> None:
             "autoencoder's latents: drop autoencoder= for super-resolution"
         )
     net = load_autoencoder(cfg.autoencoder).net
+    given = Path(str(cfg.autoencoder)).expanduser()
+    if (
+        given.exists()
+    ):  # recorded as the folder it names, not as typed: sample.py may start from another folder
+        with open_dict(cfg):
+            cfg.autoencoder = str(given.resolve())
     channels = int(cfg.data.channels)
     if net.in_channels != channels:  # its first convolution would meet the images at step 1
         raise ValueError(
