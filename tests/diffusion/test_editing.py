@@ -280,6 +280,17 @@ def test_masks_white_is_generate_and_bad_masks_are_named(tmp_path):
         load_images(tmp_path / "broken.png", (1, 16, 16))
 
 
+def test_a_link_to_nothing_in_a_folder_of_pictures_is_refused_naming_it(tmp_path):
+    # Before, it was left out without a word: the edit set held one picture fewer than given.
+    _png(tmp_path / "pics" / "a.png", np.zeros((16, 16), np.uint8))
+    (tmp_path / "pics" / "b.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(FileNotFoundError, match=r"pics/b.png is a link to nothing \(.*gone.png\)"):
+        load_images(tmp_path / "pics", (1, 16, 16))
+    (tmp_path / "one.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(FileNotFoundError, match=r"one.png is a link to nothing"):
+        load_images(tmp_path / "one.png", (1, 16, 16))
+
+
 def test_a_folder_of_masks_matches_pictures_by_name_and_follows_a_resize(tmp_path):
     for name in ("a", "b"):
         _png(tmp_path / "pics" / f"{name}.jpg", np.zeros((32, 32, 3), np.uint8))

@@ -3,7 +3,6 @@ output folder, or an .npz (sample.py's samples.npz, or the NHWC `arr_0` files of
 
 from __future__ import annotations
 
-import os
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from .read_inputs import (
     check_target_channels,
     image_files,
     load_image_files,
+    refuse_a_link_to_nothing,
     warn_changes,
 )
 from .results import IN_USE
@@ -88,8 +88,7 @@ def _pictures_under(folder: Path) -> list[Path]:
     dropped, and the set scored with one image fewer than given)."""
     files = [Path(path) for path in image_paths(folder)]
     for file in files:
-        if not file.exists():
-            raise FileNotFoundError(f"{file} is a link to nothing ({os.readlink(file)}): remove it or fix it")
+        refuse_a_link_to_nothing(file)
     if not files:
         raise FileNotFoundError(f"no generated image files ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
     return files

@@ -3,6 +3,7 @@ the same decoding and preprocessing as training (difflab.io.decode)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,11 +38,20 @@ def image_files(path: str | Path, what: str = "image") -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_name(p.name))
+        files = sorted(p for p in path.iterdir() if (p.is_file() or p.is_symlink()) and is_image_name(p.name))
+        for file in files:
+            refuse_a_link_to_nothing(file)
         if not files:
             raise FileNotFoundError(f"no {what} files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
         return files
+    refuse_a_link_to_nothing(path)
     raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def refuse_a_link_to_nothing(path: Path) -> None:
+    """A one-line error for a link whose target is gone (an edit set would be one picture short without a word)."""
+    if path.is_symlink() and not path.exists():
+        raise FileNotFoundError(f"{path} is a link to nothing ({os.readlink(path)}): remove it or fix it")
 
 
 def _channels(img: Image.Image) -> int:
