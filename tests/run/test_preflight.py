@@ -264,6 +264,15 @@ def test_a_run_started_in_a_second_another_run_took_moves_to_time_2(tmp_path):
             "lr_scheduler.min_ratio=2 must be at most 1",
         ),
         (["cond_drop_prob=1.5"], "cond_drop_prob=1.5 must be at most 1"),
+        # Before, a traceback (SeedSequence's TypeError) once the run folder was made, and Python's own words.
+        (["data.split_seed=1.5"], "data.split_seed=1.5 is not a whole number"),
+        (["data.split_seed=-1"], "data.split_seed=-1 must be at least 0"),
+        (["data.val_fraction=abc"], "data.val_fraction='abc' is not a number"),
+        (
+            ["data.val_fraction=0"],
+            "validation split of digits is empty: data.val_fraction=0 holds out no image, and a run validates",
+        ),
+        (["data.val_fraction=1"], "data.val_fraction=1 must be below 1"),
     ],
 )
 def test_settings_used_late_in_a_run_are_checked_before_step_one(tmp_path, overrides, message):

@@ -212,9 +212,10 @@ def holdout_split(n: int, val_fraction: float, seed: int, source: str) -> tuple[
             "at least 2 (one is held out for validation): add images"
         )
     if n_val < 1:
+        why = "holds out no image" if val_fraction == 0 else f"× {n} images rounds to 0"
         raise DataError(
-            f"validation split of {source} is empty: {n} images x val_fraction={val_fraction} rounds to 0; "
-            "raise data.val_fraction"
+            f"validation split of {source} is empty: data.val_fraction={val_fraction} {why}, and a run validates "
+            "on held-out images (its val/loss and scores): raise data.val_fraction"
         )
     if n_val >= n:
         raise DataError(

@@ -37,6 +37,15 @@ def betas(value: object) -> str | None:
     return None if fine else "is not two numbers in [0, 1)"
 
 
+def held_out_share(value: object) -> str | None:
+    """A rule for data.val_fraction: the share of the images held out for validation, in [0, 1) (0 is refused by
+    the data where it would hold out no image: a dataset or folder with its own split does not use it)."""
+    problem = number(0.0)(value)
+    if problem:
+        return problem
+    return "must be below 1 (the share of the images held out for validation)" if value >= 1 else None
+
+
 def decay_length(value: object) -> str | None:
     """A rule for a cosine's total_steps, which follows trainer.max_steps: -1 there (no step limit) gives it no end,
     and past its warm-up the learning rate would be min_ratio × lr for the rest of the run."""
@@ -79,6 +88,8 @@ RULES = {
     "data.batch_size": whole(1),
     "data.num_workers": whole(0),
     "data.random_flip": flag,
+    "data.val_fraction": held_out_share,
+    "data.split_seed": whole(0),
     "optim.lr": number(0.0, above=True),
     "optim.weight_decay": number(0.0),
     "optim.betas": betas,
