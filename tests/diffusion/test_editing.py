@@ -25,6 +25,7 @@ from difflab.diffusion.editing import (
 )
 from difflab.generation import Generation, GenerationRequest
 from difflab.generation.methods import Img2Img, Inpaint
+from difflab.generation.modes import repaint_options
 from difflab.io.read_inputs import load_images, load_masks
 from difflab.run.sample import sample
 from difflab.run.train import train
@@ -471,3 +472,11 @@ def test_sample_py_refuses_an_image_without_a_mode_in_one_line(tiny_ckpt, tmp_pa
     result = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"image={tmp_path / 'three.png'}", f"out={out}")
     assert "but mode=sample does not read it" in one_error_line(result)
     assert not out.exists()
+
+
+def test_a_jump_length_that_leaves_no_room_to_jump_back_is_refused():
+    # Before, inpaint.steps=20 inpaint.jump_length=50 ran 20 model calls: RePaint never resampled, without a word.
+    with pytest.raises(ValueError, match=r"^inpaint.jump_length=50 is not below inpaint.steps=20: RePaint"):
+        repaint_options({"steps": 20, "jump_length": 50, "jump_n_sample": 10}, 1000)
+    assert repaint_options({"steps": 20, "jump_length": 50, "jump_n_sample": 1}, 1000)["jump_length"] == 50
+    assert repaint_options({"steps": 20, "jump_length": 10, "jump_n_sample": 10}, 1000)["steps"] == 20

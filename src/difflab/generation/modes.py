@@ -125,4 +125,11 @@ def repaint_options(given: Mapping[str, Any] | None, timesteps: int) -> dict[str
         raise ValueError(
             f"inpaint.steps={repaint['steps']} must be at most the schedule's {timesteps} timesteps"
         )
+    steps, jump, samples = (repaint.get(key) for key in ("steps", "jump_length", "jump_n_sample"))
+    if None not in (steps, jump, samples) and samples > 1 and jump >= steps:
+        raise ValueError(
+            f"inpaint.jump_length={jump} is not below inpaint.steps={steps}: RePaint would never jump back, so "
+            f"inpaint.jump_n_sample={samples} would resample nothing; give a shorter jump_length (or "
+            "inpaint.jump_n_sample=1: no resampling)"
+        )
     return repaint
