@@ -37,6 +37,9 @@ class LoadedAutoencoder:
     source: str
     weights_hash: str
     global_step: int = 0  # the training step of a run's checkpoint (0: a diffusers folder)
+    # A diffusers folder's scaling_factor: the latent scale its latents are made for (Stable Diffusion's 0.18215);
+    # None for difflab's own autoencoder runs, whose scale is estimated on the data (1 / std of its latents).
+    scaling_factor: float | None = None
 
 
 def is_autoencoder_config(config: dict[str, Any]) -> bool:
@@ -70,7 +73,8 @@ def load_autoencoder(
     if is_autoencoder_folder(path):
         net, args = load_autoencoder_folder(path)
         config = {"model": {"_target_": "difflab.models.AutoencoderKL", **args}, "task": AUTOENCODER_TASK}
-        return LoadedAutoencoder(net.to(device), config, f"diffusers folder {path}", weights_hash(net))
+        source = f"diffusers folder {path}"
+        return LoadedAutoencoder(net.to(device), config, source, weights_hash(net), 0, args["scaling_factor"])
     if not Path(path).exists():
         raise FileNotFoundError(f"autoencoder not found: {path}")
     file = Path(run_checkpoint(path))

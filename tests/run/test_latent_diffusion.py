@@ -101,6 +101,37 @@ def test_a_second_run_reuses_the_latent_cache(autoencoder_run, latent_run, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == written
 
 
+def test_a_diffusers_autoencoders_scaling_factor_is_the_runs_latent_scale(tmp_path, caplog) -> None:
+    # Before, it was replaced by 1 / std of the training latents without a word (the README: "comes along").
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(1)
+    vae = tmp_path / "vae"
+    diffusers.AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 32, 32),
+        layers_per_block=1,
+        latent_channels=3,
+        norm_num_groups=32,
+        scaling_factor=0.3,
+    ).save_pretrained(vae)
+    overrides = [
+        *FAST_TRAIN,
+        "trainer.max_steps=2",
+        f"autoencoder={vae}",
+        f"latent_cache_dir={tmp_path / 'c'}",
+    ]
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        train(compose_config("train", overrides, tmp_path / "run"))
+    assert (
+        read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["LatentDataModule"]["scale_factor"]
+        == 0.3
+    )
+    assert "latent scale factor 0.3 (the autoencoder's scaling_factor)" in caplog.text
+
+
 def test_a_resume_with_another_autoencoder_is_refused_in_one_line(latent_run, tmp_path) -> None:
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(1)

@@ -116,7 +116,10 @@ class LatentDataModule(ImageDataModule):
             )
             splits[split], pairs[split] = latents, LatentPairs(latents, images, mirrored)
         self._latent_splits = splits
-        if self.scale_factor is None:
+        if self.scale_factor is None and self.loaded.scaling_factor is not None:
+            self.scale_factor = self.loaded.scaling_factor
+            log.info("latent scale factor %.5g (the autoencoder's scaling_factor)", self.scale_factor)
+        elif self.scale_factor is None:
             self.scale_factor = estimate_scale_factor(
                 splits["train"], torch.Generator().manual_seed(self.seed)
             )
