@@ -4,6 +4,7 @@ difflab.load and export read it, old checkpoints load as VP, and bad values are 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,11 @@ from difflab.diffusion.formulations import EDM, Flow, VPTraining
 from difflab.diffusion.formulations.timestep_face import sampling_view
 from difflab.generation.sampler import bound_sampler
 from difflab.run.export import export
-from difflab.run.formulation_checks import build_formulation, check_schedule_applies
+from difflab.run.formulation_checks import (
+    build_formulation,
+    check_schedule_applies,
+    warn_if_zero_snr_predicts_epsilon,
+)
 from difflab.run.prepare import fixed_values
 from difflab.run.sample import sample
 from difflab.run.train import train
@@ -153,6 +158,19 @@ def test_the_preflight_names_the_formulation_of_a_bad_value(tmp_path, overrides,
     with pytest.raises(ValueError, match=message) as error:
         build_formulation(compose_config("train", [*FAST_TRAIN, *overrides], tmp_path))
     assert "\n" not in str(error.value)
+
+
+def test_zero_terminal_snr_with_epsilon_prediction_is_warned_of(tmp_path):
+    # Before, taken without a word: at the last timestep a predicted ε gives no x0.
+    cfg = compose_config("train", [*FAST_TRAIN, "formulation.zero_terminal_snr=true"], tmp_path)
+    with pytest.warns(
+        UserWarning, match=r"zero_terminal_snr=true with prediction_type=epsilon: .* prediction_type=v"
+    ):
+        warn_if_zero_snr_predicts_epsilon(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = ["formulation.zero_terminal_snr=true", "prediction_type=v"]
+        warn_if_zero_snr_predicts_epsilon(compose_config("train", [*FAST_TRAIN, *v], tmp_path))
 
 
 def test_min_snr_and_offset_noise_train_through_the_config(tmp_path):

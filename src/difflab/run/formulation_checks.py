@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from hydra.utils import get_class, instantiate
@@ -36,6 +37,19 @@ def check_prediction_type_applies(cfg: DictConfig) -> None:
             f"fixed by the formulation; use formulation=vp for prediction_type={cfg.prediction_type}, or leave "
             "prediction_type out"
         )
+
+
+def warn_if_zero_snr_predicts_epsilon(cfg: DictConfig) -> None:
+    """zero_terminal_snr makes the last timestep pure noise: a network predicting ε there says nothing about x0
+    (x̂0 = (x_T − σ·ε̂)/α with α ≈ 0), which is why Lin et al. 2024 pair the rescale with v-prediction."""
+    node = cfg.get("formulation")
+    if node is None or not node.get("zero_terminal_snr") or str(cfg.get("prediction_type")) != "epsilon":
+        return
+    warnings.warn(
+        "formulation.zero_terminal_snr=true with prediction_type=epsilon: at the last timestep x_T is pure noise, "
+        "so a predicted ε gives no x0 (Lin et al. 2024 pair the rescale with prediction_type=v)",
+        stacklevel=2,
+    )
 
 
 def check_schedule_applies(cfg: DictConfig) -> None:

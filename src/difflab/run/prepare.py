@@ -75,7 +75,12 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     )
     from .argument_types import check_argument_types
     from .common import fill_conditioning
-    from .formulation_checks import build_formulation, check_prediction_type_applies, check_schedule_applies
+    from .formulation_checks import (
+        build_formulation,
+        check_prediction_type_applies,
+        check_schedule_applies,
+        warn_if_zero_snr_predicts_epsilon,
+    )
     from .latent import check_resumed_autoencoder
     from .train_checks import check_generation_settings, check_model_builds
 
@@ -114,6 +119,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     # A fresh run's only: a resume keeps what its checkpoint was trained with.
     check_prediction_type_applies(cfg)
     check_schedule_applies(cfg)
+    warn_if_zero_snr_predicts_epsilon(cfg)
     if settings.init_from:
         args = unet_arguments(OmegaConf.to_container(cfg.model, resolve=True))
         folder = settings.init_from
