@@ -18,6 +18,7 @@ from torch.utils.data import SequentialSampler
 
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
 from difflab.data.index_sampler import ResumableSampler
+from difflab.data.sources import holdout_split
 from difflab.io.decode import to_channels
 from difflab.io.read_inputs import load_images
 from difflab.run.train import train
@@ -655,3 +656,20 @@ def test_an_empty_class_folder_is_not_a_class_and_a_loose_image_is_named(tmp_pat
     )
     with pytest.raises(DataError, match=r"1 image\(s\) lie beside its class folders \(preview.png\)"):
         loose.setup()
+
+
+def test_a_class_whose_every_image_is_held_out_is_warned_of(tmp_path: Path):
+    # Before, class dog (one image) was trained with no example when the random split held that image out.
+    for name, count in (("cat", 6), ("dog", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.new("L", (8, 8), 30 * i).save(tmp_path / name / f"{i}.png")
+    seed = next(s for s in range(1000) if 6 in holdout_split(7, 0.3, s, "tree")[1])  # dog's image: the 7th
+    data = ImageDataModule(
+        dataset="folder", root=str(tmp_path), image_size=8, channels=1, condition="labels",
+        val_fraction=0.3, split_seed=seed,
+    )  # fmt: skip
+    with pytest.warns(
+        UserWarning, match=r"class\(es\) dog of .* have no training image: the random split held"
+    ):
+        data.setup()

@@ -148,12 +148,30 @@ def open_folder(root: Path, val_fraction: float, split_seed: int) -> RawSplits:
             ImageFileDataset(train_samples), ImageFileDataset(val_samples), num_classes, class_folders=classes
         )
     train_idx, val_idx = holdout_split(len(train_samples), val_fraction, split_seed, source=str(root))
+    if classes is not None:
+        warn_if_a_class_is_only_held_out(root, classes, {train_samples[i][1] for i in train_idx}, split_seed)
     return RawSplits(
         ImageFileDataset([train_samples[i] for i in train_idx]),
         ImageFileDataset([train_samples[i] for i in val_idx]),
         num_classes,
         class_folders=classes,
     )
+
+
+def warn_if_a_class_is_only_held_out(
+    root: Path, classes: list[str], trained: set[int], split_seed: int
+) -> None:
+    """A class whose every image the random split held out for validation is one the model never learns, though
+    sample.py takes its label: named in one warning (once a process, as the other warnings of a tree)."""
+    missing = [name for index, name in enumerate(classes) if index not in trained]
+    message = (
+        f"class(es) {', '.join(missing)} of {root} have no training image: the random split held all their images "
+        f"out for validation (data.split_seed={split_seed}), so the model never learns them; add images, or try "
+        "another data.split_seed"
+    )
+    if missing and message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def check_heldout_classes(val_dir: Path, train_dir: Path, classes: list[str] | None) -> None:
