@@ -281,3 +281,18 @@ def test_a_diffusion_setting_typed_for_an_autoencoder_run_is_one_line(tmp_path: 
         "belongs to the latent diffusion run that uses this autoencoder, autoencoder=<this run>)"
     )
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "given", ["sampler=ddpm", "guidance=2", "seed=3", f"autoencoder={Path('elsewhere')}"]
+)
+def test_evaluate_refuses_generation_settings_an_autoencoder_does_not_read(
+    autoencoder_run: Path, tmp_path: Path, given: str
+) -> None:
+    # Before, taken and ignored: the scores were the same to the digit, and autoencoder=<another> scored this one.
+    result = run_cli(
+        "evaluate.py", f"ckpt={autoencoder_run}", "n=8", given, f"out={tmp_path / 'report.json'}"
+    )
+    line = one_error_line(result)
+    assert line.startswith(f"error: {given} given, but ") and "is an autoencoder" in line, line
+    assert not (tmp_path / "report.json").exists()

@@ -83,6 +83,12 @@ def evaluate_with(settings: EvaluateSettings, processes: Processes) -> dict[str,
         what = "images=" if not sampling.ckpt else "an autoencoder's reconstructions"
         raise ValueError(f"{what} are scored by one process: run evaluate.py without torchrun or srun")
     if sampling.ckpt and is_autoencoder(sampling.ckpt):  # no samples: its reconstructions are scored
+        unread = " ".join(settings.unread_by_autoencoders)
+        if unread:  # before, taken and ignored: the scores were the same to the digit
+            raise ValueError(
+                f"{unread} given, but {sampling.ckpt} is an autoencoder: evaluate.py scores its reconstructions "
+                "of n held-out images and generates nothing; drop them"
+            )
         return evaluate_autoencoder_run(settings)
     set_cpu_threads(sampling.options.cpu_threads)
     evaluator = Evaluator(**settings.metrics)

@@ -14,6 +14,9 @@ from .typed import typed_under
 RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
 # What only generating from ckpt= reads (guidance= and guide= have lines of their own).
 GENERATION_KEYS = ("n", "seed", "sampler", "precision", "labels", "prompt", "negative_prompt")
+# What scoring an autoencoder does not read: it reconstructs n held-out images, generating nothing (and is the
+# autoencoder scored: autoencoder= names one for a latent diffusion checkpoint).
+UNREAD_BY_AUTOENCODERS = (*(k for k in GENERATION_KEYS if k != "n"), "guidance", "guide", "autoencoder")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class EvaluateSettings:
     data: DictConfig | None
     metrics: dict[str, Any]
     log_wandb: bool
+    # The overrides given that scoring an autoencoder does not read (UNREAD_BY_AUTOENCODERS).
+    unread_by_autoencoders: tuple[str, ...] = ()
 
 
 def read_evaluate_settings(cfg: DictConfig) -> EvaluateSettings:
@@ -48,4 +53,5 @@ def read_evaluate_settings(cfg: DictConfig) -> EvaluateSettings:
             "ckpt=): drop them"
         )
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
-    return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb))
+    unread = tuple(o for key in UNREAD_BY_AUTOENCODERS for o in typed_under(cfg, key))
+    return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb), unread)
