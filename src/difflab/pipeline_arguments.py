@@ -3,13 +3,14 @@ conf/sampler/<name>.yaml) so the two cannot drift, and a one-line refusal of an 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from .nearest_word import nearest_word
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's conf/, beside src/
 
@@ -82,8 +83,8 @@ def refuse_unknown(given: Mapping[str, Any], own: Sequence[str], known: Sequence
     for key, value in given.items():
         if key in own or key in known:
             continue
-        nearest = difflib.get_close_matches(key, [*own, *known], n=1)
-        hint = f" (did you mean {nearest[0]}?)" if nearest else ""
+        nearest = nearest_word(key, [*own, *known])
+        hint = f" (did you mean {nearest}?)" if nearest else ""
         raise ValueError(
             f"unknown argument {key}={value!r}{hint}; pipe.sample takes {', '.join(own)} and {whose}'s "
             f"{', '.join(knobs)}"
@@ -96,8 +97,8 @@ def refuse_unknown_inpaint(given: Mapping[str, Any], known: Sequence[str]) -> No
         raise ValueError(f"inpaint={given!r} is not RePaint's settings: give a mapping of {', '.join(known)}")
     for key, value in given.items():
         if key not in known:
-            nearest = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean inpaint.{nearest[0]}?)" if nearest else ""
+            nearest = nearest_word(key, known)
+            hint = f" (did you mean inpaint.{nearest}?)" if nearest else ""
             raise ValueError(
                 f"unknown argument inpaint.{key}={value!r}{hint}; inpaint= takes {', '.join(known)}"
             )

@@ -27,6 +27,13 @@ def test_unknown_group_option_is_one_line_naming_the_nearest_option():
     )
 
 
+@pytest.mark.parametrize(("typed", "meant"), [("ddmi", "ddim"), ("DDIM", "ddim"), ("Heun", "heun")])
+def test_a_group_option_with_swapped_letters_or_another_case_names_the_option_meant(typed, meant):
+    # Before, sampler=ddmi suggested ddpm (difflib's closest), and sampler=DDIM suggested nothing.
+    line = one_error_line(run_cli("sample.py", "ckpt=x", f"sampler={typed}"))
+    assert line.startswith(f"error: sampler={typed} is not an option; did you mean sampler={meant}?"), line
+
+
 def test_cli_prints_one_line_for_a_bad_image_size(tmp_path):
     result = run_cli("train.py", "data.image_size=18", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2

@@ -7,7 +7,6 @@ Imports Hydra and OmegaConf only (torch, Lightning and the feature networks load
 
 from __future__ import annotations
 
-import difflib
 import faulthandler
 import sys
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
 from ..console_log import own_warnings_plain
+from ..nearest_word import nearest_word
 from ..runs.inherit import inherited_overrides, parse
 from .unknown_key import NOT_READ, dotted_keys, options_composed, unknown_key_hint
 
@@ -191,6 +191,6 @@ def _check_options(conf_dir: Path, override: Override) -> None:
     for option in wanted if isinstance(wanted, list) else [wanted]:
         if option is None or str(option) in options:
             continue
-        close = difflib.get_close_matches(str(option), options, n=1, cutoff=0.5)
-        hint = f"; did you mean {group}={close[0]}?" if close else ""
+        close = nearest_word(str(option), options, cutoff=0.5)
+        hint = f"; did you mean {group}={close}?" if close else ""
         raise ValueError(f"{group}={option} is not an option{hint} ({group}: {', '.join(options)})")

@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ..nearest_word import nearest_word
+
 # Options named one by one at most; more are counted.
 NAMED_OPTIONS = 2
 
@@ -127,10 +129,7 @@ def _nearest_key(key: str, keys: set[str]) -> str | None:
     parent, _, name = key.rpartition(".")
     if parent == "" or parent in keys:
         siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
-        close = difflib.get_close_matches(
-            name, [s for s in siblings if not s.startswith("_")], n=1, cutoff=0.6
-        )
-        return None if not close else f"{parent}.{close[0]}" if parent else close[0]
+        close = nearest_word(name, [s for s in siblings if not s.startswith("_")])
+        return None if not close else f"{parent}.{close}" if parent else close
     public = sorted(k for k in keys if not any(part.startswith("_") for part in k.split(".")))
-    close = difflib.get_close_matches(key, public, n=1, cutoff=0.6)
-    return close[0] if close else None
+    return nearest_word(key, public)
