@@ -1,5 +1,7 @@
 """Samplers driven by the exact ε-predictor of known data reproduce that data's distribution."""
 
+import warnings
+
 import pytest
 import torch
 from analytic import GaussianMixtureDenoiser
@@ -205,3 +207,16 @@ def test_samplers_run_in_float64_and_keep_the_dtype(make):
     x_T = torch.randn(4, D, dtype=torch.float64)
     out = make(s, steps=5).sample(model, (4, D), x_T=x_T)
     assert out.dtype == torch.float64 and out.shape == (4, D)
+
+
+def test_a_karras_grid_with_fewer_distinct_timesteps_than_steps_says_so():
+    # Before, steps=200 walked 193 steps without a word (the log and settings said 200).
+    schedule = NoiseSchedule.from_name("linear")
+    with pytest.warns(
+        UserWarning, match=r"timestep_spacing=karras gives (\d+) distinct timesteps for steps=200"
+    ):
+        sampler = DDIMSampler(schedule, steps=200, timestep_spacing="karras")
+    assert len(sampler.timesteps) < 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DDIMSampler(schedule, steps=10, timestep_spacing="karras")  # 10 distinct: nothing to say

@@ -8,6 +8,7 @@ back. Nothing about an algorithm lives here.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,6 +73,13 @@ class Sampler:
             raise ValueError(f"clip_x0 must be a finite number > 0, or None for no clipping (got {clip_x0})")
         self.clip_x0 = clip_x0
         self.timesteps = self.formulation.timesteps(self.steps, self.timestep_spacing)
+        if len(self.timesteps) < self.steps:  # karras: nearby σ levels round to one timestep
+            warnings.warn(
+                f"timestep_spacing={self.timestep_spacing} gives {len(self.timesteps)} distinct timesteps for "
+                f"steps={self.steps} on the schedule's {schedule.timesteps}: the sampler takes {len(self.timesteps)} "
+                "steps",
+                stacklevel=3,  # the line building the sampler (through its subclass)
+            )
 
     def __repr__(self) -> str:
         return (
