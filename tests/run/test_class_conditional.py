@@ -261,13 +261,19 @@ def test_every_labelled_source_trains_class_conditionally(tmp_path, data, switch
     assert Image.open(run / "samples" / "final.png").size == grid_size(rows=classes, cols=2)
 
 
-def test_a_resume_on_data_with_another_class_count_names_the_data_not_an_override(tmp_path):
-    """model.num_classes was never typed: it is counted in data.root, which has gained a class since."""
+def labelled_folder_run(tmp_path: Path) -> tuple[Path, Path]:
+    """(class folder tree, run folder) of a 2-step train.py run on 2 class folders, data.condition=labels."""
     root = class_folder(tmp_path / "folder", classes=2)
     overrides = [*CLI_FAST, "data=folder", f"data.root={root}", "data.image_size=8", "data.channels=1"]
     overrides += ["data.condition=labels", "trainer.max_steps=2", "callbacks.sample_grid.num_samples=4"]
     run = tmp_path / "run"
     assert run_cli("train.py", *overrides, f"hydra.run.dir={run}").returncode == 0
+    return root, run
+
+
+def test_a_resume_on_data_with_another_class_count_names_the_data_not_an_override(tmp_path):
+    """model.num_classes was never typed: it is counted in data.root, which has gained a class since."""
+    root, run = labelled_folder_run(tmp_path)
     class_folder(root / "more", classes=1)  # a third class folder (more/class_0), found at any depth
     result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4")
     line = one_error_line(result)
@@ -277,11 +283,7 @@ def test_a_resume_on_data_with_another_class_count_names_the_data_not_an_overrid
 
 def test_a_resume_with_another_label_dropout_says_so(tmp_path):
     # Before, cond_drop_prob=0.5 on a resume changed what guidance relies on without a word.
-    root = class_folder(tmp_path / "folder", classes=2)
-    overrides = [*CLI_FAST, "data=folder", f"data.root={root}", "data.image_size=8", "data.channels=1"]
-    overrides += ["data.condition=labels", "trainer.max_steps=2", "callbacks.sample_grid.num_samples=4"]
-    run = tmp_path / "run"
-    assert run_cli("train.py", *overrides, f"hydra.run.dir={run}").returncode == 0
+    _, run = labelled_folder_run(tmp_path)
     result = run_cli(
         "train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "cond_drop_prob=0.5"
     )

@@ -101,11 +101,11 @@ def test_a_second_run_reuses_the_latent_cache(autoencoder_run, latent_run, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == written
 
 
-def test_a_diffusers_autoencoders_scaling_factor_is_the_runs_latent_scale(tmp_path, caplog) -> None:
-    # Before, it was replaced by 1 / std of the training latents without a word (the README: "comes along").
+def diffusers_vae(folder: Path, scaling_factor: float = 0.18215) -> Path:
+    """A randomly initialised diffusers AutoencoderKL folder with the toy autoencoder's latent shape (2x2x3 for
+    8x8 digits), other weights."""
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(1)
-    vae = tmp_path / "vae"
     diffusers.AutoencoderKL(
         in_channels=1,
         out_channels=1,
@@ -115,8 +115,14 @@ def test_a_diffusers_autoencoders_scaling_factor_is_the_runs_latent_scale(tmp_pa
         layers_per_block=1,
         latent_channels=3,
         norm_num_groups=32,
-        scaling_factor=0.3,
-    ).save_pretrained(vae)
+        scaling_factor=scaling_factor,
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_a_diffusers_autoencoders_scaling_factor_is_the_runs_latent_scale(tmp_path, caplog) -> None:
+    # Before, it was replaced by 1 / std of the training latents without a word (the README: "comes along").
+    vae = diffusers_vae(tmp_path / "vae", scaling_factor=0.3)
     overrides = [
         *FAST_TRAIN,
         "trainer.max_steps=2",
@@ -133,19 +139,7 @@ def test_a_diffusers_autoencoders_scaling_factor_is_the_runs_latent_scale(tmp_pa
 
 
 def test_a_resume_with_another_autoencoder_is_refused_in_one_line(latent_run, tmp_path) -> None:
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(1)
-    other = tmp_path / "vae"  # the same latent shape (2x2x3), other weights
-    diffusers.AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 32, 32),
-        layers_per_block=1,
-        latent_channels=3,
-        norm_num_groups=32,
-    ).save_pretrained(other)
+    other = diffusers_vae(tmp_path / "vae")  # the same latent shape (2x2x3), other weights
     run = tmp_path / "run"
     shutil.copytree(latent_run[0], run)
     overrides = [

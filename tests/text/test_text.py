@@ -244,6 +244,17 @@ def test_folder_with_captions_serves_each_images_own_text(tmp_path: Path, fake_e
     assert len(dm.grid_texts) == 1  # the held-out image's caption
 
 
+def captioned_tree(root: Path, files: dict[str, tuple[int, str]]) -> ImageDataModule:
+    """A text-to-image datamodule of a pre-split class tree: each file a square of one grey value, captioned by
+    the .txt beside it ({path: (value, caption)})."""
+    for name, (value, caption) in files.items():
+        picture(root / name, value).with_suffix(".txt").write_text(caption)
+    return ImageDataModule(
+        "folder", root=str(root), image_size=8, condition="text", captions="files",
+        text_encoder_version=VERSION, text_cache_dir=str(root / "cache"),
+    )  # fmt: skip
+
+
 def test_captions_from_files_of_labelled_images_name_classes_for_the_accuracy(tmp_path: Path, fake_encoder):
     # Class folders a/ (dark squares) and b/ (light ones); "a square" captions images of both, so it names none.
     files = {
@@ -252,12 +263,7 @@ def test_captions_from_files_of_labelled_images_name_classes_for_the_accuracy(tm
         "val/a/4.png": (5, "a square"), "val/a/5.png": (20, "a black square"),
         "val/b/6.png": (250, "a white square"),
     }  # fmt: skip
-    for name, (value, caption) in files.items():
-        picture(tmp_path / name, value).with_suffix(".txt").write_text(caption)
-    dm = ImageDataModule(
-        "folder", root=str(tmp_path), image_size=8, condition="text", captions="files",
-        text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
-    )  # fmt: skip
+    dm = captioned_tree(tmp_path, files)
     # The grid shows the first held-out caption naming each class, so the accuracy covers every class.
     assert dm.grid_texts.captions == ["a black square", "a white square"]
     assert dm.grid_text_classes == [0, 1]
@@ -291,12 +297,7 @@ def test_a_class_with_no_held_out_image_still_has_a_grid_caption(tmp_path: Path,
         "train/c/2.png": (128, "a grey square"), "val/a/3.png": (5, "a black square"),
         "val/b/4.png": (250, "a white square"),
     }  # fmt: skip
-    for name, (value, caption) in files.items():
-        picture(tmp_path / name, value).with_suffix(".txt").write_text(caption)
-    dm = ImageDataModule(
-        "folder", root=str(tmp_path), image_size=8, condition="text", captions="files",
-        text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
-    )  # fmt: skip
+    dm = captioned_tree(tmp_path, files)
     assert dm.grid_texts.captions == ["a black square", "a white square", "a grey square"]
     assert dm.grid_text_classes == [0, 1, 2]
 
