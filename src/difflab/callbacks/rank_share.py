@@ -74,9 +74,8 @@ class GeneratingCallback(L.Callback):
             sampling_net, schedule, prediction_type = sampling_view(
                 net, pl_module.schedule, pl_module.prediction_type, getattr(pl_module, "formulation", None)
             )
-            decode = getattr(
-                trainer.datamodule, "decode", None
-            )  # latent diffusion: grids and scores see images
+            # Latent diffusion: grids and scores see decoded images, and latents are not clipped to [-1, 1].
+            decode = getattr(trainer.datamodule, "decode", None)
             sampler = bound_sampler(
                 self.sampler_factory, schedule, prediction_type, latent=decode is not None
             )

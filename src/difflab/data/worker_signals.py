@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-# Signals only the run's main process acts on; ignored where SIGTERM's sender cannot be told (no sigwaitinfo).
+# SLURM's requeue signals: only the run's main process acts on them, so a worker always ignores them.
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 

@@ -33,9 +33,8 @@ def use_latents(cfg: DictConfig) -> None:
         )
     net = load_autoencoder(cfg.autoencoder).net
     given = Path(str(cfg.autoencoder)).expanduser()
-    if (
-        given.exists()
-    ):  # recorded as the folder it names, not as typed: sample.py may start from another folder
+    # Recorded as the folder it names, not as typed: sample.py may start from another folder.
+    if given.exists():
         with open_dict(cfg):
             cfg.autoencoder = str(given.resolve())
     channels = int(cfg.data.channels)
