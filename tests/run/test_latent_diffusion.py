@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST_TRAIN, compose_config, run_cli
+from omegaconf import open_dict
 from PIL import Image
 
 import difflab
@@ -24,6 +25,7 @@ from difflab.data import LatentDataModule
 from difflab.micro_batch_seeds import AUGMENTATION_STREAM, step_seed
 from difflab.run.evaluate import evaluate
 from difflab.run.export import export
+from difflab.run.latent import use_latents
 from difflab.run.sample import sample
 from difflab.run.train import train
 
@@ -289,6 +291,26 @@ def test_latent_runs_it_cannot_make_are_one_line_errors(
     with pytest.raises(ValueError, match=message):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def edm_sigma_data(autoencoder_run: Path | None, tmp_path: Path, typed: list[str]) -> float:
+    """formulation.sigma_data of an edm run once its latents are set up (a pixel run's when no autoencoder)."""
+    latent = [] if autoencoder_run is None else [f"autoencoder={autoencoder_run}"]
+    cfg = compose_config("train", [*FAST_TRAIN, "formulation=edm", *latent, *typed], tmp_path / "run")
+    with open_dict(cfg):  # what Hydra records of the command line (compose_config records nothing)
+        cfg.hydra = {"overrides": {"task": typed}}
+    use_latents(cfg)
+    return float(cfg.formulation.sigma_data)
+
+
+def test_edm_on_latents_takes_their_unit_std_as_sigma_data_unless_one_is_typed(
+    autoencoder_run, tmp_path
+) -> None:
+    """Before, an edm run on latents kept the pixel value 0.5: its preconditioning was that of data half as spread
+    as the unit-std latents it trains on."""
+    assert edm_sigma_data(None, tmp_path, []) == 0.5
+    assert edm_sigma_data(autoencoder_run, tmp_path, []) == 1.0
+    assert edm_sigma_data(autoencoder_run, tmp_path, ["formulation.sigma_data=0.7"]) == 0.7
 
 
 @pytest.mark.parametrize("given", ["pictures", "missing", "diffusion checkpoint"])

@@ -56,6 +56,25 @@ def use_latents(cfg: DictConfig) -> None:
         cfg.data.latent_cache_dir = cfg.get("latent_cache_dir")
         cfg.model.in_channels = net.latent_channels
         cfg.model.image_size = size // net.down_factor
+    fit_edm_to_latents(cfg)
+
+
+def fit_edm_to_latents(cfg: DictConfig) -> None:
+    """EDM's σ_data is the std of the data it denoises: 0.5 for images in [-1, 1] (its config's value), 1 for
+    latents scaled to unit std (LDM's scale factor). Left at 0.5, c_skip, c_out and the loss weight would be those
+    of data half as spread. A value typed on the command line is kept."""
+    from .formulation_checks import formulation_name
+    from .typed import typed_keys_under
+
+    node = cfg.get("formulation")
+    if (
+        node is None
+        or formulation_name(node) != "edm"
+        or "formulation.sigma_data" in typed_keys_under(cfg, "formulation")
+    ):
+        return
+    with open_dict(cfg):
+        cfg.formulation.sigma_data = 1.0
 
 
 def check_patches_fit(cfg: DictConfig, size: int, factor: int) -> None:
