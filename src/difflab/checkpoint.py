@@ -7,7 +7,7 @@ from `ALLOWED_TARGETS` (plus those a user lists explicitly in `allowed_targets`)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,12 +112,13 @@ def load_model(
             f"{stored.where} is an autoencoder (task=autoencoder), not a diffusion model: it cannot sample or "
             f"edit; evaluate.py ckpt={path} scores its reconstructions"
         )
+    # The formulation is data like the rest (allowlisted targets); checkpoints from before it load as VP.
+    formulation = build(config, "formulation", allowed_targets) if config.get("formulation") else None
     if overrides is not None:
+        refuse_a_prediction_type_the_formulation_fixes(overrides.values, formulation, stored.where)
         check_contradictions(overrides.values, config, path, overrides.hint, overrides.stored_as)
     net = build(config, "model", allowed_targets)
     schedule = build(config, "schedule", allowed_targets)
-    # The formulation is data like the rest (allowlisted targets); checkpoints from before it load as VP.
-    formulation = build(config, "formulation", allowed_targets) if config.get("formulation") else None
     problem = state_mismatch(net.state_dict(), stored.state)
     if problem:
         raise ValueError(f"checkpoint {stored.path} does not match its stored model config: {problem}")
@@ -153,3 +154,18 @@ def load_with_guide(
         return loaded, load_model(guide, device, allowed_targets, autoencoder=autoencoder)
     except (OSError, ValueError) as error:  # "checkpoint not found: …" alone did not say which of the two
         raise ValueError(f"guide={guide}: {error}") from error
+
+
+def refuse_a_prediction_type_the_formulation_fixes(
+    wanted: Mapping[str, Any], formulation: Any, where: str
+) -> None:
+    """prediction_type chooses what a vp network predicts; an edm or flow network's target is fixed by its
+    formulation, so the prediction_type its config holds (the default, epsilon) means nothing. Before, asking for
+    prediction_type=v said it contradicted that epsilon."""
+    asked = wanted.get("prediction_type")
+    if asked is None or formulation is None or formulation.name == "vp":
+        return
+    raise ValueError(
+        f"prediction_type={asked} does not apply to {where}: it was trained with formulation={formulation.name}, "
+        "whose network's target is fixed by the formulation; drop prediction_type="
+    )

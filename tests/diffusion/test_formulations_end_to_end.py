@@ -75,6 +75,19 @@ def test_checkpoints_record_the_formulation_and_every_reader_builds_its_denoiser
     assert f": UNet, formulation={name}, sampled as " in repr(pipe) and pipe.formulation == name
 
 
+@pytest.mark.parametrize("name", ["edm", "flow"])
+def test_prediction_type_on_an_edm_or_flow_checkpoint_is_refused_as_not_applying(trained, tmp_path, name):
+    """Before, sample.py prediction_type=v said it contradicted the checkpoint's "epsilon", a default that
+    such a network never used."""
+    out = tmp_path / "out"
+    cfg = compose_config(
+        "sample", [f"ckpt={trained[name]}", "n=1", "prediction_type=v", f"out={out}"], tmp_path
+    )
+    with pytest.raises(ValueError, match=f"prediction_type=v does not apply to .*formulation={name}"):
+        sample(cfg)
+    assert not out.exists()
+
+
 def test_a_checkpoint_from_before_formulations_loads_and_samples_as_vp(tiny_ckpt, tmp_path):
     ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
     del ckpt["difflab_config"]["formulation"]
