@@ -50,6 +50,13 @@ def flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else "is not true or false"
 
 
+def image_channels(value: Any) -> str | None:
+    """A rule: the channels of a picture mode, 1 (L), 3 (RGB) or 4 (RGBA)."""
+    if isinstance(value, bool) or value not in (1, 3, 4):
+        return "must be 1 (L), 3 (RGB) or 4 (RGBA)"
+    return None
+
+
 def one_of(*choices: str) -> Rule:
     """One of the given words."""
 

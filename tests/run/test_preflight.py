@@ -273,6 +273,9 @@ def test_a_run_started_in_a_second_another_run_took_moves_to_time_2(tmp_path):
             "validation split of digits is empty: data.val_fraction=0 holds out no image, and a run validates",
         ),
         (["data.val_fraction=1"], "data.val_fraction=1 must be below 1"),
+        # Before, a word was named as model.in_channels (which copies it) and 2 as "channels" alone.
+        (["data.channels=abc"], r"data.channels='abc' must be 1 \(L\), 3 \(RGB\) or 4 \(RGBA\)"),
+        (["data.channels=2"], r"data.channels=2 must be 1 \(L\), 3 \(RGB\) or 4 \(RGBA\)"),
     ],
 )
 def test_settings_used_late_in_a_run_are_checked_before_step_one(tmp_path, overrides, message):

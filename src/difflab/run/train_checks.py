@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..value_rules import SAMPLER_RULES, Rule, flag, number, or_auto, whole
+from ..value_rules import SAMPLER_RULES, Rule, flag, image_channels, number, or_auto, whole
 from .rules import check_values
 from .typed import typed_keys_under
 
@@ -85,6 +85,7 @@ RULES = {
     "trainer.accumulate_grad_batches": whole(1),
     "trainer.gradient_clip_val": number(0.0, nullable=True),
     "data.image_size": whole(1),
+    "data.channels": image_channels,  # before, a word was reported as model.in_channels, which copies it
     "data.batch_size": whole(1),
     "data.num_workers": whole(0),
     "data.random_flip": flag,
