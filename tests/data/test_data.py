@@ -167,6 +167,23 @@ def test_presplit_folder_uses_train_and_test(tmp_path: Path):
     assert sorted(labels) == [0, 0, 1, 1] and dm.num_classes == 2
 
 
+@pytest.mark.parametrize(
+    ("train", "held_out"), [("Train", "Test"), ("TRAIN", "Val"), ("train", "Validation")]
+)
+def test_split_folders_are_found_in_any_case(tmp_path: Path, train: str, held_out: str):
+    """Before, on Linux Train/ and Test/ were two classes named Train and Test, their class folders' images mixed."""
+    for split, count in ((train, 3), (held_out, 1)):
+        for name in ("a", "b"):
+            for i in range(count):
+                save(tmp_path / split / name / f"{i}.png", Image.new("L", (8, 8), 0 if name == "a" else 255))
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8)
+    assert dm.num_classes == 2
+    assert len(dm.dataset_for("train")) == 6 and len(dm.dataset_for("val")) == 2
+    # class a (label 0) is the black pictures, class b (label 1) the white ones, in both splits
+    for split in ("train", "val"):
+        assert {(float(x.mean()), y) for x, y in all_items(dm.dataset_for(split))} == {(-1.0, 0), (1.0, 1)}
+
+
 def test_cifar10_reads_jpeg_folder_layout(tmp_path: Path):
     for split in ("train", "test"):
         for name in ("airplane", "automobile"):

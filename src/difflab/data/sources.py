@@ -90,13 +90,25 @@ def download(dataset: str, root: str | Path | None) -> None:
 
 
 def split_dirs(root: Path) -> tuple[Path, Path | None]:
-    """(train dir, held-out dir or None): root/train with root/val or root/test when present, else root."""
-    if (root / TRAIN_DIR).is_dir():
-        for name in HELDOUT_DIRS:
-            if (root / name).is_dir():
-                return root / TRAIN_DIR, root / name
-        return root / TRAIN_DIR, None
-    return root, None
+    """(train dir, held-out dir or None): root/train with root/val or root/test when present, else root. The
+    names in any case (Train/, Test/): before, on Linux those became two classes named Train and Test."""
+    train = _folder_named(root, TRAIN_DIR)
+    if train is None:
+        return root, None
+    for name in HELDOUT_DIRS:
+        if (held_out := _folder_named(root, name)) is not None:
+            return train, held_out
+    return train, None
+
+
+def _folder_named(root: Path, name: str) -> Path | None:
+    """root/<name>, or the one folder of root whose name is <name> in another case; None when there is none."""
+    if (root / name).is_dir():
+        return root / name
+    found = (
+        sorted(p for p in root.iterdir() if p.name.lower() == name and p.is_dir()) if root.is_dir() else []
+    )
+    return found[0] if found else None
 
 
 _SAID: set[str] = set()
