@@ -184,6 +184,28 @@ def test_split_folders_are_found_in_any_case(tmp_path: Path, train: str, held_ou
         assert {(float(x.mean()), y) for x, y in all_items(dm.dataset_for(split))} == {(-1.0, 0), (1.0, 1)}
 
 
+@pytest.mark.parametrize(
+    ("held_out", "message"),
+    [
+        ("test/0.png", "is organised in class folders but .*test holds images outside them"),
+        ("test/c/0.png", r"class folder\(s\) c in .*test do not exist in .*train"),
+    ],
+)
+def test_a_held_out_folder_whose_labels_cannot_be_the_trains_is_refused_only_when_labels_are_used(
+    tmp_path: Path, held_out: str, message: str
+):
+    """Before, an unconditional run was refused too, over labels it never reads."""
+    for name in ("a", "b"):
+        save(tmp_path / "train" / name / "0.png", Image.new("L", (8, 8), 0))
+    save(tmp_path / held_out, Image.new("L", (8, 8), 255))
+    with pytest.raises(DataError, match=message):
+        ImageDataModule("folder", root=str(tmp_path), image_size=8, condition="labels").setup()
+    unlabelled = ImageDataModule("folder", root=str(tmp_path), image_size=8)
+    assert unlabelled.num_classes is None
+    assert [(float(x.mean()), y) for x, y in all_items(unlabelled.dataset_for("val"))] == [(1.0, -1)]
+    assert len(unlabelled.dataset_for("train")) == 2
+
+
 def test_cifar10_reads_jpeg_folder_layout(tmp_path: Path):
     for split in ("train", "test"):
         for name in ("airplane", "automobile"):

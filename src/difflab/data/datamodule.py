@@ -213,7 +213,9 @@ class ImageDataModule(L.LightningDataModule):
         """Open both splits once; later calls (any stage) reuse them."""
         if self._splits is not None:
             return
-        splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed)
+        # Text runs take captions from class folders too.
+        labelled = self.condition in ("labels", "text")
+        splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed, labelled)
         if self.dataset == "folder":
             note_if_grayscale(getattr(splits.train, "samples", []), self.channels, self.root)
         if self.condition == "labels" and not splits.num_classes:

@@ -57,8 +57,11 @@ def resolve_root(dataset: str, root: str | Path | None, must_exist: bool = True)
     return path
 
 
-def open_splits(dataset: str, root: str | Path | None, val_fraction: float, split_seed: int) -> RawSplits:
-    """Open the train and held-out splits of a named source (see ImageDataModule for each source's rules)."""
+def open_splits(
+    dataset: str, root: str | Path | None, val_fraction: float, split_seed: int, labelled: bool = True
+) -> RawSplits:
+    """Open the train and held-out splits of a named source (see ImageDataModule for each source's rules);
+    `labelled`: the run uses the labels (a folder's held-out labels must then be the train folder's)."""
     check_dataset_name(dataset)
     if dataset == "digits":
         digits = DigitsDataset()
@@ -66,10 +69,10 @@ def open_splits(dataset: str, root: str | Path | None, val_fraction: float, spli
         return RawSplits(Subset(digits, train_idx), Subset(digits, val_idx), DigitsDataset.num_classes, True)
     path = resolve_root(dataset, root)
     if dataset == "folder":
-        return open_folder(path, val_fraction, split_seed)
+        return open_folder(path, val_fraction, split_seed, labelled)
     if dataset == "cifar10" and not (path / "cifar-10-batches-py").is_dir():
         if (path / TRAIN_DIR).is_dir():
-            return open_folder(path, val_fraction, split_seed)
+            return open_folder(path, val_fraction, split_seed, labelled)
         raise FileNotFoundError(
             f"CIFAR-10 not found in {path} (expected cifar-10-batches-py/ or train/<class>/ image folders); "
             f"{DOWNLOAD_HINT}"
@@ -136,10 +139,17 @@ def without_empty_classes(
     )
 
 
-def open_folder(root: Path, val_fraction: float, split_seed: int) -> RawSplits:
-    """Scan an image tree into train and held-out splits (pre-split folders, else a seeded random split)."""
+def open_folder(root: Path, val_fraction: float, split_seed: int, labelled: bool = True) -> RawSplits:
+    """Scan an image tree into train and held-out splits (pre-split folders, else a seeded random split). Held-out
+    labels that cannot be the train folder's are an error when the run uses labels (`labelled`); otherwise both
+    splits are read as plain images (before, an unconditional run on train/<class>/ beside a flat test/ was
+    refused over labels it never reads)."""
     train_dir, val_dir = split_dirs(root)
     classes = find_classes(train_dir)
+    if val_dir is not None and (mismatch := heldout_layout_mismatch(val_dir, train_dir, classes)):
+        if labelled:
+            raise DataError(mismatch)
+        classes = None
     class_to_idx = None if classes is None else {name: index for index, name in enumerate(classes)}
     train_samples, skipped = scan_images(train_dir, class_to_idx)
     if not train_samples:
@@ -148,7 +158,6 @@ def open_folder(root: Path, val_fraction: float, split_seed: int) -> RawSplits:
         classes, class_to_idx, train_samples = without_empty_classes(train_dir, classes, train_samples)
     val_samples: list[tuple[str, int]] = []
     if val_dir is not None:
-        check_heldout_classes(val_dir, train_dir, classes)
         val_samples, val_skipped = scan_images(val_dir, class_to_idx)
         if not val_samples:
             raise DataError(no_images_message(val_dir, val_skipped))
@@ -186,16 +195,22 @@ def warn_if_a_class_is_only_held_out(
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def check_heldout_classes(val_dir: Path, train_dir: Path, classes: list[str] | None) -> None:
-    """Require the held-out folder to be organised like the train folder, with no unknown classes."""
+def heldout_layout_mismatch(val_dir: Path, train_dir: Path, classes: list[str] | None) -> str | None:
+    """What keeps the held-out folder's labels from being the train folder's (images outside class folders,
+    unknown classes); None when it is organised like it, or when train is unlabelled (every image under val_dir
+    is then read with label -1, whatever its layout)."""
     if classes is None:
-        return  # unlabelled train: every image under val_dir is read with label -1, whatever its layout
+        return None
     val_classes = find_classes(val_dir)
     if val_classes is None:
-        raise DataError(f"{train_dir} is organised in class folders but {val_dir} holds images outside them")
+        return (
+            f"{train_dir} is organised in class folders but {val_dir} holds images outside them: sort them into "
+            "the same class folders (an unconditional run reads them as they are)"
+        )
     unknown = sorted(set(val_classes) - set(classes))
     if unknown:
-        raise DataError(f"class folder(s) {', '.join(unknown)} in {val_dir} do not exist in {train_dir}")
+        return f"class folder(s) {', '.join(unknown)} in {val_dir} do not exist in {train_dir}"
+    return None
 
 
 def no_images_message(directory: Path, skipped: list[str]) -> str:
