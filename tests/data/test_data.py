@@ -228,6 +228,22 @@ def test_corrupt_files_skipped_with_one_counting_warning(class_tree: Path):
     assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 13
 
 
+def test_a_picture_over_pils_size_limit_is_skipped_with_the_reason(tmp_path: Path, monkeypatch):
+    """Before, a 192-megapixel photo was named as unreadable, as a broken file is. (The limit is lowered here so
+    that a small picture crosses it, as a huge one does at PIL's default.)"""
+    for i in range(3):
+        save(tmp_path / f"{i}.png", Image.new("L", (4, 4), 0))
+    big = save(tmp_path / "big.png", Image.new("L", (8, 8), 0))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # 16-pixel pictures pass, 64 pixels are over twice 20
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=4, val_fraction=0.34)
+    with pytest.warns(UnreadableImagesWarning) as caught:
+        dm.setup()
+    assert str(caught[0].message) == (
+        f"skipped 1 unreadable image file(s): {big} (over PIL's decompression-bomb limit of 40 pixels: downscale it)"
+    )
+    assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 3
+
+
 def test_a_labelled_run_warns_once_of_its_corrupt_files(class_tree: Path, tmp_path: Path):
     # data.condition=labels opens the folder twice (its classes are counted before the run is set up): the
     # warning came twice.

@@ -43,15 +43,19 @@ def loose_images(root: Path) -> list[str]:
     )
 
 
-def is_readable_image(path: str) -> bool:
-    """Cheap scan-time check: PIL can identify the file and parse a non-empty size from its header."""
+def unreadable_reason(path: str) -> str | None:
+    """Cheap scan-time check: None when PIL can identify the file and parse a non-empty size from its header,
+    else why it is skipped ("" when the file is simply not a picture PIL reads)."""
     try:
         # Image.open reads only the header; pixel data is decoded later, at load time.
         with Image.open(path) as image:
             width, height = image.size
+    except Image.DecompressionBombError:
+        # Before, named as unreadable like junk: a user could not tell a huge photo from a broken file.
+        return f"over PIL's decompression-bomb limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels: downscale it"
     except Exception:  # PIL plugins raise many types (OSError, SyntaxError, struct.error, ...) on junk
-        return False
-    return width > 0 and height > 0
+        return ""
+    return None if width > 0 and height > 0 else ""
 
 
 def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[list[Sample], list[str]]:
@@ -71,10 +75,11 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
         if not top.is_dir():
             continue  # a class known from train may have no folder in val
         for path in image_paths(top, walked):
-            if is_readable_image(path):
+            reason = unreadable_reason(path)
+            if reason is None:
                 samples.append((path, label))
             else:
-                skipped.append(path)
+                skipped.append(f"{path} ({reason})" if reason else path)
     return samples, skipped
 
 
