@@ -78,19 +78,44 @@ def load_latent_space(
         )
     loaded = load_autoencoder(path, device)
     if loaded.weights_hash != wanted:
-        raise ValueError(autoencoder_mismatch(path, loaded.weights_hash, source, wanted))
+        raise ValueError(
+            autoencoder_mismatch(path, loaded.weights_hash, source, wanted, record.get("autoencoder_path"))
+        )
     loaded.net.requires_grad_(False)
     return LatentSpace(loaded, float(record["scale_factor"]), image_shape)
 
 
-def autoencoder_mismatch(path: str | Path, found: str, source: str, wanted: str) -> str:
-    """The line refusing autoencoder `path` (hash `found`) for `source`, trained on the latents of `wanted`. A run
-    folder stands for its last.ckpt, which moves on when that autoencoder run is resumed: its step checkpoints
-    do not."""
-    line = (
-        f"autoencoder {path} has hash {found} but {source} was trained with autoencoder {wanted}: give "
-        "autoencoder=<the one it was trained with>"
+def autoencoder_mismatch(
+    path: str | Path, found: str, source: str, wanted: str, recorded: str | Path | None = None
+) -> str:
+    """The line refusing autoencoder `path` (hash `found`) for `source`, trained on the latents of `wanted` (made
+    by the autoencoder at `recorded`, when another path was given). A run folder stands for its last.ckpt, which
+    moves on when that autoencoder run is resumed: its step checkpoint with the wanted weights is named."""
+    trained_with = wanted if recorded is None or str(recorded) == str(path) else f"{wanted} (at {recorded})"
+    line = f"autoencoder {path} has hash {found} but {source} was trained with autoencoder {trained_with}"
+    checkpoints = Path(path) / "checkpoints"
+    if not checkpoints.is_dir():
+        return f"{line}: give autoencoder=<the one it was trained with>"
+    match = checkpoint_with_hash(checkpoints, wanted)
+    if match is not None:
+        return f"{line}: the run's last.ckpt moved on when it was resumed; give autoencoder={match}, which holds it"
+    return (
+        f"{line}: give autoencoder=<the one it was trained with> (none of {checkpoints}/*.ckpt holds it: the run's "
+        "last.ckpt moves on when it is resumed)"
     )
-    if (Path(path) / "checkpoints").is_dir():
-        line += f" (the run's last.ckpt moves on when it is resumed: one of {Path(path) / 'checkpoints'}/step_*.ckpt)"
-    return line
+
+
+CHECKPOINTS_SEARCHED = 50  # the newest of a run's checkpoints read for the wanted weights (each a full load)
+
+
+def checkpoint_with_hash(checkpoints: Path, wanted: str) -> Path | None:
+    """The newest checkpoint in `checkpoints` whose autoencoder weights hash to `wanted` (None: none of the newest
+    CHECKPOINTS_SEARCHED)."""
+    files = sorted(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for file in files[:CHECKPOINTS_SEARCHED]:
+        try:
+            if load_autoencoder(file).weights_hash == wanted:
+                return file
+        except Exception:  # a damaged or foreign file does not hold it
+            continue
+    return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def test_a_resume_with_another_autoencoder_is_refused_in_one_line(latent_run, tm
     ]
     with pytest.raises(
         ValueError,
-        match=r"^autoencoder .* has hash \w+ but checkpoint .* was trained with autoencoder \w+: give",
+        match=r"^autoencoder .* has hash \w+ but checkpoint .* was trained with autoencoder \w+ \(at .*/ae\d*/run\): give",
     ) as error:
         train(compose_config("train", overrides, run))
     assert "\n" not in str(error.value)
@@ -176,8 +177,11 @@ def test_a_resume_after_its_autoencoder_run_moved_on_names_the_step_checkpoints(
     )
     with pytest.raises(ValueError) as error:
         train(compose_config("train", overrides, run))
-    assert str(error.value).endswith(
-        f"(the run's last.ckpt moves on when it is resumed: one of {autoencoder / 'checkpoints'}/step_*.ckpt)"
+    # Before, "one of <run>/checkpoints/step_*.ckpt": now the one holding the weights it was trained with.
+    assert re.search(
+        rf"the run's last.ckpt moved on when it was resumed; give autoencoder={autoencoder}/checkpoints/"
+        r"step_\d+\.ckpt, which holds it$",
+        str(error.value),
     )
     assert not (tmp_path / "cache").exists()
 
@@ -249,6 +253,11 @@ def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refu
     ) as error:
         difflab.load(latent_run[0], device="cpu", autoencoder=moved)
     assert "\n" not in str(error.value)
+    # Before, neither where the recorded autoencoder was nor which of the copy's checkpoints holds it.
+    assert f"{recorded} (at {autoencoder_run})" in str(error.value)
+    assert re.search(
+        rf"give autoencoder={moved}/checkpoints/step_\d+\.ckpt, which holds it$", str(error.value)
+    )
     with pytest.raises(ValueError, match=rf"autoencoder {recorded} .* is missing"):
         difflab.load(latent_run[0], device="cpu", autoencoder=tmp_path / "nowhere")
 

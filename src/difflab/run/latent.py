@@ -117,4 +117,5 @@ def check_resumed_autoencoder(cfg: DictConfig, ckpt: dict, path: object) -> None
         return
     found = load_autoencoder(cfg.autoencoder).weights_hash
     if found != wanted:
-        raise ValueError(autoencoder_mismatch(cfg.autoencoder, found, f"checkpoint {path}", wanted))
+        recorded = record.get("autoencoder_path")
+        raise ValueError(autoencoder_mismatch(cfg.autoencoder, found, f"checkpoint {path}", wanted, recorded))
