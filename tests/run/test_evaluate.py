@@ -531,3 +531,34 @@ def test_a_folder_of_class_subfolders_is_read_whole_and_a_dangling_link_is_named
     (tmp_path / "set" / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     with pytest.raises(FileNotFoundError, match=r"gone.png is a link to nothing"):
         open_image_set(tmp_path / "set")
+
+
+def test_a_folder_run_started_with_a_relative_root_is_scored_from_any_folder(tmp_path, monkeypatch) -> None:
+    """data.root=pics is recorded as the folder it names: before, evaluate.py started from another folder read the
+    checkpoint's "pics" against its own and said "data root pics does not exist"."""
+    from conftest import FAST_TRAIN
+
+    from difflab.run.train import train
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "pics").mkdir(parents=True)
+    elsewhere.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(project / "pics" / f"{i}.png")
+    monkeypatch.chdir(project)
+    folder = [
+        "data=folder",
+        "data.root=pics",
+        "data.image_size=8",
+        "data.channels=1",
+        "data.val_fraction=0.25",
+    ]
+    train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2", *folder], tmp_path / "run"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["difflab_config"]["data"]["root"] == str(project / "pics")
+    monkeypatch.chdir(elsewhere)
+    report = run_eval(
+        tmp_path, f"ckpt={ckpt}", "n=10", "metrics.num_reference=10", f"out={tmp_path / 'eval'}"
+    )
+    assert report["reference"]["dataset"] == "folder" and report["reference"]["num_images"] == 10

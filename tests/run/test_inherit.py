@@ -125,6 +125,33 @@ def test_quoted_paths_find_the_run_folder(tmp_path):
         assert with_run_overrides(argv, CONF)[1] == "model=unet_tiny"
 
 
+def test_relative_paths_are_read_against_the_folder_the_run_was_launched_from(tmp_path):
+    """Before, a resume started from another folder read `autoencoder=ae` against its own: "autoencoder not found"."""
+    launched = tmp_path / "project"
+    for name in ("ae", "pictures", "my data"):
+        (launched / name).mkdir(parents=True)
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    stored = [
+        "autoencoder=ae",
+        "data.root=pictures",
+        "latent_cache_dir='my data'",
+        "init_from=google/ddpm-cifar10-32",  # a Hub id, not a folder there: kept as typed
+        "model=unet_tiny",
+    ]
+    OmegaConf.save(OmegaConf.create(stored), run / OVERRIDES_FILE)
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"runtime": {"cwd": str(launched)}}}), run / ".hydra" / "hydra.yaml"
+    )
+    assert with_run_overrides(["train.py", "ckpt_path=last", f"hydra.run.dir={run}"], CONF)[1:6] == [
+        f"autoencoder='{launched / 'ae'}'",
+        f"data.root='{launched / 'pictures'}'",
+        f"latent_cache_dir='{launched / 'my data'}'",
+        "init_from=google/ddpm-cifar10-32",
+        "model=unet_tiny",
+    ]
+
+
 def test_an_overrides_file_that_is_not_a_list_of_overrides_is_refused(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

@@ -310,6 +310,21 @@ def test_a_resume_on_other_data_says_so(cli_run, tmp_path):
     ) in result.stdout + result.stderr
 
 
+def test_a_root_recorded_as_typed_is_the_same_data_as_the_folder_it_names(tmp_path, monkeypatch, caplog):
+    """Runs from before roots were recorded as found hold data.root as typed ("pics"): resumed (now recorded as
+    <cwd>/pics), the same folder is not called other data; another folder still is."""
+    from difflab.runs.resume import warn_if_data_changed
+
+    (tmp_path / "pics").mkdir()
+    monkeypatch.chdir(tmp_path)
+    stored = {"data": {"root": "pics", "split_seed": 0}}
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_data_changed({"data.root": str(tmp_path / "pics"), "data.split_seed": 0}, stored, 2)
+        assert "differs" not in caplog.text
+        warn_if_data_changed({"data.root": str(tmp_path / "other"), "data.split_seed": 0}, stored, 2)
+    assert f"data.root={tmp_path / 'other'} (checkpoint: pics)" in caplog.text
+
+
 def test_a_resume_with_another_seed_says_so(cli_run, tmp_path):
     # Before, seed=5 on resume drew other noise and batches from the resumed step on, without a word.
     run = tmp_path / "run"

@@ -48,7 +48,17 @@ def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_autoencoder_run(cfg)
     check_condition_keys(cfg)
     use_latents(cfg)
+    record_data_root_as_found(cfg)
     return _build_and_read(cfg, run_dir)
+
+
+def record_data_root_as_found(cfg: DictConfig) -> None:
+    """data.root recorded as the folder it names, not as typed: the checkpoint's config is read again by
+    evaluate.py (its reference images), sample.py and resumes, which may start from another folder (before,
+    "data root pics does not exist")."""
+    root = OmegaConf.select(cfg, "data.root")
+    if isinstance(root, str) and root and not Path(root).expanduser().is_absolute() and Path(root).exists():
+        cfg.data.root = str(Path(root).resolve())
 
 
 def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:

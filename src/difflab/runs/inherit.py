@@ -174,11 +174,38 @@ def inherited_overrides(args: list[str], conf_dir: Path, say: Callable[[str], ob
                 f"{latest_overrides_file(run_dir)} holds {text!r}, which a resume does not take from a run folder "
                 f"({problem}); give it on the command line yourself if you trust it, or remove it from that file"
             )
-        taken.append(text)
+        taken.append(anchored(text, launch_cwd(run_dir)))
     # Hydra would refuse them ("Key 'strategy' is not in struct") or apply them to another option.
     if replaced:
         say(f"not taken from the run, under a group given now: {' '.join(replaced)}")
     return taken
+
+
+# Keys whose value is a path read by the run: typed relative to the folder the run was launched from.
+PATH_KEYS = ("data.root", "autoencoder", "init_from", "latent_cache_dir", "metrics.inception_weights")
+
+
+def launch_cwd(run_dir: Path) -> Path | None:
+    """The folder the run's latest launch started in (hydra.runtime.cwd of its hydra.yaml); None when unknown."""
+    try:
+        cwd = OmegaConf.load(latest_overrides_file(run_dir).parent / "hydra.yaml").hydra.runtime.cwd
+    except Exception:  # no hydra.yaml (a folder made by hand), or not Hydra's: the path is taken as typed
+        return None
+    return Path(str(cwd)) if cwd else None
+
+
+def anchored(text: str, cwd: Path | None) -> str:
+    """A stored override of a PATH_KEYS path relative to the launch folder `cwd`, made absolute when that is where
+    it exists: before, a resume started from another folder read it against its own ("autoencoder not found").
+    Anything else (a Hub id, a path that exists only as typed) is kept as typed."""
+    key = override_key(text)
+    value = parse(text).value()
+    if cwd is None or key not in PATH_KEYS or not isinstance(value, str) or not value:
+        return text
+    path = Path(value).expanduser()
+    if path.is_absolute() or not (cwd / path).exists() or "'" in str(cwd / path):
+        return text
+    return f"{key}='{cwd / path}'"
 
 
 def with_run_overrides(argv: list[str], conf_dir: Path) -> list[str]:

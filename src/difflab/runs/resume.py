@@ -244,7 +244,12 @@ DATA_SOURCE = ("data.root", "data.val_fraction", "data.split_seed")
 def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step: int) -> None:
     """Name the DATA_SOURCE values (`now`: dotted key -> the resolved value configured now) the checkpoint was
     trained with otherwise. Before, a resume with another data.root trained on another folder without a word."""
-    found = contradictions({key: value for key, value in now.items() if value is not None}, stored)
+    given = {key: value for key, value in now.items() if value is not None}
+    stored_root = stored_value(stored, "data.root")
+    # A root recorded as typed (before roots were recorded as found) is the same folder when it resolves to it.
+    if isinstance(stored_root, str) and given.get("data.root") == str(Path(stored_root).resolve()):
+        del given["data.root"]
+    found = contradictions(given, stored)
     if found:
         log.warning(
             "the training data differs from the checkpoint's: %s; from step %d the run trains on the images this "
