@@ -110,7 +110,9 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
     except Exception as error:  # torch raises several types for truncated or non-checkpoint files
         if path.is_dir():
             raise ValueError(f"could not read sharded checkpoint {path}: {why_unreadable(error)}") from error
-        raise ValueError(f"could not read checkpoint {path}: {_why_unreadable(path, error)}") from error
+        raise ValueError(
+            f"could not read checkpoint {path}: {why_torch_file_unreadable(path, error)}"
+        ) from error
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     if not isinstance(ckpt.get(CONFIG_KEY), dict):
@@ -126,7 +128,7 @@ def stored_step(path: str | Path) -> int | None:
         return None
 
 
-def _why_unreadable(path: Path, error: Exception) -> str:
+def why_torch_file_unreadable(path: Path, error: Exception) -> str:
     """What a file torch could not load is: a damaged PyTorch file, or no PyTorch file at all (a text file,
     an image) where torch's own message (`KeyError: 101`) would say nothing."""
     if _looks_like_torch_file(path):

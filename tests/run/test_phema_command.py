@@ -144,6 +144,25 @@ def test_a_missing_snapshot_is_named(phema_run, tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]  # every snapshot there: no word
 
 
+@pytest.mark.parametrize("damage", ["text", "cut short"])
+def test_a_damaged_snapshot_is_named_with_what_is_wrong(phema_run, tmp_path, capsys, damage):
+    """Before, torch's own words: "105" for a text file, "[Errno 22] Invalid argument" for a file cut short."""
+    run = tmp_path / "run"
+    shutil.copytree(phema_run, run)
+    snapshot = run / "phema" / "snapshots" / "step_0000004.pt"
+    if damage == "text":
+        snapshot.write_text("it was a note")
+    else:
+        snapshot.write_bytes(snapshot.read_bytes()[:1000])
+    assert main([str(run), "sigma_rel=0.07"]) == 2
+    expected = (
+        "the file is damaged or cut short" if damage == "cut short" else "it is not a PyTorch checkpoint file"
+    )
+    assert capsys.readouterr().err.startswith(
+        f"error: could not read post-hoc EMA snapshot {snapshot}: {expected}"
+    )
+
+
 def test_a_rebuild_of_the_latest_snapshot_says_when_the_run_trained_past_it(phema_run, tmp_path, caplog):
     # Before, a run whose final snapshot (step 6) was gone was rebuilt at step 4 without a word.
     run = tmp_path / "run"

@@ -12,6 +12,7 @@ from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
 from difflab.run.train import train
 from difflab.training import PostHocEMA
 from difflab.training.phema import sigma_rel_to_gamma
+from difflab.training.phema_reconstruct import plan, reconstruct
 from difflab.training.phema_snapshots import list_snapshots, read_snapshot
 
 PHEMA = ["callbacks=[default,phema]", "callbacks.phema.every_n_steps=2"]
@@ -71,6 +72,28 @@ def test_rewound_resume_sets_later_snapshots_aside_and_continues_exactly(tmp_pat
         for a, b in zip(want["states"], got["states"], strict=True):
             for key in a:
                 torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=f"step {step}: {key}")
+
+
+def test_a_rewound_resume_sets_aside_the_rebuilds_of_the_abandoned_steps(tmp_path):
+    """Before, a sweep after the resume took the abandoned continuation's step-4 rebuild and its scores as its own
+    ("scored before, kept") and a rebuild of the new step 4 said "already exists"."""
+    run_dir = tmp_path / "run"
+    train_run(run_dir, 4)
+    phema = run_dir / "phema"
+    for step in (2, 4):
+        reconstruct(plan(run_dir, 0.07, step=step))
+    (phema / "sigma_rel_0.070_step_0000004.metrics.json").write_text("{}")  # as a sweep leaves beside it
+    abandoned = (phema / "sigma_rel_0.070_step_0000004.ckpt").read_bytes()
+    train_run(run_dir, 4, f"ckpt_path={run_dir / 'checkpoints' / 'step_0000002.ckpt'}", "seed=7")
+    aside = phema / "superseded_at_step_0000002"
+    assert sorted(p.name for p in aside.iterdir()) == [
+        "sigma_rel_0.070_step_0000004.ckpt",
+        "sigma_rel_0.070_step_0000004.metrics.json",
+    ]
+    assert (aside / "sigma_rel_0.070_step_0000004.ckpt").read_bytes() == abandoned
+    assert (phema / "sigma_rel_0.070_step_0000002.ckpt").is_file()  # of a step the resume keeps
+    rebuilt = reconstruct(plan(run_dir, 0.07))  # the new step 4, no longer refused as existing
+    assert rebuilt == phema / "sigma_rel_0.070_step_0000004.ckpt" and rebuilt.read_bytes() != abandoned
 
 
 def test_bad_phema_settings_are_one_line_errors_before_anything_is_written(tmp_path):

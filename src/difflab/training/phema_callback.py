@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .atomic_checkpoint_io import remove_unfinished_writes
 from .phema import check_sigma_rel, sigma_rel_to_gamma, update_power_ema
+from .phema_reconstruct import set_aside_later_rebuilds
 from .phema_snapshots import set_aside_later_snapshots, write_snapshot
 
 log = logging.getLogger("difflab")
@@ -84,6 +85,10 @@ class PostHocEMA(L.Callback):
             aside = set_aside_later_snapshots(self.dirpath, step) if self.dirpath.is_dir() else None
             if aside is not None:
                 log.info("post-hoc EMA snapshots after step %d were set aside in %s", step, aside)
+            rebuilds = self.dirpath.parent  # <run>/phema, where python -m difflab.phema writes by default
+            aside = set_aside_later_rebuilds(rebuilds, step) if rebuilds.is_dir() else None
+            if aside is not None:
+                log.info("post-hoc EMA rebuilds of steps after %d were set aside in %s", step, aside)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._catch_up()

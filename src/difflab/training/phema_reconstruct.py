@@ -4,6 +4,7 @@ the least-squares combination of the snapshots' power-function EMA profiles (tra
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from ..checkpoint_file import CONFIG_KEY, read_checkpoint, run_checkpoint
 from ..io.atomic import atomic_file
 from ..io.results import check_writable_file
+from ..io.set_aside import set_aside
 from .phema import check_sigma_rel, reconstruction_coefficients, sigma_rel_to_gamma, weighted_sum
 from .phema_snapshots import SNAPSHOT_FOLDER, Snapshot, list_snapshots, read_snapshot
 
@@ -55,6 +57,22 @@ def output_name(sigma_rel: float, step: int) -> str:
     """sigma_rel_<σ>_step_<step>.ckpt; by default in <run>/phema/, beside the snapshots and outside checkpoints/
     (which a resume reads)."""
     return f"sigma_rel_{sigma_rel_text(sigma_rel)}_step_{step:07d}.ckpt"
+
+
+# A rebuild and what a sweep writes beside it (its record and scores).
+_REBUILT = re.compile(r"sigma_rel_[^/]+_step_(\d{7,})\.(ckpt|sweep\.json|metrics\.json)")
+
+
+def set_aside_later_rebuilds(folder: Path, step: int) -> Path | None:
+    """A resume from `step` rewinds the run: the rebuilds of later steps in `folder` (<run>/phema) were made from
+    snapshots of the abandoned continuation, so they move with them into <folder>/superseded_at_step_<step>/.
+    Before, a sweep after the resume called them "scored before, kept" and a rebuild said "already exists"."""
+    later = [
+        p
+        for p in sorted(folder.glob("sigma_rel_*_step_*"))
+        if (m := _REBUILT.fullmatch(p.name)) and int(m.group(1)) > step
+    ]
+    return set_aside(later, folder, step)
 
 
 def sigma_rel_text(sigma_rel: float) -> str:

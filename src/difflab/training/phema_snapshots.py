@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checkpoint_file import why_torch_file_unreadable
 from ..io.set_aside import set_aside
 from .atomic_checkpoint_io import atomic_torch_save
 
@@ -52,7 +53,10 @@ def read_snapshot(path: Path, sigma_rels: tuple[float, ...] | None = None) -> di
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for damaged files
-        raise ValueError(f"could not read post-hoc EMA snapshot {path}: {error}") from error
+        # Before, torch's own words: "105" for a text file, "[Errno 22] Invalid argument" for a cut one.
+        raise ValueError(
+            f"could not read post-hoc EMA snapshot {path}: {why_torch_file_unreadable(path, error)}"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != SNAPSHOT_FORMAT:
         raise ValueError(f"{path} is not a difflab post-hoc EMA snapshot")
     if sigma_rels is not None and tuple(payload["sigma_rels"]) != tuple(sigma_rels):
