@@ -90,12 +90,17 @@ def test_a_sweep_scores_every_sigma_rel_and_names_the_best(phema_run, tmp_path, 
     ("args", "message"),
     [
         (["sigma_rel=0.5"], "sigma_rel=0.5 is out of range"),
+        # Before, "<= 0.28868": the refused value itself, as its bound (1/sqrt(12) rounded up).
+        (["sigma_rel=0.28868"], "0 < sigma_rel <= 0.288675 (1/sqrt(12)"),
         (["sigma_rel=abc"], "sigma_rel=abc is not a number"),
         (["sigma_rel=0.05", "step=3"], "step=3 is not a snapshot step"),
         (["sigma_rel=0.05", "n=10"], "only a sweep scores"),
         (["sigma_rel=[0.05,0.050]"], "lists a value twice"),
         (["sigma_rel=[0.05,0.3]"], "sigma_rel=0.3 is out of range"),
         (["sigma_rel=[0.05,0.1]", "metrics.extractr=x"], "did you mean metrics.extractor"),
+        # Before, each was met by the first evaluate.py, after a rebuild and a record the corrected command refused.
+        (["sigma_rel=[0.05,0.1]", "n=abc"], "n='abc' is not a whole number"),
+        (["sigma_rel=[0.05,0.1]", "sampler.steps=0"], "sampler.steps=0 must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(phema_run, tmp_path, capsys, args, message):

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from ..training.phema import check_sigma_rel
 from ..training.phema_reconstruct import plan, reconstruct, sigma_rel_text
 from ..training.phema_scores import ROOT, Scored, done_before, record_sweep, score
 from .cli import check_command_line
+from .evaluate_settings import read_evaluate_settings
 
 CONF_DIR = ROOT / "conf"
 log = logging.getLogger("difflab")
@@ -35,8 +37,14 @@ def sweep(
         raise ValueError(f"sigma_rel lists a value twice: {list(sigma_rels)}")
     for sigma_rel in sigma_rels:
         check_sigma_rel(sigma_rel)
-    fd_key = fd_name(eval_config(eval_overrides))  # a mistyped override is refused before any folder is made
     plans = [plan(run, s, step=step, folder=out, existing=True) for s in sigma_rels]
+    # A mistyped key or a bad value (n=abc) is refused before anything is written: before, a bad value was met by
+    # the first evaluate.py, after a rebuild and a record holding it, which the corrected command then refused.
+    config = eval_config(eval_overrides)
+    with open_dict(config):
+        config.ckpt = str(plans[0].template)  # what each evaluate.py is given (a rebuild of it)
+    read_evaluate_settings(config)
+    fd_key = fd_name(config)
     done = [done_before(p, eval_overrides) for p in plans]
     rows = []
     for p, state in zip(plans, done, strict=True):

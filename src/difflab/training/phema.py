@@ -47,7 +47,7 @@ def check_sigma_rel(sigma_rel: float) -> None:
     if not 0.0 < sigma_rel <= MAX_SIGMA_REL:
         raise ValueError(
             f"sigma_rel={sigma_rel} is out of range: a power-function EMA has 0 < sigma_rel <= "
-            f"{MAX_SIGMA_REL:.5f} (1/sqrt(12), a plain average); EDM2 uses 0.01 to 0.25"
+            f"{MAX_SIGMA_REL:.6f} (1/sqrt(12), a plain average); EDM2 uses 0.01 to 0.25"
         )
 
 
