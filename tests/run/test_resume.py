@@ -296,6 +296,20 @@ def test_a_moved_run_folder_resumes_with_its_checkpoint_keeping_state(tmp_path):
     assert (moved / "checkpoints" / "last.ckpt").is_file() and not list(moved.rglob("last-v*.ckpt"))
 
 
+def test_a_refused_resume_leaves_no_overrides_for_the_next_one(cli_run, tmp_path):
+    """Before, a resume refused once Hydra had written .hydra/resumed_step_<step>/ (here: a GPU this machine does
+    not have) left its overrides there, and every later plain resume took them up and was refused in turn."""
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    refused = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "trainer=gpu")
+    assert refused.returncode == 2 and "error: " in refused.stderr
+    assert not list((run / ".hydra").glob("resumed_step_*"))
+    resumed = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "trainer=gpu" not in resumed.stdout
+    assert [p.name for p in (run / ".hydra").glob("resumed_step_*")] == ["resumed_step_0000002"]
+
+
 def test_a_resume_on_other_data_says_so(cli_run, tmp_path):
     # Before, a resume with another data.root trained its remaining steps on another folder without a word.
     run = tmp_path / "run"

@@ -29,7 +29,7 @@ from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import let_go, resumed_name
 from ..runs.resume import LAST, tidy_before_fit
-from ..runs.stopped_early import noted_if_stopped, released_if_refused
+from ..runs.stopped_early import launch_forgotten_if_refused, noted_if_stopped, released_if_refused
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
 from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
@@ -169,9 +169,11 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
     # behind. The devices are checked here, not in preflight: trainer=slurm reads them from Hydra's launcher
     # config, which is set only once the job runs.
     fresh = resume is None and not is_secondary_rank()
+    launch = this_launch_files(output_dir) if resume is not None and not is_secondary_rank() else None
     with (
         noted_if_stopped(output_dir, resume, took_a_step),
         released_if_refused(output_dir, fresh, refusals=USER_ERRORS),
+        launch_forgotten_if_refused(launch, took_a_step, refusals=USER_ERRORS),
     ):
         check_trainer(cfg.trainer, slurm_launcher())
         if settings.logs_to_wandb:
@@ -230,6 +232,15 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
     if trainer.is_global_zero:
         log_run_outputs(output_dir, trainer.callback_metrics)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def this_launch_files(run_dir: Path) -> Path | None:
+    """The folder Hydra wrote this resume's config to (.hydra/resumed_step_<step>/, chosen by preflight); None
+    outside Hydra or where it wrote the run's first .hydra/."""
+    from hydra.core.hydra_config import HydraConfig
+
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    return run_dir / subdir if subdir and Path(subdir).name.startswith("resumed_step_") else None
 
 
 def train_command(cfg: DictConfig) -> float | None:

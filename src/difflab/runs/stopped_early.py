@@ -5,6 +5,7 @@ kept, how to go on)."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +39,22 @@ def released_if_refused(
             release(output_dir)
             if isinstance(error, STOPS):
                 error.add_note("nothing was trained (its run folder was given back)")
+        raise
+
+
+@contextlib.contextmanager
+def launch_forgotten_if_refused(
+    launch_files: Path | None, trained: Callable[[], bool], refusals: tuple[type[BaseException], ...]
+) -> Iterator[None]:
+    """Re-raise; first, for a resume refused before its first step, remove the files Hydra wrote for this launch
+    (`launch_files`, its .hydra/resumed_step_<step>/): the next plain resume starts from the overrides of the
+    launch before. Before, a refused override (data.captions=files on digits) was taken up by every later resume,
+    which was then refused in turn. A stop keeps them: its overrides were meant, and the same command goes on."""
+    try:
+        yield
+    except BaseException as error:
+        if launch_files is not None and isinstance(error, refusals) and not trained():
+            shutil.rmtree(launch_files, ignore_errors=True)
         raise
 
 
