@@ -22,6 +22,20 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def test_a_resume_at_the_step_limit_says_it_trains_nothing(caplog):
+    # Before, Lightning's "`Trainer.fit` stopped: `max_steps=100` reached" and rc 0 were the only hint.
+    from difflab.runs.resume import warn_if_at_the_step_limit
+
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_at_the_step_limit(100, 200)
+        assert not caplog.records
+        warn_if_at_the_step_limit(100, 100)
+    assert caplog.records[0].getMessage() == (
+        "the checkpoint is at trainer.max_steps=100: nothing is left to train, only the final sample grid and "
+        "scores run again; give trainer.max_steps above 100 to train on"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "named"),
@@ -301,7 +315,9 @@ def test_a_refused_resume_leaves_no_overrides_for_the_next_one(cli_run, tmp_path
     not have) left its overrides there, and every later plain resume took them up and was refused in turn."""
     run = tmp_path / "run"
     shutil.copytree(cli_run, run)
-    refused = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "trainer=gpu")
+    refused = run_cli(
+        "train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "trainer=gpu"
+    )
     assert refused.returncode == 2 and "error: " in refused.stderr
     assert not list((run / ".hydra").glob("resumed_step_*"))
     resumed = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3")

@@ -78,6 +78,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         check_steps_left,
         read_resumable,
         resume_path,
+        warn_if_at_the_step_limit,
         warn_if_conditioning_changed,
         warn_if_data_changed,
         warn_if_lr_schedule_changed,
@@ -115,6 +116,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         check_ema_kept(OmegaConf.select(cfg, "callbacks.ema") is not None, ckpt, resume)
         check_resumed_autoencoder(cfg, ckpt, resume)
         check_steps_left(int(ckpt["global_step"]), int(cfg.trainer.max_steps), resume)
+        warn_if_at_the_step_limit(int(ckpt["global_step"]), int(cfg.trainer.max_steps))
         now = cfg.get("lr_scheduler")
         now = None if now is None else OmegaConf.to_container(now, resolve=True)
         warn_if_lr_schedule_changed(now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))

@@ -215,6 +215,18 @@ def check_steps_left(step: int, max_steps: int, path: Path) -> None:
         )
 
 
+def warn_if_at_the_step_limit(step: int, max_steps: int) -> None:
+    """A resume from trainer.max_steps itself trains nothing (only the final grid and FID run again): before, it
+    ended rc 0 with Lightning's "max_steps reached" as the only hint."""
+    if step == max_steps:
+        log.warning(
+            "the checkpoint is at trainer.max_steps=%d: nothing is left to train, only the final sample grid and "
+            "scores run again; give trainer.max_steps above %d to train on",
+            max_steps,
+            step,
+        )
+
+
 def warn_if_lr_schedule_changed(now: Mapping[str, Any] | None, stored: Mapping[str, Any], step: int) -> None:
     """A resume may change the LR schedule (its state is only the step count), but the learning rate then jumps
     at the resumed step without a word: a cosine whose total_steps follows trainer.max_steps is recomputed for the
