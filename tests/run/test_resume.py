@@ -22,6 +22,27 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def test_a_resume_keeps_its_conditioning_and_names_a_changed_super_resolution_factor(tmp_path, caplog):
+    """Before, data.condition=null on a text run was dropped without a word and replayed by later resumes, and a
+    4x super-resolution run resumed with data.sr_factor=2 trained on as a 2x one without a word."""
+    from difflab.runs.resume import check_condition_kept, warn_if_conditioning_changed
+
+    path = tmp_path / "last.ckpt"
+    text = {"data": {"condition": "text"}}
+    check_condition_kept(["seed=1"], text, path)
+    check_condition_kept(["data.condition=text"], text, path)
+    with pytest.raises(
+        ValueError, match=r"^data.condition=null but checkpoint .* was trained with data.condition=text"
+    ):
+        check_condition_kept(["data.condition=null"], text, path)
+    superres = {"data": {"condition": "superres", "sr_factor": 4, "sr_noise": 0.0}}
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_conditioning_changed({"data.sr_factor": 4, "data.sr_noise": 0.0}, superres, 80)
+        assert not caplog.records
+        warn_if_conditioning_changed({"data.sr_factor": 2, "data.sr_noise": 0.0}, superres, 80)
+    assert "the conditioning differs from the checkpoint's: data.sr_factor=2 (checkpoint: 4)" in caplog.text
+
+
 def test_a_resume_at_the_step_limit_says_it_trains_nothing(caplog):
     # Before, Lightning's "`Trainer.fit` stopped: `max_steps=100` reached" and rc 0 were the only hint.
     from difflab.runs.resume import warn_if_at_the_step_limit

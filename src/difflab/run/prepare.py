@@ -73,6 +73,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         CONDITIONING_RECIPE,
         DATA_SOURCE,
         check_class_count_kept,
+        check_condition_kept,
         check_ema_kept,
         check_resumable,
         check_steps_left,
@@ -94,6 +95,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     )
     from .latent import check_resumed_autoencoder
     from .train_checks import check_generation_settings, check_model_builds
+    from .typed import typed_overrides
 
     taken_from_data = fill_conditioning(cfg)
     check_argument_types(cfg)
@@ -112,6 +114,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         ckpt = read_resumable(resume, targets_in(cfg))
         data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
         check_class_count_kept(taken_from_data.get("num_classes"), data, ckpt[CONFIG_KEY], resume)
+        check_condition_kept(typed_overrides(cfg), ckpt[CONFIG_KEY], resume)
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume, group_choices(cfg))
         check_ema_kept(OmegaConf.select(cfg, "callbacks.ema") is not None, ckpt, resume)
         check_resumed_autoencoder(cfg, ckpt, resume)

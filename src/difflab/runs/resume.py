@@ -276,7 +276,28 @@ def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step
 CONDITIONING_RECIPE = {
     "labels": ("cond_drop_prob",),
     "text": ("cond_drop_prob", "data.captions", "data.max_tokens"),
+    # the low resolution its input is made at, and the noise on it (SR3's conditioning augmentation)
+    "superres": ("data.sr_factor", "data.sr_noise"),
 }
+
+
+def check_condition_kept(typed: Iterable[str], stored: Mapping[str, Any], path: Path) -> None:
+    """A data.condition typed on a resume must be the checkpoint's: its network was built for that conditioning,
+    which a resume keeps. Before, data.condition=null on a text run was dropped without a word (the net's text_dim
+    made it text again), recorded, and replayed by later resumes, which then refused text settings as not a text
+    run's."""
+    from .inherit import override_key, parse
+
+    given = [o for o in typed if override_key(o) == "data.condition"]
+    if not given:
+        return
+    asked, trained = parse(given[-1]).value(), stored_value(stored, "data.condition")
+    if asked != trained:
+        raise ValueError(
+            f"data.condition={asked if asked is not None else 'null'} but checkpoint {path} was trained with "
+            f"data.condition={trained if trained is not None else 'null'}: a resume keeps its conditioning; drop "
+            "data.condition= (or start a new run)"
+        )
 
 
 def warn_if_conditioning_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step: int) -> None:
