@@ -7,10 +7,11 @@ console showed. Where logging has no file handler (sample.py, a notebook) `echo`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +41,63 @@ def echo(text: str, stream: TextIO | None = None, level: int = logging.INFO) -> 
     """Print `text` unchanged (to stdout, or `stream`) and keep it in the run's log files."""
     print(text, file=stream or sys.stdout, flush=True)
     to_log_files(text, level)
+
+
+# What was said before the run's log file was open (a resume's checks, in train.py's preflight), until it is.
+_BEFORE_THE_LOG: list[tuple[int, str]] = []
+
+
+def said_before_the_log(text: str, level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """Print `text` now and keep it for the run's log file, which the run opens later (keep_for_the_log)."""
+    print(text, file=stream or sys.stdout, flush=True)
+    _BEFORE_THE_LOG.append((level, text))
+
+
+class _SaidBeforeTheLog(logging.Handler):
+    """difflab's log records as the console shows them (`warning: …` for a warning; Hydra would label them
+    [HYDRA], as its own), kept for the run's log file."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:  # the file's records name their level themselves
+            print(f"{record.levelname.lower()}: {text}", file=sys.stderr, flush=True)
+            _BEFORE_THE_LOG.append((record.levelno, text))
+        else:
+            said_before_the_log(text, record.levelno)
+
+
+@contextlib.contextmanager
+def kept_for_the_log() -> Iterator[None]:
+    """Within: what difflab logs, and the warnings it shows, are kept for the run's log file as well (before,
+    a resume's "the seed differs" reached the console but not train.log, which holds everything else)."""
+    logger, show = logging.getLogger("difflab"), warnings.showwarning
+    handler, propagate = _SaidBeforeTheLog(), logger.propagate
+
+    def shown_and_kept(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ):
+        show(message, category, filename, lineno, file, line)
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        _BEFORE_THE_LOG.append((logging.WARNING, text))
+
+    logger.addHandler(handler)
+    logger.propagate = False
+    warnings.showwarning = shown_and_kept
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        warnings.showwarning = show
+
+
+def write_what_was_said_before() -> None:
+    """Write into the run's log files what was said before they were open (once; nothing without a file)."""
+    if not log_files():
+        return
+    for level, text in _BEFORE_THE_LOG:
+        to_log_files(text, level)
+    _BEFORE_THE_LOG.clear()
 
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)

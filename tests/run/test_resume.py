@@ -382,10 +382,12 @@ def test_a_resume_with_another_seed_says_so(cli_run, tmp_path):
     shutil.copytree(cli_run, run)
     result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "seed=5")
     assert result.returncode == 0, result.stderr[-2000:]
-    output = result.stdout + result.stderr
-    assert (
-        "the seed differs from the checkpoint's: seed=5 (checkpoint: 0); from step 2 the run draws" in output
-    )
+    warned = "the seed differs from the checkpoint's: seed=5 (checkpoint: 0); from step 2 the run draws"
+    # Before, under Hydra's own label: "[HYDRA] the seed differs".
+    assert f"warning: {warned}" in result.stderr
+    # Before, on the console only: the checks of a resume run before train.log is open.
+    log = (run / "train.log").read_text()
+    assert f"[WARNING] - {warned}" in log and "[INFO] - resuming with the run's own overrides: " in log
     same = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4")
     assert same.returncode == 0, same.stderr[-2000:]
     assert "seed differs" not in same.stdout + same.stderr  # the run's own seed, from its latest launch

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
-from ..console_log import own_warnings_plain
+from ..console_log import own_warnings_plain, said_before_the_log
 from ..nearest_word import nearest_word
 from ..runs.inherit import inherited_overrides, parse
 from .unknown_key import NOT_READ, dotted_keys, options_composed, unknown_key_hint
@@ -40,7 +40,7 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
     own_warnings_plain()  # difflab's warnings as one line of their own, not Python's source line and code
     args = sys.argv[1:]
     # Each DDP process Lightning starts reruns this command: what it says, rank 0 alone says once.
-    say = (lambda line: None) if is_secondary_rank() else print
+    say = (lambda line: None) if is_secondary_rank() else said_before_the_log
     try:
         inherited = inherited_overrides(args, conf_dir, say) if inherit else []
         # With the run's own overrides first: a key its experiment adds (callbacks.fid) is a key of this run.

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ..cluster.jobs import is_requeued_job, is_secondary_rank, one_run_job, slurm_requeued
 from ..cluster.torchrun import share_run_folder
+from ..console_log import kept_for_the_log
 from ..overrides import pasteable
 from ..runs.folder import (
     claim_run_folder,
@@ -156,7 +157,8 @@ class Preflight(Callback):
         earlier = _requeued_jobs_folder(config)
         run_dir = earlier or Path(str(config.hydra.run.dir))
         try:
-            settings = prepare(config, run_dir)
+            with kept_for_the_log():  # a resume's warnings, for the train.log Hydra opens next
+                settings = prepare(config, run_dir)
             named, requeued = _run_dir_given(config), is_requeued_job()
             reenter = reenters_run_folder(run_dir, settings.resume, named, requeued)
         except USER_ERRORS as error:

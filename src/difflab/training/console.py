@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..console_log import echo, log_files, own_warnings_plain, to_log_files
+from ..console_log import echo, log_files, own_warnings_plain, to_log_files, write_what_was_said_before
 
 log = logging.getLogger("difflab")
 
@@ -64,6 +64,7 @@ def keep_console_in_run_log() -> None:
     (console and file) and copy every warning shown into the file. Idempotent; nothing changes without a file."""
     if not log_files():
         return
+    write_what_was_said_before()
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
