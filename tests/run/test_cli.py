@@ -300,3 +300,30 @@ def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, 
         "resuming with the run's own overrides: model=unet_tiny",
     ]
     assert capsys.readouterr().out.splitlines() == (lines if said else [])
+
+
+@pytest.mark.parametrize(
+    ("config", "arg", "message"),
+    [
+        # Before: Hydra's "Ambiguous value for argument", three numbered ways out and its HYDRA_FULL_ERROR footer.
+        (
+            "sample",
+            "prompt=zero, drawn with a thick pen",
+            "prompt=zero, drawn with a thick pen is several values, a sweep, which needs -m (a list is prompt=[…]); "
+            "to give it as one text, quote it: prompt='zero, drawn with a thick pen'",
+        ),
+        # Before: Hydra's "LexerNoViableAltException", a caret line and a link.
+        (
+            "train",
+            "data.root=~/pictures",
+            "cannot read the override 'data.root=~/pictures': token recognition error at: '~'; to give the value "
+            "as it is, quote it: data.root='~/pictures'",
+        ),
+    ],
+)
+def test_a_value_hydra_cannot_read_as_one_value_says_to_quote_it(config, arg, message):
+    assert refusal(config, [arg]) == message
+
+
+def test_a_sweep_with_multirun_is_left_to_hydra():
+    check_command_line(CONF, "train", ["-m", "seed=1,2"])

@@ -98,12 +98,17 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
     the nearest valid one ("did you mean optim.lr?"). Anything this check cannot judge is left to Hydra."""
     if any(a.startswith("-") and a not in PLAIN_FLAGS for a in args):
         return  # --cfg job, -cn <name>, --help, …: Hydra's own business
-    try:
-        overrides = [parse(a) for a in args if not a.startswith("-")]
-    except ValueError:
-        return  # Hydra names a syntax error itself
+    overrides = []
+    for arg in (a for a in args if not a.startswith("-")):
+        try:
+            overrides.append(parse(arg))
+        except ValueError as error:  # before, Hydra's lexer error, its caret line and its footer
+            key, _, value = arg.partition("=")
+            raise ValueError(f"{error}; to give the value as it is, quote it: {key}='{value}'") from None
     if any(a in PLAIN_FLAGS for a in args):
         _refuse_run_folder_in_a_sweep(overrides)
+    else:
+        _refuse_a_sweep_without_multirun(overrides)
     groups = [o for o in overrides if _is_group(conf_dir, o)]
     for override in groups:
         _check_options(conf_dir, override)
@@ -135,6 +140,18 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
         if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
             raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
+
+
+def _refuse_a_sweep_without_multirun(overrides: list[Override]) -> None:
+    """A comma (or range, choice(…)) makes several values, a sweep, which only -m runs: before, Hydra's
+    "Ambiguous value" and its numbered advice (a prompt with a comma, say, which is meant as one text)."""
+    for override in overrides:
+        if override.is_sweep_override() and override.key_or_group.split(".")[0] != "hydra":
+            key, _, value = override.input_line.partition("=")
+            raise ValueError(
+                f"{override.input_line} is several values, a sweep, which needs -m (a list is {key}=[…]); to give "
+                f"it as one text, quote it: {key}='{value}'"
+            )
 
 
 def _refuse_run_folder_in_a_sweep(overrides: list[Override]) -> None:
