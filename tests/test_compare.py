@@ -163,3 +163,60 @@ def test_rerunning_with_the_default_out_writes_the_next_free_name(
     assert (tmp_path / "compare.png").read_bytes() == b"the last plot"  # never overwritten
     assert (tmp_path / "compare_2.png").is_file() and (tmp_path / "compare_3.png").is_file()
     assert "-> compare_3.png" in capsys.readouterr().out
+
+
+def logged_run(folder: Path, overrides: list[str] | None = None) -> Path:
+    """A run folder as train.py leaves it, with two logged losses (and its overrides, when given)."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text('{"step": 0, "train/loss": 1.0}\n{"step": 1, "train/loss": 0.5}\n')
+    if overrides is not None:
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    return folder
+
+
+def test_an_out_without_an_extension_is_the_png_written_and_never_overwritten(tmp_path: Path, capsys) -> None:
+    """Before, --out plot said "-> plot" while matplotlib wrote plot.png, overwriting it on the next run."""
+    run = logged_run(tmp_path / "run")
+    out = tmp_path / "plot"
+    assert main([str(run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.endswith(f"-> {out}.png\n") and not out.exists()
+    made = (tmp_path / "plot.png").read_bytes()
+    assert main([str(run), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "plot.png").read_bytes() == made
+
+
+def test_a_sweeps_job_without_logs_is_named_not_silently_left_out(tmp_path: Path, capsys) -> None:
+    logged_run(tmp_path / "sweep" / "0")
+    (tmp_path / "sweep" / "1" / ".hydra").mkdir(parents=True)  # a job refused before its first step
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "c.png")]) == 0
+    shown = capsys.readouterr()
+    assert f"warning: {tmp_path / 'sweep'}: run(s) 1 hold no metrics.jsonl" in shown.err
+    assert "1 run, train/loss -> " in shown.out
+
+
+@pytest.mark.parametrize("stored", [": : bad yaml [", "5", b"\xff\xfe"])
+def test_an_unreadable_overrides_file_names_the_run_by_its_folder(tmp_path: Path, capsys, stored) -> None:
+    """Before: a yaml ParserError traceback, `'int' object is not iterable`, or a codec error naming no file."""
+    good, bad = logged_run(tmp_path / "a", ["seed=1"]), logged_run(tmp_path / "b", ["seed=2"])
+    overrides = bad / ".hydra" / "overrides.yaml"
+    overrides.write_bytes(stored if isinstance(stored, bytes) else stored.encode())
+    assert run_labels([good, bad]) == ["a", "b"]
+    assert f"warning: {overrides} is not a list of overrides (" in capsys.readouterr().err
+
+
+def test_the_same_settings_in_two_sweeps_are_labelled_by_folder_and_settings(tmp_path: Path, capsys) -> None:
+    """Before: "0" and "other/0", the learning rates that told the lines apart dropped."""
+    runs = [
+        logged_run(tmp_path / sweep / job, [f"optim.lr={lr}"])
+        for sweep in ("sweep", "other")
+        for job, lr in (("0", "1e-3"), ("1", "2e-4"))
+    ]
+    assert run_labels(runs) == [
+        "sweep/0: optim.lr=1e-3",
+        "sweep/1: optim.lr=2e-4",
+        "other/0: optim.lr=1e-3",
+        "other/1: optim.lr=2e-4",
+    ]
+    assert main([*map(str, runs), "--out", str(tmp_path / "c.png")]) == 0
+    assert f"other/0: optim.lr=1e-3: {runs[2]}" in capsys.readouterr().out  # which folder each line is

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -43,11 +44,19 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if _is_run(path) and _has_logs(path):
             runs.append(path)
             continue
-        found = [p for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p) and _has_logs(p)]
+        jobs = [p for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p)]
+        found = [p for p in jobs if _has_logs(p)]
         if not found and _has_logs(path):
             found = [path]
         if not found:  # a run refused before its first step, or a folder of no runs
             raise ValueError(f"{path} holds no run logs (the {METRICS_FILE} every train run writes)")
+        if left_out := [p for p in jobs if p not in found]:  # before, left out without a word
+            names = ", ".join(p.name for p in left_out)
+            print(
+                f"warning: {path}: run(s) {names} hold no {METRICS_FILE} (refused or failed before their first "
+                "step): left out",
+                file=sys.stderr,
+            )
         runs.extend(found)
     return _each_once(runs)
 
@@ -65,12 +74,13 @@ def _each_once(runs: list[Path]) -> list[Path]:
 
 
 def run_label(run: Path, runs: list[Path]) -> str:
-    """The shortest name that tells the run apart: its folder name, or its path below their common parent."""
+    """The shortest name that tells the run apart: its folder name, or its path below the runs' common folder
+    (sweep/0 and other_sweep/0; before, "0" and "other_sweep/0")."""
     names = [r.name for r in runs]
     if names.count(run.name) == 1:
         return run.name
-    parent = Path(*Path(runs[0]).parts[: len(Path(runs[0]).parts) - 1])
-    return str(run.relative_to(parent)) if parent in run.parents else str(run)
+    common = Path(os.path.commonpath([r.resolve() for r in runs]))
+    return str(run.resolve().relative_to(common)) if common in run.resolve().parents else str(run)
 
 
 def run_overrides(run: Path) -> dict[str, str] | None:
@@ -79,7 +89,18 @@ def run_overrides(run: Path) -> dict[str, str] | None:
     path = latest_overrides_file(run)
     if not path.is_file():
         return None
-    pairs = (str(item).partition("=") for item in yaml.safe_load(path.read_text()) or [])
+    try:
+        stored = yaml.safe_load(path.read_text())
+        if not isinstance(stored or [], list):
+            raise ValueError("not a list")
+    except (OSError, ValueError, yaml.YAMLError) as error:  # before, a traceback (or a codec's words alone)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(
+            f"warning: {path} is not a list of overrides ({reason}): {run} is named by its folder",
+            file=sys.stderr,
+        )
+        return None
+    pairs = (str(item).partition("=") for item in stored or [])
     overrides = {key.lstrip("+~"): value for key, _, value in pairs}  # +x=1 and x=1 set the same key
     overrides.pop("ckpt_path", None)  # how a launch went on (a resume), not what the run is
     return overrides
@@ -110,12 +131,15 @@ def run_labels(runs: list[Path]) -> list[str]:
         labels = [",".join(f"{key}={o[key]}" for key in differ if key in o) for o in overrides]
         if all(labels) and len(set(labels)) == len(labels):
             return labels
+        if all(labels):  # the same settings in two places (two sweeps): both said (before, the folder alone)
+            return [f"{run_label(run, runs)}: {label}" for run, label in zip(runs, labels, strict=True)]
     return [run_label(run, runs) for run in runs]
 
 
 def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
     """One panel per metric that any run logged; returns the metrics drawn."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -135,11 +159,21 @@ def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
         ax.set_xlabel("step")
         if metric.endswith("loss"):
             ax.set_yscale("log")
+            # Plain numbers (0.5, 0.7): a loss spans less than a decade, where the log axis writes 7×10^-1.
+            ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    # Below the panels, not on the first one: labels of a sweep's overrides are long enough to hide its lines.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return drawn
 
@@ -178,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = default_out()
+    elif not args.out.suffix:  # matplotlib would write <out>.png, unchecked (before: overwritten, misnamed)
+        args.out = args.out.with_suffix(".png")
     try:
         runs = find_runs(args.runs)
         labels = run_labels(runs)
