@@ -285,3 +285,19 @@ def test_a_stopped_sweep_is_one_line_that_says_the_same_command_continues(
         "error: python -m difflab.phema stopped by SIGTERM; each sigma_rel it had finished is kept (its checkpoint "
         "and scores are written whole): the same command continues the sweep"
     ]
+
+
+def test_evaluate_py_on_a_rebuild_in_its_run_reports_into_that_run(phema_run, tmp_path, monkeypatch):
+    """Before, into outputs/evaluate/ below whatever folder evaluate.py was started from."""
+    from difflab.run.evaluate import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(phema_run, run)
+    assert main([str(run), "sigma_rel=0.07"]) == 0
+    monkeypatch.chdir(tmp_path)
+    rebuilt = run / "phema" / "sigma_rel_0.070_step_0000006.ckpt"
+    overrides = [f"ckpt={rebuilt}", *SMALL_EVAL, "sampler.steps=2", f"metrics.cache_dir={tmp_path / 'cache'}"]
+    report = evaluate(compose_config("eval", overrides, tmp_path / "eval"))
+    assert json.loads((run / "metrics.json").read_text()) == report
+    assert report["generated"]["weights"] == "post-hoc EMA sigma_rel=0.070"
+    assert not (tmp_path / "outputs").exists()

@@ -13,12 +13,12 @@ from ..io.results import check_writable_file, first_free
 
 def report_path(out: str | None, ckpt: str | None, root_dir: str) -> Path:
     """Where the JSON goes: out=; else the checkpoint's run folder (<run>/metrics.json, or metrics_2.json, …
-    beside earlier reports), also when ckpt= is the run folder itself; else outputs/evaluate/<date>_<time>.json.
+    beside earlier reports), also when ckpt= is the run folder itself or a post-hoc EMA rebuild in it; else outputs/evaluate/<date>_<time>.json.
     Checked before any work: an existing out= is never overwritten, a folder that cannot be written is refused."""
     if out:
         path = Path(out)
     else:
-        run = checkpoint_run_folder(ckpt) if ckpt else None
+        run = (checkpoint_run_folder(ckpt) or rebuilt_in_run_folder(ckpt)) if ckpt else None
         if run is not None:
             path = run / "metrics.json"
         else:
@@ -31,6 +31,14 @@ def report_path(out: str | None, ckpt: str | None, root_dir: str) -> Path:
         path = first_free(path)
     check_writable_file(path)
     return path
+
+
+def rebuilt_in_run_folder(ckpt: str) -> Path | None:
+    """The run folder of a post-hoc EMA rebuild in its default place, <run>/phema/<file>.ckpt (python -m
+    difflab.phema): before, its report went to outputs/evaluate/ in whatever folder evaluate.py started from."""
+    path = Path(ckpt)
+    run = path.parent.parent
+    return run if path.parent.name == "phema" and (run / "checkpoints").is_dir() else None
 
 
 def reference_entry(data: Any, split: str, num_images: int, cache_hit: bool) -> dict[str, Any]:
