@@ -46,6 +46,18 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
     return argv[0], own, others
 
 
+def refuse_several_processes() -> None:
+    """One process rebuilds and scores (each evaluate.py it runs may use several): before, two torchrun ranks
+    raced to write the same file ("[Errno 17] File exists")."""
+    import os
+
+    if (
+        os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+        or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+    ):
+        raise ValueError("python -m difflab.phema runs as one process: start it without torchrun or srun")
+
+
 def numbers(text: str) -> list[float]:
     """0.05 or [0.03,0.05] as floats; a one-line error for anything else."""
     items = text.strip().removeprefix("[").removesuffix("]").split(",")
@@ -66,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 def rebuild_or_sweep(argv: list[str] | None) -> int:
     """main() within its stop handling."""
     try:
+        refuse_several_processes()
         run, own, others = parse(sys.argv[1:] if argv is None else argv)
         from .run.phema import sweep  # torch loads once the arguments are read
         from .training.phema_reconstruct import plan, reconstruct

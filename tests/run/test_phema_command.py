@@ -301,3 +301,19 @@ def test_evaluate_py_on_a_rebuild_in_its_run_reports_into_that_run(phema_run, tm
     assert json.loads((run / "metrics.json").read_text()) == report
     assert report["generated"]["weights"] == "post-hoc EMA sigma_rel=0.070"
     assert not (tmp_path / "outputs").exists()
+
+
+def test_several_processes_are_refused_before_anything_is_written(phema_run, tmp_path, capsys, monkeypatch):
+    """Before, two torchrun ranks raced to write the same rebuild: "[Errno 17] File exists"."""
+    for name, value in {
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert main([str(phema_run), "sigma_rel=0.07", f"out={tmp_path / 'x.ckpt'}"]) == 2
+    assert capsys.readouterr().err == (
+        "error: python -m difflab.phema runs as one process: start it without torchrun or srun\n"
+    )
+    assert not (tmp_path / "x.ckpt").exists()

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -47,7 +48,7 @@ def started_processes() -> Processes:
         if needed not in os.environ:
             raise ValueError(
                 f"WORLD_SIZE={world} but {needed} is not set: start the processes with torchrun "
-                "(torchrun --nproc_per_node=<GPUs> sample.py …), which sets every variable they need"
+                f"(torchrun --nproc_per_node=<GPUs> {Path(sys.argv[0]).name} …), which sets every variable they need"
             )
     rank = _whole_env("RANK", 0)
     if not 0 <= rank < world:
