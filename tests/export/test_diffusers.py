@@ -382,6 +382,24 @@ def test_evaluate_scores_a_diffusers_folder_against_the_data_it_is_given(tiny_ck
     assert scores["metrics"] == theirs["metrics"] and np.isfinite(scores["metrics"]["fd_effl0"])
 
 
+def test_an_exported_folder_without_its_data_folder_names_every_data_setting_to_score_it(tiny_ckpt, tmp_path):
+    """A model folder keeps no data.root (a path of the training machine). Before, evaluate.py sent the user round
+    a chain of refusals: data.root needed, data.root not a key, data= then needing image_size, then condition."""
+    out = tmp_path / "exported"
+    export(compose_config("export", [f"ckpt={tiny_ckpt}", "format=safetensors", f"out={out}"], tmp_path))
+    record = json.loads((out / "difflab_config.json").read_text())
+    assert "root" not in record["config"]["data"] and "cond_drop_prob" in record["config"]
+    record["config"]["data"]["dataset"] = "mnist"  # as a run on MNIST, which needs its folder, exports
+    (out / "difflab_config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError) as error:
+        evaluate(compose_config("eval", [f"ckpt={out}", "n=4", f"out={tmp_path / 'a.json'}"], tmp_path))
+    assert str(error.value) == (
+        f"{out} records its dataset (mnist) but not the folder it lies in (an exported folder keeps no paths of the "
+        "training machine): add data=mnist data.root=<its folder> data.image_size=8 data.channels=1"
+    )
+    assert not (tmp_path / "a.json").exists()
+
+
 def test_a_class_conditional_diffusers_export_loads_with_its_labels(tmp_path):
     run = tmp_path / "run"
     train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2", "model.num_classes=10"], run))

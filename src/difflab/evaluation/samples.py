@@ -189,7 +189,8 @@ def scored_conditions(
         refuse_what_the_data_conditions_ignore(loaded, options, ckpt)
         if data.condition != loaded.condition:
             raise ValueError(
-                f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too (drop data=)"
+                f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too: add "
+                f"data.condition={loaded.condition} (or drop data= to score against the data it was trained on)"
             )
         return grid_conditions(data.generation_task(n), n)
     return requested_conditions(

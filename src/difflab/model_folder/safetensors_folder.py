@@ -58,7 +58,8 @@ def read_model_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch
 
 # The groups that rebuild and describe the model; the rest of a run's config (paths, loggers, trainer) is the
 # machine it ran on, not the model.
-KEPT = ("model", "schedule", "formulation", "prediction_type", "data", "choices")
+# cond_drop_prob: whether guidance has a trained unconditional prediction to use (sample.py warns where not).
+KEPT = ("model", "schedule", "formulation", "prediction_type", "data", "choices", "cond_drop_prob")
 MACHINE_KEYS = ("root",)  # data.root: a path on the training machine
 
 

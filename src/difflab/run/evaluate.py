@@ -37,6 +37,24 @@ log = logging.getLogger("difflab")
 STOPPED = "nothing was written (no image had been scored yet)"
 
 
+def refuse_data_without_its_folder(ckpt: str, loaded: LoadedModel) -> None:
+    """An exported folder records its dataset but not the folder it lay in (a path of the training machine): one
+    line with every data= setting that scores it, before, a chain of refusals, each naming one more key."""
+    stored = loaded.config.get("data") or {}
+    if "root" in stored or stored.get("dataset") in (None, "digits"):  # digits: bundled with scikit-learn
+        return
+    c, size = loaded.sample_shape[0], loaded.sample_shape[1]
+    condition = stored.get("condition")
+    extra = f" data.condition={condition}" if condition in ("labels", "superres") else ""
+    if condition == "superres":
+        extra += f" data.sr_factor={stored.get('sr_factor')}"
+    raise ValueError(
+        f"{ckpt} records its dataset ({stored['dataset']}) but not the folder it lies in (an exported folder keeps "
+        f"no paths of the training machine): add data={stored['dataset']} data.root=<its folder> "
+        f"data.image_size={size} data.channels={c}{extra}"
+    )
+
+
 def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> ImageDataModule:
     """data=… when given, else the dataset the checkpoint was trained on; its size must match the samples."""
     if settings.data is not None:
@@ -48,6 +66,7 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
                 f"{settings.sampling.ckpt} records no dataset (a diffusers folder): add data=<the dataset to score "
                 "against> (e.g. data=cifar10)"
             )
+        refuse_data_without_its_folder(settings.sampling.ckpt, loaded)
         data = build(image_data_config(loaded.config), "data", settings.sampling.allowed_targets)
     else:
         raise ValueError("images=… needs the dataset to compare against: add data=<name> (e.g. data=mnist)")
