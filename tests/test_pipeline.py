@@ -43,6 +43,15 @@ def test_load_samples_what_sample_py_samples(tiny_ckpt, tmp_path):
     np.testing.assert_array_equal(np.asarray(pictures[1]), expected[1, ..., 0])
 
 
+def test_n_left_out_is_sample_pys_default_and_the_same_call_gives_the_same_images(tiny_ckpt, tmp_path):
+    """Before, pipe.sample() without n was Python's "missing 1 required positional argument: 'n'"."""
+    pipe = difflab.load(tiny_ckpt)
+    images = pipe.sample(steps=2)
+    assert images.shape == (64, 8, 8, 1)  # conf/sample.yaml's n
+    np.testing.assert_array_equal(images, sample_py(tiny_ckpt, tmp_path / "cli", "sampler.steps=2"))
+    np.testing.assert_array_equal(pipe.sample(steps=2, seed=None), images)  # seed None: sample.py's seed 0
+
+
 @pytest.mark.parametrize("name", ["ddim", "ddpm", "dpm_solver", "euler", "heun"])
 def test_samplers_have_the_cli_defaults(tiny_ckpt, tmp_path, name):
     pipe = difflab.load(tiny_ckpt)

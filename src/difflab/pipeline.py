@@ -96,7 +96,7 @@ class DiffusionPipeline:
 
     def sample(
         self,
-        n: int,
+        n: int | None = None,
         sampler: str | None = None,
         steps: int | None = None,
         seed: int | None = None,
@@ -126,12 +126,17 @@ class DiffusionPipeline:
         mode="superres" with image= (n outputs per picture; consistency=True for superres.consistency=true),
         seed=, batch_size=, precision=, cpu_threads=; sampler="ddim" and its knobs (steps=, eta=, clip_x0=, …);
         guide= (a weaker model's path, or a DiffusionPipeline) for autoguidance at scale guidance=.
-        None takes sample.py's default (conf/sample.yaml, conf/sampler/<name>.yaml). An unknown keyword is one
+        None takes sample.py's default (conf/sample.yaml, conf/sampler/<name>.yaml): n=64, and seed=0, so a call
+        without seed= gives the same images each time (seed=… for others; sample i depends on (seed, i) only, as
+        in sample.py, not on a global random state). An unknown keyword is one
         line naming it. output: "uint8" (numpy N×H×W×C, as samples.npz), "pil" (a list of PIL images) or
         "tensor" (floats in [-1, 1], N×C×H×W).
         """
         # A NumPy number (np.int64 from an array, np.float32) is taken as the Python number it holds.
         n, seed, steps, guidance, strength = (plain_number(v) for v in (n, seed, steps, guidance, strength))
+        defaults = cli_defaults()
+        if n is None:  # before, Python's "missing 1 required positional argument: 'n'"
+            n = defaults["n"]
         sampler_options = {key: plain_number(value) for key, value in sampler_options.items()}
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r} must be a whole number of at least 1")
@@ -152,7 +157,6 @@ class DiffusionPipeline:
             "strength": strength,
             "consistency": consistency,
         }
-        defaults = cli_defaults()
         values = {key: defaults[key] if value is None else value for key, value in given.items()}
         # sample.py's default strength is img2img's: only one given to another mode is refused there.
         if strength is None and values["mode"] != "img2img":

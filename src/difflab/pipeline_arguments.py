@@ -44,12 +44,13 @@ SAMPLE_KEYS = (
 
 
 def cli_defaults() -> dict[str, Any]:
-    """sample.py's defaults (conf/sample.yaml): the sampler's name and every key of SAMPLE_KEYS and consistency."""
+    """sample.py's defaults (conf/sample.yaml): the sampler's name, n and every key of SAMPLE_KEYS and consistency."""
     conf = OmegaConf.load(_conf_file("sample.yaml"))
     choices = {k: v for entry in conf.defaults if OmegaConf.is_dict(entry) for k, v in entry.items()}
     values = OmegaConf.to_container(conf, resolve=False)
     return {
         "sampler": choices["sampler"],
+        "n": values["n"],
         **{key: values[key] for key in SAMPLE_KEYS},
         "consistency": values["superres"]["consistency"],
     }
