@@ -104,7 +104,9 @@ def options(**given) -> SampleOptions:
         (
             "text",
             {"negative_prompt": "a 1", "guidance": 3.0},
-            r"^negative_prompt=a 1 given, but ckpt holds a text",
+            # Before, "drop negative_prompt=" alone, as if a negative prompt could never be scored.
+            r"^negative_prompt=a 1 given, but ckpt holds a text.*: drop negative_prompt= \(or give prompt= too: a "
+            r"negative prompt goes with prompts you choose\)$",
         ),
         (
             "superres",

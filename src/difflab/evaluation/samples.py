@@ -222,8 +222,11 @@ def refuse_what_the_data_conditions_ignore(
         given["prompt"] = options.prompt
     for key, value in given.items():
         if value is not None:
+            # A negative prompt steers away from it beside prompts the user chose: before, only "drop" was said.
+            way = " (or give prompt= too: a negative prompt goes with prompts you choose)"
+            hint = way if key == "negative_prompt" and not superres else ""
             raise ValueError(
-                f"{key}={value} given, but {ckpt} holds {model_kind(loaded)}, scored on {what}: drop {key}="
+                f"{key}={value} given, but {ckpt} holds {model_kind(loaded)}, scored on {what}: drop {key}={hint}"
             )
     if superres:
         refuse_superres_guidance(options.guidance, options.guide, f"on {model_kind(loaded)}")
