@@ -42,10 +42,26 @@ def image_files(path: str | Path, what: str = "image") -> list[Path]:
         for file in files:
             refuse_a_link_to_nothing(file)
         if not files:
-            raise FileNotFoundError(f"no {what} files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            raise FileNotFoundError(
+                f"no {what} files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}{_below(path)}"
+            )
         return files
     refuse_a_link_to_nothing(path)
     raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def _below(folder: Path) -> str:
+    """Where a folder's pictures are when they lie only in its subfolders (read one level only: a set of pictures to
+    edit is one folder, in its order), as a hint; "" when there are none."""
+    holding = sorted(
+        sub.name
+        for sub in folder.iterdir()
+        if sub.is_dir() and any(is_image_name(p.name) for p in sub.iterdir() if p.is_file())
+    )
+    if not holding:
+        return ""
+    more = f" and {len(holding) - 3} more" if len(holding) > 3 else ""
+    return f" (its subfolders {', '.join(holding[:3])}{more} hold some: give one of them)"
 
 
 def refuse_a_link_to_nothing(path: Path) -> None:
