@@ -76,6 +76,21 @@ def test_checkpoints_record_the_formulation_and_every_reader_builds_its_denoiser
 
 
 @pytest.mark.parametrize("name", ["edm", "flow"])
+def test_the_sampling_line_names_the_formulation_not_a_prediction_type(trained, tmp_path, caplog, name):
+    """Before, "DDIMSampler(…, prediction_type='epsilon', …)": the ε view the sampler sees, for a network whose
+    config says prediction_type does not apply."""
+    out = tmp_path / "out"
+    with caplog.at_level("INFO", logger="difflab"):
+        sample(
+            compose_config(
+                "sample", [f"ckpt={trained[name]}", "n=1", "sampler.steps=2", f"out={out}"], tmp_path
+            )
+        )
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("sampling 1 images with"))
+    assert f"formulation={name}" in line and "prediction_type" not in line
+
+
+@pytest.mark.parametrize("name", ["edm", "flow"])
 def test_prediction_type_on_an_edm_or_flow_checkpoint_is_refused_as_not_applying(trained, tmp_path, name):
     """Before, sample.py prediction_type=v said it contradicted the checkpoint's "epsilon", a default that
     such a network never used."""

@@ -17,21 +17,36 @@ def log_line(options: SampleOptions, loaded: TrainedModel, request: GenerationRe
     """What is about to be generated, in one log line."""
     method, pictures = request.method, request.pictures
     if options.mode == "sample":
-        what = "sampling %d images with %r (%s weights, step %d)"
-        return what, options.n, method.sampler, loaded.weights, loaded.global_step
+        what = "sampling %d images with %s (%s weights, step %d)"
+        return what, options.n, sampler_text(method.sampler, loaded), loaded.weights, loaded.global_step
     assert pictures is not None
     if options.mode == SUPERRES:
         return (
-            "superres: %d picture(s) %s -> %d×%d, %d output(s) each with %r%s",
+            "superres: %d picture(s) %s -> %d×%d, %d output(s) each with %s%s",
             len(pictures.paths),
             "×".join(str(s) for s in pictures.images.shape[-2:]),
             *request.sample_shape[-2:],
             options.n,
-            method.sampler,
+            sampler_text(method.sampler, loaded),
             ", projected onto down(output) = input" if options.consistency else "",
         )
     what = "%s: %d picture(s) × %d edits, %d model calls each"
     return what, options.mode, len(pictures.paths), options.n, method.nfe
+
+
+# The formulations whose network's target is their own: the sampler integrates an ε view of it.
+OWN_TARGET = {"EDM": "edm", "Flow": "flow"}
+
+
+def sampler_text(sampler: Any, loaded: TrainedModel) -> str:
+    """The sampler as the log line names it; for an edm or flow model its formulation, not the prediction_type of
+    the ε view the sampler sees (before: prediction_type='epsilon', which that config says does not apply)."""
+    text = repr(sampler)
+    target = str((loaded.config.get("formulation") or {}).get("_target_", ""))
+    name = OWN_TARGET.get(target.rsplit(".", 1)[-1])
+    if name is not None:
+        text = text.replace(f"prediction_type={sampler.prediction_type!r}", f"formulation={name}")
+    return text
 
 
 @contextlib.contextmanager
