@@ -43,6 +43,21 @@ def test_a_resume_keeps_its_conditioning_and_names_a_changed_super_resolution_fa
     assert "the conditioning differs from the checkpoint's: data.sr_factor=2 (checkpoint: 4)" in caplog.text
 
 
+def test_an_autoencoder_resumed_by_a_diffusion_recipe_says_what_it_is(tmp_path):
+    """Before, a list of the two configs' differences: "model._target_=difflab.models.UNet (checkpoint: …)"."""
+    from difflab.runs.resume import check_task_kept
+
+    path = tmp_path / "last.ckpt"
+    check_task_kept("autoencoder", {"task": "autoencoder"}, path)
+    check_task_kept(None, {"model": {}}, path)
+    with pytest.raises(
+        ValueError, match=rf"^checkpoint {path} is an autoencoder \(task=autoencoder\), not a "
+    ):
+        check_task_kept(None, {"task": "autoencoder"}, path)
+    with pytest.raises(ValueError, match=rf"^checkpoint {path} is a diffusion model, not an autoencoder"):
+        check_task_kept("autoencoder", {"model": {}}, path)
+
+
 def test_a_resume_at_the_step_limit_says_it_trains_nothing(caplog):
     # Before, Lightning's "`Trainer.fit` stopped: `max_steps=100` reached" and rc 0 were the only hint.
     from difflab.runs.resume import warn_if_at_the_step_limit

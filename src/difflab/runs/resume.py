@@ -281,6 +281,23 @@ CONDITIONING_RECIPE = {
 }
 
 
+def check_task_kept(task_now: Any, stored: Mapping[str, Any], path: Path) -> None:
+    """An autoencoder checkpoint resumed by a diffusion recipe, or the other way round: one line saying what the
+    checkpoint is and how it is used, not a list of the two configs' differences."""
+    trained = stored.get("task")
+    if (trained == "autoencoder") == (task_now == "autoencoder"):
+        return
+    if trained == "autoencoder":
+        raise ValueError(
+            f"checkpoint {path} is an autoencoder (task=autoencoder), not a diffusion model: resume it with its "
+            f"own model=autoencoder_kl_… recipe, or give autoencoder={path} to train a diffusion model on its latents"
+        )
+    raise ValueError(
+        f"checkpoint {path} is a diffusion model, not an autoencoder: resume it with its own recipe, or drop "
+        "ckpt_path= to train an autoencoder from scratch"
+    )
+
+
 def check_condition_kept(typed: Iterable[str], stored: Mapping[str, Any], path: Path) -> None:
     """A data.condition typed on a resume must be the checkpoint's: its network was built for that conditioning,
     which a resume keeps. Before, data.condition=null on a text run was dropped without a word (the net's text_dim
