@@ -143,6 +143,20 @@ def test_sample_py_refuses_an_autoencoder_in_one_line(autoencoder_run: Path, tmp
     assert not (tmp_path / "samples").exists()
 
 
+def test_export_py_given_an_autoencoder_says_how_it_is_exported(
+    autoencoder_run: Path, tmp_path: Path
+) -> None:
+    """Before, "it cannot sample or edit; evaluate.py … scores its reconstructions", beside the point of export."""
+    from difflab.run.export import export
+
+    cfg = compose_config("export", [f"ckpt={autoencoder_run}", f"out={tmp_path / 'out'}"], tmp_path)
+    with pytest.raises(
+        ValueError, match=r"is an autoencoder \(task=autoencoder\): export.py exports diffusion"
+    ):
+        export(cfg)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_resumed_autoencoder_run_continues_from_its_step(autoencoder_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(autoencoder_run, run)

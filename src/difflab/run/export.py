@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..autoencoder_checkpoint import is_autoencoder
 from ..checkpoint import load_model
 from ..io.results import output_folder
 from ..model_folder.export import FORMATS, plan_export, write_export
@@ -43,6 +44,13 @@ def read_settings(cfg: DictConfig) -> ExportSettings:
 def export(cfg: DictConfig) -> Path:
     """Export checkpoint cfg.ckpt in cfg.format to cfg.out (default: a new outputs/export/<date>/<time>)."""
     settings = read_settings(cfg)
+    if is_autoencoder(
+        settings.ckpt
+    ):  # before, load_model's "it cannot sample or edit", beside the point here
+        raise ValueError(
+            f"{settings.ckpt} is an autoencoder (task=autoencoder): export.py exports diffusion models; a latent "
+            "diffusion model trained on it exports it with itself (format=diffusers: its vae/ folder)"
+        )
     loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets)
     plan = plan_export(loaded, settings.ckpt, settings.format)  # every refusal before the folder is made
     with exit_if_stopped("export.py"), output_folder(settings.out, "export", settings.root_dir) as folder:
