@@ -233,6 +233,10 @@ def test_evaluate_py_scores_the_decoded_samples(latent_run, tmp_path) -> None:
     report = evaluate(compose_config("eval", overrides, tmp_path / "run"))
     assert report["metrics"] and all(np.isfinite(v) for v in report["metrics"].values())
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == report["metrics"]
+    # Before, the report did not say which autoencoder decoded the scored samples.
+    recorded = read_checkpoint(latent_run[0] / "checkpoints" / "last.ckpt")["LatentDataModule"]
+    assert report["generated"]["autoencoder"]["hash"] == recorded["autoencoder_hash"]
+    assert recorded["autoencoder_path"] in report["generated"]["autoencoder"]["source"]
 
 
 def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refused(

@@ -136,6 +136,9 @@ def generated_batches(
         settings["guidance"] = float(options.guidance)
     if guide is not None:
         settings["guide"] = str(options.guide)
+    if loaded.latents is not None:  # the samples are its decodings: before, the report did not say whose
+        autoencoder = loaded.latents.autoencoder
+        settings["autoencoder"] = {"source": autoencoder.source, "hash": autoencoder.weights_hash}
     if conditions.inputs is not None:
         settings["inputs"] = held_out_inputs(conditions.inputs, n)
     if conditions.prompts is not None:
