@@ -106,6 +106,23 @@ def test_evaluate_scores_the_reconstructions_of_the_held_out_split(
     assert report["metrics"]["rfd_effl0"] >= 0
 
 
+def test_an_n_beyond_the_held_out_split_is_named(autoencoder_run: Path, tmp_path: Path, caplog) -> None:
+    """Before, n=5000 gave a report of n=90 without a word."""
+    overrides = [f"ckpt={autoencoder_run}", "n=5000", f"out={tmp_path / 'r.json'}"]
+    overrides += [
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        "metrics.kid_subset_size=10",
+        "metrics.kid_subsets=10",
+    ]
+    with caplog.at_level("WARNING", logger="difflab"):
+        report = evaluate(compose_config("eval", overrides, tmp_path / "eval"))
+    held_out = report["reconstructed"]["n"]
+    assert held_out < 5000
+    assert (
+        f"n=5000, but the held-out split of digits holds {held_out} images: all {held_out} are" in caplog.text
+    )
+
+
 @pytest.mark.parametrize("given", ["run folder", "checkpoint"])
 def test_autoencoder_scores_go_to_its_runs_wandb_run(
     autoencoder_run: Path, tmp_path: Path, given: str

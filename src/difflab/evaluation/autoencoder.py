@@ -51,6 +51,14 @@ def evaluate_autoencoder(
     count = min(int(n), len(held_out))
     if count < 2:
         raise ValueError(f"the held-out split of {data.dataset} has {len(held_out)} images; need at least 2")
+    if count < int(n):  # before, the report said n=90 where n=5000 was asked, without a word
+        log.warning(
+            "n=%d, but the held-out split of %s holds %d images: all %d are reconstructed and scored",
+            int(n),
+            data.dataset,
+            count,
+            count,
+        )
     # rFD compares the reconstructions with the very images they reconstruct: the first `count` held-out ones.
     evaluator = dataclasses.replace(Evaluator(**metrics), reference_split="val", num_reference=count)
     evaluator.cpu_threads = evaluator.cpu_threads or torch.get_num_threads()
