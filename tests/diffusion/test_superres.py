@@ -191,6 +191,9 @@ def test_train_then_sample_superres_writes_pngs_grid_and_npz(sr_ckpt, tmp_path, 
     settings = json.loads((out / "settings.json").read_text())
     assert settings["mode"] == "superres" and settings["input_size"] == [4, 4] and settings["sr_factor"] == 2
     assert settings["nfe"] == 2 and len(settings["inputs"]) == 3
+    assert (
+        settings["batch_size"] >= 1 and settings["cpu_threads"] >= 1
+    )  # as mode=sample records (before: absent)
 
 
 def test_superres_consistency_makes_outputs_downsample_to_their_input(sr_ckpt, tmp_path):

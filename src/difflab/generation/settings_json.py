@@ -104,6 +104,9 @@ def superres_settings(
         "nfe": request.method.nfe,
         "consistency": options.consistency,
         "precision": options.precision,
+        # As mode=sample records them (before, left out): what a timing of this folder ran with.
+        "batch_size": generation.batch_size,
+        "cpu_threads": cpu_threads,
         **weights_settings(loaded),
     }
 
