@@ -246,6 +246,15 @@ def test_load_images_resizes_and_converts_with_one_warning(tmp_path):
     assert loaded.images.min() >= -1 and loaded.images.max() <= 1
 
 
+def test_a_cmyk_or_palette_picture_is_named_as_converted(tmp_path):
+    """Before, only a picture of another channel count was named: CMYK and palette pictures have 3 channels."""
+    Image.new("CMYK", (16, 16), (0, 50, 100, 0)).save(tmp_path / "a.jpg")
+    Image.new("P", (16, 16)).save(tmp_path / "b.png")
+    Image.new("RGB", (16, 16)).save(tmp_path / "c.png")
+    with pytest.warns(UserWarning, match=r"converted 2 to RGB \(a.jpg CMYK, b.png P\)"):
+        load_images(tmp_path, (3, 16, 16))
+
+
 def test_load_images_of_the_model_shape_is_exact_and_silent(tmp_path):
     array = np.arange(256, dtype=np.uint8).reshape(16, 16)
     with warnings.catch_warnings():

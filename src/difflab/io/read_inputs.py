@@ -111,7 +111,9 @@ def _load(
     for p in paths:
         img = decode_image(p)
         sizes.append(img.size)
-        if _channels(img) != c:
+        # Any other mode is converted, not only another channel count: a CMYK or palette picture into an RGB
+        # model, a 16-bit one into an L model (before, named only when the channel count differed).
+        if _channels(img) != c or img.mode != MODES[c]:
             converted.append(f"{p.name} {img.mode}")
         if img.size != (w, h):
             resized.append(f"{p.name} {_size(img.size)}")
