@@ -58,3 +58,19 @@ def test_lr_scheduler_none_builds_a_module_with_a_constant_learning_rate(tmp_pat
     cfg = compose_config("train", [*FAST_TRAIN, "lr_scheduler=none"], tmp_path / "run")
     optimizer = build_module(cfg).configure_optimizers()
     assert isinstance(optimizer, torch.optim.Optimizer)
+
+
+def test_a_run_shorter_than_its_validation_interval_validates_at_its_end(tmp_path):
+    """Before, a 10-step run at the default val_check_interval=1000 logged no val/loss: an Optuna search on it
+    stopped after its first trial ("optimized_metric=val/loss was not logged by this run")."""
+    from difflab.run.train import train, validation_interval
+
+    assert validation_interval(10, 1000) == 10
+    assert (validation_interval(3000, 1000), validation_interval(-1, 1000), validation_interval(10, 0.5)) == (
+        1000,
+        1000,
+        0.5,
+    )
+    overrides = [o for o in FAST_TRAIN if not o.startswith("trainer.val_check_interval")]
+    metrics = train(compose_config("train", [*overrides, "trainer.max_steps=3"], tmp_path / "run"))
+    assert "val/loss" in metrics

@@ -98,6 +98,22 @@ def log_interval(max_steps: int | None, log_every_n_steps: int) -> int:
     return interval
 
 
+def validation_interval(max_steps: int | None, val_check_interval: Any) -> Any:
+    """val_check_interval (in optimizer steps), lowered to max_steps where the run is shorter: before, a run
+    shorter than the interval (an Optuna trial of 30 steps at the default 1000) never validated, so its
+    optimized_metric=val/loss was never logged. A fraction of an epoch is left as it is."""
+    if not isinstance(val_check_interval, int) or max_steps is None or not 0 < max_steps < val_check_interval:
+        return val_check_interval
+    if not is_secondary_rank():
+        log.info(
+            "validating at step %d: trainer.val_check_interval=%d is longer than the %d-step run",
+            max_steps,
+            val_check_interval,
+            max_steps,
+        )
+    return max_steps
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
     """The Trainer; inside a SLURM job Lightning's own auto-requeue is switched off (CheckpointOnSignal and
     submitit handle the signals: Lightning's handler would save mid-step and requeue a second time)."""
@@ -109,6 +125,10 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     trainer_cfg["log_every_n_steps"] = log_interval(
         cfg.trainer.get("max_steps"), cfg.trainer.log_every_n_steps
     )
+    if cfg.trainer.get("check_val_every_n_epoch") is None:  # the interval counts optimizer steps
+        trainer_cfg["val_check_interval"] = validation_interval(
+            cfg.trainer.get("max_steps"), cfg.trainer.get("val_check_interval")
+        )
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
 
 
