@@ -159,6 +159,11 @@ def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
         ("schedule=cosine", r"contradicts checkpoint .*: schedule.name=cosine \(checkpoint: linear\)"),
         ("model=unet_small", r"contradicts checkpoint .*model.base_channels=32 \(checkpoint: 16\)"),
         ("+model.base_channels=64", r"contradicts checkpoint .*: model.base_channels=64 \(checkpoint: 16\)"),
+        # Before, a shared key's values (num_heads) were named as the difference, not the network's class.
+        (
+            "model=dit_tiny",
+            r"contradicts checkpoint .*: model._target_=difflab.models.DiT \(checkpoint: difflab.models.UNet\), ",
+        ),
     ],
 )
 def test_sample_overrides_that_contradict_the_checkpoint(tiny_ckpt, tmp_path, override, message):

@@ -26,8 +26,11 @@ def fixed_by_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         given = cfg.get(group)
         if given is None:
             continue
-        # Values that interpolate other groups (model.in_channels: ${data.channels}) are not compared.
-        for key, value in OmegaConf.to_container(given, resolve=False).items():
+        # Values that interpolate other groups (model.in_channels: ${data.channels}) are not compared. The class
+        # is, first: before, model=unet_small on a DiT named a shared key's values (num_heads) as the difference.
+        items = OmegaConf.to_container(given, resolve=False).items()
+        wanted.update({f"{group}._target_": v for k, v in items if k == "_target_"})
+        for key, value in items:
             if not key.startswith("_") and not (isinstance(value, str) and value.startswith("${")):
                 wanted[f"{group}.{key}"] = value
     return wanted
