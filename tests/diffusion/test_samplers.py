@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 from analytic import GaussianMixtureDenoiser
+from hydra.utils import instantiate
 
 from difflab.diffusion import (
     DDIMSampler,
@@ -216,7 +217,16 @@ def test_a_karras_grid_with_fewer_distinct_timesteps_than_steps_says_so():
         UserWarning, match=r"timestep_spacing=karras gives (\d+) distinct timesteps for steps=200"
     ):
         sampler = DDIMSampler(schedule, steps=200, timestep_spacing="karras")
-    assert len(sampler.timesteps) < 200
+    taken = len(sampler.timesteps)
+    assert taken < 200
+    # Before, "DDIMSampler(steps=200, …)" in sample.py's header line, and the warning pointed into Hydra's code.
+    assert repr(sampler).startswith(f"DDIMSampler(steps={taken} (of 200 asked), ")
+    with pytest.warns(UserWarning) as caught:
+        instantiate(
+            {"_target_": "difflab.diffusion.DDIMSampler", "steps": 200, "timestep_spacing": "karras"},
+            schedule,
+        )
+    assert caught[0].filename.endswith("samplers/base.py")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DDIMSampler(schedule, steps=10, timestep_spacing="karras")  # 10 distinct: nothing to say

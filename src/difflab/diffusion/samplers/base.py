@@ -78,14 +78,21 @@ class Sampler:
                 f"timestep_spacing={self.timestep_spacing} gives {len(self.timesteps)} distinct timesteps for "
                 f"steps={self.steps} on the schedule's {schedule.timesteps}: the sampler takes {len(self.timesteps)} "
                 "steps",
-                stacklevel=3,  # the line building the sampler (through its subclass)
+                # Here, not the caller's line: built through Hydra's instantiate, that line is Hydra's own, and
+                # difflab's warnings are shown as one plain line only when raised in difflab.
+                stacklevel=1,
             )
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(steps={self.steps}, spacing={self.timestep_spacing!r}, "
+            f"{type(self).__name__}(steps={self._steps_taken()}, spacing={self.timestep_spacing!r}, "
             f"prediction_type={self.prediction_type!r}, clip_x0={self.clip_x0})"
         )
+
+    def _steps_taken(self) -> str:
+        """The steps as the sampler takes them: fewer than asked where karras levels share a timestep."""
+        taken = len(self.timesteps)
+        return str(taken) if taken == self.steps else f"{taken} (of {self.steps} asked)"
 
     @property
     def nfe(self) -> int:
