@@ -327,3 +327,31 @@ def test_a_value_hydra_cannot_read_as_one_value_says_to_quote_it(config, arg, me
 
 def test_a_sweep_with_multirun_is_left_to_hydra():
     check_command_line(CONF, "train", ["-m", "seed=1,2"])
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [
+        # Before: a ConfigAttributeError traceback ("Key 'seed' is not in struct").
+        ("train", ["~seed"], "~seed deletes a setting the train config reads"),
+        ("sample", ["~seed"], "~seed deletes a setting the sample config reads"),
+        ("train", ["~model"], "~model deletes the model group, which the train config reads"),
+        # Before: trained at Adam's own default lr without a word (the summary did not show it either).
+        ("train", ["~optim.lr"], "~optim.lr deletes a setting the train config reads"),
+    ],
+)
+def test_deleting_what_a_run_reads_is_one_line(config, args, message):
+    assert refusal(config, args).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["~callbacks.sample_grid"],
+        ["~logger"],
+        # A recipe's key the swapped-in model does not take: the remedy run.argument_types names.
+        ["experiment=mnist_sr_cpu", "model=dit_tiny", "~model.attention_resolutions"],
+    ],
+)
+def test_deleting_what_a_run_does_without_is_let_through(args):
+    check_command_line(CONF, "train", args)

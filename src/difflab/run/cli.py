@@ -8,6 +8,7 @@ Imports Hydra and OmegaConf only (torch, Lightning and the feature networks load
 from __future__ import annotations
 
 import faulthandler
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -135,11 +136,61 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
             hint = "" if hint == NOT_READ else f"; {hint}"
             raise ValueError(f"{override.input_line}: the {config_name} config reads no key {key}{hint}")
+        if override.type == OverrideType.DEL:
+            _refuse_deleting_what_is_read(override, config, config_name)
         if override.type != OverrideType.CHANGE:
             continue
         if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
             raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
+
+
+# What a run does without: a callback or logger (~callbacks.sample_grid), or all of them, and the LR schedule.
+DELETABLE = ("callbacks", "logger", "lr_scheduler", "tags")
+
+
+def _refuse_deleting_what_is_read(override: Override, config: dict[str, Any], config_name: str) -> None:
+    """~key of a value or group the run reads: before, a traceback (ConfigAttributeError: Key 'seed' is not in
+    struct), or, for ~optim.lr, training on the library's own default without a word. A key the config does not
+    have is left to Hydra's own message."""
+    key = override.key_or_group
+    if key.split(".")[0] in DELETABLE or key.split(".")[0] == "hydra":
+        return
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return
+        node = node[part]
+    if "." not in key and isinstance(node, dict):
+        raise ValueError(
+            f"~{key} deletes the {key} group, which the {config_name} config reads: pick another option "
+            f"({key}=<option>) instead"
+        )
+    if isinstance(node, dict) or _not_an_argument(config, key):
+        return  # a leftover a recipe set for another option: its remedy (run.argument_types) is this deletion
+    raise ValueError(
+        f"~{key} deletes a setting the {config_name} config reads (what then takes its place is unseen): set "
+        f"it instead, {key}=<value>"
+    )
+
+
+def _not_an_argument(config: dict[str, Any], key: str) -> bool:
+    """Whether `key` (group.name) is no argument of the class its group builds (None: the group builds none)."""
+    parent, _, name = key.rpartition(".")
+    node: Any = config
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if not target:
+        return False
+    try:
+        from hydra.utils import get_method
+
+        parameters = inspect.signature(get_method(str(target))).parameters
+    except Exception:  # a target that cannot be read here is left to the run's own checks
+        return True
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return name not in parameters and not takes_any
 
 
 def _refuse_a_sweep_without_multirun(overrides: list[Override]) -> None:
