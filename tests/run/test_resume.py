@@ -58,6 +58,21 @@ def test_an_autoencoder_resumed_by_a_diffusion_recipe_says_what_it_is(tmp_path):
         check_task_kept("autoencoder", {"model": {}}, path)
 
 
+def test_a_checkpoint_overwritten_in_its_middle_is_refused_not_trained_over(tiny_ckpt, tmp_path):
+    """Before, only a file cut short was caught: bytes overwritten inside a tensor were loaded and trained over."""
+    from difflab.runs.resume import read_resumable
+
+    damaged = tmp_path / "last.ckpt"
+    data = bytearray(tiny_ckpt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = b"\x7f" * 4000
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(
+        ValueError, match=rf"^could not read checkpoint {damaged}: the file is damaged \(.* fails"
+    ):
+        read_resumable(damaged, set())
+    assert read_resumable(tiny_ckpt, set())["global_step"] == 2  # a whole one is read as before
+
+
 def test_a_resume_at_the_step_limit_says_it_trains_nothing(caplog):
     # Before, Lightning's "`Trainer.fit` stopped: `max_steps=100` reached" and rc 0 were the only hint.
     from difflab.runs.resume import warn_if_at_the_step_limit

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]
     names itself: a user's own model class, which they compose and so trust).
     """
     try:
+        check_checksums(path)
         ckpt = read_checkpoint(path, mmap=True, allowed_targets=allowed_targets)
     except ValueError as error:
         earlier = (
@@ -136,6 +138,22 @@ def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]
             f"checkpoint {path} cannot be resumed: it has no {', '.join(missing)} (weights only?)"
         )
     return ckpt
+
+
+def check_checksums(path: Path) -> None:
+    """Refuse a checkpoint file whose bytes changed since torch wrote it (each entry of its zip archive against
+    the CRC-32 torch recorded): torch.load does not check them, so before, bytes overwritten in the middle of a
+    file (a bad disk, a copy gone wrong) were loaded and trained over (an optimizer state of 3.4e38). One read of
+    the file, before the training it would spoil."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return  # a sharded checkpoint's folder, or a legacy pickle: nothing recorded to check against
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"could not read checkpoint {path}: the file is damaged ({error})") from error
+    if bad is not None:
+        raise ValueError(f"could not read checkpoint {path}: the file is damaged ({bad} fails its checksum)")
 
 
 def check_resumable(
