@@ -73,6 +73,21 @@ def test_a_checkpoint_overwritten_in_its_middle_is_refused_not_trained_over(tiny
     assert read_resumable(tiny_ckpt, set())["global_step"] == 2  # a whole one is read as before
 
 
+def test_ckpt_path_last_without_last_ckpt_names_the_runs_other_checkpoints(tmp_path):
+    """Before, "pass hydra.run.dir=<the run folder to resume>", the folder the command had just given."""
+    from difflab.runs.resume import resume_path
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="pass hydra.run.dir=<the run folder to resume>"):
+        resume_path("last", tmp_path / "run")
+    for step in (10, 20):
+        torch.save({"global_step": step}, checkpoints / f"step_{step:07d}.ckpt")
+    with pytest.raises(FileNotFoundError) as error:
+        resume_path("last", tmp_path / "run")
+    assert str(error.value).endswith(f"e.g. ckpt_path={checkpoints / 'step_0000020.ckpt'}")
+
+
 def test_a_resume_at_the_step_limit_says_it_trains_nothing(caplog):
     # Before, Lightning's "`Trainer.fit` stopped: `max_steps=100` reached" and rc 0 were the only hint.
     from difflab.runs.resume import warn_if_at_the_step_limit

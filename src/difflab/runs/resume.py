@@ -68,10 +68,14 @@ def resume_path(ckpt_path: Any, run_dir: Path) -> Path | None:
         if path.is_dir() and not is_checkpoint(path):
             raise FileNotFoundError(f"ckpt_path=last: {not_a_checkpoint(path)}")
         if not is_checkpoint(path):
-            raise FileNotFoundError(
-                f"ckpt_path=last: no checkpoint at {path}; pass hydra.run.dir=<the run folder to resume> "
-                "or ckpt_path=<checkpoint file>"
+            # Its periodic checkpoints, when last.ckpt alone is gone: before, advice to pass the folder just given.
+            earlier = sorted(path.parent.glob("step_*.ckpt"))
+            hint = (
+                f"resume from one of its other checkpoints, e.g. ckpt_path={earlier[-1]}"
+                if earlier
+                else "pass hydra.run.dir=<the run folder to resume> or ckpt_path=<checkpoint file>"
             )
+            raise FileNotFoundError(f"ckpt_path=last: no checkpoint at {path}; {hint}")
         return path
     path = Path(str(ckpt_path))
     if not is_checkpoint(path) and str(ckpt_path).lower() == "last":  # ckpt_path=Last, LAST
