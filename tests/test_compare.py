@@ -95,7 +95,8 @@ def test_a_short_sweep_with_the_default_logging_compares_runs_named_by_their_ove
     assert run_labels(runs) == ["optim.lr=0.001", "optim.lr=0.0002"]  # what differs, not the folders 0 and 1
     assert main([str(sweep), "--out", str(tmp_path / "compare.png")]) == 0
     shown = capsys.readouterr().out
-    assert f"optim.lr=0.001: {sweep / '0'}" in shown and "2 runs, train/loss -> " in shown
+    # 20 steps, shorter than val_check_interval: each run validates at its last step (val/loss drawn too).
+    assert f"optim.lr=0.001: {sweep / '0'}" in shown and "2 runs, train/loss, val/loss -> " in shown
 
 
 def test_an_out_below_a_file_is_one_line(tmp_path: Path, capsys) -> None:
