@@ -17,11 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from .runlogs import METRICS_FILE, Series, run_series
-from .runs.inherit import latest_overrides_file
+from .runs.inherit import latest_overrides_file, stored_overrides
 
 DEFAULT_METRICS = ("train/loss", "val/loss", "val/fd_effl0", "val/fid")
 
@@ -90,13 +89,10 @@ def run_overrides(run: Path) -> dict[str, str] | None:
     if not path.is_file():
         return None
     try:
-        stored = yaml.safe_load(path.read_text())
-        if not isinstance(stored or [], list):
-            raise ValueError("not a list")
-    except (OSError, ValueError, yaml.YAMLError) as error:  # before, a traceback (or a codec's words alone)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        stored = stored_overrides(run)  # the file a resume reads, read as it reads it
+    except ValueError:  # before, a traceback (or a codec's words alone)
         print(
-            f"warning: {path} is not a list of overrides ({reason}): {run} is named by its folder",
+            f"warning: {path} is not a list of overrides (not a YAML list of strings): {run} is named by its folder",
             file=sys.stderr,
         )
         return None
