@@ -94,12 +94,38 @@ def _tensors(tree: Any, prefix: str) -> Iterator[tuple[str, Tensor]]:
             yield from _tensors(value, f"{prefix}.{index}" if prefix else str(index))
 
 
+def _is_sharded(tensor: Tensor) -> bool:
+    """True for a DTensor (an FSDP2 shard): its reductions are collectives, so it is read through its local part."""
+    return hasattr(tensor, "to_local")
+
+
 def first_non_finite(tree: Any, prefix: str = "") -> str | None:
-    """The dotted name of the first floating-point tensor in nested dicts and lists holding NaN or inf, else None."""
+    """The dotted name of the first floating-point tensor in nested dicts and lists holding NaN or inf, else None.
+    A sharded tensor is checked on this rank's shard; if any was sharded, one all-reduce makes every rank agree
+    (a collective per tensor, as DTensor's own `.all()` would make, let a gloo rank abort mid-save)."""
+    bad, sharded = None, False
     for name, tensor in _tensors(tree, prefix):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return name
-    return None
+        sharded = sharded or _is_sharded(tensor)
+        local = tensor.to_local() if _is_sharded(tensor) else tensor
+        if bad is None and local.is_floating_point() and not bool(torch.isfinite(local).all()):
+            bad = name
+    if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return _agreed_across_ranks(bad)
+    return bad
+
+
+def _agreed_across_ranks(bad: str | None) -> str | None:
+    """`bad` where this rank found it, else the name another rank found (one all-reduce; a gather on every rank
+    only when some rank found one, so that no rank waits on a collective the others skip)."""
+    nccl = "nccl" in str(torch.distributed.get_backend())
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    flag = torch.tensor([0.0 if bad is None else 1.0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if not flag.item():
+        return None
+    names: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(names, bad)
+    return bad if bad is not None else next(name for name in names if name is not None)
 
 
 WEIGHT_KEYS = ("state_dict", "current_model_state")  # the EMA weights and, beside them, the raw ones
