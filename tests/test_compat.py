@@ -133,6 +133,21 @@ def test_lightning_sigterm_broadcast_is_a_method_called_per_batch_that_compat_ca
     assert loop._broadcast_sigterm_tensor.__func__ is method, f"{touch}: not switched back on"
 
 
+def test_lightning_fit_loop_skip_is_the_property_run_reads_and_compat_overrides_it_only_on_a_resume():
+    touch = "Lightning FitLoop.skip (compat.finish_when_resumed_at_the_limit)"
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, max_steps=0)
+    base = type(trainer.fit_loop)
+    assert isinstance(inspect.getattr_static(base, "skip", None), property), f"{touch}: no longer a property"
+    assert "if self.skip:" in inspect.getsource(base.run), f"{touch}: run() no longer reads it"
+    compat.finish_when_resumed_at_the_limit(trainer)
+    loop = trainer.fit_loop
+    assert isinstance(loop, base)
+    # Done at its start (max_steps=0): skipped in a fresh fit, run through its hooks in a resumed one.
+    assert loop.skip
+    trainer.ckpt_path = "last.ckpt"
+    assert not loop.skip
+
+
 # --- Lightning's DDP launcher -----------------------------------------------------------------------------------
 
 

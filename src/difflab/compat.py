@@ -63,6 +63,29 @@ def skip_sigterm_broadcast(trainer: L.Trainer) -> Callable[[], None] | None:
     return lambda: vars(loop).pop(_SIGTERM_BROADCAST, None)
 
 
+def finish_when_resumed_at_the_limit(trainer: L.Trainer) -> None:
+    """Make a fit resumed from a checkpoint already at its step or epoch limit still run the train-start and
+    train-end hooks (trains nothing): the final sample grid and FID, which a stop while they ran left unmade.
+
+    Touch: FitLoop.skip, overridden on the instance's class (a subclass made here) while trainer.ckpt_path is set.
+    Why: Lightning skips the whole fit loop when it is done at its start, so on_train_end never runs: the resume
+    that `train.py stopped by SIGTERM ... resume with ckpt_path=last` advises ended rc 0 with no final.png.
+    Public replacement: none (a Trainer option to run on_train_end on a finished resume).
+    """
+    loop = trainer.fit_loop
+    base = type(loop)
+
+    class FinishingFitLoop(base):  # type: ignore[misc, valid-type]
+        @property
+        def skip(self) -> bool:
+            if self.trainer.ckpt_path is None or self.trainer.limit_train_batches == 0:
+                return base.skip.fget(self)
+            # max_batches is 0 only for an empty loader: nothing to train or to evaluate then.
+            return self.max_batches == 0
+
+    loop.__class__ = FinishingFitLoop
+
+
 # --- Lightning's DDP launcher -----------------------------------------------------------------------------------
 
 

@@ -103,6 +103,21 @@ def test_a_resume_at_the_step_limit_says_it_trains_nothing(caplog):
 
 
 @pytest.mark.slow
+def test_a_resume_at_the_step_limit_makes_the_final_grid_a_stop_left_unmade(cli_run, tmp_path):
+    # A stop while the final grid or FID ran ends with "saved last.ckpt at step N: resume with ckpt_path=last".
+    # Before, that resume ended rc 0 at once (Lightning skips a fit already at its limit): no final.png, ever.
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    made = (run / "samples" / "final.png").read_bytes()
+    (run / "samples" / "final.png").unlink()
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "samples" / "final.png").read_bytes() == made
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [

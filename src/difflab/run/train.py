@@ -20,7 +20,7 @@ from ..cluster.jobs import is_secondary_rank, slurm_job_id
 from ..cluster.processes import end_process_groups
 from ..cluster.stop_signal import StoppedBySignal
 from ..cluster.torchrun import own_process_group_store
-from ..compat import end_launched_processes
+from ..compat import end_launched_processes, finish_when_resumed_at_the_limit
 from ..data import ImageDataModule
 from ..data.errors import worker_death
 from ..generation.memory import is_out_of_memory
@@ -129,7 +129,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
         trainer_cfg["val_check_interval"] = validation_interval(
             cfg.trainer.get("max_steps"), cfg.trainer.get("val_check_interval")
         )
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
+    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
+    finish_when_resumed_at_the_limit(trainer)
+    return trainer
 
 
 def keep_earlier_csv_logs(cfg: DictConfig, step: int) -> None:
