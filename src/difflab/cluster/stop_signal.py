@@ -28,10 +28,12 @@ def stop_signal_raises(
 ) -> Iterator[None]:
     """Within the block, SIGTERM (or each of `signals`) raises StoppedBySignal in the main thread; the previous
     handlers are restored. Off the main thread (which cannot set handlers) the block runs as it is; `unless_handled`
-    leaves a signal that already has a handler to it (submitit's ignores SIGTERM in a job it may requeue)."""
+    leaves a signal that already has a handler to it (submitit's ignores SIGTERM in a job it may requeue). A signal
+    the process was started ignoring stays ignored (SIGHUP under `nohup`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    signals = tuple(s for s in signals if signal.getsignal(s) is not signal.SIG_IGN)
     if unless_handled:
         signals = tuple(s for s in signals if signal.getsignal(s) in (signal.SIG_DFL, None))
 

@@ -3,7 +3,8 @@ process of a run, its loader workers too; so does SLURM's requeue signal (SIGUSR
 ends a process). A worker ended by one took the batches under way with it: the run stopped with a loader error
 instead of finishing its step and saving. The main process handles those signals, so its workers leave them to
 it, as torch's workers already leave Ctrl-C (SIGINT) to it. SIGTERM from the main process itself (torch ending a
-worker that does not stop at shutdown) still ends a worker."""
+worker that does not stop at shutdown) still ends a worker. SIGHUP (the terminal closed: it goes to the whole
+foreground process group) is the main process's too."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import signal
 import threading
 from collections.abc import Callable
 
-# SLURM's requeue signals: only the run's main process acts on them, so a worker always ignores them.
-REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+# SLURM's requeue signals and a closed terminal's SIGHUP: only the run's main process acts on them, so a worker
+# always ignores them.
+LEFT_TO_THE_MAIN_PROCESS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 
 
 def leaving_stop_signals_to_this_process() -> Callable[[int], None]:
@@ -23,7 +25,7 @@ def leaving_stop_signals_to_this_process() -> Callable[[int], None]:
 
 
 def _leave_stop_signals_to(main_pid: int, worker_id: int) -> None:
-    for signum in REQUEUE_SIGNALS:
+    for signum in LEFT_TO_THE_MAIN_PROCESS:
         signal.signal(signum, signal.SIG_IGN)
     if not hasattr(signal, "sigwaitinfo"):  # macOS: SIGTERM keeps its default there
         return

@@ -85,12 +85,12 @@ def exit_if_stopped(
     script: str,
     unsaved: str = "nothing was written (what it had written was removed)",
     unless_handled: bool = False,
-    signals: tuple[int, ...] = (signal.SIGTERM,),
+    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP),
 ) -> Iterator[None]:
-    """SIGTERM (a cluster's time limit, scancel) or Ctrl-C within the block ends the run with one line and exit
-    143 or 130, once the block's own cleanup (an output folder's) has removed what it wrote, or noted where it
-    kept it (else the line says `unsaved`). `signals`: those that stop it (SIGTERM); `unless_handled`: a handler
-    already set (submitit's) stays."""
+    """SIGTERM (a cluster's time limit, scancel), SIGHUP (the terminal it ran in closed) or Ctrl-C within the block
+    ends the run with one line and exit 143, 129 or 130, once the block's own cleanup (an output folder's) has removed what it wrote, or noted where it
+    kept it (else the line says `unsaved`). `signals`: those that stop it (SIGTERM, SIGHUP); `unless_handled`: a
+    handler already set (submitit's) stays."""
     try:
         with stop_signal_raises(unless_handled, signals):
             yield

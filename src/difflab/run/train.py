@@ -43,7 +43,7 @@ from ..training.console import (
 from ..training.metrics_file import MetricsFile
 from ..training.other_processes import LOST_PEER_GRACE_S, failed_elsewhere, lost_a_peer
 from ..training.out_of_memory import out_of_memory
-from ..training.preemption import requeue_signal
+from ..training.preemption import requeue_signals
 from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
@@ -232,7 +232,7 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
             if isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt):
                 # Lightning's end of a Ctrl-C (its shutdown, exit 1, the other ranks killed): the run's own line.
                 raise error.__context__ from None
-            if isinstance(error, StoppedBySignal) and error.signum == requeue_signal() and slurm_job_id():
+            if isinstance(error, StoppedBySignal) and error.signum in requeue_signals() and slurm_job_id():
                 # A time limit's warning in set-up or in the final grid or FID (its step saved where it can be):
                 # the job comes back with a whole time limit and does it again.
                 stop = Preempted(error.signum, trainer.global_step, output_dir / LAST, None)
@@ -271,7 +271,8 @@ def train_command(cfg: DictConfig) -> float | None:
     name_wandb_run(cfg)
     # SIGTERM outside the training loop (in set-up, in the final grid or FID) stops at once, with one line; so does
     # the requeue signal, which requeues a SLURM job once set-up is under way.
-    with exit_if_stopped("train.py", unless_handled=True, signals=(signal.SIGTERM, requeue_signal())):
+    stops = (signal.SIGTERM, signal.SIGHUP, *requeue_signals())
+    with exit_if_stopped("train.py", unless_handled=True, signals=stops):
         try:
             metrics = train(cfg)
         except BaseException:

@@ -40,6 +40,12 @@ def requeue_signal() -> signal.Signals:
         raise ValueError(f"{PREEMPT_SIGNAL_ENV}={name} is not a signal name (e.g. USR2)") from None
 
 
+def requeue_signals() -> tuple[signal.Signals, ...]:
+    """The signals that ask for checkpoint-and-requeue: requeue_signal() and SIGUSR1, the one Lightning's own SLURM
+    requeue listens for (`#SBATCH --signal=SIGUSR1@90` in Lightning's docs), which difflab's Trainer leaves to it."""
+    return tuple(dict.fromkeys([requeue_signal(), signal.SIGUSR1]))
+
+
 class Preempted(SystemExit):
     """Training stopped on `signum` after saving `path` at `step`; `previous_handler` is what the signal was
     bound to before training started (submitit's requeue handler in a submitit job), to be run now.
@@ -70,6 +76,9 @@ class CheckpointOnSignal(L.Callback):
     Ctrl-C (SIGINT) does the same, once: a second Ctrl-C stops at once (Python's KeyboardInterrupt, which Lightning
     turns into its shutdown; CheckpointOnFailure saves the step just done when it lands after one, nothing when it
     lands mid-step). A process started with SIGINT ignored (nohup) keeps ignoring it.
+
+    SIGUSR1 (Lightning's own SLURM requeue signal) does as the requeue signal does; SIGHUP (the terminal the run
+    was started in closed, without nohup) as SIGTERM does outside SLURM: save, then stop.
 
     SIGTERM saves `path` at the next step boundary too. Under SLURM (`stop_on_sigterm=False`) training then
     goes on: SLURM sends SIGTERM first on preemption, `scancel` and at the time limit, and the requeue signal
@@ -103,6 +112,8 @@ class CheckpointOnSignal(L.Callback):
         )
         self.check_every_n_steps = check_every_n_steps
         self._requeue_requested = False
+        self._requeue_signum = self.signum
+        self._terminate_signum = int(signal.SIGTERM)
         self._save_requested = False
         self._terminate_requested = False
         self._interrupt_requested = False
@@ -113,8 +124,14 @@ class CheckpointOnSignal(L.Callback):
         # Ctrl-C, SLURM and torchrun signal every rank: rank 0 says so once (each rank still acts on it).
         self._announces = True
 
+    def _requeue_signums(self) -> list[int]:
+        return list(dict.fromkeys([self.signum, *(int(s) for s in requeue_signals())]))
+
     def _signals(self) -> list[int]:
-        signals = [self.signum, int(signal.SIGTERM)] if self.signum != signal.SIGTERM else [self.signum]
+        signals = list(dict.fromkeys([*self._requeue_signums(), int(signal.SIGTERM)]))
+        # SIGHUP unless the run was started ignoring it (nohup): then it goes on ignoring it.
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN and signal.SIGHUP not in signals:
+            signals.append(int(signal.SIGHUP))
         # Ctrl-C, where it is Python's own (not ignored, nor handled by another library).
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler and self.signum != signal.SIGINT:
             signals.append(int(signal.SIGINT))
@@ -129,8 +146,12 @@ class CheckpointOnSignal(L.Callback):
                 "already done)"
             )
             return
-        if signum == self.signum:
+        if signum in self._requeue_signums():
             self._requeue_requested = True
+            self._requeue_signum = signum
+        elif signum == signal.SIGHUP:
+            self._terminate_requested = True  # a closed terminal: nothing else will come
+            self._terminate_signum = signum
         elif self.stop_on_sigterm:
             self._terminate_requested = True
         else:
@@ -222,8 +243,9 @@ class CheckpointOnSignal(L.Callback):
         if trainer.is_global_zero:
             log.warning("saved %s at step %d", path, trainer.global_step)
         if requeue:
-            raise Preempted(self.signum, trainer.global_step, path, self._previous.get(self.signum))
+            signum = self._requeue_signum
+            raise Preempted(signum, trainer.global_step, path, self._previous.get(signum))
         if terminate:
-            raise Preempted(int(signal.SIGTERM), trainer.global_step, path, None)
+            raise Preempted(self._terminate_signum, trainer.global_step, path, None)
         if interrupt:
             raise Preempted(int(signal.SIGINT), trainer.global_step, path, None)
