@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,35 @@ def test_sampling_onto_a_full_disk_leaves_no_empty_png(small_disk, tiny_ckpt):
             f"error: no space left on device writing {out / 'samples.npz'}",
         )
     )
-    assert line.endswith("; nothing partial was left")
-    assert leftovers(out) == []
+    assert "; nothing partial was left; what it had made is kept in" in line
+    # the empty mark that keeps the folder unfinished (for resume=true) is the only empty file
+    assert leftovers(out) == [str(out / ".difflab-writing")]
+
+
+@pytest.mark.slow
+def test_sampling_stopped_by_a_full_disk_keeps_its_batches_and_resumes_once_space_is_freed(
+    small_disk, tiny_ckpt
+):
+    # Before, every image made was deleted with the error: a resume after freeing space had nothing to go on from.
+    disk = small_disk(
+        "400k"
+    )  # a tmpfs file takes 4 KiB: the first batch of 64 PNGs fits, the second does not
+    out, whole = disk / "samples", disk.parent / "whole"
+    sample = ["sample.py", f"ckpt={tiny_ckpt}", "n=200", "batch_size=64", "sampler.steps=2"]
+    line = one_error_line(run_cli(*sample, f"out={out}"))
+    assert line.startswith(f"error: no space left on device writing {out}/")
+    assert line.endswith(
+        f"what it had made is kept in {out} (unfinished): run the same command with resume=true to finish it"
+    )
+    subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+    resumed = run_cli(*sample, f"out={out}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {out}: 64 of 200 images are on disk" in resumed.stdout + resumed.stderr
+    assert run_cli(*sample, f"out={whole}").returncode == 0
+    made = sorted(p.name for p in (whole / "images").iterdir())
+    assert sorted(p.name for p in (out / "images").iterdir()) == made and len(made) == 200
+    for name in made:
+        assert (out / "images" / name).read_bytes() == (whole / "images" / name).read_bytes(), name
 
 
 def test_a_report_that_does_not_fit_is_printed_and_leaves_no_file(small_disk, capsys):

@@ -18,6 +18,7 @@ from ..cluster.stop_signal import StoppedBySignal
 from ..generation import build_sampler, request_for, walked_config
 from ..generation.into_folder import generate_into, generate_share
 from ..generation.memory import OutOfDeviceMemory
+from ..io.atomic import NoSpaceLeft
 from ..io.results import output_folder
 from ..io.write_images import log_written
 from .errors import exit_if_stopped, left_to_rank_0
@@ -57,7 +58,8 @@ def sample_from(settings: SamplingSettings) -> Path | None:
             settings.root_dir,
             attempt=job_attempt(),
             resume=settings.resume,
-            keep_on=(StoppedBySignal, KeyboardInterrupt, OutOfDeviceMemory),  # what was made stays, to resume
+            # What was made stays, to resume: after a stop, or once memory or disk space is freed.
+            keep_on=(StoppedBySignal, KeyboardInterrupt, OutOfDeviceMemory, NoSpaceLeft),
         ) as folder:
             count, written = generate_into(
                 folder, request, loaded, options, config, settings.ckpt, processes, guide, settings.resume
