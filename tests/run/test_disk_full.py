@@ -62,6 +62,20 @@ def test_training_on_a_disk_that_fills_names_the_file_and_the_last_good_checkpoi
     assert leftovers(run) == []
 
 
+def test_training_on_a_full_disk_is_refused_in_one_line_before_its_folder_is_made(small_disk):
+    # Before, Hydra's write of .hydra/config.yaml ended in a traceback, and the folder it left (.hydra, a lock)
+    # refused the same command once space was freed: "already holds a run that wrote no checkpoint".
+    disk = small_disk("64k")
+    with contextlib.suppress(OSError), (disk / "filler").open("wb", buffering=0) as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+    run = disk / "run"
+    line = one_error_line(run_cli("train.py", *CLI_FAST, f"hydra.run.dir={run}"))
+    assert line.startswith(f"error: no space left on device for the run folder {run}: ")
+    assert line.endswith("KiB free on its disk; free some space or pick another hydra.run.dir")
+    assert not run.exists()
+
+
 @pytest.mark.slow
 def test_sampling_onto_a_full_disk_leaves_no_empty_png(small_disk, tiny_ckpt):
     out = small_disk("64k") / "samples"

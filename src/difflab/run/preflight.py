@@ -19,6 +19,7 @@ from ..cluster.torchrun import share_run_folder
 from ..console_log import kept_for_the_log
 from ..overrides import pasteable
 from ..runs.folder import (
+    check_room_to_start,
     claim_run_folder,
     hold_run_folder,
     reenters_run_folder,
@@ -161,6 +162,7 @@ class Preflight(Callback):
                 settings = prepare(config, run_dir)
             named, requeued = _run_dir_given(config), is_requeued_job()
             reenter = reenters_run_folder(run_dir, settings.resume, named, requeued)
+            check_room_to_start(run_dir)
         except USER_ERRORS as error:
             exit_with_error(one_line(error))
         if not reenter:  # a dated folder another run took this second: claim moves on to <time>_2

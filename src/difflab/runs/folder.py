@@ -82,6 +82,25 @@ def runs_in_sweep_folder(sweep_dir: Path, depth: int = 3) -> list[Path]:
     return found
 
 
+# What a run folder needs before its first checkpoint: Hydra's three .hydra files and the first lines of train.log
+# (tens of KiB). Below it, Hydra's own write of config.yaml ended the command in a traceback and left a folder
+# that refused the same command.
+ROOM_TO_START = 1 << 20
+
+
+def check_room_to_start(run_dir: Path) -> None:
+    """A one-line refusal when the disk that `run_dir` is (or would be) on has less than ROOM_TO_START free."""
+    disk = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
+    if disk is None:
+        return
+    free = shutil.disk_usage(disk).free
+    if free < ROOM_TO_START:
+        raise ValueError(
+            f"no space left on device for the run folder {run_dir}: {free // 1024} KiB free on its disk; free "
+            "some space or pick another hydra.run.dir"
+        )
+
+
 def claim_run_folder(run_dir: Path, named: bool) -> Path:
     """Make `run_dir`/.hydra in one exclusive step, so no other run can take the folder too, and return the folder.
     When another run took it first (a dated folder, in the same second) this run moves to <folder>_2 (_3, …); a
