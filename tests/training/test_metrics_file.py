@@ -3,6 +3,7 @@ resume sets the abandoned continuation's lines aside, so the file holds the run'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from conftest import FAST_TRAIN, compose_config
 from lightning.pytorch.utilities import rank_zero_only
 
+from difflab.io.atomic import NoSpaceLeft
 from difflab.run.train import train
 from difflab.runlogs import METRICS_FILE, read_rows, run_series
 from difflab.training.metrics_file import MetricsFile
@@ -43,6 +45,25 @@ def test_lines_are_plain_json_and_a_line_cut_short_by_a_kill_is_skipped(tmp_path
     assert [row["step"] for row in rows] == [0, 2]
     assert f"skipping line 2 of {tmp_path / METRICS_FILE}" in caplog.text
     assert run_series(tmp_path) == {"train/loss": [(0, 0.5)], "val/loss": [(2, 0.25)]}  # NaN left out
+
+
+def test_a_line_that_does_not_fit_on_the_disk_is_not_left_half_written(small_disk) -> None:
+    # Before, the part that fitted stayed (half a JSON line) and the error named the run folder, not the file.
+    disk = small_disk("64k")
+    logger = MetricsFile(disk)
+    logger.log_metrics({"train/loss": 0.5}, step=0)
+    with contextlib.suppress(OSError), (disk / "filler").open("wb", buffering=0) as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+    wide = {
+        f"val/score_{i}": 0.125 for i in range(400)
+    }  # ~10 KB: more than the room left in the file's block
+    with pytest.raises(NoSpaceLeft, match=f"^no space left on device writing {disk / METRICS_FILE}; "):
+        logger.log_metrics(wide, step=1)
+    assert (disk / METRICS_FILE).read_text() == '{"step": 0, "train/loss": 0.5}\n'
+    (disk / "filler").unlink()
+    logger.log_metrics(wide, step=1)
+    assert [row["step"] for row in read_rows(disk / METRICS_FILE)] == [0, 1]
 
 
 def test_only_rank_zero_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

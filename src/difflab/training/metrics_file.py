@@ -13,7 +13,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ..io.atomic import atomic_write_text
+from ..io.atomic import NoSpaceLeft, atomic_write_text, is_out_of_space
 from ..runlogs import METRICS_FILE, read_rows
 
 
@@ -62,8 +62,7 @@ class MetricsFile(Logger):
             self._prepare()
             self._ready = True
         row = {"step": step, **{key: _plain(value) for key, value in metrics.items()}}
-        with self.path.open("a") as file:
-            file.write(_lines([row]))
+        append_whole(self.path, _lines([row]).encode())
 
     def _prepare(self) -> None:
         """Before this process's first line: a resume's later lines set aside, and the file ending with a whole
@@ -94,6 +93,22 @@ class MetricsFile(Logger):
         # The lines set aside are written first: a kill in between leaves them in both files, never in neither.
         atomic_write_text(aside, _lines(row for row in rows if later(row)), exclusive=True)
         atomic_write_text(self.path, _lines(row for row in rows if not later(row)))
+
+
+def append_whole(path: Path, data: bytes) -> None:
+    """Append `data` to `path`, or nothing: a write that fails part-way (a full disk) is cut back off, so the file
+    never ends in half a line, and the error names the file (NoSpaceLeft for a full disk)."""
+    with path.open("ab", buffering=0) as file:
+        start = file.seek(0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(data):
+                written += file.write(data[written:]) or 0
+        except OSError as error:
+            file.truncate(start)
+            if is_out_of_space(error):
+                raise NoSpaceLeft(path) from error
+            raise
 
 
 def _lines(rows: Iterable[dict[str, Any]]) -> str:
