@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,14 @@ def test_rewinding_to_an_earlier_checkpoint_sets_the_abandoned_lines_aside(tmp_p
     first = read_rows(run / METRICS_FILE)
     train_to(run, 3, f"ckpt_path={run / 'checkpoints' / 'step_0000002.ckpt'}")
     aside = run / "metrics.superseded_at_step_0000002.jsonl"
-    assert read_rows(aside) == [row for row in first if row["step"] > 2]  # kept, not lost
+    # kept, not lost: the later lines and the train/ line of step 2 (the first step after the checkpoint)
+    abandoned = [row for row in first if row["step"] > 2 or (row["step"] == 2 and "train/loss" in row)]
+    assert read_rows(aside) == abandoned
+    # Before, the resumed step 2 was logged beside the abandoned one: two train/loss lines at step 2.
+    logged = Counter(
+        (row["step"], key) for row in read_rows(run / METRICS_FILE) for key in row if key != "step"
+    )
+    assert [entry for entry, times in logged.items() if times > 1 and entry[1] != "epoch"] == []
     series = run_series(run)
     assert [step for step, _ in series["train/loss"]] == [0, 1, 2]  # not the abandoned step 3
     assert [step for step, _ in series["val/loss"]] == [1]  # nor its second validation (logged at 3)

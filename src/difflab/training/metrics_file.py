@@ -82,7 +82,12 @@ class MetricsFile(Logger):
         rows = read_rows(self.path)
 
         def later(row: dict[str, Any]) -> bool:
-            return isinstance(row.get("step"), int) and row["step"] > step
+            # Lightning logs a training step's metrics at its 0-based index, so the first step after a checkpoint
+            # at global step `step` logged its train/ line at `step` itself; a callback's line at `step` (an FID,
+            # written before the checkpoint) scores the checkpointed weights and stays.
+            if not isinstance(row.get("step"), int):
+                return False
+            return row["step"] > step or (row["step"] == step and any(k.startswith("train/") for k in row))
 
         if not any(map(later, rows)):
             return
