@@ -479,6 +479,25 @@ def test_a_folder_being_trained_is_held_by_one_process_at_a_time(tmp_path):
     let_go(tmp_path)
 
 
+def test_a_fresh_run_into_a_folder_being_trained_is_told_the_run_is_training_not_to_remove_it(tmp_path):
+    # Before: "already holds a run that wrote no checkpoint (.hydra): … or remove the folder if that run has
+    # ended", while that run was training in it.
+    from difflab.runs.folder import hold_run_folder, let_go, reenters_run_folder
+
+    (tmp_path / ".hydra").mkdir()
+    hold_run_folder(tmp_path)
+    try:
+        with pytest.raises(
+            ValueError,
+            match=rf"^run folder {tmp_path} is in use by a run training there now \(pid \d+ on .*\): pick a new hydra.run.dir$",
+        ):
+            reenters_run_folder(tmp_path, None, named=True, requeued=False)
+    finally:
+        let_go(tmp_path)
+    with pytest.raises(ValueError, match="already holds a run that wrote no checkpoint"):
+        reenters_run_folder(tmp_path, None, named=True, requeued=False)
+
+
 @pytest.mark.slow
 def test_a_resume_while_the_run_still_trains_is_refused_and_writes_nothing(tmp_path):
     # Before, both processes trained on into the folder: step_…-v1.ckpt copies beside each periodic checkpoint,

@@ -48,6 +48,12 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
     when it holds another run (or cannot be written): `named` says the user chose it (else it is a dated default)."""
     found = existing_run_files(run_dir)
     own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
+    # (A requeued job goes back in whatever lock it sees: hold() says why.)
+    if found and not own_folder and not requeued and (holder := training_there_now(run_dir)) is not None:
+        # Before: "remove the folder if that run has ended", for a folder whose run was training at that moment.
+        raise ValueError(
+            f"run folder {run_dir} is in use by a run training there now ({holder}): pick a new hydra.run.dir"
+        )
     if found and (own_folder or (resume is None and requeued)):
         if not os.access(run_dir, os.W_OK | os.X_OK):
             raise ValueError(f"cannot write the run folder {run_dir}: permission denied")
@@ -156,6 +162,26 @@ def hold_run_folder(run_dir: Path) -> None:
     mark.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     mark.flush()
     _HELD[run_dir.resolve()] = mark  # open until the process ends: closing it would let go of the lock
+
+
+def training_there_now(run_dir: Path) -> str | None:
+    """Who holds `run_dir` (hold_run_folder's lock: "pid N on host"), or None when no live process does (or the
+    file system has no locks). Takes nothing: the lock is tried and let go at once."""
+    if fcntl is None:
+        return None
+    try:
+        mark = (run_dir / TRAINING).open()
+    except OSError:
+        return None
+    with mark:
+        try:
+            fcntl.flock(mark.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return mark.read().strip() or "another process"
+        except OSError:
+            return None
+        fcntl.flock(mark.fileno(), fcntl.LOCK_UN)
+        return None
 
 
 def let_go(run_dir: Path) -> None:
