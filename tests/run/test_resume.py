@@ -466,6 +466,20 @@ def test_a_checkpoint_outside_its_run_folder_names_its_own_settings(cli_run, tmp
     )
 
 
+def test_a_run_whose_overrides_file_was_removed_names_the_settings_to_give(cli_run, tmp_path):
+    # The advice for an unreadable overrides file is to remove it. Before, the resume then said "drop those
+    # overrides", for overrides never given: the run's own were what was missing.
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    (run / ".hydra" / "overrides.yaml").unlink()
+    line = one_error_line(run_cli("train.py", "ckpt_path=last", "logger=none", f"hydra.run.dir={run}"))
+    assert line.startswith(f"error: the config contradicts checkpoint {run / 'checkpoints' / 'last.ckpt'}: ")
+    assert line.endswith(
+        f"; {run / '.hydra' / 'overrides.yaml'} is missing, so its run's overrides were not added: give its "
+        "settings (model=unet_tiny) on the command line, or start a new run"
+    )
+
+
 def test_a_folder_being_trained_is_held_by_one_process_at_a_time(tmp_path):
     from difflab.runs.folder import hold_run_folder, let_go
 

@@ -136,7 +136,8 @@ def stored_overrides(run_dir: Path) -> list[str]:
         stored = None
     if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
         raise ValueError(
-            f"{path} is not a list of overrides: resume without it (remove or fix the file) or start a new run"
+            f"{path} is not a list of overrides: fix it (a YAML list, one override per line: - model=unet_tiny), "
+            "or remove it and give the run's settings on the command line, or start a new run"
         )
     return stored
 

@@ -24,6 +24,7 @@ from ..model_folder.safetensors_folder import FOLDER_CONFIG
 from ..model_folder.state_fit import state_mismatch
 from ..overrides import pasteable
 from ..training.atomic_checkpoint_io import remove_unfinished_writes
+from .inherit import OVERRIDES_FILE, latest_overrides_file
 
 log = logging.getLogger("difflab")
 
@@ -198,10 +199,16 @@ FIXED_GROUPS = ("experiment", "data", "model", "formulation", "schedule")
 
 
 def _resume_hint(path: Path, stored: Mapping[str, Any], choices_now: Mapping[str, Any]) -> str:
-    """What to do about a contradiction: drop the overrides that made it; for a checkpoint outside a run folder
-    (none of its run's overrides were added), give the checkpoint's own group options, which it records."""
-    if (path.parent.parent / ".hydra").is_dir():
+    """What to do about a contradiction: drop the overrides that made it; where none of its run's overrides were
+    added (a checkpoint outside a run folder, a run folder whose overrides file was removed), give the
+    checkpoint's own group options, which it records."""
+    run_dir = path.parent.parent
+    if latest_overrides_file(run_dir).is_file():
         return "resume with the checkpoint's settings (drop those overrides) or start a new run"
+    if (run_dir / ".hydra").is_dir():
+        why = f"{run_dir / OVERRIDES_FILE} is missing, so its run's overrides were not added"
+    else:
+        why = "this checkpoint lies outside a run folder, so its run's overrides were not added"
     own = stored.get("choices") or {}
     differ = [
         f"{group}={own[group]}"
@@ -209,10 +216,7 @@ def _resume_hint(path: Path, stored: Mapping[str, Any], choices_now: Mapping[str
         if own.get(group) and choices_now.get(group) != own[group]
     ]
     wanted = f" ({' '.join(differ)})" if differ else ""
-    return (
-        f"this checkpoint lies outside a run folder, so its run's overrides were not added: give its settings"
-        f"{wanted} on the command line, or start a new run"
-    )
+    return f"{why}: give its settings{wanted} on the command line, or start a new run"
 
 
 def check_class_count_kept(counted: int | None, data: str, stored: Mapping[str, Any], path: Path) -> None:
