@@ -201,6 +201,20 @@ def test_bad_inputs_are_named_in_forward():
         learned(torch.randn(1, 1, 16, 16), 1)
 
 
+def test_dropout_drops_in_training_only_and_keeps_the_weights_layout():
+    # Before, a DiT took no dropout: hparams_search=ddpm_optuna (which searches model.dropout) aborted on a DiT.
+    kwargs = dict(in_channels=1, image_size=8, patch_size=2, **TINY)
+    net = perturbed(DiT(**kwargs, dropout=0.5))
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        assert torch.equal(net(x, t), net(x, t))  # eval: no dropout
+        net.train()
+        assert not torch.equal(net(x, t), net(x, t))
+    assert net.state_dict().keys() == DiT(**kwargs).state_dict().keys()  # checkpoints and exports unchanged
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\) \(got 1.0\)"):
+        DiT(**kwargs, dropout=1.0)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -98,6 +98,31 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     assert best["best_value"] == pytest.approx(min(final_val_losses))
 
 
+def test_optuna_search_takes_a_dit(tmp_path):
+    # The search space holds model.dropout; before, a DiT had none and the search aborted before its first trial
+    # ("Could not override 'model.dropout'").
+    sweep = tmp_path / "optuna"
+    fast = [o for o in SWEEP_FAST if not o.startswith("model=")]
+    result = run_cli(
+        "train.py",
+        "-m",
+        "hparams_search=ddpm_optuna",
+        "hydra.sweeper.n_trials=1",
+        "optimized_metric=val/loss",
+        "callbacks=default",
+        *fast,
+        "model=dit_tiny",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"optim.lr", "schedule", "model.dropout"}
+    config = yaml.safe_load((sweep / "0" / ".hydra" / "config.yaml").read_text())
+    assert config["model"]["_target_"] == "difflab.models.DiT"
+    assert config["model"]["dropout"] == best["best_params"]["model.dropout"]
+
+
 def test_optuna_config_minimises_the_fid_callbacks_score(hydra_job):
     cfg = hydra_job(["hparams_search=ddpm_optuna"])
     sweeper = HydraConfig.get().sweeper

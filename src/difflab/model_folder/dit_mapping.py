@@ -67,6 +67,7 @@ def diffusers_dit_config(args: Mapping[str, Any]) -> dict[str, Any]:
         "patch_size": int(args["patch_size"]),
         "num_embeds_ada_norm": int(args["num_classes"] or 1),
         "norm_eps": EPS,
+        "dropout": float(args.get("dropout") or 0.0),  # a training setting: sampling (eval) ignores it
     }
 
 
@@ -159,6 +160,7 @@ def dit_arguments_from_diffusers(theirs: Mapping[str, Any], conditional: bool) -
             "depth": int(theirs["num_layers"]),
             "num_heads": heads,
             "num_classes": int(theirs["num_embeds_ada_norm"]) if conditional else None,
+            "dropout": float(theirs.get("dropout") or 0.0),
         }
     )
 

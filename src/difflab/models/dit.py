@@ -51,9 +51,12 @@ class DiT(nn.Module):
         num_classes: int | None = None,
         cond_channels: int = 0,
         text_dim: int | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self._check_arguments(image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio, pos_embed)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
         check_conditioning_arguments(num_classes, text_dim, cond_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels if out_channels is not None else in_channels
@@ -81,7 +84,9 @@ class DiT(nn.Module):
             TextConditioning(text_dim, hidden_size, hidden_size) if text_dim is not None else None
         )
         cross = text_dim is not None
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, cross) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, mlp_ratio, cross, dropout) for _ in range(depth)
+        )
         self.final = FinalLayer(hidden_size, patch_size * patch_size * self.out_channels)
         self._init_weights()
 

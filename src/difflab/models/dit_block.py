@@ -18,12 +18,19 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 class DiTBlock(nn.Module):
     """x (N, L, D), c (N, D) → (N, L, D). The modulation Linear starts at zero, so the gates are zero and an
-    untrained block is the identity (adaLN-Zero)."""
+    untrained block is the identity (adaLN-Zero). `dropout` drops from the self-attention's and the MLP's outputs
+    before their gates (diffusers' DiT drops the attention output too; 0, DiT's, draws no random numbers)."""
 
     def __init__(
-        self, width: int, num_heads: int, mlp_ratio: float = 4.0, cross_attention: bool = False
+        self,
+        width: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        cross_attention: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.drop = nn.Dropout(dropout)
         self.attn = TokenSelfAttention(width, num_heads)
         self.cross = TokenCrossAttention(width, num_heads) if cross_attention else None
         hidden = int(width * mlp_ratio)
@@ -36,10 +43,10 @@ class DiTBlock(nn.Module):
     def forward(self, x: Tensor, silu_c: Tensor, context: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """One block; `silu_c` is SiLU of the conditioning vector, `context` (text states, mask) or None."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(silu_c)[:, None].chunk(6, dim=2)
-        x = torch.addcmul(x, gate_a, self.attn(modulate(x, shift_a, scale_a)))
+        x = torch.addcmul(x, gate_a, self.drop(self.attn(modulate(x, shift_a, scale_a))))
         if self.cross is not None and context is not None:
             x = self.cross(x, *context)
-        return torch.addcmul(x, gate_m, self.mlp(modulate(x, shift_m, scale_m)))
+        return torch.addcmul(x, gate_m, self.drop(self.mlp(modulate(x, shift_m, scale_m))))
 
 
 class FinalLayer(nn.Module):
