@@ -53,6 +53,28 @@ def test_asking_for_more_gpus_than_there_are(monkeypatch):
     check_devices(OmegaConf.create({"accelerator": "gpu", "devices": 2}))
 
 
+def test_more_cpu_processes_than_cores_is_warned_of(monkeypatch, caplog):
+    # Before, trainer=cpu trainer.devices=64 on 2 cores spent minutes starting 64 processes without a word.
+    from difflab.cluster.devices import warn_if_more_cpu_processes_than_cores
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_more_cpu_processes_than_cores({"accelerator": "cpu", "devices": 2})
+        warn_if_more_cpu_processes_than_cores({"accelerator": "gpu", "devices": 64})
+        assert not caplog.records
+        warn_if_more_cpu_processes_than_cores({"accelerator": "cpu", "devices": 64})
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        warn_if_more_cpu_processes_than_cores({"accelerator": "auto", "devices": 3})
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "trainer.devices=64 starts 64 CPU processes on a machine with 2 cores",
+        "trainer.devices=3 starts 3 CPU processes on a machine with 2 cores",
+    ]
+    assert caplog.records[0].getMessage() == (
+        "trainer.devices=64 starts 64 CPU processes on a machine with 2 cores: they share the cores, each far "
+        "slower; use trainer.devices=2 or fewer"
+    )
+
+
 def test_a_distributed_sampler_is_refused(tmp_path):
     line = one_error_line(
         run_cli("train.py", *CLI_FAST, "trainer.use_distributed_sampler=true", f"hydra.run.dir={tmp_path}/r")

@@ -3,12 +3,15 @@ confusing message from Lightning; the device and CPU threads a run asks for."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("difflab")
 
 
 def _requested(devices: Any) -> tuple[int, int] | None:
@@ -74,6 +77,29 @@ def check_trainer(trainer: Mapping[str, Any], slurm_launcher: Mapping[str, Any] 
         check_matches_launcher(trainer, slurm_launcher)
     check_nodes(trainer)
     check_devices(trainer)
+    warn_if_more_cpu_processes_than_cores(trainer)
+
+
+def warn_if_more_cpu_processes_than_cores(trainer: Mapping[str, Any]) -> None:
+    """On the CPU trainer.devices counts processes: more than the machine has cores share them, each far slower
+    (trainer=cpu trainer.devices=64 on 2 cores spent minutes starting 64 processes before training a step)."""
+    accelerator = str(trainer["accelerator"]).lower()
+    if accelerator == "auto":
+        import torch
+
+        accelerator = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
+    if accelerator != "cpu":
+        return
+    requested, cores = _requested(trainer.get("devices")), os.cpu_count() or 1
+    if requested is not None and requested[0] > cores:
+        log.warning(
+            "trainer.devices=%s starts %d CPU processes on a machine with %d cores: they share the cores, each "
+            "far slower; use trainer.devices=%d or fewer",
+            trainer.get("devices"),
+            requested[0],
+            cores,
+            cores,
+        )
 
 
 def check_matches_launcher(trainer: Mapping[str, Any], slurm_launcher: Mapping[str, Any]) -> None:
