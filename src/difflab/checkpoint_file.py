@@ -6,6 +6,7 @@ and a model as it lies on disk (checkpoint or model folder) read in one pass. No
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOn
     else:
         if path.is_file() and is_model_folder_file(path):
             raise ValueError(f"{path} is one file of the model folder {path.parent}: pass the folder itself")
+        check_checksums(path)
         ckpt = read_checkpoint_file(path)
         kind, config, state = "checkpoint", ckpt[CONFIG_KEY], network_state(ckpt) or {}
         # WeightAveraging stores the averaged weights as state_dict and the raw ones beside them. A post-hoc EMA
@@ -74,6 +76,22 @@ def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOn
     config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
     check_stored_targets(config, allowed_targets, f"{kind} {path}")
     return ModelOnDisk(kind, path, config, state, weights, step, record)
+
+
+def check_checksums(path: Path) -> None:
+    """Refuse a checkpoint file whose bytes changed since torch wrote it (each entry of its zip archive against
+    the CRC-32 torch recorded): torch.load does not check them, so before, bytes overwritten in the middle of a
+    file (a bad disk, a copy gone wrong) were loaded and trained over (an optimizer state of 3.4e38), or sampled
+    from. One read of the file, before the work it would spoil."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return  # a sharded checkpoint's folder, or a legacy pickle: nothing recorded to check against
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"could not read checkpoint {path}: the file is damaged ({error})") from error
+    if bad is not None:
+        raise ValueError(f"could not read checkpoint {path}: the file is damaged ({bad} fails its checksum)")
 
 
 def read_checkpoint(

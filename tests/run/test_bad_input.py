@@ -150,6 +150,20 @@ def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
         load_model(bad)
 
 
+def test_a_checkpoint_overwritten_in_its_middle_is_refused_not_sampled_from(tmp_path, tiny_ckpt):
+    # Before, sample.py, evaluate.py and export.py loaded the changed weights without a word (torch.load does not
+    # check the CRC-32s it records); only a resume checked them.
+    bad = tmp_path / "last.ckpt"
+    data = bytearray(tiny_ckpt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = b"\x7f" * 4000
+    bad.write_bytes(bytes(data))
+    with pytest.raises(
+        ValueError, match=rf"^could not read checkpoint {bad}: the file is damaged \(.* fails its checksum\)$"
+    ):
+        load_model(bad)
+    assert load_model(tiny_ckpt) is not None  # a whole one loads as before
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 
 from ..checkpoint_config import check_contradictions, contradictions, stored_value
-from ..checkpoint_file import CONFIG_KEY, network_state, read_checkpoint, stored_step
+from ..checkpoint_file import CONFIG_KEY, check_checksums, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import is_sharded_checkpoint
@@ -143,22 +142,6 @@ def read_resumable(path: Path, allowed_targets: Iterable[str]) -> dict[str, Any]
             f"checkpoint {path} cannot be resumed: it has no {', '.join(missing)} (weights only?)"
         )
     return ckpt
-
-
-def check_checksums(path: Path) -> None:
-    """Refuse a checkpoint file whose bytes changed since torch wrote it (each entry of its zip archive against
-    the CRC-32 torch recorded): torch.load does not check them, so before, bytes overwritten in the middle of a
-    file (a bad disk, a copy gone wrong) were loaded and trained over (an optimizer state of 3.4e38). One read of
-    the file, before the training it would spoil."""
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return  # a sharded checkpoint's folder, or a legacy pickle: nothing recorded to check against
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ValueError(f"could not read checkpoint {path}: the file is damaged ({error})") from error
-    if bad is not None:
-        raise ValueError(f"could not read checkpoint {path}: the file is damaged ({bad} fails its checksum)")
 
 
 def check_resumable(
