@@ -96,7 +96,7 @@ def test_png_writers_write_one_batch_while_the_next_is_made(
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:05d}.png" for i in range(10)]
 
 
-def test_a_png_writer_that_fails_fails_the_run_and_leaves_nothing(
+def test_a_png_writer_that_fails_on_a_full_disk_keeps_the_whole_batches_for_a_resume(
     tiny_ckpt: Path, tmp_path: Path, monkeypatch
 ):
     monkeypatch.setattr(into_folder, "png_writer_threads", lambda placement: 2)
@@ -111,7 +111,16 @@ def test_a_png_writer_that_fails_fails_the_run_and_leaves_nothing(
     out = tmp_path / "out"
     with pytest.raises(NoSpaceLeft, match=r"^no space left on device writing .*00005\.png"):
         run_sample(tiny_ckpt, out, "n=10", "batch_size=4")
-    assert not out.exists()
+    # What was written stays, marked unfinished (before, all of it was deleted); resume=true makes the rest, as
+    # an uninterrupted run makes them.
+    assert {f"{i:05d}.png" for i in range(4)} <= {p.name for p in (out / "images").iterdir()}
+    monkeypatch.setattr(write_images, "save_png", real_save_png)
+    run_sample(tiny_ckpt, out, "n=10", "batch_size=4", "resume=true")
+    whole = run_sample(tiny_ckpt, tmp_path / "whole", "n=10", "batch_size=4")
+    names = sorted(p.name for p in (whole / "images").iterdir())
+    assert sorted(p.name for p in (out / "images").iterdir()) == names and len(names) == 10
+    for name in names:
+        assert (out / "images" / name).read_bytes() == (whole / "images" / name).read_bytes(), name
 
 
 def test_a_later_batch_that_is_not_finite_leaves_nothing(
