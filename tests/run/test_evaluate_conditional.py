@@ -73,6 +73,17 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
         assert len(report["generated"]["prompts"]) == 10
     else:
         assert "cond_accuracy" not in report["metrics"]
+        assert report["generated"]["consistency"] is False
+        # Before, evaluate.py had no superres.consistency: what sample.py makes with it could not be scored.
+        consistent = compose_config(
+            "eval",
+            [f"ckpt={ckpt}", "n=20", "sampler.steps=2", "batch_size=10", "superres.consistency=true", *small],
+            tmp_path,
+        )
+        projected = evaluate(consistent)
+        assert projected["generated"]["consistency"] is True
+        assert projected["metrics"]["fd_effl0"] != report["metrics"]["fd_effl0"]
+        assert (run / "metrics_2.json").is_file()
 
 
 def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.LogCaptureFixture) -> None:
@@ -114,6 +125,11 @@ def options(**given) -> SampleOptions:
             r"^labels=3 given, but ckpt holds a super-resolution model, scored on the held",
         ),
         ("superres", {"prompt": "a cat"}, r"^prompt=a cat given, but ckpt holds a super-resolution model"),
+        (
+            "labels",
+            {"consistency": True},
+            r"^superres.consistency=true given, but ckpt holds a class-conditional .*: only a super-resolution ",
+        ),
         (
             "superres",
             {"guidance": 2.0},

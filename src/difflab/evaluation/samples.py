@@ -141,6 +141,7 @@ def generated_batches(
         settings["autoencoder"] = {"source": autoencoder.source, "hash": autoencoder.weights_hash}
     if conditions.inputs is not None:
         settings["inputs"] = held_out_inputs(conditions.inputs, n)
+        settings["consistency"] = options.consistency is True  # projected onto down(output) = input (DDNM)
     if conditions.prompts is not None:
         settings["prompts"] = conditions.prompts
     if conditions.labels is not None:
@@ -187,6 +188,11 @@ def scored_conditions(
     versions for super-resolution)."""
     if loaded is None:
         return Conditions()
+    if options.consistency is True and loaded.condition != "superres":
+        raise ValueError(
+            f"superres.consistency=true given, but {ckpt} holds {model_kind(loaded)}: only a super-resolution "
+            "checkpoint's samples are projected onto their inputs; drop superres.consistency="
+        )
     n = int(options.n)
     if loaded.condition == "superres" or (loaded.condition == "text" and options.prompt is None):
         refuse_what_the_data_conditions_ignore(loaded, options, ckpt)

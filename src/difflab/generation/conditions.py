@@ -29,6 +29,7 @@ class Conditions:
     inputs: int | None = None  # how many distinct pictures inputs_for draws on (cycled past the last)
     prompts: list[str] | None = None  # the distinct prompts, one grid row each (text-to-image)
     negative_for: CondFor | None = None  # what guidance pushes away from, instead of the unconditional branch
+    low_res: Tensor | None = None  # super-resolution: the inputs (M, C, h, w), for superres.consistency
 
 
 def class_conditions(labels: Sequence[int], n: int) -> Conditions:
@@ -67,7 +68,9 @@ def superres_conditions(low: Tensor, size: int, per_input: int = 1) -> Condition
     def cond_for(indices: Sequence[int]) -> dict[str, Tensor]:
         return {"low_res": condition[rows(indices)]}
 
-    return Conditions(cond_for, per_input, inputs_for=lambda indices: shown[rows(indices)], inputs=len(low))
+    return Conditions(
+        cond_for, per_input, inputs_for=lambda indices: shown[rows(indices)], inputs=len(low), low_res=low
+    )
 
 
 def for_each_result(per_picture: Conditions, n: int) -> Conditions:

@@ -15,7 +15,7 @@ from .methods import Img2Img, Inpaint, Method, Sampling
 from .model import TrainedModel, generated_shape, low_res_shape, model_kind, recipe_threads
 from .request import GenerationRequest
 from .requested import requested_conditions
-from .superres import superres_request
+from .superres import consistent_with, superres_request
 
 
 def request_for(
@@ -71,11 +71,15 @@ def sampling_request(
     conditions: Conditions,
     guide: Any = None,
 ) -> GenerationRequest:
-    """Samples 0..n-1 from noise with `sampler` and the given conditions (sample.py's sample mode, evaluate.py)."""
+    """Samples 0..n-1 from noise with `sampler` and the given conditions (sample.py's sample mode, evaluate.py;
+    evaluate.py's super-resolution scores take superres.consistency: sample i from low-res input i, cycled)."""
+    shape = generated_shape(model)
+    consistent = options.consistency is True and conditions.low_res is not None
     return GenerationRequest(
-        Sampling(sampler, generated_shape(model)),
+        Sampling(sampler, shape),
         range(int(options.n)),
         conditions=conditions,
+        wrap=consistent_with(conditions.low_res, shape[-1], 1, sampler) if consistent else None,
         **shared_fields(model, options, guide),
     )
 

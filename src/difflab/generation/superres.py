@@ -20,12 +20,13 @@ from .request import GenerationRequest
 
 
 def consistent_with(low: Tensor, size: int, n: int, sampler: Sampler) -> Wrap:
-    """generate's wrap: the denoiser of samples `indices` made consistent with their inputs low[k // n]."""
+    """generate's wrap: the denoiser of samples `indices` made consistent with their inputs low[k // n] (cycled
+    past the last input, as superres_conditions cycles them)."""
     factor = size // low.shape[-1]
 
     def wrap(denoiser: Denoiser, indices: Sequence[int]) -> Denoiser:
         device, dtype = model_device_dtype(denoiser) or (low.device, low.dtype)
-        rows = torch.as_tensor(list(indices), dtype=torch.long) // n
+        rows = torch.as_tensor(list(indices), dtype=torch.long) // n % len(low)
         projection = LowResProjection(low[rows].to(device, dtype), factor)
         return DataConsistent(sampler.denoiser(denoiser), projection, sampler.clip_x0)
 

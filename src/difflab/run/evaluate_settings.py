@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -13,7 +13,7 @@ from .typed import typed_under
 
 RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
 # What only generating from ckpt= reads (guidance= and guide= have lines of their own).
-GENERATION_KEYS = ("n", "seed", "sampler", "precision", "labels", "prompt", "negative_prompt")
+GENERATION_KEYS = ("n", "seed", "sampler", "precision", "labels", "prompt", "negative_prompt", "superres")
 # What scoring an autoencoder does not read: it reconstructs n held-out images, generating nothing (and is the
 # autoencoder scored: autoencoder= names one for a latent diffusion checkpoint).
 UNREAD_BY_AUTOENCODERS = (*(k for k in GENERATION_KEYS if k != "n"), "guidance", "guide", "autoencoder")
@@ -41,9 +41,15 @@ def read_evaluate_settings(cfg: DictConfig) -> EvaluateSettings:
         )
     if not cfg.ckpt and cfg.get("guide"):
         raise ValueError(f"guide={cfg.guide} guides a checkpoint's sampling: give ckpt=, not images=")
-    sampling = read_sampling_settings(
-        cfg, RULES, "sample"
-    )  # evaluate.py scores samples: it has no edit modes
+    # evaluate.py scores samples: it has no edit modes. superres.consistency is read apart, as sample mode
+    # refuses it: it applies to a super-resolution checkpoint's scored samples (checked once that is loaded).
+    consistency = OmegaConf.select(cfg, "superres.consistency", default=False)
+    if not isinstance(consistency, bool):
+        raise ValueError(f"superres.consistency={consistency!r} must be true or false")
+    apart = cfg.copy()
+    OmegaConf.update(apart, "superres.consistency", False, force_add=True)
+    sampling = read_sampling_settings(apart, RULES, "sample")
+    sampling = replace(sampling, options=replace(sampling.options, consistency=consistency))
     if not cfg.ckpt and float(cfg.guidance) != 1.0:
         raise ValueError(f"guidance={cfg.guidance} needs ckpt=<a conditional checkpoint>, not images=")
     generating = [o for key in GENERATION_KEYS for o in typed_under(cfg, key)]
