@@ -6,6 +6,7 @@ keys it by a stable name of the data config (dataset_id)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,12 +63,31 @@ def dataset_id(data: ImageDataModule) -> str:
     """e.g. 'mnist-1ch-3f2a9c1e': the source, its channels and a hash of what decides the split contents.
 
     The root folder (JPEG and pickled CIFAR-10 differ by a few levels), the held-out fraction and split
-    seed all go into the hash, so two configs share a cache entry only if they read the same images.
+    seed all go into the hash, so two configs share a cache entry only if they read the same images. For
+    data=folder, so do its files: before, a picture added, removed or replaced since was scored against the
+    statistics (and classifier) cached from the folder as it was, without a word.
     """
     root = str(Path(data.root).expanduser().resolve()) if data.root is not None else ""
     identity = f"{data.dataset}|{root}|{data.channels}|{data.val_fraction}|{data.split_seed}"
+    if data.dataset == "folder" and root:
+        identity += f"|{folder_contents(Path(root))}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     return f"{data.dataset}-{data.channels}ch-{digest}"
+
+
+def folder_contents(root: Path) -> str:
+    """A hash of every file's path, size and modification time under `root` (no file is opened: a stat each)."""
+    digest = hashlib.sha256()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling link: the dataset skips it too
+                continue
+            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def uint8_batches(
