@@ -21,9 +21,10 @@ from wandb_files import history_rows
 
 from difflab.data import ImageDataModule
 from difflab.data.scoring import uint8_batches
+from difflab.evaluation.report import report_path
 from difflab.evaluation.scoring import warn_if_too_few
 from difflab.io.read_generated import open_image_set
-from difflab.io.results import check_writable_file
+from difflab.io.results import check_writable_file, write_json
 from difflab.io.write_images import writing_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
@@ -273,6 +274,31 @@ def test_existing_report_is_refused_and_kept(trained_ckpt: Path, tmp_path: Path)
         f"error: {report} already exists; choose another out= (results are never overwritten)"
     )
     assert report.read_text() == "{}"
+
+
+def test_a_report_name_another_evaluation_took_meanwhile_moves_on_and_a_named_one_does_not(tmp_path) -> None:
+    # Two evaluations of one run's checkpoints side by side both chose <run>/metrics.json before their work;
+    # before, the second did all of it and then failed: "could not write …/metrics.json: File exists".
+    taken = tmp_path / "metrics.json"
+    taken.write_text("{}")
+    assert write_json({"fd": 1.0}, taken, or_next_free=True) == tmp_path / "metrics_2.json"
+    assert json.loads((tmp_path / "metrics_2.json").read_text()) == {"fd": 1.0}
+    with pytest.raises(
+        ValueError, match=rf"^could not write {taken}: File exists; the result is printed above"
+    ):
+        write_json({"fd": 1.0}, taken)  # out=<file> the user named: never another file than that
+    assert taken.read_text() == "{}"
+
+
+def test_out_given_a_folder_puts_the_report_in_it(tmp_path: Path) -> None:
+    # Before: an existing folder was refused as "already exists", and out=new/ wrote a file named new.
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert report_path(str(folder), None, str(tmp_path)) == folder / "metrics.json"
+    (folder / "metrics.json").write_text("{}")
+    assert report_path(str(folder), None, str(tmp_path)) == folder / "metrics_2.json"
+    assert report_path(f"{tmp_path / 'new'}/", None, str(tmp_path)) == tmp_path / "new" / "metrics.json"
+    assert report_path(str(tmp_path / "r.json"), None, str(tmp_path)) == tmp_path / "r.json"
 
 
 def test_evaluate_shows_its_own_warnings_as_one_line_as_train_does(tmp_path: Path) -> None:

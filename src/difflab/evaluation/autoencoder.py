@@ -39,9 +39,10 @@ def evaluate_autoencoder(
     metrics: dict[str, Any],
     path: Path,
     allowed_targets: tuple[str, ...] = (),
+    or_next_free: bool = False,
 ) -> dict[str, Any]:
     """Score the autoencoder `loaded` from `ckpt` on the first n held-out images of the data it was trained on;
-    write the report to `path`."""
+    write the report to `path` (`or_next_free`: or the next free name, if another run took it meanwhile)."""
     if "data" not in loaded.config:
         raise ValueError(
             f"{ckpt} records no dataset (a diffusers folder): evaluate a difflab autoencoder run"
@@ -80,6 +81,6 @@ def evaluate_autoencoder(
         "metric_settings": evaluator.settings(),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    write_json(report, path)
+    path = write_json(report, path, or_next_free)
     log.info("%s -> %s", json.dumps(scores), path)
     return report

@@ -3,6 +3,7 @@ that cannot be written), and how it names the images it scored against."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,12 @@ from ..io.results import check_writable_file, first_free
 def report_path(out: str | None, ckpt: str | None, root_dir: str) -> Path:
     """Where the JSON goes: out=; else the checkpoint's run folder (<run>/metrics.json, or metrics_2.json, …
     beside earlier reports), also when ckpt= is the run folder itself or a post-hoc EMA rebuild in it; else outputs/evaluate/<date>_<time>.json.
-    Checked before any work: an existing out= is never overwritten, a folder that cannot be written is refused."""
-    if out:
+    Checked before any work: an existing out= is never overwritten, a folder that cannot be written is refused.
+    An out= that is a folder (or ends with /) gets metrics.json in it (metrics_2.json, …): before, an existing
+    folder was refused as "already exists" and `out=new/` wrote a file named `new`."""
+    if out and (str(out).endswith(("/", os.sep)) or Path(out).is_dir()):
+        path = first_free(Path(out) / "metrics.json")
+    elif out:
         path = Path(out)
     else:
         run = (checkpoint_run_folder(ckpt) or rebuilt_in_run_folder(ckpt)) if ckpt else None
@@ -31,6 +36,12 @@ def report_path(out: str | None, ckpt: str | None, root_dir: str) -> Path:
         path = first_free(path)
     check_writable_file(path)
     return path
+
+
+def chosen_for_the_user(out: str | None, path: Path) -> bool:
+    """Whether report_path chose `path` (no out=, or out= a folder): another name will do if it is taken
+    meanwhile, where a file the user named must not be."""
+    return not out or Path(out) != path
 
 
 def rebuilt_in_run_folder(ckpt: str) -> Path | None:

@@ -273,13 +273,22 @@ def check_writable_file(path: Path) -> None:
                 folder.rmdir()
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write `data` to path whole or not at all, never over an existing file. If that fails, the result is
-    printed to stdout first, so that what was computed is not lost, then the failure is one line."""
+def write_json(data: dict[str, Any], path: Path, or_next_free: bool = False) -> Path:
+    """Write `data` to path whole or not at all, never over an existing file; returns where it went. If that
+    fails, the result is printed to stdout first, so that what was computed is not lost, then the failure is one
+    line. `or_next_free`: a name the program chose (not the user) that another run took meanwhile moves on to
+    path_2, … (two evaluations of one run's checkpoints side by side both chose metrics.json)."""
     text = json.dumps(data, indent=2)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text, exclusive=True)
+        while True:
+            try:
+                atomic_write_text(path, text, exclusive=True)
+                return path
+            except FileExistsError:
+                if not or_next_free:
+                    raise
+                path = first_free(path)
     except NoSpaceLeft as error:
         print(text, file=sys.stdout, flush=True)
         raise NoSpaceLeft(path, "; the result is printed above") from error

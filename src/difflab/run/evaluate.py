@@ -21,7 +21,7 @@ from ..cluster.devices import pick_device, set_cpu_threads
 from ..cluster.processes import Processes, device_of, process_group, started_processes
 from ..data import ImageDataModule
 from ..evaluation.autoencoder import evaluate_autoencoder
-from ..evaluation.report import report_path
+from ..evaluation.report import chosen_for_the_user, report_path
 from ..evaluation.samples import checkpoint_set, image_set, scored_conditions
 from ..evaluation.scoring import score_report
 from ..generation import build_sampler, walked_config
@@ -161,7 +161,7 @@ def scored(
         return {}
     with scoring.kept:
         report = score_report(evaluator, scoring, data, conditions, device)
-        write_json(report, path)
+        path = write_json(report, path, or_next_free=chosen_for_the_user(sampling.out, path))
     scores = report["metrics"]
     log.info("%s -> %s", json.dumps(scores), path)
     if loaded is not None and settings.log_wandb:
@@ -186,6 +186,7 @@ def evaluate_autoencoder_run(settings: EvaluateSettings) -> dict[str, Any]:
         settings.metrics,
         path,
         sampling.allowed_targets,
+        or_next_free=chosen_for_the_user(sampling.out, path),
     )
     if settings.log_wandb:
         n = report["reconstructed"]["n"]
