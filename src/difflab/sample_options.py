@@ -52,6 +52,17 @@ class SampleOptions:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         self._check_numbers()
+        if isinstance(self.guide, str) and not self.guide.strip():
+            # Before, an empty guide= (an unset $GUIDE) passed the checks as "no guide", then was read as the
+            # current folder: its checkpoints/last.ckpt guided the samples.
+            raise ValueError(
+                "guide= is empty: give a weaker checkpoint of the same data (autoguidance), or leave guide= off"
+            )
+        if self.guide is not None and float(self.guidance) == 0.0:
+            raise ValueError(
+                f"guide={self.guide} at guidance=0 gives the guide's own samples (guide + 0·(model − guide)): give "
+                "a guidance above 1 (e.g. guidance=2), or sample the guide itself"
+            )
         if self.guide not in (None, "") and float(self.guidance) == 1.0:
             # Autoguidance is guide + guidance·(model − guide): the model's prediction alone at guidance 1.
             raise ValueError(

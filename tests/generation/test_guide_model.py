@@ -182,6 +182,17 @@ def test_a_guide_at_guidance_1_is_refused_not_ignored(tiny_ckpt, weaker, tmp_pat
         difflab.load(tiny_ckpt).sample(2, steps=2, guide=str(weaker))
 
 
+def test_an_empty_guide_or_a_guide_at_guidance_0_is_refused(tiny_ckpt, weaker, tmp_path):
+    # Before, guide= (an unset $GUIDE) read the current folder's checkpoints/last.ckpt as the guide, and a guide at
+    # guidance=0 gave the guide's own samples byte for byte, recorded as guided sampling.
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"^guide= is empty: give a weaker checkpoint"):
+        sample_py(tiny_ckpt, out, "guide=", "guidance=2")
+    with pytest.raises(ValueError, match=r"^guide=.*weaker.ckpt at guidance=0 gives the guide's own samples"):
+        sample_py(tiny_ckpt, out, f"guide={weaker}", "guidance=0")
+    assert not out.exists()
+
+
 def test_an_autoencoder_for_a_pixel_model_is_refused_not_ignored(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"^autoencoder=.*given, but .* is not a latent diffusion model"):
         difflab.load(tiny_ckpt, autoencoder=str(tiny_ckpt))
