@@ -453,6 +453,8 @@ def test_a_zero_terminal_snr_scheduler_loads_and_sampling_settings_it_has_are_na
             "flip_sin_to_cos=True (difflab model: False), freq_shift=0",
         ),
         ({"block_out_channels": [16, 24]}, "block_out_channels=[16, 24] are not multiples of the first"),
+        # Before, it loaded, and the first sampler step fed its 2-channel output back in as the next input.
+        ({"out_channels": 2}, "out_channels 2 is not in_channels 1 (a U-Net that also predicts its variance"),
     ],
 )
 def test_a_diffusers_unet_of_another_architecture_is_refused_in_one_line(tmp_path, change, message):
@@ -463,6 +465,26 @@ def test_a_diffusers_unet_of_another_architecture_is_refused_in_one_line(tmp_pat
         ValueError,
         match="^"
         + re.escape(f"diffusers folder {tmp_path}: its UNet2DModel is not difflab's U-Net: {message}"),
+    ):
+        difflab.load(tmp_path)
+
+
+def test_weights_of_another_size_than_the_config_says_are_named_not_a_reshape_error(tmp_path):
+    # A config.json edited (or another model's weights copied in): before, torch's "shape '[192, 64, 1, 1]' is
+    # invalid for input of size 3072", naming no weight, and init_from= left a half-made run folder.
+    _, args = random_unet(TWO_HEADS)
+    diffusers.UNet2DModel(**diffusers_config(args)).save_pretrained(tmp_path / "unet")
+    diffusers.DDPMScheduler().save_pretrained(tmp_path / "scheduler")
+    config = tmp_path / "unet" / "config.json"
+    config.write_text(
+        config.read_text().replace(
+            '"block_out_channels": [\n    16,\n    32,\n    32\n  ]', '"block_out_channels": [32, 64, 64]'
+        )
+    )
+    assert "[32, 64, 64]" in config.read_text()
+    with pytest.raises(
+        ValueError,
+        match=r"^diffusers folder .*: the diffusers weights do not fit the difflab U-Net: \d+ wrong shape",
     ):
         difflab.load(tmp_path)
 

@@ -123,6 +123,13 @@ def arguments_from_diffusers(theirs: Mapping[str, Any]) -> dict[str, Any]:
     """The difflab U-Net arguments a UNet2DModel config (defaults filled in) reads as: diffusers_config read
     backwards. Whether the rest of the architecture matches is architecture_differences' question; a one-line
     error here for widths or heads difflab's layout cannot take."""
+    channels, out = int(theirs["in_channels"]), int(theirs["out_channels"])
+    if out != channels:
+        # Before, it loaded and the first sampler step fed the 2-channel output back in as the next input.
+        raise ValueError(
+            f"out_channels {out} is not in_channels {channels} (a U-Net that also predicts its variance, for a "
+            "scheduler's variance_type=learned_range): difflab's U-Net predicts one tensor of its input's shape"
+        )
     widths = [int(w) for w in theirs["block_out_channels"]]
     base, size = widths[0], theirs["sample_size"]
     if any(w % base for w in widths):
@@ -282,7 +289,10 @@ def from_diffusers(expected: Mapping[str, Tensor], theirs: Mapping[str, Tensor])
         if ".qkv." in key:
             keys = [key.replace(".qkv.", f".{part}.") for part in _QKV]
             if all(k in theirs for k in keys):
-                out[name] = torch.cat([theirs[k] for k in keys]).reshape(like.shape)
+                joined = torch.cat([theirs[k] for k in keys])
+                # A size that does not fit stays as it is, for state_mismatch to name (before: torch's reshape
+                # error, naming no weight).
+                out[name] = joined.reshape(like.shape) if joined.numel() == like.numel() else joined
                 used.update(keys)
         elif key in theirs:
             value = theirs[key]
