@@ -81,7 +81,9 @@ class DiffusionPipeline:
         return next(self.net.parameters()).device
 
     def to(self, device: torch.device | str) -> DiffusionPipeline:
-        self.net.to(device)
+        """The pipeline on `device` ("cpu", "cuda:1", a torch.device; a one-line error for one this machine
+        has not, as load(device=) gives)."""
+        self.net.to(pick_device(str(device)))
         return self
 
     def make_sampler(self, name: str | None = None, **options: Any) -> Sampler:

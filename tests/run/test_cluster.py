@@ -189,6 +189,11 @@ def test_a_trainer_that_does_not_match_the_slurm_launcher_is_one_line(monkeypatc
         ("cuda:1", 0, "device=cuda:1: this machine has no CUDA GPU; use device=auto or device=cpu"),
         ("cuda:2", 2, "device=cuda:2: this machine has 2 CUDA GPUs (cuda:0 to cuda:1)"),
         ("gpu", 0, "device=gpu is not a device: use auto, cpu, cuda or cuda:<index>"),
+        # Before, these passed and torch failed later in a traceback ("PyTorch is not linked with support for xla
+        # devices", "No module named 'torch.hpu'"), or, on meta, at sampling's first .item().
+        ("xla", 0, "device=xla: this machine has no xla device; use device=auto, cpu or cuda"),
+        ("hpu", 0, "device=hpu: this machine has no hpu device; use device=auto, cpu or cuda"),
+        ("meta", 0, "device=meta holds no values (shapes only): use device=auto, cpu or cuda"),
     ],
 )
 def test_a_device_this_machine_does_not_have_is_one_line(monkeypatch, name, gpus, message):

@@ -144,11 +144,19 @@ def pick_device(name: str) -> torch.device:
             raise ValueError(
                 f"device={name}: this machine has {count} CUDA GPUs (cuda:0 to cuda:{count - 1})"
             )
-    elif device.type not in ("cpu", "meta"):
-        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
-        if backend is not None and hasattr(backend, "is_available") and not backend.is_available():
+    elif device.type == "meta":
+        raise ValueError(f"device={name} holds no values (shapes only): use device=auto, cpu or cuda")
+    elif device.type != "cpu":
+        # A type with no availability check this torch knows of (meta, xla, hpu, vulkan) is refused too: before,
+        # torch's own error came later, in a traceback (xla: "PyTorch is not linked with support"; meta: at the
+        # first .item() of sampling).
+        backends = (getattr(torch.backends, device.type, None), getattr(torch, device.type, None))
+        checks = [
+            b.is_available for b in backends if b is not None and callable(getattr(b, "is_available", None))
+        ]
+        if not checks or not checks[0]():
             raise ValueError(
-                f"device={name}: this machine has no {device.type} device; use device=auto or device=cpu"
+                f"device={name}: this machine has no {device.type} device; use device=auto, cpu or cuda"
             )
     return device
 
