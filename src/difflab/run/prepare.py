@@ -22,7 +22,7 @@ from .train_checks import RULES, check_condition_keys, check_fused_clipping, che
 class TrainSettings:
     """train.py's config as train() reads it, made once: the run folder, the seed and threads, whether it logs to W&B,
     what it starts from (the checkpoint a resume continues, None for a fresh run, with its stored config and
-    step; or init_from's diffusers folder). The groups Hydra instantiates (data, module, trainer, callbacks,
+    step; or init_from's diffusers folder or difflab model). The groups Hydra instantiates (data, module, trainer, callbacks,
     logger) stay in cfg."""
 
     run_dir: Path
@@ -69,6 +69,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
+    from ..runs.init_weights import is_difflab_source, read_init_weights
     from ..runs.resume import (
         CONDITIONING_RECIPE,
         DATA_SOURCE,
@@ -137,6 +138,11 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_prediction_type_applies(cfg)
     check_schedule_applies(cfg)
     warn_if_zero_snr_predicts_epsilon(cfg)
+    if settings.init_from and is_difflab_source(str(settings.init_from)):
+        read_init_weights(
+            str(settings.init_from), lambda: instantiate(cfg.model), trained_for(cfg), targets_in(cfg)
+        )
+        return settings
     if settings.init_from:
         args = unet_arguments(OmegaConf.to_container(cfg.model, resolve=True))
         folder = settings.init_from
@@ -172,6 +178,13 @@ def group_choices(cfg: DictConfig) -> dict[str, Any]:
     if node is None and HydraConfig.initialized():
         node = HydraConfig.get().runtime.choices
     return {} if node is None else dict(node)
+
+
+def trained_for(cfg: DictConfig) -> dict[str, Any]:
+    """What the configured run trains its network to predict (runs.init_weights.TRAINED_FOR), as configured."""
+    from ..runs.init_weights import TRAINED_FOR
+
+    return {key: value for key, value in fixed_values(cfg).items() if key in TRAINED_FOR}
 
 
 def fixed_values(cfg: DictConfig) -> dict[str, Any]:

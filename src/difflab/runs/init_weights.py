@@ -1,0 +1,74 @@
+"""init_from= a difflab model: a fresh run starts from the weights of a train.py checkpoint, a run folder (its
+last.ckpt) or an export.py format=safetensors folder, whose network is the configured one (a U-Net or a DiT).
+A diffusers folder or Hub id is mapped by model_folder.diffusers_folder instead. The EMA weights are taken where
+the source has them, as sample.py samples with them: fine-tuning starts from what the model is known by."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint_config import contradictions, listed
+from ..checkpoint_file import read_model
+from ..model_folder.diffusers_folder import class_name
+from ..model_folder.hub import is_hub_id
+from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline
+from ..model_folder.state_fit import state_mismatch
+
+log = logging.getLogger("difflab")
+
+# What the weights were trained to predict: a run that changes them starts far from what the weights learnt.
+TRAINED_FOR = ("prediction_type", "formulation", "schedule")
+
+
+def is_difflab_source(source: str) -> bool:
+    """Whether init_from=`source` names a difflab model: anything on disk but a diffusers pipeline folder or a
+    bare UNet2DModel folder (its config.json names the class)."""
+    path = Path(source).expanduser()
+    if is_hub_id(source) or not path.exists() or is_diffusers_pipeline(path):
+        return False
+    return class_name(path / "config.json") is None
+
+
+def read_init_weights(
+    source: str,
+    build_net: Callable[[], torch.nn.Module],
+    trained_for_now: Mapping[str, Any],
+    allowed_targets: set[str],
+) -> dict[str, torch.Tensor]:
+    """The network weights of the difflab model at `source`, once they fit the net `build_net` makes (built on the
+    meta device); a one-line error naming what does not fit. `trained_for_now`: the TRAINED_FOR values
+    configured now, a warning naming those the source was trained with otherwise."""
+    model = read_model(source, allowed_targets)
+    with torch.device("meta"):
+        expected = build_net().state_dict()
+    problem = state_mismatch(expected, model.state)
+    if problem:
+        raise ValueError(
+            f"init_from={source} does not fit the configured model: {problem}; configure the network of "
+            f"{model.where} ({_its_network(model.config)})"
+        )
+    changed = contradictions(trained_for_now, model.config)
+    if changed:
+        log.warning(
+            "init_from=%s was trained with other settings than this run's: %s; its weights predict what those ask "
+            "for, so training starts far from what they learnt",
+            source,
+            listed(changed, 4),
+        )
+    return model.state
+
+
+def _its_network(config: Mapping[str, Any]) -> str:
+    """The source's network as a command line gives it: its model= option where recorded, else its settings."""
+    choice = (config.get("choices") or {}).get("model")
+    model = config.get("model") or {}
+    if choice:
+        return f"model={choice}"
+    target = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
+    plain = [f"model.{k}={v}" for k, v in model.items() if k != "_target_" and not isinstance(v, dict)]
+    return f"a {target}: {' '.join(plain)}"

@@ -1,0 +1,64 @@
+"""init_from= a difflab model: a fresh run starts from the (EMA) weights of a train.py checkpoint, a run folder or
+a safetensors export of the configured network, U-Net or DiT. Before, only a diffusers UNet2DModel folder was
+taken: a checkpoint was answered "no such folder", and a DiT run could not be started from at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLI_FAST, FAST_TRAIN, compose_config, one_error_line, run_cli
+
+from difflab.checkpoint_file import read_model
+from difflab.run.train import build_module, initialise_from, train
+
+DIT = ["model=dit_tiny"]
+
+
+@pytest.fixture(scope="module")
+def dit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("dit") / "run"
+    train(compose_config("train", [*FAST_TRAIN, *DIT, "trainer.max_steps=2"], run))
+    return run
+
+
+@pytest.mark.parametrize("given", ["run folder", "checkpoint", "safetensors folder"])
+def test_a_fresh_run_starts_from_the_ema_weights_of_a_difflab_model(dit_run, tmp_path, given) -> None:
+    source = {"run folder": dit_run, "checkpoint": dit_run / "checkpoints" / "last.ckpt"}.get(given)
+    if source is None:
+        source = tmp_path / "exported"
+        assert run_cli("export.py", f"ckpt={dit_run}", "format=safetensors", f"out={source}").returncode == 0
+    cfg = compose_config("train", [*FAST_TRAIN, *DIT, f"init_from={source}"], tmp_path / "new")
+    module = build_module(cfg)
+    initialise_from(cfg, module, None)
+    ema = read_model(dit_run).state
+    assert ema.keys() == module.net.state_dict().keys()
+    for name, value in module.net.state_dict().items():
+        assert torch.equal(value, ema[name]), name
+
+
+def test_a_source_of_another_network_is_one_line_naming_its_model_before_the_run_folder(dit_run, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train.py", *CLI_FAST, f"init_from={dit_run}", f"hydra.run.dir={run}")
+    line = one_error_line(result)
+    assert line.startswith(f"error: init_from={dit_run} does not fit the configured model: ")
+    # its model= option where the checkpoint records one (a train.py run), else its settings (trained in-process)
+    assert f"; configure the network of checkpoint {dit_run / 'checkpoints' / 'last.ckpt'} (a DiT: " in line
+    assert "model.depth=4" in line
+    assert not run.exists()
+
+
+def test_a_source_trained_for_another_prediction_type_is_warned_of_and_trains(dit_run, tmp_path):
+    run = tmp_path / "run"
+    args = [o for o in CLI_FAST if not o.startswith("model=")]
+    result = run_cli(
+        "train.py", *args, *DIT, "prediction_type=v", f"init_from={dit_run}", f"hydra.run.dir={run}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = result.stdout + result.stderr
+    assert (
+        f"init_from={dit_run} was trained with other settings than this run's: prediction_type=v (checkpoint: epsilon)"
+        in said
+    )
+    assert f"initialised the network from the weights of {dit_run}" in said
