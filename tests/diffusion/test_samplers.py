@@ -133,6 +133,12 @@ def test_bad_sampler_settings_are_named():
         DDIMSampler(s, eta=-1)
     with pytest.raises(ValueError, match="x_T has shape"):
         DDIMSampler(s).sample(lambda x, t: x, (2, 3), x_T=torch.zeros(2, 4))
+    # Before, 2.5 became 2 steps, True 1, "10" was taken, and a schedule's name failed on a missing attribute.
+    for steps in (2.5, True, "10"):
+        with pytest.raises(ValueError, match=rf"^steps must be a whole number \(got {type(steps).__name__} "):
+            DDIMSampler(s, steps=steps)
+    with pytest.raises(ValueError, match=r"^schedule must be a NoiseSchedule \(got str 'linear'\)"):
+        DDIMSampler("linear", steps=3)
 
 
 # -- every sampler against a 2-component Gaussian mixture ---------------------------------------------

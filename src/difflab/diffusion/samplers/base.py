@@ -8,6 +8,7 @@ back. Nothing about an algorithm lives here.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -56,6 +57,11 @@ class Sampler:
         timestep_spacing: str | None = None,
         clip_x0: float | None = 1.0,
     ) -> None:
+        if not hasattr(schedule, "alphas_cumprod"):  # "linear": before, 'str' object has no attribute …
+            raise ValueError(f"schedule must be a NoiseSchedule (got {type(schedule).__name__} {schedule!r})")
+        # A whole number: before, 2.5 became 2, True became 1 and "10" was taken.
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral)):
+            raise ValueError(f"steps must be a whole number (got {type(steps).__name__} {steps!r})")
         self.schedule = schedule
         self.core = core
         self.formulation = VP(schedule)
