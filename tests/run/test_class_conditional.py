@@ -152,7 +152,7 @@ def test_img2img_and_inpaint_edit_towards_the_labels(cond_run, tmp_path):
 def test_labels_at_guidance_0_are_refused_as_having_no_effect(cond_run, tmp_path):
     """Before, labels=3 and labels=7 gave byte-identical images at guidance=0, and settings.json recorded them."""
     with pytest.raises(
-        ValueError, match=r"^labels=3 have no effect at guidance=0 \(the unconditional prediction"
+        ValueError, match=r"^labels=3 has no effect at guidance=0 \(the unconditional prediction"
     ):
         sample_to(tmp_path / "a", cond_run["ckpt"], "labels=3", "guidance=0", "n=2")
     assert not (tmp_path / "a").exists()

@@ -104,8 +104,8 @@ def requested_conditions(
         # (A text model's prompt is asked for whatever the guidance: there, guidance=0 is how to sample it
         # unconditionally.)
         raise ValueError(
-            f"labels={labels} have no effect at guidance=0 (the unconditional prediction alone): give a guidance "
-            "of 1 or more, or drop labels="
+            f"labels={labels} has no effect at guidance=0 (the unconditional prediction alone): give a guidance "
+            "above 0 (1: the conditional prediction; above 1: guided towards the labels), or drop labels="
         )
     if model.condition == "text":
         return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)
