@@ -542,9 +542,17 @@ def test_tiny_folder_trains_with_default_settings(tmp_path: Path):
         save(tmp_path / f"{i}.png", Image.new("L", (8, 8), 20 * i))
     dm = ImageDataModule("folder", root=str(tmp_path), image_size=8)  # val_fraction 0.05, batch_size 64
     assert (len(dm.dataset_for("train")), len(dm.dataset_for("val"))) == (9, 1)  # 5 % of 10 still holds one
-    with pytest.warns(UserWarning, match="has 9 images, fewer than one batch of 64 per device") as record:
+    with pytest.warns(
+        UserWarning, match="has 9 images, fewer than one batch of 64: it is repeated"
+    ) as record:
         loader = dm.train_dataloader()
     assert len(record) == 1
+    # Under DDP the step takes a batch on every device (before: "fewer than one batch of 2 per device" for 3
+    # images on 2 devices, where 4 were needed).
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=2)
+    with pytest.warns(UserWarning, match=r"fewer than one batch of 64 on each of 2 devices \(128 a step\)"):
+        dm.train_dataloader()
+    dm.trainer = None
     epochs = [torch.cat([images for images, _ in loader]) for _ in range(2)]
     assert [len(e) for e in epochs] == [64, 64]  # one full batch per epoch, drawn by repeating the images
     counts = torch.unique(epochs[0].flatten(1)[:, 0], return_counts=True)[1]

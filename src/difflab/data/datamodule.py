@@ -339,9 +339,13 @@ class ImageDataModule(L.LightningDataModule):
             position=self._batches_consumed,
         )
         if sampler.repeats > 1:
+            world = sampler.world_size
+            per_step = f"one batch of {self.batch_size}" + (
+                f" on each of {world} devices ({self.batch_size * world} a step)" if world > 1 else ""
+            )
             rank_zero_warn(
-                f"train split of {self.dataset} has {size} images, fewer than one batch of "
-                f"{self.batch_size} per device: it is repeated {sampler.repeats} times per epoch to fill one"
+                f"train split of {self.dataset} has {size} images, fewer than {per_step}: it is repeated "
+                f"{sampler.repeats} times per epoch to fill one"
             )
         self._train_sampler = sampler
         return self._loader(dataset, sampler=sampler, drop_last=True)
