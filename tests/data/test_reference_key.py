@@ -46,3 +46,35 @@ def test_a_built_in_dataset_keeps_its_key_whatever_its_folder_holds(tmp_path) ->
     before = dataset_id(folder_data(root, "mnist"))
     picture(root / "raw" / "y.png", 0)  # torchvision's files are fixed: no walk of them on every evaluation
     assert dataset_id(folder_data(root, "mnist")) == before
+
+
+def test_a_reference_larger_than_its_split_is_the_whole_split_cached_once(monkeypatch) -> None:
+    # Before, metrics.num_reference=100000 on 90 held-out images scored against all 90 without a word, cached
+    # under its own key beside the default run's entry of the same 90 images.
+    import difflab.metrics.evaluator as evaluator_module
+    from difflab.metrics import Evaluator
+
+    keys = []
+    monkeypatch.setattr(
+        evaluator_module, "reference_statistics", lambda key, *rest: keys.append(key) or (None, True)
+    )
+    monkeypatch.setattr(Evaluator, "feature_extractor", lambda self, device: None)
+    for asked in (100000, 90, 40, None):
+        Evaluator(num_reference=asked).reference("digits-1ch-x", 8, lambda: [], split_size=90)
+    assert [key.num_images for key in keys] == [None, None, 40, None]
+
+
+def test_a_reference_larger_than_its_split_is_said(monkeypatch, caplog, tmp_path) -> None:
+    from difflab.data.scoring import reference_statistics
+    from difflab.metrics import Evaluator
+
+    monkeypatch.setattr(Evaluator, "reference", lambda self, *args, **kwargs: (None, True))
+    data = SimpleNamespace(**vars(folder_data(tmp_path, "digits")), image_size=8)
+    data.dataset_for = lambda split: [None] * 90
+    with caplog.at_level("WARNING", logger="difflab"):
+        reference_statistics(Evaluator(num_reference=40), data, "cpu")
+        assert not caplog.records
+        reference_statistics(Evaluator(num_reference=100000), data, "cpu")
+    assert caplog.records[0].getMessage() == (
+        "metrics.num_reference=100000, but the val split of digits holds 90 images: all 90 are the reference"
+    )

@@ -6,6 +6,7 @@ keys it by a stable name of the data config (dataset_id)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +21,31 @@ from difflab.metrics.cond_classifier import LinearClassifier
 from difflab.metrics.evaluator import Evaluator
 from difflab.metrics.statistics import Stats
 
+log = logging.getLogger("difflab")
+
 
 def reference_statistics(
     evaluator: Evaluator, data: ImageDataModule, device: torch.device | str
 ) -> tuple[Stats, bool]:
     """(stats, cache hit) of the evaluator's reference split of `data` (its first num_reference images)."""
     split = data.dataset_for(evaluator.reference_split)
-    check_reference_size(len(split), evaluator, data)  # type: ignore[arg-type]
+    size = len(split)  # type: ignore[arg-type]
+    check_reference_size(size, evaluator, data)
+    if evaluator.num_reference is not None and evaluator.num_reference > size:
+        log.warning(
+            "metrics.num_reference=%d, but the %s split of %s holds %d images: all %d are the reference",
+            evaluator.num_reference,
+            evaluator.reference_split,
+            data.dataset,
+            size,
+            size,
+        )
     return evaluator.reference(
-        dataset_id(data), data.image_size, lambda: uint8_batches(split, limit=evaluator.num_reference), device
+        dataset_id(data),
+        data.image_size,
+        lambda: uint8_batches(split, limit=evaluator.num_reference),
+        device,
+        split_size=size,
     )
 
 

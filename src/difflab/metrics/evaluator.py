@@ -99,9 +99,15 @@ class Evaluator:
         resolution: int,
         batches_fn: Callable[[], Iterable[torch.Tensor]],
         device: torch.device | str = "cpu",
+        split_size: int | None = None,
     ) -> tuple[Stats, bool]:
-        """(stats, cache hit) of the reference split, computed from batches_fn() only on a cache miss."""
-        key = ReferenceKey(dataset_id, self.reference_split, resolution, self.extractor, self.num_reference)
+        """(stats, cache hit) of the reference split, computed from batches_fn() only on a cache miss.
+        `split_size`: the images the split holds; a num_reference of them or more is the whole split, cached as
+        such (before, num_reference=100000 on 90 images made a second entry of the same 90)."""
+        limit = self.num_reference
+        if limit is not None and split_size is not None and limit >= split_size:
+            limit = None
+        key = ReferenceKey(dataset_id, self.reference_split, resolution, self.extractor, limit)
         with self._threads_for(device):
             return reference_statistics(
                 key, batches_fn, self.feature_extractor(device), self.cache_dir, self.keep_features
