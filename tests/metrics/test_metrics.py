@@ -194,7 +194,7 @@ def test_streaming_statistics_match_numpy() -> None:
     assert {tuple(r) for r in np.round(stats.features, 9)} <= {tuple(r) for r in np.round(feats, 9)}
 
 
-def test_reference_cache_written_once_then_hit(tmp_path: Path) -> None:
+def test_reference_cache_written_once_then_hit(tmp_path: Path, caplog) -> None:
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     calls = []
 
@@ -203,8 +203,16 @@ def test_reference_cache_written_once_then_hit(tmp_path: Path) -> None:
         return images.split(16)
 
     key = ReferenceKey("toy", "train", 8, "projection")
-    stats1, hit1 = reference_statistics(key, batches, _ProjectionExtractor(), cache_dir=tmp_path)
-    stats2, hit2 = reference_statistics(key, batches, _ProjectionExtractor(), cache_dir=tmp_path)
+    with caplog.at_level("INFO", logger="difflab"):
+        stats1, hit1 = reference_statistics(key, batches, _ProjectionExtractor(), cache_dir=tmp_path)
+        # said before the minutes a large split takes (a DDP run looked hung there), and only then
+        said = [r.getMessage() for r in caplog.records]
+        stats2, hit2 = reference_statistics(key, batches, _ProjectionExtractor(), cache_dir=tmp_path)
+    assert said == [
+        f"computing the reference statistics of toy train (all images; cached in "
+        f"{tmp_path / 'toy-train-8px-projection-all.npz'} for later runs)"
+    ]
+    assert len(caplog.records) == 1
     assert (hit1, hit2) == (False, True) and len(calls) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["toy-train-8px-projection-all.npz"]
     np.testing.assert_array_equal(stats1.sigma, stats2.sigma)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -14,6 +15,8 @@ import torch
 from difflab.io.npz_cache import Arrays, cached_npz, write_npz
 from difflab.metrics.extractors import FeatureExtractor
 from difflab.metrics.statistics import DEFAULT_KEEP_FEATURES, Stats, compute_statistics
+
+log = logging.getLogger("difflab")
 
 FORMAT_VERSION = 1
 
@@ -103,6 +106,14 @@ def reference_statistics(
         return stats if keep_features == 0 or stats.features is not None else None
 
     def compute() -> Stats:
+        # Minutes for a large split on a CPU: said before, not only after (a run looked hung there).
+        log.info(
+            "computing the reference statistics of %s %s (%s; cached in %s for later runs)",
+            key.dataset,
+            key.split,
+            "all images" if key.num_images is None else f"its first {key.num_images} images",
+            path,
+        )
         return compute_statistics(
             batches_fn(), extractor, keep_features=keep_features, max_images=key.num_images
         )
