@@ -627,3 +627,20 @@ def test_img2img_and_inpaint_follow_prompts(text_run: Path, tmp_path: Path, monk
     overrides = ["mode=inpaint", f"image={picture}", f"mask={mask}", "prompt=digit 3", "guidance=2"]
     sample(sample_cfg(ckpt, out, *overrides, "inpaint.steps=4", "inpaint.jump_n_sample=1"))
     assert json.loads((out / "settings.json").read_text())["prompts"] == ["digit 3"]
+
+
+def test_a_prompt_that_names_a_file_is_said_to_be_taken_as_its_text(tmp_path, caplog) -> None:
+    # Before, prompt=prompts.txt was embedded as the caption "prompts.txt" without a word.
+    from difflab.generation.requested import warn_if_a_prompt_names_a_file
+
+    listed = tmp_path / "prompts.txt"
+    listed.write_text("a cat\na dog\n")
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_a_prompt_names_a_file(["a hand-drawn seven", str(tmp_path / "missing.txt")])
+        assert not caplog.records
+        warn_if_a_prompt_names_a_file([str(listed)])
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith(f"prompt={listed} names a file, but prompts are captions, embedded as they are typed")
+    )

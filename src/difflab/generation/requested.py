@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from ..diffusion.conditioning import SpreadLabels, spread_labels
@@ -134,6 +135,18 @@ def warn_if_never_unconditional(
         )
 
 
+def warn_if_a_prompt_names_a_file(prompts: list[str]) -> None:
+    """prompt=prompts.txt is a caption reading "prompts.txt", not the file's lines: said, since a file of prompts
+    is what such a path usually means (before, it was embedded as it stood, without a word)."""
+    for text in prompts:
+        if len(text) < 1024 and "\n" not in text and Path(text).expanduser().is_file():
+            log.warning(
+                "prompt=%s names a file, but prompts are captions, embedded as they are typed: give the "
+                "captions themselves (prompt='a cat' or prompt=['a cat','a dog'])",
+                text,
+            )
+
+
 def prompt_conditions(
     model: TrainedModel, n: int, source: Any, labels: Any, prompt: Any, negative_prompt: Any, guidance: float
 ) -> Conditions:
@@ -147,6 +160,7 @@ def prompt_conditions(
         raise ValueError(f"{source} holds a text-to-image model: give {EXAMPLE}")
     prompts = prompt_list(prompt, "prompt")
     check_each_has_a_result("prompt", prompt, len(prompts), "prompts", n)
+    warn_if_a_prompt_names_a_file(prompts)
     negatives = None if negative_prompt is None else prompt_list(negative_prompt, "negative_prompt")
     if negatives is not None and len(negatives) != 1:
         raise ValueError("negative_prompt takes one caption (it replaces the unconditional branch for all)")
