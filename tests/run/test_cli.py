@@ -43,6 +43,12 @@ def refusal(config: str, args: list[str]) -> str:
             "callbacks.fid.num_sample is not a key of the train config; did you mean callbacks.fid.num_samples?",
         ),
         (["sed=1"], "sed is not a key of the train config; did you mean seed?"),
+        # Before, Hydra's "Multiple values for experiment. To override a value use 'override experiment: …'".
+        (
+            ["+experiment=digits_cpu"],
+            "+experiment=digits_cpu: the train config's defaults already list experiment (default: none), so "
+            "choose its option without the +: experiment=digits_cpu",
+        ),
     ],
 )
 def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):

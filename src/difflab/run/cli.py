@@ -110,6 +110,7 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
         _refuse_run_folder_in_a_sweep(overrides)
     else:
         _refuse_a_sweep_without_multirun(overrides)
+    _refuse_adding_a_listed_group(conf_dir, config_name, overrides)
     groups = [o for o in overrides if _is_group(conf_dir, o)]
     for override in groups:
         _check_options(conf_dir, override)
@@ -213,6 +214,26 @@ def _refuse_run_folder_in_a_sweep(overrides: list[Override]) -> None:
             raise ValueError(
                 f"{override.input_line} is not read by a sweep (-m): its jobs write into hydra.sweep.dir/<job "
                 f"number>; name the sweep's folder with hydra.sweep.dir={override.value()}"
+            )
+
+
+def _refuse_adding_a_listed_group(conf_dir: Path, config_name: str, overrides: list[Override]) -> None:
+    """`+experiment=digits_cpu`, for a group the config's defaults list already holds (experiment: null): one line
+    saying to drop the +, instead of Hydra's "Multiple values for experiment. To override a value use 'override
+    experiment: digits_cpu'" and its footer."""
+    added = [o for o in overrides if o.type == OverrideType.ADD and (conf_dir / o.key_or_group).is_dir()]
+    if not added:
+        return
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        listed = compose(config_name, return_hydra_config=True).hydra.runtime.choices
+    for override in added:
+        group = override.key_or_group
+        if group in listed and group.split("/")[0] != "hydra":  # Hydra's own groups: its message
+            plain = override.input_line.removeprefix("+")
+            default = "none" if listed[group] is None else listed[group]
+            raise ValueError(
+                f"{override.input_line}: the {config_name} config's defaults already list {group} (default: "
+                f"{default}), so choose its option without the +: {plain}"
             )
 
 
