@@ -113,12 +113,14 @@ def load_model(
             f"edit; evaluate.py ckpt={path} scores its reconstructions"
         )
     # The formulation is data like the rest (allowlisted targets); checkpoints from before it load as VP.
-    formulation = build(config, "formulation", allowed_targets) if config.get("formulation") else None
+    formulation = (
+        build(config, "formulation", allowed_targets, stored.where) if config.get("formulation") else None
+    )
     if overrides is not None:
         refuse_a_prediction_type_the_formulation_fixes(overrides.values, formulation, stored.where)
         check_contradictions(overrides.values, config, path, overrides.hint, overrides.stored_as)
-    net = build(config, "model", allowed_targets)
-    schedule = build(config, "schedule", allowed_targets)
+    net = build(config, "model", allowed_targets, stored.where)
+    schedule = build(config, "schedule", allowed_targets, stored.where)
     problem = state_mismatch(net.state_dict(), stored.state)
     if problem:
         raise ValueError(f"checkpoint {stored.path} does not match its stored model config: {problem}")

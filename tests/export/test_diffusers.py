@@ -489,6 +489,17 @@ def test_weights_of_another_size_than_the_config_says_are_named_not_a_reshape_er
         difflab.load(tmp_path)
 
 
+def test_a_scheduler_with_betas_out_of_range_is_one_line_naming_the_folder(tmp_path):
+    # Before, Hydra's two-line "Error in call to target 'difflab.diffusion.schedule.NoiseSchedule': ValueError(…)".
+    _, args = random_unet(NO_ATTENTION)
+    diffusers.UNet2DModel(**diffusers_config(args)).save_pretrained(tmp_path / "unet")
+    diffusers.DDPMScheduler(trained_betas=[1.5] * 1000).save_pretrained(tmp_path / "scheduler")
+    with pytest.raises(
+        ValueError, match=rf"^diffusers folder {tmp_path}: its schedule cannot be built: betas must"
+    ):
+        difflab.load(tmp_path)
+
+
 def test_a_diffusers_folder_without_a_scheduler_difflab_samples_as_is_refused_in_one_line(tmp_path):
     save_unet(NO_ATTENTION, tmp_path / "unet")
     with pytest.raises(
