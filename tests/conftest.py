@@ -244,6 +244,15 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
+def overwritten_in_its_middle(ckpt: Path, copy: Path) -> Path:
+    """A copy of `ckpt` with 4000 bytes in its middle overwritten (a bad disk, a copy gone wrong): the zip is
+    whole, its CRC-32s no longer match."""
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = b"\x7f" * 4000
+    copy.write_bytes(bytes(data))
+    return copy
+
+
 @pytest.fixture(scope="session")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-step run made by train.py, with .hydra/ and a train.log like a user's run folder; shared

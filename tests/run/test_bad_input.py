@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CLI_FAST, CONF, FAST_TRAIN, compose_config, one_error_line, run_cli
+from conftest import (
+    CLI_FAST,
+    CONF,
+    FAST_TRAIN,
+    compose_config,
+    one_error_line,
+    overwritten_in_its_middle,
+    run_cli,
+)
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
@@ -153,10 +161,7 @@ def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
 def test_a_checkpoint_overwritten_in_its_middle_is_refused_not_sampled_from(tmp_path, tiny_ckpt):
     # Before, sample.py, evaluate.py and export.py loaded the changed weights without a word (torch.load does not
     # check the CRC-32s it records); only a resume checked them.
-    bad = tmp_path / "last.ckpt"
-    data = bytearray(tiny_ckpt.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 4000] = b"\x7f" * 4000
-    bad.write_bytes(bytes(data))
+    bad = overwritten_in_its_middle(tiny_ckpt, tmp_path / "last.ckpt")
     with pytest.raises(
         ValueError, match=rf"^could not read checkpoint {bad}: the file is damaged \(.* fails its checksum\)$"
     ):

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI_FAST, FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
+from conftest import (
+    CLI_FAST,
+    FAST_TRAIN,
+    ROOT,
+    compose_config,
+    one_error_line,
+    overwritten_in_its_middle,
+    run_cli,
+)
 from omegaconf import OmegaConf
 
 
@@ -62,10 +70,7 @@ def test_a_checkpoint_overwritten_in_its_middle_is_refused_not_trained_over(tiny
     """Before, only a file cut short was caught: bytes overwritten inside a tensor were loaded and trained over."""
     from difflab.runs.resume import read_resumable
 
-    damaged = tmp_path / "last.ckpt"
-    data = bytearray(tiny_ckpt.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 4000] = b"\x7f" * 4000
-    damaged.write_bytes(bytes(data))
+    damaged = overwritten_in_its_middle(tiny_ckpt, tmp_path / "last.ckpt")
     with pytest.raises(
         ValueError, match=rf"^could not read checkpoint {damaged}: the file is damaged \(.* fails"
     ):
