@@ -81,6 +81,23 @@ def test_a_resumed_run_continues_the_file_as_one_uninterrupted_run_would_write_i
     assert [step for step, _ in run_series(tmp_path / "whole")["train/loss"]] == [0, 1, 2, 3]
 
 
+def test_a_resume_at_the_step_limit_replaces_the_final_scores_it_makes_again(tmp_path: Path) -> None:
+    # Before, every resume of a finished run appended another copy of its final FID line.
+    (tmp_path / METRICS_FILE).write_text(
+        '{"step": 3, "train/loss": 0.5}\n{"step": 3, "val/loss": 0.4}\n{"step": 4, "val/fd_effl0": 222.5}\n'
+    )
+    MetricsFile(tmp_path, resumed_at=4, final_again=True).log_metrics({"val/fd_effl0": 222.5}, step=4)
+    rows = read_rows(tmp_path / METRICS_FILE)
+    assert rows == [
+        {"step": 3, "train/loss": 0.5},
+        {"step": 3, "val/loss": 0.4},
+        {"step": 4, "val/fd_effl0": 222.5},
+    ]
+    assert read_rows(tmp_path / "metrics.superseded_at_step_0000004.jsonl") == [
+        {"step": 4, "val/fd_effl0": 222.5}
+    ]
+
+
 def test_rewinding_to_an_earlier_checkpoint_sets_the_abandoned_lines_aside(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train_to(run, 4)

@@ -223,7 +223,10 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
             datamodule.setup("fit")
         loggers = instantiate_entries(cfg.get("logger"))
         # Last, so a configured logger stays the Trainer's first (its folder is Lightning's log_dir).
-        metrics_file = MetricsFile(output_dir, resumed_at=step if resume is not None else None)
+        at_the_limit = resume is not None and step == cfg.trainer.get("max_steps")
+        metrics_file = MetricsFile(
+            output_dir, resumed_at=step if resume is not None else None, final_again=at_the_limit
+        )
         trainer = build_trainer(cfg, callbacks, [*loggers, metrics_file])
         parameters = sum(p.numel() for p in module.net.parameters())
         for logger in loggers:

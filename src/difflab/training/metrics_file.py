@@ -30,14 +30,17 @@ class MetricsFile(Logger):
 
     A run resumed at step `resumed_at` first moves the lines of later steps (logged by a continuation that the
     resume abandons) to `metrics.superseded_at_step_<step>.jsonl` beside it, as resume does with later
-    checkpoints: the file then holds the run's one history.
+    checkpoints: the file then holds the run's one history. A resume at the run's step limit (`final_again`) trains
+    nothing and makes the final grid and scores again: the lines of that step are set aside too, so they are not
+    logged twice.
     """
 
-    def __init__(self, run_dir: str | Path, resumed_at: int | None = None) -> None:
+    def __init__(self, run_dir: str | Path, resumed_at: int | None = None, final_again: bool = False) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS_FILE
         self.resumed_at = resumed_at
+        self.final_again = final_again
         self._ready = False
 
     @property
@@ -87,7 +90,8 @@ class MetricsFile(Logger):
             # written before the checkpoint) scores the checkpointed weights and stays.
             if not isinstance(row.get("step"), int):
                 return False
-            return row["step"] > step or (row["step"] == step and any(k.startswith("train/") for k in row))
+            at = row["step"] == step and (self.final_again or any(k.startswith("train/") for k in row))
+            return row["step"] > step or at
 
         if not any(map(later, rows)):
             return
