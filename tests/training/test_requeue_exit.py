@@ -38,3 +38,14 @@ def test_outside_slurm_the_other_ranks_end_cleanly_and_rank_0_says_it_stopped(mo
         requeue(stopped(signum), is_global_zero=True, loggers=[])
     assert raised.value.code == (130 if signum == signal.SIGINT else Preempted.EXIT_CODE)
     assert "resume with ckpt_path=last hydra.run.dir=run\n" in capsys.readouterr().err
+
+
+def test_a_slurm_job_without_scontrol_says_so_and_how_to_resume(monkeypatch, capsys, caplog, tmp_path):
+    # A container under SLURM: before, "error: [Errno 2] No such file or directory: 'scontrol'", exit 2, no advice.
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol there
+    with caplog.at_level("ERROR", logger="difflab"), pytest.raises(Preempted) as raised:
+        requeue(stopped(), is_global_zero=True, loggers=[])
+    assert raised.value.code == Preempted.EXIT_CODE
+    assert "scontrol requeue 4242 failed: No such file or directory: scontrol" in caplog.text
+    assert "resume with ckpt_path=last hydra.run.dir=run\n" in capsys.readouterr().err

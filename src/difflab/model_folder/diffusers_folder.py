@@ -84,7 +84,10 @@ def unet_folder(folder: str | Path, named: str | None = None) -> Path:
     folder = Path(folder)
     named = named or f"init_from={folder}"
     if not folder.is_dir():
-        raise FileNotFoundError(f"{named}: no such folder (give a diffusers UNet2DModel folder)")
+        raise FileNotFoundError(
+            f"{named}: no such file or folder (give a difflab checkpoint, run folder or safetensors export, or a "
+            "diffusers UNet2DModel folder)"
+        )
     for candidate in (folder, folder / "unet"):
         config = candidate / "config.json"
         if config.is_file() and class_name(config) == "UNet2DModel":

@@ -49,7 +49,10 @@ def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> Non
         # submitit's handler records the resubmission, runs `scontrol requeue` and exits.
         stop.previous_handler(stop.signum, None)
     elif (job_id := slurm_job_id()) is not None and re.fullmatch(r"[0-9_]+", job_id):
-        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+        try:
+            result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+        except OSError as error:  # no scontrol on PATH (a container under SLURM): before, a raw errno line
+            result = subprocess.CompletedProcess([], 127, "", f"{error.strerror or error}: scontrol")
         if result.returncode == 0:
             # No checkpoint when the requeue signal came in set-up: the job starts again as it started. (A sharded
             # checkpoint is a folder.)
@@ -57,6 +60,7 @@ def requeue(stop: Preempted, is_global_zero: bool, loggers: list[Logger]) -> Non
             log.warning("requeued SLURM job %s; %s", job_id, then)
         else:
             log.error("scontrol requeue %s failed: %s", job_id, (result.stderr or result.stdout).strip())
+            print(f"{stop}; {resume_advice(stop.path)}", file=sys.stderr)
     else:
         print(f"{stop}; {resume_advice(stop.path)}", file=sys.stderr)
     raise stop
