@@ -49,6 +49,23 @@ def test_a_source_of_another_network_is_one_line_naming_its_model_before_the_run
     assert not run.exists()
 
 
+def test_the_refusal_names_the_sources_settings_that_differ_from_the_configured_ones(tmp_path):
+    # Before: "(model=unet_tiny)" alone, for a source trained with model.base_channels=32, which the command had
+    # set otherwise: following the hint gave the same error again.
+    from difflab.runs.init_weights import _its_network
+
+    source = {
+        "choices": {"model": "unet_tiny"},
+        "model": {"_target_": "UNet", "base_channels": 32, "num_classes": 10},
+    }
+    source["data"] = {"condition": "labels"}
+    now = {"model": {"_target_": "UNet", "base_channels": 16, "num_classes": None}, "condition": None}
+    assert (
+        _its_network(source, now)
+        == "model=unet_tiny model.base_channels=32 model.num_classes=10 data.condition=labels"
+    )
+
+
 def test_a_source_trained_for_another_prediction_type_is_warned_of_and_trains(dit_run, tmp_path):
     run = tmp_path / "run"
     args = [o for o in CLI_FAST if not o.startswith("model=")]

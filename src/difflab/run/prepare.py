@@ -139,8 +139,17 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_schedule_applies(cfg)
     warn_if_zero_snr_predicts_epsilon(cfg)
     if settings.init_from and is_difflab_source(str(settings.init_from)):
+        network_now = {
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "condition": OmegaConf.select(cfg, "data.condition"),
+            "autoencoder": cfg.get("autoencoder"),
+        }
         read_init_weights(
-            str(settings.init_from), lambda: instantiate(cfg.model), trained_for(cfg), targets_in(cfg)
+            str(settings.init_from),
+            lambda: instantiate(cfg.model),
+            trained_for(cfg),
+            targets_in(cfg),
+            network_now,
         )
         return settings
     if settings.init_from:

@@ -39,9 +39,11 @@ def read_init_weights(
     build_net: Callable[[], torch.nn.Module],
     trained_for_now: Mapping[str, Any],
     allowed_targets: set[str],
+    network_now: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The network weights of the difflab model at `source`, once they fit the net `build_net` makes (built on the
-    meta device); a one-line error naming what does not fit. `trained_for_now`: the TRAINED_FOR values
+    meta device); a one-line error naming what does not fit, and the source's settings that differ from
+    `network_now` (model, data.condition, autoencoder as configured). `trained_for_now`: the TRAINED_FOR values
     configured now, a warning naming those the source was trained with otherwise."""
     model = read_model(source, allowed_targets)
     with torch.device("meta"):
@@ -50,7 +52,7 @@ def read_init_weights(
     if problem:
         raise ValueError(
             f"init_from={source} does not fit the configured model: {problem}; configure the network of "
-            f"{model.where} ({_its_network(model.config)})"
+            f"{model.where} ({_its_network(model.config, network_now or {})})"
         )
     changed = contradictions(trained_for_now, model.config)
     if changed:
@@ -63,12 +65,21 @@ def read_init_weights(
     return model.state
 
 
-def _its_network(config: Mapping[str, Any]) -> str:
-    """The source's network as a command line gives it: its model= option where recorded, else its settings."""
+def _its_network(config: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """The source's network as a command line gives it: its model= option where recorded (else its class), the
+    model settings, conditioning and autoencoder it has otherwise than `now` (before: model=unet_tiny alone, for
+    a source trained with model.base_channels=32 or data.condition=labels)."""
+    model, model_now = config.get("model") or {}, now.get("model") or {}
     choice = (config.get("choices") or {}).get("model")
-    model = config.get("model") or {}
-    if choice:
-        return f"model={choice}"
-    target = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
-    plain = [f"model.{k}={v}" for k, v in model.items() if k != "_target_" and not isinstance(v, dict)]
-    return f"a {target}: {' '.join(plain)}"
+    named = [f"model={choice}"] if choice else [f"a {str(model.get('_target_', '?')).rsplit('.', 1)[-1]}:"]
+    named += [
+        f"model.{key}={'null' if value is None else value}"
+        for key, value in model.items()
+        if key != "_target_" and not isinstance(value, dict) and model_now.get(key) != value
+    ]
+    condition = (config.get("data") or {}).get("condition")
+    if condition != now.get("condition"):
+        named.append(f"data.condition={condition if condition is not None else 'null'}")
+    if bool(config.get("autoencoder")) != bool(now.get("autoencoder")):
+        named.append(f"autoencoder={config.get('autoencoder') or 'null'}")
+    return " ".join(named)
