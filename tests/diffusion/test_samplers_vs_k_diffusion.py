@@ -85,7 +85,9 @@ def test_churned_heun_draws_the_same_noise_as_k_diffusion():
     ours = Heun(s_churn=5.0, s_noise=1.003).sample(
         denoiser, x.clone(), sigmas, generator=torch.Generator().manual_seed(5)
     )
-    torch.testing.assert_close(ours, expected, **TOLERANCE[torch.float32])
+    # Float32 rounding of 10 re-noised steps from σ=80 differs with the CPU's kernels: 1.4e-5 at most on an Intel
+    # Xeon, under 1e-5 on an AMD EPYC. Another noise draw would differ by O(1), which this still catches.
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_ddim_eta_is_k_diffusions_euler_ancestral():
