@@ -69,8 +69,8 @@ def test_a_run_folder_without_a_checkpoint_is_refused_without_offering_a_resume(
     line = one_error_line(run_cli("train.py", f"hydra.run.dir={run}", "logger=none"))
     assert line == (
         f"error: run folder {run} already holds a run that wrote no checkpoint (.hydra): pick a new "
-        "hydra.run.dir, or remove the folder if that run has ended"
-    )
+        "hydra.run.dir, or that run has ended: remove the folder to start over in it"
+    )  # no live process holds the folder (runs.folder.training_there_now): before, "if that run has ended"
     assert (run / "train.log").read_text() == "the earlier run's log\n"
 
 

@@ -64,9 +64,15 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
             f"into its own folder ({pasteable('hydra.run.dir', resume.resolve().parent.parent)}) or a new one"
         )
     if found and named and not has_checkpoints(run_dir):  # a run stopped before its first checkpoint
+        # Where locks work, no live process holds it (checked above): that run has ended.
+        ended = (
+            "that run has ended: remove the folder to start over in it"
+            if fcntl is not None
+            else ("remove the folder if that run has ended")
+        )
         raise ValueError(
             f"run folder {run_dir} already holds a run that wrote no checkpoint ({', '.join(found)}): pick a new "
-            "hydra.run.dir, or remove the folder if that run has ended"
+            f"hydra.run.dir, or {ended}"
         )
     if found and named:
         raise ValueError(
