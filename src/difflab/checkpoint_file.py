@@ -64,8 +64,7 @@ def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOn
     elif is_model_folder(path):
         kind, (config, state, weights, step), record = "model folder", read_model_folder(path), None
     else:
-        if path.is_file() and is_model_folder_file(path):
-            raise ValueError(f"{path} is one file of the model folder {path.parent}: pass the folder itself")
+        check_whole(path)
         check_checksums(path)
         ckpt = read_checkpoint_file(path)
         kind, config, state = "checkpoint", ckpt[CONFIG_KEY], network_state(ckpt) or {}
@@ -76,6 +75,19 @@ def read_model(path: str | Path, allowed_targets: Iterable[str] = ()) -> ModelOn
     config = upgraded(config)  # an older checkpoint's or export's config, brought up to date
     check_stored_targets(config, allowed_targets, f"{kind} {path}")
     return ModelOnDisk(kind, path, config, state, weights, step, record)
+
+
+def check_whole(path: Path) -> None:
+    """Refuse one file of a model folder or of a sharded checkpoint given where the folder is meant (before, a
+    shard was read as a checkpoint file and called damaged)."""
+    if not path.is_file():
+        return
+    if is_model_folder_file(path):
+        raise ValueError(f"{path} is one file of the model folder {path.parent}: pass the folder itself")
+    if is_sharded_checkpoint(path.parent):
+        raise ValueError(
+            f"{path} is one file of the sharded checkpoint {path.parent}: pass the folder itself"
+        )
 
 
 def check_checksums(path: Path) -> None:
@@ -110,6 +122,7 @@ def read_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
     """The checkpoint dict as stored, read with a weights-only unpickler (nothing is run, nothing is built yet);
     one-line errors for a missing, corrupt, foreign or code-carrying file."""
     path = Path(path)
+    check_whole(path)
     try:
         ckpt = load_stored(path, mmap)
     except NotACheckpoint:

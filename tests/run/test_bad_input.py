@@ -149,6 +149,20 @@ def test_a_file_of_an_exported_model_folder_points_at_the_folder(tmp_path, name)
     )
 
 
+@pytest.mark.parametrize("name", ["__0_0.distcp", "meta.pt", ".metadata"])
+def test_a_file_of_a_sharded_checkpoint_points_at_the_folder(tmp_path, name):
+    # Before, read as a checkpoint file: "the file is damaged or cut short", "not a Lightning checkpoint".
+    folder = tmp_path / "last.ckpt"
+    folder.mkdir()
+    for part in ("__0_0.distcp", "meta.pt", ".metadata"):
+        (folder / part).write_bytes(b"\x80\x02shard")
+    with pytest.raises(ValueError) as raised:
+        load_model(folder / name)
+    assert str(raised.value) == (
+        f"{folder / name} is one file of the sharded checkpoint {folder}: pass the folder itself"
+    )
+
+
 def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):
     bad = tmp_path / "cut.ckpt"
     bad.write_bytes(tiny_ckpt.read_bytes()[:5000])
