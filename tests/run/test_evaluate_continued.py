@@ -117,6 +117,35 @@ def test_what_another_seed_scored_is_not_continued_from(
     assert kept_files(cache) == [seed_0]  # still there for the command that was stopped
 
 
+def test_a_finished_evaluation_leaves_what_an_identical_one_kept_meanwhile(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # Two identical commands side by side, one of them stopped: before, the one that finished removed the other's
+    # kept file, and the stopped command started over.
+    cache = tmp_path / "cache"
+    overrides = settings(tiny_ckpt, cache)
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        stopped_after(patch, 1, KeyboardInterrupt())
+        evaluated(overrides, tmp_path, "a.json")
+    [kept] = kept_files(cache)
+    other_runs = kept.read_bytes()
+    kept.unlink()
+
+    embed = Evaluator.embed
+
+    def other_run_stopped_meanwhile(evaluator, images, device="cpu"):
+        if not kept.exists():
+            kept.write_bytes(other_runs)
+        return embed(evaluator, images, device)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Evaluator, "embed", other_run_stopped_meanwhile)
+        evaluated(overrides, tmp_path, "b.json")
+    assert kept_files(cache) == [kept] and kept.read_bytes() == other_runs
+    evaluated(overrides, tmp_path, "c.json")  # the stopped command, run again: continues and finishes
+    assert kept_files(cache) == []
+
+
 def test_an_unreadable_kept_file_is_said_and_the_evaluation_starts_over(
     tiny_ckpt: Path, tmp_path: Path, monkeypatch, caplog
 ) -> None:

@@ -45,6 +45,8 @@ class ScoredSoFar:
     logits: list[Tensor] = field(default_factory=list)
     predicted: list[Tensor] = field(default_factory=list)
     done: int = 0
+    # The kept file continued from (device, inode): the one a finished evaluation removes.
+    continued_from: tuple[int, int] | None = None
 
     def add(self, features: Tensor, logits: Tensor | None, predicted: Tensor | None) -> None:
         """One batch's results, taken in whole or not at all: a stop arriving meanwhile acts once they are."""
@@ -91,6 +93,7 @@ class UnfinishedEvaluation:
         if not self.path.exists():
             return None
         try:
+            kept = _file_identity(self.path)
             state = torch.load(self.path, map_location="cpu", weights_only=True)
             if state["identity"] != self.identity:
                 raise ValueError("it was made with other settings")
@@ -102,7 +105,7 @@ class UnfinishedEvaluation:
         except Exception as error:
             log.warning("%s cannot be continued from (%s): starting over", self.path, _first_line(error))
             return None
-        so_far = ScoredSoFar(statistics, _listed(state["logits"]), _listed(state["predicted"]), done)
+        so_far = ScoredSoFar(statistics, _listed(state["logits"]), _listed(state["predicted"]), done, kept)
         plan = ResumePlan(n, batch_size, frozenset(range(done // batch_size)), state["cpu_threads"])
         return so_far, plan
 
@@ -130,7 +133,8 @@ class UnfinishedEvaluation:
     @contextlib.contextmanager
     def kept_when_stopped(self, so_far: ScoredSoFar, source: dict[str, Any]) -> Iterator[None]:
         """Whatever stops the block keeps what was scored by then (and says so in the error's last note); a block
-        that ends has no more use for what an earlier stop kept."""
+        that ends has no more use for the file it continued from. A file another evaluation of the same settings
+        kept meanwhile (two side by side, one of them stopped) is that one's to continue from, and stays."""
         try:
             yield
         except BaseException as stop:
@@ -145,7 +149,8 @@ class UnfinishedEvaluation:
                 raise later from stop
             stop.add_note(note)
             raise
-        self.path.unlink(missing_ok=True)
+        if so_far.continued_from is not None and _file_identity(self.path) == so_far.continued_from:
+            self.path.unlink(missing_ok=True)
 
     def continuing_line(self, plan: ResumePlan, batch_size: int) -> tuple[Any, ...]:
         """The log line (format and values) of an evaluation that continues, `batch_size` being the one used now."""
@@ -156,6 +161,15 @@ class UnfinishedEvaluation:
         text = "continuing a stopped evaluation (%s): %d of %d images were scored; "
         text += "generating the other %d in batches of %d, %s"
         return text, self.path, plan.on_disk, plan.count, plan.count - plan.on_disk, batch_size, how
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now (an atomic rewrite makes a new one); None when there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _listed(tensor: Tensor | None) -> list[Tensor]:
