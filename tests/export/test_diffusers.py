@@ -32,6 +32,7 @@ from difflab.model_folder.diffusers_mapping import (
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
 from difflab.run.export import export
+from difflab.run.prepare import prepare
 from difflab.run.train import build_module, initialise_from, train
 
 diffusers = pytest.importorskip("diffusers")
@@ -196,7 +197,7 @@ def test_init_from_starts_from_diffusers_weights(tmp_path):
     theirs = save_unet(NO_ATTENTION, tmp_path / "unet")
     cfg = compose_config("train", [*FAST_TRAIN, f"init_from={tmp_path / 'unet'}"], tmp_path / "run")
     module = build_module(cfg)
-    initialise_from(cfg, module, resume=None)
+    initialise_from(cfg, module, prepare(cfg, tmp_path / "run"))
     x, t = inputs(NO_ATTENTION)
     with torch.no_grad():
         torch.testing.assert_close(module.net.eval()(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)

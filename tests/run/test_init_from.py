@@ -11,7 +11,9 @@ import torch
 from conftest import CLI_FAST, FAST_TRAIN, compose_config, one_error_line, run_cli
 
 from difflab.checkpoint_file import read_model
+from difflab.run.prepare import prepare
 from difflab.run.train import build_module, initialise_from, train
+from difflab.runs import init_weights
 
 DIT = ["model=dit_tiny"]
 
@@ -23,6 +25,16 @@ def dit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def test_a_run_reads_its_source_once(dit_run, tmp_path, monkeypatch) -> None:
+    # Before, twice: checked in the preparation, then read again to be loaded (a large model's file, twice).
+    reads = []
+    monkeypatch.setattr(init_weights, "read_model", lambda *args: reads.append(args) or read_model(*args))
+    run = tmp_path / "new"
+    train(compose_config("train", [*FAST_TRAIN, *DIT, "trainer.max_steps=1", f"init_from={dit_run}"], run))
+    assert len(reads) == 1
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
 @pytest.mark.parametrize("given", ["run folder", "checkpoint", "safetensors folder"])
 def test_a_fresh_run_starts_from_the_ema_weights_of_a_difflab_model(dit_run, tmp_path, given) -> None:
     source = {"run folder": dit_run, "checkpoint": dit_run / "checkpoints" / "last.ckpt"}.get(given)
@@ -31,7 +43,7 @@ def test_a_fresh_run_starts_from_the_ema_weights_of_a_difflab_model(dit_run, tmp
         assert run_cli("export.py", f"ckpt={dit_run}", "format=safetensors", f"out={source}").returncode == 0
     cfg = compose_config("train", [*FAST_TRAIN, *DIT, f"init_from={source}"], tmp_path / "new")
     module = build_module(cfg)
-    initialise_from(cfg, module, None)
+    initialise_from(cfg, module, prepare(cfg, tmp_path / "new"))
     ema = read_model(dit_run).state
     assert ema.keys() == module.net.state_dict().keys()
     for name, value in module.net.state_dict().items():

@@ -33,6 +33,8 @@ class TrainSettings:
     resume: Path | None = None
     stored_config: dict[str, Any] | None = None
     step: int = 0
+    # init_from's difflab weights, checked against the net: read once, here, and loaded by train().
+    init_weights: dict[str, Any] | None = None
 
 
 _handed_over: list[TrainSettings] = []  # preflight's preparation, until train() of the same process takes it
@@ -144,14 +146,14 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
             "condition": OmegaConf.select(cfg, "data.condition"),
             "autoencoder": cfg.get("autoencoder"),
         }
-        read_init_weights(
+        weights = read_init_weights(
             str(settings.init_from),
             lambda: instantiate(cfg.model),
             trained_for(cfg),
             targets_in(cfg),
             network_now,
         )
-        return settings
+        return replace(settings, init_weights=weights)
     if settings.init_from:
         args = unet_arguments(OmegaConf.to_container(cfg.model, resolve=True))
         folder = settings.init_from

@@ -28,7 +28,6 @@ from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import let_go, resumed_name
-from ..runs.init_weights import is_difflab_source, read_init_weights
 from ..runs.resume import LAST, tidy_before_fit
 from ..runs.stopped_early import launch_forgotten_if_refused, noted_if_stopped, released_if_refused
 from ..tracking.run_names import clean_config
@@ -49,7 +48,7 @@ from ..training.requeue import requeue
 from .cluster import slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS, exit_if_stopped
-from .prepare import TrainSettings, prepared_for, targets_in
+from .prepare import TrainSettings, prepared_for
 from .wandb_glue import attach_run_id, name_wandb_run
 
 log = logging.getLogger("difflab")
@@ -74,24 +73,22 @@ def build_callbacks(cfg: DictConfig, config: dict[str, Any]) -> list[L.Callback]
     return callbacks
 
 
-def initialise_from(
-    cfg: DictConfig, module: DiffusionModule, resume: Path | None, folder: str | None = None
-) -> None:
+def initialise_from(cfg: DictConfig, module: DiffusionModule, settings: TrainSettings) -> None:
     """init_from=<diffusers UNet2DModel folder, or a difflab checkpoint, run folder or safetensors export>: start
-    from its weights (a resume keeps its own instead); `folder`: where preparation found it (a Hub id's local copy),
-    else cfg.init_from."""
-    if resume is not None:
-        log.info("resuming from %s: its weights are used, init_from=%s is not", resume, cfg.init_from)
+    from its weights (a resume keeps its own instead): a difflab model's as preparation read them, a diffusers
+    folder from where preparation found it (a Hub id's local copy)."""
+    if settings.resume is not None:
+        log.info(
+            "resuming from %s: its weights are used, init_from=%s is not", settings.resume, cfg.init_from
+        )
         return
-    source = str(folder or cfg.init_from)
-    if is_difflab_source(source):
-        state = read_init_weights(source, lambda: instantiate(cfg.model), {}, targets_in(cfg))
+    if settings.init_weights is not None:
         with torch.no_grad():
-            module.net.load_state_dict(state)
-        log.info("initialised the network from the weights of %s", source)
+            module.net.load_state_dict(settings.init_weights)
+        log.info("initialised the network from the weights of %s", settings.init_from)
         return
     load_unet_folder(
-        module.net, unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), folder or cfg.init_from
+        module.net, unet_arguments(OmegaConf.to_container(cfg.model, resolve=True)), settings.init_from
     )
 
 
@@ -213,7 +210,7 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
         datamodule = instantiate(cfg.data)
         module = build_module(cfg)
         if settings.init_from:
-            initialise_from(cfg, module, resume, settings.init_from)
+            initialise_from(cfg, module, settings)
         config = resolved_config(cfg)
         callbacks = build_callbacks(cfg, config)
         if isinstance(datamodule, ImageDataModule) and not datamodule.download:
