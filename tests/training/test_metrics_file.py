@@ -81,16 +81,25 @@ def test_a_resumed_run_continues_the_file_as_one_uninterrupted_run_would_write_i
     assert [step for step, _ in run_series(tmp_path / "whole")["train/loss"]] == [0, 1, 2, 3]
 
 
+def test_a_validation_is_logged_at_the_step_of_the_weights_it_scored(tmp_path: Path) -> None:
+    # Before, at Lightning's 0-based index of the step it follows: val/loss at 1 and 3 beside checkpoints (and FID
+    # scores) at 2 and 4, one step apart in W&B and in difflab.compare.
+    train_to(tmp_path, 4)
+    checkpoints = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("step_*.ckpt"))
+    assert checkpoints == [2, 4]
+    assert [step for step, _ in run_series(tmp_path)["val/loss"]] == checkpoints
+
+
 def test_a_resume_at_the_step_limit_replaces_the_final_scores_it_makes_again(tmp_path: Path) -> None:
     # Before, every resume of a finished run appended another copy of its final FID line.
     (tmp_path / METRICS_FILE).write_text(
-        '{"step": 3, "train/loss": 0.5}\n{"step": 3, "val/loss": 0.4}\n{"step": 4, "val/fd_effl0": 222.5}\n'
+        '{"step": 3, "train/loss": 0.5}\n{"step": 4, "val/fd_effl0": 222.5}\n{"step": 4, "val/loss": 0.4}\n'
     )
     MetricsFile(tmp_path, resumed_at=4, final_again=True).log_metrics({"val/fd_effl0": 222.5}, step=4)
     rows = read_rows(tmp_path / METRICS_FILE)
     assert rows == [
         {"step": 3, "train/loss": 0.5},
-        {"step": 3, "val/loss": 0.4},
+        {"step": 4, "val/loss": 0.4},  # the validation is not made again: its line stays
         {"step": 4, "val/fd_effl0": 222.5},
     ]
     assert read_rows(tmp_path / "metrics.superseded_at_step_0000004.jsonl") == [
@@ -114,6 +123,6 @@ def test_rewinding_to_an_earlier_checkpoint_sets_the_abandoned_lines_aside(tmp_p
     assert [entry for entry, times in logged.items() if times > 1 and entry[1] != "epoch"] == []
     series = run_series(run)
     assert [step for step, _ in series["train/loss"]] == [0, 1, 2]  # not the abandoned step 3
-    assert [step for step, _ in series["val/loss"]] == [1]  # nor its second validation (logged at 3)
+    assert [step for step, _ in series["val/loss"]] == [2]  # nor its second validation (at 4)
     whole = {row["step"]: row["train/loss"] for row in first if "train/loss" in row}
     assert series["train/loss"] == [(step, whole[step]) for step in (0, 1, 2)]

@@ -16,9 +16,10 @@ from ..models.patch_discriminator import PatchDiscriminator
 from .clipping import ClipsFusedUnderBf16
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
 from .module import OptimizerFactory, SchedulerFactory
+from .validation_log import ValidationLoggedAtItsStep
 
 
-class AutoencoderModule(ClipsFusedUnderBf16):
+class AutoencoderModule(ClipsFusedUnderBf16, ValidationLoggedAtItsStep):
     """loss = Σ|x − D(z)| + kl_weight · KL(q(z|x) ‖ N(0, I)), both summed over each sample and averaged over the
     batch, z a posterior draw: LDM's weighting (its kl_weight 1e-6 is relative to a per-sample sum), without the
     perceptual loss, whose LPIPS weights cannot be downloaded here. Validation decodes the posterior mean and
@@ -111,7 +112,7 @@ class AutoencoderModule(ClipsFusedUnderBf16):
     def validation_step(self, batch: tuple[Tensor, Any], batch_idx: int) -> None:
         parts = self.losses(batch[0], sample_posterior=False)  # the mean: a deterministic score of one run
         values = {f"val/{name}": value for name, value in parts.items()}
-        self.log_dict(values, prog_bar=False, sync_dist=True, batch_size=batch[0].shape[0])
+        self.log_validation(values, batch_size=batch[0].shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.loss_watch.due(self.global_step, self.trainer.max_steps):

@@ -86,11 +86,13 @@ class MetricsFile(Logger):
 
         def later(row: dict[str, Any]) -> bool:
             # Lightning logs a training step's metrics at its 0-based index, so the first step after a checkpoint
-            # at global step `step` logged its train/ line at `step` itself; a callback's line at `step` (an FID,
-            # written before the checkpoint) scores the checkpointed weights and stays.
+            # at global step `step` logged its train/ line at `step` itself; a callback's line at `step` (an FID)
+            # and the validation's (val/loss) score the checkpointed weights and stay. A resume at the limit
+            # makes the final scores again, but not the validation.
             if not isinstance(row.get("step"), int):
                 return False
-            at = row["step"] == step and (self.final_again or any(k.startswith("train/") for k in row))
+            again = self.final_again and "val/loss" not in row
+            at = row["step"] == step and (again or any(k.startswith("train/") for k in row))
             return row["step"] > step or at
 
         if not any(map(later, rows)):

@@ -14,12 +14,13 @@ from ..diffusion.formulations import VPTraining
 from .clipping import ClipsFusedUnderBf16
 from .compile import compile_denoiser
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
+from .validation_log import ValidationLoggedAtItsStep
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-class DiffusionModule(ClipsFusedUnderBf16):
+class DiffusionModule(ClipsFusedUnderBf16, ValidationLoggedAtItsStep):
     """Trains `net` as its formulation says (VP: ε, x_0 or v from (x_t, t); EDM; flow); EMA weights come from
     the EMA callback.
 
@@ -112,7 +113,7 @@ class DiffusionModule(ClipsFusedUnderBf16):
         x0 = batch[0]
         g = torch.Generator(device=x0.device).manual_seed(self.val_seed + batch_idx)
         loss = self.loss_fn(self.denoiser(self.condition(batch)), x0, generator=g)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+        self.log_validation({"val/loss": loss}, batch_size=x0.shape[0], prog_bar=True)
 
     def configure_model(self) -> None:
         # trainer=fsdp: shard the net block by block (training.sharding); no other strategy has `shard`.
