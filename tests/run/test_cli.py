@@ -176,10 +176,41 @@ def test_an_option_with_no_near_match_lists_the_options_in_one_clean_sentence():
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["-m", "model=unet_tiny,dit_tiny", "model.base_channels=8"],
+            "model.base_channels is not a key of the train config with model=dit_tiny (a job of this sweep); "
+            "model=unet_ddpm_celeba64, model=unet_ddpm_cifar10 and 3 more set it, or add it with "
+            "+model.base_channels=8 if it is new",
+        ),
+        (
+            [
+                "-m",
+                "experiment=digits_cpu",
+                "model=dit_tiny,unet_small",
+                "schedule=linear,cosine",
+                "model.hidden_siz=8",
+            ],
+            "model.hidden_siz is not a key of the train config with model=dit_tiny schedule=linear (a job of this "
+            "sweep); did you mean model.hidden_size?",
+        ),
+        (["-m", "model=glob(zz*)"], "model=glob(zz*) matches no option (model: autoencoder_kl_f4, "),
+    ],
+)
+def test_a_sweep_over_options_checks_each_jobs_keys_before_the_first_runs(args, message):
+    # Before, the sweep began and stopped at the job lacking the key with Hydra's six-line "Could not override";
+    # model=glob(…) was "not an option".
+    assert refusal("train", args).startswith(message)
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["experiment=digits_cpu", "metrics.cpu_threads=0", "optim.lr=1e-4"],
         ["-m", "seed=1,2", "model=unet_tiny,unet_small"],
+        ["-m", "model=unet_tiny,unet_small", "model.base_channels=8"],  # a key every option of the sweep has
+        ["-m", "model=glob(unet_t*)", "model.base_channels=8"],
         ["+trainer.profiler=simple", "~callbacks.sample_grid", "hydra.run.dir=/tmp/x", "lr_scheduler=null"],
         ["callbacks=[default,fid]", "callbacks.fid.every_n_steps=10"],
         ["--cfg", "job", "anything.goes=1"],  # Hydra's own flags: left to Hydra

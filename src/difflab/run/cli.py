@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import faulthandler
 import inspect
+import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import Glob, Override, OverrideType
 from omegaconf import OmegaConf
 
 from ..cluster.jobs import is_secondary_rank, srun_step
@@ -114,17 +115,31 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
     groups = [o for o in overrides if _is_group(conf_dir, o)]
     for override in groups:
         _check_options(conf_dir, override)
+    fixed = [o.input_line for o in groups if not o.is_sweep_override()]
+    # A sweep over options (-m model=dit_tiny,unet_small) runs each: a key that one of them lacks stops the sweep
+    # at that job (before: Hydra's six-line error there, after the jobs before it had run).
+    for chosen in _each_sweep_choice(conf_dir, [o for o in groups if o.is_sweep_override()]):
+        job = f" with {' '.join(chosen)} (a job of this sweep)" if chosen else ""
+        _check_keys(conf_dir, config_name, overrides, groups, [*fixed, *chosen], job)
+
+
+def _check_keys(
+    conf_dir: Path,
+    config_name: str,
+    overrides: list[Override],
+    groups: list[Override],
+    composed_with: list[str],
+    job: str,
+) -> None:
+    """The key overrides against the config composed with the group choices `composed_with`; `job` says which
+    sweep job that is (or "")."""
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(
-                config_name,
-                overrides=[o.input_line for o in groups if not o.is_sweep_override()],
-                return_hydra_config=True,
-            )
+            cfg = compose(config_name, overrides=composed_with, return_hydra_config=True)
     except Exception:
         _check_groups_exist(conf_dir, config_name, groups)
         return  # a composition Hydra refuses with its own message
-    selected = _selected_options(conf_dir, cfg, groups)
+    selected = _selected_options(conf_dir, cfg, [o for o in groups if not o.is_sweep_override()])
     config = OmegaConf.to_container(cfg, resolve=False)
     config.pop("hydra")  # Hydra's own settings are overridden as hydra.*, never checked here
     keys = set(dotted_keys(config))
@@ -136,14 +151,36 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
         if override.type == OverrideType.ADD and not new_keys_read and "." not in key and key not in keys:
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
             hint = "" if hint == NOT_READ else f"; {hint}"
-            raise ValueError(f"{override.input_line}: the {config_name} config reads no key {key}{hint}")
+            raise ValueError(f"{override.input_line}: the {config_name} config{job} reads no key {key}{hint}")
         if override.type == OverrideType.DEL:
             _refuse_deleting_what_is_read(override, config, config_name)
         if override.type != OverrideType.CHANGE:
             continue
         if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
-            raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
+            raise ValueError(f"{key} is not a key of the {config_name} config{job}; {hint}")
+
+
+# The most option combinations of a sweep checked one by one (each is a composition, ~0.1 s).
+CHECKED_SWEEP_JOBS = 64
+
+
+def _each_sweep_choice(conf_dir: Path, sweeps: list[Override]) -> list[list[str]]:
+    """The group choices of each job of a sweep over options ([[]] for none), as group=option overrides; none
+    where a sweep's options cannot be listed here or there are too many to compose each."""
+    try:
+        listed = [[f"{o.key_or_group}={v}" for v in _swept_options(conf_dir, o)] for o in sweeps]
+    except Exception:  # left to Hydra, as before
+        return []
+    choices = [list(c) for c in itertools.product(*listed)]
+    return choices if len(choices) <= CHECKED_SWEEP_JOBS else []
+
+
+def _swept_options(conf_dir: Path, sweep: Override) -> list[str]:
+    value = sweep.value()
+    if isinstance(value, Glob):
+        return value.filter(_options(conf_dir, sweep.key_or_group))
+    return list(sweep.sweep_string_iterator())
 
 
 # What a run does without: a callback or logger (~callbacks.sample_grid), or all of them, and the LR schedule.
@@ -266,6 +303,10 @@ def _selected_options(conf_dir: Path, cfg: Any, groups: list[Override]) -> dict[
     return selected
 
 
+def _options(conf_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
 def _is_group(conf_dir: Path, override: Override) -> bool:
     return (conf_dir / override.key_or_group).is_dir() and override.type == OverrideType.CHANGE
 
@@ -274,8 +315,12 @@ def _check_options(conf_dir: Path, override: Override) -> None:
     group = override.key_or_group
     if group.split("/")[0] == "hydra":
         return  # Hydra's own groups (launchers, sweepers) come from its plugins too
-    options = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    options = _options(conf_dir, group)
     value = override.value()
+    if isinstance(value, Glob):  # -m model='glob(unet_*)': before, "is not an option"
+        if not value.filter(options):
+            raise ValueError(f"{override.input_line} matches no option ({group}: {', '.join(options)})")
+        return
     wanted = getattr(value, "list", value)  # a sweep (choice) lists its options
     for option in wanted if isinstance(wanted, list) else [wanted]:
         if option is None or str(option) in options:
