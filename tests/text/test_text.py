@@ -566,6 +566,16 @@ def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_te
             ["prompt=[seven,'']", "n=2"],
             r"^prompt=\['seven', ''\] holds an empty caption \(item 1, counting from 0\): give text for each$",
         ),
+        # Before, sampled as the prompt "a" (a mapping's key), as "True", and as the text "['a', 'b']".
+        (["prompt={a:1}"], r"^prompt=\{'a': 1\} holds \{'a': 1\}, which is no caption: give text or a list"),
+        (
+            ["prompt=true"],
+            r"^prompt=True holds True, which is no caption: .* \(quote a word Hydra reads otherwise",
+        ),
+        (
+            ["prompt=[seven,[a,b]]", "n=2"],
+            r"^prompt=\['seven', \['a', 'b'\]\] holds \['a', 'b'\], which is no",
+        ),
         # At guidance 1 the branch a negative prompt replaces is not used: before, the samples were those without
         # it, bit for bit, and settings.json recorded the negative prompt as if applied.
         (
@@ -579,6 +589,18 @@ def test_wrong_conditions_for_a_text_model_are_one_line_errors(text_run, tmp_pat
     with pytest.raises(ValueError, match=message) as error:
         sample(sample_cfg(text_run / "checkpoints" / "last.ckpt", tmp_path / "out", *overrides))
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+def test_a_negative_prompt_given_as_a_list_of_one_is_sampled_and_recorded(text_run: Path, tmp_path: Path):
+    # Before, every image was made, then settings.json failed ("ListConfig is not JSON serializable") and the
+    # output folder was removed with them.
+    ckpt = text_run / "checkpoints" / "last.ckpt"
+    given = ["n=2", "sampler.steps=2", "prompt=seven", "guidance=3.0"]
+    sample(sample_cfg(ckpt, tmp_path / "listed", *given, "negative_prompt=[a one]"))
+    sample(sample_cfg(ckpt, tmp_path / "text", *given, "negative_prompt=a one"))
+    listed = np.load(tmp_path / "listed" / "samples.npz")["images"]
+    np.testing.assert_array_equal(listed, np.load(tmp_path / "text" / "samples.npz")["images"])
+    assert json.loads((tmp_path / "listed" / "settings.json").read_text())["negative_prompt"] == ["a one"]
 
 
 @pytest.mark.parametrize("key", ["prompt", "negative_prompt"])

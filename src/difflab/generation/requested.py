@@ -4,7 +4,7 @@ model was trained to take: sample.py, evaluate.py and difflab.load(...).sample()
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,14 @@ def check_each_has_a_result(key: str, given: Any, count: int, what: str, n: int)
 
 def prompt_list(value: Any, key: str) -> list[str]:
     """One prompt or a list of them as stripped strings; an empty one is an error (Hydra reads 7 as an int)."""
-    items = as_list(value)
+    items = [value] if isinstance(value, Mapping) else as_list(value)
+    for item in items:
+        # Hydra reads prompt=7 as a number, which is text to a user; a mapping, a nested list or true is not.
+        if isinstance(item, bool) or not isinstance(item, str | int | float | None):
+            raise ValueError(
+                f"{key}={value!r} holds {item!r}, which is no caption: give text or a list of texts (quote a word "
+                f"Hydra reads otherwise: {key}='true')"
+            )
     texts = [str(item).strip() if item is not None else "" for item in items]
     example = EXAMPLE if key == "prompt" else f'{key}="a blurry smudge", or leave {key} out'
     if not any(texts):

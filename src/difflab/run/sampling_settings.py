@@ -58,16 +58,22 @@ def sample_options(cfg: DictConfig, mode: str) -> SampleOptions:
         precision=cfg.precision,
         cpu_threads=cfg.cpu_threads,
         guidance=cfg.guidance,
-        labels=cfg.get("labels"),
-        prompt=cfg.get("prompt"),
-        negative_prompt=cfg.get("negative_prompt"),
-        image=cfg.get("image"),
-        mask=cfg.get("mask"),
+        labels=_plain(cfg.get("labels")),
+        prompt=_plain(cfg.get("prompt")),
+        negative_prompt=_plain(cfg.get("negative_prompt")),
+        image=_plain(cfg.get("image")),
+        mask=_plain(cfg.get("mask")),
         strength=cfg.get("strength") if mode == "img2img" or typed_under(cfg, "strength") else None,
         inpaint=inpaint_asked(cfg, mode),
         consistency=OmegaConf.select(cfg, "superres.consistency", default=False),
-        guide=cfg.get("guide"),
+        guide=_plain(cfg.get("guide")),
     )
+
+
+def _plain(value: Any) -> Any:
+    """A list or mapping of the config as Python's own: written to settings.json as it is (before, a one-item
+    negative_prompt=[…] failed there once every image was made, and the images were removed)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def inpaint_asked(cfg: DictConfig, mode: str) -> dict[str, Any] | None:
