@@ -24,6 +24,7 @@ from difflab.autoencoder_checkpoint import load_autoencoder
 from difflab.checkpoint import load_model, read_checkpoint
 from difflab.data import LatentDataModule
 from difflab.micro_batch_seeds import AUGMENTATION_STREAM, step_seed
+from difflab.phema import main as phema_main
 from difflab.run.evaluate import evaluate
 from difflab.run.export import export
 from difflab.run.latent import use_latents
@@ -196,6 +197,25 @@ def test_sample_py_and_difflab_load_give_the_same_decoded_images(latent_run, tmp
     loaded = difflab.load(latent_run[0], device="cpu").sample(3, sampler="ddim", steps=3)
     np.testing.assert_array_equal(loaded, written)
     assert written.std() > 0  # decoded pictures, not a constant
+
+
+def test_a_post_hoc_ema_rebuild_of_a_latent_run_samples_as_its_checkpoint_does(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    # Before, the rebuild lost the record of the autoencoder: sample.py, evaluate.py and export.py refused it
+    # ("records no autoencoder hash and scale factor").
+    run = tmp_path / "run"
+    extra = ["callbacks=[default,phema]", "callbacks.phema.every_n_steps=2"]
+    train(compose_config("train", two_step_latent_run(autoencoder_run, latent_run, *extra), run))
+    rebuilt = tmp_path / "rebuilt.ckpt"
+    assert phema_main([str(run), "sigma_rel=0.10", f"out={rebuilt}"]) == 0
+    out = tmp_path / "samples"
+    sample(compose_config("sample", [f"ckpt={rebuilt}", "n=2", "sampler.steps=2", f"out={out}"], tmp_path))
+    assert np.load(out / "samples.npz")["images"].shape == (2, 8, 8, 1)  # decoded digits
+    assert (
+        read_checkpoint(rebuilt)["LatentDataModule"]
+        == read_checkpoint(run / "checkpoints" / "last.ckpt")["LatentDataModule"]
+    )
 
 
 def test_latents_are_not_clipped_to_the_pixel_range_unless_asked(latent_run, tmp_path) -> None:

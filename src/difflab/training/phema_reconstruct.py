@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_file import CONFIG_KEY, read_checkpoint, run_checkpoint
+from ..checkpoint_file import CONFIG_KEY, LATENT_RECORD_KEY, read_checkpoint, run_checkpoint
 from ..io.atomic import atomic_file
 from ..io.results import check_writable_file
 from ..io.set_aside import set_aside
@@ -164,7 +164,10 @@ def reconstruct(p: Plan) -> Path:
         raise ValueError(f"the snapshots of {p.run} do not hold the network of {p.template}")
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("net.")}
     state.update({f"net.{k}": v for k, v in net.items()})
+    # A latent run's record of its autoencoder (hash, path, scale), without which no latent model is read.
+    latent = {LATENT_RECORD_KEY: ckpt[LATENT_RECORD_KEY]} if LATENT_RECORD_KEY in ckpt else {}
     out = {
+        **latent,
         "state_dict": state,
         CONFIG_KEY: ckpt[CONFIG_KEY],
         "global_step": p.step,
