@@ -99,6 +99,40 @@ def test_a_cache_with_a_row_missing_is_rebuilt_with_a_warning(images, tmp_path: 
     assert torch.equal(rebuilt.mean, first.mean)
 
 
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("nan rows", "mean holds values that are not finite"),
+        ("inf std", "std holds values that are not finite"),
+        ("negative std", "std holds negative values"),
+        ("smaller latents", "mean holds 20 rows of shape (2, 1, 1)"),
+    ],
+)
+def test_a_cache_of_wrong_values_or_shape_is_rebuilt_with_a_warning(images, tmp_path, caplog, damage, said):
+    # Before, taken as it was: a NaN row made the scale factor and the loss NaN (with advice to lower the learning
+    # rate), and latents of another shape were trained on beside samples of the right one, in every later run.
+    net, key = tiny_autoencoder(0), data_fingerprint(images, "toy")
+    path = tmp_path / "latents.npz"
+    first, _ = cached_latents(path, net, weights_hash(net), images, key)
+    shape = tuple(first.mean.shape[1:])
+    with np.load(path) as arrays:
+        bad = {name: arrays[name].copy() for name in arrays.files}
+    if damage == "nan rows":
+        bad["mean"][3:5] = np.nan
+    elif damage == "inf std":
+        bad["std"][0, 0, 0, 0] = np.inf
+    elif damage == "negative std":
+        bad["std"][7] = -1
+    else:
+        bad["mean"], bad["std"] = bad["mean"][:, :, :1, :1], bad["std"][:, :, :1, :1]
+    np.savez(path, **bad)
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        rebuilt, hit = cached_latents(path, net, weights_hash(net), images, key, shape=shape)
+    assert not hit and f"is damaged ({said}, for 20 images): encoding the data again" in caplog.text
+    assert torch.equal(rebuilt.mean, first.mean)
+    assert cached_latents(path, net, weights_hash(net), images, key, shape=shape)[1]  # rewritten whole
+
+
 def test_the_scale_factor_makes_latents_unit_variance(images, tmp_path: Path) -> None:
     net = tiny_autoencoder(0)
     latents, _ = cached_latents(tmp_path / "l.npz", net, weights_hash(net), images, "k")

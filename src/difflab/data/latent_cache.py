@@ -127,8 +127,10 @@ def read_latent_cache(path: Path) -> Latents | None:
         return None
 
 
-def rows_mismatch(latents: Latents, count: int) -> str | None:
-    """What is wrong with the rows of `latents` for a dataset of `count` images (None: one row per image)."""
+def rows_mismatch(latents: Latents, count: int, shape: tuple[int, ...] | None = None) -> str | None:
+    """What is wrong with the rows of `latents` for a dataset of `count` images whose latents have `shape` (c, h,
+    w), None: one finite row of that shape per image, stds not negative. Before, rows of another shape were
+    trained on (4×4 latents beside 8×8 samples) and a NaN row gave a NaN scale factor and loss, every run again."""
     arrays = {
         "mean": latents.mean,
         "std": latents.std,
@@ -136,8 +138,15 @@ def rows_mismatch(latents: Latents, count: int) -> str | None:
         "flip_std": latents.flip_std,
     }
     for name, array in arrays.items():
-        if array is not None and (array.shape != latents.mean.shape or array.shape[0] != count):
+        if array is None:
+            continue
+        wrong_shape = shape is not None and tuple(array.shape[1:]) != tuple(shape)
+        if array.shape != latents.mean.shape or array.shape[0] != count or wrong_shape:
             return f"{name} holds {array.shape[0]} rows of shape {tuple(array.shape[1:])}"
+        if not bool(torch.isfinite(array).all()):
+            return f"{name} holds values that are not finite"
+        if name.endswith("std") and bool((array < 0).any()):
+            return f"{name} holds negative values"
     return None
 
 
@@ -162,14 +171,16 @@ def cached_latents(
     data_key: str,
     batch_size: int = 64,
     mirrored: bool = False,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[Latents, bool]:
     """(latents, hit): the cache at `path` when it holds this autoencoder's latents of this data (and of the
-    mirrored images when `mirrored`), else what is missing encoded now and the file written there atomically."""
+    mirrored images when `mirrored`), each of `shape` when given, else what is missing encoded now and the file
+    written there atomically."""
     count = len(dataset)  # type: ignore[arg-type]
     found = read_latent_cache(path)
     if found is not None:
         check_latents_match(found, path, autoencoder_hash, data_key)
-        if (rows := rows_mismatch(found, count)) is not None:
+        if (rows := rows_mismatch(found, count, shape)) is not None:
             # Training would index past its end (or, cut short, never see the last images): rebuilt, as damaged.
             log.warning(
                 "latent cache %s is damaged (%s, for %d images): encoding the data again", path, rows, count

@@ -109,7 +109,13 @@ class LatentDataModule(ImageDataModule):
             )
             mirrored = self.random_flip and split == "train"  # validation is never flipped
             latents, hit = cached_latents(
-                path, self.loaded.net, self.loaded.weights_hash, images, key, mirrored=mirrored
+                path,
+                self.loaded.net,
+                self.loaded.weights_hash,
+                images,
+                key,
+                mirrored=mirrored,
+                shape=self.latent_shape,
             )
             log.info(
                 "latents of the %s split: %s (%s)", split, path, "cached" if hit else "encoded and cached"
