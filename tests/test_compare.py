@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import FAST_TRAIN, compose_config, run_cli
+from matplotlib.colors import to_hex
 from PIL import Image
 
-from difflab.compare import find_runs, main, run_labels
+from difflab.compare import figure, find_runs, main, run_labels
 from difflab.run.train import train
 from difflab.runlogs import run_series
 from difflab.tracking.wandb_logger import finish_wandb_run
@@ -221,3 +222,20 @@ def test_the_same_settings_in_two_sweeps_are_labelled_by_folder_and_settings(tmp
     ]
     assert main([*map(str, runs), "--out", str(tmp_path / "c.png")]) == 0
     assert f"other/0: optim.lr=1e-3: {runs[2]}" in capsys.readouterr().out  # which folder each line is
+
+
+def test_each_run_keeps_its_colour_in_a_panel_of_a_metric_another_run_lacks() -> None:
+    # Before, matplotlib coloured each panel's lines in turn: the FD panel drew run "b" in run "a"'s colour
+    # when "a" logged no FD, and its legend named "a" for it.
+    series = {
+        "a": {"train/loss": [(0, 0.5), (1, 0.4)]},
+        "b": {"train/loss": [(0, 0.6), (1, 0.5)], "val/fd_effl0": [(1, 51.3)]},
+    }
+    fig, drawn = figure(series, ["train/loss", "val/fd_effl0"])
+    assert drawn == ["train/loss", "val/fd_effl0"]
+    colors = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            colors.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
+    assert colors.keys() == {"a", "b"}
+    assert all(len(seen) == 1 for seen in colors.values()) and colors["a"] != colors["b"]

@@ -16,6 +16,7 @@ import itertools
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -133,7 +134,18 @@ def run_labels(runs: list[Path]) -> list[str]:
 
 
 def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
-    """One panel per metric that any run logged; returns the metrics drawn."""
+    """One panel per metric that any run logged, saved to `out`; returns the metrics drawn."""
+    fig, drawn = figure(series, metrics)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return drawn
+
+
+def figure(series: dict[str, Series], metrics: list[str]) -> tuple[Any, list[str]]:
+    """(the figure, the metrics drawn): a panel per metric any run logged, each run in one colour throughout."""
     import matplotlib
     import matplotlib.ticker
 
@@ -144,13 +156,16 @@ def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
     if not drawn:
         logged = sorted({k for s in series.values() for k in s})
         raise ValueError(f"none of {', '.join(metrics)} was logged; logged: {', '.join(logged) or 'nothing'}")
+    # Fixed per run: left to matplotlib, a panel's colours follow the runs that logged its metric, so a run
+    # without it gave its colour (and legend entry) to the next run's points.
+    colors = run_colors(len(series))
     fig, axes = plt.subplots(1, len(drawn), figsize=(5 * len(drawn), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], drawn, strict=True):
-        for label, runs_series in series.items():
+        for color, (label, runs_series) in zip(colors, series.items(), strict=True):
             points = runs_series.get(metric)
             if points:
                 steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, marker="o" if len(points) < 12 else None, label=label)
+                ax.plot(steps, values, marker="o" if len(points) < 12 else None, label=label, color=color)
         ax.set_title(metric)
         ax.set_xlabel("step")
         if metric.endswith("loss"):
@@ -168,10 +183,18 @@ def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
                 labels.append(label)
     fig.tight_layout()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return drawn
+    return fig, drawn
+
+
+def run_colors(n: int) -> list[Any]:
+    """n distinct colours: matplotlib's default ten, then tab20, then points along viridis."""
+    import matplotlib
+
+    if n <= 10:
+        return list(matplotlib.colormaps["tab10"].colors[:n])
+    if n <= 20:
+        return list(matplotlib.colormaps["tab20"].colors[:n])
+    return [matplotlib.colormaps["viridis"](i / (n - 1)) for i in range(n)]
 
 
 def check_out(out: Path) -> None:
