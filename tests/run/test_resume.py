@@ -441,6 +441,21 @@ def test_a_root_recorded_as_typed_is_the_same_data_as_the_folder_it_names(tmp_pa
     assert f"data.root={tmp_path / 'other'} (checkpoint: pics)" in caplog.text
 
 
+def test_a_root_given_through_another_path_to_the_same_folder_is_the_same_data(tmp_path, caplog):
+    # Before, a resume started with the README's data.root=../shared/data warned "the training data differs:
+    # data.root=/work/main/../shared/data (checkpoint: /work/shared/data)".
+    from difflab.runs.resume import warn_if_data_changed
+
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "code").mkdir()
+    stored = {"data": {"root": str(tmp_path / "pics"), "split_seed": 0}}
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_data_changed(
+            {"data.root": str(tmp_path / "code" / ".." / "pics"), "data.split_seed": 0}, stored, 2
+        )
+    assert "differs" not in caplog.text
+
+
 def test_a_resume_with_another_seed_says_so(cli_run, tmp_path):
     # Before, seed=5 on resume drew other noise and batches from the resumed step on, without a word.
     run = tmp_path / "run"

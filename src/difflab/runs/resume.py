@@ -267,8 +267,10 @@ def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step
     trained with otherwise. Before, a resume with another data.root trained on another folder without a word."""
     given = {key: value for key, value in now.items() if value is not None}
     stored_root = stored_value(stored, "data.root")
-    # A root recorded as typed (before roots were recorded as found) is the same folder when it resolves to it.
-    if isinstance(stored_root, str) and given.get("data.root") == str(Path(stored_root).resolve()):
+    # The same folder however it is written: a root recorded as typed (before roots were recorded as found), or
+    # given now through another path (/work/main/../shared/data for /work/shared/data).
+    root_now = given.get("data.root")
+    if isinstance(stored_root, str) and isinstance(root_now, str) and _same_folder(root_now, stored_root):
         del given["data.root"]
     found = contradictions(given, stored)
     if found:
@@ -278,6 +280,10 @@ def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step
             ", ".join(found),
             step,
         )
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 # What a conditional run is trained with beside its data, by data.condition: the share of samples trained without
