@@ -101,6 +101,8 @@ def test_a_sweep_scores_every_sigma_rel_and_names_the_best(phema_run, tmp_path, 
         # Before, each was met by the first evaluate.py, after a rebuild and a record the corrected command refused.
         (["sigma_rel=[0.05,0.1]", "n=abc"], "n='abc' is not a whole number"),
         (["sigma_rel=[0.05,0.1]", "sampler.steps=0"], "sampler.steps=0 must be at least 1"),
+        # Before, taken and not read: the sweep scored the rebuilds and said nothing.
+        (["sigma_rel=[0.05,0.1]", "ckpt=other.ckpt"], "a sweep scores the rebuilds of the run given first"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(phema_run, tmp_path, capsys, args, message):
