@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 import difflab
 from difflab.checkpoint import load_model
 from difflab.diffusion.formulations import EDM, Flow, VPTraining
-from difflab.diffusion.formulations.timestep_face import sampling_view
+from difflab.diffusion.formulations.timestep_face import OWN_GRID, sampling_view
 from difflab.generation.sampler import bound_sampler
 from difflab.run.export import export
 from difflab.run.formulation_checks import (
@@ -224,7 +224,10 @@ def test_the_formulation_recipes_are_digits_cpu_with_another_formulation(recipe,
     # The grids and FID callbacks walk the formulation's own grid without the recipe asking for it.
     _, schedule, prediction_type = sampling_view(None, None, None, instantiate(cfg.formulation))
     sampler = bound_sampler(instantiate(cfg.callbacks.fid.sampler), schedule, prediction_type, latent=False)
-    assert sampler.timestep_spacing == "trailing" and int(sampler.timesteps[0]) == schedule.timesteps - 1
+    assert (
+        sampler.timestep_spacing == OWN_GRID[kind.name]
+        and int(sampler.timesteps[0]) == schedule.timesteps - 1
+    )
 
 
 def sampled_by_cli(ckpt, tmp_path, name, overrides):
@@ -238,17 +241,26 @@ def sampled_by_cli(ckpt, tmp_path, name, overrides):
     return np.load(out / "samples.npz")["images"], json.loads((out / "settings.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["edm", "flow"])
-def test_an_edm_or_flow_checkpoint_samples_on_its_own_grid_by_default(trained, tmp_path, name):
+@pytest.mark.parametrize(("name", "own"), [("edm", "karras"), ("flow", "trailing")])
+def test_an_edm_or_flow_checkpoint_samples_on_its_own_grid_by_default(trained, tmp_path, name, own):
     default, settings = sampled_by_cli(trained[name], tmp_path, "default", [])
-    trailing, _ = sampled_by_cli(trained[name], tmp_path, "trailing", ["sampler.timestep_spacing=trailing"])
+    walked, _ = sampled_by_cli(trained[name], tmp_path, own, [f"sampler.timestep_spacing={own}"])
     leading, _ = sampled_by_cli(trained[name], tmp_path, "leading", ["sampler.timestep_spacing=leading"])
-    assert np.array_equal(default, trailing)  # starts at the formulation's σ_max
+    assert np.array_equal(default, walked)  # from the formulation's σ_max
     assert not np.array_equal(default, leading)  # an explicit spacing still wins
-    assert settings["sampler"]["timestep_spacing"] == "trailing"  # settings.json says which grid was walked
+    assert settings["sampler"]["timestep_spacing"] == own  # settings.json says which grid was walked
     pipe = difflab.load(trained[name], device="cpu")
-    assert pipe.make_sampler("ddim").timestep_spacing == "trailing"
+    assert pipe.make_sampler("ddim").timestep_spacing == own
     assert pipe.make_sampler("ddim", timestep_spacing="leading").timestep_spacing == "leading"
+
+
+def test_an_edm_checkpoint_walks_edms_own_grid_down_to_sigma_min(trained):
+    # Before, "trailing" over the table: 80, 30.1, 9.72, 2.50, 0.465, 0.051 at 6 steps, never reaching σ_min, so
+    # sample.py's Euler in N steps was not EDM's (nor diffusers' EDMEulerScheduler's) in N steps.
+    sampler = difflab.load(trained["edm"], device="cpu").make_sampler("euler", steps=6)
+    walked = torch.tensor(sampler.formulation.sigma_grid(sampler.timesteps), dtype=torch.float64)
+    edm = EDM()
+    torch.testing.assert_close(walked, edm.sigmas(6), rtol=5e-3, atol=0)  # to the table's 1,000 levels
 
 
 def test_a_vp_checkpoint_samples_on_the_samplers_own_grids_as_before(tiny_ckpt, tmp_path):
