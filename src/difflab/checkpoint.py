@@ -161,13 +161,20 @@ def load_with_guide(
 def refuse_a_prediction_type_the_formulation_fixes(
     wanted: Mapping[str, Any], formulation: Any, where: str
 ) -> None:
-    """prediction_type chooses what a vp network predicts; an edm or flow network's target is fixed by its
-    formulation, so the prediction_type its config holds (the default, epsilon) means nothing. Before, asking for
-    prediction_type=v said it contradicted that epsilon."""
-    asked = wanted.get("prediction_type")
-    if asked is None or formulation is None or formulation.name == "vp":
+    """prediction_type chooses what a vp network predicts and schedule= its noise table; an edm or flow network's
+    target and noise levels are fixed by its formulation, so the prediction_type and schedule its config holds
+    (the defaults) mean nothing. Before, asking for prediction_type=v said it contradicted that epsilon."""
+    if formulation is None or formulation.name == "vp":
         return
-    raise ValueError(
-        f"prediction_type={asked} does not apply to {where}: it was trained with formulation={formulation.name}, "
-        "whose network's target is fixed by the formulation; drop prediction_type="
-    )
+    asked = wanted.get("prediction_type")
+    if asked is not None:
+        raise ValueError(
+            f"prediction_type={asked} does not apply to {where}: it was trained with formulation="
+            f"{formulation.name}, whose network's target is fixed by the formulation; drop prediction_type="
+        )
+    # Before, schedule=cosine "contradicted" the unused schedule its config holds, and schedule=linear was taken.
+    if any(key.startswith("schedule.") for key in wanted):
+        raise ValueError(
+            f"schedule= does not apply to {where}: it was trained with formulation={formulation.name}, which "
+            "builds its own noise levels; drop schedule="
+        )

@@ -103,6 +103,19 @@ def test_prediction_type_on_an_edm_or_flow_checkpoint_is_refused_as_not_applying
     assert not out.exists()
 
 
+@pytest.mark.parametrize("given", ["schedule=cosine", "schedule=linear"])
+def test_a_schedule_on_an_edm_checkpoint_is_refused_as_not_applying(trained, tmp_path, given):
+    # Before, schedule=cosine "contradicted" the unused linear schedule its config holds, and schedule=linear
+    # was taken without a word, as train.py refuses both.
+    out = tmp_path / "out"
+    cfg = compose_config("sample", [f"ckpt={trained['edm']}", "n=1", given, f"out={out}"], tmp_path)
+    with pytest.raises(
+        ValueError, match=r"^schedule= does not apply to .*formulation=edm, which builds its own"
+    ):
+        sample(cfg)
+    assert not out.exists()
+
+
 def test_a_checkpoint_from_before_formulations_loads_and_samples_as_vp(tiny_ckpt, tmp_path):
     ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
     del ckpt["difflab_config"]["formulation"]
