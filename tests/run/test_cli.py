@@ -196,6 +196,24 @@ def test_an_option_with_no_near_match_lists_the_options_in_one_clean_sentence():
             "sweep); did you mean model.hidden_size?",
         ),
         (["-m", "model=glob(zz*)"], "model=glob(zz*) matches no option (model: autoencoder_kl_f4, "),
+        # 72 jobs, too many to compose each: every option is still composed once (before: no key checked at all).
+        (
+            [
+                "-m",
+                "model=unet_tiny,unet_small,dit_tiny,dit_s8,unet_small_cpu,dit_s4",
+                "lr_scheduler=none,warmup,warmup_cosine",
+                "optim=adam,adamw",
+                "schedule=linear,cosine",
+                "trainer.max_stepz=1",
+            ],
+            "trainer.max_stepz is not a key of the train config with model=unet_tiny lr_scheduler=none optim=adam "
+            "schedule=linear (a job of this sweep); did you mean trainer.max_steps?",
+        ),
+        (
+            ["-m", "callbacks=[default,fid],default", "callbacks.fid.every_n_steps=2"],
+            "callbacks.fid.every_n_steps is not a key of the train config with callbacks=default (a job of this "
+            "sweep); callbacks=[default,fid] sets it",
+        ),
     ],
 )
 def test_a_sweep_over_options_checks_each_jobs_keys_before_the_first_runs(args, message):
@@ -211,6 +229,8 @@ def test_a_sweep_over_options_checks_each_jobs_keys_before_the_first_runs(args, 
         ["-m", "seed=1,2", "model=unet_tiny,unet_small"],
         ["-m", "model=unet_tiny,unet_small", "model.base_channels=8"],  # a key every option of the sweep has
         ["-m", "model=glob(unet_t*)", "model.base_channels=8"],
+        # A job choosing a list of options (before: "callbacks=['default', 'fid'] is not an option").
+        ["-m", "callbacks=[default,fid],[default,phema]", "callbacks.sample_grid.every_n_steps=2"],
         ["+trainer.profiler=simple", "~callbacks.sample_grid", "hydra.run.dir=/tmp/x", "lr_scheduler=null"],
         ["callbacks=[default,fid]", "callbacks.fid.every_n_steps=10"],
         ["--cfg", "job", "anything.goes=1"],  # Hydra's own flags: left to Hydra

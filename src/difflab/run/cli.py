@@ -10,6 +10,7 @@ from __future__ import annotations
 import faulthandler
 import inspect
 import itertools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -161,26 +162,30 @@ def _check_keys(
             raise ValueError(f"{key} is not a key of the {config_name} config{job}; {hint}")
 
 
-# The most option combinations of a sweep checked one by one (each is a composition, ~0.1 s).
+# The most option combinations of a sweep composed one by one (each is a composition, ~0.1 s).
 CHECKED_SWEEP_JOBS = 64
 
 
 def _each_sweep_choice(conf_dir: Path, sweeps: list[Override]) -> list[list[str]]:
-    """The group choices of each job of a sweep over options ([[]] for none), as group=option overrides; none
-    where a sweep's options cannot be listed here or there are too many to compose each."""
+    """The group choices of each job of a sweep over options ([[]] for none), as group=option overrides. Where
+    there are too many jobs to compose each, every option once (the other swept groups at their first option);
+    where a sweep's options cannot be listed here, the groups as configured ([[]], the check before sweeps)."""
     try:
         listed = [[f"{o.key_or_group}={v}" for v in _swept_options(conf_dir, o)] for o in sweeps]
-    except Exception:  # left to Hydra, as before
-        return []
-    choices = [list(c) for c in itertools.product(*listed)]
-    return choices if len(choices) <= CHECKED_SWEEP_JOBS else []
+    except Exception:  # left to Hydra
+        return [[]]
+    if math.prod(len(options) for options in listed) <= CHECKED_SWEEP_JOBS:
+        return [list(c) for c in itertools.product(*listed)]
+    firsts = [options[0] for options in listed]
+    return [[*firsts[:i], option, *firsts[i + 1 :]] for i, options in enumerate(listed) for option in options]
 
 
 def _swept_options(conf_dir: Path, sweep: Override) -> list[str]:
     value = sweep.value()
     if isinstance(value, Glob):
         return value.filter(_options(conf_dir, sweep.key_or_group))
-    return list(sweep.sweep_string_iterator())
+    # A list of options is one job's choice (callbacks=[default,fid],default), written back as Hydra reads it.
+    return [f"[{','.join(map(str, v))}]" if isinstance(v, list) else str(v) for v in value.list]
 
 
 # What a run does without: a callback or logger (~callbacks.sample_grid), or all of them, and the LR schedule.
@@ -322,7 +327,9 @@ def _check_options(conf_dir: Path, override: Override) -> None:
             raise ValueError(f"{override.input_line} matches no option ({group}: {', '.join(options)})")
         return
     wanted = getattr(value, "list", value)  # a sweep (choice) lists its options
-    for option in wanted if isinstance(wanted, list) else [wanted]:
+    wanted = wanted if isinstance(wanted, list) else [wanted]
+    # A job of a sweep may choose several options (callbacks=[default,fid],default): each is checked.
+    for option in [o for item in wanted for o in (item if isinstance(item, list) else [item])]:
         if option is None or str(option) in options:
             continue
         close = nearest_word(str(option), options, cutoff=0.5)
