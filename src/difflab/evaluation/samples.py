@@ -70,7 +70,7 @@ def checkpoint_set(
     so_far, unfinished, continued = ScoredSoFar(evaluator.accumulator()), None, None
     if processes.main:
         unfinished = UnfinishedEvaluation.of(options, sampler_config, loaded, guide, evaluator, data)
-        so_far, continued = unfinished.read(evaluator, int(options.n)) or (so_far, None)
+        so_far, continued = unfinished.read(evaluator, int(options.n))
     continued = from_rank_0(continued, processes)
     batches, source = generated_batches(
         loaded, options, sampler, sampler_config, ckpt, conditions, guide, processes, continued

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ class ScoredSoFar:
     logits: list[Tensor] = field(default_factory=list)
     predicted: list[Tensor] = field(default_factory=list)
     done: int = 0
-    # The kept file continued from (device, inode): the one a finished evaluation removes.
+    # The kept file continued from, or found unusable (device, inode): the one a finished evaluation removes.
     continued_from: tuple[int, int] | None = None
 
     def add(self, features: Tensor, logits: Tensor | None, predicted: Tensor | None) -> None:
@@ -87,13 +87,15 @@ class UnfinishedEvaluation:
         # Kept as JSON has it (tuples as lists, paths as text): what the file holds compares equal to it.
         return cls(Path(settings["cache_dir"]) / FOLDER / f"evaluate_{digest}.pt", json.loads(as_json))
 
-    def read(self, evaluator: Evaluator, n: int) -> tuple[ScoredSoFar, ResumePlan] | None:
+    def read(self, evaluator: Evaluator, n: int) -> tuple[ScoredSoFar, ResumePlan | None]:
         """What a stopped evaluation of these settings had scored, and how its set goes on (the batch size and CPU
-        threads it was started with); None when none was stopped, or its file cannot be continued from (said)."""
+        threads it was started with); nothing scored and no plan when none was stopped, or its file cannot be
+        continued from (said: the evaluation that finishes removes that file)."""
+        nothing = ScoredSoFar(evaluator.accumulator())
         if not self.path.exists():
-            return None
+            return nothing, None
+        kept = _file_identity(self.path)
         try:
-            kept = _file_identity(self.path)
             state = torch.load(self.path, map_location="cpu", weights_only=True)
             if state["identity"] != self.identity:
                 raise ValueError("it was made with other settings")
@@ -104,7 +106,7 @@ class UnfinishedEvaluation:
                 raise ValueError(f"it holds {done} images of {n} scored in batches of {batch_size}")
         except Exception as error:
             log.warning("%s cannot be continued from (%s): starting over", self.path, _first_line(error))
-            return None
+            return replace(nothing, continued_from=kept), None
         so_far = ScoredSoFar(statistics, _listed(state["logits"]), _listed(state["predicted"]), done, kept)
         plan = ResumePlan(n, batch_size, frozenset(range(done // batch_size)), state["cpu_threads"])
         return so_far, plan
