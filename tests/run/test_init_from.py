@@ -43,7 +43,9 @@ def test_a_fresh_run_starts_from_the_ema_weights_of_a_difflab_model(dit_run, tmp
         assert run_cli("export.py", f"ckpt={dit_run}", "format=safetensors", f"out={source}").returncode == 0
     cfg = compose_config("train", [*FAST_TRAIN, *DIT, f"init_from={source}"], tmp_path / "new")
     module = build_module(cfg)
-    initialise_from(cfg, module, prepare(cfg, tmp_path / "new"))
+    settings = prepare(cfg, tmp_path / "new")
+    initialise_from(cfg, module, settings)
+    assert settings.init_weights == {}  # handed over: no second copy of the network kept while the run trains
     ema = read_model(dit_run).state
     assert ema.keys() == module.net.state_dict().keys()
     for name, value in module.net.state_dict().items():

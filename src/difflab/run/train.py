@@ -85,6 +85,8 @@ def initialise_from(cfg: DictConfig, module: DiffusionModule, settings: TrainSet
     if settings.init_weights is not None:
         with torch.no_grad():
             module.net.load_state_dict(settings.init_weights)
+        # Handed over once: emptied so that no second copy of the network is held while the run trains.
+        settings.init_weights.clear()
         log.info("initialised the network from the weights of %s", settings.init_from)
         return
     load_unet_folder(
