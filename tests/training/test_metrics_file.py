@@ -88,6 +88,8 @@ def test_a_validation_is_logged_at_the_step_of_the_weights_it_scored(tmp_path: P
     checkpoints = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("step_*.ckpt"))
     assert checkpoints == [2, 4]
     assert [step for step, _ in run_series(tmp_path)["val/loss"]] == checkpoints
+    validations = [row for row in read_rows(tmp_path / METRICS_FILE) if "val/loss" in row]
+    assert [row["epoch"] for row in validations] == [0, 0]  # as Lightning's own rows carry it
 
 
 def test_a_resume_at_the_step_limit_replaces_the_final_scores_it_makes_again(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ class ValidationLoggedAtItsStep(L.LightningModule):
             return
         metrics = self.trainer.callback_metrics
         values = {name: float(metrics[name]) for name in sorted(names) if name in metrics}
+        values["epoch"] = self.current_epoch  # as Lightning adds to the rows it logs
         for logger in self.trainer.loggers:
             logger.log_metrics(values, step=self.global_step)
 
