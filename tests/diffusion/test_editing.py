@@ -311,7 +311,14 @@ def test_a_folder_of_masks_matches_pictures_by_name_and_follows_a_resize(tmp_pat
     masks = load_masks(tmp_path / "masks", pics)
     assert masks.shape == (2, 1, 16, 16)
     assert masks[0].sum() == 1 and masks[1].all()
+    # Two masks of one name: before, the last in name order was used without a word.
+    _png(tmp_path / "masks" / "b.jpg", np.zeros((32, 32), np.uint8))
+    with pytest.raises(
+        ValueError, match=r"^masks b.jpg and b.png in .*masks both match b.jpg: keep one of them$"
+    ):
+        load_masks(tmp_path / "masks", pics)
     (tmp_path / "masks" / "b.png").unlink()
+    (tmp_path / "masks" / "b.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="no mask for b.jpg"):
         load_masks(tmp_path / "masks", pics)
 

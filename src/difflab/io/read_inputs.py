@@ -194,14 +194,20 @@ def load_masks(path: str | Path, images: LoadedImages) -> Tensor:
     path = Path(path)
     hw = tuple(images.images.shape[-2:])
     if path.is_dir():
-        by_stem = {p.stem: p for p in image_files(path, "mask")}
+        by_stem: dict[str, list[Path]] = {}
+        for mask_file in image_files(path, "mask"):
+            by_stem.setdefault(mask_file.stem, []).append(mask_file)
         masks = []
         for image_path, image_size in zip(images.paths, images.sizes, strict=True):
-            mask_path = by_stem.get(image_path.stem)
-            if mask_path is None:
+            found = by_stem.get(image_path.stem, [])
+            if not found:
                 raise FileNotFoundError(
                     f"no mask for {image_path.name} in {path} (masks need the pictures' names)"
                 )
+            if len(found) > 1:  # before, the last in name order was used without a word
+                names = " and ".join(p.name for p in found)
+                raise ValueError(f"masks {names} in {path} both match {image_path.name}: keep one of them")
+            mask_path = found[0]
             masks.append(_fit_mask(_read_mask(mask_path), mask_path, image_path, image_size, hw))
         return torch.stack(masks)
     if not path.is_file():
