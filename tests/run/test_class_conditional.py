@@ -161,6 +161,17 @@ def test_labels_at_guidance_0_are_refused_as_having_no_effect(cond_run, tmp_path
     )  # no labels: fine
 
 
+def test_samples_a_huge_guidance_drives_out_of_range_name_the_guidance_not_the_weights(cond_run, tmp_path):
+    # Before: "the weights in … are broken (did training diverge?)" for weights that sample well at guidance 2.
+    with pytest.raises(ValueError) as raised:
+        sample_to(tmp_path / "a", cond_run["ckpt"], "guidance=1e30", "sampler.clip_x0=null", "n=2")
+    assert str(raised.value) == (
+        "2 of 2 samples are not finite (NaN/inf): guidance=1e+30 pushes them out of range (usual scales are "
+        "1-10); nothing was written"
+    )
+    assert not (tmp_path / "a").exists()
+
+
 def test_labels_out_of_range_end_in_one_line(cond_run, tmp_path):
     result = run_cli("sample.py", f"ckpt={cond_run['ckpt']}", f"out={tmp_path / 'out'}", "labels=[3,12]")
     assert one_error_line(result) == (

@@ -114,7 +114,7 @@ def generated_batches(
             for gathered in shared.batches():
                 # A round of several processes is scored in the batches one process makes: the same scores.
                 for images in gathered.split(shared.batch_size):
-                    check_finite(images, ckpt, (first, first + len(images) - 1, n))
+                    check_finite(images, ckpt, (first, first + len(images) - 1, n), options.guidance)
                     first += len(images)
                     yield to_uint8(images)
 

@@ -6,16 +6,26 @@ from typing import Any
 
 import torch
 
+# Beyond any classifier-free or autoguidance scale in use (EDM2 and Imagen reach ~10): samples that are not
+# finite at such a guidance are first of all its doing.
+LARGE_GUIDANCE = 50.0
 
-def check_finite(images: torch.Tensor, ckpt: Any, batch: tuple[int, int, int] | None = None) -> None:
+
+def check_finite(
+    images: torch.Tensor, ckpt: Any, batch: tuple[int, int, int] | None = None, guidance: float = 1.0
+) -> None:
     """Refuse samples with NaN or inf (they would be written as black images without a word). `batch`: (first,
-    last, count) when `images` are samples first..last of count, which the message then names."""
+    last, count) when `images` are samples first..last of count, which the message then names; `guidance`: the
+    scale they were made at, named as the likely cause when it is very large."""
     bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
     if bad:
         where = ""
         if batch is not None and len(images) < batch[2]:
             where = f" (the batch of samples {batch[0]}-{batch[1]} of {batch[2]})"
+        cause = f"the weights in {ckpt} are broken (did training diverge?)"
+        # Before, blamed on the weights alone.
+        if abs(float(guidance)) > LARGE_GUIDANCE:
+            cause = f"guidance={guidance:g} pushes them out of range (usual scales are 1-10)"
         raise ValueError(
-            f"{bad} of {len(images)} samples are not finite (NaN/inf){where}: the weights in {ckpt} are broken "
-            "(did training diverge?); nothing was written"
+            f"{bad} of {len(images)} samples are not finite (NaN/inf){where}: {cause}; nothing was written"
         )

@@ -67,7 +67,7 @@ def generate_into(
         record(out, identity, plan, shared.batch_size, cpu_threads)  # before the first image is made
         for images, on_disk in plan.in_index_order(shared.batches(on_step), files.read_back):
             first = files.written
-            check_finite(images, ckpt, (first, first + len(images) - 1, count))
+            check_finite(images, ckpt, (first, first + len(images) - 1, count), options.guidance)
             files.add(images, on_disk)
             tiles.extend(images[i - first] for i in shown if first <= i < first + len(images))
         kept = torch.stack(tiles)
