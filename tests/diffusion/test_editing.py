@@ -125,7 +125,15 @@ def test_strength_picks_the_tail_of_the_sampler_timesteps():
     ts = DDIMSampler(SCHEDULE, steps=50).timesteps  # leading: 980, 960, …, 0
     kept = strength_timesteps(ts, 1000, 0.6)
     assert int(kept[0]) == 580 and len(kept) == 30 and int(kept[-1]) == 0
-    assert strength_timesteps(ts, 1000, 1e-4).tolist() == [0]  # always at least the last step
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its last step, t = 0, noises next to nothing: nothing to say
+        assert strength_timesteps(ts, 1000, 1e-4).tolist() == [0]  # always at least the last step
+    # A grid that stops short of t = 0 (trailing: 999, 899, …, 99) runs its least noisy step, and says so.
+    trailing = DDIMSampler(SCHEDULE, steps=10, timestep_spacing="trailing").timesteps
+    with pytest.warns(
+        UserWarning, match=r"^strength=1e-09 is below the sampler's least noisy step \(t=99, strength 0.1\)"
+    ):
+        assert strength_timesteps(trailing, 1000, 1e-9).tolist() == [99]
     assert torch.equal(strength_timesteps(ts, 1000, 1.0), ts)
     for bad in (0, 1.5, -0.2, float("nan")):
         with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -15,12 +16,24 @@ from .placement import place
 
 
 def strength_timesteps(timesteps: Tensor, num_train_timesteps: int, strength: float) -> Tensor:
-    """The tail of a sampler's descending timesteps that SDEdit runs: those ≤ strength·T - 1."""
+    """The tail of a sampler's descending timesteps that SDEdit runs: those ≤ strength·T - 1 (the strength rounded
+    down to the sampler's grid, as diffusers does), or the least noisy one alone."""
     check_strength(strength)
     strength = float(strength)
     kept = timesteps[timesteps <= round(strength * num_train_timesteps) - 1]
-    # A tiny strength still runs the last, least noisy step, so the output is always a model output.
-    return kept if len(kept) else timesteps[-1:]
+    if len(kept):
+        return kept
+    # A tiny strength still runs the last, least noisy step, so the output is always a model output; said, as
+    # that step noises more than asked (strength 1e-9 moved pixels by 90/255 at 10 steps, without a word).
+    least = int(timesteps[-1])
+    if least == 0:  # the grid reaches the data: its last step noises next to nothing
+        return timesteps[-1:]
+    warnings.warn(
+        f"strength={strength:g} is below the sampler's least noisy step (t={least}, strength "
+        f"{(least + 1) / num_train_timesteps:g}): that step runs; more sampler.steps give a finer grid",
+        stacklevel=1,
+    )
+    return timesteps[-1:]
 
 
 @torch.no_grad()
