@@ -160,7 +160,9 @@ def test_an_unreadable_kept_file_is_said_and_the_evaluation_starts_over(
         report = evaluated(overrides, tmp_path, "b.json")
     assert f"{kept} cannot be continued from (" in caplog.text and "starting over" in caplog.text
     assert "continuing" not in caplog.text
-    assert kept_files(cache) == []  # removed once this evaluation is done (before: warned of by every later one)
+    assert (
+        kept_files(cache) == []
+    )  # removed once this evaluation is done (before: warned of by every later one)
     unstopped = evaluated(overrides, tmp_path, "c.json")
     assert report["metrics"] == unstopped["metrics"]
 
