@@ -133,7 +133,10 @@ def test_img2img_and_inpaint_edit_towards_the_labels(cond_run, tmp_path):
         tmp_path / "i2i", cond_run["ckpt"], "mode=img2img", image, "labels=[3,7]", "guidance=2", "n=4"
     )
     assert settings["labels"] == [3, 3, 7, 7] and settings["guidance"] == 2.0
-    assert settings["order"] == "result k is an edit of input k // n towards condition k % n"
+    assert settings["order"] == (
+        "result k is an edit of input k // n towards the condition of sample k % n (the conditions spread over n "
+        "in equal blocks)"
+    )
     assert np.load(tmp_path / "i2i" / "samples.npz")["images"].shape == (4, 8, 8, 1)
 
     inpaint = [

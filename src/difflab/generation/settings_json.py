@@ -69,7 +69,12 @@ def edit_settings(
         **pictures_settings(ckpt, options, request),
         "mask": str(options.mask) if isinstance(method, Inpaint) else None,
         "n": int(options.n),
-        "order": "result k is an edit of input k // n" + (" towards condition k % n" if guided else ""),
+        "order": "result k is an edit of input k // n"
+        + (
+            " towards the condition of sample k % n (the conditions spread over n in equal blocks)"
+            if guided
+            else ""
+        ),
         **({"guidance": float(options.guidance)} if guided or options.guide else {}),
         **({"guide": str(options.guide)} if options.guide else {}),
         **({"labels": list(conditions.labels)} if guided and conditions.labels else {}),
