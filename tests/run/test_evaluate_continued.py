@@ -53,6 +53,15 @@ def kept_files(cache: Path) -> list[Path]:
     return sorted((cache / FOLDER).glob("*.pt"))
 
 
+def kept_by_a_stopped_run(overrides: list[str], cache: Path, tmp_path: Path, monkeypatch) -> Path:
+    """The file an evaluation of `overrides` keeps when Ctrl-C stops it after its first batch."""
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        stopped_after(patch, 1, KeyboardInterrupt())
+        evaluated(overrides, tmp_path, "stopped.json")
+    [kept] = kept_files(cache)
+    return kept
+
+
 @pytest.mark.parametrize(
     ("stop", "code", "how"),
     [(StoppedBySignal(signal.SIGTERM), 143, "stopped by SIGTERM"), (KeyboardInterrupt(), 130, "interrupted")],
@@ -106,10 +115,7 @@ def test_what_another_seed_scored_is_not_continued_from(
     tiny_ckpt: Path, tmp_path: Path, monkeypatch, caplog
 ) -> None:
     cache = tmp_path / "cache"
-    with monkeypatch.context() as patch, pytest.raises(SystemExit):
-        stopped_after(patch, 1, KeyboardInterrupt())
-        evaluated(settings(tiny_ckpt, cache, "seed=0"), tmp_path, "a.json")
-    [seed_0] = kept_files(cache)
+    seed_0 = kept_by_a_stopped_run(settings(tiny_ckpt, cache, "seed=0"), cache, tmp_path, monkeypatch)
     with caplog.at_level(logging.INFO, logger="difflab"):
         other = evaluated(settings(tiny_ckpt, cache, "seed=1"), tmp_path, "b.json")
     assert "continuing" not in caplog.text
@@ -124,10 +130,7 @@ def test_a_finished_evaluation_leaves_what_an_identical_one_kept_meanwhile(
     # kept file, and the stopped command started over.
     cache = tmp_path / "cache"
     overrides = settings(tiny_ckpt, cache)
-    with monkeypatch.context() as patch, pytest.raises(SystemExit):
-        stopped_after(patch, 1, KeyboardInterrupt())
-        evaluated(overrides, tmp_path, "a.json")
-    [kept] = kept_files(cache)
+    kept = kept_by_a_stopped_run(overrides, cache, tmp_path, monkeypatch)
     other_runs = kept.read_bytes()
     kept.unlink()
 
@@ -151,10 +154,7 @@ def test_an_unreadable_kept_file_is_said_and_the_evaluation_starts_over(
 ) -> None:
     cache = tmp_path / "cache"
     overrides = settings(tiny_ckpt, cache)
-    with monkeypatch.context() as patch, pytest.raises(SystemExit):
-        stopped_after(patch, 1, KeyboardInterrupt())
-        evaluated(overrides, tmp_path, "a.json")
-    [kept] = kept_files(cache)
+    kept = kept_by_a_stopped_run(overrides, cache, tmp_path, monkeypatch)
     kept.write_bytes(kept.read_bytes()[:100])  # e.g. a disk that failed under it
     with caplog.at_level(logging.INFO, logger="difflab"):
         report = evaluated(overrides, tmp_path, "b.json")
