@@ -35,12 +35,13 @@ def test_a_run_reads_its_source_once(dit_run, tmp_path, monkeypatch) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
-@pytest.mark.parametrize("given", ["run folder", "checkpoint", "safetensors folder"])
+# A DiT's diffusers export: before, "only difflab.models.UNet maps to diffusers' UNet2DModel".
+@pytest.mark.parametrize("given", ["run folder", "checkpoint", "safetensors folder", "diffusers folder"])
 def test_a_fresh_run_starts_from_the_ema_weights_of_a_difflab_model(dit_run, tmp_path, given) -> None:
     source = {"run folder": dit_run, "checkpoint": dit_run / "checkpoints" / "last.ckpt"}.get(given)
     if source is None:
-        source = tmp_path / "exported"
-        assert run_cli("export.py", f"ckpt={dit_run}", "format=safetensors", f"out={source}").returncode == 0
+        source, form = tmp_path / "exported", given.split()[0]
+        assert run_cli("export.py", f"ckpt={dit_run}", f"format={form}", f"out={source}").returncode == 0
     cfg = compose_config("train", [*FAST_TRAIN, *DIT, f"init_from={source}"], tmp_path / "new")
     module = build_module(cfg)
     settings = prepare(cfg, tmp_path / "new")

@@ -26,11 +26,15 @@ TRAINED_FOR = ("prediction_type", "formulation", "schedule")
 
 
 def is_difflab_source(source: str) -> bool:
-    """Whether init_from=`source` names a difflab model: anything on disk but a diffusers pipeline folder or a
-    bare UNet2DModel folder (its config.json names the class)."""
+    """Whether init_from=`source` names a difflab model: anything on disk but a diffusers U-Net pipeline folder
+    or a bare UNet2DModel folder (its config.json names the class), which are mapped onto the configured U-Net. A
+    DiT pipeline folder (transformer/, as export.py writes one) is read as sample.py reads it (before: "only
+    difflab.models.UNet maps to diffusers' UNet2DModel")."""
     path = Path(source).expanduser()
-    if is_hub_id(source) or not path.exists() or is_diffusers_pipeline(path):
+    if is_hub_id(source) or not path.exists():
         return False
+    if is_diffusers_pipeline(path):
+        return class_name(path / "transformer" / "config.json") is not None
     return class_name(path / "config.json") is None
 
 
@@ -54,7 +58,11 @@ def read_init_weights(
             f"init_from={source} does not fit the configured model: {problem}; configure the network of "
             f"{model.where} ({_its_network(model.config, network_now or {})})"
         )
-    changed = contradictions(trained_for_now, model.config)
+    trained_for = dict(trained_for_now)
+    if model.kind == "diffusers folder":
+        # Its schedule is diffusers' betas, not a schedule= option: not told apart, as for a U-Net pipeline.
+        trained_for.pop("schedule", None)
+    changed = contradictions(trained_for, model.config)
     if changed:
         log.warning(
             "init_from=%s was trained with other settings than this run's: %s; its weights predict what those ask "
