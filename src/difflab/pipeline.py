@@ -28,6 +28,7 @@ from .cluster.devices import pick_device
 from .diffusion import NoiseSchedule, Sampler
 from .diffusion.precision import check_precision
 from .generation import SampleOptions, build_sampler, generate_images, request_for
+from .generation.finite import check_finite
 from .generation.memory import check_images_fit
 from .pipeline_arguments import (
     cli_defaults,
@@ -185,8 +186,7 @@ class DiffusionPipeline:
             guide_model = guide if isinstance(guide, DiffusionPipeline) else load(guide, self.device)
             options.guide = guide_model.source
         images = generate_images(request_for(self, options, chosen, self.source, guide_model), self.net)
-        if not bool(torch.isfinite(images).all()):
-            raise ValueError(f"samples are not finite (NaN/inf): the weights in {self.source} are broken")
+        check_finite(images, self.source, guidance=options.guidance)
         return _convert(images, output)
 
     def __repr__(self) -> str:

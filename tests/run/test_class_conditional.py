@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,14 @@ from conftest import (
 from omegaconf import OmegaConf
 from PIL import Image
 
+import difflab
 from difflab.checkpoint import CONFIG_KEY, load_model
 from difflab.generation.requested import requested_labels
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 from difflab.run.train import train
+from difflab.training.finite import NonFiniteError
 
 # Lite0 at 224 px on a CPU costs ~0.1 s an image: a handful of reference, training and generated images.
 SMALL_METRICS = [
@@ -173,6 +176,28 @@ def test_samples_a_huge_guidance_drives_out_of_range_name_the_guidance_not_the_w
         "1-10); nothing was written"
     )
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow  # the FID callback computes reference statistics: ~17 s
+def test_a_huge_guidance_is_named_by_difflab_load_and_the_training_grid_and_fid(cond_run, tmp_path):
+    # Before: "the weights … are broken" (difflab.load), "the EMA network has diverged; lower optim.lr …" (the
+    # grid), and the FID callback scored the NaN samples as black images without a word.
+    cause = "guidance=1e+30 pushes them out of range (usual scales are 1-10)"
+    with pytest.raises(ValueError, match=re.escape(f"are not finite (NaN/inf): {cause}")):
+        difflab.load(cond_run["ckpt"]).sample(2, guidance=1e30, clip_x0=None, steps=3)
+    huge = [*FAST_TRAIN, "model.num_classes=10", "trainer.max_steps=2", "sampler.clip_x0=null"]
+    grid = [*huge, "callbacks.sample_grid.num_samples=10", "callbacks.sample_grid.guidance=1e30"]
+    with pytest.raises(NonFiniteError, match=re.escape(f"has non-finite pixels: {cause}")):
+        train(compose_config("train", grid, tmp_path / "grid"))
+    fid = [*huge, "callbacks=[default,fid]", "callbacks.sample_grid=null", "callbacks.fid.every_n_steps=0"]
+    fid += [
+        "callbacks.fid.num_samples=10",
+        "callbacks.fid.guidance=1e30",
+        "callbacks.fid.best_checkpoint=null",
+    ]
+    fid += [*SMALL_METRICS, f"metrics.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(NonFiniteError, match=re.escape(f"10 of 10 samples are not finite: {cause}")):
+        train(compose_config("train", fid, tmp_path / "fid"))
 
 
 def test_labels_out_of_range_end_in_one_line(cond_run, tmp_path):

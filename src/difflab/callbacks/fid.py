@@ -14,12 +14,13 @@ import torch
 
 from ..data.scoring import conditioning_classifier_for, reference_statistics
 from ..generation import Task
+from ..generation.finite import guidance_too_large
 from ..io.atomic import atomic_file
 from ..io.write_images import to_uint8
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.evaluator import Evaluator
 from ..metrics.statistics import Stats, StatsAccumulator
-from ..training.finite import check_losses_so_far
+from ..training.finite import HINT, NonFiniteError, check_losses_so_far
 from .giving_way import GaveWay, Owed, gave_way, stoppable
 from .progress_bar import busy
 from .rank_merge import merge_statistics, sum_over_ranks
@@ -167,6 +168,14 @@ class FIDCallback(GeneratingCallback):
             acc = None
         if gave_way(trainer, acc is None, "FID evaluation", self._owed):
             return {}
+        # Every rank learns of any rank's: all raise together (before, NaN samples were scored as black images).
+        not_finite = int(sum_over_ranks(trainer, self._not_finite))
+        if not_finite:
+            cause = guidance_too_large(self._guidance) or f"the EMA network has diverged; {HINT}"
+            raise NonFiniteError(
+                f"FID evaluation at step {trainer.global_step}: {not_finite} of {self.num_samples} samples are not "
+                f"finite: {cause}"
+            )
         stats = merge_statistics(trainer, acc, self.evaluator.keep_features)
         if logits is not None:
             logits = gather_in_index_order(trainer, logits.to(trainer.strategy.root_device)).cpu()
@@ -181,7 +190,8 @@ class FIDCallback(GeneratingCallback):
         for key, value in logged.items():
             trainer.callback_metrics[key] = torch.tensor(value)
         for logger in trainer.loggers:
-            logger.log_metrics(logged, step=trainer.global_step)
+            # With the epoch, as Lightning's own rows (and the validation's) carry it.
+            logger.log_metrics({**logged, "epoch": trainer.current_epoch}, step=trainer.global_step)
         self._keep_if_best(trainer, logged[self.monitor])
         return logged
 
@@ -203,11 +213,14 @@ class FIDCallback(GeneratingCallback):
         )
         logits, kept_images = [], []
         hits = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+        self._not_finite = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         with self.my_share(trainer, pl_module, self._task_of(trainer)) as generation:
+            self._guidance = generation.request.guidance
             wanted = generation.request.conditions.labels
             scores_classes = self._classifier is not None and wanted is not None
             with busy(trainer, f"scoring {self.num_samples} samples", generation.steps) as on_step:
                 for indices, images in generation.batches(stoppable(trainer, on_step)):
+                    self._not_finite += (~torch.isfinite(images.flatten(1))).any(1).sum()
                     images = to_uint8(images)
                     features, batch_logits = self.evaluator.embed(images, pl_module.device)
                     acc.update(features)

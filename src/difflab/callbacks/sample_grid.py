@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
 from ..generation import grid_tiles
+from ..generation.finite import guidance_too_large
 from ..io.write_images import enlarge, grid_of, save_png
 from ..training.finite import HINT, NonFiniteError, check_losses_so_far
 from .giving_way import GaveWay, Owed, gave_way, stoppable
@@ -98,9 +99,9 @@ class SampleGrid(GeneratingCallback):
         images = gather_in_index_order(trainer, mine)
         request = generation.request
         if not bool(torch.isfinite(images).all()):  # every rank holds all images: all raise together
+            cause = guidance_too_large(request.guidance) or f"the EMA network has diverged; {HINT}"
             raise NonFiniteError(
-                f"sample grid {name} at step {trainer.global_step} has non-finite pixels (the EMA network has "
-                f"diverged); {HINT}"
+                f"sample grid {name} at step {trainer.global_step} has non-finite pixels: {cause}"
             )
         if not trainer.is_global_zero:
             return None

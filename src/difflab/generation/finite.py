@@ -22,10 +22,16 @@ def check_finite(
         where = ""
         if batch is not None and len(images) < batch[2]:
             where = f" (the batch of samples {batch[0]}-{batch[1]} of {batch[2]})"
-        cause = f"the weights in {ckpt} are broken (did training diverge?)"
         # Before, blamed on the weights alone.
-        if abs(float(guidance)) > LARGE_GUIDANCE:
-            cause = f"guidance={guidance:g} pushes them out of range (usual scales are 1-10)"
+        cause = guidance_too_large(guidance) or f"the weights in {ckpt} are broken (did training diverge?)"
         raise ValueError(
             f"{bad} of {len(images)} samples are not finite (NaN/inf){where}: {cause}; nothing was written"
         )
+
+
+def guidance_too_large(guidance: float) -> str | None:
+    """What to name as the cause of samples that are not finite at `guidance`: the guidance itself where it is
+    beyond any scale in use, else None (the weights are then the suspect)."""
+    if abs(float(guidance)) > LARGE_GUIDANCE:
+        return f"guidance={guidance:g} pushes them out of range (usual scales are 1-10)"
+    return None
