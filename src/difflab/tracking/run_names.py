@@ -29,7 +29,8 @@ NOT_IN_NAMES_PREFIXES = ("paths", "logger", "callbacks", "hydra")
 
 
 def job_run_name(overrides: Sequence[str], exclude: Sequence[str] = ()) -> str | None:
-    """`key=value,…` of a job's overrides as typed, sorted like Hydra's override_dirname, noise keys left out."""
+    """`key=value,…` of a job's overrides as Hydra hands them to it (a swept 1e-3 reads 0.001), sorted like Hydra's
+    override_dirname, noise keys left out."""
     kept = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
