@@ -36,17 +36,8 @@ def job_run_name(overrides: Sequence[str], exclude: Sequence[str] = ()) -> str |
         key = override.key_or_group
         if key in NOT_IN_NAMES or key in exclude or key.split(".")[0].split("/")[0] in NOT_IN_NAMES_PREFIXES:
             continue
-        kept.append(_without_machine_path(override))
+        kept.append(override.input_line)
     return ",".join(sorted(kept)) or None
-
-
-def _without_machine_path(override: Any) -> str:
-    """key=value, an absolute path given as its last part (init_from=/scratch/u/runs/a → init_from=a): a name is
-    shown to everyone who sees the project, and the config leaves machine paths out too."""
-    value = override.get_value_element_as_str() if not override.is_sweep_override() else None
-    if isinstance(value, str) and Path(value).is_absolute():
-        return f"{override.key_or_group}={Path(value).name}"
-    return override.input_line
 
 
 def sweep_group(sweep_dir: str, root_dir: str | None) -> str:
