@@ -64,6 +64,27 @@ def test_a_source_of_another_network_is_one_line_naming_its_model_before_the_run
     assert not run.exists()
 
 
+def test_a_dits_diffusers_export_is_refused_with_settings_that_can_be_typed_and_its_part_points_at_it(
+    dit_run, tmp_path
+):
+    exported = tmp_path / "exported"
+    assert run_cli("export.py", f"ckpt={dit_run}", "format=diffusers", f"out={exported}").returncode == 0
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, *DIT, "model.depth=3", f"init_from={exported}"], tmp_path / "a"
+    )
+    with pytest.raises(ValueError) as raised:
+        prepare(cfg, tmp_path / "a")
+    # Before, also model.cond_channels=0, a key train.py refuses.
+    assert f"configure the network of diffusers folder {exported} (a DiT: " in str(raised.value)
+    assert "model.depth=4" in str(raised.value) and "cond_channels" not in str(raised.value)
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, *DIT, f"init_from={exported / 'transformer'}"], tmp_path / "b"
+    )
+    # Before, "only difflab.models.UNet maps to diffusers' UNet2DModel".
+    with pytest.raises(FileNotFoundError, match=f"give the pipeline's folder, {exported}$"):
+        prepare(cfg, tmp_path / "b")
+
+
 def test_the_refusal_names_the_sources_settings_that_differ_from_the_configured_ones(tmp_path):
     # Before: "(model=unet_tiny)" alone, for a source trained with model.base_channels=32, which the command had
     # set otherwise: following the hint gave the same error again.

@@ -35,7 +35,8 @@ def is_difflab_source(source: str) -> bool:
         return False
     if is_diffusers_pipeline(path):
         return class_name(path / "transformer" / "config.json") is not None
-    return class_name(path / "config.json") is None
+    # A bare UNet2DModel folder is mapped; any other (a DiT's transformer/ alone) is read, whose reader names it.
+    return class_name(path / "config.json") != "UNet2DModel"
 
 
 def read_init_weights(
@@ -78,12 +79,18 @@ def _its_network(config: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     model settings, conditioning and autoencoder it has otherwise than `now` (before: model=unet_tiny alone, for
     a source trained with model.base_channels=32 or data.condition=labels)."""
     model, model_now = config.get("model") or {}, now.get("model") or {}
+    same_class = model.get("_target_") == model_now.get("_target_")
     choice = (config.get("choices") or {}).get("model")
     named = [f"model={choice}"] if choice else [f"a {str(model.get('_target_', '?')).rsplit('.', 1)[-1]}:"]
     named += [
         f"model.{key}={'null' if value is None else value}"
         for key, value in model.items()
-        if key != "_target_" and not isinstance(value, dict) and model_now.get(key) != value
+        # Of the configured network's class, only keys it has: another cannot be typed (model.cond_channels of a
+        # diffusers export's DiT); of another class, all that tell the source apart.
+        if key != "_target_"
+        and not isinstance(value, dict)
+        and model_now.get(key) != value
+        and (key in model_now or not same_class)
     ]
     condition = (config.get("data") or {}).get("condition")
     if condition != now.get("condition"):
