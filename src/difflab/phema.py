@@ -37,9 +37,8 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
             raise ValueError(f"{arg}: expected key=value (e.g. sigma_rel=0.05)")
         if key in OWN_KEYS:
             own[key] = value
-        elif (
-            key.lstrip("+~") == "ckpt"
-        ):  # before, taken and not read: the sweep scored the rebuilds all the same
+        # Before, taken and not read: the sweep scored the rebuilds all the same.
+        elif key.lstrip("+~") == "ckpt":
             raise ValueError(
                 f"{arg}: a sweep scores the rebuilds of the run given first ({argv[0]}), not another checkpoint; "
                 "drop ckpt="

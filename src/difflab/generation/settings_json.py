@@ -65,16 +65,14 @@ def edit_settings(
     else:
         edit = {"strength": method.strength, "sampler": sampler_config}
         edit.update(method.settings())
+    order = "result k is an edit of input k // n"
+    if guided:
+        order += " towards the condition of sample k % n (the conditions spread over n in equal blocks)"
     return {
         **pictures_settings(ckpt, options, request),
         "mask": str(options.mask) if isinstance(method, Inpaint) else None,
         "n": int(options.n),
-        "order": "result k is an edit of input k // n"
-        + (
-            " towards the condition of sample k % n (the conditions spread over n in equal blocks)"
-            if guided
-            else ""
-        ),
+        "order": order,
         **({"guidance": float(options.guidance)} if guided or options.guide else {}),
         **({"guide": str(options.guide)} if options.guide else {}),
         **({"labels": list(conditions.labels)} if guided and conditions.labels else {}),

@@ -204,7 +204,8 @@ def load_masks(path: str | Path, images: LoadedImages) -> Tensor:
                 raise FileNotFoundError(
                     f"no mask for {image_path.name} in {path} (masks need the pictures' names)"
                 )
-            if len(found) > 1:  # before, the last in name order was used without a word
+            # Before, the last in name order was used without a word.
+            if len(found) > 1:
                 names = " and ".join(p.name for p in found)
                 raise ValueError(f"masks {names} in {path} both match {image_path.name}: keep one of them")
             mask_path = found[0]

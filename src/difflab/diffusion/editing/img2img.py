@@ -26,7 +26,8 @@ def strength_timesteps(timesteps: Tensor, num_train_timesteps: int, strength: fl
     # A tiny strength still runs the last, least noisy step, so the output is always a model output; said, as
     # that step noises more than asked (strength 1e-9 moved pixels by 90/255 at 10 steps, without a word).
     least = int(timesteps[-1])
-    if least == 0:  # the grid reaches the data: its last step noises next to nothing
+    # A grid that reaches the data: its last step noises next to nothing.
+    if least == 0:
         return timesteps[-1:]
     warnings.warn(
         f"strength={strength:g} is below the sampler's least noisy step (t={least}, strength "
