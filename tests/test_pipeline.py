@@ -139,6 +139,14 @@ def test_unconditional_model_refuses_labels(tiny_ckpt):
         difflab.load(tiny_ckpt).sample(2, sampler="ddimm")
 
 
+def test_samples_that_are_not_finite_are_refused_without_claiming_a_file(tiny_ckpt):
+    """pipe.sample writes no file: its refusal says no images were returned (before: "nothing was written")."""
+    pipe = difflab.load(tiny_ckpt)
+    next(pipe.net.parameters()).data.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"not finite .*; no images were returned$"):
+        pipe.sample(2, steps=2)
+
+
 def test_safetensors_folder_loads_without_pickle(tiny_ckpt, tmp_path):
     folder = tmp_path / "model"
     export(compose_config("export", [f"ckpt={tiny_ckpt}", "format=safetensors", f"out={folder}"], tmp_path))

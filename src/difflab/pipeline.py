@@ -186,7 +186,8 @@ class DiffusionPipeline:
             guide_model = guide if isinstance(guide, DiffusionPipeline) else load(guide, self.device)
             options.guide = guide_model.source
         images = generate_images(request_for(self, options, chosen, self.source, guide_model), self.net)
-        check_finite(images, self.source, guidance=options.guidance)
+        # Nothing is written here: the caller is told it gets no images.
+        check_finite(images, self.source, guidance=options.guidance, outcome="no images were returned")
         return _convert(images, output)
 
     def __repr__(self) -> str:

@@ -12,11 +12,16 @@ LARGE_GUIDANCE = 50.0
 
 
 def check_finite(
-    images: torch.Tensor, ckpt: Any, batch: tuple[int, int, int] | None = None, guidance: float = 1.0
+    images: torch.Tensor,
+    ckpt: Any,
+    batch: tuple[int, int, int] | None = None,
+    guidance: float = 1.0,
+    outcome: str = "nothing was written",
 ) -> None:
     """Refuse samples with NaN or inf (they would be written as black images without a word). `batch`: (first,
     last, count) when `images` are samples first..last of count, which the message then names; `guidance`: the
-    scale they were made at, named as the likely cause when it is very large."""
+    scale they were made at, named as the likely cause when it is very large; `outcome`: what the caller
+    leaves undone, the message's last words."""
     bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
     if bad:
         where = ""
@@ -25,7 +30,7 @@ def check_finite(
         # Before, blamed on the weights alone.
         cause = guidance_too_large(guidance) or f"the weights in {ckpt} are broken (did training diverge?)"
         raise ValueError(
-            f"{bad} of {len(images)} samples are not finite (NaN/inf){where}: {cause}; nothing was written"
+            f"{bad} of {len(images)} samples are not finite (NaN/inf){where}: {cause}; {outcome}"
         )
 
 
