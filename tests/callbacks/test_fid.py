@@ -40,8 +40,33 @@ def test_fid_runs_each_epoch_and_at_the_end_once_per_step(tmp_path: Path, caplog
     assert evaluated == ["step_0000006.npz", "step_0000008.npz"]  # end of epoch 1, end of training
     assert metrics["val/fd_effl0"] > 0 and "val/kid" in metrics and "val/precision" not in metrics
     (log,) = (tmp_path / "run").rglob("metrics.csv")
-    steps = [int(r["step"]) for r in csv.DictReader(log.open()) if r.get("val/fd_effl0")]
-    assert steps == [6, 8]
+    rows = [r for r in csv.DictReader(log.open()) if r.get("val/fd_effl0")]
+    assert [int(r["step"]) for r in rows] == [6, 8]
+    # The epoch each step was trained in (before, the row at the end of training said 2: the epoch after it).
+    assert [int(float(r["epoch"])) for r in rows] == [0, 1]
+
+
+def test_scores_at_the_end_of_a_last_whole_epoch_carry_that_epoch(tmp_path: Path) -> None:
+    # One whole epoch, scored at its end only: the row says epoch 0 (before, 1, an epoch never trained).
+    overrides = [
+        *FAST_TRAIN,
+        "callbacks=[default,fid]",
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=1",
+        "data.batch_size=256",
+        "callbacks.fid.every_n_steps=0",
+        "callbacks.fid.at_train_end=true",
+        "callbacks.fid.num_samples=6",
+        "metrics.num_reference=20",
+        "metrics.kid_subset_size=5",
+        "metrics.prc=false",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        "callbacks.fid.best_checkpoint=null",
+    ]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    (log,) = (tmp_path / "run").rglob("metrics.csv")
+    rows = [r for r in csv.DictReader(log.open()) if r.get("val/fd_effl0")]
+    assert [(int(r["step"]), int(float(r["epoch"]))) for r in rows] == [(6, 0)]
 
 
 def test_missing_inception_weights_stop_training_before_the_first_step(tmp_path: Path) -> None:

@@ -81,6 +81,9 @@ class FIDCallback(GeneratingCallback):
         self._classifier: LinearClassifier | None = None
         self._task: tuple[object, Task] | None = None  # (datamodule, its task): the same at every evaluation
         self._owed = Owed()
+        # The epoch of the last step trained, which the scores' row carries: at the end of training Lightning's
+        # current_epoch is already the next one when the last epoch ran to its end.
+        self._epoch_trained: int | None = None
 
     @property
     def monitor(self) -> str:
@@ -136,6 +139,7 @@ class FIDCallback(GeneratingCallback):
             self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self._epoch_trained = trainer.current_epoch
         step = trainer.global_step
         # step > 0: with gradient accumulation the first micro-batches end before the first optimizer step.
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
@@ -189,9 +193,10 @@ class FIDCallback(GeneratingCallback):
         logged = {f"val/{k}": v for k, v in scores.items()}
         for key, value in logged.items():
             trainer.callback_metrics[key] = torch.tensor(value)
+        epoch = trainer.current_epoch if self._epoch_trained is None else self._epoch_trained
         for logger in trainer.loggers:
             # With the epoch, as Lightning's own rows (and the validation's) carry it.
-            logger.log_metrics({**logged, "epoch": trainer.current_epoch}, step=trainer.global_step)
+            logger.log_metrics({**logged, "epoch": epoch}, step=trainer.global_step)
         self._keep_if_best(trainer, logged[self.monitor])
         return logged
 
