@@ -211,6 +211,27 @@ def test_init_from_starts_from_diffusers_weights(tmp_path):
         torch.testing.assert_close(loaded.net(x, t), theirs(x, t).sample, rtol=1e-5, atol=1e-5)
 
 
+def test_init_from_a_pipeline_trained_for_another_prediction_type_is_warned_of(tmp_path, caplog):
+    # A pipeline's scheduler says what its U-Net predicts (before: its weights were taken without a word).
+    net, args = random_unet(NO_ATTENTION)
+    write_pipeline(net, args, NoiseSchedule.from_name("linear"), "v", tmp_path / "pipeline")
+    cfg = compose_config("train", [*FAST_TRAIN, f"init_from={tmp_path / 'pipeline'}"], tmp_path / "run")
+    with caplog.at_level("WARNING", logger="difflab"):
+        prepare(cfg, tmp_path / "run")
+    (said,) = [r.getMessage() for r in caplog.records if "init_from=" in r.getMessage()]
+    assert said.startswith(
+        f"init_from={tmp_path / 'pipeline'} was trained with other settings than this run's: "
+        "prediction_type=epsilon (checkpoint: v)"
+    )
+    # An EDM run from a DDPM pipeline: the formulation is named too.
+    caplog.clear()
+    overrides = [*FAST_TRAIN, "formulation=edm", f"init_from={tmp_path / 'pipeline'}"]
+    with caplog.at_level("WARNING", logger="difflab"):
+        prepare(compose_config("train", overrides, tmp_path / "edm"), tmp_path / "edm")
+    (said,) = [r.getMessage() for r in caplog.records if "init_from=" in r.getMessage()]
+    assert "formulation._target_=difflab.diffusion.formulations.EDM (checkpoint: " in said
+
+
 @pytest.mark.slow  # a CLI run
 def test_init_from_a_mismatched_model_is_one_line_before_anything_is_written(tmp_path):
     save_unet(TWO_HEADS | {"in_channels": 1}, tmp_path / "other")

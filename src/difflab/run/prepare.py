@@ -71,7 +71,11 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
-    from ..runs.init_weights import is_difflab_source, read_init_weights
+    from ..runs.init_weights import (
+        is_difflab_source,
+        read_init_weights,
+        warn_if_pipeline_trained_otherwise,
+    )
     from ..runs.resume import (
         CONDITIONING_RECIPE,
         DATA_SOURCE,
@@ -162,6 +166,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
             named = f"init_from={folder}"
             folder = str(fetch_hub_pipeline(folder, lambda fetched: check_unet_config(args, fetched, named)))
         check_unet_folder(args, folder)
+        warn_if_pipeline_trained_otherwise(str(folder), trained_for(cfg))
         return replace(settings, init_from=folder)
     return settings
 

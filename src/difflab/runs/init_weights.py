@@ -6,6 +6,7 @@ the source has them, as sample.py samples with them: fine-tuning starts from wha
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from ..checkpoint_config import contradictions, listed
 from ..checkpoint_file import read_model
 from ..model_folder.diffusers_folder import class_name
 from ..model_folder.hub import is_hub_id
-from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline
+from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline, read_scheduler
 from ..model_folder.state_fit import state_mismatch
 
 log = logging.getLogger("difflab")
 
+VP_TRAINING = "difflab.diffusion.formulations.VPTraining"
 # What the weights were trained to predict: a run that changes them starts far from what the weights learnt.
 TRAINED_FOR = ("prediction_type", "formulation", "schedule")
 
@@ -63,7 +65,15 @@ def read_init_weights(
     if model.kind == "diffusers folder":
         # Its schedule is diffusers' betas, not a schedule= option: not told apart, as for a U-Net pipeline.
         trained_for.pop("schedule", None)
-    changed = contradictions(trained_for, model.config)
+    warn_if_trained_otherwise(source, trained_for, model.config)
+    return model.state
+
+
+def warn_if_trained_otherwise(
+    source: str, trained_for_now: Mapping[str, Any], stored: Mapping[str, Any]
+) -> None:
+    """Name the TRAINED_FOR settings of `stored` (the source's config) that differ from this run's."""
+    changed = contradictions(trained_for_now, stored)
     if changed:
         log.warning(
             "init_from=%s was trained with other settings than this run's: %s; its weights predict what those ask "
@@ -71,7 +81,27 @@ def read_init_weights(
             source,
             listed(changed, 4),
         )
-    return model.state
+
+
+def warn_if_pipeline_trained_otherwise(folder: str, trained_for_now: Mapping[str, Any]) -> None:
+    """For a diffusers U-Net pipeline folder, what warn_if_trained_otherwise says of a difflab model: its
+    scheduler tells its prediction type (and formulation, for difflab's edm and flow exports). A bare U-Net folder,
+    or a scheduler difflab cannot read, says nothing of them; the weights are taken as they are."""
+    path = Path(folder)
+    if not is_diffusers_pipeline(path):
+        return
+    try:
+        # Its sampling settings (clipping, thresholding) are no concern of training.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored = read_scheduler(path, f"init_from={folder}")
+    except ValueError:
+        return
+    # Its schedule is diffusers' betas, not a schedule= option: not told apart.
+    wanted = {key: value for key, value in trained_for_now.items() if key != "schedule"}
+    # A table of betas is a VP model's: an edm or flow run starting from it is told so.
+    stored.setdefault("formulation", {"_target_": VP_TRAINING})
+    warn_if_trained_otherwise(folder, wanted, stored)
 
 
 def _its_network(config: Mapping[str, Any], now: Mapping[str, Any]) -> str:
