@@ -166,6 +166,14 @@ def test_run_names_leave_out_paths_loggers_and_callbacks():
     assert job_run_name(["logger=csv"]) is None
 
 
+def test_run_names_give_paths_in_the_project_relative_to_it():
+    # Before: init_from=/home/<user>/difflab/outputs/... (a machine path, most of a W&B table's column).
+    overrides = ["init_from=/home/me/difflab/outputs/train/a/last.ckpt", "guide=/elsewhere/b.ckpt", "seed=3"]
+    assert job_run_name(overrides, root_dir="/home/me/difflab") == (
+        "guide=/elsewhere/b.ckpt,init_from=outputs/train/a/last.ckpt,seed=3"
+    )
+
+
 def test_a_single_run_is_named_from_its_experiment_and_overrides(hydra_job):
     cfg = hydra_job(["experiment=digits_cpu", "optim.lr=1e-4", "hydra.run.dir=/somewhere"])
     name_wandb_run(cfg)

@@ -40,11 +40,12 @@ def name_wandb_run(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     experiment = hydra_cfg.runtime.choices.get("experiment")
     exclude = [*hydra_cfg.job.config.override_dirname.exclude_keys, "experiment"]
-    overrides = job_run_name(hydra_cfg.overrides.task, exclude)
+    root_dir = (cfg.get("paths") or {}).get("root_dir")
+    overrides = job_run_name(hydra_cfg.overrides.task, exclude, root_dir)
     sweep_job = sweep = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         sweep_job = hydra_cfg.job.num
-        sweep = sweep_group(str(hydra_cfg.sweep.dir), (cfg.get("paths") or {}).get("root_dir"))
+        sweep = sweep_group(str(hydra_cfg.sweep.dir), root_dir)
     fields = wandb_run_fields(wandb_cfg, str(cfg.task_name), experiment, overrides, sweep_job, sweep)
     with open_dict(wandb_cfg):
         wandb_cfg.update(fields)

@@ -28,15 +28,27 @@ NOT_IN_NAMES = {
 NOT_IN_NAMES_PREFIXES = ("paths", "logger", "callbacks", "hydra")
 
 
-def job_run_name(overrides: Sequence[str], exclude: Sequence[str] = ()) -> str | None:
+def job_run_name(
+    overrides: Sequence[str], exclude: Sequence[str] = (), root_dir: str | None = None
+) -> str | None:
     """`key=value,…` of a job's overrides as Hydra hands them to it (a swept 1e-3 reads 0.001), sorted like Hydra's
-    override_dirname, noise keys left out."""
+    override_dirname, noise keys left out; a path in the project `root_dir` relative to it, as sweep_group gives
+    the sweep's folder (two runs' paths stay told apart)."""
     kept = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
         if key in NOT_IN_NAMES or key in exclude or key.split(".")[0].split("/")[0] in NOT_IN_NAMES_PREFIXES:
             continue
-        kept.append(override.input_line)
+        line = override.input_line
+        value = override.value()
+        if (
+            root_dir
+            and isinstance(value, str)
+            and Path(value).is_absolute()
+            and Path(value).is_relative_to(root_dir)
+        ):
+            line = line.replace(value, Path(value).relative_to(root_dir).as_posix(), 1)
+        kept.append(line)
     return ",".join(sorted(kept)) or None
 
 
