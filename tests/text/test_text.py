@@ -576,6 +576,13 @@ def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_te
             ["prompt=[seven,[a,b]]", "n=2"],
             r"^prompt=\['seven', \['a', 'b'\]\] holds \['a', 'b'\], which is no",
         ),
+        # At guidance 0 the negative prompt's prediction is all there is: before, the samples showed it, bit for bit
+        # those of prompt='a one', while settings.json recorded prompt=seven.
+        (
+            ["prompt=seven", "negative_prompt=a one", "guidance=0"],
+            r"^negative_prompt='a one' at guidance=0 samples the negative prompt alone \(the branch it replaces\), not "
+            r"prompt: give a guidance above 1 \(e.g. guidance=3\), or drop negative_prompt$",
+        ),
         # At guidance 1 the branch a negative prompt replaces is not used: before, the samples were those without
         # it, bit for bit, and settings.json recorded the negative prompt as if applied.
         (
@@ -658,7 +665,9 @@ def test_a_prompt_that_names_a_file_is_said_to_be_taken_as_its_text(tmp_path, ca
     listed = tmp_path / "prompts.txt"
     listed.write_text("a cat\na dog\n")
     with caplog.at_level("WARNING", logger="difflab"):
-        warn_if_a_prompt_names_a_file(["a hand-drawn seven", str(tmp_path / "missing.txt")])
+        # A long caption (a path component over 255 bytes): before, OSError "File name too long" from sampling.
+        long = "a thick handwritten seven drawn slowly " * 7
+        warn_if_a_prompt_names_a_file(["a hand-drawn seven", str(tmp_path / "missing.txt"), long])
         assert not caplog.records
         warn_if_a_prompt_names_a_file([str(listed)])
     assert (

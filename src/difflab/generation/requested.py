@@ -146,12 +146,20 @@ def warn_if_a_prompt_names_a_file(prompts: list[str]) -> None:
     """prompt=prompts.txt is a caption reading "prompts.txt", not the file's lines: said, since a file of prompts
     is what such a path usually means (before, it was embedded as it stood, without a word)."""
     for text in prompts:
-        if len(text) < 1024 and "\n" not in text and Path(text).expanduser().is_file():
+        if "\n" not in text and _is_file(text):
             log.warning(
                 "prompt=%s names a file, but prompts are captions, embedded as they are typed: give the "
                 "captions themselves (prompt='a cat' or prompt=['a cat','a dog'])",
                 text,
             )
+
+
+def _is_file(text: str) -> bool:
+    """Whether `text` names a file; a caption no path can be (a part over the system's name limit) names none."""
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def prompt_conditions(
@@ -176,6 +184,12 @@ def prompt_conditions(
         raise ValueError(
             f"negative_prompt={negative_prompt!r} has no effect at guidance=1 (the prompt's prediction alone): "
             "give a guidance above 1 (e.g. guidance=3), or drop negative_prompt"
+        )
+    if negatives is not None and float(guidance) == 0.0:
+        # Guidance 0 is the replaced branch's prediction alone: the samples would show the negative prompt.
+        raise ValueError(
+            f"negative_prompt={negative_prompt!r} at guidance=0 samples the negative prompt alone (the branch it "
+            "replaces), not prompt: give a guidance above 1 (e.g. guidance=3), or drop negative_prompt"
         )
     data = model.config["data"]
     encoder = data["text_encoder"]
