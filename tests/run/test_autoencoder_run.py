@@ -281,13 +281,17 @@ def test_the_discriminator_is_off_by_default(autoencoder_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path) -> None:
-    """Two CPU ranks (gloo): checkpoints and grids on the shared schedule, no rank left waiting on a collective."""
+@pytest.mark.parametrize("gan", [[], ["autoencoder_module.disc_weight=0.5", "autoencoder_module.disc_start=2",
+                                      "autoencoder_module.disc_layers=1"]], ids=["plain", "discriminator"])  # fmt: skip
+def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path, gan: list[str]) -> None:
+    """Two CPU ranks (gloo): checkpoints and grids on the shared schedule, no rank left waiting on a collective.
+    With the discriminator on (before: DDP stopped at step 2, as it had no gradient at step 0)."""
     run = tmp_path / "run"
     overrides = [o for o in TINY_AE if o not in ("logger=csv", "trainer=cpu")]
     result = run_cli(
         "train.py",
         *overrides,
+        *gan,
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -299,6 +303,10 @@ def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4
     assert (run / "samples" / "step_0000002.png").is_file() and (run / "samples" / "final.png").is_file()
+    if gan:  # it learnt at steps 2 and 3
+        before = discriminator_weights(run / "checkpoints" / "step_0000002.ckpt")
+        after = discriminator_weights(run / "checkpoints" / "last.ckpt")
+        assert before and any(not torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("given", ["formulation=flow", "data.condition=superres", "sampler.steps=3"])

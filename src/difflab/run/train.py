@@ -32,7 +32,7 @@ from ..runs.resume import LAST, tidy_before_fit
 from ..runs.stopped_early import launch_forgotten_if_refused, noted_if_stopped, released_if_refused
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
-from ..training import DiffusionModule, Preempted, with_atomic_checkpoints
+from ..training import AutoencoderModule, DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import out_of_space
 from ..training.console import (
     keep_console_in_run_log,
@@ -137,6 +137,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
         trainer_cfg["val_check_interval"] = validation_interval(
             cfg.trainer.get("max_steps"), cfg.trainer.get("val_check_interval")
         )
+    if cfg.get("task") == "autoencoder" and "strategy" in trainer_cfg:
+        disc_weight = float(cfg.autoencoder_module.get("disc_weight") or 0)
+        trainer_cfg["strategy"] = AutoencoderModule.strategy_for(trainer_cfg.get("strategy"), disc_weight)
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
     finish_when_resumed_at_the_limit(trainer)
     return trainer
