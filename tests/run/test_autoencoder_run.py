@@ -276,6 +276,47 @@ def test_the_patch_discriminator_joins_at_its_warm_up_step_and_only_then_learns(
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
+GAN = [
+    "autoencoder_module.disc_weight=0.5",
+    "autoencoder_module.disc_start=2",
+    "autoencoder_module.disc_layers=1",
+]
+
+
+def test_a_resume_that_switches_the_discriminator_on_is_one_line_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    # Before, Lightning's "Missing key(s) discriminator.main.0.weight" traceback, after .hydra/resumed_step_* was
+    # written.
+    run = tmp_path / "run"
+    train(compose_config("train", [*TINY_AE, "trainer.max_steps=2"], run))
+    result = run_cli(
+        "train.py", *TINY_AE, *GAN, "trainer.max_steps=4", "ckpt_path=last", f"hydra.run.dir={run}"
+    )
+    assert one_error_line(result) == (
+        f"error: checkpoint {run / 'checkpoints' / 'last.ckpt'} was trained without a discriminator "
+        "(autoencoder_module.disc_weight=0): a resume cannot add one, the checkpoint holds no weights or optimizer "
+        "state for it; start a new run with autoencoder_module.disc_weight=0.5"
+    )
+    assert not list((run / ".hydra").glob("resumed_step_*"))
+
+
+def test_a_resume_keeps_the_discriminator_it_was_trained_with(tmp_path: Path) -> None:
+    from difflab.runs.resume import check_discriminator_kept
+
+    path = tmp_path / "last.ckpt"
+    stored = {"task": "autoencoder", "autoencoder_module": {"disc_weight": 0.5, "disc_layers": 1}}
+    check_discriminator_kept({"disc_weight": 0.1, "disc_layers": 1}, stored, path)  # a new weight is fine
+    check_discriminator_kept({"disc_weight": 0.0}, {"task": "autoencoder", "autoencoder_module": {}}, path)
+    with pytest.raises(ValueError, match=rf"^checkpoint {path} was trained with a discriminator \(autoencoder_module"
+                       r".disc_weight=0.5\): resumed without it, .*; keep autoencoder_module.disc_weight above 0"):  # fmt: skip
+        check_discriminator_kept({"disc_weight": 0.0, "disc_layers": 1}, stored, path)
+    with pytest.raises(
+        ValueError, match=r"^autoencoder_module.disc_layers=3 \(checkpoint: 1\): the discriminator "
+    ):
+        check_discriminator_kept({"disc_weight": 0.5, "disc_layers": 3}, stored, path)
+
+
 def test_the_discriminator_is_off_by_default(autoencoder_run: Path) -> None:
     assert not discriminator_weights(autoencoder_run / "checkpoints" / "last.ckpt")
 

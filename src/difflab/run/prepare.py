@@ -81,6 +81,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         DATA_SOURCE,
         check_class_count_kept,
         check_condition_kept,
+        check_discriminator_kept,
         check_ema_kept,
         check_resumable,
         check_steps_left,
@@ -123,6 +124,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
         check_class_count_kept(taken_from_data.get("num_classes"), data, ckpt[CONFIG_KEY], resume)
         check_task_kept(cfg.get("task"), ckpt[CONFIG_KEY], resume)
+        check_discriminator_kept(cfg.get("autoencoder_module") or {}, ckpt[CONFIG_KEY], resume)
         check_condition_kept(typed_overrides(cfg), ckpt[CONFIG_KEY], resume)
         check_resumable(fixed_values(cfg), lambda: instantiate(cfg.model), ckpt, resume, group_choices(cfg))
         check_ema_kept(OmegaConf.select(cfg, "callbacks.ema") is not None, ckpt, resume)

@@ -313,6 +313,35 @@ def check_task_kept(task_now: Any, stored: Mapping[str, Any], path: Path) -> Non
     )
 
 
+def check_discriminator_kept(now: Mapping[str, Any], stored: Mapping[str, Any], path: Path) -> None:
+    """An autoencoder run resumed with its discriminator switched on or off, or with another number of layers:
+    one line before anything is written (before, Lightning's missing or unexpected "discriminator.*" keys once
+    the run had begun). `now`: autoencoder_module as configured; its disc_weight may change."""
+    if stored.get("task") != "autoencoder":
+        return
+    before = stored.get("autoencoder_module") or {}
+    weight_before, weight_now = float(before.get("disc_weight") or 0), float(now.get("disc_weight") or 0)
+    if weight_before > 0 and weight_now <= 0:
+        raise ValueError(
+            f"checkpoint {path} was trained with a discriminator (autoencoder_module.disc_weight={weight_before:g}): "
+            "resumed without it, its weights and optimizer state would have nowhere to go; keep "
+            "autoencoder_module.disc_weight above 0 on a resume (its value may change)"
+        )
+    if weight_before <= 0 and weight_now > 0:
+        raise ValueError(
+            f"checkpoint {path} was trained without a discriminator (autoencoder_module.disc_weight=0): a resume "
+            "cannot add one, the checkpoint holds no weights or optimizer state for it; start a new run with "
+            f"autoencoder_module.disc_weight={weight_now:g}"
+        )
+    layers_before, layers_now = before.get("disc_layers"), now.get("disc_layers")
+    if weight_now > 0 and layers_before is not None and layers_now != layers_before:
+        raise ValueError(
+            f"autoencoder_module.disc_layers={layers_now} (checkpoint: {layers_before}): the discriminator was "
+            f"built with {layers_before} layers, which the checkpoint {path} fixes; keep disc_layers={layers_before} "
+            "on a resume"
+        )
+
+
 def check_condition_kept(typed: Iterable[str], stored: Mapping[str, Any], path: Path) -> None:
     """A data.condition typed on a resume must be the checkpoint's: its network was built for that conditioning,
     which a resume keeps. Before, data.condition=null on a text run was dropped without a word (the net's text_dim
