@@ -519,6 +519,24 @@ def test_a_latent_checkpoint_in_safetensors_format_is_refused_in_one_line(latent
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
 
+def test_a_latent_model_neither_format_holds_is_refused_naming_both(latent_run) -> None:
+    # A latent text-to-image U-Net (no diffusers counterpart): before, format=safetensors said "export it with
+    # format=diffusers", which then refused it too.
+    from difflab.checkpoint import load_model
+    from difflab.model_folder.export import plan_export
+
+    loaded = load_model(latent_run[0] / "checkpoints" / "last.ckpt")
+    loaded.config["model"]["text_dim"] = 384
+    with pytest.raises(ValueError) as error:
+        plan_export(loaded, "x.ckpt", "safetensors")
+    said = str(error.value)
+    assert said.startswith(
+        "x.ckpt is a latent diffusion model that no export format holds yet: format=safetensors "
+    )
+    assert "a text-conditional U-Net" in said and "export it with format=diffusers" not in said
+    assert said.endswith("; sample it from its checkpoint (sample.py ckpt=x.ckpt, or difflab.load)")
+
+
 class FirstTrainingStep:
     """What the datamodule reads of Lightning's Trainer at a run's first training batch (one device)."""
 

@@ -40,6 +40,15 @@ class ExportPlan:
 def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
     """How `loaded` (a checkpoint.LoadedModel) is exported in `format`; a one-line ValueError for what cannot be."""
     if loaded.latents is not None and format != "diffusers":  # it would lose the autoencoder
+        try:
+            plan_export(loaded, ckpt, "diffusers")
+        except ValueError as error:
+            # Pointing at format=diffusers would send the user to a second refusal.
+            raise ValueError(
+                f"{ckpt} is a latent diffusion model that no export format holds yet: format={format} cannot hold "
+                f"its autoencoder, and {error}; sample it from its checkpoint (sample.py ckpt={ckpt}, or "
+                "difflab.load)"
+            ) from error
         raise ValueError(
             f"{ckpt} is a latent diffusion model: format={format} cannot hold its autoencoder "
             "yet; export it with format=diffusers (the autoencoder as vae/)"
