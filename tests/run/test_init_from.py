@@ -83,6 +83,12 @@ def test_a_dits_diffusers_export_is_refused_with_settings_that_can_be_typed_and_
     # Before, "only difflab.models.UNet maps to diffusers' UNet2DModel".
     with pytest.raises(FileNotFoundError, match=f"give the pipeline's folder, {exported}$"):
         prepare(cfg, tmp_path / "b")
+    # A latent model's pipeline (a vae/ beside): its folder is refused too, so the part names what is read instead
+    # (before, "give the pipeline's folder", whose refusal sent the user back).
+    (exported / "vae").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"of a latent diffusion pipeline \(a vae/ beside it\), which difflab "
+                       r"reads from its train.py checkpoint \(it records its autoencoder\)$"):  # fmt: skip
+        prepare(cfg, tmp_path / "b")
 
 
 def test_the_refusal_names_the_sources_settings_that_differ_from_the_configured_ones(tmp_path):
