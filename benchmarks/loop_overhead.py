@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from machine import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="difflab-overhead-") as tmp:
         loop = train_rate(overrides, args.steps, args.warmup, Path(tmp))
     bare = max(before, bare_rate(overrides, bare_steps))
-    print(f"recipe {args.recipe}: {' '.join(overrides)}\n")
+    print(f"{machine_line()}; recipe {args.recipe}: {' '.join(overrides)}\n")
     print("| what | steps/s | s/step |")
     print("| --- | --- | --- |")
     print(f"| bare step (synthetic batch) | {bare:.2f} | {1 / bare:.4f} |")

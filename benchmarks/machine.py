@@ -16,3 +16,20 @@ def cpu_name() -> str:
         )
     except (OSError, subprocess.CalledProcessError, StopIteration):
         return platform.processor() or "unknown CPU"
+
+
+def device_name(device: str) -> str:
+    """The chip behind `device` ("cpu", "cuda", "cuda:1"): the GPU's name for CUDA, else the CPU's."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def machine_line() -> str:
+    """'CPU: <model>' and, where CUDA is there (accelerator=auto picks it), ', GPU: <name>': above a table."""
+    import torch
+
+    gpu = f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"CPU: {cpu_name()}{gpu}"

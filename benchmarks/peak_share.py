@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Callable
 
 import torch
+from machine import device_name
 from torch.utils.flop_counter import FlopCounterMode
 from unet_vs_diffusers import CONFIGS, models, sample_step, timed, train_step
 
@@ -49,7 +50,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     size = args.gemm_size or (8192 if args.device.startswith("cuda") else 2048)
     peak = {name: gemm_peak(dtype or torch.float32, args.device, size) for name, dtype in PRECISIONS.items()}
-    print(f"device {args.device}, {args.threads} threads, {args.rounds} rounds each (alternating), medians")
+    print(
+        f"device {args.device} ({device_name(args.device)}), {args.threads} threads, {args.rounds} rounds each (alternating), medians"
+    )
     print(
         f"GEMM peak ({size}×{size} matmul): fp32 {peak['fp32'] / 1e9:,.0f} GFLOP/s, "
         f"bf16 {peak['bf16'] / 1e9:,.0f} GFLOP/s\n"

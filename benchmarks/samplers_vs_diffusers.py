@@ -29,6 +29,7 @@ from diffusers import (
     HeunDiscreteScheduler,
     UNet2DModel,
 )
+from machine import device_name
 from unet_vs_diffusers import models, timed
 
 from difflab.diffusion import (
@@ -42,7 +43,8 @@ from difflab.diffusion import (
 from difflab.diffusion.generate import generate
 
 NETS = {  # name: (label, model config, data overrides, batch)
-    "digits": ("digits_cpu net 1×8×8", "unet_small", ["experiment=digits_cpu"], 64),
+    # digits_cpu's own model= option: a model= given beside the experiment replaces the one it picks.
+    "digits": ("digits_cpu net 1×8×8", "unet_small_cpu", ["experiment=digits_cpu"], 64),
     "small": ("unet_small 1×32×32", "unet_small", ["data.image_size=32", "data.channels=1"], 8),
     "cifar10": (
         "unet_ddpm_cifar10 3×32×32",
@@ -145,7 +147,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"device {args.device}, {args.threads} threads, {args.rounds} rounds each (alternating), medians\n")
+    print(
+        f"device {args.device} ({device_name(args.device)}), {args.threads} threads, {args.rounds} rounds each (alternating), medians\n"
+    )
     print(
         "| network | batch | sampler | NFE | precision | difflab img/s (min–max) | diffusers img/s (min–max) | ratio |"
     )

@@ -57,6 +57,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     loaded = load_model(args.ckpt)
+    # The classifier reads 8×8 pixels: a latent model's samples would need decoding, and other sizes another one.
+    if loaded.latents is not None or tuple(loaded.sample_shape) != (1, 8, 8):
+        raise SystemExit(
+            f"{args.ckpt}: this benchmark scores text models of 1×8×8 pixel digits (digits_text_cpu)"
+        )
     data = loaded.config["data"]
     digits = ImageDataModule(
         "digits", image_size=8, val_fraction=data["val_fraction"], split_seed=data["split_seed"]
@@ -68,6 +73,7 @@ def main() -> None:
 
     texts = [prompt for prompt, _ in PROMPTS]
     table = embed_texts(texts, data["text_encoder"], data["text_encoder_version"], int(data["max_tokens"]))
+    # sampling_net and its schedule: an edm or flow model's ε-face (its raw net predicts another target).
     sampler = DDIMSampler(loaded.schedule, steps=args.steps, prediction_type=loaded.prediction_type)
     trained = set(template_captions("digits", DIGIT_WORDS))
     header = " | ".join(f"s={s:g}" for s in args.guidance)
@@ -78,7 +84,7 @@ def main() -> None:
         shares = []
         for scale in args.guidance:
             images = generate(
-                sampler, loaded.net, range(args.n), loaded.sample_shape, args.seed, 100,
+                sampler, loaded.sampling_net, range(args.n), loaded.sample_shape, args.seed, 100,
                 table.cond_for([row] * args.n), scale,
             )  # fmt: skip
             predicted = classifier.predict((to_uint8(images).flatten(1).float() / 255).numpy())

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from diffusers import UNet2DModel
 from hydra import compose, initialize_config_dir
+from machine import device_name
 from omegaconf import OmegaConf
 
 from difflab.model_folder.diffusers_mapping import diffusers_config, to_diffusers, unet_arguments
@@ -119,7 +120,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"device {args.device}, {args.threads} threads, {args.rounds} rounds each (alternating), medians\n")
+    print(
+        f"device {args.device} ({device_name(args.device)}), {args.threads} threads, {args.rounds} rounds each (alternating), medians\n"
+    )
     print(
         "| network | batch | what | precision | difflab img/s (min–max) | diffusers img/s (min–max) "
         "| ratio | diffusers tuned img/s | ratio to tuned |"
