@@ -25,8 +25,10 @@ def conditioning_classifier(
     has those labels (else None, with a warning)."""
     if conditions.labels is None:
         if conditions.prompts is not None:
+            # Typed prompts are never matched to classes, even a training caption's: the hint was about data only.
             log.info(
-                "no conditioning accuracy: the prompts name no classes (e.g. a folder without class subfolders)"
+                "no conditioning accuracy: these prompts are not known to name classes (it is scored on the data's "
+                "own prompts, prompt= left out, where its captions name classes: templates or class subfolders)"
             )
         return None
     highest = max(conditions.labels.classes)  # not max() over every sample's label: n may be huge
