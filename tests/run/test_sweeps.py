@@ -315,6 +315,52 @@ def test_a_sweep_whose_devices_auto_takes_several_gpus_is_refused(
     )
 
 
+def test_a_slurm_sweep_is_left_to_slurm_and_submitit_local_with_several_devices_is_refused(
+    tmp_path, monkeypatch, capsys
+):
+    from difflab.run.cluster import refuse_relaunched_processes_in_a_sweep
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    slurm = [
+        "hydra/launcher=slurm",
+        "trainer=slurm",
+        "hydra.launcher.partition=gpu",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    local = [
+        "hydra/launcher=submitit_local",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        slurm_config = compose("train", overrides=slurm, return_hydra_config=True)
+        local_config = compose("train", overrides=local, return_hydra_config=True)
+    # Before: "InterpolationResolutionError: HydraConfig was not set" from trainer=slurm's devices, which Hydra
+    # turned into a warning that one of difflab's checks had failed, on the README's own SLURM command.
+    refuse_relaunched_processes_in_a_sweep(slurm_config)
+    # Before, submitted: Lightning reran submitit's job runner as rank 1, which failed on Hydra's arguments.
+    with pytest.raises(SystemExit):
+        refuse_relaunched_processes_in_a_sweep(local_config)
+    assert capsys.readouterr().err.startswith(
+        "error: trainer.devices=2 cannot train under hydra/launcher=submitit_local: Lightning starts a run's other "
+        "processes by running the command again, which here is submitit's job runner"
+    )
+
+
+def test_a_sharded_trainer_that_does_not_match_the_slurm_launcher_is_not_sent_to_trainer_slurm():
+    # trainer=slurm is DDP: before, that advice swapped FSDP for DDP without a word.
+    from difflab.cluster.devices import check_matches_launcher
+
+    with pytest.raises(
+        ValueError, match=r"give trainer.devices=8 \(trainer=slurm would train with DDP instead\)$"
+    ):
+        check_matches_launcher({"devices": 2, "num_nodes": 1, "strategy": "sharded"}, {"tasks_per_node": 8})
+    with pytest.raises(ValueError, match=r"; use trainer=slurm, which reads both from the launcher$"):
+        check_matches_launcher({"devices": 2, "num_nodes": 1, "strategy": "ddp"}, {"tasks_per_node": 8})
+
+
 def test_the_other_ranks_of_a_launched_sweep_share_its_job_folders(tmp_path, monkeypatch):
     # torchrun's other ranks run the same sweep into the folders rank 0 has just made: not "a used sweep folder".
     from difflab.run.preflight import Preflight

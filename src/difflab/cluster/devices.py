@@ -110,9 +110,16 @@ def check_matches_launcher(trainer: Mapping[str, Any], slurm_launcher: Mapping[s
     ]
     for key, value, launcher_key, launcher_value in pairs:
         if launcher_value is not None and str(value) != str(launcher_value):
+            # trainer=slurm is DDP: offered for another strategy (trainer=fsdp), it would swap it without a word.
+            strategy = trainer.get("strategy")
+            fix = (
+                "use trainer=slurm, which reads both from the launcher"
+                if strategy in (None, "ddp")
+                else f"give {key}={launcher_value} (trainer=slurm would train with DDP instead)"
+            )
             raise ValueError(
                 f"{key}={value} but hydra.launcher.{launcher_key}={launcher_value}: Lightning would wait for ranks "
-                "that never start; use trainer=slurm, which reads both from the launcher"
+                f"that never start; {fix}"
             )
 
 

@@ -63,18 +63,32 @@ def refuse_relaunched_processes_in_a_sweep(config: DictConfig) -> None:
     the sweep. Processes a launcher starts (torchrun, SLURM tasks, a submitit job per task) are fine."""
     from ..cluster.jobs import is_secondary_rank
 
+    target = str(config.hydra.launcher.get("_target_", ""))
+    # SLURM starts a task per device itself (and trainer=slurm's devices resolve only in the job).
+    if "SlurmLauncher" in target:
+        return
     trainer = config.get("trainer") or {}
     strategy = str(trainer.get("strategy", "auto"))
     launched = is_secondary_rank() or any(v in os.environ for v in ("WORLD_SIZE", "SLURM_NTASKS"))
-    basic = str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher")
-    asked = trainer.get("devices", 1)
+    try:
+        asked = trainer.get("devices", 1)
+    except Exception:  # an interpolation only a job resolves: nothing to tell here
+        return
     devices = _devices_asked(asked, trainer.get("accelerator", "auto"))
-    if basic and not launched and "spawn" not in strategy and devices > 1:
-        named = f"auto (all {devices} GPUs here)" if str(asked).strip() == "auto" else asked
+    if launched or "spawn" in strategy or devices <= 1:
+        return
+    named = f"auto (all {devices} GPUs here)" if str(asked).strip() == "auto" else asked
+    if target.endswith("BasicLauncher"):
         exit_with_error(
             f"trainer.devices={named} cannot train in a sweep (-m) on this machine: Lightning "
             "starts a run's other processes by running the command again, which here is the whole sweep; run the "
             "jobs one at a time, or submit the sweep with hydra/launcher=slurm (one task per device)"
+        )
+    if "LocalLauncher" in target:  # submitit_local: Lightning would rerun submitit's job runner as rank 1
+        exit_with_error(
+            f"trainer.devices={named} cannot train under hydra/launcher={_launcher_name(config)}: Lightning starts "
+            "a run's other processes by running the command again, which here is submitit's job runner; give "
+            "trainer.devices=1 to try the launcher here, or submit with hydra/launcher=slurm (one task per device)"
         )
 
 
@@ -90,7 +104,8 @@ def refuse_a_job_the_trainer_cannot_fill(config: DictConfig) -> None:
             f"hydra.launcher.tasks_per_node={tasks} starts no task on a node (it follows gpus_per_node): give "
             "hydra.launcher.gpus_per_node=<GPUs per node, 1 or more>"
         )
-    trainer = {}
+    strategy = OmegaConf.select(config, "trainer.strategy")
+    trainer = {"strategy": strategy if isinstance(strategy, str | None) else "sharded"}
     for key, launcher_key in (("devices", "tasks_per_node"), ("num_nodes", "nodes")):
         # trainer=slurm's ${hydra:launcher.…} resolves in the job only, to the launcher's own value.
         try:
