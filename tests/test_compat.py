@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import pickle
 import subprocess
 import sys
 import time
@@ -146,6 +147,9 @@ def test_lightning_fit_loop_skip_is_the_property_run_reads_and_compat_overrides_
     assert loop.skip
     trainer.ckpt_path = "last.ckpt"
     assert not loop.skip
+    # ddp_spawn pickles the Trainer for its processes: before, "Can't pickle local object FinishingFitLoop".
+    again = pickle.loads(pickle.dumps(loop))
+    assert type(again) is type(loop) and not again.skip
 
 
 # --- Lightning's DDP launcher -----------------------------------------------------------------------------------

@@ -73,17 +73,37 @@ def finish_when_resumed_at_the_limit(trainer: L.Trainer) -> None:
     Public replacement: none (a Trainer option to run on_train_end on a finished resume).
     """
     loop = trainer.fit_loop
-    base = type(loop)
+    finishing = __getattr__("FinishingFitLoop")
+    # Lightning's own loop only (a loop a user configured is left as it is).
+    if type(loop) is finishing.__base__:
+        loop.__class__ = finishing
 
-    class FinishingFitLoop(base):  # type: ignore[misc, valid-type]
+
+def _finishing_fit_loop() -> type:
+    """FitLoop with finish_when_resumed_at_the_limit's `skip`. Touch: lightning.pytorch.loops.fit_loop._FitLoop,
+    subclassed. Made on first use (importing this module costs nothing) and reached by name as
+    difflab.compat.FinishingFitLoop, so a Trainer that holds it pickles (ddp_spawn sends the Trainer to its
+    processes; a class made inside a function could not be pickled)."""
+    from lightning.pytorch.loops.fit_loop import _FitLoop
+
+    class FinishingFitLoop(_FitLoop):
         @property
         def skip(self) -> bool:
             if self.trainer.ckpt_path is None or self.trainer.limit_train_batches == 0:
-                return base.skip.fget(self)
+                return super().skip
             # max_batches is 0 only for an empty loader: nothing to train or to evaluate then.
             return self.max_batches == 0
 
-    loop.__class__ = FinishingFitLoop
+    FinishingFitLoop.__module__, FinishingFitLoop.__qualname__ = __name__, "FinishingFitLoop"
+    return FinishingFitLoop
+
+
+def __getattr__(name: str) -> Any:
+    """The classes made on first use (a module's __getattr__, PEP 562): pickle finds them by name here."""
+    if name == "FinishingFitLoop":
+        made = globals()[name] = _finishing_fit_loop()
+        return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- Lightning's DDP launcher -----------------------------------------------------------------------------------
