@@ -19,11 +19,6 @@ from .run.errors import USER_ERRORS, exit_if_stopped, one_line
 USAGE = "usage: python -m difflab.consolidate <sharded checkpoint folder> [out=<file.ckpt>]"
 
 
-def consolidated_name(folder: Path) -> Path:
-    """last.ckpt -> last.full.ckpt beside it."""
-    return folder.with_name(f"{folder.stem}.full{folder.suffix or '.ckpt'}")
-
-
 def consolidate(folder: str | Path, out: str | Path | None = None) -> Path:
     """Write the sharded checkpoint `folder` as one checkpoint file (`out`, default <name>.full.ckpt beside it);
     an existing `out` is never overwritten. Returns the file written."""
@@ -31,7 +26,7 @@ def consolidate(folder: str | Path, out: str | Path | None = None) -> Path:
 
     from .checkpoint_file import read_checkpoint_file
     from .io.atomic import atomic_file
-    from .io.sharded_checkpoint import is_sharded_checkpoint
+    from .io.sharded_checkpoint import consolidated_name, is_sharded_checkpoint
 
     folder = Path(folder)
     if not is_sharded_checkpoint(folder):

@@ -66,6 +66,28 @@ def test_an_autoencoder_resumed_by_a_diffusion_recipe_says_what_it_is(tmp_path):
         check_task_kept("autoencoder", {"model": {}}, path)
 
 
+@pytest.mark.parametrize("trainer", ["trainer=cpu", "trainer=ddp"])
+def test_a_sharded_checkpoint_resumed_by_another_strategy_is_one_line_before_anything_is_written(
+    tmp_path, trainer
+):
+    # Before: IsADirectoryError once the processes had started, the new run folder left claimed.
+    from difflab.run.prepare import prepare
+
+    shards = tmp_path / "step_0000004.ckpt"
+    shards.mkdir()
+    (shards / ".metadata").write_bytes(b"")
+    (shards / "meta.pt").write_bytes(b"")
+    cfg = compose_config("train", [*FAST_TRAIN, trainer, f"ckpt_path={shards}"], tmp_path / "run")
+    with pytest.raises(ValueError) as error:
+        prepare(cfg, tmp_path / "run")
+    assert str(error.value) == (
+        f"checkpoint {shards} is sharded (a folder of per-rank shards), which only trainer=fsdp resumes: resume with "
+        f"trainer=fsdp, or put it together first (python -m difflab.consolidate {shards}) and resume from "
+        f"{tmp_path / 'step_0000004.full.ckpt'}"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_checkpoint_overwritten_in_its_middle_is_refused_not_trained_over(tiny_ckpt, tmp_path):
     """Before, only a file cut short was caught: bytes overwritten inside a tensor were loaded and trained over."""
     from difflab.runs.resume import read_resumable

@@ -31,6 +31,11 @@ _ALLOWED_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.
 _ALLOWED_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath")}
 
 
+def consolidated_name(folder: Path) -> Path:
+    """Where `python -m difflab.consolidate` puts a sharded checkpoint together: last.ckpt -> last.full.ckpt."""
+    return folder.with_name(f"{folder.stem}.full{folder.suffix or '.ckpt'}")
+
+
 def is_sharded_checkpoint(path: str | Path) -> bool:
     """True when `path` is a folder holding a torch.distributed.checkpoint index and Lightning's meta.pt."""
     path = Path(path)

@@ -84,6 +84,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         check_discriminator_kept,
         check_ema_kept,
         check_resumable,
+        check_sharded_resumed_by_fsdp,
         check_steps_left,
         check_task_kept,
         read_resumable,
@@ -120,6 +121,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     )
     resume = resume_path(cfg.ckpt_path, run_dir)
     if resume is not None:
+        strategy = OmegaConf.to_container(cfg.trainer, resolve=False).get("strategy")
+        check_sharded_resumed_by_fsdp(resume, strategy)
         ckpt = read_resumable(resume, targets_in(cfg))
         data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
         check_class_count_kept(taken_from_data.get("num_classes"), data, ckpt[CONFIG_KEY], resume)

@@ -16,7 +16,7 @@ from ..checkpoint_config import check_contradictions, contradictions, stored_val
 from ..checkpoint_file import CONFIG_KEY, check_checksums, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
 from ..io.set_aside import set_aside
-from ..io.sharded_checkpoint import is_sharded_checkpoint
+from ..io.sharded_checkpoint import consolidated_name, is_sharded_checkpoint
 from ..io.stored_checkpoint import not_a_checkpoint
 from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline
 from ..model_folder.safetensors_folder import FOLDER_CONFIG
@@ -294,6 +294,22 @@ CONDITIONING_RECIPE = {
     # the low resolution its input is made at, and the noise on it (SR3's conditioning augmentation)
     "superres": ("data.sr_factor", "data.sr_noise"),
 }
+
+
+def check_sharded_resumed_by_fsdp(path: Path, strategy: Any) -> None:
+    """A sharded checkpoint (a folder of per-rank shards) resumes under trainer=fsdp only: another strategy's
+    checkpoint reader opens it as a file (before: IsADirectoryError once the processes had started, the new run
+    folder left claimed). Put together into one file, any strategy resumes it."""
+    if not is_sharded_checkpoint(path):
+        return
+    target = str(strategy.get("_target_", "")) if isinstance(strategy, Mapping) else ""
+    if target.endswith("ShardedStrategy"):
+        return
+    raise ValueError(
+        f"checkpoint {path} is sharded (a folder of per-rank shards), which only trainer=fsdp resumes: resume with "
+        f"trainer=fsdp, or put it together first (python -m difflab.consolidate {path}) and resume from "
+        f"{consolidated_name(path)}"
+    )
 
 
 def check_task_kept(task_now: Any, stored: Mapping[str, Any], path: Path) -> None:
