@@ -322,9 +322,21 @@ def test_the_discriminator_is_off_by_default(autoencoder_run: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("gan", [[], ["autoencoder_module.disc_weight=0.5", "autoencoder_module.disc_start=2",
-                                      "autoencoder_module.disc_layers=1"]], ids=["plain", "discriminator"])  # fmt: skip
-def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path, gan: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("gan", "trainer"),
+    [
+        ([], ["trainer=ddp", "trainer.accelerator=cpu"]),
+        (["autoencoder_module.disc_weight=0.5", "autoencoder_module.disc_start=2", "autoencoder_module.disc_layers=1"],
+         ["trainer=ddp", "trainer.accelerator=cpu"]),
+        # strategy auto: Lightning's plain DDP on two processes (review: the first fix missed it)
+        (["autoencoder_module.disc_weight=0.5", "autoencoder_module.disc_start=2", "autoencoder_module.disc_layers=1"],
+         ["trainer=cpu"]),
+    ],
+    ids=["plain", "discriminator", "discriminator, strategy auto"],
+)  # fmt: skip
+def test_an_autoencoder_trains_under_two_process_ddp(
+    tmp_path: Path, gan: list[str], trainer: list[str]
+) -> None:
     """Two CPU ranks (gloo): checkpoints and grids on the shared schedule, no rank left waiting on a collective.
     With the discriminator on (before: DDP stopped at step 2, as it had no gradient at step 0)."""
     run = tmp_path / "run"
@@ -333,8 +345,7 @@ def test_an_autoencoder_trains_under_two_process_ddp(tmp_path: Path, gan: list[s
         "train.py",
         *overrides,
         *gan,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
+        *trainer,
         "trainer.devices=2",
         "trainer.max_steps=4",
         "logger=none",

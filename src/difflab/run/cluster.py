@@ -36,7 +36,7 @@ def _launcher_name(config: DictConfig) -> str:
     return str(OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher", default=None) or "")
 
 
-def _devices_asked(devices: Any, accelerator: Any) -> int:
+def devices_asked(devices: Any, accelerator: Any) -> int:
     """How many devices trainer.devices asks for on this machine (-1: all of them, counted as 2)."""
     if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
         return len(devices)
@@ -74,7 +74,7 @@ def refuse_relaunched_processes_in_a_sweep(config: DictConfig) -> None:
         asked = trainer.get("devices", 1)
     except Exception:  # an interpolation only a job resolves: nothing to tell here
         return
-    devices = _devices_asked(asked, trainer.get("accelerator", "auto"))
+    devices = devices_asked(asked, trainer.get("accelerator", "auto"))
     if launched or "spawn" in strategy or devices <= 1:
         return
     named = f"auto (all {devices} GPUs here)" if str(asked).strip() == "auto" else asked

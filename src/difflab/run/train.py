@@ -45,7 +45,7 @@ from ..training.other_processes import LOST_PEER_GRACE_S, failed_elsewhere, lost
 from ..training.out_of_memory import out_of_memory
 from ..training.preemption import requeue_signals
 from ..training.requeue import requeue
-from .cluster import slurm_launcher
+from .cluster import devices_asked, slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS, exit_if_stopped
 from .prepare import TrainSettings, prepared_for
@@ -137,9 +137,13 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
         trainer_cfg["val_check_interval"] = validation_interval(
             cfg.trainer.get("max_steps"), cfg.trainer.get("val_check_interval")
         )
-    if cfg.get("task") == "autoencoder" and "strategy" in trainer_cfg:
-        disc_weight = float(cfg.autoencoder_module.get("disc_weight") or 0)
-        trainer_cfg["strategy"] = AutoencoderModule.strategy_for(trainer_cfg.get("strategy"), disc_weight)
+    disc_weight = float((cfg.get("autoencoder_module") or {}).get("disc_weight") or 0)
+    if cfg.get("task") == "autoencoder" and disc_weight > 0:
+        processes = devices_asked(trainer_cfg.get("devices", 1), trainer_cfg.get("accelerator", "auto"))
+        processes *= int(trainer_cfg.get("num_nodes") or 1)
+        strategy = AutoencoderModule.strategy_for(trainer_cfg.get("strategy"), disc_weight, processes)
+        if strategy is not None:
+            trainer_cfg["strategy"] = strategy
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
     finish_when_resumed_at_the_limit(trainer)
     return trainer

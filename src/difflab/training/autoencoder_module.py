@@ -126,12 +126,15 @@ class AutoencoderModule(ClipsFusedUnderBf16, ValidationLoggedAtItsStep):
         check_checkpoint_weights(checkpoint)
 
     @staticmethod
-    def strategy_for(strategy: Any, disc_weight: float) -> Any:
-        """The Trainer strategy that trains this module: with the discriminator on, DDP's variant that finds unused
-        parameters, as the discriminator has no gradient before disc_start (plain DDP stops at that step with
-        "parameters that were not used in producing the loss"). Left unused on every rank, its weights are then
-        untouched, as in one process. Any other strategy is kept."""
+    def strategy_for(strategy: Any, disc_weight: float, processes: int) -> Any:
+        """The Trainer strategy that trains this module on `processes` processes: with the discriminator on, DDP's
+        variant that finds unused parameters, as the discriminator has no gradient before disc_start (plain DDP
+        stops at that step with "parameters that were not used in producing the loss"). Left unused on every rank,
+        its weights are then untouched, as in one process. "auto" on several processes is plain DDP in Lightning.
+        Any other strategy is kept."""
         plain_ddp = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+        if strategy in (None, "auto") and processes > 1:
+            strategy = "ddp"
         if disc_weight > 0 and isinstance(strategy, str) and strategy in plain_ddp:
             return f"{strategy}_find_unused_parameters_true"
         return strategy
