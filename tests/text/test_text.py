@@ -576,12 +576,17 @@ def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_te
             ["prompt=[seven,[a,b]]", "n=2"],
             r"^prompt=\['seven', \['a', 'b'\]\] holds \['a', 'b'\], which is no",
         ),
-        # At guidance 0 the negative prompt's prediction is all there is: before, the samples showed it, bit for bit
-        # those of prompt='a one', while settings.json recorded prompt=seven.
+        # Below guidance 1 the negative prompt's prediction is weighted by 1 - guidance: before, at 0 the samples
+        # were bit for bit those of prompt='a one', while settings.json recorded prompt=seven; at 0.5 half-way.
         (
             ["prompt=seven", "negative_prompt=a one", "guidance=0"],
-            r"^negative_prompt='a one' at guidance=0 samples the negative prompt alone \(the branch it replaces\), not "
-            r"prompt: give a guidance above 1 \(e.g. guidance=3\), or drop negative_prompt$",
+            r"^negative_prompt='a one' at guidance=0 draws the samples towards the negative prompt \(its prediction "
+            r"is weighted by 1 - guidance\), not away: give a guidance above 1 \(e.g. guidance=3\), or drop "
+            r"negative_prompt$",
+        ),
+        (
+            ["prompt=seven", "negative_prompt=a one", "guidance=0.5"],
+            r"^negative_prompt='a one' at guidance=0.5 draws the samples towards the negative prompt",
         ),
         # At guidance 1 the branch a negative prompt replaces is not used: before, the samples were those without
         # it, bit for bit, and settings.json recorded the negative prompt as if applied.

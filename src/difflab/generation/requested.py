@@ -185,11 +185,13 @@ def prompt_conditions(
             f"negative_prompt={negative_prompt!r} has no effect at guidance=1 (the prompt's prediction alone): "
             "give a guidance above 1 (e.g. guidance=3), or drop negative_prompt"
         )
-    if negatives is not None and float(guidance) == 0.0:
-        # Guidance 0 is the replaced branch's prediction alone: the samples would show the negative prompt.
+    if negatives is not None and float(guidance) < 1.0:
+        # Below 1 the replaced branch's prediction is weighted by 1 - guidance: the samples move towards it (at 0
+        # they are the negative prompt's alone).
         raise ValueError(
-            f"negative_prompt={negative_prompt!r} at guidance=0 samples the negative prompt alone (the branch it "
-            "replaces), not prompt: give a guidance above 1 (e.g. guidance=3), or drop negative_prompt"
+            f"negative_prompt={negative_prompt!r} at guidance={float(guidance):g} draws the samples towards the "
+            "negative prompt (its prediction is weighted by 1 - guidance), not away: give a guidance above 1 "
+            "(e.g. guidance=3), or drop negative_prompt"
         )
     data = model.config["data"]
     encoder = data["text_encoder"]
