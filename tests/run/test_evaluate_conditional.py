@@ -91,9 +91,9 @@ def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.
         assert conditioning_classifier(None, None, Conditions(None, prompts=["a square"]), "cpu") is None
     # Before, "(e.g. a folder without class subfolders)", also of prompts typed on a model of labelled digits.
     assert (
-        "no conditioning accuracy: these prompts are not known to name classes (it is scored on the data's own"
-        in (caplog.text)
-    )
+        "no conditioning accuracy: these prompts are not known to name classes (only the data's own are, where its "
+        "captions come from templates or class subfolders; typed prompt= are not matched to classes)"
+    ) in caplog.text
 
 
 def options(**given) -> SampleOptions:

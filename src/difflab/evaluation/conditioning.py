@@ -25,10 +25,11 @@ def conditioning_classifier(
     has those labels (else None, with a warning)."""
     if conditions.labels is None:
         if conditions.prompts is not None:
-            # Typed prompts are never matched to classes, even a training caption's: the hint was about data only.
+            # Typed prompts are never matched to classes, even a training caption's; the data's own are where
+            # its captions name them.
             log.info(
-                "no conditioning accuracy: these prompts are not known to name classes (it is scored on the data's "
-                "own prompts, prompt= left out, where its captions name classes: templates or class subfolders)"
+                "no conditioning accuracy: these prompts are not known to name classes (only the data's own are, "
+                "where its captions come from templates or class subfolders; typed prompt= are not matched to classes)"
             )
         return None
     highest = max(conditions.labels.classes)  # not max() over every sample's label: n may be huge
