@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -535,6 +536,19 @@ def test_a_latent_model_neither_format_holds_is_refused_naming_both(latent_run) 
     )
     assert "a text-conditional U-Net" in said and "export it with format=diffusers" not in said
     assert said.endswith("; sample it from its checkpoint (sample.py ckpt=x.ckpt, or difflab.load)")
+
+
+def test_a_latent_model_without_diffusers_installed_is_told_to_install_it(monkeypatch) -> None:
+    # Not "no export format holds it": format=diffusers does, once installed (review of 644c9c0).
+    from types import SimpleNamespace
+
+    from difflab.model_folder.export import plan_export
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    loaded = SimpleNamespace(latents=object(), formulation=None, config={"model": {}})
+    with pytest.raises(ValueError, match=r"^format=diffusers \(the format that holds a latent model's autoencoder\) needs "
+                       r"the diffusers package: pip install"):  # fmt: skip
+        plan_export(loaded, "x.ckpt", "safetensors")
 
 
 class FirstTrainingStep:

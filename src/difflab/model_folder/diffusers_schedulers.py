@@ -48,7 +48,7 @@ def scheduler_differences(formulation: Any, scheduler: Any) -> list[str]:
 
 def diffusers_refusal(formulation: Any, scheduler: Any) -> str | None:
     """Why a model of `formulation` cannot be exported with diffusers' `scheduler` (None: it can; vp, whose
-    scheduler is the DDPMScheduler of its tables, always can)."""
+    scheduler is the DDPMScheduler of its tables, always can); what to do instead is the caller's to say."""
     if getattr(formulation, "name", "vp") == "vp":
         return None
     differences = scheduler_differences(formulation, scheduler)
@@ -56,7 +56,7 @@ def diffusers_refusal(formulation: Any, scheduler: Any) -> str | None:
         return None
     return (
         f"diffusers' {type(scheduler).__name__} computes {', '.join(differences)} otherwise than difflab's "
-        f"formulation={formulation.name}; export it with format=safetensors"
+        f"formulation={formulation.name}"
     )
 
 

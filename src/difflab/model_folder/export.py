@@ -40,6 +40,7 @@ class ExportPlan:
 def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
     """How `loaded` (a checkpoint.LoadedModel) is exported in `format`; a one-line ValueError for what cannot be."""
     if loaded.latents is not None and format != "diffusers":  # it would lose the autoencoder
+        require_diffusers("format=diffusers (the format that holds a latent model's autoencoder)")
         try:
             plan_export(loaded, ckpt, "diffusers")
         except ValueError as error:
@@ -66,7 +67,9 @@ def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
     try:
         refusal = diffusers_refusal(loaded.formulation, scheduler)
         if refusal:
-            raise ValueError(refusal)
+            # format=safetensors holds any pixel model; a latent one it refuses (see above).
+            instead = "" if loaded.latents is not None else "; export it with format=safetensors"
+            raise ValueError(refusal + instead)
         is_dit = model.get("_target_") == DIT_TARGET
         if is_dit and scheduler is not None:  # DiTPipeline is a DDPM/DDIM (vp) pipeline only
             raise ValueError(f"a formulation={name} model has no DDPMScheduler for diffusers' DiTPipeline")
