@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from machine import machine_line  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 RECIPES = {"vp": "digits_cpu", "edm": "digits_edm_cpu", "flow": "digits_flow_cpu"}
 STEP_VARIANTS = {
@@ -152,7 +152,7 @@ def main() -> None:
     args = parse_arguments()
     torch.set_num_threads(1)
 
-    print(f"{machine_line()}, one torch thread\n")
+    print(f"CPU: {cpu_name()}, one torch thread\n")
     print("| training step (digits net, batch 64) | ms, median |")
     print("| --- | --- |")
     for label, ms in step_times(args.repeats, 64).items():

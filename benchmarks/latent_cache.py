@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_line
+from machine import cpu_name
 from torch.utils.data import Subset
 
 from difflab.autoencoder_checkpoint import load_autoencoder, weights_hash
@@ -75,7 +75,7 @@ def main() -> None:
         size_mb = path.stat().st_size / 2**20
     n = len(images)
     _, draw = timed(lambda: latents.sample(torch.arange(n)))
-    print(f"{machine_line()}, {torch.get_num_threads()} torch threads\n")
+    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} torch threads\n")
     print(
         f"| {args.dataset} {args.image_size}px → latents {tuple(latents.mean.shape[1:])}, {n} images | seconds |"
     )

@@ -28,7 +28,8 @@ def device_name(device: str) -> str:
 
 
 def machine_line() -> str:
-    """'CPU: <model>' and, where CUDA is there (accelerator=auto picks it), ', GPU: <name>': above a table."""
+    """'CPU: <model>' and, where CUDA is there, ', GPU: <name>': above the table of a benchmark whose train.py runs
+    take accelerator=auto (which picks the GPU); a benchmark timing the CPU alone names cpu_name() only."""
     import torch
 
     gpu = f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""

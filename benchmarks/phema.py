@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from machine import machine_line  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from difflab.training.phema import (  # noqa: E402
     reconstruction_coefficients,
@@ -72,7 +72,7 @@ def main() -> None:
         weighted_sum(pairs)
         rebuild = time.perf_counter() - start
     mb = 1e6
-    print(f"{machine_line()}\n")
+    print(f"CPU: {cpu_name()}\n")
     print(f"| {args.experiment} net: {params:,} parameters | |")
     print("| --- | --- |")
     print(f"| training memory per tracked profile (2 tracked) | {profile_bytes / mb:.2f} MB |")
