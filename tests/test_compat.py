@@ -117,6 +117,22 @@ def test_lightning_batches_that_stepped_is_the_step_loggers_get(tmp_path):
     assert logger.steps == [100, 101, 102], f"{touch}: no longer the step Lightning logs at"
 
 
+def test_lightning_logs_a_steps_metrics_after_its_batch_end_and_compat_can_log_them_first(tmp_path):
+    touch = "Lightning _LoggerConnector.update_train_step_metrics (compat.log_step_before_stopping)"
+
+    class StopAtSecondStep(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 2:
+                compat.log_step_before_stopping(trainer)
+                raise KeyboardInterrupt  # what a stop signal's Preempted does here: the loop ends before logging
+
+    logger = StepsLogged()
+    # Lightning ends a KeyboardInterrupt with SystemExit; the rows logged are what counts.
+    with contextlib.suppress(SystemExit):
+        fit(tmp_path, 5, [StopAtSecondStep()], logger)
+    assert logger.steps == [0, 1], f"{touch}: the step that ended at the stop is not logged (or twice)"
+
+
 def test_lightning_sigterm_broadcast_is_a_method_called_per_batch_that_compat_can_switch_off():
     touch = "Lightning TrainingEpochLoop._broadcast_sigterm_tensor (compat.skip_sigterm_broadcast)"
     method = getattr(EPOCH_LOOP, "_broadcast_sigterm_tensor", None)

@@ -63,6 +63,19 @@ def skip_sigterm_broadcast(trainer: L.Trainer) -> Callable[[], None] | None:
     return lambda: vars(loop).pop(_SIGTERM_BROADCAST, None)
 
 
+def log_step_before_stopping(trainer: L.Trainer) -> None:
+    """Hand the loggers the metrics of the step that has just ended, from its on_train_batch_end, as Lightning
+    would right after that hook (every rank calls it: a metric logged with sync_dist is reduced over them).
+
+    Touch: trainer._logger_connector.update_train_step_metrics, what TrainingEpochLoop.advance calls after the
+    on_train_batch_end hooks (it logs only at log_every_n_steps, as then).
+    Why: a stop signal saves and stops in on_train_batch_end (training.preemption), before that call, so the
+    saved step's loss and learning rate were missing from every logger: a gap in the curves the resume continues.
+    Public replacement: none (no hook runs after a step's metrics are logged and before the next batch).
+    """
+    trainer._logger_connector.update_train_step_metrics()
+
+
 def finish_when_resumed_at_the_limit(trainer: L.Trainer) -> None:
     """Make a fit resumed from a checkpoint already at its step or epoch limit still run the train-start and
     train-end hooks (trains nothing): the final sample grid and FID, which a stop while they ran left unmade.

@@ -152,7 +152,12 @@ def test_sigterm_outside_slurm_saves_exits_non_zero_and_the_resume_matches_an_un
     """`kill`, `docker stop`, `timeout`: the step under way finishes, last.ckpt is written, the exit code says it
     stopped (not 0), and `ckpt_path=last` continues exactly where an uninterrupted run would be."""
     run, straight, probe = tmp_path / "run", tmp_path / "straight", tmp_path / "probe"
-    common = [*QUIET, "logger=none", "callbacks.model_checkpoint.every_n_train_steps=1000"]
+    common = [
+        *QUIET,
+        "logger=none",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+        "trainer.log_every_n_steps=1",
+    ]
     env = env_with(tmp_path)
     stopped = subprocess.run(
         [
@@ -201,6 +206,14 @@ def test_sigterm_outside_slurm_saves_exits_non_zero_and_the_resume_matches_an_un
     assert a["global_step"] == b["global_step"] == 6
     for key in ("state_dict", "current_model_state"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key
+    # The curve has no gap and is the uninterrupted run's: before, the loss of the step saved at the signal (the
+    # step logged as 2) was never logged.
+    losses = [
+        {row["step"]: row["train/loss"] for row in map(json.loads, (r / "metrics.jsonl").read_text().splitlines())
+         if "train/loss" in row}
+        for r in (run, straight)
+    ]  # fmt: skip
+    assert sorted(losses[1]) == list(range(6)) and losses[0] == losses[1]
 
 
 def test_sigterm_to_every_process_of_a_run_with_loader_workers_saves_the_step(tmp_path):

@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..compat import skip_sigterm_broadcast
+from ..compat import log_step_before_stopping, skip_sigterm_broadcast
 from .last_checkpoint import save_step
 
 log = logging.getLogger("difflab")
@@ -206,7 +206,9 @@ class CheckpointOnSignal(L.Callback):
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: a checkpoint here would lose the accumulated part
         # Under DDP every rank skips the same steps: the global step is the same on all.
-        self._act_on_requests(trainer, every_rank_here=trainer.global_step % self.check_every_n_steps == 0)
+        self._act_on_requests(
+            trainer, every_rank_here=trainer.global_step % self.check_every_n_steps == 0, step_just_ended=True
+        )
 
     @property
     def stop_requested(self) -> bool:
@@ -223,9 +225,12 @@ class CheckpointOnSignal(L.Callback):
         """Save (and stop, or go on) as the signals received ask, at once: every rank calls it at the same point."""
         self._act_on_requests(trainer, every_rank_here=True)
 
-    def _act_on_requests(self, trainer: L.Trainer, every_rank_here: bool) -> None:
+    def _act_on_requests(
+        self, trainer: L.Trainer, every_rank_here: bool, step_just_ended: bool = False
+    ) -> None:
         """Save and stop (or go on) as the signals received ask; under DDP only where `every_rank_here` (all ranks
-        make the same call, so they can agree)."""
+        make the same call, so they can agree). `step_just_ended`: called from on_train_batch_end, whose step's
+        metrics Lightning logs only after the hook, so a stop here logs them first."""
         requeue, save, terminate = self._requeue_requested, self._save_requested, self._terminate_requested
         interrupt = self._interrupt_requested
         if trainer.world_size > 1:
@@ -242,6 +247,8 @@ class CheckpointOnSignal(L.Callback):
         self._save_requested = False
         if trainer.is_global_zero:
             log.warning("saved %s at step %d", path, trainer.global_step)
+        if step_just_ended and (requeue or terminate or interrupt):
+            log_step_before_stopping(trainer)
         if requeue:
             signum = self._requeue_signum
             raise Preempted(signum, trainer.global_step, path, self._previous.get(signum))
