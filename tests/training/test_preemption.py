@@ -501,6 +501,9 @@ def test_sigterm_while_a_grid_samples_gives_the_grid_up_and_saves_that_step_at_o
     resumed = resume_signalled_run(stopped, run, tmp_path)
     assert "sample grid step_0000002, given up for a stop signal, made now" in resumed.stdout + resumed.stderr
     assert (run / "samples" / "step_0000002.png").is_file() and last_step(run) == 4
+    # No gap in the curve: before, the step the grid gave way at (logged as 1) had no train/loss.
+    rows = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    assert sorted({row["step"] for row in rows if "train/loss" in row}) == [0, 1, 2, 3]
 
 
 def test_ctrl_c_while_an_fid_evaluation_samples_gives_it_up_and_saves_that_step(tmp_path):

@@ -120,6 +120,9 @@ class CheckpointOnSignal(L.Callback):
         self._previous: dict[int, Any] = {}
         self._sigterm_outside_training: Any = None
         self._step_at_batch_start = -1
+        # From a batch's start until Lightning has logged its step (after the on_train_batch_end hooks, where a
+        # stop, or a grid or FID evaluation giving way to one, saves and stops first).
+        self._step_unlogged = False
         self._restore_sigterm_broadcast: Callable[[], None] | None = None
         # Ctrl-C, SLURM and torchrun signal every rank: rank 0 says so once (each rank still acts on it).
         self._announces = True
@@ -189,6 +192,7 @@ class CheckpointOnSignal(L.Callback):
             self._restore_sigterm_broadcast = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step_unlogged = False
         # A signal that came after the last step's end was looked at (in its validation) is acted on now, before
         # the final grid and FID; after them, a stop signal is the run's own (run.train: stop at once, one line).
         self._act_on_requests(trainer, every_rank_here=True)
@@ -201,14 +205,19 @@ class CheckpointOnSignal(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._step_at_batch_start = trainer.global_step
+        self._step_unlogged = True
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step_unlogged = False  # the step's metrics were logged before its validation
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step_unlogged = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: a checkpoint here would lose the accumulated part
         # Under DDP every rank skips the same steps: the global step is the same on all.
-        self._act_on_requests(
-            trainer, every_rank_here=trainer.global_step % self.check_every_n_steps == 0, step_just_ended=True
-        )
+        self._act_on_requests(trainer, every_rank_here=trainer.global_step % self.check_every_n_steps == 0)
 
     @property
     def stop_requested(self) -> bool:
@@ -225,12 +234,10 @@ class CheckpointOnSignal(L.Callback):
         """Save (and stop, or go on) as the signals received ask, at once: every rank calls it at the same point."""
         self._act_on_requests(trainer, every_rank_here=True)
 
-    def _act_on_requests(
-        self, trainer: L.Trainer, every_rank_here: bool, step_just_ended: bool = False
-    ) -> None:
+    def _act_on_requests(self, trainer: L.Trainer, every_rank_here: bool) -> None:
         """Save and stop (or go on) as the signals received ask; under DDP only where `every_rank_here` (all ranks
-        make the same call, so they can agree). `step_just_ended`: called from on_train_batch_end, whose step's
-        metrics Lightning logs only after the hook, so a stop here logs them first."""
+        make the same call, so they can agree). A stop in a step's on_train_batch_end hooks (its own, or a grid's
+        or FID's giving way) logs that step's metrics first: Lightning logs them only after those hooks."""
         requeue, save, terminate = self._requeue_requested, self._save_requested, self._terminate_requested
         interrupt = self._interrupt_requested
         if trainer.world_size > 1:
@@ -247,7 +254,7 @@ class CheckpointOnSignal(L.Callback):
         self._save_requested = False
         if trainer.is_global_zero:
             log.warning("saved %s at step %d", path, trainer.global_step)
-        if step_just_ended and (requeue or terminate or interrupt):
+        if self._step_unlogged and (requeue or terminate or interrupt):
             log_step_before_stopping(trainer)
         if requeue:
             signum = self._requeue_signum
