@@ -538,16 +538,22 @@ def test_a_latent_model_neither_format_holds_is_refused_naming_both(latent_run) 
     assert said.endswith("; sample it from its checkpoint (sample.py ckpt=x.ckpt, or difflab.load)")
 
 
-def test_a_latent_model_without_diffusers_installed_is_told_to_install_it(monkeypatch) -> None:
-    # Not "no export format holds it": format=diffusers does, once installed (review of 644c9c0).
-    from types import SimpleNamespace
-
+def test_a_latent_model_without_diffusers_installed_is_told_to_install_it_or_that_no_format_holds_it(
+    latent_run, monkeypatch
+) -> None:
+    # Not "no export format holds it" where format=diffusers does, once installed; and where it does not, not "install
+    # diffusers", which then refuses it too (reviews of 644c9c0 and 6fc435e).
+    from difflab.checkpoint import load_model
     from difflab.model_folder.export import plan_export
 
     monkeypatch.setitem(sys.modules, "diffusers", None)
-    loaded = SimpleNamespace(latents=object(), formulation=None, config={"model": {}})
-    with pytest.raises(ValueError, match=r"^format=diffusers \(the format that holds a latent model's autoencoder\) needs "
-                       r"the diffusers package: pip install"):  # fmt: skip
+    loaded = load_model(latent_run[0] / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match=r"^format=diffusers \(the format that holds a latent model's autoencoder\) "
+                       r"needs the diffusers package: pip install"):  # fmt: skip
+        plan_export(loaded, "x.ckpt", "safetensors")
+    loaded.config["model"]["text_dim"] = 384
+    with pytest.raises(ValueError, match=r"^x.ckpt is a latent diffusion model that no export format holds yet: .*"
+                       r"a text-conditional U-Net"):  # fmt: skip
         plan_export(loaded, "x.ckpt", "safetensors")
 
 

@@ -40,16 +40,14 @@ class ExportPlan:
 def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
     """How `loaded` (a checkpoint.LoadedModel) is exported in `format`; a one-line ValueError for what cannot be."""
     if loaded.latents is not None and format != "diffusers":  # it would lose the autoencoder
-        require_diffusers("format=diffusers (the format that holds a latent model's autoencoder)")
-        try:
-            plan_export(loaded, ckpt, "diffusers")
-        except ValueError as error:
+        refusal = _why_diffusers_refuses(loaded, ckpt)
+        if refusal:
             # Pointing at format=diffusers would send the user to a second refusal.
             raise ValueError(
                 f"{ckpt} is a latent diffusion model that no export format holds yet: format={format} cannot hold "
-                f"its autoencoder, and {error}; sample it from its checkpoint (sample.py ckpt={ckpt}, or "
+                f"its autoencoder, and {refusal}; sample it from its checkpoint (sample.py ckpt={ckpt}, or "
                 "difflab.load)"
-            ) from error
+            )
         raise ValueError(
             f"{ckpt} is a latent diffusion model: format={format} cannot hold its autoencoder "
             "yet; export it with format=diffusers (the autoencoder as vae/)"
@@ -85,6 +83,25 @@ def plan_export(loaded: Any, ckpt: str, format: str) -> ExportPlan:
     except ValueError as error:
         raise ValueError(f"cannot export {ckpt} to diffusers: {error}") from error
     return ExportPlan(format, args, scheduler, is_dit, vae)
+
+
+def _why_diffusers_refuses(loaded: Any, ckpt: str) -> str | None:
+    """Why format=diffusers cannot hold the latent model `loaded` either (None: it can). Its network's mapping,
+    which needs no diffusers, is asked first: a model no format holds is told so whether diffusers is installed or
+    not, and one that format=diffusers holds is told to install it."""
+    model = loaded.config.get("model") or {}
+    is_dit = model.get("_target_") == DIT_TARGET
+    try:
+        args = (dit_arguments if is_dit else unet_arguments)(model)
+        (diffusers_dit_config if is_dit else diffusers_config)(args)
+    except ValueError as error:
+        return f"cannot export {ckpt} to diffusers: {error}"
+    require_diffusers("format=diffusers (the format that holds a latent model's autoencoder)")
+    try:
+        plan_export(loaded, ckpt, "diffusers")
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def write_export(loaded: Any, plan: ExportPlan, out: Path) -> str:
