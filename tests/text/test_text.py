@@ -185,6 +185,38 @@ def test_captions_from_metadata_jsonl_and_txt_files(tmp_path: Path):
         file_captions([str(a)], tmp_path)
 
 
+def test_caption_files_are_found_where_the_images_are_and_read_whatever_the_editor(tmp_path: Path):
+    from difflab.data.captions import has_caption_files
+
+    # A symlinked folder's captions are read as its images are (before: rglob skipped it, and the images had none).
+    outside = tmp_path / "outside"
+    a = picture(outside / "a.png", 0)
+    (outside / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "dark"}) + "\n")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "linked").symlink_to(outside, target_is_directory=True)
+    root = tmp_path / "root"
+    assert has_caption_files(root)
+    assert file_captions([str(root / "linked" / "a.png")], root) == ["dark"]
+    # A hidden folder's are not (its images are not read either): before, they switched captions to files.
+    hidden = tmp_path / "hidden"
+    picture(hidden / "cat" / "c.png", 0)
+    picture(hidden / ".thumbs" / "x.png", 0).with_suffix(".txt").write_text("a thumbnail")
+    assert not has_caption_files(hidden)
+    # A byte-order mark is not text (before: line 1 refused as not JSON; "\ufeffa cat" as a .txt caption) ...
+    (outside / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "a.png", "text": "dark"}), encoding="utf-8-sig"
+    )
+    b = picture(outside / "b.png", 255)
+    b.with_suffix(".txt").write_text("a cat", encoding="utf-8-sig")
+    assert file_captions([str(a), str(b)], outside) == ["dark", "a cat"]
+    # ... and a file in another encoding is named (before: the codec's message alone).
+    b.with_suffix(".txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(
+        DataError, match=rf"^{b.with_suffix('.txt')} is not UTF-8 text \(.*\): save it as UTF-8$"
+    ):
+        file_captions([str(b)], outside)
+
+
 def test_a_stray_txt_in_a_class_tree_does_not_turn_template_captions_off(tmp_path: Path):
     # Before, a LICENSE.txt anywhere in the tree chose caption files, and every image was then refused.
     from difflab.data.captions import resolve_caption_kind

@@ -17,6 +17,7 @@ from difflab.data.errors import DataError
 from difflab.data.folder import ImageFileDataset, find_classes
 from difflab.data.sources import RawSplits, split_dirs
 from difflab.io.decode import IMAGE_SUFFIXES
+from difflab.io.image_tree import tree_files
 from difflab.text import TextTable, embed_texts
 
 METADATA = (
@@ -83,10 +84,18 @@ def template_captions(dataset: str, names: Sequence[str]) -> list[str]:
     return captions
 
 
+def _caption_files(root: Path, name: str) -> list[Path]:
+    """The files named `name` (or ending in it) under root, walked as its images are: hidden folders skipped,
+    symlinked ones followed (before, rglob did the opposite of both)."""
+    return [Path(p) for p in tree_files(root, lambda file: file == name or file.endswith(name))]
+
+
 def has_caption_files(root: Path) -> bool:
     """Whether an image tree carries its own captions: a metadata.jsonl, or a .txt beside an image of its name
     (a LICENSE.txt or README.txt in the tree is not a caption: before, it turned template captions off)."""
-    return any(root.rglob(METADATA)) or any(_beside_its_image(txt) for txt in root.rglob("*.txt"))
+    return bool(_caption_files(root, METADATA)) or any(
+        _beside_its_image(txt) for txt in _caption_files(root, ".txt")
+    )
 
 
 def _beside_its_image(txt: Path) -> bool:
@@ -96,22 +105,33 @@ def _beside_its_image(txt: Path) -> bool:
 def read_metadata(root: Path) -> dict[Path, str]:
     """Resolved image path -> caption, from every metadata.jsonl under root (file_name relative to its folder)."""
     captions: dict[Path, str] = {}
-    for meta in sorted(root.rglob(METADATA)):
-        with meta.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    name, text = entry["file_name"], entry["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(
-                        f"{meta} line {number} is not a JSON object with file_name and text"
-                    ) from None
-                if not isinstance(name, str) or not isinstance(text, str):
-                    raise DataError(f"{meta} line {number}: file_name and text must be strings")
-                captions[(meta.parent / name).resolve()] = text.strip()
+    for meta in sorted(_caption_files(root, METADATA)):
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of line 1.
+        for number, line in enumerate(_caption_text(meta).split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                name, text = entry["file_name"], entry["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(
+                    f"{meta} line {number} is not a JSON object with file_name and text"
+                ) from None
+            if not isinstance(name, str) or not isinstance(text, str):
+                raise DataError(f"{meta} line {number}: file_name and text must be strings")
+            captions[(meta.parent / name).resolve()] = text.strip()
     return captions
+
+
+def _caption_text(path: Path) -> str:
+    """A caption file's text (UTF-8, a byte-order mark dropped); a one-line error naming a file in another
+    encoding (before: the codec's message, naming no file)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8"
+        ) from None
 
 
 def file_captions(paths: Sequence[str], root: Path) -> list[str]:
@@ -121,7 +141,7 @@ def file_captions(paths: Sequence[str], root: Path) -> list[str]:
     for path in map(Path, paths):
         text = metadata.get(path.resolve())
         if text is None and path.with_suffix(".txt").is_file():
-            text = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
+            text = _caption_text(path.with_suffix(".txt")).strip()
         if text is None:
             missing.append(path)
             text = ""

@@ -1,10 +1,11 @@
-"""The picture files at any depth under a folder, as training folders and evaluate.py's images= read them: hidden
-folders skipped, symlinked folders followed, each real folder once (a link back up the tree is a loop)."""
+"""The picture files (or other files) at any depth under a folder, as training folders and evaluate.py's images=
+read them: hidden folders skipped, symlinked folders followed, each real folder once (a link back up the tree is a
+loop)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .decode import is_image_name
 
@@ -12,6 +13,14 @@ from .decode import is_image_name
 def image_paths(root: str | os.PathLike, walked: set[tuple[int, int]] | None = None) -> Iterator[str]:
     """Each picture file name under `root` (by its suffix; not opened), folders and files in sorted order.
     `walked`: the (device, inode) of folders already read, shared by calls over several roots."""
+    return tree_files(root, is_image_name, walked)
+
+
+def tree_files(
+    root: str | os.PathLike, keep: Callable[[str], bool], walked: set[tuple[int, int]] | None = None
+) -> Iterator[str]:
+    """Each file under `root` whose name `keep` accepts, walked as image_paths walks (captions beside the images
+    are found where the images are)."""
     walked = set() if walked is None else walked
     for directory, dirnames, filenames in os.walk(root, followlinks=True):
         stat = os.stat(directory)
@@ -21,5 +30,5 @@ def image_paths(root: str | os.PathLike, walked: set[tuple[int, int]] | None = N
         walked.add((stat.st_dev, stat.st_ino))
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         for name in sorted(filenames):
-            if is_image_name(name):
+            if keep(name):
                 yield os.path.join(directory, name)
