@@ -31,6 +31,11 @@ class FakeTrainer(SimpleNamespace):
         self.reduced_at: list[int] = []
         self.saved_at: list[int] = []
         self.strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=self._reduce)
+        # What a stop calls to log the step's metrics first (compat.log_step_before_stopping).
+        self.logged_at: list[int] = []
+        self._logger_connector = SimpleNamespace(
+            update_train_step_metrics=lambda: self.logged_at.append(self.global_step)
+        )
 
     def _reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
         self.reduced_at.append(self.global_step)
@@ -70,6 +75,7 @@ def test_one_process_saves_at_the_end_of_the_signalled_step_without_a_collective
     trainer = FakeTrainer(world_size=1)
     assert run_steps(callback, trainer, steps=100, signal_at=3) == 3
     assert trainer.reduced_at == [] and trainer.saved_at == [3]
+    assert trainer.logged_at == [3]  # the stopped step's metrics reach the loggers before the stop
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
