@@ -197,6 +197,9 @@ def test_caption_files_are_found_where_the_images_are_and_read_whatever_the_edit
     root = tmp_path / "root"
     assert has_caption_files(root)
     assert file_captions([str(root / "linked" / "a.png")], root) == ["dark"]
+    # Only a file named metadata.jsonl is one (not old_metadata.jsonl, whose lines would be read as captions).
+    (outside / "old_metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "stale"}) + "\n")
+    assert file_captions([str(root / "linked" / "a.png")], root) == ["dark"]
     # A hidden folder's are not (its images are not read either): before, they switched captions to files.
     hidden = tmp_path / "hidden"
     picture(hidden / "cat" / "c.png", 0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -84,17 +84,25 @@ def template_captions(dataset: str, names: Sequence[str]) -> list[str]:
     return captions
 
 
-def _caption_files(root: Path, name: str) -> list[Path]:
-    """The files named `name` (or ending in it) under root, walked as its images are: hidden folders skipped,
+def _caption_files(root: Path, keep: Callable[[str], bool]) -> list[Path]:
+    """The files under root whose name `keep` accepts, walked as its images are: hidden folders skipped,
     symlinked ones followed (before, rglob did the opposite of both)."""
-    return [Path(p) for p in tree_files(root, lambda file: file == name or file.endswith(name))]
+    return [Path(p) for p in tree_files(root, keep)]
+
+
+def _is_metadata(name: str) -> bool:
+    return name == METADATA
+
+
+def _is_txt(name: str) -> bool:
+    return name.endswith(".txt")
 
 
 def has_caption_files(root: Path) -> bool:
     """Whether an image tree carries its own captions: a metadata.jsonl, or a .txt beside an image of its name
     (a LICENSE.txt or README.txt in the tree is not a caption: before, it turned template captions off)."""
-    return bool(_caption_files(root, METADATA)) or any(
-        _beside_its_image(txt) for txt in _caption_files(root, ".txt")
+    return bool(_caption_files(root, _is_metadata)) or any(
+        _beside_its_image(txt) for txt in _caption_files(root, _is_txt)
     )
 
 
@@ -105,7 +113,7 @@ def _beside_its_image(txt: Path) -> bool:
 def read_metadata(root: Path) -> dict[Path, str]:
     """Resolved image path -> caption, from every metadata.jsonl under root (file_name relative to its folder)."""
     captions: dict[Path, str] = {}
-    for meta in sorted(_caption_files(root, METADATA)):
+    for meta in sorted(_caption_files(root, _is_metadata)):
         # utf-8-sig: a byte-order mark (Windows editors write one) is not part of line 1.
         for number, line in enumerate(_caption_text(meta).split("\n"), start=1):
             if not line.strip():
