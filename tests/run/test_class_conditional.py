@@ -26,6 +26,7 @@ from PIL import Image
 
 import difflab
 from difflab.checkpoint import CONFIG_KEY, load_model
+from difflab.data import DataError, ImageDataModule
 from difflab.generation.requested import requested_labels
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
@@ -318,6 +319,35 @@ def test_a_resume_on_data_with_another_class_count_names_the_data_not_an_overrid
     line = one_error_line(result)
     assert "3 classes" in line and "2" in line and str(root) in line, line
     assert "drop those overrides" not in line, line
+
+
+def test_a_resume_on_data_whose_class_folders_were_renamed_is_refused(tmp_path):
+    """Before, a class folder renamed between a run and its resume (same count) silently moved every later
+    class to another label: sorted, class_0/class_1 became class_1/zeta, so label 0 meant the old class 1."""
+    root, run = labelled_folder_run(tmp_path)
+    stored = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[CONFIG_KEY]
+    assert stored["data"]["class_folders"] == ["class_0", "class_1"]
+    (root / "class_0").rename(root / "zeta")
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4")
+    line = one_error_line(result)
+    assert "class_0" in line and "zeta" in line and str(root) in line, line
+    assert "drop those overrides" not in line, line
+
+
+def test_a_model_trained_on_other_class_folders_is_refused_by_the_data(tmp_path):
+    """The recorded class folders (data.class_folders) travel with a model's config: data whose folders differ
+    would give its labels to other classes, in scoring as in training."""
+    root = class_folder(tmp_path / "folder", classes=2)
+    data = ImageDataModule(
+        "folder", str(root), image_size=8, condition="labels", class_folders=["class_0", "cat"]
+    )
+    with pytest.raises(DataError, match=r"class_1.*cat|cat.*class_1"):
+        data.setup()
+    same = ImageDataModule(
+        "folder", str(root), image_size=8, condition="labels", class_folders=["class_0", "class_1"]
+    )
+    same.setup()
+    assert same.class_folders == ["class_0", "class_1"]
 
 
 def test_a_resume_with_another_label_dropout_says_so(tmp_path):

@@ -14,11 +14,13 @@ Values = dict[str, Any]
 
 
 def agreed_conditioning(
-    data: Mapping[str, Any], model: Mapping[str, Any], count_classes: Callable[[], int]
+    data: Mapping[str, Any],
+    model: Mapping[str, Any],
+    find_classes: Callable[[], tuple[int, list[str] | None]],
 ) -> tuple[Values, Values]:
     """(values to set in data, values to set in model) so they agree on the conditioning: model.num_classes=K
-    alone makes the data serve labels; data.condition=labels alone takes K from the data (`count_classes`: the
-    classes of the dataset the data config builds); data.condition=superres sets model.cond_channels (model.cond_channels alone makes the data
+    alone makes the data serve labels; data.condition=labels alone takes K from the data (`find_classes`: the
+    class count of the dataset the data config builds, and its class folders, recorded as data.class_folders); data.condition=superres sets model.cond_channels (model.cond_channels alone makes the data
     serve superres). data.condition=text (or data.captions alone) builds a text-to-image net of the encoder's
     width, and records the encoder's name and installed version (never its weights)."""
     set_data: Values = {}
@@ -34,7 +36,10 @@ def agreed_conditioning(
         text_data, set_model = _text(data, model)
         return {**set_data, **text_data}, set_model
     if condition == "labels":
-        return set_data, _labels(model, count_classes(), data.get("dataset"))
+        count, folders = find_classes()
+        if folders is not None:
+            set_data["class_folders"] = folders
+        return set_data, _labels(model, count, data.get("dataset"))
     if condition == "superres":
         return set_data, _superres(model, int(data["channels"]))
     return set_data, {}

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from difflab.data.captions import CaptionConditions, caption_conditions, resolve_caption_kind
 from difflab.data.errors import DataError
-from difflab.data.folder import loose_images, note_if_grayscale
+from difflab.data.folder import check_class_folders_kept, loose_images, note_if_grayscale
 from difflab.data.in_memory import BatchedImageTensors, ImageTensors, already_collated
 from difflab.data.index_sampler import ResumableSampler
 from difflab.data.sources import (
@@ -96,6 +96,9 @@ class ImageDataModule(L.LightningDataModule):
     rank), so resumes draw alike; ``"files"`` reads a folder's ``metadata.jsonl`` (file_name, text) or a
     ``.txt`` beside each image; null picks files for a folder that has them, else templates. Each distinct
     caption is encoded once and cached under ``text_cache_dir`` (default ~/.cache/difflab/text_embeddings).
+
+    ``class_folders``: the class folders a labelled model was trained on, in label order (train.py records the
+    ones it found); a folder tree whose class folders differ is refused, since its labels would mean other classes.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class ImageDataModule(L.LightningDataModule):
         text_encoder: str = DEFAULT_ENCODER,
         text_encoder_version: str | None = None,
         text_cache_dir: str | None = None,
+        class_folders: list[str] | None = None,
     ) -> None:
         super().__init__()
         if condition not in CONDITIONS:
@@ -187,6 +191,7 @@ class ImageDataModule(L.LightningDataModule):
         self.text_encoder = text_encoder
         self.text_encoder_version = text_encoder_version
         self.text_cache_dir = text_cache_dir
+        self.recorded_class_folders = None if class_folders is None else list(class_folders)
         self._captions: CaptionConditions | None = None
         self._caption_seeds = MicroBatchSeeds(seed, CAPTION_STREAM)
         self._flip_seeds = MicroBatchSeeds(seed, AUGMENTATION_STREAM)
@@ -204,6 +209,15 @@ class ImageDataModule(L.LightningDataModule):
         assert self._splits is not None
         return self._splits.num_classes
 
+    @property
+    def class_folders(self) -> list[str] | None:
+        """A folder tree's class folders in label order (None: a source that names none on disk)."""
+        if self.dataset != "folder":
+            return None
+        self.setup()
+        assert self._splits is not None
+        return self._splits.class_folders
+
     def prepare_data(self) -> None:
         """Download a torchvision source into ``root`` if ``download`` is set (Lightning: once per node)."""
         if self.download:
@@ -220,6 +234,8 @@ class ImageDataModule(L.LightningDataModule):
             note_if_grayscale(getattr(splits.train, "samples", []), self.channels, self.root)
         if self.condition == "labels" and not splits.num_classes:
             raise DataError(self._no_classes_message())
+        if self.condition == "labels":
+            check_class_folders_kept(self.recorded_class_folders, splits.class_folders, self.root)
         if self.condition == "text":
             labelled = splits
             self._captions, splits = self._caption_conditions(splits)

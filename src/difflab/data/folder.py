@@ -33,6 +33,37 @@ def find_classes(root: Path) -> list[str] | None:
     return sorted(subdirs) if subdirs and not has_images else None
 
 
+def class_folder_changes(recorded: list[str], found: list[str]) -> str | None:
+    """How the class folders `found` now differ from those a model was `recorded` as trained on, in a few words
+    ("gone: cat; new: kitty"); None when they are the same, in the same label order."""
+    if list(recorded) == list(found):
+        return None
+    gone = [name for name in recorded if name not in found]
+    new = [name for name in found if name not in recorded]
+    if not gone and not new:
+        return "the same folders in another label order"
+    parts = [
+        f"{what}: {', '.join(names[:5])}{' …' if len(names) > 5 else ''}"
+        for what, names in (("gone", gone), ("new", new))
+        if names
+    ]
+    return "; ".join(parts)
+
+
+def check_class_folders_kept(recorded: list[str] | None, found: list[str] | None, root: Path | None) -> None:
+    """Refuse data whose class folders are not the ones a model was trained on (`recorded`, in label order): a
+    renamed, added or removed folder moves the later classes to other labels, so every label would silently
+    mean another class. Nothing to compare where either side names no folders (a torchvision source)."""
+    if recorded is None or found is None:
+        return
+    changes = class_folder_changes(recorded, found)
+    if changes is not None:
+        raise DataError(
+            f"data.root={root} has other class folders than the model was trained on ({changes}): its labels "
+            "would mean other classes; give the data it was trained on (or rename the folders back)"
+        )
+
+
 def loose_images(root: Path) -> list[str]:
     """The images at the top of a folder that also has subfolders, sorted: what makes find_classes say None."""
     entries = list(os.scandir(root))

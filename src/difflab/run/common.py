@@ -25,13 +25,15 @@ def instantiate_entries(cfg: DictConfig | None) -> list[Any]:
 
 def fill_conditioning(cfg: DictConfig) -> dict[str, Any]:
     """Fill cfg.data and cfg.model in place so they agree on the conditioning before anything is built or compared
-    (difflab.data.conditioning says how; the classes are counted on the dataset cfg.data builds). Returns the
-    model values it set (e.g. num_classes counted in the data)."""
+    (difflab.data.conditioning says how; the classes are counted, and a folder tree's class folders recorded, on
+    the dataset cfg.data builds). Returns the model values it set (e.g. num_classes counted in the data)."""
     from ..data.conditioning import agreed_conditioning  # torch: only once a run is checked
 
-    set_data, set_model = agreed_conditioning(
-        cfg.data, cfg.model, lambda: instantiate(cfg.data, condition="labels").num_classes
-    )
+    def find_classes() -> tuple[int, list[str] | None]:
+        data = instantiate(cfg.data, condition="labels")
+        return data.num_classes, data.class_folders
+
+    set_data, set_model = agreed_conditioning(cfg.data, cfg.model, find_classes)
     with open_dict(cfg.data), open_dict(cfg.model):
         cfg.data.update(set_data)
         cfg.model.update(set_model)

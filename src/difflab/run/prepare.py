@@ -79,7 +79,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from ..runs.resume import (
         CONDITIONING_RECIPE,
         DATA_SOURCE,
-        check_class_count_kept,
+        check_classes_kept,
         check_condition_kept,
         check_discriminator_kept,
         check_ema_kept,
@@ -125,7 +125,9 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         check_sharded_resumed_by_fsdp(resume, strategy)
         ckpt = read_resumable(resume, targets_in(cfg))
         data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
-        check_class_count_kept(taken_from_data.get("num_classes"), data, ckpt[CONFIG_KEY], resume)
+        folders = OmegaConf.select(cfg, "data.class_folders")
+        folders = None if folders is None else list(folders)
+        check_classes_kept(taken_from_data.get("num_classes"), folders, data, ckpt[CONFIG_KEY], resume)
         check_task_kept(cfg.get("task"), ckpt[CONFIG_KEY], resume)
         check_discriminator_kept(cfg.get("autoencoder_module") or {}, ckpt[CONFIG_KEY], resume)
         check_condition_kept(typed_overrides(cfg), ckpt[CONFIG_KEY], resume)

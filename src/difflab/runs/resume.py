@@ -15,6 +15,7 @@ import torch
 from ..checkpoint_config import check_contradictions, contradictions, stored_value
 from ..checkpoint_file import CONFIG_KEY, check_checksums, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
+from ..data.folder import class_folder_changes
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import consolidated_name, is_sharded_checkpoint
 from ..io.stored_checkpoint import not_a_checkpoint
@@ -202,15 +203,26 @@ def _resume_hint(path: Path, stored: Mapping[str, Any], choices_now: Mapping[str
     return f"{why}: give its settings{wanted} on the command line, or start a new run"
 
 
-def check_class_count_kept(counted: int | None, data: str, stored: Mapping[str, Any], path: Path) -> None:
+def check_classes_kept(
+    counted: int | None, folders: list[str] | None, data: str, stored: Mapping[str, Any], path: Path
+) -> None:
     """The classes counted in the data now (`counted`; None when model.num_classes was given or the run has no
-    labels) against the checkpoint's: a class folder added or removed since is the data's change, not an
-    override to drop, and is said so in one line."""
+    labels) and its class folders (`folders`) against the checkpoint's: a class folder added, removed or renamed
+    since is the data's change, not an override to drop, and is said so in one line. (Before, a renamed folder
+    passed: the count was the same, and every later class silently took another label.)"""
     old = stored_value(stored, "model.num_classes")
     if counted is not None and old is not None and int(old) != int(counted):
         raise ValueError(
             f"{data} has {counted} classes now but checkpoint {path} was trained on {old}: a class was added or "
             "removed since; resume on the data it was trained on, or start a new run"
+        )
+    recorded = stored_value(stored, "data.class_folders")  # None in checkpoints older than the record
+    changes = None if recorded is None or folders is None else class_folder_changes(recorded, folders)
+    if changes is not None:
+        raise ValueError(
+            f"{data} has other class folders than checkpoint {path} was trained on ({changes}): its labels would "
+            "now mean other classes; resume on the data it was trained on (rename the folders back), or start a "
+            "new run"
         )
 
 
