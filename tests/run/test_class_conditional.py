@@ -221,6 +221,55 @@ def test_labels_given_as_one_class_or_a_list():
     assert requested_labels("labels", 10, OmegaConf.create([7, 2]), 1.0, 4, "ckpt") == ([7, 7, 2, 2], [7, 2])
 
 
+def test_labels_name_the_classes_of_a_model_whose_classes_have_names():
+    names = ["cat", "dog", "Red_Fox"]
+    assert requested_labels("labels", 3, ["dog", 0, "red_fox"], 1.0, 3, "ckpt", names) == (
+        [1, 0, 2],
+        [1, 0, 2],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"'dgo' is no class of this model \(its classes: cat, dog, Red_Fox\); did "
+        r"you mean 'dog'\?",
+    ):
+        requested_labels("labels", 3, ["cat", "dgo"], 1.0, 3, "ckpt", names)
+    with pytest.raises(ValueError, match=r"classes 0\.\.2 \(give one or a list, or their names\)"):
+        requested_labels("labels", 3, 5, 1.0, 3, "ckpt", names)
+
+
+def test_sample_py_and_difflab_load_take_class_folder_names_as_labels(tmp_path):
+    """Before, labels=[class_1] was refused: a model trained on class folders was sampled by number only, so a
+    user had to work out the sorted folder order."""
+    _, run = labelled_folder_run(tmp_path)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    by_name = run_cli(
+        "sample.py",
+        f"ckpt={ckpt}",
+        f"out={tmp_path / 'named'}",
+        "labels=[class_1,class_0]",
+        "n=4",
+        "sampler.steps=2",
+    )
+    assert by_name.returncode == 0, by_name.stderr[-2000:]
+    by_number = run_cli(
+        "sample.py", f"ckpt={ckpt}", f"out={tmp_path / 'numbered'}", "labels=[1,0]", "n=4", "sampler.steps=2"
+    )
+    assert by_number.returncode == 0, by_number.stderr[-2000:]
+    named = np.asarray(Image.open(tmp_path / "named" / "grid.png"))
+    assert np.array_equal(named, np.asarray(Image.open(tmp_path / "numbered" / "grid.png")))
+    pipe = difflab.load(ckpt)
+    torch.testing.assert_close(
+        pipe.sample(4, labels=["class_1", "class_0"], steps=2, seed=0),
+        pipe.sample(4, labels=[1, 0], steps=2, seed=0),
+        rtol=0,
+        atol=0,
+    )
+    wrong = run_cli(
+        "sample.py", f"ckpt={ckpt}", f"out={tmp_path / 'wrong'}", "labels=class_2", "n=4", "sampler.steps=2"
+    )
+    assert "'class_2' is no class of this model (its classes: class_0, class_1)" in one_error_line(wrong)
+
+
 def test_guidance_on_a_model_trained_without_label_dropout_is_warned_of(cond_run, tmp_path, caplog):
     """Before, taken without a word: its "no label" embedding never trained, guidance pulls towards noise."""
     checkpoint = torch.load(cond_run["ckpt"], weights_only=True)

@@ -16,6 +16,7 @@ import torch
 from difflab.data.errors import DataError
 from difflab.data.folder import ImageFileDataset, find_classes
 from difflab.data.sources import RawSplits, split_dirs
+from difflab.generation.class_names import CLASS_NAMES
 from difflab.io.decode import IMAGE_SUFFIXES
 from difflab.io.image_tree import tree_files
 from difflab.text import TextTable, embed_texts
@@ -42,13 +43,6 @@ OBJECT_TEMPLATES = (
     "a small photo of {a} {name}",
     "a blurry photo of the {name}",
 )
-# Class names of the labelled sources whose files do not name them (a folder's classes are its subfolders).
-CLASS_NAMES = {
-    "fashion_mnist": (
-        "t-shirt or top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"
-    ),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-}  # fmt: skip
 DIGIT_SOURCES = ("digits", "mnist")
 
 

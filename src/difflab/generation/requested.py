@@ -10,6 +10,7 @@ from typing import Any
 
 from ..diffusion.conditioning import SpreadLabels, spread_labels
 from ..text import embed_texts, encoder_version
+from .class_names import class_index, model_class_names
 from .conditions import Conditions, class_conditions, text_conditions
 from .model import TrainedModel, model_kind
 
@@ -32,11 +33,18 @@ def as_list(value: Any) -> list[Any]:
 
 
 def requested_labels(
-    condition: str | None, num_classes: int | None, labels: Any, guidance: float, n: int, source: Any
+    condition: str | None,
+    num_classes: int | None,
+    labels: Any,
+    guidance: float,
+    n: int,
+    source: Any,
+    class_names: list[str] | None = None,
 ) -> tuple[SpreadLabels | None, list[int] | None]:
     """(class of each of samples 0..n-1, the classes asked for) as sample.py's labels=/guidance= define them:
-    one label or a list, n spread over them in equal blocks; None: every class. (None, None) for an
-    unconditional model, which refuses labels and guidance ≠ 1."""
+    one label or a list, n spread over them in equal blocks; None: every class. A label is a class number or,
+    where the model's classes have names (`class_names`), a name. (None, None) for an unconditional model, which
+    refuses labels and guidance ≠ 1."""
     if condition is None:
         if labels is not None:
             raise ValueError(f"labels={labels} given, but {source} holds an unconditional model")
@@ -48,11 +56,14 @@ def requested_labels(
     if condition != "labels":
         raise ValueError(f"{source}: cannot condition on {condition!r} yet")
     wanted = list(range(num_classes)) if labels is None else as_list(labels)
+    if class_names is not None:
+        wanted = [class_index(w, class_names, labels) if isinstance(w, str) else w for w in wanted]
     # A class is a whole number: 3.5 or true (which Python counts as 1) is no class.
     bad = [w for w in wanted if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < num_classes]
     if bad or not wanted:
+        named = "" if class_names is None else ", or their names"
         raise ValueError(
-            f"labels={labels!r}: the model knows classes 0..{num_classes - 1} (give one or a list)"
+            f"labels={labels!r}: the model knows classes 0..{num_classes - 1} (give one or a list{named})"
         )
     if labels is not None:
         check_each_has_a_result("labels", labels, len(wanted), "classes", n)
@@ -122,7 +133,8 @@ def requested_conditions(
             hint = "" if model.condition != "labels" else ": give labels= instead"
             raise ValueError(f"{key}={value!r} given, but {source} holds {model_kind(model)}{hint}")
     label_guidance = 1.0 if guided_by_model else guidance
-    _, wanted = requested_labels(model.condition, model.num_classes, labels, label_guidance, n, source)
+    names = model_class_names(getattr(model, "config", None) or {})
+    _, wanted = requested_labels(model.condition, model.num_classes, labels, label_guidance, n, source, names)
     return Conditions() if wanted is None else class_conditions(wanted, n)
 
 
