@@ -216,6 +216,40 @@ def test_sigterm_outside_slurm_saves_exits_non_zero_and_the_resume_matches_an_un
     assert sorted(losses[1]) == list(range(6)) and losses[0] == losses[1]
 
 
+def test_a_stop_signal_keeps_the_post_hoc_ema_snapshot_of_the_step_it_saves(tmp_path):
+    """Before, the signal's checkpoint (step 3) was written before the post-hoc EMA callback's turn in that step and
+    the run stopped, so no snapshot of step 3 was ever written: the resumed run went on at 4, and reconstructions
+    warned of a missing step. Snapshots every step: the resumed run has the uninterrupted run's, bit for bit."""
+    from difflab.training.phema_snapshots import list_snapshots, read_snapshot
+
+    run, straight, probe = tmp_path / "run", tmp_path / "straight", tmp_path / "probe"
+    phema = [
+        "logger=none",
+        "callbacks=[default,phema]",
+        "callbacks.phema.every_n_steps=1",
+        "trainer.max_steps=5",
+    ]
+    env = env_with(tmp_path)
+    stopped = subprocess.run(
+        [*probed_train(run, probe, *phema), "+callbacks.probe.signal_at_step=2", "+callbacks.probe.signal_name=SIGTERM"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert stopped.returncode == 3 and last_step(run) == 3, stopped.stderr[-3000:]
+    typed_again = [a for a in stopped.args if a.startswith("+callbacks.probe")]
+    for command in (
+        [sys.executable, "train.py", "ckpt_path=last", f"hydra.run.dir={run}", *typed_again],
+        [sys.executable, "train.py", *QUIET, *phema, f"hydra.run.dir={straight}"],
+    ):
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    snapshots = [list_snapshots(r / "phema" / "snapshots") for r in (run, straight)]
+    assert [s.step for s in snapshots[0]] == [s.step for s in snapshots[1]] == [1, 2, 3, 4, 5]
+    for resumed, whole in zip(*snapshots, strict=True):
+        a, b = read_snapshot(resumed.path)["states"], read_snapshot(whole.path)["states"]
+        for state_a, state_b in zip(a, b, strict=True):
+            assert all(torch.equal(state_a[k], state_b[k]) for k in state_b), resumed.step
+
+
 def test_sigterm_to_every_process_of_a_run_with_loader_workers_saves_the_step(tmp_path):
     """SLURM's time limit, `timeout` and `kill -- -<pgid>` signal the data loader workers as well. Before, a worker
     died of it, and the run ended with "a data loader worker (pid …) was killed by signal: Terminated", saving no

@@ -91,9 +91,18 @@ class PostHocEMA(L.Callback):
                 log.info("post-hoc EMA rebuilds of steps after %d were set aside in %s", step, aside)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._write_if_due(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # A checkpoint saved before this callback's turn in a step (a stop signal's, which then ends the run) would
+        # otherwise be resumed past a snapshot step that was never written.
+        self._write_if_due(trainer)
+
+    def _write_if_due(self, trainer: L.Trainer) -> None:
+        """Write the snapshot of this step when it is one of every_n_steps and not written yet."""
         self._catch_up()
         step = trainer.global_step
-        if step % self.every_n_steps == 0 and step > self._snapshot_step:
+        if self._averages is not None and step % self.every_n_steps == 0 and step > self._snapshot_step:
             self._write(trainer, step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
