@@ -78,6 +78,21 @@ def test_a_malformed_api_key_is_one_clear_error_and_the_run_leaves_nothing(tmp_p
     assert not run.exists()
 
 
+def test_online_mode_without_a_login_is_one_line_and_the_run_leaves_nothing(tmp_path: Path) -> None:
+    """Before: wandb's 'UsageError: No API key configured' in a traceback, and a run folder left holding .hydra/,
+    train.log and wandb_run_id, which refused the same command as "a run that wrote no checkpoint"."""
+    run = tmp_path / "run"
+    unset = {name: None for name in os.environ if name.startswith("WANDB_")}
+    env = {**unset, "WANDB_MODE": "online", "WANDB_SILENT": "true", "HOME": str(tmp_path), "NETRC": None}
+    result = run_cli("train.py", *FAST_TRAIN, "logger=wandb", f"hydra.run.dir={run}", env=env)
+    assert one_error_line(result) == (
+        "error: W&B could not start its run (WANDB_MODE=online): No API key configured. Use `wandb login` to log "
+        "in; check the W&B login and network, or log offline with WANDB_MODE=offline (`wandb sync <run>/wandb` "
+        "later), or use logger=csv"
+    )
+    assert not run.exists()
+
+
 def test_an_id_w_and_b_would_refuse_is_one_line_and_the_run_leaves_nothing(tmp_path: Path) -> None:
     """Before: wandb's 'UsageError: Run ID cannot contain the characters' in a traceback, and a run folder left
     holding .hydra/, train.log and a wandb_run_id file with the bad id."""

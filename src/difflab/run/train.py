@@ -31,7 +31,7 @@ from ..runs.folder import let_go, resumed_name
 from ..runs.resume import LAST, tidy_before_fit
 from ..runs.stopped_early import launch_forgotten_if_refused, noted_if_stopped, released_if_refused
 from ..tracking.run_names import clean_config
-from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run
+from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run, wandb_start_refusals_named
 from ..training import AutoencoderModule, DiffusionModule, Preempted, with_atomic_checkpoints
 from ..training.atomic_checkpoint_io import out_of_space
 from ..training.console import (
@@ -236,7 +236,8 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
         trainer = build_trainer(cfg, callbacks, [*loggers, metrics_file])
         parameters = sum(p.numel() for p in module.net.parameters())
         for logger in loggers:
-            logger.log_hyperparams({**clean_config(config), "parameters": parameters})
+            with wandb_start_refusals_named():  # the first use of a W&B logger starts its run
+                logger.log_hyperparams({**clean_config(config), "parameters": parameters})
         if trainer.is_global_zero:
             print_run_summary(config, parameters, output_dir)
 

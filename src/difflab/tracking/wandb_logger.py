@@ -3,10 +3,11 @@ into the run they score, and the run closed at job end."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,29 @@ class WandbLogger(lightning_loggers.WandbLogger):
         arguments = wandb_init_arguments(self)
         if arguments.get("anonymous") is None:
             arguments.pop("anonymous", None)
+
+
+@contextlib.contextmanager
+def wandb_start_refusals_named() -> Iterator[None]:
+    """Around the first use of a logger, which starts its W&B run: W&B refusing to start (online with no API key, a
+    server it cannot reach) is one line that says how to go on, raised as a ValueError so the refused run gives its
+    folder back. Before: wandb's UsageError or CommError in a traceback, and a folder that refused the rerun."""
+    try:
+        yield
+    except Exception as error:
+        wandb = sys.modules.get("wandb")
+        errors = getattr(wandb, "errors", None)
+        refusals = tuple(
+            getattr(errors, name) for name in ("UsageError", "CommError") if hasattr(errors, name)
+        )
+        if not refusals or not isinstance(error, refusals):
+            raise
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+        mode = os.environ.get("WANDB_MODE", "online")
+        raise ValueError(
+            f"W&B could not start its run (WANDB_MODE={mode}): {first}; check the W&B login and network, or log "
+            "offline with WANDB_MODE=offline (`wandb sync <run>/wandb` later), or use logger=csv"
+        ) from None
 
 
 def wandb_login_configured() -> bool:
