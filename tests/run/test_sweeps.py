@@ -164,6 +164,9 @@ def test_run_names_leave_out_paths_loggers_and_callbacks():
     ]
     assert job_run_name([*overrides, "seed=3", "paths.data_dir=/d"]) == "optim.lr=1e-4,schedule=cosine,seed=3"
     assert job_run_name(["logger=csv"]) is None
+    # Where caches live says nothing of what is trained (before: "metrics.cache_dir=/tmp/…/cache" in the name).
+    caches = ["metrics.cache_dir=/c", "data.text_cache_dir=/t", "latent_cache_dir=/l", "data.download=true"]
+    assert job_run_name([*caches, "seed=3"]) == "seed=3"
 
 
 def test_run_names_give_paths_in_the_project_relative_to_it():

@@ -21,11 +21,13 @@ NOT_IN_NAMES = {
     "data.num_workers",
     "data.pin_memory",
     "data.persistent_workers",
+    "data.download",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 }
 NOT_IN_NAMES_PREFIXES = ("paths", "logger", "callbacks", "hydra")
+NOT_IN_NAMES_SUFFIXES = ("cache_dir",)  # metrics.cache_dir, data.text_cache_dir, latent_cache_dir
 
 
 def job_run_name(
@@ -37,7 +39,12 @@ def job_run_name(
     kept = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if key in NOT_IN_NAMES or key in exclude or key.split(".")[0].split("/")[0] in NOT_IN_NAMES_PREFIXES:
+        if (
+            key in NOT_IN_NAMES
+            or key in exclude
+            or key.split(".")[0].split("/")[0] in NOT_IN_NAMES_PREFIXES
+            or key.endswith(NOT_IN_NAMES_SUFFIXES)
+        ):
             continue
         line = override.input_line
         value = override.value()
