@@ -10,9 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, TORCHRUN, TWO_CPU_RANKS, every_error, rank_pid, run_torchrun
 
 from difflab.checkpoint import load_model
+from difflab.cluster.devices import check_matches_started_processes
 
 TWO_STEPS_ON_TWO_RANKS = [*TWO_CPU_RANKS, "trainer.max_steps=2"]
 
@@ -33,6 +35,34 @@ def test_a_named_run_folder_is_shared_by_every_rank(tmp_path: Path) -> None:
         "hydra.yaml",
         "overrides.yaml",
     ]
+
+
+def test_torchrun_processes_that_the_trainer_does_not_count_are_refused_in_one_line(tmp_path: Path) -> None:
+    """Before, trainer.devices left at 1 under torchrun's 2 processes started no DDP: each process trained the
+    whole run on its own, one after the other, into the one folder (rank 1's last.ckpt over rank 0's)."""
+    run = tmp_path / "run"
+    one_device = [a for a in TWO_STEPS_ON_TWO_RANKS if a not in ("trainer=ddp", "trainer.devices=2")]
+    result = run_torchrun(
+        "train.py", *one_device, f"hydra.run.dir={run}", env={"DIFFLAB_ROOT": str(tmp_path)}, timeout=400
+    )
+    assert result.returncode != 0
+    errors = {line for line in result.stderr.splitlines() if line.startswith("error: ")}
+    assert errors == {
+        "error: torchrun started 2 processes (WORLD_SIZE=2) but trainer.devices=1 × trainer.num_nodes=1 makes 1: "
+        "each process would train the whole run on its own; give trainer.devices=2 (torchrun's --nproc_per_node)"
+    }, result.stderr[-3000:]
+    assert not run.exists()  # given back, as every refused run leaves nothing behind
+
+
+def test_torchrun_on_two_nodes_asks_for_the_nodes_the_trainer_leaves_out(monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(
+        ValueError, match=r"makes 4: .* give trainer\.devices=4 trainer\.num_nodes=2 \(torchrun"
+    ):
+        check_matches_started_processes({"devices": 4, "num_nodes": 1})
+    check_matches_started_processes({"devices": 4, "num_nodes": 2})
+    check_matches_started_processes({"devices": "auto", "num_nodes": 1})  # Lightning takes what it is given
 
 
 def test_a_dated_run_folder_is_one_folder_for_every_rank(tmp_path: Path) -> None:

@@ -64,6 +64,31 @@ def check_nodes(trainer: Mapping[str, Any]) -> None:
         )
 
 
+def check_matches_started_processes(trainer: Mapping[str, Any]) -> None:
+    """The processes a launcher such as torchrun started (WORLD_SIZE, LOCAL_WORLD_SIZE per node) against the ones
+    the Trainer counts: with fewer (trainer.devices left at 1) Lightning starts no DDP, and each process trained the
+    whole run on its own, one after the other, into the one run folder."""
+    world = os.environ.get("WORLD_SIZE", "")
+    if not world.isdigit() or int(world) <= 1:
+        return  # one process (and trainer=slurm's devices, which resolve only in a SLURM job, are not read)
+    requested = None if trainer.get("devices") is None else _requested(trainer.get("devices"))
+    if requested is None:
+        return  # devices=auto / -1: Lightning takes what the launcher gives; unset: check_trainer says so
+    world_size, nodes = int(world), int(trainer["num_nodes"])
+    if requested[0] * nodes == world_size:
+        return
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    per_node = int(local) if local.isdigit() and int(local) > 0 else world_size
+    wanted = f"trainer.devices={per_node}"
+    if world_size // per_node != nodes:
+        wanted += f" trainer.num_nodes={world_size // per_node}"
+    raise ValueError(
+        f"torchrun started {world_size} processes (WORLD_SIZE={world_size}) but trainer.devices="
+        f"{trainer.get('devices')} × trainer.num_nodes={nodes} makes {requested[0] * nodes}: each process would "
+        f"train the whole run on its own; give {wanted} (torchrun's --nproc_per_node)"
+    )
+
+
 def check_trainer(trainer: Mapping[str, Any], slurm_launcher: Mapping[str, Any] | None = None) -> None:
     """All device checks, before the Trainer is built; `slurm_launcher`: the SLURM launcher's settings when jobs
     are submitted by one (its tasks_per_node and nodes are what the job gets)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..cluster.devices import check_matches_started_processes
 from .autoencoder_checks import check_autoencoder_run
 from .latent import use_latents
 from .rules import check_given, check_values
@@ -46,6 +47,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_given(cfg)
     check_values(cfg, RULES)  # the values typed: before torch and Lightning load
     check_sharded_training(cfg)
+    # Before the run folder is claimed: torchrun's other ranks wait for rank 0 to name it, and go when it stops.
+    check_matches_started_processes(cfg.trainer)
     check_fused_clipping(cfg)
     check_autoencoder_run(cfg)
     check_condition_keys(cfg)
