@@ -298,6 +298,19 @@ def test_masks_white_is_generate_and_bad_masks_are_named(tmp_path):
         load_images(tmp_path / "broken.png", (1, 16, 16))
 
 
+def test_a_16_bit_mask_is_read_at_its_own_scale_as_pictures_are(tmp_path):
+    """Before, PIL clipped 16-bit values to 255, so anything above 128/65535 counted as white: a mask dark at
+    20000 (78/255) regenerated the whole picture."""
+    pic = load_images(_png(tmp_path / "pic.png", np.zeros((8, 8), np.uint8)), (1, 8, 8))
+    deep = np.full((8, 8), 20000, np.uint16)
+    deep[4:] = 65535
+    Image.fromarray(deep).save(tmp_path / "m16.png")
+    shallow = (deep // 257).astype(np.uint8)
+    expected = torch.from_numpy(shallow > 127).float()
+    assert torch.equal(load_masks(tmp_path / "m16.png", pic)[0, 0], expected)
+    assert torch.equal(load_masks(_png(tmp_path / "m8.png", shallow), pic)[0, 0], expected)
+
+
 def test_a_link_to_nothing_in_a_folder_of_pictures_is_refused_naming_it(tmp_path):
     # Before, it was left out without a word: the edit set held one picture fewer than given.
     _png(tmp_path / "pics" / "a.png", np.zeros((16, 16), np.uint8))

@@ -63,7 +63,7 @@ def to_channels(image: Image.Image, channels: int) -> Image.Image:
     """Convert a PIL image of any mode to L (1 channel), RGB (3) or RGBA (4)."""
     check_channels(channels)
     target = MODES[channels]
-    image = _to_8bit(image)
+    image = to_8bit(image)
     if image.mode == target:
         return image
     if channels != 4 and (image.mode in _ALPHA_MODES or "transparency" in image.info):
@@ -97,7 +97,7 @@ def _range_problem(image: Image.Image) -> str | None:
     return None
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
+def to_8bit(image: Image.Image) -> Image.Image:
     """Rescale deep grayscale to 8 bits: 16-bit integers by 1/257, floats in [0, 1] by 255. PIL's own
     convert("L") would clip 16-bit values above 255 to white and [0, 1] floats to black."""
     if image.mode == "F":

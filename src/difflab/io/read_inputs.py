@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .decode import IMAGE_SUFFIXES, MODES, cover_and_crop, decode_image, is_image_name, to_model_tensor
+from .decode import (
+    IMAGE_SUFFIXES,
+    MODES,
+    cover_and_crop,
+    decode_image,
+    is_image_name,
+    to_8bit,
+    to_model_tensor,
+)
 
 # What the pictures are brought to, as their one warning names it: a model's input, or, when images are scored
 # against a dataset with no model in sight, that dataset's images.
@@ -156,8 +164,9 @@ def _examples(items: list[str], limit: int = 3) -> str:
 
 
 def _read_mask(path: Path) -> Tensor:
-    """A (H, W) bool tensor, True where the mask is white (> 127 in grayscale): the pixels to generate."""
-    return torch.from_numpy(np.asarray(decode_image(path).convert("L")) > 127)
+    """A (H, W) bool tensor, True where the mask is white (> 127 in 8-bit grayscale): the pixels to generate. A
+    16-bit or float mask is brought to 8 bits at its own scale first, as pictures are."""
+    return torch.from_numpy(np.asarray(to_8bit(decode_image(path)).convert("L")) > 127)
 
 
 def _fit_mask(generate: Tensor, mask_path: Path, image_path: Path, image_size: tuple[int, int], hw) -> Tensor:
