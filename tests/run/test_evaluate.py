@@ -186,6 +186,18 @@ def test_a_picture_that_does_not_decode_is_named_not_skipped(tmp_path: Path) -> 
         list(open_image_set(tmp_path).batches((1, 8, 8)))
 
 
+def test_an_npz_stored_channels_first_is_named_so(tmp_path: Path) -> None:
+    # Before: "images have 8 channels; expected 1, 2, 3 or 4", for ten 8×8 grayscale images stored (N, C, H, W).
+    path = tmp_path / "samples.npz"
+    np.savez(path, images=np.zeros((10, 1, 8, 8), dtype=np.uint8))
+    with pytest.raises(
+        ValueError,
+        match=r"\(10, 1, 8, 8\) look like \(N, C, H, W\), channels first; expected "
+        r"\(N, H, W, C\): save images\.transpose\(0, 2, 3, 1\)",
+    ):
+        list(open_image_set(path).batches((1, 8, 8)))
+
+
 def test_a_file_that_is_neither_an_npz_nor_a_picture_is_named(tmp_path: Path) -> None:
     # Before, a .npy of 10 images was read as one broken picture: "holds 1 image; need at least 2".
     path = tmp_path / "samples.npy"

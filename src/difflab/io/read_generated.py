@@ -116,6 +116,12 @@ def _npz_header(path: Path) -> NpzArray:
         raise ValueError(f"{path} holds no image array (expected one of {', '.join(NPZ_KEYS)})")
     if array.dtype != np.uint8 or len(array.shape) != 4:
         raise ValueError(f"{path}: expected uint8 images (N, H, W, C), got {array.dtype} {array.shape}")
+    if array.shape[-1] not in NPZ_MODES and array.shape[1] in NPZ_MODES:
+        # Before: "images have 8 channels", for 8×8 pictures stored channels first.
+        raise ValueError(
+            f"{path}: images {array.shape} look like (N, C, H, W), channels first; expected (N, H, W, C): save "
+            "images.transpose(0, 2, 3, 1)"
+        )
     return array
 
 
