@@ -24,7 +24,8 @@ from difflab.data.scoring import uint8_batches
 from difflab.evaluation.report import report_path
 from difflab.evaluation.scoring import warn_if_too_few
 from difflab.io.read_generated import open_image_set
-from difflab.io.results import check_writable_file, write_json
+from difflab.io.read_inputs import image_files
+from difflab.io.results import IN_USE, check_writable_file, write_json
 from difflab.io.write_images import writing_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
@@ -569,6 +570,46 @@ def test_a_folder_of_class_subfolders_is_read_whole_and_a_dangling_link_is_named
     (tmp_path / "set" / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     with pytest.raises(FileNotFoundError, match=r"gone.png is a link to nothing"):
         open_image_set(tmp_path / "set")
+
+
+def results_folder(folder: Path, count: int) -> Path:
+    """A folder as sample.py leaves it: images/ of `count` samples, grid.png (of some of them), settings.json."""
+    (folder / "images").mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(folder / "images" / f"{i:06d}.png")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(folder / "grid.png")
+    (folder / "settings.json").write_text("{}")
+    return folder
+
+
+def test_sample_py_folders_inside_a_folder_give_their_samples_not_their_grids(tmp_path: Path) -> None:
+    """Before, a folder with an images/ subfolder was taken for one sample.py folder and only images/ was read (a
+    user's own pictures beside it were left out); and two sample.py folders under one parent were scored with
+    their grid.png pictures as samples."""
+    results_folder(tmp_path / "two" / "a", 3)
+    results_folder(tmp_path / "two" / "b", 2)
+    assert open_image_set(tmp_path / "two").count == 5
+    assert open_image_set(tmp_path / "two" / "a").count == 3
+    own = tmp_path / "own"
+    for name in ("images/0.png", "more/1.png", "2.png"):
+        (own / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(own / name)
+    assert open_image_set(own).count == 3
+
+
+def test_a_folder_holding_an_unfinished_sample_py_folder_is_refused(tmp_path: Path) -> None:
+    # Before, only the unfinished folder itself was refused: its parent was scored with the part it held.
+    stopped = results_folder(tmp_path / "parent" / "stopped", 2)
+    (stopped / "settings.json").unlink()
+    (stopped / IN_USE).write_text("")
+    with pytest.raises(ValueError, match=r"stopped is unfinished"):
+        open_image_set(tmp_path / "parent")
+
+
+def test_sample_py_edits_the_samples_of_a_sample_py_folder_not_its_grid(tmp_path: Path) -> None:
+    # Before, image=<a sample.py folder> edited its grid.png alone (the only picture at its top).
+    folder = results_folder(tmp_path / "out", 3)
+    assert image_files(folder) == sorted((folder / "images").iterdir())
 
 
 def test_a_folder_run_started_with_a_relative_root_is_scored_from_any_folder(tmp_path, monkeypatch) -> None:

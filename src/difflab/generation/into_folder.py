@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..cluster.processes import ONE_PROCESS, Processes, from_rank_0
-from ..io.results import OutputFolder, write_json
+from ..io.results import RESULTS_SETTINGS, OutputFolder, write_json
 from ..io.write_images import enlarge, grid_of, writing_samples
 from ..sample_options import SampleOptions
 from .finite import check_finite
@@ -84,7 +84,7 @@ def generate_into(
             GRID_COLUMNS,
         )
     report = SETTINGS_JSON.get(options.mode, edit_settings)
-    write_json(report(ckpt, sampler_config, options, loaded, shared.mine, cpu_threads), out / "settings.json")
+    write_json(report(ckpt, sampler_config, options, loaded, shared.mine, cpu_threads), out / RESULTS_SETTINGS)
     finished(out)
     return count, {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
 

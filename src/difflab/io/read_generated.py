@@ -3,9 +3,10 @@ output folder, or an .npz (sample.py's samples.npz, or the NHWC `arr_0` files of
 
 from __future__ import annotations
 
+import functools
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from .read_inputs import (
     refuse_a_link_to_nothing,
     warn_changes,
 )
-from .results import IN_USE
+from .results import IN_USE, SAMPLES, is_results_folder
 from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
@@ -76,22 +77,36 @@ def open_image_set(path: str | Path) -> ImageSet:
             "images, or an .npz holding them as uint8 (N, H, W, C)"
         )
     _refuse_unfinished(path)
-    if path.is_dir() and (path / "images").is_dir():
-        path = path / "images"  # sample.py's output folder: samples in images/, beside grid.png
+    if path.is_dir() and is_results_folder(path):
+        path = path / SAMPLES  # sample.py's output folder: samples in images/, beside grid.png
     files = image_files(path, what="generated image") if not path.is_dir() else _pictures_under(path)
     return ImageSet(path, len(files), files)
 
 
 def _pictures_under(folder: Path) -> list[Path]:
     """The pictures at any depth under `folder`, in the order a training folder's are read (io.image_tree): a
-    folder of class subfolders was refused as holding no image. A link to nothing is refused in one line (it was
+    folder of class subfolders was refused as holding no image. Of a sample.py output folder inside, only its
+    samples (images/) count, and an unfinished one is refused. A link to nothing is refused in one line (it was
     dropped, and the set scored with one image fewer than given)."""
-    files = [Path(path) for path in image_paths(folder)]
+    results = functools.cache(is_results_folder)  # asked once per folder, not once per picture
+    files = [Path(path) for path in image_paths(folder) if _is_a_sample(Path(path), folder, results)]
     for file in files:
         refuse_a_link_to_nothing(file)
     if not files:
         raise FileNotFoundError(f"no generated image files ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
     return files
+
+
+def _is_a_sample(file: Path, top: Path, is_results: Callable[[Path], bool]) -> bool:
+    """False for a picture of a sample.py output folder below `top` that is not one of its samples (its grid.png,
+    its inputs); such a folder still being written (or stopped) is refused."""
+    for folder in file.parents:
+        if folder == top or top not in folder.parents:
+            return True
+        if is_results(folder):
+            _refuse_unfinished(folder)
+            return folder / SAMPLES in file.parents
+    return True
 
 
 def _refuse_unfinished(path: Path) -> None:

@@ -24,6 +24,7 @@ from .decode import (
     to_8bit,
     to_model_tensor,
 )
+from .results import SAMPLES, is_results_folder
 
 # What the pictures are brought to, as their one warning names it: a model's input, or, when images are scored
 # against a dataset with no model in sight, that dataset's images.
@@ -41,10 +42,13 @@ class LoadedImages:
 
 
 def image_files(path: str | Path, what: str = "image") -> list[Path]:
-    """[path] for a file; the sorted pictures (any of IMAGE_SUFFIXES, as in training folders) for a folder."""
+    """[path] for a file; the sorted pictures (any of IMAGE_SUFFIXES, as in training folders) for a folder; for a
+    sample.py output folder, the samples in its images/ (not its grid.png)."""
     path = Path(path)
     if path.is_file():
         return [path]
+    if path.is_dir() and is_results_folder(path):
+        path = path / SAMPLES
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if (p.is_file() or p.is_symlink()) and is_image_name(p.name))
         for file in files:

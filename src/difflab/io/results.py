@@ -25,6 +25,17 @@ except ImportError:  # not POSIX (Windows): no flock, so a running run is not to
     fcntl = None
 
 IN_USE = ".difflab-writing"  # in an output folder while a run writes there (or what a stopped run left)
+SAMPLES = "images"  # the folder of a sample.py output folder its samples are in, beside grid.png
+RESULTS_SETTINGS = "settings.json"  # how sample.py made them, written once they are all made
+
+
+def is_results_folder(folder: Path) -> bool:
+    """True for a folder sample.py wrote or is writing: its images/ beside settings.json, samples.npz or the in-use
+    mark. (A folder of one's own that merely holds an images/ subfolder is none.)"""
+    marks = (RESULTS_SETTINGS, "samples.npz", IN_USE)
+    return (folder / SAMPLES).is_dir() and any((folder / mark).exists() for mark in marks)
+
+
 BUSY = (
     "output folder {folder} is being written by another run (or holds what a stopped run left: "
     f"{IN_USE}); choose another out=, or add resume=true to finish what a stopped sample.py left there"
