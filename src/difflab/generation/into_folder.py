@@ -84,7 +84,9 @@ def generate_into(
             GRID_COLUMNS,
         )
     report = SETTINGS_JSON.get(options.mode, edit_settings)
-    write_json(report(ckpt, sampler_config, options, loaded, shared.mine, cpu_threads), out / RESULTS_SETTINGS)
+    write_json(
+        report(ckpt, sampler_config, options, loaded, shared.mine, cpu_threads), out / RESULTS_SETTINGS
+    )
     finished(out)
     return count, {"images": out / "images", "grid": out / "grid.png", "npz": out / "samples.npz"}
 
