@@ -4,6 +4,9 @@ turned to NaN first."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import lightning as L
 import torch
 
@@ -38,3 +41,12 @@ class FailOnOneRank(L.Callback):
                     for p in pl_module.parameters():
                         p.fill_(float("nan"))
             raise ValueError(self.message)
+
+
+class SignalWhenBuilt(L.Callback):
+    """Send `signal_name` to the process of local rank `rank` as its callbacks are built, before it joins the
+    process group: a stop that reaches a DDP process Lightning started while it is still setting up."""
+
+    def __init__(self, rank: int = 1, signal_name: str = "SIGTERM") -> None:
+        if os.environ.get("LOCAL_RANK", "0") == str(rank):
+            os.kill(os.getpid(), signal.Signals[signal_name])

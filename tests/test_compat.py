@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -204,6 +205,31 @@ def test_lightning_launcher_procs_are_the_children_its_observer_watches_and_comp
         for process in (main, failing, waiting):
             process.kill()
     assert compat.end_launched_processes(SimpleNamespace(strategy=SimpleNamespace(launcher=None))) == {}
+
+
+def test_lightning_observer_terminate_all_is_what_kills_rank_0_and_compat_runs_a_hook_first():
+    touch = "Lightning _ChildProcessObserver._terminate_all (compat.before_the_launcher_kills_this_process)"
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+
+    assert "self._terminate_all()" in inspect.getsource(fabric_launcher._ChildProcessObserver._run), (
+        f"{touch}: the observer no longer ends the processes through it"
+    )
+    main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands in for rank 0
+    failing = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(143)"])
+    failing.wait()
+    told: list[tuple[dict[int, int], bool]] = []
+    try:
+        with compat.before_the_launcher_kills_this_process(
+            lambda ended: told.append((ended, main.poll() is None))
+        ):
+            observer = fabric_launcher._ChildProcessObserver(main.pid, [failing], sleep_period=0.1)
+            observer.start()
+            observer.join(timeout=5)
+            main.wait(timeout=5)
+        assert told == [({1: 143}, True)], f"{touch}: the hook was not run, or not before the kill"
+        assert main.returncode == -signal.SIGKILL, f"{touch}: the main process was not killed after it"
+    finally:
+        main.kill()
 
 
 def test_ending_launched_processes_waits_for_the_first_to_end_by_itself_and_names_a_success_too():

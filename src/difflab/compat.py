@@ -12,7 +12,8 @@ Lightning, W&B and torch are imported for type hints or inside the helpers only:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -153,6 +154,44 @@ def end_launched_processes(trainer: L.Trainer, grace_s: float = 1.0) -> dict[int
             child.kill()
             child.wait()
     return ended
+
+
+_BEFORE_THE_OBSERVER_KILLS: list[Callable[[dict[int, int]], None]] = []
+
+
+@contextlib.contextmanager
+def before_the_launcher_kills_this_process(hook: Callable[[dict[int, int]], None]) -> Iterator[None]:
+    """Within the block, run `hook` ({local rank: exit code} of the processes Lightning started that ended with an
+    error) in this process just before Lightning's launcher kills it for one of them.
+
+    Touch: _ChildProcessObserver._terminate_all of lightning.fabric's subprocess_script launcher (wrapped, once).
+    Why: when a process it started ends with an error while rank 0 waits where no collective notices (rank 0 waiting
+    for it to join the process group in set-up; an NCCL collective), the observer thread SIGKILLs rank 0 at once:
+    exit 137 with nothing said, and a fresh run's folder left claimed, which the same command then refuses.
+    Public replacement: none (the observer is started by the launcher, with no hook or setting).
+    """
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    observer = subprocess_script._ChildProcessObserver
+    if not getattr(observer._terminate_all, "difflab_wrapped", False):
+        terminate_all = observer._terminate_all
+
+        def told_first(self: Any) -> None:
+            ended = {
+                rank: p.returncode for rank, p in enumerate(self._child_processes, start=1) if p.returncode
+            }
+            for before in list(_BEFORE_THE_OBSERVER_KILLS):
+                with contextlib.suppress(Exception):  # the kill must come whatever the hook meets
+                    before(ended)
+            terminate_all(self)
+
+        told_first.difflab_wrapped = True  # type: ignore[attr-defined]
+        observer._terminate_all = told_first
+    _BEFORE_THE_OBSERVER_KILLS.append(hook)
+    try:
+        yield
+    finally:
+        _BEFORE_THE_OBSERVER_KILLS.remove(hook)
 
 
 # --- Lightning's ModelCheckpoint --------------------------------------------------------------------------------

@@ -54,6 +54,28 @@ def test_another_rank_failing_first_is_named_by_rank_0_in_one_line(tmp_path):
     assert not run.exists(), sorted(p.name for p in run.iterdir())
 
 
+def test_another_rank_stopped_before_it_joins_gives_the_run_folder_back(tmp_path):
+    """A stop (SIGTERM to the job, Ctrl-C) that reaches a process Lightning started while it is still setting up,
+    rank 0 waiting for it to join. Before, Lightning's child-process observer killed rank 0 at once (exit 137) with
+    nothing said, and the folder stayed claimed: the same command was refused as "a run that wrote no checkpoint"."""
+    run = tmp_path / "run"
+    result = run_cli(
+        "train.py",
+        *TWO_CPU_RANKS,
+        "trainer.max_steps=20",
+        "+callbacks.signal._target_=failure_probe.SignalWhenBuilt",
+        f"hydra.run.dir={run}",
+        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: train.py stopped by SIGTERM; nothing was trained",
+        "error: DDP process 1 ended with exit 143 (its error is above); the others stopped with it before training "
+        "began (its run folder was given back)",
+    ], result.stderr[-3000:]
+    assert not run.exists(), sorted(p.name for p in run.iterdir())
+
+
 def test_sigterm_to_rank_0_in_the_final_grid_or_fid_ends_every_rank_with_one_line(tmp_path):
     # `kill <rank 0>` once training has ended. Before, Lightning's SIGTERM handler (given back at the end of
     # training) broadcast a flag in a collective the other rank never joined: rank 0 hung there, for ever on a

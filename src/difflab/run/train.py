@@ -29,7 +29,12 @@ from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import let_go, resumed_name
 from ..runs.resume import LAST, tidy_before_fit
-from ..runs.stopped_early import launch_forgotten_if_refused, noted_if_stopped, released_if_refused
+from ..runs.stopped_early import (
+    launch_forgotten_if_refused,
+    noted_if_stopped,
+    released_if_another_process_ends_it,
+    released_if_refused,
+)
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run, wandb_start_refusals_named
 from ..training import AutoencoderModule, DiffusionModule, Preempted, with_atomic_checkpoints
@@ -210,6 +215,7 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
     with (
         noted_if_stopped(output_dir, resume, took_a_step),
         released_if_refused(output_dir, fresh, refusals=USER_ERRORS),
+        released_if_another_process_ends_it(output_dir, fresh),
         launch_forgotten_if_refused(launch, took_a_step, refusals=USER_ERRORS),
     ):
         check_trainer(cfg.trainer, slurm_launcher())

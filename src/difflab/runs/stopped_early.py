@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..cluster.stop_signal import StoppedBySignal
+from ..compat import before_the_launcher_kills_this_process
 from ..tracking.wandb_logger import finish_wandb_run
+from ..training.other_processes import how_the_first_ended
 from ..training.resume_advice import resume_advice
 from .folder import has_checkpoints, has_logged, release
 from .resume import LAST
@@ -40,6 +43,32 @@ def released_if_refused(
             if isinstance(error, STOPS):
                 error.add_note("nothing was trained (its run folder was given back)")
         raise
+
+
+@contextlib.contextmanager
+def released_if_another_process_ends_it(output_dir: Path, fresh: bool) -> Iterator[None]:
+    """Lightning kills rank 0 at once (exit 137) when a process it started ends with an error while rank 0 waits
+    where nothing notices (a stop reaching that process before it joined the process group): say which one and how
+    in one line first, and give a fresh run's folder back as a refusal does (it trained nothing). Before, the folder
+    stayed claimed, and the same command was refused as "a run that wrote no checkpoint"."""
+
+    def before_the_kill(ended: dict[int, int]) -> None:
+        if not ended:
+            return
+        rank, how = how_the_first_ended(ended)
+        if fresh and not has_checkpoints(output_dir) and not has_logged(output_dir):
+            release(output_dir)
+            print(
+                f"error: DDP process {rank} {how}; the others stopped with it before training began (its run "
+                "folder was given back)",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(f"error: DDP process {rank} {how}; the others stopped with it", file=sys.stderr, flush=True)
+
+    with before_the_launcher_kills_this_process(before_the_kill):
+        yield
 
 
 @contextlib.contextmanager
