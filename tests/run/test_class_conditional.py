@@ -233,8 +233,34 @@ def test_labels_name_the_classes_of_a_model_whose_classes_have_names():
         r"you mean 'dog'\?",
     ):
         requested_labels("labels", 3, ["cat", "dgo"], 1.0, 3, "ckpt", names)
-    with pytest.raises(ValueError, match=r"classes 0\.\.2 \(give one or a list, or their names\)"):
+    with pytest.raises(
+        ValueError, match=r"classes 0\.\.2 \(give one or a list, or their names; quote a name"
+    ):
         requested_labels("labels", 3, 5, 1.0, 3, "ckpt", names)
+
+
+def test_numbers_name_folders_named_by_numbers_and_an_ambiguous_one_is_refused():
+    """Review of 4617a5b: folders 0 1 10 2 sort as text, so labels=2 (Hydra reads a number) meant folder 10, and on
+    folders 3 5 7, labels=5 was refused though it is a class's name (difflab.load's labels=['5'] took it)."""
+    assert requested_labels("labels", 4, [2, "10"], 1.0, 2, "ckpt", ["0", "1", "10", "2"])[1] == [3, 2]
+    assert requested_labels("labels", 3, 5, 1.0, 1, "ckpt", ["3", "5", "7"])[1] == [1]
+    with pytest.raises(ValueError, match=r"'2' is no class of this model \(its classes: 3, 5, 7\)"):
+        requested_labels("labels", 3, 2, 1.0, 1, "ckpt", ["3", "5", "7"])
+    with pytest.raises(ValueError, match=r"2 is class number 2 \('b'\) and the name of class 1: give a name"):
+        requested_labels("labels", 3, 2, 1.0, 1, "ckpt", ["a", "2", "b"])
+    assert requested_labels("labels", 3, 1, 1.0, 1, "ckpt", ["a", "2", "b"])[1] == [1]
+    # No labels= is every class, by number, whatever their names (a review found it refused as ambiguous).
+    assert requested_labels("labels", 3, None, 1.0, 3, "ckpt", ["a", "2", "b"])[1] == [0, 1, 2]
+
+
+def test_a_name_is_matched_in_any_unicode_form_and_one_matching_several_classes_is_refused():
+    assert requested_labels("labels", 1, "cafe\u0301", 1.0, 1, "ckpt", ["caf\u00e9"])[1] == [
+        0
+    ]  # macOS's form
+    with pytest.raises(
+        ValueError, match=r"'CAT' matches several classes \(Cat, cat\): give one as it is written"
+    ):
+        requested_labels("labels", 2, "CAT", 1.0, 1, "ckpt", ["Cat", "cat"])
 
 
 def test_sample_py_and_difflab_load_take_class_folder_names_as_labels(tmp_path):
@@ -397,6 +423,28 @@ def test_a_model_trained_on_other_class_folders_is_refused_by_the_data(tmp_path)
     )
     same.setup()
     assert same.class_folders == ["class_0", "class_1"]
+
+
+def test_evaluate_with_data_on_renamed_class_folders_is_refused(tmp_path):
+    """Review of 7f4e692: evaluate.py data=… built the data as given, without the model's recorded class folders, so
+    conditioning accuracy was scored against labels that meant other classes."""
+    root, run = labelled_folder_run(tmp_path)
+    (root / "class_0").rename(root / "zeta")
+    data = [
+        "data=folder",
+        f"data.root={root}",
+        "data.image_size=8",
+        "data.channels=1",
+        "data.condition=labels",
+    ]
+    result = run_cli(
+        "evaluate.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=4", "sampler.steps=2", *data,
+        f"metrics.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'e.json'}",
+    )  # fmt: skip
+    assert "other class folders than the model was trained on (gone: class_0; new: zeta)" in one_error_line(
+        result
+    )
+    assert not (tmp_path / "e.json").exists()
 
 
 def test_a_resume_with_another_label_dropout_says_so(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..diffusion.conditioning import SpreadLabels, spread_labels
 from ..text import embed_texts, encoder_version
-from .class_names import class_index, model_class_names
+from .class_names import class_of, model_class_names
 from .conditions import Conditions, class_conditions, text_conditions
 from .model import TrainedModel, model_kind
 
@@ -56,12 +56,16 @@ def requested_labels(
     if condition != "labels":
         raise ValueError(f"{source}: cannot condition on {condition!r} yet")
     wanted = list(range(num_classes)) if labels is None else as_list(labels)
-    if class_names is not None:
-        wanted = [class_index(w, class_names, labels) if isinstance(w, str) else w for w in wanted]
+    if class_names is not None and labels is not None:  # (None: every class, by number)
+        wanted = [class_of(w, class_names, labels) for w in wanted]
     # A class is a whole number: 3.5 or true (which Python counts as 1) is no class.
     bad = [w for w in wanted if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < num_classes]
     if bad or not wanted:
-        named = "" if class_names is None else ", or their names"
+        named = (
+            ""
+            if class_names is None
+            else ", or their names; quote a name Hydra reads otherwise: labels='true'"
+        )
         raise ValueError(
             f"labels={labels!r}: the model knows classes 0..{num_classes - 1} (give one or a list{named})"
         )
