@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -58,7 +59,13 @@ def refuse_data_without_its_folder(ckpt: str, loaded: LoadedModel) -> None:
 def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> ImageDataModule:
     """data=… when given, else the dataset the checkpoint was trained on; its size must match the samples."""
     if settings.data is not None:
-        data = instantiate(settings.data)
+        recorded = (loaded.config.get("data") or {}).get("class_folders") if loaded is not None else None
+        given = settings.data.get("class_folders") if isinstance(settings.data, Mapping) else None
+        # A labelled folder model's classes, so that data= on other class folders is refused (its labels, which
+        # conditioning accuracy scores by, would mean other classes), as the data it was trained on is.
+        data = instantiate(
+            settings.data, **({"class_folders": list(recorded)} if recorded and not given else {})
+        )
     elif loaded is not None:
         # A diffusers folder keeps only the image shape, no dataset.
         if "_target_" not in (loaded.config.get("data") or {}):
