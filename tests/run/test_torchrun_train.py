@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TORCHRUN, TWO_CPU_RANKS, every_error, rank_pid, run_torchrun
+from omegaconf import OmegaConf
 
 from difflab.checkpoint import load_model
 from difflab.cluster.devices import check_matches_started_processes
@@ -63,6 +64,9 @@ def test_torchrun_on_two_nodes_asks_for_the_nodes_the_trainer_leaves_out(monkeyp
         check_matches_started_processes({"devices": 4, "num_nodes": 1})
     check_matches_started_processes({"devices": 4, "num_nodes": 2})
     check_matches_started_processes({"devices": "auto", "num_nodes": 1})  # Lightning takes what it is given
+    # trainer=slurm's devices resolve only in a SLURM job (review: "HydraConfig was not set" came out instead).
+    slurm = OmegaConf.create({"devices": "${hydra:launcher.tasks_per_node}", "num_nodes": 1})
+    check_matches_started_processes(slurm)
 
 
 def test_a_dated_run_folder_is_one_folder_for_every_rank(tmp_path: Path) -> None:

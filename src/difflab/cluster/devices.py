@@ -70,8 +70,12 @@ def check_matches_started_processes(trainer: Mapping[str, Any]) -> None:
     whole run on its own, one after the other, into the one run folder."""
     world = os.environ.get("WORLD_SIZE", "")
     if not world.isdigit() or int(world) <= 1:
-        return  # one process (and trainer=slurm's devices, which resolve only in a SLURM job, are not read)
-    requested = None if trainer.get("devices") is None else _requested(trainer.get("devices"))
+        return  # one process
+    try:
+        devices = trainer.get("devices")
+    except Exception:  # trainer=slurm's ${hydra:launcher…}, resolved only inside a SLURM job: checked there
+        return
+    requested = None if devices is None else _requested(devices)
     if requested is None:
         return  # devices=auto / -1: Lightning takes what the launcher gives; unset: check_trainer says so
     world_size, nodes = int(world), int(trainer["num_nodes"])
@@ -84,7 +88,7 @@ def check_matches_started_processes(trainer: Mapping[str, Any]) -> None:
         wanted += f" trainer.num_nodes={world_size // per_node}"
     raise ValueError(
         f"torchrun started {world_size} processes (WORLD_SIZE={world_size}) but trainer.devices="
-        f"{trainer.get('devices')} × trainer.num_nodes={nodes} makes {requested[0] * nodes}: each process would "
+        f"{devices} × trainer.num_nodes={nodes} makes {requested[0] * nodes}: each process would "
         f"train the whole run on its own; give {wanted} (torchrun's --nproc_per_node)"
     )
 
