@@ -70,8 +70,8 @@ def test_another_rank_stopped_before_it_joins_gives_the_run_folder_back(tmp_path
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
         "error: train.py stopped by SIGTERM; nothing was trained",
-        "error: DDP process 1 ended with exit 143 (its error is above); the others stopped with it before training "
-        "began (its run folder was given back)",
+        "error: DDP process 1 ended with exit 143 (its error is above); the others stopped with it before the run "
+        "saved or logged anything (its run folder was given back)",
     ], result.stderr[-3000:]
     assert not run.exists(), sorted(p.name for p in run.iterdir())
 

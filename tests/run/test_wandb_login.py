@@ -87,8 +87,8 @@ def test_online_mode_without_a_login_is_one_line_and_the_run_leaves_nothing(tmp_
     result = run_cli("train.py", *FAST_TRAIN, "logger=wandb", f"hydra.run.dir={run}", env=env)
     assert one_error_line(result) == (
         "error: W&B could not start its run (WANDB_MODE=online): No API key configured. Use `wandb login` to log "
-        "in; check the W&B login and network, or log offline with WANDB_MODE=offline (`wandb sync <run>/wandb` "
-        "later), or use logger=csv"
+        "in; check the W&B login, network and logger.wandb settings, or log offline with WANDB_MODE=offline "
+        "(`wandb sync <run>/wandb` later), or use logger=csv"
     )
     assert not run.exists()
 

@@ -59,8 +59,8 @@ def released_if_another_process_ends_it(output_dir: Path, fresh: bool) -> Iterat
         if fresh and not has_checkpoints(output_dir) and not has_logged(output_dir):
             release(output_dir)
             print(
-                f"error: DDP process {rank} {how}; the others stopped with it before training began (its run "
-                "folder was given back)",
+                f"error: DDP process {rank} {how}; the others stopped with it before the run saved or logged "
+                "anything (its run folder was given back)",
                 file=sys.stderr,
                 flush=True,
             )

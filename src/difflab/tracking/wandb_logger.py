@@ -48,8 +48,9 @@ def wandb_start_refusals_named() -> Iterator[None]:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
         mode = os.environ.get("WANDB_MODE", "online")
         raise ValueError(
-            f"W&B could not start its run (WANDB_MODE={mode}): {first}; check the W&B login and network, or log "
-            "offline with WANDB_MODE=offline (`wandb sync <run>/wandb` later), or use logger=csv"
+            f"W&B could not start its run (WANDB_MODE={mode}): {first}; check the W&B login, network and "
+            "logger.wandb settings, or log offline with WANDB_MODE=offline (`wandb sync <run>/wandb` later), or use "
+            "logger=csv"
         ) from None
 
 
