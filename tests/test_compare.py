@@ -222,6 +222,13 @@ def test_the_same_settings_in_two_sweeps_are_labelled_by_folder_and_settings(tmp
     ]
     assert main([*map(str, runs), "--out", str(tmp_path / "c.png")]) == 0
     assert f"other/0: optim.lr=1e-3: {runs[2]}" in capsys.readouterr().out  # which folder each line is
+    # One sweep's job whose name is unique is still said with its sweep (before: "1: optim.lr=0.0001" beside
+    # "sweep/0: …" and "other/0: …").
+    assert run_labels(runs[:3]) == [
+        "sweep/0: optim.lr=1e-3",
+        "sweep/1: optim.lr=2e-4",
+        "other/0: optim.lr=1e-3",
+    ]
 
 
 def test_each_run_keeps_its_colour_in_a_panel_of_a_metric_another_run_lacks() -> None:
@@ -239,3 +246,36 @@ def test_each_run_keeps_its_colour_in_a_panel_of_a_metric_another_run_lacks() ->
             colors.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
     assert colors.keys() == {"a", "b"}
     assert all(len(seen) == 1 for seen in colors.values()) and colors["a"] != colors["b"]
+
+
+def tick_labels(ax) -> list[str]:
+    """The y tick labels a reader sees (major and minor) within the panel's range."""
+    ax.figure.canvas.draw()
+    low, high = ax.get_ylim()
+    ticks = [*ax.yaxis.get_major_ticks(), *ax.yaxis.get_minor_ticks()]
+    return [t.label1.get_text() for t in ticks if t.label1.get_text() and low <= t.get_loc() <= high]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(0.99, 0.96), (1.032, 1.028), (0.99, 0.1), (2.5, 0.03)],
+    ids=["narrow", "tiny", "decade", "wide"],
+)
+def test_loss_panels_label_their_ticks_with_distinct_plain_numbers(values) -> None:
+    # Before: ticks at 0.98 and 0.96 both read 1e+00, five ticks of a val/loss near 1.03 all read 1.03, and a
+    # loss from 0.99 to 0.1 read 6e-01, 4e-01.
+    series = {"a": {"train/loss": [(0, values[0]), (10, (values[0] + values[1]) / 2), (20, values[1])]}}
+    fig, _ = figure(series, ["train/loss"])
+    labels = tick_labels(fig.axes[0])
+    assert len(labels) >= 2, labels
+    assert len(set(labels)) == len(labels), labels
+    assert not any("e" in label for label in labels), labels
+
+
+def test_a_sweeps_jobs_are_listed_in_number_order(tmp_path: Path) -> None:
+    # Before: 0, 1, 10, 2, … (sorted as text), in the printed list, the legend and the colours.
+    for job in range(11):
+        folder = tmp_path / "sweep" / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text('{"step": 1, "train/loss": 0.5}\n')
+    assert [run.name for run in find_runs([tmp_path / "sweep"])] == [str(job) for job in range(11)]

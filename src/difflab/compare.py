@@ -14,6 +14,7 @@ import argparse
 import functools
 import itertools
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ def _is_run(folder: Path) -> bool:
     return (folder / ".hydra").is_dir() or (folder / "checkpoints").is_dir()
 
 
+def number_order(path: Path) -> list[Any]:
+    """A sort key that puts a sweep's job folders 2 before 10 (numbers in a name compared as numbers)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+
 def find_runs(paths: list[Path]) -> list[Path]:
     """The run folders among `paths`: each path that is a run (.hydra/ or checkpoints/) with logs, else its subfolders
     that are runs with logs (a sweep's job folders)."""
@@ -44,7 +50,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if _is_run(path) and _has_logs(path):
             runs.append(path)
             continue
-        jobs = [p for p in sorted(path.iterdir()) if p.is_dir() and _is_run(p)]
+        jobs = [p for p in sorted(path.iterdir(), key=number_order) if p.is_dir() and _is_run(p)]
         found = [p for p in jobs if _has_logs(p)]
         if not found and _has_logs(path):
             found = [path]
@@ -79,6 +85,11 @@ def run_label(run: Path, runs: list[Path]) -> str:
     names = [r.name for r in runs]
     if names.count(run.name) == 1:
         return run.name
+    return place(run, runs)
+
+
+def place(run: Path, runs: list[Path]) -> str:
+    """The run's path below the runs' common folder (sweep/1), or its whole path where they share none."""
     common = Path(os.path.commonpath([r.resolve() for r in runs]))
     return str(run.resolve().relative_to(common)) if common in run.resolve().parents else str(run)
 
@@ -129,7 +140,7 @@ def run_labels(runs: list[Path]) -> list[str]:
         if all(labels) and len(set(labels)) == len(labels):
             return labels
         if all(labels):  # the same settings in two places (two sweeps): both said (before, the folder alone)
-            return [f"{run_label(run, runs)}: {label}" for run, label in zip(runs, labels, strict=True)]
+            return [f"{place(run, runs)}: {label}" for run, label in zip(runs, labels, strict=True)]
     return [run_label(run, runs) for run in runs]
 
 
@@ -142,6 +153,22 @@ def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
 
     plt.close(fig)
     return drawn
+
+
+def loss_axis(ax: Any, values: list[float]) -> None:
+    """A log axis for a loss that falls by more than a factor 3 over the runs, its ticks in plain numbers (0.1, 0.3;
+    within a decade its minor ticks too); a narrower span keeps the linear axis, whose own labels tell close values
+    apart. Before, every loss panel was a log axis labelled 1e+00 at both 0.98 and 0.96, 6e-01 for 0.6."""
+    import matplotlib.ticker
+
+    positive = [value for value in values if value > 0]
+    if not positive or len(positive) < len(values) or max(positive) <= 3 * min(positive):
+        return
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    within_a_decade = max(positive) < 10 * min(positive)
+    ax.yaxis.set_minor_formatter(plain if within_a_decade else matplotlib.ticker.NullFormatter())
 
 
 def figure(series: dict[str, Series], metrics: list[str]) -> tuple[Any, list[str]]:
@@ -169,10 +196,9 @@ def figure(series: dict[str, Series], metrics: list[str]) -> tuple[Any, list[str
         ax.set_title(metric)
         ax.set_xlabel("step")
         if metric.endswith("loss"):
-            ax.set_yscale("log")
-            # Plain numbers (0.5, 0.7): a loss spans less than a decade, where the log axis writes 7×10^-1.
-            ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+            loss_axis(
+                ax, [value for runs_series in series.values() for _, value in runs_series.get(metric, [])]
+            )
         ax.grid(alpha=0.3)
     # Below the panels, not on the first one: labels of a sweep's overrides are long enough to hide its lines.
     handles, labels = axes[0][0].get_legend_handles_labels()
