@@ -65,7 +65,8 @@ def test_a_run_folder_named_without_logs_is_named(tmp_path: Path, capsys) -> Non
     (run / ".hydra").mkdir(parents=True)
     assert main([str(run), "--out", str(tmp_path / "c.png")]) == 2
     assert capsys.readouterr().err == (
-        f"error: {run} holds no run logs (the metrics.jsonl every train run writes)\n"
+        f"error: {run} holds no run logs (the metrics.jsonl every train run writes, but for debug=fdr, which logs "
+        "nothing, and a run refused before its first step)\n"
     )
     assert not (tmp_path / "c.png").exists()
 

@@ -55,7 +55,10 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not found and _has_logs(path):
             found = [path]
         if not found:  # a run refused before its first step, or a folder of no runs
-            raise ValueError(f"{path} holds no run logs (the {METRICS_FILE} every train run writes)")
+            raise ValueError(
+                f"{path} holds no run logs (the {METRICS_FILE} every train run writes, but for debug=fdr, which "
+                "logs nothing, and a run refused before its first step)"
+            )
         if left_out := [p for p in jobs if p not in found]:  # before, left out without a word
             names = ", ".join(p.name for p in left_out)
             print(
