@@ -447,6 +447,29 @@ def test_evaluate_with_data_on_renamed_class_folders_is_refused(tmp_path):
     assert not (tmp_path / "e.json").exists()
 
 
+def test_fine_tuning_on_other_class_folders_says_that_labels_change_meaning(tmp_path):
+    # Before (helper report): init_from a labelled model onto a copy whose folder was renamed trained without a word.
+    root, run = labelled_folder_run(tmp_path)
+    (root / "class_0").rename(root / "zeta")
+    data = [
+        "data=folder",
+        f"data.root={root}",
+        "data.image_size=8",
+        "data.channels=1",
+        "data.condition=labels",
+    ]
+    tuned = tmp_path / "tuned"
+    result = run_cli(
+        "train.py", *CLI_FAST, *data, "trainer.max_steps=1", "callbacks.sample_grid.num_samples=2",
+        f"init_from={run}", f"hydra.run.dir={tuned}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        f"init_from={run} was trained on other class folders (gone: class_0; new: zeta): from here on each label "
+        "means the class of the data now" in result.stdout + result.stderr
+    )
+
+
 def test_a_resume_with_another_label_dropout_says_so(tmp_path):
     # Before, cond_drop_prob=0.5 on a resume changed what guidance relies on without a word.
     _, run = labelled_folder_run(tmp_path)

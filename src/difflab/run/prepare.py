@@ -166,6 +166,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
             trained_for(cfg),
             targets_in(cfg),
             network_now,
+            OmegaConf.select(cfg, "data.class_folders"),
         )
         return replace(settings, init_weights=weights)
     if settings.init_from:

@@ -15,6 +15,7 @@ import torch
 
 from ..checkpoint_config import contradictions, listed
 from ..checkpoint_file import read_model
+from ..data.folder import class_folder_changes
 from ..model_folder.diffusers_folder import class_name
 from ..model_folder.hub import is_hub_id
 from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline, read_scheduler
@@ -47,6 +48,7 @@ def read_init_weights(
     trained_for_now: Mapping[str, Any],
     allowed_targets: set[str],
     network_now: Mapping[str, Any] | None = None,
+    class_folders_now: list[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The network weights of the difflab model at `source`, once they fit the net `build_net` makes (built on the
     meta device); a one-line error naming what does not fit, and the source's settings that differ from
@@ -66,7 +68,24 @@ def read_init_weights(
         # Its schedule is diffusers' betas, not a schedule= option: not told apart, as for a U-Net pipeline.
         trained_for.pop("schedule", None)
     warn_if_trained_otherwise(source, trained_for, model.config)
+    warn_if_other_class_folders(
+        source, (model.config.get("data") or {}).get("class_folders"), class_folders_now
+    )
     return model.state
+
+
+def warn_if_other_class_folders(source: str, recorded: Any, now: list[str] | None) -> None:
+    """Fine-tuning a labelled model on class folders other than its own is allowed (new classes relearn their
+    embeddings) but never silent: each label then means another class than the weights learnt. Before, a folder
+    renamed since (the same count) went without a word."""
+    changes = None if not recorded or now is None else class_folder_changes(list(recorded), list(now))
+    if changes is not None:
+        log.warning(
+            "init_from=%s was trained on other class folders (%s): from here on each label means the class of the "
+            "data now, not the one its weights learnt",
+            source,
+            changes,
+        )
 
 
 def warn_if_trained_otherwise(
