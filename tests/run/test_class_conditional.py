@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from PIL import Image
 import difflab
 from difflab.checkpoint import CONFIG_KEY, load_model
 from difflab.data import DataError, ImageDataModule
+from difflab.data.folder import class_folder_changes
 from difflab.generation.requested import requested_labels
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
@@ -445,6 +447,15 @@ def test_evaluate_with_data_on_renamed_class_folders_is_refused(tmp_path):
         result
     )
     assert not (tmp_path / "e.json").exists()
+
+
+def test_a_class_folder_renamed_to_another_unicode_form_is_shown_by_its_code_points():
+    # Before: "(gone: Ünï; new: Ünï)", two names that look the same (NFC against macOS's NFD).
+    composed = "\u00dcn\u00ef"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert class_folder_changes(["a", composed], ["a", decomposed]) == (
+        f"gone: {ascii(composed)}; new: {ascii(decomposed)}"
+    )
 
 
 def test_fine_tuning_on_other_class_folders_says_that_labels_change_meaning(tmp_path):

@@ -4,6 +4,7 @@ cannot be decoded is skipped there, replaced by the next decodable one)."""
 from __future__ import annotations
 
 import os
+import unicodedata
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,13 @@ def class_folder_changes(recorded: list[str], found: list[str]) -> str | None:
     new = [name for name in found if name not in recorded]
     if not gone and not new:
         return "the same folders in another label order"
+    # A name written in another Unicode form (a folder copied through macOS) looks the same: show its code points.
+    alike = {unicodedata.normalize("NFC", name) for name in gone} & {
+        unicodedata.normalize("NFC", n) for n in new
+    }
+    if alike:
+        gone = [ascii(name) if unicodedata.normalize("NFC", name) in alike else name for name in gone]
+        new = [ascii(name) if unicodedata.normalize("NFC", name) in alike else name for name in new]
     parts = [
         f"{what}: {', '.join(names[:5])}{' …' if len(names) > 5 else ''}"
         for what, names in (("gone", gone), ("new", new))
