@@ -481,6 +481,23 @@ def test_fine_tuning_on_other_class_folders_says_that_labels_change_meaning(tmp_
     )
 
 
+def test_a_diffusers_export_keeps_the_class_names_for_labels(tmp_path):
+    # Before (helper report): labels=[cat] on the exported folder was "the model knows classes 0..4".
+    _, run = labelled_folder_run(tmp_path)
+    out = tmp_path / "exported"
+    exported = run_cli(
+        "export.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "format=diffusers", f"out={out}"
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    pipe = difflab.load(out)
+    torch.testing.assert_close(
+        pipe.sample(2, labels=["class_1"], steps=2, seed=0),
+        pipe.sample(2, labels=[1], steps=2, seed=0),
+        rtol=0,
+        atol=0,
+    )
+
+
 def test_a_resume_with_another_label_dropout_says_so(tmp_path):
     # Before, cond_drop_prob=0.5 on a resume changed what guidance relies on without a word.
     _, run = labelled_folder_run(tmp_path)

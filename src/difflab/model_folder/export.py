@@ -137,8 +137,11 @@ def write_export(loaded: Any, plan: ExportPlan, out: Path) -> str:
 
 def difflab_record(loaded: Any) -> dict[str, Any]:
     """What difflab reads back from a diffusers folder it wrote and diffusers has no setting for: the training
-    step and which weights (ema or raw) were exported, and flow's t_max (its grid starts there)."""
+    step and which weights (ema or raw) were exported, flow's t_max (its grid starts there) and a labelled folder
+    model's class folders."""
     record = {"_difflab_global_step": loaded.global_step, "_difflab_weights": loaded.weights}
     if getattr(loaded.formulation, "name", None) == "flow":
         record["_difflab_t_max"] = loaded.formulation.t_max
+    if names := (loaded.config.get("data") or {}).get("class_folders"):
+        record["_difflab_class_folders"] = list(names)  # labels= by name, as on the checkpoint
     return record

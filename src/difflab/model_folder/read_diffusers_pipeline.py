@@ -75,6 +75,8 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
             "condition": None if model["num_classes"] is None else "labels",
         },
     }
+    if model["num_classes"] is not None and (names := exported_class_folders(folder / SCHEDULER_CONFIG)):
+        config["data"]["class_folders"] = names  # so labels= takes the class names here too
     weights, step = exported_weights(folder / SCHEDULER_CONFIG)
     return config, state, weights, step
 
@@ -246,6 +248,15 @@ def exported_weights(file: Path) -> tuple[str, int]:
     if weights in ("ema", "raw") and isinstance(step, int) and not isinstance(step, bool) and step >= 0:
         return weights, step
     return "diffusers", 0
+
+
+def exported_class_folders(file: Path) -> list[str] | None:
+    """The class folders difflab's export recorded for a labelled folder model (diffusers has no setting for them);
+    None when there are none, or they are not a list of names."""
+    names = json.loads(file.read_text()).get("_difflab_class_folders")
+    return (
+        list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) and names else None
+    )
 
 
 def difflab_settings(stored: dict[str, Any]) -> dict[str, Any]:
