@@ -427,18 +427,23 @@ def test_a_model_trained_on_other_class_folders_is_refused_by_the_data(tmp_path)
     assert same.class_folders == ["class_0", "class_1"]
 
 
-def test_evaluate_with_data_on_renamed_class_folders_is_refused(tmp_path):
-    """Review of 7f4e692: evaluate.py data=… built the data as given, without the model's recorded class folders, so
-    conditioning accuracy was scored against labels that meant other classes."""
-    root, run = labelled_folder_run(tmp_path)
-    (root / "class_0").rename(root / "zeta")
-    data = [
+def labelled_folder_data(root: Path) -> list[str]:
+    """The data= overrides of labelled_folder_run's data, at `root`."""
+    return [
         "data=folder",
         f"data.root={root}",
         "data.image_size=8",
         "data.channels=1",
         "data.condition=labels",
     ]
+
+
+def test_evaluate_with_data_on_renamed_class_folders_is_refused(tmp_path):
+    """Review of 7f4e692: evaluate.py data=… built the data as given, without the model's recorded class folders, so
+    conditioning accuracy was scored against labels that meant other classes."""
+    root, run = labelled_folder_run(tmp_path)
+    (root / "class_0").rename(root / "zeta")
+    data = labelled_folder_data(root)
     result = run_cli(
         "evaluate.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=4", "sampler.steps=2", *data,
         f"metrics.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'e.json'}",
@@ -462,13 +467,7 @@ def test_fine_tuning_on_other_class_folders_says_that_labels_change_meaning(tmp_
     # Before (helper report): init_from a labelled model onto a copy whose folder was renamed trained without a word.
     root, run = labelled_folder_run(tmp_path)
     (root / "class_0").rename(root / "zeta")
-    data = [
-        "data=folder",
-        f"data.root={root}",
-        "data.image_size=8",
-        "data.channels=1",
-        "data.condition=labels",
-    ]
+    data = labelled_folder_data(root)
     tuned = tmp_path / "tuned"
     result = run_cli(
         "train.py", *CLI_FAST, *data, "trainer.max_steps=1", "callbacks.sample_grid.num_samples=2",
