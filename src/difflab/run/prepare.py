@@ -111,6 +111,10 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from .typed import typed_overrides
 
     taken_from_data = fill_conditioning(cfg)
+    folders = OmegaConf.select(
+        cfg, "data.class_folders"
+    )  # recorded by fill_conditioning for a labelled folder
+    folders = None if folders is None else list(folders)
     check_argument_types(cfg)
     check_generation_settings(cfg)
     build_formulation(cfg)
@@ -128,8 +132,6 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         check_sharded_resumed_by_fsdp(resume, strategy)
         ckpt = read_resumable(resume, targets_in(cfg))
         data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
-        folders = OmegaConf.select(cfg, "data.class_folders")
-        folders = None if folders is None else list(folders)
         check_classes_kept(taken_from_data.get("num_classes"), folders, data, ckpt[CONFIG_KEY], resume)
         check_task_kept(cfg.get("task"), ckpt[CONFIG_KEY], resume)
         check_discriminator_kept(cfg.get("autoencoder_module") or {}, ckpt[CONFIG_KEY], resume)
@@ -166,7 +168,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
             trained_for(cfg),
             targets_in(cfg),
             network_now,
-            OmegaConf.select(cfg, "data.class_folders"),
+            folders,
         )
         return replace(settings, init_weights=weights)
     if settings.init_from:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..cluster.stop_signal import StoppedBySignal
 from ..compat import before_the_launcher_kills_this_process
 from ..tracking.wandb_logger import finish_wandb_run
-from ..training.other_processes import how_the_first_ended
+from ..training.other_processes import other_process_failed
 from ..training.resume_advice import resume_advice
 from .folder import has_checkpoints, has_logged, release
 from .resume import LAST
@@ -55,17 +55,11 @@ def released_if_another_process_ends_it(output_dir: Path, fresh: bool) -> Iterat
     def before_the_kill(ended: dict[int, int]) -> None:
         if not ended:
             return
-        rank, how = how_the_first_ended(ended)
+        line = str(other_process_failed(ended))
         if fresh and not has_checkpoints(output_dir) and not has_logged(output_dir):
             release(output_dir)
-            print(
-                f"error: DDP process {rank} {how}; the others stopped with it before the run saved or logged "
-                "anything (its run folder was given back)",
-                file=sys.stderr,
-                flush=True,
-            )
-        else:
-            print(f"error: DDP process {rank} {how}; the others stopped with it", file=sys.stderr, flush=True)
+            line += " before the run saved or logged anything (its run folder was given back)"
+        print(f"error: {line}", file=sys.stderr, flush=True)
 
     with before_the_launcher_kills_this_process(before_the_kill):
         yield

@@ -38,12 +38,9 @@ def wandb_start_refusals_named() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        wandb = sys.modules.get("wandb")
-        errors = getattr(wandb, "errors", None)
-        refusals = tuple(
-            getattr(errors, name) for name in ("UsageError", "CommError") if hasattr(errors, name)
-        )
-        if not refusals or not isinstance(error, refusals):
+        import wandb
+
+        if not isinstance(error, (wandb.errors.UsageError, wandb.errors.CommError)):
             raise
         first = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
         mode = os.environ.get("WANDB_MODE", "online")

@@ -41,12 +41,6 @@ def failed_elsewhere(error: BaseException, ended: dict[int, int]) -> OtherProces
 
 def other_process_failed(ended: dict[int, int]) -> OtherProcessFailed:
     """The one line for the first of `ended` ({local rank: exit code}, negative: the signal that killed it)."""
-    rank, how = how_the_first_ended(ended)
-    return OtherProcessFailed(f"DDP process {rank} {how}; the others stopped with it")
-
-
-def how_the_first_ended(ended: dict[int, int]) -> tuple[int, str]:
-    """(local rank, how it ended in words) of the first of `ended` ({local rank: exit code})."""
     rank, code = min(ended.items())
     if code > 0:
         how = f"ended with exit {code} (its error is above)"
@@ -57,4 +51,4 @@ def how_the_first_ended(ended: dict[int, int]) -> tuple[int, str]:
             how = f"was killed by signal {-code}"
         if -code == getattr(signal, "SIGKILL", None):  # it printed nothing: say what usually sends it
             how += " (as the system does when it runs out of memory: see dmesg)"
-    return rank, how
+    return OtherProcessFailed(f"DDP process {rank} {how}; the others stopped with it")
