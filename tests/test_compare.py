@@ -126,6 +126,27 @@ def test_runs_are_labelled_by_what_differs_in_meaning_not_in_spelling(tmp_path: 
     assert run_labels([tmp_path / "a", tmp_path / "b"]) == ["seed=1", "seed=2"]
 
 
+def test_runs_are_labelled_by_what_they_train_not_where_they_ran(tmp_path: Path) -> None:
+    """Before, "data.num_workers=4,logger=csv,metrics.cache_dir=/scratch/a/cache,optim.lr=1e-3": where a run kept its
+    cache or how it was launched drowned the one setting that changed what it trained."""
+    launched = {
+        "a": ["optim.lr=1e-3", "metrics.cache_dir=/scratch/a/cache", "logger=csv", "data.num_workers=4"],
+        "b": ["optim.lr=2e-4", "metrics.cache_dir=/scratch/b/cache", "data.num_workers=0"],
+    }
+    for name, overrides in launched.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    assert run_labels([tmp_path / "a", tmp_path / "b"]) == ["optim.lr=1e-3", "optim.lr=2e-4"]
+    # Where only such a key differs, it is what tells the lines apart: said, not dropped.
+    (tmp_path / "b" / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(["optim.lr=1e-3", "metrics.cache_dir=/scratch/b/cache"])
+    )
+    assert run_labels([tmp_path / "a", tmp_path / "b"]) == [
+        "data.num_workers=4,logger=csv,metrics.cache_dir=/scratch/a/cache",
+        "metrics.cache_dir=/scratch/b/cache",
+    ]
+
+
 def test_a_resumed_run_is_labelled_by_its_latest_launch(tmp_path: Path) -> None:
     """Before, by its first launch's overrides (trainer.max_steps=40) under a curve that goes on to step 60."""
     launches = {

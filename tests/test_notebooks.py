@@ -35,7 +35,7 @@ def has_png(output) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert_figures_shown(nb, f"committed {path.name} (refresh with notebooks/execute.py)")
@@ -44,6 +44,9 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The kernel inherits this environment: an MPLBACKEND such as Agg (common in CI) would override
     # ipykernel's inline backend and the figures would never reach the notebook.
     monkeypatch.delenv("MPLBACKEND", raising=False)
+    # The notebooks train into tempfile.mkdtemp() folders and keep them for the reader; under pytest's tmp_path
+    # they are pruned with it instead of piling up in /tmp on every test run.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE))
     # jupyter_client replaces the "python" of the python3 kernelspec with sys.executable; the probe checks it.
     client = nbclient.NotebookClient(

@@ -23,6 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from .runlogs import METRICS_FILE, Series, run_series
 from .runs.inherit import latest_overrides_file, stored_overrides
+from .tracking.run_names import says_where_not_what
 
 DEFAULT_METRICS = ("train/loss", "val/loss", "val/fd_effl0", "val/fid")
 
@@ -140,6 +141,12 @@ def run_labels(runs: list[Path]) -> list[str]:
             key for key in keys if len({_meaning(key, o[key]) if key in o else None for o in overrides}) > 1
         ]
         labels = [",".join(f"{key}={o[key]}" for key in differ if key in o) for o in overrides]
+        # What the runs train (optim.lr=…) without where they ran (metrics.cache_dir=…, logger=csv), where
+        # that still tells them apart.
+        trained = [key for key in differ if not says_where_not_what(key)]
+        trained_labels = [",".join(f"{key}={o[key]}" for key in trained if key in o) for o in overrides]
+        if all(trained_labels) and len(set(trained_labels)) == len(trained_labels):
+            labels = trained_labels
         if all(labels) and len(set(labels)) == len(labels):
             return labels
         if all(labels):  # the same settings in two places (two sweeps): both said (before, the folder alone)

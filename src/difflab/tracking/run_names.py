@@ -30,6 +30,16 @@ NOT_IN_NAMES_PREFIXES = ("paths", "logger", "callbacks", "hydra")
 NOT_IN_NAMES_SUFFIXES = ("cache_dir",)  # metrics.cache_dir, data.text_cache_dir, latent_cache_dir
 
 
+def says_where_not_what(key: str) -> bool:
+    """Whether an override key says where or how a job runs (a folder, a logger, a worker count), not what it
+    trains."""
+    return (
+        key in NOT_IN_NAMES
+        or key.split(".")[0].split("/")[0] in NOT_IN_NAMES_PREFIXES
+        or key.endswith(NOT_IN_NAMES_SUFFIXES)
+    )
+
+
 def job_run_name(
     overrides: Sequence[str], exclude: Sequence[str] = (), root_dir: str | None = None
 ) -> str | None:
@@ -39,12 +49,7 @@ def job_run_name(
     kept = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if (
-            key in NOT_IN_NAMES
-            or key in exclude
-            or key.split(".")[0].split("/")[0] in NOT_IN_NAMES_PREFIXES
-            or key.endswith(NOT_IN_NAMES_SUFFIXES)
-        ):
+        if key in exclude or says_where_not_what(key):
             continue
         line = override.input_line
         value = override.value()
