@@ -378,11 +378,16 @@ def test_every_labelled_source_trains_class_conditionally(tmp_path, data, switch
     assert Image.open(run / "samples" / "final.png").size == grid_size(rows=classes, cols=2)
 
 
-def labelled_folder_run(tmp_path: Path) -> tuple[Path, Path]:
+def labelled_folder_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
     """(class folder tree, run folder) of a 2-step train.py run on 2 class folders, data.condition=labels."""
     root = class_folder(tmp_path / "folder", classes=2)
     overrides = [*CLI_FAST, "data=folder", f"data.root={root}", "data.image_size=8", "data.channels=1"]
-    overrides += ["data.condition=labels", "trainer.max_steps=2", "callbacks.sample_grid.num_samples=4"]
+    overrides += [
+        "data.condition=labels",
+        "trainer.max_steps=2",
+        "callbacks.sample_grid.num_samples=4",
+        *extra,
+    ]
     run = tmp_path / "run"
     assert run_cli("train.py", *overrides, f"hydra.run.dir={run}").returncode == 0
     return root, run
@@ -396,6 +401,17 @@ def test_a_resume_on_data_with_another_class_count_names_the_data_not_an_overrid
     line = one_error_line(result)
     assert "3 classes" in line and "2" in line and str(root) in line, line
     assert "drop those overrides" not in line, line
+
+
+def test_a_resume_with_the_typed_class_count_on_data_that_gained_a_class_names_the_data(tmp_path):
+    """Before, the typed model.num_classes=2 (inherited by the resume) met the data's 3 classes with "use
+    model.num_classes=3", which the checkpoint then refused: advice that led in a circle."""
+    root, run = labelled_folder_run(tmp_path, "model.num_classes=2")
+    class_folder(root / "more", classes=1)
+    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4")
+    line = one_error_line(result)
+    assert "3 classes" in line and "trained on 2" in line and str(root) in line, line
+    assert "model.num_classes=3" not in line, line
 
 
 def test_a_resume_on_data_whose_class_folders_were_renamed_is_refused(tmp_path):

@@ -45,13 +45,22 @@ def agreed_conditioning(
     return set_data, {}
 
 
+class ClassCountMismatch(ValueError):
+    """model.num_classes says another class count than the data has (`found`)."""
+
+    def __init__(self, message: str, found: int) -> None:
+        super().__init__(message)
+        self.found = found
+
+
 def _labels(model: Mapping[str, Any], found: int, dataset: Any) -> Values:
     if not model.get("num_classes"):
         return {"num_classes": found}
     if int(model["num_classes"]) != int(found):
-        raise ValueError(
+        raise ClassCountMismatch(
             f"model.num_classes={model['num_classes']} but data={dataset} has {found} classes; "
-            f"drop model.num_classes (it is taken from the data) or use model.num_classes={found}"
+            f"drop model.num_classes (it is taken from the data) or use model.num_classes={found}",
+            found,
         )
     return {}
 

@@ -71,6 +71,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from hydra.utils import instantiate
 
     from ..checkpoint_file import CONFIG_KEY
+    from ..data.conditioning import ClassCountMismatch
     from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
@@ -110,7 +111,17 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     from .train_checks import check_generation_settings, check_model_builds
     from .typed import typed_overrides
 
-    taken_from_data = fill_conditioning(cfg)
+    resume = resume_path(cfg.ckpt_path, run_dir)
+    data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
+    try:
+        taken_from_data = fill_conditioning(cfg)
+    except ClassCountMismatch as mismatch:
+        if resume is not None:
+            # A resume inherits the typed model.num_classes: where the data gained or lost a class since, that is
+            # what to say (before, "use model.num_classes=K", which the checkpoint then refused).
+            stored = read_resumable(resume, targets_in(cfg))[CONFIG_KEY]
+            check_classes_kept(mismatch.found, None, data, stored, resume)
+        raise
     folders = OmegaConf.select(
         cfg, "data.class_folders"
     )  # recorded by fill_conditioning for a labelled folder
@@ -126,12 +137,10 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         init_from=cfg.init_from,
         logs_to_wandb="wandb" in (cfg.get("logger") or {}),  # logger=none leaves no logger key
     )
-    resume = resume_path(cfg.ckpt_path, run_dir)
     if resume is not None:
         strategy = OmegaConf.to_container(cfg.trainer, resolve=False).get("strategy")
         check_sharded_resumed_by_fsdp(resume, strategy)
         ckpt = read_resumable(resume, targets_in(cfg))
-        data = f"data.root={cfg.data.root}" if cfg.data.get("root") else f"data={cfg.data.get('dataset')}"
         check_classes_kept(taken_from_data.get("num_classes"), folders, data, ckpt[CONFIG_KEY], resume)
         check_task_kept(cfg.get("task"), ckpt[CONFIG_KEY], resume)
         check_discriminator_kept(cfg.get("autoencoder_module") or {}, ckpt[CONFIG_KEY], resume)
