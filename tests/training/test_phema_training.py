@@ -117,3 +117,23 @@ def test_bad_phema_settings_are_one_line_errors_before_anything_is_written(tmp_p
 def test_bad_phema_settings_are_refused(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         PostHocEMA(tmp_path, **settings)
+
+
+def test_a_resume_with_another_every_n_steps_warns_of_no_missing_snapshots(tmp_path, caplog):
+    """Snapshots every 2 steps to step 4, then every 3 to step 9 (6 and 9). Before, the rebuild checked every
+    step against the last launch's 3 alone and warned that step 3's snapshot was missing; one really deleted
+    (step 6) is still named, with the spacing each stretch of the run had."""
+    run_dir = tmp_path / "run"
+    folder = train_run(run_dir, 4)
+    train_run(run_dir, 9, "ckpt_path=last", "callbacks.phema.every_n_steps=3")
+    assert [s.step for s in list_snapshots(folder)] == [2, 4, 6, 9]
+    with caplog.at_level("WARNING", logger="difflab"):
+        reconstruct(plan(run_dir, 0.07, out=tmp_path / "a.ckpt"))
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    (folder / "step_0000006.pt").unlink()
+    with caplog.at_level("WARNING", logger="difflab"):
+        reconstruct(plan(run_dir, 0.07, out=tmp_path / "b.ckpt"))
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"the snapshots of step(s) 6 are missing from {folder} (every_n_steps=2 from step 0, 3 from step 4): "
+        "sigma_rel=0.070 is fitted from the 3 left"
+    ]

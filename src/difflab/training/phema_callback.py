@@ -50,6 +50,9 @@ class PostHocEMA(L.Callback):
         self._averages: list[dict[str, Tensor]] | None = None
         self._step = 0  # the global step the averages are at
         self._snapshot_step = 0  # the last step written
+        # [(step, every_n_steps)] of each launch that changed the spacing: the rebuild's check for missing
+        # snapshots expects each stretch of the run at its own spacing.
+        self._every_since: list[tuple[int, int]] = []
         self._restored: dict[str, Any] | None = None
         self._trainer: L.Trainer | None = None
         self._net: torch.nn.Module | None = None
@@ -70,6 +73,8 @@ class PostHocEMA(L.Callback):
                 int(self._restored["step"]),
                 int(self._restored["snapshot_step"]),
             )
+            # Absent from checkpoints older than the record: the spacing before this launch is then unknown.
+            self._every_since = [(int(s), int(e)) for s, e in self._restored.get("every_since", [])]
             self._restored = None
         else:
             self._averages = [{k: v.detach().clone() for k, v in current.items()} for _ in self.sigma_rels]
@@ -80,6 +85,8 @@ class PostHocEMA(L.Callback):
                     "that step for every earlier one",
                     step,
                 )
+        if not self._every_since or self._every_since[-1][1] != self.every_n_steps:
+            self._every_since.append((step, self.every_n_steps))
         if trainer.is_global_zero:
             remove_unfinished_writes(self.dirpath)
             aside = set_aside_later_snapshots(self.dirpath, step) if self.dirpath.is_dir() else None
@@ -144,6 +151,7 @@ class PostHocEMA(L.Callback):
             "sigma_rels": self.sigma_rels,
             "step": self._step,
             "snapshot_step": self._snapshot_step,
+            "every_since": [list(pair) for pair in self._every_since],
             "averages": [{k: v.detach().cpu().clone() for k, v in a.items()} for a in self._averages],
         }
 

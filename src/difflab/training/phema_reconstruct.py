@@ -104,7 +104,9 @@ def plan(
     return Plan(run, template, snapshots, step, sigma_rel, target, latest=asked is None)
 
 
-def warn_if_snapshots_missing(p: Plan, config: dict, trained_to: int) -> None:
+def warn_if_snapshots_missing(
+    p: Plan, config: dict, trained_to: int, every_since: list[tuple[int, int]] | None = None
+) -> None:
     """Name the snapshot steps the run's every_n_steps should have left before p.step but that are gone (deleted,
     lost in a copy): the fit then rests on fewer, unevenly spaced profiles, which no result shows. A rebuild of
     the latest snapshot also says when the run trained past it (`trained_to`, last.ckpt's step): the final
@@ -118,29 +120,53 @@ def warn_if_snapshots_missing(p: Plan, config: dict, trained_to: int) -> None:
             sigma_rel_text(p.sigma_rel),
             p.step,
         )
-    every = ((config.get("callbacks") or {}).get("phema") or {}).get("every_n_steps")
-    if not isinstance(every, int) or every < 1:
-        return
+    spacing = every_since or []
+    if not spacing:
+        # A checkpoint older than the record: the run's latest spacing, taken for the whole run.
+        every = ((config.get("callbacks") or {}).get("phema") or {}).get("every_n_steps")
+        if not isinstance(every, int) or every < 1:
+            return
+        spacing = [(0, every)]
     present = {s.step for s in p.snapshots}
-    missing = [step for step in range(every, p.step, every) if step not in present]
+    ends = [start for start, _ in spacing[1:]] + [p.step]
+    due = [
+        step
+        for (start, every), end in zip(spacing, ends, strict=True)
+        for step in range(start - start % every + every, min(end + 1, p.step), every)
+    ]
+    missing = [step for step in due if step not in present]
     if missing:
         shown = ", ".join(map(str, missing[:8])) + (", …" if len(missing) > 8 else "")
+        said = (
+            str(spacing[0][1])
+            if len(spacing) == 1
+            else ", ".join(f"{every} from step {start}" for start, every in spacing)
+        )
         log.warning(
-            "the snapshots of step(s) %s are missing from %s (every_n_steps=%d): sigma_rel=%s is fitted from the "
+            "the snapshots of step(s) %s are missing from %s (every_n_steps=%s): sigma_rel=%s is fitted from the "
             "%d left",
             shown,
             p.run / SNAPSHOT_FOLDER,
-            every,
+            said,
             sigma_rel_text(p.sigma_rel),
             len(p.snapshots),
         )
+
+
+def snapshot_spacing(ckpt: dict) -> list[tuple[int, int]] | None:
+    """[(step, every_n_steps)] of each launch that changed the snapshot spacing, as the run's post-hoc EMA
+    callback recorded it in the checkpoint; None for a checkpoint older than that record."""
+    for state in (ckpt.get("callbacks") or {}).values():
+        if isinstance(state, dict) and "every_since" in state:
+            return [(int(step), int(every)) for step, every in state["every_since"]]
+    return None
 
 
 def reconstruct(p: Plan) -> Path:
     """Write the network whose EMA profile is the least-squares fit of σ_rel's from the snapshots, as a checkpoint
     that sample.py, evaluate.py and difflab.load read (weights only: no optimizer, not for resuming)."""
     ckpt = read_checkpoint(p.template)
-    warn_if_snapshots_missing(p, ckpt[CONFIG_KEY], int(ckpt.get("global_step", 0)))
+    warn_if_snapshots_missing(p, ckpt[CONFIG_KEY], int(ckpt.get("global_step", 0)), snapshot_spacing(ckpt))
     profiles = [(s, i, sigma_rel) for s in p.snapshots for i, sigma_rel in enumerate(s.sigma_rels)]
     coefficients = reconstruction_coefficients(
         [s.step for s, _, _ in profiles],
