@@ -606,6 +606,26 @@ def test_a_folder_holding_an_unfinished_sample_py_folder_is_refused(tmp_path: Pa
         open_image_set(tmp_path / "parent")
 
 
+def test_a_training_run_folder_is_refused_as_images_and_pointed_to_its_checkpoint(tmp_path: Path) -> None:
+    """Before, images=<a sweep folder> scored its jobs' samples/*.png training grids (and W&B's copies of them)
+    as if they were samples: fd_effl0=157.9 with a resize warning as the only hint."""
+    for job in ("0", "1"):
+        run = tmp_path / "sweep" / job
+        (run / "samples").mkdir(parents=True)
+        (run / "checkpoints").mkdir()
+        (run / "metrics.jsonl").write_text("")
+        for name in ("step_0000002.png", "final.png"):
+            Image.fromarray(np.zeros((40, 40), np.uint8)).save(run / "samples" / name)
+    for given, run in ((tmp_path / "sweep", tmp_path / "sweep" / "0"), (tmp_path / "sweep" / "1", None)):
+        run = run or given
+        with pytest.raises(ValueError) as refused:
+            open_image_set(given)
+        assert str(refused.value) == (
+            f"{run} is a training run folder: its pictures are sample grids, not samples; score its model with "
+            f"evaluate.py ckpt={run}, or give images= the out= folder of a sample.py run"
+        )
+
+
 def test_sample_py_edits_the_samples_of_a_sample_py_folder_not_its_grid(tmp_path: Path) -> None:
     # Before, image=<a sample.py folder> edited its grid.png alone (the only picture at its top).
     folder = results_folder(tmp_path / "out", 3)

@@ -25,7 +25,7 @@ from .read_inputs import (
     refuse_a_link_to_nothing,
     warn_changes,
 )
-from .results import IN_USE, SAMPLES, is_results_folder
+from .results import IN_USE, SAMPLES, is_results_folder, refuse_a_training_run_folder
 from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
@@ -77,6 +77,8 @@ def open_image_set(path: str | Path) -> ImageSet:
             "images, or an .npz holding them as uint8 (N, H, W, C)"
         )
     _refuse_unfinished(path)
+    if path.is_dir():
+        refuse_a_training_run_folder(path)
     if path.is_dir() and is_results_folder(path):
         path = path / SAMPLES  # sample.py's output folder: samples in images/, beside grid.png
     files = image_files(path, what="generated image") if not path.is_dir() else _pictures_under(path)
@@ -86,10 +88,13 @@ def open_image_set(path: str | Path) -> ImageSet:
 def _pictures_under(folder: Path) -> list[Path]:
     """The pictures at any depth under `folder`, in the order a training folder's are read (io.image_tree): a
     folder of class subfolders was refused as holding no image. Of a sample.py output folder inside, only its
-    samples (images/) count, and an unfinished one is refused. A link to nothing is refused in one line (it was
+    samples (images/) count, and an unfinished one is refused, as is a training run folder (its grids). A link to nothing is refused in one line (it was
     dropped, and the set scored with one image fewer than given)."""
-    results = functools.cache(is_results_folder)  # asked once per folder, not once per picture
-    files = [Path(path) for path in image_paths(folder) if _is_a_sample(Path(path), folder, results)]
+    # Asked once per folder, not once per picture.
+    results, refuse_run = functools.cache(is_results_folder), functools.cache(refuse_a_training_run_folder)
+    files = [
+        Path(path) for path in image_paths(folder) if _is_a_sample(Path(path), folder, results, refuse_run)
+    ]
     for file in files:
         refuse_a_link_to_nothing(file)
     if not files:
@@ -97,12 +102,15 @@ def _pictures_under(folder: Path) -> list[Path]:
     return files
 
 
-def _is_a_sample(file: Path, top: Path, is_results: Callable[[Path], bool]) -> bool:
+def _is_a_sample(
+    file: Path, top: Path, is_results: Callable[[Path], bool], refuse_run: Callable[[Path], None]
+) -> bool:
     """False for a picture of a sample.py output folder below `top` that is not one of its samples (its grid.png,
     its inputs); such a folder still being written (or stopped) is refused."""
     for folder in file.parents:
         if folder == top or top not in folder.parents:
             return True
+        refuse_run(folder)
         if is_results(folder):
             _refuse_unfinished(folder)
             return folder / SAMPLES in file.parents

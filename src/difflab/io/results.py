@@ -36,6 +36,20 @@ def is_results_folder(folder: Path) -> bool:
     return (folder / SAMPLES).is_dir() and any((folder / mark).exists() for mark in marks)
 
 
+def is_training_run_folder(folder: Path) -> bool:
+    """True for a folder train.py wrote: its checkpoints/ or its metrics.jsonl (its samples/ are grids)."""
+    return (folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file()
+
+
+def refuse_a_training_run_folder(folder: Path) -> None:
+    """A one-line error for pictures asked of a train.py run folder: its grids are not samples to score."""
+    if is_training_run_folder(folder):
+        raise ValueError(
+            f"{folder} is a training run folder: its pictures are sample grids, not samples; score its model with "
+            f"evaluate.py ckpt={folder}, or give images= the out= folder of a sample.py run"
+        )
+
+
 BUSY = (
     "output folder {folder} is being written by another run (or holds what a stopped run left: "
     f"{IN_USE}); choose another out=, or add resume=true to finish what a stopped sample.py left there"
