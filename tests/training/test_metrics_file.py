@@ -128,3 +128,18 @@ def test_rewinding_to_an_earlier_checkpoint_sets_the_abandoned_lines_aside(tmp_p
     assert [step for step, _ in series["val/loss"]] == [2]  # nor its second validation (at 4)
     whole = {row["step"]: row["train/loss"] for row in first if "train/loss" in row}
     assert series["train/loss"] == [(step, whole[step]) for step in (0, 1, 2)]
+
+
+def test_a_requeued_job_that_starts_over_sets_its_first_attempts_lines_aside(tmp_path, monkeypatch) -> None:
+    """A job killed before its first checkpoint starts over from step 0 in its folder when requeued. Before, its
+    metrics.jsonl kept the first attempt's lines ahead of the second's: every step logged twice."""
+    run = tmp_path / "run"
+    train_to(run, 3, "callbacks.model_checkpoint=null", "logger=csv")
+    first = read_rows(run / METRICS_FILE)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # a job its launcher started again
+    train_to(run, 3, "callbacks.model_checkpoint=null", "logger=csv")
+    logged = Counter((row["step"], key) for row in read_rows(run / METRICS_FILE) for key in row)
+    assert [entry for entry, times in logged.items() if times > 1 and entry[1] not in ("step", "epoch")] == []
+    assert read_rows(run / "metrics.superseded_at_step_0000000.jsonl") == first
+    # The CSV logger's first metrics.csv is kept too (Lightning deletes the one it finds in its folder).
+    assert len(list((run / "csv").rglob("metrics.csv"))) == 2

@@ -27,7 +27,7 @@ from ..generation.memory import is_out_of_memory
 from ..io.atomic import is_out_of_space
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
-from ..runs.folder import let_go, resumed_name
+from ..runs.folder import has_logged, let_go, resumed_name
 from ..runs.resume import LAST, tidy_before_fit
 from ..runs.stopped_early import (
     launch_forgotten_if_refused,
@@ -178,7 +178,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_console_in_run_log()
     # What preflight prepared, or the same preparation done now.
     settings = prepared_for(cfg, Path(cfg.paths.output_dir))
-    if settings.resume is not None:
+    # A resume, or a requeued job starting over in the folder its first attempt logged in.
+    if settings.resume is not None or has_logged(settings.run_dir):
         keep_earlier_csv_logs(cfg, settings.step)
     set_cpu_threads(settings.cpu_threads)
     own_process_group_store()  # a torchrun restart: not the process-group keys its first attempt left
@@ -236,8 +237,10 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
         loggers = instantiate_entries(cfg.get("logger"))
         # Last, so a configured logger stays the Trainer's first (its folder is Lightning's log_dir).
         at_the_limit = resume is not None and step == cfg.trainer.get("max_steps")
+        # Not resumed, the run starts at step 0: lines already there are a requeued job's first attempt, which
+        # was killed before its first checkpoint, and are set aside like an abandoned continuation's.
         metrics_file = MetricsFile(
-            output_dir, resumed_at=step if resume is not None else None, final_again=at_the_limit
+            output_dir, resumed_at=step if resume is not None else 0, final_again=at_the_limit
         )
         trainer = build_trainer(cfg, callbacks, [*loggers, metrics_file])
         parameters = sum(p.numel() for p in module.net.parameters())
