@@ -219,6 +219,16 @@ def test_reference_cache_written_once_then_hit(tmp_path: Path, caplog) -> None:
     assert isinstance(stats2, Stats) and stats2.n == 40 and stats2.features.shape == (40, 8)
 
 
+def test_an_unwritable_reference_cache_names_the_setting_to_change(tmp_path: Path) -> None:
+    # Before: "give a writable its cache folder setting".
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the folder goes")
+    key = ReferenceKey("toy", "train", 8, "projection")
+    with pytest.raises(ValueError) as refused:
+        reference_statistics(key, lambda: [], _ProjectionExtractor(), cache_dir=blocker)
+    assert str(refused.value).endswith(": give a writable metrics.cache_dir (or $DIFFLAB_CACHE)")
+
+
 def test_inception_without_weights_names_url_and_config_key(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no cached copy to fall back on
     try:

@@ -20,7 +20,7 @@ Arrays = Mapping[str, np.ndarray]
 UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
-def check_cache_folder(folder: Path, setting: str = "its cache folder setting") -> None:
+def check_cache_folder(folder: Path, setting: str) -> None:
     """A one-line ValueError now, before a cache miss is computed (minutes of encoding or feature extraction),
     when `folder` cannot be made or written (read-only, no permission); `setting` names where to point it."""
     try:
@@ -56,12 +56,14 @@ def cached_npz(
     parse: Callable[[Arrays], T | None],
     compute: Callable[[], T],
     to_arrays: Callable[[T], Arrays],
+    setting: str,
 ) -> tuple[T, bool]:
-    """(value, hit): the value parsed from `path`, or computed and written there."""
+    """(value, hit): the value parsed from `path`, or computed and written there (`setting`: what the user
+    changes to point the cache elsewhere, named when it cannot be written)."""
     value = read_npz(path, parse)
     if value is not None:
         return value, True
-    check_cache_folder(path.parent)
+    check_cache_folder(path.parent, setting)
     value = compute()
     write_npz(path, to_arrays(value))
     return value, False

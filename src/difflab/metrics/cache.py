@@ -43,6 +43,10 @@ class ReferenceKey:
         return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts) + ".npz"
 
 
+# What a user changes to put the metrics cache elsewhere (the reference statistics, the conditioning classifiers).
+CACHE_SETTING = "metrics.cache_dir (or $DIFFLAB_CACHE)"
+
+
 def default_cache_dir() -> Path:
     """$DIFFLAB_CACHE/fid_stats if DIFFLAB_CACHE is set, else ~/.cache/difflab/fid_stats."""
     root = os.environ.get("DIFFLAB_CACHE")
@@ -118,4 +122,4 @@ def reference_statistics(
             batches_fn(), extractor, keep_features=keep_features, max_images=key.num_images
         )
 
-    return cached_npz(path, parse, compute, stats_arrays)
+    return cached_npz(path, parse, compute, stats_arrays, CACHE_SETTING)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from difflab.io.npz_cache import Arrays, cached_npz
-from difflab.metrics.cache import default_cache_dir
+from difflab.metrics.cache import CACHE_SETTING, default_cache_dir
 from difflab.metrics.extractors import FeatureExtractor
 
 FORMAT_VERSION = 1
@@ -157,4 +157,4 @@ def conditioning_classifier(
             features_and_labels(train_fn(), extractor), features_and_labels(heldout_fn(), extractor)
         )
 
-    return cached_npz(path, lambda z: classifier_from_arrays(z, path), fit, classifier_arrays)
+    return cached_npz(path, lambda z: classifier_from_arrays(z, path), fit, classifier_arrays, CACHE_SETTING)
