@@ -144,3 +144,14 @@ def test_a_full_disk_refuses_a_restartable_jobs_output_folder_in_one_line_and_le
     with pytest.raises(NoSpaceLeft, match=r"^no space left on device writing .*out/\.difflab-writing"):
         folder.__enter__()
     assert not out.exists()
+
+
+@pytest.mark.parametrize("format", ["safetensors", "diffusers"])
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_no_folder(small_disk, tiny_ckpt, format):
+    # Before: Hydra's "Error executing job", then safetensors' traceback ("I/O error: No space left on device
+    # (os error 28)"), exit code 1.
+    out = small_disk("300k") / "export"
+    result = run_cli("export.py", f"ckpt={tiny_ckpt}", f"format={format}", f"out={out}")
+    assert result.returncode == 2
+    assert one_error_line(result) == f"error: no space left on device writing {out}; nothing partial was left"
+    assert not out.exists()

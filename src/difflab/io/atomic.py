@@ -15,6 +15,9 @@ from typing import IO
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # torch's zip writer reports a short write of the Python file it writes through as a RuntimeError.
 _TORCH_SHORT_WRITE = ("unexpected pos", "file write failed")
+# A library written in Rust (safetensors, under every diffusers save) gives the OS error only in its message:
+# "I/O error: No space left on device (os error 28)".
+_RUST_NO_SPACE = tuple(f"(os error {code})" for code in _NO_SPACE)
 
 
 class NoSpaceLeft(ValueError):
@@ -34,6 +37,8 @@ def is_out_of_space(error: BaseException | None) -> bool:
         if isinstance(error, NoSpaceLeft):
             return True
         if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        if not isinstance(error, OSError) and any(text in str(error) for text in _RUST_NO_SPACE):
             return True
         error = error.__cause__ or error.__context__
     return False

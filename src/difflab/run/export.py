@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from ..autoencoder_checkpoint import is_autoencoder
 from ..checkpoint import load_model
+from ..io.atomic import NoSpaceLeft, is_out_of_space
 from ..io.results import output_folder
 from ..model_folder.export import FORMATS, plan_export, write_export
 from .errors import exit_if_stopped
@@ -55,7 +56,12 @@ def export(cfg: DictConfig) -> Path:
     plan = plan_export(loaded, settings.ckpt, settings.format)  # every refusal before the folder is made
     with exit_if_stopped("export.py"), output_folder(settings.out, "export", settings.root_dir) as folder:
         out = folder.path
-        how = write_export(loaded, plan, out)
+        try:
+            how = write_export(loaded, plan, out)
+        except Exception as error:
+            if is_out_of_space(error):  # the folder and what it holds go (output_folder), so nothing partial
+                raise NoSpaceLeft(out) from error
+            raise
     log.info(
         "exported %s (%s weights, step %d) to %s: load it with %s",
         settings.ckpt,
