@@ -62,6 +62,18 @@ def test_training_on_a_disk_that_fills_names_the_file_and_the_last_good_checkpoi
     assert leftovers(run) == []
 
 
+def test_a_disk_that_fills_before_the_first_checkpoint_says_how_to_start_over(small_disk):
+    # Before: "; no checkpoint was written yet", and the same command, rerun once space was freed, was refused
+    # ("already holds a run that wrote no checkpoint").
+    run = small_disk("2m") / "run"  # room to start (over 1 MiB), not for the first checkpoint (2.8 MB)
+    line = one_error_line(run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", f"hydra.run.dir={run}"))
+    assert line.startswith(f"error: no space left on device writing {run / 'checkpoints'}/"), line
+    assert line.endswith(
+        f"; nothing partial was left; no checkpoint was written yet: free some space and start over in a new "
+        f"hydra.run.dir (or remove {run} first)"
+    ), line
+
+
 def test_training_on_a_full_disk_is_refused_in_one_line_before_its_folder_is_made(small_disk):
     # Before, Hydra's write of .hydra/config.yaml ended in a traceback, and the folder it left (.hydra, a lock)
     # refused the same command once space was freed: "already holds a run that wrote no checkpoint".

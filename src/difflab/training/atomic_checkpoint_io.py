@@ -95,6 +95,8 @@ def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
     advice = (
         f"; the last good checkpoint is {last_good}: free some space and {resume_advice(last_good)}"
         if last_good
-        else "; no checkpoint was written yet"
+        # The folder then holds a run with nothing to resume, which refuses the same command run again.
+        else f"; no checkpoint was written yet: free some space and start over in a new hydra.run.dir (or remove "
+        f"{output_dir} first)"
     )
     return NoSpaceLeft(where, advice)
