@@ -390,3 +390,32 @@ def test_an_optuna_search_over_a_schedule_a_flow_model_ignores_is_refused_before
         "~hydra.sweeper.params.schedule"
     )
     assert not sweep.exists()
+
+
+@pytest.mark.parametrize(
+    ("space", "said"),
+    [
+        (
+            'hydra.sweeper.params={schedule:"choice(linear, cosnie)"}',
+            "schedule: schedule=cosnie is not an option; did you mean schedule=cosine?",
+        ),
+        (
+            '+hydra.sweeper.params.sedd="choice(0, 1)"',
+            "sedd: sedd is not a key of the train config; did you mean seed?",
+        ),
+    ],
+)
+def test_a_typo_in_an_optuna_search_space_is_refused_before_its_trials(tmp_path, space, said):
+    # Before, trial 0 trained in full, then the trial that drew the typo ended the search in Hydra's words ("Could
+    # not find 'schedule/cosnie'", its config search path) with no optimization_results.yaml.
+    sweep = tmp_path / "optuna"
+    result = run_cli(
+        "train.py", "hparams_search=ddpm_optuna", "experiment=digits_cpu", space, f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: the search space (hydra.sweeper.params) holds {said}")
+    ), result.stderr
+    assert not sweep.exists()

@@ -122,6 +122,8 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
     for chosen in _each_sweep_choice(conf_dir, [o for o in groups if o.is_sweep_override()]):
         job = f" with {' '.join(chosen)} (a job of this sweep)" if chosen else ""
         _check_keys(conf_dir, config_name, overrides, groups, [*fixed, *chosen], job)
+    if config_name in ADDS_KEYS and any(o.key_or_group.startswith(SEARCH_KEYS) for o in overrides):
+        _check_search_space(conf_dir, config_name, overrides)
 
 
 def _check_keys(
@@ -161,6 +163,51 @@ def _check_keys(
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
             raise ValueError(f"{key} is not a key of the {config_name} config{job}; {hint}")
 
+
+def _check_search_space(conf_dir: Path, config_name: str, overrides: list[Override]) -> None:
+    """An Optuna search's space (hydra.sweeper.params), each entry checked as the override a trial makes of it.
+    Before, a typo (schedule: choice(linear, cosnie)) ended the search at the first trial that drew it, in
+    Hydra's words, after the trials before it had trained."""
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=fixed, return_hydra_config=True)
+    except Exception:
+        return  # a composition Hydra refuses with its own message
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    if not params:
+        return
+    groups = [o for o in overrides if _is_group(conf_dir, o) and not o.is_sweep_override()]
+    selected = _selected_options(conf_dir, cfg, groups)
+    config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("hydra")
+    keys = set(dotted_keys(config))
+    for key, value in params.items():
+        line = f"{key}={value}"
+        try:
+            override = parse(line)
+        except ValueError:
+            continue  # the sweeper's own grammar: its message
+        try:
+            if _is_group(conf_dir, override):
+                _check_options(conf_dir, override)
+            elif _a_key_the_config_lacks(override, keys):
+                hint = unknown_key_hint(conf_dir, str(key), keys, line, selected, False)
+                raise ValueError(f"{key} is not a key of the {config_name} config; {hint}")
+        except ValueError as error:
+            raise ValueError(f"the search space (hydra.sweeper.params) holds {key}: {error}") from None
+
+
+def _a_key_the_config_lacks(override: Override, keys: set[str]) -> bool:
+    """Whether a change of a key (not hydra.*) names one the config has neither as a value nor as a node."""
+    key = override.key_or_group
+    if override.type != OverrideType.CHANGE or key.split(".")[0] == "hydra":
+        return False
+    return key not in keys and not any(k.startswith(f"{key}.") for k in keys)
+
+
+# What starts or changes an Optuna search (its space is checked before its trials).
+SEARCH_KEYS = ("hparams_search", "hydra.sweeper.params", "hydra/sweeper")
 
 # The most option combinations of a sweep composed one by one (each is a composition, ~0.1 s).
 CHECKED_SWEEP_JOBS = 64
