@@ -5,6 +5,7 @@ sampler draws from the same checkpoint and noise."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -71,12 +72,16 @@ def test_flow_exports_to_flow_match_euler_scheduler_and_samples_as_difflab(expor
     # difflab's grid (t uniform from t_max = 0.999) before the shift, which the scheduler applies itself.
     scheduler.set_timesteps(sigmas=torch.linspace(flow.t_max, 0.0, STEPS + 1)[:-1].tolist())
     noise = start_noise(loaded)
-    x = noise.clone()  # x_t = ε at t_max
+    # difflab's samplers start from unit-variance noise on the VP scale, x_σ = √(1 + σ_max²)·ε: on the flow
+    # scale x_t = (1 − t)·x_σ, √((1 − t_max)² + t_max²)·ε (before, the README's x = ε missed it by 3e-3).
+    sigma_max = float(flow.sigmas(STEPS)[0])
+    t_max = sigma_max / (1 + sigma_max)
+    x = noise * math.sqrt((1 - t_max) ** 2 + t_max**2)
     with torch.no_grad():
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t.expand(len(x))).sample, t, x).prev_sample
-        t_max = float(flow.sigmas(STEPS)[0] / (1 + flow.sigmas(STEPS)[0]))
-        ours = Euler().sample(flow.denoiser(loaded.net.eval(), None), noise / (1 - t_max), flow.sigmas(STEPS))
+        start = noise * math.sqrt(1 + sigma_max**2)
+        ours = Euler().sample(flow.denoiser(loaded.net.eval(), None), start, flow.sigmas(STEPS))
     assert ours.std() > 0.1
     torch.testing.assert_close(x, ours, rtol=1e-4, atol=1e-4)
 
