@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import warnings
 import zipfile
 from pathlib import Path
@@ -427,6 +428,27 @@ def test_scores_of_a_run_folder_given_as_ckpt_go_to_its_wandb_run(run_folder: Pa
     assert len(rows) == 1
     assert rows[0]["eval/fd_effl0"] == pytest.approx(report["metrics"]["fd_effl0"])
     assert rows[0]["eval/n"] == 4 and rows[0]["trainer/global_step"] == 2
+
+
+def test_scores_of_a_read_only_run_folder_are_not_logged_to_a_temporary_wandb_folder(
+    tiny_ckpt: Path, tmp_path: Path, small_disk, caplog
+) -> None:
+    """Before, W&B fell back to a temporary folder (/tmp/wandb) that no `wandb sync` of the run finds, and the
+    scores were said to be logged to the run."""
+    disk = small_disk("8m")
+    (disk / "checkpoints").mkdir()
+    shutil.copy(tiny_ckpt, disk / "checkpoints" / "last.ckpt")
+    (disk / ID_FILE).write_text("evalrun1\n")
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    overrides = [*SMALL, f"metrics.cache_dir={tmp_path / 'cache'}", f"ckpt={disk}", "n=4"]
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        evaluate(compose_config("eval", [*overrides, f"out={tmp_path / 'report.json'}"], tmp_path / "unused"))
+    assert (tmp_path / "report.json").is_file()
+    said = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert said == [
+        f"the scores were not logged to W&B: cannot write {disk / 'wandb'}: Read-only file system (W&B would keep "
+        "them in a temporary folder no sync of the run finds); the report holds them"
+    ]
 
 
 def test_a_hostile_run_id_is_not_used_and_the_report_is_still_written(

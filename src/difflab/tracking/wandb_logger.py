@@ -86,6 +86,7 @@ def log_scores_to_run(
     if run_id is None:
         return None
     default_wandb_offline()
+    check_wandb_folder_writable(run_dir / "wandb")
     stored = ((stored_config or {}).get("logger") or {}).get("wandb") or {}
     logger = WandbLogger(
         id=run_id,
@@ -97,6 +98,21 @@ def log_scores_to_run(
     logger.log_metrics({f"eval/{key}": float(value) for key, value in scores.items()}, step=step)
     finish_wandb_run()
     return run_id
+
+
+def check_wandb_folder_writable(folder: Path) -> None:
+    """A one-line error where the run's wandb/ folder cannot be written: W&B would keep the run in a temporary
+    folder instead (/tmp/wandb), where no `wandb sync` of the run finds it."""
+    probe = folder / f".difflab-probe-{os.getpid()}"
+    try:
+        folder.mkdir(exist_ok=True)  # W&B makes it next anyway
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"cannot write {folder}: {error.strerror or error} (W&B would keep them in a temporary folder no sync "
+            "of the run finds); the report holds them"
+        ) from error
 
 
 def finish_wandb_run(failed: bool = False) -> None:
