@@ -638,6 +638,24 @@ def test_wrong_conditions_for_a_text_model_are_one_line_errors(text_run, tmp_pat
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
 
+def test_guidance_0_samples_a_text_model_unconditionally_and_refuses_a_prompt_it_would_ignore(
+    text_run: Path, tmp_path: Path
+):
+    """Before, guidance=0 asked for a prompt, embedded it, recorded it in settings.json and ignored it (prompt=seven
+    and prompt=zero gave the same bytes); a class model refuses labels= there."""
+    ckpt = text_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"^prompt='seven' has no effect at guidance=0 \(the unconditional "):
+        sample(sample_cfg(ckpt, tmp_path / "refused", "prompt=seven", "guidance=0"))
+    assert not (tmp_path / "refused").exists()
+    for name in ("a", "b"):
+        sample(sample_cfg(ckpt, tmp_path / name, "n=2", "sampler.steps=2", "guidance=0"))
+    made = [np.load(tmp_path / name / "samples.npz")["images"] for name in ("a", "b")]
+    np.testing.assert_array_equal(made[0], made[1])
+    assert made[0].shape[0] == 2 and made[0].std() > 0
+    settings = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert not settings.get("prompts") and settings["guidance"] == 0
+
+
 def test_a_negative_prompt_given_as_a_list_of_one_is_sampled_and_recorded(text_run: Path, tmp_path: Path):
     # Before, every image was made, then settings.json failed ("ListConfig is not JSON serializable") and the
     # output folder was removed with them.

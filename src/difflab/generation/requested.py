@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +124,22 @@ def requested_conditions(
     if not guided_by_model and negative_prompt is None:
         drop = (getattr(model, "config", None) or {}).get("cond_drop_prob")
         warn_if_never_unconditional(model.condition, drop, guidance, source)
-    if not guided_by_model and float(guidance) == 0.0 and labels is not None and model.condition == "labels":
-        # (A text model's prompt is asked for whatever the guidance: there, guidance=0 is how to sample it
-        # unconditionally.)
+    unconditional_only = not guided_by_model and float(guidance) == 0.0
+    if unconditional_only and labels is not None and model.condition == "labels":
         raise ValueError(
             f"labels={labels} has no effect at guidance=0 (the unconditional prediction alone): give a guidance "
             "above 0 (1: the conditional prediction; above 1: guided towards the labels), or drop labels="
         )
+    if unconditional_only and prompt is not None and negative_prompt is None and model.condition == "text":
+        # Before, the prompt was embedded, recorded in settings.json and ignored.
+        raise ValueError(
+            f"prompt={prompt!r} has no effect at guidance=0 (the unconditional prediction alone): give a guidance "
+            "above 0 (1: the prompt's prediction; above 1: guided towards it), or drop prompt= to sample the "
+            "model unconditionally"
+        )
     if model.condition == "text":
+        if unconditional_only and negative_prompt is None and labels is None:
+            return unconditional_text_conditions(model, n)
         return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)
     for key, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
         if value is not None:
@@ -176,6 +185,17 @@ def _is_file(text: str) -> bool:
         return Path(text).expanduser().is_file()
     except (OSError, ValueError):
         return False
+
+
+def unconditional_text_conditions(model: TrainedModel, n: int) -> Conditions:
+    """A text model's n samples at guidance=0, its unconditional prediction alone: the text input is dropped, so
+    the embedding of "" only gives it its shape, and no prompt is recorded."""
+    data = model.config["data"]
+    encoder = data["text_encoder"]
+    table = embed_texts(
+        [""], encoder, encoder_version(encoder), int(data["max_tokens"]), data.get("text_cache_dir")
+    )
+    return replace(text_conditions(table, n), prompts=None)
 
 
 def prompt_conditions(
