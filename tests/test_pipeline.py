@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_TRAIN, ROOT, compose_config
+from conftest import FAST_TRAIN, ROOT, compose_config, one_error_line, run_cli
 from PIL import Image
 
 import difflab
@@ -130,6 +130,22 @@ def test_unknown_arguments_are_refused_in_one_line(tiny_ckpt):
         8,
         1,
     )  # a knob of that sampler
+    # Before: a TypeError ("got multiple values for argument 'core'") for a name the refusal itself listed.
+    with pytest.raises(
+        ValueError, match=r"^unknown argument core=None; .* ddim sampler's eta, timestep_spacing, clip_x0$"
+    ) as error:
+        pipe.sample(1, steps=2, core=None)
+    assert "core" not in str(error.value).partition(";")[2]
+    # Before: "order must be 1 or 2 (got 2)".
+    with pytest.raises(ValueError, match=r"^DPM-Solver\+\+ order must be 1 or 2 \(got str '2'\)$"):
+        pipe.sample(1, sampler="dpm_solver", steps=2, order="2")
+
+
+def test_a_sampler_core_given_on_the_command_line_is_one_line(tiny_ckpt, tmp_path):
+    # Before: Hydra's "Error executing job" and a TypeError traceback (core was taken for a sampler argument).
+    result = run_cli("sample.py", f"ckpt={tiny_ckpt}", "n=1", "+sampler.core=1", f"out={tmp_path / 'out'}")
+    assert result.returncode == 2 and "core" in one_error_line(result), result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_unconditional_model_refuses_labels(tiny_ckpt):

@@ -65,12 +65,14 @@ def sampler_config(name: str) -> Any:
 
 
 def sampler_knobs(sampler_class: type) -> list[str]:
-    """The keywords a sampler class takes besides the schedule and prediction type (its own and its bases')."""
-    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    """The keywords a sampler class takes besides the schedule and prediction type: its own, and its bases'
+    keyword-only ones, which its **options pass on (the base's core it gives itself)."""
     names: list[str] = []
-    for klass in sampler_class.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
+    inits = [klass for klass in sampler_class.__mro__ if "__init__" in vars(klass) and klass is not object]
+    for depth, klass in enumerate(inits):
+        kinds = (inspect.Parameter.KEYWORD_ONLY,) + (
+            () if depth else (inspect.Parameter.POSITIONAL_OR_KEYWORD,)
+        )
         for p in inspect.signature(klass.__init__).parameters.values():
             if p.kind in kinds and p.name not in ("self", "schedule", "prediction_type", *names):
                 names.append(p.name)

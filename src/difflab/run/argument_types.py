@@ -79,12 +79,15 @@ def argument_names(target: str) -> set[str] | None:
         else [function]
     )
     names: set[str] = set()
-    for init in chain:
+    for depth, init in enumerate(chain):
         try:
             parameters = inspect.signature(init).parameters.values()
         except (TypeError, ValueError):  # a builtin's __init__: nothing to read
             return None
-        names |= named_parameters(init) - {"self"}
+        # Above the class itself only keyword-only arguments come through **kwargs: the ones before `*` the class
+        # passes itself (a sampler's core, given twice from sampler.core=…: a TypeError).
+        names |= {p.name for p in parameters if p.kind == p.KEYWORD_ONLY} if depth else named_parameters(init)
+        names -= {"self"}
         if not any(p.kind == p.VAR_KEYWORD for p in parameters):
             return names
     return None

@@ -8,6 +8,7 @@ and step h_last (r = h_last/h), d = (1 + 1/(2r)) x̂_0 − 1/(2r) x̂_0,prev (eq
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from torch import Tensor
@@ -22,9 +23,10 @@ class DPMSolverPP(SigmaSampler):
     """Multistep DPM-Solver++ of order 1 or 2 on the core; the last step (to σ = 0) returns x̂_0."""
 
     def __init__(self, order: int = 2) -> None:
-        if order not in (1, 2):
-            raise ValueError(f"DPM-Solver++ order must be 1 or 2 (got {order})")
-        self.order = order
+        # Exactly the int 1 or 2: before, "2" was refused as "must be 1 or 2 (got 2)" and 2.0 taken.
+        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order not in (1, 2):
+            raise ValueError(f"DPM-Solver++ order must be 1 or 2 (got {type(order).__name__} {order!r})")
+        self.order = int(order)
 
     def step(
         self,
