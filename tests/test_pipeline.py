@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,14 @@ def test_a_sampler_core_given_on_the_command_line_is_one_line(tiny_ckpt, tmp_pat
     result = run_cli("sample.py", f"ckpt={tiny_ckpt}", "n=1", "+sampler.core=1", f"out={tmp_path / 'out'}")
     assert result.returncode == 2 and "core" in one_error_line(result), result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_path_from_the_home_folder_loads(tiny_ckpt, tmp_path, monkeypatch):
+    # Before: "checkpoint ~/models/tiny.ckpt does not exist".
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_ckpt, tmp_path / "models" / "tiny.ckpt")
+    assert difflab.load("~/models/tiny.ckpt").sample(1, steps=2).shape == (1, 8, 8, 1)
 
 
 def test_unconditional_model_refuses_labels(tiny_ckpt):

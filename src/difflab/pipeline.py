@@ -241,6 +241,8 @@ def load(
         raise TypeError(
             f"difflab.load takes a path (str or Path) to a checkpoint or model folder, got {path!r}"
         )
+    if str(path).startswith("~"):  # as a shell would (a Hub id never starts so)
+        path = Path(path).expanduser()
     loaded = load_model(path, pick_device(str(device)), allowed_targets, autoencoder=autoencoder)
     return DiffusionPipeline.from_loaded(loaded, path)
 
