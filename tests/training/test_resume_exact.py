@@ -212,3 +212,19 @@ def test_ddp_resume_matches_an_uninterrupted_ddp_run(tmp_path):
     assert_same_tensors(b["current_model_state"], a["current_model_state"], "raw weights")
     assert_same_tensors(b["state_dict"], a["state_dict"], "EMA weights")
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
+
+
+def test_a_resume_with_other_checkpoint_settings_replaces_last_ckpt(tmp_path):
+    """Before, a resume that changed callbacks.model_checkpoint.* (so Lightning restored none of its state) wrote
+    last-v1.ckpt beside a last.ckpt left at the resumed step: the next ckpt_path=last went back there and set the
+    newer steps aside, and sample.py of the run folder drew from the stale step."""
+    run_dir = tmp_path / "run"
+    run(run_dir, 4, 2)
+    resumed = run(run_dir, 6, 3, "ckpt_path=last")
+    assert resumed["global_step"] == 6
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "last.ckpt",
+        "step_0000002.ckpt",
+        "step_0000004.ckpt",
+        "step_0000006.ckpt",
+    ]
