@@ -646,6 +646,18 @@ def test_a_training_run_folder_is_refused_as_images_and_pointed_to_its_checkpoin
             f"{run} is a training run folder: its pictures are sample grids, not samples; score its model with "
             f"evaluate.py ckpt={run}, or give images= the out= folder of a sample.py run"
         )
+    # Its samples/ folder, the likeliest thing to give (review: it was read).
+    run = tmp_path / "sweep" / "0"
+    with pytest.raises(ValueError, match=rf"^{run / 'samples'} lies in the training run folder {run}: "):
+        open_image_set(run / "samples")
+    # A sample.py out= kept inside the run folder holds samples, and a folder of one's own that merely has a
+    # checkpoints/ subfolder is no run folder (review: it was refused).
+    assert open_image_set(results_folder(run / "dpm_samples", 3)).count == 3
+    own = tmp_path / "mywork"
+    (own / "checkpoints").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(own / f"{i}.png")
+    assert open_image_set(own).count == 2
 
 
 def test_sample_py_edits_the_samples_of_a_sample_py_folder_not_its_grid(tmp_path: Path) -> None:

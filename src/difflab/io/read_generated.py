@@ -25,7 +25,13 @@ from .read_inputs import (
     refuse_a_link_to_nothing,
     warn_changes,
 )
-from .results import IN_USE, SAMPLES, is_results_folder, refuse_a_training_run_folder
+from .results import (
+    IN_USE,
+    SAMPLES,
+    is_results_folder,
+    refuse_a_training_run_folder,
+    refuse_pictures_of_a_training_run,
+)
 from .write_images import to_uint8
 
 NPZ_KEYS = ("images", "arr_0")
@@ -78,7 +84,7 @@ def open_image_set(path: str | Path) -> ImageSet:
         )
     _refuse_unfinished(path)
     if path.is_dir():
-        refuse_a_training_run_folder(path)
+        refuse_pictures_of_a_training_run(path)
     if path.is_dir() and is_results_folder(path):
         path = path / SAMPLES  # sample.py's output folder: samples in images/, beside grid.png
     files = image_files(path, what="generated image") if not path.is_dir() else _pictures_under(path)

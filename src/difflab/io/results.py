@@ -37,8 +37,11 @@ def is_results_folder(folder: Path) -> bool:
 
 
 def is_training_run_folder(folder: Path) -> bool:
-    """True for a folder train.py wrote: its checkpoints/ or its metrics.jsonl (its samples/ are grids)."""
-    return (folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file()
+    """True for a folder train.py wrote: the metrics.jsonl every run logs to, or its checkpoints/ beside Hydra's
+    .hydra/ (a folder of one's own that merely holds a checkpoints/ subfolder is none)."""
+    return (folder / "metrics.jsonl").is_file() or (
+        (folder / "checkpoints").is_dir() and (folder / ".hydra").is_dir()
+    )
 
 
 def refuse_a_training_run_folder(folder: Path) -> None:
@@ -48,6 +51,30 @@ def refuse_a_training_run_folder(folder: Path) -> None:
             f"{folder} is a training run folder: its pictures are sample grids, not samples; score its model with "
             f"evaluate.py ckpt={folder}, or give images= the out= folder of a sample.py run"
         )
+
+
+# The folders of a train.py run that hold its pictures: sample grids, and W&B's copies of them.
+RUN_PICTURES = ("samples", "wandb")
+
+
+def refuse_pictures_of_a_training_run(path: Path) -> None:
+    """A one-line error for `path` when it is a train.py run folder or lies in its samples/ or wandb/ (grids);
+    a folder of one's own inside a run folder (a sample.py out= there) is read."""
+    path = path.resolve()
+    for folder in [path, *path.parents]:
+        if is_results_folder(folder):
+            return
+        below = path.relative_to(folder).parts
+        if is_training_run_folder(folder) and (not below or below[0] in RUN_PICTURES):
+            where = (
+                f"{path} is a training run folder"
+                if folder == path
+                else f"{path} lies in the training run folder {folder}"
+            )
+            raise ValueError(
+                f"{where}: its pictures are sample grids, not samples; score its model with evaluate.py "
+                f"ckpt={folder}, or give images= the out= folder of a sample.py run"
+            )
 
 
 BUSY = (
