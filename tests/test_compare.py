@@ -145,6 +145,15 @@ def test_runs_are_labelled_by_what_they_train_not_where_they_ran(tmp_path: Path)
         "data.num_workers=4,logger=csv,metrics.cache_dir=/scratch/a/cache",
         "metrics.cache_dir=/scratch/b/cache",
     ]
+    # What W&B run names leave out for length (a callback's setting, the data folder) changes what a run
+    # trains: it stays in the label (review of the first version, which hid them).
+    for name, decay, root in (("a", "0.999", "/data/faces"), ("b", "0.9999", "/data/cars")):
+        overrides = ["optim.lr=1e-3", f"callbacks.ema.decay={decay}", f"data.root={root}", f"logger={name}"]
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    assert run_labels([tmp_path / "a", tmp_path / "b"]) == [
+        "callbacks.ema.decay=0.999,data.root=/data/faces",
+        "callbacks.ema.decay=0.9999,data.root=/data/cars",
+    ]
 
 
 def test_a_resumed_run_is_labelled_by_its_latest_launch(tmp_path: Path) -> None:

@@ -10,14 +10,10 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-# Overrides that say where or how a job runs, not what it trains: left out of run names.
-NOT_IN_NAMES = {
-    "ckpt_path",
+# Overrides that say where or how a job runs, never what it trains (its folders, loggers, workers, progress bar).
+HOW_IT_RUNS = {
     "cpu_threads",
     "tags",
-    "optimized_metric",
-    "hparams_search",
-    "data.root",
     "data.num_workers",
     "data.pin_memory",
     "data.persistent_workers",
@@ -26,17 +22,29 @@ NOT_IN_NAMES = {
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 }
-NOT_IN_NAMES_PREFIXES = ("paths", "logger", "callbacks", "hydra")
-NOT_IN_NAMES_SUFFIXES = ("cache_dir",)  # metrics.cache_dir, data.text_cache_dir, latent_cache_dir
+HOW_IT_RUNS_PREFIXES = ("paths", "logger", "hydra")
+HOW_IT_RUNS_SUFFIXES = ("cache_dir",)  # metrics.cache_dir, data.text_cache_dir, latent_cache_dir
+
+# Left out of run names besides: how a launch went on or was searched, and values too long for a name.
+NOT_IN_NAMES = HOW_IT_RUNS | {"ckpt_path", "optimized_metric", "hparams_search", "data.root"}
+NOT_IN_NAMES_PREFIXES = (*HOW_IT_RUNS_PREFIXES, "callbacks")
 
 
 def says_where_not_what(key: str) -> bool:
-    """Whether an override key says where or how a job runs (a folder, a logger, a worker count), not what it
+    """Whether an override key says where or how a job runs (a folder, a logger, a worker count), never what it
     trains."""
+    return (
+        key in HOW_IT_RUNS
+        or key.split(".")[0].split("/")[0] in HOW_IT_RUNS_PREFIXES
+        or key.endswith(HOW_IT_RUNS_SUFFIXES)
+    )
+
+
+def _left_out_of_names(key: str) -> bool:
     return (
         key in NOT_IN_NAMES
         or key.split(".")[0].split("/")[0] in NOT_IN_NAMES_PREFIXES
-        or key.endswith(NOT_IN_NAMES_SUFFIXES)
+        or key.endswith(HOW_IT_RUNS_SUFFIXES)
     )
 
 
@@ -49,7 +57,7 @@ def job_run_name(
     kept = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if key in exclude or says_where_not_what(key):
+        if key in exclude or _left_out_of_names(key):
             continue
         line = override.input_line
         value = override.value()
