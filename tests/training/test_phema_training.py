@@ -137,3 +137,25 @@ def test_a_resume_with_another_every_n_steps_warns_of_no_missing_snapshots(tmp_p
         f"the snapshots of step(s) 6 are missing from {folder} (every_n_steps=2 from step 0, 3 from step 4): "
         "sigma_rel=0.070 is fitted from the 3 left"
     ]
+
+
+def test_a_run_resumed_from_a_checkpoint_older_than_the_spacing_record_is_still_checked_whole(
+    tmp_path, caplog
+):
+    """Review of the record: a checkpoint written before it (no every_since) left the steps before the resume
+    unchecked; they are taken at the resumed launch's spacing, as every step was before the record."""
+    run_dir = tmp_path / "run"
+    folder = train_run(run_dir, 4)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    (state,) = [s for s in ckpt["callbacks"].values() if "every_since" in s]
+    del state["every_since"]
+    torch.save(ckpt, last)
+    train_run(run_dir, 6, "ckpt_path=last")
+    (folder / "step_0000002.pt").unlink()
+    with caplog.at_level("WARNING", logger="difflab"):
+        reconstruct(plan(run_dir, 0.07, out=tmp_path / "a.ckpt"))
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"the snapshots of step(s) 2 are missing from {folder} (every_n_steps=2): sigma_rel=0.070 is fitted from "
+        "the 2 left"
+    ]

@@ -73,8 +73,10 @@ class PostHocEMA(L.Callback):
                 int(self._restored["step"]),
                 int(self._restored["snapshot_step"]),
             )
-            # Absent from checkpoints older than the record: the spacing before this launch is then unknown.
-            self._every_since = [(int(s), int(e)) for s, e in self._restored.get("every_since", [])]
+            # Absent from checkpoints older than the record: the run is taken to have had this launch's spacing
+            # from its start, as the rebuild's check took it before the record.
+            recorded = self._restored.get("every_since") or [(0, self.every_n_steps)]
+            self._every_since = [(int(s), int(e)) for s, e in recorded]
             self._restored = None
         else:
             self._averages = [{k: v.detach().clone() for k, v in current.items()} for _ in self.sigma_rels]
