@@ -647,11 +647,9 @@ def test_guidance_0_samples_a_text_model_unconditionally_and_refuses_a_prompt_it
     with pytest.raises(ValueError, match=r"^prompt='seven' has no effect at guidance=0 \(the unconditional "):
         sample(sample_cfg(ckpt, tmp_path / "refused", "prompt=seven", "guidance=0"))
     assert not (tmp_path / "refused").exists()
-    for name in ("a", "b"):
-        sample(sample_cfg(ckpt, tmp_path / name, "n=2", "sampler.steps=2", "guidance=0"))
-    made = [np.load(tmp_path / name / "samples.npz")["images"] for name in ("a", "b")]
-    np.testing.assert_array_equal(made[0], made[1])
-    assert made[0].shape[0] == 2 and made[0].std() > 0
+    sample(sample_cfg(ckpt, tmp_path / "a", "n=2", "sampler.steps=2", "guidance=0"))
+    made = np.load(tmp_path / "a" / "samples.npz")["images"]
+    assert made.shape[0] == 2 and made.std() > 0
     settings = json.loads((tmp_path / "a" / "settings.json").read_text())
     assert not settings.get("prompts") and settings["guidance"] == 0
 
