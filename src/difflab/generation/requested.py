@@ -9,8 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..diffusion.conditioning import SpreadLabels, spread_labels
-from ..text import embed_texts, encoder_version
+from ..text import TextTable, embed_texts, encoder_version
 from .class_names import class_of, model_class_names
 from .conditions import Conditions, class_conditions, text_conditions
 from .model import TrainedModel, model_kind
@@ -188,14 +190,14 @@ def _is_file(text: str) -> bool:
 
 
 def unconditional_text_conditions(model: TrainedModel, n: int) -> Conditions:
-    """A text model's n samples at guidance=0, its unconditional prediction alone: the text input is dropped, so
-    the embedding of "" only gives it its shape, and no prompt is recorded."""
-    data = model.config["data"]
-    encoder = data["text_encoder"]
-    table = embed_texts(
-        [""], encoder, encoder_version(encoder), int(data["max_tokens"]), data.get("text_cache_dir")
+    """A text model's n samples at guidance=0, its unconditional prediction alone: the net swaps the dropped text
+    for its learned null text, so a one-token blank of the encoder's width only gives the input its shape (no
+    encoder is loaded), and no prompt is recorded."""
+    width = int(model.config["model"]["text_dim"])
+    blank = TextTable(
+        [""], torch.zeros(1, 1, width), torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, width)
     )
-    return replace(text_conditions(table, n), prompts=None)
+    return replace(text_conditions(blank, n), prompts=None)
 
 
 def prompt_conditions(
