@@ -119,6 +119,14 @@ def test_bad_phema_settings_are_refused(tmp_path, settings, message):
         PostHocEMA(tmp_path, **settings)
 
 
+def rebuild_warnings(run_dir: Path, out: Path, caplog) -> list[str]:
+    """The warnings of rebuilding σ_rel 0.07 of `run_dir` into `out`."""
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="difflab"):
+        reconstruct(plan(run_dir, 0.07, out=out))
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_a_resume_with_another_every_n_steps_warns_of_no_missing_snapshots(tmp_path, caplog):
     """Snapshots every 2 steps to step 4, then every 3 to step 9 (6 and 9). Before, the rebuild checked every
     step against the last launch's 3 alone and warned that step 3's snapshot was missing; one really deleted
@@ -127,13 +135,9 @@ def test_a_resume_with_another_every_n_steps_warns_of_no_missing_snapshots(tmp_p
     folder = train_run(run_dir, 4)
     train_run(run_dir, 9, "ckpt_path=last", "callbacks.phema.every_n_steps=3")
     assert [s.step for s in list_snapshots(folder)] == [2, 4, 6, 9]
-    with caplog.at_level("WARNING", logger="difflab"):
-        reconstruct(plan(run_dir, 0.07, out=tmp_path / "a.ckpt"))
-    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert rebuild_warnings(run_dir, tmp_path / "a.ckpt", caplog) == []
     (folder / "step_0000006.pt").unlink()
-    with caplog.at_level("WARNING", logger="difflab"):
-        reconstruct(plan(run_dir, 0.07, out=tmp_path / "b.ckpt"))
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+    assert rebuild_warnings(run_dir, tmp_path / "b.ckpt", caplog) == [
         f"the snapshots of step(s) 6 are missing from {folder} (every_n_steps=2 from step 0, 3 from step 4): "
         "sigma_rel=0.070 is fitted from the 3 left"
     ]
@@ -153,9 +157,7 @@ def test_a_run_resumed_from_a_checkpoint_older_than_the_spacing_record_is_still_
     torch.save(ckpt, last)
     train_run(run_dir, 6, "ckpt_path=last")
     (folder / "step_0000002.pt").unlink()
-    with caplog.at_level("WARNING", logger="difflab"):
-        reconstruct(plan(run_dir, 0.07, out=tmp_path / "a.ckpt"))
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+    assert rebuild_warnings(run_dir, tmp_path / "a.ckpt", caplog) == [
         f"the snapshots of step(s) 2 are missing from {folder} (every_n_steps=2): sigma_rel=0.070 is fitted from "
         "the 2 left"
     ]
