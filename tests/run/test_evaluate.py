@@ -650,6 +650,8 @@ def test_a_training_run_folder_is_refused_as_images_and_pointed_to_its_checkpoin
     run = tmp_path / "sweep" / "0"
     with pytest.raises(ValueError, match=rf"^{run / 'samples'} lies in the training run folder {run}: "):
         open_image_set(run / "samples")
+    with pytest.raises(ValueError, match=r" lies in the training run folder "):
+        open_image_set(run / "samples" / "final.png")  # one grid alone
     # A sample.py out= kept inside the run folder holds samples, and a folder of one's own that merely has a
     # checkpoints/ subfolder is no run folder (review: it was refused).
     assert open_image_set(results_folder(run / "dpm_samples", 3)).count == 3

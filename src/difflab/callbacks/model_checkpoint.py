@@ -49,14 +49,15 @@ class Checkpoint(ModelCheckpoint):
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
         # Called just before load_state_dict, which needs to know which file the state came from.
         self._resumed_from = None if trainer.ckpt_path is None else Path(trainer.ckpt_path)
-        # A resume in the run's own folder replaces its last.ckpt. Set here too, since load_state_dict is not
-        # called when the resume changed a setting (every_n_train_steps, …) that names this callback's state:
-        # before, Lightning then wrote last-v1.ckpt beside a last.ckpt left at the resumed step.
-        own = self._resumed_from is not None and self.dirpath is not None
-        if own and self.save_last and self._resumed_from.parent.resolve() == Path(self.dirpath).resolve():
-            self.last_model_path = str(
-                Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
-            )
+        # A resume from the run's own last.ckpt replaces it. Set here too, since load_state_dict is not called
+        # when the resume changed a setting (every_n_train_steps, …) that names this callback's state: before,
+        # Lightning then wrote last-v1.ckpt beside a last.ckpt left at the resumed step. (A rewind to a step_ file
+        # leaves a later last.ckpt alone: runs.resume sets it aside, or Lightning versions the new one's name.)
+        last = f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        resumed = self._resumed_from
+        own_last = resumed is not None and resumed.name == last and self.dirpath is not None
+        if own_last and self.save_last and resumed.parent.resolve() == Path(self.dirpath).resolve():
+            self.last_model_path = str(Path(self.dirpath) / last)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(self._rebased_if_moved(state_dict))

@@ -83,8 +83,7 @@ def open_image_set(path: str | Path) -> ImageSet:
             "images, or an .npz holding them as uint8 (N, H, W, C)"
         )
     _refuse_unfinished(path)
-    if path.is_dir():
-        refuse_pictures_of_a_training_run(path)
+    refuse_pictures_of_a_training_run(path)  # a run folder, its samples/, or one grid of them
     if path.is_dir() and is_results_folder(path):
         path = path / SAMPLES  # sample.py's output folder: samples in images/, beside grid.png
     files = image_files(path, what="generated image") if not path.is_dir() else _pictures_under(path)

@@ -60,16 +60,16 @@ RUN_PICTURES = ("samples", "wandb")
 def refuse_pictures_of_a_training_run(path: Path) -> None:
     """A one-line error for `path` when it is a train.py run folder or lies in its samples/ or wandb/ (grids);
     a folder of one's own inside a run folder (a sample.py out= there) is read."""
-    path = path.resolve()
+    given, path = path, path.resolve()
     for folder in [path, *path.parents]:
         if is_results_folder(folder):
             return
         below = path.relative_to(folder).parts
         if is_training_run_folder(folder) and (not below or below[0] in RUN_PICTURES):
             where = (
-                f"{path} is a training run folder"
+                f"{given} is a training run folder"
                 if folder == path
-                else f"{path} lies in the training run folder {folder}"
+                else f"{given} lies in the training run folder {folder}"
             )
             raise ValueError(
                 f"{where}: its pictures are sample grids, not samples; score its model with evaluate.py "
