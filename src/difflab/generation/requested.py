@@ -132,14 +132,14 @@ def requested_conditions(
             f"labels={labels} has no effect at guidance=0 (the unconditional prediction alone): give a guidance "
             "above 0 (1: the conditional prediction; above 1: guided towards the labels), or drop labels="
         )
-    if unconditional_only and prompt is not None and negative_prompt is None and model.condition == "text":
-        # Before, the prompt was embedded, recorded in settings.json and ignored.
-        raise ValueError(
-            f"prompt={prompt!r} has no effect at guidance=0 (the unconditional prediction alone): give a guidance "
-            "above 0 (1: the prompt's prediction; above 1: guided towards it), or drop prompt= to sample the "
-            "model unconditionally"
-        )
     if model.condition == "text":
+        if unconditional_only and negative_prompt is None and prompt is not None:
+            # Before, the prompt was embedded, recorded in settings.json and ignored.
+            raise ValueError(
+                f"prompt={prompt!r} has no effect at guidance=0 (the unconditional prediction alone): give a "
+                "guidance above 0 (1: the prompt's prediction; above 1: guided towards it), or drop prompt= to "
+                "sample the model unconditionally"
+            )
         if unconditional_only and negative_prompt is None and labels is None:
             return unconditional_text_conditions(model, n)
         return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)

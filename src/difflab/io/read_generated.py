@@ -93,8 +93,8 @@ def open_image_set(path: str | Path) -> ImageSet:
 def _pictures_under(folder: Path) -> list[Path]:
     """The pictures at any depth under `folder`, in the order a training folder's are read (io.image_tree): a
     folder of class subfolders was refused as holding no image. Of a sample.py output folder inside, only its
-    samples (images/) count, and an unfinished one is refused, as is a training run folder (its grids). A link to nothing is refused in one line (it was
-    dropped, and the set scored with one image fewer than given)."""
+    samples (images/) count, and an unfinished one is refused, as is a training run folder (its grids). A link to
+    nothing is refused in one line (it was dropped, and the set scored with one image fewer than given)."""
     # Asked once per folder, not once per picture.
     results, refuse_run = functools.cache(is_results_folder), functools.cache(refuse_a_training_run_folder)
     files = [

@@ -47,10 +47,14 @@ def is_training_run_folder(folder: Path) -> bool:
 def refuse_a_training_run_folder(folder: Path) -> None:
     """A one-line error for pictures asked of a train.py run folder: its grids are not samples to score."""
     if is_training_run_folder(folder):
-        raise ValueError(
-            f"{folder} is a training run folder: its pictures are sample grids, not samples; score its model with "
-            f"evaluate.py ckpt={folder}, or give images= the out= folder of a sample.py run"
-        )
+        raise _grids_not_samples(f"{folder} is a training run folder", folder)
+
+
+def _grids_not_samples(where: str, run: Path) -> ValueError:
+    return ValueError(
+        f"{where}: its pictures are sample grids, not samples; score its model with evaluate.py ckpt={run}, or "
+        "give images= the out= folder of a sample.py run"
+    )
 
 
 # The folders of a train.py run that hold its pictures: sample grids, and W&B's copies of them.
@@ -71,10 +75,7 @@ def refuse_pictures_of_a_training_run(path: Path) -> None:
                 if folder == path
                 else f"{given} lies in the training run folder {folder}"
             )
-            raise ValueError(
-                f"{where}: its pictures are sample grids, not samples; score its model with evaluate.py "
-                f"ckpt={folder}, or give images= the out= folder of a sample.py run"
-            )
+            raise _grids_not_samples(where, folder)
 
 
 BUSY = (

@@ -85,10 +85,8 @@ def log_scores_to_run(
     run_id = read_run_id(run_dir)
     if run_id is None:
         return None
-    if default_wandb_offline() in (
-        "offline",
-        "dryrun",
-    ):  # online, the scores reach the server whatever the folder
+    # Online, the scores reach the server whatever the folder.
+    if default_wandb_offline() in ("offline", "dryrun"):
         check_wandb_folder_writable(run_dir / "wandb")
     stored = ((stored_config or {}).get("logger") or {}).get("wandb") or {}
     logger = WandbLogger(

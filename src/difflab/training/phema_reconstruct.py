@@ -129,10 +129,11 @@ def warn_if_snapshots_missing(
         spacing = [(0, every)]
     present = {s.step for s in p.snapshots}
     ends = [start for start, _ in spacing[1:]] + [p.step]
+    # Each stretch's multiples of its spacing after its start, up to the next stretch's start.
     due = [
         step
         for (start, every), end in zip(spacing, ends, strict=True)
-        for step in range(start - start % every + every, min(end + 1, p.step), every)
+        for step in range((start // every + 1) * every, min(end + 1, p.step), every)
     ]
     missing = [step for step in due if step not in present]
     if missing:
