@@ -4,6 +4,7 @@ with a MemoryError."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from conftest import one_error_line, run_cli
 
 import difflab
-from difflab.generation import GenerationRequest
+from difflab.generation import GenerationRequest, memory
 from difflab.generation.images import Generation
 from difflab.generation.methods import Sampling
 from difflab.generation.shares import SharedGeneration
@@ -50,3 +51,18 @@ def test_streamed_generation_of_a_huge_n_gives_its_first_batch(tiny_ckpt: Path, 
     # evaluate.py reads them through SharedGeneration, which one process or several share alike.
     shared = SharedGeneration(Generation(request, pipe.net), pipe.sample_shape)
     assert torch.equal(next(shared.batches()), images)
+
+
+def test_sample_py_refuses_more_images_than_the_disk_has_files_left(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, only bytes were counted: n=1e9 tiny images passed and would have run out of inodes mid-run.
+    real = os.statvfs(tmp_path)
+    fields = [real.f_bsize, real.f_frsize, real.f_blocks, real.f_bfree, real.f_bavail, 1000, 5, 5]
+    fields += [real.f_fsid, real.f_flag, real.f_namemax]
+    monkeypatch.setattr(memory.os, "statvfs", lambda folder: os.statvfs_result(fields))
+    with pytest.raises(
+        ValueError, match=r"^2 images would need 6 files, more than the 5 the disk of .* can still"
+    ):
+        memory.check_disk_room(tmp_path, 2, (1, 8, 8))
+    memory.check_disk_room(tmp_path, 1, (1, 8, 8))

@@ -47,12 +47,34 @@ def check_disk_room(folder: Path, count: int, image_shape: tuple[int, ...]) -> N
     needed = count * math.prod(image_shape)
     free = shutil.disk_usage(folder).free
     if needed <= free:
+        check_file_room(folder, count)
         return
     shape = "×".join(str(size) for size in image_shape)
     raise ValueError(
         f"{count} images would need about {in_units(needed)} of disk ({shape} uint8 pixels each, before "
         f"compression), more than the {in_units(free)} free in {folder}: ask for fewer or choose out= on a "
         "larger disk"
+    )
+
+
+# Beside the images, sample.py's folder holds grid.png, samples.npz, settings.json and its writing marker.
+FOLDER_FILES = 4
+
+
+def check_file_room(folder: Path, count: int) -> None:
+    """A one-line error when the disk of `folder` has fewer free file entries (inodes) than the `count` PNGs need:
+    bytes alone let n=1e9 tiny images through, which would stop with a full disk millions of files in."""
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows): nothing to check
+        return
+    # A file system without a fixed inode table (btrfs, some network mounts) reports 0 of 0.
+    files = count + FOLDER_FILES
+    if stats.f_files == 0 or files <= stats.f_favail:
+        return
+    raise ValueError(
+        f"{count} images would need {files} files, more than the {stats.f_favail} the disk of {folder} can still "
+        "hold: ask for fewer or choose out= on another disk"
     )
 
 
