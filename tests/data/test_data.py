@@ -689,6 +689,23 @@ def test_a_symlink_loop_in_a_folder_reads_each_image_once(tmp_path: Path):
     assert skipped == []
 
 
+def test_another_class_folder_linked_into_a_class_keeps_its_own_label(tmp_path: Path):
+    # Before, cats/dogs_too -> ../dogs (or cats/up -> .., a loop to the root) was walked with cats first: every dog
+    # was labelled a cat, and dogs/ was dropped as "a folder with no image".
+    from difflab.data.folder import scan_images
+
+    for label, name in enumerate(("cats", "dogs")):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (8, 8), 40 * i + label).save(tmp_path / "tree" / name / f"{i}.png")
+    (tmp_path / "tree" / "cats" / "dogs_too").symlink_to(tmp_path / "tree" / "dogs", target_is_directory=True)
+    (tmp_path / "tree" / "cats" / "up").symlink_to(tmp_path / "tree", target_is_directory=True)
+    samples, skipped = scan_images(tmp_path / "tree", {"cats": 0, "dogs": 1})
+    labels = {str(Path(path).relative_to(tmp_path / "tree")): label for path, label in samples}
+    assert labels == {"cats/0.png": 0, "cats/1.png": 0, "dogs/0.png": 1, "dogs/1.png": 1}
+    assert skipped == []
+
+
 def test_an_empty_class_folder_is_not_a_class_and_a_loose_image_is_named(tmp_path: Path):
     # Before, empty_class/ became class 0 (a grid row of noise, labels=[0] accepted); with a picture at the top of
     # the tree, condition=labels said the folder "has no classes (a folder needs one subfolder per class)".

@@ -110,16 +110,30 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
     samples: list[Sample] = []
     skipped: list[str] = []
     walked: set[tuple[int, int]] = set()  # a folder linked into two classes is read for the first only
+    tops = [
+        (top, label) for top, label in tops if top.is_dir()
+    ]  # a class known from train may have none in val
+    class_folders = {_identity(top) for top, _ in tops}
     for top, label in tops:
-        if not top.is_dir():
-            continue  # a class known from train may have no folder in val
-        for path in image_paths(top, walked):
+        # Another class's own folder, linked in here (or reached through a link up the tree), stays that class's:
+        # before, a link cats/more -> ../dogs labelled every dog a cat and dropped the class dogs.
+        others = class_folders - {_identity(top)} - walked
+        walked |= others
+        paths = list(image_paths(top, walked))
+        walked -= others
+        for path in paths:
             reason = unreadable_reason(path)
             if reason is None:
                 samples.append((path, label))
             else:
                 skipped.append(f"{path} ({reason})" if reason else path)
     return samples, skipped
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    """(device, inode): the same folder however it is reached."""
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino
 
 
 # PIL modes of single-channel pictures (with or without alpha); a palette ("P") may hold colours, so it is not one.
