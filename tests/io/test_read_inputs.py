@@ -31,3 +31,30 @@ def test_a_folder_whose_pictures_are_in_subfolders_names_them(tmp_path: Path) ->
     assert str(error.value).endswith(
         f"in folder {tmp_path} (its subfolders cats, dogs hold some: give one of them)"
     )
+
+
+def test_the_subfolders_named_are_neither_hidden_nor_a_training_runs_grids(tmp_path: Path) -> None:
+    # Before, "its subfolders .git, cats hold some" and, for a run folder, "its subfolders samples hold some".
+    for sub in (".git", "cats"):
+        (tmp_path / "pictures" / sub).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp_path / "pictures" / sub / "0.png")
+    with pytest.raises(FileNotFoundError, match=r"\(its subfolders cats hold some: give one of them\)$"):
+        image_files(tmp_path / "pictures")
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    Image.new("L", (4, 4)).save(run / "samples" / "final.png")
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(
+        FileNotFoundError, match=rf"\({run} is a training run folder: make pictures from its model"
+    ):
+        image_files(run)
+
+
+@pytest.mark.parametrize("given", ["out", "out/images"])
+def test_a_folder_a_stopped_sample_py_left_is_refused(tmp_path: Path, given: str) -> None:
+    # Before, image=<it> edited the part it had made without a word (evaluate.py images= refused it).
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    Image.new("L", (4, 4)).save(tmp_path / "out" / "images" / "00000.png")
+    (tmp_path / "out" / ".difflab-writing").write_text("")
+    with pytest.raises(ValueError, match=r"is unfinished .* resume=true, then give it as image=$"):
+        image_files(tmp_path / given)

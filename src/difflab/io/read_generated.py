@@ -26,11 +26,11 @@ from .read_inputs import (
     warn_changes,
 )
 from .results import (
-    IN_USE,
     SAMPLES,
     is_results_folder,
     refuse_a_training_run_folder,
     refuse_pictures_of_a_training_run,
+    refuse_unfinished,
 )
 from .write_images import to_uint8
 
@@ -82,7 +82,7 @@ def open_image_set(path: str | Path) -> ImageSet:
             f"{path} is neither an .npz nor a picture ({', '.join(IMAGE_SUFFIXES)}): give a folder of generated "
             "images, or an .npz holding them as uint8 (N, H, W, C)"
         )
-    _refuse_unfinished(path)
+    refuse_unfinished(path, then="score it")
     refuse_pictures_of_a_training_run(path)  # a run folder, its samples/, or one grid of them
     if path.is_dir() and is_results_folder(path):
         path = path / SAMPLES  # sample.py's output folder: samples in images/, beside grid.png
@@ -117,20 +117,9 @@ def _is_a_sample(
             return True
         refuse_run(folder)
         if is_results(folder):
-            _refuse_unfinished(folder)
+            refuse_unfinished(folder, then="score it")
             return folder / SAMPLES in file.parents
     return True
-
-
-def _refuse_unfinished(path: Path) -> None:
-    """A one-line error for a sample.py folder (or its images/) still marked as being written: a run writing it,
-    or what a stopped one kept to resume, whose scores would be those of part of the set."""
-    folder = path.parent if path.name == "images" else path
-    if (folder / IN_USE).exists():
-        raise ValueError(
-            f"{path} is unfinished ({IN_USE}: a sample.py is writing it, or was stopped and kept what it had "
-            f"made); finish it with the same sample.py command and resume=true, then score it"
-        )
 
 
 def _npz_header(path: Path) -> NpzArray:

@@ -24,7 +24,7 @@ from .decode import (
     to_8bit,
     to_model_tensor,
 )
-from .results import SAMPLES, is_results_folder
+from .results import SAMPLES, is_results_folder, is_training_run_folder, refuse_unfinished
 
 # What the pictures are brought to, as their one warning names it: a model's input, or, when images are scored
 # against a dataset with no model in sight, that dataset's images.
@@ -47,6 +47,10 @@ def image_files(path: str | Path, what: str = "image") -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
+    if path.is_dir():
+        # Before, a folder a stopped sample.py left (or its images/) was edited as it was: only the part it had
+        # made, without a word.
+        refuse_unfinished(path, then=f"give it as {what}=")
     if path.is_dir() and is_results_folder(path):
         path = path / SAMPLES
     if path.is_dir():
@@ -64,11 +68,17 @@ def image_files(path: str | Path, what: str = "image") -> list[Path]:
 
 def _below(folder: Path) -> str:
     """Where a folder's pictures are when they lie only in its subfolders (read one level only: a set of pictures to
-    edit is one folder, in its order), as a hint; "" when there are none."""
+    edit is one folder, in its order), as a hint; "" when there are none. A training run folder's are grids."""
+    if is_training_run_folder(folder):
+        return (
+            f" ({folder} is a training run folder: make pictures from its model with sample.py ckpt={folder})"
+        )
     holding = sorted(
         sub.name
         for sub in folder.iterdir()
-        if sub.is_dir() and any(is_image_name(p.name) for p in sub.iterdir() if p.is_file())
+        if sub.is_dir()
+        and not sub.name.startswith(".")
+        and any(is_image_name(p.name) for p in sub.iterdir() if p.is_file())
     )
     if not holding:
         return ""

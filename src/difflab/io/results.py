@@ -78,6 +78,17 @@ def refuse_pictures_of_a_training_run(path: Path) -> None:
             raise _grids_not_samples(where, folder)
 
 
+def refuse_unfinished(path: Path, then: str) -> None:
+    """A one-line error for a sample.py folder (or its images/) still marked as being written: a run writing it,
+    or what a stopped one kept to resume, which holds part of the set; `then` says what the user goes on to do."""
+    folder = path.parent if path.name == SAMPLES else path
+    if (folder / IN_USE).exists():
+        raise ValueError(
+            f"{path} is unfinished ({IN_USE}: a sample.py is writing it, or was stopped and kept what it had "
+            f"made); finish it with the same sample.py command and resume=true, then {then}"
+        )
+
+
 BUSY = (
     "output folder {folder} is being written by another run (or holds what a stopped run left: "
     f"{IN_USE}); choose another out=, or add resume=true to finish what a stopped sample.py left there"
