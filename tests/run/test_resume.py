@@ -378,8 +378,8 @@ def test_a_resume_from_past_the_step_limit_is_refused_not_a_silent_no_op(cli_run
     ("overrides", "named"),
     [
         (["lr_scheduler.warmup_steps=50"], "lr_scheduler.warmup_steps=50 (checkpoint: 200)"),
-        (["lr_scheduler=warmup_cosine"], "lr_scheduler=warmup_cosine (checkpoint: linear_warmup)"),
-        (["lr_scheduler=none"], "lr_scheduler=none (checkpoint: linear_warmup)"),
+        (["lr_scheduler=warmup_cosine"], "lr_scheduler=warmup_cosine (checkpoint: warmup)"),
+        (["lr_scheduler=none"], "lr_scheduler=none (checkpoint: warmup)"),
     ],
 )
 def test_a_resume_that_changes_the_lr_schedule_says_so(cli_run, tmp_path, overrides, named):

@@ -47,8 +47,11 @@ def test_bf16_mixed_trains_on_a_cpu_with_gradient_clipping_and_a_usable_checkpoi
 
 
 def test_fp16_with_a_fused_optimizer_and_clipping_is_refused_before_a_run_folder_exists(tmp_path):
+    # On a GPU (accelerator=gpu is refused here only after this check, before anything is written).
     run = tmp_path / "run"
-    result = run_cli("train.py", "trainer.precision=16-mixed", f"hydra.run.dir={run}")
+    result = run_cli(
+        "train.py", "trainer.precision=16-mixed", "trainer.accelerator=gpu", f"hydra.run.dir={run}"
+    )
     assert result.returncode == 2
     assert "cannot clip the gradients of a fused optimizer" in one_error_line(result)
     assert not run.exists()
@@ -56,14 +59,11 @@ def test_fp16_with_a_fused_optimizer_and_clipping_is_refused_before_a_run_folder
 
 def test_fp16_on_a_cpu_is_refused_naming_bf16(tmp_path):
     # Before, optim.fused=false let it through: Lightning warned and trained in bf16-mixed, while the summary,
-    # .hydra/config.yaml and the checkpoint recorded 16-mixed.
+    # .hydra/config.yaml and the checkpoint recorded 16-mixed. With the default fused optimizer this refusal comes
+    # first: before, the fused-clipping one did, and its remedy optim.fused=false only led here.
     run = tmp_path / "run"
     result = run_cli(
-        "train.py",
-        "trainer.precision=16-mixed",
-        "optim.fused=false",
-        "trainer.accelerator=cpu",
-        f"hydra.run.dir={run}",
+        "train.py", "trainer.precision=16-mixed", "trainer.accelerator=cpu", f"hydra.run.dir={run}"
     )
     assert one_error_line(result) == (
         "error: trainer.precision=16-mixed (float16 with a loss scaler) runs on CUDA GPUs only: on this CPU use "

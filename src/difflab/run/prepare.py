@@ -152,7 +152,8 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         warn_if_at_the_step_limit(int(ckpt["global_step"]), int(cfg.trainer.max_steps))
         now = cfg.get("lr_scheduler")
         now = None if now is None else OmegaConf.to_container(now, resolve=True)
-        warn_if_lr_schedule_changed(now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
+        choice = group_choices(cfg).get("lr_scheduler")
+        warn_if_lr_schedule_changed(now, ckpt[CONFIG_KEY], int(ckpt["global_step"]), choice)
         data_now = {key: OmegaConf.select(cfg, key) for key in DATA_SOURCE}
         warn_if_data_changed(data_now, ckpt[CONFIG_KEY], int(ckpt["global_step"]))
         warn_if_seed_changed(settings.seed, ckpt[CONFIG_KEY], int(ckpt["global_step"]))

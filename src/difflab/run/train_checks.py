@@ -115,15 +115,15 @@ RULES = {
 def check_fused_clipping(cfg: DictConfig) -> None:
     """fp16's loss scaler and a fused optimizer cannot clip gradients together (Lightning would fail at step 1)."""
     fp16 = str(cfg.trainer.get("precision")) in ("16-mixed", "16")  # the precisions with a loss scaler
-    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.optim.get("fused"):
-        raise ValueError(
-            f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
-            "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"
-        )
     if fp16 and not _trains_on_cuda(cfg):  # Lightning would warn and train in bf16, the run recording fp16
         raise ValueError(
             f"trainer.precision={cfg.trainer.precision} (float16 with a loss scaler) runs on CUDA GPUs only: on "
             "this CPU use trainer.precision=bf16-mixed"
+        )
+    if fp16 and cfg.trainer.get("gradient_clip_val") and cfg.optim.get("fused"):
+        raise ValueError(
+            f"trainer.precision={cfg.trainer.precision} cannot clip the gradients of a fused optimizer: "
+            "use trainer.precision=bf16-mixed, optim.fused=false or trainer.gradient_clip_val=null"
         )
 
 

@@ -248,16 +248,25 @@ def warn_if_at_the_step_limit(step: int, max_steps: int) -> None:
         )
 
 
-def warn_if_lr_schedule_changed(now: Mapping[str, Any] | None, stored: Mapping[str, Any], step: int) -> None:
+def warn_if_lr_schedule_changed(
+    now: Mapping[str, Any] | None, stored: Mapping[str, Any], step: int, choice_now: str | None = None
+) -> None:
     """A resume may change the LR schedule (its state is only the step count), but the learning rate then jumps
     at the resumed step without a word: a cosine whose total_steps follows trainer.max_steps is recomputed for the
-    extended length, from about 0 back up to where the longer cosine is."""
+    extended length, from about 0 back up to where the longer cosine is. `choice_now`: the lr_scheduler option
+    configured now, to name both schedules as options (the checkpoint's is in its recorded choices)."""
     before = stored.get("lr_scheduler") or None  # lr_scheduler=none composes to an empty node
     now = now or None
     if before is None and now is None:
         return
     if before is None or now is None or before.get("_target_") != now.get("_target_"):
-        found = [f"lr_scheduler={_schedule_name(now)} (checkpoint: {_schedule_name(before)})"]
+        # Options as the user types them (warmup), not the function behind one (linear_warmup).
+        choice_before = (stored.get("choices") or {}).get("lr_scheduler")
+        if choice_now and choice_before:
+            names = choice_now, choice_before
+        else:
+            names = _schedule_name(now), _schedule_name(before)
+        found = [f"lr_scheduler={names[0]} (checkpoint: {names[1]})"]
     else:
         found = contradictions({"lr_scheduler": dict(now)}, stored)
     if found:
