@@ -84,6 +84,15 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
         assert projected["generated"]["consistency"] is True
         assert projected["metrics"]["fd_effl0"] != report["metrics"]["fd_effl0"]
         assert (run / "metrics_2.json").is_file()
+        # Before, data.sr_factor=4 made the inputs at 4× for a 2× model and reported its scores.
+        asked = [f"ckpt={ckpt}", "n=20", "sampler.steps=2", *small, "data=digits", "data.condition=superres"]
+        with pytest.raises(
+            ValueError, match=r"super-resolves 2× but data.sr_factor=4: .* add data.sr_factor=2"
+        ):
+            evaluate(compose_config("eval", [*asked, "data.sr_factor=4"], tmp_path))
+        # Before, the hint named the size only, and data.condition came one refusal later.
+        with pytest.raises(ValueError, match=r"data.image_size=8 data.condition=superres data.sr_factor=2$"):
+            evaluate(compose_config("eval", [*asked[:-1], "data.image_size=16"], tmp_path))
 
 
 def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.LogCaptureFixture) -> None:

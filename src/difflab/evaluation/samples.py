@@ -27,7 +27,7 @@ from ..generation import (
 )
 from ..generation.autoguide import check_guide
 from ..generation.finite import check_finite
-from ..generation.model import model_kind
+from ..generation.model import model_kind, sr_factor
 from ..generation.resume import ResumePlan
 from ..generation.shares import SharedGeneration
 from ..io.read_generated import open_image_set
@@ -200,6 +200,13 @@ def scored_conditions(
             raise ValueError(
                 f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too: add "
                 f"data.condition={loaded.condition} (or drop data= to score against the data it was trained on)"
+            )
+        # Before, any factor was taken: the inputs were made at it, and the scores reported as the model's.
+        if loaded.condition == "superres" and data.sr_factor != sr_factor(loaded):
+            raise ValueError(
+                f"{ckpt} super-resolves {sr_factor(loaded)}× but data.sr_factor={data.sr_factor}: its inputs would "
+                f"be made at another factor than it was trained for; add data.sr_factor={sr_factor(loaded)} (or "
+                "drop data=)"
             )
         return grid_conditions(data.generation_task(n), n)
     return requested_conditions(

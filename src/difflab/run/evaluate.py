@@ -79,9 +79,15 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
         raise ValueError("images=… needs the dataset to compare against: add data=<name> (e.g. data=mnist)")
     if loaded is not None and (data.channels, data.image_size) != loaded.sample_shape[:2]:
         c, size = loaded.sample_shape[0], loaded.sample_shape[1]
+        # Every setting the data needs at once: before, a super-resolution model's data.condition and factor came
+        # one refusal later.
+        stored = loaded.config.get("data") or {}
+        extra = ""
+        if loaded.condition == "superres" and data.condition != "superres":
+            extra = f" data.condition=superres data.sr_factor={stored.get('sr_factor')}"
         raise ValueError(
             f"the checkpoint makes {c}-channel {size}px images but data= gives {data.channels}-channel "
-            f"{data.image_size}px references; add data.channels={c} data.image_size={size}"
+            f"{data.image_size}px references; add data.channels={c} data.image_size={size}{extra}"
         )
     return data
 
