@@ -49,6 +49,22 @@ def test_cli_prints_one_line_for_a_bad_image_size(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("model", ["unet_small", "dit_tiny"])
+def test_a_model_image_size_other_than_the_datas_is_refused_before_the_run_folder(tmp_path, model):
+    # Before, model.image_size=16 on the 8x8 digits trained a net with another attention level, whose diffusers
+    # export then recorded sample_size 16.
+    run = tmp_path / "run"
+    result = run_cli(
+        "train.py", f"model={model}", "model.image_size=16", "logger=none", f"hydra.run.dir={run}"
+    )
+    assert one_error_line(result) == (
+        "error: model.image_size=16 but data.image_size=8: the network would be built for another size than the "
+        "images it trains on; drop model.image_size (it follows data.image_size) or give data.image_size=16 (the "
+        "images are resized to it)"
+    )
+    assert not run.exists()
+
+
 def test_existing_run_folder_is_refused_and_left_untouched(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -16,7 +16,13 @@ from ..cluster.devices import check_matches_started_processes
 from .autoencoder_checks import check_autoencoder_run
 from .latent import use_latents
 from .rules import check_given, check_values
-from .train_checks import RULES, check_condition_keys, check_fused_clipping, check_sharded_training
+from .train_checks import (
+    RULES,
+    check_condition_keys,
+    check_fused_clipping,
+    check_model_fits_data,
+    check_sharded_training,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_fused_clipping(cfg)
     check_autoencoder_run(cfg)
     check_condition_keys(cfg)
+    check_model_fits_data(cfg)
     use_latents(cfg)
     record_data_root_as_found(cfg)
     return _build_and_read(cfg, run_dir)

@@ -165,6 +165,21 @@ def check_condition_keys(cfg: DictConfig) -> None:
             )
 
 
+def check_model_fits_data(cfg: DictConfig) -> None:
+    """A pixel diffusion model built for another size than its data's images, one line: before, model.image_size=16
+    on 8×8 digits trained (another attention level, another parameter count), and its diffusers export said 16."""
+    if cfg.get("task") == "autoencoder" or cfg.get("autoencoder"):  # latents: use_latents sizes the model
+        return
+    model, data = OmegaConf.select(cfg, "model.image_size"), OmegaConf.select(cfg, "data.image_size")
+    if model is None or data is None or model == data:
+        return
+    raise ValueError(
+        f"model.image_size={model} but data.image_size={data}: the network would be built for another size than "
+        f"the images it trains on; drop model.image_size (it follows data.image_size) or give "
+        f"data.image_size={model} (the images are resized to it)"
+    )
+
+
 def check_model_builds(cfg: DictConfig) -> None:
     """Build the network on the meta device (no memory, no weights), so that a shape it cannot take (a DiT's
     patch size or heads, a U-Net's attention resolution) is one line before Hydra writes the run folder."""
