@@ -106,6 +106,15 @@ def test_the_refusal_names_the_sources_settings_that_differ_from_the_configured_
         _its_network(source, now)
         == "model=unet_tiny model.base_channels=32 model.num_classes=10 data.condition=labels"
     )
+    # A pixel network's input is the data's: before, model.in_channels=1 model.image_size=8, which passed here and
+    # failed at step 1 on the 3-channel 32-px images; a latent network's is the autoencoder's.
+    source["model"] |= {"in_channels": 1, "image_size": 8}
+    now["model"] |= {"in_channels": 3, "image_size": 32}
+    assert _its_network(source, now).endswith(
+        "model.num_classes=10 data.channels=1 data.image_size=8 data.condition=labels"
+    )
+    source["autoencoder"] = now["autoencoder"] = "ae.ckpt"
+    assert "model.in_channels=1 model.image_size=8" in _its_network(source, now)
 
 
 def test_a_source_trained_for_another_prediction_type_is_warned_of_and_trains(dit_run, tmp_path):

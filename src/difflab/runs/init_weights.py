@@ -123,6 +123,10 @@ def warn_if_pipeline_trained_otherwise(folder: str, trained_for_now: Mapping[str
     warn_if_trained_otherwise(folder, wanted, stored)
 
 
+# The model keys the model options take from the data (conf/model/*.yaml), in a pixel diffusion run.
+PIXEL_KEYS_OF_DATA = {"in_channels": "data.channels", "image_size": "data.image_size"}
+
+
 def _its_network(config: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """The source's network as a command line gives it: its model= option where recorded (else its class), the
     model settings, conditioning and autoencoder it has otherwise than `now` (before: model=unet_tiny alone, for
@@ -131,8 +135,11 @@ def _its_network(config: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     same_class = model.get("_target_") == model_now.get("_target_")
     choice = (config.get("choices") or {}).get("model")
     named = [f"model={choice}"] if choice else [f"a {str(model.get('_target_', '?')).rsplit('.', 1)[-1]}:"]
+    # A pixel network's input follows its data (model.in_channels: ${data.channels}): the data keys are what to
+    # give; before, model.in_channels=1 passed this check and the run failed at step 1 on 3-channel images.
+    follows_data = PIXEL_KEYS_OF_DATA if not config.get("autoencoder") and not now.get("autoencoder") else {}
     named += [
-        f"model.{key}={'null' if value is None else value}"
+        f"{follows_data.get(key, f'model.{key}')}={'null' if value is None else value}"
         for key, value in model.items()
         # Of the configured network's class, only keys it has: another cannot be typed (model.cond_channels of a
         # diffusers export's DiT); of another class, all that tell the source apart.
