@@ -147,6 +147,31 @@ def test_a_guide_of_another_formulation_is_refused_by_name():
         check_guide(model(EDM()), model(None), "main.ckpt", "guide.ckpt")
 
 
+def test_a_guide_on_other_noise_levels_names_the_settings_behind_them():
+    # Before, a flow guide with shift=3 was refused with "(schedule NoiseSchedule(name='flow_levels', …) vs
+    # NoiseSchedule(name='flow_levels', …))": the same words twice.
+    from types import SimpleNamespace
+
+    from difflab.diffusion import NoiseSchedule
+    from difflab.generation.autoguide import check_guide
+
+    def model(name, formulation):
+        return SimpleNamespace(
+            sample_shape=(1, 8, 8),
+            prediction_type="epsilon",
+            schedule=NoiseSchedule.from_name(name),
+            condition=None,
+            num_classes=None,
+            config={"schedule": {"name": "linear"}, "formulation": {"_target_": "Flow", **formulation}},
+        )
+
+    with pytest.raises(
+        ValueError, match=r"\(formulation.shift 3.0 vs 1.0; formulation.t_max 0.99 vs None\)$"
+    ):
+        main, guide = model("linear", {"shift": 1.0}), model("cosine", {"shift": 3.0, "t_max": 0.99})
+        check_guide(main, guide, "main.ckpt", "guide.ckpt")
+
+
 def test_a_guide_denoising_other_latents_or_pixels_is_refused_by_name():
     # Before, a latent model guided by a latent model of another autoencoder (latents of the same shape) sampled
     # without a word, mixing predictions of different things; a pixel guide failed deep in its U-Net.

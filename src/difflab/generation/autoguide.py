@@ -27,7 +27,7 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
         differences.append(f"prediction_type {guide.prediction_type} vs {model.prediction_type}")
     ours, theirs = model.schedule.alphas_cumprod, guide.schedule.alphas_cumprod
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=0, atol=1e-12):
-        differences.append(f"schedule {guide.schedule!r} vs {model.schedule!r}")
+        differences.append(_schedule_difference(guide, model))
     spaces = [_space(m) for m in (guide, model)]
     if spaces[0] != spaces[1]:  # the same image shape, but predictions of different things
         differences.append(f"{spaces[0]} vs {spaces[1]}")
@@ -50,6 +50,18 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
             guide_source,
             source,
         )
+
+
+def _schedule_difference(guide: TrainedModel, model: TrainedModel) -> str:
+    """The settings behind two different noise-level tables, as configured (formulation.shift 3 vs 1): a flow
+    model's table comes from its formulation, whose schedule reads alike for both (before, the same words twice)."""
+    named = []
+    for group in ("schedule", "formulation"):
+        theirs, ours = ((m.config.get(group) or {}) for m in (guide, model))
+        for key in sorted(set(theirs) | set(ours)):
+            if key != "_target_" and theirs.get(key) != ours.get(key):
+                named.append(f"{group}.{key} {theirs.get(key)} vs {ours.get(key)}")
+    return "; ".join(named) or f"schedule {guide.schedule!r} vs {model.schedule!r}"
 
 
 def _same_weights(guide: TrainedModel, model: TrainedModel) -> bool:
