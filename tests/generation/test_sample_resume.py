@@ -292,3 +292,23 @@ def test_a_set_resumes_in_the_smaller_batches_a_command_gives(
         np.load(io.BytesIO(files["samples.npz"]))["images"] for files in (finished, unstopped)
     )
     assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1  # the same noise; rounding at most
+
+
+def test_a_resume_with_another_model_names_the_model_not_the_sampler_values_it_sets() -> None:
+    # Before, an EDM checkpoint given to resume a flow model's set was named as "sampler.timestep_spacing=trailing,
+    # this command has sampler.timestep_spacing=karras": a value the user never typed, set by the model.
+    from types import SimpleNamespace
+
+    import torch
+
+    from difflab.generation.set_identity import changed_setting, set_identity
+    from difflab.sample_options import SampleOptions
+
+    options = SampleOptions(
+        mode="sample", n=4, seed=0, batch_size=2, precision="fp32", cpu_threads=1, guidance=1.0
+    )
+    flow = SimpleNamespace(config={"formulation": "flow"}, net=torch.nn.Linear(2, 2))
+    edm = SimpleNamespace(config={"formulation": "edm"}, net=torch.nn.Linear(2, 2))
+    was = set_identity(options, {"steps": 10, "timestep_spacing": "trailing"}, flow)
+    now = set_identity(options, {"steps": 10, "timestep_spacing": "karras"}, edm)
+    assert changed_setting(was, now).startswith("it was started with model=weights ")

@@ -28,12 +28,14 @@ def set_identity(
     model's weights and config (not the checkpoint's path), the guide's weights, and the bytes of the pictures
     and masks read."""
     identity = {key: _plain(getattr(options, key)) for key in DECIDING_OPTIONS}
-    identity["sampler"] = _plain(sampler_config)
     config = json.dumps(_plain(loaded.config), sort_keys=True, default=str).encode()
     identity["model"] = (
         f"weights {weights_fingerprint(loaded.net)}, config {hashlib.sha256(config).hexdigest()[:16]}"
     )
     identity["guide model"] = None if guide is None else f"weights {weights_fingerprint(guide.net)}"
+    # After the model, which sets some of its values (an EDM model's karras spacing): before, another model was
+    # named as the sampler.timestep_spacing the user never typed.
+    identity["sampler"] = _plain(sampler_config)
     identity["pictures"] = _files_hash(options.image)
     identity["masks"] = _files_hash(options.mask)
     return identity
