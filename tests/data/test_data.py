@@ -698,12 +698,39 @@ def test_another_class_folder_linked_into_a_class_keeps_its_own_label(tmp_path: 
         (tmp_path / "tree" / name).mkdir(parents=True)
         for i in range(2):
             Image.new("L", (8, 8), 40 * i + label).save(tmp_path / "tree" / name / f"{i}.png")
+    (tmp_path / "tree" / "dogs" / "puppies").mkdir()
+    Image.new("L", (8, 8), 99).save(tmp_path / "tree" / "dogs" / "puppies" / "p.png")
     (tmp_path / "tree" / "cats" / "dogs_too").symlink_to(tmp_path / "tree" / "dogs", target_is_directory=True)
+    (tmp_path / "tree" / "cats" / "puppies_too").symlink_to(
+        tmp_path / "tree" / "dogs" / "puppies", target_is_directory=True
+    )
     (tmp_path / "tree" / "cats" / "up").symlink_to(tmp_path / "tree", target_is_directory=True)
     samples, skipped = scan_images(tmp_path / "tree", {"cats": 0, "dogs": 1})
     labels = {str(Path(path).relative_to(tmp_path / "tree")): label for path, label in samples}
-    assert labels == {"cats/0.png": 0, "cats/1.png": 0, "dogs/0.png": 1, "dogs/1.png": 1}
+    assert labels == {
+        "cats/0.png": 0,
+        "cats/1.png": 0,
+        "dogs/0.png": 1,
+        "dogs/1.png": 1,
+        "dogs/puppies/p.png": 1,
+    }
     assert skipped == []
+
+
+def test_a_link_up_from_a_class_folder_takes_no_held_out_image_into_training(tmp_path: Path):
+    # Before, train/cats/up -> ../.. read val/ too: the held-out images trained, labelled cats.
+    from difflab.data.folder import scan_images
+
+    for split in ("train", "val"):
+        for name in ("cats", "dogs"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("L", (8, 8), 5).save(tmp_path / split / name / f"{split}.png")
+    (tmp_path / "train" / "cats" / "up").symlink_to(tmp_path, target_is_directory=True)
+    samples, _ = scan_images(tmp_path / "train", {"cats": 0, "dogs": 1})
+    assert sorted(str(Path(p).relative_to(tmp_path)) for p, _ in samples) == [
+        "train/cats/train.png",
+        "train/dogs/train.png",
+    ]
 
 
 def test_an_empty_class_folder_is_not_a_class_and_a_loose_image_is_named(tmp_path: Path):

@@ -162,11 +162,15 @@ def test_a_guide_on_other_noise_levels_names_the_settings_behind_them():
             schedule=NoiseSchedule.from_name(name),
             condition=None,
             num_classes=None,
-            config={"schedule": {"name": "linear"}, "formulation": {"_target_": "Flow", **formulation}},
+            config={
+                "schedule": {"_target_": "from_name", "name": name},
+                "formulation": {"weighting": name, **formulation},
+            },
         )
 
     with pytest.raises(
-        ValueError, match=r"\(formulation.shift 3.0 vs 1.0; formulation.t_max 0.99 vs None\)$"
+        ValueError,
+        match=r"\(schedule.name cosine vs linear; formulation.shift 3.0 vs 1.0; formulation.t_max 0.99 vs None\)$",
     ):
         main, guide = model("linear", {"shift": 1.0}), model("cosine", {"shift": 3.0, "t_max": 0.99})
         check_guide(main, guide, "main.ckpt", "guide.ckpt")

@@ -58,3 +58,7 @@ def test_a_folder_a_stopped_sample_py_left_is_refused(tmp_path: Path, given: str
     (tmp_path / "out" / ".difflab-writing").write_text("")
     with pytest.raises(ValueError, match=r"is unfinished .* resume=true, then give it as image=$"):
         image_files(tmp_path / given)
+    # However it is named: a link to it (or image=. inside it).
+    (tmp_path / "link").symlink_to(tmp_path / given, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"is unfinished"):
+        image_files(tmp_path / "link")

@@ -93,6 +93,10 @@ def test_evaluate_scores_text_and_superres_models(kind: str, overrides: list[str
         # Before, the hint named the size only, and data.condition came one refusal later.
         with pytest.raises(ValueError, match=r"data.image_size=8 data.condition=superres data.sr_factor=2$"):
             evaluate(compose_config("eval", [*asked[:-1], "data.image_size=16"], tmp_path))
+        with pytest.raises(ValueError, match=r"data.image_size=8 data.sr_factor=2$"):
+            evaluate(compose_config("eval", [*asked, "data.sr_factor=4", "data.image_size=16"], tmp_path))
+        with pytest.raises(ValueError, match=r"add data.condition=superres data.sr_factor=2 \(or drop data="):
+            evaluate(compose_config("eval", asked[:-1], tmp_path))
 
 
 def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.LogCaptureFixture) -> None:

@@ -602,3 +602,17 @@ def test_a_run_lets_go_of_its_folder_when_it_ends_in_a_process_that_goes_on(tmp_
     train(compose_config("train", [*FAST_TRAIN, "trainer.max_steps=2"], run))
     hold_run_folder(run)  # another process would now take it too
     let_go(run)
+
+
+def test_an_lr_schedule_of_another_function_under_the_same_option_is_named_by_its_functions(caplog):
+    # lr_scheduler._target_=… typed over the same option: the option names read "warmup (checkpoint: warmup)".
+    from difflab.runs.resume import warn_if_lr_schedule_changed
+
+    stored = {
+        "lr_scheduler": {"_target_": "difflab.training.linear_warmup"},
+        "choices": {"lr_scheduler": "warmup"},
+    }
+    now = {"_target_": "difflab.training.warmup_cosine"}
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_lr_schedule_changed(now, stored, 5, "warmup")
+    assert "lr_scheduler=warmup_cosine (checkpoint: linear_warmup)" in caplog.text

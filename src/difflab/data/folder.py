@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import unicodedata
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -110,18 +110,14 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
     samples: list[Sample] = []
     skipped: list[str] = []
     walked: set[tuple[int, int]] = set()  # a folder linked into two classes is read for the first only
-    tops = [
-        (top, label) for top, label in tops if top.is_dir()
-    ]  # a class known from train may have none in val
-    class_folders = {_identity(top) for top, _ in tops}
+    # A class known from train may have no folder in val.
+    tops = [(top, label) for top, label in tops if top.is_dir()]
     for top, label in tops:
-        # Another class's own folder, linked in here (or reached through a link up the tree), stays that class's:
-        # before, a link cats/more -> ../dogs labelled every dog a cat and dropped the class dogs.
-        others = class_folders - {_identity(top)} - walked
-        walked |= others
-        paths = list(image_paths(top, walked))
-        walked -= others
-        for path in paths:
+        # What lies in another class's folder, linked in here, stays that class's, and a link up the tree reads
+        # nothing above the class: before, cats/more -> ../dogs labelled every dog a cat and dropped the class
+        # dogs, and train/cats/up -> ../.. took the held-out val/ images into training.
+        outside = None if label == -1 else _outside_class(top, [other for other, _ in tops if other != top])
+        for path in image_paths(top, walked, outside):
             reason = unreadable_reason(path)
             if reason is None:
                 samples.append((path, label))
@@ -130,10 +126,19 @@ def scan_images(root: Path, class_to_idx: Mapping[str, int] | None) -> tuple[lis
     return samples, skipped
 
 
-def _identity(folder: Path) -> tuple[int, int]:
-    """(device, inode): the same folder however it is reached."""
-    stat = folder.stat()
-    return stat.st_dev, stat.st_ino
+def _outside_class(top: Path, others: list[Path]) -> Callable[[str], bool]:
+    """Whether a folder, by its real path, lies outside the class folder `top`: in another class's folder, or
+    above `top` (a link up the tree)."""
+    own = os.path.realpath(top)
+    roots = [os.path.realpath(other) for other in others]
+
+    def within(real: str, folder: str) -> bool:
+        return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+
+    def outside(real: str) -> bool:
+        return any(within(real, root) for root in roots) or (real != own and within(own, real))
+
+    return outside
 
 
 # PIL modes of single-channel pictures (with or without alpha); a palette ("P") may hold colours, so it is not one.

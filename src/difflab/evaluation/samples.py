@@ -197,9 +197,11 @@ def scored_conditions(
     if loaded.condition == "superres" or (loaded.condition == "text" and options.prompt is None):
         refuse_what_the_data_conditions_ignore(loaded, options, ckpt)
         if data.condition != loaded.condition:
+            factor = f" data.sr_factor={sr_factor(loaded)}" if loaded.condition == "superres" else ""
             raise ValueError(
                 f"{ckpt} is conditioned on {loaded.condition}; its reference data= must be too: add "
-                f"data.condition={loaded.condition} (or drop data= to score against the data it was trained on)"
+                f"data.condition={loaded.condition}{factor} (or drop data= to score against the data it was "
+                "trained on)"
             )
         # Before, any factor was taken: the inputs were made at it, and the scores reported as the model's.
         if loaded.condition == "superres" and data.sr_factor != sr_factor(loaded):

@@ -56,12 +56,20 @@ def _schedule_difference(guide: TrainedModel, model: TrainedModel) -> str:
     """The settings behind two different noise-level tables, as configured (formulation.shift 3 vs 1): a flow
     model's table comes from its formulation, whose schedule reads alike for both (before, the same words twice)."""
     named = []
-    for group in ("schedule", "formulation"):
+    for group, keys in LEVEL_KEYS.items():
         theirs, ours = ((m.config.get(group) or {}) for m in (guide, model))
         for key in sorted(set(theirs) | set(ours)):
-            if key != "_target_" and theirs.get(key) != ours.get(key):
+            if (keys is None or key in keys) and not key.startswith("_") and theirs.get(key) != ours.get(key):
                 named.append(f"{group}.{key} {theirs.get(key)} vs {ours.get(key)}")
     return "; ".join(named) or f"schedule {guide.schedule!r} vs {model.schedule!r}"
+
+
+# The configured values a model's noise levels come from (not how it was trained to weight them): all of the
+# schedule's (a VP formulation holds the same schedule again, not named twice), the others' from their formulation.
+LEVEL_KEYS: dict[str, set[str] | None] = {
+    "schedule": None,
+    "formulation": {"shift", "t_max", "sigma_min", "sigma_max", "rho"},
+}
 
 
 def _same_weights(guide: TrainedModel, model: TrainedModel) -> bool:

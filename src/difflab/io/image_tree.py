@@ -10,21 +10,31 @@ from collections.abc import Callable, Iterator
 from .decode import is_image_name
 
 
-def image_paths(root: str | os.PathLike, walked: set[tuple[int, int]] | None = None) -> Iterator[str]:
+def image_paths(
+    root: str | os.PathLike,
+    walked: set[tuple[int, int]] | None = None,
+    outside: Callable[[str], bool] | None = None,
+) -> Iterator[str]:
     """Each picture file name under `root` (by its suffix; not opened), folders and files in sorted order.
-    `walked`: the (device, inode) of folders already read, shared by calls over several roots."""
-    return tree_files(root, is_image_name, walked)
+    `walked`: the (device, inode) of folders already read, shared by calls over several roots; `outside`: whether
+    a folder, by its real path, is not to be read from here (another class's)."""
+    return tree_files(root, is_image_name, walked, outside)
 
 
 def tree_files(
-    root: str | os.PathLike, keep: Callable[[str], bool], walked: set[tuple[int, int]] | None = None
+    root: str | os.PathLike,
+    keep: Callable[[str], bool],
+    walked: set[tuple[int, int]] | None = None,
+    outside: Callable[[str], bool] | None = None,
 ) -> Iterator[str]:
     """Each file under `root` whose name `keep` accepts, walked as image_paths walks (captions beside the images
     are found where the images are)."""
     walked = set() if walked is None else walked
     for directory, dirnames, filenames in os.walk(root, followlinks=True):
         stat = os.stat(directory)
-        if (stat.st_dev, stat.st_ino) in walked:
+        if (stat.st_dev, stat.st_ino) in walked or (
+            outside is not None and outside(os.path.realpath(directory))
+        ):
             dirnames[:] = []
             continue
         walked.add((stat.st_dev, stat.st_ino))

@@ -81,7 +81,9 @@ def refuse_pictures_of_a_training_run(path: Path) -> None:
 def refuse_unfinished(path: Path, then: str) -> None:
     """A one-line error for a sample.py folder (or its images/) still marked as being written: a run writing it,
     or what a stopped one kept to resume, which holds part of the set; `then` says what the user goes on to do."""
-    folder = path.parent if path.name == SAMPLES else path
+    # Resolved: `image=.` inside images/, or a link to it, names it otherwise.
+    resolved = path.resolve()
+    folder = resolved.parent if resolved.name == SAMPLES else resolved
     if (folder / IN_USE).exists():
         raise ValueError(
             f"{path} is unfinished ({IN_USE}: a sample.py is writing it, or was stopped and kept what it had "

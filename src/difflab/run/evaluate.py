@@ -83,8 +83,9 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
         # one refusal later.
         stored = loaded.config.get("data") or {}
         extra = ""
-        if loaded.condition == "superres" and data.condition != "superres":
-            extra = f" data.condition=superres data.sr_factor={stored.get('sr_factor')}"
+        if loaded.condition == "superres":
+            condition = "" if data.condition == "superres" else " data.condition=superres"
+            extra = f"{condition} data.sr_factor={stored.get('sr_factor')}"
         raise ValueError(
             f"the checkpoint makes {c}-channel {size}px images but data= gives {data.channels}-channel "
             f"{data.image_size}px references; add data.channels={c} data.image_size={size}{extra}"

@@ -262,7 +262,7 @@ def warn_if_lr_schedule_changed(
     if before is None or now is None or before.get("_target_") != now.get("_target_"):
         # Options as the user types them (warmup), not the function behind one (linear_warmup).
         choice_before = (stored.get("choices") or {}).get("lr_scheduler")
-        if choice_now and choice_before:
+        if choice_now and choice_before and choice_now != choice_before:
             names = choice_now, choice_before
         else:
             names = _schedule_name(now), _schedule_name(before)
