@@ -46,15 +46,14 @@ def check_disk_room(folder: Path, count: int, image_shape: tuple[int, ...]) -> N
     PNGs hold them again), so a run refused here could not have finished."""
     needed = count * math.prod(image_shape)
     free = shutil.disk_usage(folder).free
-    if needed <= free:
-        check_file_room(folder, count)
-        return
-    shape = "×".join(str(size) for size in image_shape)
-    raise ValueError(
-        f"{count} images would need about {in_units(needed)} of disk ({shape} uint8 pixels each, before "
-        f"compression), more than the {in_units(free)} free in {folder}: ask for fewer or choose out= on a "
-        "larger disk"
-    )
+    if needed > free:
+        shape = "×".join(str(size) for size in image_shape)
+        raise ValueError(
+            f"{count} images would need about {in_units(needed)} of disk ({shape} uint8 pixels each, before "
+            f"compression), more than the {in_units(free)} free in {folder}: ask for fewer or choose out= on a "
+            "larger disk"
+        )
+    check_file_room(folder, count)
 
 
 # Beside the images, sample.py's folder holds grid.png, samples.npz, settings.json and its writing marker.

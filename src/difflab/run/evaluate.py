@@ -26,6 +26,7 @@ from ..evaluation.report import chosen_for_the_user, report_path
 from ..evaluation.samples import checkpoint_set, image_set, scored_conditions
 from ..evaluation.scoring import score_report
 from ..generation import build_sampler, walked_config
+from ..generation.model import sr_factor
 from ..io.results import write_json
 from ..metrics import Evaluator
 from ..tracking.wandb_logger import log_scores_beside
@@ -81,11 +82,10 @@ def reference_data(settings: EvaluateSettings, loaded: LoadedModel | None) -> Im
         c, size = loaded.sample_shape[0], loaded.sample_shape[1]
         # Every setting the data needs at once: before, a super-resolution model's data.condition and factor came
         # one refusal later.
-        stored = loaded.config.get("data") or {}
         extra = ""
         if loaded.condition == "superres":
             condition = "" if data.condition == "superres" else " data.condition=superres"
-            extra = f"{condition} data.sr_factor={stored.get('sr_factor')}"
+            extra = f"{condition} data.sr_factor={sr_factor(loaded)}"
         raise ValueError(
             f"the checkpoint makes {c}-channel {size}px images but data= gives {data.channels}-channel "
             f"{data.image_size}px references; add data.channels={c} data.image_size={size}{extra}"
