@@ -118,7 +118,7 @@ def load_model(
     )
     if overrides is not None:
         refuse_a_prediction_type_the_formulation_fixes(overrides.values, formulation, stored.where)
-        check_contradictions(overrides.values, config, path, overrides.hint, overrides.stored_as)
+        check_contradictions(overrides.compared(config), config, path, overrides.hint, overrides.stored_as)
     net = build(config, "model", allowed_targets, stored.where)
     schedule = build(config, "schedule", allowed_targets, stored.where)
     problem = state_mismatch(net.state_dict(), stored.state)

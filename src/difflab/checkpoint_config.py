@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from .model_folder.state_fit import listed
+from .listing import listed
 
 BUILT_GROUPS = (
     "model",
@@ -150,11 +150,25 @@ def contradictions(
 class Overrides:
     """Values a command gives that the checkpoint fixes, compared with its stored config before anything is built:
     `values` as typed, `hint` what to do about a contradiction, `stored_as` where the stored config keeps a key
-    typed otherwise (image_size -> data.image_size)."""
+    typed otherwise (image_size -> data.image_size), `options` the groups given by option (model=unet_small_cpu)
+    and `typed` the keys given one by one (model.base_channels=64)."""
 
     values: Mapping[str, Any]
     hint: str
     stored_as: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
+    typed: frozenset[str] = frozenset()
+
+    def compared(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """The values to hold against `stored`. A group given as the option the run itself chose is its own: only
+        its keys typed one by one are compared, since the run's experiment or overrides may have changed the
+        option's values (digits_cond_cpu sets model.num_classes=10 on unet_small_cpu)."""
+        own = {g for g, option in self.options.items() if stored_value(stored, f"choices.{g}") == option}
+        return {
+            key: value
+            for key, value in self.values.items()
+            if key.split(".", 1)[0] not in own or key in self.typed
+        }
 
 
 def check_contradictions(

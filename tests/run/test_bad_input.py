@@ -397,3 +397,30 @@ def test_a_data_refusal_comes_before_a_wandb_run_starts(tmp_path):
     )
     assert one_error_line(result).startswith(f"error: validation split of {folder} is empty")
     assert not wandb_dir.exists() and "wandb" not in result.stdout + result.stderr
+
+
+def test_sample_takes_the_model_option_the_run_chose_even_where_the_run_changed_its_values(tmp_path):
+    # digits_cond_cpu sets model.num_classes=10 on unet_small_cpu; before, `sample.py model=unet_small_cpu` on its
+    # checkpoint was refused as contradicting it (model.num_classes=None, checkpoint: 10).
+    run = tmp_path / "run"
+    trained = run_cli(
+        "train.py", *CLI_FAST, "trainer.max_steps=2", "model.num_classes=10", f"hydra.run.dir={run}"
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    ckpt = run / "checkpoints" / "last.ckpt"
+    sampled = run_cli(
+        "sample.py", f"ckpt={ckpt}", "model=unet_tiny", "n=2", "sampler.steps=2", f"out={tmp_path / 's'}"
+    )
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 2
+    # A value typed one by one is still held against the checkpoint, as is another option's.
+    for i, (given, named) in enumerate(
+        [
+            (["model=unet_tiny", "model.num_classes=null"], "model.num_classes=None (checkpoint: 10)"),
+            (["model=unet_small"], "model.base_channels=32 (checkpoint: 16)"),
+        ]
+    ):
+        out = tmp_path / f"refused{i}"
+        line = one_error_line(run_cli("sample.py", f"ckpt={ckpt}", *given, "n=2", f"out={out}"))
+        assert line.startswith(f"error: the config contradicts checkpoint {ckpt}: ") and named in line
+        assert not out.exists()

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import torch
 
+from ..listing import listed
+
 
 def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
     """What keeps `found` weights from loading into a model whose state is `expected` (None when they fit)."""
@@ -26,8 +28,3 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, tor
         if items:
             problems.append(f"{len(items)} {what}: {listed(items, 3)}")
     return "; ".join(problems) or None
-
-
-def listed(items: list[str], shown: int) -> str:
-    """The first `shown` items, and how many more there are."""
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")

@@ -23,6 +23,7 @@ from .train_checks import (
     check_model_fits_data,
     check_sharded_training,
 )
+from .typed import group_choices
 
 
 @dataclass(frozen=True)
@@ -213,17 +214,6 @@ def prepared_for(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     if taken is not None and taken.run_dir.resolve() == run_dir.resolve():
         return replace(taken, run_dir=run_dir)  # the folder as the run's config writes it
     return prepare(cfg, run_dir)
-
-
-def group_choices(cfg: DictConfig) -> dict[str, Any]:
-    """The group options of this config (model=…, data=…): in cfg.hydra before the task runs, from HydraConfig in
-    it; none outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    node = OmegaConf.select(cfg, "hydra.runtime.choices")
-    if node is None and HydraConfig.initialized():
-        node = HydraConfig.get().runtime.choices
-    return {} if node is None else dict(node)
 
 
 def trained_for(cfg: DictConfig) -> dict[str, Any]:

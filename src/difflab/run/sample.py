@@ -10,7 +10,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..checkpoint import load_with_guide
-from ..checkpoint_config import Overrides
 from ..cluster.devices import pick_device, set_cpu_threads
 from ..cluster.jobs import job_attempt
 from ..cluster.processes import device_of, process_group, started_processes
@@ -22,7 +21,7 @@ from ..io.atomic import NoSpaceLeft
 from ..io.results import output_folder
 from ..io.write_images import log_written
 from .errors import exit_if_stopped, left_to_rank_0
-from .sample_settings import CHECKED_KEYS, read_sample_settings
+from .sample_settings import read_sample_settings
 from .sampling_settings import SamplingSettings
 
 
@@ -39,10 +38,13 @@ def sample_from(settings: SamplingSettings) -> Path | None:
     processes = started_processes()
     device = pick_device(device_of(settings.device, processes))
     set_cpu_threads(options.cpu_threads)
-    hint = "drop those overrides (sample.py takes them from the checkpoint)"
-    overrides = Overrides(settings.fixed_by_checkpoint, hint, CHECKED_KEYS)
     loaded, guide = load_with_guide(
-        settings.ckpt, options.guide, device, settings.allowed_targets, overrides, settings.autoencoder
+        settings.ckpt,
+        options.guide,
+        device,
+        settings.allowed_targets,
+        settings.fixed_by_checkpoint,
+        settings.autoencoder,
     )
     sampler = build_sampler(settings.sampler, loaded)
     request = request_for(loaded, options, sampler, settings.ckpt, guide)

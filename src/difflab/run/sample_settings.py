@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig, OmegaConf
 
+from ..checkpoint_config import Overrides
 from ..sample_options import refuse_sampler_settings
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
-from .typed import typed_under
+from .typed import group_choices, typed_keys_under, typed_under
 
 # Keys a user may pass to sample.py only to check them against the checkpoint (null: take the checkpoint's).
 CHECKED_KEYS = {
@@ -16,13 +15,15 @@ CHECKED_KEYS = {
     "channels": "data.channels",
     "prediction_type": "prediction_type",
 }
+# Groups a user may give to sample.py only to check them against the checkpoint (model=unet_small).
+CHECKED_GROUPS = ("model", "schedule")
 
 
-def fixed_by_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+def fixed_by_checkpoint(cfg: DictConfig) -> Overrides:
     """The values given that the checkpoint fixes (image_size, channels, prediction_type, model=…, schedule=…), to
     compare with the stored model: an override that contradicts it is an error."""
     wanted = {key: cfg.get(key) for key in CHECKED_KEYS if cfg.get(key) is not None}
-    for group in ("model", "schedule"):
+    for group in CHECKED_GROUPS:
         given = cfg.get(group)
         if given is None:
             continue
@@ -33,7 +34,12 @@ def fixed_by_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         for key, value in items:
             if not key.startswith("_") and not (isinstance(value, str) and value.startswith("${")):
                 wanted[f"{group}.{key}"] = value
-    return wanted
+    typed = frozenset().union(*(typed_keys_under(cfg, group) for group in CHECKED_GROUPS))
+    hint = "drop those overrides (sample.py takes them from the checkpoint)"
+    options = {
+        group: option for group, option in group_choices(cfg).items() if group in CHECKED_GROUPS and option
+    }
+    return Overrides(wanted, hint, CHECKED_KEYS, options, typed)
 
 
 def read_sample_settings(cfg: DictConfig) -> SamplingSettings:

@@ -3,11 +3,12 @@ the values both take, and SamplingSettings, the typed object their entry functio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..checkpoint_config import Overrides
 from ..sample_options import NUMBER_RULES, SampleOptions
 from ..value_rules import INPAINT_RULES, PRECISIONS, SAMPLER_RULES, Rule, flag, one_of, whole
 from .argument_types import check_argument_types
@@ -38,9 +39,7 @@ class SamplingSettings:
     out: str | None
     root_dir: str
     options: SampleOptions
-    fixed_by_checkpoint: dict[str, Any] = field(
-        default_factory=dict
-    )  # overrides compared with the checkpoint
+    fixed_by_checkpoint: Overrides | None = None  # overrides compared with the checkpoint
     autoencoder: str | None = None  # a latent checkpoint's autoencoder moved elsewhere (same hash)
     resume: bool = False  # finish the set a stopped run left in out=
 
@@ -93,7 +92,7 @@ def read_sampling_settings(
     rules: dict[str, Rule],
     mode: str,
     missing_ckpt: str | None = None,
-    fixed_by_checkpoint: dict[str, Any] | None = None,
+    fixed_by_checkpoint: Overrides | None = None,
 ) -> SamplingSettings:
     """cfg as SamplingSettings, after the mode's needs, a required ckpt (when `missing_ckpt` says what to
     write) and every value's rule have been checked: a problem is one line before anything is loaded."""
@@ -112,7 +111,7 @@ def read_sampling_settings(
         out=cfg.out,
         root_dir=str(cfg.paths.root_dir),
         options=options,
-        fixed_by_checkpoint=fixed_by_checkpoint or {},
+        fixed_by_checkpoint=fixed_by_checkpoint,
         autoencoder=cfg.get("autoencoder"),
         resume=bool(cfg.get("resume")),
     )

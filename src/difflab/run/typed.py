@@ -3,8 +3,10 @@ told from the same value left at its default (a group's default option, a key of
 
 from __future__ import annotations
 
+from typing import Any
+
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..runs.inherit import override_key
 
@@ -30,3 +32,12 @@ def typed_under(cfg: DictConfig, key: str) -> list[str]:
 def typed_keys_under(cfg: DictConfig, key: str) -> set[str]:
     """The keys typed at or below `key` (`inpaint.steps=100` gives inpaint.steps)."""
     return {override_key(o) for o in typed_under(cfg, key)}
+
+
+def group_choices(cfg: DictConfig) -> dict[str, Any]:
+    """The group options of this config (model=…, data=…): in cfg.hydra before the task runs, from HydraConfig in
+    it; none outside Hydra."""
+    node = OmegaConf.select(cfg, "hydra.runtime.choices")
+    if node is None and HydraConfig.initialized():
+        node = HydraConfig.get().runtime.choices
+    return {} if node is None else dict(node)

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from ..checkpoint_config import contradictions, listed
+from ..checkpoint_config import contradictions
 from ..checkpoint_file import read_model
 from ..data.folder import class_folder_changes
+from ..listing import listed
 from ..model_folder.diffusers_folder import class_name
 from ..model_folder.hub import is_hub_id
 from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline, read_scheduler
