@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from difflab.data.errors import DataError, UnreadableImagesWarning
 from difflab.io.decode import UnreadableImageError, decode_image, is_image_name
 from difflab.io.image_tree import image_paths
+from difflab.listing import listed
 
 Sample = tuple[str, int]  # (path, class index or -1)
 
@@ -180,10 +181,8 @@ def warn_skipped(skipped: list[str]) -> None:
     process: a labelled run scans its folder twice (its classes are counted before the run is set up)."""
     if skipped and tuple(skipped) not in _WARNED:
         _WARNED.add(tuple(skipped))
-        named = ", ".join(skipped[:SKIPPED_NAMED])
-        more = f" and {len(skipped) - SKIPPED_NAMED} more" if len(skipped) > SKIPPED_NAMED else ""
         warnings.warn(
-            f"skipped {len(skipped)} unreadable image file(s): {named}{more}",
+            f"skipped {len(skipped)} unreadable image file(s): {listed(skipped, SKIPPED_NAMED)}",
             UnreadableImagesWarning,
             stacklevel=2,
         )

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ..listing import listed
 from .decode import (
     IMAGE_SUFFIXES,
     MODES,
@@ -82,8 +83,7 @@ def _below(folder: Path) -> str:
     )
     if not holding:
         return ""
-    more = f" and {len(holding) - 3} more" if len(holding) > 3 else ""
-    return f" (its subfolders {', '.join(holding[:3])}{more} hold some: give one of them)"
+    return f" (its subfolders {listed(holding, 3)} hold some: give one of them)"
 
 
 def refuse_a_link_to_nothing(path: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..diffusion import NoiseSchedule
+from ..listing import listed
 from ..models import UNet
 from .diffusers_mapping import (
     architecture_differences,
@@ -193,11 +194,9 @@ def check_unet_config(args: Mapping[str, Any], folder: str | Path, named: str | 
     with `args` (config.json only: what a Hub model is checked by before its weights are fetched)."""
     differences = architecture_differences(args, read_unet_config(folder, named))
     if differences:
-        shown = ", ".join(differences[:4]) + (
-            f" and {len(differences) - 4} more" if len(differences) > 4 else ""
-        )
         raise ValueError(
-            f"{named or f'init_from={folder}'} does not match the configured model: {shown}; choose a model= "
+            f"{named or f'init_from={folder}'} does not match the configured model: {listed(differences, 4)}; "
+            "choose a model= "
             "whose architecture is the diffusers one"
         )
 

@@ -17,6 +17,7 @@ import torch
 
 from ..diffusion.formulations import EDM, Flow
 from ..diffusion.formulations.zero_snr import terminal_betas
+from ..listing import listed
 from ..models import DiT, UNet
 from .diffusers_folder import (
     class_name,
@@ -129,10 +130,7 @@ def unet_arguments_of(folder: Path, named: str) -> dict[str, Any]:
         raise ValueError(f"{named}: its UNet2DModel is not difflab's U-Net: {error}") from error
     differences = architecture_differences(args, theirs)
     if differences:
-        shown = ", ".join(differences[:3]) + (
-            f" and {len(differences) - 3} more" if len(differences) > 3 else ""
-        )
-        raise ValueError(f"{named}: its UNet2DModel is not difflab's U-Net: {shown}")
+        raise ValueError(f"{named}: its UNet2DModel is not difflab's U-Net: {listed(differences, 3)}")
     return args
 
 
