@@ -470,6 +470,34 @@ def test_evaluate_with_data_on_renamed_class_folders_is_refused(tmp_path):
     assert not (tmp_path / "e.json").exists()
 
 
+def test_evaluate_refuses_data_whose_labels_are_not_the_models_classes_without_data_condition(tmp_path):
+    # Helper report: without data.condition=labels, the class-folder check was skipped and conditioning accuracy
+    # was scored against the given data's labels: other folders (0.1), or data=digits, whose digit 0 was scored as
+    # the model's folder class_0 (0.0).
+    root, run = labelled_folder_run(tmp_path)
+    (root / "class_0").rename(root / "zeta")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    for i, (data, named) in enumerate(
+        [
+            (
+                labelled_folder_data(root)[:-1],
+                "other class folders than the model was trained on (gone: class_0",
+            ),
+            (
+                ["data=digits", "data.image_size=8"],
+                "data=digits has no class folders, but the model was trained ",
+            ),
+        ]
+    ):
+        out = tmp_path / f"e{i}.json"
+        result = run_cli(
+            "evaluate.py", f"ckpt={ckpt}", "n=4", "sampler.steps=2", *data,
+            f"metrics.cache_dir={tmp_path / 'cache'}", f"out={out}",
+        )  # fmt: skip
+        assert named in one_error_line(result)
+        assert not out.exists()
+
+
 def test_a_class_folder_renamed_to_another_unicode_form_is_shown_by_its_code_points():
     # Before: "(gone: Ünï; new: Ünï)", two names that look the same (NFC against macOS's NFD).
     composed = "\u00dcn\u00ef"

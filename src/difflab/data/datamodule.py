@@ -227,15 +227,19 @@ class ImageDataModule(L.LightningDataModule):
         """Open both splits once; later calls (any stage) reuse them."""
         if self._splits is not None:
             return
-        # Text runs take captions from class folders too.
-        labelled = self.condition in ("labels", "text")
+        # Text runs take captions from class folders too; a labelled model's data is read by its labels.
+        labelled = self.condition in ("labels", "text") or self.recorded_class_folders is not None
         splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed, labelled)
         if self.dataset == "folder":
             note_if_grayscale(getattr(splits.train, "samples", []), self.channels, self.root)
         if self.condition == "labels" and not splits.num_classes:
             raise DataError(self._no_classes_message())
-        if self.condition == "labels":
-            check_class_folders_kept(self.recorded_class_folders, splits.class_folders, self.root)
+        # The model's classes, wherever they are given (evaluate.py hands a labelled model's to any data=, whose
+        # labels conditioning accuracy then scores by, data.condition or not).
+        if self.condition == "labels" or self.recorded_class_folders is not None:
+            check_class_folders_kept(
+                self.recorded_class_folders, splits.class_folders, self.root, self.dataset
+            )
         if self.condition == "text":
             labelled = splits
             self._captions, splits = self._caption_conditions(splits)

@@ -59,12 +59,21 @@ def class_folder_changes(recorded: list[str], found: list[str]) -> str | None:
     return "; ".join(parts)
 
 
-def check_class_folders_kept(recorded: list[str] | None, found: list[str] | None, root: Path | None) -> None:
+def check_class_folders_kept(
+    recorded: list[str] | None, found: list[str] | None, root: Path | None, dataset: str = "folder"
+) -> None:
     """Refuse data whose class folders are not the ones a model was trained on (`recorded`, in label order): a
     renamed, added or removed folder moves the later classes to other labels, so every label would silently
-    mean another class. Nothing to compare where either side names no folders (a torchvision source)."""
-    if recorded is None or found is None:
+    mean another class; so would data with no class folders at all (a torchvision source, a flat folder). Nothing
+    to compare where the model names no folders (trained on a torchvision source)."""
+    if recorded is None:
         return
+    if found is None:
+        where = f"data.root={root}" if dataset == "folder" else f"data={dataset}"
+        raise DataError(
+            f"{where} has no class folders, but the model was trained on class folders ({listed(recorded, 5)}): "
+            "its labels would mean other classes; give the data it was trained on"
+        )
     changes = class_folder_changes(recorded, found)
     if changes is not None:
         raise DataError(
