@@ -611,6 +611,12 @@ def test_prompts_are_spread_in_rows_and_the_negative_prompt_replaces_the_null_te
             ["prompt=[seven,[a,b]]", "n=2"],
             r"^prompt=\['seven', \['a', 'b'\]\] holds \['a', 'b'\], which is no",
         ),
+        # Before (helper report), embedded and recorded as "1000.0" and "0.5".
+        (
+            ["prompt=1e3"],
+            r"^prompt=1000.0 holds the number 1000.0, read from a word Hydra takes for a number: quote",
+        ),
+        (["prompt=[seven,0.50]", "n=2"], r"^prompt=\['seven', 0.5\] holds the number 0.5, read from a word"),
         # Below guidance 1 the negative prompt's prediction is weighted by 1 - guidance: before, at 0 the samples
         # were bit for bit those of prompt='a one', while settings.json recorded prompt=seven; at 0.5 half-way.
         (

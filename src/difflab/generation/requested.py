@@ -95,6 +95,12 @@ def prompt_list(value: Any, key: str) -> list[str]:
                 f"{key}={value!r} holds {item!r}, which is no caption: give text or a list of texts (quote a word "
                 f"Hydra reads otherwise: {key}='true')"
             )
+        # Hydra reads prompt=1e3 or 0.50 as a float: what was typed is gone (1000.0, 0.5), so nothing is embedded.
+        if isinstance(item, float):
+            raise ValueError(
+                f"{key}={value!r} holds the number {item!r}, read from a word Hydra takes for a number: quote it to "
+                f"keep it as typed, e.g. {key}=\"'1e3'\""
+            )
     texts = [str(item).strip() if item is not None else "" for item in items]
     example = EXAMPLE if key == "prompt" else f'{key}="a blurry smudge", or leave {key} out'
     if not any(texts):
