@@ -558,6 +558,8 @@ def test_evaluate_generates_what_sample_py_generates_negative_prompt_included(
         output="tensor",
     )  # fmt: skip
     assert torch.equal(torch.cat(scored), expected)
+    # Before, left out of the report: its scores changed with the negative prompt, its record did not.
+    assert json.loads((tmp_path / "report.json").read_text())["generated"]["negative_prompt"] == "a one"
 
 
 def sample_cfg(ckpt: Path, out: Path, *overrides: str):
@@ -718,6 +720,11 @@ def test_img2img_and_inpaint_follow_prompts(text_run: Path, tmp_path: Path, monk
     overrides = ["mode=inpaint", f"image={picture}", f"mask={mask}", "prompt=digit 3", "guidance=2"]
     sample(sample_cfg(ckpt, out, *overrides, "inpaint.steps=4", "inpaint.jump_n_sample=1"))
     assert json.loads((out / "settings.json").read_text())["prompts"] == ["digit 3"]
+    # Before, an edit's settings.json was the same bytes with a negative prompt as without it.
+    out = tmp_path / "img2img_negative"
+    edit = ["mode=img2img", f"image={picture}", "prompt=digit 3", "negative_prompt=a one", "guidance=3"]
+    sample(sample_cfg(ckpt, out, *edit))
+    assert json.loads((out / "settings.json").read_text())["negative_prompt"] == "a one"
 
 
 def test_a_prompt_that_names_a_file_is_said_to_be_taken_as_its_text(tmp_path, caplog) -> None:

@@ -77,6 +77,7 @@ def edit_settings(
         **({"guide": str(options.guide)} if options.guide else {}),
         **({"labels": list(conditions.labels)} if guided and conditions.labels else {}),
         **({"prompts": conditions.prompts} if guided and conditions.prompts else {}),
+        **({"negative_prompt": options.negative_prompt} if conditions.negative_for is not None else {}),
         "seed": int(options.seed),
         "precision": options.precision,
         **edit,
