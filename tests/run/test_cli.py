@@ -3,11 +3,12 @@ bad value are answered without loading torch or Lightning (start-up in about a s
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import CONF, ROOT
+from conftest import CONF, ROOT, run_cli
 
 from difflab.run.cli import check_command_line
 
@@ -412,3 +413,13 @@ def test_deleting_what_a_run_reads_is_one_line(config, args, message):
 )
 def test_deleting_what_a_run_does_without_is_let_through(args):
     check_command_line(CONF, "train", args)
+
+
+def test_a_hydra_flag_before_a_resumes_overrides_shows_the_resumed_config(cli_run, tmp_path):
+    # Helper report: the run's own overrides went in ahead of the flag, and argparse printed its usage and
+    # "unrecognized arguments"; the same flag placed last worked.
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    shown = run_cli("train.py", "--cfg", "job", "ckpt_path=last", f"hydra.run.dir={run}")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "base_channels: 16" in shown.stdout  # the run's model=unet_tiny, not the default unet_small's 32

@@ -144,7 +144,8 @@ def generated_batches(
         settings["consistency"] = options.consistency is True  # projected onto down(output) = input (DDNM)
     if conditions.prompts is not None:
         settings["prompts"] = conditions.prompts
-    if conditions.negative_for is not None:  # before, left out: the scores changed with it, the record did not
+    # Before, left out: the scores changed with a negative prompt, the record did not.
+    if conditions.negative_for is not None:
         settings["negative_prompt"] = options.negative_prompt
     if conditions.labels is not None:
         settings["labels"] = labels_entry(conditions, n)

@@ -47,7 +47,7 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
     try:
         inherited = inherited_overrides(args, conf_dir, say) if inherit else []
         # With the run's own overrides first: a key its experiment adds (callbacks.fid) is a key of this run.
-        check_command_line(conf_dir, config_name, [*inherited, *args])
+        check_command_line(conf_dir, config_name, with_inherited(args, inherited))
     except ValueError as error:  # nothing has run, nothing is written
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -56,12 +56,21 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
     if inherit:
         args = with_this_ranks_run_folder(args)
     try:
-        run_hydra(task, str(conf_dir), config_name, [*inherited, *args])
+        run_hydra(task, str(conf_dir), config_name, with_inherited(args, inherited))
     except KeyboardInterrupt:
         # Ctrl-C while Hydra composes, the checks run or torch loads (a run's own stop handling says more once
         # it has begun): one line, as for a Ctrl-C later, not a traceback through the import machinery.
         print(f"error: {Path(sys.argv[0]).name} interrupted (Ctrl-C) while starting", file=sys.stderr)
         sys.exit(130)
+
+
+def with_inherited(args: list[str], inherited: list[str]) -> list[str]:
+    """The command line with a resume's own overrides just before the first override typed, after any Hydra flag:
+    before, `--cfg job ckpt_path=last` put them ahead of the flag, and argparse refused the overrides after it."""
+    first = next(
+        (i for i, a in enumerate(args) if not a.startswith("-") and ("=" in a or a[:1] == "~")), len(args)
+    )
+    return [*args[:first], *inherited, *args[first:]]
 
 
 def with_this_ranks_run_folder(args: list[str]) -> list[str]:
