@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from conftest import CONF, FAST_TRAIN, run_cli
 from hydra import compose, initialize_config_dir
@@ -96,6 +97,15 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
         rows = list(csv.DictReader((sweep / trial / "csv" / "metrics.csv").open()))
         final_val_losses.append(float([r for r in rows if r.get("val/loss")][-1]["val/loss"]))
     assert best["best_value"] == pytest.approx(min(final_val_losses))
+    # A trial resumes in its own folder, as the README says a sweep's job does: before, the inherited
+    # hparams_search started a new 20-trial search under multirun/ in the project.
+    trial = sweep / "0"
+    resumed = run_cli("train.py", "ckpt_path=last", f"hydra.run.dir={trial}", "trainer.max_steps=4")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (
+        torch.load(trial / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+        == 4
+    )
 
 
 def test_optuna_search_takes_a_dit(tmp_path):

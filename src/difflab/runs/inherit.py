@@ -28,7 +28,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-NEVER_INHERITED = ("ckpt_path",)  # the resume's own choice
+# The resume's own choice, and what made the run a trial of a search: inherited, hparams_search would start a new
+# search (its hydra.mode is MULTIRUN) in another folder instead of resuming the trial in its own.
+NEVER_INHERITED = ("ckpt_path", "hparams_search", "hydra/sweeper")
 
 # Leaf keys that say where files are written; a run folder must not point them elsewhere.
 PLACE_KEYS = {
