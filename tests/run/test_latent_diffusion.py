@@ -287,6 +287,23 @@ def test_a_moved_autoencoder_is_given_with_autoencoder_and_a_changed_one_is_refu
         difflab.load(latent_run[0], device="cpu", autoencoder=tmp_path / "nowhere")
 
 
+def test_export_py_takes_a_moved_autoencoder(autoencoder_run, latent_run, tmp_path) -> None:
+    # Helper report: once the autoencoder had moved, export.py's refusal said "give autoencoder=<a copy of it>", a
+    # key export.py did not have ("autoencoder is not a key of the export config"): no way to export.
+    ckpt = read_checkpoint(latent_run[0] / "checkpoints" / "last.ckpt")
+    ckpt["LatentDataModule"]["autoencoder_path"] = str(tmp_path / "moved away")
+    torch.save(ckpt, tmp_path / "latent.ckpt")
+    given = [f"ckpt={tmp_path / 'latent.ckpt'}", "format=diffusers"]
+    with pytest.raises(ValueError, match=r"is missing \(.*moved away\): give autoencoder="):
+        export(compose_config("export", [*given, f"out={tmp_path / 'refused'}"], tmp_path))
+    out = export(
+        compose_config(
+            "export", [*given, f"autoencoder={autoencoder_run}", f"out={tmp_path / 'x'}"], tmp_path
+        )
+    )
+    assert (out / "vae" / "config.json").is_file() and (out / "unet" / "config.json").is_file()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -28,6 +28,7 @@ class ExportSettings:
     out: str | None
     root_dir: str
     allowed_targets: tuple[str, ...]
+    autoencoder: str | None = None  # a latent checkpoint's autoencoder moved elsewhere (same hash)
 
 
 def read_settings(cfg: DictConfig) -> ExportSettings:
@@ -39,20 +40,21 @@ def read_settings(cfg: DictConfig) -> ExportSettings:
     )
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown format={cfg.format}; choose one of {', '.join(FORMATS)}")
-    return ExportSettings(ckpt, cfg.format, cfg.out, str(cfg.paths.root_dir), tuple(cfg.allowed_targets))
+    return ExportSettings(
+        ckpt, cfg.format, cfg.out, str(cfg.paths.root_dir), tuple(cfg.allowed_targets), cfg.autoencoder
+    )
 
 
 def export(cfg: DictConfig) -> Path:
     """Export checkpoint cfg.ckpt in cfg.format to cfg.out (default: a new outputs/export/<date>/<time>)."""
     settings = read_settings(cfg)
-    if is_autoencoder(
-        settings.ckpt
-    ):  # before, load_model's "it cannot sample or edit", beside the point here
+    # Before, load_model's "it cannot sample or edit", beside the point here.
+    if is_autoencoder(settings.ckpt):
         raise ValueError(
             f"{settings.ckpt} is an autoencoder (task=autoencoder): export.py exports diffusion models; a latent "
             "diffusion model trained on it exports it with itself (format=diffusers: its vae/ folder)"
         )
-    loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets)
+    loaded = load_model(settings.ckpt, "cpu", settings.allowed_targets, autoencoder=settings.autoencoder)
     plan = plan_export(loaded, settings.ckpt, settings.format)  # every refusal before the folder is made
     with exit_if_stopped("export.py"), output_folder(settings.out, "export", settings.root_dir) as folder:
         out = folder.path
