@@ -151,6 +151,12 @@ def test_grid_rows_keep_one_class_or_picture_each() -> None:
     assert (shown, columns) == (list(range(1_024)), None)
     shown, _ = grid_indices(40 * 100, 100)  # 40 inputs × 100 edits: the first 32 inputs
     assert shown[-1] == 31 * 100 + 31
+    # Conditions spread in uneven blocks (sample i of block i·k // n) keep a row each, blanks (None) after them.
+    assert grid_indices(10, 4, 3) == ([0, 1, 2, 3, 4, 5, 6, None, 7, 8, 9, None], 4)
+    shown, columns = grid_indices(4, 1, 10)  # fewer samples than classes: a row per sample, none blank
+    assert (shown, columns) == ([0, 1, 2, 3], 1)
+    shown, columns = grid_indices(50_001, 5_001, 10)  # capped as before: the first 32 of each of 10 rows
+    assert columns == 32 and len(shown) == 320 and shown[32] == 5_001 and None not in shown
 
 
 def test_evaluate_names_the_batch_that_is_not_finite(tiny_ckpt: Path, tmp_path: Path, monkeypatch) -> None:

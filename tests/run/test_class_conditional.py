@@ -29,11 +29,13 @@ import difflab
 from difflab.checkpoint import CONFIG_KEY, load_model
 from difflab.data import DataError, ImageDataModule
 from difflab.data.folder import class_folder_changes
+from difflab.evaluation.samples import scored_conditions
 from difflab.generation.requested import requested_labels
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 from difflab.run.train import train
+from difflab.sample_options import SampleOptions
 from difflab.training.finite import NonFiniteError
 
 # Lite0 at 224 px on a CPU costs ~0.1 s an image: a handful of reference, training and generated images.
@@ -165,9 +167,31 @@ def test_labels_at_guidance_0_are_refused_as_having_no_effect(cond_run, tmp_path
     ):
         sample_to(tmp_path / "a", cond_run["ckpt"], "labels=3", "guidance=0", "n=2")
     assert not (tmp_path / "a").exists()
-    assert (
-        sample_to(tmp_path / "b", cond_run["ckpt"], "guidance=0", "n=2")["guidance"] == 0.0
-    )  # no labels: fine
+    # No labels: fine. Before (helper report), settings.json listed every class the samples never saw, the grid
+    # had a row per class, and evaluate.py scored a cond_accuracy of the unconditional samples.
+    settings = sample_to(tmp_path / "b", cond_run["ckpt"], "guidance=0", "n=4")
+    assert settings["guidance"] == 0.0 and settings["labels"] is None
+    assert Image.open(tmp_path / "b" / "grid.png").size == grid_size(rows=2, cols=2)  # not 4 rows of 1
+    options = SampleOptions("sample", 4, 0, None, "fp32", 1, 0.0)
+    loaded = load_model(cond_run["ckpt"])
+    assert scored_conditions(loaded, options, str(cond_run["ckpt"]), None).labels is None
+
+
+def test_a_grid_gives_each_label_a_row_of_its_own_when_n_is_not_a_multiple(cond_run, tmp_path):
+    # Before (helper report): 10 samples of 3 labels were laid in rows of 4 as 3333 / 7779 / 99.
+    settings = sample_to(tmp_path / "a", cond_run["ckpt"], "labels=[3,7,9]", "guidance=2", "n=10")
+    assert settings["labels"] == [3, 3, 3, 3, 7, 7, 7, 9, 9, 9]
+    grid = np.asarray(Image.open(tmp_path / "a" / "grid.png").convert("L"))
+    assert grid.shape[::-1] == grid_size(rows=3, cols=4)
+    factor = grid_size(rows=3, cols=4)[0] // (2 + 4 * 10)
+
+    def tile(row: int, col: int) -> np.ndarray:
+        top, left = factor * (2 + row * 10), factor * (2 + col * 10)
+        return grid[top : top + 8 * factor, left : left + 8 * factor]
+
+    assert (tile(1, 3) == 255).all() and (tile(2, 3) == 255).all()  # the 7s' and 9s' rows end blank
+    samples = np.load(tmp_path / "a" / "samples.npz")["images"][..., 0]
+    assert np.array_equal(tile(2, 0)[::factor, ::factor], samples[7])  # the first 9 starts the third row
 
 
 def test_samples_a_huge_guidance_drives_out_of_range_name_the_guidance_not_the_weights(cond_run, tmp_path):

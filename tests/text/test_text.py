@@ -23,12 +23,14 @@ import difflab
 from difflab.checkpoint import load_model
 from difflab.data import DataError, ImageDataModule
 from difflab.data.captions import DIGIT_WORDS, file_captions, template_captions
+from difflab.evaluation.samples import scored_conditions
 from difflab.generation import grid_conditions, requested_conditions
 from difflab.io.write_images import to_uint8
 from difflab.models import UNet
 from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 from difflab.run.train import train
+from difflab.sample_options import SampleOptions
 from difflab.text import TextEmbeddingCache, embed_texts
 from difflab.text.encoder import DEFAULT_ENCODER, encoder_version
 
@@ -660,6 +662,11 @@ def test_guidance_0_samples_a_text_model_unconditionally_and_refuses_a_prompt_it
     assert made.shape[0] == 2 and made.std() > 0
     settings = json.loads((tmp_path / "a" / "settings.json").read_text())
     assert not settings.get("prompts") and settings["guidance"] == 0
+    # Before (helper report), evaluate.py sampled the data's prompts there, recorded them and scored a
+    # cond_accuracy of samples that never saw them.
+    options = SampleOptions("sample", 4, 0, None, "fp32", 1, 0.0)
+    scored = scored_conditions(load_model(ckpt), options, str(ckpt), None)
+    assert scored.prompts is None and scored.labels is None and scored.nrow is None
 
 
 def test_a_negative_prompt_given_as_a_list_of_one_is_sampled_and_recorded(text_run: Path, tmp_path: Path):

@@ -197,7 +197,11 @@ def scored_conditions(
             "checkpoint's samples are projected onto their inputs; drop superres.consistency="
         )
     n = int(options.n)
-    if loaded.condition == "superres" or (loaded.condition == "text" and options.prompt is None):
+    # A text model at guidance 0 samples its unconditional prediction alone: no prompt of the data's is scored.
+    unconditional = float(options.guidance) == 0.0 and not guided_by_model and options.negative_prompt is None
+    if loaded.condition == "superres" or (
+        loaded.condition == "text" and options.prompt is None and not unconditional
+    ):
         refuse_what_the_data_conditions_ignore(loaded, options, ckpt)
         if data.condition != loaded.condition:
             factor = f" data.sr_factor={sr_factor(loaded)}" if loaded.condition == "superres" else ""

@@ -18,10 +18,12 @@ from ..text import TextTable
 @dataclass
 class Conditions:
     """cond_for(indices) gives the conditions of those samples (None: an unconditional model); `nrow` is the
-    grid's row width (None: square)."""
+    grid's row width (None: square) and `blocks` how many conditions the samples are spread over in contiguous
+    blocks, each shown on a row of its own."""
 
     cond_for: CondFor | None = None
     nrow: int | None = None
+    blocks: int | None = None
     # The class of each sample, when known (conditioning accuracy); worked out when read, so any n costs nothing.
     labels: SpreadLabels | None = None
     # inputs_for(indices): what those samples were made from, shown beside them in a grid (super-resolution).
@@ -36,7 +38,7 @@ def class_conditions(labels: Sequence[int], n: int) -> Conditions:
     """n samples spread over `labels` in equal contiguous blocks (sample i of class labels[i·k // n]): a grid
     with ceil(n / k) columns shows one row per label."""
     spread = spread_labels(labels, n)
-    return Conditions(label_condition(spread), math.ceil(n / len(labels)), spread)
+    return Conditions(label_condition(spread), math.ceil(n / len(labels)), len(labels), spread)
 
 
 def text_conditions(
@@ -48,6 +50,7 @@ def text_conditions(
     return Conditions(
         texts.cond_for(rows),
         math.ceil(n / len(texts)),
+        len(texts),
         # Sample i's prompt is row i·k // n, so its class is text_classes spread the same way.
         labels=None if text_classes is None else spread_labels(text_classes[: len(texts)], n),
         prompts=list(texts.captions),

@@ -4,6 +4,7 @@ for a training run's super-resolution, and the comparisons sample.py draws for e
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -17,22 +18,33 @@ from .request import GenerationRequest
 GRID_ROWS = GRID_COLUMNS = 32
 
 
-def grid_indices(count: int, row: int | None) -> tuple[list[int], int | None]:
-    """Which of `count` results a grid shows, and its row width. `row`: results per row (one row per class,
-    prompt or input picture); None lays them out about square. All of them when they fit GRID_ROWS rows of
-    GRID_COLUMNS; else the first GRID_COLUMNS of each of the first GRID_ROWS rows (unlaid: the first ones)."""
+def grid_indices(
+    count: int, row: int | None, blocks: int | None = None
+) -> tuple[list[int | None], int | None]:
+    """Which of `count` results a grid shows, in order, and its row width. `row`: results per row (one row per
+    class, prompt or input picture); None lays them out about square. All of them when they fit GRID_ROWS rows of
+    GRID_COLUMNS; else the first GRID_COLUMNS of each of the first GRID_ROWS rows (unlaid: the first ones).
+    `blocks`: the results are k conditions spread in contiguous blocks (class_conditions), each given a row of its
+    own, its empty places None (blank tiles): before, 10 samples of 3 labels in rows of 4 read 3333 / 7779 / 99."""
     if row is None:
         return list(range(min(count, GRID_ROWS * GRID_COLUMNS))), None
     columns = min(row, GRID_COLUMNS)
-    rows = min(math.ceil(count / row), GRID_ROWS)
-    return [r * row + c for r in range(rows) for c in range(columns) if r * row + c < count], columns
+    if blocks is None:
+        rows = min(math.ceil(count / row), GRID_ROWS)
+        return [r * row + c for r in range(rows) for c in range(columns) if r * row + c < count], columns
+    # Block j holds the samples i with i·k // count = j: from ceil(j·count / k) up to the next block's start.
+    starts = [-(-j * count // blocks) for j in range(blocks + 1)]
+    laid = [list(range(a, b))[:columns] for a, b in zip(starts, starts[1:], strict=False) if b > a]
+    return [i for r in laid[:GRID_ROWS] for i in [*r, *[None] * (columns - len(r))]], columns
 
 
 def grid_tiles(conditions: Conditions, images: Tensor) -> tuple[Tensor, int | None]:
-    """The tiles of a grid and its row width: the samples, or (input, sample) pairs side by side when the
-    conditions carry inputs (nrow then counts pairs, about square when unset)."""
+    """The tiles of a grid and its row width: the samples (one row per condition, see grid_indices), or (input,
+    sample) pairs side by side when the conditions carry inputs (nrow then counts pairs, about square when
+    unset)."""
     if conditions.inputs_for is None:
-        return images, conditions.nrow
+        shown, columns = grid_indices(len(images), conditions.nrow, conditions.blocks)
+        return laid_out(images, shown), columns
     n = len(images)
     inputs = conditions.inputs_for(range(n)).to(images.device, images.dtype)
     # About square, rows full: the first divisor of n from sqrt(n / 2) pairs on (32 -> 4, 64 -> 8).
@@ -40,6 +52,12 @@ def grid_tiles(conditions: Conditions, images: Tensor) -> tuple[Tensor, int | No
         k for k in range(max(1, math.ceil(math.sqrt(n / 2))), n + 1) if n % k == 0
     )
     return torch.stack([inputs, images], 1).flatten(0, 1), 2 * pairs
+
+
+def laid_out(images: Tensor | Mapping[int, Tensor], shown: list[int | None]) -> Tensor:
+    """images[i] for each i of `shown` (a batch, or the tiles kept by index), a blank (white) tile for each None."""
+    blank = torch.ones_like(images[next(i for i in shown if i is not None)])
+    return torch.stack([blank if i is None else images[i] for i in shown])
 
 
 def comparison_tiles(

@@ -15,7 +15,7 @@ from ..io.results import RESULTS_SETTINGS, OutputFolder, write_json
 from ..io.write_images import enlarge, grid_of, writing_samples
 from ..sample_options import SampleOptions
 from .finite import check_finite
-from .grids import GRID_COLUMNS, GRID_ROWS, comparison_tiles, grid_indices
+from .grids import GRID_COLUMNS, GRID_ROWS, comparison_tiles, grid_indices, laid_out
 from .images import Generation
 from .memory import check_disk_room
 from .report import log_line, progress
@@ -56,9 +56,11 @@ def generate_into(
     log.info(*log_line(options, loaded, request))
     generation = Generation(request, loaded.sampling_net)
     shared = SharedGeneration(generation, loaded.sample_shape, processes)
-    row = request.conditions.nrow if options.mode == "sample" else request.per_picture
-    shown, columns = grid_indices(count, row)
-    tiles: list[Tensor] = []
+    sampling = options.mode == "sample"
+    row = request.conditions.nrow if sampling else request.per_picture
+    shown, columns = grid_indices(count, row, request.conditions.blocks if sampling else None)
+    wanted = {i for i in shown if i is not None}
+    tiles: dict[int, Tensor] = {}
     with (
         generation.cpu_threads() as cpu_threads,
         progress(options, len(request.indices), shared.steps) as on_step,
@@ -69,16 +71,16 @@ def generate_into(
             first = files.written
             check_finite(images, ckpt, (first, first + len(images) - 1, count), options.guidance)
             files.add(images, on_disk)
-            tiles.extend(images[i - first] for i in shown if first <= i < first + len(images))
-        kept = torch.stack(tiles)
+            tiles.update({i: images[i - first] for i in range(first, first + len(images)) if i in wanted})
         if request.pictures is None:
-            files.save_grid(enlarge(grid_of(kept, columns)))
+            files.save_grid(enlarge(grid_of(laid_out(tiles, shown), columns)))
         else:  # edits and super-resolution: the grid compares results with inputs
+            kept = torch.stack([tiles[i] for i in shown if i is not None])
             files.save_grid(enlarge(grid_of(*comparison_tiles(request, kept, columns))))
-    if len(shown) < count:
+    if len(wanted) < count:
         log.info(
             "grid.png shows %d of the %d results (at most %d rows of %d)",
-            len(shown),
+            len(wanted),
             count,
             GRID_ROWS,
             GRID_COLUMNS,

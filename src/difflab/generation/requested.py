@@ -153,10 +153,19 @@ def requested_conditions(
         if value is not None:
             hint = "" if model.condition != "labels" else ": give labels= instead"
             raise ValueError(f"{key}={value!r} given, but {source} holds {model_kind(model)}{hint}")
+    if unconditional_only and model.condition == "labels":
+        return unconditional_class_conditions(n)
     label_guidance = 1.0 if guided_by_model else guidance
     names = model_class_names(getattr(model, "config", None) or {})
     _, wanted = requested_labels(model.condition, model.num_classes, labels, label_guidance, n, source, names)
     return Conditions() if wanted is None else class_conditions(wanted, n)
+
+
+def unconditional_class_conditions(n: int) -> Conditions:
+    """A class model's n samples at guidance=0, its unconditional prediction alone: the net drops the label it is
+    given, so one (class 0) only gives the input its shape, and no label is recorded, laid in grid rows or scored
+    (before, every class was: settings.json listed labels the samples never saw, evaluate.py a cond_accuracy)."""
+    return replace(class_conditions([0], n), nrow=None, blocks=None, labels=None)
 
 
 def warn_if_never_unconditional(
@@ -203,7 +212,8 @@ def unconditional_text_conditions(model: TrainedModel, n: int) -> Conditions:
     blank = TextTable(
         [""], torch.zeros(1, 1, width), torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, width)
     )
-    return replace(text_conditions(blank, n), prompts=None)
+    # Laid out about square: one blank prompt's row would put every sample on one row (the first 32 shown).
+    return replace(text_conditions(blank, n), prompts=None, nrow=None, blocks=None)
 
 
 def prompt_conditions(
