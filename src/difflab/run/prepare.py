@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..cluster.devices import check_matches_started_processes
 from .autoencoder_checks import check_autoencoder_run
 from .latent import use_latents
+from .phema_checks import check_phema_run
 from .rules import check_given, check_values
 from .train_checks import (
     RULES,
@@ -58,6 +59,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_matches_started_processes(cfg.trainer)
     check_fused_clipping(cfg)
     check_autoencoder_run(cfg)
+    check_phema_run(cfg)
     check_condition_keys(cfg)
     check_model_fits_data(cfg)
     use_latents(cfg)
