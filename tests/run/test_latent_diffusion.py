@@ -219,6 +219,23 @@ def test_a_post_hoc_ema_rebuild_of_a_latent_run_samples_as_its_checkpoint_does(
     )
 
 
+def test_a_post_hoc_ema_sweep_checks_the_autoencoder_before_writing_anything(
+    autoencoder_run, latent_run, tmp_path, capsys
+) -> None:
+    # Before, the first sigma_rel was rebuilt and its record written, and only its evaluate.py refused the
+    # autoencoder; the command given the autoencoder asked for was then refused for other overrides.
+    run = tmp_path / "run"
+    extra = ["callbacks=[default,phema]", "callbacks.phema.every_n_steps=1"]
+    train(compose_config("train", two_step_latent_run(autoencoder_run, latent_run, *extra), run))
+    out, nowhere = tmp_path / "sweep", tmp_path / "nowhere"
+    assert phema_main([str(run), "sigma_rel=[0.05,0.15]", "n=8", f"autoencoder={nowhere}", f"out={out}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"is missing ({nowhere}): give autoencoder=<a copy of it>"
+    ), lines
+    assert not out.exists()
+
+
 def test_latents_are_not_clipped_to_the_pixel_range_unless_asked(latent_run, tmp_path) -> None:
     """Before, every sampler clipped x̂_0 to [-1, 1] on latents too (its default clip_x0=1.0): scaled to unit std,
     a third of them lie outside, and an img2img at strength 0.001 came back 12 dB from its picture."""

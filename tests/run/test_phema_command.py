@@ -20,6 +20,8 @@ from difflab.checkpoint import load_model
 from difflab.cluster.stop_signal import StoppedBySignal
 from difflab.phema import main
 from difflab.run.train import train
+from difflab.training.phema_reconstruct import plan
+from difflab.training.phema_scores import done_before, record_sweep
 from difflab.training.phema_snapshots import read_snapshot
 
 SMALL_EVAL = ["n=8", "metrics.num_reference=40", "metrics.kid_subset_size=4", "metrics.kid_subsets=2"]
@@ -103,6 +105,11 @@ def test_a_sweep_scores_every_sigma_rel_and_names_the_best(phema_run, tmp_path, 
         (["sigma_rel=[0.05,0.1]", "sampler.steps=0"], "sampler.steps=0 must be at least 1"),
         # Before, taken and not read: the sweep scored the rebuilds and said nothing.
         (["sigma_rel=[0.05,0.1]", "ckpt=other.ckpt"], "a sweep scores the rebuilds of the run given first"),
+        # Before, refused by the first evaluate.py, after a rebuild and a record the corrected command refused.
+        (
+            ["sigma_rel=[0.05,0.1]", "autoencoder=ae"],
+            "is not a latent diffusion model (it makes pixels): drop",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(phema_run, tmp_path, capsys, args, message):
@@ -319,3 +326,15 @@ def test_several_processes_are_refused_before_anything_is_written(phema_run, tmp
         "error: python -m difflab.phema runs as one process: start it without torchrun or srun\n"
     )
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_a_sweep_continues_with_autoencoder_given_or_dropped(phema_run, tmp_path):
+    # Before, a sweep's record compared autoencoder= too: a sweep continued with the moved autoencoder (whose hash
+    # must match, so the scores cannot change) was refused as made "with other evaluate.py overrides".
+    p = plan(phema_run, 0.05, folder=tmp_path, existing=True)
+    record_sweep(p, ["n=8"])
+    assert done_before(p, ["n=8", "autoencoder=/moved/ae"]) is None
+    record_sweep(q := plan(phema_run, 0.15, folder=tmp_path, existing=True), ["autoencoder=/old/ae", "n=8"])
+    assert done_before(q, ["n=8"]) is None
+    with pytest.raises(ValueError, match="was made by a sweep with other evaluate.py overrides"):
+        done_before(p, ["n=9", "autoencoder=/moved/ae"])

@@ -44,6 +44,7 @@ def sweep(
     with open_dict(config):
         config.ckpt = str(plans[0].template)  # what each evaluate.py is given (a rebuild of it)
     read_evaluate_settings(config)
+    check_autoencoder_fits(plans[0].template, config.get("autoencoder"), tuple(config.allowed_targets))
     fd_key = fd_name(config)
     done = [done_before(p, eval_overrides) for p in plans]
     rows = []
@@ -61,6 +62,15 @@ def sweep(
             scores = score(p.out, report, eval_overrides)["metrics"]
         rows.append(Scored(p.sigma_rel, float(scores[fd_key]), p.out, report))
     return rows, fd_key
+
+
+def check_autoencoder_fits(template: Path, autoencoder: str | None, allowed_targets: tuple[str, ...]) -> None:
+    """The run's model loaded as each evaluate.py loads its rebuild, so that autoencoder= given to a pixel run, or
+    a latent run's autoencoder missing or with another hash, is one line before anything is written. Before, the
+    first σ_rel was rebuilt and its record written first, which then refused the corrected command."""
+    from ..checkpoint import load_model
+
+    load_model(template, "cpu", allowed_targets, autoencoder=autoencoder)
 
 
 def eval_config(overrides: Sequence[str]) -> Any:

@@ -69,11 +69,16 @@ def done_before(p: Plan, eval_overrides: Sequence[str]) -> str | None:
 
 
 def same_overrides(recorded: Sequence[str], given: Sequence[str]) -> bool:
-    """Whether two lists of overrides say the same: in any order, unless a key is given twice (the last wins)."""
+    """Whether two lists of overrides say the same: in any order, unless a key is given twice (the last wins).
+    autoencoder= is left out: it only says where the autoencoder is, whose hash must be the recorded one."""
+    recorded, given = scoring(recorded), scoring(given)
     keys = [override.split("=", 1)[0] for override in given]
-    return list(recorded) == list(given) or (
-        len(set(keys)) == len(keys) and sorted(recorded) == sorted(given)
-    )
+    return recorded == given or (len(set(keys)) == len(keys) and sorted(recorded) == sorted(given))
+
+
+def scoring(overrides: Sequence[str]) -> list[str]:
+    """The overrides that can change a sweep's scores: all but autoencoder= (a moved copy of the same one)."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "autoencoder"]
 
 
 def record_sweep(p: Plan, eval_overrides: Sequence[str]) -> None:
