@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config, one_error_line, run_cli
+from conftest import FAST_TRAIN, compose_config, few_snapshots, one_error_line, run_cli
 
 from difflab.run.train import train
 from difflab.training import PostHocEMA
@@ -124,7 +124,7 @@ def rebuild_warnings(run_dir: Path, out: Path, caplog) -> list[str]:
     caplog.clear()
     with caplog.at_level("WARNING", logger="difflab"):
         reconstruct(plan(run_dir, 0.07, out=out))
-    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and not few_snapshots(r)]
 
 
 def test_a_resume_with_another_every_n_steps_warns_of_no_missing_snapshots(tmp_path, caplog):
@@ -160,4 +160,25 @@ def test_a_run_resumed_from_a_checkpoint_older_than_the_spacing_record_is_still_
     assert rebuild_warnings(run_dir, tmp_path / "a.ckpt", caplog) == [
         f"the snapshots of step(s) 2 are missing from {folder} (every_n_steps=2): sigma_rel=0.070 is fitted from "
         "the 2 left"
+    ]
+
+
+def test_too_few_snapshots_are_said_at_training_start_and_at_the_rebuild(tmp_path, caplog):
+    # Before, every_n_steps past max_steps wrote one snapshot without a word, and sigma_rel=0.2 was rebuilt from it
+    # 3% off a directly tracked 0.2 (0.02% from 20 snapshots), again without a word.
+    run_dir = tmp_path / "run"
+    overrides = [*FAST_TRAIN, "callbacks=[default,phema]", "trainer.max_steps=10"]
+    with caplog.at_level("WARNING", logger="difflab"):
+        train(compose_config("train", overrides, run_dir))
+    assert (
+        "callbacks.phema.every_n_steps=250 with trainer.max_steps=10 writes 1 post-hoc EMA snapshot(s): a rebuild "
+        "from fewer than 10 is off by more than 0.5% of the weights' range; choose callbacks.phema.every_n_steps=1 "
+        "or less"
+    ) in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="difflab"):
+        reconstruct(plan(run_dir, 0.07, out=tmp_path / "a.ckpt"))
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "sigma_rel=0.070 is rebuilt from 1 snapshot(s): fewer than 10 can be off by more than 0.5% of the weights' "
+        "range; train with callbacks.phema.every_n_steps=1 or less to keep 10 by step 10"
     ]

@@ -16,6 +16,7 @@ from ..io.atomic import atomic_file
 from ..io.results import check_writable_file
 from ..io.set_aside import set_aside
 from .phema import check_sigma_rel, reconstruction_coefficients, sigma_rel_to_gamma, weighted_sum
+from .phema_enough import warn_if_few_snapshots
 from .phema_snapshots import SNAPSHOT_FOLDER, Snapshot, list_snapshots, read_snapshot
 
 log = logging.getLogger("difflab")
@@ -168,6 +169,7 @@ def reconstruct(p: Plan) -> Path:
     that sample.py, evaluate.py and difflab.load read (weights only: no optimizer, not for resuming)."""
     ckpt = read_checkpoint(p.template)
     warn_if_snapshots_missing(p, ckpt[CONFIG_KEY], int(ckpt.get("global_step", 0)), snapshot_spacing(ckpt))
+    warn_if_few_snapshots(len(p.snapshots), sigma_rel_text(p.sigma_rel), p.step)
     profiles = [(s, i, sigma_rel) for s in p.snapshots for i, sigma_rel in enumerate(s.sigma_rels)]
     coefficients = reconstruction_coefficients(
         [s.step for s, _, _ in profiles],
