@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from .nearest_word import nearest_word
 from .run.errors import USER_ERRORS, exit_if_stopped, one_line
 
 OWN_KEYS = ("sigma_rel", "out", "step")
@@ -44,12 +45,23 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
                 "drop ckpt="
             )
         else:
+            check_not_a_typo(key)
             others.append(arg)
     if "sigma_rel" not in own:
         raise ValueError(
             "give sigma_rel=<value> (e.g. 0.05) or a list to sweep (e.g. sigma_rel=[0.03,0.05,0.1])"
         )
     return argv[0], own, others
+
+
+def check_not_a_typo(key: str) -> None:
+    """A key near one of this command's own (stepp=, sigma=) is taken for a typo of it, as train.py answers an
+    unknown key: before, it was passed on as an evaluate.py override ("only a sweep scores …"). Dotted keys are
+    evaluate.py's, and no top-level key of evaluate.py's config is near one of these."""
+    name = key.lstrip("+~")
+    close = None if "." in name else nearest_word(name, OWN_KEYS)
+    if close is not None:
+        raise ValueError(f"{name} is not a key of python -m difflab.phema; did you mean {close}?")
 
 
 def refuse_several_processes() -> None:

@@ -98,6 +98,12 @@ def test_a_sweep_scores_every_sigma_rel_and_names_the_best(phema_run, tmp_path, 
         (["sigma_rel=0.05", "step=3"], "step=3 is not a snapshot step"),
         (["sigma_rel=0.05", "n=10"], "only a sweep scores"),
         (["sigma_rel=[0.05,0.050]"], "lists a value twice"),
+        # Before, "only a sweep scores (sigma_rel=[…])", as if an evaluate.py override had been given.
+        (["sigma_rel=0.05", "stepp=6"], "stepp is not a key of python -m difflab.phema; did you mean step?"),
+        (
+            ["sigma_rel=[0.05,0.1]", "sigma=0.1"],
+            "sigma is not a key of python -m difflab.phema; did you mean sigma_rel?",
+        ),
         (["sigma_rel=[0.05,0.3]"], "sigma_rel=0.3 is out of range"),
         (["sigma_rel=[0.05,0.1]", "metrics.extractr=x"], "did you mean metrics.extractor"),
         # Before, each was met by the first evaluate.py, after a rebuild and a record the corrected command refused.
@@ -340,3 +346,20 @@ def test_a_sweep_continues_with_autoencoder_given_or_dropped(phema_run, tmp_path
     assert done_before(q, ["n=8"]) is None
     with pytest.raises(ValueError, match="was made by a sweep with other evaluate.py overrides"):
         done_before(p, ["n=9", "autoencoder=/moved/ae"])
+
+
+@pytest.mark.parametrize(
+    ("sigma_rel", "where"), [("0.08", "checkpoints/new.ckpt"), ("[0.05,0.1]", "checkpoints")]
+)
+def test_a_rebuild_is_refused_inside_checkpoints(phema_run, tmp_path, capsys, sigma_rel, where):
+    # Before, out=<run>/checkpoints/new.ckpt was written there, though a resume reads that folder.
+    run = tmp_path / "run"
+    shutil.copytree(phema_run, run)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    scoring = SMALL_EVAL if sigma_rel.startswith("[") else []  # a sweep's evaluate.py overrides
+    assert main([str(run), f"sigma_rel={sigma_rel}", f"out={run / where}", *scoring]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: out={run / where} is inside {run / 'checkpoints'}, which a resume reads: leave out= out (the "
+        f"rebuild goes to {run / 'phema'}) or give a file outside checkpoints/"
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before

@@ -100,9 +100,21 @@ def plan(
     if not template.is_file():
         raise FileNotFoundError(f"{run} has no checkpoints/last.ckpt to take the model's config from")
     target = Path(out) if out is not None else Path(folder or run / "phema") / output_name(sigma_rel, step)
+    check_outside_checkpoints(run, target, out if out is not None else folder)
     if not (existing and target.is_file()):
         check_writable_file(target)
     return Plan(run, template, snapshots, step, sigma_rel, target, latest=asked is None)
+
+
+def check_outside_checkpoints(run: Path, target: Path, given: str | Path | None) -> None:
+    """A rebuild never goes into the run's checkpoints/ (a resume reads that folder, and it holds no optimizer):
+    before, out=<run>/checkpoints/new.ckpt was written there."""
+    checkpoints = (run / "checkpoints").resolve()
+    if checkpoints in target.resolve().parents:
+        raise ValueError(
+            f"out={given} is inside {run / 'checkpoints'}, which a resume reads: leave out= out (the rebuild goes "
+            f"to {run / 'phema'}) or give a file outside checkpoints/"
+        )
 
 
 def warn_if_snapshots_missing(
