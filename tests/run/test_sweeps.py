@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import CONF, FAST_TRAIN, run_cli
+from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -429,3 +429,74 @@ def test_a_typo_in_an_optuna_search_space_is_refused_before_its_trials(tmp_path,
         .startswith(f"error: the search space (hydra.sweeper.params) holds {said}")
     ), result.stderr
     assert not sweep.exists()
+
+
+def held_by_another_process(folder: Path, mark: str) -> Any:
+    """`folder`'s lock `mark` held as another live sweep or run holds it (open until the file is closed)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    opened = (folder / mark).open("a+")
+    opened.write("pid 4242 on elsewhere\n")
+    opened.flush()
+    fcntl.flock(opened.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return opened
+
+
+def test_a_sweep_into_a_folder_another_sweep_runs_in_now_is_refused_before_any_job(tmp_path):
+    # Before, both sweeps trained job 0 in 0/ and reported success: one metrics.jsonl with both runs' lines, the
+    # first sweep's .hydra files and the second's last.ckpt.
+    sweep = tmp_path / "sweep"
+    other = held_by_another_process(sweep, ".difflab-sweep")
+    try:
+        result = run_cli("train.py", "-m", *SWEEP_FAST, "logger=none", f"hydra.sweep.dir={sweep}")
+    finally:
+        other.close()
+    assert one_error_line(result) == (
+        f"error: sweep folder {sweep} is in use by a sweep running there now (pid 4242 on elsewhere): its jobs "
+        "would train into the same folders; pick a new hydra.sweep.dir"
+    )
+    assert sorted(p.name for p in sweep.iterdir()) == [".difflab-sweep"]
+
+
+def test_a_sweep_started_in_a_second_another_sweep_took_moves_to_time_2(tmp_path):
+    # The dated sweep folder of every second in the next two minutes is held by a sweep running there. Before,
+    # this sweep's job trained into that sweep's 0/ too.
+    import datetime
+
+    now, held = datetime.datetime.now(), {}
+    for second in range(120):
+        moment = now + datetime.timedelta(seconds=second)
+        folder = tmp_path / "multirun" / "train" / moment.strftime("%Y-%m-%d") / moment.strftime("%H-%M-%S")
+        held[folder] = held_by_another_process(folder, ".difflab-sweep")
+    try:
+        result = run_cli("train.py", "-m", *SWEEP_FAST, "logger=none", env={"DIFFLAB_ROOT": str(tmp_path)})
+    finally:
+        for opened in held.values():
+            opened.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    (job,) = [p.parent for p in tmp_path.rglob("checkpoints")]
+    assert (
+        job.name == "0"
+        and job.parent.name.endswith("_2")
+        and job.parent.with_name(job.parent.name[:-2]) in held
+    )
+    assert all(sorted(p.name for p in folder.iterdir()) == [".difflab-sweep"] for folder in held)
+    assert "was just taken by another sweep: this one runs in" in result.stdout
+
+
+def test_a_sweeps_job_holds_its_folder_as_a_single_run_does(tmp_path):
+    # A run training in job 0's folder (a resume started into it, ckpt_path=last hydra.run.dir=<sweep>/0): before,
+    # the job trained there too without a word, writing the same checkpoints and metrics.
+    sweep = tmp_path / "sweep"
+    other = held_by_another_process(sweep / "0", ".difflab-training")
+    try:
+        result = run_cli("train.py", "-m", *SWEEP_FAST, "logger=none", f"hydra.sweep.dir={sweep}")
+    finally:
+        other.close()
+    assert result.returncode == 1
+    assert (
+        f"error: job #0 ({sweep / '0'}): run folder {sweep / '0'} is in use by a run still training there (pid "
+        in (result.stderr)
+    )
+    assert not (sweep / "0" / "checkpoints").exists() and not (sweep / "0" / "metrics.jsonl").exists()

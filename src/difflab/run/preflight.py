@@ -24,9 +24,9 @@ from ..runs.folder import (
     hold_run_folder,
     reenters_run_folder,
     resumed_name,
-    runs_in_sweep_folder,
 )
 from ..runs.job_record import earlier_run, job_record, remember_run
+from ..runs.sweep_folder import SweepFolderUsed, claim_sweep_folder
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
@@ -81,22 +81,40 @@ def _requeued_jobs_folder(config: DictConfig) -> Path | None:
     return folder
 
 
-def refuse_a_used_sweep_folder(config: DictConfig) -> None:
-    """A sweep into a folder that holds an earlier sweep's runs would start each job over in them (job 0 in 0/),
-    overwriting their checkpoints and .hydra files and appending to their metrics. A sweep given ckpt_path
+def _sweep_dir_given(config: DictConfig) -> bool:
+    """True when the user chose hydra.sweep.dir on the command line (else it is the dated default)."""
+    return any(
+        str(o).lstrip("+").startswith("hydra.sweep.dir=") for o in config.hydra.overrides.get("hydra", [])
+    )
+
+
+def claim_sweep(config: DictConfig) -> None:
+    """Claim the sweep folder (runs.sweep_folder): a sweep into a folder that another sweep runs in now, or that
+    holds an earlier sweep's runs, would start each job over in them (job 0 in 0/), mixing or overwriting their
+    checkpoints, .hydra files and metrics. A dated default taken in the same second moves to <time>_2, for the
+    sweeper and for each job's config (composed again from the hydra overrides). A sweep given ckpt_path
     resumes its jobs in their folders, which is left to each job's own checks."""
     if OmegaConf.select(config, "ckpt_path") is not None:
         return
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    runs = runs_in_sweep_folder(sweep_dir)
-    if runs:
-        names = ", ".join(str(run.relative_to(sweep_dir)) for run in runs[:4]) + (
-            ", …" if len(runs) > 4 else ""
+    try:
+        claimed = claim_sweep_folder(sweep_dir, named=_sweep_dir_given(config))
+    except SweepFolderUsed as used:
+        names = ", ".join(str(run.relative_to(sweep_dir)) for run in used.runs[:4]) + (
+            ", …" if len(used.runs) > 4 else ""
         )
         exit_with_error(
             f"sweep folder {sweep_dir} already holds runs ({names}); a sweep there would overwrite them: pick a new "
-            f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last {pasteable('hydra.run.dir', runs[0])}"
+            f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last {pasteable('hydra.run.dir', used.runs[0])}"
         )
+    except ValueError as error:
+        exit_with_error(str(error))
+    if claimed != sweep_dir:
+        print(f"sweep folder {sweep_dir} was just taken by another sweep: this one runs in {claimed}")
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = str(claimed)
+            quoted = str(claimed).replace("'", "\\'")
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
 
 
 def refuse_one_wandb_run_for_a_sweep(config: DictConfig) -> None:
@@ -147,10 +165,11 @@ class Preflight(Callback):
     the launcher writes any job's folder."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not is_secondary_rank():  # torchrun's other ranks run the same sweep into the folders rank 0 makes
-            refuse_a_used_sweep_folder(config)
         refuse_a_search_the_formulation_ignores(config)
         refuse_one_wandb_run_for_a_sweep(config)
+        # Last: a sweep refused makes no folder.
+        if not is_secondary_rank():  # torchrun's other ranks run the same sweep into the folders rank 0 makes
+            claim_sweep(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_rank():

@@ -54,6 +54,7 @@ from .cluster import devices_asked, slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS, exit_if_stopped
 from .prepare import TrainSettings, prepared_for
+from .sweep_job import hold_sweep_jobs_folder
 from .wandb_glue import attach_run_id, name_wandb_run
 
 log = logging.getLogger("difflab")
@@ -178,6 +179,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_console_in_run_log()
     # What preflight prepared, or the same preparation done now.
     settings = prepared_for(cfg, Path(cfg.paths.output_dir))
+    hold_sweep_jobs_folder(settings.run_dir)
     # A resume, or a requeued job starting over in the folder its first attempt logged in.
     if settings.resume is not None or has_logged(settings.run_dir):
         keep_earlier_csv_logs(cfg, settings.step)
