@@ -500,3 +500,20 @@ def test_a_sweeps_job_holds_its_folder_as_a_single_run_does(tmp_path):
         in (result.stderr)
     )
     assert not (sweep / "0" / "checkpoints").exists() and not (sweep / "0" / "metrics.jsonl").exists()
+
+
+def test_a_sweep_resume_into_a_used_sweep_folder_is_refused_before_anything_is_written(tmp_path, cli_run):
+    # Before, each job was refused "config contradicts checkpoint … drop those overrides" (it did not start from
+    # its own overrides), after Hydra had written its .hydra files over the job's first ones and multirun.yaml.
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(cli_run, sweep / "0")
+    kept = {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()}
+    result = run_cli("train.py", "-m", "ckpt_path=last", f"hydra.sweep.dir={sweep}")
+    assert one_error_line(result) == (
+        f"error: sweep folder {sweep} holds runs (0), which a sweep (-m) with ckpt_path=last does not resume (its "
+        "jobs would lose their own overrides and .hydra files): resume each job on its own, train.py "
+        f"ckpt_path=last hydra.run.dir={sweep / '0'}"
+    )
+    assert {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()} == kept

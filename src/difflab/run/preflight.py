@@ -92,10 +92,9 @@ def claim_sweep(config: DictConfig) -> None:
     """Claim the sweep folder (runs.sweep_folder): a sweep into a folder that another sweep runs in now, or that
     holds an earlier sweep's runs, would start each job over in them (job 0 in 0/), mixing or overwriting their
     checkpoints, .hydra files and metrics. A dated default taken in the same second moves to <time>_2, for the
-    sweeper and for each job's config (composed again from the hydra overrides). A sweep given ckpt_path
-    resumes its jobs in their folders, which is left to each job's own checks."""
-    if OmegaConf.select(config, "ckpt_path") is not None:
-        return
+    sweeper and for each job's config (composed again from the hydra overrides). A sweep given ckpt_path does
+    not resume a used folder's jobs: each job would start from the sweep's overrides, not its own, and Hydra
+    writes each job's .hydra files over its first ones before any check; each job is resumed on its own."""
     sweep_dir = Path(str(config.hydra.sweep.dir))
     try:
         claimed = claim_sweep_folder(sweep_dir, named=_sweep_dir_given(config))
@@ -103,6 +102,12 @@ def claim_sweep(config: DictConfig) -> None:
         names = ", ".join(str(run.relative_to(sweep_dir)) for run in used.runs[:4]) + (
             ", …" if len(used.runs) > 4 else ""
         )
+        if (ckpt := OmegaConf.select(config, "ckpt_path")) is not None:
+            exit_with_error(
+                f"sweep folder {sweep_dir} holds runs ({names}), which a sweep (-m) with ckpt_path={ckpt} does not "
+                f"resume (its jobs would lose their own overrides and .hydra files): resume each job on its own, "
+                f"train.py ckpt_path=last {pasteable('hydra.run.dir', used.runs[0])}"
+            )
         exit_with_error(
             f"sweep folder {sweep_dir} already holds runs ({names}); a sweep there would overwrite them: pick a new "
             f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last {pasteable('hydra.run.dir', used.runs[0])}"
