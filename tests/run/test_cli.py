@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONF, ROOT, run_cli
+from conftest import CONF, ROOT, one_error_line, run_cli
 
 from difflab.run.cli import check_command_line
 
@@ -423,3 +423,23 @@ def test_a_hydra_flag_before_a_resumes_overrides_shows_the_resumed_config(cli_ru
     shown = run_cli("train.py", "--cfg", "job", "ckpt_path=last", f"hydra.run.dir={run}")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "base_channels: 16" in shown.stdout  # the run's model=unet_tiny, not the default unet_small's 32
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["-m", "model=unet_tiny", "--cfg", "job"],
+            "error: -m and --cfg cannot be given together (each is a command of its own): drop one; to see a sweep "
+            "job's config, drop -m and give one value of each swept key",
+        ),
+        (
+            ["--info", "--cfg=job"],
+            "error: --info and --cfg cannot be given together (each is a command of its own): drop one",
+        ),
+    ],
+)
+def test_two_of_hydras_commands_are_one_line(args, message):
+    # Before, a traceback ending in "Only one of --run, --multirun, --cfg, --info and --shell_completion can be
+    # specified".
+    assert one_error_line(run_cli("train.py", *args)) == message

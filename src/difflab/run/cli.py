@@ -105,9 +105,43 @@ def _without_run_folder(args: list[str]) -> list[str]:
     return [a for a in args if not a.lstrip("+").startswith("hydra.run.dir=")]
 
 
+# Hydra's commands, of which a command line gives one, by each of their flags.
+COMMAND_FLAGS = {
+    "-r": "--run",
+    "--run": "--run",
+    "-m": "-m",
+    "--multirun": "-m",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-i": "--info",
+    "--info": "--info",
+    "-sc": "--shell-completion",
+    "--shell-completion": "--shell-completion",
+}
+
+
+def _refuse_two_commands(args: list[str]) -> None:
+    """`-m … --cfg job`: before, Hydra's traceback ("Only one of --run, --multirun, --cfg, --info and
+    --shell_completion can be specified")."""
+    given = list(
+        dict.fromkeys(COMMAND_FLAGS[a.split("=", 1)[0]] for a in args if a.split("=", 1)[0] in COMMAND_FLAGS)
+    )
+    if len(given) < 2:
+        return
+    hint = (
+        "; to see a sweep job's config, drop -m and give one value of each swept key"
+        if "-m" in given and "--cfg" in given
+        else ""
+    )
+    raise ValueError(
+        f"{given[0]} and {given[1]} cannot be given together (each is a command of its own): drop one{hint}"
+    )
+
+
 def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> None:
     """A one-line error for an option a config group does not have or a key the config does not have, naming
     the nearest valid one ("did you mean optim.lr?"). Anything this check cannot judge is left to Hydra."""
+    _refuse_two_commands(args)
     if any(a.startswith("-") and a not in PLAIN_FLAGS for a in args):
         return  # --cfg job, -cn <name>, --help, …: Hydra's own business
     overrides = []
