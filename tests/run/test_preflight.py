@@ -218,6 +218,30 @@ def test_a_run_started_in_a_second_another_run_took_moves_to_time_2(tmp_path):
     assert all(sorted(p.name for p in folder.iterdir()) == [".hydra"] for folder in taken)
 
 
+def test_a_run_started_in_a_second_a_training_run_took_moves_to_time_2(tmp_path):
+    """As above, with each of those runs still training (its folder locked): before, train.py was refused ("in
+    use by a run training there now … pick a new hydra.run.dir") though no hydra.run.dir was given."""
+    import datetime
+    import fcntl
+
+    now, held = datetime.datetime.now(), {}
+    for second in range(120):
+        moment = now + datetime.timedelta(seconds=second)
+        folder = tmp_path / "outputs" / "train" / moment.strftime("%Y-%m-%d") / moment.strftime("%H-%M-%S")
+        (folder / ".hydra").mkdir(parents=True)
+        held[folder] = (folder / ".difflab-training").open("a+")
+        fcntl.flock(held[folder].fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        result = run_cli("train.py", *CLI_FAST, "trainer.max_steps=1", env={"DIFFLAB_ROOT": str(tmp_path)})
+    finally:
+        for opened in held.values():
+            opened.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = [p.parent for p in tmp_path.rglob("checkpoints")]
+    assert run.name.endswith("_2") and run.with_name(run.name[:-2]) in held
+    assert all(sorted(p.name for p in folder.iterdir()) == [".difflab-training", ".hydra"] for folder in held)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -48,6 +48,9 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
     when it holds another run (or cannot be written): `named` says the user chose it (else it is a dated default)."""
     found = existing_run_files(run_dir)
     own_folder = resume is not None and run_dir.resolve() in resume.resolve().parents
+    if found and not named and not own_folder and not requeued:
+        # A dated folder another run took this second (training there now or not): claim moves on to <time>_2.
+        return False
     # (A requeued job goes back in whatever lock it sees: hold() says why.)
     if found and not own_folder and not requeued and (holder := training_there_now(run_dir)) is not None:
         # Before: "remove the folder if that run has ended", for a folder whose run was training at that moment.
