@@ -517,3 +517,26 @@ def test_a_sweep_resume_into_a_used_sweep_folder_is_refused_before_anything_is_w
         f"ckpt_path=last hydra.run.dir={sweep / '0'}"
     )
     assert {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()} == kept
+
+
+def test_an_optuna_search_whose_every_trial_failed_says_so_in_one_line(tmp_path):
+    # Before, the trials' errors were followed by optuna's traceback, "ValueError: No trials are completed yet."
+    sweep = tmp_path / "optuna"
+    result = run_cli(
+        "train.py",
+        "hparams_search=ddpm_optuna",
+        "hydra.sweeper.n_trials=2",
+        'hydra.sweeper.params={model.dropout:"choice(2.0, 3.0)"}',
+        "optimized_metric=val/loss",
+        "callbacks=default",
+        *SWEEP_FAST,
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: every trial of the search failed (2 of 2), so it has no best parameters: their errors are above and "
+        f"in {sweep}/<trial>/train.log; fix the cause and search again"
+    )
+    assert (sweep / "0" / "train.log").is_file() and (sweep / "1" / "train.log").is_file()
+    assert not (sweep / "optimization_results.yaml").exists()
