@@ -164,6 +164,30 @@ def test_a_resume_with_another_autoencoder_is_refused_in_one_line(latent_run, tm
     assert not (tmp_path / "cache").exists()  # refused before encoding (before: after, minutes on MNIST)
 
 
+def test_a_resume_logs_the_latent_scale_it_keeps(autoencoder_run, latent_run, tmp_path, caplog) -> None:
+    # Helper report: a resume with another seed logged the scale estimated anew ("latent scale factor 0.90367"),
+    # though the checkpoint's (0.90443) was the one used and saved. A given data.scale_factor was not logged.
+    run = tmp_path / "run"
+    shutil.copytree(latent_run[0], run)
+    kept = read_checkpoint(run / "checkpoints" / "last.ckpt")["LatentDataModule"]["scale_factor"]
+    overrides = [
+        *FAST_TRAIN,
+        "trainer.max_steps=6",
+        "ckpt_path=last",
+        "seed=5",
+        f"autoencoder={autoencoder_run}",
+    ]
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        train(compose_config("train", [*overrides, f"latent_cache_dir={latent_run[1]}"], run))
+    assert f"latent scale factor {kept:.5g}, the checkpoint's (not " in caplog.text
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["LatentDataModule"]["scale_factor"] == kept
+    caplog.clear()
+    given = [*FAST_TRAIN, "trainer.max_steps=2", f"autoencoder={autoencoder_run}", "+data.scale_factor=0.5"]
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        train(compose_config("train", [*given, f"latent_cache_dir={latent_run[1]}"], tmp_path / "given"))
+    assert "latent scale factor 0.5 (data.scale_factor, as given)" in caplog.text
+
+
 def test_a_resume_after_its_autoencoder_run_moved_on_names_the_step_checkpoints(
     autoencoder_run, latent_run, tmp_path
 ) -> None:

@@ -122,10 +122,12 @@ class LatentDataModule(ImageDataModule):
             )
             splits[split], pairs[split] = latents, LatentPairs(latents, images, mirrored)
         self._latent_splits = splits
-        if self.scale_factor is None and self.loaded.scaling_factor is not None:
+        if self.scale_factor is not None:
+            log.info("latent scale factor %.5g (data.scale_factor, as given)", self.scale_factor)
+        elif self.loaded.scaling_factor is not None:
             self.scale_factor = self.loaded.scaling_factor
             log.info("latent scale factor %.5g (the autoencoder's scaling_factor)", self.scale_factor)
-        elif self.scale_factor is None:
+        else:
             self.scale_factor = estimate_scale_factor(
                 splits["train"], torch.Generator().manual_seed(self.seed)
             )
@@ -176,5 +178,12 @@ class LatentDataModule(ImageDataModule):
                 f"the checkpoint was trained on the latents of autoencoder {state.get('autoencoder_hash')} "
                 f"({state.get('autoencoder_path')}), not of {self.autoencoder_path} ({self.loaded.weights_hash}): "
                 "give the autoencoder it was trained with"
+            )
+        # A resume keeps the scale it trained with: said when setup() estimated another (a seed changed).
+        if self.scale_factor is not None and self.scale_factor != state["scale_factor"]:
+            log.info(
+                "latent scale factor %.5g, the checkpoint's (not %.5g, estimated above)",
+                state["scale_factor"],
+                self.scale_factor,
             )
         self.scale_factor = state["scale_factor"]
