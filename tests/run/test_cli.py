@@ -50,6 +50,11 @@ def refusal(config: str, args: list[str]) -> str:
             "+experiment=digits_cpu: the train config's defaults already list experiment (default: none), so "
             "choose its option without the +: experiment=digits_cpu",
         ),
+        # Before (helper report), "the train config has no hydra/launcher group".
+        (
+            ["-m", "hydra/launcher=slurmm"],
+            "hydra/launcher=slurmm is not an option; did you mean hydra/launcher=slurm? (hydra/launcher: basic, ",
+        ),
     ],
 )
 def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):

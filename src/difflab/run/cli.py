@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.types import Glob, Override, OverrideType
 from omegaconf import OmegaConf
 
@@ -374,8 +375,21 @@ def _check_groups_exist(conf_dir: Path, config_name: str, groups: list[Override]
     it), instead of Hydra's "Could not override 'data'. No match in the defaults list" and its footer."""
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         plain = compose(config_name, return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        # Hydra's own groups (launchers, sweepers) take options from its plugins too: before, a typo there
+        # (hydra/launcher=slurmm) was said to be a group the config does not have.
+        hydra_options = {
+            o.key_or_group: loader.get_group_options(o.key_or_group)
+            for o in groups
+            if o.key_or_group.split("/")[0] == "hydra"
+        }
     own = sorted(g for g in plain.hydra.runtime.choices if not g.startswith("hydra"))
     for override in groups:
+        group, options = override.key_or_group, hydra_options.get(override.key_or_group)
+        if options and str(override.value()) not in options:
+            close = nearest_word(str(override.value()), options, cutoff=0.5)
+            hint = f"; did you mean {group}={close}?" if close else ""
+            raise ValueError(f"{override.input_line} is not an option{hint} ({group}: {', '.join(options)})")
         if override.key_or_group not in own:
             raise ValueError(
                 f"{override.input_line}: the {config_name} config has no {override.key_or_group} group, so it "
