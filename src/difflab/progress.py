@@ -52,7 +52,7 @@ class Progress:
         self.every_n_seconds = every_n_seconds
         self.live = sys.stdout.isatty() if live is None else live
         self.fields: dict[str, Any] = {}
-        self._t0 = self._last_line = time.monotonic()
+        self._t0 = self._last_line = self._done_at = time.monotonic()
         self._fields_at = -float("inf")
         self._printed_done: int | None = None
         self._rich: Any = None
@@ -81,7 +81,8 @@ class Progress:
         self.close(failed=exc[0] is not None)
 
     def rate(self) -> float:
-        elapsed = time.monotonic() - self._t0
+        # Up to the last unit: the last line, printed at close, does not count what came after it as units' time.
+        elapsed = (self._done_at if self.done == self.total else time.monotonic()) - self._t0
         return (self.done - self.start) / elapsed if elapsed > 0 else 0.0
 
     def rates(self) -> str:
@@ -115,6 +116,8 @@ class Progress:
         self.update(self.done + n, **fields)
 
     def update(self, done: int, **fields: Any) -> None:
+        if done != self.done:
+            self._done_at = time.monotonic()
         self.done = done
         if fields:
             self.fields.update(fields)
@@ -122,7 +125,8 @@ class Progress:
         extra = " · ".join(f"{k} {_short(v)}" for k, v in self.fields.items())
         if self._rich is not None:
             self._rich.update(self._task, completed=done, rate=self.rates(), extra=extra)
-        if time.monotonic() - self._last_line >= self.every_n_seconds or done == self.total:
+        # The last line is close()'s: what comes after the last unit (a run's final validation) is in it.
+        if time.monotonic() - self._last_line >= self.every_n_seconds and done != self.total:
             self._print_line()
 
     def _print_line(self, suffix: str = "") -> None:

@@ -3,6 +3,7 @@ console showed, short runs with a loss curve, and the debug configs running."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -51,6 +52,20 @@ def test_a_run_logged_to_a_file_shows_steps_rate_eta_and_loss(tmp_path: Path, ti
     assert re.search(r"sampling 4 images: 6/6 steps · [\d.]+ steps/s · [\d.]+ images/s", result.stdout), (
         result.stdout
     )
+
+
+def test_the_last_line_shows_the_last_validations_loss(tmp_path: Path) -> None:
+    # Helper report: the line at the last step was printed before that step's validation, so the run ended on the
+    # validation loss of the step before (val/loss 1.026 of step 20, where step 30 logged 1.020).
+    fast = [o for o in FAST_TRAIN if not o.startswith(("trainer.enable_progress_bar", "trainer.max_steps"))]
+    run = tmp_path / "run"
+    result = run_cli("train.py", *fast, "trainer.max_steps=4", "logger=none", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = [row for row in logged if "val/loss" in row][-1]
+    assert last["step"] == 4
+    lines = [line for line in result.stdout.splitlines() if line.startswith("train: 4/4 steps")]
+    assert len(lines) == 1 and lines[0].endswith(f"val/loss {last['val/loss']:.4g}"), lines
 
 
 def test_the_run_folders_log_holds_everything_the_console_showed(tmp_path: Path) -> None:
