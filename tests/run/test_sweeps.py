@@ -108,6 +108,21 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     )
 
 
+def test_a_trial_resumes_with_its_searchs_callbacks_and_metric(tmp_path):
+    # Review: not inheriting hparams_search dropped what it sets, the FID callback and optimized_metric: a trial's
+    # callbacks.fid.* override was then "not a key of the train config", and without one the resume ran without
+    # the FID callback.
+    trial = tmp_path / "sweep" / "0"
+    (trial / ".hydra").mkdir(parents=True)
+    (trial / ".hydra" / "overrides.yaml").write_text(
+        "- optim.lr=0.0001\n- hparams_search=ddpm_optuna\n- callbacks.fid.num_samples=16\n- model=unet_tiny\n"
+    )
+    shown = run_cli("train.py", "--cfg", "job", "ckpt_path=last", f"hydra.run.dir={trial}")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    config = yaml.safe_load(shown.stdout[shown.stdout.index("task_name") :])
+    assert config["optimized_metric"] == "val/fd_effl0" and config["callbacks"]["fid"]["num_samples"] == 16
+
+
 def test_optuna_search_takes_a_dit(tmp_path):
     # The search space holds model.dropout; before, a DiT had none and the search aborted before its first trial
     # ("Could not override 'model.dropout'").

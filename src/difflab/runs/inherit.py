@@ -28,9 +28,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-# The resume's own choice, and what made the run a trial of a search: inherited, hparams_search would start a new
-# search (its hydra.mode is MULTIRUN) in another folder instead of resuming the trial in its own.
-NEVER_INHERITED = ("ckpt_path", "hparams_search", "hydra/sweeper")
+NEVER_INHERITED = ("ckpt_path",)  # the resume's own choice
 
 # Leaf keys that say where files are written; a run folder must not point them elsewhere.
 PLACE_KEYS = {
@@ -181,6 +179,10 @@ def inherited_overrides(args: list[str], conf_dir: Path, say: Callable[[str], ob
     # Hydra would refuse them ("Key 'strategy' is not in struct") or apply them to another option.
     if replaced:
         say(f"not taken from the run, under a group given now: {' '.join(replaced)}")
+    # A trial of a search resumes in its own folder with the search's settings (callbacks, optimized_metric):
+    # before, its hparams_search (hydra.mode MULTIRUN) started a new search elsewhere.
+    if any(override_key(t) == "hparams_search" for t in taken) and not {"-m", "--multirun"} & set(args):
+        taken.append("hydra.mode=RUN")
     return taken
 
 
