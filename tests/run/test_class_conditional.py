@@ -520,6 +520,22 @@ def test_evaluate_refuses_data_whose_labels_are_not_the_models_classes_without_d
         )  # fmt: skip
         assert named in one_error_line(result)
         assert not out.exists()
+    # Review: a flat folder has no labels to mistake for the model's classes: scored, without cond_accuracy.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for folder in ("zeta", "class_1"):
+        for picture in (root / folder).glob("*.png"):
+            (flat / f"{folder}_{picture.name}").write_bytes(picture.read_bytes())
+    out = tmp_path / "flat.json"
+    result = run_cli(
+        "evaluate.py", f"ckpt={ckpt}", "n=4", "sampler.steps=2", *labelled_folder_data(flat)[:-1],
+        "metrics.num_reference=8", "metrics.reference_split=train", "metrics.kid_subset_size=2",
+        "metrics.prc=false",
+        f"metrics.cache_dir={tmp_path / 'cache'}", f"out={out}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads(out.read_text())["metrics"]
+    assert scores and "cond_accuracy" not in scores
 
 
 def test_a_class_folder_renamed_to_another_unicode_form_is_shown_by_its_code_points():

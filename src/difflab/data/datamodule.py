@@ -238,7 +238,11 @@ class ImageDataModule(L.LightningDataModule):
         # labels conditioning accuracy then scores by, data.condition or not).
         if self.condition == "labels" or self.recorded_class_folders is not None:
             check_class_folders_kept(
-                self.recorded_class_folders, splits.class_folders, self.root, self.dataset
+                self.recorded_class_folders,
+                splits.class_folders,
+                self.root,
+                self.dataset,
+                labelled=splits.num_classes is not None,
             )
         if self.condition == "text":
             labelled = splits

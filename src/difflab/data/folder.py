@@ -60,13 +60,18 @@ def class_folder_changes(recorded: list[str], found: list[str]) -> str | None:
 
 
 def check_class_folders_kept(
-    recorded: list[str] | None, found: list[str] | None, root: Path | None, dataset: str = "folder"
+    recorded: list[str] | None,
+    found: list[str] | None,
+    root: Path | None,
+    dataset: str = "folder",
+    labelled: bool = True,
 ) -> None:
     """Refuse data whose class folders are not the ones a model was trained on (`recorded`, in label order): a
     renamed, added or removed folder moves the later classes to other labels, so every label would silently
-    mean another class; so would data with no class folders at all (a torchvision source, a flat folder). Nothing
-    to compare where the model names no folders (trained on a torchvision source)."""
-    if recorded is None:
+    mean another class; so would `labelled` data with no class folders (a torchvision source's digits). Nothing
+    to compare where the model names no folders (trained on a torchvision source), or where the data has no labels
+    (a flat folder: scored without conditioning accuracy)."""
+    if recorded is None or (found is None and not labelled):
         return
     if found is None:
         where = f"data.root={root}" if dataset == "folder" else f"data={dataset}"
