@@ -99,7 +99,7 @@ def prompt_list(value: Any, key: str) -> list[str]:
         if isinstance(item, float):
             raise ValueError(
                 f"{key}={value!r} holds the number {item!r}, read from a word Hydra takes for a number: quote it to "
-                f"keep it as typed, e.g. {key}=\"'1e3'\""
+                f"keep it as typed, in single quotes inside double ones ({key}=\"'<the text>'\")"
             )
     texts = [str(item).strip() if item is not None else "" for item in items]
     example = EXAMPLE if key == "prompt" else f'{key}="a blurry smudge", or leave {key} out'
