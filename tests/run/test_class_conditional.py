@@ -309,6 +309,10 @@ def test_sample_py_and_difflab_load_take_class_folder_names_as_labels(tmp_path):
     assert by_number.returncode == 0, by_number.stderr[-2000:]
     named = np.asarray(Image.open(tmp_path / "named" / "grid.png"))
     assert np.array_equal(named, np.asarray(Image.open(tmp_path / "numbered" / "grid.png")))
+    # Before (helper report), only the numbers were recorded: on folders 1/ 2/ 80/, labels=80 read [2, 2].
+    settings = json.loads((tmp_path / "named" / "settings.json").read_text())
+    assert settings["labels"] == [1, 1, 0, 0]
+    assert settings["label_names"] == ["class_1", "class_1", "class_0", "class_0"]
     pipe = difflab.load(ckpt)
     torch.testing.assert_close(
         pipe.sample(4, labels=["class_1", "class_0"], steps=2, seed=0),
@@ -534,8 +538,10 @@ def test_evaluate_refuses_data_whose_labels_are_not_the_models_classes_without_d
         f"metrics.cache_dir={tmp_path / 'cache'}", f"out={out}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    scores = json.loads(out.read_text())["metrics"]
-    assert scores and "cond_accuracy" not in scores
+    report = json.loads(out.read_text())
+    assert report["metrics"] and "cond_accuracy" not in report["metrics"]
+    # What the generated classes' numbers name (before, only numbers: folders 1/ 2/ 80/ read "2" for 80).
+    assert report["generated"]["class_names"] == ["class_0", "class_1"]
 
 
 def test_a_class_folder_renamed_to_another_unicode_form_is_shown_by_its_code_points():

@@ -26,6 +26,7 @@ from ..generation import (
     sampling_request,
 )
 from ..generation.autoguide import check_guide
+from ..generation.class_names import model_class_names
 from ..generation.finite import check_finite
 from ..generation.model import model_kind, sr_factor
 from ..generation.resume import ResumePlan
@@ -149,6 +150,9 @@ def generated_batches(
         settings["negative_prompt"] = options.negative_prompt
     if conditions.labels is not None:
         settings["labels"] = labels_entry(conditions, n)
+        # What per_class_accuracy's class numbers name: before, folders 1/ 2/ 80/ read as "2" for folder 80.
+        if (names := model_class_names(loaded.config)) is not None:
+            settings["class_names"] = names
     return batches(), settings
 
 

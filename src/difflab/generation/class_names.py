@@ -28,6 +28,13 @@ def model_class_names(config: Mapping[str, Any]) -> list[str] | None:
     return None if names is None else list(names)
 
 
+def label_names(config: Mapping[str, Any], labels: Any) -> list[str] | None:
+    """The class name of each label recorded (settings.json, the evaluate report), None when the model's classes
+    have no names: beside the class numbers, which on folders named 1/ 2/ 80/ read as other folders' names."""
+    names = model_class_names(config)
+    return None if names is None or labels is None else [names[int(label)] for label in labels]
+
+
 def class_of(label: Any, names: list[str], labels: Any) -> Any:
     """The class number a label of labels= stands for on a model whose classes have `names`: a name (in any case
     or Unicode form) is looked up; where every class is named by a whole number (folders 0/ 1/ … 10/, sorted as

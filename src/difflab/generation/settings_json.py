@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..sample_options import SUPERRES, SampleOptions
+from .class_names import label_names
 from .images import Generation
 from .methods import Inpaint
 from .model import TrainedModel, low_res_shape, sr_factor
@@ -42,6 +43,7 @@ def sample_settings(
         "guidance": float(options.guidance) if loaded.condition or options.guide else None,
         "guide": None if options.guide is None else str(options.guide),
         "labels": None if conditions.labels is None else list(conditions.labels),
+        **named_labels(loaded, conditions.labels),
         "prompts": conditions.prompts,
         "negative_prompt": options.negative_prompt,
         **weights_settings(loaded),
@@ -76,6 +78,7 @@ def edit_settings(
         **({"guidance": float(options.guidance)} if guided or options.guide else {}),
         **({"guide": str(options.guide)} if options.guide else {}),
         **({"labels": list(conditions.labels)} if guided and conditions.labels else {}),
+        **(named_labels(loaded, conditions.labels) if guided else {}),
         **({"prompts": conditions.prompts} if guided and conditions.prompts else {}),
         **({"negative_prompt": options.negative_prompt} if conditions.negative_for is not None else {}),
         "seed": int(options.seed),
@@ -113,6 +116,12 @@ def superres_settings(
         "cpu_threads": cpu_threads,
         **weights_settings(loaded),
     }
+
+
+def named_labels(loaded: WeightedModel, labels: Any) -> dict[str, Any]:
+    """{"label_names": the class name of each label} where the model's classes have names, else nothing."""
+    names = label_names(loaded.config, labels)
+    return {} if names is None else {"label_names": names}
 
 
 def pictures_settings(ckpt: str, options: SampleOptions, request: GenerationRequest) -> dict[str, Any]:
