@@ -9,17 +9,12 @@ import itertools
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import IO
 
 from ..overrides import pasteable
 from ..runlogs import METRICS_FILE
-
-try:
-    import fcntl
-except ImportError:  # not POSIX (Windows): no flock, so a folder in use is not told apart there
-    fcntl = None
+from .folder_lock import HeldElsewhere, fcntl, lock_mark, sign
 
 RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
 TRAINING = ".difflab-training"  # locked by the process training in the folder, for as long as it lives
@@ -154,22 +149,14 @@ def hold_run_folder(run_dir: Path) -> None:
     except OSError as error:
         raise ValueError(f"cannot write the run folder {run_dir}: {error.strerror or error}") from error
     try:
-        fcntl.flock(mark.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        mark.seek(0)
-        holder = mark.read().strip() or "another process"
-        mark.close()
+        if not lock_mark(mark):
+            return
+    except HeldElsewhere as held:
         raise ValueError(
-            f"run folder {run_dir} is in use by a run still training there ({holder}): resume once it has ended, "
-            "or stop it first (Ctrl-C or SIGTERM saves a checkpoint to resume from)"
+            f"run folder {run_dir} is in use by a run still training there ({held.holder}): resume once it has "
+            "ended, or stop it first (Ctrl-C or SIGTERM saves a checkpoint to resume from)"
         ) from None
-    except OSError:  # ENOLCK, EOPNOTSUPP: a file system without locks
-        mark.close()
-        return
-    mark.seek(0)
-    mark.truncate()
-    mark.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    mark.flush()
+    sign(mark)
     _HELD[run_dir.resolve()] = mark  # open until the process ends: closing it would let go of the lock
 
 

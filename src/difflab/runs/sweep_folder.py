@@ -5,12 +5,11 @@ which sweep has the folder; a folder holding an earlier sweep's runs is refused 
 from __future__ import annotations
 
 import itertools
-import os
-import socket
 from pathlib import Path
 from typing import IO
 
-from .folder import fcntl, runs_in_sweep_folder
+from .folder import runs_in_sweep_folder
+from .folder_lock import HeldElsewhere, lock_mark, sign
 
 SWEEPING = ".difflab-sweep"  # locked by the process running the sweep, for as long as it lives
 _HELD: dict[Path, IO[str]] = {}  # the sweep folders this process runs, their marks kept open (and locked)
@@ -36,23 +35,13 @@ def _lock(sweep_dir: Path) -> IO[str] | None:
         mark = (sweep_dir / SWEEPING).open("a+")
     except OSError as error:
         raise ValueError(f"cannot write the sweep folder {sweep_dir}: {error.strerror or error}") from error
-    if fcntl is None:
-        mark.close()
-        return None
     try:
-        fcntl.flock(mark.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        mark.seek(0)
-        holder = mark.read().strip() or "another process"
-        mark.close()
+        return mark if lock_mark(mark) else None
+    except HeldElsewhere as held:
         raise SweepFolderInUse(
-            f"sweep folder {sweep_dir} is in use by a sweep running there now ({holder}): its jobs would train "
+            f"sweep folder {sweep_dir} is in use by a sweep running there now ({held.holder}): its jobs would train "
             "into the same folders; pick a new hydra.sweep.dir"
         ) from None
-    except OSError:  # ENOLCK, EOPNOTSUPP: a file system without locks
-        mark.close()
-        return None
-    return mark
 
 
 def claim_sweep_folder(sweep_dir: Path, named: bool) -> Path:
@@ -81,12 +70,8 @@ def claim_sweep_folder(sweep_dir: Path, named: bool) -> Path:
                 raise SweepFolderUsed(runs)
             continue
         if mark is not None:
-            mark.seek(0)
-            mark.truncate()
-            mark.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-            mark.flush()
-            _HELD[candidate.resolve()] = (
-                mark  # open until the process ends: closing it would let go of the lock
-            )
+            sign(mark)
+            # Open until the process ends: closing it would let go of the lock.
+            _HELD[candidate.resolve()] = mark
         return candidate
     raise AssertionError("unreachable")
