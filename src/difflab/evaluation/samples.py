@@ -29,6 +29,7 @@ from ..generation.autoguide import check_guide
 from ..generation.class_names import model_class_names
 from ..generation.finite import check_finite
 from ..generation.model import model_kind, sr_factor
+from ..generation.requested import samples_unconditionally
 from ..generation.resume import ResumePlan
 from ..generation.shares import SharedGeneration
 from ..io.read_generated import open_image_set
@@ -202,7 +203,7 @@ def scored_conditions(
         )
     n = int(options.n)
     # A text model at guidance 0 samples its unconditional prediction alone: no prompt of the data's is scored.
-    unconditional = float(options.guidance) == 0.0 and not guided_by_model and options.negative_prompt is None
+    unconditional = samples_unconditionally(options.guidance, guided_by_model, options.negative_prompt)
     if loaded.condition == "superres" or (
         loaded.condition == "text" and options.prompt is None and not unconditional
     ):

@@ -35,6 +35,14 @@ def as_list(value: Any) -> list[Any]:
     ]
 
 
+def samples_unconditionally(
+    guidance: float, guided_by_model: bool = False, negative_prompt: Any = None
+) -> bool:
+    """True where guidance 0 leaves the unconditional prediction alone, so no label or prompt reaches the samples:
+    not where a guide model (autoguidance) or a negative prompt takes the unconditional prediction's place."""
+    return float(guidance) == 0.0 and not guided_by_model and negative_prompt is None
+
+
 def requested_labels(
     condition: str | None,
     num_classes: int | None,
@@ -132,21 +140,21 @@ def requested_conditions(
     if not guided_by_model and negative_prompt is None:
         drop = (getattr(model, "config", None) or {}).get("cond_drop_prob")
         warn_if_never_unconditional(model.condition, drop, guidance, source)
-    unconditional_only = not guided_by_model and float(guidance) == 0.0
+    unconditional_only = samples_unconditionally(guidance, guided_by_model, negative_prompt)
     if unconditional_only and labels is not None and model.condition == "labels":
         raise ValueError(
             f"labels={labels} has no effect at guidance=0 (the unconditional prediction alone): give a guidance "
             "above 0 (1: the conditional prediction; above 1: guided towards the labels), or drop labels="
         )
     if model.condition == "text":
-        if unconditional_only and negative_prompt is None and prompt is not None:
+        if unconditional_only and prompt is not None:
             # Before, the prompt was embedded, recorded in settings.json and ignored.
             raise ValueError(
                 f"prompt={prompt!r} has no effect at guidance=0 (the unconditional prediction alone): give a "
                 "guidance above 0 (1: the prompt's prediction; above 1: guided towards it), or drop prompt= to "
                 "sample the model unconditionally"
             )
-        if unconditional_only and negative_prompt is None and labels is None:
+        if unconditional_only and labels is None:
             return unconditional_text_conditions(model, n)
         return prompt_conditions(model, n, source, labels, prompt, negative_prompt, guidance)
     for key, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
