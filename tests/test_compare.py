@@ -88,17 +88,20 @@ def test_a_short_sweep_with_the_default_logging_compares_runs_named_by_their_ove
         "trainer.enable_progress_bar=false",
         "callbacks.sample_grid=null",
     ]
+    # Job folders nested by hydra.sweep.subdir (before, a sweep's direct subfolders alone were searched: "holds
+    # no run logs").
     result = run_cli(
         "train.py", "-m", "optim.lr=1e-3,2e-4", *quick, "trainer.max_steps=20", "logger=csv",
-        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}/job",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     runs = find_runs([sweep])
+    assert runs == [sweep / "0" / "job", sweep / "1" / "job"]
     assert run_labels(runs) == ["optim.lr=0.001", "optim.lr=0.0002"]  # what differs, not the folders 0 and 1
     assert main([str(sweep), "--out", str(tmp_path / "compare.png")]) == 0
     shown = capsys.readouterr().out
     # 20 steps, shorter than val_check_interval: each run validates at its last step (val/loss drawn too).
-    assert f"optim.lr=0.001: {sweep / '0'}" in shown and "2 runs, train/loss, val/loss -> " in shown
+    assert f"optim.lr=0.001: {sweep / '0' / 'job'}" in shown and "2 runs, train/loss, val/loss -> " in shown
 
 
 def test_an_out_below_a_file_is_one_line(tmp_path: Path, capsys) -> None:
@@ -154,6 +157,32 @@ def test_runs_are_labelled_by_what_they_train_not_where_they_ran(tmp_path: Path)
         "callbacks.ema.decay=0.999,data.root=/data/faces",
         "callbacks.ema.decay=0.9999,data.root=/data/cars",
     ]
+
+
+def test_a_setting_one_run_left_at_its_default_is_labelled_by_the_default_it_used(tmp_path: Path) -> None:
+    """Before, "optim.lr=1e-3" beside an empty label made every line fall back to its folder name, and a key
+    given its default value in one run counted as a difference."""
+    launched = {
+        "a": (["optim.lr=1e-3", "schedule=cosine"], "0.0002", "linear"),
+        "b": ([], "0.0002", "linear"),
+        "c": (["optim.lr=2e-4", "seed=3"], "0.0002", "linear"),
+    }
+    for name, (overrides, lr, schedule) in launched.items():
+        logged_run(tmp_path / name, overrides)
+        # As Hydra writes them: the composed config, and the option chosen for each group.
+        config = {"optim": {"lr": float(overrides[0].split("=")[1]) if overrides else float(lr)}, "seed": 3}
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        chosen = next((o.split("=")[1] for o in overrides if o.startswith("schedule=")), schedule)
+        hydra = {"hydra": {"runtime": {"choices": {"schedule": chosen, "optim": "adam"}}}}
+        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    runs = [tmp_path / name for name in launched]
+    assert run_labels(runs) == [
+        "optim.lr=1e-3,schedule=cosine",
+        "optim.lr=0.0002,schedule=linear",
+        "optim.lr=2e-4,schedule=linear",
+    ]
+    # b and c trained the same (c typed the defaults); the folder tells them apart.
+    assert run_labels(runs[1:]) == ["b", "c"]
 
 
 def test_a_resumed_run_is_labelled_by_its_latest_launch(tmp_path: Path) -> None:

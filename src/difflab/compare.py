@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from .runlogs import METRICS_FILE, Series, run_series
 from .runs.inherit import latest_overrides_file, stored_overrides
@@ -51,7 +52,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if _is_run(path) and _has_logs(path):
             runs.append(path)
             continue
-        jobs = [p for p in sorted(path.iterdir(), key=number_order) if p.is_dir() and _is_run(p)]
+        jobs = runs_below(path)
         found = [p for p in jobs if _has_logs(p)]
         if not found and _has_logs(path):
             found = [path]
@@ -61,7 +62,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
                 "logs nothing, and a run refused before its first step)"
             )
         if left_out := [p for p in jobs if p not in found]:  # before, left out without a word
-            names = ", ".join(p.name for p in left_out)
+            names = ", ".join(str(p.relative_to(path)) for p in left_out)
             print(
                 f"warning: {path}: run(s) {names} hold no {METRICS_FILE} (refused or failed before their first "
                 "step): left out",
@@ -69,6 +70,18 @@ def find_runs(paths: list[Path]) -> list[Path]:
             )
         runs.extend(found)
     return _each_once(runs)
+
+
+def runs_below(folder: Path) -> list[Path]:
+    """The run folders inside `folder` at any depth, in number order: a sweep's jobs, also where
+    hydra.sweep.subdir nests them (<sweep>/lr=1e-3/seed=1; before, only its direct subfolders were looked at).
+    A run's own subfolders are not searched, nor hidden ones (.hydra, .submitit)."""
+    found = []
+    for child in sorted(folder.iterdir(), key=number_order):
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        found.extend([child] if _is_run(child) else runs_below(child))
+    return found
 
 
 def _each_once(runs: list[Path]) -> list[Path]:
@@ -118,6 +131,22 @@ def run_overrides(run: Path) -> dict[str, str] | None:
     return overrides
 
 
+def setting_in_run(run: Path, key: str) -> str | None:
+    """What the run used for a key its launch did not override: the option chosen for a config group
+    (.hydra/hydra.yaml's runtime choices), else the value in its composed config (.hydra/config.yaml); None where
+    the run's folder says neither."""
+    try:
+        choices = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices
+        if key in choices:
+            return str(choices[key])
+        value = OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), key, default=None)
+    except Exception:  # no such file, or one Hydra did not write: the key stays unsaid, as before
+        return None
+    if value is None or OmegaConf.is_config(value):
+        return None
+    return str(value)
+
+
 @functools.cache
 def _override_parser() -> OverridesParser:
     return OverridesParser.create()  # builds Hydra's grammar: once, not per run and key
@@ -137,6 +166,12 @@ def run_labels(runs: list[Path]) -> list[str]:
     overrides = [o for o in map(run_overrides, runs) if o is not None]
     if len(runs) > 1 and len(overrides) == len(runs):
         keys = sorted({key for o in overrides for key in o})
+        for run, o in zip(runs, overrides, strict=True):
+            # A key one run set and another left at its default: the default said (before, an empty label, so
+            # every line fell back to its folder name, or a key that differed only in spelling was named).
+            for key in keys:
+                if key not in o and (used := setting_in_run(run, key)) is not None:
+                    o[key] = used
         differ = [
             key for key in keys if len({_meaning(key, o[key]) if key in o else None for o in overrides}) > 1
         ]
