@@ -106,6 +106,15 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
         torch.load(trial / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
         == 4
     )
+    # Searching the kept study again draws new points: before, its seeded sampler repeated the first search's.
+    again = run_cli(
+        "train.py", "-m", "hparams_search=ddpm_optuna", "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage={storage}", "optimized_metric=val/loss", "callbacks=default", *SWEEP_FAST,
+        "logger=csv", f"hydra.sweep.dir={tmp_path / 'again'}",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    lrs = [t.params["optim.lr"] for t in optuna.load_study(study_name="ddpm", storage=storage).trials]
+    assert len(lrs) == 4 and len(set(lrs)) == 4, lrs
 
 
 def test_a_trial_resumes_with_its_searchs_callbacks_and_metric(tmp_path):
