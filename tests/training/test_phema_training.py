@@ -182,3 +182,11 @@ def test_too_few_snapshots_are_said_at_training_start_and_at_the_rebuild(tmp_pat
         "sigma_rel=0.070 is rebuilt from 1 snapshot(s): fewer than 10 can be off by more than 0.5% of the weights' "
         "range; train with callbacks.phema.every_n_steps=1 or less to keep 10 by step 10"
     ]
+    # A run limited by epochs alone is counted too: before, it was never warned of.
+    caplog.clear()
+    by_epochs = [*FAST_TRAIN, "callbacks=[default,phema]", "trainer.max_steps=-1", "trainer.max_epochs=1"]
+    by_epochs += ["+trainer.limit_train_batches=6", "+trainer.limit_val_batches=1"]
+    with caplog.at_level("WARNING", logger="difflab"):
+        train(compose_config("train", by_epochs, tmp_path / "by_epochs"))
+    said = [r.getMessage() for r in caplog.records if "post-hoc EMA snapshot(s)" in r.getMessage()]
+    assert len(said) == 1 and "every_n_steps=250 with trainer.max_epochs=1 (6 steps)" in said[0], said

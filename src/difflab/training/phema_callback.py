@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .atomic_checkpoint_io import remove_unfinished_writes
 from .phema import check_sigma_rel, sigma_rel_to_gamma, update_power_ema
-from .phema_enough import warn_if_few_snapshots_planned
+from .phema_enough import planned_steps, warn_if_few_snapshots_planned
 from .phema_reconstruct import set_aside_later_rebuilds
 from .phema_snapshots import set_aside_later_snapshots, write_snapshot
 
@@ -91,7 +91,10 @@ class PostHocEMA(L.Callback):
         if not self._every_since or self._every_since[-1][1] != self.every_n_steps:
             self._every_since.append((step, self.every_n_steps))
         if trainer.is_global_zero:
-            warn_if_few_snapshots_planned(int(trainer.max_steps or 0), self.every_n_steps)
+            planned = planned_steps(
+                int(trainer.max_steps or 0), trainer.max_epochs, trainer.estimated_stepping_batches
+            )
+            warn_if_few_snapshots_planned(planned, self.every_n_steps)
             remove_unfinished_writes(self.dirpath)
             aside = set_aside_later_snapshots(self.dirpath, step) if self.dirpath.is_dir() else None
             if aside is not None:

@@ -18,18 +18,30 @@ def snapshots_written(max_steps: int, every_n_steps: int) -> int:
     return max_steps // every_n_steps + (1 if max_steps % every_n_steps else 0)
 
 
-def warn_if_few_snapshots_planned(max_steps: int, every_n_steps: int) -> None:
-    """At training start: the run will write fewer than MIN_SNAPSHOTS snapshots (max_steps <= 0: no step limit)."""
-    if max_steps <= 0:
+def planned_steps(max_steps: int, max_epochs: int | None, estimated_steps: float) -> tuple[int, str] | None:
+    """The optimizer steps a run will take and the limit that sets them (`trainer.max_steps=10`, or
+    `trainer.max_epochs=2 (40 steps)` where only epochs limit it: before, such a run was never warned of);
+    None where nothing limits the run. `estimated_steps`: Lightning's estimated_stepping_batches."""
+    if max_steps > 0:
+        return max_steps, f"trainer.max_steps={max_steps}"
+    if max_epochs is not None and max_epochs > 0 and estimated_steps != float("inf"):
+        return int(estimated_steps), f"trainer.max_epochs={max_epochs} ({int(estimated_steps)} steps)"
+    return None
+
+
+def warn_if_few_snapshots_planned(planned: tuple[int, str] | None, every_n_steps: int) -> None:
+    """At training start: the run will write fewer than MIN_SNAPSHOTS snapshots (`planned`: planned_steps)."""
+    if planned is None:
         return
+    max_steps, limit = planned
     count = snapshots_written(max_steps, every_n_steps)
     if count < MIN_SNAPSHOTS:
         log.warning(
-            "callbacks.phema.every_n_steps=%d with trainer.max_steps=%d writes %d post-hoc EMA snapshot(s): a "
+            "callbacks.phema.every_n_steps=%d with %s writes %d post-hoc EMA snapshot(s): a "
             "rebuild from fewer than %d is off by more than 0.5%% of the weights' range; choose "
             "callbacks.phema.every_n_steps=%d or less",
             every_n_steps,
-            max_steps,
+            limit,
             count,
             MIN_SNAPSHOTS,
             max(1, max_steps // MIN_SNAPSHOTS),
