@@ -107,6 +107,14 @@ def test_prompts_that_name_no_class_say_why_there_is_no_accuracy(caplog: pytest.
         "no conditioning accuracy: these prompts are not known to name classes (only the data's own are, where its "
         "captions come from templates or class subfolders; typed prompt= are not matched to classes)"
     ) in caplog.text
+    # The data's own captions of a folder without classes: before, the same words about typed prompts.
+    caplog.clear()
+    flat = SimpleNamespace(num_classes=None, dataset="folder")
+    with caplog.at_level("INFO", logger="difflab"):
+        assert conditioning_classifier(None, flat, Conditions(None, prompts=["a square"]), "cpu") is None
+    assert caplog.messages == [
+        "no conditioning accuracy: data=folder has no classes (no class subfolders) to match prompts to"
+    ]
 
 
 def options(**given) -> SampleOptions:

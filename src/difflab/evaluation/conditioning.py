@@ -24,7 +24,14 @@ def conditioning_classifier(
     """The classifier of the conditioning accuracy when samples have requested classes and the reference data
     has those labels (else None, with a warning)."""
     if conditions.labels is None:
-        if conditions.prompts is not None:
+        if conditions.prompts is not None and data is not None and not data.num_classes:
+            # Before, "typed prompt= are not matched" also where none was typed: the data's own captions, of a
+            # folder without class subfolders.
+            log.info(
+                "no conditioning accuracy: data=%s has no classes (no class subfolders) to match prompts to",
+                data.dataset,
+            )
+        elif conditions.prompts is not None:
             # Typed prompts are never matched to classes, even a training caption's; the data's own are where
             # its captions name them.
             log.info(
