@@ -243,9 +243,13 @@ def test_num_classes_that_contradict_the_data_are_refused(tmp_path):
     with pytest.raises(ValueError) as error:
         fill_conditioning(cfg)
     assert str(error.value) == (
-        "model.num_classes=5 but data=digits has 10 classes; drop model.num_classes (it is taken from the data) "
-        "or use model.num_classes=10"
+        "model.num_classes=5 but data=digits has 10 classes; give model.num_classes=null (taken from the data) "
+        "or model.num_classes=10"
     )
+    # The advice works where a recipe sets the count (before: "drop model.num_classes", which ~ refuses there).
+    cfg = compose_config("train", ["experiment=digits_cond_cpu", "model.num_classes=null"], tmp_path)
+    fill_conditioning(cfg)
+    assert cfg.model.num_classes == 10
 
 
 @pytest.mark.parametrize("overrides", [["model.num_classes=10"], ["data.condition=labels"]])

@@ -59,7 +59,7 @@ def _labels(model: Mapping[str, Any], found: int, dataset: Any) -> Values:
     if int(model["num_classes"]) != int(found):
         raise ClassCountMismatch(
             f"model.num_classes={model['num_classes']} but data={dataset} has {found} classes; "
-            f"drop model.num_classes (it is taken from the data) or use model.num_classes={found}",
+            f"give model.num_classes=null (taken from the data) or model.num_classes={found}",
             found,
         )
     return {}
