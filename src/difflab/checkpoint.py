@@ -27,7 +27,7 @@ from .checkpoint_file import (
 )
 from .diffusion import NoiseSchedule
 from .diffusion.formulations.timestep_face import sampling_view
-from .latent_space import load_latent_space
+from .latent_space import exported_latent_space, load_latent_space
 from .model_folder.state_fit import state_mismatch
 
 __all__ = [
@@ -105,8 +105,13 @@ def load_model(
             f"autoencoder={autoencoder} given, but {stored.where} is not a latent diffusion model (it makes "
             "pixels): drop autoencoder="
         )
-    if config.get("autoencoder") and stored.kind != "checkpoint":
+    exported_latent = config.get("autoencoder") and stored.kind == "diffusers folder"
+    if config.get("autoencoder") and stored.kind not in ("checkpoint", "diffusers folder"):
         raise ValueError(f"{stored.where} is a latent diffusion model: sample its train.py checkpoint")
+    if exported_latent and autoencoder is not None:
+        raise ValueError(
+            f"autoencoder={autoencoder} given, but {stored.where} decodes through its own vae/: drop autoencoder="
+        )
     if config.get("task") == "autoencoder":
         raise ValueError(
             f"{stored.where} is an autoencoder (task=autoencoder), not a diffusion model: it cannot sample or "
@@ -131,7 +136,9 @@ def load_model(
         net, schedule, config.get("prediction_type", "epsilon"), formulation
     )
     loaded = LoadedModel(net, schedule, prediction_type, config, stored.weights, stored.step, formulation)
-    if config.get("autoencoder"):
+    if exported_latent:
+        loaded.latents = exported_latent_space(config["autoencoder"], loaded.sample_shape, device)
+    elif config.get("autoencoder"):
         loaded.latents = load_latent_space(
             stored.latent_record, loaded.sample_shape, stored.where, device, autoencoder
         )

@@ -85,6 +85,16 @@ def load_latent_space(
     return LatentSpace(loaded, float(record["scale_factor"]), image_shape)
 
 
+def exported_latent_space(
+    vae: str | Path, image_shape: tuple[int, int, int], device: torch.device | str = "cpu"
+) -> LatentSpace:
+    """The latent space of an exported latent model: the vae/ folder export.py wrote beside its denoiser, the
+    model's own (nothing recorded to check it against), with the scale factor in its config."""
+    loaded = load_autoencoder(vae, device)
+    loaded.net.requires_grad_(False)
+    return LatentSpace(loaded, float(loaded.scaling_factor), image_shape)
+
+
 def autoencoder_mismatch(
     path: str | Path, found: str, source: str, wanted: str, recorded: str | Path | None = None
 ) -> str:

@@ -232,7 +232,8 @@ def load(
 ) -> DiffusionPipeline:
     """A DiffusionPipeline from a train.py checkpoint (.ckpt), a train.py run folder (its checkpoints/last.ckpt),
     an `export.py format=safetensors` folder or a diffusers pipeline folder (what `export.py format=diffusers`
-    writes of a U-Net or DiT, or a DDPM UNet2DModel such as google/ddpm-cifar10-32 with its scheduler).
+    writes of a U-Net or DiT, a latent one's with its vae/, or a DDPM UNet2DModel such as google/ddpm-cifar10-32
+    with its scheduler).
 
     Read weights-only through difflab.checkpoint: only allowlisted targets are built (add your own model class
     with allowed_targets=[…] if you trust it). device "auto": CUDA when available, as sample.py. A latent diffusion

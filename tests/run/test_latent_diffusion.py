@@ -551,11 +551,18 @@ def test_a_latent_unet_exports_its_unet_scheduler_and_autoencoder_and_no_pipelin
         scheduler.betas.double(), load_model(latent_run[0]).schedule.betas, rtol=0, atol=1e-7
     )
     assert_decodes_as_difflab(diffusers.AutoencoderKL.from_pretrained(out, subfolder="vae"), latent_run[0])
-    # difflab.load would take the latent denoiser for a pixel model: it is refused, pointing to the checkpoint
-    with pytest.raises(
-        ValueError, match=r"holds a vae/: a latent diffusion model, which difflab reads from its"
-    ):
-        difflab.load(out)
+    # difflab.load reads the folder back, decoding through its vae/, and samples as the checkpoint does (before,
+    # refused: "holds a vae/ … which difflab reads from its train.py checkpoint").
+    ours, exported = difflab.load(latent_run[0]), difflab.load(out)
+    assert exported.latents is not None and exported.latents.scale_factor == ours.latents.scale_factor
+    np.testing.assert_array_equal(exported.sample(4, steps=4, seed=3), ours.sample(4, steps=4, seed=3))
+    drawn = tmp_path / "drawn"
+    result = run_cli("sample.py", f"ckpt={out}", "n=4", "sampler.steps=4", "seed=3", f"out={drawn}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    samples = np.load(drawn / "samples.npz")
+    np.testing.assert_array_equal(samples[samples.files[0]], ours.sample(4, steps=4, seed=3))
+    with pytest.raises(ValueError, match=r"decodes through its own vae/: drop autoencoder=$"):
+        difflab.load(out, autoencoder=str(out / "vae"))
 
 
 def test_a_latent_dit_exports_as_a_dit_pipeline_with_its_vae(autoencoder_run, latent_run, tmp_path) -> None:
@@ -567,6 +574,10 @@ def test_a_latent_dit_exports_as_a_dit_pipeline_with_its_vae(autoencoder_run, la
     pipe = diffusers.DiTPipeline.from_pretrained(out)  # whole: transformer, scheduler and vae
     assert pipe.transformer.config.in_channels == 3
     assert_decodes_as_difflab(pipe.vae, tmp_path / "run")
+    np.testing.assert_array_equal(
+        difflab.load(out).sample(4, steps=4, seed=3),
+        difflab.load(tmp_path / "run").sample(4, steps=4, seed=3),
+    )
 
 
 def test_a_latent_checkpoint_in_safetensors_format_is_refused_in_one_line(latent_run, tmp_path) -> None:

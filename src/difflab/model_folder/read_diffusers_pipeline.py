@@ -1,6 +1,7 @@
 """A diffusers pipeline folder read as a difflab model, for difflab.load and sample.py ckpt=<folder>: what
 `export.py format=diffusers` writes (unet/ UNet2DModel with a DDPM-family scheduler, or EDMEulerScheduler /
-FlowMatchEulerDiscreteScheduler for edm / flow; a DiTPipeline's transformer/ DiTTransformer2DModel), or any
+FlowMatchEulerDiscreteScheduler for edm / flow; a DiTPipeline's transformer/ DiTTransformer2DModel; a latent
+model's vae/ beside them), or any
 UNet2DModel of difflab's architecture (the DDPM U-Net, e.g. google/ddpm-cifar10-32). Only JSON and the weights
 (safetensors, or a .bin read weights-only) are read; the config made here is held to the allowlist like a
 checkpoint's."""
@@ -19,6 +20,7 @@ from ..diffusion.formulations import EDM, Flow
 from ..diffusion.formulations.zero_snr import terminal_betas
 from ..listing import listed
 from ..models import DiT, UNet
+from .diffusers_autoencoder import autoencoder_arguments, is_autoencoder_folder
 from .diffusers_folder import (
     class_name,
     config_with_defaults,
@@ -48,6 +50,7 @@ UNUSED_SCHEDULE = {
     "timesteps": 1000,
 }
 T = TypeVar("T")
+VAE = "vae"  # a latent model's autoencoder, as export.py writes it beside the denoiser
 # diffusers' prediction types as difflab names them.
 DIFFLAB_PREDICTION_TYPES = {theirs: ours for ours, theirs in PREDICTION_TYPES.items()}
 
@@ -65,7 +68,9 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
     """(difflab config, network weights under difflab's names, which weights, training step) of a pipeline
     folder, as read_model_folder gives them (see exported_weights); a one-line error naming what does not map."""
     folder, named = Path(path), f"diffusers folder {path}"
-    refuse_latent(folder, named)
+    latent = is_autoencoder_folder(folder / VAE)
+    if not latent:
+        refuse_latent(folder, named)  # one that lists a vae/ it does not hold
     model, state = (read_unet if network_of(folder, named) == "unet" else read_dit)(folder, named)
     config = {
         "model": model,
@@ -76,6 +81,9 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
             "condition": None if model["num_classes"] is None else "labels",
         },
     }
+    if latent:  # export.py's folder of a latent model: decoded through its vae/ (before, refused)
+        config["autoencoder"] = str(folder / VAE)
+        config["data"].update(decoded_data(folder / VAE, model, named))
     if model["num_classes"] is not None and (names := exported_class_folders(folder / SCHEDULER_CONFIG)):
         config["data"]["class_folders"] = names  # so labels= takes the class names here too
     weights, step = exported_weights(folder / SCHEDULER_CONFIG)
@@ -92,6 +100,19 @@ def check_pipeline_configs(folder: Path) -> None:
     else:
         with_dit_errors(named, lambda: dit_arguments_from_diffusers(dit_config_of(folder, named), True))
     read_scheduler(folder, named)
+
+
+def decoded_data(vae: Path, model: dict[str, Any], named: str) -> dict[str, int]:
+    """The images a latent model's vae/ decodes its denoiser's latents to (channels, image_size); a one-line error
+    where the two do not fit."""
+    args = autoencoder_arguments(json.loads((vae / "config.json").read_text()), f"{named}: its vae/")
+    if int(args["latent_channels"]) != int(model["in_channels"]):
+        raise ValueError(
+            f"{named}: its denoiser takes {model['in_channels']} channels but its vae/ makes latents of "
+            f"{args['latent_channels']}"
+        )
+    down_factor = 2 ** (len(args["block_out_channels"]) - 1)
+    return {"channels": int(args["in_channels"]), "image_size": int(model["image_size"]) * down_factor}
 
 
 def refuse_latent(folder: Path, named: str) -> None:
