@@ -780,3 +780,37 @@ def test_a_class_whose_every_image_is_held_out_is_warned_of(tmp_path: Path):
         UserWarning, match=r"class\(es\) dog of .* have no training image: the random split held"
     ):
         data.setup()
+
+
+@pytest.mark.parametrize("condition", ["labels", None])
+def test_a_class_folder_linked_under_a_second_name_is_read_once_as_the_real_folders_class(
+    tmp_path: Path, condition: str | None
+):
+    # Before, dog and its link puppy -> dog each counted the other as another class's folder: both were dropped
+    # ("folder(s) with no image are not classes: dog, puppy") and the run trained on the 6 cats alone.
+    for label, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            Image.new("L", (8, 8), 30 * i + label).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "puppy").symlink_to("dog", target_is_directory=True)
+    data = ImageDataModule(
+        dataset="folder", root=str(tmp_path), image_size=8, channels=1, condition=condition
+    )
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        data.setup()
+    messages = [str(w.message) for w in said]
+    assert any("linked under another name" in m and "puppy -> dog" in m for m in messages), messages
+    assert not any("not classes" in m for m in messages), messages
+    samples = data._splits.train.samples + data._splits.val.samples
+    assert sorted(str(Path(path).relative_to(tmp_path)) for path, _ in samples) == [
+        f"{name}/{i}.png" for name in ("cat", "dog") for i in range(6)
+    ]
+    if condition == "labels":
+        assert data.num_classes == 2 and data.class_folders == ["cat", "dog"]
+        assert {(Path(path).parent.name, label) for path, label in samples} == {("cat", 0), ("dog", 1)}
+    # scan_images given both names reads the folder once too (before: neither).
+    from difflab.data.folder import scan_images
+
+    scanned, _ = scan_images(tmp_path, {"cat": 0, "dog": 1, "puppy": 1})
+    assert sorted(Path(path).parent.name for path, _ in scanned) == ["cat"] * 6 + ["dog"] * 6

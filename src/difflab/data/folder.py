@@ -145,7 +145,8 @@ def _outside_class(top: Path, others: list[Path]) -> Callable[[str], bool]:
     """Whether a folder, by its real path, lies outside the class folder `top`: in another class's folder, or
     above `top` (a link up the tree)."""
     own = os.path.realpath(top)
-    roots = [os.path.realpath(other) for other in others]
+    # A second name of this very folder (a link to it) is not another class's folder.
+    roots = [real for real in map(os.path.realpath, others) if real != own]
 
     def within(real: str, folder: str) -> bool:
         return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)

@@ -4,6 +4,7 @@ deterministic random hold-out)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,38 @@ def _folder_named(root: Path, name: str) -> Path | None:
 _SAID: set[str] = set()
 
 
+def _say_once(message: str) -> None:
+    """Warn once a process: a run opens its folder to check it, then to train on it."""
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def without_aliases(train_dir: Path, classes: list[str]) -> list[str]:
+    """One class per real folder: a class folder linked under a second name (puppy -> dog) is read once, as the
+    class of the real folder's name (the first name, sorted, when every name is a link); the other names are said
+    in one warning. Before, each name counted the other as another class's folder, and both were dropped."""
+    names_of: dict[str, list[str]] = {}
+    for name in classes:
+        names_of.setdefault(os.path.realpath(train_dir / name), []).append(name)
+    kept_of = {
+        real: next((name for name in names if not (train_dir / name).is_symlink()), names[0])
+        for real, names in names_of.items()
+    }
+    aliases = [
+        f"{name} -> {kept_of[real]}"
+        for real, names in names_of.items()
+        for name in names
+        if name != kept_of[real]
+    ]
+    if aliases:
+        _say_once(
+            f"{train_dir}: class folder(s) linked under another name are read once, as the class of the folder "
+            f"they name: {', '.join(aliases)}"
+        )
+    return sorted(kept_of.values())
+
+
 def without_empty_classes(
     train_dir: Path, classes: list[str], samples: list[tuple[str, int]]
 ) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
@@ -150,6 +183,8 @@ def open_folder(root: Path, val_fraction: float, split_seed: int, labelled: bool
         if labelled:
             raise DataError(mismatch)
         classes = None
+    if classes is not None:
+        classes = without_aliases(train_dir, classes)
     class_to_idx = None if classes is None else {name: index for index, name in enumerate(classes)}
     train_samples, skipped = scan_images(train_dir, class_to_idx)
     if not train_samples:
