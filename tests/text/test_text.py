@@ -751,3 +751,16 @@ def test_a_prompt_that_names_a_file_is_said_to_be_taken_as_its_text(tmp_path, ca
         .getMessage()
         .startswith(f"prompt={listed} names a file, but prompts are captions, embedded as they are typed")
     )
+
+
+def test_txt_captions_are_found_beside_images_whose_suffix_has_any_case(tmp_path: Path, fake_encoder):
+    # Before, data.captions=null looked for img0.png or img0.PNG beside img0.txt: a folder of .Png/.Jpg pictures,
+    # each captioned by its .txt, fell back to templates and was refused ("put a .txt beside each").
+    for i, suffix in enumerate((".Png", ".Jpg", ".jPeG", ".Png")):
+        picture(tmp_path / "d" / f"img{i}{suffix}", 60 * i).with_suffix(".txt").write_text(f"square {i}\n")
+    dm = ImageDataModule(
+        "folder", root=str(tmp_path / "d"), image_size=8, channels=1, condition="text", captions=None,
+        val_fraction=0.25, text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    dm.setup("fit")
+    assert sorted(dm._captions.table.captions) == [f"square {i}" for i in range(4)]

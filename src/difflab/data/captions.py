@@ -6,6 +6,7 @@ batch turned into the cond dict the net takes (text, text_mask, text_pooled)."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from difflab.data.errors import DataError
 from difflab.data.folder import ImageFileDataset, find_classes
 from difflab.data.sources import RawSplits, split_dirs
 from difflab.generation.class_names import CLASS_NAMES
-from difflab.io.decode import IMAGE_SUFFIXES
+from difflab.io.decode import is_image_name
 from difflab.io.image_tree import tree_files
 from difflab.text import TextTable, embed_texts
 
@@ -101,7 +102,9 @@ def has_caption_files(root: Path) -> bool:
 
 
 def _beside_its_image(txt: Path) -> bool:
-    return any(txt.with_suffix(suffix).is_file() for ext in IMAGE_SUFFIXES for suffix in (ext, ext.upper()))
+    """Whether an image of the .txt's name lies beside it, its suffix in any case (img0.Png, as the images are
+    read): before, only .png and .PNG were tried, and a folder of .Png captioned by .txt files got templates."""
+    return any(Path(name).stem == txt.stem and is_image_name(name) for name in os.listdir(txt.parent))
 
 
 def read_metadata(root: Path) -> dict[Path, str]:
