@@ -180,7 +180,7 @@ def test_captions_from_metadata_jsonl_and_txt_files(tmp_path: Path):
     assert file_captions([str(a), str(b), str(c)], tmp_path) == ["a black square", "white", "grey"]
 
     d = picture(tmp_path / "d.png", 1)
-    with pytest.raises(DataError, match=r"^1 image\(s\) under .* have no caption \(first: .*d.png\)"):
+    with pytest.raises(DataError, match=r"^1 image\(s\) under .* have no caption: d.png; "):
         file_captions([str(a), str(d)], tmp_path)
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png"}\n')
     with pytest.raises(DataError, match="metadata.jsonl line 1 is not a JSON object with file_name and text"):
@@ -764,3 +764,21 @@ def test_txt_captions_are_found_beside_images_whose_suffix_has_any_case(tmp_path
     )  # fmt: skip
     dm.setup("fit")
     assert sorted(dm._captions.table.captions) == [f"square {i}" for i in range(4)]
+
+
+def test_every_image_without_a_caption_is_counted_in_both_splits(tmp_path: Path, fake_encoder):
+    # Before, the captions were read split by split and the train split's missing ones refused first: "2 image(s)
+    # ... have no caption" where 4 had none: the held-out ones came up only once those were captioned.
+    for i in range(6):
+        picture(tmp_path / "d" / ("train" if i < 4 else "test") / f"{i}.png", 40 * i)
+    lines = [{"file_name": f"train/{i}.png", "text": f"square {i}"} for i in range(2)]
+    (tmp_path / "d" / "metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    dm = ImageDataModule(
+        "folder", root=str(tmp_path / "d"), image_size=8, channels=1, condition="text", captions=None,
+        text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    with pytest.raises(DataError) as error:
+        dm.setup("fit")
+    assert "\n" not in str(error.value)
+    assert "4 image(s) under" in str(error.value)
+    assert "have no caption: train/2.png, train/3.png, test/4.png and 1 more; " in str(error.value)

@@ -20,6 +20,7 @@ from difflab.data.sources import RawSplits, split_dirs
 from difflab.generation.class_names import CLASS_NAMES
 from difflab.io.decode import is_image_name
 from difflab.io.image_tree import tree_files
+from difflab.listing import listed
 from difflab.text import TextTable, embed_texts
 
 METADATA = (
@@ -139,6 +140,9 @@ def _caption_text(path: Path) -> str:
         ) from None
 
 
+MISSING_NAMED = 3  # images without a caption named in the error; the others are counted
+
+
 def file_captions(paths: Sequence[str], root: Path) -> list[str]:
     """The caption of each image: its metadata.jsonl entry, else the .txt of the same name beside it."""
     metadata = read_metadata(root)
@@ -152,10 +156,10 @@ def file_captions(paths: Sequence[str], root: Path) -> list[str]:
             text = ""
         captions.append(text)
     if missing:
+        named = listed([os.path.relpath(path, root) for path in missing], MISSING_NAMED)
         raise DataError(
-            f"{len(missing)} image(s) under {root} have no caption (first: {missing[0]}); list them in a "
-            f"{METADATA} (file_name, text) or put a .txt of the same name beside each, or give "
-            "data.captions=templates"
+            f"{len(missing)} image(s) under {root} have no caption: {named}; list them in a {METADATA} "
+            "(file_name, text) or put a .txt of the same name beside each, or give data.captions=templates"
         )
     empty = [path for path, text in zip(paths, captions, strict=True) if not text.strip()]
     if empty:  # maybe on purpose (examples without a condition), maybe a caption file left blank: said
@@ -242,7 +246,10 @@ def caption_conditions(
     datasets = (splits.train, splits.val)
     if root is None or not all(isinstance(d, ImageFileDataset) for d in datasets):
         raise DataError(f"data.captions=files needs an image folder (data=folder), not {dataset}")
-    per_split = [file_captions([path for path, _ in d.samples], root) for d in datasets]
+    # Both splits at once, so a missing caption is counted wherever it is (before: the train split's alone).
+    paths = [[path for path, _ in d.samples] for d in datasets]
+    every = file_captions(paths[0] + paths[1], root)
+    per_split = [every[: len(paths[0])], every[len(paths[0]) :]]
     distinct = list(dict.fromkeys(text for texts in per_split for text in texts))
     ids = {text: i for i, text in enumerate(distinct)}
     train, val = (
