@@ -782,3 +782,28 @@ def test_every_image_without_a_caption_is_counted_in_both_splits(tmp_path: Path,
     assert "\n" not in str(error.value)
     assert "4 image(s) under" in str(error.value)
     assert "have no caption: train/2.png, train/3.png, test/4.png and 1 more; " in str(error.value)
+
+
+def test_an_image_captioned_twice_in_metadata_jsonl_is_one_error_naming_both_lines(tmp_path: Path):
+    # Before, the last line silently won: the image trained on "a grey square" alone, the first caption dropped.
+    a, b = picture(tmp_path / "a.png", 0), picture(tmp_path / "sub" / "b.png", 255)
+    lines = [
+        {"file_name": "a.png", "text": "a black square"},
+        {"file_name": "sub/b.png", "text": "white"},
+        {"file_name": "a.png", "text": "a grey square"},
+    ]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    with pytest.raises(DataError) as error:
+        file_captions([str(a), str(b)], tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path / 'metadata.jsonl'} lines 1 and 3 both caption file_name 'a.png': keep one line per image"
+    )
+    # The same image captioned from two metadata files (its folder's and the root's) is named by both.
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(lines[0]) + "\n" + json.dumps(lines[1]) + "\n")
+    (tmp_path / "sub" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "b.png", "text": "pale"}) + "\n"
+    )
+    with pytest.raises(
+        DataError, match=r"metadata.jsonl line 2 and .*sub/metadata.jsonl line 1 both caption"
+    ):
+        file_captions([str(a), str(b)], tmp_path)

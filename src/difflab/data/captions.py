@@ -111,6 +111,7 @@ def _beside_its_image(txt: Path) -> bool:
 def read_metadata(root: Path) -> dict[Path, str]:
     """Resolved image path -> caption, from every metadata.jsonl under root (file_name relative to its folder)."""
     captions: dict[Path, str] = {}
+    listed_at: dict[Path, tuple[Path, int]] = {}  # where each image was first captioned
     for meta in sorted(_caption_files(root, _is_metadata)):
         # utf-8-sig: a byte-order mark (Windows editors write one) is not part of line 1.
         for number, line in enumerate(_caption_text(meta).split("\n"), start=1):
@@ -125,7 +126,15 @@ def read_metadata(root: Path) -> dict[Path, str]:
                 ) from None
             if not isinstance(name, str) or not isinstance(text, str):
                 raise DataError(f"{meta} line {number}: file_name and text must be strings")
-            captions[(meta.parent / name).resolve()] = text.strip()
+            image = (meta.parent / name).resolve()
+            if image in listed_at:  # one caption per image: before, the last line silently won
+                first, first_number = listed_at[image]
+                where = f"{first} line {first_number} and {meta} line {number}"
+                if first == meta:
+                    where = f"{meta} lines {first_number} and {number}"
+                raise DataError(f"{where} both caption file_name {name!r}: keep one line per image")
+            listed_at[image] = (meta, number)
+            captions[image] = text.strip()
     return captions
 
 
