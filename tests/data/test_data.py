@@ -814,3 +814,22 @@ def test_a_class_folder_linked_under_a_second_name_is_read_once_as_the_real_fold
 
     scanned, _ = scan_images(tmp_path, {"cat": 0, "dog": 1, "puppy": 1})
     assert sorted(Path(path).parent.name for path, _ in scanned) == ["cat"] * 6 + ["dog"] * 6
+
+
+def test_held_out_images_of_a_class_folder_empty_in_train_are_counted_in_its_warning(tmp_path: Path):
+    # Before, Train/c held no image and Test/c six: the warning named c as not a class, and the six held-out images
+    # were left out of validation without a word.
+    for split, name, count in (("Train", "a", 6), ("Train", "b", 6), ("Test", "a", 2), ("Test", "c", 6)):
+        (tmp_path / split / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), 30 * i).save(tmp_path / split / name / f"{i}.png")
+    (tmp_path / "Train" / "c").mkdir()
+    data = ImageDataModule(dataset="folder", root=str(tmp_path), image_size=8, channels=1, condition="labels")
+    with pytest.warns(UserWarning) as said:
+        data.setup()
+    (message,) = [str(w.message) for w in said if "not classes" in str(w.message)]
+    assert message == (
+        f"{tmp_path / 'Train'}: folder(s) with no image are not classes: c; their 6 held-out image(s) are left out "
+        f"of validation too: {tmp_path / 'Test' / 'c'} (6)"
+    )
+    assert len(data.dataset_for("val")) == 2 and data.num_classes == 2

@@ -17,6 +17,7 @@ from torchvision import datasets
 from difflab.data.errors import DataError
 from difflab.data.folder import ImageFileDataset, find_classes, scan_images, warn_skipped
 from difflab.io.decode import IMAGE_SUFFIXES
+from difflab.io.image_tree import image_paths
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
 
@@ -151,15 +152,23 @@ def without_aliases(train_dir: Path, classes: list[str]) -> list[str]:
 
 
 def without_empty_classes(
-    train_dir: Path, classes: list[str], samples: list[tuple[str, int]]
+    train_dir: Path, classes: list[str], samples: list[tuple[str, int]], val_dir: Path | None = None
 ) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
     """Class folders holding no image are not classes (an empty folder, an unzipped archive's __MACOSX/): before,
-    each became a label the model learned nothing for and sample.py accepted. Named in one warning."""
+    each became a label the model learned nothing for and sample.py accepted. Named in one warning, with the
+    held-out images in `val_dir` that are left out with them (before, dropped from validation without a word)."""
     present = sorted({label for _, label in samples})
     if len(present) == len(classes):
         return classes, {name: index for index, name in enumerate(classes)}, samples
     empty = [name for index, name in enumerate(classes) if index not in present]
     message = f"{train_dir}: folder(s) with no image are not classes: {', '.join(empty)}"
+    # Counted by file name, not opened: what a held-out folder of these would have given.
+    held_out = {name: sum(1 for _ in image_paths(val_dir / name)) for name in empty} if val_dir else {}
+    if sum(held_out.values()):
+        counts = ", ".join(f"{val_dir / name} ({count})" for name, count in held_out.items() if count)
+        message += (
+            f"; their {sum(held_out.values())} held-out image(s) are left out of validation too: {counts}"
+        )
     if message not in _SAID:  # once a process: a run opens its folder to check it, then to train on it
         _SAID.add(message)
         warnings.warn(message, UserWarning, stacklevel=3)
@@ -190,7 +199,9 @@ def open_folder(root: Path, val_fraction: float, split_seed: int, labelled: bool
     if not train_samples:
         raise DataError(no_images_message(train_dir, skipped))
     if classes is not None:
-        classes, class_to_idx, train_samples = without_empty_classes(train_dir, classes, train_samples)
+        classes, class_to_idx, train_samples = without_empty_classes(
+            train_dir, classes, train_samples, val_dir
+        )
     val_samples: list[tuple[str, int]] = []
     if val_dir is not None:
         val_samples, val_skipped = scan_images(val_dir, class_to_idx)
