@@ -816,6 +816,27 @@ def test_a_class_folder_linked_under_a_second_name_is_read_once_as_the_real_fold
     assert sorted(Path(path).parent.name for path, _ in scanned) == ["cat"] * 6 + ["dog"] * 6
 
 
+def test_held_out_images_under_a_train_class_folders_second_name_are_that_class(tmp_path: Path):
+    # Review: train/puppy -> dog, and a real test/puppy: its 4 held-out images were left out without a word.
+    for split, name, count in (
+        ("train", "cat", 6),
+        ("train", "dog", 6),
+        ("test", "cat", 2),
+        ("test", "puppy", 4),
+    ):
+        (tmp_path / split / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), 30 * i).save(tmp_path / split / name / f"{i}.png")
+    (tmp_path / "train" / "puppy").symlink_to("dog", target_is_directory=True)
+    data = ImageDataModule(dataset="folder", root=str(tmp_path), image_size=8, channels=1, condition="labels")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.setup()
+    assert data.class_folders == ["cat", "dog"]
+    held_out = sorted((Path(path).parent.name, label) for path, label in data._splits.val.samples)
+    assert held_out == [("cat", 0)] * 2 + [("puppy", 1)] * 4
+
+
 def test_held_out_images_of_a_class_folder_empty_in_train_are_counted_in_its_warning(tmp_path: Path):
     # Before, Train/c held no image and Test/c six: the warning named c as not a class, and the six held-out images
     # were left out of validation without a word.

@@ -126,10 +126,11 @@ def _say_once(message: str) -> None:
         warnings.warn(message, UserWarning, stacklevel=4)
 
 
-def without_aliases(train_dir: Path, classes: list[str]) -> list[str]:
+def without_aliases(train_dir: Path, classes: list[str]) -> tuple[list[str], dict[str, str]]:
     """One class per real folder: a class folder linked under a second name (puppy -> dog) is read once, as the
     class of the real folder's name (the first name, sorted, when every name is a link); the other names are said
-    in one warning. Before, each name counted the other as another class's folder, and both were dropped."""
+    in one warning. Before, each name counted the other as another class's folder, and both were dropped.
+    Returns the classes kept and {second name: the class it stands for}."""
     names_of: dict[str, list[str]] = {}
     for name in classes:
         names_of.setdefault(os.path.realpath(train_dir / name), []).append(name)
@@ -137,18 +138,15 @@ def without_aliases(train_dir: Path, classes: list[str]) -> list[str]:
         real: next((name for name in names if not (train_dir / name).is_symlink()), names[0])
         for real, names in names_of.items()
     }
-    aliases = [
-        f"{name} -> {kept_of[real]}"
-        for real, names in names_of.items()
-        for name in names
-        if name != kept_of[real]
-    ]
+    aliases = {
+        name: kept_of[real] for real, names in names_of.items() for name in names if name != kept_of[real]
+    }
     if aliases:
         _say_once(
             f"{train_dir}: class folder(s) linked under another name are read once, as the class of the folder "
-            f"they name: {', '.join(aliases)}"
+            f"they name: {', '.join(f'{alias} -> {kept}' for alias, kept in aliases.items())}"
         )
-    return sorted(kept_of.values())
+    return sorted(kept_of.values()), aliases
 
 
 def without_empty_classes(
@@ -192,8 +190,9 @@ def open_folder(root: Path, val_fraction: float, split_seed: int, labelled: bool
         if labelled:
             raise DataError(mismatch)
         classes = None
+    aliases: dict[str, str] = {}
     if classes is not None:
-        classes = without_aliases(train_dir, classes)
+        classes, aliases = without_aliases(train_dir, classes)
     class_to_idx = None if classes is None else {name: index for index, name in enumerate(classes)}
     train_samples, skipped = scan_images(train_dir, class_to_idx)
     if not train_samples:
@@ -204,7 +203,12 @@ def open_folder(root: Path, val_fraction: float, split_seed: int, labelled: bool
         )
     val_samples: list[tuple[str, int]] = []
     if val_dir is not None:
-        val_samples, val_skipped = scan_images(val_dir, class_to_idx)
+        # A held-out folder under a train class's second name holds that class's images (before, left out).
+        held_out_names = class_to_idx and {
+            **{alias: class_to_idx[kept] for alias, kept in aliases.items() if kept in class_to_idx},
+            **class_to_idx,
+        }
+        val_samples, val_skipped = scan_images(val_dir, held_out_names)
         if not val_samples:
             raise DataError(no_images_message(val_dir, val_skipped))
         skipped += val_skipped
