@@ -3,6 +3,7 @@ run from those files; bad input named in one line."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,20 @@ def test_a_setting_one_run_left_at_its_default_is_labelled_by_the_default_it_use
     ]
     # b and c trained the same (c typed the defaults); the folder tells them apart.
     assert run_labels(runs[1:]) == ["b", "c"]
+    # Read from the launch whose overrides label the run: a resume's (review: before, from the first launch's).
+    resumed = tmp_path / "b" / ".hydra" / "resumed_step_0000002"
+    resumed.mkdir()
+    (resumed / "overrides.yaml").write_text(yaml.safe_dump(["ckpt_path=last"]))
+    (resumed / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": 0.0005}, "seed": 3}))
+    assert run_labels(runs[1:]) == ["optim.lr=0.0005", "optim.lr=2e-4"]
+    shutil.rmtree(resumed)
+    # A group chosen as null (Hydra records experiment: null) is said as Hydra reads it: review, before
+    # "experiment=None".
+    logged_run(tmp_path / "d", ["experiment=cifar10_ddpm"])
+    for name in ("b", "d"):
+        hydra = {"hydra": {"runtime": {"choices": {"experiment": "cifar10_ddpm" if name == "d" else None}}}}
+        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    assert run_labels([tmp_path / "b", tmp_path / "d"]) == ["experiment=null", "experiment=cifar10_ddpm"]
 
 
 def test_a_resumed_run_is_labelled_by_its_latest_launch(tmp_path: Path) -> None:

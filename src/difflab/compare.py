@@ -133,18 +133,25 @@ def run_overrides(run: Path) -> dict[str, str] | None:
 
 def setting_in_run(run: Path, key: str) -> str | None:
     """What the run used for a key its launch did not override: the option chosen for a config group
-    (.hydra/hydra.yaml's runtime choices), else the value in its composed config (.hydra/config.yaml); None where
-    the run's folder says neither."""
+    (hydra.yaml's runtime choices), else the value in its composed config (config.yaml), both of the launch whose
+    overrides label it; None where the run's folder says neither. A null is said as Hydra reads it back, `null`
+    (review: "experiment=None")."""
+    launch = latest_overrides_file(run).parent  # .hydra, or a resume's .hydra/resumed_step_<step>
+    missing = object()
+    value = _read(launch / "hydra.yaml", f"hydra.runtime.choices.{key}", missing)
+    if value is missing:
+        value = _read(launch / "config.yaml", key, missing)
+    if value is missing or OmegaConf.is_config(value):
+        return None
+    return "null" if value is None else str(value)
+
+
+def _read(path: Path, key: str, missing: Any) -> Any:
+    """The value at dotted `key` of a YAML file Hydra wrote; `missing` where the file or the key is not there."""
     try:
-        choices = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices
-        if key in choices:
-            return str(choices[key])
-        value = OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), key, default=None)
-    except Exception:  # no such file, or one Hydra did not write: the key stays unsaid, as before
-        return None
-    if value is None or OmegaConf.is_config(value):
-        return None
-    return str(value)
+        return OmegaConf.select(OmegaConf.load(path), key, default=missing)
+    except Exception:  # no such file, or one Hydra did not write
+        return missing
 
 
 @functools.cache
