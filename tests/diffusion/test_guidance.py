@@ -243,13 +243,17 @@ def test_num_classes_that_contradict_the_data_are_refused(tmp_path):
     with pytest.raises(ValueError) as error:
         fill_conditioning(cfg)
     assert str(error.value) == (
-        "model.num_classes=5 but data=digits has 10 classes; give model.num_classes=null (taken from the data) "
-        "or model.num_classes=10"
+        "model.num_classes=5 but data=digits has 10 classes; give model.num_classes=10, or data.condition=labels "
+        "model.num_classes=null to take it from the data"
     )
-    # The advice works where a recipe sets the count (before: "drop model.num_classes", which ~ refuses there).
-    cfg = compose_config("train", ["experiment=digits_cond_cpu", "model.num_classes=null"], tmp_path)
+    # Followed, the advice keeps the labels (review: model.num_classes=null alone trained an unconditional model).
+    cfg = compose_config("train", ["data.condition=labels", "model.num_classes=null"], tmp_path)
     fill_conditioning(cfg)
-    assert cfg.model.num_classes == 10
+    assert (cfg.data.condition, cfg.model.num_classes) == ("labels", 10)
+    # Where a recipe sets both, the count alone is to change (before: "drop model.num_classes", which ~ refuses).
+    cfg = compose_config("train", ["experiment=digits_cond_cpu", "model.num_classes=5"], tmp_path)
+    with pytest.raises(ValueError, match=r"give model.num_classes=10, or model.num_classes=null to take it"):
+        fill_conditioning(cfg)
 
 
 @pytest.mark.parametrize("overrides", [["model.num_classes=10"], ["data.condition=labels"]])

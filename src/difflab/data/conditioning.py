@@ -39,7 +39,9 @@ def agreed_conditioning(
         count, folders = find_classes()
         if folders is not None:
             set_data["class_folders"] = folders
-        return set_data, _labels(model, count, data.get("dataset"))
+        # model.num_classes=null keeps a run class-conditional only where data.condition=labels is set.
+        switch = "" if data.get("condition") == "labels" else " data.condition=labels"
+        return set_data, _labels(model, count, data.get("dataset"), switch)
     if condition == "superres":
         return set_data, _superres(model, int(data["channels"]))
     return set_data, {}
@@ -53,13 +55,15 @@ class ClassCountMismatch(ValueError):
         self.found = found
 
 
-def _labels(model: Mapping[str, Any], found: int, dataset: Any) -> Values:
+def _labels(model: Mapping[str, Any], found: int, dataset: Any, switch: str = "") -> Values:
+    """`switch`: what else a run must set for model.num_classes=null to keep its labels (review: before, that
+    advice alone trained an unconditional model)."""
     if not model.get("num_classes"):
         return {"num_classes": found}
     if int(model["num_classes"]) != int(found):
         raise ClassCountMismatch(
             f"model.num_classes={model['num_classes']} but data={dataset} has {found} classes; "
-            f"give model.num_classes=null (taken from the data) or model.num_classes={found}",
+            f"give model.num_classes={found}, or{switch} model.num_classes=null to take it from the data",
             found,
         )
     return {}
