@@ -577,7 +577,9 @@ def test_a_hub_pipeline_difflab_cannot_read_is_refused_before_its_weights_are_fe
         return str(folder)
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
-    with pytest.raises(ValueError, match="holds a vae/: a latent diffusion model"):
+    with pytest.raises(
+        ValueError, match=r"is a latent diffusion pipeline \(it names a vae/\): one is read from a local"
+    ):
         difflab.load("someone/latent-pipeline")
     assert fetched == [hub.CONFIG_FILES]  # never the weights
 

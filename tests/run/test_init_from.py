@@ -83,12 +83,23 @@ def test_a_dits_diffusers_export_is_refused_with_settings_that_can_be_typed_and_
     # Before, "only difflab.models.UNet maps to diffusers' UNet2DModel".
     with pytest.raises(FileNotFoundError, match=f"give the pipeline's folder, {exported}$"):
         prepare(cfg, tmp_path / "b")
-    # A latent model's pipeline (a vae/ beside): its folder is refused too, so the part names what is read instead
-    # (before, "give the pipeline's folder", whose refusal sent the user back).
+    # A latent model's pipeline (a vae/ beside) is read with it: the part points at the pipeline's folder too, whose
+    # refusal, where its vae/ holds no autoencoder, says so (before, both sent the user to the train.py checkpoint).
     (exported / "vae").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"of a latent diffusion pipeline \(a vae/ beside it\), which difflab "
-                       r"reads from its train.py checkpoint \(it records its autoencoder\)$"):  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=f"give the pipeline's folder, {exported}$"):
         prepare(cfg, tmp_path / "b")
+    cfg = compose_config("train", [*FAST_TRAIN, *DIT, f"init_from={exported}"], tmp_path / "c")
+    with pytest.raises(
+        ValueError, match=r"is a latent diffusion pipeline \(it names a vae/\): one is read with the "
+    ):
+        prepare(cfg, tmp_path / "c")
+    # A path that is not there is said as such for a DiT too (before, "only difflab.models.UNet maps to diffusers'
+    # UNet2DModel (this model is difflab.models.DiT)").
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, *DIT, f"init_from={tmp_path / 'no_such_dir'}"], tmp_path / "d"
+    )
+    with pytest.raises(FileNotFoundError, match=r"no_such_dir: no such file or folder"):
+        prepare(cfg, tmp_path / "d")
 
 
 def test_the_refusal_names_the_sources_settings_that_differ_from_the_configured_ones(tmp_path):

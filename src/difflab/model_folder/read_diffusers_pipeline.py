@@ -94,7 +94,7 @@ def check_pipeline_configs(folder: Path) -> None:
     """What read_diffusers_pipeline refuses that the configs alone show, before any weights are there (a Hub
     model is fetched configs first)."""
     named = f"diffusers folder {folder}"
-    refuse_latent(folder, named)
+    refuse_latent(folder, named, on_the_hub=True)
     if network_of(folder, named) == "unet":
         unet_arguments_of(folder, named)
     else:
@@ -115,18 +115,22 @@ def decoded_data(vae: Path, model: dict[str, Any], named: str) -> dict[str, int]
     return {"channels": int(args["in_channels"]), "image_size": int(model["image_size"]) * down_factor}
 
 
-def refuse_latent(folder: Path, named: str) -> None:
-    """A latent model's net makes latents: read without its latent space, it would draw them as images."""
+def refuse_latent(folder: Path, named: str, on_the_hub: bool = False) -> None:
+    """A latent model's net makes latents: read without its autoencoder, it would draw them as images. Called
+    where the folder holds no readable vae/, and for a Hub model, whose vae/ is not fetched."""
     index = folder / "model_index.json"
     try:
         listed = json.loads(index.read_text()).get("vae") if index.is_file() else None
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"{named}: cannot read model_index.json ({error})") from error
     if (folder / "vae").is_dir() or (isinstance(listed, list) and any(listed)):
-        raise ValueError(
-            f"{named} holds a vae/: a latent diffusion model, which difflab reads from its train.py checkpoint "
-            "(it records its autoencoder)"
+        where = (
+            "read from a local folder only (the Hub's vae/ is not fetched)"
+            if on_the_hub
+            else "read with the diffusers AutoencoderKL in its vae/ (config.json and weights, as export.py writes "
+            "it), which this folder lacks"
         )
+        raise ValueError(f"{named} is a latent diffusion pipeline (it names a vae/): one is {where}")
 
 
 def network_of(folder: Path, named: str) -> str:

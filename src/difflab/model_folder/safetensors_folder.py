@@ -96,13 +96,7 @@ def _nearly(folder: Path) -> str:
         name = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
     except (OSError, ValueError, AttributeError):
         name = None
-    if name and (folder.parent / "vae").is_dir():
-        # The pipeline's folder is refused as latent: pointing at it would send the user back here.
-        return (
-            f"; it is one part ({name}) of a latent diffusion pipeline (a vae/ beside it), which difflab reads "
-            "from its train.py checkpoint (it records its autoencoder)"
-        )
-    if name:
+    if name:  # a latent pipeline's too: its folder is read with the vae/ beside it
         return (
             f"; it is one part ({name}) of a diffusers pipeline: give the pipeline's folder, {folder.parent}"
         )

@@ -82,7 +82,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
 
     from ..checkpoint_file import CONFIG_KEY
     from ..data.conditioning import ClassCountMismatch
-    from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder
+    from ..model_folder.diffusers_folder import check_unet_config, check_unet_folder, unet_folder
     from ..model_folder.diffusers_mapping import unet_arguments
     from ..model_folder.hub import fetch_hub_pipeline, is_hub_id
     from ..runs.init_weights import (
@@ -192,8 +192,12 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
         )
         return replace(settings, init_weights=weights)
     if settings.init_from:
-        args = unet_arguments(OmegaConf.to_container(cfg.model, resolve=True))
         folder = settings.init_from
+        if not is_hub_id(folder):
+            unet_folder(
+                folder
+            )  # a missing path said as one, whatever the net (a DiT's was "only … UNet maps")
+        args = unet_arguments(OmegaConf.to_container(cfg.model, resolve=True))
         # A Hub id (google/ddpm-cifar10-32): its config is checked before its weights are fetched.
         if is_hub_id(folder):
             named = f"init_from={folder}"
