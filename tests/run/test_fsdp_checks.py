@@ -45,3 +45,17 @@ def test_post_hoc_ema_under_fsdp_is_one_line_before_anything_is_built(tmp_path: 
         "shard of each): train post-hoc EMA runs with trainer=ddp, or drop callbacks.phema"
     )
     assert not run.exists()
+
+
+def test_an_autoencoder_under_fsdp_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    # Before, both processes raised Lightning's TypeError ("override the configure_model() hook") and left the run
+    # folder claimed, so the same command was then refused as a run that wrote no checkpoint.
+    run = tmp_path / "run"
+    autoencoder = ["experiment=mnist_autoencoder_cpu", "data=digits", "data.image_size=16", "trainer=fsdp"]
+    fast = ["trainer.accelerator=cpu", "trainer.max_steps=4", "logger=none", "cpu_threads=1"]
+    line = one_error_line(run_cli("train.py", *autoencoder, *fast, f"hydra.run.dir={run}"))
+    assert line == (
+        "error: trainer=fsdp shards the diffusion networks, not an autoencoder (task=autoencoder): train it with "
+        "trainer=ddp, or on one device"
+    )
+    assert not run.exists()

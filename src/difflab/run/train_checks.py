@@ -204,6 +204,13 @@ def check_sharded_training(cfg: DictConfig) -> None:
         "ShardedStrategy"
     ):
         return
+    if cfg.get("task") == "autoencoder":
+        # Its module has no configure_model to shard, so Lightning's FSDP2 raised a TypeError in each process, after
+        # the run folder was made and claimed.
+        raise ValueError(
+            "trainer=fsdp shards the diffusion networks, not an autoencoder (task=autoencoder): train it with "
+            "trainer=ddp, or on one device"
+        )
     if (cfg.get("callbacks") or {}).get("phema") is not None:
         # Its profiles would average rank 0's shard of each weight only: snapshots with half a network.
         raise ValueError(
