@@ -375,6 +375,18 @@ def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, 
             "prompt=zero, drawn with a thick pen is several values, a sweep, which needs -m (a list is prompt=[…]); "
             "to give it as one text, quote it: prompt='zero, drawn with a thick pen'",
         ),
+        # Before, embedded and recorded as the prompts "1000" and "5" (a float was refused already).
+        (
+            "sample",
+            "prompt=1_000",
+            "prompt=1_000: Hydra reads 1_000 as the number 1000; quote it to keep it as typed: prompt=\"'1_000'\"",
+        ),
+        (
+            "eval",
+            "negative_prompt=[seven,+5]",
+            "negative_prompt=[seven,+5]: Hydra reads +5 as the number 5; quote it to keep it as typed: "
+            "negative_prompt=\"[seven,'+5']\"",
+        ),
         # Before: Hydra's "LexerNoViableAltException", a caret line and a link.
         (
             "train",
@@ -390,6 +402,10 @@ def test_a_value_hydra_cannot_read_as_one_value_says_to_quote_it(config, arg, me
 
 def test_a_sweep_with_multirun_is_left_to_hydra():
     check_command_line(CONF, "train", ["-m", "seed=1,2"])
+
+
+def test_prompts_hydra_reads_as_the_numbers_typed_pass():
+    check_command_line(CONF, "sample", ["prompt=[7,seven]", "negative_prompt=12"])
 
 
 @pytest.mark.parametrize(

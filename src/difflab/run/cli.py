@@ -34,6 +34,7 @@ PLAIN_FLAGS = ("-m", "--multirun")
 # The configs where a key added with + can be read: train.py's config is instantiated and interpolated
 # (+trainer.profiler=simple, +callbacks.<name>=…, a tag for an interpolation); the others read their keys by name.
 ADDS_KEYS = ("train",)
+PROMPT_KEYS = ("prompt", "negative_prompt")  # texts, which Hydra may read as numbers
 
 
 def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit: bool = False) -> None:
@@ -157,6 +158,7 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
     else:
         _refuse_a_sweep_without_multirun(overrides)
     _refuse_adding_a_listed_group(conf_dir, config_name, overrides)
+    _refuse_prompts_read_as_other_numbers(overrides)
     groups = [o for o in overrides if _is_group(conf_dir, o)]
     for override in groups:
         _check_options(conf_dir, override)
@@ -337,6 +339,34 @@ def _refuse_a_sweep_without_multirun(overrides: list[Override]) -> None:
                 f"{override.input_line} is several values, a sweep, which needs -m (a list is {key}=[…]); to give "
                 f"it as one text, quote it: {key}='{value}'"
             )
+
+
+def _refuse_prompts_read_as_other_numbers(overrides: list[Override]) -> None:
+    """prompt=1_000 or prompt=+5: Hydra reads the whole numbers 1000 and 5, and the text typed is gone, so another
+    prompt than the one typed would be embedded and recorded (a float is refused where the prompt is read)."""
+    for override in overrides:
+        key = override.key_or_group.lstrip("+")
+        if key not in PROMPT_KEYS or override.is_sweep_override() or override.is_delete():
+            continue
+        typed = override.input_line.partition("=")[2].strip()
+        value = override.value()
+        words = [w.strip() for w in typed.strip("[]").split(",")] if isinstance(value, list) else [typed]
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, int) or isinstance(item, bool) or str(item) in words:
+                continue
+            word = next((w for w in words if _whole_number(w) == item), str(item))
+            quoted = typed.replace(word, f"'{word}'", 1)  # in single quotes inside the double ones
+            raise ValueError(
+                f"{override.input_line}: Hydra reads {word} as the number {item}; quote it to keep it as typed: "
+                f'{key}="{quoted}"'
+            )
+
+
+def _whole_number(word: str) -> int | None:
+    try:
+        return int(word)  # as Hydra reads 1_000 and +5
+    except ValueError:
+        return None
 
 
 def _refuse_run_folder_in_a_sweep(overrides: list[Override]) -> None:
