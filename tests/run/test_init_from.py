@@ -124,8 +124,12 @@ def test_the_refusal_names_the_sources_settings_that_differ_from_the_configured_
     assert _its_network(source, now).endswith(
         "model.num_classes=10 data.channels=1 data.image_size=8 data.condition=labels"
     )
+    # A latent network's is its autoencoder's and data's: before, model.in_channels=1 model.image_size=8, which
+    # use_latents overwrote with the latent shape of the data.image_size given (a 2x2-latent net from 8x8 weights).
     source["autoencoder"] = now["autoencoder"] = "ae.ckpt"
-    assert "model.in_channels=1 model.image_size=8" in _its_network(source, now)
+    source["data"]["image_size"] = 32
+    assert "autoencoder=ae.ckpt data.image_size=32 " in _its_network(source, now)
+    assert "model.image_size" not in _its_network(source, now)
 
 
 def test_a_source_trained_for_another_prediction_type_is_warned_of_and_trains(dit_run, tmp_path):

@@ -385,6 +385,43 @@ def test_latent_runs_it_cannot_make_are_one_line_errors(
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def latent_model_shape(autoencoder_run: Path, tmp_path: Path, typed: list[str]) -> tuple[int, int]:
+    """(model.in_channels, model.image_size) of a DiT run on the toy autoencoder's latents, `typed` on its command
+    line."""
+    cfg = compose_config(
+        "train", [*FAST_TRAIN, "model=dit_tiny", f"autoencoder={autoencoder_run}", *typed], tmp_path / "run"
+    )
+    with open_dict(cfg):  # what Hydra records of the command line (compose_config records nothing)
+        cfg.hydra = {"overrides": {"task": typed}}
+    use_latents(cfg)
+    return int(cfg.model.in_channels), int(cfg.model.image_size)
+
+
+def test_a_typed_model_shape_that_contradicts_the_latents_is_refused_in_one_line(autoencoder_run, tmp_path):
+    """Before, model.image_size=4 trained a 2x2-latent model (and model.in_channels=5 a 3-channel one) without a
+    word; a pixel run refuses it. The recipe's values follow the latents, as does a typed value that fits them."""
+    assert latent_model_shape(autoencoder_run, tmp_path, []) == (3, 2)
+    assert latent_model_shape(autoencoder_run, tmp_path, ["model.image_size=2", "model.in_channels=3"]) == (
+        3,
+        2,
+    )
+    with pytest.raises(ValueError) as refused:
+        latent_model_shape(autoencoder_run, tmp_path, ["model.image_size=4"])
+    assert str(refused.value) == (
+        "model.image_size=4 contradicts the latents' size 2 (data.image_size=8 / the autoencoder's down factor 4): "
+        "give data.image_size=16 for 4x4 latents, or drop model.image_size (it follows the latents)"
+    )
+    with pytest.raises(
+        ValueError, match=r"^model.in_channels=5 contradicts the autoencoder's 3 latent channels: "
+    ):
+        latent_model_shape(autoencoder_run, tmp_path, ["model.in_channels=5"])
+    # The size that error names gives the typed one.
+    assert latent_model_shape(autoencoder_run, tmp_path, ["model.image_size=4", "data.image_size=16"]) == (
+        3,
+        4,
+    )
+
+
 def edm_sigma_data(autoencoder_run: Path | None, tmp_path: Path, typed: list[str]) -> float:
     """formulation.sigma_data of an edm run once its latents are set up (a pixel run's when no autoencoder)."""
     latent = [] if autoencoder_run is None else [f"autoencoder={autoencoder_run}"]

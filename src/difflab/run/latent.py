@@ -50,6 +50,7 @@ def use_latents(cfg: DictConfig) -> None:
         )
     check_patches_fit(cfg, size, net.down_factor)
     check_unet_halvings_fit(cfg, size, net.down_factor)
+    check_typed_shape_fits(cfg, size, net.down_factor, net.latent_channels)
     with open_dict(cfg):
         cfg.data._target_ = LATENT_DATA
         cfg.data.autoencoder = str(cfg.autoencoder)
@@ -57,6 +58,31 @@ def use_latents(cfg: DictConfig) -> None:
         cfg.model.in_channels = net.latent_channels
         cfg.model.image_size = size // net.down_factor
     fit_edm_to_latents(cfg)
+
+
+def check_typed_shape_fits(cfg: DictConfig, size: int, factor: int, channels: int) -> None:
+    """The denoiser's input is the latents: a typed model.image_size or model.in_channels that contradicts them is
+    refused (before, overwritten without a word); a recipe's value is overwritten, as it follows the pixels."""
+    from .typed import typed_keys_under
+
+    typed = typed_keys_under(cfg, "model")
+    latent = size // factor
+    image_size, in_channels = cfg.model.get("image_size"), cfg.model.get("in_channels")
+    if "model.image_size" in typed and image_size != latent:
+        wanted = (
+            f"give data.image_size={image_size * factor} for {image_size}x{image_size} latents, or "
+            if (isinstance(image_size, int) and image_size > 0)
+            else ""
+        )
+        raise ValueError(
+            f"model.image_size={image_size} contradicts the latents' size {latent} (data.image_size={size} / the "
+            f"autoencoder's down factor {factor}): {wanted}drop model.image_size (it follows the latents)"
+        )
+    if "model.in_channels" in typed and in_channels != channels:
+        raise ValueError(
+            f"model.in_channels={in_channels} contradicts the autoencoder's {channels} latent channels: drop "
+            f"model.in_channels (it follows the latents), or give an autoencoder with {in_channels} latent channels"
+        )
 
 
 def fit_edm_to_latents(cfg: DictConfig) -> None:

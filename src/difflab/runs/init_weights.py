@@ -139,8 +139,17 @@ def _its_network(config: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     # A pixel network's input follows its data (model.in_channels: ${data.channels}): the data keys are what to
     # give; before, model.in_channels=1 passed this check and the run failed at step 1 on 3-channel images.
     follows_data = PIXEL_KEYS_OF_DATA if not config.get("autoencoder") and not now.get("autoencoder") else {}
+    shown = dict(model)  # what to type for each key that differs
+    if config.get("autoencoder"):
+        # A latent network's input follows its autoencoder and data: before, model.image_size=4, which use_latents
+        # overwrote with the latents of this run's data.image_size (a 2x2-latent net from 4x4-latent weights).
+        follows_data = {"in_channels": "autoencoder"}
+        shown["in_channels"] = config["autoencoder"]
+        size = (config.get("data") or {}).get("image_size")
+        if size is not None:
+            follows_data["image_size"], shown["image_size"] = "data.image_size", size
     named += [
-        f"{follows_data.get(key, f'model.{key}')}={'null' if value is None else value}"
+        f"{follows_data.get(key, f'model.{key}')}={'null' if shown[key] is None else shown[key]}"
         for key, value in model.items()
         # Of the configured network's class, only keys it has: another cannot be typed (model.cond_channels of a
         # diffusers export's DiT); of another class, all that tell the source apart.
@@ -152,6 +161,8 @@ def _its_network(config: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     condition = (config.get("data") or {}).get("condition")
     if condition != now.get("condition"):
         named.append(f"data.condition={condition if condition is not None else 'null'}")
-    if bool(config.get("autoencoder")) != bool(now.get("autoencoder")):
+    if bool(config.get("autoencoder")) != bool(now.get("autoencoder")) and not any(
+        n.startswith("autoencoder=") for n in named
+    ):
         named.append(f"autoencoder={config.get('autoencoder') or 'null'}")
     return " ".join(named)
