@@ -106,6 +106,43 @@ def test_evaluate_scores_the_reconstructions_of_the_held_out_split(
     assert report["metrics"]["rfd_effl0"] >= 0
 
 
+def test_evaluate_reconstructs_the_data_and_split_it_is_given(autoencoder_run: Path, tmp_path: Path) -> None:
+    """Before, data= and metrics.reference_split= were ignored: the report named the run's own digits val split
+    and its scores were that split's."""
+    small = [
+        f"ckpt={autoencoder_run}",
+        "n=20",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        "metrics.kid_subset_size=10",
+        "metrics.kid_subsets=10",
+    ]
+
+    def scored(*given: str) -> dict:
+        return evaluate(
+            compose_config("eval", [*small, *given, f"out={tmp_path / 'r.json'}"], tmp_path / "eval")
+        )
+
+    own = scored()
+    (tmp_path / "r.json").unlink()
+    train = scored("metrics.reference_split=train")
+    assert train["reference"]["split"] == "train" and train["metrics"] != own["metrics"]
+    (tmp_path / "r.json").unlink()
+    larger = scored("data=digits", "data.image_size=16")
+    assert (larger["reference"]["split"], larger["reference"]["image_size"]) == ("val", 16)
+    assert larger["metrics"] != own["metrics"]
+    (tmp_path / "r.json").unlink()
+    # Data the autoencoder cannot encode: one line naming the fix, nothing written.
+    with pytest.raises(
+        ValueError, match=r"^the autoencoder's down factor 4 does not divide data.image_size=6: "
+    ):
+        scored("data=digits", "data.image_size=6")
+    with pytest.raises(
+        ValueError, match=r"^the autoencoder encodes 1-channel images, but data= gives 3-channel "
+    ):
+        scored("data=digits", "data.channels=3")
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_an_n_beyond_the_held_out_split_is_named(autoencoder_run: Path, tmp_path: Path, caplog) -> None:
     """Before, n=5000 gave a report of n=90 without a word."""
     overrides = [f"ckpt={autoencoder_run}", "n=5000", f"out={tmp_path / 'r.json'}"]

@@ -1,5 +1,6 @@
-"""evaluate.py on an autoencoder: reconstruct the held-out split of its data and score PSNR, SSIM and rFD (the
-reconstructions' features against the same images' statistics); write the JSON report."""
+"""evaluate.py on an autoencoder: reconstruct the held-out split of its data (or data=, metrics.reference_split=
+when given) and score PSNR, SSIM and rFD (the reconstructions' features against the same images' statistics);
+write the JSON report."""
 
 from __future__ import annotations
 
@@ -30,6 +31,21 @@ def held_out_batches(dataset: Any, n: int, batch_size: int) -> Any:
     return (batch[0] if isinstance(batch, list | tuple) else batch for batch in loader)
 
 
+def check_data_fits(net: Any, data: Any) -> None:
+    """data= is reconstructed by the autoencoder: its images must have the channels it encodes and a size its down
+    factor divides (one line, before anything is read or written)."""
+    if data.channels != net.in_channels:
+        raise ValueError(
+            f"the autoencoder encodes {net.in_channels}-channel images, but data= gives {data.channels}-channel "
+            f"ones: add data.channels={net.in_channels}"
+        )
+    if data.image_size % net.down_factor:
+        raise ValueError(
+            f"the autoencoder's down factor {net.down_factor} does not divide data.image_size={data.image_size}: "
+            f"give a data.image_size that is a multiple of {net.down_factor}"
+        )
+
+
 def evaluate_autoencoder(
     loaded: LoadedAutoencoder,
     ckpt: str,
@@ -40,28 +56,36 @@ def evaluate_autoencoder(
     path: Path,
     allowed_targets: tuple[str, ...] = (),
     or_next_free: bool = False,
+    data: Any = None,
 ) -> dict[str, Any]:
-    """Score the autoencoder `loaded` from `ckpt` on the first n held-out images of the data it was trained on;
-    write the report to `path` (`or_next_free`: or the next free name, if another run took it meanwhile)."""
-    if "data" not in loaded.config:
-        raise ValueError(
-            f"{ckpt} records no dataset (a diffusers folder): evaluate a difflab autoencoder run"
-        )
-    data = build(loaded.config, "data", allowed_targets)
-    held_out = data.dataset_for("val")
+    """Score the autoencoder `loaded` from `ckpt` on the first n images of the metrics' reference split (val unless
+    set) of `data` (None: the data it was trained on); write the report to `path` (`or_next_free`: or the next
+    free name, if another run took it meanwhile)."""
+    if data is None:
+        if "data" not in loaded.config:
+            raise ValueError(
+                f"{ckpt} records no dataset (a diffusers folder): add data=<the dataset to reconstruct> "
+                "(e.g. data=mnist)"
+            )
+        data = build(loaded.config, "data", allowed_targets)
+    check_data_fits(loaded.net, data)
+    # Before, data= and metrics.reference_split= were ignored: the report named the run's own val split.
+    split = metrics.get("reference_split", "val")
+    held_out = data.dataset_for(split)
     count = min(int(n), len(held_out))
     if count < 2:
-        raise ValueError(f"the held-out split of {data.dataset} has {len(held_out)} images; need at least 2")
+        raise ValueError(f"the {split} split of {data.dataset} has {len(held_out)} images; need at least 2")
     if count < int(n):  # before, the report said n=90 where n=5000 was asked, without a word
         log.warning(
-            "n=%d, but the held-out split of %s holds %d images: all %d are reconstructed and scored",
+            "n=%d, but the %s split of %s holds %d images: all %d are reconstructed and scored",
             int(n),
+            "held-out" if split == "val" else split,
             data.dataset,
             count,
             count,
         )
     # rFD compares the reconstructions with the very images they reconstruct: the first `count` held-out ones.
-    evaluator = dataclasses.replace(Evaluator(**metrics), reference_split="val", num_reference=count)
+    evaluator = dataclasses.replace(Evaluator(**metrics), reference_split=split, num_reference=count)
     evaluator.cpu_threads = evaluator.cpu_threads or torch.get_num_threads()
     start = time.perf_counter()
     reference, hit = reference_statistics(evaluator, data, device)
@@ -77,7 +101,7 @@ def evaluate_autoencoder(
             "n": count,
             "weights_hash": loaded.weights_hash,
         },
-        "reference": reference_entry(data, "val", reference.n, hit),
+        "reference": reference_entry(data, split, reference.n, hit),
         "metric_settings": evaluator.settings(),
         "seconds": round(time.perf_counter() - start, 1),
     }

@@ -184,13 +184,15 @@ def scored(
 
 
 def evaluate_autoencoder_run(settings: EvaluateSettings) -> dict[str, Any]:
-    """Score an autoencoder's reconstructions of its held-out split; write the report and, as for a diffusion
-    checkpoint, log the scores into its run's W&B run."""
+    """Score an autoencoder's reconstructions of its held-out split (or data=, metrics.reference_split=, when
+    given); write the report and, as for a diffusion checkpoint, log the scores into its run's W&B run."""
     sampling = settings.sampling
     path = report_path(sampling.out, sampling.ckpt, sampling.root_dir)
     device = pick_device(sampling.device)
     loaded = load_autoencoder(sampling.ckpt, device, sampling.allowed_targets)
     options = sampling.options
+    # data= is reconstructed instead of the data it was trained on (None: that data).
+    data = None if settings.data is None else instantiate(settings.data)
     report = evaluate_autoencoder(
         loaded,
         sampling.ckpt,
@@ -201,6 +203,7 @@ def evaluate_autoencoder_run(settings: EvaluateSettings) -> dict[str, Any]:
         path,
         sampling.allowed_targets,
         or_next_free=chosen_for_the_user(sampling.out, path),
+        data=data,
     )
     if settings.log_wandb:
         n = report["reconstructed"]["n"]
