@@ -135,6 +135,14 @@ def test_strength_picks_the_tail_of_the_sampler_timesteps():
     ):
         assert strength_timesteps(trailing, 1000, 1e-9).tolist() == [99]
     assert torch.equal(strength_timesteps(ts, 1000, 1.0), ts)
+    # The grid's timesteps noised at most to the strength, (t + 1) / T <= s: 0.59 starts at 580 as 0.6 does, 0.61
+    # at 600 (review: the README said 0.59 ran diffusers' steps, which are 29 from 560).
+    assert [
+        (int(strength_timesteps(ts, 1000, s)[0]), len(strength_timesteps(ts, 1000, s))) for s in (0.59, 0.61)
+    ] == [
+        (580, 30),
+        (600, 31),
+    ]
     for bad in (0, 1.5, -0.2, float("nan")):
         with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
             img2img(DDIMSampler(SCHEDULE, steps=10), constant_model(), random_pictures(1, 0), bad)
@@ -517,3 +525,15 @@ def test_a_jump_length_that_leaves_no_room_to_jump_back_is_refused():
         repaint_options({"steps": 20, "jump_length": 50, "jump_n_sample": 10}, 1000)
     assert repaint_options({"steps": 20, "jump_length": 50, "jump_n_sample": 1}, 1000)["jump_length"] == 50
     assert repaint_options({"steps": 20, "jump_length": 10, "jump_n_sample": 10}, 1000)["steps"] == 20
+
+
+@pytest.mark.parametrize("strength", [0.2, 0.5, 0.6, 0.74, 1.0])
+def test_strength_runs_diffusers_img2img_steps_where_steps_times_strength_is_whole(strength):
+    """diffusers counts steps, int(steps * strength) from the grid's end; difflab keeps the timesteps noised to at
+    most the strength. The two agree where steps * strength is a whole number (not at 0.59: 29 steps there)."""
+    diffusers = pytest.importorskip("diffusers")
+    theirs = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing="leading")
+    theirs.set_timesteps(50)
+    start = 50 - min(int(50 * strength), 50)  # StableDiffusionImg2ImgPipeline.get_timesteps
+    ours = strength_timesteps(DDIMSampler(SCHEDULE, steps=50).timesteps, 1000, strength)
+    assert ours.tolist() == theirs.timesteps[start:].tolist()
