@@ -137,6 +137,11 @@ def test_unknown_arguments_are_refused_in_one_line(tiny_ckpt):
     ) as error:
         pipe.sample(1, steps=2, core=None)
     assert "core" not in str(error.value).partition(";")[2]
+    # Another sampler's knob names the sampler that takes it (before: "did you mean mode?", no hint for eta).
+    with pytest.raises(ValueError, match=r"^unknown argument order=2 \(sampler='dpm_solver' takes it\); "):
+        pipe.sample(1, steps=10, order=2)
+    with pytest.raises(ValueError, match=r"^unknown argument eta=1.0 \(sampler='ddim' takes it\); "):
+        pipe.sample(1, sampler="heun", eta=1.0)
     # Before: "order must be 1 or 2 (got 2)".
     with pytest.raises(ValueError, match=r"^DPM-Solver\+\+ order must be 1 or 2 \(got str '2'\)$"):
         pipe.sample(1, sampler="dpm_solver", steps=2, order="2")

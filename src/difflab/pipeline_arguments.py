@@ -64,6 +64,18 @@ def sampler_config(name: str) -> Any:
     return OmegaConf.load(_conf_file(f"sampler/{name}.yaml"))
 
 
+def sampler_names() -> list[str]:
+    """The samplers sample.py's sampler= names: conf/sampler/<name>.yaml."""
+    return sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
+
+
+def sampler_class(name: str) -> type:
+    """The class conf/sampler/<name>.yaml builds."""
+    from hydra.utils import get_class
+
+    return get_class(str(sampler_config(name)["_target_"]))
+
+
 def sampler_knobs(sampler_class: type) -> list[str]:
     """The keywords a sampler class takes besides the schedule and prediction type: its own, and its bases'
     keyword-only ones, which its **options pass on (the base's core it gives itself)."""
@@ -86,8 +98,12 @@ def refuse_unknown(given: Mapping[str, Any], own: Sequence[str], known: Sequence
     for key, value in given.items():
         if key in own or key in known:
             continue
-        nearest = nearest_word(key, [*own, *known])
+        # Another sampler's knob (order=2 to DDIM): which sampler= takes it, as sample.py says (before, the
+        # nearest word of this sampler's: "did you mean mode?").
+        takers = [name for name in sampler_names() if key in sampler_knobs(sampler_class(name))]
+        nearest = None if takers else nearest_word(key, [*own, *known])
         hint = f" (did you mean {nearest}?)" if nearest else ""
+        hint = f" (sampler={' or '.join(repr(t) for t in takers)} takes it)" if takers else hint
         raise ValueError(
             f"unknown argument {key}={value!r}{hint}; pipe.sample takes {', '.join(own)} and {whose}'s "
             f"{', '.join(knobs)}"
