@@ -3,6 +3,8 @@ cfg.module, every callback from cfg.callbacks in the file's order, the Trainer f
 
 from __future__ import annotations
 
+import json
+
 import torch
 from conftest import FAST_TRAIN, compose_config
 
@@ -74,3 +76,15 @@ def test_a_run_shorter_than_its_validation_interval_validates_at_its_end(tmp_pat
     overrides = [o for o in FAST_TRAIN if not o.startswith("trainer.val_check_interval")]
     metrics = train(compose_config("train", [*overrides, "trainer.max_steps=3"], tmp_path / "run"))
     assert "val/loss" in metrics
+
+
+def test_validation_counts_optimizer_steps_under_gradient_accumulation(tmp_path):
+    """Before, Lightning's interval counted batches: at accumulate_grad_batches=2 and an interval of 5 the run
+    validated at steps 2, 5, 7, 10 (some of them part-way through a step)."""
+    from difflab.run.train import train
+
+    overrides = [o for o in FAST_TRAIN if not o.startswith("trainer.val_check_interval")]
+    overrides += ["trainer.max_steps=10", "trainer.val_check_interval=5", "trainer.accumulate_grad_batches=2"]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "val/loss" in line] == [5, 10]

@@ -112,20 +112,24 @@ def log_interval(max_steps: int | None, log_every_n_steps: int) -> int:
     return interval
 
 
-def validation_interval(max_steps: int | None, val_check_interval: Any) -> Any:
-    """val_check_interval (in optimizer steps), lowered to max_steps where the run is shorter: before, a run
-    shorter than the interval (an Optuna trial of 30 steps at the default 1000) never validated, so its
-    optimized_metric=val/loss was never logged. A fraction of an epoch is left as it is."""
-    if not isinstance(val_check_interval, int) or max_steps is None or not 0 < max_steps < val_check_interval:
+def validation_interval(max_steps: int | None, val_check_interval: Any, accumulate: int = 1) -> Any:
+    """val_check_interval in optimizer steps as Lightning's batches (`accumulate` of them a step: before, with
+    accumulate_grad_batches=2 and an interval of 5, validation ran at steps 2, 5, 7, 10, …, some mid-step), lowered
+    to max_steps where the run is shorter: before, a run shorter than the interval (an Optuna trial of 30 steps at
+    the default 1000) never validated, so its optimized_metric=val/loss was never logged. A fraction of an epoch
+    is left as it is."""
+    if not isinstance(val_check_interval, int) or isinstance(val_check_interval, bool):
         return val_check_interval
-    if not is_secondary_rank():
-        log.info(
-            "validating at step %d: trainer.val_check_interval=%d is longer than the %d-step run",
-            max_steps,
-            val_check_interval,
-            max_steps,
-        )
-    return max_steps
+    if max_steps is not None and 0 < max_steps < val_check_interval:
+        if not is_secondary_rank():
+            log.info(
+                "validating at step %d: trainer.val_check_interval=%d is longer than the %d-step run",
+                max_steps,
+                val_check_interval,
+                max_steps,
+            )
+        val_check_interval = max_steps
+    return val_check_interval * accumulate
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
@@ -141,7 +145,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     )
     if cfg.trainer.get("check_val_every_n_epoch") is None:  # the interval counts optimizer steps
         trainer_cfg["val_check_interval"] = validation_interval(
-            cfg.trainer.get("max_steps"), cfg.trainer.get("val_check_interval")
+            cfg.trainer.get("max_steps"),
+            cfg.trainer.get("val_check_interval"),
+            int(cfg.trainer.get("accumulate_grad_batches") or 1),
         )
     disc_weight = float((cfg.get("autoencoder_module") or {}).get("disc_weight") or 0)
     if cfg.get("task") == "autoencoder" and disc_weight > 0:
