@@ -239,6 +239,14 @@ def test_multirun_job_is_named_from_overrides_grouped_by_sweep_and_tagged(hydra_
     assert list(cfg.logger.wandb.tags) == ["mine", "digits_cpu"]
 
 
+@pytest.mark.parametrize("experiment", [[], ["experiment=digits_cpu"]])
+def test_a_single_tag_is_one_tag(hydra_job, experiment):
+    # Hydra reads tags=foo as the string "foo": before, W&B got the tags f, o, o.
+    cfg = hydra_job([*experiment, "tags=foo"])
+    name_wandb_run(cfg)
+    assert list(cfg.logger.wandb.tags) == ["foo", *(["digits_cpu"] if experiment else [])]
+
+
 def test_a_sweep_in_the_project_is_grouped_by_its_folder_relative_to_the_project(hydra_job):
     cfg = hydra_job(["hydra.mode=MULTIRUN", "optim.lr=1e-4"])  # the default multirun/train/<date>/<time>
     name_wandb_run(cfg)

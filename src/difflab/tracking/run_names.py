@@ -96,9 +96,13 @@ def wandb_run_fields(
     trained ("digits_cpu: optim.lr=1e-4,seed=3"; job<N> for a sweep's job with neither), grouped by experiment,
     or by `sweep_group` for job number `sweep_job` of a sweep."""
     fields: dict[str, Any] = {}
-    tags = list(given.get("tags") or [])
+    given_tags = given.get("tags")
+    # tags=foo is one tag (before, split into f, o, o): Hydra reads a single word as a string, not a list.
+    tags = [given_tags] if isinstance(given_tags, str) else list(given_tags or [])
     if experiment and experiment not in tags:
-        fields["tags"] = [*tags, experiment]
+        tags.append(experiment)
+    if isinstance(given_tags, str) or tags != list(given_tags or []):
+        fields["tags"] = tags
     if given.get("job_type") is None:
         fields["job_type"] = task
     if given.get("name") is None:
