@@ -88,3 +88,14 @@ def test_validation_counts_optimizer_steps_under_gradient_accumulation(tmp_path)
     train(compose_config("train", overrides, tmp_path / "run"))
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if "val/loss" in line] == [5, 10]
+
+
+def test_callbacks_none_writes_no_checkpoint(tmp_path):
+    """conf/callbacks/none.yaml: no periodic checkpoints. Before, Lightning added its own ModelCheckpoint and wrote
+    checkpoints/epoch=0-step=4.ckpt, whose folder then sent a rerun to ckpt_path=last, which was not there."""
+    from difflab.run.train import train
+
+    overrides = [o for o in FAST_TRAIN if not o.startswith("callbacks.")] + ["callbacks=none"]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*.ckpt")) == []

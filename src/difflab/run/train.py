@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -149,6 +149,12 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
             cfg.trainer.get("val_check_interval"),
             int(cfg.trainer.get("accumulate_grad_batches") or 1),
         )
+    if (
+        not any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        and "enable_checkpointing" not in cfg.trainer
+    ):
+        # Else Lightning adds its own (checkpoints/epoch=0-step=6.ckpt), which callbacks=none asks not to write.
+        trainer_cfg["enable_checkpointing"] = False
     disc_weight = float((cfg.get("autoencoder_module") or {}).get("disc_weight") or 0)
     if cfg.get("task") == "autoencoder" and disc_weight > 0:
         processes = devices_asked(trainer_cfg.get("devices", 1), trainer_cfg.get("accelerator", "auto"))
