@@ -97,15 +97,21 @@ def _is_txt(name: str) -> bool:
 def has_caption_files(root: Path) -> bool:
     """Whether an image tree carries its own captions: a metadata.jsonl, or a .txt beside an image of its name
     (a LICENSE.txt or README.txt in the tree is not a caption: before, it turned template captions off)."""
-    return bool(_caption_files(root, _is_metadata)) or any(
-        _beside_its_image(txt) for txt in _caption_files(root, _is_txt)
-    )
+    if _caption_files(root, _is_metadata):
+        return True
+    stems_of: dict[Path, set[str]] = {}  # each folder listed once, however many .txt files it holds
+    for txt in _caption_files(root, _is_txt):
+        if txt.parent not in stems_of:
+            stems_of[txt.parent] = _image_stems(txt.parent)
+        if txt.stem in stems_of[txt.parent]:
+            return True
+    return False
 
 
-def _beside_its_image(txt: Path) -> bool:
-    """Whether an image of the .txt's name lies beside it, its suffix in any case (img0.Png, as the images are
-    read): before, only .png and .PNG were tried, and a folder of .Png captioned by .txt files got templates."""
-    return any(Path(name).stem == txt.stem and is_image_name(name) for name in os.listdir(txt.parent))
+def _image_stems(folder: Path) -> set[str]:
+    """The names of the images in a folder without their suffix, matched in any case (img0.Png, as the images
+    are read): before, only .png and .PNG were tried, and a folder of .Png captioned by .txt files got templates."""
+    return {Path(name).stem for name in os.listdir(folder) if is_image_name(name)}
 
 
 def read_metadata(root: Path) -> dict[Path, str]:

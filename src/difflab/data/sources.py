@@ -120,7 +120,8 @@ _SAID: set[str] = set()
 
 
 def _say_once(message: str) -> None:
-    """Warn once a process: a run opens its folder to check it, then to train on it."""
+    """Warn once a process: a run opens its folder to check it, then to train on it. Named at the line that
+    called the warning function's caller (open_folder's caller), as each warning of a tree is."""
     if message not in _SAID:
         _SAID.add(message)
         warnings.warn(message, UserWarning, stacklevel=4)
@@ -167,9 +168,7 @@ def without_empty_classes(
         message += (
             f"; their {sum(held_out.values())} held-out image(s) are left out of validation too: {counts}"
         )
-    if message not in _SAID:  # once a process: a run opens its folder to check it, then to train on it
-        _SAID.add(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
+    _say_once(message)
     new_index = {old: new for new, old in enumerate(present)}
     kept = [classes[index] for index in present]
     return (
@@ -240,9 +239,8 @@ def warn_if_a_class_is_only_held_out(
         f"out for validation (data.split_seed={split_seed}), so the model never learns them; add images, or try "
         "another data.split_seed"
     )
-    if missing and message not in _SAID:
-        _SAID.add(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
+    if missing:
+        _say_once(message)
 
 
 def heldout_layout_mismatch(val_dir: Path, train_dir: Path, classes: list[str] | None) -> str | None:
