@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .runlogs import METRICS_FILE, Series, run_series
 from .runs.inherit import latest_overrides_file, stored_overrides
@@ -131,27 +131,31 @@ def run_overrides(run: Path) -> dict[str, str] | None:
     return overrides
 
 
-def setting_in_run(run: Path, key: str) -> str | None:
-    """What the run used for a key its launch did not override: the option chosen for a config group
+def settings_in_run(run: Path, keys: list[str]) -> dict[str, str]:
+    """What the run used for keys its launch did not override: the option chosen for a config group
     (hydra.yaml's runtime choices), else the value in its composed config (config.yaml), both of the launch whose
-    overrides label it; None where the run's folder says neither. A null is said as Hydra reads it back, `null`
-    (review: "experiment=None")."""
+    overrides label it; a key the run's folder says neither of is left out. A null is said as Hydra reads it
+    back, `null` (review: "experiment=None"). Each file is read once, whatever the number of keys."""
     launch = latest_overrides_file(run).parent  # .hydra, or a resume's .hydra/resumed_step_<step>
+    choices, config = _read(launch / "hydra.yaml"), _read(launch / "config.yaml")
     missing = object()
-    value = _read(launch / "hydra.yaml", f"hydra.runtime.choices.{key}", missing)
-    if value is missing:
-        value = _read(launch / "config.yaml", key, missing)
-    if value is missing or OmegaConf.is_config(value):
-        return None
-    return "null" if value is None else str(value)
+    used = {}
+    for key in keys:
+        value = OmegaConf.select(choices, f"hydra.runtime.choices.{key}", default=missing)
+        if value is missing:
+            value = OmegaConf.select(config, key, default=missing)
+        if value is not missing and not OmegaConf.is_config(value):
+            used[key] = "null" if value is None else str(value)
+    return used
 
 
-def _read(path: Path, key: str, missing: Any) -> Any:
-    """The value at dotted `key` of a YAML file Hydra wrote; `missing` where the file or the key is not there."""
+def _read(path: Path) -> Any:
+    """A YAML file Hydra wrote; an empty config where the file is not there or is not one Hydra wrote."""
     try:
-        return OmegaConf.select(OmegaConf.load(path), key, default=missing)
+        loaded = OmegaConf.load(path)
     except Exception:  # no such file, or one Hydra did not write
-        return missing
+        return OmegaConf.create()
+    return loaded if isinstance(loaded, DictConfig) else OmegaConf.create()
 
 
 @functools.cache
@@ -176,9 +180,7 @@ def run_labels(runs: list[Path]) -> list[str]:
         for run, o in zip(runs, overrides, strict=True):
             # A key one run set and another left at its default: the default said (before, an empty label, so
             # every line fell back to its folder name, or a key that differed only in spelling was named).
-            for key in keys:
-                if key not in o and (used := setting_in_run(run, key)) is not None:
-                    o[key] = used
+            o.update(settings_in_run(run, [key for key in keys if key not in o]))
         differ = [
             key for key in keys if len({_meaning(key, o[key]) if key in o else None for o in overrides}) > 1
         ]
