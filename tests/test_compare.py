@@ -177,12 +177,14 @@ def test_a_setting_one_run_left_at_its_default_is_labelled_by_the_default_it_use
         hydra = {"hydra": {"runtime": {"choices": {"schedule": chosen, "optim": "adam"}}}}
         (tmp_path / name / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
     runs = [tmp_path / name for name in launched]
+    # b and c trained the same (c typed the defaults, spelled otherwise): said with their folders (before,
+    # "optim.lr=0.0002,…" and "optim.lr=2e-4,…" alone, two settings to the eye).
     assert run_labels(runs) == [
-        "optim.lr=1e-3,schedule=cosine",
-        "optim.lr=0.0002,schedule=linear",
-        "optim.lr=2e-4,schedule=linear",
+        "a: optim.lr=1e-3,schedule=cosine",
+        "b: optim.lr=0.0002,schedule=linear",
+        "c: optim.lr=2e-4,schedule=linear",
     ]
-    # b and c trained the same (c typed the defaults); the folder tells them apart.
+    # b and c alone: nothing differs in meaning, so the folder tells them apart.
     assert run_labels(runs[1:]) == ["b", "c"]
     # Read from the launch whose overrides label the run: a resume's (review: before, from the first launch's).
     resumed = tmp_path / "b" / ".hydra" / "resumed_step_0000002"
@@ -303,6 +305,14 @@ def test_the_same_settings_in_two_sweeps_are_labelled_by_folder_and_settings(tmp
         "sweep/0: optim.lr=1e-3",
         "sweep/1: optim.lr=2e-4",
         "other/0: optim.lr=1e-3",
+    ]
+    # The same value spelled two ways (a sweep hands Hydra's 0.0001, a run's command line said 1e-4) is the same
+    # setting: before, "optim.lr=0.0001" and "optim.lr=1e-4" read as two settings, neither said with its folder.
+    respelled = [runs[0], runs[1], logged_run(tmp_path / "single", ["optim.lr=0.001"])]
+    assert run_labels(respelled) == [
+        "sweep/0: optim.lr=1e-3",
+        "sweep/1: optim.lr=2e-4",
+        "single: optim.lr=0.001",
     ]
 
 

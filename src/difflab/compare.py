@@ -189,13 +189,20 @@ def run_labels(runs: list[Path]) -> list[str]:
         # that still tells them apart.
         trained = [key for key in differ if not says_where_not_what(key)]
         trained_labels = [",".join(f"{key}={o[key]}" for key in trained if key in o) for o in overrides]
-        if all(trained_labels) and len(set(trained_labels)) == len(trained_labels):
+        if all(trained_labels) and _tell_apart(overrides, trained):
             labels = trained_labels
-        if all(labels) and len(set(labels)) == len(labels):
+        # Told apart by what Hydra reads (before, by the text: optim.lr=0.0001 and optim.lr=1e-4 as two settings).
+        if all(labels) and _tell_apart(overrides, differ):
             return labels
         if all(labels):  # the same settings in two places (two sweeps): both said (before, the folder alone)
             return [f"{place(run, runs)}: {label}" for run, label in zip(runs, labels, strict=True)]
     return [run_label(run, runs) for run in runs]
+
+
+def _tell_apart(overrides: list[dict[str, str]], keys: list[str]) -> bool:
+    """Whether no two runs set `keys` to the same values, compared by meaning."""
+    meanings = {tuple(_meaning(key, o[key]) if key in o else None for key in keys) for o in overrides}
+    return len(meanings) == len(overrides)
 
 
 def plot(series: dict[str, Series], metrics: list[str], out: Path) -> list[str]:
