@@ -171,7 +171,10 @@ class DiffusionPipeline:
             {**defaults["inpaint"], **(inpaint or {})} if values["mode"] == "inpaint" else inpaint
         )
         check_precision(values["precision"])
-        options = SampleOptions(n=n, **values)
+        # The guide is named before the checks, which read it (before, set after them: a super-resolution model's
+        # guide= was refused as "drop guidance= (or guide with a weaker model: guide=)").
+        guide_name = guide.source if isinstance(guide, DiffusionPipeline) else guide
+        options = SampleOptions(n=n, guide=None if guide_name is None else str(guide_name), **values)
         options.check()
         check_images_fit(int(options.n), tuple(self.sample_shape))  # returned at once: n per picture
         if steps is not None:

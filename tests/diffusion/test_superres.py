@@ -240,6 +240,33 @@ def test_load_super_resolves_as_sample_py_does(sr_ckpt, tmp_path):
         pipe.sample(2)
 
 
+def test_load_autoguides_a_superres_model_as_sample_py_does(sr_ckpt, tmp_path):
+    # Before, pipe.sample refused guide= with "guidance=2.0 has no effect with mode=superres: … (or guide with a
+    # weaker model: guide=)": the guide was named after the checks that read it.
+    ckpt = torch.load(sr_ckpt, weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for key in ("state_dict", "current_model_state"):
+        for name, value in (ckpt.get(key) or {}).items():
+            if value.is_floating_point():
+                ckpt[key][name] = value + 0.1 * torch.randn(value.shape, generator=g, dtype=value.dtype)
+    weaker = tmp_path / "weaker.ckpt"
+    torch.save(ckpt, weaker)
+    inputs = write_pngs(tmp_path / "in", [4, 4])
+    out = tmp_path / "cli"
+    args = [
+        f"ckpt={sr_ckpt}",
+        "mode=superres",
+        f"image={inputs}",
+        "n=2",
+        "sampler.steps=3",
+        f"guide={weaker}",
+    ]
+    sample(compose_config("sample", [*args, "guidance=2", f"out={out}"], tmp_path))
+    expected = np.load(out / "samples.npz")["images"]
+    got = difflab.load(sr_ckpt).sample(2, mode="superres", image=inputs, steps=3, guide=weaker, guidance=2.0)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_evaluate_starts_on_a_huge_n_of_a_superres_checkpoint(sr_ckpt, tmp_path, monkeypatch):
     """evaluate.py streams its samples, so n=10**9 starts generating from the held-out images' low-res versions
     (sample i from image i, cycled), as it does for an unconditional checkpoint. Before, it ran out of memory
