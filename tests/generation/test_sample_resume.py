@@ -223,6 +223,25 @@ def test_a_requeued_job_whose_checkpoint_changed_makes_the_set_anew(
     assert files_of(out) == unstopped
 
 
+@pytest.mark.parametrize(
+    "damage", [{"batch_size": -1}, {"batch_size": 0}, {"batch_size": True}, {"cpu_threads": 0}]
+)
+def test_a_damaged_record_is_refused_in_one_line_and_the_images_stay(
+    tiny_ckpt: Path, tmp_path: Path, damage: dict
+) -> None:
+    # Before, a record with batch_size -1 emptied images/ and ended in a traceback (KeyError: 0); 0 ended in a
+    # ZeroDivisionError; cpu_threads 0 reached torch.set_num_threads.
+    out = tmp_path / "out"
+    process = started(tiny_ckpt, out)
+    process.kill()
+    process.communicate(timeout=60)
+    (out / RECORD).write_text(json.dumps({**json.loads((out / RECORD).read_text()), **damage}))
+    before = files_of(out)
+    resumed = run_cli("sample.py", f"ckpt={tiny_ckpt}", *SET, f"out={out}", "resume=true")
+    assert one_error_line(resumed) == f"error: cannot resume {out}: its record ({RECORD}) is damaged"
+    assert files_of(out) == before
+
+
 def test_resume_needs_an_out_folder_and_one_a_stopped_run_left(tiny_ckpt: Path, tmp_path: Path) -> None:
     no_out = run_cli("sample.py", f"ckpt={tiny_ckpt}", "resume=true")
     assert one_error_line(no_out) == "error: resume=true needs out=<the folder a stopped sample.py left>"

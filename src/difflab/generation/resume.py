@@ -111,9 +111,7 @@ def plan_for(folder: OutputFolder, identity: dict[str, Any], count: int, asked: 
     started = _read_record(out)
     problem = _difference(started, identity, count)
     if problem is None:
-        batch_size, threads = int(started["batch_size"]), started.get("cpu_threads")
-        threads = threads if isinstance(threads, int) else None
-        started_plan = ResumePlan(count, batch_size, cpu_threads=threads)
+        started_plan = ResumePlan(count, started["batch_size"], cpu_threads=started.get("cpu_threads"))
         plan = replace(started_plan, done=_batches_on_disk(out, started_plan))
         kept = {out / "images" / png_name(i, count) for k in plan.done for i in plan.span(k)}
         _clear(out, keep={out / RECORD, *kept})
@@ -159,9 +157,19 @@ def _difference(started: dict[str, Any] | None, identity: dict[str, Any], count:
     changed = changed_setting(started["identity"], identity)
     if changed is not None:
         return f"{changed}; resume with the settings it was started with"
-    if started.get("count") != count or not isinstance(started.get("batch_size"), int):
+    threads = started.get("cpu_threads")
+    # A batch size or thread count below 1 (a hand edit) is damage: before, -1 emptied images/ on the way to a
+    # traceback, and 0 divided by zero.
+    if started.get("count") != count or not _a_count(started.get("batch_size")):
+        return f"its record ({RECORD}) is damaged"
+    if threads is not None and not _a_count(threads):
         return f"its record ({RECORD}) is damaged"
     return None
+
+
+def _a_count(value: Any) -> bool:
+    """Whether a record's value is a whole number of at least 1 (JSON's true is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _batches_on_disk(folder: Path, plan: ResumePlan) -> frozenset[int]:
