@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -375,24 +376,38 @@ def test_a_resume_from_past_the_step_limit_is_refused_not_a_silent_no_op(cli_run
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("overrides", "named"),
+    ("overrides", "named", "lr_at_step_2"),
     [
-        (["lr_scheduler.warmup_steps=50"], "lr_scheduler.warmup_steps=50 (checkpoint: 200)"),
-        (["lr_scheduler=warmup_cosine"], "lr_scheduler=warmup_cosine (checkpoint: warmup)"),
-        (["lr_scheduler=none"], "lr_scheduler=none (checkpoint: warmup)"),
+        (["lr_scheduler.warmup_steps=50"], "lr_scheduler.warmup_steps=50 (checkpoint: 200)", 2e-4 * 3 / 50),
+        (["lr_scheduler=warmup_cosine"], "lr_scheduler=warmup_cosine (checkpoint: warmup)", 2e-4 * 3 / 200),
+        (["lr_scheduler=none"], "lr_scheduler=none (checkpoint: warmup)", 2e-4),
     ],
 )
-def test_a_resume_that_changes_the_lr_schedule_says_so(cli_run, tmp_path, overrides, named):
+def test_a_resume_that_changes_the_lr_schedule_says_so_and_follows_it(
+    cli_run, tmp_path, overrides, named, lr_at_step_2
+):
     # Before, without a word: a cosine whose total_steps follows trainer.max_steps, extended, jumps from an LR
-    # of about 0 back up at the resumed step.
+    # of about 0 back up at the resumed step. Then its first step still took the old schedule's LR (restored with
+    # the optimizer), and with lr_scheduler=none every step did: the warm-up's 3/200 of optim.lr, for good.
     run = tmp_path / "run"
     shutil.copytree(cli_run, run)
-    result = run_cli("train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", *overrides)
+    result = run_cli(
+        "train.py",
+        f"hydra.run.dir={run}",
+        "ckpt_path=last",
+        "trainer.max_steps=3",
+        "trainer.log_every_n_steps=1",
+        *overrides,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (
         f"the learning-rate schedule differs from the checkpoint's: {named}; from step 2 the learning rate "
         "follows the new schedule (it may jump there)"
     ) in result.stdout + result.stderr
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["train/lr"] for row in logged if "train/lr" in row][-1] == pytest.approx(
+        lr_at_step_2, rel=1e-6
+    )
 
 
 def test_a_moved_run_folder_resumes_with_its_checkpoint_keeping_state(tmp_path):

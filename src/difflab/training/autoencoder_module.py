@@ -15,6 +15,7 @@ from ..models.autoencoder import AutoencoderKL
 from ..models.patch_discriminator import PatchDiscriminator
 from .clipping import ClipsFusedUnderBf16
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
+from .lr_schedules import set_the_scheduled_lr
 from .module import OptimizerFactory, SchedulerFactory
 from .validation_log import ValidationLoggedAtItsStep
 
@@ -139,11 +140,19 @@ class AutoencoderModule(ClipsFusedUnderBf16, ValidationLoggedAtItsStep):
             return f"{strategy}_find_unused_parameters_true"
         return strategy
 
+    def on_train_start(self) -> None:
+        set_the_scheduled_lr(
+            self.trainer, self.configured_lrs
+        )  # a resume's restored LR is the old schedule's
+
     def configure_optimizers(self) -> Any:
         groups = [{"params": list(self.net.parameters())}]
         if self.discriminator is not None:
             groups.append({"params": list(self.discriminator.parameters())})
         optimizer = self.optimizer_factory(groups)
+        self.configured_lrs = [
+            group["lr"] for group in optimizer.param_groups
+        ]  # before a resume restores any
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -29,3 +30,24 @@ def warmup_cosine(
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def set_the_scheduled_lr(trainer: Any, configured_lrs: list[float]) -> None:
+    """Each group's LR set to what this run's schedule gives at its step. A resume restores the optimizer with
+    the LR the checkpoint's schedule had set, so a changed schedule took effect a step late, and with none at
+    all the old one's last LR stayed for good (a warm-up's 3/200 of optim.lr). Unchanged otherwise: the same
+    product as the schedule's own. A schedule other than a LambdaLR (which steps from the LR it finds) is left
+    as restored. `configured_lrs`: the optimizer's LRs as configure_optimizers built it, before any restore."""
+    optimizer = trainer.optimizers[0]
+    scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
+    if scheduler is None:
+        lrs = configured_lrs
+    elif isinstance(scheduler, LambdaLR):
+        lrs = [
+            base * factor(scheduler.last_epoch)
+            for factor, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)
+        ]
+    else:
+        return
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr

@@ -14,6 +14,7 @@ from ..diffusion.formulations import VPTraining
 from .clipping import ClipsFusedUnderBf16
 from .compile import compile_denoiser
 from .finite import LossWatch, check_checkpoint_weights, check_losses_so_far
+from .lr_schedules import set_the_scheduled_lr
 from .validation_log import ValidationLoggedAtItsStep
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -140,9 +141,17 @@ class DiffusionModule(ClipsFusedUnderBf16, ValidationLoggedAtItsStep):
         check_losses_so_far(self)
         check_checkpoint_weights(checkpoint)
 
+    def on_train_start(self) -> None:
+        set_the_scheduled_lr(
+            self.trainer, self.configured_lrs
+        )  # a resume's restored LR is the old schedule's
+
     def configure_optimizers(self) -> Any:
         learned = self.loss_weighting.parameters() if self.loss_weighting is not None else ()
         optimizer = self.optimizer_factory([*self.net.parameters(), *learned])
+        self.configured_lrs = [
+            group["lr"] for group in optimizer.param_groups
+        ]  # before a resume restores any
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
