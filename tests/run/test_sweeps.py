@@ -572,3 +572,17 @@ def test_an_optuna_search_whose_every_trial_failed_says_so_in_one_line(tmp_path)
     )
     assert (sweep / "0" / "train.log").is_file() and (sweep / "1" / "train.log").is_file()
     assert not (sweep / "optimization_results.yaml").exists()
+
+
+def test_a_sweep_subdir_named_by_job_number_is_used(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train.py",
+        "-m",
+        "data.image_size=-1",
+        "hydra.sweep.subdir=job${hydra.job.num}",
+        f"hydra.sweep.dir={sweep}",
+    )
+    # The job runs into its own numbered folder and is refused there for its value, not for the subdir.
+    assert f"error: job #0 ({sweep / 'job0'}) failed: data.image_size=-1 must be at least 1" in result.stderr
+    assert "MissingMandatoryValue" not in result.stderr

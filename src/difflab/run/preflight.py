@@ -30,7 +30,7 @@ from ..runs.sweep_folder import SweepFolderUsed, claim_sweep_folder
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
-from .typed import typed_overrides
+from .typed import typed_hydra_overrides, typed_overrides
 
 
 def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> None:
@@ -43,9 +43,7 @@ def _keep_first_hydra_files(config: DictConfig, run_dir: Path, step: int) -> Non
 
 def _run_dir_given(config: DictConfig) -> bool:
     """True when the user chose hydra.run.dir on the command line (else it is the dated default)."""
-    return any(
-        str(o).lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.get("hydra", [])
-    )
+    return any(o.lstrip("+").startswith("hydra.run.dir=") for o in typed_hydra_overrides(config))
 
 
 def claim(config: DictConfig, run_dir: Path) -> Path:
@@ -83,9 +81,7 @@ def _requeued_jobs_folder(config: DictConfig) -> Path | None:
 
 def _sweep_dir_given(config: DictConfig) -> bool:
     """True when the user chose hydra.sweep.dir on the command line (else it is the dated default)."""
-    return any(
-        str(o).lstrip("+").startswith("hydra.sweep.dir=") for o in config.hydra.overrides.get("hydra", [])
-    )
+    return any(o.lstrip("+").startswith("hydra.sweep.dir=") for o in typed_hydra_overrides(config))
 
 
 def claim_sweep(config: DictConfig) -> None:

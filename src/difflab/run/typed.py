@@ -16,10 +16,21 @@ def typed_overrides(cfg: DictConfig) -> list[str]:
     there), from HydraConfig inside the task; none outside Hydra (a config composed in a test or a notebook)."""
     hydra = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
     if hydra is not None and hydra.get("overrides") is not None:
-        return [str(o) for o in hydra.overrides.get("task", [])]
+        return _as_typed(hydra.overrides, "task")
     if HydraConfig.initialized():
-        return [str(o) for o in HydraConfig.get().overrides.task]
+        return _as_typed(HydraConfig.get().overrides, "task")
     return []
+
+
+def typed_hydra_overrides(cfg: DictConfig) -> list[str]:
+    """The hydra.* overrides typed for this run (hydra.sweep.dir=…), as typed."""
+    return _as_typed(cfg.hydra.overrides, "hydra")
+
+
+def _as_typed(overrides: DictConfig, which: str) -> list[str]:
+    """One list of Hydra's recorded overrides as typed: unresolved, since `hydra.sweep.subdir=${hydra.job.num}`
+    cannot be resolved before a job has its number."""
+    return [str(o) for o in OmegaConf.to_container(overrides, resolve=False).get(which) or []]
 
 
 def typed_under(cfg: DictConfig, key: str) -> list[str]:
