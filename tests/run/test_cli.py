@@ -239,11 +239,30 @@ def test_a_sweep_over_options_checks_each_jobs_keys_before_the_first_runs(args, 
         ["-m", "callbacks=[default,fid],[default,phema]", "callbacks.sample_grid.every_n_steps=2"],
         ["+trainer.profiler=simple", "~callbacks.sample_grid", "hydra.run.dir=/tmp/x", "lr_scheduler=null"],
         ["callbacks=[default,fid]", "callbacks.fid.every_n_steps=10"],
-        ["--cfg", "job", "anything.goes=1"],  # Hydra's own flags: left to Hydra
+        ["--cfg", "job", "optim.lr=1e-4"],
+        ["--help", "--info", "defaults", "optim.lr=1e-4"],
+        ["-cn", "other", "anything.goes=1"],  # another config: left to Hydra
     ],
 )
 def test_valid_command_lines_pass(args):
     check_command_line(CONF, "train", args)
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("train.py", ["--help", "optim.lrr=1"], "did you mean optim.lr?"),
+        ("train.py", ["--cfg", "job", "optim.lrr=1"], "did you mean optim.lr?"),
+        ("train.py", ["--cfg=job", "--resolve", "data=digit"], "did you mean data=digits?"),
+        ("train.py", ["--info", "config", "optim.lrr=1"], "did you mean optim.lr?"),
+        ("sample.py", ["-h", "sampler.stepz=1"], "did you mean sampler.steps?"),
+        ("evaluate.py", ["--help", "sampler.stepz=1"], "did you mean sampler.steps?"),
+        ("export.py", ["--help", "formatt=safetensors"], "did you mean format?"),
+    ],
+)
+def test_a_typo_beside_help_or_cfg_is_named_as_without_them(script, args, message):
+    # Before, --help gave a traceback ending in "Key 'lrr' is not in struct", --cfg job Hydra's multi-line error.
+    assert message in one_error_line(run_cli(script, *args))
 
 
 def loads_after(script: str, *args: str) -> set[str]:

@@ -122,6 +122,34 @@ COMMAND_FLAGS = {
 }
 
 
+# Hydra's flags that keep the config composed (they show it, or say how it runs): the overrides beside them are
+# checked, as without them. Before, `--help optim.lrr=1` was a traceback and `--cfg job data=digit` Hydra's error.
+SHOWING_FLAGS = ("-h", "--help", "--hydra-help", "--resolve", "-r", "--run", *PLAIN_FLAGS)
+SHOWING_FLAGS_WITH_A_VALUE = ("-c", "--cfg", "-p", "--package")
+INFO_FLAGS = ("-i", "--info")
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def _overrides_beside_flags(args: list[str]) -> list[str] | None:
+    """The overrides of a command line, without the flags that show the config (and their values); None where a
+    flag changes which config is composed (-cn, -cp) or asks for something else (--version)."""
+    overrides: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        flag = arg.split("=", 1)[0]
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        elif flag in SHOWING_FLAGS_WITH_A_VALUE:
+            if "=" not in arg:
+                next(rest, None)  # its value: job, hydra, all, or a package
+        elif flag in INFO_FLAGS:
+            if "=" not in arg and (value := next(rest, None)) is not None and value not in INFO_CHOICES:
+                overrides.append(value)  # --info takes a value only from its choices
+        elif arg not in SHOWING_FLAGS:
+            return None
+    return overrides
+
+
 def _refuse_two_commands(args: list[str]) -> None:
     """`-m … --cfg job`: before, Hydra's traceback ("Only one of --run, --multirun, --cfg, --info and
     --shell_completion can be specified")."""
@@ -144,10 +172,11 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
     """A one-line error for an option a config group does not have or a key the config does not have, naming
     the nearest valid one ("did you mean optim.lr?"). Anything this check cannot judge is left to Hydra."""
     _refuse_two_commands(args)
-    if any(a.startswith("-") and a not in PLAIN_FLAGS for a in args):
-        return  # --cfg job, -cn <name>, --help, …: Hydra's own business
+    typed = _overrides_beside_flags(args)
+    if typed is None:
+        return  # -cn <name>, --version, …: another config or none, Hydra's own business
     overrides = []
-    for arg in (a for a in args if not a.startswith("-")):
+    for arg in typed:
         try:
             overrides.append(parse(arg))
         except ValueError as error:  # before, Hydra's lexer error, its caret line and its footer
