@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -586,3 +587,23 @@ def test_a_sweep_subdir_named_by_job_number_is_used(tmp_path):
     # The job runs into its own numbered folder and is refused there for its value, not for the subdir.
     assert f"error: job #0 ({sweep / 'job0'}) failed: data.image_size=-1 must be at least 1" in result.stderr
     assert "MissingMandatoryValue" not in result.stderr
+
+
+def test_a_used_sweep_folder_names_only_jobs_with_a_checkpoint_to_resume(tmp_path):
+    # Before, a job refused before training (no checkpoint) was named for ckpt_path=last, which refused it again.
+    sweep = tmp_path / "sweep"
+    run_cli("train.py", "-m", "data.image_size=-1", f"hydra.sweep.dir={sweep}")
+    again = run_cli("train.py", "-m", "data.image_size=-1", f"hydra.sweep.dir={sweep}")
+    assert one_error_line(again) == (
+        f"error: sweep folder {sweep} already holds runs (0); a sweep there would overwrite them: pick a new "
+        "hydra.sweep.dir (none of them has a checkpoint to resume)"
+    )
+    shutil.copytree(sweep / "0", sweep / "1")
+    (sweep / "1" / "checkpoints").mkdir()
+    (sweep / "1" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    again = run_cli("train.py", "-m", "data.image_size=-1", f"hydra.sweep.dir={sweep}")
+    assert one_error_line(again).endswith(
+        f"or resume a stopped job with ckpt_path=last hydra.run.dir={sweep / '1'}"
+    )
+    resumed = run_cli("train.py", "-m", "ckpt_path=last", f"hydra.sweep.dir={sweep}")
+    assert one_error_line(resumed).endswith(f"train.py ckpt_path=last hydra.run.dir={sweep / '1'}")

@@ -21,6 +21,7 @@ from ..overrides import pasteable
 from ..runs.folder import (
     check_room_to_start,
     claim_run_folder,
+    has_last_checkpoint,
     hold_run_folder,
     reenters_run_folder,
     resumed_name,
@@ -98,15 +99,26 @@ def claim_sweep(config: DictConfig) -> None:
         names = ", ".join(str(run.relative_to(sweep_dir)) for run in used.runs[:4]) + (
             ", …" if len(used.runs) > 4 else ""
         )
+        resumable = [run for run in used.runs if has_last_checkpoint(run)]
         if (ckpt := OmegaConf.select(config, "ckpt_path")) is not None:
+            advice = (
+                f"resume each job on its own, train.py ckpt_path=last {pasteable('hydra.run.dir', resumable[0])}"
+                if resumable
+                else "none of them has a checkpoint to resume: drop ckpt_path and pick a new hydra.sweep.dir"
+            )
             exit_with_error(
                 f"sweep folder {sweep_dir} holds runs ({names}), which a sweep (-m) with ckpt_path={ckpt} does not "
-                f"resume (its jobs would lose their own overrides and .hydra files): resume each job on its own, "
-                f"train.py ckpt_path=last {pasteable('hydra.run.dir', used.runs[0])}"
+                f"resume (its jobs would lose their own overrides and .hydra files): {advice}"
             )
+        # Only a job with a checkpoint is named: a job refused before training would be refused again.
+        resume = (
+            f", or resume a stopped job with ckpt_path=last {pasteable('hydra.run.dir', resumable[0])}"
+            if resumable
+            else " (none of them has a checkpoint to resume)"
+        )
         exit_with_error(
             f"sweep folder {sweep_dir} already holds runs ({names}); a sweep there would overwrite them: pick a new "
-            f"hydra.sweep.dir, or resume a stopped job with ckpt_path=last {pasteable('hydra.run.dir', used.runs[0])}"
+            f"hydra.sweep.dir{resume}"
         )
     except ValueError as error:
         exit_with_error(str(error))

@@ -202,6 +202,11 @@ def has_checkpoints(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("*.ckpt"))
 
 
+def has_last_checkpoint(run_dir: Path) -> bool:
+    """Whether ckpt_path=last finds something to resume in `run_dir` (a file, or a folder of shards)."""
+    return (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
 def has_logged(run_dir: Path) -> bool:
     """Whether the run logged a metric (a line of its metrics.jsonl): it trained, and its logs say how."""
     metrics = run_dir / METRICS_FILE
