@@ -1,7 +1,7 @@
 """Run every notebook top to bottom and save it with its outputs, so its figures show on a code host.
 
 .venv/bin/python notebooks/execute.py            # all notebooks
-.venv/bin/python notebooks/execute.py 03_conditioning.ipynb
+.venv/bin/python notebooks/execute.py 03_conditioning.ipynb    # one, by name or path (notebooks/03_conditioning.ipynb)
 
 Paths of the machine that ran it (the repository, the Python environment, the temporary folder, the home folder)
 are replaced in the stored outputs by <repo>, <python>, <tmp> and ~.
@@ -66,7 +66,27 @@ def execute(path: Path) -> float:
     return time.perf_counter() - start
 
 
+def resolve_notebook(given: str) -> Path:
+    """The notebook a command-line argument names: a path (from here or the repository), or a name in notebooks/.
+    ValueError naming the notebooks there when it is none of them."""
+    for candidate in (Path(given), HERE.parent / given, HERE / given, HERE / f"{given}.ipynb"):
+        if candidate.is_file() and candidate.suffix == ".ipynb":
+            return candidate.resolve()
+    known = ", ".join(p.name for p in sorted(HERE.glob("*.ipynb")))
+    raise ValueError(f"no notebook {given}: give one of {known} (or none, for all)")
+
+
+def main(args: list[str]) -> None:
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return
+    try:
+        paths = [resolve_notebook(a) for a in args] or sorted(HERE.glob("*.ipynb"))
+    except ValueError as error:  # before, a FileNotFoundError traceback once nbformat opened it
+        sys.exit(f"error: {error}")
+    for path in paths:
+        print(f"{path.name}: {execute(path):.0f} s", flush=True)
+
+
 if __name__ == "__main__":
-    names = sys.argv[1:] or sorted(p.name for p in HERE.glob("*.ipynb"))
-    for name in names:
-        print(f"{name}: {execute(HERE / name):.0f} s", flush=True)
+    main(sys.argv[1:])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -232,3 +233,23 @@ def test_the_default_runs_time_is_the_same_everywhere(tmp_path: Path) -> None:
     cfg = compose_config("train", [f"experiment={default}"], tmp_path)
     channels, steps = re.search(r"`unet_small` at (\d+) channels for ([\d,]+) steps", notebook).groups()
     assert (cfg.model.base_channels, cfg.trainer.max_steps) == (_int(channels), _int(steps))
+
+
+def test_execute_py_takes_a_name_or_a_path_and_names_the_notebooks_otherwise() -> None:
+    # Before, --help and notebooks/03_conditioning.ipynb ended in a FileNotFoundError traceback.
+    sys.path.insert(0, str(NOTEBOOKS_DIR))
+    from execute import resolve_notebook
+
+    wanted = NOTEBOOKS_DIR / "03_conditioning.ipynb"
+    for given in ("03_conditioning.ipynb", "notebooks/03_conditioning.ipynb", str(wanted), "03_conditioning"):
+        assert resolve_notebook(given) == wanted
+    script = [sys.executable, str(NOTEBOOKS_DIR / "execute.py")]
+    shown = subprocess.run([*script, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert shown.returncode == 0 and "notebooks/execute.py" in shown.stdout and not shown.stderr
+    refused = subprocess.run(
+        [*script, "04_nothing.ipynb"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "error: no notebook 04_nothing.ipynb: give one of 01_forward_process.ipynb, 02_sampling_and_editing.ipynb, "
+        "03_conditioning.ipynb (or none, for all)"
+    )
