@@ -242,10 +242,44 @@ def test_a_sweep_over_options_checks_each_jobs_keys_before_the_first_runs(args, 
         ["--cfg", "job", "optim.lr=1e-4"],
         ["--help", "--info", "defaults", "optim.lr=1e-4"],
         ["-cn", "other", "anything.goes=1"],  # another config: left to Hydra
+        [
+            "-m",
+            "hydra/launcher=slurm",
+            "trainer=slurm",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.nodes=2",
+        ],
+        [
+            "-m",
+            "hydra/launcher=slurm",
+            "+hydra.launcher.additional_parameters.mail-type=END",
+            "hydra.sweep.dir=/x",
+        ],
     ],
 )
 def test_valid_command_lines_pass(args):
     check_command_line(CONF, "train", args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # Before, Hydra's "To append to your config use +hydra.launcher.partiton=gpu" (submitit then refused it).
+        (
+            ["-m", "hydra/launcher=slurm", "trainer=slurm", "hydra.launcher.partiton=gpu"],
+            "hydra.launcher.partiton is not a key of the slurm launcher (hydra/launcher=slurm); did you mean "
+            "hydra.launcher.partition?",
+        ),
+        # Before, Hydra's "Key 'partition' not in 'BasicLauncherConf'".
+        (
+            ["-m", "experiment=cifar10_ddpm", "trainer=slurm", "hydra.launcher.partition=gpu"],
+            "hydra.launcher.partition is not a key of the basic launcher; hydra/launcher=slurm has it: add "
+            "hydra/launcher=slurm",
+        ),
+    ],
+)
+def test_a_launcher_key_the_launcher_lacks_names_the_key_or_the_launcher(args, message):
+    assert refusal("train", args) == message
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from ..compat import run_hydra
 from ..console_log import own_warnings_plain, said_before_the_log
 from ..nearest_word import nearest_word
 from ..runs.inherit import inherited_overrides, parse
-from .unknown_key import NOT_READ, dotted_keys, options_composed, unknown_key_hint
+from .unknown_key import NOT_READ, dotted_keys, nearest_key, options_composed, unknown_key_hint
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
 PLAIN_FLAGS = ("-m", "--multirun")
@@ -219,12 +219,16 @@ def _check_keys(
         return  # a composition Hydra refuses with its own message
     selected = _selected_options(conf_dir, cfg, [o for o in groups if not o.is_sweep_override()])
     config = OmegaConf.to_container(cfg, resolve=False)
-    config.pop("hydra")  # Hydra's own settings are overridden as hydra.*, never checked here
+    hydra_config = config.pop("hydra")  # Hydra's own settings: only the launcher's are checked (below)
     keys = set(dotted_keys(config))
     new_keys_read = config_name in ADDS_KEYS
+    launcher = str(cfg.hydra.runtime.choices.get("hydra/launcher"))
     for override in overrides:
         key = override.key_or_group
-        if override in groups or key.split(".")[0] == "hydra":
+        if override in groups:
+            continue
+        if key.split(".")[0] == "hydra":
+            _check_launcher_key(conf_dir, config_name, override, hydra_config.get("launcher") or {}, launcher)
             continue
         if override.type == OverrideType.ADD and not new_keys_read and "." not in key and key not in keys:
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
@@ -237,6 +241,53 @@ def _check_keys(
         if key not in keys and not any(k.startswith(f"{key}.") for k in keys):
             hint = unknown_key_hint(conf_dir, key, keys, override.input_line, selected, new_keys_read)
             raise ValueError(f"{key} is not a key of the {config_name} config{job}; {hint}")
+
+
+def _check_launcher_key(
+    conf_dir: Path, config_name: str, override: Override, launcher: dict[str, Any], chosen: str
+) -> None:
+    """hydra.launcher.<key> that the chosen launcher lacks: the launcher that has it (partition: hydra/launcher=slurm),
+    else the nearest key. Before, Hydra's "Key 'partition' not in 'BasicLauncherConf'", and for a typo
+    (partiton) its advice to add the key with +, which submitit then refuses."""
+    key = override.key_or_group
+    if not key.startswith("hydra.launcher.") or override.type == OverrideType.DEL:
+        return
+    keys = {"hydra.launcher", *(f"hydra.launcher.{k}" for k in dotted_keys(launcher))}
+    if key in keys:
+        return
+    launchers = _launchers_with(conf_dir, config_name, key)
+    if launchers and chosen not in launchers:
+        choices = " or ".join(f"hydra/launcher={name}" for name in launchers)
+        raise ValueError(f"{key} is not a key of the {chosen} launcher; {choices} has it: add {choices}")
+    if override.type == OverrideType.ADD:
+        return  # a new key of the launcher: Hydra's business
+    close = nearest_key(key, keys)
+    hint = f"did you mean {close}?" if close else f"add it with +{override.input_line} if it is new"
+    raise ValueError(f"{key} is not a key of the {chosen} launcher (hydra/launcher={chosen}); {hint}")
+
+
+def _launchers_with(conf_dir: Path, config_name: str, key: str) -> list[str]:
+    """The hydra/launcher options whose launcher has `key`: this project's own (conf/hydra/launcher) where one has
+    it, else Hydra's plugins'."""
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        options = GlobalHydra.instance().config_loader().get_group_options("hydra/launcher")
+        having = []
+        for option in options:
+            try:
+                cfg = compose(config_name, overrides=[f"hydra/launcher={option}"], return_hydra_config=True)
+            except Exception:  # a plugin option that cannot be composed here has nothing to offer
+                continue
+            if _has_key(cfg, key):
+                having.append(option)
+    own = [name for name in having if (conf_dir / "hydra" / "launcher" / f"{name}.yaml").is_file()]
+    return own or having
+
+
+def _has_key(cfg: Any, key: str) -> bool:
+    """Whether the dotted `key` is in `cfg`, also where its value is ??? or null."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False)
+    return OmegaConf.is_dict(node) and name in list(node)  # `name in node` is False for a ??? value
 
 
 def _check_search_space(conf_dir: Path, config_name: str, overrides: list[Override]) -> None:

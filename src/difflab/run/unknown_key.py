@@ -38,13 +38,13 @@ def unknown_key_hint(
         # A group of another config (sample.py's data comes from the checkpoint).
         if (conf_dir / group).is_dir():
             return f"this config has no {group} group, so nothing reads {key} here"
-        close = _nearest_key(key, keys)
+        close = nearest_key(key, keys)
         return f"did you mean {close}?" if close else add
     if setters := _options_setting(conf_dir, key, keys, selected[group]):
         return f"{_sets_it(setters)}, or {add}"
-    close = _nearest_key(key, keys)
+    close = nearest_key(key, keys)
     # A key of another option may be nearer (model.hidden_siz: the DiT's hidden_size, not the U-Net's image_size).
-    near = _nearest_key(key, _option_keys(conf_dir, group))
+    near = nearest_key(key, _option_keys(conf_dir, group))
     nearer = near if near and _likeness(key, near) > _likeness(key, close) else None
     if nearer and (setters := _options_setting(conf_dir, nearer, keys, selected[group])):
         return f"did you mean {nearer} ({_sets_it(setters)})?"
@@ -123,7 +123,7 @@ def dotted_keys(node: Any, prefix: str = "") -> Iterator[str]:
             yield from dotted_keys(child, path)
 
 
-def _nearest_key(key: str, keys: set[str]) -> str | None:
+def nearest_key(key: str, keys: set[str]) -> str | None:
     """A misspelt last name is compared with its siblings only, so `trainer.strategi` is not matched to
     `trainer._target_` by their shared `trainer.`; Hydra's `_target_`-like keys are never suggested."""
     parent, _, name = key.rpartition(".")
