@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -590,7 +591,11 @@ def test_a_latent_unet_exports_its_unet_scheduler_and_autoencoder_and_no_pipelin
     assert_decodes_as_difflab(diffusers.AutoencoderKL.from_pretrained(out, subfolder="vae"), latent_run[0])
     # difflab.load reads the folder back, decoding through its vae/, and samples as the checkpoint does (before,
     # refused: "holds a vae/ … which difflab reads from its train.py checkpoint").
-    ours, exported = difflab.load(latent_run[0]), difflab.load(out)
+    # Without a warning: clip_sample=false is how difflab samples latents too (before, "give
+    # sampler.clip_x0=null to sample without clipping, as it does" on every load of the folder).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*clip_sample")
+        ours, exported = difflab.load(latent_run[0]), difflab.load(out)
     assert exported.latents is not None and exported.latents.scale_factor == ours.latents.scale_factor
     np.testing.assert_array_equal(exported.sample(4, steps=4, seed=3), ours.sample(4, steps=4, seed=3))
     drawn = tmp_path / "drawn"

@@ -74,7 +74,7 @@ def read_diffusers_pipeline(path: str | Path) -> tuple[dict[str, Any], dict[str,
     model, state = (read_unet if network_of(folder, named) == "unet" else read_dit)(folder, named)
     config = {
         "model": model,
-        **read_scheduler(folder, named),
+        **read_scheduler(folder, named, latent),
         "data": {
             "channels": model["in_channels"],
             "image_size": model["image_size"],
@@ -202,9 +202,9 @@ def read_dit(folder: Path, named: str) -> tuple[dict[str, Any], dict[str, torch.
     return {"_target_": DIT_TARGET, **args}, state
 
 
-def read_scheduler(path: Path, named: str) -> dict[str, Any]:
+def read_scheduler(path: Path, named: str, latent: bool = False) -> dict[str, Any]:
     """The config keys the folder's scheduler gives (schedule, prediction_type, and formulation for edm/flow),
-    or a one-line error for a scheduler difflab cannot sample as."""
+    or a one-line error for a scheduler difflab cannot sample as. `latent`: the folder's denoiser makes latents."""
     file = path / SCHEDULER_CONFIG
     try:
         stored = json.loads(file.read_text())
@@ -239,23 +239,27 @@ def read_scheduler(path: Path, named: str) -> dict[str, Any]:
     ):  # rescale_betas_zero_snr: ᾱ_T = 0 exactly, which no table can hold; set as difflab's is
         alphas_cumprod = torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), 0)
         betas = terminal_betas(alphas_cumprod).tolist()
-    warn_of_sampling_settings(scheduler.config, named)
+    warn_of_sampling_settings(scheduler.config, named, latent)
     return {
         "schedule": {"_target_": "difflab.diffusion.NoiseSchedule", "betas": betas, "name": "diffusers"},
         "prediction_type": DIFFLAB_PREDICTION_TYPES[predicts],
     }
 
 
-def warn_of_sampling_settings(config: Any, named: str) -> None:
-    """Name the scheduler's sampling-time settings difflab's samplers do not take from a folder: its clipping of
-    x0 (difflab's is sampler.clip_x0, 1.0 by default) and dynamic thresholding (none in difflab)."""
+def warn_of_sampling_settings(config: Any, named: str, latent: bool) -> None:
+    """Name the scheduler's sampling-time settings difflab's samplers do not take from a folder where they differ
+    from difflab's own: its clipping of x0 (difflab's is sampler.clip_x0: 1.0 by default for pixels, none for
+    latents, which have no [-1, 1] range) and dynamic thresholding (none in difflab)."""
     found = []
     if config.get("thresholding"):
         found.append(
             "thresholding=true (dynamic thresholding: not in difflab; x0 is clipped by sampler.clip_x0)"
         )
     clip, limit = config.get("clip_sample", True), float(config.get("clip_sample_range", 1.0))
-    if not clip:
+    if latent:  # before, clip_sample=false, as export.py writes a latent model, was named on every load
+        if clip:
+            found.append(f"clip_sample=true (give sampler.clip_x0={limit:g} to clip latents as it does)")
+    elif not clip:
         found.append("clip_sample=false (give sampler.clip_x0=null to sample without clipping, as it does)")
     elif limit != 1.0:
         found.append(f"clip_sample_range={limit:g} (give sampler.clip_x0={limit:g} to clip as it does)")
