@@ -422,11 +422,12 @@ def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, 
     ("config", "arg", "message"),
     [
         # Before: Hydra's "Ambiguous value for argument", three numbered ways out and its HYDRA_FULL_ERROR footer.
+        # Then advice the shell undid: prompt='a,b' typed in bash reaches Hydra as prompt=a,b (helper report).
         (
             "sample",
             "prompt=zero, drawn with a thick pen",
             "prompt=zero, drawn with a thick pen is several values, a sweep, which needs -m (a list is prompt=[…]); "
-            "to give it as one text, quote it: prompt='zero, drawn with a thick pen'",
+            "to give it as one text, quote it (the shell keeps the inner quotes): \"prompt='zero, drawn with a thick pen'\"",
         ),
         # Before, embedded and recorded as the prompts "1000" and "5" (a float was refused already).
         (
@@ -445,7 +446,7 @@ def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, 
             "train",
             "data.root=~/pictures",
             "cannot read the override 'data.root=~/pictures': token recognition error at: '~'; to give the value "
-            "as it is, quote it: data.root='~/pictures'",
+            "as it is, quote it (the shell keeps the inner quotes): \"data.root='~/pictures'\"",
         ),
     ],
 )

@@ -181,7 +181,10 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
             overrides.append(parse(arg))
         except ValueError as error:  # before, Hydra's lexer error, its caret line and its footer
             key, _, value = arg.partition("=")
-            raise ValueError(f"{error}; to give the value as it is, quote it: {key}='{value}'") from None
+            raise ValueError(
+                f"{error}; to give the value as it is, quote it (the shell keeps the inner quotes): "
+                f"\"{key}='{value}'\""
+            ) from None
     if any(a in PLAIN_FLAGS for a in args):
         _refuse_run_folder_in_a_sweep(overrides)
     else:
@@ -417,7 +420,7 @@ def _refuse_a_sweep_without_multirun(overrides: list[Override]) -> None:
             key, _, value = override.input_line.partition("=")
             raise ValueError(
                 f"{override.input_line} is several values, a sweep, which needs -m (a list is {key}=[…]); to give "
-                f"it as one text, quote it: {key}='{value}'"
+                f"it as one text, quote it (the shell keeps the inner quotes): \"{key}='{value}'\""
             )
 
 
