@@ -386,7 +386,7 @@ def _refuse_deleting_what_is_read(override: Override, config: dict[str, Any], co
             f"({key}=<option>) instead"
         )
     if isinstance(node, dict) or _not_an_argument(config, key):
-        return  # a leftover a recipe set for another option: its remedy (run.argument_types) is this deletion
+        return  # a leftover a recipe set for another option: its remedy (declared_types.check_known_keys) is this deletion
     raise ValueError(
         f"~{key} deletes a setting the {config_name} config reads (what then takes its place is unseen): set "
         f"it instead, {key}=<value>"
