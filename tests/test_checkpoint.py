@@ -135,6 +135,26 @@ def test_a_checkpoint_that_does_not_fit_its_model_names_the_keys(tiny_ckpt, tmp_
         load_model(path)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [("base_channels", "16", "is not a whole number"), ("dropout", "${oc.env:HOME}", "is not a number")],
+)
+def test_a_stored_value_of_the_wrong_kind_is_named_with_its_key(tiny_ckpt, tmp_path, key, value, problem):
+    # Before: "'<' not supported between instances of 'int' and 'str'" from sample.py, evaluate.py and export.py,
+    # a Hydra InstantiationException traceback from difflab.load (helper report).
+    path = variant(
+        tiny_ckpt, tmp_path / "typed.ckpt", lambda ckpt: ckpt[CONFIG_KEY]["model"].update({key: value})
+    )
+    with pytest.raises(ValueError) as raised:
+        load_model(path)
+    assert (
+        str(raised.value) == f"checkpoint {path}: its model cannot be built: model.{key}={value!r} {problem}"
+    )
+    result = run_cli("sample.py", f"ckpt={path}", "n=2", f"out={tmp_path / 'out'}")
+    assert one_error_line(result) == f"error: {raised.value}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_checkpoint_difflab_writes_opens_weights_only(tiny_ckpt):
     for path in tiny_ckpt.parent.glob("*.ckpt"):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

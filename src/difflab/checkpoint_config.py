@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from .declared_types import declared_types, mismatch
 from .listing import listed
 
 BUILT_GROUPS = (
@@ -90,6 +91,7 @@ def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = (), wher
     if not isinstance(config.get(key), Mapping):
         raise ValueError(f"the stored config has no {key} group")
     check_targets(config[key], key, allowed)
+    check_stored_types(config[key], key, where)
     try:
         return instantiate(OmegaConf.create(dict(config[key])))
     except InstantiationException as error:
@@ -98,6 +100,19 @@ def build(config: Mapping[str, Any], key: str, allowed: Iterable[str] = (), wher
                 f"{where or 'the stored config'}: its {key} cannot be built: {error.__cause__}"
             ) from error
         raise
+
+
+def check_stored_types(group: Mapping[str, Any], key: str, where: str) -> None:
+    """A stored value not of the kind its constructor declares, named with its key (before, what Python tripped
+    over inside the constructor: "'<' not supported between instances of 'int' and 'str'" for a hand-edited
+    model.base_channels='16')."""
+    hints = declared_types(str(group.get("_target_")))
+    for name, value in group.items():
+        if name in hints and (problem := mismatch(value, hints[name])):
+            shown = repr(value) if isinstance(value, str) else value
+            raise ValueError(
+                f"{where or 'the stored config'}: its {key} cannot be built: {key}.{name}={shown} {problem}"
+            )
 
 
 def image_data_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
