@@ -410,6 +410,29 @@ def test_a_resume_that_changes_the_lr_schedule_says_so_and_follows_it(
     )
 
 
+@pytest.mark.slow
+def test_a_schedule_added_on_resume_starts_at_the_resumed_step(tmp_path):
+    # Review: a run without a schedule resumed with one started it at its step 0 (a warm-up's 1/50 of optim.lr at
+    # step 2, not 3/50).
+    run = tmp_path / "run"
+    first = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", "lr_scheduler=none", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = run_cli(
+        "train.py",
+        f"hydra.run.dir={run}",
+        "ckpt_path=last",
+        "trainer.max_steps=3",
+        "trainer.log_every_n_steps=1",
+        "lr_scheduler=warmup",
+        "lr_scheduler.warmup_steps=50",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["train/lr"] for row in logged if "train/lr" in row][-1] == pytest.approx(
+        2e-4 * 3 / 50, rel=1e-6
+    )
+
+
 def test_a_moved_run_folder_resumes_with_its_checkpoint_keeping_state(tmp_path):
     # Before, Lightning warned "The dirpath has changed … won't be reloaded" and forgot its top-k: a run keeping
     # its 2 best checkpoints kept the 2 from before the move for good, beside 2 new ones.

@@ -43,6 +43,9 @@ def set_the_scheduled_lr(trainer: Any, configured_lrs: list[float]) -> None:
     if scheduler is None:
         lrs = configured_lrs
     elif isinstance(scheduler, LambdaLR):
+        # A schedule the checkpoint did not have (lr_scheduler=none before) starts at its step 0: moved to the
+        # resumed step, as one restored is (review: before, warm-up's first LR at step 2).
+        scheduler.last_epoch = trainer.global_step
         lrs = [
             base * factor(scheduler.last_epoch)
             for factor, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)
