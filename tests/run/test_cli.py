@@ -255,6 +255,12 @@ def test_a_sweep_over_options_checks_each_jobs_keys_before_the_first_runs(args, 
             "+hydra.launcher.additional_parameters.mail-type=END",
             "hydra.sweep.dir=/x",
         ],
+        # Review: refused by the launcher-key check (++ as +; an item of a list the launcher has; --info's
+        # value is never a flag).
+        ["-m", "hydra/launcher=slurm", "++hydra.launcher.additional_parameters.mail-type=END"],
+        ["-m", "hydra/launcher=slurm", "hydra.launcher.srun_args.0=--x"],
+        ["--info", "--help"],
+        ["--info", "-p", "optim"],
     ],
 )
 def test_valid_command_lines_pass(args):

@@ -134,17 +134,19 @@ def _overrides_beside_flags(args: list[str]) -> list[str] | None:
     """The overrides of a command line, without the flags that show the config (and their values); None where a
     flag changes which config is composed (-cn, -cp) or asks for something else (--version)."""
     overrides: list[str] = []
-    rest = iter(args)
-    for arg in rest:
+    skip = False
+    for arg, after in zip(args, [*args[1:], None], strict=True):
+        if skip:  # a flag's value, read with the flag
+            skip = False
+            continue
         flag = arg.split("=", 1)[0]
         if not arg.startswith("-"):
             overrides.append(arg)
         elif flag in SHOWING_FLAGS_WITH_A_VALUE:
-            if "=" not in arg:
-                next(rest, None)  # its value: job, hydra, all, or a package
+            skip = "=" not in arg  # its value: job, hydra, all, or a package
         elif flag in INFO_FLAGS:
-            if "=" not in arg and (value := next(rest, None)) is not None and value not in INFO_CHOICES:
-                overrides.append(value)  # --info takes a value only from its choices
+            # --info takes a value only from its choices, never a flag (review: --info --help was refused)
+            skip = "=" not in arg and after in INFO_CHOICES
         elif arg not in SHOWING_FLAGS:
             return None
     return overrides
@@ -256,17 +258,26 @@ def _check_launcher_key(
     if not key.startswith("hydra.launcher.") or override.type == OverrideType.DEL:
         return
     keys = {"hydra.launcher", *(f"hydra.launcher.{k}" for k in dotted_keys(launcher))}
-    if key in keys:
-        return
+    parent, _, last = key.rpartition(".")
+    if key in keys or (last.isdigit() and isinstance(_value_at(launcher, parent), list)):
+        return  # hydra.launcher.srun_args.0=…: an item of a list the launcher has
     launchers = _launchers_with(conf_dir, config_name, key)
     if launchers and chosen not in launchers:
         choices = " or ".join(f"hydra/launcher={name}" for name in launchers)
         raise ValueError(f"{key} is not a key of the {chosen} launcher; {choices} has it: add {choices}")
-    if override.type == OverrideType.ADD:
-        return  # a new key of the launcher: Hydra's business
+    if override.type in (OverrideType.ADD, OverrideType.FORCE_ADD):
+        return  # a new key of the launcher (+ or ++): Hydra's business
     close = nearest_key(key, keys)
     hint = f"did you mean {close}?" if close else f"add it with +{override.input_line} if it is new"
     raise ValueError(f"{key} is not a key of the {chosen} launcher (hydra/launcher={chosen}); {hint}")
+
+
+def _value_at(launcher: dict[str, Any], key: str) -> Any:
+    """The launcher's value at hydra.launcher.<path>; None where there is none."""
+    node: Any = launcher
+    for part in key.removeprefix("hydra.launcher").strip(".").split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _launchers_with(conf_dir: Path, config_name: str, key: str) -> list[str]:
