@@ -243,6 +243,29 @@ def test_a_sampler_setting_it_does_not_take_is_one_line(tiny_ckpt, tmp_path, scr
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("script", "args", "given"),
+    [
+        ("sample.py", ["n=2"], "out"),
+        ("evaluate.py", ["n=4"], "out"),
+        ("export.py", ["format=safetensors"], "out"),
+        ("train.py", [*CLI_FAST, "trainer.max_steps=1"], "hydra.run.dir"),
+    ],
+)
+def test_an_output_place_that_is_a_link_to_nothing_is_one_line(tiny_ckpt, tmp_path, script, args, given):
+    # Helper report: before, "[Errno 17] File exists" (evaluate.py after its whole evaluation), and train.py's
+    # "run folder … was just taken by another run".
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    checkpoint = [] if script == "train.py" else [f"ckpt={tiny_ckpt}"]
+    line = one_error_line(run_cli(script, *checkpoint, *args, f"{given}={link}"))
+    assert line == (
+        f"error: {given}={link}: {link} is a link to {tmp_path / 'nowhere'}, which does not exist; make what it "
+        f"points to, or choose another {given}="
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
 def test_sample_with_out_naming_a_file_says_it_is_a_file_and_keeps_it(tiny_ckpt, tmp_path):
     out = tmp_path / "grid.png"
     out.write_bytes(b"mine")

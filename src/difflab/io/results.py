@@ -194,6 +194,7 @@ def _chosen_folder(
             return earlier, False, True
         return _new_dated_folder(task, Path(root or ".")), True, False
     folder = Path(out)
+    refuse_a_dangling_link(folder, "out")
     if folder.is_file():
         raise FileExistsError(f"out={folder} is a file, not a folder; choose another out=")
     if (folder / IN_USE).exists():
@@ -315,9 +316,20 @@ def first_free(path: Path) -> Path:
     return next(p for p in candidates if not p.exists())
 
 
+def refuse_a_dangling_link(path: Path, given: str) -> None:
+    """A one-line error for a path that is, or lies below, a link to nothing: mkdir and open said only "File
+    exists" (after an evaluation's whole work, for evaluate.py's out=), train.py that another run took the folder."""
+    for link in (p for p in [path, *path.parents] if p.is_symlink() and not p.exists()):
+        raise ValueError(
+            f"{given}={path}: {link} is a link to {os.readlink(link)}, which does not exist; make what it points "
+            f"to, or choose another {given}="
+        )
+
+
 def check_writable_file(path: Path) -> None:
     """A one-line error now, before the work, when `path` exists or cannot be written: its folder is made and a
     scratch file is written and removed there (a real test, also for root on a read-only or full disk)."""
+    refuse_a_dangling_link(path, "out")
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another out= (results are never overwritten)")
     # mkdir below a file would say only 'File exists' or 'Not a directory'.

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import IO
 
+from ..io.results import refuse_a_dangling_link
 from ..overrides import pasteable
 from ..runlogs import METRICS_FILE
 from .folder_lock import HeldElsewhere, fcntl, lock_mark, sign
@@ -115,6 +116,7 @@ def claim_run_folder(run_dir: Path, named: bool) -> Path:
     """Make `run_dir`/.hydra in one exclusive step, so no other run can take the folder too, and return the folder.
     When another run took it first (a dated folder, in the same second) this run moves to <folder>_2 (_3, …); a
     folder the user `named` is refused instead. A one-line ValueError also for a folder that cannot be written."""
+    refuse_a_dangling_link(run_dir, "hydra.run.dir")  # else "was just taken by another run"
     for n in itertools.count(1):
         candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
         if candidate.exists() and not candidate.is_dir():  # not another run's, as mkdir's error would say
