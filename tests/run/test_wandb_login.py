@@ -78,6 +78,21 @@ def test_a_malformed_api_key_is_one_clear_error_and_the_run_leaves_nothing(tmp_p
     assert not run.exists()
 
 
+def test_a_mistyped_wandb_mode_is_one_line_naming_the_modes_and_the_run_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    # Helper report: before, "error: 1 validation error for Settings", the line naming mode and its values cut.
+    run = tmp_path / "run"
+    result = run_cli(
+        "train.py", *FAST_TRAIN, "logger=wandb", f"hydra.run.dir={run}", env={"WANDB_MODE": "ofline"}
+    )
+    assert one_error_line(result) == (
+        "error: WANDB_MODE=ofline is not a W&B mode: give one of online, offline, shared, disabled, dryrun, run "
+        "(offline writes the run to disk for a later `wandb sync`)"
+    )
+    assert not run.exists()
+
+
 def test_online_mode_without_a_login_is_one_line_and_the_run_leaves_nothing(tmp_path: Path) -> None:
     """Before: wandb's 'UsageError: No API key configured' in a traceback, and a run folder left holding .hydra/,
     train.log and wandb_run_id, which refused the same command as "a run that wrote no checkpoint"."""

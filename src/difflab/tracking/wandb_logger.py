@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ def wandb_login_configured() -> bool:
 
 def default_wandb_offline() -> str:
     """Set WANDB_MODE=offline when it is unset and no login is configured; return the mode in force."""
+    check_wandb_mode(os.environ.get("WANDB_MODE"))
     if "WANDB_MODE" not in os.environ and not wandb_login_configured():
         import wandb
 
@@ -74,6 +76,22 @@ def default_wandb_offline() -> str:
         wandb.teardown()
         log.info("W&B: no login configured, running offline (sync later with `wandb sync <run dir>/wandb`)")
     return os.environ.get("WANDB_MODE", "online")
+
+
+def check_wandb_mode(mode: str | None) -> None:
+    """A WANDB_MODE that W&B does not have, one line naming the ones it has (W&B's own list, from its settings'
+    declared type): before, "1 validation error for Settings", the lines that named mode cut off."""
+    import wandb
+
+    try:
+        modes = typing.get_args(wandb.Settings.model_fields["mode"].annotation)
+    except (AttributeError, KeyError):  # a W&B whose settings read otherwise: its own error stands
+        return
+    if mode is not None and modes and mode not in modes:
+        raise ValueError(
+            f"WANDB_MODE={mode} is not a W&B mode: give one of {', '.join(modes)} (offline writes the run to disk "
+            "for a later `wandb sync`)"
+        )
 
 
 def log_scores_to_run(
