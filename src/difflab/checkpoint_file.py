@@ -17,7 +17,7 @@ import torch
 from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .io.sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, why_unreadable
-from .io.stored_checkpoint import NotACheckpoint, load_stored
+from .io.stored_checkpoint import NotACheckpoint, load_stored, torch_load_reason
 from .model_folder.hub import fetch_hub_pipeline, is_hub_id
 from .model_folder.read_diffusers_pipeline import (
     check_pipeline_configs,
@@ -163,7 +163,7 @@ def why_torch_file_unreadable(path: Path, error: Exception) -> str:
     """What a file torch could not load is: a damaged PyTorch file, or no PyTorch file at all (a text file,
     an image) where torch's own message (`KeyError: 101`) would say nothing."""
     if _looks_like_torch_file(path):
-        return f"the file is damaged or cut short ({type(error).__name__}: {error})"
+        return f"the file is damaged or cut short ({torch_load_reason(error)})"
     return _NOT_A_TORCH_FILE
 
 

@@ -159,6 +159,7 @@ def test_an_unreadable_kept_file_is_said_and_the_evaluation_starts_over(
     with caplog.at_level(logging.INFO, logger="difflab"):
         report = evaluated(overrides, tmp_path, "b.json")
     assert f"{kept} cannot be continued from (" in caplog.text and "starting over" in caplog.text
+    assert "weights_only" not in caplog.text  # before, torch's advice to load it unsafely (helper report)
     assert "continuing" not in caplog.text
     assert (
         kept_files(cache) == []

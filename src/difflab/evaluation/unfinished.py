@@ -24,6 +24,7 @@ from ..generation import SampleOptions
 from ..generation.resume import ResumePlan
 from ..generation.set_identity import set_identity
 from ..io.atomic import atomic_file
+from ..io.stored_checkpoint import torch_load_reason
 from ..metrics import Evaluator
 
 log = logging.getLogger("difflab")
@@ -105,7 +106,9 @@ class UnfinishedEvaluation:
             if not 0 < done < n or done % batch_size:
                 raise ValueError(f"it holds {done} images of {n} scored in batches of {batch_size}")
         except Exception as error:
-            log.warning("%s cannot be continued from (%s): starting over", self.path, _first_line(error))
+            log.warning(
+                "%s cannot be continued from (%s): starting over", self.path, torch_load_reason(error)
+            )
             return replace(nothing, continued_from=kept), None
         so_far = ScoredSoFar(statistics, _listed(state["logits"]), _listed(state["predicted"]), done, kept)
         plan = ResumePlan(n, batch_size, frozenset(range(done // batch_size)), state["cpu_threads"])

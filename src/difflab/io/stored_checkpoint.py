@@ -34,6 +34,22 @@ def load_stored(path: Path, mmap: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def torch_load_reason(error: BaseException) -> str:
+    """Why torch.load could not read a file, in a phrase: never torch's advice to load it with weights_only=False
+    (which runs the file's code), nor its paragraph on how a file gets corrupted (helper report: both reached
+    difflab's one-line messages)."""
+    text = str(error).strip()
+    if isinstance(error, pickle.UnpicklingError):
+        found = next(
+            (line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), ""
+        )
+        return "Python objects or damage the weights-only reader refuses" + (f" ({found})" if found else "")
+    first = (text.splitlines() or [type(error).__name__])[0]
+    return first.split(". ")[0].rstrip(
+        "."
+    )  # torch's first sentence says what failed; the rest, why it may have
+
+
 def not_a_checkpoint(path: Path) -> NotACheckpoint:
     """The one-line error for a path that is neither a checkpoint file nor a whole sharded folder."""
     if path.is_dir():  # a sharded checkpoint cut short (a shard folder copied without its index, say)
