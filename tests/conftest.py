@@ -259,6 +259,20 @@ def overwritten_in_its_middle(ckpt: Path, copy: Path) -> Path:
     return copy
 
 
+def with_other_weights(ckpt: Path, copy: Path) -> Path:
+    """`ckpt` with noise added to its weights, saved to `copy`: a model of the same data and schedule that
+    predicts otherwise, e.g. a guide (a two-step model's zero-initialised output layer would make a merely scaled
+    copy predict the same)."""
+    state = torch.load(ckpt, weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for key in ("state_dict", "current_model_state"):
+        for name, value in (state.get(key) or {}).items():
+            if value.is_floating_point():
+                state[key][name] = value + 0.1 * torch.randn(value.shape, generator=g, dtype=value.dtype)
+    torch.save(state, copy)
+    return copy
+
+
 @pytest.fixture(scope="session")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-step run made by train.py, with .hydra/ and a train.log like a user's run folder; shared

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from analytic import ExactSRDenoiser
-from conftest import FAST_TRAIN, compose_config, evaluate_first_batch
+from conftest import FAST_TRAIN, compose_config, evaluate_first_batch, with_other_weights
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import to_tensor
@@ -243,14 +243,7 @@ def test_load_super_resolves_as_sample_py_does(sr_ckpt, tmp_path):
 def test_load_autoguides_a_superres_model_as_sample_py_does(sr_ckpt, tmp_path):
     # Before, pipe.sample refused guide= with "guidance=2.0 has no effect with mode=superres: … (or guide with a
     # weaker model: guide=)": the guide was named after the checks that read it.
-    ckpt = torch.load(sr_ckpt, weights_only=True)
-    g = torch.Generator().manual_seed(0)
-    for key in ("state_dict", "current_model_state"):
-        for name, value in (ckpt.get(key) or {}).items():
-            if value.is_floating_point():
-                ckpt[key][name] = value + 0.1 * torch.randn(value.shape, generator=g, dtype=value.dtype)
-    weaker = tmp_path / "weaker.ckpt"
-    torch.save(ckpt, weaker)
+    weaker = with_other_weights(sr_ckpt, tmp_path / "weaker.ckpt")
     inputs = write_pngs(tmp_path / "in", [4, 4])
     out = tmp_path / "cli"
     args = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, with_other_weights
 
 import difflab
 from difflab.checkpoint import CONFIG_KEY
@@ -26,17 +26,8 @@ def sample_py(ckpt: Path, out: Path, *overrides: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def weaker(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny_ckpt with noise added to its weights: a model of the same data and schedule that predicts otherwise
-    (the two-step model's zero-initialised output layer would make a merely scaled copy predict the same)."""
-    ckpt = torch.load(tiny_ckpt, weights_only=True)
-    g = torch.Generator().manual_seed(0)
-    for key in ("state_dict", "current_model_state"):
-        for name, value in (ckpt.get(key) or {}).items():
-            if value.is_floating_point():
-                ckpt[key][name] = value + 0.1 * torch.randn(value.shape, generator=g, dtype=value.dtype)
-    path = tmp_path_factory.mktemp("guide") / "weaker.ckpt"
-    torch.save(ckpt, path)
-    return path
+    """tiny_ckpt with noise added to its weights: a model of the same data and schedule that predicts otherwise."""
+    return with_other_weights(tiny_ckpt, tmp_path_factory.mktemp("guide") / "weaker.ckpt")
 
 
 def test_a_guide_equal_to_the_model_changes_nothing_and_another_one_does(tiny_ckpt, weaker, tmp_path, caplog):

@@ -391,23 +391,23 @@ def test_a_resume_that_changes_the_lr_schedule_says_so_and_follows_it(
     # the optimizer), and with lr_scheduler=none every step did: the warm-up's 3/200 of optim.lr, for good.
     run = tmp_path / "run"
     shutil.copytree(cli_run, run)
-    result = run_cli(
-        "train.py",
-        f"hydra.run.dir={run}",
-        "ckpt_path=last",
-        "trainer.max_steps=3",
-        "trainer.log_every_n_steps=1",
-        *overrides,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    said, lr = lr_of_one_more_step(run, *overrides)
     assert (
         f"the learning-rate schedule differs from the checkpoint's: {named}; from step 2 the learning rate "
         "follows the new schedule (it may jump there)"
-    ) in result.stdout + result.stderr
+    ) in said
+    assert lr == pytest.approx(lr_at_step_2, rel=1e-6)
+
+
+def lr_of_one_more_step(run: Path, *overrides: str) -> tuple[str, float]:
+    """(what train.py said, the LR its step took) of the two-step `run` resumed for a third step."""
+    result = run_cli(
+        "train.py", f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3", "trainer.log_every_n_steps=1",
+        *overrides,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [row["train/lr"] for row in logged if "train/lr" in row][-1] == pytest.approx(
-        lr_at_step_2, rel=1e-6
-    )
+    return result.stdout + result.stderr, [row["train/lr"] for row in logged if "train/lr" in row][-1]
 
 
 @pytest.mark.slow
@@ -417,20 +417,8 @@ def test_a_schedule_added_on_resume_starts_at_the_resumed_step(tmp_path):
     run = tmp_path / "run"
     first = run_cli("train.py", *CLI_FAST, "trainer.max_steps=2", "lr_scheduler=none", f"hydra.run.dir={run}")
     assert first.returncode == 0, first.stderr[-2000:]
-    result = run_cli(
-        "train.py",
-        f"hydra.run.dir={run}",
-        "ckpt_path=last",
-        "trainer.max_steps=3",
-        "trainer.log_every_n_steps=1",
-        "lr_scheduler=warmup",
-        "lr_scheduler.warmup_steps=50",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [row["train/lr"] for row in logged if "train/lr" in row][-1] == pytest.approx(
-        2e-4 * 3 / 50, rel=1e-6
-    )
+    _, lr = lr_of_one_more_step(run, "lr_scheduler=warmup", "lr_scheduler.warmup_steps=50")
+    assert lr == pytest.approx(2e-4 * 3 / 50, rel=1e-6)
 
 
 def test_a_moved_run_folder_resumes_with_its_checkpoint_keeping_state(tmp_path):
