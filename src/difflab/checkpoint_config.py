@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from .declared_types import declared_types, mismatch
+from .declared_types import wrong_kind
 from .listing import listed
 
 BUILT_GROUPS = (
@@ -106,13 +106,9 @@ def check_stored_types(group: Mapping[str, Any], key: str, where: str) -> None:
     """A stored value not of the kind its constructor declares, named with its key (before, what Python tripped
     over inside the constructor: "'<' not supported between instances of 'int' and 'str'" for a hand-edited
     model.base_channels='16')."""
-    hints = declared_types(str(group.get("_target_")))
-    for name, value in group.items():
-        if name in hints and (problem := mismatch(value, hints[name])):
-            shown = repr(value) if isinstance(value, str) else value
-            raise ValueError(
-                f"{where or 'the stored config'}: its {key} cannot be built: {key}.{name}={shown} {problem}"
-            )
+    wrong = wrong_kind(key, str(group.get("_target_")), group)
+    if wrong:
+        raise ValueError(f"{where or 'the stored config'}: its {key} cannot be built: {wrong}")
 
 
 def image_data_config(config: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import NoneType, UnionType
 from typing import Any
 
@@ -104,6 +104,18 @@ def _kinds(hint: Any) -> set[type] | None:
         else:
             return None
     return kinds
+
+
+def wrong_kind(group: str, target: str, values: Mapping[str, Any]) -> str | None:
+    """`<group>.<key>=<value> <what is wrong>` for the first of `values` not of the kind `target`'s constructor
+    declares for it; None when all fit (or their kinds cannot be read)."""
+    hints = declared_types(target)
+    for key, value in values.items():
+        problem = mismatch(value, hints[key]) if key in hints else None
+        if problem:
+            shown = repr(value) if isinstance(value, str) else value
+            return f"{group}.{key}={shown} {problem}"
+    return None
 
 
 def mismatch(value: Any, hint: Any) -> str | None:

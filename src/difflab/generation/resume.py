@@ -160,9 +160,8 @@ def _difference(started: dict[str, Any] | None, identity: dict[str, Any], count:
     threads = started.get("cpu_threads")
     # A batch size or thread count below 1 (a hand edit) is damage: before, -1 emptied images/ on the way to a
     # traceback, and 0 divided by zero.
-    if started.get("count") != count or not _a_count(started.get("batch_size")):
-        return f"its record ({RECORD}) is damaged"
-    if threads is not None and not _a_count(threads):
+    threads_damaged = threads is not None and not _a_count(threads)
+    if started.get("count") != count or not _a_count(started.get("batch_size")) or threads_damaged:
         return f"its record ({RECORD}) is damaged"
     return None
 

@@ -45,9 +45,8 @@ def torch_load_reason(error: BaseException) -> str:
         )
         return "Python objects or damage the weights-only reader refuses" + (f" ({found})" if found else "")
     first = (text.splitlines() or [type(error).__name__])[0]
-    return first.split(". ")[0].rstrip(
-        "."
-    )  # torch's first sentence says what failed; the rest, why it may have
+    # torch's first sentence says what failed; the rest, why it may have
+    return first.split(". ")[0].rstrip(".")
 
 
 def not_a_checkpoint(path: Path) -> NotACheckpoint:

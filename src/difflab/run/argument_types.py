@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..declared_types import check_known_keys, declared_types, mismatch
+from ..declared_types import check_known_keys, wrong_kind
 
 CHECKED_GROUPS = ("model", "schedule", "formulation", "sampler")
 
@@ -22,9 +22,6 @@ def check_argument_types(cfg: DictConfig, groups: Sequence[str] = CHECKED_GROUPS
             continue
         target = str(node._target_)
         check_known_keys(group, target, [str(k) for k in node])
-        hints = declared_types(target)
-        for key, value in OmegaConf.to_container(node, resolve=True).items():
-            problem = mismatch(value, hints[key]) if key in hints else None
-            if problem:
-                shown = repr(value) if isinstance(value, str) else value
-                raise ValueError(f"{group}.{key}={shown} {problem}")
+        wrong = wrong_kind(group, target, OmegaConf.to_container(node, resolve=True))
+        if wrong:
+            raise ValueError(wrong)

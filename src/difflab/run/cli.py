@@ -21,6 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.types import Glob, Override, OverrideType
 from omegaconf import OmegaConf
 
+from ..checkpoint_config import stored_value
 from ..cluster.jobs import is_secondary_rank, srun_step
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
@@ -259,7 +260,9 @@ def _check_launcher_key(
         return
     keys = {"hydra.launcher", *(f"hydra.launcher.{k}" for k in dotted_keys(launcher))}
     parent, _, last = key.rpartition(".")
-    if key in keys or (last.isdigit() and isinstance(_value_at(launcher, parent), list)):
+    if key in keys or (
+        last.isdigit() and isinstance(stored_value(launcher, parent[len("hydra.launcher.") :]), list)
+    ):
         return  # hydra.launcher.srun_args.0=…: an item of a list the launcher has
     launchers = _launchers_with(conf_dir, config_name, key)
     if launchers and chosen not in launchers:
@@ -270,14 +273,6 @@ def _check_launcher_key(
     close = nearest_key(key, keys)
     hint = f"did you mean {close}?" if close else f"add it with +{override.input_line} if it is new"
     raise ValueError(f"{key} is not a key of the {chosen} launcher (hydra/launcher={chosen}); {hint}")
-
-
-def _value_at(launcher: dict[str, Any], key: str) -> Any:
-    """The launcher's value at hydra.launcher.<path>; None where there is none."""
-    node: Any = launcher
-    for part in key.removeprefix("hydra.launcher").strip(".").split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def _launchers_with(conf_dir: Path, config_name: str, key: str) -> list[str]:

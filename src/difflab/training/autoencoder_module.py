@@ -141,18 +141,13 @@ class AutoencoderModule(ClipsFusedUnderBf16, ValidationLoggedAtItsStep):
         return strategy
 
     def on_train_start(self) -> None:
-        set_the_scheduled_lr(
-            self.trainer, self.configured_lrs
-        )  # a resume's restored LR is the old schedule's
+        set_the_scheduled_lr(self.trainer)  # a resume's restored LR is the old schedule's
 
     def configure_optimizers(self) -> Any:
         groups = [{"params": list(self.net.parameters())}]
         if self.discriminator is not None:
             groups.append({"params": list(self.discriminator.parameters())})
         optimizer = self.optimizer_factory(groups)
-        self.configured_lrs = [
-            group["lr"] for group in optimizer.param_groups
-        ]  # before a resume restores any
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

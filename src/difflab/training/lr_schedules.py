@@ -32,16 +32,20 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
-def set_the_scheduled_lr(trainer: Any, configured_lrs: list[float]) -> None:
+def set_the_scheduled_lr(trainer: Any) -> None:
     """Each group's LR set to what this run's schedule gives at its step. A resume restores the optimizer with
     the LR the checkpoint's schedule had set, so a changed schedule took effect a step late, and with none at
     all the old one's last LR stayed for good (a warm-up's 3/200 of optim.lr). Unchanged otherwise: the same
     product as the schedule's own. A schedule other than a LambdaLR (which steps from the LR it finds) is left
-    as restored. `configured_lrs`: the optimizer's LRs as configure_optimizers built it, before any restore."""
+    as restored. Without a schedule, the LR configured (the optimizer's default, which no restore changes)."""
     optimizer = trainer.optimizers[0]
     scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
     if scheduler is None:
-        lrs = configured_lrs
+        if (
+            optimizer.defaults.get("lr") is None
+        ):  # an optimizer without a configured LR: nothing to go back to
+            return
+        lrs = [optimizer.defaults["lr"]] * len(optimizer.param_groups)
     elif isinstance(scheduler, LambdaLR):
         # A schedule the checkpoint did not have (lr_scheduler=none before) starts at its step 0: moved to the
         # resumed step, as one restored is (review: before, warm-up's first LR at step 2).

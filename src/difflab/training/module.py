@@ -142,16 +142,11 @@ class DiffusionModule(ClipsFusedUnderBf16, ValidationLoggedAtItsStep):
         check_checkpoint_weights(checkpoint)
 
     def on_train_start(self) -> None:
-        set_the_scheduled_lr(
-            self.trainer, self.configured_lrs
-        )  # a resume's restored LR is the old schedule's
+        set_the_scheduled_lr(self.trainer)  # a resume's restored LR is the old schedule's
 
     def configure_optimizers(self) -> Any:
         learned = self.loss_weighting.parameters() if self.loss_weighting is not None else ()
         optimizer = self.optimizer_factory([*self.net.parameters(), *learned])
-        self.configured_lrs = [
-            group["lr"] for group in optimizer.param_groups
-        ]  # before a resume restores any
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
