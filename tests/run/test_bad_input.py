@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from conftest import (
     CLI_FAST,
@@ -132,6 +135,26 @@ def test_a_file_that_is_no_checkpoint_says_so(tmp_path):
         load_model(bad)
     assert str(raised.value) == (
         f"could not read checkpoint {bad}: it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"
+    )
+
+
+def test_a_device_given_as_checkpoint_is_not_called_missing(tmp_path):
+    # Before: "checkpoint not found: /dev/zero", which sent the user looking for a typo in a path that exists.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/null"), fifo):
+        with pytest.raises(FileNotFoundError) as raised:
+            load_model(path)
+        assert str(raised.value) == f"{path} is not a checkpoint file"
+
+
+def test_a_checkpoints_folder_names_the_checkpoint_to_give(tiny_run):
+    # Before: "… is not a difflab model folder … nor a run folder (checkpoints/last.ckpt)", with last.ckpt in it.
+    folder = tiny_run / "checkpoints"
+    with pytest.raises(FileNotFoundError) as raised:
+        load_model(folder)
+    assert str(raised.value).endswith(
+        f"; it holds checkpoints: give one of them, e.g. {folder / 'last.ckpt'}, or the run folder {tiny_run}"
     )
 
 

@@ -54,4 +54,6 @@ def not_a_checkpoint(path: Path) -> NotACheckpoint:
     if path.is_dir():  # a sharded checkpoint cut short (a shard folder copied without its index, say)
         missing = " or ".join(name for name in (DCP_METADATA, META_FILE) if not (path / name).is_file())
         return NotACheckpoint(f"{path} is not a whole sharded checkpoint: it has no {missing}")
+    if path.exists():  # a device, a pipe: "not found" would send the user looking for a typo
+        return NotACheckpoint(f"{path} is not a checkpoint file")
     return NotACheckpoint(f"checkpoint not found: {path}")
