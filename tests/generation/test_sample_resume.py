@@ -260,6 +260,15 @@ def test_resume_needs_an_out_folder_and_one_a_stopped_run_left(tiny_ckpt: Path, 
         "choose another out="
     )
     assert files_of(finished) == before
+    notes = tmp_path / "notes"  # a folder no run wrote: before, it too was "a finished run"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    elsewhere = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"out={notes}", "resume=true")
+    assert one_error_line(elsewhere) == (
+        f"error: output folder {notes} already exists and is not empty (neither a stopped nor a finished run's "
+        f"output: it has no {IN_USE} mark, nothing to resume); choose another out="
+    )
+    assert files_of(notes) == {"todo.txt": b"keep me"}
     typo = run_cli("sample.py", f"ckpt={tiny_ckpt}", f"out={tmp_path / 'x'}", "resume=yes")
     assert "resume" in one_error_line(typo) and "true or false" in one_error_line(typo)
 

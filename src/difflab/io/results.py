@@ -133,6 +133,7 @@ def output_folder(
     attempt: tuple[str, int] | None = None,
     resume: bool = False,
     keep_on: tuple[type[BaseException], ...] = (),
+    finished_mark: str | None = None,
 ) -> Iterator[OutputFolder]:
     """The folder results go to: out= (new or empty; a non-empty one is never written into), else a new
     <root>/outputs/<task>/<date>/<time> (root: the project folder, paths.root_dir; default the current one).
@@ -144,8 +145,9 @@ def output_folder(
     folder is continued, not refused, when `resume` is set or `attempt` — (job, attempt) of a job its launcher
     restarts (cluster.jobs.job_attempt) — is a later attempt of the job that left it (killed outright, it left its
     files too; with no out=, the dated folder it took): the caller finds what it holds (OutputFolder.continued)
-    and keeps it whatever happens."""
-    folder, created, continued = _chosen_folder(out, task, root, attempt, resume)
+    and keeps it whatever happens. `finished_mark`: the file a finished run of the task leaves last, so that a
+    resume refused in a full folder says whether it is one."""
+    folder, created, continued = _chosen_folder(out, task, root, attempt, resume, finished_mark)
     try:
         mark = _claim(folder, attempt, replace=continued)
     except ValueError:  # nothing was written: a folder this call made goes too
@@ -180,7 +182,12 @@ class OutputFolder:
 
 
 def _chosen_folder(
-    out: str | Path | None, task: str, root: str | Path | None, attempt: tuple[str, int] | None, resume: bool
+    out: str | Path | None,
+    task: str,
+    root: str | Path | None,
+    attempt: tuple[str, int] | None,
+    resume: bool,
+    finished_mark: str | None = None,
 ) -> tuple[Path, bool, bool]:
     """(the folder, whether this call made it, whether it continues a stopped run's folder), or a one-line
     refusal."""
@@ -202,13 +209,23 @@ def _chosen_folder(
             return folder, False, True
         raise FileExistsError(BUSY.format(folder=folder))
     if folder.is_dir() and any(folder.iterdir()):
-        finished = " (a finished run: nothing to resume)" if resume else ""
         raise FileExistsError(
-            f"output folder {folder} already exists and is not empty{finished}; choose another out="
+            f"output folder {folder} already exists and is not empty{_why_no_resume(folder, resume, finished_mark)}; "
+            "choose another out="
         )
     created = not folder.exists()
     _make_folder(folder, exist_ok=True)
     return folder, created, False
+
+
+def _why_no_resume(folder: Path, resume: bool, finished_mark: str | None) -> str:
+    """Why a full folder given with resume=true is not continued: it holds no stopped run's mark. Before, any such
+    folder was called "a finished run", a run folder or a folder of notes too."""
+    if not resume:
+        return ""
+    if finished_mark and (folder / finished_mark).is_file():
+        return " (a finished run: nothing to resume)"
+    return f" (neither a stopped nor a finished run's output: it has no {IN_USE} mark, nothing to resume)"
 
 
 def _earlier_attempts_dated_folder(task: str, root: Path, attempt: tuple[str, int] | None) -> Path | None:

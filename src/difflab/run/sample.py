@@ -18,7 +18,7 @@ from ..generation import build_sampler, request_for, walked_config
 from ..generation.into_folder import generate_into, generate_share
 from ..generation.memory import OutOfDeviceMemory
 from ..io.atomic import NoSpaceLeft
-from ..io.results import output_folder
+from ..io.results import RESULTS_SETTINGS, output_folder
 from ..io.write_images import log_written
 from .errors import exit_if_stopped, left_to_rank_0
 from .sample_settings import read_sample_settings
@@ -62,6 +62,7 @@ def sample_from(settings: SamplingSettings) -> Path | None:
             resume=settings.resume,
             # What was made stays, to resume: after a stop, or once memory or disk space is freed.
             keep_on=(StoppedBySignal, KeyboardInterrupt, OutOfDeviceMemory, NoSpaceLeft),
+            finished_mark=RESULTS_SETTINGS,
         ) as folder:
             count, written = generate_into(
                 folder, request, loaded, options, config, settings.ckpt, processes, guide, settings.resume
