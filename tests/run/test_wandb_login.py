@@ -10,7 +10,7 @@ import pytest
 import wandb
 from conftest import FAST_TRAIN, one_error_line, run_cli
 
-from difflab.tracking.wandb_logger import default_wandb_offline
+from difflab.tracking.wandb_logger import default_wandb_offline, wandb_start_refusals_named
 
 KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters: the shape of a W&B API key
 # A W&B server that refuses at once: a configured login makes wandb look its user up (for its "logged in as"
@@ -50,6 +50,16 @@ def test_with_no_login_a_run_starts_offline_instead_of_asking_for_a_key(home: Pa
         assert run.settings.mode == "offline"
     finally:
         run.finish()
+
+
+def test_a_refused_start_with_the_mode_unset_says_a_login_made_it_online(home: Path) -> None:
+    # Before: "(WANDB_MODE=online)", a setting the user never typed: online came from the login W&B found.
+    with pytest.raises(ValueError) as raised, wandb_start_refusals_named():
+        raise wandb.errors.CommError("Failed to get resume status for run x: context deadline exceeded")
+    assert str(raised.value).startswith(
+        "W&B could not start its run (online: a login is found): Failed to get resume status for run x: context "
+        "deadline exceeded; check the W&B login"
+    )
 
 
 def test_a_netrc_entry_for_another_host_is_not_a_login(home: Path) -> None:

@@ -44,9 +44,14 @@ def wandb_start_refusals_named() -> Iterator[None]:
         if not isinstance(error, (wandb.errors.UsageError, wandb.errors.CommError)):
             raise
         first = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
-        mode = os.environ.get("WANDB_MODE", "online")
+        # unset, the mode is online because a login is configured (default_wandb_offline): say so, not "=online"
+        mode = (
+            f"WANDB_MODE={os.environ['WANDB_MODE']}"
+            if "WANDB_MODE" in os.environ
+            else "online: a login is found"
+        )
         raise ValueError(
-            f"W&B could not start its run (WANDB_MODE={mode}): {first}; check the W&B login, network and "
+            f"W&B could not start its run ({mode}): {first}; check the W&B login, network and "
             "logger.wandb settings, or log offline with WANDB_MODE=offline (`wandb sync <run>/wandb` later), or use "
             "logger=csv"
         ) from None
