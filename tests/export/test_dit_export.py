@@ -59,15 +59,18 @@ def test_class_conditional_dit_exports_as_a_ditpipeline_computing_the_same(tmp_p
     assert loaded.scheduler.config.prediction_type == "epsilon"
 
 
-def test_unconditional_dit_maps_to_a_one_class_table_of_zeros(tmp_path):
+def test_unconditional_dit_maps_to_a_one_class_table_of_zeros(tmp_path, caplog):
     ckpt = trained(tmp_path)
     verbosity = diffusers.utils.logging.get_verbosity()
     logged = ListHandler()
     logging.getLogger("diffusers").addHandler(logged)  # diffusers' loggers do not propagate to the root
     try:
-        out = export_to(ckpt, tmp_path / "exported")
+        with caplog.at_level(logging.INFO, logger="difflab"):
+            out = export_to(ckpt, tmp_path / "exported")
     finally:
         logging.getLogger("diffusers").removeHandler(logged)
+    # Before, the line said nothing of the labels, and a transformer called without them fails in diffusers.
+    assert "its transformer (class_labels=0 for every image: one class) and scheduler" in caplog.text
     # diffusers logged "self.vae=None of type <class 'NoneType'> cannot be saved." on this rightly VAE-less folder.
     assert not [m for m in logged.messages if "cannot be saved" in m]
     assert diffusers.utils.logging.get_verbosity() == verbosity  # given back as it was

@@ -116,9 +116,18 @@ def write_export(loaded: Any, plan: ExportPlan, out: Path) -> str:
         how = f"UNet2DModel{labels} and {type(plan.scheduler).__name__}.from_pretrained(out, subfolder=...) in your own loop"
     elif plan.format == "diffusers" and plan.is_dit:
         write_dit_pipeline(loaded.net, plan.args, loaded.schedule, loaded.prediction_type, out, plan.vae)
-        how = "DiTPipeline.from_pretrained(out, vae=None): its transformer and scheduler (see README)"
+        # DiTTransformer2DModel always embeds a class: an unconditional DiT is one class, 0, which must be passed
+        labels = (
+            "class_labels=…"
+            if loaded.num_classes is not None
+            else "class_labels=0 for every image: one class"
+        )
+        how = f"DiTPipeline.from_pretrained(out, vae=None): its transformer ({labels}) and scheduler (see README)"
         if plan.vae is not None:  # a latent DiT: the pipeline is whole
-            how = "DiTPipeline.from_pretrained(out) (see README)"
+            labels = (
+                "class_labels=[…]" if loaded.num_classes is not None else "class_labels=[0] * n: one class"
+            )
+            how = f"DiTPipeline.from_pretrained(out) ({labels}; see README)"
     elif plan.format == "diffusers":
         write_pipeline(loaded.net, plan.args, loaded.schedule, loaded.prediction_type, out)
         how = "DDPMPipeline.from_pretrained (or DDIMPipeline)"
