@@ -121,21 +121,26 @@ def test_a_guide_of_another_formulation_is_refused_by_name():
     from difflab.generation.autoguide import check_guide
 
     def model(formulation):
+        edm = (
+            formulation is not None
+        )  # each formulation's own noise levels and settings, as trained ones hold
         return SimpleNamespace(
             formulation=formulation,
             sample_shape=(1, 8, 8),
             prediction_type="epsilon",
-            schedule=NoiseSchedule.from_name("cosine"),
+            schedule=NoiseSchedule.from_name("cosine" if edm else "linear"),
             condition=None,
             num_classes=None,
-            config={},
+            config={"formulation": {"rho": 7.0, "sigma_max": 80.0}} if edm else {},
         )
 
     check_guide(model(EDM()), model(EDM()), "main.ckpt", "guide.ckpt")  # the same formulation: accepted
-    with pytest.raises(
-        ValueError, match=r"^guide=guide.ckpt cannot guide main.ckpt: .*formulation vp vs edm"
-    ):
+    with pytest.raises(ValueError) as raised:
         check_guide(model(EDM()), model(None), "main.ckpt", "guide.ckpt")
+    # Before, the formulation's own settings followed ("formulation.rho None vs 7.0; formulation.sigma_max …").
+    assert str(raised.value) == (
+        "guide=guide.ckpt cannot guide main.ckpt: it must model the same data the same way (formulation vp vs edm)"
+    )
 
 
 def test_a_guide_on_other_noise_levels_names_the_settings_behind_them():
