@@ -262,12 +262,16 @@ def test_a_sigterm_handler_a_launcher_set_is_kept_where_training_stops_at_once_o
             ["trainer=slurm", "hydra.launcher.gpus_per_node=0"],
             "error: hydra.launcher.tasks_per_node=0 starts no task",
         ),
+        (
+            ["trainer=slurm", "hydra.launcher.timeout_min=2"],  # the default signal_delay_s: 180
+            "error: hydra.launcher.signal_delay_s=180 is the job's whole time limit or more (timeout_min=2: 120 s)",
+        ),
     ],
-    ids=["devices over tasks", "no trainer=slurm", "no GPU"],
+    ids=["devices over tasks", "no trainer=slurm", "no GPU", "stop signal at the start"],
 )
 def test_a_slurm_job_its_trainer_cannot_fill_is_refused_before_submitting(tmp_path, overrides, message):
     # Before, each was submitted (sbatch --gpus-per-node=4 for 8 devices, --ntasks-per-node=0) and failed, if at
-    # all, inside the job after the queue's wait.
+    # all, inside the job after the queue's wait; a signal_delay_s past the limit, a job that stops as it starts.
     sweep = tmp_path / "sweep"
     command = [
         "-m",

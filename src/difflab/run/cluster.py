@@ -118,6 +118,18 @@ def refuse_a_job_the_trainer_cannot_fill(config: DictConfig) -> None:
         exit_with_error(str(error))
 
 
+def refuse_a_stop_signal_at_the_start(launcher: DictConfig) -> None:
+    """SLURM sends the stop signal signal_delay_s before the time limit: at or past the limit's length, it comes
+    as the job starts, and every requeued job would stop (and requeue) again without training."""
+    delay, minutes = launcher.get("signal_delay_s"), launcher.get("timeout_min")
+    if isinstance(delay, int) and isinstance(minutes, int) and minutes > 0 and delay >= minutes * 60:
+        exit_with_error(
+            f"hydra.launcher.signal_delay_s={delay} is the job's whole time limit or more (timeout_min={minutes}: "
+            f"{minutes * 60} s): SLURM would signal each job to stop as it starts; give a signal_delay_s under "
+            f"{minutes * 60} or a longer timeout_min"
+        )
+
+
 class CheckLauncher(Callback):
     """on_multirun_start runs before the sweeper instantiates the launcher (where a ??? would raise)."""
 
@@ -132,6 +144,7 @@ class CheckLauncher(Callback):
             )
         if "SlurmLauncher" in str(launcher.get("_target_", "")):
             refuse_a_job_the_trainer_cannot_fill(config)
+            refuse_a_stop_signal_at_the_start(launcher)
         if "SlurmLauncher" in str(launcher.get("_target_", "")) and not shutil.which("sbatch"):
             exit_with_error(
                 f"hydra/launcher={_launcher_name(config)} submits with sbatch, which is not on this machine's "
