@@ -155,6 +155,18 @@ def test_a_stored_value_of_the_wrong_kind_is_named_with_its_key(tiny_ckpt, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_a_resume_names_a_stored_value_of_the_wrong_kind_with_its_key(tiny_run):
+    # Before: "the config contradicts checkpoint …: model.base_channels=16 (checkpoint: 16)", two values alike.
+    last = tiny_run / "checkpoints" / "last.ckpt"
+    variant(last, last, lambda ckpt: ckpt[CONFIG_KEY]["model"].update(base_channels="16"))
+    before = last.read_bytes()
+    result = run_cli("train.py", *FAST_TRAIN, f"hydra.run.dir={tiny_run}", "ckpt_path=last")
+    assert one_error_line(result) == (
+        f"error: checkpoint {last}: its model cannot be built: model.base_channels='16' is not a whole number"
+    )
+    assert last.read_bytes() == before
+
+
 def test_every_checkpoint_difflab_writes_opens_weights_only(tiny_ckpt):
     for path in tiny_ckpt.parent.glob("*.ckpt"):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -111,6 +111,16 @@ def check_stored_types(group: Mapping[str, Any], key: str, where: str) -> None:
         raise ValueError(f"{where or 'the stored config'}: its {key} cannot be built: {wrong}")
 
 
+def check_stored_config_types(config: Mapping[str, Any], where: str) -> None:
+    """check_stored_types for each built group of difflab's own (an allowlisted `_target_`), before a resume holds
+    the stored values against the configured ones: a hand-edited model.base_channels='16' was "model.base_channels=16
+    (checkpoint: 16)", a contradiction between two values that read alike."""
+    for group in BUILT_GROUPS:
+        values = config.get(group)
+        if isinstance(values, Mapping) and values.get("_target_") in ALLOWED_TARGETS:
+            check_stored_types(values, group, where)
+
+
 def image_data_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """A latent run's stored config with its data as the images the latents were encoded from (what its decoded
     samples are scored against); any other config as it is."""

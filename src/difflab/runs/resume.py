@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint_config import check_contradictions, contradictions, stored_value
+from ..checkpoint_config import check_contradictions, check_stored_config_types, contradictions, stored_value
 from ..checkpoint_file import CONFIG_KEY, check_checksums, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
 from ..data.folder import class_folder_changes
@@ -155,6 +155,7 @@ def check_resumable(
     """Refuse, in one line, `fixed` values (FIXED_BY_CHECKPOINT, as configured now) that contradict the
     checkpoint, or weights that do not fit the configured network (`build_net`, called on the meta device).
     `choices_now`: the group options configured now, to name the checkpoint's own for one outside a run folder."""
+    check_stored_config_types(ckpt[CONFIG_KEY], f"checkpoint {path}")
     check_contradictions(
         fixed, ckpt[CONFIG_KEY], path, _resume_hint(path, ckpt[CONFIG_KEY], choices_now or {})
     )
