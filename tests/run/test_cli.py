@@ -330,6 +330,7 @@ def loads_after(script: str, *args: str) -> set[str]:
         ("train.py", ["--help"]),
         ("train.py", ["optim.lrr=1"]),
         ("train.py", ["trainer.max_steps=abc", "hydra.run.dir=/nonexistent/never"]),
+        ("train.py", ["data.batch_size=0", "hydra.run.dir=/nonexistent/never"]),  # a value out of range
         ("sample.py", ["--help"]),
         (
             "sample.py",

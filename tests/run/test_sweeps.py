@@ -598,6 +598,13 @@ def test_a_used_sweep_folder_names_only_jobs_with_a_checkpoint_to_resume(tmp_pat
         f"error: sweep folder {sweep} already holds runs (0); a sweep there would overwrite them: pick a new "
         "hydra.sweep.dir (none of them has a checkpoint to resume)"
     )
+    shutil.copytree(sweep / "0", sweep / "0b")
+    (sweep / "0b" / "checkpoints" / "last.ckpt").mkdir(
+        parents=True
+    )  # shards cut short: no index, not resumable
+    again = run_cli("train.py", "-m", "data.image_size=-1", f"hydra.sweep.dir={sweep}")
+    assert one_error_line(again).endswith("(none of them has a checkpoint to resume)")
+    shutil.rmtree(sweep / "0b")
     shutil.copytree(sweep / "0", sweep / "1")
     (sweep / "1" / "checkpoints").mkdir()
     (sweep / "1" / "checkpoints" / "last.ckpt").write_bytes(b"")

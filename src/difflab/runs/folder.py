@@ -205,8 +205,12 @@ def has_checkpoints(run_dir: Path) -> bool:
 
 
 def has_last_checkpoint(run_dir: Path) -> bool:
-    """Whether ckpt_path=last finds something to resume in `run_dir` (a file, or a folder of shards)."""
-    return (run_dir / "checkpoints" / "last.ckpt").exists()
+    """Whether ckpt_path=last finds something to resume in `run_dir` (a file, or a whole folder of shards: one
+    cut short is refused by the resume, so advice naming it would send the user to an error)."""
+    from ..io.sharded_checkpoint import is_sharded_checkpoint  # imports torch: kept off the CLI checks' path
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last.is_file() or is_sharded_checkpoint(last)
 
 
 def has_logged(run_dir: Path) -> bool:
