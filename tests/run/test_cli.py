@@ -11,6 +11,7 @@ import pytest
 from conftest import CONF, ROOT, one_error_line, run_cli
 
 from difflab.run.cli import check_command_line
+from difflab.runs.inherit import parse
 
 
 def refusal(config: str, args: list[str]) -> str:
@@ -459,6 +460,14 @@ def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, 
 )
 def test_a_value_hydra_cannot_read_as_one_value_says_to_quote_it(config, arg, message):
     assert refusal(config, [arg]) == message
+
+
+@pytest.mark.parametrize("text", ["two, $HOME", "it's one, two", 'say "hi", twice', "a `b`, c", "ok, go!"])
+def test_the_quoting_advice_survives_the_shell_for_any_text(text):
+    # Before: "prompt='…'" in double quotes, where bash expands $HOME and a backquote, and a quote ends the word.
+    advice = refusal("sample", [f"prompt={text}"]).split("(the shell keeps the inner quotes): ", 1)[1]
+    pasted = subprocess.run(["bash", "-c", f"printf %s {advice}"], capture_output=True, text=True, check=True)
+    assert parse(pasted.stdout).value() == text
 
 
 def test_a_sweep_with_multirun_is_left_to_hydra():

@@ -27,6 +27,7 @@ from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, start
 from ..compat import run_hydra
 from ..console_log import own_warnings_plain, said_before_the_log
 from ..nearest_word import nearest_word
+from ..overrides import pasteable
 from ..runs.inherit import inherited_overrides, parse
 from .unknown_key import NOT_READ, dotted_keys, nearest_key, options_composed, unknown_key_hint
 
@@ -186,7 +187,7 @@ def check_command_line(conf_dir: Path, config_name: str, args: list[str]) -> Non
             key, _, value = arg.partition("=")
             raise ValueError(
                 f"{error}; to give the value as it is, quote it (the shell keeps the inner quotes): "
-                f"\"{key}='{value}'\""
+                f"{_quoted_for_the_shell(key, value)}"
             ) from None
     if any(a in PLAIN_FLAGS for a in args):
         _refuse_run_folder_in_a_sweep(overrides)
@@ -426,8 +427,17 @@ def _refuse_a_sweep_without_multirun(overrides: list[Override]) -> None:
             key, _, value = override.input_line.partition("=")
             raise ValueError(
                 f"{override.input_line} is several values, a sweep, which needs -m (a list is {key}=[…]); to give "
-                f"it as one text, quote it (the shell keeps the inner quotes): \"{key}='{value}'\""
+                f"it as one text, quote it (the shell keeps the inner quotes): {_quoted_for_the_shell(key, value)}"
             )
+
+
+def _quoted_for_the_shell(key: str, value: str) -> str:
+    """`key=value` to paste into a shell, which hands Hydra the value quoted as one text: "key='value'" reads best,
+    but the shell would expand a $ or a backquote in it (or end at a quote), so such a value is quoted as
+    pasteable does, in single quotes the shell leaves alone."""
+    if any(c in value for c in "$`\"\\!'"):
+        return pasteable(key, value)
+    return f"\"{key}='{value}'\""
 
 
 def _refuse_prompts_read_as_other_numbers(overrides: list[Override]) -> None:
