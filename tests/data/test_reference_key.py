@@ -4,6 +4,7 @@ images: for data=folder, its files too, so a folder changed since is scored agai
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,6 +39,24 @@ def test_a_picture_added_replaced_or_removed_gives_the_folder_a_new_key(tmp_path
     (root / "val" / "a" / "1.png").unlink()
     keys.append(dataset_id(folder_data(root)))
     assert len(set(keys)) == 4, keys
+
+
+def test_links_looping_back_up_the_folder_are_walked_once(tmp_path) -> None:
+    # Before, the key's walk followed them round and round (the dataset's own walk did not): a run on such a
+    # folder hung before its first step (helper report).
+    root = tmp_path / "pictures"
+    for i in range(3):
+        picture(root / f"{i}.png", 10 * i)
+    picture(root / "sub" / "x.png", 99)
+    (root / "sub" / "up").symlink_to("..")
+    (root / "self").symlink_to(root)
+    keys = []
+    walk = threading.Thread(target=lambda: keys.append(dataset_id(folder_data(root))), daemon=True)
+    walk.start()
+    walk.join(timeout=30)
+    assert keys, "the walk did not end in 30 s"
+    picture(root / "sub" / "y.png", 7)
+    assert dataset_id(folder_data(root)) != keys[0]  # still a key of what the folder holds
 
 
 def test_a_built_in_dataset_keeps_its_key_whatever_its_folder_holds(tmp_path) -> None:

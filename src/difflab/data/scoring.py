@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from difflab.data.datamodule import ImageDataModule
 from difflab.data.worker_signals import leaving_stop_signals_to_this_process
+from difflab.io.image_tree import tree_files
 from difflab.io.write_images import to_uint8
 from difflab.metrics.cond_classifier import LinearClassifier
 from difflab.metrics.evaluator import Evaluator
@@ -93,17 +93,17 @@ def dataset_id(data: ImageDataModule) -> str:
 
 
 def folder_contents(root: Path) -> str:
-    """A hash of every file's path, size and modification time under `root` (no file is opened: a stat each)."""
+    """A hash of every file's path, size and modification time under `root` (no file is opened: a stat each),
+    walked as the dataset walks it: each folder once, so links that loop back up the tree end (before, this walk
+    followed them forever and the run hung before its first step)."""
     digest = hashlib.sha256()
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        subfolders.sort()
-        for name in sorted(files):
-            path = Path(folder, name)
-            try:
-                stat = path.stat()
-            except OSError:  # a dangling link: the dataset skips it too
-                continue
-            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    for name in tree_files(root, lambda _: True):
+        path = Path(name)
+        try:
+            stat = path.stat()
+        except OSError:  # a dangling link: the dataset skips it too
+            continue
+        digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
