@@ -167,6 +167,20 @@ def test_presplit_folder_uses_train_and_test(tmp_path: Path):
     assert sorted(labels) == [0, 0, 1, 1] and dm.num_classes == 2
 
 
+def test_a_class_folder_named_train_is_one_class_among_the_others(tmp_path: Path):
+    # Before, train/ (a CIFAR-100 class) was taken for a pre-split tree: bus/ and car/ were left out unsaid, and
+    # data.condition=labels found "no classes" in train/.
+    for index, name in enumerate(("bus", "car", "train")):
+        for i in range(5):
+            save(tmp_path / name / f"{i}.png", Image.new("L", (8, 8), 100 * index))
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_fraction=0.2)
+    with pytest.warns(
+        UserWarning, match=r"holds train/ beside other folders \(bus, car\): read as class folders"
+    ):
+        assert dm.num_classes == 3
+    assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 15
+
+
 @pytest.mark.parametrize(
     ("train", "held_out"), [("Train", "Test"), ("TRAIN", "Val"), ("train", "Validation")]
 )

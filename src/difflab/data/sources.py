@@ -96,9 +96,22 @@ def download(dataset: str, root: str | Path | None) -> None:
 
 def split_dirs(root: Path) -> tuple[Path, Path | None]:
     """(train dir, held-out dir or None): root/train with root/val or root/test when present, else root. The
-    names in any case (Train/, Test/): before, on Linux those became two classes named Train and Test."""
+    names in any case (Train/, Test/): before, on Linux those became two classes named Train and Test. A train/
+    beside folders of other names is a class folder like them."""
     train = _folder_named(root, TRAIN_DIR)
     if train is None:
+        return root, None
+    others = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in (TRAIN_DIR, *HELDOUT_DIRS)
+    )
+    if others:  # class folders, one of them named train (a CIFAR-100 class): before, the only ones read
+        _say_once(
+            f"{root} holds {train.name}/ beside other folders ({', '.join(others[:3])}{', …' if len(others) > 3 else ''}): "
+            f"read as class folders, {train.name}/ one of them; a tree split in advance holds only train/ and val/ "
+            "(or test/)"
+        )
         return root, None
     for name in HELDOUT_DIRS:
         if (held_out := _folder_named(root, name)) is not None:
