@@ -86,8 +86,10 @@ def dataset_id(data: ImageDataModule) -> str:
     """
     root = str(Path(data.root).expanduser().resolve()) if data.root is not None else ""
     identity = f"{data.dataset}|{root}|{data.channels}|{data.val_fraction}|{data.split_seed}"
-    if data.dataset == "folder" and root:
-        identity += f"|{folder_contents(Path(root))}"
+    if (
+        data.dataset == "folder" and root
+    ):  # "by-name": its held-out images chosen by name (sources.holdout_split)
+        identity += f"|{folder_contents(Path(root))}|by-name"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     return f"{data.dataset}-{data.channels}ch-{digest}"
 
