@@ -306,6 +306,25 @@ def test_masks_white_is_generate_and_bad_masks_are_named(tmp_path):
         load_images(tmp_path / "broken.png", (1, 16, 16))
 
 
+def test_a_mask_drawn_in_transparency_is_refused_and_an_opaque_one_read(tmp_path):
+    # Before, an RGBA mask white everywhere, opaque only in its lower half (an editor's mask drawn in alpha), was
+    # read by brightness alone: the whole picture was generated, without a word (helper report).
+    pic = load_images(_png(tmp_path / "pic.png", np.zeros((16, 16), np.uint8)), (1, 16, 16))
+    rgba = np.full((16, 16, 4), 255, np.uint8)
+    rgba[:8, :, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    with pytest.raises(ValueError) as raised:
+        load_masks(tmp_path / "alpha.png", pic)
+    assert str(raised.value) == (
+        f"mask {tmp_path / 'alpha.png'} has transparent pixels: a mask is read by its brightness (white: generate, "
+        "black: keep), not its transparency; save it flattened to black and white"
+    )
+    rgba[..., 3] = 255  # opaque: its brightness is the mask, as before
+    rgba[:8, :, :3] = 0
+    Image.fromarray(rgba).save(tmp_path / "opaque.png")
+    assert load_masks(tmp_path / "opaque.png", pic)[0, 0, :, 0].tolist() == [0.0] * 8 + [1.0] * 8
+
+
 def test_a_16_bit_mask_is_read_at_its_own_scale_as_pictures_are(tmp_path):
     """Before, PIL clipped 16-bit values to 255, so anything above 128/65535 counted as white: a mask dark at
     20000 (78/255) regenerated the whole picture."""
