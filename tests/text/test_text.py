@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -185,6 +186,25 @@ def test_captions_from_metadata_jsonl_and_txt_files(tmp_path: Path):
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png"}\n')
     with pytest.raises(DataError, match="metadata.jsonl line 1 is not a JSON object with file_name and text"):
         file_captions([str(a)], tmp_path)
+
+
+def test_metadata_captions_match_file_names_stored_in_another_unicode_form(tmp_path: Path, fake_encoder):
+    # Before, names stored decomposed on disk (NFD, as copied from macOS) matched no file_name written composed
+    # (NFC) in metadata.jsonl: "4 image(s) under … have no caption: café0.png, …", though they look the same.
+    lines = []
+    for i in range(4):
+        picture(tmp_path / unicodedata.normalize("NFD", f"café{i}.png"), 60 * i)
+        lines.append({"file_name": unicodedata.normalize("NFC", f"café{i}.png"), "text": f"coffee {i}"})
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    paths = sorted(str(path) for path in tmp_path.glob("*.png"))
+    assert all(unicodedata.is_normalized("NFD", path) for path in paths)  # the file system kept the form
+    assert file_captions(paths, tmp_path) == [f"coffee {i}" for i in range(4)]
+    dm = ImageDataModule(
+        "folder", root=str(tmp_path), image_size=8, condition="text", val_fraction=0.25,
+        text_encoder_version=VERSION, text_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    dm.setup()  # data.captions=null reads the metadata.jsonl
+    assert sorted(dm._captions.table.captions) == [f"coffee {i}" for i in range(4)]
 
 
 def test_caption_files_are_found_where_the_images_are_and_read_whatever_the_editor(tmp_path: Path):

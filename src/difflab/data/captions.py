@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -114,8 +115,15 @@ def _image_stems(folder: Path) -> set[str]:
     return {Path(name).stem for name in os.listdir(folder) if is_image_name(name)}
 
 
+def _image_key(path: Path) -> Path:
+    """An image's path as metadata captions are looked up: resolved, in Unicode NFC. A name stored decomposed
+    (NFD, as copied from macOS) is the same name as a file_name written composed (as class folders are compared)."""
+    return Path(unicodedata.normalize("NFC", str(path.resolve())))
+
+
 def read_metadata(root: Path) -> dict[Path, str]:
-    """Resolved image path -> caption, from every metadata.jsonl under root (file_name relative to its folder)."""
+    """Image key (_image_key) -> caption, from every metadata.jsonl under root (file_name relative to its
+    folder)."""
     captions: dict[Path, str] = {}
     listed_at: dict[Path, tuple[Path, int]] = {}  # where each image was first captioned
     for meta in sorted(_caption_files(root, _is_metadata)):
@@ -132,7 +140,7 @@ def read_metadata(root: Path) -> dict[Path, str]:
                 ) from None
             if not isinstance(name, str) or not isinstance(text, str):
                 raise DataError(f"{meta} line {number}: file_name and text must be strings")
-            image = (meta.parent / name).resolve()
+            image = _image_key(meta.parent / name)
             if image in listed_at:  # one caption per image: before, the last line silently won
                 first, first_number = listed_at[image]
                 where = f"{first} line {first_number} and {meta} line {number}"
@@ -163,7 +171,7 @@ def file_captions(paths: Sequence[str], root: Path) -> list[str]:
     metadata = read_metadata(root)
     captions, missing = [], []
     for path in map(Path, paths):
-        text = metadata.get(path.resolve())
+        text = metadata.get(_image_key(path))
         if text is None and path.with_suffix(".txt").is_file():
             text = _caption_text(path.with_suffix(".txt")).strip()
         if text is None:
