@@ -188,6 +188,18 @@ def test_captions_from_metadata_jsonl_and_txt_files(tmp_path: Path):
         file_captions([str(a)], tmp_path)
 
 
+def test_a_caption_file_ending_in_upper_case_txt_is_read(tmp_path: Path):
+    # Before, i0.TXT beside i0.png was no caption (image suffixes match in any case, the caption's did not): a
+    # data.captions=null run took templates, and data.captions=files said "2 image(s) … have no caption".
+    from difflab.data.captions import resolve_caption_kind
+
+    a, b = picture(tmp_path / "i0.png", 0), picture(tmp_path / "i1.Png", 255)
+    (tmp_path / "i0.TXT").write_text("a black square\n")
+    (tmp_path / "i1.Txt").write_text("white\n")
+    assert resolve_caption_kind(None, "folder", tmp_path) == "files"
+    assert file_captions([str(a), str(b)], tmp_path) == ["a black square", "white"]
+
+
 def test_metadata_captions_match_file_names_stored_in_another_unicode_form(tmp_path: Path, fake_encoder):
     # Before, names stored decomposed on disk (NFD, as copied from macOS) matched no file_name written composed
     # (NFC) in metadata.jsonl: "4 image(s) under … have no caption: café0.png, …", though they look the same.

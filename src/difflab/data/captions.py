@@ -92,7 +92,15 @@ def _is_metadata(name: str) -> bool:
 
 
 def _is_txt(name: str) -> bool:
-    return name.endswith(".txt")
+    return name.lower().endswith(".txt")  # i0.TXT too, as image suffixes are matched in any case
+
+
+def _txt_captions_in(folder: Path) -> dict[str, Path]:
+    """A folder's .txt files (the suffix in any case) by the name of the image each captions; an exact .txt
+    wins over i0.TXT beside it, as it was read before any case was."""
+    names = [name for name in os.listdir(folder) if _is_txt(name) and (folder / name).is_file()]
+    names.sort(key=lambda name: name.endswith(".txt"))
+    return {Path(name).stem: folder / name for name in names}
 
 
 def has_caption_files(root: Path) -> bool:
@@ -167,13 +175,17 @@ MISSING_NAMED = 3  # images without a caption named in the error; the others are
 
 
 def file_captions(paths: Sequence[str], root: Path) -> list[str]:
-    """The caption of each image: its metadata.jsonl entry, else the .txt of the same name beside it."""
+    """The caption of each image: its metadata.jsonl entry, else the .txt (.TXT) of the same name beside it."""
     metadata = read_metadata(root)
+    txt_in: dict[Path, dict[str, Path]] = {}  # each folder listed once
     captions, missing = [], []
     for path in map(Path, paths):
         text = metadata.get(_image_key(path))
-        if text is None and path.with_suffix(".txt").is_file():
-            text = _caption_text(path.with_suffix(".txt")).strip()
+        if text is None:
+            if path.parent not in txt_in:
+                txt_in[path.parent] = _txt_captions_in(path.parent)
+            txt = txt_in[path.parent].get(path.stem)
+            text = None if txt is None else _caption_text(txt).strip()
         if text is None:
             missing.append(path)
             text = ""
