@@ -800,6 +800,22 @@ def test_an_image_added_to_a_folder_moves_at_most_one_other_across_the_split(tmp
     assert held_out() == before
 
 
+def test_labels_from_a_flat_folder_say_it_has_no_class_folders(tmp_path: Path):
+    # Before, a subfolder holding no image (notes/, a run's output folder) made the 3 images "lie beside its class
+    # folders", though the folder has none.
+    for i in range(3):
+        save(tmp_path / f"{i}.png", Image.new("L", (8, 8), 30 * i))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("label these")
+    data = ImageDataModule(dataset="folder", root=str(tmp_path), image_size=8, channels=1, condition="labels")
+    with pytest.raises(DataError) as excinfo:
+        data.setup()
+    assert str(excinfo.value) == (
+        f"data.condition=labels needs labelled images, but folder at {tmp_path} has no class folders (one "
+        "subfolder of images per class)"
+    )
+
+
 def test_a_class_whose_every_image_is_held_out_is_warned_of(tmp_path: Path):
     # Before, class dog (one image) was trained with no example when the random split held that image out.
     for name, count in (("cat", 6), ("dog", 1)):

@@ -422,6 +422,20 @@ def test_templates_need_labels_and_files_need_a_folder(tmp_path: Path, fake_enco
         ImageDataModule("digits", condition="text", captions="words")
 
 
+def test_templates_for_unlabelled_captioned_images_say_to_read_their_captions(tmp_path: Path, fake_encoder):
+    # Before, experiment=digits_text_cpu (data.captions: templates) on a folder with a .txt beside each image said
+    # to "caption the images instead": they are captioned; the templates are what ignore them.
+    for i in range(3):
+        picture(tmp_path / f"{i}.png", i).with_suffix(".txt").write_text(f"square {i}")
+    data = ImageDataModule("folder", root=str(tmp_path), condition="text", captions="templates")
+    with pytest.raises(DataError) as excinfo:
+        data.setup()
+    assert str(excinfo.value) == (
+        f"data.captions=templates needs labelled images, but folder at {tmp_path} has no classes; its images "
+        "carry captions (a metadata.jsonl or a .txt beside each), which templates ignore: add data.captions=files"
+    )
+
+
 # --- the U-Net's text path --------------------------------------------------------------------------------------
 
 

@@ -266,10 +266,7 @@ def caption_conditions(
     the captions come from files."""
     if kind == "templates":
         if not splits.num_classes:
-            raise DataError(
-                f"data.captions=templates needs labelled images, but {dataset} at {root} has no classes; "
-                "caption the images instead (a metadata.jsonl, or a .txt beside each) with data.captions=files"
-            )
+            raise DataError(_no_classes_for_templates(dataset, root))
         names = class_names(dataset, root, splits.class_folders)
         if len(names) != splits.num_classes:
             raise DataError(f"{dataset}: {len(names)} class names for {splits.num_classes} classes")
@@ -299,6 +296,18 @@ def caption_conditions(
     shown = grid_captions(held_out, trained, classes)
     table = embed_texts(distinct, encoder, version, max_tokens, cache_dir)
     return CaptionConditions(table, None, shown, classes), replace(splits, train=train, val=val)
+
+
+def _no_classes_for_templates(dataset: str, root: Path | None) -> str:
+    """Why template captions found no classes, and the way out: the images' own captions when they carry some
+    (before, a recipe's data.captions=templates over captioned images said to caption them)."""
+    message = f"data.captions=templates needs labelled images, but {dataset} at {root} has no classes"
+    if dataset == "folder" and root is not None and has_caption_files(root):
+        return (
+            f"{message}; its images carry captions (a metadata.jsonl or a .txt beside each), which templates "
+            "ignore: add data.captions=files"
+        )
+    return f"{message}; caption the images instead (a metadata.jsonl, or a .txt beside each) with data.captions=files"
 
 
 def caption_classes(caption_ids: list[int], labels: list[int], count: int) -> list[int]:

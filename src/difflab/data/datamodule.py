@@ -256,7 +256,8 @@ class ImageDataModule(L.LightningDataModule):
         self._splits = splits
 
     def _no_classes_message(self) -> str:
-        """Why data.condition=labels found no classes: for a folder with class folders, the images beside them."""
+        """Why data.condition=labels found no classes: for a folder with class folders, the images beside them;
+        for one with none, that it has none."""
         message = (
             f"data.condition=labels needs labelled images, but {self.dataset} at {self.root} has no classes"
         )
@@ -268,6 +269,11 @@ class ImageDataModule(L.LightningDataModule):
                     f"{message}: {len(loose)} image(s) lie beside its class folders ({', '.join(loose[:3])}); move "
                     "them into a class folder, or out of the tree"
                 )
+            # Before, a subfolder holding no image made a flat folder's images "lie beside its class folders".
+            return (
+                f"data.condition=labels needs labelled images, but folder at {self.root} has no class folders "
+                "(one subfolder of images per class)"
+            )
         return f"{message} (a folder needs one subfolder per class)"
 
     def _transformed(self, images: Dataset, in_memory: bool) -> Dataset:

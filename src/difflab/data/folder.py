@@ -88,13 +88,19 @@ def check_class_folders_kept(
 
 
 def loose_images(root: Path) -> list[str]:
-    """The images at the top of a folder that also has subfolders, sorted: what makes find_classes say None."""
+    """The images at the top of a folder that also has class folders (subfolders holding images), sorted: what
+    makes find_classes say None. A subfolder with no image (notes/, a run's output) is no class folder: before,
+    it made a flat folder's images "lie beside its class folders"."""
     entries = list(os.scandir(root))
-    if not any(e.is_dir() and not e.name.startswith(".") for e in entries):
+    if not any(e.is_dir() and not e.name.startswith(".") and _holds_images(e.path) for e in entries):
         return []
     return sorted(
         e.name for e in entries if not e.name.startswith(".") and e.is_file() and is_image_name(e.name)
     )
+
+
+def _holds_images(folder: str) -> bool:
+    return next(image_paths(folder), None) is not None
 
 
 def unreadable_reason(path: str) -> str | None:
