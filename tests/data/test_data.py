@@ -258,6 +258,19 @@ def test_a_picture_over_pils_size_limit_is_skipped_with_the_reason(tmp_path: Pat
     assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 3
 
 
+def test_a_picture_in_a_colour_space_pil_turns_into_rgb_only_is_read_at_any_channels(tmp_path: Path):
+    # Before, one LAB TIFF among good PNGs stopped a data.channels=1 run at its first batch with PIL's words,
+    # naming no file: "conversion from LAB to RGB not supported" (PIL turns LAB into RGB, not into L) (helper report).
+    for i in range(3):
+        save(tmp_path / f"{i}.png", Image.new("L", (8, 8), 80 * i))
+    save(tmp_path / "lab.tif", Image.new("LAB", (8, 8), (255, 128, 128)))  # L* at its top, neutral: white
+    for channels in (1, 3, 4):
+        dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, channels=channels, val_fraction=0.25)
+        items = all_items(dm.dataset_for("train")) + all_items(dm.dataset_for("val"))
+        assert len(items) == 4 and all(image.shape == (channels, 8, 8) for image, _ in items)
+        assert max(float(image[:3].min()) for image, _ in items) > 0.9  # the LAB white, read as white
+
+
 def test_a_labelled_run_warns_once_of_its_corrupt_files(class_tree: Path, tmp_path: Path):
     # data.condition=labels opens the folder twice (its classes are counted before the run is set up): the
     # warning came twice.

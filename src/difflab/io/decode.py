@@ -69,7 +69,12 @@ def to_channels(image: Image.Image, channels: int) -> Image.Image:
     if channels != 4 and (image.mode in _ALPHA_MODES or "transparency" in image.info):
         image = _composite_on_background(image)
     # PIL's RGB -> L is ITU-R 601-2 luma; L -> RGB replicates the channel; -> RGBA adds opaque alpha.
-    return image.convert(target)
+    try:
+        return image.convert(target)
+    except (
+        ValueError
+    ):  # a colour space PIL turns into RGB only (LAB, HSV): before, a LAB TIFF stopped an L run
+        return image.convert("RGB").convert(target)
 
 
 def _composite_on_background(image: Image.Image) -> Image.Image:
