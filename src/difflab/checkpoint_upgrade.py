@@ -15,6 +15,8 @@ def upgraded(config: dict[str, Any]) -> dict[str, Any]:
     data = config.get("data")
     if isinstance(data, dict):
         data = config["data"] = {**data}
+        if data.get("dataset") == "folder":
+            data.setdefault("held_out_by", "order")  # before data.held_out_by: a permutation of the files
         if data.get("condition") == "superres":
             data.setdefault("sr_factor", 4)  # before data.sr_factor: 4× only
         if data.get("condition") == "text":

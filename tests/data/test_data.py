@@ -811,6 +811,15 @@ def test_an_image_added_to_a_folder_moves_at_most_one_other_across_the_split(tmp
     assert held_out() == after  # the same files, the same split
     (tmp_path / "new.png").unlink()
     assert held_out() == before
+    # data.held_out_by=order: the split runs made before the option held out, which their resume keeps
+    order = ImageDataModule(
+        "folder", root=str(tmp_path), image_size=8, val_fraction=0.05, held_out_by="order"
+    )
+    _, permuted = holdout_split(200, 0.05, 0, "pictures")
+    shades = {round((float(x.mean()) + 1) / 2 * 255) for x, _ in all_items(order.dataset_for("val"))}
+    assert shades == set(permuted)  # image i is all shade i
+    with pytest.raises(DataError, match=r"^unknown data.held_out_by 'names'; choose one of name, order$"):
+        ImageDataModule("folder", root=str(tmp_path), held_out_by="names")
 
 
 def test_labels_from_a_flat_folder_say_it_has_no_class_folders(tmp_path: Path):

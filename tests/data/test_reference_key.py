@@ -15,7 +15,9 @@ from difflab.data.scoring import dataset_id
 
 
 def folder_data(root: Path, dataset: str = "folder") -> SimpleNamespace:
-    return SimpleNamespace(dataset=dataset, root=str(root), channels=1, val_fraction=0.1, split_seed=0)
+    return SimpleNamespace(
+        dataset=dataset, root=str(root), channels=1, val_fraction=0.1, split_seed=0, held_out_by="name"
+    )
 
 
 def picture(path: Path, value: int) -> None:

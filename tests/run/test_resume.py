@@ -489,6 +489,27 @@ def test_a_root_recorded_as_typed_is_the_same_data_as_the_folder_it_names(tmp_pa
     assert f"data.root={tmp_path / 'other'} (checkpoint: pics)" in caplog.text
 
 
+def test_a_folder_run_from_before_held_out_by_is_told_how_to_keep_its_split(tmp_path, caplog):
+    # Its images were held out by a permutation of the files: resumed under the name split, it would validate on
+    # images it trained on, and the warning said "nothing to do if the same dataset moved" (review report).
+    from difflab.checkpoint_upgrade import upgraded
+    from difflab.runs.resume import warn_if_data_changed
+
+    stored = upgraded({"data": {"dataset": "folder", "root": str(tmp_path), "split_seed": 0}})
+    now = {"data.root": str(tmp_path), "data.split_seed": 0}
+    with caplog.at_level("WARNING", logger="difflab"):
+        warn_if_data_changed({**now, "data.held_out_by": "order"}, stored, 2)
+        assert "differs" not in caplog.text
+        warn_if_data_changed({**now, "data.held_out_by": "name"}, stored, 2)
+    assert caplog.messages == [
+        "the training data differs from the checkpoint's: data.held_out_by=name (checkpoint: order); from step 2 "
+        "the run would validate on images it trained on: add data.held_out_by=order to keep the checkpoint's "
+        "held-out images"
+    ]
+    digits = upgraded({"data": {"dataset": "digits", "split_seed": 0}})  # no file names: nothing to keep
+    assert "held_out_by" not in digits["data"]
+
+
 def test_a_root_given_through_another_path_to_the_same_folder_is_the_same_data(tmp_path, caplog):
     # Before, a resume started with the README's data.root=../shared/data warned "the training data differs:
     # data.root=/work/main/../shared/data (checkpoint: /work/shared/data)".

@@ -44,6 +44,9 @@ SPLITS = ("train", "val")
 # text: the captions' encoder states (embedded once into a disk cache).
 CONDITIONS = (None, "labels", "text", "superres")
 CAPTIONS = (None, "templates", "files")
+# How a folder's held-out images are chosen (sources.holdout_split): by each file's name, or by a permutation of
+# the files in order, as runs before data.held_out_by held them out (a resume of one keeps it).
+HELD_OUT_BY = ("name", "order")
 
 # Sources whose class count is known without opening them; a folder must be scanned to find out.
 _KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
@@ -61,7 +64,9 @@ class ImageDataModule(L.LightningDataModule):
       - ``folder``: any image tree under ``root``, searched recursively. If its top level holds only
         subfolders, each is a class (sorted names -> 0, 1, ...); otherwise labels are -1. With
         ``root/train`` and ``root/val`` (or ``root/test``) those are the splits, else ``val_fraction`` of
-        the images is held out with ``split_seed`` (at least one image when there are two or more).
+        the images is held out with ``split_seed`` (at least one image when there are two or more), chosen
+        by each file's name (``held_out_by="name"``: an image added moves at most one other across) or by a
+        permutation of the files in order (``"order"``, as runs before the option held them out).
         Files whose header cannot be read are skipped while scanning, with one warning counting them;
         decodability is checked lazily: an undecodable file (e.g. a JPEG cut short) is skipped when it is
         loaded, replaced by the next decodable image of its split, with a warning naming it.
@@ -113,6 +118,7 @@ class ImageDataModule(L.LightningDataModule):
         random_flip: bool = False,
         val_fraction: float = 0.05,
         split_seed: int = 0,
+        held_out_by: str = "name",
         download: bool = False,
         persistent_workers: bool = False,
         seed: int = 0,
@@ -130,6 +136,10 @@ class ImageDataModule(L.LightningDataModule):
         if condition not in CONDITIONS:
             raise DataError(
                 f"unknown data.condition {condition!r}; choose one of null, {', '.join(CONDITIONS[1:])}"
+            )
+        if held_out_by not in HELD_OUT_BY:
+            raise DataError(
+                f"unknown data.held_out_by {held_out_by!r}; choose one of {', '.join(HELD_OUT_BY)}"
             )
         if captions not in CAPTIONS:
             raise DataError(
@@ -180,6 +190,7 @@ class ImageDataModule(L.LightningDataModule):
         self.random_flip = random_flip
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.held_out_by = held_out_by
         self.download = download
         self.persistent_workers = persistent_workers
         self.seed = seed
@@ -229,7 +240,9 @@ class ImageDataModule(L.LightningDataModule):
             return
         # Text runs take captions from class folders too; a labelled model's data is read by its labels.
         labelled = self.condition in ("labels", "text") or self.recorded_class_folders is not None
-        splits = open_splits(self.dataset, self.root, self.val_fraction, self.split_seed, labelled)
+        splits = open_splits(
+            self.dataset, self.root, self.val_fraction, self.split_seed, labelled, self.held_out_by == "name"
+        )
         if self.dataset == "folder":
             note_if_grayscale(getattr(splits.train, "samples", []), self.channels, self.root)
         if self.condition == "labels" and not splits.num_classes:

@@ -86,10 +86,10 @@ def dataset_id(data: ImageDataModule) -> str:
     """
     root = str(Path(data.root).expanduser().resolve()) if data.root is not None else ""
     identity = f"{data.dataset}|{root}|{data.channels}|{data.val_fraction}|{data.split_seed}"
-    if (
-        data.dataset == "folder" and root
-    ):  # "by-name": its held-out images chosen by name (sources.holdout_split)
-        identity += f"|{folder_contents(Path(root))}|by-name"
+    if data.dataset == "folder" and root:
+        identity += f"|{folder_contents(Path(root))}"
+        if data.held_out_by == "name":  # another split of the same files (keys of "order" are as they were)
+            identity += "|by-name"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     return f"{data.dataset}-{data.channels}ch-{digest}"
 

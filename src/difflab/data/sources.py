@@ -61,7 +61,12 @@ def resolve_root(dataset: str, root: str | Path | None, must_exist: bool = True)
 
 
 def open_splits(
-    dataset: str, root: str | Path | None, val_fraction: float, split_seed: int, labelled: bool = True
+    dataset: str,
+    root: str | Path | None,
+    val_fraction: float,
+    split_seed: int,
+    labelled: bool = True,
+    by_name: bool = True,
 ) -> RawSplits:
     """Open the train and held-out splits of a named source (see ImageDataModule for each source's rules);
     `labelled`: the run uses the labels (a folder's held-out labels must then be the train folder's)."""
@@ -72,10 +77,10 @@ def open_splits(
         return RawSplits(Subset(digits, train_idx), Subset(digits, val_idx), DigitsDataset.num_classes, True)
     path = resolve_root(dataset, root)
     if dataset == "folder":
-        return open_folder(path, val_fraction, split_seed, labelled)
+        return open_folder(path, val_fraction, split_seed, labelled, by_name)
     if dataset == "cifar10" and not (path / "cifar-10-batches-py").is_dir():
         if (path / TRAIN_DIR).is_dir():
-            return open_folder(path, val_fraction, split_seed, labelled)
+            return open_folder(path, val_fraction, split_seed, labelled, by_name)
         raise FileNotFoundError(
             f"CIFAR-10 not found in {path} (expected cifar-10-batches-py/ or train/<class>/ image folders); "
             f"{DOWNLOAD_HINT}"
@@ -192,7 +197,9 @@ def without_empty_classes(
     )
 
 
-def open_folder(root: Path, val_fraction: float, split_seed: int, labelled: bool = True) -> RawSplits:
+def open_folder(
+    root: Path, val_fraction: float, split_seed: int, labelled: bool = True, by_name: bool = True
+) -> RawSplits:
     """Scan an image tree into train and held-out splits (pre-split folders, else a seeded random split). Held-out
     labels that cannot be the train folder's are an error when the run uses labels (`labelled`); otherwise both
     splits are read as plain images (before, an unconditional run on train/<class>/ beside a flat test/ was
@@ -231,7 +238,7 @@ def open_folder(root: Path, val_fraction: float, split_seed: int, labelled: bool
         return RawSplits(
             ImageFileDataset(train_samples), ImageFileDataset(val_samples), num_classes, class_folders=classes
         )
-    names = [Path(os.path.relpath(path, root)).as_posix() for path, _ in train_samples]
+    names = [Path(os.path.relpath(path, root)).as_posix() for path, _ in train_samples] if by_name else None
     train_idx, val_idx = holdout_split(len(train_samples), val_fraction, split_seed, str(root), names)
     if classes is not None:
         warn_if_a_class_is_only_held_out(root, classes, {train_samples[i][1] for i in train_idx}, split_seed)

@@ -281,7 +281,7 @@ def warn_if_lr_schedule_changed(
 
 # What decides which images a run trains on and holds out: free to change on resume (a dataset moved to another
 # mount), but never without a word, since the steps from the resume on then see other images.
-DATA_SOURCE = ("data.root", "data.val_fraction", "data.split_seed")
+DATA_SOURCE = ("data.root", "data.val_fraction", "data.split_seed", "data.held_out_by")
 
 
 def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step: int) -> None:
@@ -295,7 +295,16 @@ def warn_if_data_changed(now: Mapping[str, Any], stored: Mapping[str, Any], step
     if isinstance(stored_root, str) and isinstance(root_now, str) and _same_folder(root_now, stored_root):
         del given["data.root"]
     found = contradictions(given, stored)
-    if found:
+    held_out_by = stored_value(stored, "data.held_out_by")
+    if any(item.startswith("data.held_out_by=") for item in found):  # the same files, split otherwise
+        log.warning(
+            "the training data differs from the checkpoint's: %s; from step %d the run would validate on images it "
+            "trained on: add data.held_out_by=%s to keep the checkpoint's held-out images",
+            ", ".join(found),
+            step,
+            held_out_by,
+        )
+    elif found:
         log.warning(
             "the training data differs from the checkpoint's: %s; from step %d the run trains on the images this "
             "gives (nothing to do if the same dataset moved)",
