@@ -164,10 +164,8 @@ class FIDCallback(GeneratingCallback):
         ({}) when a stop signal made it give way (callbacks.giving_way: the step is saved instead)."""
         self._last_step = trainer.global_step
         check_losses_so_far(pl_module)  # a diverged loss is named as such, not scored
-        ranks = trainer.world_size
-        keep_per_rank = math.ceil(self.evaluator.keep_features / ranks)
         try:
-            acc, logits, images, hits = self._embed_my_share(trainer, pl_module, keep_per_rank)
+            acc, logits, images, hits = self._embed_my_share(trainer, pl_module, self.evaluator.keep_features)
         except GaveWay:
             acc = None
         if gave_way(trainer, acc is None, "FID evaluation", self._owed):
@@ -213,9 +211,7 @@ class FIDCallback(GeneratingCallback):
         """Samples rank, rank + W, … < K, generated and embedded batch by batch (memory does not grow with K):
         their running statistics, their logits (with the Inception Score), the samples (when saved) and,
         for a class-conditional model, how many the classifier assigns to their requested class."""
-        acc = StatsAccumulator(
-            self.evaluator.feature_dim, self.evaluator.extractor, keep, seed=trainer.global_rank
-        )
+        acc = StatsAccumulator(self.evaluator.feature_dim, self.evaluator.extractor, keep)
         logits, kept_images = [], []
         hits = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         self._not_finite = torch.zeros((), dtype=torch.float64, device=pl_module.device)
@@ -228,7 +224,7 @@ class FIDCallback(GeneratingCallback):
                     self._not_finite += (~torch.isfinite(images.flatten(1))).any(1).sum()
                     images = to_uint8(images)
                     features, batch_logits = self.evaluator.embed(images, pl_module.device)
-                    acc.update(features)
+                    acc.update(features, torch.as_tensor(indices))
                     if scores_classes:
                         requested = np.asarray([wanted[i] for i in indices])
                         hits += float((self._classifier.predict(features) == requested).sum())

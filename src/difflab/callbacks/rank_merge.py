@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from ..metrics.statistics import Stats, StatsAccumulator, stats_from_moments
+from ..metrics.statistics import Stats, StatsAccumulator, merged_sample, stats_from_moments
 from .sharding import gather_in_rank_order
 
 
@@ -26,8 +26,11 @@ def merge_statistics(trainer: L.Trainer, acc: StatsAccumulator, keep: int) -> St
     d = mean_r - mean
     scatter = sum_over_ranks(trainer, scatter_r.to(device) + n_r_t * torch.outer(d, d))
     features = None
-    if acc.keep:
-        features = gather_in_rank_order(trainer, acc.sample.to(device))[:keep]
+    if acc.keep:  # the rows one pass over the whole set in index order keeps, however the ranks shared it
+        rows, slots, indices = (
+            gather_in_rank_order(trainer, t.to(device)) for t in (acc.rows, acc.slots, acc.indices)
+        )
+        features = merged_sample(rows.cpu(), slots.cpu(), indices.cpu())[:keep]
     return stats_from_moments(n, mean, scatter, acc.extractor, features)
 
 

@@ -27,24 +27,60 @@ class Stats:
     features: np.ndarray | None = None
 
 
+def reservoir_slots(indices: torch.Tensor, keep: int, seed: int) -> torch.Tensor:
+    """Where Algorithm R puts row `i` of a set in a sample of `keep` rows: slot i while the sample fills, then a
+    uniform slot in [0, i] (kept when below `keep`). The uniform is a hash of (seed, i) alone (splitmix64), so which
+    rows are kept depends neither on the batches they came in nor on the process that saw them: before, each DDP
+    rank drew its own, and the FID callback's KID and precision/recall differed from one process's."""
+    i = indices.to(torch.int64).numpy().astype(np.uint64)
+    with np.errstate(over="ignore"):  # wrapping uint64 arithmetic is the hash
+        z = i * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    slots = np.floor(uniform * (i.astype(np.float64) + 1)).astype(np.int64)
+    return torch.from_numpy(np.where(i < keep, i.astype(np.int64), slots))
+
+
+def merged_sample(rows: torch.Tensor, slots: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The reservoir of several accumulators that each saw part of one set (their rows, slots and row indices,
+    concatenated): in each slot the row of the highest index, which a single pass in index order leaves there;
+    ordered by slot."""
+    order = torch.argsort(indices, stable=True)
+    winner: dict[int, int] = {}
+    for position in order.tolist():  # ascending index: a later row replaces an earlier one in its slot
+        winner[int(slots[position])] = position
+    return rows[[winner[slot] for slot in sorted(winner)]] if winner else rows[:0]
+
+
 class StatsAccumulator:
     """Running float64 sums for mean/covariance plus a uniform reservoir sample of features.
 
     Sums are taken around a shift (the first batch's mean) so the covariance does not lose precision
-    to cancellation when the mean is large relative to the spread. Memory is O(D^2 + keep * D).
+    to cancellation when the mean is large relative to the spread. Memory is O(D^2 + keep * D). The sample is
+    Algorithm R's over the rows in index order (reservoir_slots), whatever the batches or processes.
     """
 
     def __init__(self, dim: int, extractor: str, keep_features: int = 0, seed: int = 0) -> None:
-        self.dim, self.extractor, self.keep = dim, extractor, keep_features
+        self.dim, self.extractor, self.keep, self.seed = dim, extractor, keep_features, seed
         self.n = 0
         self.shift: torch.Tensor | None = None
         self.sum = torch.zeros(dim, dtype=torch.float64)
         self.outer = torch.zeros(dim, dim, dtype=torch.float64)
-        self.sample = torch.empty(0, dim, dtype=torch.float64)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.rows = torch.empty(
+            0, dim, dtype=torch.float64
+        )  # the kept rows, in the order they were first kept
+        self.slots = torch.empty(0, dtype=torch.int64)  # each kept row's reservoir slot
+        self.indices = torch.empty(0, dtype=torch.int64)  # and its index in the set
 
-    def update(self, features: torch.Tensor) -> None:
-        """Add a (N, D) batch of features."""
+    @property
+    def sample(self) -> torch.Tensor:
+        """The kept rows ordered by slot: the feature sample KID and precision/recall use."""
+        return self.rows[torch.argsort(self.slots)]
+
+    def update(self, features: torch.Tensor, indices: torch.Tensor | None = None) -> None:
+        """Add a (N, D) batch of features: rows `indices` of the set (default: the next N, in order)."""
         f = features.detach().to("cpu", torch.float64)
         if f.dim() != 2 or f.shape[1] != self.dim:
             raise ValueError(f"expected features (N, {self.dim}), got {tuple(f.shape)}")
@@ -55,21 +91,24 @@ class StatsAccumulator:
         c = f - self.shift
         self.sum += c.sum(0)
         self.outer += c.T @ c
-        self._reservoir(f)
+        if self.keep:
+            rows = torch.arange(self.n, self.n + len(f)) if indices is None else indices.detach().cpu()
+            self._reservoir(f, rows.to(torch.int64))
         self.n += len(f)
 
-    def _reservoir(self, f: torch.Tensor) -> None:
+    def _reservoir(self, f: torch.Tensor, indices: torch.Tensor) -> None:
         """Keep a uniform sample of at most `keep` rows (Algorithm R), so ordered data is not biased."""
-        room = max(self.keep - len(self.sample), 0)
-        if room:
-            self.sample = torch.cat([self.sample, f[:room]])
-        rest = f[room:]
-        if len(rest) == 0 or self.keep == 0:
-            return
-        seen = self.n + room + torch.arange(len(rest), dtype=torch.float64)  # rows seen before each
-        slot = (torch.rand(len(rest), generator=self.generator, dtype=torch.float64) * (seen + 1)).long()
-        hit = slot < self.keep
-        self.sample[slot[hit]] = rest[hit]
+        slots = reservoir_slots(indices, self.keep, self.seed)
+        held = {int(slot): position for position, slot in enumerate(self.slots.tolist())}
+        for row in torch.nonzero(slots < self.keep).flatten().tolist():
+            slot, index = int(slots[row]), int(indices[row])
+            if slot not in held:
+                held[slot] = len(self.slots)
+                self.rows = torch.cat([self.rows, f[row : row + 1]])
+                self.slots = torch.cat([self.slots, slots[row : row + 1]])
+                self.indices = torch.cat([self.indices, indices[row : row + 1]])
+            elif index > int(self.indices[held[slot]]):  # a later row of the set replaces it
+                self.rows[held[slot]], self.indices[held[slot]] = f[row], index
 
     def state_dict(self) -> dict[str, Any]:
         """What the accumulator has taken in, to continue from (the reservoir's random state included, so a
@@ -79,20 +118,23 @@ class StatsAccumulator:
             "shift": self.shift,
             "sum": self.sum,
             "outer": self.outer,
-            "sample": self.sample,
-            "generator": self.generator.get_state(),
+            "rows": self.rows,
+            "slots": self.slots,
+            "indices": self.indices,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a state_dict() of an accumulator with the same dimension and sample size."""
-        if state["sum"].shape != self.sum.shape or len(state["sample"]) > self.keep:
+        if "slots" not in state:  # kept before reservoir_slots: its sample was drawn otherwise
+            raise ValueError("statistics kept by an earlier difflab, with another feature sample")
+        if state["sum"].shape != self.sum.shape or len(state["rows"]) > self.keep:
             raise ValueError(
-                f"statistics of {len(state['sum'])}-d features keeping {len(state['sample'])} rows do not fit an "
+                f"statistics of {len(state['sum'])}-d features keeping {len(state['rows'])} rows do not fit an "
                 f"accumulator of {self.dim}-d features keeping {self.keep}"
             )
         self.n, self.shift = int(state["n"]), state["shift"]
-        self.sum, self.outer, self.sample = state["sum"], state["outer"], state["sample"]
-        self.generator.set_state(state["generator"])
+        self.sum, self.outer = state["sum"], state["outer"]
+        self.rows, self.slots, self.indices = state["rows"], state["slots"], state["indices"]
 
     def moments(self) -> tuple[int, torch.Tensor, torch.Tensor]:
         """(n, mean (D,), scatter about the mean (D, D)): what parallel shards combine (see merge_moments)."""
