@@ -99,16 +99,20 @@ class StatsAccumulator:
     def _reservoir(self, f: torch.Tensor, indices: torch.Tensor) -> None:
         """Keep a uniform sample of at most `keep` rows (Algorithm R), so ordered data is not biased."""
         slots = reservoir_slots(indices, self.keep, self.seed)
-        held = {int(slot): position for position, slot in enumerate(self.slots.tolist())}
+        held = dict(zip(self.slots.tolist(), range(len(self.slots)), strict=True))
+        added: dict[int, int] = {}  # slot -> row of this batch, for slots no earlier batch filled
         for row in torch.nonzero(slots < self.keep).flatten().tolist():
             slot, index = int(slots[row]), int(indices[row])
-            if slot not in held:
-                held[slot] = len(self.slots)
-                self.rows = torch.cat([self.rows, f[row : row + 1]])
-                self.slots = torch.cat([self.slots, slots[row : row + 1]])
-                self.indices = torch.cat([self.indices, indices[row : row + 1]])
-            elif index > int(self.indices[held[slot]]):  # a later row of the set replaces it
-                self.rows[held[slot]], self.indices[held[slot]] = f[row], index
+            if slot in held:
+                if index > int(self.indices[held[slot]]):  # a later row of the set replaces it
+                    self.rows[held[slot]], self.indices[held[slot]] = f[row], index
+            elif slot not in added or index > int(indices[added[slot]]):
+                added[slot] = row
+        if added:  # one copy a batch: the sample grows to `keep` rows of D features
+            new = torch.tensor(list(added.values()), dtype=torch.int64)
+            self.rows = torch.cat([self.rows, f[new]])
+            self.slots = torch.cat([self.slots, slots[new]])
+            self.indices = torch.cat([self.indices, indices[new]])
 
     def state_dict(self) -> dict[str, Any]:
         """What the accumulator has taken in, to continue from (the reservoir's random state included, so a
