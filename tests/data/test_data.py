@@ -175,10 +175,33 @@ def test_a_class_folder_named_train_is_one_class_among_the_others(tmp_path: Path
             save(tmp_path / name / f"{i}.png", Image.new("L", (8, 8), 100 * index))
     dm = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_fraction=0.2)
     with pytest.warns(
-        UserWarning, match=r"holds train/ beside other folders \(bus, car\): read as class folders"
+        UserWarning, match=r"holds train/ beside other folders of images \(bus, car\): read as class folders"
     ):
         assert dm.num_classes == 3
     assert len(dm.dataset_for("train")) + len(dm.dataset_for("val")) == 15
+
+
+def test_a_split_tree_stays_split_beside_other_folders(tmp_path: Path):
+    # The rule above counts only folders of images, and never undoes a tree with a held-out folder: a macOS
+    # archive's __MACOSX/ made train/ and val/ two classes, the held-out images trained on (review report).
+    for split, count in (("train", 3), ("val", 1)):
+        for name in ("cat", "dog"):
+            for i in range(count):
+                save(
+                    tmp_path / split / name / f"{i}.png", Image.new("L", (8, 8), 0 if name == "cat" else 255)
+                )
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "._0.png").write_bytes(b"resource fork")
+    (tmp_path / "notes").mkdir()
+    dm = ImageDataModule("folder", root=str(tmp_path), image_size=8)
+    assert dm.class_folders == ["cat", "dog"]
+    assert len(dm.dataset_for("train")) == 6 and len(dm.dataset_for("val")) == 2
+    save(tmp_path / "extra" / "0.png", Image.new("L", (8, 8), 128))
+    beside = ImageDataModule("folder", root=str(tmp_path), image_size=8)
+    with pytest.warns(
+        UserWarning, match=r"is split in advance \(train/, val/\): its other folders of images \(extra\)"
+    ):
+        assert beside.class_folders == ["cat", "dog"]
 
 
 @pytest.mark.parametrize(

@@ -102,27 +102,35 @@ def download(dataset: str, root: str | Path | None) -> None:
 
 def split_dirs(root: Path) -> tuple[Path, Path | None]:
     """(train dir, held-out dir or None): root/train with root/val or root/test when present, else root. The
-    names in any case (Train/, Test/): before, on Linux those became two classes named Train and Test. A train/
-    beside folders of other names is a class folder like them."""
+    names in any case (Train/, Test/): before, on Linux those became two classes named Train and Test. Without a
+    held-out folder, a train/ beside other folders of images is a class folder like them."""
     train = _folder_named(root, TRAIN_DIR)
     if train is None:
         return root, None
-    others = sorted(
+    held_out = next((found for name in HELDOUT_DIRS if (found := _folder_named(root, name))), None)
+    others = sorted(  # folders of images beside train/ (not __MACOSX/ or notes/)
         p.name
         for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in (TRAIN_DIR, *HELDOUT_DIRS)
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and p.name.lower() not in (TRAIN_DIR, *HELDOUT_DIRS)
+        and next(image_paths(p), None) is not None
     )
-    if others:  # class folders, one of them named train (a CIFAR-100 class): before, the only ones read
+    named = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+    if (
+        others and held_out is None
+    ):  # class folders, one named train (a CIFAR-100 class): before, the only one read
         _say_once(
-            f"{root} holds {train.name}/ beside other folders ({', '.join(others[:3])}{', …' if len(others) > 3 else ''}): "
-            f"read as class folders, {train.name}/ one of them; a tree split in advance holds only train/ and val/ "
-            "(or test/)"
+            f"{root} holds {train.name}/ beside other folders of images ({named}): read as class folders, "
+            f"{train.name}/ one of them; a tree split in advance holds train/ and val/ (or test/)"
         )
         return root, None
-    for name in HELDOUT_DIRS:
-        if (held_out := _folder_named(root, name)) is not None:
-            return train, held_out
-    return train, None
+    if others:
+        _say_once(
+            f"{root} is split in advance ({train.name}/, {held_out.name}/): its other folders of images ({named}) "
+            "are not read"
+        )
+    return train, held_out
 
 
 def _folder_named(root: Path, name: str) -> Path | None:
