@@ -316,13 +316,17 @@ def test_a_mask_drawn_in_transparency_is_refused_and_an_opaque_one_read(tmp_path
     with pytest.raises(ValueError) as raised:
         load_masks(tmp_path / "alpha.png", pic)
     assert str(raised.value) == (
-        f"mask {tmp_path / 'alpha.png'} has transparent pixels: a mask is read by its brightness (white: generate, "
-        "black: keep), not its transparency; save it flattened to black and white"
+        f"mask {tmp_path / 'alpha.png'} has transparent white pixels: a mask is read by its brightness (white: "
+        "generate, black: keep), not its transparency; save it flattened to black and white"
     )
-    rgba[..., 3] = 255  # opaque: its brightness is the mask, as before
-    rgba[:8, :, :3] = 0
-    Image.fromarray(rgba).save(tmp_path / "opaque.png")
-    assert load_masks(tmp_path / "opaque.png", pic)[0, 0, :, 0].tolist() == [0.0] * 8 + [1.0] * 8
+    rgba[:8, :, :3] = 0  # transparent black over the kept half: both readings agree (review report: refused)
+    Image.fromarray(rgba).save(tmp_path / "agreeing.png")
+    lower_half = [0.0] * 8 + [1.0] * 8
+    assert load_masks(tmp_path / "agreeing.png", pic)[0, 0, :, 0].tolist() == lower_half
+    palette = Image.fromarray((rgba[..., 0] > 127).astype(np.uint8)).convert("P")
+    palette.putpalette([0, 0, 0, 255, 255, 255])
+    palette.save(tmp_path / "palette.png", transparency=0)  # black index transparent, as GIF masks often are
+    assert load_masks(tmp_path / "palette.png", pic)[0, 0, :, 0].tolist() == lower_half
 
 
 def test_a_16_bit_mask_is_read_at_its_own_scale_as_pictures_are(tmp_path):

@@ -179,15 +179,17 @@ def _examples(items: list[str], limit: int = 3) -> str:
 
 def _read_mask(path: Path) -> Tensor:
     """A (H, W) bool tensor, True where the mask is white (> 127 in 8-bit grayscale): the pixels to generate. A
-    16-bit or float mask is brought to 8 bits at its own scale first, as pictures are. A transparent pixel is
-    refused: brightness decides, and an editor's mask drawn in alpha over white was all generated unsaid."""
+    16-bit or float mask is brought to 8 bits at its own scale first, as pictures are. A mask whose transparency
+    says otherwise than its brightness (white pixels that are transparent) is refused: an editor's mask drawn in
+    alpha over white was all generated unsaid; transparent black, as many masks are saved, agrees."""
     picture = to_8bit(decode_image(path))
-    if picture.has_transparency_data and np.asarray(picture.convert("RGBA"))[..., 3].min() < 255:
+    white = np.asarray(picture.convert("L")) > 127
+    if picture.has_transparency_data and (white & (np.asarray(picture.convert("RGBA"))[..., 3] < 128)).any():
         raise ValueError(
-            f"mask {path} has transparent pixels: a mask is read by its brightness (white: generate, black: keep), "
-            "not its transparency; save it flattened to black and white"
+            f"mask {path} has transparent white pixels: a mask is read by its brightness (white: generate, black: "
+            "keep), not its transparency; save it flattened to black and white"
         )
-    return torch.from_numpy(np.asarray(picture.convert("L")) > 127)
+    return torch.from_numpy(white)
 
 
 def _fit_mask(generate: Tensor, mask_path: Path, image_path: Path, image_size: tuple[int, int], hw) -> Tensor:
