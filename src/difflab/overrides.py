@@ -16,5 +16,6 @@ def pasteable(key: str, value: object) -> str:
     text = str(value)
     if _PLAIN.fullmatch(text):
         return f"{key}={text}"
-    quoted = '"' + text.replace('"', '\\"') + '"'
+    # In Hydra's quotes a run of backslashes is halved only before a quote or the end: doubled there, kept as typed
+    quoted = '"' + re.sub(r'(\\*)("|$)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), text) + '"'
     return shlex.quote(f"{key}={quoted}")

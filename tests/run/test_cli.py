@@ -462,7 +462,19 @@ def test_a_value_hydra_cannot_read_as_one_value_says_to_quote_it(config, arg, me
     assert refusal(config, [arg]) == message
 
 
-@pytest.mark.parametrize("text", ["two, $HOME", "it's one, two", 'say "hi", twice', "a `b`, c", "ok, go!"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "two, $HOME",
+        "it's one, two",
+        'say "hi", twice',
+        "a `b`, c",
+        "ok, go!",
+        "x, c:\\",
+        'q\\"x, y',
+        "a\\b, c",
+    ],
+)
 def test_the_quoting_advice_survives_the_shell_for_any_text(text):
     # Before: "prompt='…'" in double quotes, where bash expands $HOME and a backquote, and a quote ends the word.
     advice = refusal("sample", [f"prompt={text}"]).split("(the shell keeps the inner quotes): ", 1)[1]
