@@ -90,6 +90,41 @@ SAMPLER_RULES = {
     "s_noise": number(0.0),
 }
 
+
+def reference_count(value: Any) -> str | None:
+    """A rule for metrics.num_reference: a whole number of reference images >= 1, or None for the whole split (0
+    was read as the whole split, by accident)."""
+    problem = whole(1, nullable=True)(value)
+    return f"{problem}, or null for the whole split" if problem == "must be at least 1" else problem
+
+
+# How generated images are scored (conf/metrics/*.yaml; difflab.metrics.Evaluator's fields): evaluate.py and
+# train.py's FID callback check them as metrics.<key>. A word for a flag was truthy (prc=no computed precision and
+# recall); no KID subset gave NaN scores.
+METRIC_RULES = {
+    "num_reference": reference_count,
+    "keep_features": whole(0),
+    "kid_subsets": whole(1),
+    "kid_subset_size": whole(1),
+    "prc": flag,
+    "inception_score": flag,
+    "isc_splits": whole(1),
+    "batch_size": whole(1),
+    "cpu_threads": whole(0, nullable=True),
+}
+
+
+def check_inception_score_samples(samples: int, splits: int, samples_key: str) -> None:
+    """One line when the Inception Score would have fewer samples than splits (one per split): before, the
+    samples were generated and embedded, and the run failed with no report."""
+    if samples < splits:
+        raise ValueError(
+            f"{samples_key}={samples} is too few for the Inception Score (metrics.inception_score=true): it needs "
+            f"at least metrics.isc_splits={splits} samples (one per split); raise {samples_key} or lower "
+            "metrics.isc_splits"
+        )
+
+
 # RePaint's settings (sample.py mode=inpaint; pipe.sample's inpaint={…}).
 INPAINT_RULES = {f"inpaint.{key}": whole(1) for key in ("steps", "jump_length", "jump_n_sample")}
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import compose_config, one_error_line, run_cli
 from PIL import Image
 from wandb_files import history_rows
 
@@ -30,6 +30,7 @@ from difflab.io.results import IN_USE, check_writable_file, write_json
 from difflab.io.write_images import writing_samples
 from difflab.metrics.sample_size import small_sample_warning
 from difflab.run.evaluate import evaluate
+from difflab.run.evaluate_settings import read_evaluate_settings
 from difflab.tracking.run_ids import ID_FILE, choose_run_id, read_run_id
 
 # Small sets keep Lite0 (224 px on a CPU) to seconds; the numbers are not meaningful, the plumbing is.
@@ -275,6 +276,52 @@ def test_bad_input_is_named(tmp_path: Path, args: tuple[str, ...], message: str)
         run_eval(tmp_path, *args, f"out={tmp_path / 'report.json'}")
     assert str(error.value).startswith(message)
     assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # Before, a word for a flag was truthy: prc=no computed precision/recall (the report storing "prc": "no").
+        ("metrics.prc=no", "metrics.prc='no' is not true or false"),
+        ("metrics.prc=flase", "metrics.prc='flase' is not true or false"),
+        ("metrics.prc=maybe", "metrics.prc='maybe' is not true or false"),
+        ("metrics.inception_score=flase", "metrics.inception_score='flase' is not true or false"),
+        ("log_wandb=no", "log_wandb='no' is not true or false"),
+        # Before, NaN scores and exit 0.
+        ("metrics.kid_subsets=0", "metrics.kid_subsets=0 must be at least 1"),
+        ("metrics.kid_subset_size=0", "metrics.kid_subset_size=0 must be at least 1"),
+        # Before, silently the whole split.
+        (
+            "metrics.num_reference=0",
+            "metrics.num_reference=0 must be at least 1, or null for the whole split",
+        ),
+    ],
+)
+def test_a_bad_metric_setting_or_flag_is_one_line_before_any_work(
+    tmp_path: Path, override: str, message: str
+):
+    cfg = compose_config("eval", [f"ckpt={tmp_path / 'model.ckpt'}", "n=8", override], tmp_path / "run")
+    with pytest.raises(ValueError) as error:
+        read_evaluate_settings(cfg)
+    assert str(error.value) == message
+
+
+def test_too_few_samples_for_the_inception_score_are_refused_before_generating(tmp_path: Path) -> None:
+    """Before, the 8 samples were generated and embedded, and the run failed with 'the Inception Score needs at
+    least 10 samples (one per split), got 8', writing no report."""
+    overrides = [f"ckpt={tmp_path / 'model.ckpt'}", "n=8", "metrics.inception_score=true"]
+    with pytest.raises(ValueError) as error:
+        read_evaluate_settings(compose_config("eval", overrides, tmp_path / "run"))
+    assert str(error.value) == (
+        "n=8 is too few for the Inception Score (metrics.inception_score=true): it needs at least "
+        "metrics.isc_splits=10 samples (one per split); raise n or lower metrics.isc_splits"
+    )
+    read_evaluate_settings(compose_config("eval", [*overrides, "metrics.isc_splits=8"], tmp_path / "run"))
+
+
+def test_a_mistyped_metric_flag_is_refused_before_the_checkpoint_is_read(tmp_path: Path) -> None:
+    result = run_cli("evaluate.py", f"ckpt={tmp_path / 'model.ckpt'}", "n=8", "metrics.prc=no")
+    assert one_error_line(result) == "error: metrics.prc='no' is not true or false"
 
 
 def test_existing_report_is_refused_and_kept(trained_ckpt: Path, tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ from difflab.io.results import write_json
 from difflab.run.argument_types import check_argument_types
 from difflab.run.evaluate import evaluate
 from difflab.run.preflight import claim
+from difflab.run.rules import check_values
 from difflab.run.sample import sample
 from difflab.run.train import train
+from difflab.run.train_checks import RULES, check_fid_inception_score
 
 
 def listing(folder: Path) -> set[str]:
@@ -74,6 +76,46 @@ def test_a_group_value_of_the_wrong_type_is_named(tmp_path, overrides, message):
     line = one_error_line(run_cli("train.py", *CLI_FAST, *overrides, f"hydra.run.dir={run}"))
     assert line == f"error: {message}"
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # Before, a word was truthy: at_train_end=no scored at the end, metrics.prc=no computed precision/recall.
+        (["callbacks.fid.at_train_end=no"], "callbacks.fid.at_train_end='no' is not true or false"),
+        (["metrics.prc=no"], "metrics.prc='no' is not true or false"),
+        (["metrics.inception_score=flase"], "metrics.inception_score='flase' is not true or false"),
+        # Before, val/kid=nan.
+        (["metrics.kid_subsets=0"], "metrics.kid_subsets=0 must be at least 1"),
+        (["metrics.kid_subset_size=0"], "metrics.kid_subset_size=0 must be at least 1"),
+        (
+            ["metrics.num_reference=0"],
+            "metrics.num_reference=0 must be at least 1, or null for the whole split",
+        ),
+    ],
+)
+def test_a_bad_fid_callback_setting_is_named(tmp_path, overrides, message):
+    cfg = compose_config("train", [*FAST_TRAIN, "callbacks=[default,fid]", *overrides], tmp_path / "run")
+    with pytest.raises(ValueError) as error:
+        check_values(cfg, RULES)
+    assert str(error.value) == message
+
+
+def test_too_few_fid_samples_for_the_inception_score_are_refused_before_training(tmp_path):
+    """Before, the run trained to its first FID evaluation and failed there ('needs at least 10 samples')."""
+    overrides = [
+        *FAST_TRAIN,
+        "callbacks=[default,fid]",
+        "callbacks.fid.num_samples=8",
+        "metrics.inception_score=true",
+    ]
+    with pytest.raises(ValueError) as error:
+        check_fid_inception_score(compose_config("train", overrides, tmp_path / "run"))
+    assert str(error.value) == (
+        "callbacks.fid.num_samples=8 is too few for the Inception Score (metrics.inception_score=true): it needs "
+        "at least metrics.isc_splits=10 samples (one per split); raise callbacks.fid.num_samples or lower "
+        "metrics.isc_splits"
+    )
 
 
 def test_a_recipes_key_that_the_swapped_in_model_does_not_take_is_named_with_its_remedy(tmp_path):

@@ -7,11 +7,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..value_rules import whole
+from ..value_rules import METRIC_RULES, check_inception_score_samples, flag, whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 from .typed import typed_under
 
-RULES = {**SAMPLING_RULES, "n": whole(2)}  # a covariance needs two samples
+RULES = {
+    **SAMPLING_RULES,
+    "n": whole(2),  # a covariance needs two samples
+    **{f"metrics.{key}": rule for key, rule in METRIC_RULES.items()},
+    "log_wandb": flag,
+}
 # What only generating from ckpt= reads (guidance= and guide= have lines of their own).
 GENERATION_KEYS = ("n", "seed", "sampler", "precision", "labels", "prompt", "negative_prompt", "superres")
 # What scoring an autoencoder does not read: it reconstructs n held-out images, generating nothing (and is the
@@ -59,5 +64,7 @@ def read_evaluate_settings(cfg: DictConfig) -> EvaluateSettings:
             "ckpt=): drop them"
         )
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
+    if cfg.ckpt and metrics.get("inception_score"):  # images= are counted once read
+        check_inception_score_samples(cfg.n, metrics["isc_splits"], "n")
     unread = tuple(o for key in UNREAD_BY_AUTOENCODERS for o in typed_under(cfg, key))
-    return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, bool(cfg.log_wandb), unread)
+    return EvaluateSettings(sampling, cfg.images, cfg.get("data"), metrics, cfg.log_wandb, unread)

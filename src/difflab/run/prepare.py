@@ -20,6 +20,7 @@ from .rules import check_given, check_values
 from .train_checks import (
     RULES,
     check_condition_keys,
+    check_fid_inception_score,
     check_fused_clipping,
     check_model_fits_data,
     check_sharded_training,
@@ -54,6 +55,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     a problem is a one-line error before anything is written."""
     check_given(cfg)
     check_values(cfg, RULES)  # the values typed: before torch and Lightning load
+    check_fid_inception_score(cfg)
     check_sharded_training(cfg)
     # Before the run folder is claimed: torchrun's other ranks wait for rank 0 to name it, and go when it stops.
     check_matches_started_processes(cfg.trainer)

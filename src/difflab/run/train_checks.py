@@ -9,7 +9,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..value_rules import SAMPLER_RULES, Rule, flag, image_channels, number, or_auto, whole
+from ..value_rules import (
+    METRIC_RULES,
+    SAMPLER_RULES,
+    Rule,
+    check_inception_score_samples,
+    flag,
+    image_channels,
+    number,
+    or_auto,
+    whole,
+)
 from .rules import check_values
 from .typed import typed_keys_under
 
@@ -102,6 +112,11 @@ RULES = {
     "callbacks.fid.every_n_steps": whole(0),
     "callbacks.fid.num_samples": whole(2),
     "callbacks.fid.batch_size": or_auto(whole(1)),
+    "callbacks.fid.every_n_epochs": whole(0),
+    "callbacks.fid.at_train_end": flag,  # before, a word was truthy: at_train_end=no scored at the end
+    # The FID callback's metric settings (${metrics}, or its own callbacks.fid.metrics.<key>).
+    **{f"metrics.{key}": rule for key, rule in METRIC_RULES.items()},
+    **{f"callbacks.fid.metrics.{key}": rule for key, rule in METRIC_RULES.items()},
     "cond_drop_prob": number(0.0, maximum=1.0),
     "lr_scheduler.warmup_steps": whole(0),
     "lr_scheduler.total_steps": decay_length,
@@ -110,6 +125,17 @@ RULES = {
     "loss_check_every_n_steps": whole(1),
     "model.num_classes": whole(1, nullable=True),
 }
+
+
+def check_fid_inception_score(cfg: DictConfig) -> None:
+    """The FID callback's Inception Score needs a sample per split: one line before step 1, not a failure at the
+    first evaluation."""
+    fid = (cfg.get("callbacks") or {}).get("fid")
+    metrics = fid.get("metrics") if isinstance(fid, DictConfig) else None
+    if metrics is not None and metrics.get("inception_score"):
+        check_inception_score_samples(
+            fid.num_samples, metrics.get("isc_splits", 10), "callbacks.fid.num_samples"
+        )
 
 
 def check_fused_clipping(cfg: DictConfig) -> None:
