@@ -84,6 +84,9 @@ def test_a_group_value_of_the_wrong_type_is_named(tmp_path, overrides, message):
         # Before, a word was truthy: at_train_end=no scored at the end, metrics.prc=no computed precision/recall.
         (["callbacks.fid.at_train_end=no"], "callbacks.fid.at_train_end='no' is not true or false"),
         (["metrics.prc=no"], "metrics.prc='no' is not true or false"),
+        (["data.download=no"], "data.download='no' is not true or false"),
+        (["data.pin_memory=yes"], "data.pin_memory='yes' is not true or false"),
+        (["data.persistent_workers=no"], "data.persistent_workers='no' is not true or false"),
         (["metrics.inception_score=flase"], "metrics.inception_score='flase' is not true or false"),
         # Before, val/kid=nan.
         (["metrics.kid_subsets=0"], "metrics.kid_subsets=0 must be at least 1"),
@@ -94,7 +97,7 @@ def test_a_group_value_of_the_wrong_type_is_named(tmp_path, overrides, message):
         ),
     ],
 )
-def test_a_bad_fid_callback_setting_is_named(tmp_path, overrides, message):
+def test_a_mistyped_flag_or_bad_metric_setting_is_named_before_training(tmp_path, overrides, message):
     cfg = compose_config("train", [*FAST_TRAIN, "callbacks=[default,fid]", *overrides], tmp_path / "run")
     with pytest.raises(ValueError) as error:
         check_values(cfg, RULES)

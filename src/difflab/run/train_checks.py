@@ -99,6 +99,9 @@ RULES = {
     "data.batch_size": whole(1),
     "data.num_workers": whole(0),
     "data.random_flip": flag,
+    "data.download": flag,  # before, a word was truthy (data.download=no fetched the dataset)
+    "data.pin_memory": flag,
+    "data.persistent_workers": flag,
     "data.val_fraction": held_out_share,
     "data.split_seed": whole(0),
     "optim.lr": number(0.0, above=True),
