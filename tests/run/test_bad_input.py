@@ -156,6 +156,12 @@ def test_a_checkpoints_folder_names_the_checkpoint_to_give(tiny_run):
     assert str(raised.value).endswith(
         f"; it holds checkpoints: give one of them, e.g. {folder / 'last.ckpt'}, or the run folder {tiny_run}"
     )
+    (folder / "last.ckpt").unlink()  # the run folder would then be refused: not offered (review report)
+    with pytest.raises(FileNotFoundError) as raised:
+        load_model(folder)
+    assert str(raised.value).endswith(
+        f"; it holds checkpoints: give one of them, e.g. {min(folder.glob('*.ckpt'))}"
+    )
 
 
 @pytest.mark.parametrize(

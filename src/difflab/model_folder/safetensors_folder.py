@@ -92,8 +92,11 @@ def _nearly(folder: Path) -> str:
     if steps:
         return f"; it is a run folder without last.ckpt: give one of its checkpoints, e.g. {steps[-1]}"
     held = sorted(folder.glob("*.ckpt"), key=lambda path: (path.name != "last.ckpt", path.name))
-    if held:  # a run's checkpoints/ folder, given for the run folder above it
-        return f"; it holds checkpoints: give one of them, e.g. {held[0]}, or the run folder {folder.parent}"
+    if held:  # a run's checkpoints/ folder, given for the run folder above it (which reads its last.ckpt)
+        run = folder.name == "checkpoints" and held[0].name == "last.ckpt"
+        return f"; it holds checkpoints: give one of them, e.g. {held[0]}" + (
+            f", or the run folder {folder.parent}" if run else ""
+        )
     config = folder / "config.json"
     try:
         name = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
