@@ -162,9 +162,31 @@ def stored_step(path: str | Path) -> int | None:
 def why_torch_file_unreadable(path: Path, error: Exception) -> str:
     """What a file torch could not load is: a damaged PyTorch file, or no PyTorch file at all (a text file,
     an image) where torch's own message (`KeyError: 101`) would say nothing."""
+    foreign = _other_archive(path)
+    if foreign:
+        return foreign
     if _looks_like_torch_file(path):
         return f"the file is damaged or cut short ({torch_load_reason(error)})"
     return _NOT_A_TORCH_FILE
+
+
+def _other_archive(path: Path) -> str | None:
+    """What a whole zip archive that torch did not write is (torch's hold a <name>/data.pkl): a NumPy .npz, as
+    sample.py's samples.npz and the metrics' statistics are, was called "damaged or cut short"."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None  # not a whole zip archive: a torch file cut short, or no archive at all
+    if any(name.endswith("data.pkl") for name in names):
+        return None
+    shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+    if names and all(name.endswith(".npy") for name in names):
+        return (
+            f"it is a NumPy .npz archive ({shown}), not a PyTorch checkpoint; a set of images such as sample.py's "
+            "samples.npz is scored with evaluate.py images=<it>"
+        )
+    return f"it is a zip archive of other files ({shown}), not a PyTorch checkpoint"
 
 
 _NOT_A_TORCH_FILE = "it is not a PyTorch checkpoint file (neither a zip archive nor a pickle)"

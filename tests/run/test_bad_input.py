@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import (
     CLI_FAST,
@@ -161,6 +162,18 @@ def test_a_checkpoints_folder_names_the_checkpoint_to_give(tiny_run):
         load_model(folder)
     assert str(raised.value).endswith(
         f"; it holds checkpoints: give one of them, e.g. {min(folder.glob('*.ckpt'))}"
+    )
+
+
+def test_an_npz_given_as_checkpoint_is_named_and_pointed_to_images(tmp_path):
+    # Before: "the file is damaged or cut short ([enforce fail at inline_container.cc:180] )" (helper report).
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, images=np.zeros((2, 8, 8, 1), np.uint8))
+    with pytest.raises(ValueError) as raised:
+        load_model(samples)
+    assert str(raised.value) == (
+        f"could not read checkpoint {samples}: it is a NumPy .npz archive (images.npy), not a PyTorch checkpoint; a "
+        "set of images such as sample.py's samples.npz is scored with evaluate.py images=<it>"
     )
 
 
