@@ -92,14 +92,15 @@ def loose_images(root: Path) -> list[str]:
     makes find_classes say None. A subfolder with no image (notes/, a run's output) is no class folder: before,
     it made a flat folder's images "lie beside its class folders"."""
     entries = list(os.scandir(root))
-    if not any(e.is_dir() and not e.name.startswith(".") and _holds_images(e.path) for e in entries):
+    if not any(e.is_dir() and not e.name.startswith(".") and holds_images(e.path) for e in entries):
         return []
     return sorted(
         e.name for e in entries if not e.name.startswith(".") and e.is_file() and is_image_name(e.name)
     )
 
 
-def _holds_images(folder: str) -> bool:
+def holds_images(folder: str | Path) -> bool:
+    """Whether any image lies under `folder` (walked as the dataset walks it, stopping at the first)."""
     return next(image_paths(folder), None) is not None
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
 from difflab.data.errors import DataError
-from difflab.data.folder import ImageFileDataset, find_classes, scan_images, warn_skipped
+from difflab.data.folder import ImageFileDataset, find_classes, holds_images, scan_images, warn_skipped
 from difflab.io.decode import IMAGE_SUFFIXES
 from difflab.io.image_tree import image_paths
 
@@ -69,7 +69,8 @@ def open_splits(
     by_name: bool = True,
 ) -> RawSplits:
     """Open the train and held-out splits of a named source (see ImageDataModule for each source's rules);
-    `labelled`: the run uses the labels (a folder's held-out labels must then be the train folder's)."""
+    `labelled`: the run uses the labels (a folder's held-out labels must then be the train folder's); `by_name`: a
+    folder's held-out images are chosen by file name (data.held_out_by=name), else by order."""
     check_dataset_name(dataset)
     if dataset == "digits":
         digits = DigitsDataset()
@@ -114,12 +115,11 @@ def split_dirs(root: Path) -> tuple[Path, Path | None]:
         if p.is_dir()
         and not p.name.startswith(".")
         and p.name.lower() not in (TRAIN_DIR, *HELDOUT_DIRS)
-        and next(image_paths(p), None) is not None
+        and holds_images(p)
     )
     named = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
-    if (
-        others and held_out is None
-    ):  # class folders, one named train (a CIFAR-100 class): before, the only one read
+    # Class folders, one of them named train (a CIFAR-100 class): before, the only one read.
+    if others and held_out is None:
         _say_once(
             f"{root} holds {train.name}/ beside other folders of images ({named}): read as class folders, "
             f"{train.name}/ one of them; a tree split in advance holds train/ and val/ (or test/)"

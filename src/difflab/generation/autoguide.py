@@ -27,9 +27,8 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
         differences.append(f"prediction_type {guide.prediction_type} vs {model.prediction_type}")
     ours, theirs = model.schedule.alphas_cumprod, guide.schedule.alphas_cumprod
     same_levels = ours.shape == theirs.shape and torch.allclose(ours, theirs, rtol=0, atol=1e-12)
-    if (
-        not same_levels and formulations[0] == formulations[1]
-    ):  # else the formulation said it: its settings differ
+    # Of another formulation, the formulation alone is named: its settings come with it.
+    if not same_levels and formulations[0] == formulations[1]:
         differences.append(_schedule_difference(guide, model))
     spaces = [_space(m) for m in (guide, model)]
     if spaces[0] != spaces[1]:  # the same image shape, but predictions of different things

@@ -71,9 +71,8 @@ def to_channels(image: Image.Image, channels: int) -> Image.Image:
     # PIL's RGB -> L is ITU-R 601-2 luma; L -> RGB replicates the channel; -> RGBA adds opaque alpha.
     try:
         return image.convert(target)
-    except (
-        ValueError
-    ):  # a colour space PIL turns into RGB only (LAB, HSV): before, a LAB TIFF stopped an L run
+    except ValueError:
+        # A colour space PIL turns into RGB only (LAB, HSV): before, a LAB TIFF stopped a 1-channel run.
         return image.convert("RGB").convert(target)
 
 
