@@ -68,11 +68,10 @@ class StatsAccumulator:
         self.shift: torch.Tensor | None = None
         self.sum = torch.zeros(dim, dtype=torch.float64)
         self.outer = torch.zeros(dim, dim, dtype=torch.float64)
-        self.rows = torch.empty(
-            0, dim, dtype=torch.float64
-        )  # the kept rows, in the order they were first kept
-        self.slots = torch.empty(0, dtype=torch.int64)  # each kept row's reservoir slot
-        self.indices = torch.empty(0, dtype=torch.int64)  # and its index in the set
+        # The kept rows (in the order they were first kept), each one's reservoir slot and its index in the set.
+        self.rows = torch.empty(0, dim, dtype=torch.float64)
+        self.slots = torch.empty(0, dtype=torch.int64)
+        self.indices = torch.empty(0, dtype=torch.int64)
 
     @property
     def sample(self) -> torch.Tensor:
