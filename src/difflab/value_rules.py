@@ -125,6 +125,30 @@ def check_inception_score_samples(samples: int, splits: int, samples_key: str) -
         )
 
 
+def held_out_share(value: object) -> str | None:
+    """A rule for data.val_fraction: the share of the images held out for validation, in [0, 1) (0 is refused by
+    the data where it would hold out no image: a dataset or folder with its own split does not use it)."""
+    problem = number(0.0)(value)
+    if problem:
+        return problem
+    return "must be below 1 (the share of the images held out for validation)" if value >= 1 else None
+
+
+# A dataset's settings (conf/data/*.yaml): train.py and evaluate.py (its reference data=) check them as data.<key>.
+DATA_RULES = {
+    "image_size": whole(1),
+    "channels": image_channels,  # before, a word was reported as model.in_channels, which copies it
+    "batch_size": whole(1),
+    "num_workers": whole(0),
+    "random_flip": flag,
+    "download": flag,  # before, a word was truthy (data.download=no fetched the dataset)
+    "pin_memory": flag,
+    "persistent_workers": flag,
+    "val_fraction": held_out_share,
+    "split_seed": whole(0),
+}
+
+
 # RePaint's settings (sample.py mode=inpaint; pipe.sample's inpaint={…}).
 INPAINT_RULES = {f"inpaint.{key}": whole(1) for key in ("steps", "jump_length", "jump_n_sample")}
 

@@ -306,6 +306,26 @@ def test_a_bad_metric_setting_or_flag_is_one_line_before_any_work(
     assert str(error.value) == message
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # Before, "'<' not supported between instances of 'str' and 'int'".
+        ("data.image_size=abc", "data.image_size='abc' is not a whole number"),
+        # Before, taken: a word for a flag was truthy (data.download=no would download).
+        ("data.download=no", "data.download='no' is not true or false"),
+        ("data.pin_memory=maybe", "data.pin_memory='maybe' is not true or false"),
+        ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
+    ],
+)
+def test_a_bad_reference_data_setting_is_one_line_before_any_work(
+    tmp_path: Path, override: str, message: str
+):
+    overrides = [f"images={tmp_path / 'samples.npz'}", "data=digits", override]
+    with pytest.raises(ValueError) as error:
+        read_evaluate_settings(compose_config("eval", overrides, tmp_path / "run"))
+    assert str(error.value) == message
+
+
 def test_too_few_samples_for_the_inception_score_are_refused_before_generating(tmp_path: Path) -> None:
     """Before, the 8 samples were generated and embedded, and the run failed with 'the Inception Score needs at
     least 10 samples (one per split), got 8', writing no report."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..value_rules import METRIC_RULES, check_inception_score_samples, flag, whole
+from ..value_rules import DATA_RULES, METRIC_RULES, check_inception_score_samples, flag, whole
 from .sampling_settings import SAMPLING_RULES, SamplingSettings, read_sampling_settings
 from .typed import typed_under
 
@@ -15,6 +15,8 @@ RULES = {
     **SAMPLING_RULES,
     "n": whole(2),  # a covariance needs two samples
     **{f"metrics.{key}": rule for key, rule in METRIC_RULES.items()},
+    # The reference data= (before, data.image_size=abc failed comparing a string and data.download=no downloaded).
+    **{f"data.{key}": rule for key, rule in DATA_RULES.items()},
     "log_wandb": flag,
 }
 # What only generating from ckpt= reads (guidance= and guide= have lines of their own).

@@ -10,12 +10,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..value_rules import (
+    DATA_RULES,
     METRIC_RULES,
     SAMPLER_RULES,
     Rule,
     check_inception_score_samples,
     flag,
-    image_channels,
     number,
     or_auto,
     whole,
@@ -45,15 +45,6 @@ def betas(value: object) -> str | None:
         isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in items
     )
     return None if fine else "is not two numbers in [0, 1)"
-
-
-def held_out_share(value: object) -> str | None:
-    """A rule for data.val_fraction: the share of the images held out for validation, in [0, 1) (0 is refused by
-    the data where it would hold out no image: a dataset or folder with its own split does not use it)."""
-    problem = number(0.0)(value)
-    if problem:
-        return problem
-    return "must be below 1 (the share of the images held out for validation)" if value >= 1 else None
 
 
 def decay_length(value: object) -> str | None:
@@ -94,16 +85,7 @@ RULES = {
     "trainer.log_every_n_steps": whole(1),
     "trainer.accumulate_grad_batches": whole(1),
     "trainer.gradient_clip_val": number(0.0, nullable=True),
-    "data.image_size": whole(1),
-    "data.channels": image_channels,  # before, a word was reported as model.in_channels, which copies it
-    "data.batch_size": whole(1),
-    "data.num_workers": whole(0),
-    "data.random_flip": flag,
-    "data.download": flag,  # before, a word was truthy (data.download=no fetched the dataset)
-    "data.pin_memory": flag,
-    "data.persistent_workers": flag,
-    "data.val_fraction": held_out_share,
-    "data.split_seed": whole(0),
+    **{f"data.{key}": rule for key, rule in DATA_RULES.items()},
     "optim.lr": number(0.0, above=True),
     "optim.weight_decay": number(0.0),
     "optim.betas": betas,
