@@ -4,6 +4,7 @@ cfg.module, every callback from cfg.callbacks in the file's order, the Trainer f
 from __future__ import annotations
 
 import json
+import logging
 
 import torch
 from conftest import FAST_TRAIN, compose_config
@@ -90,12 +91,15 @@ def test_validation_counts_optimizer_steps_under_gradient_accumulation(tmp_path)
     assert [line["step"] for line in lines if "val/loss" in line] == [5, 10]
 
 
-def test_callbacks_none_writes_no_checkpoint(tmp_path):
+def test_callbacks_none_writes_no_checkpoint_and_says_so_at_the_end(tmp_path, caplog):
     """conf/callbacks/none.yaml: no periodic checkpoints. Before, Lightning added its own ModelCheckpoint and wrote
-    checkpoints/epoch=0-step=4.ckpt, whose folder then sent a rerun to ckpt_path=last, which was not there."""
+    checkpoints/epoch=0-step=4.ckpt, whose folder then sent a rerun to ckpt_path=last, which was not there. The run
+    ends with a warning that its weights were not kept (before, nothing said so)."""
     from difflab.run.train import train
 
     overrides = [o for o in FAST_TRAIN if not o.startswith("callbacks.")] + ["callbacks=none"]
-    train(compose_config("train", overrides, tmp_path / "run"))
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        train(compose_config("train", overrides, tmp_path / "run"))
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
     assert sorted(p.name for p in (tmp_path / "run").rglob("*.ckpt")) == []
+    assert "no checkpoint kept: the trained weights are not saved" in caplog.text

@@ -197,8 +197,14 @@ def print_run_summary(config: Mapping[str, Any], parameters: int, output_dir: Pa
 def log_run_outputs(output_dir: Path, metrics: Mapping[str, Any]) -> None:
     """Where a finished run left its files (run folder, checkpoints, sample grids) and its last val/ scores."""
     log.info("run folder: %s", output_dir)
-    if (output_dir / "checkpoints").is_dir():  # none under debug=… or callbacks.model_checkpoint=null
+    if (output_dir / "checkpoints").is_dir():
         log.info("checkpoints: %s", output_dir / "checkpoints")
+    else:
+        # Before, a run of callbacks=none ended as any other, its weights gone with it.
+        log.warning(
+            "no checkpoint kept: the trained weights are not saved (callbacks.model_checkpoint=null, as "
+            "callbacks=none and debug=… set it; they keep one only on a stop signal or a failure)"
+        )
     if (output_dir / "samples").is_dir():
         log.info("sample grids: %s (final.png is the last)", output_dir / "samples")
     scores = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
