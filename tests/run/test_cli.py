@@ -4,6 +4,7 @@ bad value are answered without loading torch or Lightning (start-up in about a s
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -396,6 +397,26 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
     else:
         pytest.fail("launch went on after a Ctrl-C")
     assert capsys.readouterr().err == "error: train.py interrupted (Ctrl-C) while starting\n"
+
+
+def test_sigterm_while_starting_is_one_line_and_exit_143(monkeypatch, capsys):
+    # Before, a job cancelled in its first seconds (Hydra composing, the checks, torch loading) ended silently.
+    import difflab.run.cli as cli
+
+    def terminated(*args: object) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "run_hydra", terminated)
+    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "experiment=digits_cpu"])
+    with pytest.raises(SystemExit) as exited:
+        cli.launch(lambda cfg: None, "train", CONF)
+    assert exited.value.code == 143
+    assert (
+        capsys.readouterr().err
+        == "error: train.py stopped by SIGTERM while starting; its work had not begun\n"
+    )
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 @pytest.mark.parametrize(("rank", "said"), [("0", True), ("1", False)])

@@ -10,7 +10,9 @@ from __future__ import annotations
 import faulthandler
 import inspect
 import itertools
+import logging
 import math
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from omegaconf import OmegaConf
 
 from ..checkpoint_config import stored_value
 from ..cluster.jobs import is_secondary_rank, srun_step
+from ..cluster.stop_signal import StoppedBySignal, stop_signal_raises
 from ..cluster.torchrun import earlier_attempts_folder, shared_run_folder, started_together
 from ..compat import run_hydra
 from ..console_log import own_warnings_plain, said_before_the_log
@@ -60,12 +63,22 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
     if inherit:
         args = with_this_ranks_run_folder(args)
     try:
-        run_hydra(task, str(conf_dir), config_name, with_inherited(args, inherited))
+        # SIGTERM or SIGHUP before the run's own handling begins (a job cancelled in its first seconds): before,
+        # the process ended with no word. A handler already set (submitit's) stays.
+        with stop_signal_raises(unless_handled=True, signals=(signal.SIGTERM, signal.SIGHUP)):
+            run_hydra(task, str(conf_dir), config_name, with_inherited(args, inherited))
     except KeyboardInterrupt:
         # Ctrl-C while Hydra composes, the checks run or torch loads (a run's own stop handling says more once
         # it has begun): one line, as for a Ctrl-C later, not a traceback through the import machinery.
         print(f"error: {Path(sys.argv[0]).name} interrupted (Ctrl-C) while starting", file=sys.stderr)
         sys.exit(130)
+    except StoppedBySignal as stop:
+        script = Path(sys.argv[0]).name
+        print(f"error: {script} {stop} while starting; its work had not begun", file=sys.stderr)
+        # A library whose import the stop cut short logs at exit through Hydra's handlers (torch's FakeTensor
+        # cache stats, three INFO lines after this one).
+        logging.disable(logging.INFO)
+        sys.exit(stop.exit_code)
 
 
 def with_inherited(args: list[str], inherited: list[str]) -> list[str]:
