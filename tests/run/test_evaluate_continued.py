@@ -18,6 +18,7 @@ import torch
 from conftest import FAST_TRAIN, LITE_EVAL, ROOT, TORCHRUN, compose_config, rank_pid, run_cli, run_torchrun
 
 from difflab.cluster.stop_signal import StoppedBySignal, stop_signal_raises, stops_held
+from difflab.evaluation import unfinished
 from difflab.evaluation.unfinished import FOLDER
 from difflab.metrics import Evaluator
 from difflab.metrics.statistics import StatsAccumulator
@@ -97,6 +98,40 @@ def test_a_stopped_evaluation_continues_to_the_report_an_unstopped_one_writes(
     assert continued["metrics"] == unstopped["metrics"]
     assert continued["generated"] == unstopped["generated"]
     assert kept_files(cache) == []  # a finished evaluation has no more use for it
+
+
+def test_what_a_killed_evaluation_had_kept_as_it_went_is_continued_to_the_same_report(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """SIGKILL (the out-of-memory killer, a node lost) runs no handler: what is on disk then is what the evaluation
+    kept as it went. Before, nothing was: the same command started over."""
+    cache = tmp_path / "cache"
+    overrides = settings(tiny_ckpt, cache, "metrics.keep_features=12")
+    unstopped = evaluated(overrides, tmp_path, "unstopped.json")
+    monkeypatch.setattr(unfinished, "KEEP_EVERY_S", 0.0)  # keep after every batch
+    embed, on_disk = Evaluator.embed, {}
+
+    def embedding(evaluator, images, device="cpu"):
+        if kept_files(cache) and not on_disk:  # the second batch: the first was kept as it went
+            on_disk[kept_files(cache)[0].name] = kept_files(cache)[0].read_bytes()
+        return embed(evaluator, images, device)
+
+    monkeypatch.setattr(Evaluator, "embed", embedding)
+    evaluated(overrides, tmp_path, "finished.json")
+    assert on_disk and kept_files(cache) == []  # the finished evaluation removed what it kept as it went
+
+    # As a kill during the second batch left the folder: the first batch's statistics.
+    monkeypatch.setattr(Evaluator, "embed", embed)
+    [(name, data)] = on_disk.items()
+    (cache / FOLDER / name).write_bytes(data)
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        continued = evaluated(overrides, tmp_path, "continued.json")
+    assert (
+        "8 of 24 images were scored; generating the other 16 in batches of 8, as it was started"
+        in caplog.text
+    )
+    assert continued["metrics"] == unstopped["metrics"]
+    assert kept_files(cache) == []
 
 
 def test_a_stop_before_any_image_is_scored_keeps_nothing(

@@ -82,6 +82,7 @@ def checkpoint_set(
     if continued is not None:
         log.info(*unfinished.continuing_line(continued, source["batch_size"]))
         source["cpu_threads"] = continued.cpu_threads  # kept again if stopped before generation chooses anew
+    batches = unfinished.kept_as_it_goes(batches, so_far, source)
     return SetToScore(batches, source, so_far, unfinished.kept_when_stopped(so_far, source))
 
 
