@@ -1,4 +1,4 @@
-"""A disk that fills up: one line naming the file and "no space left", no partial file, the last good checkpoint
+"""A disk that fills up (or a run folder that stops taking writes): one line naming the file and "no space left", no partial file, the last good checkpoint
 named, and a rerun that is not blocked by anything the failure left."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI_FAST, one_error_line, run_cli
+from conftest import CLI_FAST, FAST_TRAIN, compose_config, one_error_line, run_cli
 
 from difflab.io.atomic import NoSpaceLeft, atomic_file
 from difflab.io.results import output_folder, write_json
@@ -60,6 +60,33 @@ def test_training_on_a_disk_that_fills_names_the_file_and_the_last_good_checkpoi
     )
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
     assert leftovers(run) == []
+
+
+def test_a_run_folder_that_stops_taking_writes_names_it_and_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """Its checkpoints/ made read-only mid-run (or its file system remounted so): before, a Lightning traceback
+    ending in PermissionError, with no word of the checkpoint that holds step 2."""
+    import difflab.training.atomic_checkpoint_io as checkpoint_io
+    from difflab.run.train import train
+
+    save = checkpoint_io.atomic_torch_save
+
+    def refused_from_step_4(obj, target: Path) -> None:
+        if target.name == "step_0000004.ckpt":  # what the OS gives for the temp file beside it
+            raise PermissionError(
+                errno.EACCES, "Permission denied", str(target.with_name(".step_4.0123.tmp"))
+            )
+        save(obj, target)
+
+    monkeypatch.setattr(checkpoint_io, "atomic_torch_save", refused_from_step_4)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError) as error:
+        train(compose_config("train", FAST_TRAIN, run))
+    checkpoints = run / "checkpoints"
+    assert str(error.value) == (
+        f"cannot write in {checkpoints} (Permission denied); the last good checkpoint is {checkpoints / 'last.ckpt'}"
+        f": make {checkpoints} writable again and resume with ckpt_path=last hydra.run.dir={run}"
+    )
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_a_disk_that_fills_before_the_first_checkpoint_says_how_to_start_over(small_disk):

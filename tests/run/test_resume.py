@@ -601,6 +601,23 @@ def test_a_fresh_run_into_a_folder_being_trained_is_told_the_run_is_training_not
         reenters_run_folder(tmp_path, None, named=True, requeued=False)
 
 
+def test_a_resume_into_a_read_only_checkpoints_folder_is_refused_before_it_trains(tiny_run, monkeypatch):
+    # Before, only the run folder itself was checked: a read-only checkpoints/ trained on to the first save, then
+    # failed there. (Permissions are faked: root, as tests may run, writes anywhere.)
+    import difflab.runs.folder as run_folder
+
+    checkpoints = tiny_run / "checkpoints"
+    writable = run_folder.os.access
+    monkeypatch.setattr(
+        run_folder.os, "access", lambda path, mode: Path(path) != checkpoints and writable(path, mode)
+    )
+    with pytest.raises(ValueError) as error:
+        run_folder.reenters_run_folder(tiny_run, checkpoints / "last.ckpt", named=True, requeued=False)
+    assert (
+        str(error.value) == f"cannot write in {checkpoints}: permission denied (the resumed run writes there)"
+    )
+
+
 @pytest.mark.slow
 def test_a_resume_while_the_run_still_trains_is_refused_and_writes_nothing(tmp_path):
     # Before, both processes trained on into the folder: step_…-v1.ckpt copies beside each periodic checkpoint,

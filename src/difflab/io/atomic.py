@@ -57,6 +57,23 @@ def where_space_ran_out(error: BaseException) -> Path | None:
     return None
 
 
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_refused_under(error: BaseException, folder: Path) -> OSError | None:
+    """The first error in `error`'s chain that refused a write under `folder` (permissions taken away, a file
+    system remounted read-only while a run wrote there), if any; None for anything else (an unreadable input)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _REFUSED and error.filename:
+            path = Path(os.fsdecode(error.filename)).absolute()
+            if path.is_relative_to(folder.absolute()):
+                return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _short_write_on_full_disk(error: BaseException, folder: Path) -> bool:
     """torch.save's short write (no errno) counts as a full disk when the folder's disk has (almost) no room."""
     if not any(text in str(error) for text in _TORCH_SHORT_WRITE):

@@ -24,7 +24,7 @@ from ..compat import end_launched_processes, finish_when_resumed_at_the_limit
 from ..data import ImageDataModule
 from ..data.errors import worker_death
 from ..generation.memory import is_out_of_memory
-from ..io.atomic import is_out_of_space
+from ..io.atomic import is_out_of_space, write_refused_under
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
 from ..runs.folder import has_logged, let_go, resumed_name
@@ -38,7 +38,7 @@ from ..runs.stopped_early import (
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run, wandb_start_refusals_named
 from ..training import AutoencoderModule, DiffusionModule, Preempted, with_atomic_checkpoints
-from ..training.atomic_checkpoint_io import out_of_space
+from ..training.atomic_checkpoint_io import out_of_space, write_refused
 from ..training.console import (
     keep_console_in_run_log,
     log_run_outputs,
@@ -284,6 +284,8 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
             ended = end_launched_processes(trainer, grace_s) if trainer.is_global_zero else {}
             if is_out_of_space(error):
                 raise out_of_space(error, output_dir) from error
+            if (refused := write_refused_under(error, output_dir)) is not None:
+                raise write_refused(refused, output_dir) from error
             if is_out_of_memory(error):
                 raise out_of_memory(error, trainer.strategy.root_device, cfg.data.batch_size) from error
             if (died := worker_death(error)) is not None:

@@ -54,8 +54,12 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
             f"run folder {run_dir} is in use by a run training there now ({holder}): pick a new hydra.run.dir"
         )
     if found and (own_folder or (resume is None and requeued)):
-        if not os.access(run_dir, os.W_OK | os.X_OK):
-            raise ValueError(f"cannot write the run folder {run_dir}: permission denied")
+        # Its checkpoints/ and samples/ too: before, a read-only checkpoints/ failed at the first save, steps later.
+        for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                raise ValueError(
+                    f"cannot write in {folder}: permission denied (the resumed run writes there)"
+                )
         return True
     if found and resume is not None:
         raise ValueError(

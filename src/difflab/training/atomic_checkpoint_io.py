@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,3 +101,17 @@ def out_of_space(error: BaseException, output_dir: Path) -> NoSpaceLeft:
         f"{output_dir} first)"
     )
     return NoSpaceLeft(where, advice)
+
+
+def write_refused(error: OSError, output_dir: Path) -> ValueError:
+    """One line for a run folder that stopped taking writes during training (made read-only, or its file system
+    remounted so): where, and the checkpoint to resume from once it takes them again."""
+    # The folder, not the file: a write goes to a temp file named after its target (.last.ckpt.<hex>.tmp).
+    folder = Path(os.fsdecode(error.filename)).parent
+    last_good = newest_checkpoint(output_dir / "checkpoints")
+    advice = (
+        f"the last good checkpoint is {last_good}: make {folder} writable again and {resume_advice(last_good)}"
+        if last_good
+        else f"no checkpoint was written yet: start over in a new hydra.run.dir (or remove {output_dir} first)"
+    )
+    return ValueError(f"cannot write in {folder} ({error.strerror}); {advice}")
