@@ -65,6 +65,34 @@ def test_a_mistyped_key_or_option_names_the_nearest_valid_one(args, message):
 
 
 @pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [
+        # Before, "lr is not a key of the train config; add it with +lr=0.1 if it is new".
+        ("train", ["lr=0.1"], "lr is not a key of the train config; did you mean optim.lr?"),
+        (
+            "train",
+            ["max_steps=8"],
+            "max_steps is not a key of the train config; did you mean trainer.max_steps?",
+        ),
+        (
+            "train",
+            ["batch_size=8"],
+            "batch_size is not a key of the train config; did you mean data.batch_size?",
+        ),
+        # pipe.sample's names for sampler settings (not inpaint.steps, which sample.py also has).
+        (
+            "sample",
+            ["ckpt=x", "steps=5"],
+            "steps is not a key of the sample config; did you mean sampler.steps?",
+        ),
+        ("eval", ["ckpt=x", "eta=0.5"], "eta is not a key of the eval config; did you mean sampler.eta?"),
+    ],
+)
+def test_a_key_typed_without_its_group_names_the_grouped_key(config, args, message):
+    assert refusal(config, args) == message
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         # Lightning users set the strategy directly: the options that set it are named, not Hydra's _target_.

@@ -127,9 +127,23 @@ def nearest_key(key: str, keys: set[str]) -> str | None:
     """A misspelt last name is compared with its siblings only, so `trainer.strategi` is not matched to
     `trainer._target_` by their shared `trainer.`; Hydra's `_target_`-like keys are never suggested."""
     parent, _, name = key.rpartition(".")
+    if parent == "":
+        # A group's key typed without its group (lr= for optim.lr): the shallowest key of that exact name, a
+        # sampler's first among equals (steps= is sampler.steps as pipe.sample names it, not inpaint.steps).
+        nested = sorted(
+            (k.count("."), not k.startswith("sampler."), k)
+            for k in keys
+            if k.rpartition(".")[2] == name and _public(k)
+        )
+        if nested:
+            return nested[0][2]
     if parent == "" or parent in keys:
         siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
         close = nearest_word(name, [s for s in siblings if not s.startswith("_")])
         return None if not close else f"{parent}.{close}" if parent else close
-    public = sorted(k for k in keys if not any(part.startswith("_") for part in k.split(".")))
-    return nearest_word(key, public)
+    return nearest_word(key, sorted(k for k in keys if _public(k)))
+
+
+def _public(key: str) -> bool:
+    """Not one of Hydra's `_target_`-like keys, nor under one."""
+    return not any(part.startswith("_") for part in key.split("."))
