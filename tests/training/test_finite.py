@@ -69,7 +69,12 @@ def test_a_nan_loss_is_named_by_its_step_before_the_next_checkpoint_and_the_entr
     err = capsys.readouterr().err.strip().splitlines()[-1]
     # Looked at (without a per-step device sync) before the grid and checkpoint of step 4.
     assert err.startswith("error: loss is nan at step 3 (training stopped at step 4; "), err
-    assert err.endswith("lower optim.lr, clip gradients (trainer.gradient_clip_val) or check the data"), err
+    # A resume refuses another optim.lr: the line says how to go on from the last good checkpoint with one.
+    last_good = run_dir / "checkpoints" / "last.ckpt"
+    assert err.endswith(
+        f"lower optim.lr, clip gradients (trainer.gradient_clip_val) or check the data; to go on from {last_good} "
+        f"with a lower optim.lr, start a new run with init_from={last_good} (a resume keeps the run's optim.lr)"
+    ), err
     assert_nothing_non_finite_written_from(run_dir, 3)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 2, "the last good checkpoint is kept"

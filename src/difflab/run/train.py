@@ -27,6 +27,7 @@ from ..generation.memory import is_out_of_memory
 from ..io.atomic import is_out_of_space, write_refused_under
 from ..model_folder.diffusers_folder import load_unet_folder
 from ..model_folder.diffusers_mapping import unet_arguments
+from ..overrides import pasteable
 from ..runs.folder import has_logged, let_go, resumed_name
 from ..runs.resume import LAST, tidy_before_fit
 from ..runs.stopped_early import (
@@ -37,8 +38,8 @@ from ..runs.stopped_early import (
 )
 from ..tracking.run_names import clean_config
 from ..tracking.wandb_logger import default_wandb_offline, finish_wandb_run, wandb_start_refusals_named
-from ..training import AutoencoderModule, DiffusionModule, Preempted, with_atomic_checkpoints
-from ..training.atomic_checkpoint_io import out_of_space, write_refused
+from ..training import AutoencoderModule, DiffusionModule, NonFiniteError, Preempted, with_atomic_checkpoints
+from ..training.atomic_checkpoint_io import newest_checkpoint, out_of_space, write_refused
 from ..training.console import (
     keep_console_in_run_log,
     log_run_outputs,
@@ -286,6 +287,15 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
                 raise out_of_space(error, output_dir) from error
             if (refused := write_refused_under(error, output_dir)) is not None:
                 raise write_refused(refused, output_dir) from error
+            if isinstance(error, NonFiniteError) and (
+                last_good := newest_checkpoint(output_dir / "checkpoints")
+            ):
+                # A resume refuses another optim.lr (the optimizer's state holds the old one): before, the line
+                # advised a lower one and left the user to find that out.
+                error.add_note(
+                    f"to go on from {last_good} with a lower optim.lr, start a new run with "
+                    f"{pasteable('init_from', last_good)} (a resume keeps the run's optim.lr)"
+                )
             if is_out_of_memory(error):
                 raise out_of_memory(error, trainer.strategy.root_device, cfg.data.batch_size) from error
             if (died := worker_death(error)) is not None:
