@@ -89,6 +89,29 @@ def test_a_run_folder_that_stops_taking_writes_names_it_and_the_last_good_checkp
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
+def test_an_output_folder_that_stops_taking_writes_keeps_what_was_made_in_one_line(tmp_path):
+    """sample.py's images/ made read-only mid-run: before, a PermissionError traceback, then a second one from
+    emptying the folder. (Faked: root, as tests may run, writes anywhere.)"""
+    out = tmp_path / "made_some"
+    with pytest.raises(ValueError) as error, output_folder(out, "sample") as folder:
+        (folder.path / "images").mkdir()
+        (folder.path / "images" / "00000.png").write_bytes(b"a picture")
+        raise PermissionError(
+            errno.EACCES, "Permission denied", str(folder.path / "images" / ".00001.png.0.tmp")
+        )
+    assert str(error.value) == (
+        f"cannot write in {out / 'images'} (Permission denied); what it had made is kept in {out} (unfinished): "
+        "make it writable again and run the same command with resume=true to finish it"
+    )
+    assert (out / "images" / "00000.png").is_file() and (out / ".difflab-writing").is_file()
+
+    out = tmp_path / "made_none"
+    with pytest.raises(ValueError) as error, output_folder(out, "sample") as folder:
+        raise PermissionError(errno.EROFS, "Read-only file system", str(folder.path / ".grid.png.0.tmp"))
+    assert str(error.value) == f"cannot write in {out} (Read-only file system); nothing was made yet"
+    assert not out.exists()
+
+
 def test_a_disk_that_fills_before_the_first_checkpoint_says_how_to_start_over(small_disk):
     # Before: "; no checkpoint was written yet", and the same command, rerun once space was freed, was refused
     # ("already holds a run that wrote no checkpoint").

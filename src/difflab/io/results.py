@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .atomic import NoSpaceLeft, atomic_write_text, is_out_of_space
+from .atomic import NoSpaceLeft, atomic_write_text, is_out_of_space, write_refused_under
 
 try:
     import fcntl
@@ -158,8 +158,18 @@ def output_folder(
         try:
             yield OutputFolder(folder, continued)
         except BaseException as error:
+            hint = RESUME_HINT if out else RESUME_HINT.replace("resume=true", f"out={folder} resume=true")
+            if (refused := write_refused_under(error, folder)) is not None:
+                # Made read-only (or remounted so) while it wrote: before, a traceback, then a second one from
+                # emptying the folder it could no longer change.
+                made_some = continued or _holds_files(folder)
+                if not made_some:
+                    with contextlib.suppress(OSError):  # as far as the folder still lets itself be changed
+                        _empty(folder)
+                        if created:
+                            folder.rmdir()
+                raise _write_refused(refused, folder, made_some, hint) from error
             if isinstance(error, keep_on) and (continued or _holds_files(folder)):
-                hint = RESUME_HINT if out else RESUME_HINT.replace("resume=true", f"out={folder} resume=true")
                 error.add_note(f"what it had made is kept in {folder} (unfinished): {hint}")
                 raise
             if continued:  # a refusal or a failure in a folder a stopped run left: it stays as it was left
@@ -234,6 +244,17 @@ def _earlier_attempts_dated_folder(task: str, root: Path, attempt: tuple[str, in
         return None
     marks = sorted((root / "outputs" / task).glob(f"*/*/{IN_USE}"))
     return next((mark.parent for mark in marks if _left_by_earlier_attempt(mark.parent, attempt)), None)
+
+
+def _write_refused(refused: OSError, folder: Path, made_some: bool, hint: str) -> ValueError:
+    """One line for an output folder that stopped taking writes: where, and what of the work is kept there."""
+    where = Path(os.fsdecode(refused.filename)).parent
+    if not made_some:
+        return ValueError(f"cannot write in {where} ({refused.strerror}); nothing was made yet")
+    return ValueError(
+        f"cannot write in {where} ({refused.strerror}); what it had made is kept in {folder} (unfinished): "
+        f"make it writable again and {hint}"
+    )
 
 
 def _holds_files(folder: Path) -> bool:
