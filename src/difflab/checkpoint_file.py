@@ -18,6 +18,7 @@ from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
 from .io.sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, why_unreadable
 from .io.stored_checkpoint import NotACheckpoint, load_stored, torch_load_reason
+from .model_folder.diffusers_kinds import what_file_is
 from .model_folder.hub import fetch_hub_pipeline, is_hub_id
 from .model_folder.read_diffusers_pipeline import (
     check_pipeline_configs,
@@ -88,6 +89,11 @@ def check_whole(path: Path) -> None:
         raise ValueError(
             f"{path} is one file of the sharded checkpoint {path.parent}: pass the folder itself"
         )
+    diffusers_file = what_file_is(
+        path
+    )  # before, "not a Lightning checkpoint", "not a PyTorch checkpoint file"
+    if diffusers_file:
+        raise ValueError(diffusers_file)
 
 
 def check_checksums(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -219,6 +220,103 @@ def test_a_file_of_a_sharded_checkpoint_points_at_the_folder(tmp_path, name):
     assert str(raised.value) == (
         f"{folder / name} is one file of the sharded checkpoint {folder}: pass the folder itself"
     )
+
+
+TINY_UNET = {"sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": (16, 32),
+             "layers_per_block": 1, "norm_num_groups": 8}  # fmt: skip
+
+
+def save_diffusers_unet(folder: Path, conditional: bool = False) -> Path:
+    """What a diffusers user has: UNet2DModel(...).save_pretrained(folder) (or Stable Diffusion's
+    UNet2DConditionModel), tiny; the folder."""
+    diffusers = pytest.importorskip("diffusers")
+    if conditional:
+        blocks = {"down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                  "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}  # fmt: skip
+        unet = diffusers.UNet2DConditionModel(
+            **TINY_UNET, **blocks, cross_attention_dim=8, attention_head_dim=2
+        )
+    else:
+        blocks = {"down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2}
+        unet = diffusers.UNet2DModel(**TINY_UNET, **blocks)
+    unet.save_pretrained(folder)
+    return folder
+
+
+def test_a_diffusers_unet_folder_alone_is_named_with_the_pipeline_layout_to_put_it_in(tmp_path):
+    # Before: "it is one part (UNet2DModel) of a diffusers pipeline: give the pipeline's folder, <its parent>", a
+    # folder that is no pipeline (helper report).
+    unet = save_diffusers_unet(tmp_path / "unet_default")
+    with pytest.raises(FileNotFoundError) as raised:
+        load_model(unet)  # as sample.py ckpt= and evaluate.py ckpt= read it
+    assert str(raised.value) == (
+        f"{unet} is not a difflab model folder (it needs difflab_config.json and model.safetensors, as export.py "
+        "format=safetensors writes them) nor a run folder (checkpoints/last.ckpt); it is a diffusers UNet2DModel "
+        "folder alone, with no scheduler: put it as unet/ beside a scheduler/ (a diffusers pipeline folder), or "
+        "give a difflab checkpoint"
+    )
+
+
+@pytest.mark.parametrize("index", [False, True])
+def test_a_diffusers_pipeline_of_a_network_difflab_does_not_load_is_named(tmp_path, index):
+    # Before: "is not a difflab model folder … nor a run folder" (without model_index.json), "holds neither a
+    # UNet2DModel in unet/ nor a DiTTransformer2DModel in transformer/" (with it): what it held went unnamed.
+    pipeline = tmp_path / "sd"
+    save_diffusers_unet(pipeline / "unet", conditional=True)
+    pytest.importorskip("diffusers").DDPMScheduler().save_pretrained(pipeline / "scheduler")
+    if index:
+        (pipeline / "model_index.json").write_text(
+            json.dumps(
+                {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
+            )
+        )
+    with pytest.raises((FileNotFoundError, ValueError)) as raised:
+        load_model(pipeline)
+    start = (
+        f"diffusers folder {pipeline}: "
+        if index
+        else f"{pipeline} is not a difflab model folder (it needs difflab_config.json and model.safetensors, as "
+        "export.py format=safetensors writes them) nor a run folder (checkpoints/last.ckpt); "
+    )
+    assert str(raised.value) == (
+        f"{start}it is a diffusers pipeline whose unet/ holds a UNet2DConditionModel, which difflab does not load: "
+        "difflab reads diffusers pipelines of its own networks (a UNet2DModel in unet/ or a DiTTransformer2DModel in "
+        "transformer/, beside a scheduler/)"
+    )
+
+
+@pytest.mark.parametrize("given", ["pipeline weights", "pipeline index", "lone weights", "lone config"])
+def test_a_file_of_a_diffusers_folder_points_at_the_folder(tmp_path, given):
+    # Before: "is not a Lightning checkpoint (no state_dict)" (the weights), "could not read checkpoint …: it is not
+    # a PyTorch checkpoint file" (model_index.json, config.json), as difflab's own model.safetensors was not.
+    pipeline = tmp_path / "pipe"
+    save_diffusers_unet(pipeline / "unet")
+    pytest.importorskip("diffusers").DDPMScheduler().save_pretrained(pipeline / "scheduler")
+    (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    lone = save_diffusers_unet(tmp_path / "unet_default")
+    weights = "diffusion_pytorch_model.safetensors"
+    path, expected = {
+        "pipeline weights": (
+            pipeline / "unet" / weights,
+            f"is one file of the diffusers UNet2DModel folder {pipeline / 'unet'}, part of the pipeline {pipeline}: "
+            "pass the pipeline's folder",
+        ),
+        "pipeline index": (
+            pipeline / "model_index.json",
+            f"is the index of the diffusers pipeline {pipeline}: pass the pipeline's folder",
+        ),
+        "lone weights": (
+            lone / weights,
+            f"is one file of the diffusers UNet2DModel folder {lone}: pass the folder itself",
+        ),
+        "lone config": (
+            lone / "config.json",
+            f"is one file of the diffusers UNet2DModel folder {lone}: pass the folder itself",
+        ),
+    }[given]
+    with pytest.raises(ValueError) as raised:
+        load_model(path)
+    assert str(raised.value) == f"{path} {expected}"
 
 
 def test_a_damaged_checkpoint_says_so(tmp_path, tiny_ckpt):

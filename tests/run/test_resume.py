@@ -296,6 +296,47 @@ def test_an_exported_model_folder_given_as_ckpt_path_is_named_as_weights_only(tm
         resume_path(str(pipeline), tmp_path / "run")
 
 
+@pytest.mark.parametrize("given", ["diffusers unet", "diffusers pipeline", "pictures", "empty"])
+def test_a_folder_that_is_no_checkpoint_given_as_ckpt_path_is_named_as_what_it_is(tmp_path, given):
+    # Before, each: "<folder> is not a whole sharded checkpoint: it has no .metadata or meta.pt" (helper report).
+    from PIL import Image
+
+    from difflab.runs.resume import resume_path
+
+    folder = tmp_path / given.replace(" ", "_")
+    if given.startswith("diffusers"):
+        diffusers = pytest.importorskip("diffusers")
+        tiny = {"sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": (16, 32),
+                "layers_per_block": 1, "norm_num_groups": 8, "down_block_types": ("DownBlock2D",) * 2,
+                "up_block_types": ("UpBlock2D",) * 2}  # fmt: skip
+        if given == "diffusers unet":
+            diffusers.UNet2DModel(**tiny).save_pretrained(folder)
+        else:  # a pipeline of a network difflab does not load, without model_index.json
+            tiny["down_block_types"] = ("DownBlock2D", "CrossAttnDownBlock2D")
+            tiny["up_block_types"] = ("CrossAttnUpBlock2D", "UpBlock2D")
+            unet = diffusers.UNet2DConditionModel(**tiny, cross_attention_dim=8, attention_head_dim=2)
+            unet.save_pretrained(folder / "unet")
+            diffusers.DDPMScheduler().save_pretrained(folder / "scheduler")
+    else:
+        folder.mkdir()
+        if given == "pictures":
+            for i in range(2):
+                Image.new("L", (8, 8)).save(folder / f"{i}.png")
+    held = {
+        "diffusers unet": "a diffusers UNet2DModel folder (weights only)",
+        "diffusers pipeline": "a diffusers pipeline folder (weights only)",
+        "pictures": "a folder of images (2, e.g. 0.png)",
+        "empty": "an empty folder",
+    }[given]
+    start = f"; start a new run from its weights with init_from={folder}" if given == "diffusers unet" else ""
+    with pytest.raises(FileNotFoundError) as raised:
+        resume_path(str(folder), tmp_path / "run")
+    assert str(raised.value) == (
+        f"ckpt_path={folder} is {held}, not a training checkpoint: a run resumes from one (checkpoints/*.ckpt of "
+        f"its run folder){start}"
+    )
+
+
 @pytest.mark.slow
 def test_corrupt_checkpoint_on_resume_is_one_line_and_nothing_is_written(cli_run, tmp_path):
     run = tmp_path / "run"

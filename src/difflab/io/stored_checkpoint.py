@@ -9,7 +9,11 @@ from typing import Any
 
 import torch
 
+from ..model_folder.diffusers_kinds import config_class
+from .decode import is_image_name
 from .sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, read_sharded_checkpoint
+
+SHARD_SUFFIX = ".distcp"  # torch.distributed.checkpoint's shard files: __<rank>_<n>.distcp
 
 
 class NotACheckpoint(FileNotFoundError):
@@ -51,9 +55,36 @@ def torch_load_reason(error: BaseException) -> str:
 
 def not_a_checkpoint(path: Path) -> NotACheckpoint:
     """The one-line error for a path that is neither a checkpoint file nor a whole sharded folder."""
+    held = folder_contents(path) if path.is_dir() else None
+    if held:  # before, "is not a whole sharded checkpoint" of a folder with no sign of one (helper report)
+        return NotACheckpoint(f"{path} is not a checkpoint: it is {held}")
     if path.is_dir():  # a sharded checkpoint cut short (a shard folder copied without its index, say)
         missing = " or ".join(name for name in (DCP_METADATA, META_FILE) if not (path / name).is_file())
         return NotACheckpoint(f"{path} is not a whole sharded checkpoint: it has no {missing}")
     if path.exists():  # a device, a pipe: "not found" would send the user looking for a typo
         return NotACheckpoint(f"{path} is not a checkpoint file")
     return NotACheckpoint(f"checkpoint not found: {path}")
+
+
+def folder_contents(folder: Path) -> str | None:
+    """What a folder given as a checkpoint holds instead, in a phrase (a diffusers model folder, a folder of
+    images, …); None where it holds any file of a sharded checkpoint (whose reader names the one missing)."""
+    names = sorted(entry.name for entry in folder.iterdir())
+    if any(name in (DCP_METADATA, META_FILE) or name.endswith(SHARD_SUFFIX) for name in names):
+        return None
+    if any(config_class(folder / part / "config.json") for part in ("unet", "transformer")):
+        return "a diffusers pipeline folder (weights only)"
+    kind = config_class(folder / "config.json")
+    if kind:
+        return f"a diffusers {kind} folder (weights only)"
+    pictures = [name for name in names if is_image_name(name)]
+    if pictures:
+        return f"a folder of images ({len(pictures)}, e.g. {pictures[0]})"
+    held = [name for name in names if name.endswith(".ckpt")]
+    if held:
+        return f"a folder of checkpoints: give one of them, e.g. {folder / held[0]}"
+    if not names:
+        return "an empty folder"
+    return (
+        "a folder holding no checkpoint (no checkpoint file, no sharded checkpoint's .metadata and meta.pt)"
+    )

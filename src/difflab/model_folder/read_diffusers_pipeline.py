@@ -29,6 +29,7 @@ from .diffusers_folder import (
     read_weights,
     require_diffusers,
 )
+from .diffusers_kinds import foreign_network
 from .diffusers_mapping import (
     PREDICTION_TYPES,
     UNET_TARGET,
@@ -139,6 +140,11 @@ def network_of(folder: Path, named: str) -> str:
         return "unet"
     if class_name(folder / "transformer" / "config.json") == "DiTTransformer2DModel":
         return "dit"
+    foreign = foreign_network(
+        folder
+    )  # before, a Stable Diffusion pipeline's UNet2DConditionModel went unnamed
+    if foreign:
+        raise ValueError(f"{named}: {foreign}")
     raise ValueError(
         f"{named} holds neither a UNet2DModel in unet/ nor a DiTTransformer2DModel in transformer/: difflab "
         "reads diffusers folders of its own networks"

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .diffusers_kinds import foreign_network, what_model_folder_is
+
 
 class StoredModel(Protocol):
     """What a model folder stores of a loaded model (difflab.checkpoint.LoadedModel is one)."""
@@ -97,13 +99,7 @@ def _nearly(folder: Path) -> str:
         return f"; it holds checkpoints: give one of them, e.g. {held[0]}" + (
             f", or the run folder {folder.parent}" if run else ""
         )
-    config = folder / "config.json"
-    try:
-        name = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        name = None
-    if name:  # a latent pipeline's too: its folder is read with the vae/ beside it
-        return (
-            f"; it is one part ({name}) of a diffusers pipeline: give the pipeline's folder, {folder.parent}"
-        )
-    return ""
+    # before, any diffusers folder was "one part of a diffusers pipeline", its parent given as the pipeline's
+    # folder, and a pipeline of a network difflab does not load was named nothing at all (helper report)
+    known = what_model_folder_is(folder) or foreign_network(folder)
+    return f"; {known}" if known else ""

@@ -18,7 +18,8 @@ from ..cluster.jobs import is_requeued_job
 from ..data.folder import class_folder_changes
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import consolidated_name, is_sharded_checkpoint
-from ..io.stored_checkpoint import not_a_checkpoint
+from ..io.stored_checkpoint import folder_contents, not_a_checkpoint
+from ..model_folder.diffusers_kinds import config_class
 from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline
 from ..model_folder.safetensors_folder import FOLDER_CONFIG
 from ..model_folder.state_fit import state_mismatch
@@ -114,6 +115,17 @@ def what_the_folder_is(folder: Path) -> str:
         return (
             f"ckpt_path={folder} is an exported model folder (weights only): a run resumes from a training "
             "checkpoint (checkpoints/*.ckpt of its run folder)"
+        )
+    held = folder_contents(folder)
+    if held and not any(folder.glob("*.ckpt")):  # before, "is not a whole sharded checkpoint"
+        start = (
+            f"; start a new run from its weights with {pasteable('init_from', folder)}"
+            if config_class(folder / "config.json") == "UNet2DModel"
+            else ""
+        )
+        return (
+            f"ckpt_path={folder} is {held}, not a training checkpoint: a run resumes from one "
+            f"(checkpoints/*.ckpt of its run folder){start}"
         )
     return str(not_a_checkpoint(folder))
 
