@@ -16,9 +16,9 @@ import torch
 
 from .checkpoint_config import check_stored_targets
 from .checkpoint_upgrade import upgraded
+from .io.diffusers_kinds import what_file_is
 from .io.sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, why_unreadable
 from .io.stored_checkpoint import NotACheckpoint, load_stored, torch_load_reason
-from .model_folder.diffusers_kinds import what_file_is
 from .model_folder.hub import fetch_hub_pipeline, is_hub_id
 from .model_folder.read_diffusers_pipeline import (
     check_pipeline_configs,
@@ -89,9 +89,8 @@ def check_whole(path: Path) -> None:
         raise ValueError(
             f"{path} is one file of the sharded checkpoint {path.parent}: pass the folder itself"
         )
-    diffusers_file = what_file_is(
-        path
-    )  # before, "not a Lightning checkpoint", "not a PyTorch checkpoint file"
+    # Before, "not a Lightning checkpoint" or "not a PyTorch checkpoint file".
+    diffusers_file = what_file_is(path)
     if diffusers_file:
         raise ValueError(diffusers_file)
 

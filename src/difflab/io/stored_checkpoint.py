@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..model_folder.diffusers_kinds import config_class
 from .decode import is_image_name
+from .diffusers_kinds import config_class
 from .sharded_checkpoint import DCP_METADATA, META_FILE, is_sharded_checkpoint, read_sharded_checkpoint
 
 SHARD_SUFFIX = ".distcp"  # torch.distributed.checkpoint's shard files: __<rank>_<n>.distcp

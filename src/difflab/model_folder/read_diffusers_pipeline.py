@@ -18,6 +18,7 @@ import torch
 
 from ..diffusion.formulations import EDM, Flow
 from ..diffusion.formulations.zero_snr import terminal_betas
+from ..io.diffusers_kinds import foreign_network
 from ..listing import listed
 from ..models import DiT, UNet
 from .diffusers_autoencoder import autoencoder_arguments, is_autoencoder_folder
@@ -29,7 +30,6 @@ from .diffusers_folder import (
     read_weights,
     require_diffusers,
 )
-from .diffusers_kinds import foreign_network
 from .diffusers_mapping import (
     PREDICTION_TYPES,
     UNET_TARGET,
@@ -140,9 +140,8 @@ def network_of(folder: Path, named: str) -> str:
         return "unet"
     if class_name(folder / "transformer" / "config.json") == "DiTTransformer2DModel":
         return "dit"
-    foreign = foreign_network(
-        folder
-    )  # before, a Stable Diffusion pipeline's UNet2DConditionModel went unnamed
+    # Before, a Stable Diffusion pipeline's UNet2DConditionModel went unnamed.
+    foreign = foreign_network(folder)
     if foreign:
         raise ValueError(f"{named}: {foreign}")
     raise ValueError(

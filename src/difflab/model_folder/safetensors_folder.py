@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .diffusers_kinds import foreign_network, what_model_folder_is
+from ..io.diffusers_kinds import foreign_network, what_model_folder_is
 
 
 class StoredModel(Protocol):

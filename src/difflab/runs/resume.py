@@ -16,10 +16,10 @@ from ..checkpoint_config import check_contradictions, check_stored_config_types,
 from ..checkpoint_file import CONFIG_KEY, check_checksums, network_state, read_checkpoint, stored_step
 from ..cluster.jobs import is_requeued_job
 from ..data.folder import class_folder_changes
+from ..io.diffusers_kinds import config_class
 from ..io.set_aside import set_aside
 from ..io.sharded_checkpoint import consolidated_name, is_sharded_checkpoint
 from ..io.stored_checkpoint import folder_contents, not_a_checkpoint
-from ..model_folder.diffusers_kinds import config_class
 from ..model_folder.read_diffusers_pipeline import is_diffusers_pipeline
 from ..model_folder.safetensors_folder import FOLDER_CONFIG
 from ..model_folder.state_fit import state_mismatch

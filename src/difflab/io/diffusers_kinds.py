@@ -44,9 +44,8 @@ def what_model_folder_is(folder: Path) -> str | None:
     name = config_class(folder / "config.json")
     if name is None:
         return None
-    if is_pipeline_of(
-        folder.parent, folder
-    ):  # a latent pipeline's too: its folder is read with the vae/ beside it
+    # A latent pipeline's part too: its folder is read with the vae/ beside it.
+    if is_pipeline_of(folder.parent, folder):
         return f"it is one part ({name}) of a diffusers pipeline: give the pipeline's folder, {folder.parent}"
     if name in READ_NETWORKS:
         return (
