@@ -72,10 +72,7 @@ def load_latent_space(
         )
     wanted, path = str(record["autoencoder_hash"]), str(autoencoder or record["autoencoder_path"])
     if not Path(path).exists():
-        raise ValueError(
-            f"the autoencoder {wanted} that {source} was trained with is missing ({path}): give autoencoder=<a copy "
-            "of it>"
-        )
+        raise ValueError(autoencoder_missing(wanted, source, path))
     loaded = load_autoencoder(path, device)
     if loaded.weights_hash != wanted:
         raise ValueError(
@@ -93,6 +90,16 @@ def exported_latent_space(
     loaded = load_autoencoder(vae, device)
     loaded.net.requires_grad_(False)
     return LatentSpace(loaded, float(loaded.scaling_factor), image_shape)
+
+
+def autoencoder_missing(wanted: str, source: str, path: str | Path) -> str:
+    """The line saying that the autoencoder (hash `wanted`) that `source` was trained with is not at `path` (moved,
+    deleted), and that autoencoder= gives a copy: the one wording of sample.py, evaluate.py, export.py,
+    difflab.load, python -m difflab.phema and a train.py resume."""
+    return (
+        f"the autoencoder {wanted} that {source} was trained with is missing ({path}): give autoencoder=<a copy "
+        "of it>"
+    )
 
 
 def autoencoder_mismatch(

@@ -213,6 +213,25 @@ def test_a_resume_after_its_autoencoder_run_moved_on_names_the_step_checkpoints(
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_resume_whose_autoencoder_moved_names_it_and_autoencoder_as_sample_py_does(
+    autoencoder_run, latent_run, tmp_path
+) -> None:
+    # Before, "autoencoder not found: <path>": neither which autoencoder is missing nor the key that gives a copy.
+    run = tmp_path / "run"
+    shutil.copytree(latent_run[0], run)
+    gone = tmp_path / "gone"  # where the run's autoencoder was before it moved
+    overrides = two_step_latent_run(gone, latent_run, "trainer.max_steps=6", "ckpt_path=last")
+    with pytest.raises(ValueError) as error:
+        train(compose_config("train", overrides, run))
+    wanted = load_autoencoder(autoencoder_run).weights_hash
+    last = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert str(error.value) == (
+        f"the autoencoder {wanted} that checkpoint {run / 'checkpoints' / 'last.ckpt'} was trained with is "
+        f"missing ({gone}): give autoencoder=<a copy of it>"
+    )
+    assert last["global_step"] == 4  # nothing trained
+
+
 def test_sample_py_and_difflab_load_give_the_same_decoded_images(latent_run, tmp_path) -> None:
     out = tmp_path / "samples"
     overrides = [f"ckpt={latent_run[0]}", "n=3", "sampler=ddim", "sampler.steps=3", f"out={out}"]

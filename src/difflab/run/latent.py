@@ -145,3 +145,30 @@ def check_resumed_autoencoder(cfg: DictConfig, ckpt: dict, path: object) -> None
     if found != wanted:
         recorded = record.get("autoencoder_path")
         raise ValueError(autoencoder_mismatch(cfg.autoencoder, found, f"checkpoint {path}", wanted, recorded))
+
+
+def check_resumed_autoencoder_found(cfg: DictConfig, run_dir: Path) -> None:
+    """A latent run resumed while its autoencoder is not where the run has it (moved, deleted): the line sample.py
+    and evaluate.py give, naming the autoencoder's hash and autoencoder=, before the autoencoder is read. Before,
+    "autoencoder not found: <path>", which said neither what was missing nor how to give a copy."""
+    given = cfg.get("autoencoder")
+    if not given or Path(str(given)).expanduser().exists():
+        return
+    from ..checkpoint_file import LATENT_RECORD_KEY, read_checkpoint_file
+    from ..latent_space import autoencoder_missing
+    from ..runs.resume import resume_path
+
+    resume = resume_path(cfg.get("ckpt_path"), run_dir)
+    if resume is None:
+        return
+    try:
+        record = read_checkpoint_file(resume, mmap=True).get(LATENT_RECORD_KEY) or {}
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+    ):  # a checkpoint it cannot read: the resume's own reading says why
+        return
+    wanted = record.get("autoencoder_hash")
+    if wanted:
+        raise ValueError(autoencoder_missing(str(wanted), f"checkpoint {resume}", given))

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..cluster.devices import check_matches_started_processes
 from .autoencoder_checks import check_autoencoder_run
-from .latent import use_latents
+from .latent import check_resumed_autoencoder_found, use_latents
 from .phema_checks import check_phema_run
 from .rules import check_given, check_values
 from .train_checks import (
@@ -64,6 +64,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> TrainSettings:
     check_phema_run(cfg)
     check_condition_keys(cfg)
     check_model_fits_data(cfg)
+    check_resumed_autoencoder_found(cfg, run_dir)
     use_latents(cfg)
     record_data_root_as_found(cfg)
     return _build_and_read(cfg, run_dir)
