@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from .nearest_word import nearest_word
 from .run.errors import USER_ERRORS, exit_if_stopped, one_line
@@ -64,6 +66,16 @@ def check_not_a_typo(key: str) -> None:
         raise ValueError(f"{name} is not a key of python -m difflab.phema; did you mean {close}?")
 
 
+def moved_autoencoder(others: list[str]) -> tuple[str | None, list[str]]:
+    """(the autoencoder= a single rebuild was given, a latent run's autoencoder moved from where the run recorded it;
+    the other overrides): before, autoencoder= was refused there too ("only a sweep scores …"), so the rebuild of a
+    latent run whose autoencoder moved could not be made to sample."""
+    given = [arg for arg in others if arg.partition("=")[0].lstrip("+") == "autoencoder"]
+    rest = [arg for arg in others if arg not in given]
+    value = given[-1].partition("=")[2] if given else None
+    return (value or None), rest
+
+
 def refuse_several_processes() -> None:
     """One process rebuilds and scores (each evaluate.py it runs may use several): before, two torchrun ranks
     raced to write the same file ("[Errno 17] File exists")."""
@@ -107,11 +119,20 @@ def rebuild_or_sweep(argv: list[str] | None) -> int:
             raise ValueError(f"step={own['step']} is not a step number")
         step = int(own["step"]) if "step" in own else None
         if len(sigma_rels) == 1 and not own["sigma_rel"].strip().startswith("["):
+            autoencoder, others = moved_autoencoder(others)
             if others:
                 raise ValueError(
                     f"{others[0]}: only a sweep scores (sigma_rel=[…]); score one checkpoint with evaluate.py"
                 )
-            print(reconstruct(plan(run, sigma_rels[0], own.get("out"), step)))
+            p = plan(run, sigma_rels[0], own.get("out"), step)
+            if autoencoder is not None:
+                from .run.phema import check_autoencoder_fits
+
+                # As a sweep checks it: one that is missing, has another hash, or is given for a pixel run is
+                # refused before anything is written; one that fits is recorded in the rebuild.
+                check_autoencoder_fits(p.template, autoencoder, ())
+                p = replace(p, autoencoder=str(Path(autoencoder).expanduser().resolve()))
+            print(reconstruct(p))
             return 0
         rows, fd_key = sweep(run, sigma_rels, others, own.get("out"), step)
     except USER_ERRORS as error:

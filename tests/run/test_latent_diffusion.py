@@ -280,6 +280,30 @@ def test_a_post_hoc_ema_sweep_checks_the_autoencoder_before_writing_anything(
     assert not out.exists()
 
 
+def test_a_post_hoc_ema_rebuild_takes_a_moved_autoencoder_that_fits_and_records_it(
+    autoencoder_run, latent_run, tmp_path, capsys
+) -> None:
+    # Before, "autoencoder=…: only a sweep scores (sigma_rel=[…])": the rebuild of a latent run whose autoencoder
+    # moved was refused the copy, and sampled only with autoencoder= every time.
+    ae, moved = tmp_path / "ae", tmp_path / "moved"
+    shutil.copytree(autoencoder_run, ae)
+    run = tmp_path / "run"
+    extra = ["callbacks=[default,phema]", "callbacks.phema.every_n_steps=2"]
+    train(compose_config("train", two_step_latent_run(ae, latent_run, *extra), run))
+    ae.rename(moved)
+    other, refused = diffusers_vae(tmp_path / "vae"), tmp_path / "refused.ckpt"  # the same latent shape
+    assert phema_main([str(run), "sigma_rel=0.10", f"autoencoder={other}", f"out={refused}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: autoencoder {other} has hash ") and "but checkpoint" in line, line
+    assert not refused.exists()
+    rebuilt = tmp_path / "rebuilt.ckpt"
+    assert phema_main([str(run), "sigma_rel=0.10", f"autoencoder={moved}", f"out={rebuilt}"]) == 0
+    assert read_checkpoint(rebuilt)["LatentDataModule"]["autoencoder_path"] == str(moved)
+    out = tmp_path / "samples"
+    sample(compose_config("sample", [f"ckpt={rebuilt}", "n=2", "sampler.steps=2", f"out={out}"], tmp_path))
+    assert np.load(out / "samples.npz")["images"].shape == (2, 8, 8, 1)  # decoded by the moved copy
+
+
 def test_latents_are_not_clipped_to_the_pixel_range_unless_asked(latent_run, tmp_path) -> None:
     """Before, every sampler clipped x̂_0 to [-1, 1] on latents too (its default clip_x0=1.0): scaled to unit std,
     a third of them lie outside, and an img2img at strength 0.001 came back 12 dB from its picture."""

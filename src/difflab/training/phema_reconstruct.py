@@ -33,6 +33,8 @@ class Plan:
     sigma_rel: float
     out: Path
     latest: bool = False  # step was not given: the run's latest snapshot
+    # A latent run's autoencoder moved from where the run recorded it (checked to have its hash): recorded instead.
+    autoencoder: str | None = None
 
 
 def snapshots_of(run: Path, step: int | None) -> tuple[list[Snapshot], int]:
@@ -207,6 +209,8 @@ def reconstruct(p: Plan) -> Path:
     state.update({f"net.{k}": v for k, v in net.items()})
     # A latent run's record of its autoencoder (hash, path, scale), without which no latent model is read.
     latent = {LATENT_RECORD_KEY: ckpt[LATENT_RECORD_KEY]} if LATENT_RECORD_KEY in ckpt else {}
+    if latent and p.autoencoder is not None:  # sample.py then reads the moved copy without autoencoder=
+        latent[LATENT_RECORD_KEY] = {**latent[LATENT_RECORD_KEY], "autoencoder_path": p.autoencoder}
     out = {
         **latent,
         "state_dict": state,
