@@ -124,15 +124,15 @@ def rebuild_or_sweep(argv: list[str] | None) -> int:
                 raise ValueError(
                     f"{others[0]}: only a sweep scores (sigma_rel=[…]); score one checkpoint with evaluate.py"
                 )
-            p = plan(run, sigma_rels[0], own.get("out"), step)
+            rebuild = plan(run, sigma_rels[0], own.get("out"), step)
             if autoencoder is not None:
                 from .run.phema import check_autoencoder_fits
 
                 # As a sweep checks it: one that is missing, has another hash, or is given for a pixel run is
                 # refused before anything is written; one that fits is recorded in the rebuild.
-                check_autoencoder_fits(p.template, autoencoder, ())
-                p = replace(p, autoencoder=str(Path(autoencoder).expanduser().resolve()))
-            print(reconstruct(p))
+                check_autoencoder_fits(rebuild.template, autoencoder, ())
+                rebuild = replace(rebuild, autoencoder=str(Path(autoencoder).expanduser().resolve()))
+            print(reconstruct(rebuild))
             return 0
         rows, fd_key = sweep(run, sigma_rels, others, own.get("out"), step)
     except USER_ERRORS as error:

@@ -163,11 +163,8 @@ def check_resumed_autoencoder_found(cfg: DictConfig, run_dir: Path) -> None:
         return
     try:
         record = read_checkpoint_file(resume, mmap=True).get(LATENT_RECORD_KEY) or {}
-    except (
-        OSError,
-        ValueError,
-        RuntimeError,
-    ):  # a checkpoint it cannot read: the resume's own reading says why
+    # A checkpoint it cannot read: the resume's own reading says why.
+    except (OSError, ValueError, RuntimeError):
         return
     wanted = record.get("autoencoder_hash")
     if wanted:
