@@ -431,6 +431,8 @@ def test_sigterm_while_starting_is_one_line_and_exit_143(monkeypatch, capsys):
     # Before, a job cancelled in its first seconds (Hydra composing, the checks, torch loading) ended silently.
     import difflab.run.cli as cli
 
+    monkeypatch.setattr("difflab.run.errors._work", {"began": False})
+
     def terminated(*args: object) -> None:
         signal.raise_signal(signal.SIGTERM)
 
@@ -445,6 +447,29 @@ def test_sigterm_while_starting_is_one_line_and_exit_143(monkeypatch, capsys):
         == "error: train.py stopped by SIGTERM while starting; its work had not begun\n"
     )
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_after_the_work_ended_is_not_said_as_while_starting(monkeypatch, capsys):
+    # Between a sweep's jobs, or in Hydra's end of a job: the work's own handling has ended.
+    import difflab.run.cli as cli
+    from difflab.run.errors import exit_if_stopped
+
+    def worked_then_terminated(*args: object) -> None:
+        with exit_if_stopped("train.py"):
+            pass
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "run_hydra", worked_then_terminated)
+    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "experiment=digits_cpu"])
+    monkeypatch.setattr("difflab.run.errors._work", {"began": False})
+    with pytest.raises(SystemExit) as exited:
+        cli.launch(lambda cfg: None, "train", CONF)
+    assert exited.value.code == 143
+    assert (
+        capsys.readouterr().err
+        == "error: train.py stopped by SIGTERM after its work; what it had finished is kept\n"
+    )
 
 
 @pytest.mark.parametrize(("rank", "said"), [("0", True), ("1", False)])

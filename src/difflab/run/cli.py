@@ -32,6 +32,7 @@ from ..console_log import own_warnings_plain, said_before_the_log
 from ..nearest_word import nearest_word
 from ..overrides import pasteable
 from ..runs.inherit import inherited_overrides, parse
+from .errors import work_began
 from .unknown_key import NOT_READ, dotted_keys, nearest_key, options_composed, unknown_key_hint
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
@@ -74,7 +75,13 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
         sys.exit(130)
     except StoppedBySignal as stop:
         script = Path(sys.argv[0]).name
-        print(f"error: {script} {stop} while starting; its work had not begun", file=sys.stderr)
+        # Its work stops itself: this is before it began, or after it (its end, or between a sweep's jobs).
+        when = (
+            "after its work; what it had finished is kept"
+            if work_began()
+            else "while starting; its work had not begun"
+        )
+        print(f"error: {script} {stop} {when}", file=sys.stderr)
         # A library whose import the stop cut short logs at exit through Hydra's handlers (torch's FakeTensor
         # cache stats, three INFO lines after this one).
         logging.disable(logging.INFO)

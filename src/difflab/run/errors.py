@@ -80,6 +80,16 @@ def current_sweep_job() -> str | None:
     return f"#{hydra_cfg.job.num} ({Path(str(hydra_cfg.sweep.dir)) / str(hydra_cfg.sweep.subdir)})"
 
 
+# Whether this process's work began (an exit_if_stopped block was entered): a stop outside the work is said as
+# one before it or after it (run.cli.launch).
+_work = {"began": False}
+
+
+def work_began() -> bool:
+    """Whether an exit_if_stopped block (a script's work) was entered in this process."""
+    return _work["began"]
+
+
 @contextlib.contextmanager
 def exit_if_stopped(
     script: str,
@@ -91,6 +101,7 @@ def exit_if_stopped(
     ends the run with one line and exit 143, 129 or 130, once the block's own cleanup (an output folder's) has removed what it wrote, or noted where it
     kept it (else the line says `unsaved`). `signals`: those that stop it (SIGTERM, SIGHUP); `unless_handled`: a
     handler already set (submitit's) stays."""
+    _work["began"] = True
     try:
         with stop_signal_raises(unless_handled, signals):
             yield
