@@ -134,6 +134,29 @@ def test_what_a_killed_evaluation_had_kept_as_it_went_is_continued_to_the_same_r
     assert kept_files(cache) == []
 
 
+def test_a_continuation_in_batches_of_another_size_keeps_the_file_it_could_continue_from(
+    tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys, caplog
+) -> None:
+    """8 images kept in batches of 8, then 5 more in batches of 5: a file of 13 in batches of 5 could not be
+    continued from. Before, it replaced the file of 8 (and the next run started over)."""
+    cache = tmp_path / "cache"
+    overrides = settings(tiny_ckpt, cache)
+    kept_by_a_stopped_run(overrides, cache, tmp_path, monkeypatch)
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        stopped_after(patch, 1, StoppedBySignal(signal.SIGTERM))
+        evaluated([*overrides, "batch_size=5"], tmp_path, "stopped_again.json")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: evaluate.py stopped by SIGTERM; 13 of its 24 images were scored in batches of two sizes, so not "
+        "kept again; the same command continues from what was kept before"
+    )
+    with caplog.at_level(logging.INFO, logger="difflab"):
+        evaluated(overrides, tmp_path, "continued.json")
+    assert (
+        "8 of 24 images were scored; generating the other 16 in batches of 8, as it was started"
+        in caplog.text
+    )
+
+
 def test_a_stop_before_any_image_is_scored_keeps_nothing(
     tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:

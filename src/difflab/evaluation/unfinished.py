@@ -130,34 +130,48 @@ class UnfinishedEvaluation:
             "predicted": torch.cat(so_far.predicted) if so_far.predicted else None,
         }
         scored = f"{so_far.done} of its {source['n']} images were scored"
+        if so_far.done % state["batch_size"]:
+            # Continued in batches of another size: a file saying so could not be continued from (its batches
+            # would not add up), so what was kept before stays the one to continue from.
+            again = "; the same command continues from what was kept before" if self.path.exists() else ""
+            return f"{scored} in batches of two sizes, so not kept again{again}"
+        problem = self._written(state)
+        if problem:
+            return f"{scored} but could not be kept ({problem}): the same command starts over"
+        return f"{scored} and kept in {self.path}: the same command continues from there"
+
+    def _written(self, state: dict[str, Any]) -> str | None:
+        """Write `state` whole to the file; what stopped it, else None."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(self.path) as file:
                 torch.save(state, file)
         except Exception as error:
-            return f"{scored} but could not be kept ({_first_line(error)}): the same command starts over"
-        return f"{scored} and kept in {self.path}: the same command continues from there"
+            return _first_line(error)
+        return None
 
     def kept_as_it_goes(
         self, batches: Iterable[Tensor], so_far: ScoredSoFar, source: dict[str, Any]
     ) -> Iterator[Tensor]:
         """`batches`, with what was scored kept every KEEP_EVERY_S seconds (once a batch is taken in): a process
         killed outright (SIGKILL: the out-of-memory killer, a node lost, a job past its grace period), which no
-        handler sees, loses at most that much work. Before, it lost all of it."""
+        handler sees, loses that much work and the batch under way. Before, it lost all of it."""
         last = time.monotonic()
         for batch in batches:
             yield batch  # scored and added to so_far when the next one is asked for
             if time.monotonic() - last < KEEP_EVERY_S or not 0 < so_far.done < int(source["n"]):
                 continue
+            last = time.monotonic()
+            if so_far.done % int(source["batch_size"]):
+                continue  # continued in batches of another size: what was kept before stays (see keep)
             before = _file_identity(self.path)
             with stops_held():
                 note = self.keep(so_far, source)
             written = _file_identity(self.path)  # an atomic write makes a new file
             if written is None or written == before:
-                log.warning("evaluate.py: %s", note)
+                log.warning("evaluate.py goes on, but %s", note.replace(": the same command starts over", ""))
             else:
                 so_far.continued_from = written  # this evaluation's own: removed as it ends
-            last = time.monotonic()
 
     @contextlib.contextmanager
     def kept_when_stopped(self, so_far: ScoredSoFar, source: dict[str, Any]) -> Iterator[None]:
