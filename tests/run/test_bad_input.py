@@ -253,7 +253,7 @@ def test_a_diffusers_unet_folder_alone_is_named_with_the_pipeline_layout_to_put_
         f"{unet} is not a difflab model folder (it needs difflab_config.json and model.safetensors, as export.py "
         "format=safetensors writes them) nor a run folder (checkpoints/last.ckpt); it is a diffusers UNet2DModel "
         "folder alone, with no scheduler: put it as unet/ beside a scheduler/ (a diffusers pipeline folder), or "
-        "give a difflab checkpoint"
+        f"give a difflab checkpoint; train.py init_from={unet} starts a run from its weights as it is"
     )
 
 
@@ -285,6 +285,20 @@ def test_a_diffusers_pipeline_of_a_network_difflab_does_not_load_is_named(tmp_pa
     )
 
 
+def test_the_unet_folder_of_a_pipeline_difflab_does_not_load_says_so_not_to_give_the_pipeline(tmp_path):
+    # Before: "give the pipeline's folder", which was then refused as a network difflab does not load (review).
+    pipeline = tmp_path / "sd"
+    unet = save_diffusers_unet(pipeline / "unet", conditional=True)
+    pytest.importorskip("diffusers").DDPMScheduler().save_pretrained(pipeline / "scheduler")
+    with pytest.raises(FileNotFoundError) as raised:
+        load_model(unet)
+    assert str(raised.value).endswith(
+        f"it is one part (UNet2DConditionModel) of a diffusers pipeline {pipeline} whose unet/ holds a "
+        "UNet2DConditionModel, which difflab does not load: difflab reads diffusers pipelines of its own networks "
+        "(a UNet2DModel in unet/ or a DiTTransformer2DModel in transformer/, beside a scheduler/)"
+    )
+
+
 @pytest.mark.parametrize("given", ["pipeline weights", "pipeline index", "lone weights", "lone config"])
 def test_a_file_of_a_diffusers_folder_points_at_the_folder(tmp_path, given):
     # Before: "is not a Lightning checkpoint (no state_dict)" (the weights), "could not read checkpoint …: it is not
@@ -305,13 +319,18 @@ def test_a_file_of_a_diffusers_folder_points_at_the_folder(tmp_path, given):
             pipeline / "model_index.json",
             f"is the index of the diffusers pipeline {pipeline}: pass the pipeline's folder",
         ),
+        # Before, "pass the folder itself", which sample.py then refused: it reads no lone UNet2DModel folder.
         "lone weights": (
             lone / weights,
-            f"is one file of the diffusers UNet2DModel folder {lone}: pass the folder itself",
+            f"is one file of the diffusers UNet2DModel folder {lone}, alone with no scheduler: put it as unet/ "
+            "beside a scheduler/ (a diffusers pipeline folder), or give a difflab checkpoint; train.py "
+            f"init_from={lone} starts a run from its weights as it is",
         ),
         "lone config": (
             lone / "config.json",
-            f"is one file of the diffusers UNet2DModel folder {lone}: pass the folder itself",
+            f"is one file of the diffusers UNet2DModel folder {lone}, alone with no scheduler: put it as unet/ "
+            "beside a scheduler/ (a diffusers pipeline folder), or give a difflab checkpoint; train.py "
+            f"init_from={lone} starts a run from its weights as it is",
         ),
     }[given]
     with pytest.raises(ValueError) as raised:

@@ -46,12 +46,13 @@ def what_model_folder_is(folder: Path) -> str | None:
         return None
     # A latent pipeline's part too: its folder is read with the vae/ beside it.
     if is_pipeline_of(folder.parent, folder):
+        # Stable Diffusion's unet/: its pipeline's folder would be refused too.
+        foreign = _foreign_part(folder.parent)
+        if foreign:
+            return f"it is one part ({name}) of a diffusers pipeline {folder.parent} whose {foreign}"
         return f"it is one part ({name}) of a diffusers pipeline: give the pipeline's folder, {folder.parent}"
     if name in READ_NETWORKS:
-        return (
-            f"it is a diffusers {name} folder alone, with no scheduler: put it as {READ_NETWORKS[name]}/ beside a "
-            "scheduler/ (a diffusers pipeline folder), or give a difflab checkpoint"
-        )
+        return f"it is a diffusers {name} folder alone, with no scheduler: {_lone_advice(name, folder)}"
     return (
         f"it is a diffusers {name} folder alone, not a pipeline difflab reads ({READ_LAYOUT}): give such a pipeline "
         "folder, or a difflab checkpoint"
@@ -101,5 +102,14 @@ def what_file_is(path: Path) -> str | None:
             else f"{path} is {owner}: pass the pipeline's folder"
         )
     if name in READ_NETWORKS:
-        return f"{path} is {owner}: pass the folder itself"
+        return f"{path} is {owner}, alone with no scheduler: {_lone_advice(name, path.parent)}"
     return f"{path} is {owner}, not a pipeline difflab reads ({READ_LAYOUT})"
+
+
+def _lone_advice(name: str, folder: Path) -> str:
+    """What to do with a diffusers model folder of a network difflab reads that has no pipeline around it: sampled,
+    it needs a scheduler beside it; train.py's init_from= takes it as it is."""
+    return (
+        f"put it as {READ_NETWORKS[name]}/ beside a scheduler/ (a diffusers pipeline folder), or give a difflab "
+        f"checkpoint; train.py init_from={folder} starts a run from its weights as it is"
+    )
