@@ -410,6 +410,8 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
     # Before, a Ctrl-C in the seconds torch takes to load (in the run's checks) printed a 40-line traceback.
     import difflab.run.cli as cli
 
+    monkeypatch.setattr("difflab.run.errors._work", {"began": False})
+
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
@@ -424,7 +426,10 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
         assert exited.code == 130
     else:
         pytest.fail("launch went on after a Ctrl-C")
-    assert capsys.readouterr().err == "error: train.py interrupted (Ctrl-C) while starting\n"
+    assert (
+        capsys.readouterr().err
+        == "error: train.py interrupted (Ctrl-C) while starting; its work had not begun\n"
+    )
 
 
 def test_sigterm_while_starting_is_one_line_and_exit_143(monkeypatch, capsys):
@@ -447,6 +452,22 @@ def test_sigterm_while_starting_is_one_line_and_exit_143(monkeypatch, capsys):
         == "error: train.py stopped by SIGTERM while starting; its work had not begun\n"
     )
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_to_a_sweep_waiting_on_its_jobs_is_not_said_as_while_starting(monkeypatch, capsys):
+    # A sweep's head process waits on jobs a cluster launcher runs elsewhere: its work never begins here (review).
+    import difflab.run.cli as cli
+
+    monkeypatch.setattr(cli, "run_hydra", lambda *args: signal.raise_signal(signal.SIGTERM))
+    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "experiment=digits_cpu", "seed=1,2"])
+    monkeypatch.setattr("difflab.run.errors._work", {"began": False})
+    with pytest.raises(SystemExit) as exited:
+        cli.launch(lambda cfg: None, "train", CONF)
+    assert exited.value.code == 143
+    assert capsys.readouterr().err == (
+        "error: train.py stopped by SIGTERM while running a sweep; the jobs that ended keep their results\n"
+    )
 
 
 def test_sigterm_after_the_work_ended_is_not_said_as_while_starting(monkeypatch, capsys):

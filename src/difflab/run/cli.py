@@ -68,24 +68,25 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
         # the process ended with no word. A handler already set (submitit's) stays.
         with stop_signal_raises(unless_handled=True, signals=(signal.SIGTERM, signal.SIGHUP)):
             run_hydra(task, str(conf_dir), config_name, with_inherited(args, inherited))
-    except KeyboardInterrupt:
-        # Ctrl-C while Hydra composes, the checks run or torch loads (a run's own stop handling says more once
-        # it has begun): one line, as for a Ctrl-C later, not a traceback through the import machinery.
-        print(f"error: {Path(sys.argv[0]).name} interrupted (Ctrl-C) while starting", file=sys.stderr)
-        sys.exit(130)
-    except StoppedBySignal as stop:
-        script = Path(sys.argv[0]).name
-        # Its work stops itself: this is before it began, or after it (its end, or between a sweep's jobs).
-        when = (
-            "after its work; what it had finished is kept"
-            if work_began()
-            else "while starting; its work had not begun"
-        )
-        print(f"error: {script} {stop} {when}", file=sys.stderr)
+    except (KeyboardInterrupt, StoppedBySignal) as stop:
+        # Ctrl-C, SIGTERM or SIGHUP outside the work's own stop handling (Hydra composing, the checks, torch
+        # loading; a sweep between its jobs or waiting on a cluster's): one line, not a traceback through the
+        # import machinery or no word at all.
+        how = str(stop) if isinstance(stop, StoppedBySignal) else "interrupted (Ctrl-C)"
+        print(f"error: {Path(sys.argv[0]).name} {how} {_when_stopped(args)}", file=sys.stderr)
         # A library whose import the stop cut short logs at exit through Hydra's handlers (torch's FakeTensor
         # cache stats, three INFO lines after this one).
         logging.disable(logging.INFO)
-        sys.exit(stop.exit_code)
+        sys.exit(stop.exit_code if isinstance(stop, StoppedBySignal) else 130)
+
+
+def _when_stopped(args: list[str]) -> str:
+    """When a stop came that the work's own handling did not see, and what it leaves."""
+    if any(a in PLAIN_FLAGS for a in args):  # jobs a cluster launcher submitted go on there
+        return "while running a sweep; the jobs that ended keep their results"
+    if work_began():  # its end, after the work's own handling
+        return "after its work; what it had finished is kept"
+    return "while starting; its work had not begun"
 
 
 def with_inherited(args: list[str], inherited: list[str]) -> list[str]:
