@@ -73,7 +73,9 @@ def moved_autoencoder(others: list[str]) -> tuple[str | None, list[str]]:
     given = [arg for arg in others if arg.partition("=")[0].lstrip("+") == "autoencoder"]
     rest = [arg for arg in others if arg not in given]
     value = given[-1].partition("=")[2] if given else None
-    return (value or None), rest
+    if value == "":
+        raise ValueError("autoencoder= is empty: give the moved autoencoder's checkpoint or run folder")
+    return value, rest
 
 
 def refuse_several_processes() -> None:

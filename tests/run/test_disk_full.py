@@ -83,8 +83,8 @@ def test_a_run_folder_that_stops_taking_writes_names_it_and_the_last_good_checkp
         train(compose_config("train", FAST_TRAIN, run))
     checkpoints = run / "checkpoints"
     assert str(error.value) == (
-        f"cannot write in {checkpoints} (Permission denied); the last good checkpoint is {checkpoints / 'last.ckpt'}"
-        f": make {checkpoints} writable again and resume with ckpt_path=last hydra.run.dir={run}"
+        f"Permission denied in {checkpoints}; the last good checkpoint is {checkpoints / 'last.ckpt'}: once "
+        f"{checkpoints} can be written again, resume with ckpt_path=last hydra.run.dir={run}"
     )
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
@@ -100,15 +100,15 @@ def test_an_output_folder_that_stops_taking_writes_keeps_what_was_made_in_one_li
             errno.EACCES, "Permission denied", str(folder.path / "images" / ".00001.png.0.tmp")
         )
     assert str(error.value) == (
-        f"cannot write in {out / 'images'} (Permission denied); what it had made is kept in {out} (unfinished): "
-        "make it writable again and run the same command with resume=true to finish it"
+        f"Permission denied in {out / 'images'}; what it had made is kept in {out} (unfinished): once it can be "
+        "written again, run the same command with resume=true to finish it"
     )
     assert (out / "images" / "00000.png").is_file() and (out / ".difflab-writing").is_file()
 
     out = tmp_path / "made_none"
     with pytest.raises(ValueError) as error, output_folder(out, "sample") as folder:
         raise PermissionError(errno.EROFS, "Read-only file system", str(folder.path / ".grid.png.0.tmp"))
-    assert str(error.value) == f"cannot write in {out} (Read-only file system); nothing was made yet"
+    assert str(error.value) == f"Read-only file system in {out}; nothing was made yet"
     assert not out.exists()
 
 

@@ -116,6 +116,8 @@ def test_a_sweep_scores_every_sigma_rel_and_names_the_best(phema_run, tmp_path, 
             ["sigma_rel=[0.05,0.1]", "autoencoder=ae"],
             "is not a latent diffusion model (it makes pixels): drop",
         ),
+        # Before, dropped: the rebuild recorded the path the run had (review).
+        (["sigma_rel=0.05", "autoencoder="], "autoencoder= is empty: give the moved autoencoder's"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(phema_run, tmp_path, capsys, args, message):

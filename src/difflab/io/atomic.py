@@ -61,8 +61,9 @@ _REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def write_refused_under(error: BaseException, folder: Path) -> OSError | None:
-    """The first error in `error`'s chain that refused a write under `folder` (permissions taken away, a file
-    system remounted read-only while a run wrote there), if any; None for anything else (an unreadable input)."""
+    """The first error in `error`'s chain that refused access to a path under `folder` (permissions taken away, a
+    file system remounted read-only while a run wrote there), if any; None for anything else (an input elsewhere;
+    a write whose error names no file, as torch's C++ writer's)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))

@@ -250,10 +250,10 @@ def _write_refused(refused: OSError, folder: Path, made_some: bool, hint: str) -
     """One line for an output folder that stopped taking writes: where, and what of the work is kept there."""
     where = Path(os.fsdecode(refused.filename)).parent
     if not made_some:
-        return ValueError(f"cannot write in {where} ({refused.strerror}); nothing was made yet")
+        return ValueError(f"{refused.strerror} in {where}; nothing was made yet")
     return ValueError(
-        f"cannot write in {where} ({refused.strerror}); what it had made is kept in {folder} (unfinished): "
-        f"make it writable again and {hint}"
+        f"{refused.strerror} in {where}; what it had made is kept in {folder} (unfinished): once it can be "
+        f"written again, {hint}"
     )
 
 

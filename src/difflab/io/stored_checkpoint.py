@@ -69,7 +69,10 @@ def not_a_checkpoint(path: Path) -> NotACheckpoint:
 def folder_contents(folder: Path) -> str | None:
     """What a folder given as a checkpoint holds instead, in a phrase (a diffusers model folder, a folder of
     images, …); None where it holds any file of a sharded checkpoint (whose reader names the one missing)."""
-    names = sorted(entry.name for entry in folder.iterdir())
+    try:
+        names = sorted(entry.name for entry in folder.iterdir())
+    except OSError:  # unreadable: the caller's own line names the path
+        return None
     if any(name in (DCP_METADATA, META_FILE) or name.endswith(SHARD_SUFFIX) for name in names):
         return None
     if any(config_class(folder / part / "config.json") for part in ("unet", "transformer")):

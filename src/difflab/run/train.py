@@ -306,7 +306,10 @@ def fit(cfg: DictConfig, settings: TrainSettings) -> dict[str, float]:
             raise
 
     if trainer.is_global_zero:
-        log_run_outputs(output_dir, trainer.callback_metrics)
+        # The config's checkpoint callback, not a checkpoints/ folder: one a resume found is no sign this run kept one.
+        keeper = trainer.checkpoint_callback
+        checkpoints = Path(keeper.dirpath) if keeper is not None and keeper.dirpath else None
+        log_run_outputs(output_dir, trainer.callback_metrics, checkpoints)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

@@ -54,12 +54,13 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
             f"run folder {run_dir} is in use by a run training there now ({holder}): pick a new hydra.run.dir"
         )
     if found and (own_folder or (resume is None and requeued)):
-        # Its checkpoints/ and samples/ too: before, a read-only checkpoints/ failed at the first save, steps later.
-        for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
-            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-                raise ValueError(
-                    f"cannot write in {folder}: permission denied (the resumed run writes there)"
-                )
+        # Its subfolders too (checkpoints/, samples/, the loggers'): before, a read-only checkpoints/ failed at the
+        # first save, steps later.
+        for folder in (run_dir, *sorted(p for p in run_dir.iterdir() if p.is_dir())):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+                why = "it is on a read-only file system" if read_only else "permission denied"
+                raise ValueError(f"cannot write in {folder}: {why} (the resumed run writes there)")
         return True
     if found and resume is not None:
         raise ValueError(

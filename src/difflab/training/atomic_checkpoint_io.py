@@ -110,8 +110,8 @@ def write_refused(error: OSError, output_dir: Path) -> ValueError:
     folder = Path(os.fsdecode(error.filename)).parent
     last_good = newest_checkpoint(output_dir / "checkpoints")
     advice = (
-        f"the last good checkpoint is {last_good}: make {folder} writable again and {resume_advice(last_good)}"
+        f"the last good checkpoint is {last_good}: once {folder} can be written again, {resume_advice(last_good)}"
         if last_good
         else f"no checkpoint was written yet: start over in a new hydra.run.dir (or remove {output_dir} first)"
     )
-    return ValueError(f"cannot write in {folder} ({error.strerror}); {advice}")
+    return ValueError(f"{error.strerror} in {folder}; {advice}")

@@ -194,11 +194,12 @@ def print_run_summary(config: Mapping[str, Any], parameters: int, output_dir: Pa
     print_summary(title, config_summary(config, choices, extra))
 
 
-def log_run_outputs(output_dir: Path, metrics: Mapping[str, Any]) -> None:
-    """Where a finished run left its files (run folder, checkpoints, sample grids) and its last val/ scores."""
+def log_run_outputs(output_dir: Path, metrics: Mapping[str, Any], checkpoints: Path | None) -> None:
+    """Where a finished run left its files (run folder, `checkpoints`: the folder of its periodic checkpoints, None
+    when it keeps none; sample grids) and its last val/ scores."""
     log.info("run folder: %s", output_dir)
-    if (output_dir / "checkpoints").is_dir():
-        log.info("checkpoints: %s", output_dir / "checkpoints")
+    if checkpoints is not None:
+        log.info("checkpoints: %s", checkpoints)
     else:
         # Before, a run of callbacks=none ended as any other, its weights gone with it.
         log.warning(
