@@ -432,65 +432,41 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
     )
 
 
-def test_sigterm_while_starting_is_one_line_and_exit_143(monkeypatch, capsys):
-    # Before, a job cancelled in its first seconds (Hydra composing, the checks, torch loading) ended silently.
-    import difflab.run.cli as cli
-
-    monkeypatch.setattr("difflab.run.errors._work", {"began": False})
-
-    def terminated(*args: object) -> None:
-        signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(cli, "run_hydra", terminated)
-    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
-    monkeypatch.setattr(sys, "argv", ["train.py", "experiment=digits_cpu"])
-    with pytest.raises(SystemExit) as exited:
-        cli.launch(lambda cfg: None, "train", CONF)
-    assert exited.value.code == 143
-    assert (
-        capsys.readouterr().err
-        == "error: train.py stopped by SIGTERM while starting; its work had not begun\n"
-    )
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+def terminated(*args: object) -> None:
+    signal.raise_signal(signal.SIGTERM)
 
 
-def test_sigterm_to_a_sweep_waiting_on_its_jobs_is_not_said_as_while_starting(monkeypatch, capsys):
-    # A sweep's head process waits on jobs a cluster launcher runs elsewhere: its work never begins here (review).
-    import difflab.run.cli as cli
-
-    monkeypatch.setattr(cli, "run_hydra", lambda *args: signal.raise_signal(signal.SIGTERM))
-    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
-    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "experiment=digits_cpu", "seed=1,2"])
-    monkeypatch.setattr("difflab.run.errors._work", {"began": False})
-    with pytest.raises(SystemExit) as exited:
-        cli.launch(lambda cfg: None, "train", CONF)
-    assert exited.value.code == 143
-    assert capsys.readouterr().err == (
-        "error: train.py stopped by SIGTERM while running a sweep; the jobs that ended keep their results\n"
-    )
-
-
-def test_sigterm_after_the_work_ended_is_not_said_as_while_starting(monkeypatch, capsys):
-    # Between a sweep's jobs, or in Hydra's end of a job: the work's own handling has ended.
-    import difflab.run.cli as cli
+def worked_then_terminated(*args: object) -> None:
     from difflab.run.errors import exit_if_stopped
 
-    def worked_then_terminated(*args: object) -> None:
-        with exit_if_stopped("train.py"):
-            pass
-        signal.raise_signal(signal.SIGTERM)
+    with exit_if_stopped("train.py"):
+        pass
+    signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(cli, "run_hydra", worked_then_terminated)
-    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
-    monkeypatch.setattr(sys, "argv", ["train.py", "experiment=digits_cpu"])
+
+@pytest.mark.parametrize(
+    ("run", "args", "when"),
+    [
+        # Before, a job cancelled in its first seconds (Hydra composing, the checks, torch loading) ended silently.
+        (terminated, [], "while starting; its work had not begun"),
+        # A sweep's head process waits on jobs a cluster launcher runs elsewhere: its work never begins here.
+        (terminated, ["-m", "seed=1,2"], "while running a sweep; the jobs that ended keep their results"),
+        # Between a sweep's jobs, or in Hydra's end of a job: the work's own handling has ended.
+        (worked_then_terminated, [], "after its work; what it had finished is kept"),
+    ],
+)
+def test_sigterm_outside_the_work_is_one_line_saying_when_and_exit_143(monkeypatch, capsys, run, args, when):
+    import difflab.run.cli as cli
+
     monkeypatch.setattr("difflab.run.errors._work", {"began": False})
+    monkeypatch.setattr(cli, "run_hydra", run)
+    monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "experiment=digits_cpu", *args])
     with pytest.raises(SystemExit) as exited:
         cli.launch(lambda cfg: None, "train", CONF)
     assert exited.value.code == 143
-    assert (
-        capsys.readouterr().err
-        == "error: train.py stopped by SIGTERM after its work; what it had finished is kept\n"
-    )
+    assert capsys.readouterr().err == f"error: train.py stopped by SIGTERM {when}\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 @pytest.mark.parametrize(("rank", "said"), [("0", True), ("1", False)])
