@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import shutil
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -352,6 +353,31 @@ def test_a_split_with_no_decodable_image_is_one_error(tmp_path: Path):
     with pytest.warns(UnreadableImagesWarning), pytest.raises(DataError) as excinfo:
         dm.dataset_for("train")[0]
     one_line_error(excinfo, "none of the 1 images can be decoded", str(tmp_path))
+
+
+@pytest.mark.parametrize("gone", ["folder", "files"])
+def test_images_gone_during_a_run_are_one_error_and_a_lone_removed_file_is_skipped(tmp_path: Path, gone: str):
+    # Before, a folder unmounted mid-run gave a warning per file, each one's place taken by the next, until none
+    # was left (530 lines for 530 images).
+    for i in range(12):
+        save(tmp_path / "images" / f"{i:02d}.png", Image.new("L", (8, 8), 20 * i))
+    dm = ImageDataModule("folder", root=str(tmp_path / "images"), image_size=8, val_fraction=0.25)
+    train = dm.dataset_for("train")
+    lone = Path(train.base.samples[3][0])
+    lone.unlink()
+    with pytest.warns(UnreadableImagesWarning, match=str(lone)):
+        assert torch.equal(train[3][0], train[4][0])
+    if gone == "folder":
+        shutil.move(tmp_path / "images", tmp_path / "moved")
+    else:
+        for path in (tmp_path / "images").iterdir():
+            path.unlink()
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(DataError) as excinfo:
+        warnings.simplefilter("always")
+        train[5]
+    assert not caught, "no warning per file"
+    how = "is gone" if gone == "folder" else "no longer holds them"
+    one_line_error(excinfo, "the images are gone since they were listed", f"{tmp_path / 'images'} {how}")
 
 
 def test_a_grayscale_folder_for_a_colour_model_is_noted_once(tmp_path: Path):

@@ -210,6 +210,10 @@ def warn_skipped(skipped: list[str]) -> None:
         )
 
 
+# Files looked for, spread over a dataset, when one of its files is missing: none there means the images are gone.
+LOOK_FOR_OTHERS = 8
+
+
 class ImageFileDataset(Dataset):
     """Images loaded lazily from (path, label) samples, returned as (PIL image, label).
 
@@ -237,9 +241,24 @@ class ImageFileDataset(Dataset):
             try:
                 return decode_image(path), label
             except UnreadableImageError as error:
+                if isinstance(error.__cause__, FileNotFoundError):
+                    self._refuse_if_images_gone(path)
                 self._skip(candidate, error)
         raise DataError(
             f"none of the {len(self.samples)} images can be decoded (first: {self.samples[0][0]})"
+        )
+
+    def _refuse_if_images_gone(self, missing: str) -> None:
+        """One error when the images are gone as a whole (their folder moved, deleted or unmounted while a run read
+        them): before, a warning for each file in turn until none was left. A lone file removed is skipped."""
+        spread = self.samples[:: max(1, len(self.samples) // LOOK_FOR_OTHERS)][:LOOK_FOR_OTHERS]
+        if any(os.path.exists(path) for path, _ in spread):
+            return
+        folder = os.path.dirname(missing)
+        raise DataError(
+            f"the images are gone since they were listed ({missing} and the others looked for; "
+            f"{folder} {'no longer holds them' if os.path.isdir(folder) else 'is gone'}): were they moved, deleted "
+            "or unmounted?"
         )
 
     def _skip(self, index: int, error: UnreadableImageError) -> None:
