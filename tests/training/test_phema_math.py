@@ -10,6 +10,7 @@ from difflab.training.phema import (
     MAX_SIGMA_REL,
     gamma_to_sigma_rel,
     power_ema_beta,
+    profile_fit_error,
     reconstruction_coefficients,
     sigma_rel_to_gamma,
     update_power_ema,
@@ -145,3 +146,32 @@ def test_constant_weights_are_reproduced_by_any_reconstruction():
         torch.testing.assert_close(
             reconstruct(snapshots, 200, sigma_rel), torch.full((2,), 3.0, dtype=torch.float64)
         )
+
+
+def numeric_fit_error(
+    steps: list[int], gammas: list[float], step: int, gamma: float, x: torch.Tensor
+) -> float:
+    """‖h_target − Σ x_i h_i‖ / ‖h_target‖ by summing the profiles on a fine grid of (0, max step]."""
+    tau = torch.linspace(0, max(*steps, step), 400_001, dtype=torch.float64)[1:]
+
+    def h(t: int, g: float) -> torch.Tensor:
+        return torch.where(tau <= t, (g + 1) / t * (tau / t) ** g, 0.0)
+
+    fitted = sum(float(c) * h(t, g) for t, g, c in zip(steps, gammas, x, strict=True))
+    target = h(step, gamma)
+    return float(((target - fitted).square().sum() / target.square().sum()).sqrt())
+
+
+@pytest.mark.parametrize("sigma_rel", [0.005, 0.01, 0.05, 0.07, 0.2, 0.28])
+def test_the_profile_fit_error_is_the_distance_of_the_fitted_profile_from_the_wanted_one(sigma_rel):
+    # Said at a rebuild far from the stored profiles; its closed form checked against the profiles summed on a grid.
+    steps = [t for t in range(300, 3001, 300) for _ in TRACKED]
+    gammas = [sigma_rel_to_gamma(r) for _ in range(300, 3001, 300) for r in TRACKED]
+    gamma = sigma_rel_to_gamma(sigma_rel)
+    x = reconstruction_coefficients(steps, gammas, 3000, gamma)
+    error = profile_fit_error(steps, gammas, 3000, gamma, x)
+    assert error == pytest.approx(numeric_fit_error(steps, gammas, 3000, gamma, x), rel=2e-3, abs=2e-4)
+    if sigma_rel in TRACKED:
+        assert error < 1e-6
+    far = sigma_rel in (0.005, 0.01, 0.28)
+    assert (error > 0.1) == far, error

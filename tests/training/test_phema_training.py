@@ -190,3 +190,24 @@ def test_too_few_snapshots_are_said_at_training_start_and_at_the_rebuild(tmp_pat
         train(compose_config("train", by_epochs, tmp_path / "by_epochs"))
     said = [r.getMessage() for r in caplog.records if "post-hoc EMA snapshot(s)" in r.getMessage()]
     assert len(said) == 1 and "every_n_steps=250 with trainer.max_epochs=1 (6 steps)" in said[0], said
+
+
+def test_a_sigma_rel_far_from_the_stored_profiles_is_said_to_be_rough_at_its_rebuild(tmp_path, caplog):
+    # Before, sigma_rel=0.01 from snapshots of 0.05 and 0.10 was written without a word, its EMA profile fit 48% off.
+    train_run(
+        tmp_path / "run", 10, "callbacks.phema.every_n_steps=1", "callbacks.phema.sigma_rels=[0.05,0.1]"
+    )
+
+    def said(sigma_rel: float) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="difflab"):
+            reconstruct(plan(tmp_path / "run", sigma_rel, out=tmp_path / f"{sigma_rel}.ckpt"))
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    assert said(0.07) == []
+    (rough,) = said(0.01)
+    assert rough.startswith(
+        "sigma_rel=0.010 lies far from the stored profiles (sigma_rel 0.05, 0.1): the snapshots fit its EMA profile "
+        "only to within 4"
+    ), rough
+    assert "callbacks.phema.sigma_rels" in rough and (tmp_path / "0.01.ckpt").is_file()

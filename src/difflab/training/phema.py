@@ -107,6 +107,27 @@ def reconstruction_coefficients(
     return x / x.sum()
 
 
+def profile_fit_error(
+    snapshot_steps: Sequence[int],
+    snapshot_gammas: Sequence[float],
+    target_step: int,
+    target_gamma: float,
+    coefficients: Tensor,
+) -> float:
+    """How far Σ x_i h_i is from h_target, as ‖h_target − Σ x_i h_i‖ / ‖h_target‖ in L²(0, ∞): 0 when the target is
+    one of the stored profiles, large when it lies far outside them (a short σ_rel from long ones)."""
+    steps = torch.tensor(list(snapshot_steps), dtype=torch.float64)
+    gammas = torch.tensor(list(snapshot_gammas), dtype=torch.float64)
+    target_steps = torch.tensor([float(target_step)], dtype=torch.float64)
+    target_gammas = torch.tensor([float(target_gamma)], dtype=torch.float64)
+    x = coefficients.double()
+    a = profile_inner_products(steps, gammas, steps, gammas)
+    b = profile_inner_products(steps, gammas, target_steps, target_gammas)[:, 0]
+    norm = profile_inner_products(target_steps, target_gammas, target_steps, target_gammas)[0, 0]
+    squared = norm - 2 * x @ b + x @ a @ x
+    return float((squared.clamp(min=0) / norm).sqrt())
+
+
 def weighted_sum(terms: Iterable[tuple[Mapping[str, Tensor], float]]) -> dict[str, Tensor]:
     """Σ c_i state_i over (state, c) pairs read one at a time (a snapshot file each: only one is in memory),
     summed in float64 and returned in each tensor's dtype; non-float tensors come from the last state."""

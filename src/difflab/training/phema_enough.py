@@ -1,5 +1,6 @@
-"""How many post-hoc EMA snapshots a rebuild needs to be close, said at training start and at each rebuild: a fit
-from fewer is written all the same, with nothing in it showing how far off it is."""
+"""How many post-hoc EMA snapshots a rebuild needs to be close, said at training start and at each rebuild, and a
+σ_rel too far from the stored profiles to be fit closely, said at its rebuild: such a fit is written all the same,
+with nothing in it showing how far off it is."""
 
 from __future__ import annotations
 
@@ -60,4 +61,23 @@ def warn_if_few_snapshots(count: int, sigma_rel: str, step: int) -> None:
             max(1, step // MIN_SNAPSHOTS),
             MIN_SNAPSHOTS,
             step,
+        )
+
+
+# The profile error (training/phema.profile_fit_error) above which a rebuild is said to be rough. With EDM2's stored
+# σ_rel 0.05 and 0.10 and 40 snapshots, 0.02-0.25 stay under 3% and 0.01 is 13% off; from 10 snapshots 0.03-0.2
+# stay under 6% and 0.02 is 21% off.
+ROUGH_FIT = 0.10
+
+
+def warn_if_far_from_stored(error: float, sigma_rel: str, stored: list[float]) -> None:
+    """At a rebuild: the σ_rel's EMA profile is fit to within `error` only (its relative L² error)."""
+    if error > ROUGH_FIT:
+        log.warning(
+            "sigma_rel=%s lies far from the stored profiles (sigma_rel %s): the snapshots fit its EMA profile only "
+            "to within %.0f%%, so the rebuilt weights are a rough approximation; keep a stored sigma_rel near it "
+            "(callbacks.phema.sigma_rels) or more snapshots (callbacks.phema.every_n_steps) to rebuild it closely",
+            sigma_rel,
+            ", ".join(f"{r:g}" for r in stored),
+            100 * error,
         )

@@ -15,8 +15,14 @@ from ..checkpoint_file import CONFIG_KEY, LATENT_RECORD_KEY, read_checkpoint, ru
 from ..io.atomic import atomic_file
 from ..io.results import check_writable_file
 from ..io.set_aside import set_aside
-from .phema import check_sigma_rel, reconstruction_coefficients, sigma_rel_to_gamma, weighted_sum
-from .phema_enough import warn_if_few_snapshots
+from .phema import (
+    check_sigma_rel,
+    profile_fit_error,
+    reconstruction_coefficients,
+    sigma_rel_to_gamma,
+    weighted_sum,
+)
+from .phema_enough import warn_if_far_from_stored, warn_if_few_snapshots
 from .phema_snapshots import SNAPSHOT_FOLDER, Snapshot, list_snapshots, read_snapshot
 
 log = logging.getLogger("difflab")
@@ -185,12 +191,12 @@ def reconstruct(p: Plan) -> Path:
     warn_if_snapshots_missing(p, ckpt[CONFIG_KEY], int(ckpt.get("global_step", 0)), snapshot_spacing(ckpt))
     warn_if_few_snapshots(len(p.snapshots), sigma_rel_text(p.sigma_rel), p.step)
     profiles = [(s, i, sigma_rel) for s in p.snapshots for i, sigma_rel in enumerate(s.sigma_rels)]
-    coefficients = reconstruction_coefficients(
-        [s.step for s, _, _ in profiles],
-        [sigma_rel_to_gamma(sigma_rel) for _, _, sigma_rel in profiles],
-        p.step,
-        sigma_rel_to_gamma(p.sigma_rel),
-    ).tolist()
+    steps = [s.step for s, _, _ in profiles]
+    gammas = [sigma_rel_to_gamma(sigma_rel) for _, _, sigma_rel in profiles]
+    fit = reconstruction_coefficients(steps, gammas, p.step, sigma_rel_to_gamma(p.sigma_rel))
+    error = profile_fit_error(steps, gammas, p.step, sigma_rel_to_gamma(p.sigma_rel), fit)
+    warn_if_far_from_stored(error, sigma_rel_text(p.sigma_rel), sorted({r for _, _, r in profiles}))
+    coefficients = fit.tolist()
     by_file: dict[Snapshot, list[tuple[int, float]]] = {}
     for (snapshot, index, _), c in zip(profiles, coefficients, strict=True):
         by_file.setdefault(snapshot, []).append((index, c))
