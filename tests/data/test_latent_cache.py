@@ -34,11 +34,15 @@ def images() -> TensorDataset:
     return TensorDataset(torch.rand(20, 1, 8, 8, generator=g) * 2 - 1, torch.zeros(20))
 
 
-def test_latents_are_the_posterior_of_every_image_and_a_second_read_is_a_hit(images, tmp_path: Path) -> None:
+def test_latents_are_the_posterior_of_every_image_and_a_second_read_is_a_hit(
+    images, tmp_path: Path, capsys
+) -> None:
     net = tiny_autoencoder(0)
     key, ae = data_fingerprint(images, "toy"), weights_hash(net)
     path = latent_cache_path(tmp_path, "toy", "train", ae, key)
     latents, hit = cached_latents(path, net, ae, images, key, batch_size=7)
+    # Its progress, as sampling's and scoring's (before, minutes of encoding a large dataset showed nothing).
+    assert capsys.readouterr().out.startswith("encoding the latent cache: 20/20 images · ")
     with torch.no_grad():
         posterior = net.encode(images.tensors[0])
     assert not hit and path.is_file()

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..io.npz_cache import UNREADABLE, check_cache_folder, write_npz
+from ..progress import Progress
 
 log = logging.getLogger("difflab")
 FORMAT = "difflab-latents/1"
@@ -80,11 +81,15 @@ def encode_dataset(
     autoencoder `net` (on its own device)."""
     device = next(net.parameters()).device
     means, stds = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        images = batch[0].to(device)
-        posterior = net.encode(images.flip(-1) if mirrored else images)
-        means.append(posterior.mean.half().cpu())
-        stds.append(posterior.std.half().cpu())
+    # Minutes for a large dataset: before, nothing was shown between the line that starts it and training.
+    what = "encoding the latent cache" + (" (mirrored)" if mirrored else "")
+    with Progress(what, len(dataset), "images") as progress:  # type: ignore[arg-type]
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            images = batch[0].to(device)
+            posterior = net.encode(images.flip(-1) if mirrored else images)
+            means.append(posterior.mean.half().cpu())
+            stds.append(posterior.std.half().cpu())
+            progress.advance(len(images))
     return torch.cat(means), torch.cat(stds)
 
 
