@@ -520,6 +520,18 @@ def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, 
             "negative_prompt=[seven,+5]: Hydra reads +5 as the number 5; quote it to keep it as typed: "
             "negative_prompt=\"[seven,'+5']\"",
         ),
+        # Before: "prompt=1000.0 holds the number 1000.0", the word typed gone from the line.
+        (
+            "sample",
+            "prompt=[a cat,1e3]",
+            "prompt=[a cat,1e3]: Hydra reads 1e3 as the number 1000.0; quote it to keep it as typed: "
+            "prompt=\"[a cat,'1e3']\"",
+        ),
+        (
+            "sample",
+            "prompt=0.50",
+            "prompt=0.50: Hydra reads 0.50 as the number 0.5; quote it to keep it as typed: prompt=\"'0.50'\"",
+        ),
         # Before: Hydra's "LexerNoViableAltException", a caret line and a link.
         (
             "train",

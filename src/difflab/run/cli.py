@@ -463,7 +463,8 @@ def _quoted_for_the_shell(key: str, value: str) -> str:
 
 def _refuse_prompts_read_as_other_numbers(overrides: list[Override]) -> None:
     """prompt=1_000 or prompt=+5: Hydra reads the whole numbers 1000 and 5, and the text typed is gone, so another
-    prompt than the one typed would be embedded and recorded (a float is refused where the prompt is read)."""
+    prompt than the one typed would be embedded and recorded. prompt=1e3 or 0.50: a float, refused where the prompt
+    is read, but only here is the word typed known (before, the line named 1000.0 and 0.5)."""
     for override in overrides:
         key = override.key_or_group.lstrip("+")
         if key not in PROMPT_KEYS or override.is_sweep_override() or override.is_delete():
@@ -472,9 +473,11 @@ def _refuse_prompts_read_as_other_numbers(overrides: list[Override]) -> None:
         value = override.value()
         words = [w.strip() for w in typed.strip("[]").split(",")] if isinstance(value, list) else [typed]
         for item in value if isinstance(value, list) else [value]:
-            if not isinstance(item, int) or isinstance(item, bool) or str(item) in words:
+            if isinstance(item, bool) or not isinstance(item, int | float):
                 continue
-            word = next((w for w in words if _whole_number(w) == item), str(item))
+            if isinstance(item, int) and str(item) in words:
+                continue
+            word = next((w for w in words if _number(w) == item), str(item))
             quoted = typed.replace(word, f"'{word}'", 1)  # in single quotes inside the double ones
             raise ValueError(
                 f"{override.input_line}: Hydra reads {word} as the number {item}; quote it to keep it as typed: "
@@ -482,9 +485,9 @@ def _refuse_prompts_read_as_other_numbers(overrides: list[Override]) -> None:
             )
 
 
-def _whole_number(word: str) -> int | None:
+def _number(word: str) -> float | None:
     try:
-        return int(word)  # as Hydra reads 1_000 and +5
+        return float(word)  # as Hydra reads 1_000, +5 and 1e3
     except ValueError:
         return None
 
