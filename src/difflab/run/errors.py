@@ -33,7 +33,9 @@ class SweepConfigError(ValueError):
 
 class SweepJobFailed(CompactHydraException):
     """One job of a multirun failed on a user error. Hydra records it, runs the sweep's other jobs, then
-    re-raises the first such failure and, this being a CompactHydraException, prints only its line (exit 1)."""
+    re-raises the first such failure and, this being a CompactHydraException, prints its line without a traceback
+    (with Hydra's own "Error executing job with overrides" line before it and its HYDRA_FULL_ERROR hint after: Hydra
+    1.3 prints those for every failure it re-raises) and exits 1."""
 
 
 def root_cause(error: BaseException) -> BaseException:
