@@ -334,6 +334,24 @@ def test_a_sweep_of_runs_on_several_processes_lightning_starts_is_refused_before
     assert not sweep.exists()
 
 
+def test_a_swept_device_count_fails_only_the_job_that_would_start_processes(tmp_path):
+    # Before, job 1's second process reran the whole sweep (refused: "hydra.run.dir=… is not read by a sweep"), and
+    # Lightning killed the sweep with SIGKILL (rc 137); the check before the sweep saw only its fixed settings.
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train.py", "-m", "trainer.devices=1,2", *SWEEP_FAST, "logger=none", f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert said[0] == (
+        f"error: job #1 ({sweep / '1'}): trainer.devices=2 cannot train in a sweep (-m) on this machine: Lightning "
+        "starts a run's other processes by running the command again, which here is the whole sweep; run the jobs "
+        "one at a time, or submit the sweep with hydra/launcher=slurm (one task per device)"
+    ), result.stderr[-2000:]
+    assert (sweep / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (sweep / "1" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize("accelerator, refused", [("auto", True), ("cpu", False)])
 def test_a_sweep_whose_devices_auto_takes_several_gpus_is_refused(
     tmp_path, monkeypatch, capsys, accelerator, refused

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -60,36 +61,58 @@ def _gpus_auto_takes(accelerator: str) -> int:
 def refuse_relaunched_processes_in_a_sweep(config: DictConfig) -> None:
     """Lightning starts a run's other DDP or FSDP processes by running train.py again with its command line, which
     in a sweep is the whole sweep: the second process was refused (or ran other jobs) and Lightning then killed
-    the sweep. Processes a launcher starts (torchrun, SLURM tasks, a submitit job per task) are fine."""
+    the sweep. Processes a launcher starts (torchrun, SLURM tasks, a submitit job per task) are fine. Checked
+    before the sweep on its fixed settings (one line, exit 2)."""
+    problem = _relaunch_problem(config.hydra.launcher, config.get("trainer") or {}, _launcher_name(config))
+    if problem is not None:
+        exit_with_error(problem)
+
+
+def refuse_relaunched_processes_in_this_job(cfg: DictConfig) -> None:
+    """The same check in each job of a sweep, on the job's own settings: a swept trainer.devices=1,2 (or
+    trainer=cpu,ddp) is known only there. A ValueError, so that job alone fails and the sweep goes on: before,
+    job 1's second process reran the whole sweep and Lightning killed it (exit 137)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra = HydraConfig.get()
+    problem = _relaunch_problem(
+        hydra.launcher, cfg.get("trainer") or {}, hydra.runtime.choices.get("hydra/launcher")
+    )
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _relaunch_problem(launcher: DictConfig, trainer: Any, launcher_name: str | None) -> str | None:
+    """Why a run of `trainer` cannot go under this sweep's `launcher`, or None."""
     from ..cluster.jobs import is_secondary_rank
 
-    target = str(config.hydra.launcher.get("_target_", ""))
+    target = str(launcher.get("_target_", ""))
     # SLURM starts a task per device itself (and trainer=slurm's devices resolve only in the job).
     if "SlurmLauncher" in target:
-        return
-    trainer = config.get("trainer") or {}
+        return None
     strategy = str(trainer.get("strategy", "auto"))
     launched = is_secondary_rank() or any(v in os.environ for v in ("WORLD_SIZE", "SLURM_NTASKS"))
     try:
         asked = trainer.get("devices", 1)
     except Exception:  # an interpolation only a job resolves: nothing to tell here
-        return
+        return None
     devices = devices_asked(asked, trainer.get("accelerator", "auto"))
     if launched or "spawn" in strategy or devices <= 1:
-        return
+        return None
     named = f"auto (all {devices} GPUs here)" if str(asked).strip() == "auto" else asked
     if target.endswith("BasicLauncher"):
-        exit_with_error(
+        return (
             f"trainer.devices={named} cannot train in a sweep (-m) on this machine: Lightning "
             "starts a run's other processes by running the command again, which here is the whole sweep; run the "
             "jobs one at a time, or submit the sweep with hydra/launcher=slurm (one task per device)"
         )
     if "LocalLauncher" in target:  # submitit_local: Lightning would rerun submitit's job runner as rank 1
-        exit_with_error(
-            f"trainer.devices={named} cannot train under hydra/launcher={_launcher_name(config)}: Lightning starts "
+        return (
+            f"trainer.devices={named} cannot train under hydra/launcher={launcher_name}: Lightning starts "
             "a run's other processes by running the command again, which here is submitit's job runner; give "
             "trainer.devices=1 to try the launcher here, or submit with hydra/launcher=slurm (one task per device)"
         )
+    return None
 
 
 def refuse_a_job_the_trainer_cannot_fill(config: DictConfig) -> None:

@@ -51,7 +51,7 @@ from ..training.other_processes import LOST_PEER_GRACE_S, failed_elsewhere, lost
 from ..training.out_of_memory import out_of_memory
 from ..training.preemption import requeue_signals
 from ..training.requeue import requeue
-from .cluster import devices_asked, slurm_launcher
+from .cluster import devices_asked, refuse_relaunched_processes_in_this_job, slurm_launcher
 from .common import instantiate_entries, optimized_metric, resolved_config
 from .errors import USER_ERRORS, exit_if_stopped
 from .prepare import TrainSettings, prepared_for
@@ -192,6 +192,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_console_in_run_log()
     # What preflight prepared, or the same preparation done now.
     settings = prepared_for(cfg, Path(cfg.paths.output_dir))
+    refuse_relaunched_processes_in_this_job(cfg)
     hold_sweep_jobs_folder(settings.run_dir)
     # A resume, or a requeued job starting over in the folder its first attempt logged in.
     if settings.resume is not None or has_logged(settings.run_dir):
