@@ -20,15 +20,16 @@ log = logging.getLogger("difflab")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The objects of a metrics file, in order. A line that is not one (a write cut short by a kill) is skipped
-    with a warning naming it."""
+    """The objects of a metrics file, in order. A line that is not one (a write cut short by a kill, bytes that
+    are no UTF-8 text) is skipped with a warning naming it: before, such bytes stopped compare and a resume with
+    the codec's words alone."""
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             row = None
         if isinstance(row, dict):
             rows.append(row)

@@ -48,6 +48,17 @@ def test_lines_are_plain_json_and_a_line_cut_short_by_a_kill_is_skipped(tmp_path
     assert run_series(tmp_path) == {"train/loss": [(0, 0.5)], "val/loss": [(2, 0.25)]}  # NaN left out
 
 
+def test_a_line_of_bytes_that_are_no_text_is_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
+    # Before, compare (and a resume, which reads the file too) stopped with "'utf-8' codec can't decode byte 0xff
+    # in position 33", naming no file.
+    (tmp_path / METRICS_FILE).write_bytes(
+        b'{"step": 0, "train/loss": 0.5}\n\xff\xfe\n{"step": 1, "train/loss": 0.25}\n'
+    )
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        assert run_series(tmp_path) == {"train/loss": [(0, 0.5), (1, 0.25)]}
+    assert f"skipping line 2 of {tmp_path / METRICS_FILE}: not a JSON object" in caplog.text
+
+
 def test_a_line_that_does_not_fit_on_the_disk_is_not_left_half_written(small_disk) -> None:
     # Before, the part that fitted stayed (half a JSON line) and the error named the run folder, not the file.
     disk = small_disk("64k")
