@@ -34,7 +34,8 @@ def _has_logs(folder: Path) -> bool:
 
 
 def _is_run(folder: Path) -> bool:
-    return (folder / ".hydra").is_dir() or (folder / "checkpoints").is_dir()
+    # Its metrics file too: a run with hydra.output_subdir=null and no checkpoint has nothing else.
+    return (folder / ".hydra").is_dir() or (folder / "checkpoints").is_dir() or _has_logs(folder)
 
 
 def number_order(path: Path) -> list[Any]:
@@ -43,7 +44,7 @@ def number_order(path: Path) -> list[Any]:
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
-    """The run folders among `paths`: each path that is a run (.hydra/ or checkpoints/) with logs, else its subfolders
+    """The run folders among `paths`: each path that is a run (.hydra/, checkpoints/ or logs) with logs, else its subfolders
     that are runs with logs (a sweep's job folders)."""
     runs = []
     for path in paths:

@@ -321,6 +321,41 @@ def test_a_sweep_into_a_folder_holding_runs_is_refused_and_leaves_them_untouched
     assert {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()} == kept
 
 
+def test_runs_that_left_only_their_metrics_are_runs_to_a_new_sweep_and_to_compare(tmp_path):
+    # Before, a sweep with hydra.output_subdir=null (no .hydra/) and no checkpoint left runs that a second sweep into
+    # the same folder trained over (their metrics set aside), and compare said the folder held no run logs.
+    from difflab.compare import find_runs
+
+    sweep = tmp_path / "sweep"
+    plain = [o for o in SWEEP_FAST if not o.startswith("callbacks.")] + ["logger=none", "callbacks=none"]
+    plain += ["hydra.output_subdir=null", f"hydra.sweep.dir={sweep}"]
+    first = run_cli("train.py", "-m", "optim.lr=1e-3,2e-4", *plain)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not list(sweep.glob("*/.hydra")) and not list(sweep.glob("*/checkpoints"))
+    assert find_runs([sweep]) == [sweep / "0", sweep / "1"]
+    kept = {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()}
+    again = run_cli("train.py", "-m", "optim.lr=5e-3", *plain)
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith(
+        f"error: sweep folder {sweep} already holds runs (0, 1); a sweep there would overwrite them"
+    ), again.stderr[-2000:]
+    assert {p: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()} == kept
+
+
+def test_a_sweep_into_a_folder_whose_jobs_were_submitted_to_a_cluster_is_refused(tmp_path):
+    # Before, a second sweep took the folder while the first one's SLURM jobs waited in the queue (its process
+    # stopped): each job of the second then resumed the first's checkpoint as its own, under its own overrides.
+    sweep = tmp_path / "sweep"
+    (sweep / ".submitit" / "4242").mkdir(parents=True)
+    result = run_cli(
+        "train.py", "-m", "optim.lr=1e-3", *SWEEP_FAST, "logger=none", f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"error: sweep folder {sweep} holds jobs an earlier sweep submitted (.submitit/: 4242), which train into its "
+        "job folders when they run, queued or not: pick a new hydra.sweep.dir"
+    ), result.stderr[-2000:]
+    assert sorted(p.name for p in sweep.iterdir()) == [".submitit"]
+
+
 def test_a_sweep_of_runs_on_several_processes_lightning_starts_is_refused_before_any_job(tmp_path):
     # Before, job 0's second process reran the sweep's command, was refused, and Lightning killed the sweep (rc 137).
     sweep = tmp_path / "sweep"

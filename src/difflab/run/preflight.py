@@ -27,7 +27,7 @@ from ..runs.folder import (
     resumed_name,
 )
 from ..runs.job_record import earlier_run, job_record, remember_run
-from ..runs.sweep_folder import SweepFolderUsed, claim_sweep_folder
+from ..runs.sweep_folder import SUBMITTED, SweepFolderUsed, claim_sweep_folder
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
@@ -96,6 +96,14 @@ def claim_sweep(config: DictConfig) -> None:
     try:
         claimed = claim_sweep_folder(sweep_dir, named=_sweep_dir_given(config))
     except SweepFolderUsed as used:
+        if not used.runs:
+            jobs = ", ".join(path.name for path in used.submitted[:4]) + (
+                ", …" if len(used.submitted) > 4 else ""
+            )
+            exit_with_error(
+                f"sweep folder {sweep_dir} holds jobs an earlier sweep submitted ({SUBMITTED}/: {jobs}), which train "
+                "into its job folders when they run, queued or not: pick a new hydra.sweep.dir"
+            )
         names = ", ".join(str(run.relative_to(sweep_dir)) for run in used.runs[:4]) + (
             ", …" if len(used.runs) > 4 else ""
         )

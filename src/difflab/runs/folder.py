@@ -17,7 +17,9 @@ from ..overrides import pasteable
 from ..runlogs import METRICS_FILE
 from .folder_lock import HeldElsewhere, fcntl, lock_mark, sign
 
-RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb"}
+# What only a run writes: also the metrics.jsonl every run logs to, which is all a run with hydra.output_subdir=null,
+# logger=none and no checkpoint leaves (before, a sweep trained over such runs and compare did not see them).
+RUN_MARKERS = {"checkpoints", "samples", ".hydra", "wandb", METRICS_FILE}
 TRAINING = ".difflab-training"  # locked by the process training in the folder, for as long as it lives
 # Everything a run writes into its folder; a user's own files in a folder they named are never touched.
 RUN_ENTRIES = RUN_MARKERS | {"train.log", "csv", "tensorboard", "lightning_logs", "wandb_run_id", TRAINING}
@@ -86,9 +88,10 @@ def reenters_run_folder(run_dir: Path, resume: Path | None, named: bool, requeue
     return False
 
 
-def runs_in_sweep_folder(sweep_dir: Path, depth: int = 3) -> list[Path]:
+def runs_in_sweep_folder(sweep_dir: Path, depth: int = 8) -> list[Path]:
     """The run folders already inside `sweep_dir` (a job folder <num>/, or deeper for a hydra.sweep.subdir with
-    slashes): Hydra would write a new sweep's jobs over them, .hydra files, checkpoints and metrics alike."""
+    slashes, up to `depth` levels: before, 3, and a/b/c/${hydra.job.num} was trained over): Hydra would write a
+    new sweep's jobs over them, .hydra files, checkpoints and metrics alike."""
     found, level = [], [sweep_dir] if sweep_dir.is_dir() else []
     for _ in range(depth):
         children = sorted(child for folder in level for child in folder.iterdir() if child.is_dir())

@@ -20,11 +20,24 @@ class SweepFolderInUse(ValueError):
 
 
 class SweepFolderUsed(ValueError):
-    """The folder holds an earlier sweep's runs (`runs`), which a new sweep's jobs would train over."""
+    """The folder holds an earlier sweep's runs (`runs`), which a new sweep's jobs would train over, or the jobs
+    an earlier sweep submitted to a cluster (`submitted`: submitit's job folders), which will."""
 
-    def __init__(self, runs: list[Path]) -> None:
+    def __init__(self, runs: list[Path], submitted: list[Path] | None = None) -> None:
         super().__init__(f"{len(runs)} runs")
-        self.runs = runs
+        self.runs, self.submitted = runs, submitted or []
+
+
+# Where hydra/launcher=slurm (and submitit_local) keep each submitted job's script, pickles and logs, by job id.
+SUBMITTED = ".submitit"
+
+
+def submitted_jobs(sweep_dir: Path) -> list[Path]:
+    """The jobs an earlier sweep submitted from `sweep_dir`: queued, running or ended, they train into its job
+    folders. Before, a second sweep took a folder whose first sweep's jobs still waited in the queue (its process
+    stopped), and each of its jobs then resumed the first sweep's checkpoint as its own."""
+    folder = sweep_dir / SUBMITTED
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
 def _lock(sweep_dir: Path) -> IO[str] | None:
@@ -61,13 +74,14 @@ def claim_sweep_folder(sweep_dir: Path, named: bool) -> Path:
                 raise
             continue
         # Checked once the lock is held: two sweeps checking at once both found the folder empty.
-        if runs := runs_in_sweep_folder(candidate):
+        runs, submitted = runs_in_sweep_folder(candidate), submitted_jobs(candidate)
+        if runs or submitted:
             if mark is not None:
                 mark.close()
             if new_mark:  # an earlier sweep's folder is left as it was
                 (candidate / SWEEPING).unlink(missing_ok=True)
             if named:
-                raise SweepFolderUsed(runs)
+                raise SweepFolderUsed(runs, submitted)
             continue
         if mark is not None:
             sign(mark)
