@@ -451,6 +451,11 @@ def worked_then_terminated(*args: object) -> None:
         (terminated, [], "while starting; its work had not begun"),
         # A sweep's head process waits on jobs a cluster launcher runs elsewhere: its work never begins here.
         (terminated, ["-m", "seed=1,2"], "while running a sweep; the jobs that ended keep their results"),
+        (
+            terminated,
+            ["-m", "hydra/launcher=slurm", "seed=1,2"],
+            "while waiting on the jobs it submitted, which go on in the cluster's queue (scancel stops them)",
+        ),
         # Between a sweep's jobs, or in Hydra's end of a job: the work's own handling has ended.
         (worked_then_terminated, [], "after its work; what it had finished is kept"),
     ],

@@ -82,7 +82,10 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
 
 def _when_stopped(args: list[str]) -> str:
     """When a stop came that the work's own handling did not see, and what it leaves."""
-    if any(a in PLAIN_FLAGS for a in args):  # jobs a cluster launcher submitted go on there
+    if any(a in PLAIN_FLAGS for a in args):
+        # Jobs a cluster launcher submitted go on there: before, this said only that ended jobs keep their results.
+        if any(a.startswith(("hydra/launcher=", "+hydra/launcher=")) and "slurm" in a for a in args):
+            return "while waiting on the jobs it submitted, which go on in the cluster's queue (scancel stops them)"
         return "while running a sweep; the jobs that ended keep their results"
     if work_began():  # its end, after the work's own handling
         return "after its work; what it had finished is kept"
