@@ -94,6 +94,30 @@ def test_slurm_launcher_without_a_partition_is_one_line_and_submits_nothing(tmp_
     assert not sweep.exists()
 
 
+@pytest.mark.parametrize(("tools", "missing"), [((), "sbatch and srun are"), (("sbatch",), "srun is")])
+def test_slurm_launcher_on_a_machine_without_slurms_tools_is_one_line(tmp_path, tools, missing):
+    # Before, sbatch without srun (a login node's PATH lacking it) gave submitit's traceback: 'Could not detect
+    # "srun", are you indeed on a slurm cluster?'.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / tool).chmod(0o755)
+    sweep = tmp_path / "sweep"
+    slurm = [
+        "hydra/launcher=slurm",
+        "trainer=slurm",
+        "hydra.launcher.partition=gpu",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    line = one_error_line(run_cli("train.py", "-m", *slurm, env={"PATH": str(bin_dir)}))
+    assert line == (
+        f"error: hydra/launcher=slurm submits with sbatch and srun, and {missing} not on this machine's PATH: launch "
+        "from a SLURM login node (or use hydra/launcher=submitit_local to try it here)"
+    )
+    assert not sweep.exists()
+
+
 def test_slurm_launcher_without_multirun_would_train_here_and_is_refused(tmp_path):
     run = tmp_path / "run"
     line = one_error_line(

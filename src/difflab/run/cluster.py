@@ -168,10 +168,13 @@ class CheckLauncher(Callback):
         if "SlurmLauncher" in str(launcher.get("_target_", "")):
             refuse_a_job_the_trainer_cannot_fill(config)
             refuse_a_stop_signal_at_the_start(launcher)
-        if "SlurmLauncher" in str(launcher.get("_target_", "")) and not shutil.which("sbatch"):
+        # submitit's SLURM executor needs srun beside sbatch (before, its traceback: 'Could not detect "srun"').
+        missing = [tool for tool in ("sbatch", "srun") if not shutil.which(tool)]
+        if "SlurmLauncher" in str(launcher.get("_target_", "")) and missing:
             exit_with_error(
-                f"hydra/launcher={_launcher_name(config)} submits with sbatch, which is not on this machine's "
-                "PATH: launch from a SLURM login node (or use hydra/launcher=submitit_local to try it here)"
+                f"hydra/launcher={_launcher_name(config)} submits with sbatch and srun, and {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not on this machine's PATH: launch from a SLURM login node "
+                "(or use hydra/launcher=submitit_local to try it here)"
             )
 
         refuse_relaunched_processes_in_a_sweep(config)
