@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -12,10 +13,10 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import CONF, FAST_TRAIN, one_error_line, run_cli
+from conftest import CONF, FAST_TRAIN, ROOT, one_error_line, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from wandb_files import wandb_records
 
 from difflab.run.common import optimized_metric
@@ -354,6 +355,56 @@ def test_a_sweep_into_a_folder_whose_jobs_were_submitted_to_a_cluster_is_refused
         "job folders when they run, queued or not: pick a new hydra.sweep.dir"
     ), result.stderr[-2000:]
     assert sorted(p.name for p in sweep.iterdir()) == [".submitit"]
+
+
+def test_a_stop_that_ends_a_sweep_names_the_jobs_that_did_not_run(tmp_path):
+    # Before, a SIGTERM in job #0 ended the sweep with job #0's line alone: jobs #1 and #2 were dropped without a word
+    # (and a rerun into the sweep folder is refused, as it holds job #0's run).
+    sweep = tmp_path / "sweep"
+    probe = ["+callbacks.probe._target_=signal_probe.StepProbe", "+callbacks.probe.signal_name=SIGTERM"]
+    probe += [f"+callbacks.probe.dirpath={tmp_path / 'probe'}", "+callbacks.probe.signal_at_step=1"]
+    result = run_cli(
+        "train.py",
+        "-m",
+        "optim.lr=1e-3,2e-3",
+        "seed=0,1",
+        *SWEEP_FAST,
+        "logger=none",
+        *probe,
+        f"hydra.sweep.dir={sweep}",
+        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+    )
+    assert result.returncode == 3, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2].startswith("stopped on SIGTERM at step "), result.stderr[-2000:]
+    assert lines[-1] == (
+        # As Hydra's own "Launching" lines name them.
+        "error: 3 of the sweep's 4 jobs did not run: #1 (optim.lr=0.001 seed=1), #2 (optim.lr=0.002 seed=0), "
+        "#3 (optim.lr=0.002 seed=1); sweep them again into a new hydra.sweep.dir"
+    )
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "multirun.yaml"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["a=1,2", "b=x,y,z"], ["b=x,y", "a=1", "c=3,4"], ["a=1,2", "a=3"], ["a=range(0,3)", "b=[1,2]"], ["a=1"]],
+)
+def test_the_jobs_said_not_run_are_hydras_own_jobs_in_its_order(overrides):
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from difflab.run.sweep_stopped import _basic_sweep_jobs
+
+    config = OmegaConf.create({"hydra": {"overrides": {"task": overrides}, "sweeper": {"params": None}}})
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    (batch,) = BasicSweeper.split_arguments(parsed, None)
+    swept = {
+        key for key, sweep in {o.get_key_element(): o.is_sweep_override() for o in parsed}.items() if sweep
+    }
+    # Hydra's jobs carry every override; the line names the swept ones.
+    assert _basic_sweep_jobs(config) == [
+        " ".join(o for o in job if o.split("=")[0] in swept) for job in batch
+    ]
 
 
 def test_a_sweep_of_runs_on_several_processes_lightning_starts_is_refused_before_any_job(tmp_path):

@@ -33,6 +33,7 @@ from ..nearest_word import nearest_word
 from ..overrides import pasteable
 from ..runs.inherit import inherited_overrides, parse
 from .errors import work_began
+from .sweep_stopped import jobs_not_run
 from .unknown_key import NOT_READ, dotted_keys, nearest_key, options_composed, unknown_key_hint
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
@@ -68,16 +69,27 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
         # the process ended with no word. A handler already set (submitit's) stays.
         with stop_signal_raises(unless_handled=True, signals=(signal.SIGTERM, signal.SIGHUP)):
             run_hydra(task, str(conf_dir), config_name, with_inherited(args, inherited))
+    except SystemExit:
+        # A job's stop (its line said; it ends the sweep that runs its jobs here) or the sweep's end.
+        say_jobs_not_run()
+        raise
     except (KeyboardInterrupt, StoppedBySignal) as stop:
         # Ctrl-C, SIGTERM or SIGHUP outside the work's own stop handling (Hydra composing, the checks, torch
         # loading; a sweep between its jobs or waiting on a cluster's): one line, not a traceback through the
         # import machinery or no word at all.
         how = str(stop) if isinstance(stop, StoppedBySignal) else "interrupted (Ctrl-C)"
         print(f"error: {Path(sys.argv[0]).name} {how} {_when_stopped(args)}", file=sys.stderr)
+        say_jobs_not_run()
         # A library whose import the stop cut short logs at exit through Hydra's handlers (torch's FakeTensor
         # cache stats, three INFO lines after this one).
         logging.disable(logging.INFO)
         sys.exit(stop.exit_code if isinstance(stop, StoppedBySignal) else 130)
+
+
+def say_jobs_not_run() -> None:
+    """The jobs of a sweep run here that a stop left unstarted, in one line (none outside such a sweep)."""
+    if (left := jobs_not_run()) is not None:
+        print(f"error: {left}", file=sys.stderr)
 
 
 def _when_stopped(args: list[str]) -> str:

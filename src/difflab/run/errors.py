@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from ..cluster.stop_signal import StoppedBySignal, stop_signal_raises
 from ..console_log import echo, to_log_files
 from ..io.atomic import NoSpaceLeft, is_out_of_space, where_space_ran_out
+from .sweep_stopped import note_job_started
 
 T = TypeVar("T")
 log = logging.getLogger("difflab")
@@ -141,6 +142,7 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> T:
+        note_job_started()
         try:
             return fn(*args, **kwargs)
         except Exception as error:

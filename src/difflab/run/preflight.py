@@ -31,6 +31,7 @@ from ..runs.sweep_folder import SUBMITTED, SweepFolderUsed, claim_sweep_folder
 from .cluster import exit_with_error
 from .errors import USER_ERRORS, one_line
 from .prepare import hand_over, prepare
+from .sweep_stopped import note_sweep
 from .typed import typed_hydra_overrides, typed_overrides
 
 
@@ -191,6 +192,8 @@ class Preflight(Callback):
         # Last: a sweep refused makes no folder.
         if not is_secondary_rank():  # torchrun's other ranks run the same sweep into the folders rank 0 makes
             claim_sweep(config)
+        if str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher"):  # its jobs run here
+            note_sweep(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_rank():
