@@ -507,7 +507,12 @@ def test_a_sharded_trainer_that_does_not_match_the_slurm_launcher_is_not_sent_to
         ValueError, match=r"give trainer.devices=8 \(trainer=slurm would train with DDP instead\)$"
     ):
         check_matches_launcher({"devices": 2, "num_nodes": 1, "strategy": "sharded"}, {"tasks_per_node": 8})
-    with pytest.raises(ValueError, match=r"; use trainer=slurm, which reads both from the launcher$"):
+    # Before, "use trainer=slurm" also where trainer=slurm was given with its trainer.devices overridden.
+    with pytest.raises(
+        ValueError,
+        match=r"; use trainer=slurm without a trainer.devices= of its own \(it reads both from the launcher\), or "
+        r"give trainer.devices=8$",
+    ):
         check_matches_launcher({"devices": 2, "num_nodes": 1, "strategy": "ddp"}, {"tasks_per_node": 8})
 
 

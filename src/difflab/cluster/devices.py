@@ -141,8 +141,10 @@ def check_matches_launcher(trainer: Mapping[str, Any], slurm_launcher: Mapping[s
         if launcher_value is not None and str(value) != str(launcher_value):
             # trainer=slurm is DDP: offered for another strategy (trainer=fsdp), it would swap it without a word.
             strategy = trainer.get("strategy")
+            # Worded for a trainer=slurm whose own key was overridden too: before, "use trainer=slurm", already given.
             fix = (
-                "use trainer=slurm, which reads both from the launcher"
+                f"use trainer=slurm without a {key}= of its own (it reads both from the launcher), or give "
+                f"{key}={launcher_value}"
                 if strategy in (None, "ddp")
                 else f"give {key}={launcher_value} (trainer=slurm would train with DDP instead)"
             )
