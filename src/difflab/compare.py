@@ -112,9 +112,10 @@ def place(run: Path, runs: list[Path]) -> str:
     return str(run.resolve().relative_to(common)) if common in run.resolve().parents else str(run)
 
 
-def run_overrides(run: Path) -> dict[str, str] | None:
+def run_overrides(run: Path) -> dict[str, str | None] | None:
     """The command-line overrides of the run's latest launch (its first, or its latest resume's, which holds its
-    whole recipe), {key: value} from Hydra's overrides.yaml; None for a folder Hydra did not make."""
+    whole recipe), {key: value} from Hydra's overrides.yaml (None for a deletion, ~key); None for a folder Hydra
+    did not make."""
     path = latest_overrides_file(run)
     if not path.is_file():
         return None
@@ -127,7 +128,11 @@ def run_overrides(run: Path) -> dict[str, str] | None:
         )
         return None
     pairs = (str(item).partition("=") for item in stored or [])
-    overrides = {key.lstrip("+~"): value for key, _, value in pairs}  # +x=1 and x=1 set the same key
+    # +x=1 and x=1 set the same key; ~x deletes it (before, labelled "x=").
+    overrides: dict[str, str | None] = {
+        key.lstrip("+~"): None if key.startswith("~") and not equals else value
+        for key, equals, value in pairs
+    }
     overrides.pop("ckpt_path", None)  # how a launch went on (a resume), not what the run is
     return overrides
 
@@ -164,8 +169,15 @@ def _override_parser() -> OverridesParser:
     return OverridesParser.create()  # builds Hydra's grammar: once, not per run and key
 
 
-def _meaning(key: str, text: str) -> str:
+def _said(key: str, value: str | None) -> str:
+    """`key=value` as a label says it; a deletion as typed, `~key`."""
+    return f"~{key}" if value is None else f"{key}={value}"
+
+
+def _meaning(key: str, text: str | None) -> str:
     """What Hydra reads from `text`, so that false and False, 1e-4 and 0.0001 are one value; else the text."""
+    if text is None:
+        return "~"  # deleted
     try:
         return repr(_override_parser().parse_override(f"{key}={text}").value())
     except Exception:  # an override Hydra's grammar cannot read: compared as written
@@ -185,11 +197,11 @@ def run_labels(runs: list[Path]) -> list[str]:
         differ = [
             key for key in keys if len({_meaning(key, o[key]) if key in o else None for o in overrides}) > 1
         ]
-        labels = [",".join(f"{key}={o[key]}" for key in differ if key in o) for o in overrides]
+        labels = [",".join(_said(key, o[key]) for key in differ if key in o) for o in overrides]
         # What the runs train (optim.lr=…) without where they ran (metrics.cache_dir=…, logger=csv), where
         # that still tells them apart.
         trained = [key for key in differ if not says_where_not_what(key)]
-        trained_labels = [",".join(f"{key}={o[key]}" for key in trained if key in o) for o in overrides]
+        trained_labels = [",".join(_said(key, o[key]) for key in trained if key in o) for o in overrides]
         if all(trained_labels) and _tell_apart(overrides, trained):
             labels = trained_labels
         # Told apart by what Hydra reads (before, by the text: optim.lr=0.0001 and optim.lr=1e-4 as two settings).
@@ -200,7 +212,7 @@ def run_labels(runs: list[Path]) -> list[str]:
     return [run_label(run, runs) for run in runs]
 
 
-def _tell_apart(overrides: list[dict[str, str]], keys: list[str]) -> bool:
+def _tell_apart(overrides: list[dict[str, str | None]], keys: list[str]) -> bool:
     """Whether no two runs set `keys` to the same values, compared by meaning."""
     meanings = {tuple(_meaning(key, o[key]) if key in o else None for key in keys) for o in overrides}
     return len(meanings) == len(overrides)
