@@ -13,7 +13,7 @@ import torch
 from conftest import compose_config
 
 from difflab.checkpoint import CONFIG_KEY
-from difflab.diffusion.cpu_threads import fastest_thread_count
+from difflab.diffusion.cpu_threads import fastest_thread_count, usable_cores
 from difflab.run.evaluate import evaluate
 from difflab.run.sample import sample
 
@@ -54,6 +54,21 @@ def test_sampling_uses_the_threads_the_checkpoint_trained_with(tiny_ckpt, tmp_pa
 def test_an_explicit_thread_count_wins_over_the_recipe(tiny_ckpt, tmp_path, two_threads):
     ckpt = with_recipe_threads(tiny_ckpt, tmp_path / "one.ckpt", 1)
     assert sampled_threads(ckpt, tmp_path / "explicit", "cpu_threads=2") == 2
+
+
+@pytest.mark.parametrize("where", ["command", "recipe"])
+def test_more_threads_than_cores_run_on_the_cores_with_a_warning(
+    tiny_ckpt, tmp_path, two_threads, caplog, where
+):
+    # Before, cpu_threads=5000 ran 30 times slower on 2 cores and cpu_threads=1000000 crashed the process in torch
+    # (a segfault); a recipe trained on a 64-core node oversubscribed a laptop without a word.
+    huge = 1_000_000
+    ckpt = with_recipe_threads(tiny_ckpt, tmp_path / "big.ckpt", huge if where == "recipe" else 1)
+    overrides = [f"cpu_threads={huge}"] if where == "command" else []
+    with caplog.at_level("WARNING", logger="difflab"):
+        assert sampled_threads(ckpt, tmp_path / where, *overrides) == usable_cores()
+    key = "cpu_threads" if where == "command" else "the checkpoint's recipe's cpu_threads"
+    assert f"{key}={huge} is more than the {usable_cores()} CPU cores this process may use" in caplog.text
 
 
 def test_omp_num_threads_is_the_users_choice(tiny_ckpt, tmp_path, two_threads, monkeypatch):

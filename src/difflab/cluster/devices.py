@@ -201,9 +201,8 @@ def pick_device(name: str) -> torch.device:
 
 def set_cpu_threads(cpu_threads: int | str | None) -> None:
     """cpu_threads=N sets torch's intra-op threads (null or auto leave them: see generation.threads)."""
-    import torch
-
     from ..diffusion.auto_batch import AUTO
+    from ..diffusion.cpu_threads import set_thread_count
 
     if cpu_threads not in (None, AUTO):
-        torch.set_num_threads(int(cpu_threads))
+        set_thread_count(int(cpu_threads))

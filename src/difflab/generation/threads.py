@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from ..diffusion.auto_batch import AUTO
-from ..diffusion.cpu_threads import PROBE_BATCH, fastest_thread_count
+from ..diffusion.cpu_threads import PROBE_BATCH, fastest_thread_count, set_thread_count
 from ..diffusion.samplers.base import Denoiser
 from .request import GenerationRequest, Placement
 
@@ -36,14 +36,14 @@ def _pick(request: GenerationRequest, net: Denoiser, batch_size: int, placement:
     if placement[0].type != "cpu":
         return None
     if request.cpu_threads not in (None, AUTO):
-        torch.set_num_threads(int(request.cpu_threads))
-        return torch.get_num_threads()
+        return set_thread_count(int(request.cpu_threads))
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     if request.recipe_threads is not None:
-        torch.set_num_threads(request.recipe_threads)
-        log.info("cpu_threads=%d, as the checkpoint's recipe trained", request.recipe_threads)
-        return request.recipe_threads
+        # A recipe made on a larger machine asks for more cores than this one has: at most these.
+        threads = set_thread_count(request.recipe_threads, "the checkpoint's recipe's cpu_threads")
+        log.info("cpu_threads=%d, as the checkpoint's recipe trained", threads)
+        return threads
     call = request.trial_call(net, placement)
     n = len(request.indices)
     return fastest_thread_count(lambda: call(min(batch_size, n, PROBE_BATCH)))

@@ -140,7 +140,9 @@ class Evaluator:
             yield
             return
         before = torch.get_num_threads()
-        torch.set_num_threads(self.cpu_threads or len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
+        # At most the cores: more threads only wait their turn (and 10**6 crashed torch).
+        torch.set_num_threads(min(self.cpu_threads or cores, cores))
         try:
             yield
         finally:
