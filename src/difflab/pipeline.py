@@ -188,7 +188,11 @@ class DiffusionPipeline:
         if guide is not None:
             guide_model = guide if isinstance(guide, DiffusionPipeline) else load(guide, self.device)
             options.guide = guide_model.source
-        images = generate_images(request_for(self, options, chosen, self.source, guide_model), self.net)
+        request = request_for(self, options, chosen, self.source, guide_model)
+        # Editing makes n of each picture: before, n alone was checked (600 of 3 pictures came back as 1,800).
+        pictures = len(request.indices) // max(int(options.n), 1)
+        check_images_fit(int(options.n), tuple(self.sample_shape), pictures)
+        images = generate_images(request, self.net)
         # Nothing is written here: the caller is told it gets no images.
         check_finite(images, self.source, guidance=options.guidance, outcome="no images were returned")
         return _convert(images, output)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import one_error_line, run_cli
+from PIL import Image
 
 import difflab
 from difflab.generation import GenerationRequest, memory
@@ -37,6 +38,23 @@ def test_sample_py_refuses_a_huge_n_in_one_line_naming_the_disk_it_would_need(
 def test_pipe_sample_refuses_a_huge_n_in_the_same_words(tiny_ckpt: Path) -> None:
     with pytest.raises(ValueError, match=rf"^n={HUGE} would need 23.3 TiB of memory to hold its images"):
         difflab.load(tiny_ckpt).sample(HUGE, steps=2)
+
+
+def test_pipe_sample_counts_every_picture_an_edit_makes(tiny_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    # Before, n alone was held against the memory: n=600 of 3 pictures passed a limit of 1,000 and returned 1,800.
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for i in range(3):
+        Image.new("L", (8, 8), 80 * i).save(pictures / f"{i}.png")
+    monkeypatch.setattr(memory, "machine_memory", lambda: 1000 * 8 * 8 * memory.FLOAT32_BYTES)
+    pipe = difflab.load(tiny_ckpt)
+    with pytest.raises(ValueError) as refused:
+        pipe.sample(600, steps=2, mode="img2img", image=str(pictures))
+    assert str(refused.value).startswith(
+        "n=600 for each of 3 pictures (1800 images) would need 450.0 KiB of memory"
+    )
+    assert str(refused.value).endswith("ask for at most n=333")
+    assert pipe.sample(333, steps=2, mode="img2img", image=str(pictures), strength=0.2).shape[0] == 999
 
 
 @pytest.mark.parametrize("batch_size", ["auto", 2])

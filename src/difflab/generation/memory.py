@@ -27,16 +27,19 @@ def machine_memory() -> int | None:
         return None
 
 
-def check_images_fit(n: int, image_shape: tuple[int, ...]) -> None:
-    """A one-line error when n images of `image_shape` (C, H, W) would need more memory than the machine has."""
+def check_images_fit(n: int, image_shape: tuple[int, ...], pictures: int = 1) -> None:
+    """A one-line error when n images of `image_shape` (C, H, W), for each of `pictures` pictures being edited,
+    would need more memory than the machine has."""
     memory = machine_memory()
-    needed = n * math.prod(image_shape) * FLOAT32_BYTES
+    each = math.prod(image_shape) * FLOAT32_BYTES
+    needed = n * pictures * each
     if memory is None or needed <= memory:
         return
     shape = "×".join(str(size) for size in image_shape)
+    asked = f"n={n}" if pictures == 1 else f"n={n} for each of {pictures} pictures ({n * pictures} images)"
     raise ValueError(
-        f"n={n} would need {in_units(needed)} of memory to hold its images ({shape} float32 each) at once, more "
-        f"than this machine's {in_units(memory)}: ask for at most {memory // (needed // n)}"
+        f"{asked} would need {in_units(needed)} of memory to hold its images ({shape} float32 each) at once, more "
+        f"than this machine's {in_units(memory)}: ask for at most n={memory // (each * pictures)}"
     )
 
 
