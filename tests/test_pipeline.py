@@ -167,6 +167,12 @@ def test_unconditional_model_refuses_labels(tiny_ckpt):
         difflab.load(tiny_ckpt).sample(2, labels=3)
     with pytest.raises(ValueError, match="unknown sampler 'ddimm'"):
         difflab.load(tiny_ckpt).sample(2, sampler="ddimm")
+    # A name, not a path into conf/: before, "../sampler/heun" sampled and "../sample" raised a raw KeyError.
+    for path in ("../sampler/heun", "../sample"):
+        with pytest.raises(
+            ValueError, match=f"^unknown sampler '{re.escape(path)}'; choose one of ddim, ddpm, "
+        ):
+            difflab.load(tiny_ckpt).sample(2, sampler=path)
 
 
 def test_samples_that_are_not_finite_are_refused_without_claiming_a_file(tiny_ckpt):

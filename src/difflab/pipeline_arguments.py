@@ -58,9 +58,9 @@ def cli_defaults() -> dict[str, Any]:
 
 def sampler_config(name: str) -> Any:
     """conf/sampler/<name>.yaml, the partial that `sample.py sampler=<name>` instantiates."""
-    if not (CONF_DIR / "sampler" / f"{name}.yaml").is_file() and CONF_DIR.is_dir():
-        known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(known)}")
+    # A name, not a path: before, sampler="../sampler/heun" was read and "../sample" gave a raw KeyError.
+    if CONF_DIR.is_dir() and (not isinstance(name, str) or name not in sampler_names()):
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(sampler_names())}")
     return OmegaConf.load(_conf_file(f"sampler/{name}.yaml"))
 
 
