@@ -335,6 +335,20 @@ def test_repaint_settings_that_are_not_a_mapping_are_one_line(tiny_ckpt, tmp_pat
     )
 
 
+@pytest.mark.parametrize("given", ["", "  "])
+def test_load_of_an_empty_path_is_refused_not_read_as_the_current_folder(
+    given, tiny_ckpt, tmp_path, monkeypatch
+):
+    # Before, "" was the current folder: a run folder there was loaded without a word.
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(tiny_ckpt, tmp_path / "checkpoints" / "last.ckpt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ValueError, match="^difflab.load got an empty path: give a checkpoint, a run folder or a"
+    ):
+        difflab.load(given)
+
+
 @pytest.mark.parametrize("given", [None, 3])
 def test_load_of_something_that_is_no_path_names_what_it_takes(given):
     # Before, pathlib's "expected str, bytes or os.PathLike object, not NoneType", naming no argument.

@@ -249,6 +249,8 @@ def load(
         raise TypeError(
             f"difflab.load takes a path (str or Path) to a checkpoint or model folder, got {path!r}"
         )
+    if not str(path).strip():  # before, read as the current folder (a run there would be loaded)
+        raise ValueError("difflab.load got an empty path: give a checkpoint, a run folder or a model folder")
     if str(path).startswith("~"):  # as a shell would (a Hub id never starts so)
         path = Path(path).expanduser()
     loaded = load_model(path, pick_device(str(device)), allowed_targets, autoencoder=autoencoder)

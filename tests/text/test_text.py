@@ -694,6 +694,14 @@ def test_wrong_conditions_for_a_text_model_are_one_line_errors(text_run, tmp_pat
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
 
+def test_a_prompt_given_as_bytes_is_refused_in_one_line(text_run: Path):
+    # Before, one prompt per byte: prompt=b"seven" sampled the prompts "115", "101", "118", "101", "110".
+    with pytest.raises(
+        ValueError, match=r"^prompt=b'seven' is bytes: give text \(decode it first: prompt='seven'\)$"
+    ):
+        difflab.load(text_run).sample(5, steps=2, prompt=b"seven")
+
+
 def test_guidance_0_samples_a_text_model_unconditionally_and_refuses_a_prompt_it_would_ignore(
     text_run: Path, tmp_path: Path
 ):

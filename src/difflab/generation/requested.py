@@ -95,6 +95,10 @@ def check_each_has_a_result(key: str, given: Any, count: int, what: str, n: int)
 
 def prompt_list(value: Any, key: str) -> list[str]:
     """One prompt or a list of them as stripped strings; an empty one is an error (Hydra reads 7 as an int)."""
+    if isinstance(value, bytes | bytearray):  # before, one prompt per byte: b"seven" was "115", "101", …
+        raise ValueError(
+            f"{key}={value!r} is bytes: give text (decode it first: {key}={value.decode(errors='replace')!r})"
+        )
     items = [value] if isinstance(value, Mapping) else as_list(value)
     for item in items:
         # Hydra reads prompt=7 as a number, which is text to a user; a mapping, a nested list or true is not.
