@@ -236,6 +236,9 @@ def test_import_difflab_stays_light():
         ({"seed": 2**64}, r"^seed=18446744073709551616 must be at most 9223372036854775807$"),
         # Not a number, named as what it is: before, "guidance=2.0 is not a number".
         ({"guidance": "2.0"}, r"^guidance='2.0' is not a number$"),
+        # Before, both ran: as strength 1.0 and 0.5.
+        ({"mode": "img2img", "image": "p.png", "strength": True}, r"^strength=True is not a number$"),
+        ({"mode": "img2img", "image": "p.png", "strength": "0.5"}, r"^strength='0.5' is not a number$"),
     ],
 )
 def test_bad_values_are_refused_as_sample_py_refuses_them(tiny_ckpt, argument, message):

@@ -172,10 +172,10 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def check_strength(strength: float) -> None:
-    """A one-line error unless strength is a number in (0, 1]."""
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):  # float's own message would not name the key
-        raise ValueError(f"strength={strength!r} is not a number") from None
+    """A one-line error unless strength is a number in (0, 1]: not true (before, strength 1.0) nor the text "0.5"
+    (as guidance and steps refuse them); a NumPy or torch number is one."""
+    value = strength.item() if hasattr(strength, "item") else strength
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"strength={strength!r} is not a number")
     if not 0 < value <= 1:  # also refuses NaN
         raise ValueError(f"strength must be in (0, 1] (got {strength})")

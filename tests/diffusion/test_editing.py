@@ -468,6 +468,8 @@ def test_inpaint_and_img2img_through_sample_py(checkpoint, tmp_path):
         (["mode=img2img"], "mode=img2img needs image="),
         (["mode=img2img", "image=x.png", "strength=1.5"], r"strength must be in \(0, 1\] \(got 1.5\)"),
         (["mode=img2img", "image=x.png", "strength=abc"], r"^strength='abc' is not a number$"),
+        # Before, run as strength 1.0 (and recorded so), where guidance=true and sampler.steps=true were refused.
+        (["mode=img2img", "image=x.png", "strength=true"], r"^strength=True is not a number$"),
     ],
 )
 def test_edit_modes_name_what_is_missing_before_loading_anything(tmp_path, overrides, message):
