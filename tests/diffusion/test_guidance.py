@@ -189,6 +189,13 @@ PLAIN_MODEL = SimpleNamespace(condition=None, num_classes=None)
         ),
         (CLASS_MODEL, {"labels": -1}, "labels=-1: the model knows classes 0..9"),
         (CLASS_MODEL, {"labels": []}, "labels=[]: the model knows classes 0..9"),
+        # Before, {3: 1} sampled class 3 (its key) and a set in whatever order it iterates.
+        (
+            CLASS_MODEL,
+            {"labels": {3: 1}},
+            "labels={3: 1} is not a label or a list of them (give labels=[3, 5])",
+        ),
+        (CLASS_MODEL, {"labels": {3, 5}}, "labels={3, 5} is not a label or a list of them"),
         (PLAIN_MODEL, {"labels": [1]}, "labels=[1] given, but m.ckpt holds an unconditional model"),
         (
             CLASS_MODEL,

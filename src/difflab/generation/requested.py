@@ -4,7 +4,7 @@ model was trained to take: sample.py, evaluate.py and difflab.load(...).sample()
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,9 @@ def requested_labels(
         return None, None
     if condition != "labels":
         raise ValueError(f"{source}: cannot condition on {condition!r} yet")
+    # A mapping or a set has no order of samples to spread over: before, {3: 1} sampled class 3 (its key).
+    if isinstance(labels, Mapping | Set):
+        raise ValueError(f"labels={labels!r} is not a label or a list of them (give labels=[3, 5])")
     wanted = list(range(num_classes)) if labels is None else as_list(labels)
     if class_names is not None and labels is not None:  # (None: every class, by number)
         wanted = [class_of(w, class_names, labels) for w in wanted]
