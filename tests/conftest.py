@@ -18,6 +18,8 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# run_cli(env=PROBES): this checkout's src/ and the tests' probes (tests/*_probe.py) importable in the process.
+PROBES = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("WANDB_MODE", "offline")

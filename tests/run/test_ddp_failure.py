@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-from conftest import ROOT, TWO_CPU_RANKS, one_error_line, run_cli
+from conftest import PROBES, TWO_CPU_RANKS, one_error_line, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +21,7 @@ def test_rank_0_failing_ends_the_other_ranks_with_one_line_and_leaves_no_folder(
         "+callbacks.fail._target_=failure_probe.FailOnOneRank",
         "+callbacks.fail.message='probe: rank 0 failed'",
         f"hydra.run.dir={run}",
-        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+        env=PROBES,
     )
     assert one_error_line(result) == "error: probe: rank 0 failed"
     # A fresh run refused before it logged gives its folder back: the other ranks' logs too.
@@ -42,7 +40,7 @@ def test_another_rank_failing_first_is_named_by_rank_0_in_one_line(tmp_path):
         "+callbacks.fail.rank=1",
         "+callbacks.fail.message='probe: rank 1 failed'",
         f"hydra.run.dir={run}",
-        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+        env=PROBES,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -65,7 +63,7 @@ def test_another_rank_stopped_before_it_joins_gives_the_run_folder_back(tmp_path
         "trainer.max_steps=20",
         "+callbacks.signal._target_=failure_probe.SignalWhenBuilt",
         f"hydra.run.dir={run}",
-        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+        env=PROBES,
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
@@ -91,7 +89,7 @@ def test_sigterm_to_rank_0_in_the_final_grid_or_fid_ends_every_rank_with_one_lin
         "+callbacks.probe.at_train_end=true",
         "+callbacks.probe.rank=0",
         f"hydra.run.dir={run}",
-        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+        env=PROBES,
         timeout=120,
     )
     assert result.returncode == 143, result.stderr[-3000:]

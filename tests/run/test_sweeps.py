@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import CONF, FAST_TRAIN, ROOT, one_error_line, run_cli
+from conftest import CONF, FAST_TRAIN, PROBES, one_error_line, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -372,7 +371,7 @@ def test_a_stop_that_ends_a_sweep_names_the_jobs_that_did_not_run(tmp_path):
         "logger=none",
         *probe,
         f"hydra.sweep.dir={sweep}",
-        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+        env=PROBES,
     )
     assert result.returncode == 3, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
