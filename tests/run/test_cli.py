@@ -7,9 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 from conftest import CONF, ROOT, one_error_line, run_cli
+from omegaconf import OmegaConf
 
 from difflab.run.cli import check_command_line
 from difflab.runs.inherit import parse
@@ -444,33 +446,69 @@ def worked_then_terminated(*args: object) -> None:
     signal.raise_signal(signal.SIGTERM)
 
 
+def swept_then_terminated(launcher: str) -> Callable[..., None]:
+    """A sweep of seed=1,2 under `launcher` that began (its checks passed), stopped before its first job."""
+
+    def run(*args: object) -> None:
+        from difflab.run.sweep_stopped import note_sweep
+
+        hydra = {"launcher": {"_target_": launcher}, "sweeper": {}, "overrides": {"task": ["seed=1,2"]}}
+        note_sweep(OmegaConf.create({"hydra": hydra}))
+        signal.raise_signal(signal.SIGTERM)
+
+    return run
+
+
+BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
+
 @pytest.mark.parametrize(
     ("run", "args", "when"),
     [
         # Before, a job cancelled in its first seconds (Hydra composing, the checks, torch loading) ended silently.
-        (terminated, [], "while starting; its work had not begun"),
-        # A sweep's head process waits on jobs a cluster launcher runs elsewhere: its work never begins here.
-        (terminated, ["-m", "seed=1,2"], "while running a sweep; the jobs that ended keep their results"),
+        (terminated, [], ["while starting; its work had not begun"]),
+        # A sweep stopped before its checks passed has run nothing (before: "while running a sweep").
+        (terminated, ["-m", "seed=1,2"], ["while starting; its work had not begun"]),
+        # A sweep whose jobs run here: the jobs that did not run are named.
         (
-            terminated,
-            ["-m", "hydra/launcher=slurm", "seed=1,2"],
-            "while waiting on the jobs it submitted, which go on in the cluster's queue (scancel stops them)",
+            swept_then_terminated(BASIC),
+            ["-m", "seed=1,2"],
+            [
+                "while running a sweep; the jobs that ended keep their results",
+                "2 of the sweep's 2 jobs did not run: #0 (seed=1), #1 (seed=2); sweep them again into a new "
+                "hydra.sweep.dir",
+            ],
+        ),
+        # A sweep's head process waits on jobs a cluster runs: they go on (before, "the jobs that ended keep their
+        # results", as if the stop had ended them).
+        (
+            swept_then_terminated(SLURM),
+            ["-m", "seed=1,2"],
+            [
+                "while submitting or waiting on its jobs; those submitted go on in the cluster's queue (scancel "
+                "stops them)"
+            ],
         ),
         # Between a sweep's jobs, or in Hydra's end of a job: the work's own handling has ended.
-        (worked_then_terminated, [], "after its work; what it had finished is kept"),
+        (worked_then_terminated, [], ["after its work; what it had finished is kept"]),
     ],
 )
 def test_sigterm_outside_the_work_is_one_line_saying_when_and_exit_143(monkeypatch, capsys, run, args, when):
     import difflab.run.cli as cli
 
     monkeypatch.setattr("difflab.run.errors._work", {"began": False})
+    monkeypatch.setattr(
+        "difflab.run.sweep_stopped._sweep", {"began": False, "submits": False, "jobs": [], "started": None}
+    )
     monkeypatch.setattr(cli, "run_hydra", run)
     monkeypatch.setattr(cli.faulthandler, "enable", lambda: None)
     monkeypatch.setattr(sys, "argv", ["train.py", "experiment=digits_cpu", *args])
     with pytest.raises(SystemExit) as exited:
         cli.launch(lambda cfg: None, "train", CONF)
     assert exited.value.code == 143
-    assert capsys.readouterr().err == f"error: train.py stopped by SIGTERM {when}\n"
+    said = [f"error: train.py stopped by SIGTERM {when[0]}", *(f"error: {line}" for line in when[1:])]
+    assert capsys.readouterr().err.splitlines() == said
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 

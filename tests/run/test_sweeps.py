@@ -384,9 +384,34 @@ def test_a_stop_that_ends_a_sweep_names_the_jobs_that_did_not_run(tmp_path):
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "multirun.yaml"]
 
 
+def test_a_sweep_ended_by_a_refusal_names_no_jobs_to_sweep_again(tmp_path):
+    # Review: the line came after any exit, also after a refusal every job would meet alike.
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train.py",
+        "-m",
+        "seed=1,2",
+        "optimized_metric=val/x",
+        *SWEEP_FAST,
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "optimized_metric=val/x was not logged by this run" in result.stderr.strip().splitlines()[-1]
+    assert "did not run" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [["a=1,2", "b=x,y,z"], ["b=x,y", "a=1", "c=3,4"], ["a=1,2", "a=3"], ["a=range(0,3)", "b=[1,2]"], ["a=1"]],
+    [
+        ["a=1,2", "b=x,y,z"],
+        ["b=x,y", "a=1", "c=3,4"],
+        ["a=1,2", "a=3"],
+        ["a=range(0,3)", "b=[1,2]"],
+        ["a=1"],
+        # A key swept again after a single value keeps its first place (review: named b=x a=3, run as a=3 b=x).
+        ["a=1,2", "a=5", "b=x,y", "a=3,4"],
+    ],
 )
 def test_the_jobs_said_not_run_are_hydras_own_jobs_in_its_order(overrides):
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper

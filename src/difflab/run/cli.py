@@ -33,11 +33,14 @@ from ..nearest_word import nearest_word
 from ..overrides import pasteable
 from ..runs.inherit import inherited_overrides, parse
 from .errors import work_began
-from .sweep_stopped import jobs_not_run
+from .sweep_stopped import jobs_not_run, submits_jobs, sweep_began
 from .unknown_key import NOT_READ, dotted_keys, nearest_key, options_composed, unknown_key_hint
 
 # Flags after which the command line holds something else than overrides (a value of the flag).
 PLAIN_FLAGS = ("-m", "--multirun")
+# How a process stopped by a signal exits: training's own stop (Preempted: 3, 130 after Ctrl-C) or a stop outside it
+# (StoppedBySignal: 128 + SIGHUP or SIGTERM).
+STOP_EXIT_CODES = (3, 129, 130, 143)
 # The configs where a key added with + can be read: train.py's config is instantiated and interpolated
 # (+trainer.profiler=simple, +callbacks.<name>=…, a tag for an interpolation); the others read their keys by name.
 ADDS_KEYS = ("train",)
@@ -69,16 +72,18 @@ def launch(task: Callable[[Any], Any], config_name: str, conf_dir: Path, inherit
         # the process ended with no word. A handler already set (submitit's) stays.
         with stop_signal_raises(unless_handled=True, signals=(signal.SIGTERM, signal.SIGHUP)):
             run_hydra(task, str(conf_dir), config_name, with_inherited(args, inherited))
-    except SystemExit:
-        # A job's stop (its line said; it ends the sweep that runs its jobs here) or the sweep's end.
-        say_jobs_not_run()
+    except SystemExit as end:
+        # A job's stop (its line said) ends the sweep that runs its jobs here; a refusal or the sweep's end is not
+        # one (every job would fail alike).
+        if end.code in STOP_EXIT_CODES:
+            say_jobs_not_run()
         raise
     except (KeyboardInterrupt, StoppedBySignal) as stop:
         # Ctrl-C, SIGTERM or SIGHUP outside the work's own stop handling (Hydra composing, the checks, torch
         # loading; a sweep between its jobs or waiting on a cluster's): one line, not a traceback through the
         # import machinery or no word at all.
         how = str(stop) if isinstance(stop, StoppedBySignal) else "interrupted (Ctrl-C)"
-        print(f"error: {Path(sys.argv[0]).name} {how} {_when_stopped(args)}", file=sys.stderr)
+        print(f"error: {Path(sys.argv[0]).name} {how} {_when_stopped()}", file=sys.stderr)
         say_jobs_not_run()
         # A library whose import the stop cut short logs at exit through Hydra's handlers (torch's FakeTensor
         # cache stats, three INFO lines after this one).
@@ -92,12 +97,15 @@ def say_jobs_not_run() -> None:
         print(f"error: {left}", file=sys.stderr)
 
 
-def _when_stopped(args: list[str]) -> str:
+def _when_stopped() -> str:
     """When a stop came that the work's own handling did not see, and what it leaves."""
-    if any(a in PLAIN_FLAGS for a in args):
+    if submits_jobs():
         # Jobs a cluster launcher submitted go on there: before, this said only that ended jobs keep their results.
-        if any(a.startswith(("hydra/launcher=", "+hydra/launcher=")) and "slurm" in a for a in args):
-            return "while waiting on the jobs it submitted, which go on in the cluster's queue (scancel stops them)"
+        return (
+            "while submitting or waiting on its jobs; those submitted go on in the cluster's queue (scancel stops "
+            "them)"
+        )
+    if sweep_began():
         return "while running a sweep; the jobs that ended keep their results"
     if work_began():  # its end, after the work's own handling
         return "after its work; what it had finished is kept"

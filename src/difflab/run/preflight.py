@@ -192,8 +192,7 @@ class Preflight(Callback):
         # Last: a sweep refused makes no folder.
         if not is_secondary_rank():  # torchrun's other ranks run the same sweep into the folders rank 0 makes
             claim_sweep(config)
-        if str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher"):  # its jobs run here
-            note_sweep(config)
+        note_sweep(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_rank():

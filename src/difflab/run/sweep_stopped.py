@@ -12,21 +12,35 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-# The sweep this process runs: each job's swept overrides (a search's trials: None each), the last job started.
-_sweep: dict[str, Any] = {"jobs": [], "started": None}
+# The sweep this process runs: whether it began (its checks passed) and submits its jobs to a cluster, each job's
+# swept overrides where its jobs run here (a search's trials: None each), the last job started.
+_sweep: dict[str, Any] = {"began": False, "submits": False, "jobs": [], "started": None}
 
 # Jobs named in the line; more are counted.
 NAMED = 3
 
 
 def note_sweep(config: DictConfig) -> None:
-    """At the sweep's start (on_multirun_start, in the process that runs its jobs): what each job will set."""
+    """At the sweep's start (on_multirun_start, once its checks passed): how its jobs run, and what each of those
+    run here will set."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    _sweep.update(began=True, submits="SlurmLauncher" in launcher, jobs=[], started=None)
+    if not launcher.endswith("BasicLauncher"):  # its jobs run elsewhere, and go on there
+        return
     sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
     if "n_trials" in sweeper:  # a search: its trials' values are drawn as it goes
         _sweep["jobs"] = [None] * int(sweeper.n_trials)
     else:
         _sweep["jobs"] = _basic_sweep_jobs(config)
-    _sweep["started"] = None
+
+
+def sweep_began() -> bool:
+    return bool(_sweep["began"])
+
+
+def submits_jobs() -> bool:
+    """Whether this sweep submits its jobs to a cluster (hydra/launcher=slurm, from the command line or a config)."""
+    return bool(_sweep["submits"])
 
 
 def _basic_sweep_jobs(config: DictConfig) -> list[str | None]:
@@ -34,14 +48,16 @@ def _basic_sweep_jobs(config: DictConfig) -> list[str | None]:
     values, key by key as first given; hydra.sweeper.params first)."""
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     lines = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    # Each key in the place it was first given, its last value kept, as Hydra's ordered dict of overrides does; a
+    # single value is the same in every job and not named.
     choices: dict[str, list[str]] = {}
     for override in OverridesParser.create().parse_overrides(lines):
         key = override.get_key_element()
         if override.is_sweep_override() and override.is_discrete_sweep():
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
         else:
-            choices.pop(key, None)  # a later single value replaces a sweep of the key
-    return [" ".join(job) for job in itertools.product(*choices.values())]
+            choices[key] = [""]
+    return [" ".join(part for part in job if part) for job in itertools.product(*choices.values())]
 
 
 def note_job_started() -> None:
