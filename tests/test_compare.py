@@ -133,13 +133,16 @@ def test_runs_are_labelled_by_what_differs_in_meaning_not_in_spelling(tmp_path: 
 def test_a_deleted_setting_is_labelled_as_typed(tmp_path: Path) -> None:
     # Before, "callbacks.sample_grid=" for the run that deleted it, as if it had been set to nothing.
     typed = {"a": ["~callbacks.sample_grid", "seed=1"], "b": ["callbacks.sample_grid=null", "seed=1"]}
+    typed["c"] = [
+        "~callbacks.sample_grid=null",
+        "seed=1",
+    ]  # deleted where it is null: a deletion all the same
     for name, overrides in typed.items():
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    assert run_labels([tmp_path / "a", tmp_path / "b"]) == [
-        "~callbacks.sample_grid",
-        "callbacks.sample_grid=null",
-    ]
+    for deleted in ("a", "c"):
+        labels = run_labels([tmp_path / deleted, tmp_path / "b"])
+        assert labels == ["~callbacks.sample_grid", "callbacks.sample_grid=null"]
 
 
 def test_runs_are_labelled_by_what_they_train_not_where_they_ran(tmp_path: Path) -> None:

@@ -239,6 +239,8 @@ def test_import_difflab_stays_light():
         # Before, both ran: as strength 1.0 and 0.5.
         ({"mode": "img2img", "image": "p.png", "strength": True}, r"^strength=True is not a number$"),
         ({"mode": "img2img", "image": "p.png", "strength": "0.5"}, r"^strength='0.5' is not a number$"),
+        # Review: an array of several raised NumPy's own ValueError (torch's RuntimeError), naming no argument.
+        ({"mode": "img2img", "image": "p.png", "strength": np.array([0.5, 0.6])}, r"^strength=array\("),
     ],
 )
 def test_bad_values_are_refused_as_sample_py_refuses_them(tiny_ckpt, argument, message):

@@ -128,10 +128,9 @@ def run_overrides(run: Path) -> dict[str, str | None] | None:
         )
         return None
     pairs = (str(item).partition("=") for item in stored or [])
-    # +x=1 and x=1 set the same key; ~x deletes it (before, labelled "x=").
+    # +x=1 and x=1 set the same key; ~x (and ~x=1, deleted where it is 1) deletes it: before, labelled "x=".
     overrides: dict[str, str | None] = {
-        key.lstrip("+~"): None if key.startswith("~") and not equals else value
-        for key, equals, value in pairs
+        key.lstrip("+~"): None if key.startswith("~") else value for key, _, value in pairs
     }
     overrides.pop("ckpt_path", None)  # how a launch went on (a resume), not what the run is
     return overrides

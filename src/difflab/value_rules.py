@@ -174,7 +174,10 @@ PRECISIONS = ("fp32", "bf16")
 def check_strength(strength: float) -> None:
     """A one-line error unless strength is a number in (0, 1]: not true (before, strength 1.0) nor the text "0.5"
     (as guidance and steps refuse them); a NumPy or torch number is one."""
-    value = strength.item() if hasattr(strength, "item") else strength
+    try:
+        value = strength.item() if hasattr(strength, "item") else strength
+    except (RuntimeError, ValueError):  # an array of several numbers
+        value = None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"strength={strength!r} is not a number")
     if not 0 < value <= 1:  # also refuses NaN

@@ -66,7 +66,7 @@ def warn_if_few_snapshots(count: int, sigma_rel: str, step: int) -> None:
 
 # The profile error (training/phema.profile_fit_error) above which a rebuild is said to be rough. With EDM2's stored
 # σ_rel 0.05 and 0.10 and 40 snapshots, 0.02-0.25 stay under 3% and 0.01 is 13% off; from 10 snapshots 0.03-0.2
-# stay under 6% and 0.02 is 21% off.
+# stay under 8% and 0.02 is 21% off.
 ROUGH_FIT = 0.10
 
 
