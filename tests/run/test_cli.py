@@ -570,6 +570,18 @@ def test_a_resumes_overrides_are_named_by_rank_zero_only(tmp_path, monkeypatch, 
             "prompt=[a cat,1e3]: Hydra reads 1e3 as the number 1000.0; quote it to keep it as typed: "
             "prompt=\"[a cat,'1e3']\"",
         ),
+        # Review: the first 1e3 typed was quoted, inside "1e3 cats"; NaN matched no word (nan equals nothing).
+        (
+            "sample",
+            "prompt=[1e3 cats,1e3]",
+            "prompt=[1e3 cats,1e3]: Hydra reads 1e3 as the number 1000.0; quote it to keep it as typed: "
+            "prompt=\"[1e3 cats,'1e3']\"",
+        ),
+        (
+            "sample",
+            "prompt=NaN",
+            "prompt=NaN: Hydra reads NaN as the number nan; quote it to keep it as typed: prompt=\"'NaN'\"",
+        ),
         (
             "sample",
             "prompt=0.50",

@@ -494,25 +494,36 @@ def _refuse_prompts_read_as_other_numbers(overrides: list[Override]) -> None:
             continue
         typed = override.input_line.partition("=")[2].strip()
         value = override.value()
+        items = value if isinstance(value, list) else [value]
         words = [w.strip() for w in typed.strip("[]").split(",")] if isinstance(value, list) else [typed]
-        for item in value if isinstance(value, list) else [value]:
+        for position, item in enumerate(items):
             if isinstance(item, bool) or not isinstance(item, int | float):
                 continue
-            if isinstance(item, int) and str(item) in words:
+            # The word typed in the item's own place (review: "[1e3 cats,1e3]" had its first 1e3 quoted); where
+            # the words do not line up with the items, the first word that reads as this number.
+            aligned = len(words) == len(items)
+            word = (
+                words[position] if aligned else next((w for w in words if _same_number(w, item)), str(item))
+            )
+            if isinstance(item, int) and word == str(item):
                 continue
-            word = next((w for w in words if _number(w) == item), str(item))
-            quoted = typed.replace(word, f"'{word}'", 1)  # in single quotes inside the double ones
+            if aligned and isinstance(value, list):
+                quoted = "[" + ",".join(f"'{w}'" if i == position else w for i, w in enumerate(words)) + "]"
+            else:
+                quoted = typed.replace(word, f"'{word}'", 1)  # in single quotes inside the double ones
             raise ValueError(
                 f"{override.input_line}: Hydra reads {word} as the number {item}; quote it to keep it as typed: "
                 f'{key}="{quoted}"'
             )
 
 
-def _number(word: str) -> float | None:
+def _same_number(word: str, number: float) -> bool:
+    """Whether Hydra reads `word` as `number` (1_000, +5, 1e3; NaN as nan, which equals nothing)."""
     try:
-        return float(word)  # as Hydra reads 1_000, +5 and 1e3
+        read = float(word)
     except ValueError:
-        return None
+        return False
+    return read == number or (math.isnan(read) and math.isnan(number))
 
 
 def _refuse_run_folder_in_a_sweep(overrides: list[Override]) -> None:
