@@ -50,12 +50,17 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+_SAID: set[tuple[str, int]] = set()  # the counts above the cores already warned of in this process
+
+
 def set_thread_count(asked: int, key: str = "cpu_threads") -> int:
     """Set torch's intra-op threads to `asked`, at most the usable cores (with a warning naming `key`): threads
     beyond them only wait their turn. Before, cpu_threads=5000 ran 30 times slower on 2 cores and 10**6 crashed
     the process in torch. Returns the count set."""
     cores = usable_cores()
-    if asked > cores:
+    # Once per setting: sample.py sets the count and its generation sets it again (review: said twice).
+    if asked > cores and (key, asked) not in _SAID:
+        _SAID.add((key, asked))
         log.warning(
             "%s=%d is more than the %d CPU cores this process may use: running on %d, as more threads only wait "
             "their turn",

@@ -42,7 +42,8 @@ def _pick(request: GenerationRequest, net: Denoiser, batch_size: int, placement:
     if request.recipe_threads is not None:
         # A recipe made on a larger machine asks for more cores than this one has: at most these.
         threads = set_thread_count(request.recipe_threads, "the checkpoint's recipe's cpu_threads")
-        log.info("cpu_threads=%d, as the checkpoint's recipe trained", threads)
+        if threads == request.recipe_threads:  # else the warning said how many and why
+            log.info("cpu_threads=%d, as the checkpoint's recipe trained", threads)
         return threads
     call = request.trial_call(net, placement)
     n = len(request.indices)
