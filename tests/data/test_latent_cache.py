@@ -43,6 +43,9 @@ def test_latents_are_the_posterior_of_every_image_and_a_second_read_is_a_hit(
     latents, hit = cached_latents(path, net, ae, images, key, batch_size=7)
     # Its progress, as sampling's and scoring's (before, minutes of encoding a large dataset showed nothing).
     assert capsys.readouterr().out.startswith("encoding the latent cache: 20/20 images · ")
+    # Under DDP each rank encodes: only rank 0 shows it (review: every rank printed its own lines).
+    cached_latents(tmp_path / "quiet.npz", net, ae, images, key, batch_size=7, shown=False)
+    assert capsys.readouterr().out == ""
     with torch.no_grad():
         posterior = net.encode(images.tensors[0])
     assert not hit and path.is_file()

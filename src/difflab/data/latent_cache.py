@@ -15,6 +15,7 @@ written without them is extended in place (the mirrored images encoded, the file
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -75,21 +76,23 @@ def source_files(dataset: Dataset) -> list[str]:
 
 @torch.no_grad()
 def encode_dataset(
-    net: torch.nn.Module, dataset: Dataset, batch_size: int = 64, mirrored: bool = False
+    net: torch.nn.Module, dataset: Dataset, batch_size: int = 64, mirrored: bool = False, shown: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of every image of `dataset` in order (each mirrored left-right first when `mirrored`), from the
-    autoencoder `net` (on its own device)."""
+    autoencoder `net` (on its own device); its progress `shown` (one DDP rank's, not each rank's)."""
     device = next(net.parameters()).device
     means, stds = [], []
     # Minutes for a large dataset: before, nothing was shown between the line that starts it and training.
     what = "encoding the latent cache" + (" (mirrored)" if mirrored else "")
-    with Progress(what, len(dataset), "images") as progress:  # type: ignore[arg-type]
+    with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(Progress(what, len(dataset), "images")) if shown else None  # type: ignore[arg-type]
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
             images = batch[0].to(device)
             posterior = net.encode(images.flip(-1) if mirrored else images)
             means.append(posterior.mean.half().cpu())
             stds.append(posterior.std.half().cpu())
-            progress.advance(len(images))
+            if progress is not None:
+                progress.advance(len(images))
     return torch.cat(means), torch.cat(stds)
 
 
@@ -177,6 +180,7 @@ def cached_latents(
     batch_size: int = 64,
     mirrored: bool = False,
     shape: tuple[int, ...] | None = None,
+    shown: bool = True,
 ) -> tuple[Latents, bool]:
     """(latents, hit): the cache at `path` when it holds this autoencoder's latents of this data (and of the
     mirrored images when `mirrored`), each of `shape` when given, else what is missing encoded now and the file
@@ -203,9 +207,9 @@ def cached_latents(
         latents = found
     else:
         log.info("encoding %d images into the latent cache %s (once)", count, path)
-        latents = Latents(*encode_dataset(net, dataset, batch_size), autoencoder_hash, data_key)
+        latents = Latents(*encode_dataset(net, dataset, batch_size, shown=shown), autoencoder_hash, data_key)
     if mirrored:
-        flip_mean, flip_std = encode_dataset(net, dataset, batch_size, mirrored=True)
+        flip_mean, flip_std = encode_dataset(net, dataset, batch_size, mirrored=True, shown=shown)
         latents = replace(latents, flip_mean=flip_mean, flip_std=flip_std)
     write_npz(path, _arrays(latents))
     return latents, False

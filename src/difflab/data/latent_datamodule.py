@@ -116,6 +116,8 @@ class LatentDataModule(ImageDataModule):
                 key,
                 mirrored=mirrored,
                 shape=self.latent_shape,
+                # Every DDP rank encodes (each its own copy): rank 0 alone shows how far.
+                shown=self.trainer is None or self.trainer.is_global_zero,
             )
             log.info(
                 "latents of the %s split: %s (%s)", split, path, "cached" if hit else "encoded and cached"
