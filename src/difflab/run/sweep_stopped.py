@@ -1,6 +1,7 @@
-"""The jobs of a sweep that runs its jobs in this process (Hydra's basic launcher), to say which never ran when a
-stop ends the sweep early: a SIGTERM or Ctrl-C in job #0 of 4 ends the whole sweep. Before, jobs #1-#3 were
-dropped without a word, and a rerun into the same sweep folder is refused (it holds job #0's run)."""
+"""What a stop that ends a sweep leaves, for its one line: whether the sweep began and submits its jobs to a
+cluster (they go on there), and, where its jobs run in this process (Hydra's basic launcher), which never ran: a
+SIGTERM or Ctrl-C in job #0 of 4 ends the whole sweep. Before, jobs #1-#3 were dropped without a word, and a rerun
+into the same sweep folder is refused (it holds job #0's run)."""
 
 from __future__ import annotations
 
