@@ -28,6 +28,7 @@ from .checkpoint_file import (
 from .diffusion import NoiseSchedule
 from .diffusion.formulations.timestep_face import sampling_view
 from .latent_space import exported_latent_space, load_latent_space
+from .model_folder.folder_overrides import built_contradictions
 from .model_folder.state_fit import state_mismatch
 
 __all__ = [
@@ -123,7 +124,10 @@ def load_model(
     )
     if overrides is not None:
         refuse_a_prediction_type_the_formulation_fixes(overrides.values, formulation, stored.where)
-        check_contradictions(overrides.compared(config), config, path, overrides.hint, overrides.stored_as)
+        wanted, found = overrides.compared(config), []
+        if stored.kind == "diffusers folder":
+            wanted, found = built_contradictions(wanted, config, allowed_targets)
+        check_contradictions(wanted, config, path, overrides.hint, overrides.stored_as, found)
     net = build(config, "model", allowed_targets, stored.where)
     schedule = build(config, "schedule", allowed_targets, stored.where)
     problem = state_mismatch(net.state_dict(), stored.state)

@@ -198,8 +198,10 @@ def check_contradictions(
     path: Path | str,
     hint: str,
     stored_as: Mapping[str, str] | None = None,
+    found_before: list[str] | None = None,
 ) -> None:
-    """A one-line ValueError naming every wanted setting that contradicts the checkpoint's config."""
-    found = contradictions(wanted, stored, stored_as)
+    """A one-line ValueError naming every wanted setting that contradicts the checkpoint's config, after those
+    `found_before` (groups compared by what they build)."""
+    found = [*(found_before or []), *contradictions(wanted, stored, stored_as)]
     if found:
         raise ValueError(f"the config contradicts checkpoint {path}: {listed(found, _SHOWN)}; {hint}")

@@ -33,6 +33,7 @@ from difflab.models import UNet
 from difflab.run.evaluate import evaluate
 from difflab.run.export import export
 from difflab.run.prepare import prepare
+from difflab.run.sample import sample
 from difflab.run.train import build_module, initialise_from, train
 
 diffusers = pytest.importorskip("diffusers")
@@ -377,6 +378,32 @@ def test_difflab_load_reads_its_diffusers_export_and_samples_bit_for_bit_as_the_
     assert result.returncode == 0, result.stderr[-2000:]
     drawn = np.load(tmp_path / "drawn" / "samples.npz")
     np.testing.assert_array_equal(drawn[drawn.files[0]], ours.sample(4, steps=4, seed=3))
+
+
+def test_a_diffusers_export_takes_the_options_its_model_was_trained_with(tiny_ckpt, tmp_path):
+    """Before, sample.py ckpt=<export> schedule=linear model=unet_tiny (the options that trained it) was refused:
+    the folder's config spells the schedule as its betas and writes out_channels: 1, and was compared key by key.
+    Groups are now compared by what they build; a real difference is still named."""
+    out = tmp_path / "exported"
+    export(compose_config("export", [f"ckpt={tiny_ckpt}", "format=diffusers", f"out={out}"], tmp_path))
+    small = [f"ckpt={out}", "n=2", "sampler.steps=2", "cpu_threads=1"]
+    as_trained = sample(
+        compose_config(
+            "sample", [*small, "schedule=linear", "model=unet_tiny", f"out={tmp_path / 'a'}"], tmp_path
+        )
+    )
+    plain = sample(compose_config("sample", [*small, f"out={tmp_path / 'b'}"], tmp_path))
+    drawn = [np.load(folder / "samples.npz") for folder in (as_trained, plain)]
+    np.testing.assert_array_equal(*(d[d.files[0]] for d in drawn))
+    refusals = {
+        ("schedule=cosine",): "schedule.name=cosine (checkpoint: another table of betas)",
+        ("model=unet_tiny", "model.base_channels=32"): "model.base_channels=32 (checkpoint: 16); drop",
+        ("model=dit_tiny",): "model._target_=difflab.models.DiT (checkpoint: difflab.models.UNet); drop",
+    }
+    for overrides, named in refusals.items():
+        with pytest.raises(ValueError, match=re.escape(f"the config contradicts checkpoint {out}: {named}")):
+            sample(compose_config("sample", [*small, *overrides, f"out={tmp_path / 'c'}"], tmp_path))
+    assert not (tmp_path / "c").exists()
 
 
 def test_evaluate_scores_a_diffusers_folder_against_the_data_it_is_given(tiny_ckpt, tmp_path):
