@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 import shutil
+import signal
+import unicodedata
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +22,7 @@ from torch.utils.data import SequentialSampler
 
 from difflab.data import DataError, ImageDataModule, UnreadableImagesWarning
 from difflab.data.index_sampler import ResumableSampler
+from difflab.data.latent_cache import source_files
 from difflab.data.sources import holdout_split
 from difflab.io.decode import to_channels
 from difflab.io.read_inputs import load_images
@@ -155,6 +159,41 @@ def test_flat_folder_is_unlabelled_and_split(tmp_path: Path):
     assert dm.num_classes is None
     images, labels = next(iter(dm.val_dataloader()))
     assert images.shape == (2, 3, 16, 16) and labels.tolist() == [-1, -1]
+
+
+def held_out_names(folder: Path) -> list[str]:
+    """The file names a flat folder holds out for validation (val_fraction 0.3), in Unicode's composed form."""
+    dm = ImageDataModule("folder", root=str(folder), image_size=16, channels=3, val_fraction=0.3)
+    names = [Path(path).name for path in source_files(dm.dataset_for("val"))]
+    return sorted(unicodedata.normalize("NFC", name) for name in names)
+
+
+def test_odd_file_names_train_and_keep_their_side_of_the_split(tmp_path: Path):
+    """Before, a picture whose name is not UTF-8 stopped the run ("'utf-8' codec can't encode character", naming no
+    file), a named pipe called pipe.png blocked the folder scan forever, and the same files named in decomposed
+    Unicode (a folder copied through macOS) moved across the held-out split without a word."""
+    composed, decomposed = tmp_path / "composed", tmp_path / "decomposed"
+    decomposed.mkdir()
+    for i in range(12):
+        name = f"café_{i:02d}.png"
+        save(composed / name, Image.new("RGB", (16, 16), (i * 20, 0, 0)))
+        shutil.copy(composed / name, decomposed / unicodedata.normalize("NFD", name))
+    held_out = held_out_names(composed)
+    assert len(held_out) == 4 and held_out_names(decomposed) == held_out
+    not_utf8 = os.fsdecode(os.fsencode(composed) + b"/caf\xe9.png")
+    shutil.copy(composed / "café_00.png", not_utf8)
+    os.mkfifo(composed / "pipe.png")
+    before = signal.signal(
+        signal.SIGALRM, lambda *_: pytest.fail("the folder scan opened pipe.png and blocked")
+    )
+    signal.alarm(60)
+    try:
+        dm = ImageDataModule("folder", root=str(composed), image_size=16, channels=3, val_fraction=0.3)
+        files = source_files(dm.dataset_for("train")) + source_files(dm.dataset_for("val"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert sorted(files) == sorted([*map(str, composed.glob("café_*.png")), not_utf8])
 
 
 def test_presplit_folder_uses_train_and_test(tmp_path: Path):

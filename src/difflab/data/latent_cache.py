@@ -57,12 +57,13 @@ def data_fingerprint(dataset: Dataset, identity: str, probe: int = 16) -> str:
     last `probe` images and, for a folder, every file's name, size and modification time: a picture replaced in
     the middle of a folder gets a new cache too (before, only the probed ends were seen), without decoding it."""
     count = len(dataset)  # type: ignore[arg-type]
-    digest = hashlib.sha256(f"{identity}|{count}".encode())
+    # os.fsencode: a path that is not UTF-8 is hashed by its bytes (.encode() refused it).
+    digest = hashlib.sha256(os.fsencode(f"{identity}|{count}"))
     for i in [*range(min(probe, count)), *range(max(probe, count - probe), count)]:
         digest.update(dataset[i][0].numpy().astype(np.float32).tobytes())
     for path in source_files(dataset):
         stat = os.stat(path)
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(os.fsencode(f"{path}|{stat.st_size}|{stat.st_mtime_ns}"))
     return digest.hexdigest()[:16]
 
 

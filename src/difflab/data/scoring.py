@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def dataset_id(data: ImageDataModule) -> str:
         identity += f"|{folder_contents(Path(root))}"
         if data.held_out_by == "name":  # another split of the same files (keys of "order" are as they were)
             identity += "|by-name"
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(os.fsencode(identity)).hexdigest()[:8]
     return f"{data.dataset}-{data.channels}ch-{digest}"
 
 
@@ -105,7 +106,8 @@ def folder_contents(root: Path) -> str:
             stat = path.stat()
         except OSError:  # a dangling link: the dataset skips it too
             continue
-        digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        # os.fsencode: a file name that is not UTF-8 is hashed by its bytes (.encode() refused it).
+        digest.update(os.fsencode(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n"))
     return digest.hexdigest()[:16]
 
 

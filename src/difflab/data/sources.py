@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -350,7 +351,10 @@ def holdout_split(
             f"training split of {source} is empty: val_fraction={val_fraction} holds out all {n} images"
         )
     if names is not None:
-        order = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}/{names[i]}".encode()).digest())
+        # A name hashed in one Unicode form (a folder copied through macOS writes é as e + ◌́) and by its bytes
+        # (os.fsencode: a name that is not UTF-8 stopped the run) keeps its side of the split.
+        keys = [os.fsencode(f"{seed}/{unicodedata.normalize('NFC', name)}") for name in names]
+        order = sorted(range(n), key=lambda i: hashlib.sha256(keys[i]).digest())
         return sorted(order[n_val:]), sorted(order[:n_val])
     # numpy's PCG64 stream is stable across releases, so a seed names the same split everywhere.
     order = np.random.default_rng(seed).permutation(n)

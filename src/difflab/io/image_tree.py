@@ -5,6 +5,7 @@ loop)."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 
 from .decode import is_image_name
@@ -31,14 +32,24 @@ def tree_files(
     are found where the images are)."""
     walked = set() if walked is None else walked
     for directory, dirnames, filenames in os.walk(root, followlinks=True):
-        stat = os.stat(directory)
-        if (stat.st_dev, stat.st_ino) in walked or (
+        folder = os.stat(directory)
+        if (folder.st_dev, folder.st_ino) in walked or (
             outside is not None and outside(os.path.realpath(directory))
         ):
             dirnames[:] = []
             continue
-        walked.add((stat.st_dev, stat.st_ino))
+        walked.add((folder.st_dev, folder.st_ino))
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         for name in sorted(filenames):
-            if keep(name):
-                yield os.path.join(directory, name)
+            path = os.path.join(directory, name)
+            if keep(name) and not _is_special(path):
+                yield path
+
+
+def _is_special(path: str) -> bool:
+    """A named pipe, socket or device under a picture's name: opening it to read its header blocked the run
+    forever. (A dangling link is no special file: it is named where it cannot be read.)"""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
