@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config, run_cli
+from conftest import FAST_TRAIN, TINY_AE, compose_config, run_cli
 from omegaconf import open_dict
 from PIL import Image
 
@@ -30,6 +30,7 @@ from difflab.phema import main as phema_main
 from difflab.run.evaluate import evaluate
 from difflab.run.export import export
 from difflab.run.latent import use_latents
+from difflab.run.prepare import prepare
 from difflab.run.sample import sample
 from difflab.run.train import train
 
@@ -822,3 +823,34 @@ def test_a_text_conditioned_latent_run_samples_prompts_as_sample_py_does(
     loaded = difflab.load(run, device="cpu").sample(4, prompt=prompts, guidance=2.0, steps=2)
     np.testing.assert_array_equal(loaded, written)
     assert not np.array_equal(written[0], written[2])  # two prompts, two rows of pictures
+
+
+def test_init_from_another_task_is_one_line_and_from_another_space_a_warning(
+    latent_run, autoencoder_run, tiny_ckpt, tmp_path, caplog
+):
+    """Before, init_from=<an autoencoder> in a diffusion run named 110 missing and 152 unexpected weights and
+    advised model=autoencoder_kl_f4 (which makes the run an autoencoder's), the reverse advised model=unet_tiny, and
+    a latent denoiser's weights went into a pixel run with no word."""
+    cfg = compose_config("train", [*FAST_TRAIN, f"init_from={autoencoder_run}"], tmp_path / "a")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"to train a latent diffusion model on its latents give autoencoder={autoencoder_run} (and drop init_from)"
+        ),
+    ):
+        prepare(cfg, tmp_path / "a")
+    cfg = compose_config("train", [*TINY_AE, f"init_from={tiny_ckpt}"], tmp_path / "b")
+    with pytest.raises(
+        ValueError, match="is a diffusion model: an autoencoder run .task=autoencoder. starts only from"
+    ):
+        prepare(cfg, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # The latent run's net takes 3 channels of 2x2 latents: pixels of that shape fit its weights.
+    run, _ = latent_run
+    pixels = [*FAST_TRAIN, "data.channels=3", "data.image_size=2", f"init_from={run}"]
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        prepare(compose_config("train", pixels, tmp_path / "c"), tmp_path / "c")
+    assert (
+        f"init_from={run} denoised the latents of autoencoder {autoencoder_run} and this run trains on pixels"
+        in caplog.text
+    )

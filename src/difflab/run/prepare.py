@@ -184,6 +184,7 @@ def _build_and_read(cfg: DictConfig, run_dir: Path) -> TrainSettings:
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "condition": OmegaConf.select(cfg, "data.condition"),
             "autoencoder": cfg.get("autoencoder"),
+            "task": cfg.get("task"),
         }
         weights = read_init_weights(
             str(settings.init_from),

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..autoencoder_checkpoint import AUTOENCODER_TASK
 from ..checkpoint_config import contradictions
 from ..checkpoint_file import read_model
 from ..data.folder import class_folder_changes
@@ -56,6 +57,7 @@ def read_init_weights(
     `network_now` (model, data.condition, autoencoder as configured). `trained_for_now`: the TRAINED_FOR values
     configured now, a warning naming those the source was trained with otherwise."""
     model = read_model(source, allowed_targets)
+    refuse_another_task(source, model.config, network_now or {})
     with torch.device("meta"):
         expected = build_net().state_dict()
     problem = state_mismatch(expected, model.state)
@@ -69,10 +71,44 @@ def read_init_weights(
         # Its schedule is diffusers' betas, not a schedule= option: not told apart, as for a U-Net pipeline.
         trained_for.pop("schedule", None)
     warn_if_trained_otherwise(source, trained_for, model.config)
+    warn_if_other_space(source, model.config.get("autoencoder"), (network_now or {}).get("autoencoder"))
     warn_if_other_class_folders(
         source, (model.config.get("data") or {}).get("class_folders"), class_folders_now
     )
     return model.state
+
+
+def refuse_another_task(source: str, config: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """An autoencoder's weights for a diffusion run, or a diffusion model's for an autoencoder run: one line on
+    what to give instead. Before, the weights' mismatch, with advice to configure the other task's network (which
+    turned a diffusion run into an autoencoder run)."""
+    theirs, ours = config.get("task") == AUTOENCODER_TASK, now.get("task") == AUTOENCODER_TASK
+    if theirs and not ours:
+        raise ValueError(
+            f"init_from={source} is an autoencoder (task=autoencoder), not a diffusion model: to train a latent "
+            f"diffusion model on its latents give autoencoder={source} (and drop init_from)"
+        )
+    if ours and not theirs:
+        its = f"; its autoencoder is {config['autoencoder']}" if config.get("autoencoder") else ""
+        raise ValueError(
+            f"init_from={source} is a diffusion model: an autoencoder run (task=autoencoder) starts only from an "
+            f"autoencoder's weights{its}"
+        )
+
+
+def warn_if_other_space(source: str, theirs: Any, ours: Any) -> None:
+    """A denoiser of latents fine-tuned on pixels, or the other way round, fits when the shapes agree but starts
+    from weights that learnt another kind of input: allowed, never silent."""
+    if bool(theirs) == bool(ours):
+        return
+    learnt = f"the latents of autoencoder {theirs}" if theirs else "pixels"
+    now = f"the latents of autoencoder {ours}" if ours else "pixels"
+    log.warning(
+        "init_from=%s denoised %s and this run trains on %s: its weights start far from what they learnt",
+        source,
+        learnt,
+        now,
+    )
 
 
 def warn_if_other_class_folders(source: str, recorded: Any, now: list[str] | None) -> None:
