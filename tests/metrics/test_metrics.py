@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -166,6 +167,18 @@ def test_precision_recall_of_too_few_images_are_left_out_with_a_warning(fewest, 
         "precision/recall left out: the radius of each image's 3 nearest neighbours needs more than 3 images on "
         f"each side (got {fewest} generated, 50 reference)"
     ]
+    # A sample capped by metrics.keep_features: before, named as the count generated (3 of 12).
+    caplog.clear()
+    capped = dataclasses.replace(stats(fewest), n=12)
+    with caplog.at_level("WARNING", logger="difflab"):
+        evaluate_features(capped, stats(50), kid_subsets=2)
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .endswith(
+            f"(got {fewest} generated, 50 reference features kept of 12 and 50: raise metrics.keep_features)"
+        )
+    )
 
 
 class _ProjectionExtractor:
@@ -217,6 +230,25 @@ def test_reference_cache_written_once_then_hit(tmp_path: Path, caplog) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["toy-train-8px-projection-all.npz"]
     np.testing.assert_array_equal(stats1.sigma, stats2.sigma)
     assert isinstance(stats2, Stats) and stats2.n == 40 and stats2.features.shape == (40, 8)
+
+
+def test_a_cached_reference_gives_the_feature_sample_of_the_size_asked(tmp_path: Path) -> None:
+    """Before, a reference cached by a run with metrics.keep_features=5 gave its 5 features to every later run
+    (and a full one to a run asking for 5): KID and precision/recall changed with whichever run had cached it."""
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    key = ReferenceKey("toy", "train", 8, "projection")
+
+    def asked(keep: int) -> tuple[Stats, bool]:
+        return reference_statistics(key, lambda: images.split(16), _ProjectionExtractor(), tmp_path, keep)
+
+    few, _ = asked(5)
+    whole, hit = asked(30)
+    assert not hit and (len(few.features), len(whole.features)) == (5, 30)
+    assert asked(30)[1] and len(asked(30)[0].features) == 30
+    assert len(asked(0)[0].features) == 30  # Fréchet distance alone: any cached sample serves
+    again, hit = asked(5)
+    assert not hit
+    np.testing.assert_array_equal(again.features, few.features)
 
 
 def test_an_unwritable_reference_cache_names_the_setting_to_change(tmp_path: Path) -> None:

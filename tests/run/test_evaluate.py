@@ -459,6 +459,15 @@ def test_the_warning_for_a_few_images_leaves_out_the_precision_recall_that_are_l
     with caplog.at_level(logging.WARNING, logger="difflab"):
         warn_if_too_few(evaluator, 4, 90)
     assert "precision/recall are inflated" in caplog.text
+    # Before, keep_features=5 gave precision 1.0 and recall 1.0 of 5 images each without a word.
+    caplog.clear()
+    evaluator.keep_features, evaluator.kid_subsets = 5, 100
+    with caplog.at_level(logging.WARNING, logger="difflab"):
+        warn_if_too_few(evaluator, 12, 40)
+    assert (
+        "metrics.keep_features=5: KID and precision/recall are computed from 5 images of each set alone"
+        in caplog.text
+    )
 
 
 @pytest.fixture

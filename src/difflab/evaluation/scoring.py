@@ -16,7 +16,7 @@ from ..generation import Conditions
 from ..metrics import Evaluator
 from ..metrics.cond_classifier import LinearClassifier
 from ..metrics.distances import PRC_NEIGHBORHOOD
-from ..metrics.sample_size import small_sample_warning
+from ..metrics.sample_size import STABLE_PR, small_sample_warning
 from ..metrics.statistics import Stats
 from ..progress import Progress
 from .conditioning import conditioning_classifier, conditioning_report
@@ -67,6 +67,17 @@ def warn_if_too_few(evaluator: Evaluator, n: int, reference: int) -> None:
         warning += " (metrics.reference_split=train scores against the training split, usually larger)"
     if warning:
         log.warning(warning)
+    if 0 < evaluator.keep_features < min(n, reference, STABLE_PR) and (
+        evaluator.prc or evaluator.kid_subsets
+    ):
+        # Before, keep_features=5 gave precision 1.0 and recall 1.0 of 5 features each, without a word.
+        log.warning(
+            "metrics.keep_features=%d: KID and precision/recall are computed from %d images of each set alone "
+            "(precision/recall are inflated below %s); raise it to score what was generated",
+            evaluator.keep_features,
+            evaluator.keep_features,
+            f"{STABLE_PR:,}",
+        )
 
 
 def score_report(

@@ -98,7 +98,8 @@ def reference_statistics(
     """Return (stats, hit): read the cached file, or compute from batches_fn() and write it once.
 
     batches_fn is called only on a miss; it yields uint8 (N, C, H, W) batches of the reference set.
-    An unreadable or outdated file (or one without the features asked for) counts as a miss and is overwritten.
+    An unreadable or outdated file (or one without a feature sample of the size asked for) counts as a miss and is
+    overwritten.
     """
     if key.extractor != extractor.name:
         raise ValueError(f"key is for extractor {key.extractor!r} but got {extractor.name!r}")
@@ -107,7 +108,10 @@ def reference_statistics(
 
     def parse(z: Arrays) -> Stats | None:
         stats = stats_from_arrays(z, path)
-        return stats if keep_features == 0 or stats.features is not None else None
+        kept = 0 if stats.features is None else len(stats.features)
+        # A sample of another size (a run with other metrics.keep_features wrote the file) is a miss: before, it
+        # was used, and KID and precision/recall changed with whichever run had cached the reference.
+        return stats if keep_features == 0 or kept == min(keep_features, stats.n) else None
 
     def compute() -> Stats:
         # Minutes for a large split on a CPU: said before, not only after (a run looked hung there).

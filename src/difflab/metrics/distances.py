@@ -111,11 +111,19 @@ def evaluate_features(
         if prc and min(sizes) > prc_neighborhood:
             out["precision"], out["recall"] = precision_recall(gen_stats, ref_stats, prc_neighborhood)
         elif prc:  # torch-fidelity's k-th neighbour would be out of range (a kthvalue traceback)
+            # Before, a sample capped by keep_features was given as the count generated (3 of 12).
+            capped = sizes != (gen_stats.n, ref_stats.n)
+            kept = (
+                f" features kept of {gen_stats.n} and {ref_stats.n}: raise metrics.keep_features"
+                if capped
+                else ""
+            )
             log.warning(
                 "precision/recall left out: the radius of each image's %d nearest neighbours needs more than %d "
-                "images on each side (got %d generated, %d reference)",
+                "images on each side (got %d generated, %d reference%s)",
                 prc_neighborhood,
                 prc_neighborhood,
                 *sizes,
+                kept,
             )
     return out
