@@ -236,3 +236,26 @@ def test_a_run_folder_without_last_ckpt_names_its_newest_checkpoint(tiny_ckpt, t
     shutil.copy(tiny_ckpt, tmp_path / "run" / "checkpoints" / "step_0000002.ckpt")
     with pytest.raises(FileNotFoundError, match=r"a run folder without last.ckpt: .*step_0000002.ckpt$"):
         difflab.load(tmp_path / "run")
+
+
+def test_a_super_resolution_guide_of_another_factor_is_refused_by_name():
+    # Before, an 8x model guided a 2x one without a word: both make 8-pixel images from a low-res one upsampled to
+    # that size, so nothing else told them apart.
+    from types import SimpleNamespace
+
+    from difflab.diffusion import NoiseSchedule
+    from difflab.generation.autoguide import check_guide
+
+    def model(factor):
+        return SimpleNamespace(
+            formulation=None, sample_shape=(1, 8, 8), prediction_type="epsilon",
+            schedule=NoiseSchedule.from_name("linear"), condition="superres", num_classes=None,
+            config={"data": {"sr_factor": factor}}, latents=None, net=torch.nn.Linear(1, int(factor)),
+        )  # fmt: skip
+
+    check_guide(model(2), model(2), "main.ckpt", "guide.ckpt")
+    with pytest.raises(
+        ValueError,
+        match=r"cannot guide main.ckpt: it must model the same data the same way \(sr_factor 8 vs 2\)$",
+    ):
+        check_guide(model(2), model(8), "main.ckpt", "guide.ckpt")

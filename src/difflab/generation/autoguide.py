@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .model import TrainedModel, model_kind
+from .model import TrainedModel, model_kind, sr_factor
 
 log = logging.getLogger("difflab")
 
@@ -35,6 +35,9 @@ def check_guide(model: TrainedModel, guide: TrainedModel, source: Any, guide_sou
         differences.append(f"{spaces[0]} vs {spaces[1]}")
     if (guide.condition, guide.num_classes) != (model.condition, model.num_classes):
         differences.append(f"{model_kind(guide)} vs {model_kind(model)}")
+    if model.condition == guide.condition == "superres" and sr_factor(guide) != sr_factor(model):
+        # Both upscale to the same shape, from low-res images of other sizes: before, taken without a word.
+        differences.append(f"sr_factor {sr_factor(guide)} vs {sr_factor(model)}")
     if model.condition == "text":
         encoders = [(m.config.get("data") or {}).get("text_encoder") for m in (guide, model)]
         if None not in encoders and encoders[0] != encoders[1]:
