@@ -599,6 +599,30 @@ def test_generation_settings_with_images_are_refused_not_ignored(tmp_path: Path,
     assert not out.exists()
 
 
+def test_a_data_condition_nothing_reads_is_refused_not_ignored(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """Before, an unconditional model (or images=) scored with data.condition=superres or labels gave the plain
+    data's scores to the digit, and the report did not say the setting went unused."""
+    out = tmp_path / "report.json"
+    given = ["data=digits", "data.condition=superres", "data.sr_factor=2", "n=4", *SMALL, f"out={out}"]
+    with pytest.raises(ValueError) as refused:
+        evaluate(compose_config("eval", [f"ckpt={tiny_ckpt}", *given], tmp_path))
+    assert str(refused.value) == (
+        f"data.condition=superres given, but {tiny_ckpt} holds an unconditional model: its samples are scored "
+        "against the data's images as they are: drop data.condition="
+    )
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), i * 60, np.uint8)).save(images / f"{i}.png")
+    with pytest.raises(ValueError, match=r"^data.condition=labels given, but images= are scored against"):
+        evaluate(
+            compose_config(
+                "eval", [f"images={images}", "data=digits", "data.condition=labels", f"out={out}"], tmp_path
+            )
+        )
+    assert not out.exists()
+
+
 def test_a_reference_split_of_one_image_is_named(tmp_path: Path) -> None:
     """A small image folder holds out one image (val_fraction of 10): the report names the reference split and
     its size, not 'need at least 2 images for a covariance, got 1' (which could be either set)."""

@@ -195,6 +195,14 @@ def scored_conditions(
     """What the n scored samples are conditioned on: labels= / prompt= as sample.py takes them; else the data's
     own balanced set (every class; one prompt per class for template captions; held-out images' low-res
     versions for super-resolution)."""
+    scored_as = "images= are" if loaded is None else f"{ckpt} holds {model_kind(loaded)}: its samples are"
+    given = None if data is None else data.condition
+    if given is not None and (loaded is None or loaded.condition is None):
+        # Before, taken and ignored: the scores were those of the plain data to the digit.
+        raise ValueError(
+            f"data.condition={given} given, but {scored_as} scored against the data's images as they "
+            "are: drop data.condition="
+        )
     if loaded is None:
         return Conditions()
     if options.consistency is True and loaded.condition != "superres":
