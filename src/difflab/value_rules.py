@@ -18,6 +18,9 @@ def whole(minimum: int, nullable: bool = False, maximum: int | None = None) -> R
     def rule(value: Any) -> str | None:
         if value is None:
             return None if nullable else "must be set"
+        if isinstance(value, float) and value.is_integer():
+            # Before, n=1e3 was "n=1000.0 is not a whole number": true of what the parser made, not of what was meant.
+            return f"is not a whole number: 1e3 and 2.0 are read as decimals; write {int(value)}"
         if isinstance(value, bool) or not isinstance(value, int):
             return "is not a whole number"
         if maximum is not None and value > maximum:

@@ -52,6 +52,11 @@ def test_a_value_of_the_wrong_type_is_named_before_the_run_folder_exists(tmp_pat
     [
         (["model.dropout=abc"], "model.dropout='abc' is not a number"),
         (["model=dit_tiny", "model.depth=abc"], "model.depth='abc' is not a whole number"),
+        # Before, "trainer.max_steps=10000.0 is not a whole number": true only of what the parser made of 1e4.
+        (
+            ["trainer.max_steps=1e4"],
+            "trainer.max_steps=10000.0 is not a whole number: 1e3 and 2.0 are read as decimals; write 10000",
+        ),
         (["model.channel_mults=abc"], "model.channel_mults='abc' is not a list"),
         (["schedule.timesteps=abc"], "schedule.timesteps='abc' is not a whole number"),
         (["formulation=edm", "formulation.sigma_data=abc"], "formulation.sigma_data='abc' is not a number"),
