@@ -4,6 +4,7 @@ weights, which is what a latent cache or a latent-diffusion checkpoint records o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,24 @@ def not_an_autoencoder(path: str | Path) -> ValueError:
     )
 
 
+def _what_the_folder_is(folder: Path) -> str | None:
+    """What a folder given as autoencoder= is, where it is close to one, as the rest of an error line: before,
+    each was 'is not an autoencoder'."""
+    if is_autoencoder_folder(
+        folder / "vae"
+    ):  # export.py's latent pipeline: its autoencoder is beside the net
+        return f"is a pipeline folder: its autoencoder is its vae/, give autoencoder={folder / 'vae'}"
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            json.loads(config.read_text())
+        except (OSError, ValueError) as error:
+            return f"has a config.json that cannot be read ({error}): a diffusers AutoencoderKL folder needs it whole"
+    if (folder / "checkpoints").is_dir() or (folder / ".hydra").is_dir():
+        return "is a run folder that holds no checkpoint yet: give it once its run has written one"
+    return None
+
+
 def load_autoencoder(
     path: str | Path, device: torch.device | str = "cpu", allowed_targets: Iterable[str] = ()
 ) -> LoadedAutoencoder:
@@ -84,7 +103,8 @@ def load_autoencoder(
             f"{path} is a run folder without last.ckpt: give one of its checkpoints, e.g. {steps[-1]}"
         )
     if is_model_folder(file):  # no run, no sharded checkpoint, no AutoencoderKL (e.g. a folder of pictures)
-        raise not_an_autoencoder(path)
+        what = _what_the_folder_is(file)
+        raise ValueError(f"{path} {what}") if what else not_an_autoencoder(path)
     ckpt = read_checkpoint(file, allowed_targets=allowed_targets)
     config = ckpt[CONFIG_KEY]
     if not is_autoencoder_config(config):

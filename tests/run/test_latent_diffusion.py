@@ -503,6 +503,33 @@ def test_autoencoder_given_something_else_says_it_is_not_an_autoencoder(tiny_ckp
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("made", "said"),
+    [
+        (".hydra/", "is a run folder that holds no checkpoint yet: give it once its run has written one"),
+        ("config.json", "has a config.json that cannot be read (Expecting"),
+        (
+            "vae/config.json",
+            "is a pipeline folder: its autoencoder is its vae/, give autoencoder={folder}/vae",
+        ),
+    ],
+)
+def test_a_folder_close_to_an_autoencoder_is_named_for_what_it_is(tmp_path, made, said) -> None:
+    """Before, each said "is not an autoencoder: give a checkpoint of an autoencoder run", though a run still
+    starting, a damaged AutoencoderKL folder or an exported latent pipeline (whose vae/ would do) each wants
+    something else."""
+    folder = tmp_path / "given"
+    (folder / made).parent.mkdir(parents=True, exist_ok=True)
+    if made.endswith("/"):
+        (folder / made).mkdir()
+    else:
+        text = '{"_class_name": "AutoencoderKL"}' if made.startswith("vae/") else "{damaged"
+        (folder / made).write_text(text)
+    with pytest.raises(ValueError) as error:
+        load_autoencoder(folder)
+    assert str(error.value).startswith(f"{folder} {said.format(folder=folder)}")
+
+
 def test_an_autoencoder_run_folder_without_last_ckpt_names_its_checkpoints(autoencoder_run, tmp_path) -> None:
     # Before: "<run> is not an autoencoder", as sample.py and evaluate.py do not say of such a folder.
     run = tmp_path / "ae"
