@@ -20,6 +20,17 @@ def test_a_folder_is_its_own_pictures_in_name_order(tmp_path: Path) -> None:
     assert [p.name for p in image_files(tmp_path)] == ["a.jpg", "b.png"]
 
 
+def test_pictures_left_in_subfolders_beside_the_top_ones_are_warned_of(tmp_path: Path) -> None:
+    """Before, a folder of 8 pictures and a subfolder of 4 edited the 8 without a word."""
+    Image.new("L", (4, 4)).save(tmp_path / "top.png")
+    (tmp_path / "more").mkdir()
+    Image.new("L", (4, 4)).save(tmp_path / "more" / "0.png")
+    with pytest.warns(
+        UserWarning, match=r"the pictures in its subfolder more are not read \(only those at its top"
+    ):
+        assert [p.name for p in image_files(tmp_path)] == ["top.png"]
+
+
 def test_a_folder_whose_pictures_are_in_subfolders_names_them(tmp_path: Path) -> None:
     """Before, "no image files … in folder <it>", though a training folder is read at any depth."""
     for sub in ("cats", "dogs"):
