@@ -623,7 +623,7 @@ def test_a_data_condition_nothing_reads_is_refused_not_ignored(tiny_ckpt: Path, 
     assert not out.exists()
 
 
-def test_a_reference_split_of_one_image_is_named(tmp_path: Path) -> None:
+def test_a_reference_split_of_one_image_is_named(autoencoder_run: Path, tmp_path: Path) -> None:
     """A small image folder holds out one image (val_fraction of 10): the report names the reference split and
     its size, not 'need at least 2 images for a covariance, got 1' (which could be either set)."""
     from PIL import Image
@@ -635,10 +635,18 @@ def test_a_reference_split_of_one_image_is_named(tmp_path: Path) -> None:
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     with pytest.raises(ValueError) as error:
         run_eval(tmp_path, f"images={folder}", "data=folder", f"data.root={folder}", "data.image_size=8")
-    assert str(error.value) == (
-        "the reference images, the val split of folder, are 1 image: the scores need at least 2 "
-        "(data.val_fraction sets how many images data.root holds out)"
+    larger = (
+        "(data.val_fraction sets how many images data.root holds out, or metrics.reference_split=train scores "
+        "against the training split)"
     )
+    assert str(error.value) == (
+        f"the reference images, the val split of folder, are 1 image: the scores need at least 2 {larger}"
+    )
+    # An autoencoder's reconstructions of that split: before, without the way out.
+    args = [f"ckpt={autoencoder_run}", "n=20", "data=folder", f"data.root={folder}", "data.image_size=8"]
+    with pytest.raises(ValueError) as error:
+        run_eval(tmp_path, *args, "data.channels=1")
+    assert str(error.value) == f"the val split of folder has 1 images; need at least 2 {larger}"
 
 
 def test_an_npz_is_counted_from_its_header_and_read_batch_by_batch(

@@ -55,11 +55,20 @@ def check_reference_size(size: int, evaluator: Evaluator, data: ImageDataModule)
     size = min(size, evaluator.num_reference or size)
     if size >= 2:
         return
-    held_out = " (data.val_fraction sets how many images data.root holds out)"
     raise ValueError(
         f"the reference images, the {evaluator.reference_split} split of {data.dataset}, are {size} "
-        f"image{'' if size == 1 else 's'}: the scores need at least 2"
-        f"{held_out if evaluator.reference_split == 'val' else ''}"
+        f"image{'' if size == 1 else 's'}: the scores need at least 2{larger_split(evaluator.reference_split)}"
+    )
+
+
+def larger_split(split: str) -> str:
+    """How to score against more images than a held-out split of too few holds, as the end of an error line."""
+    if split != "val":
+        return ""
+    # Before, the second way, which scored the same small folder, went unsaid.
+    return (
+        " (data.val_fraction sets how many images data.root holds out, or metrics.reference_split=train scores "
+        "against the training split)"
     )
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..autoencoder_checkpoint import LoadedAutoencoder
 from ..checkpoint_config import build
-from ..data.scoring import reference_statistics
+from ..data.scoring import larger_split, reference_statistics
 from ..io.results import write_json
 from ..metrics import Evaluator
 from .reconstruction import reconstruction_scores
@@ -74,7 +74,9 @@ def evaluate_autoencoder(
     held_out = data.dataset_for(split)
     count = min(int(n), len(held_out))
     if count < 2:
-        raise ValueError(f"the {split} split of {data.dataset} has {len(held_out)} images; need at least 2")
+        raise ValueError(
+            f"the {split} split of {data.dataset} has {len(held_out)} images; need at least 2{larger_split(split)}"
+        )
     if count < int(n):  # before, the report said n=90 where n=5000 was asked, without a word
         log.warning(
             "n=%d, but the %s split of %s holds %d images: all %d are reconstructed and scored",
