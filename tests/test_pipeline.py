@@ -323,6 +323,9 @@ def test_a_picture_given_as_an_object_instead_of_a_path_is_one_line(tiny_ckpt):
         ValueError, match="^mask= takes the path of a picture or of a folder of them, not a ndarray"
     ):
         pipe.sample(2, mode="inpaint", image="p.png", mask=np.ones((8, 8)))
+    # Paths in a list (image=[a.png,b.png] on sample.py's command line): before, "save it (PNG)", of PNGs.
+    with pytest.raises(ValueError, match=r"^image= takes .* not a list: put them in one folder$"):
+        pipe.sample(2, mode="img2img", image=["a.png", "b.png"])
 
 
 def test_repaint_settings_that_are_not_a_mapping_are_one_line(tiny_ckpt, tmp_path):

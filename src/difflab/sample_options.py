@@ -88,9 +88,14 @@ class SampleOptions:
         for key in ("image", "mask"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str | Path):
+                # A list of paths (image=[a.png,b.png] on the command line) is no picture to save: say what is taken.
+                listed_paths = isinstance(value, list | tuple) and all(
+                    isinstance(v, str | Path) for v in value
+                )
+                how = "put them in one folder" if listed_paths else "save it (PNG) and pass its path"
                 raise ValueError(
                     f"{key}= takes the path of a picture or of a folder of them, not a {type(value).__name__}: "
-                    "save it (PNG) and pass its path"
+                    f"{how}"
                 )
 
     def _refuse_inputs_the_mode_does_not_read(self) -> None:
