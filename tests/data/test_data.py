@@ -643,6 +643,12 @@ def test_empty_folder_and_folder_of_corrupt_files(tmp_path: Path):
     with pytest.raises(DataError) as excinfo:
         ImageDataModule("folder", root=str(empty)).setup()
     one_line_error(excinfo, "no readable images", str(empty))
+    assert "hidden" not in str(excinfo.value)
+    # Pictures only in a hidden folder (a viewer's .thumbs/): before, no word of why they were not read.
+    save(empty / ".thumbs" / "0.png", Image.new("L", (8, 8)))
+    with pytest.raises(DataError) as excinfo:
+        ImageDataModule("folder", root=str(empty)).setup()
+    one_line_error(excinfo, "; hidden folders are skipped, and .thumbs holds some)")
 
     junk = tmp_path / "junk"
     write_junk(junk / "a.png")

@@ -300,7 +300,14 @@ def no_images_message(directory: Path, skipped: list[str]) -> str:
             f"(first: {skipped[0]})"
         )
     extensions = " ".join(IMAGE_SUFFIXES)
-    return f"no readable images in {directory} (looked recursively for {extensions})"
+    hidden = sorted(
+        entry.name
+        for entry in (directory.iterdir() if directory.is_dir() else [])
+        if entry.name.startswith(".") and entry.is_dir() and next(image_paths(entry), None) is not None
+    )
+    # Before, a folder whose pictures lay only in .thumbs/ gave no hint why they were not read.
+    skipped_hidden = f"; hidden folders are skipped, and {', '.join(hidden)} holds some" if hidden else ""
+    return f"no readable images in {directory} (looked recursively for {extensions}{skipped_hidden})"
 
 
 class DigitsDataset(Dataset):
