@@ -18,7 +18,7 @@ def whole(minimum: int, nullable: bool = False, maximum: int | None = None) -> R
     def rule(value: Any) -> str | None:
         if value is None:
             return None if nullable else "must be set"
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and rule(int(value)) is None:
             # Before, n=1e3 was "n=1000.0 is not a whole number": true of what the parser made, not of what was meant.
             return f"is not a whole number: 1e3 and 2.0 are read as decimals; write {int(value)}"
         if isinstance(value, bool) or not isinstance(value, int):

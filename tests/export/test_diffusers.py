@@ -396,7 +396,11 @@ def test_a_diffusers_export_takes_the_options_its_model_was_trained_with(tiny_ck
     drawn = [np.load(folder / "samples.npz") for folder in (as_trained, plain)]
     np.testing.assert_array_equal(*(d[d.files[0]] for d in drawn))
     refusals = {
-        ("schedule=cosine",): "schedule.name=cosine (checkpoint: another table of betas)",
+        ("schedule=cosine",): "schedule.name=cosine (checkpoint: another table of 1000 betas)",
+        (
+            "schedule=linear",
+            "schedule.timesteps=500",
+        ): "schedule.name=linear schedule.timesteps=500 (checkpoint: another",
         ("model=unet_tiny", "model.base_channels=32"): "model.base_channels=32 (checkpoint: 16); drop",
         ("model=dit_tiny",): "model._target_=difflab.models.DiT (checkpoint: difflab.models.UNet); drop",
     }

@@ -65,7 +65,8 @@ def image_files(path: str | Path, what: str = "image") -> list[Path]:
         if holding := _subfolders_with_pictures(path):
             # Before, left out without a word: 8 of 12 pictures edited, those in subfolders not.
             subfolders = "subfolder" if len(holding) == 1 else "subfolders"
-            # stacklevel 1: said once, though the set is listed again to fingerprint it for resume=true.
+            # stacklevel 1: said once under Python's default filter, though the set is listed again to fingerprint
+            # it for resume=true.
             warnings.warn(
                 f"{what}={path}: the pictures in its {subfolders} {listed(holding, 3)} are not read (only those at "
                 "its top are, in name order): give a subfolder to read its own",
@@ -91,13 +92,19 @@ def _below(folder: Path) -> str:
 
 
 def _subfolders_with_pictures(folder: Path) -> list[str]:
-    """The names of `folder`'s subfolders (not hidden) that hold pictures at their own top, sorted."""
+    """The names of `folder`'s subfolders (not hidden) that hold pictures at their own top, sorted; one that cannot
+    be listed (no permission, a mount gone) is passed over: this is a hint, not the read."""
+
+    def holds_pictures(sub: Path) -> bool:
+        try:
+            return any(is_image_name(p.name) for p in sub.iterdir() if p.is_file())
+        except OSError:
+            return False
+
     return sorted(
         sub.name
         for sub in folder.iterdir()
-        if sub.is_dir()
-        and not sub.name.startswith(".")
-        and any(is_image_name(p.name) for p in sub.iterdir() if p.is_file())
+        if sub.is_dir() and not sub.name.startswith(".") and holds_pictures(sub)
     )
 
 

@@ -48,8 +48,15 @@ def built_contradictions(
     schedule = _group(left, "schedule")
     stored_schedule = config.get("schedule") or {}
     if schedule and stored_schedule.get("_target_") == TABLE_TARGET:
-        if not _same_betas(schedule, stored_schedule, allowed):
-            found.append(f"schedule.name={schedule.get('name')} (checkpoint: another table of betas)")
+        try:
+            same = _same_betas(schedule, stored_schedule, allowed)
+        except (ValueError, TypeError) as error:  # a schedule that cannot be built is named for what it is
+            while error.__cause__ is not None:
+                error = error.__cause__
+            found.append(f"schedule.name={schedule.get('name')} cannot be built ({error})")
+        else:
+            if not same:
+                found.append(_another_table(schedule, len(stored_schedule["betas"])))
         _drop_group(left, "schedule")
     return left, found
 
@@ -81,12 +88,18 @@ def _network_differences(model: Mapping[str, Any], stored: Mapping[str, Any]) ->
     return [f"model.{k}={new[k]} (checkpoint: {old.get(k)})" for k in new if new[k] != old.get(k)]
 
 
+def _another_table(schedule: Mapping[str, Any], steps: int) -> str:
+    """How a wanted schedule that builds another table than the folder's is named: its name, and its step count
+    where that is what differs."""
+    named = [f"schedule.name={schedule.get('name')}"]
+    if schedule.get("timesteps") not in (None, steps):
+        named.append(f"schedule.timesteps={schedule['timesteps']}")
+    return f"{' '.join(named)} (checkpoint: another table of {steps} betas)"
+
+
 def _same_betas(schedule: Mapping[str, Any], stored: Mapping[str, Any], allowed: Any) -> bool:
     """Whether the wanted schedule builds the folder's table of betas."""
-    try:
-        built = build({"schedule": dict(schedule)}, "schedule", allowed, "schedule=")
-    except (ValueError, TypeError):
-        return False
+    built = build({"schedule": dict(schedule)}, "schedule", allowed, "schedule=")
     table = torch.as_tensor(stored["betas"], dtype=torch.float64)
     ours = built.betas.double()
     return ours.shape == table.shape and torch.allclose(ours, table, rtol=BETAS_RTOL, atol=0.0)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..autoencoder_checkpoint import AUTOENCODER_TASK
+from ..autoencoder_checkpoint import is_autoencoder_config
 from ..checkpoint_config import contradictions
 from ..checkpoint_file import read_model
 from ..data.folder import class_folder_changes
@@ -82,7 +82,7 @@ def refuse_another_task(source: str, config: Mapping[str, Any], now: Mapping[str
     """An autoencoder's weights for a diffusion run, or a diffusion model's for an autoencoder run: one line on
     what to give instead. Before, the weights' mismatch, with advice to configure the other task's network (which
     turned a diffusion run into an autoencoder run)."""
-    theirs, ours = config.get("task") == AUTOENCODER_TASK, now.get("task") == AUTOENCODER_TASK
+    theirs, ours = is_autoencoder_config(config), is_autoencoder_config(now)
     if theirs and not ours:
         raise ValueError(
             f"init_from={source} is an autoencoder (task=autoencoder), not a diffusion model: to train a latent "
