@@ -69,9 +69,8 @@ def not_an_autoencoder(path: str | Path) -> ValueError:
 def _what_the_folder_is(folder: Path) -> str | None:
     """What a folder given as autoencoder= is, where it is close to one, as the rest of an error line: before,
     each was 'is not an autoencoder'."""
-    if is_autoencoder_folder(
-        folder / "vae"
-    ):  # export.py's latent pipeline: its autoencoder is beside the net
+    # export.py's latent pipeline: its autoencoder is beside the net.
+    if is_autoencoder_folder(folder / "vae"):
         return f"is a pipeline folder: its autoencoder is its vae/, give autoencoder={folder / 'vae'}"
     config = folder / "config.json"
     if config.is_file():

@@ -117,7 +117,8 @@ def folder_contents(root: Path) -> str:
             stat = path.stat()
         except OSError:  # a dangling link: the dataset skips it too
             continue
-        decomposed = decomposed or unicodedata.normalize("NFC", name) != name
+        named = str(path.relative_to(root))  # the split hashes names under the root
+        decomposed = decomposed or unicodedata.normalize("NFC", named) != named
         # os.fsencode: a file name that is not UTF-8 is hashed by its bytes (.encode() refused it).
         digest.update(os.fsencode(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n"))
     if decomposed:

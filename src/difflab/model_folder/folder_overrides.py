@@ -33,17 +33,13 @@ def built_contradictions(
     model = _group(left, "model")
     stored_model = config.get("model") or {}
     if model:
-        target, stored_target = (
-            model.get("_target_", stored_model.get("_target_")),
-            stored_model.get("_target_"),
-        )
-        # Another class: its keys mean other things, so the class alone is named.
-        same = target == stored_target
-        found += (
-            _network_differences(model, stored_model)
-            if same
-            else [f"model._target_={target} (checkpoint: {stored_target})"]
-        )
+        stored_target = stored_model.get("_target_")
+        target = model.get("_target_", stored_target)
+        if target == stored_target:
+            found += _network_differences(model, stored_model)
+        else:
+            # Another class: its keys mean other things, so the class alone is named.
+            found.append(f"model._target_={target} (checkpoint: {stored_target})")
         _drop_group(left, "model")
     schedule = _group(left, "schedule")
     stored_schedule = config.get("schedule") or {}
